@@ -1,0 +1,52 @@
+"""The agent's configuration: one frozen object per process."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.config import option
+
+DEFAULT_PATH = Path("/etc/build-swarm/agent.toml")
+ENV_PREFIX = "SWARM_AGENT_"
+DRONE_TYPES = ("lxc", "qemu", "bare-metal", "unknown")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    controller: str = option("127.0.0.1:8094", "controller gRPC address", metavar="HOST:PORT")
+    name: str = option("", "drone name shown in the console (default: the host name)")
+    drone_type: str = option("unknown", "what this drone is: " + ", ".join(DRONE_TYPES))
+    network: str = option("lan", "network the drone is on, e.g. lan or tailscale")
+    state_dir: Path = option(Path("/var/lib/build-swarm/agent"), "where the drone id and keys are kept")
+    cache_path: Path = option(Path("/var/tmp/portage"), "build cache whose disk use is reported")
+    heartbeat_interval: float = option(1.0, "seconds between heartbeats")
+    backoff_initial: float = option(0.5, "first reconnect delay ceiling in seconds")
+    backoff_max: float = option(30.0, "largest reconnect delay in seconds")
+    log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
+    log_level: str = option("info", "debug, info, warning or error")
+
+    def __post_init__(self) -> None:
+        if self.drone_type not in DRONE_TYPES:
+            raise ValueError(f"drone_type must be one of {', '.join(DRONE_TYPES)}, got {self.drone_type!r}")
+        if self.name and not NAME_RE.match(self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, '.', '_' or '-' (at most 63)")
+        host, sep, port = self.controller.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"controller must be HOST:PORT, got {self.controller!r}")
+        if not 0.05 <= self.heartbeat_interval <= 60:
+            raise ValueError("heartbeat_interval must be between 0.05 and 60 seconds")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def drone_name(self) -> str:
+        if self.name:
+            return self.name
+        host = socket.gethostname().split(".")[0]
+        return host if NAME_RE.match(host) else "drone"

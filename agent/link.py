@@ -1,0 +1,149 @@
+"""The agent's control stream to the controller.
+
+One ``ControlLink`` keeps one ``Connect`` stream open for the life of the
+agent: it says Hello, waits for Welcome, then sends heartbeats and answers
+pings. When the stream breaks it reconnects with exponential backoff and
+full jitter, forever, until ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+import grpc
+
+from swarm.agent import serde
+from swarm.agent.probes import Sample, SystemProbe
+from swarm.backoff import Backoff
+from swarm.grpcopts import CLIENT_OPTIONS
+from swarm.tasks import race
+from swarm.v1 import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+WELCOME_TIMEOUT = 10.0
+OUTBOX_SIZE = 32
+HEARTBEAT_JITTER = 0.05
+
+
+class StreamEnded(Exception):
+    """The controller closed the control stream."""
+
+
+class ControlLink:
+    def __init__(self, target: str, hello: serde.HelloInfo, probe: SystemProbe, backoff: Backoff) -> None:
+        self._target = target
+        self._hello = hello
+        self._probe = probe
+        self._backoff = backoff
+        self._interval = hello.heartbeat_interval
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._latest: Sample | None = None
+        self._seq = 0
+        self._welcomed = False
+        self.connected = asyncio.Event()
+        self.sessions = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="control-link")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            self._welcomed = False
+            try:
+                await self._session()
+            except grpc.aio.AioRpcError as exc:
+                log.warning("control stream to %s ended: %s %s", self._target, exc.code().name, exc.details())
+            except StreamEnded:
+                log.warning("controller %s closed the control stream", self._target)
+            except TimeoutError:
+                log.warning("controller %s did not answer Hello in %.0fs", self._target, WELCOME_TIMEOUT)
+            finally:
+                self.connected.clear()
+            if self._welcomed:
+                attempt = 0
+            delay = self._backoff.delay(attempt)
+            attempt += 1
+            log.info("reconnecting to %s in %.2fs", self._target, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _session(self) -> None:
+        """One control stream from Hello to its end."""
+        async with grpc.aio.insecure_channel(self._target, options=CLIENT_OPTIONS) as channel:
+            call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+            await call.write(serde.hello(self._hello))
+            first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
+            if first is grpc.aio.EOF:
+                await self._raise_status(call)
+            if first.WhichOneof("body") != "welcome":
+                raise StreamEnded(f"expected welcome, got {first.WhichOneof('body')}")
+            self._welcomed = True
+            self.sessions += 1
+            self.connected.set()
+            log.info("connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id)
+            outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
+            try:
+                await race(
+                    self._heartbeats(outbox),
+                    self._writer(call, outbox),
+                    self._reader(call, outbox),
+                    names=("heartbeats", "stream-writer", "stream-reader"),
+                )
+            except StreamEnded:
+                await self._raise_status(call)
+
+    @staticmethod
+    async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
+                                       await call.details())
+        raise StreamEnded()
+
+    async def _heartbeats(self, outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
+        next_at = time.monotonic()
+        while True:
+            self._latest = await asyncio.to_thread(self._probe.sample)
+            self._seq += 1
+            message = serde.heartbeat(self._seq, self._latest, self._hello.current_job_id)
+            try:
+                outbox.put_nowait(message)
+            except asyncio.QueueFull:
+                # The controller is not reading; the next heartbeat says the same, newer.
+                log.debug("outbox full, heartbeat %d dropped", self._seq)
+            jitter = random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * self._interval
+            next_at = max(next_at + self._interval, time.monotonic()) + jitter
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def _writer(self, call: grpc.aio.StreamStreamCall,
+                      outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
+        while True:
+            await call.write(await outbox.get())
+
+    async def _reader(self, call: grpc.aio.StreamStreamCall,
+                      outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                raise StreamEnded()
+            kind = message.WhichOneof("body")
+            if kind == "ping":
+                # Backpressure: if the controller stops reading, so do we.
+                await outbox.put(serde.pong(message.ping, self._latest, self._hello.current_job_id))
+            else:
+                log.warning("ignoring unexpected %s from controller", kind)

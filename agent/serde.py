@@ -1,0 +1,73 @@
+"""The agent's one place where protobuf messages are built and read."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from swarm.agent.probes import Sample
+from swarm.v1 import fleet_pb2, gateway_pb2
+
+DRONE_TYPES = {
+    "unknown": fleet_pb2.DRONE_TYPE_UNKNOWN,
+    "lxc": fleet_pb2.DRONE_TYPE_LXC,
+    "qemu": fleet_pb2.DRONE_TYPE_QEMU,
+    "bare-metal": fleet_pb2.DRONE_TYPE_BARE_METAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HelloInfo:
+    drone_id: str
+    name: str
+    cores: int
+    drone_type: str
+    network: str
+    agent_version: str
+    heartbeat_interval: float
+    hostname: str
+    current_job_id: str = ""
+
+
+def hello(info: HelloInfo) -> gateway_pb2.AgentMessage:
+    return gateway_pb2.AgentMessage(
+        hello=fleet_pb2.Hello(
+            drone_id=info.drone_id,
+            name=info.name,
+            cores=info.cores,
+            drone_type=DRONE_TYPES[info.drone_type],
+            network=info.network,
+            agent_version=info.agent_version,
+            heartbeat_interval_ms=round(info.heartbeat_interval * 1000),
+            hostname=info.hostname,
+            current_job_id=info.current_job_id,
+        )
+    )
+
+
+def heartbeat(seq: int, sample: Sample, current_job_id: str = "") -> gateway_pb2.AgentMessage:
+    return gateway_pb2.AgentMessage(
+        heartbeat=fleet_pb2.Heartbeat(
+            seq=seq,
+            sent_at_unix_ns=time.time_ns(),
+            load1=sample.load1,
+            load5=sample.load5,
+            load15=sample.load15,
+            cpu_percent=sample.cpu_percent,
+            memory_percent=sample.memory_percent,
+            disk_percent=sample.disk_percent,
+            disk_free_bytes=sample.disk_free_bytes,
+            emerge_running=sample.emerge_running,
+            current_job_id=current_job_id,
+        )
+    )
+
+
+def pong(ping: fleet_pb2.Ping, sample: Sample | None, current_job_id: str = "") -> gateway_pb2.AgentMessage:
+    status = fleet_pb2.DroneStatus(current_job_id=current_job_id)
+    if sample is not None:
+        status.emerge_running = sample.emerge_running
+        status.load1 = sample.load1
+        status.disk_percent = sample.disk_percent
+        status.disk_free_bytes = sample.disk_free_bytes
+    return gateway_pb2.AgentMessage(pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns, status=status))

@@ -1,0 +1,66 @@
+"""Small asyncio helpers for owned, never-dangling tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+async def race(*coros: Coroutine[Any, Any, Any], names: tuple[str, ...] = ()) -> None:
+    """Run coroutines side by side until the first one ends, then cancel
+    the others and wait for them. The first one's exception, if any, is
+    raised as itself (not wrapped in a group)."""
+    tasks = [
+        asyncio.create_task(coro, name=names[i] if i < len(names) else None) for i, coro in enumerate(coros)
+    ]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            raise exc
+
+
+class TaskSet:
+    """Tasks owned by one component: started by name, all cancelled and
+    awaited on close, with the names of any that did not stop in time."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self._owner}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            log.warning("%s: still running after %.1fs: %s", self._owner, timeout,
+                        ", ".join(sorted(t.get_name() for t in pending)))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

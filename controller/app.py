@@ -1,0 +1,161 @@
+"""The controller process: owns every component, starts and stops them in
+stages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from swarm import __version__
+from swarm.controller import adminkey
+from swarm.controller.config import ControllerConfig
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import Fleet
+from swarm.controller.gateway import Gateway
+from swarm.controller.health import HealthMonitor, y_for_phi
+from swarm.controller.persist import NodeWriter
+from swarm.controller.pinger import Pinger
+from swarm.controller.protolog import ProtocolLog
+from swarm.controller.services import Services
+from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.sql import SqlStore
+from swarm.controller.web import admin, public
+from swarm.grpcopts import SERVER_OPTIONS
+from swarm.v1 import gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Stop stages; together well under OpenRC's default 60 s stop timeout.
+STOP_GATEWAY = 3.0
+STOP_WEB = 3.0
+STOP_SERVICES = 5.0
+STOP_STORE = 5.0
+
+
+class StartupError(Exception):
+    """The controller cannot start; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    grpc: int
+    public: int
+    admin: int
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.store = SqlStore(config.db_url)
+        self.runner = StoreRunner(self.store)
+        self.protolog = ProtocolLog(config.protocol_buffer)
+        self.events = EventLog(self.runner, buffer=config.event_buffer, retention=config.event_retention)
+        self.fleet = Fleet(self.events, y_threshold=y_for_phi(config.suspect_phi))
+        self.health = HealthMonitor(self.fleet, suspect_phi=config.suspect_phi,
+                                    offline_after_intervals=config.offline_after_intervals)
+        self.pinger = Pinger(self.fleet, config.ping_interval)
+        self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
+        self.gateway = Gateway(self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout)
+        self.started_at = time.time()
+        self._server: grpc.aio.Server | None = None
+        self._web: list[web.AppRunner] = []
+        self.ports: Ports | None = None
+
+    async def start(self) -> Ports:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            key = adminkey.load_or_create(config.admin_key_path)
+        except (adminkey.AdminKeyError, OSError) as exc:
+            raise StartupError(str(exc)) from None
+        await self.runner.open()
+        await self.events.start()
+        self.fleet.load(await self.runner.call(self.store.list_nodes))
+
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
+        try:
+            grpc_port = self._server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen for agents on {config.bind}:{config.grpc_port}: {exc}") from None
+        await self._server.start()
+
+        services = Services(config=config, fleet=self.fleet, events=self.events, protolog=self.protolog,
+                            runner=self.runner, started_at=self.started_at, backend=self.store.backend)
+        public_port = await self._serve(public.create_app(services), config.bind, config.public_port, "public")
+        admin_app = admin.create_app(services, adminkey.AdminKeys({"admin": key}))
+        admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
+
+        await self.health.start()
+        await self.pinger.start()
+        await self.writer.start()
+        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port)
+        self.events.emit("controller_started", f"controller {__version__} started", version=__version__,
+                         grpc_port=grpc_port, public_port=public_port, admin_port=admin_port,
+                         database=self.store.backend, drones_known=len(self.fleet))
+        log.info("serving: gRPC %s:%d, public http://%s:%d/, admin http://%s:%d/", config.bind, grpc_port,
+                 config.bind, public_port, config.admin_bind, admin_port)
+        if str(config.ready_file) not in ("", "."):
+            self._write_ready(self.ports)
+        return self.ports
+
+    async def _serve(self, app: web.Application, host: str, port: int, name: str) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._web.append(runner)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for the {name} tier on {host}:{port}: {exc.strerror}") from None
+        return int(runner.addresses[-1][1])
+
+    def _write_ready(self, ports: Ports) -> None:
+        path = self.config.ready_file
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "grpc_port": ports.grpc, "public_port": ports.public,
+                                   "admin_port": ports.admin, "admin_key_file": str(self.config.admin_key_path)}))
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        """Staged shutdown; each stage has its own deadline and says what hung."""
+        await self._stage("gateway", STOP_GATEWAY, self._stop_gateway())
+        await self._stage("web", STOP_WEB, self._stop_web())
+        await self._stage("services", STOP_SERVICES, self._stop_services())
+        await self._stage("store", STOP_STORE, self._stop_store())
+
+    async def _stage(self, name: str, timeout: float, work: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(work, timeout)
+        except TimeoutError:
+            log.error("shutdown stage %s did not finish in %.0fs", name, timeout)
+        except Exception:
+            log.exception("shutdown stage %s failed", name)
+
+    async def _stop_gateway(self) -> None:
+        self.gateway.close_all("controller shutting down")
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+
+    async def _stop_web(self) -> None:
+        for runner in self._web:
+            await runner.cleanup()
+        self._web.clear()
+
+    async def _stop_services(self) -> None:
+        await self.pinger.stop()
+        await self.health.stop()
+        await self.writer.stop()
+
+    async def _stop_store(self) -> None:
+        self.events.emit("controller_stopped", "controller stopped")
+        await self.events.stop()
+        await self.runner.close()

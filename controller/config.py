@@ -1,0 +1,65 @@
+"""The controller's configuration: one frozen object per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.config import option
+
+DEFAULT_PATH = Path("/etc/build-swarm/controller.toml")
+ENV_PREFIX = "SWARM_CONTROLLER_"
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    data_dir: Path = option(Path("/var/lib/build-swarm"), "state: database, keys, binhosts")
+    db: str = option("", "database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
+                     "(default: SQLite in the data dir)", metavar="URL")
+    bind: str = option("0.0.0.0", "address for the gRPC gateway and the public tier", metavar="ADDR")
+    admin_bind: str = option("127.0.0.1", "address for the admin tier", metavar="ADDR")
+    grpc_port: int = option(8094, "gRPC gateway port for agents (0: any free port)", metavar="PORT")
+    public_port: int = option(8100, "public read-only HTTP port (0: any free port)", metavar="PORT")
+    admin_port: int = option(8093, "admin HTTP port (0: any free port)", metavar="PORT")
+    admin_key_file: Path = option(Path(""), "file holding the admin API key; created with a random key "
+                                  "if missing (default: DATA_DIR/admin.key)")
+    ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
+    suspect_phi: float = option(8.0, "phi-accrual threshold at which a silent drone becomes suspect")
+    offline_after_intervals: float = option(10.0, "heartbeat intervals of silence before a drone is "
+                                            "declared offline and its stream closed")
+    hello_timeout: float = option(10.0, "seconds a new stream may take to say Hello")
+    persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
+    event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
+    event_buffer: int = option(5_000, "recent events kept in memory")
+    protocol_buffer: int = option(20_000, "recent protocol messages kept in memory")
+    ready_file: Path = option(Path(""), "write the bound ports here as JSON once serving")
+    log_file: Path = option(Path("/var/log/swarm-controller.log"), "log file (empty: stderr only)")
+    log_level: str = option("info", "debug, info, warning or error")
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "public_port", "admin_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be 0..65535, got {port}")
+        if not 0.1 <= self.ping_interval <= 3600:
+            raise ValueError("ping_interval must be between 0.1 and 3600 seconds")
+        if self.suspect_phi <= 0:
+            raise ValueError("suspect_phi must be positive")
+        if self.offline_after_intervals < 2:
+            raise ValueError("offline_after_intervals must be at least 2")
+        if self.persist_interval <= 0 or self.hello_timeout <= 0:
+            raise ValueError("persist_interval and hello_timeout must be positive")
+        if self.event_retention < 100 or self.event_buffer < 10 or self.protocol_buffer < 10:
+            raise ValueError("event_retention >= 100, event_buffer >= 10, protocol_buffer >= 10")
+        if self.db and not self.db.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError(f"db must be a sqlite:/// or postgresql:// URL, got {self.db.split(':')[0]}:...")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.admin_key_file if str(self.admin_key_file) not in ("", ".") else self.data_dir / "admin.key"
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.data_dir / 'swarm.db'}"

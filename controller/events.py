@@ -1,0 +1,134 @@
+"""The event log: what happened in the swarm, newest in memory, all of it
+(up to the retention limit) in the database.
+
+``emit`` is synchronous and cheap: it hands out the next id, keeps the
+event in a ring buffer and queues it for the next batched write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from swarm.controller.store.records import EventRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5
+TRIM_EVERY = 120  # flushes between retention trims
+PENDING_LIMIT = 50_000
+
+
+class EventLog:
+    def __init__(self, runner: StoreRunner, *, buffer: int, retention: int) -> None:
+        self._runner = runner
+        self._ring: deque[EventRecord] = deque(maxlen=buffer)
+        self._pending: deque[EventRecord] = deque()
+        self._retention = retention
+        self._next_id = 1
+        self._tasks = TaskSet("events")
+        self.dropped = 0
+
+    async def start(self) -> None:
+        last = await self._runner.call(self._runner.store.max_event_id)
+        self._next_id = last + 1
+        recent = await self._runner.call(self._runner.store.list_events, limit=self._ring.maxlen or 100)
+        self._ring.extend(recent)
+        self._tasks.spawn(self._flush_loop(), "flush")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+        await self.flush()
+
+    def emit(self, type: str, message: str, *, drone_id: str | None = None, drone_name: str | None = None,
+             **data: Any) -> EventRecord:
+        event = EventRecord(id=self._next_id, ts=time.time(), type=type, message=message, drone_id=drone_id,
+                            drone_name=drone_name, data=data)
+        self._next_id += 1
+        self._ring.append(event)
+        if len(self._pending) >= PENDING_LIMIT:
+            # The database has been unreachable for a long time; keep memory
+            # bounded and say so, rather than grow without limit.
+            self._pending.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("event backlog full: %d events not persisted", self.dropped)
+        self._pending.append(event)
+        log.info("event %s: %s", type, message)
+        return event
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    def recent(self, *, after_id: int | None, since_ts: float | None, limit: int, drone_id: str | None,
+               types: Sequence[str]) -> list[EventRecord] | None:
+        """Answer from memory, or None when the ring does not reach back far enough."""
+        ring = self._ring
+        if not ring:
+            return [] if self.last_id == 0 else None
+        oldest = ring[0]
+        if after_id is not None:
+            covered = after_id >= oldest.id - 1
+        elif since_ts is not None:
+            covered = since_ts >= oldest.ts
+        else:
+            covered = True
+        if not covered:
+            return None
+        picked = [
+            e for e in ring
+            if (after_id is None or e.id > after_id) and (since_ts is None or e.ts >= since_ts)
+            and (drone_id is None or e.drone_id == drone_id) and (not types or e.type in types)
+        ]
+        if after_id is not None or since_ts is not None:
+            return picked[:limit]
+        if len(picked) >= limit:
+            return picked[-limit:]
+        # Fewer matches than asked for: complete only if memory holds every event.
+        return picked if oldest.id == 1 else None
+
+    async def query(self, *, after_id: int | None = None, since_ts: float | None = None, limit: int = 100,
+                    drone_id: str | None = None, types: Sequence[str] = ()) -> list[EventRecord]:
+        found = self.recent(after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types)
+        if found is not None:
+            return found
+        await self.flush()
+        return await self._runner.call(self._runner.store.list_events, after_id=after_id, since_ts=since_ts,
+                                       limit=limit, drone_id=drone_id, types=tuple(types))
+
+    async def activity(self, start: float, width: float, buckets: int) -> list[int]:
+        await self.flush()
+        return await self._runner.call(self._runner.store.count_events, start, width, buckets)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        try:
+            await self._runner.call(self._runner.store.add_events, batch)
+        except Exception:
+            # Put them back in front: the next flush tries again.
+            self._pending.extendleft(reversed(batch))
+            raise
+
+    async def _flush_loop(self) -> None:
+        flushes = 0
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+                flushes += 1
+                if flushes % TRIM_EVERY == 1:
+                    removed = await self._runner.call(self._runner.store.trim_events, self._retention)
+                    if removed:
+                        log.info("event retention: removed %d old events", removed)
+            except Exception:
+                log.exception("writing events failed; will retry")

@@ -1,0 +1,231 @@
+"""The fleet: every drone the controller knows, with its live state.
+
+Live state is kept in memory and changed only on the event loop; the
+database gets it in batches (``persist.NodeWriter``). A drone has at most
+one control stream: a second stream claiming the same drone id replaces
+the first, which is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from typing import Any, Protocol
+
+from swarm.controller.events import EventLog
+from swarm.controller.health import PhiAccrual
+from swarm.controller.serde import HeartbeatData, HelloData, PongData
+from swarm.controller.store.records import NodeRecord
+
+log = logging.getLogger(__name__)
+
+NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
+ONLINE, SUSPECT, OFFLINE = "online", "suspect", "offline"
+STATUSES = (ONLINE, SUSPECT, OFFLINE)
+# A pong older than this is not a measurement of the current link.
+PONG_MAX_AGE_NS = 60 * 10**9
+
+
+class Link(Protocol):
+    """The fleet's view of a control stream (gateway.DroneSession)."""
+
+    drone_id: str
+    peer: str
+
+    def send(self, message: Any) -> bool: ...
+
+    def close(self, code: str, details: str) -> None: ...
+
+
+class DroneState:
+    """Mutable live state of one drone; a NodeRecord's fields plus the link."""
+
+    __slots__ = (*NODE_FIELDS, "link", "detector", "suspect_at", "interval", "ping_seq", "next_ping_at",
+                 "connected_at")
+
+    def __init__(self, record: NodeRecord) -> None:
+        for name in NODE_FIELDS:
+            setattr(self, name, getattr(record, name))
+        self.link: Link | None = None
+        self.detector: PhiAccrual | None = None
+        self.suspect_at = 0.0
+        self.interval = record.heartbeat_interval_ms / 1000
+        self.ping_seq = 0
+        self.next_ping_at = 0.0
+        self.connected_at: float | None = None
+
+    def record(self) -> NodeRecord:
+        return NodeRecord(**{name: getattr(self, name) for name in NODE_FIELDS})
+
+    def detector_last(self) -> float:
+        return self.detector.last if self.detector is not None else 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None
+
+
+class Fleet:
+    def __init__(self, events: EventLog, *, y_threshold: float) -> None:
+        self._events = events
+        self._y = y_threshold
+        self._drones: dict[str, DroneState] = {}
+        self._connected: dict[str, DroneState] = {}
+        self.dirty: set[str] = set()
+
+    # -- views ---------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._drones)
+
+    def all(self) -> list[DroneState]:
+        return sorted(self._drones.values(), key=lambda s: (s.name, s.id))
+
+    def connected(self) -> Iterator[DroneState]:
+        # Callers may change states while iterating: iterate a copy.
+        return iter(list(self._connected.values()))
+
+    def connected_count(self) -> int:
+        return len(self._connected)
+
+    def get(self, drone_id: str) -> DroneState | None:
+        return self._drones.get(drone_id)
+
+    def find(self, key: str) -> DroneState | None:
+        """By id, else by name (a connected drone wins a name clash)."""
+        state = self._drones.get(key)
+        if state is not None:
+            return state
+        named = [s for s in self._drones.values() if s.name == key]
+        named.sort(key=lambda s: (not s.connected, -(s.last_seen_at or 0)))
+        return named[0] if named else None
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for state in self._drones.values():
+            counts[state.status] = counts.get(state.status, 0) + 1
+        return counts
+
+    # -- lifecycle -----------------------------------------------------
+
+    def load(self, records: Iterable[NodeRecord]) -> None:
+        """Known drones from the database; none has a stream yet."""
+        for record in records:
+            state = DroneState(record)
+            if state.status != OFFLINE:
+                state.status = OFFLINE
+                self.dirty.add(state.id)
+            self._drones[state.id] = state
+
+    def attach(self, hello: HelloData, link: Link) -> DroneState:
+        now = time.time()
+        state = self._drones.get(hello.drone_id)
+        if state is None:
+            state = DroneState(NodeRecord(id=hello.drone_id, name=hello.name, first_seen_at=now))
+            self._drones[state.id] = state
+        old_link = state.link
+        previous_name = state.name
+        state.name = hello.name
+        state.cores = hello.cores
+        state.drone_type = hello.drone_type
+        state.network = hello.network
+        state.hostname = hello.hostname
+        state.agent_version = hello.agent_version
+        state.payload_version = hello.payload_version
+        state.heartbeat_interval_ms = hello.heartbeat_interval_ms
+        state.current_job_id = hello.current_job_id
+        state.interval = hello.heartbeat_interval_ms / 1000
+        state.detector = PhiAccrual(state.interval, now)
+        state.suspect_at = state.detector.deadline(self._y)
+        state.link = link
+        state.connected_at = now
+        state.last_seen_at = now
+        state.next_ping_at = now + state.interval
+        self._connected[state.id] = state
+        self.dirty.add(state.id)
+        if old_link is not None:
+            old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
+            self._events.emit("drone_replaced", f"{state.name}: a new stream from {link.peer} replaced the "
+                              f"one from {old_link.peer}", drone_id=state.id, drone_name=state.name,
+                              old_peer=old_link.peer, new_peer=link.peer)
+            if state.status != ONLINE:
+                self._set_status(state, ONLINE, "drone_online", "reconnected")
+        else:
+            state.status = ONLINE
+            renamed = f" (was {previous_name})" if previous_name != hello.name else ""
+            self._events.emit("drone_connected", f"{state.name} connected from {link.peer}{renamed}",
+                              drone_id=state.id, drone_name=state.name, peer=link.peer,
+                              drone_type=state.drone_type, agent_version=state.agent_version)
+        return state
+
+    def detach(self, link: Link, reason: str) -> None:
+        state = self._drones.get(link.drone_id)
+        if state is None or state.link is not link:
+            return  # replaced by a newer stream: nothing changed for the drone
+        state.link = None
+        state.connected_at = None
+        self._connected.pop(state.id, None)
+        self._set_status(state, OFFLINE, "drone_disconnected", reason)
+
+    def _set_status(self, state: DroneState, status: str, event: str, reason: str) -> None:
+        old = state.status
+        state.status = status
+        self.dirty.add(state.id)
+        self._events.emit(event, f"{state.name}: {old} -> {status}: {reason}", drone_id=state.id,
+                          drone_name=state.name, old_status=old, new_status=status, reason=reason)
+
+    # -- traffic -------------------------------------------------------
+
+    def on_heartbeat(self, state: DroneState, hb: HeartbeatData) -> None:
+        now = time.time()
+        state.last_seen_at = now
+        state.last_heartbeat_at = now
+        state.load1 = hb.load1
+        state.load5 = hb.load5
+        state.load15 = hb.load15
+        state.cpu_percent = hb.cpu_percent
+        state.memory_percent = hb.memory_percent
+        state.disk_percent = hb.disk_percent
+        state.disk_free_bytes = hb.disk_free_bytes
+        state.emerge_running = hb.emerge_running
+        state.current_job_id = hb.current_job_id
+        detector = state.detector
+        if detector is not None:
+            detector.heartbeat(now)
+            state.suspect_at = detector.deadline(self._y)
+        self.dirty.add(state.id)
+        if state.status == SUSPECT:
+            self._set_status(state, ONLINE, "drone_online", "heartbeats resumed")
+
+    def on_pong(self, state: DroneState, pong: PongData) -> None:
+        now_ns = time.time_ns()
+        age = now_ns - pong.sent_at_ns
+        if pong.seq > state.ping_seq or not 0 <= age <= PONG_MAX_AGE_NS:
+            log.debug("%s: pong %d does not match a recent ping", state.name, pong.seq)
+            return
+        state.last_pong_at = now_ns / 1e9
+        state.last_seen_at = state.last_pong_at
+        state.ping_latency_ms = round(age / 1e6, 3)
+        self.dirty.add(state.id)
+
+    def on_ping_sent(self, state: DroneState, seq: int, now: float) -> None:
+        state.ping_seq = seq
+        state.last_ping_at = now
+
+    def mark_suspect(self, state: DroneState, silent_for: float) -> None:
+        self._set_status(state, SUSPECT, "drone_suspect",
+                         f"no heartbeat for {silent_for:.1f}s (interval {state.interval:g}s)")
+
+    def silence_offline(self, state: DroneState, silent_for: float) -> None:
+        link = state.link
+        reason = f"no heartbeat for {silent_for:.1f}s"
+        if link is not None:
+            link.close("UNAVAILABLE", reason)
+            self.detach(link, reason)
+
+    def take_dirty(self) -> list[NodeRecord]:
+        records = [self._drones[i].record() for i in self.dirty if i in self._drones]
+        self.dirty.clear()
+        return records

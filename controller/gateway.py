@@ -1,0 +1,142 @@
+"""The gRPC gateway: one control stream per drone.
+
+Each stream has one reader task and one writer task. The writer drains a
+bounded outbox, so a drone that stops reading pushes back on us instead
+of growing memory; whoever wants a stream ended calls ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from swarm.controller import serde
+from swarm.controller.errors import SwarmError
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.protolog import IN, OUT, ProtocolLog
+from swarm.v1 import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SIZE = 64
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The one mapping from our errors to a gRPC status; others stay private."""
+    if isinstance(exc, SwarmError) and type(exc) is not SwarmError:
+        return grpc.StatusCode[exc.grpc_code], exc.message
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class DroneSession:
+    __slots__ = ("drone_id", "peer", "outbox", "closed", "close_code", "close_details")
+
+    def __init__(self, drone_id: str, peer: str) -> None:
+        self.drone_id = drone_id
+        self.peer = peer
+        self.outbox: asyncio.Queue[gateway_pb2.ControllerMessage] = asyncio.Queue(OUTBOX_SIZE)
+        self.closed = asyncio.Event()
+        self.close_code: grpc.StatusCode | None = None
+        self.close_details = ""
+
+    def send(self, message: gateway_pb2.ControllerMessage) -> bool:
+        """Queue a message; False if the drone is not keeping up."""
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def close(self, code: str, details: str) -> None:
+        if not self.closed.is_set():
+            self.close_code = grpc.StatusCode[code]
+            self.close_details = details
+            self.closed.set()
+
+
+class Gateway(gateway_pb2_grpc.DroneGatewayServicer):  # type: ignore[misc]
+    def __init__(self, fleet: Fleet, events: EventLog, protolog: ProtocolLog, *, hello_timeout: float) -> None:
+        self._fleet = fleet
+        self._events = events
+        self._protolog = protolog
+        self._hello_timeout = hello_timeout
+        self.sessions: set[DroneSession] = set()
+
+    def _reject(self, peer: str, drone_id: str, message: str) -> None:
+        self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
+
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        peer = context.peer()
+        try:
+            first = await asyncio.wait_for(context.read(), self._hello_timeout)
+        except TimeoutError:
+            self._reject(peer, "", f"no hello within {self._hello_timeout:g}s")
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
+            return
+        if first is grpc.aio.EOF:
+            return
+        try:
+            hello = serde.read_hello(first)
+        except SwarmError as exc:
+            self._protolog.record(IN, "", first.WhichOneof("body") or "empty", first.ByteSize())
+            self._reject(peer, "", exc.message)
+            code, details = grpc_status(exc)
+            await context.abort(code, details)
+            return
+        self._protolog.record(IN, hello.drone_id, "hello", first.ByteSize())
+
+        session = DroneSession(hello.drone_id, peer)
+        self.sessions.add(session)
+        state = self._fleet.attach(hello, session)
+        session.send(serde.welcome(hello.drone_id))
+        reader = asyncio.create_task(self._read(session, state, context), name=f"read:{hello.name}")
+        writer = asyncio.create_task(self._write(session, context), name=f"write:{hello.name}")
+        for task in (reader, writer):
+            task.add_done_callback(lambda t, s=session: s.close("OK", "") if not t.cancelled() else None)
+        try:
+            await session.closed.wait()
+        finally:
+            reader.cancel()
+            writer.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            self.sessions.discard(session)
+            self._fleet.detach(session, session.close_details or "stream closed by the drone")
+        if session.close_code not in (None, grpc.StatusCode.OK):
+            await context.abort(session.close_code, session.close_details)
+
+    async def _read(self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext) -> None:
+        record = self._protolog.record
+        drone_id = session.drone_id
+        while True:
+            message = await context.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("body")
+            record(IN, drone_id, kind or "empty", message.ByteSize())
+            if kind == "heartbeat":
+                self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
+            elif kind == "pong":
+                self._fleet.on_pong(state, serde.read_pong(message.pong))
+            elif kind == "hello":
+                self._reject(session.peer, drone_id, "hello sent twice on one stream")
+                session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
+                return
+            else:
+                self._reject(session.peer, drone_id, f"unknown message {kind or 'with no body'}")
+                session.close("INVALID_ARGUMENT", f"unsupported agent message {kind or 'with no body'}")
+                return
+
+    async def _write(self, session: DroneSession, context: grpc.aio.ServicerContext) -> None:
+        record = self._protolog.record
+        while True:
+            message = await session.outbox.get()
+            await context.write(message)
+            record(OUT, session.drone_id, message.WhichOneof("body") or "empty", message.ByteSize())
+
+    def close_all(self, details: str) -> None:
+        for session in list(self.sessions):
+            session.close("UNAVAILABLE", details)

@@ -1,0 +1,122 @@
+"""Failure detection: a phi-accrual detector per drone, and the monitor
+that turns silence into ``suspect`` and then ``offline``.
+
+Phi accrual (Hayashibara et al., as in Cassandra and Akka) learns each
+drone's own heartbeat rhythm: phi grows with silence measured against the
+mean and spread of that drone's recent intervals, so a drone on a slow
+Tailscale link is judged by its own jitter, not by a fixed timeout. With
+the defaults a drone beating steadily every T seconds is suspect after
+about 3 T of silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from swarm.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from swarm.controller.fleet import Fleet
+
+log = logging.getLogger(__name__)
+
+WINDOW = 100
+# Accepted pause and smallest spread, as shares of the drone's interval:
+# even a perfectly regular drone is allowed a missed beat before suspicion.
+PAUSE_SHARE = 1.0
+MIN_STD_SHARE = 0.2
+TICK = 0.1
+
+
+def _phi(y: float) -> float:
+    """-log10 of the logistic approximation of P(X > y) for X ~ N(0, 1)."""
+    e = math.exp(-y * (1.5976 + 0.070566 * y * y))
+    if y > 0:
+        return -math.log10(e / (1.0 + e))
+    return -math.log10(1.0 - 1.0 / (1.0 + e))
+
+
+def y_for_phi(threshold: float) -> float:
+    lo, hi = -10.0, 40.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if _phi(mid) < threshold:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+class PhiAccrual:
+    __slots__ = ("_intervals", "_pause", "_min_std", "_sum", "_sumsq", "last")
+
+    def __init__(self, expected_interval: float, now: float) -> None:
+        self._intervals: deque[float] = deque(maxlen=WINDOW)
+        self._pause = expected_interval * PAUSE_SHARE
+        self._min_std = expected_interval * MIN_STD_SHARE
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self.last = now
+        self._add(expected_interval)
+
+    def _add(self, interval: float) -> None:
+        if len(self._intervals) == self._intervals.maxlen:
+            old = self._intervals[0]
+            self._sum -= old
+            self._sumsq -= old * old
+        self._intervals.append(interval)
+        self._sum += interval
+        self._sumsq += interval * interval
+
+    def heartbeat(self, now: float) -> None:
+        self._add(max(0.0, now - self.last))
+        self.last = now
+
+    def _stats(self) -> tuple[float, float]:
+        n = len(self._intervals)
+        mean = self._sum / n
+        variance = max(0.0, self._sumsq / n - mean * mean)
+        return mean + self._pause, max(math.sqrt(variance), self._min_std)
+
+    def phi(self, now: float) -> float:
+        mean, std = self._stats()
+        return _phi((now - self.last - mean) / std)
+
+    def deadline(self, y_threshold: float) -> float:
+        """When phi will cross the threshold whose y is given, if silence lasts."""
+        mean, std = self._stats()
+        return self.last + mean + y_threshold * std
+
+
+class HealthMonitor:
+    """Marks silent drones suspect, and offline after a longer silence."""
+
+    def __init__(self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float) -> None:
+        self._fleet = fleet
+        self.y_threshold = y_for_phi(suspect_phi)
+        self._offline_after = offline_after_intervals
+        self._tasks = TaskSet("health")
+
+    async def start(self) -> None:
+        self._tasks.spawn(self._loop(), "monitor")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.check(time.time())
+
+    def check(self, now: float) -> None:
+        for state in self._fleet.connected():
+            silent = now - state.detector_last()
+            if silent > self._offline_after * state.interval:
+                self._fleet.silence_offline(state, silent)
+            elif state.status == "online" and now > state.suspect_at:
+                self._fleet.mark_suspect(state, silent)

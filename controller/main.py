@@ -1,0 +1,73 @@
+"""``swarm-controller``: the controller daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from swarm import __version__
+from swarm.config import ConfigError, add_arguments, resolve
+from swarm.controller.config import DEFAULT_PATH, ENV_PREFIX, ControllerConfig
+from swarm.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> ControllerConfig:
+    parser = argparse.ArgumentParser(
+        prog="swarm-controller",
+        description="Build Swarm controller: gRPC gateway for drones, public and admin web tiers, "
+        "fleet health.",
+        epilog=f"Options also come from {DEFAULT_PATH} (or --config) and from "
+        f"{ENV_PREFIX}<OPTION> environment variables; flags win.",
+    )
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default: {DEFAULT_PATH} if present)")
+    parser.add_argument("--version", action="version", version=f"swarm-controller {__version__}")
+    add_arguments(parser, ControllerConfig)
+    ns = parser.parse_args(argv)
+    try:
+        return resolve(ControllerConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH,
+                       explicit_path=ns.config)
+    except ConfigError as exc:
+        parser.exit(2, f"swarm-controller: {exc}\n")
+
+
+async def run(config: ControllerConfig) -> None:
+    # Imported here so that --help works without the controller extras.
+    from swarm.controller.app import Controller
+
+    controller = Controller(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await controller.start()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await controller.stop()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    setup_logging(config.log_level, config.log_file)
+    try:
+        from swarm.controller.app import StartupError
+        from swarm.controller.store.migrations import SchemaTooNew
+        from swarm.controller.store.sql import StoreError
+    except ImportError as exc:
+        sys.exit(f"swarm-controller: missing dependency {exc.name}: install build-swarm[controller]")
+    try:
+        asyncio.run(run(config))
+    except (StartupError, StoreError, SchemaTooNew) as exc:
+        sys.exit(f"swarm-controller: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Proof of life: a Ping to each connected drone every ping_interval.
+
+Pings are spread over the interval (each drone has its own phase) so a
+large fleet does not get them all in one burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from swarm.controller import serde
+from swarm.controller.fleet import Fleet
+from swarm.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+TICK = 0.05
+
+
+class Pinger:
+    def __init__(self, fleet: Fleet, interval: float) -> None:
+        self._fleet = fleet
+        self._interval = interval
+        self._seq = 0
+        self._tasks = TaskSet("pinger")
+        self.skipped = 0
+
+    async def start(self) -> None:
+        self._tasks.spawn(self._loop(), "loop")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self.tick(time.time())
+
+    def tick(self, now: float) -> None:
+        for state in self._fleet.connected():
+            link = state.link
+            if link is None or state.next_ping_at > now:
+                continue
+            if state.last_ping_at is None:
+                # First ping soon after connecting, then at a random phase.
+                state.next_ping_at = now + random.uniform(0.5, 1.0) * self._interval
+            else:
+                state.next_ping_at = now + self._interval
+            self._seq += 1
+            if link.send(serde.ping(self._seq)):
+                self._fleet.on_ping_sent(state, self._seq, now)
+            else:
+                self.skipped += 1

@@ -1,0 +1,137 @@
+"""The controller's one place where protobuf messages are read and built."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from swarm import __version__
+from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.v1 import fleet_pb2, gateway_pb2
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DRONE_TYPES = {
+    fleet_pb2.DRONE_TYPE_UNKNOWN: "unknown",
+    fleet_pb2.DRONE_TYPE_LXC: "lxc",
+    fleet_pb2.DRONE_TYPE_QEMU: "qemu",
+    fleet_pb2.DRONE_TYPE_BARE_METAL: "bare-metal",
+}
+MIN_INTERVAL_MS = 50
+MAX_INTERVAL_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class HelloData:
+    drone_id: str
+    name: str
+    cores: int
+    drone_type: str
+    network: str
+    agent_version: str
+    heartbeat_interval_ms: int
+    hostname: str
+    payload_version: str
+    current_job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatData:
+    seq: int
+    sent_at: float
+    load1: float
+    load5: float
+    load15: float
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float
+    disk_free_bytes: int
+    emerge_running: bool
+    current_job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PongData:
+    seq: int
+    sent_at_ns: int
+    emerge_running: bool
+    current_job_id: str
+    load1: float
+    disk_percent: float
+    disk_free_bytes: int
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
+    """Validate the first message of a control stream."""
+    kind = message.WhichOneof("body")
+    if kind != "hello":
+        raise FailedPrecondition(f"the first message on a control stream must be hello, got {kind or 'nothing'}")
+    hello = message.hello
+    if not hello.name:
+        raise InvalidArgument("hello.name must not be empty")
+    if not NAME_RE.match(hello.name):
+        raise InvalidArgument(f"hello.name {_short(hello.name)!r}: use letters, digits, '.', '_' or '-' (max 63)")
+    if not ID_RE.match(hello.drone_id):
+        raise InvalidArgument(f"hello.drone_id {_short(hello.drone_id)!r} is not a valid drone id")
+    if hello.drone_type not in DRONE_TYPES:
+        raise InvalidArgument(f"hello.drone_type {hello.drone_type} is not a known drone type")
+    interval = hello.heartbeat_interval_ms or 1000
+    if not MIN_INTERVAL_MS <= interval <= MAX_INTERVAL_MS:
+        raise InvalidArgument(f"hello.heartbeat_interval_ms must be {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}")
+    return HelloData(
+        drone_id=hello.drone_id,
+        name=hello.name,
+        cores=hello.cores,
+        drone_type=DRONE_TYPES[hello.drone_type],
+        network=_short(hello.network, 64),
+        agent_version=_short(hello.agent_version, 64),
+        heartbeat_interval_ms=interval,
+        hostname=_short(hello.hostname, 255),
+        payload_version=_short(hello.payload_version, 64),
+        current_job_id=_short(hello.current_job_id, 64),
+    )
+
+
+def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
+    return HeartbeatData(
+        seq=hb.seq,
+        sent_at=hb.sent_at_unix_ns / 1e9,
+        load1=hb.load1,
+        load5=hb.load5,
+        load15=hb.load15,
+        cpu_percent=hb.cpu_percent,
+        memory_percent=hb.memory_percent,
+        disk_percent=hb.disk_percent,
+        disk_free_bytes=hb.disk_free_bytes,
+        emerge_running=hb.emerge_running,
+        current_job_id=hb.current_job_id[:64],
+    )
+
+
+def read_pong(pong: fleet_pb2.Pong) -> PongData:
+    status = pong.status
+    return PongData(
+        seq=pong.seq,
+        sent_at_ns=pong.sent_at_unix_ns,
+        emerge_running=status.emerge_running,
+        current_job_id=status.current_job_id[:64],
+        load1=status.load1,
+        disk_percent=status.disk_percent,
+        disk_free_bytes=status.disk_free_bytes,
+    )
+
+
+def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(
+        welcome=fleet_pb2.Welcome(drone_id=drone_id, server_time_unix_ns=time.time_ns(),
+                                  controller_version=__version__)
+    )
+
+
+def ping(seq: int) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=time.time_ns()))

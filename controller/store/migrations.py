@@ -1,0 +1,61 @@
+"""Forward-only schema migrations.
+
+Each migration is (version, name, function). ``migrate`` applies, in one
+transaction each, every migration newer than the version recorded in
+``schema_version``. A database newer than this code is refused rather
+than guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import peewee as pw
+
+from swarm.controller.store.models import Event, Node, SchemaVersion
+
+log = logging.getLogger(__name__)
+
+Migration = tuple[int, str, Callable[[pw.Database], None]]
+
+
+def _initial(db: pw.Database) -> None:
+    db.create_tables([Node, Event])
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "nodes and events", _initial),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer controller."""
+
+
+def current_version(db: pw.Database) -> int:
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar()
+    return int(row or 0)
+
+
+def migrate(db: pw.Database, migrations: list[Migration] | None = None) -> int:
+    steps = MIGRATIONS if migrations is None else migrations
+    db.create_tables([SchemaVersion], safe=True)
+    version = current_version(db)
+    newest = steps[-1][0] if steps else 0
+    if version > newest:
+        raise SchemaTooNew(f"database schema version {version} is newer than this controller ({newest})")
+    for number, name, apply in steps:
+        if number <= version:
+            continue
+        log.info("applying schema migration %d: %s", number, name)
+        with db.atomic():
+            apply(db)
+            SchemaVersion.create(version=number, name=name, applied_at=time.time())
+        version = number
+    return version

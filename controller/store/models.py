@@ -1,0 +1,59 @@
+"""peewee models: the schema as of the newest migration."""
+
+from __future__ import annotations
+
+import peewee as pw
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField(primary_key=True)
+    name = pw.CharField()
+    applied_at = pw.DoubleField()
+
+
+class Node(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=64)
+    name = pw.CharField(index=True, max_length=64)
+    drone_type = pw.CharField(max_length=16, default="unknown")
+    cores = pw.IntegerField(default=0)
+    network = pw.CharField(default="")
+    hostname = pw.CharField(default="")
+    agent_version = pw.CharField(default="")
+    payload_version = pw.CharField(default="")
+    heartbeat_interval_ms = pw.IntegerField(default=1000)
+    status = pw.CharField(max_length=16, default="offline")
+    first_seen_at = pw.DoubleField()
+    last_seen_at = pw.DoubleField(null=True)
+    last_heartbeat_at = pw.DoubleField(null=True)
+    last_ping_at = pw.DoubleField(null=True)
+    last_pong_at = pw.DoubleField(null=True)
+    ping_latency_ms = pw.DoubleField(null=True)
+    load1 = pw.DoubleField(default=0)
+    load5 = pw.DoubleField(default=0)
+    load15 = pw.DoubleField(default=0)
+    cpu_percent = pw.DoubleField(default=0)
+    memory_percent = pw.DoubleField(default=0)
+    disk_percent = pw.DoubleField(default=0)
+    disk_free_bytes = pw.BigIntegerField(default=0)
+    emerge_running = pw.BooleanField(default=False)
+    current_job_id = pw.CharField(default="")
+
+
+class Event(BaseModel):
+    # Ids are handed out by the controller (it keeps recent events in
+    # memory and pages by id), so this is not an auto-increment column.
+    id = pw.BigIntegerField(primary_key=True)
+    ts = pw.DoubleField(index=True)
+    type = pw.CharField(max_length=48, index=True)
+    message = pw.TextField(default="")
+    drone_id = pw.CharField(max_length=64, null=True, index=True)
+    drone_name = pw.CharField(max_length=64, null=True)
+    data = pw.TextField(default="{}")
+
+
+MODELS: list[type[BaseModel]] = [SchemaVersion, Node, Event]

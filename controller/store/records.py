@@ -1,0 +1,46 @@
+"""Records that cross the storage boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    id: str
+    name: str
+    drone_type: str = "unknown"
+    cores: int = 0
+    network: str = ""
+    hostname: str = ""
+    agent_version: str = ""
+    payload_version: str = ""
+    heartbeat_interval_ms: int = 1000
+    status: str = "offline"
+    first_seen_at: float = 0.0
+    last_seen_at: float | None = None
+    last_heartbeat_at: float | None = None
+    last_ping_at: float | None = None
+    last_pong_at: float | None = None
+    ping_latency_ms: float | None = None
+    load1: float = 0.0
+    load5: float = 0.0
+    load15: float = 0.0
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+    disk_percent: float = 0.0
+    disk_free_bytes: int = 0
+    emerge_running: bool = False
+    current_job_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    ts: float
+    type: str
+    message: str
+    drone_id: str | None = None
+    drone_name: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)

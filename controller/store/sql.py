@@ -1,0 +1,207 @@
+"""The SQL store on peewee: SQLite (WAL) by default, PostgreSQL by URL.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a crash or kill -9 of
+the controller loses nothing that was committed, while a power cut or
+kernel crash may lose the last transactions since the latest WAL sync
+(never corrupting the file). Live drone state is rewritten every few
+seconds anyway; events are the only thing such a cut could drop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import peewee as pw
+
+from swarm.controller.store.migrations import migrate
+from swarm.controller.store.models import MODELS, Event, Node
+from swarm.controller.store.records import EventRecord, NodeRecord
+
+log = logging.getLogger(__name__)
+
+NODE_FIELDS = [f.name for f in fields(NodeRecord)]
+# SQLite caps bound variables per statement; keep batches well below it.
+UPSERT_CHUNK = 400
+EVENT_CHUNK = 1000
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used."""
+
+
+def connect(url: str) -> pw.Database:
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # As elsewhere: sqlite:///relative/path, sqlite:////absolute/path.
+        if not url.startswith("sqlite:///"):
+            raise StoreError("a SQLite URL looks like sqlite:///relative.db or sqlite:////abs/path.db")
+        path = unquote(url[len("sqlite:///"):])
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return pw.SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000},
+            check_same_thread=False,
+        )
+    if parsed.scheme in ("postgresql", "postgres"):
+        return pw.PostgresqlDatabase(
+            unquote(parsed.path.lstrip("/")),
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or None,
+            port=parsed.port,
+            autorollback=True,
+        )
+    raise StoreError(f"unsupported database URL scheme {parsed.scheme!r}")
+
+
+def _node_from_row(row: Node) -> NodeRecord:
+    return NodeRecord(**{name: getattr(row, name) for name in NODE_FIELDS})
+
+
+def _event_from_row(row: Event) -> EventRecord:
+    try:
+        data = json.loads(row.data) if row.data else {}
+    except ValueError:
+        data = {}
+    return EventRecord(id=row.id, ts=row.ts, type=row.type, message=row.message, drone_id=row.drone_id,
+                       drone_name=row.drone_name, data=data)
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = connect(url)
+        self._version = 0
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if isinstance(self.db, pw.PostgresqlDatabase) else "sqlite"
+
+    @contextmanager
+    def _bound(self) -> Iterator[None]:
+        # Models are bound per call so that two stores (say, SQLite and
+        # PostgreSQL in one test run) never see each other's connection.
+        with self._lock, self.db.bind_ctx(MODELS):
+            yield
+
+    def open(self) -> None:
+        try:
+            self.db.connect(reuse_if_open=True)
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot open database {self.describe()}: {exc}".strip()) from None
+        with self._bound():
+            self._version = migrate(self.db)
+        log.info("database %s at schema version %d", self.describe(), self._version)
+
+    def describe(self) -> str:
+        parsed = urlparse(self.url)
+        if parsed.password:
+            return self.url.replace(f":{parsed.password}@", ":***@")
+        return self.url
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    def schema_version(self) -> int:
+        return self._version
+
+    def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> None:
+        if not nodes:
+            return
+        rows = [asdict(node) for node in nodes]
+        update = [getattr(Node, name) for name in NODE_FIELDS if name not in ("id", "first_seen_at")]
+        with self._bound(), self.db.atomic():
+            for start in range(0, len(rows), UPSERT_CHUNK):
+                (Node.insert_many(rows[start:start + UPSERT_CHUNK])
+                 .on_conflict(conflict_target=[Node.id], preserve=update)
+                 .execute())
+
+    def list_nodes(self) -> list[NodeRecord]:
+        with self._bound():
+            return [_node_from_row(row) for row in Node.select().order_by(Node.name, Node.id)]
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        with self._bound():
+            row = Node.get_or_none(Node.id == node_id)
+            return None if row is None else _node_from_row(row)
+
+    def delete_node(self, node_id: str) -> bool:
+        with self._bound():
+            return bool(Node.delete().where(Node.id == node_id).execute())
+
+    def add_events(self, events: Sequence[EventRecord]) -> None:
+        if not events:
+            return
+        rows = [
+            {"id": e.id, "ts": e.ts, "type": e.type, "message": e.message, "drone_id": e.drone_id,
+             "drone_name": e.drone_name, "data": json.dumps(e.data, sort_keys=True)}
+            for e in events
+        ]
+        with self._bound(), self.db.atomic():
+            for start in range(0, len(rows), EVENT_CHUNK):
+                Event.insert_many(rows[start:start + EVENT_CHUNK]).on_conflict_ignore().execute()
+
+    def list_events(
+        self,
+        *,
+        after_id: int | None = None,
+        since_ts: float | None = None,
+        limit: int = 100,
+        drone_id: str | None = None,
+        types: Sequence[str] = (),
+    ) -> list[EventRecord]:
+        with self._bound():
+            query = Event.select()
+            if drone_id is not None:
+                query = query.where(Event.drone_id == drone_id)
+            if types:
+                query = query.where(Event.type.in_(list(types)))
+            if after_id is not None or since_ts is not None:
+                if after_id is not None:
+                    query = query.where(Event.id > after_id)
+                if since_ts is not None:
+                    query = query.where(Event.ts >= since_ts)
+                rows = list(query.order_by(Event.id.asc()).limit(limit))
+            else:
+                rows = list(query.order_by(Event.id.desc()).limit(limit))
+                rows.reverse()
+            return [_event_from_row(row) for row in rows]
+
+    def max_event_id(self) -> int:
+        with self._bound():
+            return int(Event.select(pw.fn.MAX(Event.id)).scalar() or 0)
+
+    def trim_events(self, keep: int) -> int:
+        with self._bound():
+            newest = int(Event.select(pw.fn.MAX(Event.id)).scalar() or 0)
+            cutoff = (Event.select(Event.id).order_by(Event.id.desc()).offset(keep).limit(1).scalar())
+            if cutoff is None or newest == 0:
+                return 0
+            return int(Event.delete().where(Event.id <= cutoff).execute())
+
+    def count_events(self, start: float, width: float, buckets: int) -> list[int]:
+        end = start + width * buckets
+        offset = (Event.ts - start) / width
+        # SQLite truncates on CAST (the offset is never negative here);
+        # PostgreSQL rounds on CAST, so it gets FLOOR.
+        bucket = (pw.fn.FLOOR(offset) if self.backend == "postgresql" else offset.cast("INTEGER"))
+        counts = [0] * buckets
+        with self._bound():
+            query = (Event.select(bucket.alias("b"), pw.fn.COUNT(Event.id).alias("n"))
+                     .where((Event.ts >= start) & (Event.ts < end))
+                     .group_by(pw.SQL("b")).tuples())
+            for index, count in query:
+                i = int(index)
+                if 0 <= i < buckets:
+                    counts[i] += int(count)
+        return counts

@@ -1,0 +1,134 @@
+"""What both web tiers share: JSON errors, query parsing, serialisers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from swarm.clock import iso, parse_iso
+from swarm.controller.errors import InvalidArgument, SwarmError
+from swarm.controller.fleet import DroneState
+from swarm.controller.services import Services
+from swarm.controller.store.records import EventRecord
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": {"status": status, "message": message}}, status=status, headers=headers)
+
+
+def http_error(exc: BaseException) -> web.Response:
+    """The one mapping from exceptions to HTTP answers; no traceback leaves."""
+    if isinstance(exc, web.HTTPException):
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate",
+                                                                          "retry-after")}
+        return error_response(exc.status, exc.reason if exc.text is None or exc.text.startswith(
+            f"{exc.status}:") else exc.text, headers)
+    if isinstance(exc, SwarmError) and type(exc) is not SwarmError:
+        return error_response(exc.http_status, exc.message)
+    return error_response(500, "internal error")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPNotFound:
+        return error_response(404, f"no such endpoint: {request.path[:200]}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error(exc)
+    except SwarmError as exc:
+        return http_error(exc)
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path)
+        return http_error(exc)
+    return response
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a whole number, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def query_since(request: web.Request) -> tuple[int | None, float | None]:
+    """``since`` is an event id (exclusive) or an ISO 8601 time (inclusive)."""
+    raw = request.query.get("since")
+    if raw is None or raw == "":
+        return None, None
+    if raw.isdigit():
+        return int(raw), None
+    try:
+        return None, parse_iso(raw)
+    except ValueError:
+        raise InvalidArgument(f"since must be an event id or an ISO 8601 time, got {raw[:40]!r}") from None
+
+
+def node_json(state: DroneState, now: float) -> dict[str, Any]:
+    detector = state.detector
+    return {
+        "id": state.id,
+        "name": state.name,
+        "status": state.status,
+        "connected": state.connected,
+        "drone_type": state.drone_type,
+        "cores": state.cores,
+        "network": state.network,
+        "hostname": state.hostname,
+        "agent_version": state.agent_version,
+        "payload_version": state.payload_version,
+        "heartbeat_interval_ms": state.heartbeat_interval_ms,
+        "first_seen_at": iso(state.first_seen_at),
+        "last_seen_at": iso(state.last_seen_at),
+        "last_heartbeat_at": iso(state.last_heartbeat_at),
+        "last_ping_at": iso(state.last_ping_at),
+        "last_pong_at": iso(state.last_pong_at),
+        "ping_latency_ms": state.ping_latency_ms,
+        "phi": round(detector.phi(now), 3) if detector is not None and state.connected else None,
+        "load": [round(state.load1, 2), round(state.load5, 2), round(state.load15, 2)],
+        "cpu_pct": round(state.cpu_percent, 1),
+        "mem_pct": round(state.memory_percent, 1),
+        "disk_pct": round(state.disk_percent, 1),
+        "disk_free_bytes": state.disk_free_bytes,
+        "emerge_running": state.emerge_running,
+        "current_job_id": state.current_job_id or None,
+    }
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "ts": iso(event.ts),
+        "type": event.type,
+        "message": event.message,
+        "drone_id": event.drone_id,
+        "drone_name": event.drone_name,
+        "data": event.data,
+    }
+
+
+def now() -> float:
+    return time.time()

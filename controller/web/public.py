@@ -1,0 +1,142 @@
+"""The public tier: read-only status API (and, later, binhost files and
+the status page). Nothing here changes state or reveals a secret."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from swarm import __version__
+from swarm.clock import iso
+from swarm.controller.errors import NotFound
+from swarm.controller.services import Services
+from swarm.controller.web import openapi
+from swarm.controller.web.common import (
+    SERVICES,
+    Handler,
+    event_json,
+    json_errors,
+    json_response,
+    node_json,
+    now,
+    query_int,
+    query_since,
+)
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+routes = web.RouteTableDef()
+
+
+@web.middleware
+async def read_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method not in READ_METHODS:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(READ_METHODS - {"OPTIONS"}),
+                                       text="the public API is read-only")
+    return await handler(request)
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+@routes.get("/api/v1/health")
+async def health(request: web.Request) -> web.Response:
+    s = _services(request)
+    return json_response({
+        "status": "ok",
+        "version": __version__,
+        "uptime_s": round(now() - s.started_at, 3),
+        "database": s.backend,
+        "drones": s.fleet.counts(),
+    })
+
+
+@routes.get("/api/v1/status")
+async def status(request: web.Request) -> web.Response:
+    s = _services(request)
+    counts = s.fleet.counts()
+    online = [d for d in s.fleet.all() if d.connected]
+    return json_response({
+        "controller": {"version": __version__, "started_at": iso(s.started_at),
+                       "uptime_s": round(now() - s.started_at, 3)},
+        "drones": {"total": len(s.fleet), **counts},
+        "cores_online": sum(d.cores for d in online),
+        "emerge_running": sum(1 for d in online if d.emerge_running),
+        "session": None,
+        "last_event_id": s.events.last_id,
+    })
+
+
+@routes.get("/api/v1/nodes")
+async def nodes(request: web.Request) -> web.Response:
+    s = _services(request)
+    t = now()
+    return json_response({"nodes": [node_json(d, t) for d in s.fleet.all()]})
+
+
+@routes.get("/api/v1/nodes/{name}")
+async def node(request: web.Request) -> web.Response:
+    s = _services(request)
+    key = request.match_info["name"]
+    state = s.fleet.find(key)
+    if state is None:
+        raise NotFound(f"no drone named {key[:64]!r}")
+    return json_response({"node": node_json(state, now())})
+
+
+@routes.get("/api/v1/events")
+async def events(request: web.Request) -> web.Response:
+    s = _services(request)
+    after_id, since_ts = query_since(request)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    drone_id = None
+    if request.query.get("drone"):
+        state = s.fleet.find(request.query["drone"])
+        if state is None:
+            raise NotFound(f"no drone named {request.query['drone'][:64]!r}")
+        drone_id = state.id
+    types = tuple(t for t in request.query.get("type", "").split(",") if t)
+    found = await s.events.query(after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id,
+                                 types=types)
+    return json_response({"events": [event_json(e) for e in found], "last_id": s.events.last_id})
+
+
+@routes.get("/api/v1/activity")
+async def activity(request: web.Request) -> web.Response:
+    s = _services(request)
+    window = query_int(request, "window", 86400, 60, 7 * 86400)
+    buckets = query_int(request, "buckets", 96, 1, 1440)
+    width = window / buckets
+    end = now()
+    start = end - window
+    counts = await s.events.activity(start, width, buckets)
+    return json_response({
+        "window_s": window,
+        "bucket_s": width,
+        "start": iso(start),
+        "end": iso(end),
+        "total": sum(counts),
+        "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
+    })
+
+
+@routes.get("/api/v1/history")
+async def history(request: web.Request) -> web.Response:
+    query_int(request, "limit", 100, 1, 1000)
+    return json_response({"history": []})
+
+
+@routes.get("/api/v1/sessions")
+async def sessions(request: web.Request) -> web.Response:
+    return json_response({"sessions": []})
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_doc(request: web.Request) -> web.Response:
+    return json_response(openapi.public_document())
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[json_errors, read_only])
+    app[SERVICES] = services
+    app.add_routes(routes)
+    return app
