@@ -23,7 +23,9 @@ def load_or_create_drone_id(state_dir: Path) -> str:
         pass
     else:
         if not ID_RE.match(text):
-            raise IdentityError(f"{path} does not hold a drone id (32 hex digits); remove it to make a new one")
+            raise IdentityError(
+                f"{path} does not hold a drone id (32 hex digits); remove it to make a new one"
+            )
         return text
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     drone_id = uuid.uuid4().hex

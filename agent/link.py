@@ -95,7 +95,9 @@ class ControlLink:
             self._welcomed = True
             self.sessions += 1
             self.connected.set()
-            log.info("connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id)
+            log.info(
+                "connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id
+            )
             outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
             try:
                 await race(
@@ -111,8 +113,9 @@ class ControlLink:
     async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
         code = await call.code()
         if code != grpc.StatusCode.OK:
-            raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
-                                       await call.details())
+            raise grpc.aio.AioRpcError(
+                code, await call.initial_metadata(), await call.trailing_metadata(), await call.details()
+            )
         raise StreamEnded()
 
     async def _heartbeats(self, outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
@@ -130,13 +133,15 @@ class ControlLink:
             next_at = max(next_at + self._interval, time.monotonic()) + jitter
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    async def _writer(self, call: grpc.aio.StreamStreamCall,
-                      outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
+    async def _writer(
+        self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[gateway_pb2.AgentMessage]
+    ) -> None:
         while True:
             await call.write(await outbox.get())
 
-    async def _reader(self, call: grpc.aio.StreamStreamCall,
-                      outbox: asyncio.Queue[gateway_pb2.AgentMessage]) -> None:
+    async def _reader(
+        self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[gateway_pb2.AgentMessage]
+    ) -> None:
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> AgentConfig:
     add_arguments(parser, AgentConfig)
     ns = parser.parse_args(argv)
     try:
-        return resolve(AgentConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH, explicit_path=ns.config)
+        return resolve(
+            AgentConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH, explicit_path=ns.config
+        )
     except ConfigError as exc:
         parser.exit(2, f"swarm-agent: {exc}\n")
 
@@ -66,8 +68,13 @@ async def run(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("swarm-agent %s starting: drone %s (%s), controller %s", __version__, hello.name, drone_id,
-             config.controller)
+    log.info(
+        "swarm-agent %s starting: drone %s (%s), controller %s",
+        __version__,
+        hello.name,
+        drone_id,
+        config.controller,
+    )
     await link.start()
     try:
         await stop.wait()

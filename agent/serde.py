@@ -70,4 +70,6 @@ def pong(ping: fleet_pb2.Ping, sample: Sample | None, current_job_id: str = "") 
         status.load1 = sample.load1
         status.disk_percent = sample.disk_percent
         status.disk_free_bytes = sample.disk_free_bytes
-    return gateway_pb2.AgentMessage(pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns, status=status))
+    return gateway_pb2.AgentMessage(
+        pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns, status=status)
+    )

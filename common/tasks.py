@@ -60,7 +60,11 @@ class TaskSet:
             return
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
         if pending:
-            log.warning("%s: still running after %.1fs: %s", self._owner, timeout,
-                        ", ".join(sorted(t.get_name() for t in pending)))
+            log.warning(
+                "%s: still running after %.1fs: %s",
+                self._owner,
+                timeout,
+                ", ".join(sorted(t.get_name() for t in pending)),
+            )
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -59,8 +59,9 @@ class Controller:
         self.protolog = ProtocolLog(config.protocol_buffer)
         self.events = EventLog(self.runner, buffer=config.event_buffer, retention=config.event_retention)
         self.fleet = Fleet(self.events, y_threshold=y_for_phi(config.suspect_phi))
-        self.health = HealthMonitor(self.fleet, suspect_phi=config.suspect_phi,
-                                    offline_after_intervals=config.offline_after_intervals)
+        self.health = HealthMonitor(
+            self.fleet, suspect_phi=config.suspect_phi, offline_after_intervals=config.offline_after_intervals
+        )
         self.pinger = Pinger(self.fleet, config.ping_interval)
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.gateway = Gateway(self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout)
@@ -85,12 +86,23 @@ class Controller:
         try:
             grpc_port = self._server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
         except RuntimeError as exc:
-            raise StartupError(f"cannot listen for agents on {config.bind}:{config.grpc_port}: {exc}") from None
+            raise StartupError(
+                f"cannot listen for agents on {config.bind}:{config.grpc_port}: {exc}"
+            ) from None
         await self._server.start()
 
-        services = Services(config=config, fleet=self.fleet, events=self.events, protolog=self.protolog,
-                            runner=self.runner, started_at=self.started_at, backend=self.store.backend)
-        public_port = await self._serve(public.create_app(services), config.bind, config.public_port, "public")
+        services = Services(
+            config=config,
+            fleet=self.fleet,
+            events=self.events,
+            protolog=self.protolog,
+            runner=self.runner,
+            started_at=self.started_at,
+            backend=self.store.backend,
+        )
+        public_port = await self._serve(
+            public.create_app(services), config.bind, config.public_port, "public"
+        )
         admin_app = admin.create_app(services, adminkey.AdminKeys({"admin": key}))
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
 
@@ -98,11 +110,25 @@ class Controller:
         await self.pinger.start()
         await self.writer.start()
         self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port)
-        self.events.emit("controller_started", f"controller {__version__} started", version=__version__,
-                         grpc_port=grpc_port, public_port=public_port, admin_port=admin_port,
-                         database=self.store.backend, drones_known=len(self.fleet))
-        log.info("serving: gRPC %s:%d, public http://%s:%d/, admin http://%s:%d/", config.bind, grpc_port,
-                 config.bind, public_port, config.admin_bind, admin_port)
+        self.events.emit(
+            "controller_started",
+            f"controller {__version__} started",
+            version=__version__,
+            grpc_port=grpc_port,
+            public_port=public_port,
+            admin_port=admin_port,
+            database=self.store.backend,
+            drones_known=len(self.fleet),
+        )
+        log.info(
+            "serving: gRPC %s:%d, public http://%s:%d/, admin http://%s:%d/",
+            config.bind,
+            grpc_port,
+            config.bind,
+            public_port,
+            config.admin_bind,
+            admin_port,
+        )
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
@@ -115,14 +141,25 @@ class Controller:
         try:
             await site.start()
         except OSError as exc:
-            raise StartupError(f"cannot listen for the {name} tier on {host}:{port}: {exc.strerror}") from None
+            raise StartupError(
+                f"cannot listen for the {name} tier on {host}:{port}: {exc.strerror}"
+            ) from None
         return int(runner.addresses[-1][1])
 
     def _write_ready(self, ports: Ports) -> None:
         path = self.config.ready_file
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "grpc_port": ports.grpc, "public_port": ports.public,
-                                   "admin_port": ports.admin, "admin_key_file": str(self.config.admin_key_path)}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "grpc_port": ports.grpc,
+                    "public_port": ports.public,
+                    "admin_port": ports.admin,
+                    "admin_key_file": str(self.config.admin_key_path),
+                }
+            )
+        )
         os.replace(tmp, path)
 
     async def stop(self) -> None:

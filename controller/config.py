@@ -14,19 +14,25 @@ ENV_PREFIX = "SWARM_CONTROLLER_"
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
     data_dir: Path = option(Path("/var/lib/build-swarm"), "state: database, keys, binhosts")
-    db: str = option("", "database URL: sqlite:///PATH or postgresql://USER@HOST/DB "
-                     "(default: SQLite in the data dir)", metavar="URL")
+    db: str = option(
+        "",
+        "database URL: sqlite:///PATH or postgresql://USER@HOST/DB (default: SQLite in the data dir)",
+        metavar="URL",
+    )
     bind: str = option("0.0.0.0", "address for the gRPC gateway and the public tier", metavar="ADDR")
     admin_bind: str = option("127.0.0.1", "address for the admin tier", metavar="ADDR")
     grpc_port: int = option(8094, "gRPC gateway port for agents (0: any free port)", metavar="PORT")
     public_port: int = option(8100, "public read-only HTTP port (0: any free port)", metavar="PORT")
     admin_port: int = option(8093, "admin HTTP port (0: any free port)", metavar="PORT")
-    admin_key_file: Path = option(Path(""), "file holding the admin API key; created with a random key "
-                                  "if missing (default: DATA_DIR/admin.key)")
+    admin_key_file: Path = option(
+        Path(""),
+        "file holding the admin API key; created with a random key if missing (default: DATA_DIR/admin.key)",
+    )
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
     suspect_phi: float = option(8.0, "phi-accrual threshold at which a silent drone becomes suspect")
-    offline_after_intervals: float = option(10.0, "heartbeat intervals of silence before a drone is "
-                                            "declared offline and its stream closed")
+    offline_after_intervals: float = option(
+        10.0, "heartbeat intervals of silence before a drone is declared offline and its stream closed"
+    )
     hello_timeout: float = option(10.0, "seconds a new stream may take to say Hello")
     persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
     event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
@@ -58,7 +64,9 @@ class ControllerConfig:
 
     @property
     def admin_key_path(self) -> Path:
-        return self.admin_key_file if str(self.admin_key_file) not in ("", ".") else self.data_dir / "admin.key"
+        return (
+            self.admin_key_file if str(self.admin_key_file) not in ("", ".") else self.data_dir / "admin.key"
+        )
 
     @property
     def db_url(self) -> str:

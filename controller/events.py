@@ -46,10 +46,24 @@ class EventLog:
         await self._tasks.close()
         await self.flush()
 
-    def emit(self, type: str, message: str, *, drone_id: str | None = None, drone_name: str | None = None,
-             **data: Any) -> EventRecord:
-        event = EventRecord(id=self._next_id, ts=time.time(), type=type, message=message, drone_id=drone_id,
-                            drone_name=drone_name, data=data)
+    def emit(
+        self,
+        type: str,
+        message: str,
+        *,
+        drone_id: str | None = None,
+        drone_name: str | None = None,
+        **data: Any,
+    ) -> EventRecord:
+        event = EventRecord(
+            id=self._next_id,
+            ts=time.time(),
+            type=type,
+            message=message,
+            drone_id=drone_id,
+            drone_name=drone_name,
+            data=data,
+        )
         self._next_id += 1
         self._ring.append(event)
         if len(self._pending) >= PENDING_LIMIT:
@@ -67,8 +81,15 @@ class EventLog:
     def last_id(self) -> int:
         return self._next_id - 1
 
-    def recent(self, *, after_id: int | None, since_ts: float | None, limit: int, drone_id: str | None,
-               types: Sequence[str]) -> list[EventRecord] | None:
+    def recent(
+        self,
+        *,
+        after_id: int | None,
+        since_ts: float | None,
+        limit: int,
+        drone_id: str | None,
+        types: Sequence[str],
+    ) -> list[EventRecord] | None:
         """Answer from memory, or None when the ring does not reach back far enough."""
         ring = self._ring
         if not ring:
@@ -83,9 +104,12 @@ class EventLog:
         if not covered:
             return None
         picked = [
-            e for e in ring
-            if (after_id is None or e.id > after_id) and (since_ts is None or e.ts >= since_ts)
-            and (drone_id is None or e.drone_id == drone_id) and (not types or e.type in types)
+            e
+            for e in ring
+            if (after_id is None or e.id > after_id)
+            and (since_ts is None or e.ts >= since_ts)
+            and (drone_id is None or e.drone_id == drone_id)
+            and (not types or e.type in types)
         ]
         if after_id is not None or since_ts is not None:
             return picked[:limit]
@@ -94,14 +118,27 @@ class EventLog:
         # Fewer matches than asked for: complete only if memory holds every event.
         return picked if oldest.id == 1 else None
 
-    async def query(self, *, after_id: int | None = None, since_ts: float | None = None, limit: int = 100,
-                    drone_id: str | None = None, types: Sequence[str] = ()) -> list[EventRecord]:
+    async def query(
+        self,
+        *,
+        after_id: int | None = None,
+        since_ts: float | None = None,
+        limit: int = 100,
+        drone_id: str | None = None,
+        types: Sequence[str] = (),
+    ) -> list[EventRecord]:
         found = self.recent(after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types)
         if found is not None:
             return found
         await self.flush()
-        return await self._runner.call(self._runner.store.list_events, after_id=after_id, since_ts=since_ts,
-                                       limit=limit, drone_id=drone_id, types=tuple(types))
+        return await self._runner.call(
+            self._runner.store.list_events,
+            after_id=after_id,
+            since_ts=since_ts,
+            limit=limit,
+            drone_id=drone_id,
+            types=tuple(types),
+        )
 
     async def activity(self, start: float, width: float, buckets: int) -> list[int]:
         await self.flush()

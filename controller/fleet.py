@@ -42,8 +42,43 @@ class Link(Protocol):
 class DroneState:
     """Mutable live state of one drone; a NodeRecord's fields plus the link."""
 
-    __slots__ = (*NODE_FIELDS, "link", "detector", "suspect_at", "interval", "ping_seq", "next_ping_at",
-                 "connected_at")
+    __slots__ = (
+        *NODE_FIELDS,
+        "link",
+        "detector",
+        "suspect_at",
+        "interval",
+        "ping_seq",
+        "next_ping_at",
+        "connected_at",
+    )
+
+    # The NodeRecord fields, declared for the type checker (set in __init__).
+    id: str
+    name: str
+    drone_type: str
+    cores: int
+    network: str
+    hostname: str
+    agent_version: str
+    payload_version: str
+    heartbeat_interval_ms: int
+    status: str
+    first_seen_at: float
+    last_seen_at: float | None
+    last_heartbeat_at: float | None
+    last_ping_at: float | None
+    last_pong_at: float | None
+    ping_latency_ms: float | None
+    load1: float
+    load5: float
+    load15: float
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float
+    disk_free_bytes: int
+    emerge_running: bool
+    current_job_id: str
 
     def __init__(self, record: NodeRecord) -> None:
         for name in NODE_FIELDS:
@@ -147,17 +182,28 @@ class Fleet:
         self.dirty.add(state.id)
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
-            self._events.emit("drone_replaced", f"{state.name}: a new stream from {link.peer} replaced the "
-                              f"one from {old_link.peer}", drone_id=state.id, drone_name=state.name,
-                              old_peer=old_link.peer, new_peer=link.peer)
+            self._events.emit(
+                "drone_replaced",
+                f"{state.name}: a new stream from {link.peer} replaced the one from {old_link.peer}",
+                drone_id=state.id,
+                drone_name=state.name,
+                old_peer=old_link.peer,
+                new_peer=link.peer,
+            )
             if state.status != ONLINE:
                 self._set_status(state, ONLINE, "drone_online", "reconnected")
         else:
             state.status = ONLINE
             renamed = f" (was {previous_name})" if previous_name != hello.name else ""
-            self._events.emit("drone_connected", f"{state.name} connected from {link.peer}{renamed}",
-                              drone_id=state.id, drone_name=state.name, peer=link.peer,
-                              drone_type=state.drone_type, agent_version=state.agent_version)
+            self._events.emit(
+                "drone_connected",
+                f"{state.name} connected from {link.peer}{renamed}",
+                drone_id=state.id,
+                drone_name=state.name,
+                peer=link.peer,
+                drone_type=state.drone_type,
+                agent_version=state.agent_version,
+            )
         return state
 
     def detach(self, link: Link, reason: str) -> None:
@@ -173,8 +219,15 @@ class Fleet:
         old = state.status
         state.status = status
         self.dirty.add(state.id)
-        self._events.emit(event, f"{state.name}: {old} -> {status}: {reason}", drone_id=state.id,
-                          drone_name=state.name, old_status=old, new_status=status, reason=reason)
+        self._events.emit(
+            event,
+            f"{state.name}: {old} -> {status}: {reason}",
+            drone_id=state.id,
+            drone_name=state.name,
+            old_status=old,
+            new_status=status,
+            reason=reason,
+        )
 
     # -- traffic -------------------------------------------------------
 
@@ -215,8 +268,12 @@ class Fleet:
         state.last_ping_at = now
 
     def mark_suspect(self, state: DroneState, silent_for: float) -> None:
-        self._set_status(state, SUSPECT, "drone_suspect",
-                         f"no heartbeat for {silent_for:.1f}s (interval {state.interval:g}s)")
+        self._set_status(
+            state,
+            SUSPECT,
+            "drone_suspect",
+            f"no heartbeat for {silent_for:.1f}s (interval {state.interval:g}s)",
+        )
 
     def silence_offline(self, state: DroneState, silent_for: float) -> None:
         link = state.link

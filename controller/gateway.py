@@ -33,7 +33,7 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class DroneSession:
-    __slots__ = ("drone_id", "peer", "outbox", "closed", "close_code", "close_details")
+    __slots__ = ("close_code", "close_details", "closed", "drone_id", "outbox", "peer")
 
     def __init__(self, drone_id: str, peer: str) -> None:
         self.drone_id = drone_id
@@ -51,6 +51,13 @@ class DroneSession:
             return False
         return True
 
+    def on_task_done(self, task: asyncio.Task[None]) -> None:
+        """The reader or writer ended: the stream is over."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self.close("OK", f"stream error: {exc}" if exc is not None else "")
+
     def close(self, code: str, details: str) -> None:
         if not self.closed.is_set():
             self.close_code = grpc.StatusCode[code]
@@ -58,8 +65,10 @@ class DroneSession:
             self.closed.set()
 
 
-class Gateway(gateway_pb2_grpc.DroneGatewayServicer):  # type: ignore[misc]
-    def __init__(self, fleet: Fleet, events: EventLog, protolog: ProtocolLog, *, hello_timeout: float) -> None:
+class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
+    def __init__(
+        self, fleet: Fleet, events: EventLog, protolog: ProtocolLog, *, hello_timeout: float
+    ) -> None:
         self._fleet = fleet
         self._events = events
         self._protolog = protolog
@@ -69,7 +78,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):  # type: ignore[misc]
     def _reject(self, peer: str, drone_id: str, message: str) -> None:
         self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
 
-    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         peer = context.peer()
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
@@ -96,7 +105,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):  # type: ignore[misc]
         reader = asyncio.create_task(self._read(session, state, context), name=f"read:{hello.name}")
         writer = asyncio.create_task(self._write(session, context), name=f"write:{hello.name}")
         for task in (reader, writer):
-            task.add_done_callback(lambda t, s=session: s.close("OK", "") if not t.cancelled() else None)
+            task.add_done_callback(session.on_task_done)
         try:
             await session.closed.wait()
         finally:
@@ -108,7 +117,9 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):  # type: ignore[misc]
         if session.close_code not in (None, grpc.StatusCode.OK):
             await context.abort(session.close_code, session.close_details)
 
-    async def _read(self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext) -> None:
+    async def _read(
+        self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext
+    ) -> None:
         record = self._protolog.record
         drone_id = session.drone_id
         while True:

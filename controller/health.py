@@ -53,7 +53,7 @@ def y_for_phi(threshold: float) -> float:
 
 
 class PhiAccrual:
-    __slots__ = ("_intervals", "_pause", "_min_std", "_sum", "_sumsq", "last")
+    __slots__ = ("_intervals", "_min_std", "_pause", "_sum", "_sumsq", "last")
 
     def __init__(self, expected_interval: float, now: float) -> None:
         self._intervals: deque[float] = deque(maxlen=WINDOW)

@@ -30,8 +30,9 @@ def parse_args(argv: list[str] | None) -> ControllerConfig:
     add_arguments(parser, ControllerConfig)
     ns = parser.parse_args(argv)
     try:
-        return resolve(ControllerConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH,
-                       explicit_path=ns.config)
+        return resolve(
+            ControllerConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH, explicit_path=ns.config
+        )
     except ConfigError as exc:
         parser.exit(2, f"swarm-controller: {exc}\n")
 

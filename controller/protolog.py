@@ -41,8 +41,14 @@ class ProtocolLog:
     def last_seq(self) -> int:
         return self._seq
 
-    def entries(self, *, after_seq: int = 0, limit: int = 200, drone_id: str | None = None,
-                kinds: frozenset[str] = frozenset()) -> list[ProtocolEntry]:
+    def entries(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 200,
+        drone_id: str | None = None,
+        kinds: frozenset[str] = frozenset(),
+    ) -> list[ProtocolEntry]:
         """The newest ``limit`` matching entries after ``after_seq``, oldest first."""
         picked: list[ProtocolEntry] = []
         for seq, ts, direction, drone, kind, size in reversed(self._ring):

@@ -70,12 +70,16 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
     """Validate the first message of a control stream."""
     kind = message.WhichOneof("body")
     if kind != "hello":
-        raise FailedPrecondition(f"the first message on a control stream must be hello, got {kind or 'nothing'}")
+        raise FailedPrecondition(
+            f"the first message on a control stream must be hello, got {kind or 'nothing'}"
+        )
     hello = message.hello
     if not hello.name:
         raise InvalidArgument("hello.name must not be empty")
     if not NAME_RE.match(hello.name):
-        raise InvalidArgument(f"hello.name {_short(hello.name)!r}: use letters, digits, '.', '_' or '-' (max 63)")
+        raise InvalidArgument(
+            f"hello.name {_short(hello.name)!r}: use letters, digits, '.', '_' or '-' (max 63)"
+        )
     if not ID_RE.match(hello.drone_id):
         raise InvalidArgument(f"hello.drone_id {_short(hello.drone_id)!r} is not a valid drone id")
     if hello.drone_type not in DRONE_TYPES:
@@ -128,8 +132,9 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
 
 def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(
-        welcome=fleet_pb2.Welcome(drone_id=drone_id, server_time_unix_ns=time.time_ns(),
-                                  controller_version=__version__)
+        welcome=fleet_pb2.Welcome(
+            drone_id=drone_id, server_time_unix_ns=time.time_ns(), controller_version=__version__
+        )
     )
 
 

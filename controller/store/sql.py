@@ -10,9 +10,10 @@ seconds anyway; events are the only thing such a cut could drop.
 from __future__ import annotations
 
 import json
+import typing
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -42,7 +43,7 @@ def connect(url: str) -> pw.Database:
         # As elsewhere: sqlite:///relative/path, sqlite:////absolute/path.
         if not url.startswith("sqlite:///"):
             raise StoreError("a SQLite URL looks like sqlite:///relative.db or sqlite:////abs/path.db")
-        path = unquote(url[len("sqlite:///"):])
+        path = unquote(url[len("sqlite:///") :])
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return pw.SqliteDatabase(
@@ -71,8 +72,15 @@ def _event_from_row(row: Event) -> EventRecord:
         data = json.loads(row.data) if row.data else {}
     except ValueError:
         data = {}
-    return EventRecord(id=row.id, ts=row.ts, type=row.type, message=row.message, drone_id=row.drone_id,
-                       drone_name=row.drone_name, data=data)
+    return EventRecord(
+        id=row.id,
+        ts=row.ts,
+        type=row.type,
+        message=row.message,
+        drone_id=row.drone_id,
+        drone_name=row.drone_name,
+        data=data,
+    )
 
 
 class SqlStore:
@@ -122,9 +130,11 @@ class SqlStore:
         update = [getattr(Node, name) for name in NODE_FIELDS if name not in ("id", "first_seen_at")]
         with self._bound(), self.db.atomic():
             for start in range(0, len(rows), UPSERT_CHUNK):
-                (Node.insert_many(rows[start:start + UPSERT_CHUNK])
-                 .on_conflict(conflict_target=[Node.id], preserve=update)
-                 .execute())
+                (
+                    Node.insert_many(rows[start : start + UPSERT_CHUNK])
+                    .on_conflict(conflict_target=[Node.id], preserve=update)
+                    .execute()
+                )
 
     def list_nodes(self) -> list[NodeRecord]:
         with self._bound():
@@ -143,13 +153,20 @@ class SqlStore:
         if not events:
             return
         rows = [
-            {"id": e.id, "ts": e.ts, "type": e.type, "message": e.message, "drone_id": e.drone_id,
-             "drone_name": e.drone_name, "data": json.dumps(e.data, sort_keys=True)}
+            {
+                "id": e.id,
+                "ts": e.ts,
+                "type": e.type,
+                "message": e.message,
+                "drone_id": e.drone_id,
+                "drone_name": e.drone_name,
+                "data": json.dumps(e.data, sort_keys=True),
+            }
             for e in events
         ]
         with self._bound(), self.db.atomic():
             for start in range(0, len(rows), EVENT_CHUNK):
-                Event.insert_many(rows[start:start + EVENT_CHUNK]).on_conflict_ignore().execute()
+                Event.insert_many(rows[start : start + EVENT_CHUNK]).on_conflict_ignore().execute()
 
     def list_events(
         self,
@@ -184,7 +201,7 @@ class SqlStore:
     def trim_events(self, keep: int) -> int:
         with self._bound():
             newest = int(Event.select(pw.fn.MAX(Event.id)).scalar() or 0)
-            cutoff = (Event.select(Event.id).order_by(Event.id.desc()).offset(keep).limit(1).scalar())
+            cutoff = Event.select(Event.id).order_by(Event.id.desc()).offset(keep).limit(1).scalar()
             if cutoff is None or newest == 0:
                 return 0
             return int(Event.delete().where(Event.id <= cutoff).execute())
@@ -194,13 +211,16 @@ class SqlStore:
         offset = (Event.ts - start) / width
         # SQLite truncates on CAST (the offset is never negative here);
         # PostgreSQL rounds on CAST, so it gets FLOOR.
-        bucket = (pw.fn.FLOOR(offset) if self.backend == "postgresql" else offset.cast("INTEGER"))
+        bucket = pw.fn.FLOOR(offset) if self.backend == "postgresql" else offset.cast("INTEGER")
         counts = [0] * buckets
         with self._bound():
-            query = (Event.select(bucket.alias("b"), pw.fn.COUNT(Event.id).alias("n"))
-                     .where((Event.ts >= start) & (Event.ts < end))
-                     .group_by(pw.SQL("b")).tuples())
-            for index, count in query:
+            query = (
+                Event.select(bucket.alias("b"), pw.fn.COUNT(Event.id).alias("n"))
+                .where((Event.ts >= start) & (Event.ts < end))
+                .group_by(pw.SQL("b"))
+                .tuples()
+            )
+            for index, count in typing.cast(Iterable[tuple[float, int]], query):
                 i = int(index)
                 if 0 <= i < buckets:
                     counts[i] += int(count)

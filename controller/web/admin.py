@@ -47,11 +47,22 @@ async def protocol(request: web.Request) -> web.Response:
         drone_id = state.id
     kinds = frozenset(t for t in request.query.get("type", "").split(",") if t)
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
-    return json_response({
-        "entries": [{"seq": e.seq, "ts": iso(e.ts), "direction": e.direction, "drone_id": e.drone_id,
-                     "type": e.type, "size": e.size} for e in entries],
-        "last_seq": s.protolog.last_seq,
-    })
+    return json_response(
+        {
+            "entries": [
+                {
+                    "seq": e.seq,
+                    "ts": iso(e.ts),
+                    "direction": e.direction,
+                    "drone_id": e.drone_id,
+                    "type": e.type,
+                    "size": e.size,
+                }
+                for e in entries
+            ],
+            "last_seq": s.protolog.last_seq,
+        }
+    )
 
 
 @routes.get("/admin/api/openapi.json")

@@ -22,9 +22,15 @@ SERVICES = web.AppKey("services", Services)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
-                        content_type="application/json", headers=headers)
+def json_response(
+    data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -34,10 +40,14 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def http_error(exc: BaseException) -> web.Response:
     """The one mapping from exceptions to HTTP answers; no traceback leaves."""
     if isinstance(exc, web.HTTPException):
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate",
-                                                                          "retry-after")}
-        return error_response(exc.status, exc.reason if exc.text is None or exc.text.startswith(
-            f"{exc.status}:") else exc.text, headers)
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")
+        }
+        return error_response(
+            exc.status,
+            exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text,
+            headers,
+        )
     if isinstance(exc, SwarmError) and type(exc) is not SwarmError:
         return error_response(exc.http_status, exc.message)
     return error_response(500, "internal error")

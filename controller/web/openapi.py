@@ -13,8 +13,12 @@ from swarm import __version__
 ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "object", "properties": {
-        "status": {"type": "integer"}, "message": {"type": "string"}}}},
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+        }
+    },
 }
 TS = {"type": ["string", "null"], "format": "date-time"}
 NODE = {
@@ -37,7 +41,10 @@ NODE = {
         "last_ping_at": TS,
         "last_pong_at": TS,
         "ping_latency_ms": {"type": ["number", "null"]},
-        "phi": {"type": ["number", "null"], "description": "phi-accrual suspicion level (null if not connected)"},
+        "phi": {
+            "type": ["number", "null"],
+            "description": "phi-accrual suspicion level (null if not connected)",
+        },
         "load": {"type": "array", "items": {"type": "number"}, "description": "load average 1, 5, 15 min"},
         "cpu_pct": {"type": "number"},
         "mem_pct": {"type": "number"},
@@ -62,17 +69,30 @@ EVENT = {
 
 
 def _param(name: str, description: str, schema: dict[str, Any], where: str = "query") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "description": description,
-            "schema": schema}
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "description": description,
+        "schema": schema,
+    }
 
 
-def _get(summary: str, body: dict[str, Any], params: list[dict[str, Any]] | None = None,
-         errors: tuple[int, ...] = ()) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": body}}}}
+def _get(
+    summary: str,
+    body: dict[str, Any],
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": body}}}
+    }
     messages = {400: "bad query value", 401: "missing or wrong admin key", 404: "not found"}
     for status in errors:
-        responses[str(status)] = {"description": messages[status],
-                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        responses[str(status)] = {
+            "description": messages[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
@@ -92,44 +112,84 @@ def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict
         "components": {"schemas": {"Error": ERROR, "Node": NODE, "Event": EVENT}},
     }
     if security:
-        doc["components"]["securitySchemes"] = {"adminKey": {"type": "apiKey", "in": "header",
-                                                             "name": "X-Admin-Key"}}
+        doc["components"]["securitySchemes"] = {
+            "adminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}
+        }
         doc["security"] = [{"adminKey": []}]
     return doc
 
 
 def public_document() -> dict[str, Any]:
-    since = _param("since", "event id (exclusive) or ISO 8601 time (inclusive); "
-                   "without it, the newest events", {"type": "string"})
-    limit = _param("limit", "at most this many (1-1000, default 100)",
-                   {"type": "integer", "minimum": 1, "maximum": 1000})
+    since = _param(
+        "since",
+        "event id (exclusive) or ISO 8601 time (inclusive); without it, the newest events",
+        {"type": "string"},
+    )
+    limit = _param(
+        "limit", "at most this many (1-1000, default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}
+    )
     paths = {
-        "/api/v1/health": _get("controller liveness and drone counts", _obj(
-            status={"type": "string"}, version={"type": "string"}, uptime_s={"type": "number"},
-            database={"type": "string"}, drones={"type": "object"})),
-        "/api/v1/status": _get("swarm summary", _obj(
-            controller={"type": "object"}, drones={"type": "object"}, cores_online={"type": "integer"},
-            emerge_running={"type": "integer"}, session={"type": ["object", "null"]},
-            last_event_id={"type": "integer"})),
+        "/api/v1/health": _get(
+            "controller liveness and drone counts",
+            _obj(
+                status={"type": "string"},
+                version={"type": "string"},
+                uptime_s={"type": "number"},
+                database={"type": "string"},
+                drones={"type": "object"},
+            ),
+        ),
+        "/api/v1/status": _get(
+            "swarm summary",
+            _obj(
+                controller={"type": "object"},
+                drones={"type": "object"},
+                cores_online={"type": "integer"},
+                emerge_running={"type": "integer"},
+                session={"type": ["object", "null"]},
+                last_event_id={"type": "integer"},
+            ),
+        ),
         "/api/v1/nodes": _get("all drones with live state", _list("nodes", "Node")),
         "/api/v1/nodes/{name}": _get(
-            "one drone, by name or id", _obj(node={"$ref": "#/components/schemas/Node"}),
-            [_param("name", "drone name or id", {"type": "string"}, "path")], (404,)),
+            "one drone, by name or id",
+            _obj(node={"$ref": "#/components/schemas/Node"}),
+            [_param("name", "drone name or id", {"type": "string"}, "path")],
+            (404,),
+        ),
         "/api/v1/events": _get(
             "events in ascending id order",
-            _obj(events={"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                 last_id={"type": "integer"}),
-            [since, limit, _param("drone", "only this drone (name or id)", {"type": "string"}),
-             _param("type", "comma-separated event types", {"type": "string"})], (400, 404)),
+            _obj(
+                events={"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                last_id={"type": "integer"},
+            ),
+            [
+                since,
+                limit,
+                _param("drone", "only this drone (name or id)", {"type": "string"}),
+                _param("type", "comma-separated event types", {"type": "string"}),
+            ],
+            (400, 404),
+        ),
         "/api/v1/activity": _get(
             "event counts per time bucket",
-            _obj(window_s={"type": "integer"}, bucket_s={"type": "number"}, start=TS, end=TS,
-                 total={"type": "integer"},
-                 buckets={"type": "array", "items": _obj(start=TS, count={"type": "integer"})}),
-            [_param("window", "seconds back from now (60-604800, default 86400)", {"type": "integer"}),
-             _param("buckets", "number of buckets (1-1440, default 96)", {"type": "integer"})], (400,)),
-        "/api/v1/history": _get("finished builds, newest first", _obj(history={"type": "array"}), [limit],
-                                (400,)),
+            _obj(
+                window_s={"type": "integer"},
+                bucket_s={"type": "number"},
+                start=TS,
+                end=TS,
+                total={"type": "integer"},
+                buckets={"type": "array", "items": _obj(start=TS, count={"type": "integer"})},
+            ),
+            [
+                _param("window", "seconds back from now (60-604800, default 86400)", {"type": "integer"}),
+                _param("buckets", "number of buckets (1-1440, default 96)", {"type": "integer"}),
+            ],
+            (400,),
+        ),
+        "/api/v1/history": _get(
+            "finished builds, newest first", _obj(history={"type": "array"}), [limit], (400,)
+        ),
         "/api/v1/sessions": _get("build sessions", _obj(sessions={"type": "array"})),
         "/api/v1/openapi.json": _get("this document", {"type": "object"}),
     }
@@ -141,14 +201,28 @@ def admin_document() -> dict[str, Any]:
         "/admin/api/whoami": _get("check the admin key", _obj(key={"type": "string"}), errors=(401,)),
         "/admin/api/protocol": _get(
             "recent control-stream messages, oldest first",
-            _obj(entries={"type": "array", "items": _obj(
-                seq={"type": "integer"}, ts=TS, direction={"type": "string", "enum": ["in", "out"]},
-                drone_id={"type": "string"}, type={"type": "string"}, size={"type": "integer"})},
-                 last_seq={"type": "integer"}),
-            [_param("after", "only entries after this seq", {"type": "integer"}),
-             _param("limit", "at most this many (1-5000, default 200)", {"type": "integer"}),
-             _param("drone", "only this drone (name or id)", {"type": "string"}),
-             _param("type", "comma-separated message types", {"type": "string"})], (400, 401, 404)),
+            _obj(
+                entries={
+                    "type": "array",
+                    "items": _obj(
+                        seq={"type": "integer"},
+                        ts=TS,
+                        direction={"type": "string", "enum": ["in", "out"]},
+                        drone_id={"type": "string"},
+                        type={"type": "string"},
+                        size={"type": "integer"},
+                    ),
+                },
+                last_seq={"type": "integer"},
+            ),
+            [
+                _param("after", "only entries after this seq", {"type": "integer"}),
+                _param("limit", "at most this many (1-5000, default 200)", {"type": "integer"}),
+                _param("drone", "only this drone (name or id)", {"type": "string"}),
+                _param("type", "comma-separated message types", {"type": "string"}),
+            ],
+            (400, 401, 404),
+        ),
         "/admin/api/openapi.json": _get("this document", {"type": "object"}, errors=(401,)),
     }
     return _document("Build Swarm admin API", paths, security=True)

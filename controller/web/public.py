@@ -29,8 +29,9 @@ routes = web.RouteTableDef()
 @web.middleware
 async def read_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in READ_METHODS:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(READ_METHODS - {"OPTIONS"}),
-                                       text="the public API is read-only")
+        raise web.HTTPMethodNotAllowed(
+            request.method, sorted(READ_METHODS - {"OPTIONS"}), text="the public API is read-only"
+        )
     return await handler(request)
 
 
@@ -41,13 +42,15 @@ def _services(request: web.Request) -> Services:
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
     s = _services(request)
-    return json_response({
-        "status": "ok",
-        "version": __version__,
-        "uptime_s": round(now() - s.started_at, 3),
-        "database": s.backend,
-        "drones": s.fleet.counts(),
-    })
+    return json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(now() - s.started_at, 3),
+            "database": s.backend,
+            "drones": s.fleet.counts(),
+        }
+    )
 
 
 @routes.get("/api/v1/status")
@@ -55,15 +58,20 @@ async def status(request: web.Request) -> web.Response:
     s = _services(request)
     counts = s.fleet.counts()
     online = [d for d in s.fleet.all() if d.connected]
-    return json_response({
-        "controller": {"version": __version__, "started_at": iso(s.started_at),
-                       "uptime_s": round(now() - s.started_at, 3)},
-        "drones": {"total": len(s.fleet), **counts},
-        "cores_online": sum(d.cores for d in online),
-        "emerge_running": sum(1 for d in online if d.emerge_running),
-        "session": None,
-        "last_event_id": s.events.last_id,
-    })
+    return json_response(
+        {
+            "controller": {
+                "version": __version__,
+                "started_at": iso(s.started_at),
+                "uptime_s": round(now() - s.started_at, 3),
+            },
+            "drones": {"total": len(s.fleet), **counts},
+            "cores_online": sum(d.cores for d in online),
+            "emerge_running": len([d for d in online if d.emerge_running]),
+            "session": None,
+            "last_event_id": s.events.last_id,
+        }
+    )
 
 
 @routes.get("/api/v1/nodes")
@@ -95,8 +103,9 @@ async def events(request: web.Request) -> web.Response:
             raise NotFound(f"no drone named {request.query['drone'][:64]!r}")
         drone_id = state.id
     types = tuple(t for t in request.query.get("type", "").split(",") if t)
-    found = await s.events.query(after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id,
-                                 types=types)
+    found = await s.events.query(
+        after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
+    )
     return json_response({"events": [event_json(e) for e in found], "last_id": s.events.last_id})
 
 
@@ -109,14 +118,16 @@ async def activity(request: web.Request) -> web.Response:
     end = now()
     start = end - window
     counts = await s.events.activity(start, width, buckets)
-    return json_response({
-        "window_s": window,
-        "bucket_s": width,
-        "start": iso(start),
-        "end": iso(end),
-        "total": sum(counts),
-        "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
-    })
+    return json_response(
+        {
+            "window_s": window,
+            "bucket_s": width,
+            "start": iso(start),
+            "end": iso(end),
+            "total": sum(counts),
+            "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
+        }
+    )
 
 
 @routes.get("/api/v1/history")

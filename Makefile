@@ -1,0 +1,52 @@
+# Build Swarm developer entry points. Everything runs from a local venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test lint format typecheck check proto bench clean
+
+help:
+	@echo "make demo       run a local swarm: a controller and three drones"
+	@echo "make test       run the test suite"
+	@echo "make check      lint, type-check and test (what CI runs)"
+	@echo "make proto      regenerate swarm.v1 from protos/"
+	@echo "make bench      run the fleet benchmark (prints figures)"
+	@echo "make format     reformat the code"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/python tools/typecheck.py
+
+check: lint typecheck test
+
+proto: $(STAMP)
+	$(BIN)/python tools/genproto.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/fleet.py
+
+clean:
+	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info
