@@ -8,6 +8,7 @@ the first, which is closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -109,6 +110,7 @@ class Fleet:
         self._drones: dict[str, DroneState] = {}
         self._connected: dict[str, DroneState] = {}
         self.dirty: set[str] = set()
+        self.urgent = asyncio.Event()
 
     # -- views ---------------------------------------------------------
 
@@ -180,6 +182,7 @@ class Fleet:
         state.next_ping_at = now + state.interval
         self._connected[state.id] = state
         self.dirty.add(state.id)
+        self.urgent.set()
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
             self._events.emit(
@@ -219,6 +222,7 @@ class Fleet:
         old = state.status
         state.status = status
         self.dirty.add(state.id)
+        self.urgent.set()
         self._events.emit(
             event,
             f"{state.name}: {old} -> {status}: {reason}",

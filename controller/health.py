@@ -31,14 +31,18 @@ WINDOW = 100
 PAUSE_SHARE = 1.0
 MIN_STD_SHARE = 0.2
 TICK = 0.1
+LN10 = math.log(10)
 
 
 def _phi(y: float) -> float:
-    """-log10 of the logistic approximation of P(X > y) for X ~ N(0, 1)."""
-    e = math.exp(-y * (1.5976 + 0.070566 * y * y))
-    if y > 0:
-        return -math.log10(e / (1.0 + e))
-    return -math.log10(1.0 - 1.0 / (1.0 + e))
+    """-log10 of the logistic approximation of P(X > y) for X ~ N(0, 1).
+
+    P = 1 / (1 + e^z), so phi = log10(1 + e^z), worked so that neither a
+    long silence (huge z) nor an early beat (very negative z) overflows."""
+    z = y * (1.5976 + 0.070566 * y * y)
+    if z > 0:
+        return (z + math.log1p(math.exp(-z))) / LN10
+    return math.log1p(math.exp(z)) / LN10
 
 
 def y_for_phi(threshold: float) -> float:

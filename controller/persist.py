@@ -2,12 +2,15 @@
 
 A heartbeat only changes memory; this writer persists whatever changed
 every ``persist_interval`` in one transaction, because one UPDATE per
-heartbeat would cost as much CPU as receiving it.
+heartbeat would cost as much CPU as receiving it. A new drone or a status
+change is written at once (``Fleet.urgent``), so a kill -9 of the
+controller does not forget who was there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from swarm.controller.fleet import Fleet
@@ -45,8 +48,11 @@ class NodeWriter:
         self.batches += 1
 
     async def _loop(self) -> None:
+        urgent = self._fleet.urgent
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(urgent.wait(), self._interval)
+            urgent.clear()
             try:
                 await self.flush()
             except Exception:

@@ -1,0 +1,54 @@
+"""Shared fixtures: real controller and agent processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.procs import Agent, Controller
+
+
+# grpc.aio starts one poller thread for the whole process on first use and
+# keeps it; it belongs to no test.
+PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A test must not leave threads running behind it."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.endswith(PROCESS_WIDE_THREADS)
+    ]
+    for thread in leaked:
+        thread.join(timeout=2)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"test leaked threads: {leaked}"
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    proc = Controller(tmp_path, "--ping-interval", "0.5")
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def agents(tmp_path: Path, controller: Controller) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def start(name: str, **kwargs: object) -> Agent:
+        agent = Agent(tmp_path, name, controller.grpc_target, **kwargs)  # type: ignore[arg-type]
+        agent.start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.kill()

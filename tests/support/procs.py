@@ -1,0 +1,266 @@
+"""Real swarm processes for tests: a controller and agents on 127.0.0.1.
+
+Every process runs in its own process group and is killed at teardown;
+ports are chosen by the kernel (port 0) and read back from the
+controller's ready file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT = 15.0
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> Any:
+    """Poll until predicate() is truthy; return its value or fail saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, ValueError, KeyError) as exc:
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:.1f}s waiting for {what}"
+        + (f" (last error: {last_exc})" if last_exc else "")
+    )
+
+
+def http(
+    method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, Any]:
+    """One HTTP request; returns (status, parsed JSON or text)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw, ctype = response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, raw, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        exc.close()
+    if "json" in ctype:
+        return status, json.loads(raw)
+    return status, raw.decode(errors="replace")
+
+
+class Proc:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = env
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(self.env or {})},
+            )
+        finally:
+            log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.popen is not None
+        os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.popen.wait(timeout=10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code (fails the test if it hangs)."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGCONT)
+            self.popen.terminate()
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.args[2]} did not stop within {timeout}s of SIGTERM") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Controller(Proc):
+    def __init__(
+        self,
+        root: Path,
+        *extra: str,
+        grpc_port: int = 0,
+        public_port: int = 0,
+        admin_port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root
+        self.data_dir = root / "controller"
+        self.ready_file = root / "controller.ready.json"
+        self.extra = list(extra)
+        self.ports = {"grpc_port": grpc_port, "public_port": public_port, "admin_port": admin_port}
+        super().__init__(self._args(), root / "controller.log", env)
+        self.info: dict[str, Any] = {}
+
+    def _args(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "swarm.controller.main",
+            "--data-dir",
+            str(self.data_dir),
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1",
+            "--grpc-port",
+            str(self.ports["grpc_port"]),
+            "--public-port",
+            str(self.ports["public_port"]),
+            "--admin-port",
+            str(self.ports["admin_port"]),
+            "--ready-file",
+            str(self.ready_file),
+            "--log-file",
+            "",
+            "--log-level",
+            "debug",
+            *self.extra,
+        ]
+
+    def start(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
+        super().start()
+        self.info = wait_for(self._ready, what="controller ready file")
+
+    def _ready(self) -> dict[str, Any] | None:
+        if not self.alive():
+            raise AssertionError(
+                f"controller exited with {self.popen.returncode if self.popen else '?'}:\n"
+                f"{self.log()[-3000:]}"
+            )
+        if not self.ready_file.exists():
+            return None
+        info: dict[str, Any] = json.loads(self.ready_file.read_text())
+        return info
+
+    def restart(self) -> None:
+        """Start again on the same ports (agents reconnect to the same address)."""
+        self.ports = {k: self.info[k] for k in self.ports}
+        self.args = self._args()
+        self.start()
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.info['grpc_port']}"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.info['public_port']}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.info['admin_port']}"
+
+    @property
+    def admin_key(self) -> str:
+        return Path(self.info["admin_key_file"]).read_text().strip()
+
+    def get(self, path: str) -> Any:
+        status, body = http("GET", self.public_url + path)
+        assert status == 200, f"GET {path}: {status} {body}"
+        return body
+
+    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        return http(method, self.admin_url + path, headers={"X-Admin-Key": self.admin_key}, body=body)
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
+        return body["node"] if status == 200 else None
+
+    def events(self, **query: str) -> list[dict[str, Any]]:
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        return list(self.get(f"/api/v1/events?limit=1000&{qs}")["events"])
+
+
+class Agent(Proc):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        controller: str,
+        *extra: str,
+        drone_type: str = "unknown",
+        heartbeat_interval: float = 0.25,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.state_dir = state_dir or root / f"agent-{name}"
+        args = [
+            sys.executable,
+            "-m",
+            "swarm.agent.main",
+            "--controller",
+            controller,
+            "--name",
+            name,
+            "--drone-type",
+            drone_type,
+            "--state-dir",
+            str(self.state_dir),
+            "--cache-path",
+            str(root),
+            "--heartbeat-interval",
+            str(heartbeat_interval),
+            "--backoff-initial",
+            "0.1",
+            "--backoff-max",
+            "1",
+            "--log-file",
+            "",
+            "--log-level",
+            "debug",
+            *extra,
+        ]
+        super().__init__(args, root / f"agent-{name}.log")
+
+    @property
+    def drone_id(self) -> str:
+        return (self.state_dir / "drone-id").read_text().strip()

@@ -1,0 +1,164 @@
+"""A real controller with real agents: connect, heartbeats, pings, failures."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from support.procs import Agent, Controller, wait_for
+
+
+def online(controller: Controller, name: str) -> dict[str, object] | None:
+    node = controller.node(name)
+    return node if node is not None and node["status"] == "online" else None
+
+
+def test_agent_connects_with_hello_data_heartbeats_and_ping(
+    controller: Controller, agents: Callable[..., Agent]
+) -> None:
+    agent = agents("drone-io", drone_type="qemu")
+    node = wait_for(lambda: online(controller, "drone-io"), what="drone-io online")
+    assert node["id"] == agent.drone_id
+    assert node["drone_type"] == "qemu"
+    assert node["network"] == "lan"
+    assert node["cores"] >= 1
+    assert node["agent_version"]
+    assert node["heartbeat_interval_ms"] == 250
+    assert node["connected"] is True
+
+    first = node["last_heartbeat_at"]
+    beating = wait_for(
+        lambda: (n := controller.node("drone-io")) and n["last_heartbeat_at"] != first and n,
+        what="a newer heartbeat",
+    )
+    assert 0 <= beating["disk_pct"] <= 100
+    assert beating["disk_free_bytes"] > 0
+    assert len(beating["load"]) == 3
+
+    pinged = wait_for(
+        lambda: (n := controller.node("drone-io")) and n["ping_latency_ms"] is not None and n,
+        what="a ping round trip",
+    )
+    assert 0 < pinged["ping_latency_ms"] < 1000
+    assert pinged["last_pong_at"] >= pinged["last_ping_at"]
+
+    types = [e["type"] for e in controller.events(drone=agent.drone_id)]
+    assert types == ["drone_connected"]
+
+
+def test_killed_agent_is_offline_within_two_seconds_and_comes_back(
+    controller: Controller, agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    agent = agents("drone-kill")
+    wait_for(lambda: online(controller, "drone-kill"), what="online")
+    agent.kill()
+    killed_at = time.monotonic()
+    wait_for(
+        lambda: controller.node("drone-kill")["status"] == "offline",
+        timeout=2.0,
+        what="offline within 2 s of kill -9",
+    )
+    assert time.monotonic() - killed_at < 2.0
+    gone = [e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_disconnected"]
+    assert len(gone) == 1 and gone[0]["data"]["new_status"] == "offline"
+
+    again = agents("drone-kill", state_dir=agent.state_dir)
+    node = wait_for(lambda: online(controller, "drone-kill"), what="back online")
+    assert node["id"] == again.drone_id == agent.drone_id
+    assert len(controller.get("/api/v1/nodes")["nodes"]) == 1
+
+
+def test_frozen_agent_goes_suspect_then_offline_and_recovers(
+    controller: Controller, agents: Callable[..., Agent]
+) -> None:
+    agent = agents("drone-frozen")
+    wait_for(lambda: online(controller, "drone-frozen"), what="online")
+    agent.signal(signal.SIGSTOP)
+    try:
+        # 0.25 s heartbeats: suspect after about three intervals, offline after ten.
+        wait_for(
+            lambda: controller.node("drone-frozen")["status"] == "suspect",
+            timeout=3,
+            what="suspect while frozen",
+        )
+        wait_for(
+            lambda: controller.node("drone-frozen")["status"] == "offline",
+            timeout=5,
+            what="offline while frozen",
+        )
+    finally:
+        agent.signal(signal.SIGCONT)
+    wait_for(lambda: online(controller, "drone-frozen"), what="online after SIGCONT")
+    types = [e["type"] for e in controller.events(drone=agent.drone_id)]
+    assert types[:3] == ["drone_connected", "drone_suspect", "drone_disconnected"]
+    assert types[-1] in ("drone_connected", "drone_online")
+    suspect = next(e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_suspect")
+    assert "no heartbeat for" in suspect["message"]
+
+
+def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
+    controller = Controller(tmp_path, "--offline-after-intervals", "1000")
+    controller.start()
+    try:
+        agent = Agent(tmp_path, "drone-pause", controller.grpc_target)
+        agent.start()
+        try:
+            wait_for(lambda: online(controller, "drone-pause"), what="online")
+            agent.signal(signal.SIGSTOP)
+            try:
+                wait_for(
+                    lambda: controller.node("drone-pause")["status"] == "suspect", timeout=3, what="suspect"
+                )
+            finally:
+                agent.signal(signal.SIGCONT)
+            wait_for(lambda: online(controller, "drone-pause"), what="online again")
+            types = [e["type"] for e in controller.events(drone=agent.drone_id)]
+            assert types == ["drone_connected", "drone_suspect", "drone_online"]
+        finally:
+            agent.kill()
+    finally:
+        controller.kill()
+
+
+def test_controller_restart_agents_reconnect_and_state_survives(
+    controller: Controller, agents: Callable[..., Agent]
+) -> None:
+    names = ["drone-a", "drone-b", "drone-c"]
+    for name in names:
+        agents(name)
+    for name in names:
+        wait_for(lambda n=name: online(controller, n), what=f"{name} online")
+    before = controller.events()
+    assert sum(e["type"] == "drone_connected" for e in before) == 3
+
+    controller.kill()
+    controller.restart()
+    # Agents back off at most 1 s (--backoff-max 1): all reconnect by themselves.
+    for name in names:
+        wait_for(lambda n=name: online(controller, n), timeout=10, what=f"{name} back after restart")
+    after = controller.events()
+    ids = [e["id"] for e in after]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert {e["id"] for e in before} <= set(ids), "events from before the restart survive it"
+    starts = [e for e in after if e["type"] == "controller_started"]
+    assert len(starts) == 2 and starts[1]["data"]["drones_known"] == 3
+    assert len(controller.get("/api/v1/nodes")["nodes"]) == 3
+
+
+def test_agent_stops_cleanly_on_sigterm(controller: Controller, agents: Callable[..., Agent]) -> None:
+    agent = agents("drone-term")
+    wait_for(lambda: online(controller, "drone-term"), what="online")
+    assert agent.terminate(timeout=5) == 0
+    wait_for(lambda: controller.node("drone-term")["status"] == "offline", what="offline after SIGTERM")
+    assert "stopped" in agent.log()
+
+
+def test_controller_stops_cleanly_on_sigterm(controller: Controller, agents: Callable[..., Agent]) -> None:
+    agents("drone-x")
+    wait_for(lambda: online(controller, "drone-x"), what="online")
+    assert controller.terminate(timeout=15) == 0
+    log = controller.log()
+    assert "stopped" in log
+    assert "did not finish" not in log and "Traceback" not in log
