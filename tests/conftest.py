@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.procs import Agent, Controller
 
+from support.procs import Agent, Controller
 
 # grpc.aio starts one poller thread for the whole process on first use and
 # keeps it; it belongs to no test.

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from support.procs import Agent, Controller, wait_for
 
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
+
+from support.procs import Agent, Controller, wait_for
 
 
 def hello(name: str, drone_id: str | None = None, **fields: object) -> gateway_pb2.AgentMessage:

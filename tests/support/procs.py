@@ -7,6 +7,7 @@ controller's ready file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,10 +100,8 @@ class Proc:
         if self.popen is None:
             return
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.popen.wait(timeout=10)
 
     def terminate(self, timeout: float = 10.0) -> int:
