@@ -1,0 +1,181 @@
+"""``make demo``: a local swarm on one machine.
+
+Starts a controller on the default ports (bound to 127.0.0.1) and three
+drones, each its own ``swarm-agent`` process with its name on the command
+line, as on a real fleet. Everything lives under .demo/ in the checkout and
+is reused by the next run. Ctrl-C stops it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DRONES = [("drone-io", "lxc"), ("drone-europa", "qemu"), ("drone-titan", "bare-metal")]
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        # Own session: Ctrl-C reaches only us, and we stop drones before the controller.
+        return subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def fetch(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        data: dict[str, object] = json.load(response)
+        return data
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--state", type=Path, default=ROOT / ".demo", help="demo state directory (default: .demo)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=8094, help="gRPC port (default: 8094)")
+    parser.add_argument("--public-port", type=int, default=8100, help="public HTTP port (default: 8100)")
+    parser.add_argument("--admin-port", type=int, default=8093, help="admin HTTP port (default: 8093)")
+    ns = parser.parse_args()
+    state: Path = ns.state.resolve()
+    logs = state / "logs"
+    ready = state / "controller.ready.json"
+    ready.unlink(missing_ok=True)
+    bindir = Path(sys.executable).parent
+
+    controller_args = [
+        str(bindir / "swarm-controller"),
+        "--data-dir",
+        str(state / "controller"),
+        "--bind",
+        "127.0.0.1",
+        "--admin-bind",
+        "127.0.0.1",
+        "--grpc-port",
+        str(ns.grpc_port),
+        "--public-port",
+        str(ns.public_port),
+        "--admin-port",
+        str(ns.admin_port),
+        "--ready-file",
+        str(ready),
+        "--log-file",
+        str(logs / "controller.log"),
+    ]
+    controller = spawn(controller_args, logs / "controller.out")
+    procs: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if controller.poll() is not None:
+                tail = (logs / "controller.out").read_text(errors="replace").strip().splitlines()[-1:]
+                print(
+                    f"demo: the controller exited: {tail[0] if tail else 'see ' + str(logs)}", file=sys.stderr
+                )
+                return 1
+            if time.monotonic() > deadline:
+                print(
+                    f"demo: the controller did not come up in 20 s; see {logs}/controller.out",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+        public = f"http://127.0.0.1:{info['public_port']}"
+        admin = f"http://127.0.0.1:{info['admin_port']}"
+
+        commands = {}
+        for name, kind in DRONES:
+            args = [
+                str(bindir / "swarm-agent"),
+                "--name",
+                name,
+                "--drone-type",
+                kind,
+                "--controller",
+                f"127.0.0.1:{info['grpc_port']}",
+                "--state-dir",
+                str(state / "drones" / name),
+                "--cache-path",
+                str(state / "drones" / name),
+                "--log-file",
+                str(logs / f"{name}.log"),
+            ]
+            commands[name] = shlex.join(args)
+            procs.append(spawn(args, logs / f"{name}.out"))
+
+        deadline = time.monotonic() + 20
+        while True:
+            nodes = fetch(f"{public}/api/v1/nodes")["nodes"]
+            up = {n["name"] for n in nodes if n["status"] == "online"}  # type: ignore[attr-defined,index]
+            if up >= {name for name, _ in DRONES}:
+                break
+            if time.monotonic() > deadline:
+                print(f"demo: drones not online after 20 s: see {logs}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+
+        print(
+            f"""
+Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}).
+
+  Public API     {public}/api/v1/nodes      (also /status, /events, /activity, /openapi.json)
+  Admin API      {admin}/admin/api/whoami   (header X-Admin-Key: the key in {info["admin_key_file"]})
+  State and logs {state}
+
+Try:
+  curl -s {public}/api/v1/nodes | python3 -m json.tool
+  kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # drone-io goes offline at once
+  {commands["drone-io"]} &     # brings it back
+
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while controller.poll() is None:
+            time.sleep(0.5)
+        print(
+            f"demo: the controller exited with {controller.returncode}; see {logs}/controller.log",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nstopping drones and controller...", flush=True)
+        return 0
+    finally:
+        stop(procs)
+        stop([controller])
+        if interrupted:
+            print("stopped.")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
