@@ -12,6 +12,7 @@ from swarm.config import option
 DEFAULT_PATH = Path("/etc/build-swarm/agent.toml")
 ENV_PREFIX = "SWARM_AGENT_"
 DRONE_TYPES = ("lxc", "qemu", "bare-metal", "unknown")
+ENROLL_PORT = 8095
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -23,6 +24,10 @@ class AgentConfig:
     network: str = option("lan", "network the drone is on, e.g. lan or tailscale")
     state_dir: Path = option(Path("/var/lib/build-swarm/agent"), "where the drone id and keys are kept")
     cache_path: Path = option(Path("/var/tmp/portage"), "build cache whose disk use is reported")
+    enroll_address: str = option(
+        "", "controller enrollment address (default: the controller host, port 8095)", metavar="HOST:PORT"
+    )
+    insecure: bool = option(False, "plaintext connection without certificates (development controllers only)")
     heartbeat_interval: float = option(1.0, "seconds between heartbeats")
     backoff_initial: float = option(0.5, "first reconnect delay ceiling in seconds")
     backoff_max: float = option(30.0, "largest reconnect delay in seconds")
@@ -37,12 +42,23 @@ class AgentConfig:
         host, sep, port = self.controller.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"controller must be HOST:PORT, got {self.controller!r}")
+        if self.enroll_address:
+            host, sep, port = self.enroll_address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"enroll_address must be HOST:PORT, got {self.enroll_address!r}")
         if not 0.05 <= self.heartbeat_interval <= 60:
             raise ValueError("heartbeat_interval must be between 0.05 and 60 seconds")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def enroll_target(self) -> str:
+        if self.enroll_address:
+            return self.enroll_address
+        host = self.controller.rpartition(":")[0]
+        return f"{host}:{ENROLL_PORT}"
 
     @property
     def drone_name(self) -> str:

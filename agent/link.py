@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -35,8 +36,16 @@ class StreamEnded(Exception):
 
 
 class ControlLink:
-    def __init__(self, target: str, hello: serde.HelloInfo, probe: SystemProbe, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        target: str,
+        hello: serde.HelloInfo,
+        probe: SystemProbe,
+        backoff: Backoff,
+        credentials: Callable[[], grpc.ChannelCredentials | None],
+    ) -> None:
         self._target = target
+        self._credentials = credentials
         self._hello = hello
         self._probe = probe
         self._backoff = backoff
@@ -46,6 +55,8 @@ class ControlLink:
         self._latest: Sample | None = None
         self._seq = 0
         self._welcomed = False
+        self._session_task: asyncio.Task[None] | None = None
+        self._reconnecting = False
         self.connected = asyncio.Event()
         self.sessions = 0
 
@@ -64,8 +75,12 @@ class ControlLink:
         attempt = 0
         while not self._stopping.is_set():
             self._welcomed = False
+            self._session_task = asyncio.create_task(self._session(), name="control-session")
             try:
-                await self._session()
+                await self._session_task
+            except asyncio.CancelledError:
+                if not self._reconnecting:
+                    raise
             except grpc.aio.AioRpcError as exc:
                 log.warning("control stream to %s ended: %s %s", self._target, exc.code().name, exc.details())
             except StreamEnded:
@@ -74,6 +89,11 @@ class ControlLink:
                 log.warning("controller %s did not answer Hello in %.0fs", self._target, WELCOME_TIMEOUT)
             finally:
                 self.connected.clear()
+                self._session_task = None
+            if self._reconnecting:
+                self._reconnecting = False
+                attempt = 0
+                continue
             if self._welcomed:
                 attempt = 0
             delay = self._backoff.delay(attempt)
@@ -82,9 +102,21 @@ class ControlLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    def reconnect_now(self) -> None:
+        """End the current stream and open a new one at once (new credentials)."""
+        if self._session_task is not None:
+            self._reconnecting = True
+            self._session_task.cancel()
+
+    def _channel(self) -> grpc.aio.Channel:
+        creds = self._credentials()
+        if creds is None:
+            return grpc.aio.insecure_channel(self._target, options=CLIENT_OPTIONS)
+        return grpc.aio.secure_channel(self._target, creds, options=CLIENT_OPTIONS)
+
     async def _session(self) -> None:
         """One control stream from Hello to its end."""
-        async with grpc.aio.insecure_channel(self._target, options=CLIENT_OPTIONS) as channel:
+        async with self._channel() as channel:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
             await call.write(serde.hello(self._hello))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)

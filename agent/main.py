@@ -1,4 +1,8 @@
-"""``swarm-agent``: the resident agent on every drone."""
+"""``swarm-agent``: the resident agent on every drone.
+
+``swarm-agent enroll --token T --ca-pin sha256:...`` once, then
+``swarm-agent`` (usually from its OpenRC service) for good.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ import socket
 import sys
 from pathlib import Path
 
+import grpc
+
 from swarm import __version__
+from swarm.agent import credentials
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.agent.link import ControlLink
@@ -20,35 +27,67 @@ from swarm.agent.serde import HelloInfo
 from swarm.backoff import Backoff
 from swarm.config import ConfigError, add_arguments, resolve
 from swarm.logsetup import setup_logging
+from swarm.pki import PkiError
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
+EPILOG = (
+    f"Options also come from {DEFAULT_PATH} (or --config) and from {ENV_PREFIX}<OPTION> environment "
+    "variables; flags win."
+)
 
 
-def parse_args(argv: list[str] | None) -> AgentConfig:
-    parser = argparse.ArgumentParser(
-        prog="swarm-agent",
-        description="Build Swarm drone agent: keeps a control stream to the controller, "
-        "sends heartbeats and runs what the controller asks.",
-        epilog=f"Options also come from {DEFAULT_PATH} (or --config) and from "
-        f"{ENV_PREFIX}<OPTION> environment variables; flags win.",
-    )
+class NotEnrolled(Exception):
+    """The drone has no certificate yet."""
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG)
     parser.add_argument("--config", type=Path, help=f"TOML config file (default: {DEFAULT_PATH} if present)")
     parser.add_argument("--version", action="version", version=f"swarm-agent {__version__}")
     add_arguments(parser, AgentConfig)
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def _resolve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> AgentConfig:
     try:
         return resolve(
             AgentConfig, ns, env_prefix=ENV_PREFIX, default_path=DEFAULT_PATH, explicit_path=ns.config
         )
     except ConfigError as exc:
-        parser.exit(2, f"swarm-agent: {exc}\n")
+        parser.exit(2, f"{parser.prog}: {exc}\n")
 
 
-async def run(config: AgentConfig) -> None:
-    drone_id = load_or_create_drone_id(config.state_dir)
-    hello = HelloInfo(
+def parse_args(argv: list[str] | None) -> AgentConfig:
+    parser = _parser(
+        "swarm-agent",
+        "Build Swarm drone agent: keeps a control stream to the controller, sends "
+        "heartbeats and runs what the controller asks. First enrol the drone: "
+        "swarm-agent enroll --help.",
+    )
+    return _resolve(parser, parser.parse_args(argv))
+
+
+def parse_enroll_args(argv: list[str]) -> tuple[AgentConfig, str, str]:
+    parser = _parser(
+        "swarm-agent enroll",
+        "Enrol this drone: trade a one-time join token (from "
+        "`swarm-cli token create`) for a client certificate, after checking the controller's "
+        "CA against the pin.",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("SWARM_AGENT_TOKEN"), help="join token (or SWARM_AGENT_TOKEN)"
+    )
+    parser.add_argument("--ca-pin", required=True, help="controller CA pin, sha256:<hex>")
+    ns = parser.parse_args(argv)
+    if not ns.token:
+        parser.exit(2, "swarm-agent enroll: a join token is needed: --token or SWARM_AGENT_TOKEN\n")
+    return _resolve(parser, ns), ns.token, ns.ca_pin
+
+
+def hello_info(config: AgentConfig, drone_id: str) -> HelloInfo:
+    return HelloInfo(
         drone_id=drone_id,
         name=config.drone_name,
         cores=os.cpu_count() or 1,
@@ -58,12 +97,39 @@ async def run(config: AgentConfig) -> None:
         heartbeat_interval=config.heartbeat_interval,
         hostname=socket.gethostname(),
     )
+
+
+async def run(config: AgentConfig) -> None:
+    drone_id = load_or_create_drone_id(config.state_dir)
+    creds = None if config.insecure else credentials.load(config.state_dir)
+    if creds is None and not config.insecure:
+        raise NotEnrolled(
+            f"this drone is not enrolled (no certificate in {config.state_dir}): run "
+            "`swarm-agent enroll --token TOKEN --ca-pin sha256:...` first"
+        )
+    if creds is not None and creds.drone_id != drone_id:
+        raise NotEnrolled(
+            f"the certificate in {config.state_dir} is for drone {creds.drone_id}, not {drone_id}"
+        )
+    if config.insecure:
+        log.warning("--insecure: talking to the controller in plaintext, without certificates")
+
+    renewer: credentials.Renewer | None = None
+
+    def channel_credentials() -> grpc.ChannelCredentials | None:
+        current = renewer.current if renewer is not None else creds
+        return None if current is None else current.channel_credentials()
+
+    hello = hello_info(config, drone_id)
     link = ControlLink(
         config.controller,
         hello,
         SystemProbe(config.cache_path),
         Backoff(initial=config.backoff_initial, cap=config.backoff_max),
+        channel_credentials,
     )
+    if creds is not None:
+        renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.reconnect_now)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,25 +142,41 @@ async def run(config: AgentConfig) -> None:
         config.controller,
     )
     await link.start()
+    if renewer is not None:
+        await renewer.start()
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        if renewer is not None:
+            await renewer.stop()
         await asyncio.wait_for(link.stop(), STOP_TIMEOUT)
         log.info("stopped")
 
 
+async def run_enroll(config: AgentConfig, token: str, pin: str) -> None:
+    drone_id = load_or_create_drone_id(config.state_dir)
+    creds = await credentials.enroll(
+        config.state_dir, drone_id, config.drone_name, config.enroll_target, token, pin
+    )
+    print(f"enrolled {config.drone_name} ({creds.drone_id}); start the agent: swarm-agent")
+
+
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
-    setup_logging(config.log_level, config.log_file)
+    args = sys.argv[1:] if argv is None else argv
     try:
-        asyncio.run(run(config))
-    except IdentityError as exc:
-        print(f"swarm-agent: {exc}", file=sys.stderr)
-        sys.exit(1)
+        if args[:1] == ["enroll"]:
+            config, token, pin = parse_enroll_args(args[1:])
+            setup_logging(config.log_level, None)
+            asyncio.run(run_enroll(config, token, pin))
+        else:
+            config = parse_args(args)
+            setup_logging(config.log_level, config.log_file)
+            asyncio.run(run(config))
+    except (IdentityError, NotEnrolled, credentials.EnrollError, PkiError) as exc:
+        sys.exit(f"swarm-agent: {exc}")
     except OSError as exc:
-        print(f"swarm-agent: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"swarm-agent: {exc}")
 
 
 if __name__ == "__main__":

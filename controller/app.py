@@ -16,7 +16,10 @@ from aiohttp import web
 
 from swarm import __version__
 from swarm.controller import adminkey
+from swarm.controller.authz import AuthzInterceptor
+from swarm.controller.ca import CertificateAuthority
 from swarm.controller.config import ControllerConfig
+from swarm.controller.enrollment import EnrollmentService
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
@@ -27,9 +30,11 @@ from swarm.controller.protolog import ProtocolLog
 from swarm.controller.services import Services
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.trust import Trust
 from swarm.controller.web import admin, public
 from swarm.grpcopts import SERVER_OPTIONS
-from swarm.v1 import gateway_pb2_grpc
+from swarm.pki import PkiError
+from swarm.v1 import enroll_pb2_grpc, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class Ports:
     grpc: int
     public: int
     admin: int
+    enroll: int | None
 
 
 class Controller:
@@ -66,6 +72,7 @@ class Controller:
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.gateway = Gateway(self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout)
         self.started_at = time.time()
+        self.trust: Trust | None = None
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         self.ports: Ports | None = None
@@ -81,16 +88,15 @@ class Controller:
         await self.events.start()
         self.fleet.load(await self.runner.call(self.store.list_nodes))
 
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
-        try:
-            grpc_port = self._server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
-        except RuntimeError as exc:
-            raise StartupError(
-                f"cannot listen for agents on {config.bind}:{config.grpc_port}: {exc}"
-            ) from None
-        await self._server.start()
+        if not config.insecure:
+            try:
+                ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
+            except (OSError, PkiError) as exc:
+                raise StartupError(f"cannot load the controller CA: {exc}") from None
+            self.trust = Trust(ca, self.runner, self.events, self.fleet, config.cert_lifetime)
+            await self.trust.start()
 
+        grpc_port, enroll_port = await self._start_grpc()
         services = Services(
             config=config,
             fleet=self.fleet,
@@ -99,6 +105,9 @@ class Controller:
             runner=self.runner,
             started_at=self.started_at,
             backend=self.store.backend,
+            trust=self.trust,
+            grpc_port=grpc_port,
+            enroll_port=enroll_port,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -109,7 +118,7 @@ class Controller:
         await self.health.start()
         await self.pinger.start()
         await self.writer.start()
-        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port)
+        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port)
         self.events.emit(
             "controller_started",
             f"controller {__version__} started",
@@ -132,6 +141,37 @@ class Controller:
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
+
+    async def _start_grpc(self) -> tuple[int, int | None]:
+        """The gateway port (mutual TLS) and the enrollment port (server TLS only).
+
+        grpcio cannot ask for an optional client certificate on one port, so
+        enrollment, the one call without a certificate, has a port of its own.
+        The authorization interceptor guards every method on both."""
+        config = self.config
+        self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[AuthzInterceptor(self.trust)])
+        gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
+        address = f"{config.bind}:{config.grpc_port}"
+        enroll_port = None
+        try:
+            if self.trust is None:
+                log.warning("--insecure: agents connect in plaintext without certificates; development only")
+                grpc_port = self._server.add_insecure_port(address)
+            else:
+                enroll_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentService(self.trust), self._server)
+                key, chain = self.trust.ca.issue_server(config.tls_name_list)
+                mutual = grpc.ssl_server_credentials(
+                    [(key, chain)], root_certificates=self.trust.ca.pem, require_client_auth=True
+                )
+                grpc_port = self._server.add_secure_port(address, mutual)
+                address = f"{config.bind}:{config.enroll_port}"
+                enroll_port = self._server.add_secure_port(
+                    address, grpc.ssl_server_credentials([(key, chain)])
+                )
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen for agents on {address}: {exc}") from None
+        await self._server.start()
+        return grpc_port, enroll_port
 
     async def _serve(self, app: web.Application, host: str, port: int, name: str) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -156,7 +196,9 @@ class Controller:
                     "grpc_port": ports.grpc,
                     "public_port": ports.public,
                     "admin_port": ports.admin,
+                    "enroll_port": ports.enroll,
                     "admin_key_file": str(self.config.admin_key_path),
+                    "ca_pin": self.trust.ca.pin if self.trust is not None else None,
                 }
             )
         )

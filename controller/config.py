@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,16 @@ class ControllerConfig:
     grpc_port: int = option(8094, "gRPC gateway port for agents (0: any free port)", metavar="PORT")
     public_port: int = option(8100, "public read-only HTTP port (0: any free port)", metavar="PORT")
     admin_port: int = option(8093, "admin HTTP port (0: any free port)", metavar="PORT")
+    enroll_port: int = option(
+        8095, "TLS port where new drones trade a join token for a certificate", metavar="PORT"
+    )
+    tls_names: str = option(
+        "",
+        "extra names and addresses (comma-separated) for the controller's TLS "
+        "certificate; localhost, the host name and 127.0.0.1 are always included",
+    )
+    cert_lifetime: float = option(30 * 86400.0, "lifetime of drone certificates in seconds (renewed at 2/3)")
+    insecure: bool = option(False, "plaintext gRPC without certificates (development only; logs a warning)")
     admin_key_file: Path = option(
         Path(""),
         "file holding the admin API key; created with a random key if missing (default: DATA_DIR/admin.key)",
@@ -43,7 +54,9 @@ class ControllerConfig:
     log_level: str = option("info", "debug, info, warning or error")
 
     def __post_init__(self) -> None:
-        for name in ("grpc_port", "public_port", "admin_port"):
+        if self.cert_lifetime < 5:
+            raise ValueError("cert_lifetime must be at least 5 seconds")
+        for name in ("grpc_port", "public_port", "admin_port", "enroll_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be 0..65535, got {port}")
@@ -61,6 +74,14 @@ class ControllerConfig:
             raise ValueError(f"db must be a sqlite:/// or postgresql:// URL, got {self.db.split(':')[0]}:...")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def tls_name_list(self) -> list[str]:
+        names = ["localhost", socket.gethostname(), socket.getfqdn(), "127.0.0.1", "::1"]
+        if self.bind not in ("0.0.0.0", "::", ""):
+            names.append(self.bind)
+        names += [n.strip() for n in self.tls_names.split(",") if n.strip()]
+        return list(dict.fromkeys(names))
 
     @property
     def admin_key_path(self) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from swarm.controller import serde
+from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
@@ -23,6 +24,7 @@ from swarm.v1 import gateway_pb2, gateway_pb2_grpc
 log = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 64
+WRITE_GRACE = 1.0
 
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -33,7 +35,7 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class DroneSession:
-    __slots__ = ("close_code", "close_details", "closed", "drone_id", "outbox", "peer")
+    __slots__ = ("close_code", "close_details", "closed", "drone_id", "outbox", "peer", "writing")
 
     def __init__(self, drone_id: str, peer: str) -> None:
         self.drone_id = drone_id
@@ -42,6 +44,7 @@ class DroneSession:
         self.closed = asyncio.Event()
         self.close_code: grpc.StatusCode | None = None
         self.close_details = ""
+        self.writing = False
 
     def send(self, message: gateway_pb2.ControllerMessage) -> bool:
         """Queue a message; False if the drone is not keeping up."""
@@ -97,6 +100,19 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             await context.abort(code, details)
             return
         self._protolog.record(IN, hello.drone_id, "hello", first.ByteSize())
+        identity = current_identity()
+        if identity.kind == AGENT and identity.drone_id != hello.drone_id:
+            # The certificate, not the message, says who this is.
+            self._reject(
+                peer,
+                identity.drone_id or "",
+                f"certificate of drone {identity.drone_id} claimed drone id {hello.drone_id}",
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this certificate is for drone {identity.drone_id}, not {hello.drone_id}",
+            )
+            return
 
         session = DroneSession(hello.drone_id, peer)
         self.sessions.add(session)
@@ -110,6 +126,11 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             await session.closed.wait()
         finally:
             reader.cancel()
+            if session.writing:
+                # Cancelling grpc.aio in the middle of a write can leave the
+                # call unable to end: let the write finish (the writer stops
+                # after it), within reason.
+                await asyncio.wait({writer}, timeout=WRITE_GRACE)
             writer.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
             self.sessions.discard(session)
@@ -143,9 +164,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
 
     async def _write(self, session: DroneSession, context: grpc.aio.ServicerContext) -> None:
         record = self._protolog.record
-        while True:
+        while not session.closed.is_set():
             message = await session.outbox.get()
-            await context.write(message)
+            session.writing = True
+            try:
+                await context.write(message)
+            finally:
+                session.writing = False
             record(OUT, session.drone_id, message.WhichOneof("body") or "empty", message.ByteSize())
 
     def close_all(self, details: str) -> None:

@@ -9,6 +9,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.store.runner import StoreRunner
+from swarm.controller.trust import Trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,6 @@ class Services:
     runner: StoreRunner
     started_at: float
     backend: str
+    trust: Trust | None
+    grpc_port: int
+    enroll_port: int | None

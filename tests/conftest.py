@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support.procs import Agent, Controller
+from support.procs import Agent, Controller, enroll
 
 # grpc.aio starts one poller thread for the whole process on first use and
 # keeps it; it belongs to no test.
@@ -45,6 +45,9 @@ def agents(tmp_path: Path, controller: Controller) -> Iterator[Callable[..., Age
 
     def start(name: str, **kwargs: object) -> Agent:
         agent = Agent(tmp_path, name, controller.grpc_target, **kwargs)  # type: ignore[arg-type]
+        if not (agent.state_dir / "drone.crt").exists():
+            result = enroll(controller, name, agent.state_dir)
+            assert result.returncode == 0, result.stderr
         agent.start()
         started.append(agent)
         return agent

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from support.procs import Agent, Controller, wait_for
+from support.procs import Agent, Controller, enroll, wait_for
 
 
 def online(controller: Controller, name: str) -> dict[str, object] | None:
@@ -45,7 +45,7 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(
     assert pinged["last_pong_at"] >= pinged["last_ping_at"]
 
     types = [e["type"] for e in controller.events(drone=agent.drone_id)]
-    assert types == ["drone_connected"]
+    assert types == ["drone_enrolled", "drone_connected"]
 
 
 def test_killed_agent_is_offline_within_two_seconds_and_comes_back(
@@ -92,7 +92,7 @@ def test_frozen_agent_goes_suspect_then_offline_and_recovers(
         agent.signal(signal.SIGCONT)
     wait_for(lambda: online(controller, "drone-frozen"), what="online after SIGCONT")
     types = [e["type"] for e in controller.events(drone=agent.drone_id)]
-    assert types[:3] == ["drone_connected", "drone_suspect", "drone_disconnected"]
+    assert types[:4] == ["drone_enrolled", "drone_connected", "drone_suspect", "drone_disconnected"]
     assert types[-1] in ("drone_connected", "drone_online")
     suspect = next(e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_suspect")
     assert "no heartbeat for" in suspect["message"]
@@ -103,6 +103,7 @@ def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
     controller.start()
     try:
         agent = Agent(tmp_path, "drone-pause", controller.grpc_target)
+        assert enroll(controller, "drone-pause", agent.state_dir).returncode == 0
         agent.start()
         try:
             wait_for(lambda: online(controller, "drone-pause"), what="online")
@@ -115,7 +116,7 @@ def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
                 agent.signal(signal.SIGCONT)
             wait_for(lambda: online(controller, "drone-pause"), what="online again")
             types = [e["type"] for e in controller.events(drone=agent.drone_id)]
-            assert types == ["drone_connected", "drone_suspect", "drone_online"]
+            assert types == ["drone_enrolled", "drone_connected", "drone_suspect", "drone_online"]
         finally:
             agent.kill()
     finally:

@@ -3,41 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
-from support.procs import Agent, Controller, wait_for
+from support.procs import Agent, Controller, agent_credentials, enroll, wait_for
+
+Messages = Callable[[str], list[gateway_pb2.AgentMessage]]
 
 
-def hello(name: str, drone_id: str | None = None, **fields: object) -> gateway_pb2.AgentMessage:
-    values: dict[str, object] = {
+def hello(name: str, drone_id: str, **fields: object) -> gateway_pb2.AgentMessage:
+    values: dict[str, Any] = {
         "cores": 4,
         "drone_type": fleet_pb2.DRONE_TYPE_LXC,
         "heartbeat_interval_ms": 1000,
         "agent_version": "test",
         **fields,
     }
-    return gateway_pb2.AgentMessage(
-        hello=fleet_pb2.Hello(
-            drone_id=drone_id if drone_id is not None else uuid.uuid4().hex, name=name, **values
-        )
-    )
+    return gateway_pb2.AgentMessage(hello=fleet_pb2.Hello(drone_id=drone_id, name=name, **values))
 
 
 def heartbeat(seq: int = 1) -> gateway_pb2.AgentMessage:
     return gateway_pb2.AgentMessage(heartbeat=fleet_pb2.Heartbeat(seq=seq, load1=0.5))
 
 
+@dataclass(frozen=True)
+class Raw:
+    """An enrolled identity driven by hand instead of by an agent."""
+
+    drone_id: str
+    creds: grpc.ChannelCredentials
+
+
+@pytest.fixture
+def raw(controller: Controller, tmp_path: Path) -> Raw:
+    state = tmp_path / "raw"
+    result = enroll(controller, "raw", state)
+    assert result.returncode == 0, result.stderr
+    return Raw((state / "drone-id").read_text().strip(), agent_credentials(state))
+
+
 async def exchange(
-    target: str, messages: list[gateway_pb2.AgentMessage]
+    target: str, creds: grpc.ChannelCredentials, messages: list[gateway_pb2.AgentMessage]
 ) -> tuple[grpc.StatusCode, str, list[str]]:
     """Send the messages, then read until the controller ends the stream."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.secure_channel(target, creds) as channel:
         call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
         for message in messages:
             await call.write(message)
@@ -52,28 +68,24 @@ async def exchange(
             received.append(reply.WhichOneof("body"))
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
     ("messages", "code", "needle"),
     [
+        (lambda d: [heartbeat()], grpc.StatusCode.FAILED_PRECONDITION, "first message on a control stream"),
+        (lambda d: [gateway_pb2.AgentMessage()], grpc.StatusCode.FAILED_PRECONDITION, "got nothing"),
+        (lambda d: [hello("", d)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name must not be empty"),
+        (lambda d: [hello("bad name!", d)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name"),
+        (lambda d: [hello("ok", "")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
+        (lambda d: [hello("ok", "../../etc")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
         (
-            [heartbeat()],
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "first message on a control stream must be hello",
+            lambda d: [hello("ok", d, heartbeat_interval_ms=5)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "heartbeat_interval",
         ),
-        ([gateway_pb2.AgentMessage()], grpc.StatusCode.FAILED_PRECONDITION, "got nothing"),
-        ([hello("")], grpc.StatusCode.INVALID_ARGUMENT, "hello.name must not be empty"),
-        ([hello("bad name!")], grpc.StatusCode.INVALID_ARGUMENT, "hello.name"),
-        ([hello("ok", drone_id="")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
-        ([hello("ok", drone_id="../../etc")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
-        ([hello("ok", heartbeat_interval_ms=5)], grpc.StatusCode.INVALID_ARGUMENT, "heartbeat_interval_ms"),
         (
-            [hello("twice"), hello("twice")],
+            lambda d: [hello("raw", d), hello("raw", d)],
             grpc.StatusCode.FAILED_PRECONDITION,
-            "hello may only be the first",
+            "hello may only be",
         ),
     ],
     ids=[
@@ -90,24 +102,43 @@ def run(coro: object) -> object:
 def test_protocol_violations_get_a_clear_status_and_an_event(
     controller: Controller,
     agents: Callable[..., Agent],
-    messages: list[gateway_pb2.AgentMessage],
+    raw: Raw,
+    messages: Messages,
     code: grpc.StatusCode,
     needle: str,
 ) -> None:
     agents("witness")
     wait_for(lambda: (n := controller.node("witness")) and n["status"] == "online", what="witness online")
 
-    got_code, details, _ = run(exchange(controller.grpc_target, messages))  # type: ignore[misc]
+    got_code, details, _ = asyncio.run(exchange(controller.grpc_target, raw.creds, messages(raw.drone_id)))
     assert got_code == code
     assert needle in details
 
-    errors = [e for e in controller.events(type="protocol_error")]
+    errors = controller.events(type="protocol_error")
     assert len(errors) == 1
     assert needle.split()[0] in errors[0]["message"]
-    # The controller keeps serving: the witness is still online and a good stream still works.
+    # The controller keeps serving: the witness stays online, a good stream still works.
     assert controller.node("witness")["status"] == "online"
-    status, _ = controller.admin("GET", "/admin/api/whoami")
-    assert status == 200
+    _, _, received = asyncio.run(
+        exchange(controller.grpc_target, raw.creds, [hello("raw", raw.drone_id), hello("raw", raw.drone_id)])
+    )
+    assert received == ["welcome"]
+
+
+def test_a_certificate_cannot_claim_another_drones_id(
+    controller: Controller, agents: Callable[..., Agent], raw: Raw
+) -> None:
+    victim = agents("victim")
+    wait_for(lambda: (n := controller.node("victim")) and n["status"] == "online", what="victim online")
+    got_code, details, received = asyncio.run(
+        exchange(controller.grpc_target, raw.creds, [hello("victim", victim.drone_id)])
+    )
+    assert got_code == grpc.StatusCode.PERMISSION_DENIED
+    assert received == []
+    assert f"this certificate is for drone {raw.drone_id}" in details
+    assert controller.node("victim")["status"] == "online"
+    assert controller.node("victim")["hostname"] != ""
+    assert len(controller.events(type="protocol_error")) == 1
 
 
 def test_second_stream_with_the_same_drone_id_replaces_the_first(
@@ -116,44 +147,44 @@ def test_second_stream_with_the_same_drone_id_replaces_the_first(
     agent = agents("drone-dup")
     wait_for(lambda: (n := controller.node("drone-dup")) and n["status"] == "online", what="online")
     drone_id = agent.drone_id
+    # A clone of the drone (same state dir, same certificate) connects.
+    creds = agent_credentials(agent.state_dir)
 
-    async def impostor() -> tuple[str, list[dict[str, object]]]:
-        async with grpc.aio.insecure_channel(controller.grpc_target) as channel:
+    async def clone() -> tuple[str, list[dict[str, object]]]:
+        async with grpc.aio.secure_channel(controller.grpc_target, creds) as channel:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
-            await call.write(hello("drone-dup", drone_id=drone_id, hostname="impostor"))
+            await call.write(hello("drone-dup", drone_id, hostname="clone"))
             first = await asyncio.wait_for(call.read(), 10)
             kind = first.WhichOneof("body")
             # While this stream holds the id, the node is ours, and there is one of it.
             node = await asyncio.to_thread(controller.node, "drone-dup")
             nodes = (await asyncio.to_thread(controller.get, "/api/v1/nodes"))["nodes"]
-            assert node is not None and node["hostname"] == "impostor" and node["status"] == "online"
+            assert node is not None and node["hostname"] == "clone" and node["status"] == "online"
             call.cancel()
             return kind, nodes
 
-    kind, nodes = run(impostor())  # type: ignore[misc]
+    kind, nodes = asyncio.run(clone())
     assert kind == "welcome"
     assert len(nodes) == 1
     replaced = controller.events(type="drone_replaced")
     assert len(replaced) == 1 and replaced[0]["drone_id"] == drone_id
-    # The old stream was ended by the controller with ABORTED; the real agent
-    # saw it and reconnects by itself, replacing the impostor's closed stream.
+    # The controller ended the old stream with ABORTED; the real agent saw
+    # it and reconnects by itself once the clone's stream is gone.
     wait_for(lambda: "ABORTED" in agent.log(), what="the old stream ended with ABORTED")
     wait_for(
-        lambda: (
-            (n := controller.node("drone-dup")) and n["status"] == "online" and n["hostname"] != "impostor"
-        ),
+        lambda: (n := controller.node("drone-dup")) and n["status"] == "online" and n["hostname"] != "clone",
         what="the real agent back",
     )
     assert len(controller.get("/api/v1/nodes")["nodes"]) == 1
 
 
-def test_stream_without_hello_times_out(tmp_path: object) -> None:
-    from pathlib import Path
-
-    controller = Controller(Path(str(tmp_path)), "--hello-timeout", "0.5")
+def test_stream_without_hello_times_out(tmp_path: Path) -> None:
+    controller = Controller(tmp_path, "--hello-timeout", "0.5")
     controller.start()
     try:
-        got_code, details, _ = run(exchange(controller.grpc_target, []))  # type: ignore[misc]
+        assert enroll(controller, "raw", tmp_path / "raw").returncode == 0
+        creds = agent_credentials(tmp_path / "raw")
+        got_code, details, _ = asyncio.run(exchange(controller.grpc_target, creds, []))
         assert got_code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "hello" in details
     finally:

@@ -38,6 +38,17 @@ def fetch(url: str) -> dict[str, object]:
         return data
 
 
+def create_token(admin: str, key: str, name: str) -> str:
+    request = urllib.request.Request(
+        f"{admin}/admin/api/tokens",
+        method="POST",
+        data=json.dumps({"name": name, "ttl": 600}).encode(),
+        headers={"X-Admin-Key": key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(json.load(response)["token"])
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -57,6 +68,7 @@ def main() -> int:
     parser.add_argument("--grpc-port", type=int, default=8094, help="gRPC port (default: 8094)")
     parser.add_argument("--public-port", type=int, default=8100, help="public HTTP port (default: 8100)")
     parser.add_argument("--admin-port", type=int, default=8093, help="admin HTTP port (default: 8093)")
+    parser.add_argument("--enroll-port", type=int, default=8095, help="enrollment port (default: 8095)")
     ns = parser.parse_args()
     state: Path = ns.state.resolve()
     logs = state / "logs"
@@ -78,6 +90,8 @@ def main() -> int:
         str(ns.public_port),
         "--admin-port",
         str(ns.admin_port),
+        "--enroll-port",
+        str(ns.enroll_port),
         "--ready-file",
         str(ready),
         "--log-file",
@@ -111,8 +125,35 @@ def main() -> int:
         public = f"http://127.0.0.1:{info['public_port']}"
         admin = f"http://127.0.0.1:{info['admin_port']}"
 
+        key = Path(info["admin_key_file"]).read_text().strip()
         commands = {}
         for name, kind in DRONES:
+            drone_state = state / "drones" / name
+            if not (drone_state / "drone.crt").exists():
+                # Enrol the way an admin would: a one-time token, then `swarm-agent enroll`.
+                token = create_token(admin, key, name)
+                subprocess.run(
+                    [
+                        str(bindir / "swarm-agent"),
+                        "enroll",
+                        "--name",
+                        name,
+                        "--controller",
+                        f"127.0.0.1:{info['grpc_port']}",
+                        "--enroll-address",
+                        f"127.0.0.1:{info['enroll_port']}",
+                        "--token",
+                        token,
+                        "--ca-pin",
+                        info["ca_pin"],
+                        "--state-dir",
+                        str(drone_state),
+                        "--log-level",
+                        "warning",
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
             args = [
                 str(bindir / "swarm-agent"),
                 "--name",
@@ -144,7 +185,8 @@ def main() -> int:
 
         print(
             f"""
-Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}).
+Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}),
+enrolled with join tokens and talking mutual TLS (CA pin {info["ca_pin"]}).
 
   Public API     {public}/api/v1/nodes      (also /status, /events, /activity, /openapi.json)
   Admin API      {admin}/admin/api/whoami   (header X-Admin-Key: the key in {info["admin_key_file"]})
@@ -152,6 +194,8 @@ Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n
 
 Try:
   curl -s {public}/api/v1/nodes | python3 -m json.tool
+  {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} drones
+  {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} token create --ttl 1h
   kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # drone-io goes offline at once
   {commands["drone-io"]} &     # brings it back
 

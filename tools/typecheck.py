@@ -26,6 +26,7 @@ def build_tree() -> Path:
     (pkg / "py.typed").touch()
     (pkg / "agent").symlink_to(ROOT / "agent")
     (pkg / "controller").symlink_to(ROOT / "controller")
+    (pkg / "cli").symlink_to(ROOT / "cli")
     (pkg / "v1").symlink_to(ROOT / "protos" / "swarm" / "v1")
     return pkg
 

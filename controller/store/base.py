@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.records import CertRecord, EventRecord, NodeRecord, TokenRecord
 
 
 class Store(Protocol):
@@ -52,3 +52,25 @@ class Store(Protocol):
 
     def count_events(self, start: float, width: float, buckets: int) -> list[int]:
         """Events per bucket of ``width`` seconds from ``start``."""
+
+    def add_token(self, token: TokenRecord) -> None: ...
+
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """All tokens, newest first."""
+
+    def use_token(self, token_id: str, drone_id: str, now: float) -> bool:
+        """Spend the token if it is unused, unrevoked and unexpired at ``now``;
+        False if it was not (so two racing enrollments cannot both win)."""
+
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        """Revoke an unused token; False if there is none such."""
+
+    def add_certificate(self, cert: CertRecord) -> None: ...
+
+    def list_certificates(self, valid_at: float) -> list[CertRecord]:
+        """Certificates not expired at ``valid_at``, revoked ones included."""
+
+    def revoke_certificates(self, drone_id: str, now: float) -> int:
+        """Revoke every unrevoked certificate of the drone; how many."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from swarm.controller.store.models import Event, Node, SchemaVersion
+from swarm.controller.store.models import Certificate, Event, JoinToken, Node, SchemaVersion
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,18 @@ Migration = tuple[int, str, Callable[[pw.Database], None]]
 
 
 def _initial(db: pw.Database) -> None:
+    # Tables as the models define them today: a later migration that alters
+    # Node or Event must first freeze this step's definitions.
     db.create_tables([Node, Event])
+
+
+def _trust(db: pw.Database) -> None:
+    db.create_tables([JoinToken, Certificate])
 
 
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
+    (2, "join tokens and drone certificates", _trust),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -56,4 +56,24 @@ class Event(BaseModel):
     data = pw.TextField(default="{}")
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, Node, Event]
+class JoinToken(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    secret_hash = pw.CharField(max_length=64)
+    name = pw.CharField(max_length=64, null=True)
+    created_at = pw.DoubleField()
+    expires_at = pw.DoubleField()
+    created_by = pw.CharField(max_length=64, default="")
+    used_at = pw.DoubleField(null=True)
+    used_by = pw.CharField(max_length=64, null=True)
+    revoked_at = pw.DoubleField(null=True)
+
+
+class Certificate(BaseModel):
+    serial = pw.CharField(primary_key=True, max_length=48)
+    drone_id = pw.CharField(max_length=64, index=True)
+    issued_at = pw.DoubleField()
+    not_after = pw.DoubleField(index=True)
+    revoked_at = pw.DoubleField(null=True)
+
+
+MODELS: list[type[BaseModel]] = [SchemaVersion, Node, Event, JoinToken, Certificate]

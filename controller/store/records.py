@@ -44,3 +44,25 @@ class EventRecord:
     drone_id: str | None = None
     drone_name: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: str
+    secret_hash: str
+    name: str | None
+    created_at: float
+    expires_at: float
+    created_by: str = ""
+    used_at: float | None = None
+    used_by: str | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CertRecord:
+    serial: str  # hex: X.509 serials are up to 159 bits, more than a BIGINT holds
+    drone_id: str
+    issued_at: float
+    not_after: float
+    revoked_at: float | None = None

@@ -10,9 +10,9 @@ seconds anyway; events are the only thing such a cut could drop.
 from __future__ import annotations
 
 import json
-import typing
 import logging
 import threading
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -24,6 +24,7 @@ import peewee as pw
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ def connect(url: str) -> pw.Database:
             password=unquote(parsed.password) if parsed.password else None,
             host=parsed.hostname or None,
             port=parsed.port,
-            autorollback=True,
         )
     raise StoreError(f"unsupported database URL scheme {parsed.scheme!r}")
 
@@ -83,12 +83,15 @@ def _event_from_row(row: Event) -> EventRecord:
     )
 
 
-class SqlStore:
+class SqlStore(TrustTables):
+    # Binding sets the database on the model classes, which every store
+    # shares: one lock for all stores, not one each.
+    _lock = threading.Lock()
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.db = connect(url)
         self._version = 0
-        self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -126,7 +129,9 @@ class SqlStore:
     def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> None:
         if not nodes:
             return
-        rows = [asdict(node) for node in nodes]
+        # One row per id, the last one winning: PostgreSQL refuses an upsert
+        # that touches the same row twice, SQLite would apply both.
+        rows = list({node.id: asdict(node) for node in nodes}.values())
         update = [getattr(Node, name) for name in NODE_FIELDS if name not in ("id", "first_seen_at")]
         with self._bound(), self.db.atomic():
             for start in range(0, len(rows), UPSERT_CHUNK):
@@ -166,7 +171,13 @@ class SqlStore:
         ]
         with self._bound(), self.db.atomic():
             for start in range(0, len(rows), EVENT_CHUNK):
-                Event.insert_many(rows[start : start + EVENT_CHUNK]).on_conflict_ignore().execute()
+                # Only a duplicate id is skipped: SQLite's INSERT OR IGNORE
+                # would also drop rows breaking NOT NULL, where PostgreSQL fails.
+                (
+                    Event.insert_many(rows[start : start + EVENT_CHUNK])
+                    .on_conflict(conflict_target=[Event.id], action="NOTHING")
+                    .execute()
+                )
 
     def list_events(
         self,
@@ -211,7 +222,15 @@ class SqlStore:
         offset = (Event.ts - start) / width
         # SQLite truncates on CAST (the offset is never negative here);
         # PostgreSQL rounds on CAST, so it gets FLOOR.
-        bucket = pw.fn.FLOOR(offset) if self.backend == "postgresql" else offset.cast("INTEGER")
+        guess = pw.fn.FLOOR(offset) if self.backend == "postgresql" else offset.cast("INTEGER")
+        # The division can land one bucket off for an event on (or within
+        # rounding of) an edge. Edges are start + k * width, computed as
+        # callers compute them; compare with them to settle the bucket.
+        bucket = guess + pw.Case(
+            None,
+            [(Event.ts < start + guess * width, -1), (Event.ts >= start + (guess + 1) * width, 1)],
+            0,
+        )
         counts = [0] * buckets
         with self._bound():
             query = (

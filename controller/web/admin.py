@@ -6,14 +6,28 @@ the admin says otherwise.
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 from aiohttp import web
 
+from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
 from swarm.controller.adminkey import AdminKeys
-from swarm.controller.errors import NotFound, Unauthenticated
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from swarm.controller.services import Services
+from swarm.controller.store.records import TokenRecord
+from swarm.controller.trust import Trust
 from swarm.controller.web import openapi
-from swarm.controller.web.common import SERVICES, Handler, json_errors, json_response, query_int
+from swarm.controller.web.common import (
+    SERVICES,
+    Handler,
+    json_errors,
+    json_response,
+    node_json,
+    now,
+    query_int,
+)
 
 KEYS = web.AppKey("admin_keys", AdminKeys)
 KEY_NAME = "admin_key_name"
@@ -63,6 +77,120 @@ async def protocol(request: web.Request) -> web.Response:
             "last_seq": s.protolog.last_seq,
         }
     )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgument("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return body
+
+
+def _trust(request: web.Request) -> Trust:
+    trust = request.app[SERVICES].trust
+    if trust is None:
+        raise FailedPrecondition("the controller runs with --insecure: there is no enrollment")
+    return trust
+
+
+def token_json(t: TokenRecord, now: float) -> dict[str, Any]:
+    state = (
+        "revoked"
+        if t.revoked_at is not None
+        else "used"
+        if t.used_at is not None
+        else "expired"
+        if t.expires_at <= now
+        else "active"
+    )
+    return {
+        "id": t.id,
+        "name": t.name,
+        "state": state,
+        "created_at": iso(t.created_at),
+        "expires_at": iso(t.expires_at),
+        "created_by": t.created_by,
+        "used_at": iso(t.used_at),
+        "used_by": t.used_by,
+        "revoked_at": iso(t.revoked_at),
+    }
+
+
+@routes.post("/admin/api/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    trust = _trust(request)
+    body = await _json_body(request)
+    ttl = body.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+        raise InvalidArgument("ttl must be a number of seconds")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgument("name must be a string")
+    new = await trust.create_token(None if ttl is None else float(ttl), name, request[KEY_NAME])
+    s = request.app[SERVICES]
+    host = socket.getfqdn()
+    command = (
+        f"swarm-agent enroll --controller {host}:{s.grpc_port} --token {new.token} --ca-pin {trust.ca.pin}"
+    )
+    if s.enroll_port != ENROLL_PORT:
+        command += f" --enroll-address {host}:{s.enroll_port}"
+    if new.record.name:
+        command += f" --name {new.record.name}"
+    return json_response(
+        {
+            **token_json(new.record, now()),
+            "token": new.token,
+            "ca_pin": trust.ca.pin,
+            "enroll_port": s.enroll_port,
+            "command": command,
+        },
+        status=201,
+    )
+
+
+@routes.get("/admin/api/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    tokens = await _trust(request).list_tokens()
+    t = now()
+    return json_response({"tokens": [token_json(x, t) for x in tokens]})
+
+
+@routes.delete("/admin/api/tokens/{id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    token_id = request.match_info["id"]
+    await _trust(request).revoke_token(token_id, request[KEY_NAME])
+    return json_response({"revoked": token_id})
+
+
+@routes.get("/admin/api/drones")
+async def drones(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    t = now()
+    return json_response(
+        {
+            "drones": [
+                {**node_json(d, t), "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None}
+                for d in s.fleet.all()
+            ]
+        }
+    )
+
+
+@routes.post("/admin/api/drones/{name}/revoke")
+async def revoke_drone(request: web.Request) -> web.Response:
+    trust = _trust(request)
+    key = request.match_info["name"]
+    state = request.app[SERVICES].fleet.find(key)
+    drone_id = state.id if state is not None else key
+    if state is None and not trust.enrolled(key):
+        raise NotFound(f"no drone named {key[:64]!r}")
+    count = await trust.revoke_drone(drone_id, request[KEY_NAME])
+    return json_response({"drone": drone_id, "certificates": count})
 
 
 @routes.get("/admin/api/openapi.json")

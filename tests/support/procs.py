@@ -186,6 +186,22 @@ class Controller(Proc):
         self.args = self._args()
         self.start()
 
+    def create_token(self, ttl: float = 600, name: str | None = None) -> str:
+        body: dict[str, Any] = {"ttl": ttl}
+        if name is not None:
+            body["name"] = name
+        status, reply = self.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
+        assert status == 201, reply
+        return str(reply["token"])
+
+    @property
+    def enroll_target(self) -> str:
+        return f"127.0.0.1:{self.info['enroll_port']}"
+
+    @property
+    def ca_pin(self) -> str:
+        return str(self.info["ca_pin"])
+
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.info['grpc_port']}"
@@ -208,7 +224,10 @@ class Controller(Proc):
         return body
 
     def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        return http(method, self.admin_url + path, headers={"X-Admin-Key": self.admin_key}, body=body)
+        headers = {"X-Admin-Key": self.admin_key}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return http(method, self.admin_url + path, headers=headers, body=body)
 
     def node(self, name: str) -> dict[str, Any] | None:
         status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
@@ -217,6 +236,48 @@ class Controller(Proc):
     def events(self, **query: str) -> list[dict[str, Any]]:
         qs = "&".join(f"{k}={v}" for k, v in query.items())
         return list(self.get(f"/api/v1/events?limit=1000&{qs}")["events"])
+
+
+def enroll(
+    controller: Controller, name: str, state_dir: Path, token: str | None = None, pin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``swarm-agent enroll`` as an admin would on a new drone."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarm.agent.main",
+            "enroll",
+            "--controller",
+            controller.grpc_target,
+            "--enroll-address",
+            controller.enroll_target,
+            "--token",
+            token or controller.create_token(),
+            "--ca-pin",
+            pin or controller.ca_pin,
+            "--name",
+            name,
+            "--state-dir",
+            str(state_dir),
+            "--log-file",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def agent_credentials(state_dir: Path) -> Any:
+    """gRPC channel credentials from an enrolled drone's state dir."""
+    import grpc
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=(state_dir / "ca.crt").read_bytes(),
+        private_key=(state_dir / "drone.key").read_bytes(),
+        certificate_chain=(state_dir / "drone.crt").read_bytes(),
+    )
 
 
 class Agent(Proc):

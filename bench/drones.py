@@ -1,0 +1,362 @@
+"""Simulated drones: one worker process of ``bench/fleet.py``.
+
+Each drone is what ``swarm.agent.link.ControlLink`` does on the wire,
+without the probes: its own gRPC channel (so its own HTTP/2 connection,
+as on a real fleet), Hello, wait for Welcome, a heartbeat every interval
+(jittered, phase-spread), a Pong for every Ping, and a reconnect with the
+agent's full-jitter backoff when the stream ends.
+
+The parent drives the worker with JSON lines on stdin and reads one JSON
+line per command on stdout; logs go to stderr. Commands:
+
+- ``ping``: liveness.
+- ``add`` ``drones=[[index, id, name], ...]`` ``ramp=S``: start drones,
+  each after a uniform random delay in [0, S).
+- ``stats`` ``since=T``: counters; failures whose attempt started at or
+  after T (``time.monotonic``, the same clock in every process) are also
+  counted apart.
+- ``mark`` ``drone=I`` ``load1=X``: send a heartbeat with load1 X now (and
+  keep X); answers the ``time.monotonic()`` just before the write.
+- ``cut`` ``drone=I``: close the drone's channel for good (a crash).
+- ``silence`` ``drone=I``: stop heartbeats and pongs, keep the stream open
+  (a frozen drone).
+- ``hold``: streams that end from now on wait for ``go`` before they
+  reconnect (instead of the backoff): the thundering-herd worst case.
+- ``go``: release held drones, all at once.
+- ``stop``: close every channel and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from swarm.backoff import Backoff
+from swarm.grpcopts import CLIENT_OPTIONS
+from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("bench.drones")
+
+INTERVAL = 1.0
+HEARTBEAT_JITTER = 0.05
+WELCOME_TIMEOUT = 10.0
+# Channels with the same target and arguments share one connection from
+# grpc's global subchannel pool; a real drone is its own process, so give
+# every simulated drone a pool of its own.
+OPTIONS = [*CLIENT_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+DRONE_TYPES = (fleet_pb2.DRONE_TYPE_LXC, fleet_pb2.DRONE_TYPE_QEMU, fleet_pb2.DRONE_TYPE_BARE_METAL)
+MAX_FAILURE_LOG = 20_000
+
+
+class Refused(Exception):
+    """The stream ended before Welcome without an error status."""
+
+
+@dataclass(slots=True)
+class Stats:
+    heartbeats: int = 0
+    pongs: int = 0
+    connected: int = 0
+    # Attempts that never got a Welcome: (attempt start, category).
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    failure_counts: Counter[str] = field(default_factory=Counter)
+    # Welcomed streams that ended, by status code.
+    ended: Counter[str] = field(default_factory=Counter)
+    # (attempt start, seconds until Welcome) of every session.
+    connects: list[tuple[float, float]] = field(default_factory=list)
+
+    def failed(self, started: float, category: str) -> None:
+        self.failure_counts[category] += 1
+        if len(self.failures) < MAX_FAILURE_LOG:
+            self.failures.append((started, category))
+
+
+def category(exc: grpc.aio.AioRpcError) -> str:
+    details = (exc.details() or "").lower()
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and (
+        "connection refused" in details or "failed to connect" in details
+    ):
+        return "controller not listening"
+    return f"{exc.code().name}: {(exc.details() or '')[:60]}"
+
+
+class Drone:
+    def __init__(self, sim: Simulator, index: int, drone_id: str, name: str) -> None:
+        self.sim = sim
+        self.index = index
+        rng = random.Random(index)
+        self.hello = gateway_pb2.AgentMessage(
+            hello=fleet_pb2.Hello(
+                drone_id=drone_id,
+                name=name,
+                cores=rng.choice((2, 4, 8, 16, 32)),
+                drone_type=DRONE_TYPES[index % len(DRONE_TYPES)],
+                network="lan",
+                agent_version="bench",
+                heartbeat_interval_ms=round(INTERVAL * 1000),
+                hostname=name,
+            )
+        )
+        self.load1 = round(rng.uniform(0, 8), 2)
+        self.seq = 0
+        self.call: grpc.aio.StreamStreamCall | None = None
+        self.lock = asyncio.Lock()
+        self.silent = False
+        self.dead = False
+        self.welcomed_at = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        backoff = Backoff()
+        attempt = 0
+        while not self.dead:
+            started = time.monotonic()
+            welcomed = False
+            try:
+                welcomed = await self.session(started)
+            except grpc.aio.AioRpcError as exc:
+                welcomed = self.welcomed_at >= started
+                if welcomed:
+                    self.sim.stats.ended[exc.code().name] += 1
+                else:
+                    self.sim.stats.failed(started, category(exc))
+            except TimeoutError:
+                self.sim.stats.failed(started, "no Welcome within 10 s")
+            except Refused as exc:
+                self.sim.stats.failed(started, f"ended before Welcome: {exc}")
+            except Exception as exc:
+                log.exception("drone %d: unexpected error", self.index)
+                self.sim.stats.failed(started, type(exc).__name__)
+            if self.dead:
+                return
+            if welcomed:
+                attempt = 0
+                hold = self.sim.hold
+                if hold is not None:
+                    await hold.wait()
+                    continue
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
+
+    async def session(self, started: float) -> bool:
+        """One stream from Hello to its end; True if it was welcomed and ended cleanly."""
+        async with grpc.aio.insecure_channel(self.sim.target, options=OPTIONS) as channel:
+            call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+            await call.write(self.hello)
+            first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
+            if first is grpc.aio.EOF:
+                await _raise_status(call)
+                raise Refused("EOF")
+            if first.WhichOneof("body") != "welcome":
+                raise Refused(f"got {first.WhichOneof('body')}")
+            self.welcomed_at = time.monotonic()
+            self.sim.stats.connects.append((started, self.welcomed_at - started))
+            self.sim.stats.connected += 1
+            self.call = call
+            beats = asyncio.create_task(self.heartbeats(call))
+            try:
+                while True:
+                    message = await call.read()
+                    if message is grpc.aio.EOF:
+                        break
+                    if message.WhichOneof("body") == "ping" and not self.silent:
+                        ping = message.ping
+                        pong = gateway_pb2.AgentMessage(
+                            pong=fleet_pb2.Pong(
+                                seq=ping.seq,
+                                sent_at_unix_ns=ping.sent_at_unix_ns,
+                                status=fleet_pb2.DroneStatus(load1=self.load1),
+                            )
+                        )
+                        async with self.lock:
+                            await call.write(pong)
+                        self.sim.stats.pongs += 1
+            finally:
+                self.call = None
+                self.sim.stats.connected -= 1
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await beats
+            code = await call.code()
+            if code != grpc.StatusCode.OK:
+                await _raise_status(call)
+            self.sim.stats.ended["OK"] += 1
+            return True
+
+    async def heartbeats(self, call: grpc.aio.StreamStreamCall) -> None:
+        # Phase-spread: a fleet's beats should not line up after a restart.
+        next_at = time.monotonic() + random.uniform(0, INTERVAL)
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if not self.silent:
+                await self.beat(call)
+            jitter = random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * INTERVAL
+            next_at = max(next_at + INTERVAL, time.monotonic()) + jitter
+
+    async def beat(self, call: grpc.aio.StreamStreamCall) -> float:
+        self.seq += 1
+        message = gateway_pb2.AgentMessage(
+            heartbeat=fleet_pb2.Heartbeat(
+                seq=self.seq,
+                sent_at_unix_ns=time.time_ns(),
+                load1=self.load1,
+                load5=self.load1,
+                load15=self.load1,
+                cpu_percent=12.5,
+                memory_percent=40.0,
+                disk_percent=55.0,
+                disk_free_bytes=50 << 30,
+            )
+        )
+        async with self.lock:
+            sent = time.monotonic()
+            await call.write(message)
+        self.sim.stats.heartbeats += 1
+        return sent
+
+
+async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        raise grpc.aio.AioRpcError(
+            code, await call.initial_metadata(), await call.trailing_metadata(), await call.details()
+        )
+
+
+class Simulator:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.drones: dict[int, Drone] = {}
+        self.stats = Stats()
+        self.hold: asyncio.Event | None = None
+
+    def add(self, specs: list[list[Any]], ramp: float) -> None:
+        for index, drone_id, name in specs:
+            drone = Drone(self, int(index), str(drone_id), str(name))
+            self.drones[drone.index] = drone
+            drone.task = asyncio.create_task(drone.run(random.uniform(0, ramp)), name=name)
+
+    def report(self, since: float) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "drones": sum(1 for d in self.drones.values() if not d.dead),
+            "connected": s.connected,
+            "heartbeats": s.heartbeats,
+            "pongs": s.pongs,
+            "failures": dict(s.failure_counts),
+            "failures_since": dict(Counter(cat for t, cat in s.failures if t >= since)),
+            "ended": dict(s.ended),
+            "last_welcome_at": max((d.welcomed_at for d in self.drones.values() if not d.dead), default=0.0),
+            "connect_times": [took for t, took in s.connects if t >= since] if since else [],
+        }
+
+    async def mark(self, index: int, load1: float) -> dict[str, Any]:
+        drone = self.drones[index]
+        drone.load1 = load1
+        if drone.call is None:
+            return {"error": f"drone {index} is not connected"}
+        return {"sent": await drone.beat(drone.call)}
+
+    async def cut(self, index: int) -> dict[str, Any]:
+        drone = self.drones[index]
+        drone.dead = True
+        at = time.monotonic()
+        if drone.task is not None:
+            drone.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drone.task
+        return {"at": at}
+
+    def silence(self, index: int) -> dict[str, Any]:
+        drone = self.drones[index]
+        drone.silent = True
+        drone.dead = True  # when the controller gives up on it, it stays away
+        return {"at": time.monotonic()}
+
+    async def stop(self) -> None:
+        for drone in self.drones.values():
+            drone.dead = True
+            if drone.task is not None:
+                drone.task.cancel()
+        tasks = [d.task for d in self.drones.values() if d.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        if cmd == "ping":
+            return {"ok": True}
+        if cmd == "add":
+            self.add(request["drones"], float(request.get("ramp", 0)))
+            return {"ok": True}
+        if cmd == "stats":
+            return self.report(float(request.get("since", 0)))
+        if cmd == "mark":
+            return await self.mark(int(request["drone"]), float(request["load1"]))
+        if cmd == "cut":
+            return await self.cut(int(request["drone"]))
+        if cmd == "silence":
+            return self.silence(int(request["drone"]))
+        if cmd == "hold":
+            self.hold = asyncio.Event()
+            return {"ok": True}
+        if cmd == "go":
+            if self.hold is not None:
+                self.hold.set()
+                self.hold = None
+            return {"ok": True}
+        if cmd == "stop":
+            await self.stop()
+            return {"ok": True}
+        return {"error": f"unknown command {cmd!r}"}
+
+
+async def serve(target: str) -> None:
+    sim = Simulator(target)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            # The bench is gone: stop rather than linger.
+            await sim.stop()
+            return
+        request = json.loads(line)
+        try:
+            reply = await sim.handle(request)
+        except Exception as exc:
+            log.exception("command %s failed", request.get("cmd"))
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if request.get("cmd") == "stop":
+            return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="simulated drones (a worker of bench/fleet.py)")
+    parser.add_argument("--target", required=True, help="controller gRPC address HOST:PORT")
+    parser.add_argument("--worker", type=int, default=0, help="worker number, for logs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format=f"sim-{args.worker} %(levelname)s %(message)s")
+    # The bench stops us in order; a Ctrl-C in its terminal is its business.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(serve(args.target))
+
+
+if __name__ == "__main__":
+    main()

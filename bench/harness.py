@@ -1,0 +1,529 @@
+"""Plumbing for the benchmarks: child processes that cannot outlive us, the
+controller and agent as real processes, the simulator workers, a small
+HTTP client for the public API, CPU meters and percentiles.
+
+Nothing here imports grpc: the parent process only starts, watches and
+asks; all gRPC traffic happens in the children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
+HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: be killed if the bench dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Children:
+    """Every process the bench starts. ``close()`` ends those still running:
+    SIGTERM, a grace period, then SIGKILL. Children get their own session
+    (a Ctrl-C reaches only us, and we stop them in order) and die with us
+    if we are killed outright."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, argv: Sequence[str], *, log: Path, pipes: bool = False) -> subprocess.Popen[bytes]:
+        """Start a child logging to ``log``; with ``pipes`` its stdin and stdout are ours."""
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                cwd=ROOT,
+            )
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        with contextlib.suppress(ValueError):
+            self._procs.remove(proc)
+
+    def close(self) -> None:
+        for proc in reversed(list(self._procs)):
+            self.stop(proc, grace=5.0)
+
+
+def flag_supported(module: str, flag: str) -> bool:
+    """Whether ``python -m module --help`` mentions the flag (options move as the code grows)."""
+    out = subprocess.run(
+        [PYTHON, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    return flag in out
+
+
+# -- controller ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    grpc: int
+    public: int
+    admin: int
+
+
+class Controller:
+    """A real ``swarm.controller.main`` process on 127.0.0.1."""
+
+    MODULE = "swarm.controller.main"
+
+    def __init__(self, children: Children, data_dir: Path, *, ping_interval: float) -> None:
+        self._children = children
+        self.data_dir = data_dir
+        self.ping_interval = ping_interval
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports: Ports | None = None
+        self._extra: list[str] = []
+        # Flags that come and go as the controller grows: plaintext gRPC for
+        # simulated drones, and no fixed enrollment port to collide on.
+        if flag_supported(self.MODULE, "--insecure"):
+            self._extra.append("--insecure")
+        if flag_supported(self.MODULE, "--enroll-port"):
+            self._extra += ["--enroll-port", "0"]
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError("controller not running")
+        return self.proc.pid
+
+    @property
+    def ready_file(self) -> Path:
+        return self.data_dir / "ready.json"
+
+    def start(self, timeout: float = 60.0) -> Ports:
+        """Start on the ports of the previous run if there was one, else on free ports."""
+        ports = self.ports or Ports(0, 0, 0)
+        self.ready_file.unlink(missing_ok=True)
+        argv = [
+            PYTHON,
+            "-m",
+            self.MODULE,
+            "--data-dir",
+            str(self.data_dir),
+            "--bind",
+            HOST,
+            "--grpc-port",
+            str(ports.grpc),
+            "--public-port",
+            str(ports.public),
+            "--admin-port",
+            str(ports.admin),
+            "--ready-file",
+            str(self.ready_file),
+            "--log-file",
+            "",
+            "--log-level",
+            "warning",
+            "--ping-interval",
+            f"{self.ping_interval:g}",
+            *self._extra,
+        ]
+        self.proc = self._children.spawn(argv, log=self.data_dir / "controller.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"controller exited with {self.proc.returncode}: {self.log_tail()}")
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                info = json.loads(self.ready_file.read_text())
+                self.ports = Ports(info["grpc_port"], info["public_port"], info["admin_port"])
+                return self.ports
+            time.sleep(0.02)
+        raise BenchError(f"controller not ready in {timeout:.0f}s: {self.log_tail()}")
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self._children.stop(self.proc, grace=20.0)
+            self.proc = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        path = self.data_dir / "controller.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- public API ------------------------------------------------------------
+
+
+class Api:
+    """One keep-alive HTTP connection to the public tier."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self._port = port
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def get(self, path: str) -> tuple[int, Any]:
+        for attempt in range(2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(HOST, self._port, timeout=self._timeout)
+            try:
+                self._conn.request("GET", path)
+                response = self._conn.getresponse()
+                body = response.read()
+                return response.status, json.loads(body) if body else None
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def node(self, key: str) -> dict[str, Any] | None:
+        status, body = self.get(f"/api/v1/nodes/{key}")
+        return body["node"] if status == 200 else None
+
+    def counts(self) -> dict[str, int]:
+        status, body = self.get("/api/v1/health")
+        if status != 200:
+            raise BenchError(f"/api/v1/health answered {status}")
+        return dict(body["drones"])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def wait_api(port: int, timeout: float = 30.0) -> Api:
+    api = Api(port)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            api.counts()
+            return api
+        except (OSError, http.client.HTTPException, BenchError):
+            if time.monotonic() > deadline:
+                raise BenchError(f"public API on port {port} not answering") from None
+            time.sleep(0.05)
+
+
+# -- simulator workers -----------------------------------------------------
+
+
+class Worker:
+    """One ``bench/drones.py`` process; JSON lines on stdin/stdout."""
+
+    def __init__(self, children: Children, index: int, target: str, log: Path) -> None:
+        self.index = index
+        self._children = children
+        self.proc = children.spawn(
+            [PYTHON, str(BENCH / "drones.py"), "--target", target, "--worker", str(index)],
+            log=log,
+            pipes=True,
+        )
+        self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name=f"worker-{index}-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                self._replies.put(json.loads(line))
+        self._replies.put(None)
+
+    def send(self, cmd: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise BenchError(f"simulator worker {self.index} is gone ({exc})") from None
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"simulator worker {self.index} did not answer in {timeout:.0f}s") from None
+        if reply is None:
+            raise BenchError(f"simulator worker {self.index} exited ({self.proc.poll()})")
+        if "error" in reply:
+            raise BenchError(f"simulator worker {self.index}: {reply['error']}")
+        return reply
+
+    def call(self, cmd: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+        self.send(cmd, **args)
+        return self.receive(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(BenchError):
+                self.call("stop", timeout=20.0)
+        self._children.stop(self.proc, grace=10.0)
+        self._reader.join(5)
+
+
+class Pool:
+    """The simulator workers; drone i lives in worker i % len(workers)."""
+
+    def __init__(self, children: Children, count: int, target: str, log_dir: Path) -> None:
+        self.workers = [Worker(children, i, target, log_dir / f"sim-{i}.log") for i in range(count)]
+        self.all("ping", timeout=60.0)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    def of(self, drone: int) -> Worker:
+        return self.workers[drone % len(self.workers)]
+
+    def all(self, cmd: str, timeout: float = 30.0, **args: Any) -> list[dict[str, Any]]:
+        for worker in self.workers:
+            worker.send(cmd, **args)
+        return [worker.receive(timeout) for worker in self.workers]
+
+    def each(self, cmd: str, per_worker: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
+        for worker, args in zip(self.workers, per_worker, strict=True):
+            worker.send(cmd, **args)
+        return [worker.receive(timeout) for worker in self.workers]
+
+    def stats(self, since: float = 0.0) -> SimStats:
+        return SimStats.merge(self.all("stats", since=since))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class SimStats:
+    """What the simulator saw, summed over workers."""
+
+    drones: int
+    connected: int
+    heartbeats: int
+    pongs: int
+    failures: dict[str, int]
+    failures_since: dict[str, int]
+    ended: dict[str, int]
+    last_welcome_at: float
+    connect_times: list[float]
+
+    @classmethod
+    def merge(cls, replies: Iterable[dict[str, Any]]) -> SimStats:
+        failures: Counter[str] = Counter()
+        since: Counter[str] = Counter()
+        ended: Counter[str] = Counter()
+        drones = connected = heartbeats = pongs = 0
+        last = 0.0
+        connect: list[float] = []
+        for r in replies:
+            drones += r["drones"]
+            connected += r["connected"]
+            heartbeats += r["heartbeats"]
+            pongs += r["pongs"]
+            failures.update(r["failures"])
+            since.update(r["failures_since"])
+            ended.update(r["ended"])
+            last = max(last, r["last_welcome_at"])
+            connect += r["connect_times"]
+        return cls(
+            drones, connected, heartbeats, pongs, dict(failures), dict(since), dict(ended), last, connect
+        )
+
+
+# -- measuring -------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU time of some processes over a wall-clock window."""
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self._procs = [psutil.Process(p) for p in pids]
+        self._start = time.monotonic()
+        self._cpu = self._total()
+        self._machine = psutil.cpu_times()
+
+    def _total(self) -> float:
+        total = 0.0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def percent(self) -> float:
+        """Percent of one core since the meter started."""
+        wall = time.monotonic() - self._start
+        return 100.0 * (self._total() - self._cpu) / wall if wall > 0 else 0.0
+
+    def seconds(self) -> float:
+        return self._total() - self._cpu
+
+    def machine_busy(self) -> float:
+        """Percent of the whole machine (all cores) busy since the meter started."""
+        now = psutil.cpu_times()
+        idle = (now.idle + getattr(now, "iowait", 0.0)) - (
+            self._machine.idle + getattr(self._machine, "iowait", 0.0)
+        )
+        total = sum(now) - sum(self._machine)
+        return 100.0 * (1 - idle / total) if total > 0 else 0.0
+
+
+def rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def tcp_connections(pid: int, port: int) -> int:
+    """Established connections to the given local port held by the process."""
+    conns = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# -- profiling -------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    candidate = Path(PYTHON).parent / "py-spy"
+    if candidate.exists():
+        return str(candidate)
+    found = subprocess.run(["which", "py-spy"], capture_output=True, text=True, check=False).stdout.strip()
+    return found or None
+
+
+def profile(children: Children, pid: int, seconds: float, out: Path, *, native: bool) -> Path:
+    """Sample the process with py-spy (without pausing it) into a folded-stacks file."""
+    exe = py_spy()
+    if exe is None:
+        raise BenchError("py-spy not found: pip install py-spy into the venv")
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(round(seconds)), "--rate", "200"]
+    argv += ["--nonblocking", "--format", "raw", "--output", str(out)]
+    if native:
+        argv.append("--native")
+    proc = children.spawn(argv, log=out.with_suffix(".log"))
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(seconds + 60)
+    children.stop(proc)
+    if not out.exists():
+        raise BenchError(f"py-spy wrote nothing; see {out.with_suffix('.log')}")
+    return out
+
+
+def summarise_folded(path: Path, top: int = 20) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive shares of samples per function from a folded-stacks file."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";")]
+        # Thread names come first in py-spy's folded output; skip non-frames.
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if total == 0:
+        return {"self": [], "inclusive": []}
+    return {
+        "self": [(name, 100.0 * n / total) for name, n in own.most_common(top)],
+        "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common(top)],
+    }
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``; thread/process labels are dropped."""
+    frame = frame.strip()
+    if frame.startswith(("process ", "thread ")):
+        return ""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return name
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({_short_path(file)})"
+
+
+def _short_path(file: str) -> str:
+    parts = file.split("/")
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1 :]
+    elif len(parts) > 2:
+        parts = parts[-2:]
+    return "/".join(parts)
+
+
+def own_pid_group() -> None:
+    """SIGTERM to the bench behaves like Ctrl-C: unwind, clean up, exit."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def env_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "machine_mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }

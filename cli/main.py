@@ -1,0 +1,211 @@
+"""``swarm-cli``: the admin API from a terminal.
+
+Talks only to the controller's admin tier. The key comes from
+``--key-file``, the ``SWARM_ADMIN_KEY`` environment variable, or
+``~/.config/build-swarm/cli.toml`` (``url``, ``key_file`` or ``key``).
+Exit codes: 0 done, 1 the controller refused or failed, 2 bad usage,
+3 the controller could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from swarm import __version__
+
+DEFAULT_URL = "http://127.0.0.1:8093"
+CONFIG_PATH = Path("~/.config/build-swarm/cli.toml").expanduser()
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '1h', '1d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:])
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 1h, 3600)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("a duration must be positive")
+    return seconds
+
+
+class Client:
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"X-Admin-Key": self.key, "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            try:
+                message = json.loads(raw)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode(errors="replace")[:200] or exc.reason
+            raise CliError(f"{method} {path}: {exc.code} {message}") from None
+        except urllib.error.URLError as exc:
+            raise CliError(
+                f"cannot reach the controller at {self.url}: {exc.reason}", EXIT_UNREACHABLE
+            ) from None
+        return json.loads(raw) if raw else None
+
+
+def load_key(ns: argparse.Namespace, config: dict[str, Any]) -> str:
+    if ns.key_file:
+        path = Path(ns.key_file).expanduser()
+    elif os.environ.get("SWARM_ADMIN_KEY"):
+        return os.environ["SWARM_ADMIN_KEY"].strip()
+    elif config.get("key"):
+        return str(config["key"]).strip()
+    elif config.get("key_file"):
+        path = Path(str(config["key_file"])).expanduser()
+    else:
+        raise CliError(
+            f"no admin key: pass --key-file, set SWARM_ADMIN_KEY, or put key_file in {CONFIG_PATH}",
+            EXIT_USAGE,
+        )
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read the admin key file {path}: {exc.strerror}", EXIT_USAGE) from None
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def token_create(client: Client, ns: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"ttl": ns.ttl}
+    if ns.name:
+        body["name"] = ns.name
+    reply = client.call("POST", "/admin/api/tokens", body)
+    if not ns.json:
+        print(f"token:   {reply['token']}")
+        print(
+            f"expires: {reply['expires_at']}"
+            + (f"  (only for drone {reply['name']})" if reply.get("name") else "")
+        )
+        print(f"CA pin:  {reply['ca_pin']}")
+        print(f"On the new drone:\n  {reply['command']}")
+    return reply
+
+
+def token_list(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("GET", "/admin/api/tokens")
+    if not ns.json:
+        print(f"{'ID':14} {'STATE':8} {'NAME':20} EXPIRES")
+        for t in reply["tokens"]:
+            print(f"{t['id']:14} {t['state']:8} {t['name'] or '-':20} {t['expires_at']}")
+    return reply
+
+
+def token_revoke(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("DELETE", f"/admin/api/tokens/{ns.id}")
+    if not ns.json:
+        print(f"revoked join token {ns.id}")
+    return reply
+
+
+def drones_list(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("GET", "/admin/api/drones")
+    if not ns.json:
+        print(f"{'NAME':20} {'STATUS':8} {'TYPE':10} {'CORES':>5} {'PING ms':>8}  ENROLLED")
+        for d in reply["drones"]:
+            ping = "-" if d["ping_latency_ms"] is None else f"{d['ping_latency_ms']:.1f}"
+            print(
+                f"{d['name']:20} {d['status']:8} {d['drone_type']:10} {d['cores']:>5} {ping:>8}  "
+                f"{'yes' if d['enrolled'] else 'no'}"
+            )
+    return reply
+
+
+def drones_revoke(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("POST", f"/admin/api/drones/{ns.name}/revoke")
+    if not ns.json:
+        print(f"revoked {reply['certificates']} certificate(s) of {ns.name}; its streams are closed")
+    return reply
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarm-cli",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 done, 1 refused or failed, 2 bad usage, 3 unreachable.",
+    )
+    parser.add_argument("--version", action="version", version=f"swarm-cli {__version__}")
+    parser.add_argument("--url", help=f"admin API URL (default: {DEFAULT_URL}, or url in {CONFIG_PATH})")
+    parser.add_argument("--key-file", help="file holding the admin key")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    token = sub.add_parser("token", help="join tokens for new drones").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    create = token.add_parser("create", help="make a one-time join token")
+    create.add_argument("--ttl", type=parse_duration, default=3600.0, help="lifetime, e.g. 30m, 1h (max 24h)")
+    create.add_argument("--name", help="only this drone name may use it")
+    create.set_defaults(run=token_create)
+    token.add_parser("list", help="tokens and their state").set_defaults(run=token_list)
+    revoke = token.add_parser("revoke", help="revoke an unused token")
+    revoke.add_argument("id")
+    revoke.set_defaults(run=token_revoke)
+
+    drones = sub.add_parser("drones", help="the fleet").add_subparsers(dest="action", metavar="ACTION")
+    drones.add_parser("list", help="drones and their state").set_defaults(run=drones_list)
+    drevoke = drones.add_parser("revoke", help="revoke a drone's certificates and cut it off now")
+    drevoke.add_argument("name")
+    drevoke.set_defaults(run=drones_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    run: Callable[[Client, argparse.Namespace], Any] = getattr(ns, "run", drones_list)
+    try:
+        config: dict[str, Any] = {}
+        if CONFIG_PATH.exists():
+            try:
+                config = tomllib.loads(CONFIG_PATH.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise CliError(f"cannot read {CONFIG_PATH}: {exc}", EXIT_USAGE) from None
+        url = ns.url or os.environ.get("SWARM_ADMIN_URL") or config.get("url") or DEFAULT_URL
+        reply = run(Client(url, load_key(ns, config)), ns)
+        if ns.json:
+            print(json.dumps(reply, indent=2))
+    except CliError as exc:
+        print(f"swarm-cli: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

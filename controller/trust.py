@@ -1,0 +1,217 @@
+"""Trust between agents and controller: join tokens and drone certificates.
+
+A join token is ``<id>.<secret>``; only a hash of the secret is stored.
+It is single-use, expires (1 h by default, 24 h at most) and may name
+the one drone allowed to use it. Spending it is one conditional UPDATE,
+so two drones racing with the same token cannot both win.
+
+Every certificate the CA issues is recorded; the gateway accepts a client
+certificate only while its record is neither revoked nor expired. That
+check runs on every RPC, in memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from swarm.controller.ca import CertificateAuthority, Issued
+from swarm.controller.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import Fleet
+from swarm.controller.serde import ID_RE, NAME_RE
+from swarm.controller.store.records import CertRecord, TokenRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.pki import PkiError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 3600.0
+MAX_TTL = 24 * 3600.0
+MIN_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    token: str
+    record: TokenRecord
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Trust:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        runner: StoreRunner,
+        events: EventLog,
+        fleet: Fleet,
+        cert_lifetime: float,
+    ) -> None:
+        self.ca = ca
+        self._runner = runner
+        self._events = events
+        self._fleet = fleet
+        self._lifetime = datetime.timedelta(seconds=cert_lifetime)
+        # serial (hex) -> certificate record; only unexpired ones matter.
+        self._certs: dict[str, CertRecord] = {}
+
+    async def start(self) -> None:
+        for record in await self._runner.call(self._runner.store.list_certificates, time.time()):
+            self._certs[record.serial] = record
+
+    # -- checks on every RPC (sync, in memory) ---------------------------
+
+    def is_active(self, serial: int, drone_id: str) -> bool:
+        record = self._certs.get(format(serial, "x"))
+        return (
+            record is not None
+            and record.drone_id == drone_id
+            and record.revoked_at is None
+            and record.not_after > time.time()
+        )
+
+    def enrolled(self, drone_id: str) -> bool:
+        now = time.time()
+        return any(
+            r.drone_id == drone_id and r.revoked_at is None and r.not_after > now
+            for r in self._certs.values()
+        )
+
+    # -- tokens ------------------------------------------------------------
+
+    async def create_token(self, ttl: float | None, name: str | None, created_by: str) -> NewToken:
+        ttl = DEFAULT_TTL if ttl is None else ttl
+        if not MIN_TTL <= ttl <= MAX_TTL:
+            raise InvalidArgument(f"ttl must be between {MIN_TTL:.0f} s and {MAX_TTL:.0f} s (24 h)")
+        if name is not None and not NAME_RE.match(name):
+            raise InvalidArgument(f"name {name[:64]!r}: use letters, digits, '.', '_' or '-' (max 63)")
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        record = TokenRecord(
+            id=token_id,
+            secret_hash=_hash(secret),
+            name=name,
+            created_at=now,
+            expires_at=now + ttl,
+            created_by=created_by,
+        )
+        await self._runner.call(self._runner.store.add_token, record)
+        self._events.emit(
+            "token_created",
+            f"join token {token_id} created by {created_by}" + (f" for {name}" if name else ""),
+            token_id=token_id,
+            name=name,
+            expires_at=record.expires_at,
+            by=created_by,
+        )
+        return NewToken(f"{token_id}.{secret}", record)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return await self._runner.call(self._runner.store.list_tokens)
+
+    async def revoke_token(self, token_id: str, by: str) -> None:
+        if not await self._runner.call(self._runner.store.revoke_token, token_id, time.time()):
+            raise NotFound(f"no unused join token {token_id[:32]!r}")
+        self._events.emit("token_revoked", f"join token {token_id} revoked by {by}", token_id=token_id, by=by)
+
+    async def _spend(self, token: str, drone_id: str, name: str) -> TokenRecord:
+        token_id, _, secret = token.partition(".")
+        refused = Unauthenticated("the join token is unknown, spent, revoked or expired")
+        record = await self._runner.call(self._runner.store.get_token, token_id) if token_id else None
+        if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
+            raise refused
+        now = time.time()
+        if record.used_at is not None or record.revoked_at is not None or record.expires_at <= now:
+            raise refused
+        if record.name is not None and record.name != name:
+            raise PermissionDenied(f"this join token is for drone {record.name!r}, not {name!r}")
+        if not await self._runner.call(self._runner.store.use_token, token_id, drone_id, now):
+            raise refused  # spent by a concurrent enrollment
+        return record
+
+    # -- certificates --------------------------------------------------------
+
+    async def _issue(self, csr_pem: bytes, drone_id: str) -> Issued:
+        try:
+            issued = self.ca.sign_drone(csr_pem, drone_id, self._lifetime)
+        except PkiError as exc:
+            raise InvalidArgument(str(exc)) from None
+        record = CertRecord(
+            serial=format(issued.serial, "x"),
+            drone_id=drone_id,
+            issued_at=time.time(),
+            not_after=issued.not_after,
+        )
+        await self._runner.call(self._runner.store.add_certificate, record)
+        self._certs[record.serial] = record
+        return issued
+
+    async def enroll(self, token: str, csr_pem: bytes, drone_id: str, name: str) -> Issued:
+        if not ID_RE.match(drone_id):
+            raise InvalidArgument("drone_id is not a valid drone id")
+        if not NAME_RE.match(name):
+            raise InvalidArgument(f"name {name[:64]!r}: use letters, digits, '.', '_' or '-' (max 63)")
+        if self.enrolled(drone_id):
+            raise FailedPrecondition(
+                f"drone id {drone_id} is already enrolled; revoke it first (swarm-cli drones revoke NAME)"
+            )
+        record = await self._spend(token, drone_id, name)
+        issued = await self._issue(csr_pem, drone_id)
+        self._events.emit(
+            "drone_enrolled",
+            f"{name} enrolled with join token {record.id}",
+            drone_id=drone_id,
+            drone_name=name,
+            token_id=record.id,
+            serial=format(issued.serial, "x"),
+        )
+        return issued
+
+    async def renew(self, drone_id: str, csr_pem: bytes) -> Issued:
+        issued = await self._issue(csr_pem, drone_id)
+        state = self._fleet.get(drone_id)
+        self._events.emit(
+            "certificate_renewed",
+            f"{state.name if state else drone_id}: certificate renewed",
+            drone_id=drone_id,
+            drone_name=state.name if state else None,
+            serial=format(issued.serial, "x"),
+        )
+        return issued
+
+    async def revoke_drone(self, drone_id: str, by: str) -> int:
+        now = time.time()
+        count = await self._runner.call(self._runner.store.revoke_certificates, drone_id, now)
+        for serial, record in list(self._certs.items()):
+            if record.drone_id == drone_id and record.revoked_at is None:
+                self._certs[serial] = CertRecord(
+                    record.serial, record.drone_id, record.issued_at, record.not_after, now
+                )
+        state = self._fleet.get(drone_id)
+        name = state.name if state is not None else drone_id
+        if state is not None and state.link is not None:
+            state.link.close("UNAUTHENTICATED", "the drone's certificate was revoked")
+        self._events.emit(
+            "drone_revoked",
+            f"{name}: certificates revoked by {by}",
+            drone_id=drone_id,
+            drone_name=name,
+            certificates=count,
+            by=by,
+        )
+        return int(count)

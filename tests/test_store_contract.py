@@ -1,0 +1,561 @@
+"""The store contract: every backend behaves the same.
+
+Each test runs on SQLite in a file, SQLite in memory and PostgreSQL (a
+private server for the session, a fresh database per test; see
+tests/support/postgres.py). The contract is the docstrings of
+swarm.controller.store.base.Store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from swarm.controller.store import sql
+from swarm.controller.store.migrations import LATEST, MIGRATIONS, Migration, SchemaTooNew, migrate
+from swarm.controller.store.models import MODELS, SchemaVersion
+from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.sql import SqlStore
+
+from support.postgres import postgres_server, postgres_url  # noqa: F401
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+    # False for SQLite :memory:, whose database goes with its connection.
+    persistent: bool
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite-file":
+        return Backend(request.param, f"sqlite:///{tmp_path / 'swarm.db'}", True)
+    if request.param == "sqlite-memory":
+        return Backend(request.param, "sqlite:///:memory:", False)
+    # Requested only here, so SQLite runs never start PostgreSQL.
+    return Backend(request.param, request.getfixturevalue("postgres_url"), True)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[SqlStore]:
+    s = SqlStore(backend.url)
+    s.open()
+    yield s
+    s.close()
+
+
+@contextmanager
+def bound(store: SqlStore) -> Iterator[pw.Database]:
+    """Bind the models to this store's database for direct queries."""
+    with store.db.bind_ctx(MODELS):
+        yield store.db
+
+
+def recorded_versions(store: SqlStore) -> list[tuple[int, str]]:
+    with bound(store):
+        query = SchemaVersion.select(SchemaVersion.version, SchemaVersion.name).order_by(
+            SchemaVersion.version
+        )
+        return [(row.version, row.name) for row in query]
+
+
+def tables(store: SqlStore) -> set[str]:
+    return set(store.db.get_tables())
+
+
+def node(node_id: str, name: str | None = None, **changes: object) -> NodeRecord:
+    """A node with every field away from its default."""
+    record = NodeRecord(
+        id=node_id,
+        name=name or f"drone-{node_id}",
+        drone_type="drone",
+        cores=16,
+        network="10.0.0.0/24",
+        hostname=f"{node_id}.example",
+        agent_version="1.2.3",
+        payload_version="4.5.6",
+        heartbeat_interval_ms=2500,
+        status="online",
+        first_seen_at=1_700_000_000.25,
+        last_seen_at=1_700_000_100.5,
+        last_heartbeat_at=1_700_000_099.125,
+        last_ping_at=1_700_000_098.0,
+        last_pong_at=1_700_000_098.0625,
+        ping_latency_ms=62.5,
+        load1=1.5,
+        load5=1.25,
+        load15=0.75,
+        cpu_percent=42.5,
+        memory_percent=33.3,
+        disk_percent=87.125,
+        disk_free_bytes=3 * 2**40,
+        emerge_running=True,
+        current_job_id="job-7",
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def event(
+    event_id: int, ts: float | None = None, type: str = "drone.online", **changes: object
+) -> EventRecord:
+    record = EventRecord(
+        id=event_id,
+        ts=1_000.0 + event_id if ts is None else ts,
+        type=type,
+        message=f"event {event_id}",
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def ids(events: list[EventRecord]) -> list[int]:
+    return [e.id for e in events]
+
+
+# --- opening and migrations -------------------------------------------------
+
+
+def test_open_migrates_fresh_database_to_latest(backend: Backend) -> None:
+    store = SqlStore(backend.url)
+    try:
+        store.open()
+        assert store.schema_version() == LATEST
+        assert recorded_versions(store) == [(number, name) for number, name, _ in MIGRATIONS]
+        assert {"schema_version", "node", "event"} <= tables(store)
+        assert store.list_nodes() == []
+        assert store.list_events() == []
+    finally:
+        store.close()
+
+
+def test_open_again_is_idempotent(backend: Backend, store: SqlStore) -> None:
+    store.upsert_nodes([node("n1")])
+    store.add_events([event(1)])
+    versions = recorded_versions(store)
+
+    store.open()  # the same store, already open
+    assert store.schema_version() == LATEST
+    assert recorded_versions(store) == versions
+
+    if backend.persistent:
+        store.close()
+        again = SqlStore(backend.url)
+        try:
+            again.open()
+            assert again.schema_version() == LATEST
+            assert recorded_versions(again) == versions
+            assert again.list_nodes() == [node("n1")]
+            assert again.list_events() == [event(1)]
+        finally:
+            again.close()
+
+
+def test_database_newer_than_code_is_refused(backend: Backend, store: SqlStore) -> None:
+    with bound(store):
+        SchemaVersion.create(version=LATEST + 1, name="from the future", applied_at=0.0)
+    store.upsert_nodes([node("n1")])
+
+    with pytest.raises(SchemaTooNew):
+        store.open()
+    if backend.persistent:
+        newer = SqlStore(backend.url)
+        try:
+            with pytest.raises(SchemaTooNew):
+                newer.open()
+        finally:
+            newer.close()
+    # Refusing changes nothing.
+    assert recorded_versions(store)[-1] == (LATEST + 1, "from the future")
+    assert store.list_nodes() == [node("n1")]
+
+
+def _add_widget_table(db: pw.Database) -> None:
+    db.execute_sql("CREATE TABLE widget (id INTEGER PRIMARY KEY, label VARCHAR(20) NOT NULL)")
+
+
+def test_migrate_applies_pending_steps_in_order(store: SqlStore) -> None:
+    applied: list[int] = []
+
+    def add_widgets(db: pw.Database) -> None:
+        applied.append(LATEST + 1)
+        _add_widget_table(db)
+
+    def fill_widgets(db: pw.Database) -> None:
+        # Needs the step before it to have run.
+        applied.append(LATEST + 2)
+        db.execute_sql("INSERT INTO widget (id, label) VALUES (1, 'one')")
+
+    steps: list[Migration] = [
+        *MIGRATIONS,
+        (LATEST + 1, "widgets", add_widgets),
+        (LATEST + 2, "fill", fill_widgets),
+    ]
+    with bound(store) as db:
+        assert migrate(db, steps) == LATEST + 2
+        assert db.execute_sql("SELECT label FROM widget").fetchall() == [("one",)]
+    assert applied == [LATEST + 1, LATEST + 2]
+    assert recorded_versions(store)[-2:] == [(LATEST + 1, "widgets"), (LATEST + 2, "fill")]
+
+    with bound(store) as db:
+        assert migrate(db, steps) == LATEST + 2  # nothing pending
+    assert applied == [LATEST + 1, LATEST + 2]
+
+
+def test_each_migration_runs_in_its_own_transaction(store: SqlStore) -> None:
+    def half_then_fail(db: pw.Database) -> None:
+        db.execute_sql("CREATE TABLE gadget (id INTEGER PRIMARY KEY)")
+        db.execute_sql("INSERT INTO widget (id, label) VALUES (2, 'two')")
+        raise RuntimeError("migration failed halfway")
+
+    steps: list[Migration] = [
+        *MIGRATIONS,
+        (LATEST + 1, "widgets", _add_widget_table),
+        (LATEST + 2, "gadgets", half_then_fail),
+    ]
+    with bound(store) as db, pytest.raises(RuntimeError, match="halfway"):
+        migrate(db, steps)
+
+    # The step before the failure is kept; nothing of the failed one is.
+    assert "widget" in tables(store)
+    assert "gadget" not in tables(store)
+    assert recorded_versions(store)[-1] == (LATEST + 1, "widgets")
+    with bound(store) as db:
+        assert db.execute_sql("SELECT COUNT(*) FROM widget").fetchone() == (0,)
+
+        # Fixed, it applies on the next run.
+        steps[-1] = (LATEST + 2, "gadgets", lambda db: db.execute_sql("CREATE TABLE gadget (id INTEGER)"))
+        assert migrate(db, steps) == LATEST + 2
+    assert "gadget" in tables(store)
+
+
+# --- nodes ------------------------------------------------------------------
+
+
+def test_upsert_inserts_and_round_trips_every_field(store: SqlStore) -> None:
+    full = node("n1")
+    sparse = NodeRecord(id="n2", name="drone-n2")  # defaults, None timestamps
+    store.upsert_nodes([full, sparse])
+    assert store.get_node("n1") == full
+    assert store.get_node("n2") == sparse
+    got = store.get_node("n2")
+    assert got is not None and got.last_seen_at is None and got.ping_latency_ms is None
+
+
+def test_upsert_updates_every_field_but_first_seen_at(store: SqlStore) -> None:
+    original = node("n1")
+    store.upsert_nodes([original])
+    changed = NodeRecord(
+        id="n1",
+        name="renamed",
+        drone_type="sweeper",
+        cores=2,
+        network="192.168.1.0/24",
+        hostname="other.example",
+        agent_version="2.0.0",
+        payload_version="2.0.1",
+        heartbeat_interval_ms=500,
+        status="paused",
+        first_seen_at=1_800_000_000.0,  # ignored: first seen stays first seen
+        last_seen_at=None,
+        last_heartbeat_at=None,
+        last_ping_at=None,
+        last_pong_at=None,
+        ping_latency_ms=None,
+        load1=0.0,
+        load5=0.0,
+        load15=0.0,
+        cpu_percent=0.0,
+        memory_percent=0.0,
+        disk_percent=0.0,
+        disk_free_bytes=0,
+        emerge_running=False,
+        current_job_id="",
+    )
+    store.upsert_nodes([changed])
+    assert store.get_node("n1") == replace(changed, first_seen_at=original.first_seen_at)
+
+    # And back from None to values.
+    store.upsert_nodes([replace(original, first_seen_at=5.0)])
+    assert store.get_node("n1") == original
+
+
+def test_upsert_many_nodes_across_chunks(store: SqlStore) -> None:
+    count = 1_000
+    assert count > 2 * sql.UPSERT_CHUNK, "the batch must span several chunks"
+    nodes = [node(f"n{i:04d}", status="online") for i in range(count)]
+    store.upsert_nodes(nodes)
+    assert store.list_nodes() == nodes
+
+    # Update all of them and add more, in one call.
+    updated = [replace(n, status="offline", cores=n.cores + 1) for n in nodes]
+    extra = [node(f"n{i:04d}") for i in range(count, count + 10)]
+    store.upsert_nodes(updated + extra)
+    assert store.list_nodes() == updated + extra
+
+
+def test_upsert_is_one_transaction(store: SqlStore) -> None:
+    store.upsert_nodes([node("n0000", status="online")])
+    batch = [node(f"n{i:04d}", status="busy") for i in range(sql.UPSERT_CHUNK + 10)]
+    batch.append(NodeRecord(id="broken", name=None))  # type: ignore[arg-type]  # NOT NULL violated
+    with pytest.raises(pw.IntegrityError):
+        store.upsert_nodes(batch)
+    # Not even the chunks before the broken row were kept.
+    assert store.list_nodes() == [node("n0000", status="online")]
+
+
+def test_upsert_same_id_twice_in_one_call_keeps_the_last(store: SqlStore) -> None:
+    store.upsert_nodes([node("n1", status="online"), node("n2"), node("n1", status="busy")])
+    assert store.get_node("n1") == node("n1", status="busy")
+    assert len(store.list_nodes()) == 2
+
+
+def test_upsert_nothing_is_a_no_op(store: SqlStore) -> None:
+    store.upsert_nodes([])
+    assert store.list_nodes() == []
+
+
+def test_list_nodes_orders_by_name_then_id(store: SqlStore) -> None:
+    store.upsert_nodes(
+        [
+            node("id-c", name="beta"),
+            node("id-b", name="alpha"),
+            node("id-z", name="alpha"),
+            node("id-a", name="gamma"),
+            node("id-y", name="alpha"),
+        ]
+    )
+    listed = [(n.name, n.id) for n in store.list_nodes()]
+    assert listed == [
+        ("alpha", "id-b"),
+        ("alpha", "id-y"),
+        ("alpha", "id-z"),
+        ("beta", "id-c"),
+        ("gamma", "id-a"),
+    ]
+
+
+def test_get_node(store: SqlStore) -> None:
+    store.upsert_nodes([node("n1"), node("n2")])
+    assert store.get_node("n2") == node("n2")
+    assert store.get_node("missing") is None
+
+
+def test_delete_node(store: SqlStore) -> None:
+    store.upsert_nodes([node("n1"), node("n2")])
+    assert store.delete_node("n1") is True
+    assert store.delete_node("n1") is False
+    assert store.delete_node("never") is False
+    assert store.get_node("n1") is None
+    assert store.list_nodes() == [node("n2")]
+
+
+# --- events -----------------------------------------------------------------
+
+
+def test_add_events_keeps_ids_and_round_trips_data(store: SqlStore) -> None:
+    events = [
+        event(5, drone_id="d1", drone_name="drone-1", data={"package": "dev-lang/python-3.11", "slot": 0}),
+        event(
+            10,
+            data={"nested": {"list": [1, 2.5, "x", None, True]}, "unicode": "Grüße ✓", "empty": {}},
+        ),
+        event(42, ts=1.5, type="job.failed", message="", drone_id=None, drone_name=None),
+    ]
+    store.add_events(events)
+    assert store.list_events() == events
+    assert store.max_event_id() == 42
+
+
+def test_add_events_ignores_duplicate_ids(store: SqlStore) -> None:
+    store.add_events([event(1), event(2)])
+    store.add_events([event(2, message="a second 2"), event(3)])
+    # Within one batch, too: the first of an id wins.
+    store.add_events([event(4), event(4, message="another 4")])
+    assert store.list_events() == [event(1), event(2), event(3), event(4)]
+
+
+def test_add_events_across_chunks_is_one_transaction(store: SqlStore) -> None:
+    store.add_events([event(1)])
+    batch = [event(i) for i in range(2, sql.EVENT_CHUNK + 100)]
+    batch.append(EventRecord(id=sql.EVENT_CHUNK + 200, ts=1.0, type=None, message="x"))  # type: ignore[arg-type]
+    with pytest.raises(pw.IntegrityError):
+        store.add_events(batch)
+    assert store.list_events() == [event(1)]
+
+    store.add_events(batch[:-1])
+    assert store.max_event_id() == sql.EVENT_CHUNK + 99
+    assert ids(store.list_events(limit=10_000)) == list(range(1, sql.EVENT_CHUNK + 100))
+
+
+def test_list_events_without_cursor_returns_newest_in_ascending_order(store: SqlStore) -> None:
+    # ts does not follow id here: order is by id.
+    store.add_events([event(i, ts=2_000.0 - i) for i in (3, 1, 2, 5, 4)])
+    assert ids(store.list_events()) == [1, 2, 3, 4, 5]
+    assert ids(store.list_events(limit=2)) == [4, 5]
+    assert ids(store.list_events(limit=0)) == []
+
+
+def test_list_events_after_id(store: SqlStore) -> None:
+    store.add_events([event(i) for i in range(1, 11)])
+    assert ids(store.list_events(after_id=4, limit=3)) == [5, 6, 7]  # the first after the cursor
+    assert ids(store.list_events(after_id=8)) == [9, 10]
+    assert ids(store.list_events(after_id=10)) == []
+    assert ids(store.list_events(after_id=0, limit=2)) == [1, 2]
+
+
+def test_list_events_since_ts(store: SqlStore) -> None:
+    store.add_events([event(i, ts=100.0 + i) for i in range(1, 11)])
+    # An event exactly at since_ts is included.
+    assert ids(store.list_events(since_ts=105.0, limit=3)) == [5, 6, 7]
+    assert ids(store.list_events(since_ts=104.5)) == [5, 6, 7, 8, 9, 10]
+    assert ids(store.list_events(since_ts=111.0)) == []
+    # Both cursors: both apply.
+    assert ids(store.list_events(since_ts=103.0, after_id=6, limit=2)) == [7, 8]
+    assert ids(store.list_events(since_ts=108.0, after_id=2)) == [8, 9, 10]
+
+
+def test_list_events_filters_by_drone_and_type(store: SqlStore) -> None:
+    store.add_events(
+        [
+            event(1, type="drone.online", drone_id="d1"),
+            event(2, type="job.done", drone_id="d2"),
+            event(3, type="job.failed", drone_id="d1"),
+            event(4, type="job.done", drone_id="d1"),
+            event(5, type="drone.offline", drone_id=None),
+            event(6, type="job.done", drone_id="d1"),
+            event(7, type="job.failed", drone_id="d2"),
+        ]
+    )
+    assert ids(store.list_events(drone_id="d1")) == [1, 3, 4, 6]
+    assert ids(store.list_events(types=["job.done"])) == [2, 4, 6]
+    assert ids(store.list_events(types=("job.done", "job.failed"))) == [2, 3, 4, 6, 7]
+    assert ids(store.list_events(drone_id="d1", types=["job.done", "job.failed"])) == [3, 4, 6]
+    assert ids(store.list_events(drone_id="nobody")) == []
+    assert ids(store.list_events(types=["no.such.type"])) == []
+    # The limit applies to the matches: newest without a cursor, first after one.
+    assert ids(store.list_events(drone_id="d1", limit=2)) == [4, 6]
+    assert ids(store.list_events(types=["job.done", "job.failed"], after_id=2, limit=2)) == [3, 4]
+    assert ids(store.list_events(drone_id="d2", since_ts=1_003.0)) == [7]
+
+
+def test_max_event_id(store: SqlStore) -> None:
+    assert store.max_event_id() == 0
+    store.add_events([event(3), event(7), event(5)])
+    assert store.max_event_id() == 7
+
+
+def test_trim_events_keeps_the_newest(store: SqlStore) -> None:
+    assert store.trim_events(5) == 0
+    store.add_events([event(i) for i in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)])
+    assert store.trim_events(20) == 0
+    assert store.trim_events(10) == 0
+    assert len(store.list_events()) == 10
+
+    assert store.trim_events(4) == 6
+    assert ids(store.list_events()) == [21, 34, 55, 89]
+    assert store.trim_events(4) == 0
+    assert store.trim_events(1) == 3
+    assert ids(store.list_events()) == [89]
+    assert store.trim_events(0) == 1
+    assert store.list_events() == []
+    assert store.max_event_id() == 0
+
+
+def test_count_events_buckets_and_boundaries(store: SqlStore) -> None:
+    assert store.count_events(1_000.0, 10.0, 3) == [0, 0, 0]
+    stamps = [
+        999.999,  # before start: not counted
+        1_000.0,  # exactly at start: bucket 0
+        1_005.0,
+        1_009.999,
+        1_010.0,  # exactly at the start of bucket 1
+        1_025.0,
+        1_029.999,
+        1_030.0,  # exactly at the end: not counted
+        1_100.0,
+    ]
+    store.add_events([event(i, ts=ts) for i, ts in enumerate(stamps, start=1)])
+    assert store.count_events(1_000.0, 10.0, 3) == [3, 1, 2]
+    assert store.count_events(1_000.0, 30.0, 1) == [6]
+    assert store.count_events(1_010.0, 10.0, 2) == [1, 2]
+    assert store.count_events(2_000.0, 10.0, 2) == [0, 0]
+
+
+@pytest.mark.parametrize(("window", "buckets"), [(3_600, 7), (600, 9), (86_400, 96)])
+def test_count_events_edges_with_inexact_widths(store: SqlStore, window: int, buckets: int) -> None:
+    """As /api/v1/activity asks: width = window / buckets, start a wall-clock time.
+
+    An event exactly on the edge start + k * width belongs to bucket k even
+    where (ts - start) / width rounds to just below k.
+    """
+    start = 1_700_000_000.123456
+    width = window / buckets
+    edges = [start + k * width for k in range(buckets + 1)]
+    stamps: list[float] = []
+    for edge in edges:
+        stamps += [edge, math.nextafter(edge, -math.inf)]
+    store.add_events([event(i, ts=ts) for i, ts in enumerate(stamps, start=1)])
+    # Each bucket holds its own start and the last instant before the next.
+    assert store.count_events(start, width, buckets) == [2] * buckets
+
+
+def test_count_events_inexact_widths_are_exercised() -> None:
+    # Keeps the test above honest: naive division misplaces some edges.
+    start = 1_700_000_000.123456
+    width = 3_600 / 7
+    misplaced = [k for k in range(8) if math.floor((start + k * width - start) / width) != k]
+    assert misplaced
+
+
+# --- the runner -------------------------------------------------------------
+
+
+class ThreadRecordingStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.threads: dict[str, threading.Thread] = {}
+
+    def open(self) -> None:
+        self.threads["open"] = threading.current_thread()
+        super().open()
+
+    def close(self) -> None:
+        self.threads["close"] = threading.current_thread()
+        super().close()
+
+
+def test_store_runner_runs_every_call_on_one_thread(backend: Backend) -> None:
+    store = ThreadRecordingStore(backend.url)
+    runner = StoreRunner(store)
+
+    async def scenario() -> list[threading.Thread]:
+        await runner.open()
+        seen = list(await asyncio.gather(*(runner.call(threading.current_thread) for _ in range(8))))
+        # Works with keyword arguments, and on :memory: too: one thread, one connection.
+        await runner.call(store.upsert_nodes, [node("n1")])
+        await runner.call(store.add_events, [event(1), event(2)])
+        assert await runner.call(store.get_node, "n1") == node("n1")
+        assert await runner.call(store.list_events, after_id=1) == [event(2)]
+        await runner.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    threads = {*seen, store.threads["open"], store.threads["close"]}
+    assert len(threads) == 1
+    (thread,) = threads
+    assert thread is not threading.main_thread()
+    assert thread.name.startswith("swarm-db")
+    # close() shut the executor down: its thread is gone, new calls refused.
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        asyncio.run(runner.call(store.max_event_id))
