@@ -55,8 +55,7 @@ class ControlLink:
         self._latest: Sample | None = None
         self._seq = 0
         self._welcomed = False
-        self._session_task: asyncio.Task[None] | None = None
-        self._reconnecting = False
+        self._switch = asyncio.Event()
         self.connected = asyncio.Event()
         self.sessions = 0
 
@@ -75,12 +74,8 @@ class ControlLink:
         attempt = 0
         while not self._stopping.is_set():
             self._welcomed = False
-            self._session_task = asyncio.create_task(self._session(), name="control-session")
             try:
-                await self._session_task
-            except asyncio.CancelledError:
-                if not self._reconnecting:
-                    raise
+                await self._session()
             except grpc.aio.AioRpcError as exc:
                 log.warning("control stream to %s ended: %s %s", self._target, exc.code().name, exc.details())
             except StreamEnded:
@@ -89,11 +84,6 @@ class ControlLink:
                 log.warning("controller %s did not answer Hello in %.0fs", self._target, WELCOME_TIMEOUT)
             finally:
                 self.connected.clear()
-                self._session_task = None
-            if self._reconnecting:
-                self._reconnecting = False
-                attempt = 0
-                continue
             if self._welcomed:
                 attempt = 0
             delay = self._backoff.delay(attempt)
@@ -102,11 +92,11 @@ class ControlLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    def reconnect_now(self) -> None:
-        """End the current stream and open a new one at once (new credentials)."""
-        if self._session_task is not None:
-            self._reconnecting = True
-            self._session_task.cancel()
+    def credentials_changed(self) -> None:
+        """Move to a new stream opened with the current credentials (after a
+        renewal), make-before-break: the new stream replaces the old one at
+        the controller, so the drone never shows as offline."""
+        self._switch.set()
 
     def _channel(self) -> grpc.aio.Channel:
         creds = self._credentials()
@@ -114,9 +104,10 @@ class ControlLink:
             return grpc.aio.insecure_channel(self._target, options=CLIENT_OPTIONS)
         return grpc.aio.secure_channel(self._target, creds, options=CLIENT_OPTIONS)
 
-    async def _session(self) -> None:
-        """One control stream from Hello to its end."""
-        async with self._channel() as channel:
+    async def _open(self) -> tuple[grpc.aio.Channel, grpc.aio.StreamStreamCall]:
+        """A new channel and control stream, through Hello and Welcome."""
+        channel = self._channel()
+        try:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
             await call.write(serde.hello(self._hello))
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
@@ -124,22 +115,46 @@ class ControlLink:
                 await self._raise_status(call)
             if first.WhichOneof("body") != "welcome":
                 raise StreamEnded(f"expected welcome, got {first.WhichOneof('body')}")
-            self._welcomed = True
-            self.sessions += 1
-            self.connected.set()
-            log.info(
-                "connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id
-            )
-            outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
-            try:
-                await race(
-                    self._heartbeats(outbox),
-                    self._writer(call, outbox),
-                    self._reader(call, outbox),
-                    names=("heartbeats", "stream-writer", "stream-reader"),
-                )
-            except StreamEnded:
-                await self._raise_status(call)
+        except BaseException:
+            await channel.close()
+            raise
+        return channel, call
+
+    async def _switch_when_renewed(self) -> tuple[grpc.aio.Channel, grpc.aio.StreamStreamCall]:
+        await self._switch.wait()
+        return await self._open()
+
+    async def _session(self) -> None:
+        """One control stream from Hello to its end (possibly handed over to
+        a fresh stream after a certificate renewal)."""
+        channel, call = await self._open()
+        self._welcomed = True
+        self.sessions += 1
+        self.connected.set()
+        log.info(
+            "connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id
+        )
+        try:
+            while True:
+                self._switch.clear()
+                outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
+                try:
+                    new_channel, call = await race(
+                        self._switch_when_renewed(),
+                        self._heartbeats(outbox),
+                        self._writer(call, outbox),
+                        self._reader(call, outbox),
+                        names=("switch", "heartbeats", "stream-writer", "stream-reader"),
+                    )
+                except StreamEnded:
+                    await self._raise_status(call)
+                # The new stream is up and has replaced the old one at the
+                # controller; only now is the old one let go.
+                old, channel = channel, new_channel
+                await old.close()
+                log.info("switched the control stream to the renewed certificate")
+        finally:
+            await channel.close()
 
     @staticmethod
     async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:

@@ -129,7 +129,7 @@ async def run(config: AgentConfig) -> None:
         channel_credentials,
     )
     if creds is not None:
-        renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.reconnect_now)
+        renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

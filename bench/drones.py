@@ -19,7 +19,7 @@ line per command on stdout; logs go to stderr. Commands:
   keep X); answers the ``time.monotonic()`` just before the write.
 - ``cut`` ``drone=I``: close the drone's channel for good (a crash).
 - ``silence`` ``drone=I``: stop heartbeats and pongs, keep the stream open
-  (a frozen drone).
+  (a frozen drone); answers when, and when its last heartbeat was sent.
 - ``hold``: streams that end from now on wait for ``go`` before they
   reconnect (instead of the backoff): the thundering-herd worst case.
 - ``go``: release held drones, all at once.
@@ -116,6 +116,7 @@ class Drone:
         self.silent = False
         self.dead = False
         self.welcomed_at = 0.0
+        self.last_beat = 0.0
         self.task: asyncio.Task[None] | None = None
 
     async def run(self, delay: float) -> None:
@@ -224,6 +225,7 @@ class Drone:
         async with self.lock:
             sent = time.monotonic()
             await call.write(message)
+        self.last_beat = sent
         self.sim.stats.heartbeats += 1
         return sent
 
@@ -284,7 +286,7 @@ class Simulator:
         drone = self.drones[index]
         drone.silent = True
         drone.dead = True  # when the controller gives up on it, it stays away
-        return {"at": time.monotonic()}
+        return {"at": time.monotonic(), "last_beat": drone.last_beat}
 
     async def stop(self) -> None:
         for drone in self.drones.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import http.client
 import json
 import math
@@ -90,6 +91,7 @@ class Children:
             self.stop(proc, grace=5.0)
 
 
+@functools.cache
 def flag_supported(module: str, flag: str) -> bool:
     """Whether ``python -m module --help`` mentions the flag (options move as the code grows)."""
     out = subprocess.run(
@@ -113,7 +115,9 @@ class Controller:
 
     MODULE = "swarm.controller.main"
 
-    def __init__(self, children: Children, data_dir: Path, *, ping_interval: float) -> None:
+    def __init__(
+        self, children: Children, data_dir: Path, *, ping_interval: float, extra: Sequence[str] = ()
+    ) -> None:
         self._children = children
         self.data_dir = data_dir
         self.ping_interval = ping_interval
@@ -126,6 +130,7 @@ class Controller:
             self._extra.append("--insecure")
         if flag_supported(self.MODULE, "--enroll-port"):
             self._extra += ["--enroll-port", "0"]
+        self._extra += extra
 
     @property
     def pid(self) -> int:

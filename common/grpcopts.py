@@ -20,6 +20,9 @@ CLIENT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
+    # Without this a second controller binds the same port and the kernel
+    # splits the fleet between the two; fail loudly instead.
+    ("grpc.so_reuseport", 0),
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),

@@ -11,10 +11,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-async def race(*coros: Coroutine[Any, Any, Any], names: tuple[str, ...] = ()) -> None:
+async def race(*coros: Coroutine[Any, Any, Any], names: tuple[str, ...] = ()) -> Any:
     """Run coroutines side by side until the first one ends, then cancel
-    the others and wait for them. The first one's exception, if any, is
-    raised as itself (not wrapped in a group)."""
+    the others and wait for them. Returns the first one's result; its
+    exception, if any, is raised as itself (not wrapped in a group). When
+    several end in the same instant, the one listed first decides."""
     tasks = [
         asyncio.create_task(coro, name=names[i] if i < len(names) else None) for i, coro in enumerate(coros)
     ]
@@ -24,10 +25,11 @@ async def race(*coros: Coroutine[Any, Any, Any], names: tuple[str, ...] = ()) ->
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        exc = None if task.cancelled() else task.exception()
-        if exc is not None:
-            raise exc
+    first = next(task for task in tasks if task in done)
+    exc = None if first.cancelled() else first.exception()
+    if exc is not None:
+        raise exc
+    return first.result()
 
 
 class TaskSet:

@@ -112,13 +112,16 @@ class CertificateAuthority:
         usage: x509.ObjectIdentifier,
     ) -> x509.CertificateBuilder:
         now = _now()
+        # Backdate a little for clocks running behind, but never by a large
+        # share of a short lifetime: the agent renews at 2/3 of it.
+        skew = min(CLOCK_SKEW, lifetime / 10)
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_before(now - skew)
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

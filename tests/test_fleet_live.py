@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,6 +125,13 @@ def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
         controller.kill()
 
 
+def persisted(db: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        nodes = conn.execute("SELECT COUNT(*) FROM node").fetchone()[0]
+        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM event").fetchone()[0]
+    return int(nodes), int(last)
+
+
 def test_controller_restart_agents_reconnect_and_state_survives(
     controller: Controller, agents: Callable[..., Agent]
 ) -> None:
@@ -133,6 +142,10 @@ def test_controller_restart_agents_reconnect_and_state_survives(
         wait_for(lambda n=name: online(controller, n), what=f"{name} online")
     before = controller.events()
     assert sum(e["type"] == "drone_connected" for e in before) == 3
+    # What the controller has written survives kill -9; it writes new drones
+    # and events at once, so wait only for that write to land.
+    db = controller.data_dir / "swarm.db"
+    wait_for(lambda: persisted(db) == (3, before[-1]["id"]), what="drones and events on disk")
 
     controller.kill()
     controller.restart()

@@ -134,7 +134,12 @@ class Controller(Proc):
         self.data_dir = root / "controller"
         self.ready_file = root / "controller.ready.json"
         self.extra = list(extra)
-        self.ports = {"grpc_port": grpc_port, "public_port": public_port, "admin_port": admin_port}
+        self.ports = {
+            "grpc_port": grpc_port,
+            "public_port": public_port,
+            "admin_port": admin_port,
+            "enroll_port": 0,
+        }
         super().__init__(self._args(), root / "controller.log", env)
         self.info: dict[str, Any] = {}
 
@@ -155,6 +160,8 @@ class Controller(Proc):
             str(self.ports["public_port"]),
             "--admin-port",
             str(self.ports["admin_port"]),
+            "--enroll-port",
+            str(self.ports["enroll_port"]),
             "--ready-file",
             str(self.ready_file),
             "--log-file",

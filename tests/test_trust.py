@@ -1,0 +1,312 @@
+"""Trust between agents and controller: enrollment, mutual TLS, authorization, revocation, renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+
+from swarm.controller import authz
+from swarm.pki import load_cert, spki_pin
+from swarm.v1 import enroll_pb2, enroll_pb2_grpc, fleet_pb2, gateway_pb2, gateway_pb2_grpc
+
+from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
+
+
+def online(controller: Controller, name: str) -> bool:
+    node = controller.node(name)
+    return node is not None and node["status"] == "online"
+
+
+def test_enrollment_end_to_end(controller: Controller, tmp_path: Path) -> None:
+    state = tmp_path / "fresh"
+    result = enroll(controller, "fresh", state)
+    assert result.returncode == 0, result.stderr
+    assert "enrolled fresh" in result.stdout
+    drone_id = (state / "drone-id").read_text().strip()
+    cert = load_cert((state / "drone.crt").read_bytes())
+    ca = load_cert((state / "ca.crt").read_bytes())
+    assert spki_pin(ca) == controller.ca_pin
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == drone_id
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert 29 <= lifetime.days <= 31  # default 30 days
+    assert oct((state / "drone.key").stat().st_mode & 0o777) == "0o600"
+    enrolled = controller.events(type="drone_enrolled")
+    assert [e["drone_id"] for e in enrolled] == [drone_id]
+
+
+def test_spent_token_wrong_pin_and_bound_name_are_refused(controller: Controller, tmp_path: Path) -> None:
+    token = controller.create_token()
+    assert enroll(controller, "first", tmp_path / "first", token=token).returncode == 0
+    again = enroll(controller, "second", tmp_path / "second", token=token)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        "swarm-agent: enrollment refused: the join token is unknown, spent, revoked or expired"
+    )
+
+    wrong_pin = "sha256:" + "0" * 64
+    pinned = enroll(controller, "third", tmp_path / "third", pin=wrong_pin)
+    assert pinned.returncode == 1
+    assert "presented no CA matching" in pinned.stderr
+    assert not (tmp_path / "third" / "drone.key").exists()
+
+    bad_pin = enroll(controller, "third", tmp_path / "third", pin="md5:1234")
+    assert bad_pin.returncode == 1 and "sha256:<64 hex digits>" in bad_pin.stderr
+
+    bound = controller.create_token(name="only-me")
+    other = enroll(controller, "someone", tmp_path / "someone", token=bound)
+    assert other.returncode == 1 and "this join token is for drone 'only-me'" in other.stderr
+    assert enroll(controller, "only-me", tmp_path / "only-me", token=bound).returncode == 0
+
+    forged = enroll(controller, "forger", tmp_path / "forger", token=token.split(".")[0] + ".not-the-secret")
+    assert forged.returncode == 1 and "unknown, spent" in forged.stderr
+
+
+def test_revoked_token_is_refused_and_listed(controller: Controller, tmp_path: Path) -> None:
+    token = controller.create_token()
+    token_id = token.split(".")[0]
+    status, _ = controller.admin("DELETE", f"/admin/api/tokens/{token_id}")
+    assert status == 200
+    assert enroll(controller, "late", tmp_path / "late", token=token).returncode == 1
+    status, body = controller.admin("GET", "/admin/api/tokens")
+    states = {t["id"]: t["state"] for t in body["tokens"]}
+    assert states[token_id] == "revoked"
+    assert token.split(".")[1] not in json.dumps(body), "listing never shows a secret"
+    assert controller.admin("DELETE", f"/admin/api/tokens/{token_id}")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"ttl": 10}, "ttl must be between"),
+        ({"ttl": 90000}, "ttl must be between"),
+        ({"ttl": "1h"}, "ttl must be a number"),
+        ({"name": "no spaces"}, "name 'no spaces'"),
+    ],
+)
+def test_token_requests_are_validated(controller: Controller, body: dict[str, object], needle: str) -> None:
+    status, reply = controller.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
+    assert status == 400 and needle in reply["error"]["message"]
+    status, reply = controller.admin("POST", "/admin/api/tokens", b"{not json")
+    assert status == 400 and "not valid JSON" in reply["error"]["message"]
+    assert http("POST", controller.admin_url + "/admin/api/tokens", body=b"{}")[0] == 401
+
+
+def test_expired_token_is_refused(tmp_path: Path) -> None:
+    """Expiry checked in process, with the clock moved forward instead of waiting."""
+    from swarm.controller.ca import CertificateAuthority
+    from swarm.controller.errors import Unauthenticated
+    from swarm.controller.events import EventLog
+    from swarm.controller.fleet import Fleet
+    from swarm.controller.store.runner import StoreRunner
+    from swarm.controller.store.sql import SqlStore
+    from swarm.controller.trust import Trust
+    from swarm.pki import make_csr, new_key
+
+    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+        runner = StoreRunner(SqlStore(f"sqlite:///{tmp_path}/trust.db"))
+        await runner.open()
+        events = EventLog(runner, buffer=100, retention=1000)
+        trust = Trust(
+            CertificateAuthority.load_or_create(tmp_path / "pki"),
+            runner,
+            events,
+            Fleet(events, y_threshold=5.0),
+            cert_lifetime=3600,
+        )
+        try:
+            new = await trust.create_token(60, None, "test")
+            import swarm.controller.trust as trust_module
+
+            real = trust_module.time.time
+            monkeypatch.setattr(trust_module.time, "time", lambda: real() + 61)
+            with pytest.raises(Unauthenticated, match="expired"):
+                await trust.enroll(new.token, make_csr(new_key(), "a" * 32), "a" * 32, "late")
+        finally:
+            monkeypatch.undo()
+            await runner.close()
+
+    with pytest.MonkeyPatch.context() as mp:
+        asyncio.run(scenario(mp))
+
+
+def all_methods() -> list[str]:
+    methods = []
+    for module in (gateway_pb2, enroll_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
+    return sorted(methods)
+
+
+def test_every_rpc_has_an_authorization_rule() -> None:
+    assert all_methods() == sorted(authz.RULES), "a new RPC needs a rule in swarm.controller.authz.RULES"
+
+
+async def call_method(target: str, creds: grpc.ChannelCredentials, method: str) -> grpc.StatusCode:
+    """Call a method with harmless input; the status says whether it was let through."""
+    async with grpc.aio.secure_channel(target, creds) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 5)
+        try:
+            if method == "/swarm.v1.DroneGateway/Connect":
+                call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+                await call.write(gateway_pb2.AgentMessage(heartbeat=fleet_pb2.Heartbeat()))
+                reply = await asyncio.wait_for(call.read(), 5)
+                assert reply is grpc.aio.EOF
+                return await call.code()
+            stub = enroll_pb2_grpc.EnrollmentStub(channel)
+            if method == "/swarm.v1.Enrollment/Enroll":
+                await stub.Enroll(
+                    enroll_pb2.EnrollRequest(token="x.y", drone_id="a" * 32, name="x"), timeout=5
+                )
+            else:
+                await stub.Renew(enroll_pb2.RenewRequest(csr_pem=b"junk"), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+
+async def handshake_fails(target: str, creds: grpc.ChannelCredentials) -> bool:
+    async with grpc.aio.secure_channel(target, creds) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), 2)
+        except TimeoutError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("method", all_methods())
+def test_every_rpc_refuses_callers_it_does_not_know(
+    controller: Controller, tmp_path: Path, method: str
+) -> None:
+    ca_pem = (controller.data_dir / "pki" / "ca.crt").read_bytes()
+    no_cert = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    # A certificate from another CA: a second controller's enrolled drone.
+    other = Controller(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    other.start()
+    try:
+        assert enroll(other, "stranger", tmp_path / "stranger").returncode == 0
+    finally:
+        other.kill()
+    foreign = grpc.ssl_channel_credentials(
+        root_certificates=ca_pem,
+        private_key=(tmp_path / "stranger" / "drone.key").read_bytes(),
+        certificate_chain=(tmp_path / "stranger" / "drone.crt").read_bytes(),
+    )
+    # The gateway port requires a certificate from our CA at the handshake.
+    assert asyncio.run(handshake_fails(controller.grpc_target, no_cert))
+    assert asyncio.run(handshake_fails(controller.grpc_target, foreign))
+    # On the enrollment port nobody has a certificate: only Enroll is allowed,
+    # and it still needs a valid token.
+    status = asyncio.run(call_method(controller.enroll_target, no_cert, method))
+    if method == "/swarm.v1.Enrollment/Enroll":
+        assert status == grpc.StatusCode.UNAUTHENTICATED
+    else:
+        assert status == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_drone_cannot_renew_for_another(controller: Controller, tmp_path: Path) -> None:
+    from swarm.pki import drone_id_of, make_csr, new_key
+
+    assert enroll(controller, "b", tmp_path / "b").returncode == 0
+    assert enroll(controller, "a", tmp_path / "a").returncode == 0
+    a_id = (tmp_path / "a" / "drone-id").read_text().strip()
+    b_id = (tmp_path / "b" / "drone-id").read_text().strip()
+
+    async def renew_as_b_for_a() -> bytes:
+        async with grpc.aio.secure_channel(
+            controller.grpc_target, agent_credentials(tmp_path / "b")
+        ) as channel:
+            reply = await enroll_pb2_grpc.EnrollmentStub(channel).Renew(
+                enroll_pb2.RenewRequest(csr_pem=make_csr(new_key(), a_id)), timeout=10
+            )
+            return bytes(reply.certificate_pem)
+
+    cert = load_cert(asyncio.run(renew_as_b_for_a()))
+    assert drone_id_of(cert) == b_id  # the CSR's claim is ignored: the caller's certificate decides
+
+
+def test_revocation_ends_a_live_stream_within_a_second(
+    controller: Controller, agents: Callable[..., Agent]
+) -> None:
+    agent = agents("doomed")
+    wait_for(lambda: online(controller, "doomed"), what="online")
+    status, body = controller.admin("POST", "/admin/api/drones/doomed/revoke")
+    assert status == 200 and body["certificates"] == 1
+    wait_for(lambda: controller.node("doomed")["status"] == "offline", timeout=1.0, what="offline within 1 s")
+    # It cannot come back with its revoked certificate.
+    wait_for(lambda: "revoked or unknown" in agent.log(), what="the agent refused on reconnect")
+    assert controller.node("doomed")["status"] == "offline"
+    events = [e["type"] for e in controller.events(drone=agent.drone_id)]
+    assert "drone_revoked" in events
+    assert controller.admin("POST", "/admin/api/drones/ghost/revoke")[0] == 404
+
+
+def test_certificate_is_renewed_before_expiry_without_going_offline(tmp_path: Path) -> None:
+    controller = Controller(tmp_path, "--cert-lifetime", "6")
+    controller.start()
+    try:
+        agent = Agent(tmp_path, "renewer", controller.grpc_target)
+        assert enroll(controller, "renewer", agent.state_dir).returncode == 0
+        first = load_cert((agent.state_dir / "drone.crt").read_bytes()).serial_number
+        agent.start()
+        try:
+            wait_for(lambda: online(controller, "renewer"), what="online")
+            # Renewal at two thirds of 6 s; then the stream moves to the new certificate.
+            wait_for(lambda: controller.events(type="certificate_renewed"), timeout=10, what="a renewal")
+            wait_for(lambda: "switched the control stream" in agent.log(), what="the switch")
+            second = load_cert((agent.state_dir / "drone.crt").read_bytes()).serial_number
+            assert second != first
+            # Past the first certificate's expiry the drone is still online on the second.
+            wait_for(
+                lambda: (
+                    controller.events(type="certificate_renewed")
+                    and len(controller.events(type="certificate_renewed")) >= 2
+                ),
+                timeout=10,
+                what="a second renewal",
+            )
+            types = [e["type"] for e in controller.events(drone=agent.drone_id)]
+            assert "drone_disconnected" not in types, types
+            assert online(controller, "renewer")
+        finally:
+            agent.kill()
+    finally:
+        controller.kill()
+
+
+def test_insecure_mode_is_explicit_and_warned(tmp_path: Path) -> None:
+    controller = Controller(tmp_path, "--insecure")
+    controller.start()
+    try:
+        assert "--insecure" in controller.log() and "WARNING" in controller.log()
+        assert controller.info["enroll_port"] is None and controller.info["ca_pin"] is None
+        agent = Agent(tmp_path, "plain", controller.grpc_target, "--insecure")
+        agent.start()
+        try:
+            wait_for(lambda: online(controller, "plain"), what="online in plaintext")
+            assert "--insecure" in agent.log()
+        finally:
+            agent.kill()
+        status, body = controller.admin("POST", "/admin/api/tokens", b"{}")
+        assert status == 409 and "--insecure" in body["error"]["message"]
+    finally:
+        controller.kill()
+
+
+def test_agent_without_certificate_says_how_to_enroll(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm.agent.main", "--state-dir", str(tmp_path), "--log-file", ""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "not enrolled" in result.stderr and "swarm-agent enroll" in result.stderr
