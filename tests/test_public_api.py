@@ -162,3 +162,15 @@ def test_admin_tier_requires_the_key(fleet: Controller) -> None:
     assert all(e["type"] == "heartbeat" and e["direction"] == "in" and e["size"] > 0 for e in entries)
     status, body = fleet.admin("GET", "/admin/api/protocol?type=ping")
     assert status == 200 and body["entries"] and all(e["direction"] == "out" for e in body["entries"])
+
+
+def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
+    from swarm.controller.web import admin
+
+    served: dict[str, set[str]] = {}
+    for route in admin.routes:
+        served.setdefault(route.path, set()).add(route.method.lower())  # type: ignore[union-attr]
+    status, doc = fleet.admin("GET", "/admin/api/openapi.json")
+    assert status == 200
+    assert {path: set(item) for path, item in doc["paths"].items()} == served
+    assert doc["components"]["securitySchemes"]["adminKey"]["name"] == "X-Admin-Key"

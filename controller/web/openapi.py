@@ -54,6 +54,26 @@ NODE = {
         "current_job_id": {"type": ["string", "null"]},
     },
 }
+MESSAGES = {
+    400: "bad input",
+    401: "missing or wrong admin key",
+    404: "not found",
+    409: "not possible in the controller's state",
+}
+TOKEN = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": ["active", "used", "revoked", "expired"]},
+        "created_at": TS,
+        "expires_at": TS,
+        "created_by": {"type": "string"},
+        "used_at": TS,
+        "used_by": {"type": ["string", "null"]},
+        "revoked_at": TS,
+    },
+}
 EVENT = {
     "type": "object",
     "properties": {
@@ -87,13 +107,35 @@ def _get(
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": body}}}
     }
-    messages = {400: "bad query value", 401: "missing or wrong admin key", 404: "not found"}
     for status in errors:
         responses[str(status)] = {
-            "description": messages[status],
+            "description": MESSAGES[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+
+
+def _op(
+    summary: str,
+    body: dict[str, Any] | None,
+    reply: dict[str, Any],
+    status: str,
+    errors: tuple[int, ...],
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params or [],
+        "responses": {status: {"description": "OK", "content": {"application/json": {"schema": reply}}}},
+    }
+    for code in errors:
+        op["responses"][str(code)] = {
+            "description": MESSAGES[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    if body is not None:
+        op["requestBody"] = {"content": {"application/json": {"schema": body}}}
+    return op
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -109,7 +151,7 @@ def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict
         "openapi": "3.1.0",
         "info": {"title": title, "version": __version__},
         "paths": paths,
-        "components": {"schemas": {"Error": ERROR, "Node": NODE, "Event": EVENT}},
+        "components": {"schemas": {"Error": ERROR, "Node": NODE, "Event": EVENT, "Token": TOKEN}},
     }
     if security:
         doc["components"]["securitySchemes"] = {
@@ -224,5 +266,57 @@ def admin_document() -> dict[str, Any]:
             (400, 401, 404),
         ),
         "/admin/api/openapi.json": _get("this document", {"type": "object"}, errors=(401,)),
+        "/admin/api/tokens": {
+            **_get(
+                "join tokens, newest first (never their secrets)",
+                _obj(tokens={"type": "array", "items": {"$ref": "#/components/schemas/Token"}}),
+                errors=(401,),
+            ),
+            "post": _op(
+                "create a one-time join token",
+                _obj(
+                    ttl={"type": "number", "description": "seconds, 60-86400 (default 3600)"},
+                    name={"type": "string", "description": "only this drone name may use it"},
+                ),
+                {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Token"},
+                        _obj(
+                            token={"type": "string"},
+                            ca_pin={"type": "string"},
+                            enroll_port={"type": "integer"},
+                            command={"type": "string"},
+                        ),
+                    ]
+                },
+                "201",
+                (400, 401, 409),
+            ),
+        },
+        "/admin/api/tokens/{id}": {
+            "delete": _op(
+                "revoke an unused join token",
+                None,
+                _obj(revoked={"type": "string"}),
+                "200",
+                (401, 404, 409),
+                [_param("id", "token id", {"type": "string"}, "path")],
+            )
+        },
+        "/admin/api/drones": _get(
+            "drones with live state and enrollment",
+            _obj(drones={"type": "array", "items": {"$ref": "#/components/schemas/Node"}}),
+            errors=(401,),
+        ),
+        "/admin/api/drones/{name}/revoke": {
+            "post": _op(
+                "revoke a drone's certificates and end its streams",
+                None,
+                _obj(drone={"type": "string"}, certificates={"type": "integer"}),
+                "200",
+                (401, 404, 409),
+                [_param("name", "drone name or id", {"type": "string"}, "path")],
+            )
+        },
     }
     return _document("Build Swarm admin API", paths, security=True)
