@@ -559,3 +559,123 @@ def test_store_runner_runs_every_call_on_one_thread(backend: Backend) -> None:
     assert not thread.is_alive()
     with pytest.raises(RuntimeError, match="shutdown"):
         asyncio.run(runner.call(store.max_event_id))
+
+
+# -- join tokens and certificates -------------------------------------------
+
+
+def test_tokens_are_spent_once_and_revocable(store: SqlStore) -> None:
+    from swarm.controller.store.records import TokenRecord
+
+    store.add_token(TokenRecord("t1", "h1", None, created_at=1.0, expires_at=100.0, created_by="admin"))
+    store.add_token(TokenRecord("t2", "h2", "drone-a", created_at=2.0, expires_at=100.0))
+    store.add_token(TokenRecord("t3", "h3", None, created_at=3.0, expires_at=10.0))
+    assert [t.id for t in store.list_tokens()] == ["t3", "t2", "t1"]
+    assert store.get_token("t2") == TokenRecord("t2", "h2", "drone-a", 2.0, 100.0)
+    assert store.get_token("nope") is None
+    assert store.use_token("t1", "d1", now=50.0)
+    assert not store.use_token("t1", "d2", now=50.0), "a token is spent once"
+    assert store.get_token("t1").used_by == "d1"  # type: ignore[union-attr]
+    assert not store.use_token("t3", "d1", now=10.0), "expired at expires_at"
+    assert store.revoke_token("t2", now=60.0)
+    assert not store.use_token("t2", "d1", now=61.0), "revoked"
+    assert not store.revoke_token("t1", now=62.0), "a spent token cannot be revoked"
+    assert not store.revoke_token("nope", now=62.0)
+
+
+def test_certificates_list_unexpired_and_revoke_per_drone(store: SqlStore) -> None:
+    from swarm.controller.store.records import CertRecord
+
+    store.add_certificate(CertRecord("a1", "drone-a", issued_at=1.0, not_after=100.0))
+    store.add_certificate(CertRecord("a2", "drone-a", issued_at=2.0, not_after=200.0))
+    store.add_certificate(CertRecord("b1", "drone-b", issued_at=3.0, not_after=50.0))
+    assert [c.serial for c in store.list_certificates(valid_at=60.0)] == ["a1", "a2"]
+    assert store.revoke_certificates("drone-a", now=70.0) == 2
+    assert store.revoke_certificates("drone-a", now=71.0) == 0
+    assert {c.serial: c.revoked_at for c in store.list_certificates(valid_at=0.0)} == {
+        "a1": 70.0,
+        "a2": 70.0,
+        "b1": None,
+    }
+
+
+# -- builds ---------------------------------------------------------------------
+
+
+def test_sessions_and_jobs_round_trip_and_update(store: SqlStore) -> None:
+    from swarm.controller.store.records import JobRecord, SessionRecord
+
+    session = SessionRecord("s1", "world", "running", ("@world", "dev-lang/rust"), created_at=1.0)
+    store.upsert_sessions([session, SessionRecord("s2", "later", "queued", (), created_at=2.0)])
+    assert [s.id for s in store.list_sessions()] == ["s2", "s1"]
+    assert store.list_sessions(limit=5)[1] == session
+    jobs = [
+        JobRecord(
+            f"j{i}",
+            "s1",
+            f"cat/p{i}-1",
+            deps=(f"j{i - 1}",) if i else (),
+            state="blocked",
+            created_at=float(i),
+        )
+        for i in range(450)
+    ]
+    store.upsert_jobs(jobs)
+    store.upsert_jobs([replace(jobs[3], state="failed", failed_on=("d1", "d2"), attempts=2, reason="boom")])
+    listed = store.list_jobs(["s1"])
+    assert len(listed) == 450 and listed[0] == jobs[0]
+    assert listed[3].failed_on == ("d1", "d2") and listed[3].state == "failed" and listed[3].deps == ("j2",)
+    assert store.list_jobs(["s2"]) == []
+    assert len(store.list_jobs()) == 450
+
+
+def test_builds_history_newest_first(store: SqlStore) -> None:
+    from swarm.controller.store.records import BuildRecord
+
+    store.upsert_builds(
+        [BuildRecord(f"b{i}", "j1", "s1", "cat/p-1", "d1", "building", created_at=float(i)) for i in range(5)]
+    )
+    store.upsert_builds(
+        [
+            BuildRecord(
+                "b1",
+                "j1",
+                "s1",
+                "cat/p-1",
+                "d1",
+                "failed",
+                created_at=1.0,
+                finished_at=9.0,
+                exit_code=1,
+                reason="compile error",
+            )
+        ]
+    )
+    assert [b.id for b in store.list_builds(limit=3)] == ["b4", "b3", "b2"]
+    assert [b.id for b in store.list_builds(finished=True)] == ["b1"]
+    assert store.list_builds(job_id="j1", limit=1)[0].id == "b4"
+    assert store.list_builds(job_id="nope") == []
+
+
+def test_artifacts_are_idempotent_by_build_and_file(store: SqlStore) -> None:
+    from swarm.controller.store.records import ArtifactRecord
+
+    first = ArtifactRecord("b1", "p-1-1.gpkg.tar", "cat/p-1", "ab" * 32, 1234, stored_at=5.0)
+    assert store.add_artifact(first)
+    assert not store.add_artifact(replace(first, sha256="cd" * 32)), "a second upload is a no-op"
+    assert store.get_artifact("b1", "p-1-1.gpkg.tar") == first
+    assert store.get_artifact("b2", "p-1-1.gpkg.tar") is None
+    store.add_artifact(ArtifactRecord("b2", "q-1-1.gpkg.tar", "cat/q-1", "ef" * 32, 1, stored_at=6.0))
+    assert [a.build_id for a in store.list_artifacts()] == ["b1", "b2"]
+    assert [a.build_id for a in store.list_artifacts(cpv="cat/q-1")] == ["b2"]
+
+
+def test_package_stats_upsert(store: SqlStore) -> None:
+    from swarm.controller.store.records import PackageStat
+
+    store.upsert_package_stats([PackageStat("cat/p", 10.0, 1, 1.0), PackageStat("cat/q", 3.0, 2, 1.0)])
+    store.upsert_package_stats([PackageStat("cat/p", 12.5, 2, 2.0)])
+    assert sorted(store.list_package_stats(), key=lambda s: s.cpn) == [
+        PackageStat("cat/p", 12.5, 2, 2.0),
+        PackageStat("cat/q", 3.0, 2, 1.0),
+    ]

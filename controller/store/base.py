@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from swarm.controller.store.records import CertRecord, EventRecord, NodeRecord, TokenRecord
+from swarm.controller.store.records import (
+    ArtifactRecord,
+    BuildRecord,
+    CertRecord,
+    EventRecord,
+    JobRecord,
+    NodeRecord,
+    PackageStat,
+    SessionRecord,
+    TokenRecord,
+)
 
 
 class Store(Protocol):
@@ -74,3 +84,31 @@ class Store(Protocol):
 
     def revoke_certificates(self, drone_id: str, now: float) -> int:
         """Revoke every unrevoked certificate of the drone; how many."""
+
+    def upsert_sessions(self, sessions: Sequence[SessionRecord]) -> None: ...
+
+    def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """Newest first."""
+
+    def upsert_jobs(self, jobs: Sequence[JobRecord]) -> None: ...
+
+    def list_jobs(self, session_ids: Sequence[str] = ()) -> list[JobRecord]:
+        """Jobs of the given sessions (all if none), oldest first."""
+
+    def upsert_builds(self, builds: Sequence[BuildRecord]) -> None: ...
+
+    def list_builds(
+        self, *, limit: int = 100, job_id: str | None = None, finished: bool = False
+    ) -> list[BuildRecord]:
+        """Newest first."""
+
+    def add_artifact(self, artifact: ArtifactRecord) -> bool:
+        """Record a stored artifact; False if that build already stored that file."""
+
+    def get_artifact(self, build_id: str, filename: str) -> ArtifactRecord | None: ...
+
+    def list_artifacts(self, cpv: str | None = None) -> list[ArtifactRecord]: ...
+
+    def upsert_package_stats(self, stats: Sequence[PackageStat]) -> None: ...
+
+    def list_package_stats(self) -> list[PackageStat]: ...

@@ -14,7 +14,18 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from swarm.controller.store.models import Certificate, Event, JoinToken, Node, SchemaVersion
+from swarm.controller.store.models import (
+    Artifact,
+    Build,
+    BuildSession,
+    Certificate,
+    Event,
+    Job,
+    JoinToken,
+    Node,
+    PackageStat,
+    SchemaVersion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +42,14 @@ def _trust(db: pw.Database) -> None:
     db.create_tables([JoinToken, Certificate])
 
 
+def _builds(db: pw.Database) -> None:
+    db.create_tables([BuildSession, Job, Build, Artifact, PackageStat])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
+    (3, "build sessions, jobs, builds, artifacts, package stats", _builds),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -76,4 +76,78 @@ class Certificate(BaseModel):
     revoked_at = pw.DoubleField(null=True)
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, Node, Event, JoinToken, Certificate]
+class BuildSession(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    name = pw.CharField(max_length=128)
+    state = pw.CharField(max_length=16, index=True)
+    atoms = pw.TextField(default="[]")
+    created_at = pw.DoubleField()
+    created_by = pw.CharField(max_length=64, default="")
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
+
+
+class Job(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    session_id = pw.CharField(max_length=32, index=True)
+    cpv = pw.CharField(max_length=255)
+    deps = pw.TextField(default="[]")
+    state = pw.CharField(max_length=16, index=True)
+    attempts = pw.IntegerField(default=0)
+    failed_on = pw.TextField(default="[]")
+    drone_id = pw.CharField(max_length=64, null=True)
+    build_id = pw.CharField(max_length=32, null=True)
+    reason = pw.TextField(default="")
+    priority = pw.DoubleField(default=0)
+    created_at = pw.DoubleField()
+    ready_at = pw.DoubleField(null=True)
+    assigned_at = pw.DoubleField(null=True)
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
+
+
+class Build(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    job_id = pw.CharField(max_length=32, index=True)
+    session_id = pw.CharField(max_length=32, index=True)
+    cpv = pw.CharField(max_length=255)
+    drone_id = pw.CharField(max_length=64)
+    state = pw.CharField(max_length=16)
+    created_at = pw.DoubleField(index=True)
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True)
+    exit_code = pw.IntegerField(null=True)
+    reason = pw.TextField(default="")
+
+
+class Artifact(BaseModel):
+    build_id = pw.CharField(max_length=32)
+    filename = pw.CharField(max_length=255)
+    cpv = pw.CharField(max_length=255, index=True)
+    sha256 = pw.CharField(max_length=64)
+    size = pw.BigIntegerField()
+    stored_at = pw.DoubleField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("build_id", "filename")
+
+
+class PackageStat(BaseModel):
+    cpn = pw.CharField(primary_key=True, max_length=255)
+    mean_seconds = pw.DoubleField()
+    builds = pw.IntegerField()
+    updated_at = pw.DoubleField()
+
+
+MODELS: list[type[BaseModel]] = [
+    SchemaVersion,
+    Node,
+    Event,
+    JoinToken,
+    Certificate,
+    BuildSession,
+    Job,
+    Build,
+    Artifact,
+    PackageStat,
+]

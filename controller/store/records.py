@@ -66,3 +66,70 @@ class CertRecord:
     issued_at: float
     not_after: float
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    name: str
+    state: str
+    atoms: tuple[str, ...]
+    created_at: float
+    created_by: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    session_id: str
+    cpv: str
+    deps: tuple[str, ...]
+    state: str
+    attempts: int = 0
+    failed_on: tuple[str, ...] = ()
+    drone_id: str | None = None
+    build_id: str | None = None
+    reason: str = ""
+    priority: float = 0.0
+    created_at: float = 0.0
+    ready_at: float | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    """One attempt of a job on one drone."""
+
+    id: str
+    job_id: str
+    session_id: str
+    cpv: str
+    drone_id: str
+    state: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    build_id: str
+    filename: str
+    cpv: str
+    sha256: str
+    size: int
+    stored_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PackageStat:
+    cpn: str
+    mean_seconds: float
+    builds: int
+    updated_at: float

@@ -24,6 +24,7 @@ import peewee as pw
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.sql_builds import BuildTables
 from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _event_from_row(row: Event) -> EventRecord:
     )
 
 
-class SqlStore(TrustTables):
+class SqlStore(TrustTables, BuildTables):
     # Binding sets the database on the model classes, which every store
     # shares: one lock for all stores, not one each.
     _lock = threading.Lock()
