@@ -31,6 +31,13 @@ class AgentConfig:
     heartbeat_interval: float = option(1.0, "seconds between heartbeats")
     backoff_initial: float = option(0.5, "first reconnect delay ceiling in seconds")
     backoff_max: float = option(30.0, "largest reconnect delay in seconds")
+    emerge_command: str = option(
+        "emerge --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n",
+        "command that builds one package; =CATEGORY/PF is appended",
+    )
+    pkgdir: Path = option(Path("/var/cache/binpkgs"), "where emerge writes binary packages (PKGDIR)")
+    portage_eprefix: str = option("", "run emerge in this Gentoo prefix (PORTAGE_OVERRIDE_EPREFIX); empty: /")
+    min_free_disk_mb: int = option(1024, "refuse builds when the build cache has less free space (MiB)")
     log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
     log_level: str = option("info", "debug, info, warning or error")
 
@@ -50,6 +57,10 @@ class AgentConfig:
             raise ValueError("heartbeat_interval must be between 0.05 and 60 seconds")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        if not self.emerge_command.strip():
+            raise ValueError("emerge_command must not be empty")
+        if self.min_free_disk_mb < 0:
+            raise ValueError("min_free_disk_mb must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 import grpc
 
 from swarm.agent import serde
+from swarm.agent.builder import Builder
 from swarm.agent.probes import Sample, SystemProbe
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
@@ -56,6 +58,8 @@ class ControlLink:
         self._seq = 0
         self._welcomed = False
         self._switch = asyncio.Event()
+        self._outbox: asyncio.Queue[gateway_pb2.AgentMessage] | None = None
+        self.builder: Builder | None = None
         self.connected = asyncio.Event()
         self.sessions = 0
 
@@ -98,6 +102,25 @@ class ControlLink:
         the controller, so the drone never shows as offline."""
         self._switch.set()
 
+    def _current_build(self) -> str:
+        return self.builder.current_build_id if self.builder is not None else ""
+
+    def send(self, message: gateway_pb2.AgentMessage) -> bool:
+        """Queue a message on the current stream; False if there is none or it is full
+        (build outcomes are also kept in Builder.recent and sent again with Hello)."""
+        outbox = self._outbox
+        if outbox is None or not self.connected.is_set():
+            return False
+        try:
+            outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def new_channel(self) -> grpc.aio.Channel:
+        """A channel of its own for bulk data (logs, uploads), with the current credentials."""
+        return self._channel()
+
     def _channel(self) -> grpc.aio.Channel:
         creds = self._credentials()
         if creds is None:
@@ -109,7 +132,10 @@ class ControlLink:
         channel = self._channel()
         try:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
-            await call.write(serde.hello(self._hello))
+            builder = self.builder
+            await call.write(
+                serde.hello(self._hello, self._current_build(), builder.recent if builder is not None else ())
+            )
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
             if first is grpc.aio.EOF:
                 await self._raise_status(call)
@@ -138,6 +164,7 @@ class ControlLink:
             while True:
                 self._switch.clear()
                 outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
+                self._outbox = outbox
                 try:
                     new_channel, call = await race(
                         self._switch_when_renewed(),
@@ -170,7 +197,10 @@ class ControlLink:
         while True:
             self._latest = await asyncio.to_thread(self._probe.sample)
             self._seq += 1
-            message = serde.heartbeat(self._seq, self._latest, self._hello.current_job_id)
+            sample = self._latest
+            if self.builder is not None and self.builder.current is not None:
+                sample = dataclasses.replace(sample, emerge_running=True)
+            message = serde.heartbeat(self._seq, sample, self._current_build())
             try:
                 outbox.put_nowait(message)
             except asyncio.QueueFull:
@@ -196,6 +226,10 @@ class ControlLink:
             kind = message.WhichOneof("body")
             if kind == "ping":
                 # Backpressure: if the controller stops reading, so do we.
-                await outbox.put(serde.pong(message.ping, self._latest, self._hello.current_job_id))
+                await outbox.put(serde.pong(message.ping, self._latest, self._current_build()))
+            elif kind == "start_build" and self.builder is not None:
+                self.builder.start(message.start_build)
+            elif kind == "cancel_build" and self.builder is not None:
+                self.builder.cancel(message.cancel_build.build_id, message.cancel_build.reason)
             else:
                 log.warning("ignoring unexpected %s from controller", kind)

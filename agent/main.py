@@ -19,6 +19,7 @@ import grpc
 
 from swarm import __version__
 from swarm.agent import credentials
+from swarm.agent.builder import Builder
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.agent.link import ControlLink
@@ -128,6 +129,16 @@ async def run(config: AgentConfig) -> None:
         Backoff(initial=config.backoff_initial, cap=config.backoff_max),
         channel_credentials,
     )
+    link.builder = Builder(
+        emerge_command=config.emerge_command,
+        pkgdir=config.pkgdir,
+        eprefix=config.portage_eprefix,
+        log_dir=config.state_dir / "builds",
+        cache_path=config.cache_path,
+        min_free_bytes=config.min_free_disk_mb * 2**20,
+        send=link.send,
+        channel=link.new_channel,
+    )
     if creds is not None:
         renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)
     stop = asyncio.Event()
@@ -150,6 +161,7 @@ async def run(config: AgentConfig) -> None:
         log.info("stopping")
         if renewer is not None:
             await renewer.stop()
+        await link.builder.stop()
         await asyncio.wait_for(link.stop(), STOP_TIMEOUT)
         log.info("stopped")
 

@@ -24,7 +24,7 @@ class Sample:
     emerge_running: bool
 
 
-def _existing(path: Path) -> Path:
+def existing(path: Path) -> Path:
     """The path itself or its nearest existing parent: a cache dir that is
     not created yet still lives on some disk we can measure."""
     for candidate in (path, *path.parents):
@@ -56,7 +56,7 @@ class SystemProbe:
 
     def sample(self) -> Sample:
         load1, load5, load15 = os.getloadavg()
-        disk = psutil.disk_usage(str(_existing(self._cache_path)))
+        disk = psutil.disk_usage(str(existing(self._cache_path)))
         return Sample(
             load1=load1,
             load5=load5,

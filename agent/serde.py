@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from swarm.agent.probes import Sample
-from swarm.v1 import fleet_pb2, gateway_pb2
+from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 DRONE_TYPES = {
     "unknown": fleet_pb2.DRONE_TYPE_UNKNOWN,
@@ -26,11 +27,12 @@ class HelloInfo:
     agent_version: str
     heartbeat_interval: float
     hostname: str
-    current_job_id: str = ""
 
 
-def hello(info: HelloInfo) -> gateway_pb2.AgentMessage:
-    return gateway_pb2.AgentMessage(
+def hello(
+    info: HelloInfo, current_job_id: str = "", recent: Iterable[build_pb2.BuildEvent] = ()
+) -> gateway_pb2.AgentMessage:
+    message = gateway_pb2.AgentMessage(
         hello=fleet_pb2.Hello(
             drone_id=info.drone_id,
             name=info.name,
@@ -40,9 +42,11 @@ def hello(info: HelloInfo) -> gateway_pb2.AgentMessage:
             agent_version=info.agent_version,
             heartbeat_interval_ms=round(info.heartbeat_interval * 1000),
             hostname=info.hostname,
-            current_job_id=info.current_job_id,
+            current_job_id=current_job_id,
         )
     )
+    message.hello.recent_builds.extend(recent)
+    return message
 
 
 def heartbeat(seq: int, sample: Sample, current_job_id: str = "") -> gateway_pb2.AgentMessage:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -17,24 +18,29 @@ from aiohttp import web
 from swarm import __version__
 from swarm.controller import adminkey
 from swarm.controller.authz import AuthzInterceptor
+from swarm.controller.builds import BuildQueue, BuildSettings
+from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
 from swarm.controller.config import ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
+from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
+from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.services import Services
+from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
 from swarm.controller.web import admin, public
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
-from swarm.v1 import enroll_pb2_grpc, gateway_pb2_grpc
+from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,10 @@ class Controller:
         self.gateway = Gateway(self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout)
         self.started_at = time.time()
         self.trust: Trust | None = None
+        self.portage: PortageWorker | None = None
+        self.staging: StagingBinhost | None = None
+        self.builds: BuildQueue | None = None
+        self.build_logs: BuildsService | None = None
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         self.ports: Ports | None = None
@@ -96,6 +106,8 @@ class Controller:
             self.trust = Trust(ca, self.runner, self.events, self.fleet, config.cert_lifetime)
             await self.trust.start()
 
+        if str(config.portage_eprefix) not in ("", "."):
+            await self._start_builds()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
             config=config,
@@ -108,6 +120,9 @@ class Controller:
             trust=self.trust,
             grpc_port=grpc_port,
             enroll_port=enroll_port,
+            builds=self.builds,
+            staging=self.staging,
+            build_logs=self.build_logs,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -142,6 +157,36 @@ class Controller:
             self._write_ready(self.ports)
         return self.ports
 
+    async def _start_builds(self) -> None:
+        config = self.config
+        self.portage = PortageWorker(config.portage_eprefix)
+        try:
+            pkgdir = await self.portage.pkgdir()
+        except SwarmError as exc:
+            raise StartupError(
+                f"cannot use the Portage prefix {config.portage_eprefix}: {exc.message}"
+            ) from None
+        url = config.public_url or f"http://{socket.getfqdn()}:{config.public_port}"
+        self.staging = StagingBinhost(
+            pkgdir,
+            config.data_dir / "uploads",
+            url.rstrip("/") + STAGING_PATH,
+            self.portage,
+            self.runner,
+            self.events,
+        )
+        await self.staging.start()
+        settings = BuildSettings(build_timeout=config.build_timeout, grace=config.build_grace)
+        self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
+        await self.builds.start()
+        self.gateway.builds = self.builds
+        log.info(
+            "builds enabled: prefix %s, staging binhost %s at %s",
+            config.portage_eprefix,
+            pkgdir,
+            self.staging.url,
+        )
+
     async def _start_grpc(self) -> tuple[int, int | None]:
         """The gateway port (mutual TLS) and the enrollment port (server TLS only).
 
@@ -151,6 +196,10 @@ class Controller:
         config = self.config
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[AuthzInterceptor(self.trust)])
         gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
+        if self.builds is not None and self.staging is not None:
+            build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
+            build_pb2_grpc.add_BuildsServicer_to_server(build_logs, self._server)
+            self.build_logs = build_logs
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:
@@ -230,6 +279,10 @@ class Controller:
         self._web.clear()
 
     async def _stop_services(self) -> None:
+        if self.builds is not None:
+            await self.builds.stop()
+        if self.portage is not None:
+            await self.portage.stop()
         await self.pinger.stop()
         await self.health.stop()
         await self.writer.stop()

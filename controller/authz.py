@@ -37,6 +37,10 @@ RULES: dict[str, frozenset[str]] = {
     "/swarm.v1.DroneGateway/Connect": frozenset({AGENT, INSECURE}),
     "/swarm.v1.Enrollment/Enroll": frozenset({ANONYMOUS}),
     "/swarm.v1.Enrollment/Renew": frozenset({AGENT}),
+    # The service also checks that the build belongs to the calling drone.
+    "/swarm.v1.Builds/BuildLog": frozenset({AGENT, INSECURE}),
+    "/swarm.v1.Builds/QueryUpload": frozenset({AGENT, INSECURE}),
+    "/swarm.v1.Builds/Upload": frozenset({AGENT, INSECURE}),
 }
 
 

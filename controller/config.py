@@ -39,6 +39,18 @@ class ControllerConfig:
         Path(""),
         "file holding the admin API key; created with a random key if missing (default: DATA_DIR/admin.key)",
     )
+    portage_eprefix: Path = option(
+        Path(""),
+        "Gentoo prefix with the swarm's Portage configuration (repos, "
+        "profile); its PKGDIR is the staging binhost. Empty: no builds",
+    )
+    public_url: str = option(
+        "",
+        "URL drones reach the public tier at, for the staging binhost (default: http://HOSTNAME:PUBLIC_PORT)",
+        metavar="URL",
+    )
+    build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
+    build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
     suspect_phi: float = option(8.0, "phi-accrual threshold at which a silent drone becomes suspect")
     offline_after_intervals: float = option(

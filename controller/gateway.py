@@ -15,6 +15,7 @@ import grpc
 
 from swarm.controller import serde
 from swarm.controller.authz import AGENT, current_identity
+from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
@@ -77,6 +78,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self._protolog = protolog
         self._hello_timeout = hello_timeout
         self.sessions: set[DroneSession] = set()
+        self.builds: BuildQueue | None = None
 
     def _reject(self, peer: str, drone_id: str, message: str) -> None:
         self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
@@ -117,6 +119,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         session = DroneSession(hello.drone_id, peer)
         self.sessions.add(session)
         state = self._fleet.attach(hello, session)
+        if self.builds is not None:
+            self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
         session.send(serde.welcome(hello.drone_id))
         reader = asyncio.create_task(self._read(session, state, context), name=f"read:{hello.name}")
         writer = asyncio.create_task(self._write(session, context), name=f"write:{hello.name}")
@@ -153,6 +157,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
             elif kind == "pong":
                 self._fleet.on_pong(state, serde.read_pong(message.pong))
+            elif kind == "build_event" and self.builds is not None:
+                event = serde.read_build_event(message.build_event)
+                if event is not None:
+                    self.builds.on_build_event(state, event)
             elif kind == "hello":
                 self._reject(session.peer, drone_id, "hello sent twice on one stream")
                 session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from swarm import __version__
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
-from swarm.v1 import fleet_pb2, gateway_pb2
+from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -140,3 +140,57 @@ def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
 
 def ping(seq: int) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=time.time_ns()))
+
+
+BUILD_EVENT_KINDS = {
+    build_pb2.BuildEvent.STARTED: "started",
+    build_pb2.BuildEvent.SUCCEEDED: "succeeded",
+    build_pb2.BuildEvent.FAILED: "failed",
+    build_pb2.BuildEvent.REFUSED: "refused",
+    build_pb2.BuildEvent.CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuildEventData:
+    build_id: str
+    job_id: str
+    kind: str
+    exit_code: int
+    reason: str
+    duration: float
+    artifacts: tuple[str, ...]
+
+
+def read_build_event(event: build_pb2.BuildEvent) -> BuildEventData | None:
+    """None for an event of a kind this controller does not know."""
+    kind = BUILD_EVENT_KINDS.get(event.kind)
+    if kind is None:
+        return None
+    return BuildEventData(
+        event.build_id[:64],
+        event.job_id[:64],
+        kind,
+        event.exit_code,
+        event.reason[:4000],
+        max(0.0, event.duration_s),
+        tuple(a[:255] for a in event.artifacts[:16]),
+    )
+
+
+def recent_builds(hello: fleet_pb2.Hello) -> list[BuildEventData]:
+    return [e for e in (read_build_event(b) for b in hello.recent_builds[:64]) if e is not None]
+
+
+def start_build(
+    job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str
+) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(
+        start_build=build_pb2.StartBuild(
+            job_id=job_id, build_id=build_id, cpv=cpv, timeout_s=timeout_s, binhost_url=binhost_url
+        )
+    )
+
+
+def cancel_build(build_id: str, reason: str) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(cancel_build=build_pb2.CancelBuild(build_id=build_id, reason=reason))

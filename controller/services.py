@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swarm.controller.builds import BuildQueue
+from swarm.controller.buildsvc import BuildsService
 from swarm.controller.config import ControllerConfig
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.trust import Trust
 
@@ -24,3 +27,6 @@ class Services:
     trust: Trust | None
     grpc_port: int
     enroll_port: int | None
+    builds: BuildQueue | None = None
+    staging: StagingBinhost | None = None
+    build_logs: BuildsService | None = None

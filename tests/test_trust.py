@@ -15,7 +15,15 @@ from cryptography import x509
 
 from swarm.controller import authz
 from swarm.pki import load_cert, spki_pin
-from swarm.v1 import enroll_pb2, enroll_pb2_grpc, fleet_pb2, gateway_pb2, gateway_pb2_grpc
+from swarm.v1 import (
+    build_pb2,
+    build_pb2_grpc,
+    enroll_pb2,
+    enroll_pb2_grpc,
+    fleet_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
 
@@ -139,7 +147,7 @@ def test_expired_token_is_refused(tmp_path: Path) -> None:
 
 def all_methods() -> list[str]:
     methods = []
-    for module in (gateway_pb2, enroll_pb2):
+    for module in (gateway_pb2, enroll_pb2, build_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return sorted(methods)
@@ -160,6 +168,18 @@ async def call_method(target: str, creds: grpc.ChannelCredentials, method: str) 
                 reply = await asyncio.wait_for(call.read(), 5)
                 assert reply is grpc.aio.EOF
                 return await call.code()
+            builds = build_pb2_grpc.BuildsStub(channel)
+            if method == "/swarm.v1.Builds/BuildLog":
+                await builds.BuildLog(
+                    iter([build_pb2.LogChunk(build_id="b-000000000000", data=b"x")]), timeout=5
+                )
+                return grpc.StatusCode.OK
+            if method == "/swarm.v1.Builds/QueryUpload":
+                await builds.QueryUpload(build_pb2.UploadQuery(build_id="b-000000000000"), timeout=5)
+                return grpc.StatusCode.OK
+            if method == "/swarm.v1.Builds/Upload":
+                await builds.Upload(iter([build_pb2.ArtifactChunk(query=build_pb2.UploadQuery())]), timeout=5)
+                return grpc.StatusCode.OK
             stub = enroll_pb2_grpc.EnrollmentStub(channel)
             if method == "/swarm.v1.Enrollment/Enroll":
                 await stub.Enroll(

@@ -6,6 +6,7 @@ the admin says otherwise.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -19,6 +20,7 @@ from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
 from swarm.controller.web import openapi
+from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
@@ -29,6 +31,7 @@ from swarm.controller.web.common import (
     query_int,
 )
 
+BUILD_ID_RE = re.compile(r"^b-[0-9a-f]{12}$")
 KEYS = web.AppKey("admin_keys", AdminKeys)
 KEY_NAME = "admin_key_name"
 routes = web.RouteTableDef()
@@ -191,6 +194,70 @@ async def revoke_drone(request: web.Request) -> web.Response:
         raise NotFound(f"no drone named {key[:64]!r}")
     count = await trust.revoke_drone(drone_id, request[KEY_NAME])
     return json_response({"drone": drone_id, "certificates": count})
+
+
+@routes.post("/admin/api/queue")
+async def queue_packages(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    q = queue_of(s)
+    body = await _json_body(request)
+    atoms = body.get("atoms", body.get("packages"))
+    if isinstance(atoms, str):
+        atoms = atoms.split()
+    if not isinstance(atoms, list) or not atoms or not all(isinstance(a, str) and a.strip() for a in atoms):
+        raise InvalidArgument("atoms must be a non-empty list of package atoms")
+    if len(atoms) > 1000:
+        raise InvalidArgument("at most 1000 atoms per request")
+    name = body.get("session")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 128):
+        raise InvalidArgument("session must be a name of 1-128 characters")
+    session, added = await q.queue(atoms, name=name, by=request[KEY_NAME])
+    names = {d.id: d.name for d in s.fleet.all()}
+    return json_response(
+        {"session": session_json(q, session), "jobs": [job_json(q, j, names) for j in added]}, status=201
+    )
+
+
+@routes.post("/admin/api/control")
+async def control(request: web.Request) -> web.Response:
+    q = queue_of(request.app[SERVICES])
+    body = await _json_body(request)
+    action, session_id = body.get("action"), body.get("session")
+    if not isinstance(action, str):
+        raise InvalidArgument("action must be one of start, stop, pause, resume, reset")
+    if session_id is not None and not isinstance(session_id, str):
+        raise InvalidArgument("session must be a session id")
+    session = q.control(action, session_id, request[KEY_NAME])
+    return json_response({"session": session_json(q, session)})
+
+
+@routes.get("/admin/api/jobs/{id}")
+async def job(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    q = queue_of(s)
+    found = q.job(request.match_info["id"])
+    names = {d.id: d.name for d in s.fleet.all()}
+    builds = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=20)
+    return json_response(
+        {"job": job_json(q, found, names, why=True), "builds": [build_json(b, names) for b in builds]}
+    )
+
+
+@routes.get("/admin/api/jobs/{id}/log")
+async def job_log(request: web.Request) -> web.StreamResponse:
+    s = request.app[SERVICES]
+    q = queue_of(s)
+    found = q.job(request.match_info["id"])
+    build_id = request.query.get("build") or found.build_id
+    if build_id is None:
+        latest = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=1)
+        build_id = latest[0].id if latest else None
+    if build_id is None or s.build_logs is None:
+        raise NotFound(f"job {found.id} has no build log yet")
+    path = s.build_logs.log_path(build_id)
+    if not BUILD_ID_RE.match(build_id) or not path.exists():
+        raise NotFound(f"no log for build {build_id[:40]!r}")
+    return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8"})
 
 
 @routes.get("/admin/api/openapi.json")

@@ -232,7 +232,13 @@ def public_document() -> dict[str, Any]:
         "/api/v1/history": _get(
             "finished builds, newest first", _obj(history={"type": "array"}), [limit], (400,)
         ),
-        "/api/v1/sessions": _get("build sessions", _obj(sessions={"type": "array"})),
+        "/api/v1/sessions": _get("build sessions with progress counts", _obj(sessions={"type": "array"})),
+        "/api/v1/queue": _get(
+            "jobs, most critical first",
+            _obj(jobs={"type": "array"}, total={"type": "integer"}),
+            [_param("state", "only jobs in this state", {"type": "string"}), limit],
+            (400,),
+        ),
         "/api/v1/openapi.json": _get("this document", {"type": "object"}),
     }
     return _document("Build Swarm public API", paths)
@@ -302,6 +308,46 @@ def admin_document() -> dict[str, Any]:
                 (401, 404, 409),
                 [_param("id", "token id", {"type": "string"}, "path")],
             )
+        },
+        "/admin/api/queue": {
+            "post": _op(
+                "queue packages: resolved with their dependencies into jobs of a session",
+                _obj(atoms={"type": "array", "items": {"type": "string"}}, session={"type": "string"}),
+                _obj(session={"type": "object"}, jobs={"type": "array"}),
+                "201",
+                (400, 401, 404, 409),
+            )
+        },
+        "/admin/api/control": {
+            "post": _op(
+                "start, stop, pause, resume or reset a session (default: the current one)",
+                _obj(
+                    action={"type": "string", "enum": ["start", "stop", "pause", "resume", "reset"]},
+                    session={"type": "string"},
+                ),
+                _obj(session={"type": "object"}),
+                "200",
+                (400, 401, 404, 409),
+            )
+        },
+        "/admin/api/jobs/{id}": _get(
+            "a job, why it is not running, and its builds",
+            _obj(job={"type": "object"}, builds={"type": "array"}),
+            [_param("id", "job id", {"type": "string"}, "path")],
+            (401, 404),
+        ),
+        "/admin/api/jobs/{id}/log": {
+            "get": {
+                "summary": "the build log of the job's current or latest build (text)",
+                "parameters": [
+                    _param("id", "job id", {"type": "string"}, "path"),
+                    _param("build", "a specific build id", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "404": {"description": "no log"},
+                },
+            }
         },
         "/admin/api/drones": _get(
             "drones with live state and enrollment",

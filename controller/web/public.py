@@ -9,7 +9,9 @@ from swarm import __version__
 from swarm.clock import iso
 from swarm.controller.errors import NotFound
 from swarm.controller.services import Services
+from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import openapi
+from swarm.controller.web.buildviews import build_json, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
@@ -68,7 +70,9 @@ async def status(request: web.Request) -> web.Response:
             "drones": {"total": len(s.fleet), **counts},
             "cores_online": sum(d.cores for d in online),
             "emerge_running": len([d for d in online if d.emerge_running]),
-            "session": None,
+            "session": session_json(s.builds, current)
+            if s.builds and (current := s.builds.current_session())
+            else None,
             "last_event_id": s.events.last_id,
         }
     )
@@ -132,13 +136,37 @@ async def activity(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/history")
 async def history(request: web.Request) -> web.Response:
-    query_int(request, "limit", 100, 1, 1000)
-    return json_response({"history": []})
+    s = _services(request)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    if s.builds is None:
+        return json_response({"history": []})
+    builds = await s.runner.call(s.runner.store.list_builds, limit=limit, finished=True)
+    names = {d.id: d.name for d in s.fleet.all()}
+    return json_response({"history": [build_json(b, names) for b in builds]})
 
 
 @routes.get("/api/v1/sessions")
 async def sessions(request: web.Request) -> web.Response:
-    return json_response({"sessions": []})
+    s = _services(request)
+    if s.builds is None:
+        return json_response({"sessions": []})
+    queue = s.builds
+    live = sorted(queue.sessions.values(), key=lambda x: x.created_at, reverse=True)
+    return json_response({"sessions": [session_json(queue, x) for x in live]})
+
+
+@routes.get("/api/v1/queue")
+async def queue(request: web.Request) -> web.Response:
+    s = _services(request)
+    if s.builds is None:
+        return json_response({"jobs": []})
+    q = s.builds
+    names = {d.id: d.name for d in s.fleet.all()}
+    state = request.query.get("state")
+    jobs = [j for j in q.jobs.values() if state is None or j.state == state]
+    jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
+    limit = query_int(request, "limit", 500, 1, 5000)
+    return json_response({"jobs": [job_json(q, j, names) for j in jobs[:limit]], "total": len(jobs)})
 
 
 @routes.get("/api/v1/openapi.json")
@@ -150,4 +178,7 @@ def create_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors, read_only])
     app[SERVICES] = services
     app.add_routes(routes)
+    if services.staging is not None:
+        # Read-only files for stock Portage clients (binrepos.conf sync-uri).
+        app.router.add_static(STAGING_PATH, services.staging.pkgdir, follow_symlinks=False, show_index=False)
     return app

@@ -1,7 +1,9 @@
+from swarm.v1 import build_pb2 as _build_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -18,7 +20,7 @@ DRONE_TYPE_QEMU: DroneType
 DRONE_TYPE_BARE_METAL: DroneType
 
 class Hello(_message.Message):
-    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id")
+    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +31,7 @@ class Hello(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RECENT_BUILDS_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     name: str
     cores: int
@@ -39,7 +42,8 @@ class Hello(_message.Message):
     hostname: str
     payload_version: str
     current_job_id: str
-    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ...) -> None: ...
+    recent_builds: _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildEvent]
+    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("drone_id", "server_time_unix_ns", "controller_version")

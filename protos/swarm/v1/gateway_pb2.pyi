@@ -1,3 +1,4 @@
+from swarm.v1 import build_pb2 as _build_pb2
 from swarm.v1 import fleet_pb2 as _fleet_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,19 +8,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "pong")
+    __slots__ = ("hello", "heartbeat", "pong", "build_event")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
+    BUILD_EVENT_FIELD_NUMBER: _ClassVar[int]
     hello: _fleet_pb2.Hello
     heartbeat: _fleet_pb2.Heartbeat
     pong: _fleet_pb2.Pong
-    def __init__(self, hello: _Optional[_Union[_fleet_pb2.Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[_fleet_pb2.Heartbeat, _Mapping]] = ..., pong: _Optional[_Union[_fleet_pb2.Pong, _Mapping]] = ...) -> None: ...
+    build_event: _build_pb2.BuildEvent
+    def __init__(self, hello: _Optional[_Union[_fleet_pb2.Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[_fleet_pb2.Heartbeat, _Mapping]] = ..., pong: _Optional[_Union[_fleet_pb2.Pong, _Mapping]] = ..., build_event: _Optional[_Union[_build_pb2.BuildEvent, _Mapping]] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("welcome", "ping")
+    __slots__ = ("welcome", "ping", "start_build", "cancel_build")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    START_BUILD_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_BUILD_FIELD_NUMBER: _ClassVar[int]
     welcome: _fleet_pb2.Welcome
     ping: _fleet_pb2.Ping
-    def __init__(self, welcome: _Optional[_Union[_fleet_pb2.Welcome, _Mapping]] = ..., ping: _Optional[_Union[_fleet_pb2.Ping, _Mapping]] = ...) -> None: ...
+    start_build: _build_pb2.StartBuild
+    cancel_build: _build_pb2.CancelBuild
+    def __init__(self, welcome: _Optional[_Union[_fleet_pb2.Welcome, _Mapping]] = ..., ping: _Optional[_Union[_fleet_pb2.Ping, _Mapping]] = ..., start_build: _Optional[_Union[_build_pb2.StartBuild, _Mapping]] = ..., cancel_build: _Optional[_Union[_build_pb2.CancelBuild, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,356 @@
+"""Runs builds the controller asks for: one ``emerge`` at a time.
+
+The build runs in its own process group (cancel and timeout kill all of
+it). Its output goes to a log file in the state dir and, in batches (by
+size or time), to the controller on a BuildLog stream of its own, never
+on the control stream. After a successful emerge the binary package is
+uploaded (resumable, sha256-checked) before the build is reported done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shlex
+import signal
+import time
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+
+from swarm.agent.probes import existing
+from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
+
+log = logging.getLogger(__name__)
+
+CPV_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_.-]*-[0-9][0-9A-Za-z._-]*$")
+LOG_BATCH_BYTES = 16 * 1024
+LOG_BATCH_SECONDS = 0.2
+LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory
+UPLOAD_CHUNK = 256 * 1024
+RECENT = 16
+KILL_GRACE = 5.0
+Kind = build_pb2.BuildEvent
+
+
+@dataclass
+class Build:
+    start: build_pb2.StartBuild
+    started: float = field(default_factory=time.monotonic)
+    wall_started: float = field(default_factory=time.time)
+    process: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str = ""
+    log_bytes: int = 0
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class Builder:
+    def __init__(
+        self,
+        *,
+        emerge_command: str,
+        pkgdir: Path,
+        eprefix: str,
+        log_dir: Path,
+        cache_path: Path,
+        min_free_bytes: int,
+        send: Callable[[gateway_pb2.AgentMessage], object],
+        channel: Callable[[], grpc.aio.Channel],
+    ) -> None:
+        self._command = shlex.split(emerge_command)
+        self._pkgdir = pkgdir
+        self._eprefix = eprefix
+        self._log_dir = log_dir
+        self._cache_path = cache_path
+        self._min_free = min_free_bytes
+        self._send = send
+        self._channel = channel
+        self.current: Build | None = None
+        self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
+
+    # -- control ----------------------------------------------------------
+
+    @property
+    def current_build_id(self) -> str:
+        return self.current.start.build_id if self.current is not None else ""
+
+    def _event(
+        self,
+        start: build_pb2.StartBuild,
+        kind: build_pb2.BuildEvent.Kind,
+        *,
+        exit_code: int = 0,
+        reason: str = "",
+        duration: float = 0.0,
+        artifacts: list[str] | None = None,
+    ) -> None:
+        event = build_pb2.BuildEvent(
+            build_id=start.build_id,
+            job_id=start.job_id,
+            kind=kind,
+            exit_code=exit_code,
+            reason=reason[:2000],
+            duration_s=duration,
+            artifacts=artifacts or [],
+        )
+        if kind != Kind.STARTED:
+            self.recent.append(event)
+        self._send(gateway_pb2.AgentMessage(build_event=event))
+
+    def start(self, start: build_pb2.StartBuild) -> None:
+        if self.current is not None:
+            if self.current.start.build_id == start.build_id:
+                return  # the controller asked again after a reconnect: already on it
+            self._event(start, Kind.REFUSED, reason=f"busy with build {self.current.start.build_id}")
+            return
+        if any(e.build_id == start.build_id for e in self.recent):
+            # Finished while the controller was not listening: say so again.
+            for event in self.recent:
+                if event.build_id == start.build_id:
+                    self._send(gateway_pb2.AgentMessage(build_event=event))
+            return
+        if not CPV_RE.match(start.cpv):
+            self._event(start, Kind.REFUSED, reason=f"not a package version: {start.cpv[:200]!r}")
+            return
+        free = psutil.disk_usage(str(existing(self._cache_path))).free
+        if free < self._min_free:
+            self._event(
+                start,
+                Kind.REFUSED,
+                reason=f"low disk: {free // 2**20} MiB free in {self._cache_path}, "
+                f"need {self._min_free // 2**20} MiB",
+            )
+            return
+        build = Build(start)
+        self.current = build
+        build.task = asyncio.create_task(self._run(build), name=f"build:{start.build_id}")
+
+    def cancel(self, build_id: str, reason: str) -> None:
+        build = self.current
+        if build is None or build.start.build_id != build_id:
+            return
+        build.cancel_reason = reason or "cancelled by the controller"
+        self._kill(build)
+
+    async def stop(self) -> None:
+        build = self.current
+        if build is not None and build.task is not None:
+            build.cancel_reason = "the agent is stopping"
+            self._kill(build)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(build.task), KILL_GRACE + 1)
+            build.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await build.task
+
+    @staticmethod
+    def _kill(build: Build, sig: int = signal.SIGTERM) -> None:
+        process = build.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+
+    # -- one build -----------------------------------------------------------
+
+    def _env(self, start: build_pb2.StartBuild) -> dict[str, str]:
+        env = dict(os.environ)
+        if self._eprefix:
+            env["PORTAGE_OVERRIDE_EPREFIX"] = self._eprefix
+        if start.binhost_url:
+            env["PORTAGE_BINHOST"] = start.binhost_url
+        env.update(start.env)
+        return env
+
+    async def _run(self, build: Build) -> None:
+        start = build.start
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / f"{start.build_id}.log"
+        try:
+            build.process = await asyncio.create_subprocess_exec(
+                *self._command,
+                f"={start.cpv}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                env=self._env(start),
+            )
+        except OSError as exc:
+            self.current = None
+            self._event(start, Kind.REFUSED, reason=f"cannot run {self._command[0]}: {exc.strerror}")
+            return
+        log.info("build %s: emerge =%s (pid %d)", start.build_id, start.cpv, build.process.pid)
+        self._event(start, Kind.STARTED)
+        try:
+            exit_code = await self._supervise(build, log_path)
+            duration = time.monotonic() - build.started
+            if build.cancel_reason:
+                self._event(
+                    start, Kind.CANCELLED, exit_code=exit_code, reason=build.cancel_reason, duration=duration
+                )
+            elif exit_code != 0:
+                reason = "\n".join(build.tail) or f"emerge exited with {exit_code}"
+                self._event(start, Kind.FAILED, exit_code=exit_code, reason=reason, duration=duration)
+            else:
+                await self._finish(build, duration)
+        except Exception as exc:  # any failure is reported, not raised into the loop
+            log.exception("build %s failed in the agent", start.build_id)
+            self._event(
+                start,
+                Kind.FAILED,
+                exit_code=-1,
+                reason=f"agent error: {exc}",
+                duration=time.monotonic() - build.started,
+            )
+        finally:
+            self._kill(build, signal.SIGKILL)
+            self.current = None
+
+    async def _supervise(self, build: Build, log_path: Path) -> int:
+        process = build.process
+        assert process is not None and process.stdout is not None
+        batches: asyncio.Queue[bytes | None] = asyncio.Queue(LOG_QUEUE)
+        shipper = asyncio.create_task(self._ship_log(build.start.build_id, batches), name="build-log")
+        timeout = build.start.timeout_s or None
+        try:
+            with log_path.open("ab") as sink:
+                try:
+                    await asyncio.wait_for(self._pump(build, process.stdout, sink, batches), timeout)
+                except TimeoutError:
+                    build.cancel_reason = f"timed out after {timeout}s"
+                    self._kill(build)
+            try:
+                return await asyncio.wait_for(process.wait(), KILL_GRACE)
+            except TimeoutError:
+                self._kill(build, signal.SIGKILL)
+                return await process.wait()
+        finally:
+            await batches.put(None)
+            try:
+                await asyncio.wait_for(shipper, 30)
+            except (TimeoutError, grpc.aio.AioRpcError) as exc:
+                log.warning("build %s: log not fully delivered: %s", build.start.build_id, exc)
+
+    async def _pump(
+        self, build: Build, stream: asyncio.StreamReader, sink: object, batches: asyncio.Queue[bytes | None]
+    ) -> None:
+        pending = bytearray()
+        deadline = time.monotonic() + LOG_BATCH_SECONDS
+        while True:
+            try:
+                chunk = await asyncio.wait_for(
+                    stream.read(LOG_BATCH_BYTES), max(0.01, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                chunk = None
+            if chunk == b"":
+                break
+            if chunk:
+                sink.write(chunk)  # type: ignore[attr-defined]
+                pending += chunk
+                for line in chunk.decode(errors="replace").splitlines():
+                    if line.strip():
+                        build.tail.append(line.rstrip())
+            if pending and (len(pending) >= LOG_BATCH_BYTES or time.monotonic() >= deadline):
+                await batches.put(bytes(pending))  # blocks when the controller is slow
+                pending.clear()
+            if time.monotonic() >= deadline:
+                deadline = time.monotonic() + LOG_BATCH_SECONDS
+        if pending:
+            await batches.put(bytes(pending))
+
+    async def _ship_log(self, build_id: str, batches: asyncio.Queue[bytes | None]) -> None:
+        offset = 0
+        lost = False
+
+        async def chunks() -> AsyncIterator[build_pb2.LogChunk]:
+            nonlocal offset
+            while (data := await batches.get()) is not None:
+                yield build_pb2.LogChunk(build_id=build_id, offset=offset, data=data)
+                offset += len(data)
+
+        try:
+            async with self._channel() as channel:
+                await build_pb2_grpc.BuildsStub(channel).BuildLog(chunks())
+        except grpc.aio.AioRpcError as exc:
+            lost = True
+            log.warning("build %s: log stream ended: %s", build_id, exc.code().name)
+        if lost:
+            # Keep draining so the build never blocks on its log; the full
+            # log stays in the state dir.
+            while await batches.get() is not None:
+                pass
+
+    async def _finish(self, build: Build, duration: float) -> None:
+        start = build.start
+        files = self._artifacts(start.cpv, build.wall_started)
+        if not files:
+            self._event(
+                start,
+                Kind.FAILED,
+                reason=f"emerge succeeded but no binary package for {start.cpv} appeared in {self._pkgdir}",
+                duration=duration,
+            )
+            return
+        uploaded = []
+        for path in files:
+            await self._upload(start, path)
+            uploaded.append(path.name)
+        self._event(start, Kind.SUCCEEDED, duration=duration, artifacts=uploaded)
+
+    def _artifacts(self, cpv: str, since: float) -> list[Path]:
+        category, _, pf = cpv.partition("/")
+        folder = self._pkgdir / category
+        found = []
+        for candidate in sorted(folder.glob(f"*/{pf}*.gpkg.tar")) + sorted(folder.glob(f"{pf}*.gpkg.tar")):
+            stem = candidate.name[: -len(".gpkg.tar")]
+            if (
+                stem == pf or re.fullmatch(re.escape(pf) + r"-\d+", stem)
+            ) and candidate.stat().st_mtime >= since - 1:
+                found.append(candidate)
+        return found[-1:]
+
+    async def _upload(self, start: build_pb2.StartBuild, path: Path) -> None:
+        digest, size = await asyncio.to_thread(_sha256, path)
+        query = build_pb2.UploadQuery(
+            build_id=start.build_id, cpv=start.cpv, filename=path.name, size=size, sha256=digest
+        )
+        async with self._channel() as channel:
+            stub = build_pb2_grpc.BuildsStub(channel)
+            status = await stub.QueryUpload(query, timeout=60)
+            if status.complete:
+                return
+
+            async def chunks() -> AsyncIterator[build_pb2.ArtifactChunk]:
+                yield build_pb2.ArtifactChunk(query=query, offset=status.received)
+                with path.open("rb") as fh:
+                    fh.seek(status.received)
+                    offset = status.received
+                    while data := await asyncio.to_thread(fh.read, UPLOAD_CHUNK):
+                        yield build_pb2.ArtifactChunk(offset=offset, data=data, crc32=zlib.crc32(data))
+                        offset += len(data)
+
+            final = await stub.Upload(chunks(), timeout=600)
+            if not final.complete:
+                raise RuntimeError(f"upload of {path.name} incomplete at {final.received} of {size} bytes")
+        log.info("build %s: uploaded %s (%d bytes)", start.build_id, path.name, size)
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size

@@ -1,0 +1,668 @@
+"""Build sessions and their jobs: state, dispatch, outcomes, durability.
+
+The queue keeps every unfinished session and its jobs in memory and
+writes each change to the database at once (batched when many land
+together), so a kill -9 of the controller loses no job. Scheduling is
+event-driven: a job becoming ready, a drone connecting or a build ending
+wakes the scheduler, which places ready jobs with ``scheduler.Planner``
+and sends StartBuild over the drones' control streams.
+
+Job lifecycle::
+
+    blocked --deps in staging--> queued --placed--> assigned --STARTED--> building
+    building --SUCCEEDED + artifact in staging--> done
+    building --FAILED--> queued (another drone) | failed (on 2 drones; dependents cancelled)
+    assigned/building --drone gone past the grace period, timeout, REFUSED--> queued
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from swarm.controller import serde
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import ONLINE, DroneState, Fleet
+from swarm.controller.scheduler import (
+    ACTIVE,
+    ASSIGNED,
+    BLOCKED,
+    BUILDING,
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    MAX_DRONES_PER_PACKAGE,
+    QUEUED,
+    DroneView,
+    Job,
+    Planner,
+    critical_paths,
+)
+from swarm.controller.store.records import BuildRecord, JobRecord, PackageStat, SessionRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+RUNNING, PAUSED, STOPPED, COMPLETE = "running", "paused", "stopped", "complete"
+SESSION_STATES = (RUNNING, PAUSED, STOPPED, COMPLETE)
+DEFAULT_ESTIMATE = 60.0
+EWMA = 0.3
+TIMER = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """One package of a resolved dependency graph."""
+
+    cpv: str
+    deps: tuple[str, ...]
+
+
+class Resolver(Protocol):
+    async def resolve(self, atoms: Sequence[str]) -> list[Resolved]:
+        """The packages the atoms need, each with its in-graph dependencies.
+        Raises InvalidArgument / NotFound for bad or unknown atoms."""
+
+
+class Staging(Protocol):
+    def has(self, cpv: str) -> bool:
+        """True if a binary package for the cpv is in the staging binhost."""
+
+    @property
+    def url(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSettings:
+    build_timeout: float = 3600.0
+    grace: float = 30.0
+    ground_after: int = 3
+    cooldown: float = 300.0
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    name: str
+    state: str
+    atoms: tuple[str, ...]
+    created_at: float
+    created_by: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    job_ids: list[str] = field(default_factory=list)
+
+    def record(self) -> SessionRecord:
+        return SessionRecord(
+            self.id,
+            self.name,
+            self.state,
+            self.atoms,
+            self.created_at,
+            self.created_by,
+            self.started_at,
+            self.finished_at,
+        )
+
+
+def _job_record(job: Job) -> JobRecord:
+    return JobRecord(
+        job.id,
+        job.session_id,
+        job.cpv,
+        job.deps,
+        job.state,
+        job.attempts,
+        tuple(job.failed_on),
+        job.drone_id,
+        job.build_id,
+        job.reason,
+        job.priority,
+        job.created_at,
+        job.ready_at,
+        job.assigned_at,
+        job.started_at,
+        job.finished_at,
+    )
+
+
+def _job(record: JobRecord) -> Job:
+    return Job(
+        record.id,
+        record.session_id,
+        record.cpv,
+        record.deps,
+        record.state,
+        record.attempts,
+        list(record.failed_on),
+        record.drone_id,
+        record.build_id,
+        record.reason,
+        record.priority,
+        record.created_at,
+        record.ready_at,
+        record.assigned_at,
+        record.started_at,
+        record.finished_at,
+    )
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(6)
+
+
+class BuildQueue:
+    def __init__(
+        self,
+        fleet: Fleet,
+        events: EventLog,
+        runner: StoreRunner,
+        resolver: Resolver,
+        staging: Staging,
+        settings: BuildSettings,
+    ) -> None:
+        self._fleet = fleet
+        self._events = events
+        self._runner = runner
+        self._resolver = resolver
+        self._staging = staging
+        self.settings = settings
+        self.planner = Planner(ground_after=settings.ground_after, cooldown=settings.cooldown)
+        self.sessions: dict[str, Session] = {}
+        self.jobs: dict[str, Job] = {}
+        self.builds: dict[str, BuildRecord] = {}  # build id -> the attempt, while it matters
+        self.stats: dict[str, PackageStat] = {}
+        self.dispatch_delays: list[float] = []  # seconds from ready to StartBuild sent (bench)
+        self._dirty_jobs: set[str] = set()
+        self._dirty_sessions: set[str] = set()
+        self._dirty_builds: set[str] = set()
+        self._dirty_stats: set[str] = set()
+        self._wake = asyncio.Event()
+        self._persist = asyncio.Event()
+        self._tasks = TaskSet("builds")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        store = self._runner.store
+        for record in await self._runner.call(store.list_sessions, 1000):
+            if record.state != COMPLETE:
+                self.sessions[record.id] = Session(
+                    record.id,
+                    record.name,
+                    record.state,
+                    record.atoms,
+                    record.created_at,
+                    record.created_by,
+                    record.started_at,
+                    record.finished_at,
+                )
+        for job_record in await self._runner.call(store.list_jobs, list(self.sessions)):
+            job = _job(job_record)
+            self.jobs[job.id] = job
+            self.sessions[job.session_id].job_ids.append(job.id)
+        for build in await self._runner.call(store.list_builds, limit=1000):
+            if build.finished_at is None:
+                self.builds[build.id] = build
+        self.stats = {s.cpn: s for s in await self._runner.call(store.list_package_stats)}
+        now = time.time()
+        for job in self.jobs.values():
+            if job.state in ACTIVE:
+                # Still ours until its drone says otherwise in its Hello, or the grace period runs out.
+                job.assigned_at = job.assigned_at or now
+        self._tasks.spawn(self._schedule_loop(), "schedule")
+        self._tasks.spawn(self._persist_loop(), "persist")
+        self._tasks.spawn(self._timer_loop(), "timers")
+        self._wake.set()
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+        await self.flush()
+
+    # -- queries -------------------------------------------------------------
+
+    def session_jobs(self, session: Session) -> list[Job]:
+        return [self.jobs[j] for j in session.job_ids if j in self.jobs]
+
+    def counts(self, session: Session) -> dict[str, int]:
+        counts = {state: 0 for state in (BLOCKED, QUEUED, ASSIGNED, BUILDING, DONE, FAILED, CANCELLED)}
+        for job in self.session_jobs(session):
+            counts[job.state] += 1
+        return counts
+
+    def current_session(self) -> Session | None:
+        live = [s for s in self.sessions.values() if s.state != COMPLETE]
+        return max(live, key=lambda s: s.created_at) if live else None
+
+    def job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id[:40]!r}")
+        return job
+
+    def estimate(self, job: Job) -> float:
+        stat = self.stats.get(job.cpn)
+        return stat.mean_seconds if stat is not None else DEFAULT_ESTIMATE
+
+    def why(self, job: Job) -> str:
+        if job.state in FINISHED or job.state in ACTIVE:
+            return job.reason
+        session = self.sessions.get(job.session_id)
+        paused = session is None or session.state != RUNNING
+        names = {d.id: d.name for d in self._fleet.all()}
+        return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, time.time(), paused)
+
+    def owner(self, build_id: str) -> str | None:
+        """The drone a build was given to (for authorization of its uploads)."""
+        build = self.builds.get(build_id)
+        return build.drone_id if build is not None else None
+
+    # -- admin actions ---------------------------------------------------------
+
+    async def queue(self, atoms: Sequence[str], *, name: str | None, by: str) -> tuple[Session, list[Job]]:
+        atoms = [a.strip() for a in atoms if a.strip()]
+        if not atoms:
+            raise InvalidArgument("queue at least one package atom")
+        resolved = await self._resolver.resolve(atoms)
+        now = time.time()
+        session = (
+            self.current_session()
+            if name is None
+            else next((s for s in self.sessions.values() if s.name == name and s.state != COMPLETE), None)
+        )
+        if session is None:
+            session = Session(
+                _new_id("s-"),
+                name or time.strftime("session-%Y%m%d-%H%M%S"),
+                RUNNING,
+                (),
+                now,
+                by,
+                started_at=now,
+            )
+            self.sessions[session.id] = session
+            self._events.emit(
+                "session_created", f"session {session.name} created by {by}", session_id=session.id
+            )
+        session.atoms = tuple(dict.fromkeys((*session.atoms, *atoms)))
+        by_cpv = {self.jobs[j].cpv: self.jobs[j] for j in session.job_ids if j in self.jobs}
+        added: list[Job] = []
+        for package in resolved:
+            if package.cpv in by_cpv:
+                continue
+            job = Job(_new_id("j-"), session.id, package.cpv, state=BLOCKED, created_at=now)
+            by_cpv[package.cpv] = job
+            added.append(job)
+        for package in resolved:
+            job = by_cpv[package.cpv]
+            if job in added:
+                job.deps = tuple(by_cpv[d].id for d in package.deps if d in by_cpv and d != package.cpv)
+        for job in added:
+            self.jobs[job.id] = job
+            session.job_ids.append(job.id)
+            if self._staging.has(job.cpv):
+                job.state, job.reason, job.finished_at = DONE, "already in staging", now
+            self._dirty_jobs.add(job.id)
+        if session.state == COMPLETE or session.finished_at is not None:
+            session.state, session.finished_at = RUNNING, None
+        self._reprioritise(session)
+        for job in added:
+            self._maybe_ready(job, now)
+        self._dirty_sessions.add(session.id)
+        self._events.emit(
+            "jobs_queued",
+            f"{len(added)} jobs queued in {session.name} ({', '.join(atoms)[:200]})",
+            session_id=session.id,
+            atoms=atoms,
+            jobs=len(added),
+            by=by,
+        )
+        self._changed()
+        return session, added
+
+    def control(self, action: str, session_id: str | None, by: str) -> Session:
+        session = self.sessions.get(session_id) if session_id else self.current_session()
+        if session is None:
+            raise NotFound("no such session" if session_id else "there is no session to control")
+        now = time.time()
+        if action in ("start", "resume"):
+            if session.state == COMPLETE:
+                raise FailedPrecondition(f"session {session.name} is complete; reset it to build again")
+            session.state = RUNNING
+            session.started_at = session.started_at or now
+        elif action == "pause":
+            session.state = PAUSED  # running builds finish; nothing new starts
+        elif action == "stop":
+            session.state = STOPPED
+            for job in self.session_jobs(session):
+                if job.state in ACTIVE:
+                    self._cancel_on_drone(job, "the session was stopped")
+                    self._requeue(job, "the session was stopped", now)
+        elif action == "reset":
+            for job in self.session_jobs(session):
+                if job.state in (FAILED, CANCELLED):
+                    job.state, job.attempts, job.failed_on, job.reason = BLOCKED, 0, [], ""
+                    job.finished_at = None
+                    self.planner.forgive(job.id)
+                    self._maybe_ready(job, now)
+                    self._dirty_jobs.add(job.id)
+            session.state, session.finished_at = RUNNING, None
+        else:
+            raise InvalidArgument(f"unknown action {action[:20]!r}: use start, stop, pause, resume or reset")
+        self._dirty_sessions.add(session.id)
+        self._events.emit(
+            "session_control",
+            f"session {session.name}: {action} by {by}",
+            session_id=session.id,
+            action=action,
+            by=by,
+        )
+        self._changed()
+        return session
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._wake.set()
+        self._persist.set()
+
+    def _reprioritise(self, session: Session) -> None:
+        jobs = {j.id: j for j in self.session_jobs(session) if j.state not in FINISHED}
+        for job_id, priority in critical_paths(jobs, self.estimate).items():
+            if jobs[job_id].priority != priority:
+                jobs[job_id].priority = priority
+                self._dirty_jobs.add(job_id)
+
+    def _maybe_ready(self, job: Job, now: float) -> None:
+        if job.state != BLOCKED:
+            return
+        if all(self.jobs[d].state == DONE for d in job.deps if d in self.jobs):
+            job.state, job.ready_at, job.reason = QUEUED, now, ""
+            self._dirty_jobs.add(job.id)
+
+    def _drone_views(self) -> list[DroneView]:
+        running: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.state in ACTIVE and job.drone_id:
+                running[job.drone_id] = running.get(job.drone_id, 0) + 1
+        return [
+            DroneView(d.id, d.name, d.cores, d.load1, 1, running.get(d.id, 0), d.status == ONLINE)
+            for d in self._fleet.connected()
+        ]
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self.schedule(time.time())
+            except Exception:
+                log.exception("scheduling pass failed")
+
+    def schedule(self, now: float) -> None:
+        ready = [
+            j
+            for j in self.jobs.values()
+            if j.state == QUEUED
+            and self.sessions.get(j.session_id) is not None
+            and self.sessions[j.session_id].state == RUNNING
+        ]
+        if not ready:
+            return
+        for assignment in self.planner.plan(ready, self._drone_views(), now):
+            self._dispatch(self.jobs[assignment.job_id], assignment.drone_id, now)
+
+    def _dispatch(self, job: Job, drone_id: str, now: float) -> None:
+        state = self._fleet.get(drone_id)
+        if state is None or state.link is None:
+            return
+        build_id = _new_id("b-")
+        message = serde.start_build(
+            job.id, build_id, job.cpv, int(self.settings.build_timeout), self._staging.url
+        )
+        if not state.link.send(message):
+            return  # the drone is not keeping up; try again on the next pass
+        job.state, job.drone_id, job.build_id, job.assigned_at = ASSIGNED, drone_id, build_id, now
+        job.attempts += 1
+        job.reason = f"sent to {state.name}"
+        if job.ready_at is not None:
+            self.dispatch_delays.append(now - job.ready_at)
+            del self.dispatch_delays[:-10_000]
+        self.builds[build_id] = BuildRecord(
+            build_id, job.id, job.session_id, job.cpv, drone_id, ASSIGNED, now
+        )
+        self._dirty_builds.add(build_id)
+        self._dirty_jobs.add(job.id)
+        self._persist.set()
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def on_build_event(self, drone: DroneState, event: serde.BuildEventData) -> None:
+        job = self.jobs.get(event.job_id)
+        build = self.builds.get(event.build_id)
+        if job is None or build is None or build.drone_id != drone.id:
+            log.debug("ignoring %s for unknown or foreign build %s", event.kind, event.build_id)
+            return
+        now = time.time()
+        if build.finished_at is not None:
+            return  # already applied (sent again after a reconnect)
+        current = job.build_id == event.build_id and job.state in ACTIVE
+        if event.kind == "started":
+            if current:
+                job.state, job.started_at, job.reason = BUILDING, now, f"building on {drone.name}"
+                self._dirty_jobs.add(job.id)
+            self._update_build(build, state=BUILDING, started_at=now)
+            return
+        outcome = {"succeeded": DONE, "failed": FAILED, "refused": "refused", "cancelled": CANCELLED}[
+            event.kind
+        ]
+        self._update_build(
+            build, state=outcome, finished_at=now, exit_code=event.exit_code, reason=event.reason[:500]
+        )
+        if not current:
+            return
+        if event.kind == "succeeded":
+            self._succeeded(job, drone, event, now)
+        elif event.kind == "failed":
+            self._failed(job, drone, event.reason, now)
+        elif event.kind == "refused":
+            self._requeue(job, f"{drone.name} refused: {event.reason}", now)
+            # Do not hand it straight back to the same drone.
+            breaker = self.planner.breaker(drone.id)
+            breaker.grounded_until = max(breaker.grounded_until, now + 30.0)
+        else:
+            self._requeue(job, f"cancelled on {drone.name}: {event.reason}", now)
+        self._changed()
+
+    def _update_build(self, build: BuildRecord, **changes: object) -> None:
+        self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
+        self._dirty_builds.add(build.id)
+        self._persist.set()
+
+    def _succeeded(self, job: Job, drone: DroneState, event: serde.BuildEventData, now: float) -> None:
+        if not self._staging.has(job.cpv):
+            self._failed(job, drone, "reported success but no package reached staging", now)
+            return
+        job.state, job.finished_at, job.reason = DONE, now, f"built on {drone.name}"
+        self.planner.record_success(drone.id)
+        duration = event.duration or (now - (job.started_at or now))
+        old = self.stats.get(job.cpn)
+        mean = duration if old is None else (1 - EWMA) * old.mean_seconds + EWMA * duration
+        self.stats[job.cpn] = PackageStat(job.cpn, mean, (old.builds if old else 0) + 1, now)
+        self._dirty_stats.add(job.cpn)
+        self._dirty_jobs.add(job.id)
+        self._events.emit(
+            "job_done",
+            f"{job.cpv} built on {drone.name} in {duration:.1f}s",
+            drone_id=drone.id,
+            drone_name=drone.name,
+            job_id=job.id,
+            cpv=job.cpv,
+            duration=round(duration, 3),
+        )
+        for other in self.jobs.values():
+            if job.id in other.deps:
+                self._maybe_ready(other, now)
+        self._check_session(job.session_id, now)
+
+    def _failed(self, job: Job, drone: DroneState, reason: str, now: float) -> None:
+        if drone.id not in job.failed_on:
+            job.failed_on.append(drone.id)
+        last = reason.strip().splitlines()[-1] if reason.strip() else "failed"
+        grounded = self.planner.record_failure(drone.id, job.id, now, self._fleet.connected_count())
+        if grounded:
+            self._events.emit(
+                "drone_grounded",
+                f"{drone.name} grounded for {self.settings.cooldown:.0f}s after "
+                f"{self.settings.ground_after} failures in a row",
+                drone_id=drone.id,
+                drone_name=drone.name,
+            )
+        self._events.emit(
+            "job_failed_on_drone",
+            f"{job.cpv} failed on {drone.name}: {last[:200]}",
+            drone_id=drone.id,
+            drone_name=drone.name,
+            job_id=job.id,
+            cpv=job.cpv,
+        )
+        if len(job.failed_on) >= MAX_DRONES_PER_PACKAGE:
+            names = ", ".join(self._name(d) for d in job.failed_on)
+            job.state, job.finished_at, job.reason = FAILED, now, f"failed on {names}: {last[:300]}"
+            self.planner.forgive(job.id)
+            self._dirty_jobs.add(job.id)
+            self._events.emit("job_failed", f"{job.cpv} failed on {names}", job_id=job.id, cpv=job.cpv)
+            self._cancel_dependents(job, now)
+            self._check_session(job.session_id, now)
+        else:
+            self._requeue(job, f"failed on {drone.name}: {last[:300]}; retrying on another drone", now)
+
+    def _cancel_dependents(self, failed: Job, now: float) -> None:
+        pending = [failed.id]
+        while pending:
+            current = pending.pop()
+            for job in self.jobs.values():
+                if current in job.deps and job.state not in FINISHED:
+                    if job.state in ACTIVE:
+                        self._cancel_on_drone(job, "a dependency failed")
+                    job.state, job.finished_at = CANCELLED, now
+                    job.reason = f"dependency {failed.cpv} failed"
+                    self._dirty_jobs.add(job.id)
+                    pending.append(job.id)
+
+    def _requeue(self, job: Job, reason: str, now: float) -> None:
+        job.state, job.drone_id, job.build_id, job.reason = QUEUED, None, None, reason
+        job.ready_at, job.assigned_at, job.started_at = now, None, None
+        self._dirty_jobs.add(job.id)
+        self._changed()
+
+    def _cancel_on_drone(self, job: Job, reason: str) -> None:
+        state = self._fleet.get(job.drone_id or "")
+        if state is not None and state.link is not None and job.build_id:
+            state.link.send(serde.cancel_build(job.build_id, reason))
+
+    def _check_session(self, session_id: str, now: float) -> None:
+        session = self.sessions.get(session_id)
+        if session is None or session.state == COMPLETE:
+            return
+        jobs = self.session_jobs(session)
+        if jobs and all(j.state in FINISHED for j in jobs):
+            session.state, session.finished_at = COMPLETE, now
+            counts = self.counts(session)
+            self._dirty_sessions.add(session.id)
+            self._events.emit(
+                "session_complete",
+                f"session {session.name} complete: {counts[DONE]} done, "
+                f"{counts[FAILED]} failed, {counts[CANCELLED]} cancelled",
+                session_id=session.id,
+                counts=counts,
+            )
+
+    def _name(self, drone_id: str) -> str:
+        state = self._fleet.get(drone_id)
+        return state.name if state is not None else drone_id
+
+    # -- drones coming and going -------------------------------------------------------
+
+    def on_hello(self, drone: DroneState, current_build: str, recent: Iterable[serde.BuildEventData]) -> None:
+        """A drone (re)connected: learn what it runs and what it finished meanwhile."""
+        for event in recent:
+            self.on_build_event(drone, event)
+        now = time.time()
+        for job in self.jobs.values():
+            lost = job.drone_id == drone.id and job.state in ACTIVE and job.build_id != current_build
+            # A job assigned a moment ago may not have reached the drone yet.
+            if lost and (job.state == BUILDING or (now - (job.assigned_at or now)) > 5.0):
+                # The drone runs something else or nothing: that attempt is gone.
+                self._requeue(job, f"{drone.name} reconnected without build {job.build_id}", now)
+        self._changed()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER)
+            with contextlib.suppress(Exception):
+                self.check_timers(time.time())
+
+    def check_timers(self, now: float) -> None:
+        for job in list(self.jobs.values()):
+            if job.state not in ACTIVE:
+                continue
+            drone = self._fleet.get(job.drone_id or "")
+            gone_since = None if drone is None else (None if drone.connected else drone.last_seen_at)
+            if drone is None or (gone_since is not None and now - gone_since > self.settings.grace):
+                self._requeue(job, f"{self._name(job.drone_id or '')} went away during the build", now)
+                self._events.emit(
+                    "job_requeued",
+                    f"{job.cpv}: drone gone for more than {self.settings.grace:.0f}s, requeued",
+                    job_id=job.id,
+                    cpv=job.cpv,
+                )
+            elif job.started_at and now - job.started_at > self.settings.build_timeout + 30:
+                self._cancel_on_drone(job, "build timeout")
+                self._requeue(job, f"timed out after {self.settings.build_timeout:.0f}s", now)
+        self._wake.set()
+
+    # -- persistence ------------------------------------------------------------------
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await self._persist.wait()
+            self._persist.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing build state failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+                self._persist.set()
+
+    async def flush(self) -> None:
+        store = self._runner.store
+        sessions = [self.sessions[s].record() for s in self._dirty_sessions if s in self.sessions]
+        jobs = [_job_record(self.jobs[j]) for j in self._dirty_jobs if j in self.jobs]
+        builds = [self.builds[b] for b in self._dirty_builds if b in self.builds]
+        stats = [self.stats[c] for c in self._dirty_stats if c in self.stats]
+        self._dirty_sessions.clear()
+        self._dirty_jobs.clear()
+        self._dirty_builds.clear()
+        self._dirty_stats.clear()
+
+        def write() -> None:
+            store.upsert_sessions(sessions)
+            store.upsert_jobs(jobs)
+            store.upsert_builds(builds)
+            store.upsert_package_stats(stats)
+
+        await self._runner.call(write)
+        for build in builds:
+            if build.finished_at is not None:
+                # Outcomes sent again after a reconnect find no build and are ignored.
+                self.builds.pop(build.id, None)

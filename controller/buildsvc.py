@@ -1,0 +1,132 @@
+"""The Builds service: build logs and artifact uploads from drones.
+
+Each call is checked against the build's owner: a drone may stream the
+log of, and upload packages for, only the builds given to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from swarm.controller.authz import AGENT, current_identity
+from swarm.controller.builds import BuildQueue
+from swarm.controller.errors import SwarmError
+from swarm.controller.gateway import grpc_status
+from swarm.controller.staging import StagingBinhost
+from swarm.v1 import build_pb2, build_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+LOG_LIMIT = 256 * 2**20  # bytes of log kept per build
+
+
+class BuildsService(build_pb2_grpc.BuildsServicer):
+    def __init__(self, queue: BuildQueue, staging: StagingBinhost, logs: Path) -> None:
+        self._queue = queue
+        self._staging = staging
+        self._logs = logs
+
+    def log_path(self, build_id: str) -> Path:
+        return self._logs / f"{build_id}.log"
+
+    async def _own(self, build_id: str, context: grpc.aio.ServicerContext) -> None:
+        owner = self._queue.owner(build_id)
+        if owner is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no active build {build_id[:64]!r}")
+        identity = current_identity()
+        if identity.kind == AGENT and identity.drone_id != owner:
+            log.warning("drone %s tried to act on build %s of drone %s", identity.drone_id, build_id, owner)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "that build belongs to another drone")
+
+    async def BuildLog(
+        self,
+        request_iterator: AsyncIterator[build_pb2.LogChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> build_pb2.LogAck:
+        build_id: str | None = None
+        size = 0
+        path: Path | None = None
+        async for chunk in request_iterator:
+            if build_id is None:
+                build_id = chunk.build_id
+                await self._own(build_id, context)
+                path = self.log_path(build_id)
+                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+                size = path.stat().st_size if path.exists() else 0
+            elif chunk.build_id != build_id:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one log stream carries one build")
+            assert path is not None
+            end = chunk.offset + len(chunk.data)
+            if chunk.offset > size:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"log chunk at {chunk.offset}, expected {size}: resend from {size}",
+                )
+            if end <= size or size >= LOG_LIMIT:
+                continue  # already held (a resend), or past the cap
+            data = chunk.data[size - chunk.offset :]
+            await asyncio.to_thread(_append, path, data)
+            size += len(data)
+        return build_pb2.LogAck(received=size)
+
+    async def QueryUpload(
+        self,
+        request: build_pb2.UploadQuery,
+        context: grpc.aio.ServicerContext,
+    ) -> build_pb2.UploadStatus:
+        await self._own(request.build_id, context)
+        try:
+            received, complete = await self._staging.status(
+                request.build_id, request.cpv, request.filename, request.size, request.sha256
+            )
+        except SwarmError as exc:
+            await context.abort(*grpc_status(exc))
+        return build_pb2.UploadStatus(received=received, complete=complete)
+
+    async def Upload(
+        self,
+        request_iterator: AsyncIterator[build_pb2.ArtifactChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> build_pb2.UploadStatus:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("query"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the upload query"
+            )
+            raise AssertionError("abort raises")
+        head = first
+        query = head.query
+        await self._own(query.build_id, context)
+        if query.cpv != self._queue_cpv(query.build_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"build {query.build_id} is not for {query.cpv}"
+            )
+
+        async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
+            if head.data:
+                yield head.offset, head.data, head.crc32
+            async for chunk in request_iterator:
+                yield chunk.offset, chunk.data, chunk.crc32
+
+        try:
+            received, complete = await self._staging.receive(
+                query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
+            )
+        except SwarmError as exc:
+            await context.abort(*grpc_status(exc))
+        return build_pb2.UploadStatus(received=received, complete=complete)
+
+    def _queue_cpv(self, build_id: str) -> Any:
+        build = self._queue.builds.get(build_id)
+        return build.cpv if build is not None else None
+
+
+def _append(path: Path, data: bytes) -> None:
+    with path.open("ab") as fh:
+        fh.write(data)
