@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import sys
 from typing import Any
 
@@ -50,12 +49,14 @@ def resolve(atoms: list[str]) -> list[dict[str, Any]]:
     options = {"--emptytree": True, "--pretend": True, "--quiet": True}
     params = create_depgraph_params(options, "")
     spinner = stdout_spinner()
-    spinner.update = spinner.update_quiet
+    spinner.mode = spinner.QUIET
     noise = io.StringIO()
     with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
         ok, graph, _ = backtrack_depgraph(
             config.target_config.settings, config.trees, options, params, "", atoms, spinner
         )
+        if not ok:
+            graph.display_problems()
     if not ok:
         text = noise.getvalue()
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -103,14 +104,22 @@ def _break_cycles(packages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def inject(cpv: str, path: str) -> str:
     import portage
     from portage.exception import PortagePackageException, SignatureException
+    from portage.gpkg import gpkg
 
     settings = portage.settings
     bintree = portage.db[settings["EROOT"]]["bintree"]
     try:
-        metadata = bintree._read_metadata(path, os.stat(path))
-    except (PortagePackageException, SignatureException, OSError) as exc:
+        metadata = gpkg(settings, None, path).get_metadata()
+    except (PortagePackageException, SignatureException, OSError, ValueError) as exc:
         raise WorkerError("invalid", f"not a valid binary package: {exc}") from None
-    found = f"{metadata.get('CATEGORY', '').strip()}/{metadata.get('PF', '').strip()}"
+    if not isinstance(metadata, dict):
+        raise WorkerError("invalid", "not a valid binary package: no metadata")
+
+    def field(key: str) -> str:
+        value = metadata.get(key, b"")
+        return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).strip()
+
+    found = f"{field('CATEGORY')}/{field('PF')}"
     if found != cpv:
         raise WorkerError("invalid", f"the package is {found}, not {cpv}")
     noise = io.StringIO()
@@ -125,6 +134,9 @@ def main() -> None:
     out = sys.stdout
     # Portage prints; only our replies may reach the protocol channel.
     sys.stdout = sys.stderr
+    from portage.output import nocolor
+
+    nocolor()
     for line in sys.stdin:
         request: dict[str, Any] = {}
         try:
