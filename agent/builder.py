@@ -51,7 +51,7 @@ class Build:
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
     log_bytes: int = 0
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=60))
 
 
 class Builder:

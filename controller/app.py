@@ -129,6 +129,11 @@ class Controller:
         )
         admin_app = admin.create_app(services, adminkey.AdminKeys({"admin": key}))
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
+        if self.staging is not None:
+            host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
+            base = config.public_url or f"http://{host}:{public_port}"
+            self.staging.url = base.rstrip("/") + STAGING_PATH
+            log.info("staging binhost served at %s", self.staging.url)
 
         await self.health.start()
         await self.pinger.start()
@@ -248,6 +253,7 @@ class Controller:
                     "enroll_port": ports.enroll,
                     "admin_key_file": str(self.config.admin_key_path),
                     "ca_pin": self.trust.ca.pin if self.trust is not None else None,
+                    "staging_url": self.staging.url if self.staging is not None else None,
                 }
             )
         )

@@ -77,8 +77,7 @@ class Staging(Protocol):
     def has(self, cpv: str) -> bool:
         """True if a binary package for the cpv is in the staging binhost."""
 
-    @property
-    def url(self) -> str: ...
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +153,18 @@ def _job(record: JobRecord) -> Job:
         record.started_at,
         record.finished_at,
     )
+
+
+def failure_summary(output: str) -> str:
+    """The line that says why a build failed: Portage's ERROR line and the
+    die message under it, else the last line."""
+    lines = [line.strip().lstrip("*").strip() for line in output.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("ERROR:"):
+            detail = next((ln for ln in lines[i + 1 : i + 4] if ln), "")
+            return f"{line} {detail}".strip()
+    meaningful = [line for line in lines if line]
+    return meaningful[-1] if meaningful else "failed"
 
 
 def _new_id(prefix: str) -> str:
@@ -242,6 +253,10 @@ class BuildQueue:
     def current_session(self) -> Session | None:
         live = [s for s in self.sessions.values() if s.state != COMPLETE]
         return max(live, key=lambda s: s.created_at) if live else None
+
+    def latest_session(self) -> Session | None:
+        """The session started last, finished or not (what a status page shows)."""
+        return max(self.sessions.values(), key=lambda s: s.created_at) if self.sessions else None
 
     def job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -517,7 +532,7 @@ class BuildQueue:
     def _failed(self, job: Job, drone: DroneState, reason: str, now: float) -> None:
         if drone.id not in job.failed_on:
             job.failed_on.append(drone.id)
-        last = reason.strip().splitlines()[-1] if reason.strip() else "failed"
+        last = failure_summary(reason)
         grounded = self.planner.record_failure(drone.id, job.id, now, self._fleet.connected_count())
         if grounded:
             self._events.emit(

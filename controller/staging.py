@@ -57,16 +57,12 @@ class StagingBinhost:
     ) -> None:
         self.pkgdir = pkgdir
         self._uploads = uploads
-        self._url = url
+        self.url = url
         self._worker = worker
         self._runner = runner
         self._events = events
         self._cpvs: set[str] = set()
         self._busy: set[tuple[str, str]] = set()
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     async def start(self) -> None:
         self.pkgdir.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# tools/ (prefix.py: Gentoo prefixes for drones, clients and the controller)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.procs import Agent, Controller, enroll
 

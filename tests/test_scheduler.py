@@ -128,3 +128,22 @@ def test_why_waiting_says_what_blocks_a_job() -> None:
     planner.breakers["d2"].grounded_until = 100.0
     queued.failed_on = []
     assert planner.why_waiting(queued, jobs, [drone("d2")], names, 1.0, False) == "all drones grounded"
+
+
+def test_failure_summary_finds_portages_error_line() -> None:
+    from swarm.controller.builds import failure_summary
+
+    output = """>>> Compiling source in /var/tmp/portage/swarm-test/broken-1/work ...
+ * ERROR: swarm-test/broken-1::gentoo failed (compile phase):
+ *   swarm-test/broken fails in src_compile on purpose
+ *
+ * Call stack:
+ *     ebuild.sh, line  136:  Called src_compile
+ * S: '/var/tmp/portage/swarm-test/broken-1/work'
+"""
+    assert failure_summary(output) == (
+        "ERROR: swarm-test/broken-1::gentoo failed (compile phase): "
+        "swarm-test/broken fails in src_compile on purpose"
+    )
+    assert failure_summary("one\ntwo\n\n") == "two"
+    assert failure_summary("") == "failed"

@@ -71,7 +71,7 @@ async def status(request: web.Request) -> web.Response:
             "cores_online": sum(d.cores for d in online),
             "emerge_running": len([d for d in online if d.emerge_running]),
             "session": session_json(s.builds, current)
-            if s.builds and (current := s.builds.current_session())
+            if s.builds and (current := s.builds.latest_session())
             else None,
             "last_event_id": s.events.last_id,
         }

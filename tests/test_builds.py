@@ -1,0 +1,173 @@
+"""Real builds: a controller, drones running real emerge in Gentoo prefixes,
+the staging binhost, and a stock Portage client installing from it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import prefix as pfx
+import pytest
+
+from support.procs import Agent, Controller, enroll, http, wait_for
+
+# Real emerge runs take seconds each; the whole graph far longer than the default per-test timeout.
+pytestmark = pytest.mark.timeout(600)
+
+EMERGE = Path(sys.executable).parent / "emerge"
+BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+
+
+@dataclass
+class Swarm:
+    root: Path
+    controller: Controller
+    agents: list[Agent]
+
+    def queue(self, *atoms: str) -> dict[str, Any]:
+        status, body = self.controller.admin(
+            "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
+        )
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    def session(self) -> dict[str, Any]:
+        sessions = self.controller.get("/api/v1/sessions")["sessions"]
+        return sessions[0]  # type: ignore[no-any-return]
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
+
+
+def start_swarm(root: Path, drones: int, *extra: str) -> Swarm:
+    ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
+    controller = Controller(root, "--portage-eprefix", str(ctl_prefix.root), "--build-grace", "5", *extra)
+    controller.start()
+    staging = controller.info["staging_url"]
+    agents = []
+    for i in range(drones):
+        name = f"builder-{i}"
+        drone_prefix = pfx.create_prefix(
+            pfx.PrefixConfig(root / f"{name}-prefix", pfx.Role.DRONE, binhost=staging)
+        )
+        agent = Agent(
+            root,
+            name,
+            controller.grpc_target,
+            "--portage-eprefix",
+            str(drone_prefix.root),
+            "--pkgdir",
+            str(drone_prefix.pkgdir),
+            "--emerge-command",
+            BUILD_COMMAND,
+            "--min-free-disk-mb",
+            "1",
+        )
+        assert enroll(controller, name, agent.state_dir).returncode == 0
+        agent.start()
+        agents.append(agent)
+    for agent in agents:
+        wait_for(
+            lambda a=agent: (n := controller.node(a.name)) and n["status"] == "online", what=f"{agent.name}"
+        )
+    return Swarm(root, controller, agents)
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> Iterator[Swarm]:
+    s = start_swarm(tmp_path, 3)
+    yield s
+    for agent in s.agents:
+        agent.kill()
+    s.controller.kill()
+
+
+def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: Swarm) -> None:
+    reply = swarm.queue("swarm-test/diamond-top", "swarm-test/chain-d")
+    cpvs = sorted(j["cpv"] for j in reply["jobs"])
+    assert cpvs == sorted(
+        [
+            "swarm-test/diamond-top-1",
+            "swarm-test/diamond-left-1",
+            "swarm-test/diamond-right-1",
+            "swarm-test/diamond-base-1",
+            "swarm-test/chain-a-1",
+            "swarm-test/chain-b-1",
+            "swarm-test/chain-c-1",
+            "swarm-test/chain-d-1",
+        ]
+    )
+    wait_for(
+        lambda: swarm.session()["state"] == "complete", timeout=240, interval=0.5, what="the session to end"
+    )
+    jobs = swarm.jobs()
+    assert {cpv: j["state"] for cpv, j in jobs.items()} == dict.fromkeys(cpvs, "done")
+    by_id = {j["id"]: j for j in jobs.values()}
+    for job in jobs.values():
+        for dep in job["deps"]:
+            # No job started before its dependencies were in staging.
+            assert by_id[dep]["finished_at"] <= job["started_at"], (job["cpv"], by_id[dep]["cpv"])
+    assert jobs["swarm-test/diamond-top-1"]["deps"] and len({j["drone"] for j in jobs.values()}) >= 2
+
+    history = swarm.controller.get("/api/v1/history")["history"]
+    assert {h["package"] for h in history} == set(cpvs)
+    assert all(h["result"] == "done" and h["duration_s"] > 0 for h in history)
+    status = swarm.controller.get("/api/v1/status")
+    assert status["session"]["jobs"]["done"] == len(cpvs) and status["session"]["progress"] == 1.0
+
+    # The staging binhost, as stock Portage sees it.
+    status_code, index = http("GET", swarm.controller.info["staging_url"] + "/Packages")
+    assert status_code == 200 and "CPV: swarm-test/diamond-top-1" in index
+    client = pfx.create_prefix(
+        pfx.PrefixConfig(swarm.root / "client", pfx.Role.CLIENT, binhost=swarm.controller.info["staging_url"])
+    )
+    result = pfx.run_emerge(client, "--getbinpkgonly", "swarm-test/diamond-top", timeout=300)
+    assert result.ok, result.output[-3000:]
+    assert client.installed("swarm-test/diamond-top-1") and client.installed("swarm-test/diamond-base-1")
+
+    # Each job's build log reached the controller on its own stream.
+    top = jobs["swarm-test/diamond-top-1"]
+    status_code, log = swarm.controller.admin("GET", f"/admin/api/jobs/{top['id']}/log")
+    assert status_code == 200 and "diamond-top" in log
+    status_code, detail = swarm.controller.admin("GET", f"/admin/api/jobs/{top['id']}")
+    assert status_code == 200 and detail["job"]["why"].startswith("built on ")
+
+
+def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swarm) -> None:
+    swarm.queue("swarm-test/broken", "swarm-test/leaf-data")
+    wait_for(
+        lambda: swarm.session()["state"] == "complete", timeout=240, interval=0.5, what="the session to end"
+    )
+    jobs = swarm.jobs()
+    broken = jobs["swarm-test/broken-1"]
+    assert broken["state"] == "failed"
+    assert len(set(broken["failed_on"])) == 2
+    assert "fails in src_compile on purpose" in broken["reason"]
+    assert jobs["swarm-test/leaf-data-1"]["state"] == "done"
+    events = [e["type"] for e in swarm.controller.events()]
+    assert events.count("job_failed_on_drone") == 2 and "job_failed" in events
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"atoms": []}, 400, "non-empty list"),
+        ({"atoms": ["not an atom!"]}, 400, "not a package atom"),
+        ({"atoms": ["swarm-test/no-such-package"]}, 404, "no ebuilds to satisfy"),
+        ({"atoms": "swarm-test/leaf-data", "session": ""}, 400, "session must be"),
+    ],
+)
+def test_bad_queue_requests_are_refused(swarm: Swarm, body: dict[str, Any], status: int, needle: str) -> None:
+    got, reply = swarm.controller.admin("POST", "/admin/api/queue", json.dumps(body).encode())
+    assert got == status and needle in reply["error"]["message"]
+    assert swarm.controller.get("/api/v1/queue")["jobs"] == []
+
+
+def test_queue_and_control_need_the_admin_key(swarm: Swarm) -> None:
+    for path in ("/admin/api/queue", "/admin/api/control"):
+        assert http("POST", swarm.controller.admin_url + path, body=b"{}")[0] == 401
+    assert swarm.controller.get("/api/v1/queue")["jobs"] == []
