@@ -43,6 +43,14 @@ Kind = build_pb2.BuildEvent
 
 
 @dataclass
+def cpn(cpv: str) -> str:
+    """category/name of category/name-version."""
+    category, _, pf = cpv.partition("/")
+    match = re.match(r"^(.*?)-[0-9][^/]*$", pf)
+    return f"{category}/{match.group(1) if match else pf}"
+
+
+@dataclass
 class Build:
     start: build_pb2.StartBuild
     started: float = field(default_factory=time.monotonic)
@@ -178,6 +186,9 @@ class Builder:
         try:
             build.process = await asyncio.create_subprocess_exec(
                 *self._command,
+                # Build the target from source even if a binary of it is on
+                # the binhost already (a retry): only its deps come as binaries.
+                f"--usepkg-exclude={cpn(start.cpv)}",
                 f"={start.cpv}",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

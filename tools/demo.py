@@ -19,7 +19,18 @@ import time
 import urllib.request
 from pathlib import Path
 
+import prefix
+
 ROOT = Path(__file__).resolve().parent.parent
+EMERGE_FLAGS = "--oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+DEMO_ATOMS = [
+    "swarm-test/diamond-top",
+    "swarm-test/chain-d",
+    "swarm-test/leaf-hello",
+    "swarm-test/leaf-script",
+    "swarm-test/leaf-data",
+    "swarm-test/sleeper",
+]
 DRONES = [("drone-io", "lxc"), ("drone-europa", "qemu"), ("drone-titan", "bare-metal")]
 
 
@@ -47,6 +58,18 @@ def create_token(admin: str, key: str, name: str) -> str:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return str(json.load(response)["token"])
+
+
+def queue_session(admin: str, key: str) -> str:
+    request = urllib.request.Request(
+        f"{admin}/admin/api/queue",
+        method="POST",
+        data=json.dumps({"atoms": DEMO_ATOMS, "session": "demo"}).encode(),
+        headers={"X-Admin-Key": key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        reply = json.load(response)
+    return f"{reply['session']['name']}: {reply['session']['total']} packages"
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -97,6 +120,12 @@ def main() -> int:
         "--log-file",
         str(logs / "controller.log"),
     ]
+    # A Gentoo prefix whose Portage configuration (the bundled test overlay)
+    # defines what the swarm builds; its PKGDIR is the staging binhost.
+    ctl_prefix = prefix.create_prefix(
+        prefix.PrefixConfig(state / "prefixes" / "controller", prefix.Role.CONTROLLER)
+    )
+    controller_args += ["--portage-eprefix", str(ctl_prefix.root)]
     controller = spawn(controller_args, logs / "controller.out")
     procs: list[subprocess.Popen[bytes]] = []
     interrupted = False
@@ -154,12 +183,28 @@ def main() -> int:
                     check=True,
                     stdout=subprocess.DEVNULL,
                 )
+            drone_prefix = prefix.create_prefix(
+                prefix.PrefixConfig(
+                    state / "prefixes" / name,
+                    prefix.Role.DRONE,
+                    binhost=info["staging_url"],
+                    package_env={"swarm-test/sleeper": {"SWARM_TEST_SLEEP": "5"}},
+                )
+            )
             args = [
                 str(bindir / "swarm-agent"),
                 "--name",
                 name,
                 "--drone-type",
                 kind,
+                "--portage-eprefix",
+                str(drone_prefix.root),
+                "--pkgdir",
+                str(drone_prefix.pkgdir),
+                "--emerge-command",
+                f"{sys.executable} {bindir / 'emerge'} {EMERGE_FLAGS}",
+                "--min-free-disk-mb",
+                "64",
                 "--controller",
                 f"127.0.0.1:{info['grpc_port']}",
                 "--state-dir",
@@ -183,6 +228,7 @@ def main() -> int:
                 return 1
             time.sleep(0.2)
 
+        session = queue_session(admin, key)
         print(
             f"""
 Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}),
@@ -192,8 +238,14 @@ enrolled with join tokens and talking mutual TLS (CA pin {info["ca_pin"]}).
   Admin API      {admin}/admin/api/whoami   (header X-Admin-Key: the key in {info["admin_key_file"]})
   State and logs {state}
 
+A build session is queued ({session}): the drones build the bundled test
+overlay with real emerge into the staging binhost at {info["staging_url"]}/
+
 Try:
   curl -s {public}/api/v1/nodes | python3 -m json.tool
+  curl -s {public}/api/v1/status | python3 -m json.tool      # session progress
+  curl -s {public}/api/v1/queue | python3 -m json.tool       # jobs moving queued -> building -> done
+  curl -s {public}/api/v1/history | python3 -m json.tool
   {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} drones
   {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} token create --ttl 1h
   kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # drone-io goes offline at once
