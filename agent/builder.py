@@ -42,7 +42,6 @@ KILL_GRACE = 5.0
 Kind = build_pb2.BuildEvent
 
 
-@dataclass
 def cpn(cpv: str) -> str:
     """category/name of category/name-version."""
     category, _, pf = cpv.partition("/")
