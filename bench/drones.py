@@ -58,6 +58,8 @@ WELCOME_TIMEOUT = 10.0
 OPTIONS = [*CLIENT_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 DRONE_TYPES = (fleet_pb2.DRONE_TYPE_LXC, fleet_pb2.DRONE_TYPE_QEMU, fleet_pb2.DRONE_TYPE_BARE_METAL)
 MAX_FAILURE_LOG = 20_000
+# What a write raises when the call has ended under it.
+CALL_ENDED = (asyncio.InvalidStateError, grpc.aio.AioRpcError)
 
 
 class Refused(Exception):
@@ -72,8 +74,9 @@ class Stats:
     # Attempts that never got a Welcome: (attempt start, category).
     failures: list[tuple[float, str]] = field(default_factory=list)
     failure_counts: Counter[str] = field(default_factory=Counter)
-    # Welcomed streams that ended, by status code.
+    # Welcomed streams that ended, by status code: counts, and (end, code).
     ended: Counter[str] = field(default_factory=Counter)
+    endings: list[tuple[float, str]] = field(default_factory=list)
     # (attempt start, seconds until Welcome) of every session.
     connects: list[tuple[float, float]] = field(default_factory=list)
 
@@ -81,6 +84,11 @@ class Stats:
         self.failure_counts[category] += 1
         if len(self.failures) < MAX_FAILURE_LOG:
             self.failures.append((started, category))
+
+    def session_ended(self, outcome: str) -> None:
+        self.ended[outcome] += 1
+        if len(self.endings) < MAX_FAILURE_LOG:
+            self.endings.append((time.monotonic(), outcome))
 
 
 def category(exc: grpc.aio.AioRpcError) -> str:
@@ -125,22 +133,23 @@ class Drone:
         attempt = 0
         while not self.dead:
             started = time.monotonic()
-            welcomed = False
             try:
-                welcomed = await self.session(started)
+                await self.session(started)
+                outcome = "OK"
             except grpc.aio.AioRpcError as exc:
-                welcomed = self.welcomed_at >= started
-                if welcomed:
-                    self.sim.stats.ended[exc.code().name] += 1
-                else:
-                    self.sim.stats.failed(started, category(exc))
+                outcome = category(exc)
             except TimeoutError:
-                self.sim.stats.failed(started, "no Welcome within 10 s")
+                outcome = "no Welcome within 10 s"
             except Refused as exc:
-                self.sim.stats.failed(started, f"ended before Welcome: {exc}")
+                outcome = f"ended before Welcome: {exc}"
             except Exception as exc:
                 log.exception("drone %d: unexpected error", self.index)
-                self.sim.stats.failed(started, type(exc).__name__)
+                outcome = type(exc).__name__
+            welcomed = self.welcomed_at >= started
+            if welcomed:
+                self.sim.stats.session_ended(outcome.split(":")[0])
+            else:
+                self.sim.stats.failed(started, outcome)
             if self.dead:
                 return
             if welcomed:
@@ -152,8 +161,8 @@ class Drone:
             await asyncio.sleep(backoff.delay(attempt))
             attempt += 1
 
-    async def session(self, started: float) -> bool:
-        """One stream from Hello to its end; True if it was welcomed and ended cleanly."""
+    async def session(self, started: float) -> None:
+        """One stream from Hello to its end; raises unless it ended with OK."""
         async with grpc.aio.insecure_channel(self.sim.target, options=OPTIONS) as channel:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
             await call.write(self.hello)
@@ -182,20 +191,20 @@ class Drone:
                                 status=fleet_pb2.DroneStatus(load1=self.load1),
                             )
                         )
-                        async with self.lock:
-                            await call.write(pong)
-                        self.sim.stats.pongs += 1
+                        # If the call ended under the write, the next read says how.
+                        with contextlib.suppress(*CALL_ENDED):
+                            async with self.lock:
+                                await call.write(pong)
+                            self.sim.stats.pongs += 1
             finally:
                 self.call = None
                 self.sim.stats.connected -= 1
                 beats.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                # A write racing the end of the call fails with InvalidStateError;
+                # the reader reports how the call really ended.
+                with contextlib.suppress(asyncio.CancelledError, *CALL_ENDED):
                     await beats
-            code = await call.code()
-            if code != grpc.StatusCode.OK:
-                await _raise_status(call)
-            self.sim.stats.ended["OK"] += 1
-            return True
+            await _raise_status(call)
 
     async def heartbeats(self, call: grpc.aio.StreamStreamCall) -> None:
         # Phase-spread: a fleet's beats should not line up after a restart.
@@ -261,6 +270,7 @@ class Simulator:
             "failures": dict(s.failure_counts),
             "failures_since": dict(Counter(cat for t, cat in s.failures if t >= since)),
             "ended": dict(s.ended),
+            "ended_since": dict(Counter(code for t, code in s.endings if t >= since)),
             "last_welcome_at": max((d.welcomed_at for d in self.drones.values() if not d.dead), default=0.0),
             "connect_times": [took for t, took in s.connects if t >= since] if since else [],
         }

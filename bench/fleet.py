@@ -13,12 +13,14 @@ See ``--help`` and bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,14 +35,14 @@ from harness import (
     Children,
     Controller,
     CpuMeter,
+    Placement,
     Pool,
+    Profile,
     env_info,
     flag_supported,
     own_pid_group,
     percentile,
-    profile,
     rss,
-    summarise_folded,
     tcp_connections,
     wait_api,
 )
@@ -79,6 +81,7 @@ class Options:
     profile_native: bool
     json_path: Path | None
     controller_args: list[str]
+    placement: Placement
     keep: bool
     seed: int
 
@@ -162,8 +165,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="after the measurements of the largest N, sample the controller with py-spy "
-        "(folded stacks into DIR) and print where its time goes",
+        help="sample the controller with py-spy after the measurements of the largest N, and "
+        "from the restart in the first storm (folded stacks into DIR); print where its time goes",
     )
     parser.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy sampling time")
     parser.add_argument(
@@ -178,6 +181,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="extra argument for every controller started (repeat it; use --controller-arg=--flag "
         "for values that start with a dash), e.g. --controller-arg=--persist-interval=3600 "
         "to see what batched persistence costs",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the controller on the first CPU only and the simulator and the bench on the "
+        "others, so that the simulator cannot take the controller's time (the controller then "
+        "has exactly one core, its gRPC threads included)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary data dirs and logs (path is printed)"
@@ -214,6 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         profile_native=ns.profile_native,
         json_path=ns.json,
         controller_args=ns.controller_arg,
+        placement=Placement.split() if ns.pin else Placement(),
         keep=ns.keep,
         seed=ns.seed,
     )
@@ -224,6 +236,16 @@ def say(message: str) -> None:
 
 
 # -- fleet set-up ----------------------------------------------------------
+
+
+def new_controller(opts: Options, children: Children, data: Path) -> Controller:
+    return Controller(
+        children,
+        data,
+        ping_interval=opts.ping_interval,
+        extra=opts.controller_args,
+        cpus=opts.placement.controller,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,13 +317,17 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def shows_load(node: dict[str, Any], *, load1: float) -> bool:
+    return abs(float(node["load"][0]) - load1) < 1e-6
+
+
 def probe_heartbeats(pool: Pool, api: Api, specs: list[DroneSpec], rng: random.Random) -> list[float]:
     """Heartbeat-to-visible latency in ms: a distinctive load1, polled on its node."""
     latencies: list[float] = []
     for k, spec in enumerate(specs):
-        value = 100.25 + k
-        reply = pool.of(spec.index).call("mark", drone=spec.index, load1=value)
-        seen = poll_until(api, spec.id, lambda node, v=value: abs(node["load"][0] - v) < 1e-6, 5.0)
+        load1 = 100.25 + k  # far above any simulated load, and unique
+        reply = pool.of(spec.index).call("mark", drone=spec.index, load1=load1)
+        seen = poll_until(api, spec.id, functools.partial(shows_load, load1=load1), 5.0)
         if seen is None:
             say(f"heartbeat of {spec.name} not visible in 5 s")
             continue
@@ -358,12 +384,12 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
     data = tmp / f"fleet-{n}"
     data.mkdir()
     rng = random.Random(opts.seed + n)
-    ctl = Controller(children, data, ping_interval=opts.ping_interval, extra=opts.controller_args)
+    ctl = new_controller(opts, children, data)
     ports = ctl.start()
     api = wait_api(ports.public)
     time.sleep(2.0)
     rss_idle = rss(ctl.pid)
-    pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data)
+    pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data, opts.placement.simulator)
     result: dict[str, Any] = {"drones": n, "controller_rss_idle_mb": round(rss_idle / 2**20, 1)}
     try:
         specs = make_specs(n, opts.seed + n)
@@ -419,7 +445,10 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
         result["last_heartbeat_to_suspect_ms"] = summary(from_beat)
 
         if profile_it and opts.profile_dir is not None:
-            result["profile"] = profile_controller(opts, children, ctl.pid, n)
+            try:
+                result["profile"] = profile_controller(opts, children, ctl.pid, f"fleet-{n}").finish()
+            except BenchError as exc:
+                say(f"fleet of {n}: no profile: {exc}")
     finally:
         api.close()
         pool.stop()
@@ -427,42 +456,49 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
     return result
 
 
-def profile_controller(opts: Options, children: Children, pid: int, n: int) -> dict[str, Any]:
+def profile_controller(opts: Options, children: Children, pid: int, name: str) -> Profile:
+    """Start sampling the controller with py-spy; ``finish()`` it for the summary."""
     assert opts.profile_dir is not None
     opts.profile_dir.mkdir(parents=True, exist_ok=True)
-    out = opts.profile_dir / f"controller-{n}{'-native' if opts.profile_native else ''}.folded"
-    say(f"fleet of {n}: py-spy on the controller for {opts.profile_seconds:g} s -> {out}")
-    meter = CpuMeter([pid])
-    profile(children, pid, opts.profile_seconds, out, native=opts.profile_native)
-    return {
-        "file": str(out),
-        "controller_cpu_pct_while_profiling": round(meter.percent(), 1),
-        **summarise_folded(out),
-    }
+    out = opts.profile_dir / f"controller-{name}{'-native' if opts.profile_native else ''}.folded"
+    say(f"{name}: py-spy on the controller for {opts.profile_seconds:g} s -> {out}")
+    return Profile(children, pid, opts.profile_seconds, out, native=opts.profile_native)
 
 
 # -- reconnect storm ---------------------------------------------------------
 
 
-def bench_storm(opts: Options, children: Children, tmp: Path, mode: str) -> dict[str, Any]:
+def bench_storm(
+    opts: Options, children: Children, tmp: Path, mode: str, *, profile_it: bool
+) -> dict[str, Any]:
     n = opts.storm_drones
     say(f"storm ({mode}) with {n} drones: starting a controller")
     data = tmp / f"storm-{mode}"
     data.mkdir()
-    ctl = Controller(children, data, ping_interval=opts.ping_interval, extra=opts.controller_args)
-    ports = ctl.start()
-    api = wait_api(ports.public)
-    pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data)
     result: dict[str, Any] = {"mode": mode, "drones": n}
+    ctl = new_controller(opts, children, data)
+    pool: Pool | None = None
+    api: Api | None = None
     try:
-        specs = make_specs(n, opts.seed + n)
+        ports = ctl.start()
+        api = wait_api(ports.public)
+        pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data, opts.placement.simulator)
         ramp = n / opts.connect_rate
         say(f"storm ({mode}): connecting {n} drones over {ramp:.1f} s")
-        add_drones(pool, specs, ramp)
-        wait_online(pool, api, n, ramp + 90.0)
+        add_drones(pool, make_specs(n, opts.seed + n), ramp)
+        try:
+            wait_online(pool, api, n, ramp + 90.0)
+        except BenchError as exc:
+            # The controller cannot hold this fleet: say how far it got, skip the storm.
+            stats = pool.stats()
+            result |= {
+                "error": f"the fleet never got to {n} drones: {exc}",
+                "controller_cpu_pct_now": round(CpuMeter([ctl.pid]).percent_over(2.0), 1),
+                "connected_before_storm": stats.connected,
+            }
+            return result
         time.sleep(3.0)
         result["controller_rss_before_mb"] = round(rss(ctl.pid) / 2**20, 1)
-        before = pool.stats()
         if mode == "at-once":
             pool.all("hold")
         api.close()
@@ -474,6 +510,7 @@ def bench_storm(opts: Options, children: Children, tmp: Path, mode: str) -> dict
         ctl.start()
         ready = time.monotonic()
         meter = CpuMeter([ctl.pid])
+        sampler = profile_controller(opts, children, ctl.pid, f"storm-{mode}") if profile_it else None
         api = wait_api(ports.public)
         if mode == "at-once":
             pool.all("go")
@@ -486,35 +523,39 @@ def bench_storm(opts: Options, children: Children, tmp: Path, mode: str) -> dict
                 break
             time.sleep(0.1)
         cpu_s = meter.seconds()
+        if all_online is None:
+            say(f"storm ({mode}): not all online {opts.storm_timeout:g} s after the restart")
         time.sleep(3.0)  # anything that goes wrong just after
         after = pool.stats(since=killed)
+        # Welcomed streams that ended once the new controller was up: none should.
+        again = pool.stats(since=ready).ended_since
         refused = {k: v for k, v in after.failures_since.items() if k != NOT_LISTENING}
-        ended_before = sum(before.ended.values())
         result |= {
             "restart_to_ready_s": round(ready - restarted, 2),
             "all_online_after_restart_s": round(all_online - restarted, 2) if all_online else None,
             "all_online_after_kill_s": round(all_online - killed, 2) if all_online else None,
+            "connected_at_end": after.connected,
             "refused_or_cancelled": sum(refused.values()),
             "refused_by_kind": refused,
             "refused_while_down": after.failures_since.get(NOT_LISTENING, 0),
-            # Welcomed streams that ended after the kill, beyond the n the kill itself ended.
-            "welcomed_then_ended": sum(after.ended.values()) - ended_before - n,
-            "ended_by_code": {
-                k: v - before.ended.get(k, 0) for k, v in after.ended.items() if v != before.ended.get(k, 0)
-            },
-            "welcome_s": {
-                k: (round(v, 3) if v is not None else None)
-                for k, v in summary([t for t in after.connect_times]).items()
-            },
+            "ended_by_kill": {k: v - again.get(k, 0) for k, v in after.ended_since.items()},
+            "welcomed_then_ended": sum(again.values()),
+            "ended_again_by_code": again,
+            "welcome_s": summary([round(t, 3) for t in after.connect_times]),
             "controller_cpu_s_until_online": round(cpu_s, 1),
             "controller_rss_after_mb": round(rss(ctl.pid) / 2**20, 1),
             "online_in_api": api.counts().get("online", 0),
         }
-        if all_online is None:
-            say(f"storm ({mode}): not all online after {opts.storm_timeout:g} s")
+        if sampler is not None:
+            try:
+                result["profile"] = sampler.finish()
+            except BenchError as exc:
+                say(f"storm ({mode}): no profile: {exc}")
     finally:
-        api.close()
-        pool.stop()
+        if api is not None:
+            api.close()
+        if pool is not None:
+            pool.stop()
         ctl.stop()
     return result
 
@@ -526,7 +567,7 @@ def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
     say("agent: starting a controller and one real swarm-agent")
     data = tmp / "agent"
     data.mkdir()
-    ctl = Controller(children, data, ping_interval=opts.ping_interval, extra=opts.controller_args)
+    ctl = new_controller(opts, children, data)
     ports = ctl.start()
     api = wait_api(ports.public)
     module = "swarm.agent.main"
@@ -584,159 +625,226 @@ def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------
 
 
-def slow_cuts(result: dict[str, Any]) -> str:
-    values = result["cut_to_offline_ms"]["values"]
+def value(result: dict[str, Any], *path: str) -> Any:
+    """result[a][b]..., or None where a step is missing (a phase that failed part-way)."""
+    current: Any = result
+    for key in path:
+        if not isinstance(current, dict) or key not in current:
+            return None
+        current = current[key]
+    return current
+
+
+def slow_cuts(result: dict[str, Any]) -> str | None:
+    values = value(result, "cut_to_offline_ms", "values")
+    if values is None:
+        return None
     slow = sum(1 for v in values if v >= TARGET_CUT_MS)
     return f"{slow}/{len(values)}" + (" !" if slow else "")
 
 
-def fmt(value: Any, target: Callable[[float], bool] | None = None) -> str:
-    if value is None:
+def fmt(cell: Any, ok: Callable[[float], bool] | None = None) -> str:
+    if cell is None:
         return "-"
-    text = f"{value:.1f}" if isinstance(value, float) else str(value)
-    if target is not None and isinstance(value, int | float) and not target(float(value)):
+    text = f"{cell:.1f}" if isinstance(cell, float) else str(cell)
+    if ok is not None and isinstance(cell, int | float) and not ok(float(cell)):
         text += " !"
     return text
 
 
-def report(results: dict[str, Any], opts: Options) -> str:
-    lines: list[str] = []
-    env = results["env"]
+Getter = Callable[[dict[str, Any]], Any]
+
+
+class Table:
+    """Figures as rows, one column per run, the target last."""
+
+    def __init__(self, title: str, columns: list[dict[str, Any]], key: str, width: int = 44) -> None:
+        self.columns = columns
+        self.width = width
+        head = f"{'':{width}}" + "".join(f"{c[key]:>11}" for c in columns) + "   target"
+        self.lines = ["", title, head, "-" * len(head)]
+
+    def row(
+        self, label: str, get: Getter, target: str = "", ok: Callable[[float], bool] | None = None
+    ) -> None:
+        cells = "".join(f"{fmt(get(c), ok):>11}" for c in self.columns)
+        self.lines.append(f"{label:{self.width}}{cells}   {target}".rstrip())
+
+
+def fleet_table(fleet: list[dict[str, Any]]) -> list[str]:
+    t = Table("Fleet, 1 Hz heartbeats per drone (drones per column)", fleet, "drones")
+    t.row("drones online in the API", lambda r: value(r, "online_in_api"))
+    t.row("controller TCP connections (gRPC port)", lambda r: value(r, "controller_tcp_connections"))
+    t.row("heartbeats/s sent by the simulator", lambda r: value(r, "heartbeats_per_s"))
+    t.row(
+        "controller CPU, % of one core",
+        lambda r: value(r, "controller_cpu_pct"),
+        f"< {TARGET_CPU:g} at 2000",
+        lambda v: v < TARGET_CPU,
+    )
+    t.row("controller RSS with no drone, MB", lambda r: value(r, "controller_rss_idle_mb"))
+    t.row("controller RSS, MB", lambda r: value(r, "controller_rss_mb"))
+    t.row(
+        "RSS per drone, KB",
+        lambda r: value(r, "rss_per_drone_kb"),
+        f"< {TARGET_RSS_PER_DRONE_KB:g}",
+        lambda v: v < TARGET_RSS_PER_DRONE_KB,
+    )
+    t.row("heartbeat -> visible in API p50, ms", lambda r: value(r, "heartbeat_visible_ms", "p50"))
+    t.row(
+        "heartbeat -> visible in API p99, ms",
+        lambda r: value(r, "heartbeat_visible_ms", "p99"),
+        f"< {TARGET_VISIBLE_P99_MS:g}",
+        lambda v: v < TARGET_VISIBLE_P99_MS,
+    )
+    t.row("ping round trip p50, ms (controller)", lambda r: value(r, "ping_rtt_ms", "p50"))
+    t.row("ping round trip p99, ms (controller)", lambda r: value(r, "ping_rtt_ms", "p99"))
+    t.row("stream cut -> offline, median ms", lambda r: value(r, "cut_to_offline_ms", "p50"))
+    t.row(
+        "stream cut -> offline, max ms",
+        lambda r: value(r, "cut_to_offline_ms", "max"),
+        f"< {TARGET_CUT_MS:g}",
+        lambda v: v < TARGET_CUT_MS,
+    )
+    t.row("stream cut -> offline, samples >= 1 s", slow_cuts, "0")
+    t.row("silent -> suspect, median ms", lambda r: value(r, "silent_to_suspect_ms", "p50"))
+    t.row(
+        "silent -> suspect, max ms",
+        lambda r: value(r, "silent_to_suspect_ms", "max"),
+        f"< {TARGET_SILENT_MS:g}",
+        lambda v: v < TARGET_SILENT_MS,
+    )
+    t.row("last heartbeat -> suspect, max ms", lambda r: value(r, "last_heartbeat_to_suspect_ms", "max"))
+    t.row("simulator CPU, % of one core (all procs)", lambda r: value(r, "simulator_cpu_pct"))
+    t.row("machine busy, % of all cores", lambda r: value(r, "machine_busy_pct"))
+    t.row("time to connect all, s", lambda r: value(r, "connect_s"))
+    lines = t.lines
+    for r in fleet:
+        if r.get("simulator_failures"):
+            lines.append(f"{r['drones']} drones: failed connection attempts: {r['simulator_failures']}")
+        if r.get("error"):
+            lines.append(f"{r['drones']} drones: ERROR {r['error']}")
+    return lines
+
+
+def storm_table(storms: list[dict[str, Any]]) -> list[str]:
+    t = Table("Reconnect storm: kill -9 of the controller, restart on the same ports", storms, "mode")
+    t.row("drones", lambda r: value(r, "drones"))
+    t.row("restart until ready file, s", lambda r: value(r, "restart_to_ready_s"))
+    t.row("restart until all online (API), s", lambda r: value(r, "all_online_after_restart_s"))
+    t.row("kill until all online (API), s", lambda r: value(r, "all_online_after_kill_s"))
+    t.row(
+        "streams refused or cancelled (controller up)",
+        lambda r: value(r, "refused_or_cancelled"),
+        "0",
+        lambda v: v == 0,
+    )
+    t.row("connections refused while it was down", lambda r: value(r, "refused_while_down"))
+    t.row(
+        "welcomed streams ended after restart",
+        lambda r: value(r, "welcomed_then_ended"),
+        "0",
+        lambda v: v == 0,
+    )
+    t.row("Hello -> Welcome p50, s", lambda r: value(r, "welcome_s", "p50"))
+    t.row("Hello -> Welcome p99, s", lambda r: value(r, "welcome_s", "p99"))
+    t.row("Hello -> Welcome max, s", lambda r: value(r, "welcome_s", "max"))
+    t.row("controller CPU until all online, s", lambda r: value(r, "controller_cpu_s_until_online"))
+    t.row("controller RSS before, MB", lambda r: value(r, "controller_rss_before_mb"))
+    t.row("controller RSS after, MB", lambda r: value(r, "controller_rss_after_mb"))
+    lines = t.lines
+    for r in storms:
+        if r.get("refused_by_kind"):
+            lines.append(f"{r['mode']}: refused/cancelled by kind: {r['refused_by_kind']}")
+        if r.get("ended_by_kill"):
+            lines.append(f"{r['mode']}: streams the kill ended, by code: {r['ended_by_kill']}")
+        if r.get("ended_again_by_code"):
+            lines.append(f"{r['mode']}: streams ended after the restart: {r['ended_again_by_code']}")
+        if r.get("error"):
+            lines.append(
+                f"{r['mode']}: ERROR {r['error']} (controller at {r.get('controller_cpu_pct_now')}% "
+                f"of a core with {r.get('connected_before_storm')} streams)"
+            )
+    return lines
+
+
+def agent_table(agent: dict[str, Any]) -> list[str]:
+    lines = ["", "Real agent (swarm-agent, one stream, idle)"]
+    if agent.get("error"):
+        return [*lines, f"ERROR {agent['error']}"]
     lines.append(
+        f"{'CPU, % of one core':44}{fmt(agent['cpu_pct'], lambda v: v < TARGET_AGENT_CPU):>11}   "
+        f"< {TARGET_AGENT_CPU:g}"
+    )
+    lines.append(
+        f"{'RSS, MB':44}{fmt(agent['rss_mb'], lambda v: v < TARGET_AGENT_RSS_MB):>11}   "
+        f"< {TARGET_AGENT_RSS_MB:g}"
+    )
+    lines.append(f"{'USS (private memory), MB':44}{fmt(agent['uss_mb']):>11}")
+    lines.append(f"{'threads':44}{fmt(agent['threads']):>11}")
+    return lines
+
+
+def profile_lines(label: str, prof: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Controller profile, {label} (py-spy, {prof['file']}; "
+        f"controller at {prof['cpu_pct_while_profiling']:.0f}% of a core while sampled)",
+        "  share of samples, by thread:",
+    ]
+    lines += [f"    {share:5.1f}%  {name}" for name, share in prof["roles"]]
+    lines.append("  share of samples, self:")
+    lines += [f"    {share:5.1f}%  {name}" for name, share in prof["self"]]
+    lines.append("  share of samples, inclusive:")
+    lines += [f"    {share:5.1f}%  {name}" for name, share in prof["inclusive"]]
+    return lines
+
+
+def report(results: dict[str, Any], opts: Options) -> str:
+    env = results["env"]
+    lines = [
         f"Build Swarm fleet benchmark: {env['cpus']} CPUs, Python {env['python']}, "
         f"{opts.workers} simulator processes, ping interval {opts.ping_interval:g} s, "
         f"CPU window {opts.duration:g} s after a {opts.warmup:g} s warm-up. '!' marks a missed target."
-    )
-    fleet = results["fleet"]
-    if fleet:
-        head = f"{'':40}" + "".join(f"{r['drones']:>10}" for r in fleet) + "   target"
-        lines += ["", "Fleet, 1 Hz heartbeats per drone", head, "-" * len(head)]
-
-        def row(label: str, get: Callable[[dict[str, Any]], Any], target: str = "", ok: Any = None) -> None:
-            cells = "".join(f"{fmt(get(r), ok):>10}" for r in fleet)
-            lines.append(f"{label:40}{cells}   {target}")
-
-        row("drones online in the API", lambda r: r["online_in_api"])
-        row("controller TCP connections (gRPC port)", lambda r: r["controller_tcp_connections"])
-        row("heartbeats/s sent by the simulator", lambda r: r["heartbeats_per_s"])
-        row(
-            "controller CPU, % of one core",
-            lambda r: r["controller_cpu_pct"],
-            f"< {TARGET_CPU:g} at 2000",
-            lambda v: v < TARGET_CPU,
-        )
-        row("controller RSS with no drone, MB", lambda r: r["controller_rss_idle_mb"])
-        row("controller RSS, MB", lambda r: r["controller_rss_mb"])
-        row(
-            "RSS per drone, KB",
-            lambda r: r["rss_per_drone_kb"],
-            f"< {TARGET_RSS_PER_DRONE_KB:g}",
-            lambda v: v < TARGET_RSS_PER_DRONE_KB,
-        )
-        row("heartbeat -> API p50, ms", lambda r: r["heartbeat_visible_ms"]["p50"])
-        row(
-            "heartbeat -> API p99, ms",
-            lambda r: r["heartbeat_visible_ms"]["p99"],
-            f"< {TARGET_VISIBLE_P99_MS:g}",
-            lambda v: v < TARGET_VISIBLE_P99_MS,
-        )
-        row("ping round trip p50, ms (controller)", lambda r: r["ping_rtt_ms"]["p50"])
-        row("ping round trip p99, ms (controller)", lambda r: r["ping_rtt_ms"]["p99"])
-        row("stream cut -> offline, median ms", lambda r: r["cut_to_offline_ms"]["p50"])
-        row("stream cut -> offline, samples >= 1 s", slow_cuts, "0")
-        row(
-            "stream cut -> offline, max ms",
-            lambda r: r["cut_to_offline_ms"]["max"],
-            f"< {TARGET_CUT_MS:g}",
-            lambda v: v < TARGET_CUT_MS,
-        )
-        row("silent -> suspect, median ms", lambda r: r["silent_to_suspect_ms"]["p50"])
-        row(
-            "silent -> suspect, max ms",
-            lambda r: r["silent_to_suspect_ms"]["max"],
-            f"< {TARGET_SILENT_MS:g}",
-            lambda v: v < TARGET_SILENT_MS,
-        )
-        row("last heartbeat -> suspect, max ms", lambda r: r["last_heartbeat_to_suspect_ms"]["max"])
-        row("simulator CPU, % of one core (all procs)", lambda r: r["simulator_cpu_pct"])
-        row("machine busy, % of all cores", lambda r: r["machine_busy_pct"])
-        row("time to connect all, s", lambda r: r["connect_s"])
-        failures = {r["drones"]: r["simulator_failures"] for r in fleet if r["simulator_failures"]}
-        if failures:
-            lines.append(f"simulator connection failures: {failures}")
-
-    storms = results["storm"]
-    if storms:
-        head = f"{'':48}" + "".join(f"{r['mode']:>10}" for r in storms) + "   target"
-        lines += ["", "Reconnect storm: kill -9 of the controller, restart on the same ports", head]
-        lines.append("-" * len(head))
-
-        def srow(label: str, get: Callable[[dict[str, Any]], Any], target: str = "", ok: Any = None) -> None:
-            cells = "".join(f"{fmt(get(r), ok):>10}" for r in storms)
-            lines.append(f"{label:48}{cells}   {target}")
-
-        srow("drones", lambda r: r["drones"])
-        srow("restart until ready file, s", lambda r: r["restart_to_ready_s"])
-        srow("restart until all online (API), s", lambda r: r["all_online_after_restart_s"])
-        srow("kill until all online (API), s", lambda r: r["all_online_after_kill_s"])
-        srow(
-            "streams refused or cancelled (controller up)",
-            lambda r: r["refused_or_cancelled"],
-            "0",
-            lambda v: v == 0,
-        )
-        srow("connections refused while it was down", lambda r: r["refused_while_down"])
-        srow("welcomed streams ended again", lambda r: r["welcomed_then_ended"], "0", lambda v: v == 0)
-        srow("Hello -> Welcome p50, s", lambda r: r["welcome_s"]["p50"])
-        srow("Hello -> Welcome p99, s", lambda r: r["welcome_s"]["p99"])
-        srow("Hello -> Welcome max, s", lambda r: r["welcome_s"]["max"])
-        srow("controller CPU until all online, s", lambda r: r["controller_cpu_s_until_online"])
-        srow(
-            "controller RSS before / after, MB",
-            lambda r: f"{r['controller_rss_before_mb']:.0f}/{r['controller_rss_after_mb']:.0f}",
-        )
-        for r in storms:
-            if r["refused_by_kind"]:
-                lines.append(f"{r['mode']}: refused/cancelled by kind: {r['refused_by_kind']}")
-            if r["ended_by_code"]:
-                lines.append(f"{r['mode']}: welcomed streams ended, by code: {r['ended_by_code']}")
-
-    agent = results["agent"]
-    if agent:
-        lines += ["", "Real agent (swarm-agent, one stream, idle)"]
-        lines.append(
-            f"{'CPU, % of one core':40}{fmt(agent['cpu_pct'], lambda v: v < TARGET_AGENT_CPU):>10}   "
-            f"< {TARGET_AGENT_CPU:g}"
-        )
-        lines.append(
-            f"{'RSS, MB':40}{fmt(agent['rss_mb'], lambda v: v < TARGET_AGENT_RSS_MB):>10}   "
-            f"< {TARGET_AGENT_RSS_MB:g}"
-        )
-        lines.append(f"{'USS (private), MB':40}{fmt(agent['uss_mb']):>10}")
-        lines.append(f"{'threads':40}{fmt(agent['threads']):>10}")
-
-    for r in fleet:
-        prof = r.get("profile")
-        if not prof:
-            continue
-        lines += [
-            "",
-            f"Controller profile at {r['drones']} drones (py-spy, {prof['file']}; "
-            f"controller CPU {prof['controller_cpu_pct_while_profiling']:.0f}% while sampled)",
-            "  share of samples, self:",
-        ]
-        lines += [f"    {share:5.1f}%  {name}" for name, share in prof["self"]]
-        lines.append("  share of samples, inclusive:")
-        lines += [f"    {share:5.1f}%  {name}" for name, share in prof["inclusive"]]
+    ]
+    if opts.controller_args:
+        lines.append(f"Controller started with extra arguments: {' '.join(opts.controller_args)}")
+    if results["fleet"]:
+        lines += fleet_table(results["fleet"])
+    if results["storm"]:
+        lines += storm_table(results["storm"])
+    if results["agent"]:
+        lines += agent_table(results["agent"])
+    for r in results["fleet"]:
+        if r.get("profile"):
+            lines += profile_lines(f"{r['drones']} drones, steady state", r["profile"])
+    for r in results["storm"]:
+        if r.get("profile"):
+            lines += profile_lines(f"{r['mode']} storm of {r['drones']}, from the restart", r["profile"])
     return "\n".join(lines)
+
+
+def guarded(
+    children: Children, name: str, stub: dict[str, Any], phase: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run one phase; a failure is recorded in its figures and the bench goes on.
+    No process outlives its phase, whatever happened in it."""
+    try:
+        return phase()
+    except BenchError as exc:
+        say(f"{name}: {exc}")
+        return {**stub, "error": str(exc)}
+    finally:
+        children.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     own_pid_group()
+    opts.placement.pin_self()
     results: dict[str, Any] = {
         "env": env_info(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(opts).items()},
+        "options": {k: jsonable(v) for k, v in vars_of(opts).items()},
         "fleet": [],
         "storm": [],
         "agent": None,
@@ -746,17 +854,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         if opts.agent:
-            results["agent"] = bench_agent(opts, children, tmp)
+            results["agent"] = guarded(children, "agent", {}, lambda: bench_agent(opts, children, tmp))
         largest = max(opts.drones, default=0)
         for n in opts.drones:
-            results["fleet"].append(bench_fleet(opts, children, tmp, n, profile_it=n == largest))
-        for mode in opts.storm:
-            results["storm"].append(bench_storm(opts, children, tmp, mode))
+            results["fleet"].append(
+                guarded(
+                    children,
+                    f"fleet of {n}",
+                    {"drones": n},
+                    functools.partial(bench_fleet, opts, children, tmp, n, profile_it=n == largest),
+                )
+            )
+        for i, mode in enumerate(opts.storm):
+            profile_it = i == 0 and opts.profile_dir is not None
+            results["storm"].append(
+                guarded(
+                    children,
+                    f"storm ({mode})",
+                    {"mode": mode, "drones": opts.storm_drones},
+                    functools.partial(bench_storm, opts, children, tmp, mode, profile_it=profile_it),
+                )
+            )
     except KeyboardInterrupt:
         say("interrupted; cleaning up")
         code = 130
-    except BenchError as exc:
-        say(f"error: {exc}")
+    except Exception:
+        say(f"bench failed:\n{traceback.format_exc()}")
         code = 1
     finally:
         children.close()
@@ -773,6 +896,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def vars_of(opts: Options) -> dict[str, Any]:
     return {name: getattr(opts, name) for name in opts.__slots__}
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Placement):
+        return {name: jsonable(getattr(value, name)) for name in value.__slots__}
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
 
 
 if __name__ == "__main__":

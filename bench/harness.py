@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,38 @@ class BenchError(Exception):
     """The benchmark cannot go on; the message says why."""
 
 
-def _die_with_parent() -> None:
-    """In the child between fork and exec: be killed if the bench dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
+    def setup() -> None:
+        """In the child between fork and exec: be killed if the bench dies; stay on ``cpus``."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Which CPUs the controller and the simulator may use; None: anywhere.
+
+    Pinned, the controller has a core to itself and the simulator cannot
+    steal its time, which makes latencies about the controller alone."""
+
+    controller: frozenset[int] | None = None
+    simulator: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Placement:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise BenchError("pinning needs at least two CPUs")
+        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
+
+    def pin_self(self) -> None:
+        """The bench itself polls the API: it belongs with the simulator."""
+        if self.simulator:
+            os.sched_setaffinity(0, self.simulator)
 
 
 class Children:
@@ -55,8 +83,16 @@ class Children:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, argv: Sequence[str], *, log: Path, pipes: bool = False) -> subprocess.Popen[bytes]:
-        """Start a child logging to ``log``; with ``pipes`` its stdin and stdout are ours."""
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        log: Path,
+        pipes: bool = False,
+        cpus: frozenset[int] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a child logging to ``log``; with ``pipes`` its stdin and stdout are
+        ours; with ``cpus`` it runs only there."""
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 list(argv),
@@ -64,7 +100,7 @@ class Children:
                 stdout=subprocess.PIPE if pipes else out,
                 stderr=out,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(cpus),
                 cwd=ROOT,
             )
         self._procs.append(proc)
@@ -116,8 +152,15 @@ class Controller:
     MODULE = "swarm.controller.main"
 
     def __init__(
-        self, children: Children, data_dir: Path, *, ping_interval: float, extra: Sequence[str] = ()
+        self,
+        children: Children,
+        data_dir: Path,
+        *,
+        ping_interval: float,
+        extra: Sequence[str] = (),
+        cpus: frozenset[int] | None = None,
     ) -> None:
+        self.cpus = cpus
         self._children = children
         self.data_dir = data_dir
         self.ping_interval = ping_interval
@@ -170,7 +213,7 @@ class Controller:
             f"{self.ping_interval:g}",
             *self._extra,
         ]
-        self.proc = self._children.spawn(argv, log=self.data_dir / "controller.log")
+        self.proc = self._children.spawn(argv, log=self.data_dir / "controller.log", cpus=self.cpus)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -260,13 +303,16 @@ def wait_api(port: int, timeout: float = 30.0) -> Api:
 class Worker:
     """One ``bench/drones.py`` process; JSON lines on stdin/stdout."""
 
-    def __init__(self, children: Children, index: int, target: str, log: Path) -> None:
+    def __init__(
+        self, children: Children, index: int, target: str, log: Path, cpus: frozenset[int] | None = None
+    ) -> None:
         self.index = index
         self._children = children
         self.proc = children.spawn(
             [PYTHON, str(BENCH / "drones.py"), "--target", target, "--worker", str(index)],
             log=log,
             pipes=True,
+            cpus=cpus,
         )
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name=f"worker-{index}-reader", daemon=True)
@@ -317,8 +363,10 @@ class Worker:
 class Pool:
     """The simulator workers; drone i lives in worker i % len(workers)."""
 
-    def __init__(self, children: Children, count: int, target: str, log_dir: Path) -> None:
-        self.workers = [Worker(children, i, target, log_dir / f"sim-{i}.log") for i in range(count)]
+    def __init__(
+        self, children: Children, count: int, target: str, log_dir: Path, cpus: frozenset[int] | None = None
+    ) -> None:
+        self.workers = [Worker(children, i, target, log_dir / f"sim-{i}.log", cpus) for i in range(count)]
         self.all("ping", timeout=60.0)
 
     @property
@@ -357,6 +405,7 @@ class SimStats:
     failures: dict[str, int]
     failures_since: dict[str, int]
     ended: dict[str, int]
+    ended_since: dict[str, int]
     last_welcome_at: float
     connect_times: list[float]
 
@@ -365,6 +414,7 @@ class SimStats:
         failures: Counter[str] = Counter()
         since: Counter[str] = Counter()
         ended: Counter[str] = Counter()
+        ended_since: Counter[str] = Counter()
         drones = connected = heartbeats = pongs = 0
         last = 0.0
         connect: list[float] = []
@@ -376,10 +426,20 @@ class SimStats:
             failures.update(r["failures"])
             since.update(r["failures_since"])
             ended.update(r["ended"])
+            ended_since.update(r["ended_since"])
             last = max(last, r["last_welcome_at"])
             connect += r["connect_times"]
         return cls(
-            drones, connected, heartbeats, pongs, dict(failures), dict(since), dict(ended), last, connect
+            drones=drones,
+            connected=connected,
+            heartbeats=heartbeats,
+            pongs=pongs,
+            failures=dict(failures),
+            failures_since=dict(since),
+            ended=dict(ended),
+            ended_since=dict(ended_since),
+            last_welcome_at=last,
+            connect_times=connect,
         )
 
 
@@ -407,6 +467,11 @@ class CpuMeter:
         """Percent of one core since the meter started."""
         wall = time.monotonic() - self._start
         return 100.0 * (self._total() - self._cpu) / wall if wall > 0 else 0.0
+
+    def percent_over(self, seconds: float) -> float:
+        """Wait, then the percent of one core over the wait."""
+        time.sleep(seconds)
+        return self.percent()
 
     def seconds(self) -> float:
         return self._total() - self._cpu
@@ -451,28 +516,58 @@ def py_spy() -> str | None:
     return found or None
 
 
-def profile(children: Children, pid: int, seconds: float, out: Path, *, native: bool) -> Path:
-    """Sample the process with py-spy (without pausing it) into a folded-stacks file."""
-    exe = py_spy()
-    if exe is None:
-        raise BenchError("py-spy not found: pip install py-spy into the venv")
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(round(seconds)), "--rate", "200"]
-    argv += ["--nonblocking", "--format", "raw", "--output", str(out)]
-    if native:
-        argv.append("--native")
-    proc = children.spawn(argv, log=out.with_suffix(".log"))
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(seconds + 60)
-    children.stop(proc)
-    if not out.exists():
-        raise BenchError(f"py-spy wrote nothing; see {out.with_suffix('.log')}")
-    return out
+class Profile:
+    """py-spy sampling one process into a folded-stacks file, in the background
+    (without pausing the process, unless native frames are wanted)."""
+
+    def __init__(self, children: Children, pid: int, seconds: float, out: Path, *, native: bool) -> None:
+        exe = py_spy()
+        if exe is None:
+            raise BenchError("py-spy not found: pip install py-spy into the venv")
+        argv = [exe, "record", "--pid", str(pid), "--duration", str(round(seconds)), "--rate", "200"]
+        argv += ["--format", "raw", "--output", str(out)]
+        # Native frames need the process paused while its stack is read.
+        argv.append("--native" if native else "--nonblocking")
+        self._children = children
+        self._seconds = seconds
+        self.out = out
+        self._meter = CpuMeter([pid])
+        self._proc = children.spawn(argv, log=out.with_suffix(".log"))
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for py-spy; the summary, with the process's CPU over the sampling."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(self._seconds + 60)
+        cpu = self._meter.percent()
+        self._children.stop(self._proc)
+        if not self.out.exists():
+            raise BenchError(f"py-spy wrote nothing; see {self.out.with_suffix('.log')}")
+        return {"file": str(self.out), "cpu_pct_while_profiling": round(cpu, 1), **summarise_folded(self.out)}
+
+
+# Frames every sample of a thread goes through: left out of the inclusive list.
+PLUMBING = (
+    "(threading.py)",
+    "(<frozen runpy>)",
+    "(asyncio/runners.py)",
+    "(asyncio/base_events.py)",
+    "(asyncio/events.py)",
+    "(futures/thread.py)",
+    "(controller/main.py)",
+)
+ROLES = (
+    ("event loop", "BaseEventLoop.run_forever"),
+    ("database thread", "concurrent/futures/thread.py"),
+)
 
 
 def summarise_folded(path: Path, top: int = 20) -> dict[str, list[tuple[str, float]]]:
-    """Self and inclusive shares of samples per function from a folded-stacks file."""
+    """Shares of samples from a folded-stacks file: per thread role (the event
+    loop, the database executor, other threads such as grpc's poller), and per
+    function, self and inclusive."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    roles: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -480,17 +575,18 @@ def summarise_folded(path: Path, top: int = 20) -> dict[str, list[tuple[str, flo
             continue
         count = int(count_text)
         total += count
-        frames = [_frame_name(f) for f in stack.split(";")]
-        # Thread names come first in py-spy's folded output; skip non-frames.
-        frames = [f for f in frames if f]
+        roles[next((role for role, mark in ROLES if mark in stack), "other threads")] += count
+        frames = [f for f in (_frame_name(f) for f in stack.split(";")) if f]
         if not frames:
             continue
         own[frames[-1]] += count
         for frame in set(frames):
-            inclusive[frame] += count
+            if not frame.endswith(PLUMBING):
+                inclusive[frame] += count
     if total == 0:
-        return {"self": [], "inclusive": []}
+        return {"roles": [], "self": [], "inclusive": []}
     return {
+        "roles": [(name, 100.0 * n / total) for name, n in roles.most_common()],
         "self": [(name, 100.0 * n / total) for name, n in own.most_common(top)],
         "inclusive": [(name, 100.0 * n / total) for name, n in inclusive.most_common(top)],
     }
