@@ -171,6 +171,8 @@ class Builder:
 
     def _env(self, start: build_pb2.StartBuild) -> dict[str, str]:
         env = dict(os.environ)
+        # Logs are read by people in a browser and by failure_summary(), not a tty.
+        env.setdefault("NOCOLOR", "true")
         if self._eprefix:
             env["PORTAGE_OVERRIDE_EPREFIX"] = self._eprefix
         if start.binhost_url:

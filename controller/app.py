@@ -201,10 +201,9 @@ class Controller:
         config = self.config
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[AuthzInterceptor(self.trust)])
         gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
-        if self.builds is not None and self.staging is not None:
-            build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
-            build_pb2_grpc.add_BuildsServicer_to_server(build_logs, self._server)
-            self.build_logs = build_logs
+        # Always served, so that authorization answers the same with builds off.
+        self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
+        build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:

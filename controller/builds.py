@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 RUNNING, PAUSED, STOPPED, COMPLETE = "running", "paused", "stopped", "complete"
 SESSION_STATES = (RUNNING, PAUSED, STOPPED, COMPLETE)
 DEFAULT_ESTIMATE = 60.0
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EWMA = 0.3
 TIMER = 1.0
 
@@ -158,7 +160,8 @@ def _job(record: JobRecord) -> Job:
 def failure_summary(output: str) -> str:
     """The line that says why a build failed: Portage's ERROR line and the
     die message under it, else the last line."""
-    lines = [line.strip().lstrip("*").strip() for line in output.splitlines()]
+    plain = ANSI_RE.sub("", output)
+    lines = [line.strip().lstrip("*").strip() for line in plain.splitlines()]
     for i, line in enumerate(lines):
         if line.startswith("ERROR:"):
             detail = next((ln for ln in lines[i + 1 : i + 4] if ln), "")

@@ -27,7 +27,8 @@ LOG_LIMIT = 256 * 2**20  # bytes of log kept per build
 
 
 class BuildsService(build_pb2_grpc.BuildsServicer):
-    def __init__(self, queue: BuildQueue, staging: StagingBinhost, logs: Path) -> None:
+    def __init__(self, queue: BuildQueue | None, staging: StagingBinhost | None, logs: Path) -> None:
+        # queue and staging are None when the controller runs without builds.
         self._queue = queue
         self._staging = staging
         self._logs = logs
@@ -36,6 +37,9 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         return self._logs / f"{build_id}.log"
 
     async def _own(self, build_id: str, context: grpc.aio.ServicerContext) -> None:
+        if self._queue is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "builds are off on this controller")
+            return
         owner = self._queue.owner(build_id)
         if owner is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no active build {build_id[:64]!r}")
@@ -81,6 +85,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         context: grpc.aio.ServicerContext,
     ) -> build_pb2.UploadStatus:
         await self._own(request.build_id, context)
+        assert self._staging is not None  # _own refused otherwise
         try:
             received, complete = await self._staging.status(
                 request.build_id, request.cpv, request.filename, request.size, request.sha256
@@ -114,6 +119,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             async for chunk in request_iterator:
                 yield chunk.offset, chunk.data, chunk.crc32
 
+        assert self._staging is not None  # _own refused otherwise
         try:
             received, complete = await self._staging.receive(
                 query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
@@ -123,7 +129,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     def _queue_cpv(self, build_id: str) -> Any:
-        build = self._queue.builds.get(build_id)
+        build = self._queue.builds.get(build_id) if self._queue is not None else None
         return build.cpv if build is not None else None
 
 

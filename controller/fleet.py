@@ -93,7 +93,7 @@ class DroneState:
         self.connected_at: float | None = None
 
     def record(self) -> NodeRecord:
-        return NodeRecord(**{name: getattr(self, name) for name in NODE_FIELDS})
+        return NodeRecord(*[getattr(self, name) for name in NODE_FIELDS])
 
     def detector_last(self) -> float:
         return self.detector.last if self.detector is not None else 0.0
@@ -110,6 +110,9 @@ class Fleet:
         self._drones: dict[str, DroneState] = {}
         self._connected: dict[str, DroneState] = {}
         self.dirty: set[str] = set()
+        # Ids whose identity or status changed: written at once, not with the
+        # live figures every persist interval.
+        self.urgent_ids: set[str] = set()
         self.urgent = asyncio.Event()
 
     # -- views ---------------------------------------------------------
@@ -182,6 +185,7 @@ class Fleet:
         state.next_ping_at = now + state.interval
         self._connected[state.id] = state
         self.dirty.add(state.id)
+        self.urgent_ids.add(state.id)
         self.urgent.set()
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
@@ -222,6 +226,7 @@ class Fleet:
         old = state.status
         state.status = status
         self.dirty.add(state.id)
+        self.urgent_ids.add(state.id)
         self.urgent.set()
         self._events.emit(
             event,
@@ -286,7 +291,12 @@ class Fleet:
             link.close("UNAVAILABLE", reason)
             self.detach(link, reason)
 
-    def take_dirty(self) -> list[NodeRecord]:
-        records = [self._drones[i].record() for i in self.dirty if i in self._drones]
-        self.dirty.clear()
+    def take_dirty(self, urgent_only: bool = False) -> list[NodeRecord]:
+        ids = self.urgent_ids if urgent_only else self.dirty
+        records = [self._drones[i].record() for i in ids if i in self._drones]
+        if urgent_only:
+            self.dirty.difference_update(ids)
+        else:
+            self.dirty.clear()
+        self.urgent_ids.clear()
         return records

@@ -129,6 +129,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         try:
             await session.closed.wait()
         finally:
+            # Before any await: grpc may cancel this handler again while we
+            # wait below, and the drone must be offline at once regardless.
+            self.sessions.discard(session)
+            self._fleet.detach(session, session.close_details or "stream closed by the drone")
             reader.cancel()
             if session.writing:
                 # Cancelling grpc.aio in the middle of a write can leave the
@@ -137,8 +141,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 await asyncio.wait({writer}, timeout=WRITE_GRACE)
             writer.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
-            self.sessions.discard(session)
-            self._fleet.detach(session, session.close_details or "stream closed by the drone")
         if session.close_code not in (None, grpc.StatusCode.OK):
             await context.abort(session.close_code, session.close_details)
 

@@ -6,7 +6,7 @@ drone's own heartbeat rhythm: phi grows with silence measured against the
 mean and spread of that drone's recent intervals, so a drone on a slow
 Tailscale link is judged by its own jitter, not by a fixed timeout. With
 the defaults a drone beating steadily every T seconds is suspect after
-about 3 T of silence.
+about 2.5 T of silence.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 WINDOW = 100
 # Accepted pause and smallest spread, as shares of the drone's interval:
 # even a perfectly regular drone is allowed a missed beat before suspicion.
-PAUSE_SHARE = 1.0
+PAUSE_SHARE = 0.5
 MIN_STD_SHARE = 0.2
 TICK = 0.1
 LN10 = math.log(10)

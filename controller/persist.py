@@ -19,6 +19,8 @@ from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+URGENT_COALESCE = 0.05
+
 
 class NodeWriter:
     def __init__(self, fleet: Fleet, runner: StoreRunner, interval: float) -> None:
@@ -35,8 +37,8 @@ class NodeWriter:
         await self._tasks.close()
         await self.flush()
 
-    async def flush(self) -> None:
-        records = self._fleet.take_dirty()
+    async def flush(self, urgent_only: bool = False) -> None:
+        records = self._fleet.take_dirty(urgent_only)
         if not records:
             return
         try:
@@ -49,11 +51,19 @@ class NodeWriter:
 
     async def _loop(self) -> None:
         urgent = self._fleet.urgent
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self._interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(urgent.wait(), self._interval)
+                await asyncio.wait_for(urgent.wait(), max(0.0, next_full - loop.time()))
+            full = loop.time() >= next_full
+            if not full:
+                # Let a burst of connects gather into one write.
+                await asyncio.sleep(URGENT_COALESCE)
             urgent.clear()
+            if full:
+                next_full = loop.time() + self._interval
             try:
-                await self.flush()
+                await self.flush(urgent_only=not full)
             except Exception:
                 log.exception("writing drone state failed; will retry")

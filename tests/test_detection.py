@@ -25,7 +25,7 @@ def test_regular_drone_is_suspect_after_about_three_intervals() -> None:
         detector = PhiAccrual(interval, 0.0)
         last = beat(detector, 0.0, [interval] * 50)
         silence = detector.deadline(Y8) - last
-        assert 2.5 * interval <= silence <= 3.5 * interval, (interval, silence)
+        assert 2.2 * interval <= silence <= 3.0 * interval, (interval, silence)
         assert detector.phi(last + silence) == pytest.approx(8.0, abs=0.01)
 
 

@@ -147,3 +147,12 @@ def test_failure_summary_finds_portages_error_line() -> None:
     )
     assert failure_summary("one\ntwo\n\n") == "two"
     assert failure_summary("") == "failed"
+
+
+def test_failure_summary_ignores_colours() -> None:
+    from swarm.controller.builds import failure_summary
+
+    coloured = (
+        "\x1b[31;01m*\x1b[0m ERROR: cat/p-1::gentoo failed (compile phase):\n\x1b[31;01m*\x1b[0m   boom\n"
+    )
+    assert failure_summary(coloured) == "ERROR: cat/p-1::gentoo failed (compile phase): boom"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import threading
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -30,6 +31,7 @@ from swarm.controller.store.sql_trust import TrustTables
 log = logging.getLogger(__name__)
 
 NODE_FIELDS = [f.name for f in fields(NodeRecord)]
+NODE_ROW = operator.attrgetter(*NODE_FIELDS)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
 EVENT_CHUNK = 1000
@@ -132,15 +134,25 @@ class SqlStore(TrustTables, BuildTables):
             return
         # One row per id, the last one winning: PostgreSQL refuses an upsert
         # that touches the same row twice, SQLite would apply both.
-        rows = list({node.id: asdict(node) for node in nodes}.values())
-        update = [getattr(Node, name) for name in NODE_FIELDS if name not in ("id", "first_seen_at")]
-        with self._bound(), self.db.atomic():
-            for start in range(0, len(rows), UPSERT_CHUNK):
-                (
-                    Node.insert_many(rows[start : start + UPSERT_CHUNK])
-                    .on_conflict(conflict_target=[Node.id], preserve=update)
-                    .execute()
-                )
+        rows = list({node.id: NODE_ROW(node) for node in nodes}.values())
+        # Plain executemany: building peewee queries cost ~100 us a row, a
+        # prepared statement ~7 us, and this runs for the whole fleet.
+        param = self.db.param
+        columns = ", ".join(NODE_FIELDS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in NODE_FIELDS if c not in ("id", "first_seen_at"))
+        sql = (
+            f"INSERT INTO node ({columns}) VALUES ({', '.join([param] * len(NODE_FIELDS))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}"
+        )
+        # peewee's wrapper turns driver errors into peewee.IntegrityError etc.
+        with self._bound(), self.db.atomic(), pw.__exception_wrapper__:  # type: ignore[attr-defined]
+            cursor = self.db.cursor()  # type: ignore[no-untyped-call]
+            if self.backend == "postgresql":
+                from psycopg2.extras import execute_batch
+
+                execute_batch(cursor, sql, rows, page_size=500)
+            else:
+                cursor.executemany(sql, rows)
 
     def list_nodes(self) -> list[NodeRecord]:
         with self._bound():
