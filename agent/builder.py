@@ -28,6 +28,7 @@ import grpc
 import psutil
 
 from swarm.agent.probes import existing
+from swarm.backoff import Backoff
 from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory
 UPLOAD_CHUNK = 256 * 1024
 RECENT = 16
 KILL_GRACE = 5.0
+# An upload cut off by a dropped connection or a controller restart is tried
+# again (resuming where the controller's copy ends) for this long before the
+# build is reported failed: the package is built, only the controller is away.
+UPLOAD_PATIENCE = 900.0
+UPLOAD_BACKOFF = Backoff(initial=0.5, cap=15.0)
+UPLOAD_RETRY_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
 Kind = build_pb2.BuildEvent
 
 
@@ -316,7 +330,7 @@ class Builder:
             return
         uploaded = []
         for path in files:
-            await self._upload(start, path)
+            await self._upload_patiently(build, path)
             uploaded.append(path.name)
         self._event(start, Kind.SUCCEEDED, duration=duration, artifacts=uploaded)
 
@@ -331,6 +345,31 @@ class Builder:
             ) and candidate.stat().st_mtime >= since - 1:
                 found.append(candidate)
         return found[-1:]
+
+    async def _upload_patiently(self, build: Build, path: Path) -> None:
+        deadline = time.monotonic() + UPLOAD_PATIENCE
+        attempt = 0
+        while True:
+            try:
+                await self._upload(build.start, path)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if (
+                    exc.code() not in UPLOAD_RETRY_CODES
+                    or build.cancel_reason
+                    or time.monotonic() >= deadline
+                ):
+                    raise
+                delay = UPLOAD_BACKOFF.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "build %s: upload of %s interrupted (%s); resuming in %.1fs",
+                    build.start.build_id,
+                    path.name,
+                    exc.code().name,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _upload(self, start: build_pb2.StartBuild, path: Path) -> None:
         digest, size = await asyncio.to_thread(_sha256, path)

@@ -181,7 +181,12 @@ class Controller:
             self.events,
         )
         await self.staging.start()
-        settings = BuildSettings(build_timeout=config.build_timeout, grace=config.build_grace)
+        settings = BuildSettings(
+            build_timeout=config.build_timeout,
+            grace=config.build_grace,
+            ground_after=config.ground_after,
+            cooldown=config.ground_cooldown,
+        )
         self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
         await self.builds.start()
         self.gateway.builds = self.builds

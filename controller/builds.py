@@ -203,6 +203,7 @@ class BuildQueue:
         self._wake = asyncio.Event()
         self._persist = asyncio.Event()
         self._tasks = TaskSet("builds")
+        self._started_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -228,7 +229,7 @@ class BuildQueue:
             if build.finished_at is None:
                 self.builds[build.id] = build
         self.stats = {s.cpn: s for s in await self._runner.call(store.list_package_stats)}
-        now = time.time()
+        now = self._started_at = time.time()
         for job in self.jobs.values():
             if job.state in ACTIVE:
                 # Still ours until its drone says otherwise in its Hello, or the grace period runs out.
@@ -283,6 +284,15 @@ class BuildQueue:
         """The drone a build was given to (for authorization of its uploads)."""
         build = self.builds.get(build_id)
         return build.drone_id if build is not None else None
+
+    def superseded(self, build_id: str) -> str | None:
+        """None while the build is its job's current attempt; else why what it
+        uploads must not reach staging (the job was requeued or stopped without it)."""
+        build = self.builds.get(build_id)
+        job = self.jobs.get(build.job_id) if build is not None else None
+        if job is None or job.build_id == build_id:
+            return None
+        return f"build {build_id} is no longer the current attempt of job {job.id} ({job.reason[:200]})"
 
     # -- admin actions ---------------------------------------------------------
 
@@ -537,14 +547,7 @@ class BuildQueue:
             job.failed_on.append(drone.id)
         last = failure_summary(reason)
         grounded = self.planner.record_failure(drone.id, job.id, now, self._fleet.connected_count())
-        if grounded:
-            self._events.emit(
-                "drone_grounded",
-                f"{drone.name} grounded for {self.settings.cooldown:.0f}s after "
-                f"{self.settings.ground_after} failures in a row",
-                drone_id=drone.id,
-                drone_name=drone.name,
-            )
+        # The failure first, then what it caused: the event log reads in order.
         self._events.emit(
             "job_failed_on_drone",
             f"{job.cpv} failed on {drone.name}: {last[:200]}",
@@ -553,6 +556,14 @@ class BuildQueue:
             job_id=job.id,
             cpv=job.cpv,
         )
+        if grounded:
+            self._events.emit(
+                "drone_grounded",
+                f"{drone.name} grounded for {self.settings.cooldown:.0f}s after "
+                f"{self.settings.ground_after} failures in a row",
+                drone_id=drone.id,
+                drone_name=drone.name,
+            )
         if len(job.failed_on) >= MAX_DRONES_PER_PACKAGE:
             names = ", ".join(self._name(d) for d in job.failed_on)
             job.state, job.finished_at, job.reason = FAILED, now, f"failed on {names}: {last[:300]}"
@@ -635,7 +646,11 @@ class BuildQueue:
             if job.state not in ACTIVE:
                 continue
             drone = self._fleet.get(job.drone_id or "")
-            gone_since = None if drone is None else (None if drone.connected else drone.last_seen_at)
+            # A drone last seen before this controller started had no chance to
+            # reconnect yet: its grace period starts with us, not at its last message.
+            gone_since = (
+                None if drone is None or drone.connected else max(drone.last_seen_at or 0.0, self._started_at)
+            )
             if drone is None or (gone_since is not None and now - gone_since > self.settings.grace):
                 self._requeue(job, f"{self._name(job.drone_id or '')} went away during the build", now)
                 self._events.emit(

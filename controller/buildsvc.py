@@ -79,12 +79,20 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             size += len(data)
         return build_pb2.LogAck(received=size)
 
+    async def _current(self, build_id: str, context: grpc.aio.ServicerContext) -> None:
+        # An attempt whose job was requeued must not put a second copy of the
+        # package into staging next to the one the new attempt builds.
+        why = self._queue.superseded(build_id) if self._queue is not None else None
+        if why is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+
     async def QueryUpload(
         self,
         request: build_pb2.UploadQuery,
         context: grpc.aio.ServicerContext,
     ) -> build_pb2.UploadStatus:
         await self._own(request.build_id, context)
+        await self._current(request.build_id, context)
         assert self._staging is not None  # _own refused otherwise
         try:
             received, complete = await self._staging.status(
@@ -108,6 +116,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         head = first
         query = head.query
         await self._own(query.build_id, context)
+        await self._current(query.build_id, context)
         if query.cpv != self._queue_cpv(query.build_id):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"build {query.build_id} is not for {query.cpv}"

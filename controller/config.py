@@ -51,6 +51,12 @@ class ControllerConfig:
     )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
+    ground_after: int = option(
+        3, "consecutive build failures after which a drone is grounded (circuit breaker)"
+    )
+    ground_cooldown: float = option(
+        300.0, "seconds a grounded drone gets no builds before one probe build (half-open)"
+    )
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
     suspect_phi: float = option(8.0, "phi-accrual threshold at which a silent drone becomes suspect")
     offline_after_intervals: float = option(
@@ -78,6 +84,8 @@ class ControllerConfig:
             raise ValueError("suspect_phi must be positive")
         if self.offline_after_intervals < 2:
             raise ValueError("offline_after_intervals must be at least 2")
+        if self.ground_after < 1 or self.ground_cooldown < 0:
+            raise ValueError("ground_after must be at least 1 and ground_cooldown not negative")
         if self.persist_interval <= 0 or self.hello_timeout <= 0:
             raise ValueError("persist_interval and hello_timeout must be positive")
         if self.event_retention < 100 or self.event_buffer < 10 or self.protocol_buffer < 10:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.portage import PortageWorker
 from swarm.controller.store.records import ArtifactRecord
@@ -96,7 +96,15 @@ class StagingBinhost:
         stored = await self._runner.call(self._runner.store.get_artifact, build_id, filename)
         if stored is not None:
             return stored.size, True
+        self._not_busy(build_id, filename)
         return (part.stat().st_size if part.exists() else 0), False
+
+    def _not_busy(self, build_id: str, filename: str) -> None:
+        # A stream is still writing this file (often one its client already
+        # dropped, not yet ended here): the size on disk is not final, and a
+        # second writer must wait. Transient, so UNAVAILABLE: ask again.
+        if (build_id, filename) in self._busy:
+            raise Unavailable(f"{filename} of build {build_id} is being uploaded already; ask again shortly")
 
     async def receive(
         self,
@@ -113,8 +121,7 @@ class StagingBinhost:
                 pass  # a duplicate upload: nothing to do
             return received, True
         key = (build_id, filename)
-        if key in self._busy:
-            raise FailedPrecondition(f"{filename} of build {build_id} is being uploaded already")
+        self._not_busy(build_id, filename)
         self._busy.add(key)
         try:
             part = self._part(build_id, filename)

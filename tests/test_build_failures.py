@@ -1,0 +1,369 @@
+"""Real builds when things go wrong: a drone killed in the middle of a build,
+the controller killed in the middle of a session, and a drone whose builds
+always fail (the circuit breaker grounds it, then probes it half-open).
+
+Everything is real: the controller, the agents, emerge in Gentoo prefixes
+(tools/prefix.py) and the staging binhost. Every wait is on a condition the
+public API shows, never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import prefix as pfx
+import psutil
+import pytest
+
+from support.procs import Agent, Controller, enroll, http, wait_for
+
+# Each test runs several real emerge builds on a 2-core machine that may be busy.
+pytestmark = pytest.mark.timeout(600)
+
+EMERGE = Path(sys.executable).parent / "emerge"
+BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+# The builder appends --usepkg-exclude=cat/pn and =cpv: they land in "$@" and are ignored.
+FAILING_COMMAND = "sh -c 'echo \"this drone cannot build anything\"; exit 1' always-fails"
+LEAVES = (
+    "swarm-test/leaf-hello",
+    "swarm-test/leaf-data",
+    "swarm-test/leaf-script",
+    "swarm-test/chain-a",
+    "swarm-test/diamond-base",
+)
+SESSION_TIMEOUT = 300.0
+
+
+def ts(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+@dataclass
+class Swarm:
+    root: Path
+    controller: Controller
+    controller_prefix: pfx.Prefix
+    agents: dict[str, Agent] = field(default_factory=dict)
+    orphans: list[int] = field(default_factory=list)  # process groups left behind by a killed agent
+
+    def add_agent(
+        self,
+        name: str,
+        *,
+        command: str = BUILD_COMMAND,
+        package_env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Agent:
+        drone_prefix = pfx.create_prefix(
+            pfx.PrefixConfig(
+                self.root / f"{name}-prefix",
+                pfx.Role.DRONE,
+                binhost=self.controller.info["staging_url"],
+                package_env=package_env or {},
+            )
+        )
+        agent = Agent(
+            self.root,
+            name,
+            self.controller.grpc_target,
+            "--portage-eprefix",
+            str(drone_prefix.root),
+            "--pkgdir",
+            str(drone_prefix.pkgdir),
+            "--emerge-command",
+            command,
+            "--min-free-disk-mb",
+            "1",
+        )
+        result = enroll(self.controller, name, agent.state_dir)
+        assert result.returncode == 0, result.stderr
+        agent.start()
+        self.agents[name] = agent
+        return agent
+
+    def wait_online(self, *names: str) -> None:
+        for name in names or tuple(self.agents):
+            wait_for(
+                lambda n=name: (node := self.controller.node(n)) and node["status"] == "online",
+                timeout=60,
+                what=f"{name} online",
+            )
+
+    def queue(self, *atoms: str) -> dict[str, Any]:
+        status, body = self.controller.admin(
+            "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
+        )
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    def session(self) -> dict[str, Any]:
+        sessions = self.controller.get("/api/v1/sessions")["sessions"]
+        return sessions[0]  # type: ignore[no-any-return]
+
+    def wait_complete(self, session_id: str) -> dict[str, Any]:
+        def complete() -> dict[str, Any] | None:
+            found = [s for s in self.controller.get("/api/v1/sessions")["sessions"] if s["id"] == session_id]
+            return found[0] if found and found[0]["state"] == "complete" else None
+
+        session: dict[str, Any] = wait_for(
+            complete, timeout=SESSION_TIMEOUT, interval=0.25, what=f"session {session_id} to complete"
+        )
+        return session
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.kill()
+        self.controller.kill()
+        for pgid in self.orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def swarm_of(root: Path, *controller_args: str) -> Iterator[Swarm]:
+    ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
+    controller = Controller(root, "--portage-eprefix", str(ctl_prefix.root), *controller_args)
+    swarm = Swarm(root, controller, ctl_prefix)
+    try:
+        controller.start()
+        yield swarm
+    finally:
+        swarm.close()
+
+
+def sleeper_env(seconds: float) -> dict[str, dict[str, str]]:
+    return {"swarm-test/sleeper": {"SWARM_TEST_SLEEP": str(seconds)}}
+
+
+def staged(swarm: Swarm) -> tuple[Counter[str], list[Path]]:
+    """CPV entries of the staging index (as stock Portage reads it) and the gpkg files in the PKGDIR."""
+    status, index = http("GET", swarm.controller.info["staging_url"] + "/Packages")
+    assert status == 200, index
+    cpvs = Counter(line.split(":", 1)[1].strip() for line in index.splitlines() if line.startswith("CPV:"))
+    return cpvs, sorted(swarm.controller_prefix.pkgdir.rglob("*.gpkg.tar"))
+
+
+# -- a drone dies ---------------------------------------------------------------
+
+
+def test_a_drone_killed_mid_build_loses_its_job_to_another_drone(tmp_path: Path) -> None:
+    with swarm_of(tmp_path, "--build-grace", "3") as swarm:
+        for i in range(3):
+            # Long enough that the build is surely still running when its agent dies.
+            swarm.add_agent(f"builder-{i}", package_env=sleeper_env(15))
+        swarm.wait_online()
+        session_id = swarm.queue("swarm-test/sleeper", "swarm-test/leaf-data")["session"]["id"]
+
+        building = wait_for(
+            lambda: (j := swarm.jobs()["swarm-test/sleeper-1"])["state"] == "building" and j,
+            timeout=120,
+            what="the sleeper building on some drone",
+        )
+        victim = swarm.agents[building["drone"]]
+        # emerge runs in a session of its own: it outlives the agent, like a
+        # build whose drone lost its agent. Its group is killed at teardown.
+        swarm.orphans += [p.pid for p in psutil.Process(victim.pid).children()]
+        assert swarm.orphans, "the building agent has no emerge child"
+        victim.kill()  # SIGKILL to the agent's whole process group
+
+        requeued = wait_for(
+            lambda: [e for e in swarm.events("job_requeued") if e["data"]["job_id"] == building["id"]],
+            timeout=60,
+            what="the sleeper requeued after the grace period",
+        )
+        lost_at = ts(swarm.events("drone_disconnected")[-1])
+        assert ts(requeued[0]) - lost_at >= 3.0 - 0.5, "requeued before the grace period ran out"
+
+        session = swarm.wait_complete(session_id)
+        assert session["jobs"]["done"] == 2 and session["progress"] == 1.0
+        job = swarm.jobs()["swarm-test/sleeper-1"]
+        assert job["state"] == "done"
+        assert job["drone"] != victim.name and job["drone"] in swarm.agents
+        assert job["attempts"] == 2 and job["id"] == building["id"]
+        assert job["build_id"] != building["build_id"]
+        cpvs, files = staged(swarm)
+        assert cpvs == Counter({"swarm-test/sleeper-1": 1, "swarm-test/leaf-data-1": 1})
+        assert len(files) == 2
+        # The dead drone's attempt never reached staging.
+        staged_events = swarm.events("package_staged")
+        assert [e["data"]["build_id"] for e in staged_events if e["data"]["cpv"] == job["cpv"]] == [
+            job["build_id"]
+        ]
+
+
+# -- the controller dies ------------------------------------------------------------
+
+
+def test_the_controller_killed_mid_session_finishes_it_after_restart_building_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    with swarm_of(tmp_path, "--build-grace", "3") as swarm:
+        for i in range(3):
+            swarm.add_agent(f"builder-{i}", package_env=sleeper_env(8))
+        swarm.wait_online()
+        reply = swarm.queue("swarm-test/diamond-top", "swarm-test/chain-d", "swarm-test/sleeper")
+        session_id = reply["session"]["id"]
+        cpvs = sorted(j["cpv"] for j in reply["jobs"])
+        ids = sorted(j["id"] for j in reply["jobs"])
+        assert len(cpvs) == 9
+
+        def midway() -> dict[str, dict[str, Any]] | None:
+            jobs = swarm.jobs()
+            states = Counter(j["state"] for j in jobs.values())
+            return jobs if states["done"] >= 1 and states["building"] >= 1 else None
+
+        before = wait_for(midway, timeout=120, interval=0.05, what="some jobs done and one building")
+        swarm.controller.kill()  # SIGKILL to its group: the Portage worker dies with it
+        swarm.controller.restart()
+
+        session = swarm.wait_complete(session_id)
+        assert session["jobs"]["done"] == len(cpvs), session
+        jobs = swarm.jobs()
+        assert sorted(j["id"] for j in jobs.values()) == ids, "a job was lost or made up"
+        assert {cpv: j["state"] for cpv, j in jobs.items()} == dict.fromkeys(cpvs, "done")
+        # A build that ended while the controller was down uploads once it is
+        # back: the restart is not a build failure on any drone.
+        assert not swarm.events("job_failed_on_drone")
+        for cpv, job in before.items():
+            if job["state"] == "done":
+                # Done before the kill: not built again after the restart.
+                assert jobs[cpv]["build_id"] == job["build_id"] and jobs[cpv]["attempts"] == job["attempts"]
+
+        cpv_entries, files = staged(swarm)
+        assert cpv_entries == Counter(dict.fromkeys(cpvs, 1)), "a package is in staging twice"
+        assert len(files) == len(cpvs), [str(f.relative_to(swarm.controller_prefix.pkgdir)) for f in files]
+        staged_cpvs = Counter(e["data"]["cpv"] for e in swarm.events("package_staged"))
+        assert all(n == 1 for n in staged_cpvs.values()), staged_cpvs
+        # Every successful build is recorded once per package.
+        history = swarm.controller.get("/api/v1/history?limit=1000")["history"]
+        assert Counter(h["package"] for h in history if h["result"] == "done") == Counter(
+            dict.fromkeys(cpvs, 1)
+        )
+
+        # And the result is usable: a stock client installs the top package from staging.
+        client = pfx.create_prefix(
+            pfx.PrefixConfig(
+                tmp_path / "client", pfx.Role.CLIENT, binhost=swarm.controller.info["staging_url"]
+            )
+        )
+        result = pfx.run_emerge(client, "--getbinpkgonly", "swarm-test/diamond-top", timeout=300)
+        assert result.ok, result.output[-3000:]
+
+
+# -- the circuit breaker --------------------------------------------------------------
+
+COOLDOWN = 8.0
+
+
+def test_a_drone_whose_builds_always_fail_is_grounded_then_probed_half_open(tmp_path: Path) -> None:
+    with swarm_of(tmp_path, "--ground-after", "3", "--ground-cooldown", str(COOLDOWN)) as swarm:
+        swarm.add_agent("builder-0")
+        swarm.add_agent("builder-1")
+        faulty = swarm.add_agent("faulty", command=FAILING_COMMAND)
+        swarm.wait_online()
+
+        # Five independent packages: the faulty drone fails one after another
+        # (in a fraction of a second each) while the healthy ones build.
+        first = swarm.queue(*LEAVES)["session"]["id"]
+        grounded = wait_for(
+            lambda: swarm.events("drone_grounded"), timeout=60, what="the faulty drone grounded"
+        )
+        assert [e["drone_name"] for e in grounded] == [faulty.name]
+        session = swarm.wait_complete(first)
+        assert session["jobs"]["done"] == len(LEAVES)
+        jobs = swarm.jobs()
+        assert {j["drone"] for j in jobs.values()} <= {"builder-0", "builder-1"}
+
+        failures = [e for e in swarm.events("job_failed_on_drone") if e["drone_name"] == faulty.name]
+        assert len(failures) == 3 and len({e["data"]["job_id"] for e in failures}) == 3
+        assert all(e["id"] < grounded[0]["id"] for e in failures), "grounded only after 3 failures in a row"
+        assert "cannot build anything" in failures[0]["message"]
+
+        # After the cooldown the drone is half-open: new work gives it exactly
+        # one probe; the probe fails and grounds it again.
+        grounded_at = ts(grounded[0])
+        wait_for(
+            lambda: time.time() > grounded_at + COOLDOWN + 0.5,
+            timeout=COOLDOWN + 5,
+            what="the cooldown to pass",
+        )
+        second = swarm.queue(
+            "swarm-test/chain-b", "swarm-test/diamond-left", "swarm-test/diamond-right", "swarm-test/sleeper"
+        )
+        assert len(second["jobs"]) == 6  # chain-a and diamond-base are already in staging
+        session = swarm.wait_complete(second["session"]["id"])
+        assert session["jobs"]["done"] == 6
+        jobs = swarm.jobs()
+        assert all(j["state"] == "done" and j["drone"] != faulty.name for j in jobs.values())
+
+        timeline = [
+            e
+            for e in swarm.events("job_failed_on_drone") + swarm.events("drone_grounded")
+            if e["drone_name"] == faulty.name
+        ]
+        timeline.sort(key=lambda e: e["id"])
+        kinds = [e["type"] for e in timeline]
+        # Three failures, grounded; then each half-open window: one probe, grounded again.
+        assert kinds[:4] == ["job_failed_on_drone"] * 3 + ["drone_grounded"], kinds
+        after = timeline[4:]
+        assert after and len(after) % 2 == 0, kinds
+        previous = grounded[0]
+        for probe, regrounded in zip(after[::2], after[1::2], strict=True):
+            assert (probe["type"], regrounded["type"]) == ("job_failed_on_drone", "drone_grounded"), kinds
+            assert ts(probe) >= ts(previous) + COOLDOWN - 0.1, "a job reached the drone while grounded"
+            assert probe["data"]["cpv"] in {j["cpv"] for j in jobs.values()}
+            previous = regrounded
+
+
+def test_failures_that_follow_a_package_never_ground_more_than_half_the_fleet(tmp_path: Path) -> None:
+    # One failure grounds a drone here, for longer than the test: without the
+    # "at most half the fleet" rule, broken's failures would ground the healthy drones too.
+    with swarm_of(tmp_path, "--ground-after", "1", "--ground-cooldown", "600") as swarm:
+        swarm.add_agent("builder-0")
+        swarm.add_agent("builder-1")
+        faulty = swarm.add_agent("faulty", command=FAILING_COMMAND)
+        swarm.wait_online()
+
+        reply = swarm.queue("swarm-test/broken", "swarm-test/leaf-data", "swarm-test/leaf-script")
+        session = swarm.wait_complete(reply["session"]["id"])
+        assert session["jobs"] == {
+            "blocked": 0,
+            "queued": 0,
+            "assigned": 0,
+            "building": 0,
+            "done": 2,
+            "failed": 1,
+            "cancelled": 0,
+        }
+        jobs = swarm.jobs()
+        broken = jobs["swarm-test/broken-1"]
+        assert broken["state"] == "failed" and len(broken["failed_on"]) == 2
+        assert "fails in src_compile on purpose" in broken["reason"]
+        healthy_failures = [
+            e
+            for e in swarm.events("job_failed_on_drone")
+            if e["data"]["cpv"] == "swarm-test/broken-1" and e["drone_name"] != faulty.name
+        ]
+        assert healthy_failures, "broken never failed on a healthy drone"
+        # Only the faulty drone is grounded: one of three, never more than half.
+        assert [e["drone_name"] for e in swarm.events("drone_grounded")] == [faulty.name]
+        assert {jobs[c]["drone"] for c in ("swarm-test/leaf-data-1", "swarm-test/leaf-script-1")} <= {
+            "builder-0",
+            "builder-1",
+        }
