@@ -10,8 +10,15 @@ The parent drives the worker with JSON lines on stdin and reads one JSON
 line per command on stdout; logs go to stderr. Commands:
 
 - ``ping``: liveness.
-- ``add`` ``drones=[[index, id, name], ...]`` ``ramp=S``: start drones,
-  each after a uniform random delay in [0, S).
+- ``enroll`` ``drones=[[index, id, name, token], ...]`` ``target=HOST:PORT``
+  ``pin=sha256:...`` ``dir=D`` ``concurrency=K``: enroll each drone as the
+  agent does (``swarm.agent.credentials.enroll``: pin the CA, new key, CSR,
+  the Enroll RPC with its join token), at most K at a time; its key and
+  certificate go to ``D/<drone id>/``. Answers how many, and failures.
+- ``add`` ``drones=[[index, id, name], ...]`` ``ramp=S`` [``credentials=D``]:
+  start drones, each after a uniform random delay in [0, S); with
+  ``credentials``, each connects with mutual TLS using the key and
+  certificate in ``D/<drone id>/`` (else plaintext).
 - ``stats`` ``since=T``: counters; failures whose attempt started at or
   after T (``time.monotonic``, the same clock in every process) are also
   counted apart.
@@ -39,10 +46,12 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from swarm.agent import credentials
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
@@ -91,19 +100,50 @@ class Stats:
             self.endings.append((time.monotonic(), outcome))
 
 
-def category(exc: grpc.aio.AioRpcError) -> str:
-    details = (exc.details() or "").lower()
-    if exc.code() == grpc.StatusCode.UNAVAILABLE and (
-        "connection refused" in details or "failed to connect" in details
-    ):
-        return "controller not listening"
-    return f"{exc.code().name}: {(exc.details() or '')[:60]}"
+NOT_LISTENING = "controller not listening"
+# What grpc says when a TLS handshake, not the TCP connect, went wrong.
+TLS_FAILURE = ("handshake", "ssl", "tls", "certificate", "socket closed")
+
+
+def category(exc: grpc.aio.AioRpcError, *, tls: bool) -> str:
+    details = exc.details() or ""
+    lower = details.lower()
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        if "connection refused" in lower:
+            return NOT_LISTENING
+        if "failed to connect" in lower:
+            # A server that closes the socket mid-handshake (a refused client
+            # certificate) reads "failed to connect to all addresses" too.
+            if tls and any(mark in lower for mark in TLS_FAILURE):
+                return f"TLS handshake: {last_error(details)[:60]}"
+            return NOT_LISTENING
+    return f"{exc.code().name}: {details[:60]}"
+
+
+def last_error(details: str) -> str:
+    """``failed to connect to all addresses; last error: X: ipv4:1.2.3.4:5: why`` -> ``X: why``."""
+    _, found, rest = details.partition("last error: ")
+    if not found:
+        return details
+    code, _, why = rest.partition(": ")
+    if why.startswith(("ipv4:", "ipv6:")):
+        why = why.split(": ", 1)[-1]
+    return f"{code}: {why}"
 
 
 class Drone:
-    def __init__(self, sim: Simulator, index: int, drone_id: str, name: str) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        index: int,
+        drone_id: str,
+        name: str,
+        tls: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.sim = sim
         self.index = index
+        # The drone's own key and certificate (mutual TLS), or None: plaintext.
+        self.tls = tls
         rng = random.Random(index)
         self.hello = gateway_pb2.AgentMessage(
             hello=fleet_pb2.Hello(
@@ -137,7 +177,7 @@ class Drone:
                 await self.session(started)
                 outcome = "OK"
             except grpc.aio.AioRpcError as exc:
-                outcome = category(exc)
+                outcome = category(exc, tls=self.tls is not None)
             except TimeoutError:
                 outcome = "no Welcome within 10 s"
             except Refused as exc:
@@ -163,7 +203,11 @@ class Drone:
 
     async def session(self, started: float) -> None:
         """One stream from Hello to its end; raises unless it ended with OK."""
-        async with grpc.aio.insecure_channel(self.sim.target, options=OPTIONS) as channel:
+        if self.tls is not None:
+            channel = grpc.aio.secure_channel(self.sim.target, self.tls, options=OPTIONS)
+        else:
+            channel = grpc.aio.insecure_channel(self.sim.target, options=OPTIONS)
+        async with channel:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
             await call.write(self.hello)
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
@@ -254,11 +298,42 @@ class Simulator:
         self.stats = Stats()
         self.hold: asyncio.Event | None = None
 
-    def add(self, specs: list[list[Any]], ramp: float) -> None:
+    def add(self, specs: list[list[Any]], ramp: float, creds_dir: str | None) -> None:
         for index, drone_id, name in specs:
-            drone = Drone(self, int(index), str(drone_id), str(name))
+            tls = None
+            if creds_dir is not None:
+                creds = credentials.load(Path(creds_dir) / str(drone_id))
+                if creds is None or creds.drone_id != drone_id:
+                    raise ValueError(f"no credentials for drone {drone_id} in {creds_dir}")
+                tls = creds.channel_credentials()
+            drone = Drone(self, int(index), str(drone_id), str(name), tls)
             self.drones[drone.index] = drone
             drone.task = asyncio.create_task(drone.run(random.uniform(0, ramp)), name=name)
+
+    async def enroll(
+        self, specs: list[list[Any]], target: str, pin: str, creds_dir: str, concurrency: int
+    ) -> dict[str, Any]:
+        """Enroll drones the agent's way, at most ``concurrency`` at once; their
+        credentials go to ``creds_dir/<drone id>/``."""
+        gate = asyncio.Semaphore(max(1, concurrency))
+        failed: Counter[str] = Counter()
+
+        async def one(drone_id: str, name: str, token: str) -> None:
+            async with gate:
+                state = Path(creds_dir) / drone_id
+                state.mkdir(parents=True, exist_ok=True)
+                try:
+                    await credentials.enroll(state, drone_id, name, target, token, pin)
+                except (credentials.EnrollError, OSError, grpc.aio.AioRpcError) as exc:
+                    failed[str(exc)[:80]] += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(str(d), str(n), str(t)) for _i, d, n, t in specs))
+        return {
+            "enrolled": len(specs) - sum(failed.values()),
+            "failed": dict(failed),
+            "seconds": time.monotonic() - started,
+        }
 
     def report(self, since: float) -> dict[str, Any]:
         s = self.stats
@@ -312,8 +387,16 @@ class Simulator:
         if cmd == "ping":
             return {"ok": True}
         if cmd == "add":
-            self.add(request["drones"], float(request.get("ramp", 0)))
+            self.add(request["drones"], float(request.get("ramp", 0)), request.get("credentials"))
             return {"ok": True}
+        if cmd == "enroll":
+            return await self.enroll(
+                request["drones"],
+                str(request["target"]),
+                str(request["pin"]),
+                str(request["dir"]),
+                int(request.get("concurrency", 8)),
+            )
         if cmd == "stats":
             return self.report(float(request.get("since", 0)))
         if cmd == "mark":

@@ -1,11 +1,12 @@
 """Fleet benchmark: a real controller, N simulated drones on real gRPC
-streams, and the figures issue 2 asks for. It prints figures; it is not a
-test and asserts nothing about timing.
+streams, and the figures issues 2 and 3 ask for. It prints figures; it is
+not a test and asserts nothing about timing.
 
 Run from the repository root::
 
     .venv/bin/python bench/fleet.py                      # everything, a few minutes
     .venv/bin/python bench/fleet.py --drones 100 --storm none --no-agent
+    .venv/bin/python bench/fleet.py --modes plain,mtls   # what mutual TLS costs
 
 See ``--help`` and bench/README.md for what each figure means.
 """
@@ -17,6 +18,7 @@ import functools
 import json
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from typing import Any
 
 import psutil
 from harness import (
+    HOST,
     PYTHON,
     Api,
     BenchError,
@@ -40,6 +43,7 @@ from harness import (
     Profile,
     env_info,
     flag_supported,
+    join_tokens,
     own_pid_group,
     percentile,
     rss,
@@ -58,10 +62,18 @@ TARGET_AGENT_RSS_MB = 40.0
 
 NOT_LISTENING = "controller not listening"
 STORM_MODES = ("backoff", "at-once")
+# Transports: the controller with --insecure, or with its default mutual TLS.
+PLAIN, MTLS = "plain", "mtls"
+MODES = (PLAIN, MTLS)
+# Defaults of --drones, --storm, --storm-drones: alone, and when mtls is measured.
+DEFAULTS = {"drones": "100,1000,2000", "storm": ",".join(STORM_MODES), "storm_drones": "4000"}
+MTLS_DEFAULTS = {"drones": "1000", "storm": "at-once", "storm_drones": "1000"}
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    modes: list[str]
+    enroll_concurrency: int
     drones: list[int]
     duration: float
     warmup: float
@@ -93,14 +105,31 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "(each its own gRPC stream and HTTP/2 connection, 1 Hz heartbeats, pongs) in a few "
         "worker processes, and prints controller CPU and memory, heartbeat-to-API latency, "
         "ping round trips, failure-detection times, a reconnect storm after kill -9 of the "
-        "controller, and the real agent's idle cost, next to the targets of issue 2. "
+        "controller, and the real agent's idle cost, next to the targets of issue 2; with "
+        "--modes plain,mtls, what mutual TLS costs against plaintext (issue 3). "
         "Prints figures; asserts nothing.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--drones",
-        default="100,1000,2000",
-        help="comma-separated fleet sizes; each gets a fresh controller and data dir",
+        default=argparse.SUPPRESS,
+        help="comma-separated fleet sizes; each gets a fresh controller and data dir "
+        f"(default: {DEFAULTS['drones']}; {MTLS_DEFAULTS['drones']} when --modes has mtls)",
+    )
+    parser.add_argument(
+        "--modes",
+        default=PLAIN,
+        help="transports to measure, comma-separated: 'plain' (the controller runs with "
+        "--insecure, plaintext gRPC) and/or 'mtls' (its default, mutual TLS: every simulated "
+        "drone is enrolled once per run, with a join token from the admin API and the Enroll "
+        "RPC, then connects with its own key and certificate). Every fleet size, storm and the "
+        "agent run once per mode; with both, a table puts the cost of mTLS next to plaintext",
+    )
+    parser.add_argument(
+        "--enroll-concurrency",
+        type=int,
+        default=32,
+        help="mtls: enrollments in flight at once, over all simulator processes (set-up, not measured)",
     )
     parser.add_argument(
         "--duration", type=float, default=20.0, help="seconds of the CPU window, once all drones are online"
@@ -145,13 +174,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--storm",
-        default=",".join(STORM_MODES),
+        default=argparse.SUPPRESS,
         help="reconnect storms after kill -9 + restart of the controller, comma-separated: "
         "'backoff' (drones reconnect with the agent's full-jitter backoff, 0.5 s initial, "
         "30 s cap) and/or 'at-once' (drones wait until the new controller is up, then all "
-        "connect at the same moment: the worst case); 'none' to skip",
+        "connect at the same moment: the worst case); 'none' to skip "
+        f"(default: {DEFAULTS['storm']}; {MTLS_DEFAULTS['storm']} when --modes has mtls)",
     )
-    parser.add_argument("--storm-drones", type=int, default=4000, help="fleet size for the storms")
+    parser.add_argument(
+        "--storm-drones",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="fleet size for the storms "
+        f"(default: {DEFAULTS['storm_drones']}; {MTLS_DEFAULTS['storm_drones']} when --modes has mtls)",
+    )
     parser.add_argument(
         "--storm-timeout", type=float, default=120.0, help="give up waiting for the fleet after this"
     )
@@ -195,17 +231,31 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed for drone ids and sampling")
     ns = parser.parse_args(argv)
+    modes = list(dict.fromkeys(m.strip() for m in ns.modes.split(",") if m.strip()))
+    for mode in modes:
+        if mode not in MODES:
+            parser.error(f"--modes: unknown mode {mode!r} (use {', '.join(MODES)})")
+    if not modes:
+        parser.error("--modes: name at least one of " + ", ".join(MODES))
+    defaults = MTLS_DEFAULTS if MTLS in modes else DEFAULTS
+    drones_text = str(getattr(ns, "drones", defaults["drones"]))
+    storm_text = str(getattr(ns, "storm", defaults["storm"]))
+    storm_drones = int(getattr(ns, "storm_drones", defaults["storm_drones"]))
     try:
-        drones = [int(x) for x in ns.drones.split(",") if x.strip()]
+        drones = [int(x) for x in drones_text.split(",") if x.strip()]
     except ValueError:
-        parser.error(f"--drones must be comma-separated whole numbers, got {ns.drones!r}")
-    storm = [m.strip() for m in ns.storm.split(",") if m.strip() and m.strip() != "none"]
+        parser.error(f"--drones must be comma-separated whole numbers, got {drones_text!r}")
+    storm = [m.strip() for m in storm_text.split(",") if m.strip() and m.strip() != "none"]
     for mode in storm:
         if mode not in STORM_MODES:
             parser.error(f"--storm: unknown mode {mode!r} (use {', '.join(STORM_MODES)} or none)")
     if any(n < 1 for n in drones) or ns.workers < 1 or ns.duration <= 0 or ns.connect_rate <= 0:
         parser.error("--drones, --workers, --duration and --connect-rate must be positive")
+    if storm_drones < 1 or ns.enroll_concurrency < 1:
+        parser.error("--storm-drones and --enroll-concurrency must be positive")
     return Options(
+        modes=modes,
+        enroll_concurrency=ns.enroll_concurrency,
         drones=drones,
         duration=ns.duration,
         warmup=ns.warmup,
@@ -216,7 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         cuts=ns.cuts,
         silences=ns.silences,
         storm=storm,
-        storm_drones=ns.storm_drones,
+        storm_drones=storm_drones,
         storm_timeout=ns.storm_timeout,
         agent=not ns.no_agent,
         agent_duration=ns.agent_duration,
@@ -238,11 +288,12 @@ def say(message: str) -> None:
 # -- fleet set-up ----------------------------------------------------------
 
 
-def new_controller(opts: Options, children: Children, data: Path) -> Controller:
+def new_controller(opts: Options, children: Children, data: Path, mode: str) -> Controller:
     return Controller(
         children,
         data,
         ping_interval=opts.ping_interval,
+        tls=mode == MTLS,
         extra=opts.controller_args,
         cpus=opts.placement.controller,
     )
@@ -256,17 +307,108 @@ class DroneSpec:
 
 
 def make_specs(n: int, seed: int) -> list[DroneSpec]:
+    """The first n drones of the run: the same ids in every phase (a prefix of
+    the largest fleet), so that one enrollment serves every mtls phase."""
     rng = random.Random(seed)
     return [DroneSpec(i, uuid.UUID(int=rng.getrandbits(128)).hex, f"sim-{i:05d}") for i in range(n)]
 
 
-def add_drones(pool: Pool, specs: list[DroneSpec], ramp: float) -> None:
+def add_drones(pool: Pool, specs: list[DroneSpec], ramp: float, enrolled: Enrolled | None) -> None:
+    """Start the drones; with ``enrolled`` each connects with its own key and certificate."""
     count = len(pool.workers)
-    per_worker = [
+    per_worker: list[dict[str, Any]] = [
         {"drones": [[s.index, s.id, s.name] for s in specs if s.index % count == w], "ramp": ramp}
         for w in range(count)
     ]
-    pool.each("add", per_worker)
+    if enrolled is not None:
+        for args in per_worker:
+            args["credentials"] = str(enrolled.credentials)
+    pool.each("add", per_worker, timeout=60.0 + len(specs) / 200)
+
+
+# -- enrollment (mtls) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """A controller data dir (CA, issued certificates, spent tokens) after
+    ``drones`` simulated drones enrolled, and their keys and certificates
+    (``credentials/<drone id>/``). Every mtls phase starts from a copy of
+    the data dir, so the drones enroll once per run."""
+
+    data_dir: Path
+    credentials: Path
+    drones: int
+
+    def phase_dir(self, target: Path) -> Path:
+        shutil.copytree(self.data_dir, target)
+        for leftover in ("controller.log", "ready.json"):
+            (target / leftover).unlink(missing_ok=True)
+        return target
+
+
+def enroll_fleet(opts: Options, children: Children, tmp: Path, n: int) -> tuple[Enrolled, dict[str, Any]]:
+    """Enroll n simulated drones the way a real drone does: a one-time join token
+    from the admin API each, then the Enroll RPC (CA pin, own key, CSR), bounded
+    concurrency. Set-up, not measured; timed only so the report can say so."""
+    say(f"mtls: enrolling {n} simulated drones ({opts.enroll_concurrency} at a time)")
+    data = tmp / "enrolled"
+    creds = tmp / "credentials"
+    logs = tmp / "enroll-logs"
+    for path in (data, creds, logs):
+        path.mkdir()
+    ctl = new_controller(opts, children, data, MTLS)
+    ports = ctl.start()
+    started = time.monotonic()
+    tokens = join_tokens(ctl, n)
+    tokens_s = time.monotonic() - started
+    specs = make_specs(n, opts.seed)
+    pool = Pool(children, min(opts.workers, n), f"{HOST}:{ports.grpc}", logs, opts.placement.simulator)
+    try:
+        count = len(pool.workers)
+        per_worker: list[dict[str, Any]] = [
+            {
+                "drones": [[s.index, s.id, s.name, tokens[s.index]] for s in specs if s.index % count == w],
+                "target": ctl.enroll_target,
+                "pin": ctl.ca_pin,
+                "dir": str(creds),
+                "concurrency": max(1, opts.enroll_concurrency // count),
+            }
+            for w in range(count)
+        ]
+        started = time.monotonic()
+        replies = pool.each("enroll", per_worker, timeout=120.0 + n / 10)
+        enroll_s = time.monotonic() - started
+    finally:
+        pool.stop()
+        ctl.stop()  # SIGTERM: a clean database to copy
+    enrolled = sum(int(r["enrolled"]) for r in replies)
+    failed: dict[str, int] = {}
+    for r in replies:
+        for why, k in r["failed"].items():
+            failed[why] = failed.get(why, 0) + int(k)
+    if enrolled < n:
+        raise BenchError(f"only {enrolled} of {n} drones enrolled: {failed}")
+    say(f"mtls: {n} drones enrolled in {enroll_s:.1f} s ({n} join tokens in {tokens_s:.1f} s)")
+    figures = {
+        "drones": n,
+        "tokens_s": round(tokens_s, 2),
+        "enroll_s": round(enroll_s, 2),
+        "concurrency": opts.enroll_concurrency,
+    }
+    return Enrolled(data, creds, n), figures
+
+
+def phase_dir(tmp: Path, name: str, mode: str, enrolled: Enrolled | None) -> Path:
+    """A fresh data dir for a phase: empty for plaintext; for mtls a copy of the
+    enrolled controller's (same CA, the drones' certificates on record)."""
+    if mode != MTLS:
+        data = tmp / name
+        data.mkdir()
+        return data
+    if enrolled is None:
+        raise BenchError("no enrolled drones (enrollment failed or was not run)")
+    return enrolled.phase_dir(tmp / f"{name}-{MTLS}")
 
 
 def wait_online(pool: Pool, api: Api, n: int, timeout: float, interval: float = 0.5) -> float:
@@ -379,27 +521,61 @@ def detect_silent(
     return from_freeze, from_beat
 
 
-def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile_it: bool) -> dict[str, Any]:
-    say(f"fleet of {n}: starting a controller")
-    data = tmp / f"fleet-{n}"
-    data.mkdir()
+def other_busy(machine_busy: float, ours: float) -> float:
+    """How busy the machine was beyond the controller and the simulator (``ours``,
+    % of one core), in % of all cores: other work, the bench, py-spy."""
+    return round(max(0.0, machine_busy - ours / (psutil.cpu_count() or 1)), 1)
+
+
+def tagged(opts: Options, what: str, mode: str) -> str:
+    """A phase's name in the log: with its transport unless the run is plaintext only."""
+    return what if opts.modes == [PLAIN] else f"{what} [{mode}]"
+
+
+def enrolled_for(mode: str, enrolled: Enrolled | None, n: int) -> Enrolled | None:
+    """The enrolled fleet a phase of n drones uses: None for plaintext."""
+    if mode != MTLS:
+        return None
+    if enrolled is None or enrolled.drones < n:
+        raise BenchError(f"no {n} enrolled drones (enrollment failed or was not run)")
+    return enrolled
+
+
+def bench_fleet(
+    opts: Options,
+    children: Children,
+    tmp: Path,
+    n: int,
+    mode: str,
+    enrolled: Enrolled | None,
+    *,
+    profile_it: bool,
+) -> dict[str, Any]:
+    name = tagged(opts, f"fleet of {n}", mode)
+    say(f"{name}: starting a controller")
+    creds = enrolled_for(mode, enrolled, n)
+    data = phase_dir(tmp, f"fleet-{n}", mode, creds)
     rng = random.Random(opts.seed + n)
-    ctl = new_controller(opts, children, data)
+    ctl = new_controller(opts, children, data, mode)
     ports = ctl.start()
     api = wait_api(ports.public)
     time.sleep(2.0)
     rss_idle = rss(ctl.pid)
-    pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data, opts.placement.simulator)
-    result: dict[str, Any] = {"drones": n, "controller_rss_idle_mb": round(rss_idle / 2**20, 1)}
+    pool = Pool(children, min(opts.workers, n), f"{HOST}:{ports.grpc}", data, opts.placement.simulator)
+    result: dict[str, Any] = {
+        "drones": n,
+        "transport": mode,
+        "controller_rss_idle_mb": round(rss_idle / 2**20, 1),
+    }
     try:
-        specs = make_specs(n, opts.seed + n)
+        specs = make_specs(n, opts.seed)
         ramp = n / opts.connect_rate
-        say(f"fleet of {n}: connecting over {ramp:.1f} s")
+        say(f"{name}: connecting over {ramp:.1f} s")
         started = time.monotonic()
-        add_drones(pool, specs, ramp)
+        add_drones(pool, specs, ramp, creds)
         wait_online(pool, api, n, ramp + 60.0)
         result["connect_s"] = round(time.monotonic() - started, 1)
-        say(f"fleet of {n}: all online; warm-up {opts.warmup:g} s, then a {opts.duration:g} s window")
+        say(f"{name}: all online; warm-up {opts.warmup:g} s, then a {opts.duration:g} s window")
         time.sleep(opts.warmup)
 
         # The window: nothing but sleeping on our side.
@@ -408,11 +584,16 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
         before = pool.stats()
         time.sleep(opts.duration)
         after = pool.stats()
+        cpu = ctl_cpu.percent()
+        sim = sim_cpu.percent()
+        busy = ctl_cpu.machine_busy()
         rss_full = rss(ctl.pid)
         result |= {
-            "controller_cpu_pct": round(ctl_cpu.percent(), 1),
-            "simulator_cpu_pct": round(sim_cpu.percent(), 1),
-            "machine_busy_pct": round(ctl_cpu.machine_busy(), 1),
+            "controller_cpu_pct": round(cpu, 1),
+            "controller_cpu_pct_per_drone": round(cpu / n, 5),
+            "simulator_cpu_pct": round(sim, 1),
+            "machine_busy_pct": round(busy, 1),
+            "other_busy_pct": other_busy(busy, cpu + sim),
             "heartbeats_per_s": round((after.heartbeats - before.heartbeats) / opts.duration, 1),
             "pongs_per_s": round((after.pongs - before.pongs) / opts.duration, 1),
             "controller_rss_mb": round(rss_full / 2**20, 1),
@@ -436,9 +617,9 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
         probes = sample[: opts.probes]
         cut = sample[opts.probes : opts.probes + opts.cuts]
         silent = sample[opts.probes + opts.cuts :]
-        say(f"fleet of {n}: timing {len(probes)} heartbeats until visible in the API")
+        say(f"{name}: timing {len(probes)} heartbeats until visible in the API")
         result["heartbeat_visible_ms"] = summary(probe_heartbeats(pool, api, probes, rng))
-        say(f"fleet of {n}: cutting {len(cut)} streams, silencing {len(silent)} drones")
+        say(f"{name}: cutting {len(cut)} streams, silencing {len(silent)} drones")
         result["cut_to_offline_ms"] = summary(detect_cut(pool, api, cut))
         from_freeze, from_beat = detect_silent(pool, api, silent, rng)
         result["silent_to_suspect_ms"] = summary(from_freeze)
@@ -446,9 +627,10 @@ def bench_fleet(opts: Options, children: Children, tmp: Path, n: int, *, profile
 
         if profile_it and opts.profile_dir is not None:
             try:
-                result["profile"] = profile_controller(opts, children, ctl.pid, f"fleet-{n}").finish()
+                label = f"fleet-{n}" + ("" if mode == PLAIN else f"-{mode}")
+                result["profile"] = profile_controller(opts, children, ctl.pid, label).finish()
             except BenchError as exc:
-                say(f"fleet of {n}: no profile: {exc}")
+                say(f"{name}: no profile: {exc}")
     finally:
         api.close()
         pool.stop()
@@ -469,23 +651,31 @@ def profile_controller(opts: Options, children: Children, pid: int, name: str) -
 
 
 def bench_storm(
-    opts: Options, children: Children, tmp: Path, mode: str, *, profile_it: bool
+    opts: Options,
+    children: Children,
+    tmp: Path,
+    mode: str,
+    transport: str,
+    enrolled: Enrolled | None,
+    *,
+    profile_it: bool,
 ) -> dict[str, Any]:
     n = opts.storm_drones
-    say(f"storm ({mode}) with {n} drones: starting a controller")
-    data = tmp / f"storm-{mode}"
-    data.mkdir()
-    result: dict[str, Any] = {"mode": mode, "drones": n}
-    ctl = new_controller(opts, children, data)
+    name = tagged(opts, f"storm ({mode})", transport)
+    say(f"{name} with {n} drones: starting a controller")
+    result: dict[str, Any] = {"mode": mode, "transport": transport, "drones": n}
+    creds = enrolled_for(transport, enrolled, n)
+    data = phase_dir(tmp, f"storm-{mode}", transport, creds)
+    ctl = new_controller(opts, children, data, transport)
     pool: Pool | None = None
     api: Api | None = None
     try:
         ports = ctl.start()
         api = wait_api(ports.public)
-        pool = Pool(children, min(opts.workers, n), f"127.0.0.1:{ports.grpc}", data, opts.placement.simulator)
+        pool = Pool(children, min(opts.workers, n), f"{HOST}:{ports.grpc}", data, opts.placement.simulator)
         ramp = n / opts.connect_rate
-        say(f"storm ({mode}): connecting {n} drones over {ramp:.1f} s")
-        add_drones(pool, make_specs(n, opts.seed + n), ramp)
+        say(f"{name}: connecting {n} drones over {ramp:.1f} s")
+        add_drones(pool, make_specs(n, opts.seed), ramp, creds)
         try:
             wait_online(pool, api, n, ramp + 90.0)
         except BenchError as exc:
@@ -503,17 +693,21 @@ def bench_storm(
             pool.all("hold")
         api.close()
 
-        say(f"storm ({mode}): kill -9 of the controller, restart on the same ports")
+        say(f"{name}: kill -9 of the controller, restart on the same ports")
         killed = time.monotonic()
         ctl.kill9()
         restarted = time.monotonic()
         ctl.start()
         ready = time.monotonic()
         meter = CpuMeter([ctl.pid])
-        sampler = profile_controller(opts, children, ctl.pid, f"storm-{mode}") if profile_it else None
+        sim_meter = CpuMeter(pool.pids)
+        label = f"storm-{mode}" + ("" if transport == PLAIN else f"-{transport}")
+        sampler = profile_controller(opts, children, ctl.pid, label) if profile_it else None
         api = wait_api(ports.public)
+        released: float | None = None
         if mode == "at-once":
             pool.all("go")
+            released = time.monotonic()
         deadline = ready + opts.storm_timeout
         all_online: float | None = None
         while time.monotonic() < deadline:
@@ -523,8 +717,10 @@ def bench_storm(
                 break
             time.sleep(0.1)
         cpu_s = meter.seconds()
+        busy = meter.machine_busy()
+        others = other_busy(busy, meter.percent() + sim_meter.percent())
         if all_online is None:
-            say(f"storm ({mode}): not all online {opts.storm_timeout:g} s after the restart")
+            say(f"{name}: not all online {opts.storm_timeout:g} s after the restart")
         time.sleep(3.0)  # anything that goes wrong just after
         after = pool.stats(since=killed)
         # Welcomed streams that ended once the new controller was up: none should.
@@ -534,6 +730,9 @@ def bench_storm(
             "restart_to_ready_s": round(ready - restarted, 2),
             "all_online_after_restart_s": round(all_online - restarted, 2) if all_online else None,
             "all_online_after_kill_s": round(all_online - killed, 2) if all_online else None,
+            "all_online_after_release_s": (
+                round(all_online - released, 2) if all_online and released is not None else None
+            ),
             "connected_at_end": after.connected,
             "refused_or_cancelled": sum(refused.values()),
             "refused_by_kind": refused,
@@ -543,6 +742,8 @@ def bench_storm(
             "ended_again_by_code": again,
             "welcome_s": summary([round(t, 3) for t in after.connect_times]),
             "controller_cpu_s_until_online": round(cpu_s, 1),
+            "machine_busy_pct_until_online": round(busy, 1),
+            "other_busy_pct_until_online": others,
             "controller_rss_after_mb": round(rss(ctl.pid) / 2**20, 1),
             "online_in_api": api.counts().get("online", 0),
         }
@@ -550,7 +751,7 @@ def bench_storm(
             try:
                 result["profile"] = sampler.finish()
             except BenchError as exc:
-                say(f"storm ({mode}): no profile: {exc}")
+                say(f"{name}: no profile: {exc}")
     finally:
         if api is not None:
             api.close()
@@ -563,11 +764,22 @@ def bench_storm(
 # -- the real agent ----------------------------------------------------------
 
 
-def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
-    say("agent: starting a controller and one real swarm-agent")
-    data = tmp / "agent"
+def enroll_agent(ctl: Controller, argv: list[str], log: Path) -> None:
+    """``swarm-agent enroll`` with a join token from the admin API, as an admin would."""
+    token = join_tokens(ctl, 1)[0]
+    enroll = [*argv[:3], "enroll", *argv[3:], "--enroll-address", ctl.enroll_target]
+    enroll += ["--token", token, "--ca-pin", ctl.ca_pin]
+    with log.open("ab") as out:
+        done = subprocess.run(enroll, stdout=out, stderr=out, timeout=60, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"swarm-agent enroll exited with {done.returncode}; see {log}")
+
+
+def bench_agent(opts: Options, children: Children, tmp: Path, mode: str) -> dict[str, Any]:
+    say(tagged(opts, "agent", mode) + ": starting a controller and one real swarm-agent")
+    data = tmp / ("agent" if mode == PLAIN else f"agent-{mode}")
     data.mkdir()
-    ctl = new_controller(opts, children, data)
+    ctl = new_controller(opts, children, data, mode)
     ports = ctl.start()
     api = wait_api(ports.public)
     module = "swarm.agent.main"
@@ -576,7 +788,7 @@ def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
         "-m",
         module,
         "--controller",
-        f"127.0.0.1:{ports.grpc}",
+        f"{HOST}:{ports.grpc}",
         "--name",
         "bench-agent",
         "--state-dir",
@@ -586,7 +798,9 @@ def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
         "--log-file",
         "",
     ]
-    if flag_supported(module, "--insecure"):
+    if mode == MTLS:
+        enroll_agent(ctl, argv, data / "agent.log")
+    elif flag_supported(module, "--insecure"):
         argv.append("--insecure")
     agent = children.spawn(argv, log=data / "agent.log")
     try:
@@ -609,6 +823,7 @@ def bench_agent(opts: Options, children: Children, tmp: Path) -> dict[str, Any]:
         memory = psutil.Process(agent.pid).memory_full_info()
         node = api.node("bench-agent") or {}
         return {
+            "transport": mode,
             "cpu_pct": round(cpu, 2),
             "rss_mb": round(memory.rss / 2**20, 1),
             "uss_mb": round(memory.uss / 2**20, 1),
@@ -655,24 +870,36 @@ def fmt(cell: Any, ok: Callable[[float], bool] | None = None) -> str:
 Getter = Callable[[dict[str, Any]], Any]
 
 
+def heading(result: dict[str, Any], key: str, modes: list[str]) -> str:
+    """A column's heading: the run's size or mode, and its transport unless all are plaintext."""
+    text = str(result.get(key, "?"))
+    return text if modes == [PLAIN] else f"{text} {result.get('transport', PLAIN)}"
+
+
 class Table:
     """Figures as rows, one column per run, the target last."""
 
-    def __init__(self, title: str, columns: list[dict[str, Any]], key: str, width: int = 44) -> None:
+    def __init__(
+        self, title: str, columns: list[dict[str, Any]], headings: list[str], width: int = 44
+    ) -> None:
         self.columns = columns
         self.width = width
-        head = f"{'':{width}}" + "".join(f"{c[key]:>11}" for c in columns) + "   target"
+        self.cell = max([11, *(len(h) + 2 for h in headings)])
+        head = f"{'':{width}}" + "".join(f"{h:>{self.cell}}" for h in headings) + "   target"
         self.lines = ["", title, head, "-" * len(head)]
 
     def row(
         self, label: str, get: Getter, target: str = "", ok: Callable[[float], bool] | None = None
     ) -> None:
-        cells = "".join(f"{fmt(get(c), ok):>11}" for c in self.columns)
+        cells = "".join(f"{fmt(get(c), ok):>{self.cell}}" for c in self.columns)
         self.lines.append(f"{label:{self.width}}{cells}   {target}".rstrip())
 
 
-def fleet_table(fleet: list[dict[str, Any]]) -> list[str]:
-    t = Table("Fleet, 1 Hz heartbeats per drone (drones per column)", fleet, "drones")
+def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    title = "Fleet, 1 Hz heartbeats per drone (drones per column)"
+    if modes != [PLAIN]:
+        title = "Fleet, 1 Hz heartbeats per drone (drones and transport per column)"
+    t = Table(title, fleet, [heading(r, "drones", modes) for r in fleet])
     t.row("drones online in the API", lambda r: value(r, "online_in_api"))
     t.row("controller TCP connections (gRPC port)", lambda r: value(r, "controller_tcp_connections"))
     t.row("heartbeats/s sent by the simulator", lambda r: value(r, "heartbeats_per_s"))
@@ -717,21 +944,28 @@ def fleet_table(fleet: list[dict[str, Any]]) -> list[str]:
     t.row("last heartbeat -> suspect, max ms", lambda r: value(r, "last_heartbeat_to_suspect_ms", "max"))
     t.row("simulator CPU, % of one core (all procs)", lambda r: value(r, "simulator_cpu_pct"))
     t.row("machine busy, % of all cores", lambda r: value(r, "machine_busy_pct"))
+    t.row("  of which not controller or simulator", lambda r: value(r, "other_busy_pct"))
     t.row("time to connect all, s", lambda r: value(r, "connect_s"))
     lines = t.lines
     for r in fleet:
+        name = heading(r, "drones", modes)
         if r.get("simulator_failures"):
-            lines.append(f"{r['drones']} drones: failed connection attempts: {r['simulator_failures']}")
+            lines.append(f"{name} drones: failed connection attempts: {r['simulator_failures']}")
         if r.get("error"):
-            lines.append(f"{r['drones']} drones: ERROR {r['error']}")
+            lines.append(f"{name} drones: ERROR {r['error']}")
     return lines
 
 
-def storm_table(storms: list[dict[str, Any]]) -> list[str]:
-    t = Table("Reconnect storm: kill -9 of the controller, restart on the same ports", storms, "mode")
+def storm_table(storms: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    t = Table(
+        "Reconnect storm: kill -9 of the controller, restart on the same ports",
+        storms,
+        [heading(r, "mode", modes) for r in storms],
+    )
     t.row("drones", lambda r: value(r, "drones"))
     t.row("restart until ready file, s", lambda r: value(r, "restart_to_ready_s"))
     t.row("restart until all online (API), s", lambda r: value(r, "all_online_after_restart_s"))
+    t.row("at-once: release until all online, s", lambda r: value(r, "all_online_after_release_s"))
     t.row("kill until all online (API), s", lambda r: value(r, "all_online_after_kill_s"))
     t.row(
         "streams refused or cancelled (controller up)",
@@ -750,26 +984,54 @@ def storm_table(storms: list[dict[str, Any]]) -> list[str]:
     t.row("Hello -> Welcome p99, s", lambda r: value(r, "welcome_s", "p99"))
     t.row("Hello -> Welcome max, s", lambda r: value(r, "welcome_s", "max"))
     t.row("controller CPU until all online, s", lambda r: value(r, "controller_cpu_s_until_online"))
+    t.row("machine busy until all online, % of all", lambda r: value(r, "machine_busy_pct_until_online"))
+    t.row("  of which not controller or simulator", lambda r: value(r, "other_busy_pct_until_online"))
     t.row("controller RSS before, MB", lambda r: value(r, "controller_rss_before_mb"))
     t.row("controller RSS after, MB", lambda r: value(r, "controller_rss_after_mb"))
     lines = t.lines
     for r in storms:
+        name = heading(r, "mode", modes)
         if r.get("refused_by_kind"):
-            lines.append(f"{r['mode']}: refused/cancelled by kind: {r['refused_by_kind']}")
+            lines.append(f"{name}: refused/cancelled by kind: {r['refused_by_kind']}")
         if r.get("ended_by_kill"):
-            lines.append(f"{r['mode']}: streams the kill ended, by code: {r['ended_by_kill']}")
+            lines.append(f"{name}: streams the kill ended, by code: {r['ended_by_kill']}")
         if r.get("ended_again_by_code"):
-            lines.append(f"{r['mode']}: streams ended after the restart: {r['ended_again_by_code']}")
+            lines.append(f"{name}: streams ended after the restart: {r['ended_again_by_code']}")
         if r.get("error"):
             lines.append(
-                f"{r['mode']}: ERROR {r['error']} (controller at {r.get('controller_cpu_pct_now')}% "
+                f"{name}: ERROR {r['error']} (controller at {r.get('controller_cpu_pct_now')}% "
                 f"of a core with {r.get('connected_before_storm')} streams)"
             )
     return lines
 
 
-def agent_table(agent: dict[str, Any]) -> list[str]:
-    lines = ["", "Real agent (swarm-agent, one stream, idle)"]
+def agent_table(agents: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    if len(agents) != 1:
+        t = Table(
+            "Real agent (swarm-agent, one stream, idle)",
+            agents,
+            [str(a.get("transport", PLAIN)) for a in agents],
+        )
+        t.row(
+            "CPU, % of one core",
+            lambda a: value(a, "cpu_pct"),
+            f"< {TARGET_AGENT_CPU:g}",
+            lambda v: v < TARGET_AGENT_CPU,
+        )
+        t.row(
+            "RSS, MB",
+            lambda a: value(a, "rss_mb"),
+            f"< {TARGET_AGENT_RSS_MB:g}",
+            lambda v: v < TARGET_AGENT_RSS_MB,
+        )
+        t.row("USS (private memory), MB", lambda a: value(a, "uss_mb"))
+        t.row("threads", lambda a: value(a, "threads"))
+        return t.lines + [f"{a.get('transport')}: ERROR {a['error']}" for a in agents if a.get("error")]
+    agent = agents[0]
+    title = "Real agent (swarm-agent, one stream, idle)"
+    if modes != [PLAIN]:
+        title = f"Real agent (swarm-agent, one stream, idle, {agent.get('transport', PLAIN)})"
+    lines = ["", title]
     if agent.get("error"):
         return [*lines, f"ERROR {agent['error']}"]
     lines.append(
@@ -800,6 +1062,105 @@ def profile_lines(label: str, prof: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Rows of the side-by-side table: label, figure, decimals.
+Compared = tuple[str, Getter, int]
+STEADY: list[Compared] = [
+    ("controller CPU, % of one core", lambda r: value(r, "controller_cpu_pct"), 1),
+    ("controller CPU per drone, % of one core", lambda r: value(r, "controller_cpu_pct_per_drone"), 4),
+    ("controller RSS with no drone, MB", lambda r: value(r, "controller_rss_idle_mb"), 1),
+    ("controller RSS, MB", lambda r: value(r, "controller_rss_mb"), 1),
+    ("controller RSS per drone, KB", lambda r: value(r, "rss_per_drone_kb"), 1),
+    ("heartbeat -> visible in API p99, ms", lambda r: value(r, "heartbeat_visible_ms", "p99"), 1),
+    ("ping round trip p99, ms", lambda r: value(r, "ping_rtt_ms", "p99"), 1),
+    ("time to connect all, s", lambda r: value(r, "connect_s"), 1),
+    ("simulator CPU, % of one core", lambda r: value(r, "simulator_cpu_pct"), 1),
+    ("machine busy, % of all cores", lambda r: value(r, "machine_busy_pct"), 1),
+    ("  of which not controller or simulator", lambda r: value(r, "other_busy_pct"), 1),
+]
+STORM: list[Compared] = [
+    ("restart until all online, s", lambda r: value(r, "all_online_after_restart_s"), 2),
+    ("at-once: release until all online, s", lambda r: value(r, "all_online_after_release_s"), 2),
+    ("Hello -> Welcome p50, s", lambda r: value(r, "welcome_s", "p50"), 3),
+    ("Hello -> Welcome p99, s", lambda r: value(r, "welcome_s", "p99"), 3),
+    ("Hello -> Welcome max, s", lambda r: value(r, "welcome_s", "max"), 3),
+    ("streams refused or cancelled (controller up)", lambda r: value(r, "refused_or_cancelled"), 0),
+    ("welcomed streams ended after restart", lambda r: value(r, "welcomed_then_ended"), 0),
+    ("controller CPU until all online, s", lambda r: value(r, "controller_cpu_s_until_online"), 1),
+    ("machine busy until all online, % of all cores", lambda r: value(r, "machine_busy_pct_until_online"), 1),
+    ("  of which not controller or simulator", lambda r: value(r, "other_busy_pct_until_online"), 1),
+]
+AGENT: list[Compared] = [
+    ("CPU, % of one core", lambda r: value(r, "cpu_pct"), 2),
+    ("RSS, MB", lambda r: value(r, "rss_mb"), 1),
+]
+
+
+def number(cell: Any, digits: int) -> str:
+    if isinstance(cell, bool) or not isinstance(cell, int | float):
+        return "-" if cell is None else str(cell)
+    return f"{cell:.{digits}f}"
+
+
+def change(plain: Any, mtls: Any, digits: int) -> str:
+    """mtls - plain, and relative to plain."""
+    if not isinstance(plain, int | float) or not isinstance(mtls, int | float):
+        return "-"
+    text = f"{mtls - plain:+.{digits}f}"
+    if plain:
+        text += f" ({100 * (mtls - plain) / plain:+.0f}%)"
+    return text
+
+
+def comparison_table(results: dict[str, Any], modes: list[str]) -> list[str]:
+    """What mutual TLS costs: each figure for plaintext and mTLS side by side."""
+    if PLAIN not in modes or MTLS not in modes:
+        return []
+    width = 48
+    head = f"{'':{width}}{PLAIN:>11}{MTLS:>11}{'mtls - plain':>20}"
+    lines = [
+        "",
+        "Mutual TLS against plaintext (a fresh controller per column; same drones, options, machine)",
+        head,
+        "-" * len(head),
+    ]
+
+    def section(title: str, runs: list[dict[str, Any]], rows: list[Compared]) -> None:
+        pair = {str(r.get("transport", PLAIN)): r for r in runs}
+        plain, mtls = pair.get(PLAIN, {}), pair.get(MTLS, {})
+        lines.append(title)
+        for label, get, digits in rows:
+            a, b = get(plain), get(mtls)
+            lines.append(
+                f"  {label:{width - 2}}{number(a, digits):>11}{number(b, digits):>11}"
+                f"{change(a, b, digits):>20}"
+            )
+        for mode, r in pair.items():
+            if r.get("error"):
+                lines.append(f"  {mode}: ERROR {r['error']}")
+
+    for n in dict.fromkeys(r["drones"] for r in results["fleet"]):
+        runs = [r for r in results["fleet"] if r["drones"] == n]
+        section(f"{n} drones, steady state, 1 Hz heartbeats", runs, STEADY)
+    for mode in dict.fromkeys(r["mode"] for r in results["storm"]):
+        runs = [r for r in results["storm"] if r["mode"] == mode]
+        n = runs[0]["drones"]
+        section(f"{mode} reconnect storm of {n} drones (kill -9, restart on the same ports)", runs, STORM)
+    if results["agents"]:
+        section("real agent, one stream, idle", results["agents"], AGENT)
+    return lines
+
+
+def enrollment_line(enrollment: dict[str, Any]) -> str:
+    if enrollment.get("error"):
+        return f"mTLS set-up: enrolling {enrollment['drones']} drones failed: {enrollment['error']}"
+    return (
+        f"mTLS set-up (not measured): {enrollment['drones']} simulated drones enrolled once for the run, "
+        f"{enrollment['tokens_s']:g} s for their join tokens (admin API), {enrollment['enroll_s']:g} s "
+        f"for their Enroll RPCs ({enrollment['concurrency']} at a time); every mtls phase starts "
+        "from a copy of that controller's data dir."
+    )
+
+
 def report(results: dict[str, Any], opts: Options) -> str:
     env = results["env"]
     lines = [
@@ -807,20 +1168,27 @@ def report(results: dict[str, Any], opts: Options) -> str:
         f"{opts.workers} simulator processes, ping interval {opts.ping_interval:g} s, "
         f"CPU window {opts.duration:g} s after a {opts.warmup:g} s warm-up. '!' marks a missed target."
     ]
+    if opts.modes != [PLAIN]:
+        lines.append(f"Transports: {', '.join(opts.modes)} (plain: --insecure; mtls: mutual TLS).")
+    if results.get("enrollment"):
+        lines.append(enrollment_line(results["enrollment"]))
     if opts.controller_args:
         lines.append(f"Controller started with extra arguments: {' '.join(opts.controller_args)}")
+    lines += comparison_table(results, opts.modes)
     if results["fleet"]:
-        lines += fleet_table(results["fleet"])
+        lines += fleet_table(results["fleet"], opts.modes)
     if results["storm"]:
-        lines += storm_table(results["storm"])
-    if results["agent"]:
-        lines += agent_table(results["agent"])
+        lines += storm_table(results["storm"], opts.modes)
+    if results["agents"]:
+        lines += agent_table(results["agents"], opts.modes)
     for r in results["fleet"]:
         if r.get("profile"):
-            lines += profile_lines(f"{r['drones']} drones, steady state", r["profile"])
+            what = heading(r, "drones", opts.modes)
+            lines += profile_lines(f"{what} drones, steady state", r["profile"])
     for r in results["storm"]:
         if r.get("profile"):
-            lines += profile_lines(f"{r['mode']} storm of {r['drones']}, from the restart", r["profile"])
+            what = heading(r, "mode", opts.modes)
+            lines += profile_lines(f"{what} storm of {r['drones']}, from the restart", r["profile"])
     return "\n".join(lines)
 
 
@@ -845,36 +1213,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "env": env_info(),
         "options": {k: jsonable(v) for k, v in vars_of(opts).items()},
+        "enrollment": None,
         "fleet": [],
         "storm": [],
+        # "agent": the first mode's agent (the key older reports read); "agents": one per mode.
         "agent": None,
+        "agents": [],
     }
     children = Children()
     tmp = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
     code = 0
     try:
         if opts.agent:
-            results["agent"] = guarded(children, "agent", {}, lambda: bench_agent(opts, children, tmp))
+            for mode in opts.modes:
+                results["agents"].append(
+                    guarded(
+                        children,
+                        tagged(opts, "agent", mode),
+                        {"transport": mode},
+                        functools.partial(bench_agent, opts, children, tmp, mode),
+                    )
+                )
+            results["agent"] = results["agents"][0]
+        enrolled: Enrolled | None = None
+        need = max([*opts.drones, *([opts.storm_drones] if opts.storm else [])], default=0)
+        if MTLS in opts.modes and need:
+            try:
+                enrolled, results["enrollment"] = enroll_fleet(opts, children, tmp, need)
+            except BenchError as exc:
+                say(f"mtls: {exc}")
+                results["enrollment"] = {"drones": need, "error": str(exc)}
+            finally:
+                children.close()
         largest = max(opts.drones, default=0)
+        # Modes alternate within each size, so that both see much the same machine.
         for n in opts.drones:
-            results["fleet"].append(
-                guarded(
-                    children,
-                    f"fleet of {n}",
-                    {"drones": n},
-                    functools.partial(bench_fleet, opts, children, tmp, n, profile_it=n == largest),
+            for mode in opts.modes:
+                results["fleet"].append(
+                    guarded(
+                        children,
+                        tagged(opts, f"fleet of {n}", mode),
+                        {"drones": n, "transport": mode},
+                        functools.partial(
+                            bench_fleet, opts, children, tmp, n, mode, enrolled, profile_it=n == largest
+                        ),
+                    )
                 )
-            )
-        for i, mode in enumerate(opts.storm):
+        for i, storm in enumerate(opts.storm):
             profile_it = i == 0 and opts.profile_dir is not None
-            results["storm"].append(
-                guarded(
-                    children,
-                    f"storm ({mode})",
-                    {"mode": mode, "drones": opts.storm_drones},
-                    functools.partial(bench_storm, opts, children, tmp, mode, profile_it=profile_it),
+            for mode in opts.modes:
+                results["storm"].append(
+                    guarded(
+                        children,
+                        tagged(opts, f"storm ({storm})", mode),
+                        {"mode": storm, "transport": mode, "drones": opts.storm_drones},
+                        functools.partial(
+                            bench_storm, opts, children, tmp, storm, mode, enrolled, profile_it=profile_it
+                        ),
+                    )
                 )
-            )
     except KeyboardInterrupt:
         say("interrupted; cleaning up")
         code = 130

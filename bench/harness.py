@@ -1,6 +1,6 @@
 """Plumbing for the benchmarks: child processes that cannot outlive us, the
 controller and agent as real processes, the simulator workers, a small
-HTTP client for the public API, CPU meters and percentiles.
+HTTP client for the public and admin APIs, CPU meters and percentiles.
 
 Nothing here imports grpc: the parent process only starts, watches and
 asks; all gRPC traffic happens in the children.
@@ -147,7 +147,8 @@ class Ports:
 
 
 class Controller:
-    """A real ``swarm.controller.main`` process on 127.0.0.1."""
+    """A real ``swarm.controller.main`` process on 127.0.0.1: plaintext gRPC
+    (``--insecure``), or with ``tls`` its default, mutual TLS."""
 
     MODULE = "swarm.controller.main"
 
@@ -157,6 +158,7 @@ class Controller:
         data_dir: Path,
         *,
         ping_interval: float,
+        tls: bool = False,
         extra: Sequence[str] = (),
         cpus: frozenset[int] | None = None,
     ) -> None:
@@ -164,13 +166,18 @@ class Controller:
         self._children = children
         self.data_dir = data_dir
         self.ping_interval = ping_interval
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: Ports | None = None
+        # The ready file of the latest start: ports, admin key file, CA pin.
+        self.info: dict[str, Any] = {}
         self._extra: list[str] = []
         # Flags that come and go as the controller grows: plaintext gRPC for
         # simulated drones, and no fixed enrollment port to collide on.
         if flag_supported(self.MODULE, "--insecure"):
-            self._extra.append("--insecure")
+            self._extra.append("--no-insecure" if tls else "--insecure")
+        elif tls:
+            raise BenchError("this controller has no --insecure flag, so no mutual TLS to measure")
         if flag_supported(self.MODULE, "--enroll-port"):
             self._extra += ["--enroll-port", "0"]
         self._extra += extra
@@ -184,6 +191,20 @@ class Controller:
     @property
     def ready_file(self) -> Path:
         return self.data_dir / "ready.json"
+
+    @property
+    def enroll_target(self) -> str:
+        if "enroll_port" not in self.info:
+            raise BenchError("the controller has no enrollment port (started with --insecure?)")
+        return f"{HOST}:{self.info['enroll_port']}"
+
+    @property
+    def ca_pin(self) -> str:
+        return str(self.info["ca_pin"])
+
+    @property
+    def admin_key(self) -> str:
+        return Path(self.info["admin_key_file"]).read_text().strip()
 
     def start(self, timeout: float = 60.0) -> Ports:
         """Start on the ports of the previous run if there was one, else on free ports."""
@@ -221,6 +242,7 @@ class Controller:
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 info = json.loads(self.ready_file.read_text())
                 self.ports = Ports(info["grpc_port"], info["public_port"], info["admin_port"])
+                self.info = dict(info)
                 return self.ports
             time.sleep(0.02)
         raise BenchError(f"controller not ready in {timeout:.0f}s: {self.log_tail()}")
@@ -246,22 +268,35 @@ class Controller:
 
 
 class Api:
-    """One keep-alive HTTP connection to the public tier."""
+    """One keep-alive HTTP connection to the public tier (or, with the
+    admin key, to the admin tier)."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, admin_key: str | None = None) -> None:
         self._port = port
         self._timeout = timeout
+        self._headers = {"X-Admin-Key": admin_key} if admin_key is not None else {}
         self._conn: http.client.HTTPConnection | None = None
 
     def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return self.request("POST", path, body)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         for attempt in range(2):
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(HOST, self._port, timeout=self._timeout)
             try:
-                self._conn.request("GET", path)
+                self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
-                body = response.read()
-                return response.status, json.loads(body) if body else None
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
             except (OSError, http.client.HTTPException):
                 self.close()
                 if attempt:
@@ -282,6 +317,23 @@ class Api:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def join_tokens(ctl: Controller, count: int, ttl: float = 3600.0) -> list[str]:
+    """One-time join tokens from the admin API, as ``swarm-cli token create`` makes them."""
+    if ctl.ports is None:
+        raise BenchError("controller not running")
+    admin = Api(ctl.ports.admin, admin_key=ctl.admin_key)
+    tokens: list[str] = []
+    try:
+        for _ in range(count):
+            status, body = admin.post("/admin/api/tokens", {"ttl": ttl})
+            if status != 201:
+                raise BenchError(f"POST /admin/api/tokens answered {status}: {body}")
+            tokens.append(str(body["token"]))
+    finally:
+        admin.close()
+    return tokens
 
 
 def wait_api(port: int, timeout: float = 30.0) -> Api:
