@@ -444,6 +444,18 @@ class BuildQueue:
             and self.sessions.get(j.session_id) is not None
             and self.sessions[j.session_id].state == RUNNING
         ]
+        for job in ready:
+            if self._staging.has(job.cpv):
+                # Built already (say its SUCCEEDED was lost and the job requeued):
+                # building it again would stage a second copy.
+                job.state, job.finished_at, job.reason = DONE, now, "already in staging"
+                self._dirty_jobs.add(job.id)
+                for other in self.jobs.values():
+                    if job.id in other.deps:
+                        self._maybe_ready(other, now)
+                self._check_session(job.session_id, now)
+                self._changed()
+        ready = [j for j in ready if j.state == QUEUED]
         if not ready:
             return
         for assignment in self.planner.plan(ready, self._drone_views(), now):

@@ -167,10 +167,14 @@ class Planner:
         return True
 
     def forgive(self, job_id: str) -> None:
-        """The package is bad, not the drones: its failures do not count."""
+        """The package is bad, not the drones: its failures do not count, and a
+        drone grounded only because of them flies again."""
         for b in self.breakers.values():
             if job_id in b.failures:
                 b.failures = [j for j in b.failures if j != job_id]
+                if b.grounded_until and len(b.failures) < self.ground_after:
+                    b.grounded_until = 0.0
+                    b.probing = False
 
     def start_probe(self, drone_id: str, now: float) -> None:
         b = self.breakers.get(drone_id)

@@ -156,3 +156,13 @@ def test_failure_summary_ignores_colours() -> None:
         "\x1b[31;01m*\x1b[0m ERROR: cat/p-1::gentoo failed (compile phase):\n\x1b[31;01m*\x1b[0m   boom\n"
     )
     assert failure_summary(coloured) == "ERROR: cat/p-1::gentoo failed (compile phase): boom"
+
+
+def test_forgiving_a_bad_package_lifts_a_grounding_it_caused() -> None:
+    planner = Planner(ground_after=2, cooldown=600.0)
+    assert not planner.record_failure("a", "broken", now=0.0, online=4)
+    assert planner.record_failure("a", "other", now=0.0, online=4)
+    assert planner.grounded("a", now=1.0)
+    planner.forgive("broken")
+    assert not planner.grounded("a", now=1.0)
+    assert planner.breakers["a"].failures == ["other"]
