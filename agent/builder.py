@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -29,6 +28,7 @@ import psutil
 
 from swarm.agent.probes import existing
 from swarm.backoff import Backoff
+from swarm.files import sha256_file
 from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class Builder:
                 await asyncio.sleep(delay)
 
     async def _upload(self, start: build_pb2.StartBuild, path: Path) -> None:
-        digest, size = await asyncio.to_thread(_sha256, path)
+        digest, size = await asyncio.to_thread(sha256_file, path)
         query = build_pb2.UploadQuery(
             build_id=start.build_id, cpv=start.cpv, filename=path.name, size=size, sha256=digest
         )
@@ -395,13 +395,3 @@ class Builder:
             if not final.complete:
                 raise RuntimeError(f"upload of {path.name} incomplete at {final.received} of {size} bytes")
         log.info("build %s: uploaded %s (%d bytes)", start.build_id, path.name, size)
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any, Protocol
 
+from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
 from swarm.controller.serde import HeartbeatData, HelloData, PongData
@@ -141,6 +142,17 @@ class Fleet:
         named = [s for s in self._drones.values() if s.name == key]
         named.sort(key=lambda s: (not s.connected, -(s.last_seen_at or 0)))
         return named[0] if named else None
+
+    def require(self, key: str) -> DroneState:
+        """By id or name, or NotFound for the API."""
+        state = self.find(key)
+        if state is None:
+            raise NotFound(f"no drone named {key[:64]!r}")
+        return state
+
+    def names(self) -> dict[str, str]:
+        """Drone id to name, for showing ids as people know them."""
+        return {state.id: state.name for state in self._drones.values()}
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)

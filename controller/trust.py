@@ -12,6 +12,7 @@ check runs on every RPC, in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -199,9 +200,7 @@ class Trust:
         count = await self._runner.call(self._runner.store.revoke_certificates, drone_id, now)
         for serial, record in list(self._certs.items()):
             if record.drone_id == drone_id and record.revoked_at is None:
-                self._certs[serial] = CertRecord(
-                    record.serial, record.drone_id, record.issued_at, record.not_after, now
-                )
+                self._certs[serial] = dataclasses.replace(record, revoked_at=now)
         state = self._fleet.get(drone_id)
         name = state.name if state is not None else drone_id
         if state is not None and state.link is not None:

@@ -56,12 +56,7 @@ async def protocol(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     after = query_int(request, "after", 0, 0, 2**62)
     limit = query_int(request, "limit", 200, 1, 5000)
-    drone_id = None
-    if request.query.get("drone"):
-        state = s.fleet.find(request.query["drone"])
-        if state is None:
-            raise NotFound(f"no drone named {request.query['drone'][:64]!r}")
-        drone_id = state.id
+    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
     kinds = frozenset(t for t in request.query.get("type", "").split(",") if t)
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
@@ -212,7 +207,7 @@ async def queue_packages(request: web.Request) -> web.Response:
     if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 128):
         raise InvalidArgument("session must be a name of 1-128 characters")
     session, added = await q.queue(atoms, name=name, by=request[KEY_NAME])
-    names = {d.id: d.name for d in s.fleet.all()}
+    names = s.fleet.names()
     return json_response(
         {"session": session_json(q, session), "jobs": [job_json(q, j, names) for j in added]}, status=201
     )
@@ -236,7 +231,7 @@ async def job(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
     found = q.job(request.match_info["id"])
-    names = {d.id: d.name for d in s.fleet.all()}
+    names = s.fleet.names()
     builds = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=20)
     return json_response(
         {"job": job_json(q, found, names, why=True), "builds": [build_json(b, names) for b in builds]}

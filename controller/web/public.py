@@ -7,7 +7,6 @@ from aiohttp import web
 
 from swarm import __version__
 from swarm.clock import iso
-from swarm.controller.errors import NotFound
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import openapi
@@ -88,10 +87,7 @@ async def nodes(request: web.Request) -> web.Response:
 @routes.get("/api/v1/nodes/{name}")
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
-    key = request.match_info["name"]
-    state = s.fleet.find(key)
-    if state is None:
-        raise NotFound(f"no drone named {key[:64]!r}")
+    state = s.fleet.require(request.match_info["name"])
     return json_response({"node": node_json(state, now())})
 
 
@@ -100,12 +96,7 @@ async def events(request: web.Request) -> web.Response:
     s = _services(request)
     after_id, since_ts = query_since(request)
     limit = query_int(request, "limit", 100, 1, 1000)
-    drone_id = None
-    if request.query.get("drone"):
-        state = s.fleet.find(request.query["drone"])
-        if state is None:
-            raise NotFound(f"no drone named {request.query['drone'][:64]!r}")
-        drone_id = state.id
+    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
     types = tuple(t for t in request.query.get("type", "").split(",") if t)
     found = await s.events.query(
         after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
@@ -141,7 +132,7 @@ async def history(request: web.Request) -> web.Response:
     if s.builds is None:
         return json_response({"history": []})
     builds = await s.runner.call(s.runner.store.list_builds, limit=limit, finished=True)
-    names = {d.id: d.name for d in s.fleet.all()}
+    names = s.fleet.names()
     return json_response({"history": [build_json(b, names) for b in builds]})
 
 
@@ -161,7 +152,7 @@ async def queue(request: web.Request) -> web.Response:
     if s.builds is None:
         return json_response({"jobs": []})
     q = s.builds
-    names = {d.id: d.name for d in s.fleet.all()}
+    names = s.fleet.names()
     state = request.query.get("state")
     jobs = [j for j in q.jobs.values() if state is None or j.state == state]
     jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
