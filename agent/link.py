@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -86,6 +86,9 @@ class ControlLink:
                 log.warning("controller %s closed the control stream", self._target)
             except TimeoutError:
                 log.warning("controller %s did not answer Hello in %.0fs", self._target, WELCOME_TIMEOUT)
+            except Exception:
+                # A bug of ours must not leave the drone dark for good.
+                log.exception("control stream to %s failed", self._target)
             finally:
                 self.connected.clear()
             if self._welcomed:
@@ -169,8 +172,8 @@ class ControlLink:
                     new_channel, call = await race(
                         self._switch_when_renewed(),
                         self._heartbeats(outbox),
-                        self._writer(call, outbox),
-                        self._reader(call, outbox),
+                        self._unless_replaced(self._writer(call, outbox)),
+                        self._unless_replaced(self._reader(call, outbox)),
                         names=("switch", "heartbeats", "stream-writer", "stream-reader"),
                     )
                 except StreamEnded:
@@ -182,6 +185,18 @@ class ControlLink:
                 log.info("switched the control stream to the renewed certificate")
         finally:
             await channel.close()
+
+    async def _unless_replaced(self, stream: Awaitable[None]) -> None:
+        """The controller ends the old stream as soon as the new one says
+        Hello, possibly before the new one's Welcome is here: while a switch
+        is under way that end is expected, and the switch decides how the
+        session goes on (its failure ends the session)."""
+        try:
+            await stream
+        except (StreamEnded, grpc.aio.AioRpcError):
+            if not self._switch.is_set():
+                raise
+            await asyncio.Event().wait()
 
     @staticmethod
     async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
@@ -214,7 +229,11 @@ class ControlLink:
         self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[gateway_pb2.AgentMessage]
     ) -> None:
         while True:
-            await call.write(await outbox.get())
+            message = await outbox.get()
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError:
+                raise StreamEnded() from None  # the call ended between two writes
 
     async def _reader(
         self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[gateway_pb2.AgentMessage]
