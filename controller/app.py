@@ -184,6 +184,7 @@ class Controller:
         settings = BuildSettings(
             build_timeout=config.build_timeout,
             grace=config.build_grace,
+            start_timeout=config.build_start_timeout,
             ground_after=config.ground_after,
             cooldown=config.ground_cooldown,
         )

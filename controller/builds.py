@@ -12,6 +12,7 @@ Job lifecycle::
     blocked --deps in staging--> queued --placed--> assigned --STARTED--> building
     building --SUCCEEDED + artifact in staging--> done
     building --FAILED--> queued (another drone) | failed (on 2 drones; dependents cancelled)
+    assigned --not started within the start timeout--> queued
     assigned/building --drone gone past the grace period, timeout, REFUSED--> queued
 """
 
@@ -54,11 +55,15 @@ from swarm.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 RUNNING, PAUSED, STOPPED, COMPLETE = "running", "paused", "stopped", "complete"
+# An attempt the controller gave up on (drone gone, never started) rather
+# than one the drone reported the end of.
+LOST = "lost"
 SESSION_STATES = (RUNNING, PAUSED, STOPPED, COMPLETE)
 DEFAULT_ESTIMATE = 60.0
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EWMA = 0.3
 TIMER = 1.0
+GIVEN_UP_KEPT = 1024  # attempts remembered after the controller gave up on them
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class Staging(Protocol):
 class BuildSettings:
     build_timeout: float = 3600.0
     grace: float = 30.0
+    start_timeout: float = 60.0
     ground_after: int = 3
     cooldown: float = 300.0
 
@@ -196,6 +202,9 @@ class BuildQueue:
         self.builds: dict[str, BuildRecord] = {}  # build id -> the attempt, while it matters
         self.stats: dict[str, PackageStat] = {}
         self.dispatch_delays: list[float] = []  # seconds from ready to StartBuild sent (bench)
+        # Attempts given up on (job requeued): build id -> (drone id, why), oldest
+        # first, so that a late upload from the drone is told why it is refused.
+        self._given_up: dict[str, tuple[str, str]] = {}
         self._dirty_jobs: set[str] = set()
         self._dirty_sessions: set[str] = set()
         self._dirty_builds: set[str] = set()
@@ -277,22 +286,26 @@ class BuildQueue:
             return job.reason
         session = self.sessions.get(job.session_id)
         paused = session is None or session.state != RUNNING
-        names = {d.id: d.name for d in self._fleet.all()}
+        names = self._fleet.names()
         return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, time.time(), paused)
 
     def owner(self, build_id: str) -> str | None:
         """The drone a build was given to (for authorization of its uploads)."""
         build = self.builds.get(build_id)
-        return build.drone_id if build is not None else None
+        if build is not None:
+            return build.drone_id
+        given_up = self._given_up.get(build_id)
+        return given_up[0] if given_up is not None else None
 
     def superseded(self, build_id: str) -> str | None:
         """None while the build is its job's current attempt; else why what it
         uploads must not reach staging (the job was requeued or stopped without it)."""
         build = self.builds.get(build_id)
         job = self.jobs.get(build.job_id) if build is not None else None
-        if job is None or job.build_id == build_id:
-            return None
-        return f"build {build_id} is no longer the current attempt of job {job.id} ({job.reason[:200]})"
+        if job is not None and job.build_id != build_id:
+            return f"build {build_id} is no longer the current attempt of job {job.id} ({job.reason[:200]})"
+        given_up = self._given_up.get(build_id)
+        return given_up[1] if given_up is not None else None
 
     # -- admin actions ---------------------------------------------------------
 
@@ -374,7 +387,7 @@ class BuildQueue:
             for job in self.session_jobs(session):
                 if job.state in ACTIVE:
                     self._cancel_on_drone(job, "the session was stopped")
-                    self._requeue(job, "the session was stopped", now)
+                    self._requeue(job, "the session was stopped", now, attempt=CANCELLED)
         elif action == "reset":
             for job in self.session_jobs(session):
                 if job.state in (FAILED, CANCELLED):
@@ -600,7 +613,19 @@ class BuildQueue:
                     self._dirty_jobs.add(job.id)
                     pending.append(job.id)
 
-    def _requeue(self, job: Job, reason: str, now: float) -> None:
+    def _requeue(self, job: Job, reason: str, now: float, *, attempt: str = LOST) -> None:
+        """Back to the queue; an attempt still open ends here as ``attempt``, so
+        history never shows it running for ever (the drone's own report of it,
+        if one comes, is then ignored)."""
+        build = self.builds.get(job.build_id or "")
+        if build is not None and build.finished_at is None:
+            self._update_build(build, state=attempt, finished_at=now, reason=reason[:500])
+            self._given_up[build.id] = (
+                build.drone_id,
+                f"build {build.id} is no longer the current attempt of job {job.id} ({reason[:200]})",
+            )
+            if len(self._given_up) > GIVEN_UP_KEPT:
+                del self._given_up[next(iter(self._given_up))]
         job.state, job.drone_id, job.build_id, job.reason = QUEUED, None, None, reason
         job.ready_at, job.assigned_at, job.started_at = now, None, None
         self._dirty_jobs.add(job.id)
@@ -640,9 +665,18 @@ class BuildQueue:
             self.on_build_event(drone, event)
         now = time.time()
         for job in self.jobs.values():
-            lost = job.drone_id == drone.id and job.state in ACTIVE and job.build_id != current_build
+            if job.drone_id != drone.id or job.state not in ACTIVE:
+                continue
+            if job.build_id == current_build:
+                if job.state == ASSIGNED:
+                    # Its STARTED was sent while the stream was down.
+                    job.state, job.started_at, job.reason = BUILDING, now, f"building on {drone.name}"
+                    self._dirty_jobs.add(job.id)
+                    build = self.builds.get(current_build)
+                    if build is not None:
+                        self._update_build(build, state=BUILDING, started_at=now)
             # A job assigned a moment ago may not have reached the drone yet.
-            if lost and (job.state == BUILDING or (now - (job.assigned_at or now)) > 5.0):
+            elif job.state == BUILDING or (now - (job.assigned_at or now)) > 5.0:
                 # The drone runs something else or nothing: that attempt is gone.
                 self._requeue(job, f"{drone.name} reconnected without build {job.build_id}", now)
         self._changed()
@@ -671,9 +705,20 @@ class BuildQueue:
                     job_id=job.id,
                     cpv=job.cpv,
                 )
+            elif job.state == ASSIGNED and now - (job.assigned_at or now) > self.settings.start_timeout:
+                self._cancel_on_drone(job, "not started in time")
+                self._requeue(
+                    job,
+                    f"{self._name(job.drone_id or '')} did not start the build "
+                    f"within {self.settings.start_timeout:.0f}s",
+                    now,
+                    attempt=CANCELLED,
+                )
             elif job.started_at and now - job.started_at > self.settings.build_timeout + 30:
                 self._cancel_on_drone(job, "build timeout")
-                self._requeue(job, f"timed out after {self.settings.build_timeout:.0f}s", now)
+                self._requeue(
+                    job, f"timed out after {self.settings.build_timeout:.0f}s", now, attempt=CANCELLED
+                )
         self._wake.set()
 
     # -- persistence ------------------------------------------------------------------

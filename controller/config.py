@@ -51,6 +51,9 @@ class ControllerConfig:
     )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
+    build_start_timeout: float = option(
+        60.0, "seconds a drone may take to start a build it was sent before the job is requeued"
+    )
     ground_after: int = option(
         3, "consecutive build failures after which a drone is grounded (circuit breaker)"
     )

@@ -81,6 +81,11 @@ class PortageWorker:
         reply = await self.call({"op": "info"}, RESOLVE_TIMEOUT)
         return Path(reply["pkgdir"])
 
+    async def staged(self) -> list[str]:
+        """The package versions in the PKGDIR's index."""
+        reply = await self.call({"op": "staged"}, RESOLVE_TIMEOUT)
+        return [str(cpv) for cpv in reply["cpvs"]]
+
     async def inject(self, cpv: str, path: Path) -> Path:
         reply = await self.call({"op": "inject", "cpv": cpv, "path": str(path)}, INJECT_TIMEOUT)
         return Path(reply["path"])

@@ -9,6 +9,7 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     {"id": 2, "op": "inject", "cpv": "cat/pkg-1.0", "path": "/upload/pkg-1.0-1.gpkg.tar"}
     -> {"id": 2, "ok": true, "path": "/staging/cat/pkg/pkg-1.0-1.gpkg.tar"}
     -> {"id": 3, "ok": false, "kind": "invalid" | "notfound" | "error", "error": "why"}
+    {"id": 4, "op": "staged"} -> {"id": 4, "ok": true, "cpvs": ["cat/pkg-1.0", ...]}
 
 Run with PORTAGE_OVERRIDE_EPREFIX pointing at the controller's prefix,
 whose repos and profile define the swarm's packages and whose PKGDIR is
@@ -130,6 +131,14 @@ def inject(cpv: str, path: str) -> str:
     return str(bintree.getname(result))
 
 
+def staged() -> list[str]:
+    import portage
+
+    bintree = portage.db[portage.settings["EROOT"]]["bintree"]
+    bintree.populate()
+    return sorted({str(cpv) for cpv in bintree.dbapi.cpv_all()})
+
+
 def main() -> None:
     out = sys.stdout
     # Portage prints; only our replies may reach the protocol channel.
@@ -146,6 +155,8 @@ def main() -> None:
                 reply: dict[str, Any] = {"ok": True, "packages": resolve(list(request["atoms"]))}
             elif op == "inject":
                 reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]))}
+            elif op == "staged":
+                reply = {"ok": True, "cpvs": staged()}
             elif op == "info":
                 import portage
 

@@ -150,11 +150,9 @@ class Planner:
         b = self.breaker(drone_id)
         b.failures.append(job_id)
         b.probing = False
-        if b.grounded_until and now >= b.grounded_until:
-            # The half-open probe failed: straight back to grounded.
-            b.grounded_until = now + self.cooldown
-            return True
-        if len(b.failures) < self.ground_after:
+        # A failed half-open probe grounds again at once, the count aside.
+        probe_failed = bool(b.grounded_until) and now >= b.grounded_until
+        if not probe_failed and len(b.failures) < self.ground_after:
             return False
         grounded = sum(
             1 for other, ob in self.breakers.items() if other != drone_id and ob.grounded_until > now
@@ -162,6 +160,7 @@ class Planner:
         if (grounded + 1) * 2 > online:
             # Grounding this one would take out more than half the fleet:
             # the fault more likely follows the packages than the drones.
+            b.grounded_until = 0.0
             return False
         b.grounded_until = now + self.cooldown
         return True

@@ -10,7 +10,6 @@ idempotent: uploading a file that build already stored is a no-op.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -23,6 +22,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.portage import PortageWorker
 from swarm.controller.store.records import ArtifactRecord
 from swarm.controller.store.runner import StoreRunner
+from swarm.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,6 @@ STAGING_PATH = "/binhost/staging"
 FILENAME_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*\.gpkg\.tar$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_SIZE = 8 * 2**30
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -69,6 +61,17 @@ class StagingBinhost:
         self._uploads.mkdir(parents=True, exist_ok=True)
         for artifact in await self._runner.call(self._runner.store.list_artifacts):
             self._cpvs.add(artifact.cpv)
+        # A package published just before a crash, before its record was
+        # written, is in the index all the same: it counts as staged, so it
+        # is neither built nor published a second time.
+        unrecorded = set(await self._worker.staged()) - self._cpvs
+        if unrecorded:
+            log.warning(
+                "staging holds %d package(s) with no upload record, kept as staged: %s",
+                len(unrecorded),
+                ", ".join(sorted(unrecorded)[:20]),
+            )
+            self._cpvs |= unrecorded
 
     def has(self, cpv: str) -> bool:
         return cpv in self._cpvs
@@ -142,7 +145,7 @@ class StagingBinhost:
                     received += len(data)
             if received < size:
                 return received, False
-            if await asyncio.to_thread(_digest, part) != sha256:
+            if (await asyncio.to_thread(sha256_file, part))[0] != sha256:
                 part.unlink(missing_ok=True)
                 raise InvalidArgument(f"{filename}: sha256 mismatch; the partial upload was discarded")
             await self._publish(build_id, cpv, filename, size, sha256, part)
@@ -155,6 +158,14 @@ class StagingBinhost:
     ) -> None:
         # The worker checks the package's own metadata against the cpv,
         # moves it into the PKGDIR and rewrites the index.
+        record = ArtifactRecord(build_id, filename, cpv, sha256, size, time.time())
+        if cpv in self._cpvs:
+            # Staging has it already (published before a crash cut off the
+            # record): one instance per package version, so this one goes.
+            await asyncio.to_thread(part.unlink, True)
+            await self._runner.call(self._runner.store.add_artifact, record)
+            log.info("%s of build %s: %s is in staging already; upload dropped", filename, build_id, cpv)
+            return
         staged_as = part.with_name(filename)
         await asyncio.to_thread(part.rename, staged_as)
         try:
@@ -162,7 +173,6 @@ class StagingBinhost:
         except InvalidArgument:
             await asyncio.to_thread(staged_as.unlink, True)
             raise
-        record = ArtifactRecord(build_id, filename, cpv, sha256, size, time.time())
         await self._runner.call(self._runner.store.add_artifact, record)
         self._cpvs.add(cpv)
         await asyncio.to_thread(_remove_if_empty, staged_as.parent)

@@ -98,6 +98,17 @@ def test_breaker_never_grounds_more_than_half_the_fleet() -> None:
     assert not planner.grounded("c", now=1.0)
 
 
+def test_failed_probe_does_not_ground_more_than_half_the_fleet() -> None:
+    planner = Planner(ground_after=1, cooldown=60.0)
+    assert planner.record_failure("a", "j", now=0.0, online=4)
+    assert planner.record_failure("b", "j", now=30.0, online=4)
+    planner.start_probe("a", now=61.0)
+    # One drone left the fleet meanwhile: "a" grounded again beside "b" would be two of three.
+    assert not planner.record_failure("a", "k", now=61.0, online=3)
+    assert not planner.grounded("a", now=62.0)
+    assert planner.grounded("b", now=62.0)
+
+
 def test_forgiven_package_failures_do_not_count() -> None:
     planner = Planner(ground_after=2, cooldown=60.0)
     assert not planner.record_failure("a", "broken", now=0.0, online=4)

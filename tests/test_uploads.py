@@ -1,4 +1,5 @@
-"""The Builds service's upload protocol, spoken by a hand-made gRPC client.
+"""The build protocol (StartBuild, build events, the Builds service's
+uploads), spoken by a hand-made gRPC client.
 
 An enrolled identity ("raw") opens a control stream by hand, the
 controller gives it a real build of a queued package, and the test
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sqlite3
 import time
 import urllib.request
 import zlib
@@ -129,10 +131,12 @@ def identity(controller: Controller, state_dir: Path, name: str) -> Identity:
     return Identity(name, (state_dir / "drone-id").read_text().strip(), agent_credentials(state_dir))
 
 
-@pytest.fixture
-def bench(tmp_path: Path) -> Iterator[Bench]:
+@contextlib.contextmanager
+def make_bench(tmp_path: Path, *flags: str) -> Iterator[Bench]:
     ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(tmp_path / "ctl-prefix", pfx.Role.CONTROLLER))
-    controller = Controller(tmp_path, "--portage-eprefix", str(ctl_prefix.root), "--build-grace", str(GRACE))
+    controller = Controller(
+        tmp_path, "--portage-eprefix", str(ctl_prefix.root), "--build-grace", str(GRACE), *flags
+    )
     controller.start()
     try:
         yield Bench(
@@ -143,6 +147,12 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
         )
     finally:
         controller.kill()
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Bench]:
+    with make_bench(tmp_path) as made:
+        yield made
 
 
 # -- a control stream by hand --------------------------------------------------------
@@ -507,9 +517,11 @@ def test_another_drone_cannot_touch_the_build(bench: Bench, gpkgs: Gpkgs) -> Non
 
 def test_an_attempt_whose_job_was_requeued_cannot_upload(bench: Bench, gpkgs: Gpkgs) -> None:
     gpkg = gpkgs.wanted
+    build_ids: list[str] = []
 
     async def scenario() -> None:
         async with assigned_build(bench, "swarm-test/leaf-data") as (stream, first):
+            build_ids.append(first.build_id)
             stream.report(first, build_pb2.BuildEvent.STARTED)
             await asyncio.to_thread(
                 wait_for, lambda: bench.job(first.job_id)["state"] == "building", what="the job building"
@@ -543,3 +555,57 @@ def test_an_attempt_whose_job_was_requeued_cannot_upload(bench: Bench, gpkgs: Gp
     asyncio.run(scenario())
     assert bench.staged_cpvs() == [CPV]
     assert len(bench.staged_files()) == 1
+    # The abandoned attempt ended in history when the job went back to the queue.
+    history = {b["build_id"]: b for b in bench.controller.get("/api/v1/history")["history"]}
+    assert history[build_ids[0]]["result"] == "lost", history
+    assert "went away during the build" in history[build_ids[0]]["reason"]
+
+
+def test_a_build_the_drone_never_starts_goes_back_to_the_queue(tmp_path: Path) -> None:
+    history: list[dict[str, Any]] = []
+
+    async def scenario(bench: Bench) -> None:
+        async with assigned_build(bench, "swarm-test/leaf-data") as (stream, first):
+            # No STARTED: the controller gives up on the attempt and offers the job again.
+            second = await asyncio.wait_for(stream.starts.get(), 60)
+            assert second.job_id == first.job_id and second.build_id != first.build_id
+            job = await asyncio.to_thread(bench.job, first.job_id)
+            assert job["state"] == "assigned" and job["build_id"] == second.build_id
+            found = await asyncio.to_thread(bench.controller.get, "/api/v1/history")
+            history.extend(found["history"])
+
+    with make_bench(tmp_path, "--build-start-timeout", "2") as bench:
+        asyncio.run(scenario(bench))
+    first_attempt = [b for b in history if b["job_id"] and b["result"] == "cancelled"]
+    assert len(first_attempt) == 1, history
+    assert "did not start the build within 2s" in first_attempt[0]["reason"]
+    assert first_attempt[0]["finished_at"] is not None
+
+
+def test_a_package_published_just_before_a_crash_is_not_published_twice(tmp_path: Path, gpkgs: Gpkgs) -> None:
+    gpkg = gpkgs.wanted
+    with make_bench(tmp_path, "--build-grace", "120") as bench:
+
+        async def first_upload() -> build_pb2.StartBuild:
+            async with assigned_build(bench, "swarm-test/leaf-data") as (_, start):
+                async with builds_stub(bench) as stub:
+                    assert (await upload(stub, query(start, gpkg), gpkg.data)).complete
+                return start
+
+        start = asyncio.run(first_upload())
+        staged = bench.staged_files()
+        assert len(staged) == 1
+        # The controller dies after publishing but before recording the upload.
+        bench.controller.kill()
+        with contextlib.closing(sqlite3.connect(bench.controller.data_dir / "swarm.db")) as db, db:
+            assert db.execute("DELETE FROM artifact").rowcount == 1
+        bench.controller.restart()
+        assert "staging holds 1 package(s) with no upload record" in bench.controller.log()
+
+        async def upload_again() -> build_pb2.UploadStatus:
+            async with builds_stub(bench) as stub:
+                return await upload(stub, query(start, gpkg), gpkg.data)
+
+        assert asyncio.run(upload_again()).complete
+        assert bench.staged_files() == staged
+        assert bench.staged_cpvs() == [CPV]
