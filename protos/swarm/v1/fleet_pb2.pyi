@@ -20,7 +20,7 @@ DRONE_TYPE_QEMU: DroneType
 DRONE_TYPE_BARE_METAL: DroneType
 
 class Hello(_message.Message):
-    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds")
+    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class Hello(_message.Message):
     PAYLOAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECENT_BUILDS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_STARTED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     name: str
     cores: int
@@ -43,7 +45,9 @@ class Hello(_message.Message):
     payload_version: str
     current_job_id: str
     recent_builds: _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildEvent]
-    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ...) -> None: ...
+    instance_id: str
+    process_started_at_unix_ns: int
+    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("drone_id", "server_time_unix_ns", "controller_version")
@@ -89,19 +93,31 @@ class Ping(_message.Message):
     sent_at_unix_ns: int
     def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ...) -> None: ...
 
+class Check(_message.Message):
+    __slots__ = ("name", "ok", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ok: bool
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class DroneStatus(_message.Message):
-    __slots__ = ("emerge_running", "current_job_id", "load1", "disk_percent", "disk_free_bytes")
+    __slots__ = ("emerge_running", "current_job_id", "load1", "disk_percent", "disk_free_bytes", "checks")
     EMERGE_RUNNING_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LOAD1_FIELD_NUMBER: _ClassVar[int]
     DISK_PERCENT_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     emerge_running: bool
     current_job_id: str
     load1: float
     disk_percent: float
     disk_free_bytes: int
-    def __init__(self, emerge_running: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., load1: _Optional[float] = ..., disk_percent: _Optional[float] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    def __init__(self, emerge_running: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., load1: _Optional[float] = ..., disk_percent: _Optional[float] = ..., disk_free_bytes: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
 
 class Pong(_message.Message):
     __slots__ = ("seq", "sent_at_unix_ns", "status")
@@ -112,3 +128,9 @@ class Pong(_message.Message):
     sent_at_unix_ns: int
     status: DroneStatus
     def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., status: _Optional[_Union[DroneStatus, _Mapping]] = ...) -> None: ...
+
+class RestartService(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
