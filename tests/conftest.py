@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.procs import Agent, Controller, enroll
+from support.sshd import SshServer, sshd_server
 
 # grpc.aio starts one poller thread for the whole process on first use and
 # keeps it; it belongs to no test.
@@ -33,6 +34,13 @@ def no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=2)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"test leaked threads: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SshServer]:
+    """A private OpenSSH server on 127.0.0.1 for the whole session (tests/support/sshd.py)."""
+    with sshd_server() as server:
+        yield server
 
 
 @pytest.fixture
