@@ -29,6 +29,7 @@ import psutil
 from swarm.agent.probes import existing
 from swarm.backoff import Backoff
 from swarm.files import sha256_file
+from swarm.tasks import race
 from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class Build:
     task: asyncio.Task[None] | None = None
     cancel_reason: str = ""
     log_bytes: int = 0
+    # When emerge last printed something (monotonic): one half of the
+    # builder check's "is it moving" (checks.py measures the CPU half).
+    last_output: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=60))
 
 
@@ -100,6 +104,11 @@ class Builder:
         self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
 
     # -- control ----------------------------------------------------------
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The emerge command, before the per-build arguments."""
+        return tuple(self._command)
 
     @property
     def current_build_id(self) -> str:
@@ -163,10 +172,12 @@ class Builder:
         build.cancel_reason = reason or "cancelled by the controller"
         self._kill(build)
 
-    async def stop(self) -> None:
+    async def stop(self, reason: str = "the agent is stopping") -> None:
+        """Cancel the running build, if any: its whole process group is killed
+        and a CANCELLED event with the reason is sent."""
         build = self.current
         if build is not None and build.task is not None:
-            build.cancel_reason = "the agent is stopping"
+            build.cancel_reason = reason
             self._kill(build)
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(build.task), KILL_GRACE + 1)
@@ -183,15 +194,17 @@ class Builder:
 
     # -- one build -----------------------------------------------------------
 
-    def _env(self, start: build_pb2.StartBuild) -> dict[str, str]:
+    def env(self, start: build_pb2.StartBuild | None = None) -> dict[str, str]:
+        """The environment emerge runs in (for a build, or for a check without one)."""
         env = dict(os.environ)
         # Logs are read by people in a browser and by failure_summary(), not a tty.
         env.setdefault("NOCOLOR", "true")
         if self._eprefix:
             env["PORTAGE_OVERRIDE_EPREFIX"] = self._eprefix
-        if start.binhost_url:
-            env["PORTAGE_BINHOST"] = start.binhost_url
-        env.update(start.env)
+        if start is not None:
+            if start.binhost_url:
+                env["PORTAGE_BINHOST"] = start.binhost_url
+            env.update(start.env)
         return env
 
     async def _run(self, build: Build) -> None:
@@ -209,7 +222,7 @@ class Builder:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                env=self._env(start),
+                env=self.env(start),
             )
         except OSError as exc:
             self.current = None
@@ -282,6 +295,7 @@ class Builder:
             if chunk == b"":
                 break
             if chunk:
+                build.last_output = time.monotonic()
                 sink.write(chunk)  # type: ignore[attr-defined]
                 pending += chunk
                 for line in chunk.decode(errors="replace").splitlines():
@@ -298,12 +312,18 @@ class Builder:
     async def _ship_log(self, build_id: str, batches: asyncio.Queue[bytes | None]) -> None:
         offset = 0
         lost = False
+        ended = asyncio.Event()  # the end mark (None) was taken from the queue
 
         async def chunks() -> AsyncIterator[build_pb2.LogChunk]:
             nonlocal offset
             while (data := await batches.get()) is not None:
                 yield build_pb2.LogChunk(build_id=build_id, offset=offset, data=data)
                 offset += len(data)
+            ended.set()
+
+        async def drain() -> None:
+            while await batches.get() is not None:
+                pass
 
         try:
             async with self._channel() as channel:
@@ -313,9 +333,9 @@ class Builder:
             log.warning("build %s: log stream ended: %s", build_id, exc.code().name)
         if lost:
             # Keep draining so the build never blocks on its log; the full
-            # log stays in the state dir.
-            while await batches.get() is not None:
-                pass
+            # log stays in the state dir. The failed call may still be
+            # reading chunks() and take the end mark itself.
+            await race(drain(), ended.wait(), names=("build-log-drain", "build-log-ended"))
 
     async def _finish(self, build: Build, duration: float) -> None:
         start = build.start

@@ -37,7 +37,14 @@ class AgentConfig:
     )
     pkgdir: Path = option(Path("/var/cache/binpkgs"), "where emerge writes binary packages (PKGDIR)")
     portage_eprefix: str = option("", "run emerge in this Gentoo prefix (PORTAGE_OVERRIDE_EPREFIX); empty: /")
-    min_free_disk_mb: int = option(1024, "refuse builds when the build cache has less free space (MiB)")
+    min_free_disk_mb: int = option(
+        1024, "refuse builds, and report the drone unhealthy, when the build cache has less free space (MiB)"
+    )
+    builder_stall_timeout: float = option(
+        1800.0,
+        "a build with no output and no CPU time for this many seconds is wedged: the drone reports "
+        "itself unhealthy until the build moves or ends",
+    )
     log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
     log_level: str = option("info", "debug, info, warning or error")
 
@@ -61,6 +68,8 @@ class AgentConfig:
             raise ValueError("emerge_command must not be empty")
         if self.min_free_disk_mb < 0:
             raise ValueError("min_free_disk_mb must not be negative")
+        if not self.builder_stall_timeout > 0:
+            raise ValueError("builder_stall_timeout must be more than 0 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

@@ -2,8 +2,10 @@
 
 One ``ControlLink`` keeps one ``Connect`` stream open for the life of the
 agent: it says Hello, waits for Welcome, then sends heartbeats and answers
-pings. When the stream breaks it reconnects with exponential backoff and
-full jitter, forever, until ``stop()``.
+pings (each Pong carries the latest functional checks). When the stream
+breaks it reconnects with exponential backoff and full jitter, forever,
+until ``stop()``. A RestartService from the controller is handed to
+``on_restart`` (main.py stops the agent and execs a fresh one).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import grpc
 
 from swarm.agent import serde
 from swarm.agent.builder import Builder
+from swarm.agent.checks import HealthChecks
 from swarm.agent.probes import Sample, SystemProbe
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
@@ -60,13 +63,21 @@ class ControlLink:
         self._switch = asyncio.Event()
         self._outbox: asyncio.Queue[gateway_pb2.AgentMessage] | None = None
         self.builder: Builder | None = None
+        self.checks: HealthChecks | None = None
+        self.on_restart: Callable[[str], None] | None = None
         self.connected = asyncio.Event()
         self.sessions = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="control-link")
 
-    async def stop(self) -> None:
+    async def stop(self, flush: float = 0.0) -> None:
+        """End the link; with ``flush``, first give what is queued (say, a
+        build's CANCELLED) up to that many seconds to reach the stream."""
+        outbox = self._outbox
+        if flush > 0 and outbox is not None and self.connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outbox.join(), flush)
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()
@@ -234,6 +245,8 @@ class ControlLink:
                 await call.write(message)
             except asyncio.InvalidStateError:
                 raise StreamEnded() from None  # the call ended between two writes
+            finally:
+                outbox.task_done()
 
     async def _reader(
         self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[gateway_pb2.AgentMessage]
@@ -244,11 +257,16 @@ class ControlLink:
                 raise StreamEnded()
             kind = message.WhichOneof("body")
             if kind == "ping":
+                checks = self.checks.latest() if self.checks is not None else ()
                 # Backpressure: if the controller stops reading, so do we.
-                await outbox.put(serde.pong(message.ping, self._latest, self._current_build()))
+                await outbox.put(serde.pong(message.ping, self._latest, self._current_build(), checks))
             elif kind == "start_build" and self.builder is not None:
                 self.builder.start(message.start_build)
             elif kind == "cancel_build" and self.builder is not None:
                 self.builder.cancel(message.cancel_build.build_id, message.cancel_build.reason)
+            elif kind == "restart_service" and self.on_restart is not None:
+                reason = message.restart_service.reason or "no reason given"
+                log.warning("the controller asked for a restart of this agent: %s", reason)
+                self.on_restart(reason)
             else:
                 log.warning("ignoring unexpected %s from controller", kind)

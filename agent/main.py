@@ -2,6 +2,13 @@
 
 ``swarm-agent enroll --token T --ca-pin sha256:...`` once, then
 ``swarm-agent`` (usually from its OpenRC service) for good.
+
+When the controller sends RestartService the agent stops as on SIGTERM
+(the running build is cancelled, its process group killed, the stream
+closed) and then replaces itself with a fresh process of the same program
+and command line (``os.execv``: same pid, so a supervisor sees no exit and
+a drone without one still comes back). The fresh process reads its
+configuration again and says Hello with a new instance id.
 """
 
 from __future__ import annotations
@@ -13,13 +20,18 @@ import os
 import signal
 import socket
 import sys
+import time
+import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
+import psutil
 
 from swarm import __version__
 from swarm.agent import credentials
 from swarm.agent.builder import Builder
+from swarm.agent.checks import HealthChecks
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.agent.link import ControlLink
@@ -33,6 +45,13 @@ from swarm.pki import PkiError
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
+# How long what is queued for the controller (a cancelled build's outcome)
+# may take to leave before the stream is closed.
+FLUSH_TIMEOUT = 2.0
+# Handed from a process to the one it execs: when the fresh program started.
+# Not an option; removed from the environment at start, so builds never see it.
+EXECED_AT_ENV = "SWARM_AGENT_EXECED_AT_NS"
+INSTANCE_ID = uuid.uuid4().hex
 EPILOG = (
     f"Options also come from {DEFAULT_PATH} (or --config) and from {ENV_PREFIX}<OPTION> environment "
     "variables; flags win."
@@ -87,7 +106,16 @@ def parse_enroll_args(argv: list[str]) -> tuple[AgentConfig, str, str]:
     return _resolve(parser, ns), ns.token, ns.ca_pin
 
 
-def hello_info(config: AgentConfig, drone_id: str) -> HelloInfo:
+def process_started_at_ns() -> int:
+    """When this agent program started: the process's creation time, or the
+    time it was exec'd by a restart (exec keeps the process, and its creation time)."""
+    execed = os.environ.pop(EXECED_AT_ENV, "")
+    if execed.isdigit():
+        return int(execed)
+    return round(psutil.Process().create_time() * 1e9)
+
+
+def hello_info(config: AgentConfig, drone_id: str, started_at_ns: int = 0) -> HelloInfo:
     return HelloInfo(
         drone_id=drone_id,
         name=config.drone_name,
@@ -97,10 +125,13 @@ def hello_info(config: AgentConfig, drone_id: str) -> HelloInfo:
         agent_version=__version__,
         heartbeat_interval=config.heartbeat_interval,
         hostname=socket.gethostname(),
+        instance_id=INSTANCE_ID,
+        process_started_at_ns=started_at_ns,
     )
 
 
-async def run(config: AgentConfig) -> None:
+async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
+    """Run until SIGTERM/SIGINT (None) or a restart asked by the controller (its reason)."""
     drone_id = load_or_create_drone_id(config.state_dir)
     creds = None if config.insecure else credentials.load(config.state_dir)
     if creds is None and not config.insecure:
@@ -121,7 +152,7 @@ async def run(config: AgentConfig) -> None:
         current = renewer.current if renewer is not None else creds
         return None if current is None else current.channel_credentials()
 
-    hello = hello_info(config, drone_id)
+    hello = hello_info(config, drone_id, started_at_ns)
     link = ControlLink(
         config.controller,
         hello,
@@ -139,31 +170,74 @@ async def run(config: AgentConfig) -> None:
         send=link.send,
         channel=link.new_channel,
     )
+    checks = HealthChecks(
+        builder=link.builder,
+        cache_path=config.cache_path,
+        min_free_bytes=config.min_free_disk_mb * 2**20,
+        stall_timeout=config.builder_stall_timeout,
+    )
+    link.checks = checks
     if creds is not None:
         renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)
     stop = asyncio.Event()
+    restart: list[str] = []
+
+    def restart_requested(reason: str) -> None:
+        if not stop.is_set():
+            restart.append(reason)
+            stop.set()
+
+    def terminate() -> None:
+        # A signal means stop for good, even in the middle of a restart.
+        restart.clear()
+        stop.set()
+
+    link.on_restart = restart_requested
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate)
     log.info(
-        "swarm-agent %s starting: drone %s (%s), controller %s",
+        "swarm-agent %s starting: drone %s (%s), instance %s, controller %s",
         __version__,
         hello.name,
         drone_id,
+        hello.instance_id,
         config.controller,
     )
+    await checks.start()
     await link.start()
     if renewer is not None:
         await renewer.start()
     try:
         await stop.wait()
     finally:
-        log.info("stopping")
+        why = f"restarting: {restart[0]}" if restart else "stopping"
+        log.info("%s", why)
         if renewer is not None:
             await renewer.stop()
-        await link.builder.stop()
-        await asyncio.wait_for(link.stop(), STOP_TIMEOUT)
+        await link.builder.stop(reason=f"the agent is {why}")
+        await asyncio.wait_for(link.stop(flush=FLUSH_TIMEOUT), STOP_TIMEOUT + FLUSH_TIMEOUT)
+        await checks.stop()
         log.info("stopped")
+    return restart[0] if restart else None
+
+
+def exec_fresh(reason: str) -> NoReturn:
+    """Replace this process with a fresh run of the same program and command
+    line. Descriptors Python opened (log file, sockets) are close-on-exec;
+    what is buffered is written out first."""
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    log.info("restarting (%s): exec %s", reason, " ".join(argv))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.environ[EXECED_AT_ENV] = str(time.time_ns())
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as exc:
+        # Exit non-zero: a supervisor, if there is one, starts us again.
+        sys.exit(f"swarm-agent: cannot restart ({' '.join(argv)}): {exc}")
 
 
 async def run_enroll(config: AgentConfig, token: str, pin: str) -> None:
@@ -182,9 +256,12 @@ def main(argv: list[str] | None = None) -> None:
             setup_logging(config.log_level, None)
             asyncio.run(run_enroll(config, token, pin))
         else:
+            started_at_ns = process_started_at_ns()
             config = parse_args(args)
             setup_logging(config.log_level, config.log_file)
-            asyncio.run(run(config))
+            reason = asyncio.run(run(config, started_at_ns))
+            if reason is not None:
+                exec_fresh(reason)
     except (IdentityError, NotEnrolled, credentials.EnrollError, PkiError) as exc:
         sys.exit(f"swarm-agent: {exc}")
     except OSError as exc:

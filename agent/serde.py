@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from swarm.agent.checks import CheckResult
 from swarm.agent.probes import Sample
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
@@ -27,6 +28,10 @@ class HelloInfo:
     agent_version: str
     heartbeat_interval: float
     hostname: str
+    # Random per agent process (the healer knows a restarted agent by it),
+    # and when this process (or its program, after a restart by exec) started.
+    instance_id: str = ""
+    process_started_at_ns: int = 0
 
 
 def hello(
@@ -43,6 +48,8 @@ def hello(
             heartbeat_interval_ms=round(info.heartbeat_interval * 1000),
             hostname=info.hostname,
             current_job_id=current_job_id,
+            instance_id=info.instance_id,
+            process_started_at_unix_ns=info.process_started_at_ns,
         )
     )
     message.hello.recent_builds.extend(recent)
@@ -67,8 +74,14 @@ def heartbeat(seq: int, sample: Sample, current_job_id: str = "") -> gateway_pb2
     )
 
 
-def pong(ping: fleet_pb2.Ping, sample: Sample | None, current_job_id: str = "") -> gateway_pb2.AgentMessage:
+def pong(
+    ping: fleet_pb2.Ping,
+    sample: Sample | None,
+    current_job_id: str = "",
+    checks: Iterable[CheckResult] = (),
+) -> gateway_pb2.AgentMessage:
     status = fleet_pb2.DroneStatus(current_job_id=current_job_id)
+    status.checks.extend(fleet_pb2.Check(name=c.name, ok=c.ok, detail=c.detail) for c in checks)
     if sample is not None:
         status.emerge_running = sample.emerge_running
         status.load1 = sample.load1

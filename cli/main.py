@@ -138,11 +138,11 @@ def token_revoke(client: Client, ns: argparse.Namespace) -> Any:
 def drones_list(client: Client, ns: argparse.Namespace) -> Any:
     reply = client.call("GET", "/admin/api/drones")
     if not ns.json:
-        print(f"{'NAME':20} {'STATUS':8} {'TYPE':10} {'CORES':>5} {'PING ms':>8}  ENROLLED")
+        print(f"{'NAME':20} {'STATUS':9} {'TYPE':10} {'CORES':>5} {'PING ms':>8}  ENROLLED")
         for d in reply["drones"]:
             ping = "-" if d["ping_latency_ms"] is None else f"{d['ping_latency_ms']:.1f}"
             print(
-                f"{d['name']:20} {d['status']:8} {d['drone_type']:10} {d['cores']:>5} {ping:>8}  "
+                f"{d['name']:20} {d['status']:9} {d['drone_type']:10} {d['cores']:>5} {ping:>8}  "
                 f"{'yes' if d['enrolled'] else 'no'}"
             )
     return reply

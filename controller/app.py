@@ -11,23 +11,28 @@ import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
 
 from swarm import __version__
-from swarm.controller import adminkey
+from swarm.config import ConfigError
+from swarm.controller import access, adminkey
+from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
-from swarm.controller.config import ControllerConfig
+from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
-from swarm.controller.errors import SwarmError
+from swarm.controller.errors import InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
+from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
+from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
@@ -83,6 +88,8 @@ class Controller:
         self.staging: StagingBinhost | None = None
         self.builds: BuildQueue | None = None
         self.build_logs: BuildsService | None = None
+        self.alerter = Alerter(config.alert_webhook)
+        self.healer: Healer | None = None
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         self.ports: Ports | None = None
@@ -108,6 +115,15 @@ class Controller:
 
         if str(config.portage_eprefix) not in ("", "."):
             await self._start_builds()
+        self.healer = Healer(
+            self.fleet,
+            self.events,
+            self.runner,
+            self.alerter,
+            heal_settings(config),
+            file_entries=self._drones_file(),
+            enrolled=self.trust.enrolled if self.trust is not None else None,
+        )
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
             config=config,
@@ -123,6 +139,8 @@ class Controller:
             builds=self.builds,
             staging=self.staging,
             build_logs=self.build_logs,
+            healer=self.healer,
+            pinger=self.pinger,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -138,6 +156,8 @@ class Controller:
         await self.health.start()
         await self.pinger.start()
         await self.writer.start()
+        await self.alerter.start()
+        await self.healer.start()
         self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port)
         self.events.emit(
             "controller_started",
@@ -161,6 +181,19 @@ class Controller:
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
+
+    def _drones_file(self) -> dict[str, dict[str, object]]:
+        path = self.config.drones_file
+        if str(path) in ("", "."):
+            return {}
+        if not path.exists():
+            if path == DEFAULT_DRONES_FILE:
+                return {}
+            raise StartupError(f"drones file {path} does not exist")
+        try:
+            return access.load_file(path)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
 
     async def _start_builds(self) -> None:
         config = self.config
@@ -266,6 +299,8 @@ class Controller:
 
     async def stop(self) -> None:
         """Staged shutdown; each stage has its own deadline and says what hung."""
+        # The healer first: drones going offline because we stop are no incident.
+        await self._stage("healer", STOP_SERVICES, self._stop_healer())
         await self._stage("gateway", STOP_GATEWAY, self._stop_gateway())
         await self._stage("web", STOP_WEB, self._stop_web())
         await self._stage("services", STOP_SERVICES, self._stop_services())
@@ -278,6 +313,11 @@ class Controller:
             log.error("shutdown stage %s did not finish in %.0fs", name, timeout)
         except Exception:
             log.exception("shutdown stage %s failed", name)
+
+    async def _stop_healer(self) -> None:
+        if self.healer is not None:
+            await self.healer.stop()
+        await self.alerter.stop()
 
     async def _stop_gateway(self) -> None:
         self.gateway.close_all("controller shutting down")
@@ -302,3 +342,37 @@ class Controller:
         self.events.emit("controller_stopped", "controller stopped")
         await self.events.stop()
         await self.runner.close()
+
+
+def _path(value: Path) -> Path | None:
+    return None if str(value) in ("", ".") else value
+
+
+def heal_settings(config: ControllerConfig) -> HealSettings:
+    """The healer's settings from the config, with its commands checked now."""
+    for template in (config.restart_command, config.hard_restart_command):
+        try:
+            CommandTemplate.parse(template)
+        except InvalidArgument as exc:
+            raise StartupError(exc.message) from None
+    return HealSettings(
+        grace=config.heal_grace,
+        restart_timeout=config.heal_restart_timeout,
+        hard_restart_timeout=config.heal_hard_restart_timeout,
+        reboot_timeout=config.heal_reboot_timeout,
+        command_timeout=config.heal_command_timeout,
+        cooloff=config.heal_cooloff,
+        dark_share=config.heal_dark_share,
+        dark_window=config.heal_dark_window,
+        dark_min_fleet=config.heal_dark_min_fleet,
+        max_actions=config.heal_max_actions,
+        action_window=config.heal_action_window,
+        startup_grace=config.heal_startup_grace,
+        restart_command=config.restart_command,
+        hard_restart_command=config.hard_restart_command,
+        ssh=SshSettings(
+            identity_file=_path(config.ssh_identity),
+            known_hosts_file=_path(config.ssh_known_hosts),
+            connect_timeout=config.ssh_connect_timeout,
+        ),
+    )

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.config import option
+from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
 
 DEFAULT_PATH = Path("/etc/build-swarm/controller.toml")
+DEFAULT_DRONES_FILE = Path("/etc/build-swarm/drones.toml")
 ENV_PREFIX = "SWARM_CONTROLLER_"
 
 
@@ -66,6 +68,49 @@ class ControllerConfig:
         10.0, "heartbeat intervals of silence before a drone is declared offline and its stream closed"
     )
     hello_timeout: float = option(10.0, "seconds a new stream may take to say Hello")
+    drones_file: Path = option(
+        DEFAULT_DRONES_FILE,
+        "TOML file of [drones.NAME] tables (type, ssh, host, vmid, reboot): out-of-band "
+        "access per drone, applied at every start",
+    )
+    heal_grace: float = option(
+        3.0, "seconds a sick drone gets to come back by itself before the first healing step"
+    )
+    heal_restart_timeout: float = option(
+        6.0, "seconds an agent restart (step 1) gets to bring the drone back"
+    )
+    heal_hard_restart_timeout: float = option(15.0, "seconds a hard restart over SSH (step 2) gets")
+    heal_reboot_timeout: float = option(180.0, "seconds a container or VM reboot (step 3) gets")
+    heal_command_timeout: float = option(30.0, "seconds an out-of-band command may run before it is killed")
+    heal_cooloff: float = option(
+        60.0, "seconds after a healing action before a new incident of that drone gets its first step"
+    )
+    heal_dark_share: float = option(
+        0.5,
+        "share of the fleet going dark at once above which the controller blames its own network and waits",
+    )
+    heal_dark_window: float = option(30.0, "seconds within which drones going dark count as 'at once'")
+    heal_dark_min_fleet: int = option(3, "fleets smaller than this are never considered dark")
+    heal_max_actions: int = option(10, "healing actions allowed per window across the fleet")
+    heal_action_window: float = option(300.0, "the window of heal_max_actions, in seconds")
+    heal_startup_grace: float = option(
+        30.0, "seconds after the controller starts before any healing (drones reconnect by themselves)"
+    )
+    restart_command: str = option(
+        RESTART_COMMAND,
+        "healing step 1 over SSH when the drone is not connected; placeholders {name} {drone_id}",
+    )
+    hard_restart_command: str = option(
+        HARD_RESTART_COMMAND, "healing step 2 over SSH; placeholders {name} {drone_id}"
+    )
+    ssh_identity: Path = option(Path(""), "private key for out-of-band SSH (default: ssh's own)")
+    ssh_known_hosts: Path = option(
+        Path(""), "known_hosts file for out-of-band SSH (default: ssh's own; host keys are always checked)"
+    )
+    ssh_connect_timeout: int = option(5, "seconds ssh may take to connect")
+    alert_webhook: str = option(
+        "", "URL that gets a JSON POST when the healer alerts the admin", metavar="URL"
+    )
     persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
     event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
     event_buffer: int = option(5_000, "recent events kept in memory")
@@ -95,6 +140,12 @@ class ControllerConfig:
             raise ValueError("event_retention >= 100, event_buffer >= 10, protocol_buffer >= 10")
         if self.db and not self.db.startswith(("sqlite:", "postgresql://", "postgres://")):
             raise ValueError(f"db must be a sqlite:/// or postgresql:// URL, got {self.db.split(':')[0]}:...")
+        if not 0 < self.heal_dark_share <= 1:
+            raise ValueError("heal_dark_share must be in (0, 1]")
+        if self.heal_max_actions < 1 or self.heal_action_window <= 0:
+            raise ValueError("heal_max_actions must be at least 1 and heal_action_window positive")
+        if self.alert_webhook and not self.alert_webhook.startswith(("http://", "https://")):
+            raise ValueError("alert_webhook must be an http:// or https:// URL")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

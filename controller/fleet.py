@@ -4,6 +4,12 @@ Live state is kept in memory and changed only on the event loop; the
 database gets it in batches (``persist.NodeWriter``). A drone has at most
 one control stream: a second stream claiming the same drone id replaces
 the first, which is closed.
+
+Status: ``online`` while heartbeats arrive and every functional check in
+the latest Pong passes, ``unhealthy`` while heartbeats arrive but a check
+fails, ``suspect`` when heartbeats stop (HealthMonitor), ``offline``
+without a stream. Silence wins over checks: a drone that stops beating is
+suspect, then offline, whatever it last said about itself.
 """
 
 from __future__ import annotations
@@ -11,21 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any, Protocol
 
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
-from swarm.controller.serde import HeartbeatData, HelloData, PongData
+from swarm.controller.serde import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
 
 NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
-ONLINE, SUSPECT, OFFLINE = "online", "suspect", "offline"
-STATUSES = (ONLINE, SUSPECT, OFFLINE)
+ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
+STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
+# Heartbeats arrive: the drone's own checks decide between these two.
+BEATING = (ONLINE, UNHEALTHY)
 # A pong older than this is not a measurement of the current link.
 PONG_MAX_AGE_NS = 60 * 10**9
 
@@ -53,6 +61,10 @@ class DroneState:
         "ping_seq",
         "next_ping_at",
         "connected_at",
+        "checks",
+        "checks_at",
+        "instance_id",
+        "process_started_at",
     )
 
     # The NodeRecord fields, declared for the type checker (set in __init__).
@@ -92,6 +104,16 @@ class DroneState:
         self.ping_seq = 0
         self.next_ping_at = 0.0
         self.connected_at: float | None = None
+        # From the latest Pong (empty until the first one on a stream).
+        self.checks: tuple[CheckData, ...] = ()
+        self.checks_at: float | None = None
+        # From the Hello: random per agent process, and when that process started.
+        self.instance_id = ""
+        self.process_started_at: float | None = None
+
+    @property
+    def failing(self) -> tuple[CheckData, ...]:
+        return tuple(c for c in self.checks if not c.ok)
 
     def record(self) -> NodeRecord:
         return NodeRecord(*[getattr(self, name) for name in NODE_FIELDS])
@@ -115,6 +137,10 @@ class Fleet:
         # live figures every persist interval.
         self.urgent_ids: set[str] = set()
         self.urgent = asyncio.Event()
+        # Told of every status change (drone, old, new), synchronously.
+        self.watchers: list[Callable[[DroneState, str, str], None]] = []
+        # Pongs someone is waiting for (an admin's ping), by (drone id, seq).
+        self._pong_waiters: dict[tuple[str, int], asyncio.Future[PongData]] = {}
 
     # -- views ---------------------------------------------------------
 
@@ -188,6 +214,12 @@ class Fleet:
         state.payload_version = hello.payload_version
         state.heartbeat_interval_ms = hello.heartbeat_interval_ms
         state.current_job_id = hello.current_job_id
+        new_process = not hello.instance_id or hello.instance_id != state.instance_id
+        if old_link is None or new_process:
+            # A stream after a gap, or another process: checks unknown until its first Pong.
+            state.checks, state.checks_at = (), None
+        state.instance_id = hello.instance_id
+        state.process_started_at = hello.process_started_at
         state.interval = hello.heartbeat_interval_ms / 1000
         state.detector = PhiAccrual(state.interval, now)
         state.suspect_at = state.detector.deadline(self._y)
@@ -209,10 +241,11 @@ class Fleet:
                 old_peer=old_link.peer,
                 new_peer=link.peer,
             )
-            if state.status != ONLINE:
-                self._set_status(state, ONLINE, "drone_online", "reconnected")
+            self._settle(state, "reconnected" + (" (a new agent process)" if new_process else ""))
         else:
-            state.status = ONLINE
+            old_status, state.status = state.status, ONLINE
+            for watcher in self.watchers:
+                watcher(state, old_status, ONLINE)
             renamed = f" (was {previous_name})" if previous_name != hello.name else ""
             self._events.emit(
                 "drone_connected",
@@ -234,7 +267,7 @@ class Fleet:
         self._connected.pop(state.id, None)
         self._set_status(state, OFFLINE, "drone_disconnected", reason)
 
-    def _set_status(self, state: DroneState, status: str, event: str, reason: str) -> None:
+    def _set_status(self, state: DroneState, status: str, event: str, reason: str, **data: Any) -> None:
         old = state.status
         state.status = status
         self.dirty.add(state.id)
@@ -248,7 +281,28 @@ class Fleet:
             old_status=old,
             new_status=status,
             reason=reason,
+            **data,
         )
+        for watcher in self.watchers:
+            watcher(state, old, status)
+
+    def _settle(self, state: DroneState, reason: str) -> None:
+        """Online or unhealthy, as the latest checks say, for a drone whose
+        heartbeats arrive (or have just resumed)."""
+        failing = state.failing
+        if failing:
+            if state.status != UNHEALTHY:
+                why = "; ".join(f"{c.name}: {c.detail}" if c.detail else c.name for c in failing)
+                self._set_status(
+                    state,
+                    UNHEALTHY,
+                    "drone_unhealthy",
+                    why if state.status == ONLINE else f"{reason}; failing {why}",
+                    failing=[{"name": c.name, "detail": c.detail} for c in failing],
+                )
+        elif state.status != ONLINE:
+            event = "drone_healthy" if state.status == UNHEALTHY else "drone_online"
+            self._set_status(state, ONLINE, event, reason)
 
     # -- traffic -------------------------------------------------------
 
@@ -271,7 +325,7 @@ class Fleet:
             state.suspect_at = detector.deadline(self._y)
         self.dirty.add(state.id)
         if state.status == SUSPECT:
-            self._set_status(state, ONLINE, "drone_online", "heartbeats resumed")
+            self._settle(state, "heartbeats resumed")
 
     def on_pong(self, state: DroneState, pong: PongData) -> None:
         now_ns = time.time_ns()
@@ -282,7 +336,24 @@ class Fleet:
         state.last_pong_at = now_ns / 1e9
         state.last_seen_at = state.last_pong_at
         state.ping_latency_ms = round(age / 1e6, 3)
+        state.checks = pong.checks
+        state.checks_at = state.last_pong_at
         self.dirty.add(state.id)
+        if state.status in BEATING:
+            self._settle(state, "all checks pass")
+        waiter = self._pong_waiters.pop((state.id, pong.seq), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(pong)
+
+    async def wait_pong(self, state: DroneState, seq: int, timeout: float) -> PongData:
+        """The pong answering ping ``seq`` (register before the ping can be
+        answered: call it right after sending); TimeoutError if none comes."""
+        key = (state.id, seq)
+        waiter = self._pong_waiters[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pong_waiters.pop(key, None)
 
     def on_ping_sent(self, state: DroneState, seq: int, now: float) -> None:
         state.ping_seq = seq

@@ -122,5 +122,6 @@ class HealthMonitor:
             silent = now - state.detector_last()
             if silent > self._offline_after * state.interval:
                 self._fleet.silence_offline(state, silent)
-            elif state.status == "online" and now > state.suspect_at:
+            elif state.status in ("online", "unhealthy") and now > state.suspect_at:
+                # Silence wins over what the drone last said of its checks.
                 self._fleet.mark_suspect(state, silent)

@@ -12,7 +12,7 @@ import random
 import time
 
 from swarm.controller import serde
-from swarm.controller.fleet import Fleet
+from swarm.controller.fleet import DroneState, Fleet
 from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,15 @@ class Pinger:
         while True:
             await asyncio.sleep(TICK)
             self.tick(time.time())
+
+    def ping_now(self, state: DroneState) -> int | None:
+        """Ping one drone at once (an admin asks); its seq, or None if not sent."""
+        link = state.link
+        self._seq += 1
+        if link is None or not link.send(serde.ping(self._seq)):
+            return None
+        self._fleet.on_ping_sent(state, self._seq, time.time())
+        return self._seq
 
     def tick(self, now: float) -> None:
         for state in self._fleet.connected():

@@ -20,6 +20,7 @@ DRONE_TYPES = {
 }
 MIN_INTERVAL_MS = 50
 MAX_INTERVAL_MS = 60_000
+MAX_CHECKS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,17 @@ class HelloData:
     hostname: str
     payload_version: str
     current_job_id: str
+    instance_id: str = ""  # random per agent process; "" from an agent that predates it
+    process_started_at: float | None = None  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class CheckData:
+    """One functional check as the agent reported it (fleet.proto Check)."""
+
+    name: str
+    ok: bool
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class PongData:
     load1: float
     disk_percent: float
     disk_free_bytes: int
+    checks: tuple[CheckData, ...] = ()
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -98,6 +111,10 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         hostname=_short(hello.hostname, 255),
         payload_version=_short(hello.payload_version, 64),
         current_job_id=_short(hello.current_job_id, 64),
+        instance_id=_short(hello.instance_id, 64),
+        process_started_at=hello.process_started_at_unix_ns / 1e9
+        if hello.process_started_at_unix_ns > 0
+        else None,
     )
 
 
@@ -127,6 +144,11 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
         load1=status.load1,
         disk_percent=status.disk_percent,
         disk_free_bytes=status.disk_free_bytes,
+        checks=tuple(
+            CheckData(_short(c.name, 32), c.ok, _short(c.detail, 300))
+            for c in status.checks[:MAX_CHECKS]
+            if c.name
+        ),
     )
 
 
@@ -194,3 +216,8 @@ def start_build(
 
 def cancel_build(build_id: str, reason: str) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(cancel_build=build_pb2.CancelBuild(build_id=build_id, reason=reason))
+
+
+def restart_service(reason: str) -> gateway_pb2.ControllerMessage:
+    """Ask an agent to replace its process with a fresh one (send with DroneState.link.send)."""
+    return gateway_pb2.ControllerMessage(restart_service=fleet_pb2.RestartService(reason=reason[:500]))

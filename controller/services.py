@@ -9,6 +9,8 @@ from swarm.controller.buildsvc import BuildsService
 from swarm.controller.config import ControllerConfig
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
+from swarm.controller.healer import Healer
+from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner
@@ -30,3 +32,5 @@ class Services:
     builds: BuildQueue | None = None
     staging: StagingBinhost | None = None
     build_logs: BuildsService | None = None
+    healer: Healer | None = None
+    pinger: Pinger | None = None

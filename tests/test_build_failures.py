@@ -34,7 +34,9 @@ pytestmark = pytest.mark.timeout(600)
 EMERGE = Path(sys.executable).parent / "emerge"
 BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
 # The builder appends --usepkg-exclude=cat/pn and =cpv: they land in "$@" and are ignored.
-FAILING_COMMAND = "sh -c 'echo \"this drone cannot build anything\"; exit 1' always-fails"
+# bash, not sh: the drone must pass its emerge check (`bash --version`) and
+# look healthy, so that only its failing builds can ground it.
+FAILING_COMMAND = "bash -c 'echo \"this drone cannot build anything\"; exit 1' always-fails"
 LEAVES = (
     "swarm-test/leaf-hello",
     "swarm-test/leaf-data",

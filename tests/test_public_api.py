@@ -57,7 +57,7 @@ def test_node_by_name_and_by_id(fleet: Controller) -> None:
 
 def test_status_and_health(fleet: Controller) -> None:
     status = fleet.get("/api/v1/status")
-    assert status["drones"] == {"total": 2, "online": 2, "suspect": 0, "offline": 0}
+    assert status["drones"] == {"total": 2, "online": 2, "unhealthy": 0, "suspect": 0, "offline": 0}
     assert status["cores_online"] >= 2
     assert status["session"] is None
     health = fleet.get("/api/v1/health")
@@ -165,10 +165,10 @@ def test_admin_tier_requires_the_key(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin
+    from swarm.controller.web import admin, healing
 
     served: dict[str, set[str]] = {}
-    for route in admin.routes:
+    for route in [*admin.routes, *healing.routes]:
         served.setdefault(route.path, set()).add(route.method.lower())  # type: ignore[union-attr]
     status, doc = fleet.admin("GET", "/admin/api/openapi.json")
     assert status == 200

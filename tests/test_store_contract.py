@@ -22,7 +22,7 @@ import pytest
 from swarm.controller.store import sql
 from swarm.controller.store.migrations import LATEST, MIGRATIONS, Migration, SchemaTooNew, migrate
 from swarm.controller.store.models import MODELS, SchemaVersion
-from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.records import AccessRecord, EventRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
@@ -679,3 +679,35 @@ def test_package_stats_upsert(store: SqlStore) -> None:
         PackageStat("cat/p", 12.5, 2, 2.0),
         PackageStat("cat/q", 3.0, 2, 1.0),
     ]
+
+
+def test_drone_access_is_replaced_whole(store: SqlStore) -> None:
+    first = AccessRecord(
+        "d1", "lxc", "root@10.0.0.5", "root@pve1:2222", "105", "proxmox-lxc", False, 1.5, "a"
+    )
+    store.put_access(first)
+    store.put_access(AccessRecord("d0", ssh="d0.lan"))
+    changed = replace(first, ssh="", healing_paused=True, updated_at=2.5, updated_by="b")
+    store.put_access(changed)
+    assert store.list_access() == [AccessRecord("d0", ssh="d0.lan"), changed]
+
+
+def test_incidents_round_trip_newest_first_and_since(store: SqlStore) -> None:
+    old = IncidentRecord("i1", "d1", "offline", "stream cut", 100.0, 100.5, 130.0, 1, "recovered")
+    open_one = IncidentRecord("i2", "d1", "suspect", "silent", 200.0, 203.0)
+    other = IncidentRecord("i3", "d2", "unhealthy", "disk", 150.0, 150.0, 400.0, 4, "recovered")
+    store.upsert_incidents([old, open_one, other])
+    assert store.list_incidents() == [open_one, other, old]
+    assert store.list_incidents(drone_id="d1") == [open_one, old]
+    # Recovered before 140: out; still open or recovered later: in.
+    assert store.list_incidents(since=140.0) == [open_one, other]
+    closed = replace(open_one, recovered_at=210.0, level=2, outcome="recovered")
+    store.upsert_incidents([closed])
+    assert store.list_incidents(drone_id="d1", limit=1) == [closed]
+
+
+def test_settings_are_kept_by_key(store: SqlStore) -> None:
+    assert store.get_setting("healing_paused") is None
+    store.set_setting("healing_paused", "1")
+    store.set_setting("healing_paused", "0")
+    assert store.get_setting("healing_paused") == "0"

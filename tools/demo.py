@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dronectl
 import prefix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +99,20 @@ def main() -> int:
     ready.unlink(missing_ok=True)
     bindir = Path(sys.executable).parent
 
+    # The drones' agents are managed the way OpenRC manages one on a real
+    # drone, by tools/dronectl.py; the healer restarts them with it, on this
+    # machine ("local" instead of an SSH target).
+    services = state / "drones"
+    ctl = f"{sys.executable} {ROOT / 'tools' / 'dronectl.py'} --state {services}"
+    drones_file = state / "drones.toml"
+    drones_file.write_text(
+        "# Written by tools/demo.py: out-of-band access for the demo's drones.\n"
+        + "".join(
+            f'[drones.{name}]\nssh = "local"\n'
+            + (f'host = "local"\nreboot = "{ctl} restart {{name}}"\n' if kind in ("lxc", "qemu") else "")
+            for name, kind in DRONES
+        )
+    )
     controller_args = [
         str(bindir / "swarm-controller"),
         "--data-dir",
@@ -119,6 +133,12 @@ def main() -> int:
         str(ready),
         "--log-file",
         str(logs / "controller.log"),
+        "--drones-file",
+        str(drones_file),
+        "--restart-command",
+        f"{ctl} restart {{name}}",
+        "--hard-restart-command",
+        f"{ctl} hard-restart {{name}}",
     ]
     # A Gentoo prefix whose Portage configuration (the bundled test overlay)
     # defines what the swarm builds; its PKGDIR is the staging binhost.
@@ -127,7 +147,6 @@ def main() -> int:
     )
     controller_args += ["--portage-eprefix", str(ctl_prefix.root)]
     controller = spawn(controller_args, logs / "controller.out")
-    procs: list[subprocess.Popen[bytes]] = []
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -214,8 +233,9 @@ def main() -> int:
                 "--log-file",
                 str(logs / f"{name}.log"),
             ]
-            commands[name] = shlex.join(args)
-            procs.append(spawn(args, logs / f"{name}.out"))
+            dronectl.write_spec(services, name, args)
+            commands[name] = f"{ctl} start {name}"
+            print(f"{name}: {dronectl.start(services / name)}", flush=True)
 
         deadline = time.monotonic() + 20
         while True:
@@ -229,6 +249,7 @@ def main() -> int:
             time.sleep(0.2)
 
         session = queue_session(admin, key)
+        key_header = f'-H "X-Admin-Key: $(cat {info["admin_key_file"]})"'
         print(
             f"""
 Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}),
@@ -248,8 +269,10 @@ Try:
   curl -s {public}/api/v1/history | python3 -m json.tool
   {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} drones
   {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} token create --ttl 1h
-  kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # drone-io goes offline at once
-  {commands["drone-io"]} &     # brings it back
+  kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # offline at once; the healer restarts it
+  curl -s {key_header} {admin}/admin/api/drones/drone-io/health | python3 -m json.tool
+  curl -s {public}/api/v1/health | python3 -m json.tool      # availability, mean time to recovery
+  {commands["drone-io"]}     # starts it by hand (the healer does it after a few seconds)
 
 Ctrl-C stops everything.""",
             flush=True,
@@ -266,7 +289,9 @@ Ctrl-C stops everything.""",
         print("\nstopping drones and controller...", flush=True)
         return 0
     finally:
-        stop(procs)
+        for name, _ in DRONES:
+            if (services / name / "agent.json").exists():
+                dronectl.stop(services / name, timeout=15)
         stop([controller])
         if interrupted:
             print("stopped.")

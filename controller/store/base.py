@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from swarm.controller.store.records import (
+    AccessRecord,
     ArtifactRecord,
     BuildRecord,
     CertRecord,
     EventRecord,
+    IncidentRecord,
     JobRecord,
     NodeRecord,
     PackageStat,
@@ -112,3 +114,21 @@ class Store(Protocol):
     def upsert_package_stats(self, stats: Sequence[PackageStat]) -> None: ...
 
     def list_package_stats(self) -> list[PackageStat]: ...
+
+    def put_access(self, access: AccessRecord) -> None:
+        """Insert or replace the drone's out-of-band access settings."""
+
+    def list_access(self) -> list[AccessRecord]: ...
+
+    def upsert_incidents(self, incidents: Sequence[IncidentRecord]) -> None:
+        """Insert or fully update each incident, by id, in one transaction."""
+
+    def list_incidents(
+        self, *, drone_id: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[IncidentRecord]:
+        """Newest first (by failed_at). With ``since``, only incidents still
+        open then or recovered after it."""
+
+    def get_setting(self, key: str) -> str | None: ...
+
+    def set_setting(self, key: str, value: str) -> None: ...

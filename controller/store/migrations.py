@@ -19,12 +19,15 @@ from swarm.controller.store.models import (
     Build,
     BuildSession,
     Certificate,
+    DroneAccess,
     Event,
+    Incident,
     Job,
     JoinToken,
     Node,
     PackageStat,
     SchemaVersion,
+    Setting,
 )
 
 log = logging.getLogger(__name__)
@@ -46,10 +49,15 @@ def _builds(db: pw.Database) -> None:
     db.create_tables([BuildSession, Job, Build, Artifact, PackageStat])
 
 
+def _healing(db: pw.Database) -> None:
+    db.create_tables([DroneAccess, Incident, Setting])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
     (3, "build sessions, jobs, builds, artifacts, package stats", _builds),
+    (4, "drone access, incidents, settings", _healing),
 ]
 
 LATEST = MIGRATIONS[-1][0]

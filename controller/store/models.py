@@ -139,6 +139,35 @@ class PackageStat(BaseModel):
     updated_at = pw.DoubleField()
 
 
+class DroneAccess(BaseModel):
+    drone_id = pw.CharField(primary_key=True, max_length=64)
+    drone_type = pw.CharField(max_length=16, default="")
+    ssh = pw.CharField(max_length=300, default="")
+    host = pw.CharField(max_length=300, default="")
+    vmid = pw.CharField(max_length=16, default="")
+    reboot = pw.TextField(default="")
+    healing_paused = pw.BooleanField(default=False)
+    updated_at = pw.DoubleField(default=0)
+    updated_by = pw.CharField(max_length=200, default="")
+
+
+class Incident(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    drone_id = pw.CharField(max_length=64, index=True)
+    kind = pw.CharField(max_length=16)
+    reason = pw.TextField(default="")
+    failed_at = pw.DoubleField(index=True)
+    detected_at = pw.DoubleField()
+    recovered_at = pw.DoubleField(null=True)
+    level = pw.IntegerField(default=0)
+    outcome = pw.CharField(max_length=32, default="")
+
+
+class Setting(BaseModel):
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Node,
@@ -150,4 +179,7 @@ MODELS: list[type[BaseModel]] = [
     Build,
     Artifact,
     PackageStat,
+    DroneAccess,
+    Incident,
+    Setting,
 ]

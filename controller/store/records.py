@@ -133,3 +133,33 @@ class PackageStat:
     mean_seconds: float
     builds: int
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """How to reach a drone out of band, as the admin set it."""
+
+    drone_id: str
+    drone_type: str = ""  # overrides the type the drone reports; "" keeps it
+    ssh: str = ""  # SSH target of the drone itself: [user@]host[:port]
+    host: str = ""  # SSH target of its hypervisor host (lxc, qemu)
+    vmid: str = ""
+    reboot: str = ""  # a preset name or a command template run on the host
+    healing_paused: bool = False
+    updated_at: float = 0.0
+    updated_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """One stretch of a drone being down or unhealthy, and how it ended."""
+
+    id: str
+    drone_id: str
+    kind: str  # offline, suspect, unhealthy
+    reason: str
+    failed_at: float  # best estimate of when it broke (the last sign of life)
+    detected_at: float
+    recovered_at: float | None = None
+    level: int = 0  # highest ladder step taken
+    outcome: str = ""  # recovered, recovered-by-itself, exhausted, ...

@@ -26,6 +26,7 @@ from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeRecord
 from swarm.controller.store.sql_builds import BuildTables
+from swarm.controller.store.sql_health import HealthTables
 from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _event_from_row(row: Event) -> EventRecord:
     )
 
 
-class SqlStore(TrustTables, BuildTables):
+class SqlStore(TrustTables, BuildTables, HealthTables):
     # Binding sets the database on the model classes, which every store
     # shares: one lock for all stores, not one each.
     _lock = threading.Lock()

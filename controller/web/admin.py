@@ -19,11 +19,12 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFoun
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import openapi
+from swarm.controller.web import healing, openapi
 from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
+    json_body,
     json_errors,
     json_response,
     node_json,
@@ -33,7 +34,7 @@ from swarm.controller.web.common import (
 
 BUILD_ID_RE = re.compile(r"^b-[0-9a-f]{12}$")
 KEYS = web.AppKey("admin_keys", AdminKeys)
-KEY_NAME = "admin_key_name"
+KEY_NAME = healing.KEY_NAME
 routes = web.RouteTableDef()
 
 
@@ -77,18 +78,6 @@ async def protocol(request: web.Request) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidArgument("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object")
-    return body
-
-
 def _trust(request: web.Request) -> Trust:
     trust = request.app[SERVICES].trust
     if trust is None:
@@ -122,7 +111,7 @@ def token_json(t: TokenRecord, now: float) -> dict[str, Any]:
 @routes.post("/admin/api/tokens")
 async def create_token(request: web.Request) -> web.Response:
     trust = _trust(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     ttl = body.get("ttl")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
         raise InvalidArgument("ttl must be a number of seconds")
@@ -195,7 +184,7 @@ async def revoke_drone(request: web.Request) -> web.Response:
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
-    body = await _json_body(request)
+    body = await json_body(request)
     atoms = body.get("atoms", body.get("packages"))
     if isinstance(atoms, str):
         atoms = atoms.split()
@@ -216,7 +205,7 @@ async def queue_packages(request: web.Request) -> web.Response:
 @routes.post("/admin/api/control")
 async def control(request: web.Request) -> web.Response:
     q = queue_of(request.app[SERVICES])
-    body = await _json_body(request)
+    body = await json_body(request)
     action, session_id = body.get("action"), body.get("session")
     if not isinstance(action, str):
         raise InvalidArgument("action must be one of start, stop, pause, resume, reset")
@@ -265,4 +254,5 @@ def create_app(services: Services, keys: AdminKeys) -> web.Application:
     app[SERVICES] = services
     app[KEYS] = keys
     app.add_routes(routes)
+    app.add_routes(healing.routes)
     return app

@@ -26,7 +26,7 @@ NODE = {
     "properties": {
         "id": {"type": "string"},
         "name": {"type": "string"},
-        "status": {"type": "string", "enum": ["online", "suspect", "offline"]},
+        "status": {"type": "string", "enum": ["online", "unhealthy", "suspect", "offline"]},
         "connected": {"type": "boolean"},
         "drone_type": {"type": "string", "enum": ["lxc", "qemu", "bare-metal", "unknown"]},
         "cores": {"type": "integer"},
@@ -52,6 +52,21 @@ NODE = {
         "disk_free_bytes": {"type": "integer"},
         "emerge_running": {"type": "boolean"},
         "current_job_id": {"type": ["string", "null"]},
+        "checks": {
+            "type": "array",
+            "description": "functional checks from the latest pong; any not ok makes the drone unhealthy",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "ok": {"type": "boolean"},
+                    "detail": {"type": "string"},
+                },
+            },
+        },
+        "checks_at": TS,
+        "instance_id": {"type": "string", "description": "random per agent process"},
+        "process_started_at": TS,
     },
 }
 MESSAGES = {
@@ -59,6 +74,7 @@ MESSAGES = {
     401: "missing or wrong admin key",
     404: "not found",
     409: "not possible in the controller's state",
+    503: "the drone did not answer in time",
 }
 TOKEN = {
     "type": "object",
@@ -172,13 +188,23 @@ def public_document() -> dict[str, Any]:
     )
     paths = {
         "/api/v1/health": _get(
-            "controller liveness and drone counts",
+            "controller liveness, drone counts, fleet availability and mean time to recovery (24 h)",
             _obj(
                 status={"type": "string"},
                 version={"type": "string"},
                 uptime_s={"type": "number"},
                 database={"type": "string"},
                 drones={"type": "object"},
+                fleet=_obj(
+                    window_s={"type": "number"},
+                    availability={"type": ["number", "null"]},
+                    incidents={"type": "integer"},
+                    open_incidents={"type": "integer"},
+                    mttr_s={"type": ["number", "null"]},
+                    mean_detection_s={"type": ["number", "null"]},
+                    healing_paused={"type": "boolean"},
+                    fleet_dark={"type": "boolean"},
+                ),
             ),
         ),
         "/api/v1/status": _get(
@@ -365,4 +391,86 @@ def admin_document() -> dict[str, Any]:
             )
         },
     }
+    paths |= _healing_paths()
     return _document("Build Swarm admin API", paths, security=True)
+
+
+def _healing_paths() -> dict[str, Any]:
+    drone = [_param("name", "drone name or id", {"type": "string"}, "path")]
+    step = _obj(
+        drone={"type": "string"},
+        level={"type": "integer"},
+        done={"type": "boolean"},
+        detail={"type": "string"},
+        exit_code={"type": ["integer", "null"]},
+        output={"type": "string"},
+        duration_s={"type": "number"},
+        timed_out={"type": "boolean"},
+    )
+    access = _obj(
+        type={"type": "string", "enum": ["", "lxc", "qemu", "bare-metal", "unknown"]},
+        ssh={"type": "string", "description": "[user@]host[:port] of the drone, or 'local'"},
+        host={"type": "string", "description": "[user@]host[:port] of its hypervisor host"},
+        vmid={"type": "string"},
+        reboot={"type": "string", "description": "proxmox-lxc, proxmox-qemu, lxc, libvirt or a template"},
+    )
+    healing = _obj(
+        paused={"type": "boolean"},
+        fleet_dark={"type": "boolean"},
+        paused_drones={"type": "array", "items": {"type": "string"}},
+        settings={"type": "object"},
+    )
+    return {
+        "/admin/api/drones/{name}": {
+            "put": _op(
+                "set a drone's type override and out-of-band access (replaces them whole)",
+                access,
+                _obj(drone={"type": "string"}, access={"type": "object"}),
+                "200",
+                (400, 401, 404),
+                drone,
+            )
+        },
+        "/admin/api/drones/{name}/health": _get(
+            "the drone's ladder level, next action, health history and incidents",
+            {"type": "object"},
+            drone,
+            errors=(401, 404),
+        ),
+        "/admin/api/drones/{name}/ping": {
+            "post": _op(
+                "ping the drone now: round trip, load, disk, emerge and the functional checks",
+                None,
+                {"type": "object"},
+                "200",
+                (401, 404, 409, 503),
+                drone,
+            )
+        },
+        "/admin/api/drones/{name}/restart": {
+            "post": _op("restart the drone's agent (healing step 1)", None, step, "200", (401, 404), drone)
+        },
+        "/admin/api/drones/{name}/reboot": {
+            "post": _op(
+                "reboot the drone's container or VM through its host (409 for bare-metal)",
+                None,
+                step,
+                "200",
+                (401, 404, 409),
+                drone,
+            )
+        },
+        "/admin/api/healing": {
+            **_get("whether healing is paused or held by a dark fleet", healing, errors=(401,)),
+            "post": _op(
+                "pause or resume healing (for the fleet, or one drone), or override the dark-fleet hold",
+                _obj(
+                    action={"type": "string", "enum": ["pause", "resume", "override"]},
+                    drone={"type": "string"},
+                ),
+                healing,
+                "200",
+                (400, 401, 404, 409),
+            ),
+        },
+    }

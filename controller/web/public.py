@@ -3,10 +3,13 @@ the status page). Nothing here changes state or reveals a secret."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from swarm import __version__
 from swarm.clock import iso
+from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import openapi
@@ -43,13 +46,15 @@ def _services(request: web.Request) -> Services:
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
     s = _services(request)
+    t = now()
     return json_response(
         {
             "status": "ok",
             "version": __version__,
-            "uptime_s": round(now() - s.started_at, 3),
+            "uptime_s": round(t - s.started_at, 3),
             "database": s.backend,
             "drones": s.fleet.counts(),
+            "fleet": await s.healer.figures(t) if s.healer is not None else None,
         }
     )
 
@@ -77,18 +82,30 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+def _node(state: DroneState, t: float) -> dict[str, Any]:
+    """A drone's live state, with its proof of life: the functional checks of
+    its latest Pong and which agent process it is."""
+    return {
+        **node_json(state, t),
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in state.checks],
+        "checks_at": iso(state.checks_at),
+        "instance_id": state.instance_id or None,
+        "process_started_at": iso(state.process_started_at),
+    }
+
+
 @routes.get("/api/v1/nodes")
 async def nodes(request: web.Request) -> web.Response:
     s = _services(request)
     t = now()
-    return json_response({"nodes": [node_json(d, t) for d in s.fleet.all()]})
+    return json_response({"nodes": [_node(d, t) for d in s.fleet.all()]})
 
 
 @routes.get("/api/v1/nodes/{name}")
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
     state = s.fleet.require(request.match_info["name"])
-    return json_response({"node": node_json(state, now())})
+    return json_response({"node": _node(state, now())})
 
 
 @routes.get("/api/v1/events")

@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TIMEOUT = 15.0
+# emerge from this venv's Portage: the agent's emerge check runs it with
+# --version, and a test drone is healthy only if it answers.
+EMERGE_COMMAND = (
+    f"{sys.executable} {Path(sys.executable).parent / 'emerge'} "
+    "--oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+)
 
 
 def wait_for(
@@ -324,7 +330,9 @@ class Agent(Proc):
             "",
             "--log-level",
             "debug",
-            *extra,
+            "--emerge-command",
+            EMERGE_COMMAND,
+            *extra,  # a later --emerge-command wins
         ]
         super().__init__(args, root / f"agent-{name}.log")
 

@@ -1,0 +1,651 @@
+"""The healer: brings sick drones back without a human, and never makes
+things worse.
+
+A drone that is offline, suspect (silent) or unhealthy (failing a
+functional check) has an open *incident*. After a short grace period (it
+may come back by itself) the healer climbs a ladder, one step at a time,
+each with a timeout; the success check is the drone online again, which
+takes a healthy heartbeat, and after a restart a fresh agent process:
+
+1. restart the agent: over the control stream when it is connected, else
+   over SSH (``restart_command``);
+2. hard restart over SSH (``hard_restart_command``);
+3. reboot the container or VM through its hypervisor host (lxc and qemu
+   only, when the admin configured how; bare-metal and unknown: never);
+4. alert the admin: an event and a webhook POST.
+
+A step that cannot run (no SSH target, no reboot command) is skipped with
+the reason. Success at any step closes the incident and resets the ladder;
+the next incident's first action waits a cool-off after the last one.
+
+Safety: while more than ``dark_share`` of the fleet went dark within
+``dark_window`` the healer assumes the fault is the controller's own
+network and does nothing (one event), until the fleet is back or the
+admin overrides. At most ``max_actions`` actions per ``action_window``
+across the fleet. Admins pause healing globally or per drone. Incidents
+are recorded either way: they are the availability figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from swarm.clock import iso
+from swarm.controller import access as oob_access
+from swarm.controller import serde
+from swarm.controller.alerts import Alerter
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, SwarmError
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
+from swarm.controller.oob import (
+    HARD_RESTART_COMMAND,
+    RESTART_COMMAND,
+    CommandResult,
+    CommandTemplate,
+    SshSettings,
+    SshTarget,
+    reboot_template,
+    run,
+    ssh_argv,
+)
+from swarm.controller.store.records import AccessRecord, IncidentRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+SICK = frozenset({OFFLINE, SUSPECT, UNHEALTHY})
+RESTART, HARD_RESTART, REBOOT, ALERT = 1, 2, 3, 4
+STEPS = {RESTART: "restart", HARD_RESTART: "hard restart", REBOOT: "reboot", ALERT: "alert"}
+TICK = 0.25
+HISTORY = 50
+PAUSED_KEY = "healing_paused"
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealSettings:
+    grace: float = 3.0
+    restart_timeout: float = 6.0
+    hard_restart_timeout: float = 15.0
+    reboot_timeout: float = 180.0
+    command_timeout: float = 30.0
+    cooloff: float = 60.0
+    dark_share: float = 0.5
+    dark_window: float = 30.0
+    dark_min_fleet: int = 3
+    max_actions: int = 10
+    action_window: float = 300.0
+    startup_grace: float = 30.0
+    restart_command: str = RESTART_COMMAND
+    hard_restart_command: str = HARD_RESTART_COMMAND
+    ssh: SshSettings = field(default_factory=SshSettings)
+
+    def step_timeout(self, level: int) -> float:
+        return {RESTART: self.restart_timeout, HARD_RESTART: self.hard_restart_timeout}.get(
+            level, self.reboot_timeout
+        )
+
+
+@dataclass(slots=True)
+class Ladder:
+    """One drone's healing state."""
+
+    drone_id: str
+    incident: IncidentRecord | None = None
+    level: int = 0  # the last step taken in the open incident
+    step_deadline: float = 0.0
+    next_action_at: float = 0.0
+    last_action_at: float = 0.0
+    acting: bool = False
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+    def note(self, now: float, what: str) -> None:
+        self.history.append({"at": iso(now), "what": what})
+
+    @property
+    def exhausted(self) -> bool:
+        return self.level >= ALERT
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    level: int
+    done: bool  # the step ran (its success is still to be seen)
+    detail: str
+    command: CommandResult | None = None
+
+
+class Healer:
+    def __init__(
+        self,
+        fleet: Fleet,
+        events: EventLog,
+        runner: StoreRunner,
+        alerter: Alerter,
+        settings: HealSettings,
+        *,
+        file_entries: dict[str, dict[str, Any]] | None = None,
+        enrolled: Callable[[str], bool] | None = None,
+    ) -> None:
+        self._fleet = fleet
+        self._events = events
+        self._runner = runner
+        self._alerter = alerter
+        self.settings = settings
+        self._file_entries = dict(file_entries or {})
+        self._enrolled = enrolled
+        self._tasks = TaskSet("healer")
+        self._actions = TaskSet("heal-actions")
+        self._wake = asyncio.Event()
+        self._ladders: dict[str, Ladder] = {}
+        self.access: dict[str, AccessRecord] = {}
+        self._dirty: set[str] = set()
+        self._closed: list[IncidentRecord] = []  # recovered, to be written
+        self._recent_actions: deque[float] = deque()
+        self._throttled = False
+        self._status_changed_at: dict[str, float] = {}
+        self.paused = False
+        self.dark = False
+        self._dark_overridden = False
+        self._started_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self._started_at = time.time()
+        store = self._runner.store
+        self.access = {a.drone_id: a for a in await self._runner.call(store.list_access)}
+        self.paused = (await self._runner.call(store.get_setting, PAUSED_KEY)) == "1"
+        for incident in await self._runner.call(store.list_incidents, limit=100_000):
+            if incident.recovered_at is None and incident.drone_id not in self._ladders:
+                self._ladders[incident.drone_id] = Ladder(
+                    incident.drone_id, incident, incident.level, next_action_at=self._started_at
+                )
+        await self._apply_file()
+        self._fleet.watchers.append(self._on_status)
+        self._tasks.spawn(self._loop(), "ladder")
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._fleet.watchers.remove(self._on_status)
+        await self._tasks.close()
+        await self._actions.close()
+        await self._flush()
+
+    def _on_status(self, state: DroneState, old: str, new: str) -> None:
+        self._status_changed_at[state.id] = time.time()
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+            self._wake.clear()
+            try:
+                await self._apply_file()
+                self.tick(time.time())
+                await self._flush()
+            except Exception:
+                log.exception("healer pass failed")
+
+    async def _flush(self) -> None:
+        incidents = [
+            ladder.incident
+            for drone_id in self._dirty
+            if (ladder := self._ladders.get(drone_id)) is not None and ladder.incident is not None
+        ]
+        closed = [i for i in self._closed if i.drone_id in self._dirty]
+        self._dirty.clear()
+        self._closed.clear()
+        if incidents or closed:
+            await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
+
+    # -- access settings ---------------------------------------------------
+
+    async def _apply_file(self) -> None:
+        """File entries for drones known by now (by id or name) go to the store."""
+        if not self._file_entries:
+            return
+        for key in list(self._file_entries):
+            state = self._fleet.find(key)
+            if state is None:
+                continue
+            fields = self._file_entries.pop(key)
+            record = oob_access.validate(state.id, fields, by="config file")
+            old = self.access.get(state.id)
+            if old is not None:
+                record = replace(record, healing_paused=old.healing_paused)
+            await self.put_access(record)
+
+    async def put_access(self, record: AccessRecord) -> AccessRecord:
+        await self._runner.call(self._runner.store.put_access, record)
+        self.access[record.drone_id] = record
+        return record
+
+    def access_of(self, drone_id: str) -> AccessRecord:
+        return self.access.get(drone_id) or AccessRecord(drone_id)
+
+    def drone_type(self, state: DroneState) -> str:
+        return self.access_of(state.id).drone_type or state.drone_type or "unknown"
+
+    # -- the ladder ----------------------------------------------------------
+
+    def ladder(self, drone_id: str) -> Ladder:
+        ladder = self._ladders.get(drone_id)
+        if ladder is None:
+            ladder = self._ladders[drone_id] = Ladder(drone_id)
+        return ladder
+
+    def tick(self, now: float) -> None:
+        states = self._fleet.all()
+        for state in states:
+            ladder = self.ladder(state.id)
+            sick = state.status in SICK
+            if sick and ladder.incident is None:
+                self._open(state, ladder, now)
+            elif not sick and ladder.incident is not None and proven(state):
+                self._recovered(state, ladder, now)
+        self._watch_dark(states, now)
+        for state in states:
+            ladder = self._ladders[state.id]
+            if ladder.incident is not None:
+                self._maybe_act(state, ladder, now)
+
+    def _open(self, state: DroneState, ladder: Ladder, now: float) -> None:
+        detected = min(self._status_changed_at.get(state.id, now), now)
+        if state.status == SUSPECT:
+            # Silent: it broke around its last heartbeat.
+            failed = min(state.last_heartbeat_at or detected, detected)
+            reason = "stopped sending heartbeats"
+        elif state.status == OFFLINE:
+            failed = detected  # a stream cut is seen at once
+            reason = "its control stream ended"
+        else:
+            failed = detected
+            reason = "failing a functional check"
+        if detected < self._started_at:
+            detected = failed = now
+        ladder.incident = IncidentRecord(
+            "i-" + secrets.token_hex(6), state.id, state.status, reason, failed, detected
+        )
+        ladder.level = 0
+        first = max(detected + self.settings.grace, self._started_at + self.settings.startup_grace)
+        if ladder.last_action_at:
+            first = max(first, ladder.last_action_at + self.settings.cooloff)
+        ladder.next_action_at = first
+        ladder.note(now, f"{state.status}: {reason}")
+        self._dirty.add(state.id)
+
+    def _recovered(self, state: DroneState, ladder: Ladder, now: float) -> None:
+        incident = ladder.incident
+        assert incident is not None
+        level = ladder.level
+        outcome = "recovered by itself" if level == 0 else f"recovered after {STEPS[min(level, ALERT)]}"
+        closed = replace(incident, recovered_at=now, level=level, outcome=outcome)
+        ladder.incident = None
+        ladder.level = 0
+        ladder.note(now, f"{outcome} in {now - incident.failed_at:.1f}s")
+        self._closed.append(closed)
+        self._dirty.add(state.id)
+        if level:
+            self._events.emit(
+                "drone_recovered",
+                f"{state.name} {outcome}, {now - incident.failed_at:.1f}s after it failed",
+                drone_id=state.id,
+                drone_name=state.name,
+                incident_id=incident.id,
+                level=level,
+                detection_s=round(incident.detected_at - incident.failed_at, 3),
+                recovery_s=round(now - incident.failed_at, 3),
+            )
+
+    def _watch_dark(self, states: Sequence[DroneState], now: float) -> None:
+        size = len(states)
+        limit = self.settings.dark_share * size
+        sick = [s for s in states if s.status in SICK]
+        if self.dark or self._dark_overridden:
+            if len(sick) <= limit:
+                if self.dark:
+                    self._events.emit(
+                        "fleet_dark_cleared",
+                        f"{size - len(sick)} of {size} drones are back: healing resumes",
+                        sick=len(sick),
+                        fleet=size,
+                    )
+                    # The rest may be on their way back too: a fresh grace period.
+                    for drone in sick:
+                        ladder = self._ladders[drone.id]
+                        ladder.next_action_at = max(ladder.next_action_at, now + self.settings.grace)
+                self.dark = self._dark_overridden = False
+            return
+        if size < self.settings.dark_min_fleet:
+            return
+        recent = [
+            s
+            for s in sick
+            if (incident := self._ladders[s.id].incident) is not None
+            and now - incident.detected_at <= self.settings.dark_window
+        ]
+        if len(recent) > limit:
+            self.dark = True
+            self._events.emit(
+                "fleet_dark",
+                f"{len(recent)} of {size} drones went dark within {self.settings.dark_window:.0f}s: "
+                "assuming the controller's own network is at fault; no healing until they are back",
+                sick=len(sick),
+                fleet=size,
+                drones=[s.name for s in recent][:50],
+            )
+
+    def _maybe_act(self, state: DroneState, ladder: Ladder, now: float) -> None:
+        if ladder.acting or ladder.exhausted or self.dark or self.paused or state.status not in SICK:
+            return  # (not sick: back, and about to prove it)
+        if self.access_of(state.id).healing_paused or now < ladder.next_action_at:
+            return
+        if ladder.level and now < ladder.step_deadline:
+            return
+        if self._enrolled is not None and not self._enrolled(state.id):
+            return  # revoked or expired: nothing to heal, it may not come back
+        while self._recent_actions and now - self._recent_actions[0] > self.settings.action_window:
+            self._recent_actions.popleft()
+        if len(self._recent_actions) >= self.settings.max_actions:
+            if not self._throttled:
+                self._throttled = True
+                self._events.emit(
+                    "healing_throttled",
+                    f"{self.settings.max_actions} healing actions in {self.settings.action_window:.0f}s: "
+                    "holding back",
+                )
+            return
+        self._throttled = False
+        self._recent_actions.append(now)
+        ladder.acting = True
+        ladder.level += 1
+        self._actions.spawn(self._climb(state, ladder), f"heal:{state.name}")
+
+    async def _climb(self, state: DroneState, ladder: Ladder) -> None:
+        try:
+            while True:
+                result = await self.run_step(state, ladder.level, "healing ladder")
+                ladder.note(time.time(), f"{STEPS[result.level]}: {result.detail}")
+                if result.done or ladder.level >= ALERT:
+                    break
+                ladder.level += 1  # this step cannot run here: the next one, now
+            now = time.time()
+            ladder.last_action_at = now
+            ok = result.command is None or result.command.ok
+            ladder.step_deadline = now + (self.settings.step_timeout(ladder.level) if ok else 0.0)
+            if ladder.incident is not None:
+                ladder.incident = replace(ladder.incident, level=ladder.level)
+                self._dirty.add(state.id)
+        finally:
+            ladder.acting = False
+            self._wake.set()
+
+    # -- steps ---------------------------------------------------------------
+
+    def _values(self, state: DroneState, record: AccessRecord) -> dict[str, str]:
+        return {"name": state.name, "drone_id": state.id, "vmid": record.vmid, "host": record.host}
+
+    def _argv(self, target: str, command: str) -> list[str]:
+        if target == oob_access.LOCAL:
+            return ["sh", "-c", command]
+        return ssh_argv(SshTarget.parse(target), self.settings.ssh, command)
+
+    async def _remote(
+        self, target: str, template: str, state: DroneState, record: AccessRecord
+    ) -> CommandResult:
+        command = CommandTemplate.parse(template).render(self._values(state, record))
+        return await run(self._argv(target, command), self.settings.command_timeout)
+
+    async def run_step(self, state: DroneState, level: int, why: str) -> StepResult:
+        """Take one step for the drone now; the event says what happened."""
+        record = self.access_of(state.id)
+        command: CommandResult | None = None
+        try:
+            if level == RESTART and state.link is not None:
+                sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
+                result = StepResult(
+                    level, sent, "asked the agent over its control stream" if sent else "control stream full"
+                )
+            elif level in (RESTART, HARD_RESTART):
+                if not record.ssh:
+                    result = StepResult(level, False, "skipped: no SSH target configured")
+                else:
+                    template = (
+                        self.settings.restart_command
+                        if level == RESTART
+                        else self.settings.hard_restart_command
+                    )
+                    command = await self._remote(record.ssh, template, state, record)
+                    result = StepResult(level, True, command.summary(), command)
+            elif level == REBOOT:
+                kind = self.drone_type(state)
+                if kind not in oob_access.REBOOTABLE:
+                    result = StepResult(level, False, f"skipped: a {kind} drone is never rebooted")
+                elif not (record.host and record.reboot):
+                    result = StepResult(
+                        level, False, "skipped: no hypervisor host or reboot command configured"
+                    )
+                else:
+                    template = reboot_template(record.reboot).text
+                    command = await self._remote(record.host, template, state, record)
+                    result = StepResult(level, True, command.summary(), command)
+            else:
+                self._alert(state, why)
+                result = StepResult(ALERT, True, "alerted the admin")
+        except (InvalidArgument, SwarmError) as exc:
+            result = StepResult(level, True, f"cannot run: {exc.message}")
+        data: dict[str, Any] = {"step": STEPS[level], "level": level, "why": why, "done": result.done}
+        if command is not None:
+            data |= {
+                "exit_code": command.exit_code,
+                "output": command.output[-2000:],
+                "duration_s": round(command.duration, 3),
+                "timed_out": command.timed_out,
+            }
+        self._events.emit(
+            "heal_action",
+            f"{state.name}: {STEPS[level]}: {result.detail}",
+            drone_id=state.id,
+            drone_name=state.name,
+            **data,
+        )
+        return result
+
+    def _alert(self, state: DroneState, why: str) -> None:
+        ladder = self._ladders.get(state.id)
+        incident = ladder.incident if ladder is not None else None
+        message = f"{state.name} is {state.status} and the healer could not bring it back"
+        self._events.emit("drone_alert", message, drone_id=state.id, drone_name=state.name, why=why)
+        self._alerter.alert(
+            {
+                "type": "drone_alert",
+                "message": message,
+                "drone": {
+                    "id": state.id,
+                    "name": state.name,
+                    "status": state.status,
+                    "type": self.drone_type(state),
+                },
+                "incident": None
+                if incident is None
+                else {
+                    "id": incident.id,
+                    "kind": incident.kind,
+                    "reason": incident.reason,
+                    "failed_at": iso(incident.failed_at),
+                },
+                "at": iso(time.time()),
+            }
+        )
+
+    # -- admin -----------------------------------------------------------------
+
+    async def restart(self, state: DroneState, by: str) -> StepResult:
+        return await self.run_step(state, RESTART, f"restart asked by {by}")
+
+    async def reboot(self, state: DroneState, by: str) -> StepResult:
+        kind = self.drone_type(state)
+        if kind not in oob_access.REBOOTABLE:
+            raise FailedPrecondition(f"{state.name} is a {kind} drone: only lxc and qemu drones are rebooted")
+        record = self.access_of(state.id)
+        if not (record.host and record.reboot):
+            raise FailedPrecondition(
+                f"{state.name} has no hypervisor host or reboot command: "
+                "set them with PUT /admin/api/drones/{name}"
+            )
+        return await self.run_step(state, REBOOT, f"reboot asked by {by}")
+
+    async def set_paused(self, paused: bool, by: str, drone: DroneState | None = None) -> None:
+        if drone is None:
+            await self._runner.call(self._runner.store.set_setting, PAUSED_KEY, "1" if paused else "0")
+            self.paused = paused
+            what = "fleet"
+        else:
+            await self.put_access(replace(self.access_of(drone.id), healing_paused=paused))
+            what = drone.name
+        self._events.emit(
+            "healing_paused" if paused else "healing_resumed",
+            f"healing {'paused' if paused else 'resumed'} for {what} by {by}",
+            drone_id=drone.id if drone else None,
+            drone_name=drone.name if drone else None,
+            by=by,
+        )
+        self._wake.set()
+
+    def override_dark(self, by: str) -> bool:
+        if not self.dark:
+            return False
+        self.dark, self._dark_overridden = False, True
+        self._events.emit(
+            "fleet_dark_overridden", f"healing goes on although the fleet is dark: {by} says so", by=by
+        )
+        self._wake.set()
+        return True
+
+    def settings_json(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "grace_s": s.grace,
+            "step_timeouts_s": {
+                STEPS[level]: s.step_timeout(level) for level in (RESTART, HARD_RESTART, REBOOT)
+            },
+            "cooloff_s": s.cooloff,
+            "dark_share": s.dark_share,
+            "dark_window_s": s.dark_window,
+            "max_actions": s.max_actions,
+            "action_window_s": s.action_window,
+            "restart_command": s.restart_command,
+            "hard_restart_command": s.hard_restart_command,
+            "webhook": bool(self._alerter.url),
+        }
+
+    def status(self, state: DroneState, now: float) -> dict[str, Any]:
+        """The drone's health for the admin: ladder, next action, history."""
+        ladder = self.ladder(state.id)
+        record = self.access_of(state.id)
+        incident = ladder.incident
+        next_action: dict[str, Any] | None = None
+        if incident is not None and not ladder.exhausted:
+            at = max(ladder.next_action_at, ladder.step_deadline if ladder.level else 0.0)
+            held = (
+                "healing paused"
+                if self.paused or record.healing_paused
+                else "fleet dark"
+                if self.dark
+                else "running"
+                if ladder.acting
+                else ""
+            )
+            next_action = {
+                "step": STEPS[ladder.level + 1],
+                "level": ladder.level + 1,
+                "at": iso(at),
+                "held": held,
+            }
+        return {
+            "drone": state.name,
+            "id": state.id,
+            "status": state.status,
+            "type": self.drone_type(state),
+            "access": oob_access.as_json(record),
+            "healing_paused": self.paused or record.healing_paused,
+            "fleet_dark": self.dark,
+            "level": ladder.level,
+            "step": STEPS.get(ladder.level, "none"),
+            "exhausted": ladder.exhausted,
+            "incident": None if incident is None else incident_json(incident),
+            "next_action": next_action,
+            "history": list(ladder.history),
+        }
+
+    async def figures(self, now: float) -> dict[str, Any]:
+        """Fleet availability and mean time to recovery over the last day."""
+        since = now - DAY
+        incidents = await self._runner.call(self._runner.store.list_incidents, since=since, limit=100_000)
+        states = {s.id: s for s in self._fleet.all()}
+        watched = 0.0
+        down = 0.0
+        for state in states.values():
+            watched += now - max(since, state.first_seen_at)
+        recoveries: list[float] = []
+        detections: list[float] = []
+        for incident in incidents:
+            drone = states.get(incident.drone_id)
+            if drone is None:
+                continue
+            start = max(since, drone.first_seen_at, incident.failed_at)
+            end = incident.recovered_at if incident.recovered_at is not None else now
+            down += max(0.0, end - start)
+            detections.append(incident.detected_at - incident.failed_at)
+            if incident.recovered_at is not None:
+                recoveries.append(incident.recovered_at - incident.failed_at)
+        return {
+            "window_s": DAY,
+            "availability": round(1 - down / watched, 6) if watched > 0 else None,
+            "incidents": len(incidents),
+            "open_incidents": sum(1 for i in incidents if i.recovered_at is None),
+            "mttr_s": round(sum(recoveries) / len(recoveries), 3) if recoveries else None,
+            "mean_detection_s": round(sum(detections) / len(detections), 3) if detections else None,
+            "healing_paused": self.paused,
+            "fleet_dark": self.dark,
+        }
+
+
+def proven(state: DroneState) -> bool:
+    """Online, and the agent on this stream answered a ping (whose checks
+    would have made it unhealthy): a healthy sign from the current process."""
+    return (
+        state.status == ONLINE
+        and state.connected_at is not None
+        and state.last_pong_at is not None
+        and state.last_pong_at >= state.connected_at
+    )
+
+
+def incident_json(incident: IncidentRecord) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "kind": incident.kind,
+        "reason": incident.reason,
+        "failed_at": iso(incident.failed_at),
+        "detected_at": iso(incident.detected_at),
+        "recovered_at": iso(incident.recovered_at),
+        "detection_s": round(incident.detected_at - incident.failed_at, 3),
+        "recovery_s": None
+        if incident.recovered_at is None
+        else round(incident.recovered_at - incident.failed_at, 3),
+        "level": incident.level,
+        "step": STEPS.get(incident.level, "none"),
+        "outcome": incident.outcome,
+    }
