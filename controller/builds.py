@@ -64,6 +64,7 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EWMA = 0.3
 TIMER = 1.0
 GIVEN_UP_KEPT = 1024  # attempts remembered after the controller gave up on them
+COMPLETE_KEPT = 20  # complete sessions loaded at start, so the APIs still show them
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +219,11 @@ class BuildQueue:
 
     async def start(self) -> None:
         store = self._runner.store
+        complete_kept = 0
         for record in await self._runner.call(store.list_sessions, 1000):
-            if record.state != COMPLETE:
+            # Every unfinished session, and the newest complete ones for the APIs.
+            if record.state != COMPLETE or complete_kept < COMPLETE_KEPT:
+                complete_kept += record.state == COMPLETE
                 self.sessions[record.id] = Session(
                     record.id,
                     record.name,
@@ -230,7 +234,9 @@ class BuildQueue:
                     record.started_at,
                     record.finished_at,
                 )
-        for job_record in await self._runner.call(store.list_jobs, list(self.sessions)):
+        # (No session: no jobs to load; an empty list would mean all of them.)
+        records = await self._runner.call(store.list_jobs, list(self.sessions)) if self.sessions else []
+        for job_record in records:
             job = _job(job_record)
             self.jobs[job.id] = job
             self.sessions[job.session_id].job_ids.append(job.id)

@@ -251,6 +251,8 @@ class Healer:
             ladder = self.ladder(state.id)
             sick = state.status in SICK
             if sick and ladder.incident is None:
+                if state.connected_at is None and now < self._started_at + self.settings.startup_grace:
+                    continue  # not back since we started: give it the startup grace first
                 self._open(state, ladder, now)
             elif not sick and ladder.incident is not None and proven(state):
                 self._recovered(state, ladder, now)

@@ -136,6 +136,13 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
     status_code, detail = swarm.controller.admin("GET", f"/admin/api/jobs/{top['id']}")
     assert status_code == 200 and detail["job"]["why"].startswith("built on ")
 
+    # A restart keeps the finished session on show, nothing to build again.
+    assert swarm.controller.terminate() == 0
+    swarm.controller.restart()
+    session = swarm.session()
+    assert session["state"] == "complete" and session["jobs"]["done"] == len(cpvs)
+    assert {cpv: j["state"] for cpv, j in swarm.jobs().items()} == dict.fromkeys(cpvs, "done")
+
 
 def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swarm) -> None:
     swarm.queue("swarm-test/broken", "swarm-test/leaf-data")

@@ -160,6 +160,7 @@ class SshServer:
             self.host_public_key = make_key(self._path("host_ed25519"), "swarm-test-host")
             client_key = make_key(self.identity, "swarm-test-client")
             self._path("authorized_keys").write_text(client_key + "\n")
+            self._path("home").mkdir()
             self._start_on_free_port()
             atexit.register(self.stop)
         except BaseException:
@@ -186,6 +187,10 @@ class SshServer:
             "X11Forwarding": "no",
             "AllowTcpForwarding": "no",
             "LogLevel": "VERBOSE",
+            # Sessions get a home of their own: the login shell then reads no
+            # rc files of the machine's user (a slow or stuck ~/.bashrc, e.g.
+            # `pyenv init` waiting on a stale lock, would hang every command).
+            "SetEnv": f"HOME={self._path('home')}",
             **optional,
         }
         return "".join(f"{key} {value}\n" for key, value in settings.items())
