@@ -6,6 +6,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +53,13 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
 
 
 @pytest.fixture
-def agents(tmp_path: Path, controller: Controller) -> Iterator[Callable[..., Agent]]:
+def launch(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    """Start an agent of a controller, enrolled once per state dir:
+    launch(controller, name, *flags, **Agent keywords). All are killed at teardown."""
     started: list[Agent] = []
 
-    def start(name: str, **kwargs: object) -> Agent:
-        agent = Agent(tmp_path, name, controller.grpc_target, **kwargs)  # type: ignore[arg-type]
+    def start(controller: Controller, name: str, *extra: str, **kwargs: Any) -> Agent:
+        agent = Agent(tmp_path, name, controller.grpc_target, *extra, **kwargs)
         if not (agent.state_dir / "drone.crt").exists():
             result = enroll(controller, name, agent.state_dir)
             assert result.returncode == 0, result.stderr
@@ -67,3 +70,9 @@ def agents(tmp_path: Path, controller: Controller) -> Iterator[Callable[..., Age
     yield start
     for agent in started:
         agent.kill()
+
+
+@pytest.fixture
+def agents(controller: Controller, launch: Callable[..., Agent]) -> Callable[..., Agent]:
+    """Agents of the ``controller`` fixture: agents(name, **Agent keywords)."""
+    return lambda name, **kwargs: launch(controller, name, **kwargs)

@@ -20,7 +20,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +41,11 @@ from swarm.controller.store.sql import SqlStore
 from swarm.tasks import race
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
-from support.procs import EMERGE_COMMAND, Agent, Controller, enroll, wait_for
+from support.procs import EMERGE_COMMAND, Agent, Controller, wait_for
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 CHECKS = ["builder", "cache_disk", "emerge", "event_loop"]
 Launch = Callable[..., Agent]
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launch]:
-    """Enrol (once per state dir) and start an agent with extra flags; all are killed at teardown."""
-    started: list[Agent] = []
-
-    def start(controller: Controller, name: str, *extra: str, state_dir: Path | None = None) -> Agent:
-        agent = Agent(tmp_path, name, controller.grpc_target, *extra, state_dir=state_dir)
-        if not (agent.state_dir / "drone.crt").exists():
-            result = enroll(controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
-        agent.start()
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.kill()
 
 
 def checks(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
