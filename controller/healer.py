@@ -203,9 +203,8 @@ class Healer:
             for drone_id in self._dirty
             if (ladder := self._ladders.get(drone_id)) is not None and ladder.incident is not None
         ]
-        closed = [i for i in self._closed if i.drone_id in self._dirty]
+        closed, self._closed = self._closed, []
         self._dirty.clear()
-        self._closed.clear()
         if incidents or closed:
             await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
 
