@@ -226,7 +226,8 @@ class Fleet:
         state.link = link
         state.connected_at = now
         state.last_seen_at = now
-        state.next_ping_at = now + state.interval
+        # Ping at once: the first pong is the proof of life the healer waits for.
+        state.next_ping_at = now
         self._connected[state.id] = state
         self.dirty.add(state.id)
         self.urgent_ids.add(state.id)

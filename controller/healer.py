@@ -66,6 +66,8 @@ SICK = frozenset({OFFLINE, SUSPECT, UNHEALTHY})
 RESTART, HARD_RESTART, REBOOT, ALERT = 1, 2, 3, 4
 STEPS = {RESTART: "restart", HARD_RESTART: "hard restart", REBOOT: "reboot", ALERT: "alert"}
 TICK = 0.25
+# A restarting agent ends its stream within half a second or so.
+RESTART_ACK = 2.0
 HISTORY = 50
 PAUSED_KEY = "healing_paused"
 DAY = 86400.0
@@ -106,6 +108,9 @@ class Ladder:
     next_action_at: float = 0.0
     last_action_at: float = 0.0
     acting: bool = False
+    # Step 1 over the control stream: that stream, and until when it must end.
+    asked: object | None = None
+    asked_until: float = 0.0
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def note(self, now: float, what: str) -> None:
@@ -278,7 +283,7 @@ class Healer:
         ladder.incident = IncidentRecord(
             "i-" + secrets.token_hex(6), state.id, state.status, reason, failed, detected
         )
-        ladder.level = 0
+        ladder.level, ladder.asked = 0, None
         first = max(detected + self.settings.grace, self._started_at + self.settings.startup_grace)
         if ladder.last_action_at:
             first = max(first, ladder.last_action_at + self.settings.cooloff)
@@ -293,7 +298,7 @@ class Healer:
         outcome = "recovered by itself" if level == 0 else f"recovered after {STEPS[min(level, ALERT)]}"
         closed = replace(incident, recovered_at=now, level=level, outcome=outcome)
         ladder.incident = None
-        ladder.level = 0
+        ladder.level, ladder.asked = 0, None
         ladder.note(now, f"{outcome} in {now - incident.failed_at:.1f}s")
         self._closed.append(closed)
         self._dirty.add(state.id)
@@ -352,7 +357,7 @@ class Healer:
             return  # (not sick: back, and about to prove it)
         if self.access_of(state.id).healing_paused or now < ladder.next_action_at:
             return
-        if ladder.level and now < ladder.step_deadline:
+        if ladder.level and now < ladder.step_deadline and not self._unheard(state, ladder, now):
             return
         if self._enrolled is not None and not self._enrolled(state.id):
             return  # revoked or expired: nothing to heal, it may not come back
@@ -392,6 +397,18 @@ class Healer:
             ladder.acting = False
             self._wake.set()
 
+    @staticmethod
+    def _unheard(state: DroneState, ladder: Ladder, now: float) -> bool:
+        """Step 1 went over the control stream, and that stream is still up
+        well after: the agent did not act on it (a frozen agent cannot read
+        it), so the step failed without waiting out its timeout."""
+        return (
+            ladder.level == RESTART
+            and ladder.asked is not None
+            and state.link is ladder.asked
+            and now >= ladder.asked_until
+        )
+
     # -- steps ---------------------------------------------------------------
 
     def _values(self, state: DroneState, record: AccessRecord) -> dict[str, str]:
@@ -415,6 +432,8 @@ class Healer:
         try:
             if level == RESTART and state.link is not None:
                 sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
+                ladder = self.ladder(state.id)
+                ladder.asked, ladder.asked_until = state.link, time.time() + RESTART_ACK
                 result = StepResult(
                     level, sent, "asked the agent over its control stream" if sent else "control stream full"
                 )
