@@ -430,7 +430,11 @@ class Healer:
         record = self.access_of(state.id)
         command: CommandResult | None = None
         try:
-            if level == RESTART and state.link is not None:
+            if level == RESTART and state.status == SUSPECT:
+                # Silent: its event loop is not running, so it reads no stream and a
+                # polite restart waits on a SIGTERM it cannot act on.
+                result = StepResult(level, False, "skipped: the agent is not responding; a hard restart next")
+            elif level == RESTART and state.link is not None:
                 sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
                 ladder = self.ladder(state.id)
                 ladder.asked, ladder.asked_until = state.link, time.time() + RESTART_ACK
