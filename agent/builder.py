@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import time
 import zlib
@@ -41,6 +42,8 @@ LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory
 UPLOAD_CHUNK = 256 * 1024
 RECENT = 16
 KILL_GRACE = 5.0
+# Where Portage keeps its copies of remote binhost indexes, under EPREFIX.
+BINHOST_CACHE = "var/cache/edb/binhost"
 # An upload cut off by a dropped connection or a controller restart is tried
 # again (resuming where the controller's copy ends) for this long before the
 # build is reported failed: the package is built, only the controller is away.
@@ -55,6 +58,17 @@ UPLOAD_RETRY_CODES = frozenset(
     }
 )
 Kind = build_pb2.BuildEvent
+
+
+def forget_binhost_indexes(eprefix: str) -> None:
+    """Drop Portage's cached copies of the binhosts' Packages indexes.
+
+    emerge asks a binhost for its index with If-Modified-Since set to the
+    cached copy's TIMESTAMP plus 5 s, so an index rewritten within those
+    seconds (a dependency staged a moment ago) looks unchanged: the drone
+    would build from source what staging already holds. Without the copy
+    emerge fetches the current index, a few KB."""
+    shutil.rmtree(Path(eprefix or "/") / BINHOST_CACHE, ignore_errors=True)
 
 
 def cpn(cpv: str) -> str:
@@ -211,6 +225,7 @@ class Builder:
         start = build.start
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{start.build_id}.log"
+        await asyncio.to_thread(forget_binhost_indexes, self._eprefix)
         try:
             build.process = await asyncio.create_subprocess_exec(
                 *self._command,
