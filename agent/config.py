@@ -45,6 +45,11 @@ class AgentConfig:
         "a build with no output and no CPU time for this many seconds is wedged: the drone reports "
         "itself unhealthy until the build moves or ends",
     )
+    shell: str = option(
+        "",
+        "command line of the shell for admin terminals (default: $SHELL or the user's login shell, "
+        "else /bin/sh, run with -l); used as given when set",
+    )
     log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
     log_level: str = option("info", "debug, info, warning or error")
 

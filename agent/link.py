@@ -24,6 +24,7 @@ from swarm.agent import serde
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
 from swarm.agent.probes import Sample, SystemProbe
+from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
 from swarm.tasks import race
@@ -64,6 +65,7 @@ class ControlLink:
         self._outbox: asyncio.Queue[gateway_pb2.AgentMessage] | None = None
         self.builder: Builder | None = None
         self.checks: HealthChecks | None = None
+        self.channels: Channels | None = None
         self.on_restart: Callable[[str], None] | None = None
         self.connected = asyncio.Event()
         self.sessions = 0
@@ -264,6 +266,8 @@ class ControlLink:
                 self.builder.start(message.start_build)
             elif kind == "cancel_build" and self.builder is not None:
                 self.builder.cancel(message.cancel_build.build_id, message.cancel_build.reason)
+            elif kind == "open_channel" and self.channels is not None:
+                self.channels.open(message.open_channel)
             elif kind == "restart_service" and self.on_restart is not None:
                 reason = message.restart_service.reason or "no reason given"
                 log.warning("the controller asked for a restart of this agent: %s", reason)

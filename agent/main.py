@@ -37,6 +37,7 @@ from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.agent.link import ControlLink
 from swarm.agent.probes import SystemProbe
 from swarm.agent.serde import HelloInfo
+from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
 from swarm.config import ConfigError, add_arguments, resolve
 from swarm.logsetup import setup_logging
@@ -177,6 +178,8 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         stall_timeout=config.builder_stall_timeout,
     )
     link.checks = checks
+    channels = Channels(link.new_channel, config.shell)
+    link.channels = channels
     if creds is not None:
         renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)
     stop = asyncio.Event()
@@ -216,6 +219,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         if renewer is not None:
             await renewer.stop()
         await link.builder.stop(reason=f"the agent is {why}")
+        await channels.stop(reason=f"the agent is {why}")
         await asyncio.wait_for(link.stop(flush=FLUSH_TIMEOUT), STOP_TIMEOUT + FLUSH_TIMEOUT)
         await checks.stop()
         log.info("stopped")

@@ -38,6 +38,7 @@ from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.services import Services
+from swarm.controller.shells import ChannelsService, ShellRegistry, ShellSettings
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
@@ -45,7 +46,7 @@ from swarm.controller.trust import Trust
 from swarm.controller.web import admin, public
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
-from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, gateway_pb2_grpc
+from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, gateway_pb2_grpc, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Controller:
         self.build_logs: BuildsService | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.healer: Healer | None = None
+        self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         self.ports: Ports | None = None
@@ -98,7 +100,7 @@ class Controller:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            key = adminkey.load_or_create(config.admin_key_path)
+            keys = await adminkey.KeyStore.open(config.admin_keys_path, config.admin_key_path)
         except (adminkey.AdminKeyError, OSError) as exc:
             raise StartupError(str(exc)) from None
         await self.runner.open()
@@ -124,6 +126,7 @@ class Controller:
             file_entries=self._drones_file(),
             enrolled=self.trust.enrolled if self.trust is not None else None,
         )
+        await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
             config=config,
@@ -141,11 +144,12 @@ class Controller:
             build_logs=self.build_logs,
             healer=self.healer,
             pinger=self.pinger,
+            shells=self.shells,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
         )
-        admin_app = admin.create_app(services, adminkey.AdminKeys({"admin": key}))
+        admin_app = admin.create_app(services, keys)
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
         if self.staging is not None:
             host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
@@ -243,6 +247,7 @@ class Controller:
         # Always served, so that authorization answers the same with builds off.
         self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
+        shell_pb2_grpc.add_ChannelsServicer_to_server(ChannelsService(self.shells), self._server)
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:
@@ -320,6 +325,8 @@ class Controller:
         await self.alerter.stop()
 
     async def _stop_gateway(self) -> None:
+        # Terminals first, while their drones are still connected to hang up the shells.
+        await self.shells.stop()
         self.gateway.close_all("controller shutting down")
         if self._server is not None:
             await self._server.stop(grace=1.0)
@@ -346,6 +353,22 @@ class Controller:
 
 def _path(value: Path) -> Path | None:
     return None if str(value) in ("", ".") else value
+
+
+def shell_settings(config: ControllerConfig) -> ShellSettings:
+    return ShellSettings(
+        grace=config.shell_grace,
+        idle_timeout=config.shell_idle_timeout,
+        max_lifetime=config.shell_max_lifetime,
+        max_sessions=config.shell_max_sessions,
+        replay_bytes=config.shell_replay_kb * 1024,
+        open_timeout=config.shell_open_timeout,
+        recording_max_bytes=int(config.shell_recording_max_mb * 2**20),
+        recordings_max_bytes=int(config.shell_recordings_max_mb * 2**20),
+        recording_retention=config.shell_recording_retention_days * 86400,
+        exec_max_output=config.exec_max_output_kb * 1024,
+        exec_max_timeout=config.exec_max_timeout,
+    )
 
 
 def heal_settings(config: ControllerConfig) -> HealSettings:

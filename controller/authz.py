@@ -41,6 +41,8 @@ RULES: dict[str, frozenset[str]] = {
     "/swarm.v1.Builds/BuildLog": frozenset({AGENT, INSECURE}),
     "/swarm.v1.Builds/QueryUpload": frozenset({AGENT, INSECURE}),
     "/swarm.v1.Builds/Upload": frozenset({AGENT, INSECURE}),
+    # The service also checks that the channel was opened for the calling drone.
+    "/swarm.v1.Channels/Shell": frozenset({AGENT, INSECURE}),
 }
 
 

@@ -41,6 +41,37 @@ class ControllerConfig:
         Path(""),
         "file holding the admin API key; created with a random key if missing (default: DATA_DIR/admin.key)",
     )
+    admin_keys_file: Path = option(
+        Path(""),
+        "file of named admin keys, stored hashed (scrypt); managed through /admin/api/keys "
+        "(default: DATA_DIR/admin-keys)",
+    )
+    admin_session_idle: float = option(
+        1800.0, "seconds without a request (or an open websocket) after which a browser session ends"
+    )
+    admin_session_lifetime: float = option(
+        12 * 3600.0, "seconds after login at which a browser session ends however active it is"
+    )
+    admin_session_max: int = option(
+        1000, "browser sessions kept at most; the least recently used one ends first"
+    )
+    admin_origins: str = option(
+        "",
+        "extra browser origins (comma-separated, e.g. https://console.example.org) allowed for "
+        "websockets and cookie-authenticated changes, besides the admin tier's own",
+        metavar="ORIGINS",
+    )
+    admin_auth_failures: int = option(
+        10, "wrong admin keys one client address may send in a burst before it gets 429"
+    )
+    admin_auth_window: float = option(
+        60.0, "seconds in which an address's allowance of wrong keys refills completely"
+    )
+    ws_queue: int = option(
+        1000,
+        "messages a websocket client (/ws/events, /ws/protocol) may fall behind; "
+        "beyond that they are dropped and the client is told how many",
+    )
     portage_eprefix: Path = option(
         Path(""),
         "Gentoo prefix with the swarm's Portage configuration (repos, "
@@ -111,6 +142,26 @@ class ControllerConfig:
     alert_webhook: str = option(
         "", "URL that gets a JSON POST when the healer alerts the admin", metavar="URL"
     )
+    shell_grace: float = option(
+        300.0,
+        "seconds a terminal whose websocket dropped stays open for a reattach before its shell is hung up",
+    )
+    shell_idle_timeout: float = option(
+        3600.0, "seconds without input or output after which a terminal is closed"
+    )
+    shell_max_lifetime: float = option(43200.0, "seconds after which any terminal is closed")
+    shell_max_sessions: int = option(32, "terminals and one-off commands open at once, fleet-wide")
+    shell_replay_kb: int = option(64, "KiB of recent output replayed to a client that reattaches")
+    shell_open_timeout: float = option(10.0, "seconds a drone may take to open a terminal or command channel")
+    shell_recording_max_mb: float = option(
+        50.0, "MiB at which a terminal's recording (asciinema cast) stops growing"
+    )
+    shell_recordings_max_mb: float = option(
+        1024.0, "MiB all recordings may take together; the oldest are deleted beyond it"
+    )
+    shell_recording_retention_days: float = option(90.0, "days a recording is kept")
+    exec_max_output_kb: int = option(1024, "KiB of stdout, and of stderr, kept from a one-off command")
+    exec_max_timeout: float = option(3600.0, "largest timeout a one-off command may ask for, in seconds")
     persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
     event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
     event_buffer: int = option(5_000, "recent events kept in memory")
@@ -146,6 +197,32 @@ class ControllerConfig:
             raise ValueError("heal_max_actions must be at least 1 and heal_action_window positive")
         if self.alert_webhook and not self.alert_webhook.startswith(("http://", "https://")):
             raise ValueError("alert_webhook must be an http:// or https:// URL")
+        if self.admin_session_idle <= 0 or self.admin_session_lifetime <= 0 or self.admin_session_max < 1:
+            raise ValueError(
+                "admin_session_idle and admin_session_lifetime must be positive, admin_session_max >= 1"
+            )
+        if self.admin_auth_failures < 1 or self.admin_auth_window <= 0:
+            raise ValueError("admin_auth_failures must be at least 1 and admin_auth_window positive")
+        for origin in self.admin_origin_list:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(f"admin_origins: {origin!r} is not an origin like https://host[:port]")
+        if not 10 <= self.ws_queue <= 1_000_000:
+            raise ValueError("ws_queue must be between 10 and 1000000")
+        for name in (
+            "shell_grace",
+            "shell_idle_timeout",
+            "shell_max_lifetime",
+            "shell_open_timeout",
+            "shell_recording_max_mb",
+            "shell_recordings_max_mb",
+            "shell_recording_retention_days",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.shell_max_sessions < 1 or not 1 <= self.shell_replay_kb <= 16384:
+            raise ValueError("shell_max_sessions must be at least 1 and shell_replay_kb 1-16384")
+        if self.exec_max_output_kb < 1 or self.exec_max_timeout <= 0:
+            raise ValueError("exec_max_output_kb must be at least 1 and exec_max_timeout positive")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 
@@ -162,6 +239,18 @@ class ControllerConfig:
         return (
             self.admin_key_file if str(self.admin_key_file) not in ("", ".") else self.data_dir / "admin.key"
         )
+
+    @property
+    def admin_keys_path(self) -> Path:
+        return (
+            self.admin_keys_file
+            if str(self.admin_keys_file) not in ("", ".")
+            else self.data_dir / "admin-keys"
+        )
+
+    @property
+    def admin_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/").lower() for o in self.admin_origins.split(",") if o.strip()]
 
     @property
     def db_url(self) -> str:

@@ -6,6 +6,11 @@ event in a ring buffer and wakes the writer, which persists whatever has
 piled up in one transaction. Events are rare next to heartbeats, so they
 are written at once rather than on a timer: a kill -9 loses at most the
 batch in flight.
+
+Live listeners (the admin tier's /ws/events) ``subscribe`` a callback that
+``emit`` calls synchronously; with nobody subscribed that costs one check.
+A listener must not block: it filters and puts into a bounded queue of its
+own.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from swarm.controller.store.records import EventRecord
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 TRIM_INTERVAL = 60.0
 PENDING_LIMIT = 50_000
 
+EventListener = Callable[[EventRecord], None]
+
 
 class EventLog:
     def __init__(self, runner: StoreRunner, *, buffer: int, retention: int) -> None:
@@ -36,6 +43,7 @@ class EventLog:
         self._next_id = 1
         self._tasks = TaskSet("events")
         self._wake = asyncio.Event()
+        self._listeners: tuple[EventListener, ...] = ()
         self.dropped = 0
 
     async def start(self) -> None:
@@ -79,7 +87,21 @@ class EventLog:
         self._pending.append(event)
         self._wake.set()
         log.info("event %s: %s", type, message)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed")
         return event
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` with every event emitted from now on; returns the unsubscribe function."""
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unsubscribe
 
     @property
     def last_id(self) -> int:

@@ -2,13 +2,20 @@
 
 Entries are plain tuples in a bounded ring so that recording a heartbeat
 costs one append; they become dicts only when someone reads them.
+Live listeners (the admin tier's /ws/protocol) ``subscribe`` a callback;
+with nobody subscribed recording costs one more check, and only with
+listeners does an entry become a ProtocolEntry at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 IN = "in"
 OUT = "out"
@@ -24,18 +31,40 @@ class ProtocolEntry:
     size: int
 
 
+ProtocolListener = Callable[[ProtocolEntry], None]
+
+
 class ProtocolLog:
     def __init__(self, size: int) -> None:
         self._ring: deque[tuple[int, float, str, str, str, int]] = deque(maxlen=size)
         self._seq = 0
         self.counts: Counter[tuple[str, str]] = Counter()
         self.bytes: Counter[str] = Counter()
+        self._listeners: tuple[ProtocolListener, ...] = ()
 
     def record(self, direction: str, drone_id: str, kind: str, size: int) -> None:
         self._seq += 1
-        self._ring.append((self._seq, time.time(), direction, drone_id, kind, size))
+        ts = time.time()
+        self._ring.append((self._seq, ts, direction, drone_id, kind, size))
         self.counts[direction, kind] += 1
         self.bytes[direction] += size
+        if self._listeners:
+            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size)
+            for listener in self._listeners:
+                try:
+                    listener(entry)
+                except Exception:
+                    log.exception("protocol listener failed")
+
+    def subscribe(self, listener: ProtocolListener) -> Callable[[], None]:
+        """Call ``listener`` with every entry recorded from now on; returns the unsubscribe function.
+        It runs on the gateway's hot path: it must only filter and enqueue."""
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unsubscribe
 
     @property
     def last_seq(self) -> int:

@@ -32,8 +32,12 @@ def fleet(controller: Controller, agents: Callable[..., Agent]) -> Controller:
     agents("beta", drone_type="bare-metal")
     for name in ("alpha", "beta"):
         wait_for(
-            lambda n=name: (x := controller.node(n)) and x["ping_latency_ms"] is not None,
-            what=f"{name} online and pinged",
+            lambda n=name: (
+                (x := controller.node(n))
+                and x["ping_latency_ms"] is not None
+                and x["last_heartbeat_at"] is not None
+            ),
+            what=f"{name} online, heartbeating and pinged",
         )
     return controller
 
@@ -165,10 +169,10 @@ def test_admin_tier_requires_the_key(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin, healing
+    from swarm.controller.web import admin, auth, healing, shells, streams
 
     served: dict[str, set[str]] = {}
-    for route in [*admin.routes, *healing.routes]:
+    for route in [*admin.routes, *healing.routes, *auth.routes, *shells.routes, *streams.routes]:
         served.setdefault(route.path, set()).add(route.method.lower())  # type: ignore[union-attr]
     status, doc = fleet.admin("GET", "/admin/api/openapi.json")
     assert status == 200

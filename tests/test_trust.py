@@ -23,6 +23,8 @@ from swarm.v1 import (
     fleet_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
+    shell_pb2,
+    shell_pb2_grpc,
 )
 
 from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
@@ -147,7 +149,7 @@ def test_expired_token_is_refused(tmp_path: Path) -> None:
 
 def all_methods() -> list[str]:
     methods = []
-    for module in (gateway_pb2, enroll_pb2, build_pb2):
+    for module in (gateway_pb2, enroll_pb2, build_pb2, shell_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return sorted(methods)
@@ -167,6 +169,11 @@ async def call_method(target: str, creds: grpc.ChannelCredentials, method: str) 
                 await call.write(gateway_pb2.AgentMessage(heartbeat=fleet_pb2.Heartbeat()))
                 reply = await asyncio.wait_for(call.read(), 5)
                 assert reply is grpc.aio.EOF
+                return await call.code()
+            if method == "/swarm.v1.Channels/Shell":
+                call = shell_pb2_grpc.ChannelsStub(channel).Shell()
+                await call.write(shell_pb2.ShellFrame(attach=shell_pb2.Attach(channel_id="0" * 32)))
+                assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
                 return await call.code()
             builds = build_pb2_grpc.BuildsStub(channel)
             if method == "/swarm.v1.Builds/BuildLog":

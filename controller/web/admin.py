@@ -1,7 +1,8 @@
 """The admin tier: authenticated API for people and swarm-cli.
 
-Every request needs ``X-Admin-Key``. This tier binds to 127.0.0.1 unless
-the admin says otherwise.
+Every request but the login needs ``X-Admin-Key`` or a browser session
+(auth.py, which also checks CSRF tokens and websocket origins). This tier
+binds to 127.0.0.1 unless the admin says otherwise.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from aiohttp import web
 
 from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
-from swarm.controller.adminkey import AdminKeys
-from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from swarm.controller.adminkey import KeyStore
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import healing, openapi
+from swarm.controller.web import auth, healing, openapi, public, shells, streams
 from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
-    Handler,
+    events_page,
     json_body,
     json_errors,
     json_response,
@@ -33,18 +34,20 @@ from swarm.controller.web.common import (
 )
 
 BUILD_ID_RE = re.compile(r"^b-[0-9a-f]{12}$")
-KEYS = web.AppKey("admin_keys", AdminKeys)
 KEY_NAME = healing.KEY_NAME
 routes = web.RouteTableDef()
 
 
-@web.middleware
-async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    name = request.app[KEYS].check(request.headers.get("X-Admin-Key"))
-    if name is None:
-        raise Unauthenticated("missing or wrong X-Admin-Key")
-    request[KEY_NAME] = name
-    return await handler(request)
+@routes.get("/admin/api/status")
+async def status(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    held = None if s.healer is None else {"paused": s.healer.paused, "fleet_dark": s.healer.dark}
+    return json_response({**public.status_json(s), "healing": held})
+
+
+@routes.get("/admin/api/events")
+async def events(request: web.Request) -> web.Response:
+    return json_response(await events_page(request, public=False))
 
 
 @routes.get("/admin/api/whoami")
@@ -61,20 +64,7 @@ async def protocol(request: web.Request) -> web.Response:
     kinds = frozenset(t for t in request.query.get("type", "").split(",") if t)
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
-        {
-            "entries": [
-                {
-                    "seq": e.seq,
-                    "ts": iso(e.ts),
-                    "direction": e.direction,
-                    "drone_id": e.drone_id,
-                    "type": e.type,
-                    "size": e.size,
-                }
-                for e in entries
-            ],
-            "last_seq": s.protolog.last_seq,
-        }
+        {"entries": [streams.protocol_json(e) for e in entries], "last_seq": s.protolog.last_seq}
     )
 
 
@@ -249,10 +239,13 @@ async def openapi_doc(request: web.Request) -> web.Response:
     return json_response(openapi.admin_document())
 
 
-def create_app(services: Services, keys: AdminKeys) -> web.Application:
-    app = web.Application(middlewares=[json_errors, require_key])
+def create_app(services: Services, keys: KeyStore) -> web.Application:
+    app = web.Application(middlewares=[json_errors, auth.authenticate])
     app[SERVICES] = services
-    app[KEYS] = keys
+    app[auth.AUTH] = auth.AdminAuth(keys, auth.AuthSettings.from_config(services.config), services.events)
     app.add_routes(routes)
     app.add_routes(healing.routes)
+    app.add_routes(shells.routes)
+    app.add_routes(auth.routes)
+    streams.install(app)
     return app

@@ -155,3 +155,27 @@ def event_json(event: EventRecord) -> dict[str, Any]:
 
 def now() -> float:
     return time.time()
+
+
+ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
+ADMIN_ONLY_TYPES = frozenset({"drone_exec", "drone_access_changed", "drone_pinged"})
+
+
+def admin_only(event_type: str) -> bool:
+    """Audit events the public tier does not show."""
+    return event_type.startswith(ADMIN_ONLY_PREFIXES) or event_type in ADMIN_ONLY_TYPES
+
+
+async def events_page(request: web.Request, *, public: bool) -> dict[str, Any]:
+    """GET .../events: since=, limit=, drone=, type=. Page on last_id, which
+    also counts events the public tier leaves out."""
+    s = request.app[SERVICES]
+    after_id, since_ts = query_since(request)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
+    types = tuple(t for t in request.query.get("type", "").split(",") if t)
+    found = await s.events.query(
+        after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
+    )
+    shown = [e for e in found if not (public and admin_only(e.type))]
+    return {"events": [event_json(e) for e in shown], "last_id": s.events.last_id}

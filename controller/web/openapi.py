@@ -71,9 +71,11 @@ NODE = {
 }
 MESSAGES = {
     400: "bad input",
-    401: "missing or wrong admin key",
+    401: "missing or wrong admin key, or the session has ended",
+    403: "missing or wrong CSRF token, or an origin that is not allowed",
     404: "not found",
     409: "not possible in the controller's state",
+    429: "too many wrong keys from this address (see Retry-After)",
     503: "the drone did not answer in time",
 }
 TOKEN = {
@@ -171,9 +173,15 @@ def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict
     }
     if security:
         doc["components"]["securitySchemes"] = {
-            "adminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}
+            "adminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"},
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "swarm_session",
+                "description": "from POST /admin/api/login; state-changing requests also send X-CSRF-Token",
+            },
         }
-        doc["security"] = [{"adminKey": []}]
+        doc["security"] = [{"adminKey": []}, {"session": []}]
     return doc
 
 
@@ -271,7 +279,16 @@ def public_document() -> dict[str, Any]:
 
 
 def admin_document() -> dict[str, Any]:
+    events = public_document()["paths"]["/api/v1/events"]
     paths = {
+        "/admin/api/status": _get(
+            "the swarm summary of /api/v1/status, and whether healing is paused or held",
+            {"type": "object"},
+            errors=(401,),
+        ),
+        "/admin/api/events": {
+            "get": {**events["get"], "summary": "every event, the admin tier's audit trail included"}
+        },
         "/admin/api/whoami": _get("check the admin key", _obj(key={"type": "string"}), errors=(401,)),
         "/admin/api/protocol": _get(
             "recent control-stream messages, oldest first",
@@ -392,6 +409,9 @@ def admin_document() -> dict[str, Any]:
         },
     }
     paths |= _healing_paths()
+    paths |= _shell_paths()
+    paths |= _auth_paths()
+    paths |= _stream_paths()
     return _document("Build Swarm admin API", paths, security=True)
 
 
@@ -472,5 +492,259 @@ def _healing_paths() -> dict[str, Any]:
                 "200",
                 (400, 401, 404, 409),
             ),
+        },
+    }
+
+
+def _auth_paths() -> dict[str, Any]:
+    session = _obj(
+        key={"type": "string", "description": "the name of the key (the audit trail)"},
+        via={"type": "string", "enum": ["key", "session"]},
+        csrf_token={"type": "string", "description": "send it as X-CSRF-Token with every change"},
+        created_at=TS,
+        expires_at={**TS, "description": "when the session ends unless used before"},
+        ends_at={**TS, "description": "when the session ends however active (absolute lifetime)"},
+        idle_timeout_s={"type": "number"},
+    )
+    login = _op(
+        "log in with an admin key: sets the HttpOnly, SameSite=Strict session cookie "
+        "swarm_session and returns the CSRF token",
+        {**_obj(key={"type": "string"}), "required": ["key"]},
+        session,
+        "200",
+        (400, 401, 403, 429),
+    )
+    login["security"] = []
+    name = [_param("name", "key name", {"type": "string"}, "path")]
+    return {
+        "/admin/api/login": {"post": login},
+        "/admin/api/logout": {
+            "post": _op(
+                "end this browser session (needs X-CSRF-Token) and clear its cookie",
+                None,
+                _obj(logged_out={"type": "string"}),
+                "200",
+                (401, 403, 409),
+            )
+        },
+        "/admin/api/session": _get(
+            "who this request is (key name, key or session) and when its session ends",
+            session,
+            errors=(401,),
+        ),
+        "/admin/api/keys": {
+            **_get(
+                "admin keys by name (never their values) and their open sessions",
+                _obj(
+                    keys={
+                        "type": "array",
+                        "items": _obj(name={"type": "string"}, sessions={"type": "integer"}),
+                    }
+                ),
+                errors=(401,),
+            ),
+            "post": _op(
+                "add a random admin key: the answer shows it once; only its scrypt hash is kept",
+                {
+                    **_obj(name={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}),
+                    "required": ["name"],
+                },
+                _obj(name={"type": "string"}, key={"type": "string"}),
+                "201",
+                (400, 401, 403, 409),
+            ),
+        },
+        "/admin/api/keys/{name}": {
+            "delete": _op(
+                "remove an admin key and end its sessions and streams (409 for the last key)",
+                None,
+                _obj(removed={"type": "string"}, sessions_ended={"type": "integer"}),
+                "200",
+                (401, 403, 404, 409),
+                name,
+            )
+        },
+    }
+
+
+def _websocket(summary: str, item: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    common = [
+        _param("drone", "only this drone (name or id)", {"type": "string"}),
+        _param("type", "comma-separated types", {"type": "string"}),
+    ]
+    return {
+        "get": {
+            "summary": summary,
+            "description": "A websocket (Upgrade request). Needs the admin key or a session cookie, and an "
+            "allowed Origin (the admin tier's own or --admin-origins; without Origin only with "
+            f"X-Admin-Key). Each text message is one JSON object: {item}. A message with a "
+            "'dropped' key is not an item: that many items after after_id/after_seq did not fit "
+            "the connection's queue (--ws-queue) of a slow client. Close codes: 1001 controller "
+            "stopping, 1008 session ended.",
+            "parameters": common + params,
+            "responses": {
+                "101": {"description": "switching to the websocket protocol"},
+                **{
+                    str(code): {
+                        "description": MESSAGES[code],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    }
+                    for code in (400, 401, 403, 404, 429)
+                },
+            },
+        }
+    }
+
+
+def _stream_paths() -> dict[str, Any]:
+    return {
+        "/ws/events": _websocket(
+            "live events",
+            "an event, as the items of GET /api/v1/events",
+            [
+                _param(
+                    "since",
+                    "first the events after this id, then live ones (resume without gaps)",
+                    {"type": "integer"},
+                )
+            ],
+        ),
+        "/ws/protocol": _websocket(
+            "live control-stream messages",
+            "a protocol entry, as the entries of GET /admin/api/protocol",
+            [
+                _param(
+                    "sample",
+                    "send only every Nth heartbeat of each drone (default 1: all)",
+                    {"type": "integer", "minimum": 1},
+                )
+            ],
+        ),
+    }
+
+
+def _shell_paths() -> dict[str, Any]:
+    session_id = [_param("id", "shell session id (s-...)", {"type": "string"}, "path")]
+    exit_status = _obj(
+        exit_code={"type": ["integer", "null"], "description": "null if it did not exit by itself"},
+        signal={"type": ["integer", "null"], "description": "the signal that ended it"},
+        reason={"type": "string"},
+        timed_out={"type": "boolean"},
+    )
+    shell = _obj(
+        id={"type": "string"},
+        drone={"type": "string"},
+        drone_id={"type": "string"},
+        opened_by={"type": "string", "description": "name of the admin key that opened it"},
+        opened_at=TS,
+        state={"type": "string", "enum": ["opening", "attached", "detached", "closing", "closed"]},
+        rows={"type": "integer"},
+        cols={"type": "integer"},
+        last_activity_at=TS,
+        detached_at=TS,
+        closed_at=TS,
+        close_reason={"type": ["string", "null"]},
+        closed_by={"type": ["string", "null"]},
+        exit={"oneOf": [exit_status, {"type": "null"}]},
+        bytes_in={"type": "integer"},
+        bytes_out={"type": "integer"},
+        recording=_obj(url={"type": "string"}, bytes={"type": "integer"}, truncated={"type": "boolean"}),
+    )
+    recording = _obj(
+        id={"type": "string"},
+        drone={"type": "string"},
+        drone_id={"type": "string"},
+        opened_by={"type": "string"},
+        started_at=TS,
+        bytes={"type": "integer"},
+        url={"type": "string"},
+    )
+    return {
+        "/admin/api/shells": _get(
+            "terminal sessions (live first, then recently ended) and the recordings on disk",
+            _obj(
+                shells={"type": "array", "items": shell},
+                recordings={"type": "array", "items": recording},
+            ),
+            errors=(401,),
+        ),
+        "/admin/api/shells/{id}": {
+            "delete": _op(
+                "kill a terminal session: its shell gets SIGHUP, then SIGKILL",
+                None,
+                _obj(shell=shell),
+                "200",
+                (401, 404, 409),
+                session_id,
+            )
+        },
+        "/admin/api/shells/{id}/recording": {
+            "get": {
+                "summary": "the session's recording, an asciinema v2 cast file (output and resizes)",
+                "parameters": session_id,
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/x-asciicast": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"description": MESSAGES[401]},
+                    "404": {"description": "no such recording"},
+                },
+            }
+        },
+        "/admin/api/drones/{name}/exec": {
+            "post": _op(
+                "run one command on the drone (sh -c, no terminal) and return its output and status; "
+                "the process group is killed at the timeout",
+                _obj(
+                    command={"type": "string", "maxLength": 8192},
+                    timeout={"type": "number", "description": "seconds (default 30)"},
+                ),
+                {
+                    "allOf": [
+                        exit_status,
+                        _obj(
+                            drone={"type": "string"},
+                            stdout={"type": "string"},
+                            stderr={"type": "string"},
+                            stdout_truncated={"type": "boolean"},
+                            stderr_truncated={"type": "boolean"},
+                            duration_s={"type": "number"},
+                        ),
+                    ]
+                },
+                "200",
+                (400, 401, 404, 409, 503),
+                [_param("name", "drone name or id", {"type": "string"}, "path")],
+            )
+        },
+        "/ws/ssh/{drone}": {
+            "get": {
+                "summary": "websocket: a terminal on the drone (a login shell under a PTY). Binary "
+                "frames are keystrokes and output; text frames are JSON messages: client -> server "
+                '{"type":"input","data":"..."}, {"type":"resize","rows":R,"cols":C}, {"type":"close"}; '
+                'server -> client {"type":"session",...} first, {"type":"exit","exit_code":N,...} last. '
+                "Closing the websocket detaches; reattach with session= within the grace period.",
+                "parameters": [
+                    _param("drone", "drone name or id", {"type": "string"}, "path"),
+                    _param("rows", "window rows (1-1000, default 24)", {"type": "integer"}),
+                    _param("cols", "window columns (1-1000, default 80)", {"type": "integer"}),
+                    _param(
+                        "session", "reattach to this live session instead of opening one", {"type": "string"}
+                    ),
+                ],
+                "responses": {
+                    "101": {"description": "switching to the websocket protocol"},
+                    **{
+                        str(code): {
+                            "description": MESSAGES[code],
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                            },
+                        }
+                        for code in (400, 401, 403, 404, 409, 503)
+                    },
+                },
+            }
         },
     }

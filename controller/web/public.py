@@ -17,13 +17,12 @@ from swarm.controller.web.buildviews import build_json, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
-    event_json,
+    events_page,
     json_errors,
     json_response,
     node_json,
     now,
     query_int,
-    query_since,
 )
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,25 +60,27 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/status")
 async def status(request: web.Request) -> web.Response:
-    s = _services(request)
+    return json_response(status_json(_services(request)))
+
+
+def status_json(s: Services) -> dict[str, Any]:
+    """The swarm summary (also the admin tier's /admin/api/status)."""
     counts = s.fleet.counts()
     online = [d for d in s.fleet.all() if d.connected]
-    return json_response(
-        {
-            "controller": {
-                "version": __version__,
-                "started_at": iso(s.started_at),
-                "uptime_s": round(now() - s.started_at, 3),
-            },
-            "drones": {"total": len(s.fleet), **counts},
-            "cores_online": sum(d.cores for d in online),
-            "emerge_running": len([d for d in online if d.emerge_running]),
-            "session": session_json(s.builds, current)
-            if s.builds and (current := s.builds.latest_session())
-            else None,
-            "last_event_id": s.events.last_id,
-        }
-    )
+    return {
+        "controller": {
+            "version": __version__,
+            "started_at": iso(s.started_at),
+            "uptime_s": round(now() - s.started_at, 3),
+        },
+        "drones": {"total": len(s.fleet), **counts},
+        "cores_online": sum(d.cores for d in online),
+        "emerge_running": len([d for d in online if d.emerge_running]),
+        "session": session_json(s.builds, current)
+        if s.builds and (current := s.builds.latest_session())
+        else None,
+        "last_event_id": s.events.last_id,
+    }
 
 
 def _node(state: DroneState, t: float) -> dict[str, Any]:
@@ -110,15 +111,9 @@ async def node(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/events")
 async def events(request: web.Request) -> web.Response:
-    s = _services(request)
-    after_id, since_ts = query_since(request)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
-    types = tuple(t for t in request.query.get("type", "").split(",") if t)
-    found = await s.events.query(
-        after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
-    )
-    return json_response({"events": [event_json(e) for e in found], "last_id": s.events.last_id})
+    # The admin tier's audit trail (logins and their addresses, commands run
+    # on drones, shells) is the admins' own (GET /admin/api/events).
+    return json_response(await events_page(request, public=True))
 
 
 @routes.get("/api/v1/activity")

@@ -247,8 +247,11 @@ class Controller(Proc):
         return body["node"] if status == 200 else None
 
     def events(self, **query: str) -> list[dict[str, Any]]:
+        """Every event (the admin tier's view, audit trail included)."""
         qs = "&".join(f"{k}={v}" for k, v in query.items())
-        return list(self.get(f"/api/v1/events?limit=1000&{qs}")["events"])
+        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
+        assert status == 200, body
+        return list(body["events"])
 
 
 def enroll(

@@ -1,0 +1,459 @@
+"""Authentication of the admin tier: API keys, browser sessions, CSRF
+tokens, websocket upgrades, and a limiter for wrong keys.
+
+- ``X-Admin-Key``: any request, no CSRF token. A web page cannot send this
+  header to another origin without a CORS preflight, which this tier never
+  grants, so a browser cannot be tricked into sending it.
+- Session cookie from ``POST /admin/api/login``: HttpOnly, SameSite=Strict,
+  Path=/ (and Secure when the request came over TLS). Requests with a
+  state-changing method (POST, PUT, PATCH, DELETE) must also carry the
+  session's CSRF token in ``X-CSRF-Token``, and their ``Origin``, if sent,
+  must be allowed. Sessions live in memory (a restart logs everyone out),
+  keyed by the SHA-256 of their id, with an idle timeout and an absolute
+  lifetime; at most ``--admin-session-max`` of them, the least recently
+  used ending first.
+- Websocket upgrades: :func:`authorize_websocket`.
+- Wrong keys (in the header or at login) spend a token bucket of the
+  client's address. An empty bucket answers 429 with Retry-After to every
+  key check from that address, right keys too: were right keys let
+  through, the difference between 200 and 429 would still answer guesses.
+  Sessions already open go on working, and nothing but a wrong key spends
+  the bucket. The address is the TCP peer (no proxy headers are trusted).
+
+Logs and events name the key (its name, the audit trail), never its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from swarm.clock import iso
+from swarm.controller.adminkey import KeyStore, StoredKey, check_name
+from swarm.controller.config import ControllerConfig
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
+from swarm.controller.events import EventLog
+from swarm.controller.web.common import Handler, json_body, json_response
+from swarm.controller.web.healing import KEY_NAME
+
+log = logging.getLogger(__name__)
+
+COOKIE = "swarm_session"
+KEY_HEADER = "X-Admin-Key"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OPEN_PATHS = frozenset({"/admin/api/login"})
+PRINCIPAL = "admin_principal"
+VIA_KEY, VIA_SESSION = "key", "session"
+LIMITED_ADDRESSES = 10_000
+WRONG_KEY = "missing or wrong X-Admin-Key"
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    session_idle: float
+    session_lifetime: float
+    session_max: int
+    origins: frozenset[str]
+    failures: int
+    failure_window: float
+
+    @classmethod
+    def from_config(cls, config: ControllerConfig) -> AuthSettings:
+        return cls(
+            session_idle=config.admin_session_idle,
+            session_lifetime=config.admin_session_lifetime,
+            session_max=config.admin_session_max,
+            origins=frozenset(config.admin_origin_list),
+            failures=config.admin_auth_failures,
+            failure_window=config.admin_auth_window,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as. ``name`` (the key's name) is the audit trail."""
+
+    name: str
+    via: str  # VIA_KEY or VIA_SESSION
+    key_hash: str  # the stored hash of the key: it identifies the key
+    session: str | None = None  # SHA-256 (hex) of the session id
+
+
+@dataclass(slots=True)
+class Session:
+    name: str
+    key_hash: str
+    csrf: str
+    address: str
+    created: float
+    last_seen: float
+
+
+class Sessions:
+    """Browser sessions in memory, bounded, keyed by the SHA-256 of their id
+    (so neither a lookup's timing nor a memory dump hands out a live id)."""
+
+    def __init__(self, idle: float, lifetime: float, limit: int) -> None:
+        self.idle = idle
+        self.lifetime = lifetime
+        self._limit = limit
+        self._by_digest: OrderedDict[str, Session] = OrderedDict()
+
+    @staticmethod
+    def digest(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def expires_at(self, session: Session) -> float:
+        return min(session.last_seen + self.idle, session.created + self.lifetime)
+
+    def create(self, key: StoredKey, address: str, now: float) -> tuple[str, str, Session]:
+        """A new session: (its id for the cookie, the id's digest, the session)."""
+        self.purge(now)
+        while len(self._by_digest) >= self._limit:
+            _, oldest = self._by_digest.popitem(last=False)
+            log.info("session limit reached: ended the least recently used session (key %s)", oldest.name)
+        session_id = secrets.token_urlsafe(32)
+        digest = self.digest(session_id)
+        session = Session(key.name, key.hash, secrets.token_urlsafe(32), address, now, now)
+        self._by_digest[digest] = session
+        return session_id, digest, session
+
+    def find(self, digest: str, now: float, *, touch: bool) -> Session | None:
+        session = self._by_digest.get(digest)
+        if session is None:
+            return None
+        if self.expires_at(session) <= now:
+            del self._by_digest[digest]
+            return None
+        if touch:
+            session.last_seen = now
+            self._by_digest.move_to_end(digest)
+        return session
+
+    def end(self, digest: str) -> Session | None:
+        return self._by_digest.pop(digest, None)
+
+    def end_key(self, name: str) -> int:
+        ended = [d for d, s in self._by_digest.items() if s.name == name]
+        for digest in ended:
+            del self._by_digest[digest]
+        return len(ended)
+
+    def count(self, name: str, now: float) -> int:
+        return sum(1 for s in self._by_digest.values() if s.name == name and self.expires_at(s) > now)
+
+    def purge(self, now: float) -> None:
+        for digest in [d for d, s in self._by_digest.items() if self.expires_at(s) <= now]:
+            del self._by_digest[digest]
+
+
+class FailureLimiter:
+    """A token bucket per client address, spent by wrong keys only.
+
+    ``burst`` wrong keys in a row empty it; it refills completely in
+    ``window`` seconds, one attempt every window/burst seconds. Memory is
+    bounded: a full bucket is forgotten, and at most ``limit`` addresses
+    are kept (the one that failed least recently is forgotten first)."""
+
+    def __init__(self, burst: int, window: float, limit: int = LIMITED_ADDRESSES) -> None:
+        self._burst = float(burst)
+        self._rate = burst / window
+        self._limit = limit
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, at)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, address: str, now: float) -> float:
+        entry = self._buckets.get(address)
+        if entry is None:
+            return self._burst
+        tokens, at = entry
+        return min(self._burst, tokens + max(0.0, now - at) * self._rate)
+
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try a key again (0: now)."""
+        tokens = self._tokens(address, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+
+    def fail(self, address: str, now: float) -> bool:
+        """Spend one attempt; True when that used up the allowance."""
+        tokens = self._tokens(address, now) - 1
+        self._buckets[address] = (tokens, now)
+        self._buckets.move_to_end(address)
+        if len(self._buckets) > self._limit:
+            for full in [a for a in self._buckets if self._tokens(a, now) >= self._burst]:
+                del self._buckets[full]
+            while len(self._buckets) > self._limit:
+                self._buckets.popitem(last=False)
+        return tokens < 1
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+class AdminAuth:
+    """Keys, sessions and the limiter of one admin tier."""
+
+    def __init__(self, keys: KeyStore, settings: AuthSettings, events: EventLog) -> None:
+        self.keys = keys
+        self.settings = settings
+        self.events = events
+        self.sessions = Sessions(settings.session_idle, settings.session_lifetime, settings.session_max)
+        self.limiter = FailureLimiter(settings.failures, settings.failure_window)
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        """Who the request is from (X-Admin-Key first, then the session
+        cookie); raises Unauthenticated (401) or HTTPTooManyRequests (429)."""
+        presented = request.headers.get(KEY_HEADER)
+        if presented is not None:
+            key = await self.check_key(request, presented, "header", WRONG_KEY)
+            return Principal(key.name, VIA_KEY, key.hash)
+        session_id = request.cookies.get(COOKIE)
+        if session_id:
+            digest = Sessions.digest(session_id)
+            session = self.sessions.find(digest, time.time(), touch=True)
+            if session is not None and self.keys.holds(session.key_hash):
+                return Principal(session.name, VIA_SESSION, session.key_hash, digest)
+            raise Unauthenticated("the session has ended: log in again")
+        raise Unauthenticated(WRONG_KEY)
+
+    async def check_key(self, request: web.Request, presented: str, via: str, refusal: str) -> StoredKey:
+        address = client_address(request)
+        self.refuse_if_limited(address)
+        key = await self.keys.check(presented)
+        if key is None:
+            self._failed(address, via)
+            raise Unauthenticated(refusal)
+        return key
+
+    def refuse_if_limited(self, address: str) -> None:
+        retry = self.limiter.retry_after(address, time.time())
+        if retry > 0:
+            seconds = max(1, math.ceil(retry))
+            raise web.HTTPTooManyRequests(
+                headers={"Retry-After": str(seconds)},
+                text=f"too many wrong admin keys from this address: try again in {seconds}s",
+            )
+
+    def _failed(self, address: str, via: str) -> None:
+        now = time.time()
+        used_up = self.limiter.fail(address, now)
+        log.warning("wrong admin key from %s (%s)", address, via)
+        self.events.emit("admin_login_failed", f"wrong admin key from {address}", address=address, via=via)
+        if used_up:
+            retry = self.limiter.retry_after(address, now)
+            self.events.emit(
+                "admin_auth_locked",
+                f"too many wrong admin keys from {address}: refused for {retry:.0f}s",
+                address=address,
+                retry_after_s=round(retry, 1),
+            )
+
+    def check_change(self, request: web.Request, principal: Principal) -> None:
+        """A browser session's state-changing request needs its CSRF token
+        and, if it sends an Origin, an allowed one (PermissionDenied, 403)."""
+        if principal.via != VIA_SESSION or request.method in SAFE_METHODS or principal.session is None:
+            return
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.origin_allowed(request, origin):
+            raise PermissionDenied("cross-origin request refused")
+        session = self.sessions.find(principal.session, time.time(), touch=False)
+        token = request.headers.get(CSRF_HEADER, "").encode("utf-8", "replace")
+        if session is None or not hmac.compare_digest(token, session.csrf.encode()):
+            raise PermissionDenied(f"missing or wrong {CSRF_HEADER}")
+
+    def origin_allowed(self, request: web.Request, origin: str) -> bool:
+        """The admin tier's own origin (the scheme and Host the request came
+        to), or one of --admin-origins."""
+        origin = origin.strip().rstrip("/").lower()
+        return origin in self.settings.origins or origin == f"{request.scheme}://{request.host}".lower()
+
+    def expires_at(self, principal: Principal, now: float) -> float | None:
+        """When the principal's session ends if idle from now on (None for keys)."""
+        if principal.session is None:
+            return None
+        session = self.sessions.find(principal.session, now, touch=False)
+        return now if session is None else self.sessions.expires_at(session)
+
+    def still_valid(self, principal: Principal, *, touch: bool = False) -> bool:
+        """Whether a long-lived connection (a websocket) may go on: its key
+        still exists and, for a session, the session has not ended. With
+        ``touch`` this counts as activity of the session."""
+        if not self.keys.holds(principal.key_hash):
+            return False
+        if principal.session is None:
+            return True
+        return self.sessions.find(principal.session, time.time(), touch=touch) is not None
+
+    def session_json(self, principal: Principal) -> dict[str, Any]:
+        if principal.session is None:
+            return {"key": principal.name, "via": principal.via, "expires_at": None}
+        session = self.sessions.find(principal.session, time.time(), touch=False)
+        if session is None:
+            raise Unauthenticated("the session has ended: log in again")
+        return {
+            "key": session.name,
+            "via": VIA_SESSION,
+            "csrf_token": session.csrf,
+            "created_at": iso(session.created),
+            "expires_at": iso(self.sessions.expires_at(session)),
+            "ends_at": iso(session.created + self.sessions.lifetime),
+            "idle_timeout_s": self.sessions.idle,
+        }
+
+
+AUTH = web.AppKey("admin_auth", AdminAuth)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every admin request but the login needs a key or a session (and, for
+    a session's changes, the CSRF token)."""
+    if request.path not in OPEN_PATHS:
+        auth = request.app[AUTH]
+        principal = await auth.authenticate(request)
+        auth.check_change(request, principal)
+        request[PRINCIPAL] = principal
+        request[KEY_NAME] = principal.name
+    return await handler(request)
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise Unauthenticated(WRONG_KEY)
+    return principal
+
+
+async def authorize_websocket(request: web.Request) -> Principal:
+    """Check a websocket upgrade; call it before ``WebSocketResponse.prepare``.
+
+    The request must be authenticated (X-Admin-Key, or a session cookie;
+    the admin tier's middleware has done that, else it is done here) and
+    its Origin allowed: the admin tier's own origin or one of
+    --admin-origins. A browser always sends Origin on an upgrade, so one
+    without it is accepted only with X-Admin-Key (a program, not a page).
+    Returns the principal, whose ``name`` is the audit trail; raises
+    Unauthenticated (401), HTTPTooManyRequests (429) or PermissionDenied
+    (403), which the tier's error middleware turns into JSON answers.
+    A connection that lives on should end once
+    ``request.app[AUTH].still_valid(principal, touch=True)`` turns false."""
+    auth = request.app[AUTH]
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        principal = await auth.authenticate(request)
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if principal.via != VIA_KEY:
+            raise PermissionDenied("a websocket upgrade with a session cookie must send Origin")
+    elif not auth.origin_allowed(request, origin):
+        log.warning(
+            "websocket %s from %s refused: origin %.100s", request.path, client_address(request), origin
+        )
+        raise PermissionDenied(f"websocket origin not allowed: {origin[:100]}")
+    return principal
+
+
+@routes.post("/admin/api/login")
+async def login(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    origin = request.headers.get("Origin")
+    if origin is not None and not auth.origin_allowed(request, origin):
+        raise PermissionDenied("cross-origin login refused")
+    body = await json_body(request)
+    presented = body.get("key")
+    if not isinstance(presented, str) or not presented:
+        raise InvalidArgument('send {"key": "<an admin key>"}')
+    key = await auth.check_key(request, presented, "login", "wrong key")
+    address = client_address(request)
+    now = time.time()
+    session_id, digest, session = auth.sessions.create(key, address, now)
+    auth.events.emit("admin_login", f"{key.name} logged in from {address}", by=key.name, address=address)
+    response = json_response(
+        auth.session_json(Principal(key.name, VIA_SESSION, key.hash, digest)),
+        headers={"Cache-Control": "no-store"},
+    )
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=True if request.secure else None,
+        max_age=max(1, math.ceil(session.created + auth.sessions.lifetime - now)),
+    )
+    return response
+
+
+@routes.post("/admin/api/logout")
+async def logout(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    principal = principal_of(request)
+    if principal.session is None:
+        raise FailedPrecondition("this request authenticated with X-Admin-Key: there is no session to end")
+    auth.sessions.end(principal.session)
+    address = client_address(request)
+    auth.events.emit(
+        "admin_logout", f"{principal.name} logged out from {address}", by=principal.name, address=address
+    )
+    response = json_response({"logged_out": principal.name})
+    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
+
+
+@routes.get("/admin/api/session")
+async def session(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    return json_response(auth.session_json(principal_of(request)), headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/admin/api/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    now = time.time()
+    return json_response(
+        {"keys": [{"name": n, "sessions": auth.sessions.count(n, now)} for n in auth.keys.names()]}
+    )
+
+
+@routes.post("/admin/api/keys")
+async def add_key(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    by = principal_of(request).name
+    name = check_name((await json_body(request)).get("name"))
+    key = await auth.keys.add(name)
+    auth.events.emit("admin_key_added", f"admin key {name} added by {by}", key_name=name, by=by)
+    return json_response({"name": name, "key": key}, status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.delete("/admin/api/keys/{name}")
+async def remove_key(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    by = principal_of(request).name
+    name = request.match_info["name"]
+    await auth.keys.remove(name)
+    ended = auth.sessions.end_key(name)
+    auth.events.emit(
+        "admin_key_removed",
+        f"admin key {name} removed by {by}" + (f"; {ended} session(s) ended" if ended else ""),
+        key_name=name,
+        by=by,
+        sessions_ended=ended,
+    )
+    return json_response({"removed": name, "sessions_ended": ended})

@@ -1,0 +1,316 @@
+"""Admin endpoints of terminals: the websocket to a drone's shell, the list
+of sessions, kill, recordings, and one-off commands. Part of the admin
+tier: its middleware authenticates every request; the websocket upgrade
+also passes ``auth.authorize_websocket`` (a key, or a session with an
+allowed Origin) and detaches once that key or session is gone.
+
+Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID]``:
+
+- client -> server: binary frames are keystrokes (bytes for the PTY, as
+  they are); text frames are JSON objects:
+  ``{"type": "input", "data": "ls\\r"}`` (keystrokes as text, UTF-8),
+  ``{"type": "resize", "rows": 40, "cols": 120}``,
+  ``{"type": "close"}`` (end the shell; closing the websocket only detaches).
+- server -> client: binary frames are terminal output; text frames are
+  JSON: ``{"type": "session", "session", "drone", "drone_id", "rows",
+  "cols", "reattached", "grace_s"}`` first, then
+  ``{"type": "exit", "exit_code", "signal", "reason", "timed_out",
+  "closed_by", "message"}`` last (the websocket closes after it),
+  ``{"type": "detached", "reason"}`` when another client took the session
+  over, ``{"type": "error", "message"}`` for a malformed message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from swarm.clock import iso
+from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.controller.shells import (
+    MAX_SIZE,
+    RecordingInfo,
+    ShellInfo,
+    ShellRegistry,
+    ShellSession,
+    exit_json,
+)
+from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
+from swarm.controller.web.common import SERVICES, json_body, json_response, query_int
+from swarm.controller.web.healing import KEY_NAME
+from swarm.tasks import race
+
+log = logging.getLogger(__name__)
+
+WS_HEARTBEAT = 30.0  # websocket pings; a client that answers none for half of it is dropped
+WS_MAX_MESSAGE = 1 << 20
+MAX_COMMAND = 8192
+CLOSE_TIMEOUT = 2.0
+AUTH_CHECK = 5.0  # seconds between checks that a terminal's key or session is still valid
+routes = web.RouteTableDef()
+
+
+def _registry(request: web.Request) -> ShellRegistry:
+    shells = request.app[SERVICES].shells
+    if shells is None:
+        raise FailedPrecondition("terminals are not available on this controller")
+    return shells
+
+
+def shell_json(info: ShellInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "drone": info.drone,
+        "drone_id": info.drone_id,
+        "opened_by": info.opened_by,
+        "opened_at": iso(info.opened_at),
+        "state": info.state,
+        "rows": info.rows,
+        "cols": info.cols,
+        "last_activity_at": iso(info.last_activity_at),
+        "detached_at": iso(info.detached_at),
+        "closed_at": iso(info.closed_at),
+        "close_reason": info.close_reason,
+        "closed_by": info.closed_by,
+        "exit": exit_json(info.exit),
+        "bytes_in": info.bytes_in,
+        "bytes_out": info.bytes_out,
+        "recording": {
+            "url": f"/admin/api/shells/{info.id}/recording",
+            "bytes": info.recording_bytes,
+            "truncated": info.recording_truncated,
+        },
+    }
+
+
+def recording_json(info: RecordingInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "drone": info.drone,
+        "drone_id": info.drone_id,
+        "opened_by": info.opened_by,
+        "started_at": iso(info.started_at),
+        "bytes": info.size,
+        "url": f"/admin/api/shells/{info.id}/recording",
+    }
+
+
+@routes.get("/admin/api/shells")
+async def list_shells(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    return json_response(
+        {
+            "shells": [shell_json(info) for info in registry.sessions()],
+            "recordings": [recording_json(info) for info in await registry.recordings()],
+        }
+    )
+
+
+@routes.delete("/admin/api/shells/{id}")
+async def kill_shell(request: web.Request) -> web.Response:
+    info = await _registry(request).kill(request.match_info["id"], request[KEY_NAME])
+    return json_response({"shell": shell_json(info)})
+
+
+@routes.get("/admin/api/shells/{id}/recording")
+async def recording(request: web.Request) -> web.StreamResponse:
+    path = _registry(request).recording_path(request.match_info["id"])
+    if not path.exists():
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/x-asciicast",
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+        },
+    )
+
+
+@routes.post("/admin/api/drones/{name}/exec")
+async def exec_command(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    state = request.app[SERVICES].fleet.require(request.match_info["name"])
+    body = await json_body(request)
+    command = body.get("command")
+    if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND:
+        raise InvalidArgument(f"command must be a non-empty string of at most {MAX_COMMAND} characters")
+    timeout = body.get("timeout", 30)
+    limit = registry.settings.exec_max_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= limit:
+        raise InvalidArgument(f"timeout must be a number of seconds, more than 0 and at most {limit:g}")
+    result = await registry.exec(state, command, float(timeout), request[KEY_NAME])
+    return json_response(
+        {
+            "drone": result.drone,
+            **(exit_json(result.exit) or {}),
+            "stdout": result.stdout.decode(errors="replace"),
+            "stderr": result.stderr.decode(errors="replace"),
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
+            "duration_s": round(result.duration, 3),
+        }
+    )
+
+
+class WsViewer:
+    """A websocket watching a shell session (shells.Viewer). A client that
+    cannot take what is sent is dropped (gone), never allowed to end the
+    session: aiohttp shares one drain waiter between a websocket's writers,
+    so a writer cancelled while the client read nothing cancels the others'
+    wait too; such a CancelledError, not aimed at the task, only means gone."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.request = request
+        self.ws = ws
+        self.gone = False
+
+    async def _send(self, send: Coroutine[Any, Any, None]) -> None:
+        if self.gone or self.ws.closed:
+            send.close()
+            return
+        try:
+            await send  # awaits the transport's drain past its limit: the backpressure
+        except (ConnectionError, RuntimeError):
+            self.gone = True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            self.gone = True
+            self._abort()
+
+    async def send_output(self, data: bytes) -> None:
+        await self._send(self.ws.send_bytes(data))
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        await self._send(self.ws.send_str(json.dumps(message, separators=(",", ":"))))
+
+    async def close(self, code: int, message: str) -> None:
+        self.gone = True
+        if self.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), CLOSE_TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            self._abort()
+        except (TimeoutError, ConnectionError):
+            self._abort()  # a client that reads nothing cannot take a close frame either
+
+    def _abort(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+
+def _size(request: web.Request, name: str, default: int) -> int:
+    return query_int(request, name, default, 1, MAX_SIZE)
+
+
+@routes.get("/ws/ssh/{drone}")
+async def ssh(request: web.Request) -> web.StreamResponse:
+    """A terminal on a drone (the module docstring has the message format)."""
+    registry = _registry(request)
+    principal = await authorize_websocket(request)  # a key or a session, and an allowed Origin
+    key = principal.name
+    drone = request.match_info["drone"]
+    session_id = request.query.get("session")
+    rows = _size(request, "rows", 24)
+    cols = _size(request, "cols", 80)
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise InvalidArgument("this endpoint takes a websocket upgrade")
+    reattach = bool(session_id)
+    if session_id:
+        session = registry.live_session(session_id, drone)
+    else:
+        state = request.app[SERVICES].fleet.require(drone)
+        session = await registry.open_shell(state, key, rows, cols)
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, max_msg_size=WS_MAX_MESSAGE, compress=False)
+    await ws.prepare(request)
+    viewer = WsViewer(request, ws)
+    try:
+        if reattach:
+            registry.on_reattach(session, key)
+            if "rows" in request.query or "cols" in request.query:
+                await session.resize(rows, cols)
+        await session.attach(viewer, reattach=reattach)
+        await race(
+            _pump_input(ws, viewer, session, key),
+            _watch_auth(request, principal, viewer),
+            names=(f"ssh-input:{session.id}", f"ssh-auth:{session.id}"),
+        )
+    except FailedPrecondition as exc:
+        await viewer.send_control({"type": "exit", "message": exc.message})
+    finally:
+        session.detach(viewer)
+        if not ws.closed:
+            await ws.close(code=WSCloseCode.OK)
+    return ws
+
+
+async def _pump_input(ws: web.WebSocketResponse, viewer: WsViewer, session: ShellSession, key: str) -> None:
+    """The client's messages to the session until either ends. One message
+    at a time: a drone not reading its input stops us reading the socket."""
+    async for msg in ws:
+        if session.ended.is_set() or viewer.gone:
+            return
+        if msg.type == WSMsgType.BINARY:
+            await session.input(msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            problem = await _control(session, msg.data, key)
+            if problem is not None:
+                await viewer.send_control({"type": "error", "message": problem})
+        elif msg.type == WSMsgType.ERROR:
+            log.info("websocket of shell %s failed: %s", session.id, ws.exception())
+            return
+
+
+async def _watch_auth(request: web.Request, principal: Principal, viewer: WsViewer) -> None:
+    """Detach the viewer once its key is removed or its browser session ends
+    (the shell lives on for the grace, for whoever may reattach)."""
+    auth = request.app[AUTH]
+    while True:
+        now = time.time()
+        expires = auth.expires_at(principal, now)
+        await asyncio.sleep(AUTH_CHECK if expires is None else min(AUTH_CHECK, max(0.05, expires - now)))
+        if not auth.still_valid(principal, touch=True):
+            await viewer.send_control({"type": "error", "message": "the session has ended: log in again"})
+            await viewer.close(WSCloseCode.POLICY_VIOLATION, "the session has ended")
+            return
+
+
+async def _control(session: ShellSession, text: str, key: str) -> str | None:
+    """One JSON message from the client; returns what was wrong with it, if anything."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return "text frames must be JSON messages; send keystrokes as binary frames or {type: input}"
+    if not isinstance(message, dict):
+        return "a message must be a JSON object with a type"
+    kind = message.get("type")
+    if kind == "input":
+        data = message.get("data")
+        if not isinstance(data, str):
+            return "input needs data (a string)"
+        await session.input(data.encode())
+    elif kind == "resize":
+        rows, cols = message.get("rows"), message.get("cols")
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE for v in (rows, cols)
+        ):
+            return f"resize needs rows and cols, whole numbers from 1 to {MAX_SIZE}"
+        assert isinstance(rows, int) and isinstance(cols, int)
+        await session.resize(rows, cols)
+    elif kind == "close":
+        session.close(f"closed by {key}", by=key)
+    else:
+        return f"unknown message type {str(kind)[:40]!r}: use input, resize or close"
+    return None
