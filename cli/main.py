@@ -15,6 +15,7 @@ import os
 import sys
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -155,6 +156,123 @@ def drones_revoke(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def status(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("GET", "/admin/api/status")
+    if not ns.json:
+        d = reply["drones"]
+        counts = ", ".join(f"{d[k]} {k}" for k in ("online", "unhealthy", "suspect", "offline") if d.get(k))
+        print(f"controller {reply['controller']['version']}, up {reply['controller']['uptime_s']:.0f}s")
+        print(f"drones     {d['total']}: {counts or 'none'}; {reply['cores_online']} cores online")
+        healing = reply.get("healing") or {}
+        if healing.get("paused") or healing.get("fleet_dark"):
+            print(f"healing    {'paused' if healing.get('paused') else 'held: most of the fleet is dark'}")
+        session = reply.get("session")
+        if session:
+            jobs = ", ".join(f"{n} {k}" for k, n in session["jobs"].items() if n)
+            print(f"session    {session['name']} ({session['state']}): {jobs}")
+    return reply
+
+
+def ping(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("POST", f"/admin/api/drones/{ns.name}/ping")
+    if not ns.json:
+        emerge = "running" if reply["emerge_running"] else "idle"
+        print(
+            f"{reply['drone']}: seq {reply['seq']} in {reply['latency_ms']:.1f} ms, "
+            f"load {reply['load1']:.2f}, disk {reply['disk_percent']:.0f}% used, emerge {emerge}"
+        )
+        for check in reply["checks"]:
+            print(f"  {'ok  ' if check['ok'] else 'FAIL'} {check['name']:11} {check['detail']}")
+    return reply
+
+
+def exec_command(client: Client, ns: argparse.Namespace) -> Any:
+    command = " ".join(ns.command)
+    if not command.strip():
+        raise CliError("exec needs a command, e.g. swarm-cli exec DRONE -- uname -a", EXIT_USAGE)
+    reply = client.call(
+        "POST", f"/admin/api/drones/{ns.name}/exec", {"command": command, "timeout": ns.timeout}
+    )
+    if not ns.json:
+        sys.stdout.write(reply.get("stdout", ""))
+        sys.stderr.write(reply.get("stderr", ""))
+        sys.stdout.flush()
+        code = reply.get("exit_code")
+        if code is None or reply.get("timed_out"):
+            raise CliError(f"{ns.name}: {reply.get('reason') or 'the command did not finish'}")
+        if code:
+            # Like ssh: the remote command's own exit code.
+            sys.exit(code)
+    return reply
+
+
+def events(client: Client, ns: argparse.Namespace) -> Any:
+    query = f"?limit={ns.limit}"
+    if ns.drone:
+        query += f"&drone={urllib.parse.quote(ns.drone)}"
+    if ns.type:
+        query += f"&type={urllib.parse.quote(ns.type)}"
+    reply = client.call("GET", "/admin/api/events" + query)
+    if not ns.json:
+        for e in reply["events"]:
+            print(f"{e['ts']}  {e['type']:22} {e['message']}")
+    return reply
+
+
+def queue(client: Client, ns: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"atoms": ns.atoms}
+    if ns.session:
+        body["session"] = ns.session
+    reply = client.call("POST", "/admin/api/queue", body)
+    if not ns.json:
+        session = reply["session"]
+        print(f"queued {len(reply['jobs'])} job(s) in session {session['name']} ({session['id']})")
+    return reply
+
+
+def control(client: Client, ns: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"action": ns.action}
+    if ns.session:
+        body["session"] = ns.session
+    reply = client.call("POST", "/admin/api/control", body)
+    if not ns.json:
+        print(f"session {reply['session']['name']}: {reply['session']['state']}")
+    return reply
+
+
+def drone_health(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("GET", f"/admin/api/drones/{ns.name}/health")
+    if not ns.json:
+        print(f"{reply['drone']}: {reply['status']} ({reply['type']}), ladder step {reply['step']}")
+        upcoming = reply.get("next_action")
+        if upcoming:
+            held = f", held: {upcoming['held']}" if upcoming["held"] else ""
+            print(f"next:    {upcoming['step']} at {upcoming['at']}{held}")
+        for i in reply["incidents"][:5]:
+            recovery = "open" if i["recovered_at"] is None else f"recovered in {i['recovery_s']:.1f}s"
+            print(f"  {i['failed_at']}  {i['kind']:9} {recovery}  {i['outcome']}")
+    return reply
+
+
+def heal_step(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("POST", f"/admin/api/drones/{ns.name}/{ns.step}")
+    if not ns.json:
+        print(f"{ns.name}: {ns.step}: {reply['detail']}")
+    return reply
+
+
+def healing(client: Client, ns: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {"action": ns.action}
+    if ns.drone:
+        body["drone"] = ns.drone
+    reply = client.call("POST", "/admin/api/healing", body)
+    if not ns.json:
+        state = "paused" if reply["paused"] else "held (fleet dark)" if reply["fleet_dark"] else "on"
+        drones = ", ".join(reply["paused_drones"]) or "none"
+        print(f"healing {state}; paused for drones: {drones}")
+    return reply
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarm-cli",
@@ -184,6 +302,42 @@ def build_parser() -> argparse.ArgumentParser:
     drevoke = drones.add_parser("revoke", help="revoke a drone's certificates and cut it off now")
     drevoke.add_argument("name")
     drevoke.set_defaults(run=drones_revoke)
+
+    sub.add_parser("status", help="the swarm at a glance").set_defaults(run=status)
+    p = sub.add_parser("ping", help="proof of life of a drone: round trip, load, functional checks")
+    p.add_argument("name")
+    p.set_defaults(run=ping)
+    p = sub.add_parser("exec", help="run one command on a drone (exit code: the command's own)")
+    p.add_argument("name")
+    p.add_argument(
+        "--timeout", type=parse_duration, default=60.0, help="kill it after this long (default 60s)"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
+    p.set_defaults(run=exec_command)
+    p = sub.add_parser("events", help="recent events, audit trail included")
+    p.add_argument("--drone", help="only this drone's")
+    p.add_argument("--type", help="only these types (comma-separated)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.set_defaults(run=events)
+    p = sub.add_parser("queue", help="queue packages to build")
+    p.add_argument("atoms", nargs="+", metavar="ATOM")
+    p.add_argument("--session", help="session name (default: the current one)")
+    p.set_defaults(run=queue)
+    p = sub.add_parser("control", help="start, stop, pause, resume or reset a build session")
+    p.add_argument("action", choices=("start", "stop", "pause", "resume", "reset"))
+    p.add_argument("--session", help="session id (default: the current one)")
+    p.set_defaults(run=control)
+    p = sub.add_parser("health", help="a drone's incidents and healing ladder")
+    p.add_argument("name")
+    p.set_defaults(run=drone_health)
+    for step, what in (("restart", "restart a drone's agent"), ("reboot", "reboot a drone through its host")):
+        p = sub.add_parser(step, help=what)
+        p.add_argument("name")
+        p.set_defaults(run=heal_step, step=step)
+    p = sub.add_parser("healing", help="pause or resume healing, or override a dark-fleet hold")
+    p.add_argument("action", choices=("pause", "resume", "override"))
+    p.add_argument("--drone", help="only this drone (pause, resume)")
+    p.set_defaults(run=healing)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""swarm-cli against a real controller and agent: what an admin types,
+what they read, and the exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.procs import Agent, Controller, wait_for
+
+
+def cli(controller: Controller, *args: str, key_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    key = key_file or Path(controller.info["admin_key_file"])
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarm.cli.main",
+            "--url",
+            controller.admin_url,
+            "--key-file",
+            str(key),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},  # no cli.toml of the machine's user
+    )
+
+
+def cli_json(controller: Controller, *args: str) -> Any:
+    result = cli(controller, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def drone(controller: Controller, agents: Callable[..., Agent]) -> str:
+    agents("cli-drone", drone_type="bare-metal")
+    wait_for(lambda: (n := controller.node("cli-drone")) and n["status"] == "online", what="the drone online")
+    return "cli-drone"
+
+
+def test_exit_codes_say_what_went_wrong(controller: Controller, tmp_path: Path) -> None:
+    missing = cli(controller, "status", key_file=tmp_path / "no-such-key")
+    assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1
+    assert "cannot read the admin key file" in missing.stderr
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-admin-key-at-all\n")
+    refused = cli(controller, "status", key_file=wrong)
+    assert refused.returncode == 1 and "401" in refused.stderr
+    gone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarm.cli.main",
+            "--url",
+            "http://127.0.0.1:9",
+            "--key-file",
+            str(wrong),
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gone.returncode == 3 and "cannot reach the controller" in gone.stderr
+    assert cli(controller, "frobnicate").returncode == 2
+
+
+def test_tokens_round_trip(controller: Controller) -> None:
+    made = cli_json(controller, "token", "create", "--ttl", "10m", "--name", "newbie")
+    listed = cli_json(controller, "token", "list")["tokens"]
+    assert [(t["id"], t["state"], t["name"]) for t in listed] == [(made["id"], "active", "newbie")]
+    revoked = cli(controller, "token", "revoke", made["id"])
+    assert revoked.returncode == 0 and made["id"] in revoked.stdout
+    assert cli_json(controller, "token", "list")["tokens"][0]["state"] == "revoked"
+
+
+def test_status_ping_and_exec_on_a_drone(controller: Controller, drone: str) -> None:
+    status = cli(controller, "status")
+    assert status.returncode == 0 and "drones     1: 1 online" in status.stdout, status.stdout
+    listed = cli(controller, "drones")
+    assert listed.returncode == 0 and drone in listed.stdout and "bare-metal" in listed.stdout
+
+    def all_checks() -> bool:
+        pong = cli_json(controller, "ping", drone)
+        return len(pong["checks"]) == 4  # each appears once it has run
+
+    wait_for(all_checks, what="a pong with every check")
+    pinged = cli(controller, "ping", drone)
+    assert pinged.returncode == 0 and f"{drone}: seq" in pinged.stdout
+    assert pinged.stdout.count("ok   ") == 4, pinged.stdout
+
+    ran = cli(controller, "exec", drone, "--", "echo", "out;", "echo", "err", ">&2;", "exit", "3")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    assert cli(controller, "exec", drone, "--", "true").returncode == 0
+    audit = cli_json(controller, "events", "--type", "drone_exec", "--drone", drone)["events"]
+    assert [e["data"]["command"] for e in audit][-2:] == ["echo out; echo err >&2; exit 3", "true"]
+
+
+def test_healing_commands(controller: Controller, drone: str) -> None:
+    paused = cli(controller, "healing", "pause", "--drone", drone)
+    assert paused.returncode == 0 and f"paused for drones: {drone}" in paused.stdout
+    health = cli(controller, "health", drone)
+    assert health.returncode == 0 and f"{drone}: online (bare-metal)" in health.stdout
+    refused = cli(controller, "reboot", drone)
+    assert refused.returncode == 1 and "409" in refused.stderr and "bare-metal" in refused.stderr
+    assert cli(controller, "healing", "resume", "--drone", drone).returncode == 0
+    assert cli_json(controller, "status")["healing"] == {"paused": False, "fleet_dark": False}
