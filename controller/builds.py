@@ -373,6 +373,8 @@ class BuildQueue:
             jobs=len(added),
             by=by,
         )
+        # Everything may be in staging already: then the session is complete now.
+        self._check_session(session.id, now)
         self._changed()
         return session, added
 

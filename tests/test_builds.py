@@ -142,6 +142,9 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
     session = swarm.session()
     assert session["state"] == "complete" and session["jobs"]["done"] == len(cpvs)
     assert {cpv: j["state"] for cpv, j in swarm.jobs().items()} == dict.fromkeys(cpvs, "done")
+    # Queued again, everything is in staging already: a session complete at once.
+    again = swarm.queue("swarm-test/diamond-top")["session"]
+    assert again["state"] == "complete" and again["jobs"]["done"] == again["total"] > 0
 
 
 def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swarm) -> None:
