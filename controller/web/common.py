@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -179,3 +180,30 @@ async def events_page(request: web.Request, *, public: bool) -> dict[str, Any]:
     )
     shown = [e for e in found if not (public and admin_only(e.type))]
     return {"events": [event_json(e) for e in shown], "last_id": s.events.last_id}
+
+
+def abort_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def close_websocket(
+    request: web.Request, ws: web.WebSocketResponse, code: int, message: str, timeout: float
+) -> None:
+    """Close with a close frame, or cut the connection off if the client
+    cannot take one in time."""
+    if ws.closed:
+        return
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message.encode()[:120]), timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # Not our cancellation: aiohttp shares one drain waiter between a
+        # websocket's writers, and a writer cancelled while the client read
+        # nothing took it down with it. That client cannot take a close frame.
+        abort_connection(request)
+    except (TimeoutError, ConnectionError):
+        abort_connection(request)  # a client that reads nothing cannot take a close frame either

@@ -42,7 +42,14 @@ from swarm.controller.shells import (
     exit_json,
 )
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
-from swarm.controller.web.common import SERVICES, json_body, json_response, query_int
+from swarm.controller.web.common import (
+    SERVICES,
+    abort_connection,
+    close_websocket,
+    json_body,
+    json_response,
+    query_int,
+)
 from swarm.controller.web.healing import KEY_NAME
 from swarm.tasks import race
 
@@ -193,22 +200,10 @@ class WsViewer:
 
     async def close(self, code: int, message: str) -> None:
         self.gone = True
-        if self.ws.closed:
-            return
-        try:
-            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), CLOSE_TIMEOUT)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            self._abort()
-        except (TimeoutError, ConnectionError):
-            self._abort()  # a client that reads nothing cannot take a close frame either
+        await close_websocket(self.request, self.ws, code, message, CLOSE_TIMEOUT)
 
     def _abort(self) -> None:
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
+        abort_connection(self.request)
 
 
 def _size(request: web.Request, name: str, default: int) -> int:

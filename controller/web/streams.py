@@ -53,7 +53,7 @@ from swarm.controller.errors import InvalidArgument, Unavailable
 from swarm.controller.protolog import ProtocolEntry
 from swarm.controller.store.records import EventRecord
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
-from swarm.controller.web.common import SERVICES, event_json, query_int
+from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, event_json, query_int
 from swarm.tasks import race
 
 log = logging.getLogger(__name__)
@@ -157,25 +157,10 @@ class Stream:
                 return
 
     async def _close(self) -> None:
-        if self.ws.closed:
-            return
-        try:
-            await asyncio.wait_for(self.ws.close(code=self.code, message=self.reason.encode()), CLOSE_TIMEOUT)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            # Not our cancellation: aiohttp shares one drain waiter between
-            # writers, and the pump, cancelled while the client read nothing,
-            # took it down with it. That client cannot take a close frame.
-            self._abort()
-        except (TimeoutError, ConnectionError):
-            self._abort()  # a client that reads nothing cannot take our close frame either
+        await close_websocket(self.request, self.ws, self.code, self.reason, CLOSE_TIMEOUT)
 
     def _abort(self) -> None:
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
+        abort_connection(self.request)
 
 
 class Streams:
