@@ -47,6 +47,7 @@ from harness import (
     own_pid_group,
     percentile,
     rss,
+    say,
     tcp_connections,
     wait_api,
 )
@@ -279,10 +280,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         keep=ns.keep,
         seed=ns.seed,
     )
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- fleet set-up ----------------------------------------------------------

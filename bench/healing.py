@@ -61,6 +61,7 @@ from harness import (
     join_tokens,
     own_pid_group,
     percentile,
+    say,
     wait_api,
 )
 
@@ -104,10 +105,6 @@ AGENT_LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 CONTROLLER_DEFAULTS = {f.name: f.default for f in ControllerConfig.__dataclass_fields__.values()}
 HEARTBEAT_DEFAULT = float(AgentConfig.__dataclass_fields__["heartbeat_interval"].default)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def loadavg() -> tuple[float, float, float]:

@@ -53,8 +53,11 @@ from harness import (
     env_info,
     own_pid_group,
     percentile,
+    say,
     wait_api,
 )
+
+from swarm.clock import parse_iso
 
 # tools/prefix.py lays out the Gentoo prefixes (as the tests and the demo do).
 sys.path.insert(0, str(ROOT / "tools"))
@@ -82,10 +85,6 @@ EXEC_LOG_RE = re.compile(
     re.MULTILINE,
 )
 EMERGING_RE = re.compile(r"^>>> Emerging (binary )?\(\d+ of \d+\) (\S+?)::", re.MULTILINE)
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- the package graph ---------------------------------------------------------
@@ -761,9 +760,7 @@ def sent_times(db: Path) -> dict[str, float]:
 
 
 def ts(text: str | None) -> float | None:
-    if text is None:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return None if text is None else parse_iso(text)
 
 
 def ms_stats(values: Sequence[float]) -> dict[str, Any]:
