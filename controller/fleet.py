@@ -150,6 +150,10 @@ class Fleet:
     def all(self) -> list[DroneState]:
         return sorted(self._drones.values(), key=lambda s: (s.name, s.id))
 
+    def states(self) -> list[DroneState]:
+        """Every drone, in no particular order (all() sorts, for people)."""
+        return list(self._drones.values())
+
     def connected(self) -> Iterator[DroneState]:
         # Callers may change states while iterating: iterate a copy.
         return iter(list(self._connected.values()))

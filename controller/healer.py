@@ -46,8 +46,6 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, SwarmEr
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
 from swarm.controller.oob import (
-    HARD_RESTART_COMMAND,
-    RESTART_COMMAND,
     CommandResult,
     CommandTemplate,
     SshSettings,
@@ -75,21 +73,23 @@ DAY = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class HealSettings:
-    grace: float = 3.0
-    restart_timeout: float = 6.0
-    hard_restart_timeout: float = 15.0
-    reboot_timeout: float = 180.0
-    command_timeout: float = 30.0
-    cooloff: float = 60.0
-    dark_share: float = 0.5
-    dark_window: float = 30.0
-    dark_min_fleet: int = 3
-    max_actions: int = 10
-    action_window: float = 300.0
-    startup_grace: float = 30.0
-    restart_command: str = RESTART_COMMAND
-    hard_restart_command: str = HARD_RESTART_COMMAND
-    ssh: SshSettings = field(default_factory=SshSettings)
+    """From the controller's config (app.heal_settings), which holds the defaults."""
+
+    grace: float
+    restart_timeout: float
+    hard_restart_timeout: float
+    reboot_timeout: float
+    command_timeout: float
+    cooloff: float
+    dark_share: float
+    dark_window: float
+    dark_min_fleet: int
+    max_actions: int
+    action_window: float
+    startup_grace: float
+    restart_command: str
+    hard_restart_command: str
+    ssh: SshSettings
 
     def step_timeout(self, level: int) -> float:
         return {RESTART: self.restart_timeout, HARD_RESTART: self.hard_restart_timeout}.get(
@@ -250,7 +250,7 @@ class Healer:
         return ladder
 
     def tick(self, now: float) -> None:
-        states = self._fleet.all()
+        states = self._fleet.states()
         for state in states:
             ladder = self.ladder(state.id)
             sick = state.status in SICK
@@ -617,7 +617,7 @@ class Healer:
         """Fleet availability and mean time to recovery over the last day."""
         since = now - DAY
         incidents = await self._runner.call(self._runner.store.list_incidents, since=since, limit=100_000)
-        states = {s.id: s for s in self._fleet.all()}
+        states = {s.id: s for s in self._fleet.states()}
         watched = 0.0
         down = 0.0
         for state in states.values():
