@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import psutil
 
+from swarm.agent.logs import LogSources, build_log_name
 from swarm.agent.probes import existing
 from swarm.backoff import Backoff
 from swarm.files import sha256_file
@@ -100,7 +101,7 @@ class Builder:
         emerge_command: str,
         pkgdir: Path,
         eprefix: str,
-        log_dir: Path,
+        logs: LogSources,
         cache_path: Path,
         min_free_bytes: int,
         send: Callable[[gateway_pb2.AgentMessage], object],
@@ -109,7 +110,7 @@ class Builder:
         self._command = shlex.split(emerge_command)
         self._pkgdir = pkgdir
         self._eprefix = eprefix
-        self._log_dir = log_dir
+        self._logs = logs
         self._cache_path = cache_path
         self._min_free = min_free_bytes
         self._send = send
@@ -215,16 +216,23 @@ class Builder:
         env.setdefault("NOCOLOR", "true")
         if self._eprefix:
             env["PORTAGE_OVERRIDE_EPREFIX"] = self._eprefix
+        # Portage's own build log, kept where `portage/<cat>/<pkg>` finds it (logs.py).
+        env["PORT_LOGDIR"] = str(self._logs.portage)
         if start is not None:
             if start.binhost_url:
                 env["PORTAGE_BINHOST"] = start.binhost_url
             env.update(start.env)
         return env
 
+    def _prepare_logs(self) -> None:
+        self._logs.builds.mkdir(parents=True, exist_ok=True)
+        self._logs.portage.mkdir(parents=True, exist_ok=True)
+        self._logs.prune()
+
     async def _run(self, build: Build) -> None:
         start = build.start
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / f"{start.build_id}.log"
+        log_path = self._logs.builds / build_log_name(start.job_id, start.build_id)
+        await asyncio.to_thread(self._prepare_logs)
         await asyncio.to_thread(forget_binhost_indexes, self._eprefix)
         try:
             build.process = await asyncio.create_subprocess_exec(

@@ -51,6 +51,11 @@ class AgentConfig:
         "else /bin/sh, run with -l); used as given when set",
     )
     log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
+    portage_log_dir: Path | None = option(
+        None,
+        "PORT_LOGDIR for builds: where Portage's build logs are kept for the portage/<cat>/<pkg> "
+        "log source (default: STATE_DIR/portage-logs)",
+    )
     log_level: str = option("info", "debug, info, warning or error")
 
     def __post_init__(self) -> None:

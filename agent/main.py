@@ -35,6 +35,7 @@ from swarm.agent.checks import HealthChecks
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.agent.link import ControlLink
+from swarm.agent.logs import LogSources
 from swarm.agent.probes import SystemProbe
 from swarm.agent.serde import HelloInfo
 from swarm.agent.shell import Channels
@@ -161,11 +162,16 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         Backoff(initial=config.backoff_initial, cap=config.backoff_max),
         channel_credentials,
     )
+    log_sources = LogSources(
+        agent_log=config.log_file if str(config.log_file) not in ("", ".") else None,
+        builds=config.state_dir / "builds",
+        portage=config.portage_log_dir or config.state_dir / "portage-logs",
+    )
     link.builder = Builder(
         emerge_command=config.emerge_command,
         pkgdir=config.pkgdir,
         eprefix=config.portage_eprefix,
-        log_dir=config.state_dir / "builds",
+        logs=log_sources,
         cache_path=config.cache_path,
         min_free_bytes=config.min_free_disk_mb * 2**20,
         send=link.send,
@@ -178,7 +184,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         stall_timeout=config.builder_stall_timeout,
     )
     link.checks = checks
-    channels = Channels(link.new_channel, config.shell)
+    channels = Channels(link.new_channel, config.shell, log_sources)
     link.channels = channels
     if creds is not None:
         renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)

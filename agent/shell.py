@@ -22,6 +22,7 @@ with the channel id, and then:
   the PTY awaiting writability; resize sets the window (TIOCSWINSZ).
 - EXEC: ``sh -c command`` without a PTY, stdout and stderr apart; its
   process group is killed at the timeout.
+- LOG: a named log source of the drone, tailed and followed (logs.py).
 
 A Close from the controller, or the stream ending, hangs up: SIGHUP and
 SIGCONT to the process group, then SIGKILL to whatever is left of its
@@ -49,6 +50,8 @@ from typing import Any
 import grpc
 import psutil
 
+from swarm.agent import logs
+from swarm.agent.logs import LogSources
 from swarm.tasks import TaskSet
 from swarm.v1 import shell_pb2, shell_pb2_grpc
 
@@ -76,6 +79,7 @@ class ExitStatus:
     signal: int
     reason: str
     timed_out: bool = False
+    error: str = ""  # why nothing ran, as Close.error names it
 
     def frame(self) -> shell_pb2.ShellFrame:
         return shell_pb2.ShellFrame(
@@ -85,6 +89,7 @@ class ExitStatus:
                 signal=self.signal,
                 reason=self.reason[:500],
                 timed_out=self.timed_out,
+                error=self.error,
             )
         )
 
@@ -268,9 +273,12 @@ class Channel:
 class Channels:
     """Runs the channels the controller opens; at most MAX_CHANNELS at once."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], shell: str = "") -> None:
+    def __init__(
+        self, channel: Callable[[], grpc.aio.Channel], shell: str = "", logs: LogSources | None = None
+    ) -> None:
         self._channel = channel
         self._shell_command = shell
+        self._logs = logs
         self._tasks = TaskSet("channels")
         self._open: dict[str, Channel] = {}
         self._none_open = asyncio.Event()
@@ -308,6 +316,9 @@ class Channels:
                 elif request.kind == Kind.EXEC:
                     self._register(channel)
                     status = await self._exec(channel)
+                elif request.kind == Kind.LOG:
+                    self._register(channel)
+                    status = await self._log(channel)
                 else:
                     status = ExitStatus(False, 0, 0, f"unknown channel kind {request.kind}")
                 log.info("channel %s (%s) ended: %s", channel.id[:12], kind, status.reason)
@@ -341,6 +352,17 @@ class Channels:
     def _register(self, channel: Channel) -> None:
         self._open[channel.id] = channel
         self._none_open.clear()
+
+    # -- LOG ---------------------------------------------------------------------
+
+    async def _log(self, channel: Channel) -> ExitStatus:
+        if self._logs is None:
+            return ExitStatus(False, 0, 0, "this agent serves no logs", error=logs.NOT_FOUND)
+        try:
+            reason = await logs.send_log(channel.request, self._logs, channel.call.write, channel.hangup)
+        except logs.SourceError as exc:
+            return ExitStatus(False, 0, 0, str(exc), error=exc.code)
+        return ExitStatus(True, 0, 0, reason)
 
     # -- SHELL -------------------------------------------------------------------
 

@@ -895,18 +895,12 @@ class ShellRegistry:
     # -- exec ---------------------------------------------------------------------------
 
     async def exec(self, state: DroneState, command: str, timeout: float, by: str) -> ExecResult:
-        self._room()
         run = ExecRun(secrets.token_hex(16), state, self.settings.exec_max_output)
         started = time.monotonic()
-        self._channels[run.channel_id] = run
         try:
-            self._ask(
-                state,
-                shell_pb2.OpenChannel(
-                    channel_id=run.channel_id, kind=Kind.EXEC, command=command, timeout_s=timeout
-                ),
+            await self.open_channel(
+                state, run, shell_pb2.OpenChannel(kind=Kind.EXEC, command=command, timeout_s=timeout)
             )
-            await self._await_attach(run)
             try:
                 # The agent enforces the timeout; this only guards against an agent that does not.
                 await asyncio.wait_for(run.ended.wait(), timeout + KILL_WAIT + 5.0)
@@ -914,9 +908,7 @@ class ShellRegistry:
                 run.abort()
                 await run.ended.wait()
         finally:
-            run.abort()
-            self._channels.pop(run.channel_id, None)
-            self._changed.set()
+            self.release(run)
         exit = run.exit or ExitInfo(False, None, None, "the drone ended the channel without a status")
         result = ExecResult(
             drone=state.name,
@@ -942,6 +934,21 @@ class ShellRegistry:
             duration_s=round(result.duration, 3),
         )
         return result
+
+    async def open_channel(self, state: DroneState, channel: Channel, request: shell_pb2.OpenChannel) -> None:
+        """Ask the drone for a channel of another kind than a shell and wait
+        until it attaches; ``release`` it when done (also after an error)."""
+        self._room()
+        self._channels[channel.channel_id] = channel
+        request.channel_id = channel.channel_id
+        self._ask(state, request)
+        await self._await_attach(channel)
+
+    def release(self, channel: Channel) -> None:
+        """End a channel opened with ``open_channel`` (its call, if still up) and forget it."""
+        channel.abort()
+        if self._channels.pop(channel.channel_id, None) is not None:
+            self._changed.set()
 
     # -- the gRPC side ------------------------------------------------------------------
 

@@ -135,6 +135,12 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
     assert status_code == 200 and "diamond-top" in log
     status_code, detail = swarm.controller.admin("GET", f"/admin/api/jobs/{top['id']}")
     assert status_code == 200 and detail["job"]["why"].startswith("built on ")
+    # And stays on the drone that built it, with Portage's own log of the build.
+    drone_logs = f"/admin/api/drones/{top['drone']}/logs?lines=10000&source="
+    status_code, log = swarm.controller.admin("GET", drone_logs + f"build/{top['id']}")
+    assert status_code == 200 and any(">>> Emerging" in line for line in log["lines"]), log
+    status_code, log = swarm.controller.admin("GET", drone_logs + "portage/swarm-test/diamond-top")
+    assert status_code == 200 and any("swarm-test/diamond-top-1" in line for line in log["lines"]), log
 
     # A restart keeps the finished session on show, nothing to build again.
     assert swarm.controller.terminate() == 0

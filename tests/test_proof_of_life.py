@@ -31,6 +31,7 @@ import pytest
 
 from swarm.agent.builder import Builder
 from swarm.agent.checks import EVENT_LOOP, HealthChecks, run_version, version_argv
+from swarm.agent.logs import LogSources
 from swarm.clock import parse_iso
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
@@ -275,7 +276,7 @@ def test_a_blocked_event_loop_fails_its_check_and_recovers(tmp_path: Path) -> No
             emerge_command=EMERGE_COMMAND,
             pkgdir=tmp_path,
             eprefix="",
-            log_dir=tmp_path,
+            logs=LogSources(None, tmp_path, tmp_path),
             cache_path=tmp_path,
             min_free_bytes=0,
             send=lambda message: False,

@@ -20,7 +20,7 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFoun
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import auth, healing, openapi, public, shells, streams
+from swarm.controller.web import auth, healing, logs, openapi, public, shells, streams
 from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
@@ -246,6 +246,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(routes)
     app.add_routes(healing.routes)
     app.add_routes(shells.routes)
+    app.add_routes(logs.routes)
     app.add_routes(auth.routes)
     streams.install(app)
     return app

@@ -412,6 +412,7 @@ def admin_document() -> dict[str, Any]:
     paths |= _shell_paths()
     paths |= _auth_paths()
     paths |= _stream_paths()
+    paths |= _log_paths()
     return _document("Build Swarm admin API", paths, security=True)
 
 
@@ -620,6 +621,65 @@ def _stream_paths() -> dict[str, Any]:
                 )
             ],
         ),
+    }
+
+
+def _log_paths() -> dict[str, Any]:
+    lines = _param(
+        "lines",
+        "start with the last N lines (default 100)",
+        {"type": "integer", "minimum": 0, "maximum": 10000},
+    )
+    source = _param(
+        "source",
+        "agent, build/<job or build id> or portage/<category>/<package>; never a path",
+        {"type": "string"},
+    )
+    drone = _param("drone", "drone name or id", {"type": "string"}, "path")
+    follow = _param(
+        "follow",
+        "1 (default): go on with what is written, across rotation; 0: end",
+        {"type": "integer", "enum": [0, 1]},
+    )
+    tail = _obj(
+        source={"type": "string"},
+        lines={"type": "array", "items": {"type": "string"}},
+        notices={"type": "array", "items": {"type": "string"}, "description": "the file read, rotations"},
+        truncated={"type": "boolean", "description": "cut at 4 MiB"},
+    )
+    errors = {
+        str(code): {
+            "description": MESSAGES[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code in (400, 401, 403, 404)
+    }
+
+    def socket(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "description": "A websocket (Upgrade request; auth and Origin as /ws/events). Each text "
+                'message is JSON: {"type": "data", "text"} log text (lines may span messages), '
+                '{"type": "notice", "text"} the file followed, a rotation or truncation, and without '
+                'follow a last {"type": "end"}. A bad or unknown source is answered before the upgrade.',
+                "parameters": params,
+                "responses": {"101": {"description": "switching to the websocket protocol"}, **errors},
+            }
+        }
+
+    return {
+        "/admin/api/logs/control-plane": _get(
+            "the tail of the controller's own log", tail, [lines], errors=(400, 401, 404)
+        ),
+        "/admin/api/drones/{drone}/logs": _get(
+            "the tail of a drone's log source",
+            _obj(drone={"type": "string"}, **tail["properties"]),
+            [drone, source, lines],
+            errors=(400, 401, 404, 409, 503),
+        ),
+        "/ws/logs/control-plane": socket("follow the controller's own log", [lines, follow]),
+        "/ws/logs/drones/{drone}": socket("follow a drone's log source", [drone, source, lines, follow]),
     }
 
 

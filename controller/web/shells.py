@@ -63,7 +63,7 @@ AUTH_CHECK = 5.0  # seconds between checks that a terminal's key or session is s
 routes = web.RouteTableDef()
 
 
-def _registry(request: web.Request) -> ShellRegistry:
+def registry_of(request: web.Request) -> ShellRegistry:
     shells = request.app[SERVICES].shells
     if shells is None:
         raise FailedPrecondition("terminals are not available on this controller")
@@ -110,7 +110,7 @@ def recording_json(info: RecordingInfo) -> dict[str, Any]:
 
 @routes.get("/admin/api/shells")
 async def list_shells(request: web.Request) -> web.Response:
-    registry = _registry(request)
+    registry = registry_of(request)
     return json_response(
         {
             "shells": [shell_json(info) for info in registry.sessions()],
@@ -121,13 +121,13 @@ async def list_shells(request: web.Request) -> web.Response:
 
 @routes.delete("/admin/api/shells/{id}")
 async def kill_shell(request: web.Request) -> web.Response:
-    info = await _registry(request).kill(request.match_info["id"], request[KEY_NAME])
+    info = await registry_of(request).kill(request.match_info["id"], request[KEY_NAME])
     return json_response({"shell": shell_json(info)})
 
 
 @routes.get("/admin/api/shells/{id}/recording")
 async def recording(request: web.Request) -> web.StreamResponse:
-    path = _registry(request).recording_path(request.match_info["id"])
+    path = registry_of(request).recording_path(request.match_info["id"])
     if not path.exists():
         raise web.HTTPNotFound()
     return web.FileResponse(
@@ -141,7 +141,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/api/drones/{name}/exec")
 async def exec_command(request: web.Request) -> web.Response:
-    registry = _registry(request)
+    registry = registry_of(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
     body = await json_body(request)
     command = body.get("command")
@@ -213,7 +213,7 @@ def _size(request: web.Request, name: str, default: int) -> int:
 @routes.get("/ws/ssh/{drone}")
 async def ssh(request: web.Request) -> web.StreamResponse:
     """A terminal on a drone (the module docstring has the message format)."""
-    registry = _registry(request)
+    registry = registry_of(request)
     principal = await authorize_websocket(request)  # a key or a session, and an allowed Origin
     key = principal.name
     drone = request.match_info["drone"]

@@ -218,7 +218,7 @@ def protocol_json(entry: ProtocolEntry) -> dict[str, Any]:
     }
 
 
-def _websocket(request: web.Request) -> web.WebSocketResponse:
+def json_websocket(request: web.Request) -> web.WebSocketResponse:
     if request.app[STREAMS].closing:
         raise Unavailable("the controller is stopping")
     ws = web.WebSocketResponse(
@@ -229,7 +229,7 @@ def _websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _open(request: web.Request, ws: web.WebSocketResponse) -> Send:
+async def open_json(request: web.Request, ws: web.WebSocketResponse) -> Send:
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -254,7 +254,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
     s = request.app[SERVICES]
     drone_id, types = _filters(request)
     since = query_int(request, "since", -1, 0, 2**62)
-    ws = _websocket(request)
+    ws = json_websocket(request)
     feed: Feed[EventRecord] = Feed(s.config.ws_queue)
 
     def listen(event: EventRecord) -> None:
@@ -265,7 +265,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
     try:
         # Subscribed before the backfill: nothing falls between the two.
         live_from = s.events.last_id
-        send = await _open(request, ws)
+        send = await open_json(request, ws)
 
         async def pump() -> None:
             last = live_from
@@ -303,7 +303,7 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
     s = request.app[SERVICES]
     drone_id, kinds = _filters(request)
     sample = query_int(request, "sample", 1, 1, 1_000_000)
-    ws = _websocket(request)
+    ws = json_websocket(request)
     feed: Feed[ProtocolEntry] = Feed(s.config.ws_queue)
     heartbeats: dict[str, int] = {}  # per drone; drones are a bounded set (enrolled, authenticated)
 
@@ -319,7 +319,7 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
 
     unsubscribe = s.protolog.subscribe(listen)
     try:
-        send = await _open(request, ws)
+        send = await open_json(request, ws)
 
         async def pump() -> None:
             last = s.protolog.last_seq

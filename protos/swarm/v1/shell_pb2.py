@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/shell.proto\x12\x08swarm.v1\"\xbe\x01\n\x0bOpenChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.swarm.v1.OpenChannel.Kind\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0c\n\x04\x63ols\x18\x04 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x05 \x01(\t\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05SHELL\x10\x01\x12\x08\n\x04\x45XEC\x10\x02\"\x1c\n\x06\x41ttach\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"$\n\x06Resize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"]\n\x05\x43lose\x12\x0e\n\x06\x65xited\x18\x01 \x01(\x08\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\"\xb3\x01\n\nShellFrame\x12\"\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x10.swarm.v1.AttachH\x00\x12\x0f\n\x05input\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06output\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x04 \x01(\x0cH\x00\x12\"\n\x06resize\x18\x05 \x01(\x0b\x32\x10.swarm.v1.ResizeH\x00\x12 \n\x05\x63lose\x18\x06 \x01(\x0b\x32\x0f.swarm.v1.CloseH\x00\x42\x06\n\x04\x62ody2C\n\x08\x43hannels\x12\x37\n\x05Shell\x12\x14.swarm.v1.ShellFrame\x1a\x14.swarm.v1.ShellFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/shell.proto\x12\x08swarm.v1\"\xf6\x01\n\x0bOpenChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.swarm.v1.OpenChannel.Kind\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0c\n\x04\x63ols\x18\x04 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x05 \x01(\t\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\r\n\x05lines\x18\x08 \x01(\r\x12\x0e\n\x06\x66ollow\x18\t \x01(\x08\":\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05SHELL\x10\x01\x12\x08\n\x04\x45XEC\x10\x02\x12\x07\n\x03LOG\x10\x03\"\x1c\n\x06\x41ttach\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"$\n\x06Resize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"l\n\x05\x43lose\x12\x0e\n\x06\x65xited\x18\x01 \x01(\x08\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xb3\x01\n\nShellFrame\x12\"\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x10.swarm.v1.AttachH\x00\x12\x0f\n\x05input\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06output\x18\x03 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x04 \x01(\x0cH\x00\x12\"\n\x06resize\x18\x05 \x01(\x0b\x32\x10.swarm.v1.ResizeH\x00\x12 \n\x05\x63lose\x18\x06 \x01(\x0b\x32\x0f.swarm.v1.CloseH\x00\x42\x06\n\x04\x62ody2C\n\x08\x43hannels\x12\x37\n\x05Shell\x12\x14.swarm.v1.ShellFrame\x1a\x14.swarm.v1.ShellFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.v1.shell_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPENCHANNEL']._serialized_start=35
-  _globals['_OPENCHANNEL']._serialized_end=225
-  _globals['_OPENCHANNEL_KIND']._serialized_start=176
-  _globals['_OPENCHANNEL_KIND']._serialized_end=225
-  _globals['_ATTACH']._serialized_start=227
-  _globals['_ATTACH']._serialized_end=255
-  _globals['_RESIZE']._serialized_start=257
-  _globals['_RESIZE']._serialized_end=293
-  _globals['_CLOSE']._serialized_start=295
-  _globals['_CLOSE']._serialized_end=388
-  _globals['_SHELLFRAME']._serialized_start=391
-  _globals['_SHELLFRAME']._serialized_end=570
-  _globals['_CHANNELS']._serialized_start=572
-  _globals['_CHANNELS']._serialized_end=639
+  _globals['_OPENCHANNEL']._serialized_end=281
+  _globals['_OPENCHANNEL_KIND']._serialized_start=223
+  _globals['_OPENCHANNEL_KIND']._serialized_end=281
+  _globals['_ATTACH']._serialized_start=283
+  _globals['_ATTACH']._serialized_end=311
+  _globals['_RESIZE']._serialized_start=313
+  _globals['_RESIZE']._serialized_end=349
+  _globals['_CLOSE']._serialized_start=351
+  _globals['_CLOSE']._serialized_end=459
+  _globals['_SHELLFRAME']._serialized_start=462
+  _globals['_SHELLFRAME']._serialized_end=641
+  _globals['_CHANNELS']._serialized_start=643
+  _globals['_CHANNELS']._serialized_end=710
 # @@protoc_insertion_point(module_scope)
