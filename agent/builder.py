@@ -104,6 +104,7 @@ class Builder:
         logs: LogSources,
         cache_path: Path,
         min_free_bytes: int,
+        nice: int = 0,
         send: Callable[[gateway_pb2.AgentMessage], object],
         channel: Callable[[], grpc.aio.Channel],
     ) -> None:
@@ -113,6 +114,7 @@ class Builder:
         self._logs = logs
         self._cache_path = cache_path
         self._min_free = min_free_bytes
+        self._nice = nice
         self._send = send
         self._channel = channel
         self.current: Build | None = None
@@ -234,8 +236,19 @@ class Builder:
         log_path = self._logs.builds / build_log_name(start.job_id, start.build_id)
         await asyncio.to_thread(self._prepare_logs)
         await asyncio.to_thread(forget_binhost_indexes, self._eprefix)
+        env = self.env(start)
+        if shutil.which(self._command[0], path=env.get("PATH")) is None:
+            # Under nice a missing command would be nice's failure, a failed build: refuse instead.
+            self.current = None
+            self._event(start, Kind.REFUSED, reason=f"cannot run {self._command[0]}: not found")
+            return
+        # Niced by nice(1), not in the child: a preexec_fn would run Python between fork and
+        # exec in a process with gRPC threads, and a renice after the start misses what
+        # emerge forks first.
+        nice = ("nice", "-n", str(self._nice)) if self._nice else ()
         try:
             build.process = await asyncio.create_subprocess_exec(
+                *nice,
                 *self._command,
                 # Build the target from source even if a binary of it is on
                 # the binhost already (a retry): only its deps come as binaries.
@@ -245,11 +258,13 @@ class Builder:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                env=self.env(start),
+                env=env,
             )
         except OSError as exc:
             self.current = None
-            self._event(start, Kind.REFUSED, reason=f"cannot run {self._command[0]}: {exc.strerror}")
+            self._event(
+                start, Kind.REFUSED, reason=f"cannot run {(nice or self._command)[0]}: {exc.strerror}"
+            )
             return
         log.info("build %s: emerge =%s (pid %d)", start.build_id, start.cpv, build.process.pid)
         self._event(start, Kind.STARTED)

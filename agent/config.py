@@ -40,6 +40,11 @@ class AgentConfig:
     min_free_disk_mb: int = option(
         1024, "refuse builds, and report the drone unhealthy, when the build cache has less free space (MiB)"
     )
+    build_nice: int = option(
+        10,
+        "niceness of emerge and everything it starts (0-19): a build filling the drone's CPUs "
+        "must not delay the agent's heartbeats and answers",
+    )
     builder_stall_timeout: float = option(
         1800.0,
         "a build with no output and no CPU time for this many seconds is wedged: the drone reports "
@@ -78,6 +83,8 @@ class AgentConfig:
             raise ValueError("emerge_command must not be empty")
         if self.min_free_disk_mb < 0:
             raise ValueError("min_free_disk_mb must not be negative")
+        if not 0 <= self.build_nice <= 19:
+            raise ValueError(f"build_nice must be between 0 and 19, got {self.build_nice}")
         if not self.builder_stall_timeout > 0:
             raise ValueError("builder_stall_timeout must be more than 0 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

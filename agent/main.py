@@ -174,6 +174,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         logs=log_sources,
         cache_path=config.cache_path,
         min_free_bytes=config.min_free_disk_mb * 2**20,
+        nice=config.build_nice,
         send=link.send,
         channel=link.new_channel,
     )

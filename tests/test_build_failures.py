@@ -9,6 +9,7 @@ public API shows, never on a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,9 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import prefix as pfx
 import psutil
 import pytest
+
+from swarm.agent.builder import Builder
+from swarm.agent.logs import LogSources
+from swarm.v1 import build_pb2, gateway_pb2
 
 from support.procs import Agent, Controller, enroll, http, wait_for
 
@@ -36,7 +42,7 @@ BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getb
 # The builder appends --usepkg-exclude=cat/pn and =cpv: they land in "$@" and are ignored.
 # bash, not sh: the drone must pass its emerge check (`bash --version`) and
 # look healthy, so that only its failing builds can ground it.
-FAILING_COMMAND = "bash -c 'echo \"this drone cannot build anything\"; exit 1' always-fails"
+FAILING_COMMAND = "bash -c 'echo \"this drone cannot build anything (nice $(nice))\"; exit 1' always-fails"
 LEAVES = (
     "swarm-test/leaf-hello",
     "swarm-test/leaf-data",
@@ -295,7 +301,8 @@ def test_a_drone_whose_builds_always_fail_is_grounded_then_probed_half_open(tmp_
         failures = [e for e in swarm.events("job_failed_on_drone") if e["drone_name"] == faulty.name]
         assert len(failures) == 3 and len({e["data"]["job_id"] for e in failures}) == 3
         assert all(e["id"] < grounded[0]["id"] for e in failures), "grounded only after 3 failures in a row"
-        assert "cannot build anything" in failures[0]["message"]
+        # Builds run niced (--build-nice, default 10), everything emerge starts with them.
+        assert "cannot build anything (nice 10)" in failures[0]["message"]
 
         # After the cooldown the drone is half-open: new work gives it exactly
         # one probe; the probe fails and grounds it again.
@@ -369,3 +376,32 @@ def test_failures_that_follow_a_package_never_ground_more_than_half_the_fleet(tm
             "builder-0",
             "builder-1",
         }
+
+
+def test_a_build_command_that_does_not_exist_is_refused_not_failed(tmp_path: Path) -> None:
+    """Under nice(1) a missing emerge would be nice's failure, a failed build
+    counting towards grounding; the builder refuses the job instead."""
+    sent: list[gateway_pb2.AgentMessage] = []
+
+    async def scenario() -> None:
+        builder = Builder(
+            emerge_command="/nonexistent/emerge --oneshot",
+            pkgdir=tmp_path,
+            eprefix="",
+            logs=LogSources(None, tmp_path / "builds", tmp_path / "portage"),
+            cache_path=tmp_path,
+            min_free_bytes=0,
+            nice=10,
+            send=sent.append,
+            channel=lambda: grpc.aio.insecure_channel("127.0.0.1:1"),
+        )
+        builder.start(build_pb2.StartBuild(job_id="j-1", build_id="b-1", cpv="swarm-test/leaf-data-1"))
+        build = builder.current
+        assert build is not None and build.task is not None
+        await build.task
+
+    asyncio.run(scenario())
+    events = [m.build_event for m in sent]
+    assert [(e.kind, e.reason) for e in events] == [
+        (build_pb2.BuildEvent.REFUSED, "cannot run /nonexistent/emerge: not found")
+    ]
