@@ -302,7 +302,7 @@ class Options:
     sleep_min: float
     sleep_max: float
     direct_sample: int
-    emerge_nice: int
+    build_nice: int
     timeout: float
     online_timeout: float
     progress: float
@@ -378,14 +378,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "baseline for the swarm's overhead per package (0: skip)",
     )
     parser.add_argument(
-        "--emerge-nice",
+        "--build-nice",
         type=int,
-        default=0,
+        default=10,
         metavar="N",
-        help="start the drones' emerge under nice -n N (through the agent's --emerge-command), "
-        "so that the controller and the agents get the CPU before the emerges they start; "
-        "0: as the agent does by default. For experiments: on this machine every drone "
-        "shares the same CPUs",
+        help="the agents' --build-nice: emerge runs under nice -n N so that the controller and "
+        "the agents get the CPU before the emerges they start (default 10, the agent's own "
+        "default; 0: not niced). On this machine every drone shares the same CPUs",
     )
     parser.add_argument(
         "--timeout",
@@ -416,8 +415,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("need 0 <= --sleep-min <= --sleep-max")
     if ns.direct_sample < 0:
         parser.error("--direct-sample must not be negative")
-    if not 0 <= ns.emerge_nice <= 19:
-        parser.error("--emerge-nice must be 0..19")
+    if not 0 <= ns.build_nice <= 19:
+        parser.error("--build-nice must be 0..19")
     return Options(
         drones=list(dict.fromkeys(ns.drones)),
         packages=ns.packages,
@@ -426,7 +425,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         sleep_min=ns.sleep_min,
         sleep_max=ns.sleep_max,
         direct_sample=ns.direct_sample,
-        emerge_nice=ns.emerge_nice,
+        build_nice=ns.build_nice,
         timeout=ns.timeout,
         online_timeout=ns.online_timeout,
         progress=ns.progress,
@@ -515,8 +514,7 @@ def run_fleet(
     staging = str(controller.info["staging_url"])
     api = wait_api(ports.public)
     admin = Api(ports.admin, timeout=300.0, admin_key=controller.admin_key)
-    nice = ["nice", "-n", str(opts.emerge_nice)] if opts.emerge_nice else []
-    emerge = shlex.join([*nice, PYTHON, str(VENV_BIN / "emerge"), *EMERGE_FLAGS])
+    emerge = shlex.join([PYTHON, str(VENV_BIN / "emerge"), *EMERGE_FLAGS])
     drones = []
     for i in range(n):
         name = f"drone-{i}"
@@ -545,6 +543,8 @@ def run_fleet(
             emerge,
             "--min-free-disk-mb",
             "64",
+            "--build-nice",
+            str(opts.build_nice),
             "--log-file",
             "",
             "--log-level",
@@ -950,8 +950,7 @@ def report(results: Mapping[str, Any], opts: Options) -> str:
         f"Build Swarm scheduling benchmark: {env['cpus']} CPUs, Python {env['python']}. "
         "'!' marks a missed target.",
     ]
-    if opts.emerge_nice:
-        lines.append(f"The drones ran emerge under nice -n {opts.emerge_nice} (--emerge-nice).")
+    lines.append(f"The drones ran emerge under nice -n {opts.build_nice} (--build-nice).")
     if dag:
         lines.append(
             f"DAG (seed {opts.seed}): {dag['packages']} packages in {dag['layers']} layers, "
