@@ -332,12 +332,13 @@ class Fleet:
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")
 
-    def on_pong(self, state: DroneState, pong: PongData) -> None:
+    def on_pong(self, state: DroneState, pong: PongData) -> float | None:
+        """Take a pong; returns its ping's round trip in ms, None if it matches no recent ping."""
         now_ns = time.time_ns()
         age = now_ns - pong.sent_at_ns
         if pong.seq > state.ping_seq or not 0 <= age <= PONG_MAX_AGE_NS:
             log.debug("%s: pong %d does not match a recent ping", state.name, pong.seq)
-            return
+            return None
         state.last_pong_at = now_ns / 1e9
         state.last_seen_at = state.last_pong_at
         state.ping_latency_ms = round(age / 1e6, 3)
@@ -349,6 +350,7 @@ class Fleet:
         waiter = self._pong_waiters.pop((state.id, pong.seq), None)
         if waiter is not None and not waiter.done():
             waiter.set_result(pong)
+        return state.ping_latency_ms
 
     async def wait_pong(self, state: DroneState, seq: int, timeout: float) -> PongData:
         """The pong answering ping ``seq`` (register before the ping can be

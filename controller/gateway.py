@@ -154,11 +154,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             if message is grpc.aio.EOF:
                 return
             kind = message.WhichOneof("body")
-            record(IN, drone_id, kind or "empty", message.ByteSize())
+            if kind == "pong":
+                # Recorded after the fleet took it: the entry shows the round trip.
+                latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
+                record(IN, drone_id, kind, message.ByteSize(), message, latency)
+                continue
+            record(IN, drone_id, kind or "empty", message.ByteSize(), message)
             if kind == "heartbeat":
                 self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
-            elif kind == "pong":
-                self._fleet.on_pong(state, serde.read_pong(message.pong))
             elif kind == "build_event" and self.builds is not None:
                 event = serde.read_build_event(message.build_event)
                 if event is not None:
@@ -181,7 +184,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 await context.write(message)
             finally:
                 session.writing = False
-            record(OUT, session.drone_id, message.WhichOneof("body") or "empty", message.ByteSize())
+            record(OUT, session.drone_id, message.WhichOneof("body") or "empty", message.ByteSize(), message)
 
     def close_all(self, details: str) -> None:
         for session in list(self.sessions):

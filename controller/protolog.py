@@ -1,7 +1,9 @@
 """The protocol log: every message in and out of the gateway, summarised.
 
 Entries are plain tuples in a bounded ring so that recording a heartbeat
-costs one append; they become dicts only when someone reads them.
+costs one append; they become dicts only when someone reads them. Each
+keeps a reference to its message (already built; nothing is copied), so
+an admin can decode one while it is in the ring (``message``).
 Live listeners (the admin tier's /ws/protocol) ``subscribe`` a callback;
 with nobody subscribed recording costs one more check, and only with
 listeners does an entry become a ProtocolEntry at once.
@@ -14,6 +16,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from google.protobuf.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class ProtocolEntry:
     drone_id: str
     type: str
     size: int
+    latency_ms: float | None = None  # a pong: the round trip of its ping
 
 
 ProtocolListener = Callable[[ProtocolEntry], None]
@@ -36,20 +41,30 @@ ProtocolListener = Callable[[ProtocolEntry], None]
 
 class ProtocolLog:
     def __init__(self, size: int) -> None:
-        self._ring: deque[tuple[int, float, str, str, str, int]] = deque(maxlen=size)
+        self._ring: deque[tuple[int, float, str, str, str, int, float | None, Message | None]] = deque(
+            maxlen=size
+        )
         self._seq = 0
         self.counts: Counter[tuple[str, str]] = Counter()
         self.bytes: Counter[str] = Counter()
         self._listeners: tuple[ProtocolListener, ...] = ()
 
-    def record(self, direction: str, drone_id: str, kind: str, size: int) -> None:
+    def record(
+        self,
+        direction: str,
+        drone_id: str,
+        kind: str,
+        size: int,
+        message: Message | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
         self._seq += 1
         ts = time.time()
-        self._ring.append((self._seq, ts, direction, drone_id, kind, size))
+        self._ring.append((self._seq, ts, direction, drone_id, kind, size, latency_ms, message))
         self.counts[direction, kind] += 1
         self.bytes[direction] += size
         if self._listeners:
-            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size)
+            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size, latency_ms)
             for listener in self._listeners:
                 try:
                     listener(entry)
@@ -80,10 +95,22 @@ class ProtocolLog:
     ) -> list[ProtocolEntry]:
         """The newest ``limit`` matching entries after ``after_seq``, oldest first."""
         picked: list[ProtocolEntry] = []
-        for seq, ts, direction, drone, kind, size in reversed(self._ring):
+        for seq, ts, direction, drone, kind, size, latency, _message in reversed(self._ring):
             if seq <= after_seq or len(picked) >= limit:
                 break
             if (drone_id is None or drone == drone_id) and (not kinds or kind in kinds):
-                picked.append(ProtocolEntry(seq, ts, direction, drone, kind, size))
+                picked.append(ProtocolEntry(seq, ts, direction, drone, kind, size, latency))
         picked.reverse()
         return picked
+
+    def message(self, seq: int) -> tuple[ProtocolEntry, Message | None] | None:
+        """An entry still in the ring, with its message; None once it has left."""
+        if not self._ring:
+            return None
+        first = self._ring[0][0]
+        # Sequence numbers are consecutive in the ring: the index is the distance from the first.
+        index = seq - first
+        if not 0 <= index < len(self._ring):
+            return None
+        seq_, ts, direction, drone, kind, size, latency, message = self._ring[index]
+        return ProtocolEntry(seq_, ts, direction, drone, kind, size, latency), message

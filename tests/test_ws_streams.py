@@ -121,9 +121,27 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
     assert len(heartbeats) >= 15, len(heartbeats)
     assert {e["type"] for e in every} >= {"heartbeat", "ping", "pong"}
     for entry in every:
-        assert set(entry) == {"seq", "ts", "direction", "drone_id", "type", "size"}
+        assert set(entry) == {"seq", "ts", "direction", "drone_id", "type", "size", "latency_ms"}
         if entry["type"] in ("heartbeat", "pong", "ping"):
             assert entry["direction"] == ("out" if entry["type"] == "ping" else "in")
+        # A pong carries its ping's round trip; nothing else has one.
+        assert (entry["latency_ms"] is not None) == (entry["type"] == "pong"), entry
+    pong = next(e for e in every if e["type"] == "pong")
+    assert 0 < pong["latency_ms"] < 1000, pong
+
+    # One message decoded, while it is in the buffer.
+    beat = heartbeats[-1]
+    status, body = controller.admin("GET", f"/admin/api/protocol/{beat['seq']}")
+    assert status == 200, body
+    assert body["drone"] == "alpha" and body["type"] == "heartbeat" and body["seq"] == beat["seq"]
+    decoded = body["message"]["heartbeat"]
+    assert int(decoded["seq"]) > 0 and int(decoded["sent_at_unix_ns"]) > 0 and "load1" in decoded
+    status, body = controller.admin("GET", f"/admin/api/protocol/{pong['seq']}")
+    assert status == 200 and body["latency_ms"] == pong["latency_ms"]
+    assert body["message"]["pong"]["status"]["checks"], body
+    for bad, code in (("99999999", 404), ("x1", 400)):
+        status, body = controller.admin("GET", f"/admin/api/protocol/{bad}")
+        assert status == code, body
     seqs = [e["seq"] for e in every]
     assert seqs == sorted(seqs)
     # The same objects as GET /admin/api/protocol.

@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.json_format import MessageToDict
 
 from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
@@ -65,6 +66,23 @@ async def protocol(request: web.Request) -> web.Response:
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
         {"entries": [streams.protocol_json(e) for e in entries], "last_seq": s.protolog.last_seq}
+    )
+
+
+@routes.get("/admin/api/protocol/{seq}")
+async def protocol_message(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    raw = request.match_info["seq"]
+    if not raw.isdigit():
+        raise InvalidArgument(f"seq must be a whole number, got {raw[:40]!r}")
+    found = s.protolog.message(int(raw))
+    if found is None:
+        raise NotFound(f"protocol message {raw[:20]} is not in the buffer (it keeps the newest ones)")
+    entry, message = found
+    decoded = None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+    names = s.fleet.names()
+    return json_response(
+        {**streams.protocol_json(entry), "drone": names.get(entry.drone_id), "message": decoded}
     )
 
 

@@ -78,6 +78,18 @@ MESSAGES = {
     429: "too many wrong keys from this address (see Retry-After)",
     503: "the drone did not answer in time",
 }
+PROTOCOL_ENTRY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "seq": {"type": "integer"},
+        "ts": TS,
+        "direction": {"type": "string", "enum": ["in", "out"]},
+        "drone_id": {"type": "string"},
+        "type": {"type": "string"},
+        "size": {"type": "integer", "description": "bytes on the wire (protobuf)"},
+        "latency_ms": {"type": ["number", "null"], "description": "a pong: its ping's round trip"},
+    },
+}
 TOKEN = {
     "type": "object",
     "properties": {
@@ -293,17 +305,7 @@ def admin_document() -> dict[str, Any]:
         "/admin/api/protocol": _get(
             "recent control-stream messages, oldest first",
             _obj(
-                entries={
-                    "type": "array",
-                    "items": _obj(
-                        seq={"type": "integer"},
-                        ts=TS,
-                        direction={"type": "string", "enum": ["in", "out"]},
-                        drone_id={"type": "string"},
-                        type={"type": "string"},
-                        size={"type": "integer"},
-                    ),
-                },
+                entries={"type": "array", "items": PROTOCOL_ENTRY},
                 last_seq={"type": "integer"},
             ),
             [
@@ -312,6 +314,16 @@ def admin_document() -> dict[str, Any]:
                 _param("drone", "only this drone (name or id)", {"type": "string"}),
                 _param("type", "comma-separated message types", {"type": "string"}),
             ],
+            (400, 401, 404),
+        ),
+        "/admin/api/protocol/{seq}": _get(
+            "one control-stream message decoded (protobuf as JSON), while it is in the buffer",
+            _obj(
+                **PROTOCOL_ENTRY["properties"],
+                drone={"type": ["string", "null"]},
+                message={"type": ["object", "null"], "description": "AgentMessage or ControllerMessage"},
+            ),
+            [_param("seq", "the entry's seq", {"type": "integer"}, "path")],
             (400, 401, 404),
         ),
         "/admin/api/openapi.json": _get("this document", {"type": "object"}, errors=(401,)),

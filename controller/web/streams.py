@@ -215,6 +215,7 @@ def protocol_json(entry: ProtocolEntry) -> dict[str, Any]:
         "drone_id": entry.drone_id,
         "type": entry.type,
         "size": entry.size,
+        "latency_ms": entry.latency_ms,
     }
 
 
