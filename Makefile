@@ -3,14 +3,18 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The console's browser libraries from npm (package-lock.json), copied into vendor/.
+CONSOLE_STAMP := console/vendor/.built-stamp
+XTERM := console/node_modules/@xterm
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint format typecheck check proto bench clean
+.PHONY: help venv console demo test lint format typecheck check proto bench clean
 
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
 	@echo "make test       run the test suite"
 	@echo "make check      lint, type-check and test (what CI runs)"
+	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
 	@echo "make proto      regenerate swarm.v1 from protos/"
 	@echo "make bench      run the fleet benchmark (prints figures)"
 	@echo "make format     reformat the code"
@@ -23,10 +27,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+$(CONSOLE_STAMP): console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf console/vendor && mkdir -p console/vendor
+	cp $(XTERM)/xterm/lib/xterm.mjs $(XTERM)/xterm/css/xterm.css $(XTERM)/addon-fit/lib/addon-fit.mjs console/vendor/
+	cp $(XTERM)/xterm/LICENSE console/vendor/xterm.LICENSE
+	cp $(XTERM)/addon-fit/LICENSE console/vendor/addon-fit.LICENSE
+	touch $@
+
+console: $(CONSOLE_STAMP)
+
+demo: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python tools/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -49,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/fleet.py
 
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info console/node_modules console/vendor

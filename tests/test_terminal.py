@@ -372,6 +372,41 @@ def test_flood_with_a_stalled_reader_stays_bounded_and_heartbeats_flow(drone: Dr
     assert figures["bytes_out_last_2s"] < 2 * 2**20
 
 
+def test_a_paused_viewer_gets_no_output_until_it_resumes(drone: Drone) -> None:
+    """Flow control as ttyd does it (the console's xterm.js pauses while its
+    parser is behind): output waits on the controller, resume delivers it."""
+
+    def recorded(session_id: str) -> str:
+        """What the controller has read from the drone (its recording, in order)."""
+        status, text = drone.controller.admin("GET", f"/admin/api/shells/{session_id}/recording")
+        assert status == 200, text
+        frames = [json.loads(line) for line in text.splitlines()[1:]]
+        return "".join(f[2] for f in frames if f[1] == "o")
+
+    async def scenario() -> None:
+        async with terminal(drone) as term:
+            session_id = term.session["session"]
+            await term.run("echo before-$((2*4))", r"(?s)before-8\r\n.*# ")  # the prompt too: all is out
+            await term.ws.send_str('{"type": "pause"}')
+            await term.ws.send_str('{"type": "pause"}')  # pausing twice is pausing
+            held_from = len(term.out)
+            await term.type("echo held-$((7*7))\r")
+            # The controller has the output from the drone ...
+            await asyncio.to_thread(
+                wait_for, lambda: "held-49" in recorded(session_id), what="held-49 read from the drone"
+            )
+            # ... answers a later message at once, and still sends none of it.
+            await term.ws.send_str('{"type": "dance"}')
+            assert "unknown message type" in (await term.message("error"))["message"]
+            assert bytes(term.out[held_from:]) == b""
+            await term.ws.send_str('{"type": "resume"}')
+            end = await term.until(r"held-49\r\n", since=held_from)
+            await term.run("echo after-$((3*3))", "after-9")
+            assert bytes(term.out[held_from:end]).count(b"held-49") == 1  # nothing lost, nothing twice
+
+    asyncio.run(scenario())
+
+
 def test_keystroke_round_trip_and_bulk_throughput(drone: Drone) -> None:
     big = drone.home / "big.txt"
     with big.open("wb") as fh:

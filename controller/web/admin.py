@@ -21,7 +21,7 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFoun
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import auth, healing, logs, openapi, public, shells, streams
+from swarm.controller.web import auth, console, healing, logs, openapi, public, shells, streams
 from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
@@ -258,7 +258,7 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 
 def create_app(services: Services, keys: KeyStore) -> web.Application:
-    app = web.Application(middlewares=[json_errors, auth.authenticate])
+    app = web.Application(middlewares=[json_errors, console.login_redirect, auth.authenticate])
     app[SERVICES] = services
     app[auth.AUTH] = auth.AdminAuth(keys, auth.AuthSettings.from_config(services.config), services.events)
     app.add_routes(routes)
@@ -266,5 +266,6 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(shells.routes)
     app.add_routes(logs.routes)
     app.add_routes(auth.routes)
+    app.add_routes(console.routes)
     streams.install(app)
     return app

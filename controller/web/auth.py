@@ -51,7 +51,10 @@ COOKIE = "swarm_session"
 KEY_HEADER = "X-Admin-Key"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = frozenset({"/admin/api/login"})
+# Open without a key or session: the login call, and the login page with
+# its own folder of assets (web/console.py); nothing else.
+OPEN_PATHS = frozenset({"/admin/api/login", "/login"})
+OPEN_PREFIXES = ("/login/",)
 PRINCIPAL = "admin_principal"
 VIA_KEY, VIA_SESSION = "key", "session"
 LIMITED_ADDRESSES = 10_000
@@ -325,7 +328,7 @@ AUTH = web.AppKey("admin_auth", AdminAuth)
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every admin request but the login needs a key or a session (and, for
     a session's changes, the CSRF token)."""
-    if request.path not in OPEN_PATHS:
+    if request.path not in OPEN_PATHS and not request.path.startswith(OPEN_PREFIXES):
         auth = request.app[AUTH]
         principal = await auth.authenticate(request)
         auth.check_change(request, principal)

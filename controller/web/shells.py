@@ -10,7 +10,8 @@ Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID]``:
   they are); text frames are JSON objects:
   ``{"type": "input", "data": "ls\\r"}`` (keystrokes as text, UTF-8),
   ``{"type": "resize", "rows": 40, "cols": 120}``,
-  ``{"type": "close"}`` (end the shell; closing the websocket only detaches).
+  ``{"type": "close"}`` (end the shell; closing the websocket only detaches),
+  ``{"type": "pause"}`` and ``{"type": "resume"}`` (flow control, below).
 - server -> client: binary frames are terminal output; text frames are
   JSON: ``{"type": "session", "session", "drone", "drone_id", "rows",
   "cols", "reattached", "grace_s"}`` first, then
@@ -18,6 +19,16 @@ Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID]``:
   "closed_by", "message"}`` last (the websocket closes after it),
   ``{"type": "detached", "reason"}`` when another client took the session
   over, ``{"type": "error", "message"}`` for a malformed message.
+
+Flow control (as ttyd does it): a terminal emulator parses more slowly
+than a drone can print (xterm.js: 5-35 MB/s), so a client whose parser
+falls behind sends ``pause``, and ``resume`` once it has caught up. While
+paused the viewer sends no output: the output that came from the drone
+waits in the viewer's send (one message, never a growing buffer), so the
+session stops reading the drone's call and backpressure reaches the agent
+and the PTY, as with a client that stops reading. Control messages (exit,
+errors) still go out. Pausing twice is pausing; a reattach starts
+flowing; a viewer that is closed or detached stops waiting.
 """
 
 from __future__ import annotations
@@ -176,6 +187,19 @@ class WsViewer:
         self.request = request
         self.ws = ws
         self.gone = False
+        self._flowing = asyncio.Event()  # cleared while the client has paused the output
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def release(self) -> None:
+        """Nothing more goes to this viewer; an output waiting on a pause returns."""
+        self.gone = True
+        self._flowing.set()
 
     async def _send(self, send: Coroutine[Any, Any, None]) -> None:
         if self.gone or self.ws.closed:
@@ -193,13 +217,15 @@ class WsViewer:
             self._abort()
 
     async def send_output(self, data: bytes) -> None:
+        # Paused: hold this one message (and with it the session's reading of the drone).
+        await self._flowing.wait()
         await self._send(self.ws.send_bytes(data))
 
     async def send_control(self, message: dict[str, Any]) -> None:
         await self._send(self.ws.send_str(json.dumps(message, separators=(",", ":"))))
 
     async def close(self, code: int, message: str) -> None:
-        self.gone = True
+        self.release()
         await close_websocket(self.request, self.ws, code, message, CLOSE_TIMEOUT)
 
     def _abort(self) -> None:
@@ -245,6 +271,7 @@ async def ssh(request: web.Request) -> web.StreamResponse:
     except FailedPrecondition as exc:
         await viewer.send_control({"type": "exit", "message": exc.message})
     finally:
+        viewer.release()
         session.detach(viewer)
         if not ws.closed:
             await ws.close(code=WSCloseCode.OK)
@@ -260,7 +287,7 @@ async def _pump_input(ws: web.WebSocketResponse, viewer: WsViewer, session: Shel
         if msg.type == WSMsgType.BINARY:
             await session.input(msg.data)
         elif msg.type == WSMsgType.TEXT:
-            problem = await _control(session, msg.data, key)
+            problem = await _control(session, viewer, msg.data, key)
             if problem is not None:
                 await viewer.send_control({"type": "error", "message": problem})
         elif msg.type == WSMsgType.ERROR:
@@ -282,7 +309,7 @@ async def _watch_auth(request: web.Request, principal: Principal, viewer: WsView
             return
 
 
-async def _control(session: ShellSession, text: str, key: str) -> str | None:
+async def _control(session: ShellSession, viewer: WsViewer, text: str, key: str) -> str | None:
     """One JSON message from the client; returns what was wrong with it, if anything."""
     try:
         message = json.loads(text)
@@ -306,6 +333,10 @@ async def _control(session: ShellSession, text: str, key: str) -> str | None:
         await session.resize(rows, cols)
     elif kind == "close":
         session.close(f"closed by {key}", by=key)
+    elif kind == "pause":
+        viewer.pause()
+    elif kind == "resume":
+        viewer.resume()
     else:
-        return f"unknown message type {str(kind)[:40]!r}: use input, resize or close"
+        return f"unknown message type {str(kind)[:40]!r}: use input, resize, close, pause or resume"
     return None

@@ -1,0 +1,60 @@
+// The admin API as the console uses it: JSON in and out, the session's CSRF
+// token on every change, and back to the login page once the session ends.
+
+let csrfToken = "";
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** To the login page, which brings the browser back to this route. */
+export function toLogin() {
+  window.location.assign("/login" + window.location.hash);
+}
+
+async function call(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = csrfToken;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "the controller cannot be reached");
+  }
+  if (response.status === 401) {
+    toLogin();
+    throw new ApiError(401, "the session has ended");
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error?.message ?? `the controller answered ${response.status}`);
+  }
+  return data;
+}
+
+export const get = (path) => call("GET", path);
+export const post = (path, body = {}) => call("POST", path, body);
+export const del = (path) => call("DELETE", path);
+
+/** Who is signed in; keeps the session's CSRF token for later changes. */
+export async function loadSession() {
+  const session = await get("/admin/api/session");
+  csrfToken = session.csrf_token ?? "";
+  return session;
+}
+
+/** A websocket URL on this tier (the session cookie goes with the upgrade). */
+export function wsUrl(path) {
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${window.location.host}${path}`;
+}

@@ -1,0 +1,138 @@
+// The console's shell: navigation, hash routing, the session.
+//
+// A page is one entry of PAGES and one module in pages/ that exports
+// create(ctx) -> { el, show(params), hide() }. Pages are created on first
+// visit and kept (a terminal keeps its shells while another page shows).
+
+import { ApiError, loadSession, post } from "./api.js";
+
+const PAGES = [
+  { id: "drones", title: "Drones", icon: "drones", module: "./pages/drones.js" },
+  { id: "terminal", title: "Terminal", icon: "terminal", module: "./pages/terminal.js" },
+];
+
+const ICONS = {
+  drones:
+    '<rect x="3" y="4" width="18" height="6" rx="1.5"/><rect x="3" y="14" width="18" height="6" rx="1.5"/>' +
+    '<circle cx="7" cy="7" r="0.9" fill="currentColor"/><circle cx="7" cy="17" r="0.9" fill="currentColor"/>',
+  terminal: '<rect x="3" y="4" width="18" height="16" rx="2"/><path d="M7 9l3 3-3 3M12.5 15H17"/>',
+};
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const created = new Map();
+let shown = null;
+
+function icon(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.classList.add("icon");
+  svg.innerHTML = ICONS[name] ?? "";
+  return svg;
+}
+
+function buildNav() {
+  PAGES.forEach((page, i) => {
+    const link = document.createElement("a");
+    link.href = `#/${page.id}`;
+    link.dataset.page = page.id;
+    link.title = `${page.title} (Alt+${i + 1})`;
+    link.append(icon(page.icon), document.createTextNode(page.title));
+    const item = document.createElement("li");
+    item.append(link);
+    nav.append(item);
+  });
+}
+
+/** "#/terminal?drone=x" -> { id: "terminal", params: {drone: "x"} } */
+function parseHash() {
+  const hash = window.location.hash.replace(/^#\/?/, "");
+  const [id, query = ""] = hash.split("?", 2);
+  return { id, params: Object.fromEntries(new URLSearchParams(query)) };
+}
+
+const ctx = {
+  go(id, params = {}) {
+    const query = new URLSearchParams(params).toString();
+    window.location.hash = `#/${id}${query ? `?${query}` : ""}`;
+  },
+  /** Drop parameters from the address without routing again (a reload must not repeat them). */
+  settle(id) {
+    window.history.replaceState(null, "", `#/${id}`);
+  },
+};
+
+async function route() {
+  const { id, params } = parseHash();
+  const page = PAGES.find((p) => p.id === id);
+  if (!page) {
+    window.location.replace(`#/${PAGES[0].id}`);
+    return;
+  }
+  let view = created.get(page.id);
+  if (!view) {
+    const module = await import(page.module);
+    view = module.create(ctx);
+    view.el.hidden = true;
+    main.append(view.el);
+    created.set(page.id, view);
+  }
+  if (shown && shown !== view) {
+    shown.hide();
+    shown.el.hidden = true;
+  }
+  for (const link of nav.querySelectorAll("a")) {
+    if (link.dataset.page === page.id) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `${page.title} · Build Swarm`;
+  view.el.hidden = false;
+  shown = view;
+  view.show(params);
+}
+
+function keys(event) {
+  // Alt+1..9: the pages in navigation order (also from inside a terminal).
+  if (event.altKey && !event.ctrlKey && !event.metaKey && /^Digit[1-9]$/.test(event.code)) {
+    const page = PAGES[Number(event.code.slice(5)) - 1];
+    if (page) {
+      event.preventDefault();
+      event.stopPropagation();
+      ctx.go(page.id);
+    }
+  }
+}
+
+async function logout() {
+  try {
+    await post("/admin/api/logout");
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+  }
+  window.location.replace("/login");
+}
+
+async function start() {
+  buildNav();
+  document.getElementById("logout").addEventListener("click", logout);
+  window.addEventListener("keydown", keys, true);
+  window.addEventListener("hashchange", route);
+  try {
+    const session = await loadSession();
+    document.getElementById("who").textContent = session.key;
+  } catch (error) {
+    // A 401 is already on its way to the login page.
+    if (error.status !== 401) {
+      const banner = document.createElement("div");
+      banner.className = "banner banner-error";
+      banner.setAttribute("role", "alert");
+      banner.textContent = `The console cannot start: ${error.message}. Reload to try again.`;
+      main.replaceChildren(banner);
+    }
+    return;
+  }
+  await route();
+}
+
+start();
