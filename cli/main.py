@@ -22,16 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
+from swarm.cli import streams, terminal
+from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
 CONFIG_PATH = Path("~/.config/build-swarm/cli.toml").expanduser()
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def parse_duration(text: str) -> float:
@@ -207,6 +202,9 @@ def exec_command(client: Client, ns: argparse.Namespace) -> Any:
 
 
 def events(client: Client, ns: argparse.Namespace) -> Any:
+    if ns.follow:
+        streams.follow_events(client, ns)
+        return None
     query = f"?limit={ns.limit}"
     if ns.drone:
         query += f"&drone={urllib.parse.quote(ns.drone)}"
@@ -215,7 +213,7 @@ def events(client: Client, ns: argparse.Namespace) -> Any:
     reply = client.call("GET", "/admin/api/events" + query)
     if not ns.json:
         for e in reply["events"]:
-            print(f"{e['ts']}  {e['type']:22} {e['message']}")
+            print(streams.event_line(e))
     return reply
 
 
@@ -273,6 +271,23 @@ def healing(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    """--json after the subcommand too (SUPPRESS: it must not undo one given before it)."""
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per line"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarm-cli",
@@ -318,7 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drone", help="only this drone's")
     p.add_argument("--type", help="only these types (comma-separated)")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="then live ones, until Ctrl-C")
+    _json_option(p)
     p.set_defaults(run=events)
+    p = sub.add_parser(
+        "shell",
+        help="an interactive terminal on a drone",
+        description="An interactive terminal on a drone in this terminal (raw mode; Ctrl-C goes "
+        "to the remote shell). " + terminal.ESCAPE_HELP,
+    )
+    p.add_argument("name", metavar="DRONE")
+    p.add_argument("--session", metavar="ID", help="reattach to this session (its id is shown at the start)")
+    p.set_defaults(run=terminal.shell)
+    p = sub.add_parser("protocol", help="control-stream messages: recent ones, or live with --follow")
+    p.add_argument("-f", "--follow", action="store_true", help="live messages until Ctrl-C")
+    p.add_argument("--drone", help="only this drone's")
+    p.add_argument("--type", help="only these message types (comma-separated)")
+    p.add_argument(
+        "--sample", type=_positive, default=1, metavar="N", help="only every Nth heartbeat of each drone"
+    )
+    p.add_argument("--limit", type=_positive, default=50, help="recent ones: at most this many (default 50)")
+    _json_option(p)
+    p.set_defaults(run=streams.protocol)
     p = sub.add_parser("queue", help="queue packages to build")
     p.add_argument("atoms", nargs="+", metavar="ATOM")
     p.add_argument("--session", help="session name (default: the current one)")
@@ -354,11 +390,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise CliError(f"cannot read {CONFIG_PATH}: {exc}", EXIT_USAGE) from None
         url = ns.url or os.environ.get("SWARM_ADMIN_URL") or config.get("url") or DEFAULT_URL
         reply = run(Client(url, load_key(ns, config)), ns)
-        if ns.json:
+        if ns.json and reply is not None:  # a live command printed its own
             print(json.dumps(reply, indent=2))
     except CliError as exc:
         print(f"swarm-cli: {exc}", file=sys.stderr)
         sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C before a command could take it over: no traceback
 
 
 if __name__ == "__main__":
