@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -65,6 +67,7 @@ EWMA = 0.3
 TIMER = 1.0
 GIVEN_UP_KEPT = 1024  # attempts remembered after the controller gave up on them
 COMPLETE_KEPT = 20  # complete sessions loaded at start, so the APIs still show them
+HOLDS_KEY = "drone_holds"  # setting: drones drained or grounded by an admin
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,19 @@ def _new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(6)
 
 
+@dataclass(frozen=True, slots=True)
+class DispatchState:
+    """Whether a drone gets work, as the admin API shows it."""
+
+    draining: bool
+    drained_by: str | None
+    grounded: bool
+    grounded_by: str | None  # an admin (until ungrounded); None: its breaker
+    grounded_until: float | None  # the breaker's cooldown end
+    failures: int  # consecutive failed builds
+    running: int  # its jobs assigned or building
+
+
 class BuildQueue:
     def __init__(
         self,
@@ -214,6 +230,7 @@ class BuildQueue:
         self._persist = asyncio.Event()
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
+        self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -244,6 +261,7 @@ class BuildQueue:
             if build.finished_at is None:
                 self.builds[build.id] = build
         self.stats = {s.cpn: s for s in await self._runner.call(store.list_package_stats)}
+        await self._load_holds()
         now = self._started_at = time.time()
         for job in self.jobs.values():
             if job.state in ACTIVE:
@@ -257,6 +275,87 @@ class BuildQueue:
     async def stop(self) -> None:
         await self._tasks.close()
         await self.flush()
+
+    # -- admin holds -------------------------------------------------------
+    # Draining and grounding by an admin outlive a controller restart (a setting).
+
+    async def _load_holds(self) -> None:
+        raw = await self._runner.call(self._runner.store.get_setting, HOLDS_KEY)
+        try:
+            holds = json.loads(raw) if raw else {}
+            self.draining = {str(k): str(v) for k, v in holds.get("drain", {}).items()}
+            for drone_id, by in holds.get("ground", {}).items():
+                self.planner.ground(str(drone_id), str(by))
+        except (ValueError, AttributeError, TypeError):
+            log.error("the stored drone holds are unreadable (%.100s); starting without them", raw)
+
+    async def _save_holds(self) -> None:
+        grounded = {d: b.grounded_by for d, b in self.planner.breakers.items() if b.grounded_by}
+        value = json.dumps({"drain": self.draining, "ground": grounded}, sort_keys=True)
+        await self._runner.call(self._runner.store.set_setting, HOLDS_KEY, value)
+
+    async def drain(self, drone: DroneState, by: str, on: bool) -> None:
+        """Drain a drone (it finishes its job and gets no more) or put it back in the rotation."""
+        if on == (drone.id in self.draining):
+            raise FailedPrecondition(f"{drone.name} is {'draining' if on else 'not draining'} already")
+        if on:
+            self.draining[drone.id] = by
+        else:
+            del self.draining[drone.id]
+        await self._save_holds()
+        if on:
+            running = sum(1 for j in self.jobs.values() if j.drone_id == drone.id and j.state in ACTIVE)
+            then = f": its {running} job(s) finish first" if running else ""
+            message = f"{drone.name} drained by {by}{then}"
+        else:
+            message = f"{drone.name} back in the rotation ({by})"
+        self._events.emit(
+            "drone_draining" if on else "drone_undrained",
+            message,
+            drone_id=drone.id,
+            drone_name=drone.name,
+            by=by,
+        )
+        self._changed()
+
+    async def ground(self, drone: DroneState, by: str, on: bool) -> None:
+        """Ground a drone until ungrounded, or unground one (by an admin or its breaker)."""
+        breaker = self.planner.breakers.get(drone.id)
+        if on:
+            if breaker is not None and breaker.grounded_by:
+                raise FailedPrecondition(f"{drone.name} is grounded by {breaker.grounded_by} already")
+            self.planner.ground(drone.id, by)
+        else:
+            if not self.planner.grounded(drone.id, time.time()):
+                raise FailedPrecondition(f"{drone.name} is not grounded")
+            self.planner.unground(drone.id)
+        await self._save_holds()
+        self._events.emit(
+            "drone_grounded" if on else "drone_ungrounded",
+            f"{drone.name} grounded by {by} until ungrounded" if on else f"{drone.name} ungrounded by {by}",
+            drone_id=drone.id,
+            drone_name=drone.name,
+            by=by,
+            manual=True,
+        )
+        self._changed()
+
+    def dispatch_state(self, drone_id: str, now: float) -> DispatchState:
+        breaker = self.planner.breakers.get(drone_id)
+        grounded = self.planner.grounded(drone_id, now)
+        return DispatchState(
+            draining=drone_id in self.draining,
+            drained_by=self.draining.get(drone_id),
+            grounded=grounded,
+            grounded_by=breaker.grounded_by or None if breaker is not None and grounded else None,
+            grounded_until=(
+                breaker.grounded_until
+                if breaker is not None and grounded and math.isfinite(breaker.grounded_until)
+                else None
+            ),
+            failures=len(breaker.failures) if breaker is not None else 0,
+            running=sum(1 for j in self.jobs.values() if j.drone_id == drone_id and j.state in ACTIVE),
+        )
 
     # -- queries -------------------------------------------------------------
 
@@ -444,7 +543,16 @@ class BuildQueue:
             if job.state in ACTIVE and job.drone_id:
                 running[job.drone_id] = running.get(job.drone_id, 0) + 1
         return [
-            DroneView(d.id, d.name, d.cores, d.load1, 1, running.get(d.id, 0), d.status == ONLINE)
+            DroneView(
+                d.id,
+                d.name,
+                d.cores,
+                d.load1,
+                1,
+                running.get(d.id, 0),
+                d.status == ONLINE,
+                "draining" if d.id in self.draining else "",
+            )
             for d in self._fleet.connected()
         ]
 

@@ -13,11 +13,14 @@ A drone that keeps failing is grounded (circuit breaker): after
 seconds, then one probe job (half-open); success closes the breaker, a
 failure grounds it again. Failures that follow a package rather than a
 drone are forgiven once the package is known bad, and the breaker never
-grounds more than half of the online fleet.
+grounds more than half of the online fleet. An admin may also ground a
+drone (until ungrounded) or drain it (it finishes its job, then gets no
+more): the build service holds those, the planner only skips the drone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -80,6 +83,7 @@ class DroneView:
     slots: int
     running: int
     healthy: bool
+    held: str = ""  # an admin took it out of the rotation: why ("draining")
 
 
 @dataclass(slots=True)
@@ -87,6 +91,7 @@ class Breaker:
     failures: list[str] = field(default_factory=list)  # job ids of consecutive failures
     grounded_until: float = 0.0
     probing: bool = False  # half-open: one probe job allowed
+    grounded_by: str = ""  # an admin grounded it (no cooldown: until ungrounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +144,23 @@ class Planner:
         # Cooldown over: half-open, one probe at a time.
         return b.probing
 
+    def ground(self, drone_id: str, by: str) -> None:
+        """An admin grounds a drone until ``unground``."""
+        b = self.breaker(drone_id)
+        b.grounded_until = math.inf
+        b.grounded_by = by
+        b.probing = False
+
+    def unground(self, drone_id: str) -> None:
+        """An admin lets a drone fly again at once: its failures are forgotten."""
+        self.breakers.pop(drone_id, None)
+
     def record_success(self, drone_id: str) -> None:
         b = self.breaker(drone_id)
         b.failures.clear()
-        b.grounded_until = 0.0
-        b.probing = False
+        if not b.grounded_by:  # an admin's grounding outlasts the job it let finish
+            b.grounded_until = 0.0
+            b.probing = False
 
     def record_failure(self, drone_id: str, job_id: str, now: float, online: int) -> bool:
         """Count a failure; True if the drone is grounded by it."""
@@ -171,7 +188,7 @@ class Planner:
         for b in self.breakers.values():
             if job_id in b.failures:
                 b.failures = [j for j in b.failures if j != job_id]
-                if b.grounded_until and len(b.failures) < self.ground_after:
+                if b.grounded_until and not b.grounded_by and len(b.failures) < self.ground_after:
                     b.grounded_until = 0.0
                     b.probing = False
 
@@ -187,6 +204,7 @@ class Planner:
             d
             for d in drones
             if d.healthy
+            and not d.held
             and d.running < d.slots
             and d.id not in job.failed_on
             and not self.grounded(d.id, now)
@@ -239,6 +257,7 @@ class Planner:
         if not untried:
             failed = ", ".join(names.get(d, d) for d in job.failed_on)
             return f"failed on {failed}; waiting for another drone"
-        if all(self.grounded(d.id, now) for d in untried):
-            return "all drones grounded"
+        if all(self.grounded(d.id, now) or d.held for d in untried):
+            held = sum(1 for d in untried if d.held and not self.grounded(d.id, now))
+            return "all drones grounded" if not held else "every drone is grounded or draining"
         return "all drones busy"

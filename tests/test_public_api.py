@@ -169,7 +169,7 @@ def test_admin_tier_requires_the_key(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin, auth, healing, logs, shells, streams
+    from swarm.controller.web import admin, auth, dispatch, healing, logs, shells, streams
 
     served: dict[str, set[str]] = {}
     for route in [
@@ -179,6 +179,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *shells.routes,
         *streams.routes,
         *logs.routes,
+        *dispatch.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())  # type: ignore[union-attr]
     status, doc = fleet.admin("GET", "/admin/api/openapi.json")

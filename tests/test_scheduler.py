@@ -177,3 +177,36 @@ def test_forgiving_a_bad_package_lifts_a_grounding_it_caused() -> None:
     planner.forgive("broken")
     assert not planner.grounded("a", now=1.0)
     assert planner.breakers["a"].failures == ["other"]
+
+
+def test_an_admins_grounding_lasts_until_ungrounded() -> None:
+    p = Planner(ground_after=2, cooldown=10.0)
+    job = Job("j1", "s", "t/a-1", state=QUEUED)
+    p.ground("d1", "alice")
+    assert p.grounded("d1", now=1e9)  # no cooldown runs out
+    assert p.plan([job], [drone("d1")], now=0.0) == []
+    # Neither the job it was allowed to finish nor a forgiven package lifts it.
+    p.record_success("d1")
+    p.forgive("j1")
+    assert p.grounded("d1", now=0.0) and p.breakers["d1"].grounded_by == "alice"
+    p.unground("d1")
+    assert not p.grounded("d1", now=0.0)
+    assert [a.drone_id for a in p.plan([job], [drone("d1")], now=0.0)] == ["d1"]
+
+    # Ungrounding also ends a grounding by the breaker, and forgets its failures.
+    p.record_failure("d2", "x", now=0.0, online=10)
+    assert p.record_failure("d2", "y", now=0.0, online=10) and p.grounded("d2", now=1.0)
+    p.unground("d2")
+    assert not p.grounded("d2", now=1.0) and not p.record_failure("d2", "z", now=1.0, online=10)
+
+
+def test_a_draining_drone_gets_no_job_and_the_reason_says_so() -> None:
+    held = DroneView("d1", "d1", 4, 0.0, 1, 0, True, held="draining")
+    job = Job("j1", "s", "t/a-1", state=QUEUED)
+    p = Planner()
+    assert p.plan([job], [held], now=0.0) == []
+    assert p.why_waiting(job, {"j1": job}, [held], {}, 0.0, False) == "every drone is grounded or draining"
+    p.ground("d2", "alice")
+    grounded = drone("d2")
+    assert p.why_waiting(job, {"j1": job}, [grounded], {}, 0.0, False) == "all drones grounded"
+    assert [a.drone_id for a in p.plan([job], [held, drone("d3")], now=0.0)] == ["d3"]

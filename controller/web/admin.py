@@ -21,8 +21,8 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFoun
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import auth, console, healing, logs, openapi, public, shells, streams
-from swarm.controller.web.buildviews import build_json, job_json, queue_of, session_json
+from swarm.controller.web import auth, console, dispatch, healing, logs, openapi, public, shells, streams
+from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
     events_page,
@@ -169,7 +169,11 @@ async def drones(request: web.Request) -> web.Response:
     return json_response(
         {
             "drones": [
-                {**node_json(d, t), "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None}
+                {
+                    **node_json(d, t),
+                    "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None,
+                    "dispatch": dispatch_json(s, d.id, t, admin=True),
+                }
                 for d in s.fleet.all()
             ]
         }
@@ -265,6 +269,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(healing.routes)
     app.add_routes(shells.routes)
     app.add_routes(logs.routes)
+    app.add_routes(dispatch.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     streams.install(app)

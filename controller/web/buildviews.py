@@ -75,3 +75,20 @@ def build_json(build: BuildRecord, names: dict[str, str]) -> dict[str, Any]:
         "finished_at": iso(build.finished_at),
         "duration_s": duration,
     }
+
+
+def dispatch_json(services: Services, drone_id: str, now: float, *, admin: bool) -> dict[str, Any] | None:
+    """Whether a drone gets work; None without builds. The admins' view also
+    names who drained or grounded it, and its failures in a row."""
+    if services.builds is None:
+        return None
+    d = services.builds.dispatch_state(drone_id, now)
+    public = {
+        "draining": d.draining,
+        "grounded": d.grounded,
+        "grounded_until": iso(d.grounded_until),
+        "running_jobs": d.running,
+    }
+    if not admin:
+        return public
+    return {**public, "drained_by": d.drained_by, "grounded_by": d.grounded_by, "failures": d.failures}

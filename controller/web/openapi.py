@@ -425,6 +425,7 @@ def admin_document() -> dict[str, Any]:
     paths |= _auth_paths()
     paths |= _stream_paths()
     paths |= _log_paths()
+    paths |= _dispatch_paths()
     return _document("Build Swarm admin API", paths, security=True)
 
 
@@ -633,6 +634,37 @@ def _stream_paths() -> dict[str, Any]:
                 )
             ],
         ),
+    }
+
+
+def _dispatch_paths() -> dict[str, Any]:
+    dispatch = _obj(
+        draining={"type": "boolean", "description": "finishes its jobs, gets no new one"},
+        drained_by={"type": ["string", "null"]},
+        grounded={"type": "boolean", "description": "gets no job (an admin, or its circuit breaker)"},
+        grounded_by={"type": ["string", "null"], "description": "the admin; null: the breaker"},
+        grounded_until=TS,
+        failures={"type": "integer", "description": "failed builds in a row"},
+        running_jobs={"type": "integer"},
+    )
+    what = {
+        "drain": "drain a drone: it finishes its jobs and gets no more (survives a restart)",
+        "undrain": "put a drained drone back in the rotation",
+        "ground": "ground a drone: no jobs until ungrounded (survives a restart)",
+        "unground": "let a grounded drone fly again, also one grounded by its circuit breaker",
+    }
+    return {
+        f"/admin/api/drones/{{name}}/{action}": {
+            "post": _op(
+                summary,
+                None,
+                _obj(drone={"type": "string"}, dispatch=dispatch),
+                "200",
+                (401, 404, 409),
+                [_param("name", "drone name or id", {"type": "string"}, "path")],
+            )
+        }
+        for action, summary in what.items()
     }
 
 

@@ -13,7 +13,7 @@ from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import openapi
-from swarm.controller.web.buildviews import build_json, job_json, session_json
+from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
@@ -83,7 +83,7 @@ def status_json(s: Services) -> dict[str, Any]:
     }
 
 
-def _node(state: DroneState, t: float) -> dict[str, Any]:
+def _node(s: Services, state: DroneState, t: float) -> dict[str, Any]:
     """A drone's live state, with its proof of life: the functional checks of
     its latest Pong and which agent process it is."""
     return {
@@ -92,6 +92,7 @@ def _node(state: DroneState, t: float) -> dict[str, Any]:
         "checks_at": iso(state.checks_at),
         "instance_id": state.instance_id or None,
         "process_started_at": iso(state.process_started_at),
+        "dispatch": dispatch_json(s, state.id, t, admin=False),
     }
 
 
@@ -99,14 +100,14 @@ def _node(state: DroneState, t: float) -> dict[str, Any]:
 async def nodes(request: web.Request) -> web.Response:
     s = _services(request)
     t = now()
-    return json_response({"nodes": [_node(d, t) for d in s.fleet.all()]})
+    return json_response({"nodes": [_node(s, d, t) for d in s.fleet.all()]})
 
 
 @routes.get("/api/v1/nodes/{name}")
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
     state = s.fleet.require(request.match_info["name"])
-    return json_response({"node": _node(state, now())})
+    return json_response({"node": _node(s, state, now())})
 
 
 @routes.get("/api/v1/events")
