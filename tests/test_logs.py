@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from swarm.agent.logs import INVALID, NOT_FOUND, LogSources, SourceError, build_
 from swarm.logsources import path_like
 from swarm.logtail import Piece, follow
 
+from support.cli import CLI_ENV, cli_args, following
 from support.procs import Agent, Controller, enroll, http, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -340,3 +342,48 @@ def test_the_control_plane_log_is_followed_without_follow_it_ends(site: Site) ->
     assert ended[-1] == {"type": "end"}
     text = "".join(m["text"] for m in ended if m["type"] == "data")
     assert len(text.splitlines()) == 3
+
+
+# -- swarm-cli logs ----------------------------------------------------------------------
+
+
+def run_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli_args(site.controller, *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=CLI_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_swarm_cli_logs_tails_follows_and_refuses(site: Site) -> None:
+    tail = run_cli(site, "logs", "logger", "-n", "3")
+    assert tail.returncode == 0, tail.stderr
+    assert len(tail.stdout.splitlines()) == 3
+    assert set(tail.stdout.splitlines()) <= set(site.agent_log.read_text().splitlines())
+    assert tail.stderr == f"swarm-cli: agent: {site.agent_log}\n"
+
+    plane = run_cli(site, "--json", "logs", "control-plane", "-n", "2")
+    assert plane.returncode == 0 and len(json.loads(plane.stdout)["lines"]) == 2, plane.stderr
+
+    for args, needle in (
+        (("logs", "logger", "--source", "build/j-000000000000"), "404 logger: no log of build"),
+        (("logs", "logger", "--source", "../../etc/shadow"), "400 not a log source name"),
+        (("logs", "nobody"), "404 no drone named 'nobody'"),
+    ):
+        refused = run_cli(site, *args)
+        assert refused.returncode == 1 and needle in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.splitlines()) == 1
+
+    attached = site.agent_log.read_text().count("log agent: sending")
+    with following(cli_args(site.controller, "logs", "logger", "-n", "0", "--follow")) as follow:
+        # Once the follow is attached (the agent logs its LOG channel), a command's lines follow it.
+        wait_for(
+            lambda: site.agent_log.read_text().count("log agent: sending") > attached,
+            what="the follow attached",
+        )
+        site.exec("echo cli-follow")
+        follow.until(lambda line: "(EXEC) ended" in line, "the command's line in the agent log")
+        assert follow.interrupt() == 0

@@ -43,6 +43,8 @@ def main() -> int:
         "swarm.agent",
         "-p",
         "swarm.controller",
+        "-p",
+        "swarm.cli",
     ]
     modules = sorted(p.stem for p in (ROOT / "common").glob("*.py") if p.stem != "__init__")
     for name in modules:
