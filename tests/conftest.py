@@ -13,6 +13,7 @@ import pytest
 # tools/ (prefix.py: Gentoo prefixes for drones, clients and the controller)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
+from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
 from support.procs import Agent, Controller, enroll
 from support.sshd import SshServer, sshd_server
 

@@ -9,36 +9,22 @@ Screenshots of each page go to test-artifacts/console/.
 
 from __future__ import annotations
 
-import http.client
 import re
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
+from support.browser import WAIT_MS, Problems, get, log_in, shot
 from support.procs import Agent, Controller, enroll, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 SHELL = "/bin/bash --noprofile --norc"
 DRONE = "drone-one"
-WAIT_MS = 15_000
 
 
 @dataclass
@@ -68,59 +54,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         controller.kill()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    """Debian's chromium, started once (Playwright gives it a fresh profile directory)."""
-    assert CHROMIUM.exists(), "the console tests need Debian's chromium: apt-get install chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def browser(chromium: Browser) -> Iterator[BrowserContext]:
-    """A browser of its own for each test: no cookies, no session storage."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        yield context
-    finally:
-        context.close()
-
-
-class Problems:
-    """Uncaught errors and console errors of a page (CSP refusals among them);
-    a refused login's 401 is the only failed load that is expected."""
-
-    def __init__(self, page: Page) -> None:
-        self.seen: list[str] = []
-        page.on("pageerror", lambda exc: self.seen.append(f"uncaught: {exc}"))
-        page.on("console", lambda msg: msg.type == "error" and self.seen.append(msg.text))
-
-    def unexpected(self) -> list[str]:
-        return [p for p in self.seen if "status of 401" not in p]
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    # Written here: Playwright would write it from a thread pool of its own that outlives the test.
-    (ARTIFACTS / f"{name}.png").write_bytes(page.screenshot())
-
-
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One GET that does not follow redirects."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
-    try:
-        conn.request("GET", parts.path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
-
-
 def screen(page: Page) -> Locator:
     """What the shown terminal renders (xterm.js's DOM rows)."""
     return page.locator(".term-pane:not([hidden]) .xterm-rows")
@@ -139,14 +72,6 @@ def run(page: Page, command: str, expect_re: str) -> re.Match[str]:
     matches = list(pattern.finditer(screen_text(page)))
     assert matches, screen_text(page)
     return matches[-1]
-
-
-def log_in(page: Page, swarm: Swarm) -> None:
-    page.goto(swarm.controller.admin_url + "/")
-    expect(page).to_have_url(re.compile(r"/login$"))
-    page.fill("#key", swarm.controller.admin_key)
-    page.press("#key", "Enter")
-    expect(page).to_have_url(re.compile(r"/#/drones$"), timeout=WAIT_MS)
 
 
 def live_shells(swarm: Swarm) -> list[dict[str, object]]:
@@ -217,7 +142,7 @@ def test_drones_page_and_terminal(swarm: Swarm, browser: BrowserContext) -> None
     problems = Problems(page)
     controls: list[str] = []  # the JSON messages the page sends on its websockets
     page.on("websocket", lambda ws: ws.on("framesent", lambda m: isinstance(m, str) and controls.append(m)))
-    log_in(page, swarm)
+    log_in(page, swarm.controller)
 
     # The drones page lists the drone, live.
     row = page.locator(f'tr[data-drone="{DRONE}"]')
