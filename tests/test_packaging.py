@@ -29,7 +29,7 @@ def test_agent_runs_without_the_controller_dependencies() -> None:
 def test_base_dependencies_are_the_agents_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {dep.split(">")[0].split("=")[0].split("[")[0].strip() for dep in project["dependencies"]}
-    assert base == {"grpcio", "protobuf", "psutil", "ptyprocess", "cryptography"}
+    assert base == {"grpcio", "protobuf", "psutil", "cryptography"}
     assert {"aiohttp", "peewee"} <= {d.split(">")[0] for d in project["optional-dependencies"]["controller"]}
     assert set(project["scripts"]) >= {"swarm-agent", "swarm-controller", "swarm-cli"}
 
