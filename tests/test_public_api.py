@@ -92,6 +92,12 @@ def test_activity_counts_events_in_buckets(fleet: Controller) -> None:
     assert activity["bucket_s"] == 60
     assert activity["total"] == sum(b["count"] for b in activity["buckets"]) >= 3
     assert activity["buckets"][-1]["count"] >= 3  # everything happened in the last minute
+    # The admin tier answers the same (the console's waveform), and refuses the same bad input.
+    status, admin = fleet.admin("GET", "/admin/api/activity?window=600&buckets=10")
+    assert status == 200 and admin.keys() == activity.keys() and len(admin["buckets"]) == 10
+    assert admin["total"] >= activity["total"]
+    status, body = fleet.admin("GET", "/admin/api/activity?buckets=0")
+    assert status == 400 and "buckets must be between" in body["error"]["message"]
 
 
 def test_history_and_sessions_are_empty_lists(fleet: Controller) -> None:

@@ -25,6 +25,7 @@ from swarm.controller.web import auth, console, dispatch, healing, logs, openapi
 from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
+    activity_page,
     events_page,
     json_body,
     json_errors,
@@ -49,6 +50,11 @@ async def status(request: web.Request) -> web.Response:
 @routes.get("/admin/api/events")
 async def events(request: web.Request) -> web.Response:
     return json_response(await events_page(request, public=False))
+
+
+@routes.get("/admin/api/activity")
+async def activity(request: web.Request) -> web.Response:
+    return json_response(await activity_page(request))
 
 
 @routes.get("/admin/api/whoami")

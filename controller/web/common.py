@@ -182,6 +182,26 @@ async def events_page(request: web.Request, *, public: bool) -> dict[str, Any]:
     return {"events": [event_json(e) for e in shown], "last_id": s.events.last_id}
 
 
+async def activity_page(request: web.Request) -> dict[str, Any]:
+    """GET .../activity: window=, buckets=. Event counts per time bucket, up to now
+    (both tiers: counts say nothing an admin-only event would)."""
+    s = request.app[SERVICES]
+    window = query_int(request, "window", 86400, 60, 7 * 86400)
+    buckets = query_int(request, "buckets", 96, 1, 1440)
+    width = window / buckets
+    end = now()
+    start = end - window
+    counts = await s.events.activity(start, width, buckets)
+    return {
+        "window_s": window,
+        "bucket_s": width,
+        "start": iso(start),
+        "end": iso(end),
+        "total": sum(counts),
+        "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
+    }
+
+
 def abort_connection(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:

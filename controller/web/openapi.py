@@ -291,7 +291,8 @@ def public_document() -> dict[str, Any]:
 
 
 def admin_document() -> dict[str, Any]:
-    events = public_document()["paths"]["/api/v1/events"]
+    public_paths = public_document()["paths"]
+    events, activity = public_paths["/api/v1/events"], public_paths["/api/v1/activity"]
     paths = {
         "/admin/api/status": _get(
             "the swarm summary of /api/v1/status, and whether healing is paused or held",
@@ -300,6 +301,12 @@ def admin_document() -> dict[str, Any]:
         ),
         "/admin/api/events": {
             "get": {**events["get"], "summary": "every event, the admin tier's audit trail included"}
+        },
+        "/admin/api/activity": {
+            "get": {
+                **activity["get"],
+                "summary": "event counts per time bucket, as /api/v1/activity (the console's waveform)",
+            }
         },
         "/admin/api/whoami": _get("check the admin key", _obj(key={"type": "string"}), errors=(401,)),
         "/admin/api/protocol": _get(

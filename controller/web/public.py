@@ -17,6 +17,7 @@ from swarm.controller.web.buildviews import build_json, dispatch_json, job_json,
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
+    activity_page,
     events_page,
     json_errors,
     json_response,
@@ -119,23 +120,7 @@ async def events(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/activity")
 async def activity(request: web.Request) -> web.Response:
-    s = _services(request)
-    window = query_int(request, "window", 86400, 60, 7 * 86400)
-    buckets = query_int(request, "buckets", 96, 1, 1440)
-    width = window / buckets
-    end = now()
-    start = end - window
-    counts = await s.events.activity(start, width, buckets)
-    return json_response(
-        {
-            "window_s": window,
-            "bucket_s": width,
-            "start": iso(start),
-            "end": iso(end),
-            "total": sum(counts),
-            "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
-        }
-    )
+    return json_response(await activity_page(request))
 
 
 @routes.get("/api/v1/history")
