@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 import psutil
@@ -31,7 +32,6 @@ from swarm.agent.logs import LogSources, build_log_name
 from swarm.agent.probes import existing
 from swarm.backoff import Backoff
 from swarm.files import sha256_file
-from swarm.tasks import race
 from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,14 @@ class Builder:
     async def _supervise(self, build: Build, log_path: Path) -> int:
         process = build.process
         assert process is not None and process.stdout is not None
-        batches: asyncio.Queue[bytes | None] = asyncio.Queue(LOG_QUEUE)
-        shipper = asyncio.create_task(self._ship_log(build.start.build_id, batches), name="build-log")
+        batches: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(LOG_QUEUE)
+        shipper = asyncio.create_task(
+            self._ship_log(build.start.build_id, log_path, batches), name="build-log"
+        )
         timeout = build.start.timeout_s or None
         try:
-            with log_path.open("ab") as sink:
+            # Unbuffered: the shipper reads back from the file what a dropped stream missed.
+            with log_path.open("wb", buffering=0) as sink:
                 try:
                     await asyncio.wait_for(self._pump(build, process.stdout, sink, batches), timeout)
                 except TimeoutError:
@@ -319,9 +322,14 @@ class Builder:
                 log.warning("build %s: log not fully delivered: %s", build.start.build_id, exc)
 
     async def _pump(
-        self, build: Build, stream: asyncio.StreamReader, sink: object, batches: asyncio.Queue[bytes | None]
+        self,
+        build: Build,
+        stream: asyncio.StreamReader,
+        sink: BinaryIO,
+        batches: asyncio.Queue[tuple[int, bytes] | None],
     ) -> None:
         pending = bytearray()
+        written = 0  # bytes of the log in the file; a batch says where it starts
         deadline = time.monotonic() + LOG_BATCH_SECONDS
         while True:
             try:
@@ -334,46 +342,94 @@ class Builder:
                 break
             if chunk:
                 build.last_output = time.monotonic()
-                sink.write(chunk)  # type: ignore[attr-defined]
+                sink.write(chunk)
+                written += len(chunk)
                 pending += chunk
                 for line in chunk.decode(errors="replace").splitlines():
                     if line.strip():
                         build.tail.append(line.rstrip())
             if pending and (len(pending) >= LOG_BATCH_BYTES or time.monotonic() >= deadline):
-                await batches.put(bytes(pending))  # blocks when the controller is slow
+                # Blocks when the controller is slow.
+                await batches.put((written - len(pending), bytes(pending)))
                 pending.clear()
             if time.monotonic() >= deadline:
                 deadline = time.monotonic() + LOG_BATCH_SECONDS
         if pending:
-            await batches.put(bytes(pending))
+            await batches.put((written - len(pending), bytes(pending)))
 
-    async def _ship_log(self, build_id: str, batches: asyncio.Queue[bytes | None]) -> None:
-        offset = 0
-        lost = False
+    async def _ship_log(
+        self, build_id: str, log_path: Path, batches: asyncio.Queue[tuple[int, bytes] | None]
+    ) -> None:
+        """Stream the build log to the controller as it is written. A stream
+        cut off (the controller restarting) is opened again with backoff: the
+        controller says how much it holds, the rest is read back from the log
+        file, then the live batches go on. Meanwhile the batches are drained
+        (they are in the file), so the build never waits for its log."""
+        sent = 0  # the controller holds (or has been sent on the live call) the log up to here
         ended = asyncio.Event()  # the end mark (None) was taken from the queue
+        attempt = 0
 
-        async def chunks() -> AsyncIterator[build_pb2.LogChunk]:
-            nonlocal offset
-            while (data := await batches.get()) is not None:
+        async def catch_up(start: int) -> AsyncIterator[build_pb2.LogChunk]:
+            nonlocal sent
+            with log_path.open("rb") as fh:
+                fh.seek(start)
+                while data := fh.read(LOG_BATCH_BYTES):
+                    yield build_pb2.LogChunk(build_id=build_id, offset=start, data=data)
+                    start += len(data)
+            sent = start
+
+        async def chunks(resume: int | None) -> AsyncIterator[build_pb2.LogChunk]:
+            nonlocal sent
+            if resume is not None:
+                async for chunk in catch_up(resume):
+                    yield chunk
+            while not ended.is_set():
+                item = await batches.get()
+                if item is None:
+                    ended.set()
+                    return
+                offset, data = item
+                if offset + len(data) <= sent:
+                    continue  # read back from the file already
+                data = data[max(0, sent - offset) :]
+                offset = max(offset, sent)
                 yield build_pb2.LogChunk(build_id=build_id, offset=offset, data=data)
-                offset += len(data)
-            ended.set()
+                sent = offset + len(data)
 
         async def drain() -> None:
             while await batches.get() is not None:
                 pass
+            ended.set()
 
-        try:
-            async with self._channel() as channel:
-                await build_pb2_grpc.BuildsStub(channel).BuildLog(chunks())
-        except grpc.aio.AioRpcError as exc:
-            lost = True
-            log.warning("build %s: log stream ended: %s", build_id, exc.code().name)
-        if lost:
-            # Keep draining so the build never blocks on its log; the full
-            # log stays in the state dir. The failed call may still be
-            # reading chunks() and take the end mark itself.
-            await race(drain(), ended.wait(), names=("build-log-drain", "build-log-ended"))
+        resume: int | None = None
+        while True:
+            try:
+                async with self._channel() as channel:
+                    stub = build_pb2_grpc.BuildsStub(channel)
+                    if resume is not None:
+                        # An empty chunk asks how much the controller holds.
+                        probe = build_pb2.LogChunk(build_id=build_id, offset=0, data=b"")
+                        resume = (await stub.BuildLog(iter([probe]))).received
+                    await stub.BuildLog(chunks(resume))
+                    return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                    log.warning(
+                        "build %s: the controller takes no more of its log: %s", build_id, exc.details()
+                    )
+                    if not ended.is_set():
+                        await drain()
+                    return
+                log.warning("build %s: log stream ended (%s); resuming", build_id, exc.code().name)
+            resume = 0
+            delay = UPLOAD_BACKOFF.delay(attempt)
+            attempt += 1
+            if not ended.is_set():
+                # The build goes on meanwhile; its output is in the file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(drain(), delay)
+            else:
+                await asyncio.sleep(delay)
 
     async def _finish(self, build: Build, duration: float) -> None:
         start = build.start

@@ -248,10 +248,23 @@ def test_the_controller_killed_mid_session_finishes_it_after_restart_building_no
         # A build that ended while the controller was down uploads once it is
         # back: the restart is not a build failure on any drone.
         assert not swarm.events("job_failed_on_drone")
+        resumed = 0
         for cpv, job in before.items():
             if job["state"] == "done":
                 # Done before the kill: not built again after the restart.
                 assert jobs[cpv]["build_id"] == job["build_id"] and jobs[cpv]["attempts"] == job["attempts"]
+            elif job["state"] == "building" and jobs[cpv]["build_id"] == job["build_id"]:
+                # Its log stream was cut by the kill and resumed: the controller holds all of
+                # it, the same as the drone's own copy.
+                status, held = swarm.controller.admin("GET", f"/admin/api/jobs/{job['id']}/log")
+                assert status == 200, held
+                status, local = swarm.controller.admin(
+                    "GET", f"/admin/api/drones/{job['drone']}/logs?lines=10000&source=build/{job['build_id']}"
+                )
+                assert status == 200, local
+                assert held.splitlines() == local["lines"] and ">>> Emerging" in held, (cpv, held[-500:])
+                resumed += 1
+        assert resumed, "no build was running across the restart"
 
         cpv_entries, files = staged(swarm)
         assert cpv_entries == Counter(dict.fromkeys(cpvs, 1)), "a package is in staging twice"
