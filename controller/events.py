@@ -1,9 +1,10 @@
 """The event log: what happened in the swarm, newest in memory, all of it
 (up to the retention limit) in the database.
 
-``emit`` is synchronous and cheap: it hands out the next id, keeps the
-event in a ring buffer and wakes the writer, which persists whatever has
-piled up in one transaction. Events are rare next to heartbeats, so they
+``emit`` is synchronous and cheap: it hands out the next id (from a block
+reserved in the database, see ID_BLOCK), keeps the event in a ring buffer
+and wakes the writer, which persists whatever has piled up in one
+transaction. Events are rare next to heartbeats, so they
 are written at once rather than on a timer: a kill -9 loses at most the
 batch in flight.
 
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 
 TRIM_INTERVAL = 60.0
 PENDING_LIMIT = 50_000
+# Ids are handed out from a block reserved in the database first, so a kill -9
+# that loses the batch in flight never gives its ids to other events after the
+# restart (a client resuming with since=ID would miss those). Ids stay
+# increasing; a restart leaves a gap.
+ID_BLOCK = 1000
+IDS_KEY = "event_ids_reserved"
 
 EventListener = Callable[[EventRecord], None]
 
@@ -41,6 +48,7 @@ class EventLog:
         self._pending: deque[EventRecord] = deque()
         self._retention = retention
         self._next_id = 1
+        self._reserved = 0  # ids up to here are reserved in the database
         self._tasks = TaskSet("events")
         self._wake = asyncio.Event()
         self._listeners: tuple[EventListener, ...] = ()
@@ -48,7 +56,9 @@ class EventLog:
 
     async def start(self) -> None:
         last = await self._runner.call(self._runner.store.max_event_id)
-        self._next_id = last + 1
+        reserved = await self._runner.call(self._runner.store.get_setting, IDS_KEY)
+        self._next_id = max(last, int(reserved or 0)) + 1
+        await self._reserve()
         recent = await self._runner.call(self._runner.store.list_events, limit=self._ring.maxlen or 100)
         self._ring.extend(recent)
         self._tasks.spawn(self._flush_loop(), "flush")
@@ -170,7 +180,14 @@ class EventLog:
         await self.flush()
         return await self._runner.call(self._runner.store.count_events, start, width, buckets)
 
+    async def _reserve(self) -> None:
+        reserved = self._next_id + ID_BLOCK
+        await self._runner.call(self._runner.store.set_setting, IDS_KEY, str(reserved))
+        self._reserved = reserved
+
     async def flush(self) -> None:
+        if self._next_id > self._reserved - ID_BLOCK // 2:
+            await self._reserve()
         if not self._pending:
             return
         batch = list(self._pending)
