@@ -93,7 +93,7 @@ export function create(ctx) {
   const partialLine = el("div", { class: "log-line log-partial" });
   const view = el(
     "div",
-    { class: "logs-view", id: "logs-view", role: "log", tabindex: "0", "aria-label": "Log text", "data-state": "idle" },
+    { class: "logs-view", id: "logs-view", role: "log", "aria-live": "off", tabindex: "0", "aria-label": "Log text", "data-state": "idle" },
     lines,
     partialLine,
   );
