@@ -1,5 +1,6 @@
-"""The public tier: read-only status API (and, later, binhost files and
-the status page). Nothing here changes state or reveals a secret."""
+"""The public tier: read-only status API, the staging binhost's files and
+the status page (public_page.py). Nothing here changes state or reveals a
+secret."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from swarm.clock import iso
 from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import openapi
+from swarm.controller.web import openapi, public_page
 from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
@@ -167,6 +168,7 @@ def create_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[json_errors, read_only])
     app[SERVICES] = services
     app.add_routes(routes)
+    app.add_routes(public_page.routes)  # the status page: pages, outside the OpenAPI document
     if services.staging is not None:
         # Read-only files for stock Portage clients (binrepos.conf sync-uri).
         app.router.add_static(STAGING_PATH, services.staging.pkgdir, follow_symlinks=False, show_index=False)
