@@ -365,7 +365,8 @@ export class Waveform {
       c.setPointerCapture(e.pointerId);
       this.dragging = true;
       this.el.classList.add("dragging");
-      this._setScrub(this._msOf(this._localX(e)), false);
+      // A finger may be starting a scroll (then pointercancel): it scrubs once it moves sideways or lifts.
+      if (e.pointerType === "mouse") this._setScrub(this._msOf(this._localX(e)), false);
     });
     c.addEventListener("pointermove", (e) => {
       if (!this.data) return;
