@@ -59,6 +59,7 @@ ATTACH_TIMEOUT = 10.0  # for the first frame of a Shell call
 KILL_WAIT = 5.0  # a closed channel's agent hangs up (2 s grace) and reports; then we cut the call
 WRITE_GRACE = 1.0
 RECORDER_PENDING = 1 << 20  # bytes of output waiting for the recording file at most
+RECORDER_LINGER = 0.1  # seconds output gathers before it is written to the recording
 RECENT_CLOSED = 100  # ended sessions kept in memory for the list
 RECORDINGS_LISTED = 200
 TERM = "xterm-256color"
@@ -241,6 +242,9 @@ class Recorder:
             await asyncio.to_thread(self._open)
             while True:
                 await self._wake.wait()
+                if not self._closing and self._pending_bytes < RECORDER_PENDING // 2:
+                    # Let output gather: one hop to the writer thread per burst, not per keystroke.
+                    await asyncio.sleep(RECORDER_LINGER)
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 self._pending_bytes = 0

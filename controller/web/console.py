@@ -4,9 +4,10 @@
   assets; the only files open without a session (auth.OPEN_PATHS and
   auth.OPEN_PREFIXES). A browser that already has a session is sent on
   to the console.
-- ``/``: the console; ``/app/<file>`` its modules and stylesheet;
-  ``/vendor/<file>`` the libraries ``make console`` copied from npm
-  (xterm.js, its fit addon). All need the admin session like any admin
+- ``/``: the console; ``/app/<file>`` its modules and stylesheets;
+  ``/common/<file>`` the modules it shares with the public page (the
+  public tier serves those too); ``/vendor/<file>`` the libraries
+  ``make console`` copied from npm (xterm.js, its fit addon). All need the admin session like any admin
   request; a page load without one is redirected to ``/login``
   (:func:`login_redirect`), an asset is refused with 401.
 
@@ -142,6 +143,12 @@ async def console_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/app/{name:.+}")
 async def app_asset(request: web.Request) -> web.StreamResponse:
     return serve("app", request.match_info["name"])
+
+
+@routes.get("/common/{name:.+}")
+async def common_asset(request: web.Request) -> web.StreamResponse:
+    """Modules the public page shares (the activity waveform): public-safe code, behind the session here."""
+    return serve("common", request.match_info["name"])
 
 
 @routes.get("/vendor/{name:.+}")
