@@ -18,6 +18,7 @@ from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
 from swarm.controller.adminkey import KeyStore
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
@@ -231,6 +232,40 @@ async def control(request: web.Request) -> web.Response:
         raise InvalidArgument("session must be a session id")
     session = q.control(action, session_id, request[KEY_NAME])
     return json_response({"session": session_json(q, session)})
+
+
+# The console reads only its own origin (CSP connect-src 'self'), so the
+# public tier's sessions and queue have admin twins; the queue one narrows
+# thousands of jobs down to what a page shows.
+@routes.get("/admin/api/sessions")
+async def sessions(request: web.Request) -> web.StreamResponse:
+    return await public.sessions(request)
+
+
+@routes.get("/admin/api/queue")
+async def jobs(request: web.Request) -> web.Response:
+    s = request.app[SERVICES]
+    q = queue_of(s)
+    session_id = request.query.get("session")
+    pool = list(q.jobs.values())
+    if session_id:
+        if session_id not in q.sessions:
+            raise NotFound(f"no session {session_id[:40]!r}")
+        pool = q.session_jobs(q.sessions[session_id])
+    states = frozenset(t for t in request.query.get("state", "").split(",") if t)
+    if not states <= set(JOB_STATES):
+        raise InvalidArgument(f"state must be among {', '.join(JOB_STATES)}")
+    text = request.query.get("q", "").strip().lower()[:200]
+    limit = query_int(request, "limit", 500, 1, 5000)
+    names = s.fleet.names()
+    found = [
+        j
+        for j in pool
+        if (not states or j.state in states)
+        and (not text or text in f"{j.cpv} {j.id} {names.get(j.drone_id or '', '')}".lower())
+    ]
+    found.sort(key=lambda j: (-j.priority, j.created_at, j.id))
+    return json_response({"jobs": [job_json(q, j, names) for j in found[:limit]], "total": len(found)})
 
 
 @routes.get("/admin/api/jobs/{id}")

@@ -378,8 +378,24 @@ def admin_document() -> dict[str, Any]:
                 _obj(session={"type": "object"}, jobs={"type": "array"}),
                 "201",
                 (400, 401, 404, 409),
-            )
+            ),
+            **_get(
+                "jobs, most critical first, as /api/v1/queue; narrowed by session, states and text",
+                _obj(jobs={"type": "array"}, total={"type": "integer"}),
+                [
+                    _param("session", "only the jobs of this session", {"type": "string"}),
+                    _param("state", "only jobs in these states (comma-separated)", {"type": "string"}),
+                    _param("q", "only jobs whose package, id or drone contains this", {"type": "string"}),
+                    _param("limit", "at most this many jobs (1-5000)", {"type": "integer"}),
+                ],
+                (400, 401, 404, 409),
+            ),
         },
+        "/admin/api/sessions": _get(
+            "build sessions with progress counts, as /api/v1/sessions",
+            _obj(sessions={"type": "array"}),
+            errors=(401,),
+        ),
         "/admin/api/control": {
             "post": _op(
                 "start, stop, pause, resume or reset a session (default: the current one)",
