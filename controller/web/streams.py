@@ -11,10 +11,13 @@ one JSON text.
   the last id it saw resumes without gaps or repeats.
 - ``/ws/protocol?sample=N``: control-stream messages, each the same object
   as an entry of ``GET /admin/api/protocol``. With ``sample=N`` only every
-  Nth heartbeat of each drone is sent (its 1st, N+1th, 2N+1th, ...; other
-  message types are never sampled): a fleet of 1,000 drones at 1 Hz is
-  1,000/N messages a second. Counting (rather than one per drone per
-  second) keeps the rate proportional whatever the heartbeat interval.
+  Nth heartbeat of each drone is sent (other message types are never
+  sampled): a fleet of 1,000 drones at 1 Hz is 1,000/N messages a second.
+  Counting (rather than one per drone per second) keeps the rate
+  proportional whatever the heartbeat interval. Which of its heartbeats
+  pass depends on the drone (a phase from its id): counted from the
+  subscription alone, every drone's would pass in the same interval and
+  none in the N - 1 after it, a burst the console could not draw.
 
 Backpressure: the event or protocol log calls a listener that filters and
 puts the item into a bounded queue of the connection (``--ws-queue``
@@ -42,6 +45,7 @@ import json
 import logging
 import socket
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -312,7 +316,9 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
         if (drone_id is not None and entry.drone_id != drone_id) or (kinds and entry.type not in kinds):
             return
         if sample > 1 and entry.type == HEARTBEAT_TYPE:
-            seen = heartbeats.get(entry.drone_id, 0)
+            seen = heartbeats.get(entry.drone_id)
+            if seen is None:
+                seen = zlib.crc32(entry.drone_id.encode()) % sample
             heartbeats[entry.drone_id] = seen + 1
             if seen % sample:
                 return
