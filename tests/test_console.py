@@ -143,13 +143,15 @@ def test_drones_page_and_terminal(swarm: Swarm, browser: BrowserContext) -> None
     controls: list[str] = []  # the JSON messages the page sends on its websockets
     page.on("websocket", lambda ws: ws.on("framesent", lambda m: isinstance(m, str) and controls.append(m)))
     log_in(page, swarm.controller)
+    page.click('nav a[data-page="drones"]')
+    expect(page).to_have_url(re.compile(r"/#/drones$"))
 
     # The drones page lists the drone, live.
     row = page.locator(f'tr[data-drone="{DRONE}"]')
     expect(row).to_contain_text("online", timeout=WAIT_MS)
     expect(row).to_contain_text("lxc")
     expect(row.locator("td.num").nth(2)).to_contain_text("ms", timeout=WAIT_MS)  # a ping came back
-    expect(page.locator(".page-sub").first).to_contain_text("1 drone · 1 online")
+    expect(page.locator('[aria-labelledby="drones-title"] .page-sub')).to_contain_text("1 drone · 1 online")
     shot(page, "drones")
 
     # Its Terminal button opens a shell in a tab; xterm.js renders what bash prints.

@@ -84,8 +84,9 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, http.clie
         conn.close()
 
 
-def log_in(page: Page, controller: Controller, lands_on: str = "drones") -> None:
-    """Open the console, get sent to /login, sign in with the admin key."""
+def log_in(page: Page, controller: Controller, lands_on: str = "topology") -> None:
+    """Open the console, get sent to /login, sign in with the admin key; the console opens
+    on its first page (the topology)."""
     page.goto(controller.admin_url + "/")
     expect(page).to_have_url(re.compile(r"/login$"))
     page.fill("#key", controller.admin_key)
