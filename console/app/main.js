@@ -6,9 +6,15 @@
 
 import { ApiError, loadSession, post } from "./api.js";
 
+// css: an optional stylesheet of the page's own (app/pages/<id>.css), linked on first visit.
 const PAGES = [
+  { id: "topology", title: "Topology", icon: "topology", module: "./pages/topology.js", css: true },
   { id: "drones", title: "Drones", icon: "drones", module: "./pages/drones.js" },
   { id: "terminal", title: "Terminal", icon: "terminal", module: "./pages/terminal.js" },
+  { id: "logs", title: "Logs", icon: "logs", module: "./pages/logs.js", css: true },
+  { id: "queue", title: "Queue", icon: "queue", module: "./pages/queue.js", css: true },
+  { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
+  { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
 ];
 
 const ICONS = {
@@ -16,6 +22,14 @@ const ICONS = {
     '<rect x="3" y="4" width="18" height="6" rx="1.5"/><rect x="3" y="14" width="18" height="6" rx="1.5"/>' +
     '<circle cx="7" cy="7" r="0.9" fill="currentColor"/><circle cx="7" cy="17" r="0.9" fill="currentColor"/>',
   terminal: '<rect x="3" y="4" width="18" height="16" rx="2"/><path d="M7 9l3 3-3 3M12.5 15H17"/>',
+  topology:
+    '<circle cx="12" cy="12" r="2.5"/><circle cx="4.5" cy="5.5" r="1.8"/><circle cx="19.5" cy="5.5" r="1.8"/>' +
+    '<circle cx="4.5" cy="18.5" r="1.8"/><circle cx="19.5" cy="18.5" r="1.8"/>' +
+    '<path d="M6 7l4.2 3.4M18 7l-4.2 3.4M6 17l4.2-3.4M18 17l-4.2-3.4"/>',
+  logs: '<path d="M6 3h9l4 4v14H6z"/><path d="M15 3v4h4M9 11h7M9 14.5h7M9 18h4"/>',
+  queue: '<path d="M4 6h16M4 12h16M4 18h10"/><circle cx="19" cy="18" r="1.2" fill="currentColor"/>',
+  events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
+  protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
 };
 
 const main = document.getElementById("main");
@@ -72,6 +86,12 @@ async function route() {
   }
   let view = created.get(page.id);
   if (!view) {
+    if (page.css) {
+      const link = document.createElement("link");
+      link.rel = "stylesheet";
+      link.href = `/app/pages/${page.id}.css`;
+      document.head.append(link);
+    }
     const module = await import(page.module);
     view = module.create(ctx);
     view.el.hidden = true;
