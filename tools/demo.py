@@ -250,13 +250,16 @@ def main() -> int:
 
         session = queue_session(admin, key)
         key_header = f'-H "X-Admin-Key: $(cat {info["admin_key_file"]})"'
+        cli = f"{bindir}/swarm-cli --url {admin} --key-file {info['admin_key_file']}"
         print(
             f"""
 Build Swarm demo is running: a controller and {len(DRONES)} drones ({", ".join(n for n, _ in DRONES)}),
 enrolled with join tokens and talking mutual TLS (CA pin {info["ca_pin"]}).
 
+  Admin console  {admin}/   (log in with the key in {info["admin_key_file"]})
+  Status page    {public}/   (public, read-only)
   Public API     {public}/api/v1/nodes      (also /status, /events, /activity, /openapi.json)
-  Admin API      {admin}/admin/api/whoami   (header X-Admin-Key: the key in {info["admin_key_file"]})
+  Admin API      {admin}/admin/api/whoami   (header X-Admin-Key: the same key)
   State and logs {state}
 
 A build session is queued ({session}): the drones build the bundled test
@@ -267,8 +270,11 @@ Try:
   curl -s {public}/api/v1/status | python3 -m json.tool      # session progress
   curl -s {public}/api/v1/queue | python3 -m json.tool       # jobs moving queued -> building -> done
   curl -s {public}/api/v1/history | python3 -m json.tool
-  {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} drones
-  {bindir}/swarm-cli --url {admin} --key-file {info["admin_key_file"]} token create --ttl 1h
+  {cli} drones
+  {cli} shell drone-io                  # a root terminal on the drone (exit ends it)
+  {cli} logs drone-io --follow          # the drone's agent log, live
+  {cli} protocol --follow --sample 5    # the control-stream messages, live
+  {cli} token create --ttl 1h
   kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # offline at once; the healer restarts it
   curl -s {key_header} {admin}/admin/api/drones/drone-io/health | python3 -m json.tool
   curl -s {public}/api/v1/health | python3 -m json.tool      # availability, mean time to recovery
