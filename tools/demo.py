@@ -153,6 +153,8 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Also when started in the background of a script, where SIGINT comes ignored.
+    signal.signal(signal.SIGINT, on_signal)
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():
