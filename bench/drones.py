@@ -15,10 +15,10 @@ line per command on stdout; logs go to stderr. Commands:
   agent does (``swarm.agent.credentials.enroll``: pin the CA, new key, CSR,
   the Enroll RPC with its join token), at most K at a time; its key and
   certificate go to ``D/<drone id>/``. Answers how many, and failures.
-- ``add`` ``drones=[[index, id, name], ...]`` ``ramp=S`` [``credentials=D``]:
-  start drones, each after a uniform random delay in [0, S); with
-  ``credentials``, each connects with mutual TLS using the key and
-  certificate in ``D/<drone id>/`` (else plaintext).
+- ``add`` ``drones=[[index, id, name(, network)], ...]`` ``ramp=S`` [``credentials=D``]:
+  start drones (on the network given, else ``lan``), each after a uniform
+  random delay in [0, S); with ``credentials``, each connects with mutual
+  TLS using the key and certificate in ``D/<drone id>/`` (else plaintext).
 - ``stats`` ``since=T``: counters; failures whose attempt started at or
   after T (``time.monotonic``, the same clock in every process) are also
   counted apart.
@@ -139,6 +139,7 @@ class Drone:
         drone_id: str,
         name: str,
         tls: grpc.ChannelCredentials | None = None,
+        network: str = "lan",
     ) -> None:
         self.sim = sim
         self.index = index
@@ -151,7 +152,7 @@ class Drone:
                 name=name,
                 cores=rng.choice((2, 4, 8, 16, 32)),
                 drone_type=DRONE_TYPES[index % len(DRONE_TYPES)],
-                network="lan",
+                network=network,
                 agent_version="bench",
                 heartbeat_interval_ms=round(INTERVAL * 1000),
                 hostname=name,
@@ -299,14 +300,15 @@ class Simulator:
         self.hold: asyncio.Event | None = None
 
     def add(self, specs: list[list[Any]], ramp: float, creds_dir: str | None) -> None:
-        for index, drone_id, name in specs:
+        for index, drone_id, name, *network in specs:
             tls = None
             if creds_dir is not None:
                 creds = credentials.load(Path(creds_dir) / str(drone_id))
                 if creds is None or creds.drone_id != drone_id:
                     raise ValueError(f"no credentials for drone {drone_id} in {creds_dir}")
                 tls = creds.channel_credentials()
-            drone = Drone(self, int(index), str(drone_id), str(name), tls)
+            on = str(network[0]) if network else "lan"
+            drone = Drone(self, int(index), str(drone_id), str(name), tls, network=on)
             self.drones[drone.index] = drone
             drone.task = asyncio.create_task(drone.run(random.uniform(0, ramp)), name=name)
 
