@@ -388,6 +388,7 @@ export function create(ctx) {
   let colours = null;
   let pendingSelect = null; // a drone name from #/topology?drone=, before the fleet is loaded
   const written = new Map(); // stage data- attributes as last written
+  const drawnStates = new Map(); // drone id -> the state its node shows on the canvas
 
   // -- data ---------------------------------------------------------------------
 
@@ -442,7 +443,10 @@ export function create(ctx) {
     if (moved) {
       sceneKey = key;
       relayout();
-    } else {
+    } else if (scene) {
+      // Same places, new figures: the scene's drones are this poll's.
+      for (const [id, node] of scene.nodes) node.drone = byId.get(id) ?? node.drone;
+      for (const r of scene.regions) r.drones = r.drones.map((d) => byId.get(d.id) ?? d);
       paintBase();
     }
     renderRecord(moved);
@@ -877,9 +881,11 @@ export function create(ctx) {
     g.fillText(`${online.length} of ${drones.length} online`, ctl.x, ctl.y + ctl.r + 28);
 
     // The drones.
+    drawnStates.clear();
     for (const node of scene.nodes.values()) {
       if (scene.cards) drawCard(g, node, c);
       else drawDot(g, node, c);
+      drawnStates.set(node.drone.id, stateOf(node.drone));
     }
   }
 
@@ -1163,7 +1169,7 @@ export function create(ctx) {
       const fields = {
         drone: d.name,
         network: d.network || "",
-        state: stateOf(d),
+        state: drawnStates.get(d.id) ?? "", // as drawn: a canvas that missed a change shows here
         job: d.current_job_id ?? "",
         x: node ? String(Math.round(node.x)) : "",
         y: node ? String(Math.round(node.y)) : "",
