@@ -10,12 +10,15 @@ inherit distutils-r1
 
 DESCRIPTION="Distributed build orchestrator for Gentoo: controller, drone agent, admin CLI"
 HOMEPAGE="https://example.invalid/build-swarm"
+# The release tarball carries console/vendor/ (xterm.js and its fit addon,
+# copied from npm by `make console` when the release is cut): an ebuild
+# cannot fetch from npm, and the console loads nothing from a CDN.
 SRC_URI="https://example.invalid/build-swarm/${P}.tar.gz"
 
 LICENSE="GPL-2"
 SLOT="0"
 KEYWORDS="~amd64 ~arm64"
-IUSE="+agent controller postgres"
+IUSE="+agent +cli controller postgres"
 REQUIRED_USE="|| ( agent controller ) postgres? ( controller )"
 
 # The agent needs only the base set; the controller adds the web tier and
@@ -26,6 +29,7 @@ RDEPEND="
 	dev-python/psutil[${PYTHON_USEDEP}]
 	dev-python/cryptography[${PYTHON_USEDEP}]
 	agent? ( sys-apps/portage )
+	cli? ( dev-python/aiohttp[${PYTHON_USEDEP}] )
 	controller? (
 		acct-user/build-swarm
 		dev-python/aiohttp[${PYTHON_USEDEP}]
