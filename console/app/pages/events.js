@@ -7,6 +7,7 @@
 // did) are marked with who did it (data.by).
 
 import { ApiError, get, wsUrl } from "../api.js";
+import { el } from "../ui.js";
 
 const MAX_EVENTS = 1000; // kept, newest; the table shows those that match the search
 const FIRST_PAGE = 300;
@@ -21,17 +22,6 @@ const KNOWN_TYPES = [
   "package_staged", "session_created", "session_control", "session_complete", "shell_opened", "shell_reattached",
   "shell_closed", "shell_killed", "token_created", "token_revoked", "protocol_error",
 ];
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 export function isAudit(event) {
   return (

@@ -9,6 +9,7 @@
 // laid out once per frame.
 
 import { ApiError, get, wsUrl } from "../api.js";
+import { el } from "../ui.js";
 
 const CONTROL_PLANE = "control-plane";
 const MAX_LINES = 5000;
@@ -18,17 +19,6 @@ const DEFAULT_BACKLOG = 500;
 const AT_BOTTOM_PX = 8;
 const LINE_RE = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) (DEBUG|INFO|WARNING|ERROR|CRITICAL)(\s+)([\w.-]+): (.*)$/s;
 const JOB_EVENTS = "job_done,job_failed_on_drone,job_requeued";
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 /** "app-misc/hello-2.10-r1" -> "portage/app-misc/hello" (null if it is not shaped like a CPV). */
 function portageSource(cpv) {

@@ -7,6 +7,7 @@
 // controller's buffer still holds it.
 
 import { ApiError, get, wsUrl } from "../api.js";
+import { el } from "../ui.js";
 
 const MAX_ROWS = 500;
 const BACKFILL = 5000; // entries looked through for the recent ones that match
@@ -22,17 +23,6 @@ const TONES = {
   heartbeat: "beat", ping: "ping", pong: "ping", hello: "hello", welcome: "hello",
   build_event: "build", start_build: "build", cancel_build: "build",
 };
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 function clock(iso) {
   const d = new Date(iso);

@@ -7,6 +7,7 @@
 import { FitAddon } from "/vendor/addon-fit.mjs";
 import { Terminal } from "/vendor/xterm.mjs";
 import { del, get, wsUrl } from "../api.js";
+import { el } from "../ui.js";
 
 const STORE = "swarm.console.terminals";
 // Flow control as ttyd does it: xterm.js parses 5-35 MB/s, a drone prints
@@ -39,17 +40,6 @@ const THEME = {
   brightWhite: "#eef1ff",
 };
 const encoder = new TextEncoder();
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "class") node.className = value;
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 function exitText(message) {
   if (message.exit_code !== null && message.exit_code !== undefined) {
