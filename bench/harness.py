@@ -8,6 +8,7 @@ asks; all gRPC traffic happens in the children.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -551,6 +552,28 @@ def tcp_connections(pid: int, port: int) -> int:
 def say(message: str) -> None:
     """A progress line on stderr, with the time."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def comma_subset(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated subset of ``choices``, kept in their order."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = {k.strip() for k in text.split(",") if k.strip()}
+        unknown = chosen - set(choices)
+        if not chosen or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {','.join(choices)}, got {text!r}"
+            )
+        return tuple(k for k in choices if k in chosen)
+
+    return parse
+
+
+def options_json(opts: Any) -> dict[str, Any]:
+    """A slotted options object's fields, paths as strings: the --json record of a run's options."""
+    return {
+        name: str(v) if isinstance(v, Path) else v for name in opts.__slots__ for v in [getattr(opts, name)]
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -57,6 +57,7 @@ from harness import (
     BenchError,
     Children,
     Controller,
+    comma_subset,
     env_info,
     join_tokens,
     own_pid_group,
@@ -128,16 +129,6 @@ class Options:
     controller_args: tuple[str, ...]
 
 
-def kinds_list(text: str) -> tuple[str, ...]:
-    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in kinds if k not in KINDS]
-    if not kinds or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {','.join(KINDS)}, got {text!r}"
-        )
-    return kinds
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench/healing.py",
@@ -165,7 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--kinds",
-        type=kinds_list,
+        type=comma_subset(KINDS),
         default=",".join(KINDS),
         help="comma-separated failure kinds to try, in this order within each round",
     )

@@ -51,6 +51,7 @@ from harness import (
     Controller,
     CpuMeter,
     env_info,
+    options_json,
     own_pid_group,
     percentile,
     say,
@@ -1100,7 +1101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     packages = generate_dag(opts.packages, opts.layers, opts.seed, opts.sleep_min, opts.sleep_max)
     results: dict[str, Any] = {
         "env": env_info(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(opts).items()},
+        "options": options_json(opts),
         "dag": dag_summary(packages),
         "direct": None,
         "fleets": [],
@@ -1150,10 +1151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "error" in results:
         print(f"error: {results['error']}", file=sys.stderr)
     return code
-
-
-def vars_of(opts: Options) -> dict[str, Any]:
-    return {name: getattr(opts, name) for name in opts.__slots__}
 
 
 if __name__ == "__main__":

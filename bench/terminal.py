@@ -62,8 +62,10 @@ from harness import (
     Children,
     Controller,
     CpuMeter,
+    comma_subset,
     env_info,
     join_tokens,
+    options_json,
     own_pid_group,
     percentile,
     say,
@@ -121,16 +123,6 @@ class Options:
     controller_args: tuple[str, ...]
 
 
-def phases_list(text: str) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in chosen if k not in PHASES]
-    if not chosen or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {','.join(PHASES)}, got {text!r}"
-        )
-    return tuple(k for k in PHASES if k in chosen)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench/terminal.py",
@@ -148,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--phases",
-        type=phases_list,
+        type=comma_subset(PHASES),
         default=",".join(PHASES),
         help="comma-separated measurements to run, in this order: keys (keystroke round trip), bulk "
         "(cat throughput), flood (heartbeats under a flood)",
@@ -1047,7 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rig = Rig(opts, children, tmp)
     results: dict[str, Any] = {
         "env": env_info(),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars_of(opts).items()},
+        "options": options_json(opts),
         "transport": "plaintext (--insecure)" if opts.insecure else "mutual TLS (enrolled drone)",
         "heartbeat_s": opts.heartbeat,
         "load_before": load_average(),
@@ -1097,10 +1089,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "error" in results:
         print(f"error: {results['error']}", file=sys.stderr)
     return code
-
-
-def vars_of(opts: Options) -> dict[str, Any]:
-    return {name: getattr(opts, name) for name in opts.__slots__}
 
 
 if __name__ == "__main__":
