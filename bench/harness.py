@@ -571,9 +571,8 @@ def comma_subset(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
 
 def options_json(opts: Any) -> dict[str, Any]:
     """A slotted options object's fields, paths as strings: the --json record of a run's options."""
-    return {
-        name: str(v) if isinstance(v, Path) else v for name in opts.__slots__ for v in [getattr(opts, name)]
-    }
+    values = {name: getattr(opts, name) for name in opts.__slots__}
+    return {name: str(v) if isinstance(v, Path) else v for name, v in values.items()}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
