@@ -20,7 +20,7 @@ import signal
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -40,6 +40,18 @@ CPV_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_.-
 LOG_BATCH_BYTES = 16 * 1024
 LOG_BATCH_SECONDS = 0.2
 LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory
+LOG_DELIVERY_WAIT = 30.0  # seconds a finished build waits for its log to be delivered
+# A log stream that ended with one of these is opened again (the controller
+# restarting, the connection lost); any other answer is final.
+LOG_RETRY = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 UPLOAD_CHUNK = 256 * 1024
 RECENT = 16
 KILL_GRACE = 5.0
@@ -316,8 +328,10 @@ class Builder:
                 return await process.wait()
         finally:
             await batches.put(None)
+            # A build that ends normally waits a while for its log to reach a controller
+            # that is restarting; a cancelled one (the agent may be stopping) hardly.
             try:
-                await asyncio.wait_for(shipper, 30)
+                await asyncio.wait_for(shipper, 2.0 if build.cancel_reason else LOG_DELIVERY_WAIT)
             except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 log.warning("build %s: log not fully delivered: %s", build.start.build_id, exc)
 
@@ -362,47 +376,68 @@ class Builder:
     ) -> None:
         """Stream the build log to the controller as it is written. A stream
         cut off (the controller restarting) is opened again with backoff: the
-        controller says how much it holds, the rest is read back from the log
-        file, then the live batches go on. Meanwhile the batches are drained
-        (they are in the file), so the build never waits for its log."""
-        sent = 0  # the controller holds (or has been sent on the live call) the log up to here
-        ended = asyncio.Event()  # the end mark (None) was taken from the queue
-        attempt = 0
+        controller says how much it holds, and the call sends from there,
+        reading back from the drone's log file what the batches no longer
+        have. Meanwhile the batches are drained (they are in the file), so
+        the build never waits for its log.
 
-        async def catch_up(start: int) -> AsyncIterator[build_pb2.LogChunk]:
-            nonlocal sent
+        Each call reads the batches with a generation of its own: grpc may
+        still be pulling on the request iterator of a call that failed, and
+        whatever such a stale reader takes is read back from the file by the
+        live one (a batch that starts past where the live call is means a gap)."""
+        ended = asyncio.Event()  # the end mark (None) was taken from the queue
+        generation = 0
+
+        def read_back(start: int, end: int | None = None) -> Iterator[build_pb2.LogChunk]:
+            """The log file from ``start`` (to ``end``), one chunk at a time."""
             with log_path.open("rb") as fh:
                 fh.seek(start)
-                while data := fh.read(LOG_BATCH_BYTES):
+                while end is None or start < end:
+                    size = LOG_BATCH_BYTES if end is None else min(LOG_BATCH_BYTES, end - start)
+                    data = fh.read(size)
+                    if not data:
+                        return
                     yield build_pb2.LogChunk(build_id=build_id, offset=start, data=data)
                     start += len(data)
-            sent = start
 
-        async def chunks(resume: int | None) -> AsyncIterator[build_pb2.LogChunk]:
-            nonlocal sent
-            if resume is not None:
-                async for chunk in catch_up(resume):
+        async def chunks(mine: int, position: int, from_file: bool) -> AsyncIterator[build_pb2.LogChunk]:
+            if from_file:
+                for chunk in read_back(position):
                     yield chunk
+                    position = chunk.offset + len(chunk.data)
             while not ended.is_set():
                 item = await batches.get()
+                if mine != generation:
+                    # A stale call's reader: the live call reads this from the file.
+                    if item is None:
+                        batches.put_nowait(None)  # for the live call's reader to see the end
+                    return
                 if item is None:
                     ended.set()
-                    return
+                    break
                 offset, data = item
-                if offset + len(data) <= sent:
-                    continue  # read back from the file already
-                data = data[max(0, sent - offset) :]
-                offset = max(offset, sent)
-                yield build_pb2.LogChunk(build_id=build_id, offset=offset, data=data)
-                sent = offset + len(data)
+                if offset > position:  # taken by a stale reader: read the gap back
+                    for chunk in read_back(position, offset):
+                        yield chunk
+                        position = chunk.offset + len(chunk.data)
+                if offset + len(data) <= position:
+                    continue
+                data = data[position - offset :]
+                yield build_pb2.LogChunk(build_id=build_id, offset=position, data=data)
+                position += len(data)
+            # The end: whatever a stale reader took last is still in the file.
+            for chunk in read_back(position):
+                yield chunk
 
         async def drain() -> None:
-            while await batches.get() is not None:
-                pass
+            while (item := await batches.get()) is not None:
+                del item
             ended.set()
 
+        attempt = 0
         resume: int | None = None
         while True:
+            generation += 1
             try:
                 async with self._channel() as channel:
                     stub = build_pb2_grpc.BuildsStub(channel)
@@ -410,17 +445,19 @@ class Builder:
                         # An empty chunk asks how much the controller holds.
                         probe = build_pb2.LogChunk(build_id=build_id, offset=0, data=b"")
                         resume = (await stub.BuildLog(iter([probe]))).received
-                    await stub.BuildLog(chunks(resume))
+                    await stub.BuildLog(chunks(generation, resume or 0, resume is not None))
                     return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                if exc.code() not in LOG_RETRY:
                     log.warning(
                         "build %s: the controller takes no more of its log: %s", build_id, exc.details()
                     )
+                    generation += 1
                     if not ended.is_set():
                         await drain()
                     return
                 log.warning("build %s: log stream ended (%s); resuming", build_id, exc.code().name)
+            generation += 1  # the failed call's reader, if grpc still runs it, stands down
             resume = 0
             delay = UPLOAD_BACKOFF.delay(attempt)
             attempt += 1
