@@ -8,7 +8,6 @@ an event), and the exit codes of the errors.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -18,52 +17,27 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from support.cli import CLI_ENV, Follow, cli_args, following
-from support.procs import Agent, Controller, enroll, wait_for
+from support.procs import Controller, wait_for
+from support.shells import ShellDrone, start_shell_drone
 
 pytestmark = pytest.mark.timeout(120)
 
-SHELL = "/bin/bash --noprofile --norc"
 _sockets = itertools.count()
 
 
-@dataclass
-class Drone:
-    controller: Controller
-    agent: Agent
-    name: str
-
+class Drone(ShellDrone):
     def cli_args(self, *args: str) -> list[str]:
         return cli_args(self.controller, *args)
 
-    def processes(self, name: str) -> list[psutil.Process]:
-        """The agent's descendants called ``name`` (what runs in its shells)."""
-        found = []
-        for proc in psutil.Process(self.agent.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if proc.name() == name and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        return found
-
 
 def start_drone(root: Path, name: str = "live") -> Drone:
-    controller = Controller(root, "--ping-interval", "0.5")
-    controller.start()
-    home = root / "home"
-    home.mkdir()
-    agent = Agent(root, name, controller.grpc_target, "--shell", SHELL, heartbeat_interval=0.25)
-    agent.env = {"HOME": str(home), "HISTFILE": "/dev/null", "SHELL": "/bin/bash"}
-    result = enroll(controller, name, agent.state_dir)
-    assert result.returncode == 0, result.stderr
-    agent.start()
-    wait_for(lambda: (n := controller.node(name)) and n["status"] == "online", what=f"{name} online")
-    return Drone(controller, agent, name)
+    made = start_shell_drone(root, name)
+    return Drone(made.controller, made.agent, made.home)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +46,7 @@ def drone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drone]:
     try:
         yield made
     finally:
-        made.agent.kill()
-        made.controller.kill()
+        made.stop()
 
 
 # -- a terminal to run the CLI in --------------------------------------------------------

@@ -12,46 +12,26 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, get, log_in, shot
-from support.procs import Agent, Controller, enroll, wait_for
+from support.procs import wait_for
+from support.shells import ShellDrone, start_shell_drone
 
 pytestmark = pytest.mark.timeout(180)
 
-SHELL = "/bin/bash --noprofile --norc"
 DRONE = "drone-one"
 
 
-@dataclass
-class Swarm:
-    controller: Controller
-    agent: Agent
-    home: Path
-
-
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
-    root = tmp_path_factory.mktemp("console")
-    controller = Controller(root, "--ping-interval", "0.5")
-    controller.start()
-    home = root / "home"
-    home.mkdir()
-    agent = Agent(root, DRONE, controller.grpc_target, "--shell", SHELL, drone_type="lxc")
-    agent.env = {"HOME": str(home), "HISTFILE": "/dev/null", "SHELL": "/bin/bash"}
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShellDrone]:
+    made = start_shell_drone(tmp_path_factory.mktemp("console"), DRONE, drone_type="lxc")
     try:
-        result = enroll(controller, DRONE, agent.state_dir)
-        assert result.returncode == 0, result.stderr
-        agent.start()
-        wait_for(lambda: (n := controller.node(DRONE)) and n["status"] == "online", what=f"{DRONE} online")
-        yield Swarm(controller, agent, home)
+        yield made
     finally:
-        agent.kill()
-        controller.kill()
+        made.stop()
 
 
 def screen(page: Page) -> Locator:
@@ -74,7 +54,7 @@ def run(page: Page, command: str, expect_re: str) -> re.Match[str]:
     return matches[-1]
 
 
-def live_shells(swarm: Swarm) -> list[dict[str, object]]:
+def live_shells(swarm: ShellDrone) -> list[dict[str, object]]:
     status, body = swarm.controller.admin("GET", "/admin/api/shells")
     assert status == 200, body
     return [s for s in body["shells"] if s["state"] in ("attached", "detached")]
@@ -83,7 +63,7 @@ def live_shells(swarm: Swarm) -> list[dict[str, object]]:
 # -- without a session --------------------------------------------------------------------
 
 
-def test_without_a_session_only_the_login_page_is_served(swarm: Swarm) -> None:
+def test_without_a_session_only_the_login_page_is_served(swarm: ShellDrone) -> None:
     base = swarm.controller.admin_url
     status, headers, _ = get(base + "/")
     assert status == 303 and headers["Location"] == "/login"
@@ -111,7 +91,9 @@ def test_without_a_session_only_the_login_page_is_served(swarm: Swarm) -> None:
     assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8"
 
 
-def test_a_page_load_without_a_session_lands_on_the_login_page(swarm: Swarm, browser: BrowserContext) -> None:
+def test_a_page_load_without_a_session_lands_on_the_login_page(
+    swarm: ShellDrone, browser: BrowserContext
+) -> None:
     page = browser.new_page()
     problems = Problems(page)
     page.goto(swarm.controller.admin_url + "/#/terminal")
@@ -137,7 +119,7 @@ def test_a_page_load_without_a_session_lands_on_the_login_page(swarm: Swarm, bro
 # -- logged in ----------------------------------------------------------------------------
 
 
-def test_drones_page_and_terminal(swarm: Swarm, browser: BrowserContext) -> None:
+def test_drones_page_and_terminal(swarm: ShellDrone, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
     controls: list[str] = []  # the JSON messages the page sends on its websockets

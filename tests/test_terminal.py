@@ -16,7 +16,6 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,15 @@ import pytest
 from swarm.clock import parse_iso
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, shell_pb2, shell_pb2_grpc
 
-from support.procs import Agent, Controller, agent_credentials, enroll, wait_for
+from support.procs import Controller, agent_credentials, enroll, wait_for
+from support.shells import ShellDrone, start_shell_drone
 
 pytestmark = pytest.mark.timeout(120)
 
-SHELL = "/bin/bash --noprofile --norc"
 HEARTBEAT = 0.25
 
 
-@dataclass
-class Drone:
-    controller: Controller
-    agent: Agent
-    home: Path
-
+class Drone(ShellDrone):
     @property
     def ws_url(self) -> str:
         return self.controller.admin_url.replace("http://", "ws://") + f"/ws/ssh/{self.agent.name}"
@@ -54,29 +48,10 @@ class Drone:
     def shell(self, session_id: str) -> dict[str, Any]:
         return next(s for s in self.shells()["shells"] if s["id"] == session_id)
 
-    def processes(self, name: str) -> list[psutil.Process]:
-        """The agent's descendants called ``name`` (the shell's children among them)."""
-        found = []
-        for proc in psutil.Process(self.agent.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if proc.name() == name and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        return found
-
 
 def start_drone(root: Path, *flags: str, name: str = "tty") -> Drone:
-    controller = Controller(root, "--ping-interval", "0.5", *flags)
-    controller.start()
-    home = root / "home"
-    home.mkdir()
-    agent = Agent(root, name, controller.grpc_target, "--shell", SHELL, heartbeat_interval=HEARTBEAT)
-    # A home of its own: bash's history and the shell's cwd stay in the test's directory.
-    agent.env = {"HOME": str(home), "HISTFILE": "/dev/null", "SHELL": "/bin/bash"}
-    result = enroll(controller, name, agent.state_dir)
-    assert result.returncode == 0, result.stderr
-    agent.start()
-    wait_for(lambda: (n := controller.node(name)) and n["status"] == "online", what=f"{name} online")
-    return Drone(controller, agent, home)
+    made = start_shell_drone(root, name, *flags, heartbeat_interval=HEARTBEAT)
+    return Drone(made.controller, made.agent, made.home)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +60,7 @@ def drone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drone]:
     try:
         yield made
     finally:
-        made.agent.kill()
-        made.controller.kill()
+        made.stop()
 
 
 # -- a websocket terminal client ---------------------------------------------------------
