@@ -59,7 +59,8 @@ ATTACH_TIMEOUT = 10.0  # for the first frame of a Shell call
 KILL_WAIT = 5.0  # a closed channel's agent hangs up (2 s grace) and reports; then we cut the call
 WRITE_GRACE = 1.0
 RECORDER_PENDING = 1 << 20  # bytes of output waiting for the recording file at most
-RECORDER_LINGER = 0.1  # seconds output gathers before it is written to the recording
+RECORDER_LINGER = 0.1  # seconds output gathers before it is written to the recording ...
+RECORDER_BURST = 64 * 1024  # ... unless this much is waiting
 RECENT_CLOSED = 100  # ended sessions kept in memory for the list
 RECORDINGS_LISTED = 200
 TERM = "xterm-256color"
@@ -227,6 +228,7 @@ class Recorder:
         self._pending: list[tuple[float, str, bytes]] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()
+        self._burst = asyncio.Event()  # a burst's worth is waiting: write it now
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
@@ -242,9 +244,12 @@ class Recorder:
             await asyncio.to_thread(self._open)
             while True:
                 await self._wake.wait()
-                if not self._closing and self._pending_bytes < RECORDER_PENDING // 2:
-                    # Let output gather: one hop to the writer thread per burst, not per keystroke.
-                    await asyncio.sleep(RECORDER_LINGER)
+                if not self._closing and self._pending_bytes < RECORDER_BURST:
+                    # Let output gather: one hop to the writer thread per burst, not per
+                    # keystroke; a flood fills a burst at once and is written straight away.
+                    self._burst.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._burst.wait(), RECORDER_LINGER)
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 self._pending_bytes = 0
@@ -297,6 +302,8 @@ class Recorder:
         self._pending.append((time.monotonic() - self._started, kind, data))
         self._pending_bytes += len(data)
         self._wake.set()
+        if self._pending_bytes >= RECORDER_BURST:
+            self._burst.set()
 
     async def output(self, data: bytes) -> None:
         self._queue("o", data)
@@ -310,6 +317,7 @@ class Recorder:
     def close(self) -> None:
         self._closing = True
         self._wake.set()
+        self._burst.set()
 
 
 # -- channels ------------------------------------------------------------------------
