@@ -69,6 +69,7 @@ RESTART_ACK = 2.0
 HISTORY = 50
 PAUSED_KEY = "healing_paused"
 DAY = 86400.0
+FIGURES_TTL = 5.0  # seconds the public health figures are reused (until an incident is written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Healer:
         self._ladders: dict[str, Ladder] = {}
         self.access: dict[str, AccessRecord] = {}
         self._dirty: set[str] = set()
+        self._figures: tuple[float, dict[str, Any]] | None = None  # (computed at, figures)
         self._closed: list[IncidentRecord] = []  # recovered, to be written
         self._recent_actions: deque[float] = deque()
         self._throttled = False
@@ -212,6 +214,7 @@ class Healer:
         self._dirty.clear()
         if incidents or closed:
             await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
+            self._figures = None
 
     # -- access settings ---------------------------------------------------
 
@@ -614,7 +617,16 @@ class Healer:
         }
 
     async def figures(self, now: float) -> dict[str, Any]:
-        """Fleet availability and mean time to recovery over the last day."""
+        """Fleet availability and mean time to recovery over the last day.
+
+        /api/v1/health is public and reads a day of incidents: the figures
+        are kept for FIGURES_TTL seconds, or until an incident is written."""
+        cached = self._figures
+        if cached is None or not 0 <= now - cached[0] < FIGURES_TTL:
+            cached = self._figures = (now, await self._day_figures(now))
+        return {**cached[1], "healing_paused": self.paused, "fleet_dark": self.dark}
+
+    async def _day_figures(self, now: float) -> dict[str, Any]:
         since = now - DAY
         incidents = await self._runner.call(self._runner.store.list_incidents, since=since, limit=100_000)
         states = {s.id: s for s in self._fleet.states()}
@@ -641,8 +653,6 @@ class Healer:
             "open_incidents": sum(1 for i in incidents if i.recovered_at is None),
             "mttr_s": round(sum(recoveries) / len(recoveries), 3) if recoveries else None,
             "mean_detection_s": round(sum(detections) / len(detections), 3) if detections else None,
-            "healing_paused": self.paused,
-            "fleet_dark": self.dark,
         }
 
 

@@ -204,6 +204,8 @@ def recovered(swarm: HealSwarm, name: str) -> dict[str, Any] | None:
 def test_a_killed_agent_is_restarted_over_ssh(swarm: HealSwarm) -> None:
     swarm.add_drone("crash")
     before = swarm.agent_pid("crash")
+    # Read (and so kept for a few seconds) before the incident: written incidents show at once.
+    assert swarm.controller.get("/api/v1/health")["fleet"]["incidents"] == 0
     swarm.kill("crash")
     incident = wait_for(lambda: recovered(swarm, "crash"), timeout=30, what="crash recovered")
     assert swarm.agent_pid("crash") != before
