@@ -430,8 +430,8 @@ class Builder:
                 yield chunk
 
         async def drain() -> None:
-            while (item := await batches.get()) is not None:
-                del item
+            while await batches.get() is not None:
+                pass
             ended.set()
 
         attempt = 0

@@ -59,24 +59,16 @@ def _newest(paths: list[Path]) -> Path | None:
 
 def _portage_logs(directory: Path, category: str, package: str) -> list[Path]:
     """Portage's logs of any version of category/package (not of a package
-    whose name merely starts with this one: a version follows the dash)."""
+    whose name merely starts with this one: a version follows the dash).
+    The names come from DRONE_SOURCE_RE, which admits no glob character."""
 
     def of_package(pf: str) -> bool:
         return pf.startswith(package + "-") and bool(VERSION_START.match(pf[len(package) + 1 :]))
 
-    found = [
-        p
-        for p in directory.glob(f"{glob_escape(category)}:{glob_escape(package)}-*.log")
-        if of_package(p.name.split(":")[1])
-    ]
+    found = [p for p in directory.glob(f"{category}:{package}-*.log") if of_package(p.name.split(":")[1])]
     split = directory / "build" / category
-    found += [p for p in split.glob(f"{glob_escape(package)}-*.log") if of_package(p.name.split(":")[0])]
+    found += [p for p in split.glob(f"{package}-*.log") if of_package(p.name.split(":")[0])]
     return found
-
-
-def glob_escape(text: str) -> str:
-    # The name patterns above admit none of glob's specials but '[' is cheap to rule out.
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -304,7 +304,7 @@ class BuildQueue:
             del self.draining[drone.id]
         await self._save_holds()
         if on:
-            running = sum(1 for j in self.jobs.values() if j.drone_id == drone.id and j.state in ACTIVE)
+            running = self.running_by_drone().get(drone.id, 0)
             then = f": its {running} job(s) finish first" if running else ""
             message = f"{drone.name} drained by {by}{then}"
         else:
@@ -340,7 +340,8 @@ class BuildQueue:
         )
         self._changed()
 
-    def dispatch_state(self, drone_id: str, now: float) -> DispatchState:
+    def dispatch_state(self, drone_id: str, now: float, running: Mapping[str, int]) -> DispatchState:
+        """``running``: running_by_drone(), counted once for all the drones of an answer."""
         breaker = self.planner.breakers.get(drone_id)
         grounded = self.planner.grounded(drone_id, now)
         return DispatchState(
@@ -354,7 +355,7 @@ class BuildQueue:
                 else None
             ),
             failures=len(breaker.failures) if breaker is not None else 0,
-            running=sum(1 for j in self.jobs.values() if j.drone_id == drone_id and j.state in ACTIVE),
+            running=running.get(drone_id, 0),
         )
 
     # -- queries -------------------------------------------------------------
@@ -537,11 +538,16 @@ class BuildQueue:
             job.state, job.ready_at, job.reason = QUEUED, now, ""
             self._dirty_jobs.add(job.id)
 
-    def _drone_views(self) -> list[DroneView]:
+    def running_by_drone(self) -> dict[str, int]:
+        """Each drone's jobs assigned or building (drones with none left out)."""
         running: dict[str, int] = {}
         for job in self.jobs.values():
             if job.state in ACTIVE and job.drone_id:
                 running[job.drone_id] = running.get(job.drone_id, 0) + 1
+        return running
+
+    def _drone_views(self) -> list[DroneView]:
+        running = self.running_by_drone()
         return [
             DroneView(
                 d.id,

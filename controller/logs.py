@@ -23,16 +23,16 @@ import grpc
 from swarm import logtail
 from swarm.controller.errors import InvalidArgument, NotFound, Unavailable
 from swarm.controller.fleet import DroneState
-from swarm.controller.shells import Channel, ShellRegistry, exit_info
+from swarm.controller.shells import ExitInfo, ReadingChannel, ShellRegistry, exit_info
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES, path_like
-from swarm.logtail import MAX_LINES, Piece
+from swarm.logtail import Piece
 from swarm.v1 import shell_pb2
 
 PIECES = 4
 MAX_TEXT = 4 << 20  # bytes of a tail returned by the HTTP API at most
 
 
-class LogStream(Channel):
+class LogStream(ReadingChannel):
     """One drone log on its channel; read with ``next()`` until it returns None."""
 
     def __init__(self, channel_id: str, state: DroneState) -> None:
@@ -40,32 +40,19 @@ class LogStream(Channel):
         self._pieces: asyncio.Queue[Piece] = asyncio.Queue(PIECES)
         self.error = ""
 
-    async def serve(self, context: grpc.aio.ServicerContext) -> None:
-        self.agent_attached.set()
-        reader = asyncio.create_task(self._read(context), name=f"log-read:{self.channel_id[:12]}")
-        aborted = asyncio.create_task(self._abort_wait(), name=f"log-abort:{self.channel_id[:12]}")
-        try:
-            await asyncio.wait({reader, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            reader.cancel()
-            aborted.cancel()
-            await asyncio.gather(reader, aborted, return_exceptions=True)
-            self.ended.set()
-
-    async def _read(self, context: grpc.aio.ServicerContext) -> None:
+    async def _read(self, context: grpc.aio.ServicerContext) -> ExitInfo | None:
         while True:
             frame = await context.read()
             if frame is grpc.aio.EOF:
-                return
+                return None
             kind = frame.WhichOneof("body")
             if kind == "output":
                 await self._pieces.put(Piece(frame.output))
             elif kind == "stderr":
                 await self._pieces.put(Piece(notice=frame.stderr.decode(errors="replace")))
             elif kind == "close":
-                self.exit = exit_info(frame.close)
                 self.error = frame.close.error
-                return
+                return exit_info(frame.close)
 
     async def next(self) -> Piece | None:
         """The next piece, or None once the drone has sent all there is."""
@@ -94,12 +81,6 @@ class LogStream(Channel):
             raise Unavailable(f"{self.drone}: the log channel ended without a status")
 
 
-def check_lines(lines: int) -> int:
-    if not 0 <= lines <= MAX_LINES:
-        raise InvalidArgument(f"lines must be between 0 and {MAX_LINES}")
-    return lines
-
-
 async def drone_log(
     registry: ShellRegistry, state: DroneState, source: str, *, lines: int, follow: bool
 ) -> AsyncGenerator[Piece, None]:
@@ -108,7 +89,6 @@ async def drone_log(
     raised instead of the first piece."""
     if path_like(source):
         raise InvalidArgument(f"not a log source name: {source[:80]!r} (on a drone: {DRONE_SOURCES})")
-    check_lines(lines)
     stream = LogStream(secrets.token_hex(16), state)
     try:
         await registry.open_channel(
@@ -143,7 +123,6 @@ class LocalLogs:
     async def pieces(self, source: str, *, lines: int, follow: bool) -> AsyncGenerator[Piece, None]:
         """Like a drone's: a first notice naming the file, then its tail."""
         path = self.path(source)
-        check_lines(lines)
         if not path.is_file():
             raise NotFound(f"the controller's log {path} does not exist")
         yield Piece(notice=f"{CONTROL_PLANE}: {path}")

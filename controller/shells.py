@@ -621,7 +621,31 @@ class ShellSession(Channel):
             await viewer.close(1000, "shell ended")  # bounded by the viewer
 
 
-class ExecRun(Channel):
+class ReadingChannel(Channel):
+    """A channel the controller only reads (a command, a log): its frames go
+    to ``_read`` until the agent's Close, the end of the call, or abort()."""
+
+    async def serve(self, context: grpc.aio.ServicerContext) -> None:
+        self.agent_attached.set()
+        name = f"{type(self).__name__}:{self.channel_id[:12]}"
+        aborted = asyncio.create_task(self._abort_wait(), name=f"{name}:abort")
+        reader = asyncio.create_task(self._read(context), name=f"{name}:read")
+        try:
+            await asyncio.wait({reader, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done() and not reader.cancelled() and reader.exception() is None:
+                self.exit = reader.result()
+        finally:
+            reader.cancel()
+            aborted.cancel()
+            await asyncio.gather(reader, aborted, return_exceptions=True)
+            self.ended.set()
+
+    async def _read(self, context: grpc.aio.ServicerContext) -> ExitInfo | None:
+        """Frames until the agent's Close (its status) or the end of the call (None)."""
+        raise NotImplementedError
+
+
+class ExecRun(ReadingChannel):
     """One non-interactive command: output collected (capped) until the agent's Close."""
 
     def __init__(self, channel_id: str, state: DroneState, max_output: int) -> None:
@@ -636,20 +660,6 @@ class ExecRun(Channel):
         room = self._max - len(buf)
         buf += data[: max(0, room)]
         return len(data) > room
-
-    async def serve(self, context: grpc.aio.ServicerContext) -> None:
-        self.agent_attached.set()
-        aborted = asyncio.create_task(self._abort_wait(), name=f"exec-abort:{self.channel_id[:12]}")
-        reader = asyncio.create_task(self._read(context), name=f"exec-read:{self.channel_id[:12]}")
-        try:
-            await asyncio.wait({reader, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done() and not reader.cancelled() and reader.exception() is None:
-                self.exit = reader.result()
-        finally:
-            reader.cancel()
-            aborted.cancel()
-            await asyncio.gather(reader, aborted, return_exceptions=True)
-            self.ended.set()
 
     async def _read(self, context: grpc.aio.ServicerContext) -> ExitInfo | None:
         while True:

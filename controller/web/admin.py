@@ -23,7 +23,7 @@ from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
 from swarm.controller.web import auth, console, dispatch, healing, logs, openapi, public, shells, streams
-from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, queue_of, session_json
+from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
     activity_page,
@@ -173,13 +173,14 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def drones(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     t = now()
+    dispatch = dispatch_views(s, t, admin=True)
     return json_response(
         {
             "drones": [
                 {
                     **node_json(d, t),
                     "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None,
-                    "dispatch": dispatch_json(s, d.id, t, admin=True),
+                    "dispatch": dispatch(d.id),
                 }
                 for d in s.fleet.all()
             ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from swarm.clock import iso
@@ -77,18 +78,26 @@ def build_json(build: BuildRecord, names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def dispatch_json(services: Services, drone_id: str, now: float, *, admin: bool) -> dict[str, Any] | None:
-    """Whether a drone gets work; None without builds. The admins' view also
-    names who drained or grounded it, and its failures in a row."""
-    if services.builds is None:
-        return None
-    d = services.builds.dispatch_state(drone_id, now)
-    public = {
-        "draining": d.draining,
-        "grounded": d.grounded,
-        "grounded_until": iso(d.grounded_until),
-        "running_jobs": d.running,
-    }
-    if not admin:
-        return public
-    return {**public, "drained_by": d.drained_by, "grounded_by": d.grounded_by, "failures": d.failures}
+def dispatch_views(services: Services, now: float, *, admin: bool) -> Callable[[str], dict[str, Any] | None]:
+    """Whether a drone gets work, by drone id (None without builds), for one
+    answer: the fleet's running jobs are counted once for all its drones.
+    The admins' view also names who drained or grounded a drone, and its
+    failures in a row."""
+    queue = services.builds
+    if queue is None:
+        return lambda drone_id: None
+    running = queue.running_by_drone()
+
+    def view(drone_id: str) -> dict[str, Any]:
+        d = queue.dispatch_state(drone_id, now, running)
+        public = {
+            "draining": d.draining,
+            "grounded": d.grounded,
+            "grounded_until": iso(d.grounded_until),
+            "running_jobs": d.running,
+        }
+        if not admin:
+            return public
+        return {**public, "drained_by": d.drained_by, "grounded_by": d.grounded_by, "failures": d.failures}
+
+    return view

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from swarm.controller.web.buildviews import dispatch_json, queue_of
+from swarm.controller.web.buildviews import dispatch_views, queue_of
 from swarm.controller.web.common import SERVICES, json_response, now
 from swarm.controller.web.healing import KEY_NAME
 
@@ -27,7 +27,7 @@ async def _hold(request: web.Request, action: str) -> web.Response:
         await queue.drain(state, by, on=action == "drain")
     else:
         await queue.ground(state, by, on=action == "ground")
-    return json_response({"drone": state.name, "dispatch": dispatch_json(s, state.id, now(), admin=True)})
+    return json_response({"drone": state.name, "dispatch": dispatch_views(s, now(), admin=True)(state.id)})
 
 
 @routes.post("/admin/api/drones/{name}/drain")

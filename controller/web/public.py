@@ -4,6 +4,7 @@ secret."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import openapi, public_page
-from swarm.controller.web.buildviews import build_json, dispatch_json, job_json, session_json
+from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
     Handler,
@@ -85,7 +86,7 @@ def status_json(s: Services) -> dict[str, Any]:
     }
 
 
-def _node(s: Services, state: DroneState, t: float) -> dict[str, Any]:
+def _node(state: DroneState, t: float, dispatch: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
     """A drone's live state, with its proof of life: the functional checks of
     its latest Pong and which agent process it is."""
     return {
@@ -94,7 +95,7 @@ def _node(s: Services, state: DroneState, t: float) -> dict[str, Any]:
         "checks_at": iso(state.checks_at),
         "instance_id": state.instance_id or None,
         "process_started_at": iso(state.process_started_at),
-        "dispatch": dispatch_json(s, state.id, t, admin=False),
+        "dispatch": dispatch(state.id),
     }
 
 
@@ -102,14 +103,16 @@ def _node(s: Services, state: DroneState, t: float) -> dict[str, Any]:
 async def nodes(request: web.Request) -> web.Response:
     s = _services(request)
     t = now()
-    return json_response({"nodes": [_node(s, d, t) for d in s.fleet.all()]})
+    dispatch = dispatch_views(s, t, admin=False)
+    return json_response({"nodes": [_node(d, t, dispatch) for d in s.fleet.all()]})
 
 
 @routes.get("/api/v1/nodes/{name}")
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
     state = s.fleet.require(request.match_info["name"])
-    return json_response({"node": _node(s, state, now())})
+    t = now()
+    return json_response({"node": _node(state, t, dispatch_views(s, t, admin=False))})
 
 
 @routes.get("/api/v1/events")
