@@ -93,10 +93,17 @@ def test_frozen_agent_goes_suspect_then_offline_and_recovers(
     finally:
         agent.signal(signal.SIGCONT)
     wait_for(lambda: online(controller, "drone-frozen"), what="online after SIGCONT")
-    types = [e["type"] for e in controller.events(drone=agent.drone_id)]
+    # Settled: its first pongs after the freeze may report the event-loop stall it had
+    # (drone_unhealthy), and the next ones that it is over (drone_healthy).
+    types = wait_for(
+        lambda: (
+            (t := [e["type"] for e in controller.events(drone=agent.drone_id)])
+            and t[-1] in ("drone_connected", "drone_online", "drone_healthy")
+            and t
+        ),
+        what="the drone settled after SIGCONT",
+    )
     assert types[:4] == ["drone_enrolled", "drone_connected", "drone_suspect", "drone_disconnected"]
-    # (drone_healthy: its first pongs after the freeze may report the event-loop stall it had.)
-    assert types[-1] in ("drone_connected", "drone_online", "drone_healthy")
     suspect = next(e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_suspect")
     assert "no heartbeat for" in suspect["message"]
 
