@@ -95,6 +95,7 @@ def main() -> int:
     ns = parser.parse_args()
     state: Path = ns.state.resolve()
     logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     ready = state / "controller.ready.json"
     ready.unlink(missing_ok=True)
     bindir = Path(sys.executable).parent
@@ -301,6 +302,8 @@ Ctrl-C stops everything.""",
             if (services / name / "agent.json").exists():
                 dronectl.stop(services / name, timeout=15)
         stop([controller])
+        # Nothing serves on those ports any more: a stale file would send the next reader there.
+        ready.unlink(missing_ok=True)
         if interrupted:
             print("stopped.")
 
