@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from support.procs import http, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,4 +145,4 @@ def test_demo_from_an_empty_state_builds_and_stops_cleanly(demo: Demo) -> None:
     demo.wait_until(lambda: online(public) >= DRONES, "three online drones after a second start")
     demo.wait_until(lambda: demo.output().count("Build Swarm demo is running") == 2, "the second banner")
     assert demo.interrupt() == 0
-    wait_for(lambda: not processes_of(demo.state), timeout=10, what="no demo process left after the second run")
+    wait_for(lambda: not processes_of(demo.state), timeout=10, what="no demo process left after a second run")
