@@ -39,6 +39,42 @@ SERVER_LIFETIME = datetime.timedelta(days=365)
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
+# The client keys the gateway's TLS stack can verify in a handshake. An
+# Ed25519 or P-521 certificate would be issued fine and then fail every
+# connection (NO_COMMON_SIGNATURE_ALGORITHMS), so such requests are refused
+# before anything is spent on them.
+CLIENT_CURVES = (ec.SECP256R1, ec.SECP384R1)
+RSA_BITS = (2048, 8192)
+KEYS_THAT_WORK = "an ECDSA key on P-256 (what swarm-agent makes) or P-384, or an RSA key of 2048 to 8192 bits"
+
+
+def check_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """The parsed request if a drone certificate made from it can connect, else PkiError saying why."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise PkiError("the certificate request is not a PEM CSR") from None
+    try:
+        if not csr.is_signature_valid:
+            raise PkiError("the certificate request's signature does not verify")
+    except InvalidSignature:
+        raise PkiError("the certificate request's signature does not verify") from None
+    try:
+        key = csr.public_key()
+    except (ValueError, TypeError):  # e.g. an algorithm this build of OpenSSL does not know
+        key = None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, CLIENT_CURVES):
+            raise PkiError(f"ECDSA curve {key.curve.name} is not supported: use {KEYS_THAT_WORK}")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if not RSA_BITS[0] <= key.key_size <= RSA_BITS[1]:
+            raise PkiError(f"an RSA key of {key.key_size} bits is not supported: use {KEYS_THAT_WORK}")
+    else:
+        kind = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "this key type"
+        raise PkiError(f"{kind} is not supported for drone certificates: use {KEYS_THAT_WORK}")
+    return csr
+
+
 @dataclass(frozen=True, slots=True)
 class Issued:
     serial: int
@@ -153,24 +189,9 @@ class CertificateAuthority:
 
     def sign_drone(self, csr_pem: bytes, drone_id: str, lifetime: datetime.timedelta) -> Issued:
         """A client certificate for the drone; only the CSR's key is taken from it."""
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError:
-            raise PkiError("the certificate request is not a PEM CSR") from None
-        try:
-            if not csr.is_signature_valid:
-                raise PkiError("the certificate request's signature does not verify")
-        except InvalidSignature:
-            raise PkiError("the certificate request's signature does not verify") from None
-        public_key = csr.public_key()
-        if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
-            raise PkiError("RSA keys must have at least 2048 bits")
-        if not isinstance(
-            public_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-        ):
-            raise PkiError("unsupported key type in the certificate request")
+        csr = check_csr(csr_pem)
         cert = (
-            self._builder(_name(drone_id), public_key, lifetime, ExtendedKeyUsageOID.CLIENT_AUTH)
+            self._builder(_name(drone_id), csr.public_key(), lifetime, ExtendedKeyUsageOID.CLIENT_AUTH)
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(DRONE_URI_PREFIX + drone_id)]),
                 critical=False,

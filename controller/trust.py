@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from swarm.controller.ca import CertificateAuthority, Issued
+from swarm.controller.ca import CertificateAuthority, Issued, check_csr
 from swarm.controller.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -171,6 +171,11 @@ class Trust:
             raise FailedPrecondition(
                 f"drone id {drone_id} is already enrolled; revoke it first (swarm-cli drones revoke NAME)"
             )
+        try:
+            # Refused before the token is spent: a drone can fix its request and try again.
+            check_csr(csr_pem)
+        except PkiError as exc:
+            raise InvalidArgument(str(exc)) from None
         record = await self._spend(token, drone_id, name)
         issued = await self._issue(csr_pem, drone_id)
         self._events.emit(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -338,3 +340,74 @@ def test_agent_without_certificate_says_how_to_enroll(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "not enrolled" in result.stderr and "swarm-agent enroll" in result.stderr
+
+
+def _csr(key: Any, drone_id: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, drone_id)])
+    digest = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, digest)
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def test_enrollment_refuses_keys_the_gateway_cannot_serve_before_spending_the_token(
+    controller: Controller,
+) -> None:
+    """An Ed25519 (or P-521, or small RSA) certificate would be issued and then
+    fail every handshake; such a request, and one that does not parse, is
+    refused with what works, and the token stays good. The keys said to work
+    really connect: each renews its own certificate over the gateway."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    ca_pem = (controller.data_dir / "pki" / "ca.crt").read_bytes()
+    no_cert = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+
+    async def enroll_with(token: str, key: Any, name: str) -> tuple[grpc.StatusCode, str, bytes]:
+        drone_id = secrets.token_hex(16)
+        csr = b"-----BEGIN CERTIFICATE REQUEST-----\njunk\n" if key is None else _csr(key, drone_id)
+        async with grpc.aio.secure_channel(controller.enroll_target, no_cert) as channel:
+            try:
+                reply = await enroll_pb2_grpc.EnrollmentStub(channel).Enroll(
+                    enroll_pb2.EnrollRequest(token=token, csr_pem=csr, drone_id=drone_id, name=name),
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), exc.details() or "", b""
+        return grpc.StatusCode.OK, "", bytes(reply.certificate_pem)
+
+    async def renew_with(key: Any, cert_pem: bytes) -> bytes:
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        creds = grpc.ssl_channel_credentials(ca_pem, key_pem, cert_pem)
+        async with grpc.aio.secure_channel(controller.grpc_target, creds) as channel:
+            reply = await enroll_pb2_grpc.EnrollmentStub(channel).Renew(
+                enroll_pb2.RenewRequest(csr_pem=_csr(key, "ignored")), timeout=10
+            )
+        return bytes(reply.certificate_pem)
+
+    token = controller.create_token()
+    refused = {
+        "garbage": None,
+        "Ed25519": ed25519.Ed25519PrivateKey.generate(),
+        "P-521": ec.generate_private_key(ec.SECP521R1()),
+        "RSA 1024": rsa.generate_private_key(public_exponent=65537, key_size=1024),
+    }
+    for what, key in refused.items():
+        code, details, _ = asyncio.run(enroll_with(token, key, "tries"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (what, code, details)
+        if key is not None:
+            assert "use an ECDSA key on P-256" in details, details
+    assert controller.events(type="drone_enrolled") == []
+
+    for name, key in (
+        ("p384", ec.generate_private_key(ec.SECP384R1())),
+        ("rsa2048", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ):
+        code, details, cert_pem = asyncio.run(enroll_with(token, key, name))
+        assert code == grpc.StatusCode.OK, (name, details)
+        assert load_cert(asyncio.run(renew_with(key, cert_pem)))
+        token = controller.create_token()
