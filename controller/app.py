@@ -76,7 +76,12 @@ class Controller:
         self.runner = StoreRunner(self.store)
         self.protolog = ProtocolLog(config.protocol_buffer)
         self.events = EventLog(self.runner, buffer=config.event_buffer, retention=config.event_retention)
-        self.fleet = Fleet(self.events, y_threshold=y_for_phi(config.suspect_phi))
+        self.fleet = Fleet(
+            self.events,
+            y_threshold=y_for_phi(config.suspect_phi),
+            ping_timeout=config.ping_timeout,
+            missed_pings=config.missed_pings,
+        )
         self.health = HealthMonitor(
             self.fleet, suspect_phi=config.suspect_phi, offline_after_intervals=config.offline_after_intervals
         )

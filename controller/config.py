@@ -94,6 +94,12 @@ class ControllerConfig:
         300.0, "seconds a grounded drone gets no builds before one probe build (half-open)"
     )
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
+    ping_timeout: float = option(
+        5.0, "seconds a pong may take: a later one answers nothing and is not recorded as a latency"
+    )
+    missed_pings: int = option(
+        3, "pings in a row a drone may leave unanswered before it is unhealthy (gets no jobs, is healed)"
+    )
     suspect_phi: float = option(8.0, "phi-accrual threshold at which a silent drone becomes suspect")
     offline_after_intervals: float = option(
         10.0, "heartbeat intervals of silence before a drone is declared offline and its stream closed"
@@ -179,6 +185,8 @@ class ControllerConfig:
                 raise ValueError(f"{name} must be 0..65535, got {port}")
         if not 0.1 <= self.ping_interval <= 3600:
             raise ValueError("ping_interval must be between 0.1 and 3600 seconds")
+        if not 0.1 <= self.ping_timeout <= 3600 or self.missed_pings < 1:
+            raise ValueError("ping_timeout must be between 0.1 and 3600 seconds and missed_pings at least 1")
         if self.suspect_phi <= 0:
             raise ValueError("suspect_phi must be positive")
         if self.offline_after_intervals < 2:

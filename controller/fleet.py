@@ -34,8 +34,9 @@ ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.
 BEATING = (ONLINE, UNHEALTHY)
-# A pong older than this is not a measurement of the current link.
-PONG_MAX_AGE_NS = 60 * 10**9
+# The check a drone fails while it leaves the controller's pings unanswered
+# (it reads no more of its stream, or its event loop is stuck).
+PINGS_CHECK = "pings"
 
 
 class Link(Protocol):
@@ -60,6 +61,7 @@ class DroneState:
         "interval",
         "ping_seq",
         "next_ping_at",
+        "unanswered",
         "connected_at",
         "checks",
         "checks_at",
@@ -103,6 +105,8 @@ class DroneState:
         self.interval = record.heartbeat_interval_ms / 1000
         self.ping_seq = 0
         self.next_ping_at = 0.0
+        # Pings sent (or due but not sendable) since the last timely pong.
+        self.unanswered = 0
         self.connected_at: float | None = None
         # From the latest Pong (empty until the first one on a stream).
         self.checks: tuple[CheckData, ...] = ()
@@ -127,9 +131,14 @@ class DroneState:
 
 
 class Fleet:
-    def __init__(self, events: EventLog, *, y_threshold: float) -> None:
+    def __init__(
+        self, events: EventLog, *, y_threshold: float, ping_timeout: float = 5.0, missed_pings: int = 3
+    ) -> None:
         self._events = events
         self._y = y_threshold
+        # A pong later than this answers nothing and measures nothing.
+        self.ping_timeout = ping_timeout
+        self.missed_pings = missed_pings
         self._drones: dict[str, DroneState] = {}
         self._connected: dict[str, DroneState] = {}
         self.dirty: set[str] = set()
@@ -230,6 +239,7 @@ class Fleet:
         state.link = link
         state.connected_at = now
         state.last_seen_at = now
+        state.unanswered = 0
         # Ping at once: the first pong is the proof of life the healer waits for.
         state.next_ping_at = now
         self._connected[state.id] = state
@@ -336,9 +346,10 @@ class Fleet:
         """Take a pong; returns its ping's round trip in ms, None if it matches no recent ping."""
         now_ns = time.time_ns()
         age = now_ns - pong.sent_at_ns
-        if pong.seq > state.ping_seq or not 0 <= age <= PONG_MAX_AGE_NS:
-            log.debug("%s: pong %d does not match a recent ping", state.name, pong.seq)
+        if pong.seq > state.ping_seq or not 0 <= age <= self.ping_timeout * 1e9:
+            log.debug("%s: pong %d answers no recent ping (%.1f s old)", state.name, pong.seq, age / 1e9)
             return None
+        state.unanswered = 0
         state.last_pong_at = now_ns / 1e9
         state.last_seen_at = state.last_pong_at
         state.ping_latency_ms = round(age / 1e6, 3)
@@ -365,6 +376,22 @@ class Fleet:
     def on_ping_sent(self, state: DroneState, seq: int, now: float) -> None:
         state.ping_seq = seq
         state.last_ping_at = now
+        self._count_unanswered(state)
+
+    def on_ping_unsent(self, state: DroneState) -> None:
+        """A ping was due but the stream's queue is full: it counts as unanswered."""
+        self._count_unanswered(state)
+
+    def _count_unanswered(self, state: DroneState) -> None:
+        """Before each ping: if the last ``missed_pings`` went unanswered, the
+        drone fails the pings check (unhealthy, no jobs, healed) until it
+        answers one in time. Heartbeats alone do not prove that it reads."""
+        failing = any(c.name == PINGS_CHECK for c in state.failing)
+        if state.unanswered >= self.missed_pings and state.status in BEATING and not failing:
+            detail = f"{state.unanswered} pings in a row unanswered"
+            state.checks = (*state.checks, CheckData(PINGS_CHECK, False, detail))
+            self._settle(state, detail)
+        state.unanswered += 1
 
     def mark_suspect(self, state: DroneState, silent_for: float) -> None:
         self._set_status(

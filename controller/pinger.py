@@ -63,3 +63,4 @@ class Pinger:
                 self._fleet.on_ping_sent(state, self._seq, now)
             else:
                 self.skipped += 1
+                self._fleet.on_ping_unsent(state)

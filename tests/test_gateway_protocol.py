@@ -189,3 +189,72 @@ def test_stream_without_hello_times_out(tmp_path: Path) -> None:
         assert "hello" in details
     finally:
         controller.kill()
+
+
+def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(tmp_path: Path) -> None:
+    """Heartbeats alone do not prove that a drone reads its stream: pings left
+    unanswered make it unhealthy; pongs too late measure nothing; a pong in
+    time makes it healthy again."""
+    controller = Controller(tmp_path, "--ping-interval", "0.3", "--ping-timeout", "1", "--missed-pings", "3")
+    controller.start()
+    try:
+        assert enroll(controller, "deaf", tmp_path / "deaf").returncode == 0
+        drone_id = (tmp_path / "deaf" / "drone-id").read_text().strip()
+        creds = agent_credentials(tmp_path / "deaf")
+
+        def status() -> str:
+            node = controller.node("deaf")
+            return node["status"] if node else ""
+
+        async def scenario() -> dict[str, Any]:
+            async with grpc.aio.secure_channel(controller.grpc_target, creds) as channel:
+                call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+                await call.write(hello("deaf", drone_id, heartbeat_interval_ms=200))
+                assert (await asyncio.wait_for(call.read(), 10)).WhichOneof("body") == "welcome"
+                seq = 0
+
+                async def beat_until(what: Callable[[], bool]) -> None:
+                    nonlocal seq
+                    for _ in range(100):
+                        seq += 1
+                        await call.write(heartbeat(seq))
+                        if await asyncio.to_thread(what):
+                            return
+                        await asyncio.sleep(0.2)
+                    raise AssertionError(f"still {status()!r}")
+
+                # Heartbeats go on; nothing is read, so no ping is answered.
+                await beat_until(lambda: status() == "unhealthy")
+                node = await asyncio.to_thread(controller.node, "deaf")
+
+                async def answer() -> None:
+                    while True:
+                        message = await call.read()
+                        if message is grpc.aio.EOF:
+                            return
+                        if message.WhichOneof("body") == "ping":
+                            ping = message.ping
+                            await call.write(
+                                gateway_pb2.AgentMessage(
+                                    pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns)
+                                )
+                            )
+
+                reader = asyncio.create_task(answer())
+                try:
+                    await beat_until(lambda: status() == "online")
+                finally:
+                    reader.cancel()
+                    call.cancel()
+                return node
+
+        node = asyncio.run(scenario())
+        assert node["last_heartbeat_at"] is not None
+        unhealthy = controller.events(type="drone_unhealthy")
+        assert len(unhealthy) == 1 and "3 pings in a row unanswered" in unhealthy[0]["message"]
+        assert controller.events(type="drone_healthy")
+        # The stale pongs (queued while it did not read) were not taken for latencies.
+        latency = controller.node("deaf")["ping_latency_ms"]
+        assert latency is not None and latency < 1000
+    finally:
+        controller.kill()

@@ -390,6 +390,39 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
     assert first.message == "drone: online -> unhealthy: cache_disk: 1 MiB free"
 
 
+def test_unanswered_pings_make_a_beating_drone_unhealthy_and_late_pongs_count_for_nothing(
+    tmp_path: Path,
+) -> None:
+    events = EventLog(StoreRunner(SqlStore(f"sqlite:///{tmp_path}/unused.db")), buffer=100, retention=100)
+    fleet = Fleet(events, y_threshold=2.0, ping_timeout=1.0, missed_pings=2)
+    hello = HelloData("d" * 32, "drone", 2, "lxc", "lan", "test", 1000, "host", "", "", "i" * 32, 1.7e9)
+    state: DroneState = fleet.attach(hello, FakeLink(hello.drone_id))
+    good = CheckData("emerge", True, "Portage 3")
+
+    def answer(age: float) -> float | None:
+        return fleet.on_pong(
+            state, PongData(state.ping_seq, time.time_ns() - int(age * 1e9), False, "", 0.0, 1.0, 1, (good,))
+        )
+
+    fleet.on_ping_sent(state, 1, time.time())
+    fleet.on_ping_unsent(state)  # its queue was full: unanswered too
+    assert state.status == ONLINE
+    fleet.on_ping_sent(state, 2, time.time())
+    assert state.status == UNHEALTHY
+    assert [c.name for c in state.failing] == ["pings"]
+    assert answer(age=1.5) is None  # too late: no latency, still unhealthy
+    assert state.status == UNHEALTHY and state.ping_latency_ms is None
+    latency = answer(age=0.01)
+    assert latency is not None and latency < 1000
+    assert state.status == ONLINE and state.failing == ()
+    found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=()) or []
+    reasons = [e.message for e in found if "new_status" in e.data]
+    assert reasons == [
+        "drone: online -> unhealthy: pings: 2 pings in a row unanswered",
+        "drone: unhealthy -> online: all checks pass",
+    ]
+
+
 # -- RestartService: a real agent against a scripted controller ----------------------
 
 

@@ -16,7 +16,6 @@ from swarm.controller.healer import Healer, StepResult, incident_json
 from swarm.controller.web.common import SERVICES, json_body, json_response, now
 
 KEY_NAME = "admin_key_name"
-PING_TIMEOUT = 5.0
 HEAL_EVENTS = ("heal_action", "drone_recovered", "drone_alert", "healing_paused", "healing_resumed")
 routes = web.RouteTableDef()
 
@@ -89,9 +88,9 @@ async def ping(request: web.Request) -> web.Response:
     if seq is None:
         raise Unavailable(f"{state.name} is not reading its control stream (its queue is full)")
     try:
-        pong = await s.fleet.wait_pong(state, seq, PING_TIMEOUT)
+        pong = await s.fleet.wait_pong(state, seq, timeout := s.fleet.ping_timeout)
     except TimeoutError:
-        raise Unavailable(f"{state.name} did not answer ping {seq} within {PING_TIMEOUT:g}s") from None
+        raise Unavailable(f"{state.name} did not answer ping {seq} within {timeout:g}s") from None
     request.app[SERVICES].events.emit(
         "drone_pinged",
         f"{state.name} answered a ping from {request[KEY_NAME]} in {state.ping_latency_ms} ms",
