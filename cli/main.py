@@ -151,6 +151,13 @@ def drones_revoke(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def drones_rename(client: Client, ns: argparse.Namespace) -> Any:
+    reply = client.call("POST", f"/admin/api/drones/{ns.name}/rename", {"name": ns.new_name})
+    if not ns.json:
+        print(f"{reply['old_name']} is now {reply['name']} (drone {reply['drone']})")
+    return reply
+
+
 def status(client: Client, ns: argparse.Namespace) -> Any:
     reply = client.call("GET", "/admin/api/status")
     if not ns.json:
@@ -317,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     drevoke = drones.add_parser("revoke", help="revoke a drone's certificates and cut it off now")
     drevoke.add_argument("name")
     drevoke.set_defaults(run=drones_revoke)
+    drename = drones.add_parser(
+        "rename", help="bind a new name to a drone (set the same name in its agent.toml)"
+    )
+    drename.add_argument("name", help="the drone's name or id")
+    drename.add_argument("new_name", help="its new name")
+    drename.set_defaults(run=drones_rename)
 
     sub.add_parser("status", help="the swarm at a glance").set_defaults(run=status)
     p = sub.add_parser("ping", help="proof of life of a drone: round trip, load, functional checks")

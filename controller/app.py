@@ -119,6 +119,7 @@ class Controller:
                 raise StartupError(f"cannot load the controller CA: {exc}") from None
             self.trust = Trust(ca, self.runner, self.events, self.fleet, config.cert_lifetime)
             await self.trust.start()
+            self.gateway.trust = self.trust
 
         if str(config.portage_eprefix) not in ("", "."):
             await self._start_builds()

@@ -273,6 +273,12 @@ class Fleet:
             )
         return state
 
+    def rename(self, state: DroneState, name: str) -> None:
+        state.name = name
+        self.dirty.add(state.id)
+        self.urgent_ids.add(state.id)
+        self.urgent.set()
+
     def detach(self, link: Link, reason: str) -> None:
         state = self._drones.get(link.drone_id)
         if state is None or state.link is not link:

@@ -8,8 +8,9 @@ of growing memory; whoever wants a stream ended calls ``close``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -21,6 +22,9 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.protolog import IN, OUT, ProtocolLog
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
+
+if TYPE_CHECKING:
+    from swarm.controller.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self._hello_timeout = hello_timeout
         self.sessions: set[DroneSession] = set()
         self.builds: BuildQueue | None = None
+        # Binds names to drone ids (absent with --insecure: no identities to bind to).
+        self.trust: Trust | None = None
 
     def _reject(self, peer: str, drone_id: str, message: str) -> None:
         self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
@@ -115,6 +121,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 f"this certificate is for drone {identity.drone_id}, not {hello.drone_id}",
             )
             return
+        if identity.kind == AGENT and self.trust is not None:
+            try:
+                name = await self.trust.claim(hello.drone_id, hello.name, peer)
+            except SwarmError as exc:
+                self._reject(peer, hello.drone_id, exc.message)
+                await context.abort(*grpc_status(exc))
+                return
+            hello = dataclasses.replace(hello, name=name)
 
         session = DroneSession(hello.drone_id, peer)
         self.sessions.add(session)

@@ -8,6 +8,13 @@ so two drones racing with the same token cannot both win.
 Every certificate the CA issues is recorded; the gateway accepts a client
 certificate only while its record is neither revoked nor expired. That
 check runs on every RPC, in memory.
+
+A drone's name is bound to its id at enrollment: no other enrolled drone can
+enroll with it or say it in a Hello (PERMISSION_DENIED), so an admin action
+by name reaches the drone that was enrolled under it. A drone whose Hello
+says another, free name keeps its bound one (renaming is an admin action);
+a drone enrolled before names were bound is bound to the name of its first
+Hello. The name of a revoked drone is free again.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from swarm.controller.errors import (
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.serde import ID_RE, NAME_RE
-from swarm.controller.store.records import CertRecord, TokenRecord
+from swarm.controller.store.records import CertRecord, NameRecord, TokenRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.pki import PkiError
 
@@ -69,10 +76,14 @@ class Trust:
         self._lifetime = datetime.timedelta(seconds=cert_lifetime)
         # serial (hex) -> certificate record; only unexpired ones matter.
         self._certs: dict[str, CertRecord] = {}
+        # drone id -> its bound name
+        self._names: dict[str, NameRecord] = {}
 
     async def start(self) -> None:
         for record in await self._runner.call(self._runner.store.list_certificates, time.time()):
             self._certs[record.serial] = record
+        for name in await self._runner.call(self._runner.store.list_names):
+            self._names[name.drone_id] = name
 
     # -- checks on every RPC (sync, in memory) ---------------------------
 
@@ -91,6 +102,75 @@ class Trust:
             r.drone_id == drone_id and r.revoked_at is None and r.not_after > now
             for r in self._certs.values()
         )
+
+    # -- names ---------------------------------------------------------------
+
+    def name_of(self, drone_id: str) -> str | None:
+        record = self._names.get(drone_id)
+        return record.name if record is not None else None
+
+    def holder(self, name: str, other_than: str) -> str | None:
+        """The enrolled drone, other than ``other_than``, that the name is bound to."""
+        for record in self._names.values():
+            if record.name == name and record.drone_id != other_than and self.enrolled(record.drone_id):
+                return record.drone_id
+        return None
+
+    async def _bind(self, drone_id: str, name: str, by: str) -> None:
+        record = NameRecord(drone_id, name, time.time(), by)
+        await self._runner.call(self._runner.store.bind_name, record)
+        for other in [r.drone_id for r in self._names.values() if r.name == name and r.drone_id != drone_id]:
+            del self._names[other]
+        self._names[drone_id] = record
+
+    async def claim(self, drone_id: str, claimed: str, peer: str) -> str:
+        """The name a connecting drone goes by: its bound one. PermissionDenied
+        if the Hello claims the name of another enrolled drone."""
+        holder = self.holder(claimed, other_than=drone_id)
+        if holder is not None:
+            raise PermissionDenied(
+                f"the name {claimed!r} belongs to another drone ({holder}); "
+                "an admin can rename drones (swarm-cli drones rename)"
+            )
+        bound = self.name_of(drone_id)
+        if bound is None:
+            await self._bind(drone_id, claimed, "hello")
+            return claimed
+        if bound != claimed:
+            self._events.emit(
+                "drone_name_mismatch",
+                f"{bound}: its agent calls itself {claimed!r}; it keeps the name it is bound to "
+                "(an admin renames drones; set the agent's name to match)",
+                drone_id=drone_id,
+                drone_name=bound,
+                claimed=claimed,
+                peer=peer,
+            )
+        return bound
+
+    async def rename(self, drone_id: str, new_name: str, by: str) -> str:
+        """Bind a new name to an enrolled drone (an admin's action); its old name."""
+        if not NAME_RE.match(new_name):
+            raise InvalidArgument(f"name {new_name[:64]!r}: use letters, digits, '.', '_' or '-' (max 63)")
+        if not self.enrolled(drone_id):
+            raise FailedPrecondition(f"drone {drone_id} is not enrolled: only enrolled drones have names")
+        holder = self.holder(new_name, other_than=drone_id)
+        if holder is not None:
+            raise FailedPrecondition(f"the name {new_name!r} belongs to another drone ({holder})")
+        state = self._fleet.get(drone_id)
+        old = self.name_of(drone_id) or (state.name if state is not None else drone_id)
+        await self._bind(drone_id, new_name, by)
+        if state is not None:
+            self._fleet.rename(state, new_name)
+        self._events.emit(
+            "drone_renamed",
+            f"{old} renamed {new_name} by {by}",
+            drone_id=drone_id,
+            drone_name=new_name,
+            old_name=old,
+            by=by,
+        )
+        return old
 
     # -- tokens ------------------------------------------------------------
 
@@ -130,7 +210,8 @@ class Trust:
             raise NotFound(f"no unused join token {token_id[:32]!r}")
         self._events.emit("token_revoked", f"join token {token_id} revoked by {by}", token_id=token_id, by=by)
 
-    async def _spend(self, token: str, drone_id: str, name: str) -> TokenRecord:
+    async def _valid_token(self, token: str, name: str) -> TokenRecord:
+        """The token's record if it may be spent now by a drone of this name."""
         token_id, _, secret = token.partition(".")
         refused = Unauthenticated("the join token is unknown, spent, revoked or expired")
         record = await self._runner.call(self._runner.store.get_token, token_id) if token_id else None
@@ -141,8 +222,6 @@ class Trust:
             raise refused
         if record.name is not None and record.name != name:
             raise PermissionDenied(f"this join token is for drone {record.name!r}, not {name!r}")
-        if not await self._runner.call(self._runner.store.use_token, token_id, drone_id, now):
-            raise refused  # spent by a concurrent enrollment
         return record
 
     # -- certificates --------------------------------------------------------
@@ -171,13 +250,23 @@ class Trust:
             raise FailedPrecondition(
                 f"drone id {drone_id} is already enrolled; revoke it first (swarm-cli drones revoke NAME)"
             )
+        record = await self._valid_token(token, name)
+        # What the drone can fix is refused before the token is spent, so it can try again.
+        holder = self.holder(name, other_than=drone_id)
+        if holder is not None:
+            raise FailedPrecondition(
+                f"the name {name!r} belongs to enrolled drone {holder}: choose another name, "
+                f"or revoke that drone first (swarm-cli drones revoke {name})"
+            )
         try:
-            # Refused before the token is spent: a drone can fix its request and try again.
             check_csr(csr_pem)
         except PkiError as exc:
             raise InvalidArgument(str(exc)) from None
-        record = await self._spend(token, drone_id, name)
+        if not await self._runner.call(self._runner.store.use_token, record.id, drone_id, time.time()):
+            # Spent by a concurrent enrollment.
+            raise Unauthenticated("the join token is unknown, spent, revoked or expired")
         issued = await self._issue(csr_pem, drone_id)
+        await self._bind(drone_id, name, "enrollment")
         self._events.emit(
             "drone_enrolled",
             f"{name} enrolled with join token {record.id}",

@@ -258,3 +258,54 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
         assert latency is not None and latency < 1000
     finally:
         controller.kill()
+
+
+def test_a_drone_cannot_answer_to_another_drones_name(
+    controller: Controller, agents: Callable[..., Agent], raw: Raw, tmp_path: Path
+) -> None:
+    """Names are bound to drone ids at enrollment: an impostor's Hello is
+    refused, an enrollment under a taken name is refused before its token is
+    spent, admin actions by name reach the drone enrolled under it, and only
+    an admin renames."""
+    real = agents("py-ref")
+    wait_for(lambda: (n := controller.node("py-ref")) and n["status"] == "online", what="py-ref online")
+
+    got_code, details, received = asyncio.run(
+        exchange(controller.grpc_target, raw.creds, [hello("py-ref", raw.drone_id)])
+    )
+    assert got_code == grpc.StatusCode.PERMISSION_DENIED and received == []
+    assert "the name 'py-ref' belongs to another drone" in details
+    errors = controller.events(type="protocol_error")
+    assert len(errors) == 1 and errors[0]["drone_id"] == raw.drone_id
+    nodes = controller.get("/api/v1/nodes")["nodes"]
+    assert [n["id"] for n in nodes if n["name"] == "py-ref"] == [real.drone_id]
+    status, reply = controller.admin("POST", "/admin/api/drones/py-ref/ping")
+    assert status == 200 and reply["drone"] in ("py-ref", real.drone_id)
+    assert controller.events(type="drone_pinged")[0]["drone_id"] == real.drone_id
+
+    # Enrolling another drone as py-ref is refused, and the token is still good.
+    token = controller.create_token()
+    taken = enroll(controller, "py-ref", tmp_path / "second", token=token)
+    assert taken.returncode == 1 and "the name 'py-ref' belongs to enrolled drone" in taken.stderr
+    assert enroll(controller, "second", tmp_path / "second", token=token).returncode == 0
+
+    # A Hello with another, free name: the drone keeps the name it is bound to.
+    _, _, received = asyncio.run(
+        exchange(controller.grpc_target, raw.creds, [hello("free-name", raw.drone_id), hello("x", "y")])
+    )
+    assert received == ["welcome"]
+    assert controller.node("free-name") is None
+    assert controller.node(raw.drone_id)["name"] == "raw"
+    mismatch = controller.events(type="drone_name_mismatch")
+    assert len(mismatch) == 1 and mismatch[0]["data"]["claimed"] == "free-name"
+
+    # The admin renames: the new name is bound, the old one free for another drone.
+    status, reply = controller.admin("POST", "/admin/api/drones/py-ref/rename", b'{"name": "py-new"}')
+    assert status == 200 and reply == {"drone": real.drone_id, "name": "py-new", "old_name": "py-ref"}
+    assert controller.node("py-new")["id"] == real.drone_id
+    status, reply = controller.admin("POST", "/admin/api/drones/py-new/rename", b'{"name": "raw"}')
+    assert status == 409 and "belongs to another drone" in reply["error"]["message"]
+    status, reply = controller.admin("POST", "/admin/api/drones/py-new/rename", b'{"name": "no spaces"}')
+    assert status == 400
+    assert enroll(controller, "py-ref", tmp_path / "third").returncode == 0
+    assert [e["data"]["old_name"] for e in controller.events(type="drone_renamed")] == ["py-ref"]

@@ -583,6 +583,25 @@ def test_tokens_are_spent_once_and_revocable(store: SqlStore) -> None:
     assert not store.revoke_token("nope", now=62.0)
 
 
+def test_a_name_is_bound_to_one_drone_id(store: SqlStore) -> None:
+    from swarm.controller.store.records import NameRecord
+
+    store.bind_name(NameRecord("drone-a", "io", 1.0, "enrollment"))
+    store.bind_name(NameRecord("drone-b", "europa", 2.0, "hello"))
+    assert store.list_names() == [
+        NameRecord("drone-b", "europa", 2.0, "hello"),
+        NameRecord("drone-a", "io", 1.0, "enrollment"),
+    ]
+    # An admin renames a: its old name is free again.
+    store.bind_name(NameRecord("drone-a", "ganymede", 3.0, "admin"))
+    # A new drone takes over b's name (the controller checked that b no longer counts): b loses it.
+    store.bind_name(NameRecord("drone-c", "europa", 4.0, "enrollment"))
+    assert {(r.drone_id, r.name) for r in store.list_names()} == {
+        ("drone-a", "ganymede"),
+        ("drone-c", "europa"),
+    }
+
+
 def test_certificates_list_unexpired_and_revoke_per_drone(store: SqlStore) -> None:
     from swarm.controller.store.records import CertRecord
 

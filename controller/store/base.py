@@ -18,6 +18,7 @@ from swarm.controller.store.records import (
     EventRecord,
     IncidentRecord,
     JobRecord,
+    NameRecord,
     NodeRecord,
     PackageStat,
     SessionRecord,
@@ -86,6 +87,13 @@ class Store(Protocol):
 
     def revoke_certificates(self, drone_id: str, now: float) -> int:
         """Revoke every unrevoked certificate of the drone; how many."""
+
+    def list_names(self) -> list[NameRecord]:
+        """Every drone id's bound name."""
+
+    def bind_name(self, record: NameRecord) -> None:
+        """Bind the name to the drone id (replacing the id's old name); a
+        drone id that held the name before loses it."""
 
     def upsert_sessions(self, sessions: Sequence[SessionRecord]) -> None: ...
 

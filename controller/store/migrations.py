@@ -20,6 +20,7 @@ from swarm.controller.store.models import (
     BuildSession,
     Certificate,
     DroneAccess,
+    DroneName,
     Event,
     Incident,
     Job,
@@ -53,11 +54,16 @@ def _healing(db: pw.Database) -> None:
     db.create_tables([DroneAccess, Incident, Setting])
 
 
+def _names(db: pw.Database) -> None:
+    db.create_tables([DroneName])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
     (3, "build sessions, jobs, builds, artifacts, package stats", _builds),
     (4, "drone access, incidents, settings", _healing),
+    (5, "drone names bound to drone ids", _names),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -76,6 +76,13 @@ class Certificate(BaseModel):
     revoked_at = pw.DoubleField(null=True)
 
 
+class DroneName(BaseModel):
+    drone_id = pw.CharField(primary_key=True, max_length=64)
+    name = pw.CharField(max_length=64, unique=True)
+    bound_at = pw.DoubleField()
+    bound_by = pw.CharField(max_length=64, default="")
+
+
 class BuildSession(BaseModel):
     id = pw.CharField(primary_key=True, max_length=32)
     name = pw.CharField(max_length=128)
@@ -174,6 +181,7 @@ MODELS: list[type[BaseModel]] = [
     Event,
     JoinToken,
     Certificate,
+    DroneName,
     BuildSession,
     Job,
     Build,

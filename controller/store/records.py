@@ -60,6 +60,16 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NameRecord:
+    """A drone's name, bound to its id: given at enrollment, changed by an admin."""
+
+    drone_id: str
+    name: str
+    bound_at: float
+    bound_by: str  # "enrollment", "hello" (a drone enrolled before names were bound) or an admin
+
+
+@dataclass(frozen=True, slots=True)
 class CertRecord:
     serial: str  # hex: X.509 serials are up to 159 bits, more than a BIGINT holds
     drone_id: str

@@ -8,11 +8,12 @@ from dataclasses import asdict, fields
 
 import peewee as pw
 
-from swarm.controller.store.models import Certificate, JoinToken
-from swarm.controller.store.records import CertRecord, TokenRecord
+from swarm.controller.store.models import Certificate, DroneName, JoinToken
+from swarm.controller.store.records import CertRecord, NameRecord, TokenRecord
 
 TOKEN_FIELDS = [f.name for f in fields(TokenRecord)]
 CERT_FIELDS = [f.name for f in fields(CertRecord)]
+NAME_FIELDS = [f.name for f in fields(NameRecord)]
 
 
 class TrustTables:
@@ -79,3 +80,23 @@ class TrustTables:
                 .where((Certificate.drone_id == drone_id) & Certificate.revoked_at.is_null())
                 .execute()
             )
+
+    def list_names(self) -> list[NameRecord]:
+        with self._bound():
+            rows = DroneName.select().order_by(DroneName.name)
+            return [NameRecord(**{n: getattr(row, n) for n in NAME_FIELDS}) for row in rows]
+
+    def bind_name(self, record: NameRecord) -> None:
+        with self._bound(), self.db.atomic():
+            # The caller has decided that whoever held the name before gives it up.
+            DroneName.delete().where(
+                (DroneName.name == record.name) & (DroneName.drone_id != record.drone_id)
+            ).execute()
+            DroneName.insert(asdict(record)).on_conflict(
+                conflict_target=[DroneName.drone_id],
+                update={
+                    DroneName.name: record.name,
+                    DroneName.bound_at: record.bound_at,
+                    DroneName.bound_by: record.bound_by,
+                },
+            ).execute()

@@ -200,6 +200,18 @@ async def revoke_drone(request: web.Request) -> web.Response:
     return json_response({"drone": drone_id, "certificates": count})
 
 
+@routes.post("/admin/api/drones/{name}/rename")
+async def rename_drone(request: web.Request) -> web.Response:
+    trust = _trust(request)
+    state = request.app[SERVICES].fleet.require(request.match_info["name"])
+    body = await json_body(request)
+    new_name = body.get("name")
+    if not isinstance(new_name, str):
+        raise InvalidArgument("name must be a string: the drone's new name")
+    old = await trust.rename(state.id, new_name, request[KEY_NAME])
+    return json_response({"drone": state.id, "name": new_name, "old_name": old})
+
+
 @routes.post("/admin/api/queue")
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]

@@ -442,6 +442,16 @@ def admin_document() -> dict[str, Any]:
                 [_param("name", "drone name or id", {"type": "string"}, "path")],
             )
         },
+        "/admin/api/drones/{name}/rename": {
+            "post": _op(
+                "bind a new name to an enrolled drone (its agent's Hello cannot rename it)",
+                _obj(name={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}),
+                _obj(drone={"type": "string"}, name={"type": "string"}, old_name={"type": "string"}),
+                "200",
+                (400, 401, 404, 409),
+                [_param("name", "drone name or id", {"type": "string"}, "path")],
+            )
+        },
     }
     paths |= _healing_paths()
     paths |= _shell_paths()
