@@ -11,7 +11,7 @@ from swarm.config import option
 
 DEFAULT_PATH = Path("/etc/build-swarm/agent.toml")
 ENV_PREFIX = "SWARM_AGENT_"
-DRONE_TYPES = ("lxc", "qemu", "bare-metal", "unknown")
+DRONE_TYPES = ("auto", "lxc", "qemu", "bare-metal", "unknown")
 ENROLL_PORT = 8095
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -20,7 +20,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 class AgentConfig:
     controller: str = option("127.0.0.1:8094", "controller gRPC address", metavar="HOST:PORT")
     name: str = option("", "drone name shown in the console (default: the host name)")
-    drone_type: str = option("unknown", "what this drone is: " + ", ".join(DRONE_TYPES))
+    drone_type: str = option(
+        "auto",
+        "what this drone is: auto (detect it at start: LXC container, QEMU/KVM guest, bare metal; "
+        "any other container or VM is unknown) or lxc, qemu, bare-metal, unknown to say so",
+    )
     network: str = option("lan", "network the drone is on, e.g. lan or tailscale")
     state_dir: Path = option(Path("/var/lib/build-swarm/agent"), "where the drone id and keys are kept")
     cache_path: Path = option(Path("/var/tmp/portage"), "build cache whose disk use is reported")

@@ -29,7 +29,7 @@ import grpc
 import psutil
 
 from swarm import __version__
-from swarm.agent import credentials
+from swarm.agent import credentials, dronetype
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
@@ -117,12 +117,15 @@ def process_started_at_ns() -> int:
     return round(psutil.Process().create_time() * 1e9)
 
 
-def hello_info(config: AgentConfig, drone_id: str, started_at_ns: int = 0) -> HelloInfo:
+def hello_info(
+    config: AgentConfig, drone_id: str, kind: dronetype.Detection, started_at_ns: int = 0
+) -> HelloInfo:
     return HelloInfo(
         drone_id=drone_id,
         name=config.drone_name,
         cores=os.cpu_count() or 1,
-        drone_type=config.drone_type,
+        drone_type=kind.drone_type,
+        drone_type_reason=kind.reason,
         network=config.network,
         agent_version=__version__,
         heartbeat_interval=config.heartbeat_interval,
@@ -154,7 +157,9 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         current = renewer.current if renewer is not None else creds
         return None if current is None else current.channel_credentials()
 
-    hello = hello_info(config, drone_id, started_at_ns)
+    # A few small files under /proc and /sys, read once, off the loop.
+    kind = await asyncio.to_thread(dronetype.resolve, config.drone_type)
+    hello = hello_info(config, drone_id, kind, started_at_ns)
     link = ControlLink(
         config.controller,
         hello,
@@ -214,6 +219,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         hello.instance_id,
         config.controller,
     )
+    log.info("drone type %s: %s", kind.drone_type, kind.reason)
     await checks.start()
     await link.start()
     if renewer is not None:

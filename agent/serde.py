@@ -32,6 +32,8 @@ class HelloInfo:
     # and when this process (or its program, after a restart by exec) started.
     instance_id: str = ""
     process_started_at_ns: int = 0
+    # Why drone_type is what it is: the detection's evidence, or "configured".
+    drone_type_reason: str = ""
 
 
 def hello(
@@ -50,6 +52,7 @@ def hello(
             current_job_id=current_job_id,
             instance_id=info.instance_id,
             process_started_at_unix_ns=info.process_started_at_ns,
+            drone_type_reason=info.drone_type_reason,
         )
     )
     message.hello.recent_builds.extend(recent)

@@ -67,6 +67,7 @@ class DroneState:
         "checks_at",
         "instance_id",
         "process_started_at",
+        "drone_type_reason",
     )
 
     # The NodeRecord fields, declared for the type checker (set in __init__).
@@ -114,6 +115,9 @@ class DroneState:
         # From the Hello: random per agent process, and when that process started.
         self.instance_id = ""
         self.process_started_at: float | None = None
+        # Why the agent says drone_type (its detection's evidence); not stored:
+        # the next Hello says it again.
+        self.drone_type_reason = ""
 
     @property
     def failing(self) -> tuple[CheckData, ...]:
@@ -221,6 +225,7 @@ class Fleet:
         state.name = hello.name
         state.cores = hello.cores
         state.drone_type = hello.drone_type
+        state.drone_type_reason = hello.drone_type_reason
         state.network = hello.network
         state.hostname = hello.hostname
         state.agent_version = hello.agent_version

@@ -37,6 +37,7 @@ class HelloData:
     current_job_id: str
     instance_id: str = ""  # random per agent process; "" from an agent that predates it
     process_started_at: float | None = None  # seconds since the epoch
+    drone_type_reason: str = ""  # the agent's evidence for drone_type; "" from older agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         process_started_at=hello.process_started_at_unix_ns / 1e9
         if hello.process_started_at_unix_ns > 0
         else None,
+        drone_type_reason=_short(hello.drone_type_reason, 200),
     )
 
 

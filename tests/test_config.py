@@ -37,6 +37,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.heartbeat_interval == 1.0
     assert config.backoff_max == 30.0
     assert config.log_file == Path("/var/log/swarm-drone.log")
+    assert config.drone_type == "auto"  # detected at start (tests/test_dronetype.py)
 
 
 def test_each_layer_overrides_the_one_before(tmp_path: Path) -> None:

@@ -125,6 +125,9 @@ def test_the_drones_table_shows_the_fleet_and_pings_from_it(swarm: Swarm, browse
         expect(r.locator("td.num").nth(2)).to_contain_text(re.compile(r"\d ms"), timeout=WAIT_MS)
         expect(r).to_contain_text(re.compile(r"\d+%"))  # disk
         expect(r).to_contain_text("payload")
+        # The agent's evidence for its type (here: what its --drone-type said).
+        type_cell = r.locator("td").nth(2)
+        expect(type_cell).to_have_attribute("title", "set in the agent's configuration (drone_type)")
     node = swarm.controller.node(BUILDER)
     assert node is not None
     expect(row(page, BUILDER)).to_contain_text(node["agent_version"])
@@ -186,6 +189,9 @@ def test_reboot_is_refused_with_its_reason(swarm: Swarm, browser: BrowserContext
         reboot = menu(page, BUILDER).get_by_role("menuitem", name=re.compile("Reboot"))
         expect(reboot).to_be_enabled()
         expect(row(page, BUILDER)).to_contain_text("lxc")
+        expect(row(page, BUILDER).locator("td").nth(2)).to_have_attribute(
+            "title", "set by an admin; the agent says unknown (set in the agent's configuration (drone_type))"
+        )
         admin(swarm, "PUT", f"/admin/api/drones/{BUILDER}", {"type": "bare-metal"})
         reboot.click()
         dialog = page.locator("dialog.dialog")

@@ -119,6 +119,7 @@ def node_json(state: DroneState, now: float) -> dict[str, Any]:
         "status": state.status,
         "connected": state.connected,
         "drone_type": state.drone_type,
+        "drone_type_reason": state.drone_type_reason,
         "cores": state.cores,
         "network": state.network,
         "hostname": state.hostname,

@@ -28,7 +28,15 @@ NODE = {
         "name": {"type": "string"},
         "status": {"type": "string", "enum": ["online", "unhealthy", "suspect", "offline"]},
         "connected": {"type": "boolean"},
-        "drone_type": {"type": "string", "enum": ["lxc", "qemu", "bare-metal", "unknown"]},
+        "drone_type": {
+            "type": "string",
+            "enum": ["lxc", "qemu", "bare-metal", "unknown"],
+            "description": "what the agent reports (an admin's access `type` wins for healing)",
+        },
+        "drone_type_reason": {
+            "type": "string",
+            "description": "the agent's evidence for drone_type (what it detected, or configured)",
+        },
         "cores": {"type": "integer"},
         "network": {"type": "string"},
         "hostname": {"type": "string"},

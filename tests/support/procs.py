@@ -303,10 +303,11 @@ class Agent(Proc):
         name: str,
         controller: str,
         *extra: str,
-        drone_type: str = "unknown",
+        drone_type: str | None = "unknown",
         heartbeat_interval: float = 0.25,
         state_dir: Path | None = None,
     ) -> None:
+        """drone_type None: no --drone-type, the agent detects it."""
         self.name = name
         self.state_dir = state_dir or root / f"agent-{name}"
         args = [
@@ -317,8 +318,7 @@ class Agent(Proc):
             controller,
             "--name",
             name,
-            "--drone-type",
-            drone_type,
+            *(["--drone-type", drone_type] if drone_type is not None else []),
             "--state-dir",
             str(self.state_dir),
             "--cache-path",

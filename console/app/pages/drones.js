@@ -122,8 +122,11 @@ class DroneRow {
 
     const type = this.health?.type ?? drone.drone_type ?? "unknown";
     setText(this.type, type);
+    const why = drone.drone_type_reason ? ` (${drone.drone_type_reason})` : "";
     this.type.title =
-      this.health && this.health.type !== drone.drone_type ? `the agent says ${drone.drone_type}; set by an admin` : "";
+      this.health && this.health.type !== drone.drone_type
+        ? `set by an admin; the agent says ${drone.drone_type}${why}`
+        : drone.drone_type_reason || "";
     setText(this.cores, String(drone.cores));
     setText(this.load, drone.connected ? drone.load[0].toFixed(2) : "–");
     this.load.title = drone.connected

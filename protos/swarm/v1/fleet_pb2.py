@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from swarm.v1 import build_pb2 as swarm_dot_v1_dot_build__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/fleet.proto\x12\x08swarm.v1\x1a\x14swarm/v1/build.proto\"\xcf\x02\n\x05Hello\x12\x10\n\x08\x64rone_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x63ores\x18\x03 \x01(\r\x12\'\n\ndrone_type\x18\x04 \x01(\x0e\x32\x13.swarm.v1.DroneType\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\r\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x17\n\x0fpayload_version\x18\t \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\n \x01(\t\x12+\n\rrecent_builds\x18\x0b \x03(\x0b\x32\x14.swarm.v1.BuildEvent\x12\x13\n\x0binstance_id\x18\x0c \x01(\t\x12\"\n\x1aprocess_started_at_unix_ns\x18\r \x01(\x03\"T\n\x07Welcome\x12\x10\n\x08\x64rone_id\x18\x01 \x01(\t\x12\x1b\n\x13server_time_unix_ns\x18\x02 \x01(\x03\x12\x1a\n\x12\x63ontroller_version\x18\x03 \x01(\t\"\xeb\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\x12\r\n\x05load1\x18\x03 \x01(\x01\x12\r\n\x05load5\x18\x04 \x01(\x01\x12\x0e\n\x06load15\x18\x05 \x01(\x01\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x02\x12\x14\n\x0c\x64isk_percent\x18\x08 \x01(\x02\x12\x17\n\x0f\x64isk_free_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x65merge_running\x18\n \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x0b \x01(\t\",\n\x04Ping\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\"1\n\x05\x43heck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9c\x01\n\x0b\x44roneStatus\x12\x16\n\x0e\x65merge_running\x18\x01 \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x02 \x01(\t\x12\r\n\x05load1\x18\x03 \x01(\x01\x12\x14\n\x0c\x64isk_percent\x18\x04 \x01(\x02\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\x12\x1f\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\x0f.swarm.v1.Check\"S\n\x04Pong\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.swarm.v1.DroneStatus\" \n\x0eRestartService\x12\x0e\n\x06reason\x18\x01 \x01(\t*g\n\tDroneType\x12\x16\n\x12\x44RONE_TYPE_UNKNOWN\x10\x00\x12\x12\n\x0e\x44RONE_TYPE_LXC\x10\x01\x12\x13\n\x0f\x44RONE_TYPE_QEMU\x10\x02\x12\x19\n\x15\x44RONE_TYPE_BARE_METAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/fleet.proto\x12\x08swarm.v1\x1a\x14swarm/v1/build.proto\"\xea\x02\n\x05Hello\x12\x10\n\x08\x64rone_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x63ores\x18\x03 \x01(\r\x12\'\n\ndrone_type\x18\x04 \x01(\x0e\x32\x13.swarm.v1.DroneType\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\r\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x17\n\x0fpayload_version\x18\t \x01(\t\x12\x16\n\x0e\x63urrent_job_id\x18\n \x01(\t\x12+\n\rrecent_builds\x18\x0b \x03(\x0b\x32\x14.swarm.v1.BuildEvent\x12\x13\n\x0binstance_id\x18\x0c \x01(\t\x12\"\n\x1aprocess_started_at_unix_ns\x18\r \x01(\x03\x12\x19\n\x11\x64rone_type_reason\x18\x0e \x01(\t\"T\n\x07Welcome\x12\x10\n\x08\x64rone_id\x18\x01 \x01(\t\x12\x1b\n\x13server_time_unix_ns\x18\x02 \x01(\x03\x12\x1a\n\x12\x63ontroller_version\x18\x03 \x01(\t\"\xeb\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\x12\r\n\x05load1\x18\x03 \x01(\x01\x12\r\n\x05load5\x18\x04 \x01(\x01\x12\x0e\n\x06load15\x18\x05 \x01(\x01\x12\x13\n\x0b\x63pu_percent\x18\x06 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x07 \x01(\x02\x12\x14\n\x0c\x64isk_percent\x18\x08 \x01(\x02\x12\x17\n\x0f\x64isk_free_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x65merge_running\x18\n \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x0b \x01(\t\",\n\x04Ping\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\"1\n\x05\x43heck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9c\x01\n\x0b\x44roneStatus\x12\x16\n\x0e\x65merge_running\x18\x01 \x01(\x08\x12\x16\n\x0e\x63urrent_job_id\x18\x02 \x01(\t\x12\r\n\x05load1\x18\x03 \x01(\x01\x12\x14\n\x0c\x64isk_percent\x18\x04 \x01(\x02\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\x12\x1f\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\x0f.swarm.v1.Check\"S\n\x04Pong\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_ns\x18\x02 \x01(\x03\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.swarm.v1.DroneStatus\" \n\x0eRestartService\x12\x0e\n\x06reason\x18\x01 \x01(\t*g\n\tDroneType\x12\x16\n\x12\x44RONE_TYPE_UNKNOWN\x10\x00\x12\x12\n\x0e\x44RONE_TYPE_LXC\x10\x01\x12\x13\n\x0f\x44RONE_TYPE_QEMU\x10\x02\x12\x19\n\x15\x44RONE_TYPE_BARE_METAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.v1.fleet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRONETYPE']._serialized_start=1093
-  _globals['_DRONETYPE']._serialized_end=1196
+  _globals['_DRONETYPE']._serialized_start=1120
+  _globals['_DRONETYPE']._serialized_end=1223
   _globals['_HELLO']._serialized_start=57
-  _globals['_HELLO']._serialized_end=392
-  _globals['_WELCOME']._serialized_start=394
-  _globals['_WELCOME']._serialized_end=478
-  _globals['_HEARTBEAT']._serialized_start=481
-  _globals['_HEARTBEAT']._serialized_end=716
-  _globals['_PING']._serialized_start=718
-  _globals['_PING']._serialized_end=762
-  _globals['_CHECK']._serialized_start=764
-  _globals['_CHECK']._serialized_end=813
-  _globals['_DRONESTATUS']._serialized_start=816
-  _globals['_DRONESTATUS']._serialized_end=972
-  _globals['_PONG']._serialized_start=974
-  _globals['_PONG']._serialized_end=1057
-  _globals['_RESTARTSERVICE']._serialized_start=1059
-  _globals['_RESTARTSERVICE']._serialized_end=1091
+  _globals['_HELLO']._serialized_end=419
+  _globals['_WELCOME']._serialized_start=421
+  _globals['_WELCOME']._serialized_end=505
+  _globals['_HEARTBEAT']._serialized_start=508
+  _globals['_HEARTBEAT']._serialized_end=743
+  _globals['_PING']._serialized_start=745
+  _globals['_PING']._serialized_end=789
+  _globals['_CHECK']._serialized_start=791
+  _globals['_CHECK']._serialized_end=840
+  _globals['_DRONESTATUS']._serialized_start=843
+  _globals['_DRONESTATUS']._serialized_end=999
+  _globals['_PONG']._serialized_start=1001
+  _globals['_PONG']._serialized_end=1084
+  _globals['_RESTARTSERVICE']._serialized_start=1086
+  _globals['_RESTARTSERVICE']._serialized_end=1118
 # @@protoc_insertion_point(module_scope)

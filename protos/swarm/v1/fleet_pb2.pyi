@@ -20,7 +20,7 @@ DRONE_TYPE_QEMU: DroneType
 DRONE_TYPE_BARE_METAL: DroneType
 
 class Hello(_message.Message):
-    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns")
+    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns", "drone_type_reason")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class Hello(_message.Message):
     RECENT_BUILDS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROCESS_STARTED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    DRONE_TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     name: str
     cores: int
@@ -47,7 +48,8 @@ class Hello(_message.Message):
     recent_builds: _containers.RepeatedCompositeFieldContainer[_build_pb2.BuildEvent]
     instance_id: str
     process_started_at_unix_ns: int
-    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ...) -> None: ...
+    drone_type_reason: str
+    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ..., drone_type_reason: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("drone_id", "server_time_unix_ns", "controller_version")
