@@ -7,7 +7,8 @@ tools/manifest.py. Then, with real tools from PyPI:
 - pkgcheck scans the overlay offline (in a network namespace of its own)
   and finds no error-level result;
 - Portage's ``ebuild ... fetch`` in a Gentoo prefix accepts the tarball
-  against the Manifest and refuses a tampered one;
+  against the Manifest and refuses a tampered one; ``ebuild ... install
+  postinst`` shows what the ebuild installs and tells the admin;
 - a wheel built from the unpacked tarball (as the ebuild builds it)
   carries the console's npm libraries;
 - the ebuild's USE flags and RDEPEND, as pkgcore evaluates them, follow
@@ -152,26 +153,34 @@ def test_manifest_lists_the_tarball_as_gentoo_does(repo: Path, tarball: Path) ->
     assert not (repo / "acct-group" / "build-swarm" / "Manifest").exists()
 
 
-def fetch(repo: Path, root: Path, distfile: Path) -> subprocess.CompletedProcess[str]:
-    """Portage's ``ebuild ... fetch`` with ``distfile`` already in DISTDIR; downloading always fails."""
+def run_ebuild(
+    repo: Path, root: Path, distfile: Path, *phases: str, use: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Portage's ``ebuild <ebuild> PHASE...`` in a fresh prefix with ``distfile`` already in
+    DISTDIR. Downloading always fails: nothing leaves the machine, and a file that fails
+    verification cannot be replaced."""
     prefix = create_prefix(PrefixConfig(root=root, role=Role.CONTROLLER, repo=repo, profile=PROFILE))
     shutil.copy(distfile, prefix.distdir / f"{P}.tar.gz")
-    # Nothing leaves the machine: a file that fails verification cannot be fetched again.
-    env = prefix.env(
-        {
-            "FETCHCOMMAND": 'false "${URI}" "${DISTDIR}/${FILE}"',
-            "RESUMECOMMAND": 'false "${URI}" "${DISTDIR}/${FILE}"',
-        }
-    )
+    # Portage from PyPI unpacks with `gtar`, the name GNU tar has on Gentoo Prefix.
+    tools = root / "tools"
+    tools.mkdir()
+    tar = shutil.which("tar")
+    assert tar is not None
+    (tools / "gtar").symlink_to(tar)
+    no_download = 'false "${URI}" "${DISTDIR}/${FILE}"'
+    env = prefix.env({"FETCHCOMMAND": no_download, "RESUMECOMMAND": no_download})
+    env["PATH"] = f"{tools}:{env['PATH']}"
+    if use is not None:
+        env["USE"] = use
     ebuild = repo / PACKAGE / f"{P}.ebuild"
-    argv = [sys.executable, str(find_tool("ebuild")), str(ebuild), "fetch"]
+    argv = [sys.executable, str(find_tool("ebuild")), str(ebuild), *phases]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
-    print(f"ebuild fetch: exit {result.returncode}\n{result.stdout}{result.stderr}")
+    print(f"ebuild {' '.join(phases)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
     return result
 
 
 def test_portage_verifies_the_tarball_against_the_manifest(repo: Path, tarball: Path, tmp_path: Path) -> None:
-    result = fetch(repo, tmp_path / "good", tarball)
+    result = run_ebuild(repo, tmp_path / "good", tarball, "fetch")
     assert result.returncode == 0
     assert re.search(rf"{re.escape(P)}\.tar\.gz BLAKE2B SHA512 size .*\[ ok \]", result.stdout)
 
@@ -180,12 +189,55 @@ def test_portage_verifies_the_tarball_against_the_manifest(repo: Path, tarball: 
     tampered[len(tampered) // 2] ^= 0x01
     bad = tmp_path / "tampered.tar.gz"
     bad.write_bytes(bytes(tampered))
-    result = fetch(repo, tmp_path / "bad", bad)
+    result = run_ebuild(repo, tmp_path / "bad", bad, "fetch")
     assert result.returncode != 0
     assert "Failed on BLAKE2B verification" in result.stdout + result.stderr
     distdir = tmp_path / "bad" / "var" / "cache" / "distfiles"
     assert not (distdir / f"{P}.tar.gz").exists()
     assert list(distdir.glob(f"{P}.tar.gz._checksum_failure_*"))
+
+
+def test_ebuild_installs_the_agent_service_and_its_config(repo: Path, tarball: Path, tmp_path: Path) -> None:
+    # The stand-in distutils-r1 installs no wheel (see gentoo-standins/README.md):
+    # what is checked here is what the ebuild's own python_install_all installs.
+    # USE=controller is left out: fowners needs the build-swarm account on this host.
+    root = tmp_path / "prefix"
+    result = run_ebuild(repo, root, tarball, "clean", "install", "postinst", use="agent cli -controller")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    image = root / "var" / "tmp" / "portage" / PACKAGE.split("/")[0] / P / "image" / str(root).lstrip("/")
+    installed = sorted(str(p.relative_to(image)) for p in image.rglob("*") if not p.is_dir())
+    assert installed == [
+        "etc/build-swarm/agent.toml",
+        "etc/conf.d/swarm-agent",
+        "etc/init.d/swarm-agent",
+        "var/lib/build-swarm/agent/.keep_app-admin_build-swarm-0",
+    ]
+    shipped = OVERLAY / PACKAGE / "files"
+    assert (image / "etc/build-swarm/agent.toml").read_bytes() == (shipped / "agent.toml").read_bytes()
+    assert (image / "etc/init.d/swarm-agent").read_bytes() == (shipped / "swarm-agent.initd").read_bytes()
+    assert (image / "etc/init.d/swarm-agent").stat().st_mode & 0o777 == 0o755
+    assert (image / "var/lib/build-swarm/agent").stat().st_mode & 0o777 == 0o700
+    # pkg_postinst: what to do next on a drone that is not enrolled yet.
+    for step in (
+        "/etc/build-swarm/agent.toml",
+        "swarm-agent enroll --token",
+        "rc-update add swarm-agent default",
+    ):
+        assert step in result.stdout + result.stderr, step
+
+    result = run_ebuild(repo, tmp_path / "controller", tarball, "postinst", use="-agent controller")
+    assert result.returncode == 0
+    told = result.stdout + result.stderr
+    for what in (
+        "rc-update add swarm-controller",
+        "/var/lib/build-swarm/admin.key",
+        "8094",
+        "8095",
+        "8100",
+        "8093",
+    ):
+        assert what in told, what
+    assert "swarm-agent enroll" not in told
 
 
 def test_tarball_is_reproducible_and_holds_the_console_libraries(tarball: Path, tmp_path: Path) -> None:
