@@ -7,14 +7,17 @@ STAMP := $(VENV)/.installed-stamp
 CONSOLE_STAMP := console/vendor/.built-stamp
 XTERM := console/node_modules/@xterm
 PYTEST_ARGS ?=
+# `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
+DIST_ARGS ?=
 
-.PHONY: help venv console demo test lint format typecheck check proto bench clean
+.PHONY: help venv console demo test lint format typecheck check proto bench dist clean
 
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
 	@echo "make test       run the test suite"
 	@echo "make check      lint, type-check and test (what CI runs)"
 	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
+	@echo "make dist       release tarball dist/build-swarm-VERSION.tar.gz and the overlay's Manifest"
 	@echo "make proto      regenerate swarm.v1 from protos/"
 	@echo "make bench      run the fleet benchmark (prints figures)"
 	@echo "make format     reformat the code"
@@ -59,8 +62,13 @@ check: lint typecheck test
 proto: $(STAMP)
 	$(BIN)/python tools/genproto.py
 
+# The release tarball (git's files plus console/vendor/), then the thin Manifest
+# of app-admin/build-swarm for it (see packaging/README.md).
+dist: $(STAMP) $(CONSOLE_STAMP)
+	tarball=$$($(BIN)/python tools/dist.py --outdir dist $(DIST_ARGS)) && $(BIN)/python tools/manifest.py "$$tarball"
+
 bench: $(STAMP)
 	$(BIN)/python bench/fleet.py
 
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info console/node_modules console/vendor
+	rm -rf $(VENV) dist .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info console/node_modules console/vendor

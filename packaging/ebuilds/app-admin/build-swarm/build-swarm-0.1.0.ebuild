@@ -10,9 +10,9 @@ inherit distutils-r1
 
 DESCRIPTION="Distributed build orchestrator for Gentoo: controller, drone agent, admin CLI"
 HOMEPAGE="https://example.invalid/build-swarm"
-# The release tarball carries console/vendor/ (xterm.js and its fit addon,
-# copied from npm by `make console` when the release is cut): an ebuild
-# cannot fetch from npm, and the console loads nothing from a CDN.
+# The release tarball (`make dist`) carries console/vendor/ (xterm.js and
+# its fit addon, copied from npm by `make console` when the release is cut):
+# an ebuild cannot fetch from npm, and the console loads nothing from a CDN.
 SRC_URI="https://example.invalid/build-swarm/${P}.tar.gz"
 
 LICENSE="GPL-2"
@@ -20,31 +20,44 @@ SLOT="0"
 KEYWORDS="~amd64 ~arm64"
 IUSE="+agent +cli controller postgres"
 REQUIRED_USE="|| ( agent controller ) postgres? ( controller )"
+# The project's suite needs a real sshd, PostgreSQL and Chromium.
+RESTRICT="test"
 
-# The agent needs only the base set; the controller adds the web tier and
-# storage. Portage itself is the system's.
+# pyproject.toml's groups, kept in step by tests/test_overlay.py: the base
+# set is all a drone needs; the controller adds its web tier and storage,
+# and drives Portage's Python API to resolve dependency graphs; the agent
+# only runs emerge.
 RDEPEND="
-	dev-python/grpcio[${PYTHON_USEDEP}]
-	dev-python/protobuf[${PYTHON_USEDEP}]
-	dev-python/psutil[${PYTHON_USEDEP}]
-	dev-python/cryptography[${PYTHON_USEDEP}]
+	>=dev-python/cryptography-42[${PYTHON_USEDEP}]
+	>=dev-python/grpcio-1.85.1[${PYTHON_USEDEP}]
+	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
+	<dev-python/protobuf-8[${PYTHON_USEDEP}]
+	>=dev-python/psutil-5.9[${PYTHON_USEDEP}]
 	agent? ( sys-apps/portage )
-	cli? ( dev-python/aiohttp[${PYTHON_USEDEP}] )
+	cli? ( >=dev-python/aiohttp-3.9[${PYTHON_USEDEP}] )
 	controller? (
+		acct-group/build-swarm
 		acct-user/build-swarm
-		dev-python/aiohttp[${PYTHON_USEDEP}]
-		dev-python/peewee[${PYTHON_USEDEP}]
-		sys-apps/portage
-		postgres? ( dev-python/psycopg:2[${PYTHON_USEDEP}] )
+		>=dev-python/aiohttp-3.9[${PYTHON_USEDEP}]
+		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
+		sys-apps/portage[${PYTHON_USEDEP}]
+		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
 	)
 "
 
 python_install_all() {
 	distutils-r1_python_install_all
+
 	if use agent; then
 		newinitd "${FILESDIR}"/swarm-agent.initd swarm-agent
 		newconfd "${FILESDIR}"/swarm-agent.confd swarm-agent
+		# Every key commented out: the built-in defaults apply until the
+		# admin edits it. Under /etc, so Portage protects the edits.
+		insinto /etc/build-swarm
+		doins "${FILESDIR}"/agent.toml
+		# The drone's key and certificates.
 		keepdir /var/lib/build-swarm/agent
+		fperms 0700 /var/lib/build-swarm/agent
 	fi
 	if use controller; then
 		newinitd "${FILESDIR}"/swarm-controller.initd swarm-controller
@@ -53,15 +66,23 @@ python_install_all() {
 		fowners build-swarm:build-swarm /var/lib/build-swarm
 		fperms 0750 /var/lib/build-swarm
 	fi
-	insinto /etc/build-swarm
-	newins "${FILESDIR}"/agent.toml.example agent.toml.example
 }
 
 pkg_postinst() {
+	if use controller; then
+		elog "The controller: rc-update add swarm-controller default && rc-service swarm-controller start"
+		elog "It runs as build-swarm with its data in ${EROOT}/var/lib/build-swarm (conf.d: swarm-controller;"
+		elog "options: swarm-controller --help, or /etc/build-swarm/controller.toml)."
+		elog "Its first start writes the admin key to ${EROOT}/var/lib/build-swarm/admin.key (mode 0600)."
+		elog "Ports: 8094 gRPC for agents (mutual TLS), 8095 enrollment (TLS), 8100 public HTTP,"
+		elog "8093 admin HTTP on 127.0.0.1 only. Open 8094, 8095 and 8100 to the drones."
+		elog "A join token for each drone (it prints the drone's enroll command):"
+		elog "  swarm-cli --key-file /var/lib/build-swarm/admin.key token create --ttl 1h --name DRONE"
+	fi
 	if use agent && [[ ! -e ${EROOT}/var/lib/build-swarm/agent/drone.crt ]]; then
-		elog "Enroll this drone once before starting the agent:"
-		elog "  swarm-agent enroll --controller HOST:8094 --token TOKEN --ca-pin sha256:..."
-		elog "(swarm-cli token create prints the exact command.) Then:"
-		elog "  rc-update add swarm-agent default && rc-service swarm-agent start"
+		elog "This drone is not enrolled yet; the swarm-agent service refuses to start until it is:"
+		elog "  1. set controller = \"HOST:8094\" in /etc/build-swarm/agent.toml (and name, drone_type);"
+		elog "  2. swarm-agent enroll --token TOKEN --ca-pin sha256:...  (from swarm-cli token create);"
+		elog "  3. rc-update add swarm-agent default && rc-service swarm-agent start"
 	fi
 }
