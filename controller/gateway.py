@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from swarm.controller import serde
 from swarm.controller.authz import AGENT, current_identity
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 64
 WRITE_GRACE = 1.0
+UNPARSABLE = "a message that does not parse as swarm.v1.AgentMessage"
+# What a newer agent sends that this controller does not know: ignored, and
+# counted in the protocol log under this kind (docs/protocol.md, versioning).
+UNKNOWN_KIND = "unknown"
 
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -60,11 +65,16 @@ class DroneSession:
         return True
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
-        """The reader or writer ended: the stream is over."""
+        """The reader or writer ended: the stream is over. A peer's mistakes
+        are answered where they are read; anything else is ours."""
         if task.cancelled():
             return
         exc = task.exception()
-        self.close("OK", f"stream error: {exc}" if exc is not None else "")
+        if exc is None:
+            self.close("OK", "")
+        else:
+            log.error("control stream of %s (%s) failed", self.drone_id, self.peer, exc_info=exc)
+            self.close("INTERNAL", "internal error")
 
     def close(self, code: str, details: str) -> None:
         if not self.closed.is_set():
@@ -96,6 +106,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         except TimeoutError:
             self._reject(peer, "", f"no hello within {self._hello_timeout:g}s")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
+            return
+        except DecodeError:
+            self._reject(peer, "", UNPARSABLE)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
             return
         if first is grpc.aio.EOF:
             return
@@ -164,7 +178,12 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         record = self._protolog.record
         drone_id = session.drone_id
         while True:
-            message = await context.read()
+            try:
+                message = await context.read()
+            except DecodeError:
+                self._reject(session.peer, drone_id, UNPARSABLE)
+                session.close("INVALID_ARGUMENT", UNPARSABLE)
+                return
             if message is grpc.aio.EOF:
                 return
             kind = message.WhichOneof("body")
@@ -173,7 +192,9 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
                 record(IN, drone_id, kind, message.ByteSize(), message, latency)
                 continue
-            record(IN, drone_id, kind or "empty", message.ByteSize(), message)
+            # A kind of a newer protocol revision (or none at all) is recorded and
+            # otherwise ignored: a newer agent must be able to talk to this controller.
+            record(IN, drone_id, kind or UNKNOWN_KIND, message.ByteSize(), message)
             if kind == "heartbeat":
                 self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
             elif kind == "build_event" and self.builds is not None:
@@ -183,10 +204,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             elif kind == "hello":
                 self._reject(session.peer, drone_id, "hello sent twice on one stream")
                 session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
-                return
-            else:
-                self._reject(session.peer, drone_id, f"unknown message {kind or 'with no body'}")
-                session.close("INVALID_ARGUMENT", f"unsupported agent message {kind or 'with no body'}")
                 return
 
     async def _write(self, session: DroneSession, context: grpc.aio.ServicerContext) -> None:

@@ -96,8 +96,12 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         )
     if not ID_RE.match(hello.drone_id):
         raise InvalidArgument(f"hello.drone_id {_short(hello.drone_id)!r} is not a valid drone id")
+    reason = _short(hello.drone_type_reason, 200)
     if hello.drone_type not in DRONE_TYPES:
-        raise InvalidArgument(f"hello.drone_type {hello.drone_type} is not a known drone type")
+        # A type of a newer agent: unknown here (never rebooted), not a refusal.
+        reason = f"drone type {hello.drone_type} is unknown to this controller" + (
+            f" ({reason})" if reason else ""
+        )
     interval = hello.heartbeat_interval_ms or 1000
     if not MIN_INTERVAL_MS <= interval <= MAX_INTERVAL_MS:
         raise InvalidArgument(f"hello.heartbeat_interval_ms must be {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}")
@@ -105,7 +109,7 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         drone_id=hello.drone_id,
         name=hello.name,
         cores=hello.cores,
-        drone_type=DRONE_TYPES[hello.drone_type],
+        drone_type=DRONE_TYPES.get(hello.drone_type, "unknown"),
         network=_short(hello.network, 64),
         agent_version=_short(hello.agent_version, 64),
         heartbeat_interval_ms=interval,
@@ -116,7 +120,7 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         process_started_at=hello.process_started_at_unix_ns / 1e9
         if hello.process_started_at_unix_ns > 0
         else None,
-        drone_type_reason=_short(hello.drone_type_reason, 200),
+        drone_type_reason=reason,
     )
 
 

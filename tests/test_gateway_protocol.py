@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from swarm.controller import gateway
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 from support.procs import Agent, Controller, agent_credentials, enroll, wait_for
@@ -309,3 +310,76 @@ def test_a_drone_cannot_answer_to_another_drones_name(
     assert status == 400
     assert enroll(controller, "py-ref", tmp_path / "third").returncode == 0
     assert [e["data"]["old_name"] for e in controller.events(type="drone_renamed")] == ["py-ref"]
+
+
+async def raw_exchange(
+    target: str,
+    creds: grpc.ChannelCredentials,
+    frames: list[bytes],
+    meanwhile: Callable[[], Any] | None = None,
+) -> tuple[grpc.StatusCode | str, str, int]:
+    """Send frames as they are (bytes on the wire). Without ``meanwhile``, read
+    until the stream ends: (code, details, replies). With it, read the first
+    reply, run it while the stream is open, and say whether it still is."""
+    async with grpc.aio.secure_channel(target, creds) as channel:
+        call = channel.stream_stream(
+            "/swarm.v1.DroneGateway/Connect", request_serializer=bytes, response_deserializer=bytes
+        )()
+        for frame in frames:
+            await call.write(frame)
+        replies = 0
+        try:
+            if meanwhile is not None:
+                await asyncio.wait_for(call.read(), 10)
+                await asyncio.to_thread(meanwhile)
+                still_open = not call.done()
+                call.cancel()
+                return ("open" if still_open else "closed"), "", 1
+            while await asyncio.wait_for(call.read(), 10) is not grpc.aio.EOF:
+                replies += 1
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details() or "", replies
+        return await call.code(), await call.details(), replies
+
+
+def test_corrupt_input_is_invalid_argument_and_what_a_newer_agent_sends_is_ignored(
+    controller: Controller, raw: Raw
+) -> None:
+    garbage = b"\xff\xff\xff\x07not protobuf"
+    code, details, _ = asyncio.run(raw_exchange(controller.grpc_target, raw.creds, [garbage]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details == gateway.UNPARSABLE
+
+    first = hello("raw", raw.drone_id).SerializeToString()
+    code, details, replies = asyncio.run(raw_exchange(controller.grpc_target, raw.creds, [first, garbage]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details == gateway.UNPARSABLE
+    assert replies >= 1  # the welcome came first
+    errors = controller.events(type="protocol_error")
+    assert [e["message"].split(": ", 1)[1] for e in errors] == [gateway.UNPARSABLE] * 2
+    assert "Traceback" not in controller.log()
+
+    # A newer agent: a type this controller does not know, and a message kind
+    # from field 20 of AgentMessage (reserved for later additions).
+    newer = hello("raw", raw.drone_id, drone_type=42).SerializeToString()
+    kind_20 = bytes([0xA2, 0x01, 3, 0x08, 0x96, 0x01])  # field 20 (a varint tag), a message: field 1 = 150
+    seen: dict[str, Any] = {}
+
+    def look() -> None:
+        def unknown_and_heartbeat() -> bool:
+            _, body = controller.admin("GET", f"/admin/api/protocol?drone={raw.drone_id}")
+            kinds = [e["type"] for e in body["entries"]]
+            seen["unknown"] = [k for k in kinds if k == "unknown"]
+            return "heartbeat" in kinds
+
+        wait_for(unknown_and_heartbeat, what="the heartbeat after the unknown kind")
+        seen["node"] = controller.node("raw")
+
+    code, _, _ = asyncio.run(
+        raw_exchange(
+            controller.grpc_target, raw.creds, [newer, kind_20, heartbeat(7).SerializeToString()], look
+        )
+    )
+    assert code == "open"
+    assert seen["node"]["status"] == "online" and seen["node"]["drone_type"] == "unknown"
+    assert "drone type 42 is unknown to this controller" in seen["node"]["drone_type_reason"]
+    assert len(seen["unknown"]) == 1
+    assert len(controller.events(type="protocol_error")) == 2

@@ -40,13 +40,13 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import dist
 import manifest
 import pytest
 from packaging.requirements import Requirement
 from portage.dep import Atom, use_reduce
 from prefix import PrefixConfig, Role, create_prefix, find_tool
 
-import dist
 from swarm.agent.config import AgentConfig
 from swarm.config import resolve
 
