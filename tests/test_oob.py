@@ -521,7 +521,8 @@ def test_hard_restart_kills_supervisor_and_agent_but_not_itself(server: SshServe
         start_new_session=True,
     )
     agent = subprocess.Popen([str(agent_script)], start_new_session=True)
-    # An agent whose command line is not the entry point's: found by its pid file.
+    # An agent whose command line is not the entry point's: found by its pid
+    # file, where the hard restart looks for it (as root, like the healer).
     pid_file = Path(f"/run/{service}.pid")
     other = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(300)", service], start_new_session=True
