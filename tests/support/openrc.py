@@ -260,6 +260,8 @@ class OpenRCRoot:
         return found
 
     def close(self) -> None:
+        """Kill everything in the namespace; fails if anything survives."""
+        inside = self.processes() if self.init_pid else []
         if self.init_pid:
             # PID 1 gone, the kernel kills the whole pid namespace.
             with contextlib.suppress(ProcessLookupError):
@@ -269,6 +271,19 @@ class OpenRCRoot:
                 os.killpg(self.unshare.pid, signal.SIGKILL)
             self.unshare.wait(timeout=10)
         shutil.rmtree(self.work, ignore_errors=True)
+
+        def survivors() -> list[str]:
+            left = []
+            for proc in inside:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                        left.append(f"{proc.pid} {proc.status()} {proc.cmdline()[:3]}")
+            return left
+
+        # SIGKILLed; exiting takes a moment.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not survivors(), timeout=10, what="the namespace's processes gone")
+        assert not survivors(), f"processes of the OpenRC namespace survived it: {survivors()}"
 
 
 @contextlib.contextmanager
