@@ -201,6 +201,7 @@ def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
 
     code, output = services.rc("swarm-agent", "start")
     assert code == 0, output
+    assert f" * ready: drone {DRONE} (" in output and services.controller.grpc_target in output
     first = services.one_agent_reconnected(before="")
     assert services.rc("swarm-agent", "status") == (0, " * status: started\n")
 
