@@ -120,6 +120,7 @@ class OpenRCUnavailable(Exception):
 
 
 def find_debs() -> list[Path]:
+    """The OpenRC packages, once everything else running them needs is checked."""
     folder = Path(os.environ.get(DEBS_ENV) or DEFAULT_DEBS)
     debs = []
     for package in PACKAGES:
@@ -133,8 +134,11 @@ def find_debs() -> list[Path]:
     if os.geteuid() != 0:
         raise OpenRCUnavailable("running OpenRC in a private namespace needs root")
     for tool in ("unshare", "nsenter", "dpkg-deb", "tar", "useradd"):
-        if shutil.which(tool) is None:
-            raise OpenRCUnavailable(f"{tool} not found on PATH")
+        if shutil.which(tool, path=ENV["PATH"]) is None:
+            raise OpenRCUnavailable(f"{tool} not found on {ENV['PATH']}")
+    for program in PROGRAMS:
+        if not (VENV_BIN / program).is_file():
+            raise OpenRCUnavailable(f"no {VENV_BIN / program}: run the tests with the venv's python")
     return debs
 
 
