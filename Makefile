@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
 DIST_ARGS ?=
 
-.PHONY: help venv console demo test lint format typecheck check proto bench dist clean
+.PHONY: help venv console openrc demo test lint format typecheck check proto bench dist clean
 
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
@@ -18,6 +18,7 @@ help:
 	@echo "make check      lint, type-check and test (what CI runs)"
 	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
 	@echo "make dist       release tarball dist/build-swarm-VERSION.tar.gz and the overlay's Manifest"
+	@echo "make openrc     fetch Debian's OpenRC packages into .cache/openrc/ (the init script tests run them)"
 	@echo "make proto      regenerate swarm.v1 from protos/"
 	@echo "make bench      run the fleet benchmark (prints figures)"
 	@echo "make format     reformat the code"
@@ -39,6 +40,13 @@ $(CONSOLE_STAMP): console/package.json console/package-lock.json
 	touch $@
 
 console: $(CONSOLE_STAMP)
+
+# Debian's OpenRC, unpacked by tests/support/openrc.py into a private namespace
+# (never installed on this machine). apt-get download needs a Debian host.
+OPENRC_DEBS := .cache/openrc
+openrc:
+	mkdir -p $(OPENRC_DEBS)
+	cd $(OPENRC_DEBS) && apt-get download openrc libeinfo1 librc1
 
 demo: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python tools/demo.py

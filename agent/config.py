@@ -60,6 +60,10 @@ class AgentConfig:
         "else /bin/sh, run with -l); used as given when set",
     )
     log_file: Path = option(Path("/var/log/swarm-drone.log"), "log file (empty: stderr only)")
+    pid_file: Path = option(
+        Path("/run/swarm-agent.pid"),
+        "file holding the agent's pid while it runs, by which a hard restart finds it (empty: none)",
+    )
     portage_log_dir: Path | None = option(
         None,
         "PORT_LOGDIR for builds: where Portage's build logs are kept for the portage/<cat>/<pkg> "

@@ -2,13 +2,16 @@
 
 ``swarm-agent enroll --token T --ca-pin sha256:...`` once, then
 ``swarm-agent`` (usually from its OpenRC service) for good.
+``swarm-agent check`` says in one line whether the agent can start (the
+service runs it first).
 
 When the controller sends RestartService the agent stops as on SIGTERM
 (the running build is cancelled, its process group killed, the stream
 closed) and then replaces itself with a fresh process of the same program
 and command line (``os.execv``: same pid, so a supervisor sees no exit and
-a drone without one still comes back). The fresh process reads its
-configuration again and says Hello with a new instance id.
+a drone without one still comes back, and the pid file stays right). The
+fresh process reads its configuration again and says Hello with a new
+instance id.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import grpc
 import psutil
 
 from swarm import __version__
-from swarm.agent import credentials, dronetype
+from swarm.agent import credentials, dronetype, pidfile, preflight
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
@@ -86,7 +89,7 @@ def parse_args(argv: list[str] | None) -> AgentConfig:
         "swarm-agent",
         "Build Swarm drone agent: keeps a control stream to the controller, sends "
         "heartbeats and runs what the controller asks. First enrol the drone: "
-        "swarm-agent enroll --help.",
+        "swarm-agent enroll --help; swarm-agent check says whether it can start.",
     )
     return _resolve(parser, parser.parse_args(argv))
 
@@ -106,6 +109,16 @@ def parse_enroll_args(argv: list[str]) -> tuple[AgentConfig, str, str]:
     if not ns.token:
         parser.exit(2, "swarm-agent enroll: a join token is needed: --token or SWARM_AGENT_TOKEN\n")
     return _resolve(parser, ns), ns.token, ns.ca_pin
+
+
+def parse_check_args(argv: list[str]) -> AgentConfig:
+    parser = _parser(
+        "swarm-agent check",
+        "Check that the agent can start with this configuration (the options are the agent's): "
+        "prints one line, and exits 0 when it can, 1 when it cannot (not enrolled, or the "
+        "certificate is not this drone's), 2 for a bad configuration.",
+    )
+    return _resolve(parser, parser.parse_args(argv))
 
 
 def process_started_at_ns() -> int:
@@ -239,11 +252,28 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
     return restart[0] if restart else None
 
 
+def restart_argv() -> list[str]:
+    """The command line that started this program.
+
+    Started from its entry-point script (``/usr/bin/swarm-agent``, as the
+    service does), the script is exec'd again, so the kernel reads its
+    ``#!`` line once more: the process keeps the script's name (what
+    ``ps`` and ``pkill -x`` see) and its command line, exactly as at the
+    first start. Exec'ing the interpreter instead would rename the process
+    after the interpreter (``python3.12``). Otherwise (``python -m
+    swarm.agent.main``) the interpreter runs again with its original
+    command line, the name it had from the start."""
+    script = sys.argv[0]
+    if os.path.isfile(script) and os.access(script, os.X_OK) and not script.endswith(".py"):
+        return [script, *sys.argv[1:]]
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
 def exec_fresh(reason: str) -> NoReturn:
     """Replace this process with a fresh run of the same program and command
     line. Descriptors Python opened (log file, sockets) are close-on-exec;
     what is buffered is written out first."""
-    argv = [sys.executable, *sys.orig_argv[1:]]
+    argv = restart_argv()
     log.info("restarting (%s): exec %s", reason, " ".join(argv))
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -251,7 +281,7 @@ def exec_fresh(reason: str) -> NoReturn:
     sys.stderr.flush()
     os.environ[EXECED_AT_ENV] = str(time.time_ns())
     try:
-        os.execv(sys.executable, argv)
+        os.execv(argv[0], argv)
     except OSError as exc:
         # Exit non-zero: a supervisor, if there is one, starts us again.
         sys.exit(f"swarm-agent: cannot restart ({' '.join(argv)}): {exc}")
@@ -272,13 +302,26 @@ def main(argv: list[str] | None = None) -> None:
             config, token, pin = parse_enroll_args(args[1:])
             setup_logging(config.log_level, None)
             asyncio.run(run_enroll(config, token, pin))
+        elif args[:1] == ["check"]:
+            print(f"swarm-agent: {preflight.check(parse_check_args(args[1:]))}")
         else:
             started_at_ns = process_started_at_ns()
             config = parse_args(args)
             setup_logging(config.log_level, config.log_file)
-            reason = asyncio.run(run(config, started_at_ns))
+            pid_file = None if str(config.pid_file) in ("", ".") else config.pid_file
+            if pid_file is not None:
+                pidfile.write(pid_file)
+            reason = None
+            try:
+                reason = asyncio.run(run(config, started_at_ns))
+            finally:
+                # A restart keeps the pid (exec), and so the file.
+                if pid_file is not None and reason is None:
+                    pidfile.remove(pid_file)
             if reason is not None:
                 exec_fresh(reason)
+    except preflight.NotReady as exc:
+        sys.exit(f"swarm-agent: {exc}")
     except (IdentityError, NotEnrolled, credentials.EnrollError, PkiError) as exc:
         sys.exit(f"swarm-agent: {exc}")
     except OSError as exc:

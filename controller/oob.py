@@ -64,7 +64,7 @@ _SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,14}")
 
 
 def _check_service(service: str) -> None:
-    # 15 characters: the kernel's process name (comm) that `pkill -x` matches.
+    # 15 characters: the kernel's process name (comm) of the service's program.
     if not _SERVICE.fullmatch(service):
         raise InvalidArgument(f"invalid service name {service!r}: a-z, 0-9, '_', '-', at most 15")
 
@@ -83,16 +83,30 @@ def hard_restart_command(service: str = "swarm-agent") -> str:
 
     Kill the supervisor first, else it respawns the agent: it is found by
     its command line (``supervise-daemon SERVICE --start ...``, as
-    OpenRC's supervise-daemon.sh starts it). Then the agent, by its exact
-    process name: ``pkill -f swarm-agent`` would also match, and kill, the
-    remote shell that is running this very command line. The service is
-    still marked started then, so ``zap`` it before ``start``. The exit
-    code is start's. Builds run in sessions of their own and are not
-    killed; the new agent and the controller's requeueing deal with them.
+    OpenRC's supervise-daemon.sh starts it). Then the agent, two ways:
+
+    * by its pid file, ``/run/SERVICE.pid`` (the agent's default
+      ``pid_file``), if that pid's command line names the service (a stale
+      file's pid may belong to something else by now);
+    * by its command line, ``PYTHON [-OPTIONS] .../SERVICE [ARGS]``, as the
+      kernel starts an entry-point script, also after the agent restarted
+      itself (it execs the same script). The pattern wants the
+      interpreter first, so it never matches the shell running this very
+      command line (``bash -c 'pkill ... SERVICE ...'``), which a plain
+      ``pkill -f SERVICE`` would kill.
+
+    The service is still marked started then, so ``zap`` it before
+    ``start``. The exit code is start's. Builds run in sessions of their
+    own and are not killed; the new agent and the controller's requeueing
+    deal with them.
     """
     _check_service(service)
+    supervisor = shlex.quote(f"^supervise-daemon {service} ")
+    program = shlex.quote(f"^[^ ]*python[^ ]*( -[^ ]+)* [^ ]*/{service}( |$)")
     return (
-        f"pkill -KILL -f '^supervise-daemon {service} '; pkill -KILL -x {service}; "
+        f"pkill -KILL -f {supervisor}; "
+        f"pkill -KILL -F /run/{service}.pid -f {service} 2>/dev/null; "
+        f"pkill -KILL -f {program}; "
         f"rc-service {service} zap; rc-service {service} start"
     )
 

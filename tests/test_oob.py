@@ -218,7 +218,9 @@ def test_ssh_argv_rejects_empty_command() -> None:
 def test_service_commands() -> None:
     assert RESTART_COMMAND == restart_command("swarm-agent") == "rc-service swarm-agent restart"
     assert HARD_RESTART_COMMAND == (
-        "pkill -KILL -f '^supervise-daemon swarm-agent '; pkill -KILL -x swarm-agent; "
+        "pkill -KILL -f '^supervise-daemon swarm-agent '; "
+        "pkill -KILL -F /run/swarm-agent.pid -f swarm-agent 2>/dev/null; "
+        "pkill -KILL -f '^[^ ]*python[^ ]*( -[^ ]+)* [^ ]*/swarm-agent( |$)'; "
         "rc-service swarm-agent zap; rc-service swarm-agent start"
     )
     for bad in ("swarm agent", "swarm-agent;id", "-x", "a-service-name-too-long", ""):
@@ -493,9 +495,11 @@ def test_missing_ssh_binary(server: SshServer, tmp_path: Path) -> None:
 
 def test_hard_restart_kills_supervisor_and_agent_but_not_itself(server: SshServer, tmp_path: Path) -> None:
     """The default hard restart on a stand-in for an OpenRC drone: a
-    process with supervise-daemon's command line, one with the agent's
-    process name, and an rc-service that logs what it is asked. A unique
-    service name keeps the pkills off anything else on this machine."""
+    process with supervise-daemon's command line, one started from the
+    agent's entry point, one named only by the pid file, and an rc-service
+    that logs what it is asked. A unique service name keeps the pkills off
+    anything else on this machine. (tests/test_openrc.py runs it against
+    the real thing.)"""
     service = f"oobt-{secrets.token_hex(3)}"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -517,6 +521,13 @@ def test_hard_restart_kills_supervisor_and_agent_but_not_itself(server: SshServe
         start_new_session=True,
     )
     agent = subprocess.Popen([str(agent_script)], start_new_session=True)
+    # An agent whose command line is not the entry point's: found by its pid
+    # file, where the hard restart looks for it (as root, like the healer).
+    pid_file = Path(f"/run/{service}.pid")
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", service], start_new_session=True
+    )
+    pid_file.write_text(f"{other.pid}\n")
     try:
         # Both must have exec'd before the pkills look for them.
         wait_for(lambda: psutil.Process(supervisor.pid).cmdline()[:2] == ["supervise-daemon", service])
@@ -528,7 +539,9 @@ def test_hard_restart_kills_supervisor_and_agent_but_not_itself(server: SshServe
         assert rc_log.read_text() == f"{service} zap\n{service} start\n"
         assert supervisor.wait(timeout=10) == -9
         assert agent.wait(timeout=10) == -9
+        assert other.wait(timeout=10) == -9
     finally:
-        for process in (supervisor, agent):
+        pid_file.unlink(missing_ok=True)
+        for process in (supervisor, agent, other):
             process.kill()
             process.wait(timeout=10)

@@ -235,6 +235,9 @@ def main() -> int:
                 str(state / "drones" / name),
                 "--log-file",
                 str(logs / f"{name}.log"),
+                # Three drones on one machine: one pid file each.
+                "--pid-file",
+                str(state / "drones" / name / "agent.pid"),
             ]
             dronectl.write_spec(services, name, args)
             commands[name] = f"{ctl} start {name}"

@@ -331,6 +331,9 @@ class Agent(Proc):
             "1",
             "--log-file",
             "",
+            # Many drones on one machine: one pid file each.
+            "--pid-file",
+            str(self.state_dir / "agent.pid"),
             "--log-level",
             "debug",
             "--emerge-command",

@@ -81,7 +81,7 @@ pkg_postinst() {
 	fi
 	if use agent && [[ ! -e ${EROOT}/var/lib/build-swarm/agent/drone.crt ]]; then
 		elog "This drone is not enrolled yet; the swarm-agent service refuses to start until it is:"
-		elog "  1. set controller = \"HOST:8094\" in /etc/build-swarm/agent.toml (and name, drone_type);"
+		elog "  1. set controller = \"HOST:8094\" in /etc/build-swarm/agent.toml (and name; drone_type is detected);"
 		elog "  2. swarm-agent enroll --token TOKEN --ca-pin sha256:...  (from swarm-cli token create);"
 		elog "  3. rc-update add swarm-agent default && rc-service swarm-agent start"
 	fi

@@ -1,0 +1,258 @@
+"""The packaged OpenRC services under real OpenRC (tests/support/openrc.py):
+the controller and the agent started, stopped, restarted and respawned by
+supervise-daemon, an unenrolled drone's service refusing to start, and the
+healer's own restart and hard restart command lines against an enrolled
+agent connected to the controller, also after the agent restarted itself.
+
+One namespace and one controller service serve the whole module; the
+tests run in file order and each leaves both services started.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from swarm.agent.main import FLUSH_TIMEOUT, STOP_TIMEOUT
+from swarm.controller import app, oob
+
+from support.openrc import FILES, OpenRCRoot, openrc_root
+from support.procs import EMERGE_COMMAND, Controller, enroll, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+DRONE = "rc-drone"
+READY_FILE = "/var/lib/build-swarm/ready.json"
+STATE_DIR = "/var/lib/build-swarm/agent"
+
+
+def retry_budget(initd: Path) -> float:
+    """Seconds between TERM and KILL in an init script's retry schedule."""
+    match = re.search(r'^retry="TERM/(\d+)/KILL/\d+"$', initd.read_text(), re.MULTILINE)
+    assert match, f"no TERM/N/KILL/M retry in {initd}"
+    return float(match[1])
+
+
+def test_shutdown_stages_fit_the_retry_budget() -> None:
+    stages = [app.STOP_SERVICES, app.STOP_GATEWAY, app.STOP_WEB, app.STOP_SERVICES, app.STOP_STORE]
+    assert sum(stages) < retry_budget(FILES / "swarm-controller.initd")
+    # The agent: the build and shells are cancelled, then the stream flushed and closed.
+    assert retry_budget(FILES / "swarm-agent.initd") > STOP_TIMEOUT + FLUSH_TIMEOUT
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class Services:
+    """The namespace, and the controller service as the test client sees it."""
+
+    def __init__(self, root: OpenRCRoot, tmp: Path) -> None:
+        self.root = root
+        # Only a client of the service (never started): ready() fills in its ports and key.
+        self.controller = Controller(tmp)
+
+    def rc(self, service: str, action: str) -> tuple[int, str]:
+        result = self.root.run(f"rc-service {service} {action}")
+        return result.code, result.output
+
+    def ready(self) -> dict[str, Any] | None:
+        """The controller's ready file once it is from the running process."""
+        path = self.root.path(READY_FILE)
+        if not path.exists():
+            return None
+        info: dict[str, Any] = json.loads(path.read_text())
+        [proc] = self.root.running("swarm-controller") or [None]  # ValueError (retried) if two
+        if proc is None or inner_pid(proc) != info["pid"]:
+            return None
+        info["admin_key_file"] = str(self.root.path(info["admin_key_file"]))
+        self.controller.info = info
+        return info
+
+    def node(self) -> dict[str, Any] | None:
+        return self.controller.node(DRONE)
+
+    def online(self, not_instance: str | None = None) -> dict[str, Any] | None:
+        """The drone online, with an instance other than ``not_instance``."""
+        node = self.node()
+        if node and node["status"] == "online" and node["instance_id"] != not_instance:
+            return node
+        return None
+
+    def agent(self) -> psutil.Process:
+        """The one agent process (fails if there are more)."""
+        agents = self.root.running("swarm-agent")
+        assert len(agents) == 1, [a.cmdline() for a in agents]
+        return agents[0]
+
+    def one_agent_reconnected(self, before: str) -> psutil.Process:
+        """Exactly one agent, connected as a new instance; a supervisor of it."""
+        wait_for(lambda: self.online(not_instance=before), what="the agent reconnected")
+        agent = self.agent()
+        assert agent.name() == "swarm-agent"
+        [supervisor] = self.root.supervisors("swarm-agent")
+        assert agent.ppid() == supervisor.pid
+        assert self.root.path("/run/swarm-agent.pid").read_text().strip() == str(inner_pid(agent))
+        return agent
+
+
+def inner_pid(proc: psutil.Process) -> int:
+    """A process's pid inside its (innermost) pid namespace."""
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    match = re.search(r"^NSpid:.*\s(\d+)$", status, re.MULTILINE)
+    assert match, status
+    return int(match[1])
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with openrc_root() as root:
+        made = Services(root, tmp_path_factory.mktemp("openrc"))
+        grpc, public, admin, enroll_port = free_ports(4)
+        root.path("/etc/build-swarm/controller.toml").write_text(
+            f'bind = "127.0.0.1"\nadmin_bind = "127.0.0.1"\ngrpc_port = {grpc}\npublic_port = {public}\n'
+            f'admin_port = {admin}\nenroll_port = {enroll_port}\nready_file = "{READY_FILE}"\n'
+            'ping_interval = 0.5\nlog_level = "debug"\n'
+        )
+        root.path("/etc/build-swarm/agent.toml").write_text(
+            f'controller = "127.0.0.1:{grpc}"\nname = "{DRONE}"\ncache_path = "/var/tmp"\n'
+            f'emerge_command = "{EMERGE_COMMAND}"\nheartbeat_interval = 0.25\nbackoff_initial = 0.1\n'
+            'backoff_max = 1.0\nlog_level = "debug"\n'
+        )
+        code, output = made.rc("swarm-controller", "start")
+        assert code == 0, output
+        wait_for(made.ready, what="the controller service ready")
+        # The healer stays out of it (kept across restarts): these tests restart the agent themselves.
+        status, body = made.controller.admin("POST", "/admin/api/healing", b'{"action": "pause"}')
+        assert status == 200, body
+        yield made
+
+
+def test_an_unenrolled_drone_does_not_start_its_agent(services: Services) -> None:
+    code, output = services.rc("swarm-agent", "start")
+    assert code != 0
+    lines = [line for line in output.splitlines() if "swarm-agent:" in line]
+    assert len(lines) == 1 and "this drone is not enrolled" in lines[0] and "swarm-agent enroll" in lines[0]
+    assert services.rc("swarm-agent", "status")[0] == 3  # stopped
+    # Nothing to respawn: no supervisor, no agent.
+    assert services.root.supervisors("swarm-agent") == [] and services.root.running("swarm-agent") == []
+    code, output = services.rc("swarm-agent", "checkconfig")
+    assert code != 0 and "not enrolled" in output
+
+
+def test_controller_service_start_stop_restart_respawn(services: Services) -> None:
+    root = services.root
+    assert services.rc("swarm-controller", "status") == (0, " * status: started\n")
+    [controller] = root.running("swarm-controller")
+    # command_user: build-swarm of the namespace's /etc/passwd (unknown to the host's).
+    [uid] = [
+        line.split(":")[2]
+        for line in root.path("/etc/passwd").read_text().splitlines()
+        if line.startswith("build-swarm:")
+    ]
+    assert controller.uids().real == controller.uids().effective == int(uid)
+    assert root.path("/var/log/swarm-controller.out").stat().st_uid == int(uid)
+
+    code, output = services.rc("swarm-controller", "stop")
+    assert code == 0, output
+    assert root.running("swarm-controller") == [] and root.supervisors("swarm-controller") == []
+    assert services.rc("swarm-controller", "status")[0] == 3
+    assert root.path("/var/log/swarm-controller.log").stat().st_size > 0
+
+    code, output = services.rc("swarm-controller", "start")
+    assert code == 0, output
+    wait_for(services.ready, what="the controller started again")
+    first = root.running("swarm-controller")[0].pid
+
+    code, output = services.rc("swarm-controller", "restart")
+    assert code == 0, output
+    wait_for(services.ready, what="the controller restarted")
+    [restarted] = root.running("swarm-controller")
+    assert restarted.pid != first
+
+    restarted.kill()
+    wait_for(
+        lambda: services.ready() and root.running("swarm-controller")[0].pid != restarted.pid,
+        what="supervise-daemon's respawn",
+    )
+    assert services.rc("swarm-controller", "status")[0] == 0
+
+
+def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
+    root = services.root
+    result = enroll(services.controller, DRONE, root.path(STATE_DIR))
+    assert result.returncode == 0, result.stderr
+    code, output = services.rc("swarm-agent", "checkconfig")
+    assert code == 0, output
+
+    code, output = services.rc("swarm-agent", "start")
+    assert code == 0, output
+    assert f" * ready: drone {DRONE} (" in output and services.controller.grpc_target in output
+    first = services.one_agent_reconnected(before="")
+    assert services.rc("swarm-agent", "status") == (0, " * status: started\n")
+
+    code, output = services.rc("swarm-agent", "stop")
+    assert code == 0, output
+    wait_for(lambda: (n := services.node()) and n["status"] == "offline", what="the drone offline")
+    assert root.running("swarm-agent") == [] and root.supervisors("swarm-agent") == []
+    assert not root.path("/run/swarm-agent.pid").exists()  # removed on a clean exit
+    assert first.pid not in {p.pid for p in root.processes()}
+
+    instance = services.node()["instance_id"]  # type: ignore[index]
+    code, output = services.rc("swarm-agent", "start")
+    assert code == 0, output
+    started = services.one_agent_reconnected(before=instance)
+
+    instance = services.online()["instance_id"]  # type: ignore[index]
+    code, output = services.rc("swarm-agent", "restart")
+    assert code == 0, output
+    restarted = services.one_agent_reconnected(before=instance)
+    assert restarted.pid != started.pid
+
+    instance = services.online()["instance_id"]  # type: ignore[index]
+    restarted.kill()
+    respawned = services.one_agent_reconnected(before=instance)
+    assert respawned.pid != restarted.pid
+
+
+def restart_over_stream(services: Services) -> psutil.Process:
+    """The controller's RestartService: the agent execs itself (same pid)."""
+    before = services.agent()
+    instance = services.online()["instance_id"]  # type: ignore[index]
+    status, body = services.controller.admin("POST", f"/admin/api/drones/{DRONE}/restart")
+    assert status == 200 and body["done"], body
+    after = services.one_agent_reconnected(before=instance)
+    assert after.pid == before.pid
+    return after
+
+
+@pytest.mark.parametrize(
+    ("step", "command"),
+    [("restart", oob.restart_command()), ("hard restart", oob.hard_restart_command())],
+)
+def test_healer_commands_leave_one_agent_after_a_self_restart(
+    services: Services, step: str, command: str
+) -> None:
+    execed = restart_over_stream(services)
+    # The name the init script started it with, which the old hard restart matched.
+    assert execed.name() == "swarm-agent"
+    instance = services.online()["instance_id"]  # type: ignore[index]
+    result = services.root.run(command)
+    assert result.code == 0, result.output
+    assert "Starting swarm-agent" in result.output
+    agent = services.one_agent_reconnected(before=instance)
+    assert agent.pid != execed.pid
+    assert services.rc("swarm-agent", "status") == (0, " * status: started\n")
