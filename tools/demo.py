@@ -235,9 +235,9 @@ def main() -> int:
                 str(state / "drones" / name),
                 "--log-file",
                 str(logs / f"{name}.log"),
-                # Three drones on one machine: one pid file each.
+                # Three drones on one machine: one pid file each (agent.pid there is dronectl's).
                 "--pid-file",
-                str(state / "drones" / name / "agent.pid"),
+                str(state / "drones" / name / "swarm-agent.pid"),
             ]
             dronectl.write_spec(services, name, args)
             commands[name] = f"{ctl} start {name}"
