@@ -1,0 +1,245 @@
+"""Terminals and commands on a drone whose agent is down: the controller
+runs the system ssh to the drone's ``ssh`` access setting, through the
+private sshd on 127.0.0.1 (tests/support/sshd.py), with the healer's
+identity and known_hosts. An aiohttp websocket client and swarm-cli are
+the admin's side.
+
+One controller serves the module: drone ``down`` has ssh access and its
+agent killed (one test takes its access setting away for a while).
+Healing is paused, so nothing brings the agent back meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from support.cli import CLI_ENV, cli_args
+from support.procs import wait_for
+from support.shells import ShellDrone, start_shell_drone
+from support.sshd import SshServer
+from support.terminal import open_terminal
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def admin(drone: ShellDrone, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    return drone.controller.admin(method, path, None if body is None else json.dumps(body).encode())
+
+
+@pytest.fixture(scope="module")
+def down(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> Iterator[ShellDrone]:
+    root = tmp_path_factory.mktemp("oob")
+    drone = start_shell_drone(
+        root,
+        "down",
+        "--ssh-identity",
+        str(sshd.identity),
+        "--ssh-known-hosts",
+        str(sshd.known_hosts),
+    )
+    try:
+        assert admin(drone, "POST", "/admin/api/healing", {"action": "pause"})[0] == 200
+        status, body = admin(drone, "PUT", "/admin/api/drones/down", {"ssh": str(sshd.target)})
+        assert status == 200, body
+        drone.agent.kill()
+        wait_for(
+            lambda: (n := drone.controller.node("down")) and n["status"] == "offline", what="down offline"
+        )
+        yield drone
+    finally:
+        drone.stop()
+        sshd.kill_sessions()
+
+
+def ws_url(drone: ShellDrone, name: str, query: str) -> str:
+    return drone.controller.admin_url.replace("http://", "ws://") + f"/ws/ssh/{name}?{query}"
+
+
+def test_a_terminal_over_ssh_echoes_resizes_exits_and_is_recorded(down: ShellDrone, sshd: SshServer) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        url = ws_url(down, "down", "rows=24&cols=80&via=ssh")
+        async with open_terminal(url, down.controller.admin_key) as term:
+            session = term.session
+            assert session["via"] == "ssh" and session["drone"] == "down"
+            assert str(sshd.target) in session["note"]
+            # Where the shell runs: a login through the test's sshd, not the agent.
+            await term.run(
+                "echo hi-$((6*7)) $SSH_CONNECTION", rf"hi-42 127\.0\.0\.1 \d+ 127\.0\.0\.1 {sshd.port}"
+            )
+            await term.ws.send_str(json.dumps({"type": "resize", "rows": 33, "cols": 111}))
+            await term.run("stty size", r"\b33 111\r\n")
+            await term.type("exit 3\r")
+            exit = await term.message("exit")
+            await term.closed()
+            return session, exit
+
+    session, exit = asyncio.run(scenario())
+    assert exit["exit_code"] == 3 and exit["signal"] is None
+    session_id = session["session"]
+
+    def listed() -> dict[str, Any] | None:
+        status, body = admin(down, "GET", "/admin/api/shells")
+        assert status == 200, body
+        found = [s for s in body["shells"] if s["id"] == session_id]
+        return found[0] if found and found[0]["state"] == "closed" else None
+
+    shell = wait_for(listed, what="the ssh session closed")
+    assert shell["via"] == "ssh" and shell["exit"]["exit_code"] == 3 and shell["opened_by"] == "admin"
+    opened = [e for e in down.controller.events(type="shell_opened") if e["data"]["session"] == session_id]
+    closed = [e for e in down.controller.events(type="shell_closed") if e["data"]["session"] == session_id]
+    assert opened and opened[0]["data"]["via"] == "ssh" and opened[0]["drone_name"] == "down"
+    assert closed and closed[0]["data"]["exit_code"] == 3
+
+    def cast() -> list[Any] | None:
+        status, text = admin(down, "GET", f"/admin/api/shells/{session_id}/recording")
+        assert status == 200, text
+        lines = [json.loads(line) for line in text.splitlines()]
+        return lines if any(line[1] == "o" and "exit" in line[2] for line in lines[1:]) else None
+
+    lines = wait_for(cast, what="the recording written to its end")
+    assert lines[0]["swarm"]["via"] == "ssh"
+    output = "".join(f[2] for f in lines[1:] if f[1] == "o")
+    assert "hi-42" in output and "33 111" in output
+    assert ["r", "111x33"] in [f[1:] for f in lines[1:]]
+    wait_for(lambda: not sshd.sessions(), what="the remote shell gone")
+
+
+def test_closing_the_session_hangs_up_ssh(down: ShellDrone, sshd: SshServer) -> None:
+    """An admin's close (as at the idle or lifetime limit) ends ssh and the remote shell."""
+
+    async def scenario() -> dict[str, Any]:
+        async with open_terminal(ws_url(down, "down", "via=ssh"), down.controller.admin_key) as term:
+            await term.run("echo up-$((2+3))", "up-5")
+            assert sshd.sessions()
+            await term.ws.send_str(json.dumps({"type": "close"}))
+            exit = await term.message("exit")
+            await term.closed()
+            return exit
+
+    exit = asyncio.run(scenario())
+    assert exit["closed_by"] == "admin" and exit["message"] == "closed by admin"
+    wait_for(lambda: not sshd.sessions(), what="the remote shell gone")
+
+
+def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
+    down: ShellDrone, sshd: SshServer
+) -> None:
+    async def handshake(query: str) -> tuple[int, Any]:
+        headers = {
+            "X-Admin-Key": down.controller.admin_key,
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        }
+        url = f"{down.controller.admin_url}/ws/ssh/down?{query}"
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+            return response.status, await response.json()
+
+    status, body = asyncio.run(handshake("via=telepathy"))
+    assert status == 400 and "via must be agent or ssh" in body["error"]["message"]
+    assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": ""})[0] == 200
+    try:
+        status, body = asyncio.run(handshake("via=ssh"))
+        assert status == 409 and body["error"]["message"].startswith(
+            "no ssh access configured for drone down"
+        )
+        status, body = admin(down, "POST", "/admin/api/drones/down/exec", {"command": "true", "via": "ssh"})
+        assert status == 409 and "no ssh access configured for drone down" in body["error"]["message"]
+        ran = subprocess.run(
+            cli_args(down.controller, "shell", "--via", "ssh", "down"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=CLI_ENV,
+            stdin=subprocess.DEVNULL,
+        )
+        assert ran.returncode != 0 and "no ssh access configured for drone down" in ran.stderr, ran.stderr
+        assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+        # ssh = "local" (drones on the controller's own machine): runs here, and says so.
+        assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": "local"})[0] == 200
+        status, body = admin(
+            down, "POST", "/admin/api/drones/down/exec", {"command": "echo pid-$$; exit 5", "via": "ssh"}
+        )
+        assert status == 200, body
+        assert body["via"] == "local" and body["exit_code"] == 5
+        pid = int(re.fullmatch(r"pid-(\d+)\n", body["stdout"]).group(1))  # type: ignore[union-attr]
+        assert pid != down.controller.pid and not os.path.exists(f"/proc/{pid}")
+    finally:
+        assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": str(sshd.target)})[0] == 200
+
+
+def test_exec_over_ssh_returns_output_status_and_its_timeout(down: ShellDrone, sshd: SshServer) -> None:
+    status, body = admin(
+        down,
+        "POST",
+        "/admin/api/drones/down/exec?via=ssh",
+        {"command": "echo out-$((6*7)); echo err >&2; exit 4", "timeout": 20},
+    )
+    assert status == 200, body
+    assert body["via"] == "ssh" and body["drone"] == "down"
+    assert body["stdout"] == "out-42\n" and body["stderr"] == "err\n"
+    assert body["exit_code"] == 4 and body["timed_out"] is False
+    assert not body["stdout_truncated"] and not body["stderr_truncated"]
+    # Through the agent the drone is unreachable, so this was ssh's doing.
+    status, body = admin(down, "POST", "/admin/api/drones/down/exec", {"command": "true"})
+    assert status == 409, body
+
+    status, body = admin(
+        down, "POST", "/admin/api/drones/down/exec", {"command": "sleep 30", "timeout": 1, "via": "ssh"}
+    )
+    assert status == 200, body
+    assert body["timed_out"] is True and body["exit_code"] is None and body["duration_s"] < 10
+    audit = [e["data"] for e in down.controller.events(type="drone_exec") if e["data"].get("via") == "ssh"]
+    assert {a["exit_code"] for a in audit} >= {4} and any(a["timed_out"] for a in audit)
+    sshd.kill_sessions()  # ssh without a terminal leaves the remote sleep behind (documented)
+
+
+def test_swarm_cli_shell_and_exec_via_ssh(down: ShellDrone, sshd: SshServer) -> None:
+    ran = subprocess.run(
+        cli_args(down.controller, "shell", "--via", "ssh", "down"),
+        input=b"echo hi-$((6*7))\nexit 3\n",
+        capture_output=True,
+        timeout=60,
+        env=CLI_ENV,
+    )
+    assert ran.returncode == 3, ran.stderr
+    assert re.search(rb"[\r\n]hi-42\r\n", ran.stdout), ran.stdout
+    said = ran.stderr.decode()
+    assert f"through ssh {sshd.target}" in said and re.search(r"session \S+ on down", said), said
+    ran = subprocess.run(
+        cli_args(down.controller, "exec", "--via", "ssh", "down", "--", "echo", "cli-$((1+1));", "exit", "6"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=CLI_ENV,
+        stdin=subprocess.DEVNULL,
+    )
+    assert ran.returncode == 6 and ran.stdout == "cli-2\n", (ran.stdout, ran.stderr)
+
+
+def test_reattach_to_an_ssh_session_keeps_the_shell(down: ShellDrone) -> None:
+    async def scenario() -> None:
+        key = down.controller.admin_key
+        async with open_terminal(ws_url(down, "down", "via=ssh"), key) as term:
+            await term.run("MARK=kept-$((40+2)); echo set-$((1+1))", "set-2")
+            session_id = term.session["session"]
+        async with open_terminal(ws_url(down, "down", f"session={session_id}"), key) as again:
+            assert again.session["reattached"] and again.session["via"] == "ssh"
+            await again.run("echo $MARK", "kept-42")
+            await again.type("exit\r")
+            assert (await again.message("exit"))["exit_code"] == 0
+            await again.closed()
+
+    asyncio.run(scenario())
