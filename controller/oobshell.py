@@ -140,6 +140,13 @@ class PtyProcess:
         self._hangup_reason = ""
         self._killer: asyncio.Task[None] | None = None
         self._done = False
+        # Keystrokes wait for the first output: until ssh has put our side of
+        # the PTY in raw mode, its line discipline would echo them as well as
+        # the remote one (ssh copies the modes to the remote terminal, so they
+        # cannot simply be switched off). A local shell needs no wait.
+        self._ready_for_input = asyncio.Event()
+        if oob.target is None:
+            self._ready_for_input.set()
 
     async def start(self) -> None:
         """Start the process, or Unavailable with why."""
@@ -183,6 +190,7 @@ class PtyProcess:
                 finally:
                     ready.cancel()
             if exited.done():
+                self._ready_for_input.set()
                 # Gone: what it wrote last may still sit in the terminal.
                 output.drain_now()
                 if data := output.take():
@@ -192,6 +200,7 @@ class PtyProcess:
                 status = status_of(code, reason=self._hangup_reason or self.oob.reason(code))
                 return status.frame()
             if data := output.take():
+                self._ready_for_input.set()
                 return shell_pb2.ShellFrame(output=data)
             if output.eof:
                 await exited  # the terminal is closed; the process follows
@@ -199,6 +208,7 @@ class PtyProcess:
     async def write(self, frame: shell_pb2.ShellFrame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "input" and not self._hangup_reason:
+            await self._ready_for_input.wait()  # the session's input queue is bounded: it pushes back
             await write_pty(self._master, frame.input)
         elif kind == "resize":
             set_winsize(self._master, frame.resize.rows, frame.resize.cols)

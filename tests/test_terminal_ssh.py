@@ -1,8 +1,8 @@
 """Terminals and commands on a drone whose agent is down: the controller
 runs the system ssh to the drone's ``ssh`` access setting, through the
 private sshd on 127.0.0.1 (tests/support/sshd.py), with the healer's
-identity and known_hosts. An aiohttp websocket client and swarm-cli are
-the admin's side.
+identity and known_hosts. An aiohttp websocket client, swarm-cli and the
+console in headless Chromium are the admin's side.
 
 One controller serves the module: drone ``down`` has ssh access and its
 agent killed (one test takes its access setting away for a while).
@@ -22,7 +22,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.sync_api import BrowserContext, expect
 
+from support.browser import WAIT_MS, Problems, log_in, shot
 from support.cli import CLI_ENV, cli_args
 from support.procs import wait_for
 from support.shells import ShellDrone, start_shell_drone
@@ -243,3 +245,37 @@ def test_reattach_to_an_ssh_session_keeps_the_shell(down: ShellDrone) -> None:
             await again.closed()
 
     asyncio.run(scenario())
+
+
+def test_the_console_offers_and_opens_an_ssh_terminal_for_an_offline_drone(
+    down: ShellDrone, sshd: SshServer, browser: BrowserContext
+) -> None:
+    page = browser.new_page()
+    problems = Problems(page)
+    log_in(page, down.controller)
+    page.click('nav a[data-page="drones"]')
+    row = page.locator('tr[data-drone="down"]')
+    expect(row).to_contain_text("offline", timeout=WAIT_MS)
+    button = row.get_by_role("button", name="Terminal (SSH)")
+    expect(button).to_be_enabled()
+    # The Terminal page's list offers it too, over SSH only (no agent to go through).
+    page.click('nav a[data-page="terminal"]')
+    expect(page.locator("#terminal-drone option")).to_have_text(["down (via SSH, offline)"], timeout=WAIT_MS)
+
+    page.click('nav a[data-page="drones"]')
+    button.click()
+    expect(page.locator(".tab[data-state=live]")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator(".tab .tab-via")).to_have_text("ssh")
+    rows = page.locator(".term-pane:not([hidden]) .xterm-rows")
+    expect(rows).to_contain_text(f"[ssh {sshd.target} (not through the agent)]", timeout=WAIT_MS)
+    # Typed at once: shown once (the remote terminal's echo only), and run.
+    page.keyboard.type("echo web-$((6*7))")
+    page.keyboard.press("Enter")
+    expect(rows).to_contain_text("web-42", timeout=WAIT_MS)
+    assert rows.inner_text().count("echo web-$((6*7))") == 1, rows.inner_text()
+    shot(page, "terminal-ssh")
+    page.keyboard.type("exit 3")
+    page.keyboard.press("Enter")
+    status = page.locator(".term-pane:not([hidden]) .term-status")
+    expect(status).to_contain_text("Shell exited with status 3", timeout=WAIT_MS)
+    assert problems.unexpected() == []
