@@ -17,7 +17,9 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -131,6 +133,44 @@ def test_closing_the_session_hangs_up_ssh(down: ShellDrone, sshd: SshServer) -> 
     exit = asyncio.run(scenario())
     assert exit["closed_by"] == "admin" and exit["message"] == "closed by admin"
     wait_for(lambda: not sshd.sessions(), what="the remote shell gone")
+
+
+def test_a_paused_viewer_stops_the_controller_reading_ssh(down: ShellDrone, tmp_path: Path) -> None:
+    """Backpressure end to end: while the viewer is paused the controller
+    reads no more of the PTY, so ssh, and with it the remote command, waits."""
+    flag = tmp_path / "flood.done"  # the remote user is this machine's: it can touch it
+    flood = 20_000_000
+
+    def bytes_out(session_id: str) -> int:
+        status, body = admin(down, "GET", "/admin/api/shells")
+        assert status == 200, body
+        return int(next(s for s in body["shells"] if s["id"] == session_id)["bytes_out"])
+
+    def holds_still(session_id: str) -> int | None:
+        first = bytes_out(session_id)
+        time.sleep(0.5)
+        second = bytes_out(session_id)
+        return second if second == first and second > 0 else None
+
+    async def scenario() -> None:
+        async with open_terminal(ws_url(down, "down", "via=ssh"), down.controller.admin_key) as term:
+            await term.run("echo before-$((2*4))", "before-8")
+            session_id = term.session["session"]
+            await term.ws.send_str('{"type": "pause"}')
+            held_from = len(term.out)
+            await term.type(f"head -c {flood} /dev/zero | tr '\\0' x; touch {flag}\r")
+            read = await asyncio.to_thread(wait_for, lambda: holds_still(session_id), what="output held")
+            assert read < flood // 2 and not flag.exists()
+            assert bytes(term.out[held_from:]) == b""
+            await term.ws.send_str('{"type": "resume"}')
+            # Typed now, run after the flood: reading until its output reads the flood too.
+            await term.run("echo after-$((3*3))", "after-9", timeout=60)
+            assert flag.exists()
+            assert bytes(term.out[held_from:]).count(b"x") >= flood
+            await term.type("exit\r")
+            await term.message("exit")
+
+    asyncio.run(scenario())
 
 
 def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
