@@ -30,7 +30,7 @@ from support.browser import WAIT_MS, Problems, log_in, shot
 from support.cli import CLI_ENV, cli_args
 from support.procs import wait_for
 from support.shells import ShellDrone, start_shell_drone
-from support.sshd import SshServer
+from support.sshd import SshServer, free_port
 from support.terminal import open_terminal
 
 pytestmark = pytest.mark.timeout(120)
@@ -208,6 +208,20 @@ def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
         )
         assert ran.returncode != 0 and "no ssh access configured for drone down" in ran.stderr, ran.stderr
         assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+
+        # ssh itself failing (nothing listens there): its message on the screen, 255 and why.
+        closed = free_port()
+        assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": f"127.0.0.1:{closed}"})[0] == 200
+
+        async def refused() -> tuple[bytes, dict[str, Any]]:
+            async with open_terminal(ws_url(down, "down", "via=ssh"), down.controller.admin_key) as term:
+                exit = await term.message("exit")
+                await term.closed()
+                return bytes(term.out), exit
+
+        out, exit = asyncio.run(refused())
+        assert b"Connection refused" in out and exit["exit_code"] == 255, (out, exit)
+        assert "ssh itself failed" in exit["reason"]
 
         # ssh = "local" (drones on the controller's own machine): runs here, and says so.
         assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": "local"})[0] == 200
