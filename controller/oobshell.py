@@ -61,6 +61,7 @@ SSH, LOCAL_VIA = "ssh", "local"
 READ_CHUNK = 64 * 1024
 ENV_DROP = ("SWARM_",)  # the controller's own settings are nobody else's business
 DRAIN_AFTER_EXIT = 0.5
+INPUT_HOLD = 3.0  # keystrokes wait at most this long for ssh's first output
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +141,13 @@ class PtyProcess:
         self._hangup_reason = ""
         self._killer: asyncio.Task[None] | None = None
         self._done = False
-        # Keystrokes wait for the first output: until ssh has put our side of
-        # the PTY in raw mode, its line discipline would echo them as well as
-        # the remote one (ssh copies the modes to the remote terminal, so they
-        # cannot simply be switched off). A local shell needs no wait.
+        # Keystrokes wait for the first output (at most INPUT_HOLD): until ssh
+        # has put our side of the PTY in raw mode, its line discipline would
+        # echo them as well as the remote one (ssh copies the modes to the
+        # remote terminal, so they cannot simply be switched off). A local
+        # shell needs no wait.
         self._ready_for_input = asyncio.Event()
+        self._hold: asyncio.TimerHandle | None = None
         if oob.target is None:
             self._ready_for_input.set()
 
@@ -175,6 +178,9 @@ class PtyProcess:
         os.set_blocking(master, False)
         self._output = PtyOutput(master)
         self._exited = asyncio.create_task(self._proc.wait(), name=f"pty-exit:{self.oob.drone}")
+        if not self._ready_for_input.is_set():
+            # A remote shell may print nothing at all (an empty prompt): then wait no longer.
+            self._hold = asyncio.get_running_loop().call_later(INPUT_HOLD, self._ready_for_input.set)
 
     async def read(self) -> Any:
         """The next frame for the session: output, the Close, then EOF."""
@@ -236,6 +242,8 @@ class PtyProcess:
         proc, exited = self._proc, self._exited
         if proc is None or exited is None:
             return
+        if self._hold is not None:
+            self._hold.cancel()
         if proc.returncode is None:
             await asyncio.to_thread(kill_session, proc.pid)
             _killpg(proc.pid, signal.SIGKILL)
