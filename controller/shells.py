@@ -771,7 +771,12 @@ class ShellRegistry:
     def _ask(state: DroneState, request: shell_pb2.OpenChannel) -> None:
         link = state.link
         if link is None:
-            raise FailedPrecondition(f"{state.name} is {state.status}: no control stream to ask over")
+            hint = (
+                " (via=ssh goes without the agent, if the drone has an ssh access setting)"
+                if request.kind in (Kind.SHELL, Kind.EXEC)
+                else ""
+            )
+            raise FailedPrecondition(f"{state.name} is {state.status}: no control stream to ask over{hint}")
         if not link.send(gateway_pb2.ControllerMessage(open_channel=request)):
             raise Unavailable(f"{state.name} is not reading its control stream (its queue is full)")
 

@@ -250,7 +250,14 @@ def test_exec_over_ssh_returns_output_status_and_its_timeout(down: ShellDrone, s
     assert not body["stdout_truncated"] and not body["stderr_truncated"]
     # Through the agent the drone is unreachable, so this was ssh's doing.
     status, body = admin(down, "POST", "/admin/api/drones/down/exec", {"command": "true"})
-    assert status == 409, body
+    assert status == 409 and "via=ssh goes without the agent" in body["error"]["message"], body
+
+    # The output cap (--exec-max-output-kb, 1 MiB by default) holds per stream; the command still ends.
+    big = {"command": "head -c 1500000 /dev/zero | tr '\\0' o; echo done >&2", "via": "ssh"}
+    status, body = admin(down, "POST", "/admin/api/drones/down/exec", big)
+    assert status == 200, body
+    assert body["stdout"] == "o" * (1 << 20) and body["stdout_truncated"] is True
+    assert body["stderr"] == "done\n" and body["exit_code"] == 0
 
     status, body = admin(
         down, "POST", "/admin/api/drones/down/exec", {"command": "sleep 30", "timeout": 1, "via": "ssh"}
