@@ -142,7 +142,7 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _kill_session(sid: int) -> int:
+def kill_session(sid: int) -> int:
     """SIGKILL every process of a session (jobs of an interactive shell have groups of their own)."""
     killed = 0
     for pid in psutil.pids():
@@ -153,6 +153,26 @@ def _kill_session(sid: int) -> int:
         except (ProcessLookupError, PermissionError):
             continue
     return killed
+
+
+async def write_pty(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking PTY master, awaiting its writability."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            writable = loop.create_future()
+            loop.add_writer(fd, writable.set_result, None)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+            continue
+        except OSError:
+            return  # the shell is gone; the exit is reported elsewhere
+        view = view[written:]
 
 
 class PtyOutput:
@@ -398,7 +418,7 @@ class Channels:
         output = PtyOutput(master)
         exited = asyncio.create_task(proc.wait(), name="shell-exit")
         sender = asyncio.create_task(self._send_output(channel, output, exited), name="shell-output")
-        channel.on_input = lambda data: self._write_pty(master, data)
+        channel.on_input = lambda data: write_pty(master, data)
         channel.on_resize = lambda rows, cols: set_winsize(master, rows, cols)
         hung_up = asyncio.create_task(channel.hangup.wait(), name="shell-hangup")
         try:
@@ -411,7 +431,7 @@ class Channels:
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE)
                 except TimeoutError:
-                    await asyncio.to_thread(_kill_session, proc.pid)
+                    await asyncio.to_thread(kill_session, proc.pid)
                     _killpg(proc.pid, signal.SIGKILL)
                     await exited
                 with contextlib.suppress(Exception):  # too slow, or the stream is broken
@@ -426,7 +446,7 @@ class Channels:
             output.close()
             os.close(master)  # what is left of the session gets SIGHUP from the kernel
             if proc.returncode is None:
-                await asyncio.to_thread(_kill_session, proc.pid)
+                await asyncio.to_thread(kill_session, proc.pid)
                 _killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE)
@@ -456,25 +476,6 @@ class Channels:
             elif output.eof:
                 await exited  # the terminal is closed; the shell follows
                 return
-
-    @staticmethod
-    async def _write_pty(fd: int, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(fd, view)
-            except BlockingIOError:
-                writable = loop.create_future()
-                loop.add_writer(fd, writable.set_result, None)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(fd)
-                continue
-            except OSError:
-                return  # the shell is gone; the exit is reported elsewhere
-            view = view[written:]
 
     # -- EXEC --------------------------------------------------------------------
 

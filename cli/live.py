@@ -16,6 +16,7 @@ exit 0, no traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -130,9 +131,25 @@ class Live:
                 self._target(path, query or {}, websocket=True), heartbeat=HEARTBEAT, autoping=True
             )
         except aiohttp.WSServerHandshakeError as exc:
+            why = await self._refusal(path, query or {}) if 400 <= exc.status < 500 else None
+            if why:
+                raise CliError(f"{path}: {why}") from None
             raise CliError(f"GET {path}: {exc.status} {exc.message} (not a websocket?)") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._unreachable(exc) from None
+
+    async def _refusal(self, path: str, query: Mapping[str, str]) -> str | None:
+        """Why an upgrade was refused: the handshake error has no body, so
+        ask again without the upgrade (checks that need none answer first)."""
+        import aiohttp
+
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            async with self.session.get(self._target(path, query, websocket=False)) as response:
+                body = await response.json()
+                message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+                if isinstance(message, str) and "websocket upgrade" not in message:
+                    return message
+        return None
 
     async def get_json(self, path: str, query: Mapping[str, str] | None = None) -> Any:
         import aiohttp

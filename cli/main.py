@@ -188,12 +188,24 @@ def ping(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def _via_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--via",
+        choices=("agent", "ssh"),
+        default="agent",
+        help="agent (default): through the drone's agent; ssh: from the controller over ssh with the "
+        "drone's ssh access setting, for when the agent is down",
+    )
+
+
 def exec_command(client: Client, ns: argparse.Namespace) -> Any:
     command = " ".join(ns.command)
     if not command.strip():
         raise CliError("exec needs a command, e.g. swarm-cli exec DRONE -- uname -a", EXIT_USAGE)
     reply = client.call(
-        "POST", f"/admin/api/drones/{ns.name}/exec", {"command": command, "timeout": ns.timeout}
+        "POST",
+        f"/admin/api/drones/{ns.name}/exec",
+        {"command": command, "timeout": ns.timeout, "via": ns.via},
     )
     if not ns.json:
         sys.stdout.write(reply.get("stdout", ""))
@@ -340,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=parse_duration, default=60.0, help="kill it after this long (default 60s)"
     )
+    _via_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command (after --)")
     p.set_defaults(run=exec_command)
     p = sub.add_parser("events", help="recent events, audit trail included")
@@ -357,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="DRONE")
     p.add_argument("--session", metavar="ID", help="reattach to this session (its id is shown at the start)")
+    _via_option(p)
     p.set_defaults(run=terminal.shell)
     p = sub.add_parser("protocol", help="control-stream messages: recent ones, or live with --follow")
     p.add_argument("-f", "--follow", action="store_true", help="live messages until Ctrl-C")

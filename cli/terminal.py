@@ -63,7 +63,7 @@ ESCAPE_HELP = (
 def shell(client: Client, ns: argparse.Namespace) -> None:
     """The ``shell`` subcommand (run by swarm.cli.main)."""
     live.require("swarm-cli shell")
-    code = live.run(open_shell(client.url, client.key, ns.name, ns.session), stop_signals=())
+    code = live.run(open_shell(client.url, client.key, ns.name, ns.session, ns.via), stop_signals=())
     sys.exit(EXIT_NO_STATUS if code is None else code)
 
 
@@ -129,13 +129,15 @@ def raw_mode(fd: int) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def open_shell(url: str, key: str, drone: str, session_id: str | None) -> int:
+async def open_shell(url: str, key: str, drone: str, session_id: str | None, via: str = "agent") -> int:
     interactive = os.isatty(sys.stdin.fileno())
     size_fd = sys.stdin.fileno() if interactive else sys.stdout.fileno() if os.isatty(1) else None
     rows, cols = window_size(size_fd)
     query = {"rows": str(rows), "cols": str(cols)}
     if session_id:
         query["session"] = session_id
+    if via != "agent":
+        query["via"] = via
     async with live.Live(url, key) as admin:
         ws = await admin.connect(f"/ws/ssh/{urllib.parse.quote(drone, safe='')}", query)
         async with ws:
@@ -143,6 +145,8 @@ async def open_shell(url: str, key: str, drone: str, session_id: str | None) -> 
             term = Terminal(ws, session, interactive=interactive, size_fd=size_fd)
             with term.signals():
                 hint = " (Enter ~. detaches)" if interactive else ""
+                if note := session.get("note"):
+                    live.say(f"through {note}")
                 live.say(f"session {term.session_id} on {term.drone}{hint}")  # a signal now detaches
                 with raw_mode(sys.stdin.fileno()) if interactive else contextlib.nullcontext():
                     outcome = await term.run()

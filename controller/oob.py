@@ -271,14 +271,25 @@ class SshSettings:
             _ssh_path(self.known_hosts_file, "ssh known_hosts file")
 
 
-def ssh_argv(target: SshTarget, settings: SshSettings, remote_command: str) -> list[str]:
+def ssh_argv(
+    target: SshTarget, settings: SshSettings, remote_command: str | None, *, tty: bool = False
+) -> list[str]:
     """The ssh command line that runs ``remote_command`` (a shell command
-    line, run by the remote user's login shell) on ``target``."""
-    if not remote_command.strip() or "\0" in remote_command:
+    line, run by the remote user's login shell) on ``target``.
+
+    ``tty=True`` is for an interactive terminal (the admin's shell when the
+    agent is down, oobshell.py): ``-tt`` asks for a remote terminal even
+    though ssh's own stdin is one we made, and ``remote_command`` may be
+    None for the remote user's login shell. Everything else is the same:
+    BatchMode, strict host keys, no shared connection."""
+    if remote_command is None:
+        if not tty:
+            raise InvalidArgument("a remote command is needed without a terminal")
+    elif not remote_command.strip() or "\0" in remote_command:
         raise InvalidArgument("empty remote command, or one with a NUL byte")
     argv = [
         settings.ssh,
-        "-T",
+        "-tt" if tty else "-T",
         "-o",
         "BatchMode=yes",
         "-o",
@@ -301,7 +312,8 @@ def ssh_argv(target: SshTarget, settings: SshSettings, remote_command: str) -> l
         argv += ["-p", str(target.port)]
     if target.user is not None:
         argv += ["-l", target.user]
-    return [*argv, "--", target.host, remote_command]
+    argv += ["--", target.host]
+    return argv if remote_command is None else [*argv, remote_command]
 
 
 _FORMATTER = string.Formatter()

@@ -20,8 +20,12 @@ reading the call, HTTP/2 flow control stops the agent, and the agent
 stops reading the PTY. Input goes the other way through one bounded
 queue per session. No queue here grows with the data.
 
-Protobuf stays in this module and its gRPC servicer; the web tier sees
-frozen dataclasses and the ``Viewer`` protocol.
+A session's far end is the drone's Shell call, or, when the agent is down,
+a process under a PTY on the controller (``ssh -tt``: oobshell.py) that
+speaks the same frames (``FarEnd``); everything else is the same for both.
+
+Protobuf stays in this module, its gRPC servicer and oobshell.py; the web
+tier sees frozen dataclasses and the ``Viewer`` protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import logging
 import re
 import secrets
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +52,7 @@ from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDeni
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
+from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
 from swarm.tasks import TaskSet
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
 
@@ -97,6 +103,7 @@ class ShellInfo:
     """One session as the admin API shows it."""
 
     id: str
+    via: str  # agent, ssh or local
     drone_id: str
     drone: str
     opened_by: str
@@ -135,6 +142,17 @@ class ExecResult:
     stdout_truncated: bool
     stderr_truncated: bool
     duration: float
+
+
+class FarEnd(Protocol):
+    """Where a session's shell runs: the drone's Shell call (its servicer
+    context) or a PtyProcess. ``read`` gives ShellFrames (output, then the
+    Close) and finally ``grpc.aio.EOF``; ``write`` takes input, resize and
+    close frames."""
+
+    async def read(self) -> Any: ...
+
+    async def write(self, message: Any) -> None: ...
 
 
 class Viewer(Protocol):
@@ -357,11 +375,14 @@ class ShellSession(Channel):
         opened_by: str,
         rows: int,
         cols: int,
+        oob: OutOfBand | None = None,
     ) -> None:
         super().__init__(channel_id, state)
         settings = registry.settings
         self._registry = registry
         self.id = session_id
+        self.via = "agent" if oob is None else oob.via
+        self.note = "" if oob is None else oob.label
         self.opened_by = opened_by
         self.opened_at = time.time()
         self.rows = rows
@@ -395,6 +416,7 @@ class ShellSession(Channel):
                 "drone_id": state.id,
                 "drone": state.name,
                 "opened_by": opened_by,
+                "via": self.via,
             },
         }
         self.recorder = Recorder(registry.recording_path(session_id), header, settings.recording_max_bytes)
@@ -415,6 +437,7 @@ class ShellSession(Channel):
         detached = self.detached_wall if self.viewer is None and self.phase == OPEN else None
         return ShellInfo(
             id=self.id,
+            via=self.via,
             drone_id=self.drone_id,
             drone=self.drone,
             opened_by=self.opened_by,
@@ -463,6 +486,8 @@ class ShellSession(Channel):
                     "cols": self.cols,
                     "reattached": reattach,
                     "grace_s": self._registry.settings.grace,
+                    "via": self.via,
+                    **({"note": self.note} if self.note else {}),
                 }
             )
             replay = self.replay.snapshot()
@@ -529,7 +554,7 @@ class ShellSession(Channel):
 
     # -- the agent's call ----------------------------------------------------------
 
-    async def serve(self, context: grpc.aio.ServicerContext) -> None:
+    async def serve(self, context: FarEnd) -> None:
         self.phase = OPEN
         self.agent_attached.set()
         reader = asyncio.create_task(self._read(context), name=f"shell-read:{self.id}")
@@ -555,7 +580,7 @@ class ShellSession(Channel):
             await asyncio.gather(reader, writer, aborted, return_exceptions=True)
             self._finish(exit, why)
 
-    async def _read(self, context: grpc.aio.ServicerContext) -> ExitInfo | None:
+    async def _read(self, context: FarEnd) -> ExitInfo | None:
         while True:
             frame = await context.read()
             if frame is grpc.aio.EOF:
@@ -576,7 +601,7 @@ class ShellSession(Channel):
             if viewer is not None:
                 await viewer.send_output(data)  # awaits the websocket's drain
 
-    async def _write(self, context: grpc.aio.ServicerContext) -> None:
+    async def _write(self, context: FarEnd) -> None:
         while True:
             frame = await self._outbox.get()
             self._writing = True
@@ -746,7 +771,12 @@ class ShellRegistry:
     def _ask(state: DroneState, request: shell_pb2.OpenChannel) -> None:
         link = state.link
         if link is None:
-            raise FailedPrecondition(f"{state.name} is {state.status}: no control stream to ask over")
+            hint = (
+                " (via=ssh goes without the agent, if the drone has an ssh access setting)"
+                if request.kind in (Kind.SHELL, Kind.EXEC)
+                else ""
+            )
+            raise FailedPrecondition(f"{state.name} is {state.status}: no control stream to ask over{hint}")
         if not link.send(gateway_pb2.ControllerMessage(open_channel=request)):
             raise Unavailable(f"{state.name} is not reading its control stream (its queue is full)")
 
@@ -778,19 +808,54 @@ class ShellRegistry:
                 session.abort()
                 session._finish(None, "the drone did not open the channel")
             raise
+        self._opened(session)
+        return session
+
+    async def open_oob_shell(
+        self, state: DroneState, oob: OutOfBand, by: str, rows: int, cols: int
+    ) -> ShellSession:
+        """A terminal that does not need the agent: ssh (or, for ``local``, a
+        login shell) under a PTY here, the session's far end in place of the
+        drone's call. Or Unavailable when it cannot be started."""
+        self._room()
+        far = PtyProcess(oob, rows, cols, TERM)
+        session = ShellSession(
+            self, f"s-{secrets.token_hex(8)}", secrets.token_hex(16), state, by, rows, cols, oob
+        )
+        session.claimed = True  # no drone's call may attach to it
+        self._channels[session.channel_id] = session
+        self._sessions[session.id] = session
+        try:
+            await far.start()
+        except BaseException:
+            session._finish(None, "the terminal could not be started")
+            raise
+        self.spawn(self._serve_oob(session, far), f"oob-shell:{session.id}")
+        await session.agent_attached.wait()  # serve() sets it at once
+        self._opened(session)
+        return session
+
+    async def _serve_oob(self, session: ShellSession, far: PtyProcess) -> None:
+        try:
+            await session.serve(far)
+        finally:
+            await far.stop()
+
+    def _opened(self, session: ShellSession) -> None:
         self.spawn(session.recorder.run(), f"recorder:{session.id}")
         self._events.emit(
             "shell_opened",
-            f"{state.name}: terminal {session.id} opened by {by}",
-            drone_id=state.id,
-            drone_name=state.name,
-            by=by,
+            f"{session.drone}: terminal {session.id} opened by {session.opened_by}"
+            + ("" if session.via == "agent" else f" via {session.via}"),
+            drone_id=session.drone_id,
+            drone_name=session.drone,
+            by=session.opened_by,
             session=session.id,
-            rows=rows,
-            cols=cols,
+            rows=session.rows,
+            cols=session.cols,
+            via=session.via,
         )
         self.spawn(asyncio.to_thread(self._prune), "prune-recordings")
-        return session
 
     def live_session(self, session_id: str, drone_key: str) -> ShellSession:
         """A session to reattach to: live, and on the drone the URL names."""
@@ -832,6 +897,7 @@ class ShellRegistry:
             by=session.closed_by or session.opened_by,
             opened_by=session.opened_by,
             session=session.id,
+            via=session.via,
             reason=session.close_reason,
             exit_code=exit.exit_code if exit is not None else None,
             signal=exit.signal if exit is not None else None,
@@ -941,21 +1007,55 @@ class ShellRegistry:
             stderr_truncated=run.stderr_truncated,
             duration=time.monotonic() - started,
         )
+        self._audit_exec(state, command, result, by, "agent")
+        return result
+
+    async def exec_oob(
+        self, state: DroneState, oob: OutOfBand, command: str, timeout: float, by: str
+    ) -> ExecResult:
+        """A command over ssh (or here, for ``local``), with the same limits,
+        result and audit event as one through the agent."""
+        run = await run_command(oob.command_argv(command), timeout, self.settings.exec_max_output)
+        if run.error:
+            exit = ExitInfo(False, None, None, f"could not run {oob.via}: {run.error}")
+        elif run.returncode is None:
+            exit = ExitInfo(False, None, signal.SIGKILL, f"timed out after {timeout:g}s", timed_out=True)
+        elif run.returncode < 0:
+            exit = ExitInfo(False, None, -run.returncode, f"killed by signal {-run.returncode}")
+        else:
+            reason = oob.reason(run.returncode) or f"exited with {run.returncode}"
+            exit = ExitInfo(True, run.returncode, None, reason)
+        result = ExecResult(
+            drone=state.name,
+            exit=exit,
+            stdout=run.stdout,
+            stderr=run.stderr,
+            stdout_truncated=run.stdout_truncated,
+            stderr_truncated=run.stderr_truncated,
+            duration=run.duration,
+        )
+        self._audit_exec(state, command, result, by, oob.via)
+        return result
+
+    def _audit_exec(self, state: DroneState, command: str, result: ExecResult, by: str, via: str) -> None:
+        exit = result.exit
         self._events.emit(
             "drone_exec",
-            f"{state.name}: command run by {by}: {exit.reason}",
+            f"{state.name}: command run by {by}"
+            + ("" if via == "agent" else f" via {via}")
+            + f": {exit.reason}",
             drone_id=state.id,
             drone_name=state.name,
             by=by,
+            via=via,
             command=command[:500],
             exit_code=exit.exit_code,
             signal=exit.signal,
             timed_out=exit.timed_out,
-            stdout_bytes=len(run.stdout),
-            stderr_bytes=len(run.stderr),
+            stdout_bytes=len(result.stdout),
+            stderr_bytes=len(result.stderr),
             duration_s=round(result.duration, 3),
         )
-        return result
 
     async def open_channel(self, state: DroneState, channel: Channel, request: shell_pb2.OpenChannel) -> None:
         """Ask the drone for a channel of another kind than a shell and wait

@@ -213,6 +213,17 @@ def test_ssh_settings_reject(kwargs: dict[str, object]) -> None:
 def test_ssh_argv_rejects_empty_command() -> None:
     with pytest.raises(InvalidArgument):
         ssh_argv(SshTarget.parse("pve1"), SshSettings(), "  ")
+    with pytest.raises(InvalidArgument):
+        ssh_argv(SshTarget.parse("pve1"), SshSettings(), None)  # a login shell needs a terminal
+
+
+def test_ssh_argv_for_a_terminal_keeps_batch_mode_and_strict_host_keys() -> None:
+    """The admin's terminal when the agent is down (oobshell.py): -tt, and
+    with no command the remote login shell; every safety option as for the healer."""
+    argv = ssh_argv(SshTarget.parse("root@drone1:2222"), SshSettings(), None, tty=True)
+    assert argv == ["ssh", "-tt", *BASE[1:], "-p", "2222", "-l", "root", "--", "drone1"]
+    with_command = ssh_argv(SshTarget.parse("drone1"), SshSettings(), "top", tty=True)
+    assert with_command == ["ssh", "-tt", *BASE[1:], "--", "drone1", "top"]
 
 
 def test_service_commands() -> None:

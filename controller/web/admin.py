@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
+from swarm.controller import access
 from swarm.controller.adminkey import KeyStore
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.scheduler import JOB_STATES
@@ -181,11 +182,18 @@ async def drones(request: web.Request) -> web.Response:
                     **node_json(d, t),
                     "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None,
                     "dispatch": dispatch(d.id),
+                    "ssh_access": _ssh_access(s, d.id),
                 }
                 for d in s.fleet.all()
             ]
         }
     )
+
+
+def _ssh_access(s: Services, drone_id: str) -> str | None:
+    """Whether a shell or command can reach the drone without its agent: ssh, local, or None."""
+    ssh = s.healer.access_of(drone_id).ssh if s.healer is not None else ""
+    return None if not ssh else "local" if ssh == access.LOCAL else "ssh"
 
 
 @routes.post("/admin/api/drones/{name}/revoke")

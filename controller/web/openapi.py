@@ -437,7 +437,23 @@ def admin_document() -> dict[str, Any]:
         },
         "/admin/api/drones": _get(
             "drones with live state and enrollment",
-            _obj(drones={"type": "array", "items": {"$ref": "#/components/schemas/Node"}}),
+            _obj(
+                drones={
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Node"},
+                            _obj(
+                                ssh_access={
+                                    "enum": ["ssh", "local", None],
+                                    "description": "how a terminal or command reaches the drone without "
+                                    "its agent (via=ssh): its ssh access setting; null: it has none",
+                                }
+                            ),
+                        ]
+                    },
+                }
+            ),
             errors=(401,),
         ),
         "/admin/api/drones/{name}/revoke": {
@@ -778,6 +794,11 @@ def _shell_paths() -> dict[str, Any]:
     )
     shell = _obj(
         id={"type": "string"},
+        via={
+            "enum": ["agent", "ssh", "local"],
+            "description": "agent: under the drone's agent; ssh: ssh -tt from the controller; "
+            "local: a login shell on the controller's machine (ssh = local)",
+        },
         drone={"type": "string"},
         drone_id={"type": "string"},
         opened_by={"type": "string", "description": "name of the admin key that opened it"},
@@ -795,6 +816,12 @@ def _shell_paths() -> dict[str, Any]:
         bytes_out={"type": "integer"},
         recording=_obj(url={"type": "string"}, bytes={"type": "integer"}, truncated={"type": "boolean"}),
     )
+    via = {
+        "enum": ["agent", "ssh"],
+        "default": "agent",
+        "description": "agent: through the drone's agent; ssh: from the controller with the system ssh "
+        "and the drone's ssh access setting (BatchMode, strict host keys), for when the agent is down",
+    }
     recording = _obj(
         id={"type": "string"},
         drone={"type": "string"},
@@ -840,16 +867,19 @@ def _shell_paths() -> dict[str, Any]:
         "/admin/api/drones/{name}/exec": {
             "post": _op(
                 "run one command on the drone (sh -c, no terminal) and return its output and status; "
-                "the process group is killed at the timeout",
+                "the process group is killed at the timeout. via=ssh runs it with ssh from the "
+                "controller (the drone's ssh access setting), for when the agent is down",
                 _obj(
                     command={"type": "string", "maxLength": 8192},
                     timeout={"type": "number", "description": "seconds (default 30)"},
+                    via=via,
                 ),
                 {
                     "allOf": [
                         exit_status,
                         _obj(
                             drone={"type": "string"},
+                            via={"enum": ["agent", "ssh", "local"]},
                             stdout={"type": "string"},
                             stderr={"type": "string"},
                             stdout_truncated={"type": "boolean"},
@@ -860,7 +890,10 @@ def _shell_paths() -> dict[str, Any]:
                 },
                 "200",
                 (400, 401, 404, 409, 503),
-                [_param("name", "drone name or id", {"type": "string"}, "path")],
+                [
+                    _param("name", "drone name or id", {"type": "string"}, "path"),
+                    _param("via", "as the body's via (either, not both differently)", via),
+                ],
             )
         },
         "/ws/ssh/{drone}": {
@@ -869,7 +902,10 @@ def _shell_paths() -> dict[str, Any]:
                 "frames are keystrokes and output; text frames are JSON messages: client -> server "
                 '{"type":"input","data":"..."}, {"type":"resize","rows":R,"cols":C}, {"type":"close"}; '
                 'server -> client {"type":"session",...} first, {"type":"exit","exit_code":N,...} last. '
-                "Closing the websocket detaches; reattach with session= within the grace period.",
+                "Closing the websocket detaches; reattach with session= within the grace period. "
+                "via=ssh: ssh -tt from the controller to the drone's ssh access setting under a PTY of "
+                "the controller's (ssh = local: a login shell on the controller's machine), for when "
+                "the agent is down; 409 before the upgrade if the drone has no ssh access setting.",
                 "parameters": [
                     _param("drone", "drone name or id", {"type": "string"}, "path"),
                     _param("rows", "window rows (1-1000, default 24)", {"type": "integer"}),
@@ -877,6 +913,7 @@ def _shell_paths() -> dict[str, Any]:
                     _param(
                         "session", "reattach to this live session instead of opening one", {"type": "string"}
                     ),
+                    _param("via", "agent (default) or ssh: see above", via),
                 ],
                 "responses": {
                     "101": {"description": "switching to the websocket protocol"},

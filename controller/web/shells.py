@@ -4,7 +4,15 @@ tier: its middleware authenticates every request; the websocket upgrade
 also passes ``auth.authorize_websocket`` (a key, or a session with an
 allowed Origin) and detaches once that key or session is gone.
 
-Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID]``:
+Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID][&via=ssh]``:
+
+- ``via=agent`` (the default): the shell runs under the drone's agent.
+  ``via=ssh``: the controller runs ``ssh -tt`` to the drone's ``ssh``
+  access setting (or, for ``ssh = "local"``, a login shell on its own
+  machine) under a PTY of its own, for when the agent is down; a drone
+  without that setting gets a 409 before the upgrade. Both are the same
+  kind of session (recorded, audited, limited, reattachable); the session
+  message says ``via`` and, out of band, a ``note`` of where it runs.
 
 - client -> server: binary frames are keystrokes (bytes for the PTY, as
   they are); text frames are JSON objects:
@@ -44,6 +52,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from swarm.clock import iso
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.controller.fleet import DroneState
+from swarm.controller.oobshell import OutOfBand
 from swarm.controller.shells import (
     MAX_SIZE,
     RecordingInfo,
@@ -84,6 +94,7 @@ def registry_of(request: web.Request) -> ShellRegistry:
 def shell_json(info: ShellInfo) -> dict[str, Any]:
     return {
         "id": info.id,
+        "via": info.via,
         "drone": info.drone,
         "drone_id": info.drone_id,
         "opened_by": info.opened_by,
@@ -162,10 +173,17 @@ async def exec_command(request: web.Request) -> web.Response:
     limit = registry.settings.exec_max_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= limit:
         raise InvalidArgument(f"timeout must be a number of seconds, more than 0 and at most {limit:g}")
-    result = await registry.exec(state, command, float(timeout), request[KEY_NAME])
+    via = _via(request, body.get("via"))
+    if via == SSH:
+        oob = out_of_band(request, state)
+        via = oob.via  # ssh, or local for a drone on this machine
+        result = await registry.exec_oob(state, oob, command, float(timeout), request[KEY_NAME])
+    else:
+        result = await registry.exec(state, command, float(timeout), request[KEY_NAME])
     return json_response(
         {
             "drone": result.drone,
+            "via": via,
             **(exit_json(result.exit) or {}),
             "stdout": result.stdout.decode(errors="replace"),
             "stderr": result.stderr.decode(errors="replace"),
@@ -174,6 +192,31 @@ async def exec_command(request: web.Request) -> web.Response:
             "duration_s": round(result.duration, 3),
         }
     )
+
+
+AGENT, SSH = "agent", "ssh"
+
+
+def _via(request: web.Request, body_value: Any = None) -> str:
+    """``via`` from the query string or the JSON body: agent (the default) or ssh."""
+    query = request.query.get("via")
+    if query is not None and body_value is not None and query != body_value:
+        raise InvalidArgument("via is given twice, differently, in the query and the body")
+    via = body_value if body_value is not None else query or AGENT
+    if via not in (AGENT, SSH):
+        raise InvalidArgument(f"via must be {AGENT} or {SSH}, not {str(via)[:30]!r}")
+    return str(via)
+
+
+def out_of_band(request: web.Request, state: DroneState) -> OutOfBand:
+    """How to reach the drone without its agent (its ssh access setting,
+    the one the healer uses), or a 409 that says it has none."""
+    healer = request.app[SERVICES].healer
+    if healer is None:
+        raise FailedPrecondition(
+            f"no ssh access configured for drone {state.name}: the healer is not running"
+        )
+    return OutOfBand.of(state.name, healer.access_of(state.id).ssh, healer.settings.ssh)
 
 
 class WsViewer:
@@ -246,11 +289,19 @@ async def ssh(request: web.Request) -> web.StreamResponse:
     session_id = request.query.get("session")
     rows = _size(request, "rows", 24)
     cols = _size(request, "cols", 80)
+    via = _via(request)
+    oob = None
+    if via == SSH and not session_id:
+        # Before the upgrade check too: a plain GET learns why (the CLI asks that way).
+        state = request.app[SERVICES].fleet.require(drone)
+        oob = out_of_band(request, state)
     if not web.WebSocketResponse().can_prepare(request).ok:
         raise InvalidArgument("this endpoint takes a websocket upgrade")
     reattach = bool(session_id)
     if session_id:
         session = registry.live_session(session_id, drone)
+    elif oob is not None:
+        session = await registry.open_oob_shell(state, oob, key, rows, cols)
     else:
         state = request.app[SERVICES].fleet.require(drone)
         session = await registry.open_shell(state, key, rows, cols)

@@ -53,7 +53,12 @@ class DroneRow {
     this.pingButton = el("button", { class: "btn btn-small", type: "button", onclick: () => this.doPing() }, "Ping");
     this.terminalButton = el(
       "button",
-      { class: "btn btn-small", type: "button", onclick: () => page.ctx.go("terminal", { drone: name }) },
+      {
+        class: "btn btn-small",
+        type: "button",
+        // Through the agent while it is connected, else over SSH if the drone has access.
+        onclick: () => page.ctx.go("terminal", this.drone?.connected ? { drone: name } : { drone: name, via: "ssh" }),
+      },
       "Terminal",
     );
     this.menu = new ActionMenu("More", `More actions for ${name}`, () => this.loadHealth());
@@ -161,10 +166,13 @@ class DroneRow {
     this.pingButton.title = drone.connected
       ? `Ping ${this.name} over its control stream`
       : `${this.name} is ${drone.status}: no control stream to ping over`;
-    this.terminalButton.disabled = !drone.connected;
+    this.terminalButton.disabled = !drone.connected && !drone.ssh_access;
+    setText(this.terminalButton, drone.connected || !drone.ssh_access ? "Terminal" : "Terminal (SSH)");
     this.terminalButton.title = drone.connected
       ? `Open a root shell on ${this.name}`
-      : `${this.name} is ${drone.status}: no shell without a control stream`;
+      : drone.ssh_access
+        ? `${this.name} is ${drone.status}: open a shell over SSH from the controller`
+        : `${this.name} is ${drone.status}: no shell without a control stream or an ssh access setting`;
     this.updateHolds();
   }
 

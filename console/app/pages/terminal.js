@@ -1,6 +1,8 @@
 // Terminal: root shells on drones, one tab each (xterm.js and its fit
 // addon), over /ws/ssh/{drone}; controller/web/shells.py documents the
-// messages. The open tabs and their session ids live in sessionStorage, so
+// messages. A shell runs under the drone's agent, or, with via=ssh, over
+// ssh from the controller (the drone's ssh access setting): offered for a
+// drone that has one, and the only way onto a drone whose agent is down. The open tabs and their session ids live in sessionStorage, so
 // a reload, or a closed browser tab reopened within the controller's grace
 // period, reattaches to the same shells and replays their recent screen.
 
@@ -53,9 +55,10 @@ let tabCount = 0;
 
 /** One shell: its xterm.js, its websocket, its tab and pane. */
 class Tab {
-  constructor(page, drone, session = null) {
+  constructor(page, drone, session = null, via = "agent") {
     this.page = page;
     this.drone = drone;
+    this.via = via === "ssh" ? "ssh" : "agent";
     this.session = session;
     this.state = "connecting";
     this.ws = null;
@@ -74,6 +77,7 @@ class Tab {
       { class: "tab-label", role: "tab", type: "button", "aria-controls": this.id, "aria-selected": "false" },
       this.dot,
       el("span", { class: "tab-drone" }, drone),
+      this.via === "ssh" ? el("span", { class: "tab-via", title: "over ssh from the controller, not through the agent" }, "ssh") : "",
     );
     this.label.addEventListener("click", () => page.activate(this));
     this.label.addEventListener("keydown", (event) => page.tabKeys(event, this));
@@ -128,10 +132,12 @@ class Tab {
     if (fresh) this.session = null;
     this.term.reset(); // a reattach replays the screen from the start
     this.setState("connecting");
-    this.showStatus(this.session ? `Reattaching to ${this.drone}…` : `Opening a shell on ${this.drone}…`);
+    const how = this.via === "ssh" ? " over SSH" : "";
+    this.showStatus(this.session ? `Reattaching to ${this.drone}…` : `Opening a shell on ${this.drone}${how}…`);
     this.fitNow();
     const query = new URLSearchParams({ rows: this.term.rows, cols: this.term.cols });
     if (this.session) query.set("session", this.session);
+    else if (this.via === "ssh") query.set("via", "ssh");
     const ws = new WebSocket(wsUrl(`/ws/ssh/${encodeURIComponent(this.drone)}?${query}`));
     ws.binaryType = "arraybuffer";
     const flow = { ws, inFlight: 0, paused: false, opened: false };
@@ -173,6 +179,10 @@ class Tab {
         this.session = message.session;
         this.setState("live");
         this.hideStatus();
+        if (message.note) {
+          this.label.title = `${this.drone}: ${message.note}`;
+          if (!message.reattached) this.term.write(`\x1b[2m[${message.note}]\x1b[0m\r\n`);
+        }
         this.page.save();
         // The size may have changed while the websocket was opening.
         if (message.rows !== this.term.rows || message.cols !== this.term.cols) {
@@ -216,7 +226,9 @@ class Tab {
       this.showStatus(
         this.session
           ? `The shell on ${this.drone} cannot be reattached: it has ended, or the drone is gone.`
-          : `No shell could be opened on ${this.drone}: is it connected?`,
+          : this.via === "ssh"
+            ? `No shell could be opened on ${this.drone} over SSH: does it have an ssh access setting?`
+            : `No shell could be opened on ${this.drone}: is it connected?`,
         ["New shell", () => this.connect({ fresh: true })],
         ["Close tab", () => this.page.close(this)],
       );
@@ -285,7 +297,7 @@ export function create(ctx) {
     el(
       "header",
       { class: "page-head" },
-      el("div", {}, el("h1", { id: "terminal-title" }, "Terminal"), el("p", { class: "page-sub" }, "Root shells on drones, through the agent's own connection")),
+      el("div", {}, el("h1", { id: "terminal-title" }, "Terminal"), el("p", { class: "page-sub" }, "Root shells on drones, through the agent's own connection, or over SSH when the agent is down")),
       form,
     ),
     el("div", { class: "term-frame" }, tabs, area),
@@ -299,12 +311,12 @@ export function create(ctx) {
   const view = {
     save() {
       const kept = open.filter((t) => t.session && t.state !== "ended");
-      const state = { tabs: kept.map((t) => ({ drone: t.drone, session: t.session })), active: kept.indexOf(active) };
+      const state = { tabs: kept.map((t) => ({ drone: t.drone, session: t.session, via: t.via })), active: kept.indexOf(active) };
       window.sessionStorage.setItem(STORE, JSON.stringify(state));
     },
 
-    add(drone, session = null) {
-      const tab = new Tab(view, drone, session);
+    add(drone, session = null, via = "agent") {
+      const tab = new Tab(view, drone, session, via);
       open.push(tab);
       tabs.append(tab.tab);
       area.append(tab.pane);
@@ -360,12 +372,21 @@ export function create(ctx) {
   async function listDrones() {
     try {
       const { drones } = await get("/admin/api/drones");
-      const names = drones.filter((d) => d.connected).map((d) => d.name).sort();
+      // Through the agent while it is connected; over SSH whenever the drone has ssh access.
+      const choices = [];
+      for (const d of [...drones].sort((a, b) => a.name.localeCompare(b.name))) {
+        if (d.connected) choices.push({ value: `agent:${d.name}`, text: d.name });
+        if (d.ssh_access) {
+          const where = d.ssh_access === "local" ? "local shell" : "via SSH";
+          const why = d.connected ? "" : `, ${d.status}`;
+          choices.push({ value: `ssh:${d.name}`, text: `${d.name} (${where}${why})` });
+        }
+      }
       const chosen = select.value;
-      select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
-      if (names.includes(chosen)) select.value = chosen;
-      if (!names.length) select.append(el("option", { value: "", disabled: "" }, "no drone connected"));
-      openButton.disabled = !names.length;
+      select.replaceChildren(...choices.map((c) => el("option", { value: c.value }, c.text)));
+      if (choices.some((c) => c.value === chosen)) select.value = chosen;
+      if (!choices.length) select.append(el("option", { value: "", disabled: "" }, "no drone connected or reachable by SSH"));
+      openButton.disabled = !choices.length;
     } catch {
       // the form stays as it was; the drones page says what is wrong
     }
@@ -381,14 +402,15 @@ export function create(ctx) {
     const entries = Array.isArray(state?.tabs) ? state.tabs : [];
     const made = entries
       .filter((t) => typeof t?.drone === "string" && typeof t?.session === "string")
-      .map((t) => view.add(t.drone, t.session));
+      .map((t) => view.add(t.drone, t.session, t.via));
     const again = made[state?.active] ?? made.at(-1);
     if (again) view.activate(again);
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (select.value) view.add(select.value);
+    const [via, ...name] = select.value.split(":");
+    if (name.length) view.add(name.join(":"), null, via);
   });
   select.addEventListener("focus", listDrones);
 
@@ -414,7 +436,7 @@ export function create(ctx) {
       listDrones();
       if (params.drone) {
         ctx.settle("terminal");
-        view.add(params.drone);
+        view.add(params.drone, null, params.via);
       } else if (active) {
         active.fitNow();
         active.term.focus();
