@@ -196,6 +196,7 @@ class Healer:
         self._started_at = 0.0
         # The startup grace: drones known before the start that are not back yet.
         self._awaited: set[str] = set()
+        self._grace_over = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -206,9 +207,10 @@ class Healer:
             for state in self._fleet.states()
             if state.link is None and (self._enrolled is None or self._enrolled(state.id))
         }
+        self._grace_over = not self._awaited  # a first start: none to wait for
         if self._awaited:
             log.info(
-                "startup grace: %d known drone(s) get up to %gs to reconnect before any is healed",
+                "startup grace: %d known drone(s) get up to %gs to reconnect before they are healed",
                 len(self._awaited),
                 self.settings.startup_grace,
             )
@@ -322,13 +324,15 @@ class Healer:
         return {"until": iso(until), "awaiting": names}
 
     def _end_startup_grace(self, states: Sequence[DroneState], now: float) -> None:
-        if not self._awaited:
+        if self._grace_over:
             return
         # A drone that connected before our watcher was registered is back too.
         self._awaited.difference_update(s.id for s in states if s.link is not None)
         if not self._awaited:
+            self._grace_over = True
             log.info("startup grace over after %.1fs: every known drone is back", now - self._started_at)
         elif now >= self._started_at + self.settings.startup_grace:
+            self._grace_over = True
             names = sorted(s.name for s in states if s.id in self._awaited)
             log.info(
                 "startup grace over after %gs; not back: %s",
