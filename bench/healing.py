@@ -8,8 +8,8 @@ Run from the repository root::
     .venv/bin/python bench/healing.py --trials 1         # one of each, about 2 minutes
     .venv/bin/python bench/healing.py --ssh --json figures.json --keep
 
-One controller on 127.0.0.1 with its default healing settings (but no
-startup grace) and N real ``swarm-agent`` drones managed by
+One controller on 127.0.0.1 with its default healing settings (a fresh
+one: no startup grace) and N real ``swarm-agent`` drones managed by
 tools/dronectl.py, as OpenRC manages the agent on a real drone; the
 healer's restart commands run dronectl locally (``ssh = "local"``) or, with
 ``--ssh``, through a private sshd. Failure kinds, one trial at a time:
@@ -132,8 +132,8 @@ class Options:
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench/healing.py",
-        description="Healing benchmark: one real controller (its default healing settings, but "
-        "--heal-startup-grace 0) and N real swarm-agent drones under tools/dronectl.py on "
+        description="Healing benchmark: one real controller (its default healing settings; fresh, "
+        "so no startup grace) and N real swarm-agent drones under tools/dronectl.py on "
         "127.0.0.1. Each trial breaks one drone: 'crash' (SIGKILL to its agent), 'frozen' "
         "(SIGSTOP) or 'wedged' (a build with no output and no CPU time past the agent's "
         "--builder-stall-timeout), and waits for the controller's healer to bring it back. Per "
@@ -338,8 +338,6 @@ class Swarm:
         ctl += " --timeout 2"
         ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(self.work / "ctl-prefix", pfx.Role.CONTROLLER))
         extra = [
-            "--heal-startup-grace",
-            "0",
             "--restart-command",
             f"{ctl} restart {{name}}",
             "--hard-restart-command",
@@ -592,9 +590,11 @@ class Swarm:
         assert s is not None
         at = 0.0
         for drone in drones:
-            last = max((a.ended for a in self.actions if a.drone == drone), default=None)
-            if last is not None:
-                at = max(at, last + s.cooloff + MARGIN)
+            # The drone's cool-off is a backoff that grows with each healed
+            # incident: its health view says until when it lasts.
+            until = self.health(drone)["cooloff"]["until"]
+            if until is not None:
+                at = max(at, parse_iso(until) + MARGIN)
         starts = sorted(a.started for a in self.actions)
         allowed = max(0, s.max_actions - need)
         if len(starts) > allowed:
@@ -1069,8 +1069,9 @@ def report(results: Mapping[str, Any]) -> str:
         f"{env['python']}; transport {results['transport']}; restart commands: {results['access']}.",
         f"Controller healing settings (its defaults{results['settings_note']}): grace {s['grace']:g}s, "
         f"step timeouts restart {s['restart_timeout']:g}s / hard restart {s['hard_restart_timeout']:g}s, "
-        f"cool-off {s['cooloff']:g}s (waited out), {s['max_actions']} actions per {s['action_window']:g}s "
-        f"(waited out), startup grace 0s; ping every {results['ping_interval_s']:g}s; agents beat every "
+        f"cool-off from {s['cooloff']:g}s doubling (waited out), {s['max_actions']} actions per "
+        f"{s['action_window']:g}s (waited out), no startup grace (fresh); ping every "
+        f"{results['ping_interval_s']:g}s; agents beat every "
         f"{hb:g}s; builder stall timeout {results['stall_timeout_s']:g}s.",
         f"Crash and frozen trials break a drone connected for at least {STEADY_HEARTBEATS} heartbeat "
         "intervals (the controller's failure detector has learned its rhythm by then).",

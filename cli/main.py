@@ -264,7 +264,17 @@ def drone_health(client: Client, ns: argparse.Namespace) -> Any:
         upcoming = reply.get("next_action")
         if upcoming:
             held = f", held: {upcoming['held']}" if upcoming["held"] else ""
-            print(f"next:    {upcoming['step']} at {upcoming['at']}{held}")
+            waiting = upcoming.get("waiting_for")
+            why = f" (after the {waiting})" if waiting else ""
+            print(f"next:    {upcoming['step']} at {upcoming['at']}{why}{held}")
+        cooloff = reply.get("cooloff") or {}
+        if cooloff.get("incidents_in_a_row"):
+            until = f" until {cooloff['until']}" if cooloff.get("until") else ""
+            resets = f", starts over at {cooloff['resets_at']}" if cooloff.get("resets_at") else ""
+            print(
+                f"cool-off: {cooloff['current_s']:g}s{until} "
+                f"({cooloff['incidents_in_a_row']} incident(s) in a row healed{resets})"
+            )
         for i in reply["incidents"][:5]:
             recovery = "open" if i["recovered_at"] is None else f"recovered in {i['recovery_s']:.1f}s"
             print(f"  {i['failed_at']}  {i['kind']:9} {recovery}  {i['outcome']}")

@@ -391,6 +391,8 @@ def heal_settings(config: ControllerConfig) -> HealSettings:
         reboot_timeout=config.heal_reboot_timeout,
         command_timeout=config.heal_command_timeout,
         cooloff=config.heal_cooloff,
+        cooloff_max=config.heal_cooloff_max,
+        cooloff_reset=config.heal_cooloff_reset,
         dark_share=config.heal_dark_share,
         dark_window=config.heal_dark_window,
         dark_min_fleet=config.heal_dark_min_fleet,

@@ -120,7 +120,14 @@ class ControllerConfig:
     heal_reboot_timeout: float = option(180.0, "seconds a container or VM reboot (step 3) gets")
     heal_command_timeout: float = option(30.0, "seconds an out-of-band command may run before it is killed")
     heal_cooloff: float = option(
-        60.0, "seconds after a healing action before a new incident of that drone gets its first step"
+        10.0,
+        "seconds after a healing action before that drone's next incident gets its first step; "
+        "each further incident in a row that needs healing doubles it (a per-drone backoff, as "
+        "Kubernetes backs off a crashing container; 0: none)",
+    )
+    heal_cooloff_max: float = option(300.0, "the longest a drone's cool-off grows to, in seconds")
+    heal_cooloff_reset: float = option(
+        600.0, "seconds a drone stays healthy after an incident before its cool-off starts over"
     )
     heal_dark_share: float = option(
         0.5,
@@ -131,7 +138,9 @@ class ControllerConfig:
     heal_max_actions: int = option(10, "healing actions allowed per window across the fleet")
     heal_action_window: float = option(300.0, "the window of heal_max_actions, in seconds")
     heal_startup_grace: float = option(
-        30.0, "seconds after the controller starts before any healing (drones reconnect by themselves)"
+        30.0,
+        "seconds after the controller starts that drones it knew before get to reconnect by "
+        "themselves before they are healed; over as soon as all are back (at once on a first start)",
     )
     restart_command: str = option(
         RESTART_COMMAND,
@@ -201,6 +210,17 @@ class ControllerConfig:
             raise ValueError(f"db must be a sqlite:/// or postgresql:// URL, got {self.db.split(':')[0]}:...")
         if not 0 < self.heal_dark_share <= 1:
             raise ValueError("heal_dark_share must be in (0, 1]")
+        if self.heal_cooloff < 0 or self.heal_startup_grace < 0 or self.heal_cooloff_reset <= 0:
+            raise ValueError(
+                "heal_cooloff and heal_startup_grace must not be negative, "
+                "heal_cooloff_reset must be positive"
+            )
+        if self.heal_cooloff_max < self.heal_cooloff:
+            raise ValueError(
+                f"heal_cooloff_max ({self.heal_cooloff_max:g}) must be at least heal_cooloff "
+                f"({self.heal_cooloff:g}): a drone's cool-off doubles from heal_cooloff "
+                "up to heal_cooloff_max"
+            )
         if self.heal_max_actions < 1 or self.heal_action_window <= 0:
             raise ValueError("heal_max_actions must be at least 1 and heal_action_window positive")
         if self.alert_webhook and not self.alert_webhook.startswith(("http://", "https://")):

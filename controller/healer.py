@@ -15,8 +15,22 @@ takes a healthy heartbeat, and after a restart a fresh agent process:
 4. alert the admin: an event and a webhook POST.
 
 A step that cannot run (no SSH target, no reboot command) is skipped with
-the reason. Success at any step closes the incident and resets the ladder;
-the next incident's first action waits a cool-off after the last one.
+the reason. Success at any step closes the incident and resets the ladder.
+
+Waits, and only where they help:
+
+- the *cool-off*, a per-drone backoff (as Kubernetes backs off a crashing
+  container): after the healer acted on a drone, that drone's next
+  incident waits ``cooloff`` seconds from the last action before its first
+  step; each further incident it acts on in a row doubles the wait, up to
+  ``cooloff_max``; once the drone has stayed healthy ``cooloff_reset``
+  seconds after an incident, its backoff starts over. A one-off crash is
+  healed after the grace period alone; a crash loop is not hammered.
+- the *startup grace*: drones the controller knew before it started
+  reconnect by themselves after a controller restart, so while some have
+  not, those are not healed. It ends when every one of them is back (at
+  once on a first start, when none was known), or ``startup_grace`` seconds
+  after the start. Drones already back, and new ones, are healed as usual.
 
 Safety: while more than ``dark_share`` of the fleet went dark within
 ``dark_window`` the healer assumes the fault is the controller's own
@@ -81,7 +95,9 @@ class HealSettings:
     hard_restart_timeout: float
     reboot_timeout: float
     command_timeout: float
-    cooloff: float
+    cooloff: float  # the first wait; doubles per incident in a row
+    cooloff_max: float
+    cooloff_reset: float  # healthy this long: the backoff starts over
     dark_share: float
     dark_window: float
     dark_min_fleet: int
@@ -97,6 +113,13 @@ class HealSettings:
             level, self.reboot_timeout
         )
 
+    def backoff(self, strikes: int) -> float:
+        """The cool-off after ``strikes`` incidents in a row that the healer acted on."""
+        if strikes < 1:
+            return 0.0
+        # Clamp the exponent so a long crash loop cannot overflow a float.
+        return min(self.cooloff_max, self.cooloff * 2.0 ** min(strikes - 1, 64))
+
 
 @dataclass(slots=True)
 class Ladder:
@@ -107,7 +130,12 @@ class Ladder:
     level: int = 0  # the last step taken in the open incident
     step_deadline: float = 0.0
     next_action_at: float = 0.0
+    waiting_for: str = "grace"  # what next_action_at waits out: grace, cool-off
     last_action_at: float = 0.0
+    # The backoff: incidents in a row the healer acted on, and since when the
+    # drone has been healthy (it starts over after cooloff_reset of that).
+    strikes: int = 0
+    healthy_since: float | None = None
     acting: bool = False
     # Step 1 over the control stream: that stream, and until when it must end.
     asked: object | None = None
@@ -141,6 +169,7 @@ class Healer:
         *,
         file_entries: dict[str, dict[str, Any]] | None = None,
         enrolled: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._fleet = fleet
         self._events = events
@@ -149,6 +178,7 @@ class Healer:
         self.settings = settings
         self._file_entries = dict(file_entries or {})
         self._enrolled = enrolled
+        self._clock = clock
         self._tasks = TaskSet("healer")
         self._actions = TaskSet("heal-actions")
         self._wake = asyncio.Event()
@@ -164,11 +194,26 @@ class Healer:
         self.dark = False
         self._dark_overridden = False
         self._started_at = 0.0
+        # The startup grace: drones known before the start that are not back yet.
+        self._awaited: set[str] = set()
+        self._grace_over = False
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        self._started_at = time.time()
+        self._started_at = self._clock()
+        self._awaited = {
+            state.id
+            for state in self._fleet.states()
+            if state.link is None and (self._enrolled is None or self._enrolled(state.id))
+        }
+        self._grace_over = not self._awaited  # a first start: none to wait for
+        if self._awaited:
+            log.info(
+                "startup grace: %d known drone(s) get up to %gs to reconnect before they are healed",
+                len(self._awaited),
+                self.settings.startup_grace,
+            )
         store = self._runner.store
         self.access = {a.drone_id: a for a in await self._runner.call(store.list_access)}
         self.paused = (await self._runner.call(store.get_setting, PAUSED_KEY)) == "1"
@@ -188,18 +233,27 @@ class Healer:
         await self._actions.close()
         await self._flush()
 
+    @property
+    def steps_running(self) -> int:
+        return len(self._actions)
+
     def _on_status(self, state: DroneState, old: str, new: str) -> None:
-        self._status_changed_at[state.id] = time.time()
+        self._status_changed_at[state.id] = self._clock()
+        if state.link is not None:
+            self._awaited.discard(state.id)
         self._wake.set()
 
     async def _loop(self) -> None:
         while True:
+            # Not wait_for: on Python 3.11 it swallows a cancel that arrives as
+            # the event is set, and stop() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                async with asyncio.timeout(TICK):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._apply_file()
-                self.tick(time.time())
+                self.tick(self._clock())
                 await self._flush()
             except Exception:
                 log.exception("healer pass failed")
@@ -252,17 +306,58 @@ class Healer:
             ladder = self._ladders[drone_id] = Ladder(drone_id)
         return ladder
 
+    # -- the startup grace -----------------------------------------------------
+
+    def startup_grace_until(self, now: float) -> float | None:
+        """When the startup grace ends at the latest, while it lasts; None once over."""
+        if not self._awaited:
+            return None
+        until = self._started_at + self.settings.startup_grace
+        return until if now < until else None
+
+    def startup_grace_json(self, now: float) -> dict[str, Any] | None:
+        """The startup grace while it lasts: until when at the latest, and who is awaited."""
+        until = self.startup_grace_until(now)
+        if until is None:
+            return None
+        names = sorted(s.name for s in self._fleet.states() if s.id in self._awaited)
+        return {"until": iso(until), "awaiting": names}
+
+    def _end_startup_grace(self, states: Sequence[DroneState], now: float) -> None:
+        if self._grace_over:
+            return
+        # A drone that connected before our watcher was registered is back too.
+        self._awaited.difference_update(s.id for s in states if s.link is not None)
+        if not self._awaited:
+            self._grace_over = True
+            log.info("startup grace over after %.1fs: every known drone is back", now - self._started_at)
+        elif now >= self._started_at + self.settings.startup_grace:
+            self._grace_over = True
+            names = sorted(s.name for s in states if s.id in self._awaited)
+            log.info(
+                "startup grace over after %gs; not back: %s",
+                self.settings.startup_grace,
+                ", ".join(names[:20]) + (" ..." if len(names) > 20 else ""),
+            )
+            self._awaited.clear()
+
     def tick(self, now: float) -> None:
         states = self._fleet.states()
+        self._end_startup_grace(states, now)
         for state in states:
             ladder = self.ladder(state.id)
             sick = state.status in SICK
             if sick and ladder.incident is None:
-                if state.connected_at is None and now < self._started_at + self.settings.startup_grace:
-                    continue  # not back since we started: give it the startup grace first
+                if state.id in self._awaited:
+                    continue  # not back since we started: the startup grace first
                 self._open(state, ladder, now)
             elif not sick and ladder.incident is not None and proven(state):
                 self._recovered(state, ladder, now)
+            elif ladder.incident is None and ladder.strikes and ladder.healthy_since is not None:
+                healthy = now - ladder.healthy_since  # (not sick, or the first branch had it)
+                if healthy >= self.settings.cooloff_reset:
+                    ladder.strikes = 0
+                    ladder.note(now, f"healthy for {healthy:.0f}s: the cool-off starts over")
         self._watch_dark(states, now)
         for state in states:
             ladder = self._ladders[state.id]
@@ -287,11 +382,18 @@ class Healer:
             "i-" + secrets.token_hex(6), state.id, state.status, reason, failed, detected
         )
         ladder.level, ladder.asked = 0, None
-        first = max(detected + self.settings.grace, self._started_at + self.settings.startup_grace)
-        if ladder.last_action_at:
-            first = max(first, ladder.last_action_at + self.settings.cooloff)
+        ladder.healthy_since = None
+        first, ladder.waiting_for = detected + self.settings.grace, "grace"
+        cooloff = self.settings.backoff(ladder.strikes)
+        note = f"{state.status}: {reason}"
+        if ladder.last_action_at and ladder.last_action_at + cooloff > first:
+            first, ladder.waiting_for = ladder.last_action_at + cooloff, "cool-off"
+            note += (
+                f"; first step in {first - now:.1f}s: a {cooloff:g}s cool-off after the last action "
+                f"({ladder.strikes} incident(s) in a row needed one)"
+            )
         ladder.next_action_at = first
-        ladder.note(now, f"{state.status}: {reason}")
+        ladder.note(now, note)
         self._dirty.add(state.id)
 
     def _recovered(self, state: DroneState, ladder: Ladder, now: float) -> None:
@@ -302,6 +404,7 @@ class Healer:
         closed = replace(incident, recovered_at=now, level=level, outcome=outcome)
         ladder.incident = None
         ladder.level, ladder.asked = 0, None
+        ladder.healthy_since = now
         ladder.note(now, f"{outcome} in {now - incident.failed_at:.1f}s")
         self._closed.append(closed)
         self._dirty.add(state.id)
@@ -358,6 +461,8 @@ class Healer:
     def _maybe_act(self, state: DroneState, ladder: Ladder, now: float) -> None:
         if ladder.acting or ladder.exhausted or self.dark or self.paused or state.status not in SICK:
             return  # (not sick: back, and about to prove it)
+        if state.id in self._awaited:
+            return  # an incident from before the start: the startup grace first
         if self.access_of(state.id).healing_paused or now < ladder.next_action_at:
             return
         if ladder.level and now < ladder.step_deadline and not self._unheard(state, ladder, now):
@@ -378,6 +483,8 @@ class Healer:
         self._throttled = False
         self._recent_actions.append(now)
         ladder.acting = True
+        if ladder.level == 0:
+            ladder.strikes += 1  # the first action of an incident: the next one backs off longer
         ladder.level += 1
         self._actions.spawn(self._climb(state, ladder), f"heal:{state.name}")
 
@@ -385,11 +492,11 @@ class Healer:
         try:
             while True:
                 result = await self.run_step(state, ladder.level, "healing ladder")
-                ladder.note(time.time(), f"{STEPS[result.level]}: {result.detail}")
+                ladder.note(self._clock(), f"{STEPS[result.level]}: {result.detail}")
                 if result.done or ladder.level >= ALERT:
                     break
                 ladder.level += 1  # this step cannot run here: the next one, now
-            now = time.time()
+            now = self._clock()
             ladder.last_action_at = now
             ok = result.command is None or result.command.ok
             ladder.step_deadline = now + (self.settings.step_timeout(ladder.level) if ok else 0.0)
@@ -440,7 +547,7 @@ class Healer:
             elif level == RESTART and state.link is not None:
                 sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
                 ladder = self.ladder(state.id)
-                ladder.asked, ladder.asked_until = state.link, time.time() + RESTART_ACK
+                ladder.asked, ladder.asked_until = state.link, self._clock() + RESTART_ACK
                 result = StepResult(
                     level, sent, "asked the agent over its control stream" if sent else "control stream full"
                 )
@@ -512,7 +619,7 @@ class Healer:
                     "reason": incident.reason,
                     "failed_at": iso(incident.failed_at),
                 },
-                "at": iso(time.time()),
+                "at": iso(self._clock()),
             }
         )
 
@@ -568,6 +675,9 @@ class Healer:
                 STEPS[level]: s.step_timeout(level) for level in (RESTART, HARD_RESTART, REBOOT)
             },
             "cooloff_s": s.cooloff,
+            "cooloff_max_s": s.cooloff_max,
+            "cooloff_reset_s": s.cooloff_reset,
+            "startup_grace_s": s.startup_grace,
             "dark_share": s.dark_share,
             "dark_window_s": s.dark_window,
             "max_actions": s.max_actions,
@@ -582,9 +692,13 @@ class Healer:
         ladder = self.ladder(state.id)
         record = self.access_of(state.id)
         incident = ladder.incident
+        grace_until = self.startup_grace_until(now) if state.id in self._awaited else None
         next_action: dict[str, Any] | None = None
         if incident is not None and not ladder.exhausted:
             at = max(ladder.next_action_at, ladder.step_deadline if ladder.level else 0.0)
+            waiting_for = "step timeout" if ladder.level else ladder.waiting_for
+            if grace_until is not None:
+                at, waiting_for = max(at, grace_until), "startup grace"
             held = (
                 "healing paused"
                 if self.paused or record.healing_paused
@@ -598,8 +712,15 @@ class Healer:
                 "step": STEPS[ladder.level + 1],
                 "level": ladder.level + 1,
                 "at": iso(at),
+                "waiting_for": waiting_for,
                 "held": held,
             }
+        cooloff = self.settings.backoff(ladder.strikes)
+        resets_at = (
+            ladder.healthy_since + self.settings.cooloff_reset
+            if ladder.strikes and ladder.healthy_since is not None
+            else None
+        )
         return {
             "drone": state.name,
             "id": state.id,
@@ -613,6 +734,16 @@ class Healer:
             "exhausted": ladder.exhausted,
             "incident": None if incident is None else incident_json(incident),
             "next_action": next_action,
+            # Why a new incident would wait: the drone's cool-off (a backoff).
+            "cooloff": {
+                "incidents_in_a_row": ladder.strikes,
+                "current_s": cooloff,
+                "last_action_at": iso(ladder.last_action_at or None),
+                "until": iso(ladder.last_action_at + cooloff) if ladder.last_action_at and cooloff else None,
+                "resets_at": iso(resets_at),
+            },
+            # Not back since the controller started: not healed before this, or until all are back.
+            "startup_grace_until": iso(grace_until),
             "history": list(ladder.history),
         }
 

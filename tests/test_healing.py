@@ -158,8 +158,7 @@ def heal_swarm(tmp_path: Path, sshd: SshServer, *flags: str) -> Iterator[HealSwa
         "0.5",
         "--heal-grace",
         "0.5",
-        "--heal-startup-grace",
-        "0",
+        # No --heal-startup-grace: a first start has none (no drone was known).
         "--heal-cooloff",
         "0.5",
         "--heal-restart-timeout",
@@ -203,6 +202,9 @@ def recovered(swarm: HealSwarm, name: str) -> dict[str, Any] | None:
 
 def test_a_killed_agent_is_restarted_over_ssh(swarm: HealSwarm) -> None:
     swarm.add_drone("crash")
+    status, healing = swarm.admin("GET", "/admin/api/healing")
+    assert status == 200 and healing["startup_grace"] is None
+    assert healing["settings"]["cooloff_max_s"] == 300 and healing["settings"]["cooloff_reset_s"] == 600
     before = swarm.agent_pid("crash")
     # Read (and so kept for a few seconds) before the incident: written incidents show at once.
     assert swarm.controller.get("/api/v1/health")["fleet"]["incidents"] == 0
@@ -213,6 +215,9 @@ def test_a_killed_agent_is_restarted_over_ssh(swarm: HealSwarm) -> None:
     assert 0 < incident["recovery_s"] < 30 and incident["detection_s"] == 0
     [action] = swarm.actions("crash")
     assert action["step"] == "restart" and action["exit_code"] == 0 and "started" in action["output"]
+    # The healer acted once: the drone's next incident would wait its first cool-off (0.5 s).
+    cooloff = swarm.health("crash")["cooloff"]
+    assert cooloff["incidents_in_a_row"] == 1 and cooloff["current_s"] == 0.5 and cooloff["resets_at"]
     health = swarm.controller.get("/api/v1/health")["fleet"]
     assert health["incidents"] == 1 and health["open_incidents"] == 0
     assert health["mttr_s"] == pytest.approx(incident["recovery_s"], abs=0.01)

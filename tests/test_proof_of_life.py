@@ -42,6 +42,7 @@ from swarm.controller.store.sql import SqlStore
 from swarm.tasks import race
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
+from support.links import FakeLink
 from support.procs import EMERGE_COMMAND, Agent, Controller, wait_for
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -314,21 +315,6 @@ def test_a_blocked_event_loop_fails_its_check_and_recovers(tmp_path: Path) -> No
 
 
 # -- the fleet's status rules --------------------------------------------------------
-
-
-class FakeLink:
-    """fleet.Link: a control stream that only records what happens to it."""
-
-    def __init__(self, drone_id: str) -> None:
-        self.drone_id = drone_id
-        self.peer = "ipv4:127.0.0.1:1"
-        self.closed: tuple[str, str] | None = None
-
-    def send(self, message: Any) -> bool:
-        return True
-
-    def close(self, code: str, details: str) -> None:
-        self.closed = (code, details)
 
 
 def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ def _healing_json(request: web.Request) -> web.Response:
                 state.name for state in fleet.all() if healer.access_of(state.id).healing_paused
             ),
             "settings": healer.settings_json(),
+            # While drones known before the start are still awaited: none of those is healed yet.
+            "startup_grace": healer.startup_grace_json(now()),
         }
     )
 

@@ -510,6 +510,12 @@ def _healing_paths() -> dict[str, Any]:
         fleet_dark={"type": "boolean"},
         paused_drones={"type": "array", "items": {"type": "string"}},
         settings={"type": "object"},
+        startup_grace={
+            "type": ["object", "null"],
+            "description": "while drones known before the start are awaited (none of them is healed "
+            "yet): until when at the latest, and which; null once over",
+            "properties": {"until": TS, "awaiting": {"type": "array", "items": {"type": "string"}}},
+        },
     )
     return {
         "/admin/api/drones/{name}": {
@@ -523,7 +529,8 @@ def _healing_paths() -> dict[str, Any]:
             )
         },
         "/admin/api/drones/{name}/health": _get(
-            "the drone's ladder level, next action, health history and incidents",
+            "the drone's ladder level, next action and what it waits for, cool-off, health history "
+            "and incidents",
             {"type": "object"},
             drone,
             errors=(401, 404),

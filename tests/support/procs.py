@@ -174,6 +174,13 @@ class Controller(Proc):
             "",
             "--log-level",
             "debug",
+            # Healing is what tests/test_healing.py tests, with its own grace (a later
+            # flag wins): elsewhere a drone made sick on purpose must not be restarted
+            # under the test. (Until the startup grace ended once no known drone was
+            # awaited, a fresh controller healed nothing for 30 s, and every test relied
+            # on that without saying so.)
+            "--heal-grace",
+            "3600",
             *self.extra,
         ]
 

@@ -1,0 +1,324 @@
+"""The healer's waits, in process with a clock the test moves: the cool-off
+(a per-drone backoff) and the startup grace. The real fleet, event log and
+store (SQLite) are used; drones are control streams that only record what
+they are sent (support/links.py), and step 1 for a drone without a stream
+runs a real local command (``true``). tests/test_healing.py proves the
+ladder end to end with real agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.clock import parse_iso
+from swarm.controller.alerts import Alerter
+from swarm.controller.config import ControllerConfig
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.healer import Healer, HealSettings
+from swarm.controller.oob import SshSettings
+from swarm.controller.serde import HelloData, PongData
+from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
+from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.sql import SqlStore
+
+from support.links import FakeLink
+
+pytestmark = pytest.mark.timeout(60)
+
+GRACE = 3.0
+STARTUP_GRACE = 30.0
+SETTINGS = HealSettings(
+    grace=GRACE,
+    restart_timeout=6.0,
+    hard_restart_timeout=15.0,
+    reboot_timeout=180.0,
+    command_timeout=10.0,
+    cooloff=10.0,
+    cooloff_max=40.0,
+    cooloff_reset=600.0,
+    dark_share=0.5,
+    dark_window=30.0,
+    dark_min_fleet=3,
+    max_actions=100,
+    action_window=300.0,
+    startup_grace=STARTUP_GRACE,
+    restart_command="true",
+    hard_restart_command="true",
+    ssh=SshSettings(),
+)
+
+
+class Clock:
+    """The healer's clock: it moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    fleet: Fleet
+    events: EventLog
+    healer: Healer
+    clock: Clock
+    links: dict[str, FakeLink] = field(default_factory=dict)
+
+    def drone(self, name: str) -> DroneState:
+        state = self.fleet.find(name)
+        assert state is not None, name
+        return state
+
+    def connect(self, name: str) -> None:
+        """A fresh agent process connects and answers its first ping."""
+        drone_id = name.ljust(32, "0")
+        hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", "", None)
+        link = self.links[name] = FakeLink(drone_id)
+        state = self.fleet.attach(hello, link)
+        self.fleet.on_ping_sent(state, state.ping_seq + 1, time.time())
+        self.fleet.on_pong(state, PongData(state.ping_seq, time.time_ns(), False, "", 0.0, 1.0, 1))
+
+    def kill(self, name: str) -> None:
+        self.fleet.detach(self.links[name], "killed")
+
+    async def run(self, seconds: float = 0.0) -> None:
+        """Move the clock, let the healer take a pass, and wait for what it started."""
+        self.clock.now += seconds
+        self.healer.tick(self.clock())
+        deadline = time.monotonic() + 10
+        while self.healer.steps_running:
+            assert time.monotonic() < deadline, "a healing step did not finish"
+            await asyncio.sleep(0.005)
+
+    def actions(self, name: str) -> list[dict[str, Any]]:
+        found = self.events.recent(
+            after_id=None, since_ts=None, limit=1000, drone_id=self.drone(name).id, types=("heal_action",)
+        )
+        assert found is not None
+        return [e.data for e in found]
+
+    def health(self, name: str) -> dict[str, Any]:
+        return self.healer.status(self.drone(name), self.clock())
+
+    def next_step_at(self, name: str) -> tuple[float, str]:
+        upcoming = self.health(name)["next_action"]
+        assert upcoming is not None, self.health(name)
+        return parse_iso(upcoming["at"]), upcoming["waiting_for"]
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    tmp_path: Path, known: tuple[str, ...] = (), open_incident: str | None = None
+) -> AsyncIterator[Rig]:
+    """A healer started with ``known`` drones in the store (a controller
+    restart) or none (a first start), and ``open_incident`` for one of them."""
+    store = SqlStore(f"sqlite:///{tmp_path}/healer.db")
+    runner = StoreRunner(store)
+    await runner.open()
+    events = EventLog(runner, buffer=1000, retention=1000)
+    fleet = Fleet(events, y_threshold=8.0)
+    clock = Clock()
+    records = [NodeRecord(id=name.ljust(32, "0"), name=name, first_seen_at=clock() - 3600) for name in known]
+    fleet.load(records)
+    for record in records:
+        await runner.call(store.put_access, AccessRecord(record.id, ssh="local"))
+    if open_incident is not None:
+        drone_id = open_incident.ljust(32, "0")
+        incident = IncidentRecord("i-before", drone_id, "offline", "stream ended", clock() - 60, clock() - 60)
+        await runner.call(store.upsert_incidents, [incident])
+    healer = Healer(fleet, events, runner, Alerter(""), SETTINGS, clock=clock)
+    await healer.start()
+    made = Rig(fleet, events, healer, clock)
+    try:
+        yield made
+    finally:
+        await healer.stop()
+        await runner.close()
+
+
+async def new_drone(r: Rig, name: str) -> None:
+    r.connect(name)
+    # Step 1 for a drone without a stream runs on this machine.
+    await r.healer.put_access(AccessRecord(r.drone(name).id, ssh="local"))
+    await r.run()
+
+
+def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_healthy_while(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await new_drone(r, "crashy")
+            # The first incident waits for the grace period only.
+            r.kill("crashy")
+            await r.run()
+            killed = r.clock()
+            assert r.next_step_at("crashy") == (pytest.approx(killed + GRACE, abs=0.002), "grace")
+            await r.run(GRACE - 0.1)
+            assert r.actions("crashy") == []
+            await r.run(0.1)
+            [action] = r.actions("crashy")
+            assert action["step"] == "restart" and action["exit_code"] == 0
+            last_action = r.clock()
+            r.connect("crashy")
+            await r.run()
+            assert r.health("crashy")["incident"] is None
+
+            # It keeps crashing a second after each recovery: 10 s, 20 s, 40 s, 40 s.
+            for in_a_row, wait in enumerate((10.0, 20.0, 40.0, 40.0), start=1):
+                cooloff = r.health("crashy")["cooloff"]
+                assert (cooloff["incidents_in_a_row"], cooloff["current_s"]) == (in_a_row, wait)
+                assert parse_iso(cooloff["until"]) == pytest.approx(last_action + wait, abs=0.002)
+                await r.run(1.0)
+                r.kill("crashy")
+                await r.run()
+                assert r.next_step_at("crashy") == (pytest.approx(last_action + wait, abs=0.002), "cool-off")
+                await r.run(last_action + wait - r.clock() - 0.1)
+                assert len(r.actions("crashy")) == in_a_row
+                await r.run(0.1)
+                assert len(r.actions("crashy")) == in_a_row + 1
+                last_action = r.clock()
+                r.connect("crashy")
+                await r.run()
+                assert r.health("crashy")["incident"] is None
+
+            # Healthy for the reset period: the next crash waits for the grace period only.
+            cooloff = r.health("crashy")["cooloff"]
+            assert parse_iso(cooloff["resets_at"]) == pytest.approx(r.clock() + 600, abs=0.002)
+            await r.run(599.0)
+            assert r.health("crashy")["cooloff"]["incidents_in_a_row"] == 5
+            await r.run(1.0)
+            health = r.health("crashy")
+            assert health["cooloff"] | {"last_action_at": None} == {
+                "incidents_in_a_row": 0,
+                "current_s": 0.0,
+                "last_action_at": None,
+                "until": None,
+                "resets_at": None,
+            }
+            assert "the cool-off starts over" in health["history"][-1]["what"]
+            r.kill("crashy")
+            await r.run()
+            assert r.next_step_at("crashy") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+
+    asyncio.run(scenario())
+
+
+def test_a_drone_that_recovers_by_itself_does_not_grow_its_cool_off(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await new_drone(r, "blip")
+            for _ in range(3):
+                r.kill("blip")
+                await r.run(1.0)
+                r.connect("blip")  # back within the grace period
+                await r.run()
+            assert r.actions("blip") == []
+            assert r.health("blip")["cooloff"]["incidents_in_a_row"] == 0
+            r.kill("blip")
+            await r.run()
+            assert r.next_step_at("blip")[1] == "grace"
+
+    asyncio.run(scenario())
+
+
+def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            assert r.healer.startup_grace_json(r.clock()) is None
+            await new_drone(r, "fresh")
+            await r.run(10.0)  # killed 10 s after the start
+            r.kill("fresh")
+            await r.run()
+            assert r.next_step_at("fresh") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            await r.run(GRACE)
+            assert [a["step"] for a in r.actions("fresh")] == ["restart"]
+
+    asyncio.run(scenario())
+
+
+def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, known=("d1", "d2")) as r:
+            started = r.clock()
+            grace = r.healer.startup_grace_json(started)
+            assert grace is not None and grace["awaiting"] == ["d1", "d2"]
+            assert parse_iso(grace["until"]) == pytest.approx(started + STARTUP_GRACE, abs=0.002)
+            await r.run(5.0)
+            # Not back yet: no incident, not healed, and its health view says why.
+            assert r.health("d1")["incident"] is None and r.actions("d1") == []
+            assert r.health("d1")["startup_grace_until"] == grace["until"]
+            r.connect("d1")
+            await r.run(1.0)
+            assert r.healer.startup_grace_json(r.clock()) == {"until": grace["until"], "awaiting": ["d2"]}
+            # A drone that is back is healed as usual meanwhile.
+            r.kill("d1")
+            await r.run()
+            assert r.next_step_at("d1") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            await r.run(GRACE)
+            assert [a["step"] for a in r.actions("d1")] == ["restart"]
+            assert r.actions("d2") == [] and r.health("d2")["incident"] is None
+            r.connect("d2")
+            await r.run()
+            assert r.healer.startup_grace_json(r.clock()) is None
+            assert r.health("d2")["startup_grace_until"] is None
+            # Gone again, 10 s after the start: its first step after the grace period only.
+            r.kill("d2")
+            await r.run()
+            assert r.clock() - started < STARTUP_GRACE / 2
+            assert r.next_step_at("d2") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+
+    asyncio.run(scenario())
+
+
+def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, known=("back", "away", "hurt"), open_incident="hurt") as r:
+            started = r.clock()
+            r.connect("back")
+            await r.run(STARTUP_GRACE - 0.1)
+            # An incident from before the start waits too, and says so.
+            upcoming = r.health("hurt")["next_action"]
+            assert upcoming["waiting_for"] == "startup grace"
+            assert parse_iso(upcoming["at"]) == pytest.approx(started + STARTUP_GRACE, abs=0.002)
+            assert r.health("away")["incident"] is None
+            assert r.actions("away") == [] and r.actions("hurt") == []
+            await r.run(0.1)
+            assert r.healer.startup_grace_json(r.clock()) is None
+            # The incident from before the start goes on at once; a new one gets the grace period.
+            assert [a["step"] for a in r.actions("hurt")] == ["restart"]
+            assert r.health("away")["incident"]["kind"] == "offline"
+            assert r.next_step_at("away") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            await r.run(GRACE)
+            assert [a["step"] for a in r.actions("away")] == ["restart"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"heal_cooloff": 600.0}, "heal_cooloff_max (300) must be at least heal_cooloff (600)"),
+        ({"heal_cooloff": -1.0}, "heal_cooloff and heal_startup_grace must not be negative"),
+        ({"heal_cooloff_reset": 0.0}, "heal_cooloff_reset must be positive"),
+    ],
+)
+def test_bad_cool_off_settings_are_refused(values: dict[str, float], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        ControllerConfig(**values)  # type: ignore[arg-type]
+
+
+def test_an_old_flat_cool_off_setting_is_now_the_first_wait() -> None:
+    config = ControllerConfig(heal_cooloff=60.0)
+    assert (config.heal_cooloff, config.heal_cooloff_max, config.heal_cooloff_reset) == (60.0, 300.0, 600.0)
