@@ -68,6 +68,8 @@ class DroneState:
         "instance_id",
         "process_started_at",
         "drone_type_reason",
+        "protocol_revision",
+        "features",
     )
 
     # The NodeRecord fields, declared for the type checker (set in __init__).
@@ -118,6 +120,11 @@ class DroneState:
         # Why the agent says drone_type (its detection's evidence); not stored:
         # the next Hello says it again.
         self.drone_type_reason = ""
+        # From the Hello, not stored either: the protocol revision and what
+        # the agent speaks (swarm.protocol); () until it connects, or from
+        # an agent that predates feature lists.
+        self.protocol_revision = 0
+        self.features: tuple[str, ...] = ()
 
     @property
     def failing(self) -> tuple[CheckData, ...]:
@@ -214,7 +221,10 @@ class Fleet:
                 self.dirty.add(state.id)
             self._drones[state.id] = state
 
-    def attach(self, hello: HelloData, link: Link) -> DroneState:
+    def attach(self, hello: HelloData, link: Link, *, announce: bool = True) -> DroneState:
+        """The drone's stream is now ``link``; one it had is closed (ABORTED).
+        ``announce=False`` leaves out the drone_replaced event of a
+        replacement (the gateway reports a burst of them as one)."""
         now = time.time()
         state = self._drones.get(hello.drone_id)
         if state is None:
@@ -238,6 +248,8 @@ class Fleet:
             state.checks, state.checks_at = (), None
         state.instance_id = hello.instance_id
         state.process_started_at = hello.process_started_at
+        state.protocol_revision = hello.protocol_revision
+        state.features = hello.features
         state.interval = hello.heartbeat_interval_ms / 1000
         state.detector = PhiAccrual(state.interval, now)
         state.suspect_at = state.detector.deadline(self._y)
@@ -253,14 +265,16 @@ class Fleet:
         self.urgent.set()
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
-            self._events.emit(
-                "drone_replaced",
-                f"{state.name}: a new stream from {link.peer} replaced the one from {old_link.peer}",
-                drone_id=state.id,
-                drone_name=state.name,
-                old_peer=old_link.peer,
-                new_peer=link.peer,
-            )
+            if announce:
+                self._events.emit(
+                    "drone_replaced",
+                    f"{state.name}: a new stream from {link.peer} replaced the one from {old_link.peer}",
+                    drone_id=state.id,
+                    drone_name=state.name,
+                    old_peer=old_link.peer,
+                    new_peer=link.peer,
+                    replaced=1,
+                )
             self._settle(state, "reconnected" + (" (a new agent process)" if new_process else ""))
         else:
             old_status, state.status = state.status, ONLINE
@@ -275,6 +289,8 @@ class Fleet:
                 peer=link.peer,
                 drone_type=state.drone_type,
                 agent_version=state.agent_version,
+                protocol_revision=state.protocol_revision,
+                features=list(state.features),
             )
         return state
 

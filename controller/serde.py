@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from swarm import __version__
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -38,6 +39,8 @@ class HelloData:
     instance_id: str = ""  # random per agent process; "" from an agent that predates it
     process_started_at: float | None = None  # seconds since the epoch
     drone_type_reason: str = ""  # the agent's evidence for drone_type; "" from older agents
+    protocol_revision: int = PROTOCOL_REVISION  # 0 on the wire (an older agent) reads as 1
+    features: tuple[str, ...] = ()  # what the agent speaks (swarm.protocol); () from older agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,8 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         if hello.process_started_at_unix_ns > 0
         else None,
         drone_type_reason=reason,
+        protocol_revision=hello.protocol_revision or 1,
+        features=read_features(hello.features),
     )
 
 
@@ -161,7 +166,11 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
 def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(
         welcome=fleet_pb2.Welcome(
-            drone_id=drone_id, server_time_unix_ns=time.time_ns(), controller_version=__version__
+            drone_id=drone_id,
+            server_time_unix_ns=time.time_ns(),
+            controller_version=__version__,
+            protocol_revision=PROTOCOL_REVISION,
+            features=CONTROLLER_FEATURES,
         )
     )
 
