@@ -197,7 +197,7 @@ class BoundSettings:
     pending_total: int = 1000
     replace_max: int = 3
     replace_window: float = 10.0
-    channel_streams_per_drone: int = 16
+    channel_streams_per_drone: int = 24
 
 
 class StreamBounds:

@@ -124,7 +124,9 @@ class ControllerConfig:
         "and refused streams are reported as one event with a count",
     )
     channel_streams_per_drone: int = option(
-        16, "channel streams (terminals, commands, logs) one drone may hold at once; more are refused"
+        24,
+        "channel streams (terminals, commands, logs) one drone may hold at once; more are refused "
+        "(above the agent's own 16, so that its answer 'too many channels' still gets through)",
     )
     drones_file: Path = option(
         DEFAULT_DRONES_FILE,
