@@ -27,6 +27,7 @@ from swarm.agent.probes import Sample, SystemProbe
 from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
+from swarm.protocol import read_features
 from swarm.tasks import race
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -69,6 +70,9 @@ class ControlLink:
         self.on_restart: Callable[[str], None] | None = None
         self.connected = asyncio.Event()
         self.sessions = 0
+        # From the latest Welcome: what the controller speaks (swarm.protocol).
+        self.controller_revision = 0
+        self.controller_features: tuple[str, ...] = ()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="control-link")
@@ -157,6 +161,11 @@ class ControlLink:
                 await self._raise_status(call)
             if first.WhichOneof("body") != "welcome":
                 raise StreamEnded(f"expected welcome, got {first.WhichOneof('body')}")
+            welcome = first.welcome
+            # Recorded, not yet switched on: nothing this agent sends needs a
+            # feature (a controller of any revision takes all of it).
+            self.controller_revision = welcome.protocol_revision or 1
+            self.controller_features = read_features(welcome.features)
         except BaseException:
             await channel.close()
             raise
@@ -174,7 +183,12 @@ class ControlLink:
         self.sessions += 1
         self.connected.set()
         log.info(
-            "connected to controller %s as %s (%s)", self._target, self._hello.name, self._hello.drone_id
+            "connected to controller %s as %s (%s); protocol revision %d, it speaks: %s",
+            self._target,
+            self._hello.name,
+            self._hello.drone_id,
+            self.controller_revision,
+            ", ".join(self.controller_features) or "(no feature list: an older controller)",
         )
         try:
             while True:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from swarm.agent.checks import CheckResult
 from swarm.agent.probes import Sample
+from swarm.protocol import AGENT_FEATURES, PROTOCOL_REVISION
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 DRONE_TYPES = {
@@ -53,6 +54,8 @@ def hello(
             instance_id=info.instance_id,
             process_started_at_unix_ns=info.process_started_at_ns,
             drone_type_reason=info.drone_type_reason,
+            protocol_revision=PROTOCOL_REVISION,
+            features=AGENT_FEATURES,
         )
     )
     message.hello.recent_builds.extend(recent)

@@ -21,6 +21,7 @@ from swarm.config import ConfigError
 from swarm.controller import access, adminkey
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
+from swarm.controller.bounds import BoundSettings, StreamBounds
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
@@ -87,7 +88,10 @@ class Controller:
         )
         self.pinger = Pinger(self.fleet, config.ping_interval)
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
-        self.gateway = Gateway(self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout)
+        self.bounds = StreamBounds(self.events, bound_settings(config))
+        self.gateway = Gateway(
+            self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout, bounds=self.bounds
+        )
         self.started_at = time.time()
         self.trust: Trust | None = None
         self.portage: PortageWorker | None = None
@@ -253,7 +257,7 @@ class Controller:
         # Always served, so that authorization answers the same with builds off.
         self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
-        shell_pb2_grpc.add_ChannelsServicer_to_server(ChannelsService(self.shells), self._server)
+        shell_pb2_grpc.add_ChannelsServicer_to_server(ChannelsService(self.shells, self.bounds), self._server)
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:
@@ -359,6 +363,16 @@ class Controller:
 
 def _path(value: Path) -> Path | None:
     return None if str(value) in ("", ".") else value
+
+
+def bound_settings(config: ControllerConfig) -> BoundSettings:
+    return BoundSettings(
+        pending_per_peer=config.stream_pending_per_peer,
+        pending_total=config.stream_pending_total,
+        replace_max=config.stream_replace_max,
+        replace_window=config.stream_replace_window,
+        channel_streams_per_drone=config.channel_streams_per_drone,
+    )
 
 
 def shell_settings(config: ControllerConfig) -> ShellSettings:

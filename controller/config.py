@@ -105,6 +105,29 @@ class ControllerConfig:
         10.0, "heartbeat intervals of silence before a drone is declared offline and its stream closed"
     )
     hello_timeout: float = option(10.0, "seconds a new stream may take to say Hello")
+    stream_pending_per_peer: int = option(
+        8,
+        "streams (control or channel) one drone, by its certificate (with --insecure: one "
+        "connection), may hold before they say Hello or Attach; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    stream_pending_total: int = option(
+        1000, "streams of all drones together that have not said Hello or Attach yet; more are refused"
+    )
+    stream_replace_max: int = option(
+        3,
+        "times a drone's control stream may be replaced by a new one within stream_replace_window; "
+        "beyond, the new stream is refused (RESOURCE_EXHAUSTED) and the one in place stays",
+    )
+    stream_replace_window: float = option(
+        10.0,
+        "seconds over which stream_replace_max counts; also the burst window in which replacements "
+        "and refused streams are reported as one event with a count",
+    )
+    channel_streams_per_drone: int = option(
+        24,
+        "channel streams (terminals, commands, logs) one drone may hold at once; more are refused "
+        "(above the agent's own 16, so that its answer 'too many channels' still gets through)",
+    )
     drones_file: Path = option(
         DEFAULT_DRONES_FILE,
         "TOML file of [drones.NAME] tables (type, ssh, host, vmid, reboot): out-of-band "
@@ -202,6 +225,16 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.ground_after < 1 or self.ground_cooldown < 0:
             raise ValueError("ground_after must be at least 1 and ground_cooldown not negative")
+        for name in (
+            "stream_pending_per_peer",
+            "stream_pending_total",
+            "stream_replace_max",
+            "channel_streams_per_drone",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 0.1 <= self.stream_replace_window <= 3600:
+            raise ValueError("stream_replace_window must be between 0.1 and 3600 seconds")
         if self.persist_interval <= 0 or self.hello_timeout <= 0:
             raise ValueError("persist_interval and hello_timeout must be positive")
         if self.event_retention < 100 or self.event_buffer < 10 or self.protocol_buffer < 10:

@@ -37,6 +37,9 @@ BEATING = (ONLINE, UNHEALTHY)
 # The check a drone fails while it leaves the controller's pings unanswered
 # (it reads no more of its stream, or its event loop is stuck).
 PINGS_CHECK = "pings"
+# Pings a pong may still answer: more than a healthy drone ever has in flight
+# within the ping timeout.
+PINGS_REMEMBERED = 16
 
 
 class Link(Protocol):
@@ -62,12 +65,15 @@ class DroneState:
         "ping_seq",
         "next_ping_at",
         "unanswered",
+        "pings_out",
         "connected_at",
         "checks",
         "checks_at",
         "instance_id",
         "process_started_at",
         "drone_type_reason",
+        "protocol_revision",
+        "features",
     )
 
     # The NodeRecord fields, declared for the type checker (set in __init__).
@@ -108,6 +114,8 @@ class DroneState:
         self.next_ping_at = 0.0
         # Pings sent (or due but not sendable) since the last timely pong.
         self.unanswered = 0
+        # The latest pings sent, seq -> their sent_at: a pong must echo one exactly.
+        self.pings_out: dict[int, int] = {}
         self.connected_at: float | None = None
         # From the latest Pong (empty until the first one on a stream).
         self.checks: tuple[CheckData, ...] = ()
@@ -118,6 +126,11 @@ class DroneState:
         # Why the agent says drone_type (its detection's evidence); not stored:
         # the next Hello says it again.
         self.drone_type_reason = ""
+        # From the Hello, not stored either: the protocol revision and what
+        # the agent speaks (swarm.protocol); () until it connects, or from
+        # an agent that predates feature lists.
+        self.protocol_revision = 0
+        self.features: tuple[str, ...] = ()
 
     @property
     def failing(self) -> tuple[CheckData, ...]:
@@ -214,7 +227,10 @@ class Fleet:
                 self.dirty.add(state.id)
             self._drones[state.id] = state
 
-    def attach(self, hello: HelloData, link: Link) -> DroneState:
+    def attach(self, hello: HelloData, link: Link, *, announce: bool = True) -> DroneState:
+        """The drone's stream is now ``link``; one it had is closed (ABORTED).
+        ``announce=False`` leaves out the drone_replaced event of a
+        replacement (the gateway reports a burst of them as one)."""
         now = time.time()
         state = self._drones.get(hello.drone_id)
         if state is None:
@@ -238,6 +254,8 @@ class Fleet:
             state.checks, state.checks_at = (), None
         state.instance_id = hello.instance_id
         state.process_started_at = hello.process_started_at
+        state.protocol_revision = hello.protocol_revision
+        state.features = hello.features
         state.interval = hello.heartbeat_interval_ms / 1000
         state.detector = PhiAccrual(state.interval, now)
         state.suspect_at = state.detector.deadline(self._y)
@@ -245,6 +263,7 @@ class Fleet:
         state.connected_at = now
         state.last_seen_at = now
         state.unanswered = 0
+        state.pings_out.clear()
         # Ping at once: the first pong is the proof of life the healer waits for.
         state.next_ping_at = now
         self._connected[state.id] = state
@@ -253,14 +272,16 @@ class Fleet:
         self.urgent.set()
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
-            self._events.emit(
-                "drone_replaced",
-                f"{state.name}: a new stream from {link.peer} replaced the one from {old_link.peer}",
-                drone_id=state.id,
-                drone_name=state.name,
-                old_peer=old_link.peer,
-                new_peer=link.peer,
-            )
+            if announce:
+                self._events.emit(
+                    "drone_replaced",
+                    f"{state.name}: a new stream from {link.peer} replaced the one from {old_link.peer}",
+                    drone_id=state.id,
+                    drone_name=state.name,
+                    old_peer=old_link.peer,
+                    new_peer=link.peer,
+                    replaced=1,
+                )
             self._settle(state, "reconnected" + (" (a new agent process)" if new_process else ""))
         else:
             old_status, state.status = state.status, ONLINE
@@ -275,6 +296,8 @@ class Fleet:
                 peer=link.peer,
                 drone_type=state.drone_type,
                 agent_version=state.agent_version,
+                protocol_revision=state.protocol_revision,
+                features=list(state.features),
             )
         return state
 
@@ -357,9 +380,10 @@ class Fleet:
         """Take a pong; returns its ping's round trip in ms, None if it matches no recent ping."""
         now_ns = time.time_ns()
         age = now_ns - pong.sent_at_ns
-        if pong.seq > state.ping_seq or not 0 <= age <= self.ping_timeout * 1e9:
+        if state.pings_out.get(pong.seq) != pong.sent_at_ns or not 0 <= age <= self.ping_timeout * 1e9:
             log.debug("%s: pong %d answers no recent ping (%.1f s old)", state.name, pong.seq, age / 1e9)
             return None
+        del state.pings_out[pong.seq]  # answered once
         state.unanswered = 0
         state.last_pong_at = now_ns / 1e9
         state.last_seen_at = state.last_pong_at
@@ -384,9 +408,12 @@ class Fleet:
         finally:
             self._pong_waiters.pop(key, None)
 
-    def on_ping_sent(self, state: DroneState, seq: int, now: float) -> None:
+    def on_ping_sent(self, state: DroneState, seq: int, sent_at_ns: int) -> None:
         state.ping_seq = seq
-        state.last_ping_at = now
+        state.last_ping_at = sent_at_ns / 1e9
+        state.pings_out[seq] = sent_at_ns
+        while len(state.pings_out) > PINGS_REMEMBERED:
+            del state.pings_out[next(iter(state.pings_out))]
         self._count_unanswered(state)
 
     def on_ping_unsent(self, state: DroneState) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -17,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from swarm.controller import serde
 from swarm.controller.authz import AGENT, current_identity
+from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key
 from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
@@ -85,12 +87,19 @@ class DroneSession:
 
 class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
     def __init__(
-        self, fleet: Fleet, events: EventLog, protolog: ProtocolLog, *, hello_timeout: float
+        self,
+        fleet: Fleet,
+        events: EventLog,
+        protolog: ProtocolLog,
+        *,
+        hello_timeout: float,
+        bounds: StreamBounds | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
         self._protolog = protolog
         self._hello_timeout = hello_timeout
+        self.bounds = bounds or StreamBounds(events, BoundSettings())
         self.sessions: set[DroneSession] = set()
         self.builds: BuildQueue | None = None
         # Binds names to drone ids (absent with --insecure: no identities to bind to).
@@ -100,7 +109,21 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        """One control stream. Before anything is read, the caller must have
+        room among the streams waiting to say Hello (bounds.py); after Hello,
+        a stream that would replace the drone's live one must be within the
+        replacement rate. Either refusal is RESOURCE_EXHAUSTED."""
         peer = context.peer()
+        identity = current_identity()
+        bounds = self.bounds
+        key = bound_key(identity, peer)
+        full = bounds.pending.take(key)
+        if full is not None:
+            bounds.refusals.note("pending", key, identity.drone_id, peer, full)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{full}: say Hello on the open ones first"
+            )
+            return
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
         except TimeoutError:
@@ -111,6 +134,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             self._reject(peer, "", UNPARSABLE)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
             return
+        finally:
+            bounds.pending.give(key)
         if first is grpc.aio.EOF:
             return
         try:
@@ -122,7 +147,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             await context.abort(code, details)
             return
         self._protolog.record(IN, hello.drone_id, "hello", first.ByteSize())
-        identity = current_identity()
         if identity.kind == AGENT and identity.drone_id != hello.drone_id:
             # The certificate, not the message, says who this is.
             self._reject(
@@ -144,9 +168,27 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 return
             hello = dataclasses.replace(hello, name=name)
 
+        # From here to attach nothing awaits: the check and the replacement are one step.
+        current = self._fleet.get(hello.drone_id)
+        announce = True
+        if current is not None and current.link is not None:
+            wait = bounds.replacements.allow(hello.drone_id)
+            if wait:
+                why = (
+                    f"the control stream of drone {hello.drone_id} was replaced "
+                    f"{bounds.replacements.limit} times within {bounds.replacements.window:g}s"
+                )
+                bounds.refusals.note("replacements", hello.drone_id, hello.drone_id, peer, why)
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{why}; the stream in place stays: retry in {wait:.1f}s",
+                )
+                return
+            announce = bounds.bursts.hit(("replaced", hello.drone_id), self._replaced_summary(current))
+
         session = DroneSession(hello.drone_id, peer)
         self.sessions.add(session)
-        state = self._fleet.attach(hello, session)
+        state = self._fleet.attach(hello, session, announce=announce)
         if self.builds is not None:
             self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
         session.send(serde.welcome(hello.drone_id))
@@ -171,6 +213,24 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             await asyncio.gather(reader, writer, return_exceptions=True)
         if session.close_code not in (None, grpc.StatusCode.OK):
             await context.abort(session.close_code, session.close_details)
+
+    def _replaced_summary(self, state: DroneState) -> Callable[[int], None]:
+        """The one drone_replaced event for the rest of a burst of replacements."""
+        window = self.bounds.bursts.window
+
+        def summary(more: int) -> None:
+            holder = state.link.peer if state.link is not None else "nobody (disconnected)"
+            self._events.emit(
+                "drone_replaced",
+                f"{state.name}: its control stream was replaced {more} more times within {window:g}s; "
+                f"now held by {holder}",
+                drone_id=state.id,
+                drone_name=state.name,
+                replaced=more,
+                new_peer=holder,
+            )
+
+        return summary
 
     async def _read(
         self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext
@@ -220,3 +280,4 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
     def close_all(self, details: str) -> None:
         for session in list(self.sessions):
             session.close("UNAVAILABLE", details)
+        self.bounds.close()

@@ -43,9 +43,10 @@ class Pinger:
         """Ping one drone at once (an admin asks); its seq, or None if not sent."""
         link = state.link
         self._seq += 1
-        if link is None or not link.send(serde.ping(self._seq)):
+        sent_at_ns = time.time_ns()
+        if link is None or not link.send(serde.ping(self._seq, sent_at_ns)):
             return None
-        self._fleet.on_ping_sent(state, self._seq, time.time())
+        self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
         return self._seq
 
     def tick(self, now: float) -> None:
@@ -59,8 +60,9 @@ class Pinger:
             else:
                 state.next_ping_at = now + self._interval
             self._seq += 1
-            if link.send(serde.ping(self._seq)):
-                self._fleet.on_ping_sent(state, self._seq, now)
+            sent_at_ns = time.time_ns()
+            if link.send(serde.ping(self._seq, sent_at_ns)):
+                self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
             else:
                 self.skipped += 1
                 self._fleet.on_ping_unsent(state)

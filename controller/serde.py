@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
 
 from swarm import __version__
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# uint64 on the wire, a signed 64-bit column in the databases.
+MAX_BYTES = 2**63 - 1
 DRONE_TYPES = {
     fleet_pb2.DRONE_TYPE_UNKNOWN: "unknown",
     fleet_pb2.DRONE_TYPE_LXC: "lxc",
@@ -38,6 +42,8 @@ class HelloData:
     instance_id: str = ""  # random per agent process; "" from an agent that predates it
     process_started_at: float | None = None  # seconds since the epoch
     drone_type_reason: str = ""  # the agent's evidence for drone_type; "" from older agents
+    protocol_revision: int = PROTOCOL_REVISION  # 0 on the wire (an older agent) reads as 1
+    features: tuple[str, ...] = ()  # what the agent speaks (swarm.protocol); () from older agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +127,31 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         if hello.process_started_at_unix_ns > 0
         else None,
         drone_type_reason=reason,
+        protocol_revision=hello.protocol_revision or 1,
+        features=read_features(hello.features),
     )
+
+
+def _figure(value: float, top: float = math.inf) -> float:
+    """A figure as a drone reported it, as the controller keeps it: a NaN or an
+    infinity (which no database column and no JSON reader takes) or a negative
+    value is 0, and a share is at most 100."""
+    if not math.isfinite(value) or value < 0:
+        return 0.0
+    return min(value, top)
 
 
 def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
     return HeartbeatData(
         seq=hb.seq,
         sent_at=hb.sent_at_unix_ns / 1e9,
-        load1=hb.load1,
-        load5=hb.load5,
-        load15=hb.load15,
-        cpu_percent=hb.cpu_percent,
-        memory_percent=hb.memory_percent,
-        disk_percent=hb.disk_percent,
-        disk_free_bytes=hb.disk_free_bytes,
+        load1=_figure(hb.load1),
+        load5=_figure(hb.load5),
+        load15=_figure(hb.load15),
+        cpu_percent=_figure(hb.cpu_percent, 100.0),
+        memory_percent=_figure(hb.memory_percent, 100.0),
+        disk_percent=_figure(hb.disk_percent, 100.0),
+        disk_free_bytes=min(hb.disk_free_bytes, MAX_BYTES),
         emerge_running=hb.emerge_running,
         current_job_id=hb.current_job_id[:64],
     )
@@ -147,9 +164,9 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
         sent_at_ns=pong.sent_at_unix_ns,
         emerge_running=status.emerge_running,
         current_job_id=status.current_job_id[:64],
-        load1=status.load1,
-        disk_percent=status.disk_percent,
-        disk_free_bytes=status.disk_free_bytes,
+        load1=_figure(status.load1),
+        disk_percent=_figure(status.disk_percent, 100.0),
+        disk_free_bytes=min(status.disk_free_bytes, MAX_BYTES),
         checks=tuple(
             CheckData(_short(c.name, 32), c.ok, _short(c.detail, 300))
             for c in status.checks[:MAX_CHECKS]
@@ -161,13 +178,17 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
 def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(
         welcome=fleet_pb2.Welcome(
-            drone_id=drone_id, server_time_unix_ns=time.time_ns(), controller_version=__version__
+            drone_id=drone_id,
+            server_time_unix_ns=time.time_ns(),
+            controller_version=__version__,
+            protocol_revision=PROTOCOL_REVISION,
+            features=CONTROLLER_FEATURES,
         )
     )
 
 
-def ping(seq: int) -> gateway_pb2.ControllerMessage:
-    return gateway_pb2.ControllerMessage(ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=time.time_ns()))
+def ping(seq: int, sent_at_ns: int) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=sent_at_ns))
 
 
 BUILD_EVENT_KINDS = {

@@ -48,11 +48,13 @@ from typing import Any, Protocol
 import grpc
 
 from swarm.controller.authz import AGENT, Identity, current_identity
+from swarm.controller.bounds import StreamBounds, bound_key
 from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDenied, SwarmError, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
+from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
 from swarm.tasks import TaskSet
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
 
@@ -72,6 +74,7 @@ RECORDINGS_LISTED = 200
 TERM = "xterm-256color"
 MAX_SIZE = 1000  # rows or columns
 Kind = shell_pb2.OpenChannel
+CHANNEL_FEATURES = {Kind.SHELL: CHANNELS_SHELL, Kind.EXEC: CHANNELS_EXEC, Kind.LOG: CHANNELS_LOG}
 
 
 @dataclass(frozen=True, slots=True)
@@ -777,6 +780,10 @@ class ShellRegistry:
                 else ""
             )
             raise FailedPrecondition(f"{state.name} is {state.status}: no control stream to ask over{hint}")
+        feature = CHANNEL_FEATURES.get(request.kind)
+        if feature is not None and not speaks(state.features, feature):
+            # Never ask an agent for what it said it cannot do.
+            raise FailedPrecondition(f"the agent on {state.name} does not speak {feature}")
         if not link.send(gateway_pb2.ControllerMessage(open_channel=request)):
             raise Unavailable(f"{state.name} is not reading its control stream (its queue is full)")
 
@@ -1114,22 +1121,53 @@ class ShellRegistry:
 class ChannelsService(shell_pb2_grpc.ChannelsServicer):
     """The drones' side of channels: each Shell call attaches to a channel the controller opened."""
 
-    def __init__(self, registry: ShellRegistry) -> None:
+    def __init__(self, registry: ShellRegistry, bounds: StreamBounds) -> None:
         self._registry = registry
+        self._bounds = bounds
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        """A drone's channel stream. It counts against the drone's channel
+        streams from its start to its end, and against the streams waiting
+        to speak until its Attach (bounds.py): beyond either cap it is
+        RESOURCE_EXHAUSTED. Only a channel the controller asked this drone
+        for can be attached, once (``ShellRegistry.claim``)."""
+        peer = context.peer()
+        identity = current_identity()
+        bounds = self._bounds
+        key = bound_key(identity, peer)
+        full = bounds.channels.take(key)
+        if full is not None:
+            bounds.refusals.note("channels", key, identity.drone_id, peer, full)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{full}: end some first")
+            return
+        try:
+            await self._attach(context, identity, peer, key)
+        finally:
+            bounds.channels.give(key)
+
+    async def _attach(
+        self, context: grpc.aio.ServicerContext, identity: Identity, peer: str, key: str
+    ) -> None:
+        bounds = self._bounds
+        full = bounds.pending.take(key)
+        if full is not None:
+            bounds.refusals.note("pending", key, identity.drone_id, peer, full)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{full}: attach the open ones first")
+            return
         try:
             first = await asyncio.wait_for(context.read(), ATTACH_TIMEOUT)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no attach received in time")
             return
+        finally:
+            bounds.pending.give(key)
         if first is grpc.aio.EOF:
             return
         if first.WhichOneof("body") != "attach":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be attach")
             return
         try:
-            channel = self._registry.claim(first.attach.channel_id, current_identity())
+            channel = self._registry.claim(first.attach.channel_id, identity)
         except SwarmError as exc:
             await context.abort(*grpc_status(exc))
             return

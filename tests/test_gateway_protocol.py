@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +16,11 @@ from typing import Any
 import grpc
 import pytest
 
+from swarm import protocol
 from swarm.controller import gateway
-from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
+from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, shell_pb2, shell_pb2_grpc
 
-from support.procs import Agent, Controller, agent_credentials, enroll, wait_for
+from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
 
 Messages = Callable[[str], list[gateway_pb2.AgentMessage]]
 
@@ -383,3 +389,270 @@ def test_corrupt_input_is_invalid_argument_and_what_a_newer_agent_sends_is_ignor
     assert "drone type 42 is unknown to this controller" in seen["node"]["drone_type_reason"]
     assert len(seen["unknown"]) == 1
     assert len(controller.events(type="protocol_error")) == 2
+
+
+# -- bounds per identity (controller/bounds.py) and versions ---------------------------
+
+BOUNDS = {"--stream-pending-per-peer": "4", "--stream-pending-total": "6", "--stream-replace-max": "3"}
+BOUNDS_WINDOW = 2.0  # long enough for a burst to fit in one window, short for the summaries
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One controller with small caps for the bounds tests (each uses identities of its own)."""
+    root = tmp_path_factory.mktemp("bounded")
+    extra = [arg for pair in BOUNDS.items() for arg in pair]
+    proc = Controller(
+        root, *extra, "--stream-replace-window", str(BOUNDS_WINDOW), "--channel-streams-per-drone", "3"
+    )
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def enrolled(controller: Controller, root: Path, name: str) -> Raw:
+    state = root / name
+    result = enroll(controller, name, state)
+    assert result.returncode == 0, result.stderr
+    return Raw((state / "drone-id").read_text().strip(), agent_credentials(state))
+
+
+def counted(events: list[dict[str, Any]], key: str) -> int:
+    """What a burst's events add up to: the first says 1, the summary how many more."""
+    return sum(int(e["data"][key]) for e in events)
+
+
+def first_reply(
+    channel: grpc.Channel, message: gateway_pb2.AgentMessage, hold: threading.Event
+) -> tuple[str, Any]:
+    """Open a stream that sends one message and stays open until ``hold`` is
+    set: the kind of the first reply (or how the controller ended the
+    stream), and the call. Blocking grpc on purpose: grpc.aio replaces the
+    controller's status with a local INTERNAL when its write races a refusal."""
+
+    def requests() -> Iterator[gateway_pb2.AgentMessage]:
+        yield message
+        hold.wait(30)
+
+    call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect(requests(), timeout=30)
+    try:
+        reply = next(call)
+    except grpc.RpcError as exc:
+        return f"{exc.code().name}: {exc.details()}", call
+    return reply.WhichOneof("body") or "empty", call
+
+
+def test_a_burst_of_streams_with_one_certificate_replaces_a_few_times_and_refuses_the_rest(
+    bounded: Controller, tmp_path: Path
+) -> None:
+    """200 Connects at once with one certificate: a bounded number replace the
+    drone's stream, the rest get RESOURCE_EXHAUSTED, and the events are one
+    per burst with counts that add up."""
+    drone = enrolled(bounded, tmp_path, "burst")
+    hold = threading.Event()
+    with grpc.secure_channel(bounded.grpc_target, drone.creds) as channel:
+        try:
+            outcome, first = first_reply(channel, hello("burst", drone.drone_id), hold)
+            assert outcome == "welcome"
+            with ThreadPoolExecutor(200) as pool:
+                burst = [
+                    pool.submit(first_reply, channel, hello("burst", drone.drone_id), hold)
+                    for _ in range(200)
+                ]
+                outcomes = [f.result()[0] for f in burst]
+            # The stream in place before the burst was replaced, with ABORTED.
+            with pytest.raises(grpc.RpcError) as ended:
+                for _ in first:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.ABORTED
+            node = bounded.node("burst")
+            assert node is not None and node["connected"], "one of the burst holds the drone"
+        finally:
+            hold.set()
+
+    # Attached: welcomed, or replaced by the next before its Welcome was written.
+    attached = [o for o in outcomes if o == "welcome" or o.startswith("ABORTED: replaced by a newer")]
+    refused = [o for o in outcomes if o.startswith("RESOURCE_EXHAUSTED")]
+    assert 1 <= len(attached) <= 3, attached
+    assert len(refused) == 200 - len(attached), [o for o in outcomes if o not in refused + attached]
+    assert all("limit per drone is 4" in o or "replaced 3 times within 2s" in o for o in refused), refused
+
+    def events(kind: str) -> list[dict[str, Any]]:
+        return [e for e in bounded.events(type=kind) if e["drone_id"] == drone.drone_id]
+
+    # Each attached stream replaced the one before it; the refusals add up too,
+    # once the bursts' windows have ended and reported their counts.
+    wait_for(lambda: counted(events("drone_replaced"), "replaced") == len(attached), what="replacements")
+    wait_for(lambda: counted(events("protocol_error"), "refused") == len(refused), what="refusals")
+    assert len(events("drone_replaced")) <= 2
+    assert len(events("protocol_error")) <= 4  # two bounds, a first event and a summary each
+
+
+def test_streams_that_never_say_hello_are_capped_per_drone_and_in_all(
+    bounded: Controller, tmp_path: Path
+) -> None:
+    one, two = enrolled(bounded, tmp_path, "silent-1"), enrolled(bounded, tmp_path, "silent-2")
+
+    async def ended(calls: list[Any]) -> list[str]:
+        """How the controller ended the calls it ended within half a second (the hello timeout is 10 s)."""
+        for call in calls:
+            with contextlib.suppress(grpc.aio.AioRpcError):  # refused already
+                await call.wait_for_connection()
+        codes = {asyncio.ensure_future(c.code()): c for c in calls}
+        done, _ = await asyncio.wait(codes, timeout=0.5)
+        return [f"{t.result().name}: {await codes[t].details()}" for t in done]
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with (
+            grpc.aio.secure_channel(bounded.grpc_target, one.creds) as channel_1,
+            grpc.aio.secure_channel(bounded.grpc_target, two.creds) as channel_2,
+        ):
+            # The first drone's 20 silent streams: 4 held, 16 refused at once.
+            refused_1 = await ended(
+                [gateway_pb2_grpc.DroneGatewayStub(channel_1).Connect() for _ in range(20)]
+            )
+            # The second drone fits 2 more under the total of 6; 3 are refused.
+            refused_2 = await ended(
+                [gateway_pb2_grpc.DroneGatewayStub(channel_2).Connect() for _ in range(5)]
+            )
+            return refused_1, refused_2
+
+    refused_1, refused_2 = asyncio.run(scenario())
+    assert len(refused_1) == 16, refused_1
+    assert all("RESOURCE_EXHAUSTED" in r and "limit per drone is 4" in r for r in refused_1), refused_1
+    assert len(refused_2) == 3, refused_2
+    assert all("RESOURCE_EXHAUSTED" in r and "limit in all is 6" in r for r in refused_2), refused_2
+
+    # Once the first drone's silent streams are gone, its Hello gets through again.
+    hold = threading.Event()
+    with grpc.secure_channel(bounded.grpc_target, one.creds) as channel:
+        try:
+            for _ in range(100):
+                afterwards, _ = first_reply(channel, hello("silent-1", one.drone_id), hold)
+                if "RESOURCE_EXHAUSTED" not in afterwards:
+                    break
+                time.sleep(0.05)  # the cancellations are on their way to the controller
+        finally:
+            hold.set()
+    assert afterwards == "welcome"
+
+    def errors(raw: Raw) -> list[dict[str, Any]]:
+        return [e for e in bounded.events(type="protocol_error") if e["drone_id"] == raw.drone_id]
+
+    wait_for(lambda: counted(errors(two), "refused") == 3, what="the second drone's refusals counted")
+    assert len(errors(two)) == 2  # the first refusal, then "2 more"
+    # (the retries above may have added refusals of their own to the first drone's)
+    wait_for(lambda: counted(errors(one), "refused") >= 16, what="the first drone's refusals counted")
+    assert 2 <= len(errors(one)) <= 4
+
+
+def test_channel_streams_beyond_the_cap_per_drone_are_refused(bounded: Controller, tmp_path: Path) -> None:
+    drone = enrolled(bounded, tmp_path, "channels")
+
+    async def scenario() -> tuple[list[str], str]:
+        async with grpc.aio.secure_channel(bounded.grpc_target, drone.creds) as channel:
+            stub = shell_pb2_grpc.ChannelsStub(channel)
+            calls = [stub.Shell() for _ in range(10)]
+            codes = {asyncio.ensure_future(c.code()): c for c in calls}
+            done, _ = await asyncio.wait(codes, timeout=0.5)
+            refused = [f"{t.result().name}: {await codes[t].details()}" for t in done]
+            # The three held ones still follow the rules: an Attach to a channel
+            # the controller did not ask for is NOT_FOUND.
+            held = [c for c in calls if not c.done()]
+            await held[0].write(shell_pb2.ShellFrame(attach=shell_pb2.Attach(channel_id="0" * 32)))
+            not_asked = (await held[0].code()).name
+            for call in calls:
+                call.cancel()
+            return refused, not_asked
+
+    refused, not_asked = asyncio.run(scenario())
+    assert len(refused) == 7, refused
+    assert all("RESOURCE_EXHAUSTED" in r and "3 channel streams of" in r for r in refused), refused
+    assert not_asked == "NOT_FOUND"
+    wait_for(
+        lambda: (
+            counted(
+                [e for e in bounded.events(type="protocol_error") if e["drone_id"] == drone.drone_id],
+                "refused",
+            )
+            == 7
+        ),
+        what="the channel refusals counted",
+    )
+
+
+def test_hello_and_welcome_say_the_revision_and_features_each_side_speaks(
+    bounded: Controller, launch: Callable[..., Agent], tmp_path: Path
+) -> None:
+    agent = launch(bounded, "speaker")
+    node = wait_for(lambda: (n := bounded.node("speaker")) and n["connected"] and n, what="speaker connected")
+    assert node["protocol_revision"] == protocol.PROTOCOL_REVISION
+    assert node["features"] == list(protocol.AGENT_FEATURES)
+    wait_for(lambda: f"it speaks: {', '.join(protocol.CONTROLLER_FEATURES)}" in agent.log(), what="agent log")
+
+    # An agent from before feature lists (none in its Hello) gets the Welcome's,
+    # reads as revision 1, and is asked for anything of revision 1; one that
+    # lists its features is never asked for what it left out.
+    old = enrolled(bounded, tmp_path, "narrow")
+
+    async def welcome_and_exec(features: list[str]) -> tuple[fleet_pb2.Welcome, int, Any]:
+        async with grpc.aio.secure_channel(bounded.grpc_target, old.creds) as channel:
+            call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+            await call.write(hello("narrow", old.drone_id, features=features))
+            welcome = (await asyncio.wait_for(call.read(), 10)).welcome
+            body = json.dumps({"command": "true", "timeout": 1}).encode()
+            status, answer = await asyncio.to_thread(
+                bounded.admin, "POST", "/admin/api/drones/narrow/exec", body
+            )
+            call.cancel()
+            return welcome, status, answer
+
+    welcome, status, answer = asyncio.run(welcome_and_exec(["builds", "some-later-feature"]))
+    assert welcome.protocol_revision == protocol.PROTOCOL_REVISION
+    assert list(welcome.features) == list(protocol.CONTROLLER_FEATURES)
+    assert status == 409 and "does not speak channels.exec" in answer["error"]["message"], answer
+    assert bounded.node("narrow")["features"] == ["builds", "some-later-feature"]
+
+
+def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
+    controller: Controller, raw: Raw
+) -> None:
+    """NaN and infinity in a heartbeat stopped the controller saving any
+    drone's state and made /api/v1/nodes invalid JSON."""
+    nan, inf = float("nan"), float("inf")
+    wild = gateway_pb2.AgentMessage(
+        heartbeat=fleet_pb2.Heartbeat(
+            seq=1,
+            load1=nan,
+            load5=inf,
+            load15=-3.0,
+            cpu_percent=inf,
+            memory_percent=250.0,
+            disk_percent=nan,
+            disk_free_bytes=2**64 - 1,
+        )
+    )
+
+    def saved() -> bool:
+        node = controller.node("raw")
+        return node is not None and node["mem_pct"] == 100.0
+
+    code, _, _ = asyncio.run(
+        raw_exchange(
+            controller.grpc_target,
+            raw.creds,
+            [hello("raw", raw.drone_id).SerializeToString(), wild.SerializeToString()],
+            lambda: wait_for(saved, what="the heartbeat's figures"),
+        )
+    )
+    assert code == "open"
+    status, text = http("GET", controller.public_url + "/api/v1/nodes")
+    assert status == 200
+    node = next(n for n in text["nodes"] if n["name"] == "raw")
+    figures = {k: node[k] for k in ("load", "cpu_pct", "mem_pct", "disk_pct")}
+    assert figures == {"load": [0.0, 0.0, 0.0], "cpu_pct": 0.0, "mem_pct": 100.0, "disk_pct": 0.0}
+    assert node["disk_free_bytes"] == 2**63 - 1
+    # Saved too: a stopping controller writes what changed, and the next one reads it back.
+    assert controller.terminate() == 0
+    controller.restart()
+    assert controller.node("raw")["mem_pct"] == 100.0

@@ -86,8 +86,9 @@ class Rig:
         hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", "", None)
         link = self.links[name] = FakeLink(drone_id)
         state = self.fleet.attach(hello, link)
-        self.fleet.on_ping_sent(state, state.ping_seq + 1, time.time())
-        self.fleet.on_pong(state, PongData(state.ping_seq, time.time_ns(), False, "", 0.0, 1.0, 1))
+        sent = time.time_ns()
+        self.fleet.on_ping_sent(state, state.ping_seq + 1, sent)
+        self.fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
 
     def kill(self, name: str) -> None:
         self.fleet.detach(self.links[name], "killed")

@@ -327,8 +327,9 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
     assert (state.instance_id, state.process_started_at) == ("i" * 32, 1.7e9)
 
     def pong(*checks: CheckData) -> None:
-        fleet.on_ping_sent(state, state.ping_seq + 1, time.time())
-        fleet.on_pong(state, PongData(state.ping_seq, time.time_ns(), False, "", 0.0, 1.0, 1, checks))
+        sent = time.time_ns()
+        fleet.on_ping_sent(state, state.ping_seq + 1, sent)
+        fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1, checks))
 
     def beat() -> None:
         fleet.on_heartbeat(state, HeartbeatData(1, time.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
@@ -385,22 +386,27 @@ def test_unanswered_pings_make_a_beating_drone_unhealthy_and_late_pongs_count_fo
     state: DroneState = fleet.attach(hello, FakeLink(hello.drone_id))
     good = CheckData("emerge", True, "Portage 3")
 
-    def answer(age: float) -> float | None:
-        return fleet.on_pong(
-            state, PongData(state.ping_seq, time.time_ns() - int(age * 1e9), False, "", 0.0, 1.0, 1, (good,))
-        )
+    def answer(seq: int, sent_at_ns: int) -> float | None:
+        return fleet.on_pong(state, PongData(seq, sent_at_ns, False, "", 0.0, 1.0, 1, (good,)))
 
-    fleet.on_ping_sent(state, 1, time.time())
+    now = time.time_ns()
+    fleet.on_ping_sent(state, 1, now - 3 * 10**9)
     fleet.on_ping_unsent(state)  # its queue was full: unanswered too
     assert state.status == ONLINE
-    fleet.on_ping_sent(state, 2, time.time())
+    fleet.on_ping_sent(state, 2, now - int(1.5e9))
     assert state.status == UNHEALTHY
     assert [c.name for c in state.failing] == ["pings"]
-    assert answer(age=1.5) is None  # too late: no latency, still unhealthy
+    assert answer(2, now - int(1.5e9)) is None  # too late: no latency, still unhealthy
     assert state.status == UNHEALTHY and state.ping_latency_ms is None
-    latency = answer(age=0.01)
+    fleet.on_ping_sent(state, 3, now)
+    # A pong must echo a ping really sent: not a made-up seq or time.
+    assert answer(0, time.time_ns()) is None
+    assert answer(3, time.time_ns()) is None
+    assert state.status == UNHEALTHY
+    latency = answer(3, now)
     assert latency is not None and latency < 1000
     assert state.status == ONLINE and state.failing == ()
+    assert answer(3, now) is None, "a ping is answered once"
     found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=()) or []
     reasons = [e.message for e in found if "new_status" in e.data]
     assert reasons == [

@@ -124,6 +124,8 @@ def node_json(state: DroneState, now: float) -> dict[str, Any]:
         "network": state.network,
         "hostname": state.hostname,
         "agent_version": state.agent_version,
+        "protocol_revision": state.protocol_revision or None,
+        "features": list(state.features),
         "payload_version": state.payload_version,
         "heartbeat_interval_ms": state.heartbeat_interval_ms,
         "first_seen_at": iso(state.first_seen_at),

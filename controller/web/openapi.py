@@ -41,6 +41,15 @@ NODE = {
         "network": {"type": "string"},
         "hostname": {"type": "string"},
         "agent_version": {"type": "string"},
+        "protocol_revision": {
+            "type": ["integer", "null"],
+            "description": "protocol revision from the agent's Hello (null: not connected since the start)",
+        },
+        "features": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what the agent speaks, from its Hello (docs/protocol.md); empty: older agent",
+        },
         "payload_version": {"type": "string"},
         "heartbeat_interval_ms": {"type": "integer"},
         "first_seen_at": TS,

@@ -20,7 +20,7 @@ DRONE_TYPE_QEMU: DroneType
 DRONE_TYPE_BARE_METAL: DroneType
 
 class Hello(_message.Message):
-    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns", "drone_type_reason")
+    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns", "drone_type_reason", "protocol_revision", "features")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class Hello(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROCESS_STARTED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     DRONE_TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_REVISION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     name: str
     cores: int
@@ -49,17 +51,23 @@ class Hello(_message.Message):
     instance_id: str
     process_started_at_unix_ns: int
     drone_type_reason: str
-    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ..., drone_type_reason: _Optional[str] = ...) -> None: ...
+    protocol_revision: int
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ..., drone_type_reason: _Optional[str] = ..., protocol_revision: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("drone_id", "server_time_unix_ns", "controller_version")
+    __slots__ = ("drone_id", "server_time_unix_ns", "controller_version", "protocol_revision", "features")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_REVISION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     server_time_unix_ns: int
     controller_version: str
-    def __init__(self, drone_id: _Optional[str] = ..., server_time_unix_ns: _Optional[int] = ..., controller_version: _Optional[str] = ...) -> None: ...
+    protocol_revision: int
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, drone_id: _Optional[str] = ..., server_time_unix_ns: _Optional[int] = ..., controller_version: _Optional[str] = ..., protocol_revision: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("seq", "sent_at_unix_ns", "load1", "load5", "load15", "cpu_percent", "memory_percent", "disk_percent", "disk_free_bytes", "emerge_running", "current_job_id")

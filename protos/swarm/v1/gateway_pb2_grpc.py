@@ -51,6 +51,10 @@ class DroneGatewayServicer:
         with the same drone id replaces the first, which ends with ABORTED.
         Protocol violations end the stream with INVALID_ARGUMENT or
         FAILED_PRECONDITION and a message saying what was wrong.
+        RESOURCE_EXHAUSTED (back off, then retry): the drone has too many
+        streams that have not said Hello yet, or its stream was replaced too
+        often lately (the controller's stream_* options; the stream in place
+        stays).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,7 +47,9 @@ class ChannelsServicer:
     def Shell(self, request_iterator, context):
         """Opened by the agent after an OpenChannel. The first agent frame is
         attach; a channel id that is not waiting for the calling drone ends
-        the call with NOT_FOUND, another drone's with PERMISSION_DENIED. Then
+        the call with NOT_FOUND, another drone's with PERMISSION_DENIED; a
+        drone holding too many Shell calls already, or too many that have not
+        sent attach yet, gets RESOURCE_EXHAUSTED before anything is read. Then
         output flows agent -> controller and input, resize and close
         controller -> agent, each side awaiting its writes (HTTP/2 flow
         control is the backpressure: a controller that stops reading stops
