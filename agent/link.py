@@ -28,7 +28,7 @@ from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
 from swarm.protocol import read_features
-from swarm.tasks import race
+from swarm.tasks import race, wait_event
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ class ControlLink:
             delay = self._backoff.delay(attempt)
             attempt += 1
             log.info("reconnecting to %s in %.2fs", self._target, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await wait_event(self._stopping, delay)
 
     def credentials_changed(self) -> None:
         """Move to a new stream opened with the current credentials (after a

@@ -32,6 +32,17 @@ async def race(*coros: Coroutine[Any, Any, Any], names: tuple[str, ...] = ()) ->
     return first.result()
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until the event is set or ``timeout`` seconds pass; whether it is
+    set. Not ``asyncio.wait_for(event.wait(), ...)``: on Python 3.11 that
+    swallows a cancellation arriving as the event is set, and a loop built
+    on it then never stops (the healer's did)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
+
+
 class TaskSet:
     """Tasks owned by one component: started by name, all cancelled and
     awaited on close, with the names of any that did not stop in time."""

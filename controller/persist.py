@@ -10,12 +10,11 @@ controller does not forget who was there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from swarm.controller.fleet import Fleet
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet
+from swarm.tasks import TaskSet, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,7 @@ class NodeWriter:
         loop = asyncio.get_running_loop()
         next_full = loop.time() + self._interval
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(urgent.wait(), max(0.0, next_full - loop.time()))
+            await wait_event(urgent, max(0.0, next_full - loop.time()))
             full = loop.time() >= next_full
             if not full:
                 # Let a burst of connects gather into one write.

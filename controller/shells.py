@@ -55,7 +55,7 @@ from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
-from swarm.tasks import TaskSet
+from swarm.tasks import TaskSet, wait_event
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,7 @@ class Recorder:
                     # Let output gather: one hop to the writer thread per burst, not per
                     # keystroke; a flood fills a burst at once and is written straight away.
                     self._burst.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._burst.wait(), RECORDER_LINGER)
+                    await wait_event(self._burst, RECORDER_LINGER)
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 self._pending_bytes = 0
@@ -746,8 +745,7 @@ class ShellRegistry:
         deadline = time.monotonic() + timeout
         while not done() and time.monotonic() < deadline:
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+            await wait_event(self._changed, max(0.0, deadline - time.monotonic()))
 
     def spawn(self, coro: Any, name: str) -> None:
         self._busy += 1

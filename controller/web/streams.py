@@ -58,7 +58,7 @@ from swarm.controller.protolog import ProtocolEntry
 from swarm.controller.store.records import EventRecord
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
 from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, event_json, query_int
-from swarm.tasks import race
+from swarm.tasks import race, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,7 @@ class Stream:
             now = time.time()
             expires = auth.expires_at(self.principal, now)
             wait = CHECK_INTERVAL if expires is None else min(CHECK_INTERVAL, max(0.05, expires - now))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            await wait_event(self._stop, wait)
             if self._stop.is_set():
                 return
             if not auth.still_valid(self.principal, touch=True):
