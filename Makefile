@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 # `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
 DIST_ARGS ?=
 
-.PHONY: help venv console openrc demo test lint format typecheck check proto bench dist clean
+.PHONY: help venv console openrc demo test test-fast lint format typecheck check proto bench dist clean
 
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
 	@echo "make test       run the test suite"
+	@echo "make test-fast  the in-process tests only (about 15 s)"
 	@echo "make check      lint, type-check and test (what CI runs)"
 	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
 	@echo "make dist       release tarball dist/build-swarm-VERSION.tar.gz and the overlay's Manifest"
@@ -53,6 +54,10 @@ demo: $(STAMP) $(CONSOLE_STAMP)
 
 test: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The in-process tests only (tests/conftest.py says which): seconds, for every edit.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not real" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,6 +22,43 @@ from support.sshd import SshServer, sshd_server
 PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 
 
+# `make test-fast` runs the modules of in-process tests below, less any test
+# of theirs that uses a fixture starting real processes (a controller, agents,
+# sshd, Chromium, tmux). The store contract keeps its PostgreSQL runs there
+# (a server shared by the session, milliseconds a test). Every other module
+# starts real processes: it is in `make test` only. A new module is real until
+# it is put here.
+FAST_MODULES = frozenset(
+    {
+        "test_config",
+        "test_detection",
+        "test_dronetype",
+        "test_events",
+        "test_healer_timing",
+        "test_identity",
+        "test_link_switch",
+        "test_oob",
+        "test_packaging",
+        "test_proto_fresh",
+        "test_protocol_doc",
+        "test_scheduler",
+        "test_store_contract",
+        "test_stream_bounds",
+        "test_tasks",
+    }
+)
+REAL_FIXTURES = frozenset(
+    {"controller", "launch", "agents", "sshd", "chromium", "browser", "postgres_url", "postgres_server", "tmux"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module not in FAST_MODULES or REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """A test must not leave threads running behind it."""
