@@ -48,7 +48,17 @@ FAST_MODULES = frozenset(
     }
 )
 REAL_FIXTURES = frozenset(
-    {"controller", "launch", "agents", "sshd", "chromium", "browser", "postgres_url", "postgres_server", "tmux"}
+    {
+        "controller",
+        "launch",
+        "agents",
+        "sshd",
+        "chromium",
+        "browser",
+        "tmux",
+        "postgres_url",
+        "postgres_server",
+    }
 )
 
 
