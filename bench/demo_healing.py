@@ -38,18 +38,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import ROOT, Api, BenchError, Children, env_info, own_pid_group, say
+from harness import ROOT, Api, BenchError, Children, env_info, own_pid_group, say, wait_until
 
 from swarm.clock import parse_iso
 
 TARGET_BACK_S = 15.0  # the issue: an agent killed 10 s after start is back within 15 s
-POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +119,6 @@ def free_ports(count: int) -> list[int]:
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in socks]
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, alive: Callable[[], None]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(POLL)
 
 
 class Demo:

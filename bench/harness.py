@@ -41,6 +41,22 @@ class BenchError(Exception):
     """The benchmark cannot go on; the message says why."""
 
 
+def wait_until(
+    what: str, predicate: Callable[[], Any], timeout: float, alive: Callable[[], None], interval: float = 0.05
+) -> Any:
+    """Poll until predicate() is truthy and return it; alive() raises if what
+    is measured died; BenchError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 def _child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
     def setup() -> None:
         """In the child between fork and exec: be killed if the bench dies; stay on ``cpus``."""

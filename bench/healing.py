@@ -42,7 +42,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ from harness import (
     percentile,
     say,
     wait_api,
+    wait_until,
 )
 
 from swarm.agent.config import AgentConfig
@@ -253,20 +254,6 @@ def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
 
 def p50max(figure: Mapping[str, float | None], spec: str = ".2f") -> str:
     return f"p50 {fmt(figure['p50'], spec, 's')}, max {fmt(figure['max'], spec, 's')}"
-
-
-def wait_until(
-    what: str, predicate: Callable[[], Any], timeout: float, alive: Callable[[], None], interval: float = POLL
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- the swarm ------------------------------------------------------------------------
