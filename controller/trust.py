@@ -246,11 +246,12 @@ class Trust:
             raise InvalidArgument("drone_id is not a valid drone id")
         if not NAME_RE.match(name):
             raise InvalidArgument(f"name {name[:64]!r}: use letters, digits, '.', '_' or '-' (max 63)")
+        # Who has no valid token learns nothing more, not even whether an id is enrolled.
+        record = await self._valid_token(token, name)
         if self.enrolled(drone_id):
             raise FailedPrecondition(
                 f"drone id {drone_id} is already enrolled; revoke it first (swarm-cli drones revoke NAME)"
             )
-        record = await self._valid_token(token, name)
         # What the drone can fix is refused before the token is spent, so it can try again.
         holder = self.holder(name, other_than=drone_id)
         if holder is not None:

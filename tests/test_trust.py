@@ -80,6 +80,13 @@ def test_spent_token_wrong_pin_and_bound_name_are_refused(controller: Controller
     forged = enroll(controller, "forger", tmp_path / "forger", token=token.split(".")[0] + ".not-the-secret")
     assert forged.returncode == 1 and "unknown, spent" in forged.stderr
 
+    # An enrolled drone's id with no valid token: the token is refused, and
+    # nothing says that the id is enrolled.
+    probing = enroll(controller, "first", tmp_path / "first", token=token)
+    assert probing.returncode == 1 and "unknown, spent" in probing.stderr
+    again = enroll(controller, "first", tmp_path / "first")
+    assert again.returncode == 1 and "already enrolled" in again.stderr
+
 
 def test_revoked_token_is_refused_and_listed(controller: Controller, tmp_path: Path) -> None:
     token = controller.create_token()
