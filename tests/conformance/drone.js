@@ -1,0 +1,735 @@
+'use strict';
+// A second implementation of the swarm.v1 drone protocol, written from
+// docs/protocol.md and protos/swarm/v1 only. It enrolls two drones, runs one
+// as a conforming drone (heartbeats, pongs, an exec channel) and sends each
+// documented violation, checking every answer against the spec.
+//
+// Prints one JSON line per check ({"name", "ok", "details"}) and exits 1 if
+// any failed. Usage: node drone.js --help
+
+const crypto = require('node:crypto');
+const tls = require('node:tls');
+const { spawn } = require('node:child_process');
+const os = require('node:os');
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const { certificateRequest } = require('./csr.js');
+
+const USAGE = `node drone.js --gateway HOST:PORT --enroll HOST:PORT --api URL --admin-url URL
+  --pin sha256:HEX --token T1 --token T2 --protos DIR
+  [--ping-interval S] [--ping-timeout S] [--missed-pings N]
+  [--pending-per-peer N] [--replace-max N]
+The admin key comes from the environment (SWARM_ADMIN_KEY): it asks for the exec channel.`;
+
+const { values: opt } = parseArgs({
+  options: {
+    gateway: { type: 'string' },
+    enroll: { type: 'string' },
+    api: { type: 'string' },
+    'admin-url': { type: 'string' },
+    pin: { type: 'string' },
+    token: { type: 'string', multiple: true },
+    protos: { type: 'string' },
+    'ping-interval': { type: 'string', default: '5' },
+    'ping-timeout': { type: 'string', default: '5' },
+    'missed-pings': { type: 'string', default: '3' },
+    'pending-per-peer': { type: 'string', default: '8' },
+    'replace-max': { type: 'string', default: '3' },
+    help: { type: 'boolean' },
+  },
+});
+if (opt.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+for (const required of ['gateway', 'enroll', 'api', 'admin-url', 'pin', 'token', 'protos']) {
+  if (!opt[required]) {
+    console.error(`drone.js: --${required} is required\n${USAGE}`);
+    process.exit(2);
+  }
+}
+if (opt.token.length < 2) {
+  console.error('drone.js: give two join tokens (--token T1 --token T2)');
+  process.exit(2);
+}
+const PING_INTERVAL_MS = Number(opt['ping-interval']) * 1000;
+const PING_TIMEOUT_MS = Number(opt['ping-timeout']) * 1000;
+const MISSED_PINGS = Number(opt['missed-pings']);
+const PENDING_PER_PEER = Number(opt['pending-per-peer']);
+const REPLACE_MAX = Number(opt['replace-max']);
+const HEARTBEAT_MS = 100;
+
+// -- the protocol's messages -------------------------------------------------
+
+const definition = protoLoader.loadSync(
+  ['swarm/v1/gateway.proto', 'swarm/v1/enroll.proto', 'swarm/v1/shell.proto'],
+  // keepCase: field names as the spec writes them; longs as strings so that
+  // Ping.seq and sent_at_unix_ns are echoed exactly (they exceed 2^53).
+  { includeDirs: [opt.protos], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
+);
+const swarm = grpc.loadPackageDefinition(definition).swarm.v1;
+const connectMethod = definition['swarm.v1.DroneGateway'].Connect;
+const encodeAgentMessage = connectMethod.requestSerialize;
+
+const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
+const KEEPALIVE = {
+  // docs/protocol.md §8: the same keepalive as the controller, no retries.
+  'grpc.keepalive_time_ms': 10000,
+  'grpc.keepalive_timeout_ms': 5000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.enable_retries': 0,
+  // Each identity its own connection: bounds are counted per drone.
+  'grpc.use_local_subchannel_pool': 1,
+};
+
+function varint(n) {
+  const out = [];
+  for (let rest = n; ; rest = Math.floor(rest / 128)) {
+    if (rest < 128) {
+      out.push(rest);
+      return Buffer.from(out);
+    }
+    out.push(0x80 | (rest & 0x7f));
+  }
+}
+
+/** Field `number` as a length-delimited field (wire type 2). */
+function delimited(number, bytes) {
+  return Buffer.concat([varint((number << 3) | 2), varint(bytes.length), bytes]);
+}
+
+/** An AgentMessage with a Hello, plus raw fields appended to the Hello (what a newer agent might send). */
+function helloBytes(hello, extraHelloFields = Buffer.alloc(0)) {
+  const helloOnly = encodeAgentMessage({ hello });
+  // helloOnly is field 1 (the hello arm) and nothing else: unwrap, extend, wrap.
+  let offset = 1;
+  let size = 0;
+  for (let shift = 0; ; shift += 7) {
+    const byte = helloOnly[offset++];
+    size += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) break;
+  }
+  const body = Buffer.concat([helloOnly.subarray(offset, offset + size), extraHelloFields]);
+  return delimited(1, body);
+}
+
+// -- checks ------------------------------------------------------------------
+
+let failures = 0;
+function report(name, ok, details) {
+  if (!ok) failures += 1;
+  console.log(JSON.stringify({ name, ok: Boolean(ok), details }));
+}
+
+async function check(name, body) {
+  try {
+    const [ok, details] = await body();
+    report(name, ok, details);
+    return ok;
+  } catch (err) {
+    report(name, false, `threw: ${err && err.stack ? err.stack : err}`);
+    return false;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what, predicate, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await predicate();
+    if (last) return last;
+    await sleep(30);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function grpcError(err) {
+  return `${STATUS_NAMES[err.code] || err.code}: ${err.details}`;
+}
+
+// -- enrollment (§3) ------------------------------------------------------------
+
+function parsePin(text) {
+  const pin = text.trim().toLowerCase();
+  if (!/^sha256:[0-9a-f]{64}$/.test(pin)) throw new Error(`not a CA pin (sha256:<64 hex digits>): ${text}`);
+  return pin;
+}
+
+function spkiPin(certificate) {
+  const spki = certificate.publicKey.export({ type: 'spki', format: 'der' });
+  return `sha256:${crypto.createHash('sha256').update(spki).digest('hex')}`;
+}
+
+/** §3.2 step 2: the presented chain, unverified; the CA certificate in it that matches the pin. */
+function pinnedCa(target, pin) {
+  const [host, port] = splitTarget(target);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host, port, rejectUnauthorized: false }, () => {
+      const chain = [];
+      const seen = new Set();
+      for (let cert = socket.getPeerCertificate(true); cert && cert.raw; cert = cert.issuerCertificate) {
+        const fingerprint = cert.fingerprint256;
+        if (seen.has(fingerprint)) break; // a self-signed certificate is its own issuer
+        seen.add(fingerprint);
+        chain.push(new crypto.X509Certificate(cert.raw));
+      }
+      socket.end();
+      const ca = chain.find((cert) => cert.ca && spkiPin(cert) === pin);
+      if (ca) resolve({ ca, chainLength: chain.length });
+      else reject(new Error(`no CA certificate matching ${pin} among ${chain.length} presented`));
+    });
+    socket.on('error', reject);
+  });
+}
+
+function splitTarget(target) {
+  const at = target.lastIndexOf(':');
+  return [target.slice(0, at), Number(target.slice(at + 1))];
+}
+
+function enrollCall(ca, request) {
+  const client = new swarm.Enrollment(opt.enroll, grpc.credentials.createSsl(Buffer.from(ca.toString())), KEEPALIVE);
+  return new Promise((resolve, reject) => {
+    client.Enroll(request, { deadline: Date.now() + 30000 }, (err, reply) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(reply);
+    });
+  });
+}
+
+/** Enroll a fresh P-256 drone: its id, name, key, certificate and CA. */
+async function enrollDrone(ca, token, name) {
+  const droneId = crypto.randomBytes(16).toString('hex');
+  const keys = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const reply = await enrollCall(ca, {
+    token,
+    csr_pem: Buffer.from(certificateRequest(keys, droneId)),
+    drone_id: droneId,
+    name,
+  });
+  const certificate = new crypto.X509Certificate(reply.certificate_pem);
+  const replyCa = new crypto.X509Certificate(reply.ca_pem);
+  const problems = [];
+  if (spkiPin(replyCa) !== spkiPin(ca)) problems.push('ca_pem is not the pinned CA');
+  const sans = (certificate.subjectAltName || '').split(', ');
+  if (!sans.includes(`URI:urn:build-swarm:drone:${droneId}`)) problems.push(`SAN ${certificate.subjectAltName}`);
+  if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) problems.push('not issued by the CA');
+  if (reply.drone_id !== droneId) problems.push(`drone_id echoed as ${reply.drone_id}`);
+  if (Number(reply.not_after_unix) * 1000 !== Date.parse(certificate.validTo)) problems.push('not_after_unix');
+  if (!certificate.keyUsage || !certificate.keyUsage.includes('1.3.6.1.5.5.7.3.2')) problems.push('no clientAuth EKU');
+  return {
+    droneId,
+    name,
+    problems,
+    credentials: () =>
+      grpc.credentials.createSsl(
+        Buffer.from(ca.toString()),
+        Buffer.from(keys.privateKey.export({ type: 'pkcs8', format: 'pem' })),
+        Buffer.from(reply.certificate_pem),
+      ),
+  };
+}
+
+// -- the control stream (§5) ------------------------------------------------------
+
+/** A Connect call that takes messages as objects or raw bytes, and reads into a queue. */
+class ControlStream {
+  constructor(drone) {
+    this.client = new grpc.Client(opt.gateway, drone.credentials(), KEEPALIVE);
+    this.call = this.client.makeBidiStreamRequest(
+      '/swarm.v1.DroneGateway/Connect',
+      (message) => (Buffer.isBuffer(message) ? message : encodeAgentMessage(message)),
+      connectMethod.responseDeserialize,
+    );
+    this.received = [];
+    this.waiters = [];
+    this.status = null;
+    this.call.on('data', (message) => this.push(message));
+    this.call.on('error', () => {}); // the status event carries the same
+    this.call.on('status', (status) => {
+      this.status = { code: status.code, name: STATUS_NAMES[status.code], details: status.details };
+      this.push(null);
+    });
+  }
+
+  push(message) {
+    if (message !== null) this.received.push(message);
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  write(message) {
+    this.call.write(message);
+  }
+
+  /** The next message not yet taken, or null when the call ended or timeoutMs passed. */
+  async next(timeoutMs = 5000) {
+    const deadline = Date.now() + timeoutMs;
+    this.taken = this.taken || 0;
+    while (this.taken >= this.received.length) {
+      if (this.status) return null;
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.received[this.taken++];
+  }
+
+  /** How the controller ended the call (waits for it). */
+  async ended(timeoutMs = 5000) {
+    await waitFor('the end of the call', () => this.status, timeoutMs);
+    return this.status;
+  }
+
+  close() {
+    this.call.cancel();
+    this.client.close();
+  }
+}
+
+function hello(drone, fields = {}) {
+  return {
+    drone_id: drone.droneId,
+    name: drone.name,
+    cores: os.cpus().length,
+    drone_type: 'DRONE_TYPE_UNKNOWN',
+    network: 'lan',
+    agent_version: 'conformance-js/1',
+    heartbeat_interval_ms: HEARTBEAT_MS,
+    hostname: os.hostname(),
+    instance_id: crypto.randomBytes(16).toString('hex'),
+    process_started_at_unix_ns: String(BigInt(Date.now()) * 1000000n),
+    drone_type_reason: 'a conformance client',
+    protocol_revision: 1,
+    features: ['channels.exec', 'unknown-kinds-ignored'],
+    ...fields,
+  };
+}
+
+/** The conforming drone: heartbeats, a pong for every ping, exec channels. */
+class Drone {
+  constructor(identity, helloMessage) {
+    this.identity = identity;
+    this.stream = new ControlStream(identity);
+    this.pings = [];
+    this.pongsSent = 0;
+    this.channels = [];
+    this.seq = 0;
+    this.stream.write(helloMessage);
+  }
+
+  async start() {
+    const first = await this.stream.next(10000);
+    if (!first || first.body !== 'welcome') {
+      throw new Error(`expected a Welcome, got ${first ? first.body : JSON.stringify(this.stream.status)}`);
+    }
+    this.welcome = first.welcome;
+    this.beat = setInterval(() => this.heartbeat(), HEARTBEAT_MS);
+    this.heartbeat();
+    this.reading = this.read();
+    return this.welcome;
+  }
+
+  heartbeat() {
+    if (this.stream.status) return;
+    this.seq += 1;
+    const load = os.loadavg();
+    this.stream.write({
+      heartbeat: {
+        seq: String(this.seq),
+        sent_at_unix_ns: String(BigInt(Date.now()) * 1000000n),
+        load1: load[0],
+        load5: load[1],
+        load15: load[2],
+      },
+    });
+  }
+
+  async read() {
+    for (;;) {
+      const message = await this.stream.next(60000);
+      if (message === null) {
+        if (this.stream.status) return;
+        continue;
+      }
+      if (message.body === 'ping') {
+        this.pings.push(message.ping);
+        // Exactly what came: seq and sent_at_unix_ns as the strings they were decoded to.
+        this.stream.write({ pong: { seq: message.ping.seq, sent_at_unix_ns: message.ping.sent_at_unix_ns, status: {} } });
+        this.pongsSent += 1;
+      } else if (message.body === 'open_channel') {
+        this.channels.push(serveChannel(this.identity, message.open_channel));
+      } else if (message.body === 'start_build') {
+        const build = message.start_build;
+        this.stream.write({
+          build_event: { build_id: build.build_id, job_id: build.job_id, kind: 'REFUSED', reason: 'this drone does not build' },
+        });
+      }
+      // Anything else (restart_service, a kind this drone does not know): ignored (§10).
+    }
+  }
+
+  /** Stop reading the stream (heartbeats go on): pings pile up unanswered. */
+  deafen() {
+    this.stream.call.pause();
+    this.deaf = true;
+    this.stream.call.removeAllListeners('data');
+    this.held = [];
+    this.stream.call.on('data', (message) => this.held.push(message));
+  }
+
+  listen() {
+    this.stream.call.removeAllListeners('data');
+    this.stream.call.on('data', (message) => this.stream.push(message));
+    for (const message of this.held) this.stream.push(message);
+    this.deaf = false;
+    this.stream.call.resume();
+  }
+
+  /** Half-close: the spec's way to say goodbye (§5.8). */
+  async leave() {
+    clearInterval(this.beat);
+    this.stream.call.end();
+    const status = await this.stream.ended(5000);
+    this.stream.client.close();
+    return status;
+  }
+
+  stop() {
+    clearInterval(this.beat);
+    this.stream.close();
+  }
+}
+
+// -- channels (§6) ------------------------------------------------------------------
+
+/** Open Channels.Shell for an OpenChannel, attach, run what it asks, close with the status. */
+function serveChannel(identity, open) {
+  const client = new swarm.Channels(opt.gateway, identity.credentials(), KEEPALIVE);
+  const call = client.Shell();
+  const done = new Promise((resolve) => {
+    call.on('status', (status) => {
+      client.close();
+      resolve({ channel: open.channel_id, kind: open.kind, status: STATUS_NAMES[status.code], details: status.details });
+    });
+  });
+  call.on('error', () => {});
+  call.write({ attach: { channel_id: open.channel_id } });
+  const finish = (close) => {
+    call.write({ close });
+    call.end();
+  };
+  if (open.kind !== 'EXEC') {
+    finish({ reason: `this drone does not serve ${open.kind} channels`, error: '' });
+    return done;
+  }
+  const child = spawn('sh', ['-c', open.command], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let timedOut = false;
+  const timer =
+    open.timeout_s > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          process.kill(-child.pid, 'SIGKILL');
+        }, open.timeout_s * 1000)
+      : null;
+  child.stdout.on('data', (chunk) => call.write({ output: chunk }));
+  child.stderr.on('data', (chunk) => call.write({ stderr: chunk }));
+  call.on('data', (frame) => {
+    if (frame.body === 'close' && child.exitCode === null) process.kill(-child.pid, 'SIGHUP');
+  });
+  child.on('close', (code, signal) => {
+    if (timer) clearTimeout(timer);
+    const number = signal ? os.constants.signals[signal] : 0;
+    finish({
+      exited: code !== null,
+      exit_code: code === null ? 0 : code,
+      signal: number,
+      reason: timedOut ? `timed out after ${open.timeout_s}s` : code !== null ? `exited with ${code}` : `killed by ${signal}`,
+      timed_out: timedOut,
+      error: '',
+    });
+  });
+  return done;
+}
+
+// -- the public and admin APIs ---------------------------------------------------
+
+async function node(idOrName) {
+  const response = await fetch(`${opt.api}/api/v1/nodes/${encodeURIComponent(idOrName)}`);
+  return response.status === 200 ? (await response.json()).node : null;
+}
+
+async function nodes() {
+  return (await (await fetch(`${opt.api}/api/v1/nodes`)).json()).nodes;
+}
+
+async function admin(method, urlPath, body) {
+  const response = await fetch(`${opt['admin-url']}${urlPath}`, {
+    method,
+    headers: { 'X-Admin-Key': process.env.SWARM_ADMIN_KEY || '', 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return [response.status, await response.json()];
+}
+
+// -- one short call: send, then see how the controller answers ------------------
+
+async function exchange(identity, messages, timeoutMs = 5000) {
+  const stream = new ControlStream(identity);
+  for (const message of messages) stream.write(message);
+  const kinds = [];
+  for (let message = await stream.next(timeoutMs); message; message = await stream.next(timeoutMs)) {
+    kinds.push(message.body);
+  }
+  const status = stream.status;
+  stream.close();
+  return { status, kinds };
+}
+
+// -- the run -------------------------------------------------------------------------
+
+async function main() {
+  const pin = parsePin(opt.pin);
+  const [token1, token2] = opt.token;
+  let ca;
+  let droneA;
+  let droneB;
+
+  await check('enroll.pin', async () => {
+    const found = await pinnedCa(opt.enroll, pin);
+    ca = found.ca;
+    return [true, `CA ${ca.subject.replace(/\n/g, ', ')} found in a chain of ${found.chainLength}`];
+  });
+  if (!ca) return;
+
+  await check('enroll.ed25519_refused_token_kept', async () => {
+    const keys = crypto.generateKeyPairSync('ed25519');
+    const droneId = crypto.randomBytes(16).toString('hex');
+    try {
+      await enrollCall(ca, { token: token1, csr_pem: Buffer.from(certificateRequest(keys, droneId)), drone_id: droneId, name: 'js-ed' });
+      return [false, 'an Ed25519 CSR was accepted'];
+    } catch (err) {
+      const ok = err.code === grpc.status.INVALID_ARGUMENT && /P-256/.test(err.details);
+      return [ok, grpcError(err)];
+    }
+  });
+
+  await check('enroll.p256', async () => {
+    droneA = await enrollDrone(ca, token1, 'js-a'); // the token the Ed25519 CSR did not spend
+    droneB = await enrollDrone(ca, token2, 'js-b');
+    const problems = [...droneA.problems, ...droneB.problems];
+    return [problems.length === 0, problems.length ? problems.join('; ') : `js-a ${droneA.droneId}, js-b ${droneB.droneId}`];
+  });
+  if (!droneA || !droneB) return;
+
+  await check('enroll.token_single_use', async () => {
+    try {
+      await enrollDrone(ca, token2, 'js-c');
+      return [false, 'a spent token enrolled again'];
+    } catch (err) {
+      return [err.code === grpc.status.UNAUTHENTICATED, grpcError(err)];
+    }
+  });
+
+  // The conforming drone, saying Hello as a newer agent would: a DroneType
+  // value this controller cannot know (42, field 4) and an unknown field (99).
+  const newerHello = helloBytes(hello(droneA, { drone_type: 'DRONE_TYPE_UNKNOWN' }), Buffer.concat([
+    varint(4 << 3), varint(42),
+    delimited(99, Buffer.from('from a later revision')),
+  ]));
+  const drone = new Drone(droneA, newerHello);
+  let welcomed = false;
+  await check('connect.welcome', async () => {
+    const welcome = await drone.start();
+    welcomed = true;
+    const ok =
+      welcome.drone_id === droneA.droneId &&
+      welcome.protocol_revision >= 1 &&
+      welcome.features.includes('unknown-kinds-ignored') &&
+      welcome.features.includes('names-bound') &&
+      welcome.features.includes('missed-pings') &&
+      welcome.features.includes('stream-bounds');
+    return [ok, `Welcome ${JSON.stringify(welcome)}`];
+  });
+  if (!welcomed) return;
+
+  try {
+    await check('connect.online_with_unknown_drone_type', async () => {
+      const seen = await waitFor('js-a online', async () => {
+        const n = await node('js-a');
+        return n && n.status === 'online' && n.last_heartbeat_at && n;
+      }, 5000);
+      const ok = seen.id === droneA.droneId && seen.drone_type === 'unknown' && /42/.test(seen.drone_type_reason);
+      return [ok, `status ${seen.status}, type ${seen.drone_type} (${seen.drone_type_reason})`];
+    });
+
+    await check('ping.pong_echoed', async () => {
+      const seen = await waitFor('a ping latency', async () => {
+        const n = await node('js-a');
+        return drone.pongsSent >= 2 && n && n.ping_latency_ms !== null && n;
+      }, 5000 + 3 * PING_INTERVAL_MS);
+      const seqs = drone.pings.map((p) => BigInt(p.seq));
+      const increasing = seqs.every((s, i) => i === 0 || s > seqs[i - 1]);
+      const ok = increasing && seen.ping_latency_ms >= 0 && seen.ping_latency_ms < PING_TIMEOUT_MS;
+      return [ok, `${drone.pongsSent} pongs, seqs ${seqs.slice(0, 4).join(',')}..., latency ${seen.ping_latency_ms} ms`];
+    });
+
+    await check('forward.unknown_kind_ignored', async () => {
+      // AgentMessage field 20 (reserved for later kinds), carrying a message of its own.
+      drone.stream.write(delimited(20, Buffer.from([0x08, 0x96, 0x01])));
+      const pongsBefore = drone.pongsSent;
+      await waitFor('two more pongs after it', () => drone.pongsSent >= pongsBefore + 2, 5000 + 3 * PING_INTERVAL_MS);
+      const n = await node('js-a');
+      const ok = drone.stream.status === null && n.status === 'online' && n.connected;
+      return [ok, `stream ${drone.stream.status ? JSON.stringify(drone.stream.status) : 'open'}, status ${n.status}`];
+    });
+
+    await check('channel.exec', async () => {
+      const command = 'printf "out %s\\n" conformance; printf "err\\n" >&2; exit 3';
+      const [status, reply] = await admin('POST', '/admin/api/drones/js-a/exec', { command, timeout: 10 });
+      const served = await Promise.all(drone.channels);
+      const ok =
+        status === 200 &&
+        reply.exit_code === 3 &&
+        reply.stdout === 'out conformance\n' &&
+        reply.stderr === 'err\n' &&
+        reply.timed_out === false &&
+        served.length === 1 &&
+        served[0].status === 'OK';
+      return [ok, `HTTP ${status} ${JSON.stringify(reply)}; channel calls ${JSON.stringify(served)}`];
+    });
+
+    await check('violation.impostor_name', async () => {
+      const { status, kinds } = await exchange(droneB, [{ hello: hello(droneB, { name: 'js-a' }) }]);
+      const holders = (await nodes()).filter((n) => n.name === 'js-a').map((n) => n.id);
+      const ok =
+        status.code === grpc.status.PERMISSION_DENIED &&
+        kinds.length === 0 &&
+        holders.length === 1 &&
+        holders[0] === droneA.droneId;
+      return [ok, `${status.name}: ${status.details}; replies ${JSON.stringify(kinds)}; js-a is ${holders}`];
+    });
+
+    await check('identity.free_other_name_keeps_bound_name', async () => {
+      const stream = new ControlStream(droneB);
+      stream.write({ hello: hello(droneB, { name: 'js-free' }) });
+      const first = await stream.next(5000);
+      const byId = await waitFor('js-b connected', async () => {
+        const n = await node(droneB.droneId);
+        return n && n.connected && n;
+      }, 5000);
+      const free = await node('js-free');
+      stream.close();
+      const ok = first && first.body === 'welcome' && byId.name === 'js-b' && free === null;
+      return [ok, `first reply ${first ? first.body : null}, drone named ${byId.name}, js-free ${free ? 'exists' : 'unknown'}`];
+    });
+
+    await check('violation.garbage_first', async () => {
+      const garbage = Buffer.from('\xff\xff\xff\x07not protobuf', 'latin1');
+      const { status, kinds } = await exchange(droneB, [garbage]);
+      const ok = status.code === grpc.status.INVALID_ARGUMENT && kinds.length === 0 && !/Traceback|Error\(/.test(status.details);
+      return [ok, `${status.name}: ${status.details}`];
+    });
+
+    await check('violation.garbage_after_hello', async () => {
+      const garbage = Buffer.from('\xff\xff\xff\x07not protobuf', 'latin1');
+      const stream = new ControlStream(droneB);
+      stream.write({ hello: hello(droneB) });
+      const first = await stream.next(5000);
+      stream.write(garbage);
+      const status = await stream.ended(5000);
+      stream.close();
+      const ok = first && first.body === 'welcome' && status.code === grpc.status.INVALID_ARGUMENT;
+      return [ok, `first reply ${first ? first.body : null}; ${status.name}: ${status.details}`];
+    });
+
+    await check('bounds.replacement_burst', async () => {
+      // Many Connects with one certificate, each saying Hello: a bounded number
+      // take over the drone's stream (none is in place: the first attaches,
+      // REPLACE_MAX more may replace it), the rest are RESOURCE_EXHAUSTED.
+      const count = 30;
+      const streams = Array.from({ length: count }, () => {
+        const s = new ControlStream(droneB);
+        s.write({ hello: hello(droneB) });
+        return s;
+      });
+      const outcomes = await Promise.all(
+        streams.map(async (s) => {
+          const first = await s.next(5000);
+          return first ? first.body : `${s.status.name}: ${s.status.details}`;
+        }),
+      );
+      for (const s of streams) s.close();
+      const attached = outcomes.filter((o) => o === 'welcome' || o.startsWith('ABORTED'));
+      const refused = outcomes.filter((o) => o.startsWith('RESOURCE_EXHAUSTED'));
+      const ok = attached.length >= 1 && attached.length <= REPLACE_MAX + 1 && refused.length === count - attached.length;
+      return [ok, `${count} at once: ${attached.length} attached, ${refused.length} refused; ${[...new Set(outcomes)].join(' | ')}`];
+    });
+
+    await check('bounds.pending_streams', async () => {
+      // Streams that never say Hello: at most PENDING_PER_PEER held, the rest refused at once.
+      const count = PENDING_PER_PEER + 6;
+      const streams = Array.from({ length: count }, () => new ControlStream(droneB));
+      await waitFor('the excess refused', () => streams.filter((s) => s.status).length >= count - PENDING_PER_PEER, 5000);
+      await sleep(200); // a refusal beyond the expected count would show up here
+      const ended = streams.filter((s) => s.status).map((s) => `${s.status.name}: ${s.status.details}`);
+      for (const s of streams) s.close();
+      const ok = ended.length === count - PENDING_PER_PEER && ended.every((e) => e.startsWith('RESOURCE_EXHAUSTED'));
+      return [ok, `${count} opened, ${ended.length} ended: ${[...new Set(ended)].join(' | ')}`];
+    });
+
+    await check('ping.deaf_drone_unhealthy_then_online', async () => {
+      const started = Date.now();
+      drone.deafen();
+      // Unhealthy when the ping after MISSED_PINGS unanswered ones is due; allow
+      // the first ping's jitter and the API's polling on top.
+      const limit = (MISSED_PINGS + 2) * PING_INTERVAL_MS + 3000;
+      const sick = await waitFor('js-a unhealthy', async () => {
+        const n = await node('js-a');
+        return n && n.status === 'unhealthy' && n;
+      }, limit);
+      const unhealthyAfter = Date.now() - started;
+      const failing = sick.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+      const stillConnected = sick.connected && drone.stream.status === null;
+      drone.listen();
+      const healed = await waitFor('js-a online again', async () => {
+        const n = await node('js-a');
+        return n && n.status === 'online' && n;
+      }, 5000 + 2 * PING_INTERVAL_MS);
+      const ok =
+        stillConnected &&
+        failing.some((f) => f.startsWith('pings:')) &&
+        healed.ping_latency_ms !== null &&
+        healed.ping_latency_ms < PING_TIMEOUT_MS;
+      return [ok, `unhealthy after ${unhealthyAfter} ms (${failing.join('; ')}), online again, latency ${healed.ping_latency_ms} ms`];
+    });
+
+    await check('connect.half_close_is_goodbye', async () => {
+      const status = await drone.leave();
+      const gone = await waitFor('js-a offline', async () => {
+        const n = await node('js-a');
+        return n && n.status === 'offline' && n;
+      }, 5000);
+      return [status.code === grpc.status.OK && !gone.connected, `${status.name}; js-a ${gone.status}`];
+    });
+  } finally {
+    drone.stop();
+  }
+}
+
+main()
+  .catch((err) => report('run', false, `threw: ${err && err.stack ? err.stack : err}`))
+  .finally(() => {
+    console.log(JSON.stringify({ name: 'summary', ok: failures === 0, details: `${failures} failed` }));
+    process.exit(failures === 0 ? 0 : 1);
+  });
