@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ CHECKS = {
 }
 
 
+@dataclass(frozen=True)
+class ClientRun:
+    controller: Controller
+    returncode: int
+    checks: dict[str, dict[str, Any]]  # name -> {"name", "ok", "details"}
+    output: str  # stdout and stderr, for the failure message
+
+
 def _missing() -> str | None:
     if shutil.which("node") is None:
         return "node is not installed"
@@ -62,7 +71,7 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, list[dict[str, Any]], str]]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientRun]:
     """One controller with short ping timing and small stream caps, and the client's run against it."""
     missing = _missing()
     if missing is not None:
@@ -123,22 +132,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, 
             env={**os.environ, "SWARM_ADMIN_KEY": controller.admin_key},
         )
         lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-        yield controller, lines, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        checks = {line["name"]: line for line in lines if line["name"] != "summary"}
+        yield ClientRun(controller, result.returncode, checks, f"{result.stdout}\n{result.stderr}")
     finally:
         controller.kill()
 
 
-def test_the_javascript_drone_passes_every_check(run: tuple[Controller, list[dict[str, Any]], str]) -> None:
-    _, lines, output = run
-    results = {line["name"]: line for line in lines if line["name"] != "summary"}
-    failed = [line for line in results.values() if not line["ok"]]
-    assert not failed, "\n".join(json.dumps(line) for line in failed) + "\n" + output
-    assert set(results) == CHECKS, output
-    assert output.startswith("exit 0"), output
+def test_the_javascript_drone_passes_every_check(run: ClientRun) -> None:
+    failed = [line for line in run.checks.values() if not line["ok"]]
+    assert not failed, "\n".join(json.dumps(line) for line in failed) + "\n" + run.output
+    assert set(run.checks) == CHECKS, run.output
+    assert run.returncode == 0, run.output
 
 
-def test_the_controller_recorded_each_violation(run: tuple[Controller, list[dict[str, Any]], str]) -> None:
-    controller, _, output = run
+def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
+    controller = run.controller
     nodes = {n["name"]: n for n in controller.get("/api/v1/nodes")["nodes"]}
     assert set(nodes) == {"js-a", "js-b"}, nodes  # the Ed25519 attempt and the impostor left no drone
     js_a, js_b = nodes["js-a"]["id"], nodes["js-b"]["id"]
