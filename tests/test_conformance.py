@@ -31,18 +31,29 @@ PING_TIMEOUT = 1.0
 MISSED_PINGS = 3
 PENDING_PER_PEER = 4
 REPLACE_MAX = 3
+HELLO_TIMEOUT = 1.0
 
 # Every check the client makes; one missing from its output is a failure too.
 CHECKS = {
     "enroll.pin",
+    "enroll.bad_csr_refused_token_kept",
     "enroll.ed25519_refused_token_kept",
     "enroll.p256",
+    "enroll.taken_name_refused_token_kept",
+    "enroll.p384",
     "enroll.token_single_use",
     "connect.welcome",
     "connect.online_with_unknown_drone_type",
     "ping.pong_echoed",
     "forward.unknown_kind_ignored",
     "channel.exec",
+    "violation.other_drones_id",
+    "violation.first_not_hello",
+    "violation.unknown_kind_first",
+    "violation.bad_heartbeat_interval",
+    "violation.second_hello",
+    "connect.half_close_before_hello",
+    "violation.no_hello_in_time",
     "violation.impostor_name",
     "identity.free_other_name_keeps_bound_name",
     "violation.garbage_first",
@@ -92,6 +103,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientRun]:
         str(REPLACE_MAX),
         "--stream-replace-window",
         "2",
+        "--hello-timeout",
+        str(HELLO_TIMEOUT),
     )
     controller.start()
     try:
@@ -125,6 +138,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientRun]:
                 str(PENDING_PER_PEER),
                 "--replace-max",
                 str(REPLACE_MAX),
+                "--hello-timeout",
+                str(HELLO_TIMEOUT),
             ],
             capture_output=True,
             text=True,
@@ -152,19 +167,31 @@ def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
     js_a, js_b = nodes["js-a"]["id"], nodes["js-b"]["id"]
     assert nodes["js-a"]["drone_type"] == "unknown"
 
+    # One protocol_error event per refusal the client provoked (§5.3, §9). A
+    # refusal after the certificate's identity was checked names the drone;
+    # one before it names only the peer's address.
     errors = controller.events(type="protocol_error")
-    assert not [e for e in errors if e["drone_id"] == js_a]
-    by_reason = {
-        "impostor": [e for e in errors if "the name 'js-a' belongs to another drone" in e["message"]],
-        # Garbage as the first message has no Hello, so its event names no drone.
-        "unparsable": [e for e in errors if "does not parse" in e["message"]],
-        # The bounds: one event per burst at once, with a count (a summary follows the window).
-        "bounds": [e for e in errors if "refused" in (e.get("data") or {})],
+    assert not [e for e in errors if e["drone_id"] == js_a], errors
+    reasons = {
+        f"claimed drone id {js_a}": js_b,
+        "must be hello, got heartbeat": None,
+        "must be hello, got nothing": None,  # a kind it does not know, as the first message
+        "hello.heartbeat_interval_ms": None,
+        "hello sent twice": js_b,
+        "no hello within": None,
+        "the name 'js-a' belongs to another drone": js_b,
     }
-    assert [e["drone_id"] for e in by_reason["impostor"]] == [js_b], errors
-    assert sorted(str(e["drone_id"]) for e in by_reason["unparsable"]) == sorted([js_b, "None"]), errors
-    assert {e["data"]["bound"] for e in by_reason["bounds"]} == {"replacements", "pending"}, errors
-    assert {e["drone_id"] for e in by_reason["bounds"]} == {js_b}, errors
+    for reason, drone in reasons.items():
+        hits = [e for e in errors if reason in e["message"]]
+        assert len(hits) == 1, (reason, errors)
+        assert drone is None or hits[0]["drone_id"] == drone, (reason, hits)
+    unparsable = [e for e in errors if e["message"].endswith("does not parse as swarm.v1.AgentMessage")]
+    assert len(unparsable) == 2 and js_b in [e["drone_id"] for e in unparsable], errors  # first, after Hello
+    # The bounds: one event per burst at once, with a count (a summary follows the window).
+    bounds = [e for e in errors if "refused" in (e.get("data") or {})]
+    assert {e["data"]["bound"] for e in bounds} == {"replacements", "pending"}, errors
+    assert {e["drone_id"] for e in bounds} == {js_b}, errors
+    assert len(errors) == len(reasons) + len(unparsable) + len(bounds), errors
 
     mismatch = controller.events(type="drone_name_mismatch")
     assert [(e["drone_id"], e["data"]["claimed"]) for e in mismatch] == [(js_b, "js-free")]

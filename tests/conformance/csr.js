@@ -34,15 +34,17 @@ const SEQUENCE = 0x30;
 const SET = 0x31;
 const OID_COMMON_NAME = '2.5.4.3';
 const SIGNATURE = {
-  // key type -> [digest for crypto.sign, signatureAlgorithm OID]
-  ec: ['sha256', '1.2.840.10045.4.3.2'], // ecdsa-with-SHA256
+  // key type (curve) -> [digest for crypto.sign, signatureAlgorithm OID]
+  prime256v1: ['sha256', '1.2.840.10045.4.3.2'], // ecdsa-with-SHA256
+  secp384r1: ['sha384', '1.2.840.10045.4.3.3'], // ecdsa-with-SHA384
   ed25519: [null, '1.3.101.112'], // Ed25519 (RFC 8410): no separate digest
 };
 
 /** A CSR in PEM for {publicKey, privateKey}, subject CN=commonName. */
 function certificateRequest({ publicKey, privateKey }, commonName) {
-  const [digest, algorithm] = SIGNATURE[privateKey.asymmetricKeyType];
-  if (algorithm === undefined) throw new Error(`no CSR signature for ${privateKey.asymmetricKeyType} keys`);
+  const type = privateKey.asymmetricKeyDetails.namedCurve || privateKey.asymmetricKeyType;
+  if (!(type in SIGNATURE)) throw new Error(`no CSR signature for ${type} keys`);
+  const [digest, algorithm] = SIGNATURE[type];
   const subject = tlv(SEQUENCE, tlv(SET, tlv(SEQUENCE, oid(OID_COMMON_NAME), tlv(0x0c, Buffer.from(commonName)))));
   const info = tlv(
     SEQUENCE,

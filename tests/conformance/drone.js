@@ -20,7 +20,7 @@ const { certificateRequest } = require('./csr.js');
 const USAGE = `node drone.js --gateway HOST:PORT --enroll HOST:PORT --api URL --admin-url URL
   --pin sha256:HEX --token T1 --token T2 --protos DIR
   [--ping-interval S] [--ping-timeout S] [--missed-pings N]
-  [--pending-per-peer N] [--replace-max N]
+  [--pending-per-peer N] [--replace-max N] [--hello-timeout S]
 The admin key comes from the environment (SWARM_ADMIN_KEY): it asks for the exec channel.`;
 
 const { values: opt } = parseArgs({
@@ -37,6 +37,7 @@ const { values: opt } = parseArgs({
     'missed-pings': { type: 'string', default: '3' },
     'pending-per-peer': { type: 'string', default: '8' },
     'replace-max': { type: 'string', default: '3' },
+    'hello-timeout': { type: 'string', default: '10' },
     help: { type: 'boolean' },
   },
 });
@@ -59,6 +60,7 @@ const PING_TIMEOUT_MS = Number(opt['ping-timeout']) * 1000;
 const MISSED_PINGS = Number(opt['missed-pings']);
 const PENDING_PER_PEER = Number(opt['pending-per-peer']);
 const REPLACE_MAX = Number(opt['replace-max']);
+const HELLO_TIMEOUT_MS = Number(opt['hello-timeout']) * 1000;
 const HEARTBEAT_MS = 100;
 
 // -- the protocol's messages -------------------------------------------------
@@ -202,10 +204,10 @@ function enrollCall(ca, request) {
   });
 }
 
-/** Enroll a fresh P-256 drone: its id, name, key, certificate and CA. */
-async function enrollDrone(ca, token, name) {
+/** Enroll a fresh drone with an ECDSA key on `curve`: its id, name, credentials, and what is wrong with the answer. */
+async function enrollDrone(ca, token, name, curve = 'prime256v1') {
   const droneId = crypto.randomBytes(16).toString('hex');
-  const keys = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const keys = crypto.generateKeyPairSync('ec', { namedCurve: curve });
   const reply = await enrollCall(ca, {
     token,
     csr_pem: Buffer.from(certificateRequest(keys, droneId)),
@@ -512,6 +514,16 @@ async function main() {
   });
   if (!ca) return;
 
+  await check('enroll.bad_csr_refused_token_kept', async () => {
+    const droneId = crypto.randomBytes(16).toString('hex');
+    try {
+      await enrollCall(ca, { token: token1, csr_pem: Buffer.from('not a CSR'), drone_id: droneId, name: 'js-bad' });
+      return [false, 'a CSR that is not PEM was accepted'];
+    } catch (err) {
+      return [err.code === grpc.status.INVALID_ARGUMENT, grpcError(err)];
+    }
+  });
+
   await check('enroll.ed25519_refused_token_kept', async () => {
     const keys = crypto.generateKeyPairSync('ed25519');
     const droneId = crypto.randomBytes(16).toString('hex');
@@ -525,12 +537,26 @@ async function main() {
   });
 
   await check('enroll.p256', async () => {
-    droneA = await enrollDrone(ca, token1, 'js-a'); // the token the Ed25519 CSR did not spend
-    droneB = await enrollDrone(ca, token2, 'js-b');
-    const problems = [...droneA.problems, ...droneB.problems];
-    return [problems.length === 0, problems.length ? problems.join('; ') : `js-a ${droneA.droneId}, js-b ${droneB.droneId}`];
+    droneA = await enrollDrone(ca, token1, 'js-a'); // the token the refused CSRs did not spend
+    return [droneA.problems.length === 0, droneA.problems.join('; ') || `js-a is ${droneA.droneId}`];
   });
-  if (!droneA || !droneB) return;
+  if (!droneA) return;
+
+  await check('enroll.taken_name_refused_token_kept', async () => {
+    try {
+      await enrollDrone(ca, token2, 'js-a');
+      return [false, "a second drone enrolled as 'js-a'"];
+    } catch (err) {
+      return [err.code === grpc.status.FAILED_PRECONDITION, grpcError(err)];
+    }
+  });
+
+  await check('enroll.p384', async () => {
+    // §3.3: P-384 works too, all the way to the gateway's handshake (the Connects below).
+    droneB = await enrollDrone(ca, token2, 'js-b', 'secp384r1');
+    return [droneB.problems.length === 0, droneB.problems.join('; ') || `js-b is ${droneB.droneId}`];
+  });
+  if (!droneB) return;
 
   await check('enroll.token_single_use', async () => {
     try {
@@ -609,6 +635,55 @@ async function main() {
       return [ok, `HTTP ${status} ${JSON.stringify(reply)}; channel calls ${JSON.stringify(served)}`];
     });
 
+    await check('violation.other_drones_id', async () => {
+      const { status, kinds } = await exchange(droneB, [{ hello: hello(droneB, { drone_id: droneA.droneId }) }]);
+      return [status.code === grpc.status.PERMISSION_DENIED && kinds.length === 0, `${status.name}: ${status.details}`];
+    });
+
+    await check('violation.first_not_hello', async () => {
+      const { status, kinds } = await exchange(droneB, [{ heartbeat: { seq: '1' } }]);
+      return [status.code === grpc.status.FAILED_PRECONDITION && kinds.length === 0, `${status.name}: ${status.details}`];
+    });
+
+    await check('violation.unknown_kind_first', async () => {
+      const { status, kinds } = await exchange(droneB, [delimited(20, Buffer.alloc(0))]);
+      return [status.code === grpc.status.FAILED_PRECONDITION && kinds.length === 0, `${status.name}: ${status.details}`];
+    });
+
+    await check('violation.bad_heartbeat_interval', async () => {
+      const { status, kinds } = await exchange(droneB, [{ hello: hello(droneB, { heartbeat_interval_ms: 5 }) }]);
+      return [status.code === grpc.status.INVALID_ARGUMENT && kinds.length === 0, `${status.name}: ${status.details}`];
+    });
+
+    await check('violation.second_hello', async () => {
+      const stream = new ControlStream(droneB);
+      stream.write({ hello: hello(droneB) });
+      const first = await stream.next(5000);
+      stream.write({ hello: hello(droneB) });
+      const status = await stream.ended(5000);
+      stream.close();
+      const ok = first && first.body === 'welcome' && status.code === grpc.status.FAILED_PRECONDITION;
+      return [ok, `first reply ${first ? first.body : null}; ${status.name}: ${status.details}`];
+    });
+
+    await check('connect.half_close_before_hello', async () => {
+      const stream = new ControlStream(droneB);
+      stream.call.end();
+      const status = await stream.ended(5000);
+      stream.close();
+      return [status.code === grpc.status.OK && stream.received.length === 0, `${status.name} ${status.details}`];
+    });
+
+    await check('violation.no_hello_in_time', async () => {
+      const stream = new ControlStream(droneB);
+      const opened = Date.now();
+      const status = await stream.ended(HELLO_TIMEOUT_MS + 5000);
+      const after = Date.now() - opened;
+      stream.close();
+      const ok = status.code === grpc.status.DEADLINE_EXCEEDED && after >= HELLO_TIMEOUT_MS - 100;
+      return [ok, `${status.name}: ${status.details} after ${after} ms`];
+    });
+
     await check('violation.impostor_name', async () => {
       const { status, kinds } = await exchange(droneB, [{ hello: hello(droneB, { name: 'js-a' }) }]);
       const holders = (await nodes()).filter((n) => n.name === 'js-a').map((n) => n.id);
@@ -684,7 +759,10 @@ async function main() {
       await sleep(200); // a refusal beyond the expected count would show up here
       const ended = streams.filter((s) => s.status).map((s) => `${s.status.name}: ${s.status.details}`);
       for (const s of streams) s.close();
-      const ok = ended.length === count - PENDING_PER_PEER && ended.every((e) => e.startsWith('RESOURCE_EXHAUSTED'));
+      const refused = ended.filter((e) => e.startsWith('RESOURCE_EXHAUSTED'));
+      // A held stream may reach its Hello timeout meanwhile: that is no refusal.
+      const others = ended.filter((e) => !e.startsWith('RESOURCE_EXHAUSTED') && !e.startsWith('DEADLINE_EXCEEDED'));
+      const ok = refused.length === count - PENDING_PER_PEER && others.length === 0;
       return [ok, `${count} opened, ${ended.length} ended: ${[...new Set(ended)].join(' | ')}`];
     });
 
