@@ -11,7 +11,6 @@ const crypto = require('node:crypto');
 const tls = require('node:tls');
 const { spawn } = require('node:child_process');
 const os = require('node:os');
-const path = require('node:path');
 const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -249,6 +248,7 @@ class ControlStream {
       connectMethod.responseDeserialize,
     );
     this.received = [];
+    this.taken = 0; // how many of received next() has handed out
     this.waiters = [];
     this.status = null;
     this.call.on('data', (message) => this.push(message));
@@ -271,7 +271,6 @@ class ControlStream {
   /** The next message not yet taken, or null when the call ended or timeoutMs passed. */
   async next(timeoutMs = 5000) {
     const deadline = Date.now() + timeoutMs;
-    this.taken = this.taken || 0;
     while (this.taken >= this.received.length) {
       if (this.status) return null;
       const left = deadline - Date.now();
