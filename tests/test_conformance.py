@@ -1,6 +1,6 @@
 """A second implementation of the drone protocol against a real controller.
 
-tests/conformance/drone.js is a drone written in JavaScript (grpc-js) from
+tests/conformance/client.js is a drone written in JavaScript (grpc-js) from
 docs/protocol.md and the .proto files alone. It enrolls, runs as a drone and
 sends each violation the spec answers, checking every answer itself; this
 test runs it and checks the controller's side: its events and its API.
@@ -22,7 +22,7 @@ import pytest
 from support.procs import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT = ROOT / "tests" / "conformance" / "drone.js"
+CLIENT = ROOT / "tests" / "conformance" / "client.js"
 NODE_MODULES = ROOT / "tests" / "conformance" / "node_modules"
 PROTOS = ROOT / "protos"
 
