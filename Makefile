@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 # The console's browser libraries from npm (package-lock.json), copied into vendor/.
 CONSOLE_STAMP := console/vendor/.built-stamp
 XTERM := console/node_modules/@xterm
+# The conformance drone's gRPC libraries from npm (tests/conformance/package-lock.json).
+CONFORMANCE_STAMP := tests/conformance/node_modules/.installed-stamp
 PYTEST_ARGS ?=
 # `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
 DIST_ARGS ?=
 
-.PHONY: help venv console openrc demo test test-fast lint format typecheck check proto bench dist clean
+.PHONY: help venv console conformance openrc demo test test-fast lint format typecheck check proto bench dist clean
 
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
@@ -18,6 +20,7 @@ help:
 	@echo "make test-fast  the in-process tests only (about 15 s)"
 	@echo "make check      lint, type-check and test (what CI runs)"
 	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
+	@echo "make conformance  fetch the JavaScript conformance drone's libraries (npm ci); make test does it"
 	@echo "make dist       release tarball dist/build-swarm-VERSION.tar.gz and the overlay's Manifest"
 	@echo "make openrc     fetch Debian's OpenRC packages into .cache/openrc/ (the init script tests run them)"
 	@echo "make proto      regenerate swarm.v1 from protos/"
@@ -42,6 +45,12 @@ $(CONSOLE_STAMP): console/package.json console/package-lock.json
 
 console: $(CONSOLE_STAMP)
 
+$(CONFORMANCE_STAMP): tests/conformance/package.json tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+conformance: $(CONFORMANCE_STAMP)
+
 # Debian's OpenRC, unpacked by tests/support/openrc.py into a private namespace
 # (never installed on this machine). apt-get download needs a Debian host.
 OPENRC_DEBS := .cache/openrc
@@ -52,7 +61,7 @@ openrc:
 demo: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python tools/demo.py
 
-test: $(STAMP) $(CONSOLE_STAMP)
+test: $(STAMP) $(CONSOLE_STAMP) $(CONFORMANCE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The in-process tests only (tests/conftest.py says which): seconds, for every edit.
@@ -84,4 +93,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/fleet.py
 
 clean:
-	rm -rf $(VENV) dist .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info console/node_modules console/vendor
+	rm -rf $(VENV) dist .typecheck .mypy_cache .ruff_cache .pytest_cache *.egg-info console/node_modules console/vendor tests/conformance/node_modules
