@@ -124,14 +124,16 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"{full}: say Hello on the open ones first"
             )
             return
+        # Refusals before the Hello name the drone its certificate says.
+        who = identity.drone_id or ""
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
         except TimeoutError:
-            self._reject(peer, "", f"no hello within {self._hello_timeout:g}s")
+            self._reject(peer, who, f"no hello within {self._hello_timeout:g}s")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
             return
         except DecodeError:
-            self._reject(peer, "", UNPARSABLE)
+            self._reject(peer, who, UNPARSABLE)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
             return
         finally:
@@ -141,8 +143,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         try:
             hello = serde.read_hello(first)
         except SwarmError as exc:
-            self._protolog.record(IN, "", first.WhichOneof("body") or "empty", first.ByteSize())
-            self._reject(peer, "", exc.message)
+            self._protolog.record(IN, who, first.WhichOneof("body") or "empty", first.ByteSize())
+            self._reject(peer, who, exc.message)
             code, details = grpc_status(exc)
             await context.abort(code, details)
             return

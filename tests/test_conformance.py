@@ -167,26 +167,25 @@ def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
     js_a, js_b = nodes["js-a"]["id"], nodes["js-b"]["id"]
     assert nodes["js-a"]["drone_type"] == "unknown"
 
-    # One protocol_error event per refusal the client provoked (§5.3, §9). A
-    # refusal after the certificate's identity was checked names the drone;
-    # one before it names only the peer's address.
+    # One protocol_error event per refusal the client provoked (§5.3, §9),
+    # each naming the drone its certificate says, Hello or not.
     errors = controller.events(type="protocol_error")
     assert not [e for e in errors if e["drone_id"] == js_a], errors
     reasons = {
         f"claimed drone id {js_a}": js_b,
-        "must be hello, got heartbeat": None,
-        "must be hello, got nothing": None,  # a kind it does not know, as the first message
-        "hello.heartbeat_interval_ms": None,
+        "must be hello, got heartbeat": js_b,
+        "must be hello, got nothing": js_b,  # a kind it does not know, as the first message
+        "hello.heartbeat_interval_ms": js_b,
         "hello sent twice": js_b,
-        "no hello within": None,
+        "no hello within": js_b,
         "the name 'js-a' belongs to another drone": js_b,
     }
     for reason, drone in reasons.items():
         hits = [e for e in errors if reason in e["message"]]
         assert len(hits) == 1, (reason, errors)
-        assert drone is None or hits[0]["drone_id"] == drone, (reason, hits)
+        assert hits[0]["drone_id"] == drone, (reason, hits)
     unparsable = [e for e in errors if e["message"].endswith("does not parse as swarm.v1.AgentMessage")]
-    assert len(unparsable) == 2 and js_b in [e["drone_id"] for e in unparsable], errors  # first, after Hello
+    assert [e["drone_id"] for e in unparsable] == [js_b, js_b], errors  # first, and after Hello
     # The bounds: one event per burst at once, with a count (a summary follows the window).
     bounds = [e for e in errors if "refused" in (e.get("data") or {})]
     assert {e["data"]["bound"] for e in bounds} == {"replacements", "pending"}, errors
