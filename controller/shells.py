@@ -1119,9 +1119,10 @@ class ShellRegistry:
 class ChannelsService(shell_pb2_grpc.ChannelsServicer):
     """The drones' side of channels: each Shell call attaches to a channel the controller opened."""
 
-    def __init__(self, registry: ShellRegistry, bounds: StreamBounds) -> None:
+    def __init__(self, registry: ShellRegistry, bounds: StreamBounds, events: EventLog) -> None:
         self._registry = registry
         self._bounds = bounds
+        self._events = events
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """A drone's channel stream. It counts against the drone's channel
@@ -1161,7 +1162,15 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
             bounds.pending.give(key)
         if first is grpc.aio.EOF:
             return
-        if first.WhichOneof("body") != "attach":
+        kind = first.WhichOneof("body")
+        if kind != "attach":
+            self._events.emit(
+                "protocol_error",
+                f"{peer}: channel stream began with {kind or 'an empty frame'}, not attach",
+                drone_id=identity.drone_id,
+                peer=peer,
+                method="/swarm.v1.Channels/Shell",
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be attach")
             return
         try:
