@@ -54,6 +54,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
+from swarm.controller.unparsable import Unparsable
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
 from swarm.tasks import TaskSet, wait_event
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
@@ -659,8 +660,13 @@ class ReadingChannel(Channel):
         reader = asyncio.create_task(self._read(context), name=f"{name}:read")
         try:
             await asyncio.wait({reader, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done() and not reader.cancelled() and reader.exception() is None:
-                self.exit = reader.result()
+            if reader.done() and not reader.cancelled():
+                failure = reader.exception()
+                if failure is None:
+                    self.exit = reader.result()
+                elif isinstance(failure, Unparsable):
+                    # The call itself ends INVALID_ARGUMENT (unparsable.py); whoever waits hears why.
+                    self.exit = ExitInfo(False, None, None, f"the drone sent {failure.reason}")
         finally:
             reader.cancel()
             aborted.cancel()

@@ -5,6 +5,7 @@ no traceback. And unknown fields in a known message: ignored, and counted."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import grpc
 import pytest
 from test_gateway_protocol import Raw, enrolled, heartbeat, hello, raw_exchange
 
-from swarm.v1 import shell_pb2
+from swarm.v1 import gateway_pb2_grpc, shell_pb2
 
 from support.procs import Controller, wait_for
 
@@ -123,6 +124,45 @@ def test_a_channel_stream_that_does_not_begin_with_attach_gets_an_event(
     assert len(events) == before + 1
     assert "began with output, not attach" in events[-1]["message"]
     assert events[-1]["drone_id"] == drone.drone_id
+
+
+def test_garbage_on_an_attached_channel_ends_it_invalid_argument_not_ok(
+    controller: Controller, drone: Raw
+) -> None:
+    """The channel's reader task meets the garbage, not the servicer: the call
+    still ends INVALID_ARGUMENT with an event, and the exec waiting on it says why."""
+    method = "/swarm.v1.Channels/Shell"
+    before = len(protocol_errors(controller, method))
+    command = json.dumps({"command": "true", "timeout": 10}).encode()
+
+    async def scenario() -> tuple[grpc.StatusCode, str, str]:
+        async with grpc.aio.secure_channel(controller.grpc_target, drone.creds) as channel:
+            connect = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
+            await connect.write(hello("garbler", drone.drone_id))
+            await asyncio.wait_for(connect.read(), 10)  # the welcome
+            exec_call = asyncio.create_task(
+                asyncio.to_thread(controller.admin, "POST", "/admin/api/drones/garbler/exec", command)
+            )
+            reply = await asyncio.wait_for(connect.read(), 10)
+            while not reply.HasField("open_channel"):
+                reply = await asyncio.wait_for(connect.read(), 10)
+            attach = shell_pb2.ShellFrame(attach=shell_pb2.Attach(channel_id=reply.open_channel.channel_id))
+            code, details = await send_raw(
+                controller.grpc_target, drone.creds, method, "bidi", [attach.SerializeToString(), GARBAGE]
+            )
+            exec_status, exec_body = await exec_call
+            connect.cancel()
+            return code, details, f"{exec_status} {exec_body['reason']}"
+
+    code, details, exec_said = asyncio.run(scenario())
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "a message that does not parse as swarm.v1.ShellFrame",
+    )
+    assert exec_said == "200 the drone sent a message that does not parse as swarm.v1.ShellFrame"
+    events = protocol_errors(controller, method)
+    assert len(events) == before + 1 and events[-1]["drone_id"] == drone.drone_id
+    assert "Traceback" not in controller.log()
 
 
 def test_unknown_fields_in_a_known_message_are_ignored_and_counted(
