@@ -44,6 +44,7 @@ from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
+from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
@@ -250,14 +251,19 @@ class Controller:
 
         grpcio cannot ask for an optional client certificate on one port, so
         enrollment, the one call without a certificate, has a port of its own.
-        The authorization interceptor guards every method on both."""
+        The authorization interceptor guards every method on both; ParseGuard
+        answers a request that does not parse (unparsable.py)."""
         config = self.config
-        self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[AuthzInterceptor(self.trust)])
+        # Authorization first: a stranger's garbage is refused as a stranger's call.
+        interceptors = [AuthzInterceptor(self.trust), ParseGuard(self.events)]
+        self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
         # Always served, so that authorization answers the same with builds off.
         self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
-        shell_pb2_grpc.add_ChannelsServicer_to_server(ChannelsService(self.shells, self.bounds), self._server)
+        shell_pb2_grpc.add_ChannelsServicer_to_server(
+            ChannelsService(self.shells, self.bounds, self.events), self._server
+        )
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:

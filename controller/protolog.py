@@ -7,6 +7,9 @@ an admin can decode one while it is in the ring (``message``).
 Live listeners (the admin tier's /ws/protocol) ``subscribe`` a callback;
 with nobody subscribed recording costs one more check, and only with
 listeners does an entry become a ProtocolEntry at once.
+A message that carried fields this controller does not know (a newer
+peer's) is marked ``unknown_fields`` and counted per kind: they are
+ignored, and this is where an admin sees that they came.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ProtocolEntry:
     type: str
     size: int
     latency_ms: float | None = None  # a pong: the round trip of its ping
+    unknown_fields: bool = False  # it carried fields this controller does not know
 
 
 ProtocolListener = Callable[[ProtocolEntry], None]
@@ -41,12 +45,13 @@ ProtocolListener = Callable[[ProtocolEntry], None]
 
 class ProtocolLog:
     def __init__(self, size: int) -> None:
-        self._ring: deque[tuple[int, float, str, str, str, int, float | None, Message | None]] = deque(
+        self._ring: deque[tuple[int, float, str, str, str, int, float | None, Message | None, bool]] = deque(
             maxlen=size
         )
         self._seq = 0
         self.counts: Counter[tuple[str, str]] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.unknown_fields: Counter[str] = Counter()  # messages with unknown fields, per kind
         self._listeners: tuple[ProtocolListener, ...] = ()
 
     def record(
@@ -57,14 +62,19 @@ class ProtocolLog:
         size: int,
         message: Message | None = None,
         latency_ms: float | None = None,
+        unknown_fields: bool = False,
     ) -> None:
         self._seq += 1
         ts = time.time()
-        self._ring.append((self._seq, ts, direction, drone_id, kind, size, latency_ms, message))
+        self._ring.append(
+            (self._seq, ts, direction, drone_id, kind, size, latency_ms, message, unknown_fields)
+        )
         self.counts[direction, kind] += 1
         self.bytes[direction] += size
+        if unknown_fields:
+            self.unknown_fields[kind] += 1
         if self._listeners:
-            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size, latency_ms)
+            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size, latency_ms, unknown_fields)
             for listener in self._listeners:
                 try:
                     listener(entry)
@@ -95,11 +105,11 @@ class ProtocolLog:
     ) -> list[ProtocolEntry]:
         """The newest ``limit`` matching entries after ``after_seq``, oldest first."""
         picked: list[ProtocolEntry] = []
-        for seq, ts, direction, drone, kind, size, latency, _message in reversed(self._ring):
+        for seq, ts, direction, drone, kind, size, latency, _message, unknown in reversed(self._ring):
             if seq <= after_seq or len(picked) >= limit:
                 break
             if (drone_id is None or drone == drone_id) and (not kinds or kind in kinds):
-                picked.append(ProtocolEntry(seq, ts, direction, drone, kind, size, latency))
+                picked.append(ProtocolEntry(seq, ts, direction, drone, kind, size, latency, unknown))
         picked.reverse()
         return picked
 
@@ -112,5 +122,5 @@ class ProtocolLog:
         index = seq - first
         if not 0 <= index < len(self._ring):
             return None
-        seq_, ts, direction, drone, kind, size, latency, message = self._ring[index]
-        return ProtocolEntry(seq_, ts, direction, drone, kind, size, latency), message
+        seq_, ts, direction, drone, kind, size, latency, message, unknown = self._ring[index]
+        return ProtocolEntry(seq_, ts, direction, drone, kind, size, latency, unknown), message

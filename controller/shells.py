@@ -54,6 +54,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
+from swarm.controller.unparsable import Unparsable
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
 from swarm.tasks import TaskSet, wait_event
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
@@ -659,8 +660,13 @@ class ReadingChannel(Channel):
         reader = asyncio.create_task(self._read(context), name=f"{name}:read")
         try:
             await asyncio.wait({reader, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done() and not reader.cancelled() and reader.exception() is None:
-                self.exit = reader.result()
+            if reader.done() and not reader.cancelled():
+                failure = reader.exception()
+                if failure is None:
+                    self.exit = reader.result()
+                elif isinstance(failure, Unparsable):
+                    # The call itself ends INVALID_ARGUMENT (unparsable.py); whoever waits hears why.
+                    self.exit = ExitInfo(False, None, None, f"the drone sent {failure.reason}")
         finally:
             reader.cancel()
             aborted.cancel()
@@ -1119,9 +1125,10 @@ class ShellRegistry:
 class ChannelsService(shell_pb2_grpc.ChannelsServicer):
     """The drones' side of channels: each Shell call attaches to a channel the controller opened."""
 
-    def __init__(self, registry: ShellRegistry, bounds: StreamBounds) -> None:
+    def __init__(self, registry: ShellRegistry, bounds: StreamBounds, events: EventLog) -> None:
         self._registry = registry
         self._bounds = bounds
+        self._events = events
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """A drone's channel stream. It counts against the drone's channel
@@ -1161,7 +1168,15 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
             bounds.pending.give(key)
         if first is grpc.aio.EOF:
             return
-        if first.WhichOneof("body") != "attach":
+        kind = first.WhichOneof("body")
+        if kind != "attach":
+            self._events.emit(
+                "protocol_error",
+                f"{peer}: channel stream began with {kind or 'an empty frame'}, not attach",
+                drone_id=identity.drone_id,
+                peer=peer,
+                method="/swarm.v1.Channels/Shell",
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be attach")
             return
         try:

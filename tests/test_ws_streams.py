@@ -121,7 +121,16 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
     assert len(heartbeats) >= 15, len(heartbeats)
     assert {e["type"] for e in every} >= {"heartbeat", "ping", "pong"}
     for entry in every:
-        assert set(entry) == {"seq", "ts", "direction", "drone_id", "type", "size", "latency_ms"}
+        assert set(entry) == {
+            "seq",
+            "ts",
+            "direction",
+            "drone_id",
+            "type",
+            "size",
+            "latency_ms",
+            "unknown_fields",
+        }
         if entry["type"] in ("heartbeat", "pong", "ping"):
             assert entry["direction"] == ("out" if entry["type"] == "ping" else "in")
         # A pong carries its ping's round trip; nothing else has one.

@@ -73,7 +73,11 @@ async def protocol(request: web.Request) -> web.Response:
     kinds = frozenset(t for t in request.query.get("type", "").split(",") if t)
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
-        {"entries": [streams.protocol_json(e) for e in entries], "last_seq": s.protolog.last_seq}
+        {
+            "entries": [streams.protocol_json(e) for e in entries],
+            "last_seq": s.protolog.last_seq,
+            "unknown_fields": dict(s.protolog.unknown_fields),
+        }
     )
 
 

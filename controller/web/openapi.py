@@ -105,6 +105,10 @@ PROTOCOL_ENTRY: dict[str, Any] = {
         "type": {"type": "string"},
         "size": {"type": "integer", "description": "bytes on the wire (protobuf)"},
         "latency_ms": {"type": ["number", "null"], "description": "a pong: its ping's round trip"},
+        "unknown_fields": {
+            "type": "boolean",
+            "description": "it carried fields this controller does not know (ignored)",
+        },
     },
 }
 TOKEN = {
@@ -331,6 +335,11 @@ def admin_document() -> dict[str, Any]:
             _obj(
                 entries={"type": "array", "items": PROTOCOL_ENTRY},
                 last_seq={"type": "integer"},
+                unknown_fields={
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                    "description": "per message type: how many carried fields this controller does not know",
+                },
             ),
             [
                 _param("after", "only entries after this seq", {"type": "integer"}),

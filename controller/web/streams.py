@@ -219,6 +219,7 @@ def protocol_json(entry: ProtocolEntry) -> dict[str, Any]:
         "type": entry.type,
         "size": entry.size,
         "latency_ms": entry.latency_ms,
+        "unknown_fields": entry.unknown_fields,
     }
 
 
