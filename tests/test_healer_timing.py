@@ -323,3 +323,25 @@ def test_bad_cool_off_settings_are_refused(values: dict[str, float], needle: str
 def test_an_old_flat_cool_off_setting_is_now_the_first_wait() -> None:
     config = ControllerConfig(heal_cooloff=60.0)
     assert (config.heal_cooloff, config.heal_cooloff_max, config.heal_cooloff_reset) == (60.0, 300.0, 600.0)
+
+
+def test_a_drone_that_leaves_its_pings_unanswered_is_healed_like_one_failing_a_check(tmp_path: Path) -> None:
+    """Its heartbeats arrive, but it reads nothing: after --missed-pings it is
+    unhealthy, and after the grace the healer's first step restarts its agent."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await new_drone(r, "deaf")
+            state = r.drone("deaf")
+            for seq in range(100, 100 + r.fleet.missed_pings + 1):
+                r.fleet.on_ping_sent(state, seq, time.time_ns())
+            assert state.status == "unhealthy"
+            assert [c.name for c in state.failing] == ["pings"]
+            await r.run()
+            await r.run(GRACE)
+            [action] = r.actions("deaf")
+            assert action["step"] == "restart"
+            sent = [m.WhichOneof("body") for m in r.links["deaf"].sent]
+            assert "restart_service" in sent
+
+    asyncio.run(scenario())
