@@ -240,6 +240,26 @@ class PtyOutput:
             self._resume()
         return data
 
+    async def next_output(self, exited: asyncio.Task[int]) -> tuple[bytes, bool]:
+        """The next output of the process on this terminal, and whether it is
+        the last: once the process exited, what it left in the terminal is
+        taken at once and is the last (a job it left behind may write on;
+        that is not waited for). Empty output comes only with the end."""
+        while True:
+            ready = asyncio.ensure_future(self.ready.wait())
+            try:
+                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if exited.done():
+                self.drain_now()
+                return self.take(), True
+            if data := self.take():
+                return data, False
+            if self.eof:
+                await exited  # the terminal is closed; the process follows
+                return b"", True
+
     def close(self) -> None:
         self._pause()
         self.eof = True
@@ -456,26 +476,11 @@ class Channels:
     @staticmethod
     async def _send_output(channel: Channel, output: PtyOutput, exited: asyncio.Task[int]) -> None:
         """PTY output to the stream until the shell exited and its last output is sent."""
-        call = channel.call
-        while True:
-            ready = asyncio.ensure_future(output.ready.wait())
-            try:
-                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-            if exited.done():
-                # Gone: what it wrote last may still sit in the terminal (a
-                # job it left behind may write on; that is not waited for).
-                output.drain_now()
-                if data := output.take():
-                    await call.write(shell_pb2.ShellFrame(output=data))
-                return
-            data = output.take()
+        last = False
+        while not last:
+            data, last = await output.next_output(exited)
             if data:
-                await call.write(shell_pb2.ShellFrame(output=data))  # awaits flow control
-            elif output.eof:
-                await exited  # the terminal is closed; the shell follows
-                return
+                await channel.call.write(shell_pb2.ShellFrame(output=data))  # awaits flow control
 
     # -- EXEC --------------------------------------------------------------------
 

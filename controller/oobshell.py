@@ -141,6 +141,7 @@ class PtyProcess:
         self._hangup_reason = ""
         self._killer: asyncio.Task[None] | None = None
         self._done = False
+        self._last = False  # the process exited and its last output was taken
         # Keystrokes wait for the first output (at most INPUT_HOLD): until ssh
         # has put our side of the PTY in raw mode, its line discipline would
         # echo them as well as the remote one (ssh copies the modes to the
@@ -188,28 +189,16 @@ class PtyProcess:
         assert output is not None and exited is not None and proc is not None
         if self._done:
             return grpc.aio.EOF
-        while True:
-            if not output.ready.is_set() and not exited.done():
-                ready = asyncio.ensure_future(output.ready.wait())
-                try:
-                    await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    ready.cancel()
-            if exited.done():
-                self._ready_for_input.set()
-                # Gone: what it wrote last may still sit in the terminal.
-                output.drain_now()
-                if data := output.take():
-                    return shell_pb2.ShellFrame(output=data)
-                self._done = True
-                code = exited.result()
-                status = status_of(code, reason=self._hangup_reason or self.oob.reason(code))
-                return status.frame()
-            if data := output.take():
+        if not self._last:
+            data, self._last = await output.next_output(exited)
+            if data:
                 self._ready_for_input.set()
                 return shell_pb2.ShellFrame(output=data)
-            if output.eof:
-                await exited  # the terminal is closed; the process follows
+        self._ready_for_input.set()
+        self._done = True
+        code = exited.result()
+        status = status_of(code, reason=self._hangup_reason or self.oob.reason(code))
+        return status.frame()
 
     async def write(self, frame: shell_pb2.ShellFrame) -> None:
         kind = frame.WhichOneof("body")
