@@ -267,9 +267,7 @@ class Fleet:
         # Ping at once: the first pong is the proof of life the healer waits for.
         state.next_ping_at = now
         self._connected[state.id] = state
-        self.dirty.add(state.id)
-        self.urgent_ids.add(state.id)
-        self.urgent.set()
+        self._write_soon(state)
         if old_link is not None:
             old_link.close("ABORTED", f"replaced by a newer connection from {link.peer}")
             if announce:
@@ -303,6 +301,11 @@ class Fleet:
 
     def rename(self, state: DroneState, name: str) -> None:
         state.name = name
+        self._write_soon(state)
+
+    def _write_soon(self, state: DroneState) -> None:
+        """Its identity or status changed: written at once, not with the live
+        figures every persist interval."""
         self.dirty.add(state.id)
         self.urgent_ids.add(state.id)
         self.urgent.set()
@@ -319,9 +322,7 @@ class Fleet:
     def _set_status(self, state: DroneState, status: str, event: str, reason: str, **data: Any) -> None:
         old = state.status
         state.status = status
-        self.dirty.add(state.id)
-        self.urgent_ids.add(state.id)
-        self.urgent.set()
+        self._write_soon(state)
         self._events.emit(
             event,
             f"{state.name}: {old} -> {status}: {reason}",

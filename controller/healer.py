@@ -70,7 +70,7 @@ from swarm.controller.oob import (
 )
 from swarm.controller.store.records import AccessRecord, IncidentRecord
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet
+from swarm.tasks import TaskSet, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +245,7 @@ class Healer:
 
     async def _loop(self) -> None:
         while True:
-            # Not wait_for: on Python 3.11 it swallows a cancel that arrives as
-            # the event is set, and stop() would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TICK):
-                    await self._wake.wait()
+            await wait_event(self._wake, TICK)
             self._wake.clear()
             try:
                 await self._apply_file()

@@ -12,7 +12,7 @@ import random
 import time
 
 from swarm.controller import serde
-from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.fleet import DroneState, Fleet, Link
 from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,19 @@ class Pinger:
             await asyncio.sleep(TICK)
             self.tick(time.time())
 
-    def ping_now(self, state: DroneState) -> int | None:
-        """Ping one drone at once (an admin asks); its seq, or None if not sent."""
-        link = state.link
+    def _send(self, state: DroneState, link: Link) -> int | None:
+        """Send the next ping on ``link``; its seq, or None when the stream's queue is full."""
         self._seq += 1
         sent_at_ns = time.time_ns()
-        if link is None or not link.send(serde.ping(self._seq, sent_at_ns)):
+        if not link.send(serde.ping(self._seq, sent_at_ns)):
             return None
         self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
         return self._seq
+
+    def ping_now(self, state: DroneState) -> int | None:
+        """Ping one drone at once (an admin asks); its seq, or None if not sent."""
+        link = state.link
+        return None if link is None else self._send(state, link)
 
     def tick(self, now: float) -> None:
         for state in self._fleet.connected():
@@ -59,10 +63,6 @@ class Pinger:
                 state.next_ping_at = now + random.uniform(0.5, 1.0) * self._interval
             else:
                 state.next_ping_at = now + self._interval
-            self._seq += 1
-            sent_at_ns = time.time_ns()
-            if link.send(serde.ping(self._seq, sent_at_ns)):
-                self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
-            else:
+            if self._send(state, link) is None:
                 self.skipped += 1
                 self._fleet.on_ping_unsent(state)
