@@ -75,13 +75,13 @@ def control_character(text: str, *, lines: bool = False) -> str | None:
     return f"a control character (U+{ord(found.group()):04X} at position {found.start()})"
 
 
-def check_text(value: object, what: str, *, max_len: int, lines: bool = False, empty: bool = False) -> str:
-    """A string field of a body: a string of at most ``max_len`` characters,
-    not blank unless ``empty``, without control characters (``lines``:
-    tabs and newlines allowed, as in a command)."""
+def check_text(value: object, what: str, *, max_len: int, lines: bool = False) -> str:
+    """A string field of a body: not blank, at most ``max_len`` characters,
+    without control characters (``lines``: tabs and newlines allowed, as in
+    a command)."""
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a string")
-    if not empty and not value.strip():
+    if not value.strip():
         raise InvalidArgument(f"{what} must not be empty")
     if len(value) > max_len:
         raise InvalidArgument(f"{what} is longer than {max_len} characters")
@@ -121,7 +121,8 @@ def seconds(value: object, what: str, lo: float, hi: float) -> float:
 
 
 def query_value(request: web.Request, name: str, *, max_len: int = MAX_QUERY_VALUE) -> str | None:
-    """The query value ``name``, given once, or None if absent."""
+    """The query value ``name``, given once, or None if absent (strict_input
+    has refused control characters in every value already)."""
     values = request.query.getall(name, [])
     if not values:
         return None
