@@ -235,6 +235,7 @@ BODIES = [
     (b'["key"]', JSON, 400, "must be a JSON object"),
     (b'{"key": ', JSON, 400, "not valid JSON"),
     (b"[[[[}", JSON, 400, "not valid JSON"),
+    (b'{"key": "' + b"x" * 70_000 + b'"}', JSON, 413, "Maximum request body size 65536 exceeded"),
 ]
 
 

@@ -46,6 +46,7 @@ from swarm.controller.web.parse import (
 )
 
 BUILD_ID_RE = re.compile(r"b-[0-9a-f]{12}")
+QUEUE_BODY = 1024 * 1024  # up to 1,000 atoms with their versions and USE flags
 KEY_NAME = healing.KEY_NAME
 routes = web.RouteTableDef()
 
@@ -231,7 +232,7 @@ async def rename_drone(request: web.Request) -> web.Response:
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
-    body = await json_body(request)
+    body = await json_body(request, max_size=QUEUE_BODY)
     atoms = body.get("atoms", body.get("packages"))
     if isinstance(atoms, str):
         atoms = check_text(atoms, "atoms", max_len=100_000, lines=True).split()

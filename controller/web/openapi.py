@@ -92,7 +92,7 @@ MESSAGES = {
     403: "missing or wrong CSRF token, or an origin that is not allowed",
     404: "not found",
     409: "not possible in the controller's state",
-    413: "the body is larger than the tier accepts (1 MiB)",
+    413: "the body is larger than the endpoint takes (64 KiB; the queue 1 MiB)",
     415: "the body is not JSON sent as Content-Type: application/json (UTF-8)",
     429: "too many wrong keys from this address (see Retry-After)",
     503: "the drone did not answer in time",
