@@ -35,6 +35,7 @@ FAST_MODULES = frozenset(
         "test_dronetype",
         "test_events",
         "test_healer_timing",
+        "test_http_input",
         "test_identity",
         "test_link_switch",
         "test_oob",

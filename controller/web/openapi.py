@@ -92,6 +92,8 @@ MESSAGES = {
     403: "missing or wrong CSRF token, or an origin that is not allowed",
     404: "not found",
     409: "not possible in the controller's state",
+    413: "the body is larger than the endpoint takes (64 KiB; the queue 1 MiB)",
+    415: "the body is not JSON sent as Content-Type: application/json (UTF-8)",
     429: "too many wrong keys from this address (see Retry-After)",
     503: "the drone did not answer in time",
 }
@@ -158,7 +160,7 @@ def _get(
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": body}}}
     }
-    for status in errors:
+    for status in _errors(errors, params, None):
         responses[str(status)] = {
             "description": MESSAGES[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -179,7 +181,7 @@ def _op(
         "parameters": params or [],
         "responses": {status: {"description": "OK", "content": {"application/json": {"schema": reply}}}},
     }
-    for code in errors:
+    for code in _errors(errors, params, body):
         op["responses"][str(code)] = {
             "description": MESSAGES[code],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -187,6 +189,20 @@ def _op(
     if body is not None:
         op["requestBody"] = {"content": {"application/json": {"schema": body}}}
     return op
+
+
+def _errors(
+    errors: tuple[int, ...], params: list[dict[str, Any]] | None, body: dict[str, Any] | None
+) -> list[int]:
+    """Statuses an operation answers with: any parameter can be malformed
+    (400, parse.py), any body too, be too large (413) or be sent as something
+    other than JSON (415)."""
+    found = set(errors)
+    if params or body is not None:
+        found.add(400)
+    if body is not None:
+        found |= {413, 415}
+    return sorted(found)
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -449,6 +465,7 @@ def admin_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "400": {"description": MESSAGES[400]},
                     "404": {"description": "no log"},
                 },
             }
@@ -884,6 +901,7 @@ def _shell_paths() -> dict[str, Any]:
                         "description": "OK",
                         "content": {"application/x-asciicast": {"schema": {"type": "string"}}},
                     },
+                    "400": {"description": MESSAGES[400]},
                     "401": {"description": MESSAGES[401]},
                     "404": {"description": "no such recording"},
                 },
