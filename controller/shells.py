@@ -48,13 +48,14 @@ from typing import Any, Protocol
 import grpc
 
 from swarm.controller.authz import AGENT, Identity, current_identity
-from swarm.controller.bounds import StreamBounds, bound_key
+from swarm.controller.bounds import StreamBounds, bound_key, noise_key
 from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDenied, SwarmError, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
 from swarm.controller.unparsable import Unparsable
+from swarm.printable import printable
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
 from swarm.tasks import TaskSet, wait_event
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
@@ -176,7 +177,7 @@ def exit_info(close: shell_pb2.Close) -> ExitInfo:
         exited=close.exited,
         exit_code=close.exit_code if close.exited else None,
         signal=close.signal or None,
-        reason=close.reason[:500],
+        reason=printable(close.reason, 500),
         timed_out=close.timed_out,
     )
 
@@ -1170,9 +1171,11 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
             return
         kind = first.WhichOneof("body")
         if kind != "attach":
-            self._events.emit(
+            bounds.peer_events.emit(
                 "protocol_error",
-                f"{peer}: channel stream began with {kind or 'an empty frame'}, not attach",
+                "attach first",
+                noise_key(identity, peer),
+                f"channel stream began with {kind or 'an empty frame'}, not attach",
                 drone_id=identity.drone_id,
                 peer=peer,
                 method="/swarm.v1.Channels/Shell",
