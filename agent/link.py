@@ -144,13 +144,15 @@ class ControlLink:
                 why = f"{ended}: refused ({REFUSED[code]})"
                 if why != last:
                     log.warning(
-                        "%s; retrying in %.0fs, then backing off up to %.0fs (logged again only on a change)",
+                        "%s; retrying in %.1fs (refusal %d in a row), backing off up to %.0fs "
+                        "(logged again only when this changes)",
                         why,
                         delay,
+                        self.refusals,
                         self._refused_backoff.cap,
                     )
                 else:
-                    log.debug("refused again (%d in a row); retrying in %.0fs", self.refusals, delay)
+                    log.debug("refused again (%d in a row); retrying in %.1fs", self.refusals, delay)
                 last = why
             else:
                 self.refusals = 0

@@ -263,7 +263,9 @@ class Controller:
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
         # Always served, so that authorization answers the same with builds off.
-        self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
+        self.build_logs = BuildsService(
+            self.builds, self.staging, config.data_dir / "buildlogs", self.bounds.noise
+        )
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
             ChannelsService(self.shells, self.bounds, self.events), self._server

@@ -128,8 +128,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """One control stream. Before anything is read, the caller must have
         room among the streams waiting to say Hello (bounds.py); after Hello,
-        a stream that would replace the drone's live one must be within the
-        replacement rate. Either refusal is RESOURCE_EXHAUSTED."""
+        a stream of another agent process while the drone's stream is live
+        is refused (ALREADY_EXISTS, Fleet.duplicate), and a stream that would
+        replace the drone's live one must be within the replacement rate
+        (else RESOURCE_EXHAUSTED, like the first bound)."""
         peer = context.peer()
         identity = current_identity()
         bounds = self.bounds
@@ -273,7 +275,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             f"{hello.hostname or 'an unnamed host'}, {peer}) says it is this drone while the one "
             f"from {kept.peer} is connected: refused; stop one, or enroll it as a drone of its own"
         )
-        log.warning("%s", message)
         self._events.emit(
             "drone_duplicate",
             message,

@@ -501,7 +501,7 @@ class Healer:
         """Count an action against the budget, or say why the budget has none left."""
         recent = self._recent_actions
         window = self.settings.action_window
-        while recent and now - recent[0] > window:
+        while recent and now - recent[0] >= window:
             recent.popleft()
         if len(recent) >= self.settings.max_actions:
             return (
@@ -702,9 +702,12 @@ class Healer:
         against the same budget: FailedPrecondition (409) if it cannot run now."""
         now = self._clock()
         ladder = self.ladder(state.id)
-        why = self.busy(state, now) or self._spend(now)
-        if why is not None:
-            raise FailedPrecondition(f"{state.name}: {why}; one action at a time per drone")
+        busy = self.busy(state, now)
+        if busy is not None:
+            raise FailedPrecondition(f"{state.name}: {busy}; one action at a time per drone")
+        spent = self._spend(now)
+        if spent is not None:
+            raise FailedPrecondition(f"{state.name}: not now: {spent}")
         what = f"{STEPS[level]} asked by {by}"
         instance = state.instance_id
         ladder.acting, ladder.running, ladder.asked = True, f"a {what}", None

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import grpc
 
 from swarm.controller.authz import AGENT, Identity, current_identity
-from swarm.controller.bounds import StreamBounds, bound_key, noise_key
+from swarm.controller.bounds import PeerLog, StreamBounds, bound_key, noise_key
 from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDenied, SwarmError, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
@@ -1092,12 +1092,7 @@ class ShellRegistry:
         if channel is None:
             raise NotFound(f"no channel {channel_id[:40]!r} is waiting")
         if identity.kind == AGENT and identity.drone_id != channel.drone_id:
-            log.warning(
-                "drone %s tried to attach to channel %s of drone %s",
-                identity.drone_id,
-                channel_id[:12],
-                channel.drone_id,
-            )
+            # Logged by the caller (ChannelsService), a few per drone per window.
             raise PermissionDenied("that channel belongs to another drone")
         if channel.claimed:
             raise FailedPrecondition("that channel is attached already")
@@ -1130,6 +1125,7 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
         self._registry = registry
         self._bounds = bounds
         self._events = events
+        self._refusals = PeerLog(log, bounds.noise)
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """A drone's channel stream. It counts against the drone's channel
@@ -1185,6 +1181,14 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
         try:
             channel = self._registry.claim(first.attach.channel_id, identity)
         except SwarmError as exc:
+            if isinstance(exc, PermissionDenied):
+                self._refusals.warning(
+                    "other drone's channel",
+                    key,
+                    "drone %s tried to attach to channel %s of another drone",
+                    identity.drone_id,
+                    first.attach.channel_id[:12],
+                )
             await context.abort(*grpc_status(exc))
             return
         await channel.serve(context)
