@@ -29,6 +29,7 @@ import grpc
 from swarm.agent import serde
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
+from swarm.agent.config import AgentConfig
 from swarm.agent.probes import Sample, SystemProbe
 from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
@@ -50,7 +51,8 @@ REFUSED = {
     grpc.StatusCode.ALREADY_EXISTS: "another agent process holds this drone's control stream",
     grpc.StatusCode.PERMISSION_DENIED: "it may not connect as this drone or under this name",
 }
-REFUSED_BACKOFF = Backoff(initial=30.0, cap=900.0)
+_DEFAULTS = AgentConfig()
+REFUSED_BACKOFF = Backoff(initial=_DEFAULTS.refused_backoff_initial, cap=_DEFAULTS.refused_backoff_max)
 
 
 class StreamEnded(Exception):
