@@ -40,6 +40,7 @@ FAST_MODULES = frozenset(
         "test_link_switch",
         "test_oob",
         "test_packaging",
+        "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
         "test_scheduler",

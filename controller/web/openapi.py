@@ -581,11 +581,20 @@ def _healing_paths() -> dict[str, Any]:
             )
         },
         "/admin/api/drones/{name}/restart": {
-            "post": _op("restart the drone's agent (healing step 1)", None, step, "200", (401, 404), drone)
+            "post": _op(
+                "restart the drone's agent (healing step 1); 409 while another action on the drone "
+                "runs or the healing budget is spent",
+                None,
+                step,
+                "200",
+                (401, 404, 409),
+                drone,
+            )
         },
         "/admin/api/drones/{name}/reboot": {
             "post": _op(
-                "reboot the drone's container or VM through its host (409 for bare-metal)",
+                "reboot the drone's container or VM through its host (409 for bare-metal, while "
+                "another action on the drone runs, or when the healing budget is spent)",
                 None,
                 step,
                 "200",
