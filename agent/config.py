@@ -13,7 +13,7 @@ DEFAULT_PATH = Path("/etc/build-swarm/agent.toml")
 ENV_PREFIX = "SWARM_AGENT_"
 DRONE_TYPES = ("auto", "lxc", "qemu", "bare-metal", "unknown")
 ENROLL_PORT = 8095
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)

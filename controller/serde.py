@@ -13,8 +13,8 @@ from swarm.printable import printable
 from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # uint64 on the wire, a signed 64-bit column in the databases.
 MAX_BYTES = 2**63 - 1
 DRONE_TYPES = {

@@ -62,7 +62,7 @@ from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_RE = re.compile(r"^s-[0-9a-f]{16}$")
+SESSION_ID_RE = re.compile(r"^s-[0-9a-f]{16}\Z")
 OPENING, OPEN, CLOSING, CLOSED = "opening", "open", "closing", "closed"
 INPUT_QUEUE = 16  # frames to the agent per session
 ATTACH_TIMEOUT = 10.0  # for the first frame of a Shell call
