@@ -8,10 +8,11 @@ schedules a retry per attempt, so that retries multiply (Python 3.11's
 took a controller down with 1,100 idle connections that way. Here each
 tier has:
 
-- ``GuardedSite``: its own listening sockets and one accept task each.
-  Out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM) it closes some of
-  the tier's longest-idle connections, pauses with a doubling backoff
-  and logs one line per burst.
+- ``GuardedSite``: its own listening sockets (deferred accept, a long
+  backlog) and one accept task each. Out of descriptors (EMFILE, ENFILE,
+  ENOBUFS, ENOMEM) it closes the longest-idle connections of any tier
+  and accepts again; with none idle it pauses with a doubling backoff.
+  One line per burst either way.
 - ``Connections``: the open connections per tier and per client address.
   A new connection beyond a cap closes the longest-idle connection under
   that cap (as nginx reuses idle keep-alive connections when it runs
@@ -28,7 +29,10 @@ tier has:
   400 with one info line instead of an ERROR traceback.
 
 aiohttp's own keep-alive timer closes connections idle between requests.
-Every line a peer can cause here goes through ``BurstLog``.
+Every line a peer can cause here goes through ``BurstLog``. The handler
+overrides aiohttp internals (``_handle_request``, ``_messages``,
+``_request_in_progress``): tests/test_connections.py checks them against
+the aiohttp in use.
 """
 
 from __future__ import annotations
