@@ -402,6 +402,7 @@ class GuardedSite(web.BaseSite):
             self._host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         try:
+            port = self._port
             for family, kind, proto, _name, address in dict.fromkeys(infos):
                 sock = socket.socket(family, kind, proto)
                 self._sockets.append(sock)
@@ -414,8 +415,9 @@ class GuardedSite(web.BaseSite):
                     # and a refused one has sent its request, so that the 503 is read
                     # before the close instead of lost to a reset.
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
-                # With port 0, every address gets the port the first one got.
-                sock.bind((address[0], self.port, *address[2:]))
+                sock.bind((address[0], port, *address[2:]))
+                # With port 0, every further address gets the port the first one got.
+                port = sock.getsockname()[1]
                 sock.listen(self._backlog)
                 sock.setblocking(False)
         except OSError:
