@@ -24,6 +24,7 @@ from swarm.controller.authz import AuthzInterceptor
 from swarm.controller.bounds import BoundSettings, PeerLog, StreamBounds
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
+from swarm.controller.burstlog import BurstLog
 from swarm.controller.ca import CertificateAuthority
 from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
@@ -46,6 +47,7 @@ from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
+from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
 from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, gateway_pb2_grpc, shell_pb2_grpc
@@ -105,11 +107,16 @@ class Controller:
         self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
+        # Lines a peer can cause on the web tiers' connections, once per burst.
+        self._web_notes = BurstLog(logging.getLogger(web_server.__name__))
+        self._conn_settings: web_server.ConnSettings | None = None
+        self._tiers: list[web_server.Connections] = []
         self.ports: Ports | None = None
 
     async def start(self) -> Ports:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._conn_settings = web_server.conn_settings(config, web_server.raise_open_files_limit())
         try:
             keys = await adminkey.KeyStore.open(config.admin_keys_path, config.admin_key_path)
         except (adminkey.AdminKeyError, OSError) as exc:
@@ -295,17 +302,23 @@ class Controller:
         return grpc_port, enroll_port
 
     async def _serve(self, app: web.Application, host: str, port: int, name: str) -> int:
+        assert self._conn_settings is not None
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._web.append(runner)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web_server.GuardedSite(
+            runner,
+            host,
+            port,
+            web_server.Connections(name, self._conn_settings, self._web_notes, self._tiers),
+        )
         try:
             await site.start()
         except OSError as exc:
             raise StartupError(
-                f"cannot listen for the {name} tier on {host}:{port}: {exc.strerror}"
+                f"cannot listen for the {name} tier on {host}:{port}: {exc.strerror or exc}"
             ) from None
-        return int(runner.addresses[-1][1])
+        return site.port
 
     def _write_ready(self, ports: Ports) -> None:
         path = self.config.ready_file
@@ -359,6 +372,7 @@ class Controller:
         for runner in self._web:
             await runner.cleanup()
         self._web.clear()
+        self._web_notes.close()
 
     async def _stop_services(self) -> None:
         if self.builds is not None:

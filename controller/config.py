@@ -72,6 +72,28 @@ class ControllerConfig:
         "messages a websocket client (/ws/events, /ws/protocol) may fall behind; "
         "beyond that they are dropped and the client is told how many",
     )
+    http_connections: int = option(
+        0,
+        "open HTTP connections each web tier (public, admin) holds at most; a new one beyond "
+        "closes the longest-idle one, or gets 503 if none is idle (0: a third of the open-files "
+        "limit, less a reserve)",
+    )
+    http_connections_per_address: int = option(
+        0,
+        "open HTTP connections one client address may hold on a tier; beyond, as for "
+        "http_connections, among that address's own (0: half of the tier's cap)",
+    )
+    http_header_timeout: float = option(
+        10.0,
+        "seconds a client has to send a complete request head, from connecting or from the first "
+        "byte of its next request; slower connections are closed",
+    )
+    http_keepalive_timeout: float = option(
+        60.0, "seconds an HTTP connection may stay idle between requests before it is closed"
+    )
+    http_keepalive_requests: int = option(
+        1000, "requests one HTTP connection may carry; the answer to the last says Connection: close"
+    )
     portage_eprefix: Path = option(
         Path(""),
         "Gentoo prefix with the swarm's Portage configuration (repos, "
@@ -271,6 +293,14 @@ class ControllerConfig:
                 raise ValueError(f"admin_origins: {origin!r} is not an origin like https://host[:port]")
         if not 10 <= self.ws_queue <= 1_000_000:
             raise ValueError("ws_queue must be between 10 and 1000000")
+        if self.http_connections < 0 or self.http_connections_per_address < 0:
+            raise ValueError("http_connections and http_connections_per_address must not be negative")
+        if not 0 < self.http_header_timeout <= 3600 or not 0 < self.http_keepalive_timeout <= 86400:
+            raise ValueError(
+                "http_header_timeout must be in (0, 3600] and http_keepalive_timeout in (0, 86400] seconds"
+            )
+        if self.http_keepalive_requests < 1:
+            raise ValueError("http_keepalive_requests must be at least 1")
         for name in (
             "shell_grace",
             "shell_idle_timeout",

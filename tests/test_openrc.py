@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ pytestmark = pytest.mark.timeout(300)
 DRONE = "rc-drone"
 READY_FILE = "/var/lib/build-swarm/ready.json"
 STATE_DIR = "/var/lib/build-swarm/agent"
+# The init scripts' rc_ulimit="-n ..." defaults.
+CONTROLLER_OPEN_FILES = 65536
+AGENT_OPEN_FILES = 16384
 
 
 def retry_budget(initd: Path) -> float:
@@ -109,6 +114,20 @@ class Services:
         return agent
 
 
+def can_raise_open_files(limit: int) -> bool:
+    """Whether a process started now may set its open-files limit to ``limit``."""
+    script = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+
+
+def open_files_limit(proc: psutil.Process) -> tuple[int, int]:
+    """A process's open-files limit (soft, hard), from /proc (prlimit needs privileges)."""
+    limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.MULTILINE)
+    assert match, limits
+    return int(match[1]), int(match[2])
+
+
 def inner_pid(proc: psutil.Process) -> int:
     """A process's pid inside its (innermost) pid namespace."""
     status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -176,6 +195,13 @@ def test_controller_service_start_stop_restart_respawn(services: Services) -> No
     assert code == 0, output
     wait_for(services.ready, what="the controller started again")
     first = root.running("swarm-controller")[0].pid
+    # The init script's rc_ulimit: room for many connections (1024 is not). Raising the
+    # hard limit above ours needs CAP_SYS_RESOURCE, which a container may lack: then
+    # OpenRC says it could not, and starts the service all the same.
+    if can_raise_open_files(CONTROLLER_OPEN_FILES):
+        assert open_files_limit(root.running("swarm-controller")[0]) == (CONTROLLER_OPEN_FILES,) * 2
+    else:
+        assert "swarm-controller: unable to apply RC_ULIMIT settings" in output, output
 
     code, output = services.rc("swarm-controller", "restart")
     assert code == 0, output
@@ -202,6 +228,8 @@ def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
     assert code == 0, output
     assert f" * ready: drone {DRONE} (" in output and services.controller.grpc_target in output
     first = services.one_agent_reconnected(before="")
+    # The init script's rc_ulimit (below the usual hard limit: lowering needs no privilege).
+    assert open_files_limit(first) == (AGENT_OPEN_FILES,) * 2
     assert services.rc("swarm-agent", "status") == (0, " * status: started\n")
 
     code, output = services.rc("swarm-agent", "stop")
