@@ -436,8 +436,9 @@ async def authorize_websocket(request: web.Request) -> Principal:
 
     The request must be authenticated (X-Admin-Key, or a session cookie;
     the admin tier's middleware has done that, else it is done here) and
-    its Origin allowed: the admin tier's own origin or one of
-    --admin-origins. A browser always sends Origin on an upgrade, so one
+    its Origin allowed: one of the tier's host names on its own port, or
+    one of --admin-origins (web/hosts.py; its Host was checked by the
+    tier's middleware, hosts.check_host). A browser always sends Origin on an upgrade, so one
     without it is accepted only with X-Admin-Key (a program, not a page).
     Returns the principal, whose ``name`` is the audit trail; raises
     Unauthenticated (401), HTTPTooManyRequests (429) or PermissionDenied
