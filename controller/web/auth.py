@@ -28,9 +28,10 @@ lock the admin out.
 
 That a 200 still answers a guess while wrong keys get 429 is deliberate:
 the limiter is not what makes guessing hopeless. Keys are long random
-values (256 bits when the controller makes them, 32 characters at least
-when an admin writes one; adminkey.py), so even a million guesses a
-second would need longer than the age of the universe. What the limiter
+values (256 bits when the controller makes them; an admin who writes one
+must give 32 characters at least and is asked for random ones;
+adminkey.py): at a million guesses a second, 128 random bits take some
+10^25 years. What the limiter
 bounds is what wrong keys cost: log lines, events (each a database
 write), and the slow scrypt check that keys from before the SHA-256 form
 still need until they are first used (adminkey.py); the global bucket
@@ -280,6 +281,7 @@ class AdminAuth:
         self.limiter = FailureLimiter(
             settings.failures, settings.failure_window, total=settings.global_failures
         )
+        self._all_locked_at = -math.inf
 
     def client_address(self, request: web.Request) -> str:
         return forwarded_client(
@@ -346,7 +348,10 @@ class AdminAuth:
                 address=address,
                 retry_after_s=round(retry, 1),
             )
-        if all_used_up:
+        if all_used_up and now - self._all_locked_at >= self.settings.failure_window:
+            # Once per window: under a steady stream of wrong keys the shared
+            # allowance empties again with every attempt it refills.
+            self._all_locked_at = now
             retry = self.limiter.retry_after_all(now)
             log.warning("too many wrong admin keys from all addresses: refusing wrong keys for %.0fs", retry)
             self.events.emit(
