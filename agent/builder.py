@@ -36,7 +36,7 @@ from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
 
 log = logging.getLogger(__name__)
 
-CPV_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_.-]*-[0-9][0-9A-Za-z._-]*$")
+CPV_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_.-]*-[0-9][0-9A-Za-z._-]*\Z")
 LOG_BATCH_BYTES = 16 * 1024
 LOG_BATCH_SECONDS = 0.2
 LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory

@@ -13,7 +13,7 @@ DEFAULT_PATH = Path("/etc/build-swarm/agent.toml")
 ENV_PREFIX = "SWARM_AGENT_"
 DRONE_TYPES = ("auto", "lxc", "qemu", "bare-metal", "unknown")
 ENROLL_PORT = 8095
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,12 @@ class AgentConfig:
     heartbeat_interval: float = option(1.0, "seconds between heartbeats")
     backoff_initial: float = option(0.5, "first reconnect delay ceiling in seconds")
     backoff_max: float = option(30.0, "largest reconnect delay in seconds")
+    refused_backoff_initial: float = option(
+        30.0,
+        "first reconnect delay ceiling in seconds after the controller refused this agent (revoked, "
+        "another agent with this drone's id connected, name taken); doubles per refusal in a row",
+    )
+    refused_backoff_max: float = option(900.0, "largest reconnect delay in seconds after refusals")
     emerge_command: str = option(
         "emerge --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n",
         "command that builds one package; =CATEGORY/PF is appended",
@@ -87,6 +93,8 @@ class AgentConfig:
             raise ValueError("heartbeat_interval must be between 0.05 and 60 seconds")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        if not 0 < self.refused_backoff_initial <= self.refused_backoff_max:
+            raise ValueError("backoff needs 0 < refused_backoff_initial <= refused_backoff_max")
         if not self.emerge_command.strip():
             raise ValueError("emerge_command must not be empty")
         if self.min_free_disk_mb < 0:

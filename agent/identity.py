@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 ID_FILE = "drone-id"
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
+ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 class IdentityError(Exception):

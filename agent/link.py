@@ -6,6 +6,12 @@ pings (each Pong carries the latest functional checks). When the stream
 breaks it reconnects with exponential backoff and full jitter, forever,
 until ``stop()``. A RestartService from the controller is handed to
 ``on_restart`` (main.py stops the agent and execs a fresh one).
+
+A *refusal* (REFUSED: revoked, another agent process holds the drone, the
+name belongs to another drone) will not go away by itself in seconds: the
+link then backs off on a second, longer schedule (minutes), never less
+than half its ceiling. The log says when the link's state changes (a new
+way of failing, connected again), not at every attempt.
 """
 
 from __future__ import annotations
@@ -23,19 +29,30 @@ import grpc
 from swarm.agent import serde
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
+from swarm.agent.config import AgentConfig
 from swarm.agent.probes import Sample, SystemProbe
 from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
+from swarm.printable import printable
 from swarm.protocol import read_features
 from swarm.tasks import race, wait_event
-from swarm.v1 import gateway_pb2, gateway_pb2_grpc
+from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 WELCOME_TIMEOUT = 10.0
 OUTBOX_SIZE = 32
 HEARTBEAT_JITTER = 0.05
+# Statuses that say the controller will not take this agent as it is; each
+# is retried on the refused backoff (docs/protocol.md, reconnect).
+REFUSED = {
+    grpc.StatusCode.UNAUTHENTICATED: "its certificate is revoked, unknown or expired",
+    grpc.StatusCode.ALREADY_EXISTS: "another agent process holds this drone's control stream",
+    grpc.StatusCode.PERMISSION_DENIED: "it may not connect as this drone or under this name",
+}
+_DEFAULTS = AgentConfig()
+REFUSED_BACKOFF = Backoff(initial=_DEFAULTS.refused_backoff_initial, cap=_DEFAULTS.refused_backoff_max)
 
 
 class StreamEnded(Exception):
@@ -50,8 +67,11 @@ class ControlLink:
         probe: SystemProbe,
         backoff: Backoff,
         credentials: Callable[[], grpc.ChannelCredentials | None],
+        *,
+        refused_backoff: Backoff = REFUSED_BACKOFF,
     ) -> None:
         self._target = target
+        self._refused_backoff = refused_backoff
         self._credentials = credentials
         self._hello = hello
         self._probe = probe
@@ -73,6 +93,10 @@ class ControlLink:
         # From the latest Welcome: what the controller speaks (swarm.protocol).
         self.controller_revision = 0
         self.controller_features: tuple[str, ...] = ()
+        # The controller's refusals in a row, and the last other agent process
+        # it told us about (each logged once).
+        self.refusals = 0
+        self._duplicate_seen = ""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="control-link")
@@ -93,26 +117,54 @@ class ControlLink:
 
     async def _run(self) -> None:
         attempt = 0
+        last = ""  # how the previous attempt ended: logged again only when that changes
         while not self._stopping.is_set():
             self._welcomed = False
+            code: grpc.StatusCode | None = None
             try:
                 await self._session()
+                ended = f"control stream to {self._target} ended"
             except grpc.aio.AioRpcError as exc:
-                log.warning("control stream to %s ended: %s %s", self._target, exc.code().name, exc.details())
+                code = exc.code()
+                ended = f"control stream to {self._target} ended: {code.name} {exc.details()}"
             except StreamEnded:
-                log.warning("controller %s closed the control stream", self._target)
+                ended = f"controller {self._target} closed the control stream"
             except TimeoutError:
-                log.warning("controller %s did not answer Hello in %.0fs", self._target, WELCOME_TIMEOUT)
+                ended = f"controller {self._target} did not answer Hello in {WELCOME_TIMEOUT:.0f}s"
             except Exception:
                 # A bug of ours must not leave the drone dark for good.
                 log.exception("control stream to %s failed", self._target)
+                ended = f"control stream to {self._target} failed"
             finally:
                 self.connected.clear()
             if self._welcomed:
-                attempt = 0
-            delay = self._backoff.delay(attempt)
-            attempt += 1
-            log.info("reconnecting to %s in %.2fs", self._target, delay)
+                attempt, last = 0, ""
+            if code in REFUSED:
+                # Retrying soon cannot help: minutes, and never in quick succession.
+                delay = self._refused_backoff.delay(self.refusals, least=0.5)
+                self.refusals += 1
+                why = f"{ended}: refused ({REFUSED[code]})"
+                if why != last:
+                    log.warning(
+                        "%s; retrying in %.1fs (refusal %d in a row), backing off up to %.0fs "
+                        "(logged again only when this changes)",
+                        why,
+                        delay,
+                        self.refusals,
+                        self._refused_backoff.cap,
+                    )
+                else:
+                    log.debug("refused again (%d in a row); retrying in %.1fs", self.refusals, delay)
+                last = why
+            else:
+                self.refusals = 0
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                if ended != last:
+                    log.warning("%s; reconnecting in %.2fs", ended, delay)
+                else:
+                    log.debug("%s again; reconnecting in %.2fs", ended, delay)
+                last = ended
             await wait_event(self._stopping, delay)
 
     def credentials_changed(self) -> None:
@@ -189,6 +241,7 @@ class ControlLink:
             self.controller_revision,
             ", ".join(self.controller_features) or "(no feature list: an older controller)",
         )
+        self.refusals = 0
         try:
             while True:
                 self._switch.clear()
@@ -281,9 +334,26 @@ class ControlLink:
                 self.builder.cancel(message.cancel_build.build_id, message.cancel_build.reason)
             elif kind == "open_channel" and self.channels is not None:
                 self.channels.open(message.open_channel)
+            elif kind == "duplicate_drone":
+                self._on_duplicate(message.duplicate_drone)
             elif kind == "restart_service" and self.on_restart is not None:
                 reason = message.restart_service.reason or "no reason given"
                 log.warning("the controller asked for a restart of this agent: %s", reason)
                 self.on_restart(reason)
             else:
                 log.warning("ignoring unexpected %s from controller", kind)
+
+    def _on_duplicate(self, notice: fleet_pb2.DuplicateDrone) -> None:
+        """Another agent process with this drone's id was refused; said once per other process."""
+        if notice.instance_id == self._duplicate_seen:
+            log.debug("the other agent process %s was refused again", notice.instance_id[:12])
+            return
+        self._duplicate_seen = notice.instance_id
+        log.warning(
+            "another agent process says it is this drone (instance %s on %s, from %s): the controller "
+            "refused it and this agent keeps the drone. Two agents share one identity (a cloned "
+            "machine or a copied state directory?): stop the other, or enroll it as a drone of its own",
+            printable(notice.instance_id, 64),
+            printable(notice.hostname, 255) or "an unnamed host",
+            printable(notice.peer, 128),
+        )

@@ -179,6 +179,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         SystemProbe(config.cache_path),
         Backoff(initial=config.backoff_initial, cap=config.backoff_max),
         channel_credentials,
+        refused_backoff=Backoff(initial=config.refused_backoff_initial, cap=config.refused_backoff_max),
     )
     log_sources = LogSources(
         agent_log=config.log_file if str(config.log_file) not in ("", ".") else None,

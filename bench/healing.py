@@ -331,8 +331,9 @@ class Swarm:
             f"{ctl} hard-restart {{name}}",
             "--portage-eprefix",
             str(ctl_prefix.root),
+            # Access comes from a drones file: "local" is the file's to give, never the API's.
             "--drones-file",
-            "",
+            str(self._drones_file()),
             "--log-level",
             "info",
         ]
@@ -364,13 +365,20 @@ class Swarm:
         wait_until(
             "every drone online with its checks passing", self._all_healthy, 120.0, self.check_alive, 0.25
         )
-        access = {"ssh": str(self.sshd.target) if self.sshd is not None else "local"}
-        for name in self.names:
-            status, body = self.admin_request("PUT", f"/admin/api/drones/{name}", access)
-            if status != 200:
-                raise BenchError(f"PUT /admin/api/drones/{name} answered {status}: {body}")
+        wait_until("every drone's access (drones file)", self._all_reachable, 30.0, self.check_alive, 0.25)
         node = self.nodes()[self.names[0]]
         self.heartbeat = float(node["heartbeat_interval_ms"]) / 1000.0
+
+    def _drones_file(self) -> Path:
+        ssh = str(self.sshd.target) if self.sshd is not None else "local"
+        path = self.work / "drones.toml"
+        path.write_text("".join(f'[drones.{name}]\nssh = "{ssh}"\n' for name in self.names))
+        return path
+
+    def _all_reachable(self) -> bool:
+        drones = self.get_admin("/admin/api/drones")["drones"]
+        reachable = {d["name"] for d in drones if d["ssh_access"] is not None}
+        return reachable >= set(self.names)
 
     def _start_sshd(self) -> None:
         sys.path.insert(0, str(ROOT / "tests"))

@@ -26,5 +26,9 @@ class Backoff:
         # Clamp the exponent so large attempt counts cannot overflow a float.
         return min(self.cap, self.initial * self.factor ** min(attempt, 64))
 
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        return (rng or random).uniform(0, self.ceiling(attempt))
+    def delay(self, attempt: int, rng: random.Random | None = None, *, least: float = 0.0) -> float:
+        """A draw between ``least`` (a share of the ceiling, 0 for full
+        jitter) and the ceiling: a peer that was refused waits at least half
+        (``least=0.5``), so its retries never come in quick succession."""
+        ceiling = self.ceiling(attempt)
+        return (rng or random).uniform(least * ceiling, ceiling)

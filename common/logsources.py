@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 CONTROL_PLANE = "control-plane"
-SEGMENT_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.:-]{0,127}$")
+SEGMENT_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.:-]{0,127}\Z")
 DRONE_SOURCE_RE = re.compile(
     r"^(?:agent"
     r"|build/(?P<id>[jb]-[0-9a-f]{12})"

@@ -21,7 +21,15 @@ NAMES_BOUND = "names-bound"
 MISSED_PINGS = "missed-pings"
 BUILD_LOG_RESUME = "build-log-resume"
 STREAM_BOUNDS = "stream-bounds"
-CONTROLLER_FEATURES = (UNKNOWN_KINDS_IGNORED, NAMES_BOUND, MISSED_PINGS, BUILD_LOG_RESUME, STREAM_BOUNDS)
+ONE_INSTANCE = "one-instance"
+CONTROLLER_FEATURES = (
+    UNKNOWN_KINDS_IGNORED,
+    NAMES_BOUND,
+    MISSED_PINGS,
+    BUILD_LOG_RESUME,
+    STREAM_BOUNDS,
+    ONE_INSTANCE,
+)
 
 # What the agent speaks (Hello.features).
 CHANNELS_SHELL = "channels.shell"
@@ -30,6 +38,7 @@ CHANNELS_LOG = "channels.log"
 BUILDS = "builds"
 RESTART_SERVICE = "restart-service"
 PONG_CHECKS = "pong-checks"
+DUPLICATE_NOTICE = "duplicate-notice"
 AGENT_FEATURES = (
     CHANNELS_SHELL,
     CHANNELS_EXEC,
@@ -38,6 +47,7 @@ AGENT_FEATURES = (
     RESTART_SERVICE,
     PONG_CHECKS,
     UNKNOWN_KINDS_IGNORED,
+    DUPLICATE_NOTICE,
 )
 
 MAX_FEATURES = 64
@@ -55,7 +65,14 @@ def read_features(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
+# Added after feature lists were: a peer without a list does not speak these.
+REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE})
+
+
 def speaks(features: tuple[str, ...], feature: str) -> bool:
     """Whether a peer that sent ``features`` speaks ``feature``: an empty list
-    is a peer from before feature lists, which speaks all of revision 1."""
-    return not features or feature in features
+    is a peer from before feature lists, which speaks all of revision 1 as
+    it was then (none of REVISION_1_LATER)."""
+    if not features:
+        return feature not in REVISION_1_LATER
+    return feature in features

@@ -5,6 +5,10 @@ Settings come from the admin API (``PUT /admin/api/drones/{id}``, stored
 in the database) and from an optional TOML file applied at every start
 (``[drones.NAME]`` tables, by drone name or id). Everything is validated
 when it is saved, so the healer never meets a bad template at 3 a.m.
+
+``"local"`` (run the command on the controller's own machine, next to its
+CA key and database) is the file's to give, never the API's: an admin key
+must not be a shell on the controller (``from_api``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ REBOOTABLE = frozenset({"lxc", "qemu"})
 # Runs the command on the controller's own machine, without SSH: for drones
 # that live there (the demo, a lab on one box).
 LOCAL = "local"
-VMID_RE = re.compile(r"^[0-9]{1,9}$")
+VMID_RE = re.compile(r"[0-9]{1,9}")
 FIELDS = ("type", "ssh", "host", "vmid", "reboot")
 
 
@@ -51,7 +55,7 @@ def validate(drone_id: str, fields: Mapping[str, Any], *, by: str, now: float | 
     for key in ("ssh", "host"):
         if values[key] and values[key] != LOCAL:
             SshTarget.parse(values[key])
-    if values["vmid"] and not VMID_RE.match(values["vmid"]):
+    if values["vmid"] and not VMID_RE.fullmatch(values["vmid"]):
         raise InvalidArgument("vmid must be a number")
     if values["reboot"]:
         template = reboot_template(values["reboot"])
@@ -69,6 +73,25 @@ def validate(drone_id: str, fields: Mapping[str, Any], *, by: str, now: float | 
         updated_at=time.time() if now is None else now,
         updated_by=by,
     )
+
+
+def from_api(drone_id: str, fields: Mapping[str, Any], *, by: str, current: AccessRecord) -> AccessRecord:
+    """validate() for the admin API, which may keep a ``"local"`` that the
+    drones file set but never set one; and while ``host`` stays local, the
+    reboot command (which runs on this machine then) stays the file's too."""
+    record = validate(drone_id, fields, by=by)
+    for key in ("ssh", "host"):
+        if getattr(record, key) == LOCAL and getattr(current, key) != LOCAL:
+            raise InvalidArgument(
+                f'{key} = "local" runs commands on the controller\'s own machine: only the drones '
+                "file or the command line can set it, not the API"
+            )
+    if record.host == LOCAL and record.reboot != current.reboot:
+        raise InvalidArgument(
+            'host is "local" (from the drones file): the reboot command runs on the controller\'s '
+            "own machine, so only the drones file can change it"
+        )
+    return record
 
 
 def as_json(access: AccessRecord) -> dict[str, Any]:

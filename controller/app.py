@@ -18,10 +18,10 @@ from aiohttp import web
 
 from swarm import __version__
 from swarm.config import ConfigError
-from swarm.controller import access, adminkey
+from swarm.controller import access, adminkey, authz
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
-from swarm.controller.bounds import BoundSettings, StreamBounds
+from swarm.controller.bounds import BoundSettings, PeerLog, StreamBounds
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
@@ -100,6 +100,7 @@ class Controller:
         self.builds: BuildQueue | None = None
         self.build_logs: BuildsService | None = None
         self.alerter = Alerter(config.alert_webhook)
+        self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
         self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
         self._server: grpc.aio.Server | None = None
@@ -262,11 +263,16 @@ class Controller:
         answers a request that does not parse (unparsable.py)."""
         config = self.config
         # Authorization first: a stranger's garbage is refused as a stranger's call.
-        interceptors = [AuthzInterceptor(self.trust), ParseGuard(self.events)]
+        interceptors = [
+            AuthzInterceptor(self.trust, PeerLog(authz.log, self.bounds.noise)),
+            ParseGuard(self.bounds.peer_events),
+        ]
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
         # Always served, so that authorization answers the same with builds off.
-        self.build_logs = BuildsService(self.builds, self.staging, config.data_dir / "buildlogs")
+        self.build_logs = BuildsService(
+            self.builds, self.staging, config.data_dir / "buildlogs", self.bounds.noise
+        )
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
             ChannelsService(self.shells, self.bounds, self.events), self._server
@@ -278,7 +284,9 @@ class Controller:
                 log.warning("--insecure: agents connect in plaintext without certificates; development only")
                 grpc_port = self._server.add_insecure_port(address)
             else:
-                enroll_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentService(self.trust), self._server)
+                enroll_pb2_grpc.add_EnrollmentServicer_to_server(
+                    EnrollmentService(self.trust, self.bounds.peer_events), self._server
+                )
                 key, chain = self.trust.ca.issue_server(config.tls_name_list)
                 mutual = grpc.ssl_server_credentials(
                     [(key, chain)], root_certificates=self.trust.ca.pem, require_client_auth=True

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import grpc
 from cryptography import x509
 
+from swarm.controller.bounds import PeerLog, peer_host
 from swarm.pki import drone_id_of
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,28 @@ def identify(context: grpc.aio.ServicerContext, certificates: Certificates | Non
 
 
 def _guard(
-    method: str, allowed: frozenset[str], certificates: Certificates | None, behavior: Callable[..., Any]
+    method: str,
+    allowed: frozenset[str],
+    certificates: Certificates | None,
+    refusals: PeerLog | None,
+    behavior: Callable[..., Any],
 ) -> Callable[..., Any]:
+    def note(why: str, peer: str) -> None:
+        # A revoked drone retrying, or a stranger in a loop: a few lines per
+        # address and reason, then a count (bounds.PeerLog).
+        if refusals is None:
+            log.warning("refused %s from %s: %s", method, peer, why)
+        else:
+            refusals.warning(f"refused: {why}", peer_host(peer), "refused %s from %s: %s", method, peer, why)
+
     async def check(context: grpc.aio.ServicerContext) -> Identity:
         try:
             identity = identify(context, certificates)
         except Denied as exc:
-            log.warning("refused %s from %s: %s", method, context.peer(), exc.details)
+            note(exc.details, context.peer())
             await context.abort(exc.code, exc.details)
         if identity.kind not in allowed:
-            log.warning("refused %s from %s: not allowed for %s", method, context.peer(), identity.kind)
+            note(f"not allowed for {identity.kind}", context.peer())
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"{method} is not allowed for {identity.kind}"
             )
@@ -124,9 +137,10 @@ def _guard(
 
 
 class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, certificates: Certificates | None) -> None:
+    def __init__(self, certificates: Certificates | None, refusals: PeerLog | None = None) -> None:
         # None means --insecure: plaintext allowed, no certificate checks.
         self._certificates = certificates
+        self._refusals = refusals
 
     async def intercept_service(
         self,
@@ -143,24 +157,24 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             allowed = frozenset()
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard(method, allowed, self._certificates, handler.unary_unary),
+                _guard(method, allowed, self._certificates, self._refusals, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard(method, allowed, self._certificates, handler.unary_stream),
+                _guard(method, allowed, self._certificates, self._refusals, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard(method, allowed, self._certificates, handler.stream_unary),
+                _guard(method, allowed, self._certificates, self._refusals, handler.stream_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _guard(method, allowed, self._certificates, handler.stream_stream),
+            _guard(method, allowed, self._certificates, self._refusals, handler.stream_stream),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -19,8 +19,13 @@ RESOURCE_EXHAUSTED and a message naming the bound and its option:
 Refusals and replacements come in bursts (a looping client, a clone): an
 event for each would flood the log. ``Bursts`` reports the first of a
 burst at once and, if more followed within the window, one summary with
-their count when the window ends. Nothing here runs per heartbeat: each
-check is a few dict operations when a stream starts or ends.
+their count when the window ends. The same holds for everything else a
+peer can make the controller say: ``PeerEvents`` for the events of its
+mistakes (a message that does not parse, a bad Hello, a failed
+enrollment), ``PeerLog`` for log lines (a refused certificate), a few
+each per window and key, then one line with the count. Nothing here runs
+per heartbeat: each check is a few dict operations when a stream starts
+or ends, or when a peer got something wrong.
 """
 
 from __future__ import annotations
@@ -31,21 +36,43 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from swarm.controller.authz import Identity
 from swarm.controller.events import EventLog
+
+if TYPE_CHECKING:
+    from swarm.controller.authz import Identity
 
 log = logging.getLogger(__name__)
 
 # Windows (and replacement histories) tracked at once; beyond, a burst of a
 # new key is not reported (logged once per window instead).
 MAX_TRACKED = 4096
+# Reports of a peer's mistakes per kind and window before they are only counted.
+NOISE_ALLOWANCE = 3
+# Seconds over which the refusals of a duplicate agent make one report.
+DUPLICATE_WINDOW = 3600.0
 
 
 def bound_key(identity: Identity, peer: str) -> str:
     """Whom a stream counts against: the certificate's drone, else the connection.
     Drone ids have no ':' and peers always do, so the two never collide."""
     return identity.drone_id or peer
+
+
+def peer_host(peer: str) -> str:
+    """The address of a gRPC peer without its port (``ipv4:10.0.0.5:41234`` ->
+    ``ipv4:10.0.0.5``, ``ipv6:[::1]:5000`` -> ``ipv6:[::1]``): a client that
+    opens a new connection per attempt still counts as one."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and ":" in host else peer
+
+
+def noise_key(identity: Identity | None, peer: str) -> str:
+    """Whom what a peer makes us say counts against: the certificate's drone,
+    else the peer's address."""
+    drone_id = identity.drone_id if identity is not None else None
+    return drone_id or peer_host(peer)
 
 
 class Slots:
@@ -94,13 +121,15 @@ class _Burst:
 
 class Bursts:
     """One report per key and burst. ``hit`` is True for the first of a burst
-    (the caller reports it now); later hits within ``window`` seconds of it
-    only count, and when the window ends ``summary(more)`` of the latest hit
-    is called with how many came after the first, if any did. The reports
-    of a burst thus add up to its hits."""
+    (the caller reports it now), and for the first ``allowance`` of them;
+    later hits within ``window`` seconds of the first only count, and when
+    the window ends ``summary(more)`` of the latest hit is called with how
+    many came beyond the allowance, if any did. The reports of a burst thus
+    add up to its hits."""
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, allowance: int = 1) -> None:
         self.window = window
+        self.allowance = allowance
         self._open: dict[Hashable, _Burst] = {}
         self._overflowed = False
 
@@ -109,7 +138,7 @@ class Bursts:
         if burst is not None:
             burst.count += 1
             burst.summary = summary
-            return False
+            return burst.count <= self.allowance
         if len(self._open) >= MAX_TRACKED:
             if not self._overflowed:
                 self._overflowed = True
@@ -122,8 +151,8 @@ class Bursts:
     def _end(self, key: Hashable) -> None:
         self._overflowed = False
         burst = self._open.pop(key, None)
-        if burst is not None and burst.count > 1:
-            burst.summary(burst.count - 1)
+        if burst is not None and burst.count > self.allowance:
+            burst.summary(burst.count - self.allowance)
 
     def close(self) -> None:
         """Cancel the timers (what a burst still had to report is dropped)."""
@@ -188,6 +217,53 @@ class Refusals:
             )
 
 
+class PeerEvents:
+    """Events about what a peer got wrong, a few per ``kind`` and peer (its
+    certificate's drone, else its address) per window, then one with how
+    many more came: a looping or hostile client cannot flood the event log
+    (nor the log, which gets a line per event)."""
+
+    def __init__(self, events: EventLog, bursts: Bursts) -> None:
+        self._events = events
+        self._bursts = bursts
+
+    def emit(
+        self, type: str, kind: str, key: str, message: str, *, drone_id: str | None, peer: str, **data: Any
+    ) -> None:
+        window = self._bursts.window
+
+        def summary(more: int) -> None:
+            self._events.emit(
+                type,
+                f"{peer}: {more} more like this within {window:g}s; the latest: {message}",
+                drone_id=drone_id,
+                peer=peer,
+                repeated=more,
+                **data,
+            )
+
+        if self._bursts.hit((type, kind, key), summary):
+            self._events.emit(type, f"{peer}: {message}", drone_id=drone_id, peer=peer, repeated=1, **data)
+
+
+class PeerLog:
+    """Log lines a peer can trigger, a few per ``kind`` and key per window,
+    then one line with how many more there were."""
+
+    def __init__(self, logger: logging.Logger, bursts: Bursts) -> None:
+        self._log = logger
+        self._bursts = bursts
+
+    def warning(self, kind: str, key: str, message: str, *args: object) -> None:
+        window = self._bursts.window
+
+        def summary(more: int) -> None:
+            self._log.warning("%d more like this within %gs; the latest: " + message, more, window, *args)
+
+        if self._bursts.hit(("log", kind, key), summary):
+            self._log.warning(message, *args)
+
+
 @dataclass(frozen=True, slots=True)
 class BoundSettings:
     """The caps (controller options of the same names, with ``stream_`` /
@@ -212,6 +288,14 @@ class StreamBounds:
         self.channels = Slots("channel streams", settings.channel_streams_per_drone)
         self.replacements = Replacements(settings.replace_max, settings.replace_window)
         self.refusals = Refusals(events, self.bursts)
+        # What peers get wrong: a few reports per peer and kind, then a count.
+        self.noise = Bursts(settings.replace_window, allowance=NOISE_ALLOWANCE)
+        self.peer_events = PeerEvents(events, self.noise)
+        # Another agent process on a drone's identity: one report (and alert)
+        # per drone per DUPLICATE_WINDOW, however often the clone retries.
+        self.duplicates = Bursts(DUPLICATE_WINDOW)
 
     def close(self) -> None:
         self.bursts.close()
+        self.noise.close()
+        self.duplicates.close()

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from swarm.controller.authz import AGENT, current_identity
+from swarm.controller.bounds import Bursts, PeerLog
 from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
 from swarm.controller.gateway import grpc_status
@@ -27,11 +28,19 @@ LOG_LIMIT = 256 * 2**20  # bytes of log kept per build
 
 
 class BuildsService(build_pb2_grpc.BuildsServicer):
-    def __init__(self, queue: BuildQueue | None, staging: StagingBinhost | None, logs: Path) -> None:
+    def __init__(
+        self,
+        queue: BuildQueue | None,
+        staging: StagingBinhost | None,
+        logs: Path,
+        noise: Bursts | None = None,
+    ) -> None:
         # queue and staging are None when the controller runs without builds.
         self._queue = queue
         self._staging = staging
         self._logs = logs
+        # What a drone reaching for another's build makes us log, bounded.
+        self._refusals = PeerLog(log, noise) if noise is not None else None
 
     def log_path(self, build_id: str) -> Path:
         return self._logs / f"{build_id}.log"
@@ -45,7 +54,18 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no active build {build_id[:64]!r}")
         identity = current_identity()
         if identity.kind == AGENT and identity.drone_id != owner:
-            log.warning("drone %s tried to act on build %s of drone %s", identity.drone_id, build_id, owner)
+            message = "drone %s tried to act on build %s of drone %s"
+            if self._refusals is None:
+                log.warning(message, identity.drone_id, build_id, owner)
+            else:
+                self._refusals.warning(
+                    "other drone's build",
+                    identity.drone_id or "",
+                    message,
+                    identity.drone_id,
+                    build_id,
+                    owner,
+                )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "that build belongs to another drone")
 
     async def BuildLog(

@@ -227,7 +227,9 @@ class ControllerConfig:
     )
     shell_recording_retention_days: float = option(90.0, "days a recording is kept")
     exec_max_output_kb: int = option(1024, "KiB of stdout, and of stderr, kept from a one-off command")
-    exec_max_timeout: float = option(3600.0, "largest timeout a one-off command may ask for, in seconds")
+    exec_max_timeout: float = option(
+        3600.0, "largest timeout a one-off command may ask for, in seconds (0.1 to 86400)"
+    )
     persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
     event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
     event_buffer: int = option(5_000, "recent events kept in memory")
@@ -322,8 +324,8 @@ class ControllerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.shell_max_sessions < 1 or not 1 <= self.shell_replay_kb <= 16384:
             raise ValueError("shell_max_sessions must be at least 1 and shell_replay_kb 1-16384")
-        if self.exec_max_output_kb < 1 or self.exec_max_timeout <= 0:
-            raise ValueError("exec_max_output_kb must be at least 1 and exec_max_timeout positive")
+        if self.exec_max_output_kb < 1 or not 0.1 <= self.exec_max_timeout <= 86400:
+            raise ValueError("exec_max_output_kb must be at least 1 and exec_max_timeout 0.1-86400 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

@@ -7,6 +7,7 @@
     +-- FailedPrecondition         409 / FAILED_PRECONDITION
     +-- Unauthenticated            401 / UNAUTHENTICATED
     +-- PermissionDenied           403 / PERMISSION_DENIED
+    +-- UnsupportedMediaType       415 / INVALID_ARGUMENT
     +-- Unavailable                503 / UNAVAILABLE
 
 Only subclasses carry a message meant for the client; anything else is
@@ -53,6 +54,13 @@ class Unauthenticated(SwarmError):
 class PermissionDenied(SwarmError):
     http_status = 403
     grpc_code = "PERMISSION_DENIED"
+
+
+class UnsupportedMediaType(SwarmError):
+    """A request body in a format or charset the endpoint does not read."""
+
+    http_status = 415
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Unavailable(SwarmError):

@@ -3,7 +3,12 @@
 Live state is kept in memory and changed only on the event loop; the
 database gets it in batches (``persist.NodeWriter``). A drone has at most
 one control stream: a second stream claiming the same drone id replaces
-the first, which is closed.
+the first, which is closed, if it comes from the same agent process (a
+reconnect, a renewed certificate) or the first went silent (left
+half-open by a process that is gone). A second *live* agent process
+(``duplicate``: a cloned machine, a copied state directory) is refused by
+the gateway instead, so two of them cannot take the drone from each other
+in turns.
 
 Status: ``online`` while heartbeats arrive and every functional check in
 the latest Pong passes, ``unhealthy`` while heartbeats arrive but a check
@@ -226,6 +231,19 @@ class Fleet:
                 state.status = OFFLINE
                 self.dirty.add(state.id)
             self._drones[state.id] = state
+
+    def duplicate(self, hello: HelloData) -> DroneState | None:
+        """The drone, if its stream in place belongs to a live agent process
+        other than the one saying ``hello``; None if the Hello may take the
+        drone's stream over."""
+        state = self._drones.get(hello.drone_id)
+        if state is None or state.link is None:
+            return None
+        if not hello.instance_id or not state.instance_id or hello.instance_id == state.instance_id:
+            return None  # the same process, or one too old to tell
+        if time.time() >= state.suspect_at:
+            return None  # silent: its process may well be gone, the new one takes over
+        return state
 
     def attach(self, hello: HelloData, link: Link, *, announce: bool = True) -> DroneState:
         """The drone's stream is now ``link``; one it had is closed (ABORTED).

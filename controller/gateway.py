@@ -10,20 +10,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from swarm.clock import iso
 from swarm.controller import serde
+from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AGENT, current_identity
-from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key
+from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key, peer_host
 from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.protolog import IN, OUT, ProtocolLog
+from swarm.protocol import DUPLICATE_NOTICE, speaks
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
 
 if TYPE_CHECKING:
@@ -112,15 +116,22 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self.builds: BuildQueue | None = None
         # Binds names to drone ids (absent with --insecure: no identities to bind to).
         self.trust: Trust | None = None
+        # Where a duplicate drone is reported besides the event log (the admin's webhook).
+        self.alerter: Alerter | None = None
 
-    def _reject(self, peer: str, drone_id: str, message: str) -> None:
-        self._events.emit("protocol_error", f"{peer}: {message}", drone_id=drone_id or None, peer=peer)
+    def _reject(self, peer: str, drone_id: str, message: str, kind: str) -> None:
+        """A protocol_error event, a few per drone (else address) and kind per window."""
+        self.bounds.peer_events.emit(
+            "protocol_error", kind, drone_id or peer_host(peer), message, drone_id=drone_id or None, peer=peer
+        )
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """One control stream. Before anything is read, the caller must have
         room among the streams waiting to say Hello (bounds.py); after Hello,
-        a stream that would replace the drone's live one must be within the
-        replacement rate. Either refusal is RESOURCE_EXHAUSTED."""
+        a stream of another agent process while the drone's stream is live
+        is refused (ALREADY_EXISTS, Fleet.duplicate), and a stream that would
+        replace the drone's live one must be within the replacement rate
+        (else RESOURCE_EXHAUSTED, like the first bound)."""
         peer = context.peer()
         identity = current_identity()
         bounds = self.bounds
@@ -137,11 +148,11 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
         except TimeoutError:
-            self._reject(peer, who, f"no hello within {self._hello_timeout:g}s")
+            self._reject(peer, who, f"no hello within {self._hello_timeout:g}s", "no hello")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
             return
         except DecodeError:
-            self._reject(peer, who, UNPARSABLE)
+            self._reject(peer, who, UNPARSABLE, "unparsable")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
             return
         finally:
@@ -152,7 +163,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             hello = serde.read_hello(first)
         except SwarmError as exc:
             self._protolog.record(IN, who, first.WhichOneof("body") or "empty", first.ByteSize())
-            self._reject(peer, who, exc.message)
+            self._reject(peer, who, exc.message, "bad hello")
             code, details = grpc_status(exc)
             await context.abort(code, details)
             return
@@ -164,6 +175,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 peer,
                 identity.drone_id or "",
                 f"certificate of drone {identity.drone_id} claimed drone id {hello.drone_id}",
+                "other id",
             )
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -174,7 +186,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             try:
                 name = await self.trust.claim(hello.drone_id, hello.name, peer)
             except SwarmError as exc:
-                self._reject(peer, hello.drone_id, exc.message)
+                self._reject(peer, hello.drone_id, exc.message, "name")
                 await context.abort(*grpc_status(exc))
                 return
             hello = dataclasses.replace(hello, name=name)
@@ -182,6 +194,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         # From here to attach nothing awaits: the check and the replacement are one step.
         current = self._fleet.get(hello.drone_id)
         announce = True
+        if current is not None and self._fleet.duplicate(hello) is current:
+            details = self._refuse_duplicate(current, hello, peer)
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, details)
+            return
         if current is not None and current.link is not None:
             wait = bounds.replacements.allow(hello.drone_id)
             if wait:
@@ -225,6 +241,64 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if session.close_code not in (None, grpc.StatusCode.OK):
             await context.abort(session.close_code, session.close_details)
 
+    def _refuse_duplicate(self, state: DroneState, hello: serde.HelloData, peer: str) -> str:
+        """A second live agent process with this drone's id: it is refused (the
+        status says why), and once per DUPLICATE_WINDOW the admin gets a
+        drone_duplicate event and an alert, and the agent in place is told."""
+        kept = state.link
+        assert kept is not None
+        details = (
+            f"drone {state.name} is connected already from another agent process "
+            f"(instance {state.instance_id[:12]}, {kept.peer}): two agents with one identity "
+            "(a cloned machine or a copied state directory?); this one is refused, the other stays"
+        )
+        duplicates = self.bounds.duplicates
+        other = {"instance_id": hello.instance_id, "peer": peer, "hostname": hello.hostname}
+        in_place = {"instance_id": state.instance_id, "peer": kept.peer, "hostname": state.hostname}
+
+        def summary(more: int) -> None:
+            self._events.emit(
+                "drone_duplicate",
+                f"{state.name}: {more} more streams of another agent process refused "
+                f"within {duplicates.window:g}s",
+                drone_id=state.id,
+                drone_name=state.name,
+                refused=more,
+                duplicate=other,
+            )
+
+        if not duplicates.hit(state.id, summary):
+            return details
+        now = time.time()
+        message = (
+            f"{state.name}: a second agent process (instance {hello.instance_id[:12]} on "
+            f"{hello.hostname or 'an unnamed host'}, {peer}) says it is this drone while the one "
+            f"from {kept.peer} is connected: refused; stop one, or enroll it as a drone of its own"
+        )
+        self._events.emit(
+            "drone_duplicate",
+            message,
+            drone_id=state.id,
+            drone_name=state.name,
+            refused=1,
+            duplicate=other,
+            kept=in_place,
+        )
+        if self.alerter is not None:
+            self.alerter.alert(
+                {
+                    "type": "drone_duplicate",
+                    "message": message,
+                    "drone": {"id": state.id, "name": state.name, "status": state.status},
+                    "duplicate": other,
+                    "kept": in_place,
+                    "at": iso(now),
+                }
+            )
+        if speaks(state.features, DUPLICATE_NOTICE):
+            kept.send(serde.duplicate_drone(hello.instance_id, peer, hello.hostname, now))
+        return details
+
     def _replaced_summary(self, state: DroneState) -> Callable[[int], None]:
         """The one drone_replaced event for the rest of a burst of replacements."""
         window = self.bounds.bursts.window
@@ -252,7 +326,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             try:
                 message = await context.read()
             except DecodeError:
-                self._reject(session.peer, drone_id, UNPARSABLE)
+                self._reject(session.peer, drone_id, UNPARSABLE, "unparsable")
                 session.close("INVALID_ARGUMENT", UNPARSABLE)
                 return
             if message is grpc.aio.EOF:
@@ -276,7 +350,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 if event is not None:
                     self.builds.on_build_event(state, event)
             elif kind == "hello":
-                self._reject(session.peer, drone_id, "hello sent twice on one stream")
+                self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
                 session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
                 return
 

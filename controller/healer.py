@@ -38,6 +38,13 @@ network and does nothing (one event), until the fleet is back or the
 admin overrides. At most ``max_actions`` actions per ``action_window``
 across the fleet. Admins pause healing globally or per drone. Incidents
 are recorded either way: they are the availability figures.
+
+An admin's restart or reboot is an action like the ladder's: one at a
+time per drone (``busy`` says why another must wait: a step running, the
+ladder's step waiting out its timeout, or an admin's action whose drone
+has not come back with a fresh agent within that step's timeout), and
+each counts against the same ``max_actions``. What cannot run now is
+refused (409 with the reason), never queued.
 """
 
 from __future__ import annotations
@@ -137,9 +144,15 @@ class Ladder:
     strikes: int = 0
     healthy_since: float | None = None
     acting: bool = False
+    running: str = ""  # what runs while acting, for people
     # Step 1 over the control stream: that stream, and until when it must end.
     asked: object | None = None
     asked_until: float = 0.0
+    # An admin's action that ran: what it was, until when its drone may take
+    # to come back, and the agent process it was taken on.
+    manual: str = ""
+    manual_until: float = 0.0
+    manual_instance: str = ""
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def note(self, now: float, what: str) -> None:
@@ -465,9 +478,9 @@ class Healer:
             return
         if self._enrolled is not None and not self._enrolled(state.id):
             return  # revoked or expired: nothing to heal, it may not come back
-        while self._recent_actions and now - self._recent_actions[0] > self.settings.action_window:
-            self._recent_actions.popleft()
-        if len(self._recent_actions) >= self.settings.max_actions:
+        if self._manual_pending(state, ladder, now):
+            return  # an admin's action first: its outcome decides whether a step is needed
+        if self._spend(now) is not None:
             if not self._throttled:
                 self._throttled = True
                 self._events.emit(
@@ -477,12 +490,60 @@ class Healer:
                 )
             return
         self._throttled = False
-        self._recent_actions.append(now)
         ladder.acting = True
+        ladder.running = f"the healer's {STEPS[ladder.level + 1]}"
         if ladder.level == 0:
             ladder.strikes += 1  # the first action of an incident: the next one backs off longer
         ladder.level += 1
         self._actions.spawn(self._climb(state, ladder), f"heal:{state.name}")
+
+    def _spend(self, now: float) -> str | None:
+        """Count an action against the budget, or say why the budget has none left."""
+        recent = self._recent_actions
+        window = self.settings.action_window
+        while recent and now - recent[0] >= window:
+            recent.popleft()
+        if len(recent) >= self.settings.max_actions:
+            return (
+                f"the healing budget is spent ({self.settings.max_actions} actions within {window:g}s, "
+                f"--heal-max-actions); the next is possible in {recent[0] + window - now:.0f}s"
+            )
+        recent.append(now)
+        return None
+
+    def _manual_pending(self, state: DroneState, ladder: Ladder, now: float) -> bool:
+        """An admin's action is still waiting for its drone: not back with a
+        fresh agent process, within the step's timeout, and (asked over the
+        control stream) the agent has not ignored it."""
+        if not ladder.manual:
+            return False
+        fresh = state.instance_id and state.instance_id != ladder.manual_instance
+        back = state.link is not None and bool(fresh)
+        if back or now >= ladder.manual_until or self._unheard(state, ladder, now, manual=True):
+            ladder.manual = ""
+            return False
+        return True
+
+    def busy(self, state: DroneState, now: float) -> str | None:
+        """Why no other action may start on the drone now, or None if one may."""
+        ladder = self.ladder(state.id)
+        if ladder.acting:
+            return f"{ladder.running} is running"
+        if self._manual_pending(state, ladder, now):
+            until = iso(ladder.manual_until)
+            return f"{ladder.manual} is under way (the drone has until {until} to come back)"
+        if (
+            ladder.incident is not None
+            and ladder.level
+            and not ladder.exhausted
+            and now < ladder.step_deadline
+            and not self._unheard(state, ladder, now)
+        ):
+            return (
+                f"the healer's {STEPS[ladder.level]} is under way "
+                f"(the drone has until {iso(ladder.step_deadline)} to come back)"
+            )
+        return None
 
     async def _climb(self, state: DroneState, ladder: Ladder) -> None:
         try:
@@ -504,12 +565,12 @@ class Healer:
             self._wake.set()
 
     @staticmethod
-    def _unheard(state: DroneState, ladder: Ladder, now: float) -> bool:
+    def _unheard(state: DroneState, ladder: Ladder, now: float, manual: bool = False) -> bool:
         """Step 1 went over the control stream, and that stream is still up
         well after: the agent did not act on it (a frozen agent cannot read
         it), so the step failed without waiting out its timeout."""
         return (
-            ladder.level == RESTART
+            (manual or ladder.level == RESTART)
             and ladder.asked is not None
             and state.link is ladder.asked
             and now >= ladder.asked_until
@@ -622,7 +683,7 @@ class Healer:
     # -- admin -----------------------------------------------------------------
 
     async def restart(self, state: DroneState, by: str) -> StepResult:
-        return await self.run_step(state, RESTART, f"restart asked by {by}")
+        return await self._manual(state, RESTART, by)
 
     async def reboot(self, state: DroneState, by: str) -> StepResult:
         kind = self.drone_type(state)
@@ -634,7 +695,32 @@ class Healer:
                 f"{state.name} has no hypervisor host or reboot command: "
                 "set them with PUT /admin/api/drones/{name}"
             )
-        return await self.run_step(state, REBOOT, f"reboot asked by {by}")
+        return await self._manual(state, REBOOT, by)
+
+    async def _manual(self, state: DroneState, level: int, by: str) -> StepResult:
+        """An admin's step, serialized with the healer's own and counted
+        against the same budget: FailedPrecondition (409) if it cannot run now."""
+        now = self._clock()
+        ladder = self.ladder(state.id)
+        busy = self.busy(state, now)
+        if busy is not None:
+            raise FailedPrecondition(f"{state.name}: {busy}; one action at a time per drone")
+        spent = self._spend(now)
+        if spent is not None:
+            raise FailedPrecondition(f"{state.name}: not now: {spent}")
+        what = f"{STEPS[level]} asked by {by}"
+        instance = state.instance_id
+        ladder.acting, ladder.running, ladder.asked = True, f"a {what}", None
+        try:
+            result = await self.run_step(state, level, what)
+        finally:
+            ladder.acting = False
+            self._wake.set()
+        if result.done and (result.command is None or result.command.ok):
+            # Under way until the drone is back with a fresh agent, or the step's timeout.
+            ladder.manual, ladder.manual_instance = f"a {what}", instance
+            ladder.manual_until = self._clock() + self.settings.step_timeout(level)
+        return result
 
     async def set_paused(self, paused: bool, by: str, drone: DroneState | None = None) -> None:
         if drone is None:
@@ -740,6 +826,8 @@ class Healer:
             },
             # Not back since the controller started: not healed before this, or until all are back.
             "startup_grace_until": iso(grace_until),
+            # Why an admin's restart or reboot would be refused now (409), if it would.
+            "busy": self.busy(state, now),
             "history": list(ladder.history),
         }
 

@@ -317,6 +317,7 @@ def ssh_argv(
 
 
 _FORMATTER = string.Formatter()
+MAX_TEMPLATE: Final = 1000  # characters of a command template: a command line, not a script
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +334,8 @@ class CommandTemplate:
     def parse(cls, text: str) -> CommandTemplate:
         if not text.strip():
             raise InvalidArgument("empty command template")
+        if len(text) > MAX_TEMPLATE:
+            raise InvalidArgument(f"command template of {len(text)} characters: at most {MAX_TEMPLATE}")
         if _CONTROL.search(text):
             raise InvalidArgument(f"command template {text!r}: must be one line without control characters")
         try:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 from swarm import __version__
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.printable import printable
 from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # uint64 on the wire, a signed 64-bit column in the databases.
 MAX_BYTES = 2**63 - 1
 DRONE_TYPES = {
@@ -83,6 +84,9 @@ class PongData:
 
 
 def _short(text: str, limit: int = 80) -> str:
+    """What a drone reported, as kept: without control characters, and cut
+    to ``limit`` (marked "...")."""
+    text = printable(text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -128,7 +132,7 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         else None,
         drone_type_reason=reason,
         protocol_revision=hello.protocol_revision or 1,
-        features=read_features(hello.features),
+        features=read_features(printable(f) for f in hello.features),
     )
 
 
@@ -153,7 +157,7 @@ def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
         disk_percent=_figure(hb.disk_percent, 100.0),
         disk_free_bytes=min(hb.disk_free_bytes, MAX_BYTES),
         emerge_running=hb.emerge_running,
-        current_job_id=hb.current_job_id[:64],
+        current_job_id=printable(hb.current_job_id, 64),
     )
 
 
@@ -163,7 +167,7 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
         seq=pong.seq,
         sent_at_ns=pong.sent_at_unix_ns,
         emerge_running=status.emerge_running,
-        current_job_id=status.current_job_id[:64],
+        current_job_id=printable(status.current_job_id, 64),
         load1=_figure(status.load1),
         disk_percent=_figure(status.disk_percent, 100.0),
         disk_free_bytes=min(status.disk_free_bytes, MAX_BYTES),
@@ -217,13 +221,13 @@ def read_build_event(event: build_pb2.BuildEvent) -> BuildEventData | None:
     if kind is None:
         return None
     return BuildEventData(
-        event.build_id[:64],
-        event.job_id[:64],
+        printable(event.build_id, 64),
+        printable(event.job_id, 64),
         kind,
         event.exit_code,
-        event.reason[:4000],
+        printable(event.reason, 4000, keep="\n\t"),
         max(0.0, event.duration_s),
-        tuple(a[:255] for a in event.artifacts[:16]),
+        tuple(printable(a, 255) for a in event.artifacts[:16]),
     )
 
 
@@ -248,3 +252,17 @@ def cancel_build(build_id: str, reason: str) -> gateway_pb2.ControllerMessage:
 def restart_service(reason: str) -> gateway_pb2.ControllerMessage:
     """Ask an agent to replace its process with a fresh one (send with DroneState.link.send)."""
     return gateway_pb2.ControllerMessage(restart_service=fleet_pb2.RestartService(reason=reason[:500]))
+
+
+def duplicate_drone(
+    instance_id: str, peer: str, hostname: str, refused_at: float
+) -> gateway_pb2.ControllerMessage:
+    """Tell the agent in place that another process with its drone id was refused."""
+    return gateway_pb2.ControllerMessage(
+        duplicate_drone=fleet_pb2.DuplicateDrone(
+            instance_id=instance_id,
+            peer=peer,
+            hostname=hostname,
+            refused_at_unix_ns=int(refused_at * 1e9),
+        )
+    )

@@ -48,20 +48,21 @@ from typing import Any, Protocol
 import grpc
 
 from swarm.controller.authz import AGENT, Identity, current_identity
-from swarm.controller.bounds import StreamBounds, bound_key
+from swarm.controller.bounds import PeerLog, StreamBounds, bound_key, noise_key
 from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDenied, SwarmError, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
 from swarm.controller.gateway import grpc_status
 from swarm.controller.oobshell import OutOfBand, PtyProcess, run_command
 from swarm.controller.unparsable import Unparsable
+from swarm.printable import printable
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL, speaks
 from swarm.tasks import TaskSet, wait_event
 from swarm.v1 import gateway_pb2, shell_pb2, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_RE = re.compile(r"^s-[0-9a-f]{16}$")
+SESSION_ID_RE = re.compile(r"^s-[0-9a-f]{16}\Z")
 OPENING, OPEN, CLOSING, CLOSED = "opening", "open", "closing", "closed"
 INPUT_QUEUE = 16  # frames to the agent per session
 ATTACH_TIMEOUT = 10.0  # for the first frame of a Shell call
@@ -176,7 +177,7 @@ def exit_info(close: shell_pb2.Close) -> ExitInfo:
         exited=close.exited,
         exit_code=close.exit_code if close.exited else None,
         signal=close.signal or None,
-        reason=close.reason[:500],
+        reason=printable(close.reason, 500),
         timed_out=close.timed_out,
     )
 
@@ -1091,12 +1092,7 @@ class ShellRegistry:
         if channel is None:
             raise NotFound(f"no channel {channel_id[:40]!r} is waiting")
         if identity.kind == AGENT and identity.drone_id != channel.drone_id:
-            log.warning(
-                "drone %s tried to attach to channel %s of drone %s",
-                identity.drone_id,
-                channel_id[:12],
-                channel.drone_id,
-            )
+            # Logged by the caller (ChannelsService), a few per drone per window.
             raise PermissionDenied("that channel belongs to another drone")
         if channel.claimed:
             raise FailedPrecondition("that channel is attached already")
@@ -1129,6 +1125,7 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
         self._registry = registry
         self._bounds = bounds
         self._events = events
+        self._refusals = PeerLog(log, bounds.noise)
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """A drone's channel stream. It counts against the drone's channel
@@ -1170,9 +1167,11 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
             return
         kind = first.WhichOneof("body")
         if kind != "attach":
-            self._events.emit(
+            bounds.peer_events.emit(
                 "protocol_error",
-                f"{peer}: channel stream began with {kind or 'an empty frame'}, not attach",
+                "attach first",
+                noise_key(identity, peer),
+                f"channel stream began with {kind or 'an empty frame'}, not attach",
                 drone_id=identity.drone_id,
                 peer=peer,
                 method="/swarm.v1.Channels/Shell",
@@ -1182,6 +1181,14 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
         try:
             channel = self._registry.claim(first.attach.channel_id, identity)
         except SwarmError as exc:
+            if isinstance(exc, PermissionDenied):
+                self._refusals.warning(
+                    "other drone's channel",
+                    key,
+                    "drone %s tried to attach to channel %s of another drone",
+                    identity.drone_id,
+                    first.attach.channel_id[:12],
+                )
             await context.abort(*grpc_status(exc))
             return
         await channel.serve(context)

@@ -27,8 +27,8 @@ from swarm.files import sha256_file
 log = logging.getLogger(__name__)
 
 STAGING_PATH = "/binhost/staging"
-FILENAME_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*\.gpkg\.tar$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+FILENAME_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*\.gpkg\.tar\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_SIZE = 8 * 2**30
 
 

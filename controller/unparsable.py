@@ -16,7 +16,9 @@ interceptor, rebuilds every method handler with a deserializer of its own
   ended it with a status of its own (it then answered the peer itself).
 
 It must come after the authorization interceptor: the caller is checked
-first, and the event names the drone of the certificate.
+first, and the event names the drone of the certificate. The events come a
+few per peer (its drone, else its address) and method per window, then one
+with a count (bounds.PeerEvents): garbage in a loop floods nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from swarm.controller.authz import CURRENT
-from swarm.controller.events import EventLog
+from swarm.controller.bounds import PeerEvents, noise_key
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def strict(deserializer: Deserializer) -> Deserializer:
 
 
 class ParseGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: PeerEvents) -> None:
         self._events = events
 
     async def _refuse(self, method: str, failure: Unparsable, context: grpc.aio.ServicerContext) -> None:
@@ -95,7 +97,13 @@ class ParseGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         identity = CURRENT.get(None)
         drone_id = identity.drone_id if identity is not None else None
         self._events.emit(
-            "protocol_error", f"{peer}: {failure.reason}", drone_id=drone_id, peer=peer, method=method
+            "protocol_error",
+            f"unparsable {method}",
+            noise_key(identity, peer),
+            failure.reason,
+            drone_id=drone_id,
+            peer=peer,
+            method=method,
         )
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, failure.reason)
 

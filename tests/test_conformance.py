@@ -47,6 +47,7 @@ CHECKS = {
     "ping.pong_echoed",
     "forward.unknown_kind_ignored",
     "channel.exec",
+    "connect.second_process_refused",
     "violation.other_drones_id",
     "violation.first_not_hello",
     "violation.unknown_kind_first",
@@ -191,6 +192,13 @@ def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
     assert {e["data"]["bound"] for e in bounds} == {"replacements", "pending"}, errors
     assert {e["drone_id"] for e in bounds} == {js_b}, errors
     assert len(errors) == len(reasons) + len(unparsable) + len(bounds), errors
+
+    # The second process on js-a's identity: one drone_duplicate event naming both.
+    [duplicate] = controller.events(type="drone_duplicate")
+    assert (
+        duplicate["drone_id"] == js_a
+        and duplicate["data"]["kept"]["instance_id"] == nodes["js-a"]["instance_id"]
+    )
 
     mismatch = controller.events(type="drone_name_mismatch")
     assert [(e["drone_id"], e["data"]["claimed"]) for e in mismatch] == [(js_b, "js-free")]

@@ -185,7 +185,7 @@ def test_reboot_is_refused_with_its_reason(swarm: Swarm, browser: BrowserContext
 
     # An lxc drone with a hypervisor host may be rebooted; if the controller
     # refuses after all (its type changed meanwhile), the 409 is shown.
-    admin(swarm, "PUT", f"/admin/api/drones/{BUILDER}", {"type": "lxc", "host": "local", "reboot": "true"})
+    admin(swarm, "PUT", f"/admin/api/drones/{BUILDER}", {"type": "lxc", "host": "pve1", "reboot": "true"})
     try:
         reboot = menu(page, BUILDER).get_by_role("menuitem", name=re.compile("Reboot"))
         expect(reboot).to_be_enabled()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import pytest
 from swarm.clock import parse_iso
 from swarm.controller.alerts import Alerter
 from swarm.controller.config import ControllerConfig
+from swarm.controller.errors import FailedPrecondition
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.healer import Healer, HealSettings
@@ -80,10 +82,10 @@ class Rig:
         assert state is not None, name
         return state
 
-    def connect(self, name: str) -> None:
-        """A fresh agent process connects and answers its first ping."""
+    def connect(self, name: str, instance: str = "") -> None:
+        """A fresh agent process (``instance``) connects and answers its first ping."""
         drone_id = name.ljust(32, "0")
-        hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", "", None)
+        hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", instance, None)
         link = self.links[name] = FakeLink(drone_id)
         state = self.fleet.attach(hello, link)
         sent = time.time_ns()
@@ -120,7 +122,10 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    tmp_path: Path, known: tuple[str, ...] = (), open_incident: str | None = None
+    tmp_path: Path,
+    known: tuple[str, ...] = (),
+    open_incident: str | None = None,
+    settings: HealSettings = SETTINGS,
 ) -> AsyncIterator[Rig]:
     """A healer started with ``known`` drones in the store (a controller
     restart) or none (a first start), and ``open_incident`` for one of them."""
@@ -138,7 +143,7 @@ async def rig(
         drone_id = open_incident.ljust(32, "0")
         incident = IncidentRecord("i-before", drone_id, "offline", "stream ended", clock() - 60, clock() - 60)
         await runner.call(store.upsert_incidents, [incident])
-    healer = Healer(fleet, events, runner, Alerter(""), SETTINGS, clock=clock)
+    healer = Healer(fleet, events, runner, Alerter(""), settings, clock=clock)
     await healer.start()
     made = Rig(fleet, events, healer, clock)
     try:
@@ -343,5 +348,74 @@ def test_a_drone_that_leaves_its_pings_unanswered_is_healed_like_one_failing_a_c
             assert action["step"] == "restart"
             sent = [m.WhichOneof("body") for m in r.links["deaf"].sent]
             assert "restart_service" in sent
+
+    asyncio.run(scenario())
+
+
+def test_an_admins_restart_waits_for_the_healers_step_and_counts_against_its_budget(tmp_path: Path) -> None:
+    """One action at a time per drone: while the ladder's step runs, and
+    while it waits to see the drone back, an admin's restart is refused
+    with the reason; and so is one beyond --heal-max-actions."""
+    # Step 1 without a stream runs a real local command that takes a moment.
+    settings = dataclasses.replace(SETTINGS, restart_command="sleep 0.5", max_actions=2)
+
+    async def scenario() -> None:
+        async with rig(tmp_path, settings=settings) as r:
+            await new_drone(r, "busy")
+            r.kill("busy")
+            await r.run()
+            r.clock.now += GRACE
+            r.healer.tick(r.clock())
+            assert r.healer.steps_running == 1
+            with pytest.raises(FailedPrecondition, match="the healer's restart is running; one action at a"):
+                await r.healer.restart(r.drone("busy"), "admin")
+            await r.run()
+            with pytest.raises(
+                FailedPrecondition, match=r"the healer's restart is under way .* to come back"
+            ):
+                await r.healer.restart(r.drone("busy"), "admin")
+            assert r.health("busy")["busy"].startswith("the healer's restart is under way")
+
+            r.connect("busy", instance="second")
+            await r.run()
+            assert r.health("busy")["incident"] is None and r.health("busy")["busy"] is None
+            # Connected: asked over the stream; until a fresh agent is back, no second one.
+            result = await r.healer.restart(r.drone("busy"), "admin")
+            assert result.done and "control stream" in result.detail
+            with pytest.raises(FailedPrecondition, match="a restart asked by admin is under way"):
+                await r.healer.restart(r.drone("busy"), "admin")
+            r.connect("busy", instance="third")
+            assert r.health("busy")["busy"] is None
+            # Two actions in the window (the ladder's and the admin's): the budget is spent.
+            spent = r"the healing budget is spent \(2 actions within 300s"
+            with pytest.raises(FailedPrecondition, match=spent):
+                await r.healer.restart(r.drone("busy"), "admin")
+            await r.run(settings.action_window)
+            assert (await r.healer.restart(r.drone("busy"), "admin")).done
+            assert [a["why"] for a in r.actions("busy")] == [
+                "healing ladder",
+                "restart asked by admin",
+                "restart asked by admin",
+            ]
+
+    asyncio.run(scenario())
+
+
+def test_the_healer_waits_for_an_admins_restart_before_its_own_step(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await new_drone(r, "asked")
+            r.kill("asked")
+            await r.run()
+            # Within the grace period the admin restarts it (over SSH: it has no stream).
+            result = await r.healer.restart(r.drone("asked"), "admin")
+            assert result.done and result.command is not None and result.command.ok
+            # The grace period ends, but the admin's restart has its step timeout to work.
+            await r.run(GRACE)
+            assert len(r.actions("asked")) == 1
+            assert r.health("asked")["busy"].startswith("a restart asked by admin is under way")
+            await r.run(SETTINGS.restart_timeout - GRACE)
+            # It did not bring the drone back: the ladder goes on.
+            assert [a["why"] for a in r.actions("asked")] == ["restart asked by admin", "healing ladder"]
 
     asyncio.run(scenario())

@@ -17,12 +17,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +29,12 @@ from dronectl import write_spec
 
 from support.procs import Agent, Controller, enroll, wait_for
 from support.sshd import SshServer
+from support.webhook import Webhook
 
 pytestmark = pytest.mark.timeout(300)
 
 DRONECTL = Path(__file__).resolve().parent.parent / "tools" / "dronectl.py"
 STEP_TIMEOUT = 4.0
-
-
-class Webhook:
-    """Collects the JSON bodies POSTed to it."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def dronectl(state: Path, action: str, name: str) -> subprocess.CompletedProcess[str]:
@@ -357,11 +325,15 @@ def test_manual_restart_and_unknown_drones(swarm: HealSwarm) -> None:
     status, body = swarm.admin("POST", "/admin/api/drones/manual/restart")
     # Connected: the agent is asked over its control stream and replaces itself.
     assert status == 200 and body["done"] and "control stream" in body["detail"], body
+    # One action at a time: until the fresh agent is back, another restart is refused.
+    status, body = swarm.admin("POST", "/admin/api/drones/manual/restart")
+    assert status == 409 and "a restart asked by admin is under way" in body["error"]["message"], body
     wait_for(
         lambda: swarm.controller.events(type="drone_connected", drone="manual")[1:],
         what="the restarted agent connected",
     )
     assert swarm.agent_pid("manual") == before  # exec keeps the pid
+    assert swarm.health("manual")["busy"] is None  # back: the next action may run
     assert [a["why"] for a in swarm.actions("manual")] == ["restart asked by admin"]
     swarm.kill("manual")
     wait_for(lambda: swarm.status("manual") == "offline", what="manual offline")

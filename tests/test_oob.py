@@ -341,6 +341,7 @@ def test_missing_value_is_refused() -> None:
         "reboot }",
         "echo ${HOME}",
         "reboot {name}\nrm -rf /",
+        "reboot {name} " + "x" * 1000,  # at most 1,000 characters
     ],
 )
 def test_bad_templates_are_refused_when_parsed(text: str) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
 
 from swarm import grpcopts, pki
-from swarm.controller import authz, serde, staging
+from swarm.agent import link
+from swarm.controller import authz, bounds, serde, staging
 from swarm.controller.ca import RSA_BITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,7 @@ def test_the_authorization_table_is_what_authz_enforces() -> None:
 
 def test_the_limits_a_drone_must_know_are_the_codes() -> None:
     text = DOC.read_text()
+    refused = link.REFUSED_BACKOFF
     limits = {
         "drone id pattern": serde.ID_RE.pattern,
         "drone name pattern": serde.NAME_RE.pattern,
@@ -108,11 +110,22 @@ def test_the_limits_a_drone_must_know_are_the_codes() -> None:
         "RSA key sizes": f"RSA, {RSA_BITS[0]} to {RSA_BITS[1]} bits",
         "keepalive time": f"`grpc.keepalive_time_ms`\n{grpcopts.KEEPALIVE_TIME_MS}",
         "keepalive timeout": f"`grpc.http2.ping_timeout_ms` {grpcopts.KEEPALIVE_TIMEOUT_MS}",
+        "refused backoff": f"initial {refused.initial:g} s and cap {refused.cap:g} s",
+        "protocol errors per window": f"the first {bounds.NOISE_ALLOWANCE} `protocol_error` events",
     }
     # The doc wraps lines; compare with runs of whitespace made one space.
     flat = " ".join(text.split())
     wrong = [what for what, value in limits.items() if " ".join(value.split()) not in flat]
     assert not wrong, f"docs/protocol.md does not state the code's {', '.join(wrong)}"
+
+
+def test_the_refusals_an_agent_backs_off_from_are_the_agents() -> None:
+    """The doc's *Refused* paragraph (§8) names each status the Python agent
+    takes as a refusal, and no other."""
+    text = DOC.read_text()
+    paragraph = text[text.index("**Refused.**") :].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([A-Z_]+)`", paragraph))
+    assert named == {code.name for code in link.REFUSED}, paragraph
 
 
 def test_every_proto_points_to_the_spec() -> None:

@@ -6,7 +6,8 @@ console in headless Chromium are the admin's side.
 
 One controller serves the module: drone ``down`` has ssh access and its
 agent killed (one test takes its access setting away for a while).
-Healing is paused, so nothing brings the agent back meanwhile.
+Healing is paused, so nothing brings the agent back meanwhile. Its drones
+file gives a drone ``here`` ``ssh = "local"`` (only the file can).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from playwright.sync_api import BrowserContext, expect
 
 from support.browser import WAIT_MS, Problems, log_in, shot
 from support.cli import CLI_ENV, cli_args
-from support.procs import wait_for
+from support.procs import Agent, enroll, wait_for
 from support.shells import ShellDrone, start_shell_drone
 from support.sshd import SshServer, free_port
 from support.terminal import open_terminal
@@ -43,6 +44,8 @@ def admin(drone: ShellDrone, method: str, path: str, body: Any = None) -> tuple[
 @pytest.fixture(scope="module")
 def down(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> Iterator[ShellDrone]:
     root = tmp_path_factory.mktemp("oob")
+    drones_file = root / "drones.toml"
+    drones_file.write_text('[drones.here]\nssh = "local"\n')
     drone = start_shell_drone(
         root,
         "down",
@@ -50,6 +53,8 @@ def down(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> Iterator[
         str(sshd.identity),
         "--ssh-known-hosts",
         str(sshd.known_hosts),
+        "--drones-file",
+        str(drones_file),
     )
     try:
         assert admin(drone, "POST", "/admin/api/healing", {"action": "pause"})[0] == 200
@@ -174,7 +179,7 @@ def test_a_paused_viewer_stops_the_controller_reading_ssh(down: ShellDrone, tmp_
 
 
 def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
-    down: ShellDrone, sshd: SshServer
+    down: ShellDrone, sshd: SshServer, tmp_path: Path
 ) -> None:
     async def handshake(query: str) -> tuple[int, Any]:
         headers = {
@@ -223,11 +228,25 @@ def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
         assert b"Connection refused" in out and exit["exit_code"] == 255, (out, exit)
         assert "ssh itself failed" in exit["reason"]
 
-        # ssh = "local" (drones on the controller's own machine): runs here, and says so.
-        assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": "local"})[0] == 200
-        status, body = admin(
-            down, "POST", "/admin/api/drones/down/exec", {"command": "echo pid-$$; exit 5", "via": "ssh"}
-        )
+        # ssh = "local" (drones on the controller's own machine) runs here, and says
+        # so; only the drones file gives it: an admin key is no shell on the controller.
+        status, body = admin(down, "PUT", "/admin/api/drones/down", {"ssh": "local"})
+        assert status == 400 and "only the drones file" in body["error"]["message"], body
+        here = Agent(tmp_path, "here", down.controller.grpc_target)
+        assert enroll(down.controller, "here", here.state_dir).returncode == 0
+        here.start()
+        try:
+
+            def local_access() -> bool:
+                drones = admin(down, "GET", "/admin/api/drones")[1]["drones"]
+                return any(d["name"] == "here" and d["ssh_access"] == "local" for d in drones)
+
+            wait_for(local_access, what="the drones file's access for here")
+            status, body = admin(
+                down, "POST", "/admin/api/drones/here/exec", {"command": "echo pid-$$; exit 5", "via": "ssh"}
+            )
+        finally:
+            here.kill()
         assert status == 200, body
         assert body["via"] == "local" and body["exit_code"] == 5
         pid = int(re.fullmatch(r"pid-(\d+)\n", body["stdout"]).group(1))  # type: ignore[union-attr]

@@ -40,15 +40,24 @@ from swarm.controller.web.common import (
     SERVICES,
     activity_page,
     events_page,
-    json_body,
     json_errors,
     json_response,
     node_json,
     now,
+)
+from swarm.controller.web.parse import (
+    check_text,
+    json_body,
+    optional_text,
     query_int,
+    query_list,
+    query_value,
+    strict_input,
+    whole_number,
 )
 
-BUILD_ID_RE = re.compile(r"^b-[0-9a-f]{12}$")
+BUILD_ID_RE = re.compile(r"b-[0-9a-f]{12}")
+QUEUE_BODY = 1024 * 1024  # up to 1,000 atoms with their versions and USE flags
 KEY_NAME = healing.KEY_NAME
 routes = web.RouteTableDef()
 
@@ -80,8 +89,9 @@ async def protocol(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     after = query_int(request, "after", 0, 0, 2**62)
     limit = query_int(request, "limit", 200, 1, 5000)
-    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
-    kinds = frozenset(t for t in request.query.get("type", "").split(",") if t)
+    drone = query_value(request, "drone")
+    drone_id = s.fleet.require(drone).id if drone else None
+    kinds = query_list(request, "type")
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
         {
@@ -95,12 +105,10 @@ async def protocol(request: web.Request) -> web.Response:
 @routes.get("/admin/api/protocol/{seq}")
 async def protocol_message(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
-    raw = request.match_info["seq"]
-    if not raw.isdigit():
-        raise InvalidArgument(f"seq must be a whole number, got {raw[:40]!r}")
-    found = s.protolog.message(int(raw))
+    seq = whole_number(request.match_info["seq"], "seq", 0, 2**62)
+    found = s.protolog.message(seq)
     if found is None:
-        raise NotFound(f"protocol message {raw[:20]} is not in the buffer (it keeps the newest ones)")
+        raise NotFound(f"protocol message {seq} is not in the buffer (it keeps the newest ones)")
     entry, message = found
     decoded = None if message is None else MessageToDict(message, preserving_proto_field_name=True)
     names = s.fleet.names()
@@ -146,9 +154,7 @@ async def create_token(request: web.Request) -> web.Response:
     ttl = body.get("ttl")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
         raise InvalidArgument("ttl must be a number of seconds")
-    name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidArgument("name must be a string")
+    name = optional_text(body, "name", max_len=64)
     new = await trust.create_token(None if ttl is None else float(ttl), name, request[KEY_NAME])
     s = request.app[SERVICES]
     host = socket.getfqdn()
@@ -228,9 +234,7 @@ async def rename_drone(request: web.Request) -> web.Response:
     trust = _trust(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
     body = await json_body(request)
-    new_name = body.get("name")
-    if not isinstance(new_name, str):
-        raise InvalidArgument("name must be a string: the drone's new name")
+    new_name = check_text(body.get("name"), "name (the drone's new name)", max_len=64)
     old = await trust.rename(state.id, new_name, request[KEY_NAME])
     return json_response({"drone": state.id, "name": new_name, "old_name": old})
 
@@ -239,17 +243,17 @@ async def rename_drone(request: web.Request) -> web.Response:
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
-    body = await json_body(request)
+    body = await json_body(request, max_size=QUEUE_BODY)
     atoms = body.get("atoms", body.get("packages"))
     if isinstance(atoms, str):
-        atoms = atoms.split()
+        atoms = check_text(atoms, "atoms", max_len=100_000, lines=True).split()
     if not isinstance(atoms, list) or not atoms or not all(isinstance(a, str) and a.strip() for a in atoms):
         raise InvalidArgument("atoms must be a non-empty list of package atoms")
     if len(atoms) > 1000:
         raise InvalidArgument("at most 1000 atoms per request")
-    name = body.get("session")
-    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 128):
-        raise InvalidArgument("session must be a name of 1-128 characters")
+    for atom in atoms:
+        check_text(atom, "an atom", max_len=500)
+    name = optional_text(body, "session", max_len=128)
     session, added = await q.queue(atoms, name=name, by=request[KEY_NAME])
     names = s.fleet.names()
     return json_response(
@@ -261,11 +265,10 @@ async def queue_packages(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     q = queue_of(request.app[SERVICES])
     body = await json_body(request)
-    action, session_id = body.get("action"), body.get("session")
+    action = body.get("action")
     if not isinstance(action, str):
         raise InvalidArgument("action must be one of start, stop, pause, resume, reset")
-    if session_id is not None and not isinstance(session_id, str):
-        raise InvalidArgument("session must be a session id")
+    session_id = optional_text(body, "session", max_len=128)
     session = q.control(action, session_id, request[KEY_NAME])
     return json_response({"session": session_json(q, session)})
 
@@ -282,16 +285,16 @@ async def sessions(request: web.Request) -> web.StreamResponse:
 async def jobs(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
-    session_id = request.query.get("session")
+    session_id = query_value(request, "session")
     pool = list(q.jobs.values())
     if session_id:
         if session_id not in q.sessions:
             raise NotFound(f"no session {session_id[:40]!r}")
         pool = q.session_jobs(q.sessions[session_id])
-    states = frozenset(t for t in request.query.get("state", "").split(",") if t)
+    states = query_list(request, "state")
     if not states <= set(JOB_STATES):
         raise InvalidArgument(f"state must be among {', '.join(JOB_STATES)}")
-    text = request.query.get("q", "").strip().lower()[:200]
+    text = (query_value(request, "q", max_len=200) or "").strip().lower()
     limit = query_int(request, "limit", 500, 1, 5000)
     names = s.fleet.names()
     found = [
@@ -321,14 +324,14 @@ async def job_log(request: web.Request) -> web.StreamResponse:
     s = request.app[SERVICES]
     q = queue_of(s)
     found = q.job(request.match_info["id"])
-    build_id = request.query.get("build") or found.build_id
+    build_id = query_value(request, "build") or found.build_id
     if build_id is None:
         latest = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=1)
         build_id = latest[0].id if latest else None
     if build_id is None or s.build_logs is None:
         raise NotFound(f"job {found.id} has no build log yet")
     path = s.build_logs.log_path(build_id)
-    if not BUILD_ID_RE.match(build_id) or not path.exists():
+    if not BUILD_ID_RE.fullmatch(build_id) or not path.exists():
         raise NotFound(f"no log for build {build_id[:40]!r}")
     return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8"})
 
@@ -341,7 +344,7 @@ async def openapi_doc(request: web.Request) -> web.Response:
 def create_app(services: Services, keys: KeyStore) -> web.Application:
     config = services.config
     app = web.Application(
-        middlewares=[json_errors, hosts.check_host, console.login_redirect, auth.authenticate]
+        middlewares=[json_errors, hosts.check_host, console.login_redirect, auth.authenticate, strict_input]
     )
     app[SERVICES] = services
     app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.admin_bind, public=False)

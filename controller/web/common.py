@@ -11,11 +11,15 @@ from typing import Any
 
 from aiohttp import web
 
-from swarm.clock import iso, parse_iso
-from swarm.controller.errors import InvalidArgument, SwarmError
+from swarm.clock import iso
+from swarm.controller.errors import SwarmError
 from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.store.records import EventRecord
+
+# The parsers live in parse.py; auth.py takes json_body from here.
+from swarm.controller.web.parse import json_body as json_body
+from swarm.controller.web.parse import query_int, query_list, query_since, query_value
 
 log = logging.getLogger(__name__)
 
@@ -70,45 +74,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("%s %s failed", request.method, request.path)
         return http_error(exc)
     return response
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object ({} without a body), or InvalidArgument."""
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidArgument("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object")
-    return body
-
-
-def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be a whole number, got {raw[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def query_since(request: web.Request) -> tuple[int | None, float | None]:
-    """``since`` is an event id (exclusive) or an ISO 8601 time (inclusive)."""
-    raw = request.query.get("since")
-    if raw is None or raw == "":
-        return None, None
-    if raw.isdigit():
-        return int(raw), None
-    try:
-        return None, parse_iso(raw)
-    except ValueError:
-        raise InvalidArgument(f"since must be an event id or an ISO 8601 time, got {raw[:40]!r}") from None
 
 
 def node_json(state: DroneState, now: float) -> dict[str, Any]:
@@ -176,8 +141,9 @@ async def events_page(request: web.Request, *, public: bool) -> dict[str, Any]:
     s = request.app[SERVICES]
     after_id, since_ts = query_since(request)
     limit = query_int(request, "limit", 100, 1, 1000)
-    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
-    types = tuple(t for t in request.query.get("type", "").split(",") if t)
+    drone = query_value(request, "drone")
+    drone_id = s.fleet.require(drone).id if drone else None
+    types = tuple(sorted(query_list(request, "type")))
     found = await s.events.query(
         after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
     )

@@ -13,7 +13,8 @@ from swarm.controller import access
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, Unavailable
 from swarm.controller.fleet import DroneState
 from swarm.controller.healer import Healer, StepResult, incident_json
-from swarm.controller.web.common import SERVICES, json_body, json_response, now
+from swarm.controller.web.common import SERVICES, json_response, now
+from swarm.controller.web.parse import json_body, optional_text
 
 KEY_NAME = "admin_key_name"
 HEAL_EVENTS = ("heal_action", "drone_recovered", "drone_alert", "healing_paused", "healing_resumed")
@@ -48,7 +49,7 @@ async def put_access(request: web.Request) -> web.Response:
     healer = _healer(request)
     state = _drone(request)
     body = await json_body(request)
-    record = access.validate(state.id, body, by=request[KEY_NAME])
+    record = access.from_api(state.id, body, by=request[KEY_NAME], current=healer.access_of(state.id))
     record = replace(record, healing_paused=healer.access_of(state.id).healing_paused)
     await healer.put_access(record)
     request.app[SERVICES].events.emit(
@@ -152,9 +153,7 @@ async def control_healing(request: web.Request) -> web.Response:
     healer = _healer(request)
     body = await json_body(request)
     action = body.get("action")
-    drone = body.get("drone")
-    if drone is not None and not isinstance(drone, str):
-        raise InvalidArgument("drone must be a drone name or id")
+    drone = optional_text(body, "drone", max_len=128)
     state = request.app[SERVICES].fleet.require(drone) if drone else None
     if action in ("pause", "resume"):
         await healer.set_paused(action == "pause", request[KEY_NAME], state)

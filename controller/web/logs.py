@@ -30,7 +30,8 @@ from swarm.controller.errors import InvalidArgument
 from swarm.controller.fleet import DroneState
 from swarm.controller.logs import LocalLogs, LogText, collect, drone_log
 from swarm.controller.web.auth import authorize_websocket
-from swarm.controller.web.common import SERVICES, json_response, query_int
+from swarm.controller.web.common import SERVICES, json_response
+from swarm.controller.web.parse import query_int, query_value, shown
 from swarm.controller.web.shells import registry_of
 from swarm.controller.web.streams import STREAMS, Stream, json_websocket, open_json
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES
@@ -45,9 +46,9 @@ def _lines(request: web.Request) -> int:
 
 
 def _follow(request: web.Request) -> bool:
-    raw = request.query.get("follow", "1").lower()
+    raw = (query_value(request, "follow") or "1").lower()
     if raw not in ("0", "1", "true", "false"):
-        raise InvalidArgument(f"follow must be 1 or 0, got {raw[:20]!r}")
+        raise InvalidArgument(f"follow must be 1 or 0, got {shown(raw)}")
     return raw in ("1", "true")
 
 
@@ -59,7 +60,7 @@ def _local(request: web.Request) -> LocalLogs:
 def _drone_pieces(
     request: web.Request, *, lines: int, follow: bool
 ) -> tuple[DroneState, str, AsyncGenerator[Piece, None]]:
-    source = request.query.get("source", "")
+    source = query_value(request, "source") or ""
     if not source:
         raise InvalidArgument(f"source is required ({DRONE_SOURCES})")
     state = request.app[SERVICES].fleet.require(request.match_info["drone"])

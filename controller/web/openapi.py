@@ -92,6 +92,8 @@ MESSAGES = {
     403: "missing or wrong CSRF token, or an origin that is not allowed",
     404: "not found",
     409: "not possible in the controller's state",
+    413: "the body is larger than the endpoint takes (64 KiB; the queue 1 MiB)",
+    415: "the body is not JSON sent as Content-Type: application/json (UTF-8)",
     421: "the Host header names a host this tier does not answer to (--allowed-hosts)",
     429: "a wrong key while wrong keys from this address, or from all, are limited (see Retry-After); "
     "a right key is never refused",
@@ -160,7 +162,7 @@ def _get(
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": body}}}
     }
-    for status in errors:
+    for status in _errors(errors, params, None):
         responses[str(status)] = {
             "description": MESSAGES[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -181,7 +183,7 @@ def _op(
         "parameters": params or [],
         "responses": {status: {"description": "OK", "content": {"application/json": {"schema": reply}}}},
     }
-    for code in errors:
+    for code in _errors(errors, params, body):
         op["responses"][str(code)] = {
             "description": MESSAGES[code],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -189,6 +191,20 @@ def _op(
     if body is not None:
         op["requestBody"] = {"content": {"application/json": {"schema": body}}}
     return op
+
+
+def _errors(
+    errors: tuple[int, ...], params: list[dict[str, Any]] | None, body: dict[str, Any] | None
+) -> list[int]:
+    """Statuses an operation answers with: any parameter can be malformed
+    (400, parse.py), any body too, be too large (413) or be sent as something
+    other than JSON (415)."""
+    found = set(errors)
+    if params or body is not None:
+        found.add(400)
+    if body is not None:
+        found |= {413, 415}
+    return sorted(found)
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -471,6 +487,7 @@ def admin_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "400": {"description": MESSAGES[400]},
                     "404": {"description": "no log"},
                 },
             }
@@ -586,11 +603,20 @@ def _healing_paths() -> dict[str, Any]:
             )
         },
         "/admin/api/drones/{name}/restart": {
-            "post": _op("restart the drone's agent (healing step 1)", None, step, "200", (401, 404), drone)
+            "post": _op(
+                "restart the drone's agent (healing step 1); 409 while another action on the drone "
+                "runs or the healing budget is spent",
+                None,
+                step,
+                "200",
+                (401, 404, 409),
+                drone,
+            )
         },
         "/admin/api/drones/{name}/reboot": {
             "post": _op(
-                "reboot the drone's container or VM through its host (409 for bare-metal)",
+                "reboot the drone's container or VM through its host (409 for bare-metal, while "
+                "another action on the drone runs, or when the healing budget is spent)",
                 None,
                 step,
                 "200",
@@ -921,6 +947,7 @@ def _shell_paths() -> dict[str, Any]:
                         "description": "OK",
                         "content": {"application/x-asciicast": {"schema": {"type": "string"}}},
                     },
+                    "400": {"description": MESSAGES[400]},
                     "401": {"description": MESSAGES[401]},
                     "404": {"description": "no such recording"},
                 },

@@ -25,8 +25,8 @@ from swarm.controller.web.common import (
     json_response,
     node_json,
     now,
-    query_int,
 )
+from swarm.controller.web.parse import query_int, query_value, strict_input
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 routes = web.RouteTableDef()
@@ -155,7 +155,7 @@ async def queue(request: web.Request) -> web.Response:
         return json_response({"jobs": []})
     q = s.builds
     names = s.fleet.names()
-    state = request.query.get("state")
+    state = query_value(request, "state")
     jobs = [j for j in q.jobs.values() if state is None or j.state == state]
     jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
     limit = query_int(request, "limit", 500, 1, 5000)
@@ -169,7 +169,7 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 def create_app(services: Services) -> web.Application:
     config = services.config
-    app = web.Application(middlewares=[json_errors, hosts.check_host, read_only])
+    app = web.Application(middlewares=[json_errors, hosts.check_host, read_only, strict_input])
     app[SERVICES] = services
     app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.bind, public=True)
     app.add_routes(routes)

@@ -63,15 +63,9 @@ from swarm.controller.shells import (
     exit_json,
 )
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
-from swarm.controller.web.common import (
-    SERVICES,
-    abort_connection,
-    close_websocket,
-    json_body,
-    json_response,
-    query_int,
-)
+from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, json_response
 from swarm.controller.web.healing import KEY_NAME
+from swarm.controller.web.parse import check_text, json_body, loads, query_int, query_value, seconds, shown
 from swarm.tasks import race
 
 log = logging.getLogger(__name__)
@@ -79,6 +73,9 @@ log = logging.getLogger(__name__)
 WS_HEARTBEAT = 30.0  # websocket pings; a client that answers none for half of it is dropped
 WS_MAX_MESSAGE = 1 << 20
 MAX_COMMAND = 8192
+# A command's timeout: below a tenth of a second nothing starts; the upper
+# bound is --exec-max-timeout.
+MIN_EXEC_TIMEOUT = 0.1
 CLOSE_TIMEOUT = 2.0
 AUTH_CHECK = 5.0  # seconds between checks that a terminal's key or session is still valid
 routes = web.RouteTableDef()
@@ -166,20 +163,18 @@ async def exec_command(request: web.Request) -> web.Response:
     registry = registry_of(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
     body = await json_body(request)
-    command = body.get("command")
-    if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND:
-        raise InvalidArgument(f"command must be a non-empty string of at most {MAX_COMMAND} characters")
-    timeout = body.get("timeout", 30)
+    # Tabs and lines are shell syntax; NUL and the other control characters
+    # are refused here, before they reach a drone's agent, a log or a terminal.
+    command = check_text(body.get("command"), "command", max_len=MAX_COMMAND, lines=True)
     limit = registry.settings.exec_max_timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= limit:
-        raise InvalidArgument(f"timeout must be a number of seconds, more than 0 and at most {limit:g}")
+    timeout = seconds(body.get("timeout", 30), "timeout", MIN_EXEC_TIMEOUT, limit)
     via = _via(request, body.get("via"))
     if via == SSH:
         oob = out_of_band(request, state)
         via = oob.via  # ssh, or local for a drone on this machine
-        result = await registry.exec_oob(state, oob, command, float(timeout), request[KEY_NAME])
+        result = await registry.exec_oob(state, oob, command, timeout, request[KEY_NAME])
     else:
-        result = await registry.exec(state, command, float(timeout), request[KEY_NAME])
+        result = await registry.exec(state, command, timeout, request[KEY_NAME])
     return json_response(
         {
             "drone": result.drone,
@@ -199,12 +194,12 @@ AGENT, SSH = "agent", "ssh"
 
 def _via(request: web.Request, body_value: Any = None) -> str:
     """``via`` from the query string or the JSON body: agent (the default) or ssh."""
-    query = request.query.get("via")
+    query = query_value(request, "via")
     if query is not None and body_value is not None and query != body_value:
         raise InvalidArgument("via is given twice, differently, in the query and the body")
     via = body_value if body_value is not None else query or AGENT
     if via not in (AGENT, SSH):
-        raise InvalidArgument(f"via must be {AGENT} or {SSH}, not {str(via)[:30]!r}")
+        raise InvalidArgument(f"via must be {AGENT} or {SSH}, not {shown(str(via))}")
     return str(via)
 
 
@@ -286,7 +281,7 @@ async def ssh(request: web.Request) -> web.StreamResponse:
     principal = await authorize_websocket(request)  # a key or a session, and an allowed Origin
     key = principal.name
     drone = request.match_info["drone"]
-    session_id = request.query.get("session")
+    session_id = query_value(request, "session")
     rows = _size(request, "rows", 24)
     cols = _size(request, "cols", 80)
     via = _via(request)
@@ -363,9 +358,9 @@ async def _watch_auth(request: web.Request, principal: Principal, viewer: WsView
 async def _control(session: ShellSession, viewer: WsViewer, text: str, key: str) -> str | None:
     """One JSON message from the client; returns what was wrong with it, if anything."""
     try:
-        message = json.loads(text)
-    except ValueError:
-        return "text frames must be JSON messages; send keystrokes as binary frames or {type: input}"
+        message = loads(text, "a text frame")
+    except InvalidArgument as exc:
+        return f"{exc.message}: send keystrokes as binary frames or {{type: input}} messages"
     if not isinstance(message, dict):
         return "a message must be a JSON object with a type"
     kind = message.get("type")

@@ -57,7 +57,8 @@ from swarm.controller.errors import InvalidArgument, Unavailable
 from swarm.controller.protolog import ProtocolEntry
 from swarm.controller.store.records import EventRecord
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
-from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, event_json, query_int
+from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, event_json
+from swarm.controller.web.parse import query_int, query_list, query_value
 from swarm.tasks import race, wait_event
 
 log = logging.getLogger(__name__)
@@ -249,8 +250,9 @@ async def open_json(request: web.Request, ws: web.WebSocketResponse) -> Send:
 
 def _filters(request: web.Request) -> tuple[str | None, frozenset[str]]:
     s = request.app[SERVICES]
-    drone_id = s.fleet.require(request.query["drone"]).id if request.query.get("drone") else None
-    return drone_id, frozenset(t for t in request.query.get("type", "").split(",") if t)
+    drone = query_value(request, "drone")
+    drone_id = s.fleet.require(drone).id if drone else None
+    return drone_id, query_list(request, "type")
 
 
 @routes.get("/ws/events")

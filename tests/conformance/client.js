@@ -258,6 +258,21 @@ async function main() {
       return [ok, `HTTP ${status} ${JSON.stringify(reply)}; channel calls ${JSON.stringify(served)}`];
     });
 
+    await check('connect.second_process_refused', async () => {
+      // §5.8: another agent process (another instance_id) with js-a's identity
+      // while js-a's stream is live is refused, and js-a keeps its stream.
+      const other = crypto.randomBytes(16).toString('hex');
+      const { status, kinds } = await exchange(droneA, [{ hello: hello(droneA, { instance_id: other }) }]);
+      const n = await node('js-a');
+      const ok =
+        status.code === grpc.status.ALREADY_EXISTS &&
+        kinds.length === 0 &&
+        drone.stream.status === null &&
+        n.status === 'online' &&
+        n.instance_id === droneA.instanceId;
+      return [ok, `${status.name}: ${status.details}; js-a ${n.status}, instance ${n.instance_id}`];
+    });
+
     await check('violation.other_drones_id', async () => {
       const { status, kinds } = await exchange(droneB, [{ hello: hello(droneB, { drone_id: droneA.droneId }) }]);
       return [status.code === grpc.status.PERMISSION_DENIED && kinds.length === 0, `${status.name}: ${status.details}`];

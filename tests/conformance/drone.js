@@ -20,7 +20,7 @@ function hello(identity, fields = {}) {
     agent_version: 'conformance-js/1',
     heartbeat_interval_ms: HEARTBEAT_MS,
     hostname: os.hostname(),
-    instance_id: crypto.randomBytes(16).toString('hex'),
+    instance_id: identity.instanceId,
     process_started_at_unix_ns: String(BigInt(Date.now()) * 1000000n),
     drone_type_reason: 'a conformance client',
     protocol_revision: 1,

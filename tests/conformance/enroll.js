@@ -83,6 +83,8 @@ async function enrollDrone(controller, ca, token, name, curve = 'prime256v1') {
   if (!certificate.keyUsage || !certificate.keyUsage.includes('1.3.6.1.5.5.7.3.2')) problems.push('no clientAuth EKU');
   return {
     droneId,
+    // Random per agent process (§5.2): this client is one process for each drone it enrolls.
+    instanceId: crypto.randomBytes(16).toString('hex'),
     name,
     problems,
     wire: controller.wire,

@@ -336,6 +336,11 @@ class Agent(Proc):
             "0.1",
             "--backoff-max",
             "1",
+            # A refused agent (revoked, a duplicate) waits minutes by default.
+            "--refused-backoff-initial",
+            "0.5",
+            "--refused-backoff-max",
+            "2",
             "--log-file",
             "",
             # Many drones on one machine: one pid file each.

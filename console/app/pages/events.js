@@ -17,7 +17,8 @@ const KNOWN_TYPES = [
   "admin_login", "admin_login_failed", "admin_logout", "admin_key_added", "admin_key_removed", "admin_auth_locked",
   "controller_started", "controller_stopped", "drone_connected", "drone_enrolled", "drone_recovered", "drone_alert",
   "drone_pinged", "drone_exec", "drone_draining", "drone_undrained", "drone_grounded", "drone_ungrounded",
-  "drone_revoked", "drone_replaced", "drone_access_changed", "heal_action", "healing_throttled", "healing_resumed",
+  "drone_revoked", "drone_replaced", "drone_duplicate", "enrollment_failed", "drone_access_changed", "heal_action",
+  "healing_throttled", "healing_resumed",
   "fleet_dark", "fleet_dark_cleared", "jobs_queued", "job_done", "job_failed", "job_failed_on_drone", "job_requeued",
   "package_staged", "session_created", "session_control", "session_complete", "shell_opened", "shell_reattached",
   "shell_closed", "shell_killed", "token_created", "token_revoked", "protocol_error",
@@ -33,7 +34,7 @@ export function isAudit(event) {
 }
 
 function tone(type) {
-  if (/fail|alert|error|revoked|locked|dark$/.test(type)) return "bad";
+  if (/fail|alert|error|revoked|locked|duplicate|dark$/.test(type)) return "bad";
   if (/grounded|heal|requeued|throttled|draining|killed/.test(type)) return "warn";
   if (/done|staged|complete|recovered|connected|cleared|ungrounded|started/.test(type)) return "ok";
   if (/^(admin|shell)_/.test(type)) return "audit";

@@ -17,7 +17,7 @@ const NAMES_EVERY_MS = 5000;
 const RATE_WINDOW_MS = 5000;
 const KNOWN_TYPES = [
   "heartbeat", "ping", "pong", "hello", "welcome", "build_event", "start_build", "cancel_build", "open_channel",
-  "restart_service",
+  "restart_service", "duplicate_drone",
 ];
 const TONES = {
   heartbeat: "beat", ping: "ping", pong: "ping", hello: "hello", welcome: "hello",

@@ -144,3 +144,15 @@ class RestartService(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class DuplicateDrone(_message.Message):
+    __slots__ = ("instance_id", "peer", "hostname", "refused_at_unix_ns")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    peer: str
+    hostname: str
+    refused_at_unix_ns: int
+    def __init__(self, instance_id: _Optional[str] = ..., peer: _Optional[str] = ..., hostname: _Optional[str] = ..., refused_at_unix_ns: _Optional[int] = ...) -> None: ...

@@ -21,17 +21,19 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[_fleet_pb2.Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[_fleet_pb2.Heartbeat, _Mapping]] = ..., pong: _Optional[_Union[_fleet_pb2.Pong, _Mapping]] = ..., build_event: _Optional[_Union[_build_pb2.BuildEvent, _Mapping]] = ...) -> None: ...
 
 class ControllerMessage(_message.Message):
-    __slots__ = ("welcome", "ping", "start_build", "cancel_build", "open_channel", "restart_service")
+    __slots__ = ("welcome", "ping", "start_build", "cancel_build", "open_channel", "restart_service", "duplicate_drone")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     START_BUILD_FIELD_NUMBER: _ClassVar[int]
     CANCEL_BUILD_FIELD_NUMBER: _ClassVar[int]
     OPEN_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     RESTART_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_DRONE_FIELD_NUMBER: _ClassVar[int]
     welcome: _fleet_pb2.Welcome
     ping: _fleet_pb2.Ping
     start_build: _build_pb2.StartBuild
     cancel_build: _build_pb2.CancelBuild
     open_channel: _shell_pb2.OpenChannel
     restart_service: _fleet_pb2.RestartService
-    def __init__(self, welcome: _Optional[_Union[_fleet_pb2.Welcome, _Mapping]] = ..., ping: _Optional[_Union[_fleet_pb2.Ping, _Mapping]] = ..., start_build: _Optional[_Union[_build_pb2.StartBuild, _Mapping]] = ..., cancel_build: _Optional[_Union[_build_pb2.CancelBuild, _Mapping]] = ..., open_channel: _Optional[_Union[_shell_pb2.OpenChannel, _Mapping]] = ..., restart_service: _Optional[_Union[_fleet_pb2.RestartService, _Mapping]] = ...) -> None: ...
+    duplicate_drone: _fleet_pb2.DuplicateDrone
+    def __init__(self, welcome: _Optional[_Union[_fleet_pb2.Welcome, _Mapping]] = ..., ping: _Optional[_Union[_fleet_pb2.Ping, _Mapping]] = ..., start_build: _Optional[_Union[_build_pb2.StartBuild, _Mapping]] = ..., cancel_build: _Optional[_Union[_build_pb2.CancelBuild, _Mapping]] = ..., open_channel: _Optional[_Union[_shell_pb2.OpenChannel, _Mapping]] = ..., restart_service: _Optional[_Union[_fleet_pb2.RestartService, _Mapping]] = ..., duplicate_drone: _Optional[_Union[_fleet_pb2.DuplicateDrone, _Mapping]] = ...) -> None: ...

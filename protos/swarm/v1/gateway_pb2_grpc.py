@@ -48,7 +48,10 @@ class DroneGatewayServicer:
         """The control stream, one per drone. The agent sends Hello first and
         gets Welcome back; then heartbeats flow agent -> controller and pings
         controller -> agent, each ping answered by a pong. A second stream
-        with the same drone id replaces the first, which ends with ABORTED.
+        with the same drone id replaces the first, which ends with ABORTED;
+        but while the first is live, a stream from another agent process
+        (another Hello.instance_id: a clone) is refused with ALREADY_EXISTS
+        and the first stays.
         Protocol violations end the stream with INVALID_ARGUMENT or
         FAILED_PRECONDITION and a message saying what was wrong.
         RESOURCE_EXHAUSTED (back off, then retry): the drone has too many

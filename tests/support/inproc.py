@@ -1,0 +1,89 @@
+"""A real controller (controller/app.py) inside the test process: its web
+tiers and gRPC ports on 127.0.0.1 port 0, its event loop in a thread of its
+own, so that tests talk to it over real sockets and can also reach its
+parts (the fleet, the healer) to set up what HTTP cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from swarm.controller.app import Controller
+from swarm.controller.config import ControllerConfig
+
+T = TypeVar("T")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+class InProcessController:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.controller = Controller(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="in-process-controller", daemon=True)
+
+    def start(self) -> InProcessController:
+        self._thread.start()
+        self._started.result(timeout=START_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(STOP_TIMEOUT)
+        assert not self._thread.is_alive(), "the in-process controller did not stop"
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self.controller.start()
+        except BaseException as exc:
+            self._started.set_exception(exc)
+            await self.controller.stop()
+            return
+        self._started.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            await self.controller.stop()
+
+    def run(self, work: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+        """Await ``work()`` on the controller's loop and return its result."""
+        assert self._loop is not None
+
+        async def call() -> T:
+            return await work()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(*args)`` on the controller's loop (its parts are not thread-safe)."""
+
+        async def work() -> T:
+            return fn(*args)
+
+        return self.run(work)
+
+    @property
+    def public_url(self) -> str:
+        assert self.controller.ports is not None
+        return f"http://127.0.0.1:{self.controller.ports.public}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.controller.ports is not None
+        return f"http://127.0.0.1:{self.controller.ports.admin}"
+
+    @property
+    def admin_key(self) -> str:
+        return self.config.admin_key_path.read_text().strip()
