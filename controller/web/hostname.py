@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-LABELS_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+LABELS_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\Z")
 
 
 def normalize(name: str) -> str | None:
