@@ -115,10 +115,6 @@ def local_port(request: web.Request) -> int | None:
     return int(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
 
 
-def origin_allowed(request: web.Request, origin: str) -> bool:
-    return request.app[HOSTS].allows_origin(origin, request.scheme, local_port(request))
-
-
 @web.middleware
 async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer only requests whose Host is one of the tier's names (421)."""
