@@ -197,6 +197,9 @@ class Controller:
             raise BenchError("this controller has no --insecure flag, so no mutual TLS to measure")
         if flag_supported(self.MODULE, "--enroll-port"):
             self._extra += ["--enroll-port", "0"]
+        # The fleet bench mints a join token per simulated drone before any enrolls.
+        if flag_supported(self.MODULE, "--join-tokens-max"):
+            self._extra += ["--join-tokens-max", "1000000"]
         self._extra += extra
 
     @property

@@ -3,28 +3,52 @@
 Two files, both mode 0600 and written by the controller only:
 
 - the keys file (``--admin-keys-file``, default ``DATA_DIR/admin-keys``):
-  one key per line, ``NAME:scrypt$N$r$p$SALT$HASH`` (salt and hash in
-  unpadded base64url); blank lines and ``#`` comments are ignored.
+  one key per line, ``NAME:sha256$DIGEST`` (the SHA-256 of the key in
+  unpadded base64url); blank lines and ``#`` comments are ignored. Lines
+  ``NAME:scrypt$N$r$p$SALT$HASH`` written by earlier versions are still
+  read (see Upgrades).
 - the admin key file (``--admin-key-file``, default ``DATA_DIR/admin.key``):
   the plain key named ``admin``. A fresh controller (no keys yet) writes a
   random one there so the admin can read it; the controller itself keeps
   only its hash. The admin may delete the file once the key is copied. If
   the file exists it is authoritative for ``admin``: writing another key
-  into it and restarting rotates that key, as before keys were hashed.
+  into it and restarting rotates that key.
 
-Why scrypt: keys made here are 256 random bits, which no hash makes
-guessable, but an admin may write a key of their own into admin.key (16
-characters at least), and a leaked keys file must not make such a key
-cheap to guess. scrypt is in the standard library, salted per key and
-memory-hard (N=2^14, r=8, p=1 is 16 MiB and ~60 ms per guess, the
-interactive-login parameters of RFC 7914); PBKDF2 is not memory-hard and
-argon2 is not in the standard library. Checks run in threads, at most two
-at a time, so the event loop never waits on one. A key that verified once
-is remembered for the life of the process as an HMAC-SHA256 under a
-random per-process secret (never the key itself), so an API client pays
-scrypt once rather than per request; wrong keys pay it every time, which
-the per-address limiter in web/auth.py bounds. Every comparison of
-digests is constant-time (hmac.compare_digest).
+Every key is a long random value: the controller makes 256-bit ones
+(``secrets.token_urlsafe(32)``), and a key an admin writes into admin.key
+is refused at start (one line saying why, exit code 1) unless it has at
+least 32 printable ASCII characters, no space, and at least 10 distinct
+ones (:func:`weakness`): as long as what ``openssl rand -hex 16`` prints.
+
+Why plain SHA-256 and not a password hash (scrypt, which this module used
+before) nor an HMAC under a secret of the controller's:
+
+- Stretching protects secrets a person can remember. Against a key of 128
+  random bits or more it buys nothing: an attacker holding the hash still
+  has to search 2^127 values on average. What it did cost was ours to pay:
+  scrypt is ~60 ms and 16 MiB per check, so every wrong key cost that, and
+  1,000 wrong keys from 100 addresses took 3 minutes of both cores. SHA-256
+  of a key is a microsecond, a wrong key costs what a right one does, and
+  the check runs inline on the event loop.
+- An HMAC's secret would protect a leaked keys file only if the secret did
+  not leak with it, yet it would live in the same data directory and the
+  same backups; and losing it would void every key at once.
+- Checking is one digest and one dict lookup whatever the number of keys.
+  The lookup's timing depends on the digest of what the client sent, which
+  the client cannot steer towards a stored digest (that would take a
+  preimage), so it tells nothing; a found entry is compared again with
+  hmac.compare_digest.
+
+Upgrades: a key still in the scrypt form matches no SHA-256 entry, so a
+presented key that matches none is checked against the scrypt lines, in
+threads, two at a time (:meth:`KeyStore.check_legacy`), but only while
+web/auth.py's limiter allows a failed check: its budget of wrong keys,
+per address and for all addresses, bounds this slow path. A scrypt key
+that verifies is rewritten in the SHA-256 form (when it passes
+:func:`weakness`; else it stays scrypt, with a warning) and is fast from
+then on; ``admin`` is rewritten at start when admin.key holds it. So an
+upgrade locks no one out, and leaves no slow path once each old key has
+been used once.
 """
 
 from __future__ import annotations
@@ -44,11 +68,13 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFoun
 
 log = logging.getLogger(__name__)
 
-MIN_LENGTH = 16
+MIN_LENGTH = 32
+MIN_DISTINCT = 10
 MAX_LENGTH = 1024
 ADMIN = "admin"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")  # \Z: "$" also matches before a final newline
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+FAST = "sha256$"
+LEGACY = "scrypt$"
 SCRYPT_MAXMEM = 64 * 2**20
 CHECK_SLOTS = 2
 
@@ -60,7 +86,11 @@ class AdminKeyError(Exception):
 @dataclass(frozen=True, slots=True)
 class StoredKey:
     name: str
-    hash: str  # scrypt$N$r$p$SALT$HASH; unique per key (random salt), so it also identifies it
+    hash: str  # sha256$DIGEST, or scrypt$... from an earlier version; unique per key, so it identifies it
+
+    @property
+    def legacy(self) -> bool:
+        return self.hash.startswith(LEGACY)
 
 
 def _b64(data: bytes) -> str:
@@ -72,16 +102,31 @@ def _unb64(text: str) -> bytes:
 
 
 def hash_key(key: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(
-        key.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM, dklen=32
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    """The stored form of a key (callers pass printable ASCII only)."""
+    return FAST + _b64(hashlib.sha256(key.encode("ascii")).digest())
 
 
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
+def new_key() -> str:
+    """A random key of 256 bits (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def weakness(key: str) -> str | None:
+    """Why ``key`` may not be an admin key, or None if it may."""
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        return "it must be one word of printable ASCII characters"
+    if len(key) > MAX_LENGTH:
+        return f"it is longer than {MAX_LENGTH} characters"
+    if len(key) < MIN_LENGTH:
+        return f"it has {len(key)} characters, at least {MIN_LENGTH} are needed"
+    if len(set(key)) < MIN_DISTINCT:
+        return f"it repeats a few characters ({len(set(key))} distinct, at least {MIN_DISTINCT} are needed)"
+    return None
+
+
+def _parse_scrypt(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     scheme, n, r, p, salt, digest = encoded.split("$")
-    if scheme != "scrypt":
+    if scheme + "$" != LEGACY:
         raise ValueError(f"unknown hash scheme {scheme[:20]!r}")
     values = int(n), int(r), int(p)
     if not (2 <= values[0] <= 2**20 and values[0] & (values[0] - 1) == 0 and 1 <= values[1] <= 32):
@@ -91,10 +136,22 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     return values[0], values[1], values[2], _unb64(salt), _unb64(digest)
 
 
-def verify_hash(key: str, encoded: str) -> bool:
-    """Whether ``key`` matches the stored hash (constant-time comparison)."""
-    n, r, p, salt, expected = _parse_hash(encoded)
-    digest = hashlib.scrypt(key.encode(), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=len(expected))
+def _check_hash(encoded: str) -> None:
+    if encoded.startswith(FAST):
+        if len(_unb64(encoded[len(FAST) :])) != hashlib.sha256().digest_size:
+            raise ValueError("a sha256 digest is 32 bytes")
+    elif encoded.startswith(LEGACY):
+        _parse_scrypt(encoded)
+    else:
+        raise ValueError(f"unknown hash scheme {encoded.partition('$')[0][:20]!r}")
+
+
+def verify_scrypt(key: str, encoded: str) -> bool:
+    """Whether ``key`` matches a stored scrypt hash (slow: run it in a thread)."""
+    n, r, p, salt, expected = _parse_scrypt(encoded)
+    digest = hashlib.scrypt(
+        key.encode("ascii"), salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=len(expected)
+    )
     return hmac.compare_digest(digest, expected)
 
 
@@ -116,11 +173,13 @@ def read_keys(path: Path) -> list[StoredKey]:
         try:
             if not sep or not NAME_RE.match(name):
                 raise ValueError("expected NAME:HASH")
-            _parse_hash(encoded)
+            _check_hash(encoded)
         except ValueError as exc:
             raise AdminKeyError(f"{path} line {number}: {exc}") from None
         if any(k.name == name for k in keys):
             raise AdminKeyError(f"{path} line {number}: key {name!r} is listed twice")
+        if any(k.hash == encoded for k in keys):
+            raise AdminKeyError(f"{path} line {number}: the same key is listed twice")
         keys.append(StoredKey(name, encoded))
     return keys
 
@@ -132,54 +191,73 @@ def write_keys(path: Path, keys: list[StoredKey]) -> None:
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write("# Build Swarm admin keys: NAME:scrypt$N$r$p$SALT$HASH (written by the controller)\n")
+        fh.write("# Build Swarm admin keys: NAME:sha256$DIGEST (written by the controller)\n")
         fh.writelines(f"{k.name}:{k.hash}\n" for k in keys)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-def load_or_create(path: Path) -> str:
-    """The plain key in the admin key file, written with a random key if missing."""
+def read_key_file(path: Path) -> str | None:
+    """The key in the admin key file (None if there is none); AdminKeyError if it is weak."""
     try:
         key = path.read_text().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
-        log.warning("created a new admin key in %s", path)
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise AdminKeyError(f"cannot read admin key file {path}: {reason}") from None
+    why = weakness(key)
+    if why is not None:
+        raise AdminKeyError(
+            f"the admin key in {path} is refused: {why}; write a random one "
+            f"(openssl rand -hex 32 > {path}) or delete the file for a new one"
+        )
+    return key
+
+
+def load_or_create(path: Path) -> str:
+    """The plain key in the admin key file, written with a random key if missing."""
+    key = read_key_file(path)
+    if key is not None:
         return key
-    except OSError as exc:
-        raise AdminKeyError(f"cannot read admin key file {path}: {exc.strerror}") from None
-    if len(key) < MIN_LENGTH:
-        raise AdminKeyError(f"admin key in {path} is shorter than {MIN_LENGTH} characters")
-    if len(key) > MAX_LENGTH or any(c.isspace() for c in key):
-        raise AdminKeyError(f"admin key in {path} must be one word of at most {MAX_LENGTH} characters")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    log.warning("created a new admin key in %s", path)
     return key
 
 
 def prepare(keys_path: Path, admin_key_path: Path) -> list[StoredKey]:
     """The stored keys at start, after bringing ``admin`` in line with the
-    admin key file (blocking: file I/O and scrypt; run it in a thread)."""
+    admin key file (blocking: file I/O; run it in a thread)."""
     try:
         keys = read_keys(keys_path) if keys_path.exists() else []
-    except OSError as exc:
-        raise AdminKeyError(f"cannot read admin keys file {keys_path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise AdminKeyError(f"cannot read admin keys file {keys_path}: {reason}") from None
     if not keys or admin_key_path.exists():
-        plain = load_or_create(admin_key_path)
+        stored = hash_key(load_or_create(admin_key_path))
         current = next((k for k in keys if k.name == ADMIN), None)
-        if current is None or not verify_hash(plain, current.hash):
-            keys = [k for k in keys if k.name != ADMIN] + [StoredKey(ADMIN, hash_key(plain))]
+        if current is None or current.hash != stored:
+            keys = [k for k in keys if k.name != ADMIN and k.hash != stored] + [StoredKey(ADMIN, stored)]
             write_keys(keys_path, keys)
             log.info("the key in %s is stored hashed in %s as %r", admin_key_path, keys_path, ADMIN)
+    legacy = [k.name for k in keys if k.legacy]
+    if legacy:
+        log.info(
+            "admin keys %s are still in the scrypt form of an earlier version: each is converted "
+            "to the fast form when it is first used",
+            ", ".join(legacy),
+        )
     return keys
 
 
-def _match(presented: str, keys: list[StoredKey]) -> StoredKey | None:
+def _match_scrypt(presented: str, keys: list[StoredKey]) -> StoredKey | None:
     for key in keys:
-        if verify_hash(presented, key.hash):
+        if verify_scrypt(presented, key.hash):
             return key
     return None
 
@@ -187,15 +265,14 @@ def _match(presented: str, keys: list[StoredKey]) -> StoredKey | None:
 class KeyStore:
     """The admin keys of a running controller: checks, adds and removes them.
 
-    Holds only hashes: the scrypt hashes of the file, and HMACs under a
-    random per-process secret of keys that verified."""
+    Holds only hashes: the SHA-256 of each key (and the scrypt hashes of
+    keys from an earlier version that have not been used since)."""
 
     def __init__(self, path: Path, admin_key_path: Path, keys: list[StoredKey]) -> None:
         self.path = path
         self.admin_key_path = admin_key_path
         self._keys = list(keys)
-        self._secret = secrets.token_bytes(32)
-        self._verified: dict[bytes, StoredKey] = {}
+        self._by_hash = {k.hash: k for k in keys if not k.legacy}
         self._slots = asyncio.Semaphore(CHECK_SLOTS)
         self._write = asyncio.Lock()
 
@@ -203,58 +280,110 @@ class KeyStore:
     async def open(cls, path: Path, admin_key_path: Path) -> KeyStore:
         return cls(path, admin_key_path, await asyncio.to_thread(prepare, path, admin_key_path))
 
+    def _replace(self, keys: list[StoredKey]) -> None:
+        self._keys = keys
+        self._by_hash = {k.hash: k for k in keys if not k.legacy}
+
     def names(self) -> list[str]:
         return [k.name for k in self._keys]
+
+    def named(self, name: str) -> StoredKey | None:
+        return next((k for k in self._keys if k.name == name), None)
 
     def holds(self, key_hash: str) -> bool:
         """Whether the key with this stored hash is still valid (not removed)."""
         return any(hmac.compare_digest(k.hash, key_hash) for k in self._keys)
 
-    async def check(self, presented: str | None) -> StoredKey | None:
-        """The stored key ``presented`` matches, or None."""
-        if not presented or len(presented) > MAX_LENGTH:
+    @property
+    def has_legacy(self) -> bool:
+        """Whether some key is still in the slow scrypt form."""
+        return any(k.legacy for k in self._keys)
+
+    def find(self, presented: str | None) -> StoredKey | None:
+        """The key ``presented`` is, by its SHA-256 (fast: microseconds), or None."""
+        if not presented or len(presented) > MAX_LENGTH or not presented.isascii():
             return None
-        tag = hmac.new(self._secret, presented.encode(), hashlib.sha256).digest()
-        # A dict lookup is not constant-time, but its key is an HMAC under a
-        # secret the client does not know: its timing tells nothing.
-        known = self._verified.get(tag)
-        if known is not None:
-            return known
+        digest = hash_key(presented)
+        found = self._by_hash.get(digest)
+        return found if found is not None and hmac.compare_digest(found.hash, digest) else None
+
+    async def check_legacy(self, presented: str) -> StoredKey | None:
+        """The scrypt-hashed key ``presented`` matches, or None (slow: only
+        when the limiter allows a failed check). A match is converted to the
+        fast form; the key returned is the converted one."""
+        legacy = [k for k in self._keys if k.legacy]
+        if not legacy or not presented or len(presented) > MAX_LENGTH or not presented.isascii():
+            return None
         async with self._slots:
-            known = self._verified.get(tag)  # another request may have verified it meanwhile
-            if known is not None:
-                return known
-            found = await asyncio.to_thread(_match, presented, list(self._keys))
-        if found is not None and found in self._keys:
-            self._verified[tag] = found
-            return found
-        return None
+            found = self.find(presented)  # converted while this request waited
+            if found is not None:
+                return found
+            matched = await asyncio.to_thread(_match_scrypt, presented, legacy)
+        if matched is None:
+            return None
+        return await self._convert(matched, presented)
+
+    async def _convert(self, key: StoredKey, presented: str) -> StoredKey | None:
+        why = weakness(presented)
+        async with self._write:
+            if key not in self._keys:
+                return self.find(presented)  # removed meanwhile, or converted by another request
+            if why is not None:
+                log.warning("admin key %r is weak (%s): replace it with a new one", key.name, why)
+                return key
+            fast = StoredKey(key.name, hash_key(presented))
+            keys = [fast if k == key else k for k in self._keys]
+            await asyncio.to_thread(write_keys, self.path, keys)
+            self._replace(keys)
+        log.info("admin key %r converted from scrypt to the fast form", key.name)
+        return fast
 
     async def add(self, name: str) -> str:
         """Make a new random key named ``name``; returns it (shown once, stored hashed)."""
         check_name(name)
-        key = secrets.token_urlsafe(32)
-        encoded = await asyncio.to_thread(hash_key, key)
+        key = new_key()
         async with self._write:
             if name in self.names():
                 raise FailedPrecondition(f"there is already a key named {name!r}; remove it first")
-            keys = [*self._keys, StoredKey(name, encoded)]
+            keys = [*self._keys, StoredKey(name, hash_key(key))]
             await asyncio.to_thread(write_keys, self.path, keys)
-            self._keys = keys
+            self._replace(keys)
         log.info("admin key %r added", name)
         return key
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str) -> str | None:
+        """Remove the key ``name``. Returns what became of the admin key file
+        (None: it does not hold this key): ``deleted`` when it held this key,
+        which the next start would otherwise bring back; ``kept`` when it
+        holds another key, which becomes ``admin`` at the next start."""
         async with self._write:
-            if name not in self.names():
+            key = self.named(name)
+            if key is None:
                 raise NotFound(f"no admin key named {name[:64]!r}")
             if len(self._keys) == 1:
                 raise FailedPrecondition("that is the last admin key: add another one first")
             keys = [k for k in self._keys if k.name != name]
             await asyncio.to_thread(write_keys, self.path, keys)
-            self._keys = keys
-            self._verified = {t: k for t, k in self._verified.items() if k.name != name}
-            if name == ADMIN:
-                # Otherwise the next start would bring it back from the file.
-                await asyncio.to_thread(self.admin_key_path.unlink, True)
+            self._replace(keys)
+            action = await asyncio.to_thread(self._settle_key_file, key) if name == ADMIN else None
         log.info("admin key %r removed", name)
+        return action
+
+    def _settle_key_file(self, key: StoredKey) -> str | None:
+        try:
+            held: str | None = self.admin_key_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            held = None
+        same = (
+            held is not None
+            and held.isascii()
+            and (verify_scrypt(held, key.hash) if key.legacy else hash_key(held) == key.hash)
+        )
+        if not same:
+            log.info("%s holds another key than the removed one: it stays", self.admin_key_path)
+            return "kept"
+        self.admin_key_path.unlink(missing_ok=True)
+        log.info("deleted %s: it held the removed key %r", self.admin_key_path, key.name)
+        return "deleted"

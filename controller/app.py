@@ -130,7 +130,14 @@ class Controller:
                 ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
             except (OSError, PkiError) as exc:
                 raise StartupError(f"cannot load the controller CA: {exc}") from None
-            self.trust = Trust(ca, self.runner, self.events, self.fleet, config.cert_lifetime)
+            self.trust = Trust(
+                ca,
+                self.runner,
+                self.events,
+                self.fleet,
+                config.cert_lifetime,
+                max_tokens=config.join_tokens_max,
+            )
             await self.trust.start()
             self.gateway.trust = self.trust
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from swarm.config import option
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
+from swarm.controller.web.forwarded import Network, parse_networks
+from swarm.controller.web.hostname import normalize
 
 DEFAULT_PATH = Path("/etc/build-swarm/controller.toml")
 DEFAULT_DRONES_FILE = Path("/etc/build-swarm/drones.toml")
@@ -43,7 +45,7 @@ class ControllerConfig:
     )
     admin_keys_file: Path = option(
         Path(""),
-        "file of named admin keys, stored hashed (scrypt); managed through /admin/api/keys "
+        "file of named admin keys, stored hashed (SHA-256); managed through /admin/api/keys "
         "(default: DATA_DIR/admin-keys)",
     )
     admin_session_idle: float = option(
@@ -62,10 +64,36 @@ class ControllerConfig:
         metavar="ORIGINS",
     )
     admin_auth_failures: int = option(
-        10, "wrong admin keys one client address may send in a burst before it gets 429"
+        10,
+        "wrong admin keys one client address may send in a burst before its wrong keys get 429 "
+        "(a right key or a session always works)",
+    )
+    admin_auth_global_failures: int = option(
+        100,
+        "wrong admin keys all addresses together may send in a burst before every wrong key gets "
+        "429 (bounds the CPU, log lines and events that wrong keys cost)",
     )
     admin_auth_window: float = option(
-        60.0, "seconds in which an address's allowance of wrong keys refills completely"
+        60.0,
+        "seconds in which an allowance of wrong keys (an address's, and the global one) refills completely",
+    )
+    trusted_proxies: str = option(
+        "",
+        "reverse proxies (comma-separated addresses or CIDR networks, e.g. 127.0.0.1,10.0.0.0/8) "
+        "whose X-Forwarded-For names the client: the rightmost address in it that is not one of "
+        "these is the client for the wrong-key limiter and audit events; from anyone else the header "
+        "is ignored (default: none)",
+        metavar="CIDRS",
+    )
+    allowed_hosts: str = option(
+        "",
+        "extra host names (comma-separated) the public and admin tiers answer to, besides localhost, "
+        "127.0.0.1, ::1, the host name, the bind addresses, --tls-names, --public-url and "
+        "--admin-origins; a request naming another host in its Host header gets 421 (against DNS rebinding)",
+        metavar="NAMES",
+    )
+    join_tokens_max: int = option(
+        100, "live join tokens (unused, unrevoked, unexpired) at most; creating one more is refused (409)"
     )
     ws_queue: int = option(
         1000,
@@ -286,8 +314,20 @@ class ControllerConfig:
             raise ValueError(
                 "admin_session_idle and admin_session_lifetime must be positive, admin_session_max >= 1"
             )
-        if self.admin_auth_failures < 1 or self.admin_auth_window <= 0:
-            raise ValueError("admin_auth_failures must be at least 1 and admin_auth_window positive")
+        if self.admin_auth_failures < 1 or self.admin_auth_global_failures < 1 or self.admin_auth_window <= 0:
+            raise ValueError(
+                "admin_auth_failures and admin_auth_global_failures must be at least 1, "
+                "admin_auth_window positive"
+            )
+        if self.join_tokens_max < 1:
+            raise ValueError("join_tokens_max must be at least 1")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
+        for name in self.allowed_host_list:
+            if normalize(name) is None:
+                raise ValueError(f"allowed_hosts: {name[:60]!r} is not a host name or address")
         for origin in self.admin_origin_list:
             if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
                 raise ValueError(f"admin_origins: {origin!r} is not an origin like https://host[:port]")
@@ -344,6 +384,14 @@ class ControllerConfig:
     @property
     def admin_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/").lower() for o in self.admin_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [n.strip() for n in self.allowed_hosts.split(",") if n.strip()]
 
     @property
     def db_url(self) -> str:

@@ -2,7 +2,9 @@
 
 A join token is ``<id>.<secret>``; only a hash of the secret is stored.
 It is single-use, expires (1 h by default, 24 h at most) and may name
-the one drone allowed to use it. Spending it is one conditional UPDATE,
+the one drone allowed to use it. At most ``--join-tokens-max`` tokens are
+live (unused, unrevoked, unexpired) at once: each is a way in until it
+expires, and an admin script stuck in a loop should not mint thousands. Spending it is one conditional UPDATE,
 so two drones racing with the same token cannot both win.
 
 Every certificate the CA issues is recorded; the gateway accepts a client
@@ -19,6 +21,7 @@ Hello. The name of a revoked drone is free again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import hashlib
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 3600.0
 MAX_TTL = 24 * 3600.0
 MIN_TTL = 60.0
+DEFAULT_MAX_TOKENS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,11 @@ class Trust:
         events: EventLog,
         fleet: Fleet,
         cert_lifetime: float,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self.ca = ca
+        self._max_tokens = max_tokens
+        self._minting = asyncio.Lock()  # the count and the insert of one new token go together
         self._runner = runner
         self._events = events
         self._fleet = fleet
@@ -182,16 +189,24 @@ class Trust:
             raise InvalidArgument(f"name {name[:64]!r}: use letters, digits, '.', '_' or '-' (max 63)")
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        now = time.time()
-        record = TokenRecord(
-            id=token_id,
-            secret_hash=_hash(secret),
-            name=name,
-            created_at=now,
-            expires_at=now + ttl,
-            created_by=created_by,
-        )
-        await self._runner.call(self._runner.store.add_token, record)
+        async with self._minting:
+            now = time.time()
+            live = await self._runner.call(self._runner.store.count_live_tokens, now)
+            if live >= self._max_tokens:
+                raise FailedPrecondition(
+                    f"{live} join tokens are live (unused, unrevoked and unexpired), the most allowed "
+                    f"(--join-tokens-max {self._max_tokens}): revoke unneeded ones "
+                    "(DELETE /admin/api/tokens/ID) or let them expire"
+                )
+            record = TokenRecord(
+                id=token_id,
+                secret_hash=_hash(secret),
+                name=name,
+                created_at=now,
+                expires_at=now + ttl,
+                created_by=created_by,
+            )
+            await self._runner.call(self._runner.store.add_token, record)
         self._events.emit(
             "token_created",
             f"join token {token_id} created by {created_by}" + (f" for {name}" if name else ""),

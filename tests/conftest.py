@@ -30,6 +30,7 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 # it is put here.
 FAST_MODULES = frozenset(
     {
+        "test_admin_limits",
         "test_config",
         "test_detection",
         "test_dronetype",

@@ -6,9 +6,13 @@ public tier."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import http.client
 import json
+import secrets
 import stat
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -206,30 +210,36 @@ def test_sessions_expire_when_idle_and_after_their_lifetime(ctl: Controller) -> 
     assert tokens(ctl) == []
 
 
-def test_wrong_keys_are_rate_limited_per_address_and_recover(ctl: Controller) -> None:
+def test_wrong_keys_are_limited_but_never_the_right_key(ctl: Controller) -> None:
     url = ctl.admin_url + "/admin/api/whoami"
-    browser = login(ctl)  # a session opened before the lockout keeps working
+    browser = login(ctl)
     for _ in range(BURST):
         assert call(url, headers=key_headers("guess-" * 6))[0] == 401
     status, headers, body = call(url, headers=key_headers("guess-" * 6))
-    assert status == 429 and "too many wrong admin keys" in body["error"]["message"]
+    assert status == 429 and "too many wrong admin keys from this address" in body["error"]["message"]
     retry = int(headers["Retry-After"])
     assert 1 <= retry <= WINDOW
-    # The right key is refused too while locked: otherwise 200 against 429 would still answer guesses.
-    assert call(url, headers=key_headers(ctl.admin_key))[0] == 429
-    assert call(ctl.admin_url + "/admin/api/login", "POST", body={"key": ctl.admin_key})[0] == 429
-    assert call(url, headers=browser.headers(csrf=None))[0] == 200
-    # Per address: another client is not affected.
-    assert call(url, headers=key_headers(ctl.admin_key), source="127.0.0.2")[2] == {"key": "admin"}
-
-    time.sleep(retry + 0.1)
+    assert call(ctl.admin_url + "/admin/api/login", "POST", body={"key": "guess-" * 6})[0] == 429
+    # The right key works all the same, from the same address: as a header, at login, as a session.
     assert call(url, headers=key_headers(ctl.admin_key))[2] == {"key": "admin"}
+    assert login(ctl).csrf
+    assert call(url, headers=browser.headers(csrf=None))[0] == 200
+    # Per address: another client's wrong key is checked (401), not refused.
+    assert call(url, headers=key_headers("guess-" * 6), source="127.0.0.2")[0] == 401
+
     locked = ctl.events(type="admin_auth_locked")
     assert [e["data"]["address"] for e in locked] == ["127.0.0.1"]
-    assert len(ctl.events(type="admin_login_failed")) == BURST
+    assert len(ctl.events(type="admin_login_failed")) == BURST + 1  # a refused key is not one
+
+    wait_for(lambda: call(url, headers=key_headers("guess-" * 6))[0] == 401, timeout=retry + 5, interval=0.25)
     # One attempt came back, not the whole burst.
-    assert call(url, headers=key_headers("guess-" * 6))[0] == 401
     assert call(url, headers=key_headers("guess-" * 6))[0] == 429
+    assert call(url, headers=key_headers(ctl.admin_key))[0] == 200
+
+
+def stored_form(key: str) -> str:
+    """A key as the keys file stores it: the SHA-256, unpadded base64url."""
+    return "sha256$" + base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).rstrip(b"=").decode()
 
 
 def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
@@ -239,7 +249,7 @@ def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
     for path in (keys_file, key_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     lines = [x for x in keys_file.read_text().splitlines() if x and not x.startswith("#")]
-    assert len(lines) == 1 and lines[0].startswith("admin:scrypt$16384$8$1$")
+    assert lines == [f"admin:{stored_form(admin_key)}"]
     assert admin_key not in keys_file.read_text()
 
     url = ctl.admin_url + "/admin/api/keys"
@@ -248,7 +258,7 @@ def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
     assert status == 201 and added["name"] == "ci" and len(added["key"]) >= 40
     assert headers["Cache-Control"] == "no-store"
     ci_key = added["key"]
-    assert "ci:scrypt$" in keys_file.read_text() and ci_key not in keys_file.read_text()
+    assert f"ci:{stored_form(ci_key)}" in keys_file.read_text().splitlines()
     assert call(url, "POST", headers=admin, body={"name": "ci"})[0] == 409
     assert call(url, "POST", headers=admin, body={"name": "no:colons"})[0] == 400
     assert call(url, "POST", headers=admin, body={})[0] == 400
@@ -260,38 +270,62 @@ def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
     status, _, listed = call(url, headers=admin)
     assert listed == {"keys": [{"name": "admin", "sessions": 0}, {"name": "ci", "sessions": 1}]}
 
+    # A key cannot remove itself, neither by its header nor from a session opened with it.
+    status, _, body = call(url + "/ci", "DELETE", headers=key_headers(ci_key))
+    assert status == 409 and "the one this request authenticated with" in body["error"]["message"]
+    status, _, body = call(url + "/ci", "DELETE", headers=ci_browser.headers())
+    assert status == 409 and "this session was opened with it" in body["error"]["message"]
+    status, _, body = call(url + "/admin", "DELETE", headers=admin)
+    assert status == 409 and "remove it with another key" in body["error"]["message"]
+    assert call(url, headers=admin)[2]["keys"][1] == {"name": "ci", "sessions": 1}
+
     status, _, removed = call(url + "/ci", "DELETE", headers=admin)
-    assert status == 200 and removed == {"removed": "ci", "sessions_ended": 1}
+    assert status == 200 and removed == {"removed": "ci", "sessions_ended": 1, "admin_key_file": None}
     assert call(ctl.admin_url + "/admin/api/whoami", headers=key_headers(ci_key))[0] == 401
     assert call(ctl.admin_url + "/admin/api/session", headers=ci_browser.headers(csrf=None))[0] == 401
     assert call(url + "/ci", "DELETE", headers=admin)[0] == 404
-    status, _, body = call(url + "/admin", "DELETE", headers=admin)
-    assert status == 409 and "last admin key" in body["error"]["message"]
     assert [(e["data"]["key_name"], e["data"]["by"]) for e in ctl.events(type="admin_key_added")] == [
         ("ci", "admin")
     ]
     assert [e["data"]["key_name"] for e in ctl.events(type="admin_key_removed")] == ["ci"]
 
-    # Keys survive a restart; removing "admin" also removes admin.key, so a
-    # restart does not bring it back.
+    # Keys survive a restart. Removing "admin" while admin.key holds another
+    # key (a rotation written for the next start) keeps the file: that key
+    # becomes "admin" at the next start.
     status, _, added = call(url, "POST", headers=admin, body={"name": "ops"})
     ops = key_headers(added["key"])
     ctl.kill()
     ctl.restart()
     assert call(ctl.admin_url + "/admin/api/whoami", headers=admin)[2] == {"key": "admin"}
-    assert call(url + "/admin", "DELETE", headers=ops)[0] == 200
+    rotated = secrets.token_urlsafe(32)
+    key_file.write_text(rotated + "\n")
+    status, _, removed = call(url + "/admin", "DELETE", headers=ops)
+    assert status == 200 and removed["admin_key_file"] == {"path": str(key_file), "action": "kept"}
+    assert key_file.read_text().strip() == rotated
+    removals = ctl.admin_url + "/admin/api/events?limit=1000&type=admin_key_removed"
+    event = call(removals, headers=ops)[2]["events"][-1]
+    assert event["data"]["admin_key_file"] == removed["admin_key_file"] and "was kept" in event["message"]
+    assert call(ctl.admin_url + "/admin/api/whoami", headers=admin)[0] == 401
+    ctl.kill()
+    ctl.restart()
+    assert call(ctl.admin_url + "/admin/api/whoami", headers=key_headers(rotated))[2] == {"key": "admin"}
+
+    # Removing "admin" while admin.key holds it deletes the file, so a restart does not bring it back.
+    status, _, removed = call(url + "/admin", "DELETE", headers=ops)
+    assert status == 200 and removed["admin_key_file"] == {"path": str(key_file), "action": "deleted"}
+    assert "was deleted" in call(removals, headers=ops)[2]["events"][-1]["message"]
     assert not key_file.exists()
     ctl.kill()
     ctl.restart()
     assert not key_file.exists()
-    assert call(ctl.admin_url + "/admin/api/whoami", headers=admin)[0] == 401
+    assert call(ctl.admin_url + "/admin/api/whoami", headers=key_headers(rotated))[0] == 401
     assert call(url, headers=ops)[2] == {"keys": [{"name": "ops", "sessions": 0}]}
 
 
 def test_a_new_admin_key_file_rotates_the_admin_key(ctl: Controller) -> None:
     key_file = Path(ctl.info["admin_key_file"])
     old = ctl.admin_key
-    new = "a-key-the-admin-chose-" + "x" * 10
+    new = "a-key-the-admin-chose-" + secrets.token_hex(8)
     key_file.write_text(new + "\n")
     ctl.kill()
     ctl.restart()
@@ -403,23 +437,165 @@ def test_the_key_never_appears_in_logs_events_or_the_public_tier(ctl: Controller
     assert shown and not {t for t in shown if t.startswith("admin_")}
 
 
-def test_limiter_and_sessions_keep_memory_bounded() -> None:
-    from swarm.controller.adminkey import StoredKey
-    from swarm.controller.web.auth import FailureLimiter, Sessions
+# -- the edge: who the client is behind a proxy, which hosts and origins
+# each tier answers to, the cap on join tokens. One controller for the
+# module; each test uses addresses and names of its own.
 
-    limiter = FailureLimiter(burst=3, window=3.0, limit=100)
-    for i in range(10_000):
-        limiter.fail(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1000.0)
-    assert len(limiter) == 100
-    assert limiter.retry_after("10.0.39.15", 1000.0) == 0  # the last one failed only once
-    # Over the limit, refilled buckets are forgotten first.
-    assert not limiter.fail("192.0.2.1", 2000.0)
-    assert len(limiter) == 1
+PROXY = "127.0.0.3"
+EXTRA_HOST = "swarm.example.test"
+EDGE_BURST = 2
+TOKENS_MAX = 3
 
-    sessions = Sessions(idle=10.0, lifetime=100.0, limit=5)
-    key = StoredKey("admin", "scrypt$16384$8$1$c2FsdA$aGFzaA")
-    made = [sessions.create(key, "127.0.0.1", 1000.0 + i) for i in range(12)]
-    assert len(sessions) == 5
-    assert sessions.find(made[0][1], 1012.0, touch=False) is None  # least recently used: ended
-    assert sessions.find(made[-1][1], 1012.0, touch=True) is not None
-    assert sessions.find(made[-1][1], 1012.0 + 10.5, touch=False) is None  # idle
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    proc = Controller(
+        tmp_path_factory.mktemp("edge"),
+        "--trusted-proxies",
+        f"{PROXY},10.250.0.0/16",
+        "--allowed-hosts",
+        EXTRA_HOST,
+        "--admin-origins",
+        ALLOWED_ORIGIN,
+        "--admin-auth-failures",
+        str(EDGE_BURST),
+        "--admin-auth-window",
+        "600",
+        "--join-tokens-max",
+        str(TOKENS_MAX),
+    )
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def failed_from(ctl: Controller, addresses: set[str]) -> list[str]:
+    return [
+        e["data"]["address"]
+        for e in ctl.events(type="admin_login_failed")
+        if e["data"]["address"] in addresses
+    ]
+
+
+def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(edge: Controller) -> None:
+    url = edge.admin_url + "/admin/api/whoami"
+    wrong = key_headers("guess-" * 6)
+
+    def via(client: str, source: str = PROXY, key: dict[str, str] = wrong) -> int:
+        return call(url, headers={**key, "X-Forwarded-For": client}, source=source)[0]
+
+    # From anyone else the header is ignored: the limiter keys on the TCP peer.
+    assert [via("10.9.0.1", source="127.0.0.4") for _ in range(EDGE_BURST + 1)] == [401] * EDGE_BURST + [429]
+    assert via("10.9.0.2", source="127.0.0.4") == 429  # a forged header does not get a fresh allowance
+    assert failed_from(edge, {"127.0.0.4", "10.9.0.1"}) == ["127.0.0.4"] * EDGE_BURST
+
+    # Through the proxy: the rightmost address that is not a proxy is the client.
+    assert [via("10.9.0.1") for _ in range(EDGE_BURST + 1)] == [401] * EDGE_BURST + [429]
+    assert via("10.9.0.3") == 401  # another client behind the same proxy
+    assert via("10.9.0.1, 10.9.0.4") == 401  # a client's own entries on the left change nothing
+    assert via("10.9.0.4, 10.9.0.1") == 429
+    assert via("10.9.0.1, 10.250.3.3") == 429  # 10.250/16 are proxies too: skipped
+    assert failed_from(edge, {PROXY, "10.9.0.1", "10.9.0.3", "10.9.0.4"}) == ["10.9.0.1"] * EDGE_BURST + [
+        "10.9.0.3",
+        "10.9.0.4",
+    ]
+    # The right key from a limited client works, and its login is audited under the client's address.
+    assert via("10.9.0.1", key=key_headers(edge.admin_key)) == 200
+    status, _, _ = call(
+        edge.admin_url + "/admin/api/login",
+        "POST",
+        body={"key": edge.admin_key},
+        headers={"X-Forwarded-For": "10.9.0.1"},
+        source=PROXY,
+    )
+    assert status == 200
+    assert edge.events(type="admin_login")[-1]["data"]["address"] == "10.9.0.1"
+
+
+def test_each_tier_answers_only_to_its_names(edge: Controller) -> None:
+    admin_port, public_port = edge.info["admin_port"], edge.info["public_port"]
+    key = key_headers(edge.admin_key)
+    whoami, status_url = edge.admin_url + "/admin/api/whoami", edge.public_url + "/api/v1/status"
+    for url, port, headers in ((whoami, admin_port, key), (status_url, public_port, {})):
+        for name in ("127.0.0.1", "localhost", "LocalHost.", EXTRA_HOST, "console.example.org"):
+            assert call(url, headers={**headers, "Host": f"{name}:{port}"})[0] == 200, name
+        status, _, body = call(url, headers={**headers, "Host": f"rebound.example:{port}"})
+        assert status == 421 and "--allowed-hosts" in body["error"]["message"], body
+        assert call(url, headers={**headers, "Host": "127.0.0.2"})[0] == 421
+        status, _, body = call(url, headers={**headers, "Host": "a b"})
+        assert status == 400 and "Host" in body["error"]["message"]
+    # Before anything else: the login, the console's pages, a websocket upgrade.
+    rebound = {"Host": f"rebound.example:{admin_port}", "Origin": f"http://rebound.example:{admin_port}"}
+    assert (
+        call(edge.admin_url + "/admin/api/login", "POST", body={"key": edge.admin_key}, headers=rebound)[0]
+        == 421
+    )
+    assert call(edge.admin_url + "/", headers=rebound)[0] == 421
+    handshake = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(secrets.token_bytes(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    assert call(edge.admin_url + "/ws/events", headers={**key, **handshake, **rebound})[0] == 421
+
+
+def test_origins_are_the_tiers_names_on_its_port(edge: Controller) -> None:
+    port = edge.info["admin_port"]
+    login_url = edge.admin_url + "/admin/api/login"
+
+    def log_in(origin: str) -> int:
+        return call(login_url, "POST", body={"key": edge.admin_key}, headers={"Origin": origin})[0]
+
+    # Compared with the tier's names, not with this request's Host (127.0.0.1:PORT).
+    for allowed in (
+        f"http://localhost:{port}",
+        f"http://{EXTRA_HOST}:{port}",
+        f"http://127.0.0.1:{port}",
+        ALLOWED_ORIGIN,
+    ):
+        assert log_in(allowed) == 200, allowed
+    for refused in (
+        f"http://rebound.example:{port}",
+        f"http://{EXTRA_HOST}:{port + 1}",
+        f"https://localhost:{port}",
+        "null",
+    ):
+        assert log_in(refused) == 403, refused
+    browser = login(edge)
+    tokens_url = edge.admin_url + "/admin/api/tokens"
+    assert (
+        call(tokens_url, "POST", headers=browser.headers(origin=f"http://rebound.example:{port}"), body={})[0]
+        == 403
+    )
+    cookie = browser.headers(csrf=None)
+    assert upgrade(edge, cookie, f"http://localhost:{port}") == 101
+    assert upgrade(edge, cookie, f"http://rebound.example:{port}") == 403
+
+
+def test_live_join_tokens_are_capped(edge: Controller) -> None:
+    made = [edge.admin("POST", "/admin/api/tokens", b"{}") for _ in range(TOKENS_MAX)]
+    assert [status for status, _ in made] == [201] * TOKENS_MAX
+    status, body = edge.admin("POST", "/admin/api/tokens", b"{}")
+    assert status == 409, body
+    assert f"{TOKENS_MAX} join tokens are live" in body["error"]["message"]
+    assert f"--join-tokens-max {TOKENS_MAX}" in body["error"]["message"]
+    # A revoked (or used, or expired) one no longer counts.
+    assert edge.admin("DELETE", f"/admin/api/tokens/{made[0][1]['id']}")[0] == 200
+    assert edge.admin("POST", "/admin/api/tokens", b"{}")[0] == 201
+    assert edge.admin("POST", "/admin/api/tokens", b"{}")[0] == 409
+    assert len([t for t in tokens(edge) if t["state"] == "active"]) == TOKENS_MAX
+
+
+def test_a_weak_key_in_the_key_file_stops_the_start(tmp_path: Path) -> None:
+    proc = Controller(tmp_path)
+    key_file = proc.data_dir / "admin.key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("password123\n")
+    result = subprocess.run(proc.args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"swarm-controller: the admin key in {key_file} is refused: it has 11 characters, at least 32 "
+        f"are needed; write a random one (openssl rand -hex 32 > {key_file}) or delete the file for a new one"
+    )
+    assert not (proc.data_dir / "admin-keys").exists()

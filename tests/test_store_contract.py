@@ -581,6 +581,10 @@ def test_tokens_are_spent_once_and_revocable(store: SqlStore) -> None:
     assert not store.use_token("t2", "d1", now=61.0), "revoked"
     assert not store.revoke_token("t1", now=62.0), "a spent token cannot be revoked"
     assert not store.revoke_token("nope", now=62.0)
+    store.add_token(TokenRecord("t4", "h4", None, created_at=4.0, expires_at=100.0))
+    assert store.count_live_tokens(now=5.0) == 2, "t3 and t4: t1 spent, t2 revoked"
+    assert store.count_live_tokens(now=10.0) == 1, "t3 expired at expires_at"
+    assert store.count_live_tokens(now=100.0) == 0
 
 
 def test_a_name_is_bound_to_one_drone_id(store: SqlStore) -> None:

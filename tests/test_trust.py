@@ -156,6 +156,52 @@ def test_expired_token_is_refused(tmp_path: Path) -> None:
         asyncio.run(scenario(mp))
 
 
+def test_live_join_tokens_are_capped_and_expired_ones_do_not_count(tmp_path: Path) -> None:
+    """The cap, in process, with the clock moved past the tokens' expiry
+    (tests/test_admin_auth.py checks the 409 and revocation on a live controller)."""
+    from swarm.controller.ca import CertificateAuthority
+    from swarm.controller.errors import FailedPrecondition
+    from swarm.controller.events import EventLog
+    from swarm.controller.fleet import Fleet
+    from swarm.controller.store.runner import StoreRunner
+    from swarm.controller.store.sql import SqlStore
+    from swarm.controller.trust import Trust
+
+    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+        runner = StoreRunner(SqlStore(f"sqlite:///{tmp_path}/trust.db"))
+        await runner.open()
+        events = EventLog(runner, buffer=100, retention=1000)
+        trust = Trust(
+            CertificateAuthority.load_or_create(tmp_path / "pki"),
+            runner,
+            events,
+            Fleet(events, y_threshold=5.0),
+            cert_lifetime=3600,
+            max_tokens=2,
+        )
+        try:
+            # Two at once cannot both take the last place.
+            made = await asyncio.gather(
+                *(trust.create_token(60, None, "test") for _ in range(3)), return_exceptions=True
+            )
+            refused = [x for x in made if isinstance(x, FailedPrecondition)]
+            assert len(refused) == 1 and "2 join tokens are live" in refused[0].message
+            import swarm.controller.trust as trust_module
+
+            real = trust_module.time.time
+            monkeypatch.setattr(trust_module.time, "time", lambda: real() + 61)
+            await trust.create_token(600, None, "test")
+            await trust.create_token(600, None, "test")
+            with pytest.raises(FailedPrecondition, match="--join-tokens-max 2"):
+                await trust.create_token(600, None, "test")
+        finally:
+            monkeypatch.undo()
+            await runner.close()
+
+    with pytest.MonkeyPatch.context() as mp:
+        asyncio.run(scenario(mp))
+
+
 def all_methods() -> list[str]:
     methods = []
     for module in (gateway_pb2, enroll_pb2, build_pb2, shell_pb2):

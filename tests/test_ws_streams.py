@@ -220,7 +220,8 @@ def rss_kb(pid: int) -> int:
 
 @pytest.fixture
 def small_queue(tmp_path: Path) -> Iterator[Controller]:
-    proc = Controller(tmp_path, "--ws-queue", str(QUEUE))
+    # Join tokens are the events these tests make by the thousand: no cap on them here.
+    proc = Controller(tmp_path, "--ws-queue", str(QUEUE), "--join-tokens-max", "100000")
     proc.start()
     yield proc
     proc.kill()

@@ -73,6 +73,9 @@ class Store(Protocol):
     def list_tokens(self) -> list[TokenRecord]:
         """All tokens, newest first."""
 
+    def count_live_tokens(self, now: float) -> int:
+        """Tokens that could still be spent at ``now``: unused, unrevoked, unexpired."""
+
     def use_token(self, token_id: str, drone_id: str, now: float) -> bool:
         """Spend the token if it is unused, unrevoked and unexpired at ``now``;
         False if it was not (so two racing enrollments cannot both win)."""

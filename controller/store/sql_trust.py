@@ -37,6 +37,18 @@ class TrustTables:
             rows = JoinToken.select().order_by(JoinToken.created_at.desc(), JoinToken.id)
             return [TokenRecord(**{n: getattr(row, n) for n in TOKEN_FIELDS}) for row in rows]
 
+    def count_live_tokens(self, now: float) -> int:
+        with self._bound():
+            return int(
+                JoinToken.select()
+                .where(
+                    JoinToken.used_at.is_null()
+                    & JoinToken.revoked_at.is_null()
+                    & (JoinToken.expires_at > now)
+                )
+                .count()
+            )
+
     def use_token(self, token_id: str, drone_id: str, now: float) -> bool:
         with self._bound():
             spent = (

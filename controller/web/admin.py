@@ -23,7 +23,18 @@ from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
 from swarm.controller.trust import Trust
-from swarm.controller.web import auth, console, dispatch, healing, logs, openapi, public, shells, streams
+from swarm.controller.web import (
+    auth,
+    console,
+    dispatch,
+    healing,
+    hosts,
+    logs,
+    openapi,
+    public,
+    shells,
+    streams,
+)
 from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, queue_of, session_json
 from swarm.controller.web.common import (
     SERVICES,
@@ -331,9 +342,15 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 
 def create_app(services: Services, keys: KeyStore) -> web.Application:
-    app = web.Application(middlewares=[json_errors, console.login_redirect, auth.authenticate, strict_input])
+    config = services.config
+    app = web.Application(
+        middlewares=[json_errors, hosts.check_host, console.login_redirect, auth.authenticate, strict_input]
+    )
     app[SERVICES] = services
-    app[auth.AUTH] = auth.AdminAuth(keys, auth.AuthSettings.from_config(services.config), services.events)
+    app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.admin_bind, public=False)
+    app[auth.AUTH] = auth.AdminAuth(
+        keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS]
+    )
     app.add_routes(routes)
     app.add_routes(healing.routes)
     app.add_routes(shells.routes)

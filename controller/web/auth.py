@@ -8,17 +8,38 @@ tokens, websocket upgrades, and a limiter for wrong keys.
   Path=/ (and Secure when the request came over TLS). Requests with a
   state-changing method (POST, PUT, PATCH, DELETE) must also carry the
   session's CSRF token in ``X-CSRF-Token``, and their ``Origin``, if sent,
-  must be allowed. Sessions live in memory (a restart logs everyone out),
-  keyed by the SHA-256 of their id, with an idle timeout and an absolute
-  lifetime; at most ``--admin-session-max`` of them, the least recently
-  used ending first.
+  must be allowed (web/hosts.py: one of the tier's names on its own port,
+  or one of --admin-origins; never compared with the request's own Host,
+  which a DNS-rebinding page chooses). Sessions live in memory (a restart
+  logs everyone out), keyed by the SHA-256 of their id, with an idle
+  timeout and an absolute lifetime; at most ``--admin-session-max`` of
+  them, the least recently used ending first.
 - Websocket upgrades: :func:`authorize_websocket`.
-- Wrong keys (in the header or at login) spend a token bucket of the
-  client's address. An empty bucket answers 429 with Retry-After to every
-  key check from that address, right keys too: were right keys let
-  through, the difference between 200 and 429 would still answer guesses.
-  Sessions already open go on working, and nothing but a wrong key spends
-  the bucket. The address is the TCP peer (no proxy headers are trusted).
+
+A right key or a live session always works. Only wrong keys are limited:
+each spends a token bucket of its client's address (``--admin-auth-failures``
+per ``--admin-auth-window``) and one shared by all addresses
+(``--admin-auth-global-failures``); while either is empty, a key that
+matches nothing gets 429 with Retry-After before any further work, and no
+log line or event. A right key is recognised by its SHA-256 before the
+limiter is asked (adminkey.py), so a neighbour behind the same address
+or proxy, or a page in the admin's own browser, sending wrong keys cannot
+lock the admin out.
+
+That a 200 still answers a guess while wrong keys get 429 is deliberate:
+the limiter is not what makes guessing hopeless. Keys are long random
+values (256 bits when the controller makes them; an admin who writes one
+must give 32 characters at least and is asked for random ones;
+adminkey.py): at a million guesses a second, 128 random bits take some
+10^25 years. What the limiter
+bounds is what wrong keys cost: log lines, events (each a database
+write), and the slow scrypt check that keys from before the SHA-256 form
+still need until they are first used (adminkey.py); the global bucket
+bounds it whatever the number of addresses.
+
+The client's address is the TCP peer, or, from a peer in
+``--trusted-proxies``, the rightmost untrusted address in
+``X-Forwarded-For`` (web/forwarded.py).
 
 Logs and events name the key (its name, the audit trail), never its value.
 """
@@ -32,18 +53,22 @@ import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from swarm.clock import iso
-from swarm.controller.adminkey import KeyStore, StoredKey, check_name
+from swarm.controller.adminkey import ADMIN, KeyStore, StoredKey, check_name
 from swarm.controller.config import ControllerConfig
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from swarm.controller.events import EventLog
 from swarm.controller.web.common import Handler, json_body, json_response
+from swarm.controller.web.forwarded import Network
+from swarm.controller.web.forwarded import client_address as forwarded_client
 from swarm.controller.web.healing import KEY_NAME
+from swarm.controller.web.hosts import HostPolicy, local_port
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +84,9 @@ PRINCIPAL = "admin_principal"
 VIA_KEY, VIA_SESSION = "key", "session"
 LIMITED_ADDRESSES = 10_000
 WRONG_KEY = "missing or wrong X-Admin-Key"
+EVERYONE = "*"  # the global bucket's name in events
 routes = web.RouteTableDef()
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +94,10 @@ class AuthSettings:
     session_idle: float
     session_lifetime: float
     session_max: int
-    origins: frozenset[str]
     failures: int
+    global_failures: int
     failure_window: float
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_config(cls, config: ControllerConfig) -> AuthSettings:
@@ -77,9 +105,10 @@ class AuthSettings:
             session_idle=config.admin_session_idle,
             session_lifetime=config.admin_session_lifetime,
             session_max=config.admin_session_max,
-            origins=frozenset(config.admin_origin_list),
             failures=config.admin_auth_failures,
+            global_failures=config.admin_auth_global_failures,
             failure_window=config.admin_auth_window,
+            trusted_proxies=config.trusted_proxy_networks,
         )
 
 
@@ -165,17 +194,24 @@ class Sessions:
 
 
 class FailureLimiter:
-    """A token bucket per client address, spent by wrong keys only.
+    """Token buckets spent by wrong keys only: one per client address, and
+    one for all addresses together.
 
-    ``burst`` wrong keys in a row empty it; it refills completely in
-    ``window`` seconds, one attempt every window/burst seconds. Memory is
-    bounded: a full bucket is forgotten, and at most ``limit`` addresses
-    are kept (the one that failed least recently is forgotten first)."""
+    ``burst`` wrong keys in a row empty an address's bucket, ``total`` those
+    of all addresses the shared one; each refills completely in ``window``
+    seconds. Memory is bounded: a full address bucket is forgotten, and at
+    most ``limit`` addresses are kept (the one that failed least recently
+    is forgotten first)."""
 
-    def __init__(self, burst: int, window: float, limit: int = LIMITED_ADDRESSES) -> None:
+    def __init__(
+        self, burst: int, window: float, limit: int = LIMITED_ADDRESSES, total: int | None = None
+    ) -> None:
         self._burst = float(burst)
         self._rate = burst / window
         self._limit = limit
+        self._total = float(total if total is not None else burst * limit)
+        self._total_rate = self._total / window
+        self._shared = (self._total, 0.0)  # (tokens, at)
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, at)
 
     def __len__(self) -> int:
@@ -188,83 +224,140 @@ class FailureLimiter:
         tokens, at = entry
         return min(self._burst, tokens + max(0.0, now - at) * self._rate)
 
+    def _shared_tokens(self, now: float) -> float:
+        tokens, at = self._shared
+        return min(self._total, tokens + max(0.0, now - at) * self._total_rate)
+
     def retry_after(self, address: str, now: float) -> float:
-        """Seconds until ``address`` may try a key again (0: now)."""
+        """Seconds until ``address`` may try a wrong key again (0: now)."""
         tokens = self._tokens(address, now)
         return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
 
-    def fail(self, address: str, now: float) -> bool:
-        """Spend one attempt; True when that used up the allowance."""
+    def retry_after_all(self, now: float) -> float:
+        """Seconds until any address may try a wrong key again (0: now)."""
+        tokens = self._shared_tokens(now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self._total_rate
+
+    def fail(self, address: str, now: float) -> tuple[bool, bool]:
+        """Spend one attempt of ``address`` and one of everyone's; whether
+        that used up (the address's allowance, the shared one)."""
         tokens = self._tokens(address, now) - 1
         self._buckets[address] = (tokens, now)
         self._buckets.move_to_end(address)
+        shared = self._shared_tokens(now) - 1
+        self._shared = (shared, now)
         if len(self._buckets) > self._limit:
             for full in [a for a in self._buckets if self._tokens(a, now) >= self._burst]:
                 del self._buckets[full]
             while len(self._buckets) > self._limit:
                 self._buckets.popitem(last=False)
-        return tokens < 1
+        return tokens < 1, shared < 1
 
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    def refund(self, address: str, now: float) -> None:
+        """Give back an attempt spent ahead of a check that then succeeded."""
+        if address in self._buckets:
+            self._buckets[address] = (min(self._burst, self._tokens(address, now) + 1), now)
+        self._shared = (min(self._total, self._shared_tokens(now) + 1), now)
 
 
 class AdminAuth:
-    """Keys, sessions and the limiter of one admin tier."""
+    """Keys, sessions and the limiter of one admin tier. ``clock`` is
+    injected so that tests move time instead of waiting for it."""
 
-    def __init__(self, keys: KeyStore, settings: AuthSettings, events: EventLog) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        settings: AuthSettings,
+        events: EventLog,
+        hosts: HostPolicy,
+        clock: Clock = time.time,
+    ) -> None:
         self.keys = keys
         self.settings = settings
         self.events = events
+        self.hosts = hosts
+        self.clock = clock
         self.sessions = Sessions(settings.session_idle, settings.session_lifetime, settings.session_max)
-        self.limiter = FailureLimiter(settings.failures, settings.failure_window)
+        self.limiter = FailureLimiter(
+            settings.failures, settings.failure_window, total=settings.global_failures
+        )
+        self._all_locked_at = -math.inf
+
+    def client_address(self, request: web.Request) -> str:
+        return forwarded_client(
+            request.remote, request.headers.getall("X-Forwarded-For", ()), self.settings.trusted_proxies
+        )
 
     async def authenticate(self, request: web.Request) -> Principal:
         """Who the request is from (X-Admin-Key first, then the session
         cookie); raises Unauthenticated (401) or HTTPTooManyRequests (429)."""
         presented = request.headers.get(KEY_HEADER)
         if presented is not None:
-            key = await self.check_key(request, presented, "header", WRONG_KEY)
+            key = await self.check_key(self.client_address(request), presented, "header", WRONG_KEY)
             return Principal(key.name, VIA_KEY, key.hash)
         session_id = request.cookies.get(COOKIE)
         if session_id:
             digest = Sessions.digest(session_id)
-            session = self.sessions.find(digest, time.time(), touch=True)
+            session = self.sessions.find(digest, self.clock(), touch=True)
             if session is not None and self.keys.holds(session.key_hash):
                 return Principal(session.name, VIA_SESSION, session.key_hash, digest)
             raise Unauthenticated("the session has ended: log in again")
         raise Unauthenticated(WRONG_KEY)
 
-    async def check_key(self, request: web.Request, presented: str, via: str, refusal: str) -> StoredKey:
-        address = client_address(request)
-        self.refuse_if_limited(address)
-        key = await self.keys.check(presented)
-        if key is None:
-            self._failed(address, via)
-            raise Unauthenticated(refusal)
-        return key
+    async def check_key(self, address: str, presented: str, via: str, refusal: str) -> StoredKey:
+        """The key ``presented`` from ``address``; Unauthenticated (401) with
+        ``refusal`` if it is wrong, HTTPTooManyRequests (429) if it is wrong
+        while wrong keys are limited. A right key never waits for the limiter."""
+        key = self.keys.find(presented)
+        if key is not None:
+            return key
+        now = self.clock()
+        self.refuse_if_limited(address, now)
+        # Spent before the slow check, so that concurrent wrong keys cannot
+        # all pass the limiter while their checks run; refunded on a match.
+        address_used_up, all_used_up = self.limiter.fail(address, now)
+        if self.keys.has_legacy:
+            key = await self.keys.check_legacy(presented)
+            if key is not None:
+                self.limiter.refund(address, self.clock())
+                return key
+        self._report_failure(address, via, now, address_used_up, all_used_up)
+        raise Unauthenticated(refusal)
 
-    def refuse_if_limited(self, address: str) -> None:
-        retry = self.limiter.retry_after(address, time.time())
+    def refuse_if_limited(self, address: str, now: float) -> None:
+        everyone = self.limiter.retry_after_all(now)
+        retry = max(everyone, self.limiter.retry_after(address, now))
         if retry > 0:
             seconds = max(1, math.ceil(retry))
+            source = "from all addresses" if everyone >= retry else "from this address"
             raise web.HTTPTooManyRequests(
                 headers={"Retry-After": str(seconds)},
-                text=f"too many wrong admin keys from this address: try again in {seconds}s",
+                text=f"too many wrong admin keys {source}: a wrong key is refused for {seconds}s",
             )
 
-    def _failed(self, address: str, via: str) -> None:
-        now = time.time()
-        used_up = self.limiter.fail(address, now)
+    def _report_failure(self, address: str, via: str, now: float, used_up: bool, all_used_up: bool) -> None:
+        # Bounded by the limiter: at most the global allowance of lines and
+        # events per window, whatever the number of addresses.
         log.warning("wrong admin key from %s (%s)", address, via)
         self.events.emit("admin_login_failed", f"wrong admin key from {address}", address=address, via=via)
         if used_up:
             retry = self.limiter.retry_after(address, now)
             self.events.emit(
                 "admin_auth_locked",
-                f"too many wrong admin keys from {address}: refused for {retry:.0f}s",
+                f"too many wrong admin keys from {address}: its wrong keys are refused for {retry:.0f}s",
                 address=address,
+                retry_after_s=round(retry, 1),
+            )
+        if all_used_up and now - self._all_locked_at >= self.settings.failure_window:
+            # Once per window: under a steady stream of wrong keys the shared
+            # allowance empties again with every attempt it refills.
+            self._all_locked_at = now
+            retry = self.limiter.retry_after_all(now)
+            log.warning("too many wrong admin keys from all addresses: refusing wrong keys for %.0fs", retry)
+            self.events.emit(
+                "admin_auth_locked",
+                f"too many wrong admin keys from all addresses: wrong keys are refused for {retry:.0f}s",
+                address=EVERYONE,
                 retry_after_s=round(retry, 1),
             )
 
@@ -276,16 +369,15 @@ class AdminAuth:
         origin = request.headers.get("Origin")
         if origin is not None and not self.origin_allowed(request, origin):
             raise PermissionDenied("cross-origin request refused")
-        session = self.sessions.find(principal.session, time.time(), touch=False)
+        session = self.sessions.find(principal.session, self.clock(), touch=False)
         token = request.headers.get(CSRF_HEADER, "").encode("utf-8", "replace")
         if session is None or not hmac.compare_digest(token, session.csrf.encode()):
             raise PermissionDenied(f"missing or wrong {CSRF_HEADER}")
 
     def origin_allowed(self, request: web.Request, origin: str) -> bool:
-        """The admin tier's own origin (the scheme and Host the request came
-        to), or one of --admin-origins."""
-        origin = origin.strip().rstrip("/").lower()
-        return origin in self.settings.origins or origin == f"{request.scheme}://{request.host}".lower()
+        """One of the tier's names on the scheme and port the request came
+        in on, or one of --admin-origins (web/hosts.py)."""
+        return self.hosts.allows_origin(origin, request.scheme, local_port(request))
 
     def expires_at(self, principal: Principal, now: float) -> float | None:
         """When the principal's session ends if idle from now on (None for keys)."""
@@ -302,12 +394,12 @@ class AdminAuth:
             return False
         if principal.session is None:
             return True
-        return self.sessions.find(principal.session, time.time(), touch=touch) is not None
+        return self.sessions.find(principal.session, self.clock(), touch=touch) is not None
 
     def session_json(self, principal: Principal) -> dict[str, Any]:
         if principal.session is None:
             return {"key": principal.name, "via": principal.via, "expires_at": None}
-        session = self.sessions.find(principal.session, time.time(), touch=False)
+        session = self.sessions.find(principal.session, self.clock(), touch=False)
         if session is None:
             raise Unauthenticated("the session has ended: log in again")
         return {
@@ -349,8 +441,9 @@ async def authorize_websocket(request: web.Request) -> Principal:
 
     The request must be authenticated (X-Admin-Key, or a session cookie;
     the admin tier's middleware has done that, else it is done here) and
-    its Origin allowed: the admin tier's own origin or one of
-    --admin-origins. A browser always sends Origin on an upgrade, so one
+    its Origin allowed: one of the tier's host names on its own port, or
+    one of --admin-origins (web/hosts.py; its Host was checked by the
+    tier's middleware, hosts.check_host). A browser always sends Origin on an upgrade, so one
     without it is accepted only with X-Admin-Key (a program, not a page).
     Returns the principal, whose ``name`` is the audit trail; raises
     Unauthenticated (401), HTTPTooManyRequests (429) or PermissionDenied
@@ -367,7 +460,7 @@ async def authorize_websocket(request: web.Request) -> Principal:
             raise PermissionDenied("a websocket upgrade with a session cookie must send Origin")
     elif not auth.origin_allowed(request, origin):
         log.warning(
-            "websocket %s from %s refused: origin %.100s", request.path, client_address(request), origin
+            "websocket %s from %s refused: origin %.100s", request.path, auth.client_address(request), origin
         )
         raise PermissionDenied(f"websocket origin not allowed: {origin[:100]}")
     return principal
@@ -383,9 +476,9 @@ async def login(request: web.Request) -> web.Response:
     presented = body.get("key")
     if not isinstance(presented, str) or not presented:
         raise InvalidArgument('send {"key": "<an admin key>"}')
-    key = await auth.check_key(request, presented, "login", "wrong key")
-    address = client_address(request)
-    now = time.time()
+    address = auth.client_address(request)
+    key = await auth.check_key(address, presented, "login", "wrong key")
+    now = auth.clock()
     session_id, digest, session = auth.sessions.create(key, address, now)
     auth.events.emit("admin_login", f"{key.name} logged in from {address}", by=key.name, address=address)
     response = json_response(
@@ -411,7 +504,7 @@ async def logout(request: web.Request) -> web.Response:
     if principal.session is None:
         raise FailedPrecondition("this request authenticated with X-Admin-Key: there is no session to end")
     auth.sessions.end(principal.session)
-    address = client_address(request)
+    address = auth.client_address(request)
     auth.events.emit(
         "admin_logout", f"{principal.name} logged out from {address}", by=principal.name, address=address
     )
@@ -429,7 +522,7 @@ async def session(request: web.Request) -> web.Response:
 @routes.get("/admin/api/keys")
 async def list_keys(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    now = time.time()
+    now = auth.clock()
     return json_response(
         {"keys": [{"name": n, "sessions": auth.sessions.count(n, now)} for n in auth.keys.names()]}
     )
@@ -448,15 +541,31 @@ async def add_key(request: web.Request) -> web.Response:
 @routes.delete("/admin/api/keys/{name}")
 async def remove_key(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    by = principal_of(request).name
+    principal = principal_of(request)
+    by = principal.name
     name = request.match_info["name"]
-    await auth.keys.remove(name)
+    if name == principal.name:
+        how = "this session was opened with it" if principal.via == VIA_SESSION else "this request sent it"
+        raise FailedPrecondition(
+            f"key {name[:64]!r} is the one this request authenticated with ({how}): removing it would "
+            "cut you off; remove it with another key"
+        )
+    action = await auth.keys.remove(name)
     ended = auth.sessions.end_key(name)
+    key_file = None if action is None else {"path": str(auth.keys.admin_key_path), "action": action}
+    note = {
+        None: "",
+        "deleted": f"; {auth.keys.admin_key_path} held it and was deleted (the next start would bring "
+        "it back)",
+        "kept": f"; {auth.keys.admin_key_path} holds another key and was kept: it becomes key {ADMIN!r} "
+        "at the next start",
+    }[action]
     auth.events.emit(
         "admin_key_removed",
-        f"admin key {name} removed by {by}" + (f"; {ended} session(s) ended" if ended else ""),
+        f"admin key {name} removed by {by}" + (f"; {ended} session(s) ended" if ended else "") + note,
         key_name=name,
         by=by,
         sessions_ended=ended,
+        admin_key_file=key_file,
     )
-    return json_response({"removed": name, "sessions_ended": ended})
+    return json_response({"removed": name, "sessions_ended": ended, "admin_key_file": key_file})

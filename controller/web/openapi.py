@@ -94,7 +94,9 @@ MESSAGES = {
     409: "not possible in the controller's state",
     413: "the body is larger than the endpoint takes (64 KiB; the queue 1 MiB)",
     415: "the body is not JSON sent as Content-Type: application/json (UTF-8)",
-    429: "too many wrong keys from this address (see Retry-After)",
+    421: "the Host header names a host this tier does not answer to (--allowed-hosts)",
+    429: "a wrong key while wrong keys from this address, or from all, are limited (see Retry-After); "
+    "a right key is never refused",
     503: "the drone did not answer in time",
 }
 PROTOCOL_ENTRY: dict[str, Any] = {
@@ -213,7 +215,26 @@ def _list(key: str, ref: str) -> dict[str, Any]:
     return _obj(**{key: {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}})
 
 
+def _refusals(paths: dict[str, Any], security: bool) -> None:
+    """What any route may answer before it runs: 421 for a Host the tier
+    does not answer to; on the admin tier, 429 for a wrong key while wrong
+    keys are limited (where a route answers 401)."""
+    for item in paths.values():
+        for op in item.values():
+            responses = op["responses"]
+            codes = (421, 429) if security and "401" in responses else (421,)
+            for code in codes:
+                responses.setdefault(
+                    str(code),
+                    {
+                        "description": MESSAGES[code],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+
+
 def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict[str, Any]:
+    _refusals(paths, security)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": __version__},
@@ -383,7 +404,8 @@ def admin_document() -> dict[str, Any]:
                 errors=(401,),
             ),
             "post": _op(
-                "create a one-time join token",
+                "create a one-time join token (409 when --join-tokens-max are live: unused, "
+                "unrevoked and unexpired)",
                 _obj(
                     ttl={"type": "number", "description": "seconds, 60-86400 (default 3600)"},
                     name={"type": "string", "description": "only this drone name may use it"},
@@ -666,7 +688,7 @@ def _auth_paths() -> dict[str, Any]:
                 errors=(401,),
             ),
             "post": _op(
-                "add a random admin key: the answer shows it once; only its scrypt hash is kept",
+                "add a random admin key (256 bits): the answer shows it once; only its SHA-256 is kept",
                 {
                     **_obj(name={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}),
                     "required": ["name"],
@@ -678,9 +700,24 @@ def _auth_paths() -> dict[str, Any]:
         },
         "/admin/api/keys/{name}": {
             "delete": _op(
-                "remove an admin key and end its sessions and streams (409 for the last key)",
+                "remove an admin key and end its sessions and streams (409 for the key this request "
+                "authenticated with, by header or session, and for the last key)",
                 None,
-                _obj(removed={"type": "string"}, sessions_ended={"type": "integer"}),
+                _obj(
+                    removed={"type": "string"},
+                    sessions_ended={"type": "integer"},
+                    admin_key_file={
+                        "type": ["object", "null"],
+                        "description": "what became of the admin key file (--admin-key-file) when removing "
+                        "'admin': deleted (it held this key, and the next start would bring it back) or "
+                        "kept (it holds another key, which becomes 'admin' at the next start); "
+                        "null when there is no such file or another key was removed",
+                        "properties": {
+                            "path": {"type": "string"},
+                            "action": {"type": "string", "enum": ["deleted", "kept"]},
+                        },
+                    },
+                ),
                 "200",
                 (401, 403, 404, 409),
                 name,
@@ -698,11 +735,11 @@ def _websocket(summary: str, item: str, params: list[dict[str, Any]]) -> dict[st
         "get": {
             "summary": summary,
             "description": "A websocket (Upgrade request). Needs the admin key or a session cookie, and an "
-            "allowed Origin (the admin tier's own or --admin-origins; without Origin only with "
-            f"X-Admin-Key). Each text message is one JSON object: {item}. A message with a "
-            "'dropped' key is not an item: that many items after after_id/after_seq did not fit "
-            "the connection's queue (--ws-queue) of a slow client. Close codes: 1001 controller "
-            "stopping, 1008 session ended.",
+            "allowed Origin (one of the tier's host names on its own port, or --admin-origins; "
+            "without Origin only with X-Admin-Key). "
+            f"Each text message is one JSON object: {item}. A message with a 'dropped' key is not "
+            "an item: that many items after after_id/after_seq did not fit the connection's queue "
+            "(--ws-queue) of a slow client. Close codes: 1001 controller stopping, 1008 session ended.",
             "parameters": common + params,
             "responses": {
                 "101": {"description": "switching to the websocket protocol"},

@@ -14,7 +14,7 @@ from swarm.clock import iso
 from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import openapi, public_page
+from swarm.controller.web import hosts, openapi, public_page
 from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, session_json
 from swarm.controller.web.common import (
     SERVICES,
@@ -168,8 +168,10 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 
 def create_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[json_errors, read_only, strict_input])
+    config = services.config
+    app = web.Application(middlewares=[json_errors, hosts.check_host, read_only, strict_input])
     app[SERVICES] = services
+    app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.bind, public=True)
     app.add_routes(routes)
     app.add_routes(public_page.routes)  # the status page: pages, outside the OpenAPI document
     if services.staging is not None:
