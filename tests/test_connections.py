@@ -125,7 +125,7 @@ def test_a_slow_head_is_closed_within_the_header_timeout(ctl: Controller) -> Non
     slow = socket.create_connection(("127.0.0.1", ctl.info["public_port"]))
     try:
         started = time.monotonic()
-        slow.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        slow.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         deadline = started + 10 * HEADER_TIMEOUT
         while not closed_by_peer(slow):
             assert time.monotonic() < deadline, "a head trickling in was not cut"
@@ -157,7 +157,7 @@ def test_an_idle_keepalive_is_closed_and_the_last_allowed_request_says_close(ctl
 
     sock = socket.create_connection(("127.0.0.1", ctl.info["public_port"]))
     try:
-        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         answered = time.monotonic()
         wait_for(
@@ -197,7 +197,7 @@ async def _fill_an_address(ctl: Controller, address: str, streams: int) -> bytes
         try:
             # Every connection of this address is busy: the next one is refused.
             refused = await asyncio.to_thread(
-                request, ctl.info["admin_port"], b"GET /admin/api/whoami HTTP/1.1\r\nHost: x\r\n\r\n", address
+                request, ctl.info["admin_port"], b"GET /admin/api/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", address
             )
             await asyncio.to_thread(answers, ctl)  # other addresses are served meanwhile
         finally:
@@ -216,13 +216,13 @@ def test_an_address_whose_connections_are_all_busy_gets_a_json_503(ctl: Controll
 
 
 MALFORMED = {
-    "a NUL in a header": b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+    "a NUL in a header": b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x00b\r\n\r\n",
     "Content-Length with Transfer-Encoding": (
-        b"POST /api/v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"POST /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     ),
     "a bad chunk": (
-        b"POST /api/v1/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        b"POST /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
     ),
 }
 
