@@ -8,6 +8,7 @@
     +-- Unauthenticated            401 / UNAUTHENTICATED
     +-- PermissionDenied           403 / PERMISSION_DENIED
     +-- Unavailable                503 / UNAVAILABLE
+        +-- store.base.StoreUnavailable  (the database, for now)
 
 Only subclasses carry a message meant for the client; anything else is
 logged and answered with a generic internal error.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from swarm.controller.errors import Unavailable
 from swarm.controller.store.records import (
     AccessRecord,
     ArtifactRecord,
@@ -24,6 +25,18 @@ from swarm.controller.store.records import (
     SessionRecord,
     TokenRecord,
 )
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The database is there but cannot serve this call right now: the
+    connection is lost (and not back yet), the server does not answer, or
+    it refuses writes (locked, disk full, I/O error). Retry later; nothing
+    is wrong with the request. Every boundary answers it as 503 /
+    UNAVAILABLE, as ``errors.Unavailable``."""
 
 
 class Store(Protocol):

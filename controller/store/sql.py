@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee as pw
 
+from swarm.controller.store.base import StoreError, StoreUnavailable
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeRecord
@@ -31,15 +32,13 @@ from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SqlStore", "StoreError", "StoreUnavailable", "connect"]
+
 NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 NODE_ROW = operator.attrgetter(*NODE_FIELDS)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
 EVENT_CHUNK = 1000
-
-
-class StoreError(Exception):
-    """The database cannot be opened or used."""
 
 
 def connect(url: str) -> pw.Database:
