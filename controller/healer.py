@@ -68,6 +68,7 @@ from swarm.controller.oob import (
     run,
     ssh_argv,
 )
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import AccessRecord, IncidentRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.tasks import TaskSet, wait_event
@@ -186,6 +187,7 @@ class Healer:
         self.access: dict[str, AccessRecord] = {}
         self._dirty: set[str] = set()
         self._figures: tuple[float, dict[str, Any]] | None = None  # (computed at, figures)
+        self._figures_due = True  # an incident was written since
         self._closed: list[IncidentRecord] = []  # recovered, to be written
         self._recent_actions: deque[float] = deque()
         self._throttled = False
@@ -223,6 +225,7 @@ class Healer:
                     incident.drone_id, incident, incident.level, next_action_at=self._started_at
                 )
         await self._apply_file()
+        await self._refresh_figures()
         self._fleet.watchers.append(self._on_status)
         self._tasks.spawn(self._loop(), "ladder")
 
@@ -251,6 +254,7 @@ class Healer:
                 await self._apply_file()
                 self.tick(self._clock())
                 await self._flush()
+                await self._refresh_figures()
             except Exception:
                 log.exception("healer pass failed")
 
@@ -264,7 +268,7 @@ class Healer:
         self._dirty.clear()
         if incidents or closed:
             await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
-            self._figures = None
+            self._figures_due = True
 
     # -- access settings ---------------------------------------------------
 
@@ -743,15 +747,28 @@ class Healer:
             "history": list(ladder.history),
         }
 
-    async def figures(self, now: float) -> dict[str, Any]:
-        """Fleet availability and mean time to recovery over the last day.
+    def figures(self) -> dict[str, Any] | None:
+        """Fleet availability and mean time to recovery over the last day,
+        from memory (None before the first computation succeeded).
 
-        /api/v1/health is public and reads a day of incidents: the figures
-        are kept for FIGURES_TTL seconds, or until an incident is written."""
+        /api/v1/health answers from memory whatever the database does: the
+        healer's loop computes the figures again after FIGURES_TTL seconds,
+        and as soon as an incident is written."""
         cached = self._figures
-        if cached is None or not 0 <= now - cached[0] < FIGURES_TTL:
-            cached = self._figures = (now, await self._day_figures(now))
+        if cached is None:
+            return None
         return {**cached[1], "healing_paused": self.paused, "fleet_dark": self.dark}
+
+    async def _refresh_figures(self) -> None:
+        now = self._clock()
+        cached = self._figures
+        if cached is not None and not self._figures_due and 0 <= now - cached[0] < FIGURES_TTL:
+            return
+        self._figures_due = False
+        try:
+            self._figures = (now, await self._day_figures(now))
+        except StoreUnavailable:
+            self._figures_due = True  # the older figures stay until the database is back
 
     async def _day_figures(self, now: float) -> dict[str, Any]:
         since = now - DAY

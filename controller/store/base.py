@@ -36,7 +36,14 @@ class StoreUnavailable(StoreError, Unavailable):
     connection is lost (and not back yet), the server does not answer, or
     it refuses writes (locked, disk full, I/O error). Retry later; nothing
     is wrong with the request. Every boundary answers it as 503 /
-    UNAVAILABLE, as ``errors.Unavailable``."""
+    UNAVAILABLE, as ``errors.Unavailable``.
+
+    ``lost``: the connection is gone (the server is unreachable), rather
+    than the database answering with an error."""
+
+    def __init__(self, message: str, *, lost: bool = False) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 class Store(Protocol):
@@ -44,6 +51,18 @@ class Store(Protocol):
         """Connect and migrate the schema forward to the current version."""
 
     def close(self) -> None: ...
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        """``exc`` (raised by a call) as StoreUnavailable if it means the
+        database cannot serve calls for now: connection lost, server gone,
+        locked, disk full, I/O error. None for any other error, a bug."""
+
+    def reconnect(self) -> None:
+        """Drop the connection, whatever state it is in, and open a new one;
+        raises the driver's error if that fails."""
+
+    def probe(self) -> None:
+        """One small write: the database is reachable and takes writes."""
 
     def schema_version(self) -> int: ...
 
