@@ -287,10 +287,14 @@ class EventLog:
                     if removed:
                         log.info("event retention: removed %d old events", removed)
             except StoreUnavailable as exc:
-                log.warning("writing %d events failed (%s); retrying", len(self._pending), exc.message)
+                # Said once per outage; selfcheck.py reports the outage itself.
+                level = logging.DEBUG if delay > RETRY_FIRST else logging.WARNING
+                log.log(level, "writing %d events failed (%s); retrying", len(self._pending), exc.message)
             except Exception:
                 log.exception("writing %d events failed; retrying", len(self._pending))
             else:
+                if delay > RETRY_FIRST:
+                    log.info("events written again")
                 delay = RETRY_FIRST
                 continue
             # Full jitter; the health check kicks us as soon as the database is back.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import sqlite3
 import threading
 import time
 import typing
@@ -81,6 +82,16 @@ def connect(url: str) -> pw.Database:
     raise StoreError(f"unsupported database URL scheme {parsed.scheme!r}")
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _node_from_row(row: Node) -> NodeRecord:
     return NodeRecord(**{name: getattr(row, name) for name in NODE_FIELDS})
 
@@ -147,8 +158,14 @@ class SqlStore(TrustTables, BuildTables, HealthTables):
         detail = " ".join(str(exc).split()) or type(exc).__name__
         if self.backend == "sqlite":
             # An SQLite connection is never lost: the file is busy, full or failing.
-            if isinstance(exc, pw.OperationalError) and any(w in detail.lower() for w in SQLITE_TRANSIENT):
-                return StoreUnavailable(f"writes failing: {detail}")
+            # SQLite rolls back by itself on such an error, so the error seen
+            # can be peewee's ROLLBACK failing after it: look down the chain.
+            for cause in _chain(exc):
+                text = " ".join(str(cause).split())
+                if isinstance(cause, (pw.OperationalError, sqlite3.OperationalError)) and any(
+                    w in text.lower() for w in SQLITE_TRANSIENT
+                ):
+                    return StoreUnavailable(f"writes failing: {text}")
             return None
         # PostgreSQL: every OperationalError (connection, shutdown, disk full,
         # deadlock, cancelled) and InterfaceError (connection already closed)
