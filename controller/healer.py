@@ -255,19 +255,28 @@ class Healer:
                 self.tick(self._clock())
                 await self._flush()
                 await self._refresh_figures()
+            except StoreUnavailable as exc:
+                # The incidents stay to be written; selfcheck.py reports the outage.
+                log.debug("healer pass: %s", exc.message)
             except Exception:
                 log.exception("healer pass failed")
 
     async def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
         incidents = [
             ladder.incident
-            for drone_id in self._dirty
+            for drone_id in dirty
             if (ladder := self._ladders.get(drone_id)) is not None and ladder.incident is not None
         ]
         closed, self._closed = self._closed, []
-        self._dirty.clear()
         if incidents or closed:
-            await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
+            try:
+                await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
+            except BaseException:
+                # Kept for the next pass (with whatever changed meanwhile), not forgotten.
+                self._dirty |= dirty
+                self._closed = closed + self._closed
+                raise
             self._figures_due = True
 
     # -- access settings ---------------------------------------------------
