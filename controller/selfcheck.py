@@ -18,7 +18,8 @@ hangs with it). Each pass:
 Changes are events: ``store_unavailable`` and ``store_recovered`` (the
 first waits in the event log's backlog and is written with the rest once
 the database is back), ``disk_low`` and ``disk_ok``. When the database
-returns, the event log is told to write its backlog at once.
+returns, every recovery listener is called (the event log's ``kick``:
+write the backlog now rather than at the end of its backoff).
 """
 
 from __future__ import annotations
@@ -104,7 +105,12 @@ class SelfCheck:
         self._tasks = TaskSet("selfcheck")
         self._probe: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._on_recovered: list[Callable[[], None]] = [events.kick]
         self.health = SelfHealth()
+
+    def add_recovery_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (quick, not blocking) when the database is back after an outage."""
+        self._on_recovered.append(listener)
 
     async def start(self) -> None:
         await self.check()
@@ -202,7 +208,11 @@ class SelfCheck:
                 reason=was.message,
                 down_s=round(took, 3),
             )
-            self._events.kick()
+            for listener in self._on_recovered:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("recovery listener failed")
         low, was_low = new.problem(DISK_LOW), old.problem(DISK_LOW)
         if low is not None and was_low is None and new.disk is not None:
             self._events.emit("disk_low", low.message, **_disk_data(new.disk, self.settings.disk_min_free))

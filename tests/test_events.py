@@ -10,9 +10,6 @@ in order once the lock goes."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,8 @@ from swarm.controller.events import ID_BLOCK, EventLog
 from swarm.controller.store.records import EventRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore, StoreUnavailable
+
+from support.sqlite import event_rows, locked, quick_runner
 
 
 def test_ids_lost_in_a_crash_are_not_handed_out_again(tmp_path: Path) -> None:
@@ -72,34 +71,6 @@ def test_a_long_run_reserves_new_blocks_as_it_goes(tmp_path: Path) -> None:
     assert reserved > last  # never behind the ids handed out
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold SQLite's write lock from another connection."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
-
-
-async def quick_runner(path: Path) -> StoreRunner:
-    runner = StoreRunner(SqlStore(f"sqlite:///{path}"), retry_max=0.1)
-    await runner.open()
-    # Give up on a lock after 50 ms instead of the store's 5 s.
-    await runner.call(runner.store.db.execute_sql, "PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]
-    return runner
-
-
-def written(path: Path) -> list[tuple[int, str]]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.execute("SELECT id, type FROM event ORDER BY id"))
-    finally:
-        conn.close()
-
-
 def test_a_failed_write_keeps_its_events_and_writes_them_in_order_once_back(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
 
@@ -128,7 +99,7 @@ def test_a_failed_write_keeps_its_events_and_writes_them_in_order_once_back(tmp_
 
     ids, pending, message = asyncio.run(scenario())
     assert pending == 5 and message.startswith("writes failing")
-    during = [i for i, t in written(path) if t == "during"]
+    during = [i for i, t in event_rows(path) if t == "during"]
     assert during == ids  # every one, in order
 
 
@@ -157,6 +128,6 @@ def test_past_the_backlog_bound_the_oldest_are_dropped_and_an_event_says_so(tmp_
     assert dropped == 3
     assert marker.data == {"count": 3, "first_id": ids[0], "last_id": ids[2]}
     assert f"ids {ids[0]}-{ids[2]}" in marker.message
-    rows = written(path)
+    rows = event_rows(path)
     assert [i for i, t in rows if t == "during"] == ids[3:]
     assert (marker.id, "events_dropped") in rows  # live listeners saw it, and it is written
