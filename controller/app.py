@@ -383,7 +383,13 @@ class Controller:
 
     async def _stop_store(self) -> None:
         self.events.emit("controller_stopped", "controller stopped")
-        await self.events.stop()
+        try:
+            await self.events.stop()
+        except asyncio.CancelledError:
+            # The stage's deadline: the database does not answer. Its thread
+            # is a daemon, so the process still exits.
+            log.error("%d events were never written: the database did not answer", self.events.pending)
+            raise
         await self.runner.close()
 
 

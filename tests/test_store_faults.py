@@ -186,6 +186,20 @@ def test_a_frozen_postgresql_degrades_health_without_hanging_it(
     assert on_pg.alive() and on_pg.pid == pid
 
 
+def test_the_controller_stops_while_postgresql_is_frozen(pg: PostgresServer, on_pg: Controller) -> None:
+    """Last of the PostgreSQL tests: it stops the module's controller. A
+    call hanging on the frozen server must not keep the process alive past
+    its staged shutdown (the database thread is a daemon)."""
+    pg.freeze()
+    try:
+        wait_for(lambda: "database_stalled" in codes(on_pg), timeout=RECOVERY, what="database stalled")
+        # The stages' budget (STOP_* in app.py) is 21 s; far below OpenRC's 60 s.
+        assert on_pg.terminate(timeout=30) == 0
+    finally:
+        pg.thaw()
+    assert "events were never written: the database did not answer" in on_pg.log()
+
+
 # -- SQLite on a full disk -----------------------------------------------------
 
 
@@ -228,6 +242,19 @@ def on_small_disk(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def fill(disk: Path) -> Path:
+    """Fill the disk up. The WAL is emptied first: SQLite reuses a WAL's
+    space after a checkpoint, and small writes that fit in it would still
+    succeed (truthfully: health then says disk_low only). Emptied, any
+    write needs new space, as a busy database soon does."""
+    conn = sqlite3.connect(disk / "data" / "swarm.db", timeout=5)
+    try:
+        # Busy (1) while the controller is in a write: try again.
+        wait_for(
+            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
+            what="the WAL emptied",
+        )
+    finally:
+        conn.close()
     filler = disk / "filler"
     with filler.open("wb") as out, contextlib.suppress(OSError):
         chunk = b"\0" * 65536

@@ -25,14 +25,16 @@ instead of waiting for it).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from swarm.controller.store.base import Store, StoreUnavailable
 
@@ -63,10 +65,61 @@ class StoreStatus:
     waiting: int  # calls queued behind it
 
 
+class DatabaseThread:
+    """One thread running submitted calls in order.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit,
+    so a call hanging on a frozen database server would keep the process
+    alive after the staged shutdown gave up on it. This one is a daemon."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._closed = False
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot run a database call after shutdown")
+            if not self._started:
+                self._started = True
+                self._thread.start()
+            self._calls.put((future, fn))
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        """No new calls; the queued ones still run. ``wait``: until they have."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._calls.put(None)
+        if wait and self._started:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up before it started
+            try:
+                result = fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del item, future, fn
+
+
 class StoreRunner:
     def __init__(self, store: Store, *, retry_max: float = RETRY_MAX, max_waiting: int = MAX_WAITING) -> None:
         self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-db")
+        self._thread = DatabaseThread("swarm-db")
         self._retry_max = max(retry_max, RETRY_FIRST)
         self._max_waiting = max_waiting
         self._waiting = 0
@@ -86,10 +139,10 @@ class StoreRunner:
         await self._submit(self.store.probe, probe=True)
 
     async def _submit(self, fn: Callable[[], R], *, probe: bool) -> R:
-        loop = asyncio.get_running_loop()
+        future = self._thread.submit(functools.partial(self._run, fn, probe))
         self._waiting += 1
         try:
-            return await loop.run_in_executor(self._executor, self._run, fn, probe)
+            return await asyncio.wrap_future(future)
         finally:
             self._waiting -= 1
 
@@ -107,11 +160,12 @@ class StoreRunner:
     async def close(self) -> None:
         try:
             await self.call(self.store.close)
-        except asyncio.CancelledError:
-            # A call that hangs (a frozen server) must not block the event loop too.
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        except BaseException:
+            # Cancelled (a call hangs on a frozen server) or failed: the
+            # thread is a daemon and does not hold up the process.
+            self._thread.shutdown(wait=False)
             raise
-        self._executor.shutdown(wait=True)
+        self._thread.shutdown(wait=True)  # idle now: it ends at once
 
     # -- on the database thread -------------------------------------------
 
