@@ -56,8 +56,13 @@ MIB = 2**20
 @dataclass(frozen=True, slots=True)
 class Problem:
     code: str
-    message: str
+    message: str  # for the admin: the driver's words, the path
     since: float
+    summary: str = ""  # for the public tier: no host, port or path
+
+    @property
+    def public(self) -> str:
+        return self.summary or self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,18 +159,18 @@ class SelfCheck:
         status = self._runner.status()
         failure = status.failure
         if failure is not None and failure.lost:
-            return self._kept(DATABASE_UNREACHABLE, failure.message, failure.at)
+            return self._kept(DATABASE_UNREACHABLE, failure.message, failure.at, "database unreachable")
         if status.busy_for > self.settings.stall_after:
             message = f"database not answering for {status.busy_for:.0f}s ({status.waiting} calls waiting)"
             return self._kept(DATABASE_STALLED, message, now - status.busy_for)
         if failure is not None:
-            return self._kept(WRITES_FAILING, failure.message, failure.at)
+            return self._kept(WRITES_FAILING, failure.message, failure.at, "database writes failing")
         return None
 
-    def _kept(self, code: str, message: str, since: float) -> Problem:
+    def _kept(self, code: str, message: str, since: float, summary: str = "") -> Problem:
         """The problem, keeping the time it began if it is the same one."""
         old = self.health.problem(code)
-        return Problem(code, message, old.since if old is not None else since)
+        return Problem(code, message, old.since if old is not None else since, summary)
 
     async def _disk_space(self) -> DiskSpace | None:
         loop = asyncio.get_running_loop()
@@ -184,11 +189,11 @@ class SelfCheck:
         was_low = self.health.problem(DISK_LOW) is not None
         if disk.free >= (limit * DISK_HYSTERESIS if was_low else limit):
             return None
-        message = (
+        summary = (
             f"data disk nearly full: {disk.free / MIB:.1f} MiB free of {disk.total / MIB:.0f} MiB "
-            f"at {disk.path} (threshold {limit / MIB:.0f} MiB)"
+            f"(threshold {limit / MIB:.0f} MiB)"
         )
-        return self._kept(DISK_LOW, message, now)
+        return self._kept(DISK_LOW, f"{summary} at {disk.path}", now, summary)
 
     def _report(self, old: SelfHealth, new: SelfHealth, now: float) -> None:
         was, down = old.problem(*DATABASE_CODES), new.problem(*DATABASE_CODES)

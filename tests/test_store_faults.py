@@ -125,7 +125,10 @@ def test_a_killed_postgresql_is_reconnected_and_nothing_seen_is_lost(
     )
     assert down["status"] == "degraded"
     [reason] = [r for r in down["reasons"] if r["code"] == "database_unreachable"]
-    assert "database unreachable" in reason["message"]
+    assert reason["message"] == "database unreachable"  # not the server's address: that is for the admin
+    status, detailed = on_pg.admin("GET", "/admin/api/health")
+    assert status == 200 and f"port {pg.port}" in detailed["reasons"][0]["message"]
+    assert detailed["store"]["failure"]["connection_lost"] is True
     assert "database" in queue_refused(on_pg)
     wrong_key(on_pg)
     time.sleep(OUTAGE)  # the outage itself
@@ -288,7 +291,15 @@ def test_a_full_data_disk_degrades_health_and_writes_resume_once_freed(
             what="health degraded: disk low and writes failing",
         )
         reasons = {r["code"]: r["message"] for r in full["reasons"]}
-        assert "data disk nearly full" in reasons["disk_low"] and "full" in reasons["writes_failing"]
+        assert reasons["writes_failing"] == "database writes failing"
+        assert "data disk nearly full" in reasons["disk_low"] and str(small_disk) not in reasons["disk_low"]
+        # The admin tier has the details: SQLite's own words and the path.
+        status, detailed = controller.admin("GET", "/admin/api/health")
+        assert status == 200
+        details = {r["code"]: r["message"] for r in detailed["reasons"]}
+        assert (
+            "database or disk is full" in details["writes_failing"] and str(small_disk) in details["disk_low"]
+        )
         assert "database" in queue_refused(controller)
         time.sleep(FULL)  # the disk stays full a while
         seen = seen_events(controller, before)

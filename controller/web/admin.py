@@ -60,7 +60,7 @@ async def health(request: web.Request) -> web.Response:
     disk = own.health.disk if own is not None else None
     return json_response(
         {
-            **public.health_json(s),
+            **public.health_json(s, admin=True),
             "store": {
                 "failure": None
                 if failure is None

@@ -145,7 +145,8 @@ HEALTH: dict[str, Any] = {
         "status": {"type": "string", "enum": ["ok", "degraded"]},
         "reasons": {
             "type": "array",
-            "description": "why degraded (empty when ok)",
+            "description": "why degraded (empty when ok); public messages leave out the database's "
+            "address and the data path, /admin/api/health keeps them",
             "items": {
                 "type": "object",
                 "properties": {

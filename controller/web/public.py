@@ -51,15 +51,19 @@ async def health(request: web.Request) -> web.Response:
     return json_response(health_json(_services(request)))
 
 
-def health_json(s: Services) -> dict[str, Any]:
+def health_json(s: Services, *, admin: bool = False) -> dict[str, Any]:
     """The controller's health, from memory only: whatever the database
     does, this answers at once (selfcheck.py looks in the background).
-    Also the start of the admin tier's /admin/api/health."""
+    Also the start of the admin tier's /admin/api/health, whose reasons
+    keep the details (the driver's words, the data path)."""
     t = now()
     own = s.selfcheck.health if s.selfcheck is not None else SelfHealth()
     return {
         "status": own.status,
-        "reasons": [{"code": p.code, "message": p.message, "since": iso(p.since)} for p in own.problems],
+        "reasons": [
+            {"code": p.code, "message": p.message if admin else p.public, "since": iso(p.since)}
+            for p in own.problems
+        ],
         "checked_at": iso(own.checked_at),
         "version": __version__,
         "uptime_s": round(t - s.started_at, 3),
