@@ -109,6 +109,7 @@ class SelfCheck:
         self._clock = clock
         self._tasks = TaskSet("selfcheck")
         self._probe: asyncio.Task[None] | None = None
+        self._probe_ok = True
         self._wake = asyncio.Event()
         self._on_recovered: list[Callable[[], None]] = [events.kick]
         self.health = SelfHealth()
@@ -150,10 +151,15 @@ class SelfCheck:
         return new
 
     async def _send_probe(self) -> None:
+        ok = False
         with contextlib.suppress(StoreUnavailable):
             await self._runner.probe()
-        # Say so at once rather than at the next pass.
-        self._wake.set()
+            ok = True
+        if ok != self._probe_ok:
+            # A change: say so at once rather than at the next pass. (Not after
+            # every probe: one failing fast while a reconnect waits would spin.)
+            self._probe_ok = ok
+            self._wake.set()
 
     def _database_problem(self, now: float) -> Problem | None:
         status = self._runner.status()
