@@ -95,7 +95,7 @@ class EventLog:
         try:
             await self.flush()
         except StoreUnavailable as exc:
-            log.error("%d events were never written: %s", len(self._pending), exc.message)
+            log.error("%d events were never written: %s", len(self._pending), exc.reason)
 
     def emit(
         self,
@@ -289,7 +289,7 @@ class EventLog:
             except StoreUnavailable as exc:
                 # Said once per outage; selfcheck.py reports the outage itself.
                 level = logging.DEBUG if delay > RETRY_FIRST else logging.WARNING
-                log.log(level, "writing %d events failed (%s); retrying", len(self._pending), exc.message)
+                log.log(level, "writing %d events failed (%s); retrying", len(self._pending), exc.reason)
             except Exception:
                 log.exception("writing %d events failed; retrying", len(self._pending))
             else:

@@ -257,7 +257,7 @@ class Healer:
                 await self._refresh_figures()
             except StoreUnavailable as exc:
                 # The incidents stay to be written; selfcheck.py reports the outage.
-                log.debug("healer pass: %s", exc.message)
+                log.debug("healer pass: %s", exc.reason)
             except Exception:
                 log.exception("healer pass failed")
 

@@ -66,6 +66,6 @@ class NodeWriter:
                 await self.flush(urgent_only=not full)
             except StoreUnavailable as exc:
                 # Kept dirty; the database's outage is reported by selfcheck.py.
-                log.warning("writing drone state failed (%s); will retry", exc.message)
+                log.warning("writing drone state failed (%s); will retry", exc.reason)
             except Exception:
                 log.exception("writing drone state failed; will retry")

@@ -592,7 +592,7 @@ def test_errors_that_mean_unavailable_are_told_from_bugs(store: SqlStore) -> Non
     if store.backend == "sqlite":
         for message in ("database is locked", "database or disk is full", "disk I/O error"):
             found = store.unavailable(pw.OperationalError(message))
-            assert found is not None and not found.lost and message in found.message
+            assert found is not None and not found.lost and message in found.reason
     else:
         found = store.unavailable(pw.OperationalError("could not serialize access"))
         assert found is not None and not found.lost  # the connection is fine: an error, not an outage

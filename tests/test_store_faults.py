@@ -130,6 +130,9 @@ def test_a_killed_postgresql_is_reconnected_and_nothing_seen_is_lost(
     assert status == 200 and f"port {pg.port}" in detailed["reasons"][0]["message"]
     assert detailed["store"]["failure"]["connection_lost"] is True
     assert "database" in queue_refused(on_pg)
+    # What needs the database is a retryable 503, naming no address.
+    status, body = http("GET", on_pg.public_url + "/api/v1/activity")
+    assert (status, body["error"]["message"]) == (503, "the database is unreachable for now; try again later")
     wrong_key(on_pg)
     time.sleep(OUTAGE)  # the outage itself
     seen = seen_events(on_pg, before)

@@ -38,11 +38,15 @@ class StoreUnavailable(StoreError, Unavailable):
     is wrong with the request. Every boundary answers it as 503 /
     UNAVAILABLE, as ``errors.Unavailable``.
 
+    ``reason``: what the driver said, for logs and the admin tier; the
+    message that clients see (``message``) names no address or path.
     ``lost``: the connection is gone (the server is unreachable), rather
     than the database answering with an error."""
 
-    def __init__(self, message: str, *, lost: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, *, lost: bool = False) -> None:
+        what = "unreachable" if lost else "not taking writes"
+        super().__init__(f"the database is {what} for now; try again later")
+        self.reason = reason
         self.lost = lost
 
 

@@ -194,7 +194,7 @@ class StoreRunner:
                     # Most often a connection that died while idle (the server
                     # restarted): a new one, and the call once more.
                     retried = True
-                    log.warning("database connection lost (%s); reconnecting", error.message)
+                    log.warning("database connection lost (%s); reconnecting", error.reason)
                     self._reconnect()
                     continue
                 self._fail(error)
@@ -210,7 +210,7 @@ class StoreRunner:
             error = self.store.unavailable(exc)
             if error is None:
                 raise
-            error = StoreUnavailable(error.message, lost=True)
+            error = StoreUnavailable(error.reason, lost=True)
             self._fail(error)
             raise error from None
         failure = self._failure
@@ -226,8 +226,8 @@ class StoreRunner:
         now = time.time()
         old = self._failure
         if old is None:
-            log.error("database unavailable: %s", error.message)
-        self._failure = StoreFailure(error.message, error.lost, old.at if old else now, now)
+            log.error("database unavailable: %s", error.reason)
+        self._failure = StoreFailure(error.reason, error.lost, old.at if old else now, now)
         if error.lost:
             # Full jitter: many controllers (or restarts) never retry in step.
             self._retry_at = time.monotonic() + random.uniform(0, self._retry_delay)
