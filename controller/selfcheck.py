@@ -110,6 +110,7 @@ class SelfCheck:
         self._tasks = TaskSet("selfcheck")
         self._probe: asyncio.Task[None] | None = None
         self._probe_ok = True
+        self._outage: Problem | None = None  # the database problem an outage began with
         self._wake = asyncio.Event()
         self._on_recovered: list[Callable[[], None]] = [events.kick]
         self.health = SelfHealth()
@@ -204,6 +205,9 @@ class SelfCheck:
     def _report(self, old: SelfHealth, new: SelfHealth, now: float) -> None:
         was, down = old.problem(*DATABASE_CODES), new.problem(*DATABASE_CODES)
         if down is not None and was is None:
+            # One outage may change codes on its way (unreachable, then
+            # reconnected but not yet written to): it is told by how it began.
+            self._outage = down
             self._events.emit(
                 "store_unavailable",
                 f"database unavailable: {down.message}",
@@ -211,6 +215,7 @@ class SelfCheck:
                 reason=down.message,
             )
         elif was is not None and down is None:
+            was, self._outage = self._outage or was, None
             took = now - was.since
             self._events.emit(
                 "store_recovered",
