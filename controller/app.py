@@ -39,6 +39,7 @@ from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
 from swarm.controller.shells import ChannelsService, ShellRegistry, ShellSettings
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
@@ -77,9 +78,25 @@ class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.store = SqlStore(config.db_url)
-        self.runner = StoreRunner(self.store)
+        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max)
         self.protolog = ProtocolLog(config.protocol_buffer)
-        self.events = EventLog(self.runner, buffer=config.event_buffer, retention=config.event_retention)
+        self.events = EventLog(
+            self.runner,
+            buffer=config.event_buffer,
+            retention=config.event_retention,
+            pending_limit=config.event_pending_max,
+            retry_max=config.db_retry_max,
+        )
+        self.selfcheck = SelfCheck(
+            self.runner,
+            self.events,
+            config.data_dir,
+            SelfCheckSettings(
+                interval=config.health_interval,
+                stall_after=config.db_stall_after,
+                disk_min_free=int(config.disk_min_free_mb * 2**20),
+            ),
+        )
         self.fleet = Fleet(
             self.events,
             y_threshold=y_for_phi(config.suspect_phi),
@@ -171,6 +188,7 @@ class Controller:
             healer=self.healer,
             pinger=self.pinger,
             shells=self.shells,
+            selfcheck=self.selfcheck,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -183,6 +201,7 @@ class Controller:
             self.staging.url = base.rstrip("/") + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
 
+        await self.selfcheck.start()
         await self.health.start()
         await self.pinger.start()
         await self.writer.start()
@@ -388,11 +407,18 @@ class Controller:
             await self.portage.stop()
         await self.pinger.stop()
         await self.health.stop()
+        await self.selfcheck.stop()
         await self.writer.stop()
 
     async def _stop_store(self) -> None:
         self.events.emit("controller_stopped", "controller stopped")
-        await self.events.stop()
+        try:
+            await self.events.stop()
+        except asyncio.CancelledError:
+            # The stage's deadline: the database does not answer. Its thread
+            # is a daemon, so the process still exits.
+            log.error("%d events were never written: the database did not answer", self.events.pending)
+            raise
         await self.runner.close()
 
 

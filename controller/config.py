@@ -254,6 +254,27 @@ class ControllerConfig:
     )
     persist_interval: float = option(2.0, "seconds between batched writes of live drone state")
     event_retention: int = option(100_000, "events kept in the database; older ones are deleted")
+    event_pending_max: int = option(
+        50_000,
+        "events kept in memory while the database is unavailable; beyond, the oldest are dropped "
+        "and an events_dropped event says how many once the database is back",
+    )
+    health_interval: float = option(
+        2.0,
+        "seconds between the controller's checks of itself: a probe write to the database "
+        "(which also reconnects a lost one) and the data disk's free space",
+    )
+    db_stall_after: float = option(
+        10.0, "seconds one database call may run before health reports the database as not answering"
+    )
+    db_retry_max: float = option(
+        5.0,
+        "longest wait, in seconds, between attempts to reconnect to a lost database and between "
+        "retries of writes that failed (exponential backoff with jitter up to it)",
+    )
+    disk_min_free_mb: float = option(
+        512.0, "MiB of free space on the data directory's filesystem below which health is degraded (0: off)"
+    )
     event_buffer: int = option(5_000, "recent events kept in memory")
     protocol_buffer: int = option(20_000, "recent protocol messages kept in memory")
     ready_file: Path = option(Path(""), "write the bound ports here as JSON once serving")
@@ -289,6 +310,13 @@ class ControllerConfig:
             raise ValueError("stream_replace_window must be between 0.1 and 3600 seconds")
         if self.persist_interval <= 0 or self.hello_timeout <= 0:
             raise ValueError("persist_interval and hello_timeout must be positive")
+        if not 0.05 <= self.health_interval <= 3600 or self.db_stall_after <= 0 or self.db_retry_max <= 0:
+            raise ValueError(
+                "health_interval must be between 0.05 and 3600 seconds, db_stall_after and "
+                "db_retry_max positive"
+            )
+        if self.event_pending_max < 100 or self.disk_min_free_mb < 0:
+            raise ValueError("event_pending_max must be at least 100 and disk_min_free_mb not negative")
         if self.event_retention < 100 or self.event_buffer < 10 or self.protocol_buffer < 10:
             raise ValueError("event_retention >= 100, event_buffer >= 10, protocol_buffer >= 10")
         if self.db and not self.db.startswith(("sqlite:", "postgresql://", "postgres://")):

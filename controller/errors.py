@@ -9,6 +9,7 @@
     +-- PermissionDenied           403 / PERMISSION_DENIED
     +-- UnsupportedMediaType       415 / INVALID_ARGUMENT
     +-- Unavailable                503 / UNAVAILABLE
+        +-- store.base.StoreUnavailable  (the database, for now)
 
 Only subclasses carry a message meant for the client; anything else is
 logged and answered with a generic internal error.

@@ -12,25 +12,37 @@ Live listeners (the admin tier's /ws/events) ``subscribe`` a callback that
 ``emit`` calls synchronously; with nobody subscribed that costs one check.
 A listener must not block: it filters and puts into a bounded queue of its
 own.
+
+While the database is unavailable, events wait in ``pending`` and are
+written in order once it is back (a failed write keeps its batch; the
+writer retries with backoff, and at once when the health check sees the
+database return: ``kick``). ``pending`` is bounded: past ``pending_limit``
+the oldest waiting events are dropped, and the first write that succeeds
+afterwards adds an ``events_dropped`` event saying how many and which ids,
+so that a client that saw one of them learns it was never written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import EventRecord
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet
+from swarm.tasks import TaskSet, wait_event
 
 log = logging.getLogger(__name__)
 
 TRIM_INTERVAL = 60.0
 PENDING_LIMIT = 50_000
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 # Ids are handed out from a block reserved in the database first, so a kill -9
 # that loses the batch in flight never gives its ids to other events after the
 # restart (a client resuming with since=ID would miss those). Ids stay
@@ -42,17 +54,32 @@ EventListener = Callable[[EventRecord], None]
 
 
 class EventLog:
-    def __init__(self, runner: StoreRunner, *, buffer: int, retention: int) -> None:
+    def __init__(
+        self,
+        runner: StoreRunner,
+        *,
+        buffer: int,
+        retention: int,
+        pending_limit: int = PENDING_LIMIT,
+        retry_max: float = RETRY_MAX,
+    ) -> None:
         self._runner = runner
         self._ring: deque[EventRecord] = deque(maxlen=buffer)
         self._pending: deque[EventRecord] = deque()
+        self._pending_limit = max(1, pending_limit)
         self._retention = retention
+        self._retry_max = max(retry_max, RETRY_FIRST)
         self._next_id = 1
         self._reserved = 0  # ids up to here are reserved in the database
         self._tasks = TaskSet("events")
         self._wake = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._listeners: tuple[EventListener, ...] = ()
-        self.dropped = 0
+        self.dropped = 0  # events never written, in all
+        # Dropped since the latest events_dropped event: how many, first and last id.
+        self._unreported = 0
+        self._unreported_ids = (0, 0)
 
     async def start(self) -> None:
         last = await self._runner.call(self._runner.store.max_event_id)
@@ -65,7 +92,10 @@ class EventLog:
 
     async def stop(self) -> None:
         await self._tasks.close()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.error("%d events were never written: %s", len(self._pending), exc.reason)
 
     def emit(
         self,
@@ -87,14 +117,8 @@ class EventLog:
         )
         self._next_id += 1
         self._ring.append(event)
-        if len(self._pending) >= PENDING_LIMIT:
-            # The database has been unreachable for a long time; keep memory
-            # bounded and say so, rather than grow without limit.
-            self._pending.popleft()
-            self.dropped += 1
-            if self.dropped % 1000 == 1:
-                log.error("event backlog full: %d events not persisted", self.dropped)
         self._pending.append(event)
+        self._bound_pending()
         self._wake.set()
         log.info("event %s: %s", type, message)
         for listener in self._listeners:
@@ -112,6 +136,36 @@ class EventLog:
             self._listeners = tuple(x for x in self._listeners if x is not listener)
 
         return unsubscribe
+
+    def _bound_pending(self) -> None:
+        """Keep memory bounded while the database is away: drop the oldest
+        waiting events, counted for the events_dropped event."""
+        while len(self._pending) > self._pending_limit:
+            lost = self._pending.popleft()
+            self.dropped += 1
+            first = self._unreported_ids[0] if self._unreported else lost.id
+            self._unreported += 1
+            self._unreported_ids = (first, lost.id)
+            if self._unreported % 1000 == 1:
+                log.error(
+                    "event backlog full (%d): %d events not written to the database",
+                    self._pending_limit,
+                    self._unreported,
+                )
+
+    @property
+    def pending_limit(self) -> int:
+        return self._pending_limit
+
+    @property
+    def pending(self) -> int:
+        """Events emitted but not written yet."""
+        return len(self._pending)
+
+    def kick(self) -> None:
+        """Retry a failed write now (the database is back)."""
+        self._kick.set()
+        self._wake.set()
 
     @property
     def last_id(self) -> int:
@@ -186,25 +240,45 @@ class EventLog:
         self._reserved = reserved
 
     async def flush(self) -> None:
-        if self._next_id > self._reserved - ID_BLOCK // 2:
-            await self._reserve()
-        if not self._pending:
-            return
-        batch = list(self._pending)
-        self._pending.clear()
-        try:
-            await self._runner.call(self._runner.store.add_events, batch)
-        except Exception:
-            # Put them back in front: the next flush tries again.
-            self._pending.extendleft(reversed(batch))
-            raise
+        """Write every pending event, in order; on failure they stay pending
+        (in front of newer ones) and the error is raised."""
+        # One writer at a time, or two failed batches would go back out of order.
+        async with self._flushing:
+            if self._next_id > self._reserved - ID_BLOCK // 2:
+                await self._reserve()
+            if not self._pending:
+                return
+            batch = list(self._pending)
+            self._pending.clear()
+            try:
+                await self._runner.call(self._runner.store.add_events, batch)
+            except BaseException:
+                self._pending.extendleft(reversed(batch))
+                self._bound_pending()
+                raise
+        if self._unreported:
+            self._report_dropped()
+
+    def _report_dropped(self) -> None:
+        count, (first, last) = self._unreported, self._unreported_ids
+        self._unreported = 0
+        self.emit(
+            "events_dropped",
+            f"{count} events (ids {first}-{last}) were never written: the database was unavailable "
+            f"and more than {self._pending_limit} events waited for it",
+            count=count,
+            first_id=first,
+            last_id=last,
+        )
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_trim = loop.time()
+        delay = RETRY_FIRST
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._kick.clear()
             try:
                 await self.flush()
                 if loop.time() >= next_trim:
@@ -212,7 +286,20 @@ class EventLog:
                     removed = await self._runner.call(self._runner.store.trim_events, self._retention)
                     if removed:
                         log.info("event retention: removed %d old events", removed)
+            except StoreUnavailable as exc:
+                # Said once per outage; selfcheck.py reports the outage itself.
+                level = logging.DEBUG if delay > RETRY_FIRST else logging.WARNING
+                log.log(level, "writing %d events failed (%s); retrying", len(self._pending), exc.reason)
             except Exception:
-                log.exception("writing events failed; retrying in 1s")
-                await asyncio.sleep(1.0)
-                self._wake.set()
+                log.exception("writing %d events failed; retrying", len(self._pending))
+            else:
+                if delay > RETRY_FIRST:
+                    log.info("events written again")
+                delay = RETRY_FIRST
+                continue
+            # Full jitter; the health check kicks us as soon as the database is back.
+            if await wait_event(self._kick, random.uniform(0, delay)):
+                delay = RETRY_FIRST
+            else:
+                delay = min(delay * 2, self._retry_max)
+            self._wake.set()

@@ -75,6 +75,7 @@ from swarm.controller.oob import (
     run,
     ssh_argv,
 )
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import AccessRecord, IncidentRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.tasks import TaskSet, wait_event
@@ -199,6 +200,7 @@ class Healer:
         self.access: dict[str, AccessRecord] = {}
         self._dirty: set[str] = set()
         self._figures: tuple[float, dict[str, Any]] | None = None  # (computed at, figures)
+        self._figures_due = True  # an incident was written since
         self._closed: list[IncidentRecord] = []  # recovered, to be written
         self._recent_actions: deque[float] = deque()
         self._throttled = False
@@ -236,6 +238,7 @@ class Healer:
                     incident.drone_id, incident, incident.level, next_action_at=self._started_at
                 )
         await self._apply_file()
+        await self._refresh_figures()
         self._fleet.watchers.append(self._on_status)
         self._tasks.spawn(self._loop(), "ladder")
 
@@ -264,20 +267,30 @@ class Healer:
                 await self._apply_file()
                 self.tick(self._clock())
                 await self._flush()
+                await self._refresh_figures()
+            except StoreUnavailable as exc:
+                # The incidents stay to be written; selfcheck.py reports the outage.
+                log.debug("healer pass: %s", exc.reason)
             except Exception:
                 log.exception("healer pass failed")
 
     async def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
         incidents = [
             ladder.incident
-            for drone_id in self._dirty
+            for drone_id in dirty
             if (ladder := self._ladders.get(drone_id)) is not None and ladder.incident is not None
         ]
         closed, self._closed = self._closed, []
-        self._dirty.clear()
         if incidents or closed:
-            await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
-            self._figures = None
+            try:
+                await self._runner.call(self._runner.store.upsert_incidents, closed + incidents)
+            except BaseException:
+                # Kept for the next pass (with whatever changed meanwhile), not forgotten.
+                self._dirty |= dirty
+                self._closed = closed + self._closed
+                raise
+            self._figures_due = True
 
     # -- access settings ---------------------------------------------------
 
@@ -831,15 +844,28 @@ class Healer:
             "history": list(ladder.history),
         }
 
-    async def figures(self, now: float) -> dict[str, Any]:
-        """Fleet availability and mean time to recovery over the last day.
+    def figures(self) -> dict[str, Any] | None:
+        """Fleet availability and mean time to recovery over the last day,
+        from memory (None before the first computation succeeded).
 
-        /api/v1/health is public and reads a day of incidents: the figures
-        are kept for FIGURES_TTL seconds, or until an incident is written."""
+        /api/v1/health answers from memory whatever the database does: the
+        healer's loop computes the figures again after FIGURES_TTL seconds,
+        and as soon as an incident is written."""
         cached = self._figures
-        if cached is None or not 0 <= now - cached[0] < FIGURES_TTL:
-            cached = self._figures = (now, await self._day_figures(now))
+        if cached is None:
+            return None
         return {**cached[1], "healing_paused": self.paused, "fleet_dark": self.dark}
+
+    async def _refresh_figures(self) -> None:
+        now = self._clock()
+        cached = self._figures
+        if cached is not None and not self._figures_due and 0 <= now - cached[0] < FIGURES_TTL:
+            return
+        self._figures_due = False
+        try:
+            self._figures = (now, await self._day_figures(now))
+        except StoreUnavailable:
+            self._figures_due = True  # the older figures stay until the database is back
 
     async def _day_figures(self, now: float) -> dict[str, Any]:
         since = now - DAY

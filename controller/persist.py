@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from swarm.controller.fleet import Fleet
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.runner import StoreRunner
 from swarm.tasks import TaskSet, wait_event
 
@@ -63,5 +64,8 @@ class NodeWriter:
                 next_full = loop.time() + self._interval
             try:
                 await self.flush(urgent_only=not full)
+            except StoreUnavailable as exc:
+                # Kept dirty; the database's outage is reported by selfcheck.py.
+                log.warning("writing drone state failed (%s); will retry", exc.reason)
             except Exception:
                 log.exception("writing drone state failed; will retry")

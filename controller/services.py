@@ -12,6 +12,7 @@ from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner
@@ -36,3 +37,4 @@ class Services:
     healer: Healer | None = None
     pinger: Pinger | None = None
     shells: ShellRegistry | None = None
+    selfcheck: SelfCheck | None = None

@@ -45,6 +45,7 @@ FAST_MODULES = frozenset(
         "test_proto_fresh",
         "test_protocol_doc",
         "test_scheduler",
+        "test_selfcheck",
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",

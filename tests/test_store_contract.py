@@ -26,7 +26,7 @@ from swarm.controller.store.records import AccessRecord, EventRecord, IncidentRe
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
-from support.postgres import postgres_server, postgres_url  # noqa: F401
+from support.postgres import PostgresServer, postgres_server, postgres_url  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -559,6 +559,47 @@ def test_store_runner_runs_every_call_on_one_thread(backend: Backend) -> None:
     assert not thread.is_alive()
     with pytest.raises(RuntimeError, match="shutdown"):
         asyncio.run(runner.call(store.max_event_id))
+
+
+def test_a_connection_the_server_ended_is_replaced_on_the_next_call(request: pytest.FixtureRequest) -> None:
+    """PostgreSQL only (an SQLite connection cannot be lost): a backend the
+    server terminated (as a restart does) costs the caller nothing."""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url: str = request.getfixturevalue("postgres_url")
+    runner = StoreRunner(SqlStore(url))
+
+    async def scenario() -> None:
+        await runner.open()
+        await runner.call(runner.store.upsert_nodes, [node("n1")])
+        dbname = url.rsplit("/", 1)[1]
+        with server._admin() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+            assert cur.fetchall() == [(True,)]
+        assert await runner.call(runner.store.get_node, "n1") == node("n1")
+        assert runner.status().failure is None
+        await runner.close()
+
+    asyncio.run(scenario())
+
+
+def test_errors_that_mean_unavailable_are_told_from_bugs(store: SqlStore) -> None:
+    """Busy, full or failing: StoreUnavailable (retry later); anything else
+    (a missing table, a syntax error) stays the error it is."""
+    if store.backend == "sqlite":
+        for message in ("database is locked", "database or disk is full", "disk I/O error"):
+            found = store.unavailable(pw.OperationalError(message))
+            assert found is not None and not found.lost and message in found.reason
+    else:
+        found = store.unavailable(pw.OperationalError("could not serialize access"))
+        assert found is not None and not found.lost  # the connection is fine: an error, not an outage
+    with pytest.raises(pw.DatabaseError) as bug:
+        store.db.execute_sql("SELECT * FROM no_such_table")
+    assert store.unavailable(bug.value) is None
+    assert store.unavailable(ValueError("no")) is None
 
 
 # -- join tokens and certificates -------------------------------------------

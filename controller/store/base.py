@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from swarm.controller.errors import Unavailable
 from swarm.controller.store.records import (
     AccessRecord,
     ArtifactRecord,
@@ -26,11 +27,46 @@ from swarm.controller.store.records import (
 )
 
 
+class StoreError(Exception):
+    """The database cannot be opened or used."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The database is there but cannot serve this call right now: the
+    connection is lost (and not back yet), the server does not answer, or
+    it refuses writes (locked, disk full, I/O error). Retry later; nothing
+    is wrong with the request. Every boundary answers it as 503 /
+    UNAVAILABLE, as ``errors.Unavailable``.
+
+    ``reason``: what the driver said, for logs and the admin tier; the
+    message that clients see (``message``) names no address or path.
+    ``lost``: the connection is gone (the server is unreachable), rather
+    than the database answering with an error."""
+
+    def __init__(self, reason: str, *, lost: bool = False) -> None:
+        what = "unreachable" if lost else "not taking writes"
+        super().__init__(f"the database is {what} for now; try again later")
+        self.reason = reason
+        self.lost = lost
+
+
 class Store(Protocol):
     def open(self) -> None:
         """Connect and migrate the schema forward to the current version."""
 
     def close(self) -> None: ...
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        """``exc`` (raised by a call) as StoreUnavailable if it means the
+        database cannot serve calls for now: connection lost, server gone,
+        locked, disk full, I/O error. None for any other error, a bug."""
+
+    def reconnect(self) -> None:
+        """Drop the connection, whatever state it is in, and open a new one;
+        raises the driver's error if that fails."""
+
+    def probe(self) -> None:
+        """One small write: the database is reachable and takes writes."""
 
     def schema_version(self) -> int: ...
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import sqlite3
 import threading
+import time
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 import peewee as pw
 
+from swarm.controller.store.base import StoreError, StoreUnavailable
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeRecord
@@ -31,15 +34,20 @@ from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SqlStore", "StoreError", "StoreUnavailable", "connect"]
+
 NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 NODE_ROW = operator.attrgetter(*NODE_FIELDS)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
 EVENT_CHUNK = 1000
-
-
-class StoreError(Exception):
-    """The database cannot be opened or used."""
+# Seconds a PostgreSQL connection attempt may take: a frozen server accepts
+# the TCP connection (its kernel does) and then never answers.
+CONNECT_TIMEOUT = 5
+PROBE_KEY = "health_probe"
+# What sqlite3 says when the file is busy, full, read-only or its disk fails:
+# worth retrying later. Anything else (no such table, a syntax error) is a bug.
+SQLITE_TRANSIENT = ("locked", "busy", "full", "disk i/o error", "unable to open", "readonly")
 
 
 def connect(url: str) -> pw.Database:
@@ -63,8 +71,25 @@ def connect(url: str) -> pw.Database:
             password=unquote(parsed.password) if parsed.password else None,
             host=parsed.hostname or None,
             port=parsed.port,
+            connect_timeout=CONNECT_TIMEOUT,
+            # A server that vanished without a word (a host gone) is noticed
+            # by TCP keepalive rather than after the kernel's two hours.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
         )
     raise StoreError(f"unsupported database URL scheme {parsed.scheme!r}")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _node_from_row(row: Node) -> NodeRecord:
@@ -126,6 +151,44 @@ class SqlStore(TrustTables, BuildTables, HealthTables):
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable | None:
+        if not isinstance(exc, (pw.OperationalError, pw.InterfaceError)):
+            return None
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        if self.backend == "sqlite":
+            # An SQLite connection is never lost: the file is busy, full or failing.
+            # SQLite rolls back by itself on such an error, so the error seen
+            # can be peewee's ROLLBACK failing after it: look down the chain.
+            for cause in _chain(exc):
+                text = " ".join(str(cause).split())
+                if isinstance(cause, (pw.OperationalError, sqlite3.OperationalError)) and any(
+                    w in text.lower() for w in SQLITE_TRANSIENT
+                ):
+                    return StoreUnavailable(f"writes failing: {text}")
+            return None
+        # PostgreSQL: every OperationalError (connection, shutdown, disk full,
+        # deadlock, cancelled) and InterfaceError (connection already closed)
+        # passes; whether the connection survived decides what it means.
+        if self._connection_lost():
+            return StoreUnavailable(f"database unreachable: {detail}", lost=True)
+        return StoreUnavailable(f"writes failing: {detail}")
+
+    def _connection_lost(self) -> bool:
+        # peewee's own is_closed() knows nothing of a dead socket: ask the driver's connection.
+        conn = typing.cast(typing.Any, self.db)._state.conn
+        return conn is None or bool(getattr(conn, "closed", 0))
+
+    def reconnect(self) -> None:
+        try:
+            self.db.close()
+        except pw.PeeweeException:
+            # Still in a transaction as peewee sees it: the connection is dead anyway.
+            typing.cast(typing.Any, self.db)._state.reset()
+        self.db.connect()
+
+    def probe(self) -> None:
+        self.set_setting(PROBE_KEY, repr(time.time()))
 
     def schema_version(self) -> int:
         return self._version

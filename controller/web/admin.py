@@ -18,7 +18,7 @@ from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
 from swarm.controller import access
 from swarm.controller.adminkey import KeyStore
-from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.store.records import TokenRecord
@@ -67,6 +67,47 @@ async def status(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     held = None if s.healer is None else {"paused": s.healer.paused, "fleet_dark": s.healer.dark}
     return json_response({**public.status_json(s), "healing": held})
+
+
+@routes.get("/admin/api/health")
+async def health(request: web.Request) -> web.Response:
+    """The public health and what lies behind it: the database runner's
+    state, the event backlog, the data disk. From memory, as the public one."""
+    s = request.app[SERVICES]
+    store = s.runner.status()
+    failure = store.failure
+    own = s.selfcheck
+    disk = own.health.disk if own is not None else None
+    return json_response(
+        {
+            **public.health_json(s, admin=True),
+            "store": {
+                "failure": None
+                if failure is None
+                else {
+                    "message": failure.message,
+                    "connection_lost": failure.lost,
+                    "since": iso(failure.at),
+                    "last_at": iso(failure.last_at),
+                },
+                "busy_s": round(store.busy_for, 3),
+                "waiting": store.waiting,
+            },
+            "events": {
+                "pending": s.events.pending,
+                "pending_limit": s.events.pending_limit,
+                "dropped": s.events.dropped,
+            },
+            "disk": None
+            if disk is None or own is None
+            else {
+                "path": disk.path,
+                "free_mb": round(disk.free / 2**20, 1),
+                "total_mb": round(disk.total / 2**20, 1),
+                "min_free_mb": round(own.settings.disk_min_free / 2**20, 1),
+            },
+        }
+    )
 
 
 @routes.get("/admin/api/events")
@@ -242,6 +283,10 @@ async def rename_drone(request: web.Request) -> web.Response:
 @routes.post("/admin/api/queue")
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
+    problem = s.selfcheck.writes_failing() if s.selfcheck is not None else None
+    if problem is not None:
+        # Jobs taken now could not be saved: say so rather than accept them.
+        raise Unavailable(f"nothing queued: the database takes no writes now ({problem.message})")
     q = queue_of(s)
     body = await json_body(request, max_size=QUEUE_BODY)
     atoms = body.get("atoms", body.get("packages"))

@@ -143,6 +143,49 @@ EVENT = {
 }
 
 
+HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "reasons": {
+            "type": "array",
+            "description": "why degraded (empty when ok); public messages leave out the database's "
+            "address and the data path, /admin/api/health keeps them",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "enum": ["database_unreachable", "database_stalled", "writes_failing", "disk_low"],
+                    },
+                    "message": {"type": "string"},
+                    "since": TS,
+                },
+            },
+        },
+        "checked_at": {**TS, "description": "the latest background check (null before the first)"},
+        "version": {"type": "string"},
+        "uptime_s": {"type": "number"},
+        "database": {"type": "string", "enum": ["sqlite", "postgresql"]},
+        "drones": {"type": "object"},
+        "fleet": {
+            "type": ["object", "null"],
+            "description": "null until first computed (from the database, in the background)",
+            "properties": {
+                "window_s": {"type": "number"},
+                "availability": {"type": ["number", "null"]},
+                "incidents": {"type": "integer"},
+                "open_incidents": {"type": "integer"},
+                "mttr_s": {"type": ["number", "null"]},
+                "mean_detection_s": {"type": ["number", "null"]},
+                "healing_paused": {"type": "boolean"},
+                "fleet_dark": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+
 def _param(name: str, description: str, schema: dict[str, Any], where: str = "query") -> dict[str, Any]:
     return {
         "name": name,
@@ -177,7 +220,9 @@ def _op(
     status: str,
     errors: tuple[int, ...],
     params: list[dict[str, Any]] | None = None,
+    description: dict[int, str] | None = None,
 ) -> dict[str, Any]:
+    """``description``: what an error status means here, where MESSAGES does not say it."""
     op: dict[str, Any] = {
         "summary": summary,
         "parameters": params or [],
@@ -185,7 +230,7 @@ def _op(
     }
     for code in _errors(errors, params, body):
         op["responses"][str(code)] = {
-            "description": MESSAGES[code],
+            "description": (description or {}).get(code, MESSAGES[code]),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
     if body is not None:
@@ -266,24 +311,9 @@ def public_document() -> dict[str, Any]:
     )
     paths = {
         "/api/v1/health": _get(
-            "controller liveness, drone counts, fleet availability and mean time to recovery (24 h)",
-            _obj(
-                status={"type": "string"},
-                version={"type": "string"},
-                uptime_s={"type": "number"},
-                database={"type": "string"},
-                drones={"type": "object"},
-                fleet=_obj(
-                    window_s={"type": "number"},
-                    availability={"type": ["number", "null"]},
-                    incidents={"type": "integer"},
-                    open_incidents={"type": "integer"},
-                    mttr_s={"type": ["number", "null"]},
-                    mean_detection_s={"type": ["number", "null"]},
-                    healing_paused={"type": "boolean"},
-                    fleet_dark={"type": "boolean"},
-                ),
-            ),
+            "controller health from memory (never waits for the database; 200 also when degraded): "
+            "status and its reasons, drone counts, fleet availability and mean time to recovery (24 h)",
+            HEALTH,
         ),
         "/api/v1/status": _get(
             "swarm summary",
@@ -355,6 +385,44 @@ def admin_document() -> dict[str, Any]:
         "/admin/api/status": _get(
             "the swarm summary of /api/v1/status, and whether healing is paused or held",
             {"type": "object"},
+            errors=(401,),
+        ),
+        "/admin/api/health": _get(
+            "the public health and what lies behind it: the database's state as the store runner "
+            "sees it, the event backlog, the data disk",
+            {
+                **HEALTH,
+                "properties": {
+                    **HEALTH["properties"],
+                    "store": _obj(
+                        failure={
+                            "type": ["object", "null"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "connection_lost": {"type": "boolean"},
+                                "since": TS,
+                                "last_at": TS,
+                            },
+                        },
+                        busy_s={"type": "number", "description": "how long the current call has run"},
+                        waiting={"type": "integer", "description": "calls queued behind it"},
+                    ),
+                    "events": _obj(
+                        pending={"type": "integer", "description": "emitted, not written yet"},
+                        pending_limit={"type": "integer"},
+                        dropped={"type": "integer", "description": "never written (backlog full), in all"},
+                    ),
+                    "disk": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "path": {"type": "string"},
+                            "free_mb": {"type": "number"},
+                            "total_mb": {"type": "number"},
+                            "min_free_mb": {"type": "number"},
+                        },
+                    },
+                },
+            },
             errors=(401,),
         ),
         "/admin/api/events": {
@@ -441,7 +509,8 @@ def admin_document() -> dict[str, Any]:
                 _obj(atoms={"type": "array", "items": {"type": "string"}}, session={"type": "string"}),
                 _obj(session={"type": "object"}, jobs={"type": "array"}),
                 "201",
-                (400, 401, 404, 409),
+                (400, 401, 404, 409, 503),
+                description={503: "the database takes no writes now (the message says why)"},
             ),
             **_get(
                 "jobs, most critical first, as /api/v1/queue; narrowed by session, states and text",

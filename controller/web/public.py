@@ -12,6 +12,7 @@ from aiohttp import web
 from swarm import __version__
 from swarm.clock import iso
 from swarm.controller.fleet import DroneState
+from swarm.controller.selfcheck import SelfHealth
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import hosts, openapi, public_page
@@ -47,18 +48,29 @@ def _services(request: web.Request) -> Services:
 
 @routes.get("/api/v1/health")
 async def health(request: web.Request) -> web.Response:
-    s = _services(request)
+    return json_response(health_json(_services(request)))
+
+
+def health_json(s: Services, *, admin: bool = False) -> dict[str, Any]:
+    """The controller's health, from memory only: whatever the database
+    does, this answers at once (selfcheck.py looks in the background).
+    Also the start of the admin tier's /admin/api/health, whose reasons
+    keep the details (the driver's words, the data path)."""
     t = now()
-    return json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(t - s.started_at, 3),
-            "database": s.backend,
-            "drones": s.fleet.counts(),
-            "fleet": await s.healer.figures(t) if s.healer is not None else None,
-        }
-    )
+    own = s.selfcheck.health if s.selfcheck is not None else SelfHealth()
+    return {
+        "status": own.status,
+        "reasons": [
+            {"code": p.code, "message": p.message if admin else p.public, "since": iso(p.since)}
+            for p in own.problems
+        ],
+        "checked_at": iso(own.checked_at),
+        "version": __version__,
+        "uptime_s": round(t - s.started_at, 3),
+        "database": s.backend,
+        "drones": s.fleet.counts(),
+        "fleet": s.healer.figures() if s.healer is not None else None,
+    }
 
 
 @routes.get("/api/v1/status")

@@ -11,8 +11,14 @@ PostgreSQL refuses to run as root, so when the tests run as root every
 server command runs as the ``postgres`` OS user (``runuser -u postgres --``)
 and the temporary directory is handed to that user.
 
+Faults for the tests of the controller's outages (test_store_faults.py),
+on a server of its own: ``kill()`` (SIGKILL to the postmaster and every
+backend), ``restart()`` (on the same port), ``freeze()`` / ``thaw()``
+(SIGSTOP / SIGCONT to all of them).
+
 Fixtures: ``postgres_server`` (one server per test session) and
-``postgres_url`` (a fresh database per test, dropped afterwards). Without
+``postgres_url`` (a fresh database per test, dropped afterwards);
+``private_server()`` gives a server of one's own, with the same skipping. Without
 PostgreSQL binaries they skip the test, unless ``SWARM_REQUIRE_POSTGRES=1``
 is set (as CI does): then they fail it, so a missing PostgreSQL can never
 pass silently.
@@ -27,6 +33,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -240,7 +247,8 @@ class PostgresServer:
         try:
             # By the pid file rather than by _running: a start that timed out
             # may still have left a server behind.
-            if self.base is not None and (self.data_dir / "postmaster.pid").exists():
+            if self.base is not None and (self.data_dir / "postmaster.pid").exists() and self._alive():
+                self.thaw()  # a frozen server would never stop
                 self._check(
                     self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w"), "pg_ctl stop"
                 )
@@ -248,6 +256,74 @@ class PostgresServer:
             if self.base is not None:
                 shutil.rmtree(self.base, ignore_errors=True)
                 self.base = None
+
+    # -- faults ----------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """The postmaster's pid and its children's (backends, checkpointer, ...)."""
+        try:
+            postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def _alive(self) -> bool:
+        pids = self.pids()
+        return bool(pids) and Path(f"/proc/{pids[0]}").exists()
+
+    def _signal_all(self, sig: int) -> list[int]:
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
+
+    def kill(self) -> None:
+        """kill -9 the whole server, as a crash would, and wait until it is gone."""
+        pids = self._signal_all(signal.SIGKILL)
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL processes {pids} survived SIGKILL")
+            time.sleep(0.01)
+        self._running = False
+
+    def restart(self) -> None:
+        """Start the server again on its port, after kill() or a stop."""
+        self._check(
+            self._run(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT)),
+            ),
+            "pg_ctl start (restart)",
+        )
+        self._running = True
+        self._wait_accepting()
+
+    def freeze(self) -> None:
+        """SIGSTOP every server process: connections stay open, nothing answers."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
 
     def __enter__(self) -> PostgresServer:
         self.start()
@@ -296,9 +372,8 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"PostgreSQL unavailable: {reason}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server shared by the whole test session."""
+def private_server() -> PostgresServer:
+    """A new, unstarted server; skips (or fails, see REQUIRE_ENV) without PostgreSQL."""
     try:
         import psycopg2  # noqa: F401
 
@@ -308,9 +383,14 @@ def postgres_server() -> Iterator[PostgresServer]:
     except PostgresUnavailable as exc:
         reason = str(exc)
     else:
-        reason = ""
-    if reason:
-        _unavailable(reason)  # outside the except block: no chained traceback
+        return server
+    _unavailable(reason)  # outside the except block: no chained traceback
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server shared by the whole test session."""
+    server = private_server()
     server.start()
     try:
         yield server
