@@ -197,7 +197,10 @@ async def _fill_an_address(ctl: Controller, address: str, streams: int) -> bytes
         try:
             # Every connection of this address is busy: the next one is refused.
             refused = await asyncio.to_thread(
-                request, ctl.info["admin_port"], b"GET /admin/api/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", address
+                request,
+                ctl.info["admin_port"],
+                b"GET /admin/api/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                address,
             )
             await asyncio.to_thread(answers, ctl)  # other addresses are served meanwhile
         finally:
@@ -222,7 +225,8 @@ MALFORMED = {
         b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     ),
     "a bad chunk": (
-        b"POST /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        b"POST /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nabc\r\n0\r\n\r\n"
     ),
 }
 
