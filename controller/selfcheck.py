@@ -208,20 +208,22 @@ class SelfCheck:
             # One outage may change codes on its way (unreachable, then
             # reconnected but not yet written to): it is told by how it began.
             self._outage = down
+            # Events are public: they carry the summary, never the driver's
+            # words (host, port, path); GET /admin/api/health has those.
             self._events.emit(
                 "store_unavailable",
-                f"database unavailable: {down.message}",
+                f"database unavailable: {down.public}",
                 code=down.code,
-                reason=down.message,
+                reason=down.public,
             )
         elif was is not None and down is None:
             was, self._outage = self._outage or was, None
             took = now - was.since
             self._events.emit(
                 "store_recovered",
-                f"database available again after {took:.1f}s ({was.message})",
+                f"database available again after {took:.1f}s ({was.public})",
                 code=was.code,
-                reason=was.message,
+                reason=was.public,
                 down_s=round(took, 3),
             )
             for listener in self._on_recovered:
@@ -231,18 +233,17 @@ class SelfCheck:
                     log.exception("recovery listener failed")
         low, was_low = new.problem(DISK_LOW), old.problem(DISK_LOW)
         if low is not None and was_low is None and new.disk is not None:
-            self._events.emit("disk_low", low.message, **_disk_data(new.disk, self.settings.disk_min_free))
+            self._events.emit("disk_low", low.public, **_disk_data(new.disk, self.settings.disk_min_free))
         elif was_low is not None and low is None and new.disk is not None:
             self._events.emit(
                 "disk_ok",
-                f"data disk has room again: {new.disk.free / MIB:.1f} MiB free at {new.disk.path}",
+                f"data disk has room again: {new.disk.free / MIB:.1f} MiB free",
                 **_disk_data(new.disk, self.settings.disk_min_free),
             )
 
 
 def _disk_data(disk: DiskSpace, limit: int) -> dict[str, Any]:
     return {
-        "path": disk.path,
         "free_mb": round(disk.free / MIB, 1),
         "total_mb": round(disk.total / MIB, 1),
         "min_free_mb": round(limit / MIB, 1),
