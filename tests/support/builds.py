@@ -57,6 +57,10 @@ def start_swarm(root: Path, drones: int, *extra: str) -> Swarm:
             str(drone_prefix.root),
             "--pkgdir",
             str(drone_prefix.pkgdir),
+            # Portage's build directory in the prefix: the agent deletes there what a
+            # build given up on left.
+            "--cache-path",
+            str(drone_prefix.tmpdir / "portage"),
             "--emerge-command",
             BUILD_COMMAND,
             "--min-free-disk-mb",
