@@ -128,7 +128,9 @@ def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_again
     ]
 
 
-def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the_package(swarm: Swarm) -> None:
+def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the_package(
+    swarm: Swarm,
+) -> None:
     cpv = "swarm-test/leaf-data-1"
     session_id = swarm.queue("swarm-test/leaf-data")["session"]["id"]
     job = building(swarm, cpv)
@@ -144,10 +146,9 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     assert left, "the killed drone has no package of the build"
 
     victim.start()  # its Hello says it runs nothing: the upload is lost
-    requeued = wait_for(
-        lambda: events(swarm, "job_requeued", job["id"]), timeout=60, what="the job requeued"
-    )
-    assert [(e["data"]["cause"], e["data"]["build_id"]) for e in requeued] == [("upload_lost", job["build_id"])]
+    requeued = wait_for(lambda: events(swarm, "job_requeued", job["id"]), timeout=60, what="the job requeued")
+    causes = [(e["data"]["cause"], e["data"]["build_id"]) for e in requeued]
+    assert causes == [("upload_lost", job["build_id"])]
     assert requeued[0]["drone_name"] == victim.name and "its upload was lost" in requeued[0]["data"]["reason"]
     # Told that the controller gave the build up, the drone deletes its package.
     wait_for(
