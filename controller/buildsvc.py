@@ -46,10 +46,12 @@ def _own_faults(what: str) -> Iterator[None]:
     """Turn the controller's own failures inside a call into _Retry."""
     try:
         yield
-    except (grpc.aio.AbortError, SwarmError, _Retry):
+    except (grpc.aio.AbortError, _Retry):
         raise
     except Exception as exc:
         why = own_fault(exc)
+        if why is None and isinstance(exc, SwarmError) and type(exc) is not SwarmError:
+            raise  # the caller's mistake, or a wait it is told about (Unavailable)
         if why is None:
             log.exception("taking %s failed in the controller", what)
             why = "the controller hit an internal error"

@@ -24,6 +24,7 @@ def own_fault(exc: BaseException) -> str | None:
     its disk full), in a few words for the caller; None if it is not."""
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         return "the controller's data disk is full"
+    # StoreError covers the store's own "unavailable" error, whichever module defines it.
     if isinstance(exc, (StoreError, pw.OperationalError, pw.InterfaceError)):
         if "full" in str(exc).lower():  # SQLite: "database or disk is full"
             return "the controller's data disk is full"
