@@ -317,7 +317,17 @@ class BuildQueue:
 
     async def stop(self) -> None:
         await self._tasks.close()
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:
+            # The database has the state of the last write that worked; the drones'
+            # Hellos and the grace period put the rest right after the restart.
+            log.error(
+                "build state not written at stop (%s): %d job(s), %d attempt(s) as last written",
+                exc,
+                len(self._dirty_jobs),
+                len(self._dirty_builds),
+            )
 
     # -- admin holds -------------------------------------------------------
     # Draining and grounding by an admin outlive a controller restart (a setting).
