@@ -1,6 +1,7 @@
 """Faults of the controller's own parts during real builds: its database
-unavailable while a drone uploads, an agent killed during its upload, and
-the controller killed between saving an assignment and sending it.
+unavailable while a drone uploads, an agent killed during its upload, the
+controller killed between saving an assignment and sending it, and an
+agent killed mid-build (its emerge left running).
 
 One swarm (a controller on SQLite, two drones running real emerge in
 Gentoo prefixes) serves the whole module; each test queues a package of
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from swarm.agent.logs import build_log_name
@@ -30,12 +34,20 @@ from support.procs import Agent, http, wait_for
 pytestmark = pytest.mark.timeout(600)
 
 BUILD_TIMEOUT = 180.0
+SLEEP = 15
 
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     # A long grace: a drone that comes back is handled by its Hello, not by the timer.
-    s = start_swarm(tmp_path_factory.mktemp("build-faults"), 2, "--build-grace", "120")
+    s = start_swarm(
+        tmp_path_factory.mktemp("build-faults"),
+        2,
+        "--build-grace",
+        "120",
+        # Long enough to kill its agent while emerge is in src_compile.
+        package_env={"swarm-test/sleeper": {"SWARM_TEST_SLEEP": str(SLEEP)}},
+    )
     yield s
     for agent in s.agents:
         agent.kill()
@@ -212,3 +224,59 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
     logs = [p.name for a in swarm.agents for p in (a.state_dir / "builds").glob(f"{job_id}.*")]
     assert logs == [build_log_name(job_id, build_id)]
     assert not events(swarm, "job_requeued", job_id)
+
+
+def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Swarm) -> None:
+    cpv = "swarm-test/sleeper-1"
+    session_id = swarm.queue("swarm-test/sleeper")["session"]["id"]
+    job = building(swarm, cpv)
+    victim = agent_named(swarm, job["drone"])
+    build_dir = swarm.root / f"{victim.name}-prefix" / "var" / "tmp" / "portage" / cpv
+    wait_for(
+        lambda: "Sleeping" in read_build_log(victim, job),
+        timeout=BUILD_TIMEOUT,
+        what="the sleeper in src_compile",
+    )
+    assert build_dir.is_dir()
+    # emerge runs in a session of its own: it outlives its agent.
+    emerge = [p.pid for p in psutil.Process(victim.pid).children()]
+    assert emerge, "the building agent has no emerge child"
+    status, body = swarm.controller.admin("POST", f"/admin/api/drones/{victim.name}/drain")
+    assert status == 200, body  # the retry goes to the other drone
+    try:
+        victim.kill()
+        victim.start()
+        requeued = wait_for(
+            lambda: events(swarm, "job_requeued", job["id"]), timeout=60, what="the job requeued"
+        )
+        assert [e["data"]["cause"] for e in requeued] == ["build_lost"]
+        wait_for(
+            lambda: f"build {job['build_id']} ({cpv}) given up" in victim.log(),
+            timeout=30,
+            what="the drone cleaning up after the build given up on",
+        )
+        assert not build_dir.exists(), "Portage's build directory of the lost build is still there"
+        assert all(gone(pid) for pid in emerge), "the orphaned emerge still runs"
+        assert "killed its emerge left running" in victim.log()
+
+        wait_complete(swarm, session_id)
+        done = swarm.jobs()[cpv]
+        assert done["state"] == "done" and done["drone"] != victim.name and done["attempts"] == 2
+        assert not events(swarm, "job_failed_on_drone")
+    finally:
+        for pid in emerge:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        swarm.controller.admin("POST", f"/admin/api/drones/{victim.name}/undrain")
+
+
+def read_build_log(agent: Agent, job: dict[str, Any]) -> str:
+    path = agent.state_dir / "builds" / build_log_name(job["id"], job["build_id"])
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
