@@ -180,6 +180,10 @@ class Builder:
         )
         if kind != Kind.STARTED:
             self.recent.append(event)
+            if self.current is not None and self.current.start.build_id == start.build_id:
+                # Free the moment the end is told: the controller may send the next
+                # build right away, before this one's bookkeeping is done.
+                self.current = None
         self._send(gateway_pb2.AgentMessage(build_event=event))
 
     def start(self, start: build_pb2.StartBuild) -> None:
@@ -363,7 +367,8 @@ class Builder:
                 # directory (read by people finding out why).
                 await asyncio.to_thread(self._journal.forget, start.build_id)
         finally:
-            self.current = None
+            if self.current is build:  # not a build started since this one ended
+                self.current = None
 
     @staticmethod
     def _trace(build: Build) -> BuildTrace:

@@ -57,7 +57,19 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import HOST, PYTHON, ROOT, Api, BenchError, Children, Controller, own_pid_group, say, wait_api
+from harness import (
+    HOST,
+    PYTHON,
+    ROOT,
+    Api,
+    BenchError,
+    Children,
+    Controller,
+    flag_supported,
+    own_pid_group,
+    say,
+    wait_api,
+)
 
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -75,6 +87,7 @@ VENV_BIN = Path(PYTHON).parent
 EMERGE_FLAGS = ("--oneshot", "--buildpkg", "--usepkg", "--getbinpkg", "--quiet-build=n")
 RECOVER_LIMIT = 120.0
 TARGET_RECOVER_S = 10.0
+DISK_MIN_FREE_MB = 4  # health's "data disk nearly full" on the small tmpfs of disk-full
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +201,13 @@ class Round:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def data(self) -> Path:
+    def home(self) -> Path:
+        """The controller's log and ready file: outside its data dir, which may be a small tmpfs."""
         return self.work / "controller"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
 
     # -- setting up ---------------------------------------------------------
 
@@ -201,7 +219,14 @@ class Round:
             if result.returncode != 0:
                 raise BenchError(f"cannot mount a tmpfs for the data dir: {result.stderr.strip()}")
             self.mounted = True
-        extra = ["--log-level", "info", "--build-grace", "30"]
+        # The data dir given last wins over the harness's (its log and ready file stay outside).
+        extra = ["--data-dir", str(self.data), "--log-level", "info", "--build-grace", "30"]
+        if flag_supported(Controller.MODULE, "--heal-grace"):
+            # Only the injected fault is measured: a drone slowed by the busy machine
+            # (event loop lag) is not restarted by the healer meanwhile.
+            extra += ["--heal-grace", "3600"]
+        if self.fault == "disk-full" and flag_supported(Controller.MODULE, "--disk-min-free-mb"):
+            extra += ["--disk-min-free-mb", str(DISK_MIN_FREE_MB)]
         if self.fault.startswith("postgres"):
             self.pg = PostgresServer()
             self.pg.start()
@@ -209,7 +234,7 @@ class Round:
             extra += ["--db", self.pg.url("swarm")]
         ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(self.work / "ctl-prefix", pfx.Role.CONTROLLER))
         extra += ["--portage-eprefix", str(ctl_prefix.root)]
-        self.controller = Controller(self.children, self.data, ping_interval=5.0, extra=extra)
+        self.controller = Controller(self.children, self.home, ping_interval=5.0, extra=extra)
         ports = self.controller.start()
         self.api = wait_api(ports.public)
         self.admin = Api(ports.admin, timeout=60.0, admin_key=self.controller.admin_key)
@@ -232,7 +257,7 @@ class Round:
             drone = Drone(name, argv, state, self.work / f"{name}.log")
             self.start_drone(drone)
             self.drones.append(drone)
-        self.wait_recovered(time.monotonic(), limit=60.0, what="the drones online")
+        self.wait_recovered(time.monotonic(), limit=60.0, what="a healthy start (drones online, health ok)")
 
     def start_drone(self, drone: Drone) -> None:
         drone.proc = self.children.spawn(drone.argv, log=drone.log)
@@ -287,7 +312,15 @@ class Round:
             if self.healthy():
                 return time.monotonic() - since
             time.sleep(0.1)
-        raise BenchError(f"no {what} within {limit:.0f}s")
+        raise BenchError(f"no {what} within {limit:.0f}s: health says {self.health_text()}")
+
+    def health_text(self) -> str:
+        assert self.api is not None
+        try:
+            status, body = self.api.get("/api/v1/health")
+        except (OSError, ValueError) as exc:
+            return f"nothing ({exc})"
+        return f"{status} {json.dumps(body)[:300]}"
 
     def session(self, session_id: str) -> dict[str, Any]:
         for s in self.get("/api/v1/sessions")["sessions"]:
