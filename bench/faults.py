@@ -19,7 +19,8 @@ every drone is online again and /api/v1/health answers 200 without
 
 Faults: ``controller-kill9`` (SQLite: kill -9, restarted at once),
 ``postgres-kill9`` (the PostgreSQL server killed, restarted after
-``--pg-down`` s), ``postgres-stop`` (SIGSTOP for ``--freeze`` s),
+``--pg-down`` s; the server runs with fsync and synchronous_commit on, so
+that what it acknowledged survives its kill), ``postgres-stop`` (SIGSTOP for ``--freeze`` s),
 ``agent-kill9-upload`` (a drone killed while its upload waits: the
 database's write lock is held so that the upload is retrying when the
 kill comes; the agent is then started again, as its supervisor would) and
@@ -230,6 +231,7 @@ class Round:
         if self.fault.startswith("postgres"):
             self.pg = PostgresServer()
             self.pg.start()
+            durable(self.pg)
             self.pg.create_database("swarm")
             extra += ["--db", self.pg.url("swarm")]
         ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(self.work / "ctl-prefix", pfx.Role.CONTROLLER))
@@ -505,6 +507,20 @@ class Round:
                 return list(cur.fetchall())
 
             return read_all(run)
+
+
+def durable(pg: PostgresServer) -> None:
+    """Commits that survive a kill -9 of the server: the test server runs without
+    (fsync and synchronous_commit off, for speed), which would lose the last
+    commits of the controller to the server itself, not to the controller."""
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(pg.url())) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                cur.execute(f"ALTER SYSTEM SET {name} = on")
+            cur.execute("SELECT pg_reload_conf()")
 
 
 def read(path: Path) -> str:
