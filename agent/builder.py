@@ -146,7 +146,7 @@ class Builder:
         self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
         # Builds noted with what they leave behind (journal: the file, kept across restarts).
         self._journal = BuildJournal(journal)
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()  # builds and clean-ups still running
 
     # -- control ----------------------------------------------------------
 
@@ -213,6 +213,9 @@ class Builder:
         build = Build(start)
         self.current = build
         build.task = asyncio.create_task(self._run(build), name=f"build:{start.build_id}")
+        # Tracked until done: a build reported ended may still be tidying its journal.
+        self._cleanups.add(build.task)
+        build.task.add_done_callback(self._cleanups.discard)
 
     def cancel(self, build_id: str, reason: str) -> None:
         build = self.current
@@ -260,7 +263,8 @@ class Builder:
             with contextlib.suppress(asyncio.CancelledError):
                 await build.task
         if self._cleanups:
-            await asyncio.gather(*self._cleanups, return_exceptions=True)
+            # What is left is bookkeeping (the build itself was killed above): short.
+            await asyncio.wait(set(self._cleanups), timeout=KILL_GRACE)
 
     @staticmethod
     def _kill(build: Build, sig: int = signal.SIGTERM) -> None:
