@@ -159,11 +159,15 @@ class Drone:
 
 
 class EventFollower:
-    """Follows /api/v1/events like a client, from a thread: what it saw was served."""
+    """Follows /api/v1/events like a client, from a thread: what it saw was
+    served. Also samples /api/v1/health each time: what it said, and how long
+    it took to say it."""
 
     def __init__(self, port: int) -> None:
         self._api = Api(port, timeout=5.0)
+        self._health = Api(port, timeout=5.0)
         self.seen: dict[int, str] = {}
+        self.health: list[tuple[float, float, str]] = []  # (monotonic, seconds taken, status)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-follower", daemon=True)
 
@@ -179,11 +183,31 @@ class EventFollower:
                     for event in body["events"]:
                         self.seen[int(event["id"])] = str(event["type"])
                         last = max(last, int(event["id"]))
+            asked = time.monotonic()
+            try:
+                status, body = self._health.get("/api/v1/health")
+                said = str(body.get("status", "ok")) if status == 200 else f"HTTP {status}"
+                if said != "ok" and isinstance(body, dict):
+                    why = body.get("reasons") or body.get("reason") or body.get("database")
+                    said += f" ({json.dumps(why)[:120]})" if why else ""
+            except Exception as exc:
+                said = f"no answer ({type(exc).__name__})"
+            self.health.append((asked, time.monotonic() - asked, said))
+
+    def during(self, start: float, end: float) -> dict[str, Any]:
+        """What health said between start and end (monotonic), and its slowest answer."""
+        samples = [(took, said) for at, took, said in self.health if start <= at <= end]
+        said = sorted({s for _, s in samples if s != "ok"})
+        return {
+            "health_during": said or (["ok"] if samples else ["no sample"]),
+            "health_slowest_s": round(max((t for t, _ in samples), default=0.0), 2),
+        }
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
         self._api.close()
+        self._health.close()
 
 
 @dataclass
@@ -457,6 +481,7 @@ class Round:
             follower.stop()
         self.stop()
         figures = self.figures(session_id, queued, follower.seen)
+        figures.update(follower.during(injected, back))
         figures.update(
             recover_s=round(recover_s, 2),
             fault_s=round(back - injected, 1),
@@ -567,6 +592,10 @@ def report(results: dict[str, Any]) -> str:
         for r in result["rounds"]:
             extra = f"; lost event types {r['events_lost_types']}" if r["events_lost"] else ""
             notes = f"; {'; '.join(r['notes'])}" if r["notes"] else ""
+            notes += (
+                f"; health during the fault: {', '.join(r['health_during'])} "
+                f"(slowest answer {r['health_slowest_s']}s)"
+            )
             lines.append(
                 f"    round {r['index']}: {r['jobs']} jobs, fault {r['fault_s']}s, "
                 f"session {r['session_s']}s, "
