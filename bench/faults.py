@@ -188,8 +188,7 @@ class EventFollower:
                 status, body = self._health.get("/api/v1/health")
                 said = str(body.get("status", "ok")) if status == 200 else f"HTTP {status}"
                 if said != "ok" and isinstance(body, dict):
-                    why = body.get("reasons") or body.get("reason") or body.get("database")
-                    said += f" ({json.dumps(why)[:120]})" if why else ""
+                    said += reasons(body)
             except Exception as exc:
                 said = f"no answer ({type(exc).__name__})"
             self.health.append((asked, time.monotonic() - asked, said))
@@ -532,6 +531,15 @@ class Round:
                 return list(cur.fetchall())
 
             return read_all(run)
+
+
+def reasons(health: dict[str, Any]) -> str:
+    """Why health is not ok, in short: its reasons' codes, if it gives any."""
+    why = health.get("reasons") or health.get("reason")
+    if isinstance(why, list):
+        codes = [str(r.get("code", r)) if isinstance(r, dict) else str(r) for r in why]
+        return f" ({', '.join(codes)[:120]})"
+    return f" ({str(why)[:120]})" if why else ""
 
 
 def durable(pg: PostgresServer) -> None:
