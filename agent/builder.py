@@ -5,6 +5,13 @@ it). Its output goes to a log file in the state dir and, in batches (by
 size or time), to the controller on a BuildLog stream of its own, never
 on the control stream. After a successful emerge the binary package is
 uploaded (resumable, sha256-checked) before the build is reported done.
+
+An upload the controller cannot take now (UNAVAILABLE: its database down,
+its disk full) is tried again with backoff, the package kept, for up to
+UPLOAD_PATIENCE; then the build is reported CANCELLED, which the
+controller requeues without counting it against the drone. What a build
+leaves behind is deleted when the controller gives up on it
+(leftovers.py).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import BinaryIO
 import grpc
 import psutil
 
+from swarm.agent.leftovers import BuildJournal, BuildTrace, packages_of, remove_leftovers
 from swarm.agent.logs import LogSources, build_log_name
 from swarm.agent.probes import existing
 from swarm.backoff import Backoff
@@ -71,6 +79,10 @@ UPLOAD_RETRY_CODES = frozenset(
     }
 )
 Kind = build_pb2.BuildEvent
+
+
+class ControllerAway(Exception):
+    """The controller did not take the package within UPLOAD_PATIENCE: its fault, not the build's."""
 
 
 def forget_binhost_indexes(eprefix: str) -> None:
@@ -119,6 +131,7 @@ class Builder:
         nice: int = 0,
         send: Callable[[gateway_pb2.AgentMessage], object],
         channel: Callable[[], grpc.aio.Channel],
+        journal: Path | None = None,
     ) -> None:
         self._command = shlex.split(emerge_command)
         self._pkgdir = pkgdir
@@ -131,6 +144,9 @@ class Builder:
         self._channel = channel
         self.current: Build | None = None
         self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
+        # Builds noted with what they leave behind (journal: the file, kept across restarts).
+        self._journal = BuildJournal(journal)
+        self._cleanups: set[asyncio.Task[None]] = set()  # builds and clean-ups still running
 
     # -- control ----------------------------------------------------------
 
@@ -164,6 +180,10 @@ class Builder:
         )
         if kind != Kind.STARTED:
             self.recent.append(event)
+            if self.current is not None and self.current.start.build_id == start.build_id:
+                # Free the moment the end is told: the controller may send the next
+                # build right away, before this one's bookkeeping is done.
+                self.current = None
         self._send(gateway_pb2.AgentMessage(build_event=event))
 
     def start(self, start: build_pb2.StartBuild) -> None:
@@ -193,13 +213,42 @@ class Builder:
         build = Build(start)
         self.current = build
         build.task = asyncio.create_task(self._run(build), name=f"build:{start.build_id}")
+        # Tracked until done: a build reported ended may still be tidying its journal.
+        self._cleanups.add(build.task)
+        build.task.add_done_callback(self._cleanups.discard)
 
     def cancel(self, build_id: str, reason: str) -> None:
         build = self.current
         if build is None or build.start.build_id != build_id:
+            # Not running it (any more): the controller gave it up; delete what it left.
+            task = asyncio.create_task(self._clean(build_id, reason), name=f"clean:{build_id}")
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
             return
         build.cancel_reason = reason or "cancelled by the controller"
         self._kill(build)
+
+    async def _clean(self, build_id: str, reason: str, busy: str | None = None) -> None:
+        """Delete what the build left; ``busy``: the package being built now
+        (default: the current build's), whose temporary directory stays."""
+        trace = await asyncio.to_thread(self._journal.get, build_id)
+        if trace is None:
+            return  # not one of ours, or cleaned already
+        if busy is None:
+            busy = self.current.start.cpv if self.current is not None else ""
+        try:
+            removed = await asyncio.to_thread(remove_leftovers, trace, self._pkgdir, self._cache_path, busy)
+            await asyncio.to_thread(self._journal.forget, build_id)
+        except OSError as exc:
+            log.warning("build %s: could not delete what it left: %s", build_id, exc)
+            return
+        log.info(
+            "build %s (%s) given up (%s): deleted %s",
+            build_id,
+            trace.cpv,
+            reason or "no reason given",
+            ", ".join(str(p) for p in removed) or "nothing (it left nothing)",
+        )
 
     async def stop(self, reason: str = "the agent is stopping") -> None:
         """Cancel the running build, if any: its whole process group is killed
@@ -213,6 +262,9 @@ class Builder:
             build.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await build.task
+        if self._cleanups:
+            # What is left is bookkeeping (the build itself was killed above): short.
+            await asyncio.wait(set(self._cleanups), timeout=KILL_GRACE)
 
     @staticmethod
     def _kill(build: Build, sig: int = signal.SIGTERM) -> None:
@@ -279,31 +331,59 @@ class Builder:
             )
             return
         log.info("build %s: emerge =%s (pid %d)", start.build_id, start.cpv, build.process.pid)
+        await asyncio.to_thread(self._journal.note, self._trace(build))
         self._event(start, Kind.STARTED)
+        # A cancelled build is reported once what it left is deleted: the
+        # controller requeues it, and may give this drone the same package next.
+        cancelled: tuple[int, str, float] | None = None  # exit code, reason, duration
         try:
-            exit_code = await self._supervise(build, log_path)
-            duration = time.monotonic() - build.started
-            if build.cancel_reason:
-                self._event(
-                    start, Kind.CANCELLED, exit_code=exit_code, reason=build.cancel_reason, duration=duration
-                )
-            elif exit_code != 0:
-                reason = "\n".join(build.tail) or f"emerge exited with {exit_code}"
-                self._event(start, Kind.FAILED, exit_code=exit_code, reason=reason, duration=duration)
+            try:
+                exit_code = await self._supervise(build, log_path)
+                duration = time.monotonic() - build.started
+                if build.cancel_reason:
+                    cancelled = (exit_code, build.cancel_reason, duration)
+                elif exit_code != 0:
+                    reason = "\n".join(build.tail) or f"emerge exited with {exit_code}"
+                    self._event(start, Kind.FAILED, exit_code=exit_code, reason=reason, duration=duration)
+                else:
+                    await self._finish(build, duration)
+            except Exception as exc:  # any failure is reported, not raised into the loop
+                duration = time.monotonic() - build.started
+                if build.cancel_reason or isinstance(exc, ControllerAway):
+                    # Cancelled during the upload, or the controller never took the
+                    # package: requeued by the controller, not the drone's failure.
+                    log.warning("build %s cancelled after its emerge: %s", start.build_id, exc)
+                    cancelled = (0, build.cancel_reason or str(exc), duration)
+                else:
+                    log.exception("build %s failed in the agent", start.build_id)
+                    self._event(
+                        start, Kind.FAILED, exit_code=-1, reason=f"agent error: {exc}", duration=duration
+                    )
+            finally:
+                self._kill(build, signal.SIGKILL)
+            if cancelled is not None:
+                exit_code, reason, duration = cancelled
+                await asyncio.to_thread(self._journal.ended, start.build_id, time.time())
+                await self._clean(start.build_id, reason, busy="")
+                self._event(start, Kind.CANCELLED, exit_code=exit_code, reason=reason, duration=duration)
             else:
-                await self._finish(build, duration)
-        except Exception as exc:  # any failure is reported, not raised into the loop
-            log.exception("build %s failed in the agent", start.build_id)
-            self._event(
-                start,
-                Kind.FAILED,
-                exit_code=-1,
-                reason=f"agent error: {exc}",
-                duration=time.monotonic() - build.started,
-            )
+                # Kept: the package (reused by --usepkg) and a failed build's temporary
+                # directory (read by people finding out why).
+                await asyncio.to_thread(self._journal.forget, start.build_id)
         finally:
-            self._kill(build, signal.SIGKILL)
-            self.current = None
+            if self.current is build:  # not a build started since this one ended
+                self.current = None
+
+    @staticmethod
+    def _trace(build: Build) -> BuildTrace:
+        assert build.process is not None
+        try:
+            created = psutil.Process(build.process.pid).create_time()
+        except psutil.Error:
+            created = 0.0
+        return BuildTrace(
+            build.start.build_id, build.start.cpv, build.wall_started, build.process.pid, created
+        )
 
     async def _supervise(self, build: Build, log_path: Path) -> int:
         process = build.process
@@ -486,41 +566,56 @@ class Builder:
         self._event(start, Kind.SUCCEEDED, duration=duration, artifacts=uploaded)
 
     def _artifacts(self, cpv: str, since: float) -> list[Path]:
-        category, _, pf = cpv.partition("/")
-        folder = self._pkgdir / category
-        found = []
-        for candidate in sorted(folder.glob(f"*/{pf}*.gpkg.tar")) + sorted(folder.glob(f"{pf}*.gpkg.tar")):
-            stem = candidate.name[: -len(".gpkg.tar")]
-            if (
-                stem == pf or re.fullmatch(re.escape(pf) + r"-\d+", stem)
-            ) and candidate.stat().st_mtime >= since - 1:
-                found.append(candidate)
-        return found[-1:]
+        return packages_of(self._pkgdir, cpv, since)[-1:]
 
     async def _upload_patiently(self, build: Build, path: Path) -> None:
-        deadline = time.monotonic() + UPLOAD_PATIENCE
+        """Upload, resuming after each interruption with backoff. A burst of
+        failures is logged when it starts and when it ends, not at every try."""
+        started = time.monotonic()
+        deadline = started + UPLOAD_PATIENCE
         attempt = 0
         while True:
             try:
                 await self._upload(build.start, path)
-                return
             except grpc.aio.AioRpcError as exc:
-                if (
-                    exc.code() not in UPLOAD_RETRY_CODES
-                    or build.cancel_reason
-                    or time.monotonic() >= deadline
-                ):
+                if exc.code() not in UPLOAD_RETRY_CODES or build.cancel_reason:
                     raise
+                if time.monotonic() >= deadline:
+                    raise ControllerAway(
+                        f"the controller did not take {path.name} within {UPLOAD_PATIENCE:.0f}s "
+                        f"({exc.code().name}: {exc.details()})"
+                    ) from None
                 delay = UPLOAD_BACKOFF.delay(attempt)
                 attempt += 1
-                log.warning(
-                    "build %s: upload of %s interrupted (%s); resuming in %.1fs",
+                if attempt == 1:
+                    log.warning(
+                        "build %s: upload of %s interrupted (%s: %s); the package is kept, retrying "
+                        "with backoff for up to %.0fs",
+                        build.start.build_id,
+                        path.name,
+                        exc.code().name,
+                        exc.details(),
+                        UPLOAD_PATIENCE,
+                    )
+                else:
+                    log.debug(
+                        "build %s: upload retry %d failed (%s); next in %.1fs",
+                        build.start.build_id,
+                        attempt,
+                        exc.code().name,
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+                continue
+            if attempt:
+                log.info(
+                    "build %s: upload of %s went through after %d retries in %.1fs",
                     build.start.build_id,
                     path.name,
-                    exc.code().name,
-                    delay,
+                    attempt,
+                    time.monotonic() - started,
                 )
-                await asyncio.sleep(delay)
+            return
 
     async def _upload(self, start: build_pb2.StartBuild, path: Path) -> None:
         digest, size = await asyncio.to_thread(sha256_file, path)

@@ -27,7 +27,11 @@ class AgentConfig:
     )
     network: str = option("lan", "network the drone is on, e.g. lan or tailscale")
     state_dir: Path = option(Path("/var/lib/build-swarm/agent"), "where the drone id and keys are kept")
-    cache_path: Path = option(Path("/var/tmp/portage"), "build cache whose disk use is reported")
+    cache_path: Path = option(
+        Path("/var/tmp/portage"),
+        "Portage's build directory (PORTAGE_TMPDIR/portage): its disk use is reported, and what a "
+        "build given up on left in it is deleted",
+    )
     enroll_address: str = option(
         "", "controller enrollment address (default: the controller host, port 8095)", metavar="HOST:PORT"
     )

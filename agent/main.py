@@ -196,6 +196,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         nice=config.build_nice,
         send=link.send,
         channel=link.new_channel,
+        journal=config.state_dir / "build-journal.json",
     )
     checks = HealthChecks(
         builder=link.builder,

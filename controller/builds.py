@@ -2,10 +2,26 @@
 
 The queue keeps every unfinished session and its jobs in memory and
 writes each change to the database at once (batched when many land
-together), so a kill -9 of the controller loses no job. Scheduling is
-event-driven: a job becoming ready, a drone connecting or a build ending
-wakes the scheduler, which places ready jobs with ``scheduler.Planner``
-and sends StartBuild over the drones' control streams.
+together), so a kill -9 of the controller loses no job. A write that
+fails (the database down, its disk full) keeps its changes and is tried
+again with backoff: the changes are keyed by session, job and build, so
+they are bounded by what the queue holds, and no new attempt is sent
+while they wait (below).
+
+Scheduling is event-driven: a job becoming ready, a drone connecting or a
+build ending wakes the scheduler, which places ready jobs with
+``scheduler.Planner``. An assignment is written to the database before
+its StartBuild goes over the drone's control stream (persist before
+send): a kill -9 in between leaves an assignment the restarted controller
+knows, and the drone's Hello resumes it (the StartBuild is sent again
+with the same build id). History therefore shows every attempt a drone
+ever got.
+
+A requeue is a ``job_requeued`` event with its reason and ``cause``
+(drone_lost, build_lost, upload_lost, controller_restart, not_started,
+timeout, refused, cancelled, failed, session_stopped). An attempt the
+controller gives up on is also cancelled on its drone (CancelBuild, at
+once or after its next Hello), which then deletes what the build left.
 
 Job lifecycle::
 
@@ -14,6 +30,11 @@ Job lifecycle::
     building --FAILED--> queued (another drone) | failed (on 2 drones; dependents cancelled)
     assigned --not started within the start timeout--> queued
     assigned/building --drone gone past the grace period, timeout, REFUSED--> queued
+
+Test-only hook: with SWARM_TEST_CRASH_BEFORE_SEND=1 in its environment the
+controller kills itself (SIGKILL) right after it has saved its first
+assignment and before sending it (tests/test_build_faults.py). Never set
+it in production.
 """
 
 from __future__ import annotations
@@ -23,13 +44,16 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from swarm.backoff import Backoff
 from swarm.controller import serde
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
@@ -68,6 +92,10 @@ TIMER = 1.0
 GIVEN_UP_KEPT = 1024  # attempts remembered after the controller gave up on them
 COMPLETE_KEPT = 20  # complete sessions loaded at start, so the APIs still show them
 HOLDS_KEY = "drone_holds"  # setting: drones drained or grounded by an admin
+# A failed write of build state is tried again after a delay growing up to this.
+FLUSH_BACKOFF = Backoff(initial=0.5, cap=10.0)
+# Test-only (see the module docstring): die between saving an assignment and sending it.
+CRASH_HOOK_ENV = "SWARM_TEST_CRASH_BEFORE_SEND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +250,23 @@ class BuildQueue:
         # Attempts given up on (job requeued): build id -> (drone id, why), oldest
         # first, so that a late upload from the drone is told why it is refused.
         self._given_up: dict[str, tuple[str, str]] = {}
+        # Given up on, and the drone not told yet (a CancelBuild, so that it deletes
+        # what the build left): build id -> (drone id, why), oldest first.
+        self._untold: dict[str, tuple[str, str]] = {}
+        # Assignments chosen but whose StartBuild is not sent yet: build id -> job id.
+        # Sent once the database holds them (persist before send).
+        self._unsent: dict[str, str] = {}
+        # Jobs assigned by an earlier run of the controller: it may have died before
+        # sending them, so the drone's Hello without them resumes them.
+        self._unconfirmed: set[str] = set()
+        self._uploading: set[str] = set()  # build ids whose drone asked to upload
         self._dirty_jobs: set[str] = set()
         self._dirty_sessions: set[str] = set()
         self._dirty_builds: set[str] = set()
         self._dirty_stats: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+        self.flush_failures = 0  # writes failed in a row (0: the last one worked)
+        self._crash_before_send = os.environ.get(CRASH_HOOK_ENV) == "1"
         self._wake = asyncio.Event()
         self._persist = asyncio.Event()
         self._tasks = TaskSet("builds")
@@ -267,6 +308,8 @@ class BuildQueue:
             if job.state in ACTIVE:
                 # Still ours until its drone says otherwise in its Hello, or the grace period runs out.
                 job.assigned_at = job.assigned_at or now
+                if job.state == ASSIGNED:
+                    self._unconfirmed.add(job.id)
         self._tasks.spawn(self._schedule_loop(), "schedule")
         self._tasks.spawn(self._persist_loop(), "persist")
         self._tasks.spawn(self._timer_loop(), "timers")
@@ -274,7 +317,17 @@ class BuildQueue:
 
     async def stop(self) -> None:
         await self._tasks.close()
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:
+            # The database has the state of the last write that worked; the drones'
+            # Hellos and the grace period put the rest right after the restart.
+            log.error(
+                "build state not written at stop (%s): %d job(s), %d attempt(s) as last written",
+                exc,
+                len(self._dirty_jobs),
+                len(self._dirty_builds),
+            )
 
     # -- admin holds -------------------------------------------------------
     # Draining and grounding by an admin outlive a controller restart (a setting).
@@ -403,6 +456,12 @@ class BuildQueue:
         given_up = self._given_up.get(build_id)
         return given_up[0] if given_up is not None else None
 
+    def uploading(self, build_id: str) -> None:
+        """The drone of the build asks to upload its package: its emerge is over
+        (if the drone is lost now, what is lost is the upload)."""
+        if build_id in self.builds:
+            self._uploading.add(build_id)
+
     def superseded(self, build_id: str) -> str | None:
         """None while the build is its job's current attempt; else why what it
         uploads must not reach staging (the job was requeued or stopped without it)."""
@@ -494,8 +553,9 @@ class BuildQueue:
             session.state = STOPPED
             for job in self.session_jobs(session):
                 if job.state in ACTIVE:
-                    self._cancel_on_drone(job, "the session was stopped")
-                    self._requeue(job, "the session was stopped", now, attempt=CANCELLED)
+                    self._requeue(
+                        job, "the session was stopped", now, attempt=CANCELLED, cause="session_stopped"
+                    )
         elif action == "reset":
             for job in self.session_jobs(session):
                 if job.state in (FAILED, CANCELLED):
@@ -568,6 +628,7 @@ class BuildQueue:
             self._wake.clear()
             try:
                 self.schedule(time.time())
+                self._tell_given_up()
             except Exception:
                 log.exception("scheduling pass failed")
 
@@ -591,33 +652,72 @@ class BuildQueue:
                 self._check_session(job.session_id, now)
                 self._changed()
         ready = [j for j in ready if j.state == QUEUED]
-        if not ready:
-            return
-        for assignment in self.planner.plan(ready, self._drone_views(), now):
-            self._dispatch(self.jobs[assignment.job_id], assignment.drone_id, now)
+        if ready:
+            for assignment in self.planner.plan(ready, self._drone_views(), now):
+                self._assign(self.jobs[assignment.job_id], assignment.drone_id, now)
+        if self._unsent:
+            # Sent once written (a StartBuild that did not fit a drone's outbox is tried again here).
+            self._persist.set()
 
-    def _dispatch(self, job: Job, drone_id: str, now: float) -> None:
+    def _assign(self, job: Job, drone_id: str, now: float) -> None:
+        """The job is the drone's from now on; its StartBuild goes out once the
+        database holds the assignment (``flush`` sends it)."""
         state = self._fleet.get(drone_id)
         if state is None or state.link is None:
             return
         build_id = _new_id("b-")
-        message = serde.start_build(
-            job.id, build_id, job.cpv, int(self.settings.build_timeout), self._staging.url
-        )
-        if not state.link.send(message):
-            return  # the drone is not keeping up; try again on the next pass
         job.state, job.drone_id, job.build_id, job.assigned_at = ASSIGNED, drone_id, build_id, now
         job.attempts += 1
-        job.reason = f"sent to {state.name}"
-        if job.ready_at is not None:
-            self.dispatch_delays.append(now - job.ready_at)
-            del self.dispatch_delays[:-10_000]
+        job.reason = f"assigned to {state.name}"
         self.builds[build_id] = BuildRecord(
             build_id, job.id, job.session_id, job.cpv, drone_id, ASSIGNED, now
         )
+        self._unsent[build_id] = job.id
         self._dirty_builds.add(build_id)
         self._dirty_jobs.add(job.id)
         self._persist.set()
+
+    def _send_saved(self, build_ids: Iterable[str]) -> None:
+        """Send the StartBuilds of these assignments, which the database holds now."""
+        now = time.time()
+        for build_id in build_ids:
+            job = self.jobs.get(self._unsent.get(build_id, ""))
+            if job is None or job.build_id != build_id or job.state != ASSIGNED:
+                self._unsent.pop(build_id, None)  # requeued or stopped meanwhile
+                continue
+            state = self._fleet.get(job.drone_id or "")
+            if state is None or state.link is None:
+                continue  # sent when the drone says Hello again, or requeued after the grace period
+            if self._crash_before_send:
+                log.critical(
+                    "test hook %s: dying between saving build %s and sending it", CRASH_HOOK_ENV, build_id
+                )
+                os.kill(os.getpid(), signal.SIGKILL)
+            message = serde.start_build(
+                job.id, build_id, job.cpv, int(self.settings.build_timeout), self._staging.url
+            )
+            if not state.link.send(message):
+                continue  # the drone is not keeping up; tried again on the next pass
+            del self._unsent[build_id]
+            self._unconfirmed.discard(job.id)
+            # The start timeout counts from here, not from a wait for the database.
+            job.assigned_at, job.reason = now, f"sent to {state.name}"
+            self._dirty_jobs.add(job.id)
+            if job.ready_at is not None:
+                self.dispatch_delays.append(now - job.ready_at)
+                del self.dispatch_delays[:-10_000]
+
+    def _tell_given_up(self) -> None:
+        """Cancel the attempts given up on at their drones (connected ones), so
+        that they delete what those builds left behind."""
+        for build_id, (drone_id, why) in list(self._untold.items()):
+            state = self._fleet.get(drone_id)
+            if (
+                state is not None
+                and state.link is not None
+                and state.link.send(serde.cancel_build(build_id, why))
+            ):
+                del self._untold[build_id]
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -650,16 +750,19 @@ class BuildQueue:
         elif event.kind == "failed":
             self._failed(job, drone, event.reason, now)
         elif event.kind == "refused":
-            self._requeue(job, f"{drone.name} refused: {event.reason}", now)
+            self._requeue(job, f"{drone.name} refused: {event.reason}", now, cause="refused")
             # Do not hand it straight back to the same drone.
             breaker = self.planner.breaker(drone.id)
             breaker.grounded_until = max(breaker.grounded_until, now + 30.0)
         else:
-            self._requeue(job, f"cancelled on {drone.name}: {event.reason}", now)
+            self._requeue(job, f"cancelled on {drone.name}: {event.reason}", now, cause="cancelled")
         self._changed()
 
     def _update_build(self, build: BuildRecord, **changes: object) -> None:
         self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
+        if self.builds[build.id].finished_at is not None:
+            self._uploading.discard(build.id)
+            self._unsent.pop(build.id, None)
         self._dirty_builds.add(build.id)
         self._persist.set()
 
@@ -720,7 +823,9 @@ class BuildQueue:
             self._cancel_dependents(job, now)
             self._check_session(job.session_id, now)
         else:
-            self._requeue(job, f"failed on {drone.name}: {last[:300]}; retrying on another drone", now)
+            self._requeue(
+                job, f"failed on {drone.name}: {last[:300]}; retrying on another drone", now, cause="failed"
+            )
 
     def _cancel_dependents(self, failed: Job, now: float) -> None:
         pending = [failed.id]
@@ -735,11 +840,13 @@ class BuildQueue:
                     self._dirty_jobs.add(job.id)
                     pending.append(job.id)
 
-    def _requeue(self, job: Job, reason: str, now: float, *, attempt: str = LOST) -> None:
-        """Back to the queue; an attempt still open ends here as ``attempt``, so
-        history never shows it running for ever (the drone's own report of it,
-        if one comes, is then ignored)."""
+    def _requeue(self, job: Job, reason: str, now: float, *, cause: str, attempt: str = LOST) -> None:
+        """Back to the queue, said in a ``job_requeued`` event. An attempt still
+        open ends here as ``attempt``, so history never shows it running for
+        ever (the drone's own report of it, if one comes, is then ignored), and
+        its drone is told to cancel it and delete what it left."""
         build = self.builds.get(job.build_id or "")
+        drone_id = job.drone_id
         if build is not None and build.finished_at is None:
             self._update_build(build, state=attempt, finished_at=now, reason=reason[:500])
             self._given_up[build.id] = (
@@ -748,9 +855,25 @@ class BuildQueue:
             )
             if len(self._given_up) > GIVEN_UP_KEPT:
                 del self._given_up[next(iter(self._given_up))]
+            self._untold[build.id] = (build.drone_id, f"given up: {reason[:300]}")
+            if len(self._untold) > GIVEN_UP_KEPT:
+                del self._untold[next(iter(self._untold))]
+        self._unconfirmed.discard(job.id)
         job.state, job.drone_id, job.build_id, job.reason = QUEUED, None, None, reason
         job.ready_at, job.assigned_at, job.started_at = now, None, None
         self._dirty_jobs.add(job.id)
+        drone = self._fleet.get(drone_id or "")
+        self._events.emit(
+            "job_requeued",
+            f"{job.cpv} requeued: {reason[:300]}",
+            drone_id=drone_id,
+            drone_name=drone.name if drone is not None else None,
+            job_id=job.id,
+            cpv=job.cpv,
+            build_id=build.id if build is not None else None,
+            cause=cause,
+            reason=reason[:500],
+        )
         self._changed()
 
     def _cancel_on_drone(self, job: Job, reason: str) -> None:
@@ -786,10 +909,12 @@ class BuildQueue:
         for event in recent:
             self.on_build_event(drone, event)
         now = time.time()
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
             if job.drone_id != drone.id or job.state not in ACTIVE:
                 continue
             if job.build_id == current_build:
+                self._unconfirmed.discard(job.id)
+                self._unsent.pop(current_build, None)
                 if job.state == ASSIGNED:
                     # Its STARTED was sent while the stream was down.
                     job.state, job.started_at, job.reason = BUILDING, now, f"building on {drone.name}"
@@ -797,10 +922,24 @@ class BuildQueue:
                     build = self.builds.get(current_build)
                     if build is not None:
                         self._update_build(build, state=BUILDING, started_at=now)
+            elif job.state == ASSIGNED and (job.id in self._unconfirmed or job.build_id in self._unsent):
+                # Saved, but perhaps never sent (an earlier run of the controller died
+                # in between, or the drone was away): the same attempt goes out now,
+                # after the Welcome (the scheduling pass that this wakes sends it).
+                log.info("build %s of %s: resuming it on %s", job.build_id, job.cpv, drone.name)
+                self._unsent[job.build_id or ""] = job.id
             # A job assigned a moment ago may not have reached the drone yet.
             elif job.state == BUILDING or (now - (job.assigned_at or now)) > 5.0:
                 # The drone runs something else or nothing: that attempt is gone.
-                self._requeue(job, f"{drone.name} reconnected without build {job.build_id}", now)
+                phase, cause = (
+                    ("upload", "upload_lost") if job.build_id in self._uploading else ("build", "build_lost")
+                )
+                self._requeue(
+                    job,
+                    f"{drone.name} reconnected without build {job.build_id} (its {phase} was lost)",
+                    now,
+                    cause=cause,
+                )
         self._changed()
 
     async def _timer_loop(self) -> None:
@@ -820,26 +959,34 @@ class BuildQueue:
                 None if drone is None or drone.connected else max(drone.last_seen_at or 0.0, self._started_at)
             )
             if drone is None or (gone_since is not None and now - gone_since > self.settings.grace):
-                self._requeue(job, f"{self._name(job.drone_id or '')} went away during the build", now)
-                self._events.emit(
-                    "job_requeued",
-                    f"{job.cpv}: drone gone for more than {self.settings.grace:.0f}s, requeued",
-                    job_id=job.id,
-                    cpv=job.cpv,
-                )
+                name = self._name(job.drone_id or "")
+                if gone_since == self._started_at:
+                    why = f"{name} not back within {self.settings.grace:.0f}s of the controller's restart"
+                    cause = "controller_restart"
+                else:
+                    why = f"{name} went away during the build (gone for more than {self.settings.grace:.0f}s)"
+                    cause = "drone_lost"
+                self._requeue(job, why, now, cause=cause)
+            elif job.build_id in self._unsent or job.id in self._unconfirmed:
+                # Waits for the database, the drone's outbox or its Hello after our
+                # restart: not for the drone to start it.
+                continue
             elif job.state == ASSIGNED and now - (job.assigned_at or now) > self.settings.start_timeout:
-                self._cancel_on_drone(job, "not started in time")
                 self._requeue(
                     job,
                     f"{self._name(job.drone_id or '')} did not start the build "
                     f"within {self.settings.start_timeout:.0f}s",
                     now,
                     attempt=CANCELLED,
+                    cause="not_started",
                 )
             elif job.started_at and now - job.started_at > self.settings.build_timeout + 30:
-                self._cancel_on_drone(job, "build timeout")
                 self._requeue(
-                    job, f"timed out after {self.settings.build_timeout:.0f}s", now, attempt=CANCELLED
+                    job,
+                    f"timed out after {self.settings.build_timeout:.0f}s",
+                    now,
+                    attempt=CANCELLED,
+                    cause="timeout",
                 )
         self._wake.set()
 
@@ -849,32 +996,54 @@ class BuildQueue:
         while True:
             await self._persist.wait()
             self._persist.clear()
+            saving = list(self._unsent)  # assignments made so far: held by the write below
             try:
                 await self.flush()
-            except Exception:
-                log.exception("writing build state failed; retrying in 1s")
-                await asyncio.sleep(1.0)
+                self._send_saved(saving)
+            except Exception as exc:
+                # Logged once per burst of failures; the changes wait in memory.
+                delay = FLUSH_BACKOFF.delay(self.flush_failures - 1)
+                if self.flush_failures == 1:
+                    log.error("writing build state failed (%s); kept, retrying with backoff", exc)
+                else:
+                    log.debug("writing build state failed again (%d in a row): %s", self.flush_failures, exc)
+                await asyncio.sleep(delay)
                 self._persist.set()
 
     async def flush(self) -> None:
-        store = self._runner.store
-        sessions = [self.sessions[s].record() for s in self._dirty_sessions if s in self.sessions]
-        jobs = [_job_record(self.jobs[j]) for j in self._dirty_jobs if j in self.jobs]
-        builds = [self.builds[b] for b in self._dirty_builds if b in self.builds]
-        stats = [self.stats[c] for c in self._dirty_stats if c in self.stats]
-        self._dirty_sessions.clear()
-        self._dirty_jobs.clear()
-        self._dirty_builds.clear()
-        self._dirty_stats.clear()
+        """Write every change made before the call. A failed write keeps its
+        changes for the next one (which writes their newest state) and raises."""
+        async with self._flush_lock:
+            store = self._runner.store
+            session_ids, self._dirty_sessions = self._dirty_sessions, set()
+            job_ids, self._dirty_jobs = self._dirty_jobs, set()
+            build_ids, self._dirty_builds = self._dirty_builds, set()
+            stat_keys, self._dirty_stats = self._dirty_stats, set()
+            sessions = [self.sessions[s].record() for s in session_ids if s in self.sessions]
+            jobs = [_job_record(self.jobs[j]) for j in job_ids if j in self.jobs]
+            builds = [self.builds[b] for b in build_ids if b in self.builds]
+            stats = [self.stats[c] for c in stat_keys if c in self.stats]
 
-        def write() -> None:
-            store.upsert_sessions(sessions)
-            store.upsert_jobs(jobs)
-            store.upsert_builds(builds)
-            store.upsert_package_stats(stats)
+            def write() -> None:
+                store.upsert_sessions(sessions)
+                store.upsert_jobs(jobs)
+                store.upsert_builds(builds)
+                store.upsert_package_stats(stats)
 
-        await self._runner.call(write)
-        for build in builds:
-            if build.finished_at is not None:
-                # Outcomes sent again after a reconnect find no build and are ignored.
-                self.builds.pop(build.id, None)
+            try:
+                await self._runner.call(write)
+            except BaseException:
+                # Nothing of it is forgotten (cancelled too: the write may not have run).
+                self._dirty_sessions |= session_ids
+                self._dirty_jobs |= job_ids
+                self._dirty_builds |= build_ids
+                self._dirty_stats |= stat_keys
+                self.flush_failures += 1
+                raise
+            if self.flush_failures:
+                log.warning("build state written again after %d failed attempt(s)", self.flush_failures)
+                self.flush_failures = 0
+            for build in builds:
+                if build.finished_at is not None and self.builds.get(build.id) is build:
+                    # Outcomes sent again after a reconnect find no build and are ignored.
+                    self.builds.pop(build.id, None)

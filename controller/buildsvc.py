@@ -2,13 +2,19 @@
 
 Each call is checked against the build's owner: a drone may stream the
 log of, and upload packages for, only the builds given to it.
+
+A call that fails because of the controller itself (its database down,
+its data disk full, a bug) is answered UNAVAILABLE: the drone keeps its
+package and tries again later, and nothing counts against it
+(``faults.own_fault``). Only the caller's mistakes get a final status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.bounds import Bursts, PeerLog
 from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
+from swarm.controller.faults import own_fault
 from swarm.controller.gateway import grpc_status
 from swarm.controller.staging import StagingBinhost
 from swarm.v1 import build_pb2, build_pb2_grpc
@@ -25,6 +32,40 @@ from swarm.v1 import build_pb2, build_pb2_grpc
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 256 * 2**20  # bytes of log kept per build
+
+
+class _Retry(Exception):
+    """The controller cannot take the call now; the caller should try again."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+@contextlib.contextmanager
+def _own_faults(what: str) -> Iterator[None]:
+    """Turn the controller's own failures inside a call into _Retry."""
+    try:
+        yield
+    except (grpc.aio.AbortError, _Retry):
+        raise
+    except Exception as exc:
+        why = own_fault(exc)
+        if why is None and isinstance(exc, SwarmError) and type(exc) is not SwarmError:
+            raise  # the caller's mistake, or a wait it is told about (Unavailable)
+        if why is None:
+            log.exception("taking %s failed in the controller", what)
+            why = "the controller hit an internal error"
+        else:
+            log.warning("taking %s: %s (%s); the drone will retry", what, why, exc)
+        raise _Retry(why) from None
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: SwarmError | _Retry) -> None:
+    if isinstance(exc, _Retry):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.why}; try again later")
+    else:
+        await context.abort(*grpc_status(exc))
 
 
 class BuildsService(build_pb2_grpc.BuildsServicer):
@@ -73,6 +114,17 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         request_iterator: AsyncIterator[build_pb2.LogChunk],
         context: grpc.aio.ServicerContext,
     ) -> build_pb2.LogAck:
+        size = 0
+        try:
+            with _own_faults("a build log"):
+                size = await self._take_log(request_iterator, context)
+        except (SwarmError, _Retry) as exc:
+            await _abort(context, exc)
+        return build_pb2.LogAck(received=size)
+
+    async def _take_log(
+        self, request_iterator: AsyncIterator[build_pb2.LogChunk], context: grpc.aio.ServicerContext
+    ) -> int:
         build_id: str | None = None
         size = 0
         path: Path | None = None
@@ -97,7 +149,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             data = chunk.data[size - chunk.offset :]
             await asyncio.to_thread(_append, path, data)
             size += len(data)
-        return build_pb2.LogAck(received=size)
+        return size
 
     async def _current(self, build_id: str, context: grpc.aio.ServicerContext) -> None:
         # An attempt whose job was requeued must not put a second copy of the
@@ -114,12 +166,16 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         await self._own(request.build_id, context)
         await self._current(request.build_id, context)
         assert self._staging is not None  # _own refused otherwise
+        assert self._queue is not None
+        self._queue.uploading(request.build_id)
+        received, complete = 0, False
         try:
-            received, complete = await self._staging.status(
-                request.build_id, request.cpv, request.filename, request.size, request.sha256
-            )
-        except SwarmError as exc:
-            await context.abort(*grpc_status(exc))
+            with _own_faults(f"the upload query of build {request.build_id}"):
+                received, complete = await self._staging.status(
+                    request.build_id, request.cpv, request.filename, request.size, request.sha256
+                )
+        except (SwarmError, _Retry) as exc:
+            await _abort(context, exc)
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     async def Upload(
@@ -149,12 +205,16 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
                 yield chunk.offset, chunk.data, chunk.crc32
 
         assert self._staging is not None  # _own refused otherwise
+        assert self._queue is not None
+        self._queue.uploading(query.build_id)
+        received, complete = 0, False
         try:
-            received, complete = await self._staging.receive(
-                query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
-            )
-        except SwarmError as exc:
-            await context.abort(*grpc_status(exc))
+            with _own_faults(f"the upload of build {query.build_id}"):
+                received, complete = await self._staging.receive(
+                    query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
+                )
+        except (SwarmError, _Retry) as exc:
+            await _abort(context, exc)
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     def _queue_cpv(self, build_id: str) -> Any:

@@ -173,9 +173,10 @@ class StagingBinhost:
         except InvalidArgument:
             await asyncio.to_thread(staged_as.unlink, True)
             raise
-        await self._runner.call(self._runner.store.add_artifact, record)
+        # Staged from here on, whatever happens to the record: if the database
+        # refuses it now, the drone is told to retry, and its retry finds the
+        # package staged and only records it (the branch above).
         self._cpvs.add(cpv)
-        await asyncio.to_thread(_remove_if_empty, staged_as.parent)
         self._events.emit(
             "package_staged",
             f"{cpv} in staging ({size} bytes)",
@@ -184,3 +185,5 @@ class StagingBinhost:
             path=str(final.relative_to(self.pkgdir)) if final.is_relative_to(self.pkgdir) else final.name,
         )
         log.info("staged %s as %s", cpv, final)
+        await asyncio.to_thread(_remove_if_empty, staged_as.parent)
+        await self._runner.call(self._runner.store.add_artifact, record)

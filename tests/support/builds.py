@@ -38,7 +38,11 @@ class Swarm:
         return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
 
 
-def start_swarm(root: Path, drones: int, *extra: str) -> Swarm:
+def start_swarm(
+    root: Path, drones: int, *extra: str, package_env: dict[str, dict[str, str]] | None = None
+) -> Swarm:
+    """A controller (extra: its flags) and drones; package_env: per-package
+    environment in every drone's prefix (e.g. SWARM_TEST_SLEEP for the sleeper)."""
     ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
     controller = Controller(root, "--portage-eprefix", str(ctl_prefix.root), "--build-grace", "5", *extra)
     controller.start()
@@ -47,7 +51,9 @@ def start_swarm(root: Path, drones: int, *extra: str) -> Swarm:
     for i in range(drones):
         name = f"builder-{i}"
         drone_prefix = pfx.create_prefix(
-            pfx.PrefixConfig(root / f"{name}-prefix", pfx.Role.DRONE, binhost=staging)
+            pfx.PrefixConfig(
+                root / f"{name}-prefix", pfx.Role.DRONE, binhost=staging, package_env=package_env or {}
+            )
         )
         agent = Agent(
             root,
@@ -57,6 +63,10 @@ def start_swarm(root: Path, drones: int, *extra: str) -> Swarm:
             str(drone_prefix.root),
             "--pkgdir",
             str(drone_prefix.pkgdir),
+            # Portage's build directory in the prefix: the agent deletes there what a
+            # build given up on left.
+            "--cache-path",
+            str(drone_prefix.tmpdir / "portage"),
             "--emerge-command",
             BUILD_COMMAND,
             "--min-free-disk-mb",
