@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 from harness import (
     HOST,
     PYTHON,
@@ -252,9 +251,8 @@ class Round:
         if self.fault == "disk-full" and flag_supported(Controller.MODULE, "--disk-min-free-mb"):
             extra += ["--disk-min-free-mb", str(DISK_MIN_FREE_MB)]
         if self.fault.startswith("postgres"):
-            self.pg = PostgresServer()
+            self.pg = PostgresServer(durable=True)  # what it acknowledged survives its kill -9
             self.pg.start()
-            durable(self.pg)
             self.pg.create_database("swarm")
             extra += ["--db", self.pg.url("swarm")]
         ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(self.work / "ctl-prefix", pfx.Role.CONTROLLER))
@@ -303,7 +301,7 @@ class Round:
         self.stop()
         if self.pg is not None:
             with contextlib.suppress(Exception):
-                os.kill(self.pg_pid(), signal.SIGCONT)
+                self.pg.thaw()
             with contextlib.suppress(Exception):
                 self.pg.stop()
         if self.mounted:
@@ -353,10 +351,6 @@ class Round:
                 return dict(s)
         raise BenchError(f"session {session_id} is gone")
 
-    def pg_pid(self) -> int:
-        assert self.pg is not None
-        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
-
     # -- faults ----------------------------------------------------------------
 
     def inject(self) -> float:
@@ -368,19 +362,15 @@ class Round:
             return time.monotonic()
         if self.fault == "postgres-kill9":
             assert self.pg is not None
-            os.kill(self.pg_pid(), signal.SIGKILL)
+            self.pg.kill()
             time.sleep(self.opts.pg_down)
-            self.restart_postgres()
+            self.pg.restart()
             return time.monotonic()
         if self.fault == "postgres-stop":
-            procs = self.pg_processes()
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    proc.suspend()
+            assert self.pg is not None
+            self.pg.freeze()
             time.sleep(self.opts.freeze)
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    proc.resume()
+            self.pg.thaw()
             return time.monotonic()
         if self.fault == "agent-kill9-upload":
             return self.kill_agent_during_upload()
@@ -395,29 +385,6 @@ class Round:
             filler.unlink()
             return time.monotonic()
         raise BenchError(f"unknown fault {self.fault}")
-
-    def pg_processes(self) -> list[psutil.Process]:
-        leader = psutil.Process(self.pg_pid())
-        return [leader, *leader.children(recursive=True)]
-
-    def restart_postgres(self) -> None:
-        assert self.pg is not None
-        argv = [
-            str(self.pg.bindir / "pg_ctl"),
-            *("start", "-D", str(self.pg.data_dir), "-l", str(self.pg.log_path)),
-            *("-o", f"-p {self.pg.port}", "-w", "-t", "60"),
-        ]
-        if os.geteuid() == 0:
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        deadline = time.monotonic() + 60
-        while True:
-            # Backends of the killed server may hold its shared memory a moment longer.
-            result = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if result.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"PostgreSQL did not start again: {result.stderr.strip()}")
-            time.sleep(0.5)
 
     def kill_agent_during_upload(self) -> float:
         with contextlib.closing(
@@ -540,20 +507,6 @@ def reasons(health: dict[str, Any]) -> str:
         codes = [str(r.get("code", r)) if isinstance(r, dict) else str(r) for r in why]
         return f" ({', '.join(codes)[:120]})"
     return f" ({str(why)[:120]})" if why else ""
-
-
-def durable(pg: PostgresServer) -> None:
-    """Commits that survive a kill -9 of the server: the test server runs without
-    (fsync and synchronous_commit off, for speed), which would lose the last
-    commits of the controller to the server itself, not to the controller."""
-    import psycopg2
-
-    with contextlib.closing(psycopg2.connect(pg.url())) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                cur.execute(f"ALTER SYSTEM SET {name} = on")
-            cur.execute("SELECT pg_reload_conf()")
 
 
 def read(path: Path) -> str:

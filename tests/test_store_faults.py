@@ -79,7 +79,7 @@ def assert_healthy(controller: Controller) -> None:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
-    server = private_server()
+    server = private_server(durable=True)  # killed with SIGKILL: what it acknowledged must stay
     server.start()
     try:
         yield server

@@ -54,6 +54,10 @@ COMMAND_TIMEOUT = 60.0
 START_ATTEMPTS = 5
 
 # Written into postgresql.conf: a throwaway server needs no durability.
+# A server that tests kill -9 does (``durable=True``): with synchronous_commit
+# off it acknowledges commits it loses with the process, and a lost write
+# would be the server's, not the controller's.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
     "fsync": "off",
@@ -106,8 +110,9 @@ def free_port() -> int:
 class PostgresServer:
     """One private PostgreSQL server in a temporary directory."""
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, *, durable: bool = False) -> None:
         self.bindir = bindir or find_bindir()
+        self.durable = durable
         self.base: Path | None = None
         self.port = 0
         self._running = False
@@ -183,7 +188,11 @@ class PostgresServer:
                 ),
                 "initdb",
             )
-            settings = {**SETTINGS, "unix_socket_directories": f"'{self.base}'"}
+            settings = {
+                **SETTINGS,
+                **(DURABLE if self.durable else {}),
+                "unix_socket_directories": f"'{self.base}'",
+            }
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write("\n# swarm test server\n")
                 conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
@@ -372,12 +381,12 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"PostgreSQL unavailable: {reason}")
 
 
-def private_server() -> PostgresServer:
+def private_server(*, durable: bool = False) -> PostgresServer:
     """A new, unstarted server; skips (or fails, see REQUIRE_ENV) without PostgreSQL."""
     try:
         import psycopg2  # noqa: F401
 
-        server = PostgresServer()
+        server = PostgresServer(durable=durable)
     except ImportError:
         reason = "psycopg2 is not installed (pip install psycopg2-binary)"
     except PostgresUnavailable as exc:
