@@ -1,0 +1,130 @@
+"""An outside probe in CI (issue 13, item 9): schemathesis against both web
+tiers of a live controller with two enrolled agents, driven by the OpenAPI
+documents the controller itself serves.
+
+Every operation gets ``EXAMPLES`` generated requests in positive mode
+(values the schema allows) and as many in negative mode (values it
+forbids), from a fixed seed (tests/support/probe.py); operations on a
+drone get a second round naming a real one. A 5xx, or an answer that its
+documented schema does not describe, fails the test with the request that
+showed it; so does a traceback in the controller's log, a controller that
+died or a drone that went offline under the probe. bench/probe.py runs the
+same probe with a larger budget and prints what it saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import prefix as pfx
+import pytest
+
+from support.probe import ADMIN_EXCLUDED, ProbeReport, excluding, load_schema, operations, run_probe
+from support.procs import Agent, Controller, enroll, wait_for
+
+# About 20 s of CPU on an idle machine; the timeout leaves room for a busy one.
+pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
+
+# Generated requests per operation and mode (negative mode only where there is
+# something to break: support/probe.breakable): about 1,200 requests in all.
+EXAMPLES = 15
+DRONES = ("probe-a", "probe-b")
+PUBLIC_TARGETS = {"GET /api/v1/nodes/{name}": {"name": DRONES[0]}}
+# Operations on a real drone that neither change what it runs nor cut it off:
+# not rename, access (PUT), restart, reboot or exec, whose generated values
+# would rename the drone away or run generated commands on this machine.
+ADMIN_TARGETS = {
+    **{
+        f"{method} /admin/api/drones/{{name}}{suffix}": {"name": DRONES[0]}
+        for method, suffix in (
+            ("GET", "/health"),
+            ("POST", "/ping"),
+            ("POST", "/drain"),
+            ("POST", "/undrain"),
+            ("POST", "/ground"),
+            ("POST", "/unground"),
+        )
+    },
+    "GET /admin/api/drones/{drone}/logs": {"drone": DRONES[1]},
+    "GET /ws/logs/drones/{drone}": {"drone": DRONES[1]},
+    "GET /ws/ssh/{drone}": {"drone": DRONES[1]},
+}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """A controller with Portage (so the build routes reach their handlers) and two enrolled agents."""
+    root = tmp_path_factory.mktemp("probe")
+    portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
+    controller = Controller(
+        root,
+        "--ping-interval",
+        "0.5",
+        "--portage-eprefix",
+        str(portage.root),
+        # The probe logs in with generated (wrong) keys on purpose, from the
+        # address its right key comes from; today the limiter then refuses
+        # the right key too (issue 13 item 2). Until that is fixed, a large
+        # allowance keeps the admin tier answering the probe.
+        "--admin-auth-failures",
+        "1000000",
+    )
+    agents: list[Agent] = []
+    try:
+        controller.start()
+        for name in DRONES:
+            agent = Agent(root, name, controller.grpc_target)
+            result = enroll(controller, name, agent.state_dir)
+            assert result.returncode == 0, result.stderr
+            agent.start()
+            agents.append(agent)
+        for name in DRONES:
+            wait_for(lambda n=name: (x := controller.node(n)) and x["status"] == "online", what=name)
+        yield controller
+    finally:
+        for agent in agents:
+            agent.kill()
+        controller.kill()
+
+
+def assert_probe_held(controller: Controller, report: ProbeReport, operations_probed: list[str]) -> None:
+    reached = {label for label, _ in report.statuses}
+    assert reached == set(operations_probed), f"no request reached {set(operations_probed) - reached}"
+    assert not report.findings, (
+        f"{len(report.findings)} of {report.requests} probe requests failed a check:\n"
+        + report.describe_findings()
+    )
+    assert controller.alive(), "the controller died under the probe"
+    assert "Traceback" not in controller.log(), controller.log()[-4000:]
+    for name in DRONES:
+        node = controller.node(name)
+        assert node is not None and node["status"] == "online", f"{name} after the probe: {node}"
+
+
+def test_public_tier_answers_every_generated_request(fleet: Controller) -> None:
+    schema = load_schema(fleet.public_url + "/api/v1/openapi.json")
+    labels = [op.label for op in operations(schema)]
+    report = run_probe(schema, fleet.public_url, examples=EXAMPLES, targets=PUBLIC_TARGETS)
+    assert_probe_held(fleet, report, labels)
+
+
+def test_admin_tier_answers_every_generated_request(fleet: Controller) -> None:
+    key = {"X-Admin-Key": fleet.admin_key}
+    full = load_schema(fleet.admin_url + "/admin/api/openapi.json", key)
+    everything = {op.label for op in operations(full)}
+    excluded = {f"{method} {path}" for method, path in ADMIN_EXCLUDED}
+    # A renamed route must not slip back into the probe unnoticed.
+    assert excluded <= everything, f"excluded operations the document lacks: {excluded - everything}"
+    schema = excluding(full, ADMIN_EXCLUDED)
+    labels = [op.label for op in operations(schema)]
+    assert set(labels) == everything - excluded
+    report = run_probe(schema, fleet.admin_url, examples=EXAMPLES, headers=key, targets=ADMIN_TARGETS)
+    assert_probe_held(fleet, report, labels)
+    # The probe stayed authenticated throughout: its own key never got a 401 or 429
+    # outside the login call, where generated keys are wrong by design.
+    refused = {
+        (label, status)
+        for (label, status), _ in report.statuses.items()
+        if status in (401, 429) and label != "POST /admin/api/login"
+    }
+    assert not refused, refused
