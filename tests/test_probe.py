@@ -2,89 +2,56 @@
 tiers of a live controller with two enrolled agents, driven by the OpenAPI
 documents the controller itself serves.
 
-Every operation gets ``EXAMPLES`` generated requests in positive mode
-(values the schema allows) and as many in negative mode (values it
-forbids), from a fixed seed (tests/support/probe.py); operations on a
-drone get a second round naming a real one. A 5xx, or an answer that its
-documented schema does not describe, fails the test with the request that
-showed it; so does a traceback in the controller's log, a controller that
-died or a drone that went offline under the probe. bench/probe.py runs the
-same probe with a larger budget and prints what it saw.
+Every operation gets schemathesis's coverage cases (a fixed list: boundary
+values, missing or wrongly typed parameters, other methods), then
+``EXAMPLES`` generated requests in positive mode (values the schema
+allows) and, where the document constrains something, as many in negative
+mode (values it forbids), from a fixed seed (tests/support/probe.py);
+operations on a drone get a second round naming a real one. A 5xx, an
+answer that its documentation does not describe or no answer at all fails
+the test with the request that showed it; so does a traceback in the
+controller's log, a controller that died or a drone that went offline
+under the probe. bench/probe.py runs the same probe with a larger budget
+and prints what it saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import prefix as pfx
 import pytest
 
-from support.probe import ADMIN_EXCLUDED, ProbeReport, excluding, load_schema, operations, run_probe
-from support.procs import Agent, Controller, enroll, wait_for
+from support.probe import (
+    ADMIN_EXCLUDED,
+    ADMIN_TARGETS,
+    DRONES,
+    PUBLIC_TARGETS,
+    ProbeReport,
+    excluding,
+    load_schema,
+    operations,
+    run_probe,
+    start_fleet,
+)
+from support.procs import Controller
 
-# About 20 s of CPU on an idle machine; the timeout leaves room for a busy one.
+# About 30 s of CPU in all (the probe, the controller, the agents): as long on an
+# idle machine; the timeout leaves room for a busy one.
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
 # Generated requests per operation and mode (negative mode only where there is
-# something to break: support/probe.breakable): about 1,200 requests in all.
+# something to break: support/probe.breakable): about 1,200 requests in all,
+# besides some 1,000 coverage cases.
 EXAMPLES = 15
-DRONES = ("probe-a", "probe-b")
-PUBLIC_TARGETS = {"GET /api/v1/nodes/{name}": {"name": DRONES[0]}}
-# Operations on a real drone that neither change what it runs nor cut it off:
-# not rename, access (PUT), restart, reboot or exec, whose generated values
-# would rename the drone away or run generated commands on this machine.
-ADMIN_TARGETS = {
-    **{
-        f"{method} /admin/api/drones/{{name}}{suffix}": {"name": DRONES[0]}
-        for method, suffix in (
-            ("GET", "/health"),
-            ("POST", "/ping"),
-            ("POST", "/drain"),
-            ("POST", "/undrain"),
-            ("POST", "/ground"),
-            ("POST", "/unground"),
-        )
-    },
-    "GET /admin/api/drones/{drone}/logs": {"drone": DRONES[1]},
-    "GET /ws/logs/drones/{drone}": {"drone": DRONES[1]},
-    "GET /ws/ssh/{drone}": {"drone": DRONES[1]},
-}
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    """A controller with Portage (so the build routes reach their handlers) and two enrolled agents."""
-    root = tmp_path_factory.mktemp("probe")
-    portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
-    controller = Controller(
-        root,
-        "--ping-interval",
-        "0.5",
-        "--portage-eprefix",
-        str(portage.root),
-        # The probe logs in with generated (wrong) keys on purpose, from the
-        # address its right key comes from; today the limiter then refuses
-        # the right key too (issue 13 item 2). Until that is fixed, a large
-        # allowance keeps the admin tier answering the probe.
-        "--admin-auth-failures",
-        "1000000",
-    )
-    agents: list[Agent] = []
-    try:
-        controller.start()
-        for name in DRONES:
-            agent = Agent(root, name, controller.grpc_target)
-            result = enroll(controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
-            agent.start()
-            agents.append(agent)
-        for name in DRONES:
-            wait_for(lambda n=name: (x := controller.node(n)) and x["status"] == "online", what=name)
-        yield controller
-    finally:
-        for agent in agents:
-            agent.kill()
-        controller.kill()
+    controller, agents = start_fleet(tmp_path_factory.mktemp("probe"))
+    yield controller
+    for agent in agents:
+        agent.kill()
+    controller.kill()
 
 
 def assert_probe_held(controller: Controller, report: ProbeReport, operations_probed: list[str]) -> None:
