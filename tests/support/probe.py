@@ -1,12 +1,14 @@
 """An outside probe of a live controller's web tiers: schemathesis reads the
-OpenAPI document a tier serves, generates requests for every operation
-(valid ones and, in negative mode, ones that break the schema on purpose),
-sends them over HTTP and checks each answer.
+OpenAPI document a tier serves, makes requests for every operation (its
+fixed coverage cases, then generated valid ones and, in negative mode,
+ones that break the schema on purpose), sends them over HTTP and checks
+each answer.
 
-A finding is a check that failed (``CHECKS``): a 5xx, or an answer that
-the operation's documentation does not describe. Findings are collected, never raised
-inside Hypothesis: nothing is shrunk, every operation gets exactly its
-budget of examples, and one run lists everything it found.
+A finding is a check that failed (``CHECKS``): a 5xx, an answer that the
+operation's documentation does not describe, or no answer (status 0 in
+the counts). Findings are collected, never raised inside Hypothesis:
+nothing is shrunk, every operation gets exactly its budget of examples,
+and one run lists everything it found.
 
 Used by tests/test_probe.py (a small fixed budget) and bench/probe.py (a
 longer one that prints figures).
@@ -147,7 +149,10 @@ class ProbeReport:
         lines = []
         for (operation, check, status), (first, count) in list(seen.items())[:limit]:
             message = first.message.strip()[:600]
-            lines.append(f"{operation}: {check} ({status}) x{count}\n  {message}\n  {first.request}")
+            request = first.request
+            if len(request) > 800:
+                request = f"{request[:800]}... ({len(request)} characters)"
+            lines.append(f"{operation}: {check} ({status}) x{count}\n  {message}\n  {request}")
         if len(seen) > limit:
             lines.append(f"... and {len(seen) - limit} more kinds")
         return "\n".join(lines)
