@@ -545,7 +545,7 @@ def admin_document() -> dict[str, Any]:
             "a job, why it is not running, and its builds",
             _obj(job={"type": "object"}, builds={"type": "array"}),
             [_param("id", "job id", {"type": "string"}, "path")],
-            (401, 404),
+            (401, 404, 409),
         ),
         "/admin/api/jobs/{id}/log": {
             "get": {
@@ -557,7 +557,9 @@ def admin_document() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
                     "400": {"description": MESSAGES[400]},
+                    "401": {"description": MESSAGES[401]},
                     "404": {"description": "no log"},
+                    "409": {"description": "builds are off (no --portage-eprefix)"},
                 },
             }
         },

@@ -1,0 +1,294 @@
+"""An outside probe of a live controller's web tiers: schemathesis reads the
+OpenAPI document a tier serves, makes requests for every operation (its
+fixed coverage cases, then generated valid ones and, in negative mode,
+ones that break the schema on purpose), sends them over HTTP and checks
+each answer.
+
+A finding is a check that failed (``CHECKS``): a 5xx, an answer that the
+operation's documentation does not describe, or no answer (status 0 in
+the counts). Findings are collected, never raised inside Hypothesis:
+nothing is shrunk, every operation gets exactly its budget of examples,
+and one run lists everything it found.
+
+Used by tests/test_probe.py (a small fixed budget) and bench/probe.py (a
+longer one that prints figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import hypothesis.errors
+import prefix as pfx
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase
+from schemathesis import GenerationMode
+from schemathesis.core.failures import Failure, FailureGroup
+
+from support.procs import Agent, Controller, enroll, wait_for
+
+# A 5xx; and drift between the hand-kept documents (controller/web/openapi.py)
+# and real answers: a body its schema does not describe, a status or a
+# content type the operation does not document. All four only read the answer.
+CHECKS = (
+    "not_a_server_error",
+    "response_schema_conformance",
+    "status_code_conformance",
+    "content_type_conformance",
+)
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+SEED = 1313
+FREE_TEXT = {"type": "string"}
+REQUEST_TIMEOUT = 15.0
+
+# Operations of the admin tier the probe never calls: they would cut off
+# the probe itself (its key, its session) or the fleet under it (a drone's
+# certificates), and every later answer would be a 401 or a gone drone.
+ADMIN_EXCLUDED = (
+    ("DELETE", "/admin/api/keys/{name}"),  # removes an admin key, the probe's own too (issue 13 item 6)
+    ("POST", "/admin/api/drones/{name}/revoke"),  # revokes a drone's certificates
+    ("POST", "/admin/api/logout"),  # ends a session
+)
+
+DRONES = ("probe-a", "probe-b")
+PUBLIC_TARGETS = {"GET /api/v1/nodes/{name}": {"name": DRONES[0]}}
+# Operations on a real drone that neither change what it runs nor cut it off:
+# not rename, access (PUT), restart, reboot or exec, whose generated values
+# would rename the drone away or run generated commands on this machine.
+ADMIN_TARGETS = {
+    **{
+        f"{method} /admin/api/drones/{{name}}{suffix}": {"name": DRONES[0]}
+        for method, suffix in (
+            ("GET", "/health"),
+            ("POST", "/ping"),
+            ("POST", "/drain"),
+            ("POST", "/undrain"),
+            ("POST", "/ground"),
+            ("POST", "/unground"),
+        )
+    },
+    "GET /admin/api/drones/{drone}/logs": {"drone": DRONES[1]},
+    "GET /ws/logs/drones/{drone}": {"drone": DRONES[1]},
+    "GET /ws/ssh/{drone}": {"drone": DRONES[1]},
+}
+
+
+def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
+    """A controller with Portage (so the build routes reach their handlers) and
+    the enrolled agents of DRONES, all online. The caller kills them."""
+    portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
+    controller = Controller(
+        root,
+        "--ping-interval",
+        "0.5",
+        "--portage-eprefix",
+        str(portage.root),
+        # Many join tokens are created on purpose; the default cap would turn
+        # the rest into (documented) 409s and hide the handler behind them.
+        "--join-tokens-max",
+        "100000",
+    )
+    agents: list[Agent] = []
+    try:
+        controller.start()
+        for name in DRONES:
+            agent = Agent(root, name, controller.grpc_target)
+            result = enroll(controller, name, agent.state_dir)
+            assert result.returncode == 0, result.stderr
+            agent.start()
+            agents.append(agent)
+        for name in DRONES:
+            wait_for(lambda n=name: (x := controller.node(n)) and x["status"] == "online", what=name)
+    except BaseException:
+        for agent in agents:
+            agent.kill()
+        controller.kill()
+        raise
+    return controller, agents
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    operation: str
+    status: int
+    check: str
+    message: str
+    request: str  # a curl command line (the admin key masked)
+
+
+@dataclass(slots=True)
+class ProbeReport:
+    requests: int = 0
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def status_totals(self) -> Counter[int]:
+        totals: Counter[int] = Counter()
+        for (_, status), count in self.statuses.items():
+            totals[status] += count
+        return totals
+
+    def describe_findings(self, limit: int = 40) -> str:
+        """One paragraph per distinct (operation, check, status), with one request that shows it."""
+        seen: dict[tuple[str, str, int], tuple[Finding, int]] = {}
+        for finding in self.findings:
+            key = (finding.operation, finding.check, finding.status)
+            first, count = seen.get(key, (finding, 0))
+            seen[key] = (first, count + 1)
+        lines = []
+        for (operation, check, status), (first, count) in list(seen.items())[:limit]:
+            message = first.message.strip()[:600]
+            request = first.request
+            if len(request) > 800:
+                request = f"{request[:800]}... ({len(request)} characters)"
+            lines.append(f"{operation}: {check} ({status}) x{count}\n  {message}\n  {request}")
+        if len(seen) > limit:
+            lines.append(f"... and {len(seen) - limit} more kinds")
+        return "\n".join(lines)
+
+
+def load_schema(url: str, headers: dict[str, str] | None = None) -> Any:
+    """The tier's OpenAPI document as schemathesis sees it."""
+    return schemathesis.openapi.from_url(url, headers=headers or {}, timeout=REQUEST_TIMEOUT)
+
+
+def excluding(schema: Any, operations: Iterable[tuple[str, str]]) -> Any:
+    """The schema without these (method, path template) operations."""
+    for method, path in operations:
+        schema = schema.exclude(method=method, path=path)
+    return schema
+
+
+def operations(schema: Any) -> list[Any]:
+    """Every operation of the schema; a part schemathesis cannot read is an error here, not a skip."""
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def breakable(operation: Any) -> bool:
+    """Whether negative mode has anything to break: a body, or a parameter
+    that is more than free text. No string breaks a bare string schema, and
+    Hypothesis spends seconds of CPU per operation finding that out."""
+    raw = operation.definition.raw
+    return "requestBody" in raw or any(p.get("schema") != FREE_TEXT for p in raw.get("parameters", ()))
+
+
+def run_probe(
+    schema: Any,
+    base_url: str,
+    *,
+    examples: int,
+    seed: int = SEED,
+    headers: dict[str, str] | None = None,
+    modes: Sequence[GenerationMode] = MODES,
+    targets: dict[str, dict[str, Any]] | None = None,
+    checks: Sequence[str] = CHECKS,
+    coverage: bool = True,
+    on_operation: Callable[[str], None] | None = None,
+) -> ProbeReport:
+    """Send ``examples`` generated requests per operation and mode; return what came back.
+
+    ``coverage``: first schemathesis's coverage cases of each operation, a
+    fixed list without randomness (boundary values, missing and wrongly
+    typed parameters, methods the path does not have).
+
+    ``headers`` go with every request (the admin key): generated cases never
+    lose their credentials, so the probe reaches each handler's own checks.
+    ``targets`` maps operation labels (``"GET /api/v1/nodes/{name}"``) to
+    path parameters naming real objects: those operations get a second
+    round with them, since generated names only ever reach the 404.
+    """
+    started = time.monotonic()
+    with requests.Session() as session:
+        sender = _Sender(session, base_url, headers or {}, [getattr(schemathesis.checks, c) for c in checks])
+        for operation in operations(schema):
+            if on_operation is not None:
+                on_operation(operation.label)
+            if coverage:
+                settings = schema.config.generation_for(operation=operation, phase="coverage")
+                for case in schema.iter_coverage_cases(
+                    operation, generation_modes=list(modes), generation_config=settings
+                ):
+                    sender.send(case)
+            rounds: list[dict[str, Any] | None] = [None]
+            if targets and operation.label in targets:
+                rounds.append(targets[operation.label])
+            for path_parameters in rounds:
+                for mode in modes:
+                    if mode is GenerationMode.NEGATIVE and not breakable(operation):
+                        continue
+                    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+                    sender.examine(strategy, examples, seed)
+    sender.report.seconds = time.monotonic() - started
+    return sender.report
+
+
+class _Sender:
+    """Sends generated cases over one HTTP session and files what came back."""
+
+    def __init__(self, session: requests.Session, base_url: str, headers: dict[str, str], checks: list[Any]):
+        self.session = session
+        self.base_url = base_url
+        self.headers = headers
+        self.checks = checks
+        self.report = ProbeReport()
+
+    def examine(self, strategy: Any, examples: int, seed: int) -> None:
+        @hypothesis.seed(seed)
+        @hypothesis.settings(
+            max_examples=examples,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )
+        @hypothesis.given(case=strategy)
+        def send(case: Any) -> None:
+            self.send(case)
+
+        # Negative mode may find nothing to break after all (breakable() is a cheap guess).
+        with contextlib.suppress(hypothesis.errors.Unsatisfiable):
+            send()
+
+    def send(self, case: Any) -> None:
+        label = case.operation.label
+        self.report.requests += 1
+        try:
+            response = case.call(
+                base_url=self.base_url, session=self.session, headers=self.headers, timeout=REQUEST_TIMEOUT
+            )
+        except requests.RequestException as exc:
+            # No answer (a timeout, a dropped connection) is a finding too, not the end of the probe.
+            self.report.statuses[(label, 0)] += 1
+            request = f"{case.method} {case.formatted_path} query={case.query!r}"
+            self.report.findings.append(Finding(label, 0, "no answer", repr(exc), request))
+            return
+        self.report.statuses[(label, response.status_code)] += 1
+        try:
+            case.validate_response(response, checks=self.checks, headers=self.headers)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                self.report.findings.append(_finding(case, response, failure))
+
+
+def _finding(case: Any, response: Any, failure: Failure) -> Finding:
+    try:
+        request = case.as_curl_command(headers=dict(response.request.headers))
+    except Exception as exc:  # a request curl cannot spell still gets reported
+        request = f"{case.method} {case.formatted_path} (no curl command: {exc})"
+    return Finding(
+        operation=case.operation.label,
+        status=response.status_code,
+        check=failure.title,
+        message=failure.message,
+        request=request,
+    )
