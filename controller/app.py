@@ -21,10 +21,9 @@ from swarm.config import ConfigError
 from swarm.controller import access, adminkey, authz
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
-from swarm.controller.bounds import BoundSettings, PeerLog, StreamBounds
+from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBounds
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
-from swarm.controller.burstlog import BurstLog
 from swarm.controller.ca import CertificateAuthority
 from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
@@ -125,7 +124,7 @@ class Controller:
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         # Lines a peer can cause on the web tiers' connections, once per burst.
-        self._web_notes = BurstLog(logging.getLogger(web_server.__name__))
+        self._web_notes = BurstLog(logging.getLogger(web_server.__name__), Bursts(web_server.NOTE_WINDOW))
         self._conn_settings: web_server.ConnSettings | None = None
         self._tiers: list[web_server.Connections] = []
         self.ports: Ports | None = None
@@ -290,7 +289,7 @@ class Controller:
         config = self.config
         # Authorization first: a stranger's garbage is refused as a stranger's call.
         interceptors = [
-            AuthzInterceptor(self.trust, PeerLog(authz.log, self.bounds.noise)),
+            AuthzInterceptor(self.trust, BurstLog(authz.log, self.bounds.noise)),
             ParseGuard(self.bounds.peer_events),
         ]
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)

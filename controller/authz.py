@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import grpc
 from cryptography import x509
 
-from swarm.controller.bounds import PeerLog, peer_host
+from swarm.controller.bounds import BurstLog, peer_host
 from swarm.pki import drone_id_of
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ def _guard(
     method: str,
     allowed: frozenset[str],
     certificates: Certificates | None,
-    refusals: PeerLog | None,
+    refusals: BurstLog | None,
     behavior: Callable[..., Any],
 ) -> Callable[..., Any]:
     def note(why: str, peer: str) -> None:
         # A revoked drone retrying, or a stranger in a loop: a few lines per
-        # address and reason, then a count (bounds.PeerLog).
+        # address and reason, then a count (bounds.BurstLog).
         if refusals is None:
             log.warning("refused %s from %s: %s", method, peer, why)
         else:
@@ -137,7 +137,7 @@ def _guard(
 
 
 class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, certificates: Certificates | None, refusals: PeerLog | None = None) -> None:
+    def __init__(self, certificates: Certificates | None, refusals: BurstLog | None = None) -> None:
         # None means --insecure: plaintext allowed, no certificate checks.
         self._certificates = certificates
         self._refusals = refusals

@@ -22,7 +22,8 @@ burst at once and, if more followed within the window, one summary with
 their count when the window ends. The same holds for everything else a
 peer can make the controller say: ``PeerEvents`` for the events of its
 mistakes (a message that does not parse, a bad Hello, a failed
-enrollment), ``PeerLog`` for log lines (a refused certificate), a few
+enrollment), ``BurstLog`` for log lines (a refused certificate, a
+malformed HTTP request), a few
 each per window and key, then one line with the count. Nothing here runs
 per heartbeat: each check is a few dict operations when a stream starts
 or ends, or when a peer got something wrong.
@@ -246,22 +247,32 @@ class PeerEvents:
             self._events.emit(type, f"{peer}: {message}", drone_id=drone_id, peer=peer, repeated=1, **data)
 
 
-class PeerLog:
-    """Log lines a peer can trigger, a few per ``kind`` and key per window,
-    then one line with how many more there were."""
+class BurstLog:
+    """Log lines a peer can trigger, on the gRPC side and the web tiers'
+    connections alike: the first ``bursts.allowance`` per key and window,
+    then one line with how many more there were. A client that loops (or
+    an attacker) cannot fill the disk: a burst that never ends costs a few
+    lines a window."""
 
     def __init__(self, logger: logging.Logger, bursts: Bursts) -> None:
         self._log = logger
         self._bursts = bursts
 
-    def warning(self, kind: str, key: str, message: str, *args: object) -> None:
+    def note(self, key: Hashable, level: int, message: str, *args: object) -> None:
         window = self._bursts.window
 
         def summary(more: int) -> None:
-            self._log.warning("%d more like this within %gs; the latest: " + message, more, window, *args)
+            self._log.log(level, "%d more like this within %gs; the latest: " + message, more, window, *args)
 
-        if self._bursts.hit(("log", kind, key), summary):
-            self._log.warning(message, *args)
+        if self._bursts.hit(key, summary):
+            self._log.log(level, message, *args)
+
+    def warning(self, kind: str, key: str, message: str, *args: object) -> None:
+        self.note(("log", kind, key), logging.WARNING, message, *args)
+
+    def close(self) -> None:
+        """Cancel the pending summaries (at stop: what they would have said is dropped)."""
+        self._bursts.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from swarm.controller.authz import AGENT, current_identity
-from swarm.controller.bounds import Bursts, PeerLog
+from swarm.controller.bounds import BurstLog, Bursts
 from swarm.controller.builds import BuildQueue
 from swarm.controller.errors import SwarmError
 from swarm.controller.faults import own_fault
@@ -81,7 +81,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         self._staging = staging
         self._logs = logs
         # What a drone reaching for another's build makes us log, bounded.
-        self._refusals = PeerLog(log, noise) if noise is not None else None
+        self._refusals = BurstLog(log, noise) if noise is not None else None
 
     def log_path(self, build_id: str) -> Path:
         return self._logs / f"{build_id}.log"

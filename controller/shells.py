@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import grpc
 
 from swarm.controller.authz import AGENT, Identity, current_identity
-from swarm.controller.bounds import PeerLog, StreamBounds, bound_key, noise_key
+from swarm.controller.bounds import BurstLog, StreamBounds, bound_key, noise_key
 from swarm.controller.errors import FailedPrecondition, NotFound, PermissionDenied, SwarmError, Unavailable
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState
@@ -1125,7 +1125,7 @@ class ChannelsService(shell_pb2_grpc.ChannelsServicer):
         self._registry = registry
         self._bounds = bounds
         self._events = events
-        self._refusals = PeerLog(log, bounds.noise)
+        self._refusals = BurstLog(log, bounds.noise)
 
     async def Shell(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """A drone's channel stream. It counts against the drone's channel

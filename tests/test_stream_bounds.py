@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from swarm.controller.authz import AGENT, INSECURE, Identity
-from swarm.controller.bounds import Bursts, PeerLog, Replacements, Slots, bound_key, noise_key, peer_host
+from swarm.controller.bounds import BurstLog, Bursts, Replacements, Slots, bound_key, noise_key, peer_host
 
 
 def test_replacements_are_limited_per_drone_in_a_sliding_window() -> None:
@@ -92,7 +92,7 @@ def test_peer_log_writes_a_few_lines_per_kind_and_key_then_one_count(
 
     async def scenario() -> None:
         bursts = Bursts(0.05, allowance=2)
-        lines = PeerLog(logger, bursts)
+        lines = BurstLog(logger, bursts)
         for attempt in range(6):
             lines.warning("revoked", "ipv4:10.0.0.5", "refused call %d from %s", attempt, "10.0.0.5:1000")
         lines.warning("revoked", "ipv4:10.0.0.6", "refused call %d from %s", 0, "10.0.0.6:1000")

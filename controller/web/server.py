@@ -54,7 +54,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from swarm.controller.burstlog import BurstLog
+from swarm.controller.bounds import BurstLog
 from swarm.controller.config import ControllerConfig
 from swarm.controller.web.common import error_response
 
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # Descriptors left for everything but the web tiers: the database, log
 # files, gRPC streams, subprocesses and their pipes.
+# A kind of line a peer causes is logged once per window, then counted.
+NOTE_WINDOW = 10.0
 FD_RESERVE = 128
 # The soft open-files limit is raised to the hard one, up to this.
 FD_WANTED = 65536
