@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,39 +119,50 @@ def test_token_requests_are_validated(controller: Controller, body: dict[str, ob
     assert http("POST", controller.admin_url + "/admin/api/tokens", body=b"{}")[0] == 401
 
 
-def test_expired_token_is_refused(tmp_path: Path) -> None:
-    """Expiry checked in process, with the clock moved forward instead of waiting."""
+@contextlib.asynccontextmanager
+async def trust_in_process(tmp_path: Path, **options: Any) -> AsyncIterator[Any]:
+    """A Trust on a SQLite store of its own, no controller around it."""
     from swarm.controller.ca import CertificateAuthority
-    from swarm.controller.errors import Unauthenticated
     from swarm.controller.events import EventLog
     from swarm.controller.fleet import Fleet
     from swarm.controller.store.runner import StoreRunner
     from swarm.controller.store.sql import SqlStore
     from swarm.controller.trust import Trust
-    from swarm.pki import make_csr, new_key
 
-    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
-        runner = StoreRunner(SqlStore(f"sqlite:///{tmp_path}/trust.db"))
-        await runner.open()
-        events = EventLog(runner, buffer=100, retention=1000)
-        trust = Trust(
+    runner = StoreRunner(SqlStore(f"sqlite:///{tmp_path}/trust.db"))
+    await runner.open()
+    events = EventLog(runner, buffer=100, retention=1000)
+    try:
+        yield Trust(
             CertificateAuthority.load_or_create(tmp_path / "pki"),
             runner,
             events,
             Fleet(events, y_threshold=5.0),
             cert_lifetime=3600,
+            **options,
         )
-        try:
-            new = await trust.create_token(60, None, "test")
-            import swarm.controller.trust as trust_module
+    finally:
+        await runner.close()
 
-            real = trust_module.time.time
-            monkeypatch.setattr(trust_module.time, "time", lambda: real() + 61)
+
+def move_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    import swarm.controller.trust as trust_module
+
+    real = trust_module.time.time
+    monkeypatch.setattr(trust_module.time, "time", lambda: real() + seconds)
+
+
+def test_expired_token_is_refused(tmp_path: Path) -> None:
+    """Expiry checked in process, with the clock moved forward instead of waiting."""
+    from swarm.controller.errors import Unauthenticated
+    from swarm.pki import make_csr, new_key
+
+    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+        async with trust_in_process(tmp_path) as trust:
+            new = await trust.create_token(60, None, "test")
+            move_clock(monkeypatch, 61)
             with pytest.raises(Unauthenticated, match="expired"):
                 await trust.enroll(new.token, make_csr(new_key(), "a" * 32), "a" * 32, "late")
-        finally:
-            monkeypatch.undo()
-            await runner.close()
 
     with pytest.MonkeyPatch.context() as mp:
         asyncio.run(scenario(mp))
@@ -159,44 +171,21 @@ def test_expired_token_is_refused(tmp_path: Path) -> None:
 def test_live_join_tokens_are_capped_and_expired_ones_do_not_count(tmp_path: Path) -> None:
     """The cap, in process, with the clock moved past the tokens' expiry
     (tests/test_admin_auth.py checks the 409 and revocation on a live controller)."""
-    from swarm.controller.ca import CertificateAuthority
     from swarm.controller.errors import FailedPrecondition
-    from swarm.controller.events import EventLog
-    from swarm.controller.fleet import Fleet
-    from swarm.controller.store.runner import StoreRunner
-    from swarm.controller.store.sql import SqlStore
-    from swarm.controller.trust import Trust
 
     async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
-        runner = StoreRunner(SqlStore(f"sqlite:///{tmp_path}/trust.db"))
-        await runner.open()
-        events = EventLog(runner, buffer=100, retention=1000)
-        trust = Trust(
-            CertificateAuthority.load_or_create(tmp_path / "pki"),
-            runner,
-            events,
-            Fleet(events, y_threshold=5.0),
-            cert_lifetime=3600,
-            max_tokens=2,
-        )
-        try:
+        async with trust_in_process(tmp_path, max_tokens=2) as trust:
             # Two at once cannot both take the last place.
             made = await asyncio.gather(
                 *(trust.create_token(60, None, "test") for _ in range(3)), return_exceptions=True
             )
             refused = [x for x in made if isinstance(x, FailedPrecondition)]
             assert len(refused) == 1 and "2 join tokens are live" in refused[0].message
-            import swarm.controller.trust as trust_module
-
-            real = trust_module.time.time
-            monkeypatch.setattr(trust_module.time, "time", lambda: real() + 61)
+            move_clock(monkeypatch, 61)
             await trust.create_token(600, None, "test")
             await trust.create_token(600, None, "test")
             with pytest.raises(FailedPrecondition, match="--join-tokens-max 2"):
                 await trust.create_token(600, None, "test")
-        finally:
-            monkeypatch.undo()
-            await runner.close()
 
     with pytest.MonkeyPatch.context() as mp:
         asyncio.run(scenario(mp))

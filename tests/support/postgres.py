@@ -202,24 +202,19 @@ class PostgresServer:
             self.stop()
             raise
 
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            "pg_ctl",
+            *("start", "-D", str(self.data_dir), "-l", str(self.log_path)),
+            *("-o", f"-p {self.port}", "-w", "-t", str(int(START_TIMEOUT))),
+        )
+
     def _start_on_free_port(self) -> None:
         # The port is free when chosen but could be taken before the server
         # binds it; try again on another one if that happens.
         for attempt in range(1, START_ATTEMPTS + 1):
             self.port = free_port()
-            result = self._run(
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_path),
-                "-o",
-                f"-p {self.port}",
-                "-w",
-                "-t",
-                str(int(START_TIMEOUT)),
-            )
+            result = self._pg_ctl_start()
             if result.returncode == 0:
                 self._running = True
                 self._wait_accepting()
@@ -308,22 +303,7 @@ class PostgresServer:
 
     def restart(self) -> None:
         """Start the server again on its port, after kill() or a stop."""
-        self._check(
-            self._run(
-                "pg_ctl",
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_path),
-                "-o",
-                f"-p {self.port}",
-                "-w",
-                "-t",
-                str(int(START_TIMEOUT)),
-            ),
-            "pg_ctl start (restart)",
-        )
+        self._check(self._pg_ctl_start(), "pg_ctl start (restart)")
         self._running = True
         self._wait_accepting()
 
