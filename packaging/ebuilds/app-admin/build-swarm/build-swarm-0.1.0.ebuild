@@ -38,7 +38,8 @@ RDEPEND="
 	controller? (
 		acct-group/build-swarm
 		acct-user/build-swarm
-		>=dev-python/aiohttp-3.9[${PYTHON_USEDEP}]
+		>=dev-python/aiohttp-3.14[${PYTHON_USEDEP}]
+		<dev-python/aiohttp-3.15
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
 		sys-apps/portage[${PYTHON_USEDEP}]
 		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
