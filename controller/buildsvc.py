@@ -27,6 +27,7 @@ from swarm.controller.errors import SwarmError
 from swarm.controller.faults import own_fault
 from swarm.controller.gateway import grpc_status
 from swarm.controller.staging import StagingBinhost
+from swarm.controller.unparsable import Unparsable
 from swarm.v1 import build_pb2, build_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def _own_faults(what: str) -> Iterator[None]:
     """Turn the controller's own failures inside a call into _Retry."""
     try:
         yield
-    except (grpc.aio.AbortError, _Retry):
-        raise
+    except (grpc.aio.AbortError, _Retry, Unparsable):
+        raise  # an Unparsable message is the drone's: ParseGuard answers INVALID_ARGUMENT
     except Exception as exc:
         why = own_fault(exc)
         if why is None and isinstance(exc, SwarmError) and type(exc) is not SwarmError:

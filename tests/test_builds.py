@@ -115,7 +115,7 @@ def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swar
         ({"atoms": []}, 400, "non-empty list"),
         ({"atoms": ["not an atom!"]}, 400, "not a package atom"),
         ({"atoms": ["swarm-test/no-such-package"]}, 404, "no ebuilds to satisfy"),
-        ({"atoms": "swarm-test/leaf-data", "session": ""}, 400, "session must be"),
+        ({"atoms": "swarm-test/leaf-data", "session": ""}, 400, "session must not be empty"),
     ],
 )
 def test_bad_queue_requests_are_refused(swarm: Swarm, body: dict[str, Any], status: int, needle: str) -> None:

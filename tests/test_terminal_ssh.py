@@ -338,9 +338,12 @@ def test_the_console_offers_and_opens_an_ssh_terminal_for_an_offline_drone(
     expect(row).to_contain_text("offline", timeout=WAIT_MS)
     button = row.get_by_role("button", name="Terminal (SSH)")
     expect(button).to_be_enabled()
-    # The Terminal page's list offers it too, over SSH only (no agent to go through).
+    # The Terminal page's list offers it too, over SSH only (no agent to go through),
+    # beside the drones file's "here", whose shell is the controller host's own.
     page.click('nav a[data-page="terminal"]')
-    expect(page.locator("#terminal-drone option")).to_have_text(["down (via SSH, offline)"], timeout=WAIT_MS)
+    expect(page.locator("#terminal-drone option")).to_have_text(
+        ["down (via SSH, offline)", "here (local shell, offline)"], timeout=WAIT_MS
+    )
 
     page.click('nav a[data-page="drones"]')
     button.click()
