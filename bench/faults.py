@@ -18,6 +18,7 @@ every drone is online again and /api/v1/health answers 200 without
 ``degraded``. Targets: 0, 0, 0, 0 and under 10 s.
 
 Faults: ``controller-kill9`` (SQLite: kill -9, restarted at once),
+``controller-kill9-postgres`` (the same with the database on PostgreSQL),
 ``postgres-kill9`` (the PostgreSQL server killed, restarted after
 ``--pg-down`` s; the server runs with fsync and synchronous_commit on, so
 that what it acknowledged survives its kill), ``postgres-stop`` (SIGSTOP for ``--freeze`` s),
@@ -25,10 +26,7 @@ that what it acknowledged survives its kill), ``postgres-stop`` (SIGSTOP for ``-
 database's write lock is held so that the upload is retrying when the
 kill comes; the agent is then started again, as its supervisor would) and
 ``disk-full`` (the data dir on a ``--disk-mb`` MiB tmpfs, filled for
-``--full-seconds`` s; needs root for the mount). The three that need the
-store to reconnect and retry report "needs i14-store" while
-``swarm.controller.store`` has no ``StoreUnavailable`` (``--run-all`` runs
-them anyway).
+``--full-seconds`` s; needs root for the mount).
 
 Run from the repository root::
 
@@ -40,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
 import shlex
@@ -77,8 +74,14 @@ import prefix as pfx
 
 from support.postgres import PostgresServer
 
-FAULTS = ("controller-kill9", "postgres-kill9", "postgres-stop", "agent-kill9-upload", "disk-full")
-NEEDS_STORE = frozenset({"postgres-kill9", "postgres-stop", "disk-full"})
+FAULTS = (
+    "controller-kill9",
+    "controller-kill9-postgres",
+    "postgres-kill9",
+    "postgres-stop",
+    "agent-kill9-upload",
+    "disk-full",
+)
 OVERLAY = ROOT / "tests" / "fixtures" / "overlay"
 CATEGORY = "swarm-test"
 BAD = frozenset({"broken"})  # fails on purpose: not a good package
@@ -99,7 +102,6 @@ class Options:
     disk_mb: int
     full_seconds: float
     timeout: float
-    run_all: bool
     keep: bool
     json_path: Path | None
 
@@ -115,7 +117,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--disk-mb", type=int, default=20, help="size of the data dir's tmpfs in MiB (default 20)")
     p.add_argument("--full-seconds", type=float, default=30.0, help="seconds the data dir stays full")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a session may take (default 600)")
-    p.add_argument("--run-all", action="store_true", help="run the faults that need i14-store regardless")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     a = p.parse_args(argv)
@@ -126,17 +127,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     if a.rounds < 1:
         p.error("--rounds must be at least 1")
     return Options(
-        faults, a.rounds, a.pg_down, a.freeze, a.disk_mb, a.full_seconds, a.timeout, a.run_all, a.keep, a.json
+        faults, a.rounds, a.pg_down, a.freeze, a.disk_mb, a.full_seconds, a.timeout, a.keep, a.json
     )
-
-
-def store_reconnects() -> bool:
-    """Whether this controller's store has the reconnect work (issue 14, item 1)."""
-    for module in ("swarm.controller.store.sql", "swarm.controller.store.base", "swarm.controller.store"):
-        with contextlib.suppress(ImportError):
-            if hasattr(importlib.import_module(module), "StoreUnavailable"):
-                return True
-    return False
 
 
 def good_packages() -> list[str]:
@@ -250,7 +242,7 @@ class Round:
             extra += ["--heal-grace", "3600"]
         if self.fault == "disk-full" and flag_supported(Controller.MODULE, "--disk-min-free-mb"):
             extra += ["--disk-min-free-mb", str(DISK_MIN_FREE_MB)]
-        if self.fault.startswith("postgres"):
+        if "postgres" in self.fault:
             self.pg = PostgresServer(durable=True)  # what it acknowledged survives its kill -9
             self.pg.start()
             self.pg.create_database("swarm")
@@ -356,7 +348,7 @@ class Round:
     def inject(self) -> float:
         """Inject the fault; returns when (monotonic) the dependency was back."""
         assert self.controller is not None
-        if self.fault == "controller-kill9":
+        if self.fault in ("controller-kill9", "controller-kill9-postgres"):
             self.controller.kill9()
             self.controller.start()
             return time.monotonic()
@@ -530,15 +522,12 @@ def summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
-    head = f"{'fault':<20} {'rounds':>6} {'jobs lost':>9} {'dup builds':>10} {'good failed':>11} "
+    head = f"{'fault':<25} {'rounds':>6} {'jobs lost':>9} {'dup builds':>10} {'good failed':>11} "
     head += f"{'events lost':>11} {'recover s (median/max)':>23}  verdict"
     lines = [head, "-" * len(head)]
     for fault, result in results.items():
-        if "skipped" in result:
-            lines.append(f"{fault:<20} {result['skipped']}")
-            continue
         if "error" in result:
-            lines.append(f"{fault:<20} error: {result['error']}")
+            lines.append(f"{fault:<25} error: {result['error']}")
             continue
         s = result["summary"]
         met = (
@@ -546,7 +535,7 @@ def report(results: dict[str, Any]) -> str:
             and s["recover_s_max"] < TARGET_RECOVER_S
         )
         lines.append(
-            f"{fault:<20} {s['rounds']:>6} {s['jobs_lost']:>9} {s['duplicate_builds']:>10} "
+            f"{fault:<25} {s['rounds']:>6} {s['jobs_lost']:>9} {s['duplicate_builds']:>10} "
             f"{s['good_failed']:>11} {s['events_lost']:>11} "
             f"{s['recover_s_median']:>11.1f} / {s['recover_s_max']:<9.1f}  {'met' if met else 'MISSED'}"
         )
@@ -588,19 +577,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     own_pid_group()
     packages = good_packages()
-    have_store = store_reconnects()
     results: dict[str, Any] = {}
     children = Children()
     try:
         with workdir(opts.keep) as work:
             for fault in opts.faults:
-                if fault in NEEDS_STORE and not have_store and not opts.run_all:
-                    results[fault] = {
-                        "skipped": "needs i14-store (the store's reconnect and retry work is not on this "
-                        "branch; --run-all runs it anyway)"
-                    }
-                    say(f"{fault}: needs i14-store, skipped")
-                    continue
                 rounds = []
                 try:
                     for index in range(1, opts.rounds + 1):

@@ -91,10 +91,6 @@ def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
         "0.5",
         "--portage-eprefix",
         str(portage.root),
-        # Many join tokens are created on purpose; the default cap would turn
-        # the rest into (documented) 409s and hide the handler behind them.
-        "--join-tokens-max",
-        "100000",
     )
     agents: list[Agent] = []
     try:
