@@ -306,8 +306,8 @@ def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swa
     assert_taken(swarm, job)
     # Its log reached the controller whole, resumed where the disk cut it off.
     kept = builder.state_dir / "builds" / build_log_name(job["id"], job["build_id"])
-    stored = small_disk / "data" / "buildlogs" / f"{job['build_id']}.log"
-    assert stored.read_bytes() == kept.read_bytes()
+    received = small_disk / "data" / "buildlogs" / f"{job['build_id']}.log"
+    assert received.read_bytes() == kept.read_bytes()
     during = said(watched.follower.during(filled, back))
     assert any(s.startswith("degraded") and "disk_low" in s for s in during), during
     # Said once the disk had room again, and written with everything else.
