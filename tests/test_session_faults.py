@@ -44,6 +44,7 @@ from support.procs import Agent, wait_for
 from support.session_faults import (
     FAST_HEALTH,
     EventFollower,
+    HealthSample,
     Outcome,
     database,
     said,
@@ -168,6 +169,14 @@ def wait_degraded(swarm: Swarm, *codes: str) -> dict[str, object]:
     return found
 
 
+def degraded_with(samples: list[HealthSample], code: str) -> bool:
+    """Whether a client asking health meanwhile was told 'degraded' for that reason."""
+    assert samples, "health was never asked during the fault"
+    told = any(s.status == "degraded" and code in s.codes for s in samples)
+    assert told, f"health said {said(samples)}, never degraded for {code}"
+    return told
+
+
 def wait_ok(swarm: Swarm) -> None:
     wait_for(lambda: health(swarm)["status"] == "ok", timeout=RECOVERY, what="health ok again")
 
@@ -242,7 +251,7 @@ def test_a_session_completes_through_a_postgresql_killed_and_restarted(
         swarm.wait_complete(watched.session_id)
     assert "the controller's database is unavailable" in refused, refused
     assert_taken(swarm, job)
-    assert "degraded (database_unreachable)" in said(watched.follower.during(killed, back))
+    assert degraded_with(watched.follower.during(killed, back), "database_unreachable")
     assert {"store_unavailable", "store_recovered"} <= seen_types(watched)
     assert_whole(outcome(swarm, pg.url("swarm"), watched), watched)
     assert health(swarm)["status"] == "ok"
@@ -268,7 +277,7 @@ def test_a_session_completes_through_a_postgresql_stopped_a_while(
         wait_ok(swarm)
         swarm.wait_complete(watched.session_id)
     assert_taken(swarm, job)
-    assert "degraded (database_stalled)" in said(watched.follower.during(frozen, back))
+    assert degraded_with(watched.follower.during(frozen, back), "database_stalled")
     assert {"store_unavailable", "store_recovered"} <= seen_types(watched)
     assert_whole(outcome(swarm, pg.url("swarm"), watched), watched)
     assert health(swarm)["status"] == "ok"
@@ -308,8 +317,7 @@ def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swa
     kept = builder.state_dir / "builds" / build_log_name(job["id"], job["build_id"])
     received = small_disk / "data" / "buildlogs" / f"{job['build_id']}.log"
     assert received.read_bytes() == kept.read_bytes()
-    during = said(watched.follower.during(filled, back))
-    assert any(s.startswith("degraded") and "disk_low" in s for s in during), during
+    assert degraded_with(watched.follower.during(filled, back), "disk_low")
     # Said once the disk had room again, and written with everything else.
     assert {"disk_low", "disk_ok", "store_unavailable", "store_recovered"} <= seen_types(watched)
     result = outcome(swarm, db, watched)
