@@ -63,6 +63,14 @@ def database_locked(swarm: Swarm) -> Iterator[None]:
     finally:
         db.rollback()
         db.close()
+    # Health (from memory, checked every 2 s) says "writes failing" until its
+    # next probe write: POST /queue is a 503 until then, so the next test
+    # would meet one.
+    wait_for(
+        lambda: swarm.controller.get("/api/v1/health")["status"] == "ok",
+        timeout=30,
+        what="health ok once the database takes writes again",
+    )
 
 
 def building(swarm: Swarm, cpv: str) -> dict[str, Any]:
