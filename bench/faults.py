@@ -9,8 +9,10 @@ under way (2 jobs done, one building) the fault is injected; the bench then
 waits for the session to complete and reads the database directly.
 
 Printed per fault: jobs lost (queued but never done), duplicate builds
-(emerge runs beyond one per job, counted from the drones' build logs),
-good packages failed (``job_failed_on_drone`` events and failed jobs: every
+(builds beyond one per attempt that history shows: the drones' build logs,
+one per build a drone ran, against the attempts in the database; a requeue
+is an attempt, a build no attempt accounts for is a duplicate), good
+packages failed (``job_failed_on_drone`` events and failed jobs: every
 package here builds), events lost (served to a client following
 /api/v1/events during the round, not in the database afterwards) and
 seconds to recover without a human: from the dependency being back until
@@ -47,7 +49,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import prefix as pfx
 
 from support.postgres import PostgresServer
+from support.session_faults import EventFollower, said, session_outcome
 
 FAULTS = (
     "controller-kill9",
@@ -147,57 +149,6 @@ class Drone:
     state: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
-
-
-class EventFollower:
-    """Follows /api/v1/events like a client, from a thread: what it saw was
-    served. Also samples /api/v1/health each time: what it said, and how long
-    it took to say it."""
-
-    def __init__(self, port: int) -> None:
-        self._api = Api(port, timeout=5.0)
-        self._health = Api(port, timeout=5.0)
-        self.seen: dict[int, str] = {}
-        self.health: list[tuple[float, float, str]] = []  # (monotonic, seconds taken, status)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-follower", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        last = 0
-        while not self._stop.wait(0.3):
-            with contextlib.suppress(Exception):
-                status, body = self._api.get(f"/api/v1/events?since={last}&limit=1000")
-                if status == 200:
-                    for event in body["events"]:
-                        self.seen[int(event["id"])] = str(event["type"])
-                        last = max(last, int(event["id"]))
-            asked = time.monotonic()
-            try:
-                status, body = self._health.get("/api/v1/health")
-                said = str(body.get("status", "ok")) if status == 200 else f"HTTP {status}"
-                if said != "ok" and isinstance(body, dict):
-                    said += reasons(body)
-            except Exception as exc:
-                said = f"no answer ({type(exc).__name__})"
-            self.health.append((asked, time.monotonic() - asked, said))
-
-    def during(self, start: float, end: float) -> dict[str, Any]:
-        """What health said between start and end (monotonic), and its slowest answer."""
-        samples = [(took, said) for at, took, said in self.health if start <= at <= end]
-        said = sorted({s for _, s in samples if s != "ok"})
-        return {
-            "health_during": said or (["ok"] if samples else ["no sample"]),
-            "health_slowest_s": round(max((t for t, _ in samples), default=0.0), 2),
-        }
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._api.close()
-        self._health.close()
 
 
 @dataclass
@@ -404,7 +355,7 @@ class Round:
 
     def run(self, packages: Sequence[str]) -> dict[str, Any]:
         assert self.admin is not None and self.controller is not None and self.controller.ports is not None
-        follower = EventFollower(self.controller.ports.public)
+        follower = EventFollower(f"http://{HOST}:{self.controller.ports.public}", interval=0.3)
         follower.start()
         try:
             status, body = self.admin.post("/admin/api/queue", {"atoms": list(packages)})
@@ -439,7 +390,11 @@ class Round:
             follower.stop()
         self.stop()
         figures = self.figures(session_id, queued, follower.seen)
-        figures.update(follower.during(injected, back))
+        samples = follower.during(injected, back)
+        figures.update(
+            health_during=[h for h in said(samples) if h != "ok"] or (["ok"] if samples else ["no sample"]),
+            health_slowest_s=round(max((h.took for h in samples), default=0.0), 2),
+        )
         figures.update(
             recover_s=round(recover_s, 2),
             fault_s=round(back - injected, 1),
@@ -449,56 +404,20 @@ class Round:
         return figures
 
     def figures(self, session_id: str, queued: dict[str, str], seen: dict[int, str]) -> dict[str, Any]:
-        rows = self.rows(session_id)
-        states = {job_id: state for job_id, state in rows["jobs"]}
-        lost = [j for j in queued if states.get(j) not in ("done", "failed")]
-        failed_jobs = [j for j in queued if states.get(j) == "failed"]
-        stored = rows["event_ids"]
-        events_lost = sorted(i for i in seen if i not in stored)
-        logs = [p for d in self.drones for j in queued for p in (d.state / "builds").glob(f"{j}.*.log")]
+        where: Path | str = self.pg.url("swarm") if self.pg is not None else self.data / "swarm.db"
+        drones = {d.name: d.state for d in self.drones}
+        outcome = session_outcome(where, session_id, list(queued), drones, seen)
         return {
             "jobs": len(queued),
-            "jobs_lost": len(lost),
-            "duplicate_builds": max(0, len(logs) - len(queued)),
-            "good_failed": rows["failed_on_drone"] + len(failed_jobs),
-            "events_seen": len(seen),
-            "events_lost": len(events_lost),
-            "events_lost_types": sorted({seen[i] for i in events_lost}),
-            "requeued": rows["requeued"],
+            "jobs_lost": len(outcome.lost),
+            "duplicate_builds": outcome.duplicate_builds,
+            "good_failed": outcome.good_failed,
+            "grounded": outcome.grounded,
+            "events_seen": outcome.events_seen,
+            "events_lost": len(outcome.events_lost),
+            "events_lost_types": sorted(set(outcome.events_lost.values())),
+            "requeued": outcome.requeued,
         }
-
-    def rows(self, session_id: str) -> dict[str, Any]:
-        def read_all(run: Any) -> dict[str, Any]:
-            return {
-                "jobs": run("SELECT id, state FROM job WHERE session_id = %s", (session_id,)),
-                "event_ids": {r[0] for r in run("SELECT id FROM event", ())},
-                "failed_on_drone": run("SELECT count(*) FROM event WHERE type = 'job_failed_on_drone'", ())[
-                    0
-                ][0],
-                "requeued": run("SELECT count(*) FROM event WHERE type = 'job_requeued'", ())[0][0],
-            }
-
-        if self.pg is None:
-            with contextlib.closing(sqlite3.connect(self.data / "swarm.db")) as db:
-                return read_all(lambda sql, args: db.execute(sql.replace("%s", "?"), args).fetchall())
-        import psycopg2
-
-        with contextlib.closing(psycopg2.connect(self.pg.url("swarm"))) as conn, conn.cursor() as cur:
-
-            def run(sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-
-            return read_all(run)
-
-
-def reasons(health: dict[str, Any]) -> str:
-    """Why health is not ok, in short: its reasons' codes, if it gives any."""
-    why = health.get("reasons") or health.get("reason")
-    if isinstance(why, list):
-        codes = [str(r.get("code", r)) if isinstance(r, dict) else str(r) for r in why]
-        return f" ({', '.join(codes)[:120]})"
-    return f" ({str(why)[:120]})" if why else ""
 
 
 def read(path: Path) -> str:
@@ -548,8 +467,8 @@ def report(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"    round {r['index']}: {r['jobs']} jobs, fault {r['fault_s']}s, "
-                f"session {r['session_s']}s, "
-                f"{r['requeued']} requeued, {r['events_seen']} events seen{extra}{notes}"
+                f"session {r['session_s']}s, {r['requeued']} requeued, {r['grounded']} grounded, "
+                f"{r['events_seen']} events seen{extra}{notes}"
             )
     lines.append(
         f"targets: 0 lost, 0 duplicates, 0 good failed, 0 events lost, recovery < {TARGET_RECOVER_S:.0f}s"

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
+from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a full data disk)
 from support.procs import Agent, Controller, enroll
 from support.sshd import SshServer, sshd_server
 

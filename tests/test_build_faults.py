@@ -18,7 +18,6 @@ import os
 import signal
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -27,7 +26,7 @@ import pytest
 from swarm.agent.logs import build_log_name
 from swarm.controller.builds import CRASH_HOOK_ENV
 
-from support.builds import Swarm, start_swarm
+from support.builds import Swarm, start_swarm, upload_refused_line
 from support.procs import Agent, http, wait_for
 
 # Real emerge builds, a controller restarted twice.
@@ -64,6 +63,14 @@ def database_locked(swarm: Swarm) -> Iterator[None]:
     finally:
         db.rollback()
         db.close()
+    # Health (from memory, checked every 2 s) says "writes failing" until its
+    # next probe write: POST /queue is a 503 until then, so the next test
+    # would meet one.
+    wait_for(
+        lambda: swarm.controller.get("/api/v1/health")["status"] == "ok",
+        timeout=30,
+        what="health ok once the database takes writes again",
+    )
 
 
 def building(swarm: Swarm, cpv: str) -> dict[str, Any]:
@@ -80,36 +87,9 @@ def agent_named(swarm: Swarm, name: str) -> Agent:
     return next(a for a in swarm.agents if a.name == name)
 
 
-def upload_refused_line(agent: Agent, build_id: str) -> str | None:
-    """The agent's log line saying the upload of the build was refused as UNAVAILABLE."""
-    needle = f"build {build_id}: upload of "
-    return next(
-        (line for line in agent.log().splitlines() if needle in line and "interrupted (UNAVAILABLE" in line),
-        None,
-    )
-
-
-def wait_complete(swarm: Swarm, session_id: str) -> None:
-    wait_for(
-        lambda: any(
-            s["id"] == session_id and s["state"] == "complete"
-            for s in swarm.controller.get("/api/v1/sessions")["sessions"]
-        ),
-        timeout=BUILD_TIMEOUT,
-        interval=0.25,
-        what=f"session {session_id} complete",
-    )
-
-
 def events(swarm: Swarm, kind: str, job_id: str | None = None) -> list[dict[str, Any]]:
     found = swarm.controller.events(type=kind)
     return [e for e in found if job_id is None or e["data"].get("job_id") == job_id]
-
-
-def drone_packages(swarm: Swarm, agent: Agent, cpv: str) -> list[Path]:
-    category, _, pf = cpv.partition("/")
-    pkgdir = swarm.root / f"{agent.name}-prefix" / "var" / "cache" / "binpkgs" / category
-    return sorted(pkgdir.rglob(f"{pf}*.gpkg.tar"))
 
 
 def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_against_the_drone(
@@ -127,7 +107,7 @@ def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_again
         )
     assert "the controller's database is unavailable" in refused, refused
 
-    wait_complete(swarm, session_id)
+    swarm.wait_complete(session_id)
     done = swarm.jobs()[cpv]
     # The same attempt went through once the database was back: no retry elsewhere.
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, job["build_id"])
@@ -154,7 +134,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
             what="the upload under way (refused while the database is locked)",
         )
         victim.kill()  # SIGKILL, in the middle of retrying its upload
-    left = drone_packages(swarm, victim, cpv)
+    left = swarm.drone_packages(victim.name, cpv)
     assert left, "the killed drone has no package of the build"
 
     victim.start()  # its Hello says it runs nothing: the upload is lost
@@ -170,7 +150,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     )
     assert not any(p.exists() for p in left), left
 
-    wait_complete(swarm, session_id)
+    swarm.wait_complete(session_id)
     done = swarm.jobs()[cpv]
     assert done["state"] == "done"
     assert not events(swarm, "job_failed_on_drone")
@@ -214,7 +194,7 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
     session_id = next(
         s["id"] for s in controller.get("/api/v1/sessions")["sessions"] if s["state"] != "complete"
     )
-    wait_complete(swarm, session_id)
+    swarm.wait_complete(session_id)
     done = swarm.jobs()[cpv]
     # The drone's Hello resumed the saved attempt: built once, under the saved build id.
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, build_id)
@@ -259,7 +239,7 @@ def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Swar
         assert all(gone(pid) for pid in emerge), "the orphaned emerge still runs"
         assert "killed its emerge left running" in victim.log()
 
-        wait_complete(swarm, session_id)
+        swarm.wait_complete(session_id)
         done = swarm.jobs()[cpv]
         assert done["state"] == "done" and done["drone"] != victim.name and done["attempts"] == 2
         assert not events(swarm, "job_failed_on_drone")

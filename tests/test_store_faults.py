@@ -15,12 +15,9 @@ SWARM_FAULT_OUTAGE (PostgreSQL down, default 1), SWARM_FAULT_FREEZE
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +25,14 @@ from typing import Any
 
 import pytest
 
+from support.disk import fill
 from support.postgres import PostgresServer, private_server
 from support.procs import Controller, http, wait_for
+from support.session_faults import FAST_HEALTH
 
 OUTAGE = float(os.environ.get("SWARM_FAULT_OUTAGE", "1"))
 FREEZE = float(os.environ.get("SWARM_FAULT_FREEZE", "2"))
 FULL = float(os.environ.get("SWARM_FAULT_FULL", "1"))
-# Quick checks for a quick test: the defaults (2 s, 10 s, 5 s) are for production.
-FAST_HEALTH = ("--health-interval", "0.2", "--db-stall-after", "0.5", "--db-retry-max", "0.5")
 RECOVERY = 20.0  # deadline for coming back once the dependency is back
 
 
@@ -213,26 +210,6 @@ def test_the_controller_stops_while_postgresql_is_frozen(pg: PostgresServer, on_
 
 
 @pytest.fixture(scope="module")
-def small_disk() -> Iterator[Path]:
-    """A 24 MiB tmpfs, mounted for this module and removed after it."""
-    mountpoint = Path(tempfile.mkdtemp(prefix="swarm-small-disk-"))
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        mountpoint.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs (root needed): {result.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-        mountpoint.rmdir()
-
-
-@pytest.fixture(scope="module")
 def on_small_disk(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     # Only the data dir on the small disk: the test's log stays readable.
     proc = Controller(
@@ -250,29 +227,6 @@ def on_small_disk(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) ->
         proc.kill()
 
 
-def fill(disk: Path) -> Path:
-    """Fill the disk up. The WAL is emptied first: SQLite reuses a WAL's
-    space after a checkpoint, and small writes that fit in it would still
-    succeed (truthfully: health then says disk_low only). Emptied, any
-    write needs new space, as a busy database soon does."""
-    conn = sqlite3.connect(disk / "data" / "swarm.db", timeout=5)
-    try:
-        # Busy (1) while the controller is in a write: try again.
-        wait_for(
-            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
-            what="the WAL emptied",
-        )
-    finally:
-        conn.close()
-    filler = disk / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
-        chunk = b"\0" * 65536
-        while True:
-            out.write(chunk)
-            out.flush()
-    return filler
-
-
 def sqlite_event_ids(disk: Path) -> set[int]:
     conn = sqlite3.connect(disk / "data" / "swarm.db", timeout=5)
     try:
@@ -288,7 +242,7 @@ def test_a_full_data_disk_degrades_health_and_writes_resume_once_freed(
     assert (small_disk / "data" / "swarm.db").exists()
     assert_healthy(controller)
     before = controller.events()[-1]["id"]
-    filler = fill(small_disk)
+    filler = fill(small_disk, small_disk / "data" / "swarm.db")
     try:
         wrong_key(controller)
         full = wait_for(

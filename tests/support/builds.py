@@ -14,6 +14,7 @@ import prefix as pfx
 from support.procs import Agent, Controller, enroll, wait_for
 
 EMERGE = Path(sys.executable).parent / "emerge"
+BUILD_TIMEOUT = 180.0
 BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
 
 
@@ -36,6 +37,54 @@ class Swarm:
 
     def jobs(self) -> dict[str, dict[str, Any]]:
         return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
+
+    def session_by_id(self, session_id: str) -> dict[str, Any] | None:
+        sessions = self.controller.get("/api/v1/sessions")["sessions"]
+        return next((s for s in sessions if s["id"] == session_id), None)
+
+    def wait_under_way(
+        self, session_id: str, *, done: int = 1, timeout: float = BUILD_TIMEOUT
+    ) -> dict[str, int]:
+        """Wait until ``done`` jobs of the session are done and one is building; its counts."""
+        counts: dict[str, int] = wait_for(
+            lambda: (
+                (s := self.session_by_id(session_id))
+                and s["jobs"]["done"] >= done
+                and s["jobs"]["building"] >= 1
+                and s["jobs"]
+            ),
+            timeout=timeout,
+            interval=0.05,
+            what=f"session {session_id} under way ({done} done, one building)",
+        )
+        return counts
+
+    def wait_complete(self, session_id: str, *, timeout: float = BUILD_TIMEOUT) -> None:
+        wait_for(
+            lambda: (s := self.session_by_id(session_id)) and s["state"] == "complete",
+            timeout=timeout,
+            interval=0.25,
+            what=f"session {session_id} complete",
+        )
+
+    def drone_packages(self, drone: str, cpv: str) -> list[Path]:
+        """The binary packages of ``cpv`` in a drone's PKGDIR (built there, or fetched)."""
+        category, _, pf = cpv.partition("/")
+        pkgdir = self.root / f"{drone}-prefix" / "var" / "cache" / "binpkgs" / category
+        return sorted(pkgdir.rglob(f"{pf}*.gpkg.tar"))
+
+    def agent_dirs(self) -> dict[str, Path]:
+        """Drone name -> the agent's state dir (its builds/ holds a log per build it ran)."""
+        return {a.name: a.state_dir for a in self.agents}
+
+
+def upload_refused_line(agent: Agent, build_id: str) -> str | None:
+    """The agent's log line saying the upload of the build was refused as UNAVAILABLE."""
+    needle = f"build {build_id}: upload of "
+    return next(
+        (line for line in agent.log().splitlines() if needle in line and "interrupted (UNAVAILABLE" in line),
+        None,
+    )
 
 
 def start_swarm(
