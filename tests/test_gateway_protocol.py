@@ -129,7 +129,9 @@ def test_protocol_violations_get_a_clear_status_and_an_event(
     _, _, received = asyncio.run(
         exchange(controller.grpc_target, raw.creds, [hello("raw", raw.drone_id), hello("raw", raw.drone_id)])
     )
-    assert received == ["welcome"]
+    # A ping may come between the Welcome and the refusal of the second Hello
+    # (the controller pings a new stream at once; seen on a loaded CI machine).
+    assert [r for r in received if r != "ping"] == ["welcome"]
 
 
 def test_a_certificate_cannot_claim_another_drones_id(
