@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any, Protocol
 
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
@@ -54,6 +55,10 @@ class Link(Protocol):
     peer: str
 
     def send(self, message: Any) -> bool: ...
+
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        """Ask the agent to open a channel (channels.py); False if it is not keeping up."""
+        ...
 
     def close(self, code: str, details: str) -> None: ...
 

@@ -18,11 +18,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from swarm.clock import iso
-from swarm.controller import serde
+from swarm.controller import channel_serde, serde
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key, peer_host
 from swarm.controller.builds import BuildQueue
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
@@ -77,6 +78,9 @@ class DroneSession:
         except asyncio.QueueFull:
             return False
         return True
+
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        return self.send(channel_serde.open_channel(channel_id, request))
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
         """The reader or writer ended: the stream is over. A peer's mistakes

@@ -32,6 +32,7 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 FAST_MODULES = frozenset(
     {
         "test_admin_limits",
+        "test_channels",
         "test_config",
         "test_detection",
         "test_dronetype",
