@@ -178,7 +178,9 @@ class Channel:
                 if self._writing:
                     await asyncio.wait({writer}, timeout=WRITE_GRACE)
                 writer.cancel()
-            await asyncio.gather(*(t for t in (reader, aborted, writer) if t), return_exceptions=True)
+            await asyncio.gather(
+                *(t for t in (reader, aborted, writer) if t is not None), return_exceptions=True
+            )
             self._ended(closed, why, broken)
 
     async def _write(self, far: FarEnd, outbox: asyncio.Queue[OutFrame]) -> None:
@@ -270,11 +272,11 @@ class Channels:
 
     async def stop(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for the open channels to end, then cut the rest."""
-        await self.until(lambda: not self._open, grace)
+        await self._until(lambda: not self._open, grace)
         for channel in list(self._open.values()):
             channel.abort()
 
-    async def until(self, done: Callable[[], bool], timeout: float) -> None:
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait until ``done()`` holds, checked each time a channel goes, for at most ``timeout``."""
         deadline = time.monotonic() + timeout
         while not done() and time.monotonic() < deadline:
