@@ -33,6 +33,7 @@ from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
+from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
@@ -47,6 +48,7 @@ from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
+from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
@@ -71,13 +73,15 @@ class Ports:
     public: int
     admin: int
     enroll: int | None
+    metrics: int | None = None
 
 
 class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        self.metrics = Metrics()
         self.store = SqlStore(config.db_url)
-        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max)
+        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max, timing=self.metrics.store_call)
         self.protolog = ProtocolLog(config.protocol_buffer)
         self.events = EventLog(
             self.runner,
@@ -109,7 +113,12 @@ class Controller:
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(
-            self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout, bounds=self.bounds
+            self.fleet,
+            self.events,
+            self.protolog,
+            hello_timeout=config.hello_timeout,
+            bounds=self.bounds,
+            metrics=self.metrics,
         )
         self.started_at = time.time()
         self.trust: Trust | None = None
@@ -121,6 +130,16 @@ class Controller:
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
         self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
+        # Read when scraped; builds, healer and websockets join it as they start.
+        self.live = LiveCollector(
+            self.fleet,
+            self.gateway,
+            self.runner,
+            self.shells,
+            started_at=self.started_at,
+            database=self.store.backend,
+        )
+        self.metrics.watch(self.live)
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         # Lines a peer can cause on the web tiers' connections, once per burst.
@@ -167,7 +186,9 @@ class Controller:
             heal_settings(config),
             file_entries=self._drones_file(),
             enrolled=self.trust.enrolled if self.trust is not None else None,
+            metrics=self.metrics,
         )
+        self.live.healer = self.healer
         await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
@@ -188,25 +209,40 @@ class Controller:
             pinger=self.pinger,
             shells=self.shells,
             selfcheck=self.selfcheck,
+            metrics=self.metrics,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
         )
         admin_app = admin.create_app(services, keys)
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
+        self.live.websockets = web_metrics.websocket_clients(admin_app)
+        metrics_port = None
+        if config.metrics_port is not None:
+            metrics_port = await self._serve(
+                web_metrics.create_app(services), config.admin_bind, config.metrics_port, "metrics"
+            )
+            log.info(
+                "metrics served without authentication at http://%s:%d/metrics",
+                config.admin_bind,
+                metrics_port,
+            )
         if self.staging is not None:
             host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
             base = config.public_url or f"http://{host}:{public_port}"
             self.staging.url = base.rstrip("/") + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
 
+        await self.metrics.start()
         await self.selfcheck.start()
         await self.health.start()
         await self.pinger.start()
         await self.writer.start()
         await self.alerter.start()
         await self.healer.start()
-        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port)
+        self.ports = Ports(
+            grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port, metrics=metrics_port
+        )
         self.events.emit(
             "controller_started",
             f"controller {__version__} started",
@@ -269,7 +305,10 @@ class Controller:
             ground_after=config.ground_after,
             cooldown=config.ground_cooldown,
         )
-        self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
+        self.builds = BuildQueue(
+            self.fleet, self.events, self.runner, self.portage, self.staging, settings, metrics=self.metrics
+        )
+        self.live.builds = self.builds
         await self.builds.start()
         self.gateway.builds = self.builds
         log.info(
@@ -356,6 +395,7 @@ class Controller:
                     "public_port": ports.public,
                     "admin_port": ports.admin,
                     "enroll_port": ports.enroll,
+                    "metrics_port": ports.metrics,
                     "admin_key_file": str(self.config.admin_key_path),
                     "ca_pin": self.trust.ca.pin if self.trust is not None else None,
                     "staging_url": self.staging.url if self.staging is not None else None,
@@ -408,6 +448,7 @@ class Controller:
         await self.health.stop()
         await self.selfcheck.stop()
         await self.writer.stop()
+        await self.metrics.stop()
 
     async def _stop_store(self) -> None:
         self.events.emit("controller_stopped", "controller stopped")

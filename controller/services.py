@@ -10,6 +10,7 @@ from swarm.controller.config import ControllerConfig
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
+from swarm.controller.metrics import Metrics
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck
@@ -38,3 +39,4 @@ class Services:
     pinger: Pinger | None = None
     shells: ShellRegistry | None = None
     selfcheck: SelfCheck | None = None
+    metrics: Metrics | None = None
