@@ -151,6 +151,7 @@ class Controller:
     async def start(self) -> Ports:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.metrics.start()
         self._conn_settings = web_server.conn_settings(config, web_server.raise_open_files_limit())
         try:
             keys = await adminkey.KeyStore.open(config.admin_keys_path, config.admin_key_path)
@@ -233,7 +234,6 @@ class Controller:
             self.staging.url = base.rstrip("/") + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
 
-        await self.metrics.start()
         await self.selfcheck.start()
         await self.health.start()
         await self.pinger.start()

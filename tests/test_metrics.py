@@ -12,6 +12,7 @@ for what an agent would do with a job or a restart.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import prefix as pfx
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm.controller.config import ControllerConfig
@@ -37,6 +39,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
+# Prometheus's own Accept header (scrape_protocols, default order).
+OPENMETRICS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=underscores;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
 BUILDER = "metrics-builder"  # a recording control stream: it is sent jobs and restarts
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -142,9 +150,19 @@ def test_the_admin_tier_serves_metrics_to_the_admin_key_only(rig: Rig) -> None:
     for samples in (by_bearer, by_header):
         assert value(samples, "swarm_controller_info", version="0.1.0", database="sqlite") == 1
         assert value(samples, "swarm_controller_start_time_seconds") > 0
-    request = urllib.request.Request(rig.url, headers={"Authorization": f"Bearer {rig.proc.admin_key}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    bearer = {"Authorization": f"Bearer {rig.proc.admin_key}"}
+    with urllib.request.urlopen(urllib.request.Request(rig.url, headers=bearer), timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    # What Prometheus asks for: OpenMetrics, gzipped.
+    asks = {**bearer, "Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}
+    with urllib.request.urlopen(urllib.request.Request(rig.url, headers=asks), timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert response.headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(response.read()).decode()
+    families = {f.name: f for f in openmetrics_families(text)}
+    assert families["swarm_heal_actions"].type == "counter"
+    assert families["swarm_ping_rtt_seconds"].type == "histogram"
+    assert families["swarm_drones"].type == "gauge"
 
 
 def test_the_metrics_port_answers_without_a_key_and_serves_nothing_else(rig: Rig) -> None:

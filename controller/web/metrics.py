@@ -9,15 +9,15 @@ a trusted network. That listener answers only to the admin tier's host
 names (web/hosts.py): a DNS-rebinding page cannot read it either.
 
 The text is prometheus-client's own: the Prometheus text format, or
-OpenMetrics when the scraper asks for it in Accept (Prometheus does).
+OpenMetrics when the scraper asks for it in Accept (Prometheus does),
+gzipped when it accepts that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
 
 from swarm.controller.errors import NotFound
 from swarm.controller.services import Services
@@ -37,7 +37,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     found = request.app[SERVICES].metrics
     if found is None:
         raise NotFound("this controller keeps no metrics")
-    return await make_aiohttp_handler(found.registry)(request)
+    accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+    body, headers = await found.scrape(accept, request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+    return web.Response(body=body, headers=headers)
 
 
 def websocket_clients(app: web.Application) -> Callable[[], dict[str, int]]:
