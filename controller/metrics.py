@@ -59,7 +59,6 @@ HOLDS = ("draining", "grounded")
 JOB_STATES = ("queued", "blocked", "assigned", "building", "done", "failed", "cancelled")  # scheduler
 SESSION_STATES = ("running", "paused", "stopped", "complete")  # builds.SESSION_STATES
 SHELL_STATES = ("opening", "attached", "detached", "closing")  # live ones (shells.ShellInfo.state)
-STREAM_KINDS = ("control", "channel", "waiting")
 HEAL_STEPS = ("restart", "hard_restart", "reboot", "alert")
 HEAL_RESULTS = ("ok", "failed", "skipped")
 INCIDENT_KINDS = ("offline", "suspect", "unhealthy")
@@ -83,7 +82,8 @@ def heal_result(done: bool, failed: bool) -> str:
 
 class Metrics:
     """The registry and the figures observed where their events happen.
-    ``start``/``stop`` run the event-loop lag probe."""
+    ``start``/``stop`` run the event-loop lag probe and the thread that
+    renders scrapes."""
 
     def __init__(self, lag_interval: float = LAG_INTERVAL) -> None:
         self.registry = CollectorRegistry()
