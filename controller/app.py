@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from swarm import __version__
+from swarm.clock import SYSTEM, Clock
 from swarm.config import ConfigError
 from swarm.controller import access, adminkey, authz
 from swarm.controller.alerts import Alerter
@@ -80,9 +80,10 @@ class Ports:
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.clock = clock
         self.store = SqlStore(config.db_url)
         self.runner = StoreRunner(self.store, retry_max=config.db_retry_max, timing=self.metrics.store_call)
         self.protolog = ProtocolLog(config.protocol_buffer)
@@ -108,11 +109,15 @@ class Controller:
             y_threshold=y_for_phi(config.suspect_phi),
             ping_timeout=config.ping_timeout,
             missed_pings=config.missed_pings,
+            clock=clock,
         )
         self.health = HealthMonitor(
-            self.fleet, suspect_phi=config.suspect_phi, offline_after_intervals=config.offline_after_intervals
+            self.fleet,
+            suspect_phi=config.suspect_phi,
+            offline_after_intervals=config.offline_after_intervals,
+            clock=clock,
         )
-        self.pinger = Pinger(self.fleet, config.ping_interval)
+        self.pinger = Pinger(self.fleet, config.ping_interval, clock)
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(
@@ -123,7 +128,7 @@ class Controller:
             bounds=self.bounds,
             metrics=self.metrics,
         )
-        self.started_at = time.time()
+        self.started_at = clock.time()
         self.trust: Trust | None = None
         self.portage: PortageWorker | None = None
         self.staging: StagingBinhost | None = None
@@ -194,6 +199,7 @@ class Controller:
             file_entries=self._drones_file(),
             enrolled=self.trust.enrolled if self.trust is not None else None,
             metrics=self.metrics,
+            clock=self.clock,
         )
         self.live.healer = self.healer
         await self.shells.start()
@@ -314,7 +320,14 @@ class Controller:
             cooldown=config.ground_cooldown,
         )
         self.builds = BuildQueue(
-            self.fleet, self.events, self.runner, self.portage, self.staging, settings, metrics=self.metrics
+            self.fleet,
+            self.events,
+            self.runner,
+            self.portage,
+            self.staging,
+            settings,
+            metrics=self.metrics,
+            clock=self.clock,
         )
         self.live.builds = self.builds
         await self.builds.start()

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from swarm.backoff import Backoff
+from swarm.clock import SYSTEM, Clock
 from swarm.controller import serde
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
@@ -238,8 +239,10 @@ class BuildQueue:
         settings: BuildSettings,
         *,
         metrics: Metrics | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._fleet = fleet
+        self._clock = clock
         self._events = events
         self._runner = runner
         self._resolver = resolver
@@ -307,7 +310,7 @@ class BuildQueue:
                 self.builds[build.id] = build
         self.stats = {s.cpn: s for s in await self._runner.call(store.list_package_stats)}
         await self._load_holds()
-        now = self._started_at = time.time()
+        now = self._started_at = self._clock.time()
         for job in self.jobs.values():
             if job.state in ACTIVE:
                 # Still ours until its drone says otherwise in its Hello, or the grace period runs out.
@@ -383,7 +386,7 @@ class BuildQueue:
                 raise FailedPrecondition(f"{drone.name} is grounded by {breaker.grounded_by} already")
             self.planner.ground(drone.id, by)
         else:
-            if not self.planner.grounded(drone.id, time.time()):
+            if not self.planner.grounded(drone.id, self._clock.time()):
                 raise FailedPrecondition(f"{drone.name} is not grounded")
             self.planner.unground(drone.id)
         await self._save_holds()
@@ -450,7 +453,8 @@ class BuildQueue:
         session = self.sessions.get(job.session_id)
         paused = session is None or session.state != RUNNING
         names = self._fleet.names()
-        return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, time.time(), paused)
+        now = self._clock.time()
+        return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, now, paused)
 
     def owner(self, build_id: str) -> str | None:
         """The drone a build was given to (for authorization of its uploads)."""
@@ -483,7 +487,7 @@ class BuildQueue:
         if not atoms:
             raise InvalidArgument("queue at least one package atom")
         resolved = await self._resolver.resolve(atoms)
-        now = time.time()
+        now = self._clock.time()
         session = (
             self.current_session()
             if name is None
@@ -492,7 +496,7 @@ class BuildQueue:
         if session is None:
             session = Session(
                 _new_id("s-"),
-                name or time.strftime("session-%Y%m%d-%H%M%S"),
+                name or time.strftime("session-%Y%m%d-%H%M%S", time.localtime(now)),
                 RUNNING,
                 (),
                 now,
@@ -545,7 +549,7 @@ class BuildQueue:
         session = self.sessions.get(session_id) if session_id else self.current_session()
         if session is None:
             raise NotFound("no such session" if session_id else "there is no session to control")
-        now = time.time()
+        now = self._clock.time()
         if action in ("start", "resume"):
             if session.state == COMPLETE:
                 raise FailedPrecondition(f"session {session.name} is complete; reset it to build again")
@@ -631,7 +635,7 @@ class BuildQueue:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self.schedule(time.time())
+                self.schedule(self._clock.time())
                 self._tell_given_up()
             except Exception:
                 log.exception("scheduling pass failed")
@@ -683,7 +687,7 @@ class BuildQueue:
 
     def _send_saved(self, build_ids: Iterable[str]) -> None:
         """Send the StartBuilds of these assignments, which the database holds now."""
-        now = time.time()
+        now = self._clock.time()
         for build_id in build_ids:
             job = self.jobs.get(self._unsent.get(build_id, ""))
             if job is None or job.build_id != build_id or job.state != ASSIGNED:
@@ -733,7 +737,7 @@ class BuildQueue:
         if job is None or build is None or build.drone_id != drone.id:
             log.debug("ignoring %s for unknown or foreign build %s", event.kind, event.build_id)
             return
-        now = time.time()
+        now = self._clock.time()
         if build.finished_at is not None:
             return  # already applied (sent again after a reconnect)
         current = job.build_id == event.build_id and job.state in ACTIVE
@@ -917,7 +921,7 @@ class BuildQueue:
         """A drone (re)connected: learn what it runs and what it finished meanwhile."""
         for event in recent:
             self.on_build_event(drone, event)
-        now = time.time()
+        now = self._clock.time()
         for job in list(self.jobs.values()):
             if job.drone_id != drone.id or job.state not in ACTIVE:
                 continue
@@ -953,9 +957,9 @@ class BuildQueue:
 
     async def _timer_loop(self) -> None:
         while True:
-            await asyncio.sleep(TIMER)
+            await self._clock.sleep(TIMER)
             with contextlib.suppress(Exception):
-                self.check_timers(time.time())
+                self.check_timers(self._clock.time())
 
     def check_timers(self, now: float) -> None:
         for job in list(self.jobs.values()):
