@@ -32,6 +32,8 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 FAST_MODULES = frozenset(
     {
         "test_admin_limits",
+        "test_build_timers",
+        "test_clock",
         "test_channels",
         "test_config",
         "test_detection",

@@ -27,13 +27,12 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.oob import SshSettings
-from swarm.controller.serde import HelloData, PongData
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
 from fakes.clock import ManualClock
-from support.links import FakeLink
+from support.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,13 +74,7 @@ class Rig:
 
     def connect(self, name: str, instance: str = "") -> None:
         """A fresh agent process (``instance``) connects and answers its first ping."""
-        drone_id = name.ljust(32, "0")
-        hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", instance, None)
-        link = self.links[name] = FakeLink(drone_id)
-        state = self.fleet.attach(hello, link)
-        sent = self.clock.time_ns()
-        self.fleet.on_ping_sent(state, state.ping_seq + 1, sent)
-        self.fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+        _state, self.links[name] = connect(self.fleet, name, instance)
 
     def kill(self, name: str) -> None:
         self.fleet.detach(self.links[name], "killed")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from swarm.controller.channel_frames import ChannelRequest
+from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.serde import HelloData, PongData
 
 
 class FakeLink:
@@ -28,3 +30,17 @@ class FakeLink:
 
     def close(self, code: str, details: str) -> None:
         self.closed = (code, details)
+
+
+def connect(fleet: Fleet, name: str, instance: str = "", cores: int = 2) -> tuple[DroneState, FakeLink]:
+    """An agent process (``instance``) connects as ``name`` (its id derived
+    from the name) and answers its first ping at once, by the fleet's clock:
+    the drone is online."""
+    drone_id = name.ljust(32, "0")
+    hello = HelloData(drone_id, name, cores, "lxc", "lan", "test", 1000, "host", "", "", instance, None)
+    link = FakeLink(drone_id)
+    state = fleet.attach(hello, link)
+    sent = fleet.clock.time_ns()
+    fleet.on_ping_sent(state, state.ping_seq + 1, sent)
+    fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+    return state, link
