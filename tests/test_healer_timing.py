@@ -1,9 +1,10 @@
-"""The healer's waits, in process with a clock the test moves: the cool-off
-(a per-drone backoff) and the startup grace. The real fleet, event log and
-store (SQLite) are used; drones are control streams that only record what
-they are sent (support/links.py), and step 1 for a drone without a stream
-runs a real local command (``true``). tests/test_healing.py proves the
-ladder end to end with real agents.
+"""The healer's waits, in process with a clock the test moves
+(fakes/clock.py): the cool-off (a per-drone backoff), the startup grace,
+and the hold while most of the fleet is dark. The real fleet, event log
+and store (SQLite) are used; drones are control streams that only record
+what they are sent (support/links.py), and step 1 for a drone without a
+stream runs a real local command (``true``). tests/test_healing.py proves
+the ladder end to end with real agents.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class Rig:
         )
         assert found is not None
         return [e.data for e in found]
+
+    def recorded(self, type: str) -> list[dict[str, Any]]:
+        """The data of the fleet-wide events of that type, oldest first."""
+        found = self.events.recent(after_id=None, since_ts=None, limit=1000, drone_id=None, types=(type,))
+        assert found is not None
+        return [e.data for e in sorted(found, key=lambda e: e.id)]
 
     def health(self, name: str) -> dict[str, Any]:
         return self.healer.status(self.drone(name), self.clock.time())
@@ -408,5 +415,43 @@ def test_the_healer_waits_for_an_admins_restart_before_its_own_step(tmp_path: Pa
             await r.run(SETTINGS.restart_timeout - GRACE)
             # It did not bring the drone back: the ladder goes on.
             assert [a["why"] for a in r.actions("asked")] == ["restart asked by admin", "healing ladder"]
+
+    asyncio.run(scenario())
+
+
+def test_most_of_the_fleet_going_dark_holds_the_healer_until_it_is_back(tmp_path: Path) -> None:
+    """More than dark_share of the fleet gone within dark_window: the
+    controller's own network is the likelier fault, so nothing is healed
+    until they are back; those still away then get a fresh grace period."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            for name in ("d1", "d2", "d3"):
+                await new_drone(r, name)
+            r.kill("d1")
+            r.kill("d2")
+            await r.run()
+            [dark] = r.recorded("fleet_dark")
+            assert dark["drones"] == ["d1", "d2"] and r.healer.dark
+            for name in ("d1", "d2"):
+                upcoming = r.health(name)["next_action"]
+                assert upcoming["held"] == "fleet dark", upcoming
+            # Long past their first step: held, not healed.
+            await r.run(GRACE + SETTINGS.dark_window)
+            assert r.actions("d1") == [] and r.actions("d2") == []
+            assert r.health("d1")["next_action"]["held"] == "fleet dark"
+
+            # d1 is back (it was the network): one of three away is no longer most of the fleet.
+            r.connect("d1")
+            await r.run()
+            assert not r.healer.dark and [e["fleet"] for e in r.recorded("fleet_dark_cleared")] == [3]
+            assert r.health("d1")["incident"] is None
+            assert r.health("d1")["history"][-1]["what"].startswith("recovered by itself in ")
+            # d2 may be on its way back too: its first step waits a fresh grace period.
+            assert r.next_step_at("d2") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            await r.run(GRACE - 0.1)
+            assert r.actions("d2") == []
+            await r.run(0.1)
+            assert [a["step"] for a in r.actions("d2")] == ["restart"]
 
     asyncio.run(scenario())
