@@ -6,8 +6,9 @@ staging binhost that holds what the test says was uploaded
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from swarm.controller.builds import Resolved
+from swarm.controller.builds import Resolved, Resolver, Staging
 from swarm.controller.errors import NotFound
 
 
@@ -40,3 +41,9 @@ class StagedSet:
 
     def has(self, cpv: str) -> bool:
         return cpv in self.cpvs
+
+
+if TYPE_CHECKING:
+    # mypy: the fakes have the real interfaces
+    _resolver: Resolver = GraphResolver({})
+    _staging: Staging = StagedSet()

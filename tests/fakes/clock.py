@@ -13,6 +13,10 @@ import contextlib
 import heapq
 import itertools
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swarm.clock import Clock
 
 # Passes of the event loop after a timer fires: enough for the woken task
 # and what it wakes in turn (a scheduler pass, a watcher) to run and go
@@ -104,3 +108,7 @@ class ManualClock:
     async def _settle() -> None:
         for _ in range(SETTLE_PASSES):
             await asyncio.sleep(0)
+
+
+if TYPE_CHECKING:
+    _checked: Clock = ManualClock()  # mypy: the fake has the real interface
