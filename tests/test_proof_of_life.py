@@ -79,10 +79,11 @@ def test_low_disk_makes_a_beating_drone_unhealthy_silence_still_wins_and_a_new_p
         assert "MiB free in" in disk["detail"] and f"need {100 * 2**20} MiB" in disk["detail"]
         assert node["connected"] is True
 
-        # Its heartbeats keep arriving while it is unhealthy.
-        first = node["last_heartbeat_at"]
+        # Its heartbeats keep arriving while it is unhealthy. (Its first pong,
+        # which made it so, may come before its first heartbeat: then none is known yet.)
+        first = node["last_heartbeat_at"] or ""
         later = wait_for(
-            lambda: (n := controller.node("drone-disk")) and n["last_heartbeat_at"] > first and n,
+            lambda: (n := controller.node("drone-disk")) and (n["last_heartbeat_at"] or "") > first and n,
             what="a newer heartbeat",
         )
         assert later["status"] == UNHEALTHY
