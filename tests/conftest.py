@@ -33,8 +33,8 @@ FAST_MODULES = frozenset(
     {
         "test_admin_limits",
         "test_build_timers",
-        "test_clock",
         "test_channels",
+        "test_clock",
         "test_config",
         "test_detection",
         "test_dronetype",
