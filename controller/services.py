@@ -15,7 +15,7 @@ from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
-from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.runner import StoreRunner, StoreStatus
 from swarm.controller.trust import Trust
 
 
@@ -38,3 +38,7 @@ class Services:
     pinger: Pinger | None = None
     shells: ShellRegistry | None = None
     selfcheck: SelfCheck | None = None
+
+    def store_status(self) -> StoreStatus:
+        """The database thread as the store runner sees it (from memory)."""
+        return self.runner.status()
