@@ -81,9 +81,11 @@ ADMIN_TARGETS = {
 }
 
 
-def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
+def start_fleet(root: Path, *extra: str, agent_logs: bool = False) -> tuple[Controller, list[Agent]]:
     """A controller with Portage (so the build routes reach their handlers) and
-    the enrolled agents of DRONES, all online. The caller kills them."""
+    the enrolled agents of DRONES, all online; ``extra`` controller options;
+    with ``agent_logs`` each agent also logs to a file (a drone's ``agent``
+    log source). The caller kills them."""
     portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
     controller = Controller(
         root,
@@ -91,12 +93,14 @@ def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
         "0.5",
         "--portage-eprefix",
         str(portage.root),
+        *extra,
     )
     agents: list[Agent] = []
     try:
         controller.start()
         for name in DRONES:
-            agent = Agent(root, name, controller.grpc_target)
+            logs = ("--log-file", str(root / f"agent-{name}-own.log")) if agent_logs else ()
+            agent = Agent(root, name, controller.grpc_target, *logs)
             result = enroll(controller, name, agent.state_dir)
             assert result.returncode == 0, result.stderr
             agent.start()
