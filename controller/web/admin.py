@@ -20,6 +20,7 @@ from swarm.controller import access
 from swarm.controller.adminkey import KeyStore
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from swarm.controller.scheduler import JOB_STATES
+from swarm.controller.serde import NAME_RE
 from swarm.controller.services import Services
 from swarm.controller.trust import MAX_TTL, MIN_TTL, Trust
 from swarm.controller.web import (
@@ -57,7 +58,7 @@ from swarm.controller.web.views.admin import (
     new_token_view,
     token_view,
 )
-from swarm.controller.web.views.base import Doc, Range
+from swarm.controller.web.views.base import Doc, Length, Pattern, Range
 from swarm.controller.web.views.builds import (
     JobDetailView,
     JobsPage,
@@ -83,6 +84,8 @@ from swarm.controller.web.views.status import (
 BUILD_ID_RE = re.compile(r"b-[0-9a-f]{12}")
 QUEUE_BODY = 1024 * 1024  # up to 1,000 atoms with their versions and USE flags
 MAX_ATOMS = 1000
+MAX_ATOM = 500  # characters
+MAX_SESSION_NAME = 128
 KEY_NAME = healing.KEY_NAME
 routes = Routes()
 
@@ -208,7 +211,7 @@ def _trust(request: web.Request) -> Trust:
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
     ttl: Annotated[float | None, Doc("seconds (default 3600)"), Range(MIN_TTL, MAX_TTL)]
-    name: Annotated[str | None, Doc("only this drone name may use it")]
+    name: Annotated[str | None, Doc("only this drone name may use it"), Pattern(NAME_RE)]
 
 
 @routes.declare(
@@ -320,7 +323,7 @@ async def revoke_drone(request: web.Request) -> web.Response:
 
 @dataclass(frozen=True, slots=True)
 class RenameRequest:
-    name: Annotated[str, Doc("the drone's new name: letters, digits, '.', '_' or '-' (max 63)")]
+    name: Annotated[str, Doc("the drone's new name"), Pattern(NAME_RE)]
 
 
 @routes.declare(
@@ -343,8 +346,10 @@ async def rename_drone(request: web.Request) -> web.Response:
 
 @dataclass(frozen=True, slots=True)
 class QueueRequest:
-    atoms: Annotated[tuple[str, ...], Doc(f"package atoms, at most {MAX_ATOMS}")]
-    session: Annotated[str | None, Doc("a name for the session")]
+    atoms: Annotated[
+        tuple[Annotated[str, Length(1, MAX_ATOM)], ...], Doc("package atoms"), Length(1, MAX_ATOMS)
+    ]
+    session: Annotated[str | None, Doc("a name for the session"), Length(1, MAX_SESSION_NAME)]
 
 
 @routes.declare(
@@ -373,8 +378,8 @@ async def queue_packages(request: web.Request) -> web.Response:
     if len(atoms) > MAX_ATOMS:
         raise InvalidArgument(f"at most {MAX_ATOMS} atoms per request")
     for atom in atoms:
-        check_text(atom, "an atom", max_len=500)
-    name = optional_text(body, "session", max_len=128)
+        check_text(atom, "an atom", max_len=MAX_ATOM)
+    name = optional_text(body, "session", max_len=MAX_SESSION_NAME)
     session, added = await q.queue(atoms, name=name, by=request[KEY_NAME])
     names = s.fleet.names()
     view = QueuedView(session_view(q, session), tuple(job_view(j, names) for j in added))
@@ -420,7 +425,7 @@ async def sessions(request: web.Request) -> web.StreamResponse:
 
 
 SESSION = TextParam("session", "only the jobs of this session")
-JOB_STATES_PARAM = ListParam("state", f"only jobs in these states (comma-separated: {', '.join(JOB_STATES)})")
+JOB_STATES_PARAM = ListParam("state", "only jobs in these states (comma-separated)", choices=JOB_STATES)
 TEXT = TextParam("q", "only jobs whose package, id or drone contains this", max_len=200)
 
 
@@ -436,8 +441,6 @@ async def jobs(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
     states = JOB_STATES_PARAM.read(request)
-    if not states <= set(JOB_STATES):
-        raise InvalidArgument(f"state must be among {', '.join(JOB_STATES)}")
     found, total = q.find_jobs(
         states=states,
         session_id=SESSION.read(request),

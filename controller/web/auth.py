@@ -61,6 +61,7 @@ from aiohttp import web
 
 from swarm.clock import iso
 from swarm.controller.adminkey import ADMIN, KeyStore, StoredKey, check_name
+from swarm.controller.adminkey import NAME_RE as KEY_NAME_RE
 from swarm.controller.config import ControllerConfig
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from swarm.controller.events import EventLog
@@ -80,7 +81,7 @@ from swarm.controller.web.views.admin import (
     LoggedOutView,
     NewKeyView,
 )
-from swarm.controller.web.views.base import Doc
+from swarm.controller.web.views.base import Doc, Pattern
 
 log = logging.getLogger(__name__)
 
@@ -572,9 +573,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 @dataclass(frozen=True, slots=True)
 class KeyRequest:
-    name: Annotated[
-        str, Doc("letters, digits, '.', '_', '@' or '-', starting with a letter or digit (max 64)")
-    ]
+    name: Annotated[str, Doc("the key's name (the audit trail)"), Pattern(KEY_NAME_RE)]
 
 
 @routes.declare(

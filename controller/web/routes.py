@@ -12,6 +12,7 @@ in the document are the numbers enforced (parse.py keeps the rules).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,18 +90,26 @@ class TextParam:
 
 @dataclass(frozen=True, slots=True)
 class ListParam:
-    """Comma-separated values in the query (``type=a,b``): a set, empty when absent."""
+    """Comma-separated values in the query (``type=a,b``): a set, empty when
+    absent; with ``choices``, each of them one of those."""
 
     name: str
     doc: str
-
+    choices: tuple[str, ...] = ()
     where: Where = "query"
 
     def read(self, request: web.Request) -> frozenset[str]:
-        return query_list(request, self.name)
+        found = query_list(request, self.name)
+        if self.choices and not found <= set(self.choices):
+            raise InvalidArgument(f"{self.name} must be among {', '.join(self.choices)}")
+        return found
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "string", "maxLength": MAX_QUERY_VALUE}
+        schema: dict[str, Any] = {"type": "string", "maxLength": MAX_QUERY_VALUE}
+        if self.choices:
+            one = "|".join(re.escape(c) for c in self.choices)
+            schema["pattern"] = f"^(({one})(,({one}))*)?$"
+        return schema
 
 
 Param = IntParam | TextParam | ListParam

@@ -5,7 +5,7 @@
 nested view a ``$ref`` to a component named after its class (every field
 required, no others allowed: a reply that drifts from its view fails
 validation). ``Annotated`` metadata (views/base.py: ``Doc``, ``Range``,
-``Format``) become schema keywords.
+``Length``, ``Pattern``, ``Format``) become schema keywords.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from swarm.controller.web.views.base import Doc, Format, Range
+from swarm.controller.web.views.base import Doc, Format, Length, Pattern, Range
 
 _PRIMITIVES: dict[Any, str] = {
     str: "string",
@@ -114,6 +114,14 @@ def _annotate(schema: dict[str, Any], meta: list[Any]) -> dict[str, Any]:
                 schema["minimum"] = item.lo
             if item.hi is not None:
                 schema["maximum"] = item.hi
+        elif isinstance(item, Length):
+            array = schema.get("type") == "array"
+            if item.lo is not None:
+                schema["minItems" if array else "minLength"] = item.lo
+            if item.hi is not None:
+                schema["maxItems" if array else "maxLength"] = item.hi
+        elif isinstance(item, Pattern):
+            schema["pattern"] = item.ecma
         elif isinstance(item, Format):
             schema["format"] = item.name
     return schema

@@ -68,7 +68,7 @@ from swarm.controller.web.views.admin import (
     recording_view,
     shell_view,
 )
-from swarm.controller.web.views.base import Doc, Range
+from swarm.controller.web.views.base import Doc, Length, Range
 from swarm.tasks import race
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ VIA = TextParam(
 
 @dataclass(frozen=True, slots=True)
 class ExecRequest:
-    command: Annotated[str, Doc(f"run with sh -c, at most {MAX_COMMAND} characters")]
+    command: Annotated[str, Doc("run with sh -c"), Length(1, MAX_COMMAND)]
     timeout: Annotated[
         float | None,
         Doc("seconds (default 30; the upper bound is --exec-max-timeout)"),

@@ -4,7 +4,7 @@ A view is a frozen, slotted dataclass whose type hints are the reply's
 JSON Schema (controller/web/schemas.py reads them): ``str | None`` is
 ``["string", "null"]``, a ``Literal`` an enum, a tuple or list an array, a
 nested view a ``$ref``. Constraints and descriptions ride on ``Annotated``
-(``Doc``, ``Range``, ``Format``), so that they end up as schema keywords.
+(``Doc``, ``Range``, ``Length``, ``Pattern``, ``Format``), so that they end up as schema keywords.
 Times are ISO 8601 text (``swarm.clock.iso``), as the API has always sent.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -31,6 +32,26 @@ class Range:
 
     lo: float | None = None
     hi: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Length:
+    """Bounds of a string's length or an array's items (inclusive)."""
+
+    lo: int | None = None
+    hi: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A string's ``pattern``: a Python regex anchored with ``^`` and ``\\Z``
+    (ECMA-262 has no ``\\Z``: it becomes ``$``, which there matches only at the end)."""
+
+    regex: re.Pattern[str]
+
+    @property
+    def ecma(self) -> str:
+        return self.regex.pattern.replace("\\Z", "$")
 
 
 @dataclass(frozen=True, slots=True)
