@@ -50,6 +50,7 @@ from swarm.controller.web.common import (
 )
 from swarm.controller.web.parse import check_text, json_body, optional_text, strict_input
 from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, ListParam, Routes, TextParam, path_param
+from swarm.controller.web.views import summary
 from swarm.controller.web.views.admin import (
     NewTokenView,
     TokenRevokedView,
@@ -97,7 +98,7 @@ routes = Routes()
     summary="the swarm summary of /api/v1/status, and whether healing is paused or held",
 )
 async def status(request: web.Request) -> web.Response:
-    return json_response(public.admin_status_view(request.app[SERVICES]))
+    return json_response(summary.admin_status_view(request.app[SERVICES]))
 
 
 @routes.declare(
@@ -108,7 +109,7 @@ async def status(request: web.Request) -> web.Response:
     "sees it, the event backlog, the data disk (from memory, as the public one)",
 )
 async def health(request: web.Request) -> web.Response:
-    return json_response(public.admin_health_view(request.app[SERVICES]))
+    return json_response(summary.admin_health_view(request.app[SERVICES]))
 
 
 @routes.declare(

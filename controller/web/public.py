@@ -4,14 +4,9 @@ secret."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from aiohttp import web
 
-from swarm import __version__
-from swarm.clock import iso
 from swarm.controller.scheduler import JOB_STATES
-from swarm.controller.selfcheck import SelfHealth
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import hosts, openapi, public_page
@@ -30,6 +25,7 @@ from swarm.controller.web.common import (
 )
 from swarm.controller.web.parse import strict_input
 from swarm.controller.web.routes import IntParam, Routes, TextParam, path_param
+from swarm.controller.web.views import summary
 from swarm.controller.web.views.builds import (
     HistoryView,
     JobsPage,
@@ -41,21 +37,9 @@ from swarm.controller.web.views.builds import (
 from swarm.controller.web.views.fleet import NodeReply, NodesView, node_view
 from swarm.controller.web.views.status import (
     ActivityView,
-    AdminHealthView,
-    AdminStatusView,
-    ControllerView,
-    DiskView,
-    DroneCounts,
-    DroneTotals,
-    EventBacklogView,
     EventsPage,
-    FleetFiguresView,
-    HealingHeldView,
     HealthView,
     StatusView,
-    StoreFailureView,
-    StoreView,
-    health_reasons,
 )
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -84,86 +68,12 @@ def _services(request: web.Request) -> Services:
     "status and its reasons, drone counts, fleet availability and mean time to recovery (24 h)",
 )
 async def health(request: web.Request) -> web.Response:
-    return json_response(health_view(_services(request)))
-
-
-def _health_fields(s: Services, *, admin: bool) -> dict[str, object]:
-    own = s.selfcheck.health if s.selfcheck is not None else SelfHealth()
-    figures = s.healer.figures() if s.healer is not None else None
-    return {
-        "status": own.status,
-        "reasons": health_reasons(own, admin=admin),
-        "checked_at": iso(own.checked_at),
-        "version": __version__,
-        "uptime_s": round(now() - s.started_at, 3),
-        "database": s.backend,
-        "drones": DroneCounts(**s.fleet.counts()),
-        "fleet": None if figures is None else FleetFiguresView(**dataclasses.asdict(figures)),
-    }
-
-
-def health_view(s: Services) -> HealthView:
-    """The controller's health, from memory only: whatever the database
-    does, this answers at once (selfcheck.py looks in the background)."""
-    return HealthView(**_health_fields(s, admin=False))  # type: ignore[arg-type]
-
-
-def admin_health_view(s: Services) -> AdminHealthView:
-    """The public health and what lies behind it (/admin/api/health): the
-    reasons keep the details (the driver's words, the data path), the
-    database runner's state, the event backlog, the data disk."""
-    store = s.store_status()
-    failure = store.failure
-    own = s.selfcheck
-    disk = own.health.disk if own is not None else None
-    return AdminHealthView(
-        **_health_fields(s, admin=True),  # type: ignore[arg-type]
-        store=StoreView(
-            failure=None
-            if failure is None
-            else StoreFailureView(failure.message, failure.lost, iso(failure.at), iso(failure.last_at)),
-            busy_s=round(store.busy_for, 3),
-            waiting=store.waiting,
-        ),
-        events=EventBacklogView(s.events.pending, s.events.pending_limit, s.events.dropped),
-        disk=None
-        if disk is None or own is None
-        else DiskView(
-            path=disk.path,
-            free_mb=round(disk.free / 2**20, 1),
-            total_mb=round(disk.total / 2**20, 1),
-            min_free_mb=round(own.settings.disk_min_free / 2**20, 1),
-        ),
-    )
+    return json_response(summary.health_view(_services(request)))
 
 
 @routes.declare("GET", "/api/v1/status", StatusView, summary="swarm summary")
 async def status(request: web.Request) -> web.Response:
-    return json_response(status_view(_services(request)))
-
-
-def _status_fields(s: Services) -> dict[str, object]:
-    counts = s.fleet.counts()
-    online = [d for d in s.fleet.all() if d.connected]
-    current = s.builds.latest_session() if s.builds is not None else None
-    return {
-        "controller": ControllerView(__version__, iso(s.started_at), round(now() - s.started_at, 3)),
-        "drones": DroneTotals(**counts, total=len(s.fleet)),
-        "cores_online": sum(d.cores for d in online),
-        "emerge_running": len([d for d in online if d.emerge_running]),
-        "session": None if s.builds is None or current is None else session_view(s.builds, current),
-        "last_event_id": s.events.last_id,
-    }
-
-
-def status_view(s: Services) -> StatusView:
-    """The swarm summary (also the start of the admin tier's /admin/api/status)."""
-    return StatusView(**_status_fields(s))  # type: ignore[arg-type]
-
-
-def admin_status_view(s: Services) -> AdminStatusView:
-    held = None if s.healer is None else HealingHeldView(s.healer.paused, s.healer.dark)
-    return AdminStatusView(**_status_fields(s), healing=held)  # type: ignore[arg-type]
+    return json_response(summary.status_view(_services(request)))
 
 
 @routes.declare("GET", "/api/v1/nodes", NodesView, summary="all drones with live state")
