@@ -271,6 +271,7 @@ class Controller:
         )
         self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
         await self.builds.start()
+        self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",

@@ -36,6 +36,7 @@ FAST_MODULES = frozenset(
         "test_detection",
         "test_dronetype",
         "test_events",
+        "test_faults",
         "test_healer_timing",
         "test_http_input",
         "test_identity",
