@@ -433,6 +433,56 @@ class BuildQueue:
         live = [s for s in self.sessions.values() if s.state != COMPLETE]
         return max(live, key=lambda s: s.created_at) if live else None
 
+    # -- queries for the web tiers --------------------------------------------
+
+    def newest_sessions(self) -> list[Session]:
+        return sorted(self.sessions.values(), key=lambda x: x.created_at, reverse=True)
+
+    def find_jobs(
+        self,
+        *,
+        states: frozenset[str] = frozenset(),
+        session_id: str | None = None,
+        text: str = "",
+        limit: int,
+    ) -> tuple[list[Job], int]:
+        """Jobs, most critical first, and how many matched before ``limit``:
+        of one session (NotFound if there is none), in any of ``states``
+        (all if empty), whose package, id or drone name holds ``text``
+        (case-insensitive)."""
+        if session_id:
+            session = self.sessions.get(session_id)
+            if session is None:
+                raise NotFound(f"no session {session_id[:40]!r}")
+            pool: Iterable[Job] = self.session_jobs(session)
+        else:
+            pool = self.jobs.values()
+        needle = text.strip().lower()
+        names = self._fleet.names() if needle else {}
+        found = [
+            j
+            for j in pool
+            if (not states or j.state in states)
+            and (not needle or needle in f"{j.cpv} {j.id} {names.get(j.drone_id or '', '')}".lower())
+        ]
+        found.sort(key=lambda j: (-j.priority, j.created_at, j.id))
+        return found[:limit], len(found)
+
+    async def history(self, limit: int) -> list[BuildRecord]:
+        """Finished builds, newest first."""
+        return await self._runner.call(self._runner.store.list_builds, limit=limit, finished=True)
+
+    async def builds_of(self, job: Job, limit: int) -> list[BuildRecord]:
+        """The job's builds, newest first."""
+        return await self._runner.call(self._runner.store.list_builds, job_id=job.id, limit=limit)
+
+    async def log_build_id(self, job: Job) -> str | None:
+        """The build whose log stands for the job: the current one, else the latest."""
+        if job.build_id is not None:
+            return job.build_id
+        latest = await self.builds_of(job, 1)
+        return latest[0].id if latest else None
+
     def latest_session(self) -> Session | None:
         """The session started last, finished or not (what a status page shows)."""
         return max(self.sessions.values(), key=lambda s: s.created_at) if self.sessions else None

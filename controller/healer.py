@@ -129,6 +129,80 @@ class HealSettings:
         return min(self.cooloff_max, self.cooloff * 2.0 ** min(strikes - 1, 64))
 
 
+@dataclass(frozen=True, slots=True)
+class LadderNote:
+    """One line of a drone's healing history."""
+
+    at: float
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class NextAction:
+    """The healer's next step on a drone, and what it waits for."""
+
+    step: str
+    level: int
+    at: float
+    waiting_for: str  # grace, cool-off, step timeout, startup grace
+    held: str  # why it would not run now: healing paused, fleet dark, running; "" if it would
+
+
+@dataclass(frozen=True, slots=True)
+class Cooloff:
+    """Why a new incident would wait: the drone's backoff."""
+
+    incidents_in_a_row: int
+    current: float  # seconds
+    last_action_at: float | None
+    until: float | None
+    resets_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DroneHealth:
+    """A drone's healing state for the admin: ladder, next action, history."""
+
+    drone: str
+    id: str
+    status: str
+    type: str
+    access: AccessRecord
+    healing_paused: bool
+    fleet_dark: bool
+    level: int
+    step: str
+    exhausted: bool
+    incident: IncidentRecord | None
+    next_action: NextAction | None
+    cooloff: Cooloff
+    startup_grace_until: float | None  # not back since the start: not healed before this
+    busy: str | None  # why an admin's restart or reboot would be refused now (409)
+    history: tuple[LadderNote, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartupGrace:
+    """While drones known before the start are awaited: until when at the latest, and which."""
+
+    until: float
+    awaiting: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    """Fleet availability and recovery over ``window_s`` (the last day)."""
+
+    window_s: float
+    availability: float | None
+    incidents: int
+    open_incidents: int
+    mttr_s: float | None
+    mean_detection_s: float | None
+    healing_paused: bool = False
+    fleet_dark: bool = False
+
+
 @dataclass(slots=True)
 class Ladder:
     """One drone's healing state."""
@@ -154,10 +228,10 @@ class Ladder:
     manual: str = ""
     manual_until: float = 0.0
     manual_instance: str = ""
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[LadderNote] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def note(self, now: float, what: str) -> None:
-        self.history.append({"at": iso(now), "what": what})
+        self.history.append(LadderNote(now, what))
 
     @property
     def exhausted(self) -> bool:
@@ -201,7 +275,7 @@ class Healer:
         self._ladders: dict[str, Ladder] = {}
         self.access: dict[str, AccessRecord] = {}
         self._dirty: set[str] = set()
-        self._figures: tuple[float, dict[str, Any]] | None = None  # (computed at, figures)
+        self._figures: tuple[float, FleetFigures] | None = None  # (computed at, figures)
         self._figures_due = True  # an incident was written since
         self._closed: list[IncidentRecord] = []  # recovered, to be written
         self._recent_actions: deque[float] = deque()
@@ -342,13 +416,13 @@ class Healer:
         until = self._started_at + self.settings.startup_grace
         return until if now < until else None
 
-    def startup_grace_json(self, now: float) -> dict[str, Any] | None:
+    def startup_grace(self, now: float) -> StartupGrace | None:
         """The startup grace while it lasts: until when at the latest, and who is awaited."""
         until = self.startup_grace_until(now)
         if until is None:
             return None
         names = sorted(s.name for s in self._fleet.states() if s.id in self._awaited)
-        return {"until": iso(until), "awaiting": names}
+        return StartupGrace(until, tuple(names))
 
     def _end_startup_grace(self, states: Sequence[DroneState], now: float) -> None:
         if self._grace_over:
@@ -774,33 +848,22 @@ class Healer:
         self._wake.set()
         return True
 
-    def settings_json(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "grace_s": s.grace,
-            "step_timeouts_s": {
-                STEPS[level]: s.step_timeout(level) for level in (RESTART, HARD_RESTART, REBOOT)
-            },
-            "cooloff_s": s.cooloff,
-            "cooloff_max_s": s.cooloff_max,
-            "cooloff_reset_s": s.cooloff_reset,
-            "startup_grace_s": s.startup_grace,
-            "dark_share": s.dark_share,
-            "dark_window_s": s.dark_window,
-            "max_actions": s.max_actions,
-            "action_window_s": s.action_window,
-            "restart_command": s.restart_command,
-            "hard_restart_command": s.hard_restart_command,
-            "webhook": bool(self._alerter.url),
-        }
+    async def incidents(self, drone_id: str, limit: int) -> list[IncidentRecord]:
+        """The drone's incidents, newest first."""
+        return await self._runner.call(self._runner.store.list_incidents, drone_id=drone_id, limit=limit)
 
-    def status(self, state: DroneState, now: float) -> dict[str, Any]:
+    @property
+    def has_webhook(self) -> bool:
+        """Whether alerts also go to a webhook."""
+        return bool(self._alerter.url)
+
+    def status(self, state: DroneState, now: float) -> DroneHealth:
         """The drone's health for the admin: ladder, next action, history."""
         ladder = self.ladder(state.id)
         record = self.access_of(state.id)
         incident = ladder.incident
         grace_until = self.startup_grace_until(now) if state.id in self._awaited else None
-        next_action: dict[str, Any] | None = None
+        next_action: NextAction | None = None
         if incident is not None and not ladder.exhausted:
             at = max(ladder.next_action_at, ladder.step_deadline if ladder.level else 0.0)
             waiting_for = "step timeout" if ladder.level else ladder.waiting_for
@@ -815,48 +878,39 @@ class Healer:
                 if ladder.acting
                 else ""
             )
-            next_action = {
-                "step": STEPS[ladder.level + 1],
-                "level": ladder.level + 1,
-                "at": iso(at),
-                "waiting_for": waiting_for,
-                "held": held,
-            }
+            next_action = NextAction(STEPS[ladder.level + 1], ladder.level + 1, at, waiting_for, held)
         cooloff = self.settings.backoff(ladder.strikes)
         resets_at = (
             ladder.healthy_since + self.settings.cooloff_reset
             if ladder.strikes and ladder.healthy_since is not None
             else None
         )
-        return {
-            "drone": state.name,
-            "id": state.id,
-            "status": state.status,
-            "type": self.drone_type(state),
-            "access": oob_access.as_json(record),
-            "healing_paused": self.paused or record.healing_paused,
-            "fleet_dark": self.dark,
-            "level": ladder.level,
-            "step": STEPS.get(ladder.level, "none"),
-            "exhausted": ladder.exhausted,
-            "incident": None if incident is None else incident_json(incident),
-            "next_action": next_action,
-            # Why a new incident would wait: the drone's cool-off (a backoff).
-            "cooloff": {
-                "incidents_in_a_row": ladder.strikes,
-                "current_s": cooloff,
-                "last_action_at": iso(ladder.last_action_at or None),
-                "until": iso(ladder.last_action_at + cooloff) if ladder.last_action_at and cooloff else None,
-                "resets_at": iso(resets_at),
-            },
-            # Not back since the controller started: not healed before this, or until all are back.
-            "startup_grace_until": iso(grace_until),
-            # Why an admin's restart or reboot would be refused now (409), if it would.
-            "busy": self.busy(state, now),
-            "history": list(ladder.history),
-        }
+        return DroneHealth(
+            drone=state.name,
+            id=state.id,
+            status=state.status,
+            type=self.drone_type(state),
+            access=record,
+            healing_paused=self.paused or record.healing_paused,
+            fleet_dark=self.dark,
+            level=ladder.level,
+            step=STEPS.get(ladder.level, "none"),
+            exhausted=ladder.exhausted,
+            incident=incident,
+            next_action=next_action,
+            cooloff=Cooloff(
+                incidents_in_a_row=ladder.strikes,
+                current=cooloff,
+                last_action_at=ladder.last_action_at or None,
+                until=ladder.last_action_at + cooloff if ladder.last_action_at and cooloff else None,
+                resets_at=resets_at,
+            ),
+            startup_grace_until=grace_until,
+            busy=self.busy(state, now),
+            history=tuple(ladder.history),
+        )
 
-    def figures(self) -> dict[str, Any] | None:
+    def figures(self) -> FleetFigures | None:
         """Fleet availability and mean time to recovery over the last day,
         from memory (None before the first computation succeeded).
 
@@ -866,7 +920,7 @@ class Healer:
         cached = self._figures
         if cached is None:
             return None
-        return {**cached[1], "healing_paused": self.paused, "fleet_dark": self.dark}
+        return replace(cached[1], healing_paused=self.paused, fleet_dark=self.dark)
 
     async def _refresh_figures(self) -> None:
         now = self._clock.time()
@@ -879,7 +933,7 @@ class Healer:
         except StoreUnavailable:
             self._figures_due = True  # the older figures stay until the database is back
 
-    async def _day_figures(self, now: float) -> dict[str, Any]:
+    async def _day_figures(self, now: float) -> FleetFigures:
         since = now - DAY
         incidents = await self._runner.call(self._runner.store.list_incidents, since=since, limit=100_000)
         states = {s.id: s for s in self._fleet.states()}
@@ -899,14 +953,14 @@ class Healer:
             detections.append(incident.detected_at - incident.failed_at)
             if incident.recovered_at is not None:
                 recoveries.append(incident.recovered_at - incident.failed_at)
-        return {
-            "window_s": DAY,
-            "availability": round(1 - down / watched, 6) if watched > 0 else None,
-            "incidents": len(incidents),
-            "open_incidents": sum(1 for i in incidents if i.recovered_at is None),
-            "mttr_s": round(sum(recoveries) / len(recoveries), 3) if recoveries else None,
-            "mean_detection_s": round(sum(detections) / len(detections), 3) if detections else None,
-        }
+        return FleetFigures(
+            window_s=DAY,
+            availability=round(1 - down / watched, 6) if watched > 0 else None,
+            incidents=len(incidents),
+            open_incidents=sum(1 for i in incidents if i.recovered_at is None),
+            mttr_s=round(sum(recoveries) / len(recoveries), 3) if recoveries else None,
+            mean_detection_s=round(sum(detections) / len(detections), 3) if detections else None,
+        )
 
 
 def proven(state: DroneState) -> bool:
@@ -918,21 +972,3 @@ def proven(state: DroneState) -> bool:
         and state.last_pong_at is not None
         and state.last_pong_at >= state.connected_at
     )
-
-
-def incident_json(incident: IncidentRecord) -> dict[str, Any]:
-    return {
-        "id": incident.id,
-        "kind": incident.kind,
-        "reason": incident.reason,
-        "failed_at": iso(incident.failed_at),
-        "detected_at": iso(incident.detected_at),
-        "recovered_at": iso(incident.recovered_at),
-        "detection_s": round(incident.detected_at - incident.failed_at, 3),
-        "recovery_s": None
-        if incident.recovered_at is None
-        else round(incident.recovered_at - incident.failed_at, 3),
-        "level": incident.level,
-        "step": STEPS.get(incident.level, "none"),
-        "outcome": incident.outcome,
-    }

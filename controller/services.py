@@ -18,7 +18,7 @@ from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
-from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.runner import StoreRunner, StoreStatus
 from swarm.controller.trust import Trust
 
 
@@ -44,3 +44,7 @@ class Services:
     execs: Execs | None = None
     selfcheck: SelfCheck | None = None
     metrics: Metrics | None = None
+
+    def store_status(self) -> StoreStatus:
+        """The database thread as the store runner sees it (from memory)."""
+        return self.runner.status()

@@ -35,7 +35,7 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(
         lambda: (n := controller.node("drone-io")) and n["last_heartbeat_at"] != first and n,
         what="a newer heartbeat",
     )
-    assert 0 <= beating["disk_pct"] <= 100
+    assert 0 <= beating["disk_percent"] <= 100
     assert beating["disk_free_bytes"] > 0
     assert len(beating["load"]) == 3
 

@@ -642,7 +642,7 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
 
     def saved() -> bool:
         node = controller.node("raw")
-        return node is not None and node["mem_pct"] == 100.0
+        return node is not None and node["memory_percent"] == 100.0
 
     code, _, _ = asyncio.run(
         raw_exchange(
@@ -656,10 +656,15 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     status, text = http("GET", controller.public_url + "/api/v1/nodes")
     assert status == 200
     node = next(n for n in text["nodes"] if n["name"] == "raw")
-    figures = {k: node[k] for k in ("load", "cpu_pct", "mem_pct", "disk_pct")}
-    assert figures == {"load": [0.0, 0.0, 0.0], "cpu_pct": 0.0, "mem_pct": 100.0, "disk_pct": 0.0}
+    figures = {k: node[k] for k in ("load", "cpu_percent", "memory_percent", "disk_percent")}
+    assert figures == {
+        "load": [0.0, 0.0, 0.0],
+        "cpu_percent": 0.0,
+        "memory_percent": 100.0,
+        "disk_percent": 0.0,
+    }
     assert node["disk_free_bytes"] == 2**63 - 1
     # Saved too: a stopping controller writes what changed, and the next one reads it back.
     assert controller.terminate() == 0
     controller.restart()
-    assert controller.node("raw")["mem_pct"] == 100.0
+    assert controller.node("raw")["memory_percent"] == 100.0

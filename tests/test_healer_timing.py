@@ -16,21 +16,23 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from swarm.clock import parse_iso
+from swarm.clock import iso, parse_iso
 from swarm.controller.alerts import Alerter
 from swarm.controller.config import ControllerConfig
 from swarm.controller.errors import FailedPrecondition
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
-from swarm.controller.healer import Healer, HealSettings
+from swarm.controller.healer import Healer, HealSettings, StartupGrace
 from swarm.controller.oob import SshSettings
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.web.views.base import plain
+from swarm.controller.web.views.healing import drone_health_view
 
 from fakes.clock import ManualClock
 from support.links import FakeLink, connect
@@ -103,7 +105,9 @@ class Rig:
         return [e.data for e in sorted(found, key=lambda e: e.id)]
 
     def health(self, name: str) -> dict[str, Any]:
-        return self.healer.status(self.drone(name), self.clock.time())
+        """The drone's health as GET /admin/api/drones/{name}/health shows it."""
+        found = self.healer.status(self.drone(name), self.clock.time())
+        return cast(dict[str, Any], plain(drone_health_view(found, [], [])))
 
     def next_step_at(self, name: str) -> tuple[float, str]:
         upcoming = self.health(name)["next_action"]
@@ -237,7 +241,7 @@ def test_a_drone_that_recovers_by_itself_does_not_grow_its_cool_off(tmp_path: Pa
 def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
-            assert r.healer.startup_grace_json(r.clock.time()) is None
+            assert r.healer.startup_grace(r.clock.time()) is None
             await new_drone(r, "fresh")
             await r.run(10.0)  # killed 10 s after the start
             r.kill("fresh")
@@ -253,19 +257,16 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
     async def scenario() -> None:
         async with rig(tmp_path, known=("d1", "d2")) as r:
             started = r.clock.time()
-            grace = r.healer.startup_grace_json(started)
-            assert grace is not None and grace["awaiting"] == ["d1", "d2"]
-            assert parse_iso(grace["until"]) == pytest.approx(started + STARTUP_GRACE, abs=0.002)
+            grace = r.healer.startup_grace(started)
+            assert grace is not None and grace.awaiting == ("d1", "d2")
+            assert grace.until == pytest.approx(started + STARTUP_GRACE, abs=0.002)
             await r.run(5.0)
             # Not back yet: no incident, not healed, and its health view says why.
             assert r.health("d1")["incident"] is None and r.actions("d1") == []
-            assert r.health("d1")["startup_grace_until"] == grace["until"]
+            assert r.health("d1")["startup_grace_until"] == iso(grace.until)
             r.connect("d1")
             await r.run(1.0)
-            assert r.healer.startup_grace_json(r.clock.time()) == {
-                "until": grace["until"],
-                "awaiting": ["d2"],
-            }
+            assert r.healer.startup_grace(r.clock.time()) == StartupGrace(grace.until, ("d2",))
             # A drone that is back is healed as usual meanwhile.
             r.kill("d1")
             await r.run()
@@ -275,7 +276,7 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
             assert r.actions("d2") == [] and r.health("d2")["incident"] is None
             r.connect("d2")
             await r.run()
-            assert r.healer.startup_grace_json(r.clock.time()) is None
+            assert r.healer.startup_grace(r.clock.time()) is None
             assert r.health("d2")["startup_grace_until"] is None
             # Gone again, 10 s after the start: its first step after the grace period only.
             r.kill("d2")
@@ -299,7 +300,7 @@ def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_pat
             assert r.health("away")["incident"] is None
             assert r.actions("away") == [] and r.actions("hurt") == []
             await r.run(0.1)
-            assert r.healer.startup_grace_json(r.clock.time()) is None
+            assert r.healer.startup_grace(r.clock.time()) is None
             # The incident from before the start goes on at once; a new one gets the grace period.
             assert [a["step"] for a in r.actions("hurt")] == ["restart"]
             assert r.health("away")["incident"]["kind"] == "offline"

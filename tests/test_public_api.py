@@ -20,7 +20,7 @@ NODE_KEYS = {
     "last_heartbeat_at",
     "ping_latency_ms",
     "load",
-    "disk_pct",
+    "disk_percent",
     "emerge_running",
 }
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

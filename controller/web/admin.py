@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict
 
 from swarm.agent.config import ENROLL_PORT
-from swarm.clock import iso
 from swarm.controller import access
 from swarm.controller.adminkey import KeyStore
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from swarm.controller.scheduler import JOB_STATES
+from swarm.controller.serde import NAME_RE
 from swarm.controller.services import Services
-from swarm.controller.store.records import TokenRecord
-from swarm.controller.trust import Trust
+from swarm.controller.trust import MAX_TTL, MIN_TTL, Trust
 from swarm.controller.web import (
     auth,
     console,
@@ -36,126 +36,170 @@ from swarm.controller.web import (
     shells,
     streams,
 )
-from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, queue_of, session_json
+from swarm.controller.web.buildviews import admin_dispatch, queue_of
 from swarm.controller.web.common import (
+    BUCKETS,
+    DRONE_FILTER,
+    EVENT_PARAMS,
     SERVICES,
+    WINDOW,
     activity_page,
     events_page,
     json_errors,
     json_response,
-    node_json,
     now,
 )
-from swarm.controller.web.parse import (
-    check_text,
-    json_body,
-    optional_text,
-    query_int,
-    query_list,
-    query_value,
-    strict_input,
-    whole_number,
+from swarm.controller.web.parse import check_text, json_body, optional_text, strict_input
+from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, ListParam, Routes, TextParam, path_param
+from swarm.controller.web.views import summary
+from swarm.controller.web.views.admin import (
+    NewTokenView,
+    TokenRevokedView,
+    TokensView,
+    WhoamiView,
+    new_token_view,
+    token_view,
+)
+from swarm.controller.web.views.base import Doc, Length, Pattern, Range
+from swarm.controller.web.views.builds import (
+    JobDetailView,
+    JobsPage,
+    QueuedView,
+    SessionReply,
+    SessionsView,
+    build_view,
+    job_view,
+    job_why_view,
+    session_view,
+)
+from swarm.controller.web.views.fleet import DroneRenamedView, DroneRevokedView, DronesView, drone_view
+from swarm.controller.web.views.status import (
+    ActivityView,
+    AdminHealthView,
+    AdminStatusView,
+    EventsPage,
+    ProtocolMessageView,
+    ProtocolPage,
+    protocol_view,
 )
 
 BUILD_ID_RE = re.compile(r"b-[0-9a-f]{12}")
 QUEUE_BODY = 1024 * 1024  # up to 1,000 atoms with their versions and USE flags
+MAX_ATOMS = 1000
+MAX_ATOM = 500  # characters
+MAX_SESSION_NAME = 128
 KEY_NAME = healing.KEY_NAME
-routes = web.RouteTableDef()
+routes = Routes()
 
 
-@routes.get("/admin/api/status")
+@routes.declare(
+    "GET",
+    "/admin/api/status",
+    AdminStatusView,
+    summary="the swarm summary of /api/v1/status, and whether healing is paused or held",
+)
 async def status(request: web.Request) -> web.Response:
-    s = request.app[SERVICES]
-    held = None if s.healer is None else {"paused": s.healer.paused, "fleet_dark": s.healer.dark}
-    return json_response({**public.status_json(s), "healing": held})
+    return json_response(summary.admin_status_view(request.app[SERVICES]))
 
 
-@routes.get("/admin/api/health")
+@routes.declare(
+    "GET",
+    "/admin/api/health",
+    AdminHealthView,
+    summary="the public health and what lies behind it: the database's state as the store runner "
+    "sees it, the event backlog, the data disk (from memory, as the public one)",
+)
 async def health(request: web.Request) -> web.Response:
-    """The public health and what lies behind it: the database runner's
-    state, the event backlog, the data disk. From memory, as the public one."""
-    s = request.app[SERVICES]
-    store = s.runner.status()
-    failure = store.failure
-    own = s.selfcheck
-    disk = own.health.disk if own is not None else None
-    return json_response(
-        {
-            **public.health_json(s, admin=True),
-            "store": {
-                "failure": None
-                if failure is None
-                else {
-                    "message": failure.message,
-                    "connection_lost": failure.lost,
-                    "since": iso(failure.at),
-                    "last_at": iso(failure.last_at),
-                },
-                "busy_s": round(store.busy_for, 3),
-                "waiting": store.waiting,
-            },
-            "events": {
-                "pending": s.events.pending,
-                "pending_limit": s.events.pending_limit,
-                "dropped": s.events.dropped,
-            },
-            "disk": None
-            if disk is None or own is None
-            else {
-                "path": disk.path,
-                "free_mb": round(disk.free / 2**20, 1),
-                "total_mb": round(disk.total / 2**20, 1),
-                "min_free_mb": round(own.settings.disk_min_free / 2**20, 1),
-            },
-        }
-    )
+    return json_response(summary.admin_health_view(request.app[SERVICES]))
 
 
-@routes.get("/admin/api/events")
+@routes.declare(
+    "GET",
+    "/admin/api/events",
+    EventsPage,
+    summary="every event, the admin tier's audit trail included",
+    params=EVENT_PARAMS,
+    errors=(404,),
+)
 async def events(request: web.Request) -> web.Response:
     return json_response(await events_page(request, public=False))
 
 
-@routes.get("/admin/api/activity")
+@routes.declare(
+    "GET",
+    "/admin/api/activity",
+    ActivityView,
+    summary="event counts per time bucket, as /api/v1/activity (the console's waveform)",
+    params=(WINDOW, BUCKETS),
+)
 async def activity(request: web.Request) -> web.Response:
     return json_response(await activity_page(request))
 
 
-@routes.get("/admin/api/whoami")
+@routes.declare("GET", "/admin/api/whoami", WhoamiView, summary="check the admin key")
 async def whoami(request: web.Request) -> web.Response:
-    return json_response({"key": request[KEY_NAME]})
+    return json_response(WhoamiView(request[KEY_NAME]))
 
 
-@routes.get("/admin/api/protocol")
+AFTER = IntParam("after", "only entries after this seq", default=0, lo=0, hi=2**62)
+PROTOCOL_LIMIT = IntParam("limit", "at most this many entries", default=200, lo=1, hi=5000)
+MESSAGE_TYPES = ListParam("type", "only these message types (comma-separated)")
+SEQ = IntParam("seq", "the entry's seq", lo=0, hi=2**62, where="path")
+
+
+@routes.declare(
+    "GET",
+    "/admin/api/protocol",
+    ProtocolPage,
+    summary="recent control-stream messages, oldest first",
+    params=(AFTER, PROTOCOL_LIMIT, DRONE_FILTER, MESSAGE_TYPES),
+    errors=(404,),
+)
 async def protocol(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
-    after = query_int(request, "after", 0, 0, 2**62)
-    limit = query_int(request, "limit", 200, 1, 5000)
-    drone = query_value(request, "drone")
+    after = AFTER.read(request)
+    limit = PROTOCOL_LIMIT.read(request)
+    drone = DRONE_FILTER.read(request)
     drone_id = s.fleet.require(drone).id if drone else None
-    kinds = query_list(request, "type")
+    kinds = MESSAGE_TYPES.read(request)
     entries = s.protolog.entries(after_seq=after, limit=limit, drone_id=drone_id, kinds=kinds)
     return json_response(
-        {
-            "entries": [streams.protocol_json(e) for e in entries],
-            "last_seq": s.protolog.last_seq,
-            "unknown_fields": dict(s.protolog.unknown_fields),
-        }
+        ProtocolPage(
+            tuple(protocol_view(e) for e in entries), s.protolog.last_seq, dict(s.protolog.unknown_fields)
+        )
     )
 
 
-@routes.get("/admin/api/protocol/{seq}")
+@routes.declare(
+    "GET",
+    "/admin/api/protocol/{seq}",
+    ProtocolMessageView,
+    summary="one control-stream message decoded (protobuf as JSON), while it is in the buffer",
+    params=(SEQ,),
+    errors=(404,),
+)
 async def protocol_message(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
-    seq = whole_number(request.match_info["seq"], "seq", 0, 2**62)
+    seq = SEQ.read(request)
     found = s.protolog.message(seq)
     if found is None:
         raise NotFound(f"protocol message {seq} is not in the buffer (it keeps the newest ones)")
     entry, message = found
     decoded = None if message is None else MessageToDict(message, preserving_proto_field_name=True)
-    names = s.fleet.names()
+    e = protocol_view(entry)
     return json_response(
-        {**streams.protocol_json(entry), "drone": names.get(entry.drone_id), "message": decoded}
+        ProtocolMessageView(
+            e.seq,
+            e.ts,
+            e.direction,
+            e.drone_id,
+            e.type,
+            e.size,
+            e.latency_ms,
+            e.unknown_fields,
+            drone=s.fleet.names().get(entry.drone_id),
+            message=decoded,
+        )
     )
 
 
@@ -166,30 +210,22 @@ def _trust(request: web.Request) -> Trust:
     return trust
 
 
-def token_json(t: TokenRecord, now: float) -> dict[str, Any]:
-    state = (
-        "revoked"
-        if t.revoked_at is not None
-        else "used"
-        if t.used_at is not None
-        else "expired"
-        if t.expires_at <= now
-        else "active"
-    )
-    return {
-        "id": t.id,
-        "name": t.name,
-        "state": state,
-        "created_at": iso(t.created_at),
-        "expires_at": iso(t.expires_at),
-        "created_by": t.created_by,
-        "used_at": iso(t.used_at),
-        "used_by": t.used_by,
-        "revoked_at": iso(t.revoked_at),
-    }
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    ttl: Annotated[float | None, Doc("seconds (default 3600)"), Range(MIN_TTL, MAX_TTL)]
+    name: Annotated[str | None, Doc("only this drone name may use it"), Pattern(NAME_RE)]
 
 
-@routes.post("/admin/api/tokens")
+@routes.declare(
+    "POST",
+    "/admin/api/tokens",
+    NewTokenView,
+    status=201,
+    summary="create a one-time join token (409 when --join-tokens-max are live: unused, "
+    "unrevoked and unexpired)",
+    body=Body(TokenRequest),
+    errors=(409,),
+)
 async def create_token(request: web.Request) -> web.Response:
     trust = _trust(request)
     body = await json_body(request)
@@ -207,59 +243,75 @@ async def create_token(request: web.Request) -> web.Response:
         command += f" --enroll-address {host}:{s.enroll_port}"
     if new.record.name:
         command += f" --name {new.record.name}"
-    return json_response(
-        {
-            **token_json(new.record, now()),
-            "token": new.token,
-            "ca_pin": trust.ca.pin,
-            "enroll_port": s.enroll_port,
-            "command": command,
-        },
-        status=201,
-    )
+    view = new_token_view(new.record, now(), new.token, trust.ca.pin, s.enroll_port, command)
+    return json_response(view, status=201)
 
 
-@routes.get("/admin/api/tokens")
+@routes.declare(
+    "GET",
+    "/admin/api/tokens",
+    TokensView,
+    summary="join tokens, newest first (never their secrets)",
+    errors=(409,),
+)
 async def list_tokens(request: web.Request) -> web.Response:
     tokens = await _trust(request).list_tokens()
     t = now()
-    return json_response({"tokens": [token_json(x, t) for x in tokens]})
+    return json_response(TokensView(tuple(token_view(x, t) for x in tokens)))
 
 
-@routes.delete("/admin/api/tokens/{id}")
+TOKEN_ID = path_param("id", "token id")
+
+
+@routes.declare(
+    "DELETE",
+    "/admin/api/tokens/{id}",
+    TokenRevokedView,
+    summary="revoke an unused join token",
+    params=(TOKEN_ID,),
+    errors=(404, 409),
+)
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = request.match_info["id"]
     await _trust(request).revoke_token(token_id, request[KEY_NAME])
-    return json_response({"revoked": token_id})
+    return json_response(TokenRevokedView(token_id))
 
 
-@routes.get("/admin/api/drones")
+@routes.declare("GET", "/admin/api/drones", DronesView, summary="drones with live state and enrollment")
 async def drones(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     t = now()
-    dispatch = dispatch_views(s, t, admin=True)
+    dispatch = admin_dispatch(s, t)
     return json_response(
-        {
-            "drones": [
-                {
-                    **node_json(d, t),
-                    "enrolled": s.trust.enrolled(d.id) if s.trust is not None else None,
-                    "dispatch": dispatch(d.id),
-                    "ssh_access": _ssh_access(s, d.id),
-                }
+        DronesView(
+            tuple(
+                drone_view(
+                    d,
+                    t,
+                    s.trust.enrolled(d.id) if s.trust is not None else None,
+                    dispatch(d.id),
+                    _ssh_access(s, d.id),
+                )
                 for d in s.fleet.all()
-            ]
-        }
+            )
+        )
     )
 
 
-def _ssh_access(s: Services, drone_id: str) -> str | None:
+def _ssh_access(s: Services, drone_id: str) -> Literal["ssh", "local"] | None:
     """Whether a shell or command can reach the drone without its agent: ssh, local, or None."""
     ssh = s.healer.access_of(drone_id).ssh if s.healer is not None else ""
     return None if not ssh else "local" if ssh == access.LOCAL else "ssh"
 
 
-@routes.post("/admin/api/drones/{name}/revoke")
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/revoke",
+    DroneRevokedView,
+    summary="revoke a drone's certificates and end its streams",
+    params=(DRONE_NAME,),
+    errors=(404, 409),
+)
 async def revoke_drone(request: web.Request) -> web.Response:
     trust = _trust(request)
     key = request.match_info["name"]
@@ -268,20 +320,50 @@ async def revoke_drone(request: web.Request) -> web.Response:
     if state is None and not trust.enrolled(key):
         raise NotFound(f"no drone named {key[:64]!r}")
     count = await trust.revoke_drone(drone_id, request[KEY_NAME])
-    return json_response({"drone": drone_id, "certificates": count})
+    return json_response(DroneRevokedView(drone_id, count))
 
 
-@routes.post("/admin/api/drones/{name}/rename")
+@dataclass(frozen=True, slots=True)
+class RenameRequest:
+    name: Annotated[str, Doc("the drone's new name"), Pattern(NAME_RE)]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/rename",
+    DroneRenamedView,
+    summary="bind a new name to an enrolled drone (its agent's Hello cannot rename it)",
+    params=(DRONE_NAME,),
+    body=Body(RenameRequest, required=("name",)),
+    errors=(404, 409),
+)
 async def rename_drone(request: web.Request) -> web.Response:
     trust = _trust(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
     body = await json_body(request)
     new_name = check_text(body.get("name"), "name (the drone's new name)", max_len=64)
     old = await trust.rename(state.id, new_name, request[KEY_NAME])
-    return json_response({"drone": state.id, "name": new_name, "old_name": old})
+    return json_response(DroneRenamedView(state.id, new_name, old))
 
 
-@routes.post("/admin/api/queue")
+@dataclass(frozen=True, slots=True)
+class QueueRequest:
+    atoms: Annotated[
+        tuple[Annotated[str, Length(1, MAX_ATOM)], ...], Doc("package atoms"), Length(1, MAX_ATOMS)
+    ]
+    session: Annotated[str | None, Doc("a name for the session"), Length(1, MAX_SESSION_NAME)]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/queue",
+    QueuedView,
+    status=201,
+    summary="queue packages: resolved with their dependencies into jobs of a session",
+    body=Body(QueueRequest, required=("atoms",)),
+    errors=(404, 409, 503),
+    notes={503: "the database takes no writes now (the message says why)"},
+)
 async def queue_packages(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     problem = s.selfcheck.writes_failing() if s.selfcheck is not None else None
@@ -295,19 +377,31 @@ async def queue_packages(request: web.Request) -> web.Response:
         atoms = check_text(atoms, "atoms", max_len=100_000, lines=True).split()
     if not isinstance(atoms, list) or not atoms or not all(isinstance(a, str) and a.strip() for a in atoms):
         raise InvalidArgument("atoms must be a non-empty list of package atoms")
-    if len(atoms) > 1000:
-        raise InvalidArgument("at most 1000 atoms per request")
+    if len(atoms) > MAX_ATOMS:
+        raise InvalidArgument(f"at most {MAX_ATOMS} atoms per request")
     for atom in atoms:
-        check_text(atom, "an atom", max_len=500)
-    name = optional_text(body, "session", max_len=128)
+        check_text(atom, "an atom", max_len=MAX_ATOM)
+    name = optional_text(body, "session", max_len=MAX_SESSION_NAME)
     session, added = await q.queue(atoms, name=name, by=request[KEY_NAME])
     names = s.fleet.names()
-    return json_response(
-        {"session": session_json(q, session), "jobs": [job_json(q, j, names) for j in added]}, status=201
-    )
+    view = QueuedView(session_view(q, session), tuple(job_view(j, names) for j in added))
+    return json_response(view, status=201)
 
 
-@routes.post("/admin/api/control")
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    action: Literal["start", "stop", "pause", "resume", "reset"]
+    session: Annotated[str | None, Doc("the session (default: the current one)")]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/control",
+    SessionReply,
+    summary="start, stop, pause, resume or reset a session (default: the current one)",
+    body=Body(ControlRequest, required=("action",)),
+    errors=(404, 409),
+)
 async def control(request: web.Request) -> web.Response:
     q = queue_of(request.app[SERVICES])
     body = await json_body(request)
@@ -316,64 +410,88 @@ async def control(request: web.Request) -> web.Response:
         raise InvalidArgument("action must be one of start, stop, pause, resume, reset")
     session_id = optional_text(body, "session", max_len=128)
     session = q.control(action, session_id, request[KEY_NAME])
-    return json_response({"session": session_json(q, session)})
+    return json_response(SessionReply(session_view(q, session)))
 
 
 # The console reads only its own origin (CSP connect-src 'self'), so the
 # public tier's sessions and queue have admin twins; the queue one narrows
 # thousands of jobs down to what a page shows.
-@routes.get("/admin/api/sessions")
+@routes.declare(
+    "GET",
+    "/admin/api/sessions",
+    SessionsView,
+    summary="build sessions with progress counts, as /api/v1/sessions",
+)
 async def sessions(request: web.Request) -> web.StreamResponse:
     return await public.sessions(request)
 
 
-@routes.get("/admin/api/queue")
+SESSION = TextParam("session", "only the jobs of this session")
+JOB_STATES_PARAM = ListParam("state", "only jobs in these states (comma-separated)", choices=JOB_STATES)
+TEXT = TextParam("q", "only jobs whose package, id or drone contains this", max_len=200)
+
+
+@routes.declare(
+    "GET",
+    "/admin/api/queue",
+    JobsPage,
+    summary="jobs, most critical first, as /api/v1/queue; narrowed by session, states and text",
+    params=(SESSION, JOB_STATES_PARAM, TEXT, public.JOBS_LIMIT),
+    errors=(404, 409),
+)
 async def jobs(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
-    session_id = query_value(request, "session")
-    pool = list(q.jobs.values())
-    if session_id:
-        if session_id not in q.sessions:
-            raise NotFound(f"no session {session_id[:40]!r}")
-        pool = q.session_jobs(q.sessions[session_id])
-    states = query_list(request, "state")
-    if not states <= set(JOB_STATES):
-        raise InvalidArgument(f"state must be among {', '.join(JOB_STATES)}")
-    text = (query_value(request, "q", max_len=200) or "").strip().lower()
-    limit = query_int(request, "limit", 500, 1, 5000)
+    states = JOB_STATES_PARAM.read(request)
+    found, total = q.find_jobs(
+        states=states,
+        session_id=SESSION.read(request),
+        text=TEXT.read(request) or "",
+        limit=public.JOBS_LIMIT.read(request),
+    )
     names = s.fleet.names()
-    found = [
-        j
-        for j in pool
-        if (not states or j.state in states)
-        and (not text or text in f"{j.cpv} {j.id} {names.get(j.drone_id or '', '')}".lower())
-    ]
-    found.sort(key=lambda j: (-j.priority, j.created_at, j.id))
-    return json_response({"jobs": [job_json(q, j, names) for j in found[:limit]], "total": len(found)})
+    return json_response(JobsPage(tuple(job_view(j, names) for j in found), total))
 
 
-@routes.get("/admin/api/jobs/{id}")
+JOB_ID = path_param("id", "job id")
+
+
+@routes.declare(
+    "GET",
+    "/admin/api/jobs/{id}",
+    JobDetailView,
+    summary="a job, why it is not running, and its builds",
+    params=(JOB_ID,),
+    errors=(404, 409),
+)
 async def job(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     q = queue_of(s)
     found = q.job(request.match_info["id"])
     names = s.fleet.names()
-    builds = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=20)
-    return json_response(
-        {"job": job_json(q, found, names, why=True), "builds": [build_json(b, names) for b in builds]}
-    )
+    builds = await q.builds_of(found, 20)
+    detail = job_why_view(found, names, q.why(found))
+    return json_response(JobDetailView(detail, tuple(build_view(b, names) for b in builds)))
 
 
-@routes.get("/admin/api/jobs/{id}/log")
+BUILD = TextParam("build", "a specific build id")
+
+
+@routes.declare(
+    "GET",
+    "/admin/api/jobs/{id}/log",
+    None,
+    summary="the build log of the job's current or latest build (text)",
+    params=(JOB_ID, BUILD),
+    errors=(404, 409),
+    content="text/plain",
+    notes={404: "no log", 409: "builds are off (no --portage-eprefix)"},
+)
 async def job_log(request: web.Request) -> web.StreamResponse:
     s = request.app[SERVICES]
     q = queue_of(s)
     found = q.job(request.match_info["id"])
-    build_id = query_value(request, "build") or found.build_id
-    if build_id is None:
-        latest = await s.runner.call(s.runner.store.list_builds, job_id=found.id, limit=1)
-        build_id = latest[0].id if latest else None
+    build_id = BUILD.read(request) or await q.log_build_id(found)
     if build_id is None or s.build_logs is None:
         raise NotFound(f"job {found.id} has no build log yet")
     path = s.build_logs.log_path(build_id)
@@ -382,7 +500,7 @@ async def job_log(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8"})
 
 
-@routes.get("/admin/api/openapi.json")
+@routes.declare("GET", "/admin/api/openapi.json", None, summary="this document")
 async def openapi_doc(request: web.Request) -> web.Response:
     return json_response(openapi.admin_document())
 

@@ -57,12 +57,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Final
 
 from aiohttp import web
 
 from swarm.clock import iso
 from swarm.controller.adminkey import ADMIN, KeyStore, StoredKey, check_name
+from swarm.controller.adminkey import NAME_RE as KEY_NAME_RE
 from swarm.controller.config import ControllerConfig
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from swarm.controller.events import EventLog
@@ -71,6 +72,18 @@ from swarm.controller.web.forwarded import Network
 from swarm.controller.web.forwarded import client_address as forwarded_client
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.hosts import HostPolicy, local_port
+from swarm.controller.web.routes import Body, Routes, path_param
+from swarm.controller.web.views.admin import (
+    BrowserSessionView,
+    KeyFileView,
+    KeyPrincipalView,
+    KeyRemovedView,
+    KeysView,
+    KeyView,
+    LoggedOutView,
+    NewKeyView,
+)
+from swarm.controller.web.views.base import Doc, Pattern
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +97,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/admin/api/login", "/login"})
 OPEN_PREFIXES = ("/login/",)
 PRINCIPAL = "admin_principal"
-VIA_KEY, VIA_SESSION = "key", "session"
+VIA_KEY: Final = "key"
+VIA_SESSION: Final = "session"
 LIMITED_ADDRESSES = 10_000
 WRONG_KEY = "missing or wrong X-Admin-Key"
 EVERYONE = "*"  # the global bucket's name in events
-routes = web.RouteTableDef()
+routes = Routes()
+SessionInfo = KeyPrincipalView | BrowserSessionView
 Clock = Callable[[], float]
 
 
@@ -401,21 +416,21 @@ class AdminAuth:
             return True
         return self.sessions.find(principal.session, self.clock(), touch=touch) is not None
 
-    def session_json(self, principal: Principal) -> dict[str, Any]:
+    def session_view(self, principal: Principal) -> SessionInfo:
         if principal.session is None:
-            return {"key": principal.name, "via": principal.via, "expires_at": None}
+            return KeyPrincipalView(principal.name, VIA_KEY)
         session = self.sessions.find(principal.session, self.clock(), touch=False)
         if session is None:
             raise Unauthenticated("the session has ended: log in again")
-        return {
-            "key": session.name,
-            "via": VIA_SESSION,
-            "csrf_token": session.csrf,
-            "created_at": iso(session.created),
-            "expires_at": iso(self.sessions.expires_at(session)),
-            "ends_at": iso(session.created + self.sessions.lifetime),
-            "idle_timeout_s": self.sessions.idle,
-        }
+        return BrowserSessionView(
+            key=session.name,
+            via=VIA_SESSION,
+            csrf_token=session.csrf,
+            created_at=iso(session.created),
+            expires_at=iso(self.sessions.expires_at(session)),
+            ends_at=iso(session.created + self.sessions.lifetime),
+            idle_timeout_s=self.sessions.idle,
+        )
 
 
 AUTH = web.AppKey("admin_auth", AdminAuth)
@@ -479,7 +494,21 @@ async def authorize_websocket(request: web.Request) -> Principal:
     return principal
 
 
-@routes.post("/admin/api/login")
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    key: Annotated[str, Doc("an admin key")]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/login",
+    BrowserSessionView,
+    summary="log in with an admin key: sets the HttpOnly, SameSite=Strict session cookie "
+    "swarm_session and returns the CSRF token",
+    body=Body(LoginRequest, required=("key",)),
+    errors=(401, 403, 429),
+    open=True,
+)
 async def login(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     origin = request.headers.get("Origin")
@@ -495,7 +524,7 @@ async def login(request: web.Request) -> web.Response:
     session_id, digest, session = auth.sessions.create(key, address, now)
     auth.events.emit("admin_login", f"{key.name} logged in from {address}", by=key.name, address=address)
     response = json_response(
-        auth.session_json(Principal(key.name, VIA_SESSION, key.hash, digest)),
+        auth.session_view(Principal(key.name, VIA_SESSION, key.hash, digest)),
         headers={"Cache-Control": "no-store"},
     )
     response.set_cookie(
@@ -510,7 +539,13 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@routes.post("/admin/api/logout")
+@routes.declare(
+    "POST",
+    "/admin/api/logout",
+    LoggedOutView,
+    summary="end this browser session (needs X-CSRF-Token) and clear its cookie",
+    errors=(409,),
+)
 async def logout(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     principal = principal_of(request)
@@ -521,37 +556,66 @@ async def logout(request: web.Request) -> web.Response:
     auth.events.emit(
         "admin_logout", f"{principal.name} logged out from {address}", by=principal.name, address=address
     )
-    response = json_response({"logged_out": principal.name})
+    response = json_response(LoggedOutView(principal.name))
     response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
     return response
 
 
-@routes.get("/admin/api/session")
+@routes.declare(
+    "GET",
+    "/admin/api/session",
+    SessionInfo,
+    summary="who this request is (key name, key or session) and when its session ends",
+)
 async def session(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    return json_response(auth.session_json(principal_of(request)), headers={"Cache-Control": "no-store"})
+    return json_response(auth.session_view(principal_of(request)), headers={"Cache-Control": "no-store"})
 
 
-@routes.get("/admin/api/keys")
+@routes.declare(
+    "GET",
+    "/admin/api/keys",
+    KeysView,
+    summary="admin keys by name (never their values) and their open sessions",
+)
 async def list_keys(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     now = auth.clock()
-    return json_response(
-        {"keys": [{"name": n, "sessions": auth.sessions.count(n, now)} for n in auth.keys.names()]}
-    )
+    return json_response(KeysView(tuple(KeyView(n, auth.sessions.count(n, now)) for n in auth.keys.names())))
 
 
-@routes.post("/admin/api/keys")
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    name: Annotated[str, Doc("the key's name (the audit trail)"), Pattern(KEY_NAME_RE)]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/keys",
+    NewKeyView,
+    status=201,
+    summary="add a random admin key (256 bits): the answer shows it once; only its SHA-256 is kept",
+    body=Body(KeyRequest, required=("name",)),
+    errors=(409,),
+)
 async def add_key(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     by = principal_of(request).name
     name = check_name((await json_body(request)).get("name"))
     key = await auth.keys.add(name)
     auth.events.emit("admin_key_added", f"admin key {name} added by {by}", key_name=name, by=by)
-    return json_response({"name": name, "key": key}, status=201, headers={"Cache-Control": "no-store"})
+    return json_response(NewKeyView(name, key), status=201, headers={"Cache-Control": "no-store"})
 
 
-@routes.delete("/admin/api/keys/{name}")
+@routes.declare(
+    "DELETE",
+    "/admin/api/keys/{name}",
+    KeyRemovedView,
+    summary="remove an admin key and end its sessions and streams (409 for the key this request "
+    "authenticated with, by header or session, and for the last key)",
+    params=(path_param("name", "key name"),),
+    errors=(404, 409),
+)
 async def remove_key(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     principal = principal_of(request)
@@ -565,7 +629,11 @@ async def remove_key(request: web.Request) -> web.Response:
         )
     action = await auth.keys.remove(name)
     ended = auth.sessions.end_key(name)
-    key_file = None if action is None else {"path": str(auth.keys.admin_key_path), "action": action}
+    key_file = (
+        None
+        if action is None
+        else KeyFileView(str(auth.keys.admin_key_path), "deleted" if action == "deleted" else "kept")
+    )
     note = {
         None: "",
         "deleted": f"; {auth.keys.admin_key_path} held it and was deleted (the next start would bring "
@@ -581,4 +649,4 @@ async def remove_key(request: web.Request) -> web.Response:
         sessions_ended=ended,
         admin_key_file=key_file,
     )
-    return json_response({"removed": name, "sessions_ended": ended, "admin_key_file": key_file})
+    return json_response(KeyRemovedView(name, ended, key_file))

@@ -1,9 +1,8 @@
-"""What both web tiers share: JSON errors, query parsing, serialisers."""
+"""What both web tiers share: JSON replies and errors, the event pages."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -13,13 +12,14 @@ from aiohttp import web
 
 from swarm.clock import iso
 from swarm.controller.errors import SwarmError
-from swarm.controller.fleet import DroneState
 from swarm.controller.services import Services
-from swarm.controller.store.records import EventRecord
 
 # The parsers live in parse.py; auth.py takes json_body from here.
+from swarm.controller.web.parse import MAX_TIME_TEXT, query_since
 from swarm.controller.web.parse import json_body as json_body
-from swarm.controller.web.parse import query_int, query_list, query_since, query_value
+from swarm.controller.web.routes import IntParam, ListParam, TextParam
+from swarm.controller.web.views.base import ErrorBody, ErrorView, dumps
+from swarm.controller.web.views.status import ActivityView, BucketView, EventsPage, event_view
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,13 @@ SERVICES = web.AppKey("services", Services)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(
-    data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+def json_response(view: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A reply: a view (views/) as JSON."""
+    return web.Response(text=dumps(view), status=status, content_type="application/json", headers=headers)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response({"error": {"status": status, "message": message}}, status=status, headers=headers)
+    return json_response(ErrorView(ErrorBody(status, message)), status=status, headers=headers)
 
 
 def http_error(exc: BaseException) -> web.Response:
@@ -76,52 +70,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
-def node_json(state: DroneState, now: float) -> dict[str, Any]:
-    detector = state.detector
-    return {
-        "id": state.id,
-        "name": state.name,
-        "status": state.status,
-        "connected": state.connected,
-        "drone_type": state.drone_type,
-        "drone_type_reason": state.drone_type_reason,
-        "cores": state.cores,
-        "network": state.network,
-        "hostname": state.hostname,
-        "agent_version": state.agent_version,
-        "protocol_revision": state.protocol_revision or None,
-        "features": list(state.features),
-        "payload_version": state.payload_version,
-        "heartbeat_interval_ms": state.heartbeat_interval_ms,
-        "first_seen_at": iso(state.first_seen_at),
-        "last_seen_at": iso(state.last_seen_at),
-        "last_heartbeat_at": iso(state.last_heartbeat_at),
-        "last_ping_at": iso(state.last_ping_at),
-        "last_pong_at": iso(state.last_pong_at),
-        "ping_latency_ms": state.ping_latency_ms,
-        "phi": round(detector.phi(now), 3) if detector is not None and state.connected else None,
-        "load": [round(state.load1, 2), round(state.load5, 2), round(state.load15, 2)],
-        "cpu_pct": round(state.cpu_percent, 1),
-        "mem_pct": round(state.memory_percent, 1),
-        "disk_pct": round(state.disk_percent, 1),
-        "disk_free_bytes": state.disk_free_bytes,
-        "emerge_running": state.emerge_running,
-        "current_job_id": state.current_job_id or None,
-    }
-
-
-def event_json(event: EventRecord) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "ts": iso(event.ts),
-        "type": event.type,
-        "message": event.message,
-        "drone_id": event.drone_id,
-        "drone_name": event.drone_name,
-        "data": event.data,
-    }
-
-
 def now() -> float:
     return time.time()
 
@@ -135,40 +83,54 @@ def admin_only(event_type: str) -> bool:
     return event_type.startswith(ADMIN_ONLY_PREFIXES) or event_type in ADMIN_ONLY_TYPES
 
 
-async def events_page(request: web.Request, *, public: bool) -> dict[str, Any]:
+# Parameters the event and activity routes of both tiers share.
+SINCE = TextParam(
+    "since",
+    "an event id (exclusive) or an ISO 8601 time (inclusive); without it, the newest events",
+    max_len=MAX_TIME_TEXT,
+)
+EVENTS_LIMIT = IntParam("limit", "at most this many events", default=100, lo=1, hi=1000)
+DRONE_FILTER = TextParam("drone", "only this drone (name or id)")
+EVENT_TYPES = ListParam("type", "only these event types (comma-separated)")
+EVENT_PARAMS = (SINCE, EVENTS_LIMIT, DRONE_FILTER, EVENT_TYPES)
+WINDOW = IntParam("window", "seconds back from now", default=86400, lo=60, hi=7 * 86400)
+BUCKETS = IntParam("buckets", "number of buckets", default=96, lo=1, hi=1440)
+
+
+async def events_page(request: web.Request, *, public: bool) -> EventsPage:
     """GET .../events: since=, limit=, drone=, type=. Page on last_id, which
     also counts events the public tier leaves out."""
     s = request.app[SERVICES]
     after_id, since_ts = query_since(request)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    drone = query_value(request, "drone")
+    limit = EVENTS_LIMIT.read(request)
+    drone = DRONE_FILTER.read(request)
     drone_id = s.fleet.require(drone).id if drone else None
-    types = tuple(sorted(query_list(request, "type")))
+    types = tuple(sorted(EVENT_TYPES.read(request)))
     found = await s.events.query(
         after_id=after_id, since_ts=since_ts, limit=limit, drone_id=drone_id, types=types
     )
-    shown = [e for e in found if not (public and admin_only(e.type))]
-    return {"events": [event_json(e) for e in shown], "last_id": s.events.last_id}
+    shown = tuple(event_view(e) for e in found if not (public and admin_only(e.type)))
+    return EventsPage(shown, s.events.last_id)
 
 
-async def activity_page(request: web.Request) -> dict[str, Any]:
+async def activity_page(request: web.Request) -> ActivityView:
     """GET .../activity: window=, buckets=. Event counts per time bucket, up to now
     (both tiers: counts say nothing an admin-only event would)."""
     s = request.app[SERVICES]
-    window = query_int(request, "window", 86400, 60, 7 * 86400)
-    buckets = query_int(request, "buckets", 96, 1, 1440)
+    window = WINDOW.read(request)
+    buckets = BUCKETS.read(request)
     width = window / buckets
     end = now()
     start = end - window
     counts = await s.events.activity(start, width, buckets)
-    return {
-        "window_s": window,
-        "bucket_s": width,
-        "start": iso(start),
-        "end": iso(end),
-        "total": sum(counts),
-        "buckets": [{"start": iso(start + i * width), "count": c} for i, c in enumerate(counts)],
-    }
+    return ActivityView(
+        window_s=window,
+        bucket_s=width,
+        start=iso(start),
+        end=iso(end),
+        total=sum(counts),
+        buckets=tuple(BucketView(iso(start + i * width), c) for i, c in enumerate(counts)),
+    )
 
 
 def abort_connection(request: web.Request) -> None:

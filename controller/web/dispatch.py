@@ -9,13 +9,17 @@ outlive a controller restart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
-from swarm.controller.web.buildviews import dispatch_views, queue_of
+from swarm.controller.web.buildviews import admin_dispatch, queue_of
 from swarm.controller.web.common import SERVICES, json_response, now
 from swarm.controller.web.healing import KEY_NAME
+from swarm.controller.web.routes import DRONE_NAME, Handler, Routes
+from swarm.controller.web.views.fleet import HoldView
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 
 async def _hold(request: web.Request, action: str) -> web.Response:
@@ -27,24 +31,36 @@ async def _hold(request: web.Request, action: str) -> web.Response:
         await queue.drain(state, by, on=action == "drain")
     else:
         await queue.ground(state, by, on=action == "ground")
-    return json_response({"drone": state.name, "dispatch": dispatch_views(s, now(), admin=True)(state.id)})
+    return json_response(HoldView(state.name, admin_dispatch(s, now())(state.id)))
 
 
-@routes.post("/admin/api/drones/{name}/drain")
+def _declare(action: str, summary: str) -> Callable[[Handler], Handler]:
+    return routes.declare(
+        "POST",
+        f"/admin/api/drones/{{name}}/{action}",
+        HoldView,
+        summary=summary,
+        params=(DRONE_NAME,),
+        errors=(404, 409),
+        notes={409: "the drone is in that state already, or builds are off"},
+    )
+
+
+@_declare("drain", "drain a drone: it finishes its jobs and gets no more (survives a restart)")
 async def drain(request: web.Request) -> web.Response:
     return await _hold(request, "drain")
 
 
-@routes.post("/admin/api/drones/{name}/undrain")
+@_declare("undrain", "put a drained drone back in the rotation")
 async def undrain(request: web.Request) -> web.Response:
     return await _hold(request, "undrain")
 
 
-@routes.post("/admin/api/drones/{name}/ground")
+@_declare("ground", "ground a drone: no jobs until ungrounded (survives a restart)")
 async def ground(request: web.Request) -> web.Response:
     return await _hold(request, "ground")
 
 
-@routes.post("/admin/api/drones/{name}/unground")
+@_declare("unground", "let a grounded drone fly again, also one grounded by its circuit breaker")
 async def unground(request: web.Request) -> web.Response:
     return await _hold(request, "unground")

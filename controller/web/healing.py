@@ -4,21 +4,36 @@ history, manual ping/restart/reboot and pausing. Part of the admin tier
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
 from aiohttp import web
 
 from swarm.controller import access
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, Unavailable
 from swarm.controller.fleet import DroneState
-from swarm.controller.healer import Healer, StepResult, incident_json
+from swarm.controller.healer import Healer
 from swarm.controller.web.common import SERVICES, json_response, now
 from swarm.controller.web.parse import json_body, optional_text
+from swarm.controller.web.routes import DRONE_NAME, Body, Routes
+from swarm.controller.web.views.base import Doc
+from swarm.controller.web.views.fleet import CheckView, DroneType, PingView
+from swarm.controller.web.views.healing import (
+    AccessReply,
+    DroneHealthView,
+    HealingView,
+    StepView,
+    access_view,
+    drone_health_view,
+    healing_view,
+    step_view,
+)
 
 KEY_NAME = "admin_key_name"
 HEAL_EVENTS = ("heal_action", "drone_recovered", "drone_alert", "healing_paused", "healing_resumed")
-routes = web.RouteTableDef()
+INCIDENTS_SHOWN = 20
+HEAL_EVENTS_SHOWN = 50
+routes = Routes()
 
 
 def _healer(request: web.Request) -> Healer:
@@ -32,19 +47,24 @@ def _drone(request: web.Request) -> DroneState:
     return request.app[SERVICES].fleet.require(request.match_info["name"])
 
 
-def step_json(result: StepResult) -> dict[str, Any]:
-    data: dict[str, Any] = {"level": result.level, "done": result.done, "detail": result.detail}
-    if result.command is not None:
-        data |= {
-            "exit_code": result.command.exit_code,
-            "output": result.command.output,
-            "duration_s": round(result.command.duration, 3),
-            "timed_out": result.command.timed_out,
-        }
-    return data
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    type: Annotated[DroneType | Literal[""] | None, Doc("overrides the type the drone reports")]
+    ssh: Annotated[str | None, Doc("[user@]host[:port] of the drone")]
+    host: Annotated[str | None, Doc("[user@]host[:port] of its hypervisor host")]
+    vmid: str | None
+    reboot: Annotated[str | None, Doc("proxmox-lxc, proxmox-qemu, lxc, libvirt or a command template")]
 
 
-@routes.put("/admin/api/drones/{name}")
+@routes.declare(
+    "PUT",
+    "/admin/api/drones/{name}",
+    AccessReply,
+    summary="set a drone's type override and out-of-band access (replaces them whole)",
+    params=(DRONE_NAME,),
+    body=Body(AccessRequest),
+    errors=(404, 409),
+)
 async def put_access(request: web.Request) -> web.Response:
     healer = _healer(request)
     state = _drone(request)
@@ -60,26 +80,36 @@ async def put_access(request: web.Request) -> web.Response:
         by=request[KEY_NAME],
         access={k: v for k, v in access.as_json(record).items() if k in access.FIELDS},
     )
-    return json_response({"drone": state.name, "access": access.as_json(record)})
+    return json_response(AccessReply(state.name, access_view(record)))
 
 
-@routes.get("/admin/api/drones/{name}/health")
+@routes.declare(
+    "GET",
+    "/admin/api/drones/{name}/health",
+    DroneHealthView,
+    summary="the drone's ladder level, next action and what it waits for, cool-off, health history "
+    "and incidents",
+    params=(DRONE_NAME,),
+    errors=(404, 409),
+)
 async def drone_health(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     healer = _healer(request)
     state = _drone(request)
-    incidents = await s.runner.call(s.runner.store.list_incidents, drone_id=state.id, limit=20)
-    events = await s.events.query(drone_id=state.id, types=HEAL_EVENTS, limit=50)
-    return json_response(
-        {
-            **healer.status(state, now()),
-            "incidents": [incident_json(i) for i in incidents],
-            "events": [{"ts": e.ts, "type": e.type, "message": e.message} for e in events],
-        }
-    )
+    incidents = await healer.incidents(state.id, INCIDENTS_SHOWN)
+    events = await s.events.query(drone_id=state.id, types=HEAL_EVENTS, limit=HEAL_EVENTS_SHOWN)
+    return json_response(drone_health_view(healer.status(state, now()), incidents, events))
 
 
-@routes.post("/admin/api/drones/{name}/ping")
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/ping",
+    PingView,
+    summary="ping the drone now: round trip, load, disk, emerge and the functional checks",
+    params=(DRONE_NAME,),
+    errors=(404, 409, 503),
+    notes={503: "the drone did not answer in time, or does not read its control stream"},
+)
 async def ping(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
     state = _drone(request)
@@ -100,55 +130,81 @@ async def ping(request: web.Request) -> web.Response:
         by=request[KEY_NAME],
     )
     return json_response(
-        {
-            "drone": state.name,
-            "seq": seq,
-            "latency_ms": state.ping_latency_ms,
-            "load1": pong.load1,
-            "disk_percent": pong.disk_percent,
-            "disk_free_bytes": pong.disk_free_bytes,
-            "emerge_running": pong.emerge_running,
-            "current_job_id": pong.current_job_id,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in pong.checks],
-        }
+        PingView(
+            drone=state.name,
+            seq=seq,
+            latency_ms=state.ping_latency_ms,
+            load1=pong.load1,
+            disk_percent=pong.disk_percent,
+            disk_free_bytes=pong.disk_free_bytes,
+            emerge_running=pong.emerge_running,
+            current_job_id=pong.current_job_id,
+            checks=tuple(CheckView(c.name, c.ok, c.detail) for c in pong.checks),
+        )
     )
 
 
-@routes.post("/admin/api/drones/{name}/restart")
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/restart",
+    StepView,
+    summary="restart the drone's agent (healing step 1); 409 while another action on the drone "
+    "runs or the healing budget is spent",
+    params=(DRONE_NAME,),
+    errors=(404, 409),
+)
 async def restart(request: web.Request) -> web.Response:
     result = await _healer(request).restart(_drone(request), request[KEY_NAME])
-    return json_response({"drone": request.match_info["name"], **step_json(result)})
+    return json_response(step_view(request.match_info["name"], result))
 
 
-@routes.post("/admin/api/drones/{name}/reboot")
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/reboot",
+    StepView,
+    summary="reboot the drone's container or VM through its host (409 for bare-metal, while "
+    "another action on the drone runs, or when the healing budget is spent)",
+    params=(DRONE_NAME,),
+    errors=(404, 409),
+)
 async def reboot(request: web.Request) -> web.Response:
     result = await _healer(request).reboot(_drone(request), request[KEY_NAME])
-    return json_response({"drone": request.match_info["name"], **step_json(result)})
+    return json_response(step_view(request.match_info["name"], result))
 
 
-@routes.get("/admin/api/healing")
+@routes.declare(
+    "GET",
+    "/admin/api/healing",
+    HealingView,
+    summary="whether healing is paused or held by a dark fleet",
+    errors=(409,),
+)
 async def healing(request: web.Request) -> web.Response:
-    return _healing_json(request)
+    return _healing_reply(request)
 
 
-def _healing_json(request: web.Request) -> web.Response:
+def _healing_reply(request: web.Request) -> web.Response:
     healer = _healer(request)
     fleet = request.app[SERVICES].fleet
-    return json_response(
-        {
-            "paused": healer.paused,
-            "fleet_dark": healer.dark,
-            "paused_drones": sorted(
-                state.name for state in fleet.all() if healer.access_of(state.id).healing_paused
-            ),
-            "settings": healer.settings_json(),
-            # While drones known before the start are still awaited: none of those is healed yet.
-            "startup_grace": healer.startup_grace_json(now()),
-        }
-    )
+    paused = sorted(state.name for state in fleet.all() if healer.access_of(state.id).healing_paused)
+    # While drones known before the start are still awaited: none of those is healed yet.
+    return json_response(healing_view(healer, paused, healer.startup_grace(now())))
 
 
-@routes.post("/admin/api/healing")
+@dataclass(frozen=True, slots=True)
+class HealingRequest:
+    action: Literal["pause", "resume", "override"]
+    drone: Annotated[str | None, Doc("pause or resume only this drone (name or id)")]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/healing",
+    HealingView,
+    summary="pause or resume healing (for the fleet, or one drone), or override the dark-fleet hold",
+    body=Body(HealingRequest, required=("action",)),
+    errors=(404, 409),
+)
 async def control_healing(request: web.Request) -> web.Response:
     healer = _healer(request)
     body = await json_body(request)
@@ -162,4 +218,4 @@ async def control_healing(request: web.Request) -> web.Response:
             raise FailedPrecondition("the fleet is not dark: nothing to override")
     else:
         raise InvalidArgument("action must be pause, resume (optionally with drone) or override")
-    return _healing_json(request)
+    return _healing_reply(request)

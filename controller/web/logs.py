@@ -22,7 +22,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from aiohttp import web
 
@@ -32,21 +31,37 @@ from swarm.controller.fleet import DroneState
 from swarm.controller.logs import LocalLogs, LogText, collect, drone_log
 from swarm.controller.web.auth import authorize_websocket
 from swarm.controller.web.common import SERVICES, json_response
-from swarm.controller.web.parse import query_int, query_value, shown
+from swarm.controller.web.parse import query_value, shown
+from swarm.controller.web.routes import IntParam, Routes, TextParam, path_param
 from swarm.controller.web.streams import STREAMS, Stream, json_websocket, open_json
+from swarm.controller.web.views.admin import DroneLogView, LogTailView
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES
 from swarm.logtail import MAX_LINES, Piece
 
 DEFAULT_LINES = 100
-routes = web.RouteTableDef()
+routes = Routes()
+LINES = IntParam("lines", "start with the last N lines", default=DEFAULT_LINES, lo=0, hi=MAX_LINES)
+SOURCE = TextParam("source", f"{DRONE_SOURCES}; never a path")
+FOLLOW = TextParam(
+    "follow",
+    "1 (default): go on with what is written, across rotation; 0: end",
+    choices=("0", "1", "true", "false"),
+)
+DRONE = path_param("drone", "drone name or id")
+WEBSOCKET = (
+    "A websocket (Upgrade request; auth and Origin as /ws/events). Each text message is JSON: "
+    '{"type": "data", "text"} log text (lines may span messages), {"type": "notice", "text"} the file '
+    'followed, a rotation or truncation, and without follow a last {"type": "end"}. A bad or unknown '
+    "source is answered before the upgrade."
+)
 
 
 def _lines(request: web.Request) -> int:
-    return query_int(request, "lines", DEFAULT_LINES, 0, MAX_LINES)
+    return LINES.read(request)
 
 
 def _follow(request: web.Request) -> bool:
-    raw = (query_value(request, "follow") or "1").lower()
+    raw = (query_value(request, FOLLOW.name) or "1").lower()
     if raw not in ("0", "1", "true", "false"):
         raise InvalidArgument(f"follow must be 1 or 0, got {shown(raw)}")
     return raw in ("1", "true")
@@ -67,28 +82,41 @@ def _channels(request: web.Request) -> Channels:
 def _drone_pieces(
     request: web.Request, *, lines: int, follow: bool
 ) -> tuple[DroneState, str, AsyncGenerator[Piece, None]]:
-    source = query_value(request, "source") or ""
+    source = SOURCE.read(request) or ""
     if not source:
         raise InvalidArgument(f"source is required ({DRONE_SOURCES})")
     state = request.app[SERVICES].fleet.require(request.match_info["drone"])
     return state, source, drone_log(_channels(request), state, source, lines=lines, follow=follow)
 
 
-def _text_json(text: LogText) -> dict[str, Any]:
-    return {"lines": text.lines, "notices": text.notices, "truncated": text.truncated}
-
-
-@routes.get("/admin/api/logs/control-plane")
+@routes.declare(
+    "GET",
+    "/admin/api/logs/control-plane",
+    LogTailView,
+    summary="the tail of the controller's own log",
+    params=(LINES,),
+    errors=(404,),
+)
 async def control_plane_log(request: web.Request) -> web.Response:
     pieces = _local(request).pieces(CONTROL_PLANE, lines=_lines(request), follow=False)
-    return json_response({"source": CONTROL_PLANE, **_text_json(await collect(pieces))})
+    text = await collect(pieces)
+    return json_response(LogTailView(CONTROL_PLANE, tuple(text.lines), tuple(text.notices), text.truncated))
 
 
-@routes.get("/admin/api/drones/{drone}/logs")
+@routes.declare(
+    "GET",
+    "/admin/api/drones/{drone}/logs",
+    DroneLogView,
+    summary="the tail of a drone's log source",
+    params=(DRONE, SOURCE, LINES),
+    errors=(404, 409, 503),
+)
 async def drone_logs(request: web.Request) -> web.Response:
     state, source, pieces = _drone_pieces(request, lines=_lines(request), follow=False)
-    text = await collect(pieces)
-    return json_response({"drone": state.name, "source": source, **_text_json(text)})
+    text: LogText = await collect(pieces)
+    return json_response(
+        DroneLogView(source, tuple(text.lines), tuple(text.notices), text.truncated, drone=state.name)
+    )
 
 
 async def _serve(
@@ -116,14 +144,32 @@ async def _serve(
     return ws
 
 
-@routes.get("/ws/logs/control-plane")
+@routes.declare(
+    "GET",
+    "/ws/logs/control-plane",
+    None,
+    summary="follow the controller's own log",
+    description=WEBSOCKET,
+    params=(LINES, FOLLOW),
+    errors=(404,),
+    websocket=True,
+)
 async def ws_control_plane_log(request: web.Request) -> web.StreamResponse:
     follow = _follow(request)
     pieces = _local(request).pieces(CONTROL_PLANE, lines=_lines(request), follow=follow)
     return await _serve(request, pieces, follow)
 
 
-@routes.get("/ws/logs/drones/{drone}")
+@routes.declare(
+    "GET",
+    "/ws/logs/drones/{drone}",
+    None,
+    summary="follow a drone's log source",
+    description=WEBSOCKET,
+    params=(DRONE, SOURCE, LINES, FOLLOW),
+    errors=(404, 409, 503),
+    websocket=True,
+)
 async def ws_drone_log(request: web.Request) -> web.StreamResponse:
     follow = _follow(request)
     _state, _source, pieces = _drone_pieces(request, lines=_lines(request), follow=follow)

@@ -24,15 +24,24 @@ from swarm.controller.services import Services
 from swarm.controller.web import hosts
 from swarm.controller.web.common import SERVICES, json_errors
 from swarm.controller.web.parse import strict_input
+from swarm.controller.web.routes import Routes
 from swarm.controller.web.streams import STREAMS
 
 PATH = "/metrics"
 # The terminal websocket: its clients are the shell sessions with a viewer attached.
 SSH_ENDPOINT = "/ws/ssh/{drone}"
-routes = web.RouteTableDef()
+routes = Routes()
 
 
-@routes.get(PATH)
+@routes.declare(
+    "GET",
+    PATH,
+    None,
+    summary="the controller's Prometheus metrics (README: Metrics); also on --metrics-port, without a key",
+    errors=(404,),
+    content="text/plain",
+    notes={404: "this controller keeps no metrics"},
+)
 async def metrics(request: web.Request) -> web.StreamResponse:
     found = request.app[SERVICES].metrics
     if found is None:

@@ -4,33 +4,47 @@ secret."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from aiohttp import web
 
-from swarm import __version__
-from swarm.clock import iso
-from swarm.controller.fleet import DroneState
-from swarm.controller.selfcheck import SelfHealth
+from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
 from swarm.controller.web import hosts, openapi, public_page
-from swarm.controller.web.buildviews import build_json, dispatch_views, job_json, session_json
+from swarm.controller.web.buildviews import public_dispatch
 from swarm.controller.web.common import (
+    BUCKETS,
+    EVENT_PARAMS,
     SERVICES,
+    WINDOW,
     Handler,
     activity_page,
     events_page,
     json_errors,
     json_response,
-    node_json,
     now,
 )
-from swarm.controller.web.parse import query_int, query_value, strict_input
+from swarm.controller.web.parse import strict_input
+from swarm.controller.web.routes import IntParam, Routes, TextParam, path_param
+from swarm.controller.web.views import summary
+from swarm.controller.web.views.builds import (
+    HistoryView,
+    JobsPage,
+    SessionsView,
+    build_view,
+    job_view,
+    session_view,
+)
+from swarm.controller.web.views.fleet import NodeReply, NodesView, node_view
+from swarm.controller.web.views.status import (
+    ActivityView,
+    EventsPage,
+    HealthView,
+    StatusView,
+)
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-routes = web.RouteTableDef()
+routes = Routes()
+NODE_NAME = path_param("name", "drone name or id")
 
 
 @web.middleware
@@ -46,135 +60,113 @@ def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-@routes.get("/api/v1/health")
+@routes.declare(
+    "GET",
+    "/api/v1/health",
+    HealthView,
+    summary="controller health from memory (never waits for the database; 200 also when degraded): "
+    "status and its reasons, drone counts, fleet availability and mean time to recovery (24 h)",
+)
 async def health(request: web.Request) -> web.Response:
-    return json_response(health_json(_services(request)))
+    return json_response(summary.health_view(_services(request)))
 
 
-def health_json(s: Services, *, admin: bool = False) -> dict[str, Any]:
-    """The controller's health, from memory only: whatever the database
-    does, this answers at once (selfcheck.py looks in the background).
-    Also the start of the admin tier's /admin/api/health, whose reasons
-    keep the details (the driver's words, the data path)."""
-    t = now()
-    own = s.selfcheck.health if s.selfcheck is not None else SelfHealth()
-    return {
-        "status": own.status,
-        "reasons": [
-            {"code": p.code, "message": p.message if admin else p.public, "since": iso(p.since)}
-            for p in own.problems
-        ],
-        "checked_at": iso(own.checked_at),
-        "version": __version__,
-        "uptime_s": round(t - s.started_at, 3),
-        "database": s.backend,
-        "drones": s.fleet.counts(),
-        "fleet": s.healer.figures() if s.healer is not None else None,
-    }
-
-
-@routes.get("/api/v1/status")
+@routes.declare("GET", "/api/v1/status", StatusView, summary="swarm summary")
 async def status(request: web.Request) -> web.Response:
-    return json_response(status_json(_services(request)))
+    return json_response(summary.status_view(_services(request)))
 
 
-def status_json(s: Services) -> dict[str, Any]:
-    """The swarm summary (also the admin tier's /admin/api/status)."""
-    counts = s.fleet.counts()
-    online = [d for d in s.fleet.all() if d.connected]
-    return {
-        "controller": {
-            "version": __version__,
-            "started_at": iso(s.started_at),
-            "uptime_s": round(now() - s.started_at, 3),
-        },
-        "drones": {"total": len(s.fleet), **counts},
-        "cores_online": sum(d.cores for d in online),
-        "emerge_running": len([d for d in online if d.emerge_running]),
-        "session": session_json(s.builds, current)
-        if s.builds and (current := s.builds.latest_session())
-        else None,
-        "last_event_id": s.events.last_id,
-    }
-
-
-def _node(state: DroneState, t: float, dispatch: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
-    """A drone's live state, with its proof of life: the functional checks of
-    its latest Pong and which agent process it is."""
-    return {
-        **node_json(state, t),
-        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in state.checks],
-        "checks_at": iso(state.checks_at),
-        "instance_id": state.instance_id or None,
-        "process_started_at": iso(state.process_started_at),
-        "dispatch": dispatch(state.id),
-    }
-
-
-@routes.get("/api/v1/nodes")
+@routes.declare("GET", "/api/v1/nodes", NodesView, summary="all drones with live state")
 async def nodes(request: web.Request) -> web.Response:
     s = _services(request)
     t = now()
-    dispatch = dispatch_views(s, t, admin=False)
-    return json_response({"nodes": [_node(d, t, dispatch) for d in s.fleet.all()]})
+    dispatch = public_dispatch(s, t)
+    return json_response(NodesView(tuple(node_view(d, t, dispatch) for d in s.fleet.all())))
 
 
-@routes.get("/api/v1/nodes/{name}")
+@routes.declare(
+    "GET",
+    "/api/v1/nodes/{name}",
+    NodeReply,
+    summary="one drone, by name or id",
+    params=(NODE_NAME,),
+    errors=(404,),
+)
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
-    state = s.fleet.require(request.match_info["name"])
+    state = s.fleet.require(NODE_NAME.read(request) or "")
     t = now()
-    return json_response({"node": _node(state, t, dispatch_views(s, t, admin=False))})
+    return json_response(NodeReply(node_view(state, t, public_dispatch(s, t))))
 
 
-@routes.get("/api/v1/events")
+@routes.declare(
+    "GET",
+    "/api/v1/events",
+    EventsPage,
+    summary="events in ascending id order (the admin tier's audit trail left out)",
+    params=EVENT_PARAMS,
+    errors=(404,),
+)
 async def events(request: web.Request) -> web.Response:
     # The admin tier's audit trail (logins and their addresses, commands run
     # on drones, shells) is the admins' own (GET /admin/api/events).
     return json_response(await events_page(request, public=True))
 
 
-@routes.get("/api/v1/activity")
+@routes.declare(
+    "GET", "/api/v1/activity", ActivityView, summary="event counts per time bucket", params=(WINDOW, BUCKETS)
+)
 async def activity(request: web.Request) -> web.Response:
     return json_response(await activity_page(request))
 
 
-@routes.get("/api/v1/history")
+HISTORY_LIMIT = IntParam("limit", "at most this many builds", default=100, lo=1, hi=1000)
+
+
+@routes.declare(
+    "GET", "/api/v1/history", HistoryView, summary="finished builds, newest first", params=(HISTORY_LIMIT,)
+)
 async def history(request: web.Request) -> web.Response:
     s = _services(request)
-    limit = query_int(request, "limit", 100, 1, 1000)
+    limit = HISTORY_LIMIT.read(request)
     if s.builds is None:
-        return json_response({"history": []})
-    builds = await s.runner.call(s.runner.store.list_builds, limit=limit, finished=True)
+        return json_response(HistoryView(()))
     names = s.fleet.names()
-    return json_response({"history": [build_json(b, names) for b in builds]})
+    return json_response(HistoryView(tuple(build_view(b, names) for b in await s.builds.history(limit))))
 
 
-@routes.get("/api/v1/sessions")
+@routes.declare("GET", "/api/v1/sessions", SessionsView, summary="build sessions with progress counts")
 async def sessions(request: web.Request) -> web.Response:
     s = _services(request)
     if s.builds is None:
-        return json_response({"sessions": []})
+        return json_response(SessionsView(()))
     queue = s.builds
-    live = sorted(queue.sessions.values(), key=lambda x: x.created_at, reverse=True)
-    return json_response({"sessions": [session_json(queue, x) for x in live]})
+    return json_response(SessionsView(tuple(session_view(queue, x) for x in queue.newest_sessions())))
 
 
-@routes.get("/api/v1/queue")
+JOB_STATE = TextParam("state", "only jobs in this state", choices=JOB_STATES)
+JOBS_LIMIT = IntParam("limit", "at most this many jobs", default=500, lo=1, hi=5000)
+
+
+@routes.declare(
+    "GET",
+    "/api/v1/queue",
+    JobsPage,
+    summary="jobs, most critical first",
+    params=(JOB_STATE, JOBS_LIMIT),
+)
 async def queue(request: web.Request) -> web.Response:
     s = _services(request)
+    state = JOB_STATE.read(request)
+    limit = JOBS_LIMIT.read(request)
     if s.builds is None:
-        return json_response({"jobs": []})
-    q = s.builds
+        return json_response(JobsPage((), 0))
+    found, total = s.builds.find_jobs(states=frozenset({state} if state else ()), limit=limit)
     names = s.fleet.names()
-    state = query_value(request, "state")
-    jobs = [j for j in q.jobs.values() if state is None or j.state == state]
-    jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
-    limit = query_int(request, "limit", 500, 1, 5000)
-    return json_response({"jobs": [job_json(q, j, names) for j in jobs[:limit]], "total": len(jobs)})
+    return json_response(JobsPage(tuple(job_view(j, names) for j in found), total))
 
 
-@routes.get("/api/v1/openapi.json")
+@routes.declare("GET", "/api/v1/openapi.json", None, summary="this document")
 async def openapi_doc(request: web.Request) -> web.Response:
     return json_response(openapi.public_document())
 

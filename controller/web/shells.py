@@ -46,22 +46,31 @@ import json
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from swarm.clock import iso
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
 from swarm.controller.execs import Execs
 from swarm.controller.fleet import DroneState
 from swarm.controller.oobshell import OutOfBand
-from swarm.controller.recording import RecordingInfo
 from swarm.controller.shells import ShellRegistry
-from swarm.controller.shellsession import MAX_SIZE, ShellInfo, ShellSession, exit_json
+from swarm.controller.shellsession import MAX_SIZE, ShellSession
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
 from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, json_response
 from swarm.controller.web.healing import KEY_NAME
-from swarm.controller.web.parse import check_text, json_body, loads, query_int, query_value, seconds, shown
+from swarm.controller.web.parse import check_text, json_body, loads, query_value, seconds, shown
+from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, Routes, TextParam, path_param
+from swarm.controller.web.views.admin import (
+    ExecView,
+    ShellReply,
+    ShellsView,
+    exec_view,
+    recording_view,
+    shell_view,
+)
+from swarm.controller.web.views.base import Doc, Length, Range
 from swarm.tasks import race
 
 log = logging.getLogger(__name__)
@@ -74,7 +83,8 @@ MAX_COMMAND = 8192
 MIN_EXEC_TIMEOUT = 0.1
 CLOSE_TIMEOUT = 2.0
 AUTH_CHECK = 5.0  # seconds between checks that a terminal's key or session is still valid
-routes = web.RouteTableDef()
+routes = Routes()
+SHELL_ID = path_param("id", "shell session id (s-...)")
 
 
 def registry_of(request: web.Request) -> ShellRegistry:
@@ -91,63 +101,47 @@ def execs_of(request: web.Request) -> Execs:
     return execs
 
 
-def shell_json(info: ShellInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "via": info.via,
-        "drone": info.drone,
-        "drone_id": info.drone_id,
-        "opened_by": info.opened_by,
-        "opened_at": iso(info.opened_at),
-        "state": info.state,
-        "rows": info.rows,
-        "cols": info.cols,
-        "last_activity_at": iso(info.last_activity_at),
-        "detached_at": iso(info.detached_at),
-        "closed_at": iso(info.closed_at),
-        "close_reason": info.close_reason,
-        "closed_by": info.closed_by,
-        "exit": exit_json(info.exit),
-        "bytes_in": info.bytes_in,
-        "bytes_out": info.bytes_out,
-        "recording": {
-            "url": f"/admin/api/shells/{info.id}/recording",
-            "bytes": info.recording_bytes,
-            "truncated": info.recording_truncated,
-        },
-    }
-
-
-def recording_json(info: RecordingInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "drone": info.drone,
-        "drone_id": info.drone_id,
-        "opened_by": info.opened_by,
-        "started_at": iso(info.started_at),
-        "bytes": info.size,
-        "url": f"/admin/api/shells/{info.id}/recording",
-    }
-
-
-@routes.get("/admin/api/shells")
+@routes.declare(
+    "GET",
+    "/admin/api/shells",
+    ShellsView,
+    summary="terminal sessions (live first, then recently ended) and the recordings on disk",
+    errors=(409,),
+)
 async def list_shells(request: web.Request) -> web.Response:
     registry = registry_of(request)
+    recordings = await registry.recordings()
     return json_response(
-        {
-            "shells": [shell_json(info) for info in registry.sessions()],
-            "recordings": [recording_json(info) for info in await registry.recordings()],
-        }
+        ShellsView(
+            tuple(shell_view(info) for info in registry.sessions()),
+            tuple(recording_view(info) for info in recordings),
+        )
     )
 
 
-@routes.delete("/admin/api/shells/{id}")
+@routes.declare(
+    "DELETE",
+    "/admin/api/shells/{id}",
+    ShellReply,
+    summary="kill a terminal session: its shell gets SIGHUP, then SIGKILL",
+    params=(SHELL_ID,),
+    errors=(404, 409),
+)
 async def kill_shell(request: web.Request) -> web.Response:
     info = await registry_of(request).kill(request.match_info["id"], request[KEY_NAME])
-    return json_response({"shell": shell_json(info)})
+    return json_response(ShellReply(shell_view(info)))
 
 
-@routes.get("/admin/api/shells/{id}/recording")
+@routes.declare(
+    "GET",
+    "/admin/api/shells/{id}/recording",
+    None,
+    summary="the session's recording, an asciinema v2 cast file (output and resizes)",
+    params=(SHELL_ID,),
+    errors=(404, 409),
+    content="application/x-asciicast",
+    notes={404: "no such recording"},
+)
 async def recording(request: web.Request) -> web.StreamResponse:
     path = registry_of(request).recording_path(request.match_info["id"])
     if not path.exists():
@@ -161,7 +155,36 @@ async def recording(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.post("/admin/api/drones/{name}/exec")
+VIA = TextParam(
+    "via",
+    "agent (default): through the drone's agent; ssh: from the controller with the system ssh and the "
+    "drone's ssh access setting (BatchMode, strict host keys), for when the agent is down",
+    choices=("agent", "ssh"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequest:
+    command: Annotated[str, Doc("run with sh -c"), Length(1, MAX_COMMAND)]
+    timeout: Annotated[
+        float | None,
+        Doc("seconds (default 30; the upper bound is --exec-max-timeout)"),
+        Range(MIN_EXEC_TIMEOUT),
+    ]
+    via: Annotated[Literal["agent", "ssh"] | None, Doc("as the query's via (either, not both differently)")]
+
+
+@routes.declare(
+    "POST",
+    "/admin/api/drones/{name}/exec",
+    ExecView,
+    summary="run one command on the drone (sh -c, no terminal) and return its output and status; "
+    "the process group is killed at the timeout. via=ssh runs it with ssh from the controller (the "
+    "drone's ssh access setting), for when the agent is down",
+    params=(DRONE_NAME, VIA),
+    body=Body(ExecRequest, required=("command",)),
+    errors=(404, 409, 503),
+)
 async def exec_command(request: web.Request) -> web.Response:
     execs = execs_of(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
@@ -178,18 +201,7 @@ async def exec_command(request: web.Request) -> web.Response:
         result = await execs.run_oob(state, oob, command, timeout, request[KEY_NAME])
     else:
         result = await execs.run(state, command, timeout, request[KEY_NAME])
-    return json_response(
-        {
-            "drone": result.drone,
-            "via": via,
-            **(exit_json(result.exit) or {}),
-            "stdout": result.stdout.decode(errors="replace"),
-            "stderr": result.stderr.decode(errors="replace"),
-            "stdout_truncated": result.stdout_truncated,
-            "stderr_truncated": result.stderr_truncated,
-            "duration_s": round(result.duration, 3),
-        }
-    )
+    return json_response(exec_view(result, via))
 
 
 AGENT, SSH = "agent", "ssh"
@@ -197,7 +209,7 @@ AGENT, SSH = "agent", "ssh"
 
 def _via(request: web.Request, body_value: Any = None) -> str:
     """``via`` from the query string or the JSON body: agent (the default) or ssh."""
-    query = query_value(request, "via")
+    query = query_value(request, VIA.name)  # checked below, with the body's
     if query is not None and body_value is not None and query != body_value:
         raise InvalidArgument("via is given twice, differently, in the query and the body")
     via = body_value if body_value is not None else query or AGENT
@@ -273,20 +285,36 @@ class WsViewer:
         abort_connection(self.request)
 
 
-def _size(request: web.Request, name: str, default: int) -> int:
-    return query_int(request, name, default, 1, MAX_SIZE)
+ROWS = IntParam("rows", "window rows", default=24, lo=1, hi=MAX_SIZE)
+COLS = IntParam("cols", "window columns", default=80, lo=1, hi=MAX_SIZE)
+REATTACH = TextParam("session", "reattach to this live session instead of opening one")
 
 
-@routes.get("/ws/ssh/{drone}")
+@routes.declare(
+    "GET",
+    "/ws/ssh/{drone}",
+    None,
+    summary="websocket: a terminal on the drone (a login shell under a PTY)",
+    description="Binary frames are keystrokes and output; text frames are JSON messages: client -> server "
+    '{"type":"input","data":"..."}, {"type":"resize","rows":R,"cols":C}, {"type":"close"}, '
+    '{"type":"pause"}, {"type":"resume"}; server -> client {"type":"session",...} first, '
+    '{"type":"exit","exit_code":N,...} last. Closing the websocket detaches; reattach with session= '
+    "within the grace period. via=ssh: ssh -tt from the controller to the drone's ssh access setting "
+    "under a PTY of the controller's (ssh = local: a login shell on the controller's machine), for when "
+    "the agent is down; 409 before the upgrade if the drone has no ssh access setting.",
+    params=(path_param("drone", "drone name or id"), ROWS, COLS, REATTACH, VIA),
+    errors=(404, 409, 503),
+    websocket=True,
+)
 async def ssh(request: web.Request) -> web.StreamResponse:
     """A terminal on a drone (the module docstring has the message format)."""
     registry = registry_of(request)
     principal = await authorize_websocket(request)  # a key or a session, and an allowed Origin
     key = principal.name
     drone = request.match_info["drone"]
-    session_id = query_value(request, "session")
-    rows = _size(request, "rows", 24)
-    cols = _size(request, "cols", 80)
+    session_id = REATTACH.read(request)
+    rows = ROWS.read(request)
+    cols = COLS.read(request)
     via = _via(request)
     oob = None
     if via == SSH and not session_id:

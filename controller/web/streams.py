@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -52,19 +51,20 @@ from typing import Any, Generic, TypeVar
 
 from aiohttp import WSCloseCode, web
 
-from swarm.clock import iso
 from swarm.controller.errors import InvalidArgument, Unavailable
 from swarm.controller.protolog import ProtocolEntry
 from swarm.controller.store.records import EventRecord
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
-from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, event_json
-from swarm.controller.web.parse import query_int, query_list, query_value
+from swarm.controller.web.common import DRONE_FILTER, SERVICES, abort_connection, close_websocket
+from swarm.controller.web.routes import IntParam, ListParam, Routes
+from swarm.controller.web.views.base import dumps
+from swarm.controller.web.views.status import event_view, protocol_view
 from swarm.tasks import race, wait_event
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[Any], Awaitable[None]]  # a view, or a small dict of a stream's own
 
 CHECK_INTERVAL = 5.0  # seconds between checks that the stream's session is still valid
 CLOSE_TIMEOUT = 1.0  # a client that does not answer our close frame in time is cut off
@@ -74,7 +74,17 @@ SEND_BUFFER = 64 * 1024  # SO_SNDBUF of a stream's socket
 WRITER_LIMIT = 16 * 1024  # bytes written before aiohttp checks whether to wait for the client
 BACKFILL_PAGE = 500
 HEARTBEAT_TYPE = "heartbeat"
-routes = web.RouteTableDef()
+routes = Routes()
+STREAM_TYPES = ListParam("type", "only these types (comma-separated)")
+SINCE_ID = IntParam("since", "first the events after this id, then live ones (resume without gaps)", -1, 0)
+SAMPLE = IntParam("sample", "send only every Nth heartbeat of each drone (default 1: all)", 1, 1, 1_000_000)
+WEBSOCKET = (
+    "A websocket (Upgrade request). Needs the admin key or a session cookie, and an allowed Origin "
+    "(one of the tier's host names on its own port, or --admin-origins; without Origin only with "
+    "X-Admin-Key). Each text message is one JSON object: {item}. A message with a 'dropped' key is "
+    "not an item: that many items after after_id/after_seq did not fit the connection's queue "
+    "(--ws-queue) of a slow client. Close codes: 1001 controller stopping, 1008 session ended."
+)
 
 
 class Feed(Generic[T]):
@@ -220,19 +230,6 @@ async def _shutdown(app: web.Application) -> None:
     await app[STREAMS].close_all(SHUTDOWN_TIMEOUT)
 
 
-def protocol_json(entry: ProtocolEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "ts": iso(entry.ts),
-        "direction": entry.direction,
-        "drone_id": entry.drone_id,
-        "type": entry.type,
-        "size": entry.size,
-        "latency_ms": entry.latency_ms,
-        "unknown_fields": entry.unknown_fields,
-    }
-
-
 def json_websocket(request: web.Request) -> web.WebSocketResponse:
     if request.app[STREAMS].closing:
         raise Unavailable("the controller is stopping")
@@ -251,25 +248,34 @@ async def open_json(request: web.Request, ws: web.WebSocketResponse) -> Send:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     await ws.prepare(request)
 
-    async def send(item: dict[str, Any]) -> None:
-        await ws.send_str(json.dumps(item, separators=(",", ":")))
+    async def send(item: Any) -> None:
+        await ws.send_str(dumps(item))
 
     return send
 
 
 def _filters(request: web.Request) -> tuple[str | None, frozenset[str]]:
     s = request.app[SERVICES]
-    drone = query_value(request, "drone")
+    drone = DRONE_FILTER.read(request)
     drone_id = s.fleet.require(drone).id if drone else None
-    return drone_id, query_list(request, "type")
+    return drone_id, STREAM_TYPES.read(request)
 
 
-@routes.get("/ws/events")
+@routes.declare(
+    "GET",
+    "/ws/events",
+    None,
+    summary="live events",
+    description=WEBSOCKET.format(item="an event, as the items of GET /api/v1/events"),
+    params=(DRONE_FILTER, STREAM_TYPES, SINCE_ID),
+    errors=(404,),
+    websocket=True,
+)
 async def ws_events(request: web.Request) -> web.StreamResponse:
     principal = await authorize_websocket(request)
     s = request.app[SERVICES]
     drone_id, types = _filters(request)
-    since = query_int(request, "since", -1, 0, 2**62)
+    since = SINCE_ID.read(request)
     ws = json_websocket(request)
     feed: Feed[EventRecord] = Feed(s.config.ws_queue)
 
@@ -293,7 +299,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
                     )
                     older = [e for e in page if e.id <= live_from]  # newer ones come from the feed
                     for event in older:
-                        await send(event_json(event))
+                        await send(event_view(event))
                         last = event.id
                     if len(older) < BACKFILL_PAGE:
                         break
@@ -302,7 +308,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
                 events, dropped = await feed.take()
                 for event in events:
                     if event.id > last:
-                        await send(event_json(event))
+                        await send(event_view(event))
                         last = event.id
                 if dropped:
                     await send({"dropped": dropped, "after_id": last})
@@ -313,12 +319,21 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@routes.get("/ws/protocol")
+@routes.declare(
+    "GET",
+    "/ws/protocol",
+    None,
+    summary="live control-stream messages",
+    description=WEBSOCKET.format(item="a protocol entry, as the entries of GET /admin/api/protocol"),
+    params=(DRONE_FILTER, STREAM_TYPES, SAMPLE),
+    errors=(404,),
+    websocket=True,
+)
 async def ws_protocol(request: web.Request) -> web.StreamResponse:
     principal = await authorize_websocket(request)
     s = request.app[SERVICES]
     drone_id, kinds = _filters(request)
-    sample = query_int(request, "sample", 1, 1, 1_000_000)
+    sample = SAMPLE.read(request)
     ws = json_websocket(request)
     feed: Feed[ProtocolEntry] = Feed(s.config.ws_queue)
     heartbeats: dict[str, int] = {}  # per drone; drones are a bounded set (enrolled, authenticated)
@@ -344,7 +359,7 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
             while True:
                 entries, dropped = await feed.take()
                 for entry in entries:
-                    await send(protocol_json(entry))
+                    await send(protocol_view(entry))
                     last = entry.seq
                 if dropped:
                     await send({"dropped": dropped, "after_seq": last})

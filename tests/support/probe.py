@@ -35,7 +35,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 
 from support.procs import Agent, Controller, enroll, wait_for
 
-# A 5xx; and drift between the hand-kept documents (controller/web/openapi.py)
+# A 5xx; and drift between the generated documents (controller/web/openapi.py)
 # and real answers: a body its schema does not describe, a status or a
 # content type the operation does not document. All four only read the answer.
 CHECKS = (
@@ -46,7 +46,7 @@ CHECKS = (
 )
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 SEED = 1313
-FREE_TEXT = {"type": "string"}
+FREE_TEXT_KEYS = frozenset({"type", "maxLength", "minLength"})
 REQUEST_TIMEOUT = 15.0
 
 # Operations of the admin tier the probe never calls: they would cut off
@@ -81,9 +81,11 @@ ADMIN_TARGETS = {
 }
 
 
-def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
+def start_fleet(root: Path, *extra: str, agent_logs: bool = False) -> tuple[Controller, list[Agent]]:
     """A controller with Portage (so the build routes reach their handlers) and
-    the enrolled agents of DRONES, all online. The caller kills them."""
+    the enrolled agents of DRONES, all online; ``extra`` controller options;
+    with ``agent_logs`` each agent also logs to a file (a drone's ``agent``
+    log source). The caller kills them."""
     portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
     controller = Controller(
         root,
@@ -91,12 +93,14 @@ def start_fleet(root: Path) -> tuple[Controller, list[Agent]]:
         "0.5",
         "--portage-eprefix",
         str(portage.root),
+        *extra,
     )
     agents: list[Agent] = []
     try:
         controller.start()
         for name in DRONES:
-            agent = Agent(root, name, controller.grpc_target)
+            logs = ("--log-file", str(root / f"agent-{name}-own.log")) if agent_logs else ()
+            agent = Agent(root, name, controller.grpc_target, *logs)
             result = enroll(controller, name, agent.state_dir)
             assert result.returncode == 0, result.stderr
             agent.start()
@@ -172,9 +176,15 @@ def operations(schema: Any) -> list[Any]:
 def breakable(operation: Any) -> bool:
     """Whether negative mode has anything to break: a body, or a parameter
     that is more than free text. No string breaks a bare string schema, and
-    Hypothesis spends seconds of CPU per operation finding that out."""
+    Hypothesis spends seconds of CPU per operation finding that out; the
+    length bound every query and path value has (parse.MAX_QUERY_VALUE,
+    checked by the tier for all of them alike) is no more to break."""
     raw = operation.definition.raw
-    return "requestBody" in raw or any(p.get("schema") != FREE_TEXT for p in raw.get("parameters", ()))
+    return "requestBody" in raw or any(not _free_text(p.get("schema", {})) for p in raw.get("parameters", ()))
+
+
+def _free_text(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "string" and not set(schema) - FREE_TEXT_KEYS
 
 
 def run_probe(

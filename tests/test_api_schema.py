@@ -1,0 +1,263 @@
+"""Every documented operation of both web tiers, called on a live controller
+with two enrolled agents, answers with a body its generated OpenAPI schema
+(controller/web/openapi.py, from the route declarations and the views)
+describes: the schema of the status received, every field required, no
+other field allowed. The fleet is given what the routes need to answer
+with content: a join token, an admin key, a browser session, a build
+session with jobs, a shell with its recording, an incident (an agent
+killed). A documented operation not called here fails the test, so a new
+route comes with its check.
+
+tests/test_probe.py (schemathesis) checks the same schemas against
+generated requests; this checks them against answers with content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import jsonschema_rs
+import pytest
+import requests
+
+from support.probe import DRONES, start_fleet
+from support.procs import Agent, Controller, wait_for
+from support.terminal import open_terminal
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
+
+JSON = "application/json"
+ATOM = "swarm-test/leaf-data"
+SHELL, GONE = DRONES  # a drone that stays online, and one whose agent is killed for an incident
+
+
+class Checker:
+    """Calls a tier's operations and validates each answer against the
+    schema its document gives for the status received."""
+
+    def __init__(self, base_url: str, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.base_url = base_url
+        self.doc = doc
+        self.http = requests.Session()
+        self.http.headers.update(headers or {})
+        self.called: set[str] = set()
+
+    def documented(self) -> set[str]:
+        return {f"{method.upper()} {path}" for path, item in self.doc["paths"].items() for method in item}
+
+    def responses(self, method: str, template: str) -> dict[str, Any]:
+        operation = self.doc["paths"][template][method.lower()]
+        self.called.add(f"{method} {template}")
+        responses: dict[str, Any] = operation["responses"]
+        return responses
+
+    def validate(self, schema: dict[str, Any], body: Any, what: str) -> None:
+        root = {**schema, "components": self.doc["components"]}
+        errors = [
+            f"{e.instance_path}: {e.message}"
+            for e in jsonschema_rs.Draft202012Validator(root).iter_errors(body)
+        ]
+        assert not errors, f"{what}: the answer does not match its schema:\n" + "\n".join(errors[:20])
+
+    def call(
+        self,
+        method: str,
+        template: str,
+        expect: int | tuple[int, ...],
+        *,
+        path: str | None = None,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        url = self.base_url + (path or template) + (f"?{urlencode(query)}" if query else "")
+        answer = self.http.request(method, url, json=body, headers=headers, timeout=30)
+        what = f"{method} {path or template} -> {answer.status_code}"
+        assert answer.status_code in (expect if isinstance(expect, tuple) else (expect,)), (
+            f"{what}: {answer.text[:2000]}"
+        )
+        documented = self.responses(method, template).get(str(answer.status_code))
+        assert documented is not None, f"{what}: status not documented"
+        media = answer.headers.get("Content-Type", "").split(";")[0]
+        assert media in documented["content"], f"{what}: content type {media} not documented"
+        value: Any = answer.json() if media == JSON else answer.text
+        self.validate(documented["content"][media]["schema"], value, what)
+        return value
+
+    def component(self, name: str, value: Any, what: str) -> None:
+        self.validate({"$ref": f"#/components/schemas/{name}"}, value, what)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, list[Agent], Path]]:
+    root = tmp_path_factory.mktemp("schema")
+    own_log = root / "controller-own.log"
+    controller, agents = start_fleet(root, "--log-file", str(own_log), agent_logs=True)
+    yield controller, agents, own_log
+    for agent in agents:
+        agent.kill()
+    controller.kill()
+
+
+def admin_checker(controller: Controller) -> Checker:
+    key = {"X-Admin-Key": controller.admin_key}
+    doc = requests.get(controller.admin_url + "/admin/api/openapi.json", headers=key, timeout=30).json()
+    return Checker(controller.admin_url, doc, key)
+
+
+async def _streams(check: Checker, controller: Controller) -> str:
+    """The websockets (101) with their first messages checked against the
+    views they send; a shell opened and detached. Returns its session id."""
+    ws_url = controller.admin_url.replace("http://", "ws://")
+    key = {"X-Admin-Key": controller.admin_key}
+    async with aiohttp.ClientSession(headers=key) as session:
+        for template, path, view in (
+            ("/ws/events", "/ws/events?since=0", "EventView"),
+            ("/ws/protocol", f"/ws/protocol?drone={SHELL}&type=heartbeat", "ProtocolEntryView"),
+        ):
+            async with session.ws_connect(ws_url + path) as ws:
+                assert "101" in check.responses("GET", template)
+                message = await ws.receive_json(timeout=20)
+                check.component(view, message, template)
+        for template, path in (
+            ("/ws/logs/control-plane", "/ws/logs/control-plane?follow=0&lines=5"),
+            ("/ws/logs/drones/{drone}", f"/ws/logs/drones/{SHELL}?source=agent&follow=0&lines=5"),
+        ):
+            async with session.ws_connect(ws_url + path) as ws:
+                assert "101" in check.responses("GET", template)
+                kinds = []
+                async for msg in ws:
+                    kinds.append(json.loads(msg.data)["type"])
+                assert kinds and kinds[-1] == "end", kinds
+    assert "101" in check.responses("GET", "/ws/ssh/{drone}")
+    async with open_terminal(f"{ws_url}/ws/ssh/{SHELL}?rows=24&cols=80", controller.admin_key) as term:
+        await term.run("echo schema-$((6*7))", "schema-42")
+        return str(term.session["session"])
+
+
+def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, list[Agent], Path]) -> None:
+    controller, agents, _own_log = fleet
+    check = admin_checker(controller)
+    a = f"/admin/api/drones/{SHELL}"
+
+    # What the controller knows about itself and the fleet.
+    assert check.call("GET", "/admin/api/whoami", 200) == {"key": "admin"}
+    check.call("GET", "/admin/api/status", 200)
+    check.call("GET", "/admin/api/health", 200)
+    check.call("GET", "/admin/api/events", 200, query={"limit": "50"})
+    check.call("GET", "/admin/api/activity", 200, query={"window": "3600", "buckets": "12"})
+    entries = check.call("GET", "/admin/api/protocol", 200, query={"drone": SHELL, "type": "heartbeat"})[
+        "entries"
+    ]
+    assert entries
+    seq = entries[-1]["seq"]
+    check.call("GET", "/admin/api/protocol/{seq}", 200, path=f"/admin/api/protocol/{seq}")
+    check.call("GET", "/admin/api/openapi.json", 200)
+    drones = check.call("GET", "/admin/api/drones", 200)["drones"]
+    assert {d["name"] for d in drones} == set(DRONES) and all(d["enrolled"] for d in drones)
+    assert check.call("GET", "/admin/api/session", 200)["via"] == "key"
+
+    # Join tokens and admin keys.
+    token = check.call("POST", "/admin/api/tokens", 201, body={"ttl": 600, "name": "later"})
+    assert check.call("GET", "/admin/api/tokens", 200)["tokens"]
+    check.call("DELETE", "/admin/api/tokens/{id}", 200, path=f"/admin/api/tokens/{token['id']}")
+    check.call("POST", "/admin/api/keys", 201, body={"name": "schema-check"})
+    assert {"schema-check", "admin"} <= {k["name"] for k in check.call("GET", "/admin/api/keys", 200)["keys"]}
+    check.call("DELETE", "/admin/api/keys/{name}", 200, path="/admin/api/keys/schema-check")
+
+    # A browser session: login, the session seen through its cookie, logout.
+    browser = Checker(controller.admin_url, check.doc)
+    login = browser.call("POST", "/admin/api/login", 200, body={"key": controller.admin_key})
+    assert browser.call("GET", "/admin/api/session", 200)["via"] == "session"
+    browser.call("POST", "/admin/api/logout", 200, headers={"X-CSRF-Token": login["csrf_token"]})
+    check.called |= browser.called
+
+    # A build session with jobs; its builds once a drone took one.
+    queued = check.call("POST", "/admin/api/queue", 201, body={"atoms": [ATOM], "session": "schema"})
+    job_id = queued["jobs"][0]["id"]
+    job = f"/admin/api/jobs/{job_id}"
+    wait_for(
+        lambda: any(
+            b["finished_at"] for b in check.call("GET", "/admin/api/jobs/{id}", 200, path=job)["builds"]
+        ),
+        what="a finished build of the job",
+    )
+    # The drones have no Portage: whether the failed build left a log depends on where it failed.
+    check.call("GET", "/admin/api/jobs/{id}/log", (200, 404), path=job + "/log")
+    assert "swarm_drones" in check.call("GET", "/metrics", 200)
+    check.call(
+        "POST", "/admin/api/control", 200, body={"action": "pause", "session": queued["session"]["id"]}
+    )
+    assert check.call("GET", "/admin/api/sessions", 200)["sessions"]
+    found = check.call(
+        "GET", "/admin/api/queue", 200, query={"session": queued["session"]["id"], "q": "leaf"}
+    )
+    assert found["total"] >= 1
+
+    # The healer, a drone's access and its dispatch holds.
+    check.call("GET", "/admin/api/healing", 200)
+    check.call("POST", "/admin/api/healing", 200, body={"action": "pause", "drone": SHELL})
+    check.call("POST", "/admin/api/healing", 200, body={"action": "resume", "drone": SHELL})
+    check.call("PUT", "/admin/api/drones/{name}", 200, path=a, body={"vmid": "101"})
+    check.call("POST", "/admin/api/drones/{name}/ping", 200, path=a + "/ping")
+    result = check.call(
+        "POST", "/admin/api/drones/{name}/exec", 200, path=a + "/exec", body={"command": "echo hi"}
+    )
+    assert result["stdout"] == "hi\n" and result["exit_code"] == 0
+    for action in ("drain", "undrain", "ground", "unground"):
+        check.call("POST", f"/admin/api/drones/{{name}}/{action}", 200, path=f"{a}/{action}")
+
+    # Logs, the streams and a terminal: a shell detached, listed, killed, its recording fetched.
+    check.call("GET", "/admin/api/logs/control-plane", 200, query={"lines": "20"})
+    check.call("GET", "/admin/api/drones/{drone}/logs", 200, path=a + "/logs", query={"source": "agent"})
+    shell_id = asyncio.run(_streams(check, controller))
+    assert any(s["id"] == shell_id for s in check.call("GET", "/admin/api/shells", 200)["shells"])
+    check.call("DELETE", "/admin/api/shells/{id}", 200, path=f"/admin/api/shells/{shell_id}")
+    check.call("GET", "/admin/api/shells/{id}/recording", 200, path=f"/admin/api/shells/{shell_id}/recording")
+
+    # An incident: the other drone's agent killed. Its health then shows it;
+    # a manual restart is skipped (no stream, no out-of-band access), a
+    # reboot refused (the drone's type is unknown: never rebooted).
+    b = f"/admin/api/drones/{GONE}"
+    next(agent for agent in agents if agent.name == GONE).kill()
+    wait_for(
+        lambda: check.call("GET", "/admin/api/drones/{name}/health", 200, path=b + "/health")["incidents"],
+        what=f"an incident of {GONE}",
+    )
+    step = check.call("POST", "/admin/api/drones/{name}/restart", 200, path=b + "/restart")
+    assert step["done"] is False and step["exit_code"] is None, step
+    check.call("POST", "/admin/api/drones/{name}/reboot", 409, path=b + "/reboot")
+    renamed = check.call(
+        "POST", "/admin/api/drones/{name}/rename", 200, path=b + "/rename", body={"name": "gone"}
+    )
+    check.call("POST", "/admin/api/drones/{name}/revoke", 200, path="/admin/api/drones/gone/revoke")
+    assert renamed["old_name"] == GONE
+
+    missing = check.documented() - check.called
+    assert not missing, f"documented operations this test does not call: {sorted(missing)}"
+
+
+def test_every_public_operation_answers_per_its_schema(fleet: tuple[Controller, list[Agent], Path]) -> None:
+    controller, _agents, _own_log = fleet
+    doc = requests.get(controller.public_url + "/api/v1/openapi.json", timeout=30).json()
+    check = Checker(controller.public_url, doc)
+    check.call("GET", "/api/v1/health", 200)
+    check.call("GET", "/api/v1/status", 200)
+    assert check.call("GET", "/api/v1/nodes", 200)["nodes"]
+    check.call("GET", "/api/v1/nodes/{name}", 200, path=f"/api/v1/nodes/{SHELL}")
+    check.call("GET", "/api/v1/nodes/{name}", 404, path="/api/v1/nodes/nobody")
+    check.call("GET", "/api/v1/events", 200, query={"since": "0", "limit": "1000"})
+    check.call("GET", "/api/v1/events", 400, query={"limit": "1001"})
+    check.call("GET", "/api/v1/activity", 200, query={"window": "60", "buckets": "1"})
+    check.call("GET", "/api/v1/history", 200, query={"limit": "1000"})
+    check.call("GET", "/api/v1/sessions", 200)
+    check.call("GET", "/api/v1/queue", 200, query={"limit": "5000"})
+    check.call("GET", "/api/v1/openapi.json", 200)
+    missing = check.documented() - check.called
+    assert not missing, f"documented operations this test does not call: {sorted(missing)}"
