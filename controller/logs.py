@@ -21,12 +21,12 @@ from pathlib import Path
 import grpc
 
 from swarm import logtail
+from swarm.controller import serde
 from swarm.controller.errors import InvalidArgument, NotFound, Unavailable
 from swarm.controller.fleet import DroneState
 from swarm.controller.shells import ExitInfo, ReadingChannel, ShellRegistry, exit_info
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES, path_like
 from swarm.logtail import Piece
-from swarm.v1 import shell_pb2
 
 PIECES = 4
 MAX_TEXT = 4 << 20  # bytes of a tail returned by the HTTP API at most
@@ -91,11 +91,7 @@ async def drone_log(
         raise InvalidArgument(f"not a log source name: {source[:80]!r} (on a drone: {DRONE_SOURCES})")
     stream = LogStream(secrets.token_hex(16), state)
     try:
-        await registry.open_channel(
-            state,
-            stream,
-            shell_pb2.OpenChannel(kind=shell_pb2.OpenChannel.LOG, source=source, lines=lines, follow=follow),
-        )
+        await registry.open_channel(state, stream, serde.log_channel(source, lines=lines, follow=follow))
         # The drone's first piece is a notice naming the file, or nothing and an error.
         piece = await stream.next()
         if piece is None:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from swarm.backoff import Backoff
-from swarm.controller.health import PhiAccrual, y_for_phi
+from swarm.controller.health import WINDOW, PhiAccrual, y_for_phi
 
 Y8 = y_for_phi(8.0)
 
@@ -36,6 +36,20 @@ def test_jittery_drone_gets_more_slack_than_a_steady_one() -> None:
     s_last = beat(steady, 0.0, [1.0] * 100)
     j_last = beat(jittery, 0.0, [rng.uniform(0.4, 1.6) for _ in range(100)])
     assert jittery.deadline(Y8) - j_last > steady.deadline(Y8) - s_last + 0.3
+
+
+def test_only_the_latest_window_of_intervals_counts() -> None:
+    """A drone that was jittery and then beats steadily for a whole window
+    is judged like one that was always steady: old intervals leave the ring."""
+    rng = random.Random(3)
+    was_jittery = PhiAccrual(1.0, 0.0)
+    last = beat(was_jittery, 0.0, [rng.uniform(0.2, 3.0) for _ in range(2 * WINDOW + 7)])
+    before = was_jittery.deadline(Y8) - last
+    last = beat(was_jittery, last, [1.0] * WINDOW)
+    steady = PhiAccrual(1.0, 0.0)
+    s_last = beat(steady, 0.0, [1.0] * WINDOW)
+    assert was_jittery.deadline(Y8) - last == pytest.approx(steady.deadline(Y8) - s_last)
+    assert before > was_jittery.deadline(Y8) - last + 1.0
 
 
 def test_phi_grows_with_silence_and_never_overflows() -> None:

@@ -27,7 +27,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.oob import SshSettings
-from swarm.controller.serde import HelloData, PongData
+from swarm.controller.domain import HelloData, PongData
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore

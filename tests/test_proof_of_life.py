@@ -36,7 +36,7 @@ from swarm.clock import parse_iso
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
 from swarm.controller.health import HealthMonitor
-from swarm.controller.serde import CheckData, HeartbeatData, HelloData, PongData
+from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.tasks import race
@@ -332,7 +332,7 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
         fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1, checks))
 
     def beat() -> None:
-        fleet.on_heartbeat(state, HeartbeatData(1, time.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
+        fleet.on_heartbeat(state, HeartbeatData())
 
     good = CheckData("emerge", True, "Portage 3")
     bad = CheckData("cache_disk", False, "1 MiB free")

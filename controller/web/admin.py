@@ -12,11 +12,10 @@ import socket
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict
 
 from swarm.agent.config import ENROLL_PORT
 from swarm.clock import iso
-from swarm.controller import access
+from swarm.controller import access, serde
 from swarm.controller.adminkey import KeyStore
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from swarm.controller.scheduler import JOB_STATES
@@ -151,7 +150,7 @@ async def protocol_message(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound(f"protocol message {seq} is not in the buffer (it keeps the newest ones)")
     entry, message = found
-    decoded = None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+    decoded = None if message is None else serde.logged_message(entry.direction, message)
     names = s.fleet.names()
     return json_response(
         {**streams.protocol_json(entry), "drone": names.get(entry.drone_id), "message": decoded}

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarm.controller import serde
+
 
 class FakeLink:
-    """fleet.Link: a control stream that only records what happens to it."""
+    """fleet.Link: a control stream that only records what happens to it.
+    ``sent`` holds what the gateway would write for each verb (built by
+    serde, as DroneSession does), so a test reads it as the drone would."""
 
     def __init__(self, drone_id: str) -> None:
         self.drone_id = drone_id
@@ -18,6 +22,18 @@ class FakeLink:
     def send(self, message: Any) -> bool:
         self.sent.append(message)
         return True
+
+    def ping(self, seq: int, sent_at_ns: int) -> bool:
+        return self.send(serde.ping(seq, sent_at_ns))
+
+    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
+        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+
+    def cancel_build(self, build_id: str, reason: str) -> bool:
+        return self.send(serde.cancel_build(build_id, reason))
+
+    def restart_service(self, reason: str) -> bool:
+        return self.send(serde.restart_service(reason))
 
     def close(self, code: str, details: str) -> None:
         self.closed = (code, details)

@@ -1,0 +1,106 @@
+"""The controller's core knows no protobuf: its adapters do the wire.
+
+The core (fleet, health, healer, builds, pinger, logs, the web tier, the
+store, ...) takes what drones say as ``domain`` dataclasses and speaks to
+a drone through the verbs of ``fleet.Link``; serde converts both ways, and
+the modules below are the only ones that may import protobuf. This reads
+the imports of every module (no import is executed), so it takes a moment.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+from support.links import FakeLink
+
+from swarm.controller import fleet
+from swarm.controller.gateway import DroneSession
+
+CONTROLLER = Path(__file__).resolve().parent.parent / "controller"
+PROTOBUF = ("swarm.v1", "google.protobuf")
+
+# Module (relative to controller/) -> why it may import protobuf.
+ADAPTERS = {
+    "serde.py": "the one place where swarm.v1 messages are read and built",
+    "gateway.py": "the DroneGateway servicer: control streams, fleet.Link's verbs through serde",
+    "buildsvc.py": "the Builds servicer (build logs, artifact uploads)",
+    "enrollment.py": "the Enrollment servicer",
+    "unparsable.py": "a gRPC server interceptor: requests that do not parse (DecodeError)",
+    "app.py": "wires the servicers into the gRPC server",
+    # Channels still build and read ShellFrames themselves until shells.py is
+    # split and gets fleet.Link.open_channel (issue 15): then these go.
+    "shells.py": "channels, until the shells split (issue 15)",
+    "oobshell.py": "the SSH shell as a channel, until the shells split (issue 15)",
+}
+
+
+def protobuf_imports(path: Path) -> list[str]:
+    """The protobuf modules ``path`` imports, each with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # "from swarm import v1" names the package in the alias.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found += [f"line {node.lineno}: {name}" for name in names if name.startswith(PROTOBUF)]
+    return found
+
+
+def test_no_module_of_the_core_imports_protobuf() -> None:
+    offenders = {
+        str(path.relative_to(CONTROLLER)): found
+        for path in sorted(CONTROLLER.rglob("*.py"))
+        if str(path.relative_to(CONTROLLER)) not in ADAPTERS and (found := protobuf_imports(path))
+    }
+    assert not offenders, (
+        f"core modules import protobuf: {offenders}; take domain dataclasses and fleet.Link's "
+        "verbs instead, and convert in serde (or, for a new servicer, list it in ADAPTERS)"
+    )
+
+
+def test_the_check_finds_an_import_of_protobuf(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import os\nfrom swarm import v1\nfrom swarm.v1 import fleet_pb2\n"
+        "if True:\n    from google.protobuf.message import DecodeError\n"
+    )
+    assert protobuf_imports(module) == [
+        "line 2: swarm.v1",
+        "line 3: swarm.v1",
+        "line 3: swarm.v1.fleet_pb2",
+        "line 5: google.protobuf.message",
+        "line 5: google.protobuf.message.DecodeError",
+    ]
+
+
+def test_every_adapter_listed_exists() -> None:
+    """A module renamed or split leaves no stale exemption behind."""
+    missing = sorted(name for name in ADAPTERS if not (CONTROLLER / name).is_file())
+    assert not missing, f"ADAPTERS lists modules that are gone: {missing}"
+
+
+def test_the_gateway_and_the_tests_fake_implement_every_verb_of_the_link() -> None:
+    verbs = {
+        name
+        for name, member in inspect.getmembers(fleet.Link, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    assert {"ping", "start_build", "cancel_build", "restart_service", "close"} <= verbs
+    for implementation in (DroneSession, FakeLink):
+        for verb in verbs:
+            ours = getattr(implementation, verb, None)
+            assert ours is not None, f"{implementation.__name__} has no {verb}"
+            assert parameters(ours) == parameters(getattr(fleet.Link, verb)), (
+                f"{implementation.__name__}.{verb} takes other parameters than fleet.Link.{verb}"
+            )
+
+
+def parameters(function: object) -> list[tuple[str, object, object]]:
+    """Names, kinds and defaults (the types are mypy's to compare)."""
+    assert callable(function)
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
