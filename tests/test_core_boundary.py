@@ -13,10 +13,10 @@ import ast
 import inspect
 from pathlib import Path
 
-from support.links import FakeLink
-
 from swarm.controller import fleet
 from swarm.controller.gateway import DroneSession
+
+from support.links import FakeLink
 
 CONTROLLER = Path(__file__).resolve().parent.parent / "controller"
 PROTOBUF = ("swarm.v1", "google.protobuf")

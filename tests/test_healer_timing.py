@@ -22,12 +22,12 @@ import pytest
 from swarm.clock import parse_iso
 from swarm.controller.alerts import Alerter
 from swarm.controller.config import ControllerConfig
+from swarm.controller.domain import HelloData, PongData
 from swarm.controller.errors import FailedPrecondition
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.oob import SshSettings
-from swarm.controller.domain import HelloData, PongData
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore

@@ -33,10 +33,11 @@ from swarm.agent.builder import Builder
 from swarm.agent.checks import EVENT_LOOP, HealthChecks, run_version, version_argv
 from swarm.agent.logs import LogSources
 from swarm.clock import parse_iso
+from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
 from swarm.controller.health import HealthMonitor
-from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
+from swarm.controller.store.records import NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.tasks import race
@@ -318,6 +319,41 @@ def test_a_blocked_event_loop_fails_its_check_and_recovers(tmp_path: Path) -> No
 
 
 # -- the fleet's status rules --------------------------------------------------------
+
+
+def test_a_drone_state_writes_back_what_it_was_loaded_with_and_then_its_latest_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """DroneState keeps a heartbeat's figures as the HeartbeatData that came
+    (no copy); its NodeRecord has each field in its place."""
+    values: dict[str, Any] = {}
+    for i, f in enumerate(dataclasses.fields(NodeRecord)):
+        kind = str(f.type)
+        values[f.name] = (
+            True
+            if kind == "bool"
+            else i
+            if kind == "int"
+            else i + 0.5
+            if "float" in kind
+            else f"{f.name}-{i}"
+        )
+    loaded = NodeRecord(**values)
+    state = DroneState(loaded)
+    assert state.record() == loaded
+    beat = HeartbeatData(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7, False, "b-job")
+    events = EventLog(StoreRunner(SqlStore(f"sqlite:///{tmp_path}/unused.db")), buffer=100, retention=100)
+    fleet = Fleet(events, y_threshold=2.0)
+    fleet.on_heartbeat(state, beat)
+    assert state.beat is beat
+    written = state.record()
+    assert dataclasses.asdict(written) == {
+        **values,
+        **dataclasses.asdict(beat),
+        "last_seen_at": written.last_heartbeat_at,
+        "last_heartbeat_at": written.last_heartbeat_at,
+    }
+    assert written.last_heartbeat_at is not None and written.last_heartbeat_at > 1e9
 
 
 def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:
