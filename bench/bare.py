@@ -44,6 +44,7 @@ class BareGateway(gateway_pb2_grpc.DroneGatewayServicer):
         await context.write(
             gateway_pb2.ControllerMessage(welcome=fleet_pb2.Welcome(drone_id=hello.hello.drone_id))
         )
+        del hello  # nothing of it is kept for the stream's life, as in the controller
         self.streams += 1
         try:
             while await context.read() is not grpc.aio.EOF:

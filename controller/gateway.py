@@ -266,6 +266,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if self.builds is not None:
             self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
         session.send(serde.welcome(hello.drone_id))
+        # This frame lives as long as the stream: it keeps no parsed Hello.
+        del first
         reader = asyncio.create_task(self._read(session, state, context), name=f"read:{hello.name}")
         writer = asyncio.create_task(self._write(session, context), name=f"write:{hello.name}")
         for task in (reader, writer):
