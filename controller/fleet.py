@@ -82,7 +82,8 @@ class Link(Protocol):
 
 
 class DroneState:
-    """Mutable live state of one drone; a NodeRecord's fields plus the link."""
+    """Mutable live state of one drone: a NodeRecord's fields (the latest
+    heartbeat's figures as it came, in ``beat``) plus the link."""
 
     __slots__ = (
         *OWN_FIELDS,
