@@ -25,10 +25,13 @@ from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBound
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
+from swarm.controller.channels import KILL_WAIT, Channels
+from swarm.controller.channelsvc import ChannelsService
 from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
 from swarm.controller.errors import InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
+from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
 from swarm.controller.healer import Healer, HealSettings
@@ -40,7 +43,7 @@ from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
-from swarm.controller.shells import ChannelsService, ShellRegistry, ShellSettings
+from swarm.controller.shells import ShellRegistry, ShellSettings
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
@@ -120,7 +123,10 @@ class Controller:
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
-        self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
+        shells = shell_settings(config)
+        self.channels = Channels(shells.max_sessions, shells.open_timeout)
+        self.shells = ShellRegistry(self.events, shells, self.channels, config.data_dir / "recordings")
+        self.execs = Execs(self.events, self.channels, shells.exec_max_output, shells.exec_max_timeout)
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         # Lines a peer can cause on the web tiers' connections, once per burst.
@@ -187,6 +193,8 @@ class Controller:
             healer=self.healer,
             pinger=self.pinger,
             shells=self.shells,
+            channels=self.channels,
+            execs=self.execs,
             selfcheck=self.selfcheck,
         )
         public_port = await self._serve(
@@ -271,6 +279,7 @@ class Controller:
         )
         self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
         await self.builds.start()
+        self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
@@ -300,7 +309,7 @@ class Controller:
         )
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
-            ChannelsService(self.shells, self.bounds, self.events), self._server
+            ChannelsService(self.channels, self.bounds, self.events), self._server
         )
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
@@ -387,7 +396,10 @@ class Controller:
         await self.alerter.stop()
 
     async def _stop_gateway(self) -> None:
-        # Terminals first, while their drones are still connected to hang up the shells.
+        # Terminals first, while their drones are still connected to hang up the shells;
+        # every channel (commands and logs too) gets a moment to end, then is cut.
+        self.shells.close_all("the controller is stopping")
+        await self.channels.stop(KILL_WAIT / 2)
         await self.shells.stop()
         self.gateway.close_all("controller shutting down")
         if self._server is not None:

@@ -75,6 +75,7 @@ from swarm.controller.scheduler import (
     critical_paths,
 )
 from swarm.controller.store.records import BuildRecord, JobRecord, PackageStat, SessionRecord
+from swarm.controller.store.retrying import RetryingWriter
 from swarm.controller.store.runner import StoreRunner
 from swarm.tasks import TaskSet
 
@@ -265,10 +266,9 @@ class BuildQueue:
         self._dirty_builds: set[str] = set()
         self._dirty_stats: set[str] = set()
         self._flush_lock = asyncio.Lock()
-        self.flush_failures = 0  # writes failed in a row (0: the last one worked)
         self._crash_before_send = os.environ.get(CRASH_HOOK_ENV) == "1"
         self._wake = asyncio.Event()
-        self._persist = asyncio.Event()
+        self.writer = RetryingWriter("build state", self._save, FLUSH_BACKOFF, log)
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
@@ -311,7 +311,7 @@ class BuildQueue:
                 if job.state == ASSIGNED:
                     self._unconfirmed.add(job.id)
         self._tasks.spawn(self._schedule_loop(), "schedule")
-        self._tasks.spawn(self._persist_loop(), "persist")
+        self._tasks.spawn(self.writer.run(), "persist")
         self._tasks.spawn(self._timer_loop(), "timers")
         self._wake.set()
 
@@ -582,7 +582,7 @@ class BuildQueue:
 
     def _changed(self) -> None:
         self._wake.set()
-        self._persist.set()
+        self.writer.wake()
 
     def _reprioritise(self, session: Session) -> None:
         jobs = {j.id: j for j in self.session_jobs(session) if j.state not in FINISHED}
@@ -657,7 +657,7 @@ class BuildQueue:
                 self._assign(self.jobs[assignment.job_id], assignment.drone_id, now)
         if self._unsent:
             # Sent once written (a StartBuild that did not fit a drone's outbox is tried again here).
-            self._persist.set()
+            self.writer.wake()
 
     def _assign(self, job: Job, drone_id: str, now: float) -> None:
         """The job is the drone's from now on; its StartBuild goes out once the
@@ -675,7 +675,7 @@ class BuildQueue:
         self._unsent[build_id] = job.id
         self._dirty_builds.add(build_id)
         self._dirty_jobs.add(job.id)
-        self._persist.set()
+        self.writer.wake()
 
     def _send_saved(self, build_ids: Iterable[str]) -> None:
         """Send the StartBuilds of these assignments, which the database holds now."""
@@ -759,7 +759,7 @@ class BuildQueue:
             self._uploading.discard(build.id)
             self._unsent.pop(build.id, None)
         self._dirty_builds.add(build.id)
-        self._persist.set()
+        self.writer.wake()
 
     def _succeeded(self, job: Job, drone: DroneState, event: BuildEventData, now: float) -> None:
         if not self._staging.has(job.cpv):
@@ -987,23 +987,15 @@ class BuildQueue:
 
     # -- persistence ------------------------------------------------------------------
 
-    async def _persist_loop(self) -> None:
-        while True:
-            await self._persist.wait()
-            self._persist.clear()
-            saving = list(self._unsent)  # assignments made so far: held by the write below
-            try:
-                await self.flush()
-                self._send_saved(saving)
-            except Exception as exc:
-                # Logged once per burst of failures; the changes wait in memory.
-                delay = FLUSH_BACKOFF.delay(self.flush_failures - 1)
-                if self.flush_failures == 1:
-                    log.error("writing build state failed (%s); kept, retrying with backoff", exc)
-                else:
-                    log.debug("writing build state failed again (%d in a row): %s", self.flush_failures, exc)
-                await asyncio.sleep(delay)
-                self._persist.set()
+    @property
+    def flush_failures(self) -> int:
+        """Background writes of build state failed in a row (0: the last one worked)."""
+        return self.writer.failures
+
+    async def _save(self) -> None:
+        saving = list(self._unsent)  # assignments made so far: held by the write below
+        await self.flush()
+        self._send_saved(saving)
 
     async def flush(self) -> None:
         """Write every change made before the call. A failed write keeps its
@@ -1033,11 +1025,7 @@ class BuildQueue:
                 self._dirty_jobs |= job_ids
                 self._dirty_builds |= build_ids
                 self._dirty_stats |= stat_keys
-                self.flush_failures += 1
                 raise
-            if self.flush_failures:
-                log.warning("build state written again after %d failed attempt(s)", self.flush_failures)
-                self.flush_failures = 0
             for build in builds:
                 if build.finished_at is not None and self.builds.get(build.id) is build:
                     # Outcomes sent again after a reconnect find no build and are ignored.

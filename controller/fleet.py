@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from typing import Any, Protocol
 
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
@@ -73,10 +74,9 @@ class Link(Protocol):
 
     def restart_service(self, reason: str) -> bool: ...
 
-    # Channels (shells, logs, exec) get a verb of their own, open_channel, with
-    # the split of shells.py (issue 15); until then shells.py sends its
-    # OpenChannel message itself, and only it uses send.
-    def send(self, message: Any) -> bool: ...
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        """Ask the agent to open a channel (channels.py); False if it is not keeping up."""
+        ...
 
     def close(self, code: str, details: str) -> None: ...
 

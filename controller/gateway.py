@@ -22,11 +22,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from swarm.clock import iso
-from swarm.controller import serde
+from swarm.controller import channel_serde, serde
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key, peer_host
 from swarm.controller.builds import BuildQueue
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.domain import HelloData
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
@@ -123,6 +124,9 @@ class DroneSession:
 
     def restart_service(self, reason: str) -> bool:
         return self.send(serde.restart_service(reason))
+
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        return self.send(channel_serde.open_channel(channel_id, request))
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
         """The reader or writer ended: the stream is over. A peer's mistakes
@@ -346,7 +350,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                     "at": iso(now),
                 }
             )
-        if speaks(state.features, DUPLICATE_NOTICE):
+        # A notice of the gateway's own (no verb of the core): its links are DroneSessions.
+        if speaks(state.features, DUPLICATE_NOTICE) and isinstance(kept, DroneSession):
             kept.send(serde.duplicate_drone(hello.instance_id, peer, hello.hostname, now))
         return details
 

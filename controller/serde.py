@@ -1,8 +1,9 @@
-"""The controller's one place where protobuf messages are read and built.
+"""The control stream on the wire: the one place where its protobuf messages
+are read and built (channel_serde.py does the same for channels).
 
 It turns what drones send into the domain's dataclasses (``domain``) and
 the core's requests (the verbs of ``fleet.Link``, which the gateway
-implements) into swarm.v1 messages. Nothing else in the controller's core
+implements) into swarm.v1 messages. Nothing in the controller's core
 imports protobuf (tests/test_core_boundary.py).
 """
 
@@ -28,7 +29,7 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument
 from swarm.controller.protolog import IN
 from swarm.printable import printable
 from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
-from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, shell_pb2
+from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
 # uint64 on the wire, a signed 64-bit column in the databases.
 MAX_BYTES = 2**63 - 1
@@ -219,11 +220,6 @@ def duplicate_drone(
             refused_at_unix_ns=int(refused_at * 1e9),
         )
     )
-
-
-def log_channel(source: str, *, lines: int, follow: bool) -> shell_pb2.OpenChannel:
-    """The request for a LOG channel tailing one of a drone's log sources (logs.py)."""
-    return shell_pb2.OpenChannel(kind=shell_pb2.OpenChannel.LOG, source=source, lines=lines, follow=follow)
 
 
 def logged_message(direction: str, raw: bytes) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from swarm.controller.builds import BuildQueue
 from swarm.controller.buildsvc import BuildsService
+from swarm.controller.channels import Channels
 from swarm.controller.config import ControllerConfig
 from swarm.controller.events import EventLog
+from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
 from swarm.controller.pinger import Pinger
@@ -37,4 +39,6 @@ class Services:
     healer: Healer | None = None
     pinger: Pinger | None = None
     shells: ShellRegistry | None = None
+    channels: Channels | None = None
+    execs: Execs | None = None
     selfcheck: SelfCheck | None = None

@@ -32,10 +32,12 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 FAST_MODULES = frozenset(
     {
         "test_admin_limits",
+        "test_channels",
         "test_config",
         "test_detection",
         "test_dronetype",
         "test_events",
+        "test_faults",
         "test_healer_timing",
         "test_http_input",
         "test_identity",

@@ -1,9 +1,10 @@
 """The controller's core knows no protobuf: its adapters do the wire.
 
-The core (fleet, health, healer, builds, pinger, logs, the web tier, the
-store, ...) takes what drones say as ``domain`` dataclasses and speaks to
-a drone through the verbs of ``fleet.Link``; serde converts both ways, and
-the modules below are the only ones that may import protobuf. This reads
+The core (fleet, health, healer, builds, pinger, channels, logs, the web
+tier, the store, ...) takes what drones say as ``domain`` dataclasses (and
+channel_frames) and speaks to a drone through the verbs of ``fleet.Link``;
+serde and channel_serde convert both ways, and the modules below are the
+only ones that may import protobuf. This reads
 the imports of every module; none is executed.
 """
 
@@ -29,10 +30,8 @@ ADAPTERS = {
     "enrollment.py": "the Enrollment servicer",
     "unparsable.py": "a gRPC server interceptor: requests that do not parse (DecodeError)",
     "app.py": "wires the servicers into the gRPC server",
-    # Channels still build and read ShellFrames themselves until shells.py is
-    # split and gets fleet.Link.open_channel (issue 15): then these go.
-    "shells.py": "channels, until the shells split (issue 15)",
-    "oobshell.py": "the SSH shell as a channel, until the shells split (issue 15)",
+    "channel_serde.py": "the one place where channel frames become shell.proto messages and back",
+    "channelsvc.py": "the Channels servicer (the drones' ends of channels)",
 }
 
 
@@ -93,7 +92,7 @@ def test_the_gateway_and_the_tests_fake_implement_every_verb_of_the_link() -> No
         for name, member in inspect.getmembers(fleet.Link, inspect.isfunction)
         if not name.startswith("_")
     }
-    assert {"ping", "start_build", "cancel_build", "restart_service", "close"} <= verbs
+    assert {"ping", "start_build", "cancel_build", "restart_service", "open_channel", "close"} <= verbs
     for implementation in (DroneSession, FakeLink):
         for verb in verbs:
             ours = getattr(implementation, verb, None)

@@ -274,6 +274,15 @@ def test_wheel_built_from_the_tarball_carries_the_console(tarball: Path, tmp_pat
     vendor = {n.rpartition("/")[2] for n in names if n.startswith("swarm/console/vendor/")}
     assert {"xterm.mjs", "xterm.css", "addon-fit.mjs", "xterm.LICENSE", "addon-fit.LICENSE"} <= vendor
     assert {"swarm/console/app/index.html", "swarm/console/public/index.html"} <= names
+    # Every page, module and stylesheet the console serves (a new subfolder needs its package-data glob).
+    console = source / "console"
+    served = {
+        f"swarm/console/{path.relative_to(console)}"
+        for path in console.rglob("*")
+        if path.suffix in {".html", ".js", ".css", ".svg"} and "vendor" not in path.relative_to(console).parts
+    }
+    assert "swarm/console/app/pages/topology/layout.js" in served
+    assert served <= names, sorted(served - names)
     assert "swarm/agent/main.py" in names and "swarm/v1/__init__.py" in names
 
 
