@@ -36,6 +36,7 @@ from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
+from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
@@ -50,6 +51,7 @@ from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
+from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
@@ -74,13 +76,15 @@ class Ports:
     public: int
     admin: int
     enroll: int | None
+    metrics: int | None = None
 
 
 class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        self.metrics = Metrics()
         self.store = SqlStore(config.db_url)
-        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max)
+        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max, timing=self.metrics.store_call)
         self.protolog = ProtocolLog(config.protocol_buffer)
         self.events = EventLog(
             self.runner,
@@ -112,7 +116,12 @@ class Controller:
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(
-            self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout, bounds=self.bounds
+            self.fleet,
+            self.events,
+            self.protolog,
+            hello_timeout=config.hello_timeout,
+            bounds=self.bounds,
+            metrics=self.metrics,
         )
         self.started_at = time.time()
         self.trust: Trust | None = None
@@ -127,6 +136,16 @@ class Controller:
         self.channels = Channels(shells.max_sessions, shells.open_timeout)
         self.shells = ShellRegistry(self.events, shells, self.channels, config.data_dir / "recordings")
         self.execs = Execs(self.events, self.channels, shells.exec_max_output, shells.exec_max_timeout)
+        # Read when scraped; builds, healer and websockets join it as they start.
+        self.live = LiveCollector(
+            self.fleet,
+            self.gateway,
+            self.runner,
+            self.shells,
+            started_at=self.started_at,
+            database=self.store.backend,
+        )
+        self.metrics.watch(self.live)
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         # Lines a peer can cause on the web tiers' connections, once per burst.
@@ -138,6 +157,7 @@ class Controller:
     async def start(self) -> Ports:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.metrics.start()
         self._conn_settings = web_server.conn_settings(config, web_server.raise_open_files_limit())
         try:
             keys = await adminkey.KeyStore.open(config.admin_keys_path, config.admin_key_path)
@@ -173,7 +193,9 @@ class Controller:
             heal_settings(config),
             file_entries=self._drones_file(),
             enrolled=self.trust.enrolled if self.trust is not None else None,
+            metrics=self.metrics,
         )
+        self.live.healer = self.healer
         await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
@@ -196,12 +218,24 @@ class Controller:
             channels=self.channels,
             execs=self.execs,
             selfcheck=self.selfcheck,
+            metrics=self.metrics,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
         )
         admin_app = admin.create_app(services, keys)
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
+        self.live.websockets = web_metrics.websocket_clients(admin_app)
+        metrics_port = None
+        if config.metrics_port is not None:
+            metrics_port = await self._serve(
+                web_metrics.create_app(services), config.admin_bind, config.metrics_port, "metrics"
+            )
+            log.info(
+                "metrics served without authentication at http://%s:%d/metrics",
+                config.admin_bind,
+                metrics_port,
+            )
         if self.staging is not None:
             host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
             base = config.public_url or f"http://{host}:{public_port}"
@@ -214,7 +248,9 @@ class Controller:
         await self.writer.start()
         await self.alerter.start()
         await self.healer.start()
-        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port)
+        self.ports = Ports(
+            grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port, metrics=metrics_port
+        )
         self.events.emit(
             "controller_started",
             f"controller {__version__} started",
@@ -277,7 +313,10 @@ class Controller:
             ground_after=config.ground_after,
             cooldown=config.ground_cooldown,
         )
-        self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
+        self.builds = BuildQueue(
+            self.fleet, self.events, self.runner, self.portage, self.staging, settings, metrics=self.metrics
+        )
+        self.live.builds = self.builds
         await self.builds.start()
         self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
@@ -365,6 +404,7 @@ class Controller:
                     "public_port": ports.public,
                     "admin_port": ports.admin,
                     "enroll_port": ports.enroll,
+                    "metrics_port": ports.metrics,
                     "admin_key_file": str(self.config.admin_key_path),
                     "ca_pin": self.trust.ca.pin if self.trust is not None else None,
                     "staging_url": self.staging.url if self.staging is not None else None,
@@ -420,6 +460,7 @@ class Controller:
         await self.health.stop()
         await self.selfcheck.stop()
         await self.writer.stop()
+        await self.metrics.stop()
 
     async def _stop_store(self) -> None:
         self.events.emit("controller_stopped", "controller stopped")

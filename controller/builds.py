@@ -58,6 +58,7 @@ from swarm.controller.domain import BuildEventData
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
+from swarm.controller.metrics import Metrics
 from swarm.controller.scheduler import (
     ACTIVE,
     ASSIGNED,
@@ -235,6 +236,8 @@ class BuildQueue:
         resolver: Resolver,
         staging: Staging,
         settings: BuildSettings,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
@@ -242,6 +245,7 @@ class BuildQueue:
         self._resolver = resolver
         self._staging = staging
         self.settings = settings
+        self._metrics = metrics
         self.planner = Planner(ground_after=settings.ground_after, cooldown=settings.cooldown)
         self.sessions: dict[str, Session] = {}
         self.jobs: dict[str, Job] = {}
@@ -705,6 +709,8 @@ class BuildQueue:
             if job.ready_at is not None:
                 self.dispatch_delays.append(now - job.ready_at)
                 del self.dispatch_delays[:-10_000]
+                if self._metrics is not None:
+                    self._metrics.dispatch_latency.observe(now - job.ready_at)
 
     def _tell_given_up(self) -> None:
         """Cancel the attempts given up on at their drones (connected ones), so
@@ -754,10 +760,13 @@ class BuildQueue:
         self._changed()
 
     def _update_build(self, build: BuildRecord, **changes: object) -> None:
-        self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
-        if self.builds[build.id].finished_at is not None:
+        updated = self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
+        if updated.finished_at is not None:
             self._uploading.discard(build.id)
             self._unsent.pop(build.id, None)
+            if build.finished_at is None and updated.started_at is not None and self._metrics is not None:
+                seconds = max(0.0, updated.finished_at - updated.started_at)
+                self._metrics.build_duration.labels(updated.state).observe(seconds)
         self._dirty_builds.add(build.id)
         self.writer.wake()
 
@@ -1011,14 +1020,14 @@ class BuildQueue:
             builds = [self.builds[b] for b in build_ids if b in self.builds]
             stats = [self.stats[c] for c in stat_keys if c in self.stats]
 
-            def write() -> None:
+            def write_build_state() -> None:
                 store.upsert_sessions(sessions)
                 store.upsert_jobs(jobs)
                 store.upsert_builds(builds)
                 store.upsert_package_stats(stats)
 
             try:
-                await self._runner.call(write)
+                await self._runner.call(write_build_state)
             except BaseException:
                 # Nothing of it is forgotten (cancelled too: the write may not have run).
                 self._dirty_sessions |= session_ids

@@ -32,6 +32,7 @@ from swarm.controller.domain import HelloData
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.metrics import Metrics
 from swarm.controller.protolog import IN, OUT, ProtocolLog
 from swarm.protocol import DUPLICATE_NOTICE, speaks
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
@@ -156,12 +157,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         *,
         hello_timeout: float,
         bounds: StreamBounds | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
         self._protolog = protolog
         self._hello_timeout = hello_timeout
         self.bounds = bounds or StreamBounds(events, BoundSettings())
+        self._metrics = metrics
         self.sessions: set[DroneSession] = set()
         self.builds: BuildQueue | None = None
         # Binds names to drone ids (absent with --insecure: no identities to bind to).
@@ -400,6 +403,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 # Recorded after the fleet took it: the entry shows the round trip.
                 latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
                 record(IN, drone_id, kind, size, raw, latency, unknown)
+                if latency is not None and self._metrics is not None:
+                    self._metrics.ping_rtt.observe(latency / 1000)
                 continue
             record(IN, drone_id, kind or UNKNOWN_KIND, size, raw, unknown_fields=unknown)
             if kind == "heartbeat":

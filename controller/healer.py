@@ -65,6 +65,7 @@ from swarm.controller.alerts import Alerter
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
+from swarm.controller.metrics import Metrics, heal_result
 from swarm.controller.oob import (
     CommandResult,
     CommandTemplate,
@@ -183,6 +184,7 @@ class Healer:
         file_entries: dict[str, dict[str, Any]] | None = None,
         enrolled: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
@@ -192,6 +194,7 @@ class Healer:
         self._file_entries = dict(file_entries or {})
         self._enrolled = enrolled
         self._clock = clock
+        self._metrics = metrics
         self._tasks = TaskSet("healer")
         self._actions = TaskSet("heal-actions")
         self._wake = asyncio.Event()
@@ -251,6 +254,9 @@ class Healer:
     @property
     def steps_running(self) -> int:
         return len(self._actions)
+
+    def open_incidents(self) -> int:
+        return sum(1 for ladder in self._ladders.values() if ladder.incident is not None)
 
     def _on_status(self, state: DroneState, old: str, new: str) -> None:
         self._status_changed_at[state.id] = self._clock()
@@ -416,6 +422,8 @@ class Healer:
         ladder.next_action_at = first
         ladder.note(now, note)
         self._dirty.add(state.id)
+        if self._metrics is not None:
+            self._metrics.incidents.labels(state.status).inc()
 
     def _recovered(self, state: DroneState, ladder: Ladder, now: float) -> None:
         incident = ladder.incident
@@ -608,6 +616,7 @@ class Healer:
         """Take one step for the drone now; the event says what happened."""
         record = self.access_of(state.id)
         command: CommandResult | None = None
+        unable = False
         try:
             if level == RESTART and state.status == SUSPECT:
                 # Silent: its event loop is not running, so it reads no stream and a
@@ -648,6 +657,10 @@ class Healer:
                 result = StepResult(ALERT, True, "alerted the admin")
         except (InvalidArgument, SwarmError) as exc:
             result = StepResult(level, True, f"cannot run: {exc.message}")
+            unable = True
+        if self._metrics is not None:
+            failed = unable or (command is not None and not command.ok)
+            self._metrics.heal_action(STEPS[level], heal_result(result.done, failed))
         data: dict[str, Any] = {"step": STEPS[level], "level": level, "why": why, "done": result.done}
         if command is not None:
             data |= {

@@ -12,6 +12,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
+from swarm.controller.metrics import Metrics
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck
@@ -42,3 +43,4 @@ class Services:
     channels: Channels | None = None
     execs: Execs | None = None
     selfcheck: SelfCheck | None = None
+    metrics: Metrics | None = None

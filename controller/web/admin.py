@@ -29,6 +29,7 @@ from swarm.controller.web import (
     healing,
     hosts,
     logs,
+    metrics,
     openapi,
     public,
     shells,
@@ -402,5 +403,6 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(dispatch.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
+    app.add_routes(metrics.routes)
     streams.install(app)
     return app
