@@ -34,6 +34,7 @@ from harness import (
     HOST,
     PYTHON,
     Api,
+    BareServer,
     BenchError,
     Children,
     Controller,
@@ -60,6 +61,8 @@ TARGET_CUT_MS = 1000.0
 TARGET_SILENT_MS = 3000.0
 TARGET_AGENT_CPU = 0.5
 TARGET_AGENT_RSS_MB = 40.0
+# Issue 15: the controller within this factor of a bare grpc.aio server, CPU and memory.
+TARGET_BARE_RATIO = 1.1
 
 NOT_LISTENING = "controller not listening"
 STORM_MODES = ("backoff", "at-once")
@@ -88,6 +91,7 @@ class Options:
     storm_drones: int
     storm_timeout: float
     agent: bool
+    bare: bool
     agent_duration: float
     profile_dir: Path | None
     profile_seconds: float
@@ -196,6 +200,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--no-agent", action="store_true", help="skip the real agent's idle CPU and RSS measurement"
     )
     parser.add_argument(
+        "--bare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after each fleet size, the same drones (and transport) on a bare grpc.aio server "
+        "(bench/bare.py: the same proto and server options, a Welcome per Hello, then it only "
+        "reads): its CPU and RSS per drone over the same window, and the controller's as a "
+        "multiple of them: the floor that any gateway in Python pays",
+    )
+    parser.add_argument(
         "--agent-duration", type=float, default=20.0, help="seconds over which the agent's CPU is measured"
     )
     parser.add_argument(
@@ -270,6 +283,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         storm_drones=storm_drones,
         storm_timeout=ns.storm_timeout,
         agent=not ns.no_agent,
+        bare=ns.bare,
         agent_duration=ns.agent_duration,
         profile_dir=ns.profile,
         profile_seconds=ns.profile_seconds,
@@ -632,7 +646,82 @@ def bench_fleet(
         api.close()
         pool.stop()
         ctl.stop()
+    if opts.bare:
+        try:
+            result["bare"] = bench_bare(opts, children, tmp, n, mode, data, creds)
+        except BenchError as exc:
+            say(f"{name}: no bare floor: {exc}")
+            result["bare"] = {"error": str(exc)}
     return result
+
+
+def bare_tls(data: Path, work: Path) -> Path:
+    """Server key, chain and client CA for bench/bare.py, from the phase's
+    controller CA: the enrolled drones' certificates and pins fit it."""
+    import bare
+
+    from swarm.controller.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load_or_create(data / "pki")
+    key, chain = ca.issue_server([HOST, "localhost"])
+    tls = work / "tls"
+    tls.mkdir()
+    (tls / bare.SERVER_KEY).write_bytes(key)
+    (tls / bare.SERVER_CHAIN).write_bytes(chain)
+    (tls / bare.CLIENT_CA).write_bytes(ca.pem)
+    return tls
+
+
+def bench_bare(
+    opts: Options, children: Children, tmp: Path, n: int, mode: str, data: Path, creds: Enrolled | None
+) -> dict[str, Any]:
+    """The floor: the same n drones on a bare grpc.aio server, measured like the controller."""
+    name = tagged(opts, f"bare server, {n} drones", mode)
+    work = tmp / f"bare-{n}-{mode}"
+    work.mkdir()
+    server = BareServer(
+        children, work, bare_tls(data, work) if mode == MTLS else None, opts.placement.controller
+    )
+    pool: Pool | None = None
+    try:
+        port = server.start()
+        time.sleep(2.0)
+        rss_idle = rss(server.pid)
+        pool = Pool(children, min(opts.workers, n), f"{HOST}:{port}", work, opts.placement.simulator)
+        ramp = n / opts.connect_rate
+        say(f"{name}: connecting over {ramp:.1f} s")
+        add_drones(pool, make_specs(n, opts.seed), ramp, creds)
+        deadline = time.monotonic() + ramp + 60.0
+        while (stats := pool.stats()).connected < n:
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {stats.connected} of {n} streams; failures: {stats.failures}")
+            time.sleep(0.5)
+        say(f"{name}: all connected; warm-up {opts.warmup:g} s, then a {opts.duration:g} s window")
+        time.sleep(opts.warmup)
+        meter = CpuMeter([server.pid])
+        time.sleep(opts.duration)
+        cpu = meter.percent()
+        rss_full = rss(server.pid)
+        return {
+            "cpu_pct": round(cpu, 1),
+            "rss_idle_mb": round(rss_idle / 2**20, 1),
+            "rss_mb": round(rss_full / 2**20, 1),
+            "rss_per_drone_kb": round((rss_full - rss_idle) / n / 1024, 1),
+            "machine_busy_pct": round(meter.machine_busy(), 1),
+        }
+    finally:
+        if pool is not None:
+            pool.stop()
+        server.stop()
+
+
+def ratio(result: dict[str, Any], ours: str, floor: str) -> str | None:
+    """The controller's figure as a multiple of the bare server's ("1.26x",
+    marked "!" above the target); None without both figures."""
+    a, b = value(result, ours), value(result, "bare", floor)
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or b <= 0:
+        return None
+    return f"{a / b:.2f}x" + (" !" if a / b > TARGET_BARE_RATIO else "")
 
 
 def profile_controller(opts: Options, children: Children, pid: int, name: str) -> Profile:
@@ -914,6 +1003,19 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         f"< {TARGET_RSS_PER_DRONE_KB:g}",
         lambda v: v < TARGET_RSS_PER_DRONE_KB,
     )
+    if any("bare" in r for r in fleet):
+        t.row("bare grpc.aio server CPU, % of one core", lambda r: value(r, "bare", "cpu_pct"))
+        t.row("bare grpc.aio server RSS per drone, KB", lambda r: value(r, "bare", "rss_per_drone_kb"))
+        t.row(
+            "controller / bare, CPU",
+            lambda r: ratio(r, "controller_cpu_pct", "cpu_pct"),
+            f"<= {TARGET_BARE_RATIO:g} at 2000",
+        )
+        t.row(
+            "controller / bare, RSS per drone",
+            lambda r: ratio(r, "rss_per_drone_kb", "rss_per_drone_kb"),
+            f"<= {TARGET_BARE_RATIO:g} at 2000",
+        )
     t.row("heartbeat -> visible in API p50, ms", lambda r: value(r, "heartbeat_visible_ms", "p50"))
     t.row(
         "heartbeat -> visible in API p99, ms",
@@ -950,6 +1052,8 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
             lines.append(f"{name} drones: failed connection attempts: {r['simulator_failures']}")
         if r.get("error"):
             lines.append(f"{name} drones: ERROR {r['error']}")
+        if r.get("bare", {}).get("error"):
+            lines.append(f"{name} drones: bare server: ERROR {r['bare']['error']}")
     return lines
 
 

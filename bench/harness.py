@@ -284,6 +284,51 @@ class Controller:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+class BareServer:
+    """``bench/bare.py``: a grpc.aio DroneGateway that only reads, the floor
+    the controller is compared with. With ``tls_dir`` (``bare.SERVER_KEY``,
+    ``SERVER_CHAIN``, ``CLIENT_CA``), mutual TLS like the controller's."""
+
+    def __init__(
+        self, children: Children, work: Path, tls_dir: Path | None, cpus: frozenset[int] | None = None
+    ) -> None:
+        self._children = children
+        self._work = work
+        self._tls_dir = tls_dir
+        self._cpus = cpus
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError("bare server not running")
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> int:
+        """Start it; its port."""
+        ready = self._work / "bare-ready.json"
+        ready.unlink(missing_ok=True)
+        argv = [PYTHON, str(BENCH / "bare.py"), "--ready-file", str(ready)]
+        if self._tls_dir is not None:
+            argv += ["--tls-dir", str(self._tls_dir)]
+        self.proc = self._children.spawn(argv, log=self._work / "bare.log", cpus=self._cpus)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"bare server exited with {self.proc.returncode}; see {self._work / 'bare.log'}"
+                )
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                return int(json.loads(ready.read_text())["port"])
+            time.sleep(0.02)
+        raise BenchError(f"bare server not listening in {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self._children.stop(self.proc, grace=10.0)
+            self.proc = None
+
+
 # -- public API ------------------------------------------------------------
 
 

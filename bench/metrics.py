@@ -32,8 +32,8 @@ from prometheus_client import generate_latest
 
 from swarm.controller.app import Controller
 from swarm.controller.config import ControllerConfig
+from swarm.controller.domain import HeartbeatData, HelloData
 from swarm.controller.metrics import Collected
-from swarm.controller.serde import HeartbeatData, HelloData
 
 
 class Link:

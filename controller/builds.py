@@ -55,7 +55,7 @@ from typing import Protocol
 
 from swarm.backoff import Backoff
 from swarm.clock import SYSTEM, Clock
-from swarm.controller import serde
+from swarm.controller.domain import BuildEventData
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
@@ -751,10 +751,9 @@ class BuildQueue:
                     "test hook %s: dying between saving build %s and sending it", CRASH_HOOK_ENV, build_id
                 )
                 os.kill(os.getpid(), signal.SIGKILL)
-            message = serde.start_build(
+            if not state.link.start_build(
                 job.id, build_id, job.cpv, int(self.settings.build_timeout), self._staging.url
-            )
-            if not state.link.send(message):
+            ):
                 continue  # the drone is not keeping up; tried again on the next pass
             del self._unsent[build_id]
             self._unconfirmed.discard(job.id)
@@ -772,16 +771,12 @@ class BuildQueue:
         that they delete what those builds left behind."""
         for build_id, (drone_id, why) in list(self._untold.items()):
             state = self._fleet.get(drone_id)
-            if (
-                state is not None
-                and state.link is not None
-                and state.link.send(serde.cancel_build(build_id, why))
-            ):
+            if state is not None and state.link is not None and state.link.cancel_build(build_id, why):
                 del self._untold[build_id]
 
     # -- outcomes ------------------------------------------------------------------
 
-    def on_build_event(self, drone: DroneState, event: serde.BuildEventData) -> None:
+    def on_build_event(self, drone: DroneState, event: BuildEventData) -> None:
         job = self.jobs.get(event.job_id)
         build = self.builds.get(event.build_id)
         if job is None or build is None or build.drone_id != drone.id:
@@ -829,7 +824,7 @@ class BuildQueue:
         self._dirty_builds.add(build.id)
         self.writer.wake()
 
-    def _succeeded(self, job: Job, drone: DroneState, event: serde.BuildEventData, now: float) -> None:
+    def _succeeded(self, job: Job, drone: DroneState, event: BuildEventData, now: float) -> None:
         if not self._staging.has(job.cpv):
             self._failed(job, drone, "reported success but no package reached staging", now)
             return
@@ -942,7 +937,7 @@ class BuildQueue:
     def _cancel_on_drone(self, job: Job, reason: str) -> None:
         state = self._fleet.get(job.drone_id or "")
         if state is not None and state.link is not None and job.build_id:
-            state.link.send(serde.cancel_build(job.build_id, reason))
+            state.link.cancel_build(job.build_id, reason)
 
     def _check_session(self, session_id: str, now: float) -> None:
         session = self.sessions.get(session_id)
@@ -967,7 +962,7 @@ class BuildQueue:
 
     # -- drones coming and going -------------------------------------------------------
 
-    def on_hello(self, drone: DroneState, current_build: str, recent: Iterable[serde.BuildEventData]) -> None:
+    def on_hello(self, drone: DroneState, current_build: str, recent: Iterable[BuildEventData]) -> None:
         """A drone (re)connected: learn what it runs and what it finished meanwhile."""
         for event in recent:
             self.on_build_event(drone, event)

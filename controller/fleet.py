@@ -21,21 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Protocol
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.channel_frames import ChannelRequest
+from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
-from swarm.controller.serde import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.store.records import NodeRecord
 
 log = logging.getLogger(__name__)
 
 NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
+# The stored figures a heartbeat brings: DroneState keeps the latest
+# HeartbeatData as it came (``beat``) instead of copying them one by one.
+FIGURES = tuple(f.name for f in fields(HeartbeatData))
+OWN_FIELDS = tuple(name for name in NODE_FIELDS if name not in FIGURES)
+# A NodeRecord's fields of a DroneState, in order, read in C: the whole fleet
+# is written every persist interval, and getattr one by one cost as much as
+# the rest of building its NodeRecords.
+RECORD_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{name}" for name in NODE_FIELDS))
 ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.
@@ -49,12 +58,21 @@ PINGS_REMEMBERED = 16
 
 
 class Link(Protocol):
-    """The fleet's view of a control stream (gateway.DroneSession)."""
+    """The core's view of a drone's control stream (gateway.DroneSession,
+    which builds the messages through serde). Each verb queues its message
+    and returns False, sending nothing, when the drone is not keeping up
+    (the stream's queue is full)."""
 
     drone_id: str
     peer: str
 
-    def send(self, message: Any) -> bool: ...
+    def ping(self, seq: int, sent_at_ns: int) -> bool: ...
+
+    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool: ...
+
+    def cancel_build(self, build_id: str, reason: str) -> bool: ...
+
+    def restart_service(self, reason: str) -> bool: ...
 
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         """Ask the agent to open a channel (channels.py); False if it is not keeping up."""
@@ -64,10 +82,12 @@ class Link(Protocol):
 
 
 class DroneState:
-    """Mutable live state of one drone; a NodeRecord's fields plus the link."""
+    """Mutable live state of one drone: a NodeRecord's fields (the latest
+    heartbeat's figures as it came, in ``beat``) plus the link."""
 
     __slots__ = (
-        *NODE_FIELDS,
+        *OWN_FIELDS,
+        "beat",
         "link",
         "detector",
         "suspect_at",
@@ -103,19 +123,12 @@ class DroneState:
     last_ping_at: float | None
     last_pong_at: float | None
     ping_latency_ms: float | None
-    load1: float
-    load5: float
-    load15: float
-    cpu_percent: float
-    memory_percent: float
-    disk_percent: float
-    disk_free_bytes: int
-    emerge_running: bool
-    current_job_id: str
 
     def __init__(self, record: NodeRecord) -> None:
-        for name in NODE_FIELDS:
+        for name in OWN_FIELDS:
             setattr(self, name, getattr(record, name))
+        # The latest heartbeat's figures (before the first, as last stored).
+        self.beat = HeartbeatData(*[getattr(record, name) for name in FIGURES])
         self.link: Link | None = None
         self.detector: PhiAccrual | None = None
         self.suspect_at = 0.0
@@ -142,12 +155,49 @@ class DroneState:
         self.protocol_revision = 0
         self.features: tuple[str, ...] = ()
 
+    # The figures of the latest heartbeat, read where a NodeRecord has them.
+    @property
+    def load1(self) -> float:
+        return self.beat.load1
+
+    @property
+    def load5(self) -> float:
+        return self.beat.load5
+
+    @property
+    def load15(self) -> float:
+        return self.beat.load15
+
+    @property
+    def cpu_percent(self) -> float:
+        return self.beat.cpu_percent
+
+    @property
+    def memory_percent(self) -> float:
+        return self.beat.memory_percent
+
+    @property
+    def disk_percent(self) -> float:
+        return self.beat.disk_percent
+
+    @property
+    def disk_free_bytes(self) -> int:
+        return self.beat.disk_free_bytes
+
+    @property
+    def emerge_running(self) -> bool:
+        return self.beat.emerge_running
+
+    @property
+    def current_job_id(self) -> str:
+        return self.beat.current_job_id
+
     @property
     def failing(self) -> tuple[CheckData, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
     def record(self) -> NodeRecord:
-        return NodeRecord(*[getattr(self, name) for name in NODE_FIELDS])
+        return NodeRecord(*RECORD_VALUES(self))
 
     def detector_last(self) -> float:
         return self.detector.last if self.detector is not None else 0.0
@@ -277,7 +327,7 @@ class Fleet:
         state.agent_version = hello.agent_version
         state.payload_version = hello.payload_version
         state.heartbeat_interval_ms = hello.heartbeat_interval_ms
-        state.current_job_id = hello.current_job_id
+        state.beat = replace(state.beat, current_job_id=hello.current_job_id)
         new_process = not hello.instance_id or hello.instance_id != state.instance_id
         if old_link is None or new_process:
             # A stream after a gap, or another process: checks unknown until its first Pong.
@@ -390,15 +440,7 @@ class Fleet:
         now = self.clock.time()
         state.last_seen_at = now
         state.last_heartbeat_at = now
-        state.load1 = hb.load1
-        state.load5 = hb.load5
-        state.load15 = hb.load15
-        state.cpu_percent = hb.cpu_percent
-        state.memory_percent = hb.memory_percent
-        state.disk_percent = hb.disk_percent
-        state.disk_free_bytes = hb.disk_free_bytes
-        state.emerge_running = hb.emerge_running
-        state.current_job_id = hb.current_job_id
+        state.beat = hb
         detector = state.detector
         if detector is not None:
             detector.heartbeat(now)

@@ -60,7 +60,6 @@ from typing import Any
 
 from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller import access as oob_access
-from swarm.controller import serde
 from swarm.controller.alerts import Alerter
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
@@ -697,7 +696,7 @@ class Healer:
                 # polite restart waits on a SIGTERM it cannot act on.
                 result = StepResult(level, False, "skipped: the agent is not responding; a hard restart next")
             elif level == RESTART and state.link is not None:
-                sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
+                sent = state.link.restart_service(f"{why}: {state.status}")
                 ladder = self.ladder(state.id)
                 ladder.asked, ladder.asked_until = state.link, self._clock.time() + RESTART_ACK
                 result = StepResult(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
+from array import array
 from typing import TYPE_CHECKING
 
 from swarm.clock import SYSTEM, Clock
@@ -56,10 +56,14 @@ def y_for_phi(threshold: float) -> float:
 
 
 class PhiAccrual:
-    __slots__ = ("_intervals", "_min_std", "_pause", "_sum", "_sumsq", "last")
+    __slots__ = ("_count", "_intervals", "_min_std", "_next", "_pause", "_sum", "_sumsq", "last")
 
     def __init__(self, expected_interval: float, now: float) -> None:
-        self._intervals: deque[float] = deque(maxlen=WINDOW)
+        # The latest WINDOW intervals, a ring of doubles: one per drone, and
+        # 0.8 KB where a deque of float objects took 3.5 KB.
+        self._intervals = array("d", bytes(8 * WINDOW))
+        self._next = 0  # where the next interval goes
+        self._count = 0  # intervals in the ring
         self._pause = expected_interval * PAUSE_SHARE
         self._min_std = expected_interval * MIN_STD_SHARE
         self._sum = 0.0
@@ -68,11 +72,15 @@ class PhiAccrual:
         self._add(expected_interval)
 
     def _add(self, interval: float) -> None:
-        if len(self._intervals) == self._intervals.maxlen:
-            old = self._intervals[0]
+        index = self._next
+        if self._count == WINDOW:
+            old = self._intervals[index]
             self._sum -= old
             self._sumsq -= old * old
-        self._intervals.append(interval)
+        else:
+            self._count += 1
+        self._intervals[index] = interval
+        self._next = (index + 1) % WINDOW
         self._sum += interval
         self._sumsq += interval * interval
 
@@ -81,7 +89,7 @@ class PhiAccrual:
         self.last = now
 
     def _stats(self) -> tuple[float, float]:
-        n = len(self._intervals)
+        n = self._count
         mean = self._sum / n
         variance = max(0.0, self._sumsq / n - mean * mean)
         return mean + self._pause, max(math.sqrt(variance), self._min_std)

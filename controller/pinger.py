@@ -10,7 +10,6 @@ import logging
 import random
 
 from swarm.clock import SYSTEM, Clock
-from swarm.controller import serde
 from swarm.controller.fleet import DroneState, Fleet, Link
 from swarm.tasks import TaskSet
 
@@ -43,7 +42,7 @@ class Pinger:
         """Send the next ping on ``link``; its seq, or None when the stream's queue is full."""
         self._seq += 1
         sent_at_ns = self._clock.time_ns()
-        if not link.send(serde.ping(self._seq, sent_at_ns)):
+        if not link.ping(self._seq, sent_at_ns):
             return None
         self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
         return self._seq

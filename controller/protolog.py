@@ -2,8 +2,10 @@
 
 Entries are plain tuples in a bounded ring so that recording a heartbeat
 costs one append; they become dicts only when someone reads them. Each
-keeps a reference to its message (already built; nothing is copied), so
-an admin can decode one while it is in the ring (``message``).
+keeps its message as bytes (serialized, about a sixth of what the parsed
+message holds in memory), so an admin can decode one while it is in the
+ring (``message``, then ``serde.logged_message``); this module knows no
+protobuf.
 Live listeners (the admin tier's /ws/protocol) ``subscribe`` a callback;
 with nobody subscribed recording costs one more check, and only with
 listeners does an entry become a ProtocolEntry at once.
@@ -19,8 +21,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from google.protobuf.message import Message
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ ProtocolListener = Callable[[ProtocolEntry], None]
 
 class ProtocolLog:
     def __init__(self, size: int) -> None:
-        self._ring: deque[tuple[int, float, str, str, str, int, float | None, Message | None, bool]] = deque(
+        self._ring: deque[tuple[int, float, str, str, str, int, float | None, bytes | None, bool]] = deque(
             maxlen=size
         )
         self._seq = 0
@@ -60,7 +60,7 @@ class ProtocolLog:
         drone_id: str,
         kind: str,
         size: int,
-        message: Message | None = None,
+        message: bytes | None = None,
         latency_ms: float | None = None,
         unknown_fields: bool = False,
     ) -> None:
@@ -113,8 +113,8 @@ class ProtocolLog:
         picked.reverse()
         return picked
 
-    def message(self, seq: int) -> tuple[ProtocolEntry, Message | None] | None:
-        """An entry still in the ring, with its message; None once it has left."""
+    def message(self, seq: int) -> tuple[ProtocolEntry, bytes | None] | None:
+        """An entry still in the ring, with its message (serialized); None once it has left."""
         if not self._ring:
             return None
         first = self._ring[0][0]

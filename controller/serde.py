@@ -1,20 +1,36 @@
-"""The controller's one place where protobuf messages are read and built."""
+"""The control stream on the wire: the one place where its protobuf messages
+are read and built (channel_serde.py does the same for channels).
+
+It turns what drones send into the domain's dataclasses (``domain``) and
+the core's requests (the verbs of ``fleet.Link``, which the gateway
+implements) into swarm.v1 messages. Nothing in the controller's core
+imports protobuf (tests/test_core_boundary.py).
+"""
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
 
 from swarm import __version__
+from swarm.controller.domain import (
+    ID_RE,
+    NAME_RE,
+    BuildEventData,
+    CheckData,
+    HeartbeatData,
+    HelloData,
+    PongData,
+)
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.controller.protolog import IN
 from swarm.printable import printable
 from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # uint64 on the wire, a signed 64-bit column in the databases.
 MAX_BYTES = 2**63 - 1
 DRONE_TYPES = {
@@ -26,61 +42,7 @@ DRONE_TYPES = {
 MIN_INTERVAL_MS = 50
 MAX_INTERVAL_MS = 60_000
 MAX_CHECKS = 16
-
-
-@dataclass(frozen=True, slots=True)
-class HelloData:
-    drone_id: str
-    name: str
-    cores: int
-    drone_type: str
-    network: str
-    agent_version: str
-    heartbeat_interval_ms: int
-    hostname: str
-    payload_version: str
-    current_job_id: str
-    instance_id: str = ""  # random per agent process; "" from an agent that predates it
-    process_started_at: float | None = None  # seconds since the epoch
-    drone_type_reason: str = ""  # the agent's evidence for drone_type; "" from older agents
-    protocol_revision: int = PROTOCOL_REVISION  # 0 on the wire (an older agent) reads as 1
-    features: tuple[str, ...] = ()  # what the agent speaks (swarm.protocol); () from older agents
-
-
-@dataclass(frozen=True, slots=True)
-class CheckData:
-    """One functional check as the agent reported it (fleet.proto Check)."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatData:
-    seq: int
-    sent_at: float
-    load1: float
-    load5: float
-    load15: float
-    cpu_percent: float
-    memory_percent: float
-    disk_percent: float
-    disk_free_bytes: int
-    emerge_running: bool
-    current_job_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PongData:
-    seq: int
-    sent_at_ns: int
-    emerge_running: bool
-    current_job_id: str
-    load1: float
-    disk_percent: float
-    disk_free_bytes: int
-    checks: tuple[CheckData, ...] = ()
+INF = math.inf
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -146,18 +108,21 @@ def _figure(value: float, top: float = math.inf) -> float:
 
 
 def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
+    """The figures as kept (``_figure``). This runs for every heartbeat of
+    every drone: a figure within its range is taken without a call."""
+    load1, load5, load15 = hb.load1, hb.load5, hb.load15
+    cpu, memory, disk = hb.cpu_percent, hb.memory_percent, hb.disk_percent
+    free, job = hb.disk_free_bytes, hb.current_job_id
     return HeartbeatData(
-        seq=hb.seq,
-        sent_at=hb.sent_at_unix_ns / 1e9,
-        load1=_figure(hb.load1),
-        load5=_figure(hb.load5),
-        load15=_figure(hb.load15),
-        cpu_percent=_figure(hb.cpu_percent, 100.0),
-        memory_percent=_figure(hb.memory_percent, 100.0),
-        disk_percent=_figure(hb.disk_percent, 100.0),
-        disk_free_bytes=min(hb.disk_free_bytes, MAX_BYTES),
-        emerge_running=hb.emerge_running,
-        current_job_id=printable(hb.current_job_id, 64),
+        load1 if 0.0 <= load1 < INF else _figure(load1),
+        load5 if 0.0 <= load5 < INF else _figure(load5),
+        load15 if 0.0 <= load15 < INF else _figure(load15),
+        cpu if 0.0 <= cpu <= 100.0 else _figure(cpu, 100.0),
+        memory if 0.0 <= memory <= 100.0 else _figure(memory, 100.0),
+        disk if 0.0 <= disk <= 100.0 else _figure(disk, 100.0),
+        free if free <= MAX_BYTES else MAX_BYTES,
+        hb.emerge_running,
+        printable(job, 64) if job else "",
     )
 
 
@@ -204,17 +169,6 @@ BUILD_EVENT_KINDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class BuildEventData:
-    build_id: str
-    job_id: str
-    kind: str
-    exit_code: int
-    reason: str
-    duration: float
-    artifacts: tuple[str, ...]
-
-
 def read_build_event(event: build_pb2.BuildEvent) -> BuildEventData | None:
     """None for an event of a kind this controller does not know."""
     kind = BUILD_EVENT_KINDS.get(event.kind)
@@ -250,7 +204,7 @@ def cancel_build(build_id: str, reason: str) -> gateway_pb2.ControllerMessage:
 
 
 def restart_service(reason: str) -> gateway_pb2.ControllerMessage:
-    """Ask an agent to replace its process with a fresh one (send with DroneState.link.send)."""
+    """Ask an agent to replace its process with a fresh one (Link.restart_service)."""
     return gateway_pb2.ControllerMessage(restart_service=fleet_pb2.RestartService(reason=reason[:500]))
 
 
@@ -266,3 +220,9 @@ def duplicate_drone(
             refused_at_unix_ns=int(refused_at * 1e9),
         )
     )
+
+
+def logged_message(direction: str, raw: bytes) -> dict[str, Any]:
+    """A message the protocol log kept (its bytes, protolog.py) as its fields, for JSON."""
+    kind = gateway_pb2.AgentMessage if direction == IN else gateway_pb2.ControllerMessage
+    return MessageToDict(kind.FromString(raw), preserving_proto_field_name=True)

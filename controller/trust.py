@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from swarm.controller.ca import CertificateAuthority, Issued, check_csr
+from swarm.controller.domain import ID_RE, NAME_RE
 from swarm.controller.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -41,7 +42,6 @@ from swarm.controller.errors import (
 )
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import Fleet
-from swarm.controller.serde import ID_RE, NAME_RE
 from swarm.controller.store.records import CertRecord, NameRecord, TokenRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.pki import PkiError

@@ -36,6 +36,7 @@ FAST_MODULES = frozenset(
         "test_channels",
         "test_clock",
         "test_config",
+        "test_core_boundary",
         "test_detection",
         "test_dronetype",
         "test_events",
@@ -54,6 +55,7 @@ FAST_MODULES = frozenset(
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",
+        "test_web_layering",
     }
 )
 REAL_FIXTURES = frozenset(

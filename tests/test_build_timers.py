@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from swarm.controller.builds import TIMER, BuildQueue, BuildSettings
+from swarm.controller.domain import BuildEventData
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.persist import NodeWriter
 from swarm.controller.scheduler import ASSIGNED, BUILDING, DONE, QUEUED, Job
-from swarm.controller.serde import BuildEventData
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 

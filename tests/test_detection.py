@@ -8,15 +8,17 @@ import dataclasses
 import itertools
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swarm.backoff import Backoff
+from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
-from swarm.controller.health import TICK, HealthMonitor, PhiAccrual, y_for_phi
+from swarm.controller.health import TICK, WINDOW, HealthMonitor, PhiAccrual, y_for_phi
 from swarm.controller.pinger import Pinger
-from swarm.controller.serde import CheckData, HeartbeatData, HelloData, PongData
+from swarm.controller.store.records import NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
@@ -52,6 +54,20 @@ def test_jittery_drone_gets_more_slack_than_a_steady_one() -> None:
     s_last = beat(steady, 0.0, [1.0] * 100)
     j_last = beat(jittery, 0.0, [rng.uniform(0.4, 1.6) for _ in range(100)])
     assert jittery.deadline(Y8) - j_last > steady.deadline(Y8) - s_last + 0.3
+
+
+def test_only_the_latest_window_of_intervals_counts() -> None:
+    """A drone that was jittery and then beats steadily for a whole window
+    is judged like one that was always steady: old intervals leave the ring."""
+    rng = random.Random(3)
+    was_jittery = PhiAccrual(1.0, 0.0)
+    last = beat(was_jittery, 0.0, [rng.uniform(0.2, 3.0) for _ in range(2 * WINDOW + 7)])
+    before = was_jittery.deadline(Y8) - last
+    last = beat(was_jittery, last, [1.0] * WINDOW)
+    steady = PhiAccrual(1.0, 0.0)
+    s_last = beat(steady, 0.0, [1.0] * WINDOW)
+    assert was_jittery.deadline(Y8) - last == pytest.approx(steady.deadline(Y8) - s_last)
+    assert before > was_jittery.deadline(Y8) - last + 1.0
 
 
 def test_phi_grows_with_silence_and_never_overflows() -> None:
@@ -104,7 +120,7 @@ def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_
             state, link = connect(fleet, "quiet")
             for seq in range(30):  # beating steadily every second (its interval)
                 await clock.advance(1.0)
-                fleet.on_heartbeat(state, HeartbeatData(seq, clock.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
+                fleet.on_heartbeat(state, HeartbeatData())
                 assert state.status == ONLINE
             last = clock.time()
             # Silent from here: suspect at its detector's deadline (about 2.5 intervals), not before.
@@ -176,7 +192,7 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
         fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1, checks))
 
     def beat() -> None:
-        fleet.on_heartbeat(state, HeartbeatData(1, clock.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
+        fleet.on_heartbeat(state, HeartbeatData())
 
     good = CheckData("emerge", True, "Portage 3")
     bad = CheckData("cache_disk", False, "1 MiB free")
@@ -256,3 +272,38 @@ def test_unanswered_pings_make_a_beating_drone_unhealthy_and_late_pongs_count_fo
         "drone: online -> unhealthy: pings: 2 pings in a row unanswered",
         "drone: unhealthy -> online: all checks pass",
     ]
+
+
+def test_a_drone_state_writes_back_what_it_was_loaded_with_and_then_its_latest_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """DroneState keeps a heartbeat's figures as the HeartbeatData that came
+    (no copy); its NodeRecord has each field in its place."""
+    values: dict[str, Any] = {}
+    for i, f in enumerate(dataclasses.fields(NodeRecord)):
+        kind = str(f.type)
+        values[f.name] = (
+            True
+            if kind == "bool"
+            else i
+            if kind == "int"
+            else i + 0.5
+            if "float" in kind
+            else f"{f.name}-{i}"
+        )
+    loaded = NodeRecord(**values)
+    state = DroneState(loaded)
+    assert state.record() == loaded
+    beat = HeartbeatData(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7, False, "b-job")
+    events = EventLog(StoreRunner(SqlStore(f"sqlite:///{tmp_path}/unused.db")), buffer=100, retention=100)
+    fleet = Fleet(events, y_threshold=2.0)
+    fleet.on_heartbeat(state, beat)
+    assert state.beat is beat
+    written = state.record()
+    assert dataclasses.asdict(written) == {
+        **values,
+        **dataclasses.asdict(beat),
+        "last_seen_at": written.last_heartbeat_at,
+        "last_heartbeat_at": written.last_heartbeat_at,
+    }
+    assert written.last_heartbeat_at is not None and written.last_heartbeat_at > 1e9

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from swarm.controller.config import ControllerConfig
+from swarm.controller.domain import HelloData
 from swarm.controller.errors import InvalidArgument
-from swarm.controller.serde import HelloData
 from swarm.controller.web import parse
 
 from support.inproc import InProcessController

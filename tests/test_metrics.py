@@ -26,7 +26,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm.controller.config import ControllerConfig
-from swarm.controller.serde import BuildEventData, HelloData
+from swarm.controller.domain import BuildEventData, HelloData
 
 from support.inproc import InProcessController
 from support.links import FakeLink

@@ -79,9 +79,11 @@ def test_low_disk_makes_a_beating_drone_unhealthy_silence_still_wins_and_a_new_p
         assert "MiB free in" in disk["detail"] and f"need {100 * 2**20} MiB" in disk["detail"]
         assert node["connected"] is True
 
-        # Its heartbeats keep arriving while it is unhealthy. (Its first pong,
-        # which made it so, may come before its first heartbeat: then none is known yet.)
-        first = node["last_heartbeat_at"] or ""
+        # Its heartbeats keep arriving while it is unhealthy (the first may
+        # come after the pong that made it so).
+        first = wait_for(
+            lambda: (n := controller.node("drone-disk")) and n["last_heartbeat_at"], what="a heartbeat"
+        )
         later = wait_for(
             lambda: (n := controller.node("drone-disk")) and (n["last_heartbeat_at"] or "") > first and n,
             what="a newer heartbeat",

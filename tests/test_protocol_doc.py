@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescripto
 
 from swarm import grpcopts, pki
 from swarm.agent import link
-from swarm.controller import authz, bounds, serde, staging
+from swarm.controller import authz, bounds, domain, serde, staging
 from swarm.controller.ca import RSA_BITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +101,8 @@ def test_the_limits_a_drone_must_know_are_the_codes() -> None:
     text = DOC.read_text()
     refused = link.REFUSED_BACKOFF
     limits = {
-        "drone id pattern": serde.ID_RE.pattern,
-        "drone name pattern": serde.NAME_RE.pattern,
+        "drone id pattern": domain.ID_RE.pattern,
+        "drone name pattern": domain.NAME_RE.pattern,
         "heartbeat interval range": f"{serde.MIN_INTERVAL_MS}..{serde.MAX_INTERVAL_MS}",
         "checks read per pong": f"the first {serde.MAX_CHECKS} with a non-empty name",
         "identity URI": f"`{pki.DRONE_URI_PREFIX}<drone id>`",

@@ -148,6 +148,10 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
     status, body = controller.admin("GET", f"/admin/api/protocol/{pong['seq']}")
     assert status == 200 and body["latency_ms"] == pong["latency_ms"]
     assert body["message"]["pong"]["status"]["checks"], body
+    # One the controller sent: decoded as a ControllerMessage.
+    ping = next(e for e in every if e["type"] == "ping")
+    status, body = controller.admin("GET", f"/admin/api/protocol/{ping['seq']}")
+    assert status == 200 and body["direction"] == "out" and int(body["message"]["ping"]["seq"]) > 0, body
     for bad, code in (("99999999", 404), ("x1", 400)):
         status, body = controller.admin("GET", f"/admin/api/protocol/{bad}")
         assert status == code, body

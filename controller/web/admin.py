@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict
 
 from swarm.agent.config import ENROLL_PORT
-from swarm.controller import access
+from swarm.controller import access, serde
 from swarm.controller.adminkey import KeyStore
+from swarm.controller.domain import NAME_RE
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from swarm.controller.scheduler import JOB_STATES
-from swarm.controller.serde import NAME_RE
 from swarm.controller.services import Services
 from swarm.controller.trust import MAX_TTL, MIN_TTL, Trust
 from swarm.controller.web import (
@@ -185,7 +184,7 @@ async def protocol_message(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound(f"protocol message {seq} is not in the buffer (it keeps the newest ones)")
     entry, message = found
-    decoded = None if message is None else MessageToDict(message, preserving_proto_field_name=True)
+    decoded = None if message is None else serde.logged_message(entry.direction, message)
     e = protocol_view(entry)
     return json_response(
         ProtocolMessageView(

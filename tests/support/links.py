@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarm.controller import serde
 from swarm.controller.channel_frames import ChannelRequest
+from swarm.controller.domain import HelloData, PongData
 from swarm.controller.fleet import DroneState, Fleet
-from swarm.controller.serde import HelloData, PongData
 
 
 class FakeLink:
-    """fleet.Link: a control stream that only records what happens to it."""
+    """fleet.Link: a control stream that only records what happens to it.
+    ``sent`` holds what the gateway would write for the verbs that carry one
+    message (built by serde, as DroneSession does), so a test reads it as
+    the drone would; ``channels`` the channels asked for."""
 
     def __init__(self, drone_id: str) -> None:
         self.drone_id = drone_id
@@ -20,9 +24,21 @@ class FakeLink:
         self.channels: list[tuple[str, ChannelRequest]] = []
         self.closed: tuple[str, str] | None = None
 
-    def send(self, message: Any) -> bool:
+    def _write(self, message: Any) -> bool:
         self.sent.append(message)
         return True
+
+    def ping(self, seq: int, sent_at_ns: int) -> bool:
+        return self._write(serde.ping(seq, sent_at_ns))
+
+    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
+        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+
+    def cancel_build(self, build_id: str, reason: str) -> bool:
+        return self._write(serde.cancel_build(build_id, reason))
+
+    def restart_service(self, reason: str) -> bool:
+        return self._write(serde.restart_service(reason))
 
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         self.channels.append((channel_id, request))
