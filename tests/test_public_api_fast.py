@@ -11,16 +11,13 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from swarm.controller.config import ControllerConfig
 from swarm.controller.fleet import DroneState
 from swarm.controller.serde import HeartbeatData, HelloData, PongData
 
-from support.inproc import InProcessController
+from support.inproc import InProcessController, local_config
 from support.links import FakeLink
 from support.procs import http
 
@@ -63,38 +60,6 @@ class Records(logging.Handler):
         self.lines.append(self.format(record))
 
 
-class Api:
-    """The in-process controller as the tests call it."""
-
-    def __init__(self, proc: InProcessController, records: Records) -> None:
-        self.proc = proc
-        self.records = records
-        self.public_url = proc.public_url
-        self.admin_url = proc.admin_url
-        self.admin_key = proc.admin_key
-
-    def get(self, path: str) -> Any:
-        status, body = http("GET", self.public_url + path)
-        assert status == 200, f"GET {path}: {status} {body}"
-        return body
-
-    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        headers = {"X-Admin-Key": self.admin_key}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        return http(method, self.admin_url + path, headers=headers, body=body)
-
-    def events(self, **query: str) -> list[dict[str, Any]]:
-        """Every event (the admin tier's view, audit trail included)."""
-        qs = "&".join(f"{k}={v}" for k, v in query.items())
-        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
-        assert status == 200, body
-        return list(body["events"])
-
-    def log(self) -> str:
-        return "\n".join(self.records.lines)
-
-
 def beat_and_pong(proc: InProcessController, state: DroneState, load: float) -> None:
     """A heartbeat, then a ping answered 3 ms later: what an agent's stream brings."""
     fleet = proc.controller.fleet
@@ -107,25 +72,20 @@ def beat_and_pong(proc: InProcessController, state: DroneState, load: float) -> 
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    root = tmp_path_factory.mktemp("public-api")
-    config = ControllerConfig(
-        data_dir=root / "controller",
-        bind="127.0.0.1",
-        admin_bind="127.0.0.1",
-        grpc_port=0,
-        public_port=0,
-        admin_port=0,
-        enroll_port=0,
-        log_file=Path(""),
-        heal_grace=3600.0,
-        ping_interval=3600.0,
-    )
-    records = Records()
+def records() -> Iterator[Records]:
+    handler = Records()
     swarm_log = logging.getLogger("swarm")
     level = swarm_log.level
-    swarm_log.addHandler(records)
+    swarm_log.addHandler(handler)
     swarm_log.setLevel(logging.DEBUG)
+    yield handler
+    swarm_log.removeHandler(handler)
+    swarm_log.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, records: Records) -> Iterator[InProcessController]:
+    config = local_config(tmp_path_factory.mktemp("public-api"), ping_interval=3600.0)
     proc = InProcessController(config).start()
     try:
         for name, drone_type in DRONES.items():
@@ -133,14 +93,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             hello = HelloData(link.drone_id, name, 4, drone_type, "lan", "test", INTERVAL_MS, "host", "", "")
             state = proc.call(proc.controller.fleet.attach, hello, link)
             beat_and_pong(proc, state, 0.8)
-        yield Api(proc, records)
+        yield proc
     finally:
         proc.stop()
-        swarm_log.removeHandler(records)
-        swarm_log.setLevel(level)
 
 
-def test_nodes_lists_every_drone_with_live_fields(api: Api) -> None:
+def test_nodes_lists_every_drone_with_live_fields(api: InProcessController) -> None:
     nodes = api.get("/api/v1/nodes")["nodes"]
     assert [n["name"] for n in nodes] == ["alpha", "beta"]
     for node in nodes:
@@ -153,13 +111,13 @@ def test_nodes_lists_every_drone_with_live_fields(api: Api) -> None:
     assert {n["drone_type"] for n in nodes} == {"lxc", "bare-metal"}
 
 
-def test_node_by_name_and_by_id(api: Api) -> None:
+def test_node_by_name_and_by_id(api: InProcessController) -> None:
     by_name = api.get("/api/v1/nodes/alpha")["node"]
     by_id = api.get(f"/api/v1/nodes/{by_name['id']}")["node"]
     assert by_id["name"] == "alpha" and by_id["id"] == by_name["id"] == "alpha".ljust(32, "0")
 
 
-def test_status_and_health(api: Api) -> None:
+def test_status_and_health(api: InProcessController) -> None:
     status = api.get("/api/v1/status")
     assert status["drones"] == {"total": 2, "online": 2, "unhealthy": 0, "suspect": 0, "offline": 0}
     assert status["cores_online"] == 8
@@ -169,7 +127,7 @@ def test_status_and_health(api: Api) -> None:
     assert health["drones"]["online"] == 2
 
 
-def test_events_paging_and_filters(api: Api) -> None:
+def test_events_paging_and_filters(api: InProcessController) -> None:
     everything = api.events()
     assert [e["type"] for e in everything[:1]] == ["controller_started"]
     connected = api.events(type="drone_connected")
@@ -186,7 +144,7 @@ def test_events_paging_and_filters(api: Api) -> None:
     assert alpha and all(e["drone_name"] == "alpha" for e in alpha)
 
 
-def test_activity_counts_events_in_buckets(api: Api) -> None:
+def test_activity_counts_events_in_buckets(api: InProcessController) -> None:
     activity = api.get("/api/v1/activity?window=600&buckets=10")
     assert activity["window_s"] == 600 and len(activity["buckets"]) == 10
     assert activity["bucket_s"] == 60
@@ -200,7 +158,7 @@ def test_activity_counts_events_in_buckets(api: Api) -> None:
     assert status == 400 and "buckets must be between" in body["error"]["message"]
 
 
-def test_history_and_sessions_are_empty_lists(api: Api) -> None:
+def test_history_and_sessions_are_empty_lists(api: InProcessController) -> None:
     assert api.get("/api/v1/history") == {"history": []}
     assert api.get("/api/v1/sessions") == {"sessions": []}
 
@@ -222,7 +180,9 @@ def test_history_and_sessions_are_empty_lists(api: Api) -> None:
         ("PATCH", "/", 405, "read-only"),
     ],
 )
-def test_refusals_are_json_with_a_message(api: Api, method: str, path: str, status: int, needle: str) -> None:
+def test_refusals_are_json_with_a_message(
+    api: InProcessController, method: str, path: str, status: int, needle: str
+) -> None:
     got, body = http(method, api.public_url + path, body=b"{}" if method != "GET" else None)
     assert got == status
     assert isinstance(body, dict), f"not JSON: {body!r}"
@@ -231,7 +191,7 @@ def test_refusals_are_json_with_a_message(api: Api, method: str, path: str, stat
     assert "Traceback" not in str(body)
 
 
-def test_public_tier_hides_the_admin_key(api: Api) -> None:
+def test_public_tier_hides_the_admin_key(api: InProcessController, records: Records) -> None:
     key = api.admin_key
     for path in (
         "/api/v1/status",
@@ -242,12 +202,12 @@ def test_public_tier_hides_the_admin_key(api: Api) -> None:
     ):
         _, body = http("GET", api.public_url + path)
         assert key not in str(body)
-    log = api.log()
+    log = "\n".join(records.lines)
     assert "serving: gRPC 127.0.0.1:" in log, "the controller's log was not collected"
     assert key not in log
 
 
-def test_admin_tier_requires_the_key(api: Api) -> None:
+def test_admin_tier_requires_the_key(api: InProcessController) -> None:
     assert http("GET", api.admin_url + "/admin/api/whoami")[0] == 401
     status, body = http("GET", api.admin_url + "/admin/api/whoami", headers={"X-Admin-Key": "wrong" * 8})
     assert status == 401 and body["error"]["message"] == "missing or wrong X-Admin-Key"

@@ -9,17 +9,37 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from swarm.controller.app import Controller
 from swarm.controller.config import ControllerConfig
+
+from support.procs import ControllerApi
 
 T = TypeVar("T")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class InProcessController:
+def local_config(root: Path, **options: Any) -> ControllerConfig:
+    """A controller's configuration for tests: data in ``root``, every port 0 on
+    127.0.0.1, no log file, no healing under the test (as support/procs.py's)."""
+    defaults: dict[str, Any] = {
+        "data_dir": root / "controller",
+        "bind": "127.0.0.1",
+        "admin_bind": "127.0.0.1",
+        "grpc_port": 0,
+        "public_port": 0,
+        "admin_port": 0,
+        "enroll_port": 0,
+        "log_file": Path(""),
+        "heal_grace": 3600.0,
+    }
+    return ControllerConfig(**{**defaults, **options})
+
+
+class InProcessController(ControllerApi):
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.controller = Controller(config)

@@ -126,7 +126,54 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class Controller(Proc):
+class ControllerApi:
+    """A controller's web tiers as tests call them, for a controller process
+    (Controller) and one in the test process (support/inproc.py)."""
+
+    @property
+    def public_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def admin_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def admin_key(self) -> str:
+        raise NotImplementedError
+
+    def get(self, path: str) -> Any:
+        status, body = http("GET", self.public_url + path)
+        assert status == 200, f"GET {path}: {status} {body}"
+        return body
+
+    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        headers = {"X-Admin-Key": self.admin_key}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return http(method, self.admin_url + path, headers=headers, body=body)
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
+        return body["node"] if status == 200 else None
+
+    def events(self, **query: str) -> list[dict[str, Any]]:
+        """Every event (the admin tier's view, audit trail included)."""
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
+        assert status == 200, body
+        return list(body["events"])
+
+    def create_token(self, ttl: float = 600, name: str | None = None) -> str:
+        body: dict[str, Any] = {"ttl": ttl}
+        if name is not None:
+            body["name"] = name
+        status, reply = self.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
+        assert status == 201, reply
+        return str(reply["token"])
+
+
+class Controller(ControllerApi, Proc):
     def __init__(
         self,
         root: Path,
@@ -206,14 +253,6 @@ class Controller(Proc):
         self.args = self._args()
         self.start()
 
-    def create_token(self, ttl: float = 600, name: str | None = None) -> str:
-        body: dict[str, Any] = {"ttl": ttl}
-        if name is not None:
-            body["name"] = name
-        status, reply = self.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
-        assert status == 201, reply
-        return str(reply["token"])
-
     @property
     def enroll_target(self) -> str:
         return f"127.0.0.1:{self.info['enroll_port']}"
@@ -237,28 +276,6 @@ class Controller(Proc):
     @property
     def admin_key(self) -> str:
         return Path(self.info["admin_key_file"]).read_text().strip()
-
-    def get(self, path: str) -> Any:
-        status, body = http("GET", self.public_url + path)
-        assert status == 200, f"GET {path}: {status} {body}"
-        return body
-
-    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        headers = {"X-Admin-Key": self.admin_key}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        return http(method, self.admin_url + path, headers=headers, body=body)
-
-    def node(self, name: str) -> dict[str, Any] | None:
-        status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
-        return body["node"] if status == 200 else None
-
-    def events(self, **query: str) -> list[dict[str, Any]]:
-        """Every event (the admin tier's view, audit trail included)."""
-        qs = "&".join(f"{k}={v}" for k, v in query.items())
-        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
-        assert status == 200, body
-        return list(body["events"])
 
 
 def enroll(
