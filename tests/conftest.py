@@ -25,12 +25,13 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 
 # `make test-fast` runs the modules of in-process tests below, less any test
 # of theirs that uses a fixture starting real processes (a controller, agents,
-# sshd, Chromium, tmux) or is marked `real` itself (a fixture of its module's). The store contract keeps its PostgreSQL runs there
-# (a server shared by the session, milliseconds a test). Every other module
-# starts real processes: it is in `make test` only. A new module is real until
-# it is put here.
+# sshd, Chromium, tmux) or is marked `real` itself (a fixture of its module's).
+# The store contract keeps its PostgreSQL runs there (a server shared by the
+# session, milliseconds a test). Every other module starts real processes: it
+# is in `make test` only. A new module is real until it is put here.
 FAST_MODULES = frozenset(
     {
+        "test_admin_auth",
         "test_admin_limits",
         "test_build_timers",
         "test_channels",

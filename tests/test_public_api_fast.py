@@ -7,7 +7,6 @@ API. tests/test_public_api.py shows the same fields from real agents."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from swarm.controller.fleet import DroneState
 from swarm.controller.serde import HeartbeatData, HelloData, PongData
 
-from support.inproc import InProcessController, local_config
+from support.inproc import InProcessController, LogLines, local_config, swarm_log
 from support.links import FakeLink
 from support.procs import http
 
@@ -49,17 +48,6 @@ INTERVAL_MS = 60_000
 PING_SEQ = 1_000_000  # above the pinger's own (it pings each drone once, at attach)
 
 
-class Records(logging.Handler):
-    """Every log record of the module's controller, from its start."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 def beat_and_pong(proc: InProcessController, state: DroneState, load: float) -> None:
     """A heartbeat, then a ping answered 3 ms later: what an agent's stream brings."""
     fleet = proc.controller.fleet
@@ -72,19 +60,13 @@ def beat_and_pong(proc: InProcessController, state: DroneState, load: float) -> 
 
 
 @pytest.fixture(scope="module")
-def records() -> Iterator[Records]:
-    handler = Records()
-    swarm_log = logging.getLogger("swarm")
-    level = swarm_log.level
-    swarm_log.addHandler(handler)
-    swarm_log.setLevel(logging.DEBUG)
-    yield handler
-    swarm_log.removeHandler(handler)
-    swarm_log.setLevel(level)
+def records() -> Iterator[LogLines]:
+    with swarm_log() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, records: Records) -> Iterator[InProcessController]:
+def api(tmp_path_factory: pytest.TempPathFactory, records: LogLines) -> Iterator[InProcessController]:
     config = local_config(tmp_path_factory.mktemp("public-api"), ping_interval=3600.0)
     proc = InProcessController(config).start()
     try:
@@ -191,7 +173,7 @@ def test_refusals_are_json_with_a_message(
     assert "Traceback" not in str(body)
 
 
-def test_public_tier_hides_the_admin_key(api: InProcessController, records: Records) -> None:
+def test_public_tier_hides_the_admin_key(api: InProcessController, records: LogLines) -> None:
     key = api.admin_key
     for path in (
         "/api/v1/status",
@@ -202,7 +184,7 @@ def test_public_tier_hides_the_admin_key(api: InProcessController, records: Reco
     ):
         _, body = http("GET", api.public_url + path)
         assert key not in str(body)
-    log = "\n".join(records.lines)
+    log = records.text()
     assert "serving: gRPC 127.0.0.1:" in log, "the controller's log was not collected"
     assert key not in log
 

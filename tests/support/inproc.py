@@ -6,8 +6,10 @@ parts (the fleet, the healer) to set up what HTTP cannot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,36 @@ def local_config(root: Path, **options: Any) -> ControllerConfig:
         "heal_grace": 3600.0,
     }
     return ControllerConfig(**{**defaults, **options})
+
+
+class LogLines(logging.Handler):
+    """Every line the swarm's loggers write while it is installed: a
+    controller in this process logs here what a process writes to its log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.contextmanager
+def swarm_log() -> Iterator[LogLines]:
+    """The swarm's log lines, debug included, while the block runs."""
+    handler = LogLines()
+    logger = logging.getLogger("swarm")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class InProcessController(ControllerApi):
