@@ -2,7 +2,7 @@
 them, in process: one real controller (controller/app.py) in this process
 for the module (support/inproc.py), real HTTP over 127.0.0.1. Its two
 drones are control streams that only record what they are sent
-(support/links.py); their heartbeats and pong go through the fleet's own
+(tests/fakes/links.py); their heartbeats and pong go through the fleet's own
 API. tests/test_public_api.py shows the same fields from real agents."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from swarm.controller.fleet import DroneState
 from swarm.controller.serde import HeartbeatData, HelloData, PongData
 
+from fakes.links import FakeLink
 from support.inproc import InProcessController, LogLines, local_config, swarm_log
-from support.links import FakeLink
 from support.procs import http
 
 pytestmark = [
