@@ -7,11 +7,11 @@ API. tests/test_public_api.py shows the same fields from real agents."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 
 import pytest
+from test_public_api import ISO, NODE_KEYS
 
 from swarm.controller.fleet import DroneState
 from swarm.controller.serde import HeartbeatData, HelloData, PongData
@@ -27,21 +27,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
-NODE_KEYS = {
-    "id",
-    "name",
-    "status",
-    "drone_type",
-    "cores",
-    "network",
-    "agent_version",
-    "last_heartbeat_at",
-    "ping_latency_ms",
-    "load",
-    "disk_pct",
-    "emerge_running",
-}
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DRONES = {"alpha": "lxc", "beta": "bare-metal"}
 # The longest interval a Hello may give: the drones stay online without more heartbeats.
 INTERVAL_MS = 60_000
