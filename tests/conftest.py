@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
 from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a full data disk)
-from support.procs import Agent, Controller, enroll
+from support.procs import Agent, Controller, Proc, enroll
 from support.sshd import SshServer, sshd_server
 
 # grpc.aio starts one poller thread for the whole process on first use and
@@ -81,6 +81,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
         if module not in FAST_MODULES or REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real)
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_start_no_swarm_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test of the fast layer that starts a controller or agent process
+    fails, saying so: it belongs to the real layer (mark it real)."""
+    if request.node.get_closest_marker("real") is not None:
+        return
+
+    def refused(proc: Proc) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} is in the fast layer but starts {proc.args[2]}: "
+            "mark it real (pytest.mark.real) or use support/inproc.py"
+        )
+
+    monkeypatch.setattr(Proc, "start", refused)
 
 
 @pytest.fixture(autouse=True)
