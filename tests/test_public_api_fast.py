@@ -7,14 +7,13 @@ API. tests/test_public_api.py shows the same fields from real agents."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 from test_public_api import ISO, NODE_KEYS
 
+from swarm.controller.domain import HeartbeatData, HelloData, PongData
 from swarm.controller.fleet import DroneState
-from swarm.controller.serde import HeartbeatData, HelloData, PongData
 
 from fakes.links import FakeLink
 from support.inproc import InProcessController, LogLines, local_config, swarm_log
@@ -36,9 +35,9 @@ PING_SEQ = 1_000_000  # above the pinger's own (it pings each drone once, at att
 def beat_and_pong(proc: InProcessController, state: DroneState, load: float) -> None:
     """A heartbeat, then a ping answered 3 ms later: what an agent's stream brings."""
     fleet = proc.controller.fleet
-    beat = HeartbeatData(1, time.time(), load, load / 2, load / 4, 12.5, 40.0, 55.0, 10**9, False, "")
+    beat = HeartbeatData(load, load / 2, load / 4, 12.5, 40.0, 55.0, 10**9, False, "")
     proc.call(fleet.on_heartbeat, state, beat)
-    sent_at_ns = time.time_ns() - 3_000_000
+    sent_at_ns = fleet.clock.time_ns() - 3_000_000
     proc.call(fleet.on_ping_sent, state, PING_SEQ, sent_at_ns)
     pong = PongData(PING_SEQ, sent_at_ns, False, "", load, 55.0, 10**9)
     assert proc.call(fleet.on_pong, state, pong) is not None
@@ -73,7 +72,7 @@ def test_nodes_lists_every_drone_with_live_fields(api: InProcessController) -> N
         assert node["status"] == "online"
         assert ISO.match(node["last_heartbeat_at"])
         assert isinstance(node["ping_latency_ms"], float) and node["ping_latency_ms"] >= 3.0
-        assert node["load"] == [0.8, 0.4, 0.2] and node["disk_pct"] == 55.0
+        assert node["load"] == [0.8, 0.4, 0.2] and node["disk_percent"] == 55.0
         assert node["emerge_running"] is False
     assert {n["drone_type"] for n in nodes} == {"lxc", "bare-metal"}
 
