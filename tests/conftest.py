@@ -32,6 +32,7 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 FAST_MODULES = frozenset(
     {
         "test_admin_limits",
+        "test_binhost_cache",
         "test_config",
         "test_detection",
         "test_dronetype",
@@ -40,6 +41,7 @@ FAST_MODULES = frozenset(
         "test_http_input",
         "test_identity",
         "test_link_switch",
+        "test_logtail",
         "test_oob",
         "test_packaging",
         "test_printable",
