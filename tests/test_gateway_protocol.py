@@ -22,7 +22,7 @@ from swarm.controller import gateway
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, shell_pb2, shell_pb2_grpc
 
 from support.fleet import Fleet, start_fleet
-from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
+from support.procs import Agent, Controller, agent_credentials, enroll, enroll_here, http, wait_for
 
 Messages = Callable[["Raw"], list[gateway_pb2.AgentMessage]]
 WITNESS = "witness"
@@ -222,7 +222,7 @@ def test_stream_without_hello_times_out(tmp_path: Path) -> None:
     controller = Controller(tmp_path, "--hello-timeout", "0.5")
     controller.start()
     try:
-        assert enroll(controller, "raw", tmp_path / "raw").returncode == 0
+        enroll_here(controller, "raw", tmp_path / "raw")
         creds = agent_credentials(tmp_path / "raw")
         got_code, details, _ = asyncio.run(exchange(controller.grpc_target, creds, []))
         assert got_code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -238,7 +238,7 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
     controller = Controller(tmp_path, "--ping-interval", "0.3", "--ping-timeout", "1", "--missed-pings", "3")
     controller.start()
     try:
-        assert enroll(controller, "deaf", tmp_path / "deaf").returncode == 0
+        enroll_here(controller, "deaf", tmp_path / "deaf")
         drone_id = (tmp_path / "deaf" / "drone-id").read_text().strip()
         creds = agent_credentials(tmp_path / "deaf")
 
@@ -447,9 +447,7 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
 
 def enrolled(controller: Controller, root: Path, name: str) -> Raw:
     state = root / name
-    result = enroll(controller, name, state)
-    assert result.returncode == 0, result.stderr
-    return Raw(name, (state / "drone-id").read_text().strip(), agent_credentials(state))
+    return Raw(name, enroll_here(controller, name, state), agent_credentials(state))
 
 
 def counted(events: list[dict[str, Any]], key: str) -> int:
