@@ -51,6 +51,7 @@ class Fleet:
         command: str = BUILD_COMMAND,
         package_env: Mapping[str, Mapping[str, str]] | None = None,
         clean_build_dir: bool = True,
+        env: Mapping[str, str] | None = None,
         online: bool = False,
         **agent_kwargs: Any,
     ) -> Agent:
@@ -59,7 +60,8 @@ class Fleet:
         portage: a drone prefix of its own that builds from the staging
         binhost (default: when the controller has builds on). clean_build_dir:
         the agent's --cache-path is Portage's build directory in that prefix,
-        so the agent deletes there what a build given up on left.
+        so the agent deletes there what a build given up on left. env: the
+        agent's environment on top of the test's.
         online: wait until the controller reports it online (else wait_online,
         once for all of them, after starting several)."""
         if portage is None:
@@ -79,6 +81,7 @@ class Fleet:
                 args += ["--cache-path", str(drone_prefix.tmpdir / "portage")]
             args += ["--emerge-command", command, "--min-free-disk-mb", "1"]
         agent = Agent(self.root, name, self.controller.grpc_target, *args, *extra, **agent_kwargs)
+        agent.env = dict(env) if env is not None else None
         if not (agent.state_dir / "drone.crt").exists():
             result = enroll(self.controller, name, agent.state_dir)
             assert result.returncode == 0, result.stderr
