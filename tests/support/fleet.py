@@ -10,6 +10,7 @@ online, a session complete) and stops everything it started.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -94,11 +95,11 @@ class Fleet:
     def wait_online(self, *names: str, timeout: float = ONLINE_TIMEOUT) -> None:
         """Wait until each named drone (default: every agent) is online."""
         for name in names or tuple(self.agents):
-            wait_for(
-                lambda n=name: (node := self.controller.node(n)) and node["status"] == "online",
-                timeout=timeout,
-                what=f"{name} online",
-            )
+            wait_for(functools.partial(self.online, name), timeout=timeout, what=f"{name} online")
+
+    def online(self, name: str) -> bool:
+        node = self.controller.node(name)
+        return node is not None and node["status"] == "online"
 
     def agent_dirs(self) -> dict[str, Path]:
         """Drone name -> the agent's state dir (its builds/ holds a log per build it ran)."""
