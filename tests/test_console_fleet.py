@@ -1,6 +1,6 @@
 """The console's drones actions and its queue page in headless Chromium,
 against a real controller with builds on and real agents running real
-emerge in Gentoo prefixes (support.builds): ping, drain, reboot refused
+emerge in Gentoo prefixes (support.fleet): ping, drain, reboot refused
 for a bare-metal drone, restart behind a confirmation, queueing a package
 and watching its job build, and a waiting job that says why.
 
