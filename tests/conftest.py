@@ -49,6 +49,7 @@ FAST_MODULES = frozenset(
         "test_protocol_doc",
         "test_scheduler",
         "test_selfcheck",
+        "test_stop_budget",
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",
