@@ -19,7 +19,7 @@ help:
 	@echo "make test       run the test suite"
 	@echo "make test-fast  the in-process tests only (about 15 s)"
 	@echo "make check      lint, type-check and test (what CI runs)"
-	@echo "make console    fetch the console's browser libraries (npm ci) into console/vendor/"
+	@echo "make console    fetch the console's browser libraries and its type checker (npm ci) into console/"
 	@echo "make conformance  fetch the JavaScript conformance drone's libraries (npm ci); make test does it"
 	@echo "make dist       release tarball dist/build-swarm-VERSION.tar.gz and the overlay's Manifest"
 	@echo "make openrc     fetch Debian's OpenRC packages into .cache/openrc/ (the init script tests run them)"
@@ -68,9 +68,12 @@ test: $(STAMP) $(CONSOLE_STAMP) $(CONFORMANCE_STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real" $(PYTEST_ARGS)
 
-lint: $(STAMP)
+# The console's JavaScript too: TypeScript's checker on the JSDoc types
+# (console/tsconfig.json), from npm like xterm.js (a devDependency).
+lint: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	console/node_modules/.bin/tsc -p console
 
 format: $(STAMP)
 	$(BIN)/ruff format .

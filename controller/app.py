@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from swarm import __version__
+from swarm.clock import SYSTEM, Clock
 from swarm.config import ConfigError
 from swarm.controller import access, adminkey, authz
 from swarm.controller.alerts import Alerter
@@ -25,14 +25,18 @@ from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBound
 from swarm.controller.builds import BuildQueue, BuildSettings
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
+from swarm.controller.channels import KILL_WAIT, Channels
+from swarm.controller.channelsvc import ChannelsService
 from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
 from swarm.controller.errors import InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
+from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.gateway import Gateway
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
+from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
@@ -40,13 +44,14 @@ from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
-from swarm.controller.shells import ChannelsService, ShellRegistry, ShellSettings
+from swarm.controller.shells import ShellRegistry, ShellSettings
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
+from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
@@ -71,13 +76,16 @@ class Ports:
     public: int
     admin: int
     enroll: int | None
+    metrics: int | None = None
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, clock: Clock = SYSTEM) -> None:
         self.config = config
+        self.metrics = Metrics()
+        self.clock = clock
         self.store = SqlStore(config.db_url)
-        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max)
+        self.runner = StoreRunner(self.store, retry_max=config.db_retry_max, timing=self.metrics.store_call)
         self.protolog = ProtocolLog(config.protocol_buffer)
         self.events = EventLog(
             self.runner,
@@ -101,17 +109,26 @@ class Controller:
             y_threshold=y_for_phi(config.suspect_phi),
             ping_timeout=config.ping_timeout,
             missed_pings=config.missed_pings,
+            clock=clock,
         )
         self.health = HealthMonitor(
-            self.fleet, suspect_phi=config.suspect_phi, offline_after_intervals=config.offline_after_intervals
+            self.fleet,
+            suspect_phi=config.suspect_phi,
+            offline_after_intervals=config.offline_after_intervals,
+            clock=clock,
         )
-        self.pinger = Pinger(self.fleet, config.ping_interval)
+        self.pinger = Pinger(self.fleet, config.ping_interval, clock)
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(
-            self.fleet, self.events, self.protolog, hello_timeout=config.hello_timeout, bounds=self.bounds
+            self.fleet,
+            self.events,
+            self.protolog,
+            hello_timeout=config.hello_timeout,
+            bounds=self.bounds,
+            metrics=self.metrics,
         )
-        self.started_at = time.time()
+        self.started_at = clock.time()
         self.trust: Trust | None = None
         self.portage: PortageWorker | None = None
         self.staging: StagingBinhost | None = None
@@ -120,7 +137,20 @@ class Controller:
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
-        self.shells = ShellRegistry(self.events, shell_settings(config), config.data_dir / "recordings")
+        shells = shell_settings(config)
+        self.channels = Channels(shells.max_sessions, shells.open_timeout)
+        self.shells = ShellRegistry(self.events, shells, self.channels, config.data_dir / "recordings")
+        self.execs = Execs(self.events, self.channels, shells.exec_max_output, shells.exec_max_timeout)
+        # Read when scraped; builds, healer and websockets join it as they start.
+        self.live = LiveCollector(
+            self.fleet,
+            self.gateway,
+            self.runner,
+            self.shells,
+            started_at=self.started_at,
+            database=self.store.backend,
+        )
+        self.metrics.watch(self.live)
         self._server: grpc.aio.Server | None = None
         self._web: list[web.AppRunner] = []
         # Lines a peer can cause on the web tiers' connections, once per burst.
@@ -132,6 +162,7 @@ class Controller:
     async def start(self) -> Ports:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.metrics.start()
         self._conn_settings = web_server.conn_settings(config, web_server.raise_open_files_limit())
         try:
             keys = await adminkey.KeyStore.open(config.admin_keys_path, config.admin_key_path)
@@ -167,7 +198,10 @@ class Controller:
             heal_settings(config),
             file_entries=self._drones_file(),
             enrolled=self.trust.enrolled if self.trust is not None else None,
+            metrics=self.metrics,
+            clock=self.clock,
         )
+        self.live.healer = self.healer
         await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
@@ -187,13 +221,27 @@ class Controller:
             healer=self.healer,
             pinger=self.pinger,
             shells=self.shells,
+            channels=self.channels,
+            execs=self.execs,
             selfcheck=self.selfcheck,
+            metrics=self.metrics,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
         )
         admin_app = admin.create_app(services, keys)
         admin_port = await self._serve(admin_app, config.admin_bind, config.admin_port, "admin")
+        self.live.websockets = web_metrics.websocket_clients(admin_app)
+        metrics_port = None
+        if config.metrics_port is not None:
+            metrics_port = await self._serve(
+                web_metrics.create_app(services), config.admin_bind, config.metrics_port, "metrics"
+            )
+            log.info(
+                "metrics served without authentication at http://%s:%d/metrics",
+                config.admin_bind,
+                metrics_port,
+            )
         if self.staging is not None:
             host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
             base = config.public_url or f"http://{host}:{public_port}"
@@ -206,7 +254,9 @@ class Controller:
         await self.writer.start()
         await self.alerter.start()
         await self.healer.start()
-        self.ports = Ports(grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port)
+        self.ports = Ports(
+            grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port, metrics=metrics_port
+        )
         self.events.emit(
             "controller_started",
             f"controller {__version__} started",
@@ -269,8 +319,19 @@ class Controller:
             ground_after=config.ground_after,
             cooldown=config.ground_cooldown,
         )
-        self.builds = BuildQueue(self.fleet, self.events, self.runner, self.portage, self.staging, settings)
+        self.builds = BuildQueue(
+            self.fleet,
+            self.events,
+            self.runner,
+            self.portage,
+            self.staging,
+            settings,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        self.live.builds = self.builds
         await self.builds.start()
+        self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
@@ -300,7 +361,7 @@ class Controller:
         )
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
-            ChannelsService(self.shells, self.bounds, self.events), self._server
+            ChannelsService(self.channels, self.bounds, self.events), self._server
         )
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
@@ -356,6 +417,7 @@ class Controller:
                     "public_port": ports.public,
                     "admin_port": ports.admin,
                     "enroll_port": ports.enroll,
+                    "metrics_port": ports.metrics,
                     "admin_key_file": str(self.config.admin_key_path),
                     "ca_pin": self.trust.ca.pin if self.trust is not None else None,
                     "staging_url": self.staging.url if self.staging is not None else None,
@@ -387,7 +449,10 @@ class Controller:
         await self.alerter.stop()
 
     async def _stop_gateway(self) -> None:
-        # Terminals first, while their drones are still connected to hang up the shells.
+        # Terminals first, while their drones are still connected to hang up the shells;
+        # every channel (commands and logs too) gets a moment to end, then is cut.
+        self.shells.close_all("the controller is stopping")
+        await self.channels.stop(KILL_WAIT / 2)
         await self.shells.stop()
         self.gateway.close_all("controller shutting down")
         if self._server is not None:
@@ -408,6 +473,7 @@ class Controller:
         await self.health.stop()
         await self.selfcheck.stop()
         await self.writer.stop()
+        await self.metrics.stop()
 
     async def _stop_store(self) -> None:
         self.events.emit("controller_stopped", "controller stopped")

@@ -54,10 +54,12 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from swarm.backoff import Backoff
+from swarm.clock import SYSTEM, Clock
 from swarm.controller import serde
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
+from swarm.controller.metrics import Metrics
 from swarm.controller.scheduler import (
     ACTIVE,
     ASSIGNED,
@@ -75,6 +77,7 @@ from swarm.controller.scheduler import (
     critical_paths,
 )
 from swarm.controller.store.records import BuildRecord, JobRecord, PackageStat, SessionRecord
+from swarm.controller.store.retrying import RetryingWriter
 from swarm.controller.store.runner import StoreRunner
 from swarm.tasks import TaskSet
 
@@ -234,13 +237,18 @@ class BuildQueue:
         resolver: Resolver,
         staging: Staging,
         settings: BuildSettings,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._fleet = fleet
+        self._clock = clock
         self._events = events
         self._runner = runner
         self._resolver = resolver
         self._staging = staging
         self.settings = settings
+        self._metrics = metrics
         self.planner = Planner(ground_after=settings.ground_after, cooldown=settings.cooldown)
         self.sessions: dict[str, Session] = {}
         self.jobs: dict[str, Job] = {}
@@ -265,10 +273,9 @@ class BuildQueue:
         self._dirty_builds: set[str] = set()
         self._dirty_stats: set[str] = set()
         self._flush_lock = asyncio.Lock()
-        self.flush_failures = 0  # writes failed in a row (0: the last one worked)
         self._crash_before_send = os.environ.get(CRASH_HOOK_ENV) == "1"
         self._wake = asyncio.Event()
-        self._persist = asyncio.Event()
+        self.writer = RetryingWriter("build state", self._save, FLUSH_BACKOFF, log)
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
@@ -303,7 +310,7 @@ class BuildQueue:
                 self.builds[build.id] = build
         self.stats = {s.cpn: s for s in await self._runner.call(store.list_package_stats)}
         await self._load_holds()
-        now = self._started_at = time.time()
+        now = self._started_at = self._clock.time()
         for job in self.jobs.values():
             if job.state in ACTIVE:
                 # Still ours until its drone says otherwise in its Hello, or the grace period runs out.
@@ -311,7 +318,7 @@ class BuildQueue:
                 if job.state == ASSIGNED:
                     self._unconfirmed.add(job.id)
         self._tasks.spawn(self._schedule_loop(), "schedule")
-        self._tasks.spawn(self._persist_loop(), "persist")
+        self._tasks.spawn(self.writer.run(), "persist")
         self._tasks.spawn(self._timer_loop(), "timers")
         self._wake.set()
 
@@ -379,7 +386,7 @@ class BuildQueue:
                 raise FailedPrecondition(f"{drone.name} is grounded by {breaker.grounded_by} already")
             self.planner.ground(drone.id, by)
         else:
-            if not self.planner.grounded(drone.id, time.time()):
+            if not self.planner.grounded(drone.id, self._clock.time()):
                 raise FailedPrecondition(f"{drone.name} is not grounded")
             self.planner.unground(drone.id)
         await self._save_holds()
@@ -446,7 +453,8 @@ class BuildQueue:
         session = self.sessions.get(job.session_id)
         paused = session is None or session.state != RUNNING
         names = self._fleet.names()
-        return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, time.time(), paused)
+        now = self._clock.time()
+        return self.planner.why_waiting(job, self.jobs, self._drone_views(), names, now, paused)
 
     def owner(self, build_id: str) -> str | None:
         """The drone a build was given to (for authorization of its uploads)."""
@@ -479,7 +487,7 @@ class BuildQueue:
         if not atoms:
             raise InvalidArgument("queue at least one package atom")
         resolved = await self._resolver.resolve(atoms)
-        now = time.time()
+        now = self._clock.time()
         session = (
             self.current_session()
             if name is None
@@ -488,7 +496,7 @@ class BuildQueue:
         if session is None:
             session = Session(
                 _new_id("s-"),
-                name or time.strftime("session-%Y%m%d-%H%M%S"),
+                name or time.strftime("session-%Y%m%d-%H%M%S", time.localtime(now)),
                 RUNNING,
                 (),
                 now,
@@ -541,7 +549,7 @@ class BuildQueue:
         session = self.sessions.get(session_id) if session_id else self.current_session()
         if session is None:
             raise NotFound("no such session" if session_id else "there is no session to control")
-        now = time.time()
+        now = self._clock.time()
         if action in ("start", "resume"):
             if session.state == COMPLETE:
                 raise FailedPrecondition(f"session {session.name} is complete; reset it to build again")
@@ -582,7 +590,7 @@ class BuildQueue:
 
     def _changed(self) -> None:
         self._wake.set()
-        self._persist.set()
+        self.writer.wake()
 
     def _reprioritise(self, session: Session) -> None:
         jobs = {j.id: j for j in self.session_jobs(session) if j.state not in FINISHED}
@@ -627,7 +635,7 @@ class BuildQueue:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self.schedule(time.time())
+                self.schedule(self._clock.time())
                 self._tell_given_up()
             except Exception:
                 log.exception("scheduling pass failed")
@@ -657,7 +665,7 @@ class BuildQueue:
                 self._assign(self.jobs[assignment.job_id], assignment.drone_id, now)
         if self._unsent:
             # Sent once written (a StartBuild that did not fit a drone's outbox is tried again here).
-            self._persist.set()
+            self.writer.wake()
 
     def _assign(self, job: Job, drone_id: str, now: float) -> None:
         """The job is the drone's from now on; its StartBuild goes out once the
@@ -675,11 +683,11 @@ class BuildQueue:
         self._unsent[build_id] = job.id
         self._dirty_builds.add(build_id)
         self._dirty_jobs.add(job.id)
-        self._persist.set()
+        self.writer.wake()
 
     def _send_saved(self, build_ids: Iterable[str]) -> None:
         """Send the StartBuilds of these assignments, which the database holds now."""
-        now = time.time()
+        now = self._clock.time()
         for build_id in build_ids:
             job = self.jobs.get(self._unsent.get(build_id, ""))
             if job is None or job.build_id != build_id or job.state != ASSIGNED:
@@ -706,6 +714,8 @@ class BuildQueue:
             if job.ready_at is not None:
                 self.dispatch_delays.append(now - job.ready_at)
                 del self.dispatch_delays[:-10_000]
+                if self._metrics is not None:
+                    self._metrics.dispatch_latency.observe(now - job.ready_at)
 
     def _tell_given_up(self) -> None:
         """Cancel the attempts given up on at their drones (connected ones), so
@@ -727,7 +737,7 @@ class BuildQueue:
         if job is None or build is None or build.drone_id != drone.id:
             log.debug("ignoring %s for unknown or foreign build %s", event.kind, event.build_id)
             return
-        now = time.time()
+        now = self._clock.time()
         if build.finished_at is not None:
             return  # already applied (sent again after a reconnect)
         current = job.build_id == event.build_id and job.state in ACTIVE
@@ -759,12 +769,15 @@ class BuildQueue:
         self._changed()
 
     def _update_build(self, build: BuildRecord, **changes: object) -> None:
-        self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
-        if self.builds[build.id].finished_at is not None:
+        updated = self.builds[build.id] = replace(build, **changes)  # type: ignore[arg-type]
+        if updated.finished_at is not None:
             self._uploading.discard(build.id)
             self._unsent.pop(build.id, None)
+            if build.finished_at is None and updated.started_at is not None and self._metrics is not None:
+                seconds = max(0.0, updated.finished_at - updated.started_at)
+                self._metrics.build_duration.labels(updated.state).observe(seconds)
         self._dirty_builds.add(build.id)
-        self._persist.set()
+        self.writer.wake()
 
     def _succeeded(self, job: Job, drone: DroneState, event: serde.BuildEventData, now: float) -> None:
         if not self._staging.has(job.cpv):
@@ -908,7 +921,7 @@ class BuildQueue:
         """A drone (re)connected: learn what it runs and what it finished meanwhile."""
         for event in recent:
             self.on_build_event(drone, event)
-        now = time.time()
+        now = self._clock.time()
         for job in list(self.jobs.values()):
             if job.drone_id != drone.id or job.state not in ACTIVE:
                 continue
@@ -944,9 +957,9 @@ class BuildQueue:
 
     async def _timer_loop(self) -> None:
         while True:
-            await asyncio.sleep(TIMER)
+            await self._clock.sleep(TIMER)
             with contextlib.suppress(Exception):
-                self.check_timers(time.time())
+                self.check_timers(self._clock.time())
 
     def check_timers(self, now: float) -> None:
         for job in list(self.jobs.values()):
@@ -992,23 +1005,15 @@ class BuildQueue:
 
     # -- persistence ------------------------------------------------------------------
 
-    async def _persist_loop(self) -> None:
-        while True:
-            await self._persist.wait()
-            self._persist.clear()
-            saving = list(self._unsent)  # assignments made so far: held by the write below
-            try:
-                await self.flush()
-                self._send_saved(saving)
-            except Exception as exc:
-                # Logged once per burst of failures; the changes wait in memory.
-                delay = FLUSH_BACKOFF.delay(self.flush_failures - 1)
-                if self.flush_failures == 1:
-                    log.error("writing build state failed (%s); kept, retrying with backoff", exc)
-                else:
-                    log.debug("writing build state failed again (%d in a row): %s", self.flush_failures, exc)
-                await asyncio.sleep(delay)
-                self._persist.set()
+    @property
+    def flush_failures(self) -> int:
+        """Background writes of build state failed in a row (0: the last one worked)."""
+        return self.writer.failures
+
+    async def _save(self) -> None:
+        saving = list(self._unsent)  # assignments made so far: held by the write below
+        await self.flush()
+        self._send_saved(saving)
 
     async def flush(self) -> None:
         """Write every change made before the call. A failed write keeps its
@@ -1024,25 +1029,21 @@ class BuildQueue:
             builds = [self.builds[b] for b in build_ids if b in self.builds]
             stats = [self.stats[c] for c in stat_keys if c in self.stats]
 
-            def write() -> None:
+            def write_build_state() -> None:
                 store.upsert_sessions(sessions)
                 store.upsert_jobs(jobs)
                 store.upsert_builds(builds)
                 store.upsert_package_stats(stats)
 
             try:
-                await self._runner.call(write)
+                await self._runner.call(write_build_state)
             except BaseException:
                 # Nothing of it is forgotten (cancelled too: the write may not have run).
                 self._dirty_sessions |= session_ids
                 self._dirty_jobs |= job_ids
                 self._dirty_builds |= build_ids
                 self._dirty_stats |= stat_keys
-                self.flush_failures += 1
                 raise
-            if self.flush_failures:
-                log.warning("build state written again after %d failed attempt(s)", self.flush_failures)
-                self.flush_failures = 0
             for build in builds:
                 if build.finished_at is not None and self.builds.get(build.id) is build:
                     # Outcomes sent again after a reconnect find no build and are ignored.

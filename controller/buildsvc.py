@@ -23,7 +23,7 @@ import grpc
 from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.bounds import BurstLog, Bursts
 from swarm.controller.builds import BuildQueue
-from swarm.controller.errors import SwarmError
+from swarm.controller.errors import SwarmError, Unavailable
 from swarm.controller.faults import own_fault
 from swarm.controller.gateway import grpc_status
 from swarm.controller.staging import StagingBinhost
@@ -35,20 +35,13 @@ log = logging.getLogger(__name__)
 LOG_LIMIT = 256 * 2**20  # bytes of log kept per build
 
 
-class _Retry(Exception):
-    """The controller cannot take the call now; the caller should try again."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-
 @contextlib.contextmanager
 def _own_faults(what: str) -> Iterator[None]:
-    """Turn the controller's own failures inside a call into _Retry."""
+    """Turn the controller's own failures inside a call into Unavailable,
+    which the drone retries (gateway.grpc_status answers it UNAVAILABLE)."""
     try:
         yield
-    except (grpc.aio.AbortError, _Retry, Unparsable):
+    except (grpc.aio.AbortError, Unparsable):
         raise  # an Unparsable message is the drone's: ParseGuard answers INVALID_ARGUMENT
     except Exception as exc:
         why = own_fault(exc)
@@ -59,14 +52,7 @@ def _own_faults(what: str) -> Iterator[None]:
             why = "the controller hit an internal error"
         else:
             log.warning("taking %s: %s (%s); the drone will retry", what, why, exc)
-        raise _Retry(why) from None
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: SwarmError | _Retry) -> None:
-    if isinstance(exc, _Retry):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.why}; try again later")
-    else:
-        await context.abort(*grpc_status(exc))
+        raise Unavailable(f"{why}; try again later") from None
 
 
 class BuildsService(build_pb2_grpc.BuildsServicer):
@@ -75,14 +61,14 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         queue: BuildQueue | None,
         staging: StagingBinhost | None,
         logs: Path,
-        noise: Bursts | None = None,
+        noise: Bursts,
     ) -> None:
         # queue and staging are None when the controller runs without builds.
         self._queue = queue
         self._staging = staging
         self._logs = logs
         # What a drone reaching for another's build makes us log, bounded.
-        self._refusals = BurstLog(log, noise) if noise is not None else None
+        self._refusals = BurstLog(log, noise)
 
     def log_path(self, build_id: str) -> Path:
         return self._logs / f"{build_id}.log"
@@ -96,18 +82,14 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no active build {build_id[:64]!r}")
         identity = current_identity()
         if identity.kind == AGENT and identity.drone_id != owner:
-            message = "drone %s tried to act on build %s of drone %s"
-            if self._refusals is None:
-                log.warning(message, identity.drone_id, build_id, owner)
-            else:
-                self._refusals.warning(
-                    "other drone's build",
-                    identity.drone_id or "",
-                    message,
-                    identity.drone_id,
-                    build_id,
-                    owner,
-                )
+            self._refusals.warning(
+                "other drone's build",
+                identity.drone_id or "",
+                "drone %s tried to act on build %s of drone %s",
+                identity.drone_id,
+                build_id,
+                owner,
+            )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "that build belongs to another drone")
 
     async def BuildLog(
@@ -119,8 +101,8 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         try:
             with _own_faults("a build log"):
                 size = await self._take_log(request_iterator, context)
-        except (SwarmError, _Retry) as exc:
-            await _abort(context, exc)
+        except SwarmError as exc:
+            await context.abort(*grpc_status(exc))
         return build_pb2.LogAck(received=size)
 
     async def _take_log(
@@ -175,8 +157,8 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
                 received, complete = await self._staging.status(
                     request.build_id, request.cpv, request.filename, request.size, request.sha256
                 )
-        except (SwarmError, _Retry) as exc:
-            await _abort(context, exc)
+        except SwarmError as exc:
+            await context.abort(*grpc_status(exc))
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     async def Upload(
@@ -214,8 +196,8 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
                 received, complete = await self._staging.receive(
                     query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
                 )
-        except (SwarmError, _Retry) as exc:
-            await _abort(context, exc)
+        except SwarmError as exc:
+            await context.abort(*grpc_status(exc))
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     def _queue_cpv(self, build_id: str) -> Any:

@@ -29,6 +29,13 @@ class ControllerConfig:
     grpc_port: int = option(8094, "gRPC gateway port for agents (0: any free port)", metavar="PORT")
     public_port: int = option(8100, "public read-only HTTP port (0: any free port)", metavar="PORT")
     admin_port: int = option(8093, "admin HTTP port (0: any free port)", metavar="PORT")
+    metrics_port: int | None = option(
+        None,
+        "also serve GET /metrics WITHOUT authentication on this port of the admin bind address, "
+        "for Prometheus on a trusted network (0: any free port; default: off, /metrics is on the "
+        "admin tier only, with the admin key as a bearer token)",
+        metavar="PORT",
+    )
     enroll_port: int = option(
         8095, "TLS port where new drones trade a join token for a certificate", metavar="PORT"
     )
@@ -284,9 +291,9 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.cert_lifetime < 5:
             raise ValueError("cert_lifetime must be at least 5 seconds")
-        for name in ("grpc_port", "public_port", "admin_port", "enroll_port"):
+        for name in ("grpc_port", "public_port", "admin_port", "enroll_port", "metrics_port"):
             port = getattr(self, name)
-            if not 0 <= port <= 65535:
+            if port is not None and not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be 0..65535, got {port}")
         if not 0.1 <= self.ping_interval <= 3600:
             raise ValueError("ping_interval must be between 0.1 and 3600 seconds")

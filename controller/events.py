@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from swarm.backoff import Backoff
 from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import EventRecord
+from swarm.controller.store.retrying import RetryingWriter
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet, wait_event
+from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,13 @@ class EventLog:
         self._pending: deque[EventRecord] = deque()
         self._pending_limit = max(1, pending_limit)
         self._retention = retention
-        self._retry_max = max(retry_max, RETRY_FIRST)
         self._next_id = 1
         self._reserved = 0  # ids up to here are reserved in the database
         self._tasks = TaskSet("events")
-        self._wake = asyncio.Event()
-        self._kick = asyncio.Event()
+        self._writer = RetryingWriter(
+            "events", self._write, Backoff(initial=RETRY_FIRST, cap=max(retry_max, RETRY_FIRST)), log
+        )
+        self._next_trim = 0.0
         self._flushing = asyncio.Lock()
         self._listeners: tuple[EventListener, ...] = ()
         self.dropped = 0  # events never written, in all
@@ -88,7 +90,7 @@ class EventLog:
         await self._reserve()
         recent = await self._runner.call(self._runner.store.list_events, limit=self._ring.maxlen or 100)
         self._ring.extend(recent)
-        self._tasks.spawn(self._flush_loop(), "flush")
+        self._tasks.spawn(self._writer.run(), "flush")
 
     async def stop(self) -> None:
         await self._tasks.close()
@@ -119,7 +121,7 @@ class EventLog:
         self._ring.append(event)
         self._pending.append(event)
         self._bound_pending()
-        self._wake.set()
+        self._writer.wake()
         log.info("event %s: %s", type, message)
         for listener in self._listeners:
             try:
@@ -164,8 +166,7 @@ class EventLog:
 
     def kick(self) -> None:
         """Retry a failed write now (the database is back)."""
-        self._kick.set()
-        self._wake.set()
+        self._writer.kick()
 
     @property
     def last_id(self) -> int:
@@ -271,35 +272,11 @@ class EventLog:
             last_id=last,
         )
 
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_trim = loop.time()
-        delay = RETRY_FIRST
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            self._kick.clear()
-            try:
-                await self.flush()
-                if loop.time() >= next_trim:
-                    next_trim = loop.time() + TRIM_INTERVAL
-                    removed = await self._runner.call(self._runner.store.trim_events, self._retention)
-                    if removed:
-                        log.info("event retention: removed %d old events", removed)
-            except StoreUnavailable as exc:
-                # Said once per outage; selfcheck.py reports the outage itself.
-                level = logging.DEBUG if delay > RETRY_FIRST else logging.WARNING
-                log.log(level, "writing %d events failed (%s); retrying", len(self._pending), exc.reason)
-            except Exception:
-                log.exception("writing %d events failed; retrying", len(self._pending))
-            else:
-                if delay > RETRY_FIRST:
-                    log.info("events written again")
-                delay = RETRY_FIRST
-                continue
-            # Full jitter; the health check kicks us as soon as the database is back.
-            if await wait_event(self._kick, random.uniform(0, delay)):
-                delay = RETRY_FIRST
-            else:
-                delay = min(delay * 2, self._retry_max)
-            self._wake.set()
+    async def _write(self) -> None:
+        await self.flush()
+        now = time.monotonic()
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_INTERVAL
+            removed = await self._runner.call(self._runner.store.trim_events, self._retention)
+            if removed:
+                log.info("event retention: removed %d old events", removed)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any, Protocol
 
+from swarm.clock import SYSTEM, Clock
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
@@ -54,6 +55,10 @@ class Link(Protocol):
     peer: str
 
     def send(self, message: Any) -> bool: ...
+
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        """Ask the agent to open a channel (channels.py); False if it is not keeping up."""
+        ...
 
     def close(self, code: str, details: str) -> None: ...
 
@@ -154,9 +159,16 @@ class DroneState:
 
 class Fleet:
     def __init__(
-        self, events: EventLog, *, y_threshold: float, ping_timeout: float = 5.0, missed_pings: int = 3
+        self,
+        events: EventLog,
+        *,
+        y_threshold: float,
+        ping_timeout: float = 5.0,
+        missed_pings: int = 3,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._events = events
+        self.clock = clock
         self._y = y_threshold
         # A pong later than this answers nothing and measures nothing.
         self.ping_timeout = ping_timeout
@@ -241,7 +253,7 @@ class Fleet:
             return None
         if not hello.instance_id or not state.instance_id or hello.instance_id == state.instance_id:
             return None  # the same process, or one too old to tell
-        if time.time() >= state.suspect_at:
+        if self.clock.time() >= state.suspect_at:
             return None  # silent: its process may well be gone, the new one takes over
         return state
 
@@ -249,7 +261,7 @@ class Fleet:
         """The drone's stream is now ``link``; one it had is closed (ABORTED).
         ``announce=False`` leaves out the drone_replaced event of a
         replacement (the gateway reports a burst of them as one)."""
-        now = time.time()
+        now = self.clock.time()
         state = self._drones.get(hello.drone_id)
         if state is None:
             state = DroneState(NodeRecord(id=hello.drone_id, name=hello.name, first_seen_at=now))
@@ -375,7 +387,7 @@ class Fleet:
     # -- traffic -------------------------------------------------------
 
     def on_heartbeat(self, state: DroneState, hb: HeartbeatData) -> None:
-        now = time.time()
+        now = self.clock.time()
         state.last_seen_at = now
         state.last_heartbeat_at = now
         state.load1 = hb.load1
@@ -397,7 +409,7 @@ class Fleet:
 
     def on_pong(self, state: DroneState, pong: PongData) -> float | None:
         """Take a pong; returns its ping's round trip in ms, None if it matches no recent ping."""
-        now_ns = time.time_ns()
+        now_ns = self.clock.time_ns()
         age = now_ns - pong.sent_at_ns
         if state.pings_out.get(pong.seq) != pong.sent_at_ns or not 0 <= age <= self.ping_timeout * 1e9:
             log.debug("%s: pong %d answers no recent ping (%.1f s old)", state.name, pong.seq, age / 1e9)

@@ -18,14 +18,16 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from swarm.clock import iso
-from swarm.controller import serde
+from swarm.controller import channel_serde, serde
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AGENT, current_identity
 from swarm.controller.bounds import BoundSettings, StreamBounds, bound_key, peer_host
 from swarm.controller.builds import BuildQueue
+from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.metrics import Metrics
 from swarm.controller.protolog import IN, OUT, ProtocolLog
 from swarm.protocol import DUPLICATE_NOTICE, speaks
 from swarm.v1 import gateway_pb2, gateway_pb2_grpc
@@ -78,6 +80,9 @@ class DroneSession:
             return False
         return True
 
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        return self.send(channel_serde.open_channel(channel_id, request))
+
     def on_task_done(self, task: asyncio.Task[None]) -> None:
         """The reader or writer ended: the stream is over. A peer's mistakes
         are answered where they are read; anything else is ours."""
@@ -106,12 +111,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         *,
         hello_timeout: float,
         bounds: StreamBounds | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
         self._protolog = protolog
         self._hello_timeout = hello_timeout
         self.bounds = bounds or StreamBounds(events, BoundSettings())
+        self._metrics = metrics
         self.sessions: set[DroneSession] = set()
         self.builds: BuildQueue | None = None
         # Binds names to drone ids (absent with --insecure: no identities to bind to).
@@ -341,6 +348,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 # Recorded after the fleet took it: the entry shows the round trip.
                 latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
                 record(IN, drone_id, kind, size, message, latency, unknown)
+                if latency is not None and self._metrics is not None:
+                    self._metrics.ping_rtt.observe(latency / 1000)
                 continue
             record(IN, drone_id, kind or UNKNOWN_KIND, size, message, unknown_fields=unknown)
             if kind == "heartbeat":

@@ -53,19 +53,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from swarm.clock import iso
+from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller import access as oob_access
 from swarm.controller import serde
 from swarm.controller.alerts import Alerter
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
+from swarm.controller.metrics import Metrics, heal_result
 from swarm.controller.oob import (
     CommandResult,
     CommandTemplate,
@@ -78,7 +78,7 @@ from swarm.controller.oob import (
 from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import AccessRecord, IncidentRecord
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet, wait_event
+from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ class Healer:
         *,
         file_entries: dict[str, dict[str, Any]] | None = None,
         enrolled: Callable[[str], bool] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
+        metrics: Metrics | None = None,
     ) -> None:
         self._fleet = fleet
         self._events = events
@@ -193,6 +194,7 @@ class Healer:
         self._file_entries = dict(file_entries or {})
         self._enrolled = enrolled
         self._clock = clock
+        self._metrics = metrics
         self._tasks = TaskSet("healer")
         self._actions = TaskSet("heal-actions")
         self._wake = asyncio.Event()
@@ -216,7 +218,7 @@ class Healer:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        self._started_at = self._clock()
+        self._started_at = self._clock.time()
         self._awaited = {
             state.id
             for state in self._fleet.states()
@@ -253,19 +255,22 @@ class Healer:
     def steps_running(self) -> int:
         return len(self._actions)
 
+    def open_incidents(self) -> int:
+        return sum(1 for ladder in self._ladders.values() if ladder.incident is not None)
+
     def _on_status(self, state: DroneState, old: str, new: str) -> None:
-        self._status_changed_at[state.id] = self._clock()
+        self._status_changed_at[state.id] = self._clock.time()
         if state.link is not None:
             self._awaited.discard(state.id)
         self._wake.set()
 
     async def _loop(self) -> None:
         while True:
-            await wait_event(self._wake, TICK)
+            await self._clock.wait(self._wake, TICK)
             self._wake.clear()
             try:
                 await self._apply_file()
-                self.tick(self._clock())
+                self.tick(self._clock.time())
                 await self._flush()
                 await self._refresh_figures()
             except StoreUnavailable as exc:
@@ -417,6 +422,8 @@ class Healer:
         ladder.next_action_at = first
         ladder.note(now, note)
         self._dirty.add(state.id)
+        if self._metrics is not None:
+            self._metrics.incidents.labels(state.status).inc()
 
     def _recovered(self, state: DroneState, ladder: Ladder, now: float) -> None:
         incident = ladder.incident
@@ -562,11 +569,11 @@ class Healer:
         try:
             while True:
                 result = await self.run_step(state, ladder.level, "healing ladder")
-                ladder.note(self._clock(), f"{STEPS[result.level]}: {result.detail}")
+                ladder.note(self._clock.time(), f"{STEPS[result.level]}: {result.detail}")
                 if result.done or ladder.level >= ALERT:
                     break
                 ladder.level += 1  # this step cannot run here: the next one, now
-            now = self._clock()
+            now = self._clock.time()
             ladder.last_action_at = now
             ok = result.command is None or result.command.ok
             ladder.step_deadline = now + (self.settings.step_timeout(ladder.level) if ok else 0.0)
@@ -609,6 +616,7 @@ class Healer:
         """Take one step for the drone now; the event says what happened."""
         record = self.access_of(state.id)
         command: CommandResult | None = None
+        unable = False
         try:
             if level == RESTART and state.status == SUSPECT:
                 # Silent: its event loop is not running, so it reads no stream and a
@@ -617,7 +625,7 @@ class Healer:
             elif level == RESTART and state.link is not None:
                 sent = state.link.send(serde.restart_service(f"{why}: {state.status}"))
                 ladder = self.ladder(state.id)
-                ladder.asked, ladder.asked_until = state.link, self._clock() + RESTART_ACK
+                ladder.asked, ladder.asked_until = state.link, self._clock.time() + RESTART_ACK
                 result = StepResult(
                     level, sent, "asked the agent over its control stream" if sent else "control stream full"
                 )
@@ -649,6 +657,10 @@ class Healer:
                 result = StepResult(ALERT, True, "alerted the admin")
         except (InvalidArgument, SwarmError) as exc:
             result = StepResult(level, True, f"cannot run: {exc.message}")
+            unable = True
+        if self._metrics is not None:
+            failed = unable or (command is not None and not command.ok)
+            self._metrics.heal_action(STEPS[level], heal_result(result.done, failed))
         data: dict[str, Any] = {"step": STEPS[level], "level": level, "why": why, "done": result.done}
         if command is not None:
             data |= {
@@ -689,7 +701,7 @@ class Healer:
                     "reason": incident.reason,
                     "failed_at": iso(incident.failed_at),
                 },
-                "at": iso(self._clock()),
+                "at": iso(self._clock.time()),
             }
         )
 
@@ -713,7 +725,7 @@ class Healer:
     async def _manual(self, state: DroneState, level: int, by: str) -> StepResult:
         """An admin's step, serialized with the healer's own and counted
         against the same budget: FailedPrecondition (409) if it cannot run now."""
-        now = self._clock()
+        now = self._clock.time()
         ladder = self.ladder(state.id)
         busy = self.busy(state, now)
         if busy is not None:
@@ -732,7 +744,7 @@ class Healer:
         if result.done and (result.command is None or result.command.ok):
             # Under way until the drone is back with a fresh agent, or the step's timeout.
             ladder.manual, ladder.manual_instance = f"a {what}", instance
-            ladder.manual_until = self._clock() + self.settings.step_timeout(level)
+            ladder.manual_until = self._clock.time() + self.settings.step_timeout(level)
         return result
 
     async def set_paused(self, paused: bool, by: str, drone: DroneState | None = None) -> None:
@@ -857,7 +869,7 @@ class Healer:
         return {**cached[1], "healing_paused": self.paused, "fleet_dark": self.dark}
 
     async def _refresh_figures(self) -> None:
-        now = self._clock()
+        now = self._clock.time()
         cached = self._figures
         if cached is not None and not self._figures_due and 0 <= now - cached[0] < FIGURES_TTL:
             return

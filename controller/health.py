@@ -11,13 +11,12 @@ about 2.5 T of silence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from swarm.clock import SYSTEM, Clock
 from swarm.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -100,8 +99,11 @@ class PhiAccrual:
 class HealthMonitor:
     """Marks silent drones suspect, and offline after a longer silence."""
 
-    def __init__(self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float) -> None:
+    def __init__(
+        self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float, clock: Clock = SYSTEM
+    ) -> None:
         self._fleet = fleet
+        self._clock = clock
         self.y_threshold = y_for_phi(suspect_phi)
         self._offline_after = offline_after_intervals
         self._tasks = TaskSet("health")
@@ -114,8 +116,8 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK)
-            self.check(time.time())
+            await self._clock.sleep(TICK)
+            self.check(self._clock.time())
 
     def check(self, now: float) -> None:
         for state in self._fleet.connected():

@@ -18,21 +18,19 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from swarm import logtail
+from swarm.controller.channel_frames import Closed, LogRequest
+from swarm.controller.channels import Channel, Channels
 from swarm.controller.errors import InvalidArgument, NotFound, Unavailable
 from swarm.controller.fleet import DroneState
-from swarm.controller.shells import ExitInfo, ReadingChannel, ShellRegistry, exit_info
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES, path_like
 from swarm.logtail import Piece
-from swarm.v1 import shell_pb2
 
 PIECES = 4
 MAX_TEXT = 4 << 20  # bytes of a tail returned by the HTTP API at most
 
 
-class LogStream(ReadingChannel):
+class LogStream(Channel):
     """One drone log on its channel; read with ``next()`` until it returns None."""
 
     def __init__(self, channel_id: str, state: DroneState) -> None:
@@ -40,19 +38,16 @@ class LogStream(ReadingChannel):
         self._pieces: asyncio.Queue[Piece] = asyncio.Queue(PIECES)
         self.error = ""
 
-    async def _read(self, context: grpc.aio.ServicerContext) -> ExitInfo | None:
-        while True:
-            frame = await context.read()
-            if frame is grpc.aio.EOF:
-                return None
-            kind = frame.WhichOneof("body")
-            if kind == "output":
-                await self._pieces.put(Piece(frame.output))
-            elif kind == "stderr":
-                await self._pieces.put(Piece(notice=frame.stderr.decode(errors="replace")))
-            elif kind == "close":
-                self.error = frame.close.error
-                return exit_info(frame.close)
+    async def on_output(self, data: bytes) -> None:
+        await self._pieces.put(Piece(data))
+
+    async def on_stderr(self, data: bytes) -> None:
+        await self._pieces.put(Piece(notice=data.decode(errors="replace")))
+
+    def _ended(self, closed: Closed | None, why: str, broken: str) -> None:
+        if closed is not None:
+            self.error = closed.error
+        super()._ended(closed, why, broken)
 
     async def next(self) -> Piece | None:
         """The next piece, or None once the drone has sent all there is."""
@@ -82,7 +77,7 @@ class LogStream(ReadingChannel):
 
 
 async def drone_log(
-    registry: ShellRegistry, state: DroneState, source: str, *, lines: int, follow: bool
+    channels: Channels, state: DroneState, source: str, *, lines: int, follow: bool
 ) -> AsyncGenerator[Piece, None]:
     """A drone's log source as pieces, the first a notice naming its file.
     Errors the drone reports for the source (not found, invalid) are
@@ -91,11 +86,7 @@ async def drone_log(
         raise InvalidArgument(f"not a log source name: {source[:80]!r} (on a drone: {DRONE_SOURCES})")
     stream = LogStream(secrets.token_hex(16), state)
     try:
-        await registry.open_channel(
-            state,
-            stream,
-            shell_pb2.OpenChannel(kind=shell_pb2.OpenChannel.LOG, source=source, lines=lines, follow=follow),
-        )
+        await channels.open(state, stream, LogRequest(source, lines, follow))
         # The drone's first piece is a notice naming the file, or nothing and an error.
         piece = await stream.next()
         if piece is None:
@@ -104,7 +95,7 @@ async def drone_log(
             yield piece
             piece = await stream.next()
     finally:
-        registry.release(stream)
+        channels.release(stream)
 
 
 @dataclass(frozen=True, slots=True)

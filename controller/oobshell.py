@@ -36,9 +36,6 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
 
 from swarm.agent.shell import (
     CTTY_HELPER,
@@ -51,9 +48,9 @@ from swarm.agent.shell import (
     write_pty,
 )
 from swarm.controller.access import LOCAL
+from swarm.controller.channel_frames import Close, Closed, ExitInfo, InFrame, Input, OutFrame, Output, Resize
 from swarm.controller.errors import FailedPrecondition, Unavailable
 from swarm.controller.oob import SSH_FAILED, SshSettings, SshTarget, ssh_argv
-from swarm.v1 import shell_pb2
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +119,9 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 class PtyProcess:
-    """A process under a PTY here, as a shell session's far end: ``read``
-    gives output frames and finally a Close with the exit status (then
-    EOF); ``write`` takes input, resize and close frames. ``stop`` ends
+    """A process under a PTY here, as a shell session's far end
+    (channels.FarEnd): ``read`` gives Output and finally Closed with the
+    exit status (then None); ``write`` takes Input, Resize and Close. ``stop`` ends
     whatever is left; call it once the session is done with it."""
 
     def __init__(self, oob: OutOfBand, rows: int, cols: int, term: str) -> None:
@@ -183,32 +180,34 @@ class PtyProcess:
             # A remote shell may print nothing at all (an empty prompt): then wait no longer.
             self._hold = asyncio.get_running_loop().call_later(INPUT_HOLD, self._ready_for_input.set)
 
-    async def read(self) -> Any:
-        """The next frame for the session: output, the Close, then EOF."""
+    async def read(self) -> InFrame | None:
+        """The next frame for the session: output, the Closed, then None."""
         output, exited, proc = self._output, self._exited, self._proc
         assert output is not None and exited is not None and proc is not None
         if self._done:
-            return grpc.aio.EOF
+            return None
         if not self._last:
             data, self._last = await output.next_output(exited)
             if data:
                 self._ready_for_input.set()
-                return shell_pb2.ShellFrame(output=data)
+                return Output(data)
         self._ready_for_input.set()
         self._done = True
         code = exited.result()
         status = status_of(code, reason=self._hangup_reason or self.oob.reason(code))
-        return status.frame()
+        return Closed(
+            ExitInfo.of(status.exited, status.exit_code, status.signal, status.reason, status.timed_out)
+        )
 
-    async def write(self, frame: shell_pb2.ShellFrame) -> None:
-        kind = frame.WhichOneof("body")
-        if kind == "input" and not self._hangup_reason:
-            await self._ready_for_input.wait()  # the session's input queue is bounded: it pushes back
-            await write_pty(self._master, frame.input)
-        elif kind == "resize":
-            set_winsize(self._master, frame.resize.rows, frame.resize.cols)
-        elif kind == "close":
-            self.hang_up(frame.close.reason or "closed")
+    async def write(self, frame: OutFrame) -> None:
+        match frame:
+            case Input(data) if not self._hangup_reason:
+                await self._ready_for_input.wait()  # the session's input queue is bounded: it pushes back
+                await write_pty(self._master, data)
+            case Resize(rows, cols):
+                set_winsize(self._master, rows, cols)
+            case Close(reason):
+                self.hang_up(reason or "closed")
 
     def hang_up(self, reason: str) -> None:
         """SIGHUP (and SIGCONT) to the process group, SIGKILL to its session after KILL_GRACE."""

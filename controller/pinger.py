@@ -6,11 +6,10 @@ large fleet does not get them all in one burst.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller import serde
 from swarm.controller.fleet import DroneState, Fleet, Link
 from swarm.tasks import TaskSet
@@ -21,8 +20,9 @@ TICK = 0.05
 
 
 class Pinger:
-    def __init__(self, fleet: Fleet, interval: float) -> None:
+    def __init__(self, fleet: Fleet, interval: float, clock: Clock = SYSTEM) -> None:
         self._fleet = fleet
+        self._clock = clock
         self._interval = interval
         self._seq = 0
         self._tasks = TaskSet("pinger")
@@ -36,13 +36,13 @@ class Pinger:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK)
-            self.tick(time.time())
+            await self._clock.sleep(TICK)
+            self.tick(self._clock.time())
 
     def _send(self, state: DroneState, link: Link) -> int | None:
         """Send the next ping on ``link``; its seq, or None when the stream's queue is full."""
         self._seq += 1
-        sent_at_ns = time.time_ns()
+        sent_at_ns = self._clock.time_ns()
         if not link.send(serde.ping(self._seq, sent_at_ns)):
             return None
         self._fleet.on_ping_sent(state, self._seq, sent_at_ns)

@@ -127,8 +127,10 @@ class SelfCheck:
         await self._tasks.close()
 
     def writes_failing(self) -> Problem | None:
-        """Why the database takes no writes now, or None."""
-        return self.health.problem(*DATABASE_CODES)
+        """Why the database takes no writes now, or None. Read from the store
+        runner now, not from ``health``: that is up to an interval old, and a
+        client told to retry should find the database back as soon as it is."""
+        return self._database_problem(self._clock())
 
     async def _loop(self) -> None:
         while True:

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from swarm.controller.builds import BuildQueue
 from swarm.controller.buildsvc import BuildsService
+from swarm.controller.channels import Channels
 from swarm.controller.config import ControllerConfig
 from swarm.controller.events import EventLog
+from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
+from swarm.controller.metrics import Metrics
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.selfcheck import SelfCheck
@@ -37,4 +40,7 @@ class Services:
     healer: Healer | None = None
     pinger: Pinger | None = None
     shells: ShellRegistry | None = None
+    channels: Channels | None = None
+    execs: Execs | None = None
     selfcheck: SelfCheck | None = None
+    metrics: Metrics | None = None

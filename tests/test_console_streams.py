@@ -1,9 +1,11 @@
 """The console's live pages in headless Chromium against a real controller
 and a real agent, both logging to files: the logs viewer (follow, a line
 the test causes, the controller's refusals shown), the events page (an
-event the test causes, filters, pause, audit marks) and the protocol
+event the test causes, filters, pause, audit marks), the protocol
 viewer (new rows, filters, pause, a decoded pong, a message gone from the
-buffer, keyboard).
+buffer, keyboard), and the live-data module all pages share
+(common/live.js): its backoff, a lost stream resumed without a gap, and
+a stream closed while the document is hidden.
 
 Screenshots go to test-artifacts/console/.
 """
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, WebSocket, WebSocketRoute, expect
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, start_fleet
@@ -287,3 +289,78 @@ def test_the_protocol_page_streams_filters_pauses_and_decodes(swarm: Fleet, brow
     expect(page.locator('tr.pr-row[data-type="ping"]').first).to_be_visible(timeout=WAIT_MS)
     shot(page, "protocol")
     assert refused(problems, 404) == []
+
+
+# -- the live-data module -----------------------------------------------------------------
+
+# The document as a browser tab in the background (true) or in front (false) reports itself.
+HIDE = """(hidden) => {
+  const state = () => (hidden ? "hidden" : "visible");
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: state });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_live_streams_back_off_resume_after_a_loss_and_rest_while_hidden(
+    swarm: Fleet, browser: BrowserContext
+) -> None:
+    page = browser.new_page()
+    problems = Problems(page)
+    relayed: list[WebSocketRoute] = []  # /ws/events connections, relayed to the controller
+
+    def relay(route: WebSocketRoute) -> None:
+        route.connect_to_server()
+        relayed.append(route)
+
+    page.route_web_socket(re.compile(r"/ws/events"), relay)
+    sockets: list[WebSocket] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    open_page(page, swarm.controller, "events")
+    live = page.locator(".ev-page .live")
+    expect(live).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+
+    # Backoff with full jitter: a random wait up to base * 2^attempt, never above the cap.
+    waits = page.evaluate(
+        """async () => {
+          const { backoff } = await import("/common/live.js");
+          const limits = { base: 1000, cap: 30000 };
+          const least = () => 0;
+          const most = () => 0.999999;
+          return [0, 1, 2, 5, 40].flatMap((n) => [backoff(n, limits, least), backoff(n, limits, most)]);
+        }"""
+    )
+    assert waits == [0, 1000, 0, 2000, 0, 4000, 0, 30000, 0, 30000]
+
+    # The controller's side of the stream goes: the page reconnects by itself,
+    # resuming after the newest event it has (since=), so an event of the gap
+    # shows once.
+    pinged = page.locator('tr.ev-row[data-type="drone_pinged"]')
+    before = pinged.count()
+    newest = int(page.locator("tr.ev-row").first.get_attribute("data-id") or 0)
+    relayed[-1].close(code=4000, reason="cut by the test")
+    ping(swarm)
+    # (Playwright hands over a routed connection while it talks to the browser: the evaluate lets it.)
+    wait_for(lambda: page.evaluate("0") == 0 and len(relayed) == 2, what="a second /ws/events connection")
+    since = re.search(r"[?&]since=(\d+)", relayed[1].url)
+    assert since and int(since.group(1)) >= newest, relayed[1].url
+    expect(live).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(pinged).to_have_count(before + 1, timeout=WAIT_MS)
+
+    # Hidden: the stream closes; an event meanwhile is not shown until the
+    # page is visible again, then it is, once.
+    streams = [ws for ws in sockets if "/ws/events" in ws.url]
+    page.evaluate(HIDE, True)
+    expect(live).to_have_attribute("data-state", "hidden")
+    wait_for(
+        lambda: page.evaluate("0") == 0 and all(ws.is_closed() for ws in streams),
+        what="the events stream closed while hidden",
+    )
+    pings = len(swarm.controller.events(type="drone_pinged"))
+    ping(swarm)
+    wait_for(lambda: len(swarm.controller.events(type="drone_pinged")) > pings, what="the ping's event")
+    expect(pinged).to_have_count(before + 1)
+    page.evaluate(HIDE, False)
+    expect(live).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    expect(pinged).to_have_count(before + 2, timeout=WAIT_MS)
+    assert len(relayed) == 3
+    assert problems.unexpected() == []

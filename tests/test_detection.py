@@ -1,13 +1,29 @@
-"""Phi-accrual failure detection and reconnect backoff."""
+"""Phi-accrual failure detection, the monitor and the pinger that act on
+it (their loops driven by a clock the test moves), and reconnect backoff."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import itertools
 import random
+from pathlib import Path
 
 import pytest
 
 from swarm.backoff import Backoff
-from swarm.controller.health import PhiAccrual, y_for_phi
+from swarm.controller.events import EventLog
+from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
+from swarm.controller.health import TICK, HealthMonitor, PhiAccrual, y_for_phi
+from swarm.controller.pinger import Pinger
+from swarm.controller.serde import CheckData, HeartbeatData, HelloData, PongData
+from swarm.controller.store.runner import StoreRunner
+from swarm.controller.store.sql import SqlStore
+
+from fakes.clock import ManualClock
+from support.links import FakeLink, connect
+
+pytestmark = pytest.mark.timeout(30)
 
 Y8 = y_for_phi(8.0)
 
@@ -61,3 +77,182 @@ def test_backoff_rejects_nonsense() -> None:
         Backoff(initial=0, cap=1)
     with pytest.raises(ValueError):
         Backoff(initial=5, cap=1)
+
+
+def fleet_on(
+    clock: ManualClock,
+    tmp_path: Path,
+    y_threshold: float = Y8,
+    ping_timeout: float = 5.0,
+    missed_pings: int = 3,
+) -> tuple[Fleet, EventLog]:
+    """A fleet on ``clock``, and its events (kept in memory: the store is never opened)."""
+    events = EventLog(StoreRunner(SqlStore(f"sqlite:///{tmp_path}/unused.db")), buffer=100, retention=100)
+    fleet = Fleet(
+        events, y_threshold=y_threshold, ping_timeout=ping_timeout, missed_pings=missed_pings, clock=clock
+    )
+    return fleet, events
+
+
+def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path)
+        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+        await monitor.start()
+        try:
+            state, link = connect(fleet, "quiet")
+            for seq in range(30):  # beating steadily every second (its interval)
+                await clock.advance(1.0)
+                fleet.on_heartbeat(state, HeartbeatData(seq, clock.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
+                assert state.status == ONLINE
+            last = clock.time()
+            # Silent from here: suspect at its detector's deadline (about 2.5 intervals), not before.
+            assert 2.2 <= state.suspect_at - last <= 3.0
+            await clock.advance(state.suspect_at - last - 0.05)
+            assert state.status == ONLINE
+            await clock.advance(0.05 + TICK + 0.01)  # a tick of the monitor past the deadline
+            assert state.status == SUSPECT
+            await clock.advance(last + 10 - clock.time() - 0.05)
+            assert state.status == SUSPECT and link.closed is None
+            await clock.advance(0.05 + TICK + 0.01)
+            assert state.status == OFFLINE and link.closed is not None
+            assert link.closed[0] == "UNAVAILABLE" and link.closed[1].startswith("no heartbeat for 10.")
+        finally:
+            await monitor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_pinger_pings_once_per_interval_and_unanswered_pings_make_a_drone_unhealthy(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path, missed_pings=3)
+        pinger = Pinger(fleet, 5.0, clock)
+        await pinger.start()
+        try:
+            state, _link = connect(fleet, "deaf")
+            connected = clock.time()
+            pinged: list[float] = []
+            for _ in range(int(21 / 0.05)):  # 21 s in steps of the pinger's tick
+                await clock.advance(0.05)
+                if state.last_ping_at is not None and (not pinged or state.last_ping_at > pinged[-1]):
+                    pinged.append(state.last_ping_at)
+            offsets = [round(t - connected, 2) for t in pinged]
+            # Its first ping (when it answered the one at connect) is due at once, then one per interval.
+            assert (
+                offsets[0] < 0.1 + 1e-6
+                and [round(b - a, 2) for a, b in itertools.pairwise(offsets)] == [5.0] * 4
+            )
+            # The fourth ping after three unanswered: unhealthy, failing the pings check.
+            assert state.status == UNHEALTHY
+            assert [(c.name, c.detail) for c in state.failing] == [("pings", "3 pings in a row unanswered")]
+            assert pinger.skipped == 0
+            sent = state.pings_out[state.ping_seq]
+            await clock.advance(0.02)  # answered later: the round trip is measured by the fleet's clock
+            fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+            assert state.status == ONLINE
+            assert state.ping_latency_ms == pytest.approx((clock.time_ns() - sent) / 1e6)
+        finally:
+            await pinger.stop()
+
+    asyncio.run(scenario())
+
+
+def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:
+    clock = ManualClock()
+    fleet, events = fleet_on(clock, tmp_path, y_threshold=2.0)
+    monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=1000, clock=clock)
+    hello = HelloData("d" * 32, "drone", 2, "lxc", "lan", "test", 1000, "host", "", "", "i" * 32, 1.7e9)
+    link = FakeLink(hello.drone_id)
+    state: DroneState = fleet.attach(hello, link)
+    assert (state.instance_id, state.process_started_at) == ("i" * 32, 1.7e9)
+
+    def pong(*checks: CheckData) -> None:
+        sent = clock.time_ns()
+        fleet.on_ping_sent(state, state.ping_seq + 1, sent)
+        fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1, checks))
+
+    def beat() -> None:
+        fleet.on_heartbeat(state, HeartbeatData(1, clock.time(), 0, 0, 0, 0, 0, 0, 0, False, ""))
+
+    good = CheckData("emerge", True, "Portage 3")
+    bad = CheckData("cache_disk", False, "1 MiB free")
+    pong(good)
+    assert state.status == ONLINE
+    pong(good, bad)
+    assert state.status == UNHEALTHY and state.failing == (bad,)
+    monitor.check(clock.time() + 60)  # a minute of silence
+    assert state.status == SUSPECT
+    pong(good)  # a pong is no heartbeat: silence still wins
+    assert state.status == SUSPECT
+    pong(good, bad)
+    beat()
+    assert state.status == UNHEALTHY
+    pong(good)
+    assert state.status == ONLINE
+    # The same process on a new stream (certificate renewal) keeps its checks;
+    # a new process starts with none.
+    pong(bad)
+    fleet.attach(hello, FakeLink(hello.drone_id))
+    assert state.status == UNHEALTHY and state.checks == (bad,)
+    fleet.attach(
+        dataclasses.replace(hello, instance_id="n" * 32, process_started_at=1.8e9), FakeLink(hello.drone_id)
+    )
+    assert state.status == ONLINE and state.checks == () and state.instance_id == "n" * 32
+
+    found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
+    assert found is not None
+    transitions = [
+        (e.type, e.data["old_status"], e.data["new_status"]) for e in found if "new_status" in e.data
+    ]
+    assert transitions == [
+        ("drone_unhealthy", ONLINE, UNHEALTHY),
+        ("drone_suspect", UNHEALTHY, SUSPECT),
+        ("drone_unhealthy", SUSPECT, UNHEALTHY),
+        ("drone_healthy", UNHEALTHY, ONLINE),
+        ("drone_unhealthy", ONLINE, UNHEALTHY),
+        ("drone_healthy", UNHEALTHY, ONLINE),
+    ]
+    first = next(e for e in found if e.type == "drone_unhealthy")
+    assert first.data["failing"] == [{"name": "cache_disk", "detail": "1 MiB free"}]
+    assert first.message == "drone: online -> unhealthy: cache_disk: 1 MiB free"
+
+
+def test_unanswered_pings_make_a_beating_drone_unhealthy_and_late_pongs_count_for_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    fleet, events = fleet_on(clock, tmp_path, y_threshold=2.0, ping_timeout=1.0, missed_pings=2)
+    hello = HelloData("d" * 32, "drone", 2, "lxc", "lan", "test", 1000, "host", "", "", "i" * 32, 1.7e9)
+    state: DroneState = fleet.attach(hello, FakeLink(hello.drone_id))
+    good = CheckData("emerge", True, "Portage 3")
+
+    def answer(seq: int, sent_at_ns: int) -> float | None:
+        return fleet.on_pong(state, PongData(seq, sent_at_ns, False, "", 0.0, 1.0, 1, (good,)))
+
+    now = clock.time_ns()
+    fleet.on_ping_sent(state, 1, now - 3 * 10**9)
+    fleet.on_ping_unsent(state)  # its queue was full: unanswered too
+    assert state.status == ONLINE
+    fleet.on_ping_sent(state, 2, now - int(1.5e9))
+    assert state.status == UNHEALTHY
+    assert [c.name for c in state.failing] == ["pings"]
+    assert answer(2, now - int(1.5e9)) is None  # too late: no latency, still unhealthy
+    assert state.status == UNHEALTHY and state.ping_latency_ms is None
+    fleet.on_ping_sent(state, 3, now)
+    # A pong must echo a ping really sent: not a made-up seq or time.
+    assert answer(0, now) is None
+    assert answer(3, now + 1) is None
+    assert state.status == UNHEALTHY
+    assert answer(3, now) == 0.0  # answered in the instant it was sent, by the fleet's clock
+    assert state.status == ONLINE and state.failing == ()
+    assert answer(3, now) is None, "a ping is answered once"
+    found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=()) or []
+    reasons = [e.message for e in found if "new_status" in e.data]
+    assert reasons == [
+        "drone: online -> unhealthy: pings: 2 pings in a row unanswered",
+        "drone: unhealthy -> online: all checks pass",
+    ]

@@ -1,9 +1,10 @@
-"""The healer's waits, in process with a clock the test moves: the cool-off
-(a per-drone backoff) and the startup grace. The real fleet, event log and
-store (SQLite) are used; drones are control streams that only record what
-they are sent (support/links.py), and step 1 for a drone without a stream
-runs a real local command (``true``). tests/test_healing.py proves the
-ladder end to end with real agents.
+"""The healer's waits, in process with a clock the test moves
+(fakes/clock.py): the cool-off (a per-drone backoff), the startup grace,
+and the hold while most of the fleet is dark. The real fleet, event log
+and store (SQLite) are used; drones are control streams that only record
+what they are sent (support/links.py), and step 1 for a drone without a
+stream runs a real local command (``true``). tests/test_healing.py proves
+the ladder end to end with real agents.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.oob import SshSettings
-from swarm.controller.serde import HelloData, PongData
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
-from support.links import FakeLink
+from fakes.clock import ManualClock
+from support.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,22 +60,12 @@ SETTINGS = HealSettings(
 )
 
 
-class Clock:
-    """The healer's clock: it moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Rig:
     fleet: Fleet
     events: EventLog
     healer: Healer
-    clock: Clock
+    clock: ManualClock
     links: dict[str, FakeLink] = field(default_factory=dict)
 
     def drone(self, name: str) -> DroneState:
@@ -84,21 +75,15 @@ class Rig:
 
     def connect(self, name: str, instance: str = "") -> None:
         """A fresh agent process (``instance``) connects and answers its first ping."""
-        drone_id = name.ljust(32, "0")
-        hello = HelloData(drone_id, name, 2, "lxc", "lan", "test", 1000, "host", "", "", instance, None)
-        link = self.links[name] = FakeLink(drone_id)
-        state = self.fleet.attach(hello, link)
-        sent = time.time_ns()
-        self.fleet.on_ping_sent(state, state.ping_seq + 1, sent)
-        self.fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+        _state, self.links[name] = connect(self.fleet, name, instance)
 
     def kill(self, name: str) -> None:
         self.fleet.detach(self.links[name], "killed")
 
     async def run(self, seconds: float = 0.0) -> None:
         """Move the clock, let the healer take a pass, and wait for what it started."""
-        self.clock.now += seconds
-        self.healer.tick(self.clock())
+        await self.clock.advance(seconds)
+        self.healer.tick(self.clock.time())
         deadline = time.monotonic() + 10
         while self.healer.steps_running:
             assert time.monotonic() < deadline, "a healing step did not finish"
@@ -111,8 +96,14 @@ class Rig:
         assert found is not None
         return [e.data for e in found]
 
+    def recorded(self, type: str) -> list[dict[str, Any]]:
+        """The data of the fleet-wide events of that type, oldest first."""
+        found = self.events.recent(after_id=None, since_ts=None, limit=1000, drone_id=None, types=(type,))
+        assert found is not None
+        return [e.data for e in sorted(found, key=lambda e: e.id)]
+
     def health(self, name: str) -> dict[str, Any]:
-        return self.healer.status(self.drone(name), self.clock())
+        return self.healer.status(self.drone(name), self.clock.time())
 
     def next_step_at(self, name: str) -> tuple[float, str]:
         upcoming = self.health(name)["next_action"]
@@ -133,15 +124,19 @@ async def rig(
     runner = StoreRunner(store)
     await runner.open()
     events = EventLog(runner, buffer=1000, retention=1000)
-    fleet = Fleet(events, y_threshold=8.0)
-    clock = Clock()
-    records = [NodeRecord(id=name.ljust(32, "0"), name=name, first_seen_at=clock() - 3600) for name in known]
+    clock = ManualClock()
+    fleet = Fleet(events, y_threshold=8.0, clock=clock)
+    records = [
+        NodeRecord(id=name.ljust(32, "0"), name=name, first_seen_at=clock.time() - 3600) for name in known
+    ]
     fleet.load(records)
     for record in records:
         await runner.call(store.put_access, AccessRecord(record.id, ssh="local"))
     if open_incident is not None:
         drone_id = open_incident.ljust(32, "0")
-        incident = IncidentRecord("i-before", drone_id, "offline", "stream ended", clock() - 60, clock() - 60)
+        incident = IncidentRecord(
+            "i-before", drone_id, "offline", "stream ended", clock.time() - 60, clock.time() - 60
+        )
         await runner.call(store.upsert_incidents, [incident])
     healer = Healer(fleet, events, runner, Alerter(""), settings, clock=clock)
     await healer.start()
@@ -169,14 +164,14 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
             # The first incident waits for the grace period only.
             r.kill("crashy")
             await r.run()
-            killed = r.clock()
+            killed = r.clock.time()
             assert r.next_step_at("crashy") == (pytest.approx(killed + GRACE, abs=0.002), "grace")
             await r.run(GRACE - 0.1)
             assert r.actions("crashy") == []
             await r.run(0.1)
             [action] = r.actions("crashy")
             assert action["step"] == "restart" and action["exit_code"] == 0
-            last_action = r.clock()
+            last_action = r.clock.time()
             r.connect("crashy")
             await r.run()
             assert r.health("crashy")["incident"] is None
@@ -190,18 +185,18 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
                 r.kill("crashy")
                 await r.run()
                 assert r.next_step_at("crashy") == (pytest.approx(last_action + wait, abs=0.002), "cool-off")
-                await r.run(last_action + wait - r.clock() - 0.1)
+                await r.run(last_action + wait - r.clock.time() - 0.1)
                 assert len(r.actions("crashy")) == in_a_row
                 await r.run(0.1)
                 assert len(r.actions("crashy")) == in_a_row + 1
-                last_action = r.clock()
+                last_action = r.clock.time()
                 r.connect("crashy")
                 await r.run()
                 assert r.health("crashy")["incident"] is None
 
             # Healthy for the reset period: the next crash waits for the grace period only.
             cooloff = r.health("crashy")["cooloff"]
-            assert parse_iso(cooloff["resets_at"]) == pytest.approx(r.clock() + 600, abs=0.002)
+            assert parse_iso(cooloff["resets_at"]) == pytest.approx(r.clock.time() + 600, abs=0.002)
             await r.run(599.0)
             assert r.health("crashy")["cooloff"]["incidents_in_a_row"] == 5
             await r.run(1.0)
@@ -216,7 +211,7 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
             assert "the cool-off starts over" in health["history"][-1]["what"]
             r.kill("crashy")
             await r.run()
-            assert r.next_step_at("crashy") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("crashy") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
 
     asyncio.run(scenario())
 
@@ -242,12 +237,12 @@ def test_a_drone_that_recovers_by_itself_does_not_grow_its_cool_off(tmp_path: Pa
 def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
-            assert r.healer.startup_grace_json(r.clock()) is None
+            assert r.healer.startup_grace_json(r.clock.time()) is None
             await new_drone(r, "fresh")
             await r.run(10.0)  # killed 10 s after the start
             r.kill("fresh")
             await r.run()
-            assert r.next_step_at("fresh") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("fresh") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("fresh")] == ["restart"]
 
@@ -257,7 +252,7 @@ def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
 def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path, known=("d1", "d2")) as r:
-            started = r.clock()
+            started = r.clock.time()
             grace = r.healer.startup_grace_json(started)
             assert grace is not None and grace["awaiting"] == ["d1", "d2"]
             assert parse_iso(grace["until"]) == pytest.approx(started + STARTUP_GRACE, abs=0.002)
@@ -267,23 +262,26 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
             assert r.health("d1")["startup_grace_until"] == grace["until"]
             r.connect("d1")
             await r.run(1.0)
-            assert r.healer.startup_grace_json(r.clock()) == {"until": grace["until"], "awaiting": ["d2"]}
+            assert r.healer.startup_grace_json(r.clock.time()) == {
+                "until": grace["until"],
+                "awaiting": ["d2"],
+            }
             # A drone that is back is healed as usual meanwhile.
             r.kill("d1")
             await r.run()
-            assert r.next_step_at("d1") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("d1") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("d1")] == ["restart"]
             assert r.actions("d2") == [] and r.health("d2")["incident"] is None
             r.connect("d2")
             await r.run()
-            assert r.healer.startup_grace_json(r.clock()) is None
+            assert r.healer.startup_grace_json(r.clock.time()) is None
             assert r.health("d2")["startup_grace_until"] is None
             # Gone again, 10 s after the start: its first step after the grace period only.
             r.kill("d2")
             await r.run()
-            assert r.clock() - started < STARTUP_GRACE / 2
-            assert r.next_step_at("d2") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            assert r.clock.time() - started < STARTUP_GRACE / 2
+            assert r.next_step_at("d2") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
 
     asyncio.run(scenario())
 
@@ -291,7 +289,7 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
 def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path, known=("back", "away", "hurt"), open_incident="hurt") as r:
-            started = r.clock()
+            started = r.clock.time()
             r.connect("back")
             await r.run(STARTUP_GRACE - 0.1)
             # An incident from before the start waits too, and says so.
@@ -301,11 +299,11 @@ def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_pat
             assert r.health("away")["incident"] is None
             assert r.actions("away") == [] and r.actions("hurt") == []
             await r.run(0.1)
-            assert r.healer.startup_grace_json(r.clock()) is None
+            assert r.healer.startup_grace_json(r.clock.time()) is None
             # The incident from before the start goes on at once; a new one gets the grace period.
             assert [a["step"] for a in r.actions("hurt")] == ["restart"]
             assert r.health("away")["incident"]["kind"] == "offline"
-            assert r.next_step_at("away") == (pytest.approx(r.clock() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("away") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("away")] == ["restart"]
 
@@ -339,7 +337,7 @@ def test_a_drone_that_leaves_its_pings_unanswered_is_healed_like_one_failing_a_c
             await new_drone(r, "deaf")
             state = r.drone("deaf")
             for seq in range(100, 100 + r.fleet.missed_pings + 1):
-                r.fleet.on_ping_sent(state, seq, time.time_ns())
+                r.fleet.on_ping_sent(state, seq, r.clock.time_ns())
             assert state.status == "unhealthy"
             assert [c.name for c in state.failing] == ["pings"]
             await r.run()
@@ -364,8 +362,8 @@ def test_an_admins_restart_waits_for_the_healers_step_and_counts_against_its_bud
             await new_drone(r, "busy")
             r.kill("busy")
             await r.run()
-            r.clock.now += GRACE
-            r.healer.tick(r.clock())
+            await r.clock.advance(GRACE)
+            r.healer.tick(r.clock.time())
             assert r.healer.steps_running == 1
             with pytest.raises(FailedPrecondition, match="the healer's restart is running; one action at a"):
                 await r.healer.restart(r.drone("busy"), "admin")
@@ -417,5 +415,43 @@ def test_the_healer_waits_for_an_admins_restart_before_its_own_step(tmp_path: Pa
             await r.run(SETTINGS.restart_timeout - GRACE)
             # It did not bring the drone back: the ladder goes on.
             assert [a["why"] for a in r.actions("asked")] == ["restart asked by admin", "healing ladder"]
+
+    asyncio.run(scenario())
+
+
+def test_most_of_the_fleet_going_dark_holds_the_healer_until_it_is_back(tmp_path: Path) -> None:
+    """More than dark_share of the fleet gone within dark_window: the
+    controller's own network is the likelier fault, so nothing is healed
+    until they are back; those still away then get a fresh grace period."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            for name in ("d1", "d2", "d3"):
+                await new_drone(r, name)
+            r.kill("d1")
+            r.kill("d2")
+            await r.run()
+            [dark] = r.recorded("fleet_dark")
+            assert dark["drones"] == ["d1", "d2"] and r.healer.dark
+            for name in ("d1", "d2"):
+                upcoming = r.health(name)["next_action"]
+                assert upcoming["held"] == "fleet dark", upcoming
+            # Long past their first step: held, not healed.
+            await r.run(GRACE + SETTINGS.dark_window)
+            assert r.actions("d1") == [] and r.actions("d2") == []
+            assert r.health("d1")["next_action"]["held"] == "fleet dark"
+
+            # d1 is back (it was the network): one of three away is no longer most of the fleet.
+            r.connect("d1")
+            await r.run()
+            assert not r.healer.dark and [e["fleet"] for e in r.recorded("fleet_dark_cleared")] == [3]
+            assert r.health("d1")["incident"] is None
+            assert r.health("d1")["history"][-1]["what"].startswith("recovered by itself in ")
+            # d2 may be on its way back too: its first step waits a fresh grace period.
+            assert r.next_step_at("d2") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            await r.run(GRACE - 0.1)
+            assert r.actions("d2") == []
+            await r.run(0.1)
+            assert [a["step"] for a in r.actions("d2")] == ["restart"]
 
     asyncio.run(scenario())

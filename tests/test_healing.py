@@ -7,6 +7,9 @@ run dronectl through a private sshd on 127.0.0.1 (tests/support/sshd.py).
 drone's agent from a second dronectl directory, the machine's pristine
 image, so a drone whose own service is broken comes back only by a
 reboot. Alerts go to a small HTTP server standing in for the webhook.
+What the healer decides by its timers (the cool-off, the startup grace,
+the hold while most of the fleet is dark) is tested in process with a
+clock the test moves: tests/test_healer_timing.py.
 """
 
 from __future__ import annotations
@@ -237,39 +240,6 @@ def test_a_bare_metal_drone_is_never_rebooted_and_the_admin_is_alerted(swarm: He
     assert health["exhausted"] and health["level"] == 4 and health["next_action"] is None
     status, body = swarm.admin("POST", "/admin/api/drones/metal/reboot")
     assert status == 409 and "bare-metal" in body["error"]["message"]
-
-
-def test_most_of_the_fleet_going_dark_holds_the_healer(tmp_path: Path, sshd: SshServer) -> None:
-    # A longer grace: once the fleet is back, the second drone must not be
-    # healed in the moment its agent takes to reconnect after the first.
-    with heal_swarm(tmp_path, sshd, "--heal-grace", "5") as swarm:
-        for name in ("d1", "d2", "d3"):
-            swarm.add_drone(name)
-        # At once: both within the healer's grace period.
-        for pid in [swarm.agent_pid("d1"), swarm.agent_pid("d2")]:
-            os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: swarm.controller.events(type="fleet_dark"), what="the fleet-dark event")
-
-        def held_past_due(name: str) -> bool:
-            upcoming = swarm.health(name)["next_action"]
-            if upcoming is None:
-                return False  # the healer has not seen it go yet
-            assert upcoming["held"] == "fleet dark", upcoming
-            return past(upcoming["at"])
-
-        wait_for(lambda: held_past_due("d1") and held_past_due("d2"), what="both past their first step")
-        assert swarm.actions("d1") == [] and swarm.actions("d2") == []
-        # The network comes back: the drones are started by hand, nothing was done to them.
-        starts = [
-            subprocess.Popen([sys.executable, str(DRONECTL), "--state", str(swarm.images), "start", name])
-            for name in ("d1", "d2")
-        ]
-        assert [p.wait(30) for p in starts] == [0, 0]
-        wait_for(lambda: swarm.controller.events(type="fleet_dark_cleared"), what="the fleet back")
-        for name in ("d1", "d2"):
-            incident = wait_for(lambda n=name: recovered(swarm, n), what=f"{name} recovered")
-            assert incident["outcome"] == "recovered by itself"
-        assert swarm.controller.events(type="heal_action") == []
 
 
 def test_paused_healing_does_nothing_until_resumed(swarm: HealSwarm) -> None:

@@ -69,6 +69,7 @@ GENTOO_NAMES = {
     "cryptography": ("dev-python/cryptography", None),
     "aiohttp": ("dev-python/aiohttp", None),
     "peewee": ("dev-python/peewee", None),
+    "prometheus-client": ("dev-python/prometheus-client", None),
     "psycopg2-binary": ("dev-python/psycopg", "2"),
 }
 # The USE flag of each optional-dependency group of pyproject.toml, and the
@@ -274,6 +275,15 @@ def test_wheel_built_from_the_tarball_carries_the_console(tarball: Path, tmp_pat
     vendor = {n.rpartition("/")[2] for n in names if n.startswith("swarm/console/vendor/")}
     assert {"xterm.mjs", "xterm.css", "addon-fit.mjs", "xterm.LICENSE", "addon-fit.LICENSE"} <= vendor
     assert {"swarm/console/app/index.html", "swarm/console/public/index.html"} <= names
+    # Every page, module and stylesheet the console serves (a new subfolder needs its package-data glob).
+    console = source / "console"
+    served = {
+        f"swarm/console/{path.relative_to(console)}"
+        for path in console.rglob("*")
+        if path.suffix in {".html", ".js", ".css", ".svg"} and "vendor" not in path.relative_to(console).parts
+    }
+    assert "swarm/console/app/pages/topology/layout.js" in served
+    assert served <= names, sorted(served - names)
     assert "swarm/agent/main.py" in names and "swarm/v1/__init__.py" in names
 
 

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTROLLER_ONLY = ("aiohttp", "peewee", "psycopg2")
+CONTROLLER_ONLY = ("aiohttp", "peewee", "psycopg2", "prometheus_client")
 
 
 def test_agent_runs_without_the_controller_dependencies() -> None:

@@ -175,7 +175,7 @@ def test_admin_tier_requires_the_key(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin, auth, dispatch, healing, logs, shells, streams
+    from swarm.controller.web import admin, auth, dispatch, healing, logs, metrics, shells, streams
 
     served: dict[str, set[str]] = {}
     for route in [
@@ -186,6 +186,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *streams.routes,
         *logs.routes,
         *dispatch.routes,
+        *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())  # type: ignore[union-attr]
     status, doc = fleet.admin("GET", "/admin/api/openapi.json")

@@ -43,8 +43,11 @@ def test_a_database_refusing_writes_degrades_health_until_a_write_succeeds(tmp_p
         await until(lambda: check.health.status == "ok" and check.health.checked_at, "a first check")
         statuses = []
         with locked(path):
-            await until(lambda: check.writes_failing() is not None, "writes failing")
+            await until(lambda: check.health.status != "ok", "health to notice")
             statuses.append(check.health.status)
+            # What the queue's POST asks: the same problem, read from the runner now.
+            problem = check.writes_failing()
+            assert problem is not None and problem.code == "writes_failing"
             events.emit("meanwhile", "emitted while the database refused writes")
             # The writer fails and backs off; the recovery kicks it.
             await until(lambda: any(e.type == "store_unavailable" for e in seen), "store_unavailable")

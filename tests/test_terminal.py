@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -460,55 +459,3 @@ def test_idle_timeout_and_grace_close_sessions(tmp_path: Path) -> None:
     finally:
         drone.agent.kill()
         drone.controller.kill()
-
-
-# -- the pieces, in process ---------------------------------------------------------------------
-
-
-def test_replay_keeps_the_last_bytes_from_a_line_start() -> None:
-    from swarm.controller.shells import Replay
-
-    replay = Replay(100)
-    for i in range(50):
-        replay.append(b"line %02d\r\n" % i)
-    data = replay.snapshot()
-    assert len(data) <= 100 and data.endswith(b"line 49\r\n") and data.startswith(b"line ")
-    replay.append(b"x" * 500)
-    assert replay.snapshot() == b"x" * 100
-
-
-def test_recording_stops_at_its_cap_and_retention_prunes(tmp_path: Path) -> None:
-    from swarm.controller.events import EventLog
-    from swarm.controller.shells import Recorder, ShellRegistry, ShellSettings
-
-    async def record() -> Recorder:
-        recorder = Recorder(
-            tmp_path / "s-00000000000000aa.cast", {"version": 2, "width": 80, "height": 24}, 2000
-        )
-        writer = asyncio.create_task(recorder.run())
-        await recorder.output("é".encode()[:1])  # a character cut between two messages
-        await recorder.output("é".encode()[1:] + b" ok\r\n")
-        recorder.resize(30, 100)
-        for _ in range(100):
-            await recorder.output(b"0123456789" * 5)
-        recorder.close()
-        await writer
-        return recorder
-
-    recorder = asyncio.run(record())
-    lines = [json.loads(line) for line in recorder.path.read_text().splitlines()]
-    assert lines[0] == {"version": 2, "width": 80, "height": 24}
-    assert lines[1][1:] == ["o", "é ok\r\n"] and lines[2][1:] == ["r", "100x30"]
-    assert lines[-1][1] == "m" and "size cap" in lines[-1][2]
-    assert recorder.truncated and recorder.path.stat().st_size <= 2000 + 200
-
-    # Retention: beyond the total the oldest go.
-    for i in range(5):
-        path = tmp_path / f"s-{i:016x}.cast"
-        path.write_bytes(b"x" * 1000)
-        os.utime(path, (1_000_000 + i, 1_000_000 + i))
-    settings = ShellSettings(recordings_max_bytes=3500, recording_retention=1e12)
-    registry = ShellRegistry(EventLog.__new__(EventLog), settings, tmp_path)
-    registry._prune()
-    left = sorted(p.name for p in tmp_path.glob("s-*.cast"))
-    assert left == ["s-0000000000000004.cast", "s-00000000000000aa.cast"]

@@ -1,9 +1,12 @@
 // The admin API as the console uses it: JSON in and out, the session's CSRF
 // token on every change, and back to the login page once the session ends.
 
+import { LiveSocket } from "/common/live.js";
+
 let csrfToken = "";
 
 export class ApiError extends Error {
+  /** @param {number} status  @param {string} message */
   constructor(status, message) {
     super(message);
     this.status = status;
@@ -57,4 +60,22 @@ export async function loadSession() {
 export function wsUrl(path) {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${window.location.host}${path}`;
+}
+
+/**
+ * A live websocket on this tier (common/live.js): `path` is asked again on
+ * each connect. A lost socket makes one API call, so that an ended session
+ * (close code 1008, or a logout elsewhere) goes to the login page.
+ * @param {() => string} path
+ * @param {Omit<import("/common/live.js").LiveSocketOptions, "url">} options
+ */
+export function liveSocket(path, options) {
+  return new LiveSocket({
+    ...options,
+    url: () => wsUrl(path()),
+    onState(status) {
+      if (status.state === "retrying" || status.state === "ended") get("/admin/api/session").catch(() => {});
+      options.onState?.(status);
+    },
+  });
 }

@@ -1,6 +1,6 @@
 // The activity waveform: event density over a time window (24 h by default)
 // on a <canvas>, with hover read-out and a scrubber. Shared by the public
-// status page and the admin console; no dependencies.
+// status page and the admin console; its refresh is a Poller of live.js.
 //
 // Usage
 //
@@ -36,7 +36,8 @@
 // Methods
 //
 //   show(), hide()     start / stop the minute refresh (also paused while the
-//                      document is hidden); show() loads at once
+//                      document is hidden, backing off after a failure); show()
+//                      loads at once
 //   refresh()          load now (a load already in flight is not repeated)
 //   scrubTo(when)      point the scrubber at a Date (or ISO string); null parks
 //                      it at "now" again. Calls onScrub (final: true, or null).
@@ -65,6 +66,8 @@
 // --wave-line, --wave-fill, --wave-grid, --wave-text, --wave-scrub,
 // --wave-hover, --wave-font. The stylesheet waveform.css beside this file is
 // linked into the document on first use.
+
+import { Poller } from "./live.js";
 
 const DEFAULTS = {
   window: 86400,
@@ -171,9 +174,10 @@ export class Waveform {
     this.hoverX = null;
     this.dragging = false;
     this.shown = false;
-    this.timer = null;
     this.frame = null;
     this.inflight = null;
+    // A failed load keeps the last data drawn and tries again later, backing off.
+    this.poller = new Poller(() => this.refresh(true), { every: this.options.refreshMs });
     this.width = 0;
     this.height = 0;
 
@@ -185,13 +189,12 @@ export class Waveform {
   show() {
     if (this.shown) return;
     this.shown = true;
-    this.refresh();
+    this.poller.start();
   }
 
   hide() {
     this.shown = false;
-    if (this.timer !== null) window.clearTimeout(this.timer);
-    this.timer = null;
+    this.poller.stop();
     if (this.frame !== null) window.cancelAnimationFrame(this.frame);
     this.frame = null;
   }
@@ -200,42 +203,32 @@ export class Waveform {
     this.hide();
     this.resizer.disconnect();
     this.dprQuery?.removeEventListener("change", this.onDpr);
-    document.removeEventListener("visibilitychange", this.onVisibility);
     this.el.remove();
   }
 
-  refresh() {
-    if (this.inflight) return this.inflight;
-    const { url, window: span_, buckets } = this.options;
-    const sep = url.includes("?") ? "&" : "?";
-    this.inflight = this.options
-      .load(`${url}${sep}window=${span_}&buckets=${buckets}`)
-      .then((data) => {
-        this._accept(data);
-        this.options.onLoad?.(data);
-      })
-      .catch((error) => {
-        this.el.dataset.state = this.data ? "ready" : "error";
-        this.el.dataset.error = error.message;
-        if (!this.data) this._note(`Activity is unavailable: ${error.message}`);
-        this.options.onError?.(error);
-      })
-      .finally(() => {
-        this.inflight = null;
-        this._schedule();
-      });
-    return this.inflight;
-  }
-
-  _schedule() {
-    if (this.timer !== null) window.clearTimeout(this.timer);
-    this.timer = null;
-    if (this.shown && document.visibilityState !== "hidden") {
-      this.timer = window.setTimeout(() => {
-        this.timer = null;
-        this.refresh();
-      }, this.options.refreshMs);
+  /** Load now (a load already in flight is not repeated); `rethrow`: a failure rejects (the poller backs off). */
+  refresh(rethrow = false) {
+    if (!this.inflight) {
+      const { url, window: span_, buckets } = this.options;
+      const sep = url.includes("?") ? "&" : "?";
+      this.inflight = this.options
+        .load(`${url}${sep}window=${span_}&buckets=${buckets}`)
+        .then((data) => {
+          this._accept(data);
+          this.options.onLoad?.(data);
+        })
+        .catch((error) => {
+          this.el.dataset.state = this.data ? "ready" : "error";
+          this.el.dataset.error = error.message;
+          if (!this.data) this._note(`Activity is unavailable: ${error.message}`);
+          this.options.onError?.(error);
+          throw error;
+        })
+        .finally(() => {
+          this.inflight = null;
+        });
     }
+    return rethrow ? this.inflight : this.inflight.catch(() => {});
   }
 
   _accept(data) {
@@ -407,16 +400,6 @@ export class Waveform {
       this._resize();
     };
     this._watchDpr();
-    this.onVisibility = () => {
-      if (!this.shown) return;
-      if (document.visibilityState === "hidden") {
-        if (this.timer !== null) window.clearTimeout(this.timer);
-        this.timer = null;
-      } else {
-        this.refresh(); // back in view: what happened meanwhile
-      }
-    };
-    document.addEventListener("visibilitychange", this.onVisibility);
   }
 
   _watchDpr() {

@@ -1,10 +1,10 @@
 // The login page: trade an admin key for a session cookie, then open the
 // console. The console's route (the URL fragment) survives the round trip.
 
-const form = document.getElementById("login");
-const input = document.getElementById("key");
-const error = document.getElementById("error");
-const submit = document.getElementById("submit");
+const form = /** @type {HTMLFormElement} */ (document.getElementById("login"));
+const input = /** @type {HTMLInputElement} */ (document.getElementById("key"));
+const error = /** @type {HTMLElement} */ (document.getElementById("error"));
+const submit = /** @type {HTMLButtonElement} */ (document.getElementById("submit"));
 
 function showError(message) {
   error.textContent = message;

@@ -1,7 +1,9 @@
 // The public status page: read-only, from the public tier's own API only
 // (/api/v1/*, /releases.json). Polls every few seconds while the tab is
-// visible; the public tier has no websocket.
+// visible (common/live.js: backing off while the controller cannot be
+// reached); the public tier has no websocket.
 
+import { Poller } from "/common/live.js";
 import { Waveform } from "/common/waveform.js";
 
 const POLL_MS = 3000;
@@ -110,6 +112,7 @@ function renderStatus(status) {
 
 // -- builds ----------------------------------------------------------------
 
+/** @type {[string, (jobs: any) => number, string][]} */
 const SEGMENTS = [
   ["done", (j) => j.done, "built"],
   ["running", (j) => j.assigned + j.building, "building"],
@@ -359,11 +362,10 @@ async function loadReleases() {
 
 // -- polling -----------------------------------------------------------------
 
-const poll = { timer: null, releasesAt: 0, running: false };
+let releasesAt = 0;
 
+/** One refresh of everything; throws (after drawing what did load) if a part failed. */
 async function tick() {
-  poll.timer = null;
-  poll.running = true;
   const [status, nodes, sessions, evts] = await Promise.allSettled([
     getJson("/api/v1/status"),
     getJson("/api/v1/nodes"),
@@ -375,37 +377,32 @@ async function tick() {
     renderBuild(status.value.session);
   }
   if (nodes.status === "fulfilled") renderNodes(nodes.value.nodes);
-  if (sessions.status === "fulfilled") renderSessions(sessions.value.sessions, status.value?.session?.id);
-  const failed = [status, nodes, sessions, evts].find((r) => r.status === "rejected");
-  const live = $("live");
-  const problem = $("problem");
-  if (failed) {
-    live.classList.add("stale");
-    live.textContent = "Reconnecting…";
-    problem.textContent = `The status could not be refreshed: ${failed.reason.message}. Retrying every few seconds.`;
-    problem.hidden = false;
-  } else {
-    live.classList.remove("stale");
-    live.textContent = `Live · ${clockSec(new Date())}`;
-    problem.hidden = true;
+  if (sessions.status === "fulfilled") {
+    renderSessions(sessions.value.sessions, status.status === "fulfilled" ? status.value.session?.id : undefined);
   }
-  if (Date.now() - poll.releasesAt > RELEASES_MS) {
-    poll.releasesAt = Date.now();
+  if (Date.now() - releasesAt > RELEASES_MS) {
+    releasesAt = Date.now();
     loadReleases();
   }
-  poll.running = false;
-  if (document.visibilityState !== "hidden") poll.timer = window.setTimeout(tick, POLL_MS);
+  const failed = [status, nodes, sessions, evts].find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
+  const live = $("live");
+  live.classList.remove("stale");
+  live.textContent = `Live · ${clockSec(new Date())}`;
+  $("problem").hidden = true;
 }
 
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "hidden") {
-    window.clearTimeout(poll.timer);
-    poll.timer = null;
-    wave.hide();
-  } else {
-    wave.show();
-    if (poll.timer === null && !poll.running) tick();
-  }
+const poller = new Poller(tick, {
+  every: POLL_MS,
+  onError(error, delay) {
+    const live = $("live");
+    live.classList.add("stale");
+    live.textContent = "Reconnecting…";
+    const problem = $("problem");
+    const message = error instanceof Error ? error.message : String(error);
+    problem.textContent = `The status could not be refreshed: ${message}. Trying again in ${Math.max(1, Math.round(delay / 1000))} s.`;
+    problem.hidden = false;
+  },
 });
 
 $("moment-close").addEventListener("click", () => {
@@ -414,4 +411,4 @@ $("moment-close").addEventListener("click", () => {
 });
 
 wave.show();
-tick();
+poller.start();

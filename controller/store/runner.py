@@ -117,8 +117,18 @@ class DatabaseThread:
 
 
 class StoreRunner:
-    def __init__(self, store: Store, *, retry_max: float = RETRY_MAX, max_waiting: int = MAX_WAITING) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retry_max: float = RETRY_MAX,
+        max_waiting: int = MAX_WAITING,
+        timing: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """``timing``: told (on the database thread) the name and duration of
+        every call that completed, for metrics.py."""
         self.store = store
+        self._timing = timing
         self._thread = DatabaseThread("swarm-db")
         self._retry_max = max(retry_max, RETRY_FIRST)
         self._max_waiting = max_waiting
@@ -132,14 +142,15 @@ class StoreRunner:
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         if self._waiting >= self._max_waiting:
             raise StoreUnavailable(f"the database is busy: {self._waiting} calls are waiting for it")
-        return await self._submit(functools.partial(fn, *args, **kwargs), probe=False)
+        name = getattr(fn, "__name__", "call")
+        return await self._submit(functools.partial(fn, *args, **kwargs), probe=False, name=name)
 
     async def probe(self) -> None:
         """One small write: reconnects if need be, and a success ends a failure."""
-        await self._submit(self.store.probe, probe=True)
+        await self._submit(self.store.probe, probe=True, name="probe")
 
-    async def _submit(self, fn: Callable[[], R], *, probe: bool) -> R:
-        future = self._thread.submit(functools.partial(self._run, fn, probe))
+    async def _submit(self, fn: Callable[[], R], *, probe: bool, name: str) -> R:
+        future = self._thread.submit(functools.partial(self._run, fn, probe, name))
         self._waiting += 1
         try:
             return await asyncio.wrap_future(future)
@@ -169,12 +180,15 @@ class StoreRunner:
 
     # -- on the database thread -------------------------------------------
 
-    def _run(self, fn: Callable[[], R], probe: bool) -> R:
-        self._busy_since = time.monotonic()
+    def _run(self, fn: Callable[[], R], probe: bool, name: str) -> R:
+        self._busy_since = started = time.monotonic()
         try:
-            return self._attempt(fn, probe)
+            result = self._attempt(fn, probe)
         finally:
             self._busy_since = None
+        if self._timing is not None:
+            self._timing(name, time.monotonic() - started)
+        return result
 
     def _attempt(self, fn: Callable[[], R], probe: bool) -> R:
         failure = self._failure

@@ -30,6 +30,7 @@ from swarm.controller.web import (
     healing,
     hosts,
     logs,
+    metrics,
     openapi,
     public,
     shells,
@@ -403,5 +404,6 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(dispatch.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
+    app.add_routes(metrics.routes)
     streams.install(app)
     return app

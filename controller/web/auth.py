@@ -1,9 +1,11 @@
 """Authentication of the admin tier: API keys, browser sessions, CSRF
 tokens, websocket upgrades, and a limiter for wrong keys.
 
-- ``X-Admin-Key``: any request, no CSRF token. A web page cannot send this
-  header to another origin without a CORS preflight, which this tier never
-  grants, so a browser cannot be tricked into sending it.
+- ``X-Admin-Key``, or ``Authorization: Bearer`` with the key (what
+  Prometheus and other scrapers send): any request, no CSRF token. A web
+  page cannot send either header to another origin without a CORS
+  preflight, which this tier never grants, and a browser never adds them
+  by itself, so it cannot be tricked into sending one.
 - Session cookie from ``POST /admin/api/login``: HttpOnly, SameSite=Strict,
   Path=/ (and Secure when the request came over TLS). Requests with a
   state-changing method (POST, PUT, PATCH, DELETE) must also carry the
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 
 COOKIE = "swarm_session"
 KEY_HEADER = "X-Admin-Key"
+BEARER = "bearer"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Open without a key or session: the login call, and the login page with
@@ -289,9 +292,11 @@ class AdminAuth:
         )
 
     async def authenticate(self, request: web.Request) -> Principal:
-        """Who the request is from (X-Admin-Key first, then the session
+        """Who the request is from (X-Admin-Key or a bearer key first, then the session
         cookie); raises Unauthenticated (401) or HTTPTooManyRequests (429)."""
         presented = request.headers.get(KEY_HEADER)
+        if presented is None:
+            presented = bearer_token(request)
         if presented is not None:
             key = await self.check_key(self.client_address(request), presented, "header", WRONG_KEY)
             return Principal(key.name, VIA_KEY, key.hash)
@@ -414,6 +419,14 @@ class AdminAuth:
 
 
 AUTH = web.AppKey("admin_auth", AdminAuth)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` header; None without one
+    (another scheme is no key either)."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == BEARER and token else None
 
 
 @web.middleware

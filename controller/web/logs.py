@@ -26,13 +26,13 @@ from typing import Any
 
 from aiohttp import web
 
-from swarm.controller.errors import InvalidArgument
+from swarm.controller.channels import Channels
+from swarm.controller.errors import FailedPrecondition, InvalidArgument
 from swarm.controller.fleet import DroneState
 from swarm.controller.logs import LocalLogs, LogText, collect, drone_log
 from swarm.controller.web.auth import authorize_websocket
 from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.parse import query_int, query_value, shown
-from swarm.controller.web.shells import registry_of
 from swarm.controller.web.streams import STREAMS, Stream, json_websocket, open_json
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES
 from swarm.logtail import MAX_LINES, Piece
@@ -57,6 +57,13 @@ def _local(request: web.Request) -> LocalLogs:
     return LocalLogs(None if str(log_file) in ("", ".") else log_file)
 
 
+def _channels(request: web.Request) -> Channels:
+    channels = request.app[SERVICES].channels
+    if channels is None:
+        raise FailedPrecondition("drone logs are not available on this controller")
+    return channels
+
+
 def _drone_pieces(
     request: web.Request, *, lines: int, follow: bool
 ) -> tuple[DroneState, str, AsyncGenerator[Piece, None]]:
@@ -64,7 +71,7 @@ def _drone_pieces(
     if not source:
         raise InvalidArgument(f"source is required ({DRONE_SOURCES})")
     state = request.app[SERVICES].fleet.require(request.match_info["drone"])
-    return state, source, drone_log(registry_of(request), state, source, lines=lines, follow=follow)
+    return state, source, drone_log(_channels(request), state, source, lines=lines, follow=follow)
 
 
 def _text_json(text: LogText) -> dict[str, Any]:

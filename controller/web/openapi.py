@@ -289,6 +289,7 @@ def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict
     if security:
         doc["components"]["securitySchemes"] = {
             "adminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"},
+            "bearer": {"type": "http", "scheme": "bearer", "description": "the admin key as a bearer token"},
             "session": {
                 "type": "apiKey",
                 "in": "cookie",
@@ -296,7 +297,7 @@ def _document(title: str, paths: dict[str, Any], security: bool = False) -> dict
                 "description": "from POST /admin/api/login; state-changing requests also send X-CSRF-Token",
             },
         }
-        doc["security"] = [{"adminKey": []}, {"session": []}]
+        doc["security"] = [{"adminKey": []}, {"bearer": []}, {"session": []}]
     return doc
 
 
@@ -465,6 +466,26 @@ def admin_document() -> dict[str, Any]:
             (400, 401, 404),
         ),
         "/admin/api/openapi.json": _get("this document", {"type": "object"}, errors=(401,)),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (README: Metrics); also sent the admin key as "
+                "Authorization: Bearer",
+                "parameters": [],
+                "responses": {
+                    "200": {
+                        "description": "the Prometheus text format, or OpenMetrics when Accept asks for it",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "401": {
+                        "description": MESSAGES[401],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                },
+            }
+        },
         "/admin/api/tokens": {
             **_get(
                 "join tokens, newest first (never their secrets)",

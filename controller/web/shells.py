@@ -52,16 +52,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from swarm.clock import iso
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
+from swarm.controller.execs import Execs
 from swarm.controller.fleet import DroneState
 from swarm.controller.oobshell import OutOfBand
-from swarm.controller.shells import (
-    MAX_SIZE,
-    RecordingInfo,
-    ShellInfo,
-    ShellRegistry,
-    ShellSession,
-    exit_json,
-)
+from swarm.controller.recording import RecordingInfo
+from swarm.controller.shells import ShellRegistry
+from swarm.controller.shellsession import MAX_SIZE, ShellInfo, ShellSession, exit_json
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
 from swarm.controller.web.common import SERVICES, abort_connection, close_websocket, json_response
 from swarm.controller.web.healing import KEY_NAME
@@ -86,6 +82,13 @@ def registry_of(request: web.Request) -> ShellRegistry:
     if shells is None:
         raise FailedPrecondition("terminals are not available on this controller")
     return shells
+
+
+def execs_of(request: web.Request) -> Execs:
+    execs = request.app[SERVICES].execs
+    if execs is None:
+        raise FailedPrecondition("commands are not available on this controller")
+    return execs
 
 
 def shell_json(info: ShellInfo) -> dict[str, Any]:
@@ -160,21 +163,21 @@ async def recording(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/admin/api/drones/{name}/exec")
 async def exec_command(request: web.Request) -> web.Response:
-    registry = registry_of(request)
+    execs = execs_of(request)
     state = request.app[SERVICES].fleet.require(request.match_info["name"])
     body = await json_body(request)
     # Tabs and lines are shell syntax; NUL and the other control characters
     # are refused here, before they reach a drone's agent, a log or a terminal.
     command = check_text(body.get("command"), "command", max_len=MAX_COMMAND, lines=True)
-    limit = registry.settings.exec_max_timeout
+    limit = execs.max_timeout
     timeout = seconds(body.get("timeout", 30), "timeout", MIN_EXEC_TIMEOUT, limit)
     via = _via(request, body.get("via"))
     if via == SSH:
         oob = out_of_band(request, state)
         via = oob.via  # ssh, or local for a drone on this machine
-        result = await registry.exec_oob(state, oob, command, timeout, request[KEY_NAME])
+        result = await execs.run_oob(state, oob, command, timeout, request[KEY_NAME])
     else:
-        result = await registry.exec(state, command, timeout, request[KEY_NAME])
+        result = await execs.run(state, command, timeout, request[KEY_NAME])
     return json_response(
         {
             "drone": result.drone,
@@ -215,7 +218,7 @@ def out_of_band(request: web.Request, state: DroneState) -> OutOfBand:
 
 
 class WsViewer:
-    """A websocket watching a shell session (shells.Viewer). A client that
+    """A websocket watching a shell session (shellsession.Viewer). A client that
     cannot take what is sent is dropped (gone), never allowed to end the
     session: aiohttp shares one drain waiter between a websocket's writers,
     so a writer cancelled while the client read nothing cancels the others'

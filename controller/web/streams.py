@@ -177,6 +177,15 @@ class Streams:
     def __len__(self) -> int:
         return len(self._open)
 
+    def counts(self) -> dict[str, int]:
+        """Open streams by route (``/ws/logs/drones/{drone}`` counts every drone's together)."""
+        counts: dict[str, int] = {}
+        for stream in self._open:
+            resource = stream.request.match_info.route.resource
+            path = resource.canonical if resource is not None else stream.request.path
+            counts[path] = counts.get(path, 0) + 1
+        return counts
+
     async def serve(self, stream: Stream, pump: Coroutine[Any, Any, None]) -> None:
         self._open.add(stream)
         try:

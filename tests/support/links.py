@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarm.controller.channel_frames import ChannelRequest
+from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.serde import HelloData, PongData
+
 
 class FakeLink:
     """fleet.Link: a control stream that only records what happens to it."""
@@ -13,11 +17,30 @@ class FakeLink:
         self.drone_id = drone_id
         self.peer = "ipv4:127.0.0.1:1"
         self.sent: list[Any] = []
+        self.channels: list[tuple[str, ChannelRequest]] = []
         self.closed: tuple[str, str] | None = None
 
     def send(self, message: Any) -> bool:
         self.sent.append(message)
         return True
 
+    def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
+        self.channels.append((channel_id, request))
+        return True
+
     def close(self, code: str, details: str) -> None:
         self.closed = (code, details)
+
+
+def connect(fleet: Fleet, name: str, instance: str = "", cores: int = 2) -> tuple[DroneState, FakeLink]:
+    """An agent process (``instance``) connects as ``name`` (its id derived
+    from the name) and answers its first ping at once, by the fleet's clock:
+    the drone is online."""
+    drone_id = name.ljust(32, "0")
+    hello = HelloData(drone_id, name, cores, "lxc", "lan", "test", 1000, "host", "", "", instance, None)
+    link = FakeLink(drone_id)
+    state = fleet.attach(hello, link)
+    sent = fleet.clock.time_ns()
+    fleet.on_ping_sent(state, state.ping_seq + 1, sent)
+    fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+    return state, link

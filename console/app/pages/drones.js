@@ -1,5 +1,6 @@
-// Drones: the fleet as a table, polled every 2 s while shown, with each
-// drone's actions: ping, terminal, logs, drain, ground, restart, reboot.
+// Drones: the fleet as a table, from the fleet store (a poll every 2 s while
+// shown), with each drone's actions: ping, terminal, logs, drain, ground,
+// restart, reboot.
 //
 // Rows are kept by drone name and updated in place, so a poll never closes
 // an open menu, a dialog or takes the focus away. Whether a drone may be
@@ -7,9 +8,10 @@
 // access): the menu asks GET /admin/api/drones/{name}/health when it opens.
 
 import { get, post } from "../api.js";
+import { fleet } from "../fleet.js";
 import { ActionMenu, ConfirmDialog, Toaster, ago, bytes, el, ms, setText } from "../ui.js";
 
-const POLL_MS = 2000;
+/** @typedef {import("../fleet.js").Drone} Drone */
 const REBOOTABLE = new Set(["lxc", "qemu"]);
 
 const path = (name, action = "") => `/admin/api/drones/${encodeURIComponent(name)}${action ? `/${action}` : ""}`;
@@ -360,15 +362,17 @@ export function create(ctx) {
   );
 
   const page = { ctx, toasts, dialog };
+  /** @type {Map<string, DroneRow>} */
   const rows = new Map();
-  let timer = null;
-  let active = false;
-  let rounds = 0;
+  /** @type {(() => void) | null} */
+  let unsubscribe = null;
 
-  function render(drones) {
+  /** @param {Drone[]} list  @param {number} at when the list was loaded */
+  function render(list, at) {
     const now = Date.now();
-    drones.sort((a, b) => a.name.localeCompare(b.name));
+    const drones = [...list].sort((a, b) => a.name.localeCompare(b.name));
     const seen = new Set();
+    /** @type {HTMLElement | null} */
     let previous = null;
     for (const drone of drones) {
       seen.add(drone.name);
@@ -399,37 +403,30 @@ export function create(ctx) {
       `${drones.length} drone${drones.length === 1 ? "" : "s"} · ${online.length} online · ` +
       `${cores} core${cores === 1 ? "" : "s"} ready` +
       (held ? ` · ${held} held (draining or grounded)` : "");
-    live.textContent = `Live · ${new Date(now).toLocaleTimeString()}`;
+    live.textContent = `Live · ${new Date(at).toLocaleTimeString()}`;
     live.classList.remove("stale");
   }
 
-  async function poll(round) {
-    timer = null;
-    try {
-      const { drones } = await get("/admin/api/drones");
-      problem.hidden = true;
-      render(drones);
-    } catch (error) {
-      problem.textContent = `Could not load the drones: ${error.message}`;
+  /** @param {import("../fleet.js").FleetUpdate} update */
+  function onFleet(update) {
+    if (update.error) {
+      problem.textContent = `Could not load the drones: ${update.error.message}`;
       problem.hidden = false;
       live.classList.add("stale");
+      return;
     }
-    // One loop at a time: a loop from before a hide and show stops here.
-    if (active && round === rounds) timer = window.setTimeout(poll, POLL_MS, round);
+    problem.hidden = true;
+    render(update.drones, update.at);
   }
 
   return {
     el: section,
     show() {
-      if (active) return;
-      active = true;
-      rounds += 1;
-      poll(rounds);
+      unsubscribe ??= fleet.subscribe(onFleet);
     },
     hide() {
-      active = false;
-      if (timer !== null) window.clearTimeout(timer);
-      timer = null;
+      unsubscribe?.();
+      unsubscribe = null;
       for (const row of rows.values()) row.menu.close();
       dialog.close();
     },

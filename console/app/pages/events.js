@@ -6,12 +6,12 @@
 // the text search filters what is kept here. Audit events (what an admin
 // did) are marked with who did it (data.by).
 
-import { ApiError, get, wsUrl } from "../api.js";
+import { ApiError, get, liveSocket } from "../api.js";
+import { fleet } from "../fleet.js";
 import { el } from "../ui.js";
 
 const MAX_EVENTS = 1000; // kept, newest; the table shows those that match the search
 const FIRST_PAGE = 300;
-const RETRY_MS = [500, 1000, 2000, 5000, 10000];
 const AUDIT_TYPES = new Set(["drone_exec", "drone_access_changed", "drone_pinged"]);
 const KNOWN_TYPES = [
   "admin_login", "admin_login_failed", "admin_logout", "admin_key_added", "admin_key_removed", "admin_auth_locked",
@@ -109,15 +109,12 @@ export function create(ctx) {
   let events = []; // ascending by id, at most MAX_EVENTS
   const known = new Set();
   let lastId = 0;
-  let ws = null;
   let generation = 0;
   let active = false;
   let paused = false;
   let heldCount = 0;
   let fresh = []; // arrived, not laid out yet
   let frame = null;
-  let retry = null;
-  let attempts = 0;
   let selectedId = null;
   let filters = { type: "", drone: "" };
 
@@ -240,7 +237,7 @@ export function create(ctx) {
 
   async function listDrones() {
     try {
-      const { drones } = await get("/admin/api/drones");
+      const drones = await fleet.fetch();
       const chosen = drone.value;
       const names = drones.map((d) => d.name).sort();
       drone.replaceChildren(el("option", { value: "" }, "All drones"), ...names.map((n) => el("option", { value: n }, n)));
@@ -342,18 +339,8 @@ export function create(ctx) {
     live.classList.toggle("stale", name !== "live");
   }
 
-  function stopStream() {
-    if (retry !== null) window.clearTimeout(retry);
-    retry = null;
-    if (ws) {
-      const old = ws;
-      ws = null;
-      old.close();
-    }
-  }
-
   async function load() {
-    stopStream();
+    stream.stop();
     generation += 1;
     const mine = generation;
     setLive("connecting", "Connecting…");
@@ -377,43 +364,27 @@ export function create(ctx) {
     held.hidden = true;
     renderAll();
     if (selectedId !== null && !events.some((e) => e.id === selectedId)) unselect();
-    connect(mine);
+    stream.start();
   }
 
-  function connect(mine) {
-    if (mine !== generation || !active) return;
-    retry = null;
-    const socket = new WebSocket(wsUrl(`/ws/events?${query({ since: String(lastId) })}`));
-    ws = socket;
-    socket.addEventListener("open", () => {
-      if (ws !== socket) return;
-      attempts = 0;
-      setLive("live", "Live");
-    });
-    socket.addEventListener("message", (message) => {
-      if (ws !== socket) return;
-      const item = JSON.parse(message.data);
-      if ("dropped" in item) {
-        // The controller skipped events this page could not take in time:
-        // resume after the last one received, which fetches them again.
-        lastId = Math.min(lastId, item.after_id);
-        ws = null;
-        socket.close();
-        connect(mine);
-        return;
-      }
-      arrive(item);
-    });
-    socket.addEventListener("close", () => {
-      if (ws !== socket) return;
-      ws = null;
-      const wait = RETRY_MS[Math.min(attempts, RETRY_MS.length - 1)];
-      attempts += 1;
-      setLive("reconnecting", `Reconnecting in ${Math.round(wait / 1000) || 1} s…`);
-      get("/admin/api/session").catch(() => {}); // an ended session goes to the login page
-      retry = window.setTimeout(connect, wait, mine);
-    });
-  }
+  // Each connect resumes after the last event kept (since=), so a lost
+  // connection, a hidden page or a gap misses nothing and repeats nothing.
+  const stream = liveSocket(() => `/ws/events?${query({ since: String(lastId) })}`, {
+    onMessage: arrive,
+    onGap(gap) {
+      // The controller skipped events this page could not take in time:
+      // resume after the last one received, which fetches them again.
+      lastId = Math.min(lastId, gap.after_id ?? lastId);
+      stream.restart();
+    },
+    onState(status) {
+      if (status.state === "connecting") setLive("connecting", "Connecting…");
+      else if (status.state === "live") setLive("live", "Live");
+      else if (status.state === "retrying") setLive("reconnecting", `Reconnecting in ${Math.max(1, Math.round((status.delay ?? 0) / 1000))} s…`);
+      else if (status.state === "hidden") setLive("hidden", "Paused while the page is hidden");
+      else setLive("stopped", "Stopped");
+    },
+  });
 
   function setPaused(on) {
     paused = on;
@@ -466,11 +437,10 @@ export function create(ctx) {
     hide() {
       active = false;
       generation += 1;
-      stopStream();
+      stream.stop();
       if (frame !== null) window.cancelAnimationFrame(frame);
       frame = null;
       fresh = [];
-      setLive("stopped", "Stopped");
     },
   };
 }

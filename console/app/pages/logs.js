@@ -8,7 +8,8 @@
 // MAX_LINES lines; text arrives in pieces that may split a line, and is
 // laid out once per frame.
 
-import { ApiError, get, wsUrl } from "../api.js";
+import { ApiError, get, liveSocket } from "../api.js";
+import { fleet } from "../fleet.js";
 import { el } from "../ui.js";
 
 const CONTROL_PLANE = "control-plane";
@@ -112,7 +113,8 @@ export function create(ctx) {
   );
 
   let current = null; // { drone: string|null, source: string }
-  let ws = null;
+  /** @type {import("/common/live.js").LiveSocket | null} */
+  let stream = null;
   let generation = 0;
   let active = false;
   let follow = true;
@@ -127,7 +129,7 @@ export function create(ctx) {
 
   async function listTargets() {
     try {
-      const { drones } = await get("/admin/api/drones");
+      const drones = await fleet.fetch();
       const chosen = target.value;
       const names = drones.map((d) => d.name).sort();
       target.replaceChildren(
@@ -159,8 +161,8 @@ export function create(ctx) {
       return;
     }
     try {
-      const [{ drones }, { events }] = await Promise.all([
-        get("/admin/api/drones"),
+      const [drones, { events }] = await Promise.all([
+        fleet.fetch(),
         get(`/admin/api/events?drone=${encodeURIComponent(drone)}&type=${JOB_EVENTS}&limit=30`),
       ]);
       const running = drones.find((d) => d.name === drone)?.current_job_id;
@@ -349,11 +351,9 @@ export function create(ctx) {
   }
 
   function closeSocket() {
-    if (ws) {
-      const old = ws;
-      ws = null;
-      old.close();
-    }
+    const old = stream;
+    stream = null;
+    old?.stop();
   }
 
   function label(wanted) {
@@ -373,14 +373,14 @@ export function create(ctx) {
     const lineCount = Number(backlog.value) || DEFAULT_BACKLOG;
     const query = new URLSearchParams({ lines: "0" });
     let check;
-    let stream;
+    let path;
     if (wanted.drone) {
       query.set("source", wanted.source);
       check = `/admin/api/drones/${encodeURIComponent(wanted.drone)}/logs?${query}`;
-      stream = `/ws/logs/drones/${encodeURIComponent(wanted.drone)}`;
+      path = `/ws/logs/drones/${encodeURIComponent(wanted.drone)}`;
     } else {
       check = `/admin/api/logs/control-plane?${query}`;
-      stream = "/ws/logs/control-plane";
+      path = "/ws/logs/control-plane";
     }
     try {
       await get(check);
@@ -393,38 +393,40 @@ export function create(ctx) {
     if (mine !== generation || !active) return;
     query.set("lines", String(lineCount));
     query.set("follow", "1");
-    const socket = new WebSocket(wsUrl(`${stream}?${query}`));
-    ws = socket;
+    // Not retried when lost (the page offers to tail again); closed while
+    // the page is hidden and opened again when it is back, which sends the
+    // backlog again: the view starts afresh then.
     let opened = false;
-    socket.addEventListener("open", () => {
-      if (ws !== socket) return;
-      opened = true;
-      setState("live", "Live");
+    let connects = 0;
+    stream = liveSocket(() => `${path}?${query}`, {
+      reconnect: false,
+      onConnect() {
+        if (connects++ > 0) resetView();
+      },
+      onMessage(message) {
+        if (message.type === "data") addText(message.text ?? "");
+        else if (message.type === "notice") addNotice(message.text ?? "", /rotated|truncated/.test(message.text ?? "") ? "warn" : "notice");
+        else if (message.type === "end") addNotice("end of the log", "notice");
+      },
+      onState(status) {
+        if (status.state === "connecting") setState("connecting", "Connecting…");
+        else if (status.state === "live") {
+          opened = true;
+          setState("live", "Live");
+        } else if (status.state === "hidden") setState("hidden", "Paused while the page is hidden");
+        else if (status.state === "ended") {
+          setState("ended", "Stopped");
+          const close = status.close;
+          if (!opened) {
+            showEnded(`The controller refused to tail ${label(wanted)}.`, true);
+          } else {
+            const why = close?.reason ? `: ${close.reason}` : close?.code === 1006 ? ": the connection was lost" : "";
+            showEnded(`The log stream ended${why}.`, true);
+          }
+        }
+      },
     });
-    socket.addEventListener("message", (event) => {
-      if (ws !== socket) return;
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (message.type === "data") addText(message.text ?? "");
-      else if (message.type === "notice") addNotice(message.text ?? "", /rotated|truncated/.test(message.text ?? "") ? "warn" : "notice");
-      else if (message.type === "end") addNotice("end of the log", "notice");
-    });
-    socket.addEventListener("close", (event) => {
-      if (ws !== socket) return;
-      ws = null;
-      setState("ended", "Stopped");
-      if (!opened) {
-        showEnded(`The controller refused to tail ${label(wanted)}.`, true);
-      } else {
-        const why = event.reason ? `: ${event.reason}` : event.code === 1006 ? ": the connection was lost" : "";
-        showEnded(`The log stream ended${why}.`, true);
-      }
-      get("/admin/api/session").catch(() => {}); // an ended session goes to the login page
-    });
+    stream.start();
   }
 
   function paramsTarget(params) {
@@ -457,7 +459,7 @@ export function create(ctx) {
       closeSocket();
       if (frame !== null) window.cancelAnimationFrame(frame);
       frame = null;
-      if (view.dataset.state === "live" || view.dataset.state === "connecting") {
+      if (["live", "connecting", "hidden"].includes(view.dataset.state ?? "")) {
         setState("ended", "Stopped");
         showEnded("Stopped while another page was shown.", true);
       }

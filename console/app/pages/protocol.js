@@ -6,7 +6,8 @@
 // opens the decoded message (GET /admin/api/protocol/{seq}) while the
 // controller's buffer still holds it.
 
-import { ApiError, get, wsUrl } from "../api.js";
+import { ApiError, get, liveSocket } from "../api.js";
+import { fleet } from "../fleet.js";
 import { el } from "../ui.js";
 
 const MAX_ROWS = 500;
@@ -93,7 +94,6 @@ export function create(ctx) {
   const names = new Map(); // drone id -> name
   let namesAt = 0;
   let connected = 0;
-  let ws = null;
   let generation = 0;
   let active = false;
   let paused = false;
@@ -112,7 +112,7 @@ export function create(ctx) {
   async function refreshNames() {
     namesAt = Date.now();
     try {
-      const { drones } = await get("/admin/api/drones");
+      const drones = await fleet.fetch();
       for (const d of drones) names.set(d.id, d.name);
       connected = drones.filter((d) => d.connected).length;
       const chosen = droneSelect.value;
@@ -249,7 +249,8 @@ export function create(ctx) {
   function fixFocus() {
     const rows = body.querySelectorAll("tr[data-seq]");
     let focusable = selectedSeq !== null ? body.querySelector(`tr[data-seq="${selectedSeq}"]`) : null;
-    if (document.activeElement?.parentElement === body && document.activeElement.dataset.seq) focusable = document.activeElement;
+    const active = document.activeElement;
+    if (active instanceof HTMLElement && active.parentElement === body && active.dataset.seq) focusable = active;
     focusable ??= rows[0] ?? null;
     for (const r of rows) r.tabIndex = r === focusable ? 0 : -1;
   }
@@ -357,12 +358,46 @@ export function create(ctx) {
     live.classList.toggle("stale", name !== "live");
   }
 
+  let streamQuery = "";
+  /** @type {string | null} why the stream was interrupted since it was last live (a gap to show) */
+  let interrupted = null;
+
+  /** The stream, with the filters of the last connect(); reconnects after a loss, and resumes when the page is shown again. */
+  const stream = liveSocket(() => `/ws/protocol?${streamQuery}`, {
+    onMessage: arrive,
+    onGap(gap) {
+      enqueue({ gap: `${gap.dropped.toLocaleString()} message${gap.dropped === 1 ? "" : "s"} dropped: the browser fell behind`, kind: "dropped" });
+    },
+    onState(status) {
+      if (status.state === "connecting") {
+        if (!interrupted) setLive("connecting", "Connecting…");
+      } else if (status.state === "live") {
+        setLive("live", "Live");
+        problem.hidden = true;
+        if (interrupted) enqueue({ gap: `Messages ${interrupted} are not shown`, kind: "lost" });
+        interrupted = null;
+      } else if (status.state === "retrying") {
+        const wait = Math.max(1, Math.round((status.delay ?? 0) / 1000));
+        setLive("reconnecting", `Reconnecting in ${wait} s…`);
+        if (status.opened) interrupted ??= "while the connection was lost";
+        if (!status.opened && !interrupted) {
+          problem.replaceChildren(
+            el("span", {}, `The controller refused the protocol stream; trying again in ${wait} s. `),
+            el("button", { class: "btn btn-small", type: "button", onclick: connect }, "Reconnect"),
+          );
+          problem.hidden = false;
+        }
+      } else if (status.state === "hidden") {
+        setLive("hidden", "Paused while the page is hidden");
+        interrupted ??= "while the page was hidden";
+      } else {
+        setLive("stopped", "Stopped");
+      }
+    },
+  });
+
   function stop() {
-    if (ws) {
-      const old = ws;
-      ws = null;
-      old.close();
-    }
+    stream.stop();
     if (frame !== null) window.cancelAnimationFrame(frame);
     frame = null;
   }
@@ -378,38 +413,12 @@ export function create(ctx) {
     empty.hidden = false;
     problem.hidden = true;
     page.dataset.rows = "0";
-    setLive("connecting", "Connecting…");
     const q = filters();
     q.set("sample", String(sample()));
-    page.dataset.sample = q.get("sample");
-    const socket = new WebSocket(wsUrl(`/ws/protocol?${q}`));
-    ws = socket;
-    let opened = false;
-    socket.addEventListener("open", () => {
-      if (ws !== socket) return;
-      opened = true;
-      setLive("live", "Live");
-    });
-    socket.addEventListener("message", (message) => {
-      if (ws !== socket) return;
-      const item = JSON.parse(message.data);
-      if ("dropped" in item) {
-        enqueue({ gap: `${item.dropped.toLocaleString()} message${item.dropped === 1 ? "" : "s"} dropped: the browser fell behind`, kind: "dropped" });
-        return;
-      }
-      arrive(item);
-    });
-    socket.addEventListener("close", (event) => {
-      if (ws !== socket) return;
-      ws = null;
-      setLive("ended", "Disconnected");
-      problem.replaceChildren(
-        el("span", {}, opened ? `The protocol stream ended${event.reason ? `: ${event.reason}` : ""}. ` : "The controller refused the protocol stream. "),
-        el("button", { class: "btn btn-small", type: "button", onclick: connect }, "Reconnect"),
-      );
-      problem.hidden = false;
-      get("/admin/api/session").catch(() => {}); // an ended session goes to the login page
-    });
+    page.dataset.sample = q.get("sample") ?? "1";
+    streamQuery = q.toString();
+    interrupted = null;
+    stream.start();
     await backfill(mine, filters());
   }
 
@@ -503,7 +512,6 @@ export function create(ctx) {
       if (ticker !== null) window.clearInterval(ticker);
       ticker = null;
       arrivals.length = 0;
-      setLive("stopped", "Stopped");
     },
   };
 }

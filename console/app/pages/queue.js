@@ -1,13 +1,15 @@
 // Queue & sessions: queue packages, watch and control the build sessions,
 // and the jobs of one session with, for each job that is not running, why.
 //
-// Polled every 2 s while shown: GET /admin/api/sessions and
+// Polled every 2 s while shown (common/live.js: backing off after a
+// failure, resting while the browser tab is hidden): GET /admin/api/sessions and
 // GET /admin/api/queue narrowed to the chosen session, state and text, at
 // most SHOWN jobs (a @world session has thousands). Rows are kept by job id
 // and updated in place, so an expanded row and the focus survive a poll.
 // An expanded row asks GET /admin/api/jobs/{id} (why, builds) each poll.
 
 import { get, post } from "../api.js";
+import { Poller } from "/common/live.js";
 import { ConfirmDialog, Toaster, ago, duration, el, setText } from "../ui.js";
 
 const POLL_MS = 2000;
@@ -315,10 +317,7 @@ export function create(ctx) {
   let selected = null; // session id
   let stateFilter = "";
   let textFilter = "";
-  let timer = null;
   let active = false;
-  let rounds = 0;
-  let busy = false;
 
   // -- actions --
 
@@ -537,32 +536,26 @@ export function create(ctx) {
     if (session.id === selected) renderJobs(jobs, total);
   }
 
-  async function loop(round) {
-    timer = null;
-    if (!busy) {
-      busy = true;
-      try {
-        await poll();
-        problem.hidden = true;
-        live.textContent = `Live · ${new Date().toLocaleTimeString()}`;
-        live.classList.remove("stale");
-      } catch (error) {
-        problem.textContent = `Could not load the queue: ${error.message}`;
+  const poller = new Poller(
+    async () => {
+      await poll();
+      problem.hidden = true;
+      live.textContent = `Live · ${new Date().toLocaleTimeString()}`;
+      live.classList.remove("stale");
+    },
+    {
+      every: POLL_MS,
+      onError(error) {
+        problem.textContent = `Could not load the queue: ${error instanceof Error ? error.message : error}`;
         problem.hidden = false;
         live.classList.add("stale");
-      } finally {
-        busy = false;
-      }
-    }
-    if (active && round === rounds) timer = window.setTimeout(loop, POLL_MS, round);
-  }
+      },
+    },
+  );
 
   /** Poll now (after an action or a filter change) and go on every POLL_MS from there. */
   function refresh() {
-    if (!active) return;
-    if (timer !== null) window.clearTimeout(timer);
-    rounds += 1;
-    loop(rounds);
+    poller.now();
   }
 
   /** #/queue?job=ID: that job's session, the job alone, expanded. */
@@ -593,7 +586,7 @@ export function create(ctx) {
     show(params = {}) {
       if (!active) {
         active = true;
-        refresh();
+        poller.start();
       }
       if (params.job) {
         ctx.settle("queue");
@@ -602,8 +595,7 @@ export function create(ctx) {
     },
     hide() {
       active = false;
-      if (timer !== null) window.clearTimeout(timer);
-      timer = null;
+      poller.stop();
       window.clearTimeout(typing);
       dialog.close();
     },

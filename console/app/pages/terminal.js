@@ -8,7 +8,8 @@
 
 import { FitAddon } from "/vendor/addon-fit.mjs";
 import { Terminal } from "/vendor/xterm.mjs";
-import { del, get, wsUrl } from "../api.js";
+import { del, liveSocket } from "../api.js";
+import { fleet } from "../fleet.js";
 import { el } from "../ui.js";
 
 const STORE = "swarm.console.terminals";
@@ -61,7 +62,8 @@ class Tab {
     this.via = via === "ssh" ? "ssh" : "agent";
     this.session = session;
     this.state = "connecting";
-    this.ws = null;
+    /** @type {import("/common/live.js").LiveSocket | null} */
+    this.socket = null;
     this.flow = null;
     this.id = `term-${++tabCount}`;
 
@@ -135,27 +137,30 @@ class Tab {
     const how = this.via === "ssh" ? " over SSH" : "";
     this.showStatus(this.session ? `Reattaching to ${this.drone}…` : `Opening a shell on ${this.drone}${how}…`);
     this.fitNow();
-    const query = new URLSearchParams({ rows: this.term.rows, cols: this.term.cols });
+    const query = new URLSearchParams({ rows: String(this.term.rows), cols: String(this.term.cols) });
     if (this.session) query.set("session", this.session);
     else if (this.via === "ssh") query.set("via", "ssh");
-    const ws = new WebSocket(wsUrl(`/ws/ssh/${encodeURIComponent(this.drone)}?${query}`));
-    ws.binaryType = "arraybuffer";
-    const flow = { ws, inFlight: 0, paused: false, opened: false };
-    this.ws = ws;
+    // One socket per shell connection: kept while the page or the browser
+    // tab is hidden (a shell is not a feed), never retried by itself (the
+    // tab offers to reattach).
+    const flow = { socket: null, inFlight: 0, paused: false };
+    const socket = liveSocket(() => `/ws/ssh/${encodeURIComponent(this.drone)}?${query}`, {
+      reconnect: false,
+      whileHidden: "keep",
+      onMessage: (message) => this.control(message),
+      onBinary: (data) => this.output(flow, new Uint8Array(data)),
+      onState: (status) => {
+        if (status.state === "ended" && this.socket === socket) {
+          this.socket = null;
+          if (this.state !== "ended") this.lost(Boolean(status.opened));
+        }
+      },
+    });
+    flow.socket = socket;
+    this.socket?.stop();
+    this.socket = socket;
     this.flow = flow;
-    ws.addEventListener("open", () => {
-      flow.opened = true;
-    });
-    ws.addEventListener("message", (event) => {
-      if (this.ws !== ws) return;
-      if (typeof event.data === "string") this.control(JSON.parse(event.data));
-      else this.output(flow, new Uint8Array(event.data));
-    });
-    ws.addEventListener("close", () => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      if (this.state !== "ended") this.lost(flow.opened);
-    });
+    socket.start();
   }
 
   output(flow, chunk) {
@@ -164,12 +169,12 @@ class Tab {
       flow.inFlight -= chunk.length;
       if (flow.paused && flow.inFlight < LOW_WATER) {
         flow.paused = false;
-        this.sendJson({ type: "resume" }, flow.ws);
+        flow.socket.send({ type: "resume" });
       }
     });
     if (!flow.paused && flow.inFlight > HIGH_WATER) {
       flow.paused = true;
-      this.sendJson({ type: "pause" }, flow.ws);
+      flow.socket.send({ type: "pause" });
     }
   }
 
@@ -193,7 +198,7 @@ class Tab {
         this.ended(message);
         break;
       case "detached":
-        this.ws = null; // the controller closes it: that is no lost connection
+        this.release(); // the controller closes it: that is no lost connection
         this.setState("lost");
         this.showStatus("This shell was opened in another window.", ["Take it back", () => this.connect()]);
         break;
@@ -207,7 +212,7 @@ class Tab {
 
   ended(message) {
     this.setState("ended");
-    this.ws = null;
+    this.release();
     const text = exitText(message);
     const why = message.message && !/^exited/.test(message.message) ? ` (${message.message})` : "";
     this.term.write(`\r\n\x1b[2m[${text.toLowerCase()}]\x1b[0m\r\n\x1b[?25l`); // and no cursor
@@ -239,8 +244,13 @@ class Tab {
         ["Close tab", () => this.page.close(this)],
       );
     }
-    // A session that has ended sends the browser to the login page.
-    get("/admin/api/session").catch(() => {});
+  }
+
+  /** Let go of the socket without calling it lost (the controller closes it). */
+  release() {
+    const socket = this.socket;
+    this.socket = null;
+    socket?.stop();
   }
 
   showStatus(text, ...actions) {
@@ -256,20 +266,18 @@ class Tab {
   }
 
   sendBytes(bytes) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.state === "live") this.ws.send(bytes);
+    if (this.state === "live") this.socket?.send(bytes);
   }
 
-  sendJson(message, ws = this.ws) {
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  sendJson(message) {
+    this.socket?.send(message);
   }
 
   /** End the shell (closing only the websocket would leave it for a reattach). */
   dispose() {
-    if (this.ws) {
+    if (this.socket) {
       this.sendJson({ type: "close" });
-      const ws = this.ws;
-      this.ws = null;
-      ws.close();
+      this.release();
     } else if (this.session && this.state !== "ended") {
       del(`/admin/api/shells/${encodeURIComponent(this.session)}`).catch(() => {});
     }
@@ -371,7 +379,7 @@ export function create(ctx) {
 
   async function listDrones() {
     try {
-      const { drones } = await get("/admin/api/drones");
+      const drones = await fleet.fetch();
       // Through the agent while it is connected; over SSH whenever the drone has ssh access.
       const choices = [];
       for (const d of [...drones].sort((a, b) => a.name.localeCompare(b.name))) {

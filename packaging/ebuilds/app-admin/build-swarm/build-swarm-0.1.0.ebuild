@@ -41,6 +41,8 @@ RDEPEND="
 		>=dev-python/aiohttp-3.14[${PYTHON_USEDEP}]
 		<dev-python/aiohttp-3.15
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
+		>=dev-python/prometheus-client-0.26[${PYTHON_USEDEP}]
+		<dev-python/prometheus-client-0.27
 		sys-apps/portage[${PYTHON_USEDEP}]
 		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
 	)

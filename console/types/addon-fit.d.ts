@@ -1,0 +1,2 @@
+// /vendor/addon-fit.mjs (copied from npm by `make console`): the npm package's types.
+export * from "@xterm/addon-fit";
