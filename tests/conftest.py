@@ -33,6 +33,7 @@ FAST_MODULES = frozenset(
     {
         "test_admin_auth",
         "test_admin_limits",
+        "test_binhost_cache",
         "test_build_timers",
         "test_channels",
         "test_clock",
@@ -46,6 +47,7 @@ FAST_MODULES = frozenset(
         "test_http_input",
         "test_identity",
         "test_link_switch",
+        "test_logtail",
         "test_oob",
         "test_packaging",
         "test_printable",
@@ -54,6 +56,7 @@ FAST_MODULES = frozenset(
         "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",
+        "test_stop_budget",
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",

@@ -309,6 +309,24 @@ def enroll(
     )
 
 
+def enroll_here(controller: Controller, name: str, state_dir: Path) -> str:
+    """Enroll as ``swarm-agent enroll`` does, but in this process: the same
+    credentials.enroll over gRPC to the controller's enrollment port, without
+    starting a Python for it. For identities a test drives by hand; the
+    command itself is run by enroll() (and tested in test_cli*). The drone id."""
+    import asyncio
+
+    from swarm.agent import credentials
+    from swarm.agent.identity import load_or_create_drone_id
+
+    drone_id = load_or_create_drone_id(state_dir)
+    token = controller.create_token()
+    asyncio.run(
+        credentials.enroll(state_dir, drone_id, name, controller.enroll_target, token, controller.ca_pin)
+    )
+    return drone_id
+
+
 def agent_credentials(state_dir: Path) -> Any:
     """gRPC channel credentials from an enrolled drone's state dir."""
     import grpc
