@@ -9,6 +9,11 @@ XTERM := console/node_modules/@xterm
 # The conformance drone's gRPC libraries from npm (tests/conformance/package-lock.json).
 CONFORMANCE_STAMP := tests/conformance/node_modules/.installed-stamp
 PYTEST_ARGS ?=
+# make test runs this many test modules side by side (pytest-xdist; a module
+# stays on one worker, so its shared fixtures start once). The real-process
+# tests mostly wait on processes, sockets and timers: four fit two cores.
+# `make test TEST_JOBS=0` runs them one after another.
+TEST_JOBS ?= 4
 # `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
 DIST_ARGS ?=
 
@@ -62,7 +67,7 @@ demo: $(STAMP) $(CONSOLE_STAMP)
 	$(BIN)/python tools/demo.py
 
 test: $(STAMP) $(CONSOLE_STAMP) $(CONFORMANCE_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The in-process tests only (tests/conftest.py says which): seconds, for every edit.
 test-fast: $(STAMP)
