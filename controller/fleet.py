@@ -32,6 +32,7 @@ from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongDat
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
+from swarm.controller.schedule import Schedule
 from swarm.controller.store.records import NodeLive, NodeRecord
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,11 @@ class Fleet:
         # persist interval.
         self.urgent_ids: set[str] = set()
         self.urgent = asyncio.Event()
+        # When each connected drone's silence is next to be judged
+        # (HealthMonitor) and when it is next to be pinged (Pinger): they
+        # look at the drones whose time has come, not at every drone.
+        self.silence = Schedule()
+        self.pings = Schedule()
         # Told of every status change (drone, old, new), synchronously.
         self.watchers: list[Callable[[DroneState, str, str], None]] = []
         # Pongs someone is waiting for (an admin's ping), by (drone id, seq).
@@ -353,6 +359,8 @@ class Fleet:
         state.pings_out.clear()
         # Ping at once: the first pong is the proof of life the healer waits for.
         state.next_ping_at = now
+        self.pings.set(state.id, now)
+        self.silence.set(state.id, state.suspect_at)
         self._connected[state.id] = state
         self._write_soon(state)
         if old_link is not None:
@@ -404,6 +412,8 @@ class Fleet:
         state.link = None
         state.connected_at = None
         self._connected.pop(state.id, None)
+        self.silence.discard(state.id)
+        self.pings.discard(state.id)
         self._set_status(state, OFFLINE, "drone_disconnected", reason)
 
     def _set_status(self, state: DroneState, status: str, event: str, reason: str, **data: Any) -> None:
@@ -452,6 +462,9 @@ class Fleet:
         if detector is not None:
             detector.heartbeat(now)
             state.suspect_at = detector.deadline(self._y)
+            # Later than before, as a rule: then the monitor finds the old
+            # deadline passed and looks again at the new one.
+            self.silence.earlier(state.id, state.suspect_at)
         self.live_dirty.add(state.id)
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")
