@@ -50,6 +50,7 @@ FAST_MODULES = frozenset(
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
+        "test_protolog",
         "test_scheduler",
         "test_selfcheck",
         "test_store_contract",
