@@ -48,7 +48,9 @@ OWN_FIELDS = tuple(name for name in NODE_FIELDS if name not in FIGURES)
 RECORD_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{name}" for name in NODE_FIELDS))
 # The same for the columns that heartbeats and pongs change (NodeLive):
 # most persist intervals write only these.
-LIVE_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{name}" for name in NodeLive._fields))
+LIVE_VALUES = operator.attrgetter(
+    *(name if name in OWN_FIELDS else f"beat.{name}" for name in NodeLive._fields)
+)
 ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.

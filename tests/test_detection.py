@@ -119,7 +119,7 @@ def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_
         await monitor.start()
         try:
             state, link = connect(fleet, "quiet")
-            for seq in range(30):  # beating steadily every second (its interval)
+            for _ in range(30):  # beating steadily every second (its interval)
                 await clock.advance(1.0)
                 fleet.on_heartbeat(state, HeartbeatData())
                 assert state.status == ONLINE
