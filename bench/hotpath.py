@@ -144,7 +144,9 @@ async def measure(drones: int, seconds: int, persist_interval: float, data: Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--drones", default="600,2000", help="comma-separated fleet sizes")
     parser.add_argument("--seconds", type=int, default=20, help="simulated seconds per fleet size")
     parser.add_argument("--persist-interval", type=float, default=2.0, help="the controller's default")
