@@ -17,7 +17,7 @@ DIST_ARGS ?=
 help:
 	@echo "make demo       run a local swarm: a controller and three drones"
 	@echo "make test       run the test suite"
-	@echo "make test-fast  the in-process tests only (about 15 s)"
+	@echo "make test-fast  the in-process tests only (about 30 s)"
 	@echo "make check      lint, type-check and test (what CI runs)"
 	@echo "make console    fetch the console's browser libraries and its type checker (npm ci) into console/"
 	@echo "make conformance  fetch the JavaScript conformance drone's libraries (npm ci); make test does it"

@@ -33,8 +33,8 @@ from support.probe import (  # noqa: E402
     ProbeReport,
     excluding,
     load_schema,
+    probe_fleet,
     run_probe,
-    start_fleet,
 )
 
 
@@ -69,7 +69,8 @@ def print_report(tier: str, report: ProbeReport) -> None:
 def main() -> int:
     args = parse_args()
     root = Path(tempfile.mkdtemp(prefix="swarm-probe-"))
-    controller, agents = start_fleet(root)
+    fleet = probe_fleet(root)
+    controller = fleet.controller
     found = 0
     try:
         key = {"X-Admin-Key": controller.admin_key}
@@ -93,9 +94,7 @@ def main() -> int:
         print(f"\ncontroller alive: {controller.alive()}, tracebacks in its log: {tracebacks}")
         found += tracebacks + (not controller.alive())
     finally:
-        for agent in agents:
-            agent.kill()
-        controller.kill()
+        fleet.stop()
         if args.keep:
             print(f"kept {root}")
         else:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
 from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a full data disk)
-from support.procs import Agent, Controller, enroll
+from support.procs import Agent, Controller, Proc, enroll
 from support.sshd import SshServer, sshd_server
 
 # grpc.aio starts one poller thread for the whole process on first use and
@@ -25,13 +25,15 @@ PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
 
 # `make test-fast` runs the modules of in-process tests below, less any test
 # of theirs that uses a fixture starting real processes (a controller, agents,
-# sshd, Chromium, tmux). The store contract keeps its PostgreSQL runs there
-# (a server shared by the session, milliseconds a test). Every other module
-# starts real processes: it is in `make test` only. A new module is real until
-# it is put here.
+# sshd, Chromium, tmux) or is marked `real` itself (a fixture of its module's).
+# The store contract keeps its PostgreSQL runs there (a server shared by the
+# session, milliseconds a test). Every other module starts real processes: it
+# is in `make test` only. A new module is real until it is put here.
 FAST_MODULES = frozenset(
     {
+        "test_admin_auth",
         "test_admin_limits",
+        "test_binhost_cache",
         "test_build_timers",
         "test_channels",
         "test_clock",
@@ -45,18 +47,22 @@ FAST_MODULES = frozenset(
         "test_http_input",
         "test_identity",
         "test_link_switch",
+        "test_logtail",
         "test_oob",
         "test_packaging",
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
         "test_protolog",
+        "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",
+        "test_stop_budget",
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",
         "test_web_layering",
+        "test_ws_streams",
     }
 )
 REAL_FIXTURES = frozenset(
@@ -79,6 +85,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
         if module not in FAST_MODULES or REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real)
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_start_no_swarm_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test of the fast layer that starts a controller or agent process
+    fails, saying so: it belongs to the real layer (mark it real)."""
+    if request.node.get_closest_marker("real") is not None:
+        return
+
+    def refused(proc: Proc) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} is in the fast layer but starts {proc.args[2]}: "
+            "mark it real (pytest.mark.real) or use support/inproc.py"
+        )
+
+    monkeypatch.setattr(Proc, "start", refused)
 
 
 @pytest.fixture(autouse=True)

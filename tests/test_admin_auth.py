@@ -1,7 +1,12 @@
 """Admin tier authentication: named keys stored hashed, browser sessions
 with CSRF tokens, the limiter for wrong keys, websocket upgrades; every
 refusal changes nothing and no key ever reaches a log, an event or the
-public tier."""
+public tier.
+
+The tests of one running controller use one in this process (support/inproc.py:
+the real application and its web tiers on real sockets, a fresh one a
+test); key management across restarts, and the edge (proxies, host names,
+origins), run controller processes with the same flags on their command line."""
 
 from __future__ import annotations
 
@@ -24,7 +29,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support.procs import Controller, wait_for
+from support.inproc import InProcessController, LogLines, local_config, swarm_log
+from support.procs import Controller, ControllerApi, wait_for
+
+pytestmark = [
+    # The in-process controller runs under pytest's warnings-as-errors: auth.py
+    # keeps its principal under a str key, which aiohttp 3.14 warns about.
+    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
+]
 
 IDLE, LIFETIME = 1.5, 4.0
 BURST, WINDOW = 3, 3.0  # three wrong keys, then one more try a second
@@ -33,7 +45,30 @@ EVIL_ORIGIN = "http://evil.example"
 
 
 @pytest.fixture
-def ctl(tmp_path: Path) -> Iterator[Controller]:
+def records() -> Iterator[LogLines]:
+    with swarm_log() as lines:
+        yield lines
+
+
+@pytest.fixture
+def ctl(tmp_path: Path, records: LogLines) -> Iterator[InProcessController]:
+    """A controller of the test's own, in this process, its log in ``records``."""
+    config = local_config(
+        tmp_path,
+        admin_session_idle=IDLE,
+        admin_session_lifetime=LIFETIME,
+        admin_auth_failures=BURST,
+        admin_auth_window=WINDOW,
+        admin_origins=ALLOWED_ORIGIN,
+    )
+    proc = InProcessController(config).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def ctl_process(tmp_path: Path) -> Iterator[Controller]:
+    """The same as a controller process, for what lasts across restarts."""
     proc = Controller(
         tmp_path,
         "--admin-session-idle",
@@ -97,7 +132,7 @@ class Browser:
         return headers
 
 
-def login(ctl: Controller, key: str | None = None) -> Browser:
+def login(ctl: ControllerApi, key: str | None = None) -> Browser:
     status, headers, body = call(
         ctl.admin_url + "/admin/api/login", "POST", body={"key": key or ctl.admin_key}
     )
@@ -110,17 +145,17 @@ def key_headers(key: str) -> dict[str, str]:
     return {"X-Admin-Key": key}
 
 
-def tokens(ctl: Controller) -> list[dict[str, Any]]:
+def tokens(ctl: ControllerApi) -> list[dict[str, Any]]:
     status, body = ctl.admin("GET", "/admin/api/tokens")
     assert status == 200
     return list(body["tokens"])
 
 
-def own_origin(ctl: Controller) -> str:
+def own_origin(ctl: ControllerApi) -> str:
     return ctl.admin_url
 
 
-def test_refused_requests_change_nothing(ctl: Controller) -> None:
+def test_refused_requests_change_nothing(ctl: InProcessController) -> None:
     url = ctl.admin_url + "/admin/api/tokens"
     assert call(url, "POST", body={})[0] == 401
     status, _, body = call(url, "POST", headers=key_headers("not-the-key-" * 3), body={})
@@ -149,7 +184,7 @@ def test_refused_requests_change_nothing(ctl: Controller) -> None:
     assert len(tokens(ctl)) == 3
 
 
-def test_login_session_and_logout(ctl: Controller) -> None:
+def test_login_session_and_logout(ctl: InProcessController) -> None:
     url = ctl.admin_url
     browser = login(ctl)
     cookie = browser.set_cookie
@@ -191,7 +226,7 @@ def test_login_session_and_logout(ctl: Controller) -> None:
     assert [(e["data"]["address"], e["data"]["via"]) for e in failed] == [("127.0.0.1", "login")]
 
 
-def test_sessions_expire_when_idle_and_after_their_lifetime(ctl: Controller) -> None:
+def test_sessions_expire_when_idle_and_after_their_lifetime(ctl: InProcessController) -> None:
     session_url = ctl.admin_url + "/admin/api/session"
     tokens_url = ctl.admin_url + "/admin/api/tokens"
     idle = login(ctl)
@@ -210,7 +245,7 @@ def test_sessions_expire_when_idle_and_after_their_lifetime(ctl: Controller) -> 
     assert tokens(ctl) == []
 
 
-def test_wrong_keys_are_limited_but_never_the_right_key(ctl: Controller) -> None:
+def test_wrong_keys_are_limited_but_never_the_right_key(ctl: InProcessController) -> None:
     url = ctl.admin_url + "/admin/api/whoami"
     browser = login(ctl)
     for _ in range(BURST):
@@ -242,7 +277,9 @@ def stored_form(key: str) -> str:
     return "sha256$" + base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).rstrip(b"=").decode()
 
 
-def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
+@pytest.mark.real
+def test_keys_are_named_stored_hashed_and_managed(ctl_process: Controller) -> None:
+    ctl = ctl_process
     keys_file = ctl.data_dir / "admin-keys"
     key_file = Path(ctl.info["admin_key_file"])
     admin_key = ctl.admin_key
@@ -322,7 +359,9 @@ def test_keys_are_named_stored_hashed_and_managed(ctl: Controller) -> None:
     assert call(url, headers=ops)[2] == {"keys": [{"name": "ops", "sessions": 0}]}
 
 
-def test_a_new_admin_key_file_rotates_the_admin_key(ctl: Controller) -> None:
+@pytest.mark.real
+def test_a_new_admin_key_file_rotates_the_admin_key(ctl_process: Controller) -> None:
+    ctl = ctl_process
     key_file = Path(ctl.info["admin_key_file"])
     old = ctl.admin_key
     new = "a-key-the-admin-chose-" + secrets.token_hex(8)
@@ -345,11 +384,11 @@ async def _upgrade(url: str, headers: dict[str, str], origin: str | None) -> int
             return exc.status
 
 
-def upgrade(ctl: Controller, headers: dict[str, str], origin: str | None, path: str = "/ws/events") -> int:
+def upgrade(ctl: ControllerApi, headers: dict[str, str], origin: str | None, path: str = "/ws/events") -> int:
     return asyncio.run(_upgrade(ctl.admin_url + path, headers, origin))
 
 
-def test_websocket_upgrades_need_auth_and_an_allowed_origin(ctl: Controller) -> None:
+def test_websocket_upgrades_need_auth_and_an_allowed_origin(ctl: InProcessController) -> None:
     key = key_headers(ctl.admin_key)
     browser = login(ctl)
     cookie = browser.headers(csrf=None)
@@ -366,7 +405,7 @@ def test_websocket_upgrades_need_auth_and_an_allowed_origin(ctl: Controller) -> 
     assert upgrade(ctl, key, None, "/ws/protocol?sample=0") == 400
 
 
-async def _closed_when_session_ends(ctl: Controller, browser: Browser) -> tuple[int, float]:
+async def _closed_when_session_ends(ctl: ControllerApi, browser: Browser) -> tuple[int, float]:
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(
@@ -385,12 +424,14 @@ async def _closed_when_session_ends(ctl: Controller, browser: Browser) -> tuple[
         return int(message.data), time.monotonic() - started
 
 
-def test_a_stream_ends_with_its_session(ctl: Controller) -> None:
+def test_a_stream_ends_with_its_session(ctl: InProcessController) -> None:
     code, took = asyncio.run(_closed_when_session_ends(ctl, login(ctl)))
     assert code == 1008 and took < 6
 
 
-def test_the_key_never_appears_in_logs_events_or_the_public_tier(ctl: Controller) -> None:
+def test_the_key_never_appears_in_logs_events_or_the_public_tier(
+    ctl: InProcessController, records: LogLines
+) -> None:
     admin_key = ctl.admin_key
     near_miss = admin_key[:-1] + ("x" if admin_key[-1] != "x" else "y")
     admin = key_headers(admin_key)
@@ -417,12 +458,14 @@ def test_the_key_never_appears_in_logs_events_or_the_public_tier(ctl: Controller
         call(ctl.public_url + path)[2]
         for path in ("/api/v1/status", "/api/v1/nodes", "/api/v1/health", "/api/v1/openapi.json")
     ]
+    log = records.text()
+    assert "event admin_login:" in log, "the controller's log was not collected"
     for what, secret in secrets.items():
-        assert secret not in ctl.log(), f"{what} in the controller log"
+        assert secret not in log, f"{what} in the controller log"
         assert secret not in everything, f"{what} in the events"
         assert secret not in json.dumps(public), f"{what} in the public tier"
-    assert admin_key not in (ctl.data_dir / "admin-keys").read_text()
-    assert ci_key not in (ctl.data_dir / "admin-keys").read_text()
+    assert admin_key not in (ctl.config.data_dir / "admin-keys").read_text()
+    assert ci_key not in (ctl.config.data_dir / "admin-keys").read_text()
     # The audit trail is there, by name.
     types = {e["type"] for e in ctl.events()}
     assert {
@@ -477,6 +520,7 @@ def failed_from(ctl: Controller, addresses: set[str]) -> list[str]:
     ]
 
 
+@pytest.mark.real
 def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(edge: Controller) -> None:
     url = edge.admin_url + "/admin/api/whoami"
     wrong = key_headers("guess-" * 6)
@@ -512,6 +556,7 @@ def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(edge: Contro
     assert edge.events(type="admin_login")[-1]["data"]["address"] == "10.9.0.1"
 
 
+@pytest.mark.real
 def test_each_tier_answers_only_to_its_names(edge: Controller) -> None:
     admin_port, public_port = edge.info["admin_port"], edge.info["public_port"]
     key = key_headers(edge.admin_key)
@@ -540,6 +585,7 @@ def test_each_tier_answers_only_to_its_names(edge: Controller) -> None:
     assert call(edge.admin_url + "/ws/events", headers={**key, **handshake, **rebound})[0] == 421
 
 
+@pytest.mark.real
 def test_origins_are_the_tiers_names_on_its_port(edge: Controller) -> None:
     port = edge.info["admin_port"]
     login_url = edge.admin_url + "/admin/api/login"
@@ -573,6 +619,7 @@ def test_origins_are_the_tiers_names_on_its_port(edge: Controller) -> None:
     assert upgrade(edge, cookie, f"http://rebound.example:{port}") == 403
 
 
+@pytest.mark.real
 def test_live_join_tokens_are_capped(edge: Controller) -> None:
     made = [edge.admin("POST", "/admin/api/tokens", b"{}") for _ in range(TOKENS_MAX)]
     assert [status for status, _ in made] == [201] * TOKENS_MAX
@@ -587,6 +634,7 @@ def test_live_join_tokens_are_capped(edge: Controller) -> None:
     assert len([t for t in tokens(edge) if t["state"] == "active"]) == TOKENS_MAX
 
 
+@pytest.mark.real
 def test_a_weak_key_in_the_key_file_stops_the_start(tmp_path: Path) -> None:
     proc = Controller(tmp_path)
     key_file = proc.data_dir / "admin.key"

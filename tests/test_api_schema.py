@@ -26,7 +26,7 @@ import jsonschema_rs
 import pytest
 import requests
 
-from support.probe import DRONES, start_fleet
+from support.probe import DRONES, probe_fleet
 from support.procs import Agent, Controller, wait_for
 from support.terminal import open_terminal
 
@@ -98,11 +98,11 @@ class Checker:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, list[Agent], Path]]:
     root = tmp_path_factory.mktemp("schema")
     own_log = root / "controller-own.log"
-    controller, agents = start_fleet(root, "--log-file", str(own_log), agent_logs=True)
-    yield controller, agents, own_log
-    for agent in agents:
-        agent.kill()
-    controller.kill()
+    swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True)
+    try:
+        yield swarm.controller, list(swarm.agents.values()), own_log
+    finally:
+        swarm.stop()
 
 
 def admin_checker(controller: Controller) -> Checker:

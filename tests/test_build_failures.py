@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,8 @@ from swarm.agent.builder import Builder
 from swarm.agent.logs import LogSources
 from swarm.v1 import build_pb2, gateway_pb2
 
-from support.procs import Agent, Controller, enroll, http, wait_for
+from support.fleet import Fleet, start_fleet
+from support.procs import http, wait_for
 
 # Each test runs several real emerge builds on a 2-core machine that may be busy.
 pytestmark = pytest.mark.timeout(600)
@@ -56,102 +53,18 @@ def ts(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["ts"]).timestamp()
 
 
-@dataclass
-class Swarm:
-    root: Path
-    controller: Controller
-    controller_prefix: pfx.Prefix
-    agents: dict[str, Agent] = field(default_factory=dict)
-    orphans: list[int] = field(default_factory=list)  # process groups left behind by a killed agent
-
-    def add_agent(
-        self,
-        name: str,
-        *,
-        command: str = BUILD_COMMAND,
-        package_env: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> Agent:
-        drone_prefix = pfx.create_prefix(
-            pfx.PrefixConfig(
-                self.root / f"{name}-prefix",
-                pfx.Role.DRONE,
-                binhost=self.controller.info["staging_url"],
-                package_env=package_env or {},
-            )
-        )
-        agent = Agent(
-            self.root,
-            name,
-            self.controller.grpc_target,
-            "--portage-eprefix",
-            str(drone_prefix.root),
-            "--pkgdir",
-            str(drone_prefix.pkgdir),
-            "--emerge-command",
-            command,
-            "--min-free-disk-mb",
-            "1",
-        )
-        result = enroll(self.controller, name, agent.state_dir)
-        assert result.returncode == 0, result.stderr
-        agent.start()
-        self.agents[name] = agent
-        return agent
-
-    def wait_online(self, *names: str) -> None:
-        for name in names or tuple(self.agents):
-            wait_for(
-                lambda n=name: (node := self.controller.node(n)) and node["status"] == "online",
-                timeout=60,
-                what=f"{name} online",
-            )
-
-    def queue(self, *atoms: str) -> dict[str, Any]:
-        status, body = self.controller.admin(
-            "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
-        )
-        assert status == 201, body
-        return body  # type: ignore[no-any-return]
-
-    def session(self) -> dict[str, Any]:
-        sessions = self.controller.get("/api/v1/sessions")["sessions"]
-        return sessions[0]  # type: ignore[no-any-return]
-
-    def wait_complete(self, session_id: str) -> dict[str, Any]:
-        def complete() -> dict[str, Any] | None:
-            found = [s for s in self.controller.get("/api/v1/sessions")["sessions"] if s["id"] == session_id]
-            return found[0] if found and found[0]["state"] == "complete" else None
-
-        session: dict[str, Any] = wait_for(
-            complete, timeout=SESSION_TIMEOUT, interval=0.25, what=f"session {session_id} to complete"
-        )
-        return session
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
-
-    def close(self) -> None:
-        for agent in self.agents.values():
-            agent.kill()
-        self.controller.kill()
-        for pgid in self.orphans:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+# The fleet of each test (support/fleet.py); the name the tests below use for it.
+Swarm = Fleet
 
 
 @contextlib.contextmanager
 def swarm_of(root: Path, *controller_args: str) -> Iterator[Swarm]:
-    ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
-    controller = Controller(root, "--portage-eprefix", str(ctl_prefix.root), *controller_args)
-    swarm = Swarm(root, controller, ctl_prefix)
+    """A controller with builds on and no drones yet (each test adds its own)."""
+    swarm = start_fleet(root, (), *controller_args, portage=True)
     try:
-        controller.start()
         yield swarm
     finally:
-        swarm.close()
+        swarm.stop()
 
 
 def sleeper_env(seconds: float) -> dict[str, dict[str, str]]:

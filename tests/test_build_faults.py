@@ -26,7 +26,7 @@ import pytest
 from swarm.agent.logs import build_log_name
 from swarm.controller.builds import CRASH_HOOK_ENV
 
-from support.builds import Swarm, start_swarm, upload_refused_line
+from support.fleet import Fleet, builders, start_fleet, upload_refused_line
 from support.procs import Agent, http, wait_for
 
 # Real emerge builds, a controller restarted twice.
@@ -37,24 +37,23 @@ SLEEP = 15
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     # A long grace: a drone that comes back is handled by its Hello, not by the timer.
-    s = start_swarm(
+    s = start_fleet(
         tmp_path_factory.mktemp("build-faults"),
-        2,
+        builders(2),
         "--build-grace",
         "120",
         # Long enough to kill its agent while emerge is in src_compile.
+        portage=True,
         package_env={"swarm-test/sleeper": {"SWARM_TEST_SLEEP": str(SLEEP)}},
     )
     yield s
-    for agent in s.agents:
-        agent.kill()
-    s.controller.kill()
+    s.stop()
 
 
 @contextlib.contextmanager
-def database_locked(swarm: Swarm) -> Iterator[None]:
+def database_locked(swarm: Fleet) -> Iterator[None]:
     """Hold the controller's SQLite write lock: its writes fail meanwhile (reads still work)."""
     db = sqlite3.connect(swarm.controller.data_dir / "swarm.db", isolation_level=None, timeout=30)
     try:
@@ -73,7 +72,7 @@ def database_locked(swarm: Swarm) -> Iterator[None]:
     )
 
 
-def building(swarm: Swarm, cpv: str) -> dict[str, Any]:
+def building(swarm: Fleet, cpv: str) -> dict[str, Any]:
     job: dict[str, Any] = wait_for(
         lambda: (j := swarm.jobs().get(cpv)) and j["state"] == "building" and j,
         timeout=BUILD_TIMEOUT,
@@ -83,17 +82,17 @@ def building(swarm: Swarm, cpv: str) -> dict[str, Any]:
     return job
 
 
-def agent_named(swarm: Swarm, name: str) -> Agent:
-    return next(a for a in swarm.agents if a.name == name)
+def agent_named(swarm: Fleet, name: str) -> Agent:
+    return swarm.agents[name]
 
 
-def events(swarm: Swarm, kind: str, job_id: str | None = None) -> list[dict[str, Any]]:
+def events(swarm: Fleet, kind: str, job_id: str | None = None) -> list[dict[str, Any]]:
     found = swarm.controller.events(type=kind)
     return [e for e in found if job_id is None or e["data"].get("job_id") == job_id]
 
 
 def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_against_the_drone(
-    swarm: Swarm,
+    swarm: Fleet,
 ) -> None:
     cpv = "swarm-test/leaf-hello-1"
     session_id = swarm.queue("swarm-test/leaf-hello")["session"]["id"]
@@ -121,7 +120,7 @@ def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_again
 
 
 def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the_package(
-    swarm: Swarm,
+    swarm: Fleet,
 ) -> None:
     cpv = "swarm-test/leaf-data-1"
     session_id = swarm.queue("swarm-test/leaf-data")["session"]["id"]
@@ -161,13 +160,13 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     assert attempt["result"] == "lost" and "its upload was lost" in attempt["reason"]
 
 
-def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes_it(swarm: Swarm) -> None:
+def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes_it(swarm: Fleet) -> None:
     cpv = "swarm-test/leaf-script-1"
     controller = swarm.controller
     controller.kill()
     controller.env = {CRASH_HOOK_ENV: "1"}
     controller.restart()
-    for agent in swarm.agents:
+    for agent in swarm.agents.values():
         wait_for(
             lambda a=agent: (n := controller.node(a.name)) and n["status"] == "online",
             timeout=30,
@@ -201,12 +200,12 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
     history = [h for h in controller.get("/api/v1/history?limit=1000")["history"] if h["job_id"] == job_id]
     assert [(h["build_id"], h["result"]) for h in history] == [(build_id, "done")]
     # No drone built it for nothing: one build log, on one drone, of that attempt.
-    logs = [p.name for a in swarm.agents for p in (a.state_dir / "builds").glob(f"{job_id}.*")]
+    logs = [p.name for a in swarm.agents.values() for p in (a.state_dir / "builds").glob(f"{job_id}.*")]
     assert logs == [build_log_name(job_id, build_id)]
     assert not events(swarm, "job_requeued", job_id)
 
 
-def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Swarm) -> None:
+def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Fleet) -> None:
     cpv = "swarm-test/sleeper-1"
     session_id = swarm.queue("swarm-test/sleeper")["session"]["id"]
     job = building(swarm, cpv)

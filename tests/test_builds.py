@@ -5,30 +5,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import prefix as pfx
 import pytest
 
-from support.builds import Swarm, start_swarm
-from support.procs import http, wait_for
+from support.fleet import Fleet, builders, start_fleet
+from support.procs import http
 
 # Real emerge runs take seconds each; the whole graph far longer than the default per-test timeout.
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def swarm(tmp_path: Path) -> Iterator[Swarm]:
-    s = start_swarm(tmp_path, 3)
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One three-drone fleet for the module: each test queues packages of its own
+    and reads only its own session's jobs (the first restarts the controller)."""
+    s = start_fleet(tmp_path_factory.mktemp("builds"), builders(3), portage=True)
     yield s
-    for agent in s.agents:
-        agent.kill()
-    s.controller.kill()
+    s.stop()
 
 
-def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: Swarm) -> None:
+def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: Fleet) -> None:
     reply = swarm.queue("swarm-test/diamond-top", "swarm-test/chain-d")
+    session_id = reply["session"]["id"]
     cpvs = sorted(j["cpv"] for j in reply["jobs"])
     assert cpvs == sorted(
         [
@@ -42,10 +42,8 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
             "swarm-test/chain-d-1",
         ]
     )
-    wait_for(
-        lambda: swarm.session()["state"] == "complete", timeout=240, interval=0.5, what="the session to end"
-    )
-    jobs = swarm.jobs()
+    swarm.wait_complete(session_id, timeout=240)
+    jobs = {cpv: j for cpv, j in swarm.jobs().items() if j["session_id"] == session_id}
     assert {cpv: j["state"] for cpv, j in jobs.items()} == dict.fromkeys(cpvs, "done")
     by_id = {j["id"]: j for j in jobs.values()}
     for job in jobs.values():
@@ -54,7 +52,7 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
             assert by_id[dep]["finished_at"] <= job["started_at"], (job["cpv"], by_id[dep]["cpv"])
     assert jobs["swarm-test/diamond-top-1"]["deps"] and len({j["drone"] for j in jobs.values()}) >= 2
 
-    history = swarm.controller.get("/api/v1/history")["history"]
+    history = [h for h in swarm.controller.get("/api/v1/history")["history"] if h["session_id"] == session_id]
     assert {h["package"] for h in history} == set(cpvs)
     assert all(h["result"] == "done" and h["duration_s"] > 0 for h in history)
     status = swarm.controller.get("/api/v1/status")
@@ -86,26 +84,27 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
     # A restart keeps the finished session on show, nothing to build again.
     assert swarm.controller.terminate() == 0
     swarm.controller.restart()
-    session = swarm.session()
-    assert session["state"] == "complete" and session["jobs"]["done"] == len(cpvs)
-    assert {cpv: j["state"] for cpv, j in swarm.jobs().items()} == dict.fromkeys(cpvs, "done")
+    session = swarm.session_by_id(session_id)
+    assert session is not None and session["state"] == "complete" and session["jobs"]["done"] == len(cpvs)
+    kept = {cpv: j["state"] for cpv, j in swarm.jobs().items() if j["session_id"] == session_id}
+    assert kept == dict.fromkeys(cpvs, "done")
     # Queued again, everything is in staging already: a session complete at once.
     again = swarm.queue("swarm-test/diamond-top")["session"]
     assert again["state"] == "complete" and again["jobs"]["done"] == again["total"] > 0
 
 
-def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swarm) -> None:
-    swarm.queue("swarm-test/broken", "swarm-test/leaf-data")
-    wait_for(
-        lambda: swarm.session()["state"] == "complete", timeout=240, interval=0.5, what="the session to end"
-    )
-    jobs = swarm.jobs()
+def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Fleet) -> None:
+    swarm.wait_online()  # all three (the test before restarted the controller)
+    session_id = swarm.queue("swarm-test/broken", "swarm-test/leaf-data")["session"]["id"]
+    swarm.wait_complete(session_id, timeout=240)
+    jobs = {cpv: j for cpv, j in swarm.jobs().items() if j["session_id"] == session_id}
+    assert set(jobs) == {"swarm-test/broken-1", "swarm-test/leaf-data-1"}
     broken = jobs["swarm-test/broken-1"]
     assert broken["state"] == "failed"
     assert len(set(broken["failed_on"])) == 2
     assert "fails in src_compile on purpose" in broken["reason"]
     assert jobs["swarm-test/leaf-data-1"]["state"] == "done"
-    events = [e["type"] for e in swarm.controller.events()]
+    events = [e["type"] for e in swarm.controller.events() if e["data"].get("job_id") == broken["id"]]
     assert events.count("job_failed_on_drone") == 2 and "job_failed" in events
 
 
@@ -118,13 +117,15 @@ def test_a_broken_package_fails_on_two_drones_and_the_rest_completes(swarm: Swar
         ({"atoms": "swarm-test/leaf-data", "session": ""}, 400, "session must not be empty"),
     ],
 )
-def test_bad_queue_requests_are_refused(swarm: Swarm, body: dict[str, Any], status: int, needle: str) -> None:
+def test_bad_queue_requests_are_refused(swarm: Fleet, body: dict[str, Any], status: int, needle: str) -> None:
+    before = swarm.controller.get("/api/v1/queue?limit=5000")
     got, reply = swarm.controller.admin("POST", "/admin/api/queue", json.dumps(body).encode())
     assert got == status and needle in reply["error"]["message"]
-    assert swarm.controller.get("/api/v1/queue")["jobs"] == []
+    assert swarm.controller.get("/api/v1/queue?limit=5000") == before  # nothing queued
 
 
-def test_queue_and_control_need_the_admin_key(swarm: Swarm) -> None:
+def test_queue_and_control_need_the_admin_key(swarm: Fleet) -> None:
+    before = swarm.controller.get("/api/v1/queue?limit=5000")
     for path in ("/admin/api/queue", "/admin/api/control"):
         assert http("POST", swarm.controller.admin_url + path, body=b"{}")[0] == 401
-    assert swarm.controller.get("/api/v1/queue")["jobs"] == []
+    assert swarm.controller.get("/api/v1/queue?limit=5000") == before

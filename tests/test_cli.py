@@ -1,18 +1,19 @@
 """swarm-cli against a real controller and agent: what an admin types,
-what they read, and the exit codes scripts rely on."""
+what they read, and the exit codes scripts rely on. One controller and one
+drone for the module: no test changes what another reads."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.procs import Agent, Controller, wait_for
+from support.procs import Agent, Controller, enroll, wait_for
 
 
 def cli(controller: Controller, *args: str, key_file: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -41,11 +42,28 @@ def cli_json(controller: Controller, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def drone(controller: Controller, agents: Callable[..., Agent]) -> str:
-    agents("cli-drone", drone_type="bare-metal")
-    wait_for(lambda: (n := controller.node("cli-drone")) and n["status"] == "online", what="the drone online")
-    return "cli-drone"
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One controller for the module (overrides conftest's, one a test)."""
+    proc = Controller(tmp_path_factory.mktemp("cli"), "--ping-interval", "0.5")
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def drone(controller: Controller) -> Iterator[str]:
+    agent = Agent(controller.root, "cli-drone", controller.grpc_target, drone_type="bare-metal")
+    result = enroll(controller, "cli-drone", agent.state_dir)
+    assert result.returncode == 0, result.stderr
+    agent.start()
+    try:
+        wait_for(
+            lambda: (n := controller.node("cli-drone")) and n["status"] == "online", what="the drone online"
+        )
+        yield "cli-drone"
+    finally:
+        agent.kill()
 
 
 def test_exit_codes_say_what_went_wrong(controller: Controller, tmp_path: Path) -> None:
@@ -78,10 +96,14 @@ def test_exit_codes_say_what_went_wrong(controller: Controller, tmp_path: Path) 
 def test_tokens_round_trip(controller: Controller) -> None:
     made = cli_json(controller, "token", "create", "--ttl", "10m", "--name", "newbie")
     listed = cli_json(controller, "token", "list")["tokens"]
-    assert [(t["id"], t["state"], t["name"]) for t in listed] == [(made["id"], "active", "newbie")]
+    # The module's other tokens (the drone's enrollment) are spent: only this one is active.
+    assert [(t["id"], t["state"], t["name"]) for t in listed if t["state"] == "active"] == [
+        (made["id"], "active", "newbie")
+    ]
     revoked = cli(controller, "token", "revoke", made["id"])
     assert revoked.returncode == 0 and made["id"] in revoked.stdout
-    assert cli_json(controller, "token", "list")["tokens"][0]["state"] == "revoked"
+    states = {t["id"]: t["state"] for t in cli_json(controller, "token", "list")["tokens"]}
+    assert states[made["id"]] == "revoked"
 
 
 def test_status_ping_and_exec_on_a_drone(controller: Controller, drone: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.cli import CLI_ENV, Follow, cli_args, following
 from support.procs import Controller, wait_for
@@ -358,11 +359,25 @@ def test_events_follow_shows_new_events(drone: Drone) -> None:
         assert follow.stderr() == ""
 
 
+def events_clients(controller: Controller) -> float:
+    """Open /ws/events websockets, as the controller's /metrics counts them."""
+    status, text = controller.admin("GET", "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "swarm_websocket_clients" and sample.labels["endpoint"] == "/ws/events":
+                return sample.value
+    return 0.0
+
+
 def test_events_follow_resumes_after_a_controller_restart(controller: Controller) -> None:
     def token_events(follow: Follow, name: str) -> list[str]:
         return [line for line in follow.lines if "token_created" in line and name in line]
 
     with following(cli_args(controller, "events", "--follow", "--type", "token_created")) as follow:
+        # Its websocket open (not only its first GET of recent events): only a
+        # stream it has had is followed through a restart.
+        wait_for(lambda: events_clients(controller) == 1, what="the CLI's /ws/events")
         controller.create_token(name="before-restart")
         follow.until(lambda text: "before-restart" in text, "the first event")
         controller.terminate()

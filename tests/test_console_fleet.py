@@ -1,6 +1,6 @@
 """The console's drones actions and its queue page in headless Chromium,
 against a real controller with builds on and real agents running real
-emerge in Gentoo prefixes (support.builds): ping, drain, reboot refused
+emerge in Gentoo prefixes (support.fleet): ping, drain, reboot refused
 for a bare-metal drone, restart behind a confirmation, queueing a package
 and watching its job build, and a waiting job that says why.
 
@@ -15,13 +15,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import prefix as pfx
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
-from support.builds import BUILD_COMMAND, Swarm, start_swarm
-from support.procs import Agent, enroll, wait_for
+from support.fleet import Fleet, builders, start_fleet
+from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,53 +31,29 @@ LEAVES = ("data", "hello", "script")
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    s = start_swarm(root, 1, "--ping-interval", "0.5")
+    s = start_fleet(root, builders(1), "--ping-interval", "0.5", portage=True)
     try:
         # A second, bare-metal drone that builds like the first.
-        metal_prefix = pfx.create_prefix(
-            pfx.PrefixConfig(
-                root / f"{METAL}-prefix", pfx.Role.DRONE, binhost=s.controller.info["staging_url"]
-            )
-        )
-        metal = Agent(
-            root,
-            METAL,
-            s.controller.grpc_target,
-            "--portage-eprefix",
-            str(metal_prefix.root),
-            "--pkgdir",
-            str(metal_prefix.pkgdir),
-            "--emerge-command",
-            BUILD_COMMAND,
-            "--min-free-disk-mb",
-            "1",
-            drone_type="bare-metal",
-        )
-        assert enroll(s.controller, METAL, metal.state_dir).returncode == 0
-        metal.start()
-        s.agents.append(metal)
-        wait_for(lambda: (n := s.controller.node(METAL)) and n["status"] == "online", what=METAL)
+        s.add_agent(METAL, clean_build_dir=False, drone_type="bare-metal", online=True)
         yield s
     finally:
-        for agent in s.agents:
-            agent.kill()
-        s.controller.kill()
+        s.stop()
 
 
-def admin(swarm: Swarm, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     status, answer = swarm.controller.admin(method, path, None if body is None else json.dumps(body).encode())
     assert 200 <= status < 300, (method, path, status, answer)
     return answer
 
 
-def dispatch(swarm: Swarm, drone: str) -> dict[str, Any]:
+def dispatch(swarm: Fleet, drone: str) -> dict[str, Any]:
     drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
     return next(d["dispatch"] for d in drones if d["name"] == drone)  # type: ignore[no-any-return]
 
 
-def open_page(browser: BrowserContext, swarm: Swarm, route: str) -> tuple[Page, Problems]:
+def open_page(browser: BrowserContext, swarm: Fleet, route: str) -> tuple[Page, Problems]:
     """Sign in on the way to a console page, as a bookmark of it would."""
     page = browser.new_page()
     problems = Problems(page)
@@ -117,7 +92,7 @@ def live_round(page: Page) -> None:
 # -- drones ----------------------------------------------------------------------------
 
 
-def test_the_drones_table_shows_the_fleet_and_pings_from_it(swarm: Swarm, browser: BrowserContext) -> None:
+def test_the_drones_table_shows_the_fleet_and_pings_from_it(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_page(browser, swarm, "drones")
     for name, kind in ((BUILDER, "unknown"), (METAL, "bare-metal")):
         r = row(page, name)
@@ -141,7 +116,7 @@ def test_the_drones_table_shows_the_fleet_and_pings_from_it(swarm: Swarm, browse
     assert problems.unexpected() == []
 
 
-def test_drain_from_the_table_and_the_menu_outlives_a_refresh(swarm: Swarm, browser: BrowserContext) -> None:
+def test_drain_from_the_table_and_the_menu_outlives_a_refresh(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_page(browser, swarm, "drones")
     r = row(page, BUILDER)
     expect(r).to_have_attribute("data-draining", "false", timeout=WAIT_MS)
@@ -171,7 +146,7 @@ def test_drain_from_the_table_and_the_menu_outlives_a_refresh(swarm: Swarm, brow
     assert problems.unexpected() == []
 
 
-def test_reboot_is_refused_with_its_reason(swarm: Swarm, browser: BrowserContext) -> None:
+def test_reboot_is_refused_with_its_reason(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_page(browser, swarm, "drones")
     expect(row(page, METAL)).to_have_attribute("data-status", "online", timeout=WAIT_MS)
     reboot = menu(page, METAL).get_by_role("menuitem", name=re.compile("Reboot"))
@@ -206,7 +181,7 @@ def test_reboot_is_refused_with_its_reason(swarm: Swarm, browser: BrowserContext
     assert unexpected(problems, 409) == []
 
 
-def test_restart_asks_first(swarm: Swarm, browser: BrowserContext) -> None:
+def test_restart_asks_first(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_page(browser, swarm, "drones")
     node = swarm.controller.node(BUILDER)
     assert node is not None and node["instance_id"]
@@ -261,7 +236,7 @@ def queue_from_page(page: Page, atom: str) -> Locator:
     return job
 
 
-def test_queue_a_package_and_watch_it_build(swarm: Swarm, browser: BrowserContext) -> None:
+def test_queue_a_package_and_watch_it_build(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_page(browser, swarm, "queue")
     expect(page.locator("h1#queue-title")).to_be_visible()
 
@@ -306,8 +281,8 @@ def test_queue_a_package_and_watch_it_build(swarm: Swarm, browser: BrowserContex
     assert unexpected(problems, 400, 404) == []
 
 
-def test_a_waiting_job_says_why(swarm: Swarm, browser: BrowserContext) -> None:
-    for agent in swarm.agents:
+def test_a_waiting_job_says_why(swarm: Fleet, browser: BrowserContext) -> None:
+    for agent in swarm.agents.values():
         admin(swarm, "POST", f"/admin/api/drones/{agent.name}/drain")
     page, problems = open_page(browser, swarm, "queue")
     try:
@@ -321,7 +296,7 @@ def test_a_waiting_job_says_why(swarm: Swarm, browser: BrowserContext) -> None:
         expect(page.locator("tr.job-row")).to_have_count(1, timeout=WAIT_MS)
         shot(page, "queue-why")
     finally:
-        for agent in swarm.agents:
+        for agent in swarm.agents.values():
             admin(swarm, "POST", f"/admin/api/drones/{agent.name}/undrain")
     # Released, it builds; the expanded row follows along.
     page.locator('.chip[data-filter=""]').click()
@@ -330,7 +305,7 @@ def test_a_waiting_job_says_why(swarm: Swarm, browser: BrowserContext) -> None:
     assert problems.unexpected() == []
 
 
-def test_sessions_are_controlled_from_the_page(swarm: Swarm, browser: BrowserContext) -> None:
+def test_sessions_are_controlled_from_the_page(swarm: Fleet, browser: BrowserContext) -> None:
     admin(swarm, "POST", "/admin/api/drones/builder-0/ground")
     admin(swarm, "POST", f"/admin/api/drones/{METAL}/ground")
     page, problems = open_page(browser, swarm, "queue")
@@ -369,7 +344,7 @@ def test_sessions_are_controlled_from_the_page(swarm: Swarm, browser: BrowserCon
     assert problems.unexpected() == []
 
 
-def test_the_admin_queue_narrows_and_refuses_bad_filters(swarm: Swarm) -> None:
+def test_the_admin_queue_narrows_and_refuses_bad_filters(swarm: Fleet) -> None:
     status, body = swarm.controller.admin("GET", "/admin/api/queue?state=nonsense")
     assert status == 400 and "state must be among" in body["error"]["message"]
     status, body = swarm.controller.admin("GET", "/admin/api/queue?session=s-nope")

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, WebSocket, WebSocketRoute, expect
 
 from support.browser import WAIT_MS, Problems, shot
-from support.procs import Agent, Controller, enroll, wait_for
+from support.fleet import Fleet, start_fleet
+from support.procs import Controller, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,46 +30,41 @@ DRONE = "drone-one"
 PROTOCOL_BUFFER = 100  # small, so that a test can push a message out of it
 
 
-@dataclass
-class Swarm:
-    controller: Controller
-    agent: Agent
-    agent_log: Path
+def agent_log(swarm: Fleet) -> Path:
+    """The drone's own log file (--log-file), which the logs page follows."""
+    return swarm.root / "drone-own.log"
 
-    def exec(self, command: str, timeout: float) -> None:
-        body = json.dumps({"command": command, "timeout": timeout}).encode()
-        status, reply = self.controller.admin("POST", f"/admin/api/drones/{DRONE}/exec", body)
-        assert status == 200 and reply["exit_code"] == 0, reply
 
-    def ping(self) -> None:
-        status, reply = self.controller.admin("POST", f"/admin/api/drones/{DRONE}/ping", b"{}")
-        assert status == 200, reply
+def run(swarm: Fleet, command: str, timeout: float) -> None:
+    body = json.dumps({"command": command, "timeout": timeout}).encode()
+    status, reply = swarm.controller.admin("POST", f"/admin/api/drones/{DRONE}/exec", body)
+    assert status == 200 and reply["exit_code"] == 0, reply
+
+
+def ping(swarm: Fleet) -> None:
+    status, reply = swarm.controller.admin("POST", f"/admin/api/drones/{DRONE}/ping", b"{}")
+    assert status == 200, reply
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("console-streams")
-    controller = Controller(
+    fleet = start_fleet(
         root,
+        (DRONE,),
         "--ping-interval",
         "0.5",
         "--log-file",
         str(root / "controller-own.log"),
         "--protocol-buffer",
         str(PROTOCOL_BUFFER),
+        agent_args=("--log-file", str(root / "drone-own.log")),
+        drone_type="lxc",
     )
-    controller.start()
-    agent_log = root / "drone-own.log"
-    agent = Agent(root, DRONE, controller.grpc_target, "--log-file", str(agent_log), drone_type="lxc")
     try:
-        result = enroll(controller, DRONE, agent.state_dir)
-        assert result.returncode == 0, result.stderr
-        agent.start()
-        wait_for(lambda: (n := controller.node(DRONE)) and n["status"] == "online", what=f"{DRONE} online")
-        yield Swarm(controller, agent, agent_log)
+        yield fleet
     finally:
-        agent.kill()
-        controller.kill()
+        fleet.stop()
 
 
 def open_page(page: Page, controller: Controller, route: str) -> None:
@@ -89,17 +84,17 @@ def refused(problems: Problems, *statuses: int) -> list[str]:
 # -- logs ---------------------------------------------------------------------------------
 
 
-def test_the_logs_page_follows_a_drone_log_and_shows_refusals(swarm: Swarm, browser: BrowserContext) -> None:
+def test_the_logs_page_follows_a_drone_log_and_shows_refusals(swarm: Fleet, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
     open_page(page, swarm.controller, f"logs?drone={DRONE}&source=agent")
     view = page.locator("#logs-view")
     expect(view).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-    expect(page.locator(".log-notice").first).to_contain_text(f"agent: {swarm.agent_log}")
+    expect(page.locator(".log-notice").first).to_contain_text(f"agent: {agent_log(swarm)}")
     expect(page.locator(".logs-title")).to_have_text(f"{DRONE} · agent")
 
     # A command run now is logged by the agent (its timeout marks this one), and shows while followed.
-    swarm.exec("true", 9.375)
+    run(swarm, "true", 9.375)
     expect(view).to_contain_text("timeout 9.375", timeout=WAIT_MS)
     ran = page.locator('.log-line:has-text("timeout 9.375") ~ .log-line:has-text("(EXEC) ended")')
     expect(ran.first).to_be_visible(timeout=WAIT_MS)
@@ -108,13 +103,13 @@ def test_the_logs_page_follows_a_drone_log_and_shows_refusals(swarm: Swarm, brow
 
     # Scrolled up, it stops following and counts what arrives; the count's button follows again.
     # (A fresh agent has logged a few lines only: more, as another writer of the file would.)
-    with swarm.agent_log.open("a") as log:
+    with agent_log(swarm).open("a") as log:
         log.writelines(f"2025-01-01 00:00:00,000 INFO    filler: line {i}\n" for i in range(120))
     expect(view).to_contain_text("filler: line 119", timeout=WAIT_MS)
     assert view.evaluate("v => v.scrollHeight > 1.5 * v.clientHeight"), "too few lines to scroll"
     view.evaluate("v => { v.scrollTop = 0; }")
     expect(page.locator(".logs-follow")).to_have_attribute("aria-pressed", "false")
-    swarm.exec("true", 9.5)
+    run(swarm, "true", 9.5)
     expect(view).to_contain_text("timeout 9.5", timeout=WAIT_MS)
     newer = page.locator(".logs-newer")
     expect(newer).to_contain_text("new line", timeout=WAIT_MS)
@@ -156,7 +151,7 @@ def test_the_logs_page_follows_a_drone_log_and_shows_refusals(swarm: Swarm, brow
 # -- events -------------------------------------------------------------------------------
 
 
-def test_the_events_page_shows_live_events_filters_and_pauses(swarm: Swarm, browser: BrowserContext) -> None:
+def test_the_events_page_shows_live_events_filters_and_pauses(swarm: Fleet, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
     open_page(page, swarm.controller, "events")
@@ -172,7 +167,7 @@ def test_the_events_page_shows_live_events_filters_and_pauses(swarm: Swarm, brow
     # A ping now: its event shows on top, live, marked as an admin's action.
     pinged = page.locator('tr.ev-row[data-type="drone_pinged"]')
     before = pinged.count()
-    swarm.ping()
+    ping(swarm)
     expect(pinged).to_have_count(before + 1, timeout=WAIT_MS)
     newest = page.locator("tr.ev-row").first
     expect(newest).to_have_attribute("data-type", "drone_pinged")
@@ -202,7 +197,7 @@ def test_the_events_page_shows_live_events_filters_and_pauses(swarm: Swarm, brow
 
     # Paused: a new event is held (and counted), shown on resume.
     page.get_by_role("button", name="Pause").click()
-    swarm.ping()
+    ping(swarm)
     held = page.locator(".ev-held")
     expect(held).to_contain_text("1 new event while paused", timeout=WAIT_MS)
     expect(pinged).to_have_count(before + 1)
@@ -219,7 +214,7 @@ def top_seq(page: Page) -> int:
     return int(page.locator("tr.pr-row").first.get_attribute("data-seq") or 0)
 
 
-def test_the_protocol_page_streams_filters_pauses_and_decodes(swarm: Swarm, browser: BrowserContext) -> None:
+def test_the_protocol_page_streams_filters_pauses_and_decodes(swarm: Fleet, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
     open_page(page, swarm.controller, "protocol")
@@ -268,7 +263,7 @@ def test_the_protocol_page_streams_filters_pauses_and_decodes(swarm: Swarm, brow
     paused_top, paused_rows = top_seq(page), rows.count()
     oldest = rows.last.get_attribute("data-seq")
     for _ in range(PROTOCOL_BUFFER // 2 + 5):  # a ping and its pong each: the buffer turns over
-        swarm.ping()
+        ping(swarm)
     expect(page.locator(".pr-page")).to_have_attribute(
         "data-held", re.compile(r"^[1-9]\d+$"), timeout=WAIT_MS
     )
@@ -307,7 +302,7 @@ HIDE = """(hidden) => {
 
 
 def test_live_streams_back_off_resume_after_a_loss_and_rest_while_hidden(
-    swarm: Swarm, browser: BrowserContext
+    swarm: Fleet, browser: BrowserContext
 ) -> None:
     page = browser.new_page()
     problems = Problems(page)
@@ -343,7 +338,7 @@ def test_live_streams_back_off_resume_after_a_loss_and_rest_while_hidden(
     before = pinged.count()
     newest = int(page.locator("tr.ev-row").first.get_attribute("data-id") or 0)
     relayed[-1].close(code=4000, reason="cut by the test")
-    swarm.ping()
+    ping(swarm)
     # (Playwright hands over a routed connection while it talks to the browser: the evaluate lets it.)
     wait_for(lambda: page.evaluate("0") == 0 and len(relayed) == 2, what="a second /ws/events connection")
     since = re.search(r"[?&]since=(\d+)", relayed[1].url)
@@ -361,7 +356,7 @@ def test_live_streams_back_off_resume_after_a_loss_and_rest_while_hidden(
         what="the events stream closed while hidden",
     )
     pings = len(swarm.controller.events(type="drone_pinged"))
-    swarm.ping()
+    ping(swarm)
     wait_for(lambda: len(swarm.controller.events(type="drone_pinged")) > pings, what="the ping's event")
     expect(pinged).to_have_count(before + 1)
     page.evaluate(HIDE, False)

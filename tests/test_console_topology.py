@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, WebSocket, expect
 
 from support.browser import WAIT_MS, Problems, log_in, shot
-from support.procs import Agent, Controller, enroll, wait_for
+from support.fleet import Fleet, start_fleet
+from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,39 +28,24 @@ LAN = "drone-lan"
 TAILSCALE = "drone-tail"
 
 
-@dataclass
-class Swarm:
-    controller: Controller
-    agents: dict[str, Agent]
-
-
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("topology")
     # Pings only when asked (and one at connect): a ping packet after ours is ours.
-    controller = Controller(root, "--ping-interval", "3600")
-    controller.start()
-    agents = {
-        LAN: Agent(root, LAN, controller.grpc_target, drone_type="lxc"),
-        TAILSCALE: Agent(
-            root, TAILSCALE, controller.grpc_target, "--network", "tailscale", drone_type="qemu"
-        ),
-    }
+    fleet = start_fleet(root, (), "--ping-interval", "3600")
     try:
-        for name, agent in agents.items():
-            result = enroll(controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
-            agent.start()
-        for name in agents:
+        fleet.add_agent(LAN, drone_type="lxc")
+        fleet.add_agent(TAILSCALE, "--network", "tailscale", drone_type="qemu")
+        for name in fleet.agents:
             wait_for(
-                lambda n=name: (x := controller.node(n)) and x["status"] == "online" and x["ping_latency_ms"],
+                lambda n=name: (
+                    (x := fleet.controller.node(n)) and x["status"] == "online" and x["ping_latency_ms"]
+                ),
                 what=f"{name} online and pinged",
             )
-        yield Swarm(controller, agents)
+        yield fleet
     finally:
-        for agent in agents.values():
-            agent.kill()
-        controller.kill()
+        fleet.stop()
 
 
 def drone(page: Page, name: str) -> Locator:
@@ -68,7 +53,7 @@ def drone(page: Page, name: str) -> Locator:
     return page.locator(f'.topo-list li[data-drone="{name}"]')
 
 
-def protocol(swarm: Swarm, path: str) -> Any:
+def protocol(swarm: Fleet, path: str) -> Any:
     status, body = swarm.controller.admin("GET", path)
     assert status == 200, body
     return body
@@ -85,7 +70,7 @@ def newer_seq(item: Locator, attribute: str, than: int) -> int:
     )
 
 
-def open_topology(swarm: Swarm, browser: BrowserContext) -> tuple[Page, Problems]:
+def open_topology(swarm: Fleet, browser: BrowserContext) -> tuple[Page, Problems]:
     page = browser.new_page()
     problems = Problems(page)
     log_in(page, swarm.controller)  # the console opens on the topology
@@ -93,7 +78,7 @@ def open_topology(swarm: Swarm, browser: BrowserContext) -> tuple[Page, Problems
     return page, problems
 
 
-def test_topology_shows_the_fleet_by_network_with_real_packets(swarm: Swarm, browser: BrowserContext) -> None:
+def test_topology_shows_the_fleet_by_network_with_real_packets(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_topology(swarm, browser)
     stage = page.locator(".topo-stage")
 
@@ -179,7 +164,7 @@ def test_topology_shows_the_fleet_by_network_with_real_packets(swarm: Swarm, bro
     assert problems.unexpected() == []
 
 
-def test_activity_scrubber_lists_the_events_of_a_moment(swarm: Swarm, browser: BrowserContext) -> None:
+def test_activity_scrubber_lists_the_events_of_a_moment(swarm: Fleet, browser: BrowserContext) -> None:
     page, problems = open_topology(swarm, browser)
     wave = page.locator(".topo-wave .waveform")
     expect(wave).to_have_attribute("data-state", "ready", timeout=WAIT_MS)
@@ -220,7 +205,7 @@ def test_activity_scrubber_lists_the_events_of_a_moment(swarm: Swarm, browser: B
     assert problems.unexpected() == []
 
 
-def test_a_drone_going_offline_and_the_streams_closing(swarm: Swarm, browser: BrowserContext) -> None:
+def test_a_drone_going_offline_and_the_streams_closing(swarm: Fleet, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
     sockets: list[WebSocket] = []

@@ -10,32 +10,30 @@ from typing import Any
 
 import pytest
 
-from support.builds import Swarm, start_swarm
+from support.fleet import Fleet, builders, start_fleet
 from support.procs import http, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-def swarm(tmp_path: Path) -> Iterator[Swarm]:
-    s = start_swarm(tmp_path, 2)
+def swarm(tmp_path: Path) -> Iterator[Fleet]:
+    s = start_fleet(tmp_path, builders(2), portage=True)
     yield s
-    for agent in s.agents:
-        agent.kill()
-    s.controller.kill()
+    s.stop()
 
 
-def hold(swarm: Swarm, drone: str, action: str) -> tuple[int, Any]:
+def hold(swarm: Fleet, drone: str, action: str) -> tuple[int, Any]:
     return swarm.controller.admin("POST", f"/admin/api/drones/{drone}/{action}")
 
 
-def dispatch(swarm: Swarm) -> dict[str, dict[str, Any]]:
+def dispatch(swarm: Fleet) -> dict[str, dict[str, Any]]:
     status, body = swarm.controller.admin("GET", "/admin/api/drones")
     assert status == 200, body
     return {d["name"]: d["dispatch"] for d in body["drones"]}
 
 
-def test_drained_and_grounded_drones_get_no_work_until_released(swarm: Swarm) -> None:
+def test_drained_and_grounded_drones_get_no_work_until_released(swarm: Fleet) -> None:
     status, body = hold(swarm, "builder-0", "drain")
     assert status == 200 and body["dispatch"]["draining"] and body["dispatch"]["drained_by"] == "admin"
     status, body = hold(swarm, "builder-1", "ground")
@@ -64,7 +62,7 @@ def test_drained_and_grounded_drones_get_no_work_until_released(swarm: Swarm) ->
     # Holds are the admins' decisions: a restart keeps them; the public sees the state, not who.
     assert swarm.controller.terminate() == 0
     swarm.controller.restart()
-    for agent in swarm.agents:
+    for agent in swarm.agents.values():
         wait_for(lambda a=agent: swarm.controller.node(a.name)["status"] == "online", what=f"{agent.name}")
     holds = dispatch(swarm)
     assert holds["builder-0"]["draining"] and not holds["builder-0"]["grounded"]

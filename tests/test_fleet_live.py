@@ -1,4 +1,8 @@
-"""A real controller with real agents: connect, heartbeats, pings, failures."""
+"""A real controller with real agents: connect, heartbeats, pings, failures.
+
+The tests of agents on a running controller share one controller for the
+module (``shared``), each with drones of its own; the tests that stop or
+restart the controller, or need its flags, start their own."""
 
 from __future__ import annotations
 
@@ -6,10 +10,22 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from support.procs import Agent, Controller, enroll, wait_for
+
+Launch = Callable[..., Agent]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    proc = Controller(tmp_path_factory.mktemp("fleet-live"), "--ping-interval", "0.5")
+    proc.start()
+    yield proc
+    proc.kill()
 
 
 def online(controller: Controller, name: str) -> dict[str, object] | None:
@@ -17,10 +33,9 @@ def online(controller: Controller, name: str) -> dict[str, object] | None:
     return node if node is not None and node["status"] == "online" else None
 
 
-def test_agent_connects_with_hello_data_heartbeats_and_ping(
-    controller: Controller, agents: Callable[..., Agent]
-) -> None:
-    agent = agents("drone-io", drone_type="qemu")
+def test_agent_connects_with_hello_data_heartbeats_and_ping(shared: Controller, launch: Launch) -> None:
+    controller = shared
+    agent = launch(controller, "drone-io", drone_type="qemu")
     node = wait_for(lambda: online(controller, "drone-io"), what="drone-io online")
     assert node["id"] == agent.drone_id
     assert node["drone_type"] == "qemu"
@@ -51,9 +66,10 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(
 
 
 def test_killed_agent_is_offline_within_two_seconds_and_comes_back(
-    controller: Controller, agents: Callable[..., Agent], tmp_path: Path
+    shared: Controller, launch: Launch
 ) -> None:
-    agent = agents("drone-kill")
+    controller = shared
+    agent = launch(controller, "drone-kill")
     wait_for(lambda: online(controller, "drone-kill"), what="online")
     agent.kill()
     killed_at = time.monotonic()
@@ -66,16 +82,16 @@ def test_killed_agent_is_offline_within_two_seconds_and_comes_back(
     gone = [e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_disconnected"]
     assert len(gone) == 1 and gone[0]["data"]["new_status"] == "offline"
 
-    again = agents("drone-kill", state_dir=agent.state_dir)
+    again = launch(controller, "drone-kill", state_dir=agent.state_dir)
     node = wait_for(lambda: online(controller, "drone-kill"), what="back online")
     assert node["id"] == again.drone_id == agent.drone_id
-    assert len(controller.get("/api/v1/nodes")["nodes"]) == 1
+    nodes = controller.get("/api/v1/nodes")["nodes"]
+    assert [n["id"] for n in nodes if n["name"] == "drone-kill"] == [agent.drone_id]
 
 
-def test_frozen_agent_goes_suspect_then_offline_and_recovers(
-    controller: Controller, agents: Callable[..., Agent]
-) -> None:
-    agent = agents("drone-frozen")
+def test_frozen_agent_goes_suspect_then_offline_and_recovers(shared: Controller, launch: Launch) -> None:
+    controller = shared
+    agent = launch(controller, "drone-frozen")
     wait_for(lambda: online(controller, "drone-frozen"), what="online")
     agent.signal(signal.SIGSTOP)
     try:
@@ -169,8 +185,9 @@ def test_controller_restart_agents_reconnect_and_state_survives(
     assert len(controller.get("/api/v1/nodes")["nodes"]) == 3
 
 
-def test_agent_stops_cleanly_on_sigterm(controller: Controller, agents: Callable[..., Agent]) -> None:
-    agent = agents("drone-term")
+def test_agent_stops_cleanly_on_sigterm(shared: Controller, launch: Launch) -> None:
+    controller = shared
+    agent = launch(controller, "drone-term")
     wait_for(lambda: online(controller, "drone-term"), what="online")
     assert agent.terminate(timeout=5) == 0
     wait_for(lambda: controller.node("drone-term")["status"] == "offline", what="offline after SIGTERM")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -20,9 +21,11 @@ from swarm import protocol
 from swarm.controller import gateway
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, shell_pb2, shell_pb2_grpc
 
-from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
+from support.fleet import Fleet, start_fleet
+from support.procs import Agent, Controller, agent_credentials, enroll, enroll_here, http, wait_for
 
-Messages = Callable[[str], list[gateway_pb2.AgentMessage]]
+Messages = Callable[["Raw"], list[gateway_pb2.AgentMessage]]
+WITNESS = "witness"
 
 
 def hello(name: str, drone_id: str, **fields: object) -> gateway_pb2.AgentMessage:
@@ -44,16 +47,40 @@ def heartbeat(seq: int = 1) -> gateway_pb2.AgentMessage:
 class Raw:
     """An enrolled identity driven by hand instead of by an agent."""
 
+    name: str
     drone_id: str
     creds: grpc.ChannelCredentials
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One controller for the tests that neither kill it nor need flags of their
+    own, with a witness drone: each test speaks with identities of its own and
+    counts only their events."""
+    fleet = start_fleet(tmp_path_factory.mktemp("gateway"), (WITNESS,), "--ping-interval", "0.5")
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def controller(shared: Fleet) -> Controller:
+    """The shared controller, with the witness online (a test before may have restarted it)."""
+    shared.wait_online(WITNESS)
+    return shared.controller
+
+
+RAW_NAMES = itertools.count()
+
+
 @pytest.fixture
 def raw(controller: Controller, tmp_path: Path) -> Raw:
-    state = tmp_path / "raw"
-    result = enroll(controller, "raw", state)
-    assert result.returncode == 0, result.stderr
-    return Raw((state / "drone-id").read_text().strip(), agent_credentials(state))
+    """An identity of this test's own, enrolled under a fresh name."""
+    return enrolled(controller, tmp_path, f"raw-{next(RAW_NAMES)}")
+
+
+def errors_of(controller: Controller, raw: Raw, kind: str = "protocol_error") -> list[dict[str, Any]]:
+    """The events of one type about this identity."""
+    return [e for e in controller.events(type=kind) if e["drone_id"] == raw.drone_id]
 
 
 async def exchange(
@@ -78,19 +105,19 @@ async def exchange(
 @pytest.mark.parametrize(
     ("messages", "code", "needle"),
     [
-        (lambda d: [heartbeat()], grpc.StatusCode.FAILED_PRECONDITION, "first message on a control stream"),
-        (lambda d: [gateway_pb2.AgentMessage()], grpc.StatusCode.FAILED_PRECONDITION, "got nothing"),
-        (lambda d: [hello("", d)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name must not be empty"),
-        (lambda d: [hello("bad name!", d)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name"),
-        (lambda d: [hello("ok", "")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
-        (lambda d: [hello("ok", "../../etc")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
+        (lambda r: [heartbeat()], grpc.StatusCode.FAILED_PRECONDITION, "first message on a control stream"),
+        (lambda r: [gateway_pb2.AgentMessage()], grpc.StatusCode.FAILED_PRECONDITION, "got nothing"),
+        (lambda r: [hello("", r.drone_id)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name must not be empty"),
+        (lambda r: [hello("bad name!", r.drone_id)], grpc.StatusCode.INVALID_ARGUMENT, "hello.name"),
+        (lambda r: [hello("ok", "")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
+        (lambda r: [hello("ok", "../../etc")], grpc.StatusCode.INVALID_ARGUMENT, "drone_id"),
         (
-            lambda d: [hello("ok", d, heartbeat_interval_ms=5)],
+            lambda r: [hello("ok", r.drone_id, heartbeat_interval_ms=5)],
             grpc.StatusCode.INVALID_ARGUMENT,
             "heartbeat_interval",
         ),
         (
-            lambda d: [hello("raw", d), hello("raw", d)],
+            lambda r: [hello(r.name, r.drone_id), hello(r.name, r.drone_id)],
             grpc.StatusCode.FAILED_PRECONDITION,
             "hello may only be",
         ),
@@ -108,26 +135,24 @@ async def exchange(
 )
 def test_protocol_violations_get_a_clear_status_and_an_event(
     controller: Controller,
-    agents: Callable[..., Agent],
     raw: Raw,
     messages: Messages,
     code: grpc.StatusCode,
     needle: str,
 ) -> None:
-    agents("witness")
-    wait_for(lambda: (n := controller.node("witness")) and n["status"] == "online", what="witness online")
-
-    got_code, details, _ = asyncio.run(exchange(controller.grpc_target, raw.creds, messages(raw.drone_id)))
+    got_code, details, _ = asyncio.run(exchange(controller.grpc_target, raw.creds, messages(raw)))
     assert got_code == code
     assert needle in details
 
-    errors = controller.events(type="protocol_error")
+    errors = errors_of(controller, raw)
     assert len(errors) == 1
     assert needle.split()[0] in errors[0]["message"]
     # The controller keeps serving: the witness stays online, a good stream still works.
-    assert controller.node("witness")["status"] == "online"
+    assert controller.node(WITNESS)["status"] == "online"
     _, _, received = asyncio.run(
-        exchange(controller.grpc_target, raw.creds, [hello("raw", raw.drone_id), hello("raw", raw.drone_id)])
+        exchange(
+            controller.grpc_target, raw.creds, [hello(raw.name, raw.drone_id), hello(raw.name, raw.drone_id)]
+        )
     )
     # A ping may come between the Welcome and the refusal of the second Hello
     # (the controller pings a new stream at once; seen on a loaded CI machine).
@@ -135,26 +160,24 @@ def test_protocol_violations_get_a_clear_status_and_an_event(
 
 
 def test_a_certificate_cannot_claim_another_drones_id(
-    controller: Controller, agents: Callable[..., Agent], raw: Raw
+    shared: Fleet, controller: Controller, raw: Raw
 ) -> None:
-    victim = agents("victim")
-    wait_for(lambda: (n := controller.node("victim")) and n["status"] == "online", what="victim online")
+    victim = shared.agents[WITNESS]
     got_code, details, received = asyncio.run(
-        exchange(controller.grpc_target, raw.creds, [hello("victim", victim.drone_id)])
+        exchange(controller.grpc_target, raw.creds, [hello(WITNESS, victim.drone_id)])
     )
     assert got_code == grpc.StatusCode.PERMISSION_DENIED
     assert received == []
     assert f"this certificate is for drone {raw.drone_id}" in details
-    assert controller.node("victim")["status"] == "online"
-    assert controller.node("victim")["hostname"] != ""
-    assert len(controller.events(type="protocol_error")) == 1
+    assert controller.node(WITNESS)["status"] == "online"
+    assert controller.node(WITNESS)["hostname"] != ""
+    assert len(errors_of(controller, raw)) == 1
 
 
 def test_second_stream_with_the_same_drone_id_replaces_the_first(
-    controller: Controller, agents: Callable[..., Agent]
+    shared: Fleet, controller: Controller
 ) -> None:
-    agent = agents("drone-dup")
-    wait_for(lambda: (n := controller.node("drone-dup")) and n["status"] == "online", what="online")
+    agent = shared.add_agent("drone-dup", online=True)
     drone_id = agent.drone_id
     # A clone of the drone (same state dir, same certificate) connects.
     creds = agent_credentials(agent.state_dir)
@@ -167,7 +190,8 @@ def test_second_stream_with_the_same_drone_id_replaces_the_first(
             kind = first.WhichOneof("body")
             # While this stream holds the id, the node is ours, and there is one of it.
             node = await asyncio.to_thread(controller.node, "drone-dup")
-            nodes = (await asyncio.to_thread(controller.get, "/api/v1/nodes"))["nodes"]
+            everyone = (await asyncio.to_thread(controller.get, "/api/v1/nodes"))["nodes"]
+            nodes = [n for n in everyone if n["name"] == "drone-dup"]
             assert node is not None and node["hostname"] == "clone" and node["status"] == "online"
             call.cancel()
             return kind, nodes
@@ -175,8 +199,8 @@ def test_second_stream_with_the_same_drone_id_replaces_the_first(
     kind, nodes = asyncio.run(clone())
     assert kind == "welcome"
     assert len(nodes) == 1
-    replaced = controller.events(type="drone_replaced")
-    assert len(replaced) == 1 and replaced[0]["drone_id"] == drone_id
+    replaced = [e for e in controller.events(type="drone_replaced") if e["drone_id"] == drone_id]
+    assert len(replaced) == 1
     # The controller ended the old stream with ABORTED; the real agent saw
     # it (or, when its heartbeat's write raced the end, grpc-python's local
     # INTERNAL: docs/protocol.md, bounds) and reconnects by itself once the
@@ -189,14 +213,16 @@ def test_second_stream_with_the_same_drone_id_replaces_the_first(
         lambda: (n := controller.node("drone-dup")) and n["status"] == "online" and n["hostname"] != "clone",
         what="the real agent back",
     )
-    assert len(controller.get("/api/v1/nodes")["nodes"]) == 1
+    assert [n["id"] for n in controller.get("/api/v1/nodes")["nodes"] if n["name"] == "drone-dup"] == [
+        drone_id
+    ]
 
 
 def test_stream_without_hello_times_out(tmp_path: Path) -> None:
     controller = Controller(tmp_path, "--hello-timeout", "0.5")
     controller.start()
     try:
-        assert enroll(controller, "raw", tmp_path / "raw").returncode == 0
+        enroll_here(controller, "raw", tmp_path / "raw")
         creds = agent_credentials(tmp_path / "raw")
         got_code, details, _ = asyncio.run(exchange(controller.grpc_target, creds, []))
         assert got_code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -212,7 +238,7 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
     controller = Controller(tmp_path, "--ping-interval", "0.3", "--ping-timeout", "1", "--missed-pings", "3")
     controller.start()
     try:
-        assert enroll(controller, "deaf", tmp_path / "deaf").returncode == 0
+        enroll_here(controller, "deaf", tmp_path / "deaf")
         drone_id = (tmp_path / "deaf" / "drone-id").read_text().strip()
         creds = agent_credentials(tmp_path / "deaf")
 
@@ -275,22 +301,21 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
 
 
 def test_a_drone_cannot_answer_to_another_drones_name(
-    controller: Controller, agents: Callable[..., Agent], raw: Raw, tmp_path: Path
+    shared: Fleet, controller: Controller, raw: Raw, tmp_path: Path
 ) -> None:
     """Names are bound to drone ids at enrollment: an impostor's Hello is
     refused, an enrollment under a taken name is refused before its token is
     spent, admin actions by name reach the drone enrolled under it, and only
     an admin renames."""
-    real = agents("py-ref")
-    wait_for(lambda: (n := controller.node("py-ref")) and n["status"] == "online", what="py-ref online")
+    real = shared.add_agent("py-ref", online=True)
 
     got_code, details, received = asyncio.run(
         exchange(controller.grpc_target, raw.creds, [hello("py-ref", raw.drone_id)])
     )
     assert got_code == grpc.StatusCode.PERMISSION_DENIED and received == []
     assert "the name 'py-ref' belongs to another drone" in details
-    errors = controller.events(type="protocol_error")
-    assert len(errors) == 1 and errors[0]["drone_id"] == raw.drone_id
+    errors = errors_of(controller, raw)
+    assert len(errors) == 1
     nodes = controller.get("/api/v1/nodes")["nodes"]
     assert [n["id"] for n in nodes if n["name"] == "py-ref"] == [real.drone_id]
     status, reply = controller.admin("POST", "/admin/api/drones/py-ref/ping")
@@ -309,20 +334,23 @@ def test_a_drone_cannot_answer_to_another_drones_name(
     )
     assert received == ["welcome"]
     assert controller.node("free-name") is None
-    assert controller.node(raw.drone_id)["name"] == "raw"
-    mismatch = controller.events(type="drone_name_mismatch")
+    assert controller.node(raw.drone_id)["name"] == raw.name
+    mismatch = errors_of(controller, raw, "drone_name_mismatch")
     assert len(mismatch) == 1 and mismatch[0]["data"]["claimed"] == "free-name"
 
     # The admin renames: the new name is bound, the old one free for another drone.
     status, reply = controller.admin("POST", "/admin/api/drones/py-ref/rename", b'{"name": "py-new"}')
     assert status == 200 and reply == {"drone": real.drone_id, "name": "py-new", "old_name": "py-ref"}
     assert controller.node("py-new")["id"] == real.drone_id
-    status, reply = controller.admin("POST", "/admin/api/drones/py-new/rename", b'{"name": "raw"}')
+    status, reply = controller.admin(
+        "POST", "/admin/api/drones/py-new/rename", json.dumps({"name": raw.name}).encode()
+    )
     assert status == 409 and "belongs to another drone" in reply["error"]["message"]
     status, reply = controller.admin("POST", "/admin/api/drones/py-new/rename", b'{"name": "no spaces"}')
     assert status == 400
     assert enroll(controller, "py-ref", tmp_path / "third").returncode == 0
-    assert [e["data"]["old_name"] for e in controller.events(type="drone_renamed")] == ["py-ref"]
+    renamed = [e for e in controller.events(type="drone_renamed") if e["drone_id"] == real.drone_id]
+    assert [e["data"]["old_name"] for e in renamed] == ["py-ref"]
 
 
 async def raw_exchange(
@@ -362,17 +390,17 @@ def test_corrupt_input_is_invalid_argument_and_what_a_newer_agent_sends_is_ignor
     code, details, _ = asyncio.run(raw_exchange(controller.grpc_target, raw.creds, [garbage]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details == gateway.UNPARSABLE
 
-    first = hello("raw", raw.drone_id).SerializeToString()
+    first = hello(raw.name, raw.drone_id).SerializeToString()
     code, details, replies = asyncio.run(raw_exchange(controller.grpc_target, raw.creds, [first, garbage]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details == gateway.UNPARSABLE
     assert replies >= 1  # the welcome came first
-    errors = controller.events(type="protocol_error")
+    errors = errors_of(controller, raw)
     assert [e["message"].split(": ", 1)[1] for e in errors] == [gateway.UNPARSABLE] * 2
     assert "Traceback" not in controller.log()
 
     # A newer agent: a type this controller does not know, and a message kind
     # from field 20 of AgentMessage (reserved for later additions).
-    newer = hello("raw", raw.drone_id, drone_type=42).SerializeToString()
+    newer = hello(raw.name, raw.drone_id, drone_type=42).SerializeToString()
     kind_20 = bytes([0xA2, 0x01, 3, 0x08, 0x96, 0x01])  # field 20 (a varint tag), a message: field 1 = 150
     seen: dict[str, Any] = {}
 
@@ -384,7 +412,7 @@ def test_corrupt_input_is_invalid_argument_and_what_a_newer_agent_sends_is_ignor
             return "heartbeat" in kinds
 
         wait_for(unknown_and_heartbeat, what="the heartbeat after the unknown kind")
-        seen["node"] = controller.node("raw")
+        seen["node"] = controller.node(raw.name)
 
     code, _, _ = asyncio.run(
         raw_exchange(
@@ -395,7 +423,7 @@ def test_corrupt_input_is_invalid_argument_and_what_a_newer_agent_sends_is_ignor
     assert seen["node"]["status"] == "online" and seen["node"]["drone_type"] == "unknown"
     assert "drone type 42 is unknown to this controller" in seen["node"]["drone_type_reason"]
     assert len(seen["unknown"]) == 1
-    assert len(controller.events(type="protocol_error")) == 2
+    assert len(errors_of(controller, raw)) == 2
 
 
 # -- bounds per identity (controller/bounds.py) and versions ---------------------------
@@ -419,9 +447,7 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
 
 def enrolled(controller: Controller, root: Path, name: str) -> Raw:
     state = root / name
-    result = enroll(controller, name, state)
-    assert result.returncode == 0, result.stderr
-    return Raw((state / "drone-id").read_text().strip(), agent_credentials(state))
+    return Raw(name, enroll_here(controller, name, state), agent_credentials(state))
 
 
 def counted(events: list[dict[str, Any]], key: str) -> int:
@@ -641,21 +667,21 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     )
 
     def saved() -> bool:
-        node = controller.node("raw")
+        node = controller.node(raw.name)
         return node is not None and node["memory_percent"] == 100.0
 
     code, _, _ = asyncio.run(
         raw_exchange(
             controller.grpc_target,
             raw.creds,
-            [hello("raw", raw.drone_id).SerializeToString(), wild.SerializeToString()],
+            [hello(raw.name, raw.drone_id).SerializeToString(), wild.SerializeToString()],
             lambda: wait_for(saved, what="the heartbeat's figures"),
         )
     )
     assert code == "open"
     status, text = http("GET", controller.public_url + "/api/v1/nodes")
     assert status == 200
-    node = next(n for n in text["nodes"] if n["name"] == "raw")
+    node = next(n for n in text["nodes"] if n["name"] == raw.name)
     figures = {k: node[k] for k in ("load", "cpu_percent", "memory_percent", "disk_percent")}
     assert figures == {
         "load": [0.0, 0.0, 0.0],
@@ -667,4 +693,4 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     # Saved too: a stopping controller writes what changed, and the next one reads it back.
     assert controller.terminate() == 0
     controller.restart()
-    assert controller.node("raw")["memory_percent"] == 100.0
+    assert controller.node(raw.name)["memory_percent"] == 100.0

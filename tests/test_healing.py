@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from dronectl import write_spec
 
+from support.fleet import start_fleet
 from support.procs import Agent, Controller, enroll, wait_for
 from support.sshd import SshServer
 from support.webhook import Webhook
@@ -123,8 +124,10 @@ def heal_swarm(tmp_path: Path, sshd: SshServer, *flags: str) -> Iterator[HealSwa
     images.mkdir()
     ctl = f"{sys.executable} {DRONECTL} --state {services} --timeout 2"
     webhook = Webhook()
-    controller = Controller(
+    # The drones are not the fleet's agents: dronectl starts them (add_drone).
+    fleet = start_fleet(
         tmp_path,
+        (),
         "--ping-interval",
         "0.5",
         "--heal-grace",
@@ -150,13 +153,12 @@ def heal_swarm(tmp_path: Path, sshd: SshServer, *flags: str) -> Iterator[HealSwa
         webhook.url,
         *flags,
     )
-    controller.start()
-    swarm = HealSwarm(tmp_path, controller, sshd, webhook, services, images)
+    swarm = HealSwarm(tmp_path, fleet.controller, sshd, webhook, services, images)
     try:
         yield swarm
     finally:
         swarm.close()
-        controller.kill()
+        fleet.stop()
         webhook.close()
 
 

@@ -6,7 +6,7 @@ commands, exec timeouts, and "local" access through the API.
 One real controller (controller/app.py) runs in this process for the
 module (support/inproc.py): real HTTP over 127.0.0.1, the real web tiers
 and middlewares; its drones are control streams that only record what
-they are sent (support/links.py)."""
+they are sent (tests/fakes/links.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from swarm.controller.domain import HelloData
 from swarm.controller.errors import InvalidArgument
 from swarm.controller.web import parse
 
+from fakes.links import FakeLink
 from support.inproc import InProcessController
-from support.links import FakeLink
 from support.procs import wait_for
 
 pytestmark = [

@@ -199,16 +199,25 @@ def test_client_installs_from_the_binhost(built_drone: tuple[Prefix, EmergeResul
     assert (client.root / "usr/share/swarm-test/diamond-top.txt").read_text().startswith("diamond-left built")
 
 
-def test_drone_pulls_a_built_dependency_from_the_binhost(tmp_path: Path) -> None:
-    # The first drone builds the base, as the scheduler would dispatch it.
-    first = create_prefix(PrefixConfig(tmp_path / "first", Role.DRONE))
-    result = emerge(first, "--oneshot", "--buildpkg", "=swarm-test/diamond-base-1")
-    assert result.ok, output_excerpt(result)
+def test_drone_pulls_a_built_dependency_from_the_binhost(
+    built_drone: tuple[Prefix, EmergeResult], tmp_path: Path
+) -> None:
+    # Another drone built the base (and the rest of the diamond). This one is
+    # told to build the left side as the agent's builder tells it: from source
+    # even though a binary of it is on the binhost (--usepkg-exclude).
+    first, built = built_drone
+    assert built.ok, output_excerpt(built)
 
     with binhost(first.pkgdir) as (url, requests):
         second = create_prefix(PrefixConfig(tmp_path / "second", Role.DRONE, binhost=url))
         result = emerge(
-            second, "--oneshot", "--buildpkg", "--usepkg", "--getbinpkg", "=swarm-test/diamond-left-1"
+            second,
+            "--oneshot",
+            "--buildpkg",
+            "--usepkg",
+            "--getbinpkg",
+            "--usepkg-exclude=swarm-test/diamond-left",
+            "=swarm-test/diamond-left-1",
         )
     assert result.ok, output_excerpt(result)
     # The dependency came from the binhost as a binary; the target was built.
@@ -217,7 +226,8 @@ def test_drone_pulls_a_built_dependency_from_the_binhost(tmp_path: Path) -> None
     assert "/swarm-test/diamond-base/diamond-base-1-1.gpkg.tar" in requests
     assert "Compiling source in" in result.output
     assert second.installed("swarm-test/diamond-base-1")
-    assert gpkg(second, "diamond-left").is_file()
+    # Its own build of the left side (with a build id of its own, not necessarily -1).
+    assert list((second.pkgdir / "swarm-test" / "diamond-left").glob("diamond-left-1-*.gpkg.tar"))
     # With binrepos.conf, fetched packages are cached under var/cache/binhost/<repo>:
     # the drone's PKGDIR holds only what it built itself.
     assert not gpkg(second, "diamond-base").exists()

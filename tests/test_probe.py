@@ -30,8 +30,8 @@ from support.probe import (
     excluding,
     load_schema,
     operations,
+    probe_fleet,
     run_probe,
-    start_fleet,
 )
 from support.procs import Controller
 
@@ -47,11 +47,9 @@ EXAMPLES = 30
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    controller, agents = start_fleet(tmp_path_factory.mktemp("probe"))
-    yield controller
-    for agent in agents:
-        agent.kill()
-    controller.kill()
+    fleet = probe_fleet(tmp_path_factory.mktemp("probe"))
+    yield fleet.controller
+    fleet.stop()
 
 
 def assert_probe_held(controller: Controller, report: ProbeReport, operations_probed: list[str]) -> None:

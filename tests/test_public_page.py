@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from support.browser import ARTIFACTS, WAIT_MS, Problems, get, shot
-from support.builds import Swarm, start_swarm
+from support.fleet import Fleet, builders, start_fleet
 from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -29,8 +29,8 @@ PACKAGE = "swarm-test/leaf-data"
 
 
 @pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
-    s = start_swarm(tmp_path_factory.mktemp("public-page"), 1)
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    s = start_fleet(tmp_path_factory.mktemp("public-page"), builders(1), portage=True)
     try:
         session_id = s.queue(PACKAGE)["session"]["id"]
         wait_for(
@@ -40,9 +40,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         )
         yield s
     finally:
-        for agent in s.agents:
-            agent.kill()
-        s.controller.kill()
+        s.stop()
 
 
 @dataclass
@@ -59,7 +57,7 @@ class Visit:
         return [p for p in self.problems.unexpected() if "status of 404" not in p]
 
 
-def visit(context: BrowserContext, swarm: Swarm) -> Visit:
+def visit(context: BrowserContext, swarm: Fleet) -> Visit:
     page = context.new_page()
     v = Visit(page, Problems(page))
     page.on("request", lambda r: v.requests.append(r.url))
@@ -73,7 +71,7 @@ def visit(context: BrowserContext, swarm: Swarm) -> Visit:
     return v
 
 
-def assert_public_only(v: Visit, swarm: Swarm) -> None:
+def assert_public_only(v: Visit, swarm: Fleet) -> None:
     public = urllib.parse.urlsplit(swarm.controller.public_url).netloc
     admin_port = urllib.parse.urlsplit(swarm.controller.admin_url).port
     assert v.requests, "the page made no request at all"
@@ -104,7 +102,7 @@ def canvas_painted(page: Page) -> int:
 # -- what the public tier serves ------------------------------------------------------------
 
 
-def test_the_public_tier_serves_the_page_and_nothing_else_of_the_console(swarm: Swarm) -> None:
+def test_the_public_tier_serves_the_page_and_nothing_else_of_the_console(swarm: Fleet) -> None:
     base = swarm.controller.public_url
     for path, kind in (
         ("/", "text/html"),
@@ -149,7 +147,7 @@ def test_the_public_tier_serves_the_page_and_nothing_else_of_the_console(swarm: 
 # -- the page ------------------------------------------------------------------------------
 
 
-def test_status_page_shows_the_swarm_live(swarm: Swarm, browser: BrowserContext) -> None:
+def test_status_page_shows_the_swarm_live(swarm: Fleet, browser: BrowserContext) -> None:
     ctl = swarm.controller
     node = ctl.node(DRONE)
     assert node is not None
@@ -231,7 +229,7 @@ def test_status_page_shows_the_swarm_live(swarm: Swarm, browser: BrowserContext)
     assert_public_only(v, swarm)
 
 
-def test_scrubbing_the_waveform_shows_that_moments_events(swarm: Swarm, browser: BrowserContext) -> None:
+def test_scrubbing_the_waveform_shows_that_moments_events(swarm: Fleet, browser: BrowserContext) -> None:
     v = visit(browser, swarm)
     page = v.page
     wave = page.locator(".waveform")
@@ -294,7 +292,7 @@ def test_scrubbing_the_waveform_shows_that_moments_events(swarm: Swarm, browser:
     assert_public_only(v, swarm)
 
 
-def test_status_page_on_a_phone(swarm: Swarm, chromium: Browser) -> None:
+def test_status_page_on_a_phone(swarm: Fleet, chromium: Browser) -> None:
     context = chromium.new_context(
         viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True, is_mobile=True
     )
@@ -328,7 +326,7 @@ def test_status_page_on_a_phone(swarm: Swarm, chromium: Browser) -> None:
         context.close()
 
 
-def test_the_waveform_follows_its_container(swarm: Swarm, browser: BrowserContext) -> None:
+def test_the_waveform_follows_its_container(swarm: Fleet, browser: BrowserContext) -> None:
     v = visit(browser, swarm)
     page = v.page
     wave = page.locator(".waveform")

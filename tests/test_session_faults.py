@@ -37,8 +37,8 @@ import pytest
 
 from swarm.agent.logs import build_log_name
 
-from support.builds import BUILD_TIMEOUT, Swarm, start_swarm, upload_refused_line
 from support.disk import fill
+from support.fleet import BUILD_TIMEOUT, Fleet, builders, start_fleet, upload_refused_line
 from support.postgres import PostgresServer, private_server
 from support.procs import Agent, wait_for
 from support.session_faults import (
@@ -62,12 +62,6 @@ DIAMOND = "swarm-test/diamond-top"  # 4 jobs: base, then left and right side by 
 CHAIN = "swarm-test/chain-d"  # 4 jobs, one after the other
 
 
-def stop(swarm: Swarm) -> None:
-    for agent in swarm.agents:
-        agent.kill()
-    swarm.controller.kill()
-
-
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
     server = private_server(durable=True)  # killed with SIGKILL: what it acknowledged must stay
@@ -80,27 +74,35 @@ def pg() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
-def pg_swarm(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
-    swarm = start_swarm(tmp_path_factory.mktemp("session-pg"), 2, "--db", pg.url("swarm"), *FAST_HEALTH)
-    try:
-        yield swarm
-    finally:
-        stop(swarm)
-
-
-@pytest.fixture(scope="module")
-def disk_swarm(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
-    # Only the data dir (database, staging binhost) on the small disk: logs stay readable.
-    swarm = start_swarm(
-        tmp_path_factory.mktemp("session-disk"),
-        2,
-        *("--data-dir", str(small_disk / "data"), "--disk-min-free-mb", "4"),
+def pg_swarm(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    swarm = start_fleet(
+        tmp_path_factory.mktemp("session-pg"),
+        builders(2),
+        "--db",
+        pg.url("swarm"),
         *FAST_HEALTH,
+        portage=True,
     )
     try:
         yield swarm
     finally:
-        stop(swarm)
+        swarm.stop()
+
+
+@pytest.fixture(scope="module")
+def disk_swarm(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    # Only the data dir (database, staging binhost) on the small disk: logs stay readable.
+    swarm = start_fleet(
+        tmp_path_factory.mktemp("session-disk"),
+        builders(2),
+        *("--data-dir", str(small_disk / "data"), "--disk-min-free-mb", "4"),
+        *FAST_HEALTH,
+        portage=True,
+    )
+    try:
+        yield swarm
+    finally:
+        swarm.stop()
 
 
 @dataclass
@@ -112,7 +114,7 @@ class Watched:
 
 
 @contextlib.contextmanager
-def watched_session(swarm: Swarm, *atoms: str) -> Iterator[Watched]:
+def watched_session(swarm: Fleet, *atoms: str) -> Iterator[Watched]:
     """Queue a session while a client follows the events and health."""
     after = int(swarm.controller.get("/api/v1/events?limit=1")["last_id"])
     with EventFollower(swarm.controller.public_url, after=after) as follower:
@@ -121,7 +123,7 @@ def watched_session(swarm: Swarm, *atoms: str) -> Iterator[Watched]:
         follower.poll()  # the last events, up to the session's end
 
 
-def built_meanwhile(swarm: Swarm, session_id: str) -> dict[str, Any]:
+def built_meanwhile(swarm: Fleet, session_id: str) -> dict[str, Any]:
     """Wait for a job of the session built while the fault lasts: emerge
     made its package on the drone, whose upload now meets the fault."""
     job: dict[str, Any] = wait_for(
@@ -142,21 +144,21 @@ def built_meanwhile(swarm: Swarm, session_id: str) -> dict[str, Any]:
     return job
 
 
-def agent(swarm: Swarm, name: str) -> Agent:
-    return next(a for a in swarm.agents if a.name == name)
+def agent(swarm: Fleet, name: str) -> Agent:
+    return swarm.agents[name]
 
 
-def assert_taken(swarm: Swarm, job: dict[str, Any]) -> None:
+def assert_taken(swarm: Fleet, job: dict[str, Any]) -> None:
     """The package built during the fault was taken once the controller could: not built again."""
     done = swarm.jobs()[job["cpv"]]
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, job["build_id"]), done
 
 
-def health(swarm: Swarm) -> dict[str, object]:
+def health(swarm: Fleet) -> dict[str, object]:
     return dict(swarm.controller.get("/api/v1/health"))
 
 
-def wait_degraded(swarm: Swarm, *codes: str) -> dict[str, object]:
+def wait_degraded(swarm: Fleet, *codes: str) -> dict[str, object]:
     found: dict[str, object] = wait_for(
         lambda: (
             (h := health(swarm))["status"] == "degraded"
@@ -177,11 +179,11 @@ def degraded_with(samples: list[HealthSample], code: str) -> bool:
     return told
 
 
-def wait_ok(swarm: Swarm) -> None:
+def wait_ok(swarm: Fleet) -> None:
     wait_for(lambda: health(swarm)["status"] == "ok", timeout=RECOVERY, what="health ok again")
 
 
-def outcome(swarm: Swarm, where: Path | str, watched: Watched) -> Outcome:
+def outcome(swarm: Fleet, where: Path | str, watched: Watched) -> Outcome:
     """What the session left, once its jobs and every event a client saw are
     written (the backlog goes soon after the database is back)."""
 
@@ -230,7 +232,7 @@ def seen_types(watched: Watched) -> set[str]:
 
 
 def test_a_session_completes_through_a_postgresql_killed_and_restarted(
-    pg: PostgresServer, pg_swarm: Swarm
+    pg: PostgresServer, pg_swarm: Fleet
 ) -> None:
     swarm = pg_swarm
     pid = swarm.controller.pid
@@ -259,7 +261,7 @@ def test_a_session_completes_through_a_postgresql_killed_and_restarted(
 
 
 def test_a_session_completes_through_a_postgresql_stopped_a_while(
-    pg: PostgresServer, pg_swarm: Swarm
+    pg: PostgresServer, pg_swarm: Fleet
 ) -> None:
     swarm = pg_swarm
     pid = swarm.controller.pid
@@ -287,7 +289,7 @@ def test_a_session_completes_through_a_postgresql_stopped_a_while(
 # -- SQLite on a full data disk -------------------------------------------------
 
 
-def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swarm: Swarm) -> None:
+def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swarm: Fleet) -> None:
     swarm = disk_swarm
     db = small_disk / "data" / "swarm.db"
     pid = swarm.controller.pid

@@ -25,7 +25,7 @@ import pytest
 from swarm.clock import parse_iso
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, shell_pb2, shell_pb2_grpc
 
-from support.procs import Controller, agent_credentials, enroll, wait_for
+from support.procs import Controller, agent_credentials, enroll_here, wait_for
 from support.shells import ShellDrone, start_shell_drone
 from support.terminal import Term, open_terminal
 
@@ -370,7 +370,7 @@ async def shell_call(controller: Controller, who: Path, channel_id: str) -> tupl
 def test_a_drone_attaches_only_to_its_own_channels(drone: Drone, tmp_path: Path) -> None:
     controller = drone.controller
     for name in ("raw", "other"):
-        assert enroll(controller, name, tmp_path / name).returncode == 0
+        enroll_here(controller, name, tmp_path / name)
 
     async def scenario() -> None:
         control, stream = await hand_drone(controller, tmp_path / "raw", "raw")

@@ -1,14 +1,22 @@
-"""Trust between agents and controller: enrollment, mutual TLS, authorization, revocation, renewal."""
+"""Trust between agents and controller: enrollment, mutual TLS, authorization, revocation, renewal.
+
+The tests of one controller share a real controller process for the module
+(each uses drone names and tokens of its own); renewal and --insecure
+start controllers of their own, with their flags. The deciding parts
+(token expiry, the cap) are tested in process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import secrets
+import socket
+import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,33 @@ def online(controller: Controller, name: str) -> bool:
     return node is not None and node["status"] == "online"
 
 
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One controller for the module (overrides conftest's, one a test)."""
+    proc = Controller(tmp_path_factory.mktemp("trust"), "--ping-interval", "0.5")
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def drone_credentials(pki: Path) -> tuple[bytes, bytes]:
+    """(key, certificate) of a new drone, signed by the controller CA kept in ``pki``."""
+    from swarm.controller.ca import CertificateAuthority
+    from swarm.pki import key_pem, make_csr, new_key
+
+    key, drone_id = new_key(), secrets.token_hex(16)
+    issued = CertificateAuthority.load_or_create(pki).sign_drone(
+        make_csr(key, drone_id), drone_id, datetime.timedelta(hours=1)
+    )
+    return key_pem(key), issued.pem
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """(key, certificate) of a drone of another controller: its CA, made as every controller makes one."""
+    return drone_credentials(tmp_path_factory.mktemp("other") / "pki")
+
+
 def test_enrollment_end_to_end(controller: Controller, tmp_path: Path) -> None:
     state = tmp_path / "fresh"
     result = enroll(controller, "fresh", state)
@@ -51,8 +86,8 @@ def test_enrollment_end_to_end(controller: Controller, tmp_path: Path) -> None:
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert 29 <= lifetime.days <= 31  # default 30 days
     assert oct((state / "drone.key").stat().st_mode & 0o777) == "0o600"
-    enrolled = controller.events(type="drone_enrolled")
-    assert [e["drone_id"] for e in enrolled] == [drone_id]
+    enrolled = [e for e in controller.events(type="drone_enrolled") if e["drone_id"] == drone_id]
+    assert [e["drone_name"] for e in enrolled] == ["fresh"]
 
 
 def test_spent_token_wrong_pin_and_bound_name_are_refused(controller: Controller, tmp_path: Path) -> None:
@@ -244,37 +279,43 @@ async def call_method(target: str, creds: grpc.ChannelCredentials, method: str) 
         return grpc.StatusCode.OK
 
 
-async def handshake_fails(target: str, creds: grpc.ChannelCredentials) -> bool:
-    async with grpc.aio.secure_channel(target, creds) as channel:
+def first_frame(controller: Controller, tmp_path: Path, client: tuple[bytes, bytes] | None) -> bytes:
+    """What the gateway port sends a TLS client (with ``client``'s key and
+    certificate) after HTTP/2's preface: its SETTINGS if the handshake took
+    the client's certificate; nothing, the connection closed, if it did not."""
+    context = ssl.create_default_context(cadata=(controller.data_dir / "pki" / "ca.crt").read_text())
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2"])
+    if client is not None:
+        (tmp_path / "client.key").write_bytes(client[0])
+        (tmp_path / "client.crt").write_bytes(client[1])
+        context.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
+    with socket.create_connection(("127.0.0.1", controller.info["grpc_port"]), timeout=10) as raw:
+        frame = b""
         try:
-            await asyncio.wait_for(channel.channel_ready(), 2)
-        except TimeoutError:
-            return True
-    return False
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                while len(frame) < 9 and (chunk := tls.recv(9 - len(frame))):
+                    frame += chunk
+        except OSError:  # the refusal as a TLS alert or a reset, not as the end of the stream
+            return b""
+        return frame
+
+
+def test_the_gateway_port_takes_only_certificates_of_its_own_ca(
+    controller: Controller, foreign: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    own = drone_credentials(controller.data_dir / "pki")
+    taken = first_frame(controller, tmp_path, own)
+    assert len(taken) == 9 and taken[3] == 0x04, taken  # an HTTP/2 SETTINGS frame's header
+    assert first_frame(controller, tmp_path, None) == b""
+    assert first_frame(controller, tmp_path, foreign) == b""
 
 
 @pytest.mark.parametrize("method", all_methods())
-def test_every_rpc_refuses_callers_it_does_not_know(
-    controller: Controller, tmp_path: Path, method: str
-) -> None:
+def test_every_rpc_refuses_callers_it_does_not_know(controller: Controller, method: str) -> None:
     ca_pem = (controller.data_dir / "pki" / "ca.crt").read_bytes()
     no_cert = grpc.ssl_channel_credentials(root_certificates=ca_pem)
-    # A certificate from another CA: a second controller's enrolled drone.
-    other = Controller(tmp_path / "other")
-    (tmp_path / "other").mkdir()
-    other.start()
-    try:
-        assert enroll(other, "stranger", tmp_path / "stranger").returncode == 0
-    finally:
-        other.kill()
-    foreign = grpc.ssl_channel_credentials(
-        root_certificates=ca_pem,
-        private_key=(tmp_path / "stranger" / "drone.key").read_bytes(),
-        certificate_chain=(tmp_path / "stranger" / "drone.crt").read_bytes(),
-    )
-    # The gateway port requires a certificate from our CA at the handshake.
-    assert asyncio.run(handshake_fails(controller.grpc_target, no_cert))
-    assert asyncio.run(handshake_fails(controller.grpc_target, foreign))
     # On the enrollment port nobody has a certificate: only Enroll is allowed,
     # and it still needs a valid token.
     status = asyncio.run(call_method(controller.enroll_target, no_cert, method))
@@ -431,6 +472,7 @@ def test_enrollment_refuses_keys_the_gateway_cannot_serve_before_spending_the_to
             )
         return bytes(reply.certificate_pem)
 
+    enrolled_before = len(controller.events(type="drone_enrolled"))
     token = controller.create_token()
     refused = {
         "garbage": None,
@@ -443,7 +485,7 @@ def test_enrollment_refuses_keys_the_gateway_cannot_serve_before_spending_the_to
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (what, code, details)
         if key is not None:
             assert "use an ECDSA key on P-256" in details, details
-    assert controller.events(type="drone_enrolled") == []
+    assert len(controller.events(type="drone_enrolled")) == enrolled_before
 
     for name, key in (
         ("p384", ec.generate_private_key(ec.SECP384R1())),

@@ -30,7 +30,7 @@ import pytest
 
 from swarm.v1 import build_pb2, build_pb2_grpc, fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
-from support.procs import Controller, agent_credentials, enroll, http, wait_for
+from support.procs import Controller, agent_credentials, enroll_here, http, wait_for
 
 # Real emerge (once per module) and a controller with its Portage worker per test.
 pytestmark = pytest.mark.timeout(600)
@@ -126,9 +126,7 @@ class Bench:
 
 
 def identity(controller: Controller, state_dir: Path, name: str) -> Identity:
-    result = enroll(controller, name, state_dir)
-    assert result.returncode == 0, result.stderr
-    return Identity(name, (state_dir / "drone-id").read_text().strip(), agent_credentials(state_dir))
+    return Identity(name, enroll_here(controller, name, state_dir), agent_credentials(state_dir))
 
 
 @contextlib.contextmanager

@@ -1,7 +1,11 @@
 """Live admin streams: /ws/events (live, filtered, resumable) and
 /ws/protocol (heartbeats of a real agent, sampled); a client that stops
 reading costs bounded memory and is told what it missed; streams close
-when the controller stops."""
+when the controller stops.
+
+/ws/events' filters and resumption are tested on a controller in this
+process (support/inproc.py); the rest needs a real agent or a controller
+process (its memory, its SIGTERM)."""
 
 from __future__ import annotations
 
@@ -20,16 +24,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support.procs import Agent, Controller, wait_for
+from support.inproc import InProcessController, local_config
+from support.procs import Agent, Controller, ControllerApi, wait_for
 
 QUEUE = 50
 
 
-def ws_url(ctl: Controller, path: str) -> str:
+def ws_url(ctl: ControllerApi, path: str) -> str:
     return ctl.admin_url + path
 
 
-def key(ctl: Controller) -> dict[str, str]:
+def key(ctl: ControllerApi) -> dict[str, str]:
     return {"X-Admin-Key": ctl.admin_key}
 
 
@@ -52,7 +57,7 @@ async def until(
             return seen
 
 
-async def _events_live_and_resumed(ctl: Controller) -> None:
+async def _events_live_and_resumed(ctl: ControllerApi) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url(ctl, "/ws/events"), headers=key(ctl)) as ws:
             await asyncio.to_thread(ctl.create_token, 600, "first")
@@ -86,8 +91,18 @@ async def _events_live_and_resumed(ctl: Controller) -> None:
             assert "fourth" in (await next_item(ws))["message"]
 
 
-def test_events_stream_live_filtered_and_resumable(controller: Controller) -> None:
-    asyncio.run(_events_live_and_resumed(controller))
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[InProcessController]:
+    proc = InProcessController(local_config(tmp_path)).start()
+    yield proc
+    proc.stop()
+
+
+# The controller runs in this process, under pytest's warnings-as-errors:
+# auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+def test_events_stream_live_filtered_and_resumable(inproc: InProcessController) -> None:
+    asyncio.run(_events_live_and_resumed(inproc))
 
 
 async def _heartbeats(ctl: Controller, drone_id: str, seconds: float) -> tuple[list[Any], list[Any]]:
@@ -242,6 +257,7 @@ async def _count_while(ctl: Controller, flood: Callable[[], None]) -> list[dict[
         return await reader
 
 
+@pytest.mark.real  # the controller's process: its memory
 def test_a_client_that_stops_reading_costs_bounded_memory(small_queue: Controller) -> None:
     ctl = small_queue
     stalled = raw_websocket(ctl, "/ws/events?type=token_created")
@@ -305,6 +321,7 @@ async def _closed_on_stop(ctl: Controller) -> tuple[list[Any], float, int]:
         return codes, time.monotonic() - started, exit_code
 
 
+@pytest.mark.real  # the controller's process: SIGTERM
 def test_streams_close_when_the_controller_stops(small_queue: Controller) -> None:
     ctl = small_queue
     stalled = raw_websocket(ctl, "/ws/events")

@@ -28,6 +28,8 @@ def build_tree() -> Path:
     (pkg / "controller").symlink_to(ROOT / "controller")
     (pkg / "cli").symlink_to(ROOT / "cli")
     (pkg / "v1").symlink_to(ROOT / "protos" / "swarm" / "v1")
+    # The tests' fakes, checked against the interfaces they stand for.
+    (TREE / "fakes").symlink_to(ROOT / "tests" / "fakes")
     return pkg
 
 
@@ -45,6 +47,8 @@ def main() -> int:
         "swarm.controller",
         "-p",
         "swarm.cli",
+        "-p",
+        "fakes",
     ]
     modules = sorted(p.stem for p in (ROOT / "common").glob("*.py") if p.stem != "__init__")
     for name in modules:

@@ -42,9 +42,9 @@ const POKE_EVERY_MS = 1000; // and pokes ask at most this often
  * @property {string | null} last_pong_at
  * @property {number | null} ping_latency_ms
  * @property {number[]} load load averages over 1, 5 and 15 minutes
- * @property {number} cpu_pct
- * @property {number} mem_pct
- * @property {number} disk_pct
+ * @property {number} cpu_percent
+ * @property {number} memory_percent
+ * @property {number} disk_percent
  * @property {number | null} disk_free_bytes
  * @property {boolean} emerge_running
  * @property {string | null} current_job_id
@@ -78,9 +78,9 @@ export function droneOf(d) {
     last_pong_at: d.last_pong_at ?? null,
     ping_latency_ms: d.ping_latency_ms ?? null,
     load: d.load ?? [0, 0, 0],
-    cpu_pct: d.cpu_pct ?? d.cpu_percent ?? 0,
-    mem_pct: d.mem_pct ?? d.memory_percent ?? 0,
-    disk_pct: d.disk_pct ?? d.disk_percent ?? 0,
+    cpu_percent: d.cpu_percent ?? 0,
+    memory_percent: d.memory_percent ?? 0,
+    disk_percent: d.disk_percent ?? 0,
     disk_free_bytes: d.disk_free_bytes ?? null,
     emerge_running: Boolean(d.emerge_running),
     current_job_id: d.current_job_id || null,

@@ -6,20 +6,72 @@ parts (the fleet, the healer) to set up what HTTP cannot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from swarm.controller.app import Controller
 from swarm.controller.config import ControllerConfig
+
+from support.procs import ControllerApi
 
 T = TypeVar("T")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class InProcessController:
+def local_config(root: Path, **options: Any) -> ControllerConfig:
+    """A controller's configuration for tests: data in ``root``, every port 0 on
+    127.0.0.1, no log file, no healing under the test (as support/procs.py's)."""
+    defaults: dict[str, Any] = {
+        "data_dir": root / "controller",
+        "bind": "127.0.0.1",
+        "admin_bind": "127.0.0.1",
+        "grpc_port": 0,
+        "public_port": 0,
+        "admin_port": 0,
+        "enroll_port": 0,
+        "log_file": Path(""),
+        "heal_grace": 3600.0,
+    }
+    return ControllerConfig(**{**defaults, **options})
+
+
+class LogLines(logging.Handler):
+    """Every line the swarm's loggers write while it is installed: a
+    controller in this process logs here what a process writes to its log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.contextmanager
+def swarm_log() -> Iterator[LogLines]:
+    """The swarm's log lines, debug included, while the block runs."""
+    handler = LogLines()
+    logger = logging.getLogger("swarm")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class InProcessController(ControllerApi):
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.controller = Controller(config)

@@ -26,14 +26,13 @@ from typing import Any
 
 import hypothesis
 import hypothesis.errors
-import prefix as pfx
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis import GenerationMode
 from schemathesis.core.failures import Failure, FailureGroup
 
-from support.procs import Agent, Controller, enroll, wait_for
+from support.fleet import Fleet, start_fleet
 
 # A 5xx; and drift between the generated documents (controller/web/openapi.py)
 # and real answers: a body its schema does not describe, a status or a
@@ -81,38 +80,21 @@ ADMIN_TARGETS = {
 }
 
 
-def start_fleet(root: Path, *extra: str, agent_logs: bool = False) -> tuple[Controller, list[Agent]]:
+def probe_fleet(root: Path, *extra: str, agent_logs: bool = False) -> Fleet:
     """A controller with Portage (so the build routes reach their handlers) and
-    the enrolled agents of DRONES, all online; ``extra`` controller options;
-    with ``agent_logs`` each agent also logs to a file (a drone's ``agent``
-    log source). The caller kills them."""
-    portage = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
-    controller = Controller(
-        root,
-        "--ping-interval",
-        "0.5",
-        "--portage-eprefix",
-        str(portage.root),
-        *extra,
-    )
-    agents: list[Agent] = []
+    the enrolled agents of DRONES (no prefixes: they build nothing), all online;
+    ``extra`` controller options; with ``agent_logs`` each agent also logs to a
+    file (a drone's ``agent`` log source). The caller stops it."""
+    fleet = start_fleet(root, (), "--ping-interval", "0.5", *extra, portage=True)
     try:
-        controller.start()
         for name in DRONES:
             logs = ("--log-file", str(root / f"agent-{name}-own.log")) if agent_logs else ()
-            agent = Agent(root, name, controller.grpc_target, *logs)
-            result = enroll(controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
-            agent.start()
-            agents.append(agent)
-        for name in DRONES:
-            wait_for(lambda n=name: (x := controller.node(n)) and x["status"] == "online", what=name)
+            fleet.add_agent(name, *logs, portage=False)
+        fleet.wait_online()
     except BaseException:
-        for agent in agents:
-            agent.kill()
-        controller.kill()
+        fleet.stop()
         raise
-    return controller, agents
+    return fleet
 
 
 @dataclass(frozen=True, slots=True)

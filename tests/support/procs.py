@@ -126,7 +126,54 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class Controller(Proc):
+class ControllerApi:
+    """A controller's web tiers as tests call them, for a controller process
+    (Controller) and one in the test process (support/inproc.py)."""
+
+    @property
+    def public_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def admin_url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def admin_key(self) -> str:
+        raise NotImplementedError
+
+    def get(self, path: str) -> Any:
+        status, body = http("GET", self.public_url + path)
+        assert status == 200, f"GET {path}: {status} {body}"
+        return body
+
+    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        headers = {"X-Admin-Key": self.admin_key}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        return http(method, self.admin_url + path, headers=headers, body=body)
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
+        return body["node"] if status == 200 else None
+
+    def events(self, **query: str) -> list[dict[str, Any]]:
+        """Every event (the admin tier's view, audit trail included)."""
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
+        assert status == 200, body
+        return list(body["events"])
+
+    def create_token(self, ttl: float = 600, name: str | None = None) -> str:
+        body: dict[str, Any] = {"ttl": ttl}
+        if name is not None:
+            body["name"] = name
+        status, reply = self.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
+        assert status == 201, reply
+        return str(reply["token"])
+
+
+class Controller(ControllerApi, Proc):
     def __init__(
         self,
         root: Path,
@@ -206,14 +253,6 @@ class Controller(Proc):
         self.args = self._args()
         self.start()
 
-    def create_token(self, ttl: float = 600, name: str | None = None) -> str:
-        body: dict[str, Any] = {"ttl": ttl}
-        if name is not None:
-            body["name"] = name
-        status, reply = self.admin("POST", "/admin/api/tokens", json.dumps(body).encode())
-        assert status == 201, reply
-        return str(reply["token"])
-
     @property
     def enroll_target(self) -> str:
         return f"127.0.0.1:{self.info['enroll_port']}"
@@ -237,28 +276,6 @@ class Controller(Proc):
     @property
     def admin_key(self) -> str:
         return Path(self.info["admin_key_file"]).read_text().strip()
-
-    def get(self, path: str) -> Any:
-        status, body = http("GET", self.public_url + path)
-        assert status == 200, f"GET {path}: {status} {body}"
-        return body
-
-    def admin(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        headers = {"X-Admin-Key": self.admin_key}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        return http(method, self.admin_url + path, headers=headers, body=body)
-
-    def node(self, name: str) -> dict[str, Any] | None:
-        status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
-        return body["node"] if status == 200 else None
-
-    def events(self, **query: str) -> list[dict[str, Any]]:
-        """Every event (the admin tier's view, audit trail included)."""
-        qs = "&".join(f"{k}={v}" for k, v in query.items())
-        status, body = self.admin("GET", f"/admin/api/events?limit=1000&{qs}")
-        assert status == 200, body
-        return list(body["events"])
 
 
 def enroll(
@@ -290,6 +307,24 @@ def enroll(
         text=True,
         timeout=60,
     )
+
+
+def enroll_here(controller: Controller, name: str, state_dir: Path) -> str:
+    """Enroll as ``swarm-agent enroll`` does, but in this process: the same
+    credentials.enroll over gRPC to the controller's enrollment port, without
+    starting a Python for it. For identities a test drives by hand; the
+    command itself is run by enroll() (and tested in test_cli*). The drone id."""
+    import asyncio
+
+    from swarm.agent import credentials
+    from swarm.agent.identity import load_or_create_drone_id
+
+    drone_id = load_or_create_drone_id(state_dir)
+    token = controller.create_token()
+    asyncio.run(
+        credentials.enroll(state_dir, drone_id, name, controller.enroll_target, token, controller.ca_pin)
+    )
+    return drone_id
 
 
 def agent_credentials(state_dir: Path) -> Any:

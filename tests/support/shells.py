@@ -11,7 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from support.procs import Agent, Controller, enroll, wait_for
+from support.fleet import start_fleet
+from support.procs import Agent, Controller
 
 SHELL = "/bin/bash --noprofile --norc"
 
@@ -47,27 +48,20 @@ def start_shell_drone(
     heartbeat_interval: float = 0.25,
     drone_type: str = "unknown",
 ) -> ShellDrone:
-    controller = Controller(root, "--ping-interval", "0.5", *controller_flags)
-    controller.start()
+    fleet = start_fleet(root, (), "--ping-interval", "0.5", *controller_flags)
     home = root / "home"
     home.mkdir()
-    agent = Agent(
-        root,
-        name,
-        controller.grpc_target,
-        "--shell",
-        SHELL,
-        heartbeat_interval=heartbeat_interval,
-        drone_type=drone_type,
-    )
-    agent.env = {"HOME": str(home), "HISTFILE": "/dev/null", "SHELL": "/bin/bash"}
     try:
-        result = enroll(controller, name, agent.state_dir)
-        assert result.returncode == 0, result.stderr
-        agent.start()
-        wait_for(lambda: (n := controller.node(name)) and n["status"] == "online", what=f"{name} online")
+        agent = fleet.add_agent(
+            name,
+            "--shell",
+            SHELL,
+            env={"HOME": str(home), "HISTFILE": "/dev/null", "SHELL": "/bin/bash"},
+            heartbeat_interval=heartbeat_interval,
+            drone_type=drone_type,
+            online=True,
+        )
     except BaseException:
-        agent.kill()
-        controller.kill()
+        fleet.stop()
         raise
-    return ShellDrone(controller, agent, home)
+    return ShellDrone(fleet.controller, agent, home)

@@ -137,12 +137,12 @@ class DroneRow {
     setText(this.cores, String(drone.cores));
     setText(this.load, drone.connected ? drone.load[0].toFixed(2) : "–");
     this.load.title = drone.connected
-      ? `load ${drone.load.join(" / ")} · cpu ${drone.cpu_pct}% · memory ${drone.mem_pct}%`
+      ? `load ${drone.load.join(" / ")} · cpu ${drone.cpu_percent}% · memory ${drone.memory_percent}%`
       : "";
     setText(this.ping, drone.connected ? ms(drone.ping_latency_ms) : "–");
     this.ping.title = drone.last_pong_at ? `last pong ${ago(drone.last_pong_at, now)}` : "";
 
-    const pct = drone.disk_pct ?? 0;
+    const pct = drone.disk_percent ?? 0;
     setText(this.diskText, drone.connected || pct ? `${Math.round(pct)}%` : "–");
     this.diskFill.style.width = `${Math.min(100, Math.max(0, pct))}%`;
     this.diskFill.dataset.level = pct >= 90 ? "bad" : pct >= 75 ? "warn" : "ok";

@@ -1,0 +1,221 @@
+"""A fleet for tests: one real controller process and real agents on 127.0.0.1,
+optionally with builds on (the controller's own Gentoo prefix, and drones
+running real emerge in prefixes of their own).
+
+``start_fleet`` is the one way a test module starts a fleet; the handle it
+returns adds agents later, answers the questions most tests ask (a drone
+online, a session complete) and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import prefix as pfx
+
+from support.procs import Agent, Controller, enroll, wait_for
+
+EMERGE = Path(sys.executable).parent / "emerge"
+BUILD_TIMEOUT = 180.0
+SESSION_TIMEOUT = 300.0
+BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+ONLINE_TIMEOUT = 60.0
+
+
+@dataclass
+class Fleet:
+    """A running controller and the agents started for it (by name)."""
+
+    root: Path
+    controller: Controller
+    controller_prefix: pfx.Prefix | None = None
+    agents: dict[str, Agent] = field(default_factory=dict)
+    # Process groups a killed agent left behind (a build's emerge): killed by stop().
+    orphans: list[int] = field(default_factory=list)
+
+    # -- drones ------------------------------------------------------------------------
+
+    def add_agent(
+        self,
+        name: str,
+        *extra: str,
+        portage: bool | None = None,
+        command: str = BUILD_COMMAND,
+        package_env: Mapping[str, Mapping[str, str]] | None = None,
+        clean_build_dir: bool = True,
+        env: Mapping[str, str] | None = None,
+        online: bool = False,
+        **agent_kwargs: Any,
+    ) -> Agent:
+        """Enroll and start an agent (extra: its flags, after the fleet's own).
+
+        portage: a drone prefix of its own that builds from the staging
+        binhost (default: when the controller has builds on). clean_build_dir:
+        the agent's --cache-path is Portage's build directory in that prefix,
+        so the agent deletes there what a build given up on left. env: the
+        agent's environment on top of the test's.
+        online: wait until the controller reports it online (else wait_online,
+        once for all of them, after starting several)."""
+        if portage is None:
+            portage = self.controller_prefix is not None
+        args: list[str] = []
+        if portage:
+            drone_prefix = pfx.create_prefix(
+                pfx.PrefixConfig(
+                    self.root / f"{name}-prefix",
+                    pfx.Role.DRONE,
+                    binhost=self.controller.info["staging_url"],
+                    package_env=package_env or {},
+                )
+            )
+            args += ["--portage-eprefix", str(drone_prefix.root), "--pkgdir", str(drone_prefix.pkgdir)]
+            if clean_build_dir:
+                args += ["--cache-path", str(drone_prefix.tmpdir / "portage")]
+            args += ["--emerge-command", command, "--min-free-disk-mb", "1"]
+        agent = Agent(self.root, name, self.controller.grpc_target, *args, *extra, **agent_kwargs)
+        agent.env = dict(env) if env is not None else None
+        if not (agent.state_dir / "drone.crt").exists():
+            result = enroll(self.controller, name, agent.state_dir)
+            assert result.returncode == 0, result.stderr
+        agent.start()
+        self.agents[name] = agent
+        if online:
+            self.wait_online(name)
+        return agent
+
+    def wait_online(self, *names: str, timeout: float = ONLINE_TIMEOUT) -> None:
+        """Wait until each named drone (default: every agent) is online."""
+        for name in names or tuple(self.agents):
+            wait_for(functools.partial(self.online, name), timeout=timeout, what=f"{name} online")
+
+    def online(self, name: str) -> bool:
+        node = self.controller.node(name)
+        return node is not None and node["status"] == "online"
+
+    def agent_dirs(self) -> dict[str, Path]:
+        """Drone name -> the agent's state dir (its builds/ holds a log per build it ran)."""
+        return {name: agent.state_dir for name, agent in self.agents.items()}
+
+    def drone_packages(self, drone: str, cpv: str) -> list[Path]:
+        """The binary packages of ``cpv`` in a drone's PKGDIR (built there, or fetched)."""
+        category, _, pf = cpv.partition("/")
+        pkgdir = self.root / f"{drone}-prefix" / "var" / "cache" / "binpkgs" / category
+        return sorted(pkgdir.rglob(f"{pf}*.gpkg.tar"))
+
+    # -- builds ------------------------------------------------------------------------
+
+    def queue(self, *atoms: str) -> dict[str, Any]:
+        status, body = self.controller.admin(
+            "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
+        )
+        assert status == 201, body
+        return body  # type: ignore[no-any-return]
+
+    def session(self) -> dict[str, Any]:
+        """The newest session."""
+        sessions = self.controller.get("/api/v1/sessions")["sessions"]
+        return sessions[0]  # type: ignore[no-any-return]
+
+    def session_by_id(self, session_id: str) -> dict[str, Any] | None:
+        sessions = self.controller.get("/api/v1/sessions")["sessions"]
+        return next((s for s in sessions if s["id"] == session_id), None)
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
+
+    def wait_under_way(
+        self, session_id: str, *, done: int = 1, timeout: float = BUILD_TIMEOUT
+    ) -> dict[str, int]:
+        """Wait until ``done`` jobs of the session are done and one is building; its counts."""
+        counts: dict[str, int] = wait_for(
+            lambda: (
+                (s := self.session_by_id(session_id))
+                and s["jobs"]["done"] >= done
+                and s["jobs"]["building"] >= 1
+                and s["jobs"]
+            ),
+            timeout=timeout,
+            interval=0.05,
+            what=f"session {session_id} under way ({done} done, one building)",
+        )
+        return counts
+
+    def wait_complete(self, session_id: str, *, timeout: float = SESSION_TIMEOUT) -> dict[str, Any]:
+        """Wait until the session is complete; the session."""
+        session: dict[str, Any] = wait_for(
+            lambda: (s := self.session_by_id(session_id)) and s["state"] == "complete" and s,
+            timeout=timeout,
+            interval=0.25,
+            what=f"session {session_id} complete",
+        )
+        return session
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        """Events of one type, oldest first."""
+        return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+
+    # -- the end -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Kill every agent, the controller, and what killed agents left behind."""
+        for agent in self.agents.values():
+            agent.kill()
+        self.controller.kill()
+        for pgid in self.orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def start_fleet(
+    root: Path,
+    drones: Iterable[str] = (),
+    *controller_args: str,
+    portage: bool = False,
+    agent_args: Iterable[str] = (),
+    **agent_kwargs: Any,
+) -> Fleet:
+    """A started controller (controller_args: its flags) and the named drones, all online.
+
+    portage: builds on; the controller gets a Gentoo prefix (and a short
+    --build-grace, which controller_args may override), each drone a prefix
+    of its own (Fleet.add_agent). agent_args and agent_kwargs go to every
+    drone's add_agent. On any failure what was started is stopped."""
+    ctl_prefix = None
+    args: list[str] = []
+    if portage:
+        ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(root / "ctl-prefix", pfx.Role.CONTROLLER))
+        args = ["--portage-eprefix", str(ctl_prefix.root), "--build-grace", "5"]
+    fleet = Fleet(root, Controller(root, *args, *controller_args), ctl_prefix)
+    try:
+        fleet.controller.start()
+        names = list(drones)
+        for name in names:
+            fleet.add_agent(name, *agent_args, **agent_kwargs)
+        fleet.wait_online(*names)
+    except BaseException:
+        fleet.stop()
+        raise
+    return fleet
+
+
+def builders(count: int) -> list[str]:
+    """Names of ``count`` build drones: builder-0, builder-1, ..."""
+    return [f"builder-{i}" for i in range(count)]
+
+
+def upload_refused_line(agent: Agent, build_id: str) -> str | None:
+    """The agent's log line saying the upload of the build was refused as UNAVAILABLE."""
+    needle = f"build {build_id}: upload of "
+    return next(
+        (line for line in agent.log().splitlines() if needle in line and "interrupted (UNAVAILABLE" in line),
+        None,
+    )
