@@ -32,7 +32,8 @@ from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongDat
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
-from swarm.controller.store.records import NodeRecord
+from swarm.controller.schedule import Schedule
+from swarm.controller.store.records import NodeLive, NodeRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ OWN_FIELDS = tuple(name for name in NODE_FIELDS if name not in FIGURES)
 # is written every persist interval, and getattr one by one cost as much as
 # the rest of building its NodeRecords.
 RECORD_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{name}" for name in NODE_FIELDS))
+# The same for the columns that heartbeats and pongs change (NodeLive):
+# most persist intervals write only these.
+LIVE_VALUES = operator.attrgetter(
+    *(name if name in OWN_FIELDS else f"beat.{name}" for name in NodeLive._fields)
+)
 ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.
@@ -225,11 +231,20 @@ class Fleet:
         self.missed_pings = missed_pings
         self._drones: dict[str, DroneState] = {}
         self._connected: dict[str, DroneState] = {}
+        # Ids whose whole row is to be written (a new drone, its identity or
+        # status changed), and those whose heartbeats or pongs changed only
+        # the live columns (NodeLive), written every persist interval.
         self.dirty: set[str] = set()
-        # Ids whose identity or status changed: written at once, not with the
-        # live figures every persist interval.
+        self.live_dirty: set[str] = set()
+        # Ids of ``dirty`` written at once, not with the live figures every
+        # persist interval.
         self.urgent_ids: set[str] = set()
         self.urgent = asyncio.Event()
+        # When each connected drone's silence is next to be judged
+        # (HealthMonitor) and when it is next to be pinged (Pinger): they
+        # look at the drones whose time has come, not at every drone.
+        self.silence = Schedule()
+        self.pings = Schedule()
         # Told of every status change (drone, old, new), synchronously.
         self.watchers: list[Callable[[DroneState, str, str], None]] = []
         # Pongs someone is waiting for (an admin's ping), by (drone id, seq).
@@ -346,6 +361,8 @@ class Fleet:
         state.pings_out.clear()
         # Ping at once: the first pong is the proof of life the healer waits for.
         state.next_ping_at = now
+        self.pings.set(state.id, now)
+        self.silence.set(state.id, state.suspect_at)
         self._connected[state.id] = state
         self._write_soon(state)
         if old_link is not None:
@@ -397,6 +414,8 @@ class Fleet:
         state.link = None
         state.connected_at = None
         self._connected.pop(state.id, None)
+        self.silence.discard(state.id)
+        self.pings.discard(state.id)
         self._set_status(state, OFFLINE, "drone_disconnected", reason)
 
     def _set_status(self, state: DroneState, status: str, event: str, reason: str, **data: Any) -> None:
@@ -445,7 +464,10 @@ class Fleet:
         if detector is not None:
             detector.heartbeat(now)
             state.suspect_at = detector.deadline(self._y)
-        self.dirty.add(state.id)
+            # Later than before, as a rule: then the monitor finds the old
+            # deadline passed and looks again at the new one.
+            self.silence.earlier(state.id, state.suspect_at)
+        self.live_dirty.add(state.id)
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")
 
@@ -463,7 +485,7 @@ class Fleet:
         state.ping_latency_ms = round(age / 1e6, 3)
         state.checks = pong.checks
         state.checks_at = state.last_pong_at
-        self.dirty.add(state.id)
+        self.live_dirty.add(state.id)
         if state.status in BEATING:
             self._settle(state, "all checks pass")
         waiter = self._pong_waiters.pop((state.id, pong.seq), None)
@@ -520,11 +542,21 @@ class Fleet:
             self.detach(link, reason)
 
     def take_dirty(self, urgent_only: bool = False) -> list[NodeRecord]:
+        """The whole rows to write: the urgent ones, or all that are due."""
         ids = self.urgent_ids if urgent_only else self.dirty
         records = [self._drones[i].record() for i in ids if i in self._drones]
+        # A whole row has the live columns too.
+        self.live_dirty.difference_update(ids)
         if urgent_only:
             self.dirty.difference_update(ids)
         else:
             self.dirty.clear()
         self.urgent_ids.clear()
         return records
+
+    def take_live(self) -> list[NodeLive]:
+        """The live columns to write of drones whose rows are otherwise
+        unchanged (take_dirty first: it takes its drones out of these)."""
+        ids, self.live_dirty = self.live_dirty, set()
+        drones = self._drones
+        return [NodeLive._make(LIVE_VALUES(drones[i])) for i in ids if i in drones]

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,16 +70,18 @@ class DroneSession:
     """One control stream, as the core uses it (fleet.Link).
 
     There is one per connected drone, so it is kept small: its outbox is a
-    bounded deque and the one future the writer waits on while it is
-    empty, and its end is a future (1 KB; with an asyncio.Queue and an
-    asyncio.Event it took 4.2 KB)."""
+    bounded list and the one future the writer waits on while it is
+    empty, and its end is a future (0.3 KB; with an asyncio.Queue and an
+    asyncio.Event it took 4.2 KB). A list rather than a deque: an empty
+    deque takes 760 bytes, an empty list 56, and taking the head of at
+    most OUTBOX_SIZE pointers costs nothing worth a deque."""
 
     __slots__ = ("_wakeup", "close_code", "close_details", "drone_id", "ended", "outbox", "peer", "writing")
 
     def __init__(self, drone_id: str, peer: str) -> None:
         self.drone_id = drone_id
         self.peer = peer
-        self.outbox: deque[gateway_pb2.ControllerMessage] = deque()
+        self.outbox: list[gateway_pb2.ControllerMessage] = []
         self._wakeup: asyncio.Future[None] | None = None
         # Done once the stream is to end (close).
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -110,7 +111,7 @@ class DroneSession:
                 await self._wakeup
             finally:
                 self._wakeup = None
-        return self.outbox.popleft()
+        return self.outbox.pop(0)
 
     # -- fleet.Link's verbs ----------------------------------------------
 

@@ -20,7 +20,7 @@ from swarm.clock import SYSTEM, Clock
 from swarm.tasks import TaskSet
 
 if TYPE_CHECKING:
-    from swarm.controller.fleet import Fleet
+    from swarm.controller.fleet import DroneState, Fleet
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,12 @@ class PhiAccrual:
 
 
 class HealthMonitor:
-    """Marks silent drones suspect, and offline after a longer silence."""
+    """Marks silent drones suspect, and offline after a longer silence.
+
+    Each tick looks only at the drones whose deadline has passed: the fleet
+    sets one when a drone connects, a heartbeat moves it when it comes
+    sooner, and after each look the monitor sets the next (the suspect
+    deadline while beating, then the offline one)."""
 
     def __init__(
         self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float, clock: Clock = SYSTEM
@@ -128,10 +133,25 @@ class HealthMonitor:
             self.check(self._clock.time())
 
     def check(self, now: float) -> None:
-        for state in self._fleet.connected():
+        """Judge the connected drones whose deadline (fleet.silence) has come."""
+        fleet = self._fleet
+        schedule = fleet.silence
+        for drone_id in schedule.take_due(now):
+            state = fleet.get(drone_id)
+            if state is None or state.link is None:
+                continue
             silent = now - state.detector_last()
             if silent > self._offline_after * state.interval:
-                self._fleet.silence_offline(state, silent)
+                fleet.silence_offline(state, silent)
             elif state.status in ("online", "unhealthy") and now > state.suspect_at:
                 # Silence wins over what the drone last said of its checks.
-                self._fleet.mark_suspect(state, silent)
+                fleet.mark_suspect(state, silent)
+            if state.link is not None:
+                schedule.earlier(state.id, self._deadline(state))
+
+    def _deadline(self, state: DroneState) -> float:
+        """The earliest time at which ``check`` could change the drone, if it stays silent."""
+        offline_at = state.detector_last() + self._offline_after * state.interval
+        if state.status in ("online", "unhealthy"):
+            return min(state.suspect_at, offline_at)
+        return offline_at

@@ -1,8 +1,10 @@
 """Writes changed drone state to the database in batches.
 
 A heartbeat only changes memory; this writer persists whatever changed
-every ``persist_interval`` in one transaction, because one UPDATE per
-heartbeat would cost as much CPU as receiving it. A new drone or a status
+every ``persist_interval`` in a transaction or two, because one UPDATE per
+heartbeat would cost as much CPU as receiving it. Drones whose heartbeats
+and pongs are all that changed get only those columns updated
+(``Store.update_nodes_live``), not their whole rows. A new drone or a status
 change is written at once (``Fleet.urgent``), so a kill -9 of the
 controller does not forget who was there.
 """
@@ -38,16 +40,27 @@ class NodeWriter:
         await self.flush()
 
     async def flush(self, urgent_only: bool = False) -> None:
-        records = self._fleet.take_dirty(urgent_only)
-        if not records:
-            return
+        fleet = self._fleet
+        records = fleet.take_dirty(urgent_only)
+        live = [] if urgent_only else fleet.take_live()
+        store = self._runner.store
         try:
-            await self._runner.call(self._runner.store.upsert_nodes, records)
+            if records:
+                await self._runner.call(store.upsert_nodes, records)
         except Exception:
             # Mark them dirty again; the next round retries with fresher data.
-            self._fleet.dirty.update(r.id for r in records)
+            fleet.dirty.update(r.id for r in records)
+            fleet.live_dirty.update(n.id for n in live)
             raise
-        self.batches += 1
+        try:
+            if live:
+                # Most rounds: heartbeats and pongs only, so only their columns.
+                await self._runner.call(store.update_nodes_live, live)
+        except Exception:
+            fleet.live_dirty.update(n.id for n in live)
+            raise
+        if records or live:
+            self.batches += 1
 
     async def _loop(self) -> None:
         urgent = self._fleet.urgent

@@ -1,7 +1,8 @@
 """Proof of life: a Ping to each connected drone every ping_interval.
 
 Pings are spread over the interval (each drone has its own phase) so a
-large fleet does not get them all in one burst.
+large fleet does not get them all in one burst. Each tick takes only the
+drones whose ping is due (``Fleet.pings``), not every drone.
 """
 
 from __future__ import annotations
@@ -53,15 +54,20 @@ class Pinger:
         return None if link is None else self._send(state, link)
 
     def tick(self, now: float) -> None:
-        for state in self._fleet.connected():
-            link = state.link
-            if link is None or state.next_ping_at > now:
+        """Ping the connected drones whose next ping (fleet.pings) is due."""
+        fleet = self._fleet
+        schedule = fleet.pings
+        for drone_id in schedule.take_due(now):
+            state = fleet.get(drone_id)
+            link = None if state is None else state.link
+            if state is None or link is None:
                 continue
             if state.last_ping_at is None:
                 # First ping soon after connecting, then at a random phase.
                 state.next_ping_at = now + random.uniform(0.5, 1.0) * self._interval
             else:
                 state.next_ping_at = now + self._interval
+            schedule.set(drone_id, state.next_ping_at)
             if self._send(state, link) is None:
                 self.skipped += 1
                 self._fleet.on_ping_unsent(state)

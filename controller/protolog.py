@@ -1,7 +1,8 @@
 """The protocol log: every message in and out of the gateway, summarised.
 
-Entries are plain tuples in a bounded ring so that recording a heartbeat
-costs one append; they become dicts only when someone reads them. Each
+Entries are kept in a bounded ring of columns (arrays of numbers, lists
+of shared strings) so that recording a heartbeat makes no object but its
+bytes; they become entries only when someone reads them. Each
 keeps its message as bytes (serialized, about a sixth of what the parsed
 message holds in memory), so an admin can decode one while it is in the
 ring (``message``, then ``serde.logged_message``); this module knows no
@@ -17,8 +18,10 @@ ignored, and this is where an admin sees that they came.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import Counter, deque
+from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 IN = "in"
 OUT = "out"
+NAN = float("nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +49,20 @@ ProtocolListener = Callable[[ProtocolEntry], None]
 
 class ProtocolLog:
     def __init__(self, size: int) -> None:
-        self._ring: deque[tuple[int, float, str, str, str, int, float | None, bytes | None, bool]] = deque(
-            maxlen=size
-        )
+        # The ring in columns, slot ``seq % size``: a number costs 8 bytes in
+        # an array and a shared string a pointer in a list, where a tuple per
+        # entry with its own float and int objects cost 260 bytes (5 MB at
+        # the default size, most of what a few hundred drones' heartbeats
+        # filled). The message bytes are the only objects made per entry.
+        self._size = size
+        self._ts = array("d", bytes(8 * size))
+        self._sizes = array("q", bytes(8 * size))
+        self._latency = array("d", bytes(8 * size))  # NaN: none (not a timely pong)
+        self._unknown = bytearray(size)
+        self._direction: list[str] = [IN] * size
+        self._drone: list[str] = [""] * size
+        self._kind: list[str] = [""] * size
+        self._message: list[bytes | None] = [None] * size
         self._seq = 0
         self.counts: Counter[tuple[str, str]] = Counter()
         self.bytes: Counter[str] = Counter()
@@ -64,22 +79,46 @@ class ProtocolLog:
         latency_ms: float | None = None,
         unknown_fields: bool = False,
     ) -> None:
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         ts = time.time()
-        self._ring.append(
-            (self._seq, ts, direction, drone_id, kind, size, latency_ms, message, unknown_fields)
-        )
+        i = seq % self._size
+        self._ts[i] = ts
+        self._sizes[i] = size
+        self._latency[i] = NAN if latency_ms is None else latency_ms
+        self._unknown[i] = unknown_fields
+        self._direction[i] = direction
+        self._drone[i] = drone_id
+        self._kind[i] = kind
+        self._message[i] = message
         self.counts[direction, kind] += 1
         self.bytes[direction] += size
         if unknown_fields:
             self.unknown_fields[kind] += 1
         if self._listeners:
-            entry = ProtocolEntry(self._seq, ts, direction, drone_id, kind, size, latency_ms, unknown_fields)
+            entry = ProtocolEntry(seq, ts, direction, drone_id, kind, size, latency_ms, unknown_fields)
             for listener in self._listeners:
                 try:
                     listener(entry)
                 except Exception:
                     log.exception("protocol listener failed")
+
+    def _first_seq(self) -> int:
+        """The oldest sequence number still in the ring (last_seq + 1 when empty)."""
+        return max(1, self._seq - self._size + 1)
+
+    def _entry(self, seq: int) -> ProtocolEntry:
+        i = seq % self._size
+        latency = self._latency[i]
+        return ProtocolEntry(
+            seq,
+            self._ts[i],
+            self._direction[i],
+            self._drone[i],
+            self._kind[i],
+            self._sizes[i],
+            None if math.isnan(latency) else latency,
+            bool(self._unknown[i]),
+        )
 
     def subscribe(self, listener: ProtocolListener) -> Callable[[], None]:
         """Call ``listener`` with every entry recorded from now on; returns the unsubscribe function.
@@ -105,22 +144,18 @@ class ProtocolLog:
     ) -> list[ProtocolEntry]:
         """The newest ``limit`` matching entries after ``after_seq``, oldest first."""
         picked: list[ProtocolEntry] = []
-        for seq, ts, direction, drone, kind, size, latency, _message, unknown in reversed(self._ring):
-            if seq <= after_seq or len(picked) >= limit:
+        size, drones, types = self._size, self._drone, self._kind
+        for seq in range(self._seq, max(after_seq, self._first_seq() - 1), -1):
+            if len(picked) >= limit:
                 break
-            if (drone_id is None or drone == drone_id) and (not kinds or kind in kinds):
-                picked.append(ProtocolEntry(seq, ts, direction, drone, kind, size, latency, unknown))
+            i = seq % size
+            if (drone_id is None or drones[i] == drone_id) and (not kinds or types[i] in kinds):
+                picked.append(self._entry(seq))
         picked.reverse()
         return picked
 
     def message(self, seq: int) -> tuple[ProtocolEntry, bytes | None] | None:
         """An entry still in the ring, with its message (serialized); None once it has left."""
-        if not self._ring:
+        if not self._first_seq() <= seq <= self._seq:
             return None
-        first = self._ring[0][0]
-        # Sequence numbers are consecutive in the ring: the index is the distance from the first.
-        index = seq - first
-        if not 0 <= index < len(self._ring):
-            return None
-        seq_, ts, direction, drone, kind, size, latency, message, unknown = self._ring[index]
-        return ProtocolEntry(seq_, ts, direction, drone, kind, size, latency, unknown), message
+        return self._entry(seq), self._message[seq % self._size]

@@ -53,6 +53,7 @@ FAST_MODULES = frozenset(
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
+        "test_protolog",
         "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",

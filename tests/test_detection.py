@@ -18,7 +18,8 @@ from swarm.controller.events import EventLog
 from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY, DroneState, Fleet
 from swarm.controller.health import TICK, WINDOW, HealthMonitor, PhiAccrual, y_for_phi
 from swarm.controller.pinger import Pinger
-from swarm.controller.store.records import NodeRecord
+from swarm.controller.schedule import COMPACT_MIN, Schedule
+from swarm.controller.store.records import NodeLive, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
@@ -307,3 +308,83 @@ def test_a_drone_state_writes_back_what_it_was_loaded_with_and_then_its_latest_h
         "last_heartbeat_at": written.last_heartbeat_at,
     }
     assert written.last_heartbeat_at is not None and written.last_heartbeat_at > 1e9
+
+
+def test_a_schedule_gives_each_key_once_at_its_latest_deadline_earliest_first() -> None:
+    schedule = Schedule()
+    schedule.set("a", 5.0)
+    schedule.set("b", 2.0)
+    schedule.set("c", 3.0)
+    schedule.set("b", 4.0)  # moved later: its entry at 2.0 counts for nothing
+    schedule.earlier("c", 9.0)  # not earlier: kept at 3.0
+    schedule.earlier("a", 1.0)
+    schedule.set("gone", 0.5)
+    schedule.discard("gone")
+    assert schedule.take_due(0.9) == []
+    assert schedule.take_due(3.0) == ["a", "c"]  # at or before now
+    assert (schedule.at("a"), schedule.at("b"), len(schedule)) == (float("inf"), 4.0, 1)
+    assert schedule.take_due(100.0) == ["b"]
+    assert schedule.take_due(100.0) == [] and len(schedule) == 0
+    # Moving one deadline again and again keeps the heap bounded.
+    for i in range(10 * COMPACT_MIN):
+        schedule.set("busy", 1000.0 + i)
+    assert len(schedule._heap) <= 3 * COMPACT_MIN
+    assert schedule.take_due(1e9) == ["busy"]
+
+
+def test_a_drone_that_resumes_and_falls_silent_again_is_suspect_at_its_new_deadline(tmp_path: Path) -> None:
+    """The monitor looks only at drones whose deadline has come: the one it
+    set after marking a drone suspect (the offline deadline, far off) must
+    not hide the sooner suspect deadline of its resumed heartbeats."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path)
+        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=30, clock=clock)
+        await monitor.start()
+        try:
+            state, link = connect(fleet, "flaky")
+            other, _ = connect(fleet, "gone")
+            fleet.detach(fleet.require("gone").link, "test")  # type: ignore[arg-type]
+            await clock.advance(state.suspect_at - clock.time() + TICK + 0.01)
+            assert state.status == SUSPECT and other.status == OFFLINE
+            fleet.on_heartbeat(state, HeartbeatData())
+            assert state.status == ONLINE
+            last = clock.time()
+            await clock.advance(state.suspect_at - last - 0.05)
+            assert state.status == ONLINE
+            await clock.advance(0.05 + TICK + 0.01)
+            assert state.status == SUSPECT and link.closed is None
+            assert clock.time() - last < 15, "well before the 30 s offline deadline"
+        finally:
+            await monitor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_heartbeats_and_pongs_are_written_as_live_columns_and_changes_of_status_as_rows(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    fleet, _events = fleet_on(clock, tmp_path)
+    state, link = connect(fleet, "steady")
+    assert [r.id for r in fleet.take_dirty(urgent_only=True)] == [state.id]  # a new drone: its whole row
+    assert fleet.take_dirty() == [] and fleet.take_live() == []
+    beat = HeartbeatData(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7, True, "job-1")
+    fleet.on_heartbeat(state, beat)
+    assert fleet.take_dirty() == []
+    (live,) = fleet.take_live()
+    assert live == NodeLive(
+        state.id,
+        state.last_seen_at,
+        state.last_heartbeat_at,
+        state.last_ping_at,
+        state.last_pong_at,
+        state.ping_latency_ms,
+        *dataclasses.astuple(beat),
+    )
+    assert fleet.take_live() == []
+    fleet.on_heartbeat(state, beat)
+    fleet.detach(link, "test")  # a change of status: the whole row, live columns included
+    assert [r.status for r in fleet.take_dirty()] == [OFFLINE]
+    assert fleet.take_live() == []

@@ -22,7 +22,7 @@ import pytest
 from swarm.controller.store import sql
 from swarm.controller.store.migrations import LATEST, MIGRATIONS, Migration, SchemaTooNew, migrate
 from swarm.controller.store.models import MODELS, SchemaVersion
-from swarm.controller.store.records import AccessRecord, EventRecord, IncidentRecord, NodeRecord
+from swarm.controller.store.records import AccessRecord, EventRecord, IncidentRecord, NodeLive, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
@@ -322,6 +322,64 @@ def test_upsert_same_id_twice_in_one_call_keeps_the_last(store: SqlStore) -> Non
 def test_upsert_nothing_is_a_no_op(store: SqlStore) -> None:
     store.upsert_nodes([])
     assert store.list_nodes() == []
+
+
+def live(node_id: str, **changes: object) -> NodeLive:
+    """Live columns with every value unlike node()'s."""
+    values = NodeLive(
+        id=node_id,
+        last_seen_at=1_700_000_200.5,
+        last_heartbeat_at=1_700_000_199.25,
+        last_ping_at=1_700_000_197.0,
+        last_pong_at=1_700_000_197.125,
+        ping_latency_ms=125.25,
+        load1=3.5,
+        load5=2.25,
+        load15=1.75,
+        cpu_percent=99.5,
+        memory_percent=12.5,
+        disk_percent=10.0,
+        disk_free_bytes=5 * 2**40,
+        emerge_running=False,
+        current_job_id="job-2",
+    )
+    return values._replace(**changes)
+
+
+def test_live_fields_are_node_fields() -> None:
+    assert set(NodeLive._fields) <= set(sql.NODE_FIELDS)
+
+
+def test_update_nodes_live_changes_only_the_live_columns(store: SqlStore) -> None:
+    store.upsert_nodes([node("n1"), node("n2")])
+    store.update_nodes_live([live("n1")])
+    assert store.get_node("n1") == replace(node("n1"), **live("n1")._asdict())
+    assert store.get_node("n2") == node("n2")
+    # And to None where a column may be None.
+    cleared = live("n1", last_ping_at=None, last_pong_at=None, ping_latency_ms=None)
+    store.update_nodes_live([cleared])
+    assert store.get_node("n1") == replace(node("n1"), **cleared._asdict())
+
+
+def test_update_nodes_live_skips_ids_not_stored(store: SqlStore) -> None:
+    store.upsert_nodes([node("n1")])
+    store.update_nodes_live([live("never"), live("n1")])
+    assert store.list_nodes() == [replace(node("n1"), **live("n1")._asdict())]
+    store.update_nodes_live([])
+    assert store.get_node("never") is None
+
+
+def test_update_nodes_live_many_in_one_transaction(store: SqlStore) -> None:
+    count = 1_000
+    nodes = [node(f"n{i:04d}") for i in range(count)]
+    store.upsert_nodes(nodes)
+    store.update_nodes_live([live(n.id, cpu_percent=float(i)) for i, n in enumerate(nodes)])
+    assert [n.cpu_percent for n in store.list_nodes()] == [float(i) for i in range(count)]
+    # A row that breaks a constraint: none of the batch is kept.
+    broken = [live(n.id, cpu_percent=1.0) for n in nodes] + [live("n0001", current_job_id=None)]
+    with pytest.raises(pw.IntegrityError):
+        store.update_nodes_live(broken)
+    assert [n.cpu_percent for n in store.list_nodes()] == [float(i) for i in range(count)]
 
 
 def test_list_nodes_orders_by_name_then_id(store: SqlStore) -> None:

@@ -20,6 +20,7 @@ from swarm.controller.store.records import (
     IncidentRecord,
     JobRecord,
     NameRecord,
+    NodeLive,
     NodeRecord,
     PackageStat,
     SessionRecord,
@@ -72,6 +73,11 @@ class Store(Protocol):
 
     def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> None:
         """Insert or fully update each node, by id, in one transaction."""
+
+    def update_nodes_live(self, nodes: Sequence[NodeLive]) -> None:
+        """Update only the live columns of each node already stored, by id,
+        in one transaction; an id not stored is skipped (its full row comes
+        with ``upsert_nodes``)."""
 
     def list_nodes(self) -> list[NodeRecord]: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,30 @@ class NodeRecord:
     disk_free_bytes: int = 0
     emerge_running: bool = False
     current_job_id: str = ""
+
+
+class NodeLive(NamedTuple):
+    """The columns of a node that its heartbeats and pongs change, for a
+    narrow update of a drone already stored (``Store.update_nodes_live``).
+    A tuple rather than a dataclass: the whole fleet's are built every
+    persist interval, and a tuple is built in one call from a DroneState's
+    attributes."""
+
+    id: str
+    last_seen_at: float | None
+    last_heartbeat_at: float | None
+    last_ping_at: float | None
+    last_pong_at: float | None
+    ping_latency_ms: float | None
+    load1: float
+    load5: float
+    load15: float
+    cpu_percent: float
+    memory_percent: float
+    disk_percent: float
+    disk_free_bytes: int
+    emerge_running: bool
+    current_job_id: str
 
 
 @dataclass(frozen=True, slots=True)

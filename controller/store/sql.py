@@ -27,7 +27,7 @@ import peewee as pw
 from swarm.controller.store.base import StoreError, StoreUnavailable
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
-from swarm.controller.store.records import EventRecord, NodeRecord
+from swarm.controller.store.records import EventRecord, NodeLive, NodeRecord
 from swarm.controller.store.sql_builds import BuildTables
 from swarm.controller.store.sql_health import HealthTables
 from swarm.controller.store.sql_trust import TrustTables
@@ -38,6 +38,9 @@ __all__ = ["SqlStore", "StoreError", "StoreUnavailable", "connect"]
 
 NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 NODE_ROW = operator.attrgetter(*NODE_FIELDS)
+# The live columns, then the id: the parameters of LIVE_UPDATE, in order.
+LIVE_COLUMNS = NodeLive._fields[1:]
+LIVE_ROW = operator.itemgetter(*range(1, len(NodeLive._fields)), 0)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
 EVENT_CHUNK = 1000
@@ -208,6 +211,17 @@ class SqlStore(TrustTables, BuildTables, HealthTables):
             f"INSERT INTO node ({columns}) VALUES ({', '.join([param] * len(NODE_FIELDS))}) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}"
         )
+        self._execute_many(sql, rows)
+
+    def update_nodes_live(self, nodes: Sequence[NodeLive]) -> None:
+        if not nodes:
+            return
+        param = self.db.param
+        sets = ", ".join(f"{c} = {param}" for c in LIVE_COLUMNS)
+        self._execute_many(f"UPDATE node SET {sets} WHERE id = {param}", [LIVE_ROW(n) for n in nodes])
+
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """``sql`` once per row, in one transaction, as one prepared statement."""
         # peewee's wrapper turns driver errors into peewee.IntegrityError etc.
         with self._bound(), self.db.atomic(), pw.__exception_wrapper__:  # type: ignore[attr-defined]
             cursor = self.db.cursor()  # type: ignore[no-untyped-call]
