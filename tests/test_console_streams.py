@@ -236,8 +236,10 @@ def test_the_protocol_page_streams_filters_pauses_and_decodes(swarm: Fleet, brow
     expect(pongs.first.locator(".pr-latency")).to_have_text(re.compile(r"^\d+\.\d+ ms$"))
 
     # A click decodes it: the pong itself, and the latency the row showed.
-    pong = pongs.first
-    seq, shown = pong.get_attribute("data-seq"), pong.locator(".pr-latency").inner_text()
+    # (One row, by its seq: `pongs.first` is the newest at each use, and new pongs keep coming.)
+    seq = pongs.first.get_attribute("data-seq")
+    pong = page.locator(f'tr.pr-row[data-seq="{seq}"]')
+    shown = pong.locator(".pr-latency").inner_text()
     pong.click()
     detail = page.locator("#protocol-detail")
     expect(detail).to_have_attribute("data-state", "loaded", timeout=WAIT_MS)
