@@ -5,6 +5,7 @@ other answers and its refusals: tests/test_public_api_fast.py, in process."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -29,6 +30,11 @@ NODE_KEYS = {
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
+def heard(controller: Controller, name: str) -> bool:
+    node = controller.node(name)
+    return node is not None and node["ping_latency_ms"] is not None and node["last_heartbeat_at"] is not None
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     """Only read by the tests: one controller and its two drones for the module."""
@@ -45,12 +51,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
             started.append(agent)
         for name in ("alpha", "beta"):
             wait_for(
-                lambda n=name: (
-                    (x := controller.node(n))
-                    and x["ping_latency_ms"] is not None
-                    and x["last_heartbeat_at"] is not None
-                ),
-                what=f"{name} online, heartbeating and pinged",
+                functools.partial(heard, controller, name), what=f"{name} online, heartbeating and pinged"
             )
         yield controller
     finally:

@@ -353,10 +353,12 @@ def test_revocation_ends_a_live_stream_within_a_second(
     wait_for(lambda: online(controller, "doomed"), what="online")
     status, body = controller.admin("POST", "/admin/api/drones/doomed/revoke")
     assert status == 200 and body["certificates"] == 1
-    wait_for(lambda: controller.node("doomed")["status"] == "offline", timeout=1.0, what="offline within 1 s")
+    wait_for(
+        lambda: controller.known_node("doomed")["status"] == "offline", timeout=1.0, what="offline within 1 s"
+    )
     # It cannot come back with its revoked certificate.
     wait_for(lambda: "revoked or unknown" in agent.log(), what="the agent refused on reconnect")
-    assert controller.node("doomed")["status"] == "offline"
+    assert controller.known_node("doomed")["status"] == "offline"
     events = [e["type"] for e in controller.events(drone=agent.drone_id)]
     assert "drone_revoked" in events
     assert controller.admin("POST", "/admin/api/drones/ghost/revoke")[0] == 404

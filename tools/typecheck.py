@@ -7,6 +7,7 @@ symlinks in .typecheck/ that mirrors the installed package and checks it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / ".typecheck"
+TESTS = ROOT / "tests"
 
 
 def build_tree() -> Path:
@@ -28,8 +30,6 @@ def build_tree() -> Path:
     (pkg / "controller").symlink_to(ROOT / "controller")
     (pkg / "cli").symlink_to(ROOT / "cli")
     (pkg / "v1").symlink_to(ROOT / "protos" / "swarm" / "v1")
-    # The tests' fakes, checked against the interfaces they stand for.
-    (TREE / "fakes").symlink_to(ROOT / "tests" / "fakes")
     return pkg
 
 
@@ -47,13 +47,21 @@ def main() -> int:
         "swarm.controller",
         "-p",
         "swarm.cli",
+        # The tests' helpers, and the fakes checked against the interfaces they stand for.
+        "-p",
+        "support",
         "-p",
         "fakes",
     ]
     modules = sorted(p.stem for p in (ROOT / "common").glob("*.py") if p.stem != "__init__")
     for name in modules:
         cmd += ["-m", f"swarm.{name}"]
-    return subprocess.call(cmd, cwd=TREE, env={"MYPYPATH": str(TREE), "PATH": "/usr/bin:/bin"})
+    # The test modules and conftest.py, as pytest imports them: top-level
+    # modules with tests/ and tools/ (prefix.py, ...) on the path.
+    for path in sorted(TESTS.glob("*.py")):
+        cmd += ["-m", path.stem]
+    mypypath = os.pathsep.join(str(p) for p in (TREE, TESTS, ROOT / "tools"))
+    return subprocess.call(cmd, cwd=TREE, env={"MYPYPATH": mypypath, "PATH": "/usr/bin:/bin"})
 
 
 if __name__ == "__main__":
