@@ -42,6 +42,12 @@ class Fleet:
     # Process groups a killed agent left behind (a build's emerge): killed by stop().
     orphans: list[int] = field(default_factory=list)
 
+    @property
+    def staging_pkgdir(self) -> Path:
+        """The controller prefix's PKGDIR: the staging binhost of a fleet with builds."""
+        assert self.controller_prefix is not None, "a fleet without builds has no staging binhost"
+        return self.controller_prefix.pkgdir
+
     # -- drones ------------------------------------------------------------------------
 
     def add_agent(
