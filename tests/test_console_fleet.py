@@ -50,7 +50,7 @@ def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = No
 
 def dispatch(swarm: Fleet, drone: str) -> dict[str, Any]:
     drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
-    return next(d["dispatch"] for d in drones if d["name"] == drone)  # type: ignore[no-any-return]
+    return next(d["dispatch"] for d in drones if d["name"] == drone)
 
 
 def open_page(browser: BrowserContext, swarm: Fleet, route: str) -> tuple[Page, Problems]:

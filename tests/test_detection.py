@@ -218,7 +218,7 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
     fleet.attach(
         dataclasses.replace(hello, instance_id="n" * 32, process_started_at=1.8e9), FakeLink(hello.drone_id)
     )
-    assert state.status == ONLINE and state.checks == () and state.instance_id == "n" * 32
+    assert state.status == ONLINE and not state.checks and state.instance_id == "n" * 32
 
     found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
     assert found is not None

@@ -93,7 +93,7 @@ async def exchange(
         call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
         for message in messages:
             await call.write(message)
-        received = []
+        received: list[str] = []
         while True:
             try:
                 reply = await asyncio.wait_for(call.read(), 10)
@@ -267,7 +267,7 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
 
                 # Heartbeats go on; nothing is read, so no ping is answered.
                 await beat_until(lambda: status() == "unhealthy")
-                node = await asyncio.to_thread(controller.node, "deaf")
+                node = await asyncio.to_thread(controller.known_node, "deaf")
 
                 async def answer() -> None:
                     while True:

@@ -213,11 +213,12 @@ def test_exec_returns_output_and_status_and_its_timeout_kills(drone: Drone) -> N
     assert audit[0]["data"]["exit_code"] == 7 and audit[0]["data"]["stdout_bytes"] == 6
     assert "out-6" not in json.dumps(audit)  # a summary, never the output
 
-    for bad, needle in [
+    refused: list[tuple[dict[str, Any], str]] = [
         ({}, "command must be"),
         ({"command": "true", "timeout": 0}, "timeout must be"),
         ({"command": "true", "timeout": "5"}, "timeout must be"),
-    ]:
+    ]
+    for bad, needle in refused:
         status, body = run(bad)
         assert status == 400 and needle in body["error"]["message"], body
     status, body = drone.controller.admin("POST", "/admin/api/drones/ghost/exec", b'{"command": "true"}')

@@ -300,7 +300,7 @@ def test_swarm_cli_shell_and_exec_via_ssh(down: ShellDrone, sshd: SshServer) -> 
     assert re.search(rb"[\r\n]hi-42\r\n", ran.stdout), ran.stdout
     said = ran.stderr.decode()
     assert f"through ssh {sshd.target}" in said and re.search(r"session \S+ on down", said), said
-    ran = subprocess.run(
+    ran_text = subprocess.run(
         cli_args(down.controller, "exec", "--via", "ssh", "down", "--", "echo", "cli-$((1+1));", "exit", "6"),
         capture_output=True,
         text=True,
@@ -308,7 +308,7 @@ def test_swarm_cli_shell_and_exec_via_ssh(down: ShellDrone, sshd: SshServer) -> 
         env=CLI_ENV,
         stdin=subprocess.DEVNULL,
     )
-    assert ran.returncode == 6 and ran.stdout == "cli-2\n", (ran.stdout, ran.stderr)
+    assert ran_text.returncode == 6 and ran_text.stdout == "cli-2\n", (ran_text.stdout, ran_text.stderr)
 
 
 def test_reattach_to_an_ssh_session_keeps_the_shell(down: ShellDrone) -> None:

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -181,10 +182,9 @@ async def trust_in_process(tmp_path: Path, **options: Any) -> AsyncIterator[Any]
 
 
 def move_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    import swarm.controller.trust as trust_module
-
-    real = trust_module.time.time
-    monkeypatch.setattr(trust_module.time, "time", lambda: real() + seconds)
+    # swarm.controller.trust reads time.time() of the time module, the one patched here.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + seconds)
 
 
 def test_expired_token_is_refused(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ class Bench:
 
     def job(self, job_id: str) -> dict[str, Any]:
         jobs = self.controller.get("/api/v1/queue?limit=5000")["jobs"]
-        return next(j for j in jobs if j["id"] == job_id)  # type: ignore[no-any-return]
+        return next(j for j in jobs if j["id"] == job_id)
 
 
 def identity(controller: Controller, state_dir: Path, name: str) -> Identity:
