@@ -344,8 +344,8 @@ def test_a_drone_that_resumes_and_falls_silent_again_is_suspect_at_its_new_deadl
         await monitor.start()
         try:
             state, link = connect(fleet, "flaky")
-            other, _ = connect(fleet, "gone")
-            fleet.detach(fleet.require("gone").link, "test")  # type: ignore[arg-type]
+            other, gone = connect(fleet, "gone")
+            fleet.detach(gone, "test")
             await clock.advance(state.suspect_at - clock.time() + TICK + 0.01)
             assert state.status == SUSPECT and other.status == OFFLINE
             fleet.on_heartbeat(state, HeartbeatData())

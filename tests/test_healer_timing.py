@@ -319,9 +319,9 @@ def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_pat
         ({"heal_cooloff_reset": 0.0}, "heal_cooloff_reset must be positive"),
     ],
 )
-def test_bad_cool_off_settings_are_refused(values: dict[str, float], needle: str) -> None:
+def test_bad_cool_off_settings_are_refused(values: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        ControllerConfig(**values)  # type: ignore[arg-type]
+        ControllerConfig(**values)
 
 
 def test_an_old_flat_cool_off_setting_is_now_the_first_wait() -> None:

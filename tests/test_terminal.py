@@ -42,7 +42,8 @@ class Drone(ShellDrone):
     def shells(self) -> dict[str, Any]:
         status, body = self.controller.admin("GET", "/admin/api/shells")
         assert status == 200, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def shell(self, session_id: str) -> dict[str, Any]:
         return next(s for s in self.shells()["shells"] if s["id"] == session_id)

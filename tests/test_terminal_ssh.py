@@ -249,7 +249,9 @@ def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
             here.kill()
         assert status == 200, body
         assert body["via"] == "local" and body["exit_code"] == 5
-        pid = int(re.fullmatch(r"pid-(\d+)\n", body["stdout"]).group(1))  # type: ignore[union-attr]
+        said = re.fullmatch(r"pid-(\d+)\n", body["stdout"])
+        assert said is not None, body
+        pid = int(said.group(1))
         assert pid != down.controller.pid and not os.path.exists(f"/proc/{pid}")
     finally:
         assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": str(sshd.target)})[0] == 200

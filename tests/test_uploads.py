@@ -105,7 +105,8 @@ class Bench:
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
         assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def staged_cpvs(self) -> list[str]:
         status, index = http("GET", self.controller.info["staging_url"] + "/Packages")

@@ -123,13 +123,13 @@ class Fleet:
         status, body = self.controller.admin(
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
-        assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert status == 201 and isinstance(body, dict), body
+        return body
 
     def session(self) -> dict[str, Any]:
         """The newest session."""
-        sessions = self.controller.get("/api/v1/sessions")["sessions"]
-        return sessions[0]  # type: ignore[no-any-return]
+        newest: dict[str, Any] = self.controller.get("/api/v1/sessions")["sessions"][0]
+        return newest
 
     def session_by_id(self, session_id: str) -> dict[str, Any] | None:
         sessions = self.controller.get("/api/v1/sessions")["sessions"]
