@@ -117,8 +117,8 @@ def no_leaked_threads() -> Iterator[None]:
     ]
     for thread in leaked:
         thread.join(timeout=2)
-    leaked = [t.name for t in leaked if t.is_alive()]
-    assert not leaked, f"test leaked threads: {leaked}"
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert not alive, f"test leaked threads: {alive}"
 
 
 @pytest.fixture(scope="session")

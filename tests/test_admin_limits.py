@@ -49,7 +49,10 @@ def legacy_hash(key: str) -> str:
     """A key file line's hash as earlier versions wrote it (scrypt, N=2^14)."""
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(key.encode(), salt=salt, n=2**14, r=8, p=1, maxmem=64 * 2**20, dklen=32)
-    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
     return f"scrypt$16384$8$1${b64(salt)}${b64(digest)}"
 
 

@@ -76,7 +76,7 @@ def staged(swarm: Swarm) -> tuple[Counter[str], list[Path]]:
     status, index = http("GET", swarm.controller.info["staging_url"] + "/Packages")
     assert status == 200, index
     cpvs = Counter(line.split(":", 1)[1].strip() for line in index.splitlines() if line.startswith("CPV:"))
-    return cpvs, sorted(swarm.controller_prefix.pkgdir.rglob("*.gpkg.tar"))
+    return cpvs, sorted(swarm.staging_pkgdir.rglob("*.gpkg.tar"))
 
 
 # -- a drone dies ---------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_the_controller_killed_mid_session_finishes_it_after_restart_building_no
 
         cpv_entries, files = staged(swarm)
         assert cpv_entries == Counter(dict.fromkeys(cpvs, 1)), "a package is in staging twice"
-        assert len(files) == len(cpvs), [str(f.relative_to(swarm.controller_prefix.pkgdir)) for f in files]
+        assert len(files) == len(cpvs), [str(f.relative_to(swarm.staging_pkgdir)) for f in files]
         staged_cpvs = Counter(e["data"]["cpv"] for e in swarm.events("package_staged"))
         assert all(n == 1 for n in staged_cpvs.values()), staged_cpvs
         # Every successful build is recorded once per package.

@@ -166,12 +166,7 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
     controller.kill()
     controller.env = {CRASH_HOOK_ENV: "1"}
     controller.restart()
-    for agent in swarm.agents.values():
-        wait_for(
-            lambda a=agent: (n := controller.node(a.name)) and n["status"] == "online",
-            timeout=30,
-            what=f"{agent.name} back online",
-        )
+    swarm.wait_online(timeout=30)
     with contextlib.suppress(OSError):  # the controller may die before it answers
         http(
             "POST",

@@ -50,7 +50,7 @@ def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = No
 
 def dispatch(swarm: Fleet, drone: str) -> dict[str, Any]:
     drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
-    return next(d["dispatch"] for d in drones if d["name"] == drone)  # type: ignore[no-any-return]
+    return next(d["dispatch"] for d in drones if d["name"] == drone)
 
 
 def open_page(browser: BrowserContext, swarm: Fleet, route: str) -> tuple[Page, Problems]:
@@ -199,7 +199,7 @@ def test_restart_asks_first(swarm: Fleet, browser: BrowserContext) -> None:
     expect(row(page, BUILDER).get_by_role("button", name=f"More actions for {BUILDER}")).to_be_focused()
     live_round(page)
     assert not swarm.controller.events(type="heal_action")
-    assert swarm.controller.node(BUILDER)["instance_id"] == node["instance_id"]  # type: ignore[index]
+    assert swarm.controller.known_node(BUILDER)["instance_id"] == node["instance_id"]
 
     # Escape cancels as well; Restart goes through.
     menu(page, BUILDER).get_by_role("menuitem", name="Restart agent").click()

@@ -154,7 +154,7 @@ def assert_taken(swarm: Fleet, job: dict[str, Any]) -> None:
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, job["build_id"]), done
 
 
-def health(swarm: Fleet) -> dict[str, object]:
+def health(swarm: Fleet) -> dict[str, Any]:
     return dict(swarm.controller.get("/api/v1/health"))
 
 
@@ -162,7 +162,7 @@ def wait_degraded(swarm: Fleet, *codes: str) -> dict[str, object]:
     found: dict[str, object] = wait_for(
         lambda: (
             (h := health(swarm))["status"] == "degraded"
-            and set(codes) <= {r["code"] for r in h["reasons"]}  # type: ignore[attr-defined]
+            and set(codes) <= {r["code"] for r in h["reasons"]}
             and h
         ),
         timeout=RECOVERY,

@@ -105,7 +105,8 @@ class Bench:
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
         assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def staged_cpvs(self) -> list[str]:
         status, index = http("GET", self.controller.info["staging_url"] + "/Packages")
@@ -122,7 +123,7 @@ class Bench:
 
     def job(self, job_id: str) -> dict[str, Any]:
         jobs = self.controller.get("/api/v1/queue?limit=5000")["jobs"]
-        return next(j for j in jobs if j["id"] == job_id)  # type: ignore[no-any-return]
+        return next(j for j in jobs if j["id"] == job_id)
 
 
 def identity(controller: Controller, state_dir: Path, name: str) -> Identity:

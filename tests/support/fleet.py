@@ -42,6 +42,12 @@ class Fleet:
     # Process groups a killed agent left behind (a build's emerge): killed by stop().
     orphans: list[int] = field(default_factory=list)
 
+    @property
+    def staging_pkgdir(self) -> Path:
+        """The controller prefix's PKGDIR: the staging binhost of a fleet with builds."""
+        assert self.controller_prefix is not None, "a fleet without builds has no staging binhost"
+        return self.controller_prefix.pkgdir
+
     # -- drones ------------------------------------------------------------------------
 
     def add_agent(
@@ -117,13 +123,13 @@ class Fleet:
         status, body = self.controller.admin(
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
-        assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert status == 201 and isinstance(body, dict), body
+        return body
 
     def session(self) -> dict[str, Any]:
         """The newest session."""
-        sessions = self.controller.get("/api/v1/sessions")["sessions"]
-        return sessions[0]  # type: ignore[no-any-return]
+        newest: dict[str, Any] = self.controller.get("/api/v1/sessions")["sessions"][0]
+        return newest
 
     def session_by_id(self, session_id: str) -> dict[str, Any] | None:
         sessions = self.controller.get("/api/v1/sessions")["sessions"]

@@ -157,6 +157,17 @@ class ControllerApi:
         status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
         return body["node"] if status == 200 else None
 
+    def online(self, name: str) -> dict[str, Any] | None:
+        """node() once the drone is online, else None (a wait_for predicate)."""
+        node = self.node(name)
+        return node if node is not None and node["status"] == "online" else None
+
+    def known_node(self, name: str) -> dict[str, Any]:
+        """node() of a drone the test knows the controller has; fails saying so if not."""
+        node = self.node(name)
+        assert node is not None, f"the controller does not know {name}"
+        return node
+
     def events(self, **query: str) -> list[dict[str, Any]]:
         """Every event (the admin tier's view, audit trail included)."""
         qs = "&".join(f"{k}={v}" for k, v in query.items())
