@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from swarm.controller.channel_frames import MAX_CLOSE_REASON, Close, Closed, ExitInfo, Input, OutFrame, Resize
 from swarm.controller.channels import KILL_WAIT, Channel, FarEnd
@@ -31,6 +31,7 @@ from swarm.controller.errors import FailedPrecondition
 from swarm.controller.fleet import DroneState
 from swarm.controller.oobshell import OutOfBand
 from swarm.controller.recording import Recorder, cast_header
+from swarm.controller.shellmessages import DetachedMessage, ExitMessage, SessionMessage, ShellMessage
 
 if TYPE_CHECKING:
     from swarm.controller.shells import ShellRegistry
@@ -73,22 +74,11 @@ class Viewer(Protocol):
 
     async def send_output(self, data: bytes) -> None: ...
 
-    async def send_control(self, message: dict[str, Any]) -> None: ...
+    async def send_control(self, message: ShellMessage) -> None: ...
 
     async def close(self, code: int, message: str) -> None:
         """Close the viewer's connection, within a bound of its own."""
         ...
-
-
-def exit_json(info: ExitInfo | None) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    return {
-        "exit_code": info.exit_code,
-        "signal": info.signal,
-        "reason": info.reason,
-        "timed_out": info.timed_out,
-    }
 
 
 class Replay:
@@ -228,18 +218,17 @@ class ShellSession(Channel):
             self.detached_at = None
             self.detached_wall = None
             await viewer.send_control(
-                {
-                    "type": "session",
-                    "session": self.id,
-                    "drone": self.drone,
-                    "drone_id": self.drone_id,
-                    "rows": self.rows,
-                    "cols": self.cols,
-                    "reattached": reattach,
-                    "grace_s": self._registry.settings.grace,
-                    "via": self.via,
-                    **({"note": self.note} if self.note else {}),
-                }
+                SessionMessage(
+                    session=self.id,
+                    drone=self.drone,
+                    drone_id=self.drone_id,
+                    rows=self.rows,
+                    cols=self.cols,
+                    reattached=reattach,
+                    grace_s=self._registry.settings.grace,
+                    via=self.via,
+                    note=self.note or None,
+                )
             )
             replay = self.replay.snapshot()
             if replay:
@@ -248,7 +237,7 @@ class ShellSession(Channel):
     @staticmethod
     async def _kick(viewer: Viewer) -> None:
         with contextlib.suppress(Exception):
-            await viewer.send_control({"type": "detached", "reason": "attached elsewhere"})
+            await viewer.send_control(DetachedMessage(reason="attached elsewhere"))
         with contextlib.suppress(Exception):
             await viewer.close(4000, "attached elsewhere")
 
@@ -342,14 +331,7 @@ class ShellSession(Channel):
         async with self._deliver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    viewer.send_control(
-                        {
-                            "type": "exit",
-                            **(exit_json(self.exit) or {}),
-                            "closed_by": self.closed_by,
-                            "message": self.close_reason,
-                        }
-                    ),
+                    viewer.send_control(ExitMessage.of(self.exit, self.closed_by, self.close_reason)),
                     GOODBYE_TIMEOUT,
                 )
         with contextlib.suppress(Exception):

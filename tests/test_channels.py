@@ -48,12 +48,14 @@ from swarm.controller.events import EventLog
 from swarm.controller.execs import ExecRun, Execs
 from swarm.controller.fleet import DroneState
 from swarm.controller.logs import PIECES, LogStream, drone_log
-from swarm.controller.recording import Recorder, Recordings
+from swarm.controller.recording import Recorder, Recordings, cast_header
+from swarm.controller.shellmessages import ShellMessage
 from swarm.controller.shells import ShellRegistry, ShellSettings
 from swarm.controller.shellsession import Replay, ShellSession
 from swarm.controller.store.records import NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.web.views.base import dumps
 from swarm.logtail import Piece
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL
 from swarm.v1 import shell_pb2
@@ -443,8 +445,8 @@ class ViewerLog:
     async def send_output(self, data: bytes) -> None:
         self.output += data
 
-    async def send_control(self, message: dict[str, Any]) -> None:
-        self.control.append(message)
+    async def send_control(self, message: ShellMessage) -> None:
+        self.control.append(json.loads(dumps(message)))  # as the websocket's client reads it
 
     async def close(self, code: int, message: str) -> None:
         self.closed = (code, message)
@@ -625,9 +627,8 @@ def test_replay_keeps_the_last_bytes_from_a_line_start() -> None:
 
 def test_recording_stops_at_its_cap_and_retention_prunes(tmp_path: Path) -> None:
     async def record() -> Recorder:
-        recorder = Recorder(
-            tmp_path / "s-00000000000000aa.cast", {"version": 2, "width": 80, "height": 24}, 2000
-        )
+        header = cast_header("s-00000000000000aa", "d-1", "alpha", "alice", "agent", 24, 80, 1_000_000.5)
+        recorder = Recorder(tmp_path / "s-00000000000000aa.cast", header, 2000)
         writer = asyncio.create_task(recorder.run())
         await recorder.output("é".encode()[:1])  # a character cut between two messages
         await recorder.output("é".encode()[1:] + b" ok\r\n")
@@ -640,7 +641,23 @@ def test_recording_stops_at_its_cap_and_retention_prunes(tmp_path: Path) -> None
 
     recorder = run(record())
     lines = [json.loads(line) for line in recorder.path.read_text().splitlines()]
-    assert lines[0] == {"version": 2, "width": 80, "height": 24}
+    assert lines[0] == {
+        "version": 2,
+        "width": 80,
+        "height": 24,
+        "timestamp": 1_000_000,
+        "title": "alpha by alice",
+        "env": {"TERM": "xterm-256color"},
+        "swarm": {
+            "session": "s-00000000000000aa",
+            "drone_id": "d-1",
+            "drone": "alpha",
+            "opened_by": "alice",
+            "via": "agent",
+        },
+    }
+    [listed] = Recordings(tmp_path, max_total_bytes=1 << 30, retention=1e12).listing()
+    assert (listed.drone, listed.opened_by, listed.started_at) == ("alpha", "alice", 1_000_000.0)
     assert lines[1][1:] == ["o", "é ok\r\n"] and lines[2][1:] == ["r", "100x30"]
     assert lines[-1][1] == "m" and "size cap" in lines[-1][2]
     assert recorder.truncated and recorder.path.stat().st_size <= 2000 + 200

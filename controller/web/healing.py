@@ -16,13 +16,14 @@ from swarm.controller.healer import Healer
 from swarm.controller.web.common import SERVICES, json_response, now
 from swarm.controller.web.parse import json_body, optional_text
 from swarm.controller.web.routes import DRONE_NAME, Body, Routes
-from swarm.controller.web.views.base import Doc
+from swarm.controller.web.views.base import Doc, plain
 from swarm.controller.web.views.fleet import CheckView, DroneType, PingView
 from swarm.controller.web.views.healing import (
     AccessReply,
     DroneHealthView,
     HealingView,
     StepView,
+    access_settings_view,
     access_view,
     drone_health_view,
     healing_view,
@@ -78,7 +79,7 @@ async def put_access(request: web.Request) -> web.Response:
         drone_id=state.id,
         drone_name=state.name,
         by=request[KEY_NAME],
-        access={k: v for k, v in access.as_json(record).items() if k in access.FIELDS},
+        access=plain(access_settings_view(record)),
     )
     return json_response(AccessReply(state.name, access_view(record)))
 

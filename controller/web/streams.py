@@ -58,13 +58,16 @@ from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
 from swarm.controller.web.common import DRONE_FILTER, SERVICES, abort_connection, close_websocket
 from swarm.controller.web.routes import IntParam, ListParam, Routes
 from swarm.controller.web.views.base import dumps
-from swarm.controller.web.views.status import event_view, protocol_view
+from swarm.controller.web.views.messages import EventsGap, LogData, LogEnd, LogNotice, ProtocolGap
+from swarm.controller.web.views.status import EventView, ProtocolEntryView, event_view, protocol_view
 from swarm.tasks import race, wait_event
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Send = Callable[[Any], Awaitable[None]]  # a view, or a small dict of a stream's own
+# An item (as the list endpoints show it) or a message of the stream's own.
+StreamMessage = EventView | ProtocolEntryView | EventsGap | ProtocolGap | LogData | LogNotice | LogEnd
+Send = Callable[[StreamMessage], Awaitable[None]]
 
 CHECK_INTERVAL = 5.0  # seconds between checks that the stream's session is still valid
 CLOSE_TIMEOUT = 1.0  # a client that does not answer our close frame in time is cut off
@@ -248,7 +251,7 @@ async def open_json(request: web.Request, ws: web.WebSocketResponse) -> Send:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     await ws.prepare(request)
 
-    async def send(item: Any) -> None:
+    async def send(item: StreamMessage) -> None:
         await ws.send_str(dumps(item))
 
     return send
@@ -311,7 +314,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
                         await send(event_view(event))
                         last = event.id
                 if dropped:
-                    await send({"dropped": dropped, "after_id": last})
+                    await send(EventsGap(dropped, last))
 
         await request.app[STREAMS].serve(Stream(request, ws, principal), pump())
     finally:
@@ -362,7 +365,7 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
                     await send(protocol_view(entry))
                     last = entry.seq
                 if dropped:
-                    await send({"dropped": dropped, "after_seq": last})
+                    await send(ProtocolGap(dropped, last))
 
         await request.app[STREAMS].serve(Stream(request, ws, principal), pump())
     finally:
