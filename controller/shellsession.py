@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -135,20 +134,21 @@ class ShellSession(Channel):
         super().__init__(channel_id, state, outbox=INPUT_QUEUE)
         settings = registry.settings
         self._registry = registry
+        clock = self._clock = registry.clock
         self.id = session_id
         self.via = "agent" if oob is None else oob.via
         self.note = "" if oob is None else oob.label
         self.opened_by = opened_by
-        self.opened_at = time.time()
+        self.opened_at = clock.time()
         self.rows = rows
         self.cols = cols
         self.phase = OPENING
         self.viewer: Viewer | None = None
         self.replay = Replay(settings.replay_bytes)
-        self.last_activity = time.monotonic()
+        self.last_activity = clock.monotonic()
         self.last_activity_at = self.opened_at
-        self.started = time.monotonic()
-        self.detached_at: float | None = time.monotonic()  # no viewer yet
+        self.started = self.last_activity
+        self.detached_at: float | None = self.started  # no viewer yet
         self.detached_wall: float | None = self.opened_at
         self.closed_at: float | None = None
         self.close_reason: str | None = None
@@ -199,8 +199,8 @@ class ShellSession(Channel):
         )
 
     def _touch(self) -> None:
-        self.last_activity = time.monotonic()
-        self.last_activity_at = time.time()
+        self.last_activity = self._clock.monotonic()
+        self.last_activity_at = self._clock.time()
 
     # -- viewers ---------------------------------------------------------------
 
@@ -244,8 +244,8 @@ class ShellSession(Channel):
     def detach(self, viewer: Viewer) -> None:
         if self.viewer is viewer:
             self.viewer = None
-            self.detached_at = time.monotonic()
-            self.detached_wall = time.time()
+            self.detached_at = self._clock.monotonic()
+            self.detached_wall = self._clock.time()
             log.info(
                 "shell %s on %s detached; open for a reattach for %gs",
                 self.id,
@@ -286,7 +286,7 @@ class ShellSession(Channel):
             self.abort()
             return
         self.phase = CLOSING
-        self.close_deadline = time.monotonic() + KILL_WAIT
+        self.close_deadline = self._clock.monotonic() + KILL_WAIT
         if not self.send_now(Close(reason[:MAX_CLOSE_REASON])):
             self.abort()
 
@@ -316,7 +316,7 @@ class ShellSession(Channel):
             return
         self.phase = CLOSED
         self.exit = exit
-        self.closed_at = time.time()
+        self.closed_at = self._clock.time()
         if self.close_reason is None:
             self.close_reason = exit.reason if exit is not None else why
         self._drop_outbox()

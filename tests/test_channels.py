@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 import swarm.controller
+from swarm.clock import SYSTEM, Clock
 from swarm.controller import channel_serde
 from swarm.controller.authz import AGENT, INSECURE, Identity
 from swarm.controller.channel_frames import (
@@ -60,6 +61,7 @@ from swarm.logtail import Piece
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL
 from swarm.v1 import shell_pb2
 
+from fakes.clock import ManualClock
 from support.links import FakeLink
 
 pytestmark = pytest.mark.timeout(30)
@@ -470,11 +472,11 @@ class Terminals:
 
 
 @asynccontextmanager
-async def terminals(tmp_path: Path, **settings: Any) -> AsyncIterator[Terminals]:
+async def terminals(tmp_path: Path, clock: Clock = SYSTEM, **settings: Any) -> AsyncIterator[Terminals]:
     shell_settings = ShellSettings(**settings)
     events = event_log(tmp_path)
     channels = Channels(shell_settings.max_sessions, WAIT)
-    registry = ShellRegistry(events, shell_settings, channels, tmp_path / "recordings")
+    registry = ShellRegistry(events, shell_settings, channels, tmp_path / "recordings", clock=clock)
     await registry.start()
     state, link = drone()
     made = Terminals(registry, channels, events, state, link)
@@ -582,6 +584,26 @@ def test_the_registry_closes_what_outlives_its_limits_at_the_time_given(tmp_path
             await until(busy.ended.is_set, "the busy session's end")
             assert busy.exit is None
             assert [info.state for info in t.registry.sessions()] == ["closed"] * 3
+
+    run(scenario())
+
+
+def test_the_janitor_closes_sessions_on_the_registry_clock(tmp_path: Path) -> None:
+    """The registry's own loop, on a clock the test moves: no waiting for a grace to pass."""
+    clock = ManualClock()
+
+    async def scenario() -> None:
+        async with terminals(tmp_path, clock, grace=30.0) as t:
+            session, end = await t.open()
+            await clock.advance(29.0)
+            assert session.state == "detached" and not end.written
+            await clock.advance(2.0)
+            assert session.close_reason == "detached for more than 30s"
+            await until(lambda: end.written == [Close("detached for more than 30s")], "the close")
+            end.give(Closed(ExitInfo(False, None, 1, "killed by SIGHUP")))
+            await until(session.ended.is_set, "the session's end")
+            [closed] = events_of(t.events, "shell_closed")
+            assert closed["duration_s"] == pytest.approx(31.0, abs=1.0)  # the clock's time, not the wall's
 
     run(scenario())
 

@@ -512,7 +512,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app[SERVICES] = services
     app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.admin_bind, public=False)
     app[auth.AUTH] = auth.AdminAuth(
-        keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS]
+        keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS], services.clock
     )
     app.add_routes(routes)
     app.add_routes(healing.routes)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -63,6 +62,7 @@ from swarm.controller.web.common import SERVICES, abort_connection, close_websoc
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.parse import check_text, json_body, loads, query_value, seconds, shown
 from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, Routes, TextParam, path_param
+from swarm.controller.web.streams import look_again
 from swarm.controller.web.views.admin import (
     ExecView,
     ShellReply,
@@ -378,9 +378,9 @@ async def _watch_auth(request: web.Request, principal: Principal, viewer: WsView
     (the shell lives on for the grace, for whoever may reattach)."""
     auth = request.app[AUTH]
     while True:
-        now = time.time()
+        now = auth.clock.time()
         expires = auth.expires_at(principal, now)
-        await asyncio.sleep(AUTH_CHECK if expires is None else min(AUTH_CHECK, max(0.05, expires - now)))
+        await auth.clock.sleep(AUTH_CHECK if expires is None else min(AUTH_CHECK, look_again(expires - now)))
         if not auth.still_valid(principal, touch=True):
             await viewer.send_control(ErrorMessage(message="the session has ended: log in again"))
             await viewer.close(WSCloseCode.POLICY_VIOLATION, "the session has ended")

@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -60,7 +59,7 @@ from swarm.controller.web.routes import IntParam, ListParam, Routes
 from swarm.controller.web.views.base import dumps
 from swarm.controller.web.views.messages import EventsGap, LogData, LogEnd, LogNotice, ProtocolGap
 from swarm.controller.web.views.status import EventView, ProtocolEntryView, event_view, protocol_view
-from swarm.tasks import race, wait_event
+from swarm.tasks import race
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +162,10 @@ class Stream:
     async def _watch(self) -> None:
         auth = self.request.app[AUTH]
         while True:
-            now = time.time()
+            now = auth.clock.time()
             expires = auth.expires_at(self.principal, now)
-            wait = CHECK_INTERVAL if expires is None else min(CHECK_INTERVAL, max(0.05, expires - now))
-            await wait_event(self._stop, wait)
+            wait = CHECK_INTERVAL if expires is None else min(CHECK_INTERVAL, look_again(expires - now))
+            await auth.clock.wait(self._stop, wait)
             if self._stop.is_set():
                 return
             if not auth.still_valid(self.principal, touch=True):
@@ -178,6 +177,13 @@ class Stream:
 
     def _abort(self) -> None:
         abort_connection(self.request)
+
+
+def look_again(left: float) -> float:
+    """When a stream looks at its session again, ``left`` seconds before the session
+    would end: halfway, so that the look (activity) comes before an idle timeout
+    shorter than CHECK_INTERVAL, and soon after the absolute lifetime ends."""
+    return max(0.05, left / 2)
 
 
 class Streams:
