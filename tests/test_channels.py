@@ -4,7 +4,7 @@ a shell session's life (viewers, input, replay, close) with the registry's
 limits swept at a time the test chooses, replay bounds and the recording
 format.
 
-A drone's control stream is support/links.py's FakeLink; a channel's far
+A drone's control stream is fakes/links.py's FakeLink; a channel's far
 end is a script of frames (``ScriptedEnd``, a channels.FarEnd). The same
 behaviour with real agents, PTYs and sshd is proved by test_terminal.py,
 test_terminal_ssh.py, test_logs.py and test_unparsable.py.
@@ -62,7 +62,7 @@ from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL
 from swarm.v1 import shell_pb2
 
 from fakes.clock import ManualClock
-from support.links import FakeLink
+from fakes.links import FakeLink
 
 pytestmark = pytest.mark.timeout(30)
 
