@@ -471,7 +471,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def shows_load(node: dict[str, Any], *, load1: float) -> bool:
-    return abs(float(node["load"][0]) - load1) < 1e-6
+    return abs(float(node["load1"]) - load1) < 1e-6
 
 
 def probe_heartbeats(pool: Pool, api: Api, specs: list[DroneSpec], rng: random.Random) -> list[float]:

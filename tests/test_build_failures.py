@@ -185,9 +185,7 @@ def test_the_controller_killed_mid_session_finishes_it_after_restart_building_no
         assert all(n == 1 for n in staged_cpvs.values()), staged_cpvs
         # Every successful build is recorded once per package.
         history = swarm.controller.get("/api/v1/history?limit=1000")["history"]
-        assert Counter(h["package"] for h in history if h["result"] == "done") == Counter(
-            dict.fromkeys(cpvs, 1)
-        )
+        assert Counter(h["cpv"] for h in history if h["state"] == "done") == Counter(dict.fromkeys(cpvs, 1))
 
         # And the result is usable: a stock client installs the top package from staging.
         client = pfx.create_prefix(

@@ -157,7 +157,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     assert len(staged) == 1, staged
     history = swarm.controller.get("/api/v1/history?limit=1000")["history"]
     attempt = next(h for h in history if h["build_id"] == job["build_id"])
-    assert attempt["result"] == "lost" and "its upload was lost" in attempt["reason"]
+    assert attempt["state"] == "lost" and "its upload was lost" in attempt["reason"]
 
 
 def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes_it(swarm: Fleet) -> None:
@@ -193,7 +193,7 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
     # The drone's Hello resumed the saved attempt: built once, under the saved build id.
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, build_id)
     history = [h for h in controller.get("/api/v1/history?limit=1000")["history"] if h["job_id"] == job_id]
-    assert [(h["build_id"], h["result"]) for h in history] == [(build_id, "done")]
+    assert [(h["build_id"], h["state"]) for h in history] == [(build_id, "done")]
     # No drone built it for nothing: one build log, on one drone, of that attempt.
     logs = [p.name for a in swarm.agents.values() for p in (a.state_dir / "builds").glob(f"{job_id}.*")]
     assert logs == [build_log_name(job_id, build_id)]

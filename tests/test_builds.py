@@ -53,8 +53,8 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
     assert jobs["swarm-test/diamond-top-1"]["deps"] and len({j["drone"] for j in jobs.values()}) >= 2
 
     history = [h for h in swarm.controller.get("/api/v1/history")["history"] if h["session_id"] == session_id]
-    assert {h["package"] for h in history} == set(cpvs)
-    assert all(h["result"] == "done" and h["duration_s"] > 0 for h in history)
+    assert {h["cpv"] for h in history} == set(cpvs)
+    assert all(h["state"] == "done" and h["duration_s"] > 0 for h in history)
     status = swarm.controller.get("/api/v1/status")
     assert status["session"]["jobs"]["done"] == len(cpvs) and status["session"]["progress"] == 1.0
 

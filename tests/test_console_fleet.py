@@ -251,7 +251,7 @@ def test_queue_a_package_and_watch_it_build(swarm: Fleet, browser: BrowserContex
     job_id = job.get_attribute("data-job")
     assert job_id
     answer = admin(swarm, "GET", f"/admin/api/jobs/{job_id}")
-    assert answer["job"]["state"] == "done" and answer["builds"][0]["result"] == "done"
+    assert answer["job"]["state"] == "done" and answer["builds"][0]["state"] == "done"
     session = page.locator(f'.session[data-session="{answer["job"]["session_id"]}"]')
     expect(session).to_contain_text("1 of 1 done", timeout=WAIT_MS)
     expect(session).to_have_attribute("data-state", "complete", timeout=WAIT_MS)

@@ -24,7 +24,7 @@ from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
 from fakes.clock import ManualClock
-from support.links import FakeLink, connect
+from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -53,7 +53,7 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(shared: Controller, 
     )
     assert 0 <= beating["disk_percent"] <= 100
     assert beating["disk_free_bytes"] > 0
-    assert len(beating["load"]) == 3
+    assert all(beating[k] >= 0 for k in ("load1", "load5", "load15"))
 
     pinged = wait_for(
         lambda: (n := controller.node("drone-io")) and n["ping_latency_ms"] is not None and n,

@@ -684,9 +684,13 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     status, text = http("GET", controller.public_url + "/api/v1/nodes")
     assert status == 200
     node = next(n for n in text["nodes"] if n["name"] == raw.name)
-    figures = {k: node[k] for k in ("load", "cpu_percent", "memory_percent", "disk_percent")}
+    figures = {
+        k: node[k] for k in ("load1", "load5", "load15", "cpu_percent", "memory_percent", "disk_percent")
+    }
     assert figures == {
-        "load": [0.0, 0.0, 0.0],
+        "load1": 0.0,
+        "load5": 0.0,
+        "load15": 0.0,
         "cpu_percent": 0.0,
         "memory_percent": 100.0,
         "disk_percent": 0.0,

@@ -2,7 +2,7 @@
 (fakes/clock.py): the cool-off (a per-drone backoff), the startup grace,
 and the hold while most of the fleet is dark. The real fleet, event log
 and store (SQLite) are used; drones are control streams that only record
-what they are sent (support/links.py), and step 1 for a drone without a
+what they are sent (fakes/links.py), and step 1 for a drone without a
 stream runs a real local command (``true``). tests/test_healing.py proves
 the ladder end to end with real agents.
 """
@@ -35,7 +35,7 @@ from swarm.controller.web.views.base import plain
 from swarm.controller.web.views.healing import drone_health_view
 
 from fakes.clock import ManualClock
-from support.links import FakeLink, connect
+from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,7 @@ One controller (controller/app.py) runs in this process for the module
 (support/inproc.py) with builds on (a controller Portage prefix) and the
 unauthenticated --metrics-port listener. Its drones: a real agent process
 over real gRPC for the control-stream figures (streams, pings, heartbeats),
-and a control stream that only records what it is sent (support/links.py)
+and a control stream that only records what it is sent (fakes/links.py)
 for what an agent would do with a job or a restart.
 """
 
@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from swarm.controller.config import ControllerConfig
 from swarm.controller.domain import BuildEventData, HelloData
 
+from fakes.links import FakeLink
 from support.inproc import InProcessController
-from support.links import FakeLink
 from support.procs import Agent, http, wait_for
 
 pytestmark = [

@@ -23,7 +23,9 @@ NODE_KEYS = {
     "agent_version",
     "last_heartbeat_at",
     "ping_latency_ms",
-    "load",
+    "load1",
+    "load5",
+    "load15",
     "disk_percent",
     "emerge_running",
 }
