@@ -472,7 +472,7 @@ class Terminals:
 
 
 @asynccontextmanager
-async def terminals(tmp_path: Path, clock: Clock = SYSTEM, **settings: Any) -> AsyncIterator[Terminals]:
+async def terminals(tmp_path: Path, *, clock: Clock = SYSTEM, **settings: Any) -> AsyncIterator[Terminals]:
     shell_settings = ShellSettings(**settings)
     events = event_log(tmp_path)
     channels = Channels(shell_settings.max_sessions, WAIT)
@@ -541,10 +541,8 @@ def test_a_terminal_takes_input_shows_output_replays_it_and_closes(tmp_path: Pat
 
 
 def test_the_registry_closes_what_outlives_its_limits_at_the_time_given(tmp_path: Path) -> None:
-    limits = {"grace": 30.0, "idle_timeout": 100.0, "max_lifetime": 1000.0}
-
     async def scenario() -> None:
-        async with terminals(tmp_path, **limits) as t:
+        async with terminals(tmp_path, grace=30.0, idle_timeout=100.0, max_lifetime=1000.0) as t:
             detached, detached_end = await t.open()
             idle, idle_end = await t.open()
             busy, busy_end = await t.open()
@@ -593,7 +591,7 @@ def test_the_janitor_closes_sessions_on_the_registry_clock(tmp_path: Path) -> No
     clock = ManualClock()
 
     async def scenario() -> None:
-        async with terminals(tmp_path, clock, grace=30.0) as t:
+        async with terminals(tmp_path, clock=clock, grace=30.0) as t:
             session, end = await t.open()
             await clock.advance(29.0)
             assert session.state == "detached" and not end.written
