@@ -51,6 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The checkout's own modules (pyproject's package-dir).
 SOURCES = ("common", "agent", "controller", "cli", "protos")
 EMERGE = Path(PYTHON).parent / "emerge"
+# Portage's emerge script itself (PORTAGE_BIN_PATH of a pip install): the
+# venv's bin/emerge above is pip's shim, which starts Python only to exec it.
+EMERGE_SCRIPT = Path(PYTHON).parent.parent / "lib" / "portage" / "bin" / "emerge"
 # The agent's emerge check runs the emerge command's program with --version at
 # start; the tests give their drones this venv's Portage, as here.
 EMERGE_COMMAND = f"{PYTHON} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg"
@@ -343,11 +346,18 @@ class Bench:
         measure_exit(self.results["swarm-cli status, to exit"], argv, importtime)
 
     def emerge_check(self, importtime: bool) -> None:
+        """Both Python processes of bin/emerge (the shim and the script), then the script alone."""
         measure_exit(
             self.results["emerge --version (the agent's emerge check)"],
             [PYTHON, str(EMERGE), "--version"],
             importtime,
         )
+        if EMERGE_SCRIPT.exists():
+            measure_exit(
+                self.results["  the same, Portage's script without pip's shim"],
+                [PYTHON, str(EMERGE_SCRIPT), "--version"],
+                importtime,
+            )
 
     def run(self) -> None:
         # One controller serves the agent and CLI runs; it is not itself measured.
