@@ -2,16 +2,17 @@
 agent to its control stream, a ``swarm-cli`` call, each program's ``--help``,
 and where their import time goes.
 
-    .venv/bin/python bench/startup.py            # 7 runs of each, about a minute
+    .venv/bin/python bench/startup.py            # 7 runs of each, 2-5 minutes
     .venv/bin/python bench/startup.py --runs 3 --json figures.json
 
 The test suite starts hundreds of these processes, and a drone or a CLI call
 pays the same start-up, so this is CPU that every run spends before any
 behaviour. Each figure is the median (and the minimum) over ``--runs``:
 
-- CPU: the process's own user + system time (its threads included; not
-  its children) when it became ready, or when it exited. This is what the
-  suite pays; it hardly moves with the machine's other load.
+- CPU: a daemon's own user + system time (its threads included, not its
+  children) when it became ready; a command's whole time when it exited
+  (an exec'd program included). This is what the suite pays; it moves far
+  less with the machine's other load than wall time does.
 - wall: from ``Popen`` to ready or exit; it does move with the load.
 - import: ``-X importtime`` of the same start, in a separate run (it adds
   overhead of its own): the sum of the modules' own times, split by who
