@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import PYTHON, BenchError, Children, env_info, join_tokens, say, wait_until
+from harness import PYTHON, BenchError, Children, Controller, env_info, join_tokens, say, wait_until
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,18 +361,12 @@ class Bench:
             )
 
     def run(self) -> None:
-        # One controller serves the agent and CLI runs; it is not itself measured.
-        host = self.fresh("host")
-        ready_file = host / "ready.json"
-        proc = self.children.spawn(controller_argv(host / "data", ready_file), log=host / "controller.log")
-
-        def alive() -> None:
-            if proc.poll() is not None:
-                raise BenchError(f"controller exited with {proc.returncode}: {tail(host / 'controller.log')}")
-
-        wait_until("controller ready file", ready_file.exists, READY_TIMEOUT, alive)
-        ctl = json.loads(ready_file.read_text())
-        tokens = iter(join_tokens(_Ctl(ctl), 2 * self.runs))
+        # One controller (mutual TLS, as the agents enroll) serves the agent and
+        # CLI runs; it is not itself measured.
+        host = Controller(self.children, self.fresh("host"), ping_interval=1.0, tls=True)
+        host.start(READY_TIMEOUT)
+        ctl = host.info
+        tokens = iter(join_tokens(host, 2 * self.runs))
         # Alternate plain and importtime runs, so both see much the same machine.
         for i in range(self.runs):
             say(f"run {i + 1} of {self.runs}")
@@ -384,20 +378,10 @@ class Bench:
                 self.cli(ctl, importtime)
                 if EMERGE.exists():
                     self.emerge_check(importtime)
-        self.children.stop(proc)
+        host.stop()
 
     def report(self) -> dict[str, Any]:
         return {label: figures.row() for label, figures in self.results.items()}
-
-
-class _Ctl:
-    """What harness.join_tokens reads of a controller."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        from harness import Ports
-
-        self.ports = Ports(info["grpc_port"], info["public_port"], info["admin_port"])
-        self.admin_key = Path(info["admin_key_file"]).read_text().strip()
 
 
 def bytecode_state() -> dict[str, Any]:
