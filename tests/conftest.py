@@ -58,6 +58,7 @@ FAST_MODULES = frozenset(
         "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",
+        "test_startup_imports",
         "test_stop_budget",
         "test_store_contract",
         "test_stream_bounds",
