@@ -22,9 +22,8 @@ from typing import Any
 
 import prefix as pfx
 
-from support.procs import Agent, Controller, enroll, wait_for
+from support.procs import EMERGE, Agent, Controller, enroll, wait_for
 
-EMERGE = Path(sys.executable).parent / "emerge"
 BUILD_TIMEOUT = 180.0
 SESSION_TIMEOUT = 300.0
 BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"

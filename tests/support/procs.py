@@ -22,11 +22,12 @@ from typing import Any
 
 DEFAULT_TIMEOUT = 15.0
 # emerge from this venv's Portage: the agent's emerge check runs it with
-# --version, and a test drone is healthy only if it answers.
-EMERGE_COMMAND = (
-    f"{sys.executable} {Path(sys.executable).parent / 'emerge'} "
-    "--oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
-)
+# --version, and a test drone is healthy only if it answers. The script itself
+# (where Portage's PORTAGE_BIN_PATH is for a pip install), not the venv's
+# bin/emerge: that is pip's shim, a Python start of its own that only execs
+# this script, some 80 ms of CPU on every check and every build of a run.
+EMERGE = Path(sys.prefix).resolve() / "lib" / "portage" / "bin" / "emerge"
+EMERGE_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
 
 
 def wait_for(
