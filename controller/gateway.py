@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -146,7 +147,7 @@ class DroneSession:
             finally:
                 self.writing = False
             raw = message.SerializeToString()
-            record(OUT, self.drone_id, message.WhichOneof("body") or "empty", len(raw), raw)
+            record(OUT, self.drone_id, intern(message.WhichOneof("body") or "empty"), len(raw), raw)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         if self._writer is task:
@@ -343,7 +344,20 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         and the stream ends with the status ``close`` was given."""
         try:
             try:
-                await self._read(session, state, context)
+                while not session.closed:
+                    session.reading = True
+                    try:
+                        message = await context.read()
+                    except DecodeError:
+                        self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
+                        session.close("INVALID_ARGUMENT", UNPARSABLE)
+                        break
+                    finally:
+                        session.reading = False
+                    if message is grpc.aio.EOF or not self._take(session, state, message):
+                        break
+                    # Not kept while the next one is awaited (one per drone).
+                    del message
             except asyncio.CancelledError:
                 handler = asyncio.current_task()
                 # Our own interrupt (close), unless grpc cancelled the call as well.
@@ -441,29 +455,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
 
         return summary
 
-    async def _read(
-        self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext
-    ) -> None:
-        while not session.closed:
-            session.reading = True
-            try:
-                message = await context.read()
-            except DecodeError:
-                self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
-                session.close("INVALID_ARGUMENT", UNPARSABLE)
-                return
-            finally:
-                session.reading = False
-            if message is grpc.aio.EOF or not self._take(session, state, message):
-                return
-            # Not kept while the next one is awaited (one per drone).
-            del message
-
     def _take(self, session: DroneSession, state: DroneState, message: gateway_pb2.AgentMessage) -> bool:
         """What a drone said, to the core; False if the stream is to end."""
         record = self._protolog.record
         drone_id = session.drone_id
         kind = message.WhichOneof("body")
+        if kind is not None:
+            # The protocol log keeps it for each entry: one string per kind, not per message.
+            kind = intern(kind)
         size = message.ByteSize()
         # A kind of a newer protocol revision (or none at all) is recorded and
         # otherwise ignored: a newer agent must be able to talk to this controller.
