@@ -4,8 +4,9 @@ Each stream is read in grpc's own task for the call (its handler), and
 written by a task that lives while there is something to write: it drains
 a bounded outbox, so a drone that stops reading pushes back on us instead
 of growing memory; whoever wants a stream ended calls ``close``. (A
-reader and a writer task beside the handler for the stream's whole life
-cost 2,000 drones 3 MB and a wake-up per message for nothing.) The core
+reader and a writer task beside the handler, for the stream's whole life,
+cost every drone their frames, contexts and futures, and each message a
+wake-up more than the read needs.) The core
 speaks to a stream through the verbs of ``fleet.Link`` (DroneSession),
 and the reader hands it what drones say as ``domain`` dataclasses: serde
 does every conversion, once per message.
