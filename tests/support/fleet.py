@@ -22,7 +22,9 @@ from typing import Any
 
 import prefix as pfx
 
-from support.procs import Agent, Controller, enroll, wait_for
+from swarm.agent.logs import build_log_name
+
+from support.procs import Agent, Controller, enroll_here, wait_for
 
 EMERGE = Path(sys.executable).parent / "emerge"
 BUILD_TIMEOUT = 180.0
@@ -84,8 +86,9 @@ class Fleet:
         agent = Agent(self.root, name, self.controller.grpc_target, *args, *extra, **agent_kwargs)
         agent.env = dict(env) if env is not None else None
         if not (agent.state_dir / "drone.crt").exists():
-            result = enroll(self.controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
+            # In this process, without a Python started for `swarm-agent enroll`
+            # (tests/test_trust.py and test_cli.py run the command itself).
+            enroll_here(self.controller, name, agent.state_dir)
         agent.start()
         self.agents[name] = agent
         if online:
@@ -112,6 +115,11 @@ class Fleet:
         return sorted(pkgdir.rglob(f"{pf}*.gpkg.tar"))
 
     # -- builds ------------------------------------------------------------------------
+
+    def build_log(self, job: Mapping[str, Any]) -> str:
+        """The build log its drone keeps of the job's current attempt ("" until there is one)."""
+        path = self.agents[job["drone"]].state_dir / "builds" / build_log_name(job["id"], job["build_id"])
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def queue(self, *atoms: str) -> dict[str, Any]:
         status, body = self.controller.admin(
@@ -164,6 +172,12 @@ class Fleet:
         return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
 
     # -- the end -----------------------------------------------------------------------
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Kill every agent, the controller, and what killed agents left behind."""
