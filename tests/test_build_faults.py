@@ -44,6 +44,12 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         builders(2),
         "--build-grace",
         "120",
+        # While the database is locked every write waits out SQLite's busy
+        # timeout, one after another on the database thread: the batched
+        # writes of live drone state (which no test here reads) would queue
+        # ahead of the upload's.
+        "--persist-interval",
+        "60",
         # Long enough to kill its agent while emerge is in src_compile.
         portage=True,
         package_env={"swarm-test/sleeper": {"SWARM_TEST_SLEEP": str(SLEEP)}},
@@ -212,7 +218,7 @@ def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Flee
     victim = agent_named(swarm, job["drone"])
     build_dir = swarm.root / f"{victim.name}-prefix" / "var" / "tmp" / "portage" / cpv
     wait_for(
-        lambda: "Sleeping" in read_build_log(victim, job),
+        lambda: "Sleeping" in swarm.build_log(job),
         timeout=BUILD_TIMEOUT,
         what="the sleeper in src_compile",
     )
@@ -247,11 +253,6 @@ def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Flee
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         swarm.controller.admin("POST", f"/admin/api/drones/{victim.name}/undrain")
-
-
-def read_build_log(agent: Agent, job: dict[str, Any]) -> str:
-    path = agent.state_dir / "builds" / build_log_name(job["id"], job["build_id"])
-    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def gone(pid: int) -> bool:
