@@ -140,6 +140,16 @@ class Fleet:
     def jobs(self) -> dict[str, dict[str, Any]]:
         return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
 
+    def wait_building(self, cpv: str, *, timeout: float = BUILD_TIMEOUT) -> dict[str, Any]:
+        """Wait until the job of ``cpv`` is building on some drone; the job."""
+        job: dict[str, Any] = wait_for(
+            lambda: (j := self.jobs().get(cpv)) and j["state"] == "building" and j,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{cpv} building",
+        )
+        return job
+
     def wait_under_way(
         self, session_id: str, *, done: int = 1, timeout: float = BUILD_TIMEOUT
     ) -> dict[str, int]:
@@ -167,9 +177,10 @@ class Fleet:
         )
         return session
 
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        """Events of one type, oldest first."""
-        return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+    def events(self, kind: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Events of one type (of one job if given), oldest first."""
+        found = sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+        return [e for e in found if job_id is None or e["data"].get("job_id") == job_id]
 
     # -- the end -----------------------------------------------------------------------
 
