@@ -109,6 +109,9 @@ class Finding:
 @dataclass(slots=True)
 class ProbeReport:
     requests: int = 0
+    # Generated cases not sent: the same request as one sent before for the
+    # operation (the credentials it would lose to the probe's own count as sent).
+    repeats: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
@@ -228,6 +231,7 @@ class _Sender:
         self.headers = headers
         self.checks = checks
         self.report = ProbeReport()
+        self.sent: set[tuple[str, ...]] = set()
 
     def examine(self, strategy: Any, examples: int, seed: int) -> None:
         @hypothesis.seed(seed)
@@ -249,6 +253,14 @@ class _Sender:
 
     def send(self, case: Any) -> None:
         label = case.operation.label
+        # Hypothesis repeats itself where there is little to vary (an operation
+        # whose only inputs are the credentials beside the probe's key): a
+        # request already answered would only be answered again.
+        request = self.request_of(case)
+        if request in self.sent:
+            self.report.repeats += 1
+            return
+        self.sent.add(request)
         self.report.requests += 1
         try:
             response = case.call(
@@ -266,6 +278,20 @@ class _Sender:
         except FailureGroup as group:
             for failure in group.exceptions:
                 self.report.findings.append(_finding(case, response, failure))
+
+    def request_of(self, case: Any) -> tuple[str, ...]:
+        """What goes over the wire for the case: its headers as the probe's own override them."""
+        headers = {**(case.headers or {}), **self.headers}
+        return (
+            case.operation.label,
+            case.method,
+            case.formatted_path,
+            repr(sorted((case.query or {}).items())),
+            repr(sorted(headers.items())),
+            repr(sorted((case.cookies or {}).items())),
+            repr(case.body),
+            str(case.media_type),
+        )
 
 
 def _finding(case: Any, response: Any, failure: Failure) -> Finding:
