@@ -256,11 +256,11 @@ class _Sender:
         # Hypothesis repeats itself where there is little to vary (an operation
         # whose only inputs are the credentials beside the probe's key): a
         # request already answered would only be answered again.
-        request = self.request_of(case)
-        if request in self.sent:
+        wire = self.request_of(case)
+        if wire in self.sent:
             self.report.repeats += 1
             return
-        self.sent.add(request)
+        self.sent.add(wire)
         self.report.requests += 1
         try:
             response = case.call(
