@@ -7,8 +7,8 @@ The real queue, fleet, event log and store (SQLite, on its database
 thread) are used; drones are control streams that only record what they
 are sent (fakes/links.py), their builds' outcomes are reported by the
 test, and the resolver and staging binhost are fakes (fakes/builds.py).
-tests/test_build_failures.py proves the same behaviour end to end with
-real agents, real emerge and real timeouts.
+tests/test_build_failures.py and test_build_grounding.py prove the same
+behaviour end to end with real agents, real emerge and real timeouts.
 """
 
 from __future__ import annotations
