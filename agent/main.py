@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -26,26 +27,20 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
-import psutil
 
 from swarm import __version__
 from swarm.agent import credentials, dronetype, pidfile, preflight
-from swarm.agent.builder import Builder
-from swarm.agent.checks import HealthChecks
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
-from swarm.agent.link import ControlLink
-from swarm.agent.logs import LogSources
-from swarm.agent.probes import SystemProbe
-from swarm.agent.serde import HelloInfo
-from swarm.agent.shell import Channels
-from swarm.backoff import Backoff
 from swarm.config import ConfigError, add_arguments, resolve
 from swarm.logsetup import setup_logging
 from swarm.pki import PkiError
+
+if TYPE_CHECKING:
+    from swarm.agent.serde import HelloInfo
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +119,8 @@ def parse_check_args(argv: list[str]) -> AgentConfig:
 def process_started_at_ns() -> int:
     """When this agent program started: the process's creation time, or the
     time it was exec'd by a restart (exec keeps the process, and its creation time)."""
+    import psutil  # the daemon's, as in run()
+
     execed = os.environ.pop(EXECED_AT_ENV, "")
     if execed.isdigit():
         return int(execed)
@@ -133,6 +130,8 @@ def process_started_at_ns() -> int:
 def hello_info(
     config: AgentConfig, drone_id: str, kind: dronetype.Detection, started_at_ns: int = 0
 ) -> HelloInfo:
+    from swarm.agent.serde import HelloInfo  # the daemon's, as in run()
+
     return HelloInfo(
         drone_id=drone_id,
         name=config.drone_name,
@@ -150,6 +149,17 @@ def hello_info(
 
 async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
     """Run until SIGTERM/SIGINT (None) or a restart asked by the controller (its reason)."""
+    # The daemon's parts are imported here, not at the top: `swarm-agent enroll`
+    # and `swarm-agent check` need none of them, and importing them (protobuf
+    # modules, psutil, the builder, the shells) cost each of those some 35 ms of CPU.
+    from swarm.agent.builder import Builder
+    from swarm.agent.checks import HealthChecks
+    from swarm.agent.link import ControlLink
+    from swarm.agent.logs import LogSources
+    from swarm.agent.probes import SystemProbe
+    from swarm.agent.shell import Channels
+    from swarm.backoff import Backoff
+
     drone_id = load_or_create_drone_id(config.state_dir)
     creds = None if config.insecure else credentials.load(config.state_dir)
     if creds is None and not config.insecure:
@@ -237,6 +247,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
     log.info("drone type %s: %s", kind.drone_type, kind.reason)
     await checks.start()
     await link.start()
+    gc.enable()  # off since main(): the agent is up
     if renewer is not None:
         await renewer.start()
     try:
@@ -307,6 +318,10 @@ def main(argv: list[str] | None = None) -> None:
         elif args[:1] == ["check"]:
             print(f"swarm-agent: {preflight.check(parse_check_args(args[1:]))}")
         else:
+            # No cyclic garbage collection until the agent is up (run() turns it
+            # back on): what it imports and builds to start lives as long as it
+            # does, and looking for garbage among that as it arrives finds none.
+            gc.disable()
             started_at_ns = process_started_at_ns()
             config = parse_args(args)
             setup_logging(config.log_level, config.log_file)
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 reason = asyncio.run(run(config, started_at_ns))
             finally:
+                gc.enable()
                 # A restart keeps the pid (exec), and so the file.
                 if pid_file is not None and reason is None:
                     pidfile.remove(pid_file)

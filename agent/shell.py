@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psutil
 
 from swarm.agent import logs
 from swarm.agent.logs import LogSources
@@ -144,6 +143,10 @@ def _killpg(pgid: int, sig: int) -> None:
 
 def kill_session(sid: int) -> int:
     """SIGKILL every process of a session (jobs of an interactive shell have groups of their own)."""
+    # Here, not at the top: the controller imports this module for its own
+    # shells, and psutil is some 20 ms of every controller start otherwise.
+    import psutil
+
     killed = 0
     for pid in psutil.pids():
         try:

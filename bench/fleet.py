@@ -92,6 +92,7 @@ class Options:
     storm_timeout: float
     agent: bool
     bare: bool
+    bare_pings: bool
     agent_duration: float
     profile_dir: Path | None
     profile_seconds: float
@@ -209,6 +210,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "multiple of them: the floor that any gateway in Python pays",
     )
     parser.add_argument(
+        "--bare-pings",
+        action="store_true",
+        help="also measure the bare server pinging every stream at --ping-interval and reading "
+        "the pongs, as the controller does (bare.py --ping-interval), and print it beside the "
+        "floor without pings: what proof of life costs any gateway",
+    )
+    parser.add_argument(
         "--agent-duration", type=float, default=20.0, help="seconds over which the agent's CPU is measured"
     )
     parser.add_argument(
@@ -284,6 +292,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         storm_timeout=ns.storm_timeout,
         agent=not ns.no_agent,
         bare=ns.bare,
+        bare_pings=ns.bare_pings,
         agent_duration=ns.agent_duration,
         profile_dir=ns.profile,
         profile_seconds=ns.profile_seconds,
@@ -471,7 +480,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def shows_load(node: dict[str, Any], *, load1: float) -> bool:
-    return abs(float(node["load"][0]) - load1) < 1e-6
+    return abs(float(node["load1"]) - load1) < 1e-6
 
 
 def probe_heartbeats(pool: Pool, api: Api, specs: list[DroneSpec], rng: random.Random) -> list[float]:
@@ -652,6 +661,12 @@ def bench_fleet(
         except BenchError as exc:
             say(f"{name}: no bare floor: {exc}")
             result["bare"] = {"error": str(exc)}
+    if opts.bare_pings:
+        try:
+            result["bare_pinging"] = bench_bare(opts, children, tmp, n, mode, data, creds, opts.ping_interval)
+        except BenchError as exc:
+            say(f"{name}: no pinging bare floor: {exc}")
+            result["bare_pinging"] = {"error": str(exc)}
     return result
 
 
@@ -673,14 +688,27 @@ def bare_tls(data: Path, work: Path) -> Path:
 
 
 def bench_bare(
-    opts: Options, children: Children, tmp: Path, n: int, mode: str, data: Path, creds: Enrolled | None
+    opts: Options,
+    children: Children,
+    tmp: Path,
+    n: int,
+    mode: str,
+    data: Path,
+    creds: Enrolled | None,
+    ping_interval: float = 0.0,
 ) -> dict[str, Any]:
-    """The floor: the same n drones on a bare grpc.aio server, measured like the controller."""
-    name = tagged(opts, f"bare server, {n} drones", mode)
-    work = tmp / f"bare-{n}-{mode}"
+    """The floor: the same n drones on a bare grpc.aio server, measured like
+    the controller; with ``ping_interval``, the server pings them."""
+    pinging = " pinging" if ping_interval else ""
+    name = tagged(opts, f"bare server{pinging}, {n} drones", mode)
+    work = tmp / f"bare{pinging.replace(' ', '-')}-{n}-{mode}"
     work.mkdir()
     server = BareServer(
-        children, work, bare_tls(data, work) if mode == MTLS else None, opts.placement.controller
+        children,
+        work,
+        bare_tls(data, work) if mode == MTLS else None,
+        opts.placement.controller,
+        ping_interval,
     )
     pool: Pool | None = None
     try:
@@ -715,10 +743,10 @@ def bench_bare(
         server.stop()
 
 
-def ratio(result: dict[str, Any], ours: str, floor: str) -> str | None:
+def ratio(result: dict[str, Any], ours: str, floor: str, bare: str = "bare") -> str | None:
     """The controller's figure as a multiple of the bare server's ("1.26x",
     marked "!" above the target); None without both figures."""
-    a, b = value(result, ours), value(result, "bare", floor)
+    a, b = value(result, ours), value(result, bare, floor)
     if not isinstance(a, int | float) or not isinstance(b, int | float) or b <= 0:
         return None
     return f"{a / b:.2f}x" + (" !" if a / b > TARGET_BARE_RATIO else "")
@@ -1015,6 +1043,20 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
             "controller / bare, RSS per drone",
             lambda r: ratio(r, "rss_per_drone_kb", "rss_per_drone_kb"),
             f"<= {TARGET_BARE_RATIO:g} at 2000",
+        )
+    if any("bare_pinging" in r for r in fleet):
+        t.row("bare server pinging too, CPU, % of one core", lambda r: value(r, "bare_pinging", "cpu_pct"))
+        t.row(
+            "bare server pinging too, RSS per drone, KB",
+            lambda r: value(r, "bare_pinging", "rss_per_drone_kb"),
+        )
+        t.row(
+            "controller / bare pinging, CPU",
+            lambda r: ratio(r, "controller_cpu_pct", "cpu_pct", "bare_pinging"),
+        )
+        t.row(
+            "controller / bare pinging, RSS per drone",
+            lambda r: ratio(r, "rss_per_drone_kb", "rss_per_drone_kb", "bare_pinging"),
         )
     t.row("heartbeat -> visible in API p50, ms", lambda r: value(r, "heartbeat_visible_ms", "p50"))
     t.row(

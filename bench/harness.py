@@ -287,15 +287,22 @@ class Controller:
 class BareServer:
     """``bench/bare.py``: a grpc.aio DroneGateway that only reads, the floor
     the controller is compared with. With ``tls_dir`` (``bare.SERVER_KEY``,
-    ``SERVER_CHAIN``, ``CLIENT_CA``), mutual TLS like the controller's."""
+    ``SERVER_CHAIN``, ``CLIENT_CA``), mutual TLS like the controller's; with
+    ``ping_interval``, it pings its streams (bare.py --ping-interval)."""
 
     def __init__(
-        self, children: Children, work: Path, tls_dir: Path | None, cpus: frozenset[int] | None = None
+        self,
+        children: Children,
+        work: Path,
+        tls_dir: Path | None,
+        cpus: frozenset[int] | None = None,
+        ping_interval: float = 0.0,
     ) -> None:
         self._children = children
         self._work = work
         self._tls_dir = tls_dir
         self._cpus = cpus
+        self._ping_interval = ping_interval
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -311,6 +318,8 @@ class BareServer:
         argv = [PYTHON, str(BENCH / "bare.py"), "--ready-file", str(ready)]
         if self._tls_dir is not None:
             argv += ["--tls-dir", str(self._tls_dir)]
+        if self._ping_interval:
+            argv += ["--ping-interval", str(self._ping_interval)]
         self.proc = self._children.spawn(argv, log=self._work / "bare.log", cpus=self._cpus)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -52,7 +52,10 @@ def parse_args() -> argparse.Namespace:
 def print_report(tier: str, report: ProbeReport) -> None:
     rate = report.requests / report.seconds if report.seconds else 0.0
     totals = ", ".join(f"{status}: {count}" for status, count in sorted(report.status_totals().items()))
-    print(f"\n== {tier}: {report.requests} requests in {report.seconds:.1f} s ({rate:.0f}/s); {totals}")
+    print(
+        f"\n== {tier}: {report.requests} requests in {report.seconds:.1f} s ({rate:.0f}/s), "
+        f"{report.repeats} generated repeats not sent; {totals}"
+    )
     by_operation: dict[str, Counter[int]] = {}
     for (label, status), count in report.statuses.items():
         by_operation.setdefault(label, Counter())[status] = count

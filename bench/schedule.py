@@ -693,7 +693,7 @@ def first_failure(api: Api, session_id: str) -> str | None:
     """The first failed or cancelled build attempt of the session, with its job's
     reason (Portage's ERROR line) or else the attempt's own; None if there is none."""
     builds = get(api, "/api/v1/history?limit=1000")["history"]
-    bad = [b for b in builds if b["session_id"] == session_id and b["result"] not in (DONE, "refused")]
+    bad = [b for b in builds if b["session_id"] == session_id and b["state"] not in (DONE, "refused")]
     jobs = {j["id"]: j for j in get(api, "/api/v1/queue?limit=5000")["jobs"] if j["session_id"] == session_id}
     for job in jobs.values():
         if job["state"] in ("failed", "cancelled"):
@@ -704,7 +704,7 @@ def first_failure(api: Api, session_id: str) -> str | None:
     job = jobs.get(first["job_id"])
     if job and job["reason"].startswith("failed on"):
         return f"{first['package']} {job['reason']}"
-    return f"{first['package']} {first['result']} on {first['drone']}: {first['reason'].strip()[-400:]}"
+    return f"{first['cpv']} {first['state']} on {first['drone']}: {first['reason'].strip()[-400:]}"
 
 
 def dependency_installs(log_dirs: Sequence[Path], builds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -712,7 +712,7 @@ def dependency_installs(log_dirs: Sequence[Path], builds: Sequence[Mapping[str, 
     a binary package from staging ("Emerging binary"), or built again from
     source (its package was in staging, since the job was ready, but emerge
     did not use it)."""
-    target = {b["build_id"]: b["package"] for b in builds}
+    target = {b["build_id"]: b["cpv"] for b in builds}
     fetched = 0
     rebuilt: list[str] = []
     for folder in log_dirs:
@@ -799,7 +799,7 @@ def fleet_figures(
         start, end = ts(b["started_at"]), ts(b["finished_at"])
         if start is not None and end is not None:
             attempts[b["drone"]].append((start, end, b["build_id"]))
-    done = {b["job_id"]: b for b in builds if b["result"] == DONE}
+    done = {b["job_id"]: b for b in builds if b["state"] == DONE}
 
     per_job: dict[str, dict[str, Any]] = {}
     for cpv, job in job_by_cpv.items():

@@ -18,7 +18,6 @@ import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from swarm.cli import live
 from swarm.logsources import CONTROL_PLANE
 
 if TYPE_CHECKING:
@@ -36,6 +35,10 @@ def _paths(ns: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
 
 
 def logs(client: Client, ns: argparse.Namespace) -> Any:
+    # Here, not at the top: swarm.cli.main imports this module for its parser,
+    # and swarm.cli.live brings asyncio, some 25 ms that other commands need not pay.
+    from swarm.cli import live
+
     get_path, ws_path, query = _paths(ns)
     if ns.follow:
         live.require("swarm-cli logs --follow")
@@ -52,6 +55,8 @@ def logs(client: Client, ns: argparse.Namespace) -> Any:
 
 
 async def _follow(client: Client, path: str, query: dict[str, str], as_json: bool) -> None:
+    from swarm.cli import live
+
     output = live.Output(1)
     connections = 0
 

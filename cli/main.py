@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli import logs, streams, terminal
+from swarm.cli import logs, streams
 from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
 CONFIG_PATH = Path("~/.config/build-swarm/cli.toml").expanduser()
+# The escapes swarm.cli.terminal implements, for the shell command's --help.
+ESCAPE_HELP = (
+    "After Enter, ~. detaches (the shell lives on; --session reattaches) and ~~ sends one ~. "
+    "Exit code: the remote shell's own, 255 if it ended without one, 0 after ~."
+)
 
 
 def parse_duration(text: str) -> float:
@@ -220,6 +225,14 @@ def exec_command(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def shell(client: Client, ns: argparse.Namespace) -> None:
+    # Imported here: the terminal (asyncio, termios, the websocket) is this
+    # command's alone, and importing it cost every other call some 25 ms.
+    from swarm.cli import terminal
+
+    terminal.shell(client, ns)
+
+
 def events(client: Client, ns: argparse.Namespace) -> Any:
     if ns.follow:
         streams.follow_events(client, ns)
@@ -376,12 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
         "shell",
         help="an interactive terminal on a drone",
         description="An interactive terminal on a drone in this terminal (raw mode; Ctrl-C goes "
-        "to the remote shell). " + terminal.ESCAPE_HELP,
+        "to the remote shell). " + ESCAPE_HELP,
     )
     p.add_argument("name", metavar="DRONE")
     p.add_argument("--session", metavar="ID", help="reattach to this session (its id is shown at the start)")
     _via_option(p)
-    p.set_defaults(run=terminal.shell)
+    p.set_defaults(run=shell)
     p = sub.add_parser("protocol", help="control-stream messages: recent ones, or live with --follow")
     p.add_argument("-f", "--follow", action="store_true", help="live messages until Ctrl-C")
     p.add_argument("--drone", help="only this drone's")

@@ -18,11 +18,13 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from swarm.cli import live
-from swarm.clock import parse_iso
-
 if TYPE_CHECKING:
+    from swarm.cli import live
     from swarm.cli.main import Client
+
+# swarm.cli.live and swarm.clock are imported where they are used: swarm.cli.main
+# imports this module at every call, and they bring asyncio, some 25 ms that a
+# command which only asks and prints need not pay.
 
 NAMES_REFRESH = 5.0  # seconds between lookups of drone names for ids not known yet
 HEARTBEAT = "heartbeat"
@@ -43,6 +45,8 @@ def _compact(item: Mapping[str, Any]) -> str:
 
 def clock(ts: str) -> str:
     """An API time as local wall-clock time with milliseconds."""
+    from swarm.clock import parse_iso
+
     try:
         value = parse_iso(ts)
     except (TypeError, ValueError):
@@ -106,6 +110,8 @@ class DroneNames:
 
 def protocol(client: Client, ns: argparse.Namespace) -> Any:
     if ns.follow:
+        from swarm.cli import live
+
         live.require("swarm-cli protocol --follow")
         live.run(follow_protocol(client, ns))
         return None
@@ -120,6 +126,8 @@ def protocol(client: Client, ns: argparse.Namespace) -> Any:
 
 
 async def follow_protocol(client: Client, ns: argparse.Namespace) -> None:
+    from swarm.cli import live
+
     query = {**_filters(ns), "sample": str(ns.sample)}
     output = live.Output(1)
     try:
@@ -140,11 +148,15 @@ async def follow_protocol(client: Client, ns: argparse.Namespace) -> None:
 
 
 def follow_events(client: Client, ns: argparse.Namespace) -> None:
+    from swarm.cli import live
+
     live.require("swarm-cli events --follow")
     live.run(_follow_events(client, ns))
 
 
 async def _follow_events(client: Client, ns: argparse.Namespace) -> None:
+    from swarm.cli import live
+
     filters = _filters(ns)
     output = live.Output(1)
     try:

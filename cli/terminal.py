@@ -54,10 +54,6 @@ DEFAULT_SIZE = (24, 80)
 DETACH_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 EOF = b"\x04"  # the remote terminal's VEOF: at the start of a line, end of file
 QUIET = 0.2  # seconds without output after which piped input's end of file is typed again
-ESCAPE_HELP = (
-    "After Enter, ~. detaches (the shell lives on; --session reattaches) and ~~ sends one ~. "
-    "Exit code: the remote shell's own, 255 if it ended without one, 0 after ~."
-)
 
 
 def shell(client: Client, ns: argparse.Namespace) -> None:

@@ -60,10 +60,6 @@ class SystemClock:
 SYSTEM: Clock = SystemClock()
 
 
-def now() -> float:
-    return time.time()
-
-
 def iso(ts: float | None) -> str | None:
     """Seconds since the epoch as ISO 8601 UTC with milliseconds, or None."""
     if ts is None:

@@ -13,7 +13,6 @@ must not be a shell on the controller (``from_api``).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -92,12 +91,6 @@ def from_api(drone_id: str, fields: Mapping[str, Any], *, by: str, current: Acce
             "own machine, so only the drones file can change it"
         )
     return record
-
-
-def as_json(access: AccessRecord) -> dict[str, Any]:
-    data = dataclasses.asdict(access)
-    data["type"] = data.pop("drone_type")
-    return data
 
 
 def load_file(path: Path) -> dict[str, dict[str, Any]]:

@@ -118,7 +118,7 @@ class Controller:
             clock=clock,
         )
         self.pinger = Pinger(self.fleet, config.ping_interval, clock)
-        self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval)
+        self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval, clock)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(
             self.fleet,
@@ -139,7 +139,9 @@ class Controller:
         self.healer: Healer | None = None
         shells = shell_settings(config)
         self.channels = Channels(shells.max_sessions, shells.open_timeout)
-        self.shells = ShellRegistry(self.events, shells, self.channels, config.data_dir / "recordings")
+        self.shells = ShellRegistry(
+            self.events, shells, self.channels, config.data_dir / "recordings", clock=clock
+        )
         self.execs = Execs(self.events, self.channels, shells.exec_max_output, shells.exec_max_timeout)
         # Read when scraped; builds, healer and websockets join it as they start.
         self.live = LiveCollector(
@@ -184,6 +186,7 @@ class Controller:
                 self.fleet,
                 config.cert_lifetime,
                 max_tokens=config.join_tokens_max,
+                clock=self.clock,
             )
             await self.trust.start()
             self.gateway.trust = self.trust
@@ -225,6 +228,7 @@ class Controller:
             execs=self.execs,
             selfcheck=self.selfcheck,
             metrics=self.metrics,
+            clock=self.clock,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"

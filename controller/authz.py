@@ -136,11 +136,31 @@ def _guard(
     return guarded
 
 
+def per_method(
+    made: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]],
+    method: str,
+    handler: grpc.RpcMethodHandler,
+    make: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler],
+) -> grpc.RpcMethodHandler:
+    """An interceptor's handler for ``handler`` of ``method``, made once while
+    grpc hands it the same handler (it does, per method): a control stream
+    lasts as long as its drone, and new closures and a new handler per call
+    cost every drone a kilobyte. ``made`` has one entry per method served."""
+    known = made.get(method)
+    if known is not None and known[0] is handler:
+        return known[1]
+    ours = make(method, handler)
+    made[method] = (handler, ours)
+    return ours
+
+
 class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, certificates: Certificates | None, refusals: BurstLog | None = None) -> None:
         # None means --insecure: plaintext allowed, no certificate checks.
         self._certificates = certificates
         self._refusals = refusals
+        # The guarded handler of each method, made once (per_method).
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -148,10 +168,12 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method
-        allowed = RULES.get(method)
         if handler is None:
             return None
+        return per_method(self._guarded, details.method, handler, self._guard)
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        allowed = RULES.get(method)
         if allowed is None:
             log.error("refused %s: no authorization rule for it", method)
             allowed = frozenset()

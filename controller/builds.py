@@ -33,7 +33,7 @@ Job lifecycle::
 
 Test-only hook: with SWARM_TEST_CRASH_BEFORE_SEND=1 in its environment the
 controller kills itself (SIGKILL) right after it has saved its first
-assignment and before sending it (tests/test_build_faults.py). Never set
+assignment and before sending it (tests/test_build_crashes.py). Never set
 it in production.
 """
 

@@ -497,9 +497,14 @@ class Fleet:
         """The pong answering ping ``seq`` (register before the ping can be
         answered: call it right after sending); TimeoutError if none comes."""
         key = (state.id, seq)
-        waiter = self._pong_waiters[key] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[PongData] = asyncio.get_running_loop().create_future()
+        self._pong_waiters[key] = waiter
+        answered = asyncio.Event()
+        waiter.add_done_callback(lambda _: answered.set())
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            if not await self.clock.wait(answered, timeout):
+                raise TimeoutError(f"no pong to ping {seq} within {timeout:g}s")
+            return waiter.result()
         finally:
             self._pong_waiters.pop(key, None)
 

@@ -1,8 +1,12 @@
 """The gRPC gateway: one control stream per drone.
 
-Each stream has one reader task and one writer task. The writer drains a
-bounded outbox, so a drone that stops reading pushes back on us instead
-of growing memory; whoever wants a stream ended calls ``close``. The core
+Each stream is read in grpc's own task for the call (its handler), and
+written by a task that lives while there is something to write: it drains
+a bounded outbox, so a drone that stops reading pushes back on us instead
+of growing memory; whoever wants a stream ended calls ``close``. (A
+reader and a writer task beside the handler, for the stream's whole life,
+cost every drone their frames, contexts and futures, and each message a
+wake-up more than the read needs.) The core
 speaks to a stream through the verbs of ``fleet.Link`` (DroneSession),
 and the reader hands it what drones say as ``domain`` dataclasses: serde
 does every conversion, once per message.
@@ -15,6 +19,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -69,49 +74,103 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 class DroneSession:
     """One control stream, as the core uses it (fleet.Link).
 
-    There is one per connected drone, so it is kept small: its outbox is a
-    bounded list and the one future the writer waits on while it is
-    empty, and its end is a future (0.3 KB; with an asyncio.Queue and an
-    asyncio.Event it took 4.2 KB). A list rather than a deque: an empty
-    deque takes 760 bytes, an empty list 56, and taking the head of at
-    most OUTBOX_SIZE pointers costs nothing worth a deque."""
+    There is one per connected drone, so it is kept small. The stream's
+    gRPC handler is its reader (Gateway._serve): no task of its own per
+    stream. Its writer is a task that exists only while the outbox holds
+    something: it drains the outbox, a bounded list, and ends (a ping every
+    few seconds is most of what a drone is sent). A drone that stops
+    reading keeps the writer in its write until the outbox is full, and
+    then the verbs answer False: it pushes back instead of growing memory.
+    ``close`` ends the stream: it interrupts the handler's read (a cancel
+    that the handler takes back), and the handler answers with the status.
+    A list rather than a deque: an empty deque takes 760 bytes, an empty
+    list 56, and taking the head of at most OUTBOX_SIZE pointers costs
+    nothing worth a deque."""
 
-    __slots__ = ("_wakeup", "close_code", "close_details", "drone_id", "ended", "outbox", "peer", "writing")
+    __slots__ = (
+        "_context",
+        "_handler",
+        "_log",
+        "_writer",
+        "close_code",
+        "close_details",
+        "closed",
+        "drone_id",
+        "interrupted",
+        "outbox",
+        "peer",
+        "reading",
+        "writing",
+    )
 
-    def __init__(self, drone_id: str, peer: str) -> None:
+    def __init__(
+        self, drone_id: str, peer: str, context: grpc.aio.ServicerContext, protolog: ProtocolLog
+    ) -> None:
         self.drone_id = drone_id
         self.peer = peer
         self.outbox: list[gateway_pb2.ControllerMessage] = []
-        self._wakeup: asyncio.Future[None] | None = None
-        # Done once the stream is to end (close).
-        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._context = context
+        self._log = protolog
+        # The stream's handler: the one task that reads it (made in it).
+        self._handler = asyncio.current_task()
+        self._writer: asyncio.Task[None] | None = None
+        self.closed = False
         self.close_code: grpc.StatusCode | None = None
         self.close_details = ""
+        # The handler waits in a read (close interrupts it), and close did.
+        self.reading = False
+        self.interrupted = False
         self.writing = False
-
-    @property
-    def closed(self) -> bool:
-        return self.ended.done()
 
     def send(self, message: gateway_pb2.ControllerMessage) -> bool:
         """Queue a message; False if the drone is not keeping up."""
+        if self.closed:
+            return True  # the stream is ending: dropped, as its writer stops
         if len(self.outbox) >= OUTBOX_SIZE:
             return False
         self.outbox.append(message)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        writer = self._writer
+        # A writer that is done (its outbox was empty) but whose done
+        # callback has not run yet writes nothing more: a new one takes over.
+        if writer is None or writer.done():
+            writer = self._writer = asyncio.get_running_loop().create_task(self._write())
+            writer.add_done_callback(self._written)
         return True
 
-    async def next_message(self) -> gateway_pb2.ControllerMessage:
-        """The oldest queued message, once there is one (the writer's)."""
-        while not self.outbox:
-            self._wakeup = asyncio.get_running_loop().create_future()
+    async def _write(self) -> None:
+        """Write what is queued, oldest first, then end."""
+        outbox, context, record = self.outbox, self._context, self._log.record
+        while outbox and not self.closed:
+            message = outbox.pop(0)
+            self.writing = True
             try:
-                await self._wakeup
+                await context.write(message)
             finally:
-                self._wakeup = None
-        return self.outbox.pop(0)
+                self.writing = False
+            raw = message.SerializeToString()
+            record(OUT, self.drone_id, intern(message.WhichOneof("body") or "empty"), len(raw), raw)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        if self._writer is task:
+            self._writer = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("control stream of %s (%s) failed", self.drone_id, self.peer, exc_info=exc)
+            self.close("INTERNAL", "internal error")
+
+    async def stop_writing(self) -> None:
+        """The stream is over: the writer goes (after a write it is in,
+        within WRITE_GRACE: cancelling grpc.aio in the middle of a write can
+        leave the call unable to end)."""
+        writer = self._writer
+        if writer is None:
+            return
+        if self.writing:
+            await asyncio.wait({writer}, timeout=WRITE_GRACE)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
 
     # -- fleet.Link's verbs ----------------------------------------------
 
@@ -130,23 +189,18 @@ class DroneSession:
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         return self.send(channel_serde.open_channel(channel_id, request))
 
-    def on_task_done(self, task: asyncio.Task[None]) -> None:
-        """The reader or writer ended: the stream is over. A peer's mistakes
-        are answered where they are read; anything else is ours."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is None:
-            self.close("OK", "")
-        else:
-            log.error("control stream of %s (%s) failed", self.drone_id, self.peer, exc_info=exc)
-            self.close("INTERNAL", "internal error")
-
     def close(self, code: str, details: str) -> None:
-        if not self.ended.done():
-            self.close_code = grpc.StatusCode[code]
-            self.close_details = details
-            self.ended.set_result(None)
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = grpc.StatusCode[code]
+        self.close_details = details
+        handler = self._handler
+        # From another task while the handler waits for the drone: interrupt
+        # the read. (From the handler itself it sees ``closed`` before it reads.)
+        if self.reading and handler is not None and handler is not asyncio.current_task():
+            self.interrupted = True
+            handler.cancel()
 
 
 class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
@@ -180,6 +234,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         )
 
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        """One control stream: accepted (the Hello, ``_accept``), then read
+        here, in grpc's own task for the call, until it ends (``_serve``).
+        Nothing of the Hello is kept in this frame for the stream's life."""
+        accepted = await self._accept(context)
+        if accepted is not None:
+            await self._serve(*accepted, context)
+
+    async def _accept(self, context: grpc.aio.ServicerContext) -> tuple[DroneSession, DroneState] | None:
         """One control stream. Before anything is read, the caller must have
         room among the streams waiting to say Hello (bounds.py); after Hello,
         a stream of another agent process while the drone's stream is live
@@ -196,7 +258,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"{full}: say Hello on the open ones first"
             )
-            return
+            return None
         # Refusals before the Hello name the drone its certificate says.
         who = identity.drone_id or ""
         try:
@@ -204,15 +266,15 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         except TimeoutError:
             self._reject(peer, who, f"no hello within {self._hello_timeout:g}s", "no hello")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
-            return
+            return None
         except DecodeError:
             self._reject(peer, who, UNPARSABLE, "unparsable")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
-            return
+            return None
         finally:
             bounds.pending.give(key)
         if first is grpc.aio.EOF:
-            return
+            return None
         try:
             hello = serde.read_hello(first)
         except SwarmError as exc:
@@ -220,7 +282,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             self._reject(peer, who, exc.message, "bad hello")
             code, details = grpc_status(exc)
             await context.abort(code, details)
-            return
+            return None
         size = first.ByteSize()
         _raw, unknown = carried_unknown(first, size)
         self._protolog.record(IN, hello.drone_id, "hello", size, unknown_fields=unknown)
@@ -236,14 +298,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this certificate is for drone {identity.drone_id}, not {hello.drone_id}",
             )
-            return
+            return None
         if identity.kind == AGENT and self.trust is not None:
             try:
                 name = await self.trust.claim(hello.drone_id, hello.name, peer)
             except SwarmError as exc:
                 self._reject(peer, hello.drone_id, exc.message, "name")
                 await context.abort(*grpc_status(exc))
-                return
+                return None
             hello = dataclasses.replace(hello, name=name)
 
         # From here to attach nothing awaits: the check and the replacement are one step.
@@ -252,7 +314,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if current is not None and self._fleet.duplicate(hello) is current:
             details = self._refuse_duplicate(current, hello, peer)
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, details)
-            return
+            return None
         if current is not None and current.link is not None:
             wait = bounds.replacements.allow(hello.drone_id)
             if wait:
@@ -265,38 +327,55 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"{why}; the stream in place stays: retry in {wait:.1f}s",
                 )
-                return
+                return None
             announce = bounds.bursts.hit(("replaced", hello.drone_id), self._replaced_summary(current))
 
-        session = DroneSession(hello.drone_id, peer)
+        session = DroneSession(hello.drone_id, peer, context, self._protolog)
         self.sessions.add(session)
         state = self._fleet.attach(hello, session, announce=announce)
         if self.builds is not None:
             self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
         session.send(serde.welcome(hello.drone_id))
-        # This frame lives as long as the stream: it keeps no parsed Hello.
-        del first
-        reader = asyncio.create_task(self._read(session, state, context), name=f"read:{hello.name}")
-        writer = asyncio.create_task(self._write(session, context), name=f"write:{hello.name}")
-        for task in (reader, writer):
-            task.add_done_callback(session.on_task_done)
+        return session, state
+
+    async def _serve(
+        self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Read the stream until it ends; then the drone is offline at once
+        and the stream ends with the status ``close`` was given."""
         try:
-            # Shielded: grpc cancelling this handler must not cancel the
-            # session's future under whoever else looks at it.
-            await asyncio.shield(session.ended)
+            try:
+                while not session.closed:
+                    session.reading = True
+                    try:
+                        message = await context.read()
+                    except DecodeError:
+                        self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
+                        session.close("INVALID_ARGUMENT", UNPARSABLE)
+                        break
+                    finally:
+                        session.reading = False
+                    if message is grpc.aio.EOF or not self._take(session, state, message):
+                        break
+                    # Not kept while the next one is awaited (one per drone).
+                    del message
+            except asyncio.CancelledError:
+                handler = asyncio.current_task()
+                # Our own interrupt (close), unless grpc cancelled the call as well.
+                if not session.interrupted or handler is None or handler.uncancel() > 0:
+                    raise
+            except Exception:
+                log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
+                session.close("INTERNAL", "internal error")
+            else:
+                session.close("OK", "")
         finally:
-            # Before any await: grpc may cancel this handler again while we
-            # wait below, and the drone must be offline at once regardless.
+            # Before any await: grpc may cancel this handler while we wait
+            # below, and the drone must be offline at once regardless.
+            session.closed = True
             self.sessions.discard(session)
             self._fleet.detach(session, session.close_details or "stream closed by the drone")
-            reader.cancel()
-            if session.writing:
-                # Cancelling grpc.aio in the middle of a write can leave the
-                # call unable to end: let the write finish (the writer stops
-                # after it), within reason.
-                await asyncio.wait({writer}, timeout=WRITE_GRACE)
-            writer.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await session.stop_writing()
         if session.close_code not in (None, grpc.StatusCode.OK):
             await context.abort(session.close_code, session.close_details)
 
@@ -377,59 +456,41 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
 
         return summary
 
-    async def _read(
-        self, session: DroneSession, state: DroneState, context: grpc.aio.ServicerContext
-    ) -> None:
+    def _take(self, session: DroneSession, state: DroneState, message: gateway_pb2.AgentMessage) -> bool:
+        """What a drone said, to the core; False if the stream is to end."""
         record = self._protolog.record
         drone_id = session.drone_id
-        while True:
-            try:
-                message = await context.read()
-            except DecodeError:
-                self._reject(session.peer, drone_id, UNPARSABLE, "unparsable")
-                session.close("INVALID_ARGUMENT", UNPARSABLE)
-                return
-            if message is grpc.aio.EOF:
-                return
-            kind = message.WhichOneof("body")
-            size = message.ByteSize()
-            # A kind of a newer protocol revision (or none at all) is recorded and
-            # otherwise ignored: a newer agent must be able to talk to this controller.
-            # Unknown fields in a known kind are ignored as well, and noted.
-            if kind is None:
-                raw, unknown = message.SerializeToString(), False
-            else:
-                raw, unknown = carried_unknown(message, size)
-            if kind == "pong":
-                # Recorded after the fleet took it: the entry shows the round trip.
-                latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
-                record(IN, drone_id, kind, size, raw, latency, unknown)
-                if latency is not None and self._metrics is not None:
-                    self._metrics.ping_rtt.observe(latency / 1000)
-                continue
-            record(IN, drone_id, kind or UNKNOWN_KIND, size, raw, unknown_fields=unknown)
-            if kind == "heartbeat":
-                self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
-            elif kind == "build_event" and self.builds is not None:
-                event = serde.read_build_event(message.build_event)
-                if event is not None:
-                    self.builds.on_build_event(state, event)
-            elif kind == "hello":
-                self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
-                session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
-                return
-
-    async def _write(self, session: DroneSession, context: grpc.aio.ServicerContext) -> None:
-        record = self._protolog.record
-        while not session.closed:
-            message = await session.next_message()
-            session.writing = True
-            try:
-                await context.write(message)
-            finally:
-                session.writing = False
-            raw = message.SerializeToString()
-            record(OUT, session.drone_id, message.WhichOneof("body") or "empty", len(raw), raw)
+        kind = message.WhichOneof("body")
+        if kind is not None:
+            # The protocol log keeps it for each entry: one string per kind, not per message.
+            kind = intern(kind)
+        size = message.ByteSize()
+        # A kind of a newer protocol revision (or none at all) is recorded and
+        # otherwise ignored: a newer agent must be able to talk to this controller.
+        # Unknown fields in a known kind are ignored as well, and noted.
+        if kind is None:
+            raw, unknown = message.SerializeToString(), False
+        else:
+            raw, unknown = carried_unknown(message, size)
+        if kind == "pong":
+            # Recorded after the fleet took it: the entry shows the round trip.
+            latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
+            record(IN, drone_id, kind, size, raw, latency, unknown)
+            if latency is not None and self._metrics is not None:
+                self._metrics.ping_rtt.observe(latency / 1000)
+            return True
+        record(IN, drone_id, kind or UNKNOWN_KIND, size, raw, unknown_fields=unknown)
+        if kind == "heartbeat":
+            self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
+        elif kind == "build_event" and self.builds is not None:
+            event = serde.read_build_event(message.build_event)
+            if event is not None:
+                self.builds.on_build_event(state, event)
+        elif kind == "hello":
+            self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
+            session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
+            return False
+        return True
 
     def close_all(self, details: str) -> None:
         for session in list(self.sessions):

@@ -55,7 +55,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from swarm.clock import SYSTEM, Clock, iso
@@ -227,10 +227,12 @@ class Ladder:
     manual: str = ""
     manual_until: float = 0.0
     manual_instance: str = ""
-    history: deque[LadderNote] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    # The latest HISTORY notes, oldest first. A tuple remade per note (notes
+    # are rare): every drone has a ladder, and an empty deque took 0.7 KB.
+    history: tuple[LadderNote, ...] = ()
 
     def note(self, now: float, what: str) -> None:
-        self.history.append(LadderNote(now, what))
+        self.history = (*self.history[1 - HISTORY :], LadderNote(now, what))
 
     @property
     def exhausted(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -15,6 +16,10 @@ from swarm.controller.config import DEFAULT_PATH, ENV_PREFIX, ControllerConfig
 from swarm.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
+
+# Allocations of tracked objects between two young collections (Python's
+# default is 700). See tune_gc.
+YOUNG_THRESHOLD = 10_000
 
 
 def parse_args(argv: list[str] | None) -> ControllerConfig:
@@ -37,6 +42,22 @@ def parse_args(argv: list[str] | None) -> ControllerConfig:
         parser.exit(2, f"swarm-controller: {exc}\n")
 
 
+def tune_gc() -> None:
+    """Once started: what start-up made (modules, the fleet loaded from the
+    database) is kept out of every collection from now on (``gc.freeze``),
+    and the young generation is collected every YOUNG_THRESHOLD allocations
+    rather than every 700. At 2,000 drones the heartbeats, pings and the
+    persistence batches had the collector run 10-20 times a second, moving
+    short-lived objects into the older generations and scanning them there
+    again: about 4 % of a core (gc.callbacks, thread time); with this, one
+    young collection in 30 s. Memory does not change: objects are still
+    freed when their last reference goes; only cycles wait a little longer."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+
+
 async def run(config: ControllerConfig) -> None:
     # Imported here so that --help works without the controller extras.
     from swarm.controller.app import Controller
@@ -48,6 +69,8 @@ async def run(config: ControllerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await controller.start()
+        tune_gc()
+        gc.enable()  # off since main(): the controller serves now
         await stop.wait()
         log.info("stopping")
     finally:
@@ -56,6 +79,18 @@ async def run(config: ControllerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # No cyclic garbage collection until the controller serves (run() turns it
+    # back on): importing and starting it makes some 70,000 objects that live
+    # as long as it does, and looking for garbage among them again and again
+    # as they arrive finds none (bench/startup.py: 5-10 % of the start's CPU).
+    gc.disable()
+    try:
+        _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: list[str] | None) -> None:
     config = parse_args(argv)
     setup_logging(config.log_level, config.log_file)
     try:

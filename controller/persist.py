@@ -11,13 +11,13 @@ controller does not forget who was there.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller.fleet import Fleet
 from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.runner import StoreRunner
-from swarm.tasks import TaskSet, wait_event
+from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ URGENT_COALESCE = 0.05
 
 
 class NodeWriter:
-    def __init__(self, fleet: Fleet, runner: StoreRunner, interval: float) -> None:
+    def __init__(self, fleet: Fleet, runner: StoreRunner, interval: float, clock: Clock = SYSTEM) -> None:
         self._fleet = fleet
+        self._clock = clock
         self._runner = runner
         self._interval = interval
         self._tasks = TaskSet("node-writer")
@@ -64,17 +65,17 @@ class NodeWriter:
 
     async def _loop(self) -> None:
         urgent = self._fleet.urgent
-        loop = asyncio.get_running_loop()
-        next_full = loop.time() + self._interval
+        clock = self._clock
+        next_full = clock.monotonic() + self._interval
         while True:
-            await wait_event(urgent, max(0.0, next_full - loop.time()))
-            full = loop.time() >= next_full
+            await clock.wait(urgent, max(0.0, next_full - clock.monotonic()))
+            full = clock.monotonic() >= next_full
             if not full:
                 # Let a burst of connects gather into one write.
-                await asyncio.sleep(URGENT_COALESCE)
+                await clock.sleep(URGENT_COALESCE)
             urgent.clear()
             if full:
-                next_full = loop.time() + self._interval
+                next_full = clock.monotonic() + self._interval
             try:
                 await self.flush(urgent_only=not full)
             except StoreUnavailable as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal
 
 from swarm.controller.errors import NotFound
 from swarm.tasks import wait_event
@@ -45,24 +46,50 @@ class RecordingInfo:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class CastEnv:
+    TERM: str
+
+
+@dataclass(frozen=True, slots=True)
+class CastOwner:
+    """The header's ``swarm`` object: whose session the cast is."""
+
+    session: str
+    drone_id: str
+    drone: str
+    opened_by: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class CastHeader:
+    """The first line of a cast: asciicast v2's header, and ours."""
+
+    version: Literal[2]
+    width: int
+    height: int
+    timestamp: int
+    title: str
+    env: CastEnv
+    swarm: CastOwner
+
+    def line(self) -> bytes:
+        return (json.dumps(dataclasses.asdict(self), ensure_ascii=False) + "\n").encode()
+
+
 def cast_header(
     session_id: str, drone_id: str, drone: str, opened_by: str, via: str, rows: int, cols: int, at: float
-) -> dict[str, Any]:
-    return {
-        "version": 2,
-        "width": cols,
-        "height": rows,
-        "timestamp": int(at),
-        "title": f"{drone} by {opened_by}",
-        "env": {"TERM": TERM},
-        "swarm": {
-            "session": session_id,
-            "drone_id": drone_id,
-            "drone": drone,
-            "opened_by": opened_by,
-            "via": via,
-        },
-    }
+) -> CastHeader:
+    return CastHeader(
+        version=2,
+        width=cols,
+        height=rows,
+        timestamp=int(at),
+        title=f"{drone} by {opened_by}",
+        env=CastEnv(TERM),
+        swarm=CastOwner(session_id, drone_id, drone, opened_by, via),
+    )
 
 
 class Recorder:
@@ -73,7 +100,7 @@ class Recorder:
     JSON-encodes, so the event loop does neither file I/O nor encoding.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], max_bytes: int) -> None:
+    def __init__(self, path: Path, header: CastHeader, max_bytes: int) -> None:
         self.path = path
         self._header = header
         self._max = max_bytes
@@ -121,7 +148,7 @@ class Recorder:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("wb")
-        line = (json.dumps(self._header, ensure_ascii=False) + "\n").encode()
+        line = self._header.line()
         self._file.write(line)
         self._file.flush()
         self.size = len(line)

@@ -11,10 +11,7 @@ deadline costs a push and never a search.
 from __future__ import annotations
 
 import heapq
-import logging
 import math
-
-log = logging.getLogger(__name__)
 
 # Rebuild the heap when skipped entries outnumber live ones by this much.
 COMPACT_FACTOR = 2

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from swarm.controller.events import EventLog
 from swarm.controller.store.base import StoreUnavailable
@@ -235,18 +235,24 @@ class SelfCheck:
                     log.exception("recovery listener failed")
         low, was_low = new.problem(DISK_LOW), old.problem(DISK_LOW)
         if low is not None and was_low is None and new.disk is not None:
-            self._events.emit("disk_low", low.public, **_disk_data(new.disk, self.settings.disk_min_free))
+            figures = DiskFigures.of(new.disk, self.settings.disk_min_free)
+            self._events.emit("disk_low", low.public, **dataclasses.asdict(figures))
         elif was_low is not None and low is None and new.disk is not None:
             self._events.emit(
                 "disk_ok",
                 f"data disk has room again: {new.disk.free / MIB:.1f} MiB free",
-                **_disk_data(new.disk, self.settings.disk_min_free),
+                **dataclasses.asdict(DiskFigures.of(new.disk, self.settings.disk_min_free)),
             )
 
 
-def _disk_data(disk: DiskSpace, limit: int) -> dict[str, Any]:
-    return {
-        "free_mb": round(disk.free / MIB, 1),
-        "total_mb": round(disk.total / MIB, 1),
-        "min_free_mb": round(limit / MIB, 1),
-    }
+@dataclass(frozen=True, slots=True)
+class DiskFigures:
+    """What the disk_low and disk_ok events say of the disk (never its path: events are public)."""
+
+    free_mb: float
+    total_mb: float
+    min_free_mb: float
+
+    @classmethod
+    def of(cls, disk: DiskSpace, limit: int) -> DiskFigures:
+        return cls(round(disk.free / MIB, 1), round(disk.total / MIB, 1), round(limit / MIB, 1))

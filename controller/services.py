@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller.builds import BuildQueue
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.channels import Channels
@@ -44,6 +45,7 @@ class Services:
     execs: Execs | None = None
     selfcheck: SelfCheck | None = None
     metrics: Metrics | None = None
+    clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:
         """The database thread as the store runner sees it (from memory)."""

@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller.channel_frames import ShellRequest
 from swarm.controller.channels import KILL_WAIT, Channels
 from swarm.controller.errors import FailedPrecondition, NotFound
@@ -61,9 +61,15 @@ class ShellSettings:
 
 class ShellRegistry:
     def __init__(
-        self, events: EventLog, settings: ShellSettings, channels: Channels, recordings: Path
+        self,
+        events: EventLog,
+        settings: ShellSettings,
+        channels: Channels,
+        recordings: Path,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # the janitor's, and its sessions' stamps
         self._events = events
         self._channels = channels
         self._recordings = Recordings(recordings, settings.recordings_max_bytes, settings.recording_retention)
@@ -220,7 +226,7 @@ class ShellRegistry:
             reason=session.close_reason,
             exit_code=exit.exit_code if exit is not None else None,
             signal=exit.signal if exit is not None else None,
-            duration_s=round(time.monotonic() - session.started, 3),
+            duration_s=round(self.clock.monotonic() - session.started, 3),
             bytes_in=session.bytes_in,
             bytes_out=session.bytes_out,
         )
@@ -261,11 +267,11 @@ class ShellRegistry:
 
     async def _janitor(self) -> None:
         while True:
-            await asyncio.sleep(self._tick)
-            self.sweep(time.monotonic())
+            await self.clock.sleep(self._tick)
+            self.sweep(self.clock.monotonic())
 
     def sweep(self, now: float) -> None:
-        """Close what has outlived a limit at ``now`` (time.monotonic), and cut
+        """Close what has outlived a limit at ``now`` (the clock's monotonic time), and cut
         the calls of sessions closing for longer than KILL_WAIT."""
         s = self.settings
         for session in list(self._sessions.values()):

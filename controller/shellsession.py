@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from swarm.controller.channel_frames import MAX_CLOSE_REASON, Close, Closed, ExitInfo, Input, OutFrame, Resize
 from swarm.controller.channels import KILL_WAIT, Channel, FarEnd
@@ -31,6 +30,7 @@ from swarm.controller.errors import FailedPrecondition
 from swarm.controller.fleet import DroneState
 from swarm.controller.oobshell import OutOfBand
 from swarm.controller.recording import Recorder, cast_header
+from swarm.controller.shellmessages import DetachedMessage, ExitMessage, SessionMessage, ShellMessage
 
 if TYPE_CHECKING:
     from swarm.controller.shells import ShellRegistry
@@ -73,22 +73,11 @@ class Viewer(Protocol):
 
     async def send_output(self, data: bytes) -> None: ...
 
-    async def send_control(self, message: dict[str, Any]) -> None: ...
+    async def send_control(self, message: ShellMessage) -> None: ...
 
     async def close(self, code: int, message: str) -> None:
         """Close the viewer's connection, within a bound of its own."""
         ...
-
-
-def exit_json(info: ExitInfo | None) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    return {
-        "exit_code": info.exit_code,
-        "signal": info.signal,
-        "reason": info.reason,
-        "timed_out": info.timed_out,
-    }
 
 
 class Replay:
@@ -145,20 +134,21 @@ class ShellSession(Channel):
         super().__init__(channel_id, state, outbox=INPUT_QUEUE)
         settings = registry.settings
         self._registry = registry
+        clock = self._clock = registry.clock
         self.id = session_id
         self.via = "agent" if oob is None else oob.via
         self.note = "" if oob is None else oob.label
         self.opened_by = opened_by
-        self.opened_at = time.time()
+        self.opened_at = clock.time()
         self.rows = rows
         self.cols = cols
         self.phase = OPENING
         self.viewer: Viewer | None = None
         self.replay = Replay(settings.replay_bytes)
-        self.last_activity = time.monotonic()
+        self.last_activity = clock.monotonic()
         self.last_activity_at = self.opened_at
-        self.started = time.monotonic()
-        self.detached_at: float | None = time.monotonic()  # no viewer yet
+        self.started = self.last_activity
+        self.detached_at: float | None = self.started  # no viewer yet
         self.detached_wall: float | None = self.opened_at
         self.closed_at: float | None = None
         self.close_reason: str | None = None
@@ -209,8 +199,8 @@ class ShellSession(Channel):
         )
 
     def _touch(self) -> None:
-        self.last_activity = time.monotonic()
-        self.last_activity_at = time.time()
+        self.last_activity = self._clock.monotonic()
+        self.last_activity_at = self._clock.time()
 
     # -- viewers ---------------------------------------------------------------
 
@@ -228,18 +218,17 @@ class ShellSession(Channel):
             self.detached_at = None
             self.detached_wall = None
             await viewer.send_control(
-                {
-                    "type": "session",
-                    "session": self.id,
-                    "drone": self.drone,
-                    "drone_id": self.drone_id,
-                    "rows": self.rows,
-                    "cols": self.cols,
-                    "reattached": reattach,
-                    "grace_s": self._registry.settings.grace,
-                    "via": self.via,
-                    **({"note": self.note} if self.note else {}),
-                }
+                SessionMessage(
+                    session=self.id,
+                    drone=self.drone,
+                    drone_id=self.drone_id,
+                    rows=self.rows,
+                    cols=self.cols,
+                    reattached=reattach,
+                    grace_s=self._registry.settings.grace,
+                    via=self.via,
+                    note=self.note or None,
+                )
             )
             replay = self.replay.snapshot()
             if replay:
@@ -248,15 +237,15 @@ class ShellSession(Channel):
     @staticmethod
     async def _kick(viewer: Viewer) -> None:
         with contextlib.suppress(Exception):
-            await viewer.send_control({"type": "detached", "reason": "attached elsewhere"})
+            await viewer.send_control(DetachedMessage(reason="attached elsewhere"))
         with contextlib.suppress(Exception):
             await viewer.close(4000, "attached elsewhere")
 
     def detach(self, viewer: Viewer) -> None:
         if self.viewer is viewer:
             self.viewer = None
-            self.detached_at = time.monotonic()
-            self.detached_wall = time.time()
+            self.detached_at = self._clock.monotonic()
+            self.detached_wall = self._clock.time()
             log.info(
                 "shell %s on %s detached; open for a reattach for %gs",
                 self.id,
@@ -297,7 +286,7 @@ class ShellSession(Channel):
             self.abort()
             return
         self.phase = CLOSING
-        self.close_deadline = time.monotonic() + KILL_WAIT
+        self.close_deadline = self._clock.monotonic() + KILL_WAIT
         if not self.send_now(Close(reason[:MAX_CLOSE_REASON])):
             self.abort()
 
@@ -327,7 +316,7 @@ class ShellSession(Channel):
             return
         self.phase = CLOSED
         self.exit = exit
-        self.closed_at = time.time()
+        self.closed_at = self._clock.time()
         if self.close_reason is None:
             self.close_reason = exit.reason if exit is not None else why
         self._drop_outbox()
@@ -342,14 +331,7 @@ class ShellSession(Channel):
         async with self._deliver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    viewer.send_control(
-                        {
-                            "type": "exit",
-                            **(exit_json(self.exit) or {}),
-                            "closed_by": self.closed_by,
-                            "message": self.close_reason,
-                        }
-                    ),
+                    viewer.send_control(ExitMessage.of(self.exit, self.closed_by, self.close_reason)),
                     GOODBYE_TIMEOUT,
                 )
         with contextlib.suppress(Exception):

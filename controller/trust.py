@@ -28,9 +28,9 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller.ca import CertificateAuthority, Issued, check_csr
 from swarm.controller.domain import ID_RE, NAME_RE
 from swarm.controller.errors import (
@@ -73,8 +73,10 @@ class Trust:
         fleet: Fleet,
         cert_lifetime: float,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.ca = ca
+        self._clock = clock
         self._max_tokens = max_tokens
         self._minting = asyncio.Lock()  # the count and the insert of one new token go together
         self._runner = runner
@@ -87,7 +89,7 @@ class Trust:
         self._names: dict[str, NameRecord] = {}
 
     async def start(self) -> None:
-        for record in await self._runner.call(self._runner.store.list_certificates, time.time()):
+        for record in await self._runner.call(self._runner.store.list_certificates, self._clock.time()):
             self._certs[record.serial] = record
         for name in await self._runner.call(self._runner.store.list_names):
             self._names[name.drone_id] = name
@@ -100,11 +102,11 @@ class Trust:
             record is not None
             and record.drone_id == drone_id
             and record.revoked_at is None
-            and record.not_after > time.time()
+            and record.not_after > self._clock.time()
         )
 
     def enrolled(self, drone_id: str) -> bool:
-        now = time.time()
+        now = self._clock.time()
         return any(
             r.drone_id == drone_id and r.revoked_at is None and r.not_after > now
             for r in self._certs.values()
@@ -124,7 +126,7 @@ class Trust:
         return None
 
     async def _bind(self, drone_id: str, name: str, by: str) -> None:
-        record = NameRecord(drone_id, name, time.time(), by)
+        record = NameRecord(drone_id, name, self._clock.time(), by)
         await self._runner.call(self._runner.store.bind_name, record)
         for other in [r.drone_id for r in self._names.values() if r.name == name and r.drone_id != drone_id]:
             del self._names[other]
@@ -190,7 +192,7 @@ class Trust:
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         async with self._minting:
-            now = time.time()
+            now = self._clock.time()
             live = await self._runner.call(self._runner.store.count_live_tokens, now)
             if live >= self._max_tokens:
                 raise FailedPrecondition(
@@ -221,7 +223,7 @@ class Trust:
         return await self._runner.call(self._runner.store.list_tokens)
 
     async def revoke_token(self, token_id: str, by: str) -> None:
-        if not await self._runner.call(self._runner.store.revoke_token, token_id, time.time()):
+        if not await self._runner.call(self._runner.store.revoke_token, token_id, self._clock.time()):
             raise NotFound(f"no unused join token {token_id[:32]!r}")
         self._events.emit("token_revoked", f"join token {token_id} revoked by {by}", token_id=token_id, by=by)
 
@@ -232,7 +234,7 @@ class Trust:
         record = await self._runner.call(self._runner.store.get_token, token_id) if token_id else None
         if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
             raise refused
-        now = time.time()
+        now = self._clock.time()
         if record.used_at is not None or record.revoked_at is not None or record.expires_at <= now:
             raise refused
         if record.name is not None and record.name != name:
@@ -249,7 +251,7 @@ class Trust:
         record = CertRecord(
             serial=format(issued.serial, "x"),
             drone_id=drone_id,
-            issued_at=time.time(),
+            issued_at=self._clock.time(),
             not_after=issued.not_after,
         )
         await self._runner.call(self._runner.store.add_certificate, record)
@@ -278,7 +280,7 @@ class Trust:
             check_csr(csr_pem)
         except PkiError as exc:
             raise InvalidArgument(str(exc)) from None
-        if not await self._runner.call(self._runner.store.use_token, record.id, drone_id, time.time()):
+        if not await self._runner.call(self._runner.store.use_token, record.id, drone_id, self._clock.time()):
             # Spent by a concurrent enrollment.
             raise Unauthenticated("the join token is unknown, spent, revoked or expired")
         issued = await self._issue(csr_pem, drone_id)
@@ -306,7 +308,7 @@ class Trust:
         return issued
 
     async def revoke_drone(self, drone_id: str, by: str) -> int:
-        now = time.time()
+        now = self._clock.time()
         count = await self._runner.call(self._runner.store.revoke_certificates, drone_id, now)
         for serial, record in list(self._certs.items()):
             if record.drone_id == drone_id and record.revoked_at is None:

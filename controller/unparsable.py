@@ -32,7 +32,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from swarm.controller.authz import CURRENT
+from swarm.controller.authz import CURRENT, per_method
 from swarm.controller.bounds import PeerEvents, noise_key
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def strict(deserializer: Deserializer) -> Deserializer:
 class ParseGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, events: PeerEvents) -> None:
         self._events = events
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def _refuse(self, method: str, failure: Unparsable, context: grpc.aio.ServicerContext) -> None:
         peer = context.peer()
@@ -163,7 +164,9 @@ class ParseGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = details.method
+        return per_method(self._guarded, details.method, handler, self._guard)
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         parse = handler.request_deserializer
         serialize = handler.response_serializer
         if handler.unary_unary:

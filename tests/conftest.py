@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
+from support.bytecode import compile_sources
 from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a full data disk)
 from support.procs import Agent, Controller, Proc, enroll
 from support.sshd import SshServer, sshd_server
@@ -57,6 +58,7 @@ FAST_MODULES = frozenset(
         "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",
+        "test_startup_imports",
         "test_stop_budget",
         "test_store_contract",
         "test_stream_bounds",
@@ -78,6 +80,13 @@ REAL_FIXTURES = frozenset(
         "postgres_server",
     }
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any swarm process starts, once (xdist's workers find it done):
+    # support/bytecode.py says why.
+    if not hasattr(config, "workerinput"):
+        compile_sources()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -117,8 +126,8 @@ def no_leaked_threads() -> Iterator[None]:
     ]
     for thread in leaked:
         thread.join(timeout=2)
-    leaked = [t.name for t in leaked if t.is_alive()]
-    assert not leaked, f"test leaked threads: {leaked}"
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert not alive, f"test leaked threads: {alive}"
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ public tier.
 
 The tests of one running controller use one in this process (support/inproc.py:
 the real application and its web tiers on real sockets, a fresh one a
-test); key management across restarts, and the edge (proxies, host names,
+test) on a manual clock, which the timer tests (session expiry, the
+limiter's refill, a stream ending with its session) move instead of
+waiting; key management across restarts, and the edge (proxies, host names,
 origins), run controller processes with the same flags on their command line."""
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import json
 import secrets
 import stat
 import subprocess
-import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from fakes.clock import ManualClock
 from support.inproc import InProcessController, LogLines, local_config, swarm_log
 from support.procs import Controller, ControllerApi, wait_for
 
@@ -52,7 +54,8 @@ def records() -> Iterator[LogLines]:
 
 @pytest.fixture
 def ctl(tmp_path: Path, records: LogLines) -> Iterator[InProcessController]:
-    """A controller of the test's own, in this process, its log in ``records``."""
+    """A controller of the test's own, in this process, on a manual clock
+    (``advance``), its log in ``records``."""
     config = local_config(
         tmp_path,
         admin_session_idle=IDLE,
@@ -61,9 +64,16 @@ def ctl(tmp_path: Path, records: LogLines) -> Iterator[InProcessController]:
         admin_auth_window=WINDOW,
         admin_origins=ALLOWED_ORIGIN,
     )
-    proc = InProcessController(config).start()
+    proc = InProcessController(config, ManualClock()).start()
     yield proc
     proc.stop()
+
+
+def advance(ctl: InProcessController, seconds: float) -> None:
+    """Move the controller's clock forward; what falls due on the way runs."""
+    clock = ctl.controller.clock
+    assert isinstance(clock, ManualClock)
+    ctl.run(lambda: clock.advance(seconds))
 
 
 @pytest.fixture
@@ -230,17 +240,19 @@ def test_sessions_expire_when_idle_and_after_their_lifetime(ctl: InProcessContro
     session_url = ctl.admin_url + "/admin/api/session"
     tokens_url = ctl.admin_url + "/admin/api/tokens"
     idle = login(ctl)
-    assert call(session_url, headers=idle.headers(csrf=None))[0] == 200
-    time.sleep(IDLE + 0.3)
+    for _ in range(2):  # each request is activity: the idle timeout starts again
+        advance(ctl, 1.0)
+        assert call(session_url, headers=idle.headers(csrf=None))[0] == 200
+    advance(ctl, IDLE + 0.1)  # idle for longer than IDLE, still within LIFETIME
     assert call(session_url, headers=idle.headers(csrf=None))[0] == 401
     assert call(tokens_url, "POST", headers=idle.headers(), body={})[0] == 401
 
     busy = login(ctl)
-    started = time.monotonic()
-    while call(session_url, headers=busy.headers(csrf=None))[0] == 200:
-        assert time.monotonic() - started < LIFETIME + 2, "the session outlived its lifetime"
-        time.sleep(0.3)  # well within the idle timeout: only the lifetime ends it
-    assert time.monotonic() - started >= LIFETIME - 0.5
+    for step in (1.0, 1.0, 1.0, 0.9):  # well within the idle timeout: only the lifetime ends it
+        advance(ctl, step)
+        assert call(session_url, headers=busy.headers(csrf=None))[0] == 200
+    advance(ctl, 0.2)  # past LIFETIME
+    assert call(session_url, headers=busy.headers(csrf=None))[0] == 401
     assert call(tokens_url, "POST", headers=busy.headers(), body={})[0] == 401
     assert tokens(ctl) == []
 
@@ -266,7 +278,10 @@ def test_wrong_keys_are_limited_but_never_the_right_key(ctl: InProcessController
     assert [e["data"]["address"] for e in locked] == ["127.0.0.1"]
     assert len(ctl.events(type="admin_login_failed")) == BURST + 1  # a refused key is not one
 
-    wait_for(lambda: call(url, headers=key_headers("guess-" * 6))[0] == 401, timeout=retry + 5, interval=0.25)
+    advance(ctl, retry - 0.1)
+    assert call(url, headers=key_headers("guess-" * 6))[0] == 429  # not yet
+    advance(ctl, 0.2)
+    assert call(url, headers=key_headers("guess-" * 6))[0] == 401
     # One attempt came back, not the whole burst.
     assert call(url, headers=key_headers("guess-" * 6))[0] == 429
     assert call(url, headers=key_headers(ctl.admin_key))[0] == 200
@@ -405,28 +420,43 @@ def test_websocket_upgrades_need_auth_and_an_allowed_origin(ctl: InProcessContro
     assert upgrade(ctl, key, None, "/ws/protocol?sample=0") == 400
 
 
-async def _closed_when_session_ends(ctl: ControllerApi, browser: Browser) -> tuple[int, float]:
+async def _closed_when_session_ends(ctl: ControllerApi, browser: Browser, end: Callable[[], None]) -> int:
+    """The close code of a /ws/events stream of ``browser``'s session once ``end`` has run."""
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(
             ctl.admin_url + "/ws/events", headers=browser.headers(csrf=None), origin=own_origin(ctl)
         ) as ws,
     ):
-        started = time.monotonic()
-        status, _, _ = await asyncio.to_thread(
-            call, ctl.admin_url + "/admin/api/logout", "POST", headers=browser.headers()
-        )
-        assert status == 200
+        await asyncio.to_thread(end)
         message = await asyncio.wait_for(ws.receive(), 10)
         while message.type is aiohttp.WSMsgType.TEXT:
             message = await asyncio.wait_for(ws.receive(), 10)
         assert message.type is aiohttp.WSMsgType.CLOSE, message
-        return int(message.data), time.monotonic() - started
+        return int(message.data)
 
 
 def test_a_stream_ends_with_its_session(ctl: InProcessController) -> None:
-    code, took = asyncio.run(_closed_when_session_ends(ctl, login(ctl)))
-    assert code == 1008 and took < 6
+    """Logged out, or past its lifetime (an open stream is activity, so it never
+    idles): the stream closes with 1008 at its next look at the session."""
+    browser = login(ctl)
+
+    def log_out() -> None:
+        assert call(ctl.admin_url + "/admin/api/logout", "POST", headers=browser.headers())[0] == 200
+        advance(ctl, IDLE)  # the stream looks again by then at the latest
+
+    assert asyncio.run(_closed_when_session_ends(ctl, browser, log_out)) == 1008
+
+    streaming = login(ctl)
+
+    def outlive() -> None:
+        for _ in range(3):
+            advance(ctl, 1.0)
+        # Twice IDLE without a request: the open stream kept the session.
+        assert call(ctl.admin_url + "/admin/api/session", headers=streaming.headers(csrf=None))[0] == 200
+        advance(ctl, LIFETIME - 3.0 + 0.1)
+
+    assert asyncio.run(_closed_when_session_ends(ctl, streaming, outlive)) == 1008
 
 
 def test_the_key_never_appears_in_logs_events_or_the_public_tier(

@@ -28,6 +28,8 @@ from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
+from support.rawsql import execute_sql
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -48,10 +50,11 @@ def test_a_failed_flush_keeps_its_changes_and_writes_them_once_the_database_is_b
             return db.execute(sql).fetchall()
 
     async def scenario() -> None:
-        runner = StoreRunner(SqlStore(f"sqlite:///{db_path}"))
+        store = SqlStore(f"sqlite:///{db_path}")
+        runner = StoreRunner(store)
         await runner.open()
         # Fail fast while locked, instead of waiting out the usual 5 s each time.
-        await runner.call(runner.store.db.execute_sql, "PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]
+        await runner.call(execute_sql, store.db, "PRAGMA busy_timeout = 50")
         events = EventLog(runner, buffer=1000, retention=10_000)
         await events.start()
         worker = PortageWorker(ctl.root)

@@ -5,10 +5,10 @@ grounding cooldown with its half-open probe.
 
 The real queue, fleet, event log and store (SQLite, on its database
 thread) are used; drones are control streams that only record what they
-are sent (support/links.py), their builds' outcomes are reported by the
+are sent (fakes/links.py), their builds' outcomes are reported by the
 test, and the resolver and staging binhost are fakes (fakes/builds.py).
-tests/test_build_failures.py proves the same behaviour end to end with
-real agents, real emerge and real timeouts.
+tests/test_build_failures.py and test_build_grounding.py prove the same
+behaviour end to end with real agents, real emerge and real timeouts.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from swarm.controller.store.sql import SqlStore
 
 from fakes.builds import GraphResolver, StagedSet
 from fakes.clock import ManualClock
-from support.links import FakeLink, connect
+from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,7 +4,7 @@ a shell session's life (viewers, input, replay, close) with the registry's
 limits swept at a time the test chooses, replay bounds and the recording
 format.
 
-A drone's control stream is support/links.py's FakeLink; a channel's far
+A drone's control stream is fakes/links.py's FakeLink; a channel's far
 end is a script of frames (``ScriptedEnd``, a channels.FarEnd). The same
 behaviour with real agents, PTYs and sshd is proved by test_terminal.py,
 test_terminal_ssh.py, test_logs.py and test_unparsable.py.
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 import swarm.controller
+from swarm.clock import SYSTEM, Clock
 from swarm.controller import channel_serde
 from swarm.controller.authz import AGENT, INSECURE, Identity
 from swarm.controller.channel_frames import (
@@ -48,17 +49,20 @@ from swarm.controller.events import EventLog
 from swarm.controller.execs import ExecRun, Execs
 from swarm.controller.fleet import DroneState
 from swarm.controller.logs import PIECES, LogStream, drone_log
-from swarm.controller.recording import Recorder, Recordings
+from swarm.controller.recording import Recorder, Recordings, cast_header
+from swarm.controller.shellmessages import ShellMessage
 from swarm.controller.shells import ShellRegistry, ShellSettings
 from swarm.controller.shellsession import Replay, ShellSession
 from swarm.controller.store.records import NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.web.views.base import dumps
 from swarm.logtail import Piece
 from swarm.protocol import CHANNELS_EXEC, CHANNELS_LOG, CHANNELS_SHELL
 from swarm.v1 import shell_pb2
 
-from support.links import FakeLink
+from fakes.clock import ManualClock
+from fakes.links import FakeLink
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -443,8 +447,8 @@ class ViewerLog:
     async def send_output(self, data: bytes) -> None:
         self.output += data
 
-    async def send_control(self, message: dict[str, Any]) -> None:
-        self.control.append(message)
+    async def send_control(self, message: ShellMessage) -> None:
+        self.control.append(json.loads(dumps(message)))  # as the websocket's client reads it
 
     async def close(self, code: int, message: str) -> None:
         self.closed = (code, message)
@@ -468,11 +472,11 @@ class Terminals:
 
 
 @asynccontextmanager
-async def terminals(tmp_path: Path, **settings: Any) -> AsyncIterator[Terminals]:
+async def terminals(tmp_path: Path, *, clock: Clock = SYSTEM, **settings: Any) -> AsyncIterator[Terminals]:
     shell_settings = ShellSettings(**settings)
     events = event_log(tmp_path)
     channels = Channels(shell_settings.max_sessions, WAIT)
-    registry = ShellRegistry(events, shell_settings, channels, tmp_path / "recordings")
+    registry = ShellRegistry(events, shell_settings, channels, tmp_path / "recordings", clock=clock)
     await registry.start()
     state, link = drone()
     made = Terminals(registry, channels, events, state, link)
@@ -537,10 +541,8 @@ def test_a_terminal_takes_input_shows_output_replays_it_and_closes(tmp_path: Pat
 
 
 def test_the_registry_closes_what_outlives_its_limits_at_the_time_given(tmp_path: Path) -> None:
-    limits = {"grace": 30.0, "idle_timeout": 100.0, "max_lifetime": 1000.0}
-
     async def scenario() -> None:
-        async with terminals(tmp_path, **limits) as t:
+        async with terminals(tmp_path, grace=30.0, idle_timeout=100.0, max_lifetime=1000.0) as t:
             detached, detached_end = await t.open()
             idle, idle_end = await t.open()
             busy, busy_end = await t.open()
@@ -580,6 +582,26 @@ def test_the_registry_closes_what_outlives_its_limits_at_the_time_given(tmp_path
             await until(busy.ended.is_set, "the busy session's end")
             assert busy.exit is None
             assert [info.state for info in t.registry.sessions()] == ["closed"] * 3
+
+    run(scenario())
+
+
+def test_the_janitor_closes_sessions_on_the_registry_clock(tmp_path: Path) -> None:
+    """The registry's own loop, on a clock the test moves: no waiting for a grace to pass."""
+    clock = ManualClock()
+
+    async def scenario() -> None:
+        async with terminals(tmp_path, clock=clock, grace=30.0) as t:
+            session, end = await t.open()
+            await clock.advance(29.0)
+            assert session.state == "detached" and not end.written
+            await clock.advance(2.0)
+            assert session.close_reason == "detached for more than 30s"
+            await until(lambda: end.written == [Close("detached for more than 30s")], "the close")
+            end.give(Closed(ExitInfo(False, None, 1, "killed by SIGHUP")))
+            await until(session.ended.is_set, "the session's end")
+            [closed] = events_of(t.events, "shell_closed")
+            assert closed["duration_s"] == pytest.approx(31.0, abs=1.0)  # the clock's time, not the wall's
 
     run(scenario())
 
@@ -625,9 +647,8 @@ def test_replay_keeps_the_last_bytes_from_a_line_start() -> None:
 
 def test_recording_stops_at_its_cap_and_retention_prunes(tmp_path: Path) -> None:
     async def record() -> Recorder:
-        recorder = Recorder(
-            tmp_path / "s-00000000000000aa.cast", {"version": 2, "width": 80, "height": 24}, 2000
-        )
+        header = cast_header("s-00000000000000aa", "d-1", "alpha", "alice", "agent", 24, 80, 1_000_000.5)
+        recorder = Recorder(tmp_path / "s-00000000000000aa.cast", header, 2000)
         writer = asyncio.create_task(recorder.run())
         await recorder.output("é".encode()[:1])  # a character cut between two messages
         await recorder.output("é".encode()[1:] + b" ok\r\n")
@@ -640,7 +661,23 @@ def test_recording_stops_at_its_cap_and_retention_prunes(tmp_path: Path) -> None
 
     recorder = run(record())
     lines = [json.loads(line) for line in recorder.path.read_text().splitlines()]
-    assert lines[0] == {"version": 2, "width": 80, "height": 24}
+    assert lines[0] == {
+        "version": 2,
+        "width": 80,
+        "height": 24,
+        "timestamp": 1_000_000,
+        "title": "alpha by alice",
+        "env": {"TERM": "xterm-256color"},
+        "swarm": {
+            "session": "s-00000000000000aa",
+            "drone_id": "d-1",
+            "drone": "alpha",
+            "opened_by": "alice",
+            "via": "agent",
+        },
+    }
+    [listed] = Recordings(tmp_path, max_total_bytes=1 << 30, retention=1e12).listing()
+    assert (listed.drone, listed.opened_by, listed.started_at) == ("alpha", "alice", 1_000_000.0)
     assert lines[1][1:] == ["o", "é ok\r\n"] and lines[2][1:] == ["r", "100x30"]
     assert lines[-1][1] == "m" and "size cap" in lines[-1][2]
     assert recorder.truncated and recorder.path.stat().st_size <= 2000 + 200

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
-from support.browser import WAIT_MS, Problems, get, log_in, shot
+from support.browser import WAIT_MS, Problems, get, log_in, sent_text, shot
 from support.procs import wait_for
 from support.shells import ShellDrone, start_shell_drone
 
@@ -122,8 +122,7 @@ def test_a_page_load_without_a_session_lands_on_the_login_page(
 def test_drones_page_and_terminal(swarm: ShellDrone, browser: BrowserContext) -> None:
     page = browser.new_page()
     problems = Problems(page)
-    controls: list[str] = []  # the JSON messages the page sends on its websockets
-    page.on("websocket", lambda ws: ws.on("framesent", lambda m: isinstance(m, str) and controls.append(m)))
+    controls = sent_text(page)  # the JSON messages the page sends on its websockets
     log_in(page, swarm.controller)
     page.click('nav a[data-page="drones"]')
     expect(page).to_have_url(re.compile(r"/#/drones$"))

@@ -50,7 +50,7 @@ def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = No
 
 def dispatch(swarm: Fleet, drone: str) -> dict[str, Any]:
     drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
-    return next(d["dispatch"] for d in drones if d["name"] == drone)  # type: ignore[no-any-return]
+    return next(d["dispatch"] for d in drones if d["name"] == drone)
 
 
 def open_page(browser: BrowserContext, swarm: Fleet, route: str) -> tuple[Page, Problems]:
@@ -199,7 +199,7 @@ def test_restart_asks_first(swarm: Fleet, browser: BrowserContext) -> None:
     expect(row(page, BUILDER).get_by_role("button", name=f"More actions for {BUILDER}")).to_be_focused()
     live_round(page)
     assert not swarm.controller.events(type="heal_action")
-    assert swarm.controller.node(BUILDER)["instance_id"] == node["instance_id"]  # type: ignore[index]
+    assert swarm.controller.known_node(BUILDER)["instance_id"] == node["instance_id"]
 
     # Escape cancels as well; Restart goes through.
     menu(page, BUILDER).get_by_role("menuitem", name="Restart agent").click()
@@ -251,7 +251,7 @@ def test_queue_a_package_and_watch_it_build(swarm: Fleet, browser: BrowserContex
     job_id = job.get_attribute("data-job")
     assert job_id
     answer = admin(swarm, "GET", f"/admin/api/jobs/{job_id}")
-    assert answer["job"]["state"] == "done" and answer["builds"][0]["result"] == "done"
+    assert answer["job"]["state"] == "done" and answer["builds"][0]["state"] == "done"
     session = page.locator(f'.session[data-session="{answer["job"]["session_id"]}"]')
     expect(session).to_contain_text("1 of 1 done", timeout=WAIT_MS)
     expect(session).to_have_attribute("data-state", "complete", timeout=WAIT_MS)

@@ -11,6 +11,7 @@ Screenshots go to test-artifacts/console/.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, WebSocket, expect
 
 from support.browser import WAIT_MS, Problems, log_in, shot
 from support.fleet import Fleet, start_fleet
-from support.procs import wait_for
+from support.procs import ControllerApi, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,15 +38,14 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         fleet.add_agent(LAN, drone_type="lxc")
         fleet.add_agent(TAILSCALE, "--network", "tailscale", drone_type="qemu")
         for name in fleet.agents:
-            wait_for(
-                lambda n=name: (
-                    (x := fleet.controller.node(n)) and x["status"] == "online" and x["ping_latency_ms"]
-                ),
-                what=f"{name} online and pinged",
-            )
+            wait_for(functools.partial(pinged, fleet.controller, name), what=f"{name} online and pinged")
         yield fleet
     finally:
         fleet.stop()
+
+
+def pinged(controller: ControllerApi, name: str) -> object:
+    return (node := controller.online(name)) and node["ping_latency_ms"]
 
 
 def drone(page: Page, name: str) -> Locator:

@@ -17,7 +17,7 @@ from pathlib import Path
 from swarm.controller import fleet
 from swarm.controller.gateway import DroneSession
 
-from support.links import FakeLink
+from fakes.links import FakeLink
 
 CONTROLLER = Path(__file__).resolve().parent.parent / "controller"
 PROTOBUF = ("swarm.v1", "google.protobuf")

@@ -138,7 +138,7 @@ def online(public: str) -> set[str]:
 def finished_builds(public: str) -> list[dict[str, Any]]:
     status, body = http("GET", f"{public}/api/v1/history")
     assert status == 200, body
-    return [entry for entry in body["history"] if entry.get("result") == "done"]
+    return [entry for entry in body["history"] if entry.get("state") == "done"]
 
 
 def test_demo_from_an_empty_state_builds_and_stops_cleanly(demo: Demo) -> None:

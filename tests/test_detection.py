@@ -24,7 +24,7 @@ from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
 from fakes.clock import ManualClock
-from support.links import FakeLink, connect
+from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -218,7 +218,7 @@ def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> No
     fleet.attach(
         dataclasses.replace(hello, instance_id="n" * 32, process_started_at=1.8e9), FakeLink(hello.drone_id)
     )
-    assert state.status == ONLINE and state.checks == () and state.instance_id == "n" * 32
+    assert state.status == ONLINE and not state.checks and state.instance_id == "n" * 32
 
     found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
     assert found is not None
@@ -344,8 +344,8 @@ def test_a_drone_that_resumes_and_falls_silent_again_is_suspect_at_its_new_deadl
         await monitor.start()
         try:
             state, link = connect(fleet, "flaky")
-            other, _ = connect(fleet, "gone")
-            fleet.detach(fleet.require("gone").link, "test")  # type: ignore[arg-type]
+            other, gone = connect(fleet, "gone")
+            fleet.detach(gone, "test")
             await clock.advance(state.suspect_at - clock.time() + TICK + 0.01)
             assert state.status == SUSPECT and other.status == OFFLINE
             fleet.on_heartbeat(state, HeartbeatData())

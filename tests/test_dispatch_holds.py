@@ -62,12 +62,11 @@ def test_drained_and_grounded_drones_get_no_work_until_released(swarm: Fleet) ->
     # Holds are the admins' decisions: a restart keeps them; the public sees the state, not who.
     assert swarm.controller.terminate() == 0
     swarm.controller.restart()
-    for agent in swarm.agents.values():
-        wait_for(lambda a=agent: swarm.controller.node(a.name)["status"] == "online", what=f"{agent.name}")
+    swarm.wait_online()
     holds = dispatch(swarm)
     assert holds["builder-0"]["draining"] and not holds["builder-0"]["grounded"]
     assert holds["builder-1"]["grounded"] and holds["builder-1"]["grounded_by"] == "admin"
-    public = swarm.controller.node("builder-1")["dispatch"]
+    public = swarm.controller.known_node("builder-1")["dispatch"]
     assert public["grounded"] and "grounded_by" not in public and "drained_by" not in public
     assert swarm.jobs()["swarm-test/leaf-data-1"]["state"] == "queued"
 

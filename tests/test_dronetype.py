@@ -7,6 +7,7 @@ reads, as they look on each kind of machine (trimmed to what matters).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable
@@ -146,7 +147,7 @@ def test_the_controller_learns_the_detected_type_and_the_admins_setting_wins(
     agents("drone-said", drone_type="lxc")
     here = detect()
     for name in ("drone-auto", "drone-said"):
-        wait_for(lambda n=name: (x := controller.node(n)) and x["status"] == "online", what=f"{name} online")
+        wait_for(functools.partial(controller.online, name), what=f"{name} online")
 
     node = controller.node("drone-auto")
     assert node is not None
@@ -165,7 +166,7 @@ def test_the_controller_learns_the_detected_type_and_the_admins_setting_wins(
     assert status == 200 and health["type"] == "bare-metal"
     status, body = controller.admin("POST", "/admin/api/drones/drone-said/reboot")
     assert status == 409 and "is a bare-metal drone" in body["error"]["message"]
-    assert controller.node("drone-said")["drone_type"] == "lxc"  # type: ignore[index]
+    assert controller.known_node("drone-said")["drone_type"] == "lxc"
 
     # And the other way: whatever was detected, an admin's lxc makes the
     # reboot step apply (refused here only for want of a host to run it on).

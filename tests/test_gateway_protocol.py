@@ -93,7 +93,7 @@ async def exchange(
         call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
         for message in messages:
             await call.write(message)
-        received = []
+        received: list[str] = []
         while True:
             try:
                 reply = await asyncio.wait_for(call.read(), 10)
@@ -152,7 +152,7 @@ def test_protocol_violations_get_a_clear_status_and_an_event(
     assert len(errors) == 1
     assert needle.split()[0] in errors[0]["message"]
     # The controller keeps serving: the witness stays online, a good stream still works.
-    assert controller.node(WITNESS)["status"] == "online"
+    assert controller.known_node(WITNESS)["status"] == "online"
     _, _, received = asyncio.run(
         exchange(
             controller.grpc_target, raw.creds, [hello(raw.name, raw.drone_id), hello(raw.name, raw.drone_id)]
@@ -171,8 +171,8 @@ def test_a_certificate_cannot_claim_another_drones_id(
     assert got_code == grpc.StatusCode.PERMISSION_DENIED
     assert received == []
     assert f"this certificate is for drone {raw.drone_id}" in details
-    assert controller.node(WITNESS)["status"] == "online"
-    assert controller.node(WITNESS)["hostname"] != ""
+    assert controller.known_node(WITNESS)["status"] == "online"
+    assert controller.known_node(WITNESS)["hostname"] != ""
     assert len(errors_of(controller, raw)) == 1
 
 
@@ -267,7 +267,7 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
 
                 # Heartbeats go on; nothing is read, so no ping is answered.
                 await beat_until(lambda: status() == "unhealthy")
-                node = await asyncio.to_thread(controller.node, "deaf")
+                node = await asyncio.to_thread(controller.known_node, "deaf")
 
                 async def answer() -> None:
                     while True:
@@ -296,7 +296,7 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
         assert len(unhealthy) == 1 and "3 pings in a row unanswered" in unhealthy[0]["message"]
         assert controller.events(type="drone_healthy")
         # The stale pongs (queued while it did not read) were not taken for latencies.
-        latency = controller.node("deaf")["ping_latency_ms"]
+        latency = controller.known_node("deaf")["ping_latency_ms"]
         assert latency is not None and latency < 1000
     finally:
         controller.kill()
@@ -336,14 +336,14 @@ def test_a_drone_cannot_answer_to_another_drones_name(
     )
     assert received == ["welcome"]
     assert controller.node("free-name") is None
-    assert controller.node(raw.drone_id)["name"] == raw.name
+    assert controller.known_node(raw.drone_id)["name"] == raw.name
     mismatch = errors_of(controller, raw, "drone_name_mismatch")
     assert len(mismatch) == 1 and mismatch[0]["data"]["claimed"] == "free-name"
 
     # The admin renames: the new name is bound, the old one free for another drone.
     status, reply = controller.admin("POST", "/admin/api/drones/py-ref/rename", b'{"name": "py-new"}')
     assert status == 200 and reply == {"drone": real.drone_id, "name": "py-new", "old_name": "py-ref"}
-    assert controller.node("py-new")["id"] == real.drone_id
+    assert controller.known_node("py-new")["id"] == real.drone_id
     status, reply = controller.admin(
         "POST", "/admin/api/drones/py-new/rename", json.dumps({"name": raw.name}).encode()
     )
@@ -646,7 +646,7 @@ def test_hello_and_welcome_say_the_revision_and_features_each_side_speaks(
     assert welcome.protocol_revision == protocol.PROTOCOL_REVISION
     assert list(welcome.features) == list(protocol.CONTROLLER_FEATURES)
     assert status == 409 and "does not speak channels.exec" in answer["error"]["message"], answer
-    assert bounded.node("narrow")["features"] == ["builds", "some-later-feature"]
+    assert bounded.known_node("narrow")["features"] == ["builds", "some-later-feature"]
 
 
 def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
@@ -684,9 +684,13 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     status, text = http("GET", controller.public_url + "/api/v1/nodes")
     assert status == 200
     node = next(n for n in text["nodes"] if n["name"] == raw.name)
-    figures = {k: node[k] for k in ("load", "cpu_percent", "memory_percent", "disk_percent")}
+    figures = {
+        k: node[k] for k in ("load1", "load5", "load15", "cpu_percent", "memory_percent", "disk_percent")
+    }
     assert figures == {
-        "load": [0.0, 0.0, 0.0],
+        "load1": 0.0,
+        "load5": 0.0,
+        "load15": 0.0,
         "cpu_percent": 0.0,
         "memory_percent": 100.0,
         "disk_percent": 0.0,
@@ -695,4 +699,4 @@ def test_figures_no_database_or_json_reader_takes_are_kept_as_finite_values(
     # Saved too: a stopping controller writes what changed, and the next one reads it back.
     assert controller.terminate() == 0
     controller.restart()
-    assert controller.node(raw.name)["memory_percent"] == 100.0
+    assert controller.known_node(raw.name)["memory_percent"] == 100.0

@@ -2,7 +2,7 @@
 (fakes/clock.py): the cool-off (a per-drone backoff), the startup grace,
 and the hold while most of the fleet is dark. The real fleet, event log
 and store (SQLite) are used; drones are control streams that only record
-what they are sent (support/links.py), and step 1 for a drone without a
+what they are sent (fakes/links.py), and step 1 for a drone without a
 stream runs a real local command (``true``). tests/test_healing.py proves
 the ladder end to end with real agents.
 """
@@ -35,7 +35,7 @@ from swarm.controller.web.views.base import plain
 from swarm.controller.web.views.healing import drone_health_view
 
 from fakes.clock import ManualClock
-from support.links import FakeLink, connect
+from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,7 +169,7 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
             r.kill("crashy")
             await r.run()
             killed = r.clock.time()
-            assert r.next_step_at("crashy") == (pytest.approx(killed + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("crashy") == pytest.approx((killed + GRACE, "grace"), abs=0.002)
             await r.run(GRACE - 0.1)
             assert r.actions("crashy") == []
             await r.run(0.1)
@@ -188,7 +188,7 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
                 await r.run(1.0)
                 r.kill("crashy")
                 await r.run()
-                assert r.next_step_at("crashy") == (pytest.approx(last_action + wait, abs=0.002), "cool-off")
+                assert r.next_step_at("crashy") == pytest.approx((last_action + wait, "cool-off"), abs=0.002)
                 await r.run(last_action + wait - r.clock.time() - 0.1)
                 assert len(r.actions("crashy")) == in_a_row
                 await r.run(0.1)
@@ -215,7 +215,7 @@ def test_the_cool_off_starts_short_doubles_to_its_cap_and_starts_over_after_a_he
             assert "the cool-off starts over" in health["history"][-1]["what"]
             r.kill("crashy")
             await r.run()
-            assert r.next_step_at("crashy") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("crashy") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
 
     asyncio.run(scenario())
 
@@ -246,7 +246,7 @@ def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
             await r.run(10.0)  # killed 10 s after the start
             r.kill("fresh")
             await r.run()
-            assert r.next_step_at("fresh") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("fresh") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("fresh")] == ["restart"]
 
@@ -270,7 +270,7 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
             # A drone that is back is healed as usual meanwhile.
             r.kill("d1")
             await r.run()
-            assert r.next_step_at("d1") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("d1") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("d1")] == ["restart"]
             assert r.actions("d2") == [] and r.health("d2")["incident"] is None
@@ -282,7 +282,7 @@ def test_the_startup_grace_ends_when_every_known_drone_is_back(tmp_path: Path) -
             r.kill("d2")
             await r.run()
             assert r.clock.time() - started < STARTUP_GRACE / 2
-            assert r.next_step_at("d2") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("d2") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
 
     asyncio.run(scenario())
 
@@ -304,7 +304,7 @@ def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_pat
             # The incident from before the start goes on at once; a new one gets the grace period.
             assert [a["step"] for a in r.actions("hurt")] == ["restart"]
             assert r.health("away")["incident"]["kind"] == "offline"
-            assert r.next_step_at("away") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("away") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("away")] == ["restart"]
 
@@ -319,9 +319,9 @@ def test_the_startup_grace_ends_at_its_timeout_for_drones_that_stay_away(tmp_pat
         ({"heal_cooloff_reset": 0.0}, "heal_cooloff_reset must be positive"),
     ],
 )
-def test_bad_cool_off_settings_are_refused(values: dict[str, float], needle: str) -> None:
+def test_bad_cool_off_settings_are_refused(values: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        ControllerConfig(**values)  # type: ignore[arg-type]
+        ControllerConfig(**values)
 
 
 def test_an_old_flat_cool_off_setting_is_now_the_first_wait() -> None:
@@ -449,7 +449,7 @@ def test_most_of_the_fleet_going_dark_holds_the_healer_until_it_is_back(tmp_path
             assert r.health("d1")["incident"] is None
             assert r.health("d1")["history"][-1]["what"].startswith("recovered by itself in ")
             # d2 may be on its way back too: its first step waits a fresh grace period.
-            assert r.next_step_at("d2") == (pytest.approx(r.clock.time() + GRACE, abs=0.002), "grace")
+            assert r.next_step_at("d2") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
             await r.run(GRACE - 0.1)
             assert r.actions("d2") == []
             await r.run(0.1)

@@ -106,7 +106,8 @@ class HealSwarm:
     def health(self, name: str) -> dict[str, Any]:
         status, body = self.admin("GET", f"/admin/api/drones/{name}/health")
         assert status == 200, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def actions(self, name: str) -> list[dict[str, Any]]:
         return [e["data"] for e in self.controller.events(type="heal_action", drone=name)]

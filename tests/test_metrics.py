@@ -5,7 +5,7 @@ One controller (controller/app.py) runs in this process for the module
 (support/inproc.py) with builds on (a controller Portage prefix) and the
 unauthenticated --metrics-port listener. Its drones: a real agent process
 over real gRPC for the control-stream figures (streams, pings, heartbeats),
-and a control stream that only records what it is sent (support/links.py)
+and a control stream that only records what it is sent (fakes/links.py)
 for what an agent would do with a job or a restart.
 """
 
@@ -22,14 +22,15 @@ from pathlib import Path
 import aiohttp
 import prefix as pfx
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm.controller.config import ControllerConfig
 from swarm.controller.domain import BuildEventData, HelloData
 
+from fakes.links import FakeLink
 from support.inproc import InProcessController
-from support.links import FakeLink
 from support.procs import Agent, http, wait_for
 
 pytestmark = [
@@ -92,9 +93,15 @@ def scrape(url: str, headers: dict[str, str] | None = None) -> Samples:
     }
 
 
+def openmetrics_families(text: str) -> list[Metric]:
+    # prometheus-client's OpenMetrics parser has no annotations (its Prometheus text parser has).
+    return list(openmetrics.text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
+
+
 def scrape_until(rig: Rig, done: Callable[[Samples], bool], what: str) -> Samples:
     """Scrape until ``done`` holds for a scrape (within the usual deadline); that scrape."""
-    return wait_for(lambda: s if done(s := rig.scrape()) else None, what=what)  # type: ignore[no-any-return]
+    samples: Samples = wait_for(lambda: s if done(s := rig.scrape()) else None, what=what)
+    return samples
 
 
 def value(samples: Samples, name: str, default: float | None = None, **labels: str) -> float:

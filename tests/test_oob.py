@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -205,9 +206,9 @@ def test_ssh_paths_escape_percent_and_keep_spaces() -> None:
         {"identity_file": Path("/keys/id\n")},
     ],
 )
-def test_ssh_settings_reject(kwargs: dict[str, object]) -> None:
+def test_ssh_settings_reject(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
-        SshSettings(**kwargs)  # type: ignore[arg-type]
+        SshSettings(**kwargs)
 
 
 def test_ssh_argv_rejects_empty_command() -> None:

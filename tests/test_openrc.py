@@ -65,8 +65,11 @@ class Services:
         if not path.exists():
             return None
         info: dict[str, Any] = json.loads(path.read_text())
-        [proc] = self.root.running("swarm-controller") or [None]  # ValueError (retried) if two
-        if proc is None or inner_pid(proc) != info["pid"]:
+        running = self.root.running("swarm-controller")
+        if not running:
+            return None
+        [proc] = running  # ValueError (retried) if two
+        if inner_pid(proc) != info["pid"]:
             return None
         info["admin_key_file"] = str(self.root.path(info["admin_key_file"]))
         self.controller.info = info
@@ -81,6 +84,12 @@ class Services:
         if node and node["status"] == "online" and node["instance_id"] != not_instance:
             return node
         return None
+
+    def online_instance(self) -> str:
+        """The instance of the drone, which the test knows is online."""
+        node = self.online()
+        assert node is not None, f"{DRONE} is not online: {self.node()}"
+        return str(node["instance_id"])
 
     def agent(self) -> psutil.Process:
         """The one agent process (fails if there are more)."""
@@ -224,18 +233,18 @@ def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
     assert not root.path("/run/swarm-agent.pid").exists()  # removed on a clean exit
     assert first.pid not in {p.pid for p in root.processes()}
 
-    instance = services.node()["instance_id"]  # type: ignore[index]
+    instance = services.controller.known_node(DRONE)["instance_id"]
     code, output = services.rc("swarm-agent", "start")
     assert code == 0, output
     started = services.one_agent_reconnected(before=instance)
 
-    instance = services.online()["instance_id"]  # type: ignore[index]
+    instance = services.online_instance()
     code, output = services.rc("swarm-agent", "restart")
     assert code == 0, output
     restarted = services.one_agent_reconnected(before=instance)
     assert restarted.pid != started.pid
 
-    instance = services.online()["instance_id"]  # type: ignore[index]
+    instance = services.online_instance()
     restarted.kill()
     respawned = services.one_agent_reconnected(before=instance)
     assert respawned.pid != restarted.pid
@@ -244,7 +253,7 @@ def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
 def restart_over_stream(services: Services) -> psutil.Process:
     """The controller's RestartService: the agent execs itself (same pid)."""
     before = services.agent()
-    instance = services.online()["instance_id"]  # type: ignore[index]
+    instance = services.online_instance()
     status, body = services.controller.admin("POST", f"/admin/api/drones/{DRONE}/restart")
     assert status == 200 and body["done"], body
     after = services.one_agent_reconnected(before=instance)
@@ -262,7 +271,7 @@ def test_healer_commands_leave_one_agent_after_a_self_restart(
     execed = restart_over_stream(services)
     # The name the init script started it with, which the old hard restart matched.
     assert execed.name() == "swarm-agent"
-    instance = services.online()["instance_id"]  # type: ignore[index]
+    instance = services.online_instance()
     result = services.root.run(command)
     assert result.code == 0, result.output
     assert "Starting swarm-agent" in result.output

@@ -225,7 +225,7 @@ def test_a_wedged_build_and_a_drone_without_emerge_are_unhealthy_and_get_no_job(
         # Every attempt ran on the healthy drone: the one without emerge was never
         # offered a job (it would have refused it: an attempt of its own in the history).
         history = controller.get("/api/v1/history")["history"]
-        assert sorted((h["package"], h["drone"], h["result"]) for h in history) == [
+        assert sorted((h["cpv"], h["drone"], h["state"]) for h in history) == [
             ("swarm-test/leaf-data-1", "stuck", "done"),
             ("swarm-test/sleeper-1", "stuck", "done"),
         ]

@@ -72,7 +72,9 @@ def test_nodes_lists_every_drone_with_live_fields(api: InProcessController) -> N
         assert node["status"] == "online"
         assert ISO.match(node["last_heartbeat_at"])
         assert isinstance(node["ping_latency_ms"], float) and node["ping_latency_ms"] >= 3.0
-        assert node["load"] == [0.8, 0.4, 0.2] and node["disk_percent"] == 55.0
+        assert (node["load1"], node["load5"], node["load15"]) == (0.8, 0.4, 0.2) and node[
+            "disk_percent"
+        ] == 55.0
         assert node["emerge_running"] is False
     assert {n["drone_type"] for n in nodes} == {"lxc", "bare-metal"}
 

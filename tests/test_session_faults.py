@@ -58,8 +58,12 @@ OUTAGE = float(os.environ.get("SWARM_SESSION_OUTAGE", "2"))
 FREEZE = float(os.environ.get("SWARM_SESSION_FREEZE", "2"))
 FULL = float(os.environ.get("SWARM_SESSION_FULL", "2"))
 RECOVERY = 30.0  # deadline for health to come back once the dependency is
-DIAMOND = "swarm-test/diamond-top"  # 4 jobs: base, then left and right side by side, then top
-CHAIN = "swarm-test/chain-d"  # 4 jobs, one after the other
+# The fault comes once the first job is done and the second builds; what the
+# second built meanwhile meets the fault. In the chain a third job waits for
+# the second: the queue dispatches it only once the controller, recovered,
+# took the second's package.
+PAIR = "swarm-test/diamond-left"  # 2 jobs: diamond-base, then diamond-left
+CHAIN = "swarm-test/chain-c"  # 3 jobs, one after the other
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +158,7 @@ def assert_taken(swarm: Fleet, job: dict[str, Any]) -> None:
     assert (done["state"], done["attempts"], done["build_id"]) == ("done", 1, job["build_id"]), done
 
 
-def health(swarm: Fleet) -> dict[str, object]:
+def health(swarm: Fleet) -> dict[str, Any]:
     return dict(swarm.controller.get("/api/v1/health"))
 
 
@@ -162,7 +166,7 @@ def wait_degraded(swarm: Fleet, *codes: str) -> dict[str, object]:
     found: dict[str, object] = wait_for(
         lambda: (
             (h := health(swarm))["status"] == "degraded"
-            and set(codes) <= {r["code"] for r in h["reasons"]}  # type: ignore[attr-defined]
+            and set(codes) <= {r["code"] for r in h["reasons"]}
             and h
         ),
         timeout=RECOVERY,
@@ -236,7 +240,7 @@ def test_a_session_completes_through_a_postgresql_killed_and_restarted(
 ) -> None:
     swarm = pg_swarm
     pid = swarm.controller.pid
-    with watched_session(swarm, DIAMOND) as watched:
+    with watched_session(swarm, PAIR) as watched:
         swarm.wait_under_way(watched.session_id)
         killed = time.monotonic()
         pg.kill()
@@ -293,7 +297,7 @@ def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swa
     swarm = disk_swarm
     db = small_disk / "data" / "swarm.db"
     pid = swarm.controller.pid
-    with watched_session(swarm, DIAMOND) as watched:
+    with watched_session(swarm, CHAIN) as watched:
         swarm.wait_under_way(watched.session_id)
         filled = time.monotonic()
         filler = fill(small_disk, db)

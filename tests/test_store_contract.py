@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 import pytest
@@ -27,6 +28,7 @@ from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
 from support.postgres import PostgresServer, postgres_server, postgres_url  # noqa: F401
+from support.rawsql import execute_sql
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def tables(store: SqlStore) -> set[str]:
     return set(store.db.get_tables())
 
 
-def node(node_id: str, name: str | None = None, **changes: object) -> NodeRecord:
+def node(node_id: str, name: str | None = None, **changes: Any) -> NodeRecord:
     """A node with every field away from its default."""
     record = NodeRecord(
         id=node_id,
@@ -103,19 +105,17 @@ def node(node_id: str, name: str | None = None, **changes: object) -> NodeRecord
         emerge_running=True,
         current_job_id="job-7",
     )
-    return replace(record, **changes)  # type: ignore[arg-type]
+    return replace(record, **changes)
 
 
-def event(
-    event_id: int, ts: float | None = None, type: str = "drone.online", **changes: object
-) -> EventRecord:
+def event(event_id: int, ts: float | None = None, type: str = "drone.online", **changes: Any) -> EventRecord:
     record = EventRecord(
         id=event_id,
         ts=1_000.0 + event_id if ts is None else ts,
         type=type,
         message=f"event {event_id}",
     )
-    return replace(record, **changes)  # type: ignore[arg-type]
+    return replace(record, **changes)
 
 
 def ids(events: list[EventRecord]) -> list[int]:
@@ -180,7 +180,7 @@ def test_database_newer_than_code_is_refused(backend: Backend, store: SqlStore) 
 
 
 def _add_widget_table(db: pw.Database) -> None:
-    db.execute_sql("CREATE TABLE widget (id INTEGER PRIMARY KEY, label VARCHAR(20) NOT NULL)")
+    execute_sql(db, "CREATE TABLE widget (id INTEGER PRIMARY KEY, label VARCHAR(20) NOT NULL)")
 
 
 def test_migrate_applies_pending_steps_in_order(store: SqlStore) -> None:
@@ -193,7 +193,7 @@ def test_migrate_applies_pending_steps_in_order(store: SqlStore) -> None:
     def fill_widgets(db: pw.Database) -> None:
         # Needs the step before it to have run.
         applied.append(LATEST + 2)
-        db.execute_sql("INSERT INTO widget (id, label) VALUES (1, 'one')")
+        execute_sql(db, "INSERT INTO widget (id, label) VALUES (1, 'one')")
 
     steps: list[Migration] = [
         *MIGRATIONS,
@@ -202,7 +202,7 @@ def test_migrate_applies_pending_steps_in_order(store: SqlStore) -> None:
     ]
     with bound(store) as db:
         assert migrate(db, steps) == LATEST + 2
-        assert db.execute_sql("SELECT label FROM widget").fetchall() == [("one",)]
+        assert execute_sql(db, "SELECT label FROM widget").fetchall() == [("one",)]
     assert applied == [LATEST + 1, LATEST + 2]
     assert recorded_versions(store)[-2:] == [(LATEST + 1, "widgets"), (LATEST + 2, "fill")]
 
@@ -213,8 +213,8 @@ def test_migrate_applies_pending_steps_in_order(store: SqlStore) -> None:
 
 def test_each_migration_runs_in_its_own_transaction(store: SqlStore) -> None:
     def half_then_fail(db: pw.Database) -> None:
-        db.execute_sql("CREATE TABLE gadget (id INTEGER PRIMARY KEY)")
-        db.execute_sql("INSERT INTO widget (id, label) VALUES (2, 'two')")
+        execute_sql(db, "CREATE TABLE gadget (id INTEGER PRIMARY KEY)")
+        execute_sql(db, "INSERT INTO widget (id, label) VALUES (2, 'two')")
         raise RuntimeError("migration failed halfway")
 
     steps: list[Migration] = [
@@ -230,10 +230,13 @@ def test_each_migration_runs_in_its_own_transaction(store: SqlStore) -> None:
     assert "gadget" not in tables(store)
     assert recorded_versions(store)[-1] == (LATEST + 1, "widgets")
     with bound(store) as db:
-        assert db.execute_sql("SELECT COUNT(*) FROM widget").fetchone() == (0,)
+        assert execute_sql(db, "SELECT COUNT(*) FROM widget").fetchone() == (0,)
 
         # Fixed, it applies on the next run.
-        steps[-1] = (LATEST + 2, "gadgets", lambda db: db.execute_sql("CREATE TABLE gadget (id INTEGER)"))
+        def add_gadgets(db: pw.Database) -> None:
+            execute_sql(db, "CREATE TABLE gadget (id INTEGER)")
+
+        steps[-1] = (LATEST + 2, "gadgets", add_gadgets)
         assert migrate(db, steps) == LATEST + 2
     assert "gadget" in tables(store)
 
@@ -324,7 +327,7 @@ def test_upsert_nothing_is_a_no_op(store: SqlStore) -> None:
     assert store.list_nodes() == []
 
 
-def live(node_id: str, **changes: object) -> NodeLive:
+def live(node_id: str, **changes: Any) -> NodeLive:
     """Live columns with every value unlike node()'s."""
     values = NodeLive(
         id=node_id,
@@ -445,6 +448,7 @@ def test_add_events_ignores_duplicate_ids(store: SqlStore) -> None:
 def test_add_events_across_chunks_is_one_transaction(store: SqlStore) -> None:
     store.add_events([event(1)])
     batch = [event(i) for i in range(2, sql.EVENT_CHUNK + 100)]
+    # NOT NULL violated on purpose, in the last chunk.
     batch.append(EventRecord(id=sql.EVENT_CHUNK + 200, ts=1.0, type=None, message="x"))  # type: ignore[arg-type]
     with pytest.raises(pw.IntegrityError):
         store.add_events(batch)
@@ -655,7 +659,7 @@ def test_errors_that_mean_unavailable_are_told_from_bugs(store: SqlStore) -> Non
         found = store.unavailable(pw.OperationalError("could not serialize access"))
         assert found is not None and not found.lost  # the connection is fine: an error, not an outage
     with pytest.raises(pw.DatabaseError) as bug:
-        store.db.execute_sql("SELECT * FROM no_such_table")
+        execute_sql(store.db, "SELECT * FROM no_such_table")
     assert store.unavailable(bug.value) is None
     assert store.unavailable(ValueError("no")) is None
 
@@ -674,7 +678,8 @@ def test_tokens_are_spent_once_and_revocable(store: SqlStore) -> None:
     assert store.get_token("nope") is None
     assert store.use_token("t1", "d1", now=50.0)
     assert not store.use_token("t1", "d2", now=50.0), "a token is spent once"
-    assert store.get_token("t1").used_by == "d1"  # type: ignore[union-attr]
+    spent = store.get_token("t1")
+    assert spent is not None and spent.used_by == "d1"
     assert not store.use_token("t3", "d1", now=10.0), "expired at expires_at"
     assert store.revoke_token("t2", now=60.0)
     assert not store.use_token("t2", "d1", now=61.0), "revoked"

@@ -42,7 +42,8 @@ class Drone(ShellDrone):
     def shells(self) -> dict[str, Any]:
         status, body = self.controller.admin("GET", "/admin/api/shells")
         assert status == 200, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def shell(self, session_id: str) -> dict[str, Any]:
         return next(s for s in self.shells()["shells"] if s["id"] == session_id)
@@ -213,11 +214,12 @@ def test_exec_returns_output_and_status_and_its_timeout_kills(drone: Drone) -> N
     assert audit[0]["data"]["exit_code"] == 7 and audit[0]["data"]["stdout_bytes"] == 6
     assert "out-6" not in json.dumps(audit)  # a summary, never the output
 
-    for bad, needle in [
+    refused: list[tuple[dict[str, Any], str]] = [
         ({}, "command must be"),
         ({"command": "true", "timeout": 0}, "timeout must be"),
         ({"command": "true", "timeout": "5"}, "timeout must be"),
-    ]:
+    ]
+    for bad, needle in refused:
         status, body = run(bad)
         assert status == 400 and needle in body["error"]["message"], body
     status, body = drone.controller.admin("POST", "/admin/api/drones/ghost/exec", b'{"command": "true"}')

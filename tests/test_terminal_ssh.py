@@ -249,7 +249,9 @@ def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
             here.kill()
         assert status == 200, body
         assert body["via"] == "local" and body["exit_code"] == 5
-        pid = int(re.fullmatch(r"pid-(\d+)\n", body["stdout"]).group(1))  # type: ignore[union-attr]
+        said = re.fullmatch(r"pid-(\d+)\n", body["stdout"])
+        assert said is not None, body
+        pid = int(said.group(1))
         assert pid != down.controller.pid and not os.path.exists(f"/proc/{pid}")
     finally:
         assert admin(down, "PUT", "/admin/api/drones/down", {"ssh": str(sshd.target)})[0] == 200
@@ -300,7 +302,7 @@ def test_swarm_cli_shell_and_exec_via_ssh(down: ShellDrone, sshd: SshServer) -> 
     assert re.search(rb"[\r\n]hi-42\r\n", ran.stdout), ran.stdout
     said = ran.stderr.decode()
     assert f"through ssh {sshd.target}" in said and re.search(r"session \S+ on down", said), said
-    ran = subprocess.run(
+    ran_text = subprocess.run(
         cli_args(down.controller, "exec", "--via", "ssh", "down", "--", "echo", "cli-$((1+1));", "exit", "6"),
         capture_output=True,
         text=True,
@@ -308,7 +310,7 @@ def test_swarm_cli_shell_and_exec_via_ssh(down: ShellDrone, sshd: SshServer) -> 
         env=CLI_ENV,
         stdin=subprocess.DEVNULL,
     )
-    assert ran.returncode == 6 and ran.stdout == "cli-2\n", (ran.stdout, ran.stderr)
+    assert ran_text.returncode == 6 and ran_text.stdout == "cli-2\n", (ran_text.stdout, ran_text.stderr)
 
 
 def test_reattach_to_an_ssh_session_keeps_the_shell(down: ShellDrone) -> None:

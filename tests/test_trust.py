@@ -38,6 +38,7 @@ from swarm.v1 import (
     shell_pb2_grpc,
 )
 
+from fakes.clock import ManualClock
 from support.procs import Agent, Controller, agent_credentials, enroll, http, wait_for
 
 
@@ -180,27 +181,21 @@ async def trust_in_process(tmp_path: Path, **options: Any) -> AsyncIterator[Any]
         await runner.close()
 
 
-def move_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    import swarm.controller.trust as trust_module
-
-    real = trust_module.time.time
-    monkeypatch.setattr(trust_module.time, "time", lambda: real() + seconds)
-
-
 def test_expired_token_is_refused(tmp_path: Path) -> None:
     """Expiry checked in process, with the clock moved forward instead of waiting."""
     from swarm.controller.errors import Unauthenticated
     from swarm.pki import make_csr, new_key
 
-    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
-        async with trust_in_process(tmp_path) as trust:
+    clock = ManualClock()
+
+    async def scenario() -> None:
+        async with trust_in_process(tmp_path, clock=clock) as trust:
             new = await trust.create_token(60, None, "test")
-            move_clock(monkeypatch, 61)
+            await clock.advance(61)
             with pytest.raises(Unauthenticated, match="expired"):
                 await trust.enroll(new.token, make_csr(new_key(), "a" * 32), "a" * 32, "late")
 
-    with pytest.MonkeyPatch.context() as mp:
-        asyncio.run(scenario(mp))
+    asyncio.run(scenario())
 
 
 def test_live_join_tokens_are_capped_and_expired_ones_do_not_count(tmp_path: Path) -> None:
@@ -208,22 +203,23 @@ def test_live_join_tokens_are_capped_and_expired_ones_do_not_count(tmp_path: Pat
     (tests/test_admin_auth.py checks the 409 and revocation on a live controller)."""
     from swarm.controller.errors import FailedPrecondition
 
-    async def scenario(monkeypatch: pytest.MonkeyPatch) -> None:
-        async with trust_in_process(tmp_path, max_tokens=2) as trust:
+    clock = ManualClock()
+
+    async def scenario() -> None:
+        async with trust_in_process(tmp_path, max_tokens=2, clock=clock) as trust:
             # Two at once cannot both take the last place.
             made = await asyncio.gather(
                 *(trust.create_token(60, None, "test") for _ in range(3)), return_exceptions=True
             )
             refused = [x for x in made if isinstance(x, FailedPrecondition)]
             assert len(refused) == 1 and "2 join tokens are live" in refused[0].message
-            move_clock(monkeypatch, 61)
+            await clock.advance(61)
             await trust.create_token(600, None, "test")
             await trust.create_token(600, None, "test")
             with pytest.raises(FailedPrecondition, match="--join-tokens-max 2"):
                 await trust.create_token(600, None, "test")
 
-    with pytest.MonkeyPatch.context() as mp:
-        asyncio.run(scenario(mp))
+    asyncio.run(scenario())
 
 
 def all_methods() -> list[str]:
@@ -353,10 +349,12 @@ def test_revocation_ends_a_live_stream_within_a_second(
     wait_for(lambda: online(controller, "doomed"), what="online")
     status, body = controller.admin("POST", "/admin/api/drones/doomed/revoke")
     assert status == 200 and body["certificates"] == 1
-    wait_for(lambda: controller.node("doomed")["status"] == "offline", timeout=1.0, what="offline within 1 s")
+    wait_for(
+        lambda: controller.known_node("doomed")["status"] == "offline", timeout=1.0, what="offline within 1 s"
+    )
     # It cannot come back with its revoked certificate.
     wait_for(lambda: "revoked or unknown" in agent.log(), what="the agent refused on reconnect")
-    assert controller.node("doomed")["status"] == "offline"
+    assert controller.known_node("doomed")["status"] == "offline"
     events = [e["type"] for e in controller.events(drone=agent.drone_id)]
     assert "drone_revoked" in events
     assert controller.admin("POST", "/admin/api/drones/ghost/revoke")[0] == 404

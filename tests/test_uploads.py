@@ -105,7 +105,8 @@ class Bench:
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
         assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert isinstance(body, dict), body
+        return body
 
     def staged_cpvs(self) -> list[str]:
         status, index = http("GET", self.controller.info["staging_url"] + "/Packages")
@@ -122,7 +123,7 @@ class Bench:
 
     def job(self, job_id: str) -> dict[str, Any]:
         jobs = self.controller.get("/api/v1/queue?limit=5000")["jobs"]
-        return next(j for j in jobs if j["id"] == job_id)  # type: ignore[no-any-return]
+        return next(j for j in jobs if j["id"] == job_id)
 
 
 def identity(controller: Controller, state_dir: Path, name: str) -> Identity:
@@ -555,7 +556,7 @@ def test_an_attempt_whose_job_was_requeued_cannot_upload(bench: Bench, gpkgs: Gp
     assert len(bench.staged_files()) == 1
     # The abandoned attempt ended in history when the job went back to the queue.
     history = {b["build_id"]: b for b in bench.controller.get("/api/v1/history")["history"]}
-    assert history[build_ids[0]]["result"] == "lost", history
+    assert history[build_ids[0]]["state"] == "lost", history
     assert "went away during the build" in history[build_ids[0]]["reason"]
 
 
@@ -574,7 +575,7 @@ def test_a_build_the_drone_never_starts_goes_back_to_the_queue(tmp_path: Path) -
 
     with make_bench(tmp_path, "--build-start-timeout", "2") as bench:
         asyncio.run(scenario(bench))
-    first_attempt = [b for b in history if b["job_id"] and b["result"] == "cancelled"]
+    first_attempt = [b for b in history if b["job_id"] and b["state"] == "cancelled"]
     assert len(first_attempt) == 1, history
     assert "did not start the build within 2s" in first_attempt[0]["reason"]
     assert first_attempt[0]["finished_at"] is not None

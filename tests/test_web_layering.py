@@ -28,6 +28,8 @@ def test_web_tier_imports_nothing_of_the_store_but_its_records() -> None:
                 modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]
+            else:
+                continue
             for module in modules:
                 inside = module == "swarm.controller.store" or module.startswith("swarm.controller.store.")
                 if inside and not any(module.startswith(ok) for ok in ALLOWED_STORE_MODULES):
@@ -45,12 +47,21 @@ def test_web_tier_never_touches_the_runner_or_the_store() -> None:
     assert not found, found
 
 
+# What hands a reply or a websocket message to a client: json_response,
+# a stream's send, a terminal's send_control.
+REPLY_CALLS = frozenset({"json_response", "send", "send_control"})
+
+
 def test_no_reply_is_a_dict_built_by_hand() -> None:
-    """json_response takes views; a dict literal or dict(...) handed to it is a reply outside the views."""
+    """Replies and websocket messages are views: a dict literal or dict(...) handed to
+    one of REPLY_CALLS is a reply outside the views."""
     found = []
     for name, tree in _sources():
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "json_response"):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            if called not in REPLY_CALLS:
                 continue
             first = node.args[0] if node.args else None
             if isinstance(first, ast.Dict | ast.DictComp) or (

@@ -210,15 +210,34 @@ def raw_websocket(ctl: Controller, path: str, receive_buffer: int = 4096) -> soc
     return sock
 
 
-def read_frames(sock: socket.socket, quiet: float = 1.0) -> list[tuple[int, bytes]]:
-    """Every frame (opcode, payload) the server sent, until it has been quiet for ``quiet`` seconds."""
-    sock.settimeout(quiet)
+def read_messages(
+    sock: socket.socket, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """The text messages the server sent, read until ``until`` holds for them.
+
+    Waits for what must come, not for a quiet moment: on a busy machine the
+    controller may pause longer than any quiet period between two sends."""
+    deadline = time.monotonic() + timeout
     data = b""
-    try:
-        while chunk := sock.recv(1 << 16):
-            data += chunk
-    except TimeoutError:
-        pass
+    messages: list[dict[str, Any]] = []
+    while not until(messages):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out after {timeout:.0f}s, {len(messages)} read: {messages[-3:]}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 16)
+        except TimeoutError:
+            continue
+        assert chunk, f"the server closed the stream after {len(messages)} messages"
+        data += chunk
+        frames, data = split_frames(data)
+        messages += [json.loads(payload) for opcode, payload in frames if opcode == 0x1]
+    return messages
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole frames (opcode, payload) at the start of ``data``, and the rest."""
     frames = []
     while len(data) >= 2:
         opcode, length = data[0] & 0x0F, data[1] & 0x7F
@@ -233,7 +252,7 @@ def read_frames(sock: socket.socket, quiet: float = 1.0) -> list[tuple[int, byte
             break
         frames.append((opcode, data[offset : offset + length]))
         data = data[offset + length :]
-    return frames
+    return frames, data
 
 
 def rss_kb(pid: int) -> int:
@@ -269,11 +288,16 @@ def test_a_client_that_stops_reading_costs_bounded_memory(small_queue: Controlle
     stalled = raw_websocket(ctl, "/ws/events?type=token_created")
     try:
         before = rss_kb(ctl.pid)
-        total = 3000
+        # What the stalled client is sent fills the socket buffers and the
+        # writer's (bytes), then the queue (events). Names of the longest kind
+        # (63 characters) make each event larger: the buffers fill with fewer
+        # of them, and the flood is over before the stream's 30 s heartbeat
+        # would cut off a client that answers no ping, even on a busy machine.
+        total = 2000
 
         def flood() -> None:
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i: ctl.create_token(600, f"t{i}"), range(total - 1)))
+                list(pool.map(lambda i: ctl.create_token(600, f"t{i}".ljust(63, "x")), range(total - 1)))
             ctl.create_token(600, "last")
 
         # A client that reads meanwhile gets everything: nobody waits for the stalled one.
@@ -282,8 +306,8 @@ def test_a_client_that_stops_reading_costs_bounded_memory(small_queue: Controlle
         assert len(fast) == total
         grown = rss_kb(ctl.pid) - before
 
-        frames = read_frames(stalled)
-        messages = [json.loads(payload) for opcode, payload in frames if opcode == 0x1]
+        # Read until the stalled client has had every event, delivered or counted as dropped.
+        messages = read_messages(stalled, lambda ms: sum(m.get("dropped", 1) for m in ms) >= total)
         notices = [m for m in messages if "dropped" in m]
         items = [m for m in messages if "dropped" not in m]
         assert notices, f"no drop notice among {len(messages)} messages"
@@ -302,8 +326,8 @@ def test_a_client_that_stops_reading_costs_bounded_memory(small_queue: Controlle
 
         # The stream goes on: the next event arrives after the notice.
         ctl.create_token(600, "after")
-        later = [json.loads(p) for o, p in read_frames(stalled) if o == 0x1]
-        assert later and "after" in later[-1]["message"]
+        later = read_messages(stalled, lambda ms: any("after" in m.get("message", "") for m in ms))
+        assert "after" in later[-1]["message"], later
     finally:
         stalled.close()
 

@@ -2,11 +2,13 @@
 
 The source tree maps directories onto ``swarm.*`` through setuptools'
 package-dir, which mypy cannot follow; so this lays out a tree of
-symlinks in .typecheck/ that mirrors the installed package and checks it.
+symlinks in .typecheck/ that mirrors the installed package and checks it,
+and with it everything under tests/ as pytest imports it.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / ".typecheck"
+TESTS = ROOT / "tests"
 
 
 def build_tree() -> Path:
@@ -28,8 +31,6 @@ def build_tree() -> Path:
     (pkg / "controller").symlink_to(ROOT / "controller")
     (pkg / "cli").symlink_to(ROOT / "cli")
     (pkg / "v1").symlink_to(ROOT / "protos" / "swarm" / "v1")
-    # The tests' fakes, checked against the interfaces they stand for.
-    (TREE / "fakes").symlink_to(ROOT / "tests" / "fakes")
     return pkg
 
 
@@ -41,19 +42,30 @@ def main() -> int:
         "mypy",
         "--config-file",
         str(ROOT / "pyproject.toml"),
+        # Outside the tree, which is rebuilt each run: a second run rechecks only what changed.
+        "--cache-dir",
+        str(ROOT / ".mypy_cache"),
         "-p",
         "swarm.agent",
         "-p",
         "swarm.controller",
         "-p",
         "swarm.cli",
+        # The tests' helpers, and the fakes checked against the interfaces they stand for.
+        "-p",
+        "support",
         "-p",
         "fakes",
     ]
     modules = sorted(p.stem for p in (ROOT / "common").glob("*.py") if p.stem != "__init__")
     for name in modules:
         cmd += ["-m", f"swarm.{name}"]
-    return subprocess.call(cmd, cwd=TREE, env={"MYPYPATH": str(TREE), "PATH": "/usr/bin:/bin"})
+    # The test modules and conftest.py, as pytest imports them: top-level
+    # modules with tests/ and tools/ (prefix.py, ...) on the path.
+    for path in sorted(TESTS.glob("*.py")):
+        cmd += ["-m", path.stem]
+    mypypath = os.pathsep.join(str(p) for p in (TREE, TESTS, ROOT / "tools"))
+    return subprocess.call(cmd, cwd=TREE, env={"MYPYPATH": mypypath, "PATH": "/usr/bin:/bin"})
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ const POKE_EVERY_MS = 1000; // and pokes ask at most this often
  * @property {string | null} last_heartbeat_at
  * @property {string | null} last_pong_at
  * @property {number | null} ping_latency_ms
- * @property {number[]} load load averages over 1, 5 and 15 minutes
+ * @property {number} load1 load average over 1 minute
+ * @property {number} load5 load average over 5 minutes
+ * @property {number} load15 load average over 15 minutes
  * @property {number} cpu_percent
  * @property {number} memory_percent
  * @property {number} disk_percent
@@ -77,7 +79,9 @@ export function droneOf(d) {
     last_heartbeat_at: d.last_heartbeat_at ?? null,
     last_pong_at: d.last_pong_at ?? null,
     ping_latency_ms: d.ping_latency_ms ?? null,
-    load: d.load ?? [0, 0, 0],
+    load1: d.load1 ?? 0,
+    load5: d.load5 ?? 0,
+    load15: d.load15 ?? 0,
     cpu_percent: d.cpu_percent ?? 0,
     memory_percent: d.memory_percent ?? 0,
     disk_percent: d.disk_percent ?? 0,

@@ -205,8 +205,8 @@ function drone(node) {
   const state = node.dispatch?.grounded ? "grounded" : node.dispatch?.draining ? "draining" : node.status;
   const facts = [node.drone_type || "unknown type", plural(node.cores, "core")];
   if (node.network) facts.push(node.network);
-  const load = node.connected ? Math.min(1, node.load[0] / Math.max(1, node.cores)) : 0;
-  const meter = el("div", { class: "meter", title: `load ${node.load[0].toFixed(2)} on ${plural(node.cores, "core")}` }, el("span"));
+  const load = node.connected ? Math.min(1, node.load1 / Math.max(1, node.cores)) : 0;
+  const meter = el("div", { class: "meter", title: `load ${node.load1.toFixed(2)} on ${plural(node.cores, "core")}` }, el("span"));
   meter.firstChild.style.width = `${Math.round(load * 100)}%`;
   return el(
     "li",
@@ -214,7 +214,7 @@ function drone(node) {
     el("div", { class: "drone-top" }, el("strong", { class: "drone-name" }, node.name), el("span", { class: "pills" }, ...pills)),
     el("div", { class: "drone-facts muted" }, facts.join(" · ")),
     node.connected
-      ? el("div", { class: "drone-load" }, meter, el("span", { class: "muted num" }, `load ${node.load[0].toFixed(2)}`))
+      ? el("div", { class: "drone-load" }, meter, el("span", { class: "muted num" }, `load ${node.load1.toFixed(2)}`))
       : el("div", { class: "drone-load muted" }, `last seen ${ago(node.last_seen_at)}`),
   );
 }

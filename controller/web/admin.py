@@ -46,7 +46,6 @@ from swarm.controller.web.common import (
     events_page,
     json_errors,
     json_response,
-    now,
 )
 from swarm.controller.web.parse import check_text, json_body, optional_text, strict_input
 from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, ListParam, Routes, TextParam, path_param
@@ -242,7 +241,7 @@ async def create_token(request: web.Request) -> web.Response:
         command += f" --enroll-address {host}:{s.enroll_port}"
     if new.record.name:
         command += f" --name {new.record.name}"
-    view = new_token_view(new.record, now(), new.token, trust.ca.pin, s.enroll_port, command)
+    view = new_token_view(new.record, s.clock.time(), new.token, trust.ca.pin, s.enroll_port, command)
     return json_response(view, status=201)
 
 
@@ -255,7 +254,7 @@ async def create_token(request: web.Request) -> web.Response:
 )
 async def list_tokens(request: web.Request) -> web.Response:
     tokens = await _trust(request).list_tokens()
-    t = now()
+    t = request.app[SERVICES].clock.time()
     return json_response(TokensView(tuple(token_view(x, t) for x in tokens)))
 
 
@@ -279,7 +278,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 @routes.declare("GET", "/admin/api/drones", DronesView, summary="drones with live state and enrollment")
 async def drones(request: web.Request) -> web.Response:
     s = request.app[SERVICES]
-    t = now()
+    t = s.clock.time()
     dispatch = admin_dispatch(s, t)
     return json_response(
         DronesView(
@@ -512,7 +511,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app[SERVICES] = services
     app[hosts.HOSTS] = hosts.HostPolicy.for_tier(config, config.admin_bind, public=False)
     app[auth.AUTH] = auth.AdminAuth(
-        keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS]
+        keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS], services.clock
     )
     app.add_routes(routes)
     app.add_routes(healing.routes)

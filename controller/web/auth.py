@@ -53,15 +53,13 @@ import hmac
 import logging
 import math
 import secrets
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Final
 
 from aiohttp import web
 
-from swarm.clock import iso
+from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller.adminkey import ADMIN, KeyStore, StoredKey, check_name
 from swarm.controller.adminkey import NAME_RE as KEY_NAME_RE
 from swarm.controller.config import ControllerConfig
@@ -104,7 +102,6 @@ WRONG_KEY = "missing or wrong X-Admin-Key"
 EVERYONE = "*"  # the global bucket's name in events
 routes = Routes()
 SessionInfo = KeyPrincipalView | BrowserSessionView
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +277,8 @@ class FailureLimiter:
 
 class AdminAuth:
     """Keys, sessions and the limiter of one admin tier. ``clock`` is
-    injected so that tests move time instead of waiting for it."""
+    injected so that tests move time instead of waiting for it (the
+    websockets' session watchers read and wait on it too)."""
 
     def __init__(
         self,
@@ -288,7 +286,7 @@ class AdminAuth:
         settings: AuthSettings,
         events: EventLog,
         hosts: HostPolicy,
-        clock: Clock = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.keys = keys
         self.settings = settings
@@ -318,7 +316,7 @@ class AdminAuth:
         session_id = request.cookies.get(COOKIE)
         if session_id:
             digest = Sessions.digest(session_id)
-            session = self.sessions.find(digest, self.clock(), touch=True)
+            session = self.sessions.find(digest, self.clock.time(), touch=True)
             if session is not None and self.keys.holds(session.key_hash):
                 return Principal(session.name, VIA_SESSION, session.key_hash, digest)
             raise Unauthenticated("the session has ended: log in again")
@@ -331,7 +329,7 @@ class AdminAuth:
         key = self.keys.find(presented)
         if key is not None:
             return key
-        now = self.clock()
+        now = self.clock.time()
         self.refuse_if_limited(address, now)
         # Spent before the slow check, so that concurrent wrong keys cannot
         # all pass the limiter while their checks run; refunded on a match.
@@ -339,7 +337,7 @@ class AdminAuth:
         if self.keys.has_legacy:
             key = await self.keys.check_legacy(presented)
             if key is not None:
-                self.limiter.refund(address, self.clock())
+                self.limiter.refund(address, self.clock.time())
                 return key
         self._report_failure(address, via, now, address_used_up, all_used_up)
         raise Unauthenticated(refusal)
@@ -389,7 +387,7 @@ class AdminAuth:
         origin = request.headers.get("Origin")
         if origin is not None and not self.origin_allowed(request, origin):
             raise PermissionDenied("cross-origin request refused")
-        session = self.sessions.find(principal.session, self.clock(), touch=False)
+        session = self.sessions.find(principal.session, self.clock.time(), touch=False)
         token = request.headers.get(CSRF_HEADER, "").encode("utf-8", "replace")
         if session is None or not hmac.compare_digest(token, session.csrf.encode()):
             raise PermissionDenied(f"missing or wrong {CSRF_HEADER}")
@@ -414,12 +412,12 @@ class AdminAuth:
             return False
         if principal.session is None:
             return True
-        return self.sessions.find(principal.session, self.clock(), touch=touch) is not None
+        return self.sessions.find(principal.session, self.clock.time(), touch=touch) is not None
 
     def session_view(self, principal: Principal) -> SessionInfo:
         if principal.session is None:
             return KeyPrincipalView(principal.name, VIA_KEY)
-        session = self.sessions.find(principal.session, self.clock(), touch=False)
+        session = self.sessions.find(principal.session, self.clock.time(), touch=False)
         if session is None:
             raise Unauthenticated("the session has ended: log in again")
         return BrowserSessionView(
@@ -520,7 +518,7 @@ async def login(request: web.Request) -> web.Response:
         raise InvalidArgument('send {"key": "<an admin key>"}')
     address = auth.client_address(request)
     key = await auth.check_key(address, presented, "login", "wrong key")
-    now = auth.clock()
+    now = auth.clock.time()
     session_id, digest, session = auth.sessions.create(key, address, now)
     auth.events.emit("admin_login", f"{key.name} logged in from {address}", by=key.name, address=address)
     response = json_response(
@@ -580,7 +578,7 @@ async def session(request: web.Request) -> web.Response:
 )
 async def list_keys(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    now = auth.clock()
+    now = auth.clock.time()
     return json_response(KeysView(tuple(KeyView(n, auth.sessions.count(n, now)) for n in auth.keys.names())))
 
 

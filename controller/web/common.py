@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -70,10 +69,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
-def now() -> float:
-    return time.time()
-
-
 ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
 ADMIN_ONLY_TYPES = frozenset({"drone_exec", "drone_access_changed", "drone_pinged"})
 
@@ -120,7 +115,7 @@ async def activity_page(request: web.Request) -> ActivityView:
     window = WINDOW.read(request)
     buckets = BUCKETS.read(request)
     width = window / buckets
-    end = now()
+    end = s.clock.time()
     start = end - window
     counts = await s.events.activity(start, width, buckets)
     return ActivityView(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import re
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -117,7 +116,7 @@ def _has_session(request: web.Request) -> bool:
     if not session_id:
         return False
     auth = request.app[AUTH]
-    session = auth.sessions.find(Sessions.digest(session_id), time.time(), touch=False)
+    session = auth.sessions.find(Sessions.digest(session_id), auth.clock.time(), touch=False)
     return session is not None and auth.keys.holds(session.key_hash)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from swarm.controller.web.buildviews import admin_dispatch, queue_of
-from swarm.controller.web.common import SERVICES, json_response, now
+from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.routes import DRONE_NAME, Handler, Routes
 from swarm.controller.web.views.fleet import HoldView
@@ -31,7 +31,7 @@ async def _hold(request: web.Request, action: str) -> web.Response:
         await queue.drain(state, by, on=action == "drain")
     else:
         await queue.ground(state, by, on=action == "ground")
-    return json_response(HoldView(state.name, admin_dispatch(s, now())(state.id)))
+    return json_response(HoldView(state.name, admin_dispatch(s, s.clock.time())(state.id)))
 
 
 def _declare(action: str, summary: str) -> Callable[[Handler], Handler]:

@@ -13,16 +13,17 @@ from swarm.controller import access
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, Unavailable
 from swarm.controller.fleet import DroneState
 from swarm.controller.healer import Healer
-from swarm.controller.web.common import SERVICES, json_response, now
+from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.parse import json_body, optional_text
 from swarm.controller.web.routes import DRONE_NAME, Body, Routes
-from swarm.controller.web.views.base import Doc
+from swarm.controller.web.views.base import Doc, plain
 from swarm.controller.web.views.fleet import CheckView, DroneType, PingView
 from swarm.controller.web.views.healing import (
     AccessReply,
     DroneHealthView,
     HealingView,
     StepView,
+    access_settings_view,
     access_view,
     drone_health_view,
     healing_view,
@@ -78,7 +79,7 @@ async def put_access(request: web.Request) -> web.Response:
         drone_id=state.id,
         drone_name=state.name,
         by=request[KEY_NAME],
-        access={k: v for k, v in access.as_json(record).items() if k in access.FIELDS},
+        access=plain(access_settings_view(record)),
     )
     return json_response(AccessReply(state.name, access_view(record)))
 
@@ -98,7 +99,7 @@ async def drone_health(request: web.Request) -> web.Response:
     state = _drone(request)
     incidents = await healer.incidents(state.id, INCIDENTS_SHOWN)
     events = await s.events.query(drone_id=state.id, types=HEAL_EVENTS, limit=HEAL_EVENTS_SHOWN)
-    return json_response(drone_health_view(healer.status(state, now()), incidents, events))
+    return json_response(drone_health_view(healer.status(state, s.clock.time()), incidents, events))
 
 
 @routes.declare(
@@ -185,10 +186,10 @@ async def healing(request: web.Request) -> web.Response:
 
 def _healing_reply(request: web.Request) -> web.Response:
     healer = _healer(request)
-    fleet = request.app[SERVICES].fleet
-    paused = sorted(state.name for state in fleet.all() if healer.access_of(state.id).healing_paused)
+    s = request.app[SERVICES]
+    paused = sorted(state.name for state in s.fleet.all() if healer.access_of(state.id).healing_paused)
     # While drones known before the start are still awaited: none of those is healed yet.
-    return json_response(healing_view(healer, paused, healer.startup_grace(now())))
+    return json_response(healing_view(healer, paused, healer.startup_grace(s.clock.time())))
 
 
 @dataclass(frozen=True, slots=True)

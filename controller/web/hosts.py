@@ -26,7 +26,6 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 
-import psutil
 from aiohttp import web
 
 from swarm.controller.config import ControllerConfig
@@ -42,6 +41,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def interface_addresses() -> list[str]:
     """Every address of the host's network interfaces."""
+    # Here, not at the top: only a tier bound to every address asks, and
+    # psutil is some 20 ms of a controller's start otherwise.
+    import psutil
+
     return [
         a.address.split("%")[0]
         for addresses in psutil.net_if_addrs().values()

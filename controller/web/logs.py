@@ -35,6 +35,7 @@ from swarm.controller.web.parse import query_value, shown
 from swarm.controller.web.routes import IntParam, Routes, TextParam, path_param
 from swarm.controller.web.streams import STREAMS, Stream, json_websocket, open_json
 from swarm.controller.web.views.admin import DroneLogView, LogTailView
+from swarm.controller.web.views.messages import LogData, LogEnd, LogNotice
 from swarm.logsources import CONTROL_PLANE, DRONE_SOURCES
 from swarm.logtail import MAX_LINES, Piece
 
@@ -133,12 +134,12 @@ async def _serve(
             piece = first
             while piece is not None:
                 if piece.notice:
-                    await send({"type": "notice", "text": piece.notice})
+                    await send(LogNotice(text=piece.notice))
                 elif text := decoder.decode(piece.data):
-                    await send({"type": "data", "text": text})
+                    await send(LogData(text=text))
                 piece = await anext(pieces, None)
             if not follow:
-                await send({"type": "end"})
+                await send(LogEnd())
 
         await request.app[STREAMS].serve(Stream(request, ws, principal), pump())
     return ws

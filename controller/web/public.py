@@ -21,7 +21,6 @@ from swarm.controller.web.common import (
     events_page,
     json_errors,
     json_response,
-    now,
 )
 from swarm.controller.web.parse import strict_input
 from swarm.controller.web.routes import IntParam, Routes, TextParam, path_param
@@ -79,7 +78,7 @@ async def status(request: web.Request) -> web.Response:
 @routes.declare("GET", "/api/v1/nodes", NodesView, summary="all drones with live state")
 async def nodes(request: web.Request) -> web.Response:
     s = _services(request)
-    t = now()
+    t = s.clock.time()
     dispatch = public_dispatch(s, t)
     return json_response(NodesView(tuple(node_view(d, t, dispatch) for d in s.fleet.all())))
 
@@ -95,7 +94,7 @@ async def nodes(request: web.Request) -> web.Response:
 async def node(request: web.Request) -> web.Response:
     s = _services(request)
     state = s.fleet.require(NODE_NAME.read(request) or "")
-    t = now()
+    t = s.clock.time()
     return json_response(NodeReply(node_view(state, t, public_dispatch(s, t))))
 
 

@@ -21,12 +21,13 @@ Websocket ``/ws/ssh/{drone}?rows=R&cols=C[&session=ID][&via=ssh]``:
   ``{"type": "close"}`` (end the shell; closing the websocket only detaches),
   ``{"type": "pause"}`` and ``{"type": "resume"}`` (flow control, below).
 - server -> client: binary frames are terminal output; text frames are
-  JSON: ``{"type": "session", "session", "drone", "drone_id", "rows",
-  "cols", "reattached", "grace_s"}`` first, then
-  ``{"type": "exit", "exit_code", "signal", "reason", "timed_out",
-  "closed_by", "message"}`` last (the websocket closes after it),
-  ``{"type": "detached", "reason"}`` when another client took the session
-  over, ``{"type": "error", "message"}`` for a malformed message.
+  JSON (controller/shellmessages.py): ``{"type": "session", "session",
+  "drone", "drone_id", "rows", "cols", "reattached", "grace_s", "via",
+  "note"}`` first, then ``{"type": "exit", "exit_code", "signal", "reason",
+  "timed_out", "closed_by", "message"}`` last (the websocket closes after
+  it), ``{"type": "detached", "reason"}`` when another client took the
+  session over, ``{"type": "error", "message"}`` for a malformed message.
+  What does not apply is null (no exit status; a note only out of band).
 
 Flow control (as ttyd does it): a terminal emulator parses more slowly
 than a drone can print (xterm.js: 5-35 MB/s), so a client whose parser
@@ -42,9 +43,7 @@ flowing; a viewer that is closed or detached stops waiting.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -55,6 +54,7 @@ from swarm.controller.errors import FailedPrecondition, InvalidArgument
 from swarm.controller.execs import Execs
 from swarm.controller.fleet import DroneState
 from swarm.controller.oobshell import OutOfBand
+from swarm.controller.shellmessages import ErrorMessage, ExitMessage, ShellMessage
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.shellsession import MAX_SIZE, ShellSession
 from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
@@ -62,6 +62,7 @@ from swarm.controller.web.common import SERVICES, abort_connection, close_websoc
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.parse import check_text, json_body, loads, query_value, seconds, shown
 from swarm.controller.web.routes import DRONE_NAME, Body, IntParam, Routes, TextParam, path_param
+from swarm.controller.web.streams import look_again
 from swarm.controller.web.views.admin import (
     ExecView,
     ShellReply,
@@ -70,7 +71,7 @@ from swarm.controller.web.views.admin import (
     recording_view,
     shell_view,
 )
-from swarm.controller.web.views.base import Doc, Length, Range
+from swarm.controller.web.views.base import Doc, Length, Range, dumps
 from swarm.tasks import race
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,8 @@ class WsViewer:
         await self._flowing.wait()
         await self._send(self.ws.send_bytes(data))
 
-    async def send_control(self, message: dict[str, Any]) -> None:
-        await self._send(self.ws.send_str(json.dumps(message, separators=(",", ":"))))
+    async def send_control(self, message: ShellMessage) -> None:
+        await self._send(self.ws.send_str(dumps(message)))
 
     async def close(self, code: int, message: str) -> None:
         self.release()
@@ -346,7 +347,7 @@ async def ssh(request: web.Request) -> web.StreamResponse:
             names=(f"ssh-input:{session.id}", f"ssh-auth:{session.id}"),
         )
     except FailedPrecondition as exc:
-        await viewer.send_control({"type": "exit", "message": exc.message})
+        await viewer.send_control(ExitMessage.of(None, None, exc.message))
     finally:
         viewer.release()
         session.detach(viewer)
@@ -366,7 +367,7 @@ async def _pump_input(ws: web.WebSocketResponse, viewer: WsViewer, session: Shel
         elif msg.type == WSMsgType.TEXT:
             problem = await _control(session, viewer, msg.data, key)
             if problem is not None:
-                await viewer.send_control({"type": "error", "message": problem})
+                await viewer.send_control(ErrorMessage(message=problem))
         elif msg.type == WSMsgType.ERROR:
             log.info("websocket of shell %s failed: %s", session.id, ws.exception())
             return
@@ -377,11 +378,11 @@ async def _watch_auth(request: web.Request, principal: Principal, viewer: WsView
     (the shell lives on for the grace, for whoever may reattach)."""
     auth = request.app[AUTH]
     while True:
-        now = time.time()
+        now = auth.clock.time()
         expires = auth.expires_at(principal, now)
-        await asyncio.sleep(AUTH_CHECK if expires is None else min(AUTH_CHECK, max(0.05, expires - now)))
+        await auth.clock.sleep(AUTH_CHECK if expires is None else min(AUTH_CHECK, look_again(expires - now)))
         if not auth.still_valid(principal, touch=True):
-            await viewer.send_control({"type": "error", "message": "the session has ended: log in again"})
+            await viewer.send_control(ErrorMessage(message="the session has ended: log in again"))
             await viewer.close(WSCloseCode.POLICY_VIOLATION, "the session has ended")
             return
 

@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -58,13 +57,16 @@ from swarm.controller.web.auth import AUTH, Principal, authorize_websocket
 from swarm.controller.web.common import DRONE_FILTER, SERVICES, abort_connection, close_websocket
 from swarm.controller.web.routes import IntParam, ListParam, Routes
 from swarm.controller.web.views.base import dumps
-from swarm.controller.web.views.status import event_view, protocol_view
-from swarm.tasks import race, wait_event
+from swarm.controller.web.views.messages import EventsGap, LogData, LogEnd, LogNotice, ProtocolGap
+from swarm.controller.web.views.status import EventView, ProtocolEntryView, event_view, protocol_view
+from swarm.tasks import race
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Send = Callable[[Any], Awaitable[None]]  # a view, or a small dict of a stream's own
+# An item (as the list endpoints show it) or a message of the stream's own.
+StreamMessage = EventView | ProtocolEntryView | EventsGap | ProtocolGap | LogData | LogNotice | LogEnd
+Send = Callable[[StreamMessage], Awaitable[None]]
 
 CHECK_INTERVAL = 5.0  # seconds between checks that the stream's session is still valid
 CLOSE_TIMEOUT = 1.0  # a client that does not answer our close frame in time is cut off
@@ -160,10 +162,10 @@ class Stream:
     async def _watch(self) -> None:
         auth = self.request.app[AUTH]
         while True:
-            now = time.time()
+            now = auth.clock.time()
             expires = auth.expires_at(self.principal, now)
-            wait = CHECK_INTERVAL if expires is None else min(CHECK_INTERVAL, max(0.05, expires - now))
-            await wait_event(self._stop, wait)
+            wait = CHECK_INTERVAL if expires is None else min(CHECK_INTERVAL, look_again(expires - now))
+            await auth.clock.wait(self._stop, wait)
             if self._stop.is_set():
                 return
             if not auth.still_valid(self.principal, touch=True):
@@ -175,6 +177,13 @@ class Stream:
 
     def _abort(self) -> None:
         abort_connection(self.request)
+
+
+def look_again(left: float) -> float:
+    """When a stream looks at its session again, ``left`` seconds before the session
+    would end: halfway, so that the look (activity) comes before an idle timeout
+    shorter than CHECK_INTERVAL, and soon after the absolute lifetime ends."""
+    return max(0.05, left / 2)
 
 
 class Streams:
@@ -248,7 +257,7 @@ async def open_json(request: web.Request, ws: web.WebSocketResponse) -> Send:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     await ws.prepare(request)
 
-    async def send(item: Any) -> None:
+    async def send(item: StreamMessage) -> None:
         await ws.send_str(dumps(item))
 
     return send
@@ -311,7 +320,7 @@ async def ws_events(request: web.Request) -> web.StreamResponse:
                         await send(event_view(event))
                         last = event.id
                 if dropped:
-                    await send({"dropped": dropped, "after_id": last})
+                    await send(EventsGap(dropped, last))
 
         await request.app[STREAMS].serve(Stream(request, ws, principal), pump())
     finally:
@@ -362,7 +371,7 @@ async def ws_protocol(request: web.Request) -> web.StreamResponse:
                     await send(protocol_view(entry))
                     last = entry.seq
                 if dropped:
-                    await send({"dropped": dropped, "after_seq": last})
+                    await send(ProtocolGap(dropped, last))
 
         await request.app[STREAMS].serve(Stream(request, ws, principal), pump())
     finally:

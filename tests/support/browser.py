@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
 from support.procs import Controller
 
@@ -60,10 +60,26 @@ class Problems:
     def __init__(self, page: Page) -> None:
         self.seen: list[str] = []
         page.on("pageerror", lambda exc: self.seen.append(f"uncaught: {exc}"))
-        page.on("console", lambda msg: msg.type == "error" and self.seen.append(msg.text))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.seen.append(message.text)
 
     def unexpected(self) -> list[str]:
         return [p for p in self.seen if "status of 401" not in p]
+
+
+def sent_text(page: Page) -> list[str]:
+    """The text frames the page sends on its websockets from now on, in order."""
+    frames: list[str] = []
+
+    def keep(frame: str | bytes) -> None:
+        if isinstance(frame, str):
+            frames.append(frame)
+
+    page.on("websocket", lambda ws: ws.on("framesent", keep))
+    return frames
 
 
 def shot(page: Page, name: str) -> None:

@@ -22,9 +22,10 @@ from typing import Any
 
 import prefix as pfx
 
-from support.procs import Agent, Controller, enroll, wait_for
+from swarm.agent.logs import build_log_name
 
-EMERGE = Path(sys.executable).parent / "emerge"
+from support.procs import EMERGE, Agent, Controller, enroll_here, wait_for
+
 BUILD_TIMEOUT = 180.0
 SESSION_TIMEOUT = 300.0
 BUILD_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
@@ -41,6 +42,12 @@ class Fleet:
     agents: dict[str, Agent] = field(default_factory=dict)
     # Process groups a killed agent left behind (a build's emerge): killed by stop().
     orphans: list[int] = field(default_factory=list)
+
+    @property
+    def staging_pkgdir(self) -> Path:
+        """The controller prefix's PKGDIR: the staging binhost of a fleet with builds."""
+        assert self.controller_prefix is not None, "a fleet without builds has no staging binhost"
+        return self.controller_prefix.pkgdir
 
     # -- drones ------------------------------------------------------------------------
 
@@ -84,8 +91,9 @@ class Fleet:
         agent = Agent(self.root, name, self.controller.grpc_target, *args, *extra, **agent_kwargs)
         agent.env = dict(env) if env is not None else None
         if not (agent.state_dir / "drone.crt").exists():
-            result = enroll(self.controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
+            # In this process, without a Python started for `swarm-agent enroll`
+            # (tests/test_trust.py and test_cli.py run the command itself).
+            enroll_here(self.controller, name, agent.state_dir)
         agent.start()
         self.agents[name] = agent
         if online:
@@ -113,17 +121,22 @@ class Fleet:
 
     # -- builds ------------------------------------------------------------------------
 
+    def build_log(self, job: Mapping[str, Any]) -> str:
+        """The build log its drone keeps of the job's current attempt ("" until there is one)."""
+        path = self.agents[job["drone"]].state_dir / "builds" / build_log_name(job["id"], job["build_id"])
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def queue(self, *atoms: str) -> dict[str, Any]:
         status, body = self.controller.admin(
             "POST", "/admin/api/queue", json.dumps({"atoms": list(atoms)}).encode()
         )
-        assert status == 201, body
-        return body  # type: ignore[no-any-return]
+        assert status == 201 and isinstance(body, dict), body
+        return body
 
     def session(self) -> dict[str, Any]:
         """The newest session."""
-        sessions = self.controller.get("/api/v1/sessions")["sessions"]
-        return sessions[0]  # type: ignore[no-any-return]
+        newest: dict[str, Any] = self.controller.get("/api/v1/sessions")["sessions"][0]
+        return newest
 
     def session_by_id(self, session_id: str) -> dict[str, Any] | None:
         sessions = self.controller.get("/api/v1/sessions")["sessions"]
@@ -131,6 +144,16 @@ class Fleet:
 
     def jobs(self) -> dict[str, dict[str, Any]]:
         return {j["cpv"]: j for j in self.controller.get("/api/v1/queue?limit=5000")["jobs"]}
+
+    def wait_building(self, cpv: str, *, timeout: float = BUILD_TIMEOUT) -> dict[str, Any]:
+        """Wait until the job of ``cpv`` is building on some drone; the job."""
+        job: dict[str, Any] = wait_for(
+            lambda: (j := self.jobs().get(cpv)) and j["state"] == "building" and j,
+            timeout=timeout,
+            interval=0.05,
+            what=f"{cpv} building",
+        )
+        return job
 
     def wait_under_way(
         self, session_id: str, *, done: int = 1, timeout: float = BUILD_TIMEOUT
@@ -159,11 +182,18 @@ class Fleet:
         )
         return session
 
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        """Events of one type, oldest first."""
-        return sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+    def events(self, kind: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Events of one type (of one job if given), oldest first."""
+        found = sorted(self.controller.events(type=kind), key=lambda e: e["id"])
+        return [e for e in found if job_id is None or e["data"].get("job_id") == job_id]
 
     # -- the end -----------------------------------------------------------------------
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Kill every agent, the controller, and what killed agents left behind."""

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from swarm.clock import SYSTEM, Clock
 from swarm.controller.app import Controller
 from swarm.controller.config import ControllerConfig
 
@@ -72,9 +73,11 @@ def swarm_log() -> Iterator[LogLines]:
 
 
 class InProcessController(ControllerApi):
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(self, config: ControllerConfig, clock: Clock = SYSTEM) -> None:
+        """``clock``: a fakes.clock.ManualClock for tests that move time (advance
+        it on the controller's loop: ``run(lambda: clock.advance(s))``)."""
         self.config = config
-        self.controller = Controller(config)
+        self.controller = Controller(config, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started: Future[None] = Future()

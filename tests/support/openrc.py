@@ -206,8 +206,8 @@ class OpenRCRoot:
         self.path("/etc/init.d/net").write_text(NET_SERVICE)
         self.path("/etc/init.d/net").chmod(0o755)
         # The build-swarm user must reach the venv's interpreter (often under /root).
-        for program in (Path(os.path.realpath(sys.executable)), VENV_BIN):
-            for folder in program.parents:
+        for binary in (Path(os.path.realpath(sys.executable)), VENV_BIN):
+            for folder in binary.parents:
                 inside = self.path(str(folder))
                 inside.chmod(inside.stat().st_mode | 0o005)
         setup = self.run(

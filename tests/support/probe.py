@@ -33,6 +33,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import Failure, FailureGroup
 
 from support.fleet import Fleet, start_fleet
+from support.procs import Controller
 
 # A 5xx; and drift between the generated documents (controller/web/openapi.py)
 # and real answers: a body its schema does not describe, a status or a
@@ -109,6 +110,9 @@ class Finding:
 @dataclass(slots=True)
 class ProbeReport:
     requests: int = 0
+    # Generated cases not sent: the same request as one sent before for the
+    # operation (the credentials it would lose to the probe's own count as sent).
+    repeats: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
@@ -228,6 +232,7 @@ class _Sender:
         self.headers = headers
         self.checks = checks
         self.report = ProbeReport()
+        self.sent: set[tuple[str, ...]] = set()
 
     def examine(self, strategy: Any, examples: int, seed: int) -> None:
         @hypothesis.seed(seed)
@@ -249,6 +254,14 @@ class _Sender:
 
     def send(self, case: Any) -> None:
         label = case.operation.label
+        # Hypothesis repeats itself where there is little to vary (an operation
+        # whose only inputs are the credentials beside the probe's key): a
+        # request already answered would only be answered again.
+        wire = self.request_of(case)
+        if wire in self.sent:
+            self.report.repeats += 1
+            return
+        self.sent.add(wire)
         self.report.requests += 1
         try:
             response = case.call(
@@ -267,6 +280,20 @@ class _Sender:
             for failure in group.exceptions:
                 self.report.findings.append(_finding(case, response, failure))
 
+    def request_of(self, case: Any) -> tuple[str, ...]:
+        """What goes over the wire for the case: its headers as the probe's own override them."""
+        headers = {**(case.headers or {}), **self.headers}
+        return (
+            case.operation.label,
+            case.method,
+            case.formatted_path,
+            repr(sorted((case.query or {}).items())),
+            repr(sorted(headers.items())),
+            repr(sorted((case.cookies or {}).items())),
+            repr(case.body),
+            str(case.media_type),
+        )
+
 
 def _finding(case: Any, response: Any, failure: Failure) -> Finding:
     try:
@@ -280,3 +307,57 @@ def _finding(case: Any, response: Any, failure: Failure) -> Finding:
         message=failure.message,
         request=request,
     )
+
+
+# -- the checks tests/test_probe*.py make ------------------------------------------
+
+
+def assert_probe_held(controller: Controller, report: ProbeReport, operations_probed: list[str]) -> None:
+    """Every operation reached, no finding, and the fleet whole after the probe."""
+    reached = {label for label, _ in report.statuses}
+    assert reached == set(operations_probed), f"no request reached {set(operations_probed) - reached}"
+    assert not report.findings, (
+        f"{len(report.findings)} of {report.requests} probe requests failed a check:\n"
+        + report.describe_findings()
+    )
+    assert controller.alive(), "the controller died under the probe"
+    assert "Traceback" not in controller.log(), controller.log()[-4000:]
+    for name in DRONES:
+        node = controller.node(name)
+        assert node is not None and node["status"] == "online", f"{name} after the probe: {node}"
+
+
+def probe_admin_tier(controller: Controller, *, reads: bool, examples: int) -> None:
+    """Probe the admin tier's reads (GET, websockets included) or the rest of
+    its operations (what changes something), then check that it held.
+
+    The two halves run in two test modules, on two fleets: side by side (xdist
+    keeps a module on one worker) they take half as long as the whole."""
+    key = {"X-Admin-Key": controller.admin_key}
+    full = load_schema(controller.admin_url + "/admin/api/openapi.json", key)
+    everything = {op.label for op in operations(full)}
+    excluded = {f"{method} {path}" for method, path in ADMIN_EXCLUDED}
+    # A renamed route must not slip back into the probe unnoticed.
+    assert excluded <= everything, f"excluded operations the document lacks: {excluded - everything}"
+    schema = excluding(full, ADMIN_EXCLUDED)
+    # exclude, not include: include would bring back what the document's own filters leave out.
+    half = (
+        schema.exclude(method=["POST", "PUT", "PATCH", "DELETE"]) if reads else schema.exclude(method="GET")
+    )
+    labels = [op.label for op in operations(half)]
+    # Together the halves are every operation: one takes the GETs, the other all the rest.
+    expected = {label for label in everything - excluded if label.startswith("GET ") == reads}
+    assert labels and set(labels) == expected, (
+        sorted(set(labels) - expected),
+        sorted(expected - set(labels)),
+    )
+    report = run_probe(half, controller.admin_url, examples=examples, headers=key, targets=ADMIN_TARGETS)
+    assert_probe_held(controller, report, labels)
+    # The probe stayed authenticated throughout: its own key never got a 401 or 429
+    # outside the login call, where generated keys are wrong by design.
+    refused = {
+        (label, status)
+        for (label, status), _ in report.statuses.items()
+        if status in (401, 429) and label != "POST /admin/api/login"
+    }
+    assert not refused, refused

@@ -22,11 +22,12 @@ from typing import Any
 
 DEFAULT_TIMEOUT = 15.0
 # emerge from this venv's Portage: the agent's emerge check runs it with
-# --version, and a test drone is healthy only if it answers.
-EMERGE_COMMAND = (
-    f"{sys.executable} {Path(sys.executable).parent / 'emerge'} "
-    "--oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
-)
+# --version, and a test drone is healthy only if it answers. The script itself
+# (where Portage's PORTAGE_BIN_PATH is for a pip install), not the venv's
+# bin/emerge: that is pip's shim, a Python start of its own that only execs
+# this script, some 80 ms of CPU on every check and every build of a run.
+EMERGE = Path(sys.prefix).resolve() / "lib" / "portage" / "bin" / "emerge"
+EMERGE_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
 
 
 def wait_for(
@@ -156,6 +157,17 @@ class ControllerApi:
     def node(self, name: str) -> dict[str, Any] | None:
         status, body = http("GET", f"{self.public_url}/api/v1/nodes/{name}")
         return body["node"] if status == 200 else None
+
+    def online(self, name: str) -> dict[str, Any] | None:
+        """node() once the drone is online, else None (a wait_for predicate)."""
+        node = self.node(name)
+        return node if node is not None and node["status"] == "online" else None
+
+    def known_node(self, name: str) -> dict[str, Any]:
+        """node() of a drone the test knows the controller has; fails saying so if not."""
+        node = self.node(name)
+        assert node is not None, f"the controller does not know {name}"
+        return node
 
     def events(self, **query: str) -> list[dict[str, Any]]:
         """Every event (the admin tier's view, audit trail included)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
+from support.rawsql import execute_sql
+
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
@@ -27,9 +29,10 @@ def locked(path: Path) -> Iterator[None]:
 
 async def quick_runner(path: Path) -> StoreRunner:
     """An opened runner on ``path`` whose writes fail 50 ms into a lock."""
-    runner = StoreRunner(SqlStore(f"sqlite:///{path}"), retry_max=0.1)
+    store = SqlStore(f"sqlite:///{path}")
+    runner = StoreRunner(store, retry_max=0.1)
     await runner.open()
-    await runner.call(runner.store.db.execute_sql, "PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]
+    await runner.call(execute_sql, store.db, "PRAGMA busy_timeout = 50")
     return runner
 
 

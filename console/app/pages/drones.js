@@ -135,9 +135,9 @@ class DroneRow {
         ? `set by an admin; the agent says ${drone.drone_type}${why}`
         : drone.drone_type_reason || "";
     setText(this.cores, String(drone.cores));
-    setText(this.load, drone.connected ? drone.load[0].toFixed(2) : "–");
+    setText(this.load, drone.connected ? drone.load1.toFixed(2) : "–");
     this.load.title = drone.connected
-      ? `load ${drone.load.join(" / ")} · cpu ${drone.cpu_percent}% · memory ${drone.memory_percent}%`
+      ? `load ${[drone.load1, drone.load5, drone.load15].join(" / ")} · cpu ${drone.cpu_percent}% · memory ${drone.memory_percent}%`
       : "";
     setText(this.ping, drone.connected ? ms(drone.ping_latency_ms) : "–");
     this.ping.title = drone.last_pong_at ? `last pong ${ago(drone.last_pong_at, now)}` : "";

@@ -176,7 +176,7 @@ class JobRow {
         {},
         el("td", { class: "mono" }, b.build_id),
         el("td", {}, b.drone || "–"),
-        el("td", {}, pill(b.result)),
+        el("td", {}, pill(b.state)),
         el("td", { class: "num" }, duration(b.duration_s)),
         el("td", { class: "num" }, b.exit_code === null ? "–" : String(b.exit_code)),
         el("td", { class: "job-reason" }, b.reason || ""),

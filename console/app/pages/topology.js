@@ -387,7 +387,7 @@ export function create(ctx) {
 
   /** @param {Drone} d */
   function nodeKey(d) {
-    return `${d.id}:${stateOf(d)}:${d.cores}:${d.load[0]}:${d.current_job_id}:${jobs.get(d.current_job_id ?? "") ?? ""}:${d.emerge_running}`;
+    return `${d.id}:${stateOf(d)}:${d.cores}:${d.load1}:${d.current_job_id}:${jobs.get(d.current_job_id ?? "") ?? ""}:${d.emerge_running}`;
   }
 
   function paintBase() {
@@ -399,7 +399,7 @@ export function create(ctx) {
   /** @param {Drone} d */
   function describe(d) {
     const state = STATES[stateOf(d)].label.toLowerCase();
-    const load = d.connected ? `, load ${d.load[0].toFixed(2)}` : "";
+    const load = d.connected ? `, load ${d.load1.toFixed(2)}` : "";
     return `${d.name}: ${state}, ${plural(d.cores, "core")}${load}, ${jobText(d)}`;
   }
 

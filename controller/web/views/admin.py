@@ -4,7 +4,7 @@ logs, terminals and one-off commands."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from swarm.clock import iso
 from swarm.controller.channel_frames import ExitInfo
@@ -15,13 +15,14 @@ from swarm.controller.store.records import TokenRecord
 from swarm.controller.web.views.base import Doc, Range, Timestamp
 
 Count = Annotated[int, Range(0)]
+TokenState = Literal["active", "used", "revoked", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
 class TokenView:
     id: str
     name: Annotated[str | None, Doc("only this drone name may use it")]
-    state: Literal["active", "used", "revoked", "expired"]
+    state: TokenState
     created_at: Timestamp
     expires_at: Timestamp
     created_by: str
@@ -30,31 +31,26 @@ class TokenView:
     revoked_at: Timestamp
 
 
-def _token_fields(t: TokenRecord, now: float) -> dict[str, Any]:
-    state = (
-        "revoked"
-        if t.revoked_at is not None
-        else "used"
-        if t.used_at is not None
-        else "expired"
-        if t.expires_at <= now
-        else "active"
-    )
-    return {
-        "id": t.id,
-        "name": t.name,
-        "state": state,
-        "created_at": iso(t.created_at),
-        "expires_at": iso(t.expires_at),
-        "created_by": t.created_by,
-        "used_at": iso(t.used_at),
-        "used_by": t.used_by,
-        "revoked_at": iso(t.revoked_at),
-    }
+def _token_state(t: TokenRecord, now: float) -> TokenState:
+    if t.revoked_at is not None:
+        return "revoked"
+    if t.used_at is not None:
+        return "used"
+    return "expired" if t.expires_at <= now else "active"
 
 
 def token_view(t: TokenRecord, now: float) -> TokenView:
-    return TokenView(**_token_fields(t, now))
+    return TokenView(
+        t.id,
+        t.name,
+        _token_state(t, now),
+        iso(t.created_at),
+        iso(t.expires_at),
+        t.created_by,
+        iso(t.used_at),
+        t.used_by,
+        iso(t.revoked_at),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +66,21 @@ class NewTokenView(TokenView):
 def new_token_view(
     t: TokenRecord, now: float, token: str, ca_pin: str, port: int | None, command: str
 ) -> NewTokenView:
+    v = token_view(t, now)
     return NewTokenView(
-        **_token_fields(t, now), token=token, ca_pin=ca_pin, enroll_port=port, command=command
+        v.id,
+        v.name,
+        v.state,
+        v.created_at,
+        v.expires_at,
+        v.created_by,
+        v.used_at,
+        v.used_by,
+        v.revoked_at,
+        token=token,
+        ca_pin=ca_pin,
+        enroll_port=port,
+        command=command,
     )
 
 

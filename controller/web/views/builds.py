@@ -119,9 +119,9 @@ class BuildView:
     build_id: str
     job_id: str
     session_id: str
-    package: str
+    cpv: str
     drone: str
-    result: str
+    state: Annotated[str, Doc("assigned, building, done, failed, refused, cancelled or lost")]
     exit_code: int | None
     reason: str
     started_at: Timestamp
@@ -137,9 +137,9 @@ def build_view(build: BuildRecord, names: dict[str, str]) -> BuildView:
         build_id=build.id,
         job_id=build.job_id,
         session_id=build.session_id,
-        package=build.cpv,
+        cpv=build.cpv,
         drone=names.get(build.drone_id, build.drone_id),
-        result=build.state,
+        state=build.state,
         exit_code=build.exit_code,
         reason=build.reason,
         started_at=iso(build.started_at or build.created_at),

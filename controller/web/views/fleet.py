@@ -81,7 +81,9 @@ class DroneFields:
     last_pong_at: Timestamp
     ping_latency_ms: float | None
     phi: Annotated[float | None, Doc("phi-accrual suspicion level (null if not connected)")]
-    load: Annotated[tuple[float, ...], Doc("load average over 1, 5 and 15 minutes")]
+    load1: Annotated[float, Doc("load average over 1 minute")]
+    load5: Annotated[float, Doc("load average over 5 minutes")]
+    load15: Annotated[float, Doc("load average over 15 minutes")]
     cpu_percent: Percent
     memory_percent: Percent
     disk_percent: Annotated[float, Range(0, 100), Doc("use of the build cache's disk")]
@@ -114,7 +116,9 @@ def _fields(state: DroneState, now: float) -> dict[str, Any]:
         "last_pong_at": iso(state.last_pong_at),
         "ping_latency_ms": state.ping_latency_ms,
         "phi": round(detector.phi(now), 3) if detector is not None and state.connected else None,
-        "load": (round(state.load1, 2), round(state.load5, 2), round(state.load15, 2)),
+        "load1": round(state.load1, 2),
+        "load5": round(state.load5, 2),
+        "load15": round(state.load15, 2),
         "cpu_percent": round(state.cpu_percent, 1),
         "memory_percent": round(state.memory_percent, 1),
         "disk_percent": round(state.disk_percent, 1),

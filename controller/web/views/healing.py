@@ -55,6 +55,28 @@ def access_view(record: AccessRecord) -> AccessView:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessSettingsView:
+    """The settings an admin gives (the body of PUT /admin/api/drones/{name}), as the
+    drone_access_changed event records them."""
+
+    type: Annotated[DroneType | Literal[""], Doc("overrides the type the drone reports; empty keeps it")]
+    ssh: str
+    host: str
+    vmid: str
+    reboot: str
+
+
+def access_settings_view(record: AccessRecord) -> AccessSettingsView:
+    return AccessSettingsView(
+        record.drone_type,  # type: ignore[arg-type]
+        record.ssh,
+        record.host,
+        record.vmid,
+        record.reboot,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AccessReply:
     drone: str
     access: AccessView

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from swarm import __version__
-from swarm.clock import iso, now
+from swarm.clock import iso
 from swarm.controller.selfcheck import SelfHealth
 from swarm.controller.services import Services
 from swarm.controller.web.views.builds import session_view
@@ -36,7 +36,7 @@ def _health_fields(s: Services, *, admin: bool) -> dict[str, object]:
         "reasons": health_reasons(own, admin=admin),
         "checked_at": iso(own.checked_at),
         "version": __version__,
-        "uptime_s": round(now() - s.started_at, 3),
+        "uptime_s": round(s.clock.time() - s.started_at, 3),
         "database": s.backend,
         "drones": DroneCounts(**s.fleet.counts()),
         "fleet": None if figures is None else FleetFiguresView(**dataclasses.asdict(figures)),
@@ -83,7 +83,7 @@ def _status_fields(s: Services) -> dict[str, object]:
     online = [d for d in s.fleet.all() if d.connected]
     current = s.builds.latest_session() if s.builds is not None else None
     return {
-        "controller": ControllerView(__version__, iso(s.started_at), round(now() - s.started_at, 3)),
+        "controller": ControllerView(__version__, iso(s.started_at), round(s.clock.time() - s.started_at, 3)),
         "drones": DroneTotals(**counts, total=len(s.fleet)),
         "cores_online": sum(d.cores for d in online),
         "emerge_running": len([d for d in online if d.emerge_running]),

@@ -235,7 +235,7 @@ export class Painter {
     g.fillStyle = colour;
     g.fillRect(x, y, 3, CARD_H);
     // Load against cores, as a bar along the bottom.
-    const load = d.connected ? clamp(d.load[0] / Math.max(1, d.cores), 0, 1) : 0;
+    const load = d.connected ? clamp(d.load1 / Math.max(1, d.cores), 0, 1) : 0;
     g.fillStyle = "rgba(255, 255, 255, 0.06)";
     g.fillRect(x, y + CARD_H - 3, CARD_W, 3);
     g.fillStyle = load > 0.9 ? "#f0b13c" : "rgba(143, 124, 247, 0.85)";
@@ -260,7 +260,7 @@ export class Painter {
     g.textAlign = "left";
     g.font = `12px ${c.font}`;
     g.fillStyle = c.muted;
-    const loadText = d.connected ? `load ${d.load[0].toFixed(2)}` : "load –";
+    const loadText = d.connected ? `load ${d.load1.toFixed(2)}` : "load –";
     g.fillText(`${plural(d.cores, "core")} · ${loadText}`, x + 12, y + 37);
     const job = this.jobText(d);
     g.fillStyle = d.current_job_id ? "#c9bfff" : c.faint;
@@ -293,7 +293,7 @@ export class Painter {
       g.fill();
     }
     if (r >= 5 && d.connected) {
-      const load = clamp(d.load[0] / Math.max(1, d.cores), 0, 1);
+      const load = clamp(d.load1 / Math.max(1, d.cores), 0, 1);
       if (load > 0) {
         g.beginPath();
         g.arc(node.x, node.y, r + 2.5, -Math.PI / 2, -Math.PI / 2 + load * Math.PI * 2);

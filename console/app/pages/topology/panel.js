@@ -73,7 +73,7 @@ export class DronePanel {
         ...row("Network", networkName(d.network || "")),
         ...row("Type", d.drone_type || "unknown"),
         ...row("Cores", String(d.cores)),
-        ...row("Load", d.connected ? d.load.map((x) => x.toFixed(2)).join(" / ") : "–"),
+        ...row("Load", d.connected ? [d.load1, d.load5, d.load15].map((x) => x.toFixed(2)).join(" / ") : "–"),
         ...row("CPU · mem · disk", d.connected ? `${d.cpu_percent}% · ${d.memory_percent}% · ${d.disk_percent}%` : "–"),
         ...row("Ping", d.ping_latency_ms == null ? "–" : `${d.ping_latency_ms.toFixed(1)} ms`),
         ...row("Heartbeat", ago(d.last_heartbeat_at, now)),
