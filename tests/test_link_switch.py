@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ async def refused_with_a_hidden_status_between(
 ) -> ControlLink:
     """Runs a link against a gateway that refuses it until it has tried
     ``tries`` times; the ``hidden``-th try ends as grpc's race ends it."""
-    real_stub = gateway_pb2_grpc.DroneGatewayStub
+    real_stub: Callable[[grpc.aio.Channel], Any] = gateway_pb2_grpc.DroneGatewayStub
     calls: list[object] = []
     enough = asyncio.Event()
 
