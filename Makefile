@@ -9,11 +9,11 @@ XTERM := console/node_modules/@xterm
 # The conformance drone's gRPC libraries from npm (tests/conformance/package-lock.json).
 CONFORMANCE_STAMP := tests/conformance/node_modules/.installed-stamp
 PYTEST_ARGS ?=
-# `make test TEST_JOBS=4` runs four test modules side by side (pytest-xdist; a
-# module stays on one worker, so its shared fixtures start once): about 5 min
-# instead of 12 on two cores. Not the default yet: side by side, a few tests
-# still race (see the README); 0 runs them one after another.
-TEST_JOBS ?= 0
+# `make test` runs four test modules side by side (pytest-xdist; a module stays
+# on one worker, so its shared fixtures start once): the real-process tests
+# mostly wait on processes and timers, so two cores serve four at once, about
+# 5 min instead of 12. `make test TEST_JOBS=0` runs them one after another.
+TEST_JOBS ?= 4
 # `make dist DIST_ARGS=--allow-dirty` for a development tarball of an uncommitted tree.
 DIST_ARGS ?=
 

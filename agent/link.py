@@ -59,6 +59,14 @@ class StreamEnded(Exception):
     """The controller closed the control stream."""
 
 
+class EndedBeforeHello(Exception):
+    """The controller ended the stream before the agent's Hello went out, and
+    grpc.aio hid why: it reports a write to a stream the peer has already
+    ended as INTERNAL "Internal error from Core", in place of the peer's own
+    status (grpc/grpc#36066). The controller's refusals end a stream that
+    early, so on a loaded machine a refusal now and then arrives as this."""
+
+
 class ControlLink:
     def __init__(
         self,
@@ -121,6 +129,7 @@ class ControlLink:
         while not self._stopping.is_set():
             self._welcomed = False
             code: grpc.StatusCode | None = None
+            hidden = False
             try:
                 await self._session()
                 ended = f"control stream to {self._target} ended"
@@ -129,6 +138,9 @@ class ControlLink:
                 ended = f"control stream to {self._target} ended: {code.name} {exc.details()}"
             except StreamEnded:
                 ended = f"controller {self._target} closed the control stream"
+            except EndedBeforeHello:
+                hidden = True
+                ended = f"controller {self._target} ended the control stream before Hello (status unknown)"
             except TimeoutError:
                 ended = f"controller {self._target} did not answer Hello in {WELCOME_TIMEOUT:.0f}s"
             except Exception:
@@ -139,11 +151,14 @@ class ControlLink:
                 self.connected.clear()
             if self._welcomed:
                 attempt, last = 0, ""
-            if code in REFUSED:
+            # While refused, an early end whose status grpc hid is taken as the
+            # same refusal: neither a change to log nor a reason to retry fast.
+            refused = REFUSED.get(code) if code is not None else None
+            if refused is not None or (hidden and self.refusals):
                 # Retrying soon cannot help: minutes, and never in quick succession.
                 delay = self._refused_backoff.delay(self.refusals, least=0.5)
                 self.refusals += 1
-                why = f"{ended}: refused ({REFUSED[code]})"
+                why = f"{ended}: refused ({refused})" if refused is not None else last
                 if why != last:
                     log.warning(
                         "%s; retrying in %.1fs (refusal %d in a row), backing off up to %.0fs "
@@ -203,10 +218,14 @@ class ControlLink:
         channel = self._channel()
         try:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
-            builder = self.builder
-            await call.write(
-                serde.hello(self._hello, self._current_build(), builder.recent if builder is not None else ())
-            )
+            recent = self.builder.recent if self.builder is not None else ()
+            hello = serde.hello(self._hello, self._current_build(), recent)
+            try:
+                await call.write(hello)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INTERNAL:
+                    raise
+                raise EndedBeforeHello(exc.details()) from exc
             first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
             if first is grpc.aio.EOF:
                 await self._raise_status(call)

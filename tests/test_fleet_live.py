@@ -59,7 +59,7 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(shared: Controller, 
         lambda: (n := controller.node("drone-io")) and n["ping_latency_ms"] is not None and n,
         what="a ping round trip",
     )
-    assert 0 < pinged["ping_latency_ms"] < 1000
+    assert 0 < pinged["ping_latency_ms"] < 10_000  # milliseconds; seconds on a loaded machine
     assert pinged["last_pong_at"] >= pinged["last_ping_at"]
 
     types = [e["type"] for e in controller.events(drone=agent.drone_id)]

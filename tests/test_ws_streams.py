@@ -105,23 +105,30 @@ def test_events_stream_live_filtered_and_resumable(inproc: InProcessController) 
     asyncio.run(_events_live_and_resumed(inproc))
 
 
-async def _heartbeats(ctl: Controller, drone_id: str, seconds: float) -> tuple[list[Any], list[Any]]:
+async def _heartbeats(ctl: Controller, beats: int) -> tuple[list[Any], list[Any]]:
+    """What /ws/protocol sends of alpha until ``beats`` heartbeats, a ping and
+    a pong have come, and what the sampled stream sent of the same stretch of
+    the log (by seq). Each read has a deadline of its own: a read loop ended
+    only by an outer timeout can outlive it (3.11's wait_for keeps a result
+    that comes with the cancellation, and the loop reads on)."""
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(ws_url(ctl, "/ws/protocol?drone=alpha"), headers=key(ctl)) as every,
+        # Sampled first: its count of heartbeats has begun before the first one `every` sees.
         session.ws_connect(ws_url(ctl, "/ws/protocol?type=heartbeat&sample=4"), headers=key(ctl)) as sampled,
+        session.ws_connect(ws_url(ctl, "/ws/protocol?drone=alpha"), headers=key(ctl)) as every,
     ):
-        results: tuple[list[Any], list[Any]] = ([], [])
+        seen: list[Any] = []
 
-        async def collect(ws: aiohttp.ClientWebSocketResponse, into: list[Any]) -> None:
-            while True:
-                into.append(await next_item(ws))
+        def enough() -> bool:
+            kinds = [e["type"] for e in seen]
+            return kinds.count("heartbeat") >= beats and {"ping", "pong"} <= set(kinds)
 
-        for ws, into in ((every, results[0]), (sampled, results[1])):
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(collect(ws, into), seconds)
-            seconds = 0.05  # the second one only drains what arrived meanwhile
-        return results
+        while not enough():
+            seen.append(await next_item(every, timeout=30))
+        first, last = seen[0]["seq"], seen[-1]["seq"]
+        # The sampled stream gets as far: a heartbeat after `last`, a few beats on.
+        passed = await until(sampled, lambda e: e["seq"] > last, timeout=30)
+        return seen, [e for e in passed if first <= e["seq"] <= last]
 
 
 def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
@@ -129,12 +136,10 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
 ) -> None:
     alpha = agents("alpha", heartbeat_interval=0.1)
     wait_for(lambda: (n := controller.node("alpha")) and n["status"] == "online", what="alpha online")
-    every, sampled = asyncio.run(_heartbeats(controller, alpha.drone_id, 3.0))
+    every, sampled = asyncio.run(_heartbeats(controller, 15))
 
     assert all(e["drone_id"] == alpha.drone_id for e in every)
     heartbeats = [e for e in every if e["type"] == "heartbeat"]
-    assert len(heartbeats) >= 15, len(heartbeats)
-    assert {e["type"] for e in every} >= {"heartbeat", "ping", "pong"}
     for entry in every:
         assert set(entry) == {
             "seq",
@@ -151,7 +156,7 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
         # A pong carries its ping's round trip; nothing else has one.
         assert (entry["latency_ms"] is not None) == (entry["type"] == "pong"), entry
     pong = next(e for e in every if e["type"] == "pong")
-    assert 0 < pong["latency_ms"] < 1000, pong
+    assert 0 < pong["latency_ms"] < 10_000, pong  # milliseconds; seconds on a loaded machine
 
     # One message decoded, while it is in the buffer.
     beat = heartbeats[-1]
@@ -179,7 +184,8 @@ def test_protocol_stream_carries_a_real_agents_heartbeats_sampled(
     assert all(by_seq[e["seq"]] == e for e in every if e["seq"] in by_seq)
 
     assert all(e["type"] == "heartbeat" for e in sampled)
-    assert 0.15 * len(heartbeats) <= len(sampled) <= len(heartbeats) / 4 + 2, (len(sampled), len(heartbeats))
+    # Every fourth of the same heartbeats, counted from its subscription, which came first.
+    assert len(heartbeats) // 4 <= len(sampled) <= len(heartbeats) // 4 + 1, (len(sampled), len(heartbeats))
 
 
 def raw_websocket(ctl: Controller, path: str, receive_buffer: int = 4096) -> socket.socket:

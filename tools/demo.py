@@ -9,6 +9,7 @@ is reused by the next run. Ctrl-C stops it all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,7 @@ DRONES = [("drone-io", "lxc"), ("drone-europa", "qemu"), ("drone-titan", "bare-m
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
-        # Own session: Ctrl-C reaches only us, and we stop drones before the controller.
+        # Own session: Ctrl-C reaches only us, and we stop the controller before the drones.
         return subprocess.Popen(
             args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -72,15 +73,25 @@ def queue_session(admin: str, key: str) -> str:
     return f"{reply['session']['name']}: {reply['session']['total']} packages"
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and once it has exited, wait for it; its whole process group
+    (spawn() gave it one) is killed if it is still there after 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def reap() -> None:
+    """Wait for the children that have ended (the agents dronectl.start
+    started from here, stopped by dronectl.stop, which does not wait)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def main() -> int:
@@ -298,13 +309,19 @@ Ctrl-C stops everything.""",
         return 1
     except KeyboardInterrupt:
         interrupted = True
-        print("\nstopping drones and controller...", flush=True)
+        print("\nstopping the controller and drones...", flush=True)
         return 0
     finally:
+        # The controller first: its healer restarts a drone that stays dark for
+        # a few seconds (with dronectl, in a session of the drone's own), so a
+        # drone stopped while the controller still runs can be started again
+        # behind our back and outlive the demo (on a loaded machine, stopping
+        # the first drones can take longer than the heal grace).
+        stop(controller)
         for name, _ in DRONES:
             if (services / name / "agent.json").exists():
                 dronectl.stop(services / name, timeout=15)
-        stop([controller])
+        reap()
         # Nothing serves on those ports any more: a stale file would send the next reader there.
         ready.unlink(missing_ok=True)
         if interrupted:

@@ -7,7 +7,10 @@ const os = require('node:os');
 const { spawn } = require('node:child_process');
 const { STATUS_NAMES, KEEPALIVE, ControlStream } = require('./wire.js');
 
-const HEARTBEAT_MS = 100;
+// The protocol's default: offline after ten silent intervals is then 10 s, more
+// than this process or the controller stall on a loaded machine (at 100 ms, 1 s
+// was not: js-a went offline in the middle of the deaf-drone check).
+const HEARTBEAT_MS = 1000;
 
 /** A Hello for identity, as the minimal drone of §11 fills it in. */
 function hello(identity, fields = {}) {
