@@ -15,6 +15,7 @@ are tested in process with a clock the test moves: tests/test_detection.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -364,6 +365,16 @@ async def poll(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
     return value
 
 
+def children_running(pid: int, argument: str) -> list[psutil.Process]:
+    """The children of ``pid`` whose command line has ``argument``."""
+    found = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if argument in child.cmdline():
+                found.append(child)
+    return found
+
+
 def test_restart_service_replaces_the_agent_process_with_a_fresh_one(tmp_path: Path) -> None:
     async def scenario() -> None:
         gateway = ScriptedGateway()
@@ -391,7 +402,8 @@ def test_restart_service_replaces_the_agent_process_with_a_fresh_one(tmp_path: P
             gateway.outgoing.put_nowait(gateway_pb2.ControllerMessage(start_build=start))
             event = await asyncio.wait_for(gateway.build_events.get(), 15)
             assert (event.build_id, event.kind) == ("b-1", build_pb2.BuildEvent.STARTED)
-            [build] = await poll(lambda: psutil.Process(agent.pid).children())
+            # The build's process, by its target: the agent's emerge check may be running beside it.
+            [build] = await poll(lambda: children_running(agent.pid, "=swarm-test/sleeper-1"))
             before = fds(agent.pid)
             cmdline = psutil.Process(agent.pid).cmdline()
 
