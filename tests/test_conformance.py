@@ -202,7 +202,10 @@ def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
 
     mismatch = controller.events(type="drone_name_mismatch")
     assert [(e["drone_id"], e["data"]["claimed"]) for e in mismatch] == [(js_b, "js-free")]
-    assert [e["drone_id"] for e in controller.events(type="drone_unhealthy")] == [js_a]
+    # The deaf drone, and only it, went unhealthy. How often is not asserted: on
+    # a loaded machine a pong can come later than the 1 s ping timeout outside
+    # the deaf step too (seen with six test modules side by side).
+    assert {e["drone_id"] for e in controller.events(type="drone_unhealthy")} == {js_a}
     assert js_a in [e["drone_id"] for e in controller.events(type="drone_healthy")]
     assert [e["drone_id"] for e in controller.events(type="drone_exec")] == [js_a]
 
