@@ -64,22 +64,26 @@ def welcome() -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(welcome=fleet_pb2.Welcome(drone_id=DRONE_ID))
 
 
+def hello_of(name: str) -> serde.HelloInfo:
+    return serde.HelloInfo(
+        drone_id=DRONE_ID,
+        name=name,
+        cores=1,
+        drone_type="bare-metal",
+        network="lan",
+        agent_version="test",
+        heartbeat_interval=0.1,
+        hostname=name,
+    )
+
+
 async def switch_while_the_old_stream_ends(cache: Path) -> tuple[int, int, int]:
     gateway = ScriptedGateway()
     server = grpc.aio.server()
     gateway_pb2_grpc.add_DroneGatewayServicer_to_server(gateway, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    hello = serde.HelloInfo(
-        drone_id=DRONE_ID,
-        name="switcher",
-        cores=1,
-        drone_type="bare-metal",
-        network="lan",
-        agent_version="test",
-        heartbeat_interval=0.1,
-        hostname="switcher",
-    )
+    hello = hello_of("switcher")
     link = ControlLink(
         f"127.0.0.1:{port}", hello, SystemProbe(cache), Backoff(initial=0.05, cap=0.1), lambda: None
     )
@@ -153,16 +157,7 @@ async def refused_with_a_hidden_status_between(
     gateway_pb2_grpc.add_DroneGatewayServicer_to_server(RefusingGateway(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    hello = serde.HelloInfo(
-        drone_id=DRONE_ID,
-        name="revoked",
-        cores=1,
-        drone_type="bare-metal",
-        network="lan",
-        agent_version="test",
-        heartbeat_interval=0.1,
-        hostname="revoked",
-    )
+    hello = hello_of("revoked")
     link = ControlLink(
         f"127.0.0.1:{port}",
         hello,
