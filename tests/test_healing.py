@@ -158,8 +158,11 @@ def heal_swarm(tmp_path: Path, sshd: SshServer, *flags: str) -> Iterator[HealSwa
     try:
         yield swarm
     finally:
-        swarm.close()
+        # The controller first: its healer would start a drone killed before
+        # it stops again, through sshd, and that agent would outlive the test.
         fleet.stop()
+        swarm.close()
+        sshd.kill_sessions()
         webhook.close()
 
 
