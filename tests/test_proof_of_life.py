@@ -131,7 +131,6 @@ def test_low_disk_makes_a_beating_drone_unhealthy_silence_still_wins_and_a_new_p
 
 
 # Real builds in Gentoo prefixes: longer than the default per-test timeout.
-EMERGE = Path(sys.executable).parent / "emerge"
 SLEEP = 8  # seconds the sleeper sleeps, silent and idle: a wedged build for a 2 s stall timeout
 
 

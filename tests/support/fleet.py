@@ -196,10 +196,12 @@ class Fleet:
         self.stop()
 
     def stop(self) -> None:
-        """Kill every agent, the controller, and what killed agents left behind."""
+        """Kill the controller, every agent, and what killed agents left behind.
+        The controller first: a healer that saw a drone go dark would start it
+        again (--restart-command) behind the teardown's back."""
+        self.controller.kill()
         for agent in self.agents.values():
             agent.kill()
-        self.controller.kill()
         for pgid in self.orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
