@@ -241,13 +241,14 @@ def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     frames = []
     while len(data) >= 2:
         opcode, length = data[0] & 0x0F, data[1] & 0x7F
-        offset = 2
-        if length == 126:
-            (length,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif length == 127:
-            (length,) = struct.unpack("!Q", data[2:10])
-            offset = 10
+        # A length of 126 or 127 says the real one follows in 2 or 8 bytes,
+        # which a read can split from the first two like any other bytes.
+        extended = {126: "!H", 127: "!Q"}.get(length)
+        offset = 2 if extended is None else 2 + struct.calcsize(extended)
+        if len(data) < offset:
+            break
+        if extended is not None:
+            (length,) = struct.unpack(extended, data[2:offset])
         if len(data) < offset + length:
             break
         frames.append((opcode, data[offset : offset + length]))
