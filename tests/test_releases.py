@@ -15,10 +15,13 @@ controller process in the middle of a cut and of a promote.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -33,7 +36,7 @@ import prefix as pfx
 import pytest
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from swarm.controller.releases import VERSION_RE, Release, Releases
+from swarm.controller.releases import CRASH_HOOK_ENV, VERSION_RE, Release, Releases
 from swarm.controller.store.records import EventRecord
 
 from support.fleet import builders, start_fleet
@@ -60,6 +63,12 @@ class Bench:
     drones: frozenset[str]
     late_gpkg: Path  # a real gpkg of LATE
     unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
+    inproc_stopped: bool = False
+
+    def stop_inproc(self) -> None:
+        if not self.inproc_stopped:
+            self.inproc_stopped = True
+            self.inproc.stop()
 
     @property
     def releases(self) -> Releases:
@@ -131,10 +140,11 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
+    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
     try:
-        yield Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
+        yield bench
     finally:
-        inproc.stop()
+        bench.stop_inproc()
 
 
 # -- cut -------------------------------------------------------------------------------
@@ -438,3 +448,79 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert deleted.data == {"version": spare, "by": "admin:test"}
     # Staging keeps its files: a release's links were only links.
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
+
+
+# -- kill -9 in the middle ---------------------------------------------------------------------
+
+
+def crashing_controller(bench: Bench, where: str) -> Controller:
+    """A controller process on the module's data, that kills itself (SIGKILL) in the middle of
+    the next cut or promote (releases.CRASH_HOOK_ENV); the controller in this process stops first."""
+    bench.stop_inproc()
+    env = {CRASH_HOOK_ENV: where} if where else {}
+    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), env=env)
+    ctl.start()
+    return ctl
+
+
+def killed_by(ctl: Controller, method: str, path: str, body: dict[str, Any]) -> None:
+    """Ask for a change the controller dies in the middle of; wait until it is dead."""
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        status, answer = ctl.admin(method, path, json.dumps(body).encode())
+        raise AssertionError(f"{method} {path} answered {status} {answer}: the controller did not die")
+    wait_for(lambda: not ctl.alive(), what="the controller killed by its crash hook")
+    assert ctl.popen is not None and ctl.popen.returncode == -signal.SIGKILL
+    ctl.kill()  # its gpg-agent
+
+
+def listing(ctl: Controller) -> dict[str, Any]:
+    status, body = ctl.admin("GET", "/admin/api/releases")
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def test_a_controller_killed_mid_cut_leaves_no_release_and_no_partial(bench: Bench) -> None:
+    known = sorted(r.version for r in bench.releases.list_all())
+    releases_dir = bench.releases.releases_dir
+    ctl = crashing_controller(bench, "cut")
+    try:
+        killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
+        # It died with the release complete but not yet renamed into place.
+        [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
+        assert (partial / "manifest.json.asc").is_file()
+        assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
+
+        ctl = crashing_controller(bench, "")
+        assert not partial.exists(), "the restarted controller kept the partial cut"
+        assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
+        # And it cuts again: the name the crash never used is free.
+        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+        assert status == 201, cut
+        assert cut["version"] not in known
+    finally:
+        ctl.kill()
+
+
+def test_a_controller_killed_mid_promote_keeps_a_current_release(bench: Bench) -> None:
+    root = bench.releases.root
+    before = os.readlink(root / "current")
+    ctl = crashing_controller(bench, "promote")
+    try:
+        body = listing(ctl)
+        target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
+        old = body["current"]
+        assert before == f"releases/{old}"
+        killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
+        # Killed between the two links: current still names the old release, whole.
+        assert os.readlink(root / "current") == f"releases/{old}"
+        assert (root / "current" / "Packages").is_file()
+        assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
+
+        ctl = crashing_controller(bench, "")
+        body = listing(ctl)
+        assert (body["current"], body["previous"]) == (target, old)
+        assert os.readlink(root / "current") == f"releases/{target}"
+        assert os.readlink(root / "previous") == f"releases/{old}"
+        assert (root / "current" / "manifest.json").is_file()
+    finally:
+        ctl.kill()
