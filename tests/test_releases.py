@@ -16,6 +16,7 @@ controller process in the middle of a cut and of a promote.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -428,7 +429,7 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert current and previous
     for version in (current, previous):
         with pytest.raises(FailedPrecondition, match="promote another one before deleting"):
-            bench.run(lambda v=version: releases.delete(v, by="admin:test"))
+            bench.run(functools.partial(releases.delete, version, by="admin:test"))
     spare = next(r.version for r in releases.list_all() if r.standing == "")
     bench.run(lambda: releases.delete(spare, by="admin:test"))
     assert spare not in [r.version for r in releases.list_all()]
