@@ -228,6 +228,7 @@ class Releases:
         # One thread for every file operation: they run one at a time, in order.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
         self._stopped = False
+        self._unusable = ""  # why no cut can be made here, if none can
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -253,10 +254,13 @@ class Releases:
         staging = self._staging.pkgdir
         staging.mkdir(parents=True, exist_ok=True)
         if os.stat(self.releases_dir).st_dev != os.stat(staging).st_dev:
-            raise FailedPrecondition(
+            # Builds go on; a cut says why it cannot be.
+            self._unusable = (
                 f"the releases directory {self.root} is not on the filesystem of the staging "
-                f"binhost {staging}: a release hard-links staging's packages; put both on one filesystem"
+                f"binhost {staging}: a release hard-links staging's packages; set --releases-dir "
+                "to a directory on that filesystem"
             )
+            log.error("no release can be cut: %s", self._unusable)
         for name in disk.remove_leftovers(self.releases_dir):
             log.warning("removed %s, left by a cut or delete that did not finish", name)
         self.key.load()
@@ -348,6 +352,8 @@ class Releases:
         if len(notes) > NOTES_MAX:
             raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
         async with self._lock:
+            if self._unusable:
+                raise FailedPrecondition(self._unusable)
             self._check_sessions()
             if not self.key.fingerprint:
                 await self._disk_work(self.key.ensure)

@@ -473,14 +473,21 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
 
 
-def test_releases_on_another_filesystem_than_staging_stop_the_start(
+def test_releases_on_another_filesystem_than_staging_refuse_to_cut_and_say_why(
     bench: Bench, small_disk: Path, tmp_path: Path
 ) -> None:
     config = local_config(
         tmp_path, portage_eprefix=bench.ctl_prefix.root, releases_dir=small_disk / "releases"
     )
-    with pytest.raises(StartupError, match="not on the filesystem of the staging binhost"):
-        InProcessController(config).start()
+    ctl = InProcessController(config).start()  # builds go on all the same
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        with pytest.raises(FailedPrecondition, match="not on the filesystem of the staging binhost"):
+            ctl.run(lambda: releases.cut(notes="", force=True, by="admin:test"))
+        assert not list((small_disk / "releases" / "releases").iterdir())
+    finally:
+        ctl.stop()
 
 
 def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
