@@ -361,7 +361,7 @@ class Releases:
             signed = await self._worker.sign_staged()
             if signed:
                 log.info("signed %d package(s) staged before the release key existed", len(signed))
-            version = self._next_version()
+            version = await self._disk_work(self._next_version)
             partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
             await self._disk_work(_fresh_dir, partial)
             try:
@@ -380,7 +380,10 @@ class Releases:
                 total_size=manifest.total_size,
                 forced=force,
             )
-            await self._prune(self.keep, by=by)
+            try:
+                await self._prune(self.keep, by=by)
+            except OSError as exc:  # the release is made all the same
+                log.error("could not prune old releases after cutting %s: %s", version, exc)
             return self._release(manifest)
 
     def _check_sessions(self) -> None:
