@@ -15,6 +15,7 @@ that a cut hard-links instead of copying)::
       current -> releases/vX         symlink, replaced by rename (atomic)
       previous -> releases/vY        symlink, replaced by rename (atomic)
       promotions.json                every promote and rollback, oldest first
+      versions                       every version ever cut, one a line (never reused)
       gnupg/                         the release key's GnuPG home (0700)
       key.asc                        its public half, armored
 
@@ -91,6 +92,8 @@ KEEP_DEFAULT = 10
 # Test-only (see the module docstring).
 CRASH_HOOK_ENV = "SWARM_TEST_CRASH_IN_RELEASE"
 PROMOTE_ACTIONS = ("promote", "auto-promote")
+# Every version ever cut, one a line: a name is never given to other contents.
+VERSIONS = "versions"
 # Packages whose version a manifest names as its kernel.
 KERNEL_SUFFIXES = ("-kernel", "-kernel-bin", "-sources")
 
@@ -229,6 +232,7 @@ class Releases:
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
         self._stopped = False
         self._unusable = ""  # why no cut can be made here, if none can
+        self._cut_before: set[str] = set()  # every version ever cut here (VERSIONS)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -265,6 +269,8 @@ class Releases:
             log.warning("removed %s, left by a cut or delete that did not finish", name)
         self.key.load()
         self._manifests = load_manifests(self.releases_dir)
+        with contextlib.suppress(FileNotFoundError):
+            self._cut_before = set((self.root / VERSIONS).read_text().split())
         try:
             self._promotions = read_promotions(self.root / disk.PROMOTIONS)
         except ValueError as exc:
@@ -413,8 +419,8 @@ class Releases:
 
     def _next_version(self) -> str:
         day = datetime.fromtimestamp(self._clock.time(), UTC).strftime("v%Y.%m.%d")
-        # A name once promoted is never given to other contents, even deleted.
-        used = set(self._manifests) | {p.version for p in self._promotions}
+        # A name is never given to other contents, even once deleted.
+        used = self._cut_before | set(self._manifests) | {p.version for p in self._promotions}
         for n in range(10_000):
             version = day if n == 0 else f"{day}-{n}"
             if version not in used and not (self.releases_dir / version).exists():
@@ -449,8 +455,14 @@ class Releases:
             total_size=sum(p.size for p in packages),
             signing_key=self.key.fingerprint,
         )
+        await self._disk_work(self._remember, version)
         await self._disk_work(self._seal, partial, manifest)
         return manifest
+
+    def _remember(self, version: str) -> None:
+        names = self._cut_before | {version}
+        disk.write_atomic(self.root / VERSIONS, "".join(f"{v}\n" for v in sorted(names, key=_order)).encode())
+        self._cut_before = names
 
     async def _provenance(
         self, entries: Sequence[IndexEntry], digests: dict[str, str]
@@ -600,9 +612,13 @@ class Releases:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _age(manifest: Manifest) -> tuple[float, str, int]:
-    day, _, n = manifest.version.partition("-")
-    return manifest.created_at, day, int(n or 0)
+def _order(version: str) -> tuple[str, int]:
+    day, _, n = version.partition("-")
+    return day, int(n or 0)
+
+
+def _age(manifest: Manifest) -> tuple[float, tuple[str, int]]:
+    return manifest.created_at, _order(manifest.version)
 
 
 def _some(items: Sequence[str], shown: int = 5) -> str:

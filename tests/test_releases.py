@@ -460,7 +460,11 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
         releases.get(spare)
 
     extra = [bench.cut(f"extra {i}", force=True).version for i in range(2)]
-    assert spare not in extra, "the name of a release once promoted is never given again"
+    assert spare not in extra, "a deleted release's name is never given again"
+    assert (releases.root / "versions").read_text().split() == sorted(
+        {r.version for r in releases.list_all()} | {spare},
+        key=lambda v: (v.partition("-")[0], int(v.partition("-")[2] or 0)),
+    )
     pruned = bench.run(lambda: releases.prune(1, by="admin:test"))
     # Newest first: the newest stays as the one kept; current and previous always stay.
     assert pruned == [extra[0]]
@@ -469,6 +473,8 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert event.data["versions"] == [extra[0]] and event.data["by"] == "admin:test"
     [deleted] = bench.events("release_deleted")
     assert deleted.data == {"version": spare, "by": "admin:test"}
+    again = bench.cut("after the prune", force=True)
+    assert again.version not in (spare, extra[0]), "a pruned release's name is never given again"
     # Staging keeps its files: a release's links were only links.
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
 
