@@ -16,6 +16,7 @@ that a cut hard-links instead of copying)::
       previous -> releases/vY        symlink, replaced by rename (atomic)
       promotions.json                every promote and rollback, oldest first
       versions                       every version ever cut, one a line (never reused)
+      staging-signed-by              the key staging's packages are signed with
       gnupg/                         the release key's GnuPG home (0700)
       key.asc                        its public half, armored
 
@@ -94,6 +95,8 @@ CRASH_HOOK_ENV = "SWARM_TEST_CRASH_IN_RELEASE"
 PROMOTE_ACTIONS = ("promote", "auto-promote")
 # Every version ever cut, one a line: a name is never given to other contents.
 VERSIONS = "versions"
+# The fingerprint of the key staging's packages are signed with.
+SIGNED_BY = "staging-signed-by"
 # Packages whose version a manifest names as its kernel.
 KERNEL_SUFFIXES = ("-kernel", "-kernel-bin", "-sources")
 
@@ -364,9 +367,7 @@ class Releases:
             if not self.key.fingerprint:
                 await self._disk_work(self.key.ensure)
                 self._worker.signing = Signing(self.key.home, self.key.fingerprint)
-            signed = await self._worker.sign_staged()
-            if signed:
-                log.info("signed %d package(s) staged before the release key existed", len(signed))
+            await self._sign_staging()
             version = await self._disk_work(self._next_version)
             partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
             await self._disk_work(_fresh_dir, partial)
@@ -391,6 +392,25 @@ class Releases:
             except OSError as exc:  # the release is made all the same
                 log.error("could not prune old releases after cutting %s: %s", version, exc)
             return self._release(manifest)
+
+    async def _sign_staging(self) -> None:
+        """Sign what staging holds unsigned; all of it when the key changed."""
+        fingerprint = self.key.fingerprint
+        marker = self.root / SIGNED_BY
+        before = await self._disk_work(_read_text, marker)
+        resign = bool(before) and before != fingerprint
+        signed = await self._worker.sign_staged(resign=resign)
+        if resign:
+            log.warning(
+                "staging was signed with %s: re-signed %d package(s) with %s",
+                before,
+                len(signed),
+                fingerprint,
+            )
+        elif signed:
+            log.info("signed %d package(s) staged before the release key existed", len(signed))
+        if before != fingerprint:
+            await self._disk_work(disk.write_atomic, marker, f"{fingerprint}\n".encode())
 
     def _check_sessions(self) -> None:
         sessions = self._sessions
@@ -630,6 +650,13 @@ def _crash_point(where: str) -> None:
     if os.environ.get(CRASH_HOOK_ENV) == where:
         log.error("%s=%s: killing the controller mid-%s (test hook)", CRASH_HOOK_ENV, where, where)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _fresh_dir(path: Path) -> None:

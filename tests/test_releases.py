@@ -648,3 +648,44 @@ def test_a_controller_killed_mid_promote_keeps_a_current_release(bench: Bench) -
         assert (root / "current" / "manifest.json").is_file()
     finally:
         ctl.kill()
+
+
+def test_a_new_release_key_re_signs_staging_at_the_next_cut(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    old_public = (bench.releases.root / "key.asc").read_bytes()
+    short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
+    with gnupg_home(short / "home") as home:
+        fingerprint = new_key(home, "The Next Release Key")
+        key_file = short / "release.key"
+        key_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
+    bench.stop_inproc()
+    ctl = Controller(
+        bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), "--release-key", str(key_file)
+    )
+    ctl.start()
+    try:
+        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+        assert status == 201, cut
+        status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
+        assert status == 200 and shown["signing_key"] == fingerprint, shown
+        assert (bench.releases.root / "staging-signed-by").read_text().strip() == fingerprint
+        package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
+        with verify_home() as new, verify_home() as old:
+            trust(new, (bench.releases.root / "key.asc").read_bytes())
+            trust(old, old_public)
+            for which, home in (("new", new), ("old", old)):
+                readable_by_nobody(home)
+                client = pfx.create_prefix(
+                    pfx.PrefixConfig(
+                        bench.root / f"client-{which}-key",
+                        pfx.Role.CLIENT,
+                        binhost="http://127.0.0.1:1/",
+                        gnupghome=home,
+                        make_conf={"FEATURES": "binpkg-request-signature"},
+                    )
+                )
+                ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
+                assert ok == (which == "new"), output
+    finally:
+        ctl.kill()
