@@ -617,10 +617,11 @@ def test_a_controller_killed_mid_cut_leaves_no_release_and_no_partial(bench: Ben
         ctl = crashing_controller(bench, "")
         assert not partial.exists(), "the restarted controller kept the partial cut"
         assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
-        # And it cuts again: the name the crash never used is free.
+        # And it cuts again, under a new name: the crashed cut's was recorded as used.
+        crashed = partial.name.removeprefix(".").removesuffix(".partial")
         status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
         assert status == 201, cut
-        assert cut["version"] not in known
+        assert cut["version"] not in (*known, crashed)
     finally:
         ctl.kill()
 
