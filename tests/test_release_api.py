@@ -121,10 +121,9 @@ def test_before_any_cut_the_lists_are_empty_and_nothing_is_current(swarm: Fleet)
     assert status == 200 and body == {"current": None, "previous": None, "releases": [], "promotions": []}
     answer = public(swarm, "/binhost/current/Packages")
     assert answer.status_code == 404 and "no release is current" in answer.json()["error"]["message"]
-    # The key exists before the first cut: clients can trust it first.
-    key = served(swarm, "/releases/key.asc")
-    assert key.headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert key.text.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    # The key is made at the first cut.
+    key = public(swarm, "/releases/key.asc")
+    assert key.status_code == 404 and "the first cut makes it" in key.json()["error"]["message"]
 
 
 def test_a_cut_refuses_bad_bodies_with_the_reason(swarm: Fleet) -> None:
@@ -153,7 +152,9 @@ def test_cut_promote_cut_promote_rollback_delete(swarm: Fleet) -> None:
     # each package is the file the manifest's checksum names.
     shown = served(swarm, f"/api/v1/releases/{v1}").json()
     assert [p["cpv"] for p in shown["packages"]] == [FIRST]
-    assert shown["signing_key"] == fingerprint(served(swarm, "/releases/key.asc").text)
+    key = served(swarm, "/releases/key.asc")
+    assert key.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert shown["signing_key"] == fingerprint(key.text)
     status, admin_shown = admin(swarm, "GET", f"/admin/api/releases/{v1}")
     assert status == 200 and admin_shown == shown
     files = f"/binhost/releases/{v1}"
@@ -272,20 +273,24 @@ def test_only_a_listed_releases_regular_files_are_served(swarm: Fleet) -> None:
 
     # No listing, no directory, no hidden file, no way out of the release.
     (root / "releases" / version / "escape").symlink_to(root / "key.asc")
+    (root / "releases" / version / ".manifest.json.tmp").write_text("{}")  # as a write leaves it
     try:
-        for path in (
+        paths = (
             f"{base}/",
             f"{base}/swarm-test",
             f"{base}/escape",
+            f"{base}/.manifest.json.tmp",
             f"{base}/%2e%2e/%2e%2e/key.asc",
             f"{base}/..%2f..%2fkey.asc",
             "/binhost/current/",
             "/binhost/current/%2e%2e/%2e%2e/key.asc",
             "/binhost/releases/%2e%2e/key.asc",
-        ):
-            assert raw_get(swarm, path) == 404, path
+        )
+        answered = {path: raw_get(swarm, path) for path in paths}
+        assert answered == dict.fromkeys(paths, 404)
     finally:
         (root / "releases" / version / "escape").unlink()
+        (root / "releases" / version / ".manifest.json.tmp").unlink()
         for name in (".v2099.01.01.partial", "v2099.01.02"):
             shutil.rmtree(root / "releases" / name)
     head = requests.head(f"{swarm.controller.public_url}/binhost/current/Packages", timeout=30)

@@ -297,7 +297,10 @@ async def public_key(request: web.Request) -> web.Response:
     releases = _releases(request)
     if releases is None:
         raise NotFound(f"no release key: {OFF}")
-    return web.Response(text=releases.public_key(), content_type="text/plain", charset="utf-8")
+    armored = releases.public_key()
+    if not armored:
+        raise NotFound("no release key yet: the first cut makes it (or start with --release-key)")
+    return web.Response(text=armored, content_type="text/plain", charset="utf-8")
 
 
 def _files_of(request: web.Request) -> Releases:
