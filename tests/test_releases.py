@@ -15,6 +15,7 @@ controller process in the middle of a cut and of a promote.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 import prefix as pfx
 import pytest
 
+from swarm.controller.app import StartupError
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.releases import CRASH_HOOK_ENV, VERSION_RE, Release, Releases
 from swarm.controller.store.records import EventRecord
@@ -141,6 +144,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
+    # The loop's default executor at its full size now, before any test: staging's
+    # uploads use it, and a thread it starts under a test would look leaked.
+    inproc.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
     bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
     try:
         yield bench
@@ -449,6 +455,49 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert deleted.data == {"version": spare, "by": "admin:test"}
     # Staging keeps its files: a release's links were only links.
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
+
+
+def test_releases_on_another_filesystem_than_staging_stop_the_start(
+    bench: Bench, small_disk: Path, tmp_path: Path
+) -> None:
+    config = local_config(
+        tmp_path, portage_eprefix=bench.ctl_prefix.root, releases_dir=small_disk / "releases"
+    )
+    with pytest.raises(StartupError, match="not on the filesystem of the staging binhost"):
+        InProcessController(config).start()
+
+
+def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Not the test's own tmp_path: gpg-agent's socket path in it would be too long.
+    tmp_path = tmp_path_factory.mktemp("key")
+    with gnupg_home(tmp_path / "own-key") as home:
+        fingerprint = new_key(home, "Our Own Release Key")
+        secret = tmp_path / "release.key"
+        secret.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
+        public_only = tmp_path / "public.asc"
+        public_only.write_bytes(gpg(home, "--armor", "--export", fingerprint))
+
+    def start(key: Path, data: str) -> InProcessController:
+        config = local_config(tmp_path / data, portage_eprefix=bench.ctl_prefix.root, release_key=key)
+        return InProcessController(config).start()
+
+    with pytest.raises(StartupError, match="holds no secret key"):
+        start(public_only, "public-only")
+    ctl = start(secret, "imported")
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        # In use from the start (no cut needed), published, and trusted enough to sign.
+        assert releases.fingerprint() == fingerprint
+        assert (releases.root / "key.asc").read_text() == releases.public_key()
+        with gnupg_home(tmp_path / "check") as check:
+            assert trust(check, releases.public_key().encode()) == fingerprint
+        signature = ctl.run(lambda: asyncio.to_thread(releases.key.sign, b"data"))
+        assert b"BEGIN PGP SIGNATURE" in signature
+    finally:
+        ctl.stop()
 
 
 # -- kill -9 in the middle ---------------------------------------------------------------------
