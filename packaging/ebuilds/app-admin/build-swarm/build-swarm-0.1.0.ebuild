@@ -25,8 +25,8 @@ RESTRICT="test"
 
 # pyproject.toml's groups, kept in step by tests/test_overlay.py: the base
 # set is all a drone needs; the controller adds its web tier and storage,
-# and drives Portage's Python API to resolve dependency graphs; the agent
-# only runs emerge.
+# and drives Portage's Python API to resolve dependency graphs, and GnuPG
+# to sign releases; the agent only runs emerge.
 RDEPEND="
 	>=dev-python/cryptography-42[${PYTHON_USEDEP}]
 	>=dev-python/grpcio-1.85.1[${PYTHON_USEDEP}]
@@ -38,6 +38,7 @@ RDEPEND="
 	controller? (
 		acct-group/build-swarm
 		acct-user/build-swarm
+		app-crypt/gnupg
 		>=dev-python/aiohttp-3.14[${PYTHON_USEDEP}]
 		<dev-python/aiohttp-3.15
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
