@@ -59,10 +59,11 @@ VERSION = TextParam("version", ABOUT_VERSION, where="path", max_len=20, pattern=
 A = TextParam("a", f"the release diffed from: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 B = TextParam("b", f"the release diffed to: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 NOT_FOUND = "no such release"
-# A cache asks again each time (the ETag makes that a 304): what ``current``
-# names changes with a promote, and a release's name can come back with
-# other contents once that release is deleted (if it was never promoted).
+# What ``current`` names changes with a promote: a cache asks again each
+# time (the ETag makes that a 304). A release's own files never change, and
+# its name is never given to other contents, even once it is deleted.
 REVALIDATE = {"Cache-Control": "no-cache"}
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 OFF = "releases are off: they are cut from the staging binhost (start the controller with --portage-eprefix)"
 
 routes = Routes()  # the admin tier's
@@ -350,7 +351,7 @@ def _current(root: Path) -> str:
 async def release_file(request: web.Request) -> web.StreamResponse:
     base = _directory(_files_of(request), request.match_info["version"])
     path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
-    return web.FileResponse(path, headers=REVALIDATE)
+    return web.FileResponse(path, headers=IMMUTABLE)
 
 
 @files.get(CURRENT_PATH + "/{tail:.*}")
