@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day.
-VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
+VERSION_RE = re.compile(r"^v[0-9]{4}\.[0-9]{2}\.[0-9]{2}(?:-[1-9][0-9]{0,3})?\Z")
 MANIFEST_FORMAT = 1
 NOTES_MAX = 10_000
 KEEP_DEFAULT = 10

@@ -94,7 +94,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # its own folder of assets (web/console.py); nothing else.
 OPEN_PATHS = frozenset({"/admin/api/login", "/login"})
 OPEN_PREFIXES = ("/login/",)
-PRINCIPAL = "admin_principal"
 VIA_KEY: Final = "key"
 VIA_SESSION: Final = "session"
 LIMITED_ADDRESSES = 10_000
@@ -432,6 +431,7 @@ class AdminAuth:
 
 
 AUTH = web.AppKey("admin_auth", AdminAuth)
+PRINCIPAL = web.RequestKey("admin_principal", Principal)
 
 
 def bearer_token(request: web.Request) -> str | None:
