@@ -32,12 +32,11 @@ from swarm.cli.upgrade_binrepo import REPO_PREFIX, BinreposConf, repo_name
 from swarm.cli.upgrade_drift import Comparison, compare, installed_packages, world_packages
 from swarm.cli.upgrade_errors import EXIT_FAILED, EXIT_UNTRUSTED, UpgradeError
 from swarm.cli.upgrade_keyring import Keyring, inspect_key, spaced
-from swarm.cli.upgrade_manifest import check_index, check_version, parse_manifest
+from swarm.cli.upgrade_manifest import VERSION_RE, Manifest, check_index, check_version, parse_manifest
 from swarm.cli.upgrade_portage import Site, emerge, load_site, verify_gpkgs
 from swarm.cli.upgrade_remote import PublicTier
 from swarm.cli.upgrade_snapshot import take_snapshot
 from swarm.cli.upgrade_state import Config, StateDir, load_config, save_config
-from swarm.controller.releases import VERSION_RE, Manifest
 from swarm.files import sha256_file
 
 TRUSTED_VALIDITY = ("f", "u")

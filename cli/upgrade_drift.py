@@ -15,8 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm.cli.upgrade_manifest import base_slot, split_cpv
-from swarm.controller.releases import Manifest, ReleasePackage
+from swarm.cli.upgrade_manifest import Manifest, Package, base_slot, split_cpv
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def world_packages(world_file: Path) -> set[str]:
     return names
 
 
-def release_keys(manifest: Manifest) -> dict[tuple[str, str], ReleasePackage]:
+def release_keys(manifest: Manifest) -> dict[tuple[str, str], Package]:
     return {(split_cpv(p.cpv)[0], base_slot(p.slot)): p for p in manifest.packages}
 
 

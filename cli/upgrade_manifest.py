@@ -1,4 +1,12 @@
-"""A release's manifest.json as a client reads it, into the contract's dataclasses.
+"""A release's manifest.json as a client reads it.
+
+manifest.json is a file format (controller/releases.py writes it, field
+for field its Manifest, plus ``format``); a client machine parses the
+file, not the controller's Python types, and so imports nothing of the
+controller: swarm-upgrade runs where only the base dependencies are.
+tests/test_upgrade_parts.py reads what the controller writes, to keep the
+two in step. Fields this reader does not use are ignored, so fields added
+to the format later do not break an older client.
 
 The bytes are parsed only after their detached signature verified
 (upgrade_keyring); this checks they are well formed, so that a controller
@@ -9,16 +17,41 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from swarm.cli.upgrade_errors import EXIT_UNTRUSTED, EXIT_USAGE, UpgradeError
-from swarm.controller.releases import MANIFEST_FORMAT, VERSION_RE, Manifest, ReleasePackage, Repository
 
+# As controller/releases.py: vYYYY.MM.DD, then vYYYY.MM.DD-N.
+VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
+MANIFEST_FORMAT = 1
 # category/package-version as Portage writes a cpv (PMS 3.1, 3.2).
 CPV_RE = re.compile(
     r"^(?P<key>[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_-]*?)"
     r"-(?P<version>\d+(?:\.\d+)*[a-z]?(?:_(?:alpha|beta|pre|rc|p)\d*)*(?:-r\d+)?)\Z"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    cpv: str
+    slot: str
+    path: str  # relative to the release directory, as in its Packages index
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    version: str
+    created_at: float
+    notes: str
+    packages: tuple[Package, ...]
+    signing_key: str
+
+    @property
+    def package_count(self) -> int:
+        return len(self.packages)
 
 
 def split_cpv(cpv: str) -> tuple[str, str]:
@@ -48,21 +81,18 @@ def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where
     return value
 
 
-def _package(raw: Any, index: int) -> ReleasePackage:
+def _package(raw: Any, index: int) -> Package:
     if not isinstance(raw, dict):
         raise ValueError(f"packages[{index}] is not an object")
     where = f"packages[{index}]."
     cpv = _field(raw, "cpv", str, where)
     split_cpv(cpv)
-    return ReleasePackage(
+    return Package(
         cpv=cpv,
         slot=_field(raw, "slot", str, where),
         path=_field(raw, "path", str, where),
-        build_id=_field(raw, "build_id", str, where),
-        drone=_field(raw, "drone", str, where),
         sha256=_field(raw, "sha256", str, where),
         size=_field(raw, "size", int, where),
-        use=_field(raw, "use", str, where),
     )
 
 
@@ -74,22 +104,11 @@ def parse_manifest(raw: bytes, version: str) -> Manifest:
             raise ValueError("not a JSON object")
         if data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, this swarm-upgrade reads {MANIFEST_FORMAT}")
-        repo = _field(data, "repository", dict, "")
-        snapshot = repo.get("snapshot_time")
         manifest = Manifest(
             version=_field(data, "version", str, ""),
             created_at=float(_field(data, "created_at", (int, float), "")),
             notes=_field(data, "notes", str, ""),
-            sessions=tuple(str(s) for s in _field(data, "sessions", list, "")),
-            profile=_field(data, "profile", str, ""),
-            repository=Repository(
-                name=_field(repo, "name", str, "repository."),
-                revision=_field(repo, "revision", str, "repository."),
-                snapshot_time=None if snapshot is None else float(snapshot),
-            ),
-            kernel=_field(data, "kernel", str, ""),
             packages=tuple(_package(p, i) for i, p in enumerate(_field(data, "packages", list, ""))),
-            total_size=_field(data, "total_size", int, ""),
             signing_key=_field(data, "signing_key", str, ""),
         )
     except (ValueError, TypeError) as exc:
