@@ -290,6 +290,9 @@ class Upgrade:
                 self._install(manifest, comparison.to_emerge)
             except BaseException as exc:
                 snapshot.restore()
+                # What was fetched of a refused release (its index included) must
+                # not be taken from the cache by a later run.
+                self.forget_downloads(set(state.stack))
                 kept = state.installed or "no release"
                 step(f"binrepos.conf put back as it was; {kept} stays the installed one")
                 self.state_dir.save(state.logged(action, version, False, str(exc)))

@@ -42,12 +42,15 @@ class Snapshot:
 
     path: Path
     content: bytes | None  # None: it did not exist
+    made_dir: Path | None = None  # binrepos.conf/ when it was made for the entry
 
     def restore(self) -> None:
         if self.content is None:
             self.path.unlink(missing_ok=True)
         else:
             write_atomic(self.path, self.content)
+        if self.made_dir is not None and self.made_dir.is_dir() and not any(self.made_dir.iterdir()):
+            self.made_dir.rmdir()
 
 
 class BinreposConf:
@@ -73,6 +76,7 @@ class BinreposConf:
     def point_at(self, version: str, sync_uri: str) -> Snapshot:
         """Point the entry at ``version``; what was there before, to restore on failure."""
         target = self.target
+        made_dir = None if self.path.exists() else self.path
         try:
             before: bytes | None = target.read_bytes()
         except FileNotFoundError:
@@ -83,7 +87,7 @@ class BinreposConf:
         if target == self.path:
             text = _replace_block((before or b"").decode(), f"{BEGIN}\n{entry(version, sync_uri)}{END}\n")
         write_atomic(target, text.encode())
-        return Snapshot(target, before)
+        return Snapshot(target, before, made_dir)
 
 
 def _block(text: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from swarm import __version__
 from swarm.cli.upgrade_errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UpgradeError
+from swarm.cli.upgrade_manifest import VERSION_RE
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,12 @@ MAX_BYTES = 256 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseSummary:
-    version: str
-    standing: str  # "current", "previous" or ""
-    package_count: int | None
-    promoted_at: float | None
+class Listing:
+    """What /api/v1/releases says: the current release, the one before, all of them."""
+
+    current: str | None
+    previous: str | None
+    versions: tuple[str, ...]  # newest first
 
 
 def check_url(url: str) -> str:
@@ -88,38 +90,27 @@ class PublicTier:
     def packages_index(self, version: str) -> str:
         return self.fetch(f"/binhost/releases/{version}/Packages").decode(errors="replace")
 
-    def releases(self) -> list[ReleaseSummary]:
-        """Newest first, as /api/v1/releases lists them."""
+    def releases(self) -> Listing:
         raw = self.fetch("/api/v1/releases")
         try:
-            return parse_releases(json.loads(raw))
+            return parse_listing(json.loads(raw))
         except (ValueError, TypeError, KeyError) as exc:
             raise UpgradeError(f"{self.url}/api/v1/releases: unexpected answer ({exc})") from None
 
     def current(self) -> str:
-        current = next((r.version for r in self.releases() if r.standing == "current"), None)
+        current = self.releases().current
         if current is None:
             raise UpgradeError(f"the controller at {self.url} has no current release (none promoted yet)")
         return current
 
 
-def parse_releases(body: Any) -> list[ReleaseSummary]:
-    items = body["releases"] if isinstance(body, dict) else body
-    if not isinstance(items, list):
+def parse_listing(body: Any) -> Listing:
+    """/api/v1/releases: {"current": v|null, "previous": v|null, "releases": [{"version": v, ...}]}."""
+    if not isinstance(body, dict) or not isinstance(body.get("releases"), list):
         raise ValueError("no list of releases")
-    current = body.get("current") if isinstance(body, dict) else None
-    found = []
-    for item in items:
-        manifest = item.get("manifest") if isinstance(item.get("manifest"), dict) else item
-        version = str(item.get("version") or manifest["version"])
-        standing = item.get("standing") or ("current" if version == current else "")
-        count = item.get("package_count", manifest.get("package_count"))
-        found.append(
-            ReleaseSummary(
-                version=version,
-                standing=str(standing),
-                package_count=int(count) if isinstance(count, int) else None,
-                promoted_at=item.get("promoted_at"),
-            )
-        )
-    return found
+    current, previous = body.get("current"), body.get("previous")
+    for name, value in (("current", current), ("previous", previous)):
+        if value is not None and not (isinstance(value, str) and VERSION_RE.match(value)):
+            raise ValueError(f"{name} is not a release version: {value!r}")
+    versions = tuple(str(item["version"]) for item in body["releases"])
+    return Listing(current, previous, versions)
