@@ -26,14 +26,15 @@ RESTRICT="test"
 # pyproject.toml's groups, kept in step by tests/test_overlay.py: the base
 # set is all a drone needs; the controller adds its web tier and storage,
 # and drives Portage's Python API to resolve dependency graphs; the agent
-# only runs emerge.
+# only runs emerge. swarm-upgrade (on every install) has Portage's Python
+# API verify the gpkgs it fetched before any is merged.
 RDEPEND="
+	sys-apps/portage[${PYTHON_USEDEP}]
 	>=dev-python/cryptography-42[${PYTHON_USEDEP}]
 	>=dev-python/grpcio-1.85.1[${PYTHON_USEDEP}]
 	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/psutil-5.9[${PYTHON_USEDEP}]
-	agent? ( sys-apps/portage )
 	cli? ( >=dev-python/aiohttp-3.9[${PYTHON_USEDEP}] )
 	controller? (
 		acct-group/build-swarm
@@ -43,7 +44,6 @@ RDEPEND="
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
 		>=dev-python/prometheus-client-0.26[${PYTHON_USEDEP}]
 		<dev-python/prometheus-client-0.27
-		sys-apps/portage[${PYTHON_USEDEP}]
 		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
 	)
 "
