@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # keeps its place after these.
 SLOWEST_FIRST = (
     "test_prefix",
+    "test_upgrade",
     "test_healing",
     "test_session_faults",
     "test_build_faults",

@@ -177,6 +177,8 @@ def test_trust_installs_the_release_key_where_and_as_portage_needs_it(world: Wor
     fingerprint = world.releases.fingerprint()
     spaced = " ".join(fingerprint[i : i + 4] for i in range(0, 40, 4))
 
+    untrusted = world.upgrade("status")
+    assert untrusted.returncode == EXIT_UNTRUSTED and "run swarm-upgrade trust URL first" in untrusted.stderr
     wrong = world.upgrade("trust", world.url, "--fingerprint", "0" * 40)
     assert wrong.returncode == EXIT_UNTRUSTED and "not trusted" in wrong.stderr
     assert spaced in wrong.stdout and not config.exists() and not keyring.exists()

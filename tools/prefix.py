@@ -593,7 +593,8 @@ def _parser() -> argparse.ArgumentParser:
         help="profile path under <repo>/profiles (default: swarm/amd64 or swarm/arm64 for this machine)",
     )
     create.add_argument(
-        "--binhost", help="binhost URL for binrepos.conf (a client without one: swarm-upgrade writes binrepos.conf)"
+        "--binhost",
+        help="binhost URL for binrepos.conf (a client without one: swarm-upgrade writes binrepos.conf)",
     )
     create.add_argument(
         "--gnupghome",
