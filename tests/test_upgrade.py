@@ -16,6 +16,7 @@ nobody may enter (pytest's tmp_path is 0700).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -156,8 +158,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         (client.root / "var/lib/portage").mkdir(parents=True, exist_ok=True)
         (client.root / "var/lib/portage/world").write_text("swarm-test/leaf-script\nswarm-test/leaf-data\n")
         w = World(root, controller, drone, client, gpkgs)
-        # Every change to the controller here: a thread its loop starts for one
-        # (asyncio.to_thread) during a test would count as leaked by that test.
+        # The loop's default executor at its full size before any test: the public
+        # tier reads the files it serves there, and a thread it started under a test
+        # would look leaked.
+        controller.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
         w.stage(OLD)
         w.stage(DATA)
         w.promote(w.cut("leaf-script 1"))
