@@ -330,6 +330,23 @@ class Upgrade:
             raise UpgradeError(f"drift remains after emerge: {names}")
 
 
+def _release(text: str) -> str:
+    try:
+        return check_version(text)
+    except UpgradeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _eprefix_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--eprefix",
+        default=default if default is not None else argparse.SUPPRESS,
+        metavar="DIR",
+        help="a Gentoo prefix to work on (PORTAGE_OVERRIDE_EPREFIX for every Portage tool); "
+        "ROOT in the environment is honoured as emerge honours it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarm-upgrade",
@@ -337,13 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 failed (status: drift), 2 bad usage, 3 unreachable or not trusted.",
     )
     parser.add_argument("--version", action="version", version=f"swarm-upgrade {__version__}")
-    parser.add_argument(
-        "--eprefix",
-        default=os.environ.get("PORTAGE_OVERRIDE_EPREFIX", ""),
-        metavar="DIR",
-        help="a Gentoo prefix to work on (PORTAGE_OVERRIDE_EPREFIX for every Portage tool); "
-        "ROOT in the environment is honoured as emerge honours it",
-    )
+    _eprefix_option(parser, os.environ.get("PORTAGE_OVERRIDE_EPREFIX", ""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("trust", help="install the controller's release key into Portage's keyring")
     p.add_argument("url", help="the controller's public tier, e.g. http://controller:8100")
@@ -356,15 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=Upgrade.status)
     p = sub.add_parser("verify", help="check a release's signature and do a pretend run")
-    p.add_argument("--release", metavar="V", help="this release (default: the current one)")
+    p.add_argument("--release", type=_release, metavar="V", help="this release (default: the current one)")
     p.set_defaults(run=Upgrade.verify)
     p = sub.add_parser("apply", help="take this machine to a release: exact versions, verified binaries")
-    p.add_argument("--release", metavar="V", help="this release (default: the current one)")
+    p.add_argument("--release", type=_release, metavar="V", help="this release (default: the current one)")
     p.add_argument("--no-snapshot", action="store_true", help="no btrfs snapshot first, even with snapper")
     p.set_defaults(run=Upgrade.apply)
     p = sub.add_parser("rollback", help="back to the release applied before, with the same checks")
     p.add_argument("--no-snapshot", action="store_true", help="no btrfs snapshot first, even with snapper")
     p.set_defaults(run=lambda upgrade: upgrade.apply(rollback=True), release=None)
+    for command in sub.choices.values():
+        # After the command too (SUPPRESS: it must not undo one given before it).
+        _eprefix_option(command, None)
     return parser
 
 

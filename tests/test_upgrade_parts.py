@@ -297,7 +297,10 @@ def test_the_snapshot_command_line() -> None:
 
 def test_bad_usage_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
-    for argv in ([], ["apply", "--bogus"], ["trust"]):
+    assert parser.parse_args(["--eprefix", "/a", "status"]).eprefix == "/a"
+    assert parser.parse_args(["status", "--eprefix", "/b"]).eprefix == "/b"
+    assert parser.parse_args(["apply", "--release", "v2026.12.05-1"]).release == "v2026.12.05-1"
+    for argv in ([], ["apply", "--bogus"], ["trust"], ["apply", "--release", "2026.12.05"]):
         with pytest.raises(SystemExit) as caught:
             parser.parse_args(argv)
         assert caught.value.code == EXIT_USAGE, argv
