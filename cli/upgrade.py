@@ -108,6 +108,8 @@ class Upgrade:
         manifest names (sha256 and size)."""
         cache = self.site.binhost_cache / repo_name(manifest.version)
         fetched = [(pkg, cache / pkg.path) for pkg in manifest.packages if (cache / pkg.path).is_file()]
+        if not fetched:
+            raise UpgradeError(f"emerge fetched nothing of {manifest.version} into {cache}")
         step(
             f"Portage verifies the {len(fetched)} fetched package(s): signatures by a trusted key, checksums"
         )
