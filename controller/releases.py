@@ -15,6 +15,7 @@ that a cut hard-links instead of copying)::
       current -> releases/vX         symlink, replaced by rename (atomic)
       previous -> releases/vY        symlink, replaced by rename (atomic)
       promotions.json                every promote and rollback, oldest first
+      versions                       every version ever cut, one a line (never reused)
       gnupg/                         the release key's GnuPG home (0700)
       key.asc                        its public half, armored
 
@@ -70,7 +71,7 @@ from typing import Any, Literal, Protocol, TypeVar, cast
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller import releasefiles as disk
-from swarm.controller.builds import Session
+from swarm.controller.builds import PAUSED, RUNNING, Session
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.portage import IndexEntry, PortageWorker, Signing
@@ -91,6 +92,8 @@ KEEP_DEFAULT = 10
 # Test-only (see the module docstring).
 CRASH_HOOK_ENV = "SWARM_TEST_CRASH_IN_RELEASE"
 PROMOTE_ACTIONS = ("promote", "auto-promote")
+# Every version ever cut, one a line: a name is never given to other contents.
+VERSIONS = "versions"
 # Packages whose version a manifest names as its kernel.
 KERNEL_SUFFIXES = ("-kernel", "-kernel-bin", "-sources")
 
@@ -227,6 +230,9 @@ class Releases:
         self._lock = asyncio.Lock()
         # One thread for every file operation: they run one at a time, in order.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
+        self._stopped = False
+        self._unusable = ""  # why no cut can be made here, if none can
+        self._cut_before: set[str] = set()  # every version ever cut here (VERSIONS)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -252,19 +258,24 @@ class Releases:
         staging = self._staging.pkgdir
         staging.mkdir(parents=True, exist_ok=True)
         if os.stat(self.releases_dir).st_dev != os.stat(staging).st_dev:
-            raise FailedPrecondition(
+            # Builds go on; a cut says why it cannot be.
+            self._unusable = (
                 f"the releases directory {self.root} is not on the filesystem of the staging "
-                f"binhost {staging}: a release hard-links staging's packages; put both on one filesystem"
+                f"binhost {staging}: a release hard-links staging's packages; set --releases-dir "
+                "to a directory on that filesystem"
             )
+            log.error("no release can be cut: %s", self._unusable)
         for name in disk.remove_leftovers(self.releases_dir):
             log.warning("removed %s, left by a cut or delete that did not finish", name)
         self.key.load()
         self._manifests = load_manifests(self.releases_dir)
+        with contextlib.suppress(FileNotFoundError):
+            self._cut_before = set((self.root / VERSIONS).read_text().split())
         try:
             self._promotions = read_promotions(self.root / disk.PROMOTIONS)
         except ValueError as exc:
             raise FailedPrecondition(str(exc)) from None
-        self._current, self._previous = standing(self._promotions, self._manifests.__contains__)
+        self._current, self._previous = current_and_previous(self._promotions, self._manifests.__contains__)
         self._fix_links()
 
     def _fix_links(self) -> None:
@@ -275,6 +286,9 @@ class Releases:
                 disk.set_link(self.root, name, version)
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self._disk_work(self.key.close)
         self._disk.shutdown(wait=True)  # idle by now: returns at once
 
@@ -285,11 +299,12 @@ class Releases:
 
     def _release(self, manifest: Manifest) -> Release:
         version = manifest.version
-        standing_: Standing = (
+        standing: Standing = (
             "current" if version == self._current else "previous" if version == self._previous else ""
         )
+        # A rollback to it counts: it became current then.
         promoted = [p.at for p in self._promotions if p.version == version]
-        return Release(manifest, standing_, max(promoted) if promoted else None)
+        return Release(manifest, standing, max(promoted) if promoted else None)
 
     def list_all(self) -> list[Release]:
         """Newest first."""
@@ -343,6 +358,8 @@ class Releases:
         if len(notes) > NOTES_MAX:
             raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
         async with self._lock:
+            if self._unusable:
+                raise FailedPrecondition(self._unusable)
             self._check_sessions()
             if not self.key.fingerprint:
                 await self._disk_work(self.key.ensure)
@@ -350,7 +367,7 @@ class Releases:
             signed = await self._worker.sign_staged()
             if signed:
                 log.info("signed %d package(s) staged before the release key existed", len(signed))
-            version = self._next_version()
+            version = await self._disk_work(self._next_version)
             partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
             await self._disk_work(_fresh_dir, partial)
             try:
@@ -369,7 +386,10 @@ class Releases:
                 total_size=manifest.total_size,
                 forced=force,
             )
-            await self._prune(self.keep, by=by)
+            try:
+                await self._prune(self.keep, by=by)
+            except OSError as exc:  # the release is made all the same
+                log.error("could not prune old releases after cutting %s: %s", version, exc)
             return self._release(manifest)
 
     def _check_sessions(self) -> None:
@@ -377,7 +397,7 @@ class Releases:
         if sessions is None:
             return
         running = sessions.current_session()
-        if running is not None and running.state in ("running", "paused"):
+        if running is not None and running.state in (RUNNING, PAUSED):
             raise FailedPrecondition(
                 f"session {running.name} is {running.state}: cut a release once it is complete"
             )
@@ -399,8 +419,8 @@ class Releases:
 
     def _next_version(self) -> str:
         day = datetime.fromtimestamp(self._clock.time(), UTC).strftime("v%Y.%m.%d")
-        # A name once promoted is never given to other contents, even deleted.
-        used = set(self._manifests) | {p.version for p in self._promotions}
+        # A name is never given to other contents, even once deleted.
+        used = self._cut_before | set(self._manifests) | {p.version for p in self._promotions}
         for n in range(10_000):
             version = day if n == 0 else f"{day}-{n}"
             if version not in used and not (self.releases_dir / version).exists():
@@ -435,8 +455,14 @@ class Releases:
             total_size=sum(p.size for p in packages),
             signing_key=self.key.fingerprint,
         )
+        await self._disk_work(self._remember, version)
         await self._disk_work(self._seal, partial, manifest)
         return manifest
+
+    def _remember(self, version: str) -> None:
+        names = self._cut_before | {version}
+        disk.write_atomic(self.root / VERSIONS, "".join(f"{v}\n" for v in sorted(names, key=_order)).encode())
+        self._cut_before = names
 
     async def _provenance(
         self, entries: Sequence[IndexEntry], digests: dict[str, str]
@@ -461,7 +487,7 @@ class Releases:
                     cpv=e.cpv,
                     slot=e.slot,
                     path=e.path,
-                    build_id=build.id if build is not None else "",
+                    build_id=first.get(e.cpv, ""),
                     drone=names.get(build.drone_id, build.drone_id) if build is not None else "",
                     sha256=digests[e.path],
                     size=e.size,
@@ -528,7 +554,7 @@ class Releases:
 
     async def _record(self, promotion: Promotion) -> None:
         promotions = [*self._promotions, promotion]
-        current, previous = standing(promotions, self._manifests.__contains__)
+        current, previous = current_and_previous(promotions, self._manifests.__contains__)
         await self._disk_work(self._write_standing, promotions, current, previous)
         self._promotions, self._current, self._previous = promotions, current, previous
 
@@ -586,9 +612,13 @@ class Releases:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _age(manifest: Manifest) -> tuple[float, str, int]:
-    day, _, n = manifest.version.partition("-")
-    return manifest.created_at, day, int(n or 0)
+def _order(version: str) -> tuple[str, int]:
+    day, _, n = version.partition("-")
+    return day, int(n or 0)
+
+
+def _age(manifest: Manifest) -> tuple[float, tuple[str, int]]:
+    return manifest.created_at, _order(manifest.version)
 
 
 def _some(items: Sequence[str], shown: int = 5) -> str:
@@ -689,7 +719,9 @@ def diff_manifests(older: Manifest, newer: Manifest) -> ReleaseDiff:
     )
 
 
-def standing(promotions: Sequence[Promotion], exists: Callable[[str], bool]) -> tuple[str | None, str | None]:
+def current_and_previous(
+    promotions: Sequence[Promotion], exists: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
     """(current, previous) from the promotions, oldest first: each promote
     puts a release on top, each rollback steps back to the one below.
     Releases deleted since are passed over."""
