@@ -8,6 +8,7 @@ API. tests/test_public_api.py shows the same fields from real agents."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_public_api import ISO, NODE_KEYS
@@ -135,7 +136,7 @@ def test_without_builds_there_are_no_releases_and_no_cut(api: InProcessControlle
     # No --portage-eprefix: no staging to cut from. The lists are empty (the
     # status page reads /releases.json), a release or its files are not
     # found, and a change is refused saying why.
-    empty = {"current": None, "previous": None, "releases": []}
+    empty: dict[str, Any] = {"current": None, "previous": None, "releases": []}
     assert api.get("/api/v1/releases") == api.get("/releases.json") == empty
     status, body = api.admin("GET", "/admin/api/releases")
     assert status == 200 and body == {**empty, "promotions": []}
