@@ -286,6 +286,9 @@ class Upgrade:
             action = "rollback" if rollback else "apply"
             if comparison.to_emerge and not self.ns.no_snapshot:
                 take_snapshot(f"swarm-upgrade {action} to {version}", whole_system=self.site.whole_system)
+            # A release not applied here before is downloaded afresh: a name
+            # deleted unpromoted on the controller may come back with other files.
+            self.forget_downloads(set(state.stack))
             step(f"binrepos.conf: following {version} ({tier.release_url(version)}), verify-signature = true")
             snapshot = self.binrepos.point_at(version, tier.release_url(version))
             try:
