@@ -63,6 +63,7 @@ FAST_MODULES = frozenset(
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",
+        "test_upgrade_parts",
         "test_web_layering",
         "test_ws_streams",
     }
@@ -97,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # keeps its place after these.
 SLOWEST_FIRST = (
     "test_prefix",
+    "test_upgrade",
     "test_healing",
     "test_session_faults",
     "test_build_faults",

@@ -31,7 +31,7 @@ def test_base_dependencies_are_the_agents_only() -> None:
     base = {dep.split(">")[0].split("=")[0].split("[")[0].strip() for dep in project["dependencies"]}
     assert base == {"grpcio", "protobuf", "psutil", "cryptography"}
     assert {"aiohttp", "peewee"} <= {d.split(">")[0] for d in project["optional-dependencies"]["controller"]}
-    assert set(project["scripts"]) >= {"swarm-agent", "swarm-controller", "swarm-cli"}
+    assert set(project["scripts"]) >= {"swarm-agent", "swarm-controller", "swarm-cli", "swarm-upgrade"}
 
 
 def test_everything_installs_under_swarm() -> None:

@@ -12,7 +12,8 @@ installation: configuration in ``<root>/etc/portage``, installed files under
 ``client``
     installs only binary packages from a binhost URL (``binrepos.conf`` with
     ``sync-uri``), verifying gpkg signatures against a GnuPG home, or not at
-    all (``verify-signature = false``) when none is given.
+    all (``verify-signature = false``) when none is given. Without a URL,
+    binrepos.conf is left to whoever manages it (``swarm-upgrade apply``).
 ``controller``
     only the repository and the profile, so that ``emerge --pretend`` and the
     portage API can resolve dependency graphs.
@@ -445,8 +446,6 @@ def _env_file_name(atom: str) -> str:
 
 def create_prefix(config: PrefixConfig) -> Prefix:
     """Lay out (or bring up to date) the prefix described by ``config``."""
-    if config.role is Role.CLIENT and not config.binhost:
-        raise PrefixError("a client prefix needs a binhost URL")
     if (config.signing_key is None) != (config.signing_gnupghome is None):
         raise PrefixError("signing needs both a key and a GnuPG home")
     if config.signing_key and config.gnupghome is None:
@@ -472,7 +471,7 @@ def create_prefix(config: PrefixConfig) -> Prefix:
     binrepos = prefix.config_root / "binrepos.conf"
     if config.binhost and config.role is not Role.CONTROLLER:
         _write(binrepos, _binrepos_conf(config.binhost, verify=config.gnupghome is not None))
-    elif binrepos.exists():
+    elif binrepos.exists() and config.role is not Role.CLIENT:
         _remove(binrepos)
 
     env_dir = prefix.config_root / "env"
@@ -594,7 +593,8 @@ def _parser() -> argparse.ArgumentParser:
         help="profile path under <repo>/profiles (default: swarm/amd64 or swarm/arm64 for this machine)",
     )
     create.add_argument(
-        "--binhost", help="binhost URL for binrepos.conf (required for a client, optional for a drone)"
+        "--binhost",
+        help="binhost URL for binrepos.conf (a client without one: swarm-upgrade writes binrepos.conf)",
     )
     create.add_argument(
         "--gnupghome",

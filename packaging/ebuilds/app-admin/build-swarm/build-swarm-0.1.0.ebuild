@@ -25,26 +25,27 @@ RESTRICT="test"
 
 # pyproject.toml's groups, kept in step by tests/test_overlay.py: the base
 # set is all a drone needs; the controller adds its web tier and storage,
-# and drives Portage's Python API to resolve dependency graphs, and GnuPG
-# to sign releases; the agent only runs emerge.
+# and drives Portage's Python API to resolve dependency graphs; the agent
+# only runs emerge. Every install has swarm-upgrade, which has Portage's
+# Python API verify the gpkgs it fetched before any is merged and GnuPG
+# check a release's manifest; the controller signs releases with GnuPG.
 RDEPEND="
+	app-crypt/gnupg
+	sys-apps/portage[${PYTHON_USEDEP}]
 	>=dev-python/cryptography-42[${PYTHON_USEDEP}]
 	>=dev-python/grpcio-1.85.1[${PYTHON_USEDEP}]
 	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/psutil-5.9[${PYTHON_USEDEP}]
-	agent? ( sys-apps/portage )
 	cli? ( >=dev-python/aiohttp-3.9[${PYTHON_USEDEP}] )
 	controller? (
 		acct-group/build-swarm
 		acct-user/build-swarm
-		app-crypt/gnupg
 		>=dev-python/aiohttp-3.14[${PYTHON_USEDEP}]
 		<dev-python/aiohttp-3.15
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
 		>=dev-python/prometheus-client-0.26[${PYTHON_USEDEP}]
 		<dev-python/prometheus-client-0.27
-		sys-apps/portage[${PYTHON_USEDEP}]
 		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
 	)
 "
