@@ -53,12 +53,17 @@ import { ConfirmDialog, Toaster, ago, bytes, el, setText } from "../ui.js";
  * @property {ReleasePackage[]} removed
  * @property {{ before: ReleasePackage, after: ReleasePackage }[]} changed
  */
-/** @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[] }} ReleaseList */
+/** @typedef {{ version: string, action: string, at: string, by: string }} Promotion */
+/**
+ * @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[], promotions?: Promotion[] }} ReleaseList
+ */
 
 const POLL_MS = 5000;
 const NOTES_MAX = 4000;
 const PACKAGES_SHOWN = 500;
 const KEPT = 6; // manifests and diffs kept (releases are immutable)
+const HISTORY_SHOWN = 8;
+const ACTIONS = { promote: "promoted", rollback: "rolled back to", "auto-promote": "auto-promoted" };
 
 const path = (version, action = "") =>
   `/admin/api/releases/${encodeURIComponent(version)}${action ? `/${action}` : ""}`;
@@ -281,6 +286,9 @@ export function create(ctx) {
     el("span", {}, "Cut one from staging above: it is signed and listed here, and clients get it once promoted."),
   );
 
+  // -- who promoted and rolled back what --
+  const history = el("ol", { class: "release-history", "aria-label": "Promotions and rollbacks, newest first" });
+
   // -- one release's manifest --
   const manifestTitle = el("h2", { class: "section-title", id: "manifest-title" }, "Manifest");
   const facts = el("dl", { class: "release-facts" });
@@ -337,6 +345,7 @@ export function create(ctx) {
     cutForm,
     el("h2", { class: "section-title", id: "releases-list-title" }, "Releases"),
     el("div", { class: "panel" }, table, empty),
+    history,
     manifestPanel,
     diffPanel,
     dialog.el,
@@ -706,6 +715,8 @@ export function create(ctx) {
     summary.textContent = figures.join(" · ");
     summary.dataset.current = list.current ?? "";
 
+    renderHistory(list.promotions ?? []);
+
     // Compare: newest first in both lists; by default what a promote of the newest would change.
     const versions = list.releases.map((r) => r.version);
     diffPanel.hidden = versions.length < 2;
@@ -714,6 +725,25 @@ export function create(ctx) {
     fillSelect(diffFrom, versions, wantedDiff?.from ?? base);
     fillSelect(diffTo, versions, wantedDiff?.to ?? newest);
     if (wantedDiff && versions.length) wantedDiff = null;
+  }
+
+  /** @param {Promotion[]} promotions newest first */
+  function renderHistory(promotions) {
+    const shown = promotions.slice(0, HISTORY_SHOWN);
+    const key = shown.map((p) => `${p.at} ${p.action} ${p.version}`).join(",");
+    if (history.dataset.key === key) return;
+    history.dataset.key = key;
+    history.hidden = shown.length === 0;
+    history.replaceChildren(
+      ...shown.map((p) =>
+        el(
+          "li",
+          { "data-action": p.action, "data-release": p.version },
+          el("time", { datetime: p.at, title: new Date(p.at).toLocaleString() }, stamp(p.at)),
+          el("span", {}, `${p.by || "someone"} ${ACTIONS[p.action] ?? p.action} `, el("strong", { class: "mono" }, p.version)),
+        ),
+      ),
+    );
   }
 
   const poller = new Poller(
