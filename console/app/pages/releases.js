@@ -85,8 +85,28 @@ function stamp(t) {
 
 const plural = (n, word, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;
 
+/** "admin:alice" -> "alice"; "schedule" stays. */
+function who(by) {
+  return by ? by.replace(/^admin:/, "") : "someone";
+}
+
 function firstLine(text) {
   return (text || "").split("\n", 1)[0];
+}
+
+/**
+ * The name the controller gives the next cut: today's date in UTC, then -1,
+ * -2 for more on one day (as controller/releases.py names them).
+ * @param {ReleaseSummary[]} releases
+ */
+function nextVersion(releases, now = new Date()) {
+  const day = `v${now.toISOString().slice(0, 10).replaceAll("-", ".")}`;
+  let next = -1;
+  for (const { version } of releases) {
+    if (version === day) next = Math.max(next, 1);
+    else if (version.startsWith(`${day}-`)) next = Math.max(next, Number(version.slice(day.length + 1)) + 1);
+  }
+  return next < 0 ? day : `${day}-${next}`;
 }
 
 /** A Map that keeps the newest few entries. */
@@ -128,10 +148,9 @@ class ReleaseRow {
     this.pick.addEventListener("click", () => page.select(this.version));
     this.standing = el("span", { class: "pill", hidden: true });
     this.created = el("span", {});
-    this.createdAgo = el("span", { class: "cell-sub" });
+    this.promoted = el("span", { class: "cell-sub" });
     this.count = el("td", { class: "num" });
     this.size = el("td", { class: "num" });
-    this.promoted = el("td", { class: "muted" });
     this.notes = el("td", { class: "release-notes" });
     this.promoteButton = el("button", { class: "btn btn-small", type: "button", "data-verb": "promote" }, "Promote");
     this.promoteButton.addEventListener("click", () => page.promote(this.version, this.promoteButton));
@@ -148,10 +167,9 @@ class ReleaseRow {
       "tr",
       { "data-release": version },
       el("td", {}, el("span", { class: "release-name" }, this.pick, this.standing)),
-      el("td", {}, this.created, this.createdAgo),
+      el("td", {}, this.created, this.promoted),
       this.count,
       this.size,
-      this.promoted,
       this.notes,
       el(
         "td",
@@ -170,10 +188,11 @@ class ReleaseRow {
     setText(this.standing, standing);
     this.standing.className = `pill release-${standing || "none"}`;
     setText(this.created, stamp(r.created_at));
-    setText(this.createdAgo, ago(iso(r.created_at)));
+    this.created.title = `cut ${ago(iso(r.created_at))}`;
+    setText(this.promoted, r.promoted_at ? `promoted ${ago(iso(r.promoted_at))}` : "never promoted");
+    this.promoted.title = r.promoted_at ? `last promoted ${stamp(r.promoted_at)}` : "";
     setText(this.count, String(r.package_count));
     setText(this.size, bytes(r.total_size));
-    setText(this.promoted, r.promoted_at ? `${stamp(r.promoted_at)}` : "never");
     setText(this.notes, firstLine(r.notes));
     this.notes.title = r.notes || "";
 
@@ -272,7 +291,6 @@ export function create(ctx) {
         el("th", { scope: "col" }, "Cut"),
         el("th", { scope: "col", class: "num" }, "Packages"),
         el("th", { scope: "col", class: "num" }, "Size"),
-        el("th", { scope: "col" }, "Promoted"),
         el("th", { scope: "col" }, "Notes"),
         el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")),
       ),
@@ -364,8 +382,6 @@ export function create(ctx) {
   let typing = null;
   let manifestSeq = 0;
   let diffSeq = 0;
-  /** @type {{ from: string, to: string } | null} a compare asked for by the address, before the list came */
-  let wantedDiff = null;
 
   const page = {
     busy: new Set(),
@@ -460,8 +476,7 @@ export function create(ctx) {
     const yes = await dialog.ask({
       title: "Cut a release from staging?",
       text:
-        "Staging's packages are signed and snapshotted into a new release named after today " +
-        "(vYYYY.MM.DD, or -1, -2 for more on one day). " +
+        `Staging's packages are signed and snapshotted into a new release, ${nextVersion(list.releases)}. ` +
         (list.current ? `It is not promoted: clients keep ${list.current} until you promote it.` : "It is not promoted yet.") +
         (forced && newest ? ` Forced: cut even if nothing changed since ${newest}.` : ""),
       confirm: "Cut",
@@ -584,14 +599,21 @@ export function create(ctx) {
 
   // -- the diff --
 
+  /** The versions to pick from; what the admin picked stays while it is listed, else the default. */
   function fillSelect(select, versions, fallback) {
-    const keep = select.value;
+    const keep = select.dataset.picked;
     const key = versions.join(" ");
     if (select.dataset.key !== key) {
       select.dataset.key = key;
       select.replaceChildren(...versions.map((v) => el("option", { value: v }, v)));
     }
-    select.value = versions.includes(keep) ? keep : (fallback ?? versions[0] ?? "");
+    const want = keep && versions.includes(keep) ? keep : (fallback ?? versions[0] ?? "");
+    if (select.value !== want) select.value = want;
+  }
+  for (const select of [diffFrom, diffTo]) {
+    select.addEventListener("change", () => {
+      select.dataset.picked = select.value;
+    });
   }
 
   async function compare(older, newer) {
@@ -722,9 +744,8 @@ export function create(ctx) {
     diffPanel.hidden = versions.length < 2;
     const newest = versions[0];
     const base = list.current && list.current !== newest ? list.current : versions[1];
-    fillSelect(diffFrom, versions, wantedDiff?.from ?? base);
-    fillSelect(diffTo, versions, wantedDiff?.to ?? newest);
-    if (wantedDiff && versions.length) wantedDiff = null;
+    fillSelect(diffFrom, versions, base);
+    fillSelect(diffTo, versions, newest);
   }
 
   /** @param {Promotion[]} promotions newest first */
@@ -740,7 +761,7 @@ export function create(ctx) {
           "li",
           { "data-action": p.action, "data-release": p.version },
           el("time", { datetime: p.at, title: new Date(p.at).toLocaleString() }, stamp(p.at)),
-          el("span", {}, `${p.by || "someone"} ${ACTIONS[p.action] ?? p.action} `, el("strong", { class: "mono" }, p.version)),
+          el("span", {}, `${who(p.by)} ${ACTIONS[p.action] ?? p.action} `, el("strong", { class: "mono" }, p.version)),
         ),
       ),
     );
@@ -779,9 +800,8 @@ export function create(ctx) {
       if (params.release || params.from) ctx.settle("releases");
       if (params.release) showManifest(params.release);
       if (params.from && params.to) {
-        wantedDiff = { from: params.from, to: params.to };
-        diffFrom.value = params.from;
-        diffTo.value = params.to;
+        diffFrom.dataset.picked = diffFrom.value = params.from;
+        diffTo.dataset.picked = diffTo.value = params.to;
         compare(params.from, params.to);
       }
     },
