@@ -114,7 +114,13 @@ def test_the_list_marks_the_current_release_and_shows_a_manifest(
     expect(r.locator(".pill")).to_have_text("current")
     expect(r.get_by_role("button", name="Promote")).to_be_disabled()
     expect(r.get_by_role("button", name="Delete")).to_be_disabled()
-    expect(r.get_by_role("button", name="Roll back")).to_be_visible()
+    rollback = r.get_by_role("button", name="Roll back")
+    expect(rollback).to_be_visible()
+    if known["previous"]:
+        expect(rollback).to_be_enabled()
+    else:  # the controller would refuse: nothing was promoted before
+        expect(rollback).to_be_disabled()
+        expect(rollback).to_have_attribute("title", re.compile("nothing to roll back to"))
     expect(page.locator("#releases-title + .page-sub")).to_contain_text(f"current {current}")
     expect(page.locator(f'.release-history li[data-release="{current}"]').first).to_contain_text("admin")
 

@@ -202,10 +202,11 @@ class ReleaseRow {
       ? `${this.version} is what clients get already`
       : `Make ${this.version} the release clients get (/binhost/current/)`;
     this.rollbackButton.hidden = !r.current;
-    this.rollbackButton.disabled = busy;
+    // The controller goes back to the previous release; without one it would refuse.
+    this.rollbackButton.disabled = busy || !list.previous;
     this.rollbackButton.title = list.previous
       ? `Put ${list.previous} back as the current release`
-      : "Put the release promoted before this one back";
+      : `No release was promoted before ${this.version}: nothing to roll back to`;
     this.deleteButton.disabled = busy || standing !== "";
     this.deleteButton.title = standing
       ? `The ${standing} release is never deleted`
@@ -431,11 +432,10 @@ export function create(ctx) {
 
   async function rollback(version, button) {
     const back = list.previous;
+    if (!back) return; // the button is off: nothing to go back to
     const yes = await dialog.ask({
       title: `Roll back ${version}?`,
-      text: back
-        ? `${back} becomes the current release again and clients get it from /binhost/current/. ${version} stays listed.`
-        : `The release promoted before ${version} becomes current again. ${version} stays listed.`,
+      text: `${back} becomes the current release again and clients get it from /binhost/current/. ${version} stays listed.`,
       confirm: "Roll back",
       returnTo: button,
     });
