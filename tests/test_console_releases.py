@@ -252,3 +252,8 @@ def test_the_public_page_shows_the_current_release(swarm: Fleet, browser: Browse
     expect(page.locator(f'#releases li[data-release="{current["version"]}"] .pill')).to_have_text("current")
     shot(page, "public-release")
     assert problems.unexpected() == []
+
+    # On a phone the card fits the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator("#release-version")).to_be_in_viewport()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
