@@ -318,6 +318,9 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.release_keep < 1:
             raise ValueError("release_keep must be at least 1")
+        if str(self.releases_dir) in ("", "."):
+            # Resolved here, not in a property: the web tier serves files from it.
+            object.__setattr__(self, "releases_dir", self.data_dir / "releases")
         if self.ground_after < 1 or self.ground_cooldown < 0:
             raise ValueError("ground_after must be at least 1 and ground_cooldown not negative")
         for name in (
@@ -442,10 +445,6 @@ class ControllerConfig:
     @property
     def allowed_host_list(self) -> list[str]:
         return [n.strip() for n in self.allowed_hosts.split(",") if n.strip()]
-
-    @property
-    def releases_path(self) -> Path:
-        return self.releases_dir if str(self.releases_dir) not in ("", ".") else self.data_dir / "releases"
 
     @property
     def db_url(self) -> str:
