@@ -40,7 +40,8 @@ replaced by rename, so it names the old release or the new one, never
 none.
 
 Memory holds every manifest and the promotions, so that the read methods
-answer without touching the disk; every write runs in a thread.
+answer without touching the disk; every file operation runs in one thread
+of the Releases' own.
 
 Test-only hook: with SWARM_TEST_CRASH_IN_RELEASE=cut in its environment
 the controller kills itself (SIGKILL) when a cut's partial directory is
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -60,10 +62,11 @@ import re
 import shutil
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller import releasefiles as disk
@@ -78,6 +81,7 @@ from swarm.controller.store.runner import StoreRunner
 from swarm.files import sha256_file
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day.
 VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
@@ -221,6 +225,8 @@ class Releases:
         self._current: str | None = None
         self._previous: str | None = None
         self._lock = asyncio.Lock()
+        # One thread for every file operation: they run one at a time, in order.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -230,7 +236,7 @@ class Releases:
 
         (The key is imported here when a key file is given, else loaded if
         one was made before; the first cut makes it otherwise.)"""
-        await asyncio.to_thread(self._load)
+        await self._disk_work(self._load)
         if self.key.fingerprint:
             self._worker.signing = Signing(self.key.home, self.key.fingerprint)
         log.info(
@@ -269,7 +275,11 @@ class Releases:
                 disk.set_link(self.root, name, version)
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.key.close)
+        await self._disk_work(self.key.close)
+        self._disk.shutdown(wait=True)  # idle by now: returns at once
+
+    async def _disk_work(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._disk, functools.partial(fn, *args))
 
     # -- reading (from memory) ----------------------------------------------------
 
@@ -335,18 +345,18 @@ class Releases:
         async with self._lock:
             self._check_sessions()
             if not self.key.fingerprint:
-                await asyncio.to_thread(self.key.ensure)
+                await self._disk_work(self.key.ensure)
                 self._worker.signing = Signing(self.key.home, self.key.fingerprint)
             signed = await self._worker.sign_staged()
             if signed:
                 log.info("signed %d package(s) staged before the release key existed", len(signed))
             version = self._next_version()
             partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
-            await asyncio.to_thread(_fresh_dir, partial)
+            await self._disk_work(_fresh_dir, partial)
             try:
                 manifest = await self._build(version, partial, notes=notes, force=force)
             except BaseException:
-                await asyncio.to_thread(shutil.rmtree, partial, True)
+                await self._disk_work(shutil.rmtree, partial, True)
                 raise
             self._manifests[version] = manifest
             self._events.emit(
@@ -402,8 +412,8 @@ class Releases:
         if not entries:
             raise FailedPrecondition("staging holds no packages: there is nothing to release")
         newest = max(self._manifests.values(), key=_age, default=None)
-        known = await asyncio.to_thread(_known_digests, self.releases_dir, newest)
-        digests = await asyncio.to_thread(_link_all, self._staging.pkgdir, partial, entries, known)
+        known = await self._disk_work(_known_digests, self.releases_dir, newest)
+        digests = await self._disk_work(_link_all, self._staging.pkgdir, partial, entries, known)
         if newest is not None and not force:
             before = {(p.cpv, p.sha256) for p in newest.packages}
             if before == {(e.cpv, digests[e.path]) for e in entries}:
@@ -425,7 +435,7 @@ class Releases:
             total_size=sum(p.size for p in packages),
             signing_key=self.key.fingerprint,
         )
-        await asyncio.to_thread(self._seal, partial, manifest)
+        await self._disk_work(self._seal, partial, manifest)
         return manifest
 
     async def _provenance(
@@ -519,7 +529,7 @@ class Releases:
     async def _record(self, promotion: Promotion) -> None:
         promotions = [*self._promotions, promotion]
         current, previous = standing(promotions, self._manifests.__contains__)
-        await asyncio.to_thread(self._write_standing, promotions, current, previous)
+        await self._disk_work(self._write_standing, promotions, current, previous)
         self._promotions, self._current, self._previous = promotions, current, previous
 
     def _write_standing(self, promotions: list[Promotion], current: str | None, previous: str | None) -> None:
@@ -546,7 +556,7 @@ class Releases:
             )
 
     async def _delete(self, version: str) -> None:
-        await asyncio.to_thread(_remove_release, self.releases_dir, version)
+        await self._disk_work(_remove_release, self.releases_dir, version)
         del self._manifests[version]
 
     async def prune(self, keep: int, *, by: str) -> list[str]:

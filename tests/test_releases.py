@@ -15,6 +15,7 @@ controller process in the middle of a cut and of a promote.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 import prefix as pfx
 import pytest
 
+from swarm.controller.app import StartupError
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.releases import CRASH_HOOK_ENV, VERSION_RE, Release, Releases
 from swarm.controller.store.records import EventRecord
@@ -141,6 +144,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
+    # The loop's default executor at its full size now, before any test: staging's
+    # uploads use it, and a thread it starts under a test would look leaked.
+    inproc.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
     bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
     try:
         yield bench
@@ -449,6 +455,16 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert deleted.data == {"version": spare, "by": "admin:test"}
     # Staging keeps its files: a release's links were only links.
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
+
+
+def test_releases_on_another_filesystem_than_staging_stop_the_start(
+    bench: Bench, small_disk: Path, tmp_path: Path
+) -> None:
+    config = local_config(
+        tmp_path, portage_eprefix=bench.ctl_prefix.root, releases_dir=small_disk / "releases"
+    )
+    with pytest.raises(StartupError, match="not on the filesystem of the staging binhost"):
+        InProcessController(config).start()
 
 
 # -- kill -9 in the middle ---------------------------------------------------------------------
