@@ -1,7 +1,8 @@
 """The console's Releases page and the public page's current release, in
 headless Chromium against a real controller with builds on, a real agent
-that built real gpkgs with real emerge, and releases cut and signed by the
-controller with real gpg (support.fleet): the list with current and
+that built a real gpkg with real emerge (and one more staged by emerge in
+the controller's prefix), releases cut and signed by the controller with
+real gpg (support.fleet): the list with current and
 previous marked, a manifest, cut, promote, the diff and rollback through
 their confirmation dialogs (what the API reports changes with them), a
 refused cut's reason, delete, and the current release on the status page.
@@ -25,19 +26,19 @@ from support.fleet import Fleet, builders, start_fleet
 
 pytestmark = pytest.mark.timeout(300)
 
-FIRST = "swarm-test/leaf-data"  # in the fleet's first release
-LATER = "swarm-test/leaf-hello"  # staged after it: the next cut adds it
+FIRST = "swarm-test/leaf-data"  # built by the drone, in the fleet's first release
+LATER = "swarm-test/leaf-hello-1"  # staged after it (by the controller's prefix): the next cut adds it
 
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """One release cut and promoted with FIRST; LATER built since (staging changed)."""
+    """One release cut and promoted with FIRST; LATER staged since (staging changed)."""
     s = start_fleet(tmp_path_factory.mktemp("releases"), builders(1), portage=True)
     try:
         s.wait_complete(s.queue(FIRST)["session"]["id"])
         first = admin(s, "POST", "/admin/api/releases", {"notes": "the first one"})
         admin(s, "POST", f"/admin/api/releases/{first['version']}/promote")
-        s.wait_complete(s.queue(LATER)["session"]["id"])
+        s.stage_packages(LATER)
         yield s
     finally:
         s.stop()
