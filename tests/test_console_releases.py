@@ -132,6 +132,7 @@ def test_the_list_marks_the_current_release_and_shows_a_manifest(
     detail = admin(swarm, "GET", f"/admin/api/releases/{current}")
     assert detail["packages"]
     for p in detail["packages"]:
+        assert p["drone"] and p["build_id"], p  # built by the fleet's drone
         line = manifest.locator(f'tr[data-cpv="{p["cpv"]}"]')
         expect(line).to_contain_text(p["drone"])
         expect(line).to_contain_text(p["build_id"])
