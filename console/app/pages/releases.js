@@ -386,8 +386,10 @@ export function create(ctx) {
 
   const page = {
     busy: new Set(),
-    select(version) {
-      showManifest(selected === version ? null : version);
+    async select(version) {
+      await showManifest(selected === version ? null : version);
+      // Below a long list the manifest would open out of sight.
+      if (selected === version) manifestPanel.scrollIntoView({ block: "nearest" });
     },
     promote,
     rollback,
