@@ -162,7 +162,9 @@ def test_cut_promote_cut_promote_rollback_delete(swarm: Fleet) -> None:
     package = shown["packages"][0]
     gpkg = served(swarm, f"{files}/{package['path']}")
     assert hashlib.sha256(gpkg.content).hexdigest() == package["sha256"]
-    assert "immutable" in gpkg.headers["Cache-Control"]
+    assert gpkg.headers["Cache-Control"] == "no-cache"
+    url = f"{swarm.controller.public_url}{files}/{package['path']}"
+    assert requests.get(url, headers={"If-None-Match": gpkg.headers["ETag"]}, timeout=30).status_code == 304
     assert "-----BEGIN PGP SIGNATURE-----" in served(swarm, f"{files}/manifest.json.asc").text
     assert public(swarm, "/binhost/current/manifest.json").status_code == 404  # not promoted yet
 

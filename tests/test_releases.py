@@ -467,6 +467,39 @@ def test_releases_on_another_filesystem_than_staging_stop_the_start(
         InProcessController(config).start()
 
 
+def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Not the test's own tmp_path: gpg-agent's socket path in it would be too long.
+    tmp_path = tmp_path_factory.mktemp("key")
+    with gnupg_home(tmp_path / "own-key") as home:
+        fingerprint = new_key(home, "Our Own Release Key")
+        secret = tmp_path / "release.key"
+        secret.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
+        public_only = tmp_path / "public.asc"
+        public_only.write_bytes(gpg(home, "--armor", "--export", fingerprint))
+
+    def start(key: Path, data: str) -> InProcessController:
+        config = local_config(tmp_path / data, portage_eprefix=bench.ctl_prefix.root, release_key=key)
+        return InProcessController(config).start()
+
+    with pytest.raises(StartupError, match="holds no secret key"):
+        start(public_only, "public-only")
+    ctl = start(secret, "imported")
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        # In use from the start (no cut needed), published, and trusted enough to sign.
+        assert releases.fingerprint() == fingerprint
+        assert (releases.root / "key.asc").read_text() == releases.public_key()
+        with gnupg_home(tmp_path / "check") as check:
+            assert trust(check, releases.public_key().encode()) == fingerprint
+        signature = ctl.run(lambda: asyncio.to_thread(releases.key.sign, b"data"))
+        assert b"BEGIN PGP SIGNATURE" in signature
+    finally:
+        ctl.stop()
+
+
 # -- kill -9 in the middle ---------------------------------------------------------------------
 
 

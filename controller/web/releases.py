@@ -10,9 +10,10 @@ each release's files for stock Portage clients at
 ``/binhost/releases/{v}/`` and ``/binhost/current/``.
 
 ``current`` is read from its symlink at each request, so a promote or a
-rollback is what the next request gets. Only a directory whose name is a
-version is served (a cut in progress is ``.vX.partial``), only regular
-files inside it (no listing, no ``..``, no symlink out).
+rollback is what the next request gets. Only a release the core lists is
+served (never a cut in progress, ``.vX.partial``, nor one being deleted),
+and only regular files inside it: no listing, no hidden file, no ``..``,
+no symlink out. Resolving a path stats files: it runs in a thread.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ VERSION = TextParam("version", ABOUT_VERSION, where="path", max_len=20, pattern=
 A = TextParam("a", f"the release diffed from: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 B = TextParam("b", f"the release diffed to: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 NOT_FOUND = "no such release"
+# A cache asks again each time (the ETag makes that a 304): what ``current``
+# names changes with a promote, and a release's name can come back with
+# other contents once that release is deleted (if it was never promoted).
+REVALIDATE = {"Cache-Control": "no-cache"}
 OFF = "releases are off: they are cut from the staging binhost (start the controller with --portage-eprefix)"
 
 routes = Routes()  # the admin tier's
@@ -345,8 +350,7 @@ def _current(root: Path) -> str:
 async def release_file(request: web.Request) -> web.StreamResponse:
     base = _directory(_files_of(request), request.match_info["version"])
     path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
-    # A release never changes once it is there.
-    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400, immutable"})
+    return web.FileResponse(path, headers=REVALIDATE)
 
 
 @files.get(CURRENT_PATH + "/{tail:.*}")
@@ -356,5 +360,4 @@ async def current_file(request: web.Request) -> web.StreamResponse:
     version = await asyncio.to_thread(_current, releases.root)
     base = _directory(releases, version)
     path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
-    # What "current" is changes with a promote: caches must ask again.
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(path, headers=REVALIDATE)
