@@ -70,7 +70,7 @@ from typing import Any, Literal, Protocol, TypeVar, cast
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller import releasefiles as disk
-from swarm.controller.builds import Session
+from swarm.controller.builds import PAUSED, RUNNING, Session
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.portage import IndexEntry, PortageWorker, Signing
@@ -227,6 +227,8 @@ class Releases:
         self._lock = asyncio.Lock()
         # One thread for every file operation: they run one at a time, in order.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
+        self._stopped = False
+        self._unusable = ""  # why no cut can be made here, if none can
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -252,10 +254,13 @@ class Releases:
         staging = self._staging.pkgdir
         staging.mkdir(parents=True, exist_ok=True)
         if os.stat(self.releases_dir).st_dev != os.stat(staging).st_dev:
-            raise FailedPrecondition(
+            # Builds go on; a cut says why it cannot be.
+            self._unusable = (
                 f"the releases directory {self.root} is not on the filesystem of the staging "
-                f"binhost {staging}: a release hard-links staging's packages; put both on one filesystem"
+                f"binhost {staging}: a release hard-links staging's packages; set --releases-dir "
+                "to a directory on that filesystem"
             )
+            log.error("no release can be cut: %s", self._unusable)
         for name in disk.remove_leftovers(self.releases_dir):
             log.warning("removed %s, left by a cut or delete that did not finish", name)
         self.key.load()
@@ -264,7 +269,7 @@ class Releases:
             self._promotions = read_promotions(self.root / disk.PROMOTIONS)
         except ValueError as exc:
             raise FailedPrecondition(str(exc)) from None
-        self._current, self._previous = standing(self._promotions, self._manifests.__contains__)
+        self._current, self._previous = current_and_previous(self._promotions, self._manifests.__contains__)
         self._fix_links()
 
     def _fix_links(self) -> None:
@@ -275,6 +280,9 @@ class Releases:
                 disk.set_link(self.root, name, version)
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self._disk_work(self.key.close)
         self._disk.shutdown(wait=True)  # idle by now: returns at once
 
@@ -285,11 +293,12 @@ class Releases:
 
     def _release(self, manifest: Manifest) -> Release:
         version = manifest.version
-        standing_: Standing = (
+        standing: Standing = (
             "current" if version == self._current else "previous" if version == self._previous else ""
         )
+        # A rollback to it counts: it became current then.
         promoted = [p.at for p in self._promotions if p.version == version]
-        return Release(manifest, standing_, max(promoted) if promoted else None)
+        return Release(manifest, standing, max(promoted) if promoted else None)
 
     def list_all(self) -> list[Release]:
         """Newest first."""
@@ -343,6 +352,8 @@ class Releases:
         if len(notes) > NOTES_MAX:
             raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
         async with self._lock:
+            if self._unusable:
+                raise FailedPrecondition(self._unusable)
             self._check_sessions()
             if not self.key.fingerprint:
                 await self._disk_work(self.key.ensure)
@@ -377,7 +388,7 @@ class Releases:
         if sessions is None:
             return
         running = sessions.current_session()
-        if running is not None and running.state in ("running", "paused"):
+        if running is not None and running.state in (RUNNING, PAUSED):
             raise FailedPrecondition(
                 f"session {running.name} is {running.state}: cut a release once it is complete"
             )
@@ -461,7 +472,7 @@ class Releases:
                     cpv=e.cpv,
                     slot=e.slot,
                     path=e.path,
-                    build_id=build.id if build is not None else "",
+                    build_id=first.get(e.cpv, ""),
                     drone=names.get(build.drone_id, build.drone_id) if build is not None else "",
                     sha256=digests[e.path],
                     size=e.size,
@@ -528,7 +539,7 @@ class Releases:
 
     async def _record(self, promotion: Promotion) -> None:
         promotions = [*self._promotions, promotion]
-        current, previous = standing(promotions, self._manifests.__contains__)
+        current, previous = current_and_previous(promotions, self._manifests.__contains__)
         await self._disk_work(self._write_standing, promotions, current, previous)
         self._promotions, self._current, self._previous = promotions, current, previous
 
@@ -689,7 +700,9 @@ def diff_manifests(older: Manifest, newer: Manifest) -> ReleaseDiff:
     )
 
 
-def standing(promotions: Sequence[Promotion], exists: Callable[[str], bool]) -> tuple[str | None, str | None]:
+def current_and_previous(
+    promotions: Sequence[Promotion], exists: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
     """(current, previous) from the promotions, oldest first: each promote
     puts a release on top, each rollback steps back to the one below.
     Releases deleted since are passed over."""

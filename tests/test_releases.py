@@ -40,7 +40,19 @@ import pytest
 
 from swarm.controller.app import StartupError
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from swarm.controller.releases import CRASH_HOOK_ENV, VERSION_RE, Release, Releases
+from swarm.controller.releases import (
+    CRASH_HOOK_ENV,
+    VERSION_RE,
+    Manifest,
+    Promotion,
+    Release,
+    ReleasePackage,
+    Releases,
+    Repository,
+    current_and_previous,
+    manifest_bytes,
+    parse_manifest,
+)
 from swarm.controller.store.records import EventRecord
 
 from support.fleet import builders, start_fleet
@@ -263,6 +275,8 @@ def test_a_package_staged_once_the_key_exists_is_signed_as_it_is_staged(bench: B
     assert is_signed(staged)
     entry = index_entries(bench.staging / "Packages")[LATE]
     assert entry["SHA1"] == hashlib.sha1(staged.read_bytes()).hexdigest()
+    [event] = [e for e in bench.events("package_staged") if e.data["cpv"] == LATE]
+    assert event.data["build_id"] == "b-late"
 
 
 # -- Portage verifies ----------------------------------------------------------------------
@@ -365,6 +379,8 @@ def test_a_cut_with_nothing_changed_is_refused_unless_forced(bench: Bench) -> No
     assert second.version == f"{first.version}-1"
     diff = bench.releases.diff(first.version, second.version)
     assert [p.cpv for p in diff.added] == [LATE] and not diff.removed and not diff.changed
+    # Its upload's build id, though no build record exists for it (it came by hand).
+    assert [(p.build_id, p.drone) for p in diff.added] == [("b-late", "")]
     with pytest.raises(FailedPrecondition, match=f"nothing changed since {second.version}"):
         bench.cut()
     forced = bench.cut("again", force=True)
@@ -457,14 +473,21 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
 
 
-def test_releases_on_another_filesystem_than_staging_stop_the_start(
+def test_releases_on_another_filesystem_than_staging_refuse_to_cut_and_say_why(
     bench: Bench, small_disk: Path, tmp_path: Path
 ) -> None:
     config = local_config(
         tmp_path, portage_eprefix=bench.ctl_prefix.root, releases_dir=small_disk / "releases"
     )
-    with pytest.raises(StartupError, match="not on the filesystem of the staging binhost"):
-        InProcessController(config).start()
+    ctl = InProcessController(config).start()  # builds go on all the same
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        with pytest.raises(FailedPrecondition, match="not on the filesystem of the staging binhost"):
+            ctl.run(lambda: releases.cut(notes="", force=True, by="admin:test"))
+        assert not list((small_disk / "releases" / "releases").iterdir())
+    finally:
+        ctl.stop()
 
 
 def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
@@ -498,6 +521,51 @@ def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
         assert b"BEGIN PGP SIGNATURE" in signature
     finally:
         ctl.stop()
+
+
+def test_current_and_previous_follow_promotes_and_rollbacks_past_deleted_releases() -> None:
+    def replay(*steps: str, gone: frozenset[str] = frozenset()) -> tuple[str | None, str | None]:
+        promotions = [
+            Promotion(step.lstrip("<"), "rollback" if step.startswith("<") else "promote", float(i), "test")
+            for i, step in enumerate(steps)
+        ]
+        return current_and_previous(promotions, lambda v: v not in gone)
+
+    a, b, c = "v2026.01.01", "v2026.01.02", "v2026.01.03"
+    assert replay() == (None, None)
+    assert replay(a) == (a, None)
+    assert replay(a, b, c) == (c, b)
+    assert replay(a, b, c, "<" + b) == (b, a), "a rollback steps back to the release promoted before"
+    assert replay(a, b, c, "<" + b, "<" + a) == (a, None)
+    assert replay(a, b, a) == (a, b) and replay(a, b, a, "<" + b) == (b, a)
+    assert replay(a, b, c, gone=frozenset({b})) == (c, a), "previous passes over a deleted release"
+
+
+def test_a_manifest_reads_back_as_written_and_anything_else_is_refused() -> None:
+    package = ReleasePackage("cat/p-1", "0", "cat/p/p-1-1.gpkg.tar", "b-1", "builder-0", "ab" * 32, 10, "ssl")
+    manifest = Manifest(
+        "v2026.12.05",
+        1.5,
+        "notes",
+        ("s-1",),
+        "swarm/amd64",
+        Repository("gentoo", "abc", None),
+        "",
+        (package,),
+        10,
+        "F" * 40,
+    )
+    data = manifest_bytes(manifest)
+    assert parse_manifest(data) == manifest
+    assert json.loads(data)["package_count"] == 1
+    for bad in (
+        b"[]",
+        b"{",
+        data.replace(b'"format": 1', b'"format": 2'),
+        data.replace(b'"sessions"', b'"x"'),
+    ):
+        with pytest.raises(ValueError):
+            parse_manifest(bad)
 
 
 # -- kill -9 in the middle ---------------------------------------------------------------------
