@@ -111,6 +111,7 @@ SLOWEST_FIRST = (
     "test_demo",
     "test_probe",
     "test_proof_of_life",
+    "test_console_releases",
     "test_public_page",
     "test_probe_reads",
     "test_uploads",

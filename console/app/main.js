@@ -13,6 +13,7 @@ const PAGES = [
   { id: "terminal", title: "Terminal", icon: "terminal", module: "./pages/terminal.js" },
   { id: "logs", title: "Logs", icon: "logs", module: "./pages/logs.js", css: true },
   { id: "queue", title: "Queue", icon: "queue", module: "./pages/queue.js", css: true },
+  { id: "releases", title: "Releases", icon: "releases", module: "./pages/releases.js", css: true },
   { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
   { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
 ];
@@ -28,6 +29,8 @@ const ICONS = {
     '<path d="M6 7l4.2 3.4M18 7l-4.2 3.4M6 17l4.2-3.4M18 17l-4.2-3.4"/>',
   logs: '<path d="M6 3h9l4 4v14H6z"/><path d="M15 3v4h4M9 11h7M9 14.5h7M9 18h4"/>',
   queue: '<path d="M4 6h16M4 12h16M4 18h10"/><circle cx="19" cy="18" r="1.2" fill="currentColor"/>',
+  releases:
+    '<path d="M12 3l8 4.5v9L12 21l-8-4.5v-9z"/><path d="M4 7.5l8 4.5 8-4.5M12 12v9"/>',
   events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
   protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
 };

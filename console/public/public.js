@@ -7,7 +7,7 @@ import { Poller } from "/common/live.js";
 import { Waveform } from "/common/waveform.js";
 
 const POLL_MS = 3000;
-const RELEASES_MS = 10 * 60_000;
+const RELEASES_MS = 60_000; // a promote shows within a minute
 const WAVE_MIN_MS = 15_000; // new events refresh the waveform at most this often
 const MAX_EVENTS = 40;
 const MOMENT_LIMIT = 200;
@@ -322,6 +322,54 @@ const wave = new Waveform($("wave"), {
 
 // -- releases ----------------------------------------------------------------
 
+/** An instant of the API (ISO text, or seconds since the epoch) as ISO text. */
+function isoOf(t) {
+  return typeof t === "number" ? new Date(t * 1000).toISOString() : t;
+}
+
+function day(t) {
+  return new Date(isoOf(t)).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+}
+
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i += 1;
+  }
+  return `${n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+/** The current release, large, near the top: what a client upgrades to. */
+function renderCurrent(release, state) {
+  const box = $("release-now");
+  box.dataset.state = state;
+  box.dataset.release = release?.version ?? "";
+  const shown = Boolean(release);
+  $("release-facts").hidden = !shown;
+  $("release-foot").hidden = !shown;
+  const notes = $("release-notes");
+  if (!release) {
+    $("release-version").textContent =
+      state === "error" ? "Releases could not be loaded" : state === "listed" ? "No release is current" : "No release yet";
+    notes.hidden = state === "error";
+    notes.textContent =
+      state === "listed" ? "Releases have been cut; none has been promoted for clients yet." : "Signed, dated releases (vYYYY.MM.DD) of the binary packages appear here once one is promoted.";
+    return;
+  }
+  $("release-version").textContent = release.version;
+  const first = (release.notes || "").split("\n", 1)[0];
+  notes.textContent = first;
+  notes.title = release.notes || "";
+  notes.hidden = !first;
+  $("release-date").textContent = day(release.created_at);
+  $("release-date").title = new Date(isoOf(release.created_at)).toLocaleString();
+  $("release-packages").textContent = String(release.package_count);
+  $("release-size").textContent = bytes(release.total_size);
+  $("release-since").textContent = release.promoted_at ? `; current since ${when(isoOf(release.promoted_at))}` : "";
+}
+
 async function loadReleases() {
   const box = $("releases");
   let data;
@@ -330,17 +378,21 @@ async function loadReleases() {
   } catch (error) {
     if (error.status === 404) {
       box.dataset.state = "none";
+      renderCurrent(null, "none");
       box.replaceChildren(
         el("div", { class: "empty" }, el("strong", {}, "No release has been published yet."), el("span", {}, "Versioned releases (vYYYY.MM.DD) of the binary packages will be listed here.")),
       );
     } else {
       box.dataset.state = "error";
+      renderCurrent(null, "error");
       box.replaceChildren(el("p", { class: "muted" }, `Releases could not be loaded: ${error.message}`));
     }
     return;
   }
-  const releases = Array.isArray(data) ? data : Array.isArray(data?.releases) ? data.releases : [];
+  const releases = Array.isArray(data?.releases) ? data.releases : [];
+  const current = releases.find((r) => r.current) ?? releases.find((r) => r.version === data?.current) ?? null;
   box.dataset.state = releases.length ? "listed" : "none";
+  renderCurrent(current, current ? "current" : releases.length ? "listed" : "none");
   if (!releases.length) {
     box.replaceChildren(el("div", { class: "empty" }, el("strong", {}, "No release has been published yet.")));
     return;
@@ -350,11 +402,15 @@ async function loadReleases() {
       "ul",
       { class: "releases" },
       ...releases.slice(0, 10).map((r) => {
-        const name = r.version ?? r.name ?? r.id ?? "release";
-        const date = r.published_at ?? r.created_at;
-        const count = r.packages ?? r.package_count;
-        const facts = [date ? when(date) : null, typeof count === "number" ? plural(count, "package") : null].filter(Boolean);
-        return el("li", { "data-release": String(name) }, el("strong", {}, String(name)), r.published || r.current ? el("span", { class: "pill pill-online" }, "published") : null, el("span", { class: "muted" }, facts.join(" · ")));
+        const standing = r.current ? "current" : r.previous ? "previous" : "";
+        const facts = [when(isoOf(r.created_at)), plural(r.package_count, "package"), bytes(r.total_size)];
+        return el(
+          "li",
+          { "data-release": r.version, "data-standing": standing },
+          el("strong", { class: "release-name" }, r.version),
+          standing ? el("span", { class: `pill pill-${standing}` }, standing) : null,
+          el("span", { class: "muted" }, facts.join(" · ")),
+        );
       }),
     ),
   );
