@@ -23,7 +23,7 @@ from typing import Any
 from swarm.cli.upgrade_errors import EXIT_UNTRUSTED, EXIT_USAGE, UpgradeError
 
 # As controller/releases.py: vYYYY.MM.DD, then vYYYY.MM.DD-N.
-VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
+VERSION_RE = re.compile(r"^v[0-9]{4}\.[0-9]{2}\.[0-9]{2}(?:-[1-9][0-9]{0,3})?\Z")
 MANIFEST_FORMAT = 1
 # category/package-version as Portage writes a cpv (PMS 3.1, 3.2).
 CPV_RE = re.compile(
