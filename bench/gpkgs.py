@@ -40,6 +40,8 @@ def make(template: Path, count: int, version: str, first: int) -> dict[str, floa
     base = gpkg(settings, None, str(template)).get_metadata()
     ebuild_key = next(k for k in base if k.endswith(".ebuild"))
     ebuild = base.pop(ebuild_key)
+    # Files under the builder's prefix, as emerge lays them out (a client elsewhere relocates them).
+    eprefix = base.get("EPREFIX", b"").decode().strip().lstrip("/")
     started = time.monotonic()
     written = 0
     with tempfile.TemporaryDirectory(prefix="gpkgs-") as tmp:
@@ -48,7 +50,7 @@ def make(template: Path, count: int, version: str, first: int) -> dict[str, floa
             pn = name(index)
             pf = f"{pn}-{version}"
             root = work / pf
-            data = root / "image" / "usr" / "share" / "swarm-bench"
+            data = root / eprefix / "usr" / "share" / "swarm-bench"
             data.mkdir(parents=True)
             content = f"{CATEGORY}/{pf}\n".encode()
             (data / f"{pn}.txt").write_bytes(content)
