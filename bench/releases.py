@@ -10,7 +10,7 @@ Run from the repository root::
     .venv/bin/python bench/releases.py --json figures.json --keep
 
 For each size N, with a fresh controller whose staging holds N gpkgs
-(bench/gpkgs.py: Portage's own gpkg code, the metadata of a package emerge
+(tools/gpkgs.py: Portage's own gpkg code, the metadata of a package emerge
 built), unsigned as drones upload them:
 
 - cut: ``POST /admin/api/releases``, wall seconds from request to answer;
@@ -56,7 +56,6 @@ from harness import PYTHON, ROOT, Api, BenchError, Children, Controller, env_inf
 sys.path.insert(0, str(ROOT / "tools"))
 import prefix as prefixes  # tools/prefix.py
 
-BENCH = Path(__file__).resolve().parent
 TEMPLATE_ATOM = "swarm-test/leaf-data"
 RELEASES = "/admin/api/releases"
 PROMOTE_TARGET_MS = 50.0
@@ -101,7 +100,9 @@ def make_gpkgs(prefix: prefixes.Prefix, template: Path, count: int, version: str
     result = subprocess.run(
         [
             PYTHON,
-            str(BENCH / "gpkgs.py"),
+            str(ROOT / "tools" / "gpkgs.py"),
+            "--inject",
+            "--template",
             str(template),
             "--count",
             str(count),
@@ -117,7 +118,7 @@ def make_gpkgs(prefix: prefixes.Prefix, template: Path, count: int, version: str
         check=False,
     )
     if result.returncode != 0:
-        raise BenchError(f"bench/gpkgs.py failed: {result.stderr[-2000:]}")
+        raise BenchError(f"tools/gpkgs.py failed: {result.stderr[-2000:]}")
     return float(json.loads(result.stdout.splitlines()[-1])["seconds"])
 
 
