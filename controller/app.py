@@ -42,9 +42,11 @@ from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.releases import Releases
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
 from swarm.controller.shells import ShellRegistry, ShellSettings
+from swarm.controller.signing import SigningError
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
@@ -134,6 +136,7 @@ class Controller:
         self.staging: StagingBinhost | None = None
         self.builds: BuildQueue | None = None
         self.build_logs: BuildsService | None = None
+        self.releases: Releases | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -229,6 +232,7 @@ class Controller:
             selfcheck=self.selfcheck,
             metrics=self.metrics,
             clock=self.clock,
+            releases=self.releases,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -337,6 +341,22 @@ class Controller:
         await self.builds.start()
         self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
+        self.releases = Releases(
+            config.releases_path,
+            staging=self.staging,
+            worker=self.portage,
+            runner=self.runner,
+            events=self.events,
+            sessions=self.builds,
+            drone_names=self.fleet.names,
+            keep=config.release_keep,
+            key_file=_path(config.release_key),
+            clock=self.clock,
+        )
+        try:
+            await self.releases.start()
+        except (SwarmError, SigningError, OSError) as exc:
+            raise StartupError(f"cannot start releases: {getattr(exc, 'message', None) or exc}") from None
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
             config.portage_eprefix,
@@ -471,6 +491,8 @@ class Controller:
     async def _stop_services(self) -> None:
         if self.builds is not None:
             await self.builds.stop()
+        if self.releases is not None:
+            await self.releases.stop()
         if self.portage is not None:
             await self.portage.stop()
         await self.pinger.stop()

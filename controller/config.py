@@ -140,6 +140,19 @@ class ControllerConfig:
         "URL drones reach the public tier at, for the staging binhost (default: http://HOSTNAME:PUBLIC_PORT)",
         metavar="URL",
     )
+    releases_dir: Path = option(
+        Path(""),
+        "directory of the releases, their key and the current/previous links; on the staging "
+        "binhost's filesystem, since a release hard-links its packages (default: DATA_DIR/releases)",
+    )
+    release_keep: int = option(
+        10, "releases kept; after each cut the oldest beyond are deleted (never current or previous)"
+    )
+    release_key: Path = option(
+        Path(""),
+        "armored secret GnuPG key without passphrase (gpg --armor --export-secret-keys) imported at "
+        "start to sign releases (default: a key made on first use in RELEASES_DIR/gnupg)",
+    )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
     build_start_timeout: float = option(
@@ -317,6 +330,8 @@ class ControllerConfig:
             raise ValueError("suspect_phi must be positive")
         if self.offline_after_intervals < 2:
             raise ValueError("offline_after_intervals must be at least 2")
+        if self.release_keep < 1:
+            raise ValueError("release_keep must be at least 1")
         if self.ground_after < 1 or self.ground_cooldown < 0:
             raise ValueError("ground_after must be at least 1 and ground_cooldown not negative")
         for name in (
@@ -453,6 +468,10 @@ class ControllerConfig:
     def auto_promote_seconds(self) -> float | None:
         text = self.auto_promote_after.strip()
         return parse_duration(text, "auto_promote_after") if text else None
+
+    @property
+    def releases_path(self) -> Path:
+        return self.releases_dir if str(self.releases_dir) not in ("", ".") else self.data_dir / "releases"
 
     @property
     def db_url(self) -> str:

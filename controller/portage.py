@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,43 @@ log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 300.0
 INJECT_TIMEOUT = 120.0
+# Signing every package of a large staging binhost at once (staged before the key existed).
+SIGN_TIMEOUT = 3600.0
 LINE_LIMIT = 64 * 2**20  # a resolved @world is a long line
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """The release key: packages are signed with it as they enter staging."""
+
+    home: Path  # its GnuPG home
+    key: str  # its fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A package of a binhost's Packages index."""
+
+    cpv: str
+    path: str  # relative to the PKGDIR
+    slot: str
+    use: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixInfo:
+    profile: str  # relative to the main repository's profiles/ when it is inside
+    repository: str
+    revision: str
+    snapshot_time: float | None
 
 
 class PortageWorker:
     def __init__(self, eprefix: Path) -> None:
         self._eprefix = eprefix
+        # Set once a release key exists (releases.Releases.start).
+        self.signing: Signing | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -53,6 +85,8 @@ class PortageWorker:
             proc = self._proc
             assert proc.stdin is not None and proc.stdout is not None
             request = {**request, "id": next(self._ids)}
+            if self.signing is not None:
+                request["signing"] = {"home": str(self.signing.home), "key": self.signing.key}
             try:
                 proc.stdin.write((json.dumps(request) + "\n").encode())
                 await proc.stdin.drain()
@@ -89,6 +123,33 @@ class PortageWorker:
     async def inject(self, cpv: str, path: Path) -> Path:
         reply = await self.call({"op": "inject", "cpv": cpv, "path": str(path)}, INJECT_TIMEOUT)
         return Path(reply["path"])
+
+    async def sign_staged(self) -> list[str]:
+        """Sign what staging holds unsigned (staged before the key existed)
+        and re-index it; the package versions signed."""
+        if self.signing is None:
+            raise Unavailable("there is no release key to sign with")
+        reply = await self.call({"op": "sign"}, SIGN_TIMEOUT)
+        return [str(cpv) for cpv in reply["signed"]]
+
+    async def snapshot(self, dest: Path) -> list[IndexEntry]:
+        """Write ``dest``/Packages with staging's newest package of each slot; those packages."""
+        reply = await self.call({"op": "snapshot", "dest": str(dest)}, RESOLVE_TIMEOUT)
+        return [
+            IndexEntry(str(p["cpv"]), str(p["path"]), str(p["slot"]), str(p["use"]), int(p["size"]))
+            for p in reply["packages"]
+        ]
+
+    async def prefix_info(self) -> PrefixInfo:
+        reply = await self.call({"op": "prefix_info"}, RESOLVE_TIMEOUT)
+        repo = reply["repository"]
+        snapshot = repo.get("snapshot_time")
+        return PrefixInfo(
+            str(reply["profile"]),
+            str(repo["name"]),
+            str(repo["revision"]),
+            float(snapshot) if snapshot is not None else None,
+        )
 
     async def _kill(self) -> None:
         proc, self._proc = self._proc, None

@@ -10,6 +10,15 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     -> {"id": 2, "ok": true, "path": "/staging/cat/pkg/pkg-1.0-1.gpkg.tar"}
     -> {"id": 3, "ok": false, "kind": "invalid" | "notfound" | "error", "error": "why"}
     {"id": 4, "op": "staged"} -> {"id": 4, "ok": true, "cpvs": ["cat/pkg-1.0", ...]}
+    {"id": 5, "op": "sign", "signing": {"home": "/r/gnupg", "key": "FPR"}}
+    -> {"id": 5, "ok": true, "signed": ["cat/pkg-1.0"]}
+    {"id": 6, "op": "snapshot", "dest": "/r/releases/.v2026.12.05.partial"}
+    -> {"id": 6, "ok": true, "packages": [{"cpv": ..., "path": ..., "slot": ..., "use": ..., "size": ...}]}
+    {"id": 7, "op": "prefix_info"} -> {"id": 7, "ok": true, "profile": ..., "repository": {...}}
+
+A request may carry ``signing`` (the release key's GnuPG home and
+fingerprint): an ``inject`` then signs the package before it enters the
+PKGDIR, and Portage verifies signed packages against that home.
 
 Run with PORTAGE_OVERRIDE_EPREFIX pointing at the controller's prefix,
 whose repos and profile define the swarm's packages and whose PKGDIR is
@@ -21,7 +30,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
 import sys
+import tarfile
 from typing import Any
 
 
@@ -102,7 +114,195 @@ def _break_cycles(packages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"cpv": cpv, "deps": sorted(d)} for cpv, d in deps.items()]
 
 
-def inject(cpv: str, path: str) -> str:
+def use_signing(signing: dict[str, str] | None) -> None:
+    """Sign with the release key, and verify signed packages against its home.
+
+    The home is the controller's own (0700), so verification runs as the
+    controller's user instead of dropping to nobody as Portage does for
+    root: the only signatures it checks here are the controller's."""
+    if not signing:
+        return
+    import portage
+
+    settings = portage.settings
+    wanted = {
+        "BINPKG_GPG_SIGNING_GPG_HOME": signing["home"],
+        "BINPKG_GPG_SIGNING_KEY": signing["key"],
+        "BINPKG_GPG_VERIFY_GPG_HOME": signing["home"],
+        "GPG_VERIFY_USER_DROP": "",
+        "GPG_VERIFY_GROUP_DROP": "",
+    }
+    if all(settings.get(key) == value for key, value in wanted.items()):
+        return
+    settings.unlock()
+    try:
+        for key, value in wanted.items():
+            settings[key] = value
+    finally:
+        settings.lock()
+
+
+def is_signed(path: str) -> bool:
+    with tarfile.open(path) as tar:
+        return any(name.endswith(".sig") for name in tar.getnames())
+
+
+def sign_file(path: str) -> bool:
+    """Sign a gpkg in place with Portage's own code (what gpkg-sign does);
+    False if it is signed already."""
+    import portage
+    from portage.exception import PortagePackageException, SignatureException
+    from portage.gpkg import gpkg
+
+    if is_signed(path):
+        return False
+    noise = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+            package = gpkg(settings=portage.settings, gpkg_file=path)
+            package._verify_binpkg()
+            package.update_signature()
+    except (PortagePackageException, SignatureException) as exc:
+        detail = noise.getvalue().strip().splitlines()
+        raise WorkerError(
+            "error", f"cannot sign {os.path.basename(path)}: {exc} {' '.join(detail[-2:])}"
+        ) from None
+    return True
+
+
+def sign_staged() -> list[str]:
+    """Sign every package of the PKGDIR that is not signed yet, and rewrite
+    their index entries (size, digests, mtime) under Portage's index lock,
+    as ``emaint binhost --fix`` does for the entries it finds stale."""
+    import portage
+    from portage import locks
+
+    bintree = portage.db[portage.settings["EROOT"]]["bintree"]
+    bintree.populate()
+    signed = [cpv for cpv in bintree.dbapi.cpv_all() if sign_file(bintree.getname(cpv))]
+    if not signed:
+        return []
+    lock = locks.lockfile(bintree._pkgindex_file, wantnewlockfile=1)
+    try:
+        pkgindex = bintree._load_pkgindex()
+        fresh = {}
+        for cpv in signed:
+            entry = bintree._pkgindex_entry(cpv)
+            bintree._eval_use_flags(cpv, entry)
+            fresh[entry["PATH"]] = entry
+        pkgindex.packages[:] = [fresh.get(d.get("PATH", ""), d) for d in pkgindex.packages]
+        pkgindex.modified = True
+        bintree._update_pkgindex_header(pkgindex.header)
+        bintree._pkgindex_write(pkgindex)
+        bintree.populated = False
+    finally:
+        locks.unlockfile(lock)
+    return sorted(str(cpv) for cpv in signed)
+
+
+def snapshot(dest: str) -> list[dict[str, Any]]:
+    """Write ``dest``/Packages: staging's index entries of the newest
+    version in each slot of each package (Portage's version order), in
+    Portage's own format. The package files are the caller's to link."""
+    import portage
+    from portage.versions import best, cpv_getkey
+
+    bintree = portage.db[portage.settings["EROOT"]]["bintree"]
+    bintree.populate()
+    pkgindex = bintree._load_pkgindex()
+    pkgdir = bintree.pkgdir
+    by_slot: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for entry in pkgindex.packages:
+        if not os.path.isfile(os.path.join(pkgdir, entry.get("PATH", ""))):
+            continue  # the index names a file that is gone: nothing to release
+        slot = (entry.get("SLOT") or "0").split("/")[0]
+        by_slot.setdefault((cpv_getkey(entry["CPV"]), slot), []).append(entry)
+    chosen = []
+    for entries in by_slot.values():
+        newest = best([e["CPV"] for e in entries])
+        same = [e for e in entries if e["CPV"] == newest]
+        chosen.append(max(same, key=lambda e: int(e.get("BUILD_ID") or 0)))
+    pkgindex.packages[:] = chosen
+    pkgindex.modified = True
+    with open(os.path.join(dest, "Packages"), "w", encoding="utf-8") as out:
+        pkgindex.write(out)
+        out.flush()
+        os.fsync(out.fileno())
+    return sorted(
+        (
+            {
+                "cpv": str(e["CPV"]),
+                "path": e["PATH"],
+                "slot": e.get("SLOT") or "0",
+                "use": e.get("USE", ""),
+                "size": int(e.get("SIZE") or 0),
+            }
+            for e in chosen
+        ),
+        key=lambda p: p["cpv"],
+    )
+
+
+def _snapshot_time(location: str) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    for name in ("timestamp.chk", "timestamp.x"):
+        try:
+            with open(os.path.join(location, "metadata", name)) as fh:
+                text = fh.readline().strip()
+        except OSError:
+            continue
+        try:
+            if name == "timestamp.x":
+                return float(text.split()[0])
+            return parsedate_to_datetime(text).timestamp()
+        except (ValueError, IndexError, TypeError):
+            continue
+    return None
+
+
+def _revision(location: str) -> str:
+    # A synced tree names its commit; a git checkout knows its HEAD.
+    try:
+        with open(os.path.join(location, "metadata", "timestamp.commit")) as fh:
+            words = fh.readline().split()
+        if words:
+            return words[0]
+    except OSError:
+        pass
+    if not os.path.exists(os.path.join(location, ".git")):
+        return ""
+    try:
+        done = subprocess.run(
+            ["git", "-C", location, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def prefix_info() -> dict[str, Any]:
+    """The profile and the main repository's name, revision and snapshot time."""
+    import portage
+
+    settings = portage.settings
+    repo = settings.repositories.mainRepo()
+    profile = os.path.realpath(settings.profile_path) if settings.profile_path else ""
+    location = repo.location if repo is not None else ""
+    profiles = os.path.join(os.path.realpath(location), "profiles") + os.sep if location else ""
+    if profiles and profile.startswith(profiles):
+        profile = profile[len(profiles) :]
+    return {
+        "profile": profile,
+        "repository": {
+            "name": repo.name if repo is not None else "",
+            "revision": _revision(location) if location else "",
+            "snapshot_time": _snapshot_time(location) if location else None,
+        },
+    }
+
+
+def inject(cpv: str, path: str, signing: dict[str, str] | None = None) -> str:
     import portage
     from portage.exception import PortagePackageException, SignatureException
     from portage.gpkg import gpkg
@@ -123,6 +323,8 @@ def inject(cpv: str, path: str) -> str:
     found = f"{field('CATEGORY')}/{field('PF')}"
     if found != cpv:
         raise WorkerError("invalid", f"the package is {found}, not {cpv}")
+    if signing:
+        sign_file(path)  # before it is in the PKGDIR, so its index entry is the signed file's
     noise = io.StringIO()
     with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
         result = bintree.inject(cpv, current_pkg_path=path)
@@ -151,12 +353,22 @@ def main() -> None:
         try:
             request = json.loads(line)
             op = request.get("op")
+            signing = request.get("signing")
+            use_signing(signing)
             if op == "resolve":
                 reply: dict[str, Any] = {"ok": True, "packages": resolve(list(request["atoms"]))}
             elif op == "inject":
-                reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]))}
+                reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]), signing)}
             elif op == "staged":
                 reply = {"ok": True, "cpvs": staged()}
+            elif op == "sign":
+                if not signing:
+                    raise WorkerError("invalid", "sign needs the signing key")
+                reply = {"ok": True, "signed": sign_staged()}
+            elif op == "snapshot":
+                reply = {"ok": True, "packages": snapshot(str(request["dest"]))}
+            elif op == "prefix_info":
+                reply = {"ok": True, **prefix_info()}
             elif op == "info":
                 import portage
 

@@ -21,17 +21,74 @@ that a cut hard-links instead of copying)::
 Served read-only on the public tier: ``/binhost/releases/{v}/``,
 ``/binhost/current/``, ``/releases.json``, ``/releases/key.asc``,
 ``/api/v1/releases[/{v}]`` and ``/api/v1/releases/{a}/diff/{b}``.
+
+A cut first signs, in staging, whatever is still unsigned there (packages
+are signed as they are staged once the key exists; see signing.py and
+portage_worker.py), then links the newest package of each slot into
+``.vX.partial`` with its own Packages index (Portage's code writes it),
+writes and signs the manifest, and renames the directory into place: a
+crash leaves only a partial directory, which ``start`` removes. The
+release's files are hard links to staging's: nothing is copied, and
+staging never writes a file in place (Portage replaces files by rename),
+so a release never changes.
+
+promotions.json is the record of what was promoted: ``current`` is the
+release of its last entry, ``previous`` the one current before it (a
+rollback steps back one). It is written before the links, so that after
+a crash between the two ``start`` sets the links from it; each link is
+replaced by rename, so it names the old release or the new one, never
+none.
+
+Memory holds every manifest and the promotions, so that the read methods
+answer without touching the disk; every write runs in a thread.
+
+Test-only hook: with SWARM_TEST_CRASH_IN_RELEASE=cut in its environment
+the controller kills itself (SIGKILL) when a cut's partial directory is
+complete and before it is renamed into place; with =promote, after
+promotions.json and ``previous`` are written and before ``current`` is
+(tests/test_releases.py). Never set it in production.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import os
 import re
-from dataclasses import dataclass
-from typing import Literal
+import shutil
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+
+from swarm.clock import SYSTEM, Clock
+from swarm.controller import releasefiles as disk
+from swarm.controller.builds import Session
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
+from swarm.controller.events import EventLog
+from swarm.controller.portage import IndexEntry, PortageWorker, Signing
+from swarm.controller.scheduler import FAILED, Job
+from swarm.controller.signing import ReleaseKey
+from swarm.controller.staging import StagingBinhost
+from swarm.controller.store.runner import StoreRunner
+from swarm.files import sha256_file
+
+log = logging.getLogger(__name__)
 
 # vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day.
 VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
 MANIFEST_FORMAT = 1
+NOTES_MAX = 10_000
+KEEP_DEFAULT = 10
+# Test-only (see the module docstring).
+CRASH_HOOK_ENV = "SWARM_TEST_CRASH_IN_RELEASE"
+PROMOTE_ACTIONS = ("promote", "auto-promote")
+# Packages whose version a manifest names as its kernel.
+KERNEL_SUFFIXES = ("-kernel", "-kernel-bin", "-sources")
 
 Standing = Literal["current", "previous", ""]
 
@@ -113,6 +170,16 @@ class ReleaseDiff:
     changed: tuple[PackageChange, ...]  # another version, or the same one rebuilt
 
 
+class SessionView(Protocol):
+    """What a cut asks of the build queue (builds.BuildQueue)."""
+
+    def current_session(self) -> Session | None: ...
+
+    def latest_session(self) -> Session | None: ...
+
+    def session_jobs(self, session: Session) -> list[Job]: ...
+
+
 class Releases:
     """Cuts, lists, promotes, rolls back and prunes releases.
 
@@ -124,39 +191,132 @@ class Releases:
     release_pruned) naming who did it.
     """
 
+    def __init__(
+        self,
+        root: Path,
+        *,
+        staging: StagingBinhost,
+        worker: PortageWorker,
+        runner: StoreRunner,
+        events: EventLog,
+        sessions: SessionView | None = None,
+        drone_names: Callable[[], dict[str, str]] = dict,
+        keep: int = KEEP_DEFAULT,
+        key_file: Path | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.root = root
+        self.releases_dir = root / disk.RELEASES
+        self._staging = staging
+        self._worker = worker
+        self._runner = runner
+        self._events = events
+        self._sessions = sessions
+        self._drone_names = drone_names
+        self.keep = keep
+        self._clock = clock
+        self.key = ReleaseKey(root, key_file)
+        self._manifests: dict[str, Manifest] = {}
+        self._promotions: list[Promotion] = []
+        self._current: str | None = None
+        self._previous: str | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------
+
     async def start(self) -> None:
         """Remove partial cuts left by a crash, repair a dangling link, load
         or create the release key."""
-        raise NotImplementedError
+        await asyncio.to_thread(self._load)
+        self._worker.signing = Signing(self.key.home, self.key.fingerprint)
+        log.info(
+            "releases in %s: %d, current %s, key %s",
+            self.releases_dir,
+            len(self._manifests),
+            self._current or "none",
+            self.key.fingerprint,
+        )
+
+    def _load(self) -> None:
+        self.releases_dir.mkdir(parents=True, exist_ok=True)
+        staging = self._staging.pkgdir
+        staging.mkdir(parents=True, exist_ok=True)
+        if os.stat(self.releases_dir).st_dev != os.stat(staging).st_dev:
+            raise FailedPrecondition(
+                f"the releases directory {self.root} is not on the filesystem of the staging "
+                f"binhost {staging}: a release hard-links staging's packages; put both on one filesystem"
+            )
+        for name in disk.remove_leftovers(self.releases_dir):
+            log.warning("removed %s, left by a cut or delete that did not finish", name)
+        self.key.load()
+        self._manifests = load_manifests(self.releases_dir)
+        try:
+            self._promotions = read_promotions(self.root / disk.PROMOTIONS)
+        except ValueError as exc:
+            raise FailedPrecondition(str(exc)) from None
+        self._current, self._previous = standing(self._promotions, self._manifests.__contains__)
+        self._fix_links()
+
+    def _fix_links(self) -> None:
+        for name, version in (("previous", self._previous), ("current", self._current)):
+            found = disk.read_link(self.root, name)
+            if found != version or (version is not None and not (self.root / name).is_dir()):
+                log.warning("link %s named %s; set to %s from promotions.json", name, found, version)
+                disk.set_link(self.root, name, version)
 
     async def stop(self) -> None:
-        raise NotImplementedError
+        await asyncio.to_thread(self.key.close)
+
+    # -- reading (from memory) ----------------------------------------------------
+
+    def _release(self, manifest: Manifest) -> Release:
+        version = manifest.version
+        standing_: Standing = (
+            "current" if version == self._current else "previous" if version == self._previous else ""
+        )
+        promoted = [p.at for p in self._promotions if p.version == version]
+        return Release(manifest, standing_, max(promoted) if promoted else None)
 
     def list_all(self) -> list[Release]:
         """Newest first."""
-        raise NotImplementedError
+        ordered = sorted(self._manifests.values(), key=_age, reverse=True)
+        return [self._release(m) for m in ordered]
 
     def get(self, version: str) -> Release:
-        raise NotImplementedError
+        return self._release(self._manifest(version))
+
+    def _manifest(self, version: str) -> Manifest:
+        if not VERSION_RE.match(version):
+            raise InvalidArgument(f"not a release version: {version[:40]!r} (vYYYY.MM.DD or vYYYY.MM.DD-N)")
+        manifest = self._manifests.get(version)
+        if manifest is None:
+            raise NotFound(f"no release {version}")
+        return manifest
 
     def current(self) -> str | None:
-        raise NotImplementedError
+        return self._current
 
     def previous(self) -> str | None:
-        raise NotImplementedError
+        return self._previous
 
     def promotions(self) -> list[Promotion]:
-        raise NotImplementedError
+        return list(self._promotions)
 
     def diff(self, older: str, newer: str) -> ReleaseDiff:
-        raise NotImplementedError
+        return diff_manifests(self._manifest(older), self._manifest(newer))
 
     def public_key(self) -> str:
         """The release key, armored (what /releases/key.asc serves)."""
-        raise NotImplementedError
+        return self.key.public_key
 
     def fingerprint(self) -> str:
-        raise NotImplementedError
+        return self.key.fingerprint
+
+    def path(self, version: str) -> Path:
+        """The directory of a release (NotFound if there is none)."""
+        return self.releases_dir / self._manifest(version).version
+
+    # -- cut ------------------------------------------------------------------------
 
     async def cut(self, *, notes: str, force: bool, by: str) -> Release:
         """Snapshot staging into the next version of today.
@@ -165,22 +325,466 @@ class Releases:
         session needed a package staging lacks or that failed, and when
         nothing changed since the newest release unless ``force``.
         """
-        raise NotImplementedError
+        if len(notes) > NOTES_MAX:
+            raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
+        async with self._lock:
+            self._check_sessions()
+            signed = await self._worker.sign_staged()
+            if signed:
+                log.info("signed %d package(s) staged before the release key existed", len(signed))
+            version = self._next_version()
+            partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
+            await asyncio.to_thread(_fresh_dir, partial)
+            try:
+                manifest = await self._build(version, partial, notes=notes, force=force)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                raise
+            self._manifests[version] = manifest
+            self._events.emit(
+                "release_cut",
+                f"release {version} cut by {by}: {manifest.package_count} packages, "
+                f"{manifest.total_size} bytes",
+                version=version,
+                by=by,
+                packages=manifest.package_count,
+                total_size=manifest.total_size,
+                forced=force,
+            )
+            await self._prune(self.keep, by=by)
+            return self._release(manifest)
+
+    def _check_sessions(self) -> None:
+        sessions = self._sessions
+        if sessions is None:
+            return
+        running = sessions.current_session()
+        if running is not None and running.state in ("running", "paused"):
+            raise FailedPrecondition(
+                f"session {running.name} is {running.state}: cut a release once it is complete"
+            )
+        last = sessions.latest_session()
+        if last is None:
+            return
+        jobs = sessions.session_jobs(last)
+        failed = sorted(j.cpv for j in jobs if j.state == FAILED)
+        if failed:
+            raise FailedPrecondition(
+                f"the last session ({last.name}) has {len(failed)} failed package(s): {_some(failed)}"
+            )
+        missing = sorted(j.cpv for j in jobs if not self._staging.has(j.cpv))
+        if missing:
+            raise FailedPrecondition(
+                f"staging lacks {len(missing)} package(s) the last session ({last.name}) "
+                f"needed: {_some(missing)}"
+            )
+
+    def _next_version(self) -> str:
+        day = datetime.fromtimestamp(self._clock.time(), UTC).strftime("v%Y.%m.%d")
+        # A name once promoted is never given to other contents, even deleted.
+        used = set(self._manifests) | {p.version for p in self._promotions}
+        for n in range(10_000):
+            version = day if n == 0 else f"{day}-{n}"
+            if version not in used and not (self.releases_dir / version).exists():
+                return version
+        raise FailedPrecondition(f"too many releases on {day[1:]}")
+
+    async def _build(self, version: str, partial: Path, *, notes: str, force: bool) -> Manifest:
+        entries = await self._worker.snapshot(partial)
+        if not entries:
+            raise FailedPrecondition("staging holds no packages: there is nothing to release")
+        newest = max(self._manifests.values(), key=_age, default=None)
+        known = await asyncio.to_thread(_known_digests, self.releases_dir, newest)
+        digests = await asyncio.to_thread(_link_all, self._staging.pkgdir, partial, entries, known)
+        if newest is not None and not force:
+            before = {(p.cpv, p.sha256) for p in newest.packages}
+            if before == {(e.cpv, digests[e.path]) for e in entries}:
+                raise FailedPrecondition(
+                    f"nothing changed since {newest.version} (the same packages, byte for byte); "
+                    "force the cut to make one anyway"
+                )
+        packages, sessions = await self._provenance(entries, digests)
+        info = await self._worker.prefix_info()
+        manifest = Manifest(
+            version=version,
+            created_at=self._clock.time(),
+            notes=notes,
+            sessions=sessions,
+            profile=info.profile,
+            repository=Repository(info.repository, info.revision, info.snapshot_time),
+            kernel=kernel_of(packages),
+            packages=packages,
+            total_size=sum(p.size for p in packages),
+            signing_key=self.key.fingerprint,
+        )
+        await asyncio.to_thread(self._seal, partial, manifest)
+        return manifest
+
+    async def _provenance(
+        self, entries: Sequence[IndexEntry], digests: dict[str, str]
+    ) -> tuple[tuple[ReleasePackage, ...], tuple[str, ...]]:
+        """Each package with the build and drone that made it; the sessions they came from."""
+        store = self._runner.store
+        first: dict[str, str] = {}
+        for artifact in await self._runner.call(store.list_artifacts):
+            # The first upload of a package version is the one staging kept.
+            first.setdefault(artifact.cpv, artifact.build_id)
+        wanted = [first[e.cpv] for e in entries if e.cpv in first]
+        builds = {b.id: b for b in await self._runner.call(store.get_builds, wanted)}
+        names = self._drone_names()
+        packages = []
+        sessions: set[str] = set()
+        for e in entries:
+            build = builds.get(first.get(e.cpv, ""))
+            if build is not None:
+                sessions.add(build.session_id)
+            packages.append(
+                ReleasePackage(
+                    cpv=e.cpv,
+                    slot=e.slot,
+                    path=e.path,
+                    build_id=build.id if build is not None else "",
+                    drone=names.get(build.drone_id, build.drone_id) if build is not None else "",
+                    sha256=digests[e.path],
+                    size=e.size,
+                    use=e.use,
+                )
+            )
+        return tuple(sorted(packages, key=lambda p: p.cpv)), tuple(sorted(sessions))
+
+    def _seal(self, partial: Path, manifest: Manifest) -> None:
+        data = manifest_bytes(manifest)
+        disk.write_atomic(partial / disk.MANIFEST, data)
+        disk.write_atomic(partial / disk.SIGNATURE, self.key.sign(data))
+        for folder in {(partial / p.path).parent for p in manifest.packages}:
+            disk.fsync_dir(folder)
+        os.chmod(partial, 0o755)
+        _crash_point("cut")
+        os.rename(partial, self.releases_dir / manifest.version)
+        disk.fsync_dir(self.releases_dir)
+
+    # -- promote, rollback ------------------------------------------------------------
 
     async def promote(self, version: str, *, by: str, action: str = "promote") -> Release:
         """Make ``version`` current; the release that was current becomes previous."""
-        raise NotImplementedError
+        if action not in PROMOTE_ACTIONS:
+            raise InvalidArgument(f"action must be one of {', '.join(PROMOTE_ACTIONS)}")
+        async with self._lock:
+            self._manifest(version)
+            if version == self._current:
+                raise FailedPrecondition(f"{version} is the current release already")
+            was = self._current
+            await self._record(Promotion(version, cast(Any, action), self._clock.time(), by))
+            self._events.emit(
+                "release_promoted",
+                f"release {version} promoted by {by}" + (f" (was {was})" if was else ""),
+                version=version,
+                previous=was,
+                action=action,
+                by=by,
+            )
+            return self.get(version)
 
     async def rollback(self, version: str, *, by: str) -> Release:
         """``version`` must be current (a guard against a repeated click):
         the release promoted before it becomes current again. Returns it."""
-        raise NotImplementedError
+        async with self._lock:
+            self._manifest(version)
+            if version != self._current:
+                raise FailedPrecondition(
+                    f"{version} is not the current release ({self._current or 'none is'}): "
+                    "nothing to roll back"
+                )
+            back = self._previous
+            if back is None:
+                raise FailedPrecondition(f"no release was promoted before {version}: nothing to roll back to")
+            await self._record(Promotion(back, "rollback", self._clock.time(), by))
+            self._events.emit(
+                "release_rolled_back",
+                f"release {version} rolled back to {back} by {by}",
+                version=back,
+                rolled_back=version,
+                by=by,
+            )
+            return self.get(back)
+
+    async def _record(self, promotion: Promotion) -> None:
+        promotions = [*self._promotions, promotion]
+        current, previous = standing(promotions, self._manifests.__contains__)
+        await asyncio.to_thread(self._write_standing, promotions, current, previous)
+        self._promotions, self._current, self._previous = promotions, current, previous
+
+    def _write_standing(self, promotions: list[Promotion], current: str | None, previous: str | None) -> None:
+        write_promotions(self.root / disk.PROMOTIONS, promotions)
+        disk.set_link(self.root, "previous", previous)
+        _crash_point("promote")
+        disk.set_link(self.root, "current", current)
+
+    # -- delete, prune ------------------------------------------------------------------
 
     async def delete(self, version: str, *, by: str) -> None:
         """Never current or previous (FailedPrecondition)."""
-        raise NotImplementedError
+        async with self._lock:
+            self._manifest(version)
+            self._deletable(version)
+            await self._delete(version)
+            self._events.emit("release_deleted", f"release {version} deleted by {by}", version=version, by=by)
+
+    def _deletable(self, version: str) -> None:
+        if version in (self._current, self._previous):
+            which = "current" if version == self._current else "previous"
+            raise FailedPrecondition(
+                f"{version} is the {which} release: promote another one before deleting it"
+            )
+
+    async def _delete(self, version: str) -> None:
+        await asyncio.to_thread(_remove_release, self.releases_dir, version)
+        del self._manifests[version]
 
     async def prune(self, keep: int, *, by: str) -> list[str]:
         """Delete the oldest releases beyond ``keep``, never current or
         previous; the versions deleted."""
-        raise NotImplementedError
+        async with self._lock:
+            return await self._prune(keep, by=by)
+
+    async def _prune(self, keep: int, *, by: str) -> list[str]:
+        if keep < 1:
+            raise InvalidArgument("keep must be at least 1")
+        ordered = sorted(self._manifests.values(), key=_age, reverse=True)
+        doomed = [m.version for m in ordered[keep:] if m.version not in (self._current, self._previous)]
+        for version in doomed:
+            await self._delete(version)
+        if doomed:
+            self._events.emit(
+                "release_pruned",
+                f"{len(doomed)} old release(s) pruned by {by} (keeping {keep}): {', '.join(doomed)}",
+                versions=doomed,
+                keep=keep,
+                by=by,
+            )
+        return doomed
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _age(manifest: Manifest) -> tuple[float, str, int]:
+    day, _, n = manifest.version.partition("-")
+    return manifest.created_at, day, int(n or 0)
+
+
+def _some(items: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _crash_point(where: str) -> None:
+    if os.environ.get(CRASH_HOOK_ENV) == where:
+        log.error("%s=%s: killing the controller mid-%s (test hook)", CRASH_HOOK_ENV, where, where)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(mode=0o700)
+
+
+def _known_digests(releases: Path, newest: Manifest | None) -> dict[str, tuple[int, str]]:
+    """path -> (inode, sha256) of the newest release's files: a package staging
+    still holds as that same file needs no hashing again."""
+    known: dict[str, tuple[int, str]] = {}
+    if newest is None:
+        return known
+    for package in newest.packages:
+        with contextlib.suppress(OSError):
+            known[package.path] = (os.stat(releases / newest.version / package.path).st_ino, package.sha256)
+    return known
+
+
+def _link_all(
+    pkgdir: Path, dest: Path, entries: Sequence[IndexEntry], known: dict[str, tuple[int, str]]
+) -> dict[str, str]:
+    """Hard-link each package into ``dest``; path -> sha256."""
+    digests: dict[str, str] = {}
+    for entry in entries:
+        source, target = pkgdir / entry.path, dest / entry.path
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise SwarmError(f"staging's index names a path outside it: {entry.path[:200]!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+        stat = os.stat(target)
+        if stat.st_size != entry.size:
+            raise FailedPrecondition(
+                f"staging's index is out of date for {entry.path} ({entry.size} bytes listed, "
+                f"{stat.st_size} on disk); cut again"
+            )
+        seen = known.get(entry.path)
+        digests[entry.path] = (
+            seen[1] if seen is not None and seen[0] == stat.st_ino else sha256_file(target)[0]
+        )
+    return digests
+
+
+def _remove_release(releases: Path, version: str) -> None:
+    # Out of the listing at once (a rename), then its files.
+    doomed = releases / f".{version}{disk.DELETING_SUFFIX}"
+    os.rename(releases / version, doomed)
+    disk.fsync_dir(releases)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def cpn_of(cpv: str) -> str:
+    """category/name of category/name-version."""
+    category, _, pf = cpv.partition("/")
+    for i in range(len(pf) - 1, 0, -1):
+        if pf[i] == "-" and pf[i + 1 : i + 2].isdigit():
+            return f"{category}/{pf[:i]}"
+    return cpv
+
+
+def kernel_of(packages: Sequence[ReleasePackage]) -> str:
+    for package in packages:
+        cpn = cpn_of(package.cpv)
+        if cpn.startswith("sys-kernel/") and cpn.endswith(KERNEL_SUFFIXES):
+            return package.cpv
+    return ""
+
+
+def _slot_key(package: ReleasePackage) -> tuple[str, str]:
+    return cpn_of(package.cpv), package.slot.split("/")[0]
+
+
+def diff_manifests(older: Manifest, newer: Manifest) -> ReleaseDiff:
+    before = {_slot_key(p): p for p in older.packages}
+    after = {_slot_key(p): p for p in newer.packages}
+    return ReleaseDiff(
+        older=older.version,
+        newer=newer.version,
+        added=tuple(after[k] for k in sorted(after.keys() - before.keys())),
+        removed=tuple(before[k] for k in sorted(before.keys() - after.keys())),
+        changed=tuple(
+            PackageChange(before[k], after[k])
+            for k in sorted(before.keys() & after.keys())
+            if (before[k].cpv, before[k].sha256) != (after[k].cpv, after[k].sha256)
+        ),
+    )
+
+
+def standing(promotions: Sequence[Promotion], exists: Callable[[str], bool]) -> tuple[str | None, str | None]:
+    """(current, previous) from the promotions, oldest first: each promote
+    puts a release on top, each rollback steps back to the one below.
+    Releases deleted since are passed over."""
+    stack: list[str] = []
+    for promotion in promotions:
+        if promotion.action == "rollback":
+            while stack and stack[-1] != promotion.version:
+                stack.pop()
+        if not stack or stack[-1] != promotion.version:
+            stack.append(promotion.version)
+    alive: list[str] = []
+    for version in stack:
+        if exists(version) and (not alive or alive[-1] != version):
+            alive.append(version)
+    return (alive[-1] if alive else None), (alive[-2] if len(alive) > 1 else None)
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def manifest_dict(manifest: Manifest) -> dict[str, Any]:
+    """manifest.json's content: the Manifest's fields, ``format`` and ``package_count``."""
+    return {"format": MANIFEST_FORMAT, **asdict(manifest), "package_count": manifest.package_count}
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest_dict(manifest), indent=1, sort_keys=True) + "\n").encode()
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """ValueError (saying why) for anything but a manifest of a known format."""
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        if raw.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {raw.get('format')!r}")
+        repo = raw["repository"]
+        snapshot = repo["snapshot_time"]
+        return Manifest(
+            version=str(raw["version"]),
+            created_at=float(raw["created_at"]),
+            notes=str(raw["notes"]),
+            sessions=tuple(str(s) for s in raw["sessions"]),
+            profile=str(raw["profile"]),
+            repository=Repository(
+                str(repo["name"]), str(repo["revision"]), float(snapshot) if snapshot is not None else None
+            ),
+            kernel=str(raw["kernel"]),
+            packages=tuple(
+                ReleasePackage(
+                    cpv=str(p["cpv"]),
+                    slot=str(p["slot"]),
+                    path=str(p["path"]),
+                    build_id=str(p["build_id"]),
+                    drone=str(p["drone"]),
+                    sha256=str(p["sha256"]),
+                    size=int(p["size"]),
+                    use=str(p["use"]),
+                )
+                for p in raw["packages"]
+            ),
+            total_size=int(raw["total_size"]),
+            signing_key=str(raw["signing_key"]),
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def load_manifests(releases: Path) -> dict[str, Manifest]:
+    """The complete releases in ``releases/``; anything else there is logged and left out."""
+    found: dict[str, Manifest] = {}
+    for entry in sorted(releases.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if not VERSION_RE.match(entry.name):
+            log.warning("%s is not named like a release; ignored", entry)
+            continue
+        try:
+            manifest = parse_manifest((entry / disk.MANIFEST).read_bytes())
+        except (OSError, ValueError) as exc:
+            log.error("release %s has no readable manifest and is not listed: %s", entry.name, exc)
+            continue
+        if manifest.version != entry.name:
+            log.error("%s holds the manifest of %s; not listed", entry, manifest.version)
+            continue
+        found[manifest.version] = manifest
+    return found
+
+
+def read_promotions(path: Path) -> list[Promotion]:
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(raw, list):
+        raise ValueError(f"{path} is not a JSON list")
+    promotions = []
+    for item in raw:
+        try:
+            action = item["action"]
+            if action not in (*PROMOTE_ACTIONS, "rollback"):
+                raise ValueError(f"unknown action {action!r}")
+            promotions.append(Promotion(str(item["version"]), action, float(item["at"]), str(item["by"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path} holds a malformed entry: {exc}") from None
+    return promotions
+
+
+def write_promotions(path: Path, promotions: Sequence[Promotion]) -> None:
+    data = json.dumps([asdict(p) for p in promotions], indent=1) + "\n"
+    disk.write_atomic(path, data.encode())

@@ -16,6 +16,7 @@ from swarm.controller.healer import Healer
 from swarm.controller.metrics import Metrics
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.releases import Releases
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
@@ -45,6 +46,7 @@ class Services:
     execs: Execs | None = None
     selfcheck: SelfCheck | None = None
     metrics: Metrics | None = None
+    releases: Releases | None = None  # with builds on (a staging binhost to cut from)
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

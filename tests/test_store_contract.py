@@ -782,6 +782,9 @@ def test_builds_history_newest_first(store: SqlStore) -> None:
     assert [b.id for b in store.list_builds(finished=True)] == ["b1"]
     assert store.list_builds(job_id="j1", limit=1)[0].id == "b4"
     assert store.list_builds(job_id="nope") == []
+    found = store.get_builds(["b1", "b3", "nope", "b1"])
+    assert sorted((b.id, b.state) for b in found) == [("b1", "failed"), ("b3", "building")]
+    assert store.get_builds([]) == []
 
 
 def test_artifacts_are_idempotent_by_build_and_file(store: SqlStore) -> None:

@@ -157,6 +157,9 @@ class Store(Protocol):
     ) -> list[BuildRecord]:
         """Newest first."""
 
+    def get_builds(self, ids: Sequence[str]) -> list[BuildRecord]:
+        """The builds with these ids (unknown ones left out), in no order."""
+
     def add_artifact(self, artifact: ArtifactRecord) -> bool:
         """Record a stored artifact; False if that build already stored that file."""
 

@@ -90,6 +90,16 @@ class BuildTables:
             rows = query.order_by(Build.created_at.desc(), Build.id).limit(limit)
             return [_record(BuildRecord, r) for r in rows]
 
+    def get_builds(self, ids: Sequence[str]) -> list[BuildRecord]:
+        """The builds with these ids (unknown ones left out), in no order."""
+        wanted = list(dict.fromkeys(ids))
+        found: list[BuildRecord] = []
+        with self._bound():
+            for start in range(0, len(wanted), CHUNK):
+                rows = Build.select().where(Build.id.in_(wanted[start : start + CHUNK]))
+                found += [_record(BuildRecord, r) for r in rows]
+        return found
+
     def add_artifact(self, artifact: ArtifactRecord) -> bool:
         """Record a stored artifact; False if that build already stored that file."""
         with self._bound():

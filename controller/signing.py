@@ -1,0 +1,162 @@
+"""The release key: a GnuPG key that signs every package of a release (through
+Portage, see portage_worker.py) and each release's manifest.
+
+It lives in its own GnuPG home, ``<releases_dir>/gnupg`` (0700), made on
+first use with ``gpg --batch`` (ed25519, no passphrase: the controller
+signs unattended), or imported from an armored secret key file
+(``--release-key``). The fingerprint of the key in use is kept beside it
+(``gnupg/release-key.fpr``), and its public half, armored, in
+``<releases_dir>/key.asc`` for clients to fetch. The drones never hold it.
+
+Every method blocks (it runs gpg): call them from a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from swarm.controller.releasefiles import write_atomic
+
+log = logging.getLogger(__name__)
+
+GPG_TIMEOUT = 120.0
+FINGERPRINT_FILE = "release-key.fpr"
+KEY_ALGO = "ed25519"
+
+
+class SigningError(Exception):
+    """The release key cannot be made, imported or used; the message says why."""
+
+
+class ReleaseKey:
+    def __init__(self, root: Path, import_from: Path | None = None) -> None:
+        self.home = root / "gnupg"
+        self.public_path = root / "key.asc"
+        self._import_from = import_from
+        self._fingerprint = ""
+        self._public = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def public_key(self) -> str:
+        """The public key, armored."""
+        return self._public
+
+    def gpg(self, *args: str, stdin: bytes | None = None) -> bytes:
+        try:
+            done = subprocess.run(
+                ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *args],
+                input=stdin,
+                capture_output=True,
+                timeout=GPG_TIMEOUT,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise SigningError("gpg (GnuPG) is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise SigningError(f"gpg {args[0]} did not finish in {GPG_TIMEOUT:.0f}s") from None
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip().splitlines()
+            raise SigningError(f"gpg {args[0]} failed: {' '.join(why[-3:])[:500]}")
+        return done.stdout
+
+    def load(self) -> None:
+        """Import the key file if one was given, else use the key made
+        before, else make one; then export its public half and check that
+        it signs without a passphrase."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        record = self.home / FINGERPRINT_FILE
+        if self._import_from is not None:
+            fingerprint = self._import(self._import_from)
+        elif record.exists():
+            fingerprint = record.read_text().strip()
+            if fingerprint not in self._secret_fingerprints():
+                raise SigningError(f"the release key {fingerprint} is missing from {self.home}")
+        else:
+            fingerprint = self._create()
+        if not record.exists() or record.read_text().strip() != fingerprint:
+            write_atomic(record, (fingerprint + "\n").encode(), 0o600)
+        self._fingerprint = fingerprint
+        self._public = self.gpg("--armor", "--export", fingerprint).decode()
+        if "BEGIN PGP PUBLIC KEY BLOCK" not in self._public:
+            raise SigningError(f"gpg exported no public key for {fingerprint}")
+        write_atomic(self.public_path, self._public.encode())
+        self.sign(b"release key check\n")  # fails now, not at the first cut, if it needs a passphrase
+        log.info("release key %s (GnuPG home %s)", fingerprint, self.home)
+
+    def _secret_fingerprints(self) -> list[str]:
+        listing = self.gpg("--with-colons", "--list-secret-keys").decode()
+        return _primary_fingerprints(listing, "sec")
+
+    def _create(self) -> str:
+        user = f"Build Swarm release key <release@{socket.getfqdn() or 'localhost'}>"
+        log.info("creating the release key (%s) in %s", KEY_ALGO, self.home)
+        self.gpg("--passphrase", "", "--quick-gen-key", user, KEY_ALGO, "sign", "never")
+        found = self._secret_fingerprints()
+        if not found:
+            raise SigningError("gpg made no key")
+        return found[-1]
+
+    def _import(self, path: Path) -> str:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SigningError(f"cannot read the release key file {path}: {exc.strerror or exc}") from None
+        shown = self.gpg("--with-colons", "--import-options", "show-only", "--import", stdin=data).decode()
+        secret = _primary_fingerprints(shown, "sec")
+        if not secret:
+            raise SigningError(
+                f"{path} holds no secret key (export one with gpg --armor --export-secret-keys)"
+            )
+        if len(secret) > 1:
+            raise SigningError(f"{path} holds {len(secret)} secret keys; give it exactly one")
+        fingerprint = secret[0]
+        self.gpg("--import", stdin=data)
+        # Imported keys are not trusted by default; Portage verifies only with
+        # ultimate trust (see GENTOO_PREFIX.md), here and on the clients.
+        self.gpg("--import-ownertrust", stdin=f"{fingerprint}:6:\n".encode())
+        self.gpg("--check-trustdb")
+        log.info("imported the release key %s from %s", fingerprint, path)
+        return fingerprint
+
+    def sign(self, data: bytes) -> bytes:
+        """A detached, armored signature of ``data``."""
+        return self.gpg(
+            "--local-user", self._fingerprint, "--armor", "--detach-sign", "--output", "-", stdin=data
+        )
+
+    def close(self) -> None:
+        """End the gpg-agent that signing started for this home."""
+        if not self.home.is_dir():
+            return
+        try:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not stop the release key's gpg-agent: %s", exc)
+
+
+def _primary_fingerprints(colons: str, kind: str) -> list[str]:
+    """Fingerprints of the primary keys of ``kind`` (sec, pub) in gpg's --with-colons output."""
+    found: list[str] = []
+    primary = False
+    for line in colons.splitlines():
+        fields = line.split(":")
+        if fields[0] in ("sec", "pub", "ssb", "sub"):
+            primary = fields[0] == kind
+        elif fields[0] == "fpr" and primary and len(fields) > 9:
+            found.append(fields[9])
+            primary = False
+    return found
