@@ -77,9 +77,9 @@ def test_nodes_lists_every_drone_with_live_fields(fleet: Controller) -> None:
 
 
 def test_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import public
+    from swarm.controller.web import public, releases
 
-    served = {route.path for route in public.routes if hasattr(route, "path")}
+    served = {route.path for route in [*public.routes, *releases.public_routes] if hasattr(route, "path")}
     doc = fleet.get("/api/v1/openapi.json")
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == served
@@ -99,7 +99,7 @@ def test_the_protocol_log_shows_the_agents_traffic(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin, auth, dispatch, healing, logs, metrics, shells, streams
+    from swarm.controller.web import admin, auth, dispatch, healing, logs, metrics, releases, shells, streams
 
     served: dict[str, set[str]] = {}
     for route in [
@@ -110,6 +110,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *streams.routes,
         *logs.routes,
         *dispatch.routes,
+        *releases.routes,
         *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())

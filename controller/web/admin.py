@@ -32,6 +32,7 @@ from swarm.controller.web import (
     metrics,
     openapi,
     public,
+    releases,
     shells,
     streams,
 )
@@ -518,6 +519,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(shells.routes)
     app.add_routes(logs.routes)
     app.add_routes(dispatch.routes)
+    app.add_routes(releases.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

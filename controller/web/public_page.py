@@ -10,7 +10,7 @@ its libraries (``/vendor``) and the login page stay on the admin tier. The
 files go out with the admin tier's headers (console.serve): no-cache,
 nosniff and a strict Content-Security-Policy without ``'unsafe-inline'``.
 These routes are pages, not API: they stay out of the public OpenAPI
-document, which covers ``public.routes`` only.
+document, which covers the API routes only (public.py, releases.py).
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ class IntParam:
 
 @dataclass(frozen=True, slots=True)
 class TextParam:
-    """Text in the query (None when absent) or the path; ``choices`` for an enum."""
+    """Text in the query (None when absent) or the path; ``choices`` for an
+    enum; ``pattern`` a regex it must match whole (then ``doc`` says what it
+    is, for the error)."""
 
     name: str
     doc: str
@@ -67,13 +69,17 @@ class TextParam:
     max_len: int = MAX_QUERY_VALUE
     choices: tuple[str, ...] = ()
     default: str | None = None
+    pattern: re.Pattern[str] | None = None
 
     def read(self, request: web.Request) -> str | None:
         if self.where == "path":
-            return request.match_info[self.name]
-        value = query_value(request, self.name, max_len=self.max_len)
+            value: str | None = request.match_info[self.name]
+        else:
+            value = query_value(request, self.name, max_len=self.max_len)
         if value is not None and self.choices and value not in self.choices:
             raise InvalidArgument(f"{self.name} must be one of {', '.join(self.choices)}, not {shown(value)}")
+        if value is not None and self.pattern is not None and not self.pattern.fullmatch(value):
+            raise InvalidArgument(f"{self.name} must be {self.doc}, not {shown(value)}")
         return value
 
     def schema(self) -> dict[str, Any]:
@@ -83,6 +89,9 @@ class TextParam:
             schema = {"type": "string", "maxLength": self.max_len}
             if self.where == "path":
                 schema["minLength"] = 1
+            if self.pattern is not None:
+                # As views/base.Pattern: ECMA-262 has no \Z; its $ matches only at the end.
+                schema["pattern"] = self.pattern.pattern.replace("\\Z", "$")
         if self.default is not None:
             schema["default"] = self.default
         return schema
