@@ -423,6 +423,10 @@ class ControllerConfig:
         self.release_cadence  # noqa: B018 -- checked now, so a typo stops the start
         if self.auto_promote_seconds is not None and self.release_cadence is None:
             raise ValueError("auto_promote_after promotes scheduled cuts: it needs release_schedule")
+        if self.release_cadence is not None and str(self.portage_eprefix) in ("", "."):
+            raise ValueError(
+                "release_schedule cuts releases from the staging binhost: it needs portage_eprefix"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

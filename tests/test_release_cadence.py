@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -68,12 +69,16 @@ def test_durations() -> None:
 
 
 def test_the_config_checks_both_options() -> None:
-    config = ControllerConfig(release_schedule="weekly:sun:03:00", auto_promote_after="24h")
+    config = ControllerConfig(
+        release_schedule="weekly:sun:03:00", auto_promote_after="24h", portage_eprefix=Path("/var/lib/x")
+    )
     assert config.release_cadence is not None and config.release_cadence.weekday == 6
     assert config.auto_promote_seconds == 86400
     assert ControllerConfig().release_cadence is None and ControllerConfig().auto_promote_seconds is None
     with pytest.raises(ValueError, match="needs release_schedule"):
-        ControllerConfig(auto_promote_after="24h")
+        ControllerConfig(auto_promote_after="24h", portage_eprefix=Path("/var/lib/x"))
+    with pytest.raises(ValueError, match="needs portage_eprefix"):
+        ControllerConfig(release_schedule="daily:03:00")
 
 
 def test_the_controller_refuses_to_start_with_a_bad_schedule() -> None:
