@@ -70,9 +70,10 @@ def release_list(client: Client, ns: argparse.Namespace) -> Any:
                 )
         promotions = reply.get("promotions") or []
         if promotions and ns.history:
-            print("\nWHEN                  ACTION        VERSION          BY")
+            # A rollback's entry names the release it put back.
+            print(f"\n{'WHEN':20}  {'MADE CURRENT':16} {'HOW':13} BY")
             for p in promotions:
-                print(f"{_when(p['at']):20}  {p['action']:13} {p['version']:16} {p['by']}")
+                print(f"{_when(p['at']):20}  {p['version']:16} {p['action']:13} {p['by']}")
     return reply
 
 

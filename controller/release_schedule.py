@@ -301,7 +301,8 @@ class ReleaseSchedule:
             since = self._releases.promotions()[pending.promotions_seen :]
             if since:
                 last = since[-1]
-                reason = f"{last.by} did {last.action} {last.version} since the cut"
+                how = {"rollback": "rolled back to", "auto-promote": "auto-promoted"}
+                reason = f"{last.by} {how.get(last.action, 'promoted')} {last.version} since the cut"
         if not reason:
             try:
                 await self._releases.promote(pending.version, by=BY, action="auto-promote")

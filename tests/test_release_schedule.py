@@ -244,7 +244,7 @@ def test_an_admin_promotion_since_the_cut_holds_the_scheduled_one(swarm: Swarm, 
     assert swarm.current() == own.version  # not the scheduled cut
     held = swarm.events("release_auto_promote_cancelled")[-1]
     assert held["data"]["version"] == scheduled.version
-    assert held["data"]["reason"] == f"admin:test did promote {own.version} since the cut"
+    assert held["data"]["reason"] == f"admin:test promoted {own.version} since the cut"
 
 
 def test_a_deleted_scheduled_cut_is_not_promoted_and_a_restart_keeps_what_is_pending(
