@@ -268,3 +268,20 @@ def test_a_deleted_scheduled_cut_is_not_promoted_and_a_restart_keeps_what_is_pen
     assert swarm.current() == current and pending.version not in swarm.versions()
     held = swarm.events("release_auto_promote_cancelled")[-1]
     assert (held["data"]["version"], held["data"]["reason"]) == (pending.version, "deleted")
+
+
+def test_slots_missed_while_the_controller_was_down_are_made_up_once_at_start(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    def scheduled_cuts() -> list[str]:
+        return [e["data"]["version"] for e in swarm.events("release_cut") if e["data"]["by"] == "schedule"]
+
+    before = scheduled_cuts()
+    swarm.ctl.run(swarm.schedule.stop)
+    swarm.ctl.run(lambda: swarm.clock.advance(2 * DAY))  # two slots pass with no schedule running
+    swarm.stage("swarm-test/chain-d-1", tmp_path)
+    swarm.schedule = swarm.new_schedule()
+    made_up = scheduled_cuts()
+    assert len(made_up) == len(before) + 1 and made_up[-1] in swarm.versions()
+    status = swarm.schedule.status()
+    assert status.next_cut_at is not None and status.next_cut_at > swarm.clock.time()
