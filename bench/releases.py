@@ -216,18 +216,15 @@ def bench_size(children: Children, work: Path, template: Path, size: int, promot
 
 def swarm_upgrade() -> list[str] | None:
     """How to run swarm-upgrade from this checkout, or None when it has none."""
-    for module in ("swarm.cli.upgrade", "swarm.upgrade"):
-        found = subprocess.run(
-            [
-                PYTHON,
-                "-c",
-                f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)",
-            ],
-            check=False,
-        )
-        if found.returncode == 0:
-            return [PYTHON, "-m", module]
-    return None
+    found = subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            "import importlib.util, sys; sys.exit(importlib.util.find_spec('swarm.cli.upgrade') is None)",
+        ],
+        check=False,
+    )
+    return [PYTHON, "-m", "swarm.cli.upgrade"] if found.returncode == 0 else None
 
 
 def bench_upgrade(children: Children, work: Path, template: Path, size: int, changed: int) -> dict[str, Any]:
@@ -239,51 +236,56 @@ def bench_upgrade(children: Children, work: Path, template: Path, size: int, cha
         }
     root = work / "upgrade"
     ctl_prefix = prefixes.create_prefix(prefixes.PrefixConfig(root / "prefix", prefixes.Role.CONTROLLER))
+    say(f"client: a release of {size} packages")
     make_gpkgs(ctl_prefix, template, size, "1")
+    client = prefixes.create_prefix(
+        prefixes.PrefixConfig(root / "client", prefixes.Role.CLIENT, binhost="http://127.0.0.1:9/")
+    )
+    # swarm-upgrade writes the client's binrepos.conf entry itself.
+    (client.config_root / "binrepos.conf").unlink(missing_ok=True)
+
+    def run(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*upgrade, "--eprefix", str(client.root), *args],
+            env=client.env(),
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(
+                f"swarm-upgrade {' '.join(args)} exited {done.returncode}: "
+                f"{done.stdout[-1500:]}{done.stderr[-1500:]}"
+            )
+        return time.perf_counter() - started, done
+
     data = root / "data"
     with controller(children, data, ctl_prefix.root) as (ctl, api):
         _, first = timed(api, "POST", RELEASES, {"notes": "before", "force": False})
         timed(api, "POST", f"{RELEASES}/{first['version']}/promote")
-        public = f"http://127.0.0.1:{ctl.ports.public if ctl.ports else 0}"
-        client_root = root / "client"
-        client = prefixes.create_prefix(
-            prefixes.PrefixConfig(client_root, prefixes.Role.CLIENT, binhost=f"{public}/binhost/current/")
-        )
-        env = {**client.env(), "HOME": str(client.tmpdir)}
-
-        def run(*args: str, timeout: float = 3600) -> tuple[float, subprocess.CompletedProcess[str]]:
-            started = time.perf_counter()
-            done = subprocess.run(
-                [*upgrade, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-            return time.perf_counter() - started, done
-
-        _, trusted = run("trust", public, "--yes")
-        if trusted.returncode != 0:
-            raise BenchError(f"swarm-upgrade trust failed: {trusted.stdout[-1000:]}{trusted.stderr[-1000:]}")
+        assert ctl.ports is not None
+        run("trust", f"http://127.0.0.1:{ctl.ports.public}")
         say(f"client: applying {first['version']} ({size} packages)")
-        initial_s, applied = run("apply", "--url", public)
-        if applied.returncode != 0:
-            raise BenchError(f"swarm-upgrade apply failed: {applied.stdout[-2000:]}{applied.stderr[-2000:]}")
+        initial_s, _ = run("apply")
     # Staging changes only through the controller's own Portage worker: stopped while they are written.
     say(f"client: {changed} packages rebuilt as version 2")
     make_gpkgs(ctl_prefix, template, changed, "2")
     with controller(children, data, ctl_prefix.root) as (ctl, api):
         _, second = timed(api, "POST", RELEASES, {"notes": f"{changed} changed", "force": False})
         timed(api, "POST", f"{RELEASES}/{second['version']}/promote")
-        public = f"http://127.0.0.1:{ctl.ports.public if ctl.ports else 0}"
         say(f"client: applying {second['version']}")
-        apply_s, applied = run("apply", "--url", public)
-        if applied.returncode != 0:
-            raise BenchError(f"swarm-upgrade apply failed: {applied.stdout[-2000:]}{applied.stderr[-2000:]}")
-        _, status = run("status", "--url", public)
+        apply_s, _ = run("apply")
+        _, status = run("status", "--json")
+    report = json.loads(status.stdout)
     return {
         "measured": True,
         "packages": size,
         "changed": changed,
         "initial_apply_s": round(initial_s, 2),
         "apply_s": round(apply_s, 2),
-        "status_after": status.stdout.strip().splitlines()[-3:],
+        "status_after": report,
     }
 
 
@@ -337,8 +339,7 @@ def report(figures: dict[str, Any]) -> None:
         f"{upgrade['apply_s']:.1f} s (first apply of all {upgrade['packages']}: "
         f"{upgrade['initial_apply_s']:.1f} s)"
     )
-    for line in upgrade["status_after"]:
-        print(f"  status: {line}")
+    print(f"  status afterwards: {json.dumps(upgrade['status_after'])[:300]}")
 
 
 def main() -> None:
