@@ -32,6 +32,7 @@ import pytest
 
 from swarm.controller.release_cadence import WEEKDAYS, parse_schedule
 from swarm.controller.release_schedule import STATE_FILE, ReleaseSchedule
+from swarm.controller.releases import Releases
 from swarm.files import sha256_file
 
 from fakes.clock import ManualClock
@@ -62,7 +63,7 @@ class Swarm:
         self.schedule = self.new_schedule()
 
     @property
-    def releases(self) -> Any:
+    def releases(self) -> Releases:
         releases = self.ctl.controller.releases
         assert releases is not None
         return releases
