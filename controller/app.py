@@ -345,7 +345,7 @@ class Controller:
         self.selfcheck.add_recovery_listener(self.builds.writer.kick)
         self.gateway.builds = self.builds
         self.releases = Releases(
-            config.releases_path,
+            config.releases_dir,
             staging=self.staging,
             worker=self.portage,
             runner=self.runner,

@@ -332,6 +332,9 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.release_keep < 1:
             raise ValueError("release_keep must be at least 1")
+        if str(self.releases_dir) in ("", "."):
+            # Resolved here, not in a property: the web tier serves files from it.
+            object.__setattr__(self, "releases_dir", self.data_dir / "releases")
         if self.ground_after < 1 or self.ground_cooldown < 0:
             raise ValueError("ground_after must be at least 1 and ground_cooldown not negative")
         for name in (
@@ -472,10 +475,6 @@ class ControllerConfig:
     def auto_promote_seconds(self) -> float | None:
         text = self.auto_promote_after.strip()
         return parse_duration(text, "auto_promote_after") if text else None
-
-    @property
-    def releases_path(self) -> Path:
-        return self.releases_dir if str(self.releases_dir) not in ("", ".") else self.data_dir / "releases"
 
     @property
     def db_url(self) -> str:

@@ -226,15 +226,19 @@ class Releases:
 
     async def start(self) -> None:
         """Remove partial cuts left by a crash, repair a dangling link, load
-        or create the release key."""
+        or create the release key.
+
+        (The key is imported here when a key file is given, else loaded if
+        one was made before; the first cut makes it otherwise.)"""
         await asyncio.to_thread(self._load)
-        self._worker.signing = Signing(self.key.home, self.key.fingerprint)
+        if self.key.fingerprint:
+            self._worker.signing = Signing(self.key.home, self.key.fingerprint)
         log.info(
             "releases in %s: %d, current %s, key %s",
             self.releases_dir,
             len(self._manifests),
             self._current or "none",
-            self.key.fingerprint,
+            self.key.fingerprint or "none yet (made at the first cut)",
         )
 
     def _load(self) -> None:
@@ -306,7 +310,8 @@ class Releases:
         return diff_manifests(self._manifest(older), self._manifest(newer))
 
     def public_key(self) -> str:
-        """The release key, armored (what /releases/key.asc serves)."""
+        """The release key, armored (what /releases/key.asc serves); "" until
+        the first cut makes it (unless one was imported)."""
         return self.key.public_key
 
     def fingerprint(self) -> str:
@@ -329,6 +334,9 @@ class Releases:
             raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
         async with self._lock:
             self._check_sessions()
+            if not self.key.fingerprint:
+                await asyncio.to_thread(self.key.ensure)
+                self._worker.signing = Signing(self.key.home, self.key.fingerprint)
             signed = await self._worker.sign_staged()
             if signed:
                 log.info("signed %d package(s) staged before the release key existed", len(signed))

@@ -2,11 +2,13 @@
 Portage, see portage_worker.py) and each release's manifest.
 
 It lives in its own GnuPG home, ``<releases_dir>/gnupg`` (0700), made on
-first use with ``gpg --batch`` (ed25519, no passphrase: the controller
-signs unattended), or imported from an armored secret key file
-(``--release-key``). The fingerprint of the key in use is kept beside it
-(``gnupg/release-key.fpr``), and its public half, armored, in
-``<releases_dir>/key.asc`` for clients to fetch. The drones never hold it.
+first use (the first cut) with ``gpg --batch`` (ed25519, no passphrase:
+the controller signs unattended), or imported at start from an armored
+secret key file (``--release-key``). Until then there is no gpg-agent and
+staging's packages stay unsigned; the first cut signs them. The
+fingerprint of the key in use is kept beside it (``gnupg/release-key.fpr``),
+and its public half, armored, in ``<releases_dir>/key.asc`` for clients to
+fetch. The drones never hold it.
 
 Every method blocks (it runs gpg): call them from a thread.
 """
@@ -50,6 +52,7 @@ class ReleaseKey:
         return self._public
 
     def gpg(self, *args: str, stdin: bytes | None = None) -> bytes:
+        self._home()
         try:
             done = subprocess.run(
                 ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *args],
@@ -69,19 +72,25 @@ class ReleaseKey:
 
     def load(self) -> None:
         """Import the key file if one was given, else use the key made
-        before, else make one; then export its public half and check that
-        it signs without a passphrase."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.home, 0o700)
+        before if there is one."""
         record = self.home / FINGERPRINT_FILE
         if self._import_from is not None:
-            fingerprint = self._import(self._import_from)
+            self._use(self._import(self._import_from))
         elif record.exists():
             fingerprint = record.read_text().strip()
             if fingerprint not in self._secret_fingerprints():
                 raise SigningError(f"the release key {fingerprint} is missing from {self.home}")
-        else:
-            fingerprint = self._create()
+            self._use(fingerprint)
+
+    def ensure(self) -> None:
+        """Make the key unless there is one."""
+        if not self._fingerprint:
+            self._use(self._create())
+
+    def _use(self, fingerprint: str) -> None:
+        """Record the key, export its public half, and check that it signs
+        without a passphrase."""
+        record = self.home / FINGERPRINT_FILE
         if not record.exists() or record.read_text().strip() != fingerprint:
             write_atomic(record, (fingerprint + "\n").encode(), 0o600)
         self._fingerprint = fingerprint
@@ -89,8 +98,17 @@ class ReleaseKey:
         if "BEGIN PGP PUBLIC KEY BLOCK" not in self._public:
             raise SigningError(f"gpg exported no public key for {fingerprint}")
         write_atomic(self.public_path, self._public.encode())
-        self.sign(b"release key check\n")  # fails now, not at the first cut, if it needs a passphrase
+        try:
+            self.sign(b"release key check\n")
+        except SigningError as exc:
+            raise SigningError(
+                f"the release key {fingerprint} cannot sign unattended (a passphrase?): {exc}"
+            ) from None
         log.info("release key %s (GnuPG home %s)", fingerprint, self.home)
+
+    def _home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
 
     def _secret_fingerprints(self) -> list[str]:
         listing = self.gpg("--with-colons", "--list-secret-keys").decode()
@@ -99,11 +117,12 @@ class ReleaseKey:
     def _create(self) -> str:
         user = f"Build Swarm release key <release@{socket.getfqdn() or 'localhost'}>"
         log.info("creating the release key (%s) in %s", KEY_ALGO, self.home)
+        before = set(self._secret_fingerprints())
         self.gpg("--passphrase", "", "--quick-gen-key", user, KEY_ALGO, "sign", "never")
-        found = self._secret_fingerprints()
-        if not found:
-            raise SigningError("gpg made no key")
-        return found[-1]
+        made = [f for f in self._secret_fingerprints() if f not in before]
+        if len(made) != 1:
+            raise SigningError(f"gpg made {len(made)} keys instead of one")
+        return made[0]
 
     def _import(self, path: Path) -> str:
         try:

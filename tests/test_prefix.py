@@ -14,7 +14,6 @@ import http.server
 import os
 import subprocess
 import tarfile
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ import pytest
 
 # tools/ is on sys.path through conftest.py.
 from prefix import EmergeResult, Prefix, PrefixConfig, Role, create_prefix, run_emerge
+
+from support.gpg import gnupg_home, gpg, new_key, readable_by_nobody, trust, verify_home
 
 DIAMOND = ("diamond-base", "diamond-left", "diamond-right", "diamond-top")
 # A few seconds each on an idle machine; generous for a loaded CI runner.
@@ -239,57 +240,13 @@ def test_drone_pulls_a_built_dependency_from_the_binhost(
 # -- signed binpkgs ------------------------------------------------------------
 
 
-def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    done = subprocess.run(
-        ["gpg", "--homedir", str(home), "--batch", *args], input=stdin, capture_output=True, check=True
-    )
-    return done.stdout
-
-
-@contextlib.contextmanager
-def gnupg_home(path: Path) -> Iterator[Path]:
-    path.mkdir(mode=0o700)
-    try:
-        yield path
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(path), "--kill", "all"], check=False)
-
-
-@contextlib.contextmanager
-def verify_home() -> Iterator[Path]:
-    """A GnuPG home for verification. Portage verifies as nobody:nogroup, who
-    cannot enter pytest's 0700 tmp_path: this one lives directly in /tmp."""
-    with tempfile.TemporaryDirectory(prefix="swarm-verify-") as tmp, gnupg_home(Path(tmp) / "gnupg") as home:
-        os.chmod(tmp, 0o755)
-        yield home
-
-
 def test_signed_binpkgs_are_verified_by_the_client(tmp_path: Path) -> None:
     with gnupg_home(tmp_path / "signing") as signing, verify_home() as trusted, verify_home() as empty:
-        gpg(
-            signing,
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Swarm Test <test@example.invalid>",
-            "ed25519",
-            "sign",
-            "1d",
-        )
-        fingerprint = next(
-            line.split(":")[9]
-            for line in gpg(signing, "--with-colons", "--list-keys").decode().splitlines()
-            if line.startswith("fpr:")
-        )
-        gpg(trusted, "--import", stdin=gpg(signing, "--export", fingerprint))
-        gpg(trusted, "--import-ownertrust", stdin=f"{fingerprint}:6:\n".encode())
-        gpg(trusted, "--check-trustdb")
+        fingerprint = new_key(signing)
+        trust(trusted, gpg(signing, "--export", fingerprint))
         gpg(empty, "--list-keys")
         for home in (trusted, empty):
-            os.chmod(home, 0o755)
-            for name in ("pubring.kbx", "trustdb.gpg"):
-                if (home / name).exists():
-                    os.chmod(home / name, 0o644)
+            readable_by_nobody(home)
 
         drone = create_prefix(
             PrefixConfig(

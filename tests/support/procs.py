@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support.gpg import end_agent
+
 DEFAULT_TIMEOUT = 15.0
 # emerge from this venv's Portage: the agent's emerge check runs it with
 # --version, and a test drone is healthy only if it answers. The script itself
@@ -258,6 +260,12 @@ class Controller(ControllerApi, Proc):
             return None
         info: dict[str, Any] = json.loads(self.ready_file.read_text())
         return info
+
+    def kill(self) -> None:
+        super().kill()
+        # The release key's gpg-agent (controller/signing.py) is a daemon of
+        # its own: it outlives a controller killed with SIGKILL.
+        end_agent(self.data_dir / "releases" / "gnupg")
 
     def restart(self) -> None:
         """Start again on the same ports (agents reconnect to the same address)."""

@@ -1,0 +1,440 @@
+"""Releases (controller/releases.py, signing.py) cut from a real staging binhost.
+
+Once per module, a real controller process and two real drones build
+leaf-data and leaf-script with real emerge (staged unsigned: the release
+key does not exist before the first cut) and swarm-test/broken (it fails on
+both drones: the session ends with a failed package). Then a controller in
+this process serves the same data directory, and the tests call its
+Releases: real gpg, the real Portage worker, real gpkgs. Portage itself
+verifies what a release holds.
+
+The tests run in file order, each from the state the one before left (the
+releases cut, promoted and deleted so far); the last ones kill -9 a
+controller process in the middle of a cut and of a promote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import prefix as pfx
+import pytest
+
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarm.controller.releases import VERSION_RE, Release, Releases
+from swarm.controller.store.records import EventRecord
+
+from support.fleet import builders, start_fleet
+from support.gpg import gnupg_home, gpg, new_key, readable_by_nobody, trust, verify_home
+from support.inproc import InProcessController, local_config
+from support.procs import Controller, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+T = TypeVar("T")
+BUILT = ("swarm-test/leaf-data-1", "swarm-test/leaf-script-1")
+FAILED = "swarm-test/broken-1"
+# Built in a drone prefix but never staged by the fleet: staged by hand once the key exists.
+LATE = "swarm-test/leaf-hello-1"
+CUT_TIMEOUT = 120.0
+
+
+@dataclass
+class Bench:
+    root: Path
+    ctl_prefix: pfx.Prefix
+    inproc: InProcessController
+    session_id: str  # the session the fleet built
+    drones: frozenset[str]
+    late_gpkg: Path  # a real gpkg of LATE
+    unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
+
+    @property
+    def releases(self) -> Releases:
+        releases = self.inproc.controller.releases
+        assert releases is not None
+        return releases
+
+    def run(self, work: Callable[[], Awaitable[T]], timeout: float = CUT_TIMEOUT) -> T:
+        return self.inproc.run(work, timeout)
+
+    def cut(self, notes: str = "", *, force: bool = False) -> Release:
+        return self.run(lambda: self.releases.cut(notes=notes, force=force, by="admin:test"))
+
+    def events(self, kind: str) -> list[EventRecord]:
+        """Events of one type since the controller in this process started, oldest first."""
+        log = self.inproc.controller.events
+        found = self.inproc.call(
+            lambda: log.recent(after_id=None, since_ts=None, limit=1000, drone_id=None, types=[kind])
+        )
+        assert found is not None
+        return sorted(found, key=lambda e: e.id)
+
+    @property
+    def staging(self) -> Path:
+        return self.ctl_prefix.pkgdir
+
+
+def staged_files(pkgdir: Path) -> dict[str, Path]:
+    return {f"swarm-test/{p.parent.name}-1": p for p in pkgdir.rglob("*.gpkg.tar")}
+
+
+def is_signed(path: Path) -> bool:
+    with tarfile.open(path) as tar:
+        return any(name.endswith(".sig") for name in tar.getnames())
+
+
+def index_entries(packages: Path) -> dict[str, dict[str, str]]:
+    """A Packages index's entries by CPV."""
+    blocks = packages.read_text().split("\n\n")[1:]
+    entries = {}
+    for block in blocks:
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "CPV" in fields:
+            entries[fields["CPV"]] = fields
+    return entries
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    root = tmp_path_factory.mktemp("releases")
+    fleet = start_fleet(root, builders(2), portage=True)
+    try:
+        session_id = fleet.queue(*(f"={cpv}" for cpv in (*BUILT, FAILED)))["session"]["id"]
+        fleet.wait_complete(session_id)
+        jobs = fleet.jobs()
+        assert {cpv: jobs[cpv]["state"] for cpv in (*BUILT, FAILED)} == {
+            **dict.fromkeys(BUILT, "done"),
+            FAILED: "failed",
+        }
+        drones = frozenset(jobs[cpv]["drone"] for cpv in BUILT)
+        # A package the fleet did not build, for staging by hand later.
+        drone_prefix = pfx.Prefix((root / "builder-0-prefix").resolve())
+        built = pfx.run_emerge(drone_prefix, "--oneshot", "--buildpkgonly", f"={LATE}", timeout=300)
+        assert built.ok, built.output[-3000:]
+    finally:
+        fleet.stop()
+    assert fleet.controller_prefix is not None
+    late = next(p for p in drone_prefix.pkgdir.rglob("leaf-hello-1-*.gpkg.tar"))
+    unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
+    config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
+    inproc = InProcessController(config).start()
+    try:
+        yield Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
+    finally:
+        inproc.stop()
+
+
+# -- cut -------------------------------------------------------------------------------
+
+
+def test_a_cut_is_refused_while_the_last_session_failed_or_lacks_packages_or_runs(bench: Bench) -> None:
+    with pytest.raises(FailedPrecondition, match=rf"failed package\(s\): {FAILED}"):
+        bench.cut()
+    builds = bench.inproc.controller.builds
+    assert builds is not None
+
+    # A session of staged packages only is complete at once: the last session is fine now.
+    bench.run(lambda: builds.queue([f"={BUILT[0]}"], name="again", by="test"))
+    # One that needs a package no drone is there to build runs...
+    bench.run(lambda: builds.queue([f"={LATE}"], name="pending", by="test"))
+    with pytest.raises(FailedPrecondition, match="session pending is running"):
+        bench.cut()
+    # ... and once stopped, still lacks it.
+    bench.inproc.call(builds.control, "stop", None, "test")
+    with pytest.raises(FailedPrecondition, match=rf"staging lacks 1 package\(s\) .*{LATE}"):
+        bench.cut()
+    bench.run(lambda: builds.queue([f"={BUILT[1]}"], name="clean", by="test"))
+    assert not bench.releases.list_all(), "a refused cut left a release behind"
+    assert not list(bench.releases.releases_dir.iterdir()), "a refused cut left a partial directory"
+
+
+def test_the_first_cut_signs_staging_and_hard_links_it_with_a_full_manifest(bench: Bench) -> None:
+    assert bench.unsigned_before == dict.fromkeys(BUILT, False), "staged signed before any key existed"
+    assert bench.releases.fingerprint() == "", "the key is made by the first cut"
+    before = bench.run(
+        lambda: bench.inproc.controller.runner.call(bench.inproc.controller.store.list_artifacts)
+    )
+
+    release = bench.cut("first")
+
+    day = datetime.now(UTC).strftime("v%Y.%m.%d")
+    assert release.version == day and VERSION_RE.match(release.version)
+    assert release.standing == "" and release.promoted_at is None
+    manifest = release.manifest
+    fingerprint = bench.releases.fingerprint()
+    assert len(fingerprint) == 40 and manifest.signing_key == fingerprint
+    assert [p.cpv for p in manifest.packages] == sorted(BUILT), "the failed package is not released"
+    assert manifest.notes == "first" and manifest.package_count == 2
+    assert manifest.sessions == (bench.session_id,)
+    assert manifest.profile == pfx.default_profile()
+    assert manifest.repository.name == "gentoo" and manifest.kernel == ""
+    assert manifest.total_size == sum(p.size for p in manifest.packages)
+
+    staging = staged_files(bench.staging)
+    directory = bench.releases.releases_dir / release.version
+    artifacts = {a.cpv: a for a in before}
+    for package in manifest.packages:
+        linked, staged = directory / package.path, staging[package.cpv]
+        # A hard link to staging's (now signed) file: not one byte copied.
+        assert linked.stat().st_ino == staged.stat().st_ino and linked.stat().st_nlink >= 2
+        assert is_signed(staged)
+        data = linked.read_bytes()
+        assert package.sha256 == hashlib.sha256(data).hexdigest() and package.size == len(data)
+        assert package.build_id == artifacts[package.cpv].build_id
+        assert package.drone in bench.drones and package.slot == "0"
+
+    # Its own index, in Portage's format, true to the files; staging's was re-indexed too.
+    index = index_entries(directory / "Packages")
+    assert sorted(index) == sorted(BUILT)
+    for package in manifest.packages:
+        assert package.use == index[package.cpv].get("USE", "") and package.path == index[package.cpv]["PATH"]
+    for entry in index.values():
+        path = directory / entry["PATH"]
+        assert int(entry["SIZE"]) == path.stat().st_size
+        assert entry["SHA1"] == hashlib.sha1(path.read_bytes()).hexdigest()
+    staging_index = index_entries(bench.staging / "Packages")
+    for cpv in BUILT:
+        assert staging_index[cpv]["SHA1"] == index[cpv]["SHA1"], (
+            "staging's index still lists the unsigned file"
+        )
+
+    saved = json.loads((directory / "manifest.json").read_text())
+    assert saved["format"] == 1 and saved["version"] == release.version and saved["package_count"] == 2
+    assert {p["cpv"]: p["build_id"] for p in saved["packages"]} == {
+        p.cpv: p.build_id for p in manifest.packages
+    }
+    # The manifest's signature verifies with the published key, and only for these bytes.
+    public = (bench.releases.root / "key.asc").read_bytes()
+    assert public.decode() == bench.releases.public_key() and b"BEGIN PGP PUBLIC KEY" in public
+    assert oct((bench.releases.root / "gnupg").stat().st_mode & 0o777) == "0o700"
+    with gnupg_home(bench.root / "check-manifest") as home:
+        trust(home, public)
+        gpg(home, "--verify", str(directory / "manifest.json.asc"), str(directory / "manifest.json"))
+        tampered = bench.root / "manifest-tampered.json"
+        tampered.write_bytes((directory / "manifest.json").read_bytes().replace(b'"first"', b'"fir5t"'))
+        with pytest.raises(subprocess.CalledProcessError):
+            gpg(home, "--verify", str(directory / "manifest.json.asc"), str(tampered))
+    [event] = bench.events("release_cut")
+    assert event.data["version"] == release.version and event.data["by"] == "admin:test"
+
+
+def test_a_package_staged_once_the_key_exists_is_signed_as_it_is_staged(bench: Bench) -> None:
+    staging = bench.inproc.controller.staging
+    assert staging is not None
+    data = bench.late_gpkg.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
+        yield 0, data, zlib.crc32(data)
+
+    assert not is_signed(bench.late_gpkg)
+    bench.run(lambda: staging.receive("b-late", LATE, bench.late_gpkg.name, len(data), sha, chunks()))
+    staged = staged_files(bench.staging)[LATE]
+    assert is_signed(staged)
+    entry = index_entries(bench.staging / "Packages")[LATE]
+    assert entry["SHA1"] == hashlib.sha1(staged.read_bytes()).hexdigest()
+
+
+# -- Portage verifies ----------------------------------------------------------------------
+
+
+VERIFY = """
+import sys
+import portage
+from portage.gpkg import gpkg
+try:
+    gpkg(settings=portage.settings, gpkg_file=sys.argv[1]).decompress(sys.argv[2])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+    sys.exit(1)
+"""
+
+
+def portage_verifies(client: pfx.Prefix, package: Path, scratch: Path) -> tuple[bool, str]:
+    """Whether Portage, with binpkg-request-signature in the client's prefix, accepts the package."""
+    scratch.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", VERIFY, str(package), str(scratch)],
+        env=client.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_portage_accepts_a_released_package_and_refuses_a_changed_or_foreign_one(bench: Bench) -> None:
+    version = bench.releases.list_all()[0].version
+    directory = bench.releases.releases_dir / version
+    good = directory / bench.releases.get(version).manifest.packages[0].path
+    with verify_home() as trusted, gnupg_home(bench.root / "foreign") as foreign:
+        trust(trusted, bench.releases.public_key().encode())
+        readable_by_nobody(trusted)
+        client = pfx.create_prefix(
+            pfx.PrefixConfig(
+                bench.root / "client",
+                pfx.Role.CLIENT,
+                binhost="http://127.0.0.1:1/",
+                gnupghome=trusted,
+                make_conf={"FEATURES": "binpkg-request-signature"},
+            )
+        )
+        ok, output = portage_verifies(client, good, bench.root / "unpack-good")
+        assert ok, output
+
+        # One byte of the image changed (same size): its signature no longer matches.
+        flipped = bench.root / "flipped.gpkg.tar"
+        shutil.copyfile(good, flipped)
+        with tarfile.open(flipped) as tar:
+            image = next(m for m in tar.getmembers() if m.name.endswith("image.tar.zst"))
+        with open(flipped, "r+b") as fh:
+            fh.seek(image.offset_data + image.size // 2)
+            byte = fh.read(1)
+            fh.seek(-1, os.SEEK_CUR)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        ok, output = portage_verifies(client, flipped, bench.root / "unpack-flipped")
+        assert not ok and ("DigestException" in output or "InvalidSignature" in output), output
+
+        # Signed again with another key, through Portage's own gpkg-sign.
+        fingerprint = new_key(foreign, "Someone Else")
+        other = pfx.create_prefix(
+            pfx.PrefixConfig(
+                bench.root / "other-signer",
+                pfx.Role.DRONE,
+                gnupghome=foreign,
+                signing_gnupghome=foreign,
+                signing_key=fingerprint,
+                make_conf={"GPG_VERIFY_USER_DROP": "", "GPG_VERIFY_GROUP_DROP": ""},
+            )
+        )
+        resigned = bench.root / "resigned.gpkg.tar"
+        unsigned = bench.root / "unsigned.gpkg.tar"
+        shutil.copyfile(bench.late_gpkg, unsigned)  # the drone's own: never signed
+        shutil.copyfile(unsigned, resigned)
+        signed = subprocess.run(
+            [sys.executable, str(pfx.find_tool("gpkg-sign")), str(resigned)],
+            env=other.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert signed.returncode == 0 and is_signed(resigned), signed.stdout + signed.stderr
+        ok, output = portage_verifies(client, resigned, bench.root / "unpack-foreign")
+        assert not ok and "Signature" in output, output
+        ok, output = portage_verifies(client, unsigned, bench.root / "unpack-unsigned")
+        assert not ok and "Signature" in output, output
+
+
+# -- nothing changed, promote, rollback ----------------------------------------------------
+
+
+def test_a_cut_with_nothing_changed_is_refused_unless_forced(bench: Bench) -> None:
+    first = bench.releases.list_all()[0]
+    # LATE entered staging since: this cut has it.
+    second = bench.cut("with hello")
+    assert second.version == f"{first.version}-1"
+    diff = bench.releases.diff(first.version, second.version)
+    assert [p.cpv for p in diff.added] == [LATE] and not diff.removed and not diff.changed
+    with pytest.raises(FailedPrecondition, match=f"nothing changed since {second.version}"):
+        bench.cut()
+    forced = bench.cut("again", force=True)
+    assert forced.version == f"{first.version}-2"
+    assert {p.cpv for p in forced.manifest.packages} == {p.cpv for p in second.manifest.packages}
+    assert [r.version for r in bench.releases.list_all()] == [forced.version, second.version, first.version]
+
+
+def test_promote_and_rollback_move_current_and_previous(bench: Bench) -> None:
+    releases = bench.releases
+    newest, middle, oldest = (r.version for r in releases.list_all())
+    root = releases.root
+
+    def link(name: str) -> str | None:
+        return os.readlink(root / name) if (root / name).is_symlink() else None
+
+    assert releases.current() is None and link("current") is None
+    promoted = bench.run(lambda: releases.promote(oldest, by="admin:test"))
+    assert promoted.standing == "current" and promoted.promoted_at is not None
+    assert link("current") == f"releases/{oldest}" and link("previous") is None
+    with pytest.raises(FailedPrecondition, match="current release already"):
+        bench.run(lambda: releases.promote(oldest, by="admin:test"))
+
+    bench.run(lambda: releases.promote(middle, by="admin:test"))
+    bench.run(lambda: releases.promote(newest, by="schedule", action="auto-promote"))
+    assert (releases.current(), releases.previous()) == (newest, middle)
+    assert (link("current"), link("previous")) == (f"releases/{newest}", f"releases/{middle}")
+    assert (root / "current" / "Packages").is_file()
+
+    with pytest.raises(FailedPrecondition, match="not the current release"):
+        bench.run(lambda: releases.rollback(middle, by="admin:test"))
+    back = bench.run(lambda: releases.rollback(newest, by="admin:test"))
+    assert back.version == middle and back.standing == "current"
+    assert (releases.current(), releases.previous()) == (middle, oldest)
+    assert (link("current"), link("previous")) == (f"releases/{middle}", f"releases/{oldest}")
+    assert [r.standing for r in releases.list_all()] == ["", "current", "previous"]
+
+    saved = json.loads((root / "promotions.json").read_text())
+    assert [(p["version"], p["action"], p["by"]) for p in saved] == [
+        (oldest, "promote", "admin:test"),
+        (middle, "promote", "admin:test"),
+        (newest, "auto-promote", "schedule"),
+        (middle, "rollback", "admin:test"),
+    ]
+    assert [(p.version, p.action) for p in releases.promotions()] == [
+        (p["version"], p["action"]) for p in saved
+    ]
+    promoted_events = bench.events("release_promoted")
+    assert [e.data["version"] for e in promoted_events] == [
+        oldest,
+        middle,
+        newest,
+    ]
+    [rolled] = bench.events("release_rolled_back")
+    assert rolled.data == {"version": middle, "rolled_back": newest, "by": "admin:test"}
+
+    with pytest.raises(InvalidArgument):
+        bench.run(lambda: releases.promote("v2026.1.1", by="admin:test"))
+    with pytest.raises(NotFound):
+        bench.run(lambda: releases.promote("v1999.01.01", by="admin:test"))
+    with pytest.raises(InvalidArgument):
+        bench.run(lambda: releases.promote(newest, by="admin:test", action="sideways"))
+
+
+def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
+    releases = bench.releases
+    current, previous = releases.current(), releases.previous()
+    assert current and previous
+    for version in (current, previous):
+        with pytest.raises(FailedPrecondition, match="promote another one before deleting"):
+            bench.run(lambda v=version: releases.delete(v, by="admin:test"))
+    spare = next(r.version for r in releases.list_all() if r.standing == "")
+    bench.run(lambda: releases.delete(spare, by="admin:test"))
+    assert spare not in [r.version for r in releases.list_all()]
+    assert not (releases.releases_dir / spare).exists()
+    with pytest.raises(NotFound):
+        releases.get(spare)
+
+    extra = [bench.cut(f"extra {i}", force=True).version for i in range(2)]
+    assert spare not in extra, "the name of a release once promoted is never given again"
+    pruned = bench.run(lambda: releases.prune(1, by="admin:test"))
+    # Newest first: the newest stays as the one kept; current and previous always stay.
+    assert pruned == [extra[0]]
+    assert {r.version for r in releases.list_all()} == {extra[1], current, previous}
+    [event] = bench.events("release_pruned")
+    assert event.data["versions"] == [extra[0]] and event.data["by"] == "admin:test"
+    [deleted] = bench.events("release_deleted")
+    assert deleted.data == {"version": spare, "by": "admin:test"}
+    # Staging keeps its files: a release's links were only links.
+    assert set(staged_files(bench.staging)) == {*BUILT, LATE}
