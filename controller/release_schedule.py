@@ -192,26 +192,30 @@ class ReleaseSchedule:
     # -- the loop ------------------------------------------------------------
 
     def _deadline(self) -> float | None:
-        times = [
-            t
-            for t in (
-                self._retry_at if self._due_slot is not None else self._next_slot,
-                self._pending.promote_at if self._pending is not None else None,
-            )
-            if t is not None
-        ]
+        if self._due_slot is not None:
+            cut_at: float | None = self._retry_at if self._retry_at is not None else self._clock.time()
+        else:
+            cut_at = self._next_slot
+        times = [t for t in (cut_at, self._pending.promote_at if self._pending else None) if t is not None]
         return min(times) if times else None
 
     async def _loop(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self._tick()
+            except Exception:
+                # The state file could not be written, say: the loop goes on, and
+                # what was due is tried again after a while rather than at once.
+                log.exception("release schedule: a step failed; trying again in %.0fs", RECHECK)
+                await self._clock.sleep(RECHECK)
+                continue
             deadline = self._deadline()
             if deadline is None:
                 return  # nothing scheduled and nothing to promote
             await self._clock.wait(self._wake, max(0.0, deadline - self._clock.time()))
             self._wake.clear()
 
-    async def tick(self) -> None:
+    async def _tick(self) -> None:
         """Do what is due at the clock's time."""
         now = self._clock.time()
         if self._cadence is not None and self._next_slot is not None and now >= self._next_slot:
