@@ -297,6 +297,8 @@ def bench_upgrade(children: Children, work: Path, template: Path, size: int, cha
 
 def run(opts: Options) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-releases-"))
+    # Portage verifies signatures as nobody: the client's keyring below must be reachable.
+    work.chmod(0o755)
     children = Children()
     figures: dict[str, Any] = {"env": env_info(), "sizes": {}}
     try:
