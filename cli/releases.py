@@ -1,4 +1,4 @@
-"""Releases: cut, list, show, diff, promote, roll back, delete.
+"""Releases: cut, list, show, diff, promote, roll back, delete; the key.
 
 ``swarm-cli release ...`` over the admin API (``/admin/api/releases``).
 
@@ -13,6 +13,8 @@ import argparse
 import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any
+
+from swarm.cli.errors import CliError
 
 if TYPE_CHECKING:
     from swarm.cli.main import Client
@@ -142,6 +144,26 @@ def release_rollback(client: Client, ns: argparse.Namespace) -> Any:
     return reply
 
 
+def spaced(fingerprint: str) -> str:
+    """In groups of four, as gpg and swarm-upgrade trust show it."""
+    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
+
+
+def release_key(client: Client, ns: argparse.Namespace) -> Any:
+    # The key is made at the first cut and signs every release since: the
+    # newest release's manifest names it (the admin API has no key of its own).
+    listing = client.call("GET", PATH)
+    if not listing["releases"]:
+        raise CliError("no release key yet: it is made at the first cut (swarm-cli release cut)")
+    newest = listing["releases"][0]["version"]
+    manifest = client.call("GET", _path(newest))
+    reply = {"fingerprint": manifest["signing_key"], "release": newest}
+    if not ns.json:
+        print(f"release key {spaced(reply['fingerprint'])}")
+        print(f"(it signed {newest}; a client checks it with swarm-upgrade trust URL --fingerprint)")
+    return reply
+
+
 def release_delete(client: Client, ns: argparse.Namespace) -> Any:
     reply = client.call("DELETE", _path(ns.version))
     if not ns.json:
@@ -152,7 +174,7 @@ def release_delete(client: Client, ns: argparse.Namespace) -> Any:
 def add_parser(sub: Any, json_option: Any) -> None:
     release = sub.add_parser(
         "release",
-        help="releases: cut, list, show, diff, promote, rollback, delete",
+        help="releases: cut, list, show, diff, promote, rollback, delete, key",
         description=__doc__.splitlines()[0],
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -192,6 +214,10 @@ def add_parser(sub: Any, json_option: Any) -> None:
     )
     json_option(p)
     p.set_defaults(run=release_rollback)
+
+    p = release.add_parser("key", help="the release key's fingerprint, to compare with what clients trust")
+    json_option(p)
+    p.set_defaults(run=release_key)
 
     p = release.add_parser("delete", help="delete a release (never the current or previous one)")
     p.add_argument("version", type=_version)

@@ -84,6 +84,8 @@ def test_cut_list_and_show(swarm: Swarm) -> None:
     ctl = swarm.controller
     empty = cli(ctl, "release", "list")
     assert empty.returncode == 0 and "no releases yet" in empty.stdout
+    refused_key = cli(ctl, "release", "key")
+    assert refused_key.returncode == 1 and "made at the first cut" in refused_key.stderr
 
     cut = cli(ctl, "release", "cut", "--notes", "first of all")
     assert cut.returncode == 0, cut.stderr
@@ -107,6 +109,11 @@ def test_cut_list_and_show(swarm: Swarm) -> None:
     assert f"signed by {manifest['signing_key']}" in lines and len(manifest["signing_key"]) == 40
     packages = [line.split()[0] for line in lines[lines.index("") + 2 :]]
     assert packages == ["swarm-test/leaf-data-1", "swarm-test/leaf-hello-1"]
+
+    key = cli(ctl, "release", "key")
+    fingerprint = manifest["signing_key"]
+    spaced = " ".join(fingerprint[i : i + 4] for i in range(0, 40, 4))
+    assert key.returncode == 0 and key.stdout.splitlines()[0] == f"release key {spaced}"
 
 
 def test_a_cut_the_controller_refuses_says_why(swarm: Swarm) -> None:
