@@ -54,6 +54,7 @@ from typing import Any
 from harness import PYTHON, ROOT, Api, BenchError, Children, Controller, env_info, own_pid_group, say
 
 sys.path.insert(0, str(ROOT / "tools"))
+import gpkgs  # tools/gpkgs.py
 import prefix as prefixes  # tools/prefix.py
 
 TEMPLATE_ATOM = "swarm-test/leaf-data"
@@ -162,15 +163,19 @@ def timed(api: Api, method: str, path: str, body: dict[str, Any] | None = None) 
     return seconds, reply
 
 
-@contextlib.contextmanager
-def controller(children: Children, data_dir: Path, eprefix: Path) -> Iterator[tuple[Controller, Api]]:
+def new_controller(children: Children, data_dir: Path, eprefix: Path) -> Controller:
     data_dir.mkdir(parents=True, exist_ok=True)
-    ctl = Controller(children, data_dir, ping_interval=5.0, extra=["--portage-eprefix", str(eprefix)])
+    return Controller(children, data_dir, ping_interval=5.0, extra=["--portage-eprefix", str(eprefix)])
+
+
+@contextlib.contextmanager
+def serving(ctl: Controller) -> Iterator[Api]:
+    """The controller running (on the ports of its last run, if any) and its admin API."""
     ctl.start(timeout=120)
     assert ctl.ports is not None
     api = Api(ctl.ports.admin, timeout=1800, admin_key=ctl.admin_key)
     try:
-        yield ctl, api
+        yield api
     finally:
         api.close()
         ctl.stop()
@@ -182,7 +187,8 @@ def bench_size(children: Children, work: Path, template: Path, size: int, promot
     say(f"{size} packages: writing them into staging")
     made = make_gpkgs(ctl_prefix, template, size, "1")
     figures: dict[str, Any] = {"packages": size, "gpkgs_written_s": round(made, 2)}
-    with controller(children, root / "data", ctl_prefix.root) as (ctl, api):
+    ctl = new_controller(children, root / "data", ctl_prefix.root)
+    with serving(ctl) as api:
         staging = inodes(ctl_prefix.pkgdir)
         say(f"{size} packages: first cut (signs them)")
         first_s, first = timed(api, "POST", RELEASES, {"notes": f"bench {size}", "force": False})
@@ -267,8 +273,13 @@ def bench_upgrade(children: Children, work: Path, template: Path, size: int, cha
             )
         return time.perf_counter() - started, done
 
-    data = root / "data"
-    with controller(children, data, ctl_prefix.root) as (ctl, api):
+    # A machine takes from a release what it uses: the world file selects them all.
+    world = client.root / "var" / "lib" / "portage" / "world"
+    world.parent.mkdir(parents=True, exist_ok=True)
+    world.write_text("".join(f"{gpkgs.CATEGORY}/{gpkgs.bench_name(i)}\n" for i in range(size)))
+    # The same ports after a restart: the client keeps the URL it trusted.
+    ctl = new_controller(children, root / "data", ctl_prefix.root)
+    with serving(ctl) as api:
         _, first = timed(api, "POST", RELEASES, {"notes": "before", "force": False})
         timed(api, "POST", f"{RELEASES}/{first['version']}/promote")
         assert ctl.ports is not None
@@ -278,7 +289,7 @@ def bench_upgrade(children: Children, work: Path, template: Path, size: int, cha
     # Staging changes only through the controller's own Portage worker: stopped while they are written.
     say(f"client: {changed} packages rebuilt as version 2")
     make_gpkgs(ctl_prefix, template, changed, "2")
-    with controller(children, data, ctl_prefix.root) as (ctl, api):
+    with serving(ctl) as api:
         _, second = timed(api, "POST", RELEASES, {"notes": f"{changed} changed", "force": False})
         timed(api, "POST", f"{RELEASES}/{second['version']}/promote")
         say(f"client: applying {second['version']}")
