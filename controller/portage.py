@@ -124,12 +124,13 @@ class PortageWorker:
         reply = await self.call({"op": "inject", "cpv": cpv, "path": str(path)}, INJECT_TIMEOUT)
         return Path(reply["path"])
 
-    async def sign_staged(self) -> list[str]:
-        """Sign what staging holds unsigned (staged before the key existed)
-        and re-index it; the package versions signed."""
+    async def sign_staged(self, *, resign: bool = False) -> list[str]:
+        """Sign what staging holds unsigned (staged before the key existed),
+        or everything with ``resign`` (signed with another key before), and
+        re-index it; the package versions signed."""
         if self.signing is None:
             raise Unavailable("there is no release key to sign with")
-        reply = await self.call({"op": "sign"}, SIGN_TIMEOUT)
+        reply = await self.call({"op": "sign", "resign": resign}, SIGN_TIMEOUT)
         return [str(cpv) for cpv in reply["signed"]]
 
     async def snapshot(self, dest: Path) -> list[IndexEntry]:

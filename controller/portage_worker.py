@@ -10,7 +10,7 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     -> {"id": 2, "ok": true, "path": "/staging/cat/pkg/pkg-1.0-1.gpkg.tar"}
     -> {"id": 3, "ok": false, "kind": "invalid" | "notfound" | "error", "error": "why"}
     {"id": 4, "op": "staged"} -> {"id": 4, "ok": true, "cpvs": ["cat/pkg-1.0", ...]}
-    {"id": 5, "op": "sign", "signing": {"home": "/r/gnupg", "key": "FPR"}}
+    {"id": 5, "op": "sign", "resign": false, "signing": {"home": "/r/gnupg", "key": "FPR"}}
     -> {"id": 5, "ok": true, "signed": ["cat/pkg-1.0"]}
     {"id": 6, "op": "snapshot", "dest": "/r/releases/.v2026.12.05.partial"}
     -> {"id": 6, "ok": true, "packages": [{"cpv": ..., "path": ..., "slot": ..., "use": ..., "size": ...}]}
@@ -147,19 +147,25 @@ def is_signed(path: str) -> bool:
         return any(name.endswith(".sig") for name in tar.getnames())
 
 
-def sign_file(path: str) -> bool:
+def sign_file(path: str, resign: bool = False) -> bool:
     """Sign a gpkg in place with Portage's own code (what gpkg-sign does);
-    False if it is signed already."""
+    False if it is signed already, unless ``resign``: then its signatures
+    are replaced (the key changed), their files' digests checked all the
+    same."""
     import portage
     from portage.exception import PortagePackageException, SignatureException
     from portage.gpkg import gpkg
 
-    if is_signed(path):
+    signed = is_signed(path)
+    if signed and not resign:
         return False
     noise = io.StringIO()
     try:
         with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
-            package = gpkg(settings=portage.settings, gpkg_file=path)
+            # An old key's signature may not verify here any more: it is replaced.
+            package = gpkg(
+                settings=portage.settings, gpkg_file=path, verify_signature=False if signed else None
+            )
             package._verify_binpkg()
             package.update_signature()
     except (PortagePackageException, SignatureException) as exc:
@@ -170,8 +176,9 @@ def sign_file(path: str) -> bool:
     return True
 
 
-def sign_staged() -> list[str]:
-    """Sign every package of the PKGDIR that is not signed yet, and rewrite
+def sign_staged(resign: bool = False) -> list[str]:
+    """Sign every package of the PKGDIR that is not signed yet (every one
+    with ``resign``), and rewrite
     their index entries (size, digests, mtime) under Portage's index lock,
     as ``emaint binhost --fix`` does for the entries it finds stale."""
     import portage
@@ -179,7 +186,7 @@ def sign_staged() -> list[str]:
 
     bintree = portage.db[portage.settings["EROOT"]]["bintree"]
     bintree.populate()
-    signed = [cpv for cpv in bintree.dbapi.cpv_all() if sign_file(bintree.getname(cpv))]
+    signed = [cpv for cpv in bintree.dbapi.cpv_all() if sign_file(bintree.getname(cpv), resign)]
     if not signed:
         return []
     lock = locks.lockfile(bintree._pkgindex_file, wantnewlockfile=1)
@@ -364,7 +371,7 @@ def main() -> None:
             elif op == "sign":
                 if not signing:
                     raise WorkerError("invalid", "sign needs the signing key")
-                reply = {"ok": True, "signed": sign_staged()}
+                reply = {"ok": True, "signed": sign_staged(bool(request.get("resign")))}
             elif op == "snapshot":
                 reply = {"ok": True, "packages": snapshot(str(request["dest"]))}
             elif op == "prefix_info":

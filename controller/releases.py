@@ -15,6 +15,8 @@ that a cut hard-links instead of copying)::
       current -> releases/vX         symlink, replaced by rename (atomic)
       previous -> releases/vY        symlink, replaced by rename (atomic)
       promotions.json                every promote and rollback, oldest first
+      versions                       every version ever cut, one a line (never reused)
+      staging-signed-by              the key staging's packages are signed with
       gnupg/                         the release key's GnuPG home (0700)
       key.asc                        its public half, armored
 
@@ -40,7 +42,8 @@ replaced by rename, so it names the old release or the new one, never
 none.
 
 Memory holds every manifest and the promotions, so that the read methods
-answer without touching the disk; every write runs in a thread.
+answer without touching the disk; every file operation runs in one thread
+of the Releases' own.
 
 Test-only hook: with SWARM_TEST_CRASH_IN_RELEASE=cut in its environment
 the controller kills itself (SIGKILL) when a cut's partial directory is
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -60,14 +64,15 @@ import re
 import shutil
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller import releasefiles as disk
-from swarm.controller.builds import Session
+from swarm.controller.builds import PAUSED, RUNNING, Session
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.portage import IndexEntry, PortageWorker, Signing
@@ -78,6 +83,7 @@ from swarm.controller.store.runner import StoreRunner
 from swarm.files import sha256_file
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day.
 VERSION_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
@@ -87,6 +93,10 @@ KEEP_DEFAULT = 10
 # Test-only (see the module docstring).
 CRASH_HOOK_ENV = "SWARM_TEST_CRASH_IN_RELEASE"
 PROMOTE_ACTIONS = ("promote", "auto-promote")
+# Every version ever cut, one a line: a name is never given to other contents.
+VERSIONS = "versions"
+# The fingerprint of the key staging's packages are signed with.
+SIGNED_BY = "staging-signed-by"
 # Packages whose version a manifest names as its kernel.
 KERNEL_SUFFIXES = ("-kernel", "-kernel-bin", "-sources")
 
@@ -221,6 +231,11 @@ class Releases:
         self._current: str | None = None
         self._previous: str | None = None
         self._lock = asyncio.Lock()
+        # One thread for every file operation: they run one at a time, in order.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="releases")
+        self._stopped = False
+        self._unusable = ""  # why no cut can be made here, if none can
+        self._cut_before: set[str] = set()  # every version ever cut here (VERSIONS)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -230,7 +245,7 @@ class Releases:
 
         (The key is imported here when a key file is given, else loaded if
         one was made before; the first cut makes it otherwise.)"""
-        await asyncio.to_thread(self._load)
+        await self._disk_work(self._load)
         if self.key.fingerprint:
             self._worker.signing = Signing(self.key.home, self.key.fingerprint)
         log.info(
@@ -246,19 +261,24 @@ class Releases:
         staging = self._staging.pkgdir
         staging.mkdir(parents=True, exist_ok=True)
         if os.stat(self.releases_dir).st_dev != os.stat(staging).st_dev:
-            raise FailedPrecondition(
+            # Builds go on; a cut says why it cannot be.
+            self._unusable = (
                 f"the releases directory {self.root} is not on the filesystem of the staging "
-                f"binhost {staging}: a release hard-links staging's packages; put both on one filesystem"
+                f"binhost {staging}: a release hard-links staging's packages; set --releases-dir "
+                "to a directory on that filesystem"
             )
+            log.error("no release can be cut: %s", self._unusable)
         for name in disk.remove_leftovers(self.releases_dir):
             log.warning("removed %s, left by a cut or delete that did not finish", name)
         self.key.load()
         self._manifests = load_manifests(self.releases_dir)
+        with contextlib.suppress(FileNotFoundError):
+            self._cut_before = set((self.root / VERSIONS).read_text().split())
         try:
             self._promotions = read_promotions(self.root / disk.PROMOTIONS)
         except ValueError as exc:
             raise FailedPrecondition(str(exc)) from None
-        self._current, self._previous = standing(self._promotions, self._manifests.__contains__)
+        self._current, self._previous = current_and_previous(self._promotions, self._manifests.__contains__)
         self._fix_links()
 
     def _fix_links(self) -> None:
@@ -269,17 +289,25 @@ class Releases:
                 disk.set_link(self.root, name, version)
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.key.close)
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._disk_work(self.key.close)
+        self._disk.shutdown(wait=True)  # idle by now: returns at once
+
+    async def _disk_work(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._disk, functools.partial(fn, *args))
 
     # -- reading (from memory) ----------------------------------------------------
 
     def _release(self, manifest: Manifest) -> Release:
         version = manifest.version
-        standing_: Standing = (
+        standing: Standing = (
             "current" if version == self._current else "previous" if version == self._previous else ""
         )
+        # A rollback to it counts: it became current then.
         promoted = [p.at for p in self._promotions if p.version == version]
-        return Release(manifest, standing_, max(promoted) if promoted else None)
+        return Release(manifest, standing, max(promoted) if promoted else None)
 
     def list_all(self) -> list[Release]:
         """Newest first."""
@@ -333,20 +361,20 @@ class Releases:
         if len(notes) > NOTES_MAX:
             raise InvalidArgument(f"notes are limited to {NOTES_MAX} characters")
         async with self._lock:
+            if self._unusable:
+                raise FailedPrecondition(self._unusable)
             self._check_sessions()
             if not self.key.fingerprint:
-                await asyncio.to_thread(self.key.ensure)
+                await self._disk_work(self.key.ensure)
                 self._worker.signing = Signing(self.key.home, self.key.fingerprint)
-            signed = await self._worker.sign_staged()
-            if signed:
-                log.info("signed %d package(s) staged before the release key existed", len(signed))
-            version = self._next_version()
+            await self._sign_staging()
+            version = await self._disk_work(self._next_version)
             partial = self.releases_dir / f".{version}{disk.PARTIAL_SUFFIX}"
-            await asyncio.to_thread(_fresh_dir, partial)
+            await self._disk_work(_fresh_dir, partial)
             try:
                 manifest = await self._build(version, partial, notes=notes, force=force)
             except BaseException:
-                await asyncio.to_thread(shutil.rmtree, partial, True)
+                await self._disk_work(shutil.rmtree, partial, True)
                 raise
             self._manifests[version] = manifest
             self._events.emit(
@@ -359,15 +387,37 @@ class Releases:
                 total_size=manifest.total_size,
                 forced=force,
             )
-            await self._prune(self.keep, by=by)
+            try:
+                await self._prune(self.keep, by=by)
+            except OSError as exc:  # the release is made all the same
+                log.error("could not prune old releases after cutting %s: %s", version, exc)
             return self._release(manifest)
+
+    async def _sign_staging(self) -> None:
+        """Sign what staging holds unsigned; all of it when the key changed."""
+        fingerprint = self.key.fingerprint
+        marker = self.root / SIGNED_BY
+        before = await self._disk_work(_read_text, marker)
+        resign = bool(before) and before != fingerprint
+        signed = await self._worker.sign_staged(resign=resign)
+        if resign:
+            log.warning(
+                "staging was signed with %s: re-signed %d package(s) with %s",
+                before,
+                len(signed),
+                fingerprint,
+            )
+        elif signed:
+            log.info("signed %d package(s) staged before the release key existed", len(signed))
+        if before != fingerprint:
+            await self._disk_work(disk.write_atomic, marker, f"{fingerprint}\n".encode())
 
     def _check_sessions(self) -> None:
         sessions = self._sessions
         if sessions is None:
             return
         running = sessions.current_session()
-        if running is not None and running.state in ("running", "paused"):
+        if running is not None and running.state in (RUNNING, PAUSED):
             raise FailedPrecondition(
                 f"session {running.name} is {running.state}: cut a release once it is complete"
             )
@@ -389,8 +439,8 @@ class Releases:
 
     def _next_version(self) -> str:
         day = datetime.fromtimestamp(self._clock.time(), UTC).strftime("v%Y.%m.%d")
-        # A name once promoted is never given to other contents, even deleted.
-        used = set(self._manifests) | {p.version for p in self._promotions}
+        # A name is never given to other contents, even once deleted.
+        used = self._cut_before | set(self._manifests) | {p.version for p in self._promotions}
         for n in range(10_000):
             version = day if n == 0 else f"{day}-{n}"
             if version not in used and not (self.releases_dir / version).exists():
@@ -402,8 +452,8 @@ class Releases:
         if not entries:
             raise FailedPrecondition("staging holds no packages: there is nothing to release")
         newest = max(self._manifests.values(), key=_age, default=None)
-        known = await asyncio.to_thread(_known_digests, self.releases_dir, newest)
-        digests = await asyncio.to_thread(_link_all, self._staging.pkgdir, partial, entries, known)
+        known = await self._disk_work(_known_digests, self.releases_dir, newest)
+        digests = await self._disk_work(_link_all, self._staging.pkgdir, partial, entries, known)
         if newest is not None and not force:
             before = {(p.cpv, p.sha256) for p in newest.packages}
             if before == {(e.cpv, digests[e.path]) for e in entries}:
@@ -425,8 +475,14 @@ class Releases:
             total_size=sum(p.size for p in packages),
             signing_key=self.key.fingerprint,
         )
-        await asyncio.to_thread(self._seal, partial, manifest)
+        await self._disk_work(self._remember, version)
+        await self._disk_work(self._seal, partial, manifest)
         return manifest
+
+    def _remember(self, version: str) -> None:
+        names = self._cut_before | {version}
+        disk.write_atomic(self.root / VERSIONS, "".join(f"{v}\n" for v in sorted(names, key=_order)).encode())
+        self._cut_before = names
 
     async def _provenance(
         self, entries: Sequence[IndexEntry], digests: dict[str, str]
@@ -451,7 +507,7 @@ class Releases:
                     cpv=e.cpv,
                     slot=e.slot,
                     path=e.path,
-                    build_id=build.id if build is not None else "",
+                    build_id=first.get(e.cpv, ""),
                     drone=names.get(build.drone_id, build.drone_id) if build is not None else "",
                     sha256=digests[e.path],
                     size=e.size,
@@ -518,8 +574,8 @@ class Releases:
 
     async def _record(self, promotion: Promotion) -> None:
         promotions = [*self._promotions, promotion]
-        current, previous = standing(promotions, self._manifests.__contains__)
-        await asyncio.to_thread(self._write_standing, promotions, current, previous)
+        current, previous = current_and_previous(promotions, self._manifests.__contains__)
+        await self._disk_work(self._write_standing, promotions, current, previous)
         self._promotions, self._current, self._previous = promotions, current, previous
 
     def _write_standing(self, promotions: list[Promotion], current: str | None, previous: str | None) -> None:
@@ -546,7 +602,7 @@ class Releases:
             )
 
     async def _delete(self, version: str) -> None:
-        await asyncio.to_thread(_remove_release, self.releases_dir, version)
+        await self._disk_work(_remove_release, self.releases_dir, version)
         del self._manifests[version]
 
     async def prune(self, keep: int, *, by: str) -> list[str]:
@@ -576,9 +632,13 @@ class Releases:
 # -- helpers --------------------------------------------------------------------------
 
 
-def _age(manifest: Manifest) -> tuple[float, str, int]:
-    day, _, n = manifest.version.partition("-")
-    return manifest.created_at, day, int(n or 0)
+def _order(version: str) -> tuple[str, int]:
+    day, _, n = version.partition("-")
+    return day, int(n or 0)
+
+
+def _age(manifest: Manifest) -> tuple[float, tuple[str, int]]:
+    return manifest.created_at, _order(manifest.version)
 
 
 def _some(items: Sequence[str], shown: int = 5) -> str:
@@ -590,6 +650,13 @@ def _crash_point(where: str) -> None:
     if os.environ.get(CRASH_HOOK_ENV) == where:
         log.error("%s=%s: killing the controller mid-%s (test hook)", CRASH_HOOK_ENV, where, where)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _fresh_dir(path: Path) -> None:
@@ -679,7 +746,9 @@ def diff_manifests(older: Manifest, newer: Manifest) -> ReleaseDiff:
     )
 
 
-def standing(promotions: Sequence[Promotion], exists: Callable[[str], bool]) -> tuple[str | None, str | None]:
+def current_and_previous(
+    promotions: Sequence[Promotion], exists: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
     """(current, previous) from the promotions, oldest first: each promote
     puts a release on top, each rollback steps back to the one below.
     Releases deleted since are passed over."""

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GPG_TIMEOUT = 120.0
 FINGERPRINT_FILE = "release-key.fpr"
 KEY_ALGO = "ed25519"
+SOCKET_PATH_ROOM = 107 - len("/S.gpg-agent.browser")
 
 
 class SigningError(Exception):
@@ -66,8 +67,13 @@ class ReleaseKey:
         except subprocess.TimeoutExpired:
             raise SigningError(f"gpg {args[0]} did not finish in {GPG_TIMEOUT:.0f}s") from None
         if done.returncode != 0:
-            why = done.stderr.decode(errors="replace").strip().splitlines()
-            raise SigningError(f"gpg {args[0]} failed: {' '.join(why[-3:])[:500]}")
+            text = done.stderr.decode(errors="replace")
+            why = " ".join(text.strip().splitlines()[-3:])[:500]
+            if "failed to start agent" in text and len(str(self.home)) > SOCKET_PATH_ROOM:
+                # gpg-agent's sockets live in the home when /run/user/UID does not
+                # exist, and a socket's path is limited to 107 bytes.
+                why += f" (the GnuPG home {self.home} is likely too long a path for gpg-agent's sockets)"
+            raise SigningError(f"gpg {args[0]} failed: {why}")
         return done.stdout
 
     def load(self) -> None:

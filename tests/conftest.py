@@ -102,6 +102,7 @@ SLOWEST_FIRST = (
     "test_session_faults",
     "test_build_faults",
     "test_builds",
+    "test_releases",
     "test_console_fleet",
     "test_build_failures",
     "test_build_crashes",

@@ -15,13 +15,19 @@ controller process in the middle of a cut and of a promote.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +38,21 @@ from typing import Any, TypeVar
 import prefix as pfx
 import pytest
 
+from swarm.controller.app import StartupError
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
-from swarm.controller.releases import VERSION_RE, Release, Releases
+from swarm.controller.releases import (
+    CRASH_HOOK_ENV,
+    VERSION_RE,
+    Manifest,
+    Promotion,
+    Release,
+    ReleasePackage,
+    Releases,
+    Repository,
+    current_and_previous,
+    manifest_bytes,
+    parse_manifest,
+)
 from swarm.controller.store.records import EventRecord
 
 from support.fleet import builders, start_fleet
@@ -60,6 +79,12 @@ class Bench:
     drones: frozenset[str]
     late_gpkg: Path  # a real gpkg of LATE
     unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
+    inproc_stopped: bool = False
+
+    def stop_inproc(self) -> None:
+        if not self.inproc_stopped:
+            self.inproc_stopped = True
+            self.inproc.stop()
 
     @property
     def releases(self) -> Releases:
@@ -131,10 +156,14 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
+    # The loop's default executor at its full size now, before any test: staging's
+    # uploads use it, and a thread it starts under a test would look leaked.
+    inproc.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
+    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
     try:
-        yield Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
+        yield bench
     finally:
-        inproc.stop()
+        bench.stop_inproc()
 
 
 # -- cut -------------------------------------------------------------------------------
@@ -246,6 +275,8 @@ def test_a_package_staged_once_the_key_exists_is_signed_as_it_is_staged(bench: B
     assert is_signed(staged)
     entry = index_entries(bench.staging / "Packages")[LATE]
     assert entry["SHA1"] == hashlib.sha1(staged.read_bytes()).hexdigest()
+    [event] = [e for e in bench.events("package_staged") if e.data["cpv"] == LATE]
+    assert event.data["build_id"] == "b-late"
 
 
 # -- Portage verifies ----------------------------------------------------------------------
@@ -348,6 +379,8 @@ def test_a_cut_with_nothing_changed_is_refused_unless_forced(bench: Bench) -> No
     assert second.version == f"{first.version}-1"
     diff = bench.releases.diff(first.version, second.version)
     assert [p.cpv for p in diff.added] == [LATE] and not diff.removed and not diff.changed
+    # Its upload's build id, though no build record exists for it (it came by hand).
+    assert [(p.build_id, p.drone) for p in diff.added] == [("b-late", "")]
     with pytest.raises(FailedPrecondition, match=f"nothing changed since {second.version}"):
         bench.cut()
     forced = bench.cut("again", force=True)
@@ -418,7 +451,7 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert current and previous
     for version in (current, previous):
         with pytest.raises(FailedPrecondition, match="promote another one before deleting"):
-            bench.run(lambda v=version: releases.delete(v, by="admin:test"))
+            bench.run(functools.partial(releases.delete, version, by="admin:test"))
     spare = next(r.version for r in releases.list_all() if r.standing == "")
     bench.run(lambda: releases.delete(spare, by="admin:test"))
     assert spare not in [r.version for r in releases.list_all()]
@@ -427,7 +460,11 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
         releases.get(spare)
 
     extra = [bench.cut(f"extra {i}", force=True).version for i in range(2)]
-    assert spare not in extra, "the name of a release once promoted is never given again"
+    assert spare not in extra, "a deleted release's name is never given again"
+    assert (releases.root / "versions").read_text().split() == sorted(
+        {r.version for r in releases.list_all()} | {spare},
+        key=lambda v: (v.partition("-")[0], int(v.partition("-")[2] or 0)),
+    )
     pruned = bench.run(lambda: releases.prune(1, by="admin:test"))
     # Newest first: the newest stays as the one kept; current and previous always stay.
     assert pruned == [extra[0]]
@@ -436,5 +473,220 @@ def test_delete_and_prune_never_touch_current_or_previous(bench: Bench) -> None:
     assert event.data["versions"] == [extra[0]] and event.data["by"] == "admin:test"
     [deleted] = bench.events("release_deleted")
     assert deleted.data == {"version": spare, "by": "admin:test"}
+    again = bench.cut("after the prune", force=True)
+    assert again.version not in (spare, extra[0]), "a pruned release's name is never given again"
     # Staging keeps its files: a release's links were only links.
     assert set(staged_files(bench.staging)) == {*BUILT, LATE}
+
+
+def test_releases_on_another_filesystem_than_staging_refuse_to_cut_and_say_why(
+    bench: Bench, small_disk: Path, tmp_path: Path
+) -> None:
+    config = local_config(
+        tmp_path, portage_eprefix=bench.ctl_prefix.root, releases_dir=small_disk / "releases"
+    )
+    ctl = InProcessController(config).start()  # builds go on all the same
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        with pytest.raises(FailedPrecondition, match="not on the filesystem of the staging binhost"):
+            ctl.run(lambda: releases.cut(notes="", force=True, by="admin:test"))
+        assert not list((small_disk / "releases" / "releases").iterdir())
+    finally:
+        ctl.stop()
+
+
+def test_a_release_key_given_is_imported_and_one_without_a_secret_is_refused(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Not the test's own tmp_path: gpg-agent's socket path in it would be too long.
+    tmp_path = tmp_path_factory.mktemp("key")
+    with gnupg_home(tmp_path / "own-key") as home:
+        fingerprint = new_key(home, "Our Own Release Key")
+        secret = tmp_path / "release.key"
+        secret.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
+        public_only = tmp_path / "public.asc"
+        public_only.write_bytes(gpg(home, "--armor", "--export", fingerprint))
+
+    def start(key: Path, data: str) -> InProcessController:
+        config = local_config(tmp_path / data, portage_eprefix=bench.ctl_prefix.root, release_key=key)
+        return InProcessController(config).start()
+
+    with pytest.raises(StartupError, match="holds no secret key"):
+        start(public_only, "public-only")
+    ctl = start(secret, "imported")
+    try:
+        releases = ctl.controller.releases
+        assert releases is not None
+        # In use from the start (no cut needed), published, and trusted enough to sign.
+        assert releases.fingerprint() == fingerprint
+        assert (releases.root / "key.asc").read_text() == releases.public_key()
+        with gnupg_home(tmp_path / "check") as check:
+            assert trust(check, releases.public_key().encode()) == fingerprint
+        signature = ctl.run(lambda: asyncio.to_thread(releases.key.sign, b"data"))
+        assert b"BEGIN PGP SIGNATURE" in signature
+    finally:
+        ctl.stop()
+
+
+def test_current_and_previous_follow_promotes_and_rollbacks_past_deleted_releases() -> None:
+    def replay(*steps: str, gone: frozenset[str] = frozenset()) -> tuple[str | None, str | None]:
+        promotions = [
+            Promotion(step.lstrip("<"), "rollback" if step.startswith("<") else "promote", float(i), "test")
+            for i, step in enumerate(steps)
+        ]
+        return current_and_previous(promotions, lambda v: v not in gone)
+
+    a, b, c = "v2026.01.01", "v2026.01.02", "v2026.01.03"
+    assert replay() == (None, None)
+    assert replay(a) == (a, None)
+    assert replay(a, b, c) == (c, b)
+    assert replay(a, b, c, "<" + b) == (b, a), "a rollback steps back to the release promoted before"
+    assert replay(a, b, c, "<" + b, "<" + a) == (a, None)
+    assert replay(a, b, a) == (a, b) and replay(a, b, a, "<" + b) == (b, a)
+    assert replay(a, b, c, gone=frozenset({b})) == (c, a), "previous passes over a deleted release"
+
+
+def test_a_manifest_reads_back_as_written_and_anything_else_is_refused() -> None:
+    package = ReleasePackage("cat/p-1", "0", "cat/p/p-1-1.gpkg.tar", "b-1", "builder-0", "ab" * 32, 10, "ssl")
+    manifest = Manifest(
+        "v2026.12.05",
+        1.5,
+        "notes",
+        ("s-1",),
+        "swarm/amd64",
+        Repository("gentoo", "abc", None),
+        "",
+        (package,),
+        10,
+        "F" * 40,
+    )
+    data = manifest_bytes(manifest)
+    assert parse_manifest(data) == manifest
+    assert json.loads(data)["package_count"] == 1
+    for bad in (
+        b"[]",
+        b"{",
+        data.replace(b'"format": 1', b'"format": 2'),
+        data.replace(b'"sessions"', b'"x"'),
+    ):
+        with pytest.raises(ValueError):
+            parse_manifest(bad)
+
+
+# -- kill -9 in the middle ---------------------------------------------------------------------
+
+
+def crashing_controller(bench: Bench, where: str) -> Controller:
+    """A controller process on the module's data, that kills itself (SIGKILL) in the middle of
+    the next cut or promote (releases.CRASH_HOOK_ENV); the controller in this process stops first."""
+    bench.stop_inproc()
+    env = {CRASH_HOOK_ENV: where} if where else {}
+    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), env=env)
+    ctl.start()
+    return ctl
+
+
+def killed_by(ctl: Controller, method: str, path: str, body: dict[str, Any]) -> None:
+    """Ask for a change the controller dies in the middle of; wait until it is dead."""
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        status, answer = ctl.admin(method, path, json.dumps(body).encode())
+        raise AssertionError(f"{method} {path} answered {status} {answer}: the controller did not die")
+    wait_for(lambda: not ctl.alive(), what="the controller killed by its crash hook")
+    assert ctl.popen is not None and ctl.popen.returncode == -signal.SIGKILL
+    ctl.kill()  # its gpg-agent
+
+
+def listing(ctl: Controller) -> dict[str, Any]:
+    status, body = ctl.admin("GET", "/admin/api/releases")
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def test_a_controller_killed_mid_cut_leaves_no_release_and_no_partial(bench: Bench) -> None:
+    known = sorted(r.version for r in bench.releases.list_all())
+    releases_dir = bench.releases.releases_dir
+    ctl = crashing_controller(bench, "cut")
+    try:
+        killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
+        # It died with the release complete but not yet renamed into place.
+        [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
+        assert (partial / "manifest.json.asc").is_file()
+        assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
+
+        ctl = crashing_controller(bench, "")
+        assert not partial.exists(), "the restarted controller kept the partial cut"
+        assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
+        # And it cuts again, under a new name: the crashed cut's was recorded as used.
+        crashed = partial.name.removeprefix(".").removesuffix(".partial")
+        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+        assert status == 201, cut
+        assert cut["version"] not in (*known, crashed)
+    finally:
+        ctl.kill()
+
+
+def test_a_controller_killed_mid_promote_keeps_a_current_release(bench: Bench) -> None:
+    root = bench.releases.root
+    before = os.readlink(root / "current")
+    ctl = crashing_controller(bench, "promote")
+    try:
+        body = listing(ctl)
+        target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
+        old = body["current"]
+        assert before == f"releases/{old}"
+        killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
+        # Killed between the two links: current still names the old release, whole.
+        assert os.readlink(root / "current") == f"releases/{old}"
+        assert (root / "current" / "Packages").is_file()
+        assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
+
+        ctl = crashing_controller(bench, "")
+        body = listing(ctl)
+        assert (body["current"], body["previous"]) == (target, old)
+        assert os.readlink(root / "current") == f"releases/{target}"
+        assert os.readlink(root / "previous") == f"releases/{old}"
+        assert (root / "current" / "manifest.json").is_file()
+    finally:
+        ctl.kill()
+
+
+def test_a_new_release_key_re_signs_staging_at_the_next_cut(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    old_public = (bench.releases.root / "key.asc").read_bytes()
+    short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
+    with gnupg_home(short / "home") as home:
+        fingerprint = new_key(home, "The Next Release Key")
+        key_file = short / "release.key"
+        key_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
+    bench.stop_inproc()
+    ctl = Controller(
+        bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), "--release-key", str(key_file)
+    )
+    ctl.start()
+    try:
+        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+        assert status == 201, cut
+        status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
+        assert status == 200 and shown["signing_key"] == fingerprint, shown
+        assert (bench.releases.root / "staging-signed-by").read_text().strip() == fingerprint
+        package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
+        with verify_home() as new, verify_home() as old:
+            trust(new, (bench.releases.root / "key.asc").read_bytes())
+            trust(old, old_public)
+            for which, home in (("new", new), ("old", old)):
+                readable_by_nobody(home)
+                client = pfx.create_prefix(
+                    pfx.PrefixConfig(
+                        bench.root / f"client-{which}-key",
+                        pfx.Role.CLIENT,
+                        binhost="http://127.0.0.1:1/",
+                        gnupghome=home,
+                        make_conf={"FEATURES": "binpkg-request-signature"},
+                    )
+                )
+                ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
+                assert ok == (which == "new"), output
+    finally:
+        ctl.kill()
