@@ -5,8 +5,9 @@ describes: the schema of the status received, every field required, no
 other field allowed. The fleet is given what the routes need to answer
 with content: a join token, an admin key, a browser session, a build
 session with jobs, a shell with its recording, an incident (an agent
-killed). A documented operation not called here fails the test, so a new
-route comes with its check.
+killed), a release promoted (its package built into staging). A
+documented operation not called here fails the test, so a new route comes
+with its check.
 
 tests/test_probe.py (schemathesis) checks the same schemas against
 generated requests; this checks them against answers with content.
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
 JSON = "application/json"
 ATOM = "swarm-test/leaf-data"
+STAGED = "swarm-test/leaf-script-1"  # in the release the fixture cuts
 SHELL, GONE = DRONES  # a drone that stays online, and one whose agent is killed for an incident
 
 
@@ -100,6 +102,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller
     own_log = root / "controller-own.log"
     swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True)
     try:
+        # A release, current: a package built straight into staging (not ATOM,
+        # which the admin test's session builds), cut and promoted.
+        swarm.stage_packages(STAGED)
+        status, release = swarm.controller.admin("POST", "/admin/api/releases", b'{"notes": "schema"}')
+        assert status == 201, release
+        status, promoted = swarm.controller.admin("POST", f"/admin/api/releases/{release['version']}/promote")
+        assert status == 200, promoted
         yield swarm.controller, list(swarm.agents.values()), own_log
     finally:
         swarm.stop()
@@ -177,6 +186,29 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
     assert browser.call("GET", "/admin/api/session", 200)["via"] == "session"
     browser.call("POST", "/admin/api/logout", 200, headers={"X-CSRF-Token": login["csrf_token"]})
     check.called |= browser.called
+
+    # Releases, before the session below (a cut waits for a session to complete
+    # without failures): a second one cut, promoted, rolled back and deleted.
+    releases = "/admin/api/releases"
+    first = check.call("GET", releases, 200)["current"]
+    assert first is not None
+    check.call("POST", releases, 409, body={"notes": "nothing changed"})
+    second = check.call("POST", releases, 201, body={"notes": "forced", "force": True})["version"]
+    one, two = f"{releases}/{first}", f"{releases}/{second}"
+    assert check.call("GET", f"{releases}/{{version}}", 200, path=one)["packages"]
+    check.call("GET", f"{releases}/{{version}}", 404, path=f"{releases}/v1999.01.01")
+    check.call("GET", f"{releases}/{{a}}/diff/{{b}}", 200, path=f"{one}/diff/{second}")
+    check.call("POST", f"{releases}/{{version}}/promote", 200, path=f"{two}/promote")
+    check.call("POST", f"{releases}/{{version}}/rollback", 409, path=f"{one}/rollback")
+    assert check.call("POST", f"{releases}/{{version}}/rollback", 200, path=f"{two}/rollback")["current"]
+    check.call("DELETE", f"{releases}/{{version}}", 409, path=one)
+    check.call("DELETE", f"{releases}/{{version}}", 200, path=two)
+    check.call("DELETE", f"{releases}/{{version}}", 400, path=f"{releases}/latest")
+    listed = check.call("GET", releases, 200)
+    assert listed["current"] == first and [p["action"] for p in listed["promotions"]][:2] == [
+        "rollback",
+        "promote",
+    ]
 
     # A build session with jobs; its builds once a drone took one.
     queued = check.call("POST", "/admin/api/queue", 201, body={"atoms": [ATOM], "session": "schema"})
@@ -259,5 +291,17 @@ def test_every_public_operation_answers_per_its_schema(fleet: tuple[Controller, 
     check.call("GET", "/api/v1/sessions", 200)
     check.call("GET", "/api/v1/queue", 200, query={"limit": "5000"})
     check.call("GET", "/api/v1/openapi.json", 200)
+    listed = check.call("GET", "/api/v1/releases", 200)
+    assert check.call("GET", "/releases.json", 200) == listed
+    current = listed["current"]
+    assert current is not None and listed["releases"]
+    release = check.call("GET", "/api/v1/releases/{version}", 200, path=f"/api/v1/releases/{current}")
+    assert [p["cpv"] for p in release["packages"]] == [STAGED]
+    check.call("GET", "/api/v1/releases/{version}", 400, path="/api/v1/releases/v2026.1.1")
+    diff = f"/api/v1/releases/{current}/diff/{current}"
+    assert check.call("GET", "/api/v1/releases/{a}/diff/{b}", 200, path=diff)["changed"] == []
+    check.call(
+        "GET", "/api/v1/releases/{a}/diff/{b}", 404, path=f"/api/v1/releases/{current}/diff/v1999.01.01"
+    )
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"

@@ -8,6 +8,7 @@ API. tests/test_public_api.py shows the same fields from real agents."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_public_api import ISO, NODE_KEYS
@@ -131,6 +132,23 @@ def test_history_and_sessions_are_empty_lists(api: InProcessController) -> None:
     assert api.get("/api/v1/sessions") == {"sessions": []}
 
 
+def test_without_builds_there_are_no_releases_and_no_cut(api: InProcessController) -> None:
+    # No --portage-eprefix: no staging to cut from. The lists are empty (the
+    # status page reads /releases.json), a release or its files are not
+    # found, and a change is refused saying why.
+    empty: dict[str, Any] = {"current": None, "previous": None, "releases": []}
+    assert api.get("/api/v1/releases") == api.get("/releases.json") == empty
+    status, body = api.admin("GET", "/admin/api/releases")
+    assert status == 200 and body == {**empty, "promotions": []}
+    for path in ("/api/v1/releases/v2026.12.05", "/releases/key.asc", "/binhost/current/Packages"):
+        got, answer = http("GET", api.public_url + path)
+        assert got == 404 and "releases are off" in answer["error"]["message"], (path, answer)
+    status, body = api.admin("POST", "/admin/api/releases", b"{}")
+    assert status == 409 and "--portage-eprefix" in body["error"]["message"]
+    status, body = api.admin("POST", "/admin/api/releases/v2026.12.05/promote")
+    assert status == 409 and "releases are off" in body["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "needle"),
     [
@@ -142,7 +160,10 @@ def test_history_and_sessions_are_empty_lists(api: InProcessController) -> None:
         ("GET", "/api/v1/events?since=yesterday", 400, "since must be"),
         ("GET", "/api/v1/activity?window=5", 400, "window must be between"),
         ("GET", "/api/v1/activity?buckets=99999", 400, "buckets must be between"),
+        ("GET", "/api/v1/releases/latest", 400, "version must be a release version"),
+        ("GET", "/api/v1/releases/v2026.12.05/diff/current", 400, "b must be"),
         ("POST", "/api/v1/nodes", 405, "read-only"),
+        ("POST", "/api/v1/releases", 405, "read-only"),
         ("DELETE", "/api/v1/nodes/alpha", 405, "read-only"),
         ("PUT", "/api/v1/anything", 405, "read-only"),
         ("PATCH", "/", 405, "read-only"),

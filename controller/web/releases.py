@@ -10,9 +10,10 @@ each release's files for stock Portage clients at
 ``/binhost/releases/{v}/`` and ``/binhost/current/``.
 
 ``current`` is read from its symlink at each request, so a promote or a
-rollback is what the next request gets. Only a directory whose name is a
-version is served (a cut in progress is ``.vX.partial``), only regular
-files inside it (no listing, no ``..``, no symlink out).
+rollback is what the next request gets. Only a release the core lists is
+served (never a cut in progress, ``.vX.partial``, nor one being deleted),
+and only regular files inside it: no listing, no hidden file, no ``..``,
+no symlink out. Resolving a path stats files: it runs in a thread.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from aiohttp import web
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.releases import VERSION_RE, Releases
-from swarm.controller.services import Services
 from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.parse import check_text, json_body
@@ -59,6 +59,10 @@ VERSION = TextParam("version", ABOUT_VERSION, where="path", max_len=20, pattern=
 A = TextParam("a", f"the release diffed from: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 B = TextParam("b", f"the release diffed to: {ABOUT_VERSION}", where="path", max_len=20, pattern=VERSION_RE)
 NOT_FOUND = "no such release"
+# A cache asks again each time (the ETag makes that a 304): what ``current``
+# names changes with a promote, and a release's name can come back with
+# other contents once that release is deleted (if it was never promoted).
+REVALIDATE = {"Cache-Control": "no-cache"}
 OFF = "releases are off: they are cut from the staging binhost (start the controller with --portage-eprefix)"
 
 routes = Routes()  # the admin tier's
@@ -298,60 +302,62 @@ async def public_key(request: web.Request) -> web.Response:
     releases = _releases(request)
     if releases is None:
         raise NotFound(f"no release key: {OFF}")
-    armored = await asyncio.to_thread(releases.public_key)
+    armored = releases.public_key()
+    if not armored:
+        raise NotFound("no release key yet: the first cut makes it (or start with --release-key)")
     return web.Response(text=armored, content_type="text/plain", charset="utf-8")
 
 
-def _served_file(root: Path, version: str, tail: str) -> Path:
-    """The regular file ``tail`` of release ``version`` under ``root`` (the
-    releases directory), or NotFound. Runs in a thread: it stats and resolves."""
+def _files_of(request: web.Request) -> Releases:
+    releases = _releases(request)
+    if releases is None:
+        raise NotFound(f"{NOT_FOUND}: {OFF}")
+    return releases
+
+
+def _directory(releases: Releases, version: str) -> Path:
+    """A listed release's directory: a version's name, in the core's list
+    (so neither a cut in progress nor one being deleted), or NotFound."""
     if not VERSION_RE.fullmatch(version):
         raise NotFound(f"{NOT_FOUND}: {version[:40]!r}")
-    base = (root / "releases" / version).resolve()
-    if not base.is_dir():
-        raise NotFound(f"{NOT_FOUND}: {version}")
+    return releases.path(version)
+
+
+def _served_file(base: Path, tail: str) -> Path:
+    """The regular file ``tail`` inside the release directory ``base``, or
+    NotFound. Runs in a thread: it stats and resolves."""
     parts = tail.split("/")
-    # Hidden names too: nothing of a release starts with a dot, and no listing is served.
+    # Hidden names too: a release has none, and no directory is listed.
     if not tail or any(not p or p.startswith(".") for p in parts):
-        raise NotFound(f"no file {tail[:200]!r} in release {version}")
-    target = base.joinpath(*parts).resolve()
-    if not target.is_relative_to(base) or not target.is_file():
-        raise NotFound(f"no file {tail[:200]!r} in release {version}")
+        raise NotFound(f"no file {tail[:200]!r} in release {base.name}")
+    root = base.resolve()
+    target = root.joinpath(*parts).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound(f"no file {tail[:200]!r} in release {base.name}")
     return target
 
 
 def _current(root: Path) -> str:
-    """The version ``current`` links to now (NotFound before the first promote)."""
+    """The version the ``current`` link names now (NotFound before the first promote)."""
     try:
         target = os.readlink(root / "current")
-    except FileNotFoundError:
+    except OSError:
         raise NotFound("no release is current yet (none was promoted)") from None
     return Path(target).name
 
 
-def _root(services: Services) -> Path:
-    if services.releases is None:
-        raise NotFound(f"{NOT_FOUND}: {OFF}")
-    return services.config.releases_dir
-
-
 @files.get(RELEASES_PATH + "/{version}/{tail:.*}")
 async def release_file(request: web.Request) -> web.StreamResponse:
-    root = _root(request.app[SERVICES])
-    version, tail = request.match_info["version"], request.match_info["tail"]
-    path = await asyncio.to_thread(_served_file, root, version, tail)
-    # A release never changes once it is there.
-    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400, immutable"})
+    base = _directory(_files_of(request), request.match_info["version"])
+    path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
+    return web.FileResponse(path, headers=REVALIDATE)
 
 
 @files.get(CURRENT_PATH + "/{tail:.*}")
 async def current_file(request: web.Request) -> web.StreamResponse:
-    root = _root(request.app[SERVICES])
-    tail = request.match_info["tail"]
-
-    def find() -> Path:
-        return _served_file(root, _current(root), tail)
-
-    path = await asyncio.to_thread(find)
-    # What "current" is changes with a promote: caches must ask again.
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+    releases = _files_of(request)
+    # The link itself, read at each request: what a promote or rollback wrote is what is served.
+    version = await asyncio.to_thread(_current, releases.root)
+    base = _directory(releases, version)
+    path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
+    return web.FileResponse(path, headers=REVALIDATE)

@@ -119,6 +119,19 @@ class Fleet:
         pkgdir = self.root / f"{drone}-prefix" / "var" / "cache" / "binpkgs" / category
         return sorted(pkgdir.rglob(f"{pf}*.gpkg.tar"))
 
+    def stage_packages(self, *cpvs: str) -> None:
+        """Binary packages of ``cpvs`` built straight into the staging binhost:
+        real emerge --buildpkgonly in the controller's prefix (its PKGDIR is
+        staging; emerge indexes them there), about a second a package, for a
+        test that needs staging's contents (a release), not a session's
+        builds. They have no upload record, so the staging binhost does not
+        count them as staged until the controller restarts: leave them out of
+        the sessions of a test."""
+        assert self.controller_prefix is not None, "a fleet without builds has no staging binhost"
+        atoms = [f"={cpv}" for cpv in cpvs]
+        result = pfx.run_emerge(self.controller_prefix, "--oneshot", "--buildpkgonly", *atoms, timeout=120)
+        assert result.ok, result.output[-3000:]
+
     # -- builds ------------------------------------------------------------------------
 
     def build_log(self, job: Mapping[str, Any]) -> str:
