@@ -204,7 +204,7 @@ def bench_size(children: Children, work: Path, template: Path, size: int, promot
             seconds, _ = timed(api, "POST", f"{RELEASES}/{version}/promote")
             times.append(seconds * 1000)
             # The same admin tier answering a request that does nothing: HTTP, auth and load.
-            seconds, _ = timed(api, "GET", "/admin/api/tokens")
+            seconds, _ = timed(api, "GET", "/admin/api/drones")
             floor.append(seconds * 1000)
         figures.update(
             {
