@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli import logs, streams
+from swarm.cli import logs, releases, streams
 from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_option(p)
     p.set_defaults(run=streams.protocol)
     logs.add_parser(sub, _json_option)
+    releases.add_parser(sub, _json_option)
     p = sub.add_parser("queue", help="queue packages to build")
     p.add_argument("atoms", nargs="+", metavar="ATOM")
     p.add_argument("--session", help="session name (default: the current one)")

@@ -42,6 +42,7 @@ from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
@@ -137,6 +138,7 @@ class Controller:
         self.builds: BuildQueue | None = None
         self.build_logs: BuildsService | None = None
         self.releases: Releases | None = None
+        self.release_schedule: ReleaseSchedule | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -262,6 +264,7 @@ class Controller:
         await self.writer.start()
         await self.alerter.start()
         await self.healer.start()
+        await self._start_release_schedule()
         self.ports = Ports(
             grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port, metrics=metrics_port
         )
@@ -488,7 +491,27 @@ class Controller:
         self._web.clear()
         self._web_notes.close()
 
+    async def _start_release_schedule(self) -> None:
+        config = self.config
+        cadence = config.release_cadence
+        if cadence is None:
+            return
+        # The config requires portage_eprefix with a schedule: releases exist.
+        assert self.releases is not None
+        self.release_schedule = ReleaseSchedule(
+            self.releases,
+            self.builds,
+            self.events,
+            config.data_dir,
+            cadence=cadence,
+            auto_promote_after=config.auto_promote_seconds,
+            clock=self.clock,
+        )
+        await self.release_schedule.start()
+
     async def _stop_services(self) -> None:
+        if self.release_schedule is not None:
+            await self.release_schedule.stop()
         if self.builds is not None:
             await self.builds.stop()
         if self.releases is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from swarm.config import option
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
+from swarm.controller.release_cadence import Cadence, parse_duration, parse_schedule
 from swarm.controller.web.forwarded import Network, parse_networks
 from swarm.controller.web.hostname import normalize
 
@@ -250,6 +251,19 @@ class ControllerConfig:
     alert_webhook: str = option(
         "", "URL that gets a JSON POST when the healer alerts the admin", metavar="URL"
     )
+    release_schedule: str = option(
+        "",
+        "cut a release at this slot of the controller's local time, weekly:DAY:HH:MM or daily:HH:MM "
+        "(e.g. weekly:sun:03:00), after the session running then ends; skipped with an event when "
+        "nothing changed or the last session left failed packages (default: off)",
+        metavar="WHEN",
+    )
+    auto_promote_after: str = option(
+        "",
+        "promote a scheduled cut this long after it was cut (e.g. 24h, 2d) unless someone promoted, "
+        "rolled back or deleted a release in the meantime (default: off, an admin promotes)",
+        metavar="DURATION",
+    )
     shell_grace: float = option(
         300.0,
         "seconds a terminal whose websocket dropped stays open for a reattach before its shell is hung up",
@@ -409,6 +423,13 @@ class ControllerConfig:
             raise ValueError("shell_max_sessions must be at least 1 and shell_replay_kb 1-16384")
         if self.exec_max_output_kb < 1 or not 0.1 <= self.exec_max_timeout <= 86400:
             raise ValueError("exec_max_output_kb must be at least 1 and exec_max_timeout 0.1-86400 seconds")
+        self.release_cadence  # noqa: B018 -- checked now, so a typo stops the start
+        if self.auto_promote_seconds is not None and self.release_cadence is None:
+            raise ValueError("auto_promote_after promotes scheduled cuts: it needs release_schedule")
+        if self.release_cadence is not None and str(self.portage_eprefix) in ("", "."):
+            raise ValueError(
+                "release_schedule cuts releases from the staging binhost: it needs portage_eprefix"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 
@@ -445,6 +466,15 @@ class ControllerConfig:
     @property
     def allowed_host_list(self) -> list[str]:
         return [n.strip() for n in self.allowed_hosts.split(",") if n.strip()]
+
+    @property
+    def release_cadence(self) -> Cadence | None:
+        return parse_schedule(self.release_schedule) if self.release_schedule.strip() else None
+
+    @property
+    def auto_promote_seconds(self) -> float | None:
+        text = self.auto_promote_after.strip()
+        return parse_duration(text, "auto_promote_after") if text else None
 
     @property
     def db_url(self) -> str:

@@ -55,6 +55,7 @@ FAST_MODULES = frozenset(
         "test_proto_fresh",
         "test_protocol_doc",
         "test_protolog",
+        "test_release_cadence",
         "test_public_api_fast",
         "test_scheduler",
         "test_selfcheck",

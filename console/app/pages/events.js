@@ -22,6 +22,8 @@ const KNOWN_TYPES = [
   "fleet_dark", "fleet_dark_cleared", "jobs_queued", "job_done", "job_failed", "job_failed_on_drone", "job_requeued",
   "package_staged", "session_created", "session_control", "session_complete", "shell_opened", "shell_reattached",
   "shell_closed", "shell_killed", "token_created", "token_revoked", "protocol_error",
+  "release_cut", "release_promoted", "release_rolled_back", "release_deleted", "release_pruned",
+  "release_schedule_waiting", "release_schedule_skipped", "release_auto_promote_cancelled",
 ];
 
 export function isAudit(event) {
