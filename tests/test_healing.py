@@ -172,6 +172,15 @@ def swarm(tmp_path: Path, sshd: SshServer) -> Iterator[HealSwarm]:
         yield made
 
 
+@pytest.fixture(scope="module")
+def picky(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> Iterator[HealSwarm]:
+    """One heal swarm with one drone for every refused access setting: a
+    refused PUT changes nothing, so each case finds the drone as it was."""
+    with heal_swarm(tmp_path_factory.mktemp("picky"), sshd) as made:
+        made.add_drone("picky")
+        yield made
+
+
 def recovered(swarm: HealSwarm, name: str) -> dict[str, Any] | None:
     incidents = swarm.health(name)["incidents"]
     return incidents[0] if incidents and incidents[0]["recovered_at"] else None
@@ -286,11 +295,10 @@ def test_paused_healing_does_nothing_until_resumed(swarm: HealSwarm) -> None:
         ({"reboot": "proxmox-lxc", "vmid": "7"}, "set host too"),
     ],
 )
-def test_bad_access_settings_are_refused(swarm: HealSwarm, body: dict[str, Any], needle: str) -> None:
-    swarm.add_drone("picky")
-    status, reply = swarm.admin("PUT", "/admin/api/drones/picky", body)
+def test_bad_access_settings_are_refused(picky: HealSwarm, body: dict[str, Any], needle: str) -> None:
+    status, reply = picky.admin("PUT", "/admin/api/drones/picky", body)
     assert status == 400 and needle in reply["error"]["message"], reply
-    assert swarm.health("picky")["access"]["ssh"] == str(swarm.sshd.target)
+    assert picky.health("picky")["access"]["ssh"] == str(picky.sshd.target)
 
 
 def test_manual_restart_and_unknown_drones(swarm: HealSwarm) -> None:
