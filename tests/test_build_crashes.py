@@ -54,11 +54,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         s.stop()
 
 
-def admin_post(swarm: Fleet, path: str) -> None:
-    status, body = swarm.controller.admin("POST", path)
-    assert status == 200, body
-
-
 def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes_it(swarm: Fleet) -> None:
     cpv = "swarm-test/leaf-script-1"
     controller = swarm.controller
@@ -101,14 +96,10 @@ def test_a_controller_killed_between_saving_an_assignment_and_sending_it_resumes
 
 def test_a_build_whose_agent_died_mid_build_is_cleaned_off_its_drone(swarm: Fleet) -> None:
     cpv = "swarm-test/sleeper-1"
-    (other,) = set(swarm.agents) - {VICTIM}
     # The first attempt goes to the drone with the long sleep, the retry to the other.
-    admin_post(swarm, f"/admin/api/drones/{other}/drain")
-    try:
+    with swarm.dispatching_only_to(VICTIM):
         session_id = swarm.queue("swarm-test/sleeper")["session"]["id"]
         job = swarm.wait_building(cpv)
-    finally:
-        admin_post(swarm, f"/admin/api/drones/{other}/undrain")
     assert job["drone"] == VICTIM, job
     victim = swarm.agents[job["drone"]]
     build_dir = swarm.root / f"{victim.name}-prefix" / "var" / "tmp" / "portage" / cpv

@@ -31,7 +31,7 @@ import pytest
 from dronectl import write_spec
 
 from support.fleet import start_fleet
-from support.procs import Agent, Controller, enroll, wait_for
+from support.procs import Agent, Controller, enroll_here, wait_for
 from support.sshd import SshServer
 from support.webhook import Webhook
 
@@ -62,8 +62,7 @@ class HealSwarm:
 
     def add_drone(self, name: str, *, drone_type: str = "lxc", broken_service: bool = False) -> None:
         state_dir = self.root / f"agent-{name}"
-        result = enroll(self.controller, name, state_dir)
-        assert result.returncode == 0, result.stderr
+        enroll_here(self.controller, name, state_dir)
         argv = Agent(
             self.root, name, self.controller.grpc_target, drone_type=drone_type, state_dir=state_dir
         ).args
