@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from support.browser import browser, chromium  # noqa: F401 (fixtures for the console tests)
 from support.bytecode import compile_sources
 from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a full data disk)
-from support.procs import Agent, Controller, Proc, enroll
+from support.procs import Agent, Controller, Proc, enroll_here
 from support.sshd import SshServer, sshd_server
 
 # grpc.aio starts one poller thread for the whole process on first use and
@@ -91,28 +91,43 @@ def pytest_configure(config: pytest.Config) -> None:
         compile_sources()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
+    """pytest rewrites each test module's asserts when it imports it, and
+    keeps the result as a .pyc in tests/__pycache__ unless bytecode is not
+    to be written (PYTHONDONTWRITEBYTECODE): then every process of every run
+    rewrote all the modules again, some 2.5 s of CPU each. The cache is
+    written while collecting, as compile_sources writes the checkout's."""
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        return (yield)
+    finally:
+        sys.dont_write_bytecode = saved
+
+
 # The slowest modules, slowest first (seconds a module took in a side-by-side
-# `make test`, 2 cores: test_prefix 69, test_healing 68, ... test_console 22).
-# xdist hands whole modules to its workers in collection order (the Makefile
-# turns its own reordering, by number of tests, off): started last, a long
-# module would run on alone while the other workers idle. A module not named
-# keeps its place after these.
+# `make test`, 2 cores: test_prefix 69, test_session_faults 64, ...
+# test_terminal_ssh 20). xdist hands whole modules to its workers in
+# collection order (the Makefile turns its own reordering, by number of
+# tests, off): started last, a long module would run on alone while the
+# other workers idle. A module not named keeps its place after these.
 SLOWEST_FIRST = (
     "test_prefix",
     "test_upgrade",
-    "test_healing",
     "test_session_faults",
     "test_build_faults",
-    "test_builds",
     "test_releases",
     "test_console_fleet",
-    "test_build_failures",
-    "test_build_crashes",
+    "test_healing",
     "test_build_grounding",
+    "test_builds",
+    "test_build_failures",
     "test_demo",
     "test_probe",
     "test_proof_of_life",
     "test_console_releases",
+    "test_build_crashes",
     "test_public_page",
     "test_probe_reads",
     "test_uploads",
@@ -187,14 +202,16 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     """Start an agent of a controller, enrolled once per state dir:
-    launch(controller, name, *flags, **Agent keywords). All are killed at teardown."""
+    launch(controller, name, *flags, **Agent keywords). All are killed at teardown.
+    Enrolled in this process (support/procs.enroll_here: the command's own
+    code, without a Python started for it); test_trust and test_cli run
+    ``swarm-agent enroll`` itself."""
     started: list[Agent] = []
 
     def start(controller: Controller, name: str, *extra: str, **kwargs: Any) -> Agent:
         agent = Agent(tmp_path, name, controller.grpc_target, *extra, **kwargs)
         if not (agent.state_dir / "drone.crt").exists():
-            result = enroll(controller, name, agent.state_dir)
-            assert result.returncode == 0, result.stderr
+            enroll_here(controller, name, agent.state_dir)
         agent.start()
         started.append(agent)
         return agent

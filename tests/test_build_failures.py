@@ -47,18 +47,20 @@ def staged(swarm: Fleet) -> tuple[Counter[str], list[Path]]:
 
 def test_a_drone_killed_mid_build_loses_its_job_to_another_drone(tmp_path: Path) -> None:
     with start_fleet(tmp_path, (), "--build-grace", "3", portage=True) as swarm:
-        for i in range(3):
-            # The agent dies once the sleep began: long enough that the build
-            # surely still runs then (the retry sleeps as long).
-            swarm.add_agent(f"builder-{i}", package_env=sleeper_env(6))
+        # The agent dies once the sleep began: long enough that the build
+        # surely still runs then. The drones that may build the retry need not wait.
+        swarm.add_agent("builder-0", package_env=sleeper_env(6))
+        for i in (1, 2):
+            swarm.add_agent(f"builder-{i}", package_env=sleeper_env(1))
         swarm.wait_online()
-        session_id = swarm.queue("swarm-test/sleeper", "swarm-test/leaf-data")["session"]["id"]
-
-        building = wait_for(
-            lambda: (j := swarm.jobs()["swarm-test/sleeper-1"])["state"] == "building" and j,
-            timeout=120,
-            what="the sleeper building on some drone",
-        )
+        with swarm.dispatching_only_to("builder-0"):
+            session_id = swarm.queue("swarm-test/sleeper", "swarm-test/leaf-data")["session"]["id"]
+            building = wait_for(
+                lambda: (j := swarm.jobs()["swarm-test/sleeper-1"])["state"] == "building" and j,
+                timeout=120,
+                what="the sleeper building on builder-0",
+            )
+        assert building["drone"] == "builder-0", building
         wait_for(
             lambda: "Sleeping" in swarm.build_log(building),
             timeout=120,

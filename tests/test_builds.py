@@ -27,9 +27,11 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: Fleet) -> None:
-    # The diamond and a chain as deep (three levels each): the critical path
-    # is three builds long, with both shapes of dependency on the way.
-    reply = swarm.queue("swarm-test/diamond-top", "swarm-test/chain-c")
+    # The diamond: three levels, a job two others wait for and one that waits
+    # for two, the middle two side by side on two drones. (Chains, one job
+    # after another, are built for real by test_session_faults and
+    # test_build_failures.)
+    reply = swarm.queue("swarm-test/diamond-top")
     session_id = reply["session"]["id"]
     cpvs = sorted(j["cpv"] for j in reply["jobs"])
     assert cpvs == sorted(
@@ -38,9 +40,6 @@ def test_three_drones_build_the_graph_and_a_client_installs_from_staging(swarm: 
             "swarm-test/diamond-left-1",
             "swarm-test/diamond-right-1",
             "swarm-test/diamond-base-1",
-            "swarm-test/chain-a-1",
-            "swarm-test/chain-b-1",
-            "swarm-test/chain-c-1",
         ]
     )
     swarm.wait_complete(session_id, timeout=240)

@@ -31,7 +31,7 @@ import pytest
 from dronectl import write_spec
 
 from support.fleet import start_fleet
-from support.procs import Agent, Controller, enroll, wait_for
+from support.procs import Agent, Controller, enroll_here, wait_for
 from support.sshd import SshServer
 from support.webhook import Webhook
 
@@ -62,8 +62,7 @@ class HealSwarm:
 
     def add_drone(self, name: str, *, drone_type: str = "lxc", broken_service: bool = False) -> None:
         state_dir = self.root / f"agent-{name}"
-        result = enroll(self.controller, name, state_dir)
-        assert result.returncode == 0, result.stderr
+        enroll_here(self.controller, name, state_dir)
         argv = Agent(
             self.root, name, self.controller.grpc_target, drone_type=drone_type, state_dir=state_dir
         ).args
@@ -169,6 +168,15 @@ def heal_swarm(tmp_path: Path, sshd: SshServer, *flags: str) -> Iterator[HealSwa
 @pytest.fixture
 def swarm(tmp_path: Path, sshd: SshServer) -> Iterator[HealSwarm]:
     with heal_swarm(tmp_path, sshd) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def picky(tmp_path_factory: pytest.TempPathFactory, sshd: SshServer) -> Iterator[HealSwarm]:
+    """One heal swarm with one drone for every refused access setting: a
+    refused PUT changes nothing, so each case finds the drone as it was."""
+    with heal_swarm(tmp_path_factory.mktemp("picky"), sshd) as made:
+        made.add_drone("picky")
         yield made
 
 
@@ -286,11 +294,10 @@ def test_paused_healing_does_nothing_until_resumed(swarm: HealSwarm) -> None:
         ({"reboot": "proxmox-lxc", "vmid": "7"}, "set host too"),
     ],
 )
-def test_bad_access_settings_are_refused(swarm: HealSwarm, body: dict[str, Any], needle: str) -> None:
-    swarm.add_drone("picky")
-    status, reply = swarm.admin("PUT", "/admin/api/drones/picky", body)
+def test_bad_access_settings_are_refused(picky: HealSwarm, body: dict[str, Any], needle: str) -> None:
+    status, reply = picky.admin("PUT", "/admin/api/drones/picky", body)
     assert status == 400 and needle in reply["error"]["message"], reply
-    assert swarm.health("picky")["access"]["ssh"] == str(swarm.sshd.target)
+    assert picky.health("picky")["access"]["ssh"] == str(picky.sshd.target)
 
 
 def test_manual_restart_and_unknown_drones(swarm: HealSwarm) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,22 @@ class Fleet:
         """Wait until each named drone (default: every agent) is online."""
         for name in names or tuple(self.agents):
             wait_for(functools.partial(self.online, name), timeout=timeout, what=f"{name} online")
+
+    @contextlib.contextmanager
+    def dispatching_only_to(self, name: str) -> Iterator[None]:
+        """Every other agent drained meanwhile: a job queued now starts on ``name``."""
+        others = [other for other in self.agents if other != name]
+        for other in others:
+            self._drone_action(other, "drain")
+        try:
+            yield
+        finally:
+            for other in others:
+                self._drone_action(other, "undrain")
+
+    def _drone_action(self, name: str, action: str) -> None:
+        status, body = self.controller.admin("POST", f"/admin/api/drones/{name}/{action}")
+        assert status == 200, body
 
     def online(self, name: str) -> bool:
         node = self.controller.node(name)
