@@ -21,11 +21,16 @@ import random
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.fleet import DroneState, Fleet, Link
+from swarm.protocol import PONG_IN_HEARTBEAT, speaks
 from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 TICK = 0.05
+# The longest an agent may hold a routine ping for its next heartbeat
+# (pong-in-heartbeat), and never more than half the ping timeout: with
+# the default 1 s heartbeats a ping waits half a second on average.
+HOLD_MAX_S = 2.0
 
 
 class Pinger:
@@ -50,17 +55,32 @@ class Pinger:
             await self._clock.sleep(TICK)
             self.tick(self._clock.time())
 
-    def _send(self, state: DroneState, link: Link) -> int | None:
+    def _send(self, state: DroneState, link: Link, answer_within_ms: int = 0) -> int | None:
         """Send the next ping on ``link``; its seq, or None when the stream's queue is full."""
         self._seq += 1
         sent_at_ns = self._clock.time_ns()
-        if not link.ping(self._seq, sent_at_ns):
+        if not link.ping(self._seq, sent_at_ns, answer_within_ms):
             return None
         self._fleet.on_ping_sent(state, self._seq, sent_at_ns)
         return self._seq
 
+    def _hold_ms(self, state: DroneState) -> int:
+        """How long the agent may hold this routine ping for its next
+        heartbeat: 0 (a Pong at once) for an agent that does not speak
+        pong-in-heartbeat, and for the first ping on a stream, whose answer
+        is the proof of life that the healer and the admin wait for. A pong
+        is one message fewer to read, which at 1 Hz heartbeats costs half a
+        second of round-trip freshness (the measured round trip is not
+        changed: the agent says how long it held the ping)."""
+        if not speaks(state.features, PONG_IN_HEARTBEAT):
+            return 0
+        connected = state.connected_at
+        if connected is None or state.last_ping_at is None or state.last_ping_at < connected:
+            return 0
+        return round(min(HOLD_MAX_S, self._fleet.ping_timeout / 2) * 1000)
+
     def ping_now(self, state: DroneState) -> int | None:
-        """Ping one drone at once (an admin asks); its seq, or None if not sent."""
+        """Ping one drone at once (an admin asks; answered at once); its seq, or None if not sent."""
         link = state.link
         return None if link is None else self._send(state, link)
 
@@ -88,6 +108,6 @@ class Pinger:
             else:
                 state.next_ping_at = now + interval
             schedule.set(drone_id, state.next_ping_at)
-            if self._send(state, link) is None:
+            if self._send(state, link, self._hold_ms(state)) is None:
                 self.skipped += 1
                 self._fleet.on_ping_unsent(state)
