@@ -466,8 +466,7 @@ class Fleet:
         state.beat = hb
         detector = state.detector
         if detector is not None:
-            detector.heartbeat(now)
-            state.suspect_at = detector.deadline(self._y)
+            state.suspect_at = detector.beat(now, self._y)
             # Later than before, as a rule: then the monitor finds the old
             # deadline passed and looks again at the new one.
             self.silence.earlier(state.id, state.suspect_at)

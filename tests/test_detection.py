@@ -48,6 +48,18 @@ def test_regular_drone_is_suspect_after_about_three_intervals() -> None:
         assert detector.phi(last + silence) == pytest.approx(8.0, abs=0.01)
 
 
+def test_beat_is_heartbeat_then_deadline_in_one_call() -> None:
+    """The fleet's fused call keeps the detector exactly where the two calls would."""
+    rng = random.Random(3)
+    apart, fused = PhiAccrual(1.0, 0.0), PhiAccrual(1.0, 0.0)
+    now = 0.0
+    for i in range(3 * WINDOW):
+        now += rng.uniform(0.2, 1.8) if i % 7 else 0.0  # now and then two at once
+        apart.heartbeat(now)
+        assert fused.beat(now, Y8) == pytest.approx(apart.deadline(Y8), abs=1e-9)
+        assert fused.phi(now + 1.5) == apart.phi(now + 1.5)
+
+
 def test_jittery_drone_gets_more_slack_than_a_steady_one() -> None:
     rng = random.Random(7)
     steady = PhiAccrual(1.0, 0.0)
