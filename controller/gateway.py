@@ -477,7 +477,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             if heartbeat.HasField("pong"):
                 # A pong riding on the heartbeat (pong-in-heartbeat), taken
                 # first: the heartbeat then settles the status on its checks.
-                record(IN, drone_id, kind, size, raw, self._pong(state, heartbeat.pong), unknown)
+                # Logged as two entries, the heartbeat and the pong (with the
+                # round trip), as the drone said them, their sizes adding up.
+                pong = heartbeat.pong
+                latency = self._pong(state, pong)
+                pong_raw = gateway_pb2.AgentMessage(pong=pong).SerializeToString()
+                record(IN, drone_id, kind, size - len(pong_raw), raw, unknown_fields=unknown)
+                record(IN, drone_id, "pong", len(pong_raw), pong_raw, latency)
             else:
                 record(IN, drone_id, kind, size, raw, unknown_fields=unknown)
             self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
