@@ -10,8 +10,9 @@ drones / rate seconds instead, as Consul spreads its per-node updates
 (a rate-scaled interval) so that the servers' cost stops growing with
 the cluster. Small fleets keep the interval they were given. Each ping
 written costs the controller about what receiving a heartbeat does (a
-task, a write with its own TLS record and send); at 2,000 drones every
-5 s that was a fifth of its CPU.
+task, a write with its own TLS record and send): with the budget, 2,000
+drones cost 100 of them a second instead of 400 (bench/README.md has
+what that and pong-in-heartbeat measured).
 """
 
 from __future__ import annotations
