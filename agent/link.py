@@ -2,7 +2,8 @@
 
 One ``ControlLink`` keeps one ``Connect`` stream open for the life of the
 agent: it says Hello, waits for Welcome, then sends heartbeats and answers
-pings (each Pong carries the latest functional checks). When the stream
+pings (each Pong carries the latest functional checks; a ping that allows
+it is answered in the next heartbeat instead, pong-in-heartbeat). When the stream
 breaks it reconnects with exponential backoff and full jitter, forever,
 until ``stop()``. A RestartService from the controller is handed to
 ``on_restart`` (main.py stops the agent and execs a fresh one).
@@ -88,6 +89,10 @@ class ControlLink:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._latest: Sample | None = None
+        # A ping to answer in the next heartbeat (pong-in-heartbeat), and when
+        # it came (monotonic); when that heartbeat is due (monotonic).
+        self._held: tuple[fleet_pb2.Ping, float] | None = None
+        self._next_beat_at = 0.0
         self._seq = 0
         self._welcomed = False
         self._switch = asyncio.Event()
@@ -266,6 +271,7 @@ class ControlLink:
                 self._switch.clear()
                 outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
                 self._outbox = outbox
+                self._held = None  # a ping of the stream before is not answered on this one
                 try:
                     new_channel, call = await race(
                         self._switch_when_renewed(),
@@ -313,14 +319,25 @@ class ControlLink:
             sample = self._latest
             if self.builder is not None and self.builder.current is not None:
                 sample = dataclasses.replace(sample, emerge_running=True)
-            message = serde.heartbeat(self._seq, sample, self._current_build())
+            held, pong = self._held, None
+            if held is not None:
+                ping, since = held
+                checks = self.checks.latest() if self.checks is not None else ()
+                pong = serde.pong_of(
+                    ping, sample, self._current_build(), checks, round((time.monotonic() - since) * 1e9)
+                )
+            message = serde.heartbeat(self._seq, sample, self._current_build(), pong)
             try:
                 outbox.put_nowait(message)
+                if held is self._held:
+                    self._held = None
             except asyncio.QueueFull:
-                # The controller is not reading; the next heartbeat says the same, newer.
+                # The controller is not reading; the next heartbeat says the same, newer
+                # (and answers the held ping, if that is still in time).
                 log.debug("outbox full, heartbeat %d dropped", self._seq)
             jitter = random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * self._interval
             next_at = max(next_at + self._interval, time.monotonic()) + jitter
+            self._next_beat_at = next_at
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     async def _writer(
@@ -344,9 +361,19 @@ class ControlLink:
                 raise StreamEnded()
             kind = message.WhichOneof("body")
             if kind == "ping":
+                ping = message.ping
+                now = time.monotonic()
+                if (
+                    ping.answer_within_ms
+                    and self._held is None
+                    and self._next_beat_at - now <= ping.answer_within_ms / 1000
+                ):
+                    # Answered by the next heartbeat, due within the time allowed.
+                    self._held = (ping, now)
+                    continue
                 checks = self.checks.latest() if self.checks is not None else ()
                 # Backpressure: if the controller stops reading, so do we.
-                await outbox.put(serde.pong(message.ping, self._latest, self._current_build(), checks))
+                await outbox.put(serde.pong(ping, self._latest, self._current_build(), checks))
             elif kind == "start_build" and self.builder is not None:
                 self.builder.start(message.start_build)
             elif kind == "cancel_build" and self.builder is not None:

@@ -62,9 +62,13 @@ def hello(
     return message
 
 
-def heartbeat(seq: int, sample: Sample, current_job_id: str = "") -> gateway_pb2.AgentMessage:
+def heartbeat(
+    seq: int, sample: Sample, current_job_id: str = "", pong: fleet_pb2.Pong | None = None
+) -> gateway_pb2.AgentMessage:
+    """A heartbeat, with ``pong`` riding on it if a ping is answered here (pong-in-heartbeat)."""
     return gateway_pb2.AgentMessage(
         heartbeat=fleet_pb2.Heartbeat(
+            pong=pong,
             seq=seq,
             sent_at_unix_ns=time.time_ns(),
             load1=sample.load1,
@@ -80,12 +84,15 @@ def heartbeat(seq: int, sample: Sample, current_job_id: str = "") -> gateway_pb2
     )
 
 
-def pong(
+def pong_of(
     ping: fleet_pb2.Ping,
     sample: Sample | None,
     current_job_id: str = "",
     checks: Iterable[CheckResult] = (),
-) -> gateway_pb2.AgentMessage:
+    held_ns: int = 0,
+) -> fleet_pb2.Pong:
+    """The answer to ``ping``: sent as a Pong (``pong``) or in a heartbeat,
+    then with how long it was held."""
     status = fleet_pb2.DroneStatus(current_job_id=current_job_id)
     status.checks.extend(fleet_pb2.Check(name=c.name, ok=c.ok, detail=c.detail) for c in checks)
     if sample is not None:
@@ -93,6 +100,13 @@ def pong(
         status.load1 = sample.load1
         status.disk_percent = sample.disk_percent
         status.disk_free_bytes = sample.disk_free_bytes
-    return gateway_pb2.AgentMessage(
-        pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns, status=status)
-    )
+    return fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns, status=status, held_ns=held_ns)
+
+
+def pong(
+    ping: fleet_pb2.Ping,
+    sample: Sample | None,
+    current_job_id: str = "",
+    checks: Iterable[CheckResult] = (),
+) -> gateway_pb2.AgentMessage:
+    return gateway_pb2.AgentMessage(pong=pong_of(ping, sample, current_job_id, checks))

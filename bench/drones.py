@@ -3,8 +3,12 @@
 Each drone is what ``swarm.agent.link.ControlLink`` does on the wire,
 without the probes: its own gRPC channel (so its own HTTP/2 connection,
 as on a real fleet), Hello, wait for Welcome, a heartbeat every interval
-(jittered, phase-spread), a Pong for every Ping, and a reconnect with the
-agent's full-jitter backoff when the stream ends.
+(jittered, phase-spread), an answer to every Ping, and a reconnect with the
+agent's full-jitter backoff when the stream ends. Like the agent it lists
+pong-in-heartbeat: a Ping that allows it is answered in the next heartbeat
+(with how long it was held), any other with a Pong at once; ``add`` with
+``pongs=true`` makes drones that list no features and answer every Ping
+with a Pong, as agents before pong-in-heartbeat did.
 
 The parent drives the worker with JSON lines on stdin and reads one JSON
 line per command on stdout; logs go to stderr. Commands:
@@ -15,8 +19,8 @@ line per command on stdout; logs go to stderr. Commands:
   agent does (``swarm.agent.credentials.enroll``: pin the CA, new key, CSR,
   the Enroll RPC with its join token), at most K at a time; its key and
   certificate go to ``D/<drone id>/``. Answers how many, and failures.
-- ``add`` ``drones=[[index, id, name(, network)], ...]`` ``ramp=S`` [``credentials=D``]:
-  start drones (on the network given, else ``lan``), each after a uniform
+- ``add`` ``drones=[[index, id, name(, network)], ...]`` ``ramp=S`` [``credentials=D``]
+  [``pongs=true``]: start drones (on the network given, else ``lan``), each after a uniform
   random delay in [0, S); with ``credentials``, each connects with mutual
   TLS using the key and certificate in ``D/<drone id>/`` (else plaintext).
 - ``stats`` ``since=T``: counters; failures whose attempt started at or
@@ -54,6 +58,7 @@ import grpc
 from swarm.agent import credentials
 from swarm.backoff import Backoff
 from swarm.grpcopts import CLIENT_OPTIONS
+from swarm.protocol import AGENT_FEATURES
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger("bench.drones")
@@ -140,6 +145,7 @@ class Drone:
         name: str,
         tls: grpc.ChannelCredentials | None = None,
         network: str = "lan",
+        pongs: bool = False,
     ) -> None:
         self.sim = sim
         self.index = index
@@ -156,8 +162,12 @@ class Drone:
                 agent_version="bench",
                 heartbeat_interval_ms=round(INTERVAL * 1000),
                 hostname=name,
+                features=() if pongs else AGENT_FEATURES,
             )
         )
+        # A ping to answer in the next heartbeat, and when it came; when that heartbeat is due.
+        self.held: tuple[fleet_pb2.Ping, float] | None = None
+        self.next_beat_at = 0.0
         self.load1 = round(rng.uniform(0, 8), 2)
         self.seq = 0
         self.call: grpc.aio.StreamStreamCall | None = None
@@ -221,6 +231,7 @@ class Drone:
             self.sim.stats.connects.append((started, self.welcomed_at - started))
             self.sim.stats.connected += 1
             self.call = call
+            self.held = None
             beats = asyncio.create_task(self.heartbeats(call))
             try:
                 while True:
@@ -229,6 +240,11 @@ class Drone:
                         break
                     if message.WhichOneof("body") == "ping" and not self.silent:
                         ping = message.ping
+                        now = time.monotonic()
+                        within = ping.answer_within_ms / 1000
+                        if within and self.held is None and self.next_beat_at - now <= within:
+                            self.held = (ping, now)
+                            continue
                         pong = gateway_pb2.AgentMessage(
                             pong=fleet_pb2.Pong(
                                 seq=ping.seq,
@@ -253,13 +269,13 @@ class Drone:
 
     async def heartbeats(self, call: grpc.aio.StreamStreamCall) -> None:
         # Phase-spread: a fleet's beats should not line up after a restart.
-        next_at = time.monotonic() + random.uniform(0, INTERVAL)
+        next_at = self.next_beat_at = time.monotonic() + random.uniform(0, INTERVAL)
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             if not self.silent:
                 await self.beat(call)
             jitter = random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * INTERVAL
-            next_at = max(next_at + INTERVAL, time.monotonic()) + jitter
+            next_at = self.next_beat_at = max(next_at + INTERVAL, time.monotonic()) + jitter
 
     async def beat(self, call: grpc.aio.StreamStreamCall) -> float:
         self.seq += 1
@@ -276,6 +292,18 @@ class Drone:
                 disk_free_bytes=50 << 30,
             )
         )
+        held, self.held = self.held, None
+        if held is not None:
+            ping, since = held
+            message.heartbeat.pong.CopyFrom(
+                fleet_pb2.Pong(
+                    seq=ping.seq,
+                    sent_at_unix_ns=ping.sent_at_unix_ns,
+                    status=fleet_pb2.DroneStatus(load1=self.load1),
+                    held_ns=round((time.monotonic() - since) * 1e9),
+                )
+            )
+            self.sim.stats.pongs += 1
         async with self.lock:
             sent = time.monotonic()
             await call.write(message)
@@ -299,7 +327,7 @@ class Simulator:
         self.stats = Stats()
         self.hold: asyncio.Event | None = None
 
-    def add(self, specs: list[list[Any]], ramp: float, creds_dir: str | None) -> None:
+    def add(self, specs: list[list[Any]], ramp: float, creds_dir: str | None, pongs: bool = False) -> None:
         for index, drone_id, name, *network in specs:
             tls = None
             if creds_dir is not None:
@@ -308,7 +336,7 @@ class Simulator:
                     raise ValueError(f"no credentials for drone {drone_id} in {creds_dir}")
                 tls = creds.channel_credentials()
             on = str(network[0]) if network else "lan"
-            drone = Drone(self, int(index), str(drone_id), str(name), tls, network=on)
+            drone = Drone(self, int(index), str(drone_id), str(name), tls, network=on, pongs=pongs)
             self.drones[drone.index] = drone
             drone.task = asyncio.create_task(drone.run(random.uniform(0, ramp)), name=name)
 
@@ -389,7 +417,12 @@ class Simulator:
         if cmd == "ping":
             return {"ok": True}
         if cmd == "add":
-            self.add(request["drones"], float(request.get("ramp", 0)), request.get("credentials"))
+            self.add(
+                request["drones"],
+                float(request.get("ramp", 0)),
+                request.get("credentials"),
+                bool(request.get("pongs", False)),
+            )
             return {"ok": True}
         if cmd == "enroll":
             return await self.enroll(

@@ -93,6 +93,7 @@ class Options:
     agent: bool
     bare: bool
     bare_pings: bool
+    pongs: bool
     agent_duration: float
     profile_dir: Path | None
     profile_seconds: float
@@ -217,6 +218,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "floor without pings: what proof of life costs any gateway",
     )
     parser.add_argument(
+        "--pongs",
+        action="store_true",
+        help="simulated drones list no features and answer every ping with a Pong of its own, as "
+        "agents before pong-in-heartbeat did (default: like today's agent, a routine ping is "
+        "answered in the next heartbeat): what the separate pongs cost the controller",
+    )
+    parser.add_argument(
         "--agent-duration", type=float, default=20.0, help="seconds over which the agent's CPU is measured"
     )
     parser.add_argument(
@@ -293,6 +301,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         agent=not ns.no_agent,
         bare=ns.bare,
         bare_pings=ns.bare_pings,
+        pongs=ns.pongs,
         agent_duration=ns.agent_duration,
         profile_dir=ns.profile,
         profile_seconds=ns.profile_seconds,
@@ -333,11 +342,18 @@ def make_specs(n: int, seed: int) -> list[DroneSpec]:
     return [DroneSpec(i, uuid.UUID(int=rng.getrandbits(128)).hex, f"sim-{i:05d}") for i in range(n)]
 
 
-def add_drones(pool: Pool, specs: list[DroneSpec], ramp: float, enrolled: Enrolled | None) -> None:
-    """Start the drones; with ``enrolled`` each connects with its own key and certificate."""
+def add_drones(
+    pool: Pool, specs: list[DroneSpec], ramp: float, enrolled: Enrolled | None, pongs: bool = False
+) -> None:
+    """Start the drones; with ``enrolled`` each connects with its own key and certificate;
+    with ``pongs`` they answer every ping with a Pong (drones.py)."""
     count = len(pool.workers)
     per_worker: list[dict[str, Any]] = [
-        {"drones": [[s.index, s.id, s.name] for s in specs if s.index % count == w], "ramp": ramp}
+        {
+            "drones": [[s.index, s.id, s.name] for s in specs if s.index % count == w],
+            "ramp": ramp,
+            "pongs": pongs,
+        }
         for w in range(count)
     ]
     if enrolled is not None:
@@ -592,7 +608,7 @@ def bench_fleet(
         ramp = n / opts.connect_rate
         say(f"{name}: connecting over {ramp:.1f} s")
         started = time.monotonic()
-        add_drones(pool, specs, ramp, creds)
+        add_drones(pool, specs, ramp, creds, opts.pongs)
         wait_online(pool, api, n, ramp + 60.0)
         result["connect_s"] = round(time.monotonic() - started, 1)
         say(f"{name}: all online; warm-up {opts.warmup:g} s, then a {opts.duration:g} s window")
@@ -718,7 +734,7 @@ def bench_bare(
         pool = Pool(children, min(opts.workers, n), f"{HOST}:{port}", work, opts.placement.simulator)
         ramp = n / opts.connect_rate
         say(f"{name}: connecting over {ramp:.1f} s")
-        add_drones(pool, make_specs(n, opts.seed), ramp, creds)
+        add_drones(pool, make_specs(n, opts.seed), ramp, creds, opts.pongs)
         deadline = time.monotonic() + ramp + 60.0
         while (stats := pool.stats()).connected < n:
             if time.monotonic() > deadline:
@@ -789,7 +805,7 @@ def bench_storm(
         pool = Pool(children, min(opts.workers, n), f"{HOST}:{ports.grpc}", data, opts.placement.simulator)
         ramp = n / opts.connect_rate
         say(f"{name}: connecting {n} drones over {ramp:.1f} s")
-        add_drones(pool, make_specs(n, opts.seed), ramp, creds)
+        add_drones(pool, make_specs(n, opts.seed), ramp, creds, opts.pongs)
         try:
             wait_online(pool, api, n, ramp + 90.0)
         except BenchError as exc:

@@ -67,7 +67,7 @@ class Link:
         self.peer = "ipv4:127.0.0.1:1"
         self.pinged: tuple[int, int] | None = None
 
-    def ping(self, seq: int, sent_at_ns: int) -> bool:
+    def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
         self.pinged = (seq, sent_at_ns)
         return True
 

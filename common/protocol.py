@@ -39,6 +39,7 @@ BUILDS = "builds"
 RESTART_SERVICE = "restart-service"
 PONG_CHECKS = "pong-checks"
 DUPLICATE_NOTICE = "duplicate-notice"
+PONG_IN_HEARTBEAT = "pong-in-heartbeat"
 AGENT_FEATURES = (
     CHANNELS_SHELL,
     CHANNELS_EXEC,
@@ -48,6 +49,7 @@ AGENT_FEATURES = (
     PONG_CHECKS,
     UNKNOWN_KINDS_IGNORED,
     DUPLICATE_NOTICE,
+    PONG_IN_HEARTBEAT,
 )
 
 MAX_FEATURES = 64
@@ -66,7 +68,7 @@ def read_features(names: Iterable[str]) -> tuple[str, ...]:
 
 
 # Added after feature lists were: a peer without a list does not speak these.
-REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE})
+REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE, PONG_IN_HEARTBEAT})
 
 
 def speaks(features: tuple[str, ...], feature: str) -> bool:

@@ -120,7 +120,7 @@ class Controller:
             offline_after_intervals=config.offline_after_intervals,
             clock=clock,
         )
-        self.pinger = Pinger(self.fleet, config.ping_interval, clock)
+        self.pinger = Pinger(self.fleet, config.ping_interval, clock, rate=config.ping_rate)
         self.writer = NodeWriter(self.fleet, self.runner, config.persist_interval, clock)
         self.bounds = StreamBounds(self.events, bound_settings(config))
         self.gateway = Gateway(

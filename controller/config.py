@@ -165,6 +165,12 @@ class ControllerConfig:
         300.0, "seconds a grounded drone gets no builds before one probe build (half-open)"
     )
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
+    ping_rate: float = option(
+        100.0,
+        "proof-of-life pings a second to the whole fleet at most: with more than ping_rate x "
+        "ping_interval drones connected, each is pinged every drones / ping_rate seconds instead "
+        "(0: no limit)",
+    )
     ping_timeout: float = option(
         5.0, "seconds a pong may take: a later one answers nothing and is not recorded as a latency"
     )
@@ -324,6 +330,8 @@ class ControllerConfig:
                 raise ValueError(f"{name} must be 0..65535, got {port}")
         if not 0.1 <= self.ping_interval <= 3600:
             raise ValueError("ping_interval must be between 0.1 and 3600 seconds")
+        if not (self.ping_rate == 0 or 1 <= self.ping_rate <= 100_000):
+            raise ValueError("ping_rate must be 0 (no limit) or between 1 and 100000 pings a second")
         if not 0.1 <= self.ping_timeout <= 3600 or self.missed_pings < 1:
             raise ValueError("ping_timeout must be between 0.1 and 3600 seconds and missed_pings at least 1")
         if self.suspect_phi <= 0:

@@ -75,6 +75,9 @@ class PongData:
     disk_percent: float
     disk_free_bytes: int
     checks: tuple[CheckData, ...] = ()
+    # How long the agent held the ping before it answered (a pong riding on a
+    # heartbeat): not part of the round trip.
+    held_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,11 @@ class Link(Protocol):
     drone_id: str
     peer: str
 
-    def ping(self, seq: int, sent_at_ns: int) -> bool: ...
+    def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
+        """A Ping; with ``answer_within_ms``, the agent may answer it in a
+        heartbeat sent within that time (only for agents that speak
+        pong-in-heartbeat)."""
+        ...
 
     def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool: ...
 
@@ -462,8 +466,7 @@ class Fleet:
         state.beat = hb
         detector = state.detector
         if detector is not None:
-            detector.heartbeat(now)
-            state.suspect_at = detector.deadline(self._y)
+            state.suspect_at = detector.beat(now, self._y)
             # Later than before, as a rule: then the monitor finds the old
             # deadline passed and looks again at the new one.
             self.silence.earlier(state.id, state.suspect_at)
@@ -482,7 +485,8 @@ class Fleet:
         state.unanswered = 0
         state.last_pong_at = now_ns / 1e9
         state.last_seen_at = state.last_pong_at
-        state.ping_latency_ms = round(age / 1e6, 3)
+        # A pong that waited for a heartbeat: the round trip is the rest.
+        state.ping_latency_ms = round((age - min(pong.held_ns, age)) / 1e6, 3)
         state.checks = pong.checks
         state.checks_at = state.last_pong_at
         self.live_dirty.add(state.id)

@@ -39,7 +39,7 @@ from swarm.controller.fleet import DroneState, Fleet
 from swarm.controller.metrics import Metrics
 from swarm.controller.protolog import IN, OUT, ProtocolLog
 from swarm.protocol import DUPLICATE_NOTICE, speaks
-from swarm.v1 import gateway_pb2, gateway_pb2_grpc
+from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 if TYPE_CHECKING:
     from swarm.controller.trust import Trust
@@ -174,8 +174,8 @@ class DroneSession:
 
     # -- fleet.Link's verbs ----------------------------------------------
 
-    def ping(self, seq: int, sent_at_ns: int) -> bool:
-        return self.send(serde.ping(seq, sent_at_ns))
+    def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
+        return self.send(serde.ping(seq, sent_at_ns, answer_within_ms))
 
     def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
         return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
@@ -472,17 +472,28 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             raw, unknown = message.SerializeToString(), False
         else:
             raw, unknown = carried_unknown(message, size)
+        if kind == "heartbeat":
+            heartbeat = message.heartbeat
+            if heartbeat.HasField("pong"):
+                # A pong riding on the heartbeat (pong-in-heartbeat), taken
+                # first: the heartbeat then settles the status on its checks.
+                # Logged as two entries, the heartbeat and the pong (with the
+                # round trip), as the drone said them, their sizes adding up.
+                pong = heartbeat.pong
+                latency = self._pong(state, pong)
+                pong_raw = gateway_pb2.AgentMessage(pong=pong).SerializeToString()
+                record(IN, drone_id, kind, size - len(pong_raw), raw, unknown_fields=unknown)
+                record(IN, drone_id, "pong", len(pong_raw), pong_raw, latency)
+            else:
+                record(IN, drone_id, kind, size, raw, unknown_fields=unknown)
+            self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
+            return True
         if kind == "pong":
             # Recorded after the fleet took it: the entry shows the round trip.
-            latency = self._fleet.on_pong(state, serde.read_pong(message.pong))
-            record(IN, drone_id, kind, size, raw, latency, unknown)
-            if latency is not None and self._metrics is not None:
-                self._metrics.ping_rtt.observe(latency / 1000)
+            record(IN, drone_id, kind, size, raw, self._pong(state, message.pong), unknown)
             return True
         record(IN, drone_id, kind or UNKNOWN_KIND, size, raw, unknown_fields=unknown)
-        if kind == "heartbeat":
-            self._fleet.on_heartbeat(state, serde.read_heartbeat(message.heartbeat))
-        elif kind == "build_event" and self.builds is not None:
+        if kind == "build_event" and self.builds is not None:
             event = serde.read_build_event(message.build_event)
             if event is not None:
                 self.builds.on_build_event(state, event)
@@ -491,6 +502,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
             return False
         return True
+
+    def _pong(self, state: DroneState, pong: fleet_pb2.Pong) -> float | None:
+        """A pong to the fleet; its round trip in ms, None if it answers no recent ping."""
+        latency = self._fleet.on_pong(state, serde.read_pong(pong))
+        if latency is not None and self._metrics is not None:
+            self._metrics.ping_rtt.observe(latency / 1000)
+        return latency
 
     def close_all(self, details: str) -> None:
         for session in list(self.sessions):

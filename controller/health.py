@@ -91,6 +91,34 @@ class PhiAccrual:
         self._add(max(0.0, now - self.last))
         self.last = now
 
+    def beat(self, now: float, y_threshold: float) -> float:
+        """``heartbeat(now)``, then ``deadline(y_threshold)``, in one call:
+        this runs for every heartbeat of every drone, and the four calls and
+        their attribute lookups cost as much as the arithmetic (a third of
+        the fleet's own work per heartbeat, in a profile at 2,000 drones)."""
+        interval = now - self.last
+        if interval < 0.0:
+            interval = 0.0
+        intervals, index = self._intervals, self._next
+        total, squares = self._sum, self._sumsq
+        count = self._count
+        if count == WINDOW:
+            old = intervals[index]
+            total -= old
+            squares -= old * old
+        else:
+            count = self._count = count + 1
+        intervals[index] = interval
+        interval = intervals[index]  # as kept (32 bits), so that it leaves the sums exactly
+        self._next = index + 1 if index + 1 < WINDOW else 0
+        total += interval
+        squares += interval * interval
+        self._sum, self._sumsq, self.last = total, squares, now
+        mean = total / count
+        variance = squares / count - mean * mean
+        std = math.sqrt(variance) if variance > 0.0 else 0.0
+        return now + mean + self._pause + y_threshold * (std if std > self._min_std else self._min_std)
+
     def _stats(self) -> tuple[float, float]:
         n = self._count
         mean = self._sum / n

@@ -141,6 +141,7 @@ def read_pong(pong: fleet_pb2.Pong) -> PongData:
             for c in status.checks[:MAX_CHECKS]
             if c.name
         ),
+        held_ns=max(0, pong.held_ns),
     )
 
 
@@ -156,8 +157,10 @@ def welcome(drone_id: str) -> gateway_pb2.ControllerMessage:
     )
 
 
-def ping(seq: int, sent_at_ns: int) -> gateway_pb2.ControllerMessage:
-    return gateway_pb2.ControllerMessage(ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=sent_at_ns))
+def ping(seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> gateway_pb2.ControllerMessage:
+    return gateway_pb2.ControllerMessage(
+        ping=fleet_pb2.Ping(seq=seq, sent_at_unix_ns=sent_at_ns, answer_within_ms=answer_within_ms)
+    )
 
 
 BUILD_EVENT_KINDS = {

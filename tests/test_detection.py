@@ -48,6 +48,18 @@ def test_regular_drone_is_suspect_after_about_three_intervals() -> None:
         assert detector.phi(last + silence) == pytest.approx(8.0, abs=0.01)
 
 
+def test_beat_is_heartbeat_then_deadline_in_one_call() -> None:
+    """The fleet's fused call keeps the detector exactly where the two calls would."""
+    rng = random.Random(3)
+    apart, fused = PhiAccrual(1.0, 0.0), PhiAccrual(1.0, 0.0)
+    now = 0.0
+    for i in range(3 * WINDOW):
+        now += rng.uniform(0.2, 1.8) if i % 7 else 0.0  # now and then two at once
+        apart.heartbeat(now)
+        assert fused.beat(now, Y8) == pytest.approx(apart.deadline(Y8), abs=1e-9)
+        assert fused.phi(now + 1.5) == apart.phi(now + 1.5)
+
+
 def test_jittery_drone_gets_more_slack_than_a_steady_one() -> None:
     rng = random.Random(7)
     steady = PhiAccrual(1.0, 0.0)
@@ -176,6 +188,41 @@ def test_the_pinger_pings_once_per_interval_and_unanswered_pings_make_a_drone_un
             await pinger.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_ping_budget_stretches_the_interval_of_a_large_fleet_only(tmp_path: Path) -> None:
+    """A budget of 4 pings a second: 6 drones pinged every 2 s (3 a second)
+    keep that interval; 20 drones (10 a second at 2 s) are pinged every
+    20 / 4 = 5 s instead."""
+
+    async def pinged(drones: int) -> tuple[float, list[float], float]:
+        """The interval, the gaps seen between a drone's pings, pings a second."""
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path)
+        pinger = Pinger(fleet, 2.0, clock, rate=4.0)
+        await pinger.start()
+        try:
+            states = [connect(fleet, f"d{i}x")[0] for i in range(drones)]
+            seen: dict[str, list[float]] = {s.id: [] for s in states}
+            for _ in range(int(30 / 0.05)):
+                await clock.advance(0.05)
+                for s in states:
+                    at = s.last_ping_at
+                    if at is not None and (not seen[s.id] or at > seen[s.id][-1]):
+                        seen[s.id].append(at)
+                    sent = s.pings_out.get(s.ping_seq)
+                    if sent is not None:  # each drone answers at once
+                        fleet.on_pong(s, PongData(s.ping_seq, sent, False, "", 0.0, 1.0, 1))
+            gaps = {round(b - a, 2) for t in seen.values() for a, b in itertools.pairwise(t[1:])}
+            return pinger.interval(), sorted(gaps), sum(len(t) for t in seen.values()) / 30
+        finally:
+            await pinger.stop()
+
+    interval, gaps, _rate = asyncio.run(pinged(6))
+    assert interval == 2.0 and gaps == [2.0]  # 3 pings a second: within the budget
+    interval, gaps, rate = asyncio.run(pinged(20))
+    assert interval == 5.0 and gaps == [5.0]  # 20 / 4: every 5 s, not every 2
+    assert rate <= 4.0 + 20 / 30  # the budget, give or take each drone's first ping
 
 
 def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from support.procs import Agent, Controller, enroll, wait_for
+from support.delay import DelayedLink
+from support.procs import Agent, Controller, enroll, enroll_here, wait_for
 
 Launch = Callable[..., Agent]
 
@@ -64,6 +65,57 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(shared: Controller, 
 
     types = [e["type"] for e in controller.events(drone=agent.drone_id)]
     assert types == ["drone_enrolled", "drone_connected"]
+
+
+def test_a_pong_in_a_heartbeat_measures_the_round_trip_without_the_wait_for_the_heartbeat(
+    shared: Controller, tmp_path: Path
+) -> None:
+    """Through a link that delays every byte by 150 ms each way, the round
+    trip is 300 ms and a bit, whether the pong came at once (a stream's first
+    ping, a ping that came while one was held, an admin's) or in the next
+    heartbeat, up to a second later (1 s heartbeats, a ping every 0.5 s):
+    the agent says how long it held the ping, and that is not counted."""
+    delay = 0.15
+    controller = shared
+    port = int(controller.grpc_target.rsplit(":", 1)[1])
+    with DelayedLink(port, delay) as link:
+        agent = Agent(tmp_path, "drone-far", f"127.0.0.1:{link.port}", heartbeat_interval=1.0)
+        enroll_here(controller, "drone-far", agent.state_dir)
+        agent.start()
+        try:
+            drone_id = agent.drone_id
+            wait_for(lambda: online(controller, "drone-far"), what="drone-far online")
+
+            # Each pong in the protocol log, with its round trip, and whether
+            # it rode on a heartbeat (then logged right after it, held_ns > 0).
+            held: dict[int, bool] = {}
+            pongs: dict[str, list[float]] = {"at once": [], "in a heartbeat": []}
+
+            def answers() -> dict[str, list[float]] | None:
+                status, page = controller.admin(
+                    "GET", f"/admin/api/protocol?drone={drone_id}&type=pong&limit=5000"
+                )
+                assert status == 200, page
+                for entry in page["entries"]:
+                    if entry["seq"] in held or entry["latency_ms"] is None:
+                        continue
+                    status, body = controller.admin("GET", f"/admin/api/protocol/{entry['seq']}")
+                    assert status == 200, body
+                    held[entry["seq"]] = int(body["message"]["pong"].get("held_ns", 0)) > 0
+                    pongs["in a heartbeat" if held[entry["seq"]] else "at once"].append(entry["latency_ms"])
+                return pongs if all(len(values) >= 4 for values in pongs.values()) else None
+
+            wait_for(answers, timeout=30, what="pongs at once and in heartbeats")
+            status, pinged = controller.admin("POST", "/admin/api/drones/drone-far/ping")
+            assert status == 200, pinged
+        finally:
+            agent.kill()
+    for kind, values in pongs.items():
+        values.sort()
+        # Never below the two delays; the wait for a heartbeat (up to 1000 ms) would show in the median.
+        assert values[0] >= 2 * delay * 1000, (kind, values)
+        assert values[len(values) // 2] < 2 * delay * 1000 + 250, (kind, values)
+    assert 2 * delay * 1000 <= pinged["latency_ms"] < 2 * delay * 1000 + 1000
 
 
 def test_killed_agent_is_offline_within_two_seconds_and_comes_back(

@@ -28,8 +28,8 @@ class FakeLink:
         self.sent.append(message)
         return True
 
-    def ping(self, seq: int, sent_at_ns: int) -> bool:
-        return self._write(serde.ping(seq, sent_at_ns))
+    def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
+        return self._write(serde.ping(seq, sent_at_ns, answer_within_ms))
 
     def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
         return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))

@@ -70,7 +70,7 @@ class Welcome(_message.Message):
     def __init__(self, drone_id: _Optional[str] = ..., server_time_unix_ns: _Optional[int] = ..., controller_version: _Optional[str] = ..., protocol_revision: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at_unix_ns", "load1", "load5", "load15", "cpu_percent", "memory_percent", "disk_percent", "disk_free_bytes", "emerge_running", "current_job_id")
+    __slots__ = ("seq", "sent_at_unix_ns", "load1", "load5", "load15", "cpu_percent", "memory_percent", "disk_percent", "disk_free_bytes", "emerge_running", "current_job_id", "pong")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     LOAD1_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class Heartbeat(_message.Message):
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     EMERGE_RUNNING_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at_unix_ns: int
     load1: float
@@ -93,15 +94,18 @@ class Heartbeat(_message.Message):
     disk_free_bytes: int
     emerge_running: bool
     current_job_id: str
-    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., disk_percent: _Optional[float] = ..., disk_free_bytes: _Optional[int] = ..., emerge_running: _Optional[bool] = ..., current_job_id: _Optional[str] = ...) -> None: ...
+    pong: Pong
+    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., memory_percent: _Optional[float] = ..., disk_percent: _Optional[float] = ..., disk_free_bytes: _Optional[int] = ..., emerge_running: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
-    __slots__ = ("seq", "sent_at_unix_ns")
+    __slots__ = ("seq", "sent_at_unix_ns", "answer_within_ms")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_WITHIN_MS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at_unix_ns: int
-    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ...) -> None: ...
+    answer_within_ms: int
+    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., answer_within_ms: _Optional[int] = ...) -> None: ...
 
 class Check(_message.Message):
     __slots__ = ("name", "ok", "detail")
@@ -130,14 +134,16 @@ class DroneStatus(_message.Message):
     def __init__(self, emerge_running: _Optional[bool] = ..., current_job_id: _Optional[str] = ..., load1: _Optional[float] = ..., disk_percent: _Optional[float] = ..., disk_free_bytes: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
 
 class Pong(_message.Message):
-    __slots__ = ("seq", "sent_at_unix_ns", "status")
+    __slots__ = ("seq", "sent_at_unix_ns", "status", "held_ns")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    HELD_NS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at_unix_ns: int
     status: DroneStatus
-    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., status: _Optional[_Union[DroneStatus, _Mapping]] = ...) -> None: ...
+    held_ns: int
+    def __init__(self, seq: _Optional[int] = ..., sent_at_unix_ns: _Optional[int] = ..., status: _Optional[_Union[DroneStatus, _Mapping]] = ..., held_ns: _Optional[int] = ...) -> None: ...
 
 class RestartService(_message.Message):
     __slots__ = ("reason",)
