@@ -17,7 +17,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         tp = _field_type(cls, field)
         help_text = field.metadata.get("help", "")
         default = field.default
-        shown = "" if default is None or default == "" else f" (default: {default})"
+        # An empty Path stands for "worked out at start", which the help says itself.
+        unset = default is None or default == "" or (isinstance(default, PurePath) and str(default) == ".")
+        shown = "" if unset else f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text + shown}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
