@@ -106,6 +106,8 @@ def test_cli_help_documents_every_option(module: str) -> None:
     cls = AgentConfig if "agent" in module else ControllerConfig
     for name in cls.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in result.stdout
+    # A path worked out at start is no "." (its help names the real default).
+    assert "(default: .)" not in " ".join(result.stdout.split())
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
