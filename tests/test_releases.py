@@ -57,6 +57,7 @@ from swarm.controller.store.records import EventRecord
 
 from support.fleet import builders, start_fleet
 from support.gpg import gnupg_home, gpg, new_key, readable_by_nobody, trust, verify_home
+from support.gpkgs import write as write_gpkgs
 from support.inproc import InProcessController, local_config
 from support.procs import Controller, wait_for
 
@@ -65,7 +66,7 @@ pytestmark = pytest.mark.timeout(600)
 T = TypeVar("T")
 BUILT = ("swarm-test/leaf-data-1", "swarm-test/leaf-script-1")
 FAILED = "swarm-test/broken-1"
-# Built in a drone prefix but never staged by the fleet: staged by hand once the key exists.
+# Never built by the fleet: written (tools/gpkgs.py), staged by hand once the key exists.
 LATE = "swarm-test/leaf-hello-1"
 CUT_TIMEOUT = 120.0
 
@@ -77,14 +78,26 @@ class Bench:
     inproc: InProcessController
     session_id: str  # the session the fleet built
     drones: frozenset[str]
-    late_gpkg: Path  # a real gpkg of LATE
+    late_gpkg: Path  # a real gpkg of LATE, written by Portage's gpkg code
     unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
     inproc_stopped: bool = False
+    # The controller process the kill -9 tests started last, and its flags (crash hook last).
+    process: Controller | None = None
+    process_args: tuple[str, ...] = ()
+    # The next release key (a secret key file) and the public key in use before it.
+    next_key: Path | None = None
+    next_fingerprint: str = ""
+    old_public: bytes = b""
 
     def stop_inproc(self) -> None:
         if not self.inproc_stopped:
             self.inproc_stopped = True
             self.inproc.stop()
+
+    def end_process(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
 
     @property
     def releases(self) -> Releases:
@@ -145,14 +158,11 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
             FAILED: "failed",
         }
         drones = frozenset(jobs[cpv]["drone"] for cpv in BUILT)
-        # A package the fleet did not build, for staging by hand later.
-        drone_prefix = pfx.Prefix((root / "builder-0-prefix").resolve())
-        built = pfx.run_emerge(drone_prefix, "--oneshot", "--buildpkgonly", f"={LATE}", timeout=300)
-        assert built.ok, built.output[-3000:]
     finally:
         fleet.stop()
     assert fleet.controller_prefix is not None
-    late = next(p for p in drone_prefix.pkgdir.rglob("leaf-hello-1-*.gpkg.tar"))
+    # A package the fleet did not build, for staging by hand later: written, not built.
+    [late] = write_gpkgs(fleet.controller_prefix, root / "late", LATE)
     unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
@@ -163,6 +173,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     try:
         yield bench
     finally:
+        bench.end_process()
         bench.stop_inproc()
 
 
@@ -577,14 +588,39 @@ def test_a_manifest_reads_back_as_written_and_anything_else_is_refused() -> None
 # -- kill -9 in the middle ---------------------------------------------------------------------
 
 
-def crashing_controller(bench: Bench, where: str) -> Controller:
+def controller_process(bench: Bench, *args: str, crash_in: str = "") -> Controller:
     """A controller process on the module's data, that kills itself (SIGKILL) in the middle of
-    the next cut or promote (releases.CRASH_HOOK_ENV); the controller in this process stops first."""
+    its next ``crash_in`` ("cut" or "promote": releases.CRASH_HOOK_ENV). The controller in this
+    process stops first and the process started before is killed; the module's end kills this one.
+    Each process serves the next test too where it can: a controller start is CPU."""
     bench.stop_inproc()
-    env = {CRASH_HOOK_ENV: where} if where else {}
-    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), env=env)
+    bench.end_process()
+    env = {CRASH_HOOK_ENV: crash_in} if crash_in else {}
+    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), *args, env=env)
+    bench.process, bench.process_args = ctl, (*args, crash_in)
     ctl.start()
     return ctl
+
+
+def next_release_key(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A secret key file for the next release key, made once; the key in use before it is
+    kept in bench.old_public."""
+    if bench.next_key is None:
+        bench.old_public = (bench.releases.root / "key.asc").read_bytes()
+        short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
+        with gnupg_home(short / "home") as home:
+            bench.next_fingerprint = new_key(home, "The Next Release Key")
+            bench.next_key = short / "release.key"
+            bench.next_key.write_bytes(gpg(home, "--armor", "--export-secret-keys", bench.next_fingerprint))
+    return bench.next_key
+
+
+def running(bench: Bench, *args: str, crash_in: str = "") -> Controller | None:
+    """The controller process a test before this one left running with these flags, if any."""
+    ctl = bench.process
+    if ctl is not None and ctl.alive() and bench.process_args == (*args, crash_in):
+        return ctl
+    return None
 
 
 def killed_by(ctl: Controller, method: str, path: str, body: dict[str, Any]) -> None:
@@ -606,87 +642,74 @@ def listing(ctl: Controller) -> dict[str, Any]:
 def test_a_controller_killed_mid_cut_leaves_no_release_and_no_partial(bench: Bench) -> None:
     known = sorted(r.version for r in bench.releases.list_all())
     releases_dir = bench.releases.releases_dir
-    ctl = crashing_controller(bench, "cut")
-    try:
-        killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
-        # It died with the release complete but not yet renamed into place.
-        [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
-        assert (partial / "manifest.json.asc").is_file()
-        assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
+    ctl = controller_process(bench, crash_in="cut")
+    killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
+    # It died with the release complete but not yet renamed into place.
+    [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
+    assert (partial / "manifest.json.asc").is_file()
+    assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
 
-        ctl = crashing_controller(bench, "")
-        assert not partial.exists(), "the restarted controller kept the partial cut"
-        assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
-        # And it cuts again, under a new name: the crashed cut's was recorded as used.
-        crashed = partial.name.removeprefix(".").removesuffix(".partial")
-        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
-        assert status == 201, cut
-        assert cut["version"] not in (*known, crashed)
-    finally:
-        ctl.kill()
+    # Restarted (set to die mid-promote: the next test's).
+    ctl = controller_process(bench, crash_in="promote")
+    assert not partial.exists(), "the restarted controller kept the partial cut"
+    assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
+    # And it cuts again, under a new name: the crashed cut's was recorded as used.
+    crashed = partial.name.removeprefix(".").removesuffix(".partial")
+    status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+    assert status == 201, cut
+    assert cut["version"] not in (*known, crashed)
 
 
-def test_a_controller_killed_mid_promote_keeps_a_current_release(bench: Bench) -> None:
+def test_a_controller_killed_mid_promote_keeps_a_current_release(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     root = bench.releases.root
     before = os.readlink(root / "current")
-    ctl = crashing_controller(bench, "promote")
-    try:
-        body = listing(ctl)
-        target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
-        old = body["current"]
-        assert before == f"releases/{old}"
-        killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
-        # Killed between the two links: current still names the old release, whole.
-        assert os.readlink(root / "current") == f"releases/{old}"
-        assert (root / "current" / "Packages").is_file()
-        assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
+    ctl = running(bench, crash_in="promote") or controller_process(bench, crash_in="promote")
+    body = listing(ctl)
+    target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
+    old = body["current"]
+    assert before == f"releases/{old}"
+    killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
+    # Killed between the two links: current still names the old release, whole.
+    assert os.readlink(root / "current") == f"releases/{old}"
+    assert (root / "current" / "Packages").is_file()
+    assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
 
-        ctl = crashing_controller(bench, "")
-        body = listing(ctl)
-        assert (body["current"], body["previous"]) == (target, old)
-        assert os.readlink(root / "current") == f"releases/{target}"
-        assert os.readlink(root / "previous") == f"releases/{old}"
-        assert (root / "current" / "manifest.json").is_file()
-    finally:
-        ctl.kill()
+    # Restarted (with the next test's new release key: the links do not depend on it).
+    ctl = controller_process(bench, "--release-key", str(next_release_key(bench, tmp_path_factory)))
+    body = listing(ctl)
+    assert (body["current"], body["previous"]) == (target, old)
+    assert os.readlink(root / "current") == f"releases/{target}"
+    assert os.readlink(root / "previous") == f"releases/{old}"
+    assert (root / "current" / "manifest.json").is_file()
 
 
 def test_a_new_release_key_re_signs_staging_at_the_next_cut(
     bench: Bench, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    old_public = (bench.releases.root / "key.asc").read_bytes()
-    short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
-    with gnupg_home(short / "home") as home:
-        fingerprint = new_key(home, "The Next Release Key")
-        key_file = short / "release.key"
-        key_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
-    bench.stop_inproc()
-    ctl = Controller(
-        bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), "--release-key", str(key_file)
-    )
-    ctl.start()
-    try:
-        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
-        assert status == 201, cut
-        status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
-        assert status == 200 and shown["signing_key"] == fingerprint, shown
-        assert (bench.releases.root / "staging-signed-by").read_text().strip() == fingerprint
-        package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
-        with verify_home() as new, verify_home() as old:
-            trust(new, (bench.releases.root / "key.asc").read_bytes())
-            trust(old, old_public)
-            for which, home in (("new", new), ("old", old)):
-                readable_by_nobody(home)
-                client = pfx.create_prefix(
-                    pfx.PrefixConfig(
-                        bench.root / f"client-{which}-key",
-                        pfx.Role.CLIENT,
-                        binhost="http://127.0.0.1:1/",
-                        gnupghome=home,
-                        make_conf={"FEATURES": "binpkg-request-signature"},
-                    )
+    key_file = next_release_key(bench, tmp_path_factory)
+    flags = ("--release-key", str(key_file))
+    ctl = running(bench, *flags) or controller_process(bench, *flags)
+    status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+    assert status == 201, cut
+    status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
+    assert status == 200 and shown["signing_key"] == bench.next_fingerprint, shown
+    assert (bench.releases.root / "staging-signed-by").read_text().strip() == bench.next_fingerprint
+    package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
+    with verify_home() as new, verify_home() as old:
+        trust(new, (bench.releases.root / "key.asc").read_bytes())
+        trust(old, bench.old_public)
+        for which, home in (("new", new), ("old", old)):
+            readable_by_nobody(home)
+            client = pfx.create_prefix(
+                pfx.PrefixConfig(
+                    bench.root / f"client-{which}-key",
+                    pfx.Role.CLIENT,
+                    binhost="http://127.0.0.1:1/",
+                    gnupghome=home,
+                    make_conf={"FEATURES": "binpkg-request-signature"},
                 )
-                ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
-                assert ok == (which == "new"), output
-    finally:
-        ctl.kill()
+            )
+            ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
+            assert ok == (which == "new"), output
