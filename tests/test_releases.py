@@ -1,12 +1,14 @@
 """Releases (controller/releases.py, signing.py) cut from a real staging binhost.
 
 Once per module, a real controller process and two real drones build
-leaf-data and leaf-script with real emerge (staged unsigned: the release
-key does not exist before the first cut) and swarm-test/broken (it fails on
-both drones: the session ends with a failed package). Then a controller in
-this process serves the same data directory, and the tests call its
-Releases: real gpg, the real Portage worker, real gpkgs. Portage itself
-verifies what a release holds.
+leaf-data with real emerge (staged unsigned: the release key does not exist
+before the first cut) and swarm-test/broken (it fails on both drones: the
+session ends with a failed package). Then a controller in this process
+serves the same data directory and stages leaf-script as an upload arrives
+(a small real gpkg written by Portage's own gpkg code, tools/gpkgs.py: one
+real build is enough to prove a build's id and drone reach a manifest), and
+the tests call its Releases: real gpg, the real Portage worker, real gpkgs.
+Portage itself verifies what a release holds.
 
 The tests run in file order, each from the state the one before left (the
 releases cut, promoted and deleted so far); the last ones kill -9 a
@@ -64,7 +66,9 @@ from support.procs import Controller, wait_for
 pytestmark = pytest.mark.timeout(600)
 
 T = TypeVar("T")
+# Staged before the first cut: the first built by a drone, the second written and uploaded.
 BUILT = ("swarm-test/leaf-data-1", "swarm-test/leaf-script-1")
+BY_DRONE, WRITTEN = BUILT
 FAILED = "swarm-test/broken-1"
 # Never built by the fleet: written (tools/gpkgs.py), staged by hand once the key exists.
 LATE = "swarm-test/leaf-hello-1"
@@ -77,7 +81,8 @@ class Bench:
     ctl_prefix: pfx.Prefix
     inproc: InProcessController
     session_id: str  # the session the fleet built
-    drones: frozenset[str]
+    drone: str  # the one that built BY_DRONE
+    build_id: str  # BY_DRONE's build
     late_gpkg: Path  # a real gpkg of LATE, written by Portage's gpkg code
     unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
     inproc_stopped: bool = False
@@ -145,31 +150,42 @@ def index_entries(packages: Path) -> dict[str, dict[str, str]]:
     return entries
 
 
+def upload(inproc: InProcessController, build_id: str, cpv: str, gpkg: Path) -> None:
+    """``gpkg`` into staging as a drone's upload of build ``build_id`` arrives."""
+    staging = inproc.controller.staging
+    assert staging is not None
+    data = gpkg.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
+        yield 0, data, zlib.crc32(data)
+
+    inproc.run(lambda: staging.receive(build_id, cpv, gpkg.name, len(data), sha, chunks()), CUT_TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     root = tmp_path_factory.mktemp("releases")
     fleet = start_fleet(root, builders(2), portage=True)
     try:
-        session_id = fleet.queue(*(f"={cpv}" for cpv in (*BUILT, FAILED)))["session"]["id"]
+        session_id = fleet.queue(f"={BY_DRONE}", f"={FAILED}")["session"]["id"]
         fleet.wait_complete(session_id)
         jobs = fleet.jobs()
-        assert {cpv: jobs[cpv]["state"] for cpv in (*BUILT, FAILED)} == {
-            **dict.fromkeys(BUILT, "done"),
-            FAILED: "failed",
-        }
-        drones = frozenset(jobs[cpv]["drone"] for cpv in BUILT)
+        assert {cpv: jobs[cpv]["state"] for cpv in (BY_DRONE, FAILED)} == {BY_DRONE: "done", FAILED: "failed"}
+        drone, build_id = jobs[BY_DRONE]["drone"], jobs[BY_DRONE]["build_id"]
     finally:
         fleet.stop()
     assert fleet.controller_prefix is not None
-    # A package the fleet did not build, for staging by hand later: written, not built.
-    [late] = write_gpkgs(fleet.controller_prefix, root / "late", LATE)
-    unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
+    # Packages the fleet did not build: WRITTEN is uploaded now, LATE by a test.
+    written, late = write_gpkgs(fleet.controller_prefix, root / "written", WRITTEN, LATE)
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
     # The loop's default executor at its full size now, before any test: staging's
     # uploads use it, and a thread it starts under a test would look leaked.
     inproc.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
-    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
+    upload(inproc, "b-written", WRITTEN, written)
+    unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
+    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drone, build_id, late, unsigned)
     try:
         yield bench
     finally:
@@ -233,8 +249,11 @@ def test_the_first_cut_signs_staging_and_hard_links_it_with_a_full_manifest(benc
         assert is_signed(staged)
         data = linked.read_bytes()
         assert package.sha256 == hashlib.sha256(data).hexdigest() and package.size == len(data)
-        assert package.build_id == artifacts[package.cpv].build_id
-        assert package.drone in bench.drones and package.slot == "0"
+        assert package.build_id == artifacts[package.cpv].build_id and package.slot == "0"
+    # The drone's build, by id and drone; an upload with no build known is named but by no drone.
+    by_cpv = {p.cpv: p for p in manifest.packages}
+    assert (by_cpv[BY_DRONE].build_id, by_cpv[BY_DRONE].drone) == (bench.build_id, bench.drone)
+    assert (by_cpv[WRITTEN].build_id, by_cpv[WRITTEN].drone) == ("b-written", "")
 
     # Its own index, in Portage's format, true to the files; staging's was re-indexed too.
     index = index_entries(directory / "Packages")
@@ -272,16 +291,8 @@ def test_the_first_cut_signs_staging_and_hard_links_it_with_a_full_manifest(benc
 
 
 def test_a_package_staged_once_the_key_exists_is_signed_as_it_is_staged(bench: Bench) -> None:
-    staging = bench.inproc.controller.staging
-    assert staging is not None
-    data = bench.late_gpkg.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-
-    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
-        yield 0, data, zlib.crc32(data)
-
     assert not is_signed(bench.late_gpkg)
-    bench.run(lambda: staging.receive("b-late", LATE, bench.late_gpkg.name, len(data), sha, chunks()))
+    upload(bench.inproc, "b-late", LATE, bench.late_gpkg)
     staged = staged_files(bench.staging)[LATE]
     assert is_signed(staged)
     entry = index_entries(bench.staging / "Packages")[LATE]
