@@ -1,9 +1,9 @@
 """swarm-upgrade end to end: a controller's releases, a stock Portage client.
 
-Once per module: real emerge builds leaf-script 1 and leaf-data in a drone
-prefix (an overlay copy that has a second leaf-script), and leaf-script 2 is
-written with leaf-script 1's metadata by Portage's own gpkg code
-(tools/gpkgs.py: it installs like a built one, with a file of its own); a controller
+Once per module: real emerge builds leaf-script 1 in a drone prefix (an
+overlay copy that has a second leaf-script); leaf-data and leaf-script 2 are
+written with its metadata by Portage's own gpkg code (tools/gpkgs.py: they
+install like a built one, each with a file of its own); a controller
 in this process stages them as an upload does (staging.receive) and,
 through its core (the admin routes' verbs), cuts release A (leaf-script-1,
 leaf-data-1) and promotes it, then cuts B (leaf-script-2, leaf-data-1).
@@ -150,15 +150,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         overlay = overlay_with_a_second_leaf_script(private / "overlay")
         drone = pfx.create_prefix(pfx.PrefixConfig(private / "drone", pfx.Role.DRONE, repo=overlay))
-        built = pfx.run_emerge(drone, "--oneshot", "--buildpkg", f"={OLD}", f"={DATA}", timeout=RUN_TIMEOUT)
+        built = pfx.run_emerge(drone, "--oneshot", "--buildpkgonly", f"={OLD}", timeout=RUN_TIMEOUT)
         assert built.ok, built.output[-3000:]
         [old] = drone.pkgdir.rglob("leaf-script-1-*.gpkg.tar")
-        # The newer version only has to install and differ: written with the built one's metadata.
-        write_gpkgs(drone, private / "written", NEW, template=old)
-        gpkgs = {
-            f"swarm-test/{p.name.rsplit('-', 1)[0]}": p
-            for p in (*drone.pkgdir.rglob("*.gpkg.tar"), *(private / "written").glob("*.gpkg.tar"))
-        }
+        # The others only have to install and differ: written with the built one's metadata.
+        written = write_gpkgs(drone, private / "written", DATA, NEW, template=old)
+        gpkgs = {f"swarm-test/{p.name.rsplit('-', 1)[0]}": p for p in (old, *written)}
         ctl = pfx.create_prefix(pfx.PrefixConfig(private / "ctl", pfx.Role.CONTROLLER, repo=overlay))
         controller = InProcessController(local_config(private, portage_eprefix=ctl.root)).start()
         client = pfx.create_prefix(pfx.PrefixConfig(root / "client", pfx.Role.CLIENT, repo=overlay))
