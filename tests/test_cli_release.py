@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import prefix as prefixes
 import pytest
 
 from support.cli import CLI_ENV, cli_args
+from support.gpkgs import inject
 from support.procs import Controller
 
 pytestmark = pytest.mark.timeout(120)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(controller: Controller, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,18 +45,6 @@ def refused(result: subprocess.CompletedProcess[str], status: int, says: str) ->
     assert says in result.stderr, result.stderr
 
 
-def stage(prefix: prefixes.Prefix, *cpvs: str) -> None:
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpkgs.py"), "--inject", *cpvs],
-        env=prefix.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
-
-
 @dataclass
 class Swarm:
     controller: Controller
@@ -71,7 +56,7 @@ class Swarm:
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     root = tmp_path_factory.mktemp("cli-release")
     prefix = prefixes.create_prefix(prefixes.PrefixConfig(root / "prefix", prefixes.Role.CONTROLLER))
-    stage(prefix, "swarm-test/leaf-data-1", "swarm-test/leaf-hello-1")
+    inject(prefix, "swarm-test/leaf-data-1", "swarm-test/leaf-hello-1")
     controller = Controller(root, "--portage-eprefix", str(prefix.root))
     controller.start()
     try:
@@ -124,7 +109,7 @@ def test_a_cut_the_controller_refuses_says_why(swarm: Swarm) -> None:
 def test_diff_between_two_releases(swarm: Swarm) -> None:
     ctl = swarm.controller
     ctl.kill()  # staging changes under a stopped controller, which finds the packages at start
-    stage(swarm.prefix, "swarm-test/chain-a-1", "swarm-test/leaf-data-2")
+    inject(swarm.prefix, "swarm-test/chain-a-1", "swarm-test/leaf-data-2")
     ctl.restart()
     cut = cli_json(ctl, "release", "cut", "--notes", "second")
     older, newer = swarm.versions[-1], cut["version"]

@@ -1,7 +1,7 @@
 """The console's Releases page and the public page's current release, in
 headless Chromium against a real controller with builds on, a real agent
-that built a real gpkg with real emerge (and one more staged by emerge in
-the controller's prefix), releases cut and signed by the controller with
+that built a real gpkg with real emerge (and one more written into staging
+by Portage's own gpkg code, tools/gpkgs.py), releases cut and signed by the controller with
 real gpg (support.fleet): the list with current and
 previous marked, a manifest, cut, promote, the diff and rollback through
 their confirmation dialogs (what the API reports changes with them), a
@@ -23,11 +23,12 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, builders, start_fleet
+from support.gpkgs import inject
 
 pytestmark = pytest.mark.timeout(300)
 
 FIRST = "swarm-test/leaf-data"  # built by the drone, in the fleet's first release
-LATER = "swarm-test/leaf-hello-1"  # staged after it (by the controller's prefix): the next cut adds it
+LATER = "swarm-test/leaf-hello-1"  # staged after it (written, tools/gpkgs.py): the next cut adds it
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         s.wait_complete(s.queue(FIRST)["session"]["id"])
         first = admin(s, "POST", "/admin/api/releases", {"notes": "the first one"})
         admin(s, "POST", f"/admin/api/releases/{first['version']}/promote")
-        s.stage_packages(LATER)
+        assert s.controller_prefix is not None
+        inject(s.controller_prefix, LATER)
         yield s
     finally:
         s.stop()

@@ -1,6 +1,6 @@
 """Releases over HTTP on both tiers (controller/web/releases.py): one real
 controller process with builds on for the module, its staging binhost
-holding real gpkgs (emerge --buildpkgonly in its prefix), real gpg.
+holding small real gpkgs (tools/gpkgs.py: Portage's own gpkg code), real gpg.
 
 What is checked here is the HTTP side: statuses and their JSON messages
 (409 refusals, 400 for a malformed version or body, 404 for an unknown
@@ -30,6 +30,7 @@ import requests
 from swarm.controller.releases import VERSION_RE
 
 from support.fleet import Fleet, start_fleet
+from support.gpkgs import inject
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
 
@@ -44,7 +45,8 @@ UNKNOWN = "v1999.01.01"
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = start_fleet(tmp_path_factory.mktemp("release-api"), (), portage=True)
     try:
-        fleet.stage_packages(FIRST)
+        assert fleet.controller_prefix is not None
+        inject(fleet.controller_prefix, FIRST)
         yield fleet
     finally:
         fleet.stop()
@@ -176,7 +178,8 @@ def test_cut_promote_cut_promote_rollback_delete(swarm: Fleet) -> None:
     assert served(swarm, "/binhost/current/Packages").content == served(swarm, f"{files}/Packages").content
 
     # A second release with one more package; current switches on its promote at once.
-    swarm.stage_packages(ADDED)
+    assert swarm.controller_prefix is not None
+    inject(swarm.controller_prefix, ADDED)
     v2 = cut(swarm, notes="with a script")["version"]
     # The day's second release (or the next day's first, if midnight passed between the cuts).
     assert v2 in (f"{v1}-1", time.strftime("v%Y.%m.%d", time.gmtime())), (v1, v2)

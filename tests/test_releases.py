@@ -1,12 +1,14 @@
 """Releases (controller/releases.py, signing.py) cut from a real staging binhost.
 
 Once per module, a real controller process and two real drones build
-leaf-data and leaf-script with real emerge (staged unsigned: the release
-key does not exist before the first cut) and swarm-test/broken (it fails on
-both drones: the session ends with a failed package). Then a controller in
-this process serves the same data directory, and the tests call its
-Releases: real gpg, the real Portage worker, real gpkgs. Portage itself
-verifies what a release holds.
+leaf-data with real emerge (staged unsigned: the release key does not exist
+before the first cut) and swarm-test/broken (it fails on both drones: the
+session ends with a failed package). Then a controller in this process
+serves the same data directory and stages leaf-script as an upload arrives
+(a small real gpkg written by Portage's own gpkg code, tools/gpkgs.py: one
+real build is enough to prove a build's id and drone reach a manifest), and
+the tests call its Releases: real gpg, the real Portage worker, real gpkgs.
+Portage itself verifies what a release holds.
 
 The tests run in file order, each from the state the one before left (the
 releases cut, promoted and deleted so far); the last ones kill -9 a
@@ -57,15 +59,18 @@ from swarm.controller.store.records import EventRecord
 
 from support.fleet import builders, start_fleet
 from support.gpg import gnupg_home, gpg, new_key, readable_by_nobody, trust, verify_home
+from support.gpkgs import write as write_gpkgs
 from support.inproc import InProcessController, local_config
 from support.procs import Controller, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
 T = TypeVar("T")
+# Staged before the first cut: the first built by a drone, the second written and uploaded.
 BUILT = ("swarm-test/leaf-data-1", "swarm-test/leaf-script-1")
+BY_DRONE, WRITTEN = BUILT
 FAILED = "swarm-test/broken-1"
-# Built in a drone prefix but never staged by the fleet: staged by hand once the key exists.
+# Never built by the fleet: written (tools/gpkgs.py), staged by hand once the key exists.
 LATE = "swarm-test/leaf-hello-1"
 CUT_TIMEOUT = 120.0
 
@@ -76,15 +81,28 @@ class Bench:
     ctl_prefix: pfx.Prefix
     inproc: InProcessController
     session_id: str  # the session the fleet built
-    drones: frozenset[str]
-    late_gpkg: Path  # a real gpkg of LATE
+    drone: str  # the one that built BY_DRONE
+    build_id: str  # BY_DRONE's build
+    late_gpkg: Path  # a real gpkg of LATE, written by Portage's gpkg code
     unsigned_before: dict[str, bool]  # staging's packages before the first cut: signed?
     inproc_stopped: bool = False
+    # The controller process the kill -9 tests started last, and its flags (crash hook last).
+    process: Controller | None = None
+    process_args: tuple[str, ...] = ()
+    # The next release key (a secret key file) and the public key in use before it.
+    next_key: Path | None = None
+    next_fingerprint: str = ""
+    old_public: bytes = b""
 
     def stop_inproc(self) -> None:
         if not self.inproc_stopped:
             self.inproc_stopped = True
             self.inproc.stop()
+
+    def end_process(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
 
     @property
     def releases(self) -> Releases:
@@ -132,37 +150,46 @@ def index_entries(packages: Path) -> dict[str, dict[str, str]]:
     return entries
 
 
+def upload(inproc: InProcessController, build_id: str, cpv: str, gpkg: Path) -> None:
+    """``gpkg`` into staging as a drone's upload of build ``build_id`` arrives."""
+    staging = inproc.controller.staging
+    assert staging is not None
+    data = gpkg.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
+        yield 0, data, zlib.crc32(data)
+
+    inproc.run(lambda: staging.receive(build_id, cpv, gpkg.name, len(data), sha, chunks()), CUT_TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     root = tmp_path_factory.mktemp("releases")
     fleet = start_fleet(root, builders(2), portage=True)
     try:
-        session_id = fleet.queue(*(f"={cpv}" for cpv in (*BUILT, FAILED)))["session"]["id"]
+        session_id = fleet.queue(f"={BY_DRONE}", f"={FAILED}")["session"]["id"]
         fleet.wait_complete(session_id)
         jobs = fleet.jobs()
-        assert {cpv: jobs[cpv]["state"] for cpv in (*BUILT, FAILED)} == {
-            **dict.fromkeys(BUILT, "done"),
-            FAILED: "failed",
-        }
-        drones = frozenset(jobs[cpv]["drone"] for cpv in BUILT)
-        # A package the fleet did not build, for staging by hand later.
-        drone_prefix = pfx.Prefix((root / "builder-0-prefix").resolve())
-        built = pfx.run_emerge(drone_prefix, "--oneshot", "--buildpkgonly", f"={LATE}", timeout=300)
-        assert built.ok, built.output[-3000:]
+        assert {cpv: jobs[cpv]["state"] for cpv in (BY_DRONE, FAILED)} == {BY_DRONE: "done", FAILED: "failed"}
+        drone, build_id = jobs[BY_DRONE]["drone"], jobs[BY_DRONE]["build_id"]
     finally:
         fleet.stop()
     assert fleet.controller_prefix is not None
-    late = next(p for p in drone_prefix.pkgdir.rglob("leaf-hello-1-*.gpkg.tar"))
-    unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
+    # Packages the fleet did not build: WRITTEN is uploaded now, LATE by a test.
+    written, late = write_gpkgs(fleet.controller_prefix, root / "written", WRITTEN, LATE)
     config = local_config(root, portage_eprefix=fleet.controller_prefix.root)
     inproc = InProcessController(config).start()
     # The loop's default executor at its full size now, before any test: staging's
     # uploads use it, and a thread it starts under a test would look leaked.
     inproc.run(lambda: asyncio.gather(*(asyncio.to_thread(time.sleep, 0.05) for _ in range(64))))
-    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drones, late, unsigned)
+    upload(inproc, "b-written", WRITTEN, written)
+    unsigned = {cpv: is_signed(path) for cpv, path in staged_files(fleet.controller_prefix.pkgdir).items()}
+    bench = Bench(root, fleet.controller_prefix, inproc, session_id, drone, build_id, late, unsigned)
     try:
         yield bench
     finally:
+        bench.end_process()
         bench.stop_inproc()
 
 
@@ -222,8 +249,11 @@ def test_the_first_cut_signs_staging_and_hard_links_it_with_a_full_manifest(benc
         assert is_signed(staged)
         data = linked.read_bytes()
         assert package.sha256 == hashlib.sha256(data).hexdigest() and package.size == len(data)
-        assert package.build_id == artifacts[package.cpv].build_id
-        assert package.drone in bench.drones and package.slot == "0"
+        assert package.build_id == artifacts[package.cpv].build_id and package.slot == "0"
+    # The drone's build, by id and drone; an upload with no build known is named but by no drone.
+    by_cpv = {p.cpv: p for p in manifest.packages}
+    assert (by_cpv[BY_DRONE].build_id, by_cpv[BY_DRONE].drone) == (bench.build_id, bench.drone)
+    assert (by_cpv[WRITTEN].build_id, by_cpv[WRITTEN].drone) == ("b-written", "")
 
     # Its own index, in Portage's format, true to the files; staging's was re-indexed too.
     index = index_entries(directory / "Packages")
@@ -261,16 +291,8 @@ def test_the_first_cut_signs_staging_and_hard_links_it_with_a_full_manifest(benc
 
 
 def test_a_package_staged_once_the_key_exists_is_signed_as_it_is_staged(bench: Bench) -> None:
-    staging = bench.inproc.controller.staging
-    assert staging is not None
-    data = bench.late_gpkg.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-
-    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
-        yield 0, data, zlib.crc32(data)
-
     assert not is_signed(bench.late_gpkg)
-    bench.run(lambda: staging.receive("b-late", LATE, bench.late_gpkg.name, len(data), sha, chunks()))
+    upload(bench.inproc, "b-late", LATE, bench.late_gpkg)
     staged = staged_files(bench.staging)[LATE]
     assert is_signed(staged)
     entry = index_entries(bench.staging / "Packages")[LATE]
@@ -577,14 +599,39 @@ def test_a_manifest_reads_back_as_written_and_anything_else_is_refused() -> None
 # -- kill -9 in the middle ---------------------------------------------------------------------
 
 
-def crashing_controller(bench: Bench, where: str) -> Controller:
+def controller_process(bench: Bench, *args: str, crash_in: str = "") -> Controller:
     """A controller process on the module's data, that kills itself (SIGKILL) in the middle of
-    the next cut or promote (releases.CRASH_HOOK_ENV); the controller in this process stops first."""
+    its next ``crash_in`` ("cut" or "promote": releases.CRASH_HOOK_ENV). The controller in this
+    process stops first and the process started before is killed; the module's end kills this one.
+    Each process serves the next test too where it can: a controller start is CPU."""
     bench.stop_inproc()
-    env = {CRASH_HOOK_ENV: where} if where else {}
-    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), env=env)
+    bench.end_process()
+    env = {CRASH_HOOK_ENV: crash_in} if crash_in else {}
+    ctl = Controller(bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), *args, env=env)
+    bench.process, bench.process_args = ctl, (*args, crash_in)
     ctl.start()
     return ctl
+
+
+def next_release_key(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A secret key file for the next release key, made once; the key in use before it is
+    kept in bench.old_public."""
+    if bench.next_key is None:
+        bench.old_public = (bench.releases.root / "key.asc").read_bytes()
+        short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
+        with gnupg_home(short / "home") as home:
+            bench.next_fingerprint = new_key(home, "The Next Release Key")
+            bench.next_key = short / "release.key"
+            bench.next_key.write_bytes(gpg(home, "--armor", "--export-secret-keys", bench.next_fingerprint))
+    return bench.next_key
+
+
+def running(bench: Bench, *args: str, crash_in: str = "") -> Controller | None:
+    """The controller process a test before this one left running with these flags, if any."""
+    ctl = bench.process
+    if ctl is not None and ctl.alive() and bench.process_args == (*args, crash_in):
+        return ctl
+    return None
 
 
 def killed_by(ctl: Controller, method: str, path: str, body: dict[str, Any]) -> None:
@@ -606,87 +653,74 @@ def listing(ctl: Controller) -> dict[str, Any]:
 def test_a_controller_killed_mid_cut_leaves_no_release_and_no_partial(bench: Bench) -> None:
     known = sorted(r.version for r in bench.releases.list_all())
     releases_dir = bench.releases.releases_dir
-    ctl = crashing_controller(bench, "cut")
-    try:
-        killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
-        # It died with the release complete but not yet renamed into place.
-        [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
-        assert (partial / "manifest.json.asc").is_file()
-        assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
+    ctl = controller_process(bench, crash_in="cut")
+    killed_by(ctl, "POST", "/admin/api/releases", {"notes": "never", "force": True})
+    # It died with the release complete but not yet renamed into place.
+    [partial] = [p for p in releases_dir.iterdir() if p.name.endswith(".partial")]
+    assert (partial / "manifest.json.asc").is_file()
+    assert sorted(p.name for p in releases_dir.iterdir() if not p.name.startswith(".")) == known
 
-        ctl = crashing_controller(bench, "")
-        assert not partial.exists(), "the restarted controller kept the partial cut"
-        assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
-        # And it cuts again, under a new name: the crashed cut's was recorded as used.
-        crashed = partial.name.removeprefix(".").removesuffix(".partial")
-        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
-        assert status == 201, cut
-        assert cut["version"] not in (*known, crashed)
-    finally:
-        ctl.kill()
+    # Restarted (set to die mid-promote: the next test's).
+    ctl = controller_process(bench, crash_in="promote")
+    assert not partial.exists(), "the restarted controller kept the partial cut"
+    assert sorted(r["version"] for r in listing(ctl)["releases"]) == known
+    # And it cuts again, under a new name: the crashed cut's was recorded as used.
+    crashed = partial.name.removeprefix(".").removesuffix(".partial")
+    status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+    assert status == 201, cut
+    assert cut["version"] not in (*known, crashed)
 
 
-def test_a_controller_killed_mid_promote_keeps_a_current_release(bench: Bench) -> None:
+def test_a_controller_killed_mid_promote_keeps_a_current_release(
+    bench: Bench, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     root = bench.releases.root
     before = os.readlink(root / "current")
-    ctl = crashing_controller(bench, "promote")
-    try:
-        body = listing(ctl)
-        target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
-        old = body["current"]
-        assert before == f"releases/{old}"
-        killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
-        # Killed between the two links: current still names the old release, whole.
-        assert os.readlink(root / "current") == f"releases/{old}"
-        assert (root / "current" / "Packages").is_file()
-        assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
+    ctl = running(bench, crash_in="promote") or controller_process(bench, crash_in="promote")
+    body = listing(ctl)
+    target = next(r["version"] for r in body["releases"] if not r["current"] and not r["previous"])
+    old = body["current"]
+    assert before == f"releases/{old}"
+    killed_by(ctl, "POST", f"/admin/api/releases/{target}/promote", {})
+    # Killed between the two links: current still names the old release, whole.
+    assert os.readlink(root / "current") == f"releases/{old}"
+    assert (root / "current" / "Packages").is_file()
+    assert json.loads((root / "promotions.json").read_text())[-1]["version"] == target
 
-        ctl = crashing_controller(bench, "")
-        body = listing(ctl)
-        assert (body["current"], body["previous"]) == (target, old)
-        assert os.readlink(root / "current") == f"releases/{target}"
-        assert os.readlink(root / "previous") == f"releases/{old}"
-        assert (root / "current" / "manifest.json").is_file()
-    finally:
-        ctl.kill()
+    # Restarted (with the next test's new release key: the links do not depend on it).
+    ctl = controller_process(bench, "--release-key", str(next_release_key(bench, tmp_path_factory)))
+    body = listing(ctl)
+    assert (body["current"], body["previous"]) == (target, old)
+    assert os.readlink(root / "current") == f"releases/{target}"
+    assert os.readlink(root / "previous") == f"releases/{old}"
+    assert (root / "current" / "manifest.json").is_file()
 
 
 def test_a_new_release_key_re_signs_staging_at_the_next_cut(
     bench: Bench, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    old_public = (bench.releases.root / "key.asc").read_bytes()
-    short = tmp_path_factory.mktemp("newkey")  # gpg-agent's socket path must stay short
-    with gnupg_home(short / "home") as home:
-        fingerprint = new_key(home, "The Next Release Key")
-        key_file = short / "release.key"
-        key_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", fingerprint))
-    bench.stop_inproc()
-    ctl = Controller(
-        bench.root, "--portage-eprefix", str(bench.ctl_prefix.root), "--release-key", str(key_file)
-    )
-    ctl.start()
-    try:
-        status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
-        assert status == 201, cut
-        status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
-        assert status == 200 and shown["signing_key"] == fingerprint, shown
-        assert (bench.releases.root / "staging-signed-by").read_text().strip() == fingerprint
-        package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
-        with verify_home() as new, verify_home() as old:
-            trust(new, (bench.releases.root / "key.asc").read_bytes())
-            trust(old, old_public)
-            for which, home in (("new", new), ("old", old)):
-                readable_by_nobody(home)
-                client = pfx.create_prefix(
-                    pfx.PrefixConfig(
-                        bench.root / f"client-{which}-key",
-                        pfx.Role.CLIENT,
-                        binhost="http://127.0.0.1:1/",
-                        gnupghome=home,
-                        make_conf={"FEATURES": "binpkg-request-signature"},
-                    )
+    key_file = next_release_key(bench, tmp_path_factory)
+    flags = ("--release-key", str(key_file))
+    ctl = running(bench, *flags) or controller_process(bench, *flags)
+    status, cut = ctl.admin("POST", "/admin/api/releases", json.dumps({"force": True}).encode())
+    assert status == 201, cut
+    status, shown = ctl.admin("GET", f"/admin/api/releases/{cut['version']}")
+    assert status == 200 and shown["signing_key"] == bench.next_fingerprint, shown
+    assert (bench.releases.root / "staging-signed-by").read_text().strip() == bench.next_fingerprint
+    package = bench.releases.releases_dir / cut["version"] / shown["packages"][0]["path"]
+    with verify_home() as new, verify_home() as old:
+        trust(new, (bench.releases.root / "key.asc").read_bytes())
+        trust(old, bench.old_public)
+        for which, home in (("new", new), ("old", old)):
+            readable_by_nobody(home)
+            client = pfx.create_prefix(
+                pfx.PrefixConfig(
+                    bench.root / f"client-{which}-key",
+                    pfx.Role.CLIENT,
+                    binhost="http://127.0.0.1:1/",
+                    gnupghome=home,
+                    make_conf={"FEATURES": "binpkg-request-signature"},
                 )
-                ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
-                assert ok == (which == "new"), output
-    finally:
-        ctl.kill()
+            )
+            ok, output = portage_verifies(client, package, bench.root / f"unpack-{which}-key")
+            assert ok == (which == "new"), output
