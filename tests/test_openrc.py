@@ -11,7 +11,9 @@ tests run in file order and each leaves both services started.
 from __future__ import annotations
 
 import json
+import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,13 +40,22 @@ AGENT_OPEN_FILES = 16384
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    """Free ports below the kernel's ephemeral range. The services keep fixed
+    ports across restarts; in the moment a restarted controller is down, a port
+    of the ephemeral range may go to another process's connection or bind(0),
+    and the respawned controller could not listen. Nothing picks these by chance."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    for port in random.sample(range(max(1024, low - 8192), low), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise AssertionError(f"no {count} free ports below {low}")
 
 
 class Services:
@@ -61,6 +72,13 @@ class Services:
 
     def ready(self) -> dict[str, Any] | None:
         """The controller's ready file once it is from the running process."""
+        return self.controller.info if self.ready_process() else None
+
+    def ready_process(self) -> psutil.Process | None:
+        """The one controller process, once the ready file is its own (then
+        ``controller`` knows its ports and key). A killed controller still
+        dying matches the file it wrote: callers that wait for a new one
+        compare pids."""
         path = self.root.path(READY_FILE)
         if not path.exists():
             return None
@@ -73,7 +91,21 @@ class Services:
             return None
         info["admin_key_file"] = str(self.root.path(info["admin_key_file"]))
         self.controller.info = info
-        return info
+        return proc
+
+    def respawned(self, old: psutil.Process) -> psutil.Process | None:
+        """The controller that replaced ``old``, once ready."""
+        proc = self.ready_process()
+        return proc if proc is not None and proc.pid != old.pid else None
+
+    def controller_log(self, lines: int = 60) -> str:
+        """The end of the controller's own log and of its stdout/stderr."""
+        tails = []
+        for name in ("/var/log/swarm-controller.log", "/var/log/swarm-controller.out"):
+            path = self.root.path(name)
+            text = path.read_text(errors="replace") if path.exists() else "(none)\n"
+            tails.append(f"--- {name}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(tails)
 
     def node(self) -> dict[str, Any] | None:
         return self.controller.node(DRONE)
@@ -133,7 +165,8 @@ def inner_pid(proc: psutil.Process) -> int:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     with openrc_root() as root:
-        made = Services(root, tmp_path_factory.mktemp("openrc"))
+        tmp = tmp_path_factory.mktemp("openrc")
+        made = Services(root, tmp)
         grpc, public, admin, enroll_port = free_ports(4)
         root.path("/etc/build-swarm/controller.toml").write_text(
             f'bind = "127.0.0.1"\nadmin_bind = "127.0.0.1"\ngrpc_port = {grpc}\npublic_port = {public}\n'
@@ -151,7 +184,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         # The healer stays out of it (kept across restarts): these tests restart the agent themselves.
         status, body = made.controller.admin("POST", "/admin/api/healing", b'{"action": "pause"}')
         assert status == 200, body
-        yield made
+        try:
+            yield made
+        finally:
+            # The namespace's files go with it: the services' logs stay in pytest's temp dir.
+            for log_file in root.path("/var/log").glob("swarm-*"):
+                shutil.copy(log_file, tmp / log_file.name)
 
 
 def test_an_unenrolled_drone_does_not_start_its_agent(services: Services) -> None:
@@ -187,27 +225,25 @@ def test_controller_service_start_stop_restart_respawn(services: Services) -> No
 
     code, output = services.rc("swarm-controller", "start")
     assert code == 0, output
-    wait_for(services.ready, what="the controller started again")
-    first = root.running("swarm-controller")[0].pid
+    first = wait_for(services.ready_process, what="the controller started again")
     # The init script's rc_ulimit: room for many connections (1024 is not). Raising the
     # hard limit above ours needs CAP_SYS_RESOURCE, which a container may lack: then
     # OpenRC says it could not, and starts the service all the same.
     if can_raise_open_files(CONTROLLER_OPEN_FILES):
-        assert open_files_limit(root.running("swarm-controller")[0]) == (CONTROLLER_OPEN_FILES,) * 2
+        assert open_files_limit(first) == (CONTROLLER_OPEN_FILES,) * 2
     else:
         assert "swarm-controller: unable to apply RC_ULIMIT settings" in output, output
 
     code, output = services.rc("swarm-controller", "restart")
     assert code == 0, output
-    wait_for(services.ready, what="the controller restarted")
-    [restarted] = root.running("swarm-controller")
-    assert restarted.pid != first
+    restarted = wait_for(lambda: services.respawned(first), what="the controller restarted")
 
     restarted.kill()
-    wait_for(
-        lambda: services.ready() and root.running("swarm-controller")[0].pid != restarted.pid,
-        what="supervise-daemon's respawn",
-    )
+    # Until the killed process is gone (a moment under load) the ready file is still its own.
+    try:
+        wait_for(lambda: services.respawned(restarted), what="supervise-daemon's respawn")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{services.controller_log()}") from None
     assert services.rc("swarm-controller", "status")[0] == 0
 
 

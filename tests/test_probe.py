@@ -41,9 +41,10 @@ from support.procs import Controller
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
 # Generated requests per operation and mode (negative mode only where there is
-# something to break: support/probe.breakable); a request Hypothesis repeats is
-# sent once. With the coverage cases, about 440 requests on the public tier and
-# 3,100 on the admin tier (both modules).
+# something to break: support/probe.breakable; a handful where only the
+# credentials vary: support/probe.budget); a request Hypothesis repeats is sent
+# once. With the coverage cases, about 590 requests on the public tier and
+# 3,350 on the admin tier (both modules).
 EXAMPLES = 30
 
 

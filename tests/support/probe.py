@@ -48,6 +48,8 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 SEED = 1313
 FREE_TEXT_KEYS = frozenset({"type", "maxLength", "minLength"})
 REQUEST_TIMEOUT = 15.0
+# Generated examples for a round where only the credentials vary (see budget()).
+CREDENTIAL_EXAMPLES = 5
 
 # Operations of the admin tier the probe never calls: they would cut off
 # the probe itself (its key, its session) or the fleet under it (a drone's
@@ -169,6 +171,22 @@ def breakable(operation: Any) -> bool:
     return "requestBody" in raw or any(not _free_text(p.get("schema", {})) for p in raw.get("parameters", ()))
 
 
+def budget(operation: Any, examples: int, path_parameters: dict[str, Any] | None) -> int:
+    """Generated examples for one round of the operation: ``examples`` while it
+    has inputs of its own to vary. Without any (no parameters and no body, or a
+    round whose path parameters all name a real object) the only generated
+    inputs are the credentials beside the probe's key (a bearer token, a session
+    cookie), which the tier reads before routing, alike for every operation:
+    Hypothesis finds a handful of distinct ones (it repeats itself after that),
+    and the coverage cases already sent them missing and wrongly typed."""
+    raw = operation.definition.raw
+    fixed = set(path_parameters or ())
+    own = [p for p in raw.get("parameters", ()) if not (p.get("in") == "path" and p.get("name") in fixed)]
+    if own or "requestBody" in raw:
+        return examples
+    return min(examples, CREDENTIAL_EXAMPLES)
+
+
 def _free_text(schema: dict[str, Any]) -> bool:
     return schema.get("type") == "string" and not set(schema) - FREE_TEXT_KEYS
 
@@ -186,7 +204,8 @@ def run_probe(
     coverage: bool = True,
     on_operation: Callable[[str], None] | None = None,
 ) -> ProbeReport:
-    """Send ``examples`` generated requests per operation and mode; return what came back.
+    """Send ``examples`` generated requests per operation and mode (fewer where only the
+    credentials vary: budget()); return what came back.
 
     ``coverage``: first schemathesis's coverage cases of each operation, a
     fixed list without randomness (boundary values, missing and wrongly
@@ -218,7 +237,7 @@ def run_probe(
                     if mode is GenerationMode.NEGATIVE and not breakable(operation):
                         continue
                     strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
-                    sender.examine(strategy, examples, seed)
+                    sender.examine(strategy, budget(operation, examples, path_parameters), seed)
     sender.report.seconds = time.monotonic() - started
     return sender.report
 
