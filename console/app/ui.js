@@ -1,6 +1,34 @@
 // Small pieces the fleet pages share: building elements, toasts, a
-// confirmation dialog, an action menu and number formats. The styles are
-// in console.css (.toast, .dialog, .menu).
+// confirmation dialog, an action menu, number formats and a page's
+// poller. The styles are in console.css (.toast, .dialog, .menu).
+
+import { Poller } from "/common/live.js";
+
+/**
+ * A page's poller: runs `load` now and every `every` ms (common/live.js),
+ * marks the page's "Live" badge with the time of the last good round and
+ * shows why in `problem` while rounds fail.
+ * @param {() => Promise<unknown>} load
+ * @param {{every: number, what: string, live: HTMLElement, problem: HTMLElement}} page
+ */
+export function pagePoller(load, { every, what, live, problem }) {
+  return new Poller(
+    async () => {
+      await load();
+      problem.hidden = true;
+      live.textContent = `Live · ${new Date().toLocaleTimeString()}`;
+      live.classList.remove("stale");
+    },
+    {
+      every,
+      onError(error) {
+        problem.textContent = `Could not load ${what}: ${error instanceof Error ? error.message : error}`;
+        problem.hidden = false;
+        live.classList.add("stale");
+      },
+    },
+  );
+}
 
 /** el("button", { class: "btn", onclick: f }, "Text") */
 export function el(tag, attrs = {}, ...children) {

@@ -9,8 +9,7 @@
 // An expanded row asks GET /admin/api/jobs/{id} (why, builds) each poll.
 
 import { get, post } from "../api.js";
-import { Poller } from "/common/live.js";
-import { ConfirmDialog, Toaster, ago, duration, el, setText } from "../ui.js";
+import { ConfirmDialog, Toaster, ago, pagePoller, duration, el, setText } from "../ui.js";
 
 const POLL_MS = 2000;
 const SHOWN = 200;
@@ -536,22 +535,7 @@ export function create(ctx) {
     if (session.id === selected) renderJobs(jobs, total);
   }
 
-  const poller = new Poller(
-    async () => {
-      await poll();
-      problem.hidden = true;
-      live.textContent = `Live · ${new Date().toLocaleTimeString()}`;
-      live.classList.remove("stale");
-    },
-    {
-      every: POLL_MS,
-      onError(error) {
-        problem.textContent = `Could not load the queue: ${error instanceof Error ? error.message : error}`;
-        problem.hidden = false;
-        live.classList.add("stale");
-      },
-    },
-  );
+  const poller = pagePoller(poll, { every: POLL_MS, what: "the queue", live, problem });
 
   /** Poll now (after an action or a filter change) and go on every POLL_MS from there. */
   function refresh() {

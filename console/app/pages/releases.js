@@ -10,8 +10,7 @@
 // refusal (409 with the controller's reason) is shown as it was given.
 
 import { del, get, post } from "../api.js";
-import { Poller } from "/common/live.js";
-import { ConfirmDialog, Toaster, ago, bytes, el, setText } from "../ui.js";
+import { ConfirmDialog, Toaster, ago, pagePoller, bytes, el, setText } from "../ui.js";
 
 /**
  * @typedef {object} ReleaseSummary
@@ -769,22 +768,12 @@ export function create(ctx) {
     );
   }
 
-  const poller = new Poller(
+  const poller = pagePoller(
     async () => {
       list = await get("/admin/api/releases");
       render();
-      problem.hidden = true;
-      live.textContent = `Live · ${new Date().toLocaleTimeString()}`;
-      live.classList.remove("stale");
     },
-    {
-      every: POLL_MS,
-      onError(error) {
-        problem.textContent = `Could not load the releases: ${error instanceof Error ? error.message : error}`;
-        problem.hidden = false;
-        live.classList.add("stale");
-      },
-    },
+    { every: POLL_MS, what: "the releases", live, problem },
   );
 
   function refresh() {
