@@ -25,6 +25,10 @@ from support.procs import wait_for
 pytestmark = pytest.mark.timeout(600)
 
 BUILD_TIMEOUT = 180.0
+HEARTBEAT = 1.0
+# Polls of an agent's log (a debug log, read whole) and of the controller's
+# health: a few a second is soon enough for waits of seconds.
+POLL = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,11 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "--persist-interval",
         "60",
         portage=True,
+        # The production heartbeat, not the tests' usual quarter second: no
+        # test here waits on liveness (a drone killed and started again is
+        # known by its Hello), and four beats a second are most of what two
+        # idle agents cost while the database is held.
+        heartbeat_interval=HEARTBEAT,
     )
     yield s
     s.stop()
@@ -63,6 +72,7 @@ def database_locked(swarm: Fleet) -> Iterator[None]:
     wait_for(
         lambda: swarm.controller.get("/api/v1/health")["status"] == "ok",
         timeout=30,
+        interval=POLL,
         what="health ok once the database takes writes again",
     )
 
@@ -78,6 +88,7 @@ def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_again
         refused = wait_for(
             lambda: upload_refused_line(agent, job["build_id"]),
             timeout=BUILD_TIMEOUT,
+            interval=POLL,
             what="the controller refusing the upload as UNAVAILABLE",
         )
     assert "the controller's database is unavailable" in refused, refused
@@ -106,6 +117,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
         wait_for(
             lambda: upload_refused_line(victim, job["build_id"]),
             timeout=BUILD_TIMEOUT,
+            interval=POLL,
             what="the upload under way (refused while the database is locked)",
         )
         victim.kill()  # SIGKILL, in the middle of retrying its upload
@@ -113,7 +125,9 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     assert left, "the killed drone has no package of the build"
 
     victim.start()  # its Hello says it runs nothing: the upload is lost
-    requeued = wait_for(lambda: swarm.events("job_requeued", job["id"]), timeout=60, what="the job requeued")
+    requeued = wait_for(
+        lambda: swarm.events("job_requeued", job["id"]), timeout=60, interval=POLL, what="the job requeued"
+    )
     causes = [(e["data"]["cause"], e["data"]["build_id"]) for e in requeued]
     assert causes == [("upload_lost", job["build_id"])]
     assert requeued[0]["drone_name"] == victim.name and "its upload was lost" in requeued[0]["data"]["reason"]
@@ -121,6 +135,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     wait_for(
         lambda: f"build {job['build_id']} ({cpv}) given up" in victim.log(),
         timeout=30,
+        interval=POLL,
         what="the drone deleting what the build given up on left",
     )
     assert not any(p.exists() for p in left), left

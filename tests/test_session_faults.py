@@ -1,6 +1,6 @@
 """Faults of the controller's own parts during a real build session
 (issue 14): its PostgreSQL killed with SIGKILL and restarted, or stopped
-with SIGSTOP, and its SQLite data disk filled, while two real drones build
+with SIGSTOP, and its SQLite data disk filled, while a real drone builds
 a few packages of the test overlay with real emerge.
 
 Each fault is injected once the session is under way (one job done, one
@@ -58,6 +58,18 @@ OUTAGE = float(os.environ.get("SWARM_SESSION_OUTAGE", "2"))
 FREEZE = float(os.environ.get("SWARM_SESSION_FREEZE", "2"))
 FULL = float(os.environ.get("SWARM_SESSION_FULL", "2"))
 RECOVERY = 30.0  # deadline for health to come back once the dependency is
+# Each session is a chain (every job waits for the one before), built one
+# package at a time: a second drone would only idle. A job the controller
+# gave up on during a fault would still be built again, on this drone once
+# it is free, and show as a build beyond its attempts (assert_whole).
+DRONES = 1
+# The production heartbeat, not the tests' usual quarter second: the faults
+# are the controller's, no test waits on a drone's liveness, and four beats a
+# second from each idle drone are CPU the session's builds could use.
+HEARTBEAT = 1.0
+# Polls of a debug log read whole, or of the controller's API: a few a second
+# is soon enough for waits of seconds.
+POLL = 0.2
 # The fault comes once the first job is done and the second builds; what the
 # second built meanwhile meets the fault. In the chain a third job waits for
 # the second: the queue dispatches it only once the controller, recovered,
@@ -81,11 +93,12 @@ def pg() -> Iterator[PostgresServer]:
 def pg_swarm(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     swarm = start_fleet(
         tmp_path_factory.mktemp("session-pg"),
-        builders(2),
+        builders(DRONES),
         "--db",
         pg.url("swarm"),
         *FAST_HEALTH,
         portage=True,
+        heartbeat_interval=HEARTBEAT,
     )
     try:
         yield swarm
@@ -98,10 +111,11 @@ def disk_swarm(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     # Only the data dir (database, staging binhost) on the small disk: logs stay readable.
     swarm = start_fleet(
         tmp_path_factory.mktemp("session-disk"),
-        builders(2),
+        builders(DRONES),
         *("--data-dir", str(small_disk / "data"), "--disk-min-free-mb", "4"),
         *FAST_HEALTH,
         portage=True,
+        heartbeat_interval=HEARTBEAT,
     )
     try:
         yield swarm
@@ -170,6 +184,7 @@ def wait_degraded(swarm: Fleet, *codes: str) -> dict[str, object]:
             and h
         ),
         timeout=RECOVERY,
+        interval=POLL / 2,
         what=f"health degraded: {', '.join(codes)}",
     )
     return found
@@ -184,7 +199,9 @@ def degraded_with(samples: list[HealthSample], code: str) -> bool:
 
 
 def wait_ok(swarm: Fleet) -> None:
-    wait_for(lambda: health(swarm)["status"] == "ok", timeout=RECOVERY, what="health ok again")
+    wait_for(
+        lambda: health(swarm)["status"] == "ok", timeout=RECOVERY, interval=POLL / 2, what="health ok again"
+    )
 
 
 def outcome(swarm: Fleet, where: Path | str, watched: Watched) -> Outcome:
@@ -206,6 +223,7 @@ def outcome(swarm: Fleet, where: Path | str, watched: Watched) -> Outcome:
         wait_for(
             lambda: not (r := read()).lost and not r.events_lost,
             timeout=RECOVERY,
+            interval=POLL,
             what="the session's jobs and the events seen written",
         )
     return read()
@@ -248,6 +266,7 @@ def test_a_session_completes_through_a_postgresql_killed_and_restarted(
         job = built_meanwhile(swarm, watched.session_id)
         refused = wait_for(
             lambda: upload_refused_line(agent(swarm, job["drone"]), job["build_id"]),
+            interval=POLL,
             what="its upload refused as UNAVAILABLE",
         )
         time.sleep(OUTAGE)  # the outage itself
@@ -309,6 +328,7 @@ def test_a_session_completes_through_a_full_data_disk(small_disk: Path, disk_swa
             builder = agent(swarm, job["drone"])
             wait_for(
                 lambda: f"build {job['build_id']}: log stream ended (UNAVAILABLE)" in builder.log(),
+                interval=POLL,
                 what="its build log refused as UNAVAILABLE",
             )
             time.sleep(FULL)  # the disk stays full a while

@@ -3,8 +3,8 @@ uploads), spoken by a hand-made gRPC client.
 
 An enrolled identity ("raw") opens a control stream by hand, the
 controller gives it a real build of a queued package, and the test
-uploads a real gpkg (built once per module with real emerge in a drone
-prefix) for that build: chunk by chunk, corrupted, cut off and resumed,
+uploads a real gpkg (written once per module by Portage's own gpkg code,
+tools/gpkgs.py) for that build: chunk by chunk, corrupted, cut off and resumed,
 twice, with a wrong digest, for another package, and from another
 drone's identity.
 """
@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 import zlib
@@ -32,7 +34,7 @@ from swarm.v1 import build_pb2, build_pb2_grpc, fleet_pb2, gateway_pb2, gateway_
 
 from support.procs import Controller, agent_credentials, enroll_here, http, wait_for
 
-# Real emerge (once per module) and a controller with its Portage worker per test.
+# A controller with its Portage worker per test.
 pytestmark = pytest.mark.timeout(600)
 
 CPV = "swarm-test/leaf-data-1"
@@ -40,6 +42,7 @@ OTHER_CPV = "swarm-test/leaf-script-1"
 CHUNK = 1024
 GRACE = 2.0
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- fixtures -------------------------------------------------------------------
@@ -64,10 +67,22 @@ class Gpkgs:
 
 @pytest.fixture(scope="module")
 def gpkgs(tmp_path_factory: pytest.TempPathFactory) -> Gpkgs:
+    # Written by Portage's own gpkg code (tools/gpkgs.py), as a drone's emerge
+    # would leave them: what the controller checks of an upload (the gpkg's
+    # own metadata, its digest) is there, for a fraction of an emerge build's
+    # CPU. The tests of builds (test_builds.py) upload what emerge built.
     root = tmp_path_factory.mktemp("uploads-drone")
     drone = pfx.create_prefix(pfx.PrefixConfig(root / "prefix", pfx.Role.DRONE))
-    result = pfx.run_emerge(drone, "--oneshot", "--buildpkg", f"={CPV}", f"={OTHER_CPV}", timeout=300)
-    assert result.ok, result.output[-3000:]
+    drone.pkgdir.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpkgs.py"), "--out", str(drone.pkgdir), CPV, OTHER_CPV],
+        env=drone.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
 
     def built(cpv: str) -> Gpkg:
         pf = cpv.partition("/")[2]
