@@ -292,6 +292,8 @@ Try:
   {cli} logs drone-io --follow          # the drone's agent log, live
   {cli} protocol --follow --sample 5    # the control-stream messages, live
   {cli} token create --ttl 1h
+  {cli} release cut --notes "first release"   # once the session is complete: a signed release
+  {cli} release promote vYYYY.MM.DD     # what {public}/binhost/current/ serves
   kill -9 $(pgrep -f 'swarm-agent --name drone-io')     # offline at once; the healer restarts it
   curl -s {key_header} {admin}/admin/api/drones/drone-io/health | python3 -m json.tool
   curl -s {public}/api/v1/health | python3 -m json.tool      # availability, mean time to recovery
