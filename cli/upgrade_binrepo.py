@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm.cli.upgrade_state import write_atomic
+from swarm.files import write_atomic
 
 OWN_FILE = "swarm-upgrade.conf"
 BEGIN = "# BEGIN swarm-upgrade: the release this machine follows (swarm-upgrade rewrites this block)"

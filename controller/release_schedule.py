@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.release_cadence import Cadence
 from swarm.controller.releases import Promotion, Release
 from swarm.controller.store.records import EventRecord
+from swarm.files import write_atomic
 from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -343,6 +343,4 @@ class ReleaseSchedule:
             "last_slot": self._last_slot,
             "pending": asdict(self._pending) if self._pending is not None else None,
         }
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1) + "\n")
-        os.replace(tmp, self._path)
+        write_atomic(self._path, (json.dumps(state, indent=1) + "\n").encode())

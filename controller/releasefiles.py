@@ -16,6 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
+from swarm.files import fsync_dir
+
 log = logging.getLogger(__name__)
 
 RELEASES = "releases"
@@ -27,27 +29,8 @@ PARTIAL_SUFFIX = ".partial"
 DELETING_SUFFIX = ".deleting"
 # What a cut or a delete leaves behind when the process dies in the middle.
 LEFTOVER_RE = re.compile(r"^\.v[0-9.]+(?:-\d+)?\.(?:partial|deleting)\Z")
-# vYYYY.MM.DD[-N], as releases.VERSION_RE (kept here too: releases imports this module).
-LINK_TARGET_RE = re.compile(r"^v\d{4}\.\d{2}\.\d{2}(?:-[1-9]\d{0,3})?\Z")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+# A release's name: vYYYY.MM.DD[-N] (releases.VERSION_RE).
+VERSION_RE = re.compile(r"^v[0-9]{4}\.[0-9]{2}\.[0-9]{2}(?:-[1-9][0-9]{0,3})?\Z")
 
 
 def remove_leftovers(releases: Path) -> list[str]:
@@ -69,7 +52,7 @@ def read_link(root: Path, name: str) -> str | None:
     except OSError:
         return None
     version = Path(target).name
-    return version if LINK_TARGET_RE.match(version) else None
+    return version if VERSION_RE.match(version) else None
 
 
 def set_link(root: Path, name: str, version: str | None) -> None:

@@ -60,7 +60,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 from collections.abc import Callable, Sequence
@@ -80,13 +79,14 @@ from swarm.controller.scheduler import FAILED, Job
 from swarm.controller.signing import ReleaseKey
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner
-from swarm.files import sha256_file
+from swarm.files import fsync_dir, sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day.
-VERSION_RE = re.compile(r"^v[0-9]{4}\.[0-9]{2}\.[0-9]{2}(?:-[1-9][0-9]{0,3})?\Z")
+# vYYYY.MM.DD, then vYYYY.MM.DD-1, -2 ... for more on one day (in releasefiles,
+# which reads the links with it; named here for the callers of this module).
+VERSION_RE = disk.VERSION_RE
 MANIFEST_FORMAT = 1
 NOTES_MAX = 10_000
 KEEP_DEFAULT = 10
@@ -410,7 +410,7 @@ class Releases:
         elif signed:
             log.info("signed %d package(s) staged before the release key existed", len(signed))
         if before != fingerprint:
-            await self._disk_work(disk.write_atomic, marker, f"{fingerprint}\n".encode())
+            await self._disk_work(write_atomic, marker, f"{fingerprint}\n".encode())
 
     def _check_sessions(self) -> None:
         sessions = self._sessions
@@ -481,7 +481,7 @@ class Releases:
 
     def _remember(self, version: str) -> None:
         names = self._cut_before | {version}
-        disk.write_atomic(self.root / VERSIONS, "".join(f"{v}\n" for v in sorted(names, key=_order)).encode())
+        write_atomic(self.root / VERSIONS, "".join(f"{v}\n" for v in sorted(names, key=_order)).encode())
         self._cut_before = names
 
     async def _provenance(
@@ -518,14 +518,14 @@ class Releases:
 
     def _seal(self, partial: Path, manifest: Manifest) -> None:
         data = manifest_bytes(manifest)
-        disk.write_atomic(partial / disk.MANIFEST, data)
-        disk.write_atomic(partial / disk.SIGNATURE, self.key.sign(data))
+        write_atomic(partial / disk.MANIFEST, data)
+        write_atomic(partial / disk.SIGNATURE, self.key.sign(data))
         for folder in {(partial / p.path).parent for p in manifest.packages}:
-            disk.fsync_dir(folder)
+            fsync_dir(folder)
         os.chmod(partial, 0o755)
         _crash_point("cut")
         os.rename(partial, self.releases_dir / manifest.version)
-        disk.fsync_dir(self.releases_dir)
+        fsync_dir(self.releases_dir)
 
     # -- promote, rollback ------------------------------------------------------------
 
@@ -705,7 +705,7 @@ def _remove_release(releases: Path, version: str) -> None:
     # Out of the listing at once (a rename), then its files.
     doomed = releases / f".{version}{disk.DELETING_SUFFIX}"
     os.rename(releases / version, doomed)
-    disk.fsync_dir(releases)
+    fsync_dir(releases)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -864,4 +864,4 @@ def read_promotions(path: Path) -> list[Promotion]:
 
 def write_promotions(path: Path, promotions: Sequence[Promotion]) -> None:
     data = json.dumps([asdict(p) for p in promotions], indent=1) + "\n"
-    disk.write_atomic(path, data.encode())
+    write_atomic(path, data.encode())

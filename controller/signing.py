@@ -21,7 +21,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from swarm.controller.releasefiles import write_atomic
+from swarm.files import write_atomic
 
 log = logging.getLogger(__name__)
 
