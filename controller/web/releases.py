@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -338,15 +337,6 @@ def _served_file(base: Path, tail: str) -> Path:
     return target
 
 
-def _current(root: Path) -> str:
-    """The version the ``current`` link names now (NotFound before the first promote)."""
-    try:
-        target = os.readlink(root / "current")
-    except OSError:
-        raise NotFound("no release is current yet (none was promoted)") from None
-    return Path(target).name
-
-
 @files.get(RELEASES_PATH + "/{version}/{tail:.*}")
 async def release_file(request: web.Request) -> web.StreamResponse:
     base = _directory(_files_of(request), request.match_info["version"])
@@ -357,8 +347,10 @@ async def release_file(request: web.Request) -> web.StreamResponse:
 @files.get(CURRENT_PATH + "/{tail:.*}")
 async def current_file(request: web.Request) -> web.StreamResponse:
     releases = _files_of(request)
-    # The link itself, read at each request: what a promote or rollback wrote is what is served.
-    version = await asyncio.to_thread(_current, releases.root)
+    # The core sets this once the link is written: a promote or rollback is served from the next request.
+    version = releases.current()
+    if version is None:
+        raise NotFound("no release is current yet (none was promoted)")
     base = _directory(releases, version)
     path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
     return web.FileResponse(path, headers=REVALIDATE)
