@@ -10,7 +10,6 @@ queue-why).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
-from support.fleet import Fleet, builders, start_fleet
+from support.fleet import Fleet, admin, builders, start_fleet
 from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,12 +39,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield s
     finally:
         s.stop()
-
-
-def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    status, answer = swarm.controller.admin(method, path, None if body is None else json.dumps(body).encode())
-    assert 200 <= status < 300, (method, path, status, answer)
-    return answer
 
 
 def dispatch(swarm: Fleet, drone: str) -> dict[str, Any]:

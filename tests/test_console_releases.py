@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
-from support.fleet import Fleet, builders, start_fleet
+from support.fleet import Fleet, admin, builders, start_fleet
 from support.gpkgs import inject
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,12 +44,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield s
     finally:
         s.stop()
-
-
-def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    status, answer = swarm.controller.admin(method, path, None if body is None else json.dumps(body).encode())
-    assert 200 <= status < 300, (method, path, status, answer)
-    return answer
 
 
 def listing(swarm: Fleet) -> dict[str, Any]:

@@ -16,8 +16,6 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 import zlib
@@ -32,6 +30,7 @@ import pytest
 
 from swarm.v1 import build_pb2, build_pb2_grpc, fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
+from support.gpkgs import write as write_gpkgs
 from support.procs import Controller, agent_credentials, enroll_here, http, wait_for
 
 # A controller with its Portage worker per test.
@@ -42,7 +41,6 @@ OTHER_CPV = "swarm-test/leaf-script-1"
 CHUNK = 1024
 GRACE = 2.0
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- fixtures -------------------------------------------------------------------
@@ -73,16 +71,7 @@ def gpkgs(tmp_path_factory: pytest.TempPathFactory) -> Gpkgs:
     # CPU. The tests of builds (test_builds.py) upload what emerge built.
     root = tmp_path_factory.mktemp("uploads-drone")
     drone = pfx.create_prefix(pfx.PrefixConfig(root / "prefix", pfx.Role.DRONE))
-    drone.pkgdir.mkdir(parents=True, exist_ok=True)
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpkgs.py"), "--out", str(drone.pkgdir), CPV, OTHER_CPV],
-        env=drone.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr[-3000:]
+    write_gpkgs(drone, drone.pkgdir, CPV, OTHER_CPV)
 
     def built(cpv: str) -> Gpkg:
         pf = cpv.partition("/")[2]

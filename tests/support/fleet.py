@@ -268,6 +268,13 @@ def start_fleet(
     return fleet
 
 
+def admin(swarm: Fleet, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The admin API's answer to a call that must succeed (any 2xx)."""
+    status, answer = swarm.controller.admin(method, path, None if body is None else json.dumps(body).encode())
+    assert 200 <= status < 300, (method, path, status, answer)
+    return answer
+
+
 def builders(count: int) -> list[str]:
     """Names of ``count`` build drones: builder-0, builder-1, ..."""
     return [f"builder-{i}" for i in range(count)]
