@@ -58,6 +58,25 @@ def _summary(r: dict[str, Any]) -> str:
     return f"{r['version']}: {r['package_count']} packages, {_size(r['total_size'])}"
 
 
+def _schedule_line(schedule: dict[str, Any]) -> str:
+    parts = [f"schedule {schedule['schedule']}"]
+    if schedule.get("waiting_since"):
+        parts.append(
+            f"a cut is due since {_when(schedule['waiting_since'])}, waiting for the running session"
+        )
+    else:
+        parts.append(f"next cut {_when(schedule.get('next_cut_at'))}")
+    after = schedule.get("auto_promote_after")
+    if after is not None:
+        parts.append(f"auto-promote after {after / 3600:g} h")
+    pending = schedule.get("pending")
+    if pending:
+        parts.append(
+            f"{pending['version']} is promoted {_when(pending['promote_at'])} unless an admin acts first"
+        )
+    return "; ".join(parts)
+
+
 def release_list(client: Client, ns: argparse.Namespace) -> Any:
     reply = client.call("GET", PATH)
     if not ns.json:
@@ -70,6 +89,9 @@ def release_list(client: Client, ns: argparse.Namespace) -> Any:
                     f"{r['version']:16} {_standing(r) or '-':9} {r['package_count']:>8} "
                     f"{_size(r['total_size']):>10}  {_when(r['created_at']):20} {r['notes']}"
                 )
+        schedule = reply.get("schedule")
+        if schedule:
+            print(_schedule_line(schedule))
         promotions = reply.get("promotions") or []
         if promotions and ns.history:
             # A rollback's entry names the release it put back.
@@ -178,7 +200,9 @@ def add_parser(sub: Any, json_option: Any) -> None:
         description=__doc__.splitlines()[0],
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    p = release.add_parser("list", help="releases, newest first, and which one is current")
+    p = release.add_parser(
+        "list", help="releases, newest first, which one is current, and the release schedule if there is one"
+    )
     p.add_argument("--history", action="store_true", help="also the promotions and rollbacks, newest first")
     json_option(p)
     p.set_defaults(run=release_list)

@@ -212,6 +212,8 @@ class Controller:
         self.live.healer = self.healer
         await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
+        # Made here, started with the other loops below: the web tier shows its status.
+        self.release_schedule = self._make_release_schedule()
         services = Services(
             config=config,
             fleet=self.fleet,
@@ -235,6 +237,7 @@ class Controller:
             metrics=self.metrics,
             clock=self.clock,
             releases=self.releases,
+            release_schedule=self.release_schedule,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -264,7 +267,8 @@ class Controller:
         await self.writer.start()
         await self.alerter.start()
         await self.healer.start()
-        await self._start_release_schedule()
+        if self.release_schedule is not None:
+            await self.release_schedule.start()
         self.ports = Ports(
             grpc=grpc_port, public=public_port, admin=admin_port, enroll=enroll_port, metrics=metrics_port
         )
@@ -491,14 +495,14 @@ class Controller:
         self._web.clear()
         self._web_notes.close()
 
-    async def _start_release_schedule(self) -> None:
+    def _make_release_schedule(self) -> ReleaseSchedule | None:
         config = self.config
         cadence = config.release_cadence
         if cadence is None:
-            return
+            return None
         # The config requires portage_eprefix with a schedule: releases exist.
         assert self.releases is not None
-        self.release_schedule = ReleaseSchedule(
+        return ReleaseSchedule(
             self.releases,
             self.builds,
             self.events,
@@ -507,7 +511,6 @@ class Controller:
             auto_promote_after=config.auto_promote_seconds,
             clock=self.clock,
         )
-        await self.release_schedule.start()
 
     async def _stop_services(self) -> None:
         if self.release_schedule is not None:

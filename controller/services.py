@@ -16,6 +16,7 @@ from swarm.controller.healer import Healer
 from swarm.controller.metrics import Metrics
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
+from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
@@ -47,6 +48,7 @@ class Services:
     selfcheck: SelfCheck | None = None
     metrics: Metrics | None = None
     releases: Releases | None = None  # with builds on (a staging binhost to cut from)
+    release_schedule: ReleaseSchedule | None = None  # with --release-schedule
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
+
+from swarm.controller.release_cadence import WEEKDAYS
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, builders, start_fleet
@@ -34,7 +37,17 @@ LATER = "swarm-test/leaf-hello-1"  # staged after it (written, tools/gpkgs.py): 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """One release cut and promoted with FIRST; LATER staged since (staging changed)."""
-    s = start_fleet(tmp_path_factory.mktemp("releases"), builders(1), portage=True)
+    # A weekly schedule two days ahead: shown on the page, never due during the module.
+    weekday = WEEKDAYS[(datetime.now().weekday() + 2) % 7]
+    s = start_fleet(
+        tmp_path_factory.mktemp("releases"),
+        builders(1),
+        "--release-schedule",
+        f"weekly:{weekday}:03:00",
+        "--auto-promote-after",
+        "1d",
+        portage=True,
+    )
     try:
         s.wait_complete(s.queue(FIRST)["session"]["id"])
         first = admin(s, "POST", "/admin/api/releases", {"notes": "the first one"})
@@ -119,6 +132,12 @@ def test_the_list_marks_the_current_release_and_shows_a_manifest(
         expect(rollback).to_be_disabled()
         expect(rollback).to_have_attribute("title", re.compile("nothing to roll back to"))
     expect(page.locator("#releases-title + .page-sub")).to_contain_text(f"current {current}")
+    schedule = known["schedule"]
+    assert schedule["schedule"] == f"weekly:{WEEKDAYS[(datetime.now().weekday() + 2) % 7]}:03:00"
+    line = page.locator("#release-schedule")
+    expect(line).to_contain_text(f"Schedule {schedule['schedule']}")
+    expect(line).to_contain_text("next cut")
+    expect(line).to_contain_text("auto-promote after 24 h")
     expect(page.locator(f'.release-history li[data-release="{current}"]').first).to_contain_text("admin")
 
     # The manifest: every package with its cpv, size, drone and build, as the API has them.

@@ -120,7 +120,13 @@ def test_before_any_cut_the_lists_are_empty_and_nothing_is_current(swarm: Fleet)
         assert answer.headers["Content-Type"].startswith("application/json")
         assert answer.json() == {"current": None, "previous": None, "releases": []}
     status, body = admin(swarm, "GET", "/admin/api/releases")
-    assert status == 200 and body == {"current": None, "previous": None, "releases": [], "promotions": []}
+    assert status == 200 and body == {
+        "current": None,
+        "previous": None,
+        "releases": [],
+        "promotions": [],
+        "schedule": None,
+    }
     answer = public(swarm, "/binhost/current/Packages")
     assert answer.status_code == 404 and "no release is current" in answer.json()["error"]["message"]
     # The key is made at the first cut.

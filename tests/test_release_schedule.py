@@ -36,6 +36,7 @@ from swarm.controller.releases import Releases
 from swarm.files import sha256_file
 
 from fakes.clock import ManualClock
+from support.cli import CLI_ENV
 from support.inproc import InProcessController, local_config
 from support.procs import wait_for
 
@@ -187,6 +188,39 @@ def test_the_controller_runs_the_schedule_its_options_name(swarm: Swarm) -> None
     assert status.next_cut_at is not None
     slot = datetime.fromtimestamp(status.next_cut_at)
     assert (slot.weekday(), slot.hour, slot.minute) == ((datetime.now().weekday() + 2) % 7, 3, 0)
+    # The admin tier shows it with the releases (the console's Releases page reads it there).
+    code, listing = swarm.ctl.admin("GET", "/admin/api/releases")
+    assert code == 200, listing
+    shown = listing["schedule"]
+    assert shown["schedule"] == status.schedule and shown["auto_promote_after"] == 2 * DAY
+    assert datetime.fromisoformat(shown["next_cut_at"]).timestamp() == pytest.approx(
+        status.next_cut_at, abs=0.001
+    )
+    assert shown["waiting_since"] is None and shown["pending"] is None
+    key = swarm.ctl.config.admin_key_path
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarm.cli.main",
+            "--url",
+            swarm.ctl.admin_url,
+            "--key-file",
+            str(key),
+            "release",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=CLI_ENV,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        f"schedule {status.schedule}; next cut " in listed.stdout
+        and "auto-promote after 48 h" in listed.stdout
+    )
 
 
 def test_a_slot_waits_for_the_running_session_and_skips_what_the_core_refuses(swarm: Swarm) -> None:

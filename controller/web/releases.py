@@ -122,14 +122,20 @@ def _diff(request: web.Request) -> ReleaseDiffView:
     "GET",
     "/admin/api/releases",
     AdminReleasesView,
-    summary="releases, newest first; which is current and previous; the promotions and rollbacks",
+    summary="releases, newest first; which is current and previous; the promotions and rollbacks; "
+    "the release schedule",
 )
 async def admin_list(request: web.Request) -> web.Response:
     releases = _releases(request)
     if releases is None:
         return json_response(admin_releases_view((), None, None, []))
+    schedule = request.app[SERVICES].release_schedule
     view = admin_releases_view(
-        releases.list_all(), releases.current(), releases.previous(), releases.promotions()
+        releases.list_all(),
+        releases.current(),
+        releases.previous(),
+        releases.promotions(),
+        schedule.status() if schedule is not None else None,
     )
     return json_response(view)
 

@@ -10,7 +10,7 @@
 // refusal (409 with the controller's reason) is shown as it was given.
 
 import { del, get, post } from "../api.js";
-import { ConfirmDialog, Toaster, ago, pagePoller, bytes, el, setText } from "../ui.js";
+import { ConfirmDialog, Toaster, ago, pagePoller, bytes, duration, el, setText } from "../ui.js";
 
 /**
  * @typedef {object} ReleaseSummary
@@ -54,7 +54,15 @@ import { ConfirmDialog, Toaster, ago, pagePoller, bytes, el, setText } from "../
  */
 /** @typedef {{ version: string, action: string, at: string, by: string }} Promotion */
 /**
- * @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[], promotions?: Promotion[] }} ReleaseList
+ * @typedef {object} ReleaseSchedule
+ * @property {string} schedule
+ * @property {string | null} next_cut_at
+ * @property {string | null} waiting_since
+ * @property {number | null} auto_promote_after
+ * @property {{ version: string, cut_at: string, promote_at: string } | null} pending
+ */
+/**
+ * @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[], promotions?: Promotion[], schedule?: ReleaseSchedule | null }} ReleaseList
  */
 
 const POLL_MS = 5000;
@@ -248,6 +256,7 @@ export function create(ctx) {
   const dialog = new ConfirmDialog();
   const problem = el("div", { class: "banner banner-error", role: "alert", hidden: true });
   const summary = el("p", { class: "page-sub" }, "Loading…");
+  const scheduleLine = el("p", { class: "page-sub", id: "release-schedule", hidden: true });
   const live = el("span", { class: "live", "aria-live": "polite" });
 
   // -- cut form --
@@ -356,7 +365,7 @@ export function create(ctx) {
     el(
       "header",
       { class: "page-head" },
-      el("div", {}, el("h1", { id: "releases-title" }, "Releases"), summary),
+      el("div", {}, el("h1", { id: "releases-title" }, "Releases"), summary, scheduleLine),
       live,
     ),
     problem,
@@ -738,6 +747,7 @@ export function create(ctx) {
     summary.textContent = figures.join(" · ");
     summary.dataset.current = list.current ?? "";
 
+    renderSchedule(list.schedule ?? null);
     renderHistory(list.promotions ?? []);
 
     // Compare: newest first in both lists; by default what a promote of the newest would change.
@@ -747,6 +757,31 @@ export function create(ctx) {
     const base = list.current && list.current !== newest ? list.current : versions[1];
     fillSelect(diffFrom, versions, base);
     fillSelect(diffTo, versions, newest);
+  }
+
+  /** @param {ReleaseSchedule | null} schedule */
+  function renderSchedule(schedule) {
+    scheduleLine.hidden = !schedule;
+    if (!schedule) return;
+    /** @param {string | null} iso */
+    const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+    const parts = [`Schedule ${schedule.schedule}`];
+    if (schedule.waiting_since) {
+      parts.push(`a cut is due since ${when(schedule.waiting_since)}: it waits for the running session`);
+    } else {
+      parts.push(`next cut ${when(schedule.next_cut_at)}`);
+    }
+    if (schedule.auto_promote_after !== null) {
+      parts.push(`auto-promote after ${duration(schedule.auto_promote_after)}`);
+    }
+    const pending = schedule.pending;
+    if (pending) {
+      parts.push(
+        `${pending.version} is promoted ${when(pending.promote_at)} ` +
+          "unless an admin promotes, rolls back or deletes it first",
+      );
+    }
+    setText(scheduleLine, parts.join(" · "));
   }
 
   /** @param {Promotion[]} promotions newest first */

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from swarm.clock import iso
+from swarm.controller.release_schedule import ScheduleStatus
 from swarm.controller.releases import (
     VERSION_RE,
     Promotion,
@@ -85,14 +86,56 @@ class PromotionView:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingPromotionView:
+    version: Version
+    cut_at: Time
+    promote_at: Annotated[
+        Time, Doc("when it is promoted unless an admin promotes, rolls back or deletes first")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseScheduleView:
+    """--release-schedule and --auto-promote-after, and where they stand."""
+
+    schedule: Annotated[str, Doc('"weekly:sun:03:00" or "daily:HH:MM"')]
+    next_cut_at: Annotated[
+        Timestamp, Doc("the next slot (a slot that passed while a session runs: that one)")
+    ]
+    waiting_since: Annotated[Timestamp, Doc("a slot passed and its cut waits for the running session")]
+    auto_promote_after: Annotated[
+        float | None, Range(0), Doc("seconds from a scheduled cut to its promotion (null: never)")
+    ]
+    pending: Annotated[PendingPromotionView | None, Doc("the scheduled cut waiting for its promotion")]
+
+
+def schedule_view(status: ScheduleStatus) -> ReleaseScheduleView:
+    pending = status.pending
+    return ReleaseScheduleView(
+        schedule=status.schedule,
+        next_cut_at=iso(status.next_cut_at),
+        waiting_since=iso(status.waiting_since),
+        auto_promote_after=status.auto_promote_after,
+        pending=None
+        if pending is None
+        else PendingPromotionView(pending.version, _time(pending.cut_at), _time(pending.promote_at)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AdminReleasesView(ReleasesView):
-    """The public list, and the promotions and rollbacks that made it so."""
+    """The public list, the promotions and rollbacks that made it so, and the schedule."""
 
     promotions: Annotated[tuple[PromotionView, ...], Doc(f"newest first, at most {PROMOTIONS_SHOWN}")]
+    schedule: Annotated[ReleaseScheduleView | None, Doc("null without --release-schedule")]
 
 
 def admin_releases_view(
-    releases: Iterable[Release], current: str | None, previous: str | None, promotions: list[Promotion]
+    releases: Iterable[Release],
+    current: str | None,
+    previous: str | None,
+    promotions: list[Promotion],
+    schedule: ScheduleStatus | None = None,
 ) -> AdminReleasesView:
     shown = reversed(promotions[-PROMOTIONS_SHOWN:])
     listed = releases_view(releases, current, previous)
@@ -101,6 +144,7 @@ def admin_releases_view(
         listed.previous,
         listed.releases,
         promotions=tuple(PromotionView(p.version, p.action, _time(p.at), p.by) for p in shown),
+        schedule=None if schedule is None else schedule_view(schedule),
     )
 
 
