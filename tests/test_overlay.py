@@ -240,6 +240,13 @@ def test_ebuild_installs_the_agent_service_and_its_config(repo: Path, tarball: P
         assert what in told, what
     assert "swarm-agent enroll" not in told
 
+    # A machine that only follows releases: told how to trust the swarm and upgrade.
+    result = run_ebuild(repo, tmp_path / "client", tarball, "postinst", use="-agent client -controller")
+    assert result.returncode == 0
+    told = result.stdout + result.stderr
+    assert "swarm-upgrade trust" in told and "swarm-upgrade apply" in told
+    assert "swarm-agent enroll" not in told and "swarm-controller" not in told
+
 
 def test_tarball_is_reproducible_and_holds_the_console_libraries(tarball: Path, tmp_path: Path) -> None:
     again = dist.build(ROOT, tmp_path / "again", allow_dirty=True)
@@ -331,7 +338,8 @@ def test_ebuild_use_flags_and_dependencies_follow_pyproject(ebuild_metadata: dic
     extras = {k: v for k, v in project["optional-dependencies"].items() if k not in DEVELOPMENT_EXTRAS}
     flags = {flag.lstrip("+-") for flag in ebuild_metadata["iuse"].split()}
     assert set(extras) == set(GROUP_FLAGS), "a new extra in pyproject.toml needs a USE flag in the ebuild"
-    assert {f for f in flags if not f.startswith("python_targets_")} == {"agent", *extras}
+    # agent and client choose what the machine is; they need no Python package of their own.
+    assert {f for f in flags if not f.startswith("python_targets_")} == {"agent", "client", *extras}
 
     rdepend = ebuild_metadata["rdepend"]
     base = python_atoms(rdepend, [])
@@ -343,8 +351,9 @@ def test_ebuild_use_flags_and_dependencies_follow_pyproject(ebuild_metadata: dic
     everything = python_atoms(rdepend, sorted(flags))
     wanted = expected_atoms(project["dependencies"]).union(*(expected_atoms(r) for r in extras.values()))
     assert everything == wanted, "the ebuild depends on a Python package pyproject.toml does not name"
-    # The agent alone installs no controller dependency.
+    # The agent alone installs no controller dependency; nor does a client.
     assert python_atoms(rdepend, ["agent"]) == base
+    assert python_atoms(rdepend, ["client"]) == base
 
 
 def load_agent_config(path: Path) -> AgentConfig:

@@ -18,8 +18,10 @@ SRC_URI="https://example.invalid/build-swarm/${P}.tar.gz"
 LICENSE="GPL-2"
 SLOT="0"
 KEYWORDS="~amd64 ~arm64"
-IUSE="+agent +cli controller postgres"
-REQUIRED_USE="|| ( agent controller ) postgres? ( controller )"
+# client: a machine that only follows releases (swarm-upgrade), neither
+# drone nor controller.
+IUSE="+agent +cli client controller postgres"
+REQUIRED_USE="|| ( agent client controller ) postgres? ( controller )"
 # The project's suite needs a real sshd, PostgreSQL and Chromium.
 RESTRICT="test"
 
@@ -28,7 +30,9 @@ RESTRICT="test"
 # and drives Portage's Python API to resolve dependency graphs; the agent
 # only runs emerge. Every install has swarm-upgrade, which has Portage's
 # Python API verify the gpkgs it fetched before any is merged and GnuPG
-# check a release's manifest; the controller signs releases with GnuPG.
+# check a release's manifest; the controller signs releases with GnuPG,
+# reaches drones and binhost mirrors with OpenSSH and pushes releases to
+# the mirrors with rsync.
 RDEPEND="
 	app-crypt/gnupg
 	sys-apps/portage[${PYTHON_USEDEP}]
@@ -41,6 +45,8 @@ RDEPEND="
 	controller? (
 		acct-group/build-swarm
 		acct-user/build-swarm
+		net-misc/rsync
+		virtual/openssh
 		>=dev-python/aiohttp-3.14[${PYTHON_USEDEP}]
 		<dev-python/aiohttp-3.15
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
@@ -83,6 +89,11 @@ pkg_postinst() {
 		elog "8093 admin HTTP on 127.0.0.1 only. Open 8094, 8095 and 8100 to the drones."
 		elog "A join token for each drone (it prints the drone's enroll command):"
 		elog "  swarm-cli --key-file /var/lib/build-swarm/admin.key token create --ttl 1h --name DRONE"
+	fi
+	if use client; then
+		elog "This machine follows the swarm's releases with swarm-upgrade:"
+		elog "  swarm-upgrade trust http://CONTROLLER:8100 --network NAME   (once: the release key)"
+		elog "  swarm-upgrade status; swarm-upgrade apply"
 	fi
 	if use agent && [[ ! -e ${EROOT}/var/lib/build-swarm/agent/drone.crt ]]; then
 		elog "This drone is not enrolled yet; the swarm-agent service refuses to start until it is:"
