@@ -437,13 +437,21 @@ class Releases:
                 f"needed: {_some(missing)}"
             )
 
-    def _next_version(self) -> str:
+    def next_version(self) -> str | None:
+        """The name a cut made now would get, as far as memory knows (the
+        cut itself also looks at the disk); None when today has no name left."""
+        try:
+            return self._next_version(on_disk=False)
+        except FailedPrecondition:
+            return None
+
+    def _next_version(self, *, on_disk: bool = True) -> str:
         day = datetime.fromtimestamp(self._clock.time(), UTC).strftime("v%Y.%m.%d")
         # A name is never given to other contents, even once deleted.
         used = self._cut_before | set(self._manifests) | {p.version for p in self._promotions}
         for n in range(10_000):
             version = day if n == 0 else f"{day}-{n}"
-            if version not in used and not (self.releases_dir / version).exists():
+            if version not in used and not (on_disk and (self.releases_dir / version).exists()):
                 return version
         raise FailedPrecondition(f"too many releases on {day[1:]}")
 

@@ -228,7 +228,11 @@ def test_cut_promote_diff_and_rollback_through_the_dialogs(swarm: Fleet, browser
     row(page, extra).get_by_role("button", name="Delete").click()
     confirm(page, f"Delete {extra}?", "cannot be undone", button="Delete")
     expect(row(page, extra)).to_have_count(0, timeout=WAIT_MS)
-    assert extra not in [r["version"] for r in listing(swarm)["releases"]]
+    after = listing(swarm)
+    assert extra not in [r["version"] for r in after["releases"]]
+    # A deleted release's name is never given again: the next cut's is after it.
+    assert after["next_version"] and after["next_version"] != extra
+    assert after["next_version"].startswith(extra.split("-")[0])
     assert problems.unexpected() == []
 
 

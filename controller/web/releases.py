@@ -136,6 +136,7 @@ async def admin_list(request: web.Request) -> web.Response:
         releases.previous(),
         releases.promotions(),
         schedule.status() if schedule is not None else None,
+        releases.next_version(),
     )
     return json_response(view)
 

@@ -62,7 +62,7 @@ import { ConfirmDialog, Toaster, ago, pagePoller, bytes, duration, el, setText }
  * @property {{ version: string, cut_at: string, promote_at: string } | null} pending
  */
 /**
- * @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[], promotions?: Promotion[], schedule?: ReleaseSchedule | null }} ReleaseList
+ * @typedef {{ current: string | null, previous: string | null, releases: ReleaseSummary[], promotions?: Promotion[], schedule?: ReleaseSchedule | null, next_version?: string | null }} ReleaseList
  */
 
 const POLL_MS = 5000;
@@ -99,21 +99,6 @@ function who(by) {
 
 function firstLine(text) {
   return (text || "").split("\n", 1)[0];
-}
-
-/**
- * The name the controller gives the next cut: today's date in UTC, then -1,
- * -2 for more on one day (as controller/releases.py names them).
- * @param {ReleaseSummary[]} releases
- */
-function nextVersion(releases, now = new Date()) {
-  const day = `v${now.toISOString().slice(0, 10).replaceAll("-", ".")}`;
-  let next = -1;
-  for (const { version } of releases) {
-    if (version === day) next = Math.max(next, 1);
-    else if (version.startsWith(`${day}-`)) next = Math.max(next, Number(version.slice(day.length + 1)) + 1);
-  }
-  return next < 0 ? day : `${day}-${next}`;
 }
 
 /** A Map that keeps the newest few entries. */
@@ -486,7 +471,7 @@ export function create(ctx) {
     const yes = await dialog.ask({
       title: "Cut a release from staging?",
       text:
-        `Staging's packages are signed and snapshotted into a new release, ${nextVersion(list.releases)}. ` +
+        `Staging's packages are signed and snapshotted into a new release${list.next_version ? `, ${list.next_version}` : ""}. ` +
         (list.current ? `It is not promoted: clients keep ${list.current} until you promote it.` : "It is not promoted yet.") +
         (forced && newest ? ` Forced: cut even if nothing changed since ${newest}.` : ""),
       confirm: "Cut",

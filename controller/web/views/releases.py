@@ -128,6 +128,9 @@ class AdminReleasesView(ReleasesView):
 
     promotions: Annotated[tuple[PromotionView, ...], Doc(f"newest first, at most {PROMOTIONS_SHOWN}")]
     schedule: Annotated[ReleaseScheduleView | None, Doc("null without --release-schedule")]
+    next_version: Annotated[
+        Version | None, Doc("the name a cut made now gets (never one used before, even if deleted)")
+    ]
 
 
 def admin_releases_view(
@@ -136,6 +139,7 @@ def admin_releases_view(
     previous: str | None,
     promotions: list[Promotion],
     schedule: ScheduleStatus | None = None,
+    next_version: str | None = None,
 ) -> AdminReleasesView:
     shown = reversed(promotions[-PROMOTIONS_SHOWN:])
     listed = releases_view(releases, current, previous)
@@ -145,6 +149,7 @@ def admin_releases_view(
         listed.releases,
         promotions=tuple(PromotionView(p.version, p.action, _time(p.at), p.by) for p in shown),
         schedule=None if schedule is None else schedule_view(schedule),
+        next_version=next_version,
     )
 
 
