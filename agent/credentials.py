@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from swarm.files import write_atomic
 from swarm.pki import (
     PkiError,
     cert_pem,
@@ -89,9 +90,7 @@ def load(state_dir: Path) -> Credentials | None:
 
 
 def _save_cert(state_dir: Path, cert_pem: bytes) -> None:
-    tmp = state_dir / (CERT_FILE + ".tmp")
-    tmp.write_bytes(cert_pem)
-    tmp.replace(state_dir / CERT_FILE)
+    write_atomic(state_dir / CERT_FILE, cert_pem)
 
 
 def split_target(target: str) -> tuple[str, int]:

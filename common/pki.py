@@ -9,7 +9,6 @@ SHA-256 of its SubjectPublicKeyInfo, written ``sha256:<hex>``.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from swarm.files import write_atomic
 
 DRONE_URI_PREFIX = "urn:build-swarm:drone:"
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -126,8 +127,4 @@ def presented_chain(host: str, port: int, timeout: float = 10.0) -> list[x509.Ce
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret atomically, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o600)

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarm.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +187,9 @@ def read_keys(path: Path) -> list[StoredKey]:
 
 def write_keys(path: Path, keys: list[StoredKey]) -> None:
     """Replace the keys file atomically (mode 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("# Build Swarm admin keys: NAME:sha256$DIGEST (written by the controller)\n")
-        fh.writelines(f"{k.name}:{k.hash}\n" for k in keys)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    lines = ["# Build Swarm admin keys: NAME:sha256$DIGEST (written by the controller)\n"]
+    lines += [f"{k.name}:{k.hash}\n" for k in keys]
+    write_atomic(path, "".join(lines).encode(), 0o600)
 
 
 def read_key_file(path: Path) -> str | None:
