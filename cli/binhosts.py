@@ -106,7 +106,7 @@ def binhost_set(client: Client, ns: argparse.Namespace) -> Any:
     body = _current(client, ns.name)
     given = {
         "kind": ns.kind,
-        "url": ns.url,
+        "url": ns.public_url,
         "destination": ns.dest,
         "priority": ns.priority,
         "networks": [] if ns.no_network else ns.network,
@@ -170,7 +170,13 @@ def add_parser(sub: Any, json_option: Any) -> None:
     p.add_argument("name", type=name)
     p.add_argument("--kind", choices=("local", "rsync"), help="rsync for a mirror (local: only controller)")
     p.add_argument("--dest", metavar="[USER@]HOST[:PORT]:/PATH", help="where rsync over SSH pushes releases")
-    p.add_argument("--url", help="the public base URL clients fetch the mirror's files from")
+    # Its own dest: swarm-cli's --url (the admin API's) shares the namespace.
+    p.add_argument(
+        "--url",
+        dest="public_url",
+        metavar="URL",
+        help="the public base URL clients fetch the mirror's files from",
+    )
     p.add_argument(
         "--network",
         action="append",
