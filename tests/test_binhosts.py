@@ -129,7 +129,7 @@ def test_hostile_and_malformed_values_are_refused_with_the_reason(
     assert reason in refused("lan", fields)
 
 
-@pytest.mark.parametrize("name", ["", "Lan", "1lan", "lan_2", "a" * 33, "lan\n", "../x", "-x"])
+@pytest.mark.parametrize("name", ["", "Lan", "1lan", "lan_2", "a" * 33, "lan\n", "../x", "-x", "sync"])
 def test_bad_names_are_refused(name: str) -> None:
     assert "binhost name" in refused(name, MIRROR)
 
