@@ -222,6 +222,8 @@ def check_url(text: str) -> str:
         raise InvalidArgument("url must not contain spaces or control characters")
     if len(text) > URL_MAX:
         raise InvalidArgument(f"url is longer than {URL_MAX} characters")
+    if not text.isascii():
+        raise InvalidArgument("url must be ASCII: a host name in its xn-- form, other characters %-encoded")
     try:
         parts = urlsplit(text)
         port = parts.port

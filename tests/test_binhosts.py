@@ -92,6 +92,7 @@ def test_the_local_target_takes_only_url_networks_and_priority() -> None:
         (mirror(url="http://m.lan/x#top"), "fragment"),
         (mirror(url="http://m.lan/x\n[evil]\nsync-uri = http://evil"), "control characters"),
         (mirror(url="http://m.lan/a b"), "spaces"),
+        (mirror(url="http://m.lan/a\u2028[evil]"), "ASCII"),
         (mirror(url="http://m.lan:99999/"), "Port out of range"),
         (mirror(url="http://m.lan/../etc"), "'..'"),
         (mirror(destination="-oProxyCommand=sh -c id:/srv/x"), "spaces"),
