@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.controller import releasefiles
-from swarm.controller.binhosts import PATH_RE
+from swarm.controller.binhosts import Destination
 from swarm.controller.errors import InvalidArgument
 from swarm.controller.oob import SSH_FAILED, CommandResult, SshSettings, SshTarget, run, ssh_argv
 from swarm.controller.releases import Manifest
@@ -72,35 +72,9 @@ class PushError(Exception):
     """A push failed; the message says at which step and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """Where a mirror's files go: an SSH target and an absolute path there."""
-
-    target: SshTarget
-    path: str
-
-    def __post_init__(self) -> None:
-        if not PATH_RE.match(self.path) or "/../" in f"{self.path}/" or "/./" in f"{self.path}/":
-            raise InvalidArgument(
-                f"mirror path {self.path[:200]!r}: must be absolute, of letters, digits and ._+- only"
-            )
-
-    @classmethod
-    def parse(cls, text: str) -> Destination:
-        """``[user@]host[:port]:/absolute/path`` (an IPv6 host in brackets)."""
-        spec, colon, path = text.strip().rpartition(":")
-        if not colon or not spec or not path.startswith("/"):
-            raise InvalidArgument(
-                f"rsync destination {text[:200]!r}: write [user@]host[:port]:/absolute/path"
-            )
-        return cls(SshTarget.parse(spec), path.rstrip("/") or "/")
-
-    @property
-    def releases(self) -> str:
-        return f"{self.path.rstrip('/')}/{releasefiles.RELEASES}"
-
-    def __str__(self) -> str:
-        return f"{self.target}:{self.path}"
+def releases_path(dest: Destination) -> str:
+    """The mirror's ``releases/`` directory."""
+    return f"{dest.path.rstrip('/')}/{releasefiles.RELEASES}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +158,13 @@ def rsync_argv(
         "--no-inc-recursive",
         f"--timeout={IO_TIMEOUT}",
         "--rsh",
-        rsh(dest.target, settings),
+        rsh(dest.ssh, settings),
     ]
     # Relative to the directory written into: its siblings.
     argv += [f"--link-dest=../{name}" for name in link_dests]
     if checksum:
         argv.append("--checksum")
-    return [*argv, "--", f"{source}/", f"{_rsync_host(dest.target)}:{dest.releases}/{into}/"]
+    return [*argv, "--", f"{source}/", f"{_rsync_host(dest.ssh)}:{releases_path(dest)}/{into}/"]
 
 
 def _check_entry(name: str) -> None:
@@ -200,7 +174,7 @@ def _check_entry(name: str) -> None:
 
 def state_command(dest: Destination) -> str:
     """Make ``releases/`` and print ``current``'s target and what ``releases/`` holds."""
-    root, releases = shlex.quote(dest.path), shlex.quote(dest.releases)
+    root, releases = shlex.quote(dest.path), shlex.quote(releases_path(dest))
     return (
         f"mkdir -p -- {releases} && cd -- {root} && printf '%s\\n' {STATE_MARK} && "
         f"printf 'current=%s\\n' \"$(readlink current)\" && ls -1A -- {releases}"
@@ -210,7 +184,7 @@ def state_command(dest: Destination) -> str:
 def verify_command(dest: Destination, directory: str) -> str:
     """sha256sum -c of the lines on stdin, in ``releases/<directory>``; only failures are printed."""
     _check_entry(directory)
-    return f"cd -- {shlex.quote(f'{dest.releases}/{directory}')} && sha256sum --quiet --strict -c -"
+    return f"cd -- {shlex.quote(f'{releases_path(dest)}/{directory}')} && sha256sum --quiet --strict -c -"
 
 
 def finish_command(dest: Destination, version: str, *, partial: bool) -> str:
@@ -230,7 +204,7 @@ def remove_command(dest: Destination, names: Sequence[str]) -> str:
     for name in names:
         _check_entry(name)
     quoted = " ".join(shlex.quote(name) for name in names)
-    return f"cd -- {shlex.quote(dest.releases)} && rm -rf -- {quoted}"
+    return f"cd -- {shlex.quote(releases_path(dest))} && rm -rf -- {quoted}"
 
 
 def check_list(manifest: Manifest, extra: dict[str, str]) -> bytes:
@@ -330,7 +304,7 @@ class Pusher:
 
     async def _remote(self, step: str, command: str, timeout: float, stdin: bytes | None = None) -> str:
         result = await run(
-            ssh_argv(self.dest.target, self.settings, command), timeout, stdin=stdin, output_limit=65536
+            ssh_argv(self.dest.ssh, self.settings, command), timeout, stdin=stdin, output_limit=65536
         )
         if not result.ok:
             raise _failed(step, result)
@@ -358,7 +332,7 @@ class Pusher:
     async def _verify(self, directory: str, checks: bytes) -> str:
         """ "" when every checksum matches, else what sha256sum said."""
         result = await run(
-            ssh_argv(self.dest.target, self.settings, verify_command(self.dest, directory)),
+            ssh_argv(self.dest.ssh, self.settings, verify_command(self.dest, directory)),
             VERIFY_TIMEOUT,
             stdin=checks,
         )

@@ -79,9 +79,9 @@ class Mirror:
         if self._http is not None:
             return
         self.http_port = self.http_port or free_port()
+        argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.root)]
         self._http = subprocess.Popen(
-            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.root)]
-            + [str(self.http_port)],
+            [*argv, str(self.http_port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
