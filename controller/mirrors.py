@@ -365,8 +365,8 @@ class Mirrors:
             async with self._bound:
                 ok = await self._push(mirror)
             if ok:
-                await self._check(mirror)
                 await self._save()
+                await self._check(mirror)
 
     async def _push(self, mirror: _Mirror) -> bool:
         name = mirror.target.name
