@@ -404,11 +404,11 @@ class Mirrors:
                 attempt=mirror.attempt,
                 retry_within=retry,
             )
+            self._settle(mirror)
             return False
         finally:
             mirror.pushing = False
             mirror.progress = None
-            self._settle(mirror)
         seconds = self._clock.monotonic() - began
         mirror.attempt = 0
         mirror.push_error = ""
