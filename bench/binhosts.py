@@ -113,7 +113,9 @@ def wait_served(ctl: Controller, group: list[Mirror], version: str, started: flo
         if ctl.proc is None or ctl.proc.poll() is not None:
             raise BenchError("the controller exited")
         if time.monotonic() > deadline:
-            raise BenchError(f"{', '.join(m.name for m in waiting)} did not serve {version} in {SERVE_TIMEOUT:g}s")
+            raise BenchError(
+                f"{', '.join(m.name for m in waiting)} did not serve {version} in {SERVE_TIMEOUT:g}s"
+            )
         waiting = [m for m in waiting if not serves(m, version)]
         if waiting:
             time.sleep(0.05)
@@ -133,7 +135,9 @@ def synced(api: Api, group: list[Mirror], version: str) -> dict[str, dict[str, A
         if len(found) == len(group):
             return found
         if time.monotonic() > deadline:
-            raise BenchError(f"no binhost_synced event of {version} for {sorted({m.name for m in group} - set(found))}")
+            raise BenchError(
+                f"no binhost_synced event of {version} for {sorted({m.name for m in group} - set(found))}"
+            )
         time.sleep(0.1)
 
 
@@ -147,7 +151,9 @@ def push_figures(served_s: float, events: dict[str, dict[str, Any]]) -> dict[str
     }
 
 
-def bench_round(api: Api, ctl: Controller, work: Path, ssh: Path, count: int, first: str, second: str) -> dict[str, Any]:
+def bench_round(
+    api: Api, ctl: Controller, work: Path, ssh: Path, count: int, first: str, second: str
+) -> dict[str, Any]:
     if call(api, "GET", "/admin/api/releases")["current"] != first:
         call(api, "POST", f"/admin/api/releases/{first}/promote")
     with mirrors(work / f"mirrors-{count}", count) as started:
@@ -158,7 +164,12 @@ def bench_round(api: Api, ctl: Controller, work: Path, ssh: Path, count: int, fi
         say(f"{count} mirror(s): adding them while {first} is current")
         t0 = time.monotonic()
         for mirror in group:
-            body = {"kind": "rsync", "url": mirror.url, "destination": mirror.destination, "networks": ["lan"]}
+            body = {
+                "kind": "rsync",
+                "url": mirror.url,
+                "destination": mirror.destination,
+                "networks": ["lan"],
+            }
             call(api, "PUT", f"/admin/api/binhosts/{mirror.name}", body)
         first_push = push_figures(wait_served(ctl, group, first, t0), synced(api, group, first))
         say(f"{count} mirror(s): promoting {second}")
@@ -207,7 +218,7 @@ def run(opts: Options) -> dict[str, Any]:
             say(f"rebuilding {changed} packages, cutting release 2")
             make_gpkgs(ctl_prefix, changed, "2")
             second = call(api, "POST", "/admin/api/releases", {"notes": "bench 2"})
-            figures["release_bytes"] = first["total_size"] if "total_size" in first else None
+            figures["release_bytes"] = first.get("total_size")
             for count in opts.mirrors:
                 figures["rounds"][str(count)] = bench_round(
                     api, ctl, work, ssh, count, first["version"], second["version"]
@@ -263,10 +274,14 @@ def serving(args: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mirrors", type=_counts, default=(1, 2, 4), help="mirror counts (default 1,2,4)")
     parser.add_argument("--packages", type=int, default=1000, help="packages in a release (default 1000)")
-    parser.add_argument("--changed", type=float, default=5.0, help="per cent rebuilt for release 2 (default 5)")
+    parser.add_argument(
+        "--changed", type=float, default=5.0, help="per cent rebuilt for release 2 (default 5)"
+    )
     parser.add_argument("--no-serving", action="store_true", help="skip bench/binhosts_serving.py")
     parser.add_argument("--serving", default="", help="arguments for bench/binhosts_serving.py, one string")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures here")

@@ -363,7 +363,13 @@ class Mirrors:
             if self._releases.current() is None:
                 continue
             async with self._bound:
-                ok = await self._push(mirror)
+                try:
+                    ok = await self._push(mirror)
+                except Exception:  # a bug: the worker goes on, retrying as after a failure
+                    log.exception("push to %s failed unexpectedly", mirror.target.name)
+                    mirror.pushing, mirror.progress = False, None
+                    mirror.attempt += 1
+                    continue
             if ok:
                 await self._save()
                 await self._check(mirror)
