@@ -85,6 +85,8 @@ SAMPLE_MAX_BYTES = 64 << 20
 HTTP_TIMEOUT = 30.0
 MANIFEST_MAX_BYTES = 64 << 20
 CHUNK = 1 << 16
+# Within the controller's services stop stage (app.STOP_SERVICES).
+STOP_TIMEOUT = 2.0
 
 
 @dataclass
@@ -173,7 +175,7 @@ class Mirrors:
             unsubscribe()
         self._unsubscribe = []
         # Running pushes are cancelled: oob.run kills rsync's and ssh's process groups.
-        await self._tasks.close()
+        await self._tasks.close(STOP_TIMEOUT)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -465,7 +467,8 @@ class Mirrors:
             for mirror in mirrors:
                 if current is not None and mirror.release != current and mirror.attempt == 0:
                     mirror.wake.set()
-            await self._save()
+            if mirrors:
+                await self._save()
             await self._clock.wait(self._check_now, self._check_interval)
             self._check_now.clear()
 

@@ -129,6 +129,7 @@ SLOWEST_FIRST = (
     "test_proof_of_life",
     "test_console_releases",
     "test_build_crashes",
+    "test_mirrors",
     "test_public_page",
     "test_probe_reads",
     "test_uploads",
