@@ -76,7 +76,10 @@ def binhost_show(client: Client, ns: argparse.Namespace) -> Any:
         print(f"priority    {b['priority']}")
         print(f"status      {b['status']}" + (f": {b['error']}" if b["error"] else ""))
         print(f"holds       {_held(b)}" + (f" (of {', '.join(b['releases'])})" if b["releases"] else ""))
-        print(f"synced      {_when(b['synced_at'])}: {b['files_sent']} files, {_size(b['bytes_sent'])}")
+        if b["synced_at"]:
+            print(f"synced      {_when(b['synced_at'])}: {b['files_sent']} files, {_size(b['bytes_sent'])}")
+        else:
+            print("synced      never")
         print(f"checked     {_when(b['checked_at'])}")
         progress = b["progress"]
         if progress:
@@ -106,7 +109,7 @@ def binhost_set(client: Client, ns: argparse.Namespace) -> Any:
     body = _current(client, ns.name)
     given = {
         "kind": ns.kind,
-        "url": ns.url,
+        "url": ns.public_url,
         "destination": ns.dest,
         "priority": ns.priority,
         "networks": [] if ns.no_network else ns.network,
@@ -120,8 +123,6 @@ def binhost_set(client: Client, ns: argparse.Namespace) -> Any:
             f"set {reply['name']} ({reply['kind']}): {reply['url']}, serves {networks}, "
             f"priority {reply['priority']}"
         )
-        if reply["kind"] == "rsync" and reply["enabled"]:
-            print("the current release is pushed to it (swarm-cli binhost show to follow)")
     return reply
 
 
@@ -170,7 +171,13 @@ def add_parser(sub: Any, json_option: Any) -> None:
     p.add_argument("name", type=name)
     p.add_argument("--kind", choices=("local", "rsync"), help="rsync for a mirror (local: only controller)")
     p.add_argument("--dest", metavar="[USER@]HOST[:PORT]:/PATH", help="where rsync over SSH pushes releases")
-    p.add_argument("--url", help="the public base URL clients fetch the mirror's files from")
+    # Its own dest: swarm-cli's --url (the admin API's) shares the namespace.
+    p.add_argument(
+        "--url",
+        dest="public_url",
+        metavar="URL",
+        help="the public base URL clients fetch the mirror's files from",
+    )
     p.add_argument(
         "--network",
         action="append",
