@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
 import pytest
 
 from swarm.controller.binhosts import BinhostTarget, BinhostTargets, Destination
@@ -315,3 +316,39 @@ def test_a_failed_push_is_retried_with_backoff_and_a_sync_does_not_wait(tmp_path
             await mirrors.stop()
 
     asyncio.run(scenario())
+
+
+def test_stop_kills_a_push_under_way(tmp_path: Path) -> None:
+    pid_file = tmp_path / "ssh.pid"
+    stuck_ssh = tmp_path / "stuck-ssh"
+    # An ssh that connects to nothing and never returns: the push hangs at its first step.
+    stuck_ssh.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    stuck_ssh.chmod(0o755)
+    events = Events()
+
+    async def scenario() -> int:
+        mirrors = Mirrors(
+            cast(BinhostTargets, OneMirror(free_port())),
+            cast(Releases, OneRelease(tmp_path)),
+            cast(EventLog, events),
+            SshSettings(ssh=str(stuck_ssh)),
+            check_interval=3600,
+        )
+        await mirrors.start()
+        try:
+            await mirrors.sync("mirror-a", by="admin:test")
+            for _ in range(1000):
+                if pid_file.exists() and pid_file.read_text().strip():
+                    break
+                await asyncio.sleep(0.01)
+            state = mirrors.states()["mirror-a"]
+            assert state.status == "syncing" and state.progress is not None
+            assert state.progress.release == V2
+            assert psutil.pid_exists(int(pid_file.read_text()))
+        finally:
+            await mirrors.stop()
+        return int(pid_file.read_text())
+
+    pid = asyncio.run(scenario())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert events.of("binhost_sync_started") and not events.of("binhost_synced")
