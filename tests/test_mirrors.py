@@ -44,6 +44,7 @@ class Bench:
     fleet: Fleet
     mirrors: Mirrors
     versions: list[str] = field(default_factory=list)
+    first_size: int = 0  # bytes of the first release's packages
 
     @property
     def a(self) -> Mirror:
@@ -76,6 +77,10 @@ class Bench:
         found = [e for e in events if e["data"]["name"] == mirror.name and e["data"]["release"] == version]
         assert len(found) == 1, found
         return found[0]
+
+    def failures(self, mirror: Mirror) -> list[dict[str, Any]]:
+        """Failed pushes to ``mirror`` (a loaded machine can make an ssh time out)."""
+        return [e for e in self.fleet.events("binhost_sync_failed") if e["data"]["name"] == mirror.name]
 
     def binrepos(self, network: str) -> str:
         status, text = http(
@@ -133,6 +138,7 @@ def test_a_promote_reaches_both_mirrors_verified_and_served(bench: Bench) -> Non
     expected = files_of(release_dir)
     manifest = json.loads((release_dir / "manifest.json").read_bytes())
     assert len(manifest["packages"]) == len(PACKAGES)
+    bench.first_size = manifest["total_size"]
     for mirror in bench.mirrors:
         state = bench.wait_serving(mirror, version)
         assert state["releases"] == [version] and state["synced_at"] and state["checked_at"]
@@ -146,8 +152,11 @@ def test_a_promote_reaches_both_mirrors_verified_and_served(bench: Bench) -> Non
         package = manifest["packages"][3]
         assert hashlib.sha256(mirror.get(f"current/{package['path']}")).hexdigest() == package["sha256"]
         synced = bench.synced(mirror, version)["data"]
-        assert synced["bytes"] >= manifest["total_size"] and synced["files"] >= len(PACKAGES)
-        assert state["bytes_sent"] == synced["bytes"]
+        assert state["bytes_sent"] == synced["bytes"] and state["files_sent"] == synced["files"]
+        if not bench.failures(mirror):
+            # Everything travelled (a push retried after a failure sends only what the
+            # failed attempt left undone in the partial directory).
+            assert synced["bytes"] >= manifest["total_size"] and synced["files"] >= len(PACKAGES)
     # Both are usable: each network's mirror first, the other and the controller after.
     lan, tailscale = bench.binrepos("lan"), bench.binrepos("tailscale")
     a, b = bench.a.sync_uri, bench.b.sync_uri
@@ -189,8 +198,11 @@ def test_the_next_release_moves_only_what_changed_and_current_is_never_missing(b
     for mirror in bench.mirrors:
         before = bench.synced(mirror, first)["data"]
         after = bench.synced(mirror, version)["data"]
-        # One package of 24 changed: it alone travels (plus the index, manifest and file list).
-        assert after["bytes"] < before["bytes"] / 5, (before, after)
+        # One package of 24 changed: it alone travels (plus the index, manifest and file
+        # list), far less than the first release's packages, which all travelled then.
+        assert after["bytes"] < bench.first_size / 5, (before, after, bench.first_size)
+        if not bench.failures(mirror):
+            assert after["bytes"] < before["bytes"] / 5, (before, after)
         assert after["files"] <= 5, after
         # Unchanged packages are hard links to the first release's files on the mirror.
         unchanged = next(mirror.root.glob(f"releases/{version}/swarm-test/bench0005/*.gpkg.tar"))
@@ -214,7 +226,7 @@ def test_a_mirror_whose_sshd_is_down_goes_stale_and_catches_up(bench: Bench) -> 
 
         state = wait_for(stale, SYNC_TIMEOUT, "mirror-b stale", 0.2)
         assert state["release"] == before and bench.b.current() == before
-        failed = [e for e in bench.fleet.events("binhost_sync_failed") if e["data"]["name"] == bench.b.name]
+        failed = bench.failures(bench.b)
         assert failed and failed[-1]["data"]["release"] == version
         # Out of every binrepos.conf answer, also its own network's, until it catches up.
         tailscale = bench.binrepos("tailscale")
