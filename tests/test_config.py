@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,19 @@ def test_controller_config_derives_paths() -> None:
     assert config.admin_key_path == Path("/srv/swarm/admin.key")
     with pytest.raises(ValueError, match="db must be"):
         ControllerConfig(db="mysql://x")
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"mirror_parallel": 0}, "mirror_parallel must be between 1 and 64"),
+        ({"mirror_parallel": 65}, "mirror_parallel must be between 1 and 64"),
+        ({"mirror_check_interval": 1.0}, "mirror_check_interval must be between 5 and 86400"),
+    ],
+)
+def test_mirror_options_out_of_range_are_refused(options: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        ControllerConfig(**options)
 
 
 @pytest.mark.parametrize("module", ["swarm.agent.main", "swarm.controller.main"])
