@@ -41,6 +41,7 @@ FAST_MODULES = frozenset(
         "test_config",
         "test_core_boundary",
         "test_detection",
+        "test_drone_binhosts",
         "test_dronetype",
         "test_events",
         "test_faults",
