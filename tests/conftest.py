@@ -35,6 +35,8 @@ FAST_MODULES = frozenset(
         "test_admin_auth",
         "test_admin_limits",
         "test_binhost_cache",
+        "test_binhost_api",
+        "test_binhosts",
         "test_build_timers",
         "test_channels",
         "test_clock",

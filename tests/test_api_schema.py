@@ -210,6 +210,27 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
         "promote",
     ]
 
+    # Binhost targets: the local one serves the current release; a mirror added,
+    # shown, pushed to and deleted. Its destination is a closed port: whether
+    # the mirror service (when it runs) starts a push or refuses, the answer
+    # has its documented shape.
+    binhosts = "/admin/api/binhosts"
+    listed_hosts = check.call("GET", binhosts, 200)
+    assert listed_hosts["current"] == first
+    assert listed_hosts["binhosts"][0]["name"] == "controller"
+    assert listed_hosts["binhosts"][0]["release"] == first
+    mirror = f"{binhosts}/nearby"
+    body = {"url": "http://127.0.0.1:1/m", "destination": "127.0.0.1:1:/srv/m", "networks": ["lan"]}
+    check.call("PUT", f"{binhosts}/{{name}}", 200, path=mirror, body=body)
+    check.call("PUT", f"{binhosts}/{{name}}", 400, path=mirror, body={**body, "destination": "x:/a/../b"})
+    assert check.call("GET", f"{binhosts}/{{name}}", 200, path=mirror)["destination"] == "127.0.0.1:1:/srv/m"
+    check.call("POST", f"{binhosts}/{{name}}/sync", (202, 409), path=mirror + "/sync")
+    check.call("POST", f"{binhosts}/sync", (202, 409))
+    conf = check.call("GET", "/admin/api/binrepos.conf", 200, query={"network": "lan"})
+    assert "[swarm-controller]" in conf and "verify-signature = true" in conf
+    check.call("DELETE", f"{binhosts}/{{name}}", 200, path=mirror)
+    check.call("DELETE", f"{binhosts}/{{name}}", 409, path=f"{binhosts}/controller")
+
     # A build session with jobs; its builds once a drone took one.
     queued = check.call("POST", "/admin/api/queue", 201, body={"atoms": [ATOM], "session": "schema"})
     job_id = queued["jobs"][0]["id"]
@@ -303,5 +324,17 @@ def test_every_public_operation_answers_per_its_schema(fleet: tuple[Controller, 
     check.call(
         "GET", "/api/v1/releases/{a}/diff/{b}", 404, path=f"/api/v1/releases/{current}/diff/v1999.01.01"
     )
+    # Binhosts: the controller's own serves the current release; the
+    # binrepos.conf answer points at it, and what it points at is served.
+    hosts = check.call("GET", "/api/v1/binhosts", 200)
+    local = hosts["binhosts"][0]
+    assert (local["name"], local["release"], hosts["current"]) == ("controller", current, current)
+    conf = check.call("GET", "/api/v1/binrepos.conf", 200, query={"drone": SHELL})
+    assert "[swarm-controller]" in conf and f"sync-uri = {local['url']}/current/" in conf
+    assert requests.get(f"{local['url']}/current/Packages", timeout=30).status_code == 200
+    pinned = check.call("GET", "/api/v1/binrepos.conf", 200, query={"release": current, "network": "lan"})
+    assert f"[swarm-{current}-controller]" in pinned and f"/releases/{current}/" in pinned
+    assert requests.get(f"{local['url']}/releases/{current}/Packages", timeout=30).status_code == 200
+    check.call("GET", "/api/v1/binrepos.conf", 404, query={"release": "v1999.01.01"})
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"
