@@ -63,10 +63,9 @@ class Entry:
         return (match["name"] if match else None) or "controller"
 
     def render(self) -> str:
-        return (
-            f"[{self.section}]\nsync-uri = {self.sync_uri}\npriority = {self.priority}\n"
-            "verify-signature = true\n"
-        )
+        # Portage's parser interpolates %(...)s: a % of a URL is written doubled.
+        uri = self.sync_uri.replace("%", "%%")
+        return f"[{self.section}]\nsync-uri = {uri}\npriority = {self.priority}\nverify-signature = true\n"
 
 
 def section_version(section: str) -> str | None:
@@ -94,11 +93,17 @@ def _http_url(value: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.netloc) and not any(c.isspace() for c in value)
 
 
+def _parser(text: str) -> configparser.ConfigParser:
+    """binrepos.conf read as Portage reads it (%% is %); configparser.Error if it cannot be."""
+    parser = configparser.ConfigParser(default_section="\x00")
+    parser.read_string(text)
+    return parser
+
+
 def parse_answer(text: str, version: str) -> list[tuple[str, str, int]]:
     """The answer's sections as (section, sync-uri, priority), in its order;
-    ValueError saying what is wrong with it."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="\x00")
-    parser.read_string(text)
+    ValueError or configparser.Error saying what is wrong with it."""
+    parser = _parser(text)
     found = []
     for section in parser.sections():
         match = SECTION_RE.match(section)
@@ -128,17 +133,16 @@ def entries(answer: Sequence[tuple[str, str, int]], version: str, controller_uri
 
 def read_entries(text: str) -> list[Entry]:
     """The entries of ours in binrepos.conf text (swarm-upgrade's own file or block)."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="\x00")
     try:
-        parser.read_string(text)
+        parser = _parser(text)
     except configparser.Error:
         return []
     found = []
     for section in parser.sections():
         if SECTION_RE.match(section):
             try:
-                priority = int(parser[section].get("priority", "0"))
-            except ValueError:
-                priority = 0
-            found.append(Entry(section, parser[section].get("sync-uri", ""), priority))
+                uri, priority = parser[section].get("sync-uri", ""), int(parser[section].get("priority", "0"))
+            except (configparser.Error, ValueError):
+                uri, priority = "", 0
+            found.append(Entry(section, uri, priority))
     return found

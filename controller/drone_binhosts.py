@@ -24,25 +24,22 @@ index of one release and the files of another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from swarm.controller.binhosts import BinhostTarget, MirrorState
 
 log = logging.getLogger(__name__)
 
 
-def binhost_url(target: BinhostTarget, local_url: str) -> str:
-    """A target's public base URL (the local one's "" is the controller's own binhost)."""
-    return (target.url or local_url).rstrip("/")
-
-
 def portage_binhost(
     staging_url: str,
     network: str,
     usable: Sequence[tuple[BinhostTarget, MirrorState]],
-    local_url: str,
+    url_of: Callable[[BinhostTarget], str],
 ) -> str:
-    """PORTAGE_BINHOST for a drone on ``network`` ("" for none: staging only)."""
+    """PORTAGE_BINHOST for a drone on ``network`` ("" for none: staging only).
+    ``url_of``: a target's public base URL (BinhostTargets.url_of: the local
+    target's "" is the controller's own binhost)."""
     near = sorted(
         (
             (target, state)
@@ -51,5 +48,5 @@ def portage_binhost(
         ),
         key=lambda item: (-item[0].priority, item[0].name),
     )
-    urls = [f"{binhost_url(target, local_url)}/releases/{state.release}/" for target, state in near]
+    urls = [f"{url_of(target).rstrip('/')}/releases/{state.release}/" for target, state in near]
     return " ".join([*urls, staging_url])

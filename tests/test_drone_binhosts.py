@@ -34,6 +34,13 @@ pytestmark = pytest.mark.timeout(60)
 
 STAGING = "http://ctl:8100/binhost/staging"
 LOCAL = "http://ctl:8100/binhost"
+
+
+def url_of(target: BinhostTarget) -> str:
+    """As BinhostTargets.url_of, the controller's public tier at LOCAL."""
+    return target.url or LOCAL
+
+
 V = "v2026.12.05"
 
 
@@ -79,13 +86,13 @@ def test_the_network_s_mirrors_come_first_by_priority_and_staging_last() -> None
         pair("ts-c", ("tailscale",), 9),
         pair("anywhere", ()),  # a fallback for nobody in particular: not a drone's
     ]
-    assert portage_binhost(STAGING, "tailscale", usable, LOCAL).split() == [
+    assert portage_binhost(STAGING, "tailscale", usable, url_of).split() == [
         f"http://ts-c:80/releases/{V}/",
         f"http://ts-a:80/releases/{V}/",
         f"http://ts-b:80/releases/{V}/",
         STAGING,
     ]
-    assert portage_binhost(STAGING, "lan", usable, LOCAL).split() == [
+    assert portage_binhost(STAGING, "lan", usable, url_of).split() == [
         f"http://lan-a:80/releases/{V}/",
         STAGING,
     ]
@@ -93,17 +100,18 @@ def test_the_network_s_mirrors_come_first_by_priority_and_staging_last() -> None
 
 def test_no_mirror_of_the_network_no_network_or_no_release_is_staging_alone() -> None:
     usable = [pair("lan-a", ("lan",))]
-    assert portage_binhost(STAGING, "wan", usable, LOCAL) == STAGING
-    assert portage_binhost(STAGING, "", usable, LOCAL) == STAGING
-    assert portage_binhost(STAGING, "lan", [], LOCAL) == STAGING
+    assert portage_binhost(STAGING, "wan", usable, url_of) == STAGING
+    assert portage_binhost(STAGING, "", usable, url_of) == STAGING
+    assert portage_binhost(STAGING, "lan", [], url_of) == STAGING
     assert (
-        portage_binhost(STAGING, "lan", [(target("lan-a", ("lan",)), state("lan-a", None))], LOCAL) == STAGING
+        portage_binhost(STAGING, "lan", [(target("lan-a", ("lan",)), state("lan-a", None))], url_of)
+        == STAGING
     )
 
 
 def test_the_controller_s_own_binhost_is_its_public_url_when_it_serves_the_network() -> None:
     usable = [(target("controller", ("lan",), 3), state("controller"))]
-    assert portage_binhost(STAGING, "lan", usable, LOCAL + "/") == f"{LOCAL}/releases/{V}/ {STAGING}"
+    assert portage_binhost(STAGING, "lan", usable, url_of) == f"{LOCAL}/releases/{V}/ {STAGING}"
 
 
 def test_a_drone_gets_the_release_on_its_network_s_mirror_in_its_start_build(tmp_path: Path) -> None:
@@ -126,7 +134,7 @@ async def a_drone_gets_the_release_on_its_network_s_mirror(tmp_path: Path) -> No
         await writer.flush()
         assert drone.network == "lan"
         mirrors = UsableMirrors([pair("lan-a", ("lan",)), pair("ts-a", ("tailscale",))])
-        queue.use_mirrors(mirrors, LOCAL)
+        queue.use_mirrors(mirrors, url_of)
         await queue.queue(["swarm-test/leaf-a-1"], name="one", by="test")
         deadline = time.monotonic() + 10
         while not any(m.HasField("start_build") for m in link.sent):
@@ -135,7 +143,7 @@ async def a_drone_gets_the_release_on_its_network_s_mirror(tmp_path: Path) -> No
         [start] = [m.start_build for m in link.sent if m.HasField("start_build")]
         assert start.binhost_url == f"http://lan-a:80/releases/{V}/ {StagedSet.url}"
 
-        queue.use_mirrors(None, LOCAL)
+        queue.use_mirrors(None, url_of)
         assert queue.binhost_for("lan") == StagedSet.url
     finally:
         await queue.stop()

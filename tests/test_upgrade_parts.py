@@ -26,7 +26,7 @@ from swarm.cli.upgrade_portage import parse_envvar_output
 from swarm.cli.upgrade_remote import parse_listing
 from swarm.cli.upgrade_snapshot import snapper_command
 from swarm.cli.upgrade_state import Config, State, load_config, save_config
-from swarm.controller import binhosts
+from swarm.controller import binhosts, binrepos
 from swarm.controller import releases as core
 
 FPR = "0C928E44325ADC17043129956C65270E8ACEF256"
@@ -265,6 +265,28 @@ def test_the_answer_orders_the_entries_above_stock_binhosts_and_each_verifies(tm
     # verify-signature = false in the answer does not survive: a mirror is not trusted.
     assert text.count("verify-signature = true\n") == 3 and "= false" not in text
     assert conf.entries() == chosen and conf.followed() == V
+
+
+def test_the_client_reads_the_answer_the_controller_renders(tmp_path: Path) -> None:
+    def pair(name: str, url: str, networks: tuple[str, ...], priority: int) -> tuple[Any, Any]:
+        target = binhosts.BinhostTarget(name, "rsync", url, "", networks, priority)
+        return target, binhosts.MirrorState(name, "healthy", V, (V,), 1.0, 1.0, "", 0, 0, None)
+
+    usable = [
+        pair("controller", "http://c:8100/binhost", (), 0),
+        pair("lan-mirror", "http://lan/", ("lan",), 500),
+        pair("ts-mirror", "http://ts/a%20b/", ("tailscale",), 1),
+    ]
+    text = binrepos.render(usable, network="tailscale", release=V, now=0.0)
+    chosen = entries(parse_answer(text, V), V, f"http://c:8100/binhost/releases/{V}/")
+    assert [(e.binhost, e.sync_uri) for e in chosen] == [
+        ("ts-mirror", f"http://ts/a%20b/releases/{V}/"),  # Portage's %% is one %
+        ("lan-mirror", f"http://lan/releases/{V}/"),
+        ("controller", f"http://c:8100/binhost/releases/{V}/"),  # named: not added again
+    ]
+    conf = BinreposConf(tmp_path)
+    conf.point_at(V, chosen)
+    assert "sync-uri = http://ts/a%%20b/" in conf.target.read_text() and conf.entries() == chosen
 
 
 def test_without_the_controller_in_the_answer_it_is_the_last_fallback() -> None:
