@@ -121,6 +121,7 @@ SLOWEST_FIRST = (
     "test_session_faults",
     "test_build_faults",
     "test_releases",
+    "test_binhost_client",
     "test_console_fleet",
     "test_healing",
     "test_build_grounding",
