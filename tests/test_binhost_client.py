@@ -28,7 +28,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import prefix as pfx
 import pytest
@@ -76,8 +75,13 @@ class Network:
         return {m.name: self.served(m, cpv)[before[m.name] :] for m in (self.lan, self.tailscale)}
 
 
-def mirror_states(fleet: Fleet) -> dict[str, dict[str, Any]]:
-    return {b["name"]: b for b in admin(fleet, "GET", "/admin/api/binhosts")["binhosts"]}
+def serving(fleet: Fleet, version: str) -> set[str]:
+    """The mirrors healthy with ``version``, as the admin API has them."""
+    return {
+        b["name"]
+        for b in admin(fleet, "GET", "/admin/api/binhosts")["binhosts"]
+        if b["kind"] == "rsync" and (b["status"], b["release"]) == ("healthy", version)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +117,12 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
                 fleet.stage_packages(SCRIPT, DATA)
                 version = admin(fleet, "POST", "/admin/api/releases", {"notes": "by network"})["version"]
                 admin(fleet, "POST", f"/admin/api/releases/{version}/promote")
-                for mirror in started:
-                    wait_for(
-                        lambda m=mirror: (
-                            mirror_states(fleet)[m.name]["status"] == "healthy"
-                            and mirror_states(fleet)[m.name]["release"] == version
-                        ),
-                        SYNC_TIMEOUT,
-                        f"{mirror.name} healthy with {version}",
-                        0.2,
-                    )
+                wait_for(
+                    lambda: serving(fleet, version) == {lan.name, tailscale.name},
+                    SYNC_TIMEOUT,
+                    f"both mirrors healthy with {version}",
+                    0.2,
+                )
                 manifest = json.loads(lan.get(f"releases/{version}/manifest.json"))
                 paths = {p["cpv"]: p["path"] for p in manifest["packages"]}
                 status, key = http("GET", f"{fleet.controller.public_url}/releases/key.asc")
