@@ -76,7 +76,10 @@ def binhost_show(client: Client, ns: argparse.Namespace) -> Any:
         print(f"priority    {b['priority']}")
         print(f"status      {b['status']}" + (f": {b['error']}" if b["error"] else ""))
         print(f"holds       {_held(b)}" + (f" (of {', '.join(b['releases'])})" if b["releases"] else ""))
-        print(f"synced      {_when(b['synced_at'])}: {b['files_sent']} files, {_size(b['bytes_sent'])}")
+        if b["synced_at"]:
+            print(f"synced      {_when(b['synced_at'])}: {b['files_sent']} files, {_size(b['bytes_sent'])}")
+        else:
+            print("synced      never")
         print(f"checked     {_when(b['checked_at'])}")
         progress = b["progress"]
         if progress:
@@ -120,8 +123,6 @@ def binhost_set(client: Client, ns: argparse.Namespace) -> Any:
             f"set {reply['name']} ({reply['kind']}): {reply['url']}, serves {networks}, "
             f"priority {reply['priority']}"
         )
-        if reply["kind"] == "rsync" and reply["enabled"]:
-            print("the current release is pushed to it (swarm-cli binhost show to follow)")
     return reply
 
 

@@ -258,8 +258,10 @@ class Controller:
                 config.admin_bind,
                 metrics_port,
             )
-        host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
-        base = (config.public_url or f"http://{host}:{public_port}").rstrip("/")
+        base = config.public_url.rstrip("/")
+        if not base:
+            host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
+            base = f"http://{host}:{public_port}"
         if self.binhosts is not None:
             self.binhosts.local_url = base + binhosts.LOCAL_PATH
         if self.staging is not None:

@@ -153,6 +153,8 @@ class MirrorsAPI(Protocol):
 # -- validation --------------------------------------------------------------------------
 
 FIELDS = ("kind", "url", "destination", "networks", "priority", "enabled")
+# POST /admin/api/binhosts/sync pushes to every mirror: no target takes that name.
+RESERVED = frozenset({"sync"})
 NETWORKS_MAX = 32
 URL_MAX = 512
 DESTINATION_MAX = 400
@@ -220,6 +222,8 @@ def check_url(text: str) -> str:
         raise InvalidArgument("url must not contain spaces or control characters")
     if len(text) > URL_MAX:
         raise InvalidArgument(f"url is longer than {URL_MAX} characters")
+    if not text.isascii():
+        raise InvalidArgument("url must be ASCII: a host name in its xn-- form, other characters %-encoded")
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -276,6 +280,10 @@ def validate(name: str, fields: Mapping[str, Any], *, by: str, now: float) -> Bi
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise InvalidArgument(f"unknown field(s) {', '.join(unknown)[:100]}: use {', '.join(FIELDS)}")
+    if name in RESERVED:
+        raise InvalidArgument(
+            f"binhost name {shown(name)} is reserved: POST /admin/api/binhosts/{name} is taken"
+        )
     local = name == LOCAL_NAME
     kind = _text(fields, "kind") or ("local" if local else "rsync")
     if kind not in KINDS:
@@ -483,7 +491,9 @@ class BinhostTargets:
     # -- listeners -------------------------------------------------------------------
 
     def subscribe(self, callback: Listener) -> Callable[[], None]:
-        """Calls ``callback(name)`` after every change; returns the unsubscribe."""
+        """Calls ``callback(name)`` after every change (on the event loop, so it
+        must not block); returns the unsubscribe. The target as it is now is
+        ``get(name)``, which raises NotFound once it was deleted."""
         self._listeners.append(callback)
 
         def unsubscribe() -> None:

@@ -136,7 +136,7 @@ def test_the_local_target_stays_and_sync_needs_the_mirror_service(api: InProcess
     status, reply = admin(api, "DELETE", "/admin/api/binhosts/controller")
     assert status == 409 and "cannot be deleted" in reply["error"]["message"]
     status, reply = admin(api, "POST", "/admin/api/binhosts/sync")
-    assert status == 409 and "mirrors are off" in reply["error"]["message"]
+    assert status == 409 and "releases are off" in reply["error"]["message"]
     assert admin(api, "POST", "/admin/api/binhosts/tail/sync")[0] == 409
     assert admin(api, "POST", "/admin/api/binhosts/nobody/sync")[0] == 404
 
@@ -242,7 +242,7 @@ def test_cli_errors_are_one_line_with_the_exit_code(
     code, _, err = cli(api, capsys, "binhost", "conf", "--network", "lan")
     assert code == 1 and "no release is current" in err
     code, _, err = cli(api, capsys, "binhost", "sync")
-    assert code == 1 and "mirrors are off" in err
+    assert code == 1 and "releases are off" in err
     code, _, err = cli(api, capsys, "binhost", "show", "Bad_Name")
     assert code == 2 and "not a binhost name" in err
     code, _, err = cli(api, capsys, "binhost", "conf", "--network", "lan", "--drone", "x")

@@ -92,6 +92,7 @@ def test_the_local_target_takes_only_url_networks_and_priority() -> None:
         (mirror(url="http://m.lan/x#top"), "fragment"),
         (mirror(url="http://m.lan/x\n[evil]\nsync-uri = http://evil"), "control characters"),
         (mirror(url="http://m.lan/a b"), "spaces"),
+        (mirror(url="http://m.lan/a\u2028[evil]"), "ASCII"),
         (mirror(url="http://m.lan:99999/"), "Port out of range"),
         (mirror(url="http://m.lan/../etc"), "'..'"),
         (mirror(destination="-oProxyCommand=sh -c id:/srv/x"), "spaces"),
@@ -129,7 +130,7 @@ def test_hostile_and_malformed_values_are_refused_with_the_reason(
     assert reason in refused("lan", fields)
 
 
-@pytest.mark.parametrize("name", ["", "Lan", "1lan", "lan_2", "a" * 33, "lan\n", "../x", "-x"])
+@pytest.mark.parametrize("name", ["", "Lan", "1lan", "lan_2", "a" * 33, "lan\n", "../x", "-x", "sync"])
 def test_bad_names_are_refused(name: str) -> None:
     assert "binhost name" in refused(name, MIRROR)
 

@@ -77,9 +77,13 @@ def test_nodes_lists_every_drone_with_live_fields(fleet: Controller) -> None:
 
 
 def test_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import public, releases
+    from swarm.controller.web import binhosts, public, releases
 
-    served = {route.path for route in [*public.routes, *releases.public_routes] if hasattr(route, "path")}
+    served = {
+        route.path
+        for route in [*public.routes, *releases.public_routes, *binhosts.public_routes]
+        if hasattr(route, "path")
+    }
     doc = fleet.get("/api/v1/openapi.json")
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == served
@@ -99,7 +103,18 @@ def test_the_protocol_log_shows_the_agents_traffic(fleet: Controller) -> None:
 
 
 def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import admin, auth, dispatch, healing, logs, metrics, releases, shells, streams
+    from swarm.controller.web import (
+        admin,
+        auth,
+        binhosts,
+        dispatch,
+        healing,
+        logs,
+        metrics,
+        releases,
+        shells,
+        streams,
+    )
 
     served: dict[str, set[str]] = {}
     for route in [
@@ -111,6 +126,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *logs.routes,
         *dispatch.routes,
         *releases.routes,
+        *binhosts.routes,
         *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())

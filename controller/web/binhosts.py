@@ -70,7 +70,7 @@ RELEASE = TextParam(
     pattern=VERSION_RE,
 )
 TEXT = "text/plain"
-NO_MIRRORS = "mirrors are off: they publish releases, and releases need --portage-eprefix"
+NO_MIRRORS = "releases are off (start the controller with --portage-eprefix): no release to push to mirrors"
 routes = Routes()  # the admin tier's
 public_routes = Routes()
 
@@ -219,7 +219,7 @@ async def _sync(request: web.Request, name: str | None) -> web.Response:
     summary="push the current release to this mirror now (not awaited: see its status and progress)",
     params=(NAME,),
     errors=(404, 409),
-    notes={409: "no release is current, the target is local or disabled, or mirrors are off"},
+    notes={409: "no release is current, the target is local or disabled, or releases are off"},
 )
 async def sync_one(request: web.Request) -> web.Response:
     return await _sync(request, _name(request))
@@ -232,7 +232,7 @@ async def sync_one(request: web.Request) -> web.Response:
     status=202,
     summary="push the current release to every enabled mirror now (not awaited)",
     errors=(409,),
-    notes={409: "no release is current, or mirrors are off"},
+    notes={409: "no release is current, or releases are off"},
 )
 async def sync_all(request: web.Request) -> web.Response:
     return await _sync(request, None)
