@@ -85,6 +85,8 @@ SAMPLE_MAX_BYTES = 64 << 20
 HTTP_TIMEOUT = 30.0
 MANIFEST_MAX_BYTES = 64 << 20
 CHUNK = 1 << 16
+# Within the controller's services stop stage (app.STOP_SERVICES).
+STOP_TIMEOUT = 2.0
 
 
 @dataclass
@@ -173,7 +175,7 @@ class Mirrors:
             unsubscribe()
         self._unsubscribe = []
         # Running pushes are cancelled: oob.run kills rsync's and ssh's process groups.
-        await self._tasks.close()
+        await self._tasks.close(STOP_TIMEOUT)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -363,10 +365,16 @@ class Mirrors:
             if self._releases.current() is None:
                 continue
             async with self._bound:
-                ok = await self._push(mirror)
+                try:
+                    ok = await self._push(mirror)
+                except Exception:  # a bug: the worker goes on, retrying as after a failure
+                    log.exception("push to %s failed unexpectedly", mirror.target.name)
+                    mirror.pushing, mirror.progress = False, None
+                    mirror.attempt += 1
+                    continue
             if ok:
-                await self._check(mirror)
                 await self._save()
+                await self._check(mirror)
 
     async def _push(self, mirror: _Mirror) -> bool:
         name = mirror.target.name
@@ -404,11 +412,11 @@ class Mirrors:
                 attempt=mirror.attempt,
                 retry_within=retry,
             )
+            self._settle(mirror)
             return False
         finally:
             mirror.pushing = False
             mirror.progress = None
-            self._settle(mirror)
         seconds = self._clock.monotonic() - began
         mirror.attempt = 0
         mirror.push_error = ""
@@ -459,7 +467,8 @@ class Mirrors:
             for mirror in mirrors:
                 if current is not None and mirror.release != current and mirror.attempt == 0:
                     mirror.wake.set()
-            await self._save()
+            if mirrors:
+                await self._save()
             await self._clock.wait(self._check_now, self._check_interval)
             self._check_now.clear()
 
