@@ -214,7 +214,7 @@ class Upgrade:
             before = None
         save_config(self.site.config_file, Config(tier.url, info.fingerprint, network))
         changed = (
-            f" (was {before.url}, key {spaced(before.fingerprint)})"
+            f" (was {before.url}, key {spaced(before.fingerprint)}, network {before.network or 'none'})"
             if before and before != self.config()
             else ""
         )
