@@ -184,13 +184,15 @@ def test_swarm_upgrade_on_tailscale_writes_the_answer_and_installs_from_its_mirr
         "mirror-a": [],
         "mirror-b": [f"/releases/{v}/{network.paths[SCRIPT]}"],
     }
-    status = json.loads(upgrade("status", "--json").stdout)
-    assert status["network"] == "tailscale" and status["installed"] == v
-    assert [(b["name"], b["sync_uri"]) for b in status["binhosts"]] == [
-        ("mirror-b", f"{network.tailscale.url}/releases/{v}/"),
-        ("mirror-a", f"{network.lan.url}/releases/{v}/"),
-        ("controller", f"{network.url}/binhost/releases/{v}/"),
+    # Its entries: the release pinned on each binhost, the tailscale mirror first.
+    conf = (client.config_root / "binrepos.conf/swarm-upgrade.conf").read_text()
+    uris = [line.split(" = ", 1)[1] for line in conf.splitlines() if line.startswith("sync-uri = ")]
+    assert uris == [
+        f"{network.tailscale.url}/releases/{v}/",
+        f"{network.lan.url}/releases/{v}/",
+        f"{network.url}/binhost/releases/{v}/",
     ]
+    assert conf.count("verify-signature = true") == 3
 
 
 def test_with_the_tailscale_mirror_down_the_stock_client_installs_from_the_other(network: Network) -> None:
