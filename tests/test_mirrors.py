@@ -149,10 +149,10 @@ def test_a_promote_reaches_both_mirrors_verified_and_served(bench: Bench) -> Non
         assert synced["bytes"] >= manifest["total_size"] and synced["files"] >= len(PACKAGES)
         assert state["bytes_sent"] == synced["bytes"]
     # Both are usable: each network's mirror first, the other and the controller after.
-    lan = bench.binrepos("lan")
-    assert lan.index(bench.a.url) < lan.index(bench.b.url), lan
-    tailscale = bench.binrepos("tailscale")
-    assert tailscale.index(bench.b.url) < tailscale.index(bench.a.url), tailscale
+    lan, tailscale = bench.binrepos("lan"), bench.binrepos("tailscale")
+    a, b = bench.a.sync_uri, bench.b.sync_uri
+    assert a in lan and b in lan and lan.index(a) < lan.index(b), (lan, bench.binhosts())
+    assert a in tailscale and b in tailscale and tailscale.index(b) < tailscale.index(a), tailscale
 
 
 def test_the_next_release_moves_only_what_changed_and_current_is_never_missing(bench: Bench) -> None:
@@ -218,7 +218,7 @@ def test_a_mirror_whose_sshd_is_down_goes_stale_and_catches_up(bench: Bench) -> 
         assert failed and failed[-1]["data"]["release"] == version
         # Out of every binrepos.conf answer, also its own network's, until it catches up.
         tailscale = bench.binrepos("tailscale")
-        assert bench.b.url not in tailscale and bench.a.url in tailscale, tailscale
+        assert bench.b.sync_uri not in tailscale and bench.a.sync_uri in tailscale, tailscale
         status, refused = bench.fleet.controller.admin("POST", f"/admin/api/binhosts/{bench.b.name}/sync")
         assert status == 202, refused
     finally:
@@ -226,7 +226,7 @@ def test_a_mirror_whose_sshd_is_down_goes_stale_and_catches_up(bench: Bench) -> 
     admin(bench.fleet, "POST", f"/admin/api/binhosts/{bench.b.name}/sync")
     bench.wait_serving(bench.b, version)
     assert bench.b.current() == version
-    assert bench.b.url in bench.binrepos("tailscale")
+    assert bench.b.sync_uri in bench.binrepos("tailscale")
     # The controller keeps what each mirror holds for its next start.
     path = bench.fleet.root / "controller" / "releases" / "mirrors.json"
 

@@ -55,6 +55,11 @@ class Mirror:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def sync_uri(self) -> str:
+        """What a binrepos.conf answer names for its current release."""
+        return f"{self.url}/current/"
+
     def current(self) -> str | None:
         """The release ``current`` names on disk, or None."""
         try:
