@@ -1,11 +1,16 @@
 """``swarm-upgrade``: take a client machine to a release of the swarm, with zero drift.
 
 Talks only to the controller's public tier, and lets stock Portage verify
-every package against the release key:
+every package against the release key. Packages come from the binhosts
+that hold the release, those of this machine's network first, then the
+others and the controller (upgrade_binhosts); wherever a file comes from,
+it must be the one the signed manifest names:
 
-- ``trust URL``: fetch the release key, show its fingerprint, and install
-  it into Portage's verification keyring (as getuto does);
-- ``status``: the release installed, the current one, and the drift;
+- ``trust URL [--network NAME]``: fetch the release key, show its
+  fingerprint, and install it into Portage's verification keyring (as
+  getuto does); remember the network this machine is on;
+- ``status``: the release installed, the current one, the drift, and the
+  binhosts binrepos.conf points at;
 - ``verify [--release V]``: the manifest's signature, then a pretend run;
 - ``apply [--release V]``: install the release's exact versions, binary
   packages only, signatures verified by Portage, ending with no drift;
@@ -19,20 +24,23 @@ could not be reached, or what it served is not trusted.
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli.upgrade_binrepo import REPO_PREFIX, BinreposConf, repo_name
+from swarm.cli.upgrade_binhosts import Entry, check_network, entries, parse_answer, section_version
+from swarm.cli.upgrade_binrepo import BinreposConf
 from swarm.cli.upgrade_drift import Comparison, compare, installed_packages, world_packages
 from swarm.cli.upgrade_errors import EXIT_FAILED, EXIT_UNTRUSTED, UpgradeError
 from swarm.cli.upgrade_keyring import Keyring, inspect_key, spaced
-from swarm.cli.upgrade_manifest import VERSION_RE, Manifest, check_index, check_version, parse_manifest
+from swarm.cli.upgrade_manifest import Manifest, check_index, check_version, parse_manifest
 from swarm.cli.upgrade_portage import Site, emerge, load_site, verify_gpkgs
 from swarm.cli.upgrade_remote import PublicTier
 from swarm.cli.upgrade_snapshot import take_snapshot
@@ -102,14 +110,44 @@ class Upgrade:
         for d in comparison.missing:
             print(f"    {d.package}:{d.slot}  (in the world file) -> {d.release}")
 
+    def release_entries(self, tier: PublicTier, config: Config, version: str) -> list[Entry]:
+        """The binrepos.conf entries for ``version``: the binhosts the controller
+        names for this machine's network, then the controller itself."""
+        where = f"network {config.network}" if config.network else "no network set"
+        step(f"asking {tier.url} for the binhosts that hold {version} ({where})")
+        answer = tier.binrepos(version, config.network)
+        try:
+            found = parse_answer(answer, version) if answer is not None else []
+        except (ValueError, configparser.Error) as exc:
+            raise UpgradeError(
+                f"the controller's binrepos.conf answer for {version} is malformed: {exc}"
+            ) from None
+        chosen = entries(found, version, tier.release_url(version))
+        for entry in chosen:
+            print(f"    {entry.binhost}: {entry.sync_uri} (priority {entry.priority})")
+        return chosen
+
+    def caches(self, version: str) -> list[Path]:
+        """Portage's download caches of ``version``: one per binhost entry of it."""
+        cache = self.site.binhost_cache
+        if not cache.is_dir():
+            return []
+        return sorted(p for p in cache.iterdir() if section_version(p.name) == version)
+
     def check_fetched(self, manifest: Manifest) -> None:
         """Before anything is merged: Portage verifies every package it fetched (the
-        atoms and their dependencies), and each must be the very file the signed
-        manifest names (sha256 and size)."""
-        cache = self.site.binhost_cache / repo_name(manifest.version)
-        fetched = [(pkg, cache / pkg.path) for pkg in manifest.packages if (cache / pkg.path).is_file()]
+        atoms and their dependencies, from whichever binhost), and each must be the
+        very file the signed manifest names (sha256 and size)."""
+        caches = self.caches(manifest.version)
+        fetched = [
+            (pkg, cache / pkg.path)
+            for cache in caches
+            for pkg in manifest.packages
+            if (cache / pkg.path).is_file()
+        ]
         if not fetched:
-            raise UpgradeError(f"emerge fetched nothing of {manifest.version} into {cache}")
+            where = ", ".join(map(str, caches)) or str(self.site.binhost_cache)
+            raise UpgradeError(f"emerge fetched nothing of {manifest.version} into {where}")
         step(
             f"Portage verifies the {len(fetched)} fetched package(s): signatures by a trusted key, checksums"
         )
@@ -134,8 +172,8 @@ class Upgrade:
         if not cache.is_dir():
             return
         for path in cache.iterdir():
-            version = path.name.removeprefix(REPO_PREFIX)
-            if path.name.startswith(REPO_PREFIX) and VERSION_RE.match(version) and version not in keep:
+            version = section_version(path.name)
+            if version is not None and version not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- commands ------------------------------------------------------------------
@@ -148,6 +186,7 @@ class Upgrade:
         print(f"    fingerprint: {spaced(info.fingerprint)}")
         for uid in info.uids:
             print(f"    user id:     {uid}")
+        network: str = self.ns.network or ""
         expected = (self.ns.fingerprint or "").replace(" ", "").upper()
         if expected and expected != info.fingerprint:
             raise UpgradeError(
@@ -173,13 +212,14 @@ class Upgrade:
             before = self.config()
         except UpgradeError:
             before = None
-        save_config(self.site.config_file, Config(tier.url, info.fingerprint))
+        save_config(self.site.config_file, Config(tier.url, info.fingerprint, network))
         changed = (
-            f" (was {before.url}, key {spaced(before.fingerprint)})"
+            f" (was {before.url}, key {spaced(before.fingerprint)}, network {before.network or 'none'})"
             if before and before != self.config()
             else ""
         )
-        step(f"remembered {tier.url} in {self.site.config_file}{changed}")
+        on = f"on network {network}" if network else "on no network in particular (every binhost alike)"
+        step(f"remembered {tier.url}, {on}, in {self.site.config_file}{changed}")
         return 0
 
     def status(self) -> int:
@@ -188,6 +228,11 @@ class Upgrade:
         report: dict[str, Any] = {
             "controller": config.url,
             "fingerprint": config.fingerprint,
+            "network": config.network or None,
+            "binhosts": [
+                {"name": e.binhost, "sync_uri": e.sync_uri, "priority": e.priority}
+                for e in self.binrepos.entries()
+            ],
             "installed": state.installed,
             "installed_at": state.last_applied_at(),
             "before": state.before,
@@ -217,6 +262,7 @@ class Upgrade:
 
     def _print_status(self, report: dict[str, Any], unreachable: str) -> None:
         print(f"controller: {report['controller']}  (release key {spaced(report['fingerprint'])})")
+        print(f"network:    {report['network'] or 'none (every binhost alike)'}")
         installed = report["installed"]
         print(
             f"installed:  {installed} (applied {_when(report['installed_at'])})"
@@ -229,6 +275,10 @@ class Upgrade:
         else:
             note = "" if current == installed else "  (swarm-upgrade apply takes this machine to it)"
             print(f"current:    {current}{note}")
+        if report["binhosts"]:
+            print(f"binhosts:   {len(report['binhosts'])} in {self.binrepos.target}, the first preferred:")
+            for b in report["binhosts"]:
+                print(f"    {b['name']}: {b['sync_uri']} (priority {b['priority']})")
         if not installed:
             return
         if not report["drift"]:
@@ -257,7 +307,7 @@ class Upgrade:
             return 0
         # The pretend run reads the release's index through an entry of its
         # own, put back as it was afterwards: verify changes nothing.
-        snapshot = self.binrepos.point_at(version, tier.release_url(version))
+        snapshot = self.binrepos.point_at(version, self.release_entries(tier, config, version))
         try:
             code = emerge(self.site, ["--pretend", "--getbinpkgonly", "--oneshot", *comparison.to_emerge])
         finally:
@@ -289,8 +339,9 @@ class Upgrade:
             # A release not applied here before is downloaded afresh: a name
             # deleted unpromoted on the controller may come back with other files.
             self.forget_downloads(set(state.stack))
-            step(f"binrepos.conf: following {version} ({tier.release_url(version)}), verify-signature = true")
-            snapshot = self.binrepos.point_at(version, tier.release_url(version))
+            chosen = self.release_entries(tier, config, version)
+            step(f"binrepos.conf: following {version} from {len(chosen)} binhost(s), verify-signature = true")
+            snapshot = self.binrepos.point_at(version, chosen)
             try:
                 self._install(manifest, comparison.to_emerge)
             except BaseException as exc:
@@ -342,6 +393,13 @@ def _release(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _network(text: str) -> str:
+    try:
+        return check_network(text)
+    except UpgradeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _eprefix_option(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument(
         "--eprefix",
@@ -364,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trust", help="install the controller's release key into Portage's keyring")
     p.add_argument("url", help="the controller's public tier, e.g. http://controller:8100")
     p.add_argument("--fingerprint", help="refuse the key unless it has this fingerprint")
+    p.add_argument(
+        "--network",
+        type=_network,
+        metavar="NAME",
+        help="the network this machine is on (as drones name theirs: lan, tailscale...): its binhosts "
+        "are preferred, the others are fallbacks (default: none, every binhost alike)",
+    )
     p.set_defaults(run=Upgrade.trust)
     p = sub.add_parser("status", help="the installed release, the current one, and the drift")
     p.add_argument("--json", action="store_true", help="one JSON object")

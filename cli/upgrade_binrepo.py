@@ -1,39 +1,32 @@
-"""The binrepos.conf entry of the release a machine follows.
+"""The binrepos.conf entries of the release a machine follows.
 
-One entry, named after the release (``[swarm-v2026.12.05]``), so each
-release gets a download cache of its own (``var/cache/binhost/<name>``):
-a client never mixes one release's Packages index with another's files.
-``verify-signature = true`` makes Portage verify every gpkg from it.
+One entry per binhost that holds the release (upgrade_binhosts: the
+controller's answer for this machine's network), each named after the
+release and the binhost (``[swarm-v2026.12.05-lan-mirror]``; the
+controller's own ``[swarm-v2026.12.05]``), so each release and binhost gets
+a download cache of its own (``var/cache/binhost/<name>``): a client never
+mixes one release's Packages index with another's files.
+``verify-signature = true`` makes Portage verify every gpkg from each.
 
 binrepos.conf is a directory on a current Gentoo (gentoobinhost.conf in
-it): the entry is a file of ours there, ``swarm-upgrade.conf``. Where it
-is one file, the entry is a block between marker lines in it, and the
-rest of the file is left as it was. A missing one becomes a directory.
+it): the entries are a file of ours there, ``swarm-upgrade.conf``. Where it
+is one file, they are a block between marker lines in it, and the rest of
+the file is left as it was. A missing one becomes a directory.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarm.cli.upgrade_binhosts import REPO_PREFIX, Entry, read_entries, section_version
 from swarm.files import write_atomic
 
 OWN_FILE = "swarm-upgrade.conf"
 BEGIN = "# BEGIN swarm-upgrade: the release this machine follows (swarm-upgrade rewrites this block)"
 END = "# END swarm-upgrade"
-REPO_PREFIX = "swarm-"
-# Above any binhost of a stock install: the release decides when it has a package.
-PRIORITY = 9999
-SECTION_RE = re.compile(r"^\[(swarm-v[^\]]+)\]\s*$", re.MULTILINE)
-
-
-def repo_name(version: str) -> str:
-    return REPO_PREFIX + version
-
-
-def entry(version: str, sync_uri: str) -> str:
-    return f"[{repo_name(version)}]\nsync-uri = {sync_uri}\npriority = {PRIORITY}\nverify-signature = true\n"
+__all__ = ["REPO_PREFIX", "BinreposConf", "Entry", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,30 +55,38 @@ class BinreposConf:
         """The file the entry lives in."""
         return self.path / OWN_FILE if self.path.is_dir() or not self.path.exists() else self.path
 
-    def followed(self) -> str | None:
-        """The release the entry points at now, if there is one."""
+    def entries(self) -> list[Entry]:
+        """The entries of ours as they are now (none: no release followed)."""
         try:
             text = self.target.read_text()
         except FileNotFoundError:
-            return None
+            return []
         if self.target == self.path:
             text = _block(text) or ""
-        match = SECTION_RE.search(text)
-        return match[1].removeprefix(REPO_PREFIX) if match else None
+        return read_entries(text)
 
-    def point_at(self, version: str, sync_uri: str) -> Snapshot:
-        """Point the entry at ``version``; what was there before, to restore on failure."""
+    def followed(self) -> str | None:
+        """The release the entries point at now, if there is one."""
+        versions = [section_version(e.section) for e in self.entries()]
+        return next((v for v in versions if v), None)
+
+    def point_at(self, version: str, entries: Sequence[Entry]) -> Snapshot:
+        """Point the entries at ``version``'s binhosts; what was there before, to restore on failure."""
         target = self.target
         made_dir = None if self.path.exists() else self.path
         try:
             before: bytes | None = target.read_bytes()
         except FileNotFoundError:
             before = None
-        text = "# Written by swarm-upgrade (apply, rollback): the release this machine follows.\n" + entry(
-            version, sync_uri
+        if not entries or any(section_version(e.section) != version for e in entries):
+            raise ValueError(f"entries of another release than {version}: {entries}")
+        body = "".join(e.render() for e in entries)
+        text = (
+            f"# Written by swarm-upgrade (apply, rollback): the release this machine follows, {version},\n"
+            "# from each binhost that holds it, the nearest first.\n" + body
         )
         if target == self.path:
-            text = _replace_block((before or b"").decode(), f"{BEGIN}\n{entry(version, sync_uri)}{END}\n")
+            text = _replace_block((before or b"").decode(), f"{BEGIN}\n{body}{END}\n")
         write_atomic(target, text.encode())
         return Snapshot(target, before, made_dir)
 

@@ -2,6 +2,8 @@
 
 - ``/releases/key.asc``: the release key;
 - ``/api/v1/releases``: the releases and which one is current;
+- ``/api/v1/binrepos.conf?network=N&release=vX``: the binhosts that hold
+  a release, the network's first (upgrade_binhosts);
 - ``/binhost/releases/{v}/``: a release as Portage reads it, with its
   ``manifest.json`` and ``manifest.json.asc`` beside the ``Packages`` index.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm import __version__
+from swarm.cli.upgrade_binhosts import answer_path
 from swarm.cli.upgrade_errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UpgradeError
 from swarm.cli.upgrade_manifest import VERSION_RE
 
@@ -34,6 +37,10 @@ class Listing:
     current: str | None
     previous: str | None
     versions: tuple[str, ...]  # newest first
+
+
+class Missing(UpgradeError):
+    """HTTP 404 from the controller."""
 
 
 def check_url(url: str) -> str:
@@ -62,7 +69,7 @@ class PublicTier:
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
-                raise UpgradeError(f"{url}: not found on the controller", EXIT_FAILED) from None
+                raise Missing(f"{url}: not found on the controller", EXIT_FAILED) from None
             raise UpgradeError(f"{url}: HTTP {exc.code} {exc.reason}", EXIT_UNREACHABLE) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -86,6 +93,15 @@ class PublicTier:
                 raise UpgradeError(f"the controller has no release {version}") from None
             raise
         return manifest, self.fetch(base + ".asc")
+
+    def binrepos(self, version: str, network: str) -> str | None:
+        """The controller's binrepos.conf answer for ``version`` on ``network``
+        (unverified: read by upgrade_binhosts); None from a controller without
+        one (before binhosts by network), whose own binhost is then the only one."""
+        try:
+            return self.fetch(answer_path(version, network)).decode(errors="replace")
+        except Missing:
+            return None
 
     def packages_index(self, version: str) -> str:
         return self.fetch(f"/binhost/releases/{version}/Packages").decode(errors="replace")

@@ -1,8 +1,9 @@
 """What swarm-upgrade remembers on a client.
 
 - ``<PORTAGE_CONFIGROOT>/etc/swarm-upgrade.conf`` (TOML, written by
-  ``trust``): the controller's public URL and the release key's
-  fingerprint. Configuration: it goes where /etc/portage goes.
+  ``trust``): the controller's public URL, the release key's
+  fingerprint and the network this machine is on (its binhosts are
+  preferred; none: every binhost is a fallback alike). Configuration: it goes where /etc/portage goes.
 - ``<EROOT>/var/lib/swarm-upgrade/``: ``state.json`` (the release applied
   and the ones applied before it, for rollback; a log of every apply and
   rollback) and ``manifests/<v>.json`` with its ``.asc``, the verified
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarm.cli.upgrade_binhosts import NETWORK_RE
 from swarm.cli.upgrade_errors import EXIT_UNTRUSTED, EXIT_USAGE, UpgradeError
 from swarm.files import write_atomic
 
@@ -35,6 +37,7 @@ LOG_KEEP = 200
 class Config:
     url: str
     fingerprint: str
+    network: str = ""  # "" for none
 
 
 def _toml_string(value: str) -> str:
@@ -48,6 +51,8 @@ def save_config(path: Path, config: Config) -> None:
         f"url = {_toml_string(config.url)}\n"
         "# The release key: manifests must be signed by it.\n"
         f"fingerprint = {_toml_string(config.fingerprint)}\n"
+        "# The network this machine is on: its binhosts first (none: every binhost alike).\n"
+        f"network = {_toml_string(config.network)}\n"
     )
     write_atomic(path, text.encode())
 
@@ -65,7 +70,11 @@ def load_config(path: Path) -> Config:
     url, fingerprint = data.get("url"), data.get("fingerprint")
     if not isinstance(url, str) or not isinstance(fingerprint, str) or not url or not fingerprint:
         raise UpgradeError(f"{path} needs url and fingerprint: run swarm-upgrade trust URL again", EXIT_USAGE)
-    return Config(url, fingerprint)
+    # Written before networks were (issue 17): none.
+    network = data.get("network", "")
+    if not isinstance(network, str) or (network and not NETWORK_RE.match(network)):
+        raise UpgradeError(f"{path}: network is not a network name: {network!r}", EXIT_USAGE)
+    return Config(url, fingerprint, network)
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,6 +330,9 @@ class Controller:
                 clock=self.clock,
             )
             await self.mirrors.start()
+            if self.builds is not None:
+                # Drones pull what the current release holds from the mirrors of their network.
+                self.builds.use_mirrors(self.mirrors, self.binhosts.url_of)
 
     def _drones_file(self) -> dict[str, dict[str, object]]:
         path = self.config.drones_file

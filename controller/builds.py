@@ -49,13 +49,15 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from swarm.backoff import Backoff
 from swarm.clock import SYSTEM, Clock
+from swarm.controller.binhosts import BinhostTarget, MirrorsAPI
 from swarm.controller.domain import BuildEventData
+from swarm.controller.drone_binhosts import portage_binhost
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
@@ -279,8 +281,23 @@ class BuildQueue:
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
+        # The binhost mirrors, once the controller runs them (use_mirrors): drones
+        # then pull the current release from the mirrors of their network before staging.
+        self._mirrors: MirrorsAPI | None = None
+        self._url_of: Callable[[BinhostTarget], str] = lambda target: target.url
 
     # -- lifecycle ---------------------------------------------------------
+
+    def use_mirrors(self, mirrors: MirrorsAPI | None, url_of: Callable[[BinhostTarget], str]) -> None:
+        """Point the drones' dependency pulls at the mirrors too (None: staging only).
+        ``url_of``: a target's public URL (BinhostTargets.url_of)."""
+        self._mirrors, self._url_of = mirrors, url_of
+
+    def binhost_for(self, network: str) -> str:
+        """StartBuild's binhost_url for a drone on ``network`` (drone_binhosts)."""
+        if self._mirrors is None:
+            return self._staging.url
+        return portage_binhost(self._staging.url, network, self._mirrors.usable(), self._url_of)
 
     async def start(self) -> None:
         store = self._runner.store
@@ -751,8 +768,9 @@ class BuildQueue:
                     "test hook %s: dying between saving build %s and sending it", CRASH_HOOK_ENV, build_id
                 )
                 os.kill(os.getpid(), signal.SIGKILL)
+            binhost = self.binhost_for(state.network)
             if not state.link.start_build(
-                job.id, build_id, job.cpv, int(self.settings.build_timeout), self._staging.url
+                job.id, build_id, job.cpv, int(self.settings.build_timeout), binhost
             ):
                 continue  # the drone is not keeping up; tried again on the next pass
             del self._unsent[build_id]

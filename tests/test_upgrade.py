@@ -231,6 +231,11 @@ def test_apply_installs_the_promoted_release_verified_by_portage(world: World) -
     assert len(re.findall(r"^    ok .*\.gpkg\.tar$", out, re.MULTILINE)) == 2
     after = world.status()
     assert (after["installed"], after["current"], after["drift"], after["exit"]) == (older, older, [], 0)
+    # No network set, no mirror: the controller's own binhost is the one entry, and status says so.
+    assert after["network"] is None
+    assert [(b["name"], b["sync_uri"]) for b in after["binhosts"]] == [
+        ("controller", f"{world.url}/binhost/releases/{older}/")
+    ]
 
 
 def resign(world: World, cpv: str, dest: Path) -> None:

@@ -5,6 +5,7 @@ the snapshot command line (tests/test_upgrade.py runs the whole command)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from swarm.cli import upgrade_manifest
+from swarm.cli import upgrade_binhosts, upgrade_manifest
 from swarm.cli.upgrade import build_parser
+from swarm.cli.upgrade_binhosts import Entry, answer_path, entries, parse_answer, section_version
 from swarm.cli.upgrade_binrepo import BEGIN, END, BinreposConf
 from swarm.cli.upgrade_drift import Drifted, Installed, compare, installed_packages, world_packages
 from swarm.cli.upgrade_errors import EXIT_FAILED, EXIT_UNTRUSTED, EXIT_USAGE, UpgradeError
@@ -23,7 +25,8 @@ from swarm.cli.upgrade_manifest import Manifest, Package, check_index, parse_man
 from swarm.cli.upgrade_portage import parse_envvar_output
 from swarm.cli.upgrade_remote import parse_listing
 from swarm.cli.upgrade_snapshot import snapper_command
-from swarm.cli.upgrade_state import State
+from swarm.cli.upgrade_state import Config, State, load_config, save_config
+from swarm.controller import binhosts, binrepos
 from swarm.controller import releases as core
 
 FPR = "0C928E44325ADC17043129956C65270E8ACEF256"
@@ -184,17 +187,22 @@ def test_the_vdb_and_the_world_file_as_portage_writes_them(tmp_path: Path) -> No
 # -- binrepos.conf -----------------------------------------------------------------------
 
 
+def one(version: str, uri: str) -> list[Entry]:
+    """The controller's own entry alone, as for a controller without mirrors."""
+    return entries([], version, uri)
+
+
 def test_binrepos_conf_as_a_directory_gets_a_file_of_ours(tmp_path: Path) -> None:
     conf = BinreposConf(tmp_path)
     (tmp_path / "binrepos.conf").mkdir()
     (tmp_path / "binrepos.conf/gentoobinhost.conf").write_text("[gentoobinhost]\nsync-uri = x\n")
     assert conf.followed() is None
-    first = conf.point_at("v2026.12.01", "http://c:8100/binhost/releases/v2026.12.01/")
+    first = conf.point_at("v2026.12.01", one("v2026.12.01", "http://c:8100/binhost/releases/v2026.12.01/"))
     assert conf.followed() == "v2026.12.01"
     text = (tmp_path / "binrepos.conf/swarm-upgrade.conf").read_text()
     assert "[swarm-v2026.12.01]\nsync-uri = http://c:8100/binhost/releases/v2026.12.01/\n" in text
     assert "verify-signature = true\n" in text
-    second = conf.point_at("v2026.12.05", "http://c:8100/binhost/releases/v2026.12.05/")
+    second = conf.point_at("v2026.12.05", one("v2026.12.05", "http://c:8100/binhost/releases/v2026.12.05/"))
     assert conf.followed() == "v2026.12.05" and "v2026.12.01" not in conf.target.read_text()
     second.restore()
     assert conf.followed() == "v2026.12.01"
@@ -207,8 +215,8 @@ def test_binrepos_conf_as_one_file_keeps_what_else_is_in_it(tmp_path: Path) -> N
     theirs = "[gentoobinhost]\npriority = 1\nsync-uri = https://example.invalid/binpkgs\n"
     path.write_text(theirs)
     conf = BinreposConf(tmp_path)
-    snapshot = conf.point_at("v2026.12.01", "http://c/binhost/releases/v2026.12.01/")
-    conf.point_at("v2026.12.05", "http://c/binhost/releases/v2026.12.05/")
+    snapshot = conf.point_at("v2026.12.01", one("v2026.12.01", "http://c/binhost/releases/v2026.12.01/"))
+    conf.point_at("v2026.12.05", one("v2026.12.05", "http://c/binhost/releases/v2026.12.05/"))
     text = path.read_text()
     assert text.startswith(theirs) and text.count(BEGIN) == 1 and text.count(END) == 1
     assert "[swarm-v2026.12.05]" in text and "v2026.12.01" not in text
@@ -219,10 +227,124 @@ def test_binrepos_conf_as_one_file_keeps_what_else_is_in_it(tmp_path: Path) -> N
 
 def test_a_missing_binrepos_conf_becomes_a_directory(tmp_path: Path) -> None:
     conf = BinreposConf(tmp_path)
-    snapshot = conf.point_at("v2026.12.01", "http://c/binhost/releases/v2026.12.01/")
+    snapshot = conf.point_at("v2026.12.01", one("v2026.12.01", "http://c/binhost/releases/v2026.12.01/"))
     assert (tmp_path / "binrepos.conf/swarm-upgrade.conf").is_file()
     snapshot.restore()
     assert not (tmp_path / "binrepos.conf").exists(), "restore leaves no empty directory of ours behind"
+
+
+V = "v2026.12.05-1"
+ANSWER = f"""# binrepos.conf for network tailscale, release {V}
+[swarm-{V}-lan-mirror]
+sync-uri = http://lan:80/releases/{V}/
+priority = 10
+verify-signature = true
+
+[swarm-{V}-ts-mirror]
+sync-uri = https://ts.example.invalid/releases/{V}/
+priority = 1010
+verify-signature = false
+
+[swarm-{V}-controller]
+sync-uri = http://c:8100/binhost/releases/{V}/
+priority = 10
+"""
+
+
+def test_the_answer_orders_the_entries_above_stock_binhosts_and_each_verifies(tmp_path: Path) -> None:
+    chosen = entries(parse_answer(ANSWER, V), V, f"http://c:8100/binhost/releases/{V}/")
+    # The answer's priorities, highest first, its order among equals; all above gentoobinhost's.
+    assert [(e.binhost, e.priority) for e in chosen] == [
+        ("ts-mirror", 9999),
+        ("lan-mirror", 9998),
+        ("controller", 9997),
+    ]
+    conf = BinreposConf(tmp_path)
+    conf.point_at(V, chosen)
+    text = conf.target.read_text()
+    # verify-signature = false in the answer does not survive: a mirror is not trusted.
+    assert text.count("verify-signature = true\n") == 3 and "= false" not in text
+    assert conf.entries() == chosen and conf.followed() == V
+
+
+def test_the_client_reads_the_answer_the_controller_renders(tmp_path: Path) -> None:
+    def pair(name: str, url: str, networks: tuple[str, ...], priority: int) -> tuple[Any, Any]:
+        target = binhosts.BinhostTarget(name, "rsync", url, "", networks, priority)
+        return target, binhosts.MirrorState(name, "healthy", V, (V,), 1.0, 1.0, "", 0, 0, None)
+
+    usable = [
+        pair("controller", "http://c:8100/binhost", (), 0),
+        pair("lan-mirror", "http://lan/", ("lan",), 500),
+        pair("ts-mirror", "http://ts/a%20b/", ("tailscale",), 1),
+    ]
+    text = binrepos.render(usable, network="tailscale", release=V, now=0.0)
+    chosen = entries(parse_answer(text, V), V, f"http://c:8100/binhost/releases/{V}/")
+    assert [(e.binhost, e.sync_uri) for e in chosen] == [
+        ("ts-mirror", f"http://ts/a%20b/releases/{V}/"),  # Portage's %% is one %
+        ("lan-mirror", f"http://lan/releases/{V}/"),
+        ("controller", f"http://c:8100/binhost/releases/{V}/"),  # named: not added again
+    ]
+    conf = BinreposConf(tmp_path)
+    conf.point_at(V, chosen)
+    assert "sync-uri = http://ts/a%%20b/" in conf.target.read_text() and conf.entries() == chosen
+
+
+def test_without_the_controller_in_the_answer_it_is_the_last_fallback() -> None:
+    mirrors_only = parse_answer(ANSWER.split("[swarm-" + V + "-controller]")[0], V)
+    chosen = entries(mirrors_only, V, f"http://c:8100/binhost/releases/{V}/")
+    assert [e.section for e in chosen] == [f"swarm-{V}-ts-mirror", f"swarm-{V}-lan-mirror", f"swarm-{V}"]
+    assert (
+        chosen[-1].sync_uri == f"http://c:8100/binhost/releases/{V}/" and chosen[-1].binhost == "controller"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("[swarm-lan]\nsync-uri = http://l/current/\n", "not a section of"),  # not pinned
+        ("[swarm-v2026.12.01-lan]\nsync-uri = http://l/releases/v2026.12.01/\n", "not a section of"),
+        (f"[gentoobinhost]\nsync-uri = http://l/releases/{V}/\n", "not a section of"),
+        (f"[swarm-{V}-lan]\nsync-uri = file:///etc/\n", "no http(s) sync-uri"),
+        (f"[swarm-{V}-lan]\nsync-uri = http://l/ x\n", "no http(s) sync-uri"),
+        (f"[swarm-{V}-lan]\nsync-uri = http://l/\npriority = high\n", "not a number"),
+    ],
+)
+def test_an_answer_that_is_not_one_release_s_binhosts_is_refused(answer: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse_answer(answer, V)
+
+
+def test_sections_and_download_caches_of_ours_name_their_release() -> None:
+    assert section_version("swarm-v2026.12.05") == "v2026.12.05"
+    assert section_version("swarm-v2026.12.05-2") == "v2026.12.05-2"
+    assert section_version("swarm-v2026.12.05-2-lan-2") == "v2026.12.05-2"
+    assert section_version("swarm-v2026.12.05-lan") == "v2026.12.05"
+    assert section_version("gentoobinhost") is None and section_version("swarm-v1") is None
+
+
+def test_the_client_names_networks_and_binhosts_as_the_controller_does() -> None:
+    assert upgrade_binhosts.NETWORK_RE.pattern == binhosts.NETWORK_RE.pattern
+    assert upgrade_binhosts.NAME_RE.pattern == binhosts.NAME_RE.pattern
+    assert answer_path(V, "tailscale") == f"/api/v1/binrepos.conf?network=tailscale&release={V}"
+    assert answer_path(V, "") == f"/api/v1/binrepos.conf?release={V}"
+
+
+def test_trust_refuses_a_bad_network_name_and_the_config_keeps_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "swarm.cli.upgrade", "trust", "http://c:8100", "--network", "lan;rm -rf /"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == EXIT_USAGE and "not a network name" in done.stderr
+    path = tmp_path / "swarm-upgrade.conf"
+    save_config(path, Config("http://c:8100", FPR, "tailscale"))
+    assert load_config(path) == Config("http://c:8100", FPR, "tailscale")
+    path.write_text(f'url = "http://c:8100"\nfingerprint = "{FPR}"\n')  # written before networks
+    assert load_config(path).network == ""
+    path.write_text(f'url = "http://c:8100"\nfingerprint = "{FPR}"\nnetwork = "../x y"\n')
+    with pytest.raises(UpgradeError, match="not a network name"):
+        load_config(path)
 
 
 # -- state, listings, gpg, snapper -------------------------------------------------------

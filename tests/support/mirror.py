@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ from swarm.controller.oob import SshSettings
 from support.sshd import SshServer, free_port, known_hosts_line, sshd_server
 
 HTTP_START_TIMEOUT = 15.0
+ACCESS_RE = re.compile(r'"(?:GET|HEAD) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) ')
 
 
 class Mirror:
@@ -41,6 +43,8 @@ class Mirror:
         self.root = root
         self.http_port = 0
         self._http: subprocess.Popen[bytes] | None = None
+        # The HTTP server's request log (http.server writes it to stderr), beside the directory.
+        self.access_log = root.with_name(root.name + ".access.log")
 
     @property
     def destination(self) -> str:
@@ -67,6 +71,20 @@ class Mirror:
         base = self.root / "releases"
         return sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) if base.is_dir() else []
 
+    def served(self, suffix: str = "") -> list[str]:
+        """The paths the HTTP server answered 200 to, oldest first (those ending in ``suffix``)."""
+        try:
+            lines = self.access_log.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in lines:
+            # 127.0.0.1 - - [date] "GET /path HTTP/1.1" 200 -
+            match = ACCESS_RE.search(line)
+            if match and match["status"] == "200" and match["path"].endswith(suffix):
+                found.append(match["path"])
+        return found
+
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(f"{self.url}/{path.lstrip('/')}", timeout=10) as answer:
             data: bytes = answer.read()
@@ -85,13 +103,14 @@ class Mirror:
             return
         self.http_port = self.http_port or free_port()
         argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.root)]
-        self._http = subprocess.Popen(
-            [*argv, str(self.http_port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with self.access_log.open("ab") as log:
+            self._http = subprocess.Popen(
+                [*argv, str(self.http_port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + HTTP_START_TIMEOUT
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.http_port), 1):
