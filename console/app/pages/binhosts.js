@@ -7,10 +7,10 @@
 // all of them, add or edit a target (PUT, the controller's reason shown on the
 // field it names), delete a mirror.
 //
-// Live: the binhost_* events of /ws/events ask for the list again (at most
-// every REFRESH_MS: a push reports progress often), and the list is polled
-// every POLL_MS besides (a promote, which changes the current release, and a
-// lost stream). Rows are kept by name and updated in place, so a poll never
+// Live: the binhost_* events of /ws/events (and a promote or rollback, which
+// changes the current release) ask for the list again, at most every
+// REFRESH_MS (a push reports progress often); the list is polled every
+// POLL_MS besides (a health check that changed nothing, a lost stream). Rows are kept by name and updated in place, so a poll never
 // takes the focus away.
 
 import { del, get, liveSocket, post, put } from "../api.js";
@@ -66,6 +66,9 @@ const EVENT_TYPES = [
   "binhost_healthy",
   "binhost_saved",
   "binhost_deleted",
+  // The current release changes: which mirrors are behind, whether a sync may start.
+  "release_promoted",
+  "release_rolled_back",
 ];
 // The fields of the dialog, in the order a reason of the controller is matched against.
 const FIELDS = ["name", "kind", "destination", "url", "networks", "priority", "enabled"];
@@ -333,6 +336,12 @@ class TargetDialog {
       el("label", { class: "field", for: input.id }, el("span", {}, label, hint ? el("span", { class: "cell-sub" }, hint) : ""), input);
     this.destinationField = field("Destination", this.destinationInput, "rsync over SSH: [user@]host[:port]:/absolute/path");
     this.urlField = field("Public URL", this.urlInput, "what clients fetch from: URL/current/, URL/releases/vX/");
+    this.enabledField = el(
+      "label",
+      { class: "check", for: "bh-enabled" },
+      this.enabledInput,
+      el("span", {}, "Enabled", el("span", { class: "cell-sub" }, "pushed to, and handed to clients while healthy")),
+    );
     this.form = el(
       "form",
       { class: "bh-form", novalidate: true, "aria-labelledby": "binhost-dialog-title" },
@@ -346,12 +355,7 @@ class TargetDialog {
         field("Networks", this.networksInput, "as drones report them; none: a fallback for all"),
         field("Priority", this.priorityInput, "0-999, higher first"),
       ),
-      el(
-        "label",
-        { class: "check", for: "bh-enabled" },
-        this.enabledInput,
-        el("span", {}, "Enabled", el("span", { class: "cell-sub" }, "pushed to, and handed to clients while healthy")),
-      ),
+      this.enabledField,
       this.error,
       el("div", { class: "dialog-actions" }, this.cancelButton, this.saveButton),
     );
@@ -392,6 +396,8 @@ class TargetDialog {
     this.networksInput.value = b ? b.networks.join(", ") : "";
     this.priorityInput.value = String(b?.priority ?? 0);
     this.enabledInput.checked = b?.enabled ?? true;
+    // The controller's own binhost is always on (the controller says so if asked otherwise).
+    this.enabledField.hidden = this.kind === "local";
     this.clearError();
     this.saveButton.disabled = false;
     setText(this.saveButton, b ? "Save" : "Add");
