@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli import logs, releases, streams
+from swarm.cli import binhosts, logs, releases, streams
 from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
@@ -55,14 +55,24 @@ class Client:
         self.key = key
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        raw = self.request(method, path, body)
+        return json.loads(raw) if raw else None
+
+    def text(self, method: str, path: str) -> str:
+        """An answer that is not JSON (binrepos.conf), as text."""
+        return self.request(method, path, accept="text/plain").decode("utf-8", errors="replace")
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, accept: str = "application/json"
+    ) -> bytes:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"X-Admin-Key": self.key, "Accept": "application/json"}
+        headers = {"X-Admin-Key": self.key, "Accept": accept}
         if data is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
+                raw: bytes = response.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
@@ -75,7 +85,7 @@ class Client:
             raise CliError(
                 f"cannot reach the controller at {self.url}: {exc.reason}", EXIT_UNREACHABLE
             ) from None
-        return json.loads(raw) if raw else None
+        return raw
 
 
 def load_key(ns: argparse.Namespace, config: dict[str, Any]) -> str:
@@ -407,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=streams.protocol)
     logs.add_parser(sub, _json_option)
     releases.add_parser(sub, _json_option)
+    binhosts.add_parser(sub, _json_option)
     p = sub.add_parser("queue", help="queue packages to build")
     p.add_argument("atoms", nargs="+", metavar="ATOM")
     p.add_argument("--session", help="session name (default: the current one)")

@@ -18,7 +18,7 @@ from aiohttp import web
 from swarm import __version__
 from swarm.clock import SYSTEM, Clock
 from swarm.config import ConfigError
-from swarm.controller import access, adminkey, authz
+from swarm.controller import access, adminkey, authz, binhosts
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
 from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBounds
@@ -27,7 +27,7 @@ from swarm.controller.buildsvc import BuildsService
 from swarm.controller.ca import CertificateAuthority
 from swarm.controller.channels import KILL_WAIT, Channels
 from swarm.controller.channelsvc import ChannelsService
-from swarm.controller.config import DEFAULT_DRONES_FILE, ControllerConfig
+from swarm.controller.config import DEFAULT_BINHOSTS_FILE, DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
 from swarm.controller.errors import InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
@@ -139,6 +139,7 @@ class Controller:
         self.build_logs: BuildsService | None = None
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
+        self.binhosts: binhosts.BinhostTargets | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -210,6 +211,7 @@ class Controller:
             clock=self.clock,
         )
         self.live.healer = self.healer
+        await self._start_binhosts()
         await self.shells.start()
         grpc_port, enroll_port = await self._start_grpc()
         services = Services(
@@ -235,6 +237,7 @@ class Controller:
             metrics=self.metrics,
             clock=self.clock,
             releases=self.releases,
+            binhosts=self.binhosts,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -252,10 +255,12 @@ class Controller:
                 config.admin_bind,
                 metrics_port,
             )
+        host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
+        base = (config.public_url or f"http://{host}:{public_port}").rstrip("/")
+        if self.binhosts is not None:
+            self.binhosts.local_url = base + binhosts.LOCAL_PATH
         if self.staging is not None:
-            host = config.bind if config.bind not in ("0.0.0.0", "::", "") else socket.getfqdn()
-            base = config.public_url or f"http://{host}:{public_port}"
-            self.staging.url = base.rstrip("/") + STAGING_PATH
+            self.staging.url = base + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
 
         await self.selfcheck.start()
@@ -290,6 +295,20 @@ class Controller:
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
+
+    async def _start_binhosts(self) -> None:
+        """Binhost targets (binhosts.py): always, they need no Portage."""
+        path = self.config.binhosts_file
+        entries: dict[str, dict[str, object]] = {}
+        if str(path) not in ("", ".") and (path.exists() or path != DEFAULT_BINHOSTS_FILE):
+            try:
+                entries = binhosts.load_file(path)
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+        self.binhosts = binhosts.BinhostTargets(
+            self.runner, self.events, file_targets=entries, clock=self.clock
+        )
+        await self.binhosts.start()
 
     def _drones_file(self) -> dict[str, dict[str, object]]:
         path = self.config.drones_file

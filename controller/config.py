@@ -14,6 +14,7 @@ from swarm.controller.web.hostname import normalize
 
 DEFAULT_PATH = Path("/etc/build-swarm/controller.toml")
 DEFAULT_DRONES_FILE = Path("/etc/build-swarm/drones.toml")
+DEFAULT_BINHOSTS_FILE = Path("/etc/build-swarm/binhosts.toml")
 ENV_PREFIX = "SWARM_CONTROLLER_"
 
 
@@ -209,6 +210,11 @@ class ControllerConfig:
         DEFAULT_DRONES_FILE,
         "TOML file of [drones.NAME] tables (type, ssh, host, vmid, reboot): out-of-band "
         "access per drone, applied at every start",
+    )
+    binhosts_file: Path = option(
+        DEFAULT_BINHOSTS_FILE,
+        "TOML file of [binhosts.NAME] tables (kind, url, destination, networks, priority, enabled): "
+        "binhost targets, applied at every start (it wins over what the API set)",
     )
     heal_grace: float = option(
         3.0, "seconds a sick drone gets to come back by itself before the first healing step"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarm.clock import SYSTEM, Clock
+from swarm.controller.binhosts import BinhostTargets, MirrorsAPI
 from swarm.controller.builds import BuildQueue
 from swarm.controller.buildsvc import BuildsService
 from swarm.controller.channels import Channels
@@ -47,6 +48,8 @@ class Services:
     selfcheck: SelfCheck | None = None
     metrics: Metrics | None = None
     releases: Releases | None = None  # with builds on (a staging binhost to cut from)
+    binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
+    mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -23,7 +23,14 @@ import pytest
 from swarm.controller.store import sql
 from swarm.controller.store.migrations import LATEST, MIGRATIONS, Migration, SchemaTooNew, migrate
 from swarm.controller.store.models import MODELS, SchemaVersion
-from swarm.controller.store.records import AccessRecord, EventRecord, IncidentRecord, NodeLive, NodeRecord
+from swarm.controller.store.records import (
+    AccessRecord,
+    BinhostRecord,
+    EventRecord,
+    IncidentRecord,
+    NodeLive,
+    NodeRecord,
+)
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
@@ -841,3 +848,22 @@ def test_settings_are_kept_by_key(store: SqlStore) -> None:
     store.set_setting("healing_paused", "1")
     store.set_setting("healing_paused", "0")
     assert store.get_setting("healing_paused") == "0"
+
+
+def test_binhost_targets_are_replaced_whole_and_deleted(store: SqlStore) -> None:
+    assert store.list_binhosts() == []
+    mirror = BinhostRecord(
+        "lan", "rsync", "http://m.lan/b", "push@m.lan:2222:/srv/b", ("lan", "wg0"), 7, False, 1.5, "a"
+    )
+    local = BinhostRecord("controller", "local", networks=("lan",), priority=999)
+    store.put_binhost(mirror)
+    store.put_binhost(local)
+    assert store.list_binhosts() == [local, mirror]
+    changed = replace(
+        mirror, url="https://m.lan/c", networks=(), enabled=True, updated_at=2.5, updated_by="b"
+    )
+    store.put_binhost(changed)
+    assert store.list_binhosts() == [local, changed]
+    assert store.delete_binhost("lan") is True
+    assert store.delete_binhost("lan") is False
+    assert store.list_binhosts() == [local]

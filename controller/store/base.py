@@ -14,6 +14,7 @@ from swarm.controller.errors import Unavailable
 from swarm.controller.store.records import (
     AccessRecord,
     ArtifactRecord,
+    BinhostRecord,
     BuildRecord,
     CertRecord,
     EventRecord,
@@ -188,3 +189,12 @@ class Store(Protocol):
     def get_setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
+
+    def put_binhost(self, binhost: BinhostRecord) -> None:
+        """Insert or replace a binhost target, by name."""
+
+    def list_binhosts(self) -> list[BinhostRecord]:
+        """Every binhost target, by name."""
+
+    def delete_binhost(self, name: str) -> bool:
+        """Delete a binhost target; False if there was none such."""

@@ -16,6 +16,7 @@ import peewee as pw
 
 from swarm.controller.store.models import (
     Artifact,
+    BinhostTarget,
     Build,
     BuildSession,
     Certificate,
@@ -58,12 +59,17 @@ def _names(db: pw.Database) -> None:
     db.create_tables([DroneName])
 
 
+def _binhosts(db: pw.Database) -> None:
+    db.create_tables([BinhostTarget])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
     (3, "build sessions, jobs, builds, artifacts, package stats", _builds),
     (4, "drone access, incidents, settings", _healing),
     (5, "drone names bound to drone ids", _names),
+    (6, "binhost targets", _binhosts),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -175,6 +175,21 @@ class Setting(BaseModel):
     value = pw.TextField()
 
 
+class BinhostTarget(BaseModel):
+    name = pw.CharField(primary_key=True, max_length=32)
+    kind = pw.CharField(max_length=16)
+    url = pw.CharField(max_length=512, default="")
+    destination = pw.CharField(max_length=400, default="")
+    networks = pw.TextField(default="[]")  # a JSON list of network names
+    priority = pw.IntegerField(default=0)
+    enabled = pw.BooleanField(default=True)
+    updated_at = pw.DoubleField(default=0)
+    updated_by = pw.CharField(max_length=200, default="")
+
+    class Meta:
+        table_name = "binhost_targets"
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Node,
@@ -190,4 +205,5 @@ MODELS: list[type[BaseModel]] = [
     DroneAccess,
     Incident,
     Setting,
+    BinhostTarget,
 ]

@@ -197,3 +197,18 @@ class IncidentRecord:
     recovered_at: float | None = None
     level: int = 0  # highest ladder step taken
     outcome: str = ""  # recovered, recovered-by-itself, exhausted, ...
+
+
+@dataclass(frozen=True, slots=True)
+class BinhostRecord:
+    """A binhost target as stored (controller/binhosts.py validates it)."""
+
+    name: str
+    kind: str  # local or rsync
+    url: str = ""
+    destination: str = ""
+    networks: tuple[str, ...] = ()
+    priority: int = 0
+    enabled: bool = True
+    updated_at: float = 0.0
+    updated_by: str = ""

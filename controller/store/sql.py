@@ -28,6 +28,7 @@ from swarm.controller.store.base import StoreError, StoreUnavailable
 from swarm.controller.store.migrations import migrate
 from swarm.controller.store.models import MODELS, Event, Node
 from swarm.controller.store.records import EventRecord, NodeLive, NodeRecord
+from swarm.controller.store.sql_binhosts import BinhostTables
 from swarm.controller.store.sql_builds import BuildTables
 from swarm.controller.store.sql_health import HealthTables
 from swarm.controller.store.sql_trust import TrustTables
@@ -115,7 +116,7 @@ def _event_from_row(row: Event) -> EventRecord:
     )
 
 
-class SqlStore(TrustTables, BuildTables, HealthTables):
+class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables):
     # Binding sets the database on the model classes, which every store
     # shares: one lock for all stores, not one each.
     _lock = threading.Lock()

@@ -24,6 +24,7 @@ from swarm.controller.services import Services
 from swarm.controller.trust import MAX_TTL, MIN_TTL, Trust
 from swarm.controller.web import (
     auth,
+    binhosts,
     console,
     dispatch,
     healing,
@@ -520,6 +521,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(logs.routes)
     app.add_routes(dispatch.routes)
     app.add_routes(releases.routes)
+    app.add_routes(binhosts.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

@@ -70,7 +70,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
-ADMIN_ONLY_TYPES = frozenset({"drone_exec", "drone_access_changed", "drone_pinged"})
+# binhost_saved and binhost_deleted name the admin and a mirror's ssh destination.
+ADMIN_ONLY_TYPES = frozenset(
+    {"drone_exec", "drone_access_changed", "drone_pinged", "binhost_saved", "binhost_deleted"}
+)
 
 
 def admin_only(event_type: str) -> bool:

@@ -126,17 +126,28 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import public, releases
+    from swarm.controller.web import binhosts, public, releases
 
-    return [*public.routes.operations, *releases.public_routes.operations]
+    return [*public.routes.operations, *releases.public_routes.operations, *binhosts.public_routes.operations]
 
 
 def admin_operations() -> list[Operation]:
-    from swarm.controller.web import admin, auth, dispatch, healing, logs, metrics, releases, shells, streams
+    from swarm.controller.web import (
+        admin,
+        auth,
+        binhosts,
+        dispatch,
+        healing,
+        logs,
+        metrics,
+        releases,
+        shells,
+        streams,
+    )
 
     return [
         op
-        for module in (admin, healing, shells, logs, dispatch, releases, auth, streams, metrics)
+        for module in (admin, healing, shells, logs, dispatch, releases, binhosts, auth, streams, metrics)
         for op in module.routes.operations
     ]
 

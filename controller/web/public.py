@@ -9,7 +9,7 @@ from aiohttp import web
 from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import hosts, openapi, public_page, releases
+from swarm.controller.web import binhosts, hosts, openapi, public_page, releases
 from swarm.controller.web.buildviews import public_dispatch
 from swarm.controller.web.common import (
     BUCKETS,
@@ -178,6 +178,7 @@ def create_app(services: Services) -> web.Application:
     app.add_routes(routes)
     app.add_routes(public_page.routes)  # the status page: pages, outside the OpenAPI document
     app.add_routes(releases.public_routes)
+    app.add_routes(binhosts.public_routes)
     app.add_routes(releases.files)  # the release key and binhosts: outside the OpenAPI document
     if services.staging is not None:
         # Read-only files for stock Portage clients (binrepos.conf sync-uri).
