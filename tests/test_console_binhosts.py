@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, Page, Route, expect
+from playwright.sync_api import BrowserContext, Locator, Page, Route, WebSocket, expect
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, start_fleet
@@ -74,10 +74,21 @@ def view(swarm: Fleet, name: str) -> dict[str, Any]:
     return next(b for b in listing(swarm)["binhosts"] if b["name"] == name)
 
 
-def open_binhosts(browser: BrowserContext, swarm: Fleet) -> tuple[Page, Problems]:
-    """Sign in on the way to the Binhosts page, as a bookmark of it would."""
+def open_binhosts(
+    browser: BrowserContext, swarm: Fleet, events: list[dict[str, Any]] | None = None
+) -> tuple[Page, Problems]:
+    """Sign in on the way to the Binhosts page, as a bookmark of it would; `events`
+    collects what the page's /ws/events stream brings (and the URL it asked for)."""
     page = browser.new_page()
     problems = Problems(page)
+    if events is not None:
+
+        def follow(ws: WebSocket) -> None:
+            if "/ws/events" in ws.url:
+                events.append({"url": ws.url})
+                ws.on("framereceived", lambda frame: events.append(json.loads(frame)))
+
+        page.on("websocket", follow)
     page.goto(f"{swarm.controller.admin_url}/#/binhosts")
     expect(page).to_have_url(re.compile(r"/login#/binhosts$"))
     page.fill("#key", swarm.controller.admin_key)
@@ -286,12 +297,26 @@ def test_the_dialog_shows_the_controllers_reason_on_its_field(swarm: Fleet, brow
 
 
 def test_delete_asks_first(swarm: Fleet, browser: BrowserContext) -> None:
-    page, problems = open_binhosts(browser, swarm)
+    events: list[dict[str, Any]] = []
+    page, problems = open_binhosts(browser, swarm, events)
     expect(row(page, "far")).to_be_visible(timeout=WAIT_MS)
+    # The page follows the binhost events (and only the ones that change what it shows).
+    wait_for(lambda: page.evaluate("0") == 0 and bool(events), what="the page's /ws/events stream")
+    asked = events[0]["url"]
+    assert "type=" in asked and "binhost_saved" in asked and "binhost_sync_progress" in asked, asked
     # Added by someone else while the page is open: it shows up by itself.
     doomed = {**FAR, "destination": f"mirror@127.0.0.1:{CLOSED}:/srv/doomed", "networks": ["wan"]}
     admin(swarm, "PUT", "/admin/api/binhosts/doomed", doomed)
     expect(row(page, "doomed")).to_be_visible(timeout=WAIT_MS)
+    wait_for(
+        lambda: (
+            page.evaluate("0") == 0
+            and any(
+                e.get("type") == "binhost_saved" and e["data"].get("name") == "doomed" for e in events[1:]
+            )
+        ),
+        what="binhost_saved of doomed on the page's stream",
+    )
 
     menu_item(page, "doomed", "Delete…").click()
     dialog = page.locator("dialog.dialog").filter(has_text="Delete doomed?")
