@@ -37,6 +37,7 @@ from swarm.controller.gateway import Gateway
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.metrics import LiveCollector, Metrics
+from swarm.controller.mirrors import Mirrors
 from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
@@ -140,6 +141,7 @@ class Controller:
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
+        self.mirrors: Mirrors | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -238,6 +240,7 @@ class Controller:
             clock=self.clock,
             releases=self.releases,
             binhosts=self.binhosts,
+            mirrors=self.mirrors,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -309,6 +312,18 @@ class Controller:
             self.runner, self.events, file_targets=entries, clock=self.clock
         )
         await self.binhosts.start()
+        if self.releases is not None:
+            config = self.config
+            self.mirrors = Mirrors(
+                self.binhosts,
+                self.releases,
+                self.events,
+                ssh_settings(config),
+                parallel=config.mirror_parallel,
+                check_interval=config.mirror_check_interval,
+                clock=self.clock,
+            )
+            await self.mirrors.start()
 
     def _drones_file(self) -> dict[str, dict[str, object]]:
         path = self.config.drones_file
@@ -529,6 +544,9 @@ class Controller:
         await self.release_schedule.start()
 
     async def _stop_services(self) -> None:
+        # Pushes first: they read the releases' files.
+        if self.mirrors is not None:
+            await self.mirrors.stop()
         if self.release_schedule is not None:
             await self.release_schedule.stop()
         if self.builds is not None:
@@ -609,9 +627,14 @@ def heal_settings(config: ControllerConfig) -> HealSettings:
         startup_grace=config.heal_startup_grace,
         restart_command=config.restart_command,
         hard_restart_command=config.hard_restart_command,
-        ssh=SshSettings(
-            identity_file=_path(config.ssh_identity),
-            known_hosts_file=_path(config.ssh_known_hosts),
-            connect_timeout=config.ssh_connect_timeout,
-        ),
+        ssh=ssh_settings(config),
+    )
+
+
+def ssh_settings(config: ControllerConfig) -> SshSettings:
+    """How the controller runs ssh: healing and the mirror pusher alike."""
+    return SshSettings(
+        identity_file=_path(config.ssh_identity),
+        known_hosts_file=_path(config.ssh_known_hosts),
+        connect_timeout=config.ssh_connect_timeout,
     )

@@ -260,6 +260,14 @@ class ControllerConfig:
         Path(""), "known_hosts file for out-of-band SSH (default: ssh's own; host keys are always checked)"
     )
     ssh_connect_timeout: int = option(5, "seconds ssh may take to connect")
+    mirror_parallel: int = option(
+        4, "releases pushed to this many binhost mirrors at once at most (rsync over SSH, 1-64)"
+    )
+    mirror_check_interval: float = option(
+        300.0,
+        "seconds between health checks of each binhost mirror (its current manifest and a few "
+        "packages' sha256 over HTTP; 5-86400); also run at start and after each push",
+    )
     alert_webhook: str = option(
         "", "URL that gets a JSON POST when the healer alerts the admin", metavar="URL"
     )
@@ -346,6 +354,10 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.release_keep < 1:
             raise ValueError("release_keep must be at least 1")
+        if not 1 <= self.mirror_parallel <= 64:
+            raise ValueError("mirror_parallel must be between 1 and 64")
+        if not 5 <= self.mirror_check_interval <= 86400:
+            raise ValueError("mirror_check_interval must be between 5 and 86400 seconds")
         if str(self.releases_dir) in ("", "."):
             # Resolved here, not in a property: the web tier serves files from it.
             object.__setattr__(self, "releases_dir", self.data_dir / "releases")

@@ -50,7 +50,7 @@ import signal
 import string
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -423,8 +423,9 @@ class CommandResult:
 
 
 class _Collector(asyncio.SubprocessProtocol):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_output: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
+        self.on_output = on_output
         self.buffer = bytearray()
         self.truncated = False
         # connection_lost comes once the process has exited and all its
@@ -432,6 +433,8 @@ class _Collector(asyncio.SubprocessProtocol):
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if self.on_output is not None:
+            self.on_output(bytes(data))
         self.buffer += data
         excess = len(self.buffer) - self.limit
         if excess > 0:
@@ -454,11 +457,22 @@ def _kill_group(pid: int) -> None:
 _REAP_TIMEOUT = 5.0
 
 
-async def run(argv: Sequence[str], timeout: float, *, output_limit: int = 8192) -> CommandResult:
+async def run(
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    output_limit: int = 8192,
+    stdin: bytes | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+) -> CommandResult:
     """Run a command to completion or ``timeout`` seconds, whichever is
     first. Never raises for the command's failure (not found, non-zero exit,
     timeout): read the result. Cancelling the caller kills the command's
-    whole process group before the CancelledError goes on."""
+    whole process group before the CancelledError goes on.
+
+    ``stdin`` is written to the command's standard input, which is then
+    closed (else it reads nothing). ``on_output`` sees the output (stdout
+    and stderr) as it arrives, for progress; it must not block."""
     if not argv:
         raise ValueError("empty argv")
     if timeout <= 0:
@@ -468,9 +482,9 @@ async def run(argv: Sequence[str], timeout: float, *, output_limit: int = 8192) 
     started = time.monotonic()
     try:
         transport, collector = await loop.subprocess_exec(
-            lambda: _Collector(output_limit),
+            lambda: _Collector(output_limit, on_output),
             *argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -485,6 +499,13 @@ async def run(argv: Sequence[str], timeout: float, *, output_limit: int = 8192) 
         )
     pid = transport.get_pid()
     timed_out = False
+    if stdin is not None:
+        pipe = transport.get_pipe_transport(0)
+        assert isinstance(pipe, asyncio.WriteTransport)
+        # Buffered by the transport; a command that exits without reading it
+        # closes the pipe, and the rest is dropped.
+        pipe.write(stdin)
+        pipe.close()
     try:
         done, _ = await asyncio.wait([collector.finished], timeout=timeout)
         if not done:

@@ -236,6 +236,7 @@ class Releases:
         self._stopped = False
         self._unusable = ""  # why no cut can be made here, if none can
         self._cut_before: set[str] = set()  # every version ever cut here (VERSIONS)
+        self._listeners: list[Callable[[str | None], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -297,6 +298,17 @@ class Releases:
 
     async def _disk_work(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, functools.partial(fn, *args))
+
+    def add_listener(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(current)`` after every promote and rollback (the
+        mirror pusher); returns the function that removes it. It must not block."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
 
     # -- reading (from memory) ----------------------------------------------------
 
@@ -577,6 +589,11 @@ class Releases:
         current, previous = current_and_previous(promotions, self._manifests.__contains__)
         await self._disk_work(self._write_standing, promotions, current, previous)
         self._promotions, self._current, self._previous = promotions, current, previous
+        for callback in list(self._listeners):
+            try:
+                callback(current)
+            except Exception:
+                log.exception("a release listener failed on %s", current)
 
     def _write_standing(self, promotions: list[Promotion], current: str | None, previous: str | None) -> None:
         write_promotions(self.root / disk.PROMOTIONS, promotions)

@@ -222,19 +222,22 @@ class SshServer:
             self.port = free_port()
             config = self._write_config()
             self.known_hosts.write_text(known_hosts_line(self.port, self.host_public_key))
-            with self.log_path.open("ab") as log:
-                self.popen = subprocess.Popen(
-                    [str(self.sshd), "-D", "-f", str(config), "-E", str(self.log_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self._launch(config)
             if self._wait_ready():
                 return
             self._kill()
             if attempt == START_ATTEMPTS or "Address already in use" not in self.log():
                 raise RuntimeError(f"sshd did not start{self._log_tail()}")
+
+    def _launch(self, config: Path) -> None:
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [str(self.sshd), "-D", "-f", str(config), "-E", str(self.log_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _wait_ready(self) -> bool:
         """True once a real login works; False if sshd exited (port taken?)."""
@@ -290,6 +293,26 @@ class SshServer:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         psutil.wait_procs(sessions, timeout=5)
+
+    def authorize(self, public_key: str) -> None:
+        """Also let the holder of ``public_key`` (an ssh .pub line) log in."""
+        with self._path("authorized_keys").open("a") as keys:
+            keys.write(public_key.strip() + "\n")
+
+    def pause(self) -> None:
+        """Kill the server (and its sessions) but keep its keys, port and
+        directory: connections are refused until ``resume()``."""
+        self._kill()
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port with the same keys."""
+        if self.popen is not None:
+            return
+        config = self._write_config()
+        self._launch(config)
+        if not self._wait_ready():
+            self._kill()
+            raise RuntimeError(f"sshd did not start again on port {self.port}{self._log_tail()}")
 
     def _kill(self) -> None:
         if self.popen is None:
