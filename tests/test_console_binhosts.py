@@ -293,6 +293,21 @@ def test_the_dialog_shows_the_controllers_reason_on_its_field(swarm: Fleet, brow
     expect(dialog).to_be_hidden(timeout=WAIT_MS)
     expect(row(page, "tail").locator(".bh-priority")).to_have_text("priority 80", timeout=WAIT_MS)
     assert view(swarm, "tail")["priority"] == 80
+
+    # The controller's own: no destination, always enabled, and its default URL left as a default.
+    local = view(swarm, "controller")
+    assert local["url_set"] is False
+    menu_item(page, "controller", "Edit…").click()
+    expect(dialog.locator(".dialog-title")).to_have_text("Edit controller")
+    expect(page.locator("#bh-destination")).to_be_hidden()
+    expect(page.locator("#bh-enabled")).to_be_hidden()
+    expect(page.locator("#bh-url")).to_have_value("")
+    expect(page.locator("#bh-url")).to_have_attribute("placeholder", re.compile(re.escape(local["url"])))
+    page.fill("#bh-networks", "lan")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden(timeout=WAIT_MS)
+    local = view(swarm, "controller")
+    assert (local["networks"], local["url_set"], local["kind"]) == (["lan"], False, "local")
     assert unexpected(problems, 400) == []
 
 
@@ -379,6 +394,18 @@ def test_a_push_under_way_shows_its_progress_and_a_stale_mirror_why(
     expect(spare.locator(".bh-progress")).to_be_hidden()
     expect(page.locator("#binhosts-title + .page-sub")).to_contain_text("1 syncing")
     shot(page, "binhosts-progress")
+    # Before rsync has listed what it sends there is no fraction to draw, and no "0 of 0".
+    words = page.evaluate(
+        """async () => {
+          const { progressOf } = await import("/app/pages/binhosts.js");
+          const push = { release: "v1", started_at: null, files_total: 0, files_done: 0, bytes_sent: 0 };
+          return [progressOf(push), progressOf({ ...push, files_total: 4, files_done: 4, bytes_sent: 1500 })];
+        }"""
+    )
+    assert words == [
+        {"text": "v1: starting…", "fraction": None},
+        {"text": "v1: 4 of 4 files · 1.5 KB sent", "fraction": 1},
+    ]
     assert problems.unexpected() == []
 
 

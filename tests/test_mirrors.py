@@ -78,7 +78,9 @@ class Bench:
         return found[0]
 
     def binrepos(self, network: str) -> str:
-        status, text = http("GET", f"{self.fleet.controller.public_url}/api/v1/binrepos.conf?network={network}")
+        status, text = http(
+            "GET", f"{self.fleet.controller.public_url}/api/v1/binrepos.conf?network={network}"
+        )
         assert status == 200, text
         return str(text)
 

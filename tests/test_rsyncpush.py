@@ -290,7 +290,9 @@ def test_a_failed_push_is_retried_with_backoff_and_a_sync_does_not_wait(tmp_path
                     if len(events.of("binhost_sync_failed")) >= count:
                         return
                     await asyncio.sleep(0.01)
-                raise AssertionError(f"{count} failed pushes expected, saw {events.of('binhost_sync_failed')}")
+                raise AssertionError(
+                    f"{count} failed pushes expected, saw {events.of('binhost_sync_failed')}"
+                )
 
             # The first check finds it unreachable and wakes the worker.
             await failures(1)

@@ -32,6 +32,7 @@ import { ActionMenu, ConfirmDialog, Toaster, ago, bytes, el, pagePoller, setText
  * @property {string} name
  * @property {"local" | "rsync"} kind
  * @property {string} url
+ * @property {boolean} [url_set] false: the local target's URL is the controller's default
  * @property {string} destination
  * @property {string[]} networks
  * @property {number} priority
@@ -106,6 +107,8 @@ function where(b) {
 export function progressOf(p) {
   const known = p.files_total > 0;
   const done = Math.min(p.files_done, known ? p.files_total : p.files_done);
+  // rsync has not listed what it sends yet.
+  if (!known && done === 0 && p.bytes_sent === 0) return { text: `${p.release}: starting…`, fraction: null };
   const files = known ? `${done} of ${plural(p.files_total, "file")}` : plural(done, "file");
   return {
     text: `${p.release}: ${files} · ${bytes(p.bytes_sent)} sent`,
@@ -392,7 +395,10 @@ class TargetDialog {
     setText(this.kindText, this.kind === "local" ? "local: the controller's own binhost" : "rsync: pushed to over SSH");
     this.destinationInput.value = b?.destination ?? "";
     this.destinationField.hidden = this.kind === "local";
-    this.urlInput.value = b?.url ?? "";
+    // The local target's default URL follows the controller's public URL: left empty, it stays so.
+    const defaultUrl = b?.kind === "local" && b.url_set === false;
+    this.urlInput.value = defaultUrl ? "" : (b?.url ?? "");
+    this.urlInput.placeholder = defaultUrl ? `${b.url} (the controller's own)` : "https://mirror.example/binhost";
     this.networksInput.value = b ? b.networks.join(", ") : "";
     this.priorityInput.value = String(b?.priority ?? 0);
     this.enabledInput.checked = b?.enabled ?? true;
