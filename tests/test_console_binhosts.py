@@ -247,6 +247,10 @@ def test_the_dialog_shows_the_controllers_reason_on_its_field(swarm: Fleet, brow
     dialog = page.locator("dialog.bh-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator(".dialog-title")).to_have_text("Add a mirror")
+    # No name, no address to PUT to: said before asking.
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#bh-error")).to_have_attribute("data-field", "name")
+    expect(page.locator("#bh-name")).to_have_attribute("aria-invalid", "true")
     page.fill("#bh-name", "tail")
     page.fill("#bh-destination", hostile["destination"])
     page.fill("#bh-url", FAR["url"])

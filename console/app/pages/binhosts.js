@@ -442,6 +442,11 @@ class TargetDialog {
   async submit() {
     const name = this.nameInput.value.trim();
     this.clearError();
+    if (!name) {
+      // The name is the address (PUT .../binhosts/NAME): without one there is nothing to ask.
+      this.showError("name is required: a lowercase letter, then lowercase letters, digits or '-'", undefined);
+      return;
+    }
     this.saveButton.disabled = true;
     try {
       await this.save(name, this.body());
@@ -724,6 +729,7 @@ export function create() {
       soon = null;
       dialog.close();
       editor.close();
+      for (const row of rows.values()) row.menu.close();
     },
   };
 }
