@@ -47,6 +47,7 @@ async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 export const post = (path, body = {}) => call("POST", path, body);
+export const put = (path, body) => call("PUT", path, body);
 export const del = (path) => call("DELETE", path);
 
 /** Who is signed in; keeps the session's CSRF token for later changes. */

@@ -14,6 +14,7 @@ const PAGES = [
   { id: "logs", title: "Logs", icon: "logs", module: "./pages/logs.js", css: true },
   { id: "queue", title: "Queue", icon: "queue", module: "./pages/queue.js", css: true },
   { id: "releases", title: "Releases", icon: "releases", module: "./pages/releases.js", css: true },
+  { id: "binhosts", title: "Binhosts", icon: "binhosts", module: "./pages/binhosts.js", css: true },
   { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
   { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
 ];
@@ -31,6 +32,9 @@ const ICONS = {
   queue: '<path d="M4 6h16M4 12h16M4 18h10"/><circle cx="19" cy="18" r="1.2" fill="currentColor"/>',
   releases:
     '<path d="M12 3l8 4.5v9L12 21l-8-4.5v-9z"/><path d="M4 7.5l8 4.5 8-4.5M12 12v9"/>',
+  binhosts:
+    '<ellipse cx="12" cy="5.5" rx="7" ry="2.5"/><path d="M5 5.5v5c0 1.4 3.1 2.5 7 2.5s7-1.1 7-2.5v-5"/>' +
+    '<path d="M12 13v4M5 20h14M12 17a1.5 1.5 0 1 0 0 3 1.5 1.5 0 0 0 0-3z"/>',
   events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
   protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
 };

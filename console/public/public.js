@@ -8,6 +8,7 @@ import { Waveform } from "/common/waveform.js";
 
 const POLL_MS = 3000;
 const RELEASES_MS = 60_000; // a promote shows within a minute
+const BINHOSTS_MS = 15_000; // a mirror's state changes with a push or a health check
 const WAVE_MIN_MS = 15_000; // new events refresh the waveform at most this often
 const MAX_EVENTS = 40;
 const MOMENT_LIMIT = 200;
@@ -416,9 +417,51 @@ async function loadReleases() {
   );
 }
 
+// -- binhosts ----------------------------------------------------------------
+
+/**
+ * Where the releases are published, and how each binhost stands. The card
+ * stays hidden on a controller without the binhosts answer.
+ */
+async function loadBinhosts() {
+  const card = $("binhosts-card");
+  let data;
+  try {
+    data = await getJson("/api/v1/binhosts");
+  } catch (error) {
+    if (error.status === 404) card.hidden = true;
+    else $("binhosts-sub").textContent = `could not be loaded: ${error.message}`;
+    return;
+  }
+  const binhosts = Array.isArray(data?.binhosts) ? data.binhosts : [];
+  card.hidden = false;
+  card.dataset.current = data?.current ?? "";
+  const healthy = binhosts.filter((b) => b.status === "healthy").length;
+  $("binhosts-sub").textContent = `${plural(binhosts.length, "binhost")} · ${healthy} healthy`;
+  $("binhosts").replaceChildren(
+    ...binhosts.map((b) => {
+      const networks = Array.isArray(b.networks) && b.networks.length ? b.networks.join(", ") : "every network";
+      const behind = data?.current && b.release && b.release !== data.current;
+      return el(
+        "li",
+        { class: "binhost", "data-binhost": b.name, "data-status": b.status },
+        el("div", { class: "drone-top" }, el("strong", { class: "binhost-name" }, b.name), el("span", { class: `pill pill-bh-${b.status}` }, b.status)),
+        el(
+          "div",
+          { class: "muted binhost-facts" },
+          el("span", { class: "binhost-networks" }, networks),
+          " · ",
+          el("span", { class: `binhost-release${behind ? " binhost-behind" : ""}` }, b.release ?? "no release"),
+        ),
+      );
+    }),
+  );
+}
+
 // -- polling -----------------------------------------------------------------
 
 let releasesAt = 0;
+let binhostsAt = 0;
 
 /** One refresh of everything; throws (after drawing what did load) if a part failed. */
 async function tick() {
@@ -439,6 +482,10 @@ async function tick() {
   if (Date.now() - releasesAt > RELEASES_MS) {
     releasesAt = Date.now();
     loadReleases();
+  }
+  if (Date.now() - binhostsAt > BINHOSTS_MS) {
+    binhostsAt = Date.now();
+    loadBinhosts();
   }
   const failed = [status, nodes, sessions, evts].find((r) => r.status === "rejected");
   if (failed) throw failed.reason;

@@ -24,6 +24,8 @@ const KNOWN_TYPES = [
   "shell_closed", "shell_killed", "token_created", "token_revoked", "protocol_error",
   "release_cut", "release_promoted", "release_rolled_back", "release_deleted", "release_pruned",
   "release_schedule_waiting", "release_schedule_skipped", "release_auto_promote_cancelled",
+  "binhost_saved", "binhost_deleted", "binhost_sync_started", "binhost_sync_progress", "binhost_synced",
+  "binhost_sync_failed", "binhost_stale", "binhost_unreachable", "binhost_healthy",
 ];
 
 export function isAudit(event) {
@@ -36,9 +38,9 @@ export function isAudit(event) {
 }
 
 function tone(type) {
-  if (/fail|alert|error|revoked|locked|duplicate|dark$/.test(type)) return "bad";
-  if (/grounded|heal|requeued|throttled|draining|killed/.test(type)) return "warn";
-  if (/done|staged|complete|recovered|connected|cleared|ungrounded|started/.test(type)) return "ok";
+  if (/fail|alert|error|revoked|locked|duplicate|dark$|unreachable/.test(type)) return "bad";
+  if (/grounded|heal(?!thy)|requeued|throttled|draining|killed|stale$/.test(type)) return "warn";
+  if (/done|staged|complete|recovered|connected|cleared|ungrounded|started|synced|healthy$/.test(type)) return "ok";
   if (/^(admin|shell)_/.test(type)) return "audit";
   return "info";
 }
