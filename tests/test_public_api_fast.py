@@ -139,7 +139,7 @@ def test_without_builds_there_are_no_releases_and_no_cut(api: InProcessControlle
     empty: dict[str, Any] = {"current": None, "previous": None, "releases": []}
     assert api.get("/api/v1/releases") == api.get("/releases.json") == empty
     status, body = api.admin("GET", "/admin/api/releases")
-    assert status == 200 and body == {**empty, "promotions": []}
+    assert status == 200 and body == {**empty, "promotions": [], "schedule": None, "next_version": None}
     for path in ("/api/v1/releases/v2026.12.05", "/releases/key.asc", "/binhost/current/Packages"):
         got, answer = http("GET", api.public_url + path)
         assert got == 404 and "releases are off" in answer["error"]["message"], (path, answer)
