@@ -92,22 +92,11 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     try:
         with mirrors(private / "mirrors", 2) as started:
             lan, tailscale = started
-            targets = private / "binhosts.toml"
-            targets.write_text(
-                f'[binhosts.{lan.name}]\nurl = "{lan.url}"\ndestination = "{lan.destination}"\n'
-                'networks = ["lan"]\npriority = 10\n'
-                f'[binhosts.{tailscale.name}]\nurl = "{tailscale.url}"\n'
-                f'destination = "{tailscale.destination}"\nnetworks = ["tailscale"]\npriority = 10\n'
-            )
+            networks = {lan.name: "lan", tailscale.name: "tailscale"}
             fleet = start_fleet(
                 private,
                 (),
-                "--binhosts-file",
-                str(targets),
-                "--ssh-identity",
-                str(started.identity),
-                "--ssh-known-hosts",
-                str(started.known_hosts),
+                *started.controller_args(private / "binhosts.toml", networks),
                 # One health check after each push (awaited below), none while the tests run.
                 "--mirror-check-interval",
                 "86400",

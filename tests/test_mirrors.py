@@ -95,24 +95,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     root = tmp_path_factory.mktemp("mirrors")
     with mirrors(root / "mirrors", 2) as started:
         a, b = started
-        targets = root / "binhosts.toml"
-        targets.write_text(
-            f'[binhosts.{a.name}]\nurl = "{a.url}"\ndestination = "{a.destination}"\n'
-            'networks = ["lan"]\npriority = 10\n'
-            f'[binhosts.{b.name}]\nurl = "{b.url}"\ndestination = "{b.destination}"\n'
-            'networks = ["tailscale"]\npriority = 10\n'
-        )
-        fleet = start_fleet(
-            root,
-            (),
-            "--binhosts-file",
-            str(targets),
-            "--ssh-identity",
-            str(started.identity),
-            "--ssh-known-hosts",
-            str(started.known_hosts),
-            portage=True,
-        )
+        networks = {a.name: "lan", b.name: "tailscale"}
+        args = started.controller_args(root / "binhosts.toml", networks)
+        fleet = start_fleet(root, (), *args, portage=True)
         try:
             assert fleet.controller_prefix is not None
             inject(fleet.controller_prefix, *PACKAGES)

@@ -147,6 +147,26 @@ class Mirrors:
     def settings(self) -> SshSettings:
         return SshSettings(identity_file=self.identity, known_hosts_file=self.known_hosts)
 
+    def controller_args(self, targets: Path, networks: dict[str, str], priority: int = 10) -> list[str]:
+        """A controller's options for these mirrors: ``targets`` is written
+        as its --binhosts-file, each mirror serving the network named for it
+        in ``networks`` (by mirror name), and its ssh identity and known_hosts."""
+        targets.write_text(
+            "".join(
+                f'[binhosts.{m.name}]\nurl = "{m.url}"\ndestination = "{m.destination}"\n'
+                f'networks = ["{networks[m.name]}"]\npriority = {priority}\n'
+                for m in self.items
+            )
+        )
+        return [
+            "--binhosts-file",
+            str(targets),
+            "--ssh-identity",
+            str(self.identity),
+            "--ssh-known-hosts",
+            str(self.known_hosts),
+        ]
+
 
 @contextlib.contextmanager
 def mirrors(root: Path, count: int) -> Iterator[Mirrors]:
