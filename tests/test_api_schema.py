@@ -100,7 +100,7 @@ class Checker:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, list[Agent], Path]]:
     root = tmp_path_factory.mktemp("schema")
     own_log = root / "controller-own.log"
-    swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True)
+    swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True, heartbeat_interval=0.25)
     try:
         # A release, current: a package built straight into staging (not ATOM,
         # which the admin test's session builds), cut and promoted.

@@ -32,16 +32,30 @@ EMERGE = Path(sys.prefix).resolve() / "lib" / "portage" / "bin" / "emerge"
 EMERGE_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
 
 
+# wait_for's polls when the caller names no interval: every 20 ms at first,
+# then a tenth of the time waited so far, at most every quarter second. A
+# condition that comes soon is seen as soon as before; a wait of seconds (a
+# build, a recovery, a drone coming back) polls a few times a second instead of
+# fifty, each poll an HTTP request both the test and the controller pay CPU
+# for, which the processes under test could use.
+FIRST_POLL = 0.02
+LATEST_POLL = 0.25
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = DEFAULT_TIMEOUT,
     what: str = "condition",
-    interval: float = 0.02,
+    interval: float | None = None,
 ) -> Any:
-    """Poll until predicate() is truthy; return its value or fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
+    """Poll until predicate() is truthy; return its value or fail saying what was awaited.
+
+    ``interval``: seconds between polls (default: FIRST_POLL, growing with the
+    time waited up to LATEST_POLL). The last poll is at the deadline."""
+    started = time.monotonic()
+    deadline = started + timeout
     last_exc: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
         try:
             value = predicate()
         except (OSError, ValueError, KeyError) as exc:
@@ -49,7 +63,11 @@ def wait_for(
             value = None
         if value:
             return value
-        time.sleep(interval)
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        pause = interval if interval is not None else min(LATEST_POLL, max(FIRST_POLL, (now - started) / 10))
+        time.sleep(min(pause, deadline - now))
     raise AssertionError(
         f"timed out after {timeout:.1f}s waiting for {what}"
         + (f" (last error: {last_exc})" if last_exc else "")
