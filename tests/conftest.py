@@ -35,6 +35,7 @@ FAST_MODULES = frozenset(
         "test_admin_auth",
         "test_admin_limits",
         "test_binhost_cache",
+        "test_binhost_sending",
         "test_build_timers",
         "test_channels",
         "test_clock",
