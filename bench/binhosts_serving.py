@@ -115,6 +115,7 @@ class Options:
     api_every_ms: float
     paths: tuple[str, ...]
     loop: bool
+    window: float
     cache: Path
     nginx: str
     keep: bool
@@ -151,6 +152,12 @@ def parser() -> argparse.ArgumentParser:
         help="controller paths measured: staging, release or both (default staging,release)",
     )
     parser.add_argument(
+        "--window",
+        type=float,
+        default=8.0,
+        help="seconds of each side-by-side round (default 8; 0: no side-by-side rounds)",
+    )
+    parser.add_argument(
         "--no-loop",
         action="store_true",
         help="leave out the second controller that sends every file by the event loop (--binhost-senders 0)",
@@ -181,6 +188,7 @@ def options(argv: Sequence[str]) -> Options:
         max(1.0, ns.api_every_ms),
         paths,
         not ns.no_loop,
+        max(0.0, ns.window),
         ns.cache,
         ns.nginx,
         ns.keep,
@@ -336,6 +344,103 @@ def download(port: int, path: str, clients: int, size: int) -> list[float]:
     return speeds
 
 
+FETCHER = """
+import socket, sys, time, json
+port, path, start, end = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+buf = bytearray(1 << 20)
+view = memoryview(buf)
+request = f"GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n".encode()
+got = 0
+time.sleep(max(0.0, start - time.time()))
+began = time.time()
+with socket.create_connection(("127.0.0.1", port)) as sock:
+    while time.time() < end:
+        sock.sendall(request)
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            head += sock.recv(4096)
+        head, _, body = head.partition(b"\\r\\n\\r\\n")
+        lines = head.lower().split(b"\\r\\n")
+        length = int(next(h.split(b":")[1] for h in lines if h.startswith(b"content-length")))
+        left = length - len(body)
+        got += len(body)
+        while left > 0 and time.time() < end:
+            n = sock.recv_into(view[: min(left, len(buf))])
+            if not n:
+                raise SystemExit("connection closed")
+            left -= n
+            got += n
+        if left > 0:
+            break
+print(json.dumps({"bytes": got, "seconds": time.time() - began}))
+"""
+
+
+def side_by_side(specs: list[tuple[int, str, int]], seconds: float) -> list[list[float]]:
+    """Clients on several servers at once, all over the same window: for each
+    (port, path, clients), the MB/s of each client. A client fetches the
+    file again and again until the window ends (none finishes early and
+    leaves the others a quieter machine)."""
+    start = time.time() + 0.5
+    end = start + seconds
+    procs = [
+        [
+            subprocess.Popen(
+                [sys.executable, "-c", FETCHER, str(port), path, str(start), str(end)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(clients)
+        ]
+        for port, path, clients in specs
+    ]
+    speeds = []
+    for group in procs:
+        mine = []
+        for proc in group:
+            out, err = proc.communicate(timeout=seconds + 120)
+            if proc.returncode != 0:
+                raise BenchError(
+                    f"fetch client exited with {proc.returncode}: {err.decode(errors='replace')[-500:]}"
+                )
+            got = json.loads(out)
+            mine.append(got["bytes"] / got["seconds"] / MB)
+        speeds.append(mine)
+    return speeds
+
+
+def bench_side_by_side(
+    targets: dict[str, tuple[int, str]], clients: int, opts: Options, probes: dict[str, ApiProbe]
+) -> dict[str, Any]:
+    """nginx and one controller path at once, ``clients`` each, ``--rounds`` times."""
+    nginx_port, nginx_path = targets["nginx"]
+    result: dict[str, Any] = {}
+    for name, (port, path) in targets.items():
+        if name == "nginx":
+            continue
+        ratios, mine, theirs, api = [], [], [], []
+        probe = probes[name]
+        for i in range(opts.rounds):
+            say(f"side by side, {clients} client(s) on nginx and on {name}, round {i + 1} of {opts.rounds}")
+            probe.take()
+            with probe.measuring():
+                ours, nginx = side_by_side(
+                    [(port, path, clients), (nginx_port, nginx_path, clients)], opts.window
+                )
+            api += probe.take()
+            mine.append(sum(ours))
+            theirs.append(sum(nginx))
+            ratios.append(sum(ours) / sum(nginx) if sum(nginx) else 0.0)
+        result[name] = {
+            "ratio": round(statistics.median(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
+            "mb_s_total": round(statistics.median(mine), 1),
+            "nginx_mb_s_total": round(statistics.median(theirs), 1),
+            "api_ms": latency(api),
+        }
+    return result
+
+
 class ApiProbe:
     """GET /api/v1/nodes every ``every`` seconds on one keep-alive connection,
     from a thread of this process, while ``measuring``: milliseconds per answer."""
@@ -423,7 +528,13 @@ def run(argv: Sequence[str] = ()) -> dict[str, Any]:
     # nginx started as root serves from its workers, as nobody.
     work.chmod(0o755)
     children = Children()
-    figures: dict[str, Any] = {"env": env_info(), "size_bytes": size, "rounds": opts.rounds, "clients": {}}
+    figures: dict[str, Any] = {
+        "env": env_info(),
+        "size_bytes": size,
+        "rounds": opts.rounds,
+        "clients": {},
+        "side_by_side": {},
+    }
     try:
         root = work / "www"
         root.mkdir()
@@ -469,6 +580,11 @@ def run(argv: Sequence[str] = ()) -> dict[str, Any]:
                     figures["clients"][str(clients)] = bench_clients(
                         targets, pids, clients, size, opts, probes
                     )
+                if opts.window:
+                    for clients in opts.clients:
+                        figures["side_by_side"][str(clients)] = bench_side_by_side(
+                            targets, clients, opts, probes
+                        )
             finally:
                 for probe in set(probes.values()):
                     probe.close()
@@ -546,13 +662,32 @@ def report(figures: dict[str, Any]) -> None:
                 f"{f['cpu_s_per_gb']:>9.3f} {_ms(api['p50']):>11} {_ms(api['p99']):>7} {_ms(api['max']):>7}  "
                 + " ".join(f"{t:.0f}" for t in f["mb_s_total_rounds"])
             )
-            if ratio is not None:
+            if ratio is not None and name != "loop":
                 worst_ratio = ratio if worst_ratio is None else min(worst_ratio, ratio)
                 if api["p99"] is not None:
                     worst_p99 = api["p99"] if worst_p99 is None else max(worst_p99, api["p99"])
+    if figures["side_by_side"]:
+        print()
+        print(
+            "side by side: N clients on nginx and N on the controller at the same time, over the same "
+            "window (the machine's other load falls on both alike); median of the rounds"
+        )
+        print(
+            f"{'clients':>7} {'server':>8} {'MB/s total':>11} {'nginx MB/s':>11} {'x nginx':>8} "
+            f"{'API p50 ms':>11} {'p99':>7} {'max':>7}  rounds x nginx"
+        )
+        for clients, per_server in figures["side_by_side"].items():
+            for name, f in per_server.items():
+                api = f["api_ms"]
+                print(
+                    f"{clients:>7} {name:>8} {f['mb_s_total']:>11.1f} {f['nginx_mb_s_total']:>11.1f} "
+                    f"{f['ratio']:>8.3f} {_ms(api['p50']):>11} {_ms(api['p99']):>7} {_ms(api['max']):>7}  "
+                    + " ".join(f"{r:.2f}" for r in f["ratios"])
+                )
     idle = figures["api_idle_ms"]
     print(f"API with nothing downloading: p50 {_ms(idle['p50'])} ms, p99 {_ms(idle['p99'])} ms")
-    print("(nginx rows: the controller's API while nginx serves, the floor the busy machine allows)")
+    print("(nginx rows: the controller's API while nginx serves, the floor the busy machine allows;")
+    print(" loop rows: a controller with --binhost-senders 0, every file sent by the event loop)")
     if worst_ratio is not None:
         met = "met" if worst_ratio >= RATIO_TARGET else "MISSED"
         print(f"target >= {RATIO_TARGET:g}x nginx: {met} (worst {worst_ratio:.3f})")

@@ -107,9 +107,13 @@ class FileSender:
         """Bytes sent from ``file_fd`` at ``offset`` (up to ``count``) to the
         blocking socket ``sock_fd``, by a thread of the pool (taken before)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, _send_blocking, sock_fd, file_fd, offset, count, cancel, self._stopping
-        )
+        try:
+            job = loop.run_in_executor(
+                self._pool, _send_blocking, sock_fd, file_fd, offset, count, cancel, self._stopping
+            )
+        except RuntimeError:
+            return 0  # closed since the thread was taken: the loop sends it all
+        return await job
 
     async def close(self) -> None:
         self._stopping.set()
@@ -177,6 +181,8 @@ class BinhostFile(web.FileResponse):
             or raw is None
             or transport is None
             or self.compression
+            # sendfile on the socket itself would go around TLS.
+            or transport.get_extra_info("sslcontext") is not None
             # The head is still queued (the client reads nothing): the loop sends that first.
             or transport.get_write_buffer_size() > 0
             or transport.is_closing()
