@@ -16,9 +16,10 @@ so the kernel itself waits for the client, with neither the loop nor the
 GIL in between, and the loop stays free for the API.
 
 A slow client must not hold a thread: the socket gets a send timeout
-(``SEND_TIMEOUT``), and a sendfile that waited that long hands the rest
-of the file back to aiohttp's own way (``loop.sendfile``). So does a
-response when every thread is busy. The thread sends a dup of the
+(``SEND_TIMEOUT``), and a sendfile that waited that long, or a call of
+SEND_CALL bytes that took longer than that (a client under 8 MB/s),
+hands the rest of the file back to aiohttp's own way
+(``loop.sendfile``). So does a response when every thread is busy. The thread sends a dup of the
 socket's descriptor (a descriptor number closed by the loop meanwhile
 could be reused by another connection); a cancelled response (the
 client went, or the tier stops) shuts the socket down, which ends a
@@ -39,6 +40,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -53,10 +55,11 @@ log = logging.getLogger(__name__)
 
 # Downloads sent by threads at once; more wait on the event loop instead.
 SENDERS = 16
-# A client that takes no byte for this long is handed to the event loop.
+# A client that takes no byte for this long, or a call's bytes in more
+# than this (under 8 MB/s), is handed to the event loop.
 SEND_TIMEOUT = 1.0
-# Bytes per sendfile call: between calls the thread sees a stop.
-SEND_CALL = 64 << 20
+# Bytes per sendfile call: between calls the thread sees a stop and times the client.
+SEND_CALL = 8 << 20
 
 
 def served_file(base: Path, tail: str, what: str) -> Path:
@@ -109,7 +112,15 @@ class FileSender:
         loop = asyncio.get_running_loop()
         try:
             job = loop.run_in_executor(
-                self._pool, _send_blocking, sock_fd, file_fd, offset, count, cancel, self._stopping
+                self._pool,
+                _send_blocking,
+                sock_fd,
+                file_fd,
+                offset,
+                count,
+                cancel,
+                self._stopping,
+                self.send_timeout,
             )
         except RuntimeError:
             return 0  # closed since the thread was taken: the loop sends it all
@@ -121,24 +132,33 @@ class FileSender:
 
 
 def _send_blocking(
-    sock_fd: int, file_fd: int, offset: int, count: int, cancel: threading.Event, stopping: threading.Event
+    sock_fd: int,
+    file_fd: int,
+    offset: int,
+    count: int,
+    cancel: threading.Event,
+    stopping: threading.Event,
+    slow_after: float,
 ) -> int:
     """Runs in a sender thread. Returns early (with what was sent) when the
-    client took nothing for SEND_TIMEOUT, or on a cancel or a stop."""
+    client is slow, on a cancel or on a stop: a slow client took nothing
+    for the socket's send timeout, or took a whole call's SEND_CALL bytes
+    more slowly than that (under SEND_CALL / ``slow_after`` bytes a second)."""
     sent = 0
     while sent < count and not cancel.is_set() and not stopping.is_set():
         asked = min(count - sent, SEND_CALL)
+        started = time.monotonic()
         try:
             done = os.sendfile(sock_fd, file_fd, offset + sent, asked)
         except BlockingIOError:
-            break  # the send timeout passed with no byte taken: a slow client
+            break  # the send timeout passed with no byte taken
         except InterruptedError:
             continue
         if done == 0:
             break  # the file is shorter than it was: aiohttp's path ends it the same way
         sent += done
-        if done < asked:
-            break  # the send timeout cut this call short: a slow client
+        if done < asked or time.monotonic() - started > slow_after:
+            break
     return sent
 
 
