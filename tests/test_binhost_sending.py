@@ -47,7 +47,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @asynccontextmanager
 async def serving(
-    path: Path, *, senders: int = 1, send_timeout: float = 0.2
+    path: Path, *, senders: int = 1, send_timeout: float = 5.0
 ) -> AsyncIterator[tuple[int, binfiles.FileSender]]:
     app = web.Application()
     binfiles.install(app, senders, send_timeout)

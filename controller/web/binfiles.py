@@ -41,7 +41,6 @@ import socket
 import struct
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,15 +77,17 @@ def served_file(base: Path, tail: str, what: str) -> Path:
 
 
 class FileSender:
-    """The threads that send binhost files (see the module doc): at most
-    ``senders`` at once; ``close`` stops them (each within SEND_TIMEOUT)."""
+    """The threads that send binhost files (see the module doc): one per
+    download, at most ``senders`` at once, gone when their download is;
+    ``close`` stops them and waits for them (each ends within its send
+    timeout, or at once when its response is cancelled)."""
 
     def __init__(self, senders: int = SENDERS, send_timeout: float = SEND_TIMEOUT) -> None:
-        self._pool = ThreadPoolExecutor(senders, thread_name_prefix="binhost-send")
         self.senders = senders
         self.send_timeout = send_timeout
         self._free = senders
         self._stopping = threading.Event()
+        self._running: set[asyncio.Future[int]] = set()
         # What the threads did, for tests and curious admins: bytes they sent,
         # and responses they handed back to the event loop unfinished.
         self.bytes_sent = 0
@@ -108,27 +109,37 @@ class FileSender:
 
     async def send(self, sock_fd: int, file_fd: int, offset: int, count: int, cancel: threading.Event) -> int:
         """Bytes sent from ``file_fd`` at ``offset`` (up to ``count``) to the
-        blocking socket ``sock_fd``, by a thread of the pool (taken before)."""
+        blocking socket ``sock_fd``, by a thread of its own (taken before)."""
         loop = asyncio.get_running_loop()
-        try:
-            job = loop.run_in_executor(
-                self._pool,
-                _send_blocking,
-                sock_fd,
-                file_fd,
-                offset,
-                count,
-                cancel,
-                self._stopping,
-                self.send_timeout,
-            )
-        except RuntimeError:
-            return 0  # closed since the thread was taken: the loop sends it all
-        return await job
+        done: asyncio.Future[int] = loop.create_future()
+        args = (sock_fd, file_fd, offset, count, cancel, self._stopping, self.send_timeout)
+
+        def work() -> None:
+            try:
+                outcome: tuple[int, BaseException | None] = (_send_blocking(*args), None)
+            except BaseException as exc:
+                outcome = (0, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, done, *outcome)
+
+        self._running.add(done)
+        done.add_done_callback(self._running.discard)
+        threading.Thread(target=work, name="binhost-send", daemon=True).start()
+        return await done
 
     async def close(self) -> None:
         self._stopping.set()
-        await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _settle(done: asyncio.Future[int], sent: int, exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(sent)
 
 
 def _send_blocking(
