@@ -361,6 +361,16 @@ def test_binhost_files_answer_ranges_and_conditional_requests_as_clients_expect(
         )
         assert newer.stdout == "304" and not (tmp_path / "not-fetched").exists(), base
 
+    # Staging follows the releases' rule: regular files only, no listing, nothing hidden, no way out.
+    (swarm.staging_pkgdir / ".Packages.tmp").write_text("partial")
+    try:
+        paths = ("/binhost/staging/", "/binhost/staging/swarm-test", "/binhost/staging/.Packages.tmp")
+        # The prefix's make.conf, three levels up from its PKGDIR (var/cache/binpkgs).
+        paths += ("/binhost/staging/%2e%2e/%2e%2e/%2e%2e/etc/portage/make.conf",)
+        assert {path: raw_get(swarm, path) for path in paths} == dict.fromkeys(paths, 404)
+    finally:
+        (swarm.staging_pkgdir / ".Packages.tmp").unlink()
+
 
 def test_no_cut_while_a_session_runs(swarm: Fleet) -> None:
     # No drone: the session's job waits, and the session runs.
