@@ -4,8 +4,8 @@ clients download. It prints figures; it asserts nothing about timing.
 
 Run from the repository root::
 
-    .venv/bin/python bench/binhosts_serving.py                 # about 1-2 minutes
-    .venv/bin/python bench/binhosts_serving.py --rounds 5 --clients 1,8
+    .venv/bin/python bench/binhosts_serving.py                 # 3-10 minutes, with the machine's load
+    .venv/bin/python bench/binhosts_serving.py --rounds 5 --window 0 --no-loop
     .venv/bin/python bench/binhosts_serving.py --json figures.json --keep
 
 The 1 GB file is real bytes (random, not sparse: a sparse file reads as
@@ -21,7 +21,11 @@ runs. Both servers serve that same inode from the page cache:
   file hard-linked into its staging PKGDIR and fetched from
   ``/binhost/staging/``, then hard-linked into a release the bench lays
   out itself and fetched from ``/binhost/releases/{v}/`` (the same handler
-  as ``/binhost/current/``).
+  as ``/binhost/current/``);
+- unless ``--no-loop``, a second controller started with
+  ``--binhost-senders 0``, every file sent by the event loop as aiohttp's
+  FileResponse does (the code before sender threads): row ``loop``,
+  fetched from its staging path.
 
 Clients are ``curl`` processes (not threads of this process, nor of a
 server): for each client count in ``--clients`` (default 1 and 8), all of
@@ -33,14 +37,22 @@ the server's CPU seconds per GB sent (nginx: master and worker; the
 controller: the whole process), which the machine's other load disturbs
 far less than MB/s.
 
+Then, unless ``--window 0``, side by side: N clients on nginx and N on
+one controller path at the same time, for ``--window`` seconds (small
+Python clients that fetch the file again and again until the window
+ends, so that none finishes early and leaves the other side a quieter
+machine): the machine's other load falls on both alike, and the ratio
+of the two sides' MB/s is the fairest figure a shared machine gives.
+
 While the clients download, a thread here sends ``GET /api/v1/nodes`` to
 the controller every ``--api-every`` ms on one keep-alive connection:
 p50, p99 and max milliseconds of the answers, over every round, for the
 controller's own downloads and, as the floor the machine allows, during
 nginx's (the controller idle but the CPUs as busy).
 
-``run(argv)`` runs it and returns the figures (bench/binhosts.py calls it
-at the end of its own run); ``report(figures)`` prints the table.
+``run(argv)`` runs it with these command-line arguments, prints the
+table and returns the figures (bench/binhosts.py calls it at the end of
+its own run); ``report(figures)`` prints the table again.
 """
 
 from __future__ import annotations
