@@ -364,9 +364,13 @@ def test_binhost_files_answer_ranges_and_conditional_requests_as_clients_expect(
     # Staging follows the releases' rule: regular files only, no listing, nothing hidden, no way out.
     (swarm.staging_pkgdir / ".Packages.tmp").write_text("partial")
     try:
-        paths = ("/binhost/staging/", "/binhost/staging/swarm-test", "/binhost/staging/.Packages.tmp")
-        # The prefix's make.conf, three levels up from its PKGDIR (var/cache/binpkgs).
-        paths += ("/binhost/staging/%2e%2e/%2e%2e/%2e%2e/etc/portage/make.conf",)
+        paths = (
+            "/binhost/staging/",
+            "/binhost/staging/swarm-test",
+            "/binhost/staging/.Packages.tmp",
+            # The prefix's make.conf, three levels up from its PKGDIR (var/cache/binpkgs).
+            "/binhost/staging/%2e%2e/%2e%2e/%2e%2e/etc/portage/make.conf",
+        )
         assert {path: raw_get(swarm, path) for path in paths} == dict.fromkeys(paths, 404)
     finally:
         (swarm.staging_pkgdir / ".Packages.tmp").unlink()
