@@ -131,6 +131,11 @@ class ControllerConfig:
     http_keepalive_requests: int = option(
         1000, "requests one HTTP connection may carry; the answer to the last says Connection: close"
     )
+    binhost_senders: int = option(
+        16,
+        "binhost downloads (staging, releases) sent at once by threads with blocking sendfile, "
+        "beside the event loop; more, and slow clients, are sent by the event loop. 0: all by the loop",
+    )
     portage_eprefix: Path = option(
         Path(""),
         "Gentoo prefix with the swarm's Portage configuration (repos, "
@@ -434,6 +439,8 @@ class ControllerConfig:
             )
         if self.http_keepalive_requests < 1:
             raise ValueError("http_keepalive_requests must be at least 1")
+        if not 0 <= self.binhost_senders <= 1024:
+            raise ValueError("binhost_senders must be from 0 to 1024")
         for name in (
             "shell_grace",
             "shell_idle_timeout",

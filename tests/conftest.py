@@ -37,6 +37,7 @@ FAST_MODULES = frozenset(
         "test_binhost_cache",
         "test_binhost_api",
         "test_binhosts",
+        "test_binhost_sending",
         "test_build_timers",
         "test_channels",
         "test_clock",

@@ -23,6 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -313,6 +314,77 @@ def test_only_a_listed_releases_regular_files_are_served(swarm: Fleet) -> None:
     assert head.status_code == 200 and int(head.headers["Content-Length"]) > 0
     # The public tier stays read-only.
     assert public(swarm, "/api/v1/releases", "POST").status_code == 405
+
+
+def test_binhost_files_answer_ranges_and_conditional_requests_as_clients_expect(
+    swarm: Fleet, tmp_path: Path
+) -> None:
+    """Staging, a release and ``current`` answer as Portage (If-Modified-Since
+    on Packages, a resumed gpkg download), wget -c, curl -C - and an
+    rsync-less mirror (curl -z, wget -N) expect."""
+    manifest = current_manifest(swarm)
+    package = manifest["packages"][0]["path"]
+    data = (swarm.staging_pkgdir / package).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == manifest["packages"][0]["sha256"]
+    size = len(data)
+    bases = ("/binhost/staging", f"/binhost/releases/{manifest['version']}", "/binhost/current")
+    for base in bases:
+        url = f"{swarm.controller.public_url}{base}/{package}"
+        whole = requests.get(url, timeout=30)
+        assert whole.status_code == 200 and whole.content == data, base
+        assert whole.headers["Accept-Ranges"] == "bytes", base
+        modified = whole.headers["Last-Modified"]
+        ranged = requests.get(url, headers={"Range": "bytes=100-199"}, timeout=30)
+        assert (ranged.status_code, ranged.headers["Content-Range"]) == (206, f"bytes 100-199/{size}"), base
+        assert ranged.content == data[100:200], base
+        tail = requests.get(url, headers={"Range": "bytes=-50"}, timeout=30)
+        assert (tail.status_code, tail.content) == (206, data[-50:]), base
+        beyond = requests.get(url, headers={"Range": f"bytes={size}-"}, timeout=30)
+        assert (beyond.status_code, beyond.headers["Content-Range"]) == (416, f"bytes */{size}"), base
+        unchanged = requests.get(url, headers={"If-Modified-Since": modified}, timeout=30)
+        assert (unchanged.status_code, unchanged.content) == (304, b""), base
+        older = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 10 * 86400))
+        assert requests.get(url, headers={"If-Modified-Since": older}, timeout=30).status_code == 200, base
+        index = requests.get(f"{swarm.controller.public_url}{base}/Packages", timeout=30)
+        assert index.status_code == 200 and index.headers["Last-Modified"], base
+        again = requests.get(
+            f"{swarm.controller.public_url}{base}/Packages",
+            headers={"If-Modified-Since": index.headers["Last-Modified"]},
+            timeout=30,
+        )
+        assert again.status_code == 304, base
+
+        # Real clients: a download cut short and resumed, then a mirror's "only if newer".
+        for name, resume in (
+            ("curl", ["curl", "-sS", "--fail", "-C", "-", "-o"]),
+            ("wget", ["wget", "-q", "-c", "-O"]),
+        ):
+            part = tmp_path / f"{name}{bases.index(base)}.gpkg.tar"
+            part.write_bytes(data[: size // 3])
+            subprocess.run([*resume, str(part), url], check=True, timeout=60, capture_output=True)
+            assert part.read_bytes() == data, (name, base)
+        newer = subprocess.run(
+            ["curl", "-sS", "-z", str(part), "-o", str(tmp_path / "not-fetched"), "-w", "%{http_code}", url],
+            check=True,
+            timeout=60,
+            capture_output=True,
+            text=True,
+        )
+        assert newer.stdout == "304" and not (tmp_path / "not-fetched").exists(), base
+
+    # Staging follows the releases' rule: regular files only, no listing, nothing hidden, no way out.
+    (swarm.staging_pkgdir / ".Packages.tmp").write_text("partial")
+    try:
+        paths = (
+            "/binhost/staging/",
+            "/binhost/staging/swarm-test",
+            "/binhost/staging/.Packages.tmp",
+            # The prefix's make.conf, three levels up from its PKGDIR (var/cache/binpkgs).
+            "/binhost/staging/%2e%2e/%2e%2e/%2e%2e/etc/portage/make.conf",
+        )
+        assert {path: raw_get(swarm, path) for path in paths} == dict.fromkeys(paths, 404)
+    finally:
+        (swarm.staging_pkgdir / ".Packages.tmp").unlink()
 
 
 def test_no_cut_while_a_session_runs(swarm: Fleet) -> None:

@@ -4,12 +4,14 @@ secret."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import binhosts, hosts, openapi, public_page, releases
+from swarm.controller.web import binfiles, binhosts, hosts, openapi, public_page, releases
 from swarm.controller.web.buildviews import public_dispatch
 from swarm.controller.web.common import (
     BUCKETS,
@@ -170,6 +172,16 @@ async def openapi_doc(request: web.Request) -> web.Response:
     return json_response(openapi.public_document())
 
 
+async def staging_file(request: web.Request) -> web.StreamResponse:
+    """A file of the staging binhost (binfiles.served_file says which are served)."""
+    staging = _services(request).staging
+    assert staging is not None  # the route exists only with staging
+    path = await asyncio.to_thread(
+        binfiles.served_file, staging.pkgdir, request.match_info["tail"], "the staging binhost"
+    )
+    return binfiles.BinhostFile(path)
+
+
 def create_app(services: Services) -> web.Application:
     config = services.config
     app = web.Application(middlewares=[json_errors, hosts.check_host, read_only, strict_input])
@@ -180,7 +192,8 @@ def create_app(services: Services) -> web.Application:
     app.add_routes(releases.public_routes)
     app.add_routes(binhosts.public_routes)
     app.add_routes(releases.files)  # the release key and binhosts: outside the OpenAPI document
+    binfiles.install(app, config.binhost_senders)
     if services.staging is not None:
         # Read-only files for stock Portage clients (binrepos.conf sync-uri).
-        app.router.add_static(STAGING_PATH, services.staging.pkgdir, follow_symlinks=False, show_index=False)
+        app.router.add_get(STAGING_PATH + "/{tail:.*}", staging_file)
     return app

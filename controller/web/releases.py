@@ -13,7 +13,9 @@ each release's files for stock Portage clients at
 rollback is what the next request gets. Only a release the core lists is
 served (never a cut in progress, ``.vX.partial``, nor one being deleted),
 and only regular files inside it: no listing, no hidden file, no ``..``,
-no symlink out. Resolving a path stats files: it runs in a thread.
+no symlink out (binfiles.served_file; resolving a path stats files: it
+runs in a thread). The files go out as binfiles.BinhostFile: Range,
+If-Modified-Since and ETag answered as Portage, wget and curl expect.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.releases import VERSION_RE, Releases
+from swarm.controller.web.binfiles import BinhostFile, served_file
 from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.healing import KEY_NAME
 from swarm.controller.web.parse import check_text, json_body
@@ -330,25 +333,11 @@ def _directory(releases: Releases, version: str) -> Path:
     return releases.path(version)
 
 
-def _served_file(base: Path, tail: str) -> Path:
-    """The regular file ``tail`` inside the release directory ``base``, or
-    NotFound. Runs in a thread: it stats and resolves."""
-    parts = tail.split("/")
-    # Hidden names too: a release has none, and no directory is listed.
-    if not tail or any(not p or p.startswith(".") for p in parts):
-        raise NotFound(f"no file {tail[:200]!r} in release {base.name}")
-    root = base.resolve()
-    target = root.joinpath(*parts).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        raise NotFound(f"no file {tail[:200]!r} in release {base.name}")
-    return target
-
-
 @files.get(RELEASES_PATH + "/{version}/{tail:.*}")
 async def release_file(request: web.Request) -> web.StreamResponse:
     base = _directory(_files_of(request), request.match_info["version"])
-    path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
-    return web.FileResponse(path, headers=IMMUTABLE)
+    path = await asyncio.to_thread(served_file, base, request.match_info["tail"], f"release {base.name}")
+    return BinhostFile(path, headers=IMMUTABLE)
 
 
 @files.get(CURRENT_PATH + "/{tail:.*}")
@@ -359,5 +348,5 @@ async def current_file(request: web.Request) -> web.StreamResponse:
     if version is None:
         raise NotFound("no release is current yet (none was promoted)")
     base = _directory(releases, version)
-    path = await asyncio.to_thread(_served_file, base, request.match_info["tail"])
-    return web.FileResponse(path, headers=REVALIDATE)
+    path = await asyncio.to_thread(served_file, base, request.match_info["tail"], f"release {version}")
+    return BinhostFile(path, headers=REVALIDATE)
