@@ -3,9 +3,9 @@ heartbeat's hot path costs beside what gRPC does, without gRPC.
 
 A fleet of N drones (stand-in links, no gRPC) on a clock this script
 moves: every simulated second each drone beats once, the health monitor
-ticks 10 times and the pinger 20 times (their real rates), pongs answer
-the pings, and every --persist-interval the NodeWriter writes to a real
-SQLite file. It prints the CPU time of each part per simulated second,
+ticks 10 times, the pinger 20 times and the healer 4 times (their real
+rates), pongs answer the pings, and every --persist-interval the
+NodeWriter writes to a real SQLite file. It prints the CPU time of each part per simulated second,
 as % of one core: figures to compare between commits (run it on each),
 not a test. The machine's other load barely matters: it times this
 process's own CPU (time.process_time).
@@ -23,10 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swarm.controller.alerts import Alerter
+from swarm.controller.app import heal_settings
 from swarm.controller.channel_frames import ChannelRequest
+from swarm.controller.config import ControllerConfig
 from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.healer import Healer
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
@@ -35,6 +39,7 @@ from swarm.controller.store.sql import SqlStore
 
 MONITOR_HZ = 10
 PINGER_HZ = 20
+HEALER_HZ = 4
 
 
 class Clock:
@@ -56,7 +61,10 @@ class Clock:
         await asyncio.sleep(0)
 
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
-        return event.is_set()
+        # Only the event ends a wait (the healer's loop waits here for a
+        # status change): this clock moves when the script says.
+        await event.wait()
+        return True
 
 
 class Link:
@@ -104,6 +112,8 @@ async def measure(drones: int, seconds: int, persist_interval: float, data: Path
     monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
     pinger = Pinger(fleet, 5.0, clock)
     writer = NodeWriter(fleet, runner, persist_interval)
+    healer = Healer(fleet, events, runner, Alerter(""), heal_settings(ControllerConfig()), clock=clock)
+    await healer.start()
     states: list[tuple[DroneState, Link]] = []
     for i in range(drones):
         drone_id = f"{i:032x}"
@@ -121,6 +131,8 @@ async def measure(drones: int, seconds: int, persist_interval: float, data: Path
             timed(totals, "pinger", lambda: pinger.tick(clock.now))
             if tick % (PINGER_HZ // MONITOR_HZ) == 0:
                 timed(totals, "monitor", lambda: monitor.check(clock.now))
+            if tick % (PINGER_HZ // HEALER_HZ) == 0:
+                timed(totals, "healer", lambda: healer.tick(clock.now))
             # Each drone beats once a second, spread over the ticks.
             for state, link in states[tick::PINGER_HZ]:
                 timed(totals, "heartbeats", lambda s=state: fleet.on_heartbeat(s, beat))  # type: ignore[misc]
@@ -139,6 +151,7 @@ async def measure(drones: int, seconds: int, persist_interval: float, data: Path
     offline = [s for s, _ in states if s.status != "online"]
     if offline:
         raise SystemExit(f"{len(offline)} drones not online at the end: the simulation is wrong")
+    await healer.stop()
     await runner.close()
     return {name: 100 * value / seconds for name, value in totals.items()}
 

@@ -33,7 +33,7 @@ from swarm.controller.errors import InvalidArgument, SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
-from swarm.controller.gateway import Gateway
+from swarm.controller.gateway import Gateway, serve_gateway
 from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.metrics import LiveCollector, Metrics
@@ -59,7 +59,7 @@ from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.pki import PkiError
-from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, gateway_pb2_grpc, shell_pb2_grpc
+from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ class Controller:
             ParseGuard(self.bounds.peer_events),
         ]
         self._server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-        gateway_pb2_grpc.add_DroneGatewayServicer_to_server(self.gateway, self._server)
+        serve_gateway(self.gateway, self._server)
         # Always served, so that authorization answers the same with builds off.
         self.build_logs = BuildsService(
             self.builds, self.staging, config.data_dir / "buildlogs", self.bounds.noise

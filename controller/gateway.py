@@ -10,6 +10,13 @@ wake-up more than the read needs.) The core
 speaks to a stream through the verbs of ``fleet.Link`` (DroneSession),
 and the reader hands it what drones say as ``domain`` dataclasses: serde
 does every conversion, once per message.
+
+The control stream carries bytes between grpc and the gateway (``serve``
+registers Connect without a (de)serializer): the gateway parses what
+comes and serializes what goes itself, once, and the protocol log keeps
+those same bytes. (With grpc's own serializer every message went out
+serialized twice, grpc's and the log's, and came in through a parse
+wrapper, then a ByteSize and a serialization for the log.)
 """
 
 from __future__ import annotations
@@ -52,16 +59,33 @@ UNPARSABLE = "a message that does not parse as swarm.v1.AgentMessage"
 # What a newer agent sends that this controller does not know: ignored, and
 # counted in the protocol log under this kind (docs/protocol.md, versioning).
 UNKNOWN_KIND = "unknown"
+HEARTBEAT = "heartbeat"
+PONG = "pong"
+SERVICE = "swarm.v1.DroneGateway"
+parse_agent_message = gateway_pb2.AgentMessage.FromString
 
 
-def carried_unknown(message: gateway_pb2.AgentMessage, size: int) -> tuple[bytes, bool]:
+def carried_unknown(message: gateway_pb2.AgentMessage, raw: bytes) -> tuple[bytes, bool]:
     """A message of a known kind as the protocol log keeps it: serialized
     without the fields this controller does not know (at any depth; they are
-    dropped here), and whether it carried any. ``size`` is its ByteSize with
-    them. About 0.8 us a message (a heartbeat parses in 0.3 us)."""
+    dropped here), and whether it carried any. ``raw`` is how it came. About
+    0.6 us a message (a heartbeat parses in 0.3 us)."""
     message.DiscardUnknownFields()
-    raw = message.SerializeToString()
-    return raw, len(raw) != size
+    kept = message.SerializeToString()
+    if len(kept) == len(raw):
+        return raw, False  # the bytes that came: the same, and no second copy
+    return kept, True
+
+
+def serve_gateway(gateway: Gateway, server: grpc.aio.Server) -> None:
+    """Serve ``gateway`` on ``server`` (DroneGateway, its one method Connect),
+    passing bytes both ways: the gateway parses and serializes each message
+    itself, once (the module's docstring). A request that does not parse is
+    the gateway's to answer (ParseGuard leaves a method without a
+    deserializer alone), as it did."""
+    handlers = {"Connect": grpc.stream_stream_rpc_method_handler(gateway.Connect)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -108,7 +132,8 @@ class DroneSession:
     ) -> None:
         self.drone_id = drone_id
         self.peer = peer
-        self.outbox: list[gateway_pb2.ControllerMessage] = []
+        # (kind, serialized message): written as they are, and logged.
+        self.outbox: list[tuple[str, bytes]] = []
         self._context = context
         self._log = protolog
         # The stream's handler: the one task that reads it (made in it).
@@ -123,12 +148,13 @@ class DroneSession:
         self.writing = False
 
     def send(self, message: gateway_pb2.ControllerMessage) -> bool:
-        """Queue a message; False if the drone is not keeping up."""
+        """Queue a message (serialized here, once: grpc writes these bytes
+        and the protocol log keeps them); False if the drone is not keeping up."""
         if self.closed:
             return True  # the stream is ending: dropped, as its writer stops
         if len(self.outbox) >= OUTBOX_SIZE:
             return False
-        self.outbox.append(message)
+        self.outbox.append((intern(message.WhichOneof("body") or "empty"), message.SerializeToString()))
         writer = self._writer
         # A writer that is done (its outbox was empty) but whose done
         # callback has not run yet writes nothing more: a new one takes over.
@@ -141,14 +167,13 @@ class DroneSession:
         """Write what is queued, oldest first, then end."""
         outbox, context, record = self.outbox, self._context, self._log.record
         while outbox and not self.closed:
-            message = outbox.pop(0)
+            kind, raw = outbox.pop(0)
             self.writing = True
             try:
-                await context.write(message)
+                await context.write(raw)
             finally:
                 self.writing = False
-            raw = message.SerializeToString()
-            record(OUT, self.drone_id, intern(message.WhichOneof("body") or "empty"), len(raw), raw)
+            record(OUT, self.drone_id, kind, len(raw), raw)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         if self._writer is task:
@@ -262,30 +287,31 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         # Refusals before the Hello name the drone its certificate says.
         who = identity.drone_id or ""
         try:
-            first = await asyncio.wait_for(context.read(), self._hello_timeout)
+            raw = await asyncio.wait_for(context.read(), self._hello_timeout)
         except TimeoutError:
             self._reject(peer, who, f"no hello within {self._hello_timeout:g}s", "no hello")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received in time")
             return None
+        finally:
+            bounds.pending.give(key)
+        if raw is grpc.aio.EOF:
+            return None
+        try:
+            first = parse_agent_message(raw)
         except DecodeError:
             self._reject(peer, who, UNPARSABLE, "unparsable")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSABLE)
             return None
-        finally:
-            bounds.pending.give(key)
-        if first is grpc.aio.EOF:
-            return None
         try:
             hello = serde.read_hello(first)
         except SwarmError as exc:
-            self._protolog.record(IN, who, first.WhichOneof("body") or "empty", first.ByteSize())
+            self._protolog.record(IN, who, first.WhichOneof("body") or "empty", len(raw))
             self._reject(peer, who, exc.message, "bad hello")
             code, details = grpc_status(exc)
             await context.abort(code, details)
             return None
-        size = first.ByteSize()
-        _raw, unknown = carried_unknown(first, size)
-        self._protolog.record(IN, hello.drone_id, "hello", size, unknown_fields=unknown)
+        _kept, unknown = carried_unknown(first, raw)
+        self._protolog.record(IN, hello.drone_id, "hello", len(raw), unknown_fields=unknown)
         if identity.kind == AGENT and identity.drone_id != hello.drone_id:
             # The certificate, not the message, says who this is.
             self._reject(
@@ -348,17 +374,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 while not session.closed:
                     session.reading = True
                     try:
-                        message = await context.read()
-                    except DecodeError:
-                        self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
-                        session.close("INVALID_ARGUMENT", UNPARSABLE)
-                        break
+                        raw = await context.read()
                     finally:
                         session.reading = False
-                    if message is grpc.aio.EOF or not self._take(session, state, message):
+                    if raw is grpc.aio.EOF or not self._take(session, state, raw):
                         break
                     # Not kept while the next one is awaited (one per drone).
-                    del message
+                    del raw
             except asyncio.CancelledError:
                 handler = asyncio.current_task()
                 # Our own interrupt (close), unless grpc cancelled the call as well.
@@ -456,23 +478,21 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
 
         return summary
 
-    def _take(self, session: DroneSession, state: DroneState, message: gateway_pb2.AgentMessage) -> bool:
-        """What a drone said, to the core; False if the stream is to end."""
+    def _take(self, session: DroneSession, state: DroneState, raw: bytes) -> bool:
+        """What a drone said (as it came, bytes), to the core; False if the
+        stream is to end. Heartbeats come first: they are nearly all of it."""
+        try:
+            message = parse_agent_message(raw)
+        except DecodeError:
+            self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
+            session.close("INVALID_ARGUMENT", UNPARSABLE)
+            return False
         record = self._protolog.record
         drone_id = session.drone_id
         kind = message.WhichOneof("body")
-        if kind is not None:
-            # The protocol log keeps it for each entry: one string per kind, not per message.
-            kind = intern(kind)
-        size = message.ByteSize()
-        # A kind of a newer protocol revision (or none at all) is recorded and
-        # otherwise ignored: a newer agent must be able to talk to this controller.
-        # Unknown fields in a known kind are ignored as well, and noted.
-        if kind is None:
-            raw, unknown = message.SerializeToString(), False
-        else:
-            raw, unknown = carried_unknown(message, size)
-        if kind == "heartbeat":
+        if kind == HEARTBEAT:
+            # Unknown fields in a known kind are ignored, and noted.
+            kept, unknown = carried_unknown(message, raw)
             heartbeat = message.heartbeat
             if heartbeat.HasField("pong"):
                 # A pong riding on the heartbeat (pong-in-heartbeat), taken
@@ -482,17 +502,25 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 pong = heartbeat.pong
                 latency = self._pong(state, pong)
                 pong_raw = gateway_pb2.AgentMessage(pong=pong).SerializeToString()
-                record(IN, drone_id, kind, size - len(pong_raw), raw, unknown_fields=unknown)
-                record(IN, drone_id, "pong", len(pong_raw), pong_raw, latency)
+                record(IN, drone_id, HEARTBEAT, len(raw) - len(pong_raw), kept, unknown_fields=unknown)
+                record(IN, drone_id, PONG, len(pong_raw), pong_raw, latency)
             else:
-                record(IN, drone_id, kind, size, raw, unknown_fields=unknown)
+                record(IN, drone_id, HEARTBEAT, len(raw), kept, None, unknown)
             self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
             return True
-        if kind == "pong":
+        # A kind of a newer protocol revision (or none at all) is recorded and
+        # otherwise ignored: a newer agent must be able to talk to this controller.
+        if kind is None:
+            kept, unknown = raw, False
+        else:
+            # The protocol log keeps it for each entry: one string per kind, not per message.
+            kind = intern(kind)
+            kept, unknown = carried_unknown(message, raw)
+        if kind == PONG:
             # Recorded after the fleet took it: the entry shows the round trip.
-            record(IN, drone_id, kind, size, raw, self._pong(state, message.pong), unknown)
+            record(IN, drone_id, kind, len(raw), kept, self._pong(state, message.pong), unknown)
             return True
-        record(IN, drone_id, kind or UNKNOWN_KIND, size, raw, unknown_fields=unknown)
+        record(IN, drone_id, kind or UNKNOWN_KIND, len(raw), kept, unknown_fields=unknown)
         if kind == "build_event" and self.builds is not None:
             event = serde.read_build_event(message.build_event)
             if event is not None:

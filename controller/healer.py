@@ -289,6 +289,10 @@ class Healer:
         # The startup grace: drones known before the start that are not back yet.
         self._awaited: set[str] = set()
         self._grace_over = False
+        # The drones a tick looks at: any whose status changed, until it is
+        # well with no incident and no strikes (a tick over the whole fleet,
+        # four times a second, cost more than a thousand heartbeats).
+        self._watched: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -316,6 +320,7 @@ class Healer:
                 )
         await self._apply_file()
         await self._refresh_figures()
+        self._watched = {state.id for state in self._fleet.states()} | set(self._ladders)
         self._fleet.watchers.append(self._on_status)
         self._tasks.spawn(self._loop(), "ladder")
 
@@ -335,6 +340,7 @@ class Healer:
 
     def _on_status(self, state: DroneState, old: str, new: str) -> None:
         self._status_changed_at[state.id] = self._clock.time()
+        self._watched.add(state.id)
         if state.link is not None:
             self._awaited.discard(state.id)
         self._wake.set()
@@ -444,8 +450,15 @@ class Healer:
             self._awaited.clear()
 
     def tick(self, now: float) -> None:
-        states = self._fleet.states()
-        self._end_startup_grace(states, now)
+        """Open, climb and close incidents. Only the watched drones (in the
+        fleet's order) are looked at: one that is well, with no incident and
+        no strikes, needs nothing until its status changes again."""
+        fleet = self._fleet
+        if not self._grace_over:
+            self._end_startup_grace(fleet.states(), now)
+        watched = self._watched
+        states = [state for state in fleet.states() if state.id in watched]
+        watched.intersection_update(state.id for state in states)  # forgotten drones
         for state in states:
             ladder = self.ladder(state.id)
             sick = state.status in SICK
@@ -460,7 +473,9 @@ class Healer:
                 if healthy >= self.settings.cooloff_reset:
                     ladder.strikes = 0
                     ladder.note(now, f"healthy for {healthy:.0f}s: the cool-off starts over")
-        self._watch_dark(states, now)
+            if ladder.incident is None and not ladder.strikes and state.status not in SICK:
+                watched.discard(state.id)
+        self._watch_dark(len(fleet), states, now)
         for state in states:
             ladder = self._ladders[state.id]
             if ladder.incident is not None:
@@ -524,8 +539,8 @@ class Healer:
                 recovery_s=round(now - incident.failed_at, 3),
             )
 
-    def _watch_dark(self, states: Sequence[DroneState], now: float) -> None:
-        size = len(states)
+    def _watch_dark(self, size: int, states: Sequence[DroneState], now: float) -> None:
+        """``states``: every sick drone among them, of a fleet of ``size``."""
         limit = self.settings.dark_share * size
         sick = [s for s in states if s.status in SICK]
         if self.dark or self._dark_overridden:

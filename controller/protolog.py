@@ -64,8 +64,6 @@ class ProtocolLog:
         self._kind: list[str] = [""] * size
         self._message: list[bytes | None] = [None] * size
         self._seq = 0
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.bytes: Counter[str] = Counter()
         self.unknown_fields: Counter[str] = Counter()  # messages with unknown fields, per kind
         self._listeners: tuple[ProtocolListener, ...] = ()
 
@@ -90,8 +88,6 @@ class ProtocolLog:
         self._drone[i] = drone_id
         self._kind[i] = kind
         self._message[i] = message
-        self.counts[direction, kind] += 1
-        self.bytes[direction] += size
         if unknown_fields:
             self.unknown_fields[kind] += 1
         if self._listeners:

@@ -15,6 +15,10 @@ interceptor, rebuilds every method handler with a deserializer of its own
   swallows it, the call ends ``INVALID_ARGUMENT``, unless the servicer
   ended it with a status of its own (it then answered the peer itself).
 
+A method served without a deserializer is left alone: the control
+stream (gateway.serve_gateway) passes bytes, and the gateway parses each
+message itself and answers one that does not parse the same way.
+
 It must come after the authorization interceptor: the caller is checked
 first, and the event names the drone of the certificate. The events come a
 few per peer (its drone, else its address) and method per window, then one

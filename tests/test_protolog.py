@@ -41,7 +41,6 @@ def test_the_ring_keeps_the_latest_entries_with_every_field() -> None:
     assert entry == ProtocolEntry(20, entry.ts, OUT, "d2", "pong", 20, 1.5, False)
     found = log.message(24)
     assert found is not None and found[0].unknown_fields and found[0].latency_ms is None
-    assert log.counts[IN, "pong"] == 3 and log.bytes[IN] == sum(range(1, 26, 2))
     assert dict(log.unknown_fields) == {"heartbeat": 1}
 
 
