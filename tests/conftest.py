@@ -111,37 +111,55 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
         sys.dont_write_bytecode = saved
 
 
-# The slowest modules, slowest first (seconds a module took in a side-by-side
-# `make test`, 2 cores: test_prefix 69, test_session_faults 64, ...
-# test_terminal_ssh 20). xdist hands whole modules to its workers in
-# collection order (the Makefile turns its own reordering, by number of
-# tests, off): started last, a long module would run on alone while the
-# other workers idle. A module not named keeps its place after these.
+# The slowest modules, slowest first: every module that took 10 s or more
+# in a side-by-side `make test` on 2 cores (session 9, 1,047 tests, from the
+# junit times of a 4- and a 3-worker run: test_build_faults about 60,
+# test_session_faults 50, ... test_store_contract 10). xdist hands whole
+# modules to its workers in collection order (the Makefile turns its own
+# reordering, by number of tests, off): started last, a long module would
+# run on alone while the other workers idle. A module not named keeps its
+# place after these; remeasure when a new module takes long.
 SLOWEST_FIRST = (
-    "test_prefix",
-    "test_upgrade",
-    "test_session_faults",
     "test_build_faults",
-    "test_releases",
-    "test_binhost_client",
+    "test_session_faults",
+    "test_builds",
+    "test_demo",
     "test_console_fleet",
     "test_healing",
-    "test_build_grounding",
-    "test_builds",
+    "test_prefix",
     "test_build_failures",
-    "test_demo",
-    "test_probe",
-    "test_proof_of_life",
-    "test_console_releases",
-    "test_build_crashes",
-    "test_mirrors",
-    "test_public_page",
     "test_probe_reads",
-    "test_uploads",
+    "test_proof_of_life",
+    "test_probe",
+    "test_upgrade",
+    "test_build_grounding",
     "test_ws_streams",
+    "test_console_releases",
+    "test_console_topology",
+    "test_build_crashes",
+    "test_public_page",
+    "test_releases",
     "test_console",
+    "test_uploads",
+    "test_binhost_client",
+    "test_cli_live",
+    "test_console_binhosts",
+    "test_dispatch_holds",
     "test_fleet_live",
+    "test_console_streams",
+    "test_gateway_protocol",
+    "test_store_faults",
     "test_terminal_ssh",
+    "test_fleet_hardening",
+    "test_openrc",
+    "test_mirrors",
+    "test_trust",
+    "test_overlay",
+    "test_terminal",
+    "test_oob",
+    "test_admin_auth",
+    "test_connections",
+    "test_store_contract",
 )
 
 
