@@ -127,6 +127,16 @@ class MirrorState:
     progress: PushProgress | None  # while syncing
 
 
+def local_state(current: str | None, held: tuple[str, ...]) -> MirrorState:
+    """The controller's own binhost: always healthy, serving every release it has."""
+    return MirrorState(LOCAL_NAME, "healthy", current, held, None, None, "", 0, 0, None)
+
+
+def unseen_state(name: str, status: Status = "unknown") -> MirrorState:
+    """A mirror nothing is known of yet (or a disabled one): it holds nothing as far as we know."""
+    return MirrorState(name, status, None, (), None, None, "", 0, 0, None)
+
+
 class MirrorsAPI(Protocol):
     """What mirrors.Mirrors offers the web tier, swarm-cli's handlers, the
     build queue and binrepos.conf answers."""

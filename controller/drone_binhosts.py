@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from swarm.controller.binhosts import BinhostTarget, MirrorState
+from swarm.controller.binrepos import ordered
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,10 @@ def portage_binhost(
     """PORTAGE_BINHOST for a drone on ``network`` ("" for none: staging only).
     ``url_of``: a target's public base URL (BinhostTargets.url_of: the local
     target's "" is the controller's own binhost)."""
-    near = sorted(
-        (
-            (target, state)
-            for target, state in usable
-            if network and network in target.networks and state.release is not None
-        ),
-        key=lambda item: (-item[0].priority, item[0].name),
-    )
+    near = [
+        (target, state)
+        for target, state in ordered(usable, network)
+        if network and network in target.networks and state.release is not None
+    ]
     urls = [f"{url_of(target).rstrip('/')}/releases/{state.release}/" for target, state in near]
     return " ".join([*urls, staging_url])

@@ -60,6 +60,7 @@ from swarm.controller.binhosts import (
     PushProgress,
     Status,
     destination_of,
+    local_state,
 )
 from swarm.controller.errors import FailedPrecondition, NotFound, SwarmError
 from swarm.controller.events import EventLog
@@ -248,8 +249,7 @@ class Mirrors:
     # -- state ------------------------------------------------------------------------------
 
     def _local_state(self) -> MirrorState:
-        held = tuple(r.version for r in self._releases.list_all())
-        return MirrorState(LOCAL_NAME, "healthy", self._releases.current(), held, None, None, "", 0, 0, None)
+        return local_state(self._releases.current(), tuple(r.version for r in self._releases.list_all()))
 
     def _status(self, mirror: _Mirror, *, settled: bool = False) -> Status:
         if not mirror.target.enabled:

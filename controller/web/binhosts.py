@@ -10,9 +10,9 @@ error details, and ``/api/v1/binrepos.conf?network=NAME|drone=NAME
 [&release=vX]``: the file stock Portage reads, the machine's network's
 mirrors first (controller/binrepos.py).
 
-Until the mirror service runs (``services.mirrors`` None) the local
-target is the only usable one, holding every release the controller
-has, and the mirrors are ``unknown``.
+The mirror service (``services.mirrors``) runs whenever releases do;
+without releases the local target holds nothing, the mirrors are
+``unknown`` (or ``disabled``), and there is no binrepos.conf to give (409).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from swarm.controller.binhosts import (
     BinhostTargets,
     Kind,
     MirrorState,
+    local_state,
+    unseen_state,
 )
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.releasefiles import VERSION_RE
@@ -96,30 +98,20 @@ def _current(s: Services) -> str | None:
     return s.releases.current() if s.releases is not None else None
 
 
-def _held(s: Services) -> tuple[str, ...]:
-    return tuple(r.version for r in s.releases.list_all()) if s.releases is not None else ()
-
-
-def _local_state(s: Services) -> MirrorState:
-    """The controller's own binhost: it serves every release it has."""
-    return MirrorState(LOCAL_NAME, "healthy", _current(s), _held(s), None, None, "", 0, 0, None)
-
-
 def _states(s: Services, targets: BinhostTargets) -> dict[str, MirrorState]:
     if s.mirrors is not None:
         return s.mirrors.states()
-    states = {LOCAL_NAME: _local_state(s)}
+    # The mirror service runs whenever releases do: without it there is no release to hold.
+    states = {LOCAL_NAME: local_state(None, ())}
     for t in targets.list():
         if t.name != LOCAL_NAME:
-            states[t.name] = MirrorState(
-                t.name, "unknown" if t.enabled else "disabled", None, (), None, None, "", 0, 0, None
-            )
+            states[t.name] = unseen_state(t.name, "unknown" if t.enabled else "disabled")
     return states
 
 
 def _state(states: dict[str, MirrorState], name: str) -> MirrorState:
     # A target saved a moment ago may not be in the mirror service's states yet.
-    return states.get(name) or MirrorState(name, "unknown", None, (), None, None, "", 0, 0, None)
+    return states.get(name) or unseen_state(name)
 
 
 def _view(s: Services, targets: BinhostTargets, target: BinhostTarget) -> BinhostView:
@@ -259,13 +251,10 @@ def binrepos_text(request: web.Request) -> str:
         s.releases.get(release)  # NotFound when unknown
     elif _current(s) is None:
         raise FailedPrecondition("no release is current yet (none was promoted)")
-    if s.mirrors is not None:
-        usable = s.mirrors.usable(release)
-        states = s.mirrors.states()
-    else:
-        states = _states(s, targets)
-        local = targets.get(LOCAL_NAME)
-        usable = [(local, states[LOCAL_NAME])]
+    # Past the checks above releases are on, and the mirror service runs whenever they are.
+    assert s.mirrors is not None
+    usable = s.mirrors.usable(release)
+    states = s.mirrors.states()
     chosen = {t.name for t, _ in usable}
     left_out = [
         (t.name, _state(states, t.name).status) for t in targets.list() if t.enabled and t.name not in chosen
