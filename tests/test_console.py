@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, Route, expect
 
 from support.browser import WAIT_MS, Problems, get, log_in, sent_text, shot
 from support.procs import wait_for
@@ -200,4 +200,38 @@ def test_drones_page_and_terminal(swarm: ShellDrone, browser: BrowserContext) ->
     expect(page.locator(".tab[data-state=ended]")).to_have_count(1)
     shot(page, "terminal-exit")
     wait_for(lambda: not live_shells(swarm), what="the shell closed on the controller")
+    assert problems.unexpected() == []
+
+
+def test_a_page_asked_for_while_the_first_one_loads_is_the_one_shown(
+    swarm: ShellDrone, browser: BrowserContext
+) -> None:
+    # The first page's module is held back until the admin has already clicked another
+    # page: the later navigation wins however the two loads finish (this failed in CI).
+    page = browser.new_page()
+    problems = Problems(page)
+    held: list[Route] = []
+    page.route("**/app/pages/topology.js", lambda route: held.append(route))
+    page.goto(swarm.controller.admin_url + "/")
+    page.fill("#key", swarm.controller.admin_key)
+    page.press("#key", "Enter")
+    expect(page).to_have_url(re.compile(r"/#/topology$"), timeout=WAIT_MS)
+    for _ in range(WAIT_MS // 50):  # the route handler runs only while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the console never asked for the topology module"
+    page.click('nav a[data-page="drones"]')
+    expect(page.locator('nav a[data-page="drones"]')).to_have_attribute("aria-current", "page")
+    held[0].continue_()
+    page.unroute("**/app/pages/topology.js")
+    # Once the held module is in and its page made, the drones page is still the one shown.
+    topology = page.get_by_role("heading", name="Topology", level=1, include_hidden=True)
+    expect(topology).to_be_attached(timeout=WAIT_MS)
+    expect(page.locator(f'tr[data-drone="{DRONE}"]')).to_be_visible()
+    expect(topology).to_be_hidden()
+    assert page.title().startswith("Drones")
+    page.click('nav a[data-page="topology"]')
+    expect(page.locator('nav a[data-page="topology"]')).to_have_attribute("aria-current", "page")
+    expect(page.locator(f'tr[data-drone="{DRONE}"]')).to_be_hidden()
     assert problems.unexpected() == []

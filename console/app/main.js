@@ -84,7 +84,11 @@ const ctx = {
   },
 };
 
+/** Counts navigations: a page whose module loads after a later navigation must not be shown. */
+let navigations = 0;
+
 async function route() {
+  const navigation = ++navigations;
   const { id, params } = parseHash();
   const page = PAGES.find((p) => p.id === id);
   if (!page) {
@@ -93,18 +97,25 @@ async function route() {
   }
   let view = created.get(page.id);
   if (!view) {
-    if (page.css) {
+    if (page.css && !document.querySelector(`link[data-page="${page.id}"]`)) {
       const link = document.createElement("link");
       link.rel = "stylesheet";
       link.href = `/app/pages/${page.id}.css`;
+      link.dataset.page = page.id;
       document.head.append(link);
     }
     const module = await import(page.module);
-    view = module.create(ctx);
-    view.el.hidden = true;
-    main.append(view.el);
-    created.set(page.id, view);
+    // Two navigations to the same page can both have waited for its module.
+    view = created.get(page.id);
+    if (!view) {
+      view = module.create(ctx);
+      view.el.hidden = true;
+      main.append(view.el);
+      created.set(page.id, view);
+    }
   }
+  // The first page's module can load after a click has already asked for another page.
+  if (navigation !== navigations) return;
   if (shown && shown !== view) {
     shown.hide();
     shown.el.hidden = true;
