@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/build.proto\x12\x08swarm.v1\"\xbb\x01\n\nStartBuild\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63pv\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\r\x12\x13\n\x0b\x62inhost_url\x18\x05 \x01(\t\x12*\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1d.swarm.v1.StartBuild.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0b\x43\x61ncelBuild\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x83\x02\n\nBuildEvent\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.swarm.v1.BuildEvent.Kind\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x11\n\tartifacts\x18\x07 \x03(\t\"`\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0b\n\x07REFUSED\x10\x04\x12\r\n\tCANCELLED\x10\x05\":\n\x08LogChunk\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1a\n\x06LogAck\x12\x10\n\x08received\x18\x01 \x01(\x04\"\\\n\x0bUploadQuery\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63pv\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"2\n\x0cUploadStatus\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"b\n\rArtifactChunk\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.swarm.v1.UploadQuery\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x04 \x01(\r2\xb7\x01\n\x06\x42uilds\x12\x32\n\x08\x42uildLog\x12\x12.swarm.v1.LogChunk\x1a\x10.swarm.v1.LogAck(\x01\x12<\n\x0bQueryUpload\x12\x15.swarm.v1.UploadQuery\x1a\x16.swarm.v1.UploadStatus\x12;\n\x06Upload\x12\x17.swarm.v1.ArtifactChunk\x1a\x16.swarm.v1.UploadStatus(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14swarm/v1/build.proto\x12\x08swarm.v1\"\xcf\x01\n\nStartBuild\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63pv\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\r\x12\x13\n\x0b\x62inhost_url\x18\x05 \x01(\t\x12*\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1d.swarm.v1.StartBuild.EnvEntry\x12\x12\n\ntest_build\x18\x07 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0b\x43\x61ncelBuild\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x83\x02\n\nBuildEvent\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.swarm.v1.BuildEvent.Kind\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x11\n\tartifacts\x18\x07 \x03(\t\"`\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0b\n\x07REFUSED\x10\x04\x12\r\n\tCANCELLED\x10\x05\":\n\x08LogChunk\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1a\n\x06LogAck\x12\x10\n\x08received\x18\x01 \x01(\x04\"\\\n\x0bUploadQuery\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63pv\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"2\n\x0cUploadStatus\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"b\n\rArtifactChunk\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.swarm.v1.UploadQuery\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x04 \x01(\r2\xb7\x01\n\x06\x42uilds\x12\x32\n\x08\x42uildLog\x12\x12.swarm.v1.LogChunk\x1a\x10.swarm.v1.LogAck(\x01\x12<\n\x0bQueryUpload\x12\x15.swarm.v1.UploadQuery\x1a\x16.swarm.v1.UploadStatus\x12;\n\x06Upload\x12\x17.swarm.v1.ArtifactChunk\x1a\x16.swarm.v1.UploadStatus(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTBUILD_ENVENTRY']._loaded_options = None
   _globals['_STARTBUILD_ENVENTRY']._serialized_options = b'8\001'
   _globals['_STARTBUILD']._serialized_start=35
-  _globals['_STARTBUILD']._serialized_end=222
-  _globals['_STARTBUILD_ENVENTRY']._serialized_start=180
-  _globals['_STARTBUILD_ENVENTRY']._serialized_end=222
-  _globals['_CANCELBUILD']._serialized_start=224
-  _globals['_CANCELBUILD']._serialized_end=271
-  _globals['_BUILDEVENT']._serialized_start=274
-  _globals['_BUILDEVENT']._serialized_end=533
-  _globals['_BUILDEVENT_KIND']._serialized_start=437
-  _globals['_BUILDEVENT_KIND']._serialized_end=533
-  _globals['_LOGCHUNK']._serialized_start=535
-  _globals['_LOGCHUNK']._serialized_end=593
-  _globals['_LOGACK']._serialized_start=595
-  _globals['_LOGACK']._serialized_end=621
-  _globals['_UPLOADQUERY']._serialized_start=623
-  _globals['_UPLOADQUERY']._serialized_end=715
-  _globals['_UPLOADSTATUS']._serialized_start=717
-  _globals['_UPLOADSTATUS']._serialized_end=767
-  _globals['_ARTIFACTCHUNK']._serialized_start=769
-  _globals['_ARTIFACTCHUNK']._serialized_end=867
-  _globals['_BUILDS']._serialized_start=870
-  _globals['_BUILDS']._serialized_end=1053
+  _globals['_STARTBUILD']._serialized_end=242
+  _globals['_STARTBUILD_ENVENTRY']._serialized_start=200
+  _globals['_STARTBUILD_ENVENTRY']._serialized_end=242
+  _globals['_CANCELBUILD']._serialized_start=244
+  _globals['_CANCELBUILD']._serialized_end=291
+  _globals['_BUILDEVENT']._serialized_start=294
+  _globals['_BUILDEVENT']._serialized_end=553
+  _globals['_BUILDEVENT_KIND']._serialized_start=457
+  _globals['_BUILDEVENT_KIND']._serialized_end=553
+  _globals['_LOGCHUNK']._serialized_start=555
+  _globals['_LOGCHUNK']._serialized_end=613
+  _globals['_LOGACK']._serialized_start=615
+  _globals['_LOGACK']._serialized_end=641
+  _globals['_UPLOADQUERY']._serialized_start=643
+  _globals['_UPLOADQUERY']._serialized_end=735
+  _globals['_UPLOADSTATUS']._serialized_start=737
+  _globals['_UPLOADSTATUS']._serialized_end=787
+  _globals['_ARTIFACTCHUNK']._serialized_start=789
+  _globals['_ARTIFACTCHUNK']._serialized_end=887
+  _globals['_BUILDS']._serialized_start=890
+  _globals['_BUILDS']._serialized_end=1073
 # @@protoc_insertion_point(module_scope)

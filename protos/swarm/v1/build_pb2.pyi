@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartBuild(_message.Message):
-    __slots__ = ("job_id", "build_id", "cpv", "timeout_s", "binhost_url", "env")
+    __slots__ = ("job_id", "build_id", "cpv", "timeout_s", "binhost_url", "env", "test_build")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,13 +22,15 @@ class StartBuild(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     BINHOST_URL_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    TEST_BUILD_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     build_id: str
     cpv: str
     timeout_s: int
     binhost_url: str
     env: _containers.ScalarMap[str, str]
-    def __init__(self, job_id: _Optional[str] = ..., build_id: _Optional[str] = ..., cpv: _Optional[str] = ..., timeout_s: _Optional[int] = ..., binhost_url: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    test_build: bool
+    def __init__(self, job_id: _Optional[str] = ..., build_id: _Optional[str] = ..., cpv: _Optional[str] = ..., timeout_s: _Optional[int] = ..., binhost_url: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., test_build: _Optional[bool] = ...) -> None: ...
 
 class CancelBuild(_message.Message):
     __slots__ = ("build_id", "reason")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15swarm/v1/enroll.proto\x12\x08swarm.v1\"O\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08\x64rone_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"c\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\x12\x10\n\x08\x64rone_id\x18\x03 \x01(\t\x12\x16\n\x0enot_after_unix\x18\x04 \x01(\x03\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"@\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x03\x32\x83\x01\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.swarm.v1.EnrollRequest\x1a\x18.swarm.v1.EnrollResponse\x12\x38\n\x05Renew\x12\x16.swarm.v1.RenewRequest\x1a\x17.swarm.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15swarm/v1/enroll.proto\x12\x08swarm.v1\"O\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08\x64rone_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"\x7f\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x02 \x01(\x0c\x12\x10\n\x08\x64rone_id\x18\x03 \x01(\t\x12\x16\n\x0enot_after_unix\x18\x04 \x01(\x03\x12\x1a\n\x12payload_public_key\x18\x05 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"\\\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x02 \x01(\x03\x12\x1a\n\x12payload_public_key\x18\x03 \x01(\x0c\x32\x83\x01\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.swarm.v1.EnrollRequest\x1a\x18.swarm.v1.EnrollResponse\x12\x38\n\x05Renew\x12\x16.swarm.v1.RenewRequest\x1a\x17.swarm.v1.RenewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_start=35
   _globals['_ENROLLREQUEST']._serialized_end=114
   _globals['_ENROLLRESPONSE']._serialized_start=116
-  _globals['_ENROLLRESPONSE']._serialized_end=215
-  _globals['_RENEWREQUEST']._serialized_start=217
-  _globals['_RENEWREQUEST']._serialized_end=248
-  _globals['_RENEWRESPONSE']._serialized_start=250
-  _globals['_RENEWRESPONSE']._serialized_end=314
-  _globals['_ENROLLMENT']._serialized_start=317
-  _globals['_ENROLLMENT']._serialized_end=448
+  _globals['_ENROLLRESPONSE']._serialized_end=243
+  _globals['_RENEWREQUEST']._serialized_start=245
+  _globals['_RENEWREQUEST']._serialized_end=276
+  _globals['_RENEWRESPONSE']._serialized_start=278
+  _globals['_RENEWRESPONSE']._serialized_end=370
+  _globals['_ENROLLMENT']._serialized_start=373
+  _globals['_ENROLLMENT']._serialized_end=504
 # @@protoc_insertion_point(module_scope)

@@ -17,16 +17,18 @@ class EnrollRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., drone_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("certificate_pem", "ca_pem", "drone_id", "not_after_unix")
+    __slots__ = ("certificate_pem", "ca_pem", "drone_id", "not_after_unix", "payload_public_key")
     CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
     CA_PEM_FIELD_NUMBER: _ClassVar[int]
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     certificate_pem: bytes
     ca_pem: bytes
     drone_id: str
     not_after_unix: int
-    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., drone_id: _Optional[str] = ..., not_after_unix: _Optional[int] = ...) -> None: ...
+    payload_public_key: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., drone_id: _Optional[str] = ..., not_after_unix: _Optional[int] = ..., payload_public_key: _Optional[bytes] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
     __slots__ = ("csr_pem",)
@@ -35,9 +37,11 @@ class RenewRequest(_message.Message):
     def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class RenewResponse(_message.Message):
-    __slots__ = ("certificate_pem", "not_after_unix")
+    __slots__ = ("certificate_pem", "not_after_unix", "payload_public_key")
     CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     certificate_pem: bytes
     not_after_unix: int
-    def __init__(self, certificate_pem: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ...) -> None: ...
+    payload_public_key: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., payload_public_key: _Optional[bytes] = ...) -> None: ...

@@ -1,3 +1,4 @@
+from swarm.v1 import payload_pb2 as _payload_pb2
 from swarm.v1 import build_pb2 as _build_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -20,7 +21,7 @@ DRONE_TYPE_QEMU: DroneType
 DRONE_TYPE_BARE_METAL: DroneType
 
 class Hello(_message.Message):
-    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns", "drone_type_reason", "protocol_revision", "features")
+    __slots__ = ("drone_id", "name", "cores", "drone_type", "network", "agent_version", "heartbeat_interval_ms", "hostname", "payload_version", "current_job_id", "recent_builds", "instance_id", "process_started_at_unix_ns", "drone_type_reason", "protocol_revision", "features", "payloads")
     DRONE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CORES_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +38,7 @@ class Hello(_message.Message):
     DRONE_TYPE_REASON_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_REVISION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     drone_id: str
     name: str
     cores: int
@@ -53,7 +55,8 @@ class Hello(_message.Message):
     drone_type_reason: str
     protocol_revision: int
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ..., drone_type_reason: _Optional[str] = ..., protocol_revision: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.PayloadVersion]
+    def __init__(self, drone_id: _Optional[str] = ..., name: _Optional[str] = ..., cores: _Optional[int] = ..., drone_type: _Optional[_Union[DroneType, str]] = ..., network: _Optional[str] = ..., agent_version: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., payload_version: _Optional[str] = ..., current_job_id: _Optional[str] = ..., recent_builds: _Optional[_Iterable[_Union[_build_pb2.BuildEvent, _Mapping]]] = ..., instance_id: _Optional[str] = ..., process_started_at_unix_ns: _Optional[int] = ..., drone_type_reason: _Optional[str] = ..., protocol_revision: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.PayloadVersion, _Mapping]]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("drone_id", "server_time_unix_ns", "controller_version", "protocol_revision", "features")

@@ -24,20 +24,21 @@ _sym_db = _symbol_database.Default()
 
 from swarm.v1 import build_pb2 as swarm_dot_v1_dot_build__pb2
 from swarm.v1 import fleet_pb2 as swarm_dot_v1_dot_fleet__pb2
+from swarm.v1 import payload_pb2 as swarm_dot_v1_dot_payload__pb2
 from swarm.v1 import shell_pb2 as swarm_dot_v1_dot_shell__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16swarm/v1/gateway.proto\x12\x08swarm.v1\x1a\x14swarm/v1/build.proto\x1a\x14swarm/v1/fleet.proto\x1a\x14swarm/v1/shell.proto\"\xaf\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.swarm.v1.HelloH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.swarm.v1.HeartbeatH\x00\x12\x1e\n\x04pong\x18\x03 \x01(\x0b\x32\x0e.swarm.v1.PongH\x00\x12+\n\x0b\x62uild_event\x18\x04 \x01(\x0b\x32\x14.swarm.v1.BuildEventH\x00\x42\x06\n\x04\x62ody\"\xd6\x02\n\x11\x43ontrollerMessage\x12$\n\x07welcome\x18\x01 \x01(\x0b\x32\x11.swarm.v1.WelcomeH\x00\x12\x1e\n\x04ping\x18\x02 \x01(\x0b\x32\x0e.swarm.v1.PingH\x00\x12+\n\x0bstart_build\x18\x03 \x01(\x0b\x32\x14.swarm.v1.StartBuildH\x00\x12-\n\x0c\x63\x61ncel_build\x18\x04 \x01(\x0b\x32\x15.swarm.v1.CancelBuildH\x00\x12-\n\x0copen_channel\x18\x05 \x01(\x0b\x32\x15.swarm.v1.OpenChannelH\x00\x12\x33\n\x0frestart_service\x18\x06 \x01(\x0b\x32\x18.swarm.v1.RestartServiceH\x00\x12\x33\n\x0f\x64uplicate_drone\x18\x07 \x01(\x0b\x32\x18.swarm.v1.DuplicateDroneH\x00\x42\x06\n\x04\x62ody2R\n\x0c\x44roneGateway\x12\x42\n\x07\x43onnect\x12\x16.swarm.v1.AgentMessage\x1a\x1b.swarm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16swarm/v1/gateway.proto\x12\x08swarm.v1\x1a\x14swarm/v1/build.proto\x1a\x14swarm/v1/fleet.proto\x1a\x16swarm/v1/payload.proto\x1a\x14swarm/v1/shell.proto\"\xe2\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.swarm.v1.HelloH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.swarm.v1.HeartbeatH\x00\x12\x1e\n\x04pong\x18\x03 \x01(\x0b\x32\x0e.swarm.v1.PongH\x00\x12+\n\x0b\x62uild_event\x18\x04 \x01(\x0b\x32\x14.swarm.v1.BuildEventH\x00\x12\x31\n\x0epayload_status\x18\x05 \x01(\x0b\x32\x17.swarm.v1.PayloadStatusH\x00\x42\x06\n\x04\x62ody\"\x87\x03\n\x11\x43ontrollerMessage\x12$\n\x07welcome\x18\x01 \x01(\x0b\x32\x11.swarm.v1.WelcomeH\x00\x12\x1e\n\x04ping\x18\x02 \x01(\x0b\x32\x0e.swarm.v1.PingH\x00\x12+\n\x0bstart_build\x18\x03 \x01(\x0b\x32\x14.swarm.v1.StartBuildH\x00\x12-\n\x0c\x63\x61ncel_build\x18\x04 \x01(\x0b\x32\x15.swarm.v1.CancelBuildH\x00\x12-\n\x0copen_channel\x18\x05 \x01(\x0b\x32\x15.swarm.v1.OpenChannelH\x00\x12\x33\n\x0frestart_service\x18\x06 \x01(\x0b\x32\x18.swarm.v1.RestartServiceH\x00\x12\x33\n\x0f\x64uplicate_drone\x18\x07 \x01(\x0b\x32\x18.swarm.v1.DuplicateDroneH\x00\x12/\n\rapply_payload\x18\x08 \x01(\x0b\x32\x16.swarm.v1.ApplyPayloadH\x00\x42\x06\n\x04\x62ody2R\n\x0c\x44roneGateway\x12\x42\n\x07\x43onnect\x12\x16.swarm.v1.AgentMessage\x1a\x1b.swarm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTMESSAGE']._serialized_start=103
-  _globals['_AGENTMESSAGE']._serialized_end=278
-  _globals['_CONTROLLERMESSAGE']._serialized_start=281
-  _globals['_CONTROLLERMESSAGE']._serialized_end=623
-  _globals['_DRONEGATEWAY']._serialized_start=625
-  _globals['_DRONEGATEWAY']._serialized_end=707
+  _globals['_AGENTMESSAGE']._serialized_start=127
+  _globals['_AGENTMESSAGE']._serialized_end=353
+  _globals['_CONTROLLERMESSAGE']._serialized_start=356
+  _globals['_CONTROLLERMESSAGE']._serialized_end=747
+  _globals['_DRONEGATEWAY']._serialized_start=749
+  _globals['_DRONEGATEWAY']._serialized_end=831
 # @@protoc_insertion_point(module_scope)
