@@ -34,6 +34,7 @@ from swarm import payloadsig
 from swarm.agent.identity import load_or_create_drone_id
 from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import HelloData
+from swarm.controller.errors import TooLarge
 from swarm.controller.web import openapi
 from swarm.pki import make_csr, new_key
 from swarm.v1 import (
@@ -264,6 +265,28 @@ def test_good_configs_are_taken_and_the_bounds_hold(api: InProcessController) ->
     assert status == 404
     status, reply = admin(api, "GET", f"{PATH}/kernel/1")
     assert status == 400
+    assert not list((api.config.data_dir / "payloads" / ".incoming").iterdir())
+
+
+def test_an_upload_of_unsaid_length_stops_at_the_bound_and_leaves_nothing(api: InProcessController) -> None:
+    """No Content-Length (a chunked request): the bound holds as the bytes come."""
+    payloads = api.controller.payloads
+    assert payloads is not None
+    before = payloads.latest("portage-config")
+    sent = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            sent.append(CHUNK)
+            yield b"\0" * CHUNK * 4
+
+    async def push() -> None:
+        await payloads.upload("portage-config", body(), notes="", by="test")
+
+    with pytest.raises(TooLarge, match=str(MAX_BYTES)):
+        api.run(push)
+    assert len(sent) == MAX_BYTES // (CHUNK * 4) + 1  # read no further than past the bound
+    assert payloads.latest("portage-config") == before
     assert not list((api.config.data_dir / "payloads" / ".incoming").iterdir())
 
 
