@@ -55,6 +55,7 @@ FAST_MODULES = frozenset(
         "test_logtail",
         "test_oob",
         "test_packaging",
+        "test_payloads",
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
