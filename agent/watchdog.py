@@ -70,6 +70,12 @@ def watch(state_dir: Path) -> str:
     trial = selfupdate.read_trial(state_dir)
     if trial is None:
         return "no trial"
+    log.info(
+        "watching version %d (pid %d) for %.0fs",
+        trial.version,
+        trial.pid,
+        max(0.0, trial.deadline - time.time()),
+    )
     while True:
         current = selfupdate.read_trial(state_dir)
         if current is None or current != trial:

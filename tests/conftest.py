@@ -54,6 +54,7 @@ FAST_MODULES = frozenset(
         "test_link_switch",
         "test_logtail",
         "test_oob",
+        "test_payload_agent",
         "test_packaging",
         "test_printable",
         "test_proto_fresh",
