@@ -158,9 +158,7 @@ class Drone:
 
     async def until_done(self) -> payload_pb2.PayloadStatus:
         final = {State.APPLIED, State.REFUSED, State.FAILED, State.ROLLED_BACK}
-        async with asyncio.timeout(30):
-            while not self.sent or self.sent[-1].state not in final:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: self.sent and self.sent[-1].state in final)
         return self.sent[-1]
 
 
@@ -326,7 +324,9 @@ def test_agent_config_is_applied_and_the_agent_restarts_or_a_bad_one_restored(tm
 
 async def wait_until(predicate: Any) -> None:
     async with asyncio.timeout(30):
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.01)
 
 
