@@ -40,6 +40,8 @@ RESTART_SERVICE = "restart-service"
 PONG_CHECKS = "pong-checks"
 DUPLICATE_NOTICE = "duplicate-notice"
 PONG_IN_HEARTBEAT = "pong-in-heartbeat"
+# ApplyPayload is applied and Hello.payloads filled (payload.proto); the
+# controller deploys payloads only to agents that list it.
 PAYLOADS = "payloads"
 AGENT_FEATURES = (
     CHANNELS_SHELL,

@@ -15,6 +15,7 @@ from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
 from swarm.controller.metrics import Metrics
+from swarm.controller.payloads import Payloads
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
@@ -52,6 +53,7 @@ class Services:
     release_schedule: ReleaseSchedule | None = None  # with --release-schedule
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
+    payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

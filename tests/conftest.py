@@ -56,6 +56,7 @@ FAST_MODULES = frozenset(
         "test_oob",
         "test_payload_agent",
         "test_packaging",
+        "test_payloads",
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",

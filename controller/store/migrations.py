@@ -22,12 +22,14 @@ from swarm.controller.store.models import (
     Certificate,
     DroneAccess,
     DroneName,
+    DronePayload,
     Event,
     Incident,
     Job,
     JoinToken,
     Node,
     PackageStat,
+    PayloadVersion,
     SchemaVersion,
     Setting,
 )
@@ -63,6 +65,10 @@ def _binhosts(db: pw.Database) -> None:
     db.create_tables([BinhostTarget])
 
 
+def _payloads(db: pw.Database) -> None:
+    db.create_tables([PayloadVersion, DronePayload])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
@@ -70,6 +76,8 @@ MIGRATIONS: list[Migration] = [
     (4, "drone access, incidents, settings", _healing),
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
+    # 7 is the test builds' (issue 19): either may land first.
+    (8, "payload versions and the payloads of each drone", _payloads),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,140 @@
+"""What an uploaded payload must be, per kind, checked before it is kept.
+
+- ``agent``: a wheel (a zip) or an sdist (a tar) of this project: its
+  metadata (``*.dist-info/METADATA``, or ``PKG-INFO`` at the sdist's top)
+  names ``build-swarm``.
+- ``agent-config``: TOML that the agent takes as its configuration (the
+  agent's own loader and checks, so what passes here starts an agent).
+- ``portage-config``: a tar of relative paths under ``etc/portage``:
+  regular files and directories only (no links, no devices, no ``..``), so
+  unpacking it on a drone cannot write anywhere else.
+
+Every function blocks (it reads the file): call them from a thread. A
+refusal is InvalidArgument with one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tarfile
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path, PurePosixPath
+
+from swarm.config import ConfigError, resolve
+from swarm.controller.errors import InvalidArgument
+from swarm.payloadsig import AGENT, AGENT_CONFIG, PORTAGE_CONFIG
+
+PROJECT = "build-swarm"
+PORTAGE_ROOT = ("etc", "portage")
+MAX_MEMBERS = 10_000
+MAX_METADATA = 1 << 20  # bytes of a METADATA or PKG-INFO read
+METADATA_RE = re.compile(r"[^/]+\.dist-info/METADATA")
+PKG_INFO_RE = re.compile(r"[^/]+/PKG-INFO")
+
+
+def check(kind: str, path: Path) -> None:
+    if kind == AGENT:
+        check_agent(path)
+    elif kind == AGENT_CONFIG:
+        check_agent_config(path)
+    elif kind == PORTAGE_CONFIG:
+        check_portage_config(path)
+    else:
+        raise InvalidArgument(f"unknown payload kind {kind[:40]!r}")
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names_project(metadata: bytes, where: str) -> None:
+    headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
+    name = headers.get("Name", "")
+    if _normalized(name) != PROJECT:
+        raise InvalidArgument(f"an agent payload must be a {PROJECT} package; {where} names {name[:60]!r}")
+
+
+def check_agent(path: Path) -> None:
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as wheel:
+                found = [i for i in wheel.infolist() if METADATA_RE.fullmatch(i.filename)]
+                if len(found) != 1 or found[0].file_size > MAX_METADATA:
+                    raise InvalidArgument("an agent wheel must hold exactly one *.dist-info/METADATA")
+                _names_project(wheel.read(found[0]), found[0].filename)
+                bad = wheel.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InvalidArgument(f"the agent wheel does not read as a zip: {exc}") from None
+        if bad is not None:
+            raise InvalidArgument(f"the agent wheel's {bad[:100]} is corrupt")
+        return
+    try:
+        with tarfile.open(path, "r:*") as sdist:
+            member = None
+            for count, info in enumerate(sdist):
+                if count >= MAX_MEMBERS:
+                    raise InvalidArgument(f"an agent sdist of more than {MAX_MEMBERS} files")
+                if PKG_INFO_RE.fullmatch(info.name) and info.isfile():
+                    member = info
+                    break
+            if member is None or member.size > MAX_METADATA:
+                raise InvalidArgument("an agent sdist must have PKG-INFO in its top directory")
+            extracted = sdist.extractfile(member)
+            assert extracted is not None  # a regular file
+            _names_project(extracted.read(), member.name)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidArgument(f"an agent payload must be a wheel (zip) or an sdist (tar): {exc}") from None
+
+
+def check_agent_config(path: Path) -> None:
+    from swarm.agent.config import AgentConfig
+
+    try:
+        resolve(
+            AgentConfig,
+            argparse.Namespace(),
+            env_prefix="",
+            default_path=None,
+            explicit_path=path,
+            environ={},
+        )
+    except ConfigError as exc:
+        # The loader names the file: ours is a temporary one, so say "the payload".
+        raise InvalidArgument(f"not an agent config: {str(exc).replace(str(path), 'the payload')}") from None
+
+
+def _portage_path(name: str) -> str | None:
+    """Why ``name`` may not be in a portage-config tar, or None."""
+    pure = PurePosixPath(name)
+    parts = [p for p in pure.parts if p != "."]
+    if pure.is_absolute():
+        return "an absolute path"
+    if ".." in parts:
+        return "a '..' in it"
+    if tuple(parts[:2]) != PORTAGE_ROOT and tuple(parts) not in ((), PORTAGE_ROOT[:1]):
+        return "not under etc/portage"
+    return None
+
+
+def check_portage_config(path: Path) -> None:
+    files = 0
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for count, info in enumerate(archive):
+                if count >= MAX_MEMBERS:
+                    raise InvalidArgument(f"a portage-config of more than {MAX_MEMBERS} entries")
+                shown = info.name[:100]
+                why = _portage_path(info.name)
+                if why is not None:
+                    raise InvalidArgument(f"portage-config entry {shown!r}: {why}")
+                if info.issym() or info.islnk():
+                    raise InvalidArgument(f"portage-config entry {shown!r}: links are not allowed")
+                if not (info.isfile() or info.isdir()):
+                    raise InvalidArgument(f"portage-config entry {shown!r}: only files and directories")
+                files += info.isfile()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidArgument(f"a portage-config payload must be a tar: {exc}") from None
+    if not files:
+        raise InvalidArgument("a portage-config payload must hold at least one file under etc/portage")
