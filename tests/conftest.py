@@ -128,6 +128,7 @@ SLOWEST_FIRST = (
     "test_demo",
     "test_console_fleet",
     "test_healing",
+    "test_payload_deploy",
     "test_prefix",
     "test_build_failures",
     "test_probe_reads",
