@@ -45,6 +45,14 @@ def check(kind: str, path: Path) -> None:
         raise InvalidArgument(f"unknown payload kind {kind[:40]!r}")
 
 
+def _why(exc: BaseException) -> str:
+    """An archive library's complaint, as one short line (tarfile's lists
+    every compression it tried, a line each)."""
+    if isinstance(exc, tarfile.ReadError) and "\n" in str(exc):
+        return "not a tar, plain or compressed with gzip, bzip2 or xz"
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -66,7 +74,7 @@ def check_agent(path: Path) -> None:
                 _names_project(wheel.read(found[0]), found[0].filename)
                 bad = wheel.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise InvalidArgument(f"the agent wheel does not read as a zip: {exc}") from None
+            raise InvalidArgument(f"the agent wheel does not read as a zip: {_why(exc)}") from None
         if bad is not None:
             raise InvalidArgument(f"the agent wheel's {bad[:100]} is corrupt")
         return
@@ -85,7 +93,9 @@ def check_agent(path: Path) -> None:
             assert extracted is not None  # a regular file
             _names_project(extracted.read(), member.name)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InvalidArgument(f"an agent payload must be a wheel (zip) or an sdist (tar): {exc}") from None
+        raise InvalidArgument(
+            f"an agent payload must be a wheel (zip) or an sdist (tar): {_why(exc)}"
+        ) from None
 
 
 def check_agent_config(path: Path) -> None:
@@ -135,6 +145,6 @@ def check_portage_config(path: Path) -> None:
                     raise InvalidArgument(f"portage-config entry {shown!r}: only files and directories")
                 files += info.isfile()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InvalidArgument(f"a portage-config payload must be a tar: {exc}") from None
+        raise InvalidArgument(f"a portage-config payload must be a tar: {_why(exc)}") from None
     if not files:
         raise InvalidArgument("a portage-config payload must hold at least one file under etc/portage")

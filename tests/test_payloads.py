@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
+import jsonschema_rs
 import pytest
 
 from swarm import payloadsig
 from swarm.agent.identity import load_or_create_drone_id
 from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import HelloData
+from swarm.controller.web import openapi
 from swarm.pki import make_csr, new_key
 from swarm.v1 import (
     enroll_pb2,
@@ -69,6 +71,17 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessControlle
         yield proc
     finally:
         proc.stop()
+
+
+def answers_per_schema(view: str, value: Any) -> None:
+    """``value`` matches the admin document's schema of ``view`` (the
+    answers tests/test_api_schema.py cannot get from its fleet: a deploy's)."""
+    doc = openapi.admin_document()
+    root = {"$ref": f"#/components/schemas/{view}", "components": doc["components"]}
+    errors = [
+        f"{e.instance_path}: {e.message}" for e in jsonschema_rs.Draft202012Validator(root).iter_errors(value)
+    ]
+    assert not errors, errors
 
 
 def fill_executor(api: InProcessController) -> None:
@@ -159,6 +172,7 @@ def test_an_upload_is_the_next_version_of_its_kind_with_its_hash_and_uploader(
     status, listing = admin(api, "GET", PATH + "?kind=agent")
     assert [p["version"] for p in listing["payloads"]][:2] == [second["version"], first["version"]]
     assert len(bytes.fromhex(listing["public_key"])) == 32
+    answers_per_schema("PayloadsView", listing)
     uploaded = [e for e in api.events(type="payload_uploaded") if e["data"]["version"] == first["version"]]
     assert uploaded and uploaded[0]["data"]["sha256"] == first["sha256"]
 
@@ -219,7 +233,7 @@ def test_a_payload_that_is_not_what_its_kind_must_be_is_refused_saying_why(
     before = {p["version"] for p in admin(api, "GET", PATH + f"?kind={kind}")[1]["payloads"]}
     status, reply = upload(api, kind, data)
     assert status == 400, reply
-    assert needle in reply["error"]["message"]
+    assert needle in reply["error"]["message"] and "\n" not in reply["error"]["message"]
     after = {p["version"] for p in admin(api, "GET", PATH + f"?kind={kind}")[1]["payloads"]}
     assert after == before
     assert not list((api.config.data_dir / "payloads" / ".incoming").iterdir())
@@ -474,6 +488,7 @@ def test_a_deployed_payload_is_fetched_by_its_drone_only_resumed_from_an_offset_
             assert status == 202, reply
             deploy_id = reply["deploy_id"]
             assert reply["drones"] == [taker.name]
+            answers_per_schema("DeployView", reply)
             status, reply = await asyncio.to_thread(
                 admin, api, "POST", f"{PATH}/portage-config/{version}/deploy", {"drones": [taker.name]}
             )
@@ -529,6 +544,7 @@ def test_a_deployed_payload_is_fetched_by_its_drone_only_resumed_from_an_offset_
                 what="the drone's payload applied",
             )
             assert (applied["expected"], applied["running"], applied["drift"]) == (version, version, False)
+            answers_per_schema("DroneVersionsView", admin(api, "GET", "/admin/api/drones/versions")[1])
             # Said again (as after a reconnect): once is enough.
             await stream.say(kind="portage-config", version=version, state=3, deploy_id=deploy_id)
 
@@ -620,3 +636,62 @@ def cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_cli_pushes_lists_stages_deploys_and_waits_and_shows_drift(
+    api: InProcessController, drones: tuple[Drone, Drone], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    taker, _ = drones
+    file = tmp_path / "portage.tar.gz"
+    file.write_bytes(tar({"etc/portage/make.conf": b'MAKEOPTS="-j2"\n'}))
+    code, out, err = cli(
+        api, capsys, "payload", "push", "portage-config", str(file), "--notes", "cli", "--stage"
+    )
+    assert code == 0, err
+    version = int(out.split()[2])
+    assert out.startswith(f"portage-config version {version} staged:")
+    code, out, _ = cli(api, capsys, "payload", "list", "--kind", "portage-config")
+    assert code == 0 and any(
+        line.split()[:3] == ["portage-config", str(version), "staged"] for line in out.splitlines()
+    )
+
+    (tmp_path / "junk").write_bytes(b"junk")
+    code, _, err = cli(api, capsys, "payload", "push", "agent", str(tmp_path / "junk"))
+    assert code == 1 and err.count("\n") == 1 and "400" in err and "wheel (zip) or an sdist" in err
+    code, _, err = cli(api, capsys, "payload", "push", "agent", str(tmp_path / "missing"))
+    assert code == 2 and "cannot read" in err
+    code, _, err = cli(api, capsys, "payload", "stage", "portage-config", "0")
+    assert code == 2 and "not a version" in err
+
+    async def scenario() -> tuple[int, str, str]:
+        async with Stream(api, taker, version - 1) as stream:
+            waiting = asyncio.create_task(
+                asyncio.to_thread(
+                    cli,
+                    api,
+                    capsys,
+                    "payload",
+                    "deploy",
+                    "portage-config",
+                    str(version),
+                    "--drone",
+                    taker.name,
+                    "--wait",
+                )
+            )
+            apply = (await stream.next()).apply_payload
+            meta = payload_pb2.PayloadMeta.FromString(apply.meta)
+            await stream.say(kind="portage-config", version=version, state=1, deploy_id=meta.deploy_id)
+            await stream.say(kind="portage-config", version=version, state=3, deploy_id=meta.deploy_id)
+            return await waiting
+
+    code, out, err = asyncio.run(scenario())
+    assert code == 0, err
+    assert f"portage-config version {version} sent to {taker.name}" in out and f"{taker.name}: applied" in out
+    code, out, _ = cli(api, capsys, "payload", "status", "--drone", taker.name)
+    [row] = [
+        line.split() for line in out.splitlines() if line.startswith(taker.name) and "portage-config" in line
+    ]
+    assert row[:6] == [taker.name, "portage-config", str(version), str(version), "no", "applied"]
+    code, out, _ = cli(api, capsys, "--json", "payload", "status", "--drone", taker.name)
+    assert code == 0 and json.loads(out)["versions"][0]["drone"] == taker.name

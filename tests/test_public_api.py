@@ -111,6 +111,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         healing,
         logs,
         metrics,
+        payloads,
         releases,
         shells,
         streams,
@@ -127,6 +128,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *dispatch.routes,
         *releases.routes,
         *binhosts.routes,
+        *payloads.routes,
         *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())
