@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -48,6 +47,14 @@ log = logging.getLogger(__name__)
 State = payload_pb2.PayloadStatus.State
 IDLE_POLL = 0.25
 UNSENT = 16
+
+
+def forget_other_fetches(keep: Path) -> None:
+    """Delete what earlier fetches left (cut off, then never deployed again), but ``keep``."""
+    if keep.parent.is_dir():
+        for stale in keep.parent.iterdir():
+            if stale != keep:
+                stale.unlink(missing_ok=True)
 
 
 class PayloadManager:
@@ -111,8 +118,13 @@ class PayloadManager:
         the watchdog undid, send again what the stream could not take."""
         version, _ = selfupdate.running_version()
         trial = selfupdate.read_trial(self._state_dir)
-        mine = trial is not None and version and trial.version == version and trial.pid == os.getpid()
-        if mine and trial is not None and selfupdate.claim_trial(self._state_dir, "confirmed") is not None:
+        # Not only the pid the trial began in: a supervisor may have started this version again.
+        if (
+            trial is not None
+            and version
+            and trial.version == version
+            and selfupdate.claim_trial(self._state_dir, "confirmed") is not None
+        ):
             log.info("agent payload version %d confirmed (connected within its window)", version)
             self._report(AGENT, version, State.APPLIED, "connected and welcomed", trial.deploy_id)
             self._prune(trial.previous)
@@ -195,6 +207,7 @@ class PayloadManager:
 
     async def _fetch(self, meta: payload_pb2.PayloadMeta) -> Path | None:
         into = self._state_dir / "payloads" / "fetch" / f"{meta.kind}-{meta.version}-{meta.sha256[:16]}"
+        await asyncio.to_thread(forget_other_fetches, into)
         try:
             await fetch(self._channel, meta.kind, meta.version, meta.size, into)
             sha256, size = await asyncio.to_thread(sha256_file, into)

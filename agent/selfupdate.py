@@ -28,9 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,6 +125,10 @@ def launch_argv(state_dir: Path, floor_version: str, args: list[str]) -> list[st
 
 def artifact_name(path: Path) -> str:
     """The file name pip needs for this wheel or sdist of the project, from its contents."""
+    # Here, not at the top: every start of the agent imports this module.
+    import tarfile
+    import zipfile
+
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as wheel:
             for name in wheel.namelist():
@@ -284,9 +286,13 @@ def forget_rolled_back(state_dir: Path) -> None:
 
 def supervised() -> bool:
     """Whether a supervisor starts the agent again when it exits: the
-    OpenRC service runs it under supervise-daemon (packaging/), which
-    names the service in the environment."""
-    return bool(os.environ.get("RC_SVCNAME"))
+    OpenRC service runs it under supervise-daemon (packaging/), its parent
+    (the kernel keeps 15 characters of a process name)."""
+    try:
+        with open(f"/proc/{os.getppid()}/comm") as fh:
+            return fh.read().strip() == "supervise-daemon"[:15]
+    except OSError:
+        return False
 
 
 def start_trial(

@@ -1,5 +1,5 @@
 """The drone's side of payloads, in process (the end-to-end tests with a real
-controller and agents are in test_payloads.py).
+controller and agent are in test_payload_deploy.py).
 
 A real gRPC Payloads server on 127.0.0.1 serves the bytes (it can cut a
 fetch short to show the resume); files, venvs, pip and the watchdog
