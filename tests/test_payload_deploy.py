@@ -12,6 +12,7 @@ drone's watchdog rolls back without the controller.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from swarm.agent import credentials
 
 from support.fleet import Fleet, start_fleet
 from support.payloads import build_wheel
@@ -135,6 +138,18 @@ def portage_tar(files: dict[str, bytes]) -> bytes:
 def make_conf_with(swarm: Fleet, extra: str) -> bytes:
     """The drone prefix's make.conf as it is now, plus ``extra``."""
     return (prefix(swarm) / "etc/portage/make.conf").read_bytes() + extra.encode()
+
+
+def test_the_drone_pinned_the_payload_key_at_enrollment_or_pins_it_at_renewal(swarm: Fleet) -> None:
+    public = bytes.fromhex(admin(swarm, "GET", PATH)["public_key"])
+    state_dir = swarm.agents[DRONE].state_dir
+    assert credentials.load_payload_key(state_dir) == public
+    # A drone enrolled before payloads has no key: its next renewal brings it.
+    (state_dir / credentials.PAYLOAD_KEY_FILE).unlink()
+    creds = credentials.load(state_dir)
+    assert creds is not None
+    asyncio.run(credentials.renew(state_dir, swarm.controller.grpc_target, creds))
+    assert credentials.load_payload_key(state_dir) == public
 
 
 def test_a_portage_config_that_breaks_emerge_info_is_restored(swarm: Fleet) -> None:
