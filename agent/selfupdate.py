@@ -284,12 +284,13 @@ def forget_rolled_back(state_dir: Path) -> None:
     (agent_dir(state_dir) / ROLLED_BACK).unlink(missing_ok=True)
 
 
-def supervised() -> bool:
+def supervised(parent: int | None = None) -> bool:
     """Whether a supervisor starts the agent again when it exits: the
     OpenRC service runs it under supervise-daemon (packaging/), its parent
-    (the kernel keeps 15 characters of a process name)."""
+    (``parent``: this process's by default; the kernel keeps 15 characters
+    of a process name)."""
     try:
-        with open(f"/proc/{os.getppid()}/comm") as fh:
+        with open(f"/proc/{parent or os.getppid()}/comm") as fh:
             return fh.read().strip() == "supervise-daemon"[:15]
     except OSError:
         return False
