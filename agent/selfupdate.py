@@ -189,6 +189,9 @@ def install(state_dir: Path, version: int, sha256: str, payload: Path) -> str:
     without the network (--no-index, --no-deps: the floor has the
     dependencies), then the new entry point asked for its version."""
     target = agent_dir(state_dir) / str(version)
+    kept = installed(state_dir, version, sha256)
+    if kept is not None:
+        return kept  # still here (the version before, deployed again as a rollback)
     if target.exists():
         shutil.rmtree(target)  # an earlier attempt's leftovers: never the running version
     target.mkdir(parents=True)
@@ -208,6 +211,18 @@ def install(state_dir: Path, version: int, sha256: str, payload: Path) -> str:
         json.dumps({"version": version, "sha256": sha256, "package_version": package_version}).encode(),
     )
     return package_version
+
+
+def installed(state_dir: Path, version: int, sha256: str) -> str | None:
+    """The package version of ``version`` if it is installed from these very bytes."""
+    target = agent_dir(state_dir) / str(version)
+    try:
+        meta = json.loads((target / META).read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("sha256") != sha256 or not os.access(target / "venv" / "bin" / "swarm-agent", os.X_OK):
+        return None
+    return str(meta.get("package_version", ""))
 
 
 def prune(state_dir: Path, keep: set[str]) -> None:

@@ -386,6 +386,9 @@ def test_an_agent_wheel_installs_beside_the_running_one_and_current_launches_it(
         check=True,
     ).stdout
     assert out.startswith(str(venv))
+    # Deployed again (a rollback to it): taken as installed, not built anew.
+    assert selfupdate.install(tmp_path, 3, digest, wheel) == "0.1.0.post7"
+    assert selfupdate.installed(tmp_path, 3, "0" * 64) is None
     with pytest.raises(selfupdate.InstallError, match="neither a wheel nor an sdist"):
         selfupdate.install(tmp_path, 4, digest, tmp_path / "payloads/agent/3/meta.json")
 
