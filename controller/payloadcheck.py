@@ -16,9 +16,11 @@ refusal is InvalidArgument with one line saying why.
 from __future__ import annotations
 
 import argparse
+import lzma
 import re
 import tarfile
 import zipfile
+import zlib
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +32,20 @@ PROJECT = "build-swarm"
 PORTAGE_ROOT = ("etc", "portage")
 MAX_MEMBERS = 10_000
 MAX_METADATA = 1 << 20  # bytes of a METADATA or PKG-INFO read
+# What reading a damaged archive may raise besides its module's own error:
+# a compressed stream that ends early or does not inflate, an encrypted or
+# unsupported zip member.
+ARCHIVE_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+)
 METADATA_RE = re.compile(r"[^/]+\.dist-info/METADATA")
 PKG_INFO_RE = re.compile(r"[^/]+/PKG-INFO")
 
@@ -73,7 +89,7 @@ def check_agent(path: Path) -> None:
                     raise InvalidArgument("an agent wheel must hold exactly one *.dist-info/METADATA")
                 _names_project(wheel.read(found[0]), found[0].filename)
                 bad = wheel.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise InvalidArgument(f"the agent wheel does not read as a zip: {_why(exc)}") from None
         if bad is not None:
             raise InvalidArgument(f"the agent wheel's {bad[:100]} is corrupt")
@@ -92,7 +108,7 @@ def check_agent(path: Path) -> None:
             extracted = sdist.extractfile(member)
             assert extracted is not None  # a regular file
             _names_project(extracted.read(), member.name)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except ARCHIVE_ERRORS as exc:
         raise InvalidArgument(
             f"an agent payload must be a wheel (zip) or an sdist (tar): {_why(exc)}"
         ) from None
@@ -102,6 +118,10 @@ def check_agent_config(path: Path) -> None:
     from swarm.agent.config import AgentConfig
 
     try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"not an agent config: not UTF-8 text (byte {exc.start})") from None
+    try:
         resolve(
             AgentConfig,
             argparse.Namespace(),
@@ -110,9 +130,11 @@ def check_agent_config(path: Path) -> None:
             explicit_path=path,
             environ={},
         )
-    except ConfigError as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         # The loader names the file: ours is a temporary one, so say "the payload".
-        raise InvalidArgument(f"not an agent config: {str(exc).replace(str(path), 'the payload')}") from None
+        # (A table where a number goes is a TypeError from int(), not a ConfigError.)
+        why = " ".join(str(exc).replace(str(path), "the payload").split())[:300]
+        raise InvalidArgument(f"not an agent config: {why}") from None
 
 
 def _portage_path(name: str) -> str | None:
@@ -144,7 +166,7 @@ def check_portage_config(path: Path) -> None:
                 if not (info.isfile() or info.isdir()):
                     raise InvalidArgument(f"portage-config entry {shown!r}: only files and directories")
                 files += info.isfile()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except ARCHIVE_ERRORS as exc:
         raise InvalidArgument(f"a portage-config payload must be a tar: {_why(exc)}") from None
     if not files:
         raise InvalidArgument("a portage-config payload must hold at least one file under etc/portage")

@@ -34,6 +34,7 @@ from swarm import payloadsig
 from swarm.agent.identity import load_or_create_drone_id
 from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import HelloData
+from swarm.controller.errors import TooLarge
 from swarm.controller.web import openapi
 from swarm.pki import make_csr, new_key
 from swarm.v1 import (
@@ -190,7 +191,11 @@ CONFIG_OK = b'controller = "ctl.example.org:8094"\nheartbeat_interval = 2.0\n'
         ("agent-config", b"controller = [", "not an agent config"),
         ("agent-config", b"no_such_option = 1\n", "unknown option 'no_such_option'"),
         ("agent-config", b"heartbeat_interval = 0.001\n", "heartbeat_interval must be between"),
+        ("agent-config", b"\x89PNG\r\n\x1a\n\x00", "not UTF-8"),
+        ("agent-config", b"heartbeat_interval = {a = 1}\n", "not an agent config"),
         ("portage-config", b"plain text", "must be a tar"),
+        ("portage-config", tar({"etc/portage/make.conf": bytes(range(256)) * 64})[:-300], "must be a tar"),
+        ("agent", wheel()[:-40], "zip"),
         ("portage-config", tar({"etc/portage/../../root/.ssh/authorized_keys": b"x"}), "'..'"),
         ("portage-config", tar({"/etc/portage/make.conf": b"x"}), "an absolute path"),
         ("portage-config", tar({"etc/passwd": b"x"}), "not under etc/portage"),
@@ -216,7 +221,11 @@ CONFIG_OK = b'controller = "ctl.example.org:8094"\nheartbeat_interval = 2.0\n'
         "config-not-toml",
         "config-unknown-option",
         "config-bad-value",
+        "config-binary",
+        "config-table-for-a-number",
         "portage-not-tar",
+        "portage-truncated",
+        "agent-truncated-wheel",
         "portage-dotdot",
         "portage-absolute",
         "portage-outside",
@@ -256,6 +265,28 @@ def test_good_configs_are_taken_and_the_bounds_hold(api: InProcessController) ->
     assert status == 404
     status, reply = admin(api, "GET", f"{PATH}/kernel/1")
     assert status == 400
+    assert not list((api.config.data_dir / "payloads" / ".incoming").iterdir())
+
+
+def test_an_upload_of_unsaid_length_stops_at_the_bound_and_leaves_nothing(api: InProcessController) -> None:
+    """No Content-Length (a chunked request): the bound holds as the bytes come."""
+    payloads = api.controller.payloads
+    assert payloads is not None
+    before = payloads.latest("portage-config")
+    sent = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            sent.append(CHUNK)
+            yield b"\0" * CHUNK * 4
+
+    async def push() -> None:
+        await payloads.upload("portage-config", body(), notes="", by="test")
+
+    with pytest.raises(TooLarge, match=str(MAX_BYTES)):
+        api.run(push)
+    assert len(sent) == MAX_BYTES // (CHUNK * 4) + 1  # read no further than past the bound
+    assert payloads.latest("portage-config") == before
     assert not list((api.config.data_dir / "payloads" / ".incoming").iterdir())
 
 
