@@ -364,7 +364,7 @@ def test_a_build_runs_its_course_with_an_event_for_each_step(tmp_path: Path) -> 
         assert two.estimate_s == 600.0  # two packages never built: 300 s each
         assert [b.id for b in await h.queue.queued(10)] == [one.id, two.build.id]
         with pytest.raises(InvalidArgument):
-            await h.queue.finished(one.id, "queued", None, "", "", ())  # type: ignore[arg-type]
+            await h.queue.finished(one.id, "queued", None, "", "", ())
         running = await h.queue.started(one.id, "drone-1", "b-1")
         assert (running.state, running.drone, running.build_id) == ("running", "drone-1", "b-1")
         with pytest.raises(FailedPrecondition):
