@@ -249,6 +249,9 @@ class TestBuilds:
         while (arriving := self._arriving.get(key)) is not None:
             await arriving.wait()  # the same request, a moment earlier: its answer is ours
         existing = self._by_request.get(key)
+        known = self._known_cpv(atom)
+        if existing is None and known is not None:
+            existing = self._by_cpv.get((token.user, known, flags))  # asked another way
         if existing is not None:
             return self._submitted(self._active[existing], existing=True)
         self._check_caps(token)
@@ -345,6 +348,17 @@ class TestBuilds:
         if bucket is None:
             bucket = self._buckets[token.id] = Bucket(Rate.parse(token.rate), token.burst, now)
         return bucket
+
+    def _known_cpv(self, atom: str) -> str | None:
+        """The atom's cpv if Portage told it lately (without asking again)."""
+        known = self._resolved.get(atom)
+        if (
+            known is None
+            or self._clock.monotonic() - known[0] > RESOLVED_FOR
+            or isinstance(known[1], SwarmError)
+        ):
+            return None
+        return known[1]
 
     async def _resolved_cpv(self, atom: str) -> str:
         """The atom's best visible version in the tree; answers remembered a while."""
