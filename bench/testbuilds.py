@@ -235,8 +235,27 @@ def request_figures(
     over = {t: n for t, n in per_token.items() if n > limit}
     over_queued = {t: n for t, n in queued_per_token.items() if n > opts.max_queued}
     retry = [int(r["retry_after"]) for r in records if r["status"] == 429 and r["retry_after"]]
+    kinds: dict[str, list[float]] = {}
+    for r in records:
+        kind = (
+            "new"
+            if r["status"] == 202 and not r["existing"]
+            else "existing"
+            if r["status"] == 202
+            else "refused"
+        )
+        kinds.setdefault(kind, []).append(r["ms"])
+    by_kind = {
+        kind: {
+            "count": len(ms),
+            "p50_ms": round(percentile(ms, 50) or 0, 1),
+            "p99_ms": round(percentile(ms, 99) or 0, 1),
+        }
+        for kind, ms in sorted(kinds.items())
+    }
     return {
         **latency(records, wall),
+        "by_kind": by_kind,
         "statuses": dict(sorted(statuses.items())),
         "accepted_new": len(new),
         "answered_existing": sum(1 for r in records if r["status"] == 202 and r["existing"]),
@@ -361,6 +380,10 @@ def report(figures: dict[str, Any]) -> None:
         f"  answers by status: {r['statuses']}; new builds {r['accepted_new']}, "
         f"duplicates {r['answered_existing']}"
     )
+    kinds = ", ".join(
+        f"{kind} ({k['count']}) p50 {k['p50_ms']} / p99 {k['p99_ms']} ms" for kind, k in r["by_kind"].items()
+    )
+    print(f"  by answer: {kinds} (new: stored before the answer; refused: 429 from memory)")
     print(
         f"  most new builds by one token {r['accepted_most_by_one_token']} (its limit {r['token_limit']}); "
         f"queued afterwards {r['queued_after']} (global cap {r['global_cap']}); Retry-After "
