@@ -143,6 +143,8 @@ class Builder:
         self._send = send
         self._channel = channel
         self.current: Build | None = None
+        # Why new builds are refused for now (a payload being applied), or "".
+        self.held = ""
         self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
         # Builds noted with what they leave behind (journal: the file, kept across restarts).
         self._journal = BuildJournal(journal)
@@ -191,6 +193,9 @@ class Builder:
             if self.current.start.build_id == start.build_id:
                 return  # the controller asked again after a reconnect: already on it
             self._event(start, Kind.REFUSED, reason=f"busy with build {self.current.start.build_id}")
+            return
+        if self.held:
+            self._event(start, Kind.REFUSED, reason=self.held)
             return
         if any(e.build_id == start.build_id for e in self.recent):
             # Finished while the controller was not listening: say so again.

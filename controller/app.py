@@ -18,7 +18,7 @@ from aiohttp import web
 from swarm import __version__
 from swarm.clock import SYSTEM, Clock
 from swarm.config import ConfigError
-from swarm.controller import access, adminkey, authz, binhosts
+from swarm.controller import access, adminkey, authz, binhosts, payloadkey, payloadsvc
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
 from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBounds
@@ -39,6 +39,7 @@ from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.mirrors import Mirrors
 from swarm.controller.oob import CommandTemplate, SshSettings
+from swarm.controller.payloads import Payloads, PayloadSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
@@ -59,8 +60,9 @@ from swarm.controller.web import admin, public
 from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
+from swarm.payloadsig import public_bytes
 from swarm.pki import PkiError
-from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, shell_pb2_grpc
+from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, payload_pb2_grpc, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ class Controller:
         self.testbuilds: TestBuilds | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
+        self.payloads: Payloads | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -203,6 +206,8 @@ class Controller:
 
         if str(config.portage_eprefix) not in ("", "."):
             await self._start_builds()
+        if self.trust is not None:
+            await self._start_payloads()
         self.healer = Healer(
             self.fleet,
             self.events,
@@ -247,6 +252,7 @@ class Controller:
             binhosts=self.binhosts,
             mirrors=self.mirrors,
             testbuilds=self.testbuilds,
+            payloads=self.payloads,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -307,6 +313,34 @@ class Controller:
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
+
+    async def _start_payloads(self) -> None:
+        """Payloads need the drones' certificates (Fetch serves only the drone a
+        payload is deployed to): on with mTLS, off with --insecure."""
+        config = self.config
+        try:
+            key = await asyncio.to_thread(payloadkey.load_or_create, config.data_dir / "pki")
+        except (OSError, PkiError) as exc:
+            raise StartupError(f"cannot load the payload key: {exc}") from None
+        self.payloads = Payloads(
+            config.data_dir / "payloads",
+            self.runner,
+            self.events,
+            self.fleet,
+            payloadsvc.signer(key),
+            public_bytes(key),
+            PayloadSettings(
+                max_bytes=config.payload_max_bytes,
+                expiry=config.payload_expiry,
+                confirm_within=config.payload_confirm_within,
+                deploy_timeout=config.payload_deploy_timeout,
+            ),
+            builds=self.builds,
+            clock=self.clock,
+        )
+        await self.payloads.start()
+        self.selfcheck.add_recovery_listener(self.payloads.writer.kick)
+        self.gateway.payloads = self.payloads
 
     async def _start_binhosts(self) -> None:
         """Binhost targets (binhosts.py): always, they need no Portage."""
@@ -447,6 +481,10 @@ class Controller:
         shell_pb2_grpc.add_ChannelsServicer_to_server(
             ChannelsService(self.channels, self.bounds, self.events), self._server
         )
+        if self.payloads is not None:
+            payload_pb2_grpc.add_PayloadsServicer_to_server(
+                payloadsvc.PayloadsService(self.payloads), self._server
+            )
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:
@@ -454,8 +492,9 @@ class Controller:
                 log.warning("--insecure: agents connect in plaintext without certificates; development only")
                 grpc_port = self._server.add_insecure_port(address)
             else:
+                public_key = self.payloads.public_key if self.payloads is not None else b""
                 enroll_pb2_grpc.add_EnrollmentServicer_to_server(
-                    EnrollmentService(self.trust, self.bounds.peer_events), self._server
+                    EnrollmentService(self.trust, self.bounds.peer_events, public_key), self._server
                 )
                 key, chain = self.trust.ca.issue_server(config.tls_name_list)
                 mutual = grpc.ssl_server_credentials(
@@ -571,6 +610,8 @@ class Controller:
             await self.mirrors.stop()
         if self.release_schedule is not None:
             await self.release_schedule.stop()
+        if self.payloads is not None:
+            await self.payloads.stop()
         if self.builds is not None:
             await self.builds.stop()
         if self.releases is not None:

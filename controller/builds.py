@@ -281,6 +281,8 @@ class BuildQueue:
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
+        # Drones waiting to take a payload (payloads.py): no new build until it is over.
+        self.payload_holds: set[str] = set()
         # The binhost mirrors, once the controller runs them (use_mirrors): drones
         # then pull the current release from the mirrors of their network before staging.
         self._mirrors: MirrorsAPI | None = None
@@ -655,6 +657,15 @@ class BuildQueue:
 
     # -- scheduling ------------------------------------------------------------------
 
+    def hold_for_payload(self, drone_id: str, on: bool) -> None:
+        """Keep a drone out of the rotation while it is to take a payload
+        (it takes one only when idle), or put it back."""
+        if on:
+            self.payload_holds.add(drone_id)
+        else:
+            self.payload_holds.discard(drone_id)
+        self._wake.set()
+
     def _changed(self) -> None:
         self._wake.set()
         self.writer.wake()
@@ -692,7 +703,7 @@ class BuildQueue:
                 1,
                 running.get(d.id, 0),
                 d.status == ONLINE,
-                "draining" if d.id in self.draining else "",
+                "draining" if d.id in self.draining else "payload" if d.id in self.payload_holds else "",
             )
             for d in self._fleet.connected()
         ]

@@ -168,6 +168,18 @@ class ControllerConfig:
         "USE flags (comma-separated) a test build may ask to enable or disable; default: none",
         metavar="FLAGS",
     )
+    payload_max_bytes: int = option(
+        64 * 2**20, "bytes an uploaded payload (POST /admin/api/payloads) may have at most"
+    )
+    payload_expiry: float = option(
+        3600.0, "seconds a deployed payload's signature is good for: a drone refuses it after"
+    )
+    payload_confirm_within: int = option(
+        60, "seconds a newly deployed agent has to connect before it restores the previous version"
+    )
+    payload_deploy_timeout: float = option(
+        3600.0, "seconds a deploy waits for the drone to say how it went (it waits for a build to end)"
+    )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
     build_start_timeout: float = option(
@@ -373,6 +385,14 @@ class ControllerConfig:
         for flag in self.test_build_use_flags:
             if not USE_RE.fullmatch(flag):
                 raise ValueError(f"test_build_use: {flag!r} is not a USE flag")
+        if not 1 <= self.payload_max_bytes <= 2**40:
+            raise ValueError("payload_max_bytes must be between 1 and 2^40")
+        if not 60 <= self.payload_expiry <= 30 * 86400:
+            raise ValueError("payload_expiry must be between 60 seconds and 30 days")
+        if not 5 <= self.payload_confirm_within <= 3600:
+            raise ValueError("payload_confirm_within must be between 5 and 3600 seconds")
+        if not 1 <= self.payload_deploy_timeout <= 7 * 86400:
+            raise ValueError("payload_deploy_timeout must be between 1 second and 7 days")
         if not 1 <= self.mirror_parallel <= 64:
             raise ValueError("mirror_parallel must be between 1 and 64")
         if not 5 <= self.mirror_check_interval <= 86400:

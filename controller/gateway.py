@@ -49,6 +49,7 @@ from swarm.protocol import DUPLICATE_NOTICE, speaks
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 if TYPE_CHECKING:
+    from swarm.controller.payloads import Payloads
     from swarm.controller.trust import Trust
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,9 @@ class DroneSession:
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         return self.send(channel_serde.open_channel(channel_id, request))
 
+    def apply_payload(self, meta: bytes, signature: bytes, confirm_within_s: int) -> bool:
+        return self.send(serde.apply_payload(meta, signature, confirm_within_s))
+
     def close(self, code: str, details: str) -> None:
         if self.closed:
             return
@@ -251,6 +255,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self.trust: Trust | None = None
         # Where a duplicate drone is reported besides the event log (the admin's webhook).
         self.alerter: Alerter | None = None
+        # Takes Hello.payloads and PayloadStatus (absent with --insecure).
+        self.payloads: Payloads | None = None
 
     def _reject(self, peer: str, drone_id: str, message: str, kind: str) -> None:
         """A protocol_error event, a few per drone (else address) and kind per window."""
@@ -361,6 +367,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         state = self._fleet.attach(hello, session, announce=announce)
         if self.builds is not None:
             self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
+        if self.payloads is not None:
+            self.payloads.on_hello(state)
         session.send(serde.welcome(hello.drone_id))
         return session, state
 
@@ -525,6 +533,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             event = serde.read_build_event(message.build_event)
             if event is not None:
                 self.builds.on_build_event(state, event)
+        elif kind == "payload_status" and self.payloads is not None:
+            status = serde.read_payload_status(message.payload_status)
+            if status is not None:
+                self.payloads.on_status(state, status)
         elif kind == "hello":
             self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
             session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")

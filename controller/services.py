@@ -15,6 +15,7 @@ from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
 from swarm.controller.metrics import Metrics
+from swarm.controller.payloads import Payloads
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
@@ -54,6 +55,7 @@ class Services:
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
+    payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

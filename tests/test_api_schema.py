@@ -78,9 +78,11 @@ class Checker:
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        data: bytes | None = None,
     ) -> Any:
+        """``data``: a raw body (an upload) instead of ``body``'s JSON."""
         url = self.base_url + (path or template) + (f"?{urlencode(query)}" if query else "")
-        answer = self.http.request(method, url, json=body, headers=headers, timeout=30)
+        answer = self.http.request(method, url, json=body, data=data, headers=headers, timeout=30)
         what = f"{method} {path or template} -> {answer.status_code}"
         assert answer.status_code in (expect if isinstance(expect, tuple) else (expect,)), (
             f"{what}: {answer.text[:2000]}"
@@ -317,6 +319,28 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
     )
     check.call("POST", "/admin/api/drones/{name}/revoke", 200, path="/admin/api/drones/gone/revoke")
     assert renamed["old_name"] == GONE
+
+    # Payloads: an agent config uploaded, shown, staged; deployed to the drone
+    # whose agent is gone (refused: not connected; tests/test_payloads.py
+    # checks a deploy's 202 against its view); the drones' versions.
+    payloads = "/admin/api/payloads"
+    config = b'controller = "127.0.0.1:8094"\n'
+    uploaded = check.call(
+        "POST", payloads, 201, query={"kind": "agent-config", "notes": "schema"}, data=config
+    )
+    check.call("POST", payloads, 400, query={"kind": "agent-config"}, data=b"controller = [")
+    one_payload = f"{payloads}/agent-config/{uploaded['version']}"
+    check.call("GET", f"{payloads}/{{kind}}/{{version}}", 200, path=one_payload)
+    check.call("GET", f"{payloads}/{{kind}}/{{version}}", 404, path=f"{payloads}/agent/99999")
+    check.call("POST", f"{payloads}/{{kind}}/{{version}}/stage", 200, path=one_payload + "/stage")
+    assert (
+        check.call("GET", payloads, 200, query={"kind": "agent-config"})["payloads"][0]["state"] == "staged"
+    )
+    deploy = {"drones": ["gone"]}
+    check.call(
+        "POST", f"{payloads}/{{kind}}/{{version}}/deploy", 409, path=one_payload + "/deploy", body=deploy
+    )
+    check.call("GET", "/admin/api/drones/versions", 200)
 
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"

@@ -117,6 +117,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         healing,
         logs,
         metrics,
+        payloads,
         releases,
         shells,
         streams,
@@ -135,6 +136,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *dispatch.routes,
         *releases.routes,
         *binhosts.routes,
+        *payloads.routes,
         *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())

@@ -26,10 +26,12 @@ from swarm.controller.store.models import MODELS, SchemaVersion
 from swarm.controller.store.records import (
     AccessRecord,
     BinhostRecord,
+    DronePayloadRecord,
     EventRecord,
     IncidentRecord,
     NodeLive,
     NodeRecord,
+    PayloadRecord,
     TestBuildRecord,
     TestBuildTokenRecord,
 )
@@ -933,3 +935,30 @@ def test_test_build_tokens_are_replaced_whole_and_listed_newest_first(store: Sql
     used = replace(older, last_used_at=1_800_000_002.25, revoked_at=1_800_000_003.0)
     store.put_test_build_token(used)
     assert store.list_test_build_tokens() == [newer, used]
+
+
+def test_payload_versions_are_kept_per_kind_once_each(store: SqlStore) -> None:
+    assert store.list_payloads() == []
+    big = 2**40 + 3  # beyond 32 bits: a wheel is small, the columns are not
+    first = PayloadRecord("agent", 1, "a" * 64, big, "admin:ann", 10.5, "notes\nwith a line", "uploaded")
+    second = replace(first, version=2, sha256="b" * 64, size=9, notes="")
+    config = PayloadRecord("agent-config", 1, "c" * 64, 42, "admin:bob", 11.0)
+    assert store.add_payload(first) and store.add_payload(second) and store.add_payload(config)
+    assert store.add_payload(replace(first, sha256="d" * 64)) is False
+    assert store.list_payloads() == [second, first, config]
+    assert store.list_payloads("agent-config") == [config]
+    assert store.set_payload_state("agent", 2, "staged") is True
+    assert store.set_payload_state("agent", 3, "staged") is False
+    assert store.list_payloads("agent") == [replace(second, state="staged"), first]
+
+
+def test_drone_payloads_are_replaced_whole_by_drone_and_kind(store: SqlStore) -> None:
+    assert store.list_drone_payloads() == []
+    a = DronePayloadRecord("d2", "agent", 3, 2, "e" * 64, "sent", "", "d-1", 5.0)
+    b = DronePayloadRecord("d1", "portage-config", 1, 1, "f" * 64, "applied", "", "d-2", 6.0)
+    store.put_drone_payloads([a, b])
+    assert store.list_drone_payloads() == [b, a]
+    refused = replace(a, state="refused", reason="expired", updated_at=7.0)
+    store.put_drone_payloads([refused])
+    store.put_drone_payloads([])
+    assert store.list_drone_payloads() == [b, refused]

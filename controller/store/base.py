@@ -17,6 +17,7 @@ from swarm.controller.store.records import (
     BinhostRecord,
     BuildRecord,
     CertRecord,
+    DronePayloadRecord,
     EventRecord,
     IncidentRecord,
     JobRecord,
@@ -24,6 +25,7 @@ from swarm.controller.store.records import (
     NodeLive,
     NodeRecord,
     PackageStat,
+    PayloadRecord,
     SessionRecord,
     TestBuildRecord,
     TestBuildTokenRecord,
@@ -219,3 +221,18 @@ class Store(Protocol):
 
     def list_test_build_tokens(self) -> list[TestBuildTokenRecord]:
         """All test-build tokens, revoked ones included, newest first."""
+
+    def add_payload(self, payload: PayloadRecord) -> bool:
+        """Insert a new payload version; False if (kind, version) exists already."""
+
+    def set_payload_state(self, kind: str, version: int, state: str) -> bool:
+        """Change a version's state; False if there is no such version."""
+
+    def list_payloads(self, kind: str | None = None) -> list[PayloadRecord]:
+        """Payload versions (of one kind), by kind, newest version first."""
+
+    def put_drone_payloads(self, records: list[DronePayloadRecord]) -> None:
+        """Insert or replace each drone's payload of a kind, by (drone, kind), in one transaction."""
+
+    def list_drone_payloads(self) -> list[DronePayloadRecord]:
+        """Every drone's payloads, by drone id, then kind."""

@@ -22,12 +22,14 @@ from swarm.controller.store.models import (
     Certificate,
     DroneAccess,
     DroneName,
+    DronePayload,
     Event,
     Incident,
     Job,
     JoinToken,
     Node,
     PackageStat,
+    PayloadVersion,
     SchemaVersion,
     Setting,
     TestBuild,
@@ -69,6 +71,10 @@ def _test_builds(db: pw.Database) -> None:
     db.create_tables([TestBuild, TestBuildToken])
 
 
+def _payloads(db: pw.Database) -> None:
+    db.create_tables([PayloadVersion, DronePayload])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
@@ -77,6 +83,7 @@ MIGRATIONS: list[Migration] = [
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
     (7, "test builds and their tokens", _test_builds),
+    (8, "payload versions and the payloads of each drone", _payloads),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -231,6 +231,37 @@ class TestBuildToken(BaseModel):
         table_name = "test_build_tokens"
 
 
+class PayloadVersion(BaseModel):
+    kind = pw.CharField(max_length=32)
+    version = pw.BigIntegerField()
+    sha256 = pw.CharField(max_length=64)
+    size = pw.BigIntegerField()
+    uploaded_by = pw.CharField(max_length=200, default="")
+    uploaded_at = pw.DoubleField()
+    notes = pw.TextField(default="")
+    state = pw.CharField(max_length=16, default="uploaded")
+
+    class Meta:
+        table_name = "payload_versions"
+        primary_key = pw.CompositeKey("kind", "version")
+
+
+class DronePayload(BaseModel):
+    drone_id = pw.CharField(max_length=64)
+    kind = pw.CharField(max_length=32)
+    expected_version = pw.BigIntegerField(default=0)
+    running_version = pw.BigIntegerField(default=0)
+    sha256 = pw.CharField(max_length=64, default="")
+    state = pw.CharField(max_length=16, default="")
+    reason = pw.TextField(default="")
+    deploy_id = pw.CharField(max_length=32, default="")
+    updated_at = pw.DoubleField(default=0)
+
+    class Meta:
+        table_name = "drone_payloads"
+        primary_key = pw.CompositeKey("drone_id", "kind")
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Node,
@@ -249,4 +280,6 @@ MODELS: list[type[BaseModel]] = [
     BinhostTarget,
     TestBuild,
     TestBuildToken,
+    PayloadVersion,
+    DronePayload,
 ]

@@ -258,3 +258,33 @@ class TestBuildTokenRecord:
     created_by: str = ""
     revoked_at: float | None = None
     last_used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRecord:
+    """One uploaded version of a payload kind (controller/payloads.py); its
+    bytes are a file under the data dir, named by kind and version."""
+
+    kind: str  # agent, agent-config or portage-config
+    version: int  # monotonic per kind, from 1
+    sha256: str
+    size: int
+    uploaded_by: str
+    uploaded_at: float
+    notes: str = ""
+    state: str = "uploaded"  # uploaded, staged, deployed
+
+
+@dataclass(frozen=True, slots=True)
+class DronePayloadRecord:
+    """What one drone is to run of a payload kind and what it runs."""
+
+    drone_id: str
+    kind: str
+    expected_version: int = 0  # 0: nothing deployed to it
+    running_version: int = 0  # as the drone last said (0: what it was installed with)
+    sha256: str = ""  # of the running version
+    state: str = ""  # sent, waiting, fetching, applied, refused, failed, rolled_back, timed_out
+    reason: str = ""
+    deploy_id: str = ""
+    updated_at: float = 0.0

@@ -44,6 +44,9 @@ class FakeLink:
         self.channels.append((channel_id, request))
         return True
 
+    def apply_payload(self, meta: bytes, signature: bytes, confirm_within_s: int) -> bool:
+        return self._write(serde.apply_payload(meta, signature, confirm_within_s))
+
     def close(self, code: str, details: str) -> None:
         self.closed = (code, details)
 
