@@ -202,8 +202,10 @@ class DroneSession:
     def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
         return self.send(serde.ping(seq, sent_at_ns, answer_within_ms))
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
-        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+    def start_build(
+        self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str, test_build: bool = False
+    ) -> bool:
+        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self.send(serde.cancel_build(build_id, reason))

@@ -31,8 +31,10 @@ class FakeLink:
     def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
         return self._write(serde.ping(seq, sent_at_ns, answer_within_ms))
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
-        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+    def start_build(
+        self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str, test_build: bool = False
+    ) -> bool:
+        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self._write(serde.cancel_build(build_id, reason))
