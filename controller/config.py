@@ -189,8 +189,9 @@ class ControllerConfig:
     )
     smtp_from: str = option("", "From address of test-build notifications (needed with smtp_url)")
     smtp_ca_file: Path = option(
-        Path(""), "PEM file of the CA that the mail server's STARTTLS certificate is checked against "
-        "(default: the system's)"
+        Path(""),
+        "PEM file of the CA that the mail server's STARTTLS certificate is checked against "
+        "(default: the system's)",
     )
     ground_after: int = option(
         3, "consecutive build failures after which a drone is grounded (circuit breaker)"
@@ -511,7 +512,7 @@ class ControllerConfig:
         if self.smtp_starttls not in STARTTLS_MODES:
             raise ValueError(f"smtp_starttls must be one of {', '.join(STARTTLS_MODES)}")
         ca = self.smtp_ca_file if str(self.smtp_ca_file) not in ("", ".") else None
-        return SmtpSettings(self.smtp_url, self.smtp_from, self.smtp_starttls, ca)  # type: ignore[arg-type]
+        return SmtpSettings(self.smtp_url, self.smtp_from, self.smtp_starttls, ca)
 
     @property
     def tls_name_list(self) -> list[str]:

@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from sys import intern
 from typing import TYPE_CHECKING, Any
 
@@ -204,9 +204,16 @@ class DroneSession:
         return self.send(serde.ping(seq, sent_at_ns, answer_within_ms))
 
     def start_build(
-        self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str, test_build: bool = False
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> bool:
-        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build))
+        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build, env))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self.send(serde.cancel_build(build_id, reason))

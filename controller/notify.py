@@ -187,7 +187,7 @@ class Notifier:
         return f"failed: {'; '.join(failures)}{also}"[:500]
 
     async def _retrying(self, id: str, channel: str, call: Callable[[], Awaitable[None]]) -> str:
-        """"" when delivered, else why not (after the last attempt)."""
+        """ "" when delivered, else why not (after the last attempt)."""
         why = ""
         for attempt in range(self._attempts):
             try:
@@ -266,9 +266,13 @@ def _send_mail(settings: SmtpSettings, tls: ssl.SSLContext | None, message: Emai
         raise NotifyError(f"recipient refused: {exc.recipients}"[:300], permanent=min(codes) >= 500) from None
     except smtplib.SMTPResponseException as exc:
         raise NotifyError(
-            f"SMTP {exc.smtp_code}: {exc.smtp_error.decode(errors='replace')}"[:300],
+            f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}"[:300],
             permanent=exc.smtp_code >= 500,
         ) from None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         # Certificate errors included: the admin may fix the server, a try later may work.
         raise NotifyError(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _text(said: bytes | str) -> str:
+    return said.decode(errors="replace") if isinstance(said, bytes) else said

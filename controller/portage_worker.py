@@ -382,7 +382,9 @@ def reindex() -> None:
     lock = locks.lockfile(bintree._pkgindex_file, wantnewlockfile=1)
     try:
         pkgindex = bintree._load_pkgindex()
-        kept = [e for e in pkgindex.packages if os.path.isfile(os.path.join(bintree.pkgdir, e.get("PATH", "")))]
+        kept = [
+            e for e in pkgindex.packages if os.path.isfile(os.path.join(bintree.pkgdir, e.get("PATH", "")))
+        ]
         if len(kept) != len(pkgindex.packages):
             pkgindex.packages[:] = kept
             pkgindex.modified = True

@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 TEST_PATH = "/binhost/test"
 WARNING_HEADER = "X-Build-Swarm-Warning"
 WARNING = (
-    "test build: built on request, untested and never released; "
-    "do not install it on a system you care about"
+    "test build: built on request, untested and never released; do not install it on a system you care about"
 )
 
 

@@ -79,6 +79,7 @@ class Attempt:
     drone_id: str
     drone_name: str
     cpv: str
+    use: tuple[str, ...]
     sent_at: float
     sent: bool = False  # the StartBuild went into the drone's outbox
     started: bool = False  # the drone said STARTED
@@ -258,7 +259,7 @@ class TestRunner:
 
     async def _send(self, build: TestBuild, drone: DroneState, now: float) -> None:
         build_id = f"{build.id}-{secrets.token_hex(3)}"
-        attempt = Attempt(build.id, build_id, drone.id, drone.name, build.cpv, now)
+        attempt = Attempt(build.id, build_id, drone.id, drone.name, build.cpv, build.use, now)
         # Busy for the planner from here, before the database write below yields.
         self._running[build_id] = attempt
         try:
@@ -281,6 +282,8 @@ class TestRunner:
             int(self.settings.build_timeout),
             self._builds.binhost_for(drone.network),
             test_build=True,
+            # The USE flags asked for (from the admin's allowed list), on top of the profile's.
+            env={"USE": " ".join(attempt.use)} if attempt.use else None,
         )
         if attempt.sent:
             attempt.sent_at = self._clock.time()
@@ -298,7 +301,9 @@ class TestRunner:
                     await self._end(attempt, "cancelled", None, f"cancelled by {attempt.cancel_by}")
                     continue
                 if not attempt.cancel_sent:
-                    attempt.cancel_sent = link.cancel_build(attempt.build_id, f"cancelled by {attempt.cancel_by}")
+                    attempt.cancel_sent = link.cancel_build(
+                        attempt.build_id, f"cancelled by {attempt.cancel_by}"
+                    )
             why = ""
             if link is None:
                 seen = drone.last_seen_at if drone is not None else None
@@ -329,13 +334,17 @@ class TestRunner:
             else:
                 await self._end(attempt, "failed", event.exit_code, "reported success but no package arrived")
         elif event.kind == "failed":
-            await self._end(attempt, "failed", event.exit_code, failure_summary(event.reason), fallback=event.reason)
+            await self._end(
+                attempt, "failed", event.exit_code, failure_summary(event.reason), fallback=event.reason
+            )
         elif event.kind == "refused":
             await self._end(attempt, "failed", None, f"{attempt.drone_name} refused it: {event.reason}")
         elif attempt.cancel_by:
             await self._end(attempt, "cancelled", event.exit_code, f"cancelled by {attempt.cancel_by}")
         else:
-            await self._end(attempt, "failed", event.exit_code, f"cancelled on {attempt.drone_name}: {event.reason}")
+            await self._end(
+                attempt, "failed", event.exit_code, f"cancelled on {attempt.drone_name}: {event.reason}"
+            )
 
     async def _end(
         self,
@@ -365,7 +374,9 @@ class TestRunner:
         if not (build.notify_email or build.webhook_url):
             return
         if not self._notifier.send(self.notice(build)):
-            self._tasks.spawn(self._tests.notified(build.id, "failed: the notification queue is full"), "notified")
+            self._tasks.spawn(
+                self._tests.notified(build.id, "failed: the notification queue is full"), "notified"
+            )
 
     # -- what a notification says ---------------------------------------------------------
 

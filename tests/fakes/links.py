@@ -3,6 +3,7 @@ what the controller does with drones (the fleet, the healer)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from swarm.controller import serde
@@ -32,9 +33,16 @@ class FakeLink:
         return self._write(serde.ping(seq, sent_at_ns, answer_within_ms))
 
     def start_build(
-        self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str, test_build: bool = False
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> bool:
-        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build))
+        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build, env))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self._write(serde.cancel_build(build_id, reason))
