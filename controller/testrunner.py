@@ -36,11 +36,10 @@ import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from swarm.clock import SYSTEM, Clock
+from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller.builds import BuildQueue, failure_summary
 from swarm.controller.domain import BuildEventData
 from swarm.controller.errors import SwarmError
@@ -397,9 +396,9 @@ class TestRunner:
             "user": build.user,
             "state": build.state,
             "drone": build.drone,
-            "queued_at": _iso(build.queued_at),
-            "started_at": _iso(build.started_at),
-            "finished_at": _iso(build.finished_at),
+            "queued_at": iso(build.queued_at),
+            "started_at": iso(build.started_at),
+            "finished_at": iso(build.finished_at),
             "exit_code": build.exit_code,
             "reason": build.reason,
             "log_tail": build.log_tail,
@@ -411,9 +410,9 @@ class TestRunner:
             f"Test build {build.id} of {build.package} ({build.cpv}) for {build.user}: {build.state}.",
             "",
             f"Drone:    {build.drone or '-'}",
-            f"Queued:   {_iso(build.queued_at)}",
-            f"Started:  {_iso(build.started_at) or '-'}",
-            f"Finished: {_iso(build.finished_at) or '-'}",
+            f"Queued:   {iso(build.queued_at)}",
+            f"Started:  {iso(build.started_at) or '-'}",
+            f"Finished: {iso(build.finished_at) or '-'}",
             f"Exit:     {'-' if build.exit_code is None else build.exit_code}",
         ]
         if build.reason:
@@ -474,6 +473,3 @@ def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
 
-
-def _iso(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts is not None else ""
