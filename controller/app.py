@@ -142,10 +142,10 @@ class Controller:
         self.staging: StagingBinhost | None = None
         self.builds: BuildQueue | None = None
         self.build_logs: BuildsService | None = None
-        self.testbuilds: TestBuilds | None = None
-        self.testrunner: TestRunner | None = None
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
+        self.testbuilds: TestBuilds | None = None
+        self.testrunner: TestRunner | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
         self.alerter = Alerter(config.alert_webhook)
@@ -410,11 +410,23 @@ class Controller:
             key_file=_path(config.release_key),
             clock=self.clock,
         )
+        builds = self.builds
+        self.testbuilds = TestBuilds(
+            self.runner,
+            self.events,
+            self.portage.match,
+            max_queued=config.test_build_max_queued,
+            allowed_use=config.test_build_use_flags,
+            parallel=config.test_build_parallel,
+            estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
+            clock=self.clock,
+        )
+        await self.testbuilds.start()
         try:
             await self.releases.start()
         except (SwarmError, SigningError, OSError) as exc:
             raise StartupError(f"cannot start releases: {getattr(exc, 'message', None) or exc}") from None
-        await self._start_test_builds()
+        await self._start_test_runner()
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
             config.portage_eprefix,
@@ -422,25 +434,11 @@ class Controller:
             self.staging.url,
         )
 
-    async def _start_test_builds(self) -> None:
-        """The test builds' queue and their runner (with builds on: Portage resolves their atoms)."""
+    async def _start_test_runner(self) -> None:
+        """What runs the test builds (with builds on, as their queue)."""
         config = self.config
-        builds, portage = self.builds, self.portage
-        assert builds is not None and portage is not None
-
-        def estimate(cpn: str) -> float | None:
-            stat = builds.stats.get(cpn)
-            return stat.mean_seconds if stat is not None else None
-
-        self.testbuilds = TestBuilds(
-            self.runner,
-            self.events,
-            portage.match,
-            parallel=config.test_build_parallel,
-            estimate=estimate,
-            clock=self.clock,
-        )
-        await self.testbuilds.start()
+        builds, testbuilds = self.builds, self.testbuilds
+        assert builds is not None and testbuilds is not None
         pkgdir = config.data_dir / "binhost" / "test"
         binhost = TestBinhost(
             pkgdir,
@@ -452,11 +450,11 @@ class Controller:
             self.events,
         )
         self.testrunner = TestRunner(
-            self.testbuilds,
+            testbuilds,
             builds,
             self.fleet,
             binhost,
-            Notifier(config.smtp, self.testbuilds.notified),
+            Notifier(config.smtp, testbuilds.notified),
             config.data_dir / "buildlogs",
             RunnerSettings(
                 parallel=config.test_build_parallel,

@@ -80,6 +80,7 @@ MAX_QUEUED_PER_TOKEN = 1000
 MAX_SECRET = 200
 RESOLVED_KEEP = 1024  # atoms whose answer is remembered
 RESOLVED_FOR = 60.0  # seconds an answer is remembered (the tree changes on sync)
+TEST_BINHOST_PATH = "/binhost/test"  # the public tier's path of the test PKGDIR
 REPLAYED = 10_000  # recent requests replayed into the buckets at start
 TOKEN_PREFIX = "tbt-"
 BUILD_PREFIX = "tb-"
@@ -297,6 +298,10 @@ class TestBuilds:
         for wake in self._wake:
             wake()
         return self._submitted(build, existing=False)
+
+    def check_token(self, secret: str) -> None:
+        """TestBuildRefused (401) unless ``secret`` is a live token's."""
+        self._authenticate(secret)
 
     def _authenticate(self, secret: str) -> TestBuildTokenRecord:
         token_id, dot, _ = secret.partition(".")

@@ -472,4 +472,3 @@ def _read_tail(path: Path) -> str:
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
