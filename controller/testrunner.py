@@ -7,8 +7,10 @@ a job of a running session is ready (``BuildQueue.ready``) only drones
 the admin marked for tests (``--test-build-drones``) take test builds;
 otherwise any idle one does. A drone running a test build counts as busy
 for the build queue's planner (``BuildQueue.elsewhere``), so the two
-never send one drone two builds; a test build is never pre-empted, so a
-regular job that becomes ready meanwhile waits for the next idle drone.
+never send one drone two builds, and so does a marked drone while test
+builds wait: marked drones build test builds first, regular jobs when
+none waits. A test build is never pre-empted, so a regular job that
+becomes ready meanwhile waits for the next idle drone.
 
 A test build's attempt, as the runner sees it::
 
@@ -105,7 +107,7 @@ class TestRunner:
         self._builds = builds
         self._fleet = fleet
         self.binhost = binhost
-        self._notifier = notifier
+        self.notifier = notifier
         self._logs = logs
         self.settings = settings
         self._clock = clock
@@ -116,20 +118,22 @@ class TestRunner:
         self._wake = asyncio.Event()
         self._tasks = TaskSet("testrunner")
         self._next_retention = 0.0
+        self._waiting = False  # test builds were queued at the last pass
+        self._pass_lock = asyncio.Lock()  # one pass at a time (the loop's, a test's)
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         await self.binhost.start()
-        await self._notifier.start()
+        await self.notifier.start()
         self._tests.on_queued(self._wake.set)
         self._tests.on_cancel(self._cancel)
-        self._builds.elsewhere = self.running_by_drone
+        self._builds.elsewhere = self.held_drones
         self._tasks.spawn(self._loop(), "passes")
 
     async def stop(self) -> None:
         await self._tasks.close()
-        await self._notifier.stop()
+        await self.notifier.stop()
         await self.binhost.stop()
 
     # -- what the others ask -------------------------------------------------------
@@ -139,6 +143,16 @@ class TestRunner:
         for attempt in self._running.values():
             running[attempt.drone_id] = running.get(attempt.drone_id, 0) + 1
         return running
+
+    def held_drones(self) -> dict[str, int]:
+        """What the build queue's planner must count as busy: drones running a
+        test build, and while test builds wait the marked drones."""
+        held = self.running_by_drone()
+        if self._waiting and self.settings.drones:
+            for drone in self._fleet.connected():
+                if drone.name in self.settings.drones:
+                    held[drone.id] = held.get(drone.id, 0) + 1
+        return held
 
     def owns(self, build_id: str) -> bool:
         return build_id in self._running
@@ -211,6 +225,10 @@ class TestRunner:
                 log.exception("test build pass failed")
 
     async def run_pass(self) -> None:
+        async with self._pass_lock:
+            await self._pass()
+
+    async def _pass(self) -> None:
         now = self._clock.time()
         while self._inbox:
             drone_id, event = self._inbox.popleft()
@@ -223,14 +241,15 @@ class TestRunner:
 
     async def _dispatch(self, now: float) -> None:
         room = self.settings.parallel - len(self._running)
-        if room <= 0:
-            return
-        drones = self._idle_drones(now)
-        if not drones:
-            return
-        queued = await self._tests.queued(min(room, len(drones)))
-        for build, drone in zip(queued, drones, strict=False):
+        drones = self._idle_drones(now) if room > 0 else []
+        take = min(room, len(drones))
+        queued = await self._tests.queued(take + 1)  # one more: do others wait after these?
+        for build, drone in zip(queued[:take], drones, strict=False):
             await self._send(build, drone, now)
+        waiting = len(queued) > take
+        if waiting != self._waiting:
+            self._waiting = waiting
+            self._builds.wake()  # the marked drones are held for tests, or free for jobs again
 
     def _idle_drones(self, now: float) -> list[DroneState]:
         """Drones that may take a test build now, marked ones first."""
@@ -333,9 +352,8 @@ class TestRunner:
             else:
                 await self._end(attempt, "failed", event.exit_code, "reported success but no package arrived")
         elif event.kind == "failed":
-            await self._end(
-                attempt, "failed", event.exit_code, failure_summary(event.reason), fallback=event.reason
-            )
+            # Why, from the log as the controller holds it (else the drone's own tail).
+            await self._end(attempt, "failed", event.exit_code, None, fallback=event.reason)
         elif event.kind == "refused":
             await self._end(attempt, "failed", None, f"{attempt.drone_name} refused it: {event.reason}")
         elif attempt.cancel_by:
@@ -350,12 +368,15 @@ class TestRunner:
         attempt: Attempt,
         state: State,
         exit_code: int | None,
-        reason: str,
+        reason: str | None,
         packages: tuple[str, ...] = (),
         *,
         fallback: str = "",
     ) -> None:
+        """``reason`` None: the failure's line from the log's end (builds.failure_summary)."""
         tail = await asyncio.to_thread(_read_tail, self.log_path(attempt.build_id)) or fallback
+        if reason is None:
+            reason = failure_summary(tail)
         try:
             done = await self._tests.finished(attempt.test_id, state, exit_code, reason, tail, packages)
         except SwarmError as exc:
@@ -372,7 +393,7 @@ class TestRunner:
     def notify(self, build: TestBuild) -> None:
         if not (build.notify_email or build.webhook_url):
             return
-        if not self._notifier.send(self.notice(build)):
+        if not self.notifier.send(self.notice(build)):
             self._tasks.spawn(
                 self._tests.notified(build.id, "failed: the notification queue is full"), "notified"
             )
