@@ -47,6 +47,7 @@ from typing import Literal, TypeAlias, get_args
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
 from swarm.controller.events import EventLog
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.testbuild_rules import (
@@ -125,7 +126,8 @@ class Submitted:
 
 
 def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # "replace": a header may carry anything; it then matches no token.
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
 
 
 def _cpn(cpv: str) -> str:
@@ -179,7 +181,9 @@ class TestBuilds:
         self._buckets: dict[str, Bucket] = {}
         # Queued and running builds, oldest first (insertion order is queue order).
         self._active: dict[str, TestBuild] = {}
+        # (user, package as asked, USE) and (user, cpv, USE) of each queued build -> its id.
         self._by_request: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self._by_cpv: dict[tuple[str, str, tuple[str, ...]], str] = {}
         self._arriving: dict[tuple[str, str, tuple[str, ...]], asyncio.Event] = {}
         self._reserved: collections.Counter[str] = collections.Counter()  # per token, being checked
         # atom -> (when, its cpv or why not): a flood of one package asks Portage once.
@@ -245,6 +249,9 @@ class TestBuilds:
         while (arriving := self._arriving.get(key)) is not None:
             await arriving.wait()  # the same request, a moment earlier: its answer is ours
         existing = self._by_request.get(key)
+        known = self._known_cpv(atom)
+        if existing is None and known is not None:
+            existing = self._by_cpv.get((token.user, known, flags))  # asked another way
         if existing is not None:
             return self._submitted(self._active[existing], existing=True)
         self._check_caps(token)
@@ -261,6 +268,11 @@ class TestBuilds:
         self._reserved[token.id] += 1
         try:
             cpv = await self._resolved_cpv(atom)
+            same = self._by_cpv.get((token.user, cpv, flags))
+            if same is not None:
+                # Asked for another way ("=cat/pkg-1" for "cat/pkg"): the same build.
+                self._bucket(token, now).give_back(self._clock.time())
+                return self._submitted(self._active[same], existing=True)
             build = TestBuild(
                 id=BUILD_PREFIX + secrets.token_hex(6),
                 package=atom,
@@ -294,7 +306,11 @@ class TestBuilds:
             user=build.user,
             use=list(build.use),
         )
-        await self._runner.call(self._runner.store.put_test_build_token, used)
+        try:
+            await self._runner.call(self._runner.store.put_test_build_token, used)
+        except StoreUnavailable as exc:
+            # The build is queued: only "last used" waits for the next write.
+            log.warning("test-build token %s: last use not stored: %s", used.id, exc.reason)
         for wake in self._wake:
             wake()
         return self._submitted(build, existing=False)
@@ -333,6 +349,17 @@ class TestBuilds:
             bucket = self._buckets[token.id] = Bucket(Rate.parse(token.rate), token.burst, now)
         return bucket
 
+    def _known_cpv(self, atom: str) -> str | None:
+        """The atom's cpv if Portage told it lately (without asking again)."""
+        known = self._resolved.get(atom)
+        if (
+            known is None
+            or self._clock.monotonic() - known[0] > RESOLVED_FOR
+            or isinstance(known[1], SwarmError)
+        ):
+            return None
+        return known[1]
+
     async def _resolved_cpv(self, atom: str) -> str:
         """The atom's best visible version in the tree; answers remembered a while."""
         now = self._clock.monotonic()
@@ -356,6 +383,16 @@ class TestBuilds:
         self._active[build.id] = build
         if build.state == "queued":
             self._by_request[(build.user, build.package, build.use)] = build.id
+            self._by_cpv[(build.user, build.cpv, build.use)] = build.id
+
+    def _unqueue(self, build: TestBuild) -> None:
+        """It is queued no more: a request for it queues a new one."""
+        for index, key in (
+            (self._by_request, (build.user, build.package, build.use)),
+            (self._by_cpv, (build.user, build.cpv, build.use)),
+        ):
+            if index.get(key) == build.id:
+                del index[key]
 
     def _queued_count(self) -> int:
         return sum(1 for b in self._active.values() if b.state == "queued")
@@ -440,7 +477,7 @@ class TestBuilds:
             raise FailedPrecondition(f"test build {id[:40]} is not queued")
         build = replace(build, state="running", started_at=self._clock.time(), drone=drone, build_id=build_id)
         await self._runner.call(self._runner.store.put_test_build, build)
-        self._by_request.pop((build.user, build.package, build.use), None)
+        self._unqueue(build)
         self._active[id] = build
         self._events.emit(
             "test_build_started",
@@ -489,9 +526,7 @@ class TestBuilds:
         )
         await self._runner.call(self._runner.store.put_test_build, done)
         self._active.pop(build.id, None)
-        key = (build.user, build.package, build.use)
-        if self._by_request.get(key) == build.id:
-            del self._by_request[key]
+        self._unqueue(build)
         what = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}[state]
         self._events.emit(
             f"test_build_{state}",

@@ -47,6 +47,7 @@ from swarm.controller.web.routes import Body, IntParam, Routes, TextParam
 from swarm.controller.web.views.base import Doc, Length, Range
 from swarm.controller.web.views.testbuilds import (
     AdminTestBuildsPage,
+    AdminTestBuildView,
     NewTestBuildTokenView,
     SubmittedView,
     TestBuildsPage,
@@ -250,9 +251,27 @@ async def admin_list(request: web.Request) -> web.Response:
 
 
 @routes.declare(
+    "GET",
+    "/admin/api/test-builds/{id}",
+    AdminTestBuildView,
+    summary="one test build, with who asked and where the result goes",
+    params=(ID,),
+    errors=(404,),
+)
+async def admin_one(request: web.Request) -> web.Response:
+    s = _services(request)
+    build_id = _build_id(request)
+    queue = s.testbuilds
+    build = await queue.get(build_id) if queue is not None else None
+    if queue is None or build is None:
+        raise NotFound(f"no test build {build_id[:40]!r}")
+    return json_response(admin_build_view(queue, build, _base(s)))
+
+
+@routes.declare(
     "POST",
     "/admin/api/test-builds/{id}/cancel",
-    TestBuildView,
+    AdminTestBuildView,
     summary="cancel a test build: a queued one at once; a running one is stopped on its drone "
     "(it shows running until the drone says it stopped)",
     params=(ID,),
