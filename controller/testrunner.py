@@ -44,7 +44,7 @@ from typing import Any
 from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller.builds import BuildQueue, failure_summary
 from swarm.controller.domain import BuildEventData
-from swarm.controller.errors import SwarmError
+from swarm.controller.errors import FailedPrecondition, SwarmError
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
 from swarm.controller.notify import Notice, Notifier
 from swarm.controller.testbinhost import TEST_PATH, WARNING, TestBinhost
@@ -378,7 +378,13 @@ class TestRunner:
         if reason is None:
             reason = failure_summary(tail)
         try:
-            done = await self._tests.finished(attempt.test_id, state, exit_code, reason, tail, packages)
+            done: TestBuild | None = await self._tests.finished(
+                attempt.test_id, state, exit_code, reason, tail, packages
+            )
+        except FailedPrecondition as exc:
+            # Ended already (say the queue gave it up): nothing more to record or tell.
+            log.info("test build %s: %s", attempt.test_id, exc)
+            done = None
         except SwarmError as exc:
             # The database refused: tried again on the next pass (the attempt stays).
             log.warning("test build %s: its end is not recorded yet: %s", attempt.test_id, exc)
@@ -388,7 +394,8 @@ class TestRunner:
         # The drone is free: regular jobs first.
         self._builds.wake()
         self._wake.set()
-        self.notify(done)
+        if done is not None:
+            self.notify(done)
 
     def notify(self, build: TestBuild) -> None:
         if not (build.notify_email or build.webhook_url):
