@@ -240,12 +240,16 @@ class TestRunner:
             await self.retain(now)
 
     async def _dispatch(self, now: float) -> None:
-        room = self.settings.parallel - len(self._running)
-        drones = self._idle_drones(now) if room > 0 else []
-        take = min(room, len(drones))
-        queued = await self._tests.queued(take + 1)  # one more: do others wait after these?
-        for build, drone in zip(queued[:take], drones, strict=False):
-            await self._send(build, drone, now)
+        room = max(0, self.settings.parallel - len(self._running))
+        # One more than there is room for: do others wait after these?
+        queued = await self._tests.queued(room + 1)
+        take = 0
+        if queued and room:
+            # Looked for only when a test build waits: a pass of an idle queue costs nothing.
+            drones = self._idle_drones(now)
+            take = min(room, len(drones), len(queued))
+            for build, drone in zip(queued[:take], drones, strict=False):
+                await self._send(build, drone, now)
         waiting = len(queued) > take
         if waiting != self._waiting:
             self._waiting = waiting
