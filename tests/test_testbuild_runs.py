@@ -173,6 +173,8 @@ def test_a_broken_package_fails_with_its_log(swarm: Swarm) -> None:
     assert done["reason"] and done["packages"] == []
     status, text = http("GET", swarm.fleet.controller.public_url + f"/api/v1/test-build/{asked['id']}/log")
     assert status == 200 and "fails in src_compile on purpose" in text
+    # The admin tier answers the same (swarm-cli testbuild log, the console).
+    assert swarm.fleet.controller.admin("GET", f"/admin/api/test-builds/{asked['id']}/log") == (200, text)
     posted = wait_for(
         lambda: [p for p in swarm.hook.received if p.get("id") == asked["id"]], timeout=30, what="the POST"
     )

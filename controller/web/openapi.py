@@ -133,7 +133,7 @@ def public_operations() -> list[Operation]:
         *releases.public_routes.operations,
         *binhosts.public_routes.operations,
         *testbuilds.public_routes.operations,
-        *testbuild_files.routes.operations,
+        *testbuild_files.public_routes.operations,
     ]
 
 
@@ -149,10 +149,24 @@ def admin_operations() -> list[Operation]:
         releases,
         shells,
         streams,
+        testbuild_files,
         testbuilds,
     )
 
-    modules = (admin, healing, shells, logs, dispatch, releases, binhosts, testbuilds, auth, streams, metrics)
+    modules = (
+        admin,
+        healing,
+        shells,
+        logs,
+        dispatch,
+        releases,
+        binhosts,
+        testbuilds,
+        testbuild_files,
+        auth,
+        streams,
+        metrics,
+    )
     return [op for module in modules for op in module.routes.operations]
 
 
