@@ -59,6 +59,7 @@ RETENTION_EVERY = 3600.0  # seconds between retention runs
 TAIL_READ = 16 * 1024  # bytes of a build log's end read for its record (the core trims)
 HELLO_ALLOWANCE = 5.0  # seconds a StartBuild may still be on its way when the drone says Hello
 INBOX_LIMIT = 1024  # build events waiting for a pass (only the runner's builds get in)
+LOST = "lost"  # the kind of the runner's own event for a build its drone came back without
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ class TestRunner:
                 lost = BuildEventData(
                     attempt.build_id,
                     attempt.test_id,
-                    "failed",
+                    LOST,
                     -1,
                     f"{drone.name} reconnected without the build (it was lost)",
                     0.0,
@@ -358,6 +359,8 @@ class TestRunner:
         elif event.kind == "failed":
             # Why, from the log as the controller holds it (else the drone's own tail).
             await self._end(attempt, "failed", event.exit_code, None, fallback=event.reason)
+        elif event.kind == LOST:
+            await self._end(attempt, "failed", None, event.reason or "lost")
         elif event.kind == "refused":
             await self._end(attempt, "failed", None, f"{attempt.drone_name} refused it: {event.reason}")
         elif attempt.cancel_by:
