@@ -48,7 +48,7 @@ from swarm.controller.errors import FailedPrecondition, SwarmError
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
 from swarm.controller.notify import Notice, Notifier
 from swarm.controller.testbinhost import TEST_PATH, WARNING, TestBinhost
-from swarm.controller.testbuilds import State, TestBuild, TestBuilds
+from swarm.controller.testbuilds import BUILD_PREFIX, State, TestBuild, TestBuilds
 from swarm.protocol import TEST_BUILDS, speaks
 from swarm.tasks import TaskSet, wait_event
 
@@ -181,7 +181,15 @@ class TestRunner:
 
     def on_hello(self, drone: DroneState, current_build: str, recent: Iterable[BuildEventData]) -> None:
         """A drone (re)connected: its outcomes sent meanwhile count; a test build
-        it neither runs nor reports is lost (failed)."""
+        it neither runs nor reports is lost (failed); one it runs that is not
+        ours any more (ended while it was away, or before this controller's
+        restart) is cancelled there, so the drone is free again."""
+        if (
+            current_build.startswith(BUILD_PREFIX)
+            and current_build not in self._running
+            and drone.link is not None
+        ):
+            drone.link.cancel_build(current_build, "the controller no longer runs this test build")
         reported = set()
         for event in recent:
             if event.build_id in self._running:

@@ -252,6 +252,9 @@ def test_a_build_not_started_in_time_or_lost_with_its_drone_fails_saying_why(tmp
                 "failed",
                 "worker reconnected without the build (it was lost)",
             )
+            # Back still running a test build that is not the runner's any more: cancelled there.
+            r.runner.on_hello(drone, "tb-0123456789ab-abcdef", [])
+            assert r.cancels("worker")[-1].build_id == "tb-0123456789ab-abcdef"
 
     asyncio.run(scenario())
 
