@@ -25,6 +25,7 @@ from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner, StoreStatus
 from swarm.controller.testbuilds import TestBuilds
+from swarm.controller.testrunner import TestRunner
 from swarm.controller.trust import Trust
 
 
@@ -56,6 +57,7 @@ class Services:
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
     payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
+    testrunner: TestRunner | None = None  # with builds on: runs them, serves their logs and packages
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -37,6 +37,7 @@ from swarm.controller.web import (
     releases,
     shells,
     streams,
+    testbuild_files,
     testbuilds,
 )
 from swarm.controller.web.buildviews import admin_dispatch, queue_of
@@ -526,6 +527,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(binhosts.routes)
     app.add_routes(testbuilds.routes)
     app.add_routes(payloads.routes)
+    app.add_routes(testbuild_files.routes)  # a test build's log
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

@@ -133,13 +133,14 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import binhosts, public, releases, testbuilds
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
     return [
         *public.routes.operations,
         *releases.public_routes.operations,
         *binhosts.public_routes.operations,
         *testbuilds.public_routes.operations,
+        *testbuild_files.public_routes.operations,
     ]
 
 
@@ -156,6 +157,7 @@ def admin_operations() -> list[Operation]:
         releases,
         shells,
         streams,
+        testbuild_files,
         testbuilds,
     )
 
@@ -169,6 +171,7 @@ def admin_operations() -> list[Operation]:
         binhosts,
         payloads,
         testbuilds,
+        testbuild_files,
         auth,
         streams,
         metrics,
