@@ -95,17 +95,25 @@ function fileName(url) {
 }
 
 /**
- * What a build's times say in one line, and the instant to show on hover.
+ * What a build's times say: the latest step, how long it took (or ""), and the instant to show on hover.
  * @param {TestBuild} b  @param {number} now
- * @returns {{ text: string, at: string | null }}
+ * @returns {{ text: string, sub: string, at: string | null }}
  */
 export function timesOf(b, now = Date.now()) {
   if (b.finished_at) {
     const took = between(b.started_at, b.finished_at);
-    return { text: `ended ${ago(b.finished_at, now)}${took === null ? "" : ` · took ${duration(took)}`}`, at: b.finished_at };
+    return { text: `ended ${ago(b.finished_at, now)}`, sub: took === null ? "never started" : `took ${duration(took)}`, at: b.finished_at };
   }
-  if (b.started_at) return { text: `started ${ago(b.started_at, now)}`, at: b.started_at };
-  return { text: `queued ${ago(b.queued_at, now)}`, at: b.queued_at };
+  if (b.started_at) return { text: `started ${ago(b.started_at, now)}`, sub: `queued ${ago(b.queued_at, now)}`, at: b.started_at };
+  return { text: `queued ${ago(b.queued_at, now)}`, sub: "", at: b.queued_at };
+}
+
+/** An estimate in words: "under a minute", "about 5 min", "about 2 h 10 min". */
+export function roughly(seconds) {
+  if (seconds < 60) return "under a minute";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `about ${minutes} min`;
+  return `about ${Math.floor(minutes / 60)} h${minutes % 60 ? ` ${minutes % 60} min` : ""}`;
 }
 
 /**
@@ -115,7 +123,7 @@ export function timesOf(b, now = Date.now()) {
 export function resultOf(b) {
   if (b.state === "queued") {
     const place = b.position ? `#${b.position} in the queue` : "in the queue";
-    return b.estimate_s !== null && b.estimate_s !== undefined ? `${place} · starts in about ${duration(b.estimate_s)}` : place;
+    return b.estimate_s !== null && b.estimate_s !== undefined ? `${place} · starts in ${roughly(b.estimate_s)}` : place;
   }
   if (b.state === "running") return b.drone ? `building on ${b.drone}` : "starting";
   if (b.state === "succeeded") return plural(b.packages.length, "package");
@@ -149,7 +157,8 @@ class BuildRow {
     this.user = el("span", {});
     this.notify = el("span", { class: "cell-sub" });
     this.drone = el("td", {});
-    this.times = el("td", { class: "muted" });
+    this.when = el("span", {});
+    this.took = el("span", { class: "cell-sub" });
     this.result = el("span", { class: "tb-result" });
     this.files = el("span", { class: "tb-files" });
     this.logButton = el(
@@ -171,7 +180,7 @@ class BuildRow {
       el("td", {}, this.state),
       el("td", {}, this.user, this.notify),
       this.drone,
-      this.times,
+      el("td", { class: "muted" }, this.when, this.took),
       el("td", { class: "tb-result-cell" }, this.result, this.files),
       el("td", { class: "actions" }, el("span", { class: "action-row" }, this.logButton, this.cancelButton)),
     );
@@ -182,7 +191,8 @@ class BuildRow {
     this.build = b;
     this.tr.dataset.state = b.state;
     setText(this.cpv, b.cpv || b.package);
-    setText(this.asked, b.package !== b.cpv ? `${b.package} · ${b.id}` : b.id);
+    setText(this.asked, b.id);
+    this.cpv.title = `asked for ${b.package}`;
     setText(this.state, b.state);
     this.state.className = `pill tb-${b.state}`;
     setText(this.user, b.user);
@@ -191,9 +201,10 @@ class BuildRow {
     setText(this.notify, channels.length ? `notify ${channels.join(" + ")}${told}` : "");
     this.notify.title = b.webhook_url || "";
     setText(this.drone, b.drone || "–");
-    const { text, at } = timesOf(b, now);
-    setText(this.times, text);
-    this.times.title = at ? stamp(at) : "";
+    const { text, sub, at } = timesOf(b, now);
+    setText(this.when, text);
+    setText(this.took, sub);
+    this.when.title = at ? stamp(at) : "";
     setText(this.result, resultOf(b));
     this.result.title = b.reason || "";
     const key = b.packages.join(" ");
@@ -274,10 +285,17 @@ function table(label, columns, body) {
 
 const BUILD_COLUMNS = [["Package"], ["State"], ["User"], ["Drone"], ["When"], ["Result"], [el("span", { class: "visually-hidden" }, "Actions")]];
 
-/** A field of the token form: a label over its input. */
-function field(id, label, input, hint = "") {
+/** A field of the token form: its label and hint (the input's description) over the input. */
+function field(id, label, input, hint) {
   input.id = id;
-  return el("label", { class: "field", for: id }, el("span", {}, label, hint ? el("span", { class: "cell-sub" }, hint) : ""), input);
+  input.setAttribute("aria-describedby", `${id}-hint`);
+  return el(
+    "div",
+    { class: "field" },
+    el("label", { for: id }, label),
+    el("span", { class: "cell-sub tb-hint", id: `${id}-hint` }, hint),
+    input,
+  );
 }
 
 /** Put text on the clipboard; false when the browser refuses (then the admin copies it by hand). */
