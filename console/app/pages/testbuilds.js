@@ -329,7 +329,7 @@ export function create() {
     "form",
     { class: "tb-token-form panel", "aria-label": "Create a test-build token" },
     field("token-user", "User", userInput, "whose builds these are"),
-    field("token-rate", "Rate", rateInput, "builds per hour, minute or day: 5/h"),
+    field("token-rate", "Rate", rateInput, "a count per s, m, h or d: 5/h"),
     field("token-burst", "Burst", burstInput, "at once, above the rate"),
     field("token-max-queued", "Max queued", maxInput, "of this token at a time"),
     createButton,
