@@ -52,6 +52,7 @@ from swarm.controller.signing import SigningError
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.testbuilds import TestBuilds
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
@@ -140,6 +141,7 @@ class Controller:
         self.build_logs: BuildsService | None = None
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
+        self.testbuilds: TestBuilds | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
         self.alerter = Alerter(config.alert_webhook)
@@ -244,6 +246,7 @@ class Controller:
             release_schedule=self.release_schedule,
             binhosts=self.binhosts,
             mirrors=self.mirrors,
+            testbuilds=self.testbuilds,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -399,6 +402,17 @@ class Controller:
             key_file=_path(config.release_key),
             clock=self.clock,
         )
+        builds = self.builds
+        self.testbuilds = TestBuilds(
+            self.runner,
+            self.events,
+            self.portage.match,
+            max_queued=config.test_build_max_queued,
+            allowed_use=config.test_build_use_flags,
+            estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
+            clock=self.clock,
+        )
+        await self.testbuilds.start()
         try:
             await self.releases.start()
         except (SwarmError, SigningError, OSError) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from swarm.config import option
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
 from swarm.controller.release_cadence import Cadence, parse_duration, parse_schedule
+from swarm.controller.testbuild_rules import USE_RE
 from swarm.controller.web.forwarded import Network, parse_networks
 from swarm.controller.web.hostname import normalize
 
@@ -158,6 +159,14 @@ class ControllerConfig:
         Path(""),
         "armored secret GnuPG key without passphrase (gpg --armor --export-secret-keys) imported at "
         "start to sign releases (default: a key made on first use in RELEASES_DIR/gnupg)",
+    )
+    test_build_max_queued: int = option(
+        100, "test builds queued at once over all tokens, at most; beyond, a request gets 429"
+    )
+    test_build_use: str = option(
+        "",
+        "USE flags (comma-separated) a test build may ask to enable or disable; default: none",
+        metavar="FLAGS",
     )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
@@ -359,6 +368,11 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.release_keep < 1:
             raise ValueError("release_keep must be at least 1")
+        if not 1 <= self.test_build_max_queued <= 100_000:
+            raise ValueError("test_build_max_queued must be between 1 and 100000")
+        for flag in self.test_build_use_flags:
+            if not USE_RE.fullmatch(flag):
+                raise ValueError(f"test_build_use: {flag!r} is not a USE flag")
         if not 1 <= self.mirror_parallel <= 64:
             raise ValueError("mirror_parallel must be between 1 and 64")
         if not 5 <= self.mirror_check_interval <= 86400:
@@ -487,6 +501,10 @@ class ControllerConfig:
             if str(self.admin_keys_file) not in ("", ".")
             else self.data_dir / "admin-keys"
         )
+
+    @property
+    def test_build_use_flags(self) -> frozenset[str]:
+        return frozenset(f.strip() for f in self.test_build_use.split(",") if f.strip())
 
     @property
     def admin_origin_list(self) -> list[str]:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 300.0
 INJECT_TIMEOUT = 120.0
+MATCH_TIMEOUT = 60.0
 # Signing every package of a large staging binhost at once (staged before the key existed).
 SIGN_TIMEOUT = 3600.0
 LINE_LIMIT = 64 * 2**20  # a resolved @world is a long line
@@ -110,6 +111,12 @@ class PortageWorker:
     async def resolve(self, atoms: Sequence[str]) -> list[Resolved]:
         reply = await self.call({"op": "resolve", "atoms": list(atoms)}, RESOLVE_TIMEOUT)
         return [Resolved(p["cpv"], tuple(p["deps"])) for p in reply["packages"]]
+
+    async def match(self, atom: str) -> str:
+        """The best visible version of a plain package atom: "cat/name-1.0";
+        NotFound if the tree has none, InvalidArgument if masked or not an atom."""
+        reply = await self.call({"op": "match", "atom": atom}, MATCH_TIMEOUT)
+        return str(reply["cpv"])
 
     async def pkgdir(self) -> Path:
         reply = await self.call({"op": "info"}, RESOLVE_TIMEOUT)

@@ -15,6 +15,7 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     {"id": 6, "op": "snapshot", "dest": "/r/releases/.v2026.12.05.partial"}
     -> {"id": 6, "ok": true, "packages": [{"cpv": ..., "path": ..., "slot": ..., "use": ..., "size": ...}]}
     {"id": 7, "op": "prefix_info"} -> {"id": 7, "ok": true, "profile": ..., "repository": {...}}
+    {"id": 8, "op": "match", "atom": "app-misc/foo"} -> {"id": 8, "ok": true, "cpv": "app-misc/foo-1.0"}
 
 A request may carry ``signing`` (the release key's GnuPG home and
 fingerprint): an ``inject`` then signs the package before it enters the
@@ -340,6 +341,28 @@ def inject(cpv: str, path: str, signing: dict[str, str] | None = None) -> str:
     return str(bintree.getname(result))
 
 
+def match(atom: str) -> str:
+    """The best visible version of a package atom in the tree (a test
+    build's package), without resolving its dependencies."""
+    import portage
+    from portage.dep import Atom
+    from portage.exception import InvalidAtom
+
+    try:
+        parsed = Atom(atom, allow_wildcard=False, allow_repo=False)
+    except InvalidAtom:
+        raise WorkerError("invalid", f"not a package atom: {atom!r}") from None
+    if parsed.blocker or parsed.use or parsed.slot or parsed.repo:
+        raise WorkerError("invalid", f"not a plain package atom: {atom!r}")
+    portdb = portage.db[portage.settings["EROOT"]]["porttree"].dbapi
+    best = portdb.xmatch("bestmatch-visible", parsed)
+    if best:
+        return str(best)
+    if portdb.xmatch("match-all", parsed):
+        raise WorkerError("invalid", f"{atom} is masked or not keyworded for the swarm's profile")
+    raise WorkerError("notfound", f"no package {atom} in the swarm's tree")
+
+
 def staged() -> list[str]:
     import portage
 
@@ -366,6 +389,8 @@ def main() -> None:
                 reply: dict[str, Any] = {"ok": True, "packages": resolve(list(request["atoms"]))}
             elif op == "inject":
                 reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]), signing)}
+            elif op == "match":
+                reply = {"ok": True, "cpv": match(str(request["atom"]))}
             elif op == "staged":
                 reply = {"ok": True, "cpvs": staged()}
             elif op == "sign":

@@ -23,6 +23,7 @@ from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner, StoreStatus
+from swarm.controller.testbuilds import TestBuilds
 from swarm.controller.trust import Trust
 
 
@@ -52,6 +53,7 @@ class Services:
     release_schedule: ReleaseSchedule | None = None  # with --release-schedule
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
+    testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

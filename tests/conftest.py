@@ -69,6 +69,7 @@ FAST_MODULES = frozenset(
         "test_store_contract",
         "test_stream_bounds",
         "test_tasks",
+        "test_testbuilds",
         "test_upgrade_parts",
         "test_web_layering",
         "test_ws_streams",

@@ -25,6 +25,8 @@ from swarm.controller.store.records import (
     NodeRecord,
     PackageStat,
     SessionRecord,
+    TestBuildRecord,
+    TestBuildTokenRecord,
     TokenRecord,
 )
 
@@ -198,3 +200,21 @@ class Store(Protocol):
 
     def delete_binhost(self, name: str) -> bool:
         """Delete a binhost target; False if there was none such."""
+
+    def put_test_build(self, build: TestBuildRecord) -> None:
+        """Insert or fully replace a test build, by id."""
+
+    def get_test_build(self, build_id: str) -> TestBuildRecord | None: ...
+
+    def list_test_builds(self, *, limit: int = 100, states: Sequence[str] = ()) -> list[TestBuildRecord]:
+        """Newest first (by queued_at); with ``states``, only those in one of them."""
+
+    def prune_test_builds(self, before: float) -> list[TestBuildRecord]:
+        """Delete the test builds that finished before ``before``, in one
+        transaction; the ones deleted (their files are the caller's)."""
+
+    def put_test_build_token(self, token: TestBuildTokenRecord) -> None:
+        """Insert or fully replace a test-build token, by id."""
+
+    def list_test_build_tokens(self) -> list[TestBuildTokenRecord]:
+        """All test-build tokens, revoked ones included, newest first."""

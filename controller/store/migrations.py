@@ -30,6 +30,8 @@ from swarm.controller.store.models import (
     PackageStat,
     SchemaVersion,
     Setting,
+    TestBuild,
+    TestBuildToken,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ def _binhosts(db: pw.Database) -> None:
     db.create_tables([BinhostTarget])
 
 
+def _test_builds(db: pw.Database) -> None:
+    db.create_tables([TestBuild, TestBuildToken])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
@@ -70,6 +76,7 @@ MIGRATIONS: list[Migration] = [
     (4, "drone access, incidents, settings", _healing),
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
+    (7, "test builds and their tokens", _test_builds),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -126,9 +126,14 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import binhosts, public, releases
+    from swarm.controller.web import binhosts, public, releases, testbuilds
 
-    return [*public.routes.operations, *releases.public_routes.operations, *binhosts.public_routes.operations]
+    return [
+        *public.routes.operations,
+        *releases.public_routes.operations,
+        *binhosts.public_routes.operations,
+        *testbuilds.public_routes.operations,
+    ]
 
 
 def admin_operations() -> list[Operation]:
@@ -143,13 +148,11 @@ def admin_operations() -> list[Operation]:
         releases,
         shells,
         streams,
+        testbuilds,
     )
 
-    return [
-        op
-        for module in (admin, healing, shells, logs, dispatch, releases, binhosts, auth, streams, metrics)
-        for op in module.routes.operations
-    ]
+    modules = (admin, healing, shells, logs, dispatch, releases, binhosts, testbuilds, auth, streams, metrics)
+    return [op for module in modules for op in module.routes.operations]
 
 
 @cache
