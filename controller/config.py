@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.config import option
+from swarm.controller.notify import STARTTLS_MODES, SmtpSettings
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
 from swarm.controller.release_cadence import Cadence, parse_duration, parse_schedule
 from swarm.controller.testbuild_rules import USE_RE
@@ -172,6 +173,34 @@ class ControllerConfig:
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
     build_start_timeout: float = option(
         60.0, "seconds a drone may take to start a build it was sent before the job is requeued"
+    )
+    test_build_parallel: int = option(
+        1, "test builds running at once at most (1-64); they run only on drones no regular job is ready for"
+    )
+    test_build_drones: str = option(
+        "",
+        "drones (names, comma-separated) marked for test builds: they take test builds even while "
+        "regular jobs are ready (other drones only when none is)",
+        metavar="NAMES",
+    )
+    test_build_keep_days: float = option(
+        7.0, "days a finished test build (its record, log and packages) is kept", metavar="DAYS"
+    )
+    smtp_url: str = option(
+        "",
+        "mail server for test-build notifications: smtp://[USER:PASS@]HOST[:PORT] (empty: no email)",
+        metavar="URL",
+    )
+    smtp_starttls: str = option(
+        "auto",
+        "STARTTLS to the mail server: required (no mail without it), auto (when offered) or off",
+        metavar="MODE",
+    )
+    smtp_from: str = option("", "From address of test-build notifications (needed with smtp_url)")
+    smtp_ca_file: Path = option(
+        Path(""),
+        "PEM file of the CA that the mail server's STARTTLS certificate is checked against "
+        "(default: the system's)",
     )
     ground_after: int = option(
         3, "consecutive build failures after which a drone is grounded (circuit breaker)"
@@ -477,8 +506,27 @@ class ControllerConfig:
             raise ValueError(
                 "release_schedule cuts releases from the staging binhost: it needs portage_eprefix"
             )
+        if not 1 <= self.test_build_parallel <= 64:
+            raise ValueError("test_build_parallel must be between 1 and 64")
+        if not 0 < self.test_build_keep_days <= 3650:
+            raise ValueError("test_build_keep_days must be more than 0 and at most 3650")
+        self.smtp  # noqa: B018 -- checked now, so a typo stops the start
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def test_build_drone_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.test_build_drones.split(",") if n.strip())
+
+    @property
+    def smtp(self) -> SmtpSettings | None:
+        """The mail server's settings, None without smtp_url (ValueError if they do not fit)."""
+        if not self.smtp_url:
+            return None
+        if self.smtp_starttls not in STARTTLS_MODES:
+            raise ValueError(f"smtp_starttls must be one of {', '.join(STARTTLS_MODES)}")
+        ca = self.smtp_ca_file if str(self.smtp_ca_file) not in ("", ".") else None
+        return SmtpSettings(self.smtp_url, self.smtp_from, self.smtp_starttls, ca)
 
     @property
     def tls_name_list(self) -> list[str]:

@@ -56,8 +56,10 @@ class PrefixInfo:
 
 
 class PortageWorker:
-    def __init__(self, eprefix: Path) -> None:
+    def __init__(self, eprefix: Path, pkgdir: Path | None = None) -> None:
+        """``pkgdir``: another PKGDIR than the prefix's (the test binhost's)."""
         self._eprefix = eprefix
+        self._pkgdir = pkgdir
         # Set once a release key exists (releases.Releases.start).
         self.signing: Signing | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -66,6 +68,8 @@ class PortageWorker:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = {**os.environ, "PORTAGE_OVERRIDE_EPREFIX": str(self._eprefix)}
+        if self._pkgdir is not None:
+            env["PKGDIR"] = str(self._pkgdir)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -121,6 +125,10 @@ class PortageWorker:
     async def pkgdir(self) -> Path:
         reply = await self.call({"op": "info"}, RESOLVE_TIMEOUT)
         return Path(reply["pkgdir"])
+
+    async def reindex(self) -> None:
+        """Rewrite the PKGDIR's index after packages were deleted from it."""
+        await self.call({"op": "reindex"}, RESOLVE_TIMEOUT)
 
     async def staged(self) -> list[str]:
         """The package versions in the PKGDIR's index."""

@@ -16,6 +16,7 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     -> {"id": 6, "ok": true, "packages": [{"cpv": ..., "path": ..., "slot": ..., "use": ..., "size": ...}]}
     {"id": 7, "op": "prefix_info"} -> {"id": 7, "ok": true, "profile": ..., "repository": {...}}
     {"id": 8, "op": "match", "atom": "app-misc/foo"} -> {"id": 8, "ok": true, "cpv": "app-misc/foo-1.0"}
+    {"id": 9, "op": "reindex"} -> {"id": 9, "ok": true}
 
 A request may carry ``signing`` (the release key's GnuPG home and
 fingerprint): an ``inject`` then signs the package before it enters the
@@ -371,6 +372,29 @@ def staged() -> list[str]:
     return sorted({str(cpv) for cpv in bintree.dbapi.cpv_all()})
 
 
+def reindex() -> None:
+    """Drop the index entries whose package file is gone (deleted by the
+    test binhost's retention), under Portage's lock."""
+    import portage
+    from portage import locks
+
+    bintree = portage.db[portage.settings["EROOT"]]["bintree"]
+    lock = locks.lockfile(bintree._pkgindex_file, wantnewlockfile=1)
+    try:
+        pkgindex = bintree._load_pkgindex()
+        kept = [
+            e for e in pkgindex.packages if os.path.isfile(os.path.join(bintree.pkgdir, e.get("PATH", "")))
+        ]
+        if len(kept) != len(pkgindex.packages):
+            pkgindex.packages[:] = kept
+            pkgindex.modified = True
+            bintree._update_pkgindex_header(pkgindex.header)
+            bintree._pkgindex_write(pkgindex)
+        bintree.populated = False
+    finally:
+        locks.unlockfile(lock)
+
+
 def main() -> None:
     out = sys.stdout
     # Portage prints; only our replies may reach the protocol channel.
@@ -393,6 +417,9 @@ def main() -> None:
                 reply = {"ok": True, "cpv": match(str(request["atom"]))}
             elif op == "staged":
                 reply = {"ok": True, "cpvs": staged()}
+            elif op == "reindex":
+                reindex()
+                reply = {"ok": True}
             elif op == "sign":
                 if not signing:
                     raise WorkerError("invalid", "sign needs the signing key")

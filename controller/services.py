@@ -24,6 +24,7 @@ from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner, StoreStatus
 from swarm.controller.testbuilds import TestBuilds
+from swarm.controller.testrunner import TestRunner
 from swarm.controller.trust import Trust
 
 
@@ -54,6 +55,7 @@ class Services:
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
+    testrunner: TestRunner | None = None  # with builds on: runs them, serves their logs and packages
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -53,6 +53,8 @@ FAST_MODULES = frozenset(
         "test_identity",
         "test_link_switch",
         "test_logtail",
+        "test_notify",
+        "test_testrunner",
         "test_oob",
         "test_packaging",
         "test_printable",

@@ -126,13 +126,14 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import binhosts, public, releases, testbuilds
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
     return [
         *public.routes.operations,
         *releases.public_routes.operations,
         *binhosts.public_routes.operations,
         *testbuilds.public_routes.operations,
+        *testbuild_files.routes.operations,
     ]
 
 

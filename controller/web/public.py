@@ -12,7 +12,16 @@ from aiohttp import web
 from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import binfiles, binhosts, hosts, openapi, public_page, releases, testbuilds
+from swarm.controller.web import (
+    binfiles,
+    binhosts,
+    hosts,
+    openapi,
+    public_page,
+    releases,
+    testbuild_files,
+    testbuilds,
+)
 from swarm.controller.web.buildviews import public_dispatch
 from swarm.controller.web.common import (
     BUCKETS,
@@ -200,4 +209,5 @@ def create_app(services: Services) -> web.Application:
     if services.staging is not None:
         # Read-only files for stock Portage clients (binrepos.conf sync-uri).
         app.router.add_get(STAGING_PATH + "/{tail:.*}", staging_file)
+    testbuild_files.install(app)  # a test build's log, and the test binhost (with a warning)
     return app
