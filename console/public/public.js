@@ -485,7 +485,7 @@ function testBuildItem(b) {
     el(
       "div",
       { class: "drone-top" },
-      el("strong", { class: "testbuild-name" }, b.cpv || b.package),
+      el("strong", { class: "testbuild-name" }, b.cpv || b.package, Array.isArray(b.use) && b.use.length ? el("span", { class: "muted testbuild-use" }, ` USE ${b.use.join(" ")}`) : null),
       el("span", { class: `pill pill-tb-${b.state}` }, b.state),
     ),
     el("div", { class: "muted testbuild-facts" }, `${b.user ? `asked by ${b.user} · ` : ""}${testBuildFacts(b)}`),

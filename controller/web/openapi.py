@@ -149,11 +149,15 @@ def admin_operations() -> list[Operation]:
         releases,
         shells,
         streams,
+        testbuild_files,
         testbuilds,
     )
 
     modules = (admin, healing, shells, logs, dispatch, releases, binhosts, testbuilds, auth, streams, metrics)
-    return [op for module in modules for op in module.routes.operations]
+    return [
+        *(op for module in modules for op in module.routes.operations),
+        *testbuild_files.admin_routes.operations,
+    ]
 
 
 @cache

@@ -2,7 +2,9 @@
 
 ``GET /api/v1/test-build/{id}/log`` is the build log as the drone streamed
 it (text); with ``follow=1`` the answer stays open and goes on as the log
-grows, until the build has ended and all of it is sent. The packages of
+grows, until the build has ended and all of it is sent. The admin tier has
+it too, as ``/admin/api/test-builds/{id}/log`` (``admin_routes``), for the
+console. The packages of
 test builds are served under ``/binhost/test/`` like staging's files, each
 answer with an ``X-Build-Swarm-Warning`` header: they are untested and
 never released.
@@ -24,6 +26,8 @@ from swarm.controller.web.common import SERVICES
 from swarm.controller.web.routes import Routes, TextParam
 
 routes = Routes()
+# The admin tier's twin of the log: the console reads only its own origin (CSP connect-src 'self').
+admin_routes = Routes()
 ID = TextParam("id", "a test build's id (tb-...)", where="path", max_len=40)
 FOLLOW = TextParam("follow", "1: keep sending as the log grows until the build ends", choices=("0", "1"))
 TEXT = "text/plain; charset=utf-8"
@@ -81,6 +85,21 @@ async def build_log(request: web.Request) -> web.StreamResponse:
         path = _log_path(request, build)
     await response.write_eof()
     return response
+
+
+@admin_routes.declare(
+    "GET",
+    "/admin/api/test-builds/{id}/log",
+    None,
+    summary="a test build's build log (text), as /api/v1/test-build/{id}/log; follow=1 streams it "
+    "until the build ends",
+    params=(ID, FOLLOW),
+    errors=(404,),
+    content="text/plain",
+    notes={404: "no such test build"},
+)
+async def admin_build_log(request: web.Request) -> web.StreamResponse:
+    return await build_log(request)
 
 
 def _read(path: Path, offset: int) -> bytes:

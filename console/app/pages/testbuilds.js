@@ -29,6 +29,7 @@ import { ConfirmDialog, Toaster, ago, duration, el, pagePoller, setText } from "
  * @property {string} id
  * @property {string} package the atom as asked
  * @property {string} cpv what it resolved to
+ * @property {string[]} use USE flags asked for
  * @property {string} user
  * @property {TestBuildState} state
  * @property {string} queued_at
@@ -41,9 +42,11 @@ import { ConfirmDialog, Toaster, ago, duration, el, pagePoller, setText } from "
  * @property {string[]} packages URLs under /binhost/test/
  * @property {number | null} position queued only
  * @property {number | null} estimate_s queued only
- * @property {string} [notify_email]
- * @property {string} [webhook_url]
- * @property {string} [notified] "" not yet, "sent", "failed: why"
+ * @property {string} token_id
+ * @property {string} build_id the StartBuild's ("" until it runs)
+ * @property {string} notify_email "" for none
+ * @property {string} webhook_url "" for none
+ * @property {string} notified "" not yet, "sent", "failed: why"
  */
 /**
  * @typedef {object} Token
@@ -58,6 +61,7 @@ import { ConfirmDialog, Toaster, ago, duration, el, pagePoller, setText } from "
  * @property {string | null} last_used_at
  * @property {number} queued
  */
+/** @typedef {Token & { secret: string }} NewToken the answer to POST /admin/api/test-build-tokens, the one with the secret */
 
 const POLL_MS = 2000;
 const LISTED = 200; // builds asked for per poll (the queue, then the newest of the history)
@@ -191,7 +195,7 @@ class BuildRow {
     this.build = b;
     this.tr.dataset.state = b.state;
     setText(this.cpv, b.cpv || b.package);
-    setText(this.asked, b.id);
+    setText(this.asked, b.use.length ? `${b.id} · USE ${b.use.join(" ")}` : b.id);
     this.cpv.title = `asked for ${b.package}`;
     setText(this.state, b.state);
     this.state.className = `pill tb-${b.state}`;
@@ -499,11 +503,11 @@ export function create() {
     };
     createButton.disabled = true;
     try {
-      const answer = await post("/admin/api/test-build-tokens", body);
-      const made = answer.token ?? answer;
-      showSecret(made.user ?? body.user, made.id ?? "", answer.secret);
+      /** @type {NewToken} */
+      const made = await post("/admin/api/test-build-tokens", body);
+      showSecret(made.user, made.id, made.secret);
       userInput.value = "";
-      toasts.show("ok", `Token created for ${made.user ?? body.user}`, made.id ?? "", { "data-action": "create", "data-id": made.id ?? "" });
+      toasts.show("ok", `Token created for ${made.user}`, made.id, { "data-action": "create", "data-id": made.id });
     } catch (error) {
       const name = tokenFieldOf(error.message);
       markInvalid(name);
@@ -520,8 +524,8 @@ export function create() {
   function showSecret(user, id, secret) {
     secretPanel.hidden = false;
     secretPanel.dataset.token = id;
-    setText(secretTitle, `The secret of ${user}'s new token${id ? ` (${id})` : ""}`);
-    secretInput.value = secret ?? "";
+    setText(secretTitle, `The secret of ${user}'s new token (${id})`);
+    secretInput.value = secret;
     secretInput.focus();
     secretInput.select();
   }
