@@ -221,6 +221,8 @@ class BuildRow {
       );
     }
     const busy = this.page.busy.has(this.id);
+    // A build cancelled before it started has no log.
+    this.logButton.hidden = b.state !== "queued" && !b.started_at;
     this.cancelButton.hidden = !ACTIVE.has(b.state);
     this.cancelButton.disabled = busy;
     this.cancelButton.setAttribute("aria-label", `Cancel the test build of ${b.cpv || b.package}`);
@@ -726,7 +728,7 @@ export function create() {
     summary.textContent = [
       `${queue.length - running} queued`,
       `${running} running`,
-      `${plural(ended.length, "ended build")} listed`,
+      `${ended.length} in the history`,
       plural(activeTokens, "active token"),
     ].join(" · ");
     summary.dataset.queued = String(queue.length - running);
