@@ -277,7 +277,9 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
     check.call("GET", "/admin/api/test-builds/{id}", 404, path="/admin/api/test-builds/tb-000000000000")
     check.call("POST", "/admin/api/test-builds/{id}/cancel", (200, 409), path=tb + "/cancel")
     check.call("GET", "/admin/api/test-builds/{id}/log", 200, path=tb + "/log")
-    check.call("GET", "/admin/api/test-builds/{id}/log", 404, path="/admin/api/test-builds/tb-000000000000/log")
+    check.call(
+        "GET", "/admin/api/test-builds/{id}/log", 404, path="/admin/api/test-builds/tb-000000000000/log"
+    )
     check.call("DELETE", f"{tokens}/{{id}}", 200, path=f"{tokens}/{made['id']}")
     check.call("DELETE", f"{tokens}/{{id}}", 404, path=f"{tokens}/tbt-000000000000")
 

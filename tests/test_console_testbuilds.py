@@ -157,7 +157,10 @@ def test_a_queued_test_build_shows_on_both_pages_and_is_cancelled_from_the_conso
     swarm: Fleet, browser: BrowserContext
 ) -> None:
     made = admin(
-        swarm, "POST", "/admin/api/test-build-tokens", {"user": "carol", "rate": "5/h", "burst": 2, "max_queued": 3}
+        swarm,
+        "POST",
+        "/admin/api/test-build-tokens",
+        {"user": "carol", "rate": "5/h", "burst": 2, "max_queued": 3},
     )
     secret, token_id = made["secret"], made["id"]
     status, queued = submit(swarm, secret, PACKAGE, notify=EMAIL)
@@ -196,7 +199,9 @@ def test_a_queued_test_build_shows_on_both_pages_and_is_cancelled_from_the_conso
 
     # Cancel from the console: asked first, then in the history as cancelled, as the API has it.
     row.get_by_role("button", name=re.compile("^Cancel")).click()
-    confirm(page, "Cancel the test build of swarm-test/leaf-data-1?", "leaves the queue", button="Cancel build")
+    confirm(
+        page, "Cancel the test build of swarm-test/leaf-data-1?", "leaves the queue", button="Cancel build"
+    )
     history_row = page.locator(f'#tb-history-title + .panel tr[data-build="{build_id}"]')
     expect(history_row).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
     expect(history_row.get_by_role("button", name=re.compile("^Cancel"))).to_be_hidden()
