@@ -145,6 +145,7 @@ def test_a_token_is_created_with_its_secret_shown_once_then_revoked(
     token_row(page, token_id).get_by_role("button", name=re.compile("^Revoke")).click()
     confirm(page, "Revoke alice's token?", token_id, "refused (401)", button="Revoke")
     expect(token_row(page, token_id)).to_have_attribute("data-state", "revoked", timeout=WAIT_MS)
+    expect(page.locator("#tb-tokens-title")).to_be_focused()  # not lost with the Revoke button
     expect(token_row(page, token_id).get_by_role("button", name=re.compile("^Revoke"))).to_have_count(0)
     assert tokens(swarm)[token_id]["revoked_at"]
     status, body = submit(swarm, secret, PACKAGE)
@@ -207,6 +208,7 @@ def test_a_queued_test_build_shows_on_both_pages_and_is_cancelled_from_the_conso
     expect(history_row.get_by_role("button", name=re.compile("^Cancel"))).to_be_hidden()
     expect(page.locator(f'#tb-queue-title + .panel tr[data-build="{build_id}"]')).to_have_count(0)
     expect(history_row.get_by_role("button", name=re.compile("^Log of"))).to_be_hidden()  # it never ran
+    expect(page.locator("#tb-queue-title")).to_be_focused()  # not lost with the Cancel button
     status, after = http("GET", f"{swarm.controller.public_url}/api/v1/test-build/{build_id}")
     assert status == 200 and after["state"] == "cancelled", after
     public.reload()  # (its own poll of test builds comes every 10 s)

@@ -323,6 +323,10 @@ export function create() {
   const summary = el("p", { class: "page-sub" }, "Loading…");
   const live = el("span", { class: "live", "aria-live": "polite" });
 
+  // Where the focus goes when the button that had it goes away (tabindex -1: focusable, not a tab stop).
+  const queueTitle = el("h2", { class: "section-title", id: "tb-queue-title", tabindex: "-1" }, "Queue");
+  const tokensTitle = el("h2", { class: "section-title", id: "tb-tokens-title", tabindex: "-1" }, "Tokens");
+
   // -- tokens --
   const userInput = el("input", { class: "input", type: "text", required: true, maxlength: "64", autocomplete: "off", spellcheck: "false", placeholder: "alice" });
   const rateInput = el("input", { class: "input", type: "text", required: true, maxlength: "16", value: "5/h", autocomplete: "off", spellcheck: "false" });
@@ -388,12 +392,12 @@ export function create() {
     { class: "page testbuilds-page", "aria-labelledby": "testbuilds-title" },
     el("header", { class: "page-head" }, el("div", {}, el("h1", { id: "testbuilds-title" }, "Test builds"), summary), live),
     problem,
-    el("h2", { class: "section-title", id: "tb-queue-title" }, "Queue"),
+    queueTitle,
     el("div", { class: "panel" }, queueTable, queueEmpty),
     logPanel,
     el("h2", { class: "section-title", id: "tb-history-title" }, "History"),
     el("div", { class: "panel" }, historyTable, historyEmpty),
-    el("h2", { class: "section-title", id: "tb-tokens-title" }, "Tokens"),
+    tokensTitle,
     tokenForm,
     secretPanel,
     el("div", { class: "panel" }, tokenTable, tokensEmpty),
@@ -431,8 +435,13 @@ export function create() {
 
   // -- verbs --
 
-  /** Run a change with its row's buttons off; a refusal shows the controller's reason. */
-  async function act(id, verb, what, work) {
+  /**
+   * Run a change with its row's buttons off; a refusal shows the controller's
+   * reason. The list is read again at once; if that hid the button that had
+   * the focus (a revoked token's Revoke, a cancelled build's Cancel), the
+   * focus goes to `fallback` instead of being lost.
+   */
+  async function act(id, verb, what, work, fallback) {
     page.busy.add(id);
     render();
     try {
@@ -441,8 +450,21 @@ export function create() {
       toasts.show("error", `${verb} refused: ${what}`, error.message, { "data-action": verb.toLowerCase(), "data-id": id });
     } finally {
       page.busy.delete(id);
-      poller.now();
+      await refresh();
     }
+    const focused = document.activeElement;
+    const lost = focused === document.body || (focused instanceof HTMLElement && section.contains(focused) && focused.offsetParent === null);
+    if (lost) fallback().focus();
+  }
+
+  /** Read the lists now (after a change), then go on polling; a failure shows as a poll's would. */
+  async function refresh() {
+    try {
+      await load();
+    } catch {
+      // The poll shows why, and tries again.
+    }
+    poller.now();
   }
 
   async function cancel(id, button) {
@@ -459,6 +481,11 @@ export function create() {
       returnTo: button,
     });
     if (!yes) return;
+    // Afterwards: its Log button (in the history if it ended), else the queue's title.
+    const fallback = () => {
+      const row = rows.get(id);
+      return row && row.tr.isConnected && !row.logButton.hidden ? row.logButton : queueTitle;
+    };
     await act(id, "Cancel", name, async () => {
       const after = await post(buildPath(id, "cancel"));
       toasts.show(
@@ -467,7 +494,7 @@ export function create() {
         after?.state === "cancelled" ? "" : "its drone is told to stop",
         { "data-action": "cancel", "data-id": id },
       );
-    });
+    }, fallback);
   }
 
   async function revoke(id, button) {
@@ -483,7 +510,7 @@ export function create() {
     await act(id, "Revoke", `${t.user}'s token`, async () => {
       await del(tokenPath(id));
       toasts.show("ok", `Revoked ${t.user}'s token`, t.id, { "data-action": "revoke", "data-id": id });
-    });
+    }, () => tokensTitle);
   }
 
   function markInvalid(name) {
@@ -519,7 +546,7 @@ export function create() {
       (name ? inputs[name] : userInput).focus();
     } finally {
       createButton.disabled = false;
-      poller.now();
+      refresh();
     }
   });
 
@@ -735,15 +762,14 @@ export function create() {
     summary.dataset.running = String(running);
   }
 
-  const poller = pagePoller(
-    async () => {
-      const [list, tokenList] = await Promise.all([get(`/admin/api/test-builds?limit=${LISTED}`), get("/admin/api/test-build-tokens")]);
-      builds = list.builds;
-      tokens = tokenList.tokens;
-      render();
-    },
-    { every: POLL_MS, what: "the test builds", live, problem },
-  );
+  async function load() {
+    const [list, tokenList] = await Promise.all([get(`/admin/api/test-builds?limit=${LISTED}`), get("/admin/api/test-build-tokens")]);
+    builds = list.builds;
+    tokens = tokenList.tokens;
+    render();
+  }
+
+  const poller = pagePoller(load, { every: POLL_MS, what: "the test builds", live, problem });
 
   return {
     el: section,
