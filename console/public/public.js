@@ -502,7 +502,7 @@ function testBuildItem(b) {
   );
 }
 
-/** The newest test builds; the card stays hidden on a controller without them. */
+/** The newest test builds; the card stays hidden until there is one (or on a controller without them). */
 async function loadTestBuilds() {
   const card = $("testbuilds-card");
   let data;
@@ -514,15 +514,11 @@ async function loadTestBuilds() {
     return;
   }
   const builds = Array.isArray(data?.builds) ? data.builds : [];
-  card.hidden = false;
+  card.hidden = builds.length === 0;
   const waiting = builds.filter((b) => b.state === "queued").length;
   const running = builds.filter((b) => b.state === "running").length;
   $("testbuilds-sub").textContent = `${waiting} queued · ${running} running`;
-  $("testbuilds").replaceChildren(
-    ...(builds.length
-      ? builds.map(testBuildItem)
-      : [el("li", { class: "empty" }, el("strong", {}, "No test build yet."), el("span", {}, "Builds asked for with a test-build token show here."))]),
-  );
+  $("testbuilds").replaceChildren(...builds.map(testBuildItem));
 }
 
 // -- polling -----------------------------------------------------------------
