@@ -43,7 +43,9 @@ STARTTLS_MODES: tuple[StartTls, ...] = ("required", "auto", "off")
 QUEUE_LIMIT = 100
 WORKERS = 2
 ATTEMPTS = 5
-TIMEOUT = 30.0  # seconds for one SMTP conversation or one webhook POST
+# Seconds for one SMTP conversation or one webhook POST; short, since a mail
+# thread still talking when the controller stops holds up its exit.
+TIMEOUT = 10.0
 SENT = "sent"
 # HTTP answers worth another try: the receiver is busy or down, not refusing.
 HTTP_RETRY = frozenset({408, 425, 429})

@@ -44,7 +44,7 @@ from typing import Any
 from swarm.clock import SYSTEM, Clock, iso
 from swarm.controller.builds import BuildQueue, failure_summary
 from swarm.controller.domain import BuildEventData
-from swarm.controller.errors import SwarmError
+from swarm.controller.errors import FailedPrecondition, SwarmError
 from swarm.controller.fleet import ONLINE, DroneState, Fleet
 from swarm.controller.notify import Notice, Notifier
 from swarm.controller.testbinhost import TEST_PATH, WARNING, TestBinhost
@@ -59,6 +59,7 @@ RETENTION_EVERY = 3600.0  # seconds between retention runs
 TAIL_READ = 16 * 1024  # bytes of a build log's end read for its record (the core trims)
 HELLO_ALLOWANCE = 5.0  # seconds a StartBuild may still be on its way when the drone says Hello
 INBOX_LIMIT = 1024  # build events waiting for a pass (only the runner's builds get in)
+LOST = "lost"  # the kind of the runner's own event for a build its drone came back without
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ class TestRunner:
                 lost = BuildEventData(
                     attempt.build_id,
                     attempt.test_id,
-                    "failed",
+                    LOST,
                     -1,
                     f"{drone.name} reconnected without the build (it was lost)",
                     0.0,
@@ -240,12 +241,16 @@ class TestRunner:
             await self.retain(now)
 
     async def _dispatch(self, now: float) -> None:
-        room = self.settings.parallel - len(self._running)
-        drones = self._idle_drones(now) if room > 0 else []
-        take = min(room, len(drones))
-        queued = await self._tests.queued(take + 1)  # one more: do others wait after these?
-        for build, drone in zip(queued[:take], drones, strict=False):
-            await self._send(build, drone, now)
+        room = max(0, self.settings.parallel - len(self._running))
+        # One more than there is room for: do others wait after these?
+        queued = await self._tests.queued(room + 1)
+        take = 0
+        if queued and room:
+            # Looked for only when a test build waits: a pass of an idle queue costs nothing.
+            drones = self._idle_drones(now)
+            take = min(room, len(drones), len(queued))
+            for build, drone in zip(queued[:take], drones, strict=False):
+                await self._send(build, drone, now)
         waiting = len(queued) > take
         if waiting != self._waiting:
             self._waiting = waiting
@@ -354,6 +359,8 @@ class TestRunner:
         elif event.kind == "failed":
             # Why, from the log as the controller holds it (else the drone's own tail).
             await self._end(attempt, "failed", event.exit_code, None, fallback=event.reason)
+        elif event.kind == LOST:
+            await self._end(attempt, "failed", None, event.reason or "lost")
         elif event.kind == "refused":
             await self._end(attempt, "failed", None, f"{attempt.drone_name} refused it: {event.reason}")
         elif attempt.cancel_by:
@@ -378,7 +385,13 @@ class TestRunner:
         if reason is None:
             reason = failure_summary(tail)
         try:
-            done = await self._tests.finished(attempt.test_id, state, exit_code, reason, tail, packages)
+            done: TestBuild | None = await self._tests.finished(
+                attempt.test_id, state, exit_code, reason, tail, packages
+            )
+        except FailedPrecondition as exc:
+            # Ended already (say the queue gave it up): nothing more to record or tell.
+            log.info("test build %s: %s", attempt.test_id, exc)
+            done = None
         except SwarmError as exc:
             # The database refused: tried again on the next pass (the attempt stays).
             log.warning("test build %s: its end is not recorded yet: %s", attempt.test_id, exc)
@@ -388,7 +401,8 @@ class TestRunner:
         # The drone is free: regular jobs first.
         self._builds.wake()
         self._wake.set()
-        self.notify(done)
+        if done is not None:
+            self.notify(done)
 
     def notify(self, build: TestBuild) -> None:
         if not (build.notify_email or build.webhook_url):

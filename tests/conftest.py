@@ -126,6 +126,7 @@ SLOWEST_FIRST = (
     "test_build_faults",
     "test_session_faults",
     "test_builds",
+    "test_testbuild_runs",
     "test_demo",
     "test_console_fleet",
     "test_healing",

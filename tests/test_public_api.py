@@ -77,7 +77,7 @@ def test_nodes_lists_every_drone_with_live_fields(fleet: Controller) -> None:
 
 
 def test_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import binhosts, public, releases, testbuilds
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
     served: dict[str, set[str]] = {}
     for route in [
@@ -85,6 +85,7 @@ def test_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
         *releases.public_routes,
         *binhosts.public_routes,
         *testbuilds.public_routes,
+        *testbuild_files.public_routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())
     doc = fleet.get("/api/v1/openapi.json")
@@ -120,12 +121,14 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         releases,
         shells,
         streams,
+        testbuild_files,
         testbuilds,
     )
 
     served: dict[str, set[str]] = {}
     for route in [
         *testbuilds.routes,
+        *testbuild_files.routes,
         *admin.routes,
         *healing.routes,
         *auth.routes,

@@ -6,6 +6,7 @@ fleet for the module; each test submits test builds of its own."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,6 +173,8 @@ def test_a_broken_package_fails_with_its_log(swarm: Swarm) -> None:
     assert done["reason"] and done["packages"] == []
     status, text = http("GET", swarm.fleet.controller.public_url + f"/api/v1/test-build/{asked['id']}/log")
     assert status == 200 and "fails in src_compile on purpose" in text
+    # The admin tier answers the same (swarm-cli testbuild log, the console).
+    assert swarm.fleet.controller.admin("GET", f"/admin/api/test-builds/{asked['id']}/log") == (200, text)
     posted = wait_for(
         lambda: [p for p in swarm.hook.received if p.get("id") == asked["id"]], timeout=30, what="the POST"
     )
@@ -182,6 +185,11 @@ def test_a_regular_session_started_while_test_builds_wait_goes_first(swarm: Swar
     # The one drone busy with a test build; another test build waits, then a session is queued.
     busy = swarm.submit("swarm-test/sleeper")
     swarm.wait_state(busy["id"], "running")
+    # Its log followed from now on: the answer goes on until the build ends.
+    log_url = swarm.fleet.controller.public_url + f"/api/v1/test-build/{busy['id']}/log"
+    followed: list[tuple[int, Any]] = []
+    follower = threading.Thread(target=lambda: followed.append(http("GET", log_url + "?follow=1")))
+    follower.start()
     waiting = swarm.submit("swarm-test/leaf-data")
     session = swarm.fleet.queue("swarm-test/leaf-script")["session"]["id"]
     assert swarm.build(waiting["id"])["state"] == "queued"
@@ -193,3 +201,7 @@ def test_a_regular_session_started_while_test_builds_wait_goes_first(swarm: Swar
     assert first["state"] == later["state"] == "succeeded" and job["state"] == "done"
     # The regular job went to the drone the sleeper freed; the waiting test build after it.
     assert first["finished_at"] <= job["started_at"] < later["started_at"], (first, job, later)
+
+    follower.join(30)
+    [(status, text)] = followed
+    assert status == 200 and f"Sleeping {SLEEP}s" in text and text == http("GET", log_url)[1]

@@ -212,7 +212,7 @@ def test_an_admin_cancels_a_running_test_build_on_its_drone(tmp_path: Path) -> N
     asyncio.run(scenario())
 
 
-def test_a_build_not_started_in_time_or_whose_drone_went_away_fails_saying_why(tmp_path: Path) -> None:
+def test_a_build_not_started_in_time_or_lost_with_its_drone_fails_saying_why(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             await r.connect("worker")
@@ -236,6 +236,22 @@ def test_a_build_not_started_in_time_or_whose_drone_went_away_fails_saying_why(t
             await r.runner.run_pass()
             done = await r.state(lost.id)
             assert (done.state, done.reason) == ("failed", "worker went away during the test build")
+
+            # Back without the build it was sent (after the allowance for one on its way): lost.
+            drone = await r.connect("worker")
+            gone = await r.submit("swarm-test/gamma")
+            await r.runner.run_pass()
+            r.runner.on_hello(drone, "", [])
+            await r.runner.run_pass()
+            assert (await r.state(gone.id)).state == "running"  # just sent: it may be on its way
+            await r.clock.advance(6)
+            r.runner.on_hello(drone, "", [])
+            await r.runner.run_pass()
+            done = await r.state(gone.id)
+            assert (done.state, done.reason) == (
+                "failed",
+                "worker reconnected without the build (it was lost)",
+            )
 
     asyncio.run(scenario())
 

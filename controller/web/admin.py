@@ -525,7 +525,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(releases.routes)
     app.add_routes(binhosts.routes)
     app.add_routes(testbuilds.routes)
-    app.add_routes(testbuild_files.admin_routes)
+    app.add_routes(testbuild_files.routes)  # a test build's log
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

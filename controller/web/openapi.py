@@ -133,7 +133,7 @@ def public_operations() -> list[Operation]:
         *releases.public_routes.operations,
         *binhosts.public_routes.operations,
         *testbuilds.public_routes.operations,
-        *testbuild_files.routes.operations,
+        *testbuild_files.public_routes.operations,
     ]
 
 
@@ -153,11 +153,21 @@ def admin_operations() -> list[Operation]:
         testbuilds,
     )
 
-    modules = (admin, healing, shells, logs, dispatch, releases, binhosts, testbuilds, auth, streams, metrics)
-    return [
-        *(op for module in modules for op in module.routes.operations),
-        *testbuild_files.admin_routes.operations,
-    ]
+    modules = (
+        admin,
+        healing,
+        shells,
+        logs,
+        dispatch,
+        releases,
+        binhosts,
+        testbuilds,
+        testbuild_files,
+        auth,
+        streams,
+        metrics,
+    )
+    return [op for module in modules for op in module.routes.operations]
 
 
 @cache

@@ -1,10 +1,10 @@
 """A test build's log and packages on the public tier.
 
-``GET /api/v1/test-build/{id}/log`` is the build log as the drone streamed
-it (text); with ``follow=1`` the answer stays open and goes on as the log
-grows, until the build has ended and all of it is sent. The admin tier has
-it too, as ``/admin/api/test-builds/{id}/log`` (``admin_routes``), for the
-console. The packages of
+``GET /api/v1/test-build/{id}/log`` (and the admin tier's
+``/admin/api/test-builds/{id}/log``, for swarm-cli and the console) is the
+build log as the drone streamed it (text); with ``follow=1`` the answer
+stays open and goes on as the log grows, until the build has ended and all
+of it is sent. The packages of
 test builds are served under ``/binhost/test/`` like staging's files, each
 answer with an ``X-Build-Swarm-Warning`` header: they are untested and
 never released.
@@ -25,9 +25,8 @@ from swarm.controller.web import binfiles
 from swarm.controller.web.common import SERVICES
 from swarm.controller.web.routes import Routes, TextParam
 
-routes = Routes()
-# The admin tier's twin of the log: the console reads only its own origin (CSP connect-src 'self').
-admin_routes = Routes()
+public_routes = Routes()
+routes = Routes()  # the admin tier's
 ID = TextParam("id", "a test build's id (tb-...)", where="path", max_len=40)
 FOLLOW = TextParam("follow", "1: keep sending as the log grows until the build ends", choices=("0", "1"))
 TEXT = "text/plain; charset=utf-8"
@@ -49,9 +48,19 @@ def _log_path(request: web.Request, build: TestBuild) -> Path | None:
     return runner.log_path(build.build_id) if runner is not None and build.build_id else None
 
 
-@routes.declare(
+@public_routes.declare(
     "GET",
     "/api/v1/test-build/{id}/log",
+    None,
+    summary="a test build's build log (text); follow=1 streams it until the build ends",
+    params=(ID, FOLLOW),
+    errors=(404,),
+    content="text/plain",
+    notes={404: "no such test build"},
+)
+@routes.declare(
+    "GET",
+    "/admin/api/test-builds/{id}/log",
     None,
     summary="a test build's build log (text); follow=1 streams it until the build ends",
     params=(ID, FOLLOW),
@@ -87,21 +96,6 @@ async def build_log(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@admin_routes.declare(
-    "GET",
-    "/admin/api/test-builds/{id}/log",
-    None,
-    summary="a test build's build log (text), as /api/v1/test-build/{id}/log; follow=1 streams it "
-    "until the build ends",
-    params=(ID, FOLLOW),
-    errors=(404,),
-    content="text/plain",
-    notes={404: "no such test build"},
-)
-async def admin_build_log(request: web.Request) -> web.StreamResponse:
-    return await build_log(request)
-
-
 def _read(path: Path, offset: int) -> bytes:
     with contextlib.suppress(FileNotFoundError), path.open("rb") as fh:
         fh.seek(offset)
@@ -120,7 +114,7 @@ async def binhost_file(request: web.Request) -> web.StreamResponse:
 
 
 def install(app: web.Application) -> None:
-    """The log route, and the test binhost's files when test builds are on."""
-    app.add_routes(routes)
+    """The public tier's: the log route, and the test binhost's files when test builds are on."""
+    app.add_routes(public_routes)
     if app[SERVICES].testrunner is not None:
         app.router.add_get(TEST_PATH + "/{tail:.*}", binhost_file)
