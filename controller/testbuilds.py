@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import hmac
 import logging
@@ -45,9 +46,8 @@ from dataclasses import dataclass, replace
 from typing import Literal, TypeAlias, get_args
 
 from swarm.clock import SYSTEM, Clock
-from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError
+from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError, Unavailable
 from swarm.controller.events import EventLog
-from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.testbuild_rules import (
@@ -130,6 +130,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def _cpn(cpv: str) -> str:
     """category/name of a category/name-version."""
     category, _, rest = cpv.partition("/")
@@ -150,6 +151,56 @@ def log_tail(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:REASON_MAX]
+
+
+class GroupCommit:
+    """Test builds to store: those that arrive while a transaction is being
+    written go together in the next one, so a burst of requests costs a few
+    commits rather than one each. The first caller of a burst writes until
+    nobody waits; each caller returns once its build is stored (or with the
+    store's error)."""
+
+    def __init__(self, runner: StoreRunner) -> None:
+        self._runner = runner
+        self._waiting: list[tuple[TestBuild, asyncio.Future[None]]] = []
+        self._writing = False
+
+    async def put(self, build: TestBuild) -> None:
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((build, stored))
+        if not self._writing:
+            self._writing = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting, []
+                    await self._write(batch)
+            except BaseException:
+                if stored.done():
+                    stored.exception()  # ours is told by the raise: not an unretrieved error
+                raise
+            finally:
+                self._writing = False
+                # Cancelled while writing: nobody is left to write for the others.
+                for _, waiting in self._waiting:
+                    waiting.set_exception(Unavailable("the test build was not stored; try again"))
+                self._waiting = []
+        await stored
+
+    async def _write(self, batch: list[tuple[TestBuild, asyncio.Future[None]]]) -> None:
+        """Store the batch and tell each of its callers how it went."""
+        try:
+            await self._runner.call(self._runner.store.put_test_builds, [b for b, _ in batch])
+        except Exception as exc:
+            for _, stored in batch:
+                stored.set_exception(exc)
+        except BaseException:
+            # Cancelled: the database thread may still write it, or not.
+            for _, stored in batch:
+                stored.set_exception(Unavailable("the test build may not be stored; try again"))
+            raise
+        else:
+            for _, stored in batch:
+                stored.set_result(None)
 
 
 class TestBuilds:
@@ -190,6 +241,10 @@ class TestBuilds:
         self._resolved: collections.OrderedDict[str, tuple[float, str | SwarmError]] = (
             collections.OrderedDict()
         )
+        self._resolving: dict[str, asyncio.Event] = {}  # atoms Portage is being asked about
+        self._writes = GroupCommit(runner)
+        self._queued: set[str] = set()  # ids, and how many each token has queued
+        self._queued_of: collections.Counter[str] = collections.Counter()
         self._wake: list[Callable[[], None]] = []
         self._cancel_running: Callable[[TestBuild, str], None] | None = None
 
@@ -212,6 +267,8 @@ class TestBuilds:
         recent = await self._runner.call(store.list_test_builds, limit=REPLAYED)
         for build in sorted(recent, key=lambda b: b.queued_at):
             owner = self._tokens.get(build.token_id)
+            if owner is not None and (owner.last_used_at or 0.0) < build.queued_at:
+                owner = self._tokens[owner.id] = replace(owner, last_used_at=build.queued_at)
             # A bucket is full again after burst intervals: older requests do not count.
             if owner is not None and now - build.queued_at < Rate.parse(owner.rate).interval * owner.burst:
                 self._bucket(owner, build.queued_at).take(build.queued_at)
@@ -286,13 +343,13 @@ class TestBuilds:
                 webhook_url=webhook,
             )
             try:
-                await self._runner.call(self._runner.store.put_test_build, build)
+                await self._writes.put(build)
             except BaseException:
                 self._bucket(token, now).give_back(self._clock.time())
                 raise
             self._add(build)
-            used = replace(self._tokens.get(token.id, token), last_used_at=now)
-            self._tokens[token.id] = used
+            # Not written: its builds' queued_at say it again at the next start.
+            self._tokens[token.id] = replace(self._tokens.get(token.id, token), last_used_at=now)
         finally:
             self._reserved[token.id] -= 1
             del self._arriving[key]
@@ -306,11 +363,6 @@ class TestBuilds:
             user=build.user,
             use=list(build.use),
         )
-        try:
-            await self._runner.call(self._runner.store.put_test_build_token, used)
-        except StoreUnavailable as exc:
-            # The build is queued: only "last used" waits for the next write.
-            log.warning("test-build token %s: last use not stored: %s", used.id, exc.reason)
         for wake in self._wake:
             wake()
         return self._submitted(build, existing=False)
@@ -329,15 +381,14 @@ class TestBuilds:
         return token
 
     def _check_caps(self, token: TestBuildTokenRecord) -> None:
-        mine = sum(1 for b in self._active.values() if b.token_id == token.id and b.state == "queued")
-        mine += self._reserved[token.id]
+        mine = self._queued_of[token.id] + self._reserved[token.id]
         if mine >= token.max_queued:
             raise TestBuildRefused(
                 429,
                 f"{mine} test builds of this token are queued, its most; try again when one has run",
                 QUEUE_RETRY,
             )
-        queued = self._queued_count() + sum(self._reserved.values())
+        queued = len(self._queued) + sum(self._reserved.values())
         if queued >= self.max_queued:
             raise TestBuildRefused(
                 429, f"the test-build queue is full ({queued} queued); try again later", QUEUE_RETRY
@@ -361,15 +412,24 @@ class TestBuilds:
         return known[1]
 
     async def _resolved_cpv(self, atom: str) -> str:
-        """The atom's best visible version in the tree; answers remembered a while."""
+        """The atom's best visible version in the tree; answers remembered a
+        while, and one question at a time per atom: the requests that arrive
+        while Portage is asked wait for its answer instead of asking again."""
+        while (asking := self._resolving.get(atom)) is not None:
+            await asking.wait()
         now = self._clock.monotonic()
         known = self._resolved.get(atom)
         if known is None or now - known[0] > RESOLVED_FOR:
-            answer: str | SwarmError
+            asking = self._resolving[atom] = asyncio.Event()
             try:
-                answer = await self._resolve(atom)
-            except (NotFound, InvalidArgument) as exc:
-                answer = exc
+                answer: str | SwarmError
+                try:
+                    answer = await self._resolve(atom)
+                except (NotFound, InvalidArgument) as exc:
+                    answer = exc
+            finally:
+                del self._resolving[atom]
+                asking.set()
             known = self._resolved[atom] = (now, answer)
             while len(self._resolved) > RESOLVED_KEEP:
                 self._resolved.popitem(last=False)
@@ -384,18 +444,20 @@ class TestBuilds:
         if build.state == "queued":
             self._by_request[(build.user, build.package, build.use)] = build.id
             self._by_cpv[(build.user, build.cpv, build.use)] = build.id
+            self._queued.add(build.id)
+            self._queued_of[build.token_id] += 1
 
     def _unqueue(self, build: TestBuild) -> None:
         """It is queued no more: a request for it queues a new one."""
+        if build.id in self._queued:
+            self._queued.discard(build.id)
+            self._queued_of[build.token_id] -= 1
         for index, key in (
             (self._by_request, (build.user, build.package, build.use)),
             (self._by_cpv, (build.user, build.cpv, build.use)),
         ):
             if index.get(key) == build.id:
                 del index[key]
-
-    def _queued_count(self) -> int:
-        return sum(1 for b in self._active.values() if b.state == "queued")
 
     # -- reading ---------------------------------------------------------------
 
@@ -476,7 +538,7 @@ class TestBuilds:
         if build is None or build.state != "queued":
             raise FailedPrecondition(f"test build {id[:40]} is not queued")
         build = replace(build, state="running", started_at=self._clock.time(), drone=drone, build_id=build_id)
-        await self._runner.call(self._runner.store.put_test_build, build)
+        await self._writes.put(build)
         self._unqueue(build)
         self._active[id] = build
         self._events.emit(
@@ -524,7 +586,7 @@ class TestBuilds:
             log_tail=log_tail(tail),
             packages=tuple(packages),
         )
-        await self._runner.call(self._runner.store.put_test_build, done)
+        await self._writes.put(done)
         self._active.pop(build.id, None)
         self._unqueue(build)
         what = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}[state]
@@ -549,7 +611,7 @@ class TestBuilds:
         build = replace(build, notified=_one_line(summary))
         if build.id in self._active:
             self._active[build.id] = build
-        await self._runner.call(self._runner.store.put_test_build, build)
+        await self._writes.put(build)
 
     async def prune(self, before: float) -> list[TestBuild]:
         """Forget builds that finished before ``before``; the ones forgotten
@@ -618,7 +680,6 @@ class TestBuilds:
         return self._info(token)
 
     def _info(self, token: TestBuildTokenRecord) -> TokenInfo:
-        queued = sum(1 for b in self._active.values() if b.token_id == token.id and b.state == "queued")
         return TokenInfo(
             id=token.id,
             user=token.user,
@@ -629,5 +690,5 @@ class TestBuilds:
             created_by=token.created_by,
             revoked_at=token.revoked_at,
             last_used_at=token.last_used_at,
-            queued=queued,
+            queued=self._queued_of[token.id],
         )

@@ -903,21 +903,24 @@ def test_test_builds_round_trip_newest_first_and_prune_what_finished(store: SqlS
         "queued",
         1_800_000_100.0,
     )
-    store.put_test_build(full)
-    store.put_test_build(queued)
+    store.put_test_builds([full, queued])
+    store.put_test_builds([])
     assert store.get_test_build(full.id) == full
     assert store.list_test_builds() == [queued, full]
     assert store.list_test_builds(limit=1) == [queued]
     assert store.list_test_builds(states=["queued", "running"]) == [queued]
     running = replace(queued, state="running", started_at=1_800_000_101.0, drone="builder-1", build_id="b-8")
-    store.put_test_build(running)
+    store.put_test_builds([running])
     assert store.list_test_builds(states=["running"]) == [running]
     finished = replace(running, state="failed", finished_at=1_800_000_200.0, exit_code=1, reason="why")
-    store.put_test_build(finished)
+    store.put_test_builds([replace(finished, reason="not yet"), finished])  # the last one wins
     assert store.prune_test_builds(1_800_000_060.0) == []  # finished at .125 past it
     assert store.prune_test_builds(1_800_000_061.0) == [full]
     assert store.list_test_builds() == [finished]
     assert store.prune_test_builds(1_900_000_000.0) == [finished] and store.list_test_builds() == []
+    many = [replace(queued, id=f"tb-{i:012x}", queued_at=float(i)) for i in range(250)]
+    store.put_test_builds(many)  # across statements, one transaction
+    assert store.list_test_builds(limit=1000) == many[::-1]
 
 
 def test_test_build_tokens_are_replaced_whole_and_listed_newest_first(store: SqlStore) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
+from swarm.controller.store.base import StoreUnavailable
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 from swarm.controller.testbuild_rules import (
@@ -40,6 +41,7 @@ from swarm.controller.web.views import testbuilds as views
 from swarm.controller.web.views.base import plain
 
 from fakes.clock import ManualClock
+from support.sqlite import locked, quick_runner
 
 TREE = {
     "swarm-test/leaf-data": "swarm-test/leaf-data-1",
@@ -94,9 +96,12 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(path: Path, clock: ManualClock | None = None, **options: Any) -> AsyncIterator[Harness]:
-    runner = StoreRunner(SqlStore(f"sqlite:///{path / 'swarm.db'}"))
-    await runner.open()
+async def harness(
+    path: Path, clock: ManualClock | None = None, runner: StoreRunner | None = None, **options: Any
+) -> AsyncIterator[Harness]:
+    if runner is None:
+        runner = StoreRunner(SqlStore(f"sqlite:///{path / 'swarm.db'}"))
+        await runner.open()
     events = EventLog(runner, buffer=1000, retention=10_000)
     await events.start()
     tree = Tree()
@@ -331,6 +336,45 @@ def test_duplicates_arriving_at_once_make_one_build(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_requests_at_once_are_stored_in_a_few_transactions(tmp_path: Path) -> None:
+    written: list[str] = []
+
+    async def main() -> None:
+        runner = StoreRunner(
+            SqlStore(f"sqlite:///{tmp_path / 'swarm.db'}"), timing=lambda name, _s: written.append(name)
+        )
+        await runner.open()
+        async with harness(tmp_path, runner=runner) as h:
+            secrets = [await h.token(f"user-{i}") for i in range(40)]
+            written.clear()
+            done = await asyncio.gather(*(h.queue.submit(s, LEAF) for s in secrets))
+            assert len({d.build.id for d in done}) == 40
+            stored = await h.queue.recent(100)
+            assert {b.user for b in stored} == {f"user-{i}" for i in range(40)}
+            assert 1 <= written.count("put_test_builds") <= 3, written
+            assert "put_test_build_token" not in written  # last use: from memory, and the builds at start
+
+    asyncio.run(main())
+
+
+def test_a_database_refusing_writes_queues_nothing_and_charges_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        runner = await quick_runner(tmp_path / "swarm.db")
+        async with harness(tmp_path, runner=runner) as h:
+            secret = await h.token(rate="1/h", burst=1)
+            with locked(tmp_path / "swarm.db"):
+                results = await asyncio.gather(
+                    h.queue.submit(secret, LEAF), h.queue.submit(secret, BROKEN), return_exceptions=True
+                )
+            assert isinstance(results[0], StoreUnavailable), results
+            assert isinstance(results[1], TestBuildRefused) and results[1].http_status == 429
+            assert await h.queue.queued(10) == []
+            # The request that failed was given back: the one request of the hour is still there.
+            assert (await h.queue.submit(secret, LEAF)).build.state == "queued"
+
+    asyncio.run(main())
+
+
 def test_the_token_cap_and_the_global_cap_are_429_even_for_requests_at_once(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         capped = await h.token("alice", rate="100/h", burst=100, max_queued=2)
@@ -442,6 +486,8 @@ def test_a_restart_keeps_the_queue_and_the_buckets_and_fails_what_ran(tmp_path: 
         lost = await h.queue.get(ran)
         assert lost is not None and lost.state == "failed" and "restarted" in lost.reason
         assert (await h.queue.submit(secret, BROKEN)).existing
+        token = (await h.queue.tokens())[0]
+        assert token.last_used_at == (await h.queue.get(waits)).queued_at  # type: ignore[union-attr]
         await h.queue.submit(secret, "swarm-test/chain-a")  # the third of the burst
         assert (await h.refused(secret, "swarm-test/chain-b")).http_status == 429
 

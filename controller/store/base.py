@@ -201,8 +201,9 @@ class Store(Protocol):
     def delete_binhost(self, name: str) -> bool:
         """Delete a binhost target; False if there was none such."""
 
-    def put_test_build(self, build: TestBuildRecord) -> None:
-        """Insert or fully replace a test build, by id."""
+    def put_test_builds(self, builds: Sequence[TestBuildRecord]) -> None:
+        """Insert or fully replace each test build, by id, in one transaction
+        (the last of an id given twice wins)."""
 
     def get_test_build(self, build_id: str) -> TestBuildRecord | None: ...
 

@@ -16,6 +16,7 @@ from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 BUILD_FIELDS = [f.name for f in fields(TestBuildRecord)]
 TOKEN_FIELDS = [f.name for f in fields(TestBuildTokenRecord)]
 LISTS = ("use", "packages")  # tuples kept as JSON lists
+CHUNK = 40  # rows per INSERT: SQLite caps the bound variables of a statement (19 a row)
 
 
 def _build(row: TestBuild) -> TestBuildRecord:
@@ -38,13 +39,21 @@ class TestBuildTables:
     def _bound(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
-    def put_test_build(self, build: TestBuildRecord) -> None:
-        row = asdict(build)
-        for name in LISTS:
-            row[name] = json.dumps(list(row[name]))
+    def put_test_builds(self, builds: Sequence[TestBuildRecord]) -> None:
+        if not builds:
+            return
+        rows = []
+        for build in {b.id: b for b in builds}.values():  # the last of an id wins, as in one upsert each
+            row = asdict(build)
+            for name in LISTS:
+                row[name] = json.dumps(list(row[name]))
+            rows.append(row)
         update = [getattr(TestBuild, name) for name in BUILD_FIELDS if name != "id"]
         with self._bound(), self.db.atomic():
-            TestBuild.insert(row).on_conflict(conflict_target=[TestBuild.id], preserve=update).execute()
+            for start in range(0, len(rows), CHUNK):
+                TestBuild.insert_many(rows[start : start + CHUNK]).on_conflict(
+                    conflict_target=[TestBuild.id], preserve=update
+                ).execute()
 
     def get_test_build(self, build_id: str) -> TestBuildRecord | None:
         with self._bound():
