@@ -64,9 +64,13 @@ import { ConfirmDialog, Toaster, ago, duration, el, pagePoller, setText } from "
 /** @typedef {Token & { secret: string }} NewToken the answer to POST /admin/api/test-build-tokens, the one with the secret */
 
 const POLL_MS = 2000;
-const LISTED = 200; // builds asked for per poll (the queue, then the newest of the history)
+// Each poll asks for every queued and running build (the API's most: the
+// global queued cap is 100 by default) and the newest of the history.
+const QUEUE_LISTED = 1000;
+const HISTORY_LISTED = 50;
 const LOG_KEPT = 512 * 1024; // characters of a followed log kept on the page (the head goes first)
 const ACTIVE = new Set(["queued", "running"]);
+const STEP = { queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2 };
 const TOKEN_FIELDS = ["user", "rate", "burst", "max_queued"];
 
 const buildPath = (id, action = "") => `/admin/api/test-builds/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
@@ -502,7 +506,9 @@ export function create() {
     if (!t) return;
     const yes = await dialog.ask({
       title: `Revoke ${t.user}'s token?`,
-      text: `Requests with token ${t.id} are refused (401) from now on. It stays listed as revoked; this cannot be undone.`,
+      text:
+        `Requests with token ${t.id} are refused (401) from now on; its builds already queued stay queued. ` +
+        "It stays listed as revoked; this cannot be undone.",
       confirm: "Revoke",
       returnTo: button,
     });
@@ -712,9 +718,11 @@ export function create() {
 
   function render() {
     const now = Date.now();
-    // The queue oldest first (the order they run in), the history newest first.
+    // The queue oldest first (the order they run in), the history newest first (by when each ended).
     const queue = builds.filter((b) => ACTIVE.has(b.state)).sort((a, b) => Date.parse(a.queued_at) - Date.parse(b.queued_at));
-    const ended = builds.filter((b) => !ACTIVE.has(b.state));
+    const ended = builds
+      .filter((b) => !ACTIVE.has(b.state))
+      .sort((a, b) => Date.parse(b.finished_at ?? b.queued_at) - Date.parse(a.finished_at ?? a.queued_at));
     const seen = new Set(builds.map((b) => b.id));
     for (const id of rows.keys()) if (!seen.has(id)) rows.delete(id);
     place(queueBody, queue, now);
@@ -763,8 +771,22 @@ export function create() {
   }
 
   async function load() {
-    const [list, tokenList] = await Promise.all([get(`/admin/api/test-builds?limit=${LISTED}`), get("/admin/api/test-build-tokens")]);
-    builds = list.builds;
+    const path = "/admin/api/test-builds";
+    const [queued, running, recent, tokenList] = await Promise.all([
+      get(`${path}?state=queued&limit=${QUEUE_LISTED}`),
+      get(`${path}?state=running&limit=${QUEUE_LISTED}`),
+      get(`${path}?limit=${HISTORY_LISTED}`),
+      get("/admin/api/test-build-tokens"),
+    ]);
+    // One entry per build; one that moved on between the answers is taken at its furthest state
+    // (a build's state only moves forward).
+    /** @type {Map<string, TestBuild>} */
+    const byId = new Map();
+    for (const b of [...queued.builds, ...running.builds, ...recent.builds]) {
+      const seen = byId.get(b.id);
+      if (!seen || STEP[b.state] >= STEP[seen.state]) byId.set(b.id, b);
+    }
+    builds = [...byId.values()];
     tokens = tokenList.tokens;
     render();
   }
