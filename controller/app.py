@@ -451,6 +451,7 @@ class Controller:
             self.portage.match,
             max_queued=config.test_build_max_queued,
             allowed_use=config.test_build_use_flags,
+            webhook_hosts=config.test_build_webhook_host_set,
             parallel=config.test_build_parallel,
             estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
             clock=self.clock,

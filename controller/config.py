@@ -164,6 +164,12 @@ class ControllerConfig:
     test_build_max_queued: int = option(
         100, "test builds queued at once over all tokens, at most; beyond, a request gets 429"
     )
+    test_build_webhook_hosts: str = option(
+        "",
+        "host names (comma-separated) a test build's webhook may name, '*' for any; default: none, "
+        "so a token holder cannot have the controller post inside its network",
+        metavar="HOSTS",
+    )
     test_build_use: str = option(
         "",
         "USE flags (comma-separated) a test build may ask to enable or disable; default: none",
@@ -569,6 +575,10 @@ class ControllerConfig:
             if str(self.admin_keys_file) not in ("", ".")
             else self.data_dir / "admin-keys"
         )
+
+    @property
+    def test_build_webhook_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.test_build_webhook_hosts.split(",") if h.strip())
 
     @property
     def test_build_use_flags(self) -> frozenset[str]:

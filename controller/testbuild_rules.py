@@ -124,8 +124,13 @@ def check_email(value: object) -> str:
     return value
 
 
-def check_webhook(value: object) -> str:
-    """An http(s) URL to POST the result to, or "" for none."""
+ANY_HOST = "*"
+
+
+def check_webhook(value: object, hosts: frozenset[str] = frozenset({ANY_HOST})) -> str:
+    """An http(s) URL to POST the result to, or "" for none. ``hosts``: the
+    host names the admin lets a webhook reach (ANY_HOST: any), since a token
+    holder's webhook is a request the controller makes inside its network."""
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
@@ -146,6 +151,15 @@ def check_webhook(value: object) -> str:
         raise InvalidArgument("webhook must not hold credentials (user:password@)")
     if parts.fragment:
         raise InvalidArgument("webhook must not have a #fragment")
+    if not hosts:
+        raise InvalidArgument(
+            "this controller sends no webhooks (its admin allows hosts with --test-build-webhook-hosts)"
+        )
+    if ANY_HOST not in hosts and parts.hostname.lower() not in hosts:
+        raise InvalidArgument(
+            f"webhook host {_quoted(parts.hostname)} is not one this controller posts to "
+            "(--test-build-webhook-hosts)"
+        )
     return value
 
 

@@ -51,6 +51,7 @@ from swarm.controller.events import EventLog
 from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.testbuild_rules import (
+    ANY_HOST,
     Bucket,
     Rate,
     check_atom,
@@ -216,6 +217,7 @@ class TestBuilds:
         *,
         max_queued: int = DEFAULT_MAX_QUEUED,
         allowed_use: frozenset[str] = frozenset(),
+        webhook_hosts: frozenset[str] = frozenset({ANY_HOST}),
         parallel: int = 1,
         estimate: Estimator | None = None,
         clock: Clock = SYSTEM,
@@ -225,6 +227,7 @@ class TestBuilds:
         self._resolve = resolve
         self.max_queued = max_queued
         self.allowed_use = allowed_use
+        self.webhook_hosts = webhook_hosts
         self.parallel = max(1, parallel)
         self._estimate = estimate or (lambda cpn: None)
         self._clock = clock
@@ -299,7 +302,7 @@ class TestBuilds:
             atom = check_atom(package)
             flags = check_use(list(use), self.allowed_use)
             email = check_email(notify_email)
-            webhook = check_webhook(webhook_url)
+            webhook = check_webhook(webhook_url, self.webhook_hosts)
         except InvalidArgument as exc:
             raise TestBuildRefused(400, exc.message) from None
         key = (token.user, atom, flags)

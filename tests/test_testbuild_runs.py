@@ -89,6 +89,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
             f"smtp://127.0.0.1:{smtp.port}",
             "--smtp-from",
             "swarm@ctl.test",
+            "--test-build-webhook-hosts",
+            "127.0.0.1",
             portage=True,
             heartbeat_interval=1.0,
         )

@@ -210,6 +210,28 @@ def test_email_and_webhook_are_checked() -> None:
             check_webhook(bad)
 
 
+def test_a_webhook_reaches_only_the_hosts_the_admin_allows() -> None:
+    # A token holder's webhook is a request the controller makes from inside its network.
+    hooks = frozenset({"hooks.example.org"})
+    assert check_webhook("https://HOOKS.example.org/t", hooks) == "https://HOOKS.example.org/t"
+    with pytest.raises(InvalidArgument, match="not one this controller posts to"):
+        check_webhook("http://127.0.0.1:8093/admin/api/drones", hooks)
+    with pytest.raises(InvalidArgument, match="sends no webhooks"):
+        check_webhook("https://hooks.example.org/t", frozenset())
+    assert check_webhook("", frozenset()) == ""  # none asked: nothing to refuse
+
+
+def test_a_controller_allowing_no_webhook_host_queues_nothing_for_one(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        secret = await h.token()
+        with pytest.raises(TestBuildRefused, match="sends no webhooks") as refused:
+            await h.queue.submit(secret, LEAF, webhook_url="http://10.0.0.1/hook")
+        assert refused.value.http_status == 400
+        assert await h.queue.recent(10) == []
+
+    run(tmp_path, body, webhook_hosts=frozenset())
+
+
 def test_rates_parse_and_print() -> None:
     assert Rate.parse("5/h") == Rate(5, 3600) and str(Rate(5, 3600)) == "5/h"
     assert Rate.parse("30/m").interval == 2.0
