@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support import zygote
 from support.gpg import end_agent
 
 DEFAULT_TIMEOUT = 15.0
@@ -91,13 +92,27 @@ def http(
 
 
 class Proc:
+    """A swarm program in a session of its own, its output appended to ``log_path``.
+
+    ``python -m swarm.controller.main`` and ``swarm.agent.main`` are forked
+    from a zygote that imported them once (support/zygote.py says why and
+    how); anything else, or every start under SWARM_TEST_EXEC=1, or this one
+    with ``exec_start``, is exec'd by its command line."""
+
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
         self.env = env
-        self.popen: subprocess.Popen[bytes] | None = None
+        # True: started by its command line, for a test of the process as
+        # that starts it (/proc/PID/cmdline, what a restart execs).
+        self.exec_start = False
+        self.popen: subprocess.Popen[bytes] | zygote.Forked | None = None
 
     def start(self) -> None:
+        env = {**os.environ, **(self.env or {})}
+        if not self.exec_start and zygote.forkable(self.args, env):
+            self.popen = zygote.spawn(self.args, env, self.log_path.absolute())
+            return
         log = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(
@@ -106,7 +121,7 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, **(self.env or {})},
+                env=env,
             )
         finally:
             log.close()
