@@ -111,7 +111,7 @@ class Proc:
     def start(self) -> None:
         env = {**os.environ, **(self.env or {})}
         if not self.exec_start and zygote.forkable(self.args, env):
-            self.popen = zygote.spawn(self.args, env, self.log_path.absolute())
+            self.popen = zygote.spawn(self.args, env, self.log_path)
             return
         log = self.log_path.open("ab")
         try:
@@ -334,8 +334,9 @@ class Controller(ControllerApi, Proc):
 def enroll(
     controller: Controller, name: str, state_dir: Path, token: str | None = None, pin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``swarm-agent enroll`` as an admin would on a new drone."""
-    return subprocess.run(
+    """Run ``swarm-agent enroll`` as an admin would on a new drone (forked
+    from the agent's zygote, as agents are)."""
+    return zygote.run(
         [
             sys.executable,
             "-m",
@@ -356,8 +357,6 @@ def enroll(
             "--log-file",
             "",
         ],
-        capture_output=True,
-        text=True,
         timeout=60,
     )
 

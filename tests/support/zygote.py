@@ -225,13 +225,15 @@ def serve(sock: int, program: str) -> tuple[dict[str, Any], int, dict[str, str]]
 
 def become(program: str, request: dict[str, Any], env_set: Mapping[str, str]) -> None:
     """In the child: what Popen(start_new_session=True, stdin=DEVNULL,
-    stdout=log, stderr=STDOUT, cwd, env) and ``python -m`` would have set up."""
+    stdout=log, stderr=STDOUT or a file of its own, cwd, env) and ``python -m``
+    would have set up."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    append = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    log = os.open(request["log"], append, 0o666)
     os.dup2(devnull, 0)
     os.dup2(log, 1)
-    os.dup2(log, 2)
+    os.dup2(os.open(request["stderr"], append, 0o666) if request.get("stderr") else log, 2)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -333,9 +335,15 @@ class Zygote:
             os.close(log)
 
     def spawn(
-        self, args: list[str], env: Mapping[str, str], log_path: Path, cwd: str | None = None
+        self, args: list[str], env: Mapping[str, str], log_path: Path, stderr_path: Path | None = None
     ) -> Forked:
-        request = {"argv": args[3:], "env": dict(env), "cwd": cwd or os.getcwd(), "log": str(log_path)}
+        request = {
+            "argv": args[3:],
+            "env": dict(env),
+            "cwd": os.getcwd(),
+            "log": str(log_path.absolute()),
+            "stderr": str(stderr_path.absolute()) if stderr_path is not None else "",
+        }
         with self._lock:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
             deadline = time.monotonic() + READY_TIMEOUT
@@ -402,14 +410,35 @@ def forkable(args: list[str], env: Mapping[str, str]) -> bool:
     return all(env.get(k) == _START_ENV.get(k) for k in keys)
 
 
-def spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> Forked:
-    """Start ``python -m PROGRAM ARGS`` (``args``) as a child of the program's zygote."""
+def spawn(args: list[str], env: Mapping[str, str], log_path: Path, stderr_path: Path | None = None) -> Forked:
+    """Start ``python -m PROGRAM ARGS`` (``args``) as a child of the program's
+    zygote, its stdout and stderr appended to ``log_path`` (stderr to
+    ``stderr_path`` if given)."""
     zygote = _zygotes.get(args[2])
     if zygote is None:
         if not _zygotes:
             atexit.register(close_all)
         zygote = _zygotes[args[2]] = Zygote(args[2], _START_ENV)
-    return zygote.spawn(args, env, log_path)
+    return zygote.spawn(args, env, log_path, stderr_path)
+
+
+def run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, capture_output=True, text=True, timeout=timeout)``
+    for what a zygote can start (``forkable``), forked."""
+    env = dict(os.environ)
+    if not forkable(args, env):
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="swarm-run-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        child = spawn(args, env, out, err)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
 
 
 def close_all() -> None:
