@@ -110,11 +110,11 @@ class Proc:
 
     def start(self) -> None:
         env = {**os.environ, **(self.env or {})}
-        if not self.exec_start and zygote.forkable(self.args, env):
-            self.popen = zygote.spawn(self.args, env, self.log_path)
-            return
-        log = self.log_path.open("ab")
+        log = self.log_path.open("ab")  # a log that cannot be opened fails here either way
         try:
+            if not self.exec_start and zygote.forkable(self.args, env):
+                self.popen = zygote.spawn(self.args, env, self.log_path)
+                return
             self.popen = subprocess.Popen(
                 self.args,
                 stdout=log,

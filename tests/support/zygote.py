@@ -4,12 +4,13 @@ started by fork from an interpreter that has imported their modules once.
 The suite starts hundreds of controller and agent processes, and each
 ``python -m swarm.controller.main`` spends most of the CPU it needs to be
 ready on starting Python and importing aiohttp, grpc, protobuf, peewee,
-cryptography, prometheus_client and our own modules: about 0.6 CPU-s a
-controller, 0.3 an agent (``bench/zygote.py`` prints the figures). A
-zygote is a Python that did that once; each start is then a ``fork()``
-whose child runs the program's real ``main`` over real sockets. One zygote
-per program and test process (an xdist worker), started when its program
-is first started (``spawn``), ended when the test process exits.
+cryptography, prometheus_client and our own modules: about 0.75 CPU-s to
+a ready controller, 0.23 to an online agent, against 0.10 and 0.02 forked
+(``bench/zygote.py`` prints the figures). A zygote is a Python that did
+that once; each start is then a ``fork()`` whose child runs the program's
+real ``main`` over real sockets. One zygote per program and test process
+(an xdist worker), started when its program is first started (``spawn``),
+ended when the test process exits.
 
 The child is made to look like what ``subprocess.Popen(..., start_new_session=True,
 stdin=DEVNULL, stdout=log, stderr=STDOUT)`` of ``python -m PROGRAM ARGS`` makes:
@@ -46,16 +47,18 @@ collection in a child writes to the pages it shares with the zygote.
 What the children share beyond a real start: the zygote's hash seed (the
 iteration order of sets of strings is the same in each), the modules
 preloaded for the program even where one run would not have imported them,
-and its command line (``/proc/PID/cmdline`` names the zygote until a
-restart execs). A test whose point is the process as its command line
-starts it (the restart test compares command lines) sets
-``Proc.exec_start``; ``SWARM_TEST_EXEC=1`` starts every process by exec,
+and its command line and first environment (``/proc/PID/cmdline`` and
+``/proc/PID/environ`` are the zygote's until a restart execs; ``os.environ``
+and what the child starts are as asked). A test whose point is the process
+as its command line starts it (the restart test compares command lines)
+sets ``Proc.exec_start``; ``SWARM_TEST_EXEC=1`` starts every process by exec,
 as before; a command line that is not ``python -m PROGRAM`` (a wrapper
 setting a limit first) is exec'd too, as is a start whose environment
 differs from the zygote's in what Python reads when it starts.
 
 Protocol, JSON lines on a socket pair: the test process sends
-``{"argv", "env", "cwd", "log"}``; the zygote answers each with
+``{"argv", "env", "cwd", "log", "stderr"}`` (stderr: a file of its own,
+or "" for the log); the zygote answers each with
 ``{"pid"}`` or ``{"error"}``, in order, and sends ``{"exited", "returncode"}``
 when it reaps a child (returncode as Popen's: ``-N`` for signal N).
 """
@@ -316,23 +319,26 @@ class Zygote:
         self._running: dict[int, Forked] = {}
         self._pending = b""
         self._replies: list[dict[str, Any]] = []
-        # The zygote's own output (a failed import, say), read when it is gone.
-        log, self._log = tempfile.mkstemp(prefix="swarm-zygote-", suffix=".log")
+        # The zygote's own output (a failed import, say), read if it is gone;
+        # unlinked at once, so that nothing is left behind however this process ends.
+        self._log, path = tempfile.mkstemp(prefix="swarm-zygote-", suffix=".log")
+        os.unlink(path)
         ours, theirs = socket.socketpair()
         self._sock = ours
+        self._poller = select.poll()
+        self._poller.register(ours, select.POLLIN)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, __file__, program, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=log,
+                stderr=self._log,
                 start_new_session=True,
                 env=self.env,
             )
         finally:
             theirs.close()
-            os.close(log)
 
     def spawn(
         self, args: list[str], env: Mapping[str, str], log_path: Path, stderr_path: Path | None = None
@@ -345,7 +351,10 @@ class Zygote:
             "stderr": str(stderr_path.absolute()) if stderr_path is not None else "",
         }
         with self._lock:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            try:
+                self._sock.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as exc:
+                raise ZygoteError(f"the zygote of {self.program} is gone ({exc}): {self._tail()}") from None
             deadline = time.monotonic() + READY_TIMEOUT
             while not self._replies:
                 left = deadline - time.monotonic()
@@ -362,10 +371,12 @@ class Zygote:
     def pump(self, timeout: float | None) -> None:
         """Read what the zygote sent, waiting up to ``timeout`` for something."""
         with self._lock:
-            ready, _, _ = select.select([self._sock], [], [], timeout)
-            if not ready:
+            if not self._poller.poll(None if timeout is None else max(0, round(timeout * 1000))):
                 return
-            data = self._sock.recv(65536)
+            try:
+                data = self._sock.recv(65536)
+            except OSError:  # reset: it died with a request unread
+                data = b""
             if not data:
                 raise ZygoteError(f"the zygote of {self.program} is gone: {self._tail()}")
             self._pending += data
@@ -381,7 +392,9 @@ class Zygote:
 
     def _tail(self) -> str:
         self._proc.poll()
-        return f"exit {self._proc.returncode}: {Path(self._log).read_text(errors='replace')[-2000:]}"
+        size = os.fstat(self._log).st_size
+        tail = os.pread(self._log, 2000, max(0, size - 2000)).decode(errors="replace")
+        return f"exit {self._proc.returncode}: {tail}"
 
     def close(self) -> None:
         """Hang up (the zygote exits; its children run on until killed) and reap it."""
@@ -391,7 +404,7 @@ class Zygote:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        Path(self._log).unlink(missing_ok=True)
+        os.close(self._log)
 
 
 _zygotes: dict[str, Zygote] = {}
