@@ -133,6 +133,9 @@ STARTUP_ENV_PREFIXES = (
 )
 EXEC_ENV = "SWARM_TEST_EXEC"
 READY_TIMEOUT = 60.0
+# The longest a waiting test process blocks before it looks again whether what
+# it waits for came (another thread may have read it).
+PUMP_SLICE = 0.1
 
 
 # -- the zygote process ----------------------------------------------------------
@@ -317,6 +320,7 @@ class Zygote:
         self.env = dict(env)
         self._lock = threading.RLock()
         self._running: dict[int, Forked] = {}
+        self._exited: dict[int, int] = {}
         self._pending = b""
         self._replies: list[dict[str, Any]] = []
         # The zygote's own output (a failed import, say), read if it is gone;
@@ -325,8 +329,6 @@ class Zygote:
         os.unlink(path)
         ours, theirs = socket.socketpair()
         self._sock = ours
-        self._poller = select.poll()
-        self._poller.register(ours, select.POLLIN)
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, __file__, program, str(theirs.fileno())],
@@ -365,16 +367,29 @@ class Zygote:
             if "error" in reply:
                 raise ZygoteError(str(reply["error"]))
             child = Forked(self, args, int(reply["pid"]))
-            self._running[child.pid] = child
+            # Its exit may have come in the same read as the reply.
+            child.returncode = self._exited.pop(child.pid, None)
+            if child.returncode is None:
+                self._running[child.pid] = child
             return child
 
     def pump(self, timeout: float | None) -> None:
-        """Read what the zygote sent, waiting up to ``timeout`` for something."""
+        """Read what the zygote sent, waiting up to ``timeout`` (at most
+        PUMP_SLICE) for something; callers loop until what they wait for came.
+
+        The wait holds no lock: a test may wait for one process in a thread
+        while it starts another; whichever thread reads a message files it
+        where its waiter looks (a returncode, a reply) by the next slice."""
+        wait = PUMP_SLICE if timeout is None else min(max(timeout, 0.0), PUMP_SLICE)
+        poller = select.poll()  # one each: a poll object refuses concurrent calls
+        poller.register(self._sock, select.POLLIN)
+        if not poller.poll(round(wait * 1000)):
+            return
         with self._lock:
-            if not self._poller.poll(None if timeout is None else max(0, round(timeout * 1000))):
-                return
             try:
-                data = self._sock.recv(65536)
+                data = self._sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # another thread read it first
+                return
             except OSError:  # reset: it died with a request unread
                 data = b""
             if not data:
@@ -384,9 +399,12 @@ class Zygote:
                 line, self._pending = self._pending.split(b"\n", 1)
                 message = json.loads(line)
                 if "exited" in message:
-                    child = self._running.pop(int(message["exited"]), None)
+                    pid, code = int(message["exited"]), int(message["returncode"])
+                    child = self._running.pop(pid, None)
                     if child is not None:
-                        child.returncode = int(message["returncode"])
+                        child.returncode = code
+                    else:  # its reply is read but not yet taken by spawn()
+                        self._exited[pid] = code
                 else:
                     self._replies.append(message)
 
