@@ -3,6 +3,7 @@ as the same program started by its command line, and is a process of its own."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import subprocess
@@ -47,6 +48,17 @@ def test_a_forked_program_answers_as_its_command_line_does(
     assert says in forked[1]
     # The relative --state-dir is the test's working directory's, in both.
     assert forked[1] == execed[1]
+
+
+def test_forked_programs_are_waited_for_from_several_threads_at_once(tmp_path: Path) -> None:
+    # Programs that exit at once: each exit may come in one read with the next reply.
+    procs = [Proc([*AGENT, "--version"], tmp_path / f"version-{i}.log") for i in range(6)]
+    for proc in procs:
+        proc.start()
+    with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+        codes = list(pool.map(lambda proc: proc.popen.wait(timeout=30) if proc.popen else None, procs))
+    assert codes == [0] * len(procs)
+    assert all(isinstance(proc.popen, zygote.Forked) and "swarm-agent " in proc.log() for proc in procs)
 
 
 def sockets(pid: int) -> set[str]:
