@@ -390,6 +390,8 @@ def test_restart_service_replaces_the_agent_process_with_a_fresh_one(tmp_path: P
             "--emerge-command",
             f"{sys.executable} -c 'import time; time.sleep(60)'",
         )
+        # Its command line is compared before and after: started by it, not forked (support/zygote.py).
+        agent.exec_start = True
         agent.start()
         try:
             first = await asyncio.wait_for(gateway.hellos.get(), 15)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support import zygote
 from support.gpg import end_agent
 
 DEFAULT_TIMEOUT = 15.0
@@ -91,22 +92,36 @@ def http(
 
 
 class Proc:
+    """A swarm program in a session of its own, its output appended to ``log_path``.
+
+    ``python -m swarm.controller.main`` and ``swarm.agent.main`` are forked
+    from a zygote that imported them once (support/zygote.py says why and
+    how); anything else, or every start under SWARM_TEST_EXEC=1, or this one
+    with ``exec_start``, is exec'd by its command line."""
+
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
         self.env = env
-        self.popen: subprocess.Popen[bytes] | None = None
+        # True: started by its command line, for a test of the process as
+        # that starts it (/proc/PID/cmdline, what a restart execs).
+        self.exec_start = False
+        self.popen: subprocess.Popen[bytes] | zygote.Forked | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
+        env = {**os.environ, **(self.env or {})}
+        log = self.log_path.open("ab")  # a log that cannot be opened fails here either way
         try:
+            if not self.exec_start and zygote.forkable(self.args, env):
+                self.popen = zygote.spawn(self.args, env, self.log_path)
+                return
             self.popen = subprocess.Popen(
                 self.args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, **(self.env or {})},
+                env=env,
             )
         finally:
             log.close()
@@ -319,8 +334,9 @@ class Controller(ControllerApi, Proc):
 def enroll(
     controller: Controller, name: str, state_dir: Path, token: str | None = None, pin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``swarm-agent enroll`` as an admin would on a new drone."""
-    return subprocess.run(
+    """Run ``swarm-agent enroll`` as an admin would on a new drone (forked
+    from the agent's zygote, as agents are)."""
+    return zygote.run(
         [
             sys.executable,
             "-m",
@@ -341,8 +357,6 @@ def enroll(
             "--log-file",
             "",
         ],
-        capture_output=True,
-        text=True,
         timeout=60,
     )
 
