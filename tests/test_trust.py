@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib
 import json
+import pkgutil
 import secrets
 import socket
 import ssl
@@ -31,9 +33,9 @@ from swarm.v1 import (
     build_pb2_grpc,
     enroll_pb2,
     enroll_pb2_grpc,
-    gateway_pb2,
     gateway_pb2_grpc,
-    shell_pb2,
+    payload_pb2,
+    payload_pb2_grpc,
     shell_pb2_grpc,
 )
 
@@ -222,8 +224,14 @@ def test_live_join_tokens_are_capped_and_expired_ones_do_not_count(tmp_path: Pat
 
 
 def all_methods() -> list[str]:
+    """Every RPC of every service in swarm.v1 (each .proto's module found, not listed)."""
+    import swarm.v1
+
     methods = []
-    for module in (gateway_pb2, enroll_pb2, build_pb2, shell_pb2):
+    for found in pkgutil.iter_modules(swarm.v1.__path__):
+        if not found.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"swarm.v1.{found.name}")
         for service in module.DESCRIPTOR.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return sorted(methods)
@@ -250,6 +258,13 @@ async def call_method(target: str, creds: grpc.ChannelCredentials, method: str) 
             if stream is not None:
                 assert await asyncio.wait_for(stream.read(), 5) is grpc.aio.EOF
                 return await stream.code()
+            if method == "/swarm.v1.Payloads/Fetch":
+                fetch = payload_pb2_grpc.PayloadsStub(channel).Fetch(
+                    payload_pb2.PayloadRequest(kind="agent", version=1), timeout=5
+                )
+                async for _ in fetch:
+                    pass
+                return grpc.StatusCode.OK
             builds = build_pb2_grpc.BuildsStub(channel)
             if method == "/swarm.v1.Builds/BuildLog":
                 await builds.BuildLog(
