@@ -185,6 +185,21 @@ def events(api: InProcessController, rollout_id: str) -> list[str]:
     return [e["type"] for e in found]
 
 
+def said(api: InProcessController, rollout_id: str, *, ending: list[str], starting: str = "") -> list[str]:
+    """The rollout's events once they end so (a state is written, then its event is emitted)."""
+    return list(
+        wait_for(
+            lambda: (
+                (found := events(api, rollout_id))[-len(ending) :] == ending
+                and (not starting or found[0] == starting)
+                and found
+            ),
+            timeout=10,
+            what=f"rollout {rollout_id}'s events ending {ending}",
+        )
+    )
+
+
 def by_name(reply: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["drone"]: d for d in reply["drones"]}
 
@@ -231,7 +246,13 @@ def test_a_rollout_goes_to_the_canary_then_batch_by_batch_each_drone_through_its
     assert done["next_batch"] == 3
     assert all(by_name(done)[d.name]["state"] == "passed" for d in fleet)
     assert [len(d.offers()) for d in fleet] == [1] * 5 and current.offers() == []
-    assert events(api, rid) == ["rollout_started", "rollout_batch", "rollout_batch", "rollout_batch", "rollout_done"]
+    assert said(api, rid, ending=["rollout_done"]) == [
+        "rollout_started",
+        "rollout_batch",
+        "rollout_batch",
+        "rollout_batch",
+        "rollout_done",
+    ]
     listing = admin(api, "GET", ROLLOUTS)[1]
     per_schema("RolloutsView", listing)
     assert listing["rollouts"][0]["id"] == rid
@@ -280,8 +301,7 @@ def test_a_failure_stops_the_rollout_and_the_drones_that_took_it_go_back(api: In
     # The later batch never got it.
     assert fleet[3].offers() == [] and fleet[4].offers() == []
     assert plan[fleet[3].name]["state"] == "pending"
-    kinds = events(api, rid)
-    assert kinds[:1] == ["rollout_started"] and kinds[-2:] == ["rollout_failed", "rollout_rolled_back"]
+    said(api, rid, starting="rollout_started", ending=["rollout_failed", "rollout_rolled_back"])
     # The offer the drone verifies: signed, for this drone, a rollback.
     public_key = bytes.fromhex(admin(api, "GET", PATH)[1]["public_key"])
     apply = [m for m in took.link.sent if m.WhichOneof("body") == "apply_payload"][1].apply_payload
@@ -316,7 +336,7 @@ def test_the_gate_wants_the_drone_connected_within_its_timeout_and_a_rollback_is
     plan = by_name(failed)
     assert plan[fleet[2].name]["state"] == "failed" and "timed out" in plan[fleet[2].name]["reason"]
     assert plan[fleet[1].name]["state"] == "failed" and "not connected" in plan[fleet[1].name]["reason"]
-    assert events(api, rid)[-1] == "rollout_failed"
+    said(api, rid, ending=["rollout_failed"])
     assert len(fleet[0].offers()) == 1  # no rollback unasked
 
     status, refused = admin(api, "POST", f"{ROLLOUTS}/{rid}/resume")
@@ -358,7 +378,7 @@ def test_pause_resume_and_abort(api: InProcessController) -> None:
     advance(api, 120)
     assert fleet[2].offers() == []
     assert admin(api, "POST", f"{ROLLOUTS}/{rid}/resume")[0] == 409
-    assert events(api, rid) == [
+    assert said(api, rid, ending=["rollout_aborted"]) == [
         "rollout_started",
         "rollout_batch",
         "rollout_paused",
@@ -443,13 +463,11 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
         done = reaches(second, rid, "done")
         assert all(d["state"] == "passed" for d in done["drones"])
         assert [d.offers() for d in again] == [[], [], []]  # none sent it twice
-        assert events(second, rid)[-5:] == [
-            "rollout_paused",
-            "rollout_resumed",
-            "rollout_batch",
-            "rollout_batch",
-            "rollout_done",
-        ]
+        said(
+            second,
+            rid,
+            ending=["rollout_paused", "rollout_resumed", "rollout_batch", "rollout_batch", "rollout_done"],
+        )
     finally:
         second.stop()
 
@@ -468,15 +486,28 @@ def cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str
     return code, out, err
 
 
-def test_cli_rolls_out_shows_and_rolls_back(api: InProcessController, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rolls_out_shows_and_rolls_back(
+    api: InProcessController, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = staged(api, 'MAKEOPTS="-j8"\n')
     version = staged(api, 'MAKEOPTS="-j9"\n')
     fleet = drones(api, "lan7", 2, runs=before)
     code, out, err = cli(
-        api, capsys, "payload", "deploy", KIND, str(version), "--network", "lan7", "--canary", "1", "--batch", "5"
+        api,
+        capsys,
+        "payload",
+        "deploy",
+        KIND,
+        str(version),
+        "--network",
+        "lan7",
+        "--canary",
+        "1",
+        "--batch",
+        "5",
     )
     assert code == 0, err
-    rid = out.split()[1]
+    rid = out.split()[1].rstrip(":")
     assert out.startswith(f"rollout {rid}: {KIND} version {version} to network lan7: 2 drones in 2 batches")
     for d in fleet:
         d.say(d.offered(1), "applied")
@@ -484,7 +515,12 @@ def test_cli_rolls_out_shows_and_rolls_back(api: InProcessController, capsys: py
     code, out, err = cli(api, capsys, "payload", "status", "--rollout", rid)
     assert code == 0, err
     assert f"rollout {rid}" in out and "done" in out
-    assert all(any(line.split()[:3] == [d.name, "0" if d is fleet[0] else "1", "passed"] for line in out.splitlines()) for d in fleet)
+    assert all(
+        any(
+            line.split()[:3] == [d.name, "0" if d is fleet[0] else "1", "passed"] for line in out.splitlines()
+        )
+        for d in fleet
+    )
     code, out, err = cli(api, capsys, "payload", "rollback", rid)
     assert code == 0, err
     assert "rolling_back" in out
@@ -494,4 +530,4 @@ def test_cli_rolls_out_shows_and_rolls_back(api: InProcessController, capsys: py
     code, _, err = cli(api, capsys, "payload", "rollback", rid)
     assert code == 1 and err.count("\n") == 1 and "409" in err
     code, _, err = cli(api, capsys, "payload", "deploy", KIND, str(version), "--canary", "1")
-    assert code == 2 and "--drone, --network or --all" in err
+    assert code == 2 and "say which drones: --drone (one or more), --network or --all" in err
