@@ -25,7 +25,7 @@ import pytest
 
 from swarm import payloadsig
 from swarm.cli.main import main as swarm_cli
-from swarm.controller.domain import HelloData, PayloadStatusData, PayloadVersionData
+from swarm.controller.domain import CheckData, HelloData, PayloadStatusData, PayloadVersionData, PongData
 from swarm.controller.fleet import DroneState
 from swarm.controller.web import openapi
 from swarm.v1 import payload_pb2
@@ -153,6 +153,20 @@ class Drone:
         self.api.call(payloads.on_status, self.state, status)
         if state == "applied":
             self.runs = meta.version
+
+    def unwell(self) -> None:
+        """A pong that says a check fails (as an agent's does): unhealthy."""
+        fleet = self.api.controller.fleet
+
+        def pong() -> str:
+            seq, sent = self.state.ping_seq + 1, fleet.clock.time_ns()
+            fleet.on_ping_sent(self.state, seq, sent)
+            fleet.on_pong(
+                self.state, PongData(seq, sent, False, "", 0.0, 1.0, 1, (CheckData("disk", False, "full"),))
+            )
+            return self.state.status
+
+        assert self.api.call(pong) == "unhealthy"
 
     def leave(self) -> None:
         self.api.call(self.api.controller.fleet.detach, self.link, "gone")
@@ -320,22 +334,26 @@ def test_the_gate_wants_the_drone_connected_within_its_timeout_and_a_rollback_is
 ) -> None:
     before = staged(api, 'MAKEOPTS="-j4"\n')
     version = staged(api, 'MAKEOPTS="-j5"\n')
-    fleet = drones(api, "lan4", 3, runs=before)
-    body = {"network": "lan4", "canary": 1, "batch": 2, "gate_timeout_s": 30, "auto_rollback": False}
+    fleet = drones(api, "lan4", 4, runs=before)
+    body = {"network": "lan4", "canary": 1, "batch": 3, "gate_timeout_s": 30, "auto_rollback": False}
     status, reply = admin(api, "POST", f"{PATH}/{KIND}/{version}/deploy", body)
     assert status == 202, reply
     rid = reply["id"]
     fleet[0].say(fleet[0].offered(1), "applied")
-    # Batch 1: one applies it, its stream gone by then; the other never answers.
+    # Batch 1: one applies it, its stream gone by then; one never answers;
+    # one applies it and is unhealthy.
     meta = fleet[1].offered(1)
     fleet[1].leave()
     fleet[1].say(meta, "applied")
     fleet[2].offered(1)
+    fleet[3].unwell()
+    fleet[3].say(fleet[3].offered(1), "applied")
     advance(api, 31)
     failed = reaches(api, rid, "failed")
     plan = by_name(failed)
     assert plan[fleet[2].name]["state"] == "failed" and "timed out" in plan[fleet[2].name]["reason"]
     assert plan[fleet[1].name]["state"] == "failed" and "not connected" in plan[fleet[1].name]["reason"]
+    assert plan[fleet[3].name]["state"] == "failed" and "unhealthy" in plan[fleet[3].name]["reason"]
     said(api, rid, ending=["rollout_failed"])
     assert len(fleet[0].offers()) == 1  # no rollback unasked
 
@@ -343,12 +361,13 @@ def test_the_gate_wants_the_drone_connected_within_its_timeout_and_a_rollback_is
     assert status == 409 and "failed" in refused["error"]["message"]
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/rollback")
     assert status == 202 and reply["state"] == "rolling_back", reply
-    offer = fleet[0].offered(2)
-    assert (offer.version, offer.rollback) == (before, True)
-    fleet[0].say(offer, "applied")
+    for d in (fleet[0], fleet[3]):
+        offer = d.offered(2)
+        assert (offer.version, offer.rollback) == (before, True)
+        d.say(offer, "applied")
     back = reaches(api, rid, "rolled_back")
     plan = by_name(back)
-    assert plan[fleet[0].name]["state"] == "rolled_back"
+    assert plan[fleet[0].name]["state"] == plan[fleet[3].name]["state"] == "rolled_back"
     # Gone: it keeps it, said so; never having taken it: not sent anything.
     assert plan[fleet[1].name]["state"] == "kept" and "not connected" in plan[fleet[1].name]["reason"]
     assert len(fleet[2].offers()) == 1
