@@ -436,10 +436,11 @@ class Rollouts:
             )
             if outcome != APPLIED:
                 said = self._payloads.last_outcome(drone.drone_id, rollout.kind)
-                reason = said.reason if said is not None and said.reason else ""
-                return await self._fail(
-                    rollout, drone, outcome.replace("_", " ") + (f": {reason}" if reason else "")
-                )
+                reason = said.reason if said is not None else ""
+                ended = outcome.replace("_", " ")
+                # The drone's reason says how it ended, as a rule ("rolled back: ...").
+                why = reason if reason.startswith(ended) else f"{ended}: {reason}" if reason else ended
+                return await self._fail(rollout, drone, why)
         while True:
             why = self._gate(drone.drone_id, rollout.kind, rollout.version)
             if not why:
