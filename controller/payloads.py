@@ -464,7 +464,11 @@ class Payloads:
             if current is None or current.running_version != reported.version:
                 self._note(state.id, reported.kind, running=reported.version, sha256=reported.sha256)
         for listener in self.hello_listeners:
-            listener(state)
+            try:
+                listener(state)
+            except Exception:
+                # The drone's Hello is taken whatever a listener makes of it.
+                log.exception("a payloads listener failed on %s's Hello", state.name)
 
     def running(self, state: DroneState, kind: str) -> int:
         """The version of ``kind`` the drone says it runs (0: what it was installed with)."""
