@@ -11,6 +11,7 @@ tests/test_payload_deploy.py's (real agents).
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import tarfile
@@ -511,25 +512,17 @@ def test_cli_rolls_out_shows_and_rolls_back(
     before = staged(api, 'MAKEOPTS="-j8"\n')
     version = staged(api, 'MAKEOPTS="-j9"\n')
     fleet = drones(api, "lan7", 2, runs=before)
-    code, out, err = cli(
-        api,
-        capsys,
-        "payload",
-        "deploy",
-        KIND,
-        str(version),
-        "--network",
-        "lan7",
-        "--canary",
-        "1",
-        "--batch",
-        "5",
-    )
+    argv = ("payload", "deploy", KIND, str(version), "--network", "lan7", "--canary", "1", "--batch", "5")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(cli, api, capsys, *argv, "--wait", "--timeout", "30")
+        for d in fleet:
+            d.say(d.offered(1), "applied")
+        code, out, err = waiting.result(timeout=40)
     assert code == 0, err
     rid = out.split()[1].rstrip(":")
-    assert out.startswith(f"rollout {rid}: {KIND} version {version} to network lan7: 2 drones in 2 batches")
-    for d in fleet:
-        d.say(d.offered(1), "applied")
+    lines = out.splitlines()
+    assert lines[0] == f"rollout {rid}: {KIND} version {version} to network lan7: 2 drones in 2 batches"
+    assert {f"{fleet[0].name}: passed", f"{fleet[1].name}: passed"} <= set(lines[1:])
     reaches(api, rid, "done")
     code, out, err = cli(api, capsys, "payload", "status", "--rollout", rid)
     assert code == 0, err
