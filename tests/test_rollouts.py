@@ -33,7 +33,7 @@ from swarm.v1 import payload_pb2
 
 from fakes.clock import ManualClock
 from fakes.links import FakeLink
-from support.inproc import InProcessController, local_config
+from support.inproc import InProcessController, fill_executor, local_config
 from support.procs import wait_for
 
 pytestmark = [
@@ -56,6 +56,7 @@ def start(root: Path) -> InProcessController:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessController]:
     proc = start(tmp_path_factory.mktemp("rollouts"))
     try:
+        fill_executor(proc)
         yield proc
     finally:
         proc.stop()
