@@ -324,8 +324,9 @@ class Rollouts:
         return rollout
 
     async def abort(self, rollout_id: str, *, by: str) -> Rollout:
-        """No drone is sent it any more (a deploy in flight is left to end on
-        its own); those that took it keep it unless rolled back."""
+        """No drone is sent it any more, and the rollout stops waiting for
+        those sent it (a drone may still apply what it was sent: its status
+        shows in drones/versions); those that took it keep it unless rolled back."""
         rollout = self._expect(rollout_id, (RUNNING, PAUSED), "abort")
         await self._set(rollout, ABORTED, f"aborted by {by}")
         run = self._runs.pop(rollout_id, None)
