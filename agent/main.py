@@ -218,6 +218,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0, config_file: Path = D
         send=link.send,
         channel=link.new_channel,
         journal=config.state_dir / "build-journal.json",
+        scratch=config.state_dir / "test-pkgdirs",
     )
     checks = HealthChecks(
         builder=link.builder,

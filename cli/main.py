@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli import binhosts, logs, payloads, releases, streams
+from swarm.cli import binhosts, logs, payloads, releases, streams, testbuilds
 from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
@@ -432,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_parser(sub, _json_option)
     releases.add_parser(sub, _json_option)
     binhosts.add_parser(sub, _json_option)
+    testbuilds.add_parser(sub, _json_option)
     payloads.add_parser(sub, _json_option)
     p = sub.add_parser("queue", help="queue packages to build")
     p.add_argument("atoms", nargs="+", metavar="ATOM")

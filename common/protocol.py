@@ -43,6 +43,8 @@ PONG_IN_HEARTBEAT = "pong-in-heartbeat"
 # ApplyPayload is applied and Hello.payloads filled (payload.proto); the
 # controller deploys payloads only to agents that list it.
 PAYLOADS = "payloads"
+# StartBuild.test_build is honoured: the build goes to a scratch PKGDIR of its own.
+TEST_BUILDS = "test-builds"
 AGENT_FEATURES = (
     CHANNELS_SHELL,
     CHANNELS_EXEC,
@@ -54,6 +56,7 @@ AGENT_FEATURES = (
     DUPLICATE_NOTICE,
     PONG_IN_HEARTBEAT,
     PAYLOADS,
+    TEST_BUILDS,
 )
 
 MAX_FEATURES = 64
@@ -72,7 +75,7 @@ def read_features(names: Iterable[str]) -> tuple[str, ...]:
 
 
 # Added after feature lists were: a peer without a list does not speak these.
-REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE, PONG_IN_HEARTBEAT, PAYLOADS})
+REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE, PONG_IN_HEARTBEAT, PAYLOADS, TEST_BUILDS})
 
 
 def speaks(features: tuple[str, ...], feature: str) -> bool:

@@ -38,6 +38,7 @@ from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.mirrors import Mirrors
+from swarm.controller.notify import Notifier
 from swarm.controller.oob import CommandTemplate, SshSettings
 from swarm.controller.payloads import Payloads, PayloadSettings
 from swarm.controller.persist import NodeWriter
@@ -54,6 +55,9 @@ from swarm.controller.signing import SigningError
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.testbinhost import TEST_PATH, TestBinhost
+from swarm.controller.testbuilds import TestBuilds
+from swarm.controller.testrunner import RunnerSettings, TestRunner
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
@@ -143,6 +147,8 @@ class Controller:
         self.build_logs: BuildsService | None = None
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
+        self.testbuilds: TestBuilds | None = None
+        self.testrunner: TestRunner | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
         self.payloads: Payloads | None = None
@@ -251,8 +257,10 @@ class Controller:
             release_schedule=self.release_schedule,
             binhosts=self.binhosts,
             mirrors=self.mirrors,
+            testbuilds=self.testbuilds,
             payloads=self.payloads,
             rollouts=self.rollouts,
+            testrunner=self.testrunner,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -279,6 +287,9 @@ class Controller:
         if self.staging is not None:
             self.staging.url = base + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
+        if self.testrunner is not None:
+            self.testrunner.public_url = base
+            self.testrunner.binhost.url = base + TEST_PATH
 
         await self.selfcheck.start()
         await self.health.start()
@@ -438,16 +449,65 @@ class Controller:
             key_file=_path(config.release_key),
             clock=self.clock,
         )
+        builds = self.builds
+        self.testbuilds = TestBuilds(
+            self.runner,
+            self.events,
+            self.portage.match,
+            max_queued=config.test_build_max_queued,
+            allowed_use=config.test_build_use_flags,
+            webhook_hosts=config.test_build_webhook_host_set,
+            parallel=config.test_build_parallel,
+            estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
+            clock=self.clock,
+        )
+        await self.testbuilds.start()
         try:
             await self.releases.start()
         except (SwarmError, SigningError, OSError) as exc:
             raise StartupError(f"cannot start releases: {getattr(exc, 'message', None) or exc}") from None
+        await self._start_test_runner()
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
             config.portage_eprefix,
             pkgdir,
             self.staging.url,
         )
+
+    async def _start_test_runner(self) -> None:
+        """What runs the test builds (with builds on, as their queue)."""
+        config = self.config
+        builds, testbuilds = self.builds, self.testbuilds
+        assert builds is not None and testbuilds is not None
+        pkgdir = config.data_dir / "binhost" / "test"
+        binhost = TestBinhost(
+            pkgdir,
+            config.data_dir / "uploads-test",
+            TEST_PATH,  # the full URL once the public tier listens
+            # A Portage process of its own, its PKGDIR the test binhost's: staging's index is never touched.
+            PortageWorker(config.portage_eprefix, pkgdir=pkgdir),
+            self.runner,
+            self.events,
+        )
+        self.testrunner = TestRunner(
+            testbuilds,
+            builds,
+            self.fleet,
+            binhost,
+            Notifier(config.smtp, testbuilds.notified),
+            config.data_dir / "buildlogs",
+            RunnerSettings(
+                parallel=config.test_build_parallel,
+                drones=config.test_build_drone_names,
+                keep_days=config.test_build_keep_days,
+                build_timeout=config.build_timeout,
+                start_timeout=config.build_start_timeout,
+                grace=config.build_grace,
+            ),
+            clock=self.clock,
+        )
+        await self.testrunner.start()
+        self.gateway.tests = self.testrunner
 
     async def _start_grpc(self) -> tuple[int, int | None]:
         """The gateway port (mutual TLS) and the enrollment port (server TLS only).
@@ -468,6 +528,7 @@ class Controller:
         self.build_logs = BuildsService(
             self.builds, self.staging, config.data_dir / "buildlogs", self.bounds.noise
         )
+        self.build_logs.tests = self.testrunner
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
             ChannelsService(self.channels, self.bounds, self.events), self._server
@@ -605,6 +666,8 @@ class Controller:
             await self.rollouts.stop()
         if self.payloads is not None:
             await self.payloads.stop()
+        if self.testrunner is not None:
+            await self.testrunner.stop()
         if self.builds is not None:
             await self.builds.stop()
         if self.releases is not None:

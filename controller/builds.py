@@ -287,6 +287,9 @@ class BuildQueue:
         # then pull the current release from the mirrors of their network before staging.
         self._mirrors: MirrorsAPI | None = None
         self._url_of: Callable[[BinhostTarget], str] = lambda target: target.url
+        # Builds other than the queue's running on drones (the test runner's):
+        # drone id -> count. The planner counts them as the drone's jobs.
+        self.elsewhere: Callable[[], Mapping[str, int]] = dict
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -692,8 +695,21 @@ class BuildQueue:
                 running[job.drone_id] = running.get(job.drone_id, 0) + 1
         return running
 
+    def ready(self) -> bool:
+        """Whether a job of a running session waits for a drone (test builds wait then)."""
+        return any(
+            j.state == QUEUED and (s := self.sessions.get(j.session_id)) is not None and s.state == RUNNING
+            for j in self.jobs.values()
+        )
+
+    def wake(self) -> None:
+        """Schedule now (a drone was freed by a build that is not the queue's)."""
+        self._wake.set()
+
     def _drone_views(self) -> list[DroneView]:
         running = self.running_by_drone()
+        for drone_id, count in self.elsewhere().items():
+            running[drone_id] = running.get(drone_id, 0) + count
         return [
             DroneView(
                 d.id,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, replace
 from typing import Any, Protocol
 
@@ -78,7 +78,19 @@ class Link(Protocol):
         pong-in-heartbeat)."""
         ...
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool: ...
+    def start_build(
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> bool:
+        """A StartBuild (``test_build``: into the agent's scratch PKGDIR, for agents
+        with test-builds; ``env``: emerge's extra environment)."""
+        ...
 
     def cancel_build(self, build_id: str, reason: str) -> bool: ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -242,11 +243,23 @@ def recent_builds(hello: fleet_pb2.Hello) -> list[BuildEventData]:
 
 
 def start_build(
-    job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str
+    job_id: str,
+    build_id: str,
+    cpv: str,
+    timeout_s: int,
+    binhost_url: str,
+    test_build: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(
         start_build=build_pb2.StartBuild(
-            job_id=job_id, build_id=build_id, cpv=cpv, timeout_s=timeout_s, binhost_url=binhost_url
+            job_id=job_id,
+            build_id=build_id,
+            cpv=cpv,
+            timeout_s=timeout_s,
+            binhost_url=binhost_url,
+            test_build=test_build,
+            env=env or {},
         )
     )
 

@@ -33,6 +33,8 @@ from swarm.controller.store.models import (
     PayloadVersion,
     SchemaVersion,
     Setting,
+    TestBuild,
+    TestBuildToken,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ def _binhosts(db: pw.Database) -> None:
     db.create_tables([BinhostTarget])
 
 
+def _test_builds(db: pw.Database) -> None:
+    db.create_tables([TestBuild, TestBuildToken])
+
+
 def _payloads(db: pw.Database) -> None:
     db.create_tables([PayloadVersion, DronePayload, PayloadRollout])
 
@@ -77,7 +83,7 @@ MIGRATIONS: list[Migration] = [
     (4, "drone access, incidents, settings", _healing),
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
-    # 7 is the test builds' (issue 19): either may land first.
+    (7, "test builds and their tokens", _test_builds),
     (8, "payload versions, the payloads of each drone, payload rollouts", _payloads),
 ]
 

@@ -38,6 +38,8 @@ from swarm.controller.web import (
     rollouts,
     shells,
     streams,
+    testbuild_files,
+    testbuilds,
 )
 from swarm.controller.web.buildviews import admin_dispatch, queue_of
 from swarm.controller.web.common import (
@@ -524,8 +526,10 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(dispatch.routes)
     app.add_routes(releases.routes)
     app.add_routes(binhosts.routes)
+    app.add_routes(testbuilds.routes)
     app.add_routes(payloads.routes)
     app.add_routes(rollouts.routes)
+    app.add_routes(testbuild_files.routes)  # a test build's log
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

@@ -133,9 +133,15 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import binhosts, public, releases
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
-    return [*public.routes.operations, *releases.public_routes.operations, *binhosts.public_routes.operations]
+    return [
+        *public.routes.operations,
+        *releases.public_routes.operations,
+        *binhosts.public_routes.operations,
+        *testbuilds.public_routes.operations,
+        *testbuild_files.public_routes.operations,
+    ]
 
 
 def admin_operations() -> list[Operation]:
@@ -152,6 +158,8 @@ def admin_operations() -> list[Operation]:
         rollouts,
         shells,
         streams,
+        testbuild_files,
+        testbuilds,
     )
 
     modules = (
@@ -164,6 +172,8 @@ def admin_operations() -> list[Operation]:
         binhosts,
         payloads,
         rollouts,
+        testbuilds,
+        testbuild_files,
         auth,
         streams,
         metrics,
