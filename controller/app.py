@@ -47,6 +47,7 @@ from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
+from swarm.controller.rollout import Rollouts
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
 from swarm.controller.shells import ShellRegistry, ShellSettings
@@ -151,6 +152,7 @@ class Controller:
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
         self.payloads: Payloads | None = None
+        self.rollouts: Rollouts | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -257,6 +259,7 @@ class Controller:
             mirrors=self.mirrors,
             testbuilds=self.testbuilds,
             payloads=self.payloads,
+            rollouts=self.rollouts,
             testrunner=self.testrunner,
         )
         public_port = await self._serve(
@@ -349,6 +352,8 @@ class Controller:
         await self.payloads.start()
         self.selfcheck.add_recovery_listener(self.payloads.writer.kick)
         self.gateway.payloads = self.payloads
+        self.rollouts = Rollouts(self.payloads, self.fleet, self.events, self.runner, self.clock)
+        await self.rollouts.start()
 
     async def _start_binhosts(self) -> None:
         """Binhost targets (binhosts.py): always, they need no Portage."""
@@ -657,6 +662,8 @@ class Controller:
             await self.mirrors.stop()
         if self.release_schedule is not None:
             await self.release_schedule.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         if self.payloads is not None:
             await self.payloads.stop()
         if self.testrunner is not None:

@@ -20,6 +20,7 @@ from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
+from swarm.controller.rollout import Rollouts
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
@@ -57,6 +58,7 @@ class Services:
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
     payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
+    rollouts: Rollouts | None = None  # with payloads
     testrunner: TestRunner | None = None  # with builds on: runs them, serves their logs and packages
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 

@@ -237,3 +237,41 @@ def test_a_new_agent_is_deployed_and_runs_or_a_broken_one_rolls_itself_back(
     assert node["agent_version"] == "0.1.0.post1" and node["payload_version"] == str(good)
     assert (state / "current").readlink() == Path(str(good))
     assert versions(swarm)["agent"]["running"] == good
+
+
+def test_a_portage_config_rolls_out_to_three_drones_the_canary_first(swarm: Fleet) -> None:
+    """The rollout (controller/rollout.py; its state machine in process:
+    test_rollouts.py) on real agents: the canary takes it and passes its
+    gate before the next batch is sent it."""
+    others = ("pl-2", "pl-3")
+    for name in others:
+        swarm.add_agent(name, heartbeat_interval=1.0)
+    swarm.wait_online(*others)
+    marker = "etc/portage/env/payload-rollout.conf"
+    version = push(swarm, "portage-config", portage_tar({marker: b'ROLLOUT="1"\n'}))
+    body = {"drones": [DRONE, *others], "canary": 1, "batch": 2, "gate_timeout_s": 120}
+    rollout = admin(swarm, "POST", f"{PATH}/portage-config/{version}/deploy", json.dumps(body).encode())
+    assert [(d["drone"], d["batch"]) for d in rollout["drones"]] == [(DRONE, 0), ("pl-2", 1), ("pl-3", 1)]
+    done = wait_for(
+        lambda: (
+            (r := admin(swarm, "GET", f"/admin/api/rollouts/{rollout['id']}"))["state"] in ("done", "failed")
+            and r
+        ),
+        timeout=120,
+        what="the rollout over",
+    )
+    assert done["state"] == "done", done
+    assert all(d["state"] == "passed" for d in done["drones"]), done
+    for name in (DRONE, *others):
+        assert (swarm.root / f"{name}-prefix" / marker).read_bytes() == b'ROLLOUT="1"\n'
+    # In order: the canary applied it before the batch was sent it.
+    events = sorted(swarm.controller.events(), key=lambda e: e["id"])
+    mine = [e for e in events if e["data"].get("rollout_id") == rollout["id"]]
+    assert [e["type"] for e in mine] == ["rollout_started", "rollout_batch", "rollout_batch", "rollout_done"]
+    assert [e["data"]["drones"] for e in mine[1:3]] == [[DRONE], list(others)]
+    applied = {
+        e["drone_name"]: e["id"]
+        for e in events
+        if e["type"] == "payload_applied" and e["data"]["version"] == version
+    }
+    assert applied[DRONE] < mine[2]["id"] < min(applied[name] for name in others)

@@ -32,6 +32,7 @@ from swarm.controller.store.records import (
     NodeLive,
     NodeRecord,
     PayloadRecord,
+    RolloutRecord,
     TestBuildRecord,
     TestBuildTokenRecord,
 )
@@ -962,3 +963,18 @@ def test_drone_payloads_are_replaced_whole_by_drone_and_kind(store: SqlStore) ->
     store.put_drone_payloads([refused])
     store.put_drone_payloads([])
     assert store.list_drone_payloads() == [b, refused]
+
+
+def test_rollouts_are_replaced_whole_by_id_oldest_first(store: SqlStore) -> None:
+    assert store.list_rollouts() == []
+    plan = '[{"drone_id": "d1", "name": "a", "batch": 0, "state": "sent", "previous": 2, "reason": ""}]'
+    late = RolloutRecord(
+        "r-2", "agent", 3, "running", False, "{}", '{"all": true}', plan, 0, "", "admin:a", 9.0, 9.0
+    )
+    early = replace(late, id="r-1", kind="portage-config", version=2**40, created_at=1.0, rollback=True)
+    store.put_rollout(late)
+    store.put_rollout(early)
+    assert store.list_rollouts() == [early, late]
+    paused = replace(late, state="paused", next_batch=1, reason="the controller restarted", updated_at=10.0)
+    store.put_rollout(paused)
+    assert store.list_rollouts() == [early, paused]

@@ -29,6 +29,7 @@ from swarm.controller.store.models import (
     JoinToken,
     Node,
     PackageStat,
+    PayloadRollout,
     PayloadVersion,
     SchemaVersion,
     Setting,
@@ -72,7 +73,7 @@ def _test_builds(db: pw.Database) -> None:
 
 
 def _payloads(db: pw.Database) -> None:
-    db.create_tables([PayloadVersion, DronePayload])
+    db.create_tables([PayloadVersion, DronePayload, PayloadRollout])
 
 
 MIGRATIONS: list[Migration] = [
@@ -83,7 +84,7 @@ MIGRATIONS: list[Migration] = [
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
     (7, "test builds and their tokens", _test_builds),
-    (8, "payload versions and the payloads of each drone", _payloads),
+    (8, "payload versions, the payloads of each drone, payload rollouts", _payloads),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -35,6 +35,7 @@ from swarm.controller.web import (
     payloads,
     public,
     releases,
+    rollouts,
     shells,
     streams,
     testbuild_files,
@@ -527,6 +528,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(binhosts.routes)
     app.add_routes(testbuilds.routes)
     app.add_routes(payloads.routes)
+    app.add_routes(rollouts.routes)
     app.add_routes(testbuild_files.routes)  # a test build's log
     app.add_routes(auth.routes)
     app.add_routes(console.routes)

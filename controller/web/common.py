@@ -71,8 +71,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
 # binhost_saved and binhost_deleted name the admin and a mirror's ssh destination;
-# a payload's upload, staging and deploy name the admin; the test-build token
-# events name the admin and the token's user and limits.
+# a payload's upload, staging and deploy, and a rollout's start, pause, resume,
+# abort and rollback name the admin; the test-build token events name the admin
+# and the token's user and limits.
 ADMIN_ONLY_TYPES = frozenset(
     {
         "drone_exec",
@@ -85,6 +86,11 @@ ADMIN_ONLY_TYPES = frozenset(
         "payload_uploaded",
         "payload_staged",
         "payload_deploy_started",
+        "rollout_started",
+        "rollout_paused",
+        "rollout_resumed",
+        "rollout_aborted",
+        "rollout_rolled_back",
     }
 )
 

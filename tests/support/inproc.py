@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -142,3 +143,18 @@ class InProcessController(ControllerApi):
     @property
     def admin_key(self) -> str:
         return self.config.admin_key_path.read_text().strip()
+
+
+def fill_executor(api: InProcessController) -> None:
+    """Uploads and fetches read and write files in the controller loop's
+    default executor, which makes a thread whenever none is idle at the
+    instant work comes (one that has just finished may not have said so
+    yet): all of them are made here, at the module's start, as threads of
+    the module's controller rather than of whichever test needs one more."""
+    workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    barrier = threading.Barrier(workers)
+
+    async def fill() -> None:
+        await asyncio.gather(*(asyncio.to_thread(barrier.wait, 10) for _ in range(workers)))
+
+    api.run(fill)
