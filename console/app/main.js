@@ -17,6 +17,7 @@ const PAGES = [
   { id: "binhosts", title: "Binhosts", icon: "binhosts", module: "./pages/binhosts.js", css: true },
   { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
   { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
+  { id: "payloads", title: "Payloads", icon: "payloads", module: "./pages/payloads.js", css: true },
 ];
 
 const ICONS = {
@@ -37,6 +38,8 @@ const ICONS = {
     '<path d="M12 13v4M5 20h14M12 17a1.5 1.5 0 1 0 0 3 1.5 1.5 0 0 0 0-3z"/>',
   events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
   protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
+  payloads:
+    '<rect x="4" y="10" width="16" height="10" rx="1.5"/><path d="M12 3v10M8.5 6.5L12 3l3.5 3.5"/>',
 };
 
 const main = document.getElementById("main");
