@@ -44,6 +44,33 @@ import { ConfirmDialog, Toaster, ago, bytes, el, pagePoller, setText } from "../
  */
 /** @typedef {{ versions: DroneVersion[], drifting: number }} DroneVersions */
 /**
+ * @typedef {object} RolloutDrone
+ * @property {string} drone
+ * @property {string} drone_id
+ * @property {number} batch
+ * @property {string} state
+ * @property {number} previous
+ * @property {string} reason
+ * @property {string} deploy_id
+ */
+/**
+ * @typedef {object} Rollout
+ * @property {string} id
+ * @property {string} kind
+ * @property {number} version
+ * @property {boolean} rollback
+ * @property {string} state
+ * @property {string} reason
+ * @property {{ canary: number, batch: number, pause_s: number, gate_timeout_s: number, auto_rollback: boolean }} strategy
+ * @property {{ all: boolean, network: string, drones: string[] }} target
+ * @property {number} batches
+ * @property {number} next_batch
+ * @property {RolloutDrone[]} drones
+ * @property {string} started_by
+ * @property {string} created_at
+ * @property {string} updated_at
+ */
+/**
  * @typedef {object} PayloadEvent
  * @property {number} id
  * @property {string} ts
@@ -67,6 +94,14 @@ const EVENT_TYPES = [
   "payload_refused",
   "payload_failed",
   "payload_rolled_back",
+  "rollout_started",
+  "rollout_batch",
+  "rollout_paused",
+  "rollout_resumed",
+  "rollout_aborted",
+  "rollout_failed",
+  "rollout_done",
+  "rollout_rolled_back",
 ];
 // How a deploy went, as the drone or the controller said it; the bad ones carry a reason.
 const DEPLOY_STATES = {
@@ -83,6 +118,15 @@ const DEPLOY_STATES = {
 };
 const BAD = new Set(["refused", "failed", "rolled_back", "timed_out", "unsent"]);
 const UNDER_WAY = new Set(["sent", "waiting", "fetching"]);
+// A rollout's verbs, each offered in the states the controller takes it in.
+const ROLLOUT_VERBS = [
+  { verb: "pause", label: "Pause", when: ["running"], asks: false },
+  { verb: "resume", label: "Resume", when: ["paused"], asks: false },
+  { verb: "abort", label: "Abort", when: ["running", "paused"], asks: true },
+  { verb: "rollback", label: "Roll back", when: ["paused", "aborted", "failed", "done"], asks: true },
+];
+const ROLLOUT_BAD = new Set(["failed", "aborted", "rolled_back", "rolling_back"]);
+const ROLLOUTS_SHOWN = 5;
 const POLL_MS = 5000;
 const REFRESH_MS = 1000;
 const NOTES_MAX = 1000; // the API's bound on the notes of the query
@@ -196,12 +240,153 @@ class DriftRow {
   }
 }
 
-/** The deploy dialog: which drone, signed as a rollback or not; the controller's refusal stays in it. */
+/** What a rollout goes to, in words. @param {Rollout} r */
+function targetText(r) {
+  if (r.target.all) return "every drone";
+  if (r.target.network) return `the ${r.target.network} network`;
+  return r.target.drones.join(", ");
+}
+
+/** One rollout: its plan and progress, and its verbs; built once, updated by each poll. */
+class RolloutCard {
+  /** @param {any} page  @param {Rollout} r */
+  constructor(page, r) {
+    this.id = r.id;
+    this.title = el("h3", { class: "pl-rollout-title", id: `pl-rollout-${r.id}` });
+    this.state = el("span", { class: "pill" });
+    this.progress = el("p", { class: "pl-rollout-progress" });
+    this.reason = el("p", { class: "pl-reason", role: "status" });
+    this.drones = el("ol", { class: "pl-rollout-drones", "aria-label": `The drones of ${r.id}` });
+    /** @type {Map<string, HTMLButtonElement>} */
+    this.buttons = new Map();
+    for (const { verb, label } of ROLLOUT_VERBS) {
+      const button = /** @type {HTMLButtonElement} */ (
+        el("button", { class: `btn btn-small${verb === "abort" || verb === "rollback" ? " btn-danger" : ""}`, type: "button", "data-verb": verb }, label)
+      );
+      button.addEventListener("click", () => page.rolloutVerb(this.id, verb, button));
+      this.buttons.set(verb, button);
+    }
+    this.el = el(
+      "article",
+      { class: "pl-rollout panel", "data-rollout": r.id, "aria-labelledby": `pl-rollout-${r.id}` },
+      el("header", { class: "pl-rollout-head" }, this.title, this.state, el("span", { class: "action-row" }, ...this.buttons.values())),
+      this.progress,
+      this.reason,
+      this.drones,
+    );
+  }
+
+  /** @param {Rollout} r  @param {boolean} busy */
+  update(r, busy) {
+    this.el.dataset.state = r.state;
+    setText(this.title, `${r.kind} v${r.version}${r.rollback ? " (rollback)" : ""} to ${targetText(r)}`);
+    setText(this.state, r.state.replace("_", " "));
+    this.state.className = `pill pl-deploy-${ROLLOUT_BAD.has(r.state) ? "bad" : r.state === "done" ? "ok" : "busy"}`;
+    const s = r.strategy;
+    const passed = r.drones.filter((d) => d.state === "passed").length;
+    const planned = r.drones.filter((d) => d.batch >= 0).length;
+    setText(
+      this.progress,
+      `${passed} of ${planned} drones passed · batch ${Math.min(r.next_batch + 1, r.batches)} of ${r.batches} · ` +
+        `canary ${s.canary}, batch ${s.batch}, pause ${s.pause_s} s, gate ${s.gate_timeout_s} s` +
+        `${s.auto_rollback ? ", rolls back on failure" : ""} · ${r.id} by ${who(r.started_by)} ${ago(r.created_at)}`,
+    );
+    setText(this.reason, r.reason);
+    this.reason.hidden = !r.reason;
+    const key = r.drones.map((d) => `${d.drone}:${d.batch}:${d.state}:${d.reason}`).join("|");
+    if (this.drones.dataset.key !== key) {
+      this.drones.dataset.key = key;
+      this.drones.replaceChildren(
+        ...r.drones.map((d) =>
+          el(
+            "li",
+            { "data-drone": d.drone, "data-state": d.state },
+            el("span", { class: "pl-ev-drone" }, d.drone),
+            el("span", { class: "muted" }, d.batch < 0 ? "skipped" : d.batch === 0 && s.canary > 0 ? "canary" : `batch ${d.batch}`),
+            el(
+              "span",
+              { class: `pill pl-deploy-${["failed", "rolled_back", "skipped"].includes(d.state) ? "bad" : d.state === "passed" || d.state === "kept" ? "ok" : "busy"}` },
+              d.state.replace("_", " "),
+            ),
+            el("span", { class: "pl-reason" }, d.reason),
+          ),
+        ),
+      );
+    }
+    for (const { verb, when } of ROLLOUT_VERBS) {
+      const button = this.buttons.get(verb);
+      if (!button) continue;
+      button.hidden = !when.includes(r.state);
+      button.disabled = busy;
+    }
+  }
+}
+
+/** A number field of the strategy: a label, the input, a hint. */
+function numberField(id, label, value, min, max, step, hint) {
+  const input = el("input", {
+    id,
+    class: "input",
+    type: "number",
+    min: String(min),
+    max: String(max),
+    step: String(step),
+    value: String(value),
+    required: true,
+  });
+  const field = el("label", { class: "field", for: id }, el("span", {}, label, el("span", { class: "cell-sub" }, hint)), input);
+  return { input, field };
+}
+
+/**
+ * The deploy dialog: to one drone (a plain deploy) or, when the controller
+ * has rollouts, as a rollout (every drone, a network, the drones picked) with
+ * its strategy. The controller's refusal stays in it, with its reason.
+ */
 class DeployDialog {
   constructor() {
     this.title = el("h2", { class: "dialog-title", id: "pl-deploy-title" });
     this.text = el("p", { class: "dialog-text", id: "pl-deploy-text" });
-    this.drone = el("select", { id: "pl-deploy-drone", class: "input", required: true });
+    this.rollouts = false;
+
+    /** @type {Record<string, HTMLInputElement>} */
+    this.modes = {};
+    const modeLabels = { one: "One drone", all: "Every drone", network: "A network", drones: "Drones I pick" };
+    const modeChoices = Object.entries(modeLabels).map(([value, label]) => {
+      const input = /** @type {HTMLInputElement} */ (
+        el("input", { type: "radio", name: "pl-deploy-mode", id: `pl-mode-${value}`, value })
+      );
+      input.addEventListener("change", () => this.showMode());
+      this.modes[value] = input;
+      return el("label", { class: "check", for: `pl-mode-${value}` }, input, el("span", {}, label));
+    });
+    this.modeSet = el("fieldset", { class: "pl-modes" }, el("legend", {}, "Deploy to"), ...modeChoices);
+
+    this.drone = el("select", { id: "pl-deploy-drone", class: "input" });
+    this.droneField = el("label", { class: "field", for: "pl-deploy-drone" }, el("span", {}, "Drone"), this.drone);
+    this.network = el("select", { id: "pl-deploy-network", class: "input" });
+    this.networkField = el("label", { class: "field", for: "pl-deploy-network" }, el("span", {}, "Network"), this.network);
+    this.picks = el("div", { class: "pl-picks", id: "pl-deploy-picks" });
+    this.picksSet = el("fieldset", { class: "pl-picks-set" }, el("legend", {}, "Drones"), this.picks);
+
+    this.canary = numberField("pl-canary", "Canaries", 1, 0, 1000, 1, "deployed first, alone");
+    this.batch = numberField("pl-batch", "Batch size", 5, 1, 1000, 1, "drones at a time after");
+    this.pause = numberField("pl-pause", "Pause (s)", 0, 0, 86400, "any", "between batches");
+    this.gate = numberField("pl-gate", "Gate (s)", 600, 1, 86400, "any", "to apply it and be healthy");
+    this.autoRollback = el("input", { id: "pl-auto-rollback", type: "checkbox", checked: true });
+    this.strategy = el(
+      "fieldset",
+      { class: "pl-strategy" },
+      el("legend", {}, "Strategy"),
+      el("div", { class: "pl-strategy-row" }, this.canary.field, this.batch.field, this.pause.field, this.gate.field),
+      el(
+        "label",
+        { class: "check", for: "pl-auto-rollback" },
+        this.autoRollback,
+        el("span", {}, "Roll back on failure", el("span", { class: "cell-sub" }, "the drones that took it go back to the version they ran")),
+      ),
+    );
+
     this.rollback = el("input", { id: "pl-deploy-rollback", type: "checkbox" });
     this.error = el("p", { class: "form-error", id: "pl-deploy-error", role: "alert", hidden: true });
     this.cancel = el("button", { class: "btn", type: "button" }, "Cancel");
@@ -211,7 +396,11 @@ class DeployDialog {
       { class: "pl-form" },
       this.title,
       this.text,
-      el("label", { class: "field", for: "pl-deploy-drone" }, el("span", {}, "Drone"), this.drone),
+      this.modeSet,
+      this.droneField,
+      this.networkField,
+      this.picksSet,
+      this.strategy,
       el(
         "label",
         { class: "check", for: "pl-deploy-rollback" },
@@ -232,54 +421,108 @@ class DeployDialog {
       this.opener = null;
       if (opener instanceof HTMLElement && opener.isConnected) opener.focus();
     });
-    /** @type {((body: {drones: string[], rollback: boolean}) => Promise<void>) | null} */
+    /** @type {((body: Record<string, unknown>) => Promise<void>) | null} */
     this.send = null;
     this.opener = null;
     this.form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      if (!this.send || !this.drone.value) return;
+      if (!this.send) return;
+      const body = this.body();
+      if (typeof body === "string") {
+        this.fail(body);
+        return;
+      }
       this.submit.disabled = true;
       this.error.hidden = true;
       try {
-        await this.send({ drones: [this.drone.value], rollback: this.rollback.checked });
+        await this.send(body);
         this.close();
       } catch (error) {
-        setText(this.error, error instanceof Error ? error.message : String(error));
-        this.error.hidden = false;
-        this.drone.focus();
+        this.fail(error instanceof Error ? error.message : String(error));
       } finally {
         this.submit.disabled = false;
       }
     });
   }
 
+  mode() {
+    if (!this.rollouts) return "one";
+    return Object.entries(this.modes).find(([, input]) => input.checked)?.[0] ?? "one";
+  }
+
+  showMode() {
+    const mode = this.mode();
+    this.modeSet.hidden = !this.rollouts;
+    this.droneField.hidden = mode !== "one";
+    this.networkField.hidden = mode !== "network";
+    this.picksSet.hidden = mode !== "drones";
+    this.strategy.hidden = mode === "one";
+    setText(this.submit, mode === "one" ? "Deploy" : "Start rollout");
+  }
+
+  /** The request's body, or why there is none. */
+  body() {
+    const mode = this.mode();
+    const rollback = this.rollback.checked;
+    if (mode === "one") return this.drone.value ? { drones: [this.drone.value], rollback } : "Choose a drone.";
+    const strategy = {
+      canary: Number(this.canary.input.value),
+      batch: Number(this.batch.input.value),
+      pause_s: Number(this.pause.input.value),
+      gate_timeout_s: Number(this.gate.input.value),
+      auto_rollback: this.autoRollback.checked,
+      rollback,
+    };
+    if (mode === "all") return { all: true, ...strategy };
+    if (mode === "network") return this.network.value ? { network: this.network.value, ...strategy } : "Choose a network.";
+    const picked = [...this.picks.querySelectorAll("input:checked")].map((input) => /** @type {HTMLInputElement} */ (input).value);
+    return picked.length ? { drones: picked, ...strategy } : "Pick at least one drone.";
+  }
+
+  fail(message) {
+    setText(this.error, message);
+    this.error.hidden = false;
+  }
+
   /**
    * @param {Payload} p
-   * @param {{name: string, connected: boolean}[]} drones
-   * @param {(body: {drones: string[], rollback: boolean}) => Promise<void>} send
+   * @param {{name: string, connected: boolean, network: string}[]} drones
+   * @param {boolean} rollouts whether the controller has rollouts
+   * @param {(body: Record<string, unknown>) => Promise<void>} send
    */
-  open(p, drones, send) {
+  open(p, drones, rollouts, send) {
     this.opener = document.activeElement;
     this.send = send;
+    this.rollouts = rollouts;
     setText(this.title, `Deploy ${p.kind} v${p.version}?`);
     setText(
       this.text,
-      `The drone is sent v${p.version}, signed; it takes it when no build runs and reports how it went. ` +
+      `Each drone is sent v${p.version}, signed; it takes it when no build runs and reports how it went. ` +
         `sha256 ${p.sha256.slice(0, 16)}…, ${bytes(p.size)}.`,
     );
     const sorted = [...drones].sort((a, b) => Number(b.connected) - Number(a.connected) || a.name.localeCompare(b.name));
-    this.drone.replaceChildren(
-      ...sorted.map((d) => el("option", { value: d.name }, d.connected ? d.name : `${d.name} (not connected)`)),
+    const label = (d) => (d.connected ? d.name : `${d.name} (not connected)`);
+    this.drone.replaceChildren(...sorted.map((d) => el("option", { value: d.name }, label(d))));
+    const networks = [...new Set(drones.map((d) => d.network).filter(Boolean))].sort();
+    this.network.replaceChildren(...networks.map((n) => el("option", { value: n }, n)));
+    this.picks.replaceChildren(
+      ...sorted.map((d, i) =>
+        el(
+          "label",
+          { class: "check", for: `pl-pick-${i}` },
+          el("input", { type: "checkbox", id: `pl-pick-${i}`, value: d.name }),
+          el("span", {}, label(d)),
+        ),
+      ),
     );
+    this.modes.one.checked = true;
     this.rollback.checked = false;
     this.error.hidden = true;
     this.submit.disabled = sorted.length === 0;
-    if (!sorted.length) {
-      setText(this.error, "No drone is enrolled.");
-      this.error.hidden = false;
-    }
+    this.showMode();
+    if (!sorted.length) this.fail("No drone is enrolled.");
     this.el.showModal();
-    this.drone.focus();
+    (rollouts ? this.modes.one : this.drone).focus();
   }
 
   close() {
@@ -394,6 +637,17 @@ export function create() {
   );
   const driftNote = el("span", { class: "muted", id: "pl-drift-note", "aria-live": "polite" });
 
+  // -- rollouts (when the controller has them) --
+  const rolloutList = el("div", { class: "pl-rollouts" });
+  const rolloutsEmpty = el("p", { class: "muted pl-rollouts-empty" }, "No rollout yet: Deploy… starts one to every drone, a network or the drones picked.");
+  const rolloutSection = el(
+    "section",
+    { class: "pl-rollouts-section", "aria-labelledby": "pl-rollouts-title", hidden: true },
+    el("h2", { class: "section-title", id: "pl-rollouts-title" }, "Rollouts"),
+    rolloutList,
+    rolloutsEmpty,
+  );
+
   // -- events --
   const eventList = el("ol", { class: "pl-events", "aria-label": "Payload events, newest first" });
   const eventsEmpty = el("p", { class: "muted" }, "No payload event yet.");
@@ -412,6 +666,7 @@ export function create() {
       el("label", { class: "check", for: "pl-only-drift" }, onlyDrift, el("span", {}, "Only drifting")),
     ),
     el("div", { class: "panel" }, driftTable, driftEmpty),
+    rolloutSection,
     el("h2", { class: "section-title" }, "Versions"),
     ...versionSections,
     el("h2", { class: "section-title", id: "pl-events-title" }, "Events"),
@@ -429,6 +684,12 @@ export function create() {
   const versionRows = new Map();
   /** @type {Map<string, DriftRow>} */
   const driftRows = new Map();
+  /** @type {boolean | null} whether this controller has rollouts (null: not known yet) */
+  let hasRollouts = null;
+  /** @type {Rollout[] | null} null: this controller has no rollouts */
+  let rollouts = null;
+  /** @type {Map<string, RolloutCard>} */
+  const rolloutCards = new Map();
   /** @type {PayloadEvent[]} */
   let events = [];
   let lastId = 0;
@@ -462,16 +723,54 @@ export function create() {
         toasts.show("error", "Could not list the drones", error instanceof Error ? error.message : String(error));
         return;
       }
-      deployDialog.open(p, drones, async (body) => {
+      deployDialog.open(p, drones, rollouts !== null, async (body) => {
         const started = await post(versionPath(k, version, "deploy"), body);
-        toasts.show(
-          "ok",
-          `${k} v${version} sent to ${started.drones.join(", ")}`,
-          `deploy ${started.deploy_id}${started.rollback ? ", as a rollback" : ""}`,
-          { "data-action": "deploy", "data-deploy": started.deploy_id },
-        );
+        if (started.deploy_id) {
+          toasts.show(
+            "ok",
+            `${k} v${version} sent to ${started.drones.join(", ")}`,
+            `deploy ${started.deploy_id}${started.rollback ? ", as a rollback" : ""}`,
+            { "data-action": "deploy", "data-deploy": started.deploy_id },
+          );
+        } else {
+          toasts.show("ok", `Rollout of ${k} v${version} started`, `${started.id} to ${targetText(started)}`, {
+            "data-action": "rollout",
+            "data-rollout": started.id,
+          });
+        }
         refresh();
       });
+    },
+    /** A rollout's verb; abort and roll back ask first, naming what they do. */
+    async rolloutVerb(id, verb, button) {
+      const r = rollouts?.find((x) => x.id === id);
+      if (!r) return;
+      const name = `${r.kind} v${r.version}`;
+      if (verb === "abort" || verb === "rollback") {
+        const yes = await confirm.ask({
+          title: verb === "abort" ? `Abort the rollout of ${name}?` : `Roll back the rollout of ${name}?`,
+          text:
+            verb === "abort"
+              ? "No drone is sent it any more; the drones that took it keep it."
+              : "Each drone that took it is deployed the version it ran before, signed as a rollback.",
+          confirm: verb === "abort" ? "Abort" : "Roll back",
+          returnTo: button,
+        });
+        if (!yes) return;
+      }
+      busy.add(id);
+      render();
+      try {
+        await post(`/admin/api/rollouts/${encodeURIComponent(id)}/${verb}`);
+      } catch (error) {
+        toasts.show("error", `${verb} ${id} refused`, error instanceof Error ? error.message : String(error), {
+          "data-action": verb,
+          "data-rollout": id,
+        });
+      } finally {
+        busy.delete(id);
+        refresh();
+      }
     },
   };
 
@@ -563,6 +862,38 @@ export function create() {
     setText(summary, figures.join(" · "));
     summary.dataset.drifting = String(drift.drifting);
     renderDrift();
+    renderRollouts();
+  }
+
+  function renderRollouts() {
+    rolloutSection.hidden = rollouts === null;
+    if (rollouts === null) return;
+    // Every rollout under way, then the newest of the others.
+    const open = rollouts.filter((r) => r.state === "running" || r.state === "paused" || r.state === "rolling_back");
+    const rest = rollouts.filter((r) => !open.includes(r)).slice(0, Math.max(0, ROLLOUTS_SHOWN - open.length));
+    const wanted = [...open, ...rest];
+    const seen = new Set();
+    /** @type {Element | null} */
+    let previous = null;
+    for (const r of wanted) {
+      seen.add(r.id);
+      let card = rolloutCards.get(r.id);
+      if (!card) {
+        card = new RolloutCard(page, r);
+        rolloutCards.set(r.id, card);
+      }
+      card.update(r, busy.has(r.id));
+      const want = previous ? previous.nextSibling : rolloutList.firstChild;
+      if (want !== card.el) rolloutList.insertBefore(card.el, want);
+      previous = card.el;
+    }
+    for (const [id, card] of rolloutCards) {
+      if (!seen.has(id)) {
+        card.el.remove();
+        rolloutCards.delete(id);
+      }
+    }
+    rolloutsEmpty.hidden = wanted.length > 0;
   }
 
   function renderDrift() {
@@ -625,9 +956,17 @@ export function create() {
 
   const poller = pagePoller(
     async () => {
-      const [payloads, versions] = await Promise.all([get("/admin/api/payloads"), get("/admin/api/drones/versions")]);
+      // Asked once: a controller without rollouts (its admin document has no
+      // /admin/api/rollouts) gets plain deploys only, and no 404 every round.
+      hasRollouts ??= await get("/admin/api/openapi.json").then((doc) => Boolean(doc?.paths?.["/admin/api/rollouts"]));
+      const [payloads, versions, rolling] = await Promise.all([
+        get("/admin/api/payloads"),
+        get("/admin/api/drones/versions"),
+        hasRollouts ? get("/admin/api/rollouts") : null,
+      ]);
       list = payloads;
       drift = versions;
+      rollouts = rolling ? rolling.rollouts : null;
       render();
     },
     { every: POLL_MS, what: "the payloads", live, problem },
