@@ -46,6 +46,7 @@ from swarm.controller.portage import PortageWorker
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
+from swarm.controller.rollout import Rollouts
 from swarm.controller.selfcheck import SelfCheck, SelfCheckSettings
 from swarm.controller.services import Services
 from swarm.controller.shells import ShellRegistry, ShellSettings
@@ -145,6 +146,7 @@ class Controller:
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
         self.payloads: Payloads | None = None
+        self.rollouts: Rollouts | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -250,6 +252,7 @@ class Controller:
             binhosts=self.binhosts,
             mirrors=self.mirrors,
             payloads=self.payloads,
+            rollouts=self.rollouts,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -338,6 +341,8 @@ class Controller:
         await self.payloads.start()
         self.selfcheck.add_recovery_listener(self.payloads.writer.kick)
         self.gateway.payloads = self.payloads
+        self.rollouts = Rollouts(self.payloads, self.fleet, self.events, self.runner, self.clock)
+        await self.rollouts.start()
 
     async def _start_binhosts(self) -> None:
         """Binhost targets (binhosts.py): always, they need no Portage."""
@@ -596,6 +601,8 @@ class Controller:
             await self.mirrors.stop()
         if self.release_schedule is not None:
             await self.release_schedule.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         if self.payloads is not None:
             await self.payloads.stop()
         if self.builds is not None:

@@ -161,6 +161,8 @@ class Payloads:
         # The deploy under way to each (drone, kind): its id, and set when it ends.
         self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
         self._upload_lock = asyncio.Lock()
+        # Told of each drone's Hello, after its versions are taken (synchronously).
+        self.hello_listeners: list[Callable[[DroneState], None]] = []
         self._tasks = TaskSet("payloads")
         self.writer = RetryingWriter("drone payloads", self._save, FLUSH_BACKOFF, log)
 
@@ -322,18 +324,44 @@ class Payloads:
             raise FailedPrecondition(f"{state.name} is not connected")
         if not speaks(state.features, PAYLOADS):
             raise FailedPrecondition(f"the agent on {state.name} does not apply payloads (too old)")
-        if (state.id, kind) in self._waiters:
+        if self.busy(state.id, kind):
             deploy_id = self._waiters[(state.id, kind)][0]
             raise FailedPrecondition(f"{state.name} is taking a {kind} payload already (deploy {deploy_id})")
-        deploy_id = "d-" + secrets.token_hex(6)
-        # Registered now, not when the task first runs: a second deploy is refused at once.
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters[(state.id, kind)] = (deploy_id, waiter)
+        deploy_id = self.begin(state, record, rollback=rollback, by=by)
+        return DeployStarted(deploy_id, kind, version, rollback, (state.name,))
+
+    def busy(self, drone_id: str, kind: str) -> bool:
+        """A deploy of ``kind`` to the drone is under way."""
+        return (drone_id, kind) in self._waiters
+
+    def begin(
+        self,
+        state: DroneState,
+        record: PayloadRecord,
+        *,
+        rollback: bool,
+        by: str,
+        timeout: float | None = None,
+    ) -> str:
+        """Start deploy_one as a task of ours: its deploy id. The deploy is
+        registered and the drone held from builds before this returns (not
+        when the task first runs): a second deploy is refused at once, and a
+        drone that has just connected gets no build first."""
+        deploy_id = self.register(state, record.kind)
         self._tasks.spawn(
-            self.deploy_one(state, record, deploy_id=deploy_id, rollback=rollback, by=by),
+            self.deploy_one(state, record, deploy_id=deploy_id, rollback=rollback, by=by, timeout=timeout),
             f"deploy {deploy_id}",
         )
-        return DeployStarted(deploy_id, kind, version, rollback, (state.name,))
+        return deploy_id
+
+    def register(self, state: DroneState, kind: str) -> str:
+        """A new deploy id for a deploy of ``kind`` to the drone, registered
+        and the drone held from builds (deploy_one with that id follows)."""
+        deploy_id = "d-" + secrets.token_hex(6)
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters[(state.id, kind)] = (deploy_id, waiter)
+        self._hold(state.id, True)
+        return deploy_id
 
     async def deploy_one(
         self,
@@ -427,13 +455,23 @@ class Payloads:
     # -- what drones say -----------------------------------------------------
 
     def on_hello(self, state: DroneState) -> None:
-        """A drone connected: the versions it runs (Hello.payloads)."""
+        """A drone connected: the versions it runs (Hello.payloads); then
+        the listeners (the rollouts: a drone behind gets the current payloads)."""
         for reported in state.payloads:
             current = self._drones.get((state.id, reported.kind))
             if current is None and reported.version == 0:
                 continue
             if current is None or current.running_version != reported.version:
                 self._note(state.id, reported.kind, running=reported.version, sha256=reported.sha256)
+        for listener in self.hello_listeners:
+            listener(state)
+
+    def running(self, state: DroneState, kind: str) -> int:
+        """The version of ``kind`` the drone says it runs (0: what it was installed with)."""
+        return next((p.version for p in state.payloads if p.kind == kind), 0)
+
+    def last_outcome(self, drone_id: str, kind: str) -> DronePayloadRecord | None:
+        return self._drones.get((drone_id, kind))
 
     def on_status(self, state: DroneState, status: PayloadStatusData) -> None:
         """A drone's PayloadStatus."""

@@ -20,6 +20,7 @@ from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
 from swarm.controller.releases import Releases
+from swarm.controller.rollout import Rollouts
 from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
@@ -54,6 +55,7 @@ class Services:
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
     payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
+    rollouts: Rollouts | None = None  # with payloads
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -26,6 +26,7 @@ from swarm.controller.store.records import (
     NodeRecord,
     PackageStat,
     PayloadRecord,
+    RolloutRecord,
     SessionRecord,
     TokenRecord,
 )
@@ -215,3 +216,9 @@ class Store(Protocol):
 
     def list_drone_payloads(self) -> list[DronePayloadRecord]:
         """Every drone's payloads, by drone id, then kind."""
+
+    def put_rollout(self, rollout: RolloutRecord) -> None:
+        """Insert or replace a payload rollout, by id."""
+
+    def list_rollouts(self) -> list[RolloutRecord]:
+        """Every payload rollout, oldest first."""

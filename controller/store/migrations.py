@@ -29,6 +29,7 @@ from swarm.controller.store.models import (
     JoinToken,
     Node,
     PackageStat,
+    PayloadRollout,
     PayloadVersion,
     SchemaVersion,
     Setting,
@@ -66,7 +67,7 @@ def _binhosts(db: pw.Database) -> None:
 
 
 def _payloads(db: pw.Database) -> None:
-    db.create_tables([PayloadVersion, DronePayload])
+    db.create_tables([PayloadVersion, DronePayload, PayloadRollout])
 
 
 MIGRATIONS: list[Migration] = [
@@ -77,7 +78,7 @@ MIGRATIONS: list[Migration] = [
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
     # 7 is the test builds' (issue 19): either may land first.
-    (8, "payload versions and the payloads of each drone", _payloads),
+    (8, "payload versions, the payloads of each drone, payload rollouts", _payloads),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -221,6 +221,25 @@ class DronePayload(BaseModel):
         primary_key = pw.CompositeKey("drone_id", "kind")
 
 
+class PayloadRollout(BaseModel):
+    id = pw.CharField(max_length=32, primary_key=True)
+    kind = pw.CharField(max_length=32)
+    version = pw.BigIntegerField()
+    state = pw.CharField(max_length=16)
+    rollback = pw.BooleanField(default=False)
+    strategy = pw.TextField(default="{}")
+    target = pw.TextField(default="{}")
+    drones = pw.TextField(default="[]")
+    next_batch = pw.IntegerField(default=0)
+    reason = pw.TextField(default="")
+    started_by = pw.CharField(max_length=200, default="")
+    created_at = pw.DoubleField()
+    updated_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "payload_rollouts"
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Node,
@@ -239,4 +258,5 @@ MODELS: list[type[BaseModel]] = [
     BinhostTarget,
     PayloadVersion,
     DronePayload,
+    PayloadRollout,
 ]

@@ -242,3 +242,23 @@ class DronePayloadRecord:
     reason: str = ""
     deploy_id: str = ""
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """A rollout of a payload version to a set of drones (controller/rollout.py):
+    its plan, strategy and progress, written at every step."""
+
+    id: str
+    kind: str
+    version: int
+    state: str  # running, paused, aborted, failed, done, rolled_back
+    rollback: bool  # each deploy is signed as a rollback (to an older version)
+    strategy: str  # JSON: canary, batch, pause_s, gate_timeout_s, auto_rollback
+    target: str  # JSON: {"all": true} | {"network": N} | {"drones": [...]}
+    drones: str  # JSON: one entry per planned drone (id, name, batch, state, previous, reason)
+    next_batch: int  # the first batch not yet done (0: the canaries)
+    reason: str
+    started_by: str
+    created_at: float
+    updated_at: float

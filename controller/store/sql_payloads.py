@@ -8,11 +8,12 @@ from dataclasses import asdict, fields
 
 import peewee as pw
 
-from swarm.controller.store.models import DronePayload, PayloadVersion
-from swarm.controller.store.records import DronePayloadRecord, PayloadRecord
+from swarm.controller.store.models import DronePayload, PayloadRollout, PayloadVersion
+from swarm.controller.store.records import DronePayloadRecord, PayloadRecord, RolloutRecord
 
 PAYLOAD_FIELDS = [f.name for f in fields(PayloadRecord)]
 DRONE_PAYLOAD_FIELDS = [f.name for f in fields(DronePayloadRecord)]
+ROLLOUT_FIELDS = [f.name for f in fields(RolloutRecord)]
 
 
 def _payload(row: PayloadVersion) -> PayloadRecord:
@@ -21,6 +22,10 @@ def _payload(row: PayloadVersion) -> PayloadRecord:
 
 def _drone_payload(row: DronePayload) -> DronePayloadRecord:
     return DronePayloadRecord(**{name: getattr(row, name) for name in DRONE_PAYLOAD_FIELDS})
+
+
+def _rollout(row: PayloadRollout) -> RolloutRecord:
+    return RolloutRecord(**{name: getattr(row, name) for name in ROLLOUT_FIELDS})
 
 
 class PayloadTables:
@@ -74,3 +79,17 @@ class PayloadTables:
         with self._bound():
             order = (DronePayload.drone_id, DronePayload.kind)
             return [_drone_payload(r) for r in DronePayload.select().order_by(*order)]
+
+    def put_rollout(self, rollout: RolloutRecord) -> None:
+        """Insert or replace a rollout, by id."""
+        update = [getattr(PayloadRollout, n) for n in ROLLOUT_FIELDS if n != "id"]
+        with self._bound(), self.db.atomic():
+            PayloadRollout.insert(asdict(rollout)).on_conflict(
+                conflict_target=[PayloadRollout.id], preserve=update
+            ).execute()
+
+    def list_rollouts(self) -> list[RolloutRecord]:
+        """Oldest first."""
+        with self._bound():
+            order = (PayloadRollout.created_at, PayloadRollout.id)
+            return [_rollout(r) for r in PayloadRollout.select().order_by(*order)]

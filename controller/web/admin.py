@@ -35,6 +35,7 @@ from swarm.controller.web import (
     payloads,
     public,
     releases,
+    rollouts,
     shells,
     streams,
 )
@@ -524,6 +525,7 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(releases.routes)
     app.add_routes(binhosts.routes)
     app.add_routes(payloads.routes)
+    app.add_routes(rollouts.routes)
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

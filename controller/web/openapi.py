@@ -149,11 +149,25 @@ def admin_operations() -> list[Operation]:
         metrics,
         payloads,
         releases,
+        rollouts,
         shells,
         streams,
     )
 
-    modules = (admin, healing, shells, logs, dispatch, releases, binhosts, payloads, auth, streams, metrics)
+    modules = (
+        admin,
+        healing,
+        shells,
+        logs,
+        dispatch,
+        releases,
+        binhosts,
+        payloads,
+        rollouts,
+        auth,
+        streams,
+        metrics,
+    )
     return [op for module in modules for op in module.routes.operations]
 
 

@@ -16,11 +16,12 @@ from aiohttp import web
 
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, TooLarge
 from swarm.controller.payloads import MAX_NOTES, Payloads
+from swarm.controller.rollout import MAX_DRONES_NAMED, Rollouts, Strategy, Target
 from swarm.controller.web.common import SERVICES, json_response
 from swarm.controller.web.healing import KEY_NAME
-from swarm.controller.web.parse import json_body
+from swarm.controller.web.parse import check_text, json_body, seconds
 from swarm.controller.web.routes import Body, IntParam, Routes, TextParam
-from swarm.controller.web.views.base import Doc, Length
+from swarm.controller.web.views.base import Doc, Length, Range
 from swarm.controller.web.views.payloads import (
     DeployView,
     DroneVersionsView,
@@ -31,6 +32,7 @@ from swarm.controller.web.views.payloads import (
     payload_view,
     payloads_view,
 )
+from swarm.controller.web.views.rollouts import RolloutView, rollout_view
 from swarm.payloadsig import KINDS
 
 OFF = "payloads are off: they need the drones' certificates (the controller runs with --insecure)"
@@ -49,6 +51,13 @@ def _payloads(request: web.Request) -> Payloads:
     if payloads is None:
         raise FailedPrecondition(OFF)
     return payloads
+
+
+def _rollouts(request: web.Request) -> Rollouts:
+    rollouts = request.app[SERVICES].rollouts
+    if rollouts is None:
+        raise FailedPrecondition(OFF)
+    return rollouts
 
 
 def _by(request: web.Request) -> str:
@@ -139,47 +148,120 @@ async def stage(request: web.Request) -> web.Response:
 @dataclass(frozen=True, slots=True)
 class DeployRequest:
     drones: Annotated[
-        tuple[str, ...], Doc("the drone to deploy to, by name or id (one for now)"), Length(1, 1)
+        tuple[str, ...],
+        Doc("the drones to deploy to, by name or id; one alone, without a strategy, is a plain deploy"),
+        Length(1, MAX_DRONES_NAMED),
     ]
+    network: Annotated[str | None, Doc("a rollout to this network's drones")]
+    all: Annotated[bool | None, Doc("a rollout to every drone")]
+    canary: Annotated[int | None, Range(0, MAX_DRONES_NAMED), Doc("drones deployed first, alone (default 1)")]
+    batch: Annotated[int | None, Range(1, MAX_DRONES_NAMED), Doc("drones in each batch after (default 5)")]
+    pause_s: Annotated[float | None, Range(0, 86400), Doc("seconds between batches (default 0)")]
+    gate_timeout_s: Annotated[
+        float | None,
+        Range(1, 86400),
+        Doc("seconds a drone has to apply it and be online, healthy and running it (default 600)"),
+    ]
+    auto_rollback: Annotated[bool | None, Doc("a failure rolls back the drones that took it (default true)")]
     rollback: Annotated[
         bool | None, Doc("signed as a rollback: the drone may go down to this version from a newer one")
     ]
 
 
+STRATEGY_KEYS = ("network", "all", "canary", "batch", "pause_s", "gate_timeout_s", "auto_rollback")
+KNOWN_KEYS = frozenset((*STRATEGY_KEYS, "drones", "rollback"))
+
+
+def _flag(body: dict[str, object], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{key} must be true or false")
+    return value
+
+
+def _count(body: dict[str, object], key: str, default: int, lo: int) -> int:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= MAX_DRONES_NAMED:
+        raise InvalidArgument(f"{key} must be a whole number from {lo} to {MAX_DRONES_NAMED}")
+    return value
+
+
 def _deploy_request(body: dict[str, object]) -> tuple[list[str], bool]:
-    drones = body.get("drones")
+    drones = body.get("drones", [])
     if not isinstance(drones, list) or not all(isinstance(d, str) and d for d in drones):
         raise InvalidArgument("drones must be a list of drone names")
-    rollback = body.get("rollback", False)
-    if rollback is None:
-        rollback = False
-    if not isinstance(rollback, bool):
-        raise InvalidArgument("rollback must be true or false")
-    return [str(d)[:64] for d in drones], rollback
+    if len(drones) > MAX_DRONES_NAMED:
+        raise InvalidArgument(f"name at most {MAX_DRONES_NAMED} drones")
+    unknown = sorted(set(body) - KNOWN_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown field {unknown[0][:40]!r}: the fields are {', '.join(sorted(KNOWN_KEYS))}"
+        )
+    return [str(d)[:64] for d in drones], _flag(body, "rollback", False)
+
+
+def _rollout_request(body: dict[str, object], drones: list[str]) -> tuple[Target, Strategy]:
+    network = body.get("network")
+    if network is not None:
+        network = check_text(network, "network", max_len=64)
+    target = Target(_flag(body, "all", False), network or "", tuple(drones))
+    defaults = Strategy()
+    strategy = Strategy(
+        canary=_count(body, "canary", defaults.canary, 0),
+        batch=_count(body, "batch", defaults.batch, 1),
+        pause_s=defaults.pause_s
+        if body.get("pause_s") is None
+        else seconds(body["pause_s"], "pause_s", 0, 86400),
+        gate_timeout_s=(
+            defaults.gate_timeout_s
+            if body.get("gate_timeout_s") is None
+            else seconds(body["gate_timeout_s"], "gate_timeout_s", 1, 86400)
+        ),
+        auto_rollback=_flag(body, "auto_rollback", defaults.auto_rollback),
+    )
+    return target, strategy
 
 
 @routes.declare(
     "POST",
     "/admin/api/payloads/{kind}/{version}/deploy",
-    DeployView,
+    DeployView | RolloutView,
     status=202,
-    summary="deploy a staged payload version to a drone: it is sent a signed ApplyPayload and applies it "
-    "when idle; how it went is in GET /admin/api/drones/versions and the payload_* events",
+    summary="deploy a staged payload version: to one drone (a DeployView), or as a rollout (a RolloutView) "
+    "to every drone (all), a network or the drones named, canaries first, then batches, each drone "
+    "through a health gate",
+    description="A body with one drone and none of network, all, canary, batch, pause_s, gate_timeout_s "
+    "and auto_rollback is a plain deploy: the drone is sent a signed ApplyPayload and applies it when "
+    "idle; how it went is in GET /admin/api/drones/versions and the payload_* events. Anything else is a "
+    "rollout (GET /admin/api/rollouts/{id}, the rollout_* events): a drone that fails its gate stops it "
+    "and, with auto_rollback, the drones that took the version go back to the one they ran.",
     params=(PATH_KIND, VERSION),
-    body=Body(DeployRequest, required=("drones",)),
+    body=Body(DeployRequest),
     errors=(404, 409),
     notes={
         404: "no such payload version or drone",
         409: "the version is not staged, the drone is not connected, its agent does not take payloads, "
-        "it is taking one of this kind already, or payloads are off",
+        "it is taking one of this kind already, a rollout of this kind is under way, no drone is left "
+        "to deploy to, or payloads are off",
     },
 )
 async def deploy(request: web.Request) -> web.Response:
     kind, version = _kind_version(request)
     payloads = _payloads(request)
-    drones, rollback = _deploy_request(await json_body(request))
-    started = payloads.deploy(kind, version, drones, rollback=rollback, by=_by(request))
-    return json_response(deploy_view(started), status=202)
+    body = await json_body(request)
+    drones, rollback = _deploy_request(body)
+    if len(drones) == 1 and not any(body.get(key) is not None for key in STRATEGY_KEYS):
+        started = payloads.deploy(kind, version, drones, rollback=rollback, by=_by(request))
+        return json_response(deploy_view(started), status=202)
+    target, strategy = _rollout_request(body, drones)
+    rollout = await _rollouts(request).create(
+        kind, version, target, strategy, rollback=rollback, by=_by(request)
+    )
+    return json_response(rollout_view(rollout), status=202)
 
 
 @routes.declare(
