@@ -235,7 +235,9 @@ def test_a_deploy_from_the_dialog_refused_by_the_drone_shows_as_drift_with_its_r
         dialog = page.locator("dialog.pl-dialog")
         expect(dialog).to_be_visible()
         expect(dialog.locator(".dialog-title")).to_have_text(f"Deploy agent-config v{version}?")
-        expect(page.locator("#pl-deploy-drone")).to_be_focused()
+        # Focus on its first choice: where it goes (one drone, checked, is a plain deploy).
+        expect(page.locator("#pl-mode-one")).to_be_focused()
+        expect(page.locator("#pl-mode-one")).to_be_checked()
         expect(page.locator(f'#pl-deploy-drone option[value="{absent.name}"]')).to_have_text(
             f"{absent.name} (not connected)"
         )
@@ -289,3 +291,57 @@ def refuser_version(swarm: Fleet, kind: str) -> dict[str, Any]:
     versions = admin(swarm, "GET", "/admin/api/drones/versions")["versions"]
     [found] = [v for v in versions if v["drone"] == "refuser" and v["kind"] == kind]
     return {k: found[k] for k in ("expected", "running", "drift", "state", "reason")}
+
+
+def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
+    swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
+) -> None:
+    refuser, absent = drones
+    version = staged(swarm, "agent-config", CONFIG, "rolled-out")
+    with RefusingDrone(swarm, refuser, runs=3):
+        page, problems = open_payloads(browser, swarm)
+        expect(page.locator("#pl-rollouts-title")).to_be_visible(timeout=WAIT_MS)
+        deploy = version_row(page, "agent-config", version).get_by_role(
+            "button", name=f"Deploy agent-config v{version}"
+        )
+        deploy.click()
+        dialog = page.locator("dialog.pl-dialog")
+        expect(dialog).to_be_visible()
+        # One drone is the default (a plain deploy); the strategy is for a rollout.
+        expect(page.locator("#pl-mode-one")).to_be_checked()
+        expect(page.locator("#pl-canary")).to_be_hidden()
+        page.get_by_label("Drones I pick").check()
+        for name in (refuser.name, absent.name):
+            dialog.get_by_role("checkbox", name=re.compile(f"^{name}")).check()
+        page.fill("#pl-canary", "1")
+        page.fill("#pl-batch", "1")
+        page.fill("#pl-gate", "30")
+        dialog.get_by_role("button", name="Start rollout").click()
+        expect(dialog).not_to_be_visible()
+        toast = page.locator('.toast-ok[data-action="rollout"]')
+        expect(toast).to_be_visible(timeout=WAIT_MS)
+        rollout_id = toast.get_attribute("data-rollout")
+        card = page.locator(f'article[data-rollout="{rollout_id}"]')
+        expect(card).to_have_attribute("data-state", re.compile("^(failed|rolled_back)$"), timeout=30_000)
+        answer = admin(swarm, "GET", f"/admin/api/rollouts/{rollout_id}")
+        assert answer["state"] == card.get_attribute("data-state") and answer["reason"]
+        assert answer["strategy"]["canary"] == 1 and answer["strategy"]["gate_timeout_s"] == 30
+        assert sorted(answer["target"]["drones"]) == sorted([refuser.name, absent.name])
+        expect(card).to_contain_text(f"agent-config v{version} to")
+        expect(card.locator(":scope > .pl-reason")).to_have_text(answer["reason"])
+        for d in answer["drones"]:
+            line = card.locator(f'li[data-drone="{d["drone"]}"]')
+            expect(line).to_have_attribute("data-state", d["state"])
+            if d["reason"]:
+                expect(line.locator(".pl-reason")).to_have_text(d["reason"])
+        [refused] = [d for d in answer["drones"] if d["drone"] == refuser.name]
+        assert refused["state"] == "failed", answer
+        # Only the verbs the controller takes in this state are offered.
+        rollback_offered = answer["state"] == "failed"
+        expect(card.get_by_role("button", name="Pause")).to_be_hidden()
+        expect(card.get_by_role("button", name="Roll back")).to_be_visible() if rollback_offered else expect(
+            card.get_by_role("button", name="Roll back")
+        ).to_be_hidden()
+        expect(page.locator('.pl-events li[data-type="rollout_failed"]').first).to_be_visible()
+        shot(page, "payloads-rollout")
+        assert unexpected(problems) == []

@@ -126,6 +126,8 @@ const ROLLOUT_VERBS = [
   { verb: "rollback", label: "Roll back", when: ["paused", "aborted", "failed", "done"], asks: true },
 ];
 const ROLLOUT_BAD = new Set(["failed", "aborted", "rolled_back", "rolling_back"]);
+// A planned drone's state as a pill's tone (pending and skipped: idle).
+const DRONE_TONES = { passed: "ok", kept: "ok", sent: "busy", failed: "bad", rolled_back: "bad" };
 const ROLLOUTS_SHOWN = 5;
 const POLL_MS = 5000;
 const REFRESH_MS = 1000;
@@ -305,7 +307,7 @@ class RolloutCard {
             el("span", { class: "muted" }, d.batch < 0 ? "skipped" : d.batch === 0 && s.canary > 0 ? "canary" : `batch ${d.batch}`),
             el(
               "span",
-              { class: `pill pl-deploy-${["failed", "rolled_back", "skipped"].includes(d.state) ? "bad" : d.state === "passed" || d.state === "kept" ? "ok" : "busy"}` },
+              { class: `pill pl-deploy-${DRONE_TONES[d.state] ?? "idle"}` },
               d.state.replace("_", " "),
             ),
             el("span", { class: "pl-reason" }, d.reason),
