@@ -8,8 +8,13 @@ test_payload_deploy's), which refuses it: the drift table shows that drone's
 expected against running version, highlighted, with the refusal and the
 drone's reason, and the payload_refused event arrives live. A deploy to a
 drone that is not connected keeps the dialog open with the controller's 409.
+Rollouts (the same dialog, with a strategy): one whose canary refuses ends
+rolled back, its card showing each drone's state and reason as the API has
+them; one held at the canary's gate (the drone never answers) is paused,
+resumed, aborted and rolled back from its card.
 
-Screenshots go to test-artifacts/console/ (payloads, payloads-drift).
+Screenshots go to test-artifacts/console/ (payloads, payloads-drift,
+payloads-rollout).
 """
 
 from __future__ import annotations
@@ -155,20 +160,22 @@ def test_an_upload_is_listed_as_the_api_has_it_and_staged(
     assert unexpected(problems, 400) == []
 
 
-class RefusingDrone:
+class HandDrone:
     """A drone spoken by hand in a thread of its own (Playwright's sync API owns
     the test's thread and its event loop): it connects, says it runs
-    portage-config v``runs``, and refuses each payload it is sent with REASON."""
+    portage-config v``runs``, and refuses each payload it is sent with REASON
+    (``silent``: never answers, as a drone busy with a build)."""
 
-    def __init__(self, swarm: Fleet, drone: Drone, runs: int) -> None:
+    def __init__(self, swarm: Fleet, drone: Drone, runs: int, *, silent: bool = False) -> None:
         self.target, self.drone, self.runs = swarm.controller.grpc_target, drone, runs
+        self.silent = silent
         self.connected = threading.Event()
         self.refused: list[int] = []
         self.failure: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="refusing-drone")
+        self._thread = threading.Thread(target=self._run, name="hand-drone")
 
-    def __enter__(self) -> RefusingDrone:
+    def __enter__(self) -> HandDrone:
         self._thread.start()
         assert self.connected.wait(20) or self.failure, "the hand-driven drone did not connect"
         if self.failure:
@@ -194,7 +201,7 @@ class RefusingDrone:
                     message = await asyncio.wait_for(stream.received.get(), 0.2)
                 except TimeoutError:
                     continue
-                if message.WhichOneof("body") != "apply_payload":
+                if message.WhichOneof("body") != "apply_payload" or self.silent:
                     continue
                 meta = payload_pb2.PayloadMeta.FromString(message.apply_payload.meta)
                 await stream.say(
@@ -220,7 +227,7 @@ def test_a_deploy_from_the_dialog_refused_by_the_drone_shows_as_drift_with_its_r
 ) -> None:
     refuser, absent = drones
     version = staged(swarm, "agent-config", CONFIG, "for-the-refuser")
-    with RefusingDrone(swarm, refuser, runs=3):
+    with HandDrone(swarm, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         # Its Hello said portage-config v3 and nothing was deployed to it: in step.
         reported = page.locator('tr[data-drone="refuser"][data-kind="portage-config"]')
@@ -238,6 +245,7 @@ def test_a_deploy_from_the_dialog_refused_by_the_drone_shows_as_drift_with_its_r
         # Focus on its first choice: where it goes (one drone, checked, is a plain deploy).
         expect(page.locator("#pl-mode-one")).to_be_focused()
         expect(page.locator("#pl-mode-one")).to_be_checked()
+        expect(page.locator("#pl-canary")).to_be_hidden()  # the strategy is a rollout's
         expect(page.locator(f'#pl-deploy-drone option[value="{absent.name}"]')).to_have_text(
             f"{absent.name} (not connected)"
         )
@@ -293,36 +301,38 @@ def refuser_version(swarm: Fleet, kind: str) -> dict[str, Any]:
     return {k: found[k] for k in ("expected", "running", "drift", "state", "reason")}
 
 
+def start_rollout(page: Page, kind: str, version: int, *drones: str, gate: int) -> str:
+    """Start a rollout to the drones picked (canary 1, batch 1) from the deploy dialog; its id."""
+    version_row(page, kind, version).get_by_role("button", name=f"Deploy {kind} v{version}").click()
+    dialog = page.locator("dialog.pl-dialog")
+    expect(dialog).to_be_visible()
+    page.get_by_label("Drones I pick").check()
+    for name in drones:
+        dialog.get_by_role("checkbox", name=re.compile(f"^{name}")).check()
+    page.fill("#pl-canary", "1")
+    page.fill("#pl-batch", "1")
+    page.fill("#pl-gate", str(gate))
+    dialog.get_by_role("button", name="Start rollout").click()
+    expect(dialog).not_to_be_visible()
+    toast = page.locator(f'.toast-ok[data-action="rollout"]:has-text("{kind} v{version}")')
+    expect(toast).to_be_visible(timeout=WAIT_MS)
+    rollout_id = toast.get_attribute("data-rollout")
+    assert rollout_id
+    return rollout_id
+
+
 def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
     swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
 ) -> None:
     refuser, absent = drones
     version = staged(swarm, "agent-config", CONFIG, "rolled-out")
-    with RefusingDrone(swarm, refuser, runs=3):
+    with HandDrone(swarm, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         expect(page.locator("#pl-rollouts-title")).to_be_visible(timeout=WAIT_MS)
-        deploy = version_row(page, "agent-config", version).get_by_role(
-            "button", name=f"Deploy agent-config v{version}"
-        )
-        deploy.click()
-        dialog = page.locator("dialog.pl-dialog")
-        expect(dialog).to_be_visible()
-        # One drone is the default (a plain deploy); the strategy is for a rollout.
-        expect(page.locator("#pl-mode-one")).to_be_checked()
-        expect(page.locator("#pl-canary")).to_be_hidden()
-        page.get_by_label("Drones I pick").check()
-        for name in (refuser.name, absent.name):
-            dialog.get_by_role("checkbox", name=re.compile(f"^{name}")).check()
-        page.fill("#pl-canary", "1")
-        page.fill("#pl-batch", "1")
-        page.fill("#pl-gate", "30")
-        dialog.get_by_role("button", name="Start rollout").click()
-        expect(dialog).not_to_be_visible()
-        toast = page.locator('.toast-ok[data-action="rollout"]')
-        expect(toast).to_be_visible(timeout=WAIT_MS)
-        rollout_id = toast.get_attribute("data-rollout")
+        rollout_id = start_rollout(page, "agent-config", version, refuser.name, absent.name, gate=30)
         card = page.locator(f'article[data-rollout="{rollout_id}"]')
-        expect(card).to_have_attribute("data-state", re.compile("^(failed|rolled_back)$"), timeout=30_000)
+        # The canary failed its gate; with auto-rollback (the default) it ends rolled back.
+        expect(card).to_have_attribute("data-state", "rolled_back", timeout=30_000)
         answer = admin(swarm, "GET", f"/admin/api/rollouts/{rollout_id}")
         assert answer["state"] == card.get_attribute("data-state") and answer["reason"]
         assert answer["strategy"]["canary"] == 1 and answer["strategy"]["gate_timeout_s"] == 30
@@ -336,12 +346,65 @@ def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
                 expect(line.locator(".pl-reason")).to_have_text(d["reason"])
         [refused] = [d for d in answer["drones"] if d["drone"] == refuser.name]
         assert refused["state"] == "failed", answer
-        # Only the verbs the controller takes in this state are offered.
-        rollback_offered = answer["state"] == "failed"
-        expect(card.get_by_role("button", name="Pause")).to_be_hidden()
-        expect(card.get_by_role("button", name="Roll back")).to_be_visible() if rollback_offered else expect(
-            card.get_by_role("button", name="Roll back")
-        ).to_be_hidden()
+        # Over: none of its verbs is offered (a rolled-back rollout takes none).
+        for verb in ("Pause", "Resume", "Abort", "Roll back"):
+            expect(card.get_by_role("button", name=verb)).to_be_hidden()
         expect(page.locator('.pl-events li[data-type="rollout_failed"]').first).to_be_visible()
         shot(page, "payloads-rollout")
+        assert unexpected(problems) == []
+
+
+def test_a_rollout_is_paused_resumed_aborted_and_rolled_back_from_its_card(
+    swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
+) -> None:
+    refuser, _ = drones
+    version = staged(swarm, "agent-config", CONFIG, "held-at-the-gate")
+    # The drone never answers: the canary waits at its gate while the admin acts.
+    with HandDrone(swarm, refuser, runs=3, silent=True):
+        page, problems = open_payloads(browser, swarm)
+        rollout_id = start_rollout(page, "agent-config", version, refuser.name, gate=120)
+        card = page.locator(f'article[data-rollout="{rollout_id}"]')
+        path = f"/admin/api/rollouts/{rollout_id}"
+
+        def verb(name: str) -> Locator:
+            return card.get_by_role("button", name=name, exact=True)
+
+        expect(card).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+        expect(card.locator(f'li[data-drone="{refuser.name}"]')).to_have_attribute("data-state", "sent")
+        expect(verb("Resume")).to_be_hidden()
+        expect(verb("Roll back")).to_be_hidden()
+
+        verb("Pause").click()
+        expect(card).to_have_attribute("data-state", "paused", timeout=WAIT_MS)
+        assert admin(swarm, "GET", path)["state"] == "paused"
+        expect(card.locator(":scope > .pl-reason")).to_have_text("paused by admin:admin")
+        expect(verb("Pause")).to_be_hidden()
+
+        verb("Resume").click()
+        expect(card).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+        assert admin(swarm, "GET", path)["state"] == "running"
+
+        # Abort asks first, naming what it does; Cancel leaves it running.
+        verb("Abort").click()
+        dialog = page.locator("dialog.dialog").filter(
+            has_text=f"Abort the rollout of agent-config v{version}?"
+        )
+        expect(dialog).to_contain_text("the drones that took it keep it")
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(verb("Abort")).to_be_focused()
+        assert admin(swarm, "GET", path)["state"] == "running"
+        verb("Abort").click()
+        dialog.get_by_role("button", name="Abort", exact=True).click()
+        expect(card).to_have_attribute("data-state", "aborted", timeout=WAIT_MS)
+        assert admin(swarm, "GET", path)["state"] == "aborted"
+
+        verb("Roll back").click()
+        dialog = page.locator("dialog.dialog").filter(
+            has_text=f"Roll back the rollout of agent-config v{version}?"
+        )
+        dialog.get_by_role("button", name="Roll back", exact=True).click()
+        expect(card).to_have_attribute("data-state", "rolled_back", timeout=WAIT_MS)
+        assert admin(swarm, "GET", path)["state"] == "rolled_back"
+        for event in ("rollout_paused", "rollout_resumed", "rollout_aborted"):
+            expect(page.locator(f'.pl-events li[data-type="{event}"]').first).to_be_visible()
         assert unexpected(problems) == []
