@@ -14,7 +14,7 @@ them; one held at the canary's gate (the drone never answers) is paused,
 resumed, aborted and rolled back from its card.
 
 Screenshots go to test-artifacts/console/ (payloads, payloads-drift,
-payloads-rollout).
+payloads-deploy, payloads-rollout).
 """
 
 from __future__ import annotations
@@ -312,6 +312,7 @@ def start_rollout(page: Page, kind: str, version: int, *drones: str, gate: int) 
     page.fill("#pl-canary", "1")
     page.fill("#pl-batch", "1")
     page.fill("#pl-gate", str(gate))
+    shot(page, "payloads-deploy")
     dialog.get_by_role("button", name="Start rollout").click()
     expect(dialog).not_to_be_visible()
     toast = page.locator(f'.toast-ok[data-action="rollout"]:has-text("{kind} v{version}")')

@@ -371,10 +371,10 @@ class DeployDialog {
     this.picks = el("div", { class: "pl-picks", id: "pl-deploy-picks" });
     this.picksSet = el("fieldset", { class: "pl-picks-set" }, el("legend", {}, "Drones"), this.picks);
 
-    this.canary = numberField("pl-canary", "Canaries", 1, 0, 1000, 1, "deployed first, alone");
-    this.batch = numberField("pl-batch", "Batch size", 5, 1, 1000, 1, "drones at a time after");
+    this.canary = numberField("pl-canary", "Canaries", 1, 0, 1000, 1, "first, alone");
+    this.batch = numberField("pl-batch", "Batch size", 5, 1, 1000, 1, "at a time");
     this.pause = numberField("pl-pause", "Pause (s)", 0, 0, 86400, "any", "between batches");
-    this.gate = numberField("pl-gate", "Gate (s)", 600, 1, 86400, "any", "to apply it and be healthy");
+    this.gate = numberField("pl-gate", "Gate (s)", 600, 1, 86400, "any", "each drone, to pass");
     this.autoRollback = el("input", { id: "pl-auto-rollback", type: "checkbox", checked: true });
     this.strategy = el(
       "fieldset",
