@@ -351,6 +351,7 @@ def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
         for verb in ("Pause", "Resume", "Abort", "Roll back"):
             expect(card.get_by_role("button", name=verb)).to_be_hidden()
         expect(page.locator('.pl-events li[data-type="rollout_failed"]').first).to_be_visible()
+        page.evaluate("window.scrollTo(0, 0)")  # the drift and the rollout together
         shot(page, "payloads-rollout")
         assert unexpected(problems) == []
 
