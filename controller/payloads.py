@@ -20,7 +20,7 @@ A drone's payload of a kind (drone_payloads), for each deploy::
 that drone, sends ApplyPayload, holds the drone out of the build rotation
 meanwhile, and returns when the drone's PayloadStatus says how it ended
 (or at the timeout). The HTTP deploy runs one of them for the drone it
-names; a rollout (canary, batches) is a loop over it. The drone alone
+names; a rollout (rollout.py: canaries, batches) runs them batch by batch. The drone alone
 decides whether it may apply what it is sent (signature, expiry, rollback
 protection: swarm.payloadsig), and says so in its status.
 
@@ -318,7 +318,7 @@ class Payloads:
         if record.state == UPLOADED:
             raise FailedPrecondition(f"{kind} version {version} is not staged: stage it first")
         if len(drones) != 1:
-            raise InvalidArgument("name exactly one drone (deploys to several drones are not there yet)")
+            raise InvalidArgument("name exactly one drone (several make a rollout: rollout.py)")
         state = self._fleet.require(drones[0])
         if state.link is None:
             raise FailedPrecondition(f"{state.name} is not connected")

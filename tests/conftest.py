@@ -62,6 +62,7 @@ FAST_MODULES = frozenset(
         "test_protocol_doc",
         "test_protolog",
         "test_release_cadence",
+        "test_rollouts",
         "test_rsyncpush",
         "test_public_api_fast",
         "test_scheduler",

@@ -315,6 +315,12 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
         "POST", f"{payloads}/{{kind}}/{{version}}/deploy", 409, path=one_payload + "/deploy", body=deploy
     )
     check.call("GET", "/admin/api/drones/versions", 200)
+    # Rollouts: none here to show (tests/test_rollouts.py checks each answer against its view).
+    check.call("GET", "/admin/api/rollouts", 200)
+    nobody = "/admin/api/rollouts/r-000000000000"
+    check.call("GET", "/admin/api/rollouts/{id}", 404, path=nobody)
+    for verb in ("pause", "resume", "abort", "rollback"):
+        check.call("POST", f"/admin/api/rollouts/{{id}}/{verb}", 404, path=f"{nobody}/{verb}")
 
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"

@@ -71,7 +71,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
 # binhost_saved and binhost_deleted name the admin and a mirror's ssh destination;
-# a payload's upload, staging and deploy name the admin.
+# a payload's upload, staging and deploy, and a rollout's start, pause, resume,
+# abort and rollback name the admin.
 ADMIN_ONLY_TYPES = frozenset(
     {
         "drone_exec",
@@ -82,6 +83,11 @@ ADMIN_ONLY_TYPES = frozenset(
         "payload_uploaded",
         "payload_staged",
         "payload_deploy_started",
+        "rollout_started",
+        "rollout_paused",
+        "rollout_resumed",
+        "rollout_aborted",
+        "rollout_rolled_back",
     }
 )
 
