@@ -20,7 +20,6 @@ import tarfile
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,16 +37,14 @@ from swarm.pki import make_csr, new_key
 from swarm.v1 import (
     enroll_pb2,
     enroll_pb2_grpc,
-    fleet_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
     payload_pb2,
     payload_pb2_grpc,
 )
 
 from fakes.links import FakeLink
 from support.inproc import InProcessController, fill_executor, local_config
-from support.procs import Controller, agent_credentials, enroll_here, wait_for
+from support.payloads import Drone, Stream
+from support.procs import Controller, enroll_here, wait_for
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -381,17 +378,6 @@ def test_a_deploy_without_a_final_answer_times_out_and_frees_the_drone(api: InPr
 # -- the wire: a deploy, Fetch and the drone's answers -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Drone:
-    name: str
-    drone_id: str
-    state_dir: Path
-
-    @property
-    def creds(self) -> grpc.ChannelCredentials:
-        return cast(grpc.ChannelCredentials, agent_credentials(self.state_dir))
-
-
 def enrolled(api: InProcessController, root: Path, name: str) -> Drone:
     assert api.controller.ports is not None and api.controller.trust is not None
     target = type(
@@ -430,51 +416,6 @@ async def fetch_error(
     return f"{refused.value.code().name}: {refused.value.details()}"
 
 
-class Stream:
-    """A drone's control stream, spoken by hand: Hello with the payloads
-    feature, then what the controller sends (pings aside) to a queue."""
-
-    def __init__(self, api: InProcessController, drone: Drone, runs: int = 0) -> None:
-        """``runs``: the portage-config version it says in its Hello."""
-        self.api, self.drone, self.runs = api, drone, runs
-        self.received: asyncio.Queue[gateway_pb2.ControllerMessage] = asyncio.Queue(maxsize=64)
-
-    async def __aenter__(self) -> Stream:
-        self._channel = grpc.aio.secure_channel(grpc_target(self.api), self.drone.creds)
-        self.call = gateway_pb2_grpc.DroneGatewayStub(self._channel).Connect()
-        hello = fleet_pb2.Hello(
-            drone_id=self.drone.drone_id,
-            name=self.drone.name,
-            cores=2,
-            heartbeat_interval_ms=60_000,
-            agent_version="test",
-            features=["payloads"],
-            payloads=[payload_pb2.PayloadVersion(kind="portage-config", version=self.runs)],
-        )
-        await self.call.write(gateway_pb2.AgentMessage(hello=hello))
-        self._reader = asyncio.create_task(self._read())
-        welcome = await self.next()
-        assert welcome.WhichOneof("body") == "welcome"
-        return self
-
-    async def _read(self) -> None:
-        async for message in self.call:
-            if message.WhichOneof("body") != "ping":
-                await self.received.put(message)
-
-    async def next(self) -> gateway_pb2.ControllerMessage:
-        return await asyncio.wait_for(self.received.get(), 10)
-
-    async def say(self, **status: Any) -> None:
-        await self.call.write(gateway_pb2.AgentMessage(payload_status=payload_pb2.PayloadStatus(**status)))
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-        self.call.cancel()
-        await self._channel.close()
-
-
 @pytest.fixture(scope="module")
 def drones(api: InProcessController, tmp_path_factory: pytest.TempPathFactory) -> tuple[Drone, Drone]:
     root = tmp_path_factory.mktemp("drones")
@@ -496,7 +437,7 @@ def test_a_deployed_payload_is_fetched_by_its_drone_only_resumed_from_an_offset_
     public_key = bytes.fromhex(admin(api, "GET", PATH)[1]["public_key"])
 
     async def scenario() -> None:
-        async with Stream(api, taker) as stream:
+        async with Stream(grpc_target(api), taker) as stream:
             status, reply = await asyncio.to_thread(
                 admin, api, "POST", f"{PATH}/portage-config/{version}/deploy", {"drones": [taker.name]}
             )
@@ -579,7 +520,7 @@ def test_a_refusal_is_kept_with_the_drones_reason_and_shows_as_drift(
     running = version - 1  # what it says in its Hello
 
     async def scenario() -> None:
-        async with Stream(api, taker, running) as stream:
+        async with Stream(grpc_target(api), taker, running) as stream:
             status, reply = await asyncio.to_thread(
                 admin, api, "POST", f"{PATH}/portage-config/{version}/deploy", {"drones": [taker.drone_id]}
             )
@@ -679,7 +620,7 @@ def test_cli_pushes_lists_stages_deploys_and_waits_and_shows_drift(
     assert code == 2 and "not a version" in err
 
     async def scenario() -> tuple[int, str, str]:
-        async with Stream(api, taker, version - 1) as stream:
+        async with Stream(grpc_target(api), taker, version - 1) as stream:
             waiting = asyncio.create_task(
                 asyncio.to_thread(
                     cli,

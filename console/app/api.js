@@ -34,6 +34,11 @@ async function call(method, path, body) {
   } catch {
     throw new ApiError(0, "the controller cannot be reached");
   }
+  return answer(response);
+}
+
+/** The JSON of an answer; a refusal as an ApiError with the controller's message. */
+async function answer(response) {
   if (response.status === 401) {
     toLogin();
     throw new ApiError(401, "the session has ended");
@@ -43,6 +48,26 @@ async function call(method, path, body) {
     throw new ApiError(response.status, data?.error?.message ?? `the controller answered ${response.status}`);
   }
   return data;
+}
+
+/**
+ * Bytes as the request body, as they are (an upload: a File), with the CSRF token; the JSON answer.
+ * @param {string} path  @param {Blob} blob
+ */
+export async function upload(path, blob) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/octet-stream", "X-CSRF-Token": csrfToken },
+      body: blob,
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "the controller cannot be reached");
+  }
+  return answer(response);
 }
 
 export const get = (path) => call("GET", path);

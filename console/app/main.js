@@ -18,6 +18,7 @@ const PAGES = [
   { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
   { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
   { id: "testbuilds", title: "Test builds", icon: "testbuilds", module: "./pages/testbuilds.js", css: true },
+  { id: "payloads", title: "Payloads", icon: "payloads", module: "./pages/payloads.js", css: true },
 ];
 
 const ICONS = {
@@ -39,6 +40,8 @@ const ICONS = {
   events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
   protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
   testbuilds: '<path d="M9.5 3h5M10.5 3v6.2L5.2 18.4A1.7 1.7 0 0 0 6.7 21h10.6a1.7 1.7 0 0 0 1.5-2.6l-5.3-9.2V3"/><path d="M7.6 15h8.8"/>',
+  payloads:
+    '<rect x="4" y="10" width="16" height="10" rx="1.5"/><path d="M12 3v10M8.5 6.5L12 3l3.5 3.5"/>',
 };
 
 const main = document.getElementById("main");

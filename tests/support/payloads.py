@@ -1,11 +1,23 @@
-"""Agent payloads for tests: wheels of this project built from the checkout."""
+"""Payloads for tests: wheels of this project built from the checkout, and
+drones that speak the control stream by hand (an enrolled identity whose
+Hello lists the "payloads" feature), for the controller's side and the
+console's."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
+
+import grpc
+
+from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, payload_pb2
+
+from support.procs import agent_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,3 +68,62 @@ def build_wheel(into: Path, version: str, patches: dict[str, tuple[str, str]] | 
     )
     (wheel,) = into.glob("build_swarm-*.whl")
     return wheel
+
+
+@dataclass(frozen=True)
+class Drone:
+    """An enrolled identity (support.procs.enroll_here) and its state dir."""
+
+    name: str
+    drone_id: str
+    state_dir: Path
+
+    @property
+    def creds(self) -> grpc.ChannelCredentials:
+        return cast(grpc.ChannelCredentials, agent_credentials(self.state_dir))
+
+
+class Stream:
+    """A drone's control stream, spoken by hand: Hello with the payloads
+    feature, then what the controller sends (pings aside) to a queue."""
+
+    def __init__(self, target: str, drone: Drone, runs: int = 0) -> None:
+        """``target``: the controller's gRPC address; ``runs``: the
+        portage-config version the drone says in its Hello."""
+        self.target, self.drone, self.runs = target, drone, runs
+        self.received: asyncio.Queue[gateway_pb2.ControllerMessage] = asyncio.Queue(maxsize=64)
+
+    async def __aenter__(self) -> Stream:
+        self._channel = grpc.aio.secure_channel(self.target, self.drone.creds)
+        self.call = gateway_pb2_grpc.DroneGatewayStub(self._channel).Connect()
+        hello = fleet_pb2.Hello(
+            drone_id=self.drone.drone_id,
+            name=self.drone.name,
+            cores=2,
+            heartbeat_interval_ms=60_000,
+            agent_version="test",
+            features=["payloads"],
+            payloads=[payload_pb2.PayloadVersion(kind="portage-config", version=self.runs)],
+        )
+        await self.call.write(gateway_pb2.AgentMessage(hello=hello))
+        self._reader = asyncio.create_task(self._read())
+        welcome = await self.next()
+        assert welcome.WhichOneof("body") == "welcome"
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.call:
+            if message.WhichOneof("body") != "ping":
+                await self.received.put(message)
+
+    async def next(self, timeout: float = 10) -> gateway_pb2.ControllerMessage:
+        return await asyncio.wait_for(self.received.get(), timeout)
+
+    async def say(self, **status: Any) -> None:
+        await self.call.write(gateway_pb2.AgentMessage(payload_status=payload_pb2.PayloadStatus(**status)))
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        self.call.cancel()
+        await self._channel.close()
