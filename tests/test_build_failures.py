@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from support.fleet import Fleet, start_fleet
-from support.procs import http, wait_for
+from support.procs import FAST_HEARTBEAT, http, wait_for
 
 # Each test runs several real emerge builds on a 2-core machine that may be busy.
 pytestmark = pytest.mark.timeout(600)
@@ -49,7 +49,9 @@ def test_a_drone_killed_mid_build_loses_its_job_to_another_drone(tmp_path: Path)
     with start_fleet(tmp_path, (), "--build-grace", "3", portage=True) as swarm:
         # The agent dies once the sleep began: long enough that the build
         # surely still runs then. The drones that may build the retry need not wait.
-        swarm.add_agent("builder-0", package_env=sleeper_env(6))
+        # Its grace is counted from the last message it sent, and checked here
+        # against its disconnection: quarter-second beats keep the two close.
+        swarm.add_agent("builder-0", package_env=sleeper_env(6), heartbeat_interval=FAST_HEARTBEAT)
         for i in (1, 2):
             swarm.add_agent(f"builder-{i}", package_env=sleeper_env(1))
         swarm.wait_online()

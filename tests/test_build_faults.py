@@ -25,7 +25,6 @@ from support.procs import wait_for
 pytestmark = pytest.mark.timeout(600)
 
 BUILD_TIMEOUT = 180.0
-HEARTBEAT = 1.0
 # Polls of an agent's log (a debug log, read whole) and of the controller's
 # health: a few a second is soon enough for waits of seconds.
 POLL = 0.2
@@ -46,11 +45,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "--persist-interval",
         "60",
         portage=True,
-        # The production heartbeat, not the tests' usual quarter second: no
-        # test here waits on liveness (a drone killed and started again is
-        # known by its Hello), and four beats a second are most of what two
-        # idle agents cost while the database is held.
-        heartbeat_interval=HEARTBEAT,
     )
     yield s
     s.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -39,11 +40,19 @@ from swarm.controller.fleet import OFFLINE, ONLINE, SUSPECT, UNHEALTHY
 from swarm.tasks import race
 from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
-from support.procs import EMERGE_COMMAND, Agent, Controller, wait_for
+from support.procs import EMERGE_COMMAND, FAST_HEARTBEAT, Agent, Controller, wait_for
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 CHECKS = ["builder", "cache_disk", "emerge", "event_loop"]
 Launch = Callable[..., Agent]
+
+
+@pytest.fixture
+def launch(launch: Launch) -> Launch:
+    """The module's agents beat four times a second: its tests wait for
+    silence (suspect), for newer heartbeats, and for a drone's checks to come
+    back with the next pong (held until the next heartbeat)."""
+    return functools.partial(launch, heartbeat_interval=FAST_HEARTBEAT)
 
 
 def checks(node: dict[str, Any]) -> dict[str, dict[str, Any]]:

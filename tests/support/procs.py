@@ -376,6 +376,15 @@ def agent_credentials(state_dir: Path) -> Any:
     )
 
 
+# Test agents beat at the production second: an idle agent at a quarter
+# second cost about twice the CPU (its own and the controller's), for every
+# agent of every module. A test that waits on beats asks for this instead:
+# silence noticed (suspect within ~3 intervals, offline), a heartbeat or pong
+# awaited or counted (the protocol log, the console's packets, a drone's
+# checks coming back with the next pong).
+FAST_HEARTBEAT = 0.25
+
+
 class Agent(Proc):
     def __init__(
         self,
@@ -384,7 +393,7 @@ class Agent(Proc):
         controller: str,
         *extra: str,
         drone_type: str | None = "unknown",
-        heartbeat_interval: float = 0.25,
+        heartbeat_interval: float = 1.0,
         state_dir: Path | None = None,
     ) -> None:
         """drone_type None: no --drone-type, the agent detects it."""
