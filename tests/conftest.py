@@ -46,6 +46,7 @@ FAST_MODULES = frozenset(
         "test_clock",
         "test_config",
         "test_core_boundary",
+        "test_cpureport",
         "test_detection",
         "test_drone_binhosts",
         "test_dronetype",
