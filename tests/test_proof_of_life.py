@@ -127,7 +127,16 @@ def test_low_disk_makes_a_beating_drone_unhealthy_silence_still_wins_and_a_new_p
         # Fixed (restarted with a threshold the disk meets): online, as a new process.
         assert agent.terminate(timeout=10) == 0
         wait_for(lambda: with_status(controller, "drone-disk", OFFLINE), what="offline")
-        again = launch(controller, "drone-disk", "--min-free-disk-mb", "1", state_dir=agent.state_dir)
+        # Portage's own emerge answers its emerge check (not a drone without a prefix's stand-in).
+        again = launch(
+            controller,
+            "drone-disk",
+            "--min-free-disk-mb",
+            "1",
+            "--emerge-command",
+            EMERGE_COMMAND,
+            state_dir=agent.state_dir,
+        )
         fresh = wait_for(lambda: all_checks_pass(controller, "drone-disk"), what="online with passing checks")
         assert fresh["id"] == again.drone_id == agent.drone_id
         assert HEX32.match(fresh["instance_id"]) and fresh["instance_id"] != node["instance_id"]

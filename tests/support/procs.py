@@ -30,6 +30,11 @@ DEFAULT_TIMEOUT = 15.0
 # this script, some 80 ms of CPU on every check and every build of a run.
 EMERGE = Path(sys.prefix).resolve() / "lib" / "portage" / "bin" / "emerge"
 EMERGE_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+# The emerge command of an agent without --portage-eprefix: it builds nothing
+# and answers the emerge check from a shell (the script says why). An agent
+# with a prefix, or a test that asks for it (--emerge-command EMERGE_COMMAND),
+# runs the real one.
+NO_BUILDS_COMMAND = f"{Path(__file__).with_name('no-builds-emerge')} --oneshot"
 
 
 # wait_for's polls when the caller names no interval: every 20 ms at first,
@@ -431,7 +436,7 @@ class Agent(Proc):
             "--log-level",
             "debug",
             "--emerge-command",
-            EMERGE_COMMAND,
+            EMERGE_COMMAND if "--portage-eprefix" in extra else NO_BUILDS_COMMAND,
             *extra,  # a later --emerge-command wins
         ]
         super().__init__(args, root / f"agent-{name}.log")
