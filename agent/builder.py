@@ -12,6 +12,12 @@ UPLOAD_PATIENCE; then the build is reported CANCELLED, which the
 controller requeues without counting it against the drone. What a build
 leaves behind is deleted when the controller gives up on it
 (leftovers.py).
+
+A test build (``StartBuild.test_build``) writes its package to a scratch
+PKGDIR of its own (``PKGDIR`` in emerge's environment), named by its build
+id under ``<state dir>/test-pkgdirs``; it is uploaded from there and the
+directory deleted when the build ends, so no later build ever takes a test
+build's package (or a dependency it fetched) from the drone's PKGDIR.
 """
 
 from __future__ import annotations
@@ -132,6 +138,7 @@ class Builder:
         send: Callable[[gateway_pb2.AgentMessage], object],
         channel: Callable[[], grpc.aio.Channel],
         journal: Path | None = None,
+        scratch: Path | None = None,
     ) -> None:
         self._command = shlex.split(emerge_command)
         self._pkgdir = pkgdir
@@ -143,10 +150,14 @@ class Builder:
         self._send = send
         self._channel = channel
         self.current: Build | None = None
+        # Why new builds are refused for now (a payload being applied), or "".
+        self.held = ""
         self.recent: deque[build_pb2.BuildEvent] = deque(maxlen=RECENT)
         # Builds noted with what they leave behind (journal: the file, kept across restarts).
         self._journal = BuildJournal(journal)
         self._cleanups: set[asyncio.Task[None]] = set()  # builds and clean-ups still running
+        # Test builds' scratch PKGDIRs, one per build (None: test builds refused).
+        self._scratch = scratch
 
     # -- control ----------------------------------------------------------
 
@@ -192,6 +203,9 @@ class Builder:
                 return  # the controller asked again after a reconnect: already on it
             self._event(start, Kind.REFUSED, reason=f"busy with build {self.current.start.build_id}")
             return
+        if self.held:
+            self._event(start, Kind.REFUSED, reason=self.held)
+            return
         if any(e.build_id == start.build_id for e in self.recent):
             # Finished while the controller was not listening: say so again.
             for event in self.recent:
@@ -209,6 +223,9 @@ class Builder:
                 reason=f"low disk: {free // 2**20} MiB free in {self._cache_path}, "
                 f"need {self._min_free // 2**20} MiB",
             )
+            return
+        if start.test_build and self._scratch is None:
+            self._event(start, Kind.REFUSED, reason="this agent has no scratch PKGDIR for test builds")
             return
         build = Build(start)
         self.current = build
@@ -288,7 +305,15 @@ class Builder:
             if start.binhost_url:
                 env["PORTAGE_BINHOST"] = start.binhost_url
             env.update(start.env)
+            if start.test_build:
+                env["PKGDIR"] = str(self.pkgdir_of(start))
         return env
+
+    def pkgdir_of(self, start: build_pb2.StartBuild) -> Path:
+        """Where the build's packages go: a test build's scratch PKGDIR, else the drone's."""
+        if start.test_build and self._scratch is not None:
+            return self._scratch / start.build_id
+        return self._pkgdir
 
     def _prepare_logs(self) -> None:
         self._logs.builds.mkdir(parents=True, exist_ok=True)
@@ -300,6 +325,13 @@ class Builder:
         log_path = self._logs.builds / build_log_name(start.job_id, start.build_id)
         await asyncio.to_thread(self._prepare_logs)
         await asyncio.to_thread(forget_binhost_indexes, self._eprefix)
+        if start.test_build:
+            try:
+                await asyncio.to_thread(self._fresh_scratch, start)
+            except OSError as exc:
+                self.current = None
+                self._event(start, Kind.REFUSED, reason=f"cannot make the scratch PKGDIR: {exc}")
+                return
         env = self.env(start)
         if shutil.which(self._command[0], path=env.get("PATH")) is None:
             # Under nice a missing command would be nice's failure, a failed build: refuse instead.
@@ -373,6 +405,15 @@ class Builder:
         finally:
             if self.current is build:  # not a build started since this one ended
                 self.current = None
+            if start.test_build:
+                await asyncio.to_thread(shutil.rmtree, self.pkgdir_of(start), True)
+
+    def _fresh_scratch(self, start: build_pb2.StartBuild) -> None:
+        """An empty scratch PKGDIR for the test build; what earlier ones left
+        (an agent killed during one) goes: one build runs at a time."""
+        assert self._scratch is not None
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        self.pkgdir_of(start).mkdir(parents=True)
 
     @staticmethod
     def _trace(build: Build) -> BuildTrace:
@@ -550,12 +591,13 @@ class Builder:
 
     async def _finish(self, build: Build, duration: float) -> None:
         start = build.start
-        files = self._artifacts(start.cpv, build.wall_started)
+        pkgdir = self.pkgdir_of(start)
+        files = packages_of(pkgdir, start.cpv, build.wall_started)[-1:]
         if not files:
             self._event(
                 start,
                 Kind.FAILED,
-                reason=f"emerge succeeded but no binary package for {start.cpv} appeared in {self._pkgdir}",
+                reason=f"emerge succeeded but no binary package for {start.cpv} appeared in {pkgdir}",
                 duration=duration,
             )
             return
@@ -564,9 +606,6 @@ class Builder:
             await self._upload_patiently(build, path)
             uploaded.append(path.name)
         self._event(start, Kind.SUCCEEDED, duration=duration, artifacts=uploaded)
-
-    def _artifacts(self, cpv: str, since: float) -> list[Path]:
-        return packages_of(self._pkgdir, cpv, since)[-1:]
 
     async def _upload_patiently(self, build: Build, path: Path) -> None:
         """Upload, resuming after each interruption with backoff. A burst of

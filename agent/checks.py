@@ -47,6 +47,8 @@ RESOURCES_EVERY = 1.0
 EMERGE_EVERY_OK = 300.0
 EMERGE_EVERY_FAILING = 60.0
 EMERGE_TIMEOUT = 60.0
+# emerge --info reads the whole configuration and every repository: slower than --version.
+EMERGE_INFO_TIMEOUT = 120.0
 # A build "uses CPU" when its tree's CPU time grew by more than this since the
 # last sign of progress, plus this share of the time since: idle pollers and
 # clock-tick rounding are not progress.
@@ -231,6 +233,17 @@ class HealthChecks:
             ok, detail = False, f"cannot run the emerge command: {exc}"
         self._set(EMERGE, ok, detail)
         return ok
+
+    async def emerge_info(self) -> tuple[bool, str]:
+        """Whether ``emerge --info`` runs (a portage-config payload's check),
+        and its first line or why not."""
+        argv = version_argv(self._builder.command)[:-1]
+        try:
+            return await run_version(
+                [*argv, "--info"] if argv else [], self._builder.env(), EMERGE_INFO_TIMEOUT
+            )
+        except (OSError, ValueError) as exc:
+            return False, f"cannot run the emerge command: {exc}"
 
 
 async def run_version(argv: list[str], env: dict[str, str], timeout: float) -> tuple[bool, str]:

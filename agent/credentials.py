@@ -2,7 +2,10 @@
 
 Files in the state dir: ``drone.key`` (never leaves the drone, mode 0600),
 ``drone.crt`` (issued by the controller CA, bound to the drone id) and
-``ca.crt`` (the controller CA this drone pinned when it enrolled).
+``ca.crt`` (the controller CA this drone pinned when it enrolled) and
+``payload.pub`` (the controller's payload key, raw ed25519, pinned at
+enrollment or, for a drone enrolled before payloads, at its first renewal:
+payloads.py applies only what it signed).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from swarm.v1 import enroll_pb2, enroll_pb2_grpc
 log = logging.getLogger(__name__)
 
 KEY_FILE, CERT_FILE, CA_FILE = "drone.key", "drone.crt", "ca.crt"
+PAYLOAD_KEY_FILE = "payload.pub"
+PAYLOAD_KEY_SIZE = 32
 ENROLL_TIMEOUT = 30.0
 # Renew once two thirds of the certificate's lifetime have passed.
 RENEW_AT = 2 / 3
@@ -93,6 +98,38 @@ def _save_cert(state_dir: Path, cert_pem: bytes) -> None:
     write_atomic(state_dir / CERT_FILE, cert_pem)
 
 
+def load_payload_key(state_dir: Path) -> bytes | None:
+    """The pinned payload key, or None if this drone has none yet."""
+    try:
+        key = (state_dir / PAYLOAD_KEY_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    return key if len(key) == PAYLOAD_KEY_SIZE else None
+
+
+def pin_payload_key(state_dir: Path, key: bytes) -> bool:
+    """Pin ``key`` unless one is pinned already (True if it is now).
+
+    A pinned key is never replaced by what a controller says later: a
+    controller that could swap it could sign anything. An empty key (a
+    controller from before payloads) pins nothing."""
+    if len(key) != PAYLOAD_KEY_SIZE:
+        if key:
+            log.warning("ignoring a payload key of %d bytes (ed25519 keys have 32)", len(key))
+        return False
+    pinned = load_payload_key(state_dir)
+    if pinned is not None:
+        if pinned != key:
+            log.warning(
+                "the controller offers another payload key than the pinned one; keeping the pinned "
+                "one (enroll the drone again to take a new key)"
+            )
+        return pinned == key
+    write_atomic(state_dir / PAYLOAD_KEY_FILE, key)
+    log.info("pinned the controller's payload key")
+    return True
+
+
 def split_target(target: str) -> tuple[str, int]:
     host, _, port = target.rpartition(":")
     return host.strip("[]"), int(port)
@@ -139,6 +176,9 @@ async def enroll(
     write_private(state_dir / KEY_FILE, creds.key_pem)
     (state_dir / CA_FILE).write_bytes(ca_pem)
     _save_cert(state_dir, creds.cert_pem)
+    # A new enrollment pins the key anew: the drone may be enrolled with another controller.
+    (state_dir / PAYLOAD_KEY_FILE).unlink(missing_ok=True)
+    pin_payload_key(state_dir, reply.payload_public_key)
     log.info("enrolled as %s; certificate valid until %s", drone_id, time.ctime(creds.not_after))
     return creds
 
@@ -153,6 +193,7 @@ async def renew(state_dir: Path, target: str, creds: Credentials) -> Credentials
     if fresh.drone_id != creds.drone_id:
         raise PkiError(f"renewed certificate is for {fresh.drone_id}, not {creds.drone_id}")
     _save_cert(state_dir, fresh.cert_pem)
+    pin_payload_key(state_dir, reply.payload_public_key)
     log.info("certificate renewed; valid until %s", time.ctime(fresh.not_after))
     return fresh
 

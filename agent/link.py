@@ -31,6 +31,7 @@ from swarm.agent import serde
 from swarm.agent.builder import Builder
 from swarm.agent.checks import HealthChecks
 from swarm.agent.config import AgentConfig
+from swarm.agent.payloads import PayloadManager
 from swarm.agent.probes import Sample, SystemProbe
 from swarm.agent.shell import Channels
 from swarm.backoff import Backoff
@@ -100,6 +101,7 @@ class ControlLink:
         self.builder: Builder | None = None
         self.checks: HealthChecks | None = None
         self.channels: Channels | None = None
+        self.payloads: PayloadManager | None = None
         self.on_restart: Callable[[str], None] | None = None
         self.connected = asyncio.Event()
         self.sessions = 0
@@ -224,7 +226,10 @@ class ControlLink:
         try:
             call = gateway_pb2_grpc.DroneGatewayStub(channel).Connect()
             recent = self.builder.recent if self.builder is not None else ()
-            hello = serde.hello(self._hello, self._current_build(), recent)
+            running = self.payloads.state.all() if self.payloads is not None else ()
+            hello = serde.hello(
+                self._hello, self._current_build(), recent, ((r.kind, r.version, r.sha256) for r in running)
+            )
             try:
                 await call.write(hello)
             except grpc.aio.AioRpcError as exc:
@@ -272,6 +277,9 @@ class ControlLink:
                 outbox: asyncio.Queue[gateway_pb2.AgentMessage] = asyncio.Queue(OUTBOX_SIZE)
                 self._outbox = outbox
                 self._held = None  # a ping of the stream before is not answered on this one
+                if self.payloads is not None:
+                    # Queued ahead of the first heartbeat: confirms a switch to this version.
+                    self.payloads.connected()
                 try:
                     new_channel, call = await race(
                         self._switch_when_renewed(),
@@ -380,6 +388,8 @@ class ControlLink:
                 self.builder.cancel(message.cancel_build.build_id, message.cancel_build.reason)
             elif kind == "open_channel" and self.channels is not None:
                 self.channels.open(message.open_channel)
+            elif kind == "apply_payload" and self.payloads is not None:
+                self.payloads.apply(message.apply_payload)
             elif kind == "duplicate_drone":
                 self._on_duplicate(message.duplicate_drone)
             elif kind == "restart_service" and self.on_restart is not None:

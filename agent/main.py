@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 
 from swarm import __version__
-from swarm.agent import credentials, dronetype, pidfile, preflight
+from swarm.agent import credentials, dronetype, pidfile, preflight, selfupdate
 from swarm.agent.config import DEFAULT_PATH, ENV_PREFIX, AgentConfig
 from swarm.agent.identity import IdentityError, load_or_create_drone_id
 from swarm.config import ConfigError, add_arguments, resolve
@@ -77,6 +77,15 @@ def _resolve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> AgentCo
         )
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
+
+
+def config_path(argv: list[str]) -> Path:
+    """The config file the agent reads (an agent-config payload replaces it):
+    --config, else SWARM_AGENT_CONFIG, else the default path."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config", type=Path)
+    given = parser.parse_known_args(argv)[0].config
+    return Path(given or os.environ.get(f"{ENV_PREFIX}CONFIG") or DEFAULT_PATH)
 
 
 def parse_args(argv: list[str] | None) -> AgentConfig:
@@ -147,7 +156,7 @@ def hello_info(
     )
 
 
-async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
+async def run(config: AgentConfig, started_at_ns: int = 0, config_file: Path = DEFAULT_PATH) -> str | None:
     """Run until SIGTERM/SIGINT (None) or a restart asked by the controller (its reason)."""
     # The daemon's parts are imported here, not at the top: `swarm-agent enroll`
     # and `swarm-agent check` need none of them, and importing them (protobuf
@@ -156,6 +165,8 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
     from swarm.agent.checks import HealthChecks
     from swarm.agent.link import ControlLink
     from swarm.agent.logs import LogSources
+    from swarm.agent.payloads import PayloadManager
+    from swarm.agent.payloadstate import PayloadState
     from swarm.agent.probes import SystemProbe
     from swarm.agent.shell import Channels
     from swarm.backoff import Backoff
@@ -207,6 +218,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         send=link.send,
         channel=link.new_channel,
         journal=config.state_dir / "build-journal.json",
+        scratch=config.state_dir / "test-pkgdirs",
     )
     checks = HealthChecks(
         builder=link.builder,
@@ -217,6 +229,19 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
     link.checks = checks
     channels = Channels(link.new_channel, config.shell, log_sources)
     link.channels = channels
+    link.payloads = PayloadManager(
+        state_dir=config.state_dir,
+        drone_id=drone_id,
+        state=await asyncio.to_thread(PayloadState, config.state_dir),
+        builder=link.builder,
+        send=link.send,
+        channel=link.new_channel,
+        config_path=config_file,
+        eprefix=config.portage_eprefix,
+        emerge_info=checks.emerge_info,
+        restart=lambda reason: restart_requested(reason),
+        restart_argv=restart_argv,
+    )
     if creds is not None:
         renewer = credentials.Renewer(config.state_dir, config.controller, creds, link.credentials_changed)
     stop = asyncio.Event()
@@ -257,6 +282,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0) -> str | None:
         log.info("%s", why)
         if renewer is not None:
             await renewer.stop()
+        await link.payloads.stop()
         await link.builder.stop(reason=f"the agent is {why}")
         await channels.stop(reason=f"the agent is {why}")
         await asyncio.wait_for(link.stop(flush=FLUSH_TIMEOUT), STOP_TIMEOUT + FLUSH_TIMEOUT)
@@ -282,11 +308,12 @@ def restart_argv() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
-def exec_fresh(reason: str) -> NoReturn:
+def exec_fresh(reason: str, state_dir: Path) -> NoReturn:
     """Replace this process with a fresh run of the same program and command
-    line. Descriptors Python opened (log file, sockets) are close-on-exec;
-    what is buffered is written out first."""
-    argv = restart_argv()
+    line, or of the agent version the state dir's ``current`` names (an
+    agent payload: selfupdate.py). Descriptors Python opened (log file,
+    sockets) are close-on-exec; what is buffered is written out first."""
+    argv = selfupdate.launch_argv(state_dir, __version__, sys.argv[1:]) or restart_argv()
     log.info("restarting (%s): exec %s", reason, " ".join(argv))
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -325,19 +352,28 @@ def main(argv: list[str] | None = None) -> None:
             started_at_ns = process_started_at_ns()
             config = parse_args(args)
             setup_logging(config.log_level, config.log_file)
+            switch = selfupdate.launch_argv(config.state_dir, __version__, args)
+            if switch is not None:
+                # The service starts the installed agent (the floor); it runs the
+                # version deployed to this drone, when there is one (selfupdate.py).
+                log.info("running the deployed agent: exec %s", " ".join(switch))
+                try:
+                    os.execv(switch[0], switch)
+                except OSError as exc:
+                    log.error("cannot exec the deployed agent %s (%s): running this one", switch[0], exc)
             pid_file = None if str(config.pid_file) in ("", ".") else config.pid_file
             if pid_file is not None:
                 pidfile.write(pid_file)
             reason = None
             try:
-                reason = asyncio.run(run(config, started_at_ns))
+                reason = asyncio.run(run(config, started_at_ns, config_path(args)))
             finally:
                 gc.enable()
                 # A restart keeps the pid (exec), and so the file.
                 if pid_file is not None and reason is None:
                     pidfile.remove(pid_file)
             if reason is not None:
-                exec_fresh(reason)
+                exec_fresh(reason, config.state_dir)
     except preflight.NotReady as exc:
         sys.exit(f"swarm-agent: {exc}")
     except (IdentityError, NotEnrolled, credentials.EnrollError, PkiError) as exc:

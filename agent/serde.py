@@ -6,10 +6,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from swarm.agent.checks import CheckResult
 from swarm.agent.probes import Sample
 from swarm.protocol import AGENT_FEATURES, PROTOCOL_REVISION
-from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
+from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, payload_pb2
 
 DRONE_TYPES = {
     "unknown": fleet_pb2.DRONE_TYPE_UNKNOWN,
@@ -38,8 +40,12 @@ class HelloInfo:
 
 
 def hello(
-    info: HelloInfo, current_job_id: str = "", recent: Iterable[build_pb2.BuildEvent] = ()
+    info: HelloInfo,
+    current_job_id: str = "",
+    recent: Iterable[build_pb2.BuildEvent] = (),
+    payloads: Iterable[tuple[str, int, str]] = (),
 ) -> gateway_pb2.AgentMessage:
+    """Hello; ``payloads``: (kind, version, sha256) of each payload kind the drone runs."""
     message = gateway_pb2.AgentMessage(
         hello=fleet_pb2.Hello(
             drone_id=info.drone_id,
@@ -59,7 +65,37 @@ def hello(
         )
     )
     message.hello.recent_builds.extend(recent)
+    for kind, version, sha256 in payloads:
+        message.hello.payloads.add(kind=kind, version=version, sha256=sha256)
+        if kind == "agent":
+            # For controllers from before Hello.payloads: the agent kind's version, as text.
+            message.hello.payload_version = str(version)
     return message
+
+
+def unverified_meta(raw: bytes) -> payload_pb2.PayloadMeta:
+    """What a payload says it is, before (or without) verifying it: only
+    to name it in an answer (empty if it does not parse)."""
+    meta = payload_pb2.PayloadMeta()
+    try:
+        meta.ParseFromString(raw)
+    except DecodeError:
+        meta = payload_pb2.PayloadMeta()
+    return meta
+
+
+def payload_status(
+    kind: str, version: int, state: int, reason: str = "", deploy_id: str = ""
+) -> gateway_pb2.AgentMessage:
+    return gateway_pb2.AgentMessage(
+        payload_status=payload_pb2.PayloadStatus(
+            kind=kind,
+            version=version,
+            state=state,  # type: ignore[arg-type]
+            reason=reason[:500],
+            deploy_id=deploy_id,
+        )
+    )
 
 
 def heartbeat(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
-from swarm.cli import binhosts, logs, releases, streams
+from swarm.cli import binhosts, logs, payloads, releases, streams, testbuilds
 from swarm.cli.errors import EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8093"
@@ -62,12 +62,26 @@ class Client:
         """An answer that is not JSON (binrepos.conf), as text."""
         return self.request(method, path, accept="text/plain").decode("utf-8", errors="replace")
 
+    def upload(self, path: str, data: bytes) -> Any:
+        """POST ``data`` as it is (a payload's bytes); the JSON answer."""
+        answer = self.request("POST", path, octets=data)
+        return json.loads(answer) if answer else None
+
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, accept: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        accept: str = "application/json",
+        octets: bytes | None = None,
     ) -> bytes:
-        data = None if body is None else json.dumps(body).encode()
+        """``octets``: a body sent as it is (an upload) instead of ``body``'s JSON."""
+        data = octets if octets is not None else None if body is None else json.dumps(body).encode()
         headers = {"X-Admin-Key": self.key, "Accept": accept}
-        if data is not None:
+        if octets is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        elif data is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
@@ -418,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_parser(sub, _json_option)
     releases.add_parser(sub, _json_option)
     binhosts.add_parser(sub, _json_option)
+    testbuilds.add_parser(sub, _json_option)
+    payloads.add_parser(sub, _json_option)
     p = sub.add_parser("queue", help="queue packages to build")
     p.add_argument("atoms", nargs="+", metavar="ATOM")
     p.add_argument("--session", help="session name (default: the current one)")

@@ -40,6 +40,11 @@ RESTART_SERVICE = "restart-service"
 PONG_CHECKS = "pong-checks"
 DUPLICATE_NOTICE = "duplicate-notice"
 PONG_IN_HEARTBEAT = "pong-in-heartbeat"
+# ApplyPayload is applied and Hello.payloads filled (payload.proto); the
+# controller deploys payloads only to agents that list it.
+PAYLOADS = "payloads"
+# StartBuild.test_build is honoured: the build goes to a scratch PKGDIR of its own.
+TEST_BUILDS = "test-builds"
 AGENT_FEATURES = (
     CHANNELS_SHELL,
     CHANNELS_EXEC,
@@ -50,6 +55,8 @@ AGENT_FEATURES = (
     UNKNOWN_KINDS_IGNORED,
     DUPLICATE_NOTICE,
     PONG_IN_HEARTBEAT,
+    PAYLOADS,
+    TEST_BUILDS,
 )
 
 MAX_FEATURES = 64
@@ -68,7 +75,7 @@ def read_features(names: Iterable[str]) -> tuple[str, ...]:
 
 
 # Added after feature lists were: a peer without a list does not speak these.
-REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE, PONG_IN_HEARTBEAT})
+REVISION_1_LATER = frozenset({DUPLICATE_NOTICE, ONE_INSTANCE, PONG_IN_HEARTBEAT, PAYLOADS, TEST_BUILDS})
 
 
 def speaks(features: tuple[str, ...], feature: str) -> bool:

@@ -18,7 +18,7 @@ from aiohttp import web
 from swarm import __version__
 from swarm.clock import SYSTEM, Clock
 from swarm.config import ConfigError
-from swarm.controller import access, adminkey, authz, binhosts
+from swarm.controller import access, adminkey, authz, binhosts, payloadkey, payloadsvc
 from swarm.controller.alerts import Alerter
 from swarm.controller.authz import AuthzInterceptor
 from swarm.controller.bounds import BoundSettings, BurstLog, Bursts, StreamBounds
@@ -38,7 +38,9 @@ from swarm.controller.healer import Healer, HealSettings
 from swarm.controller.health import HealthMonitor, y_for_phi
 from swarm.controller.metrics import LiveCollector, Metrics
 from swarm.controller.mirrors import Mirrors
+from swarm.controller.notify import Notifier
 from swarm.controller.oob import CommandTemplate, SshSettings
+from swarm.controller.payloads import Payloads, PayloadSettings
 from swarm.controller.persist import NodeWriter
 from swarm.controller.pinger import Pinger
 from swarm.controller.portage import PortageWorker
@@ -52,14 +54,18 @@ from swarm.controller.signing import SigningError
 from swarm.controller.staging import STAGING_PATH, StagingBinhost
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
+from swarm.controller.testbinhost import TEST_PATH, TestBinhost
+from swarm.controller.testbuilds import TestBuilds
+from swarm.controller.testrunner import RunnerSettings, TestRunner
 from swarm.controller.trust import Trust
 from swarm.controller.unparsable import ParseGuard
 from swarm.controller.web import admin, public
 from swarm.controller.web import metrics as web_metrics
 from swarm.controller.web import server as web_server
 from swarm.grpcopts import SERVER_OPTIONS
+from swarm.payloadsig import public_bytes
 from swarm.pki import PkiError
-from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, shell_pb2_grpc
+from swarm.v1 import build_pb2_grpc, enroll_pb2_grpc, payload_pb2_grpc, shell_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +146,11 @@ class Controller:
         self.build_logs: BuildsService | None = None
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
+        self.testbuilds: TestBuilds | None = None
+        self.testrunner: TestRunner | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
+        self.payloads: Payloads | None = None
         self.alerter = Alerter(config.alert_webhook)
         self.gateway.alerter = self.alerter
         self.healer: Healer | None = None
@@ -201,6 +210,8 @@ class Controller:
 
         if str(config.portage_eprefix) not in ("", "."):
             await self._start_builds()
+        if self.trust is not None:
+            await self._start_payloads()
         self.healer = Healer(
             self.fleet,
             self.events,
@@ -244,6 +255,9 @@ class Controller:
             release_schedule=self.release_schedule,
             binhosts=self.binhosts,
             mirrors=self.mirrors,
+            testbuilds=self.testbuilds,
+            payloads=self.payloads,
+            testrunner=self.testrunner,
         )
         public_port = await self._serve(
             public.create_app(services), config.bind, config.public_port, "public"
@@ -270,6 +284,9 @@ class Controller:
         if self.staging is not None:
             self.staging.url = base + STAGING_PATH
             log.info("staging binhost served at %s", self.staging.url)
+        if self.testrunner is not None:
+            self.testrunner.public_url = base
+            self.testrunner.binhost.url = base + TEST_PATH
 
         await self.selfcheck.start()
         await self.health.start()
@@ -304,6 +321,34 @@ class Controller:
         if str(config.ready_file) not in ("", "."):
             self._write_ready(self.ports)
         return self.ports
+
+    async def _start_payloads(self) -> None:
+        """Payloads need the drones' certificates (Fetch serves only the drone a
+        payload is deployed to): on with mTLS, off with --insecure."""
+        config = self.config
+        try:
+            key = await asyncio.to_thread(payloadkey.load_or_create, config.data_dir / "pki")
+        except (OSError, PkiError) as exc:
+            raise StartupError(f"cannot load the payload key: {exc}") from None
+        self.payloads = Payloads(
+            config.data_dir / "payloads",
+            self.runner,
+            self.events,
+            self.fleet,
+            payloadsvc.signer(key),
+            public_bytes(key),
+            PayloadSettings(
+                max_bytes=config.payload_max_bytes,
+                expiry=config.payload_expiry,
+                confirm_within=config.payload_confirm_within,
+                deploy_timeout=config.payload_deploy_timeout,
+            ),
+            builds=self.builds,
+            clock=self.clock,
+        )
+        await self.payloads.start()
+        self.selfcheck.add_recovery_listener(self.payloads.writer.kick)
+        self.gateway.payloads = self.payloads
 
     async def _start_binhosts(self) -> None:
         """Binhost targets (binhosts.py): always, they need no Portage."""
@@ -399,16 +444,65 @@ class Controller:
             key_file=_path(config.release_key),
             clock=self.clock,
         )
+        builds = self.builds
+        self.testbuilds = TestBuilds(
+            self.runner,
+            self.events,
+            self.portage.match,
+            max_queued=config.test_build_max_queued,
+            allowed_use=config.test_build_use_flags,
+            webhook_hosts=config.test_build_webhook_host_set,
+            parallel=config.test_build_parallel,
+            estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
+            clock=self.clock,
+        )
+        await self.testbuilds.start()
         try:
             await self.releases.start()
         except (SwarmError, SigningError, OSError) as exc:
             raise StartupError(f"cannot start releases: {getattr(exc, 'message', None) or exc}") from None
+        await self._start_test_runner()
         log.info(
             "builds enabled: prefix %s, staging binhost %s at %s",
             config.portage_eprefix,
             pkgdir,
             self.staging.url,
         )
+
+    async def _start_test_runner(self) -> None:
+        """What runs the test builds (with builds on, as their queue)."""
+        config = self.config
+        builds, testbuilds = self.builds, self.testbuilds
+        assert builds is not None and testbuilds is not None
+        pkgdir = config.data_dir / "binhost" / "test"
+        binhost = TestBinhost(
+            pkgdir,
+            config.data_dir / "uploads-test",
+            TEST_PATH,  # the full URL once the public tier listens
+            # A Portage process of its own, its PKGDIR the test binhost's: staging's index is never touched.
+            PortageWorker(config.portage_eprefix, pkgdir=pkgdir),
+            self.runner,
+            self.events,
+        )
+        self.testrunner = TestRunner(
+            testbuilds,
+            builds,
+            self.fleet,
+            binhost,
+            Notifier(config.smtp, testbuilds.notified),
+            config.data_dir / "buildlogs",
+            RunnerSettings(
+                parallel=config.test_build_parallel,
+                drones=config.test_build_drone_names,
+                keep_days=config.test_build_keep_days,
+                build_timeout=config.build_timeout,
+                start_timeout=config.build_start_timeout,
+                grace=config.build_grace,
+            ),
+            clock=self.clock,
+        )
+        await self.testrunner.start()
+        self.gateway.tests = self.testrunner
 
     async def _start_grpc(self) -> tuple[int, int | None]:
         """The gateway port (mutual TLS) and the enrollment port (server TLS only).
@@ -429,10 +523,15 @@ class Controller:
         self.build_logs = BuildsService(
             self.builds, self.staging, config.data_dir / "buildlogs", self.bounds.noise
         )
+        self.build_logs.tests = self.testrunner
         build_pb2_grpc.add_BuildsServicer_to_server(self.build_logs, self._server)
         shell_pb2_grpc.add_ChannelsServicer_to_server(
             ChannelsService(self.channels, self.bounds, self.events), self._server
         )
+        if self.payloads is not None:
+            payload_pb2_grpc.add_PayloadsServicer_to_server(
+                payloadsvc.PayloadsService(self.payloads), self._server
+            )
         address = f"{config.bind}:{config.grpc_port}"
         enroll_port = None
         try:
@@ -440,8 +539,9 @@ class Controller:
                 log.warning("--insecure: agents connect in plaintext without certificates; development only")
                 grpc_port = self._server.add_insecure_port(address)
             else:
+                public_key = self.payloads.public_key if self.payloads is not None else b""
                 enroll_pb2_grpc.add_EnrollmentServicer_to_server(
-                    EnrollmentService(self.trust, self.bounds.peer_events), self._server
+                    EnrollmentService(self.trust, self.bounds.peer_events, public_key), self._server
                 )
                 key, chain = self.trust.ca.issue_server(config.tls_name_list)
                 mutual = grpc.ssl_server_credentials(
@@ -557,6 +657,10 @@ class Controller:
             await self.mirrors.stop()
         if self.release_schedule is not None:
             await self.release_schedule.stop()
+        if self.payloads is not None:
+            await self.payloads.stop()
+        if self.testrunner is not None:
+            await self.testrunner.stop()
         if self.builds is not None:
             await self.builds.stop()
         if self.releases is not None:

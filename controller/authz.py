@@ -44,6 +44,8 @@ RULES: dict[str, frozenset[str]] = {
     "/swarm.v1.Builds/Upload": frozenset({AGENT, INSECURE}),
     # The service also checks that the channel was opened for the calling drone.
     "/swarm.v1.Channels/Shell": frozenset({AGENT, INSECURE}),
+    # The service also checks that the payload is deployed to the calling drone.
+    "/swarm.v1.Payloads/Fetch": frozenset({AGENT}),
 }
 
 

@@ -281,10 +281,15 @@ class BuildQueue:
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
+        # Drones waiting to take a payload (payloads.py): no new build until it is over.
+        self.payload_holds: set[str] = set()
         # The binhost mirrors, once the controller runs them (use_mirrors): drones
         # then pull the current release from the mirrors of their network before staging.
         self._mirrors: MirrorsAPI | None = None
         self._url_of: Callable[[BinhostTarget], str] = lambda target: target.url
+        # Builds other than the queue's running on drones (the test runner's):
+        # drone id -> count. The planner counts them as the drone's jobs.
+        self.elsewhere: Callable[[], Mapping[str, int]] = dict
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -655,6 +660,15 @@ class BuildQueue:
 
     # -- scheduling ------------------------------------------------------------------
 
+    def hold_for_payload(self, drone_id: str, on: bool) -> None:
+        """Keep a drone out of the rotation while it is to take a payload
+        (it takes one only when idle), or put it back."""
+        if on:
+            self.payload_holds.add(drone_id)
+        else:
+            self.payload_holds.discard(drone_id)
+        self._wake.set()
+
     def _changed(self) -> None:
         self._wake.set()
         self.writer.wake()
@@ -681,8 +695,21 @@ class BuildQueue:
                 running[job.drone_id] = running.get(job.drone_id, 0) + 1
         return running
 
+    def ready(self) -> bool:
+        """Whether a job of a running session waits for a drone (test builds wait then)."""
+        return any(
+            j.state == QUEUED and (s := self.sessions.get(j.session_id)) is not None and s.state == RUNNING
+            for j in self.jobs.values()
+        )
+
+    def wake(self) -> None:
+        """Schedule now (a drone was freed by a build that is not the queue's)."""
+        self._wake.set()
+
     def _drone_views(self) -> list[DroneView]:
         running = self.running_by_drone()
+        for drone_id, count in self.elsewhere().items():
+            running[drone_id] = running.get(drone_id, 0) + count
         return [
             DroneView(
                 d.id,
@@ -692,7 +719,7 @@ class BuildQueue:
                 1,
                 running.get(d.id, 0),
                 d.status == ONLINE,
-                "draining" if d.id in self.draining else "",
+                "draining" if d.id in self.draining else "payload" if d.id in self.payload_holds else "",
             )
             for d in self._fleet.connected()
         ]

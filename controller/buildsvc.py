@@ -3,6 +3,9 @@
 Each call is checked against the build's owner: a drone may stream the
 log of, and upload packages for, only the builds given to it.
 
+A test build's (controller/testrunner.py) log lands beside the others; its
+package goes to the test binhost, never staging.
+
 A call that fails because of the controller itself (its database down,
 its data disk full, a bug) is answered UNAVAILABLE: the drone keeps its
 package and tries again later, and nothing counts against it
@@ -27,6 +30,7 @@ from swarm.controller.errors import SwarmError, Unavailable
 from swarm.controller.faults import own_fault
 from swarm.controller.gateway import grpc_status
 from swarm.controller.staging import StagingBinhost
+from swarm.controller.testrunner import TestRunner
 from swarm.controller.unparsable import Unparsable
 from swarm.v1 import build_pb2, build_pb2_grpc
 
@@ -69,6 +73,8 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         self._logs = logs
         # What a drone reaching for another's build makes us log, bounded.
         self._refusals = BurstLog(log, noise)
+        # The test builds' runner, once the controller runs one (test builds on).
+        self.tests: TestRunner | None = None
 
     def log_path(self, build_id: str) -> Path:
         return self._logs / f"{build_id}.log"
@@ -77,7 +83,7 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         if self._queue is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "builds are off on this controller")
             return
-        owner = self._queue.owner(build_id)
+        owner = self._owner(build_id)
         if owner is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no active build {build_id[:64]!r}")
         identity = current_identity()
@@ -91,6 +97,17 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
                 owner,
             )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "that build belongs to another drone")
+
+    def _owner(self, build_id: str) -> str | None:
+        if self.tests is not None and self.tests.owns(build_id):
+            return self.tests.owner(build_id)
+        return self._queue.owner(build_id) if self._queue is not None else None
+
+    def _binhost(self, build_id: str) -> StagingBinhost | None:
+        """Where the build's packages go: the test binhost for a test build, else staging."""
+        if self.tests is not None and self.tests.owns(build_id):
+            return self.tests.binhost
+        return self._staging
 
     async def BuildLog(
         self,
@@ -148,13 +165,14 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
     ) -> build_pb2.UploadStatus:
         await self._own(request.build_id, context)
         await self._current(request.build_id, context)
-        assert self._staging is not None  # _own refused otherwise
+        binhost = self._binhost(request.build_id)
+        assert binhost is not None  # _own refused otherwise
         assert self._queue is not None
         self._queue.uploading(request.build_id)
         received, complete = 0, False
         try:
             with _own_faults(f"the upload query of build {request.build_id}"):
-                received, complete = await self._staging.status(
+                received, complete = await binhost.status(
                     request.build_id, request.cpv, request.filename, request.size, request.sha256
                 )
         except SwarmError as exc:
@@ -187,13 +205,14 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
             async for chunk in request_iterator:
                 yield chunk.offset, chunk.data, chunk.crc32
 
-        assert self._staging is not None  # _own refused otherwise
+        binhost = self._binhost(query.build_id)
+        assert binhost is not None  # _own refused otherwise
         assert self._queue is not None
         self._queue.uploading(query.build_id)
         received, complete = 0, False
         try:
             with _own_faults(f"the upload of build {query.build_id}"):
-                received, complete = await self._staging.receive(
+                received, complete = await binhost.receive(
                     query.build_id, query.cpv, query.filename, query.size, query.sha256, chunks()
                 )
         except SwarmError as exc:
@@ -201,6 +220,8 @@ class BuildsService(build_pb2_grpc.BuildsServicer):
         return build_pb2.UploadStatus(received=received, complete=complete)
 
     def _queue_cpv(self, build_id: str) -> Any:
+        if self.tests is not None and self.tests.owns(build_id):
+            return self.tests.cpv_of(build_id)
         build = self._queue.builds.get(build_id) if self._queue is not None else None
         return build.cpv if build is not None else None
 

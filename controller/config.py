@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.config import option
+from swarm.controller.notify import STARTTLS_MODES, SmtpSettings
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
 from swarm.controller.release_cadence import Cadence, parse_duration, parse_schedule
+from swarm.controller.testbuild_rules import USE_RE
 from swarm.controller.web.forwarded import Network, parse_networks
 from swarm.controller.web.hostname import normalize
 
@@ -159,10 +161,64 @@ class ControllerConfig:
         "armored secret GnuPG key without passphrase (gpg --armor --export-secret-keys) imported at "
         "start to sign releases (default: a key made on first use in RELEASES_DIR/gnupg)",
     )
+    test_build_max_queued: int = option(
+        100, "test builds queued at once over all tokens, at most; beyond, a request gets 429"
+    )
+    test_build_webhook_hosts: str = option(
+        "",
+        "host names (comma-separated) a test build's webhook may name, '*' for any; default: none, "
+        "so a token holder cannot have the controller post inside its network",
+        metavar="HOSTS",
+    )
+    test_build_use: str = option(
+        "",
+        "USE flags (comma-separated) a test build may ask to enable or disable; default: none",
+        metavar="FLAGS",
+    )
+    payload_max_bytes: int = option(
+        64 * 2**20, "bytes an uploaded payload (POST /admin/api/payloads) may have at most"
+    )
+    payload_expiry: float = option(
+        3600.0, "seconds a deployed payload's signature is good for: a drone refuses it after"
+    )
+    payload_confirm_within: int = option(
+        60, "seconds a newly deployed agent has to connect before it restores the previous version"
+    )
+    payload_deploy_timeout: float = option(
+        3600.0, "seconds a deploy waits for the drone to say how it went (it waits for a build to end)"
+    )
     build_timeout: float = option(4 * 3600.0, "seconds a build may take before it is cancelled and requeued")
     build_grace: float = option(60.0, "seconds a build's drone may be gone before its job is requeued")
     build_start_timeout: float = option(
         60.0, "seconds a drone may take to start a build it was sent before the job is requeued"
+    )
+    test_build_parallel: int = option(
+        1, "test builds running at once at most (1-64); they run only on drones no regular job is ready for"
+    )
+    test_build_drones: str = option(
+        "",
+        "drones (names, comma-separated) marked for test builds: they take test builds even while "
+        "regular jobs are ready (other drones only when none is)",
+        metavar="NAMES",
+    )
+    test_build_keep_days: float = option(
+        7.0, "days a finished test build (its record, log and packages) is kept", metavar="DAYS"
+    )
+    smtp_url: str = option(
+        "",
+        "mail server for test-build notifications: smtp://[USER:PASS@]HOST[:PORT] (empty: no email)",
+        metavar="URL",
+    )
+    smtp_starttls: str = option(
+        "auto",
+        "STARTTLS to the mail server: required (no mail without it), auto (when offered) or off",
+        metavar="MODE",
+    )
+    smtp_from: str = option("", "From address of test-build notifications (needed with smtp_url)")
+    smtp_ca_file: Path = option(
+        Path(""),
+        "PEM file of the CA that the mail server's STARTTLS certificate is checked against "
+        "(default: the system's)",
     )
     ground_after: int = option(
         3, "consecutive build failures after which a drone is grounded (circuit breaker)"
@@ -359,6 +415,19 @@ class ControllerConfig:
             raise ValueError("offline_after_intervals must be at least 2")
         if self.release_keep < 1:
             raise ValueError("release_keep must be at least 1")
+        if not 1 <= self.test_build_max_queued <= 100_000:
+            raise ValueError("test_build_max_queued must be between 1 and 100000")
+        for flag in self.test_build_use_flags:
+            if not USE_RE.fullmatch(flag):
+                raise ValueError(f"test_build_use: {flag!r} is not a USE flag")
+        if not 1 <= self.payload_max_bytes <= 2**40:
+            raise ValueError("payload_max_bytes must be between 1 and 2^40")
+        if not 60 <= self.payload_expiry <= 30 * 86400:
+            raise ValueError("payload_expiry must be between 60 seconds and 30 days")
+        if not 5 <= self.payload_confirm_within <= 3600:
+            raise ValueError("payload_confirm_within must be between 5 and 3600 seconds")
+        if not 1 <= self.payload_deploy_timeout <= 7 * 86400:
+            raise ValueError("payload_deploy_timeout must be between 1 second and 7 days")
         if not 1 <= self.mirror_parallel <= 64:
             raise ValueError("mirror_parallel must be between 1 and 64")
         if not 5 <= self.mirror_check_interval <= 86400:
@@ -463,8 +532,27 @@ class ControllerConfig:
             raise ValueError(
                 "release_schedule cuts releases from the staging binhost: it needs portage_eprefix"
             )
+        if not 1 <= self.test_build_parallel <= 64:
+            raise ValueError("test_build_parallel must be between 1 and 64")
+        if not 0 < self.test_build_keep_days <= 3650:
+            raise ValueError("test_build_keep_days must be more than 0 and at most 3650")
+        self.smtp  # noqa: B018 -- checked now, so a typo stops the start
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def test_build_drone_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.test_build_drones.split(",") if n.strip())
+
+    @property
+    def smtp(self) -> SmtpSettings | None:
+        """The mail server's settings, None without smtp_url (ValueError if they do not fit)."""
+        if not self.smtp_url:
+            return None
+        if self.smtp_starttls not in STARTTLS_MODES:
+            raise ValueError(f"smtp_starttls must be one of {', '.join(STARTTLS_MODES)}")
+        ca = self.smtp_ca_file if str(self.smtp_ca_file) not in ("", ".") else None
+        return SmtpSettings(self.smtp_url, self.smtp_from, self.smtp_starttls, ca)
 
     @property
     def tls_name_list(self) -> list[str]:
@@ -487,6 +575,14 @@ class ControllerConfig:
             if str(self.admin_keys_file) not in ("", ".")
             else self.data_dir / "admin-keys"
         )
+
+    @property
+    def test_build_webhook_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.test_build_webhook_hosts.split(",") if h.strip())
+
+    @property
+    def test_build_use_flags(self) -> frozenset[str]:
+        return frozenset(f.strip() for f in self.test_build_use.split(",") if f.strip())
 
     @property
     def admin_origin_list(self) -> list[str]:

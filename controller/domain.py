@@ -19,6 +19,26 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadVersionData:
+    """The version of one payload kind a drone runs (Hello.payloads)."""
+
+    kind: str
+    version: int  # 0: nothing deployed (what the drone was installed with)
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadStatusData:
+    """How an ApplyPayload went on a drone (PayloadStatus)."""
+
+    kind: str
+    version: int
+    state: str  # waiting, fetching, applied, refused, failed, rolled_back
+    reason: str
+    deploy_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class HelloData:
     drone_id: str
     name: str
@@ -35,6 +55,7 @@ class HelloData:
     drone_type_reason: str = ""  # the agent's evidence for drone_type; "" from older agents
     protocol_revision: int = PROTOCOL_REVISION  # 0 on the wire (an older agent) reads as 1
     features: tuple[str, ...] = ()  # what the agent speaks (swarm.protocol); () from older agents
+    payloads: tuple[PayloadVersionData, ...] = ()  # what it runs of each payload kind; () from older agents
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,13 @@ def token_id(token: str) -> str | None:
 
 
 class EnrollmentService(enroll_pb2_grpc.EnrollmentServicer):
-    def __init__(self, trust: Trust, failures: PeerEvents | None = None) -> None:
+    def __init__(
+        self, trust: Trust, failures: PeerEvents | None = None, payload_public_key: bytes = b""
+    ) -> None:
         self._trust = trust
         self._failures = failures
+        # The drones pin it with their certificate (payloadkey.py).
+        self._payload_key = payload_public_key
 
     async def Enroll(
         self, request: enroll_pb2.EnrollRequest, context: grpc.aio.ServicerContext
@@ -49,6 +53,7 @@ class EnrollmentService(enroll_pb2_grpc.EnrollmentServicer):
             ca_pem=cert_pem(self._trust.ca.cert),
             drone_id=request.drone_id,
             not_after_unix=int(issued.not_after),
+            payload_public_key=self._payload_key,
         )
 
     def _failed(
@@ -81,4 +86,8 @@ class EnrollmentService(enroll_pb2_grpc.EnrollmentServicer):
             issued = await self._trust.renew(identity.drone_id, request.csr_pem)
         except SwarmError as exc:
             await context.abort(*grpc_status(exc))
-        return enroll_pb2.RenewResponse(certificate_pem=issued.pem, not_after_unix=int(issued.not_after))
+        return enroll_pb2.RenewResponse(
+            certificate_pem=issued.pem,
+            not_after_unix=int(issued.not_after),
+            payload_public_key=self._payload_key,
+        )

@@ -7,6 +7,7 @@
     +-- FailedPrecondition         409 / FAILED_PRECONDITION
     +-- Unauthenticated            401 / UNAUTHENTICATED
     +-- PermissionDenied           403 / PERMISSION_DENIED
+    +-- TooLarge                   413 / RESOURCE_EXHAUSTED
     +-- UnsupportedMediaType       415 / INVALID_ARGUMENT
     +-- Unavailable                503 / UNAVAILABLE
         +-- store.base.StoreUnavailable  (the database, for now)
@@ -55,6 +56,13 @@ class Unauthenticated(SwarmError):
 class PermissionDenied(SwarmError):
     http_status = 403
     grpc_code = "PERMISSION_DENIED"
+
+
+class TooLarge(SwarmError):
+    """A request body (an upload) beyond its bound."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class UnsupportedMediaType(SwarmError):

@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, replace
 from typing import Any, Protocol
 
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.channel_frames import ChannelRequest
-from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PongData
+from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PayloadVersionData, PongData
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
@@ -78,7 +78,19 @@ class Link(Protocol):
         pong-in-heartbeat)."""
         ...
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool: ...
+    def start_build(
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> bool:
+        """A StartBuild (``test_build``: into the agent's scratch PKGDIR, for agents
+        with test-builds; ``env``: emerge's extra environment)."""
+        ...
 
     def cancel_build(self, build_id: str, reason: str) -> bool: ...
 
@@ -86,6 +98,10 @@ class Link(Protocol):
 
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         """Ask the agent to open a channel (channels.py); False if it is not keeping up."""
+        ...
+
+    def apply_payload(self, meta: bytes, signature: bytes, confirm_within_s: int) -> bool:
+        """An ApplyPayload: ``meta`` the signed PayloadMeta's bytes (payloads.py)."""
         ...
 
     def close(self, code: str, details: str) -> None: ...
@@ -114,6 +130,7 @@ class DroneState:
         "drone_type_reason",
         "protocol_revision",
         "features",
+        "payloads",
     )
 
     # The NodeRecord fields, declared for the type checker (set in __init__).
@@ -164,6 +181,9 @@ class DroneState:
         # an agent that predates feature lists.
         self.protocol_revision = 0
         self.features: tuple[str, ...] = ()
+        # From the Hello (or a PayloadStatus since): the version of each
+        # payload kind it runs; () until it connects, or from an older agent.
+        self.payloads: tuple[PayloadVersionData, ...] = ()
 
     # The figures of the latest heartbeat, read where a NodeRecord has them.
     @property
@@ -355,6 +375,7 @@ class Fleet:
         state.process_started_at = hello.process_started_at
         state.protocol_revision = hello.protocol_revision
         state.features = hello.features
+        state.payloads = hello.payloads
         state.interval = hello.heartbeat_interval_ms / 1000
         state.detector = PhiAccrual(state.interval, now)
         state.suspect_at = state.detector.deadline(self._y)

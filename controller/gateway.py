@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from sys import intern
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ from swarm.protocol import DUPLICATE_NOTICE, speaks
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
 if TYPE_CHECKING:
+    from swarm.controller.payloads import Payloads
+    from swarm.controller.testrunner import TestRunner
     from swarm.controller.trust import Trust
 
 log = logging.getLogger(__name__)
@@ -202,8 +204,17 @@ class DroneSession:
     def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
         return self.send(serde.ping(seq, sent_at_ns, answer_within_ms))
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
-        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+    def start_build(
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> bool:
+        return self.send(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build, env))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self.send(serde.cancel_build(build_id, reason))
@@ -213,6 +224,9 @@ class DroneSession:
 
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         return self.send(channel_serde.open_channel(channel_id, request))
+
+    def apply_payload(self, meta: bytes, signature: bytes, confirm_within_s: int) -> bool:
+        return self.send(serde.apply_payload(meta, signature, confirm_within_s))
 
     def close(self, code: str, details: str) -> None:
         if self.closed:
@@ -247,10 +261,14 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self._metrics = metrics
         self.sessions: set[DroneSession] = set()
         self.builds: BuildQueue | None = None
+        # Test builds' events go to their runner (with test builds on).
+        self.tests: TestRunner | None = None
         # Binds names to drone ids (absent with --insecure: no identities to bind to).
         self.trust: Trust | None = None
         # Where a duplicate drone is reported besides the event log (the admin's webhook).
         self.alerter: Alerter | None = None
+        # Takes Hello.payloads and PayloadStatus (absent with --insecure).
+        self.payloads: Payloads | None = None
 
     def _reject(self, peer: str, drone_id: str, message: str, kind: str) -> None:
         """A protocol_error event, a few per drone (else address) and kind per window."""
@@ -360,7 +378,12 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self.sessions.add(session)
         state = self._fleet.attach(hello, session, announce=announce)
         if self.builds is not None:
-            self.builds.on_hello(state, hello.current_job_id, serde.recent_builds(first.hello))
+            recent = serde.recent_builds(first.hello)
+            self.builds.on_hello(state, hello.current_job_id, recent)
+            if self.tests is not None:
+                self.tests.on_hello(state, hello.current_job_id, recent)
+        if self.payloads is not None:
+            self.payloads.on_hello(state)
         session.send(serde.welcome(hello.drone_id))
         return session, state
 
@@ -523,8 +546,16 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         record(IN, drone_id, kind or UNKNOWN_KIND, len(raw), kept, unknown_fields=unknown)
         if kind == "build_event" and self.builds is not None:
             event = serde.read_build_event(message.build_event)
-            if event is not None:
+            if event is None:
+                pass
+            elif self.tests is not None and self.tests.owns(event.build_id):
+                self.tests.on_build_event(state, event)
+            else:
                 self.builds.on_build_event(state, event)
+        elif kind == "payload_status" and self.payloads is not None:
+            status = serde.read_payload_status(message.payload_status)
+            if status is not None:
+                self.payloads.on_status(state, status)
         elif kind == "hello":
             self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
             session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")

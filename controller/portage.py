@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 300.0
 INJECT_TIMEOUT = 120.0
+MATCH_TIMEOUT = 60.0
 # Signing every package of a large staging binhost at once (staged before the key existed).
 SIGN_TIMEOUT = 3600.0
 LINE_LIMIT = 64 * 2**20  # a resolved @world is a long line
@@ -55,8 +56,10 @@ class PrefixInfo:
 
 
 class PortageWorker:
-    def __init__(self, eprefix: Path) -> None:
+    def __init__(self, eprefix: Path, pkgdir: Path | None = None) -> None:
+        """``pkgdir``: another PKGDIR than the prefix's (the test binhost's)."""
         self._eprefix = eprefix
+        self._pkgdir = pkgdir
         # Set once a release key exists (releases.Releases.start).
         self.signing: Signing | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -65,6 +68,8 @@ class PortageWorker:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = {**os.environ, "PORTAGE_OVERRIDE_EPREFIX": str(self._eprefix)}
+        if self._pkgdir is not None:
+            env["PKGDIR"] = str(self._pkgdir)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -111,9 +116,19 @@ class PortageWorker:
         reply = await self.call({"op": "resolve", "atoms": list(atoms)}, RESOLVE_TIMEOUT)
         return [Resolved(p["cpv"], tuple(p["deps"])) for p in reply["packages"]]
 
+    async def match(self, atom: str) -> str:
+        """The best visible version of a plain package atom: "cat/name-1.0";
+        NotFound if the tree has none, InvalidArgument if masked or not an atom."""
+        reply = await self.call({"op": "match", "atom": atom}, MATCH_TIMEOUT)
+        return str(reply["cpv"])
+
     async def pkgdir(self) -> Path:
         reply = await self.call({"op": "info"}, RESOLVE_TIMEOUT)
         return Path(reply["pkgdir"])
+
+    async def reindex(self) -> None:
+        """Rewrite the PKGDIR's index after packages were deleted from it."""
+        await self.call({"op": "reindex"}, RESOLVE_TIMEOUT)
 
     async def staged(self) -> list[str]:
         """The package versions in the PKGDIR's index."""

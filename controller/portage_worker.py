@@ -15,6 +15,8 @@ child process of its own and talks to it in JSON lines on stdin/stdout:
     {"id": 6, "op": "snapshot", "dest": "/r/releases/.v2026.12.05.partial"}
     -> {"id": 6, "ok": true, "packages": [{"cpv": ..., "path": ..., "slot": ..., "use": ..., "size": ...}]}
     {"id": 7, "op": "prefix_info"} -> {"id": 7, "ok": true, "profile": ..., "repository": {...}}
+    {"id": 8, "op": "match", "atom": "app-misc/foo"} -> {"id": 8, "ok": true, "cpv": "app-misc/foo-1.0"}
+    {"id": 9, "op": "reindex"} -> {"id": 9, "ok": true}
 
 A request may carry ``signing`` (the release key's GnuPG home and
 fingerprint): an ``inject`` then signs the package before it enters the
@@ -340,12 +342,57 @@ def inject(cpv: str, path: str, signing: dict[str, str] | None = None) -> str:
     return str(bintree.getname(result))
 
 
+def match(atom: str) -> str:
+    """The best visible version of a package atom in the tree (a test
+    build's package), without resolving its dependencies."""
+    import portage
+    from portage.dep import Atom
+    from portage.exception import InvalidAtom
+
+    try:
+        parsed = Atom(atom, allow_wildcard=False, allow_repo=False)
+    except InvalidAtom:
+        raise WorkerError("invalid", f"not a package atom: {atom!r}") from None
+    if parsed.blocker or parsed.use or parsed.slot or parsed.repo:
+        raise WorkerError("invalid", f"not a plain package atom: {atom!r}")
+    portdb = portage.db[portage.settings["EROOT"]]["porttree"].dbapi
+    best = portdb.xmatch("bestmatch-visible", parsed)
+    if best:
+        return str(best)
+    if portdb.xmatch("match-all", parsed):
+        raise WorkerError("invalid", f"{atom} is masked or not keyworded for the swarm's profile")
+    raise WorkerError("notfound", f"no package {atom} in the swarm's tree")
+
+
 def staged() -> list[str]:
     import portage
 
     bintree = portage.db[portage.settings["EROOT"]]["bintree"]
     bintree.populate()
     return sorted({str(cpv) for cpv in bintree.dbapi.cpv_all()})
+
+
+def reindex() -> None:
+    """Drop the index entries whose package file is gone (deleted by the
+    test binhost's retention), under Portage's lock."""
+    import portage
+    from portage import locks
+
+    bintree = portage.db[portage.settings["EROOT"]]["bintree"]
+    lock = locks.lockfile(bintree._pkgindex_file, wantnewlockfile=1)
+    try:
+        pkgindex = bintree._load_pkgindex()
+        kept = [
+            e for e in pkgindex.packages if os.path.isfile(os.path.join(bintree.pkgdir, e.get("PATH", "")))
+        ]
+        if len(kept) != len(pkgindex.packages):
+            pkgindex.packages[:] = kept
+            pkgindex.modified = True
+            bintree._update_pkgindex_header(pkgindex.header)
+            bintree._pkgindex_write(pkgindex)
+        bintree.populated = False
+    finally:
+        locks.unlockfile(lock)
 
 
 def main() -> None:
@@ -366,8 +413,13 @@ def main() -> None:
                 reply: dict[str, Any] = {"ok": True, "packages": resolve(list(request["atoms"]))}
             elif op == "inject":
                 reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]), signing)}
+            elif op == "match":
+                reply = {"ok": True, "cpv": match(str(request["atom"]))}
             elif op == "staged":
                 reply = {"ok": True, "cpvs": staged()}
+            elif op == "reindex":
+                reindex()
+                reply = {"ok": True}
             elif op == "sign":
                 if not signing:
                     raise WorkerError("invalid", "sign needs the signing key")

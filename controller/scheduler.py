@@ -83,7 +83,7 @@ class DroneView:
     slots: int
     running: int
     healthy: bool
-    held: str = ""  # an admin took it out of the rotation: why ("draining")
+    held: str = ""  # out of the rotation: why ("draining", "payload": taking one when idle)
 
 
 @dataclass(slots=True)
@@ -258,6 +258,12 @@ class Planner:
             failed = ", ".join(names.get(d, d) for d in job.failed_on)
             return f"failed on {failed}; waiting for another drone"
         if all(self.grounded(d.id, now) or d.held for d in untried):
-            held = sum(1 for d in untried if d.held and not self.grounded(d.id, now))
-            return "all drones grounded" if not held else "every drone is grounded or draining"
+            held = {d.held for d in untried if d.held and not self.grounded(d.id, now)}
+            if not held:
+                return "all drones grounded"
+            if held == {"draining"}:
+                return "every drone is grounded or draining"
+            if held == {"payload"}:
+                return "every drone is grounded or taking a payload"
+            return "every drone is grounded, draining or taking a payload"
         return "all drones busy"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -23,13 +24,16 @@ from swarm.controller.domain import (
     CheckData,
     HeartbeatData,
     HelloData,
+    PayloadStatusData,
+    PayloadVersionData,
     PongData,
 )
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
 from swarm.controller.protolog import IN
+from swarm.payloadsig import KINDS, SHA256_RE
 from swarm.printable import printable
 from swarm.protocol import CONTROLLER_FEATURES, PROTOCOL_REVISION, read_features
-from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2
+from swarm.v1 import build_pb2, fleet_pb2, gateway_pb2, payload_pb2
 
 # uint64 on the wire, a signed 64-bit column in the databases.
 MAX_BYTES = 2**63 - 1
@@ -95,6 +99,52 @@ def read_hello(message: gateway_pb2.AgentMessage) -> HelloData:
         drone_type_reason=reason,
         protocol_revision=hello.protocol_revision or 1,
         features=read_features(printable(f) for f in hello.features),
+        payloads=read_payload_versions(hello.payloads),
+    )
+
+
+def read_payload_versions(versions: Any) -> tuple[PayloadVersionData, ...]:
+    """Hello.payloads as kept: known kinds only, once each (the first), a
+    sha256 only when it looks like one."""
+    kept: dict[str, PayloadVersionData] = {}
+    for v in versions[: len(KINDS) * 4]:
+        if v.kind in KINDS and v.kind not in kept:
+            sha = v.sha256 if SHA256_RE.fullmatch(v.sha256) else ""
+            kept[v.kind] = PayloadVersionData(v.kind, min(v.version, MAX_BYTES), sha)
+    return tuple(kept.values())
+
+
+PAYLOAD_STATES = {
+    payload_pb2.PayloadStatus.WAITING: "waiting",
+    payload_pb2.PayloadStatus.FETCHING: "fetching",
+    payload_pb2.PayloadStatus.APPLIED: "applied",
+    payload_pb2.PayloadStatus.REFUSED: "refused",
+    payload_pb2.PayloadStatus.FAILED: "failed",
+    payload_pb2.PayloadStatus.ROLLED_BACK: "rolled_back",
+}
+
+
+def read_payload_status(status: payload_pb2.PayloadStatus) -> PayloadStatusData | None:
+    """None for a state this controller does not know or a kind it does not deploy."""
+    state = PAYLOAD_STATES.get(status.state)
+    if state is None or status.kind not in KINDS:
+        return None
+    return PayloadStatusData(
+        status.kind,
+        min(status.version, MAX_BYTES),
+        state,
+        _short(status.reason, 500),
+        printable(status.deploy_id, 32),
+    )
+
+
+def apply_payload(meta: bytes, signature: bytes, confirm_within_s: int) -> gateway_pb2.ControllerMessage:
+    """Ask an agent to apply a payload: ``meta`` is a serialized PayloadMeta
+    exactly as signed (payloadsvc.sign_offer), ``signature`` its signature."""
+    return gateway_pb2.ControllerMessage(
+        apply_payload=payload_pb2.ApplyPayload(
+            meta=meta, signature=signature, confirm_within_s=confirm_within_s
+        )
     )
 
 
@@ -193,11 +243,23 @@ def recent_builds(hello: fleet_pb2.Hello) -> list[BuildEventData]:
 
 
 def start_build(
-    job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str
+    job_id: str,
+    build_id: str,
+    cpv: str,
+    timeout_s: int,
+    binhost_url: str,
+    test_build: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> gateway_pb2.ControllerMessage:
     return gateway_pb2.ControllerMessage(
         start_build=build_pb2.StartBuild(
-            job_id=job_id, build_id=build_id, cpv=cpv, timeout_s=timeout_s, binhost_url=binhost_url
+            job_id=job_id,
+            build_id=build_id,
+            cpv=cpv,
+            timeout_s=timeout_s,
+            binhost_url=binhost_url,
+            test_build=test_build,
+            env=env or {},
         )
     )
 

@@ -15,6 +15,7 @@ from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
 from swarm.controller.healer import Healer
 from swarm.controller.metrics import Metrics
+from swarm.controller.payloads import Payloads
 from swarm.controller.pinger import Pinger
 from swarm.controller.protolog import ProtocolLog
 from swarm.controller.release_schedule import ReleaseSchedule
@@ -23,6 +24,8 @@ from swarm.controller.selfcheck import SelfCheck
 from swarm.controller.shells import ShellRegistry
 from swarm.controller.staging import StagingBinhost
 from swarm.controller.store.runner import StoreRunner, StoreStatus
+from swarm.controller.testbuilds import TestBuilds
+from swarm.controller.testrunner import TestRunner
 from swarm.controller.trust import Trust
 
 
@@ -52,6 +55,9 @@ class Services:
     release_schedule: ReleaseSchedule | None = None  # with --release-schedule
     binhosts: BinhostTargets | None = None  # always, once started (None only in tests that build Services)
     mirrors: MirrorsAPI | None = None  # the mirror pusher, with releases on
+    testbuilds: TestBuilds | None = None  # with builds on (Portage resolves their atoms)
+    payloads: Payloads | None = None  # with mTLS (not --insecure): the drones pin its key at enrollment
+    testrunner: TestRunner | None = None  # with builds on: runs them, serves their logs and packages
     clock: Clock = SYSTEM  # the controller's (tests hand it a manual one)
 
     def store_status(self) -> StoreStatus:

@@ -96,11 +96,16 @@ class StagingBinhost:
         """(bytes held, complete)."""
         self._check_query(cpv, size, sha256)
         part = self._part(build_id, filename)
-        stored = await self._runner.call(self._runner.store.get_artifact, build_id, filename)
+        stored = await self._stored(build_id, filename)
         if stored is not None:
-            return stored.size, True
+            return stored, True
         self._not_busy(build_id, filename)
         return (part.stat().st_size if part.exists() else 0), False
+
+    async def _stored(self, build_id: str, filename: str) -> int | None:
+        """The size of the file as the build stored it, None if it has not."""
+        stored = await self._runner.call(self._runner.store.get_artifact, build_id, filename)
+        return stored.size if stored is not None else None
 
     def _not_busy(self, build_id: str, filename: str) -> None:
         # A stream is still writing this file (often one its client already

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 JSON = "application/json"
 ATOM = "swarm-test/leaf-data"
 STAGED = "swarm-test/leaf-script-1"  # in the release the fixture cuts
+STAGED_ATOM = "swarm-test/leaf-script"
 SHELL, GONE = DRONES  # a drone that stays online, and one whose agent is killed for an incident
 
 
@@ -77,9 +78,11 @@ class Checker:
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        data: bytes | None = None,
     ) -> Any:
+        """``data``: a raw body (an upload) instead of ``body``'s JSON."""
         url = self.base_url + (path or template) + (f"?{urlencode(query)}" if query else "")
-        answer = self.http.request(method, url, json=body, headers=headers, timeout=30)
+        answer = self.http.request(method, url, json=body, data=data, headers=headers, timeout=30)
         what = f"{method} {path or template} -> {answer.status_code}"
         assert answer.status_code in (expect if isinstance(expect, tuple) else (expect,)), (
             f"{what}: {answer.text[:2000]}"
@@ -253,6 +256,35 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
     )
     assert found["total"] >= 1
 
+    # Test builds: a token made, a build asked for on the public tier, seen, cancelled
+    # (or already over: a drone without Portage may have taken it), the token revoked.
+    tokens = "/admin/api/test-build-tokens"
+    made = check.call(
+        "POST", tokens, 201, body={"user": "schema", "rate": "5/h", "burst": 2, "max_queued": 3}
+    )
+    check.call("POST", tokens, 400, body={"user": "schema", "rate": "often"})
+    assert made["id"] in {t["id"] for t in check.call("GET", tokens, 200)["tokens"]}
+    asked = requests.post(
+        controller.public_url + "/api/v1/test-build",
+        json={"package": ATOM, "notify": "schema@example.org"},
+        headers={"Authorization": f"Bearer {made['secret']}"},
+        timeout=30,
+    )
+    assert asked.status_code == 202, asked.text
+    tb = f"/admin/api/test-builds/{asked.json()['id']}"
+    assert check.call("GET", "/admin/api/test-builds", 200, query={"limit": "10"})["builds"]
+    assert (
+        check.call("GET", "/admin/api/test-builds/{id}", 200, path=tb)["notify_email"] == "schema@example.org"
+    )
+    check.call("GET", "/admin/api/test-builds/{id}", 404, path="/admin/api/test-builds/tb-000000000000")
+    check.call("GET", "/admin/api/test-builds/{id}/log", 200, path=tb + "/log")
+    check.call(
+        "GET", "/admin/api/test-builds/{id}/log", 404, path="/admin/api/test-builds/tb-000000000000/log"
+    )
+    check.call("POST", "/admin/api/test-builds/{id}/cancel", (200, 409), path=tb + "/cancel")
+    check.call("DELETE", f"{tokens}/{{id}}", 200, path=f"{tokens}/{made['id']}")
+    check.call("DELETE", f"{tokens}/{{id}}", 404, path=f"{tokens}/tbt-000000000000")
+
     # The healer, a drone's access and its dispatch holds.
     check.call("GET", "/admin/api/healing", 200)
     check.call("POST", "/admin/api/healing", 200, body={"action": "pause", "drone": SHELL})
@@ -291,6 +323,28 @@ def test_every_admin_operation_answers_per_its_schema(fleet: tuple[Controller, l
     )
     check.call("POST", "/admin/api/drones/{name}/revoke", 200, path="/admin/api/drones/gone/revoke")
     assert renamed["old_name"] == GONE
+
+    # Payloads: an agent config uploaded, shown, staged; deployed to the drone
+    # whose agent is gone (refused: not connected; tests/test_payloads.py
+    # checks a deploy's 202 against its view); the drones' versions.
+    payloads = "/admin/api/payloads"
+    config = b'controller = "127.0.0.1:8094"\n'
+    uploaded = check.call(
+        "POST", payloads, 201, query={"kind": "agent-config", "notes": "schema"}, data=config
+    )
+    check.call("POST", payloads, 400, query={"kind": "agent-config"}, data=b"controller = [")
+    one_payload = f"{payloads}/agent-config/{uploaded['version']}"
+    check.call("GET", f"{payloads}/{{kind}}/{{version}}", 200, path=one_payload)
+    check.call("GET", f"{payloads}/{{kind}}/{{version}}", 404, path=f"{payloads}/agent/99999")
+    check.call("POST", f"{payloads}/{{kind}}/{{version}}/stage", 200, path=one_payload + "/stage")
+    assert (
+        check.call("GET", payloads, 200, query={"kind": "agent-config"})["payloads"][0]["state"] == "staged"
+    )
+    deploy = {"drones": ["gone"]}
+    check.call(
+        "POST", f"{payloads}/{{kind}}/{{version}}/deploy", 409, path=one_payload + "/deploy", body=deploy
+    )
+    check.call("GET", "/admin/api/drones/versions", 200)
 
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"
@@ -336,5 +390,25 @@ def test_every_public_operation_answers_per_its_schema(fleet: tuple[Controller, 
     assert f"[swarm-{current}-controller]" in pinned and f"/releases/{current}/" in pinned
     assert requests.get(f"{local['url']}/releases/{current}/Packages", timeout=30).status_code == 200
     check.call("GET", "/api/v1/binrepos.conf", 404, query={"release": "v1999.01.01"})
+    # Test builds: the public tier's one write, with a token an admin made.
+    status, made = controller.admin(
+        "POST", "/admin/api/test-build-tokens", b'{"user": "schema-public", "rate": "1/h"}'
+    )
+    assert status == 201, made
+    bearer = {"Authorization": f"Bearer {made['secret']}"}
+    asked = check.call("POST", "/api/v1/test-build", 202, body={"package": STAGED_ATOM}, headers=bearer)
+    check.call("POST", "/api/v1/test-build", 429, body={"package": ATOM}, headers=bearer)
+    check.call("POST", "/api/v1/test-build", 400, body={"package": "/etc/passwd"}, headers=bearer)
+    check.call("POST", "/api/v1/test-build", 401, body={"package": ATOM})
+    check.call(
+        "POST", "/api/v1/test-build", 403, body={"package": ATOM}, headers={"Origin": "https://x.example"}
+    )
+    check.call("GET", "/api/v1/test-build/{id}", 200, path=f"/api/v1/test-build/{asked['id']}")
+    check.call("GET", "/api/v1/test-build/{id}", 404, path="/api/v1/test-build/tb-000000000000")
+    log_path = f"/api/v1/test-build/{asked['id']}/log"
+    check.call("GET", "/api/v1/test-build/{id}/log", 200, path=log_path)
+    check.call("GET", "/api/v1/test-build/{id}/log", 404, path="/api/v1/test-build/tb-000000000000/log")
+    assert check.call("GET", "/api/v1/test-builds", 200, query={"limit": "1000"})["builds"]
+    check.call("GET", "/api/v1/test-builds", 400, query={"state": "lost"})
     missing = check.documented() - check.called
     assert not missing, f"documented operations this test does not call: {sorted(missing)}"

@@ -301,3 +301,25 @@ def test_a_drone_failing_every_build_is_grounded_for_the_cooldown_then_gets_one_
             assert [j.failed_on for j in r.queue.jobs.values() if j.drone_id == faulty.id] == []
 
     asyncio.run(scenario())
+
+
+def test_a_drone_taking_a_payload_gets_no_new_build_until_it_is_over(tmp_path: Path) -> None:
+    """A drone a payload is deployed to takes it only when idle
+    (controller/payloads.py): meanwhile it is out of the rotation."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            taker = await r.connect("taker", cores=8)  # the stronger: the first pick, were it free
+            r.queue.hold_for_payload(taker.id, True)
+            await r.connect("other")
+            await r.queue.queue([LEAVES[0], LEAVES[1]], name=None, by="test")
+            await r.until(r.sent_jobs, "a build sent")
+            [first] = r.sent_jobs()
+            [waiting] = [r.job(cpv) for cpv in LEAVES[:2] if cpv != first.cpv]
+            # The pass that sent it had the other job and no free drone but the held one.
+            assert r.drone(first).name == "other" and waiting.state == QUEUED
+            r.queue.hold_for_payload(taker.id, False)
+            second = await r.sent(waiting.cpv)
+            assert r.drone(second).name == "taker"
+
+    asyncio.run(scenario())

@@ -32,6 +32,7 @@ ADAPTERS = {
     "app.py": "wires the servicers into the gRPC server",
     "channel_serde.py": "the one place where channel frames become shell.proto messages and back",
     "channelsvc.py": "the Channels servicer (the drones' ends of channels)",
+    "payloadsvc.py": "the Payloads servicer (Fetch) and the signer of payload offers (PayloadMeta)",
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
+from swarm.agent import selfupdate
 from swarm.controller import oob
 
 from support.openrc import OpenRCRoot, openrc_root
@@ -260,6 +261,8 @@ def test_agent_service_start_stop_restart_respawn(services: Services) -> None:
     first = services.one_agent_reconnected(before="")
     # The init script's rc_ulimit (below the usual hard limit: lowering needs no privilege).
     assert open_files_limit(first) == (AGENT_OPEN_FILES,) * 2
+    # How an agent payload's watchdog knows the service starts a stopped agent again.
+    assert selfupdate.supervised(first.ppid())
     assert services.rc("swarm-agent", "status") == (0, " * status: started\n")
 
     code, output = services.rc("swarm-agent", "stop")

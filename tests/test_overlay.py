@@ -304,14 +304,27 @@ def pquery(repo: Path, attr: str) -> str:
     return result.stdout.strip()
 
 
+# Python tools the installed program runs, not packages it imports: pyproject.toml does not name
+# them. An agent installs the agent payloads it is sent with `python -m pip` (agent/selfupdate.py).
+TOOLS = {"agent": {"dev-python/pip"}}
+
+
 def python_atoms(rdepend: str, use: list[str]) -> set[str]:
-    """The dev-python/* dependencies with ``use`` enabled, as cat/pn-version:slot with operator."""
+    """The dev-python/* dependencies with ``use`` enabled, as cat/pn-version:slot with operator
+    (the TOOLS left out)."""
     atoms = use_reduce(rdepend, uselist=use, flat=True, token_class=Atom)
+    tools = set().union(*TOOLS.values())
     return {
         f"{a.operator or ''}{a.cp}{'-' + a.version if a.version else ''}{':' + a.slot if a.slot else ''}"
         for a in atoms
-        if a.cp.startswith("dev-python/")
+        if a.cp.startswith("dev-python/") and a.cp not in tools
     }
+
+
+def tool_atoms(rdepend: str, use: list[str]) -> set[str]:
+    return {a.cp for a in use_reduce(rdepend, uselist=use, flat=True, token_class=Atom)} & set().union(
+        *TOOLS.values()
+    )
 
 
 def expected_atoms(requirements: list[str]) -> set[str]:
@@ -354,6 +367,9 @@ def test_ebuild_use_flags_and_dependencies_follow_pyproject(ebuild_metadata: dic
     # The agent alone installs no controller dependency; nor does a client.
     assert python_atoms(rdepend, ["agent"]) == base
     assert python_atoms(rdepend, ["client"]) == base
+    for flag, tools in TOOLS.items():
+        assert tool_atoms(rdepend, [flag]) == tools, flag
+    assert tool_atoms(rdepend, ["client", "controller"]) == set()
 
 
 def load_agent_config(path: Path) -> AgentConfig:

@@ -77,19 +77,26 @@ def test_nodes_lists_every_drone_with_live_fields(fleet: Controller) -> None:
 
 
 def test_openapi_documents_exactly_the_served_routes(fleet: Controller) -> None:
-    from swarm.controller.web import binhosts, public, releases
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
-    served = {
-        route.path
-        for route in [*public.routes, *releases.public_routes, *binhosts.public_routes]
-        if hasattr(route, "path")
-    }
+    served: dict[str, set[str]] = {}
+    for route in [
+        *public.routes,
+        *releases.public_routes,
+        *binhosts.public_routes,
+        *testbuilds.public_routes,
+        *testbuild_files.public_routes,
+    ]:
+        served.setdefault(route.path, set()).add(route.method.lower())
     doc = fleet.get("/api/v1/openapi.json")
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == served
+    assert {path: set(item) for path, item in doc["paths"].items()} == served
+    # Read-only but for its one write: asking for a test build, with a token.
+    writes = {path: item for path, item in served.items() if item != {"get"}}
+    assert writes == {testbuilds.SUBMIT_PATH: {"post"}}
     for path, item in doc["paths"].items():
-        assert set(item) == {"get"}, path
-        assert "200" in item["get"]["responses"], path
+        for method, operation in item.items():
+            assert {"200", "202"} & set(operation["responses"]), (method, path)
 
 
 def test_the_protocol_log_shows_the_agents_traffic(fleet: Controller) -> None:
@@ -111,13 +118,18 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         healing,
         logs,
         metrics,
+        payloads,
         releases,
         shells,
         streams,
+        testbuild_files,
+        testbuilds,
     )
 
     served: dict[str, set[str]] = {}
     for route in [
+        *testbuilds.routes,
+        *testbuild_files.routes,
         *admin.routes,
         *healing.routes,
         *auth.routes,
@@ -127,6 +139,7 @@ def test_admin_openapi_documents_exactly_the_served_routes(fleet: Controller) ->
         *dispatch.routes,
         *releases.routes,
         *binhosts.routes,
+        *payloads.routes,
         *metrics.routes,
     ]:
         served.setdefault(route.path, set()).add(route.method.lower())

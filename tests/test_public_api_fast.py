@@ -149,6 +149,25 @@ def test_without_builds_there_are_no_releases_and_no_cut(api: InProcessControlle
     assert status == 409 and "releases are off" in body["error"]["message"]
 
 
+def test_without_builds_there_are_no_test_builds(api: InProcessController) -> None:
+    # No --portage-eprefix: nothing to resolve an atom in. The lists are empty,
+    # a request and a new token are refused saying why.
+    assert api.get("/api/v1/test-builds") == {"builds": []}
+    assert api.admin("GET", "/admin/api/test-builds") == (200, {"builds": []})
+    assert api.admin("GET", "/admin/api/test-build-tokens") == (200, {"tokens": []})
+    status, body = http(
+        "POST",
+        api.public_url + "/api/v1/test-build",
+        headers={"Authorization": "Bearer tbt-000000000000.x", "Content-Type": "application/json"},
+        body=b'{"package": "app-misc/foo"}',
+    )
+    assert status == 409 and "--portage-eprefix" in body["error"]["message"]
+    status, body = api.admin("POST", "/admin/api/test-build-tokens", b'{"user": "u", "rate": "5/h"}')
+    assert status == 409 and "test builds are off" in body["error"]["message"]
+    got, answer = http("GET", api.public_url + "/api/v1/test-build/tb-000000000000")
+    assert got == 404 and "no test build" in answer["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "needle"),
     [

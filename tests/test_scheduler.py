@@ -210,3 +210,19 @@ def test_a_draining_drone_gets_no_job_and_the_reason_says_so() -> None:
     grounded = drone("d2")
     assert p.why_waiting(job, {"j1": job}, [grounded], {}, 0.0, False) == "all drones grounded"
     assert [a.drone_id for a in p.plan([job], [held, drone("d3")], now=0.0)] == ["d3"]
+
+
+def test_a_drone_taking_a_payload_gets_no_job_and_the_reason_says_so() -> None:
+    taking = DroneView("d1", "d1", 4, 0.0, 1, 0, True, held="payload")
+    job = Job("j1", "s", "t/a-1", state=QUEUED)
+    p = Planner()
+    assert p.plan([job], [taking], now=0.0) == []
+    assert (
+        p.why_waiting(job, {"j1": job}, [taking], {}, 0.0, False)
+        == "every drone is grounded or taking a payload"
+    )
+    draining = DroneView("d2", "d2", 4, 0.0, 1, 0, True, held="draining")
+    assert (
+        p.why_waiting(job, {"j1": job}, [taking, draining], {}, 0.0, False)
+        == "every drone is grounded, draining or taking a payload"
+    )

@@ -26,10 +26,14 @@ from swarm.controller.store.models import MODELS, SchemaVersion
 from swarm.controller.store.records import (
     AccessRecord,
     BinhostRecord,
+    DronePayloadRecord,
     EventRecord,
     IncidentRecord,
     NodeLive,
     NodeRecord,
+    PayloadRecord,
+    TestBuildRecord,
+    TestBuildTokenRecord,
 )
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
@@ -867,3 +871,94 @@ def test_binhost_targets_are_replaced_whole_and_deleted(store: SqlStore) -> None
     assert store.delete_binhost("lan") is True
     assert store.delete_binhost("lan") is False
     assert store.list_binhosts() == [local]
+
+
+def test_test_builds_round_trip_newest_first_and_prune_what_finished(store: SqlStore) -> None:
+    assert store.list_test_builds() == [] and store.get_test_build("tb-1") is None
+    full = TestBuildRecord(
+        id="tb-000000000001",
+        package="=swarm-test/leaf-data-1",
+        cpv="swarm-test/leaf-data-1",
+        user="alice@lan",
+        token_id="tbt-000000000001",
+        state="succeeded",
+        queued_at=1_800_000_000.25,
+        use=("-doc", "ssl"),
+        started_at=1_800_000_001.5,
+        finished_at=1_800_000_060.125,
+        drone="builder-0",
+        build_id="b-7",
+        exit_code=0,
+        reason="",
+        log_tail="line 1\nline 2 ✓",
+        packages=("swarm-test/leaf-data-1-1.gpkg.tar",),
+        notify_email="me@example.org",
+        webhook_url="https://hooks.example.org/x?y=1",
+        notified="sent",
+    )
+    queued = TestBuildRecord(
+        "tb-000000000002",
+        "swarm-test/broken",
+        "swarm-test/broken-1",
+        "bob",
+        "tbt-2",
+        "queued",
+        1_800_000_100.0,
+    )
+    store.put_test_builds([full, queued])
+    store.put_test_builds([])
+    assert store.get_test_build(full.id) == full
+    assert store.list_test_builds() == [queued, full]
+    assert store.list_test_builds(limit=1) == [queued]
+    assert store.list_test_builds(states=["queued", "running"]) == [queued]
+    running = replace(queued, state="running", started_at=1_800_000_101.0, drone="builder-1", build_id="b-8")
+    store.put_test_builds([running])
+    assert store.list_test_builds(states=["running"]) == [running]
+    finished = replace(running, state="failed", finished_at=1_800_000_200.0, exit_code=1, reason="why")
+    store.put_test_builds([replace(finished, reason="not yet"), finished])  # the last one wins
+    assert store.prune_test_builds(1_800_000_060.0) == []  # finished at .125 past it
+    assert store.prune_test_builds(1_800_000_061.0) == [full]
+    assert store.list_test_builds() == [finished]
+    assert store.prune_test_builds(1_900_000_000.0) == [finished] and store.list_test_builds() == []
+    many = [replace(queued, id=f"tb-{i:012x}", queued_at=float(i)) for i in range(250)]
+    store.put_test_builds(many)  # across statements, one transaction
+    assert store.list_test_builds(limit=1000) == many[::-1]
+
+
+def test_test_build_tokens_are_replaced_whole_and_listed_newest_first(store: SqlStore) -> None:
+    assert store.list_test_build_tokens() == []
+    older = TestBuildTokenRecord("tbt-1", "alice", "a" * 64, "5/h", 2, 3, 1_800_000_000.5, "admin:root")
+    newer = TestBuildTokenRecord("tbt-2", "bob", "b" * 64, "10/d", 10, 1, 1_800_000_001.0)
+    store.put_test_build_token(older)
+    store.put_test_build_token(newer)
+    assert store.list_test_build_tokens() == [newer, older]
+    used = replace(older, last_used_at=1_800_000_002.25, revoked_at=1_800_000_003.0)
+    store.put_test_build_token(used)
+    assert store.list_test_build_tokens() == [newer, used]
+
+
+def test_payload_versions_are_kept_per_kind_once_each(store: SqlStore) -> None:
+    assert store.list_payloads() == []
+    big = 2**40 + 3  # beyond 32 bits: a wheel is small, the columns are not
+    first = PayloadRecord("agent", 1, "a" * 64, big, "admin:ann", 10.5, "notes\nwith a line", "uploaded")
+    second = replace(first, version=2, sha256="b" * 64, size=9, notes="")
+    config = PayloadRecord("agent-config", 1, "c" * 64, 42, "admin:bob", 11.0)
+    assert store.add_payload(first) and store.add_payload(second) and store.add_payload(config)
+    assert store.add_payload(replace(first, sha256="d" * 64)) is False
+    assert store.list_payloads() == [second, first, config]
+    assert store.list_payloads("agent-config") == [config]
+    assert store.set_payload_state("agent", 2, "staged") is True
+    assert store.set_payload_state("agent", 3, "staged") is False
+    assert store.list_payloads("agent") == [replace(second, state="staged"), first]
+
+
+def test_drone_payloads_are_replaced_whole_by_drone_and_kind(store: SqlStore) -> None:
+    assert store.list_drone_payloads() == []
+    a = DronePayloadRecord("d2", "agent", 3, 2, "e" * 64, "sent", "", "d-1", 5.0)
+    b = DronePayloadRecord("d1", "portage-config", 1, 1, "f" * 64, "applied", "", "d-2", 6.0)
+    store.put_drone_payloads([a, b])
+    assert store.list_drone_payloads() == [b, a]
+    refused = replace(a, state="refused", reason="expired", updated_at=7.0)
+    store.put_drone_payloads([refused])
+    store.put_drone_payloads([])
+    assert store.list_drone_payloads() == [b, refused]

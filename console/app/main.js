@@ -17,6 +17,7 @@ const PAGES = [
   { id: "binhosts", title: "Binhosts", icon: "binhosts", module: "./pages/binhosts.js", css: true },
   { id: "events", title: "Events", icon: "events", module: "./pages/events.js", css: true },
   { id: "protocol", title: "Protocol", icon: "protocol", module: "./pages/protocol.js", css: true },
+  { id: "testbuilds", title: "Test builds", icon: "testbuilds", module: "./pages/testbuilds.js", css: true },
 ];
 
 const ICONS = {
@@ -37,6 +38,7 @@ const ICONS = {
     '<path d="M12 13v4M5 20h14M12 17a1.5 1.5 0 1 0 0 3 1.5 1.5 0 0 0 0-3z"/>',
   events: '<path d="M3 12h4l2.5-6 5 12 2.5-6h4"/>',
   protocol: '<path d="M4 7h13l-3-3M20 17H7l3 3"/>',
+  testbuilds: '<path d="M9.5 3h5M10.5 3v6.2L5.2 18.4A1.7 1.7 0 0 0 6.7 21h10.6a1.7 1.7 0 0 0 1.5-2.6l-5.3-9.2V3"/><path d="M7.6 15h8.8"/>',
 };
 
 const main = document.getElementById("main");
@@ -58,7 +60,7 @@ function buildNav() {
     const link = document.createElement("a");
     link.href = `#/${page.id}`;
     link.dataset.page = page.id;
-    link.title = `${page.title} (Alt+${i + 1})`;
+    link.title = i < 10 ? `${page.title} (Alt+${(i + 1) % 10})` : page.title;
     link.append(icon(page.icon), document.createTextNode(page.title));
     const item = document.createElement("li");
     item.append(link);
@@ -131,9 +133,9 @@ async function route() {
 }
 
 function keys(event) {
-  // Alt+1..9: the pages in navigation order (also from inside a terminal).
-  if (event.altKey && !event.ctrlKey && !event.metaKey && /^Digit[1-9]$/.test(event.code)) {
-    const page = PAGES[Number(event.code.slice(5)) - 1];
+  // Alt+1..9, then Alt+0: the pages in navigation order (also from inside a terminal).
+  if (event.altKey && !event.ctrlKey && !event.metaKey && /^Digit[0-9]$/.test(event.code)) {
+    const page = PAGES[(Number(event.code.slice(5)) + 9) % 10];
     if (page) {
       event.preventDefault();
       event.stopPropagation();

@@ -9,6 +9,8 @@ import { Waveform } from "/common/waveform.js";
 const POLL_MS = 3000;
 const RELEASES_MS = 60_000; // a promote shows within a minute
 const BINHOSTS_MS = 15_000; // a mirror's state changes with a push or a health check
+const TESTBUILDS_MS = 10_000; // a test build waits and runs for minutes
+const TESTBUILDS_SHOWN = 10;
 const WAVE_MIN_MS = 15_000; // new events refresh the waveform at most this often
 const MAX_EVENTS = 40;
 const MOMENT_LIMIT = 200;
@@ -458,10 +460,72 @@ async function loadBinhosts() {
   );
 }
 
+// -- test builds ---------------------------------------------------------------
+
+/** A test build's line in words: where it stands, or how it ended and when. */
+function testBuildFacts(b) {
+  if (b.state === "queued") {
+    const place = b.position ? `#${b.position} in the queue` : "in the queue";
+    return b.estimate_s !== null && b.estimate_s !== undefined ? `${place} · starts in about ${duration(b.estimate_s)}` : place;
+  }
+  if (b.state === "running") return `building on ${b.drone || "a drone"} · started ${ago(b.started_at)}`;
+  const facts = [`ended ${ago(b.finished_at)}`];
+  if (b.started_at && b.finished_at) facts.push(`took ${duration((Date.parse(b.finished_at) - Date.parse(b.started_at)) / 1000)}`);
+  if (b.drone) facts.push(`on ${b.drone}`);
+  if (b.state === "failed" && b.exit_code !== null && b.exit_code !== undefined) facts.push(`exit ${b.exit_code}`);
+  return facts.join(" · ");
+}
+
+function testBuildItem(b) {
+  const why = b.state === "failed" || b.state === "cancelled" ? (b.reason || "").split("\n", 1)[0] : "";
+  const files = Array.isArray(b.packages) ? b.packages : [];
+  return el(
+    "li",
+    { class: "testbuild", "data-testbuild": b.id, "data-state": b.state },
+    el(
+      "div",
+      { class: "drone-top" },
+      el("strong", { class: "testbuild-name" }, b.cpv || b.package, Array.isArray(b.use) && b.use.length ? el("span", { class: "muted testbuild-use" }, ` USE ${b.use.join(" ")}`) : null),
+      el("span", { class: `pill pill-tb-${b.state}` }, b.state),
+    ),
+    el("div", { class: "muted testbuild-facts" }, `${b.user ? `asked by ${b.user} · ` : ""}${testBuildFacts(b)}`),
+    why ? el("div", { class: "testbuild-why", title: b.reason }, why) : null,
+    files.length
+      ? el(
+          "div",
+          { class: "testbuild-files" },
+          ...files.map((url) =>
+            el("a", { href: url, title: "a test build: untested, never released" }, decodeURIComponent(url.split("/").pop() || url)),
+          ),
+        )
+      : null,
+  );
+}
+
+/** The newest test builds; the card stays hidden until there is one (or on a controller without them). */
+async function loadTestBuilds() {
+  const card = $("testbuilds-card");
+  let data;
+  try {
+    data = await getJson(`/api/v1/test-builds?limit=${TESTBUILDS_SHOWN}`);
+  } catch (error) {
+    if (error.status === 404) card.hidden = true;
+    else $("testbuilds-sub").textContent = `could not be loaded: ${error.message}`;
+    return;
+  }
+  const builds = Array.isArray(data?.builds) ? data.builds : [];
+  card.hidden = builds.length === 0;
+  const waiting = builds.filter((b) => b.state === "queued").length;
+  const running = builds.filter((b) => b.state === "running").length;
+  $("testbuilds-sub").textContent = `${waiting} queued · ${running} running`;
+  $("testbuilds").replaceChildren(...builds.map(testBuildItem));
+}
+
 // -- polling -----------------------------------------------------------------
 
 let releasesAt = 0;
 let binhostsAt = 0;
+let testBuildsAt = 0;
 
 /** One refresh of everything; throws (after drawing what did load) if a part failed. */
 async function tick() {
@@ -486,6 +550,10 @@ async function tick() {
   if (Date.now() - binhostsAt > BINHOSTS_MS) {
     binhostsAt = Date.now();
     loadBinhosts();
+  }
+  if (Date.now() - testBuildsAt > TESTBUILDS_MS) {
+    testBuildsAt = Date.now();
+    loadTestBuilds();
   }
   const failed = [status, nodes, sessions, evts].find((r) => r.status === "rejected");
   if (failed) throw failed.reason;

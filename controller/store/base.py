@@ -17,6 +17,7 @@ from swarm.controller.store.records import (
     BinhostRecord,
     BuildRecord,
     CertRecord,
+    DronePayloadRecord,
     EventRecord,
     IncidentRecord,
     JobRecord,
@@ -24,7 +25,10 @@ from swarm.controller.store.records import (
     NodeLive,
     NodeRecord,
     PackageStat,
+    PayloadRecord,
     SessionRecord,
+    TestBuildRecord,
+    TestBuildTokenRecord,
     TokenRecord,
 )
 
@@ -198,3 +202,37 @@ class Store(Protocol):
 
     def delete_binhost(self, name: str) -> bool:
         """Delete a binhost target; False if there was none such."""
+
+    def put_test_builds(self, builds: Sequence[TestBuildRecord]) -> None:
+        """Insert or fully replace each test build, by id, in one transaction
+        (the last of an id given twice wins)."""
+
+    def get_test_build(self, build_id: str) -> TestBuildRecord | None: ...
+
+    def list_test_builds(self, *, limit: int = 100, states: Sequence[str] = ()) -> list[TestBuildRecord]:
+        """Newest first (by queued_at); with ``states``, only those in one of them."""
+
+    def prune_test_builds(self, before: float) -> list[TestBuildRecord]:
+        """Delete the test builds that finished before ``before``, in one
+        transaction; the ones deleted (their files are the caller's)."""
+
+    def put_test_build_token(self, token: TestBuildTokenRecord) -> None:
+        """Insert or fully replace a test-build token, by id."""
+
+    def list_test_build_tokens(self) -> list[TestBuildTokenRecord]:
+        """All test-build tokens, revoked ones included, newest first."""
+
+    def add_payload(self, payload: PayloadRecord) -> bool:
+        """Insert a new payload version; False if (kind, version) exists already."""
+
+    def set_payload_state(self, kind: str, version: int, state: str) -> bool:
+        """Change a version's state; False if there is no such version."""
+
+    def list_payloads(self, kind: str | None = None) -> list[PayloadRecord]:
+        """Payload versions (of one kind), by kind, newest version first."""
+
+    def put_drone_payloads(self, records: list[DronePayloadRecord]) -> None:
+        """Insert or replace each drone's payload of a kind, by (drone, kind), in one transaction."""
+
+    def list_drone_payloads(self) -> list[DronePayloadRecord]:
+        """Every drone's payloads, by drone id, then kind."""

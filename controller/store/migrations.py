@@ -22,14 +22,18 @@ from swarm.controller.store.models import (
     Certificate,
     DroneAccess,
     DroneName,
+    DronePayload,
     Event,
     Incident,
     Job,
     JoinToken,
     Node,
     PackageStat,
+    PayloadVersion,
     SchemaVersion,
     Setting,
+    TestBuild,
+    TestBuildToken,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,14 @@ def _binhosts(db: pw.Database) -> None:
     db.create_tables([BinhostTarget])
 
 
+def _test_builds(db: pw.Database) -> None:
+    db.create_tables([TestBuild, TestBuildToken])
+
+
+def _payloads(db: pw.Database) -> None:
+    db.create_tables([PayloadVersion, DronePayload])
+
+
 MIGRATIONS: list[Migration] = [
     (1, "nodes and events", _initial),
     (2, "join tokens and drone certificates", _trust),
@@ -70,6 +82,8 @@ MIGRATIONS: list[Migration] = [
     (4, "drone access, incidents, settings", _healing),
     (5, "drone names bound to drone ids", _names),
     (6, "binhost targets", _binhosts),
+    (7, "test builds and their tokens", _test_builds),
+    (8, "payload versions and the payloads of each drone", _payloads),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -190,6 +190,78 @@ class BinhostTarget(BaseModel):
         table_name = "binhost_targets"
 
 
+class TestBuild(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    package = pw.CharField(max_length=255)
+    cpv = pw.CharField(max_length=255)
+    user = pw.CharField(max_length=64, index=True)
+    token_id = pw.CharField(max_length=32, index=True)
+    state = pw.CharField(max_length=16, index=True)
+    queued_at = pw.DoubleField(index=True)
+    use = pw.TextField(default="[]")  # a JSON list of USE flags
+    started_at = pw.DoubleField(null=True)
+    finished_at = pw.DoubleField(null=True, index=True)
+    drone = pw.CharField(max_length=64, default="")
+    build_id = pw.CharField(max_length=32, default="")
+    exit_code = pw.IntegerField(null=True)
+    reason = pw.TextField(default="")
+    log_tail = pw.TextField(default="")
+    packages = pw.TextField(default="[]")  # a JSON list of paths under the test PKGDIR
+    notify_email = pw.CharField(max_length=254, default="")
+    webhook_url = pw.CharField(max_length=2048, default="")
+    notified = pw.TextField(default="")
+
+    class Meta:
+        table_name = "test_builds"
+
+
+class TestBuildToken(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32)
+    user = pw.CharField(max_length=64, index=True)
+    secret_hash = pw.CharField(max_length=64)
+    rate = pw.CharField(max_length=16)
+    burst = pw.IntegerField()
+    max_queued = pw.IntegerField()
+    created_at = pw.DoubleField()
+    created_by = pw.CharField(max_length=200, default="")
+    revoked_at = pw.DoubleField(null=True)
+    last_used_at = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "test_build_tokens"
+
+
+class PayloadVersion(BaseModel):
+    kind = pw.CharField(max_length=32)
+    version = pw.BigIntegerField()
+    sha256 = pw.CharField(max_length=64)
+    size = pw.BigIntegerField()
+    uploaded_by = pw.CharField(max_length=200, default="")
+    uploaded_at = pw.DoubleField()
+    notes = pw.TextField(default="")
+    state = pw.CharField(max_length=16, default="uploaded")
+
+    class Meta:
+        table_name = "payload_versions"
+        primary_key = pw.CompositeKey("kind", "version")
+
+
+class DronePayload(BaseModel):
+    drone_id = pw.CharField(max_length=64)
+    kind = pw.CharField(max_length=32)
+    expected_version = pw.BigIntegerField(default=0)
+    running_version = pw.BigIntegerField(default=0)
+    sha256 = pw.CharField(max_length=64, default="")
+    state = pw.CharField(max_length=16, default="")
+    reason = pw.TextField(default="")
+    deploy_id = pw.CharField(max_length=32, default="")
+    updated_at = pw.DoubleField(default=0)
+
+    class Meta:
+        table_name = "drone_payloads"
+        primary_key = pw.CompositeKey("drone_id", "kind")
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Node,
@@ -206,4 +278,8 @@ MODELS: list[type[BaseModel]] = [
     Incident,
     Setting,
     BinhostTarget,
+    TestBuild,
+    TestBuildToken,
+    PayloadVersion,
+    DronePayload,
 ]

@@ -212,3 +212,79 @@ class BinhostRecord:
     enabled: bool = True
     updated_at: float = 0.0
     updated_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TestBuildRecord:
+    """A test build (controller/testbuilds.py): a token holder's "does it
+    build?", queued apart from sessions, its package never released."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    id: str  # "tb-" + 12 hex
+    package: str  # the atom as asked ("app-misc/foo" or "=app-misc/foo-1.0")
+    cpv: str  # what it resolved to in the controller's tree
+    user: str  # the token's user
+    token_id: str
+    state: str  # queued, running, succeeded, failed, cancelled
+    queued_at: float
+    use: tuple[str, ...] = ()  # USE flags asked for ("foo", "-bar"), from the allowed list
+    started_at: float | None = None
+    finished_at: float | None = None
+    drone: str = ""  # drone name, "" until it runs
+    build_id: str = ""  # the StartBuild's build_id, "" until it runs
+    exit_code: int | None = None
+    reason: str = ""  # one line: why it failed or was cancelled
+    log_tail: str = ""  # the last lines of the build log
+    packages: tuple[str, ...] = ()  # files under the test PKGDIR
+    notify_email: str = ""
+    webhook_url: str = ""
+    notified: str = ""  # "" not yet, "sent", "failed: <why>"
+
+
+@dataclass(frozen=True, slots=True)
+class TestBuildTokenRecord:
+    """A test-build token: only the hash of its secret is kept."""
+
+    __test__ = False
+
+    id: str
+    user: str
+    secret_hash: str  # SHA-256 hex of the secret
+    rate: str  # "5/h": requests per period, refilling the bucket
+    burst: int  # the bucket's size
+    max_queued: int  # its builds queued at once, at most
+    created_at: float
+    created_by: str = ""
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRecord:
+    """One uploaded version of a payload kind (controller/payloads.py); its
+    bytes are a file under the data dir, named by kind and version."""
+
+    kind: str  # agent, agent-config or portage-config
+    version: int  # monotonic per kind, from 1
+    sha256: str
+    size: int
+    uploaded_by: str
+    uploaded_at: float
+    notes: str = ""
+    state: str = "uploaded"  # uploaded, staged, deployed
+
+
+@dataclass(frozen=True, slots=True)
+class DronePayloadRecord:
+    """What one drone is to run of a payload kind and what it runs."""
+
+    drone_id: str
+    kind: str
+    expected_version: int = 0  # 0: nothing deployed to it
+    running_version: int = 0  # as the drone last said (0: what it was installed with)
+    sha256: str = ""  # of the running version
+    state: str = ""  # sent, waiting, fetching, applied, refused, failed, rolled_back, timed_out
+    reason: str = ""
+    deploy_id: str = ""
+    updated_at: float = 0.0

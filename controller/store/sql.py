@@ -31,6 +31,8 @@ from swarm.controller.store.records import EventRecord, NodeLive, NodeRecord
 from swarm.controller.store.sql_binhosts import BinhostTables
 from swarm.controller.store.sql_builds import BuildTables
 from swarm.controller.store.sql_health import HealthTables
+from swarm.controller.store.sql_payloads import PayloadTables
+from swarm.controller.store.sql_testbuilds import TestBuildTables
 from swarm.controller.store.sql_trust import TrustTables
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def _event_from_row(row: Event) -> EventRecord:
     )
 
 
-class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables):
+class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTables, TestBuildTables):
     # Binding sets the database on the model classes, which every store
     # shares: one lock for all stores, not one each.
     _lock = threading.Lock()

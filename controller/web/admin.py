@@ -32,10 +32,13 @@ from swarm.controller.web import (
     logs,
     metrics,
     openapi,
+    payloads,
     public,
     releases,
     shells,
     streams,
+    testbuild_files,
+    testbuilds,
 )
 from swarm.controller.web.buildviews import admin_dispatch, queue_of
 from swarm.controller.web.common import (
@@ -522,6 +525,9 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app.add_routes(dispatch.routes)
     app.add_routes(releases.routes)
     app.add_routes(binhosts.routes)
+    app.add_routes(testbuilds.routes)
+    app.add_routes(payloads.routes)
+    app.add_routes(testbuild_files.routes)  # a test build's log
     app.add_routes(auth.routes)
     app.add_routes(console.routes)
     app.add_routes(metrics.routes)

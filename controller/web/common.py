@@ -70,9 +70,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 ADMIN_ONLY_PREFIXES = ("admin_", "shell_")
-# binhost_saved and binhost_deleted name the admin and a mirror's ssh destination.
+# binhost_saved and binhost_deleted name the admin and a mirror's ssh destination;
+# a payload's upload, staging and deploy name the admin; the test-build token
+# events name the admin and the token's user and limits.
 ADMIN_ONLY_TYPES = frozenset(
-    {"drone_exec", "drone_access_changed", "drone_pinged", "binhost_saved", "binhost_deleted"}
+    {
+        "drone_exec",
+        "drone_access_changed",
+        "drone_pinged",
+        "binhost_saved",
+        "binhost_deleted",
+        "test_build_token_created",
+        "test_build_token_revoked",
+        "payload_uploaded",
+        "payload_staged",
+        "payload_deploy_started",
+    }
 )
 
 

@@ -47,6 +47,8 @@ def statuses(op: Operation, *, admin: bool) -> list[int]:
         found.add(400)
     if op.body is not None:
         found |= {413, 415}
+    if op.upload:
+        found |= {400, 413}
     if admin and not op.open:
         found |= {401, 429}
         if op.method in STATE_CHANGING or op.websocket:
@@ -93,6 +95,11 @@ def _operation(
         # A request body's fields are optional unless the declaration says so.
         shape["required"] = list(op.body.required)
         doc["requestBody"] = {"required": bool(op.body.required), "content": {JSON: {"schema": body}}}
+    if op.upload:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {op.upload: {"schema": {"type": "string", "format": "binary"}}},
+        }
     if admin and op.open:
         doc["security"] = []
     return doc
@@ -126,9 +133,15 @@ def document(title: str, operations: Iterable[Operation], *, admin: bool) -> dic
 
 
 def public_operations() -> list[Operation]:
-    from swarm.controller.web import binhosts, public, releases
+    from swarm.controller.web import binhosts, public, releases, testbuild_files, testbuilds
 
-    return [*public.routes.operations, *releases.public_routes.operations, *binhosts.public_routes.operations]
+    return [
+        *public.routes.operations,
+        *releases.public_routes.operations,
+        *binhosts.public_routes.operations,
+        *testbuilds.public_routes.operations,
+        *testbuild_files.public_routes.operations,
+    ]
 
 
 def admin_operations() -> list[Operation]:
@@ -140,16 +153,30 @@ def admin_operations() -> list[Operation]:
         healing,
         logs,
         metrics,
+        payloads,
         releases,
         shells,
         streams,
+        testbuild_files,
+        testbuilds,
     )
 
-    return [
-        op
-        for module in (admin, healing, shells, logs, dispatch, releases, binhosts, auth, streams, metrics)
-        for op in module.routes.operations
-    ]
+    modules = (
+        admin,
+        healing,
+        shells,
+        logs,
+        dispatch,
+        releases,
+        binhosts,
+        payloads,
+        testbuilds,
+        testbuild_files,
+        auth,
+        streams,
+        metrics,
+    )
+    return [op for module in modules for op in module.routes.operations]
 
 
 @cache

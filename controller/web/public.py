@@ -1,6 +1,7 @@
 """The public tier: read-only status API, the staging binhost's files and
-the status page (public_page.py). Nothing here changes state or reveals a
-secret."""
+the status page (public_page.py). Nothing here reveals a secret, and
+nothing changes state but asking for a test build, with a token
+(web/testbuilds.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from aiohttp import web
 from swarm.controller.scheduler import JOB_STATES
 from swarm.controller.services import Services
 from swarm.controller.staging import STAGING_PATH
-from swarm.controller.web import binfiles, binhosts, hosts, openapi, public_page, releases
+from swarm.controller.web import (
+    binfiles,
+    binhosts,
+    hosts,
+    openapi,
+    public_page,
+    releases,
+    testbuild_files,
+    testbuilds,
+)
 from swarm.controller.web.buildviews import public_dispatch
 from swarm.controller.web.common import (
     BUCKETS,
@@ -44,13 +54,15 @@ from swarm.controller.web.views.status import (
 )
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WRITE = ("POST", testbuilds.SUBMIT_PATH)
 routes = Routes()
 NODE_NAME = path_param("name", "drone name or id")
 
 
 @web.middleware
 async def read_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method not in READ_METHODS:
+    # Its one write: asking for a test build, with a token (web/testbuilds.py).
+    if request.method not in READ_METHODS and (request.method, request.path) != WRITE:
         raise web.HTTPMethodNotAllowed(
             request.method, sorted(READ_METHODS - {"OPTIONS"}), text="the public API is read-only"
         )
@@ -191,9 +203,11 @@ def create_app(services: Services) -> web.Application:
     app.add_routes(public_page.routes)  # the status page: pages, outside the OpenAPI document
     app.add_routes(releases.public_routes)
     app.add_routes(binhosts.public_routes)
+    app.add_routes(testbuilds.public_routes)
     app.add_routes(releases.files)  # the release key and binhosts: outside the OpenAPI document
     binfiles.install(app, config.binhost_senders)
     if services.staging is not None:
         # Read-only files for stock Portage clients (binrepos.conf sync-uri).
         app.router.add_get(STAGING_PATH + "/{tail:.*}", staging_file)
+    testbuild_files.install(app)  # a test build's log, and the test binhost (with a warning)
     return app

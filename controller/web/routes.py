@@ -148,6 +148,7 @@ class Operation:
     open: bool = False  # on the admin tier: needs no key or session (the login)
     description: str = ""
     notes: dict[int, str] = field(default_factory=dict)  # what an error status means here
+    upload: str = ""  # the media type of a raw request body (a file uploaded as it is), "" for none
 
 
 class Routes(web.RouteTableDef):
@@ -173,6 +174,7 @@ class Routes(web.RouteTableDef):
         open: bool = False,
         description: str = "",
         notes: dict[int, str] | None = None,
+        upload: str = "",
     ) -> Callable[[Handler], Handler]:
         self.operations.append(
             Operation(
@@ -189,6 +191,7 @@ class Routes(web.RouteTableDef):
                 open=open,
                 description=description,
                 notes=notes or {},
+                upload=upload,
             )
         )
         return self.route(method, path)

@@ -3,6 +3,7 @@ what the controller does with drones (the fleet, the healer)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from swarm.controller import serde
@@ -31,8 +32,17 @@ class FakeLink:
     def ping(self, seq: int, sent_at_ns: int, answer_within_ms: int = 0) -> bool:
         return self._write(serde.ping(seq, sent_at_ns, answer_within_ms))
 
-    def start_build(self, job_id: str, build_id: str, cpv: str, timeout_s: int, binhost_url: str) -> bool:
-        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url))
+    def start_build(
+        self,
+        job_id: str,
+        build_id: str,
+        cpv: str,
+        timeout_s: int,
+        binhost_url: str,
+        test_build: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> bool:
+        return self._write(serde.start_build(job_id, build_id, cpv, timeout_s, binhost_url, test_build, env))
 
     def cancel_build(self, build_id: str, reason: str) -> bool:
         return self._write(serde.cancel_build(build_id, reason))
@@ -43,6 +53,9 @@ class FakeLink:
     def open_channel(self, channel_id: str, request: ChannelRequest) -> bool:
         self.channels.append((channel_id, request))
         return True
+
+    def apply_payload(self, meta: bytes, signature: bytes, confirm_within_s: int) -> bool:
+        return self._write(serde.apply_payload(meta, signature, confirm_within_s))
 
     def close(self, code: str, details: str) -> None:
         self.closed = (code, details)

@@ -32,7 +32,8 @@ RESTRICT="test"
 # Python API verify the gpkgs it fetched before any is merged and GnuPG
 # check a release's manifest; the controller signs releases with GnuPG,
 # reaches drones and binhost mirrors with OpenSSH and pushes releases to
-# the mirrors with rsync.
+# the mirrors with rsync. An agent installs the agent payloads it is sent
+# (a wheel of this project) into a venv of its own with pip.
 RDEPEND="
 	app-crypt/gnupg
 	sys-apps/portage[${PYTHON_USEDEP}]
@@ -41,6 +42,7 @@ RDEPEND="
 	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/psutil-5.9[${PYTHON_USEDEP}]
+	agent? ( dev-python/pip[${PYTHON_USEDEP}] )
 	cli? ( >=dev-python/aiohttp-3.9[${PYTHON_USEDEP}] )
 	controller? (
 		acct-group/build-swarm

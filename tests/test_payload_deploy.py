@@ -1,0 +1,239 @@
+"""Payloads end to end: a real controller deploys to a real agent over
+mTLS, which verifies, fetches, applies and reports (the agent's logic in
+process: test_payload_agent.py; the controller's: test_payloads.py).
+
+One fleet for the module: one drone with a Gentoo prefix of its own and
+real emerge. The tests run in order on it: its Portage config (restored
+when it breaks emerge --info, refused when tampered or a downgrade), a
+payload taken only after a real build ends, then the agent itself: a real
+wheel of this project with a bumped version, and a broken one that the
+drone's watchdog rolls back without the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.agent import credentials
+
+from support.fleet import Fleet, start_fleet
+from support.payloads import build_wheel
+from support.procs import http, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+DRONE = "pl-1"
+PATH = "/admin/api/payloads"
+# The window a new agent has to connect after its exec: enough for a start
+# on a loaded machine, short enough for a broken one's rollback to be quick.
+CONFIRM_WITHIN = 20
+SLEEP = 3  # seconds the sleeper package builds
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("payload-deploy")
+    fleet = start_fleet(
+        root,
+        (),
+        "--payload-confirm-within",
+        str(CONFIRM_WITHIN),
+        portage=True,
+    )
+    try:
+        fleet.add_agent(
+            DRONE,
+            package_env={"swarm-test/sleeper": {"SWARM_TEST_SLEEP": str(SLEEP)}},
+            heartbeat_interval=1.0,
+            online=True,
+        )
+        # An agent the watchdog starts again runs in the first one's process
+        # group, which outlives it: killed with it at the end.
+        fleet.orphans.append(fleet.agents[DRONE].pid)
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """A good wheel with a bumped version, and one whose control link does not import."""
+    root = tmp_path_factory.mktemp("wheels")
+    good = build_wheel(root / "good", "0.1.0.post1")
+    broken = build_wheel(
+        root / "broken",
+        "0.1.0.post2",
+        # main.py imports fine (the install's --version check passes); the
+        # daemon's first import after the exec does not.
+        {"agent/link.py": ("import grpc\n", "import grpc\nimport swarm_no_such_module  # noqa\n")},
+    )
+    return {"good": good.read_bytes(), "broken": broken.read_bytes()}
+
+
+def admin(swarm: Fleet, method: str, path: str, body: bytes | None = None) -> Any:
+    status, reply = swarm.controller.admin(method, path, body)
+    assert 200 <= status < 300, (method, path, status, reply)
+    return reply
+
+
+def push(swarm: Fleet, kind: str, data: bytes) -> int:
+    """Upload (the raw bytes) and stage; the version."""
+    c = swarm.controller
+    status, reply = http(
+        "POST", f"{c.admin_url}{PATH}?kind={kind}", headers={"X-Admin-Key": c.admin_key}, body=data
+    )
+    assert status == 201, reply
+    version = int(reply["version"])
+    admin(swarm, "POST", f"{PATH}/{kind}/{version}/stage")
+    return version
+
+
+def deploy(swarm: Fleet, kind: str, version: int, rollback: bool = False) -> str:
+    body = json.dumps({"drones": [DRONE], "rollback": rollback}).encode()
+    return str(admin(swarm, "POST", f"{PATH}/{kind}/{version}/deploy", body)["deploy_id"])
+
+
+def final_event(swarm: Fleet, deploy_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The event of the drone's final answer to a deploy."""
+    finals = ("payload_applied", "payload_refused", "payload_failed", "payload_rolled_back")
+
+    def found() -> dict[str, Any] | None:
+        for event in swarm.controller.events():
+            if event["type"] in finals and event["data"].get("deploy_id") == deploy_id:
+                return event
+        return None
+
+    event: dict[str, Any] = wait_for(found, timeout=timeout, what=f"the drone's answer to {deploy_id}")
+    return event
+
+
+def versions(swarm: Fleet) -> dict[str, dict[str, Any]]:
+    reply = admin(swarm, "GET", "/admin/api/drones/versions")
+    return {v["kind"]: v for v in reply["versions"] if v["drone"] == DRONE}
+
+
+def prefix(swarm: Fleet) -> Path:
+    return swarm.root / f"{DRONE}-prefix"
+
+
+def portage_tar(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def make_conf_with(swarm: Fleet, extra: str) -> bytes:
+    """The drone prefix's make.conf as it is now, plus ``extra``."""
+    return (prefix(swarm) / "etc/portage/make.conf").read_bytes() + extra.encode()
+
+
+def test_the_drone_pinned_the_payload_key_at_enrollment_or_pins_it_at_renewal(swarm: Fleet) -> None:
+    public = bytes.fromhex(admin(swarm, "GET", PATH)["public_key"])
+    state_dir = swarm.agents[DRONE].state_dir
+    assert credentials.load_payload_key(state_dir) == public
+    # A drone enrolled before payloads has no key: its next renewal brings it.
+    (state_dir / credentials.PAYLOAD_KEY_FILE).unlink()
+    creds = credentials.load(state_dir)
+    assert creds is not None
+    asyncio.run(credentials.renew(state_dir, swarm.controller.grpc_target, creds))
+    assert credentials.load_payload_key(state_dir) == public
+
+
+def test_a_portage_config_that_breaks_emerge_info_is_restored(swarm: Fleet) -> None:
+    before = (prefix(swarm) / "etc/portage/make.conf").read_bytes()
+    version = push(
+        swarm,
+        "portage-config",
+        portage_tar({"etc/portage/make.conf": make_conf_with(swarm, 'USE="unterminated\n')}),
+    )
+    event = final_event(swarm, deploy(swarm, "portage-config", version))
+    assert event["type"] == "payload_failed", event
+    assert "emerge --info" in event["data"]["reason"], event
+    assert (prefix(swarm) / "etc/portage/make.conf").read_bytes() == before
+    assert versions(swarm)["portage-config"]["running"] == 0
+
+
+def test_tampered_bytes_and_a_downgrade_are_refused_saying_why(swarm: Fleet) -> None:
+    marker = "etc/portage/env/payload-mark.conf"
+    v_old = push(swarm, "portage-config", portage_tar({marker: b'MARK="old"\n'}))
+    v_new = push(swarm, "portage-config", portage_tar({marker: b'MARK="new"\n'}))
+    assert final_event(swarm, deploy(swarm, "portage-config", v_new))["type"] == "payload_applied"
+    assert (prefix(swarm) / marker).read_bytes() == b'MARK="new"\n'
+    assert versions(swarm)["portage-config"]["running"] == v_new
+
+    refused = final_event(swarm, deploy(swarm, "portage-config", v_old))
+    assert refused["type"] == "payload_refused", refused
+    assert f"older than the running {v_new}" in refused["data"]["reason"]
+    # Signed as a rollback, the same older version is taken.
+    assert (
+        final_event(swarm, deploy(swarm, "portage-config", v_old, rollback=True))["type"] == "payload_applied"
+    )
+    assert (prefix(swarm) / marker).read_bytes() == b'MARK="old"\n'
+
+    # The controller's copy changed after it was signed (same size): the drone
+    # fetches it, finds another sha256, and applies nothing.
+    v_bad = push(swarm, "portage-config", portage_tar({marker: b'MARK="bad"\n'}))
+    stored = swarm.controller.data_dir / "payloads" / "portage-config" / str(v_bad)
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    tampered = final_event(swarm, deploy(swarm, "portage-config", v_bad))
+    assert tampered["type"] == "payload_refused" and "sha256" in tampered["data"]["reason"], tampered
+    assert (prefix(swarm) / marker).read_bytes() == b'MARK="old"\n'
+
+
+def test_a_drone_busy_with_a_build_takes_the_payload_when_it_ends(swarm: Fleet) -> None:
+    marker = "etc/portage/env/payload-busy.conf"
+    session = swarm.queue("swarm-test/sleeper")["session"]["id"]
+    swarm.wait_building("swarm-test/sleeper-1")
+    version = push(swarm, "portage-config", portage_tar({marker: b'BUSY="1"\n'}))
+    deploy_id = deploy(swarm, "portage-config", version)
+    wait_for(lambda: versions(swarm)["portage-config"]["state"] == "waiting", what="the drone waiting")
+    assert not (prefix(swarm) / marker).exists()  # not while the build runs
+    event = final_event(swarm, deploy_id)
+    assert event["type"] == "payload_applied", event
+    complete = swarm.wait_complete(session)
+    assert complete["jobs"]["done"] == 1  # the build was not lost
+    assert swarm.jobs()["swarm-test/sleeper-1"]["attempts"] == 1, swarm.jobs()
+    assert (prefix(swarm) / marker).read_bytes() == b'BUSY="1"\n'
+
+
+def test_a_new_agent_is_deployed_and_runs_or_a_broken_one_rolls_itself_back(
+    swarm: Fleet, wheels: dict[str, bytes]
+) -> None:
+    agent = swarm.agents[DRONE]
+    pid = agent.pid
+    good = push(swarm, "agent", wheels["good"])
+    event = final_event(swarm, deploy(swarm, "agent", good))
+    assert event["type"] == "payload_applied", event
+    node = wait_for(
+        lambda: (n := swarm.controller.online(DRONE)) and n["agent_version"] == "0.1.0.post1" and n
+    )
+    assert node["payload_version"] == str(good)
+    assert versions(swarm)["agent"]["running"] == good and not versions(swarm)["agent"]["drift"]
+    assert agent.alive() and agent.pid == pid  # the same process, the new program (exec)
+    state = agent.state_dir / "payloads" / "agent"
+    assert (state / "current").readlink() == Path(str(good))
+    assert hashlib.sha256(wheels["good"]).hexdigest() in (state / str(good) / "meta.json").read_text()
+
+    broken = push(swarm, "agent", wheels["broken"])
+    event = final_event(swarm, deploy(swarm, "agent", broken), timeout=CONFIRM_WITHIN + 60)
+    assert event["type"] == "payload_rolled_back", event
+    assert "exited before it connected" in event["data"]["reason"]
+    node = wait_for(lambda: swarm.controller.online(DRONE))
+    assert node["agent_version"] == "0.1.0.post1" and node["payload_version"] == str(good)
+    assert (state / "current").readlink() == Path(str(good))
+    assert versions(swarm)["agent"]["running"] == good
