@@ -19,6 +19,9 @@ from support.disk import small_disk  # noqa: F401 (a fixture for the tests of a 
 from support.procs import Agent, Controller, Proc, enroll_here
 from support.sshd import SshServer, sshd_server
 
+# --cpu-report: CPU-seconds per module, the test process's and its processes'.
+pytest_plugins = ("support.cpureport",)
+
 # grpc.aio starts one poller thread for the whole process on first use and
 # keeps it; it belongs to no test.
 PROCESS_WIDE_THREADS = ("(_poll_wrapper)",)
@@ -43,6 +46,7 @@ FAST_MODULES = frozenset(
         "test_clock",
         "test_config",
         "test_core_boundary",
+        "test_cpureport",
         "test_detection",
         "test_drone_binhosts",
         "test_dronetype",

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from support.probe import DRONES, probe_fleet
-from support.procs import Agent, Controller, wait_for
+from support.procs import FAST_HEARTBEAT, Agent, Controller, wait_for
 from support.terminal import open_terminal
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
@@ -103,7 +103,7 @@ class Checker:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Controller, list[Agent], Path]]:
     root = tmp_path_factory.mktemp("schema")
     own_log = root / "controller-own.log"
-    swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True, heartbeat_interval=0.25)
+    swarm = probe_fleet(root, "--log-file", str(own_log), agent_logs=True, heartbeat_interval=FAST_HEARTBEAT)
     try:
         # A release, current: a package built straight into staging (not ATOM,
         # which the admin test's session builds), cut and promoted.

@@ -3,9 +3,11 @@ assignment and sending it, and an agent killed mid-build (its emerge left
 running). (tests/test_build_faults.py: the controller's database
 unavailable during uploads.)
 
-One swarm (a controller on SQLite, two drones running real emerge in
-Gentoo prefixes) serves the whole module; each test queues a package of
-its own and leaves the swarm whole.
+One swarm (a controller on SQLite, two drones in Gentoo prefixes) serves
+the whole module; each test queues a package of its own and leaves the
+swarm whole. The drone whose agent is killed runs real emerge; the other,
+which only has to succeed where it builds, writes its packages with
+Portage's gpkg code (support/gpkg_build.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from swarm.agent.logs import build_log_name
 from swarm.controller.builds import CRASH_HOOK_ENV
 
 from support.fleet import Fleet, start_fleet
+from support.gpkgs import WRITE_COMMAND
 from support.procs import http, wait_for
 
 # Real emerge builds, a controller restarted twice.
@@ -33,8 +36,6 @@ BUILD_TIMEOUT = 180.0
 # The sleeper's sleep on the drone whose agent is killed: long enough to kill
 # its agent, and for the agent started again to find its emerge still running.
 VICTIM, VICTIM_SLEEP = "builder-0", 15
-# On the other drone, which builds the retry: no reason to wait there.
-RETRY_SLEEP = 1
 
 
 def sleeper_env(seconds: int) -> dict[str, dict[str, str]]:
@@ -47,7 +48,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     s = start_fleet(tmp_path_factory.mktemp("build-crashes"), (), "--build-grace", "120", portage=True)
     try:
         s.add_agent(VICTIM, package_env=sleeper_env(VICTIM_SLEEP))
-        s.add_agent("builder-1", package_env=sleeper_env(RETRY_SLEEP))
+        s.add_agent("builder-1", command=WRITE_COMMAND)  # builds the retry
         s.wait_online()
         yield s
     finally:

@@ -4,7 +4,9 @@ and the controller killed in the middle of a session.
 breaker.)
 
 Everything is real: the controller, the agents, emerge in Gentoo prefixes
-(tools/prefix.py) and the staging binhost. Every wait is on a condition the
+(tools/prefix.py) and the staging binhost; only the drones that take over
+from a killed one write their packages with Portage's gpkg code instead of
+building them (support/gpkg_build.py). Every wait is on a condition the
 public API shows, never on a fixed sleep.
 """
 
@@ -20,7 +22,8 @@ import psutil
 import pytest
 
 from support.fleet import Fleet, start_fleet
-from support.procs import http, wait_for
+from support.gpkgs import WRITE_COMMAND
+from support.procs import FAST_HEARTBEAT, http, wait_for
 
 # Each test runs several real emerge builds on a 2-core machine that may be busy.
 pytestmark = pytest.mark.timeout(600)
@@ -48,10 +51,13 @@ def staged(swarm: Fleet) -> tuple[Counter[str], list[Path]]:
 def test_a_drone_killed_mid_build_loses_its_job_to_another_drone(tmp_path: Path) -> None:
     with start_fleet(tmp_path, (), "--build-grace", "3", portage=True) as swarm:
         # The agent dies once the sleep began: long enough that the build
-        # surely still runs then. The drones that may build the retry need not wait.
-        swarm.add_agent("builder-0", package_env=sleeper_env(6))
+        # surely still runs then. The drones that build the retry and the
+        # other package only have to succeed: they write the packages.
+        # Its grace is counted from the last message it sent, and checked here
+        # against its disconnection: quarter-second beats keep the two close.
+        swarm.add_agent("builder-0", package_env=sleeper_env(6), heartbeat_interval=FAST_HEARTBEAT)
         for i in (1, 2):
-            swarm.add_agent(f"builder-{i}", package_env=sleeper_env(1))
+            swarm.add_agent(f"builder-{i}", command=WRITE_COMMAND)
         swarm.wait_online()
         with swarm.dispatching_only_to("builder-0"):
             session_id = swarm.queue("swarm-test/sleeper", "swarm-test/leaf-data")["session"]["id"]

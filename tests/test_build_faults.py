@@ -3,11 +3,15 @@ unavailable while a drone uploads, and an agent killed during that upload.
 (tests/test_build_crashes.py: the controller killed between saving an
 assignment and sending it, and an agent killed mid-build.)
 
-One swarm (a controller on SQLite, two drones running real emerge in
-Gentoo prefixes) serves the whole module; each test queues a package of
-its own and leaves the swarm whole. The database is made unavailable for
-real: another connection holds SQLite's write lock, so every write of the
-controller fails with "database is locked" until it lets go.
+One swarm (a controller on SQLite, two drones in Gentoo prefixes) serves
+the whole module; each test queues a package of its own and leaves the
+swarm whole. The drones write their packages with Portage's gpkg code
+instead of building them (support/gpkg_build.py: the faults are in the
+upload, and real builds are tests/test_builds.py's), each build held at
+its start until the test has locked the database. The database is made
+unavailable for real: another connection holds SQLite's write lock, so
+every write of the controller fails with "database is locked" until it
+lets go.
 """
 
 from __future__ import annotations
@@ -15,17 +19,19 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.fleet import Fleet, builders, start_fleet, upload_refused_line
+from support.gpkgs import WRITE_COMMAND
 from support.procs import wait_for
 
-# Real emerge builds, each test waiting out a database locked for tens of seconds.
+# Each test waits out a database locked for tens of seconds.
 pytestmark = pytest.mark.timeout(600)
 
 BUILD_TIMEOUT = 180.0
-HEARTBEAT = 1.0
 # Polls of an agent's log (a debug log, read whole) and of the controller's
 # health: a few a second is soon enough for waits of seconds.
 POLL = 0.2
@@ -34,8 +40,9 @@ POLL = 0.2
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     # A long grace: a drone that comes back is handled by its Hello, not by the timer.
+    root = tmp_path_factory.mktemp("build-faults")
     s = start_fleet(
-        tmp_path_factory.mktemp("build-faults"),
+        root,
         builders(2),
         "--build-grace",
         "120",
@@ -46,14 +53,24 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "--persist-interval",
         "60",
         portage=True,
-        # The production heartbeat, not the tests' usual quarter second: no
-        # test here waits on liveness (a drone killed and started again is
-        # known by its Hello), and four beats a second are most of what two
-        # idle agents cost while the database is held.
-        heartbeat_interval=HEARTBEAT,
+        command=WRITE_COMMAND,
+        env={"GPKG_BUILD_GATE": str(gate(root))},
     )
     yield s
     s.stop()
+
+
+def gate(root: Path) -> Path:
+    """The file the drones' builds wait for (support/gpkg_build.py)."""
+    return root / "build-gate"
+
+
+def held_build(swarm: Fleet, atom: str, cpv: str) -> tuple[str, dict[str, Any]]:
+    """Queue ``atom``; its session id and its job, building but held at its
+    start until database_locked lets it go on."""
+    gate(swarm.root).unlink(missing_ok=True)
+    session_id = swarm.queue(atom)["session"]["id"]
+    return session_id, swarm.wait_building(cpv)
 
 
 @contextlib.contextmanager
@@ -62,6 +79,7 @@ def database_locked(swarm: Fleet) -> Iterator[None]:
     db = sqlite3.connect(swarm.controller.data_dir / "swarm.db", isolation_level=None, timeout=30)
     try:
         db.execute("BEGIN EXCLUSIVE")  # waits for a write of the controller's in progress
+        gate(swarm.root).touch()  # the held build goes on: its upload meets the locked database
         yield
     finally:
         db.rollback()
@@ -81,8 +99,7 @@ def test_an_upload_the_controller_cannot_store_is_retried_and_never_counts_again
     swarm: Fleet,
 ) -> None:
     cpv = "swarm-test/leaf-hello-1"
-    session_id = swarm.queue("swarm-test/leaf-hello")["session"]["id"]
-    job = swarm.wait_building(cpv)
+    session_id, job = held_build(swarm, "swarm-test/leaf-hello", cpv)
     agent = swarm.agents[job["drone"]]
     with database_locked(swarm):
         refused = wait_for(
@@ -110,8 +127,7 @@ def test_an_agent_killed_during_its_upload_is_requeued_and_its_drone_deletes_the
     swarm: Fleet,
 ) -> None:
     cpv = "swarm-test/leaf-data-1"
-    session_id = swarm.queue("swarm-test/leaf-data")["session"]["id"]
-    job = swarm.wait_building(cpv)
+    session_id, job = held_build(swarm, "swarm-test/leaf-data", cpv)
     victim = swarm.agents[job["drone"]]
     with database_locked(swarm):
         wait_for(

@@ -4,7 +4,10 @@ package never ground more than half the fleet, and a build command that
 does not exist is refused, not failed (it would count towards grounding).
 
 Everything is real: the controller, the agents, emerge in Gentoo prefixes
-(tools/prefix.py) and the staging binhost. The cooldown and the half-open
+(tools/prefix.py) and the staging binhost. Where the healthy drones' builds
+only have to succeed (the first test), they write their packages with
+Portage's gpkg code instead of building them (support/gpkg_build.py); the
+second builds for real, a real failure included. The cooldown and the half-open
 probe after it are timer logic: tests/test_build_timers.py moves a clock
 through them. (tests/test_build_failures.py: drones and the controller
 killed during builds.)
@@ -23,6 +26,7 @@ from swarm.agent.logs import LogSources
 from swarm.v1 import build_pb2, gateway_pb2
 
 from support.fleet import start_fleet
+from support.gpkgs import WRITE_COMMAND
 from support.procs import wait_for
 
 # Each test runs several real emerge builds on a 2-core machine that may be busy.
@@ -42,11 +46,12 @@ LEAVES = (
 
 
 def test_a_drone_whose_builds_always_fail_is_grounded(tmp_path: Path) -> None:
-    """End to end: real failing builds ground the drone while the healthy
-    ones build everything."""
+    """End to end: failing builds ground the drone while the healthy ones
+    make everything (packages written, not built: the test is about the
+    failures)."""
     with start_fleet(tmp_path, (), "--ground-after", "3", "--ground-cooldown", "600", portage=True) as swarm:
-        swarm.add_agent("builder-0")
-        swarm.add_agent("builder-1")
+        swarm.add_agent("builder-0", command=WRITE_COMMAND)
+        swarm.add_agent("builder-1", command=WRITE_COMMAND)
         faulty = swarm.add_agent("faulty", command=FAILING_COMMAND)
         swarm.wait_online()
 

@@ -16,20 +16,12 @@ from support.procs import http
 # Real emerge runs take seconds each; the whole graph far longer than the default per-test timeout.
 pytestmark = pytest.mark.timeout(600)
 
-# The production heartbeat, not the tests' usual quarter second: no test here
-# waits on a drone's liveness (after the controller's restart the drones are
-# known again by their Hello), and four beats a second from three agents, and
-# the controller's handling of them, are CPU the builds could use.
-HEARTBEAT = 1.0
-
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """One three-drone fleet for the module: each test queues packages of its own
     and reads only its own session's jobs (the first restarts the controller)."""
-    s = start_fleet(
-        tmp_path_factory.mktemp("builds"), builders(3), portage=True, heartbeat_interval=HEARTBEAT
-    )
+    s = start_fleet(tmp_path_factory.mktemp("builds"), builders(3), portage=True)
     yield s
     s.stop()
 

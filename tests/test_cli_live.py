@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.cli import CLI_ENV, Follow, cli_args, following
-from support.procs import Controller, wait_for
+from support.procs import FAST_HEARTBEAT, Controller, wait_for
 from support.shells import ShellDrone, start_shell_drone
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +37,8 @@ class Drone(ShellDrone):
 
 
 def start_drone(root: Path, name: str = "live") -> Drone:
-    made = start_shell_drone(root, name)
+    # `protocol --follow` waits for heartbeats (every 4th of them, sampled).
+    made = start_shell_drone(root, name, heartbeat_interval=FAST_HEARTBEAT)
     return Drone(made.controller, made.agent, made.home)
 
 

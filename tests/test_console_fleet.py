@@ -1,8 +1,11 @@
 """The console's drones actions and its queue page in headless Chromium,
-against a real controller with builds on and real agents running real
-emerge in Gentoo prefixes (support.fleet): ping, drain, reboot refused
-for a bare-metal drone, restart behind a confirmation, queueing a package
-and watching its job build, and a waiting job that says why.
+against a real controller with builds on and real agents in Gentoo
+prefixes (support.fleet): ping, drain, reboot refused for a bare-metal
+drone, restart behind a confirmation, queueing a package and watching its
+job build, and a waiting job that says why. The drones write their
+packages with Portage's gpkg code instead of building them
+(support/gpkg_build.py): the pages are the point here, real builds are
+tests/test_builds.py's.
 
 Screenshots go to test-artifacts/console/ (drones-actions, drones-menu, queue,
 queue-why).
@@ -19,6 +22,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, builders, start_fleet
+from support.gpkgs import WRITE_COMMAND
 from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,10 +36,10 @@ LEAVES = ("data", "hello", "script")
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    s = start_fleet(root, builders(1), "--ping-interval", "0.5", portage=True)
+    s = start_fleet(root, builders(1), "--ping-interval", "0.5", portage=True, command=WRITE_COMMAND)
     try:
         # A second, bare-metal drone that builds like the first.
-        s.add_agent(METAL, clean_build_dir=False, drone_type="bare-metal", online=True)
+        s.add_agent(METAL, clean_build_dir=False, drone_type="bare-metal", online=True, command=WRITE_COMMAND)
         yield s
     finally:
         s.stop()

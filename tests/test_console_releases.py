@@ -1,7 +1,9 @@
 """The console's Releases page and the public page's current release, in
 headless Chromium against a real controller with builds on, a real agent
-that built a real gpkg with real emerge (and one more written into staging
-by Portage's own gpkg code, tools/gpkgs.py), releases cut and signed by the controller with
+that made a gpkg and uploaded it (written by Portage's own gpkg code,
+support/gpkg_build.py: a release of a real emerge build is
+tests/test_releases.py's), one more written into staging the same way
+(tools/gpkgs.py), releases cut and signed by the controller with
 real gpg (support.fleet): the list with current and
 previous marked, a manifest, cut, promote, the diff and rollback through
 their confirmation dialogs (what the API reports changes with them), a
@@ -26,7 +28,7 @@ from swarm.controller.release_cadence import WEEKDAYS
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, builders, start_fleet
-from support.gpkgs import inject
+from support.gpkgs import WRITE_COMMAND, inject
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,6 +49,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "--auto-promote-after",
         "1d",
         portage=True,
+        command=WRITE_COMMAND,
     )
     try:
         s.wait_complete(s.queue(FIRST)["session"]["id"])

@@ -22,7 +22,7 @@ from playwright.sync_api import BrowserContext, Page, WebSocket, WebSocketRoute,
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, start_fleet
-from support.procs import Controller, wait_for
+from support.procs import FAST_HEARTBEAT, Controller, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,6 +60,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         str(PROTOCOL_BUFFER),
         agent_args=("--log-file", str(root / "drone-own.log")),
         drone_type="lxc",
+        # The protocol page's rows are its heartbeats and pongs, live.
+        heartbeat_interval=FAST_HEARTBEAT,
     )
     try:
         yield fleet

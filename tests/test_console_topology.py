@@ -21,7 +21,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, WebSocket, expect
 
 from support.browser import WAIT_MS, Problems, log_in, shot
 from support.fleet import Fleet, start_fleet
-from support.procs import ControllerApi, wait_for
+from support.procs import FAST_HEARTBEAT, ControllerApi, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,8 +35,11 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     # Pings only when asked (and one at connect): a ping packet after ours is ours.
     fleet = start_fleet(root, (), "--ping-interval", "3600")
     try:
-        fleet.add_agent(LAN, drone_type="lxc")
-        fleet.add_agent(TAILSCALE, "--network", "tailscale", drone_type="qemu")
+        # The page draws a packet per heartbeat: its tests wait for beats.
+        fleet.add_agent(LAN, drone_type="lxc", heartbeat_interval=FAST_HEARTBEAT)
+        fleet.add_agent(
+            TAILSCALE, "--network", "tailscale", drone_type="qemu", heartbeat_interval=FAST_HEARTBEAT
+        )
         for name in fleet.agents:
             wait_for(functools.partial(pinged, fleet.controller, name), what=f"{name} online and pinged")
         yield fleet

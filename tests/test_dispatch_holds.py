@@ -1,6 +1,8 @@
-"""An admin drains and grounds drones: real controller, real agents, real
-emerge. Held drones get no work, the job says why it waits, the holds
-survive a controller restart, and releasing a drone lets the job build."""
+"""An admin drains and grounds drones: real controller, real agents in
+Gentoo prefixes. Held drones get no work, the job says why it waits, the
+holds survive a controller restart, and releasing a drone lets the job
+build (the drones write their packages with Portage's gpkg code,
+support/gpkg_build.py: the holds are the point, not the build)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from support.fleet import Fleet, builders, start_fleet
+from support.gpkgs import WRITE_COMMAND
 from support.procs import http, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -18,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[Fleet]:
-    s = start_fleet(tmp_path, builders(2), portage=True)
+    s = start_fleet(tmp_path, builders(2), portage=True, command=WRITE_COMMAND)
     yield s
     s.stop()
 

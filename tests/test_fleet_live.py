@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.delay import DelayedLink
-from support.procs import Agent, Controller, enroll, enroll_here, wait_for
+from support.procs import FAST_HEARTBEAT, Agent, Controller, enroll, enroll_here, wait_for
 
 Launch = Callable[..., Agent]
 
@@ -28,6 +28,13 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     proc.start()
     yield proc
     proc.kill()
+
+
+@pytest.fixture
+def launch(launch: Launch) -> Launch:
+    """The module's agents beat four times a second: its tests time silence
+    (suspect, offline) and wait for newer heartbeats."""
+    return functools.partial(launch, heartbeat_interval=FAST_HEARTBEAT)
 
 
 def online(controller: Controller, name: str) -> dict[str, object] | None:
@@ -181,7 +188,7 @@ def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
     controller = Controller(tmp_path, "--offline-after-intervals", "1000")
     controller.start()
     try:
-        agent = Agent(tmp_path, "drone-pause", controller.grpc_target)
+        agent = Agent(tmp_path, "drone-pause", controller.grpc_target, heartbeat_interval=FAST_HEARTBEAT)
         assert enroll(controller, "drone-pause", agent.state_dir).returncode == 0
         agent.start()
         try:

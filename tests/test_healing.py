@@ -31,7 +31,7 @@ import pytest
 from dronectl import write_spec
 
 from support.fleet import start_fleet
-from support.procs import Agent, Controller, enroll_here, wait_for
+from support.procs import FAST_HEARTBEAT, Agent, Controller, enroll_here, wait_for
 from support.sshd import SshServer
 from support.webhook import Webhook
 
@@ -64,7 +64,13 @@ class HealSwarm:
         state_dir = self.root / f"agent-{name}"
         enroll_here(self.controller, name, state_dir)
         argv = Agent(
-            self.root, name, self.controller.grpc_target, drone_type=drone_type, state_dir=state_dir
+            self.root,
+            name,
+            self.controller.grpc_target,
+            drone_type=drone_type,
+            state_dir=state_dir,
+            # A frozen drone is found by its silence, a recovery by its healthy beats.
+            heartbeat_interval=FAST_HEARTBEAT,
         ).args
         write_spec(self.images, name, argv)
         # A broken service "starts" something that is not the agent.

@@ -31,7 +31,7 @@ from swarm.controller.domain import BuildEventData, HelloData
 
 from fakes.links import FakeLink
 from support.inproc import InProcessController
-from support.procs import Agent, http, wait_for
+from support.procs import FAST_HEARTBEAT, Agent, http, wait_for
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -202,7 +202,8 @@ def test_drones_streams_pings_and_incidents_follow_a_real_agent(rig: Rig) -> Non
     opened = value(before, "swarm_incidents_total", kind="offline")
     assert value(before, "swarm_grpc_streams", kind="control") == 0
 
-    agent = Agent(rig.root, "metrics-agent", rig.grpc_target, "--insecure")
+    # Its second pong rides on a heartbeat: a quarter second's, not a second's, wait.
+    agent = Agent(rig.root, "metrics-agent", rig.grpc_target, "--insecure", heartbeat_interval=FAST_HEARTBEAT)
     agent.start()
     try:
         samples = scrape_until(

@@ -1,5 +1,7 @@
 """The public status page in headless Chromium against a real controller
-with builds on and a real agent that has built a package with real emerge:
+with builds on and a real agent that has made a package (written with
+Portage's gpkg code, support/gpkg_build.py: what the page shows of a
+session is the point, not the build):
 status figures, the drone with its cores and state, the session's
 progress, recent events (live), the activity waveform and its scrubber,
 releases; no admin control and no request to the admin tier. The public
@@ -20,6 +22,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from support.browser import ARTIFACTS, WAIT_MS, Problems, get, shot
 from support.fleet import Fleet, builders, start_fleet
+from support.gpkgs import WRITE_COMMAND
 from support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,7 +33,7 @@ PACKAGE = "swarm-test/leaf-data"
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    s = start_fleet(tmp_path_factory.mktemp("public-page"), builders(1), portage=True)
+    s = start_fleet(tmp_path_factory.mktemp("public-page"), builders(1), portage=True, command=WRITE_COMMAND)
     try:
         session_id = s.queue(PACKAGE)["session"]["id"]
         wait_for(

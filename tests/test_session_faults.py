@@ -63,10 +63,6 @@ RECOVERY = 30.0  # deadline for health to come back once the dependency is
 # gave up on during a fault would still be built again, on this drone once
 # it is free, and show as a build beyond its attempts (assert_whole).
 DRONES = 1
-# The production heartbeat, not the tests' usual quarter second: the faults
-# are the controller's, no test waits on a drone's liveness, and four beats a
-# second from each idle drone are CPU the session's builds could use.
-HEARTBEAT = 1.0
 # Polls of a debug log read whole, or of the controller's API: a few a second
 # is soon enough for waits of seconds.
 POLL = 0.2
@@ -98,7 +94,6 @@ def pg_swarm(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> It
         pg.url("swarm"),
         *FAST_HEALTH,
         portage=True,
-        heartbeat_interval=HEARTBEAT,
     )
     try:
         yield swarm
@@ -115,7 +110,6 @@ def disk_swarm(small_disk: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         *("--data-dir", str(small_disk / "data"), "--disk-min-free-mb", "4"),
         *FAST_HEALTH,
         portage=True,
-        heartbeat_interval=HEARTBEAT,
     )
     try:
         yield swarm

@@ -53,9 +53,10 @@ def fill(disk: Path, database: Path) -> Path:
     finally:
         conn.close()
     filler = disk / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file kept what the full disk refused and wrote
+    # it again on close, outside the suppress (ENOSPC from the test, now and then).
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
         chunk = b"\0" * 65536
         while True:
             out.write(chunk)
-            out.flush()
     return filler

@@ -12,6 +12,9 @@ from pathlib import Path
 import prefix as pfx
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "gpkgs.py"
+# A drone's --emerge-command that writes the package instead of building it
+# (support/gpkg_build.py): Fleet.add_agent(..., command=WRITE_COMMAND).
+WRITE_COMMAND = f"{sys.executable} {Path(__file__).with_name('gpkg_build.py')}"
 
 
 def _run(prefix: pfx.Prefix, *args: str) -> list[Path]:

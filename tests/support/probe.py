@@ -61,11 +61,6 @@ ADMIN_EXCLUDED = (
 )
 
 DRONES = ("probe-a", "probe-b")
-# The production heartbeat: the probe needs its drones online, not their
-# beats, and four a second from each (and the controller's handling of them)
-# are CPU for as long as the probe runs. test_api_schema keeps the tests'
-# quarter second (it reads the heartbeats the protocol log kept).
-PROBE_HEARTBEAT = 1.0
 PUBLIC_TARGETS = {"GET /api/v1/nodes/{name}": {"name": DRONES[0]}}
 # Operations on a real drone that neither change what it runs nor cut it off:
 # not rename, access (PUT), restart, reboot or exec, whose generated values
@@ -88,9 +83,7 @@ ADMIN_TARGETS = {
 }
 
 
-def probe_fleet(
-    root: Path, *extra: str, agent_logs: bool = False, heartbeat_interval: float = PROBE_HEARTBEAT
-) -> Fleet:
+def probe_fleet(root: Path, *extra: str, agent_logs: bool = False, heartbeat_interval: float = 1.0) -> Fleet:
     """A controller with Portage (so the build routes reach their handlers) and
     the enrolled agents of DRONES (no prefixes: they build nothing), all online;
     ``extra`` controller options; with ``agent_logs`` each agent also logs to a

@@ -31,6 +31,11 @@ DEFAULT_TIMEOUT = 15.0
 # this script, some 80 ms of CPU on every check and every build of a run.
 EMERGE = Path(sys.prefix).resolve() / "lib" / "portage" / "bin" / "emerge"
 EMERGE_COMMAND = f"{sys.executable} {EMERGE} --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n"
+# The emerge command of an agent without --portage-eprefix: it builds nothing
+# and answers the emerge check from a shell (the script says why). An agent
+# with a prefix, or a test that asks for it (--emerge-command EMERGE_COMMAND),
+# runs the real one.
+NO_BUILDS_COMMAND = f"{Path(__file__).with_name('no-builds-emerge')} --oneshot"
 
 
 # wait_for's polls when the caller names no interval: every 20 ms at first,
@@ -390,6 +395,15 @@ def agent_credentials(state_dir: Path) -> Any:
     )
 
 
+# Test agents beat at the production second: an idle agent at a quarter
+# second cost about twice the CPU (its own and the controller's), for every
+# agent of every module. A test that waits on beats asks for this instead:
+# silence noticed (suspect within ~3 intervals, offline), a heartbeat or pong
+# awaited or counted (the protocol log, the console's packets, a drone's
+# checks coming back with the next pong).
+FAST_HEARTBEAT = 0.25
+
+
 class Agent(Proc):
     def __init__(
         self,
@@ -398,7 +412,7 @@ class Agent(Proc):
         controller: str,
         *extra: str,
         drone_type: str | None = "unknown",
-        heartbeat_interval: float = 0.25,
+        heartbeat_interval: float = 1.0,
         state_dir: Path | None = None,
     ) -> None:
         """drone_type None: no --drone-type, the agent detects it."""
@@ -436,7 +450,7 @@ class Agent(Proc):
             "--log-level",
             "debug",
             "--emerge-command",
-            EMERGE_COMMAND,
+            EMERGE_COMMAND if "--portage-eprefix" in extra else NO_BUILDS_COMMAND,
             *extra,  # a later --emerge-command wins
         ]
         super().__init__(args, root / f"agent-{name}.log")

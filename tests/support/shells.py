@@ -45,7 +45,7 @@ def start_shell_drone(
     root: Path,
     name: str,
     *controller_flags: str,
-    heartbeat_interval: float = 0.25,
+    heartbeat_interval: float = 1.0,
     drone_type: str = "unknown",
 ) -> ShellDrone:
     fleet = start_fleet(root, (), "--ping-interval", "0.5", *controller_flags)
