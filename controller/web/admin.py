@@ -509,6 +509,27 @@ async def openapi_doc(request: web.Request) -> web.Response:
     return json_response(openapi.admin_document())
 
 
+def api_routes() -> tuple[Routes, ...]:
+    """The admin tier's API: served by create_app and documented by
+    openapi.admin_operations from this one list, so neither can miss a module."""
+    return (
+        routes,
+        healing.routes,
+        shells.routes,
+        logs.routes,
+        dispatch.routes,
+        releases.routes,
+        binhosts.routes,
+        testbuilds.routes,
+        payloads.routes,
+        rollouts.routes,
+        testbuild_files.routes,  # a test build's log
+        auth.routes,
+        metrics.routes,
+        streams.routes,  # served by streams.install, which also closes them on shutdown
+    )
+
+
 def create_app(services: Services, keys: KeyStore) -> web.Application:
     config = services.config
     app = web.Application(
@@ -519,19 +540,9 @@ def create_app(services: Services, keys: KeyStore) -> web.Application:
     app[auth.AUTH] = auth.AdminAuth(
         keys, auth.AuthSettings.from_config(config), services.events, app[hosts.HOSTS], services.clock
     )
-    app.add_routes(routes)
-    app.add_routes(healing.routes)
-    app.add_routes(shells.routes)
-    app.add_routes(logs.routes)
-    app.add_routes(dispatch.routes)
-    app.add_routes(releases.routes)
-    app.add_routes(binhosts.routes)
-    app.add_routes(testbuilds.routes)
-    app.add_routes(payloads.routes)
-    app.add_routes(rollouts.routes)
-    app.add_routes(testbuild_files.routes)  # a test build's log
-    app.add_routes(auth.routes)
-    app.add_routes(console.routes)
-    app.add_routes(metrics.routes)
+    for table in api_routes():
+        if table is not streams.routes:
+            app.add_routes(table)
     streams.install(app)
+    app.add_routes(console.routes)  # the console's pages: not the API, not documented
     return app

@@ -145,40 +145,9 @@ def public_operations() -> list[Operation]:
 
 
 def admin_operations() -> list[Operation]:
-    from swarm.controller.web import (
-        admin,
-        auth,
-        binhosts,
-        dispatch,
-        healing,
-        logs,
-        metrics,
-        payloads,
-        releases,
-        rollouts,
-        shells,
-        streams,
-        testbuild_files,
-        testbuilds,
-    )
+    from swarm.controller.web import admin
 
-    modules = (
-        admin,
-        healing,
-        shells,
-        logs,
-        dispatch,
-        releases,
-        binhosts,
-        payloads,
-        rollouts,
-        testbuilds,
-        testbuild_files,
-        auth,
-        streams,
-        metrics,
-    )
-    return [op for module in modules for op in module.routes.operations]
+    return [op for table in admin.api_routes() for op in table.operations]
 
 
 @cache
