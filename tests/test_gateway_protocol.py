@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -198,7 +199,13 @@ def test_second_stream_with_the_same_drone_id_replaces_the_first(
             call.cancel()
             return kind, nodes
 
-    kind, nodes = asyncio.run(clone())
+    # The real agent is held still meanwhile: it would take the id back as soon as its stream
+    # ended, before the test had looked (its Hello has an instance id, the clone's none).
+    agent.signal(signal.SIGSTOP)
+    try:
+        kind, nodes = asyncio.run(clone())
+    finally:
+        agent.signal(signal.SIGCONT)
     assert kind == "welcome"
     assert len(nodes) == 1
     replaced = [e for e in controller.events(type="drone_replaced") if e["drone_id"] == drone_id]
