@@ -336,7 +336,8 @@ def test_a_corrupted_chunk_is_refused_and_the_bytes_before_it_are_kept(bench: Be
     async def scenario() -> None:
         async with assigned_build(bench, "swarm-test/leaf-data") as (_, start), builds_stub(bench) as stub:
             q = query(start, gpkg)
-            error = await rpc_error(upload(stub, q, gpkg.data, corrupt_at=bad))
+            # Nothing after the bad chunk: a write after the refusal can end the call INTERNAL.
+            error = await rpc_error(upload(stub, q, gpkg.data, end=bad + CHUNK, corrupt_at=bad))
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert f"chunk at offset {bad} is corrupt (CRC-32 mismatch); resume from {bad}" in (
                 error.details() or ""
@@ -461,8 +462,10 @@ def test_a_package_that_is_not_the_builds_is_refused(bench: Bench, gpkgs: Gpkgs)
 
     async def scenario() -> None:
         async with assigned_build(bench, "swarm-test/leaf-data") as (_, start), builds_stub(bench) as stub:
-            # Announced as another package than the build's.
-            error = await rpc_error(upload(stub, query(start, other, cpv=OTHER_CPV), other.data))
+            # Announced as another package than the build's: refused on the query alone, so
+            # only the query is sent (data written after the refusal can end the call
+            # INTERNAL on the client's side instead: grpc-python, seen under load).
+            error = await rpc_error(upload(stub, query(start, other, cpv=OTHER_CPV), other.data, end=0))
             assert error.code() == grpc.StatusCode.PERMISSION_DENIED
             assert f"is not for {OTHER_CPV}" in (error.details() or "")
 
@@ -500,7 +503,7 @@ def test_another_drone_cannot_touch_the_build(bench: Bench, gpkgs: Gpkgs) -> Non
                 forged = build_pb2.LogChunk(build_id=start.build_id, offset=0, data=b"forged")
                 attempts: list[Callable[[], Awaitable[Any]]] = [
                     lambda: intruder.QueryUpload(q, timeout=30),
-                    lambda: upload(intruder, q, gpkg.data),
+                    lambda: upload(intruder, q, gpkg.data, end=0),  # refused on the query
                     lambda: intruder.BuildLog(iter([forged]), timeout=30),
                 ]
                 for attempt in attempts:
