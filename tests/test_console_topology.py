@@ -69,6 +69,7 @@ def newer_seq(item: Locator, attribute: str, than: int) -> int:
         wait_for(
             lambda: (v := item.get_attribute(attribute)) is not None and int(v) > than and v,
             what=f"{attribute} above {than}",
+            timeout=30,  # the page's live stream lags behind on a loaded machine (failed at 15 s)
         )
     )
 
