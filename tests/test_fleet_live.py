@@ -110,7 +110,8 @@ def test_a_pong_in_a_heartbeat_measures_the_round_trip_without_the_wait_for_the_
                     assert status == 200, body
                     held[entry["seq"]] = int(body["message"]["pong"].get("held_ns", 0)) > 0
                     pongs["in a heartbeat" if held[entry["seq"]] else "at once"].append(entry["latency_ms"])
-                return pongs if all(len(values) >= 4 for values in pongs.values()) else None
+                # Eight of each: a loaded machine delays a few of them (four once gave two slow).
+                return pongs if all(len(values) >= 8 for values in pongs.values()) else None
 
             wait_for(answers, timeout=30, what="pongs at once and in heartbeats")
             status, pinged = controller.admin("POST", "/admin/api/drones/drone-far/ping")
@@ -121,7 +122,7 @@ def test_a_pong_in_a_heartbeat_measures_the_round_trip_without_the_wait_for_the_
         values.sort()
         # Never below the two delays; the wait for a heartbeat (up to 1000 ms) would show in the median.
         assert values[0] >= 2 * delay * 1000, (kind, values)
-        assert values[len(values) // 2] < 2 * delay * 1000 + 250, (kind, values)
+        assert values[(len(values) - 1) // 2] < 2 * delay * 1000 + 250, (kind, values)
     assert 2 * delay * 1000 <= pinged["latency_ms"] < 2 * delay * 1000 + 1000
 
 
