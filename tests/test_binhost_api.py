@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import HelloData
 
 from fakes.links import FakeLink
 from support.inproc import InProcessController, local_config
+from support.inproc import run_cli as cli
 from support.procs import http
 
 pytestmark = [
@@ -173,17 +173,6 @@ def test_binrepos_conf_refusals_say_why(
 
 
 # -- swarm-cli binhost ---------------------------------------------------------------------------
-
-
-def cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    argv = ["--url", api.admin_url, "--key-file", str(api.config.admin_key_path), *args]
-    try:
-        swarm_cli(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_sets_only_the_options_given_and_lists_and_shows(

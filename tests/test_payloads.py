@@ -29,7 +29,6 @@ import pytest
 
 from swarm import payloadsig
 from swarm.agent.identity import load_or_create_drone_id
-from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import HelloData
 from swarm.controller.errors import TooLarge
 from swarm.controller.web import openapi
@@ -43,6 +42,7 @@ from swarm.v1 import (
 
 from fakes.links import FakeLink
 from support.inproc import InProcessController, fill_executor, local_config
+from support.inproc import run_cli as cli
 from support.payloads import Drone, Stream
 from support.procs import Controller, enroll_here, wait_for
 
@@ -581,17 +581,6 @@ def test_the_payload_key_comes_with_the_certificate_and_its_renewal(
 
 
 # -- swarm-cli payload ---------------------------------------------------------------------------
-
-
-def cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    argv = ["--url", api.admin_url, "--key-file", str(api.config.admin_key_path), *args]
-    try:
-        swarm_cli(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_pushes_lists_stages_deploys_and_waits_and_shows_drift(

@@ -25,7 +25,6 @@ import jsonschema_rs
 import pytest
 
 from swarm import payloadsig
-from swarm.cli.main import main as swarm_cli
 from swarm.controller.domain import CheckData, HelloData, PayloadStatusData, PayloadVersionData, PongData
 from swarm.controller.fleet import DroneState
 from swarm.controller.web import openapi
@@ -34,6 +33,7 @@ from swarm.v1 import payload_pb2
 from fakes.clock import ManualClock
 from fakes.links import FakeLink
 from support.inproc import InProcessController, fill_executor, local_config
+from support.inproc import run_cli as cli
 from support.procs import wait_for
 
 pytestmark = [
@@ -494,17 +494,6 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
 
 
 # -- swarm-cli payload deploy | status | rollback -----------------------------------------------------
-
-
-def cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    argv = ["--url", api.admin_url, "--key-file", str(api.config.admin_key_path), *args]
-    try:
-        swarm_cli(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_rolls_out_shows_and_rolls_back(

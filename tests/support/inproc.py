@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.app import Controller
 from swarm.controller.config import ControllerConfig
@@ -158,3 +160,17 @@ def fill_executor(api: InProcessController) -> None:
         await asyncio.gather(*(asyncio.to_thread(barrier.wait, 10) for _ in range(workers)))
 
     api.run(fill)
+
+
+def run_cli(api: InProcessController, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """swarm-cli in this process against ``api``'s admin tier: its exit code, stdout and stderr."""
+    from swarm.cli.main import main as swarm_cli
+
+    argv = ["--url", api.admin_url, "--key-file", str(api.config.admin_key_path), *args]
+    try:
+        swarm_cli(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
