@@ -18,16 +18,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from swarm.controller.errors import NotFound
 from swarm.controller.testbinhost import TEST_PATH, WARNING, WARNING_HEADER
 from swarm.controller.testbuilds import FINISHED, TestBuild
 from swarm.controller.web import binfiles
 from swarm.controller.web.common import SERVICES
 from swarm.controller.web.routes import Routes, TextParam
+from swarm.controller.web.testbuilds import ID, find_build
 
 public_routes = Routes()
 routes = Routes()  # the admin tier's
-ID = TextParam("id", "a test build's id (tb-...)", where="path", max_len=40)
 FOLLOW = TextParam("follow", "1: keep sending as the log grows until the build ends", choices=("0", "1"))
 TEXT = "text/plain; charset=utf-8"
 CHUNK = 64 * 1024
@@ -35,11 +34,7 @@ POLL = 0.25  # seconds between looks at a followed log that did not grow
 
 
 async def _build(request: web.Request) -> TestBuild:
-    tests = request.app[SERVICES].testbuilds
-    id = ID.read(request) or ""
-    build = await tests.get(id) if tests is not None else None
-    if build is None:
-        raise NotFound(f"no test build {id[:40]!r}")
+    _, build = await find_build(request)
     return build
 
 
@@ -89,6 +84,8 @@ async def build_log(request: web.Request) -> web.StreamResponse:
                 continue
         if build.state in FINISHED:
             break
+        if request.transport is None or request.transport.is_closing():
+            return response  # the client went: no reason to wait for the build's end
         await asyncio.sleep(POLL)
         build = await _build(request)
         path = _log_path(request, build)

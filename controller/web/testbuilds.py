@@ -36,6 +36,7 @@ from swarm.controller.testbuilds import (
     STATES,
     TEST_BINHOST_PATH,
     TOKEN_PREFIX,
+    TestBuild,
     TestBuildRefused,
     TestBuilds,
 )
@@ -119,6 +120,28 @@ def _build_id(request: web.Request) -> str:
     return value
 
 
+async def find_build(request: web.Request) -> tuple[TestBuilds, TestBuild]:
+    """The test build the path's ``id`` names, with its queue: NotFound if
+    there is none (or the controller runs no test builds)."""
+    build_id = _build_id(request)
+    queue = _services(request).testbuilds
+    build = await queue.get(build_id) if queue is not None else None
+    if queue is None or build is None:
+        raise NotFound(f"no test build {build_id[:40]!r}")
+    return queue, build
+
+
+async def _recent(request: web.Request) -> tuple[TestBuilds, list[TestBuild]] | None:
+    """The builds a list asks for (``limit``, ``state``), newest first, with
+    their queue; None when the controller runs no test builds."""
+    limit = LIMIT.read(request)
+    state = STATE.read(request)
+    queue = _services(request).testbuilds
+    if queue is None:
+        return None
+    return queue, await queue.recent(limit, state)  # type: ignore[arg-type]  # one of STATES
+
+
 def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
@@ -196,13 +219,8 @@ async def submit(request: web.Request) -> web.Response:
     "GET", SUBMIT_PATH + "/{id}", TestBuildView, summary="one test build", params=(ID,), errors=(404,)
 )
 async def one(request: web.Request) -> web.Response:
-    s = _services(request)
-    build_id = _build_id(request)
-    queue = s.testbuilds
-    build = await queue.get(build_id) if queue is not None else None
-    if queue is None or build is None:
-        raise NotFound(f"no test build {build_id[:40]!r}")
-    return json_response(build_view(queue, build, _base(s)))
+    queue, build = await find_build(request)
+    return json_response(build_view(queue, build, _base(_services(request))))
 
 
 @public_routes.declare(
@@ -213,14 +231,11 @@ async def one(request: web.Request) -> web.Response:
     params=(LIMIT, STATE),
 )
 async def recent(request: web.Request) -> web.Response:
-    s = _services(request)
-    limit = LIMIT.read(request)
-    state = STATE.read(request)
-    queue = s.testbuilds
-    if queue is None:
+    listed = await _recent(request)
+    if listed is None:
         return json_response(TestBuildsPage(()))
-    found = await queue.recent(limit, state)  # type: ignore[arg-type]  # one of STATES
-    base = _base(s)
+    queue, found = listed
+    base = _base(_services(request))
     return json_response(TestBuildsPage(tuple(build_view(queue, b, base) for b in found)))
 
 
@@ -239,14 +254,11 @@ def _by(request: web.Request) -> str:
     params=(LIMIT, STATE),
 )
 async def admin_list(request: web.Request) -> web.Response:
-    s = _services(request)
-    limit = LIMIT.read(request)
-    state = STATE.read(request)
-    queue = s.testbuilds
-    if queue is None:
+    listed = await _recent(request)
+    if listed is None:
         return json_response(AdminTestBuildsPage(()))
-    found = await queue.recent(limit, state)  # type: ignore[arg-type]  # one of STATES
-    base = _base(s)
+    queue, found = listed
+    base = _base(_services(request))
     return json_response(AdminTestBuildsPage(tuple(admin_build_view(queue, b, base) for b in found)))
 
 
@@ -259,13 +271,8 @@ async def admin_list(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def admin_one(request: web.Request) -> web.Response:
-    s = _services(request)
-    build_id = _build_id(request)
-    queue = s.testbuilds
-    build = await queue.get(build_id) if queue is not None else None
-    if queue is None or build is None:
-        raise NotFound(f"no test build {build_id[:40]!r}")
-    return json_response(admin_build_view(queue, build, _base(s)))
+    queue, build = await find_build(request)
+    return json_response(admin_build_view(queue, build, _base(_services(request))))
 
 
 @routes.declare(
