@@ -148,6 +148,7 @@ class Controller:
         self.releases: Releases | None = None
         self.release_schedule: ReleaseSchedule | None = None
         self.testbuilds: TestBuilds | None = None
+        self.test_portage: PortageWorker | None = None
         self.testrunner: TestRunner | None = None
         self.binhosts: binhosts.BinhostTargets | None = None
         self.mirrors: Mirrors | None = None
@@ -450,15 +451,19 @@ class Controller:
             clock=self.clock,
         )
         builds = self.builds
+        # Test builds' Portage questions and their binhost's index have a process
+        # of their own: a token holder's request never waits behind staging's work.
+        self.test_portage = PortageWorker(config.portage_eprefix, pkgdir=self._test_pkgdir)
         self.testbuilds = TestBuilds(
             self.runner,
             self.events,
-            self.portage.match,
+            self.test_portage.match,
             max_queued=config.test_build_max_queued,
             allowed_use=config.test_build_use_flags,
             webhook_hosts=config.test_build_webhook_host_set,
             parallel=config.test_build_parallel,
             estimate=lambda cpn: s.mean_seconds if (s := builds.stats.get(cpn)) is not None else None,
+            warm=self.test_portage.warm,
             clock=self.clock,
         )
         await self.testbuilds.start()
@@ -474,18 +479,22 @@ class Controller:
             self.staging.url,
         )
 
+    @property
+    def _test_pkgdir(self) -> Path:
+        return self.config.data_dir / "binhost" / "test"
+
     async def _start_test_runner(self) -> None:
         """What runs the test builds (with builds on, as their queue)."""
         config = self.config
         builds, testbuilds = self.builds, self.testbuilds
         assert builds is not None and testbuilds is not None
-        pkgdir = config.data_dir / "binhost" / "test"
+        assert self.test_portage is not None
         binhost = TestBinhost(
-            pkgdir,
+            self._test_pkgdir,
             config.data_dir / "uploads-test",
             TEST_PATH,  # the full URL once the public tier listens
-            # A Portage process of its own, its PKGDIR the test binhost's: staging's index is never touched.
-            PortageWorker(config.portage_eprefix, pkgdir=pkgdir),
+            # Its PKGDIR is the test binhost's: staging's index is never touched.
+            self.test_portage,
             self.runner,
             self.events,
         )
@@ -672,8 +681,9 @@ class Controller:
             await self.builds.stop()
         if self.releases is not None:
             await self.releases.stop()
-        if self.portage is not None:
-            await self.portage.stop()
+        for worker in (self.portage, self.test_portage):  # the test one started even without a runner
+            if worker is not None:
+                await worker.stop()
         await self.pinger.stop()
         await self.health.stop()
         await self.selfcheck.stop()

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.batching import Batcher
 from swarm.controller.builds import Resolved
-from swarm.controller.errors import InvalidArgument, NotFound, Unavailable
+from swarm.controller.errors import InvalidArgument, NotFound, SwarmError, Unavailable
 
 log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 300.0
 INJECT_TIMEOUT = 120.0
 MATCH_TIMEOUT = 60.0
+# Atoms one match call asks at most: a burst's first answers need not wait for its last.
+MATCH_BATCH = 32
 # Signing every package of a large staging binhost at once (staged before the key existed).
 SIGN_TIMEOUT = 3600.0
 LINE_LIMIT = 64 * 2**20  # a resolved @world is a long line
@@ -65,6 +68,11 @@ class PortageWorker:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
+        self._matches: Batcher[str, str] = Batcher(
+            self._match_all,
+            lambda: Unavailable("the portage worker's answer was abandoned"),
+            limit=MATCH_BATCH,
+        )
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = {**os.environ, "PORTAGE_OVERRIDE_EPREFIX": str(self._eprefix)}
@@ -104,13 +112,13 @@ class PortageWorker:
                 raise Unavailable("the portage worker exited")
             reply: dict[str, Any] = json.loads(line)
         if not reply.get("ok"):
-            kind, error = reply.get("kind"), str(reply.get("error", "portage failed"))
-            if kind == "notfound":
-                raise NotFound(error)
-            if kind == "invalid":
-                raise InvalidArgument(error)
-            raise Unavailable(f"portage worker: {error}")
+            raise _error(reply)
         return reply
+
+    async def warm(self) -> None:
+        """Start the worker and have it read Portage's configuration now, not
+        at the first question that waits for it."""
+        await self.call({"op": "info"}, RESOLVE_TIMEOUT)
 
     async def resolve(self, atoms: Sequence[str]) -> list[Resolved]:
         reply = await self.call({"op": "resolve", "atoms": list(atoms)}, RESOLVE_TIMEOUT)
@@ -118,9 +126,13 @@ class PortageWorker:
 
     async def match(self, atom: str) -> str:
         """The best visible version of a plain package atom: "cat/name-1.0";
-        NotFound if the tree has none, InvalidArgument if masked or not an atom."""
-        reply = await self.call({"op": "match", "atom": atom}, MATCH_TIMEOUT)
-        return str(reply["cpv"])
+        NotFound if the tree has none, InvalidArgument if masked or not an atom.
+        Atoms asked while the worker is busy go to it together, in one call."""
+        return await self._matches(atom)
+
+    async def _match_all(self, atoms: list[str]) -> list[str | Exception]:
+        reply = await self.call({"op": "match", "atoms": atoms}, MATCH_TIMEOUT)
+        return [_matched(answer) for answer in reply["answers"]]
 
     async def pkgdir(self) -> Path:
         reply = await self.call({"op": "info"}, RESOLVE_TIMEOUT)
@@ -186,3 +198,17 @@ class PortageWorker:
             except TimeoutError:
                 self._proc = proc
                 await self._kill()
+
+
+def _matched(answer: dict[str, Any]) -> str | Exception:
+    return str(answer["cpv"]) if "cpv" in answer else _error(answer)
+
+
+def _error(reply: dict[str, Any]) -> SwarmError:
+    """The worker's refusal as the error the caller raises."""
+    kind, error = reply.get("kind"), str(reply.get("error", "portage failed"))
+    if kind == "notfound":
+        return NotFound(error)
+    if kind == "invalid":
+        return InvalidArgument(error)
+    return Unavailable(f"portage worker: {error}")

@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from typing import Any
 
 
@@ -342,6 +343,14 @@ def inject(cpv: str, path: str, signing: dict[str, str] | None = None) -> str:
     return str(bintree.getname(result))
 
 
+def _answer(ask: Callable[[str], str], atom: str) -> dict[str, Any]:
+    """One atom's answer of several asked at once: its own error, not the call's."""
+    try:
+        return {"cpv": ask(atom)}
+    except WorkerError as exc:
+        return {"kind": exc.kind, "error": str(exc)}
+
+
 def match(atom: str) -> str:
     """The best visible version of a package atom in the tree (a test
     build's package), without resolving its dependencies."""
@@ -414,7 +423,7 @@ def main() -> None:
             elif op == "inject":
                 reply = {"ok": True, "path": inject(str(request["cpv"]), str(request["path"]), signing)}
             elif op == "match":
-                reply = {"ok": True, "cpv": match(str(request["atom"]))}
+                reply = {"ok": True, "answers": [_answer(match, str(atom)) for atom in request["atoms"]]}
             elif op == "staged":
                 reply = {"ok": True, "cpvs": staged()}
             elif op == "reindex":

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, TypeAlias, get_args
 
+from swarm.batching import Batcher
 from swarm.clock import SYSTEM, Clock
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound, SwarmError, Unavailable
 from swarm.controller.events import EventLog
@@ -156,52 +157,19 @@ def _one_line(text: str) -> str:
 
 class GroupCommit:
     """Test builds to store: those that arrive while a transaction is being
-    written go together in the next one, so a burst of requests costs a few
-    commits rather than one each. The first caller of a burst writes until
-    nobody waits; each caller returns once its build is stored (or with the
-    store's error)."""
+    written go together in the next one (swarm.batching), so a burst of
+    requests costs a few commits rather than one each. Each caller returns
+    once its build is stored, or with the store's error."""
 
     def __init__(self, runner: StoreRunner) -> None:
         self._runner = runner
-        self._waiting: list[tuple[TestBuild, asyncio.Future[None]]] = []
-        self._writing = False
+        self.put: Batcher[TestBuild, None] = Batcher(
+            self._write, lambda: Unavailable("the test build may not be stored; try again")
+        )
 
-    async def put(self, build: TestBuild) -> None:
-        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((build, stored))
-        if not self._writing:
-            self._writing = True
-            try:
-                while self._waiting:
-                    batch, self._waiting = self._waiting, []
-                    await self._write(batch)
-            except BaseException:
-                if stored.done():
-                    stored.exception()  # ours is told by the raise: not an unretrieved error
-                raise
-            finally:
-                self._writing = False
-                # Cancelled while writing: nobody is left to write for the others.
-                for _, waiting in self._waiting:
-                    waiting.set_exception(Unavailable("the test build was not stored; try again"))
-                self._waiting = []
-        await stored
-
-    async def _write(self, batch: list[tuple[TestBuild, asyncio.Future[None]]]) -> None:
-        """Store the batch and tell each of its callers how it went."""
-        try:
-            await self._runner.call(self._runner.store.put_test_builds, [b for b, _ in batch])
-        except Exception as exc:
-            for _, stored in batch:
-                stored.set_exception(exc)
-        except BaseException:
-            # Cancelled: the database thread may still write it, or not.
-            for _, stored in batch:
-                stored.set_exception(Unavailable("the test build may not be stored; try again"))
-            raise
-        else:
-            for _, stored in batch:
-                stored.set_result(None)
+    async def _write(self, batch: list[TestBuild]) -> list[None]:
+        await self._runner.call(self._runner.store.put_test_builds, batch)
+        return [None] * len(batch)
 
 
 class TestBuilds:
@@ -220,8 +188,10 @@ class TestBuilds:
         webhook_hosts: frozenset[str] = frozenset({ANY_HOST}),
         parallel: int = 1,
         estimate: Estimator | None = None,
+        warm: Callable[[], Awaitable[None]] | None = None,
         clock: Clock = SYSTEM,
     ) -> None:
+        """``warm``: readies what ``resolve`` asks, called when tokens exist."""
         self._runner = runner
         self._events = events
         self._resolve = resolve
@@ -230,6 +200,7 @@ class TestBuilds:
         self.webhook_hosts = webhook_hosts
         self.parallel = max(1, parallel)
         self._estimate = estimate or (lambda cpn: None)
+        self._warm = warm
         self._clock = clock
         self._tokens: dict[str, TestBuildTokenRecord] = {}
         self._buckets: dict[str, Bucket] = {}
@@ -275,6 +246,18 @@ class TestBuilds:
             # A bucket is full again after burst intervals: older requests do not count.
             if owner is not None and now - build.queued_at < Rate.parse(owner.rate).interval * owner.burst:
                 self._bucket(owner, build.queued_at).take(build.queued_at)
+        if any(t.revoked_at is None for t in self._tokens.values()):
+            await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """Have what answers ``resolve`` ready (a Portage process that has read
+        the tree) before a token holder's first request waits for it."""
+        if self._warm is None:
+            return
+        try:
+            await self._warm()
+        except SwarmError as exc:
+            log.warning("cannot ready Portage for test builds yet: %s", exc.message)
 
     def on_queued(self, wake: Callable[[], None]) -> None:
         """``wake`` is called (on the loop, at once) whenever a build is queued."""
@@ -646,6 +629,7 @@ class TestBuilds:
         )
         await self._runner.call(self._runner.store.put_test_build_token, record)
         self._tokens[token_id] = record
+        await self._warm_up()
         self._events.emit(
             "test_build_token_created",
             f"{by} created test-build token {token_id} for {user} ({rate}, burst {burst})",

@@ -14,6 +14,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -168,6 +169,36 @@ def test_the_sixth_request_in_an_hour_is_429_and_another_users_token_is_not(swar
     assert {"test_build_queued", "test_build_cancelled"} <= events
     status, public_events = http("GET", c.public_url + "/api/v1/events?limit=1000")
     assert not any(e["type"].startswith("test_build_token") for e in public_events["events"])
+
+
+def test_requests_arriving_together_each_get_their_own_packages_answer(swarm: Fleet) -> None:
+    """Portage is asked about atoms that arrive together in one question
+    (PortageWorker.match): each request still gets its own answer."""
+    secret = token(swarm, "ivan", rate="60/h", burst=10, max_queued=10)
+    known = [
+        "swarm-test/diamond-base",
+        "swarm-test/diamond-left",
+        "swarm-test/diamond-top",
+        "swarm-test/sleeper",
+    ]
+    unknown = ["swarm-test/nowhere-a", "swarm-test/nowhere-b"]
+    with ThreadPoolExecutor(len(known) + len(unknown)) as pool:
+        answers = dict(
+            zip(
+                known + unknown,
+                pool.map(lambda p: ask(swarm.controller, secret, {"package": p}), known + unknown),
+                strict=True,
+            )
+        )
+    for package in known:
+        status, answer, _ = answers[package]
+        assert status == 202 and answer["existing"] is False, (package, answer)
+        shown = admin(swarm, "GET", f"/admin/api/test-builds/{answer['id']}")
+        assert shown["cpv"].startswith(package + "-"), shown
+    for package in unknown:
+        status, answer, _ = answers[package]
+        assert (status, answer["error"]["message"]) == (400, f"no package {package} in the swarm's tree")
+    assert len(builds_of(swarm, "ivan")) == len(known)
 
 
 def cli(swarm: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
