@@ -21,8 +21,9 @@ How a mirror stands (binhosts.Status)::
 
     disabled     the target is not enabled
     syncing      a push is running
-    unreachable  the last health check failed
-    stale        its current is not the controller's (a push failed, or waits)
+    unreachable  the last health check failed (no answer, or not what it should serve)
+    stale        its current is not the controller's (a push failed or waits;
+                 a new mirror that answers but holds nothing yet)
     unknown      nothing pushed or checked since the controller started
     healthy      otherwise
 
@@ -71,6 +72,11 @@ from swarm.files import write_atomic
 from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+
+
+class NothingServed(Exception):
+    """The mirror answered and holds no release (no current/manifest.json)."""
+
 
 STATE_FILE = "mirrors.json"
 PARALLEL_DEFAULT = 4
@@ -475,6 +481,12 @@ class Mirrors:
     async def _check(self, mirror: _Mirror) -> None:
         try:
             version = await self._probe(mirror.target)
+        except NothingServed:
+            # It answers and holds no release (a new mirror before its first push):
+            # stale once there is a release to push, not unreachable.
+            mirror.check_error = ""
+            mirror.confirmed = True
+            mirror.release, mirror.releases = None, ()
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             mirror.check_error = f"health check at {mirror.target.url}: {reason}"
@@ -491,7 +503,9 @@ class Mirrors:
         """The release the mirror serves as current; ValueError when what it
         serves is not what the controller's manifest of that release says."""
         base = target.url.rstrip("/")
-        served = parse_manifest(await self._get(f"{base}/current/manifest.json", MANIFEST_MAX_BYTES))
+        served = parse_manifest(
+            await self._get(f"{base}/current/manifest.json", MANIFEST_MAX_BYTES, empty=404)
+        )
         try:
             manifest: Manifest = self._releases.get(served.version).manifest
         except SwarmError:
@@ -505,9 +519,12 @@ class Mirrors:
                 )
         return served.version
 
-    async def _get(self, url: str, limit: int) -> bytes:
+    async def _get(self, url: str, limit: int, *, empty: int | None = None) -> bytes:
+        """The body; NothingServed when the answer is the ``empty`` status."""
         assert self._http is not None
         async with self._http.get(url, allow_redirects=False) as answer:
+            if answer.status == empty:
+                raise NothingServed(url)
             if answer.status != 200:
                 raise ValueError(f"GET {url}: HTTP {answer.status}")
             data = await answer.content.read(limit + 1)
