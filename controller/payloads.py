@@ -16,6 +16,10 @@ A drone's payload of a kind (drone_payloads), for each deploy::
       \\--> timed_out (no final answer within the deploy's timeout)
       \\--> unsent (its control stream was full or gone)
 
+A deploy still in flight when the controller stopped (killed) is settled by
+the drone's next Hello: applied if it runs the version sent, else
+timed_out; a status it sends later still counts (``_settle_orphan``).
+
 ``deploy_one`` is one drone's deploy, start to end: it signs an offer for
 that drone, sends ApplyPayload, holds the drone out of the build rotation
 meanwhile, and returns when the drone's PayloadStatus says how it ended
@@ -72,6 +76,7 @@ EVENTS = {
     FAILED: "payload_failed",
     ROLLED_BACK: "payload_rolled_back",
 }
+ORPHANED = "in flight when the controller restarted: settled when the drone connects again"
 WRITE_BLOCK = 1 << 20  # bytes of an upload gathered before a write (in a thread)
 MAX_NOTES = 4000
 FLUSH_BACKOFF = Backoff(initial=0.5, cap=10.0)
@@ -174,6 +179,9 @@ class Payloads:
             self._versions[(record.kind, record.version)] = record
         for drone in await self._runner.call(self._store.list_drone_payloads):
             self._drones[(drone.drone_id, drone.kind)] = drone
+            if drone.state in IN_FLIGHT:
+                # No deploy of this process waits for it: settled at the drone's next Hello.
+                self._note(drone.drone_id, drone.kind, reason=ORPHANED)
         self._tasks.spawn(self.writer.run(), "writer")
 
     def _prepare(self) -> None:
@@ -455,20 +463,58 @@ class Payloads:
     # -- what drones say -----------------------------------------------------
 
     def on_hello(self, state: DroneState) -> None:
-        """A drone connected: the versions it runs (Hello.payloads); then
-        the listeners (the rollouts: a drone behind gets the current payloads)."""
+        """A drone connected: the versions it runs (Hello.payloads), which
+        settle a deploy left in flight by a restart; then the listeners (the
+        rollouts: a drone behind gets the current payloads)."""
         for reported in state.payloads:
             current = self._drones.get((state.id, reported.kind))
             if current is None and reported.version == 0:
                 continue
             if current is None or current.running_version != reported.version:
                 self._note(state.id, reported.kind, running=reported.version, sha256=reported.sha256)
+        for kind in KINDS:
+            self._settle_orphan(state, kind)
         for listener in self.hello_listeners:
             try:
                 listener(state)
             except Exception:
                 # The drone's Hello is taken whatever a listener makes of it.
                 log.exception("a payloads listener failed on %s's Hello", state.name)
+
+    def _settle_orphan(self, state: DroneState, kind: str) -> None:
+        """A deploy of ``kind`` to the drone that is in flight with no deploy of
+        ours waiting for it: sent before the controller restarted, its answer
+        lost with the old process, or not said yet. The drone runs the version
+        sent: applied. Otherwise timed_out, as a deploy without a final answer
+        is: the drone may be on it still, or may have failed it, and an answer
+        it sends after this Hello (one its stream could not take is said after
+        the Welcome) replaces this, as any status does."""
+        record = self._drones.get((state.id, kind))
+        if record is None or record.state not in IN_FLIGHT:
+            return
+        entry = self._waiters.get((state.id, kind))
+        if entry is not None and entry[0] == record.deploy_id:
+            return  # a reconnect of the drone mid-deploy: that deploy goes on
+        running = self.running(state, kind)
+        if running != record.expected_version:
+            why = (
+                "no final answer: the controller restarted while it was in flight, "
+                f"and the drone runs version {running}"
+            )
+            self._end(state, kind, record.expected_version, TIMED_OUT, why, record.deploy_id)
+            return
+        why = "the drone runs it (its answer was lost with the controller's restart)"
+        self._note(state.id, kind, state=APPLIED, reason=why)
+        self._events.emit(
+            EVENTS[APPLIED],
+            f"{kind} payload version {running} on {state.name}: applied ({why})",
+            drone_id=state.id,
+            drone_name=state.name,
+            kind=kind,
+            version=running,
+            reason=why,
+            deploy_id=record.deploy_id,
+        )
 
     def running(self, state: DroneState, kind: str) -> int:
         """The version of ``kind`` the drone says it runs (0: what it was installed with)."""

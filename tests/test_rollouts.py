@@ -216,6 +216,14 @@ def said(api: InProcessController, rollout_id: str, *, ending: list[str], starti
     )
 
 
+def versions(api: InProcessController, *names: str) -> list[dict[str, Any]]:
+    """The drones' rows of GET /admin/api/drones/versions for the module's kind, in ``names``' order."""
+    status, reply = admin(api, "GET", "/admin/api/drones/versions")
+    assert status == 200, reply
+    rows = {v["drone"]: v for v in reply["versions"] if v["kind"] == KIND}
+    return [rows[name] for name in names]
+
+
 def by_name(reply: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["drone"]: d for d in reply["drones"]}
 
@@ -466,6 +474,11 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
             timeout=10,
             what="the first of batch 1 passed",
         )
+        # A deploy to one drone, in flight too: its drone's answer is lost.
+        lone = Drone(first, "lan6-lone", "lan6-lone").connect()
+        status, reply = admin(first, "POST", f"{PATH}/{KIND}/{version}/deploy", {"drones": [lone.name]})
+        assert status == 202, reply
+        lone_offer = lone.offered(1)
     finally:
         first.stop()
 
@@ -476,8 +489,28 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
         plan = by_name(found)
         assert [plan[d.name]["state"] for d in fleet] == ["passed", "passed", "sent", "pending"]
         assert found["next_batch"] == 1
-        # The drones come back, each saying what it runs.
+        orphans = versions(second, fleet[2].name, lone.name)
+        assert [v["state"] for v in orphans] == ["sent", "sent"], orphans
+        assert all("controller restarted" in v["reason"] for v in orphans), orphans
+        # The drones come back, each saying what it runs: the deploys left in
+        # flight are settled by that (one applied it, one did not).
         again = [Drone(second, d.name, "lan6", version).connect() for d in fleet[:3]]
+        lone = Drone(second, lone.name, "lan6-lone").connect()
+        took, lost = versions(second, fleet[2].name, lone.name)
+        assert (took["state"], took["running"], took["drift"]) == ("applied", version, False), took
+        assert (lost["state"], lost["running"], lost["drift"]) == ("timed_out", 0, True), lost
+        assert "controller restarted" in lost["reason"] and "runs version 0" in lost["reason"], lost
+        settled = {
+            e["drone_name"]: e["type"]
+            for e in second.events()
+            if e["data"].get("deploy_id") in (took["deploy_id"], lost["deploy_id"])
+            and e["type"] != "payload_deploy_started"
+        }
+        assert settled == {fleet[2].name: "payload_applied", lone.name: "payload_failed"}, settled
+        # The lone drone's own answer, said after its Welcome, still counts.
+        lone.say(lone_offer, "failed", "emerge --info failed: restored the old files")
+        (lost,) = versions(second, lone.name)
+        assert (lost["state"], lost["reason"]) == ("failed", "emerge --info failed: restored the old files")
         last = Drone(second, fleet[3].name, "lan6").connect()
         status, reply = admin(second, "POST", f"{ROLLOUTS}/{rid}/resume")
         assert status == 200, reply
