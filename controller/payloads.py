@@ -165,6 +165,8 @@ class Payloads:
         self._dirty: set[tuple[str, str]] = set()
         # The deploy under way to each (drone, kind): its id, and set when it ends.
         self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
+        # Why each deploy under way holds its drone from builds (the admin API shows it).
+        self._holds: dict[tuple[str, str], str] = {}
         self._upload_lock = asyncio.Lock()
         # Told of each drone's Hello, after its versions are taken (synchronously).
         self.hello_listeners: list[Callable[[DroneState], None]] = []
@@ -368,7 +370,8 @@ class Payloads:
         deploy_id = "d-" + secrets.token_hex(6)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(state.id, kind)] = (deploy_id, waiter)
-        self._hold(state.id, True)
+        self._holds[(state.id, kind)] = f"to take a {kind} payload (deploy {deploy_id})"
+        self._hold(state.id)
         return deploy_id
 
     async def deploy_one(
@@ -418,7 +421,8 @@ class Payloads:
                 deploy_id=deploy_id,
                 by=by,
             )
-            self._hold(state.id, True)
+            self._holds[key] = f"to take {record.kind} version {record.version} (deploy {deploy_id}, {by})"
+            self._hold(state.id)
             link = state.link
             if link is None or not link.apply_payload(meta, signature, self.settings.confirm_within):
                 why = "its control stream is full" if link is not None else "it is not connected"
@@ -434,15 +438,18 @@ class Payloads:
         finally:
             if self._waiters.get(key, (None,))[0] == deploy_id:
                 del self._waiters[key]
+                self._holds.pop(key, None)
             if not waiter.done():
                 waiter.cancel()
-            self._hold(state.id, any(d == state.id for d, _ in self._waiters))
+            self._hold(state.id)
 
-    def _hold(self, drone_id: str, on: bool) -> None:
+    def _hold(self, drone_id: str) -> None:
         """No new build for a drone while it waits to take a payload: it
-        takes one only when idle (the build running goes on)."""
+        takes one only when idle (the build running goes on). Held while a
+        deploy to it is under way, saying which."""
         if self._builds is not None:
-            self._builds.hold_for_payload(drone_id, on)
+            why = "; ".join(w for (d, _), w in sorted(self._holds.items()) if d == drone_id)
+            self._builds.hold_for_payload(drone_id, why)
 
     def _end(
         self, state: DroneState, kind: str, version: int, outcome: str, reason: str, deploy_id: str

@@ -126,6 +126,13 @@ def versions(swarm: Fleet) -> dict[str, dict[str, Any]]:
     return {v["kind"]: v for v in reply["versions"] if v["drone"] == DRONE}
 
 
+def held_for_payload(swarm: Fleet) -> str | None:
+    """Why GET /admin/api/drones says the drone gets no new build for a payload (None: it does)."""
+    drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
+    held: str | None = next(d for d in drones if d["name"] == DRONE)["dispatch"]["held_for_payload"]
+    return held
+
+
 def prefix(swarm: Fleet) -> Path:
     return swarm.root / f"{DRONE}-prefix"
 
@@ -228,8 +235,12 @@ def test_a_drone_busy_with_a_build_takes_the_payload_when_it_ends(swarm: Fleet) 
     deploy_id = deploy(swarm, "portage-config", version)
     wait_for(lambda: versions(swarm)["portage-config"]["state"] == "waiting", what="the drone waiting")
     assert not (prefix(swarm) / marker).exists()  # not while the build runs
+    # Meanwhile the admin API says why it gets no new build.
+    held = held_for_payload(swarm)
+    assert held is not None and f"portage-config version {version} (deploy {deploy_id}" in held, held
     event = final_event(swarm, deploy_id)
     assert event["type"] == "payload_applied", event
+    wait_for(lambda: held_for_payload(swarm) is None, what="the hold over")
     complete = swarm.wait_complete(session)
     assert complete["jobs"]["done"] == 1  # the build was not lost
     assert swarm.jobs()["swarm-test/sleeper-1"]["attempts"] == 1, swarm.jobs()
