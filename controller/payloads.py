@@ -167,6 +167,8 @@ class Payloads:
         self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
         # Why each deploy under way holds its drone from builds (the admin API shows it).
         self._holds: dict[tuple[str, str], str] = {}
+        # Deploys a killed controller left in flight: their deploy ids (_settle_orphan).
+        self._orphans: dict[tuple[str, str], str] = {}
         self._upload_lock = asyncio.Lock()
         # Told of each drone's Hello, after its versions are taken (synchronously).
         self.hello_listeners: list[Callable[[DroneState], None]] = []
@@ -183,6 +185,7 @@ class Payloads:
             self._drones[(drone.drone_id, drone.kind)] = drone
             if drone.state in IN_FLIGHT:
                 # No deploy of this process waits for it: settled at the drone's next Hello.
+                self._orphans[(drone.drone_id, drone.kind)] = drone.deploy_id
                 self._note(drone.drone_id, drone.kind, reason=ORPHANED)
         self._tasks.spawn(self.writer.run(), "writer")
 
@@ -489,19 +492,19 @@ class Payloads:
                 log.exception("a payloads listener failed on %s's Hello", state.name)
 
     def _settle_orphan(self, state: DroneState, kind: str) -> None:
-        """A deploy of ``kind`` to the drone that is in flight with no deploy of
-        ours waiting for it: sent before the controller restarted, its answer
-        lost with the old process, or not said yet. The drone runs the version
+        """A deploy of ``kind`` to the drone that the last controller process
+        left in flight (start() found it so): its answer lost with the old
+        process, or not said yet. The drone runs the version
         sent: applied. Otherwise timed_out, as a deploy without a final answer
         is: the drone may be on it still, or may have failed it, and an answer
         it sends after this Hello (one its stream could not take is said after
         the Welcome) replaces this, as any status does."""
-        record = self._drones.get((state.id, kind))
-        if record is None or record.state not in IN_FLIGHT:
+        key = (state.id, kind)
+        orphan = self._orphans.pop(key, None)
+        record = self._drones.get(key)
+        # Only what the last process left (an aborted rollout's deploys are not ours to settle).
+        if orphan is None or record is None or record.state not in IN_FLIGHT or record.deploy_id != orphan:
             return
-        entry = self._waiters.get((state.id, kind))
-        if entry is not None and entry[0] == record.deploy_id:
-            return  # a reconnect of the drone mid-deploy: that deploy goes on
         running = self.running(state, kind)
         if running != record.expected_version:
             why = (
