@@ -133,6 +133,9 @@ class Rollout:
     updated_at: float
     next_batch: int = 0
     reason: str = ""
+    # When the pause before next_batch ends (None: not in a pause); not kept:
+    # a restart pauses the rollout, and a resume starts the batch at once.
+    next_batch_at: float | None = None
     # Set to wake its run from a pause between batches (pause, abort).
     nudge: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -385,8 +388,18 @@ class Rollouts:
         record = self._payloads.get(rollout.kind, rollout.version)
         while rollout.next_batch < rollout.batches:
             batch = rollout.next_batch
+            if not any(d.state in (PENDING, SENT) for d in rollout.in_batch(batch)):
+                # Every drone of it passed before a restart that came before
+                # next_batch was written: done, no pause for it.
+                rollout.next_batch = batch + 1
+                await self._save(rollout)
+                continue
             if batch > 0 and rollout.strategy.pause_s > 0 and not resumed:
-                await self._clock.wait(rollout.nudge, rollout.strategy.pause_s)
+                rollout.next_batch_at = self._clock.time() + rollout.strategy.pause_s
+                try:
+                    await self._clock.wait(rollout.nudge, rollout.strategy.pause_s)
+                finally:
+                    rollout.next_batch_at = None
             resumed = False
             if rollout.state != RUNNING:
                 return

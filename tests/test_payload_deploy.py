@@ -318,7 +318,8 @@ def test_a_controller_killed_mid_rollout_finds_it_paused_and_no_drone_applies_it
     # Canary, then one batch of the other two, an hour apart: the kill comes in the pause.
     body = {"drones": list(names), "canary": 1, "batch": 2, "pause_s": 3600, "gate_timeout_s": 120}
     rid = admin(swarm, "POST", f"{PATH}/portage-config/{version}/deploy", json.dumps(body).encode())["id"]
-    wait_for(lambda: rollout_of(swarm, rid)["next_batch"] == 1, timeout=120, what="the canary passed")
+    # In the pause (next_batch_at is set once next_batch is written): the canary passed.
+    wait_for(lambda: rollout_of(swarm, rid)["next_batch_at"], timeout=120, what="the pause after the canary")
 
     controller = swarm.controller
     pid = controller.pid

@@ -17,7 +17,7 @@ import json
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import jsonschema_rs
 import pytest
 
 from swarm import payloadsig
+from swarm.clock import iso
 from swarm.controller.domain import CheckData, HelloData, PayloadStatusData, PayloadVersionData, PongData
 from swarm.controller.fleet import DroneState
 from swarm.controller.web import openapi
@@ -391,11 +392,14 @@ def test_pause_resume_and_abort(api: InProcessController) -> None:
     body = {"network": "lan5", "canary": 1, "batch": 1, "pause_s": 60}
     rid = admin(api, "POST", f"{PATH}/{KIND}/{version}/deploy", body)[1]["id"]
     fleet[0].say(fleet[0].offered(1), "applied")
-    wait_for(lambda: rollout(api, rid)["next_batch"] == 1, timeout=10, what="the canary passed")
+    paused = wait_for(lambda: (r := rollout(api, rid))["next_batch_at"] and r, timeout=10, what="the pause")
+    assert paused["next_batch"] == 1  # the canary passed
+    assert paused["next_batch_at"] == iso(api.controller.clock.time() + 60)
     # Between batches (the pause): paused, the next batch waits for a resume.
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/pause")
     assert status == 200 and reply["state"] == "paused", reply
     assert admin(api, "POST", f"{ROLLOUTS}/{rid}/pause")[0] == 409
+    wait_for(lambda: rollout(api, rid)["next_batch_at"] is None, timeout=10, what="the pause cut short")
     advance(api, 120)
     assert fleet[1].offers() == []
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/resume")
@@ -523,6 +527,48 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
             rid,
             ending=["rollout_paused", "rollout_resumed", "rollout_batch", "rollout_batch", "rollout_done"],
         )
+    finally:
+        second.stop()
+
+
+def test_a_batch_that_passed_before_a_restart_is_not_run_again_and_the_resume_goes_on_at_once(
+    tmp_path: Path,
+) -> None:
+    """Killed after the canary passed but before next_batch was written (the
+    store says batch 0, its drone passed): on resume batch 0 is over without
+    a deploy or an event, and batch 1 starts at once."""
+    first = start(tmp_path)
+    try:
+        version = staged(first, 'MAKEOPTS="-j10"\n')
+        fleet = drones(first, "lan8", 2)
+        body = {"network": "lan8", "canary": 1, "batch": 1, "pause_s": 60}
+        rid = admin(first, "POST", f"{PATH}/{KIND}/{version}/deploy", body)[1]["id"]
+        fleet[0].say(fleet[0].offered(1), "applied")
+        wait_for(lambda: rollout(first, rid)["next_batch_at"], timeout=10, what="the pause")
+        rollouts, runner = first.controller.rollouts, first.controller.runner
+        assert rollouts is not None
+        behind = replace(rollouts.get(rid).record(), next_batch=0)
+        first.run(lambda: runner.call(runner.store.put_rollout, behind))
+    finally:
+        first.stop()
+
+    second = start(tmp_path)
+    try:
+        found = rollout(second, rid)
+        assert (found["state"], found["next_batch"]) == ("paused", 0), found
+        again = Drone(second, fleet[0].name, "lan8", version).connect()
+        last = Drone(second, fleet[1].name, "lan8").connect()
+        assert admin(second, "POST", f"{ROLLOUTS}/{rid}/resume")[0] == 200
+        last.say(last.offered(1), "applied")  # the clock unmoved: no pause
+        done = reaches(second, rid, "done")
+        assert [d["state"] for d in done["drones"]] == ["passed", "passed"]
+        assert again.offers() == []
+        assert said(second, rid, ending=["rollout_resumed", "rollout_batch", "rollout_done"])[-4:] == [
+            "rollout_paused",
+            "rollout_resumed",
+            "rollout_batch",
+            "rollout_done",
+        ]
     finally:
         second.stop()
 
