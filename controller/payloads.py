@@ -451,8 +451,11 @@ class Payloads:
         takes one only when idle (the build running goes on). Held while a
         deploy to it is under way, saying which."""
         if self._builds is not None:
-            why = "; ".join(w for (d, _), w in sorted(self._holds.items()) if d == drone_id)
-            self._builds.hold_for_payload(drone_id, why)
+            self._builds.hold_for_payload(drone_id, self.holding(drone_id))
+
+    def holding(self, drone_id: str) -> str:
+        """Why the drone is held from builds: the deploys under way to it ("": none)."""
+        return "; ".join(w for (d, _), w in sorted(self._holds.items()) if d == drone_id)
 
     def _end(
         self, state: DroneState, kind: str, version: int, outcome: str, reason: str, deploy_id: str

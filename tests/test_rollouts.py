@@ -291,8 +291,12 @@ def test_a_rollout_goes_to_the_canary_then_batch_by_batch_each_drone_through_its
     assert payloads.busy(late.state.id, KIND)
     meta = late.offered(1)
     assert meta.version == version
+    # Why it is held (GET /admin/api/drones' dispatch.held_for_payload, with builds on).
+    held = api.call(payloads.holding, late.state.id)
+    assert held == f"to take {KIND} version {version} (deploy {meta.deploy_id}, rollout {rid} (catch-up))"
     late.say(meta, "applied")
     wait_for(lambda: not payloads.busy(late.state.id, KIND), timeout=10, what="its deploy over")
+    assert api.call(payloads.holding, late.state.id) == ""
     # Connecting again, running it: nothing more.
     again = Drone(api, "lan1-late", "lan1", version).connect()
     assert again.offers() == [] and not payloads.busy(late.state.id, KIND)
