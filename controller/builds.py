@@ -282,8 +282,8 @@ class BuildQueue:
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
-        # Drones waiting to take a payload (payloads.py): no new build until it is over.
-        # Drones to take a payload (payloads.py), each with why: which payload, which deploy.
+        # Drones to take a payload (payloads.py): no new build until it is over;
+        # each with why (which payload, which deploy) for the admin API.
         self.payload_holds: dict[str, str] = {}
         # The binhost mirrors, once the controller runs them (use_mirrors): drones
         # then pull the current release from the mirrors of their network before staging.

@@ -165,8 +165,9 @@ class Payloads:
         self._dirty: set[tuple[str, str]] = set()
         # The deploy under way to each (drone, kind): its id, and set when it ends.
         self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
-        # Why each deploy under way holds its drone from builds (the admin API shows it).
-        self._holds: dict[tuple[str, str], str] = {}
+        # Why each deploy under way holds its drone from builds (the admin API
+        # shows it): drone id -> kind -> why.
+        self._holds: dict[str, dict[str, str]] = {}
         # Deploys a killed controller left in flight: their deploy ids (_settle_orphan).
         self._orphans: dict[tuple[str, str], str] = {}
         self._upload_lock = asyncio.Lock()
@@ -373,8 +374,7 @@ class Payloads:
         deploy_id = "d-" + secrets.token_hex(6)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(state.id, kind)] = (deploy_id, waiter)
-        self._holds[(state.id, kind)] = f"to take a {kind} payload (deploy {deploy_id})"
-        self._hold(state.id)
+        self._hold(state.id, kind, f"to take a {kind} payload (deploy {deploy_id})")
         return deploy_id
 
     async def deploy_one(
@@ -424,8 +424,8 @@ class Payloads:
                 deploy_id=deploy_id,
                 by=by,
             )
-            self._holds[key] = f"to take {record.kind} version {record.version} (deploy {deploy_id}, {by})"
-            self._hold(state.id)
+            why = f"to take {record.kind} version {record.version} (deploy {deploy_id}, {by})"
+            self._hold(state.id, record.kind, why)
             link = state.link
             if link is None or not link.apply_payload(meta, signature, self.settings.confirm_within):
                 why = "its control stream is full" if link is not None else "it is not connected"
@@ -441,21 +441,27 @@ class Payloads:
         finally:
             if self._waiters.get(key, (None,))[0] == deploy_id:
                 del self._waiters[key]
-                self._holds.pop(key, None)
+                self._hold(state.id, record.kind, "")
             if not waiter.done():
                 waiter.cancel()
-            self._hold(state.id)
 
-    def _hold(self, drone_id: str) -> None:
+    def _hold(self, drone_id: str, kind: str, why: str) -> None:
         """No new build for a drone while it waits to take a payload: it
         takes one only when idle (the build running goes on). Held while a
-        deploy to it is under way, saying which."""
+        deploy of any kind to it is under way (``why``: "" when that one ends)."""
+        kinds = self._holds.setdefault(drone_id, {})
+        if why:
+            kinds[kind] = why
+        else:
+            kinds.pop(kind, None)
+        if not kinds:
+            del self._holds[drone_id]
         if self._builds is not None:
             self._builds.hold_for_payload(drone_id, self.holding(drone_id))
 
     def holding(self, drone_id: str) -> str:
         """Why the drone is held from builds: the deploys under way to it ("": none)."""
-        return "; ".join(w for (d, _), w in sorted(self._holds.items()) if d == drone_id)
+        return "; ".join(why for _, why in sorted(self._holds.get(drone_id, {}).items()))
 
     def _end(
         self, state: DroneState, kind: str, version: int, outcome: str, reason: str, deploy_id: str
@@ -497,11 +503,11 @@ class Payloads:
     def _settle_orphan(self, state: DroneState, kind: str) -> None:
         """A deploy of ``kind`` to the drone that the last controller process
         left in flight (start() found it so): its answer lost with the old
-        process, or not said yet. The drone runs the version
-        sent: applied. Otherwise timed_out, as a deploy without a final answer
-        is: the drone may be on it still, or may have failed it, and an answer
-        it sends after this Hello (one its stream could not take is said after
-        the Welcome) replaces this, as any status does."""
+        process, or not said yet. The drone runs the version sent: applied.
+        Otherwise timed_out, as a deploy without a final answer is: the drone
+        may be on it still, or may have failed it, and an answer it sends
+        after this Hello (one its stream could not take is said after the
+        Welcome) replaces this, as any status does."""
         key = (state.id, kind)
         orphan = self._orphans.pop(key, None)
         record = self._drones.get(key)
