@@ -41,6 +41,9 @@ CURRENT, TRIAL, ROLLED_BACK, META = "current", "trial.json", "rolled-back.json",
 INSTALL_TIMEOUT = 300.0
 # Seconds a new version has to connect when the controller names no window.
 DEFAULT_CONFIRM_WITHIN = 60
+# The build backend an sdist of this project needs (pyproject.toml's
+# build-system; its SPDX licence string needs setuptools 77).
+SETUPTOOLS_MAJOR = 77
 _WHEEL_INFO = re.compile(r"^([A-Za-z0-9_.]+)-([A-Za-z0-9_.!+]+)\.dist-info/WHEEL$")
 
 
@@ -187,7 +190,8 @@ def install(state_dir: Path, version: int, sha256: str, payload: Path) -> str:
     """Install ``payload`` (verified) as ``version`` beside the running
     agent; its package version. Blocking (a thread): a venv, then pip
     without the network (--no-index, --no-deps: the floor has the
-    dependencies), then the new entry point asked for its version."""
+    dependencies; an sdist is built without build isolation, by the
+    floor's setuptools), then the new entry point asked for its version."""
     target = agent_dir(state_dir) / str(version)
     kept = installed(state_dir, version, sha256)
     if kept is not None:
@@ -203,7 +207,14 @@ def install(state_dir: Path, version: int, sha256: str, payload: Path) -> str:
     site_dir = next(venv.glob("lib/python*/site-packages"))
     (site_dir / "deps.pth").write_text("".join(f"{p}\n" for p in dependency_paths()))
     pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check"]
-    _run([*pip, "install", "--quiet", "--no-deps", "--no-index", str(artifact)], "pip install")
+    offline = ["--no-deps", "--no-index"]
+    if artifact.name.endswith(".tar.gz"):
+        # An sdist is built first, by the floor's setuptools (the venv sees
+        # the floor's site-packages): pip's isolated build environment would
+        # need setuptools from an index.
+        _require_build_backend(python)
+        offline.append("--no-build-isolation")
+    _run([*pip, "install", "--quiet", *offline, str(artifact)], "pip install")
     out = _run([str(venv / "bin" / "swarm-agent"), "--version"], "the new agent's --version")
     package_version = out.strip().rpartition(" ")[2]
     write_atomic(
@@ -211,6 +222,30 @@ def install(state_dir: Path, version: int, sha256: str, payload: Path) -> str:
         json.dumps({"version": version, "sha256": sha256, "package_version": package_version}).encode(),
     )
     return package_version
+
+
+def _require_build_backend(python: Path) -> None:
+    """InstallError unless the new venv's Python can import the build
+    backend an sdist of this project names (pyproject.toml's build-system)."""
+    probe = (
+        "import sys\n"
+        "try:\n"
+        "    import setuptools\n"
+        "except ImportError:\n"
+        "    sys.exit(1)\n"
+        f"sys.exit(int(setuptools.__version__.split('.')[0]) < {SETUPTOOLS_MAJOR})\n"
+    )
+    try:
+        done = subprocess.run(
+            [str(python), "-c", probe], stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InstallError(f"looking for setuptools: {exc}") from None
+    if done.returncode != 0:
+        raise InstallError(
+            f"an sdist is built on the drone, which needs setuptools {SETUPTOOLS_MAJOR} or newer "
+            "beside the installed agent (dev-python/setuptools); deploy a wheel instead"
+        )
 
 
 def installed(state_dir: Path, version: int, sha256: str) -> str | None:

@@ -309,7 +309,7 @@ def add_parser(sub: Any, json_option: Any) -> None:
 
     for verb, about in (
         ("pause", "pause a rollout: the batch under way ends, the next does not start"),
-        ("resume", "resume a paused rollout where it was"),
+        ("resume", "resume a paused rollout where it was (the next batch starts at once)"),
         ("abort", "abort a rollout: no drone is sent it any more"),
         ("rollback", "roll back a rollout: the drones that took it go back to the version they ran"),
     ):

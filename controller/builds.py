@@ -228,6 +228,7 @@ class DispatchState:
     grounded_until: float | None  # the breaker's cooldown end
     failures: int  # consecutive failed builds
     running: int  # its jobs assigned or building
+    held_for_payload: str = ""  # why it gets no new build: a payload it is to take ("": none)
 
 
 class BuildQueue:
@@ -281,8 +282,9 @@ class BuildQueue:
         self._tasks = TaskSet("builds")
         self._started_at = 0.0
         self.draining: dict[str, str] = {}  # drone id -> the admin who drained it
-        # Drones waiting to take a payload (payloads.py): no new build until it is over.
-        self.payload_holds: set[str] = set()
+        # Drones to take a payload (payloads.py): no new build until it is over;
+        # each with why (which payload, which deploy) for the admin API.
+        self.payload_holds: dict[str, str] = {}
         # The binhost mirrors, once the controller runs them (use_mirrors): drones
         # then pull the current release from the mirrors of their network before staging.
         self._mirrors: MirrorsAPI | None = None
@@ -438,6 +440,7 @@ class BuildQueue:
             ),
             failures=len(breaker.failures) if breaker is not None else 0,
             running=running.get(drone_id, 0),
+            held_for_payload=self.payload_holds.get(drone_id, ""),
         )
 
     # -- queries -------------------------------------------------------------
@@ -660,13 +663,14 @@ class BuildQueue:
 
     # -- scheduling ------------------------------------------------------------------
 
-    def hold_for_payload(self, drone_id: str, on: bool) -> None:
+    def hold_for_payload(self, drone_id: str, why: str) -> None:
         """Keep a drone out of the rotation while it is to take a payload
-        (it takes one only when idle), or put it back."""
-        if on:
-            self.payload_holds.add(drone_id)
+        (it takes one only when idle; ``why`` says which, for the admin API),
+        or put it back (``why`` "")."""
+        if why:
+            self.payload_holds[drone_id] = why
         else:
-            self.payload_holds.discard(drone_id)
+            self.payload_holds.pop(drone_id, None)
         self._wake.set()
 
     def _changed(self) -> None:

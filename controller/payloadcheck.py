@@ -1,8 +1,9 @@
 """What an uploaded payload must be, per kind, checked before it is kept.
 
 - ``agent``: a wheel (a zip) or an sdist (a tar) of this project: its
-  metadata (``*.dist-info/METADATA``, or ``PKG-INFO`` at the sdist's top)
-  names ``build-swarm``.
+  metadata (``*.dist-info/METADATA``, or ``PKG-INFO`` at the sdist's top,
+  else there the ``pyproject.toml`` of the release tarball ``make dist``
+  writes, which has no PKG-INFO) names ``build-swarm``.
 - ``agent-config``: TOML that the agent takes as its configuration (the
   agent's own loader and checks, so what passes here starts an agent).
 - ``portage-config``: a tar of relative paths under ``etc/portage``:
@@ -19,6 +20,7 @@ import argparse
 import lzma
 import re
 import tarfile
+import tomllib
 import zipfile
 import zlib
 from email.parser import HeaderParser
@@ -31,7 +33,7 @@ from swarm.payloadsig import AGENT, AGENT_CONFIG, PORTAGE_CONFIG
 PROJECT = "build-swarm"
 PORTAGE_ROOT = ("etc", "portage")
 MAX_MEMBERS = 10_000
-MAX_METADATA = 1 << 20  # bytes of a METADATA or PKG-INFO read
+MAX_METADATA = 1 << 20  # bytes of a METADATA, PKG-INFO or pyproject.toml read
 # What reading a damaged archive may raise besides its module's own error:
 # a compressed stream that ends early or does not inflate, an encrypted or
 # unsupported zip member.
@@ -48,6 +50,7 @@ ARCHIVE_ERRORS = (
 )
 METADATA_RE = re.compile(r"[^/]+\.dist-info/METADATA")
 PKG_INFO_RE = re.compile(r"[^/]+/PKG-INFO")
+PYPROJECT_RE = re.compile(r"[^/]+/pyproject\.toml")
 
 
 def check(kind: str, path: Path) -> None:
@@ -96,22 +99,44 @@ def check_agent(path: Path) -> None:
         return
     try:
         with tarfile.open(path, "r:*") as sdist:
-            member = None
+            pkg_info = pyproject = None
             for count, info in enumerate(sdist):
                 if count >= MAX_MEMBERS:
                     raise InvalidArgument(f"an agent sdist of more than {MAX_MEMBERS} files")
-                if PKG_INFO_RE.fullmatch(info.name) and info.isfile():
-                    member = info
+                if not info.isfile() or info.size > MAX_METADATA:
+                    continue
+                if PKG_INFO_RE.fullmatch(info.name):
+                    pkg_info = info
                     break
-            if member is None or member.size > MAX_METADATA:
-                raise InvalidArgument("an agent sdist must have PKG-INFO in its top directory")
+                if pyproject is None and PYPROJECT_RE.fullmatch(info.name):
+                    pyproject = info
+            member = pkg_info or pyproject
+            if member is None:
+                raise InvalidArgument(
+                    "an agent sdist must have PKG-INFO or pyproject.toml in its top directory"
+                )
             extracted = sdist.extractfile(member)
             assert extracted is not None  # a regular file
-            _names_project(extracted.read(), member.name)
+            if member is pkg_info:
+                _names_project(extracted.read(), member.name)
+            else:
+                _pyproject_names_project(extracted.read(), member.name)
     except ARCHIVE_ERRORS as exc:
         raise InvalidArgument(
             f"an agent payload must be a wheel (zip) or an sdist (tar): {_why(exc)}"
         ) from None
+
+
+def _pyproject_names_project(data: bytes, where: str) -> None:
+    try:
+        project = tomllib.loads(data.decode("utf-8", errors="replace")).get("project", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"the agent sdist's {where} is not TOML: {_why(exc)}") from None
+    name = project.get("name", "") if isinstance(project, dict) else ""
+    if not isinstance(name, str) or _normalized(name) != PROJECT:
+        raise InvalidArgument(
+            f"an agent payload must be a {PROJECT} package; {where} names {str(name)[:60]!r}"
+        )
 
 
 def check_agent_config(path: Path) -> None:

@@ -16,6 +16,10 @@ A drone's payload of a kind (drone_payloads), for each deploy::
       \\--> timed_out (no final answer within the deploy's timeout)
       \\--> unsent (its control stream was full or gone)
 
+A deploy still in flight when the controller stopped (killed) is settled by
+the drone's next Hello: applied if it runs the version sent, else
+timed_out; a status it sends later still counts (``_settle_orphan``).
+
 ``deploy_one`` is one drone's deploy, start to end: it signs an offer for
 that drone, sends ApplyPayload, holds the drone out of the build rotation
 meanwhile, and returns when the drone's PayloadStatus says how it ended
@@ -72,6 +76,7 @@ EVENTS = {
     FAILED: "payload_failed",
     ROLLED_BACK: "payload_rolled_back",
 }
+ORPHANED = "in flight when the controller restarted: settled when the drone connects again"
 WRITE_BLOCK = 1 << 20  # bytes of an upload gathered before a write (in a thread)
 MAX_NOTES = 4000
 FLUSH_BACKOFF = Backoff(initial=0.5, cap=10.0)
@@ -160,6 +165,11 @@ class Payloads:
         self._dirty: set[tuple[str, str]] = set()
         # The deploy under way to each (drone, kind): its id, and set when it ends.
         self._waiters: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
+        # Why each deploy under way holds its drone from builds (the admin API
+        # shows it): drone id -> kind -> why.
+        self._holds: dict[str, dict[str, str]] = {}
+        # Deploys a killed controller left in flight: their deploy ids (_settle_orphan).
+        self._orphans: dict[tuple[str, str], str] = {}
         self._upload_lock = asyncio.Lock()
         # Told of each drone's Hello, after its versions are taken (synchronously).
         self.hello_listeners: list[Callable[[DroneState], None]] = []
@@ -174,6 +184,10 @@ class Payloads:
             self._versions[(record.kind, record.version)] = record
         for drone in await self._runner.call(self._store.list_drone_payloads):
             self._drones[(drone.drone_id, drone.kind)] = drone
+            if drone.state in IN_FLIGHT:
+                # No deploy of this process waits for it: settled at the drone's next Hello.
+                self._orphans[(drone.drone_id, drone.kind)] = drone.deploy_id
+                self._note(drone.drone_id, drone.kind, reason=ORPHANED)
         self._tasks.spawn(self.writer.run(), "writer")
 
     def _prepare(self) -> None:
@@ -360,7 +374,7 @@ class Payloads:
         deploy_id = "d-" + secrets.token_hex(6)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(state.id, kind)] = (deploy_id, waiter)
-        self._hold(state.id, True)
+        self._hold(state.id, kind, f"to take a {kind} payload (deploy {deploy_id})")
         return deploy_id
 
     async def deploy_one(
@@ -410,7 +424,8 @@ class Payloads:
                 deploy_id=deploy_id,
                 by=by,
             )
-            self._hold(state.id, True)
+            why = f"to take {record.kind} version {record.version} (deploy {deploy_id}, {by})"
+            self._hold(state.id, record.kind, why)
             link = state.link
             if link is None or not link.apply_payload(meta, signature, self.settings.confirm_within):
                 why = "its control stream is full" if link is not None else "it is not connected"
@@ -426,15 +441,27 @@ class Payloads:
         finally:
             if self._waiters.get(key, (None,))[0] == deploy_id:
                 del self._waiters[key]
+                self._hold(state.id, record.kind, "")
             if not waiter.done():
                 waiter.cancel()
-            self._hold(state.id, any(d == state.id for d, _ in self._waiters))
 
-    def _hold(self, drone_id: str, on: bool) -> None:
+    def _hold(self, drone_id: str, kind: str, why: str) -> None:
         """No new build for a drone while it waits to take a payload: it
-        takes one only when idle (the build running goes on)."""
+        takes one only when idle (the build running goes on). Held while a
+        deploy of any kind to it is under way (``why``: "" when that one ends)."""
+        kinds = self._holds.setdefault(drone_id, {})
+        if why:
+            kinds[kind] = why
+        else:
+            kinds.pop(kind, None)
+        if not kinds:
+            del self._holds[drone_id]
         if self._builds is not None:
-            self._builds.hold_for_payload(drone_id, on)
+            self._builds.hold_for_payload(drone_id, self.holding(drone_id))
+
+    def holding(self, drone_id: str) -> str:
+        """Why the drone is held from builds: the deploys under way to it ("": none)."""
+        return "; ".join(why for _, why in sorted(self._holds.get(drone_id, {}).items()))
 
     def _end(
         self, state: DroneState, kind: str, version: int, outcome: str, reason: str, deploy_id: str
@@ -455,20 +482,58 @@ class Payloads:
     # -- what drones say -----------------------------------------------------
 
     def on_hello(self, state: DroneState) -> None:
-        """A drone connected: the versions it runs (Hello.payloads); then
-        the listeners (the rollouts: a drone behind gets the current payloads)."""
+        """A drone connected: the versions it runs (Hello.payloads), which
+        settle a deploy left in flight by a restart; then the listeners (the
+        rollouts: a drone behind gets the current payloads)."""
         for reported in state.payloads:
             current = self._drones.get((state.id, reported.kind))
             if current is None and reported.version == 0:
                 continue
             if current is None or current.running_version != reported.version:
                 self._note(state.id, reported.kind, running=reported.version, sha256=reported.sha256)
+        for kind in KINDS:
+            self._settle_orphan(state, kind)
         for listener in self.hello_listeners:
             try:
                 listener(state)
             except Exception:
                 # The drone's Hello is taken whatever a listener makes of it.
                 log.exception("a payloads listener failed on %s's Hello", state.name)
+
+    def _settle_orphan(self, state: DroneState, kind: str) -> None:
+        """A deploy of ``kind`` to the drone that the last controller process
+        left in flight (start() found it so): its answer lost with the old
+        process, or not said yet. The drone runs the version sent: applied.
+        Otherwise timed_out, as a deploy without a final answer is: the drone
+        may be on it still, or may have failed it, and an answer it sends
+        after this Hello (one its stream could not take is said after the
+        Welcome) replaces this, as any status does."""
+        key = (state.id, kind)
+        orphan = self._orphans.pop(key, None)
+        record = self._drones.get(key)
+        # Only what the last process left (an aborted rollout's deploys are not ours to settle).
+        if orphan is None or record is None or record.state not in IN_FLIGHT or record.deploy_id != orphan:
+            return
+        running = self.running(state, kind)
+        if running != record.expected_version:
+            why = (
+                "no final answer: the controller restarted while it was in flight, "
+                f"and the drone runs version {running}"
+            )
+            self._end(state, kind, record.expected_version, TIMED_OUT, why, record.deploy_id)
+            return
+        why = "the drone runs it (its answer was lost with the controller's restart)"
+        self._note(state.id, kind, state=APPLIED, reason=why)
+        self._events.emit(
+            EVENTS[APPLIED],
+            f"{kind} payload version {running} on {state.name}: applied ({why})",
+            drone_id=state.id,
+            drone_name=state.name,
+            kind=kind,
+            version=running,
+            reason=why,
+            deploy_id=record.deploy_id,
+        )
 
     def running(self, state: DroneState, kind: str) -> int:
         """The version of ``kind`` the drone says it runs (0: what it was installed with)."""

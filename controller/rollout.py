@@ -133,6 +133,9 @@ class Rollout:
     updated_at: float
     next_batch: int = 0
     reason: str = ""
+    # When the pause before next_batch ends (None: not in a pause); not kept:
+    # a restart pauses the rollout, and a resume starts the batch at once.
+    next_batch_at: float | None = None
     # Set to wake its run from a pause between batches (pause, abort).
     nudge: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -320,7 +323,7 @@ class Rollouts:
         await self._set(rollout, RUNNING, "")
         self._emit(rollout, "rollout_resumed", f"resumed by {by} at batch {rollout.next_batch}", by=by)
         if rollout_id not in self._runs:
-            self._spawn(rollout)
+            self._spawn(rollout, resumed=True)
         return rollout
 
     async def abort(self, rollout_id: str, *, by: str) -> Rollout:
@@ -358,9 +361,10 @@ class Rollouts:
 
     # -- the run ---------------------------------------------------------------
 
-    def _spawn(self, rollout: Rollout) -> None:
+    def _spawn(self, rollout: Rollout, *, resumed: bool = False) -> None:
         rollout.nudge.clear()
-        self._runs[rollout.id] = self._tasks.spawn(self._guarded(rollout, self._run(rollout)), rollout.id)
+        run = self._run(rollout, resumed=resumed)
+        self._runs[rollout.id] = self._tasks.spawn(self._guarded(rollout, run), rollout.id)
 
     async def _guarded(self, rollout: Rollout, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -377,12 +381,26 @@ class Rollouts:
             if self._runs.get(rollout.id) is asyncio.current_task():
                 del self._runs[rollout.id]
 
-    async def _run(self, rollout: Rollout) -> None:
+    async def _run(self, rollout: Rollout, *, resumed: bool = False) -> None:
+        """The batches from ``next_batch`` on. ``resumed``: the admin's resume
+        is the go-ahead for the next batch, which starts at once (the pause
+        is between the batches of an uninterrupted run, not waited again)."""
         record = self._payloads.get(rollout.kind, rollout.version)
         while rollout.next_batch < rollout.batches:
             batch = rollout.next_batch
-            if batch > 0 and rollout.strategy.pause_s > 0:
-                await self._clock.wait(rollout.nudge, rollout.strategy.pause_s)
+            if not any(d.state in (PENDING, SENT) for d in rollout.in_batch(batch)):
+                # Every drone of it passed before a restart that came before
+                # next_batch was written: done, no pause for it.
+                rollout.next_batch = batch + 1
+                await self._save(rollout)
+                continue
+            if batch > 0 and rollout.strategy.pause_s > 0 and not resumed:
+                rollout.next_batch_at = self._clock.time() + rollout.strategy.pause_s
+                try:
+                    await self._clock.wait(rollout.nudge, rollout.strategy.pause_s)
+                finally:
+                    rollout.next_batch_at = None
+            resumed = False
             if rollout.state != RUNNING:
                 return
             members = [d for d in rollout.in_batch(batch) if d.state in (PENDING, SENT)]

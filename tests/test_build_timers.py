@@ -310,7 +310,7 @@ def test_a_drone_taking_a_payload_gets_no_new_build_until_it_is_over(tmp_path: P
     async def scenario() -> None:
         async with rig(tmp_path) as r:
             taker = await r.connect("taker", cores=8)  # the stronger: the first pick, were it free
-            r.queue.hold_for_payload(taker.id, True)
+            r.queue.hold_for_payload(taker.id, "to take agent version 2 (deploy d-0123456789ab, admin)")
             await r.connect("other")
             await r.queue.queue([LEAVES[0], LEAVES[1]], name=None, by="test")
             await r.until(r.sent_jobs, "a build sent")
@@ -318,8 +318,11 @@ def test_a_drone_taking_a_payload_gets_no_new_build_until_it_is_over(tmp_path: P
             [waiting] = [r.job(cpv) for cpv in LEAVES[:2] if cpv != first.cpv]
             # The pass that sent it had the other job and no free drone but the held one.
             assert r.drone(first).name == "other" and waiting.state == QUEUED
-            r.queue.hold_for_payload(taker.id, False)
+            held = r.queue.dispatch_state(taker.id, r.clock.time(), {}).held_for_payload
+            assert held == "to take agent version 2 (deploy d-0123456789ab, admin)"
+            r.queue.hold_for_payload(taker.id, "")
             second = await r.sent(waiting.cpv)
             assert r.drone(second).name == "taker"
+            assert r.queue.dispatch_state(taker.id, r.clock.time(), {}).held_for_payload == ""
 
     asyncio.run(scenario())

@@ -305,8 +305,9 @@ def pquery(repo: Path, attr: str) -> str:
 
 
 # Python tools the installed program runs, not packages it imports: pyproject.toml does not name
-# them. An agent installs the agent payloads it is sent with `python -m pip` (agent/selfupdate.py).
-TOOLS = {"agent": {"dev-python/pip"}}
+# them. An agent installs the agent payloads it is sent with `python -m pip`, and builds an sdist
+# with setuptools (agent/selfupdate.py).
+TOOLS = {"agent": {"dev-python/pip", "dev-python/setuptools"}}
 
 
 def python_atoms(rdepend: str, use: list[str]) -> set[str]:

@@ -393,6 +393,39 @@ def test_an_agent_wheel_installs_beside_the_running_one_and_current_launches_it(
         selfupdate.install(tmp_path, 4, digest, tmp_path / "payloads/agent/3/meta.json")
 
 
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release tarball `make dist` builds (tools/dist.py), of the checkout with a bumped version."""
+    from support.payloads import build_sdist
+
+    return build_sdist(tmp_path_factory.mktemp("sdist"), "0.1.0.post8")
+
+
+def test_an_agent_sdist_is_built_and_installed_without_the_network_by_the_floors_setuptools(
+    tmp_path: Path, sdist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swarm.controller import payloadcheck
+
+    payloadcheck.check("agent", sdist)  # the controller takes it at upload (its pyproject.toml names us)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert selfupdate.install(tmp_path, 4, digest, sdist) == "0.1.0.post8"
+    venv = selfupdate.venv_of(tmp_path, 4)
+    assert (venv.parent / "build-swarm-0.1.0.post8.tar.gz").read_bytes() == sdist.read_bytes()
+    out = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import grpc, swarm, swarm.agent.link; print(swarm.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith(str(venv))
+    # A floor without setuptools (the venv sees none): refused saying what is
+    # missing, before pip goes looking for it; nothing is installed.
+    monkeypatch.setattr(selfupdate, "dependency_paths", list)
+    with pytest.raises(selfupdate.InstallError, match="needs setuptools 77 or newer"):
+        selfupdate.install(tmp_path, 5, digest, sdist)
+    assert selfupdate.installed(tmp_path, 5, digest) is None
+
+
 def trial(state_dir: Path, pid: int, *, within: float, marker: Path) -> None:
     """A switch to version 2 from 1 under the real watchdog; the previous
     version's start command writes ``marker``."""

@@ -7,15 +7,20 @@ real emerge. The tests run in order on it: its Portage config (restored
 when it breaks emerge --info, refused when tampered or a downgrade), a
 payload taken only after a real build ends, then the agent itself: a real
 wheel of this project with a bumped version, and a broken one that the
-drone's watchdog rolls back without the controller.
+drone's watchdog rolls back without the controller. Last, rollouts to three
+drones: one that runs through, and one whose controller process is killed
+(SIGKILL) in the pause after its canary and started again on its data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
+import os
+import signal
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +126,13 @@ def versions(swarm: Fleet) -> dict[str, dict[str, Any]]:
     return {v["kind"]: v for v in reply["versions"] if v["drone"] == DRONE}
 
 
+def held_for_payload(swarm: Fleet) -> str | None:
+    """Why GET /admin/api/drones says the drone gets no new build for a payload (None: it does)."""
+    drones = admin(swarm, "GET", "/admin/api/drones")["drones"]
+    held: str | None = next(d for d in drones if d["name"] == DRONE)["dispatch"]["held_for_payload"]
+    return held
+
+
 def prefix(swarm: Fleet) -> Path:
     return swarm.root / f"{DRONE}-prefix"
 
@@ -138,6 +150,26 @@ def portage_tar(files: dict[str, bytes]) -> bytes:
 def make_conf_with(swarm: Fleet, extra: str) -> bytes:
     """The drone prefix's make.conf as it is now, plus ``extra``."""
     return (prefix(swarm) / "etc/portage/make.conf").read_bytes() + extra.encode()
+
+
+def more_drones(swarm: Fleet) -> tuple[str, ...]:
+    """The module's other two drones (started by the first test that asks), online."""
+    others = ("pl-2", "pl-3")
+    for name in others:
+        if name not in swarm.agents:
+            swarm.add_agent(name, heartbeat_interval=1.0)
+    swarm.wait_online(*others)
+    return others
+
+
+def rollout_of(swarm: Fleet, rollout_id: str) -> dict[str, Any]:
+    reply: dict[str, Any] = admin(swarm, "GET", f"/admin/api/rollouts/{rollout_id}")
+    return reply
+
+
+def applied_lines(swarm: Fleet, name: str, kind: str, version: int) -> int:
+    """How many times the drone's agent says it applied ``version`` (its own log)."""
+    return swarm.agents[name].log().count(f"payload {kind} v{version}: APPLIED")
 
 
 def test_the_drone_pinned_the_payload_key_at_enrollment_or_pins_it_at_renewal(swarm: Fleet) -> None:
@@ -203,8 +235,12 @@ def test_a_drone_busy_with_a_build_takes_the_payload_when_it_ends(swarm: Fleet) 
     deploy_id = deploy(swarm, "portage-config", version)
     wait_for(lambda: versions(swarm)["portage-config"]["state"] == "waiting", what="the drone waiting")
     assert not (prefix(swarm) / marker).exists()  # not while the build runs
+    # Meanwhile the admin API says why it gets no new build.
+    held = held_for_payload(swarm)
+    assert held is not None and f"portage-config version {version} (deploy {deploy_id}" in held, held
     event = final_event(swarm, deploy_id)
     assert event["type"] == "payload_applied", event
+    wait_for(lambda: held_for_payload(swarm) is None, what="the hold over")
     complete = swarm.wait_complete(session)
     assert complete["jobs"]["done"] == 1  # the build was not lost
     assert swarm.jobs()["swarm-test/sleeper-1"]["attempts"] == 1, swarm.jobs()
@@ -243,20 +279,14 @@ def test_a_portage_config_rolls_out_to_three_drones_the_canary_first(swarm: Flee
     """The rollout (controller/rollout.py; its state machine in process:
     test_rollouts.py) on real agents: the canary takes it and passes its
     gate before the next batch is sent it."""
-    others = ("pl-2", "pl-3")
-    for name in others:
-        swarm.add_agent(name, heartbeat_interval=1.0)
-    swarm.wait_online(*others)
+    others = more_drones(swarm)
     marker = "etc/portage/env/payload-rollout.conf"
     version = push(swarm, "portage-config", portage_tar({marker: b'ROLLOUT="1"\n'}))
     body = {"drones": [DRONE, *others], "canary": 1, "batch": 2, "gate_timeout_s": 120}
     rollout = admin(swarm, "POST", f"{PATH}/portage-config/{version}/deploy", json.dumps(body).encode())
     assert [(d["drone"], d["batch"]) for d in rollout["drones"]] == [(DRONE, 0), ("pl-2", 1), ("pl-3", 1)]
     done = wait_for(
-        lambda: (
-            (r := admin(swarm, "GET", f"/admin/api/rollouts/{rollout['id']}"))["state"] in ("done", "failed")
-            and r
-        ),
+        lambda: (r := rollout_of(swarm, rollout["id"]))["state"] in ("done", "failed") and r,
         timeout=120,
         what="the rollout over",
     )
@@ -275,3 +305,54 @@ def test_a_portage_config_rolls_out_to_three_drones_the_canary_first(swarm: Flee
         if e["type"] == "payload_applied" and e["data"]["version"] == version
     }
     assert applied[DRONE] < mine[2]["id"] < min(applied[name] for name in others)
+
+
+def test_a_controller_killed_mid_rollout_finds_it_paused_and_no_drone_applies_it_twice(swarm: Fleet) -> None:
+    """kill -9 of the controller process in the pause after the canary; a
+    new one on the same DATA_DIR finds the rollout paused where it was, and
+    on resume the batch after the canary takes it: every drone applied it
+    once, as each agent's own log says."""
+    names = (DRONE, *more_drones(swarm))
+    marker = "etc/portage/env/payload-killed.conf"
+    version = push(swarm, "portage-config", portage_tar({marker: b'KILLED="1"\n'}))
+    # Canary, then one batch of the other two, an hour apart: the kill comes in the pause.
+    body = {"drones": list(names), "canary": 1, "batch": 2, "pause_s": 3600, "gate_timeout_s": 120}
+    rid = admin(swarm, "POST", f"{PATH}/portage-config/{version}/deploy", json.dumps(body).encode())["id"]
+    # In the pause (next_batch_at is set once next_batch is written): the canary passed.
+    wait_for(lambda: rollout_of(swarm, rid)["next_batch_at"], timeout=120, what="the pause after the canary")
+
+    controller = swarm.controller
+    pid = controller.pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not controller.alive(), what="the controller dead")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # what it left in its group (its Portage worker)
+    controller.kill()  # and its release key's gpg-agent
+    controller.restart()
+
+    found = rollout_of(swarm, rid)
+    assert found["state"] == "paused" and "restarted" in found["reason"], found
+    assert found["next_batch"] == 1
+    assert [(d["drone"], d["batch"], d["state"]) for d in found["drones"]] == [
+        (DRONE, 0, "passed"),
+        ("pl-2", 1, "pending"),
+        ("pl-3", 1, "pending"),
+    ]
+    assert applied_lines(swarm, DRONE, "portage-config", version) == 1
+    assert [applied_lines(swarm, name, "portage-config", version) for name in names[1:]] == [0, 0]
+    swarm.wait_online(*names)
+
+    admin(swarm, "POST", f"/admin/api/rollouts/{rid}/resume")
+    done = wait_for(
+        lambda: (r := rollout_of(swarm, rid))["state"] in ("done", "failed") and r,
+        timeout=120,
+        what="the rollout over",
+    )
+    assert done["state"] == "done", done
+    assert all(d["state"] == "passed" for d in done["drones"]), done
+    for name in names:
+        assert (swarm.root / f"{name}-prefix" / marker).read_bytes() == b'KILLED="1"\n'
+        assert applied_lines(swarm, name, "portage-config", version) == 1, name
+    reply = admin(swarm, "GET", "/admin/api/drones/versions")
+    running = {v["drone"]: v["running"] for v in reply["versions"] if v["kind"] == "portage-config"}
+    assert [running[name] for name in names] == [version] * 3

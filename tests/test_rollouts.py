@@ -17,7 +17,7 @@ import json
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import jsonschema_rs
 import pytest
 
 from swarm import payloadsig
+from swarm.clock import iso
 from swarm.controller.domain import CheckData, HelloData, PayloadStatusData, PayloadVersionData, PongData
 from swarm.controller.fleet import DroneState
 from swarm.controller.web import openapi
@@ -216,6 +217,14 @@ def said(api: InProcessController, rollout_id: str, *, ending: list[str], starti
     )
 
 
+def versions(api: InProcessController, *names: str) -> list[dict[str, Any]]:
+    """The drones' rows of GET /admin/api/drones/versions for the module's kind, in ``names``' order."""
+    status, reply = admin(api, "GET", "/admin/api/drones/versions")
+    assert status == 200, reply
+    rows = {v["drone"]: v for v in reply["versions"] if v["kind"] == KIND}
+    return [rows[name] for name in names]
+
+
 def by_name(reply: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["drone"]: d for d in reply["drones"]}
 
@@ -282,8 +291,12 @@ def test_a_rollout_goes_to_the_canary_then_batch_by_batch_each_drone_through_its
     assert payloads.busy(late.state.id, KIND)
     meta = late.offered(1)
     assert meta.version == version
+    # Why it is held (GET /admin/api/drones' dispatch.held_for_payload, with builds on).
+    held = api.call(payloads.holding, late.state.id)
+    assert held == f"to take {KIND} version {version} (deploy {meta.deploy_id}, rollout {rid} (catch-up))"
     late.say(meta, "applied")
     wait_for(lambda: not payloads.busy(late.state.id, KIND), timeout=10, what="its deploy over")
+    assert api.call(payloads.holding, late.state.id) == ""
     # Connecting again, running it: nothing more.
     again = Drone(api, "lan1-late", "lan1", version).connect()
     assert again.offers() == [] and not payloads.busy(late.state.id, KIND)
@@ -383,17 +396,21 @@ def test_pause_resume_and_abort(api: InProcessController) -> None:
     body = {"network": "lan5", "canary": 1, "batch": 1, "pause_s": 60}
     rid = admin(api, "POST", f"{PATH}/{KIND}/{version}/deploy", body)[1]["id"]
     fleet[0].say(fleet[0].offered(1), "applied")
-    wait_for(lambda: rollout(api, rid)["next_batch"] == 1, timeout=10, what="the canary passed")
+    paused = wait_for(lambda: (r := rollout(api, rid))["next_batch_at"] and r, timeout=10, what="the pause")
+    assert paused["next_batch"] == 1  # the canary passed
+    assert paused["next_batch_at"] == iso(api.controller.clock.time() + 60)
     # Between batches (the pause): paused, the next batch waits for a resume.
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/pause")
     assert status == 200 and reply["state"] == "paused", reply
     assert admin(api, "POST", f"{ROLLOUTS}/{rid}/pause")[0] == 409
+    wait_for(lambda: rollout(api, rid)["next_batch_at"] is None, timeout=10, what="the pause cut short")
     advance(api, 120)
     assert fleet[1].offers() == []
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/resume")
     assert status == 200 and reply["state"] == "running", reply
-    advance(api, 60)
-    fleet[1].offered(1)  # batch 1 under way
+    # Batch 1 at once, the clock unmoved: the resume is the admin's go-ahead,
+    # the pause is not waited again.
+    fleet[1].offered(1)
     status, reply = admin(api, "POST", f"{ROLLOUTS}/{rid}/abort")
     assert status == 200 and reply["state"] == "aborted", reply
     advance(api, 120)
@@ -465,6 +482,11 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
             timeout=10,
             what="the first of batch 1 passed",
         )
+        # A deploy to one drone, in flight too: its drone's answer is lost.
+        lone = Drone(first, "lan6-lone", "lan6-lone").connect()
+        status, reply = admin(first, "POST", f"{PATH}/{KIND}/{version}/deploy", {"drones": [lone.name]})
+        assert status == 202, reply
+        lone_offer = lone.offered(1)
     finally:
         first.stop()
 
@@ -475,8 +497,28 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
         plan = by_name(found)
         assert [plan[d.name]["state"] for d in fleet] == ["passed", "passed", "sent", "pending"]
         assert found["next_batch"] == 1
-        # The drones come back, each saying what it runs.
+        orphans = versions(second, fleet[2].name, lone.name)
+        assert [v["state"] for v in orphans] == ["sent", "sent"], orphans
+        assert all("controller restarted" in v["reason"] for v in orphans), orphans
+        # The drones come back, each saying what it runs: the deploys left in
+        # flight are settled by that (one applied it, one did not).
         again = [Drone(second, d.name, "lan6", version).connect() for d in fleet[:3]]
+        lone = Drone(second, lone.name, "lan6-lone").connect()
+        took, lost = versions(second, fleet[2].name, lone.name)
+        assert (took["state"], took["running"], took["drift"]) == ("applied", version, False), took
+        assert (lost["state"], lost["running"], lost["drift"]) == ("timed_out", 0, True), lost
+        assert "controller restarted" in lost["reason"] and "runs version 0" in lost["reason"], lost
+        settled = {
+            e["drone_name"]: e["type"]
+            for e in second.events()
+            if e["data"].get("deploy_id") in (took["deploy_id"], lost["deploy_id"])
+            and e["type"] != "payload_deploy_started"
+        }
+        assert settled == {fleet[2].name: "payload_applied", lone.name: "payload_failed"}, settled
+        # The lone drone's own answer, said after its Welcome, still counts.
+        lone.say(lone_offer, "failed", "emerge --info failed: restored the old files")
+        (lost,) = versions(second, lone.name)
+        assert (lost["state"], lost["reason"]) == ("failed", "emerge --info failed: restored the old files")
         last = Drone(second, fleet[3].name, "lan6").connect()
         status, reply = admin(second, "POST", f"{ROLLOUTS}/{rid}/resume")
         assert status == 200, reply
@@ -489,6 +531,48 @@ def test_after_a_restart_a_running_rollout_is_paused_where_it_was_and_nothing_is
             rid,
             ending=["rollout_paused", "rollout_resumed", "rollout_batch", "rollout_batch", "rollout_done"],
         )
+    finally:
+        second.stop()
+
+
+def test_a_batch_that_passed_before_a_restart_is_not_run_again_and_the_resume_goes_on_at_once(
+    tmp_path: Path,
+) -> None:
+    """Killed after the canary passed but before next_batch was written (the
+    store says batch 0, its drone passed): on resume batch 0 is over without
+    a deploy or an event, and batch 1 starts at once."""
+    first = start(tmp_path)
+    try:
+        version = staged(first, 'MAKEOPTS="-j10"\n')
+        fleet = drones(first, "lan8", 2)
+        body = {"network": "lan8", "canary": 1, "batch": 1, "pause_s": 60}
+        rid = admin(first, "POST", f"{PATH}/{KIND}/{version}/deploy", body)[1]["id"]
+        fleet[0].say(fleet[0].offered(1), "applied")
+        wait_for(lambda: rollout(first, rid)["next_batch_at"], timeout=10, what="the pause")
+        rollouts, runner = first.controller.rollouts, first.controller.runner
+        assert rollouts is not None
+        behind = replace(rollouts.get(rid).record(), next_batch=0)
+        first.run(lambda: runner.call(runner.store.put_rollout, behind))
+    finally:
+        first.stop()
+
+    second = start(tmp_path)
+    try:
+        found = rollout(second, rid)
+        assert (found["state"], found["next_batch"]) == ("paused", 0), found
+        again = Drone(second, fleet[0].name, "lan8", version).connect()
+        last = Drone(second, fleet[1].name, "lan8").connect()
+        assert admin(second, "POST", f"{ROLLOUTS}/{rid}/resume")[0] == 200
+        last.say(last.offered(1), "applied")  # the clock unmoved: no pause
+        done = reaches(second, rid, "done")
+        assert [d["state"] for d in done["drones"]] == ["passed", "passed"]
+        assert again.offers() == []
+        assert said(second, rid, ending=["rollout_resumed", "rollout_batch", "rollout_done"])[-4:] == [
+            "rollout_paused",
+            "rollout_resumed",
+            "rollout_batch",
+            "rollout_done",
+        ]
     finally:
         second.stop()
 

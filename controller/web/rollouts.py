@@ -82,7 +82,7 @@ async def pause(request: web.Request) -> web.Response:
     "POST",
     "/admin/api/rollouts/{id}/resume",
     RolloutView,
-    summary="resume a paused rollout (one a controller restart paused too) where it was",
+    summary="resume a paused rollout (a restart pauses one too) where it was; the next batch starts at once",
     params=(ROLLOUT_ID,),
     errors=(404, 409),
     notes={409: "it is not paused, or payloads are off"},

@@ -26,7 +26,45 @@ def build_wheel(into: Path, version: str, patches: dict[str, tuple[str, str]] | 
     """A wheel of the checkout as committed or not (its tracked files), with
     ``version`` as its package version and ``patches`` (path: (old, new))
     applied to a copy; built without the network, in a few seconds."""
-    src = into / "src"
+    src = source_copy(into / "src", version, patches)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(into),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = into.glob("build_swarm-*.whl")
+    return wheel
+
+
+def build_sdist(into: Path, version: str) -> Path:
+    """The release tarball of the checkout with ``version`` as its package
+    version: what ``make dist`` builds (tools/dist.py's writer, its layout
+    ``build-swarm-VERSION/``), of the copy build_wheel builds from."""
+    import dist
+
+    src = source_copy(into / "src", version)
+    top = f"build-swarm-{version}"
+    files = [p.relative_to(src) for p in src.rglob("*") if p.is_file()]
+    out = into / f"{top}.tar.gz"
+    dist.write_tarball(src, files, out, top, mtime=0)
+    return out
+
+
+def source_copy(src: Path, version: str, patches: dict[str, tuple[str, str]] | None = None) -> Path:
+    """The checkout's files (tracked, or untracked and not ignored; tests,
+    benchmarks and docs left out) copied to ``src``, with ``version`` as the
+    package version and ``patches`` applied."""
     files = (
         subprocess.run(
             ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -50,24 +88,7 @@ def build_wheel(into: Path, version: str, patches: dict[str, tuple[str, str]] | 
         text = (src / name).read_text()
         assert old in text, f"{name}: {old!r} not found"
         (src / name).write_text(text.replace(old, new, 1))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(into),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = into.glob("build_swarm-*.whl")
-    return wheel
+    return src
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,13 @@ class AdminDispatchView(DispatchView):
     drained_by: str | None
     grounded_by: Annotated[str | None, Doc("the admin; null: the circuit breaker")]
     failures: Annotated[int, Doc("failed builds in a row"), Range(0)]
+    held_for_payload: Annotated[
+        str | None,
+        Doc(
+            "why it gets no new build meanwhile: the payload it is to take, its deploy and who "
+            "asked (a rollout's catch-up for a drone that came back behind); null: not held"
+        ),
+    ]
 
 
 def public_dispatch_view(d: DispatchState) -> DispatchView:
@@ -50,7 +57,14 @@ def public_dispatch_view(d: DispatchState) -> DispatchView:
 
 def admin_dispatch_view(d: DispatchState) -> AdminDispatchView:
     return AdminDispatchView(
-        d.draining, d.grounded, iso(d.grounded_until), d.running, d.drained_by, d.grounded_by, d.failures
+        d.draining,
+        d.grounded,
+        iso(d.grounded_until),
+        d.running,
+        d.drained_by,
+        d.grounded_by,
+        d.failures,
+        d.held_for_payload or None,
     )
 
 

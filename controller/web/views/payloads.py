@@ -76,7 +76,13 @@ class DroneVersionView:
     running: Annotated[int, Range(0), Doc("the version it says it runs (0: what it was installed with)")]
     drift: Annotated[bool, Doc("a version was deployed to it and it runs another")]
     state: DroneState
-    reason: Annotated[str, Doc("the drone's reason for a refusal or failure, one line")]
+    reason: Annotated[
+        str,
+        Doc(
+            "why it is so, one line: the drone's reason for a refusal or failure, or the "
+            "controller's (timed out, not sent, settled after a restart)"
+        ),
+    ]
     deploy_id: str
     updated_at: Timestamp
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from swarm.clock import iso
 from swarm.controller.rollout import Rollout
-from swarm.controller.web.views.base import Doc, Format, Range
+from swarm.controller.web.views.base import Doc, Format, Range, Timestamp
 from swarm.controller.web.views.payloads import Kind, Version
 
 RolloutState = Literal["running", "paused", "aborted", "failed", "done", "rolling_back", "rolled_back"]
@@ -64,6 +64,13 @@ class RolloutView:
     target: TargetView
     batches: Annotated[int, Range(0), Doc("how many batches the plan has")]
     next_batch: Annotated[int, Range(0), Doc("the first batch not yet passed (= batches when done)")]
+    next_batch_at: Annotated[
+        Timestamp,
+        Doc(
+            "when the pause before next_batch ends and it starts (null: not in a pause; "
+            "next_batch is in the store by then)"
+        ),
+    ]
     drones: Annotated[tuple[RolloutDroneView, ...], Doc("the plan: by batch, then name; skipped ones last")]
     started_by: Annotated[str, Doc('"admin:NAME"')]
     created_at: Annotated[str, Format("date-time")]
@@ -91,6 +98,7 @@ def rollout_view(r: Rollout) -> RolloutView:
         TargetView(t.all, t.network, t.drones),
         r.batches,
         r.next_batch,
+        iso(r.next_batch_at),
         tuple(
             RolloutDroneView(d.name, d.drone_id, d.batch, d.state, d.previous, d.reason, d.deploy_id)  # type: ignore[arg-type]
             for d in order

@@ -33,7 +33,9 @@ RESTRICT="test"
 # check a release's manifest; the controller signs releases with GnuPG,
 # reaches drones and binhost mirrors with OpenSSH and pushes releases to
 # the mirrors with rsync. An agent installs the agent payloads it is sent
-# (a wheel of this project) into a venv of its own with pip.
+# (a wheel of this project, or its release tarball, an sdist) into a venv of
+# its own with pip, without the network: an sdist is built there by
+# setuptools, the one installed here (no isolated build environment).
 RDEPEND="
 	app-crypt/gnupg
 	sys-apps/portage[${PYTHON_USEDEP}]
@@ -42,7 +44,10 @@ RDEPEND="
 	>=dev-python/protobuf-7.35.1[${PYTHON_USEDEP}]
 	<dev-python/protobuf-8[${PYTHON_USEDEP}]
 	>=dev-python/psutil-5.9[${PYTHON_USEDEP}]
-	agent? ( dev-python/pip[${PYTHON_USEDEP}] )
+	agent? (
+		dev-python/pip[${PYTHON_USEDEP}]
+		>=dev-python/setuptools-77[${PYTHON_USEDEP}]
+	)
 	cli? ( >=dev-python/aiohttp-3.9[${PYTHON_USEDEP}] )
 	controller? (
 		acct-group/build-swarm
