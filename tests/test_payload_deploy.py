@@ -5,11 +5,12 @@ process: test_payload_agent.py; the controller's: test_payloads.py).
 One fleet for the module: one drone with a Gentoo prefix of its own and
 real emerge. The tests run in order on it: its Portage config (restored
 when it breaks emerge --info, refused when tampered or a downgrade), a
-payload taken only after a real build ends, then the agent itself: a real
-wheel of this project with a bumped version, and a broken one that the
-drone's watchdog rolls back without the controller. Last, rollouts to three
-drones: one that runs through, and one whose controller process is killed
-(SIGKILL) in the pause after its canary and started again on its data.
+payload taken only after a real build ends; rollouts to three drones: one
+that runs through, and one whose controller process is killed (SIGKILL) in
+the pause after its canary and started again on its data. Last, the agent
+itself: a real wheel of this project with a bumped version rolled out to
+the three, and a broken one that the drone's watchdog rolls back without
+the controller.
 """
 
 from __future__ import annotations
@@ -247,34 +248,6 @@ def test_a_drone_busy_with_a_build_takes_the_payload_when_it_ends(swarm: Fleet) 
     assert (prefix(swarm) / marker).read_bytes() == b'BUSY="1"\n'
 
 
-def test_a_new_agent_is_deployed_and_runs_or_a_broken_one_rolls_itself_back(
-    swarm: Fleet, wheels: dict[str, bytes]
-) -> None:
-    agent = swarm.agents[DRONE]
-    pid = agent.pid
-    good = push(swarm, "agent", wheels["good"])
-    event = final_event(swarm, deploy(swarm, "agent", good))
-    assert event["type"] == "payload_applied", event
-    node = wait_for(
-        lambda: (n := swarm.controller.online(DRONE)) and n["agent_version"] == "0.1.0.post1" and n
-    )
-    assert node["payload_version"] == str(good)
-    assert versions(swarm)["agent"]["running"] == good and not versions(swarm)["agent"]["drift"]
-    assert agent.alive() and agent.pid == pid  # the same process, the new program (exec)
-    state = agent.state_dir / "payloads" / "agent"
-    assert (state / "current").readlink() == Path(str(good))
-    assert hashlib.sha256(wheels["good"]).hexdigest() in (state / str(good) / "meta.json").read_text()
-
-    broken = push(swarm, "agent", wheels["broken"])
-    event = final_event(swarm, deploy(swarm, "agent", broken), timeout=CONFIRM_WITHIN + 60)
-    assert event["type"] == "payload_rolled_back", event
-    assert "exited before it connected" in event["data"]["reason"]
-    node = wait_for(lambda: swarm.controller.online(DRONE))
-    assert node["agent_version"] == "0.1.0.post1" and node["payload_version"] == str(good)
-    assert (state / "current").readlink() == Path(str(good))
-    assert versions(swarm)["agent"]["running"] == good
-
-
 def test_a_portage_config_rolls_out_to_three_drones_the_canary_first(swarm: Fleet) -> None:
     """The rollout (controller/rollout.py; its state machine in process:
     test_rollouts.py) on real agents: the canary takes it and passes its
@@ -356,3 +329,44 @@ def test_a_controller_killed_mid_rollout_finds_it_paused_and_no_drone_applies_it
     reply = admin(swarm, "GET", "/admin/api/drones/versions")
     running = {v["drone"]: v["running"] for v in reply["versions"] if v["kind"] == "portage-config"}
     assert [running[name] for name in names] == [version] * 3
+
+
+def test_a_new_agent_rolls_out_to_three_drones_and_a_broken_one_rolls_itself_back(
+    swarm: Fleet, wheels: dict[str, bytes]
+) -> None:
+    """A real wheel with a bumped version, rolled out canary first: each
+    drone's same process runs the new program (exec) and says so in its
+    Hello. Then a broken one on one drone: its own watchdog goes back."""
+    names = (DRONE, *more_drones(swarm))
+    pids = {name: swarm.agents[name].pid for name in names}
+    good = push(swarm, "agent", wheels["good"])
+    body = {"drones": list(names), "canary": 1, "batch": 2, "gate_timeout_s": 120}
+    rid = admin(swarm, "POST", f"{PATH}/agent/{good}/deploy", json.dumps(body).encode())["id"]
+    done = wait_for(
+        lambda: (r := rollout_of(swarm, rid))["state"] in ("done", "failed") and r,
+        timeout=180,
+        what="the agent rollout over",
+    )
+    assert done["state"] == "done" and all(d["state"] == "passed" for d in done["drones"]), done
+    for name in names:
+        node = wait_for(
+            lambda n=name: (x := swarm.controller.online(n)) and x["agent_version"] == "0.1.0.post1" and x,
+            what=f"{name} saying 0.1.0.post1 in its Hello",
+        )
+        assert node["payload_version"] == str(good)
+        agent = swarm.agents[name]
+        assert agent.alive() and agent.pid == pids[name]  # the same process, the new program
+        state = agent.state_dir / "payloads" / "agent"
+        assert (state / "current").readlink() == Path(str(good))
+        assert hashlib.sha256(wheels["good"]).hexdigest() in (state / str(good) / "meta.json").read_text()
+    assert versions(swarm)["agent"]["running"] == good and not versions(swarm)["agent"]["drift"]
+
+    state = swarm.agents[DRONE].state_dir / "payloads" / "agent"
+    broken = push(swarm, "agent", wheels["broken"])
+    event = final_event(swarm, deploy(swarm, "agent", broken), timeout=CONFIRM_WITHIN + 60)
+    assert event["type"] == "payload_rolled_back", event
+    assert "exited before it connected" in event["data"]["reason"]
+    node = wait_for(lambda: swarm.controller.online(DRONE))
+    assert node["agent_version"] == "0.1.0.post1" and node["payload_version"] == str(good)
+    assert (state / "current").readlink() == Path(str(good))
+    assert versions(swarm)["agent"]["running"] == good
