@@ -7,6 +7,7 @@ and takes build dependencies only from staging."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -17,6 +18,7 @@ from email.message import Message
 from typing import Any
 
 import prefix as pfx
+import psutil
 import pytest
 from aiosmtpd.controller import Controller as SmtpController
 from aiosmtpd.handlers import Message as MessageHandler
@@ -220,6 +222,43 @@ def test_a_broken_package_fails_with_its_log(swarm: Swarm) -> None:
         lambda: [p for p in swarm.hook.received if p.get("id") == asked["id"]], timeout=30, what="the POST"
     )
     assert posted[0]["state"] == "failed" and posted[0]["reason"] == done["reason"]
+
+
+def test_an_admins_cancel_stops_the_step_that_runs_and_leaves_nothing_on_the_drone(swarm: Swarm) -> None:
+    asked = swarm.submit("swarm-test/sleeper")
+    agent = psutil.Process(swarm.fleet.agents[DRONE].pid)
+
+    def sleeping() -> psutil.Process | None:
+        with contextlib.suppress(psutil.Error):
+            for child in agent.children(recursive=True):
+                if child.cmdline() == ["sleep", str(SLEEP)]:
+                    return child
+        return None
+
+    # The last step, the build, sleeps in src_compile; the sleep is held still
+    # (SIGSTOP) so that the build cannot end before the cancel reaches it.
+    sleep = wait_for(sleeping, timeout=BUILD_TIMEOUT, interval=0.02, what="the sleeper's build step")
+    sleep.suspend()
+    try:
+        admin(swarm.fleet, "POST", f"/admin/api/test-builds/{asked['id']}/cancel")
+        done = swarm.wait_state(asked["id"], "cancelled", "succeeded", "failed")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            sleep.resume()
+    assert done["state"] == "cancelled" and done["packages"] == [], done
+    # Killed with its step's process group; nothing installed, no scratch PKGDIR left.
+    wait_for(
+        lambda: not sleep.is_running() or sleep.status() == psutil.STATUS_ZOMBIE,
+        timeout=30,
+        what="the sleep killed",
+    )
+    assert not swarm.drone.installed("swarm-test/sleeper-1")
+    scratch = swarm.fleet.agents[DRONE].state_dir / "test-pkgdirs"
+    wait_for(
+        lambda: not scratch.exists() or not any(scratch.iterdir()),
+        timeout=30,
+        what="the scratch PKGDIR deleted",
+    )
 
 
 def test_a_regular_session_started_while_test_builds_wait_goes_first(swarm: Swarm) -> None:
