@@ -141,6 +141,8 @@ class Build:
     # builder check's "is it moving" (checks.py measures the CPU half).
     last_output: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=60))
+    # Set when the build is to stop (its process group was sent a signal).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # A test build's check: the merge list's rows while it runs, then what it says.
     rows: list[tuple[str, str]] | None = None
     merge: MergeList = field(default_factory=MergeList)
@@ -334,6 +336,7 @@ class Builder:
 
     @staticmethod
     def _kill(build: Build, sig: int = signal.SIGTERM) -> None:
+        build.stopping.set()
         process = build.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -528,15 +531,36 @@ class Builder:
                 log.warning("build %s: log not fully delivered: %s", build.start.build_id, exc)
 
     async def _step(self, build: Build, sink: _LogSink, deadline: float | None, timeout: int | None) -> int:
-        """Pump the running step's output into the log until it exits; its exit code."""
+        """Pump the running step's output into the log until it ends; the step's exit code.
+
+        The output ends when every process of the step has gone (or closed it).
+        Asked to stop (a cancel, the agent stopping, the deadline), the step's
+        process group gets TERM; what still holds the output after KILL_GRACE
+        (a process ignoring TERM, or one stopped: ebuild.sh defers its TERM
+        trap until the phase's command ends) gets KILL, emerge itself gone or
+        not, so a stop never waits on the step."""
         process = build.process
         assert process is not None and process.stdout is not None
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        reader = asyncio.create_task(self._pump(build, process.stdout, sink), name="build-output")
+        stopping = asyncio.create_task(build.stopping.wait(), name="build-stopping")
         try:
-            await asyncio.wait_for(self._pump(build, process.stdout, sink), left)
-        except TimeoutError:
-            build.cancel_reason = f"timed out after {timeout}s"
-            self._kill(build)
+            await asyncio.wait((reader, stopping), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                if not build.stopping.is_set():
+                    build.cancel_reason = f"timed out after {timeout}s"
+                    self._kill(build)
+                await asyncio.wait((reader,), timeout=KILL_GRACE)
+            if not reader.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # the group, whether its leader is gone or not
+                await asyncio.wait((reader,), timeout=KILL_GRACE)
+        finally:
+            for task in (reader, stopping):
+                task.cancel()  # the reader only if its output is still held after KILL: given up
+            await asyncio.wait((reader, stopping))
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            raise error
         try:
             return await asyncio.wait_for(process.wait(), KILL_GRACE)
         except TimeoutError:

@@ -236,7 +236,10 @@ def test_an_admins_cancel_stops_the_step_that_runs_and_leaves_nothing_on_the_dro
         return None
 
     # The last step, the build, sleeps in src_compile; the sleep is held still
-    # (SIGSTOP) so that the build cannot end before the cancel reaches it.
+    # (SIGSTOP) so that the build cannot end before the cancel reaches it. TERM
+    # does not end the step then (ebuild.sh runs its TERM trap once the sleep
+    # ends, and a stopped process keeps its TERM pending): the agent KILLs the
+    # step's process group after its grace.
     sleep = wait_for(sleeping, timeout=BUILD_TIMEOUT, interval=0.02, what="the sleeper's build step")
     sleep.suspend()
     try:
