@@ -1,7 +1,7 @@
 """Runs builds the controller asks for: one ``emerge`` at a time.
 
 The build runs in its own process group (cancel and timeout kill all of
-it). Its output goes to a log file in the state dir and, in batches (by
+it: TERM, then KILL after a grace for whatever of it is left). Its output goes to a log file in the state dir and, in batches (by
 size or time), to the controller on a BuildLog stream of its own, never
 on the control stream. After a successful emerge the binary package is
 uploaded (resumable, sha256-checked) before the build is reported done.
