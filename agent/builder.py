@@ -1,10 +1,11 @@
 """Runs builds the controller asks for: one ``emerge`` at a time.
 
 The build runs in its own process group (cancel and timeout kill all of
-it: TERM, then KILL after a grace for whatever of it is left). Its output goes to a log file in the state dir and, in batches (by
-size or time), to the controller on a BuildLog stream of its own, never
-on the control stream. After a successful emerge the binary package is
-uploaded (resumable, sha256-checked) before the build is reported done.
+it: TERM, then KILL after a grace for whatever of it is left). Its output
+goes to a log file in the state dir and, in batches (by size or time), to
+the controller on a BuildLog stream of its own, never on the control
+stream. After a successful emerge the binary package is uploaded
+(resumable, sha256-checked) before the build is reported done.
 
 An upload the controller cannot take now (UNAVAILABLE: its database down,
 its disk full) is tried again with backoff, the package kept, for up to
