@@ -1,10 +1,11 @@
 """Runs builds the controller asks for: one ``emerge`` at a time.
 
 The build runs in its own process group (cancel and timeout kill all of
-it). Its output goes to a log file in the state dir and, in batches (by
-size or time), to the controller on a BuildLog stream of its own, never
-on the control stream. After a successful emerge the binary package is
-uploaded (resumable, sha256-checked) before the build is reported done.
+it: TERM, then KILL after a grace for whatever of it is left). Its output
+goes to a log file in the state dir and, in batches (by size or time), to
+the controller on a BuildLog stream of its own, never on the control
+stream. After a successful emerge the binary package is uploaded
+(resumable, sha256-checked) before the build is reported done.
 
 An upload the controller cannot take now (UNAVAILABLE: its database down,
 its disk full) is tried again with backoff, the package kept, for up to
@@ -13,9 +14,16 @@ controller requeues without counting it against the drone. What a build
 leaves behind is deleted when the controller gives up on it
 (leftovers.py).
 
-A test build (``StartBuild.test_build``) writes its package to a scratch
-PKGDIR of its own (``PKGDIR`` in emerge's environment), named by its build
-id under ``<state dir>/test-pkgdirs``; it is uploaded from there and the
+A test build (``StartBuild.test_build``) never installs its package: it
+runs as three emerge steps into one log (teststeps.py): which build-time
+dependencies are missing (refused unless all are binary packages in
+staging), installing those from staging as a regular build would, then
+``--buildpkgonly``, which writes the binary package without merging it. So
+the drone's installed packages stay as they were, but for dependencies
+from staging. Cancel and timeout kill whichever step runs; a failed step
+ends the build. Its packages go to a scratch PKGDIR of its own (``PKGDIR``
+in emerge's environment), named by its build id under
+``<state dir>/test-pkgdirs``; the package is uploaded from there and the
 directory deleted when the build ends, so no later build ever takes a test
 build's package (or a dependency it fetched) from the drone's PKGDIR.
 """
@@ -23,6 +31,7 @@ build's package (or a dependency it fetched) from the drone's PKGDIR.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import os
@@ -44,6 +53,16 @@ import psutil
 from swarm.agent.leftovers import BuildJournal, BuildTrace, packages_of, remove_leftovers
 from swarm.agent.logs import LogSources, build_log_name
 from swarm.agent.probes import existing
+from swarm.agent.teststeps import (
+    REFUSED_EXIT,
+    MergeList,
+    Stage,
+    Step,
+    build_steps,
+    merge_list,
+    merge_row,
+    refusal,
+)
 from swarm.backoff import Backoff
 from swarm.files import sha256_file
 from swarm.v1 import build_pb2, build_pb2_grpc, gateway_pb2
@@ -53,6 +72,7 @@ log = logging.getLogger(__name__)
 CPV_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]*/[A-Za-z0-9+_][A-Za-z0-9+_.-]*-[0-9][0-9A-Za-z._-]*\Z")
 LOG_BATCH_BYTES = 16 * 1024
 LOG_BATCH_SECONDS = 0.2
+LINE_MAX = 4096  # characters of output without a newline taken as a line of the tail
 LOG_QUEUE = 64  # batches; a slow controller slows the reader, not memory
 LOG_DELIVERY_WAIT = 30.0  # seconds a finished build waits for its log to be delivered
 # A log stream that ended with one of these is opened again (the controller
@@ -122,6 +142,38 @@ class Build:
     # builder check's "is it moving" (checks.py measures the CPU half).
     last_output: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=60))
+    # Set when the build is to stop (its process group was sent a signal).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # A test build's check: the merge list's rows while it runs, then what it says.
+    rows: list[tuple[str, str]] | None = None
+    merge: MergeList = field(default_factory=MergeList)
+
+
+class _LogSink:
+    """The build's one log, whatever its steps: the file, and batches of it
+    (by size or time) for the controller, each saying where it starts."""
+
+    def __init__(self, file: BinaryIO, batches: asyncio.Queue[tuple[int, bytes] | None]) -> None:
+        self._file = file
+        self._batches = batches
+        self._written = 0  # bytes in the file
+        self._pending = bytearray()  # the end of them, not in a batch yet
+        self.due = time.monotonic() + LOG_BATCH_SECONDS  # when the pending bytes go anyway
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._written += len(data)
+        self._pending += data
+
+    async def ship(self, *, force: bool = False) -> None:
+        """Queue the pending bytes as a batch if they are enough, due, or forced;
+        waits while the queue is full (a slow controller slows the reader)."""
+        now = time.monotonic()
+        if self._pending and (force or len(self._pending) >= LOG_BATCH_BYTES or now >= self.due):
+            await self._batches.put((self._written - len(self._pending), bytes(self._pending)))
+            self._pending.clear()
+        if now >= self.due:
+            self.due = now + LOG_BATCH_SECONDS
 
 
 class Builder:
@@ -285,6 +337,7 @@ class Builder:
 
     @staticmethod
     def _kill(build: Build, sig: int = signal.SIGTERM) -> None:
+        build.stopping.set()
         process = build.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -338,39 +391,21 @@ class Builder:
             self.current = None
             self._event(start, Kind.REFUSED, reason=f"cannot run {self._command[0]}: not found")
             return
-        # Niced by nice(1), not in the child: a preexec_fn would run Python between fork and
-        # exec in a process with gRPC threads, and a renice after the start misses what
-        # emerge forks first.
-        nice = ("nice", "-n", str(self._nice)) if self._nice else ()
+        steps = build_steps(start.cpv, cpn(start.cpv), test_build=start.test_build)
         try:
-            build.process = await asyncio.create_subprocess_exec(
-                *nice,
-                *self._command,
-                # Build the target from source even if a binary of it is on
-                # the binhost already (a retry): only its deps come as binaries.
-                f"--usepkg-exclude={cpn(start.cpv)}",
-                f"={start.cpv}",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
+            await self._spawn(build, steps[0], env)
         except OSError as exc:
             self.current = None
-            self._event(
-                start, Kind.REFUSED, reason=f"cannot run {(nice or self._command)[0]}: {exc.strerror}"
-            )
+            reason = f"cannot run {self._argv(steps[0])[0]}: {exc.strerror}"
+            self._event(start, Kind.REFUSED, reason=reason)
             return
-        log.info("build %s: emerge =%s (pid %d)", start.build_id, start.cpv, build.process.pid)
-        await asyncio.to_thread(self._journal.note, self._trace(build))
         self._event(start, Kind.STARTED)
         # A cancelled build is reported once what it left is deleted: the
         # controller requeues it, and may give this drone the same package next.
         cancelled: tuple[int, str, float] | None = None  # exit code, reason, duration
         try:
             try:
-                exit_code = await self._supervise(build, log_path)
+                exit_code = await self._supervise(build, log_path, steps, env)
                 duration = time.monotonic() - build.started
                 if build.cancel_reason:
                     cancelled = (exit_code, build.cancel_reason, duration)
@@ -426,27 +461,67 @@ class Builder:
             build.start.build_id, build.start.cpv, build.wall_started, build.process.pid, created
         )
 
-    async def _supervise(self, build: Build, log_path: Path) -> int:
-        process = build.process
-        assert process is not None and process.stdout is not None
+    def _argv(self, step: Step) -> list[str]:
+        # Niced by nice(1), not in the child: a preexec_fn would run Python between fork and
+        # exec in a process with gRPC threads, and a renice after the start misses what
+        # emerge forks first.
+        nice = ["nice", "-n", str(self._nice)] if self._nice else []
+        return [*nice, *self._command, *step.args]
+
+    async def _spawn(self, build: Build, step: Step, env: dict[str, str]) -> None:
+        """Start the step's emerge in a process group of its own: the build's
+        process from now on (cancel and timeout kill it), noted in the journal."""
+        build.process = await asyncio.create_subprocess_exec(
+            *self._argv(step),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        what = f"emerge ({step.stage.value})" if build.start.test_build else "emerge"
+        log.info("build %s: %s =%s (pid %d)", build.start.build_id, what, build.start.cpv, build.process.pid)
+        await asyncio.to_thread(self._journal.note, self._trace(build))
+
+    async def _supervise(
+        self, build: Build, log_path: Path, steps: tuple[Step, ...], env: dict[str, str]
+    ) -> int:
+        """Run the build's steps (the first one started) one after another into
+        one log; the exit code of the last one run."""
         batches: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(LOG_QUEUE)
         shipper = asyncio.create_task(
             self._ship_log(build.start.build_id, log_path, batches), name="build-log"
         )
         timeout = build.start.timeout_s or None
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             # Unbuffered: the shipper reads back from the file what a dropped stream missed.
-            with log_path.open("wb", buffering=0) as sink:
-                try:
-                    await asyncio.wait_for(self._pump(build, process.stdout, sink, batches), timeout)
-                except TimeoutError:
-                    build.cancel_reason = f"timed out after {timeout}s"
-                    self._kill(build)
-            try:
-                return await asyncio.wait_for(process.wait(), KILL_GRACE)
-            except TimeoutError:
-                self._kill(build, signal.SIGKILL)
-                return await process.wait()
+            with log_path.open("wb", buffering=0) as file:
+                sink = _LogSink(file, batches)
+                exit_code = 0
+                for index, step in enumerate(steps):
+                    if index:
+                        if step.stage is Stage.DEPS and not build.merge.binary:
+                            continue  # nothing to install first
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            build.cancel_reason = f"timed out after {timeout}s"
+                        if build.cancel_reason:
+                            return exit_code
+                        await self._spawn(build, step, env)
+                    if step.note:
+                        self._note(build, sink, step.note)
+                    build.rows = [] if step.stage is Stage.CHECK else None
+                    exit_code = await self._step(build, sink, deadline, timeout)
+                    if exit_code != 0 or build.cancel_reason:
+                        return exit_code
+                    if build.rows is not None:
+                        build.merge = merge_list(build.rows)
+                        if build.merge.source:
+                            self._note(build, sink, refusal(build.merge.source))
+                            await sink.ship(force=True)
+                            return REFUSED_EXIT
+                return exit_code
         finally:
             await batches.put(None)
             # A build that ends normally waits a while for its log to reach a controller
@@ -456,20 +531,55 @@ class Builder:
             except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 log.warning("build %s: log not fully delivered: %s", build.start.build_id, exc)
 
-    async def _pump(
-        self,
-        build: Build,
-        stream: asyncio.StreamReader,
-        sink: BinaryIO,
-        batches: asyncio.Queue[tuple[int, bytes] | None],
-    ) -> None:
-        pending = bytearray()
-        written = 0  # bytes of the log in the file; a batch says where it starts
-        deadline = time.monotonic() + LOG_BATCH_SECONDS
+    async def _step(self, build: Build, sink: _LogSink, deadline: float | None, timeout: int | None) -> int:
+        """Pump the running step's output into the log until it ends; the step's exit code.
+
+        The output ends when every process of the step has gone (or closed it).
+        Asked to stop (a cancel, the agent stopping, the deadline), the step's
+        process group gets TERM; what still holds the output after KILL_GRACE
+        (a process ignoring TERM, or one stopped: ebuild.sh defers its TERM
+        trap until the phase's command ends) gets KILL, emerge itself gone or
+        not, so a stop never waits on the step."""
+        process = build.process
+        assert process is not None and process.stdout is not None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        reader = asyncio.create_task(self._pump(build, process.stdout, sink), name="build-output")
+        stopping = asyncio.create_task(build.stopping.wait(), name="build-stopping")
+        try:
+            await asyncio.wait((reader, stopping), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                if not build.stopping.is_set():
+                    build.cancel_reason = f"timed out after {timeout}s"
+                    self._kill(build)
+                await asyncio.wait((reader,), timeout=KILL_GRACE)
+            if not reader.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # the group, whether its leader is gone or not
+                await asyncio.wait((reader,), timeout=KILL_GRACE)
+        finally:
+            for task in (reader, stopping):
+                task.cancel()  # the reader only if its output is still held after KILL: given up
+            await asyncio.wait((reader, stopping))
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            raise error
+        try:
+            return await asyncio.wait_for(process.wait(), KILL_GRACE)
+        except TimeoutError:
+            self._kill(build, signal.SIGKILL)
+            return await process.wait()
+
+    def _note(self, build: Build, sink: _LogSink, text: str) -> None:
+        """A line of the agent's own in the build log, between emerge's."""
+        sink.write(f"{text}\n".encode())
+        self._line(build, text)
+
+    async def _pump(self, build: Build, stream: asyncio.StreamReader, sink: _LogSink) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        partial = ""  # the start of a line the next read ends
         while True:
             try:
                 chunk = await asyncio.wait_for(
-                    stream.read(LOG_BATCH_BYTES), max(0.01, deadline - time.monotonic())
+                    stream.read(LOG_BATCH_BYTES), max(0.01, sink.due - time.monotonic())
                 )
             except TimeoutError:
                 chunk = None
@@ -478,19 +588,26 @@ class Builder:
             if chunk:
                 build.last_output = time.monotonic()
                 sink.write(chunk)
-                written += len(chunk)
-                pending += chunk
-                for line in chunk.decode(errors="replace").splitlines():
-                    if line.strip():
-                        build.tail.append(line.rstrip())
-            if pending and (len(pending) >= LOG_BATCH_BYTES or time.monotonic() >= deadline):
-                # Blocks when the controller is slow.
-                await batches.put((written - len(pending), bytes(pending)))
-                pending.clear()
-            if time.monotonic() >= deadline:
-                deadline = time.monotonic() + LOG_BATCH_SECONDS
-        if pending:
-            await batches.put((written - len(pending), bytes(pending)))
+                *lines, partial = (partial + decoder.decode(chunk)).split("\n")
+                if len(partial) > LINE_MAX:  # a progress bar redrawn with \r, say: a line all the same
+                    lines.append(partial)
+                    partial = ""
+                for line in lines:
+                    self._line(build, line)
+            # Blocks when the controller is slow.
+            await sink.ship()
+        rest = partial + decoder.decode(b"", final=True)
+        if rest:
+            self._line(build, rest)
+        await sink.ship(force=True)
+
+    @staticmethod
+    def _line(build: Build, line: str) -> None:
+        for part in line.splitlines():
+            if part.strip():
+                build.tail.append(part.rstrip())
+            if build.rows is not None and (row := merge_row(part)) is not None:
+                build.rows.append(row)
 
     async def _ship_log(
         self, build_id: str, log_path: Path, batches: asyncio.Queue[tuple[int, bytes] | None]

@@ -47,7 +47,8 @@ class AgentConfig:
     refused_backoff_max: float = option(900.0, "largest reconnect delay in seconds after refusals")
     emerge_command: str = option(
         "emerge --oneshot --buildpkg --usepkg --getbinpkg --quiet-build=n",
-        "command that builds one package; =CATEGORY/PF is appended",
+        "command that builds one package; --usepkg-exclude=CATEGORY/PN =CATEGORY/PF is appended (a test "
+        "build runs it three times: with --pretend --onlydeps, --onlydeps, then --buildpkgonly)",
     )
     pkgdir: Path = option(Path("/var/cache/binpkgs"), "where emerge writes binary packages (PKGDIR)")
     portage_eprefix: str = option("", "run emerge in this Gentoo prefix (PORTAGE_OVERRIDE_EPREFIX); empty: /")

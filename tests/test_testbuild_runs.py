@@ -1,10 +1,14 @@
 """Test builds run for real: a controller, one drone running real emerge in
 its Gentoo prefix, the test binhost, a stock Portage client of staging, an
 SMTP server (aiosmtpd) and a webhook receiver started by the test. One
-fleet for the module; each test submits test builds of its own."""
+fleet for the module; each test submits test builds of its own. A test
+build never installs its package on the drone (its prefix's vdb says so)
+and takes build dependencies only from staging."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import threading
 import urllib.request
@@ -14,6 +18,7 @@ from email.message import Message
 from typing import Any
 
 import prefix as pfx
+import psutil
 import pytest
 from aiosmtpd.controller import Controller as SmtpController
 from aiosmtpd.handlers import Message as MessageHandler
@@ -69,6 +74,11 @@ class Swarm:
             what=f"test build {id} {' or '.join(states)}",
         )
         return found
+
+    @property
+    def drone(self) -> pfx.Prefix:
+        """The drone's Gentoo prefix: its installed packages are its vdb."""
+        return pfx.Prefix(self.fleet.root / f"{DRONE}-prefix")
 
     def admin_view(self, id: str) -> dict[str, Any]:
         builds = admin(self.fleet, "GET", "/admin/api/test-builds")["builds"]
@@ -143,10 +153,13 @@ def test_a_test_build_lands_in_the_test_binhost_never_staging_and_its_user_is_to
     result = pfx.run_emerge(client, "--getbinpkgonly", "swarm-test/leaf-hello", timeout=120)
     assert not result.ok and not client.installed("swarm-test/leaf-hello-1"), result.output[-2000:]
     assert swarm.fleet.drone_packages(DRONE, "swarm-test/leaf-hello-1") == []
+    # Built, never installed: the drone's root is as it was (its vdb has no entry).
+    assert not swarm.drone.installed("swarm-test/leaf-hello-1")
 
     # The log, whole and followed (it has ended: follow answers all of it and closes).
     status, text = http("GET", ctl.public_url + f"/api/v1/test-build/{asked['id']}/log")
     assert status == 200 and ">>> Emerging" in text and "leaf-hello" in text
+    assert "building its binary package without installing it (emerge --buildpkgonly)" in text
     status, followed = http("GET", ctl.public_url + f"/api/v1/test-build/{asked['id']}/log?follow=1")
     assert status == 200 and followed == text
 
@@ -167,6 +180,34 @@ def test_a_test_build_lands_in_the_test_binhost_never_staging_and_its_user_is_to
     wait_for(lambda: swarm.admin_view(asked["id"])["notified"] == "sent", timeout=30, what="notified")
 
 
+def test_a_test_build_installs_only_its_build_dependencies_and_only_from_staging(swarm: Swarm) -> None:
+    # chain-b reads chain-a's file at build time; chain-a is in staging, not on the drone.
+    swarm.fleet.stage_packages("swarm-test/chain-a-1")
+    [staged] = (swarm.fleet.staging_pkgdir / "swarm-test" / "chain-a").glob("chain-a-1-*.gpkg.tar")
+    asked = swarm.submit("swarm-test/chain-b")
+    done = swarm.wait_state(asked["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded" and done["packages"], done
+    assert "/binhost/test/swarm-test/chain-b/chain-b-1" in done["packages"][0]
+    # chain-a was merged from staging's binary (the vdb keeps the merged package's MD5);
+    # chain-b was built against it and not installed; neither is in the drone's own PKGDIR.
+    vdb = swarm.drone.vdb / "swarm-test" / "chain-a-1"
+    assert (vdb / "BINPKGMD5").read_text().strip() == hashlib.md5(staged.read_bytes()).hexdigest()
+    assert not swarm.drone.installed("swarm-test/chain-b-1")
+    assert swarm.fleet.drone_packages(DRONE, "swarm-test/chain-a-1") == []
+    assert swarm.fleet.drone_packages(DRONE, "swarm-test/chain-b-1") == []
+
+    # chain-c needs chain-b, which a test build never puts in staging: refused
+    # before anything is built or installed, saying which dependency is missing.
+    refused = swarm.submit("swarm-test/chain-c")
+    failed = swarm.wait_state(refused["id"], "succeeded", "failed")
+    assert failed["state"] == "failed" and failed["packages"] == [], failed
+    assert failed["reason"].startswith("dependency swarm-test/chain-b-1 is not in staging"), failed
+    assert not swarm.drone.installed("swarm-test/chain-b-1")
+    assert not swarm.drone.installed("swarm-test/chain-c-1")
+    status, text = http("GET", swarm.fleet.controller.public_url + f"/api/v1/test-build/{refused['id']}/log")
+    assert status == 200 and "[ebuild" in text and ">>> Emerging" not in text
+
+
 def test_a_broken_package_fails_with_its_log(swarm: Swarm) -> None:
     asked = swarm.submit("swarm-test/broken", webhook=swarm.hook.url)
     done = swarm.wait_state(asked["id"], "succeeded", "failed")
@@ -181,6 +222,46 @@ def test_a_broken_package_fails_with_its_log(swarm: Swarm) -> None:
         lambda: [p for p in swarm.hook.received if p.get("id") == asked["id"]], timeout=30, what="the POST"
     )
     assert posted[0]["state"] == "failed" and posted[0]["reason"] == done["reason"]
+
+
+def test_an_admins_cancel_stops_the_step_that_runs_and_leaves_nothing_on_the_drone(swarm: Swarm) -> None:
+    asked = swarm.submit("swarm-test/sleeper")
+    agent = psutil.Process(swarm.fleet.agents[DRONE].pid)
+
+    def sleeping() -> psutil.Process | None:
+        with contextlib.suppress(psutil.Error):
+            for child in agent.children(recursive=True):
+                if child.cmdline() == ["sleep", str(SLEEP)]:
+                    return child
+        return None
+
+    # The last step, the build, sleeps in src_compile; the sleep is held still
+    # (SIGSTOP) so that the build cannot end before the cancel reaches it. TERM
+    # does not end the step then (ebuild.sh runs its TERM trap once the sleep
+    # ends, and a stopped process keeps its TERM pending): the agent KILLs the
+    # step's process group after its grace.
+    sleep = wait_for(sleeping, timeout=BUILD_TIMEOUT, interval=0.02, what="the sleeper's build step")
+    sleep.suspend()
+    try:
+        admin(swarm.fleet, "POST", f"/admin/api/test-builds/{asked['id']}/cancel")
+        done = swarm.wait_state(asked["id"], "cancelled", "succeeded", "failed")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            sleep.resume()
+    assert done["state"] == "cancelled" and done["packages"] == [], done
+    # Killed with its step's process group; nothing installed, no scratch PKGDIR left.
+    wait_for(
+        lambda: not sleep.is_running() or sleep.status() == psutil.STATUS_ZOMBIE,
+        timeout=30,
+        what="the sleep killed",
+    )
+    assert not swarm.drone.installed("swarm-test/sleeper-1")
+    scratch = swarm.fleet.agents[DRONE].state_dir / "test-pkgdirs"
+    wait_for(
+        lambda: not scratch.exists() or not any(scratch.iterdir()),
+        timeout=30,
+        what="the scratch PKGDIR deleted",
+    )
 
 
 def test_a_regular_session_started_while_test_builds_wait_goes_first(swarm: Swarm) -> None:

@@ -1,9 +1,11 @@
 """Test builds in process (controller/testbuilds.py, testbuild_rules.py and
 their views): what a request must be, the token bucket and the caps, the
 duplicates, the queue's transitions and their events, a restart, and what
-each view shows. A real store (SQLite) and event log; time is a manual
-clock. Atoms resolve through a table of this overlay's packages: the real
-Portage answer is tests/test_testbuild_api.py's."""
+each view shows; and what the agent reads of emerge's merge list to keep
+a test build's dependencies to staging (agent/teststeps.py). A real store
+(SQLite) and event log; time is a manual clock. Atoms resolve through a
+table of this overlay's packages: the real Portage answer is
+tests/test_testbuild_api.py's."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from swarm.agent.teststeps import MergeList, Stage, build_steps, merge_list, merge_row, refusal
 from swarm.controller.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.store.base import StoreUnavailable
@@ -594,3 +597,42 @@ def test_the_public_view_shows_no_token_email_or_webhook_and_the_admin_view_does
         )
 
     run(tmp_path, body)
+
+
+# -- the agent's steps (the real emerge runs are tests/test_testbuild_runs.py's) ---------------------
+
+
+def test_a_test_build_takes_only_binaries_from_the_merge_list_as_emerge_prints_it_in_colour_or_not() -> None:
+    printed = [
+        "These are the packages that would be merged, in order:",
+        "Calculating dependencies ... done!",
+        "[binary  N     ] swarm-test/chain-a-1-1 ",
+        "[ebuild  N     ] swarm-test/chain-b-1 ",
+        # --verbose, and emerge's colours when NOCOLOR is off (as printed by Portage 3.0).
+        "[\x1b[35mbinary\x1b[39;49;00m  \x1b[32;01mN\x1b[39;49;00m \x1b[35;01mg\x1b[39;49;00m   ] "
+        "\x1b[35mswarm-test/diamond-base-1-1::gentoo\x1b[39;49;00m  10 KiB",
+        "[\x1b[32mebuild\x1b[39;49;00m  \x1b[32;01mN\x1b[39;49;00m     ] "
+        "\x1b[32mswarm-test/diamond-left-1::gentoo\x1b[39;49;00m  0 KiB",
+        '[ebuild     U  ] app-misc/foo-2::gentoo [1::gentoo] USE="-doc" 0 KiB',
+        '[blocks B      ] app-misc/old ("app-misc/old" is soft blocking app-misc/foo-2)',
+        "Total: 5 packages (4 new, 1 upgrade, 2 binaries), Size of downloads: 10 KiB",
+    ]
+    rows = [row for line in printed if (row := merge_row(line)) is not None]
+    assert merge_list(rows) == MergeList(
+        binary=("swarm-test/chain-a-1-1", "swarm-test/diamond-base-1-1"),
+        source=("swarm-test/chain-b-1", "swarm-test/diamond-left-1", "app-misc/foo-2"),
+    )
+    assert refusal(("swarm-test/chain-b-1",)).startswith(
+        " * dependency swarm-test/chain-b-1 is not in staging"
+    )
+    assert " * dependencies a/b-1, c/d-2 are not in staging" in refusal(("a/b-1", "c/d-2"))
+
+
+def test_a_regular_build_is_one_emerge_and_a_test_build_never_merges_its_package() -> None:
+    [regular] = build_steps("app-misc/foo-1", "app-misc/foo", test_build=False)
+    assert regular.args == ("--usepkg-exclude=app-misc/foo", "=app-misc/foo-1") and not regular.note
+    check, deps, build = build_steps("app-misc/foo-1", "app-misc/foo", test_build=True)
+    assert [s.stage for s in (check, deps, build)] == [Stage.CHECK, Stage.DEPS, Stage.BUILD]
+    assert "--pretend" in check.args and "--onlydeps" in deps.args and "--onlydeps-with-rdeps=n" in deps.args
+    assert build.args == ("--buildpkgonly", *regular.args)
+    assert all(s.args[-2:] == regular.args for s in (check, deps, build))

@@ -8,17 +8,25 @@ event log and store (SQLite) are used; drones are control streams that
 record what they are sent (fakes/links.py) and their outcomes are
 reported by the test. tests/test_testbuild_runs.py proves the same with
 a real agent and real emerge.
+
+Retention's last test runs a whole controller in process (its Portage
+prefix, the test binhost's own Portage worker), days passing on a clock
+whose wall time the test moves (fakes/clock.py's ShiftedClock).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import json
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import prefix as pfx
 import pytest
 
 from swarm.controller.builds import BuildQueue, BuildSettings
@@ -36,11 +44,15 @@ from swarm.controller.testbinhost import WARNING, TestBinhost
 from swarm.controller.testbuild_rules import Rate
 from swarm.controller.testbuilds import TestBuild, TestBuilds
 from swarm.controller.testrunner import RunnerSettings, TestRunner
+from swarm.files import sha256_file
 from swarm.protocol import TEST_BUILDS
 
 from fakes.builds import GraphResolver, StagedSet
-from fakes.clock import ManualClock
+from fakes.clock import ManualClock, ShiftedClock
 from fakes.links import FakeLink, connect
+from support import gpkgs
+from support.inproc import InProcessController, fill_executor, local_config
+from support.procs import http, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -315,3 +327,97 @@ def test_retention_forgets_old_test_builds_with_their_logs(tmp_path: Path) -> No
             assert await r.tests.get(young.id) is not None
 
     asyncio.run(scenario())
+
+
+# -- retention in a whole controller --------------------------------------------------------
+
+DAY = 86400.0
+
+
+def finished_test_build(api: InProcessController, secret: str, gpkg: Path, cpv: str) -> dict[str, Any]:
+    """A test build of ``cpv`` asked over HTTP that ran and succeeded: its
+    record, its package (a real gpkg) filed in the test binhost by the path
+    a drone's upload takes, and its log."""
+    status, asked = http(
+        "POST",
+        api.public_url + "/api/v1/test-build",
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        body=json.dumps({"package": cpv.rsplit("-", 1)[0]}).encode(),
+    )
+    assert status == 202, asked
+    runner, tests = api.controller.testrunner, api.controller.testbuilds
+    assert runner is not None and tests is not None
+    build_id = f"{asked['id']}-000001"
+    digest, size = sha256_file(gpkg)
+    data = gpkg.read_bytes()
+    # Its log, as the drone's BuildLog stream leaves it.
+    runner.log_path(build_id).parent.mkdir(exist_ok=True)
+    runner.log_path(build_id).write_text(f">>> Emerging (1 of 1) {cpv}\n")
+
+    async def chunks() -> AsyncIterator[tuple[int, bytes, int]]:
+        yield 0, data, zlib.crc32(data)
+
+    async def run_it() -> None:
+        await tests.started(asked["id"], "tester", build_id)
+        assert await runner.binhost.receive(build_id, cpv, gpkg.name, size, digest, chunks()) == (size, True)
+        await tests.finished(asked["id"], "succeeded", 0, "", "built", runner.binhost.files_of(build_id))
+        runner.binhost.forget(build_id)
+
+    api.run(run_it)
+    done: dict[str, Any] = api.get(f"/api/v1/test-build/{asked['id']}")
+    assert done["state"] == "succeeded" and done["cpv"] == cpv and len(done["packages"]) == 1, done
+    return {**done, "build_id": build_id}
+
+
+# auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+def test_keep_days_deletes_an_expired_builds_packages_index_entry_log_and_record_and_keeps_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    ctl = pfx.create_prefix(pfx.PrefixConfig(tmp_path / "ctl-prefix", pfx.Role.CONTROLLER))
+    clock = ShiftedClock()
+    # --test-build-keep-days 2
+    config = local_config(tmp_path, portage_eprefix=ctl.root, test_build_keep_days=2.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # The two packages written by Portage's gpkg code while the controller starts.
+        made = pool.submit(
+            gpkgs.write, ctl, tmp_path / "made", "swarm-test/leaf-data-1", "swarm-test/leaf-hello-1"
+        )
+        api = InProcessController(config, clock).start()
+        leaf_data, leaf_hello = made.result(timeout=60)
+    try:
+        fill_executor(api)
+        status, token = api.admin(
+            "POST", "/admin/api/test-build-tokens", json.dumps({"user": "alice", "rate": "10/h"}).encode()
+        )
+        assert status == 201, token
+        test_pkgdir = config.data_dir / "binhost" / "test"
+        old = finished_test_build(api, token["secret"], leaf_data, "swarm-test/leaf-data-1")
+        clock.shift(DAY)
+        fresh = finished_test_build(api, token["secret"], leaf_hello, "swarm-test/leaf-hello-1")
+        index = (test_pkgdir / "Packages").read_text()
+        assert "CPV: swarm-test/leaf-data-1" in index and "CPV: swarm-test/leaf-hello-1" in index
+        files = {b["id"]: test_pkgdir / b["packages"][0].partition("/binhost/test/")[2] for b in (old, fresh)}
+        assert all(f.is_file() for f in files.values()), files
+        logs = {b["id"]: config.data_dir / "buildlogs" / f"{b['build_id']}.log" for b in (old, fresh)}
+        assert all(f.is_file() for f in logs.values()), logs
+
+        # The old one finished 2.5 days ago, the fresh one 1.5: the runner's hourly
+        # retention, due (it last ran over an hour ago by the clock), forgets the old one.
+        clock.shift(1.5 * DAY)
+        wait_for(
+            lambda: http("GET", f"{api.public_url}/api/v1/test-build/{old['id']}")[0] == 404,
+            timeout=10,
+            what="the expired test build forgotten",
+        )
+        assert not files[old["id"]].exists() and not logs[old["id"]].exists()
+        assert not (test_pkgdir / "swarm-test" / "leaf-data").exists()  # no empty folder left
+        status, index = http("GET", api.public_url + "/binhost/test/Packages")
+        assert status == 200 and "CPV: swarm-test/leaf-data-1" not in index, index
+        assert "CPV: swarm-test/leaf-hello-1" in index
+        assert files[fresh["id"]].is_file() and logs[fresh["id"]].is_file()
+        assert api.get(f"/api/v1/test-build/{fresh['id']}")["state"] == "succeeded"
+        listed = api.admin("GET", "/admin/api/test-builds")[1]["builds"]
+        assert [b["id"] for b in listed] == [fresh["id"]]
+    finally:
+        api.stop()

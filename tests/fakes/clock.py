@@ -1,9 +1,11 @@
-"""A clock that moves only when the test says so (swarm.clock.Clock).
+"""Clocks for tests (swarm.clock.Clock): one that moves only when the test
+says so (ManualClock), and one whose wall time the test moves days ahead
+(ShiftedClock).
 
-Components take it in place of the system clock; the test calls
-``advance`` and every sleep and wait that falls due on the way wakes at
-its own deadline, in order, with the clock reading that deadline, so a
-loop ticking every 0.1 s runs ten times in ``advance(1.0)`` at once.
+Components take one in place of the system clock. With ManualClock the
+test calls ``advance`` and every sleep and wait that falls due on the way
+wakes at its own deadline, in order, with the clock reading that deadline,
+so a loop ticking every 0.1 s runs ten times in ``advance(1.0)`` at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import heapq
 import itertools
 import time
 from typing import TYPE_CHECKING
+
+from swarm.tasks import wait_event
 
 if TYPE_CHECKING:
     from swarm.clock import Clock
@@ -110,5 +114,37 @@ class ManualClock:
             await asyncio.sleep(0)
 
 
+class ShiftedClock:
+    """swarm.clock.Clock for tests about days passing in a whole controller:
+    the system clock with its wall time moved forward by ``shift`` (as a
+    controller sees it after days), while monotonic time and every sleep and
+    wait stay real. ManualClock would wake every loop of a controller at each
+    of its ticks on the way, hundreds of thousands of times a day."""
+
+    def __init__(self) -> None:
+        self._shift_ns = 0
+
+    def shift(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"a clock does not go back ({seconds} s)")
+        self._shift_ns += round(seconds * 1e9)
+
+    def time(self) -> float:
+        return self.time_ns() / 1e9
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self._shift_ns
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        return await wait_event(event, timeout)
+
+
 if TYPE_CHECKING:
     _checked: Clock = ManualClock()  # mypy: the fake has the real interface
+    _shifted: Clock = ShiftedClock()
