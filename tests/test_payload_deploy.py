@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -348,10 +349,14 @@ def test_a_new_agent_rolls_out_to_three_drones_and_a_broken_one_rolls_itself_bac
         what="the agent rollout over",
     )
     assert done["state"] == "done" and all(d["state"] == "passed" for d in done["drones"]), done
+
+    def says_new_version(name: str) -> dict[str, Any] | None:
+        node = swarm.controller.online(name)
+        return node if node and node["agent_version"] == "0.1.0.post1" else None
+
     for name in names:
         node = wait_for(
-            lambda n=name: (x := swarm.controller.online(n)) and x["agent_version"] == "0.1.0.post1" and x,
-            what=f"{name} saying 0.1.0.post1 in its Hello",
+            functools.partial(says_new_version, name), what=f"{name} saying 0.1.0.post1 in its Hello"
         )
         assert node["payload_version"] == str(good)
         agent = swarm.agents[name]
