@@ -13,6 +13,7 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -108,6 +109,16 @@ class ManualClock:
     async def _settle() -> None:
         for _ in range(SETTLE_PASSES):
             await asyncio.sleep(0)
+
+
+def counting(passes: list[float], take: Callable[[float], None]) -> Callable[[float], None]:
+    """``take`` (a loop's pass at a time), noting each time it is called in ``passes``."""
+
+    def counted(now: float) -> None:
+        passes.append(now)
+        take(now)
+
+    return counted
 
 
 if TYPE_CHECKING:
