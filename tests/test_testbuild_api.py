@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from support.cli import CLI_ENV, cli_args
+from support.cli import run_here
 from support.fleet import Fleet, admin, start_fleet
 from support.procs import Controller, http
 
@@ -171,9 +171,7 @@ def test_the_sixth_request_in_an_hour_is_429_and_another_users_token_is_not(swar
 
 
 def cli(swarm: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_args(swarm.controller, *args), capture_output=True, text=True, env=CLI_ENV, timeout=30
-    )
+    return run_here(swarm.controller.admin_url, swarm.controller.info["admin_key_file"], *args)
 
 
 def test_swarm_cli_testbuild(swarm: Fleet) -> None:
