@@ -32,9 +32,11 @@ class Schedule:
     def __init__(self) -> None:
         self._heap: list[tuple[float, str]] = []
         self._at: dict[str, float] = {}
-        # When the loop waiting in wait_due looks next (infinity while it is
-        # not waiting), and what wakes it for a deadline set before that.
-        self._wakes_at = math.inf
+        # When the loop waiting in wait_due looks next, and what wakes it for
+        # a deadline set before that. Minus infinity while it is not waiting:
+        # it reads next_due() before it waits again, so a deadline set
+        # meanwhile (by its own pass, by a heartbeat) wakes nothing.
+        self._wakes_at = -math.inf
         self._sooner = asyncio.Event()
 
     def __len__(self) -> int:
@@ -91,13 +93,12 @@ class Schedule:
             wake = max(self.next_due(), earliest)
             if wake <= now:
                 return now
-            # Cleared before waiting, not after the pass: what the pass set is in next_due().
             self._sooner.clear()
             self._wakes_at = wake
             try:
                 woken = await clock.wait(self._sooner, min(wake - now, most))
             finally:
-                self._wakes_at = math.inf
+                self._wakes_at = -math.inf
             if woken:
                 return clock.time()
             if wake - now <= most:
