@@ -91,7 +91,7 @@ def probe_fleet(root: Path, *extra: str, agent_logs: bool = False, heartbeat_int
     # Four wrong keys an address, refilled over 10 minutes instead of ten over
     # one: the few generated keys of the login call use it up while the probe
     # lasts, so the 429 it then answers is probed too, whatever the machine's
-    # speed. (The probe's own key is never wrong: other calls do not count.)
+    # speed. (Every other call carries the probe's own key, never a wrong one.)
     fleet = start_fleet(
         root,
         (),
