@@ -347,7 +347,7 @@ class Healer:
 
     async def _loop(self) -> None:
         while True:
-            await self._clock.wait(self._wake, TICK)
+            await self._clock.wait(self._wake, self._next_pass_in(self._clock.time()))
             self._wake.clear()
             try:
                 await self._apply_file()
@@ -359,6 +359,30 @@ class Healer:
                 log.debug("healer pass: %s", exc.reason)
             except Exception:
                 log.exception("healer pass failed")
+
+    def _next_pass_in(self, now: float) -> float:
+        """Seconds to the next pass unless something wakes the loop: TICK while
+        a drone is watched (its incident climbs, its cool-off runs out) or
+        anything is left to do; a well fleet needs a pass only when a status
+        changes (``_on_status`` wakes the loop, as every admin action does)
+        and when the public figures are due again. (With the pinger's and the
+        health monitor's loops sleeping until a drone is due, schedule.py, a
+        controller without drones uses a third to a fifth of what it did.)"""
+        busy = (
+            self._watched
+            or not self._grace_over
+            or self._file_entries
+            or self._dirty
+            or self._closed
+            or self.dark
+            or self._dark_overridden
+            or self._figures is None
+            or self._figures_due
+        )
+        if busy:
+            return TICK
+        assert self._figures is not None
+        return min(FIGURES_TTL, max(TICK, self._figures[0] + FIGURES_TTL - now))
 
     async def _flush(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -29,7 +29,10 @@ WINDOW = 100
 # even a perfectly regular drone is allowed a missed beat before suspicion.
 PAUSE_SHARE = 0.5
 MIN_STD_SHARE = 0.2
+# The shortest time between two looks (deadlines within it are judged
+# together), and the longest the monitor sleeps when none is due.
 TICK = 0.1
+IDLE_WAIT = 1.0
 LN10 = math.log(10)
 
 
@@ -138,10 +141,11 @@ class PhiAccrual:
 class HealthMonitor:
     """Marks silent drones suspect, and offline after a longer silence.
 
-    Each tick looks only at the drones whose deadline has passed: the fleet
-    sets one when a drone connects, a heartbeat moves it when it comes
-    sooner, and after each look the monitor sets the next (the suspect
-    deadline while beating, then the offline one)."""
+    Each look is only at the drones whose deadline has passed, when the
+    earliest has (``Schedule.wait_due``): the fleet sets one when a drone
+    connects, a heartbeat moves it when it comes sooner, and after each look
+    the monitor sets the next (the suspect deadline while beating, then the
+    offline one)."""
 
     def __init__(
         self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float, clock: Clock = SYSTEM
@@ -159,9 +163,9 @@ class HealthMonitor:
         await self._tasks.close()
 
     async def _loop(self) -> None:
+        schedule = self._fleet.silence
         while True:
-            await self._clock.sleep(TICK)
-            self.check(self._clock.time())
+            self.check(await schedule.wait_due(self._clock, TICK, IDLE_WAIT))
 
     def check(self, now: float) -> None:
         """Judge the connected drones whose deadline (fleet.silence) has come."""

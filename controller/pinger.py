@@ -1,8 +1,10 @@
 """Proof of life: a Ping to each connected drone every ping_interval.
 
 Pings are spread over the interval (each drone has its own phase) so a
-large fleet does not get them all in one burst. Each tick takes only the
-drones whose ping is due (``Fleet.pings``), not every drone.
+large fleet does not get them all in one burst. Each pass takes only the
+drones whose ping is due (``Fleet.pings``), not every drone, and the loop
+sleeps until the next one is due (``Schedule.wait_due``): a drone that
+connects wakes it, and an idle controller does not poll.
 
 A budget caps the pings a second to the whole fleet (``rate``): a fleet
 larger than rate x ping_interval drones has each drone pinged every
@@ -27,7 +29,10 @@ from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+# The shortest time between two passes (pings due within it go together),
+# and the longest the loop sleeps when no ping is due.
 TICK = 0.05
+IDLE_WAIT = 1.0
 # The longest an agent may hold a routine ping for its next heartbeat
 # (pong-in-heartbeat), and never more than half the ping timeout: with
 # the default 1 s heartbeats a ping waits half a second on average.
@@ -52,9 +57,9 @@ class Pinger:
         await self._tasks.close()
 
     async def _loop(self) -> None:
+        schedule = self._fleet.pings
         while True:
-            await self._clock.sleep(TICK)
-            self.tick(self._clock.time())
+            self.tick(await schedule.wait_due(self._clock, TICK, IDLE_WAIT))
 
     def _send(self, state: DroneState, link: Link, answer_within_ms: int = 0) -> int | None:
         """Send the next ping on ``link``; its seq, or None when the stream's queue is full."""

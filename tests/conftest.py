@@ -124,18 +124,21 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
 # The slowest modules, slowest first: every module that took 10 s or more
 # in a side-by-side `make test` on 2 cores (session 10, 1,234 tests, from the
 # junit times of a 4-worker run: test_probe about 100, test_probe_reads 85,
-# test_session_faults 68, ... test_payload_agent 10). xdist hands whole
+# test_session_faults 68, ... test_payload_agent 10). Session 11: the probes'
+# smaller budget took them to about 40 s each (measured alone), behind
+# test_session_faults, test_prefix and test_upgrade (about 72 s each in the
+# 4-worker run before it) and test_demo (46). xdist hands whole
 # modules to its workers in collection order (the Makefile turns its own
 # reordering, by number of tests, off): started last, a long module would
 # run on alone while the other workers idle. A module not named keeps its
 # place after these; remeasure when a new module takes long.
 SLOWEST_FIRST = (
-    "test_probe",
-    "test_probe_reads",
     "test_session_faults",
     "test_prefix",
-    "test_demo",
     "test_upgrade",
+    "test_demo",
+    "test_probe",
+    "test_probe_reads",
     "test_build_faults",
     "test_healing",
     "test_builds",

@@ -121,6 +121,7 @@ def test_the_local_target_takes_only_url_networks_and_priority() -> None:
         (mirror(enabled="yes"), "true or false"),
         (mirror(kind="ftp"), "kind must be"),
         (mirror(url=5), "url must be a string"),
+        (mirror(url="https://mirror.lan/swarm binhost/"), "url must not contain spaces"),
         (mirror(owner="me"), "unknown field(s) owner"),
     ],
 )

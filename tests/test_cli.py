@@ -1,6 +1,8 @@
 """swarm-cli against a real controller and agent: what an admin types,
 what they read, and the exit codes scripts rely on. One controller and one
-drone for the module: no test changes what another reads."""
+drone for the module: no test changes what another reads. The installed
+console script runs end to end in the first test; the others run its code
+in this process (support/cli.run_here), against the same real controller."""
 
 from __future__ import annotations
 
@@ -13,26 +15,26 @@ from typing import Any
 
 import pytest
 
+from support.cli import CLI_ENV, run_here
 from support.procs import Agent, Controller, enroll, wait_for
 
+# The installed console script, as an admin runs it (the venv's bin/).
+SWARM_CLI = Path(sys.executable).with_name("swarm-cli")
 
-def cli(controller: Controller, *args: str, key_file: Path | None = None) -> subprocess.CompletedProcess[str]:
-    key = key_file or Path(controller.info["admin_key_file"])
+
+def cli(controller: Controller, *args: str) -> subprocess.CompletedProcess[str]:
+    """swarm-cli's code in this process (support/cli.run_here)."""
+    return run_here(controller.admin_url, controller.info["admin_key_file"], *args)
+
+
+def installed_cli(url: str, key_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``swarm-cli`` console script, a process of its own."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarm.cli.main",
-            "--url",
-            controller.admin_url,
-            "--key-file",
-            str(key),
-            *args,
-        ],
+        [str(SWARM_CLI), "--url", url, "--key-file", str(key_file), *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},  # no cli.toml of the machine's user
+        env=CLI_ENV,
     )
 
 
@@ -66,31 +68,23 @@ def drone(controller: Controller) -> Iterator[str]:
         agent.kill()
 
 
-def test_exit_codes_say_what_went_wrong(controller: Controller, tmp_path: Path) -> None:
-    missing = cli(controller, "status", key_file=tmp_path / "no-such-key")
+def test_the_installed_command_works_and_its_exit_codes_say_what_went_wrong(
+    controller: Controller, tmp_path: Path
+) -> None:
+    """The console script end to end (the rest of the module runs its code in this process)."""
+    key = Path(controller.info["admin_key_file"])
+    status = installed_cli(controller.admin_url, key, "--json", "status")
+    assert status.returncode == 0 and "drones" in json.loads(status.stdout), status.stderr
+    missing = installed_cli(controller.admin_url, tmp_path / "no-such-key", "status")
     assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1
     assert "cannot read the admin key file" in missing.stderr
     wrong = tmp_path / "wrong.key"
     wrong.write_text("not-the-admin-key-at-all\n")
-    refused = cli(controller, "status", key_file=wrong)
+    refused = installed_cli(controller.admin_url, wrong, "status")
     assert refused.returncode == 1 and "401" in refused.stderr
-    gone = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarm.cli.main",
-            "--url",
-            "http://127.0.0.1:9",
-            "--key-file",
-            str(wrong),
-            "status",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    gone = installed_cli("http://127.0.0.1:9", wrong, "status")
     assert gone.returncode == 3 and "cannot reach the controller" in gone.stderr
-    assert cli(controller, "frobnicate").returncode == 2
+    assert installed_cli(controller.admin_url, key, "frobnicate").returncode == 2
 
 
 def test_tokens_round_trip(controller: Controller) -> None:

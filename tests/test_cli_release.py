@@ -19,7 +19,7 @@ from typing import Any
 import prefix as prefixes
 import pytest
 
-from support.cli import CLI_ENV, cli_args
+from support.cli import run_here
 from support.gpkgs import inject
 from support.procs import Controller
 
@@ -27,9 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def cli(controller: Controller, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_args(controller, *args), capture_output=True, text=True, timeout=60, env=CLI_ENV
-    )
+    return run_here(controller.admin_url, controller.info["admin_key_file"], *args)
 
 
 def cli_json(controller: Controller, *args: str) -> Any:

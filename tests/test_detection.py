@@ -23,7 +23,7 @@ from swarm.controller.store.records import NodeLive, NodeRecord
 from swarm.controller.store.runner import StoreRunner
 from swarm.controller.store.sql import SqlStore
 
-from fakes.clock import ManualClock
+from fakes.clock import ManualClock, counting
 from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -223,6 +223,50 @@ def test_the_ping_budget_stretches_the_interval_of_a_large_fleet_only(tmp_path: 
     interval, gaps, rate = asyncio.run(pinged(20))
     assert interval == 5.0 and gaps == [5.0]  # 20 / 4: every 5 s, not every 2
     assert rate <= 4.0 + 20 / 30  # the budget, give or take each drone's first ping
+
+
+def test_an_idle_pinger_and_monitor_sleep_until_a_drone_is_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither loop polls: with no drone they take no pass at all, a drone
+    that connects wakes the pinger at once, and a steadily beating drone
+    gets a ping pass per ping and a look only when its silence deadline
+    (left behind by its heartbeats) comes up."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path)
+        pinger = Pinger(fleet, 5.0, clock)
+        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+        passes: dict[str, list[float]] = {"ping": [], "look": []}
+        monkeypatch.setattr(pinger, "tick", counting(passes["ping"], pinger.tick))
+        monkeypatch.setattr(monitor, "check", counting(passes["look"], monitor.check))
+        await pinger.start()
+        await monitor.start()
+        try:
+            await clock.advance(60.0)
+            assert passes == {"ping": [], "look": []}, "no drone, no pass"
+            state, link = connect(fleet, "steady")
+            connected = clock.time()
+            await clock.advance(0.0)  # no time passes: the connect itself woke the pinger
+            assert passes["ping"] == [connected] and len(link.sent) == 1
+            for _ in range(30):
+                await clock.advance(1.0)
+                fleet.on_heartbeat(state, HeartbeatData())
+                sent = state.pings_out.get(state.ping_seq)
+                if sent is not None:  # each ping answered
+                    fleet.on_pong(state, PongData(state.ping_seq, sent, False, "", 0.0, 1.0, 1))
+            assert state.status == ONLINE
+            # A pass per ping (every 5 s), where the fixed tick made 20 a second.
+            assert len(passes["ping"]) == 1 + 6 and len(link.sent) == 1 + 6
+            # Heartbeats move the deadline later without waking the monitor: it
+            # looks when the old one comes up (every 2.5 s or so), not ten times a second.
+            assert 5 <= len(passes["look"]) <= 15, passes["look"]
+        finally:
+            await pinger.stop()
+            await monitor.stop()
+
+    asyncio.run(scenario())
 
 
 def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from swarm.controller.config import ControllerConfig
 from swarm.controller.errors import FailedPrecondition
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
-from swarm.controller.healer import Healer, HealSettings, StartupGrace
+from swarm.controller.healer import FIGURES_TTL, TICK, Healer, HealSettings, StartupGrace
 from swarm.controller.oob import SshSettings
 from swarm.controller.store.records import AccessRecord, IncidentRecord, NodeRecord
 from swarm.controller.store.runner import StoreRunner
@@ -34,7 +34,7 @@ from swarm.controller.store.sql import SqlStore
 from swarm.controller.web.views.base import plain
 from swarm.controller.web.views.healing import drone_health_view
 
-from fakes.clock import ManualClock
+from fakes.clock import ManualClock, counting
 from fakes.links import FakeLink, connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,6 +89,13 @@ class Rig:
         deadline = time.monotonic() + 10
         while self.healer.steps_running:
             assert time.monotonic() < deadline, "a healing step did not finish"
+            await asyncio.sleep(0.005)
+
+    async def waiting(self) -> None:
+        """Until the healer's loop waits on the clock again (after a pass)."""
+        deadline = time.monotonic() + 10
+        while not self.clock.pending:
+            assert time.monotonic() < deadline, "the healer's loop did not wait again"
             await asyncio.sleep(0.005)
 
     def actions(self, name: str) -> list[dict[str, Any]]:
@@ -249,6 +256,36 @@ def test_a_first_start_has_no_startup_grace(tmp_path: Path) -> None:
             assert r.next_step_at("fresh") == pytest.approx((r.clock.time() + GRACE, "grace"), abs=0.002)
             await r.run(GRACE)
             assert [a["step"] for a in r.actions("fresh")] == ["restart"]
+
+    asyncio.run(scenario())
+
+
+def test_a_well_fleet_wakes_the_healer_only_for_its_figures_and_a_change_of_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every drone is well the healer's loop sleeps until the public
+    figures are due again (every FIGURES_TTL), not every TICK; a drone going
+    offline wakes it at once, and its incident has a pass every TICK."""
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            await new_drone(r, "well")
+            await r.clock.advance(1.0)  # a pass finds it well: no longer watched
+            passes: list[float] = []
+            monkeypatch.setattr(r.healer, "tick", counting(passes, r.healer.tick))
+            for _ in range(120):
+                await r.clock.advance(0.5)
+                await r.waiting()  # a pass reads the store in its thread, in real time
+            assert 60 / FIGURES_TTL - 1 <= len(passes) <= 60 / FIGURES_TTL + 1, passes
+            passes.clear()
+            r.kill("well")
+            await r.clock.advance(0.0)  # no time passes: the change of status woke it
+            assert passes == [r.clock.time()]
+            await r.waiting()  # (the pass writes the incident)
+            for _ in range(8):  # an incident is open: a pass every TICK while it lasts
+                await r.clock.advance(TICK)
+                await r.waiting()
+            assert len(passes) == 1 + 8
 
     asyncio.run(scenario())
 

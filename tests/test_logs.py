@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support.cli import CLI_ENV, cli_args, following
+from support.cli import cli_args, following, run_here
 from support.procs import Agent, Controller, enroll, http, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -211,14 +211,7 @@ def test_the_control_plane_log_is_followed_without_follow_it_ends(site: Site) ->
 
 
 def run_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_args(site.controller, *args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=CLI_ENV,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_here(site.controller.admin_url, site.controller.info["admin_key_file"], *args)
 
 
 def test_swarm_cli_logs_tails_follows_and_refuses(site: Site) -> None:

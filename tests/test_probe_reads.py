@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_probe import EXAMPLES
+from test_probe import EXAMPLES, TARGET_EXAMPLES
 
 from support.probe import probe_admin_tier, probe_fleet
 from support.procs import Controller
@@ -25,4 +25,4 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
 
 
 def test_admin_tier_answers_every_generated_read(fleet: Controller) -> None:
-    probe_admin_tier(fleet, reads=True, examples=EXAMPLES)
+    probe_admin_tier(fleet, reads=True, examples=EXAMPLES, target_examples=TARGET_EXAMPLES)

@@ -36,7 +36,7 @@ from swarm.controller.releases import Releases
 from swarm.files import sha256_file
 
 from fakes.clock import ManualClock
-from support.cli import CLI_ENV
+from support.cli import run_here
 from support.inproc import InProcessController, local_config
 from support.procs import wait_for
 
@@ -198,24 +198,7 @@ def test_the_controller_runs_the_schedule_its_options_name(swarm: Swarm) -> None
     )
     assert shown["waiting_since"] is None and shown["pending"] is None
     key = swarm.ctl.config.admin_key_path
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarm.cli.main",
-            "--url",
-            swarm.ctl.admin_url,
-            "--key-file",
-            str(key),
-            "release",
-            "list",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=CLI_ENV,
-    )
+    listed = run_here(swarm.ctl.admin_url, key, "release", "list")
     assert listed.returncode == 0, listed.stderr
     assert (
         f"schedule {status.schedule}; next cut " in listed.stdout

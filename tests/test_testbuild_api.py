@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from support.cli import CLI_ENV, cli_args
+from support.cli import run_here
 from support.fleet import Fleet, admin, start_fleet
 from support.procs import Controller, http
 
@@ -202,9 +202,7 @@ def test_requests_arriving_together_each_get_their_own_packages_answer(swarm: Fl
 
 
 def cli(swarm: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_args(swarm.controller, *args), capture_output=True, text=True, env=CLI_ENV, timeout=30
-    )
+    return run_here(swarm.controller.admin_url, swarm.controller.info["admin_key_file"], *args)
 
 
 def test_swarm_cli_testbuild(swarm: Fleet) -> None:

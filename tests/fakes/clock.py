@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from swarm.tasks import wait_event
@@ -143,6 +144,16 @@ class ShiftedClock:
 
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         return await wait_event(event, timeout)
+
+
+def counting(passes: list[float], take: Callable[[float], None]) -> Callable[[float], None]:
+    """``take`` (a loop's pass at a time), noting each time it is called in ``passes``."""
+
+    def counted(now: float) -> None:
+        passes.append(now)
+        take(now)
+
+    return counted
 
 
 if TYPE_CHECKING:

@@ -1,9 +1,11 @@
-"""swarm-cli as the tests run it: against a test controller, and a follow
-command's output read line by line with deadlines."""
+"""swarm-cli as the tests run it: against a test controller, in this
+process (``run_here``) or as a process of its own (``cli_args``: the live
+commands), and a follow command's output read line by line with deadlines."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import select
 import signal
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from support.procs import Controller
 
@@ -28,6 +31,38 @@ def cli_args(controller: Controller, *args: str) -> list[str]:
         str(controller.info["admin_key_file"]),
         *args,
     ]
+
+
+def run_here(url: str, key_file: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """swarm-cli's ``main`` in this process against the admin tier at ``url``:
+    what ``subprocess.run(..., capture_output=True, text=True)`` of the
+    command gives (its exit code, stdout and stderr), without a Python
+    started and swarm-cli imported for it (some 0.08 CPU-s a call). For the
+    commands that print and exit; the live ones (``--follow``, ``shell``)
+    run as processes (``Follow``), and test_cli.py runs the installed
+    console script itself."""
+    from swarm.cli.main import main as swarm_cli
+
+    argv = ["--url", url, "--key-file", str(key_file), *args]
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    code: int
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            swarm_cli(argv)
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:  # as the interpreter does with sys.exit("message")
+                print(exc.code, file=sys.stderr)
+                code = 1
+    texts = []
+    for stream in (out, err):
+        stream.flush()
+        assert isinstance(stream.buffer, io.BytesIO)
+        texts.append(stream.buffer.getvalue().decode())
+    return subprocess.CompletedProcess(["swarm-cli", *argv], code, texts[0], texts[1])
 
 
 class Follow:

@@ -88,11 +88,16 @@ def probe_fleet(root: Path, *extra: str, agent_logs: bool = False, heartbeat_int
     the enrolled agents of DRONES (no prefixes: they build nothing), all online;
     ``extra`` controller options; with ``agent_logs`` each agent also logs to a
     file (a drone's ``agent`` log source). The caller stops it."""
-    # The wrong-key allowance refills over 10 minutes instead of one: the few
-    # generated keys of the login call use it up while the probe lasts, so the
-    # 429 it then answers is probed too, whatever the machine's speed.
+    # Four wrong keys an address, refilled over 10 minutes instead of ten over
+    # one: the few generated keys of the login call use it up while the probe
+    # lasts, so the 429 it then answers is probed too, whatever the machine's
+    # speed. (Every other call carries the probe's own key, never a wrong one.)
     fleet = start_fleet(
-        root, (), "--ping-interval", "0.5", "--admin-auth-window", "600", *extra, portage=True
+        root,
+        (),
+        *("--ping-interval", "0.5", "--admin-auth-failures", "4", "--admin-auth-window", "600"),
+        *extra,
+        portage=True,
     )
     try:
         for name in DRONES:
@@ -201,6 +206,7 @@ def run_probe(
     base_url: str,
     *,
     examples: int,
+    target_examples: int | None = None,
     seed: int = SEED,
     headers: dict[str, str] | None = None,
     modes: Sequence[GenerationMode] = MODES,
@@ -210,7 +216,8 @@ def run_probe(
     on_operation: Callable[[str], None] | None = None,
 ) -> ProbeReport:
     """Send ``examples`` generated requests per operation and mode (fewer where only the
-    credentials vary: budget()); return what came back.
+    credentials vary: budget()), ``target_examples`` (default ``examples``) in
+    the rounds that name real objects (``targets``); return what came back.
 
     ``coverage``: first schemathesis's coverage cases of each operation, a
     fixed list without randomness (boundary values, missing and wrongly
@@ -239,6 +246,7 @@ def run_probe(
                 ):
                     sender.send(case)
             rounds: list[dict[str, Any] | None] = [None]
+            per_target = examples if target_examples is None else target_examples
             if targets and operation.label in targets:
                 rounds.append(targets[operation.label])
             for path_parameters in rounds:
@@ -246,7 +254,8 @@ def run_probe(
                     if mode is GenerationMode.NEGATIVE and not breakable(operation):
                         continue
                     strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
-                    sender.examine(strategy, budget(operation, examples, path_parameters), seed)
+                    per_round = examples if path_parameters is None else per_target
+                    sender.examine(strategy, budget(operation, per_round, path_parameters), seed)
     sender.report.seconds = time.monotonic() - started
     return sender.report
 
@@ -355,7 +364,9 @@ def assert_probe_held(controller: Controller, report: ProbeReport, operations_pr
         assert node is not None and node["status"] == "online", f"{name} after the probe: {node}"
 
 
-def probe_admin_tier(controller: Controller, *, reads: bool, examples: int) -> None:
+def probe_admin_tier(
+    controller: Controller, *, reads: bool, examples: int, target_examples: int | None = None
+) -> None:
     """Probe the admin tier's reads (GET, websockets included) or the rest of
     its operations (what changes something), then check that it held.
 
@@ -379,7 +390,14 @@ def probe_admin_tier(controller: Controller, *, reads: bool, examples: int) -> N
         sorted(set(labels) - expected),
         sorted(expected - set(labels)),
     )
-    report = run_probe(half, controller.admin_url, examples=examples, headers=key, targets=ADMIN_TARGETS)
+    report = run_probe(
+        half,
+        controller.admin_url,
+        examples=examples,
+        target_examples=target_examples,
+        headers=key,
+        targets=ADMIN_TARGETS,
+    )
     assert_probe_held(controller, report, labels)
     # The probe stayed authenticated throughout: its own key never got a 401 or 429
     # outside the login call, where generated keys are wrong by design.
