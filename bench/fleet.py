@@ -100,6 +100,7 @@ class Options:
     profile_native: bool
     json_path: Path | None
     controller_args: list[str]
+    controller_python: str
     placement: Placement
     keep: bool
     seed: int
@@ -240,6 +241,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure as JSON here")
     parser.add_argument(
+        "--controller-python",
+        default=PYTHON,
+        metavar="PYTHON",
+        help="the interpreter every controller runs under: another checkout's venv runs that "
+        "checkout's controller, for before/after pairs (default: this checkout's)",
+    )
+    parser.add_argument(
         "--controller-arg",
         action="append",
         default=[],
@@ -308,6 +316,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         profile_native=ns.profile_native,
         json_path=ns.json,
         controller_args=ns.controller_arg,
+        controller_python=ns.controller_python,
         placement=Placement.split() if ns.pin else Placement(),
         keep=ns.keep,
         seed=ns.seed,
@@ -325,6 +334,7 @@ def new_controller(opts: Options, children: Children, data: Path, mode: str) -> 
         tls=mode == MTLS,
         extra=opts.controller_args,
         cpus=opts.placement.controller,
+        python=opts.controller_python,
     )
 
 
