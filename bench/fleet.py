@@ -100,6 +100,7 @@ class Options:
     profile_native: bool
     json_path: Path | None
     controller_args: list[str]
+    controller_python: str
     placement: Placement
     keep: bool
     seed: int
@@ -240,6 +241,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure as JSON here")
     parser.add_argument(
+        "--controller-python",
+        default=PYTHON,
+        metavar="PYTHON",
+        help="the interpreter every controller runs under: another checkout's venv runs that "
+        "checkout's controller, for before/after pairs (default: this checkout's)",
+    )
+    parser.add_argument(
         "--controller-arg",
         action="append",
         default=[],
@@ -308,6 +316,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         profile_native=ns.profile_native,
         json_path=ns.json,
         controller_args=ns.controller_arg,
+        controller_python=ns.controller_python,
         placement=Placement.split() if ns.pin else Placement(),
         keep=ns.keep,
         seed=ns.seed,
@@ -325,6 +334,7 @@ def new_controller(opts: Options, children: Children, data: Path, mode: str) -> 
         tls=mode == MTLS,
         extra=opts.controller_args,
         cpus=opts.placement.controller,
+        python=opts.controller_python,
     )
 
 
@@ -621,11 +631,13 @@ def bench_fleet(
         time.sleep(opts.duration)
         after = pool.stats()
         cpu = ctl_cpu.percent()
+        loop_cpu = ctl_cpu.main_thread_percent()
         sim = sim_cpu.percent()
         busy = ctl_cpu.machine_busy()
         rss_full = rss(ctl.pid)
         result |= {
             "controller_cpu_pct": round(cpu, 1),
+            "controller_loop_cpu_pct": round(loop_cpu, 1),
             "controller_cpu_pct_per_drone": round(cpu / n, 5),
             "simulator_cpu_pct": round(sim, 1),
             "machine_busy_pct": round(busy, 1),
@@ -745,9 +757,11 @@ def bench_bare(
         meter = CpuMeter([server.pid])
         time.sleep(opts.duration)
         cpu = meter.percent()
+        loop_cpu = meter.main_thread_percent()
         rss_full = rss(server.pid)
         return {
             "cpu_pct": round(cpu, 1),
+            "loop_cpu_pct": round(loop_cpu, 1),
             "rss_idle_mb": round(rss_idle / 2**20, 1),
             "rss_mb": round(rss_full / 2**20, 1),
             "rss_per_drone_kb": round((rss_full - rss_idle) / n / 1024, 1),
@@ -766,6 +780,13 @@ def ratio(result: dict[str, Any], ours: str, floor: str, bare: str = "bare") -> 
     if not isinstance(a, int | float) or not isinstance(b, int | float) or b <= 0:
         return None
     return f"{a / b:.2f}x" + (" !" if a / b > TARGET_BARE_RATIO else "")
+
+
+def points(a: Any, b: Any) -> float | None:
+    """a - b, in points of one core; None unless both are figures."""
+    if not isinstance(a, int | float) or not isinstance(b, int | float):
+        return None
+    return round(a - b, 1)
 
 
 def profile_controller(opts: Options, children: Children, pid: int, name: str) -> Profile:
@@ -1039,6 +1060,7 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         f"< {TARGET_CPU:g} at 2000",
         lambda v: v < TARGET_CPU,
     )
+    t.row("  of it the event loop thread", lambda r: value(r, "controller_loop_cpu_pct"))
     t.row("controller RSS with no drone, MB", lambda r: value(r, "controller_rss_idle_mb"))
     t.row("controller RSS, MB", lambda r: value(r, "controller_rss_mb"))
     t.row(
@@ -1049,11 +1071,23 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
     )
     if any("bare" in r for r in fleet):
         t.row("bare grpc.aio server CPU, % of one core", lambda r: value(r, "bare", "cpu_pct"))
+        t.row("  of it the event loop thread", lambda r: value(r, "bare", "loop_cpu_pct"))
         t.row("bare grpc.aio server RSS per drone, KB", lambda r: value(r, "bare", "rss_per_drone_kb"))
         t.row(
             "controller / bare, CPU",
             lambda r: ratio(r, "controller_cpu_pct", "cpu_pct"),
             f"<= {TARGET_BARE_RATIO:g} at 2000",
+        )
+        t.row(
+            "controller - bare, event loop threads",
+            lambda r: points(value(r, "controller_loop_cpu_pct"), value(r, "bare", "loop_cpu_pct")),
+        )
+        t.row(
+            "controller - bare, other threads",
+            lambda r: points(
+                points(value(r, "controller_cpu_pct"), value(r, "controller_loop_cpu_pct")),
+                points(value(r, "bare", "cpu_pct"), value(r, "bare", "loop_cpu_pct")),
+            ),
         )
         t.row(
             "controller / bare, RSS per drone",
@@ -1062,6 +1096,7 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         )
     if any("bare_pinging" in r for r in fleet):
         t.row("bare server pinging too, CPU, % of one core", lambda r: value(r, "bare_pinging", "cpu_pct"))
+        t.row("  of it the event loop thread", lambda r: value(r, "bare_pinging", "loop_cpu_pct"))
         t.row(
             "bare server pinging too, RSS per drone, KB",
             lambda r: value(r, "bare_pinging", "rss_per_drone_kb"),

@@ -145,10 +145,10 @@ class Children:
 
 
 @functools.cache
-def flag_supported(module: str, flag: str) -> bool:
+def flag_supported(module: str, flag: str, python: str = PYTHON) -> bool:
     """Whether ``python -m module --help`` mentions the flag (options move as the code grows)."""
     out = subprocess.run(
-        [PYTHON, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
+        [python, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
     ).stdout
     return flag in out
 
@@ -165,7 +165,9 @@ class Ports:
 
 class Controller:
     """A real ``swarm.controller.main`` process on 127.0.0.1: plaintext gRPC
-    (``--insecure``), or with ``tls`` its default, mutual TLS."""
+    (``--insecure``), or with ``tls`` its default, mutual TLS. ``python`` is
+    the interpreter it runs under: another checkout's venv runs that
+    checkout's controller (before/after pairs)."""
 
     MODULE = "swarm.controller.main"
 
@@ -178,8 +180,10 @@ class Controller:
         tls: bool = False,
         extra: Sequence[str] = (),
         cpus: frozenset[int] | None = None,
+        python: str = PYTHON,
     ) -> None:
         self.cpus = cpus
+        self.python = python
         self._children = children
         self.data_dir = data_dir
         self.ping_interval = ping_interval
@@ -191,14 +195,14 @@ class Controller:
         self._extra: list[str] = []
         # Flags that come and go as the controller grows: plaintext gRPC for
         # simulated drones, and no fixed enrollment port to collide on.
-        if flag_supported(self.MODULE, "--insecure"):
+        if flag_supported(self.MODULE, "--insecure", python):
             self._extra.append("--no-insecure" if tls else "--insecure")
         elif tls:
             raise BenchError("this controller has no --insecure flag, so no mutual TLS to measure")
-        if flag_supported(self.MODULE, "--enroll-port"):
+        if flag_supported(self.MODULE, "--enroll-port", python):
             self._extra += ["--enroll-port", "0"]
         # The fleet bench mints a join token per simulated drone before any enrolls.
-        if flag_supported(self.MODULE, "--join-tokens-max"):
+        if flag_supported(self.MODULE, "--join-tokens-max", python):
             self._extra += ["--join-tokens-max", "1000000"]
         self._extra += extra
 
@@ -231,7 +235,7 @@ class Controller:
         ports = self.ports or Ports(0, 0, 0)
         self.ready_file.unlink(missing_ok=True)
         argv = [
-            PYTHON,
+            self.python,
             "-m",
             self.MODULE,
             "--data-dir",
@@ -573,13 +577,35 @@ class SimStats:
 
 
 class CpuMeter:
-    """CPU time of some processes over a wall-clock window."""
+    """CPU time of some processes over a wall-clock window; with one process,
+    also of its main thread (an asyncio server's event loop) apart."""
 
     def __init__(self, pids: Iterable[int]) -> None:
         self._procs = [psutil.Process(p) for p in pids]
         self._start = time.monotonic()
         self._cpu = self._total()
+        self._main = self._main_thread()
         self._machine = psutil.cpu_times()
+
+    def _main_thread(self) -> float:
+        """CPU seconds of the first process's main thread (0 when gone)."""
+        if not self._procs:
+            return 0.0
+        proc = self._procs[0]
+        with contextlib.suppress(psutil.Error):
+            for thread in proc.threads():
+                if thread.id == proc.pid:
+                    return float(thread.user_time + thread.system_time)
+        return 0.0
+
+    def main_thread_percent(self) -> float:
+        """Percent of one core the first process's main thread used since the
+        meter started: in the controller and bench/bare.py, the event loop,
+        where all of their Python runs but a database thread's and grpc's
+        poller's. Moves much less with the machine's other load than the whole
+        process (grpc's core threads, the same in both, make up the rest)."""
+        wall = time.monotonic() - self._start
+        return 100.0 * (self._main_thread() - self._main) / wall if wall > 0 else 0.0
 
     def _total(self) -> float:
         total = 0.0

@@ -487,10 +487,16 @@ class Fleet:
         state.beat = hb
         detector = state.detector
         if detector is not None:
-            state.suspect_at = detector.beat(now, self._y)
+            suspect_at = detector.beat(now, self._y)
             # Later than before, as a rule: then the monitor finds the old
-            # deadline passed and looks again at the new one.
-            self.silence.earlier(state.id, state.suspect_at)
+            # deadline passed and looks again at the new one. While a drone
+            # beats, its look (fleet.silence) is never after its suspect
+            # deadline, so only a deadline that comes sooner needs the
+            # schedule (a look-up in memory no heartbeat touched for a
+            # second); a suspect drone's look is at its offline deadline.
+            if suspect_at < state.suspect_at or state.status == SUSPECT:
+                self.silence.earlier(state.id, suspect_at)
+            state.suspect_at = suspect_at
         self.live_dirty.add(state.id)
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")
@@ -549,8 +555,11 @@ class Fleet:
         """Before each ping: if the last ``missed_pings`` went unanswered, the
         drone fails the pings check (unhealthy, no jobs, healed) until it
         answers one in time. Heartbeats alone do not prove that it reads."""
-        failing = any(c.name == PINGS_CHECK for c in state.failing)
-        if state.unanswered >= self.missed_pings and state.status in BEATING and not failing:
+        if (
+            state.unanswered >= self.missed_pings
+            and state.status in BEATING
+            and not any(c.name == PINGS_CHECK for c in state.failing)
+        ):
             detail = f"{state.unanswered} pings in a row unanswered"
             state.checks = (*state.checks, CheckData(PINGS_CHECK, False, detail))
             self._settle(state, detail)

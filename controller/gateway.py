@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from swarm.clock import iso
 from swarm.controller import channel_serde, serde
@@ -77,6 +78,16 @@ def carried_unknown(message: gateway_pb2.AgentMessage, raw: bytes) -> tuple[byte
     if len(kept) == len(raw):
         return raw, False  # the bytes that came: the same, and no second copy
     return kept, True
+
+
+def beat_carries_unknown(message: gateway_pb2.AgentMessage, heartbeat: fleet_pb2.Heartbeat) -> bool:
+    """Whether a heartbeat without a pong carried fields this controller does
+    not know. Every field of Heartbeat but its pong is a scalar, so unknown
+    ones can only be on the message or the heartbeat itself: asking those two
+    is exact, and it serializes nothing (0.9 us here where carried_unknown
+    takes 1.4, for every heartbeat of every drone). A test keeps Heartbeat's
+    message fields to the pong."""
+    return bool(UnknownFieldSet(message)) or bool(UnknownFieldSet(heartbeat))
 
 
 def serve_gateway(gateway: Gateway, server: grpc.aio.Server) -> None:
@@ -514,10 +525,10 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         drone_id = session.drone_id
         kind = message.WhichOneof("body")
         if kind == HEARTBEAT:
-            # Unknown fields in a known kind are ignored, and noted.
-            kept, unknown = carried_unknown(message, raw)
             heartbeat = message.heartbeat
             if heartbeat.HasField("pong"):
+                # Unknown fields in a known kind are ignored, and noted.
+                kept, unknown = carried_unknown(message, raw)
                 # A pong riding on the heartbeat (pong-in-heartbeat), taken
                 # first: the heartbeat then settles the status on its checks.
                 # Logged as two entries, the heartbeat and the pong (with the
@@ -527,8 +538,11 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 pong_raw = gateway_pb2.AgentMessage(pong=pong).SerializeToString()
                 record(IN, drone_id, HEARTBEAT, len(raw) - len(pong_raw), kept, unknown_fields=unknown)
                 record(IN, drone_id, PONG, len(pong_raw), pong_raw, latency)
-            else:
+            elif beat_carries_unknown(message, heartbeat):
+                kept, unknown = carried_unknown(message, raw)
                 record(IN, drone_id, HEARTBEAT, len(raw), kept, None, unknown)
+            else:
+                record(IN, drone_id, HEARTBEAT, len(raw), raw)
             self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
             return True
         # A kind of a newer protocol revision (or none at all) is recorded and

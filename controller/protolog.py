@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 IN = "in"
 OUT = "out"
 NAN = float("nan")
+# A slot of the ring: how many numbers and references, and its flags.
+NUMBERS = 3
+REFS = 3
+OUT_FLAG = 1
+UNKNOWN_FLAG = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +54,21 @@ ProtocolListener = Callable[[ProtocolEntry], None]
 
 class ProtocolLog:
     def __init__(self, size: int) -> None:
-        # The ring in columns, slot ``seq % size``: a number costs 8 bytes in
-        # an array and a shared string a pointer in a list, where a tuple per
-        # entry with its own float and int objects cost 260 bytes (5 MB at
-        # the default size, most of what a few hundred drones' heartbeats
-        # filled). The message bytes are the only objects made per entry.
+        # The ring in columns, slot ``seq % size``, kept so that recording
+        # touches three places, not eight: a message's numbers (when, size,
+        # round trip) side by side in one array of doubles, its references
+        # (drone id, kind, bytes) side by side in one list, and a byte of
+        # flags. The slot written is the one written ``size`` messages ago,
+        # long out of the caches at 2,000 drones (ten seconds); each column
+        # of its own cost a cache miss there, and the heartbeat's hot path
+        # is mostly such misses (bench/README.md). A number costs 8 bytes
+        # and a shared string a pointer, where a tuple per entry with its
+        # own float and int objects cost 260 bytes. The message bytes are
+        # the only objects made per entry.
         self._size = size
-        self._ts = array("d", bytes(8 * size))
-        self._sizes = array("q", bytes(8 * size))
-        self._latency = array("d", bytes(8 * size))  # NaN: none (not a timely pong)
-        self._unknown = bytearray(size)
-        self._direction: list[str] = [IN] * size
-        self._drone: list[str] = [""] * size
-        self._kind: list[str] = [""] * size
-        self._message: list[bytes | None] = [None] * size
+        self._numbers = array("d", bytes(8 * NUMBERS * size))  # ts, size, latency (NaN: none)
+        self._refs: list[str | bytes | None] = [None] * (REFS * size)  # drone id, kind, message
+        self._flags = bytearray(size)  # OUT_FLAG, UNKNOWN_FLAG
         self._seq = 0
         self.unknown_fields: Counter[str] = Counter()  # messages with unknown fields, per kind
         self._listeners: tuple[ProtocolListener, ...] = ()
@@ -80,14 +86,14 @@ class ProtocolLog:
         seq = self._seq = self._seq + 1
         ts = time.time()
         i = seq % self._size
-        self._ts[i] = ts
-        self._sizes[i] = size
-        self._latency[i] = NAN if latency_ms is None else latency_ms
-        self._unknown[i] = unknown_fields
-        self._direction[i] = direction
-        self._drone[i] = drone_id
-        self._kind[i] = kind
-        self._message[i] = message
+        n = NUMBERS * i
+        numbers = self._numbers
+        numbers[n] = ts
+        numbers[n + 1] = size
+        numbers[n + 2] = NAN if latency_ms is None else latency_ms
+        r = REFS * i
+        self._refs[r : r + REFS] = (drone_id, kind, message)
+        self._flags[i] = (OUT_FLAG if direction == OUT else 0) | (UNKNOWN_FLAG if unknown_fields else 0)
         if unknown_fields:
             self.unknown_fields[kind] += 1
         if self._listeners:
@@ -104,16 +110,19 @@ class ProtocolLog:
 
     def _entry(self, seq: int) -> ProtocolEntry:
         i = seq % self._size
-        latency = self._latency[i]
+        n, r = NUMBERS * i, REFS * i
+        ts, size, latency = self._numbers[n : n + NUMBERS]
+        drone_id, kind, _message = self._refs[r : r + REFS]
+        flags = self._flags[i]
         return ProtocolEntry(
             seq,
-            self._ts[i],
-            self._direction[i],
-            self._drone[i],
-            self._kind[i],
-            self._sizes[i],
+            ts,
+            OUT if flags & OUT_FLAG else IN,
+            str(drone_id),
+            str(kind),
+            int(size),
             None if math.isnan(latency) else latency,
-            bool(self._unknown[i]),
+            bool(flags & UNKNOWN_FLAG),
         )
 
     def subscribe(self, listener: ProtocolListener) -> Callable[[], None]:
@@ -140,12 +149,12 @@ class ProtocolLog:
     ) -> list[ProtocolEntry]:
         """The newest ``limit`` matching entries after ``after_seq``, oldest first."""
         picked: list[ProtocolEntry] = []
-        size, drones, types = self._size, self._drone, self._kind
+        size, refs = self._size, self._refs
         for seq in range(self._seq, max(after_seq, self._first_seq() - 1), -1):
             if len(picked) >= limit:
                 break
-            i = seq % size
-            if (drone_id is None or drones[i] == drone_id) and (not kinds or types[i] in kinds):
+            r = REFS * (seq % size)
+            if (drone_id is None or refs[r] == drone_id) and (not kinds or refs[r + 1] in kinds):
                 picked.append(self._entry(seq))
         picked.reverse()
         return picked
@@ -154,4 +163,6 @@ class ProtocolLog:
         """An entry still in the ring, with its message (serialized); None once it has left."""
         if not self._first_seq() <= seq <= self._seq:
             return None
-        return self._entry(seq), self._message[seq % self._size]
+        message = self._refs[REFS * (seq % self._size) + 2]
+        assert message is None or isinstance(message, bytes)
+        return self._entry(seq), message

@@ -453,6 +453,44 @@ def test_a_drone_that_resumes_and_falls_silent_again_is_suspect_at_its_new_deadl
     asyncio.run(scenario())
 
 
+def test_the_monitors_look_is_never_after_the_suspect_deadline_of_a_beating_drone(tmp_path: Path) -> None:
+    """A heartbeat touches the silence schedule only when its deadline comes
+    sooner than the one before: through irregular beats (ones that push the
+    deadline back, ones that bring it forward), suspicion and recovery, the
+    monitor's next look stays at or before the drone's suspect deadline, and
+    a drone that then falls silent is suspect by that deadline."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path)
+        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=30, clock=clock)
+        await monitor.start()
+        rng = random.Random(15)
+        # A silence of 6 s (suspect, then back), steady beats until that
+        # interval leaves the detector's window (its deadline comes sooner
+        # then: the spread falls), then bursts of early beats and late ones.
+        gaps = [6.0] + [1.0] * (WINDOW + 5)
+        gaps += [rng.choice((1.0, 0.05, 0.1, 1.6, 3.0)) for _ in range(100)]
+        sooner = 0
+        try:
+            state, _link = connect(fleet, "irregular")
+            for gap in gaps:
+                await clock.advance(gap)
+                before = state.suspect_at
+                fleet.on_heartbeat(state, HeartbeatData())
+                sooner += state.suspect_at < before
+                assert state.status == ONLINE, "a heartbeat settles a suspect drone"
+                assert fleet.silence.at(state.id) <= state.suspect_at
+            assert sooner > 0, "some beats brought the deadline forward"
+            last = clock.time()
+            await clock.advance(state.suspect_at - last + TICK + 0.01)
+            assert state.status == SUSPECT
+        finally:
+            await monitor.stop()
+
+    asyncio.run(scenario())
+
+
 def test_heartbeats_and_pongs_are_written_as_live_columns_and_changes_of_status_as_rows(
     tmp_path: Path,
 ) -> None:

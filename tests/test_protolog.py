@@ -1,8 +1,11 @@
-"""The protocol log's ring: what an admin reads back of recent messages."""
+"""The protocol log's ring: what an admin reads back of recent messages, and
+what the gateway marks in it as carrying fields this controller does not know."""
 
 from __future__ import annotations
 
+from swarm.controller.gateway import beat_carries_unknown, carried_unknown, parse_agent_message
 from swarm.controller.protolog import IN, OUT, ProtocolEntry, ProtocolLog
+from swarm.v1 import fleet_pb2, gateway_pb2
 
 
 def filled(size: int, count: int) -> ProtocolLog:
@@ -64,3 +67,28 @@ def test_listeners_get_each_entry_as_it_is_recorded() -> None:
     unsubscribe()
     log.record(IN, "d", "heartbeat", 8, b"y")
     assert [(e.seq, e.size, e.latency_ms) for e in got] == [(1, 7, None)]
+
+
+def test_a_heartbeats_unknown_fields_are_found_at_either_level_without_serializing() -> None:
+    """The gateway asks a heartbeat without a pong for unknown fields on the
+    message and the heartbeat (beat_carries_unknown) instead of serializing it
+    again: it finds them at either level, as carried_unknown does."""
+    plain = gateway_pb2.AgentMessage(heartbeat=fleet_pb2.Heartbeat(seq=3, load1=0.5))
+    raw = plain.SerializeToString()
+    body = plain.heartbeat.SerializeToString() + bytes([0xA0, 0x06, 0x01])  # Heartbeat field 100
+    in_heartbeat = bytes([0x12, len(body)]) + body  # AgentMessage field 2 (heartbeat)
+    on_message = raw + bytes([0xA0, 0x06, 0x01])  # AgentMessage field 100
+    for wire, unknown in ((raw, False), (in_heartbeat, True), (on_message, True)):
+        message = parse_agent_message(wire)
+        assert message.WhichOneof("body") == "heartbeat"
+        assert beat_carries_unknown(message, message.heartbeat) is unknown
+        kept, carried = carried_unknown(message, wire)
+        assert carried is unknown and kept == raw
+
+
+def test_a_heartbeats_only_message_field_is_its_pong() -> None:
+    """beat_carries_unknown looks at two levels only because every other field
+    of Heartbeat is a scalar: a message field added to Heartbeat must be
+    looked into there too (or the pong path taken for it)."""
+    fields = fleet_pb2.Heartbeat.DESCRIPTOR.fields
+    assert [f.name for f in fields if f.message_type is not None] == ["pong"]
