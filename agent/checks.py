@@ -12,7 +12,10 @@ never waits). The checks run in the background, each at its own pace:
   whole process tree) for ``builder_stall_timeout`` is wedged.
 - ``emerge``: the configured emerge command's program answers
   ``--version`` in the environment builds use; run at start and every few
-  minutes, with a timeout.
+  minutes, with a timeout. Not while a payload rewrites the Portage config
+  it reads (``config_change``): a run that read a trial make.conf the
+  payload then took back would stand, failing, for minutes. It runs again
+  as soon as the change is over, on the files that were kept.
 
 psutil and the disk run in a thread; emerge in a process group of its own,
 killed whole when it does not answer in time.
@@ -27,7 +30,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +133,7 @@ class HealthChecks:
         self._emerge_timeout = emerge_timeout
         self._progress: _Progress | None = None
         self._results: dict[str, CheckResult] = {}
+        self._config = asyncio.Lock()  # held while a payload changes the config emerge reads
         self._tasks = TaskSet("checks")
 
     async def start(self) -> None:
@@ -224,7 +228,24 @@ class HealthChecks:
             ok = await self.check_emerge()
             await asyncio.sleep(EMERGE_EVERY_OK if ok else EMERGE_EVERY_FAILING)
 
+    @contextlib.asynccontextmanager
+    async def config_change(self) -> AsyncIterator[None]:
+        """Around a change of the files emerge reads (a portage-config payload,
+        its own ``emerge_info`` check and its restore): the emerge check waits
+        for it, then runs on what was kept before the change is reported."""
+        try:
+            async with self._config:
+                yield
+        except Exception:  # a failed change is restored: checked again all the same
+            await self.check_emerge()
+            raise
+        await self.check_emerge()
+
     async def check_emerge(self) -> bool:
+        async with self._config:
+            return await self._check_emerge()
+
+    async def _check_emerge(self) -> bool:
         try:
             ok, detail = await run_version(
                 version_argv(self._builder.command), self._builder.env(), self._emerge_timeout

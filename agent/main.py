@@ -239,6 +239,7 @@ async def run(config: AgentConfig, started_at_ns: int = 0, config_file: Path = D
         config_path=config_file,
         eprefix=config.portage_eprefix,
         emerge_info=checks.emerge_info,
+        config_change=checks.config_change,
         restart=lambda reason: restart_requested(reason),
         restart_argv=restart_argv,
     )

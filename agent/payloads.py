@@ -28,6 +28,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import grpc
@@ -70,6 +71,7 @@ class PayloadManager:
         config_path: Path,
         eprefix: str,
         emerge_info: Callable[[], Awaitable[tuple[bool, str]]],
+        config_change: Callable[[], AbstractAsyncContextManager[object]],
         restart: Callable[[str], None],
         restart_argv: Callable[[], list[str]],
         clock: Callable[[], float] = time.time,
@@ -83,6 +85,8 @@ class PayloadManager:
         self._config_path = config_path
         self._eprefix = eprefix
         self._emerge_info = emerge_info
+        # Held around a portage-config's write, check and restore (HealthChecks.config_change).
+        self._config_change = config_change
         self._restart = restart
         self._restart_argv = restart_argv
         self._clock = clock
@@ -234,9 +238,10 @@ class PayloadManager:
             if meta.kind == AGENT_CONFIG:
                 await asyncio.to_thread(configpayload.apply_agent_config, self._config_path, data)
             else:
-                await configpayload.apply_portage_config(
-                    self._eprefix, data, self._emerge_info, asyncio.to_thread
-                )
+                async with self._config_change():
+                    await configpayload.apply_portage_config(
+                        self._eprefix, data, self._emerge_info, asyncio.to_thread
+                    )
             await asyncio.to_thread(self.state.record, meta.kind, meta.version, meta.sha256)
         except configpayload.ApplyFailed as exc:
             self._status(meta, State.FAILED, str(exc))

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarm import payloadsig
 from swarm.agent import configpayload, credentials, selfupdate
 from swarm.agent.builder import Build, Builder
+from swarm.agent.checks import HealthChecks
 from swarm.agent.logs import LogSources
 from swarm.agent.payloadfetch import fetch
 from swarm.agent.payloads import PayloadManager
@@ -120,8 +121,20 @@ class Drone:
         self.sent: list[payload_pb2.PayloadStatus] = []
         self.restarts: list[str] = []
         self.emerge_ok = emerge_ok
+        # emerge for the emerge check: it reads the make.conf on disk, as Portage does.
+        self.seen = root / "emerge-saw"
+        emerge = root / "bin" / "emerge"
+        emerge.parent.mkdir()
+        emerge.write_text(
+            "#!/bin/sh\n"
+            f'conf="$PORTAGE_OVERRIDE_EPREFIX/etc/portage/make.conf"; cat "$conf" >> {self.seen}\n'
+            'if grep -q BROKEN "$conf"; then echo "make.conf: No closing quotation" >&2; exit 1; fi\n'
+            "echo Portage 3.0\n"
+        )
+        emerge.chmod(0o755)
+        self.in_trial: asyncio.Event | None = None  # set: emerge_info waits for it, the trial files on disk
         self.builder = Builder(
-            emerge_command="emerge",
+            emerge_command=str(emerge),
             pkgdir=root / "pkgdir",
             eprefix=str(self.eprefix),
             logs=LogSources(agent_log=None, builds=root / "builds", portage=root / "plogs"),
@@ -130,6 +143,7 @@ class Drone:
             send=lambda message: None,
             channel=lambda: grpc.aio.insecure_channel(target),
         )
+        self.checks = HealthChecks(builder=self.builder, cache_path=root, min_free_bytes=0, stall_timeout=60)
         self.manager = PayloadManager(
             state_dir=self.state_dir,
             drone_id=DRONE,
@@ -140,6 +154,7 @@ class Drone:
             config_path=self.config_path,
             eprefix=str(self.eprefix),
             emerge_info=self.emerge_info,
+            config_change=self.checks.config_change,
             restart=self.restarts.append,
             restart_argv=lambda: [sys.executable, "-c", "pass"],
         )
@@ -151,6 +166,8 @@ class Drone:
     async def emerge_info(self) -> tuple[bool, str]:
         # The check reads the written make.conf, as emerge would.
         make_conf = (self.eprefix / "etc/portage/make.conf").read_text()
+        if self.in_trial is not None:
+            await self.in_trial.wait()
         return ("BROKEN" not in make_conf and self.emerge_ok), "make.conf says BROKEN"
 
     def states(self) -> list[tuple[str, int, str]]:
@@ -279,6 +296,37 @@ def test_a_portage_config_that_breaks_emerge_info_is_restored(tmp_path: Path) ->
     assert (tmp_path / "prefix/etc/portage/make.conf").read_bytes() == b'USE="old"\n'
     assert not (tmp_path / "prefix/etc/portage/env/new.conf").exists()
     assert PayloadState(tmp_path / "state").running("portage-config").version == 0
+
+
+def test_the_emerge_check_never_runs_on_a_config_being_tried_and_runs_after_it(tmp_path: Path) -> None:
+    """A periodic emerge check while a portage-config is tried waits for the
+    change to end (a result from the trial files would stand, failing, for
+    minutes: a drone unhealthy with its config restored), then reads what
+    was kept."""
+
+    async def scenario(drone: Drone, servicer: PayloadServer) -> tuple[bool, str]:
+        portage = drone.eprefix / "etc/portage"
+        portage.mkdir(parents=True)
+        (portage / "make.conf").write_bytes(b'USE="old"\n')
+        data = portage_tar({"etc/portage/make.conf": b"BROKEN\n"})
+        servicer.files[("portage-config", 4)] = data
+        drone.in_trial = trial = asyncio.Event()
+        drone.manager.apply(signed("portage-config", 4, data))
+        await wait_until(lambda: (portage / "make.conf").read_bytes() == b"BROKEN\n")
+        periodic = asyncio.create_task(drone.checks.check_emerge())
+        # Long enough for the stand-in emerge to run many times over, were it let.
+        done, _ = await asyncio.wait({periodic}, timeout=0.5)
+        trial.set()
+        status = await drone.until_done()
+        assert not done and State.Name(status.state) == "FAILED", status
+        assert await periodic
+        emerge = {c.name: c for c in drone.checks.latest()}["emerge"]
+        return emerge.ok, drone.seen.read_text()
+
+    ok, seen = asyncio.run(with_drone(tmp_path, scenario))
+    assert (
+        ok and "BROKEN" not in seen and seen.count('USE="old"') == 2
+    )  # the periodic check and the one after
 
 
 @pytest.mark.parametrize(
