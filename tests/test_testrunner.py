@@ -405,13 +405,17 @@ def test_keep_days_deletes_an_expired_builds_packages_index_entry_log_and_record
         # The old one finished 2.5 days ago, the fresh one 1.5: the runner's hourly
         # retention, due (it last ran over an hour ago by the clock), forgets the old one.
         clock.shift(1.5 * DAY)
+        # The record goes first, then its package (the index rewritten through a
+        # Portage process: slow when loaded), then its log.
         wait_for(
-            lambda: http("GET", f"{api.public_url}/api/v1/test-build/{old['id']}")[0] == 404,
-            # A pass a second; the prune rewrites the index through a Portage process: slow when loaded.
+            lambda: (
+                http("GET", f"{api.public_url}/api/v1/test-build/{old['id']}")[0] == 404
+                and not files[old["id"]].exists()
+                and not logs[old["id"]].exists()
+            ),
             timeout=60,
-            what="the expired test build forgotten",
+            what="the expired test build forgotten, its package and log deleted",
         )
-        assert not files[old["id"]].exists() and not logs[old["id"]].exists()
         assert not (test_pkgdir / "swarm-test" / "leaf-data").exists()  # no empty folder left
         status, index = http("GET", api.public_url + "/binhost/test/Packages")
         assert status == 200 and "CPV: swarm-test/leaf-data-1" not in index, index
