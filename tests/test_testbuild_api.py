@@ -122,6 +122,13 @@ def test_bad_input_is_a_clear_4xx_and_nothing_is_queued(swarm: Fleet) -> None:
     # The tier's own origin (what a page it serves sends) is fine.
     status, answer, _ = ask(c, secret, {"package": LEAF}, Origin=c.public_url)
     assert status == 202, answer
+    # curl -d sends JSON as a form: taken, as the issue's own example does (the token
+    # is a header a page of another origin cannot send unasked); other types are 415.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, answer, _ = ask(c, secret, {"package": "swarm-test/leaf-script"}, **form)
+    assert status == 202 and answer["existing"] is False, answer
+    status, answer, _ = ask(c, secret, {"package": LEAF}, **{"Content-Type": "text/plain"})
+    assert status == 415 and "Content-Type: application/json" in answer["error"]["message"], answer
     # Everything else on the public tier stays read-only.
     status, _ = http("POST", c.public_url + "/api/v1/test-builds", body=b"{}")
     assert status == 405

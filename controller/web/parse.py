@@ -252,13 +252,22 @@ def _reason(exc: ValueError) -> str:
     return str(exc)[:100]
 
 
-async def json_body(request: web.Request, *, max_size: int = MAX_BODY) -> dict[str, Any]:
-    """The request's JSON object ({} without a body), or a 400/413/415."""
+# What ``curl -d`` sends unless told otherwise.
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+async def json_body(
+    request: web.Request, *, max_size: int = MAX_BODY, curl_d: bool = False
+) -> dict[str, Any]:
+    """The request's JSON object ({} without a body), or a 400/413/415.
+    ``curl_d``: a JSON body sent as a form (curl -d) is taken too; only for
+    a route that wants an Authorization header, which a page of another
+    origin cannot send without asking first (a form's POST it can)."""
     if not request.can_read_body:
         return {}
     if request.content_length is not None and request.content_length > max_size:
         raise web.HTTPRequestEntityTooLarge(max_size, request.content_length)
-    if request.content_type != JSON_TYPE:
+    if request.content_type != JSON_TYPE and not (curl_d and request.content_type == FORM_TYPE):
         raise UnsupportedMediaType(
             f"the request body must be JSON sent as Content-Type: {JSON_TYPE}, "
             f"not {shown(request.content_type)}"

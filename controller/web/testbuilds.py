@@ -194,7 +194,7 @@ async def submit(request: web.Request) -> web.Response:
     try:
         secret = _bearer(request)
         queue.check_token(secret)  # before the body: a stranger gets 401 whatever they send
-        body = await json_body(request)
+        body = await json_body(request, curl_d=True)
         unknown = set(body) - {"package", "notify", "webhook", "use"}
         if unknown:
             raise TestBuildRefused(400, f"unknown field {sorted(unknown)[0][:40]!r}")
