@@ -427,18 +427,23 @@ def test_an_agent_wheel_installs_beside_the_running_one_and_current_launches_it(
     assert selfupdate.launch_argv(tmp_path, "0.1.0", ["--x"]) == [str(venv / "bin/swarm-agent"), "--x"]
     assert selfupdate.launch_argv(tmp_path, "0.2", ["--x"]) is None  # older than the floor
     # The new version runs its own code with the floor's dependencies.
+    assert runs_its_own_code(venv)
+    # Deployed again (a rollback to it): taken as installed, not built anew.
+    assert selfupdate.install(tmp_path, 3, digest, wheel) == "0.1.0.post7"
+    assert selfupdate.installed(tmp_path, 3, "0" * 64) is None
+    with pytest.raises(selfupdate.InstallError, match="neither a wheel nor an sdist"):
+        selfupdate.install(tmp_path, 4, digest, tmp_path / "payloads/agent/3/meta.json")
+
+
+def runs_its_own_code(venv: Path) -> bool:
+    """The venv's python imports this project from the venv, with the floor's grpc."""
     out = subprocess.run(
         [str(venv / "bin/python"), "-c", "import grpc, swarm, swarm.agent.link; print(swarm.__file__)"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out.startswith(str(venv))
-    # Deployed again (a rollback to it): taken as installed, not built anew.
-    assert selfupdate.install(tmp_path, 3, digest, wheel) == "0.1.0.post7"
-    assert selfupdate.installed(tmp_path, 3, "0" * 64) is None
-    with pytest.raises(selfupdate.InstallError, match="neither a wheel nor an sdist"):
-        selfupdate.install(tmp_path, 4, digest, tmp_path / "payloads/agent/3/meta.json")
+    return out.startswith(str(venv))
 
 
 @pytest.fixture(scope="module")
@@ -459,13 +464,7 @@ def test_an_agent_sdist_is_built_and_installed_without_the_network_by_the_floors
     assert selfupdate.install(tmp_path, 4, digest, sdist) == "0.1.0.post8"
     venv = selfupdate.venv_of(tmp_path, 4)
     assert (venv.parent / "build-swarm-0.1.0.post8.tar.gz").read_bytes() == sdist.read_bytes()
-    out = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import grpc, swarm, swarm.agent.link; print(swarm.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.startswith(str(venv))
+    assert runs_its_own_code(venv)
     # A floor without setuptools (the venv sees none): refused saying what is
     # missing, before pip goes looking for it; nothing is installed.
     monkeypatch.setattr(selfupdate, "dependency_paths", list)

@@ -337,7 +337,8 @@ def test_a_new_agent_rolls_out_to_three_drones_and_a_broken_one_rolls_itself_bac
 ) -> None:
     """A real wheel with a bumped version, rolled out canary first: each
     drone's same process runs the new program (exec) and says so in its
-    Hello. Then a broken one on one drone: its own watchdog goes back."""
+    Hello. Then a broken one the same way: the canary's own watchdog goes
+    back, the rollout stops, and the other drones never get it."""
     names = (DRONE, *more_drones(swarm))
     pids = {name: swarm.agents[name].pid for name in names}
     good = push(swarm, "agent", wheels["good"])
@@ -367,10 +368,34 @@ def test_a_new_agent_rolls_out_to_three_drones_and_a_broken_one_rolls_itself_bac
     assert versions(swarm)["agent"]["running"] == good and not versions(swarm)["agent"]["drift"]
 
     state = swarm.agents[DRONE].state_dir / "payloads" / "agent"
+    # The broken one rolled out the same way: its canary goes back by itself, the
+    # rollout stops, and the other two drones are never sent it.
     broken = push(swarm, "agent", wheels["broken"])
-    event = final_event(swarm, deploy(swarm, "agent", broken), timeout=CONFIRM_WITHIN + 60)
-    assert event["type"] == "payload_rolled_back", event
-    assert "exited before it connected" in event["data"]["reason"]
+    body["gate_timeout_s"] = CONFIRM_WITHIN + 60
+    rid = admin(swarm, "POST", f"{PATH}/agent/{broken}/deploy", json.dumps(body).encode())["id"]
+    # Failed, then (auto-rollback) rolled back: nobody else had taken it, so nobody goes back.
+    stopped = wait_for(
+        lambda: (r := rollout_of(swarm, rid))["state"] in ("done", "rolled_back") and r,
+        timeout=CONFIRM_WITHIN + 120,
+        what="the broken agent's rollout over",
+    )
+    assert stopped["state"] == "rolled_back" and "rolled back" in stopped["reason"], stopped
+    assert [(d["drone"], d["state"]) for d in stopped["drones"]] == [
+        (DRONE, "failed"),
+        ("pl-2", "pending"),
+        ("pl-3", "pending"),
+    ], stopped
+    event = next(
+        e
+        for e in swarm.controller.events()
+        if e["type"] == "payload_rolled_back" and e["data"]["version"] == broken
+    )
+    assert event["drone_name"] == DRONE and "exited before it connected" in event["data"]["reason"]
+    assert not any(
+        e["data"].get("version") == broken and e["drone_name"] in names[1:]
+        for e in swarm.controller.events()
+        if e["type"].startswith("payload_")
+    )
     node = wait_for(lambda: swarm.controller.online(DRONE))
     assert node["agent_version"] == "0.1.0.post1" and node["payload_version"] == str(good)
     assert (state / "current").readlink() == Path(str(good))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from swarm.tasks import wait_event
+from swarm.clock import SystemClock
 
 if TYPE_CHECKING:
     from swarm.clock import Clock
@@ -115,7 +115,7 @@ class ManualClock:
             await asyncio.sleep(0)
 
 
-class ShiftedClock:
+class ShiftedClock(SystemClock):
     """swarm.clock.Clock for tests about days passing in a whole controller:
     the system clock with its wall time moved forward by ``shift`` (as a
     controller sees it after days), while monotonic time and every sleep and
@@ -134,16 +134,7 @@ class ShiftedClock:
         return self.time_ns() / 1e9
 
     def time_ns(self) -> int:
-        return time.time_ns() + self._shift_ns
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
-        return await wait_event(event, timeout)
+        return super().time_ns() + self._shift_ns
 
 
 def counting(passes: list[float], take: Callable[[float], None]) -> Callable[[float], None]:
