@@ -8,7 +8,7 @@
 // refreshes the subscribers too.
 
 import { get } from "./api.js";
-import { Poller } from "/common/live.js";
+import { Poller, Throttle } from "/common/live.js";
 
 export const POLL_MS = 2000;
 const SOON_MS = 150; // a poke waits this long, so that a burst of them is one request
@@ -115,9 +115,6 @@ class FleetStore {
     this.listeners = new Set();
     /** @type {Promise<Drone[]> | null} */
     this.loading = null;
-    /** @type {number | null} */
-    this.pokeTimer = null;
-    this.pokedAt = 0;
     this.poller = new Poller(() => this.fetch(), {
       every: POLL_MS,
       onError: (error) => {
@@ -125,6 +122,7 @@ class FleetStore {
         this.notify();
       },
     });
+    this.pokes = new Throttle(() => this.poller.now(), POKE_EVERY_MS, SOON_MS);
   }
 
   /**
@@ -142,8 +140,7 @@ class FleetStore {
       this.listeners.delete(listener);
       if (this.listeners.size === 0) {
         this.poller.stop();
-        if (this.pokeTimer !== null) window.clearTimeout(this.pokeTimer);
-        this.pokeTimer = null;
+        this.pokes.cancel();
       }
     };
   }
@@ -166,13 +163,7 @@ class FleetStore {
 
   /** Something changed (a drone we do not know, a state): poll soon, at most once a second. */
   poke() {
-    if (this.pokeTimer !== null || this.listeners.size === 0) return;
-    const wait = Math.max(SOON_MS, this.pokedAt + POKE_EVERY_MS - Date.now());
-    this.pokeTimer = window.setTimeout(() => {
-      this.pokeTimer = null;
-      this.pokedAt = Date.now();
-      this.poller.now();
-    }, wait);
+    if (this.listeners.size > 0) this.pokes.call();
   }
 
   /** @param {string} name */

@@ -207,6 +207,43 @@ export class LiveSocket {
 }
 
 /**
+ * Calls `fn` soon after `call()`, at most once every `every` ms: calls in
+ * between make one (a burst of events asks for one reload). The first call
+ * after a quiet spell waits `least` ms (0: at once).
+ */
+export class Throttle {
+  /**
+   * @param {() => void} fn
+   * @param {number} every
+   * @param {number} [least]
+   */
+  constructor(fn, every, least = 0) {
+    this.fn = fn;
+    this.every = every;
+    this.least = least;
+    /** @type {number | null} */
+    this.timer = null;
+    this.calledAt = 0;
+  }
+
+  call() {
+    if (this.timer !== null) return;
+    const wait = Math.max(this.least, this.calledAt + this.every - Date.now());
+    this.timer = window.setTimeout(() => {
+      this.timer = null;
+      this.calledAt = Date.now();
+      this.fn();
+    }, wait);
+  }
+
+  /** What is pending is not called. */
+  cancel() {
+    if (this.timer !== null) window.clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/**
  * @typedef {object} PollerOptions
  * @property {number} every ms from the end of one run to the start of the next
  * @property {(error: unknown, delay: number) => void} [onError] a run failed; the next is in delay ms

@@ -14,6 +14,7 @@
 // takes the focus away.
 
 import { del, get, liveSocket, post, put } from "../api.js";
+import { Throttle } from "/common/live.js";
 import { ActionMenu, ConfirmDialog, Toaster, ago, bytes, el, pagePoller, setText } from "../ui.js";
 
 /**
@@ -535,9 +536,6 @@ export function create() {
   /** @type {BinhostList} */
   let list = { current: null, binhosts: [] };
   let active = false;
-  /** @type {number | null} */
-  let soon = null;
-  let askedAt = 0;
 
   const page = {
     busy: new Set(),
@@ -698,15 +696,8 @@ export function create() {
   }
 
   /** An event about a binhost: the list again soon, at most every REFRESH_MS (a push reports often). */
-  function poke() {
-    if (soon !== null) return;
-    const wait = Math.max(0, askedAt + REFRESH_MS - Date.now());
-    soon = window.setTimeout(() => {
-      soon = null;
-      askedAt = Date.now();
-      refresh();
-    }, wait);
-  }
+  const soon = new Throttle(refresh, REFRESH_MS);
+  const poke = () => soon.call();
 
   const events = liveSocket(() => `/ws/events?type=${EVENT_TYPES.join(",")}`, {
     onMessage: poke,
@@ -725,8 +716,7 @@ export function create() {
       active = false;
       poller.stop();
       events.stop();
-      if (soon !== null) window.clearTimeout(soon);
-      soon = null;
+      soon.cancel();
       dialog.close();
       editor.close();
       for (const row of rows.values()) row.menu.close();

@@ -14,6 +14,7 @@
 // key and updated in place, so a poll never takes the focus away.
 
 import { get, liveSocket, post, upload } from "../api.js";
+import { Throttle } from "/common/live.js";
 import { fleet } from "../fleet.js";
 import { ConfirmDialog, Toaster, ago, bytes, el, pagePoller, setText } from "../ui.js";
 
@@ -697,8 +698,6 @@ export function create() {
   let lastId = 0;
   const busy = new Set();
   let active = false;
-  let soon = null;
-  let askedAt = 0;
 
   const page = {
     /** Stage: a version may be deployed once staged (asked first: it cannot be undone). */
@@ -979,15 +978,8 @@ export function create() {
   }
 
   /** A payload event: the lists again soon, at most every REFRESH_MS. */
-  function poke() {
-    if (soon !== null) return;
-    const wait = Math.max(0, askedAt + REFRESH_MS - Date.now());
-    soon = window.setTimeout(() => {
-      soon = null;
-      askedAt = Date.now();
-      refresh();
-    }, wait);
-  }
+  const soon = new Throttle(refresh, REFRESH_MS);
+  const poke = () => soon.call();
 
   const stream = liveSocket(() => `/ws/events?type=${EVENT_TYPES.join(",")}${lastId ? `&since=${lastId}` : ""}`, {
     onMessage(e) {
@@ -1022,8 +1014,7 @@ export function create() {
       active = false;
       poller.stop();
       stream.stop();
-      if (soon !== null) window.clearTimeout(soon);
-      soon = null;
+      soon.cancel();
       confirm.close();
       deployDialog.close();
     },
