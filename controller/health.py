@@ -33,6 +33,9 @@ MIN_STD_SHARE = 0.2
 # together), and the longest the monitor sleeps when none is due.
 TICK = 0.1
 IDLE_WAIT = 1.0
+# A drone whose rhythm was erratic (phi's deadline far out) is still suspect
+# before it is offline: at the latest halfway through the offline silence.
+SUSPECT_BY = 0.5
 LN10 = math.log(10)
 
 
@@ -178,7 +181,9 @@ class HealthMonitor:
             silent = now - state.detector_last()
             if silent > self._offline_after * state.interval:
                 fleet.silence_offline(state, silent)
-            elif state.status in ("online", "unhealthy") and now > state.suspect_at:
+            elif state.status in ("online", "unhealthy") and (
+                now > state.suspect_at or silent > SUSPECT_BY * self._offline_after * state.interval
+            ):
                 # Silence wins over what the drone last said of its checks.
                 fleet.mark_suspect(state, silent)
             if state.link is not None:
@@ -186,7 +191,7 @@ class HealthMonitor:
 
     def _deadline(self, state: DroneState) -> float:
         """The earliest time at which ``check`` could change the drone, if it stays silent."""
-        offline_at = state.detector_last() + self._offline_after * state.interval
+        last, bound = state.detector_last(), self._offline_after * state.interval
         if state.status in ("online", "unhealthy"):
-            return min(state.suspect_at, offline_at)
-        return offline_at
+            return min(state.suspect_at, last + SUSPECT_BY * bound)
+        return last + bound

@@ -153,6 +153,36 @@ def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_
     asyncio.run(scenario())
 
 
+def test_an_erratic_drone_is_suspect_halfway_to_offline_at_the_latest(tmp_path: Path) -> None:
+    """Beats that came in bunches (a starved machine) spread phi's deadline
+    past the offline silence; the drone is still suspect before offline."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, events = fleet_on(clock, tmp_path)
+        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+        await monitor.start()
+        try:
+            state, _link = connect(fleet, "erratic")
+            for gap in [0.05, 0.05, 0.05, 3.0, 0.05, 0.05, 4.0] * 4:
+                await clock.advance(gap)
+                fleet.on_heartbeat(state, HeartbeatData())
+            last = clock.time()
+            assert state.suspect_at - last > 9  # phi alone would wait till nearly offline
+            await clock.advance(5.0 - 0.05)
+            assert state.status == ONLINE
+            await clock.advance(0.05 + TICK + 0.01)
+            assert state.status == SUSPECT
+            await clock.advance(last + 10 + TICK + 0.01 - clock.time())
+            assert state.status == OFFLINE
+            found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
+            assert [e.type for e in found or []][-2:] == ["drone_suspect", "drone_disconnected"]
+        finally:
+            await monitor.stop()
+
+    asyncio.run(scenario())
+
+
 def test_the_pinger_pings_once_per_interval_and_unanswered_pings_make_a_drone_unhealthy(
     tmp_path: Path,
 ) -> None:
