@@ -42,6 +42,7 @@ pytestmark = pytest.mark.timeout(120)
 
 CONFIG = b"heartbeat_interval = 2.0\n"
 REASON = "signature does not verify against the pinned payload key"
+APPLIED = 3  # PayloadStatus.state: applied
 REFUSED = 4  # PayloadStatus.state: refused
 
 
@@ -164,11 +165,14 @@ class HandDrone:
     """A drone spoken by hand in a thread of its own (Playwright's sync API owns
     the test's thread and its event loop): it connects, says it runs
     portage-config v``runs``, and refuses each payload it is sent with REASON
-    (``silent``: never answers, as a drone busy with a build)."""
+    (``silent``: never answers, as a drone busy with a build; ``applies``:
+    says it applied it)."""
 
-    def __init__(self, swarm: Fleet, drone: Drone, runs: int, *, silent: bool = False) -> None:
+    def __init__(
+        self, swarm: Fleet, drone: Drone, runs: int, *, silent: bool = False, applies: bool = False
+    ) -> None:
         self.target, self.drone, self.runs = swarm.controller.grpc_target, drone, runs
-        self.silent = silent
+        self.silent, self.applies = silent, applies
         self.connected = threading.Event()
         self.refused: list[int] = []
         self.failure: BaseException | None = None
@@ -204,6 +208,9 @@ class HandDrone:
                 if message.WhichOneof("body") != "apply_payload" or self.silent:
                     continue
                 meta = payload_pb2.PayloadMeta.FromString(message.apply_payload.meta)
+                if self.applies:
+                    await stream.say(kind=meta.kind, version=meta.version, state=APPLIED, deploy_id=meta.deploy_id)
+                    continue
                 await stream.say(
                     kind=meta.kind,
                     version=meta.version,
@@ -301,8 +308,9 @@ def refuser_version(swarm: Fleet, kind: str) -> dict[str, Any]:
     return {k: found[k] for k in ("expected", "running", "drift", "state", "reason")}
 
 
-def start_rollout(page: Page, kind: str, version: int, *drones: str, gate: int) -> str:
-    """Start a rollout to the drones picked (canary 1, batch 1) from the deploy dialog; its id."""
+def start_rollout(page: Page, kind: str, version: int, *drones: str, gate: int, pause: int = 0) -> str:
+    """Start a rollout to the drones picked (canary 1, batch 1, ``pause`` s between
+    batches) from the deploy dialog; its id."""
     version_row(page, kind, version).get_by_role("button", name=f"Deploy {kind} v{version}").click()
     dialog = page.locator("dialog.pl-dialog")
     expect(dialog).to_be_visible()
@@ -312,6 +320,7 @@ def start_rollout(page: Page, kind: str, version: int, *drones: str, gate: int) 
     page.fill("#pl-canary", "1")
     page.fill("#pl-batch", "1")
     page.fill("#pl-gate", str(gate))
+    page.fill("#pl-pause", str(pause))
     shot(page, "payloads-deploy")
     dialog.get_by_role("button", name="Start rollout").click()
     expect(dialog).not_to_be_visible()
@@ -409,4 +418,27 @@ def test_a_rollout_is_paused_resumed_aborted_and_rolled_back_from_its_card(
         assert admin(swarm, "GET", path)["state"] == "rolled_back"
         for event in ("rollout_paused", "rollout_resumed", "rollout_aborted"):
             expect(page.locator(f'.pl-events li[data-type="{event}"]').first).to_be_visible()
+        assert unexpected(problems) == []
+
+
+def test_a_rollout_in_its_pause_says_when_the_next_batch_starts(
+    swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
+) -> None:
+    second, canary = drones  # the plan goes by name: "absent" is the canary
+    version = staged(swarm, "agent-config", CONFIG, "paused-between-batches")
+    with HandDrone(swarm, canary, runs=3, applies=True), HandDrone(swarm, second, runs=3, silent=True):
+        page, problems = open_payloads(browser, swarm)
+        rollout_id = start_rollout(page, "agent-config", version, canary.name, second.name, gate=60, pause=600)
+        card = page.locator(f'article[data-rollout="{rollout_id}"]')
+        path = f"/admin/api/rollouts/{rollout_id}"
+        expect(card.locator(f'li[data-drone="{canary.name}"]')).to_have_attribute(
+            "data-state", "passed", timeout=WAIT_MS
+        )
+        starts = wait_for(lambda: admin(swarm, "GET", path)["next_batch_at"], what="the pause")
+        shown = page.evaluate("iso => new Date(iso).toLocaleTimeString()", starts)
+        expect(card.locator(".pl-rollout-progress")).to_contain_text(f"batch 2 of 2 starts at {shown}")
+        card.get_by_role("button", name="Abort", exact=True).click()
+        page.locator("dialog.dialog").get_by_role("button", name="Abort", exact=True).click()
+        expect(card).to_have_attribute("data-state", "aborted", timeout=WAIT_MS)
+        expect(card.locator(".pl-rollout-progress")).not_to_contain_text("starts at")
         assert unexpected(problems) == []

@@ -66,10 +66,12 @@ def test_agent_connects_with_hello_data_heartbeats_and_ping(shared: Controller, 
     # A read can fall between the next ping and its pong, when the latest
     # ping is newer than the latest pong; wait for one where it was answered.
     pinged = wait_for(
-        lambda: (n := controller.node("drone-io"))
-        and n["ping_latency_ms"] is not None
-        and n["last_pong_at"] >= n["last_ping_at"]
-        and n,
+        lambda: (
+            (n := controller.node("drone-io"))
+            and n["ping_latency_ms"] is not None
+            and n["last_pong_at"] >= n["last_ping_at"]
+            and n
+        ),
         what="a ping round trip",
     )
     assert 0 < pinged["ping_latency_ms"] < 10_000  # milliseconds; seconds on a loaded machine

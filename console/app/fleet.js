@@ -23,6 +23,7 @@ const POKE_EVERY_MS = 1000; // and pokes ask at most this often
  * @property {string | null} grounded_until
  * @property {number} failures
  * @property {number} running_jobs
+ * @property {string | null} [held_for_payload] why it takes no new build meanwhile: a payload it is to take
  *
  * @typedef {object} Drone
  * @property {string} id

@@ -40,6 +40,7 @@ class DroneRow {
     this.status = el("span", { class: "pill" });
     this.draining = el("span", { class: "pill pill-draining", hidden: true }, "draining");
     this.grounded = el("span", { class: "pill pill-grounded", hidden: true }, "grounded");
+    this.updating = el("span", { class: "pill pill-updating", hidden: true }, "updating");
     this.beat = sub();
     this.type = el("td", {});
     this.cores = el("td", { class: "num" });
@@ -90,7 +91,7 @@ class DroneRow {
       "tr",
       { "data-drone": name },
       el("td", {}, el("span", { class: "drone-name" }, name), this.nameSub),
-      el("td", {}, el("span", { class: "pills" }, this.status, this.draining, this.grounded), this.beat),
+      el("td", {}, el("span", { class: "pills" }, this.status, this.draining, this.grounded, this.updating), this.beat),
       this.type,
       this.cores,
       this.load,
@@ -125,6 +126,8 @@ class DroneRow {
         ? `grounded by ${d.grounded_by} until ungrounded`
         : `circuit breaker: ${d.failures} failures in a row` +
           (d.grounded_until ? `, until ${new Date(d.grounded_until).toLocaleTimeString()}` : "");
+    this.updating.hidden = !d?.held_for_payload;
+    this.updating.title = d?.held_for_payload ? `takes no new build until it has its payload: ${d.held_for_payload}` : "";
     setText(this.beat, drone.last_heartbeat_at ? `beat ${ago(drone.last_heartbeat_at, now)}` : "no heartbeat yet");
 
     const type = this.health?.type ?? drone.drone_type ?? "unknown";

@@ -46,6 +46,7 @@ export class DronePanel {
           d.dispatch.draining ? `draining${d.dispatch.drained_by ? ` (by ${d.dispatch.drained_by})` : ""}` : null,
           `${plural(d.dispatch.running_jobs ?? 0, "running job")}`,
           d.dispatch.failures ? `${plural(d.dispatch.failures, "failure")} in a row` : null,
+          d.dispatch.held_for_payload ? `held for its payload: ${d.dispatch.held_for_payload}` : null,
         ]
           .filter(Boolean)
           .join(" · ")
