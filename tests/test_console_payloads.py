@@ -209,7 +209,9 @@ class HandDrone:
                     continue
                 meta = payload_pb2.PayloadMeta.FromString(message.apply_payload.meta)
                 if self.applies:
-                    await stream.say(kind=meta.kind, version=meta.version, state=APPLIED, deploy_id=meta.deploy_id)
+                    await stream.say(
+                        kind=meta.kind, version=meta.version, state=APPLIED, deploy_id=meta.deploy_id
+                    )
                     continue
                 await stream.say(
                     kind=meta.kind,
@@ -428,7 +430,9 @@ def test_a_rollout_in_its_pause_says_when_the_next_batch_starts(
     version = staged(swarm, "agent-config", CONFIG, "paused-between-batches")
     with HandDrone(swarm, canary, runs=3, applies=True), HandDrone(swarm, second, runs=3, silent=True):
         page, problems = open_payloads(browser, swarm)
-        rollout_id = start_rollout(page, "agent-config", version, canary.name, second.name, gate=60, pause=600)
+        rollout_id = start_rollout(
+            page, "agent-config", version, canary.name, second.name, gate=60, pause=600
+        )
         card = page.locator(f'article[data-rollout="{rollout_id}"]')
         path = f"/admin/api/rollouts/{rollout_id}"
         expect(card.locator(f'li[data-drone="{canary.name}"]')).to_have_attribute(
