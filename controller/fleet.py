@@ -23,7 +23,7 @@ import asyncio
 import logging
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Protocol
 
 from swarm.clock import SYSTEM, Clock
@@ -31,7 +31,6 @@ from swarm.controller.channel_frames import ChannelRequest
 from swarm.controller.domain import CheckData, HeartbeatData, HelloData, PayloadVersionData, PongData
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
-from swarm.controller.figures import CPU, DISK, LOAD1, LOAD5, LOAD15, MEMORY, Figures
 from swarm.controller.health import PhiAccrual
 from swarm.controller.schedule import Schedule
 from swarm.controller.store.records import NodeLive, NodeRecord
@@ -39,16 +38,19 @@ from swarm.controller.store.records import NodeLive, NodeRecord
 log = logging.getLogger(__name__)
 
 NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
-# The stored figures a heartbeat brings: the fleet keeps the latest of every
-# drone in its Figures (columns, not objects; figures.py), a row per drone.
+# The stored figures a heartbeat brings: DroneState keeps the latest
+# HeartbeatData as it came (``beat``) instead of copying them one by one.
 FIGURES = tuple(f.name for f in fields(HeartbeatData))
 OWN_FIELDS = tuple(name for name in NODE_FIELDS if name not in FIGURES)
-# A NodeRecord and a NodeLive end with the figures, in HeartbeatData's
-# order: each is built from a DroneState's own fields, read in C (the whole
-# fleet's live columns are written every persist interval), and its row.
-assert NODE_FIELDS[-len(FIGURES) :] == FIGURES == NodeLive._fields[-len(FIGURES) :]
-RECORD_VALUES = operator.attrgetter(*OWN_FIELDS)
-LIVE_VALUES = operator.attrgetter(*NodeLive._fields[: -len(FIGURES)])
+# A NodeRecord's fields of a DroneState, in order, read in C: the whole fleet
+# is written every persist interval, and getattr one by one cost as much as
+# the rest of building its NodeRecords.
+RECORD_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{name}" for name in NODE_FIELDS))
+# The same for the columns that heartbeats and pongs change (NodeLive):
+# most persist intervals write only these.
+LIVE_VALUES = operator.attrgetter(
+    *(name if name in OWN_FIELDS else f"beat.{name}" for name in NodeLive._fields)
+)
 ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.
@@ -107,13 +109,11 @@ class Link(Protocol):
 
 class DroneState:
     """Mutable live state of one drone: a NodeRecord's fields (the latest
-    heartbeat's figures in its row, ``slot``, of the fleet's ``figures``)
-    plus the link."""
+    heartbeat's figures as it came, in ``beat``) plus the link."""
 
     __slots__ = (
         *OWN_FIELDS,
-        "figures",
-        "slot",
+        "beat",
         "link",
         "detector",
         "suspect_at",
@@ -151,13 +151,11 @@ class DroneState:
     last_pong_at: float | None
     ping_latency_ms: float | None
 
-    def __init__(self, record: NodeRecord, figures: Figures | None = None) -> None:
+    def __init__(self, record: NodeRecord) -> None:
         for name in OWN_FIELDS:
             setattr(self, name, getattr(record, name))
-        # The latest heartbeat's figures (before the first, as last stored),
-        # in the fleet's columns (a drone made alone has columns of its own).
-        self.figures = Figures() if figures is None else figures
-        self.slot = self.figures.add(HeartbeatData(*[getattr(record, name) for name in FIGURES]))
+        # The latest heartbeat's figures (before the first, as last stored).
+        self.beat = HeartbeatData(*[getattr(record, name) for name in FIGURES])
         self.link: Link | None = None
         self.detector: PhiAccrual | None = None
         self.suspect_at = 0.0
@@ -189,51 +187,47 @@ class DroneState:
 
     # The figures of the latest heartbeat, read where a NodeRecord has them.
     @property
-    def beat(self) -> HeartbeatData:
-        return self.figures.get(self.slot)
-
-    @property
     def load1(self) -> float:
-        return self.figures.double(self.slot, LOAD1)
+        return self.beat.load1
 
     @property
     def load5(self) -> float:
-        return self.figures.double(self.slot, LOAD5)
+        return self.beat.load5
 
     @property
     def load15(self) -> float:
-        return self.figures.double(self.slot, LOAD15)
+        return self.beat.load15
 
     @property
     def cpu_percent(self) -> float:
-        return self.figures.double(self.slot, CPU)
+        return self.beat.cpu_percent
 
     @property
     def memory_percent(self) -> float:
-        return self.figures.double(self.slot, MEMORY)
+        return self.beat.memory_percent
 
     @property
     def disk_percent(self) -> float:
-        return self.figures.double(self.slot, DISK)
+        return self.beat.disk_percent
 
     @property
     def disk_free_bytes(self) -> int:
-        return self.figures.disk_free(self.slot)
+        return self.beat.disk_free_bytes
 
     @property
     def emerge_running(self) -> bool:
-        return self.figures.emerge(self.slot)
+        return self.beat.emerge_running
 
     @property
     def current_job_id(self) -> str:
-        return self.figures.job(self.slot)
+        return self.beat.current_job_id
 
     @property
     def failing(self) -> tuple[CheckData, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
     def record(self) -> NodeRecord:
-        return NodeRecord(*RECORD_VALUES(self), *self.figures.values(self.slot))
+        return NodeRecord(*RECORD_VALUES(self))
 
     def detector_last(self) -> float:
         return self.detector.last if self.detector is not None else 0.0
@@ -260,8 +254,6 @@ class Fleet:
         self.ping_timeout = ping_timeout
         self.missed_pings = missed_pings
         self._drones: dict[str, DroneState] = {}
-        # Every drone's latest heartbeat figures, a row each (DroneState.slot).
-        self.figures = Figures()
         self._connected: dict[str, DroneState] = {}
         # Ids whose whole row is to be written (a new drone, its identity or
         # status changed), and those whose heartbeats or pongs changed only
@@ -335,7 +327,7 @@ class Fleet:
     def load(self, records: Iterable[NodeRecord]) -> None:
         """Known drones from the database; none has a stream yet."""
         for record in records:
-            state = DroneState(record, self.figures)
+            state = DroneState(record)
             if state.status != OFFLINE:
                 state.status = OFFLINE
                 self.dirty.add(state.id)
@@ -361,7 +353,7 @@ class Fleet:
         now = self.clock.time()
         state = self._drones.get(hello.drone_id)
         if state is None:
-            state = DroneState(NodeRecord(id=hello.drone_id, name=hello.name, first_seen_at=now), self.figures)
+            state = DroneState(NodeRecord(id=hello.drone_id, name=hello.name, first_seen_at=now))
             self._drones[state.id] = state
         old_link = state.link
         previous_name = state.name
@@ -374,7 +366,7 @@ class Fleet:
         state.agent_version = hello.agent_version
         state.payload_version = hello.payload_version
         state.heartbeat_interval_ms = hello.heartbeat_interval_ms
-        state.figures.set_job(state.slot, hello.current_job_id)
+        state.beat = replace(state.beat, current_job_id=hello.current_job_id)
         new_process = not hello.instance_id or hello.instance_id != state.instance_id
         if old_link is None or new_process:
             # A stream after a gap, or another process: checks unknown until its first Pong.
@@ -489,15 +481,10 @@ class Fleet:
     # -- traffic -------------------------------------------------------
 
     def on_heartbeat(self, state: DroneState, hb: HeartbeatData) -> None:
-        state.figures.put(state.slot, hb)
-        self.on_beat(state)
-
-    def on_beat(self, state: DroneState) -> None:
-        """A heartbeat whose figures are in the drone's row already (the
-        gateway's: serde.read_figures writes them there)."""
         now = self.clock.time()
         state.last_seen_at = now
         state.last_heartbeat_at = now
+        state.beat = hb
         detector = state.detector
         if detector is not None:
             suspect_at = detector.beat(now, self._y)
@@ -610,9 +597,5 @@ class Fleet:
         """The live columns to write of drones whose rows are otherwise
         unchanged (take_dirty first: it takes its drones out of these)."""
         ids, self.live_dirty = self.live_dirty, set()
-        drones, figures = self._drones, self.figures
-        return [
-            NodeLive(*LIVE_VALUES(state), *figures.values(state.slot))
-            for state in (drones.get(i) for i in ids)
-            if state is not None
-        ]
+        drones = self._drones
+        return [NodeLive._make(LIVE_VALUES(drones[i])) for i in ids if i in drones]

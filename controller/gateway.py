@@ -543,8 +543,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 record(IN, drone_id, HEARTBEAT, len(raw), kept, None, unknown)
             else:
                 record(IN, drone_id, HEARTBEAT, len(raw), raw)
-            serde.read_figures(heartbeat, state.figures, state.slot)
-            self._fleet.on_beat(state)
+            self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
             return True
         # A kind of a newer protocol revision (or none at all) is recorded and
         # otherwise ignored: a newer agent must be able to talk to this controller.

@@ -29,7 +29,6 @@ from swarm.controller.domain import (
     PongData,
 )
 from swarm.controller.errors import FailedPrecondition, InvalidArgument
-from swarm.controller.figures import Figures
 from swarm.controller.protolog import IN
 from swarm.payloadsig import KINDS, SHA256_RE
 from swarm.printable import printable
@@ -158,17 +157,13 @@ def _figure(value: float, top: float = math.inf) -> float:
     return min(value, top)
 
 
-def read_figures(hb: fleet_pb2.Heartbeat, figures: Figures, slot: int) -> None:
-    """The figures as kept (``_figure``), written into the drone's row of the
-    fleet's columns (``DroneState.slot``; then Fleet.on_beat): this runs for
-    every heartbeat of every drone, so each figure goes straight from the
-    message into its row, and nothing built here outlives the heartbeat. A
-    figure within its range is taken without a call."""
+def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
+    """The figures as kept (``_figure``). This runs for every heartbeat of
+    every drone: a figure within its range is taken without a call."""
     load1, load5, load15 = hb.load1, hb.load5, hb.load15
     cpu, memory, disk = hb.cpu_percent, hb.memory_percent, hb.disk_percent
     free, job = hb.disk_free_bytes, hb.current_job_id
-    figures.set(
-        slot,
+    return HeartbeatData(
         load1 if 0.0 <= load1 < INF else _figure(load1),
         load5 if 0.0 <= load5 < INF else _figure(load5),
         load15 if 0.0 <= load15 < INF else _figure(load15),

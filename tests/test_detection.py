@@ -399,8 +399,8 @@ def test_unanswered_pings_make_a_beating_drone_unhealthy_and_late_pongs_count_fo
 def test_a_drone_state_writes_back_what_it_was_loaded_with_and_then_its_latest_heartbeat(
     tmp_path: Path,
 ) -> None:
-    """DroneState keeps a heartbeat's figures (in its fleet's columns, its
-    row given back as a HeartbeatData); its NodeRecord has each field in its place."""
+    """DroneState keeps a heartbeat's figures as the HeartbeatData that came
+    (no copy); its NodeRecord has each field in its place."""
     values: dict[str, Any] = {}
     for i, f in enumerate(dataclasses.fields(NodeRecord)):
         kind = str(f.type)
@@ -420,7 +420,7 @@ def test_a_drone_state_writes_back_what_it_was_loaded_with_and_then_its_latest_h
     events = EventLog(StoreRunner(SqlStore(f"sqlite:///{tmp_path}/unused.db")), buffer=100, retention=100)
     fleet = Fleet(events, y_threshold=2.0)
     fleet.on_heartbeat(state, beat)
-    assert state.beat == beat
+    assert state.beat is beat
     written = state.record()
     assert dataclasses.asdict(written) == {
         **values,
