@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--controller-arg",
         action="append",
         default=[],
-        help="an extra flag for every controller (repeatable)",
+        help="an extra flag for every controller (repeatable; the --before one takes --before-arg if given)",
     )
     parser.add_argument(
         "--before-arg",
