@@ -15,6 +15,8 @@ machine 100 % busy, where the whole process moves by five.
     .venv/bin/python bench/loop_ab.py                       # this checkout's controller against the floor
     .venv/bin/python bench/loop_ab.py --before /work/main/.venv/bin/python --rounds 3
     .venv/bin/python bench/loop_ab.py --bare-ping-interval 20   # the floor pinging as the controller does
+    .venv/bin/python bench/loop_ab.py --before .venv/bin/python --before-arg=--ping-interval=5 \
+        --controller-arg=--ping-interval=3600                   # this controller with pings and without
 
 Each server: started, N drones connected (the same enrolled set, as
 ``fleet.py``), a warm-up, a window in which the bench only sleeps. It
@@ -120,7 +122,8 @@ def servers_of(ns: argparse.Namespace) -> list[Server]:
     args = tuple(ns.controller_arg)
     servers = [Server("controller", args=args)]
     if ns.before:
-        servers.insert(0, Server("before", python=ns.before, args=args))
+        before_args = tuple(ns.before_arg) if ns.before_arg else args
+        servers.insert(0, Server("before", python=ns.before, args=before_args))
     servers.append(Server("bare", bare=True))
     if ns.bare_ping_interval:
         servers.append(Server("bare pinging", bare=True, ping_interval=ns.bare_ping_interval))
@@ -150,7 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--controller-arg",
         action="append",
         default=[],
-        help="an extra flag for every controller (repeatable)",
+        help="an extra flag for every controller (repeatable; the --before one takes --before-arg if given)",
+    )
+    parser.add_argument(
+        "--before-arg",
+        action="append",
+        default=[],
+        help="flags for the --before controller instead of --controller-arg (repeatable): "
+        "one checkout against itself with other flags",
     )
     parser.add_argument("--json", type=Path, help="write every window's figures here")
     ns = parser.parse_args(argv)
