@@ -66,6 +66,7 @@ import { ConfirmDialog, Toaster, ago, bytes, el, pagePoller, setText } from "../
  * @property {{ all: boolean, network: string, drones: string[] }} target
  * @property {number} batches
  * @property {number} next_batch
+ * @property {string | null} next_batch_at when the pause before next_batch ends (null: not in a pause)
  * @property {RolloutDrone[]} drones
  * @property {string} started_by
  * @property {string} created_at
@@ -290,7 +291,8 @@ class RolloutCard {
     const planned = r.drones.filter((d) => d.batch >= 0).length;
     setText(
       this.progress,
-      `${passed} of ${planned} drones passed · batch ${Math.min(r.next_batch + 1, r.batches)} of ${r.batches} · ` +
+      `${passed} of ${planned} drones passed · batch ${Math.min(r.next_batch + 1, r.batches)} of ${r.batches}` +
+        `${r.next_batch_at ? ` starts at ${new Date(r.next_batch_at).toLocaleTimeString()}` : ""} · ` +
         `canary ${s.canary}, batch ${s.batch}, pause ${s.pause_s} s, gate ${s.gate_timeout_s} s` +
         `${s.auto_rollback ? ", rolls back on failure" : ""} · ${r.id} by ${who(r.started_by)} ${ago(r.created_at)}`,
     );
