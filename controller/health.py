@@ -180,6 +180,12 @@ class HealthMonitor:
                 continue
             silent = now - state.detector_last()
             if silent > self._offline_after * state.interval:
+                if state.status in ("online", "unhealthy"):
+                    # A look that came after the offline silence (a starved
+                    # controller) still says the drone was suspect first: a
+                    # silent drone's history must not depend on how late the
+                    # loop ran.
+                    fleet.mark_suspect(state, silent)
                 fleet.silence_offline(state, silent)
             elif state.status in ("online", "unhealthy") and (
                 now > state.suspect_at or silent > SUSPECT_BY * self._offline_after * state.interval

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.cli import CLI_ENV, Follow, cli_args, following
+from support.cli import CLI_ENV, Follow, cli_args, following, run_here
 from support.procs import FAST_HEARTBEAT, Controller, wait_for
 from support.shells import ShellDrone, start_shell_drone
 
@@ -269,13 +269,15 @@ def test_shell_sigterm_detaches_and_the_session_reattaches(drone: Drone) -> None
 
 
 def test_errors_exit_codes_and_one_line(drone: Drone, tmp_path: Path) -> None:
-    def cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = drone.cli_args(*args)
-        if url is not None:
-            argv[argv.index("--url") + 1] = url
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env=CLI_ENV, stdin=subprocess.DEVNULL
-        )
+    """The live commands' refusals come before any terminal or stream is
+    opened: swarm-cli's main in this process (support/cli.run_here), not a
+    Python started for each of the eleven."""
+    key_file = drone.controller.info["admin_key_file"]
+
+    def cli(
+        *args: str, url: str | None = None, key: str | Path = key_file
+    ) -> subprocess.CompletedProcess[str]:
+        return run_here(url or drone.controller.admin_url, key, *args)
 
     unknown = cli("shell", "no-such-drone")
     assert unknown.returncode == 1 and len(unknown.stderr.splitlines()) == 1, unknown.stderr
@@ -290,11 +292,7 @@ def test_errors_exit_codes_and_one_line(drone: Drone, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_text("not-the-admin-key-at-all\n")
     for command in (["shell", drone.name], ["protocol", "--follow"]):
-        argv = drone.cli_args(*command)
-        argv[argv.index("--key-file") + 1] = str(wrong)
-        refused = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env=CLI_ENV, stdin=subprocess.DEVNULL
-        )
+        refused = cli(*command, key=wrong)
         assert refused.returncode == 1 and "401" in refused.stderr, (command, refused.stderr)
         assert len(refused.stderr.splitlines()) == 1, refused.stderr
     assert cli("protocol", "--sample", "0").returncode == 2

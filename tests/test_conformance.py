@@ -202,10 +202,14 @@ def test_the_controller_recorded_each_violation(run: ClientRun) -> None:
 
     mismatch = controller.events(type="drone_name_mismatch")
     assert [(e["drone_id"], e["data"]["claimed"]) for e in mismatch] == [(js_b, "js-free")]
-    # The deaf drone, and only it, went unhealthy. How often is not asserted: on
-    # a loaded machine a pong can come later than the 1 s ping timeout outside
-    # the deaf step too (seen with six test modules side by side).
-    assert {e["drone_id"] for e in controller.events(type="drone_unhealthy")} == {js_a}
+    # The deaf drone went unhealthy. How often, and whether js-b did too, is
+    # not asserted: on a loaded machine a pong can come later than the 1 s
+    # ping timeout outside the deaf step, on either drone (seen with six test
+    # modules side by side, and with js-b in a 4-worker run beside a
+    # benchmark); that is the only way either went unhealthy.
+    unhealthy = controller.events(type="drone_unhealthy")
+    assert js_a in {e["drone_id"] for e in unhealthy}, unhealthy
+    assert all("pings in a row unanswered" in e["message"] for e in unhealthy), unhealthy
     assert js_a in [e["drone_id"] for e in controller.events(type="drone_healthy")]
     assert [e["drone_id"] for e in controller.events(type="drone_exec")] == [js_a]
 

@@ -23,6 +23,9 @@ from support.shells import ShellDrone, start_shell_drone
 pytestmark = pytest.mark.timeout(180)
 
 DRONE = "drone-one"
+# The terminal's flood: long enough for several answers of the page's main
+# thread while xterm.js parses it (16 MB took 40 s on a loaded machine).
+FLOOD_MB = 6
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +172,7 @@ def test_drones_page_and_terminal(swarm: ShellDrone, browser: BrowserContext) ->
     # Colour changes on every character: xterm.js parses this far more slowly than plain text.
     colours = b"".join(b"\x1b[3%dm%c" % (i % 8, 65 + i % 26) for i in range(48)) + b"\x1b[0m"
     with big.open("wb") as fh:
-        for i in range(16 * 2**20 // (len(colours) + 10)):
+        for i in range(FLOOD_MB * 2**20 // (len(colours) + 10)):
             fh.write(b"%08d %s\n" % (i, colours))
     page.keyboard.type(f"cat {big}; echo flood-end-$((9*9))")
     page.keyboard.press("Enter")
@@ -184,12 +187,14 @@ def test_drones_page_and_terminal(swarm: ShellDrone, browser: BrowserContext) ->
     answers.sort()
     pauses, resumes = controls.count('{"type":"pause"}'), controls.count('{"type":"resume"}')
     print(
-        f"\n16 MB cat: main thread answered in {answers[len(answers) // 2] * 1000:.0f} ms (median), "
+        f"\n{FLOOD_MB} MB cat: main thread answered in {answers[len(answers) // 2] * 1000:.0f} ms (median), "
         f"{answers[-1] * 1000:.0f} ms (worst) of {len(answers)}; {pauses} pauses, {resumes} resumes"
     )
-    # Responsive meanwhile, and never left paused (on a fast machine Chromium hands
-    # xterm.js no more than it parses, and no pause is needed at all).
-    assert answers[len(answers) // 2] < 0.5 and pauses == resumes
+    # Responsive meanwhile (a main thread held by the flood would answer after
+    # it, seconds later; a loaded machine takes the median to some 0.45 s), and
+    # never left paused (on a fast machine Chromium hands xterm.js no more than
+    # it parses, and no pause is needed at all).
+    assert answers[len(answers) // 2] < 1.0 and pauses == resumes
     run(page, "echo calm-$((2+2))", r"calm-4")
 
     # The shell's end shows its exit status.

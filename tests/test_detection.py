@@ -299,6 +299,30 @@ def test_an_idle_pinger_and_monitor_sleep_until_a_drone_is_due(
     asyncio.run(scenario())
 
 
+def test_a_look_after_the_offline_silence_still_finds_the_drone_suspect_first(tmp_path: Path) -> None:
+    """A starved controller's monitor can wake past both deadlines at once:
+    the silent drone's history is the same, suspect and then offline."""
+    clock = ManualClock()
+    fleet, events = fleet_on(clock, tmp_path)
+    monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+    state, link = connect(fleet, "late")
+    fleet.on_heartbeat(state, HeartbeatData())
+    assert state.status == ONLINE
+    monitor.check(clock.time() + 60)
+    assert state.status == OFFLINE and link.closed is not None
+    found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
+    assert [e.type for e in found or []][-2:] == ["drone_suspect", "drone_disconnected"]
+    # A drone already suspect is not made suspect again on its way offline.
+    again, _link = connect(fleet, "quiet")
+    fleet.on_heartbeat(again, HeartbeatData())
+    monitor.check(clock.time() + 5)
+    assert again.status == SUSPECT
+    monitor.check(clock.time() + 60)
+    assert again.status == OFFLINE
+    found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=again.id, types=())
+    assert [e.type for e in found or []].count("drone_suspect") == 1
+
+
 def test_fleet_unhealthy_while_beating_suspect_when_silent(tmp_path: Path) -> None:
     clock = ManualClock()
     fleet, events = fleet_on(clock, tmp_path, y_threshold=2.0)

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import signal
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -124,30 +123,30 @@ def test_a_pong_in_a_heartbeat_measures_the_round_trip_without_the_wait_for_the_
             assert status == 200, pinged
         finally:
             agent.kill()
+    median = {}
     for kind, values in pongs.items():
         values.sort()
-        # Never below the two delays; the wait for a heartbeat (up to 1000 ms) would show in the median.
-        assert values[0] >= 2 * delay * 1000, (kind, values)
-        assert values[(len(values) - 1) // 2] < 2 * delay * 1000 + 250, (kind, values)
+        assert values[0] >= 2 * delay * 1000, (kind, values)  # never below the two delays
+        median[kind] = values[(len(values) - 1) // 2]
+    # The wait for a heartbeat (up to 1000 ms, 500 in the median) would show
+    # beside the pongs sent at once; a loaded machine slows both alike.
+    assert median["in a heartbeat"] < median["at once"] + 250, pongs
     assert 2 * delay * 1000 <= pinged["latency_ms"] < 2 * delay * 1000 + 1000
 
 
-def test_killed_agent_is_offline_within_two_seconds_and_comes_back(
+def test_killed_agent_is_offline_when_its_stream_ends_and_comes_back(
     shared: Controller, launch: Launch
 ) -> None:
+    """Offline from the closed connection, not from the silence after it
+    (how soon is bench/fleet.py's --cuts figure)."""
     controller = shared
     agent = launch(controller, "drone-kill")
     wait_for(lambda: online(controller, "drone-kill"), what="online")
     agent.kill()
-    killed_at = time.monotonic()
-    wait_for(
-        lambda: controller.known_node("drone-kill")["status"] == "offline",
-        timeout=2.0,
-        what="offline within 2 s of kill -9",
-    )
-    assert time.monotonic() - killed_at < 2.0
-    gone = [e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_disconnected"]
-    assert len(gone) == 1 and gone[0]["data"]["new_status"] == "offline"
+    wait_for(lambda: controller.known_node("drone-kill")["status"] == "offline", what="offline after kill -9")
+    [gone] = [e for e in controller.events(drone=agent.drone_id) if e["type"] == "drone_disconnected"]
+    assert gone["data"]["new_status"] == "offline"
+    assert "stream closed by the drone" in gone["message"], gone
 
     again = launch(controller, "drone-kill", state_dir=agent.state_dir)
     node = wait_for(lambda: online(controller, "drone-kill"), what="back online")
@@ -163,14 +162,10 @@ def test_frozen_agent_goes_suspect_then_offline_and_recovers(shared: Controller,
     agent.signal(signal.SIGSTOP)
     try:
         # 0.25 s heartbeats: suspect after about three intervals, offline after ten.
-        wait_for(
-            lambda: controller.known_node("drone-frozen")["status"] == "suspect",
-            timeout=3,
-            what="suspect while frozen",
-        )
+        # Suspect is seen in the events: a poll of the status on a loaded
+        # machine can fall on either side of its second and a bit.
         wait_for(
             lambda: controller.known_node("drone-frozen")["status"] == "offline",
-            timeout=5,
             what="offline while frozen",
         )
     finally:
@@ -202,11 +197,7 @@ def test_suspect_drone_that_resumes_is_online_again(tmp_path: Path) -> None:
             wait_for(lambda: online(controller, "drone-pause"), what="online")
             agent.signal(signal.SIGSTOP)
             try:
-                wait_for(
-                    lambda: controller.known_node("drone-pause")["status"] == "suspect",
-                    timeout=3,
-                    what="suspect",
-                )
+                wait_for(lambda: controller.known_node("drone-pause")["status"] == "suspect", what="suspect")
             finally:
                 agent.signal(signal.SIGCONT)
             wait_for(lambda: online(controller, "drone-pause"), what="online again")

@@ -115,7 +115,7 @@ def test_low_disk_makes_a_beating_drone_unhealthy_silence_still_wins_and_a_new_p
         # its heartbeats resume its checks decide again.
         agent.signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: with_status(controller, "drone-disk", SUSPECT), timeout=5, what="suspect")
+            wait_for(lambda: with_status(controller, "drone-disk", SUSPECT), what="suspect")
         finally:
             agent.signal(signal.SIGCONT)
         wait_for(lambda: with_status(controller, "drone-disk", UNHEALTHY), what="unhealthy again")

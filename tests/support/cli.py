@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from support.procs import Controller
 
@@ -33,21 +34,37 @@ def cli_args(controller: Controller, *args: str) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _stdin(stream: TextIO) -> Iterator[None]:
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
 def run_here(url: str, key_file: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
     """swarm-cli's ``main`` in this process against the admin tier at ``url``:
     what ``subprocess.run(..., capture_output=True, text=True)`` of the
     command gives (its exit code, stdout and stderr), without a Python
-    started and swarm-cli imported for it (some 0.08 CPU-s a call). For the
-    commands that print and exit; the live ones (``--follow``, ``shell``)
-    run as processes (``Follow``), and test_cli.py runs the installed
-    console script itself."""
+    started and swarm-cli imported for it (some 0.08 CPU-s a call). Its
+    stdin is /dev/null, as with ``stdin=subprocess.DEVNULL``. For the
+    commands that print and exit, and the live ones' refusals (they come
+    before a terminal or stream is opened); the live ones themselves
+    (``--follow``, ``shell``) run as processes (``Follow``), and test_cli.py
+    runs the installed console script itself."""
     from swarm.cli.main import main as swarm_cli
 
     argv = ["--url", url, "--key-file", str(key_file), *args]
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     code: int
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        open(os.devnull) as devnull,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        _stdin(devnull),
+    ):
         try:
             swarm_cli(argv)
             code = 0
