@@ -261,12 +261,16 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
                 await call.write(hello("deaf", drone_id, heartbeat_interval_ms=200))
                 assert (await asyncio.wait_for(call.read(), 10)).WhichOneof("body") == "welcome"
                 seq = 0
+                # One write at a time on a call (grpc.aio refuses a second with
+                # TOO_MANY_OPERATIONS): the heartbeats and the pongs take turns.
+                writing = asyncio.Lock()
 
                 async def beat_until(what: Callable[[], bool]) -> None:
                     nonlocal seq
                     for _ in range(100):
                         seq += 1
-                        await call.write(heartbeat(seq))
+                        async with writing:
+                            await call.write(heartbeat(seq))
                         if await asyncio.to_thread(what):
                             return
                         await asyncio.sleep(0.2)
@@ -283,11 +287,9 @@ def test_a_drone_that_stops_reading_is_unhealthy_until_it_answers_pings_in_time(
                             return
                         if message.WhichOneof("body") == "ping":
                             ping = message.ping
-                            await call.write(
-                                gateway_pb2.AgentMessage(
-                                    pong=fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns)
-                                )
-                            )
+                            pong = fleet_pb2.Pong(seq=ping.seq, sent_at_unix_ns=ping.sent_at_unix_ns)
+                            async with writing:
+                                await call.write(gateway_pb2.AgentMessage(pong=pong))
 
                 reader = asyncio.create_task(answer())
                 try:
