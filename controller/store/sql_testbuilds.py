@@ -40,7 +40,7 @@ def _upsert_builds_sql(param: str) -> str:
     quoted = [f'"{name}"' for name in BUILD_FIELDS]  # "user" is a keyword of PostgreSQL's
     updates = ", ".join(f"{q} = excluded.{q}" for q in quoted if q != '"id"')
     return (
-        f'INSERT INTO "{TestBuild._meta.table_name}" ({", ".join(quoted)}) '  # type: ignore[attr-defined]
+        f'INSERT INTO "{TestBuild._meta.table_name}" ({", ".join(quoted)}) '
         f'VALUES ({", ".join([param] * len(quoted))}) ON CONFLICT ("id") DO UPDATE SET {updates}'
     )
 
