@@ -5,8 +5,7 @@ transaction, a question to a Portage worker) costs a few round trips
 rather than one each. The first caller of a burst drives: it runs batches
 until nobody waits; every caller gets its own item's answer. There is no
 task of its own, so there is nothing to stop; and no timer, so a lone
-call is not delayed (by one turn of the event loop, the others of its
-burst joining it).
+call is not delayed.
 """
 
 from __future__ import annotations
@@ -40,23 +39,19 @@ class Batcher(Generic[Item, Answer]):
             self._driving = True
             try:
                 while self._waiting:
-                    # One turn of the loop first: the callers woken with ours (a
-                    # batch's answers, a burst of requests read together) join this
-                    # batch instead of waiting a whole round trip for the next.
-                    await asyncio.sleep(0)
                     cut = self._limit or len(self._waiting)
                     batch, self._waiting = self._waiting[:cut], self._waiting[cut:]
                     await self._serve(batch)
             except BaseException:
-                # Cancelled: nobody is left to serve the others.
-                for _, waiting in self._waiting:
-                    _settle(waiting, self._abandoned())
-                self._waiting = []
                 if answer.done() and not answer.cancelled():
                     answer.exception()  # ours is told by the raise: not an unretrieved error
                 raise
             finally:
                 self._driving = False
+                # Cancelled while serving: nobody is left to serve the others.
+                for _, waiting in self._waiting:
+                    _settle(waiting, self._abandoned())
+                self._waiting = []
         return await answer
 
     async def _serve(self, batch: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
