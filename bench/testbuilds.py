@@ -8,6 +8,7 @@ Run from the repository root::
     .venv/bin/python bench/testbuilds.py --drones 0         # the requests alone, seconds
     .venv/bin/python bench/testbuilds.py --json figures.json --keep
     .venv/bin/python bench/testbuilds.py --before /work/main/.venv/bin/python --rounds 3
+    .venv/bin/python bench/testbuilds.py --before /work/main/.venv/bin/python --drones 0 --rounds 8
 
 What it does (bench/schedule.py's DAG, overlay, controller and agents):
 
@@ -26,8 +27,9 @@ What it does (bench/schedule.py's DAG, overlay, controller and agents):
    answered with it). Then the session finishes as in 1.
 
 With ``--before PYTHON`` (another checkout's venv), only step 2, the
-loaded run, is made, ``--rounds`` times for each controller in turns (the
-first to go alternates): before and after seen on much the same machine.
+loaded run, is made (with ``--drones 0``, the requests alone), ``--rounds``
+times for each controller in turns (the first to go alternates): before
+and after seen on much the same machine.
 
 Figures: requests answered per second (wall time of the whole burst), the
 answer's latency p50/p99/max (target: p99 under 50 ms), answers by status;
@@ -119,14 +121,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--before",
         metavar="PYTHON",
         help="another checkout's venv python: its controller and this one's take turns, "
-        "--rounds times each, each a loaded run (no baseline)",
+        "--rounds times each, each a loaded run (no baseline; with --drones 0 the requests alone)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds with --before (default 3)")
     ns = parser.parse_args(argv)
     if ns.drones < 0 or ns.packages < 1 or ns.requests < 1 or ns.tokens < 1:
         parser.error("--drones must be 0 or more; --packages, --requests and --tokens at least 1")
-    if ns.before is not None and (ns.drones < 1 or ns.rounds < 1):
-        parser.error("--before needs --drones and --rounds of 1 or more")
+    if ns.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     return Options(
         ns.drones,
         ns.packages,
@@ -321,13 +323,18 @@ def flooding_while_the_session_runs(
 
 
 def requests_alone(
-    children: Children, work: Path, overlay: Path, atoms: Sequence[str], opts: Options
+    children: Children,
+    work: Path,
+    overlay: Path,
+    atoms: Sequence[str],
+    opts: Options,
+    python: str = PYTHON,
 ) -> dict[str, Any]:
     ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(work / "ctl-prefix", pfx.Role.CONTROLLER, repo=overlay))
     data = work / "controller"
     data.mkdir(parents=True)
     controller = Controller(
-        children, data, ping_interval=5.0, extra=["--portage-eprefix", str(ctl_prefix.root)]
+        children, data, ping_interval=5.0, extra=["--portage-eprefix", str(ctl_prefix.root)], python=python
     )
     ports = controller.start(timeout=120)
     try:
@@ -372,11 +379,11 @@ def run(opts: Options) -> dict[str, Any]:
     figures: dict[str, Any] = {"env": env_info(), "options": options_json(opts)}
     try:
         overlay = schedule.write_overlay(work / "overlay", packages)
-        if opts.drones == 0:
-            figures["requests"] = requests_alone(children, work / "alone", overlay, atoms, opts)
-            return figures
         if opts.before is not None:
             figures["rounds"] = alternated(opts.before, sopts, children, work, overlay, packages, opts)
+            return figures
+        if opts.drones == 0:
+            figures["requests"] = requests_alone(children, work / "alone", overlay, atoms, opts)
             return figures
         say(f"baseline: {opts.drones} drone(s) build {len(packages)} packages")
         baseline = schedule.run_fleet(sopts, children, work / "baseline", overlay, packages, opts.drones)
@@ -405,14 +412,20 @@ def alternated(
     packages: Sequence[Any],
     opts: Options,
 ) -> list[dict[str, Any]]:
-    """Loaded runs, the two controllers taking turns (which goes first
-    alternates too), so that each sees much the same machine."""
+    """Loaded runs (with --drones 0, the requests alone), the two
+    controllers taking turns (which goes first alternates too), so that each
+    sees much the same machine."""
     atoms = [p.atom for p in packages]
     runs: list[dict[str, Any]] = []
     for i in range(opts.rounds):
         turns = [("before", before), ("after", PYTHON)]
         for label, python in turns if i % 2 == 0 else reversed(turns):
             say(f"round {i + 1}, {label}: {opts.drones} drone(s) build, {opts.requests} requests")
+            if opts.drones == 0:
+                alone = requests_alone(children, work / f"{label}-{i}", overlay, atoms, opts, python)
+                runs.append({"round": i + 1, "controller": label, **alone})
+                print(_run_line(runs[-1]), flush=True)
+                continue
             burst: dict[str, Any] = {}
             with flooding_while_the_session_runs(opts, atoms, burst):
                 loaded = schedule.run_fleet(
@@ -424,13 +437,13 @@ def alternated(
 
 
 def _run_line(run: dict[str, Any]) -> str:
-    new, f, d = run["by_kind"].get("new", {}), run["floor"], run["dispatch"]
+    new, f = run["by_kind"].get("new", {}), run["floor"]
+    dispatch = f"; dispatch p99 {run['dispatch']['p99_ms']} ms" if "dispatch" in run else ""
     return (
         f"round {run['round']} {run['controller']:6}: p50 {run['p50_ms']:.1f} p99 {run['p99_ms']:.1f} "
         f"max {run['max_ms']:.1f} ms; new p50 {new.get('p50_ms')} / p99 {new.get('p99_ms')}; "
         f"floor p50 {f['p50_ms']:.1f} / p99 {f['p99_ms']:.1f}; new builds {run['accepted_new']}, "
-        f"none beyond the limits: {'yes' if run['none_beyond_limits'] else 'NO'}; "
-        f"dispatch p99 {d['p99_ms']} ms"
+        f"none beyond the limits: {'yes' if run['none_beyond_limits'] else 'NO'}{dispatch}"
     )
 
 
