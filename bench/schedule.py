@@ -498,9 +498,18 @@ class Drone:
 
 
 def run_fleet(
-    opts: Options, children: Children, work: Path, overlay: Path, packages: Sequence[Package], n: int
+    opts: Options,
+    children: Children,
+    work: Path,
+    overlay: Path,
+    packages: Sequence[Package],
+    n: int,
+    *,
+    python: str = PYTHON,
 ) -> dict[str, Any]:
-    """A fresh controller and n drones build every package in one session."""
+    """A fresh controller and n drones build every package in one session.
+    ``python``: the controller's interpreter (another checkout's venv runs
+    that checkout's controller; the drones stay this checkout's)."""
     work.mkdir(parents=True)
     ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(work / "ctl-prefix", pfx.Role.CONTROLLER, repo=overlay))
     data = work / "controller"
@@ -510,6 +519,7 @@ def run_fleet(
         data,
         ping_interval=5.0,
         extra=["--portage-eprefix", str(ctl_prefix.root), "--log-level", "info"],
+        python=python,
     )
     ports = controller.start()
     staging = str(controller.info["staging_url"])

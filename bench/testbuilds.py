@@ -7,6 +7,8 @@ Run from the repository root::
     .venv/bin/python bench/testbuilds.py                    # about 2 minutes
     .venv/bin/python bench/testbuilds.py --drones 0         # the requests alone, seconds
     .venv/bin/python bench/testbuilds.py --json figures.json --keep
+    .venv/bin/python bench/testbuilds.py --before /work/main/.venv/bin/python --rounds 3
+    .venv/bin/python bench/testbuilds.py --before /work/main/.venv/bin/python --drones 0 --rounds 8
 
 What it does (bench/schedule.py's DAG, overlay, controller and agents):
 
@@ -23,6 +25,11 @@ What it does (bench/schedule.py's DAG, overlay, controller and agents):
    share one after the other, every one of the DAG's packages asked
    for in a random order (repeats included: a repeat of a queued build is
    answered with it). Then the session finishes as in 1.
+
+With ``--before PYTHON`` (another checkout's venv), only step 2, the
+loaded run, is made (with ``--drones 0``, the requests alone), ``--rounds``
+times for each controller in turns (the first to go alternates): before
+and after seen on much the same machine.
 
 Figures: requests answered per second (wall time of the whole burst), the
 answer's latency p50/p99/max (target: p99 under 50 ms), answers by status;
@@ -41,6 +48,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -55,6 +63,7 @@ import aiohttp
 import schedule  # bench/schedule.py: the DAG, the overlay, a controller with real agents
 from harness import (
     HOST,
+    PYTHON,
     Api,
     BenchError,
     Children,
@@ -86,6 +95,8 @@ class Options:
     seed: int
     keep: bool
     json_path: Path | None
+    before: str | None = None
+    rounds: int = 3
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -106,9 +117,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seed", type=int, default=19, help="seed of the DAG and of the request order")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory and its logs")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the figures here")
+    parser.add_argument(
+        "--before",
+        metavar="PYTHON",
+        help="another checkout's venv python: its controller and this one's take turns, "
+        "--rounds times each, each a loaded run (no baseline; with --drones 0 the requests alone)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds with --before (default 3)")
     ns = parser.parse_args(argv)
     if ns.drones < 0 or ns.packages < 1 or ns.requests < 1 or ns.tokens < 1:
         parser.error("--drones must be 0 or more; --packages, --requests and --tokens at least 1")
+    if ns.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     return Options(
         ns.drones,
         ns.packages,
@@ -120,6 +140,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ns.seed,
         ns.keep,
         ns.json_path,
+        ns.before,
+        ns.rounds,
     )
 
 
@@ -301,13 +323,18 @@ def flooding_while_the_session_runs(
 
 
 def requests_alone(
-    children: Children, work: Path, overlay: Path, atoms: Sequence[str], opts: Options
+    children: Children,
+    work: Path,
+    overlay: Path,
+    atoms: Sequence[str],
+    opts: Options,
+    python: str = PYTHON,
 ) -> dict[str, Any]:
     ctl_prefix = pfx.create_prefix(pfx.PrefixConfig(work / "ctl-prefix", pfx.Role.CONTROLLER, repo=overlay))
     data = work / "controller"
     data.mkdir(parents=True)
     controller = Controller(
-        children, data, ping_interval=5.0, extra=["--portage-eprefix", str(ctl_prefix.root)]
+        children, data, ping_interval=5.0, extra=["--portage-eprefix", str(ctl_prefix.root)], python=python
     )
     ports = controller.start(timeout=120)
     try:
@@ -352,6 +379,9 @@ def run(opts: Options) -> dict[str, Any]:
     figures: dict[str, Any] = {"env": env_info(), "options": options_json(opts)}
     try:
         overlay = schedule.write_overlay(work / "overlay", packages)
+        if opts.before is not None:
+            figures["rounds"] = alternated(opts.before, sopts, children, work, overlay, packages, opts)
+            return figures
         if opts.drones == 0:
             figures["requests"] = requests_alone(children, work / "alone", overlay, atoms, opts)
             return figures
@@ -373,7 +403,68 @@ def run(opts: Options) -> dict[str, Any]:
     return figures
 
 
+def alternated(
+    before: str,
+    sopts: Any,
+    children: Children,
+    work: Path,
+    overlay: Path,
+    packages: Sequence[Any],
+    opts: Options,
+) -> list[dict[str, Any]]:
+    """Loaded runs (with --drones 0, the requests alone), the two
+    controllers taking turns (which goes first alternates too), so that each
+    sees much the same machine."""
+    atoms = [p.atom for p in packages]
+    runs: list[dict[str, Any]] = []
+    for i in range(opts.rounds):
+        turns = [("before", before), ("after", PYTHON)]
+        for label, python in turns if i % 2 == 0 else reversed(turns):
+            say(f"round {i + 1}, {label}: {opts.drones} drone(s) build, {opts.requests} requests")
+            if opts.drones == 0:
+                alone = requests_alone(children, work / f"{label}-{i}", overlay, atoms, opts, python)
+                runs.append({"round": i + 1, "controller": label, **alone})
+                print(_run_line(runs[-1]), flush=True)
+                continue
+            burst: dict[str, Any] = {}
+            with flooding_while_the_session_runs(opts, atoms, burst):
+                loaded = schedule.run_fleet(
+                    sopts, children, work / f"{label}-{i}", overlay, packages, opts.drones, python=python
+                )
+            runs.append({"round": i + 1, "controller": label, **burst, "dispatch": loaded["dispatch"]})
+            print(_run_line(runs[-1]), flush=True)
+    return runs
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    new, f = run["by_kind"].get("new", {}), run["floor"]
+    dispatch = f"; dispatch p99 {run['dispatch']['p99_ms']} ms" if "dispatch" in run else ""
+    return (
+        f"round {run['round']} {run['controller']:6}: p50 {run['p50_ms']:.1f} p99 {run['p99_ms']:.1f} "
+        f"max {run['max_ms']:.1f} ms; new p50 {new.get('p50_ms')} / p99 {new.get('p99_ms')}; "
+        f"floor p50 {f['p50_ms']:.1f} / p99 {f['p99_ms']:.1f}; new builds {run['accepted_new']}, "
+        f"none beyond the limits: {'yes' if run['none_beyond_limits'] else 'NO'}{dispatch}"
+    )
+
+
+def report_rounds(runs: list[dict[str, Any]]) -> None:
+    for label in ("before", "after"):
+        mine = [r for r in runs if r["controller"] == label]
+        p99 = [r["p99_ms"] for r in mine]
+        new = [r["by_kind"]["new"]["p99_ms"] for r in mine if "new" in r["by_kind"]]
+        floor = [r["floor"]["p99_ms"] for r in mine]
+        print(
+            f"{label}: p99 median {statistics.median(p99):.1f} ms ({min(p99):.1f}-{max(p99):.1f}), "
+            f"new p99 median {statistics.median(new):.1f} ({min(new):.1f}-{max(new):.1f}), "
+            f"floor p99 median {statistics.median(floor):.1f} ({min(floor):.1f}-{max(floor):.1f}), "
+            f"none beyond the limits in all: {'yes' if all(r['none_beyond_limits'] for r in mine) else 'NO'}"
+        )
+
+
 def report(figures: dict[str, Any]) -> None:
+    if "rounds" in figures:
+        report_rounds(figures["rounds"])
+        return
     r, f = figures["requests"], figures["requests"]["floor"]
     met = "met" if r["p99_ms"] < TARGET_P99_MS else "MISSED"
     print(

@@ -116,12 +116,12 @@ class PortageWorker:
         return reply
 
     async def warm(self) -> None:
-        """Start the worker and have it read Portage's configuration now, not
-        at the first question that waits for it. Nothing to do once it runs
-        (it has answered something then, or is answering)."""
+        """Start the worker and have it read Portage's configuration and open
+        the tree now, not at the first question that waits for it. Nothing to
+        do once it runs (it has answered something then, or is answering)."""
         if self._proc is not None and self._proc.returncode is None:
             return
-        await self.call({"op": "info"}, RESOLVE_TIMEOUT)
+        await self.call({"op": "warm"}, RESOLVE_TIMEOUT)
 
     async def resolve(self, atoms: Sequence[str]) -> list[Resolved]:
         reply = await self.call({"op": "resolve", "atoms": list(atoms)}, RESOLVE_TIMEOUT)

@@ -457,18 +457,19 @@ def test_add_events_ignores_duplicate_ids(store: SqlStore) -> None:
     assert store.list_events() == [event(1), event(2), event(3), event(4)]
 
 
-def test_add_events_across_chunks_is_one_transaction(store: SqlStore) -> None:
+def test_a_large_batch_of_events_is_one_transaction(store: SqlStore) -> None:
+    many = 1100
     store.add_events([event(1)])
-    batch = [event(i) for i in range(2, sql.EVENT_CHUNK + 100)]
-    # NOT NULL violated on purpose, in the last chunk.
-    batch.append(EventRecord(id=sql.EVENT_CHUNK + 200, ts=1.0, type=None, message="x"))  # type: ignore[arg-type]
+    batch = [event(i) for i in range(2, many + 100)]
+    # NOT NULL violated on purpose, by the last row.
+    batch.append(EventRecord(id=many + 200, ts=1.0, type=None, message="x"))  # type: ignore[arg-type]
     with pytest.raises(pw.IntegrityError):
         store.add_events(batch)
     assert store.list_events() == [event(1)]
 
     store.add_events(batch[:-1])
-    assert store.max_event_id() == sql.EVENT_CHUNK + 99
-    assert ids(store.list_events(limit=10_000)) == list(range(1, sql.EVENT_CHUNK + 100))
+    assert store.max_event_id() == many + 99
+    assert ids(store.list_events(limit=10_000)) == list(range(1, many + 100))
 
 
 def test_list_events_without_cursor_returns_newest_in_ascending_order(store: SqlStore) -> None:

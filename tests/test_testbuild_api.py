@@ -9,6 +9,7 @@ and swarm-cli testbuild against the same controller."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import urllib.error
@@ -18,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
+from swarm.controller.portage import PortageWorker
 
 from support.cli import run_here
 from support.fleet import Fleet, admin, start_fleet
@@ -206,6 +209,23 @@ def test_requests_arriving_together_each_get_their_own_packages_answer(swarm: Fl
         status, answer, _ = answers[package]
         assert (status, answer["error"]["message"]) == (400, f"no package {package} in the swarm's tree")
     assert len(builds_of(swarm, "ivan")) == len(known)
+
+
+def test_the_portage_workers_warm_up_opens_the_tree_it_then_answers_from(swarm: Fleet) -> None:
+    """The warm-up (run when a token is made) does what a first match
+    would, so a burst's first request does not; the tree it opened answers."""
+    prefix = swarm.controller_prefix
+    assert prefix is not None
+
+    async def scenario() -> tuple[str, str]:
+        worker = PortageWorker(prefix.root)
+        try:
+            await worker.warm()  # an error of the worker's would raise here
+            return await worker.match("swarm-test/leaf-hello"), await worker.match("=swarm-test/chain-a-1")
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(scenario()) == ("swarm-test/leaf-hello-1", "swarm-test/chain-a-1")
 
 
 def cli(swarm: Fleet, *args: str) -> subprocess.CompletedProcess[str]:

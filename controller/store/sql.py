@@ -46,7 +46,7 @@ LIVE_COLUMNS = NodeLive._fields[1:]
 LIVE_ROW = operator.itemgetter(*range(1, len(NodeLive._fields)), 0)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
-EVENT_CHUNK = 1000
+EVENT_COLUMNS = '"id", "ts", "type", "message", "drone_id", "drone_name", "data"'
 # Seconds a PostgreSQL connection attempt may take: a frozen server accepts
 # the TCP connection (its kernel does) and then never answers.
 CONNECT_TIMEOUT = 5
@@ -252,26 +252,19 @@ class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTab
         if not events:
             return
         rows = [
-            {
-                "id": e.id,
-                "ts": e.ts,
-                "type": e.type,
-                "message": e.message,
-                "drone_id": e.drone_id,
-                "drone_name": e.drone_name,
-                "data": json.dumps(e.data, sort_keys=True),
-            }
+            (e.id, e.ts, e.type, e.message, e.drone_id, e.drone_name, json.dumps(e.data, sort_keys=True))
             for e in events
         ]
-        with self._bound(), self.db.atomic():
-            for start in range(0, len(rows), EVENT_CHUNK):
-                # Only a duplicate id is skipped: SQLite's INSERT OR IGNORE
-                # would also drop rows breaking NOT NULL, where PostgreSQL fails.
-                (
-                    Event.insert_many(rows[start : start + EVENT_CHUNK])
-                    .on_conflict(conflict_target=[Event.id], action="NOTHING")
-                    .execute()
-                )
+        # A prepared statement, as upsert_nodes: a burst of test builds writes an
+        # event each, and peewee's query building held the GIL the loop needs.
+        # Only a duplicate id is skipped: SQLite's INSERT OR IGNORE would also
+        # drop rows breaking NOT NULL, where PostgreSQL fails.
+        param = self.db.param
+        self._execute_many(
+            f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join([param] * 7)}) "
+            "ON CONFLICT (id) DO NOTHING",
+            rows,
+        )
 
     def list_events(
         self,

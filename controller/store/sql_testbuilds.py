@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+import typing
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, fields
@@ -16,7 +18,7 @@ from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 BUILD_FIELDS = [f.name for f in fields(TestBuildRecord)]
 TOKEN_FIELDS = [f.name for f in fields(TestBuildTokenRecord)]
 LISTS = ("use", "packages")  # tuples kept as JSON lists
-CHUNK = 40  # rows per INSERT: SQLite caps the bound variables of a statement (19 a row)
+LIST_COLUMNS = tuple(BUILD_FIELDS.index(name) for name in LISTS)
 
 
 def _build(row: TestBuild) -> TestBuildRecord:
@@ -24,6 +26,23 @@ def _build(row: TestBuild) -> TestBuildRecord:
     for name in LISTS:
         values[name] = tuple(json.loads(values[name]))
     return TestBuildRecord(**values)
+
+
+def _build_row(build: TestBuildRecord) -> list[object]:
+    row: list[object] = [getattr(build, name) for name in BUILD_FIELDS]
+    for index in LIST_COLUMNS:
+        row[index] = json.dumps(list(typing.cast(tuple[str, ...], row[index])))
+    return row
+
+
+@functools.cache
+def _upsert_builds_sql(param: str) -> str:
+    quoted = [f'"{name}"' for name in BUILD_FIELDS]  # "user" is a keyword of PostgreSQL's
+    updates = ", ".join(f"{q} = excluded.{q}" for q in quoted if q != '"id"')
+    return (
+        f'INSERT INTO "{TestBuild._meta.table_name}" ({", ".join(quoted)}) '
+        f'VALUES ({", ".join([param] * len(quoted))}) ON CONFLICT ("id") DO UPDATE SET {updates}'
+    )
 
 
 def _token(row: TestBuildToken) -> TestBuildTokenRecord:
@@ -39,21 +58,18 @@ class TestBuildTables:
     def _bound(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        raise NotImplementedError
+
     def put_test_builds(self, builds: Sequence[TestBuildRecord]) -> None:
         if not builds:
             return
-        rows = []
-        for build in {b.id: b for b in builds}.values():  # the last of an id wins, as in one upsert each
-            row = asdict(build)
-            for name in LISTS:
-                row[name] = json.dumps(list(row[name]))
-            rows.append(row)
-        update = [getattr(TestBuild, name) for name in BUILD_FIELDS if name != "id"]
-        with self._bound(), self.db.atomic():
-            for start in range(0, len(rows), CHUNK):
-                TestBuild.insert_many(rows[start : start + CHUNK]).on_conflict(
-                    conflict_target=[TestBuild.id], preserve=update
-                ).execute()
+        # The last of an id wins, as in one upsert each (PostgreSQL refuses an
+        # upsert that touches the same row twice). A prepared statement: peewee's
+        # query building cost ~100 us a row on the database thread, holding the
+        # GIL the event loop answering the requests needs; this ~15 us.
+        rows = [_build_row(build) for build in {b.id: b for b in builds}.values()]
+        self._execute_many(_upsert_builds_sql(self.db.param), rows)
 
     def get_test_build(self, build_id: str) -> TestBuildRecord | None:
         with self._bound():
