@@ -4,9 +4,11 @@ it (their loops driven by a clock the test moves), and reconnect backoff."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +125,22 @@ def fleet_on(
     return fleet, events
 
 
+@contextlib.asynccontextmanager
+async def monitoring(fleet: Fleet, clock: ManualClock) -> AsyncIterator[HealthMonitor]:
+    """The health monitor on ``clock`` (the defaults: phi 8, offline after 10 intervals), running."""
+    monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+    await monitor.start()
+    try:
+        yield monitor
+    finally:
+        await monitor.stop()
+
+
 def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock = ManualClock()
         fleet, _events = fleet_on(clock, tmp_path)
-        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
-        await monitor.start()
-        try:
+        async with monitoring(fleet, clock):
             state, link = connect(fleet, "quiet")
             for _ in range(30):  # beating steadily every second (its interval)
                 await clock.advance(1.0)
@@ -147,8 +158,6 @@ def test_the_monitor_finds_a_silent_drone_suspect_then_offline_by_its_clock(tmp_
             await clock.advance(0.05 + TICK + 0.01)
             assert state.status == OFFLINE and link.closed is not None
             assert link.closed[0] == "UNAVAILABLE" and link.closed[1].startswith("no heartbeat for 10.")
-        finally:
-            await monitor.stop()
 
     asyncio.run(scenario())
 
@@ -160,9 +169,7 @@ def test_an_erratic_drone_is_suspect_halfway_to_offline_at_the_latest(tmp_path: 
     async def scenario() -> None:
         clock = ManualClock()
         fleet, events = fleet_on(clock, tmp_path)
-        monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
-        await monitor.start()
-        try:
+        async with monitoring(fleet, clock):
             state, _link = connect(fleet, "erratic")
             for gap in [0.05, 0.05, 0.05, 3.0, 0.05, 0.05, 4.0] * 4:
                 await clock.advance(gap)
@@ -177,8 +184,6 @@ def test_an_erratic_drone_is_suspect_halfway_to_offline_at_the_latest(tmp_path: 
             assert state.status == OFFLINE
             found = events.recent(after_id=None, since_ts=None, limit=100, drone_id=state.id, types=())
             assert [e.type for e in found or []][-2:] == ["drone_suspect", "drone_disconnected"]
-        finally:
-            await monitor.stop()
 
     asyncio.run(scenario())
 
