@@ -261,7 +261,7 @@ class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTab
         # drop rows breaking NOT NULL, where PostgreSQL fails.
         param = self.db.param
         self._execute_many(
-            f"INSERT INTO event ({EVENT_COLUMNS}) VALUES ({', '.join([param] * 7)}) "
+            f'INSERT INTO "{Event._meta.table_name}" ({EVENT_COLUMNS}) VALUES ({", ".join([param] * 7)}) '
             "ON CONFLICT (id) DO NOTHING",
             rows,
         )
