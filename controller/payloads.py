@@ -374,7 +374,7 @@ class Payloads:
         deploy_id = "d-" + secrets.token_hex(6)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(state.id, kind)] = (deploy_id, waiter)
-        self._hold(state.id, kind, f"to take a {kind} payload (deploy {deploy_id})")
+        self._hold(state.id, kind, f"to take {kind} (deploy {deploy_id})")
         return deploy_id
 
     async def deploy_one(

@@ -2,7 +2,8 @@
 against a real controller with builds on and real agents in Gentoo
 prefixes (support.fleet): ping, drain, reboot refused for a bare-metal
 drone, restart behind a confirmation, queueing a package and watching its
-job build, and a waiting job that says why. The drones write their
+job build, a waiting job that says why, and a drone held from builds
+while a payload deploy to it is under way ("updating"). The drones write their
 packages with Portage's gpkg code instead of building them
 (support/gpkg_build.py): the pages are the point here, real builds are
 tests/test_builds.py's.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -23,7 +25,8 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, builders, start_fleet
 from support.gpkgs import WRITE_COMMAND
-from support.procs import wait_for
+from support.payloads import Drone, HandDrone
+from support.procs import enroll_here, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,6 +34,7 @@ BUILDER = "builder-0"
 METAL = "metal-0"
 BUILD_MS = 90_000
 LEAVES = ("data", "hello", "script")
+CONFIG = b"heartbeat_interval = 2.0\n"
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +363,33 @@ def test_the_admin_queue_narrows_and_refuses_bad_filters(swarm: Fleet) -> None:
     assert len(one["jobs"]) == 1 and one["total"] == everything["total"]
     public = swarm.controller.get("/api/v1/sessions")["sessions"]
     assert admin(swarm, "GET", "/admin/api/sessions")["sessions"] == public
+
+
+def test_a_drone_held_for_a_payload_shows_updating(
+    swarm: Fleet, browser: BrowserContext, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A deploy under way holds its drone from builds; the Drones page says so
+    (a drone spoken by hand that never answers: the deploy stays under way)."""
+    state_dir = tmp_path_factory.mktemp("held") / "held-0"
+    with ThreadPoolExecutor(1) as pool:  # an event loop of its own, not Playwright's thread's
+        drone_id = pool.submit(enroll_here, swarm.controller, "held-0", state_dir).result(60)
+    status, reply = swarm.controller.admin("POST", "/admin/api/payloads?kind=agent-config&notes=held", CONFIG)
+    assert status == 201, reply
+    version = int(reply["version"])
+    admin(swarm, "POST", f"/admin/api/payloads/agent-config/{version}/stage")
+    with HandDrone(swarm.controller.grpc_target, Drone("held-0", drone_id, state_dir), runs=0, silent=True):
+        admin(swarm, "POST", f"/admin/api/payloads/agent-config/{version}/deploy", {"drones": ["held-0"]})
+        # Held from the deploy's start ("to take agent-config (deploy d-...)"),
+        # then said with its version once it is sent.
+        wait_for(
+            lambda: (
+                f"agent-config version {version}" in (dispatch(swarm, "held-0")["held_for_payload"] or "")
+            ),
+            what="the hold",
+        )
+        page, problems = open_page(browser, swarm, "drones")
+        pill = row(page, "held-0").locator(".pill-updating")
+        expect(pill).to_be_visible(timeout=WAIT_MS)
+        expect(pill).to_have_attribute("title", re.compile(f"agent-config version {version}"))
+        expect(row(page, BUILDER).locator(".pill-updating")).to_be_hidden()
+        assert problems.unexpected() == []

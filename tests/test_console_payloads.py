@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,19 +30,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
-from swarm.v1 import payload_pb2
-
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, start_fleet
-from support.payloads import Drone, Stream
+from support.payloads import REASON, Drone, HandDrone, Stream
 from support.procs import enroll_here, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 CONFIG = b"heartbeat_interval = 2.0\n"
-REASON = "signature does not verify against the pinned payload key"
-APPLIED = 3  # PayloadStatus.state: applied
-REFUSED = 4  # PayloadStatus.state: refused
 
 
 @pytest.fixture(scope="module")
@@ -161,68 +155,6 @@ def test_an_upload_is_listed_as_the_api_has_it_and_staged(
     assert unexpected(problems, 400) == []
 
 
-class HandDrone:
-    """A drone spoken by hand in a thread of its own (Playwright's sync API owns
-    the test's thread and its event loop): it connects, says it runs
-    portage-config v``runs``, and refuses each payload it is sent with REASON
-    (``silent``: never answers, as a drone busy with a build; ``applies``:
-    says it applied it)."""
-
-    def __init__(
-        self, swarm: Fleet, drone: Drone, runs: int, *, silent: bool = False, applies: bool = False
-    ) -> None:
-        self.target, self.drone, self.runs = swarm.controller.grpc_target, drone, runs
-        self.silent, self.applies = silent, applies
-        self.connected = threading.Event()
-        self.refused: list[int] = []
-        self.failure: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hand-drone")
-
-    def __enter__(self) -> HandDrone:
-        self._thread.start()
-        assert self.connected.wait(20) or self.failure, "the hand-driven drone did not connect"
-        if self.failure:
-            raise self.failure
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(20)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._speak())
-        except BaseException as e:  # shown by the test, not lost in the thread
-            self.failure = e
-            self.connected.set()
-
-    async def _speak(self) -> None:
-        async with Stream(self.target, self.drone, self.runs) as stream:
-            self.connected.set()
-            while not self._stop.is_set():
-                try:
-                    message = await asyncio.wait_for(stream.received.get(), 0.2)
-                except TimeoutError:
-                    continue
-                if message.WhichOneof("body") != "apply_payload" or self.silent:
-                    continue
-                meta = payload_pb2.PayloadMeta.FromString(message.apply_payload.meta)
-                if self.applies:
-                    await stream.say(
-                        kind=meta.kind, version=meta.version, state=APPLIED, deploy_id=meta.deploy_id
-                    )
-                    continue
-                await stream.say(
-                    kind=meta.kind,
-                    version=meta.version,
-                    state=REFUSED,
-                    reason=REASON,
-                    deploy_id=meta.deploy_id,
-                )
-                self.refused.append(meta.version)
-
-
 def staged(swarm: Fleet, kind: str, data: bytes, notes: str) -> int:
     status, reply = swarm.controller.admin("POST", f"/admin/api/payloads?kind={kind}&notes={notes}", data)
     assert status == 201, reply
@@ -236,7 +168,7 @@ def test_a_deploy_from_the_dialog_refused_by_the_drone_shows_as_drift_with_its_r
 ) -> None:
     refuser, absent = drones
     version = staged(swarm, "agent-config", CONFIG, "for-the-refuser")
-    with HandDrone(swarm, refuser, runs=3):
+    with HandDrone(swarm.controller.grpc_target, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         # Its Hello said portage-config v3 and nothing was deployed to it: in step.
         reported = page.locator('tr[data-drone="refuser"][data-kind="portage-config"]')
@@ -338,7 +270,7 @@ def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
 ) -> None:
     refuser, absent = drones
     version = staged(swarm, "agent-config", CONFIG, "rolled-out")
-    with HandDrone(swarm, refuser, runs=3):
+    with HandDrone(swarm.controller.grpc_target, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         expect(page.locator("#pl-rollouts-title")).to_be_visible(timeout=WAIT_MS)
         rollout_id = start_rollout(page, "agent-config", version, refuser.name, absent.name, gate=30)
@@ -373,7 +305,7 @@ def test_a_rollout_is_paused_resumed_aborted_and_rolled_back_from_its_card(
     refuser, _ = drones
     version = staged(swarm, "agent-config", CONFIG, "held-at-the-gate")
     # The drone never answers: the canary waits at its gate while the admin acts.
-    with HandDrone(swarm, refuser, runs=3, silent=True):
+    with HandDrone(swarm.controller.grpc_target, refuser, runs=3, silent=True):
         page, problems = open_payloads(browser, swarm)
         rollout_id = start_rollout(page, "agent-config", version, refuser.name, gate=120)
         card = page.locator(f'article[data-rollout="{rollout_id}"]')
@@ -428,7 +360,10 @@ def test_a_rollout_in_its_pause_says_when_the_next_batch_starts(
 ) -> None:
     second, canary = drones  # the plan goes by name: "absent" is the canary
     version = staged(swarm, "agent-config", CONFIG, "paused-between-batches")
-    with HandDrone(swarm, canary, runs=3, applies=True), HandDrone(swarm, second, runs=3, silent=True):
+    with (
+        HandDrone(swarm.controller.grpc_target, canary, runs=3, applies=True),
+        HandDrone(swarm.controller.grpc_target, second, runs=3, silent=True),
+    ):
         page, problems = open_payloads(browser, swarm)
         rollout_id = start_rollout(
             page, "agent-config", version, canary.name, second.name, gate=60, pause=600

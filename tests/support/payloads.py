@@ -9,6 +9,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,9 @@ from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, payload_pb2
 from support.procs import agent_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
+REASON = "signature does not verify against the pinned payload key"  # a HandDrone's refusal
+APPLIED = 3  # PayloadStatus.state: applied
+REFUSED = 4  # PayloadStatus.state: refused
 
 
 def build_wheel(into: Path, version: str, patches: dict[str, tuple[str, str]] | None = None) -> Path:
@@ -148,3 +152,65 @@ class Stream:
         await asyncio.gather(self._reader, return_exceptions=True)
         self.call.cancel()
         await self._channel.close()
+
+
+class HandDrone:
+    """A drone spoken by hand in a thread of its own (Playwright's sync API owns
+    the test's thread and its event loop): it connects, says it runs
+    portage-config v``runs``, and refuses each payload it is sent with REASON
+    (``silent``: never answers, as a drone busy with a build; ``applies``:
+    says it applied it)."""
+
+    def __init__(
+        self, target: str, drone: Drone, runs: int, *, silent: bool = False, applies: bool = False
+    ) -> None:
+        self.target, self.drone, self.runs = target, drone, runs
+        self.silent, self.applies = silent, applies
+        self.connected = threading.Event()
+        self.refused: list[int] = []
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hand-drone")
+
+    def __enter__(self) -> HandDrone:
+        self._thread.start()
+        assert self.connected.wait(20) or self.failure, "the hand-driven drone did not connect"
+        if self.failure:
+            raise self.failure
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._speak())
+        except BaseException as e:  # shown by the test, not lost in the thread
+            self.failure = e
+            self.connected.set()
+
+    async def _speak(self) -> None:
+        async with Stream(self.target, self.drone, self.runs) as stream:
+            self.connected.set()
+            while not self._stop.is_set():
+                try:
+                    message = await asyncio.wait_for(stream.received.get(), 0.2)
+                except TimeoutError:
+                    continue
+                if message.WhichOneof("body") != "apply_payload" or self.silent:
+                    continue
+                meta = payload_pb2.PayloadMeta.FromString(message.apply_payload.meta)
+                if self.applies:
+                    await stream.say(
+                        kind=meta.kind, version=meta.version, state=APPLIED, deploy_id=meta.deploy_id
+                    )
+                    continue
+                await stream.say(
+                    kind=meta.kind,
+                    version=meta.version,
+                    state=REFUSED,
+                    reason=REASON,
+                    deploy_id=meta.deploy_id,
+                )
+                self.refused.append(meta.version)
