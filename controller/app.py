@@ -677,6 +677,8 @@ class Controller:
             await self.payloads.stop()
         if self.testrunner is not None:
             await self.testrunner.stop()
+        if self.testbuilds is not None:
+            await self.testbuilds.stop()
         if self.builds is not None:
             await self.builds.stop()
         if self.releases is not None:

@@ -61,6 +61,7 @@ from swarm.controller.testbuild_rules import (
     check_user,
     check_webhook,
 )
+from swarm.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class TestBuilds:
         self.parallel = max(1, parallel)
         self._estimate = estimate or (lambda cpn: None)
         self._warm = warm
+        self._tasks = TaskSet("testbuilds")
         self._clock = clock
         self._tokens: dict[str, TestBuildTokenRecord] = {}
         self._buckets: dict[str, Bucket] = {}
@@ -247,15 +249,23 @@ class TestBuilds:
             if owner is not None and now - build.queued_at < Rate.parse(owner.rate).interval * owner.burst:
                 self._bucket(owner, build.queued_at).take(build.queued_at)
         if any(t.revoked_at is None for t in self._tokens.values()):
-            await self._warm_up()
+            self._warm_soon()
 
-    async def _warm_up(self) -> None:
+    async def stop(self) -> None:
+        await self._tasks.close()
+
+    def _warm_soon(self) -> None:
         """Have what answers ``resolve`` ready (a Portage process that has read
-        the tree) before a token holder's first request waits for it."""
-        if self._warm is None:
-            return
+        the tree) before a token holder's first request waits for it; in the
+        background, so that neither the controller's start nor the admin's
+        new token waits for it (a request meanwhile waits its turn)."""
+        if self._warm is not None and not self._tasks:
+            self._tasks.spawn(self._warm_up(self._warm), "warm-up")
+
+    @staticmethod
+    async def _warm_up(warm: Callable[[], Awaitable[None]]) -> None:
         try:
-            await self._warm()
+            await warm()
         except SwarmError as exc:
             log.warning("cannot ready Portage for test builds yet: %s", exc.message)
 
@@ -629,7 +639,7 @@ class TestBuilds:
         )
         await self._runner.call(self._runner.store.put_test_build_token, record)
         self._tokens[token_id] = record
-        await self._warm_up()
+        self._warm_soon()
         self._events.emit(
             "test_build_token_created",
             f"{by} created test-build token {token_id} for {user} ({rate}, burst {burst})",
