@@ -179,19 +179,18 @@ class HealthMonitor:
             if state is None or state.link is None:
                 continue
             silent = now - state.detector_last()
-            if silent > self._offline_after * state.interval:
-                if state.status in ("online", "unhealthy"):
-                    # A look that came after the offline silence (a starved
-                    # controller) still says the drone was suspect first: a
-                    # silent drone's history must not depend on how late the
-                    # loop ran.
-                    fleet.mark_suspect(state, silent)
-                fleet.silence_offline(state, silent)
-            elif state.status in ("online", "unhealthy") and (
-                now > state.suspect_at or silent > SUSPECT_BY * self._offline_after * state.interval
+            bound = self._offline_after * state.interval
+            offline = silent > bound
+            if state.status in ("online", "unhealthy") and (
+                offline or now > state.suspect_at or silent > SUSPECT_BY * bound
             ):
-                # Silence wins over what the drone last said of its checks.
+                # Silence wins over what the drone last said of its checks. A
+                # look that came after the offline silence (a starved controller)
+                # finds it suspect first all the same: a silent drone's history
+                # must not depend on how late the loop ran.
                 fleet.mark_suspect(state, silent)
+            if offline:
+                fleet.silence_offline(state, silent)
             if state.link is not None:
                 schedule.earlier(state.id, self._deadline(state))
 
