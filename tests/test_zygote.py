@@ -64,7 +64,10 @@ def test_forked_programs_are_waited_for_from_several_threads_at_once(tmp_path: P
 def sockets(pid: int) -> set[str]:
     found = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # closed since the listing: not held any more
         if target.startswith(("socket:", "pipe:")):
             found.add(target)
     return found
