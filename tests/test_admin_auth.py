@@ -34,12 +34,6 @@ from fakes.clock import ManualClock
 from support.inproc import InProcessController, LogLines, local_config, swarm_log
 from support.procs import Controller, ControllerApi, wait_for
 
-pytestmark = [
-    # The in-process controller runs under pytest's warnings-as-errors: auth.py
-    # keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
-]
-
 IDLE, LIFETIME = 1.5, 4.0
 BURST, WINDOW = 3, 3.0  # three wrong keys, then one more try a second
 ALLOWED_ORIGIN = "https://console.example.org"

@@ -22,8 +22,6 @@ from support.procs import http
 
 pytestmark = [
     pytest.mark.timeout(60),
-    # auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 FILE = """

@@ -32,8 +32,6 @@ from support.procs import wait_for
 pytestmark = [
     pytest.mark.timeout(60),
     # The controller runs in this process, under pytest's warnings-as-errors:
-    # auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 FILED, PLAIN = "filed", "plain"  # a drone with "local" access from the drones file, and one without

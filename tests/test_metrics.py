@@ -36,8 +36,6 @@ from support.procs import FAST_HEARTBEAT, Agent, http, wait_for
 pytestmark = [
     pytest.mark.timeout(60),
     # The controller runs in this process, under pytest's warnings-as-errors:
-    # auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 # Prometheus's own Accept header (scrape_protocols, default order).

@@ -23,8 +23,6 @@ from support.procs import http
 pytestmark = [
     pytest.mark.timeout(60),
     # The controller runs in this process, under pytest's warnings-as-errors:
-    # auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 DRONES = {"alpha": "lxc", "beta": "bare-metal"}

@@ -43,7 +43,6 @@ from support.procs import wait_for
 pytestmark = [
     pytest.mark.timeout(120),
     # aiohttp warns of the admin tier's string request keys (as in test_admin_auth).
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -369,8 +369,6 @@ def finished_test_build(api: InProcessController, secret: str, gpkg: Path, cpv: 
     return {**done, "build_id": build_id}
 
 
-# auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_keep_days_deletes_an_expired_builds_packages_index_entry_log_and_record_and_keeps_a_fresh_one(
     tmp_path: Path,
 ) -> None:

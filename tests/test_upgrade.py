@@ -98,11 +98,7 @@ class World:
         )
 
     def cut(self, notes: str) -> str:
-        """A cut by the controller's core, as its admin route calls it.
-
-        (Not over HTTP: in this process an admin request trips aiohttp's
-        NotAppKeyWarning on the auth middleware's request key, an error under
-        pytest's filterwarnings.)"""
+        """A cut by the controller's core, as its admin route calls it."""
         cut = self.controller.run(lambda: self.releases.cut(notes=notes, force=False, by="admin:test"), 120)
         self.versions.append(cut.version)
         return cut.version

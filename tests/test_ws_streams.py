@@ -98,9 +98,6 @@ def inproc(tmp_path: Path) -> Iterator[InProcessController]:
     proc.stop()
 
 
-# The controller runs in this process, under pytest's warnings-as-errors:
-# auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_events_stream_live_filtered_and_resumable(inproc: InProcessController) -> None:
     asyncio.run(_events_live_and_resumed(inproc))
 

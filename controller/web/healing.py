@@ -30,7 +30,8 @@ from swarm.controller.web.views.healing import (
     step_view,
 )
 
-KEY_NAME = "admin_key_name"
+# The admin key that made the request (auth.py sets it; the audit trail reads it).
+KEY_NAME = web.RequestKey("admin_key_name", str)
 HEAL_EVENTS = ("heal_action", "drone_recovered", "drone_alert", "healing_paused", "healing_resumed")
 INCIDENTS_SHOWN = 20
 HEAL_EVENTS_SHOWN = 50
