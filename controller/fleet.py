@@ -237,6 +237,10 @@ class DroneState:
         return self.link is not None
 
 
+def _nothing_pending() -> None:
+    pass
+
+
 class Fleet:
     def __init__(
         self,
@@ -273,6 +277,9 @@ class Fleet:
         self.watchers: list[Callable[[DroneState, str, str], None]] = []
         # Pongs someone is waiting for (an admin's ping), by (drone id, seq).
         self._pong_waiters: dict[tuple[str, int], asyncio.Future[PongData]] = {}
+        # Hands over what drones said that is read but not yet taken (the
+        # gateway's inbox): silence is judged after it (HealthMonitor).
+        self.take_pending: Callable[[], None] = _nothing_pending
 
     # -- views ---------------------------------------------------------
 
@@ -480,8 +487,9 @@ class Fleet:
 
     # -- traffic -------------------------------------------------------
 
-    def on_heartbeat(self, state: DroneState, hb: HeartbeatData) -> None:
-        now = self.clock.time()
+    def on_heartbeat(self, state: DroneState, hb: HeartbeatData, at: float | None = None) -> None:
+        """A heartbeat that came ``at`` (the clock's time; default now)."""
+        now = self.clock.time() if at is None else at
         state.last_seen_at = now
         state.last_heartbeat_at = now
         state.beat = hb
@@ -501,9 +509,10 @@ class Fleet:
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")
 
-    def on_pong(self, state: DroneState, pong: PongData) -> float | None:
-        """Take a pong; returns its ping's round trip in ms, None if it matches no recent ping."""
-        now_ns = self.clock.time_ns()
+    def on_pong(self, state: DroneState, pong: PongData, at_ns: int | None = None) -> float | None:
+        """Take a pong that came ``at_ns`` (the clock's, default now); returns
+        its ping's round trip in ms, None if it matches no recent ping."""
+        now_ns = self.clock.time_ns() if at_ns is None else at_ns
         age = now_ns - pong.sent_at_ns
         if state.pings_out.get(pong.seq) != pong.sent_at_ns or not 0 <= age <= self.ping_timeout * 1e9:
             log.debug("%s: pong %d answers no recent ping (%.1f s old)", state.name, pong.seq, age / 1e9)

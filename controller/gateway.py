@@ -44,6 +44,7 @@ from swarm.controller.domain import HelloData
 from swarm.controller.errors import SwarmError
 from swarm.controller.events import EventLog
 from swarm.controller.fleet import DroneState, Fleet
+from swarm.controller.inbox import Inbox
 from swarm.controller.metrics import Metrics
 from swarm.controller.protolog import IN, OUT, ProtocolLog
 from swarm.protocol import DUPLICATE_NOTICE, speaks
@@ -280,6 +281,11 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self.alerter: Alerter | None = None
         # Takes Hello.payloads and PayloadStatus (absent with --insecure).
         self.payloads: Payloads | None = None
+        # What the readers read, taken in batches (inbox.py): (session, its
+        # drone, the message as it came, when it came in the fleet clock's ns).
+        self.inbox: Inbox[tuple[DroneSession, DroneState, bytes, int]] = Inbox(self._take_read)
+        # The health monitor judges silence on everything read so far.
+        fleet.take_pending = self.inbox.drain
 
     def _reject(self, peer: str, drone_id: str, message: str, kind: str) -> None:
         """A protocol_error event, a few per drone (else address) and kind per window."""
@@ -405,15 +411,19 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         and the stream ends with the status ``close`` was given."""
         try:
             try:
+                put, now_ns = self.inbox.put, self._fleet.clock.time_ns
                 while not session.closed:
                     session.reading = True
                     try:
                         raw = await context.read()
                     finally:
                         session.reading = False
-                    if raw is grpc.aio.EOF or not self._take(session, state, raw):
+                    if raw is grpc.aio.EOF:
+                        # What it said before it ended is taken before the stream is.
+                        self.inbox.drain()
                         break
-                    # Not kept while the next one is awaited (one per drone).
+                    put((session, state, raw, now_ns()), len(raw))
+                    # Not kept while the next one is awaited (the inbox has it).
                     del raw
             except asyncio.CancelledError:
                 handler = asyncio.current_task()
@@ -427,7 +437,9 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 session.close("OK", "")
         finally:
             # Before any await: grpc may cancel this handler while we wait
-            # below, and the drone must be offline at once regardless.
+            # below, and the drone must be offline at once regardless; what
+            # it said before it went is taken first.
+            self.inbox.drain()
             session.closed = True
             self.sessions.discard(session)
             self._fleet.detach(session, session.close_details or "stream closed by the drone")
@@ -512,9 +524,23 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
 
         return summary
 
-    def _take(self, session: DroneSession, state: DroneState, raw: bytes) -> bool:
-        """What a drone said (as it came, bytes), to the core; False if the
-        stream is to end. Heartbeats come first: they are nearly all of it."""
+    def _take_read(self, read: tuple[DroneSession, DroneState, bytes, int]) -> None:
+        """One message of the inbox's batch. A stream closed since it was read
+        (refused, revoked, replaced, or a message of it before this one ended
+        it) says nothing more: its messages are dropped, as its reader stopped."""
+        session, state, raw, at_ns = read
+        if session.closed:
+            return
+        try:
+            if not self._take(session, state, raw, at_ns):
+                session.close("OK", "")
+        except Exception:
+            log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
+            session.close("INTERNAL", "internal error")
+
+    def _take(self, session: DroneSession, state: DroneState, raw: bytes, at_ns: int) -> bool:
+        """What a drone said (as it came, bytes, at ``at_ns``), to the core;
+        False if the stream is to end. Heartbeats come first: they are nearly all of it."""
         try:
             message = parse_agent_message(raw)
         except DecodeError:
@@ -534,7 +560,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 # Logged as two entries, the heartbeat and the pong (with the
                 # round trip), as the drone said them, their sizes adding up.
                 pong = heartbeat.pong
-                latency = self._pong(state, pong)
+                latency = self._pong(state, pong, at_ns)
                 pong_raw = gateway_pb2.AgentMessage(pong=pong).SerializeToString()
                 record(IN, drone_id, HEARTBEAT, len(raw) - len(pong_raw), kept, unknown_fields=unknown)
                 record(IN, drone_id, PONG, len(pong_raw), pong_raw, latency)
@@ -543,7 +569,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 record(IN, drone_id, HEARTBEAT, len(raw), kept, None, unknown)
             else:
                 record(IN, drone_id, HEARTBEAT, len(raw), raw)
-            self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat))
+            self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat), at_ns / 1e9)
             return True
         # A kind of a newer protocol revision (or none at all) is recorded and
         # otherwise ignored: a newer agent must be able to talk to this controller.
@@ -555,7 +581,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             kept, unknown = carried_unknown(message, raw)
         if kind == PONG:
             # Recorded after the fleet took it: the entry shows the round trip.
-            record(IN, drone_id, kind, len(raw), kept, self._pong(state, message.pong), unknown)
+            record(IN, drone_id, kind, len(raw), kept, self._pong(state, message.pong, at_ns), unknown)
             return True
         record(IN, drone_id, kind or UNKNOWN_KIND, len(raw), kept, unknown_fields=unknown)
         if kind == "build_event" and self.builds is not None:
@@ -576,14 +602,15 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             return False
         return True
 
-    def _pong(self, state: DroneState, pong: fleet_pb2.Pong) -> float | None:
+    def _pong(self, state: DroneState, pong: fleet_pb2.Pong, at_ns: int) -> float | None:
         """A pong to the fleet; its round trip in ms, None if it answers no recent ping."""
-        latency = self._fleet.on_pong(state, serde.read_pong(pong))
+        latency = self._fleet.on_pong(state, serde.read_pong(pong), at_ns)
         if latency is not None and self._metrics is not None:
             self._metrics.ping_rtt.observe(latency / 1000)
         return latency
 
     def close_all(self, details: str) -> None:
+        self.inbox.drain()
         for session in list(self.sessions):
             session.close("UNAVAILABLE", details)
         self.bounds.close()

@@ -174,7 +174,10 @@ class HealthMonitor:
         """Judge the connected drones whose deadline (fleet.silence) has come."""
         fleet = self._fleet
         schedule = fleet.silence
-        for drone_id in schedule.take_due(now):
+        due = schedule.take_due(now)
+        if due:
+            fleet.take_pending()
+        for drone_id in due:
             state = fleet.get(drone_id)
             if state is None or state.link is None:
                 continue

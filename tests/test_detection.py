@@ -576,3 +576,26 @@ def test_heartbeats_and_pongs_are_written_as_live_columns_and_changes_of_status_
     fleet.detach(link, "test")  # a change of status: the whole row, live columns included
     assert [r.status for r in fleet.take_dirty()] == [OFFLINE]
     assert fleet.take_live() == []
+
+
+def test_the_monitor_takes_what_was_read_before_it_judges_silence(tmp_path: Path) -> None:
+    """A heartbeat read before the drone's suspect deadline but still in the
+    inbox when the monitor looks keeps the drone online."""
+    clock = ManualClock()
+    fleet, _events = fleet_on(clock, tmp_path)
+    monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
+    state, _link = connect(fleet, "read-late")
+    fleet.on_heartbeat(state, HeartbeatData())
+    deadline = state.suspect_at
+    pending = [deadline - 0.01]
+
+    def take_pending() -> None:
+        while pending:
+            fleet.on_heartbeat(state, HeartbeatData(), pending.pop())
+
+    fleet.take_pending = take_pending
+    monitor.check(deadline + 0.001)
+    assert state.status == ONLINE and not pending
+    # Without a heartbeat waiting, the same look finds it suspect.
+    monitor.check(state.suspect_at + 0.001)
+    assert state.status == SUSPECT

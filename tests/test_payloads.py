@@ -21,7 +21,7 @@ import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import jsonschema_rs
@@ -43,13 +43,11 @@ from swarm.v1 import (
 from fakes.links import FakeLink
 from support.inproc import InProcessController, fill_executor, local_config
 from support.inproc import run_cli as cli
-from support.payloads import Drone, Stream
-from support.procs import Controller, enroll_here, wait_for
+from support.payloads import Drone, Stream, enrolled, grpc_target
+from support.procs import wait_for
 
 pytestmark = [
     pytest.mark.timeout(60),
-    # auth.py keeps its principal under a str key, which aiohttp 3.14 warns about.
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 MAX_BYTES = 2 * 2**20
@@ -380,26 +378,6 @@ def test_a_deploy_without_a_final_answer_times_out_and_frees_the_drone(api: InPr
 
 
 # -- the wire: a deploy, Fetch and the drone's answers -----------------------------------------------
-
-
-def enrolled(api: InProcessController, root: Path, name: str) -> Drone:
-    assert api.controller.ports is not None and api.controller.trust is not None
-    target = type(
-        "Enrollable",
-        (),
-        {
-            "create_token": staticmethod(api.create_token),
-            "enroll_target": f"127.0.0.1:{api.controller.ports.enroll}",
-            "ca_pin": api.controller.trust.ca.pin,
-        },
-    )()
-    drone_id = enroll_here(cast(Controller, target), name, root / name)
-    return Drone(name, drone_id, root / name)
-
-
-def grpc_target(api: InProcessController) -> str:
-    assert api.controller.ports is not None
-    return f"localhost:{api.controller.ports.grpc}"
 
 
 async def fetch(

@@ -18,7 +18,8 @@ import grpc
 
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, payload_pb2
 
-from support.procs import agent_credentials
+from support.inproc import InProcessController
+from support.procs import Controller, agent_credentials, enroll_here
 
 ROOT = Path(__file__).resolve().parents[2]
 REASON = "signature does not verify against the pinned payload key"  # a HandDrone's refusal
@@ -106,6 +107,27 @@ class Drone:
     @property
     def creds(self) -> grpc.ChannelCredentials:
         return cast(grpc.ChannelCredentials, agent_credentials(self.state_dir))
+
+
+def enrolled(api: InProcessController, root: Path, name: str) -> Drone:
+    """A drone identity enrolled with the in-process controller ``api``, its state in ``root/name``."""
+    assert api.controller.ports is not None and api.controller.trust is not None
+    target = type(
+        "Enrollable",
+        (),
+        {
+            "create_token": staticmethod(api.create_token),
+            "enroll_target": f"127.0.0.1:{api.controller.ports.enroll}",
+            "ca_pin": api.controller.trust.ca.pin,
+        },
+    )()
+    drone_id = enroll_here(cast(Controller, target), name, root / name)
+    return Drone(name, drone_id, root / name)
+
+
+def grpc_target(api: InProcessController) -> str:
+    assert api.controller.ports is not None
+    return f"localhost:{api.controller.ports.grpc}"
 
 
 class Stream:
