@@ -174,19 +174,23 @@ class HealthMonitor:
         """Judge the connected drones whose deadline (fleet.silence) has come."""
         fleet = self._fleet
         schedule = fleet.silence
-        due = schedule.take_due(now)
-        if due:
-            fleet.take_pending()
-        for drone_id in due:
+        taken = False
+        for drone_id in schedule.take_due(now):
             state = fleet.get(drone_id)
             if state is None or state.link is None:
                 continue
-            silent = now - state.detector_last()
-            bound = self._offline_after * state.interval
-            offline = silent > bound
-            if state.status in ("online", "unhealthy") and (
-                offline or now > state.suspect_at or silent > SUSPECT_BY * bound
-            ):
+            suspect, offline, silent = self._verdict(state, now)
+            if (suspect or offline) and not taken:
+                # What was read but not yet taken (the gateway's inbox) first:
+                # a heartbeat there is not silence. Only then: a drone that
+                # beats is looked at when its old deadline passes, and taking
+                # the inbox at each look would cut its batches short.
+                fleet.take_pending()
+                taken = True
+                if state.link is None:
+                    continue
+                suspect, offline, silent = self._verdict(state, now)
+            if suspect:
                 # Silence wins over what the drone last said of its checks. A
                 # look that came after the offline silence (a starved controller)
                 # finds it suspect first all the same: a silent drone's history
@@ -196,6 +200,16 @@ class HealthMonitor:
                 fleet.silence_offline(state, silent)
             if state.link is not None:
                 schedule.earlier(state.id, self._deadline(state))
+
+    def _verdict(self, state: DroneState, now: float) -> tuple[bool, bool, float]:
+        """Whether a look at ``now`` makes the drone suspect, and offline; and its silence."""
+        silent = now - state.detector_last()
+        bound = self._offline_after * state.interval
+        offline = silent > bound
+        suspect = state.status in ("online", "unhealthy") and (
+            offline or now > state.suspect_at or silent > SUSPECT_BY * bound
+        )
+        return suspect, offline, silent
 
     def _deadline(self, state: DroneState) -> float:
         """The earliest time at which ``check`` could change the drone, if it stays silent."""

@@ -85,12 +85,15 @@ class Trust:
         self._lifetime = datetime.timedelta(seconds=cert_lifetime)
         # serial (hex) -> certificate record; only unexpired ones matter.
         self._certs: dict[str, CertRecord] = {}
+        # drone id -> the serials of its certificates (the healer asks
+        # ``enrolled`` of its sick drones every tick: not a scan of them all)
+        self._serials: dict[str, list[str]] = {}
         # drone id -> its bound name
         self._names: dict[str, NameRecord] = {}
 
     async def start(self) -> None:
         for record in await self._runner.call(self._runner.store.list_certificates, self._clock.time()):
-            self._certs[record.serial] = record
+            self._keep(record)
         for name in await self._runner.call(self._runner.store.list_names):
             self._names[name.drone_id] = name
 
@@ -107,10 +110,16 @@ class Trust:
 
     def enrolled(self, drone_id: str) -> bool:
         now = self._clock.time()
+        certs = self._certs
         return any(
-            r.drone_id == drone_id and r.revoked_at is None and r.not_after > now
-            for r in self._certs.values()
+            (r := certs[serial]).revoked_at is None and r.not_after > now
+            for serial in self._serials.get(drone_id, ())
         )
+
+    def _keep(self, record: CertRecord) -> None:
+        if record.serial not in self._certs:
+            self._serials.setdefault(record.drone_id, []).append(record.serial)
+        self._certs[record.serial] = record
 
     # -- names ---------------------------------------------------------------
 
@@ -255,7 +264,7 @@ class Trust:
             not_after=issued.not_after,
         )
         await self._runner.call(self._runner.store.add_certificate, record)
-        self._certs[record.serial] = record
+        self._keep(record)
         return issued
 
     async def enroll(self, token: str, csr_pem: bytes, drone_id: str, name: str) -> Issued:
@@ -310,8 +319,9 @@ class Trust:
     async def revoke_drone(self, drone_id: str, by: str) -> int:
         now = self._clock.time()
         count = await self._runner.call(self._runner.store.revoke_certificates, drone_id, now)
-        for serial, record in list(self._certs.items()):
-            if record.drone_id == drone_id and record.revoked_at is None:
+        for serial in self._serials.get(drone_id, ()):
+            record = self._certs[serial]
+            if record.revoked_at is None:
                 self._certs[serial] = dataclasses.replace(record, revoked_at=now)
         state = self._fleet.get(drone_id)
         name = state.name if state is not None else drone_id

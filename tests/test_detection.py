@@ -580,22 +580,33 @@ def test_heartbeats_and_pongs_are_written_as_live_columns_and_changes_of_status_
 
 def test_the_monitor_takes_what_was_read_before_it_judges_silence(tmp_path: Path) -> None:
     """A heartbeat read before the drone's suspect deadline but still in the
-    inbox when the monitor looks keeps the drone online."""
+    inbox when the monitor looks keeps the drone online. A look at a drone
+    that beats leaves the inbox alone (its batch is not cut short)."""
     clock = ManualClock()
     fleet, _events = fleet_on(clock, tmp_path)
     monitor = HealthMonitor(fleet, suspect_phi=8.0, offline_after_intervals=10, clock=clock)
     state, _link = connect(fleet, "read-late")
     fleet.on_heartbeat(state, HeartbeatData())
-    deadline = state.suspect_at
-    pending = [deadline - 0.01]
+    first_deadline = state.suspect_at
+    pending: list[float] = []
+    takes = 0
 
     def take_pending() -> None:
+        nonlocal takes
+        takes += 1
         while pending:
             fleet.on_heartbeat(state, HeartbeatData(), pending.pop())
 
     fleet.take_pending = take_pending
+    # It beat since: the look at its first deadline finds it well.
+    fleet.on_heartbeat(state, HeartbeatData(), clock.time() + 1.0)
+    monitor.check(first_deadline + 0.001)
+    assert state.status == ONLINE and takes == 0
+    # Its next heartbeat waits in the inbox when its deadline comes.
+    deadline = state.suspect_at
+    pending.append(deadline - 0.01)
     monitor.check(deadline + 0.001)
-    assert state.status == ONLINE and not pending
+    assert state.status == ONLINE and not pending and takes == 1
     # Without a heartbeat waiting, the same look finds it suspect.
     monitor.check(state.suspect_at + 0.001)
     assert state.status == SUSPECT
