@@ -162,7 +162,7 @@ def main() -> None:
     )
     parser.add_argument("--drones", default="600,2000", help="comma-separated fleet sizes")
     parser.add_argument("--seconds", type=int, default=20, help="simulated seconds per fleet size")
-    parser.add_argument("--persist-interval", type=float, default=2.0, help="the controller's default")
+    parser.add_argument("--persist-interval", type=float, default=10.0, help="the controller's default")
     ns = parser.parse_args()
     sizes = [int(n) for n in ns.drones.split(",")]
     with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
