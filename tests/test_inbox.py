@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,20 +131,16 @@ def api(tmp_path_factory: pytest.TempPathFactory, clock: ManualClock) -> Iterato
 
 
 @pytest.fixture
-def held(api: InProcessController) -> Iterator[Inbox[object]]:
+def held(api: InProcessController) -> Iterator[Inbox[Any]]:
     """The gateway's inbox, holding what it is given until the test drains it."""
     inbox = api.controller.gateway.inbox
     delay = inbox.delay
     inbox.delay = 3600.0
     try:
-        yield inbox  # type: ignore[misc]
+        yield inbox
     finally:
         inbox.delay = delay
         api.call(inbox.drain)
-
-
-def drone(api: InProcessController, tmp_path: Path, name: str) -> Drone:
-    return enrolled(api, tmp_path, name)
 
 
 def state_of(api: InProcessController, drone: Drone) -> dict[str, object]:
@@ -153,7 +150,7 @@ def state_of(api: InProcessController, drone: Drone) -> dict[str, object]:
         return {
             "status": state.status,
             "last_heartbeat_at": state.last_heartbeat_at,
-            "load1": state.beat.load1 if state.beat else None,
+            "load1": state.beat.load1,
             "ping_latency_ms": state.ping_latency_ms,
         }
 
@@ -165,9 +162,9 @@ def heartbeat(load1: float) -> gateway_pb2.AgentMessage:
 
 
 def test_a_heartbeat_is_judged_by_when_it_came_not_when_it_was_taken(
-    api: InProcessController, held: Inbox[object], clock: ManualClock, tmp_path: Path
+    api: InProcessController, held: Inbox[Any], clock: ManualClock, tmp_path: Path
 ) -> None:
-    taker = drone(api, tmp_path, "came-at")
+    taker = enrolled(api, tmp_path, "came-at")
 
     async def scenario() -> None:
         async with Stream(grpc_target(api), taker) as stream:
@@ -185,9 +182,9 @@ def test_a_heartbeat_is_judged_by_when_it_came_not_when_it_was_taken(
 
 
 def test_a_pongs_round_trip_leaves_out_its_wait_in_the_inbox(
-    api: InProcessController, held: Inbox[object], clock: ManualClock, tmp_path: Path
+    api: InProcessController, held: Inbox[Any], clock: ManualClock, tmp_path: Path
 ) -> None:
-    taker = drone(api, tmp_path, "round-trip")
+    taker = enrolled(api, tmp_path, "round-trip")
 
     def ping() -> tuple[int, int]:
         state = api.controller.fleet.get(taker.drone_id)
@@ -211,9 +208,9 @@ def test_a_pongs_round_trip_leaves_out_its_wait_in_the_inbox(
 
 
 def test_what_a_drone_said_before_its_stream_ended_is_taken_before_it_is_offline(
-    api: InProcessController, held: Inbox[object], tmp_path: Path
+    api: InProcessController, held: Inbox[Any], tmp_path: Path
 ) -> None:
-    taker = drone(api, tmp_path, "last-words")
+    taker = enrolled(api, tmp_path, "last-words")
 
     async def scenario() -> None:
         async with Stream(grpc_target(api), taker) as stream:
