@@ -55,6 +55,7 @@ FAST_MODULES = frozenset(
         "test_healer_timing",
         "test_http_input",
         "test_identity",
+        "test_inbox",
         "test_link_switch",
         "test_logtail",
         "test_notify",
