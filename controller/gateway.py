@@ -419,8 +419,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                     finally:
                         session.reading = False
                     if raw is grpc.aio.EOF:
-                        # What it said before it ended is taken before the stream is.
-                        self.inbox.drain()
                         break
                     put((session, state, raw, now_ns()), len(raw))
                     # Not kept while the next one is awaited (the inbox has it).
@@ -433,8 +431,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             except Exception:
                 log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
                 session.close("INTERNAL", "internal error")
-            else:
-                session.close("OK", "")
         finally:
             # Before any await: grpc may cancel this handler while we wait
             # below, and the drone must be offline at once regardless; what
@@ -532,21 +528,21 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if session.closed:
             return
         try:
-            if not self._take(session, state, raw, at_ns):
-                session.close("OK", "")
+            self._take(session, state, raw, at_ns)
         except Exception:
             log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
             session.close("INTERNAL", "internal error")
 
-    def _take(self, session: DroneSession, state: DroneState, raw: bytes, at_ns: int) -> bool:
-        """What a drone said (as it came, bytes, at ``at_ns``), to the core;
-        False if the stream is to end. Heartbeats come first: they are nearly all of it."""
+    def _take(self, session: DroneSession, state: DroneState, raw: bytes, at_ns: int) -> None:
+        """What a drone said (as it came, bytes, at ``at_ns``), to the core; a
+        message that ends the stream closes the session. Heartbeats come
+        first: they are nearly all of it."""
         try:
             message = parse_agent_message(raw)
         except DecodeError:
             self._reject(session.peer, session.drone_id, UNPARSABLE, "unparsable")
             session.close("INVALID_ARGUMENT", UNPARSABLE)
-            return False
+            return
         record = self._protolog.record
         drone_id = session.drone_id
         kind = message.WhichOneof("body")
@@ -570,7 +566,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
             else:
                 record(IN, drone_id, HEARTBEAT, len(raw), raw)
             self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat), at_ns / 1e9)
-            return True
+            return
         # A kind of a newer protocol revision (or none at all) is recorded and
         # otherwise ignored: a newer agent must be able to talk to this controller.
         if kind is None:
@@ -582,7 +578,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if kind == PONG:
             # Recorded after the fleet took it: the entry shows the round trip.
             record(IN, drone_id, kind, len(raw), kept, self._pong(state, message.pong, at_ns), unknown)
-            return True
+            return
         record(IN, drone_id, kind or UNKNOWN_KIND, len(raw), kept, unknown_fields=unknown)
         if kind == "build_event" and self.builds is not None:
             event = serde.read_build_event(message.build_event)
@@ -599,8 +595,6 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         elif kind == "hello":
             self._reject(session.peer, drone_id, "hello sent twice on one stream", "hello twice")
             session.close("FAILED_PRECONDITION", "hello may only be the first message of a stream")
-            return False
-        return True
 
     def _pong(self, state: DroneState, pong: fleet_pb2.Pong, at_ns: int) -> float | None:
         """A pong to the fleet; its round trip in ms, None if it answers no recent ping."""
