@@ -9,6 +9,7 @@ seconds anyway; events are the only thing such a cut could drop.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import operator
@@ -39,14 +40,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SqlStore", "StoreError", "StoreUnavailable", "connect"]
 
-NODE_FIELDS = [f.name for f in fields(NodeRecord)]
+NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
+# What a new row of a known drone replaces (it was first seen when it was).
+NODE_UPDATES = tuple(c for c in NODE_FIELDS if c not in ("id", "first_seen_at"))
 NODE_ROW = operator.attrgetter(*NODE_FIELDS)
 # The live columns, then the id: the parameters of LIVE_UPDATE, in order.
 LIVE_COLUMNS = NodeLive._fields[1:]
 LIVE_ROW = operator.itemgetter(*range(1, len(NodeLive._fields)), 0)
 # SQLite caps bound variables per statement; keep batches well below it.
 UPSERT_CHUNK = 400
-EVENT_COLUMNS = '"id", "ts", "type", "message", "drone_id", "drone_name", "data"'
+EVENT_COLUMNS = ("id", "ts", "type", "message", "drone_id", "drone_name", "data")
 # Seconds a PostgreSQL connection attempt may take: a frozen server accepts
 # the TCP connection (its kernel does) and then never answers.
 CONNECT_TIMEOUT = 5
@@ -54,6 +57,20 @@ PROBE_KEY = "health_probe"
 # What sqlite3 says when the file is busy, full, read-only or its disk fails:
 # worth retrying later. Anything else (no such table, a syntax error) is a bug.
 SQLITE_TRANSIENT = ("locked", "busy", "full", "disk i/o error", "unable to open", "readonly")
+
+
+@functools.cache
+def insert_sql(table: str, columns: tuple[str, ...], param: str, update: tuple[str, ...] = ()) -> str:
+    """One row's INSERT, for a prepared statement: a row whose id is there
+    already is skipped, or with ``update`` has those columns replaced. Names
+    are quoted ("user" is a keyword of PostgreSQL's)."""
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    values = ", ".join([param] * len(columns))
+    if update:
+        conflict = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in update)
+    else:
+        conflict = "DO NOTHING"
+    return f'INSERT INTO "{table}" ({quoted}) VALUES ({values}) ON CONFLICT ("id") {conflict}'
 
 
 def connect(url: str) -> pw.Database:
@@ -205,16 +222,9 @@ class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTab
         # One row per id, the last one winning: PostgreSQL refuses an upsert
         # that touches the same row twice, SQLite would apply both.
         rows = list({node.id: NODE_ROW(node) for node in nodes}.values())
-        # Plain executemany: building peewee queries cost ~100 us a row, a
-        # prepared statement ~7 us, and this runs for the whole fleet.
-        param = self.db.param
-        columns = ", ".join(NODE_FIELDS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in NODE_FIELDS if c not in ("id", "first_seen_at"))
-        sql = (
-            f"INSERT INTO node ({columns}) VALUES ({', '.join([param] * len(NODE_FIELDS))}) "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}"
-        )
-        self._execute_many(sql, rows)
+        # A prepared statement: building peewee queries cost ~100 us a row,
+        # this ~7 us, and it runs for the whole fleet.
+        self._insert_many(Node, NODE_FIELDS, rows, NODE_UPDATES)
 
     def update_nodes_live(self, nodes: Sequence[NodeLive]) -> None:
         if not nodes:
@@ -222,6 +232,17 @@ class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTab
         param = self.db.param
         sets = ", ".join(f"{c} = {param}" for c in LIVE_COLUMNS)
         self._execute_many(f"UPDATE node SET {sets} WHERE id = {param}", [LIVE_ROW(n) for n in nodes])
+
+    def _insert_many(
+        self,
+        model: type[pw.Model],
+        columns: tuple[str, ...],
+        rows: Sequence[Sequence[object]],
+        update: tuple[str, ...] = (),
+    ) -> None:
+        """``rows`` (values in ``columns``' order) into ``model``'s table, in one
+        transaction, as one prepared statement (``insert_sql``)."""
+        self._execute_many(insert_sql(model._meta.table_name, columns, self.db.param, update), rows)
 
     def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         """``sql`` once per row, in one transaction, as one prepared statement."""
@@ -259,12 +280,7 @@ class SqlStore(TrustTables, BuildTables, HealthTables, BinhostTables, PayloadTab
         # event each, and peewee's query building held the GIL the loop needs.
         # Only a duplicate id is skipped: SQLite's INSERT OR IGNORE would also
         # drop rows breaking NOT NULL, where PostgreSQL fails.
-        param = self.db.param
-        self._execute_many(
-            f'INSERT INTO "{Event._meta.table_name}" ({EVENT_COLUMNS}) VALUES ({", ".join([param] * 7)}) '
-            "ON CONFLICT (id) DO NOTHING",
-            rows,
-        )
+        self._insert_many(Event, EVENT_COLUMNS, rows)
 
     def list_events(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import typing
@@ -15,7 +14,8 @@ import peewee as pw
 from swarm.controller.store.models import TestBuild, TestBuildToken
 from swarm.controller.store.records import TestBuildRecord, TestBuildTokenRecord
 
-BUILD_FIELDS = [f.name for f in fields(TestBuildRecord)]
+BUILD_FIELDS = tuple(f.name for f in fields(TestBuildRecord))
+BUILD_UPDATES = tuple(name for name in BUILD_FIELDS if name != "id")
 TOKEN_FIELDS = [f.name for f in fields(TestBuildTokenRecord)]
 LISTS = ("use", "packages")  # tuples kept as JSON lists
 LIST_COLUMNS = tuple(BUILD_FIELDS.index(name) for name in LISTS)
@@ -35,16 +35,6 @@ def _build_row(build: TestBuildRecord) -> list[object]:
     return row
 
 
-@functools.cache
-def _upsert_builds_sql(param: str) -> str:
-    quoted = [f'"{name}"' for name in BUILD_FIELDS]  # "user" is a keyword of PostgreSQL's
-    updates = ", ".join(f"{q} = excluded.{q}" for q in quoted if q != '"id"')
-    return (
-        f'INSERT INTO "{TestBuild._meta.table_name}" ({", ".join(quoted)}) '
-        f'VALUES ({", ".join([param] * len(quoted))}) ON CONFLICT ("id") DO UPDATE SET {updates}'
-    )
-
-
 def _token(row: TestBuildToken) -> TestBuildTokenRecord:
     return TestBuildTokenRecord(**{name: getattr(row, name) for name in TOKEN_FIELDS})
 
@@ -58,7 +48,13 @@ class TestBuildTables:
     def _bound(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
-    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    def _insert_many(
+        self,
+        model: type[pw.Model],
+        columns: tuple[str, ...],
+        rows: Sequence[Sequence[object]],
+        update: tuple[str, ...] = (),
+    ) -> None:
         raise NotImplementedError
 
     def put_test_builds(self, builds: Sequence[TestBuildRecord]) -> None:
@@ -69,7 +65,7 @@ class TestBuildTables:
         # query building cost ~100 us a row on the database thread, holding the
         # GIL the event loop answering the requests needs; this ~15 us.
         rows = [_build_row(build) for build in {b.id: b for b in builds}.values()]
-        self._execute_many(_upsert_builds_sql(self.db.param), rows)
+        self._insert_many(TestBuild, BUILD_FIELDS, rows, BUILD_UPDATES)
 
     def get_test_build(self, build_id: str) -> TestBuildRecord | None:
         with self._bound():
