@@ -25,7 +25,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, builders, start_fleet
 from support.gpkgs import WRITE_COMMAND
-from support.payloads import Drone, HandDrone
+from support.payloads import AGENT_CONFIG, Drone, HandDrone, staged
 from support.procs import enroll_here, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,7 +34,6 @@ BUILDER = "builder-0"
 METAL = "metal-0"
 BUILD_MS = 90_000
 LEAVES = ("data", "hello", "script")
-CONFIG = b"heartbeat_interval = 2.0\n"
 
 
 @pytest.fixture(scope="module")
@@ -373,10 +372,7 @@ def test_a_drone_held_for_a_payload_shows_updating(
     state_dir = tmp_path_factory.mktemp("held") / "held-0"
     with ThreadPoolExecutor(1) as pool:  # an event loop of its own, not Playwright's thread's
         drone_id = pool.submit(enroll_here, swarm.controller, "held-0", state_dir).result(60)
-    status, reply = swarm.controller.admin("POST", "/admin/api/payloads?kind=agent-config&notes=held", CONFIG)
-    assert status == 201, reply
-    version = int(reply["version"])
-    admin(swarm, "POST", f"/admin/api/payloads/agent-config/{version}/stage")
+    version = staged(swarm, "agent-config", AGENT_CONFIG, "held")
     with HandDrone(swarm.controller.grpc_target, Drone("held-0", drone_id, state_dir), runs=0, silent=True):
         admin(swarm, "POST", f"/admin/api/payloads/agent-config/{version}/deploy", {"drones": ["held-0"]})
         # Held from the deploy's start ("to take agent-config (deploy d-...)"),

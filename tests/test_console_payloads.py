@@ -32,12 +32,10 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from support.browser import WAIT_MS, Problems, shot
 from support.fleet import Fleet, admin, start_fleet
-from support.payloads import REASON, Drone, HandDrone, Stream
+from support.payloads import AGENT_CONFIG, REASON, Drone, HandDrone, Stream, staged
 from support.procs import enroll_here, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-CONFIG = b"heartbeat_interval = 2.0\n"
 
 
 @pytest.fixture(scope="module")
@@ -118,20 +116,22 @@ def test_an_upload_is_listed_as_the_api_has_it_and_staged(
     assert all(p["notes"] != "broken" for p in admin(swarm, "GET", "/admin/api/payloads")["payloads"])
 
     good = tmp_path / "agent.toml"
-    good.write_bytes(CONFIG)
+    good.write_bytes(AGENT_CONFIG)
     upload_file(page, good, "agent-config", "slower heartbeats")
     toast = page.locator('.toast-ok[data-action="upload"]')
     expect(toast).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#pl-upload-error")).to_be_hidden()
     version = int(toast.get_attribute("data-version") or 0)
     shown = payload(swarm, "agent-config", version)
-    assert shown["sha256"] == hashlib.sha256(CONFIG).hexdigest() and shown["notes"] == "slower heartbeats"
+    assert (
+        shown["sha256"] == hashlib.sha256(AGENT_CONFIG).hexdigest() and shown["notes"] == "slower heartbeats"
+    )
     assert shown["state"] == "uploaded" and shown["uploaded_by"] == "admin:admin"
     row = version_row(page, "agent-config", version)
     expect(row).to_have_attribute("data-state", "uploaded", timeout=WAIT_MS)
     expect(row.locator(".pl-sha")).to_have_text(shown["sha256"][:16])
     expect(row.locator(".pl-sha")).to_have_attribute("title", f"sha256 {shown['sha256']}")
-    expect(row.locator("td.num")).to_have_text(f"{len(CONFIG)} B")
+    expect(row.locator("td.num")).to_have_text(f"{len(AGENT_CONFIG)} B")
     expect(row).to_contain_text("slower heartbeats")
     expect(row).to_contain_text("admin")
     expect(row.get_by_role("button", name=f"Deploy agent-config v{version}")).to_be_disabled()
@@ -155,19 +155,11 @@ def test_an_upload_is_listed_as_the_api_has_it_and_staged(
     assert unexpected(problems, 400) == []
 
 
-def staged(swarm: Fleet, kind: str, data: bytes, notes: str) -> int:
-    status, reply = swarm.controller.admin("POST", f"/admin/api/payloads?kind={kind}&notes={notes}", data)
-    assert status == 201, reply
-    version = int(reply["version"])
-    admin(swarm, "POST", f"/admin/api/payloads/{kind}/{version}/stage")
-    return version
-
-
 def test_a_deploy_from_the_dialog_refused_by_the_drone_shows_as_drift_with_its_reason(
     swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
 ) -> None:
     refuser, absent = drones
-    version = staged(swarm, "agent-config", CONFIG, "for-the-refuser")
+    version = staged(swarm, "agent-config", AGENT_CONFIG, "for-the-refuser")
     with HandDrone(swarm.controller.grpc_target, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         # Its Hello said portage-config v3 and nothing was deployed to it: in step.
@@ -269,7 +261,7 @@ def test_a_rollout_from_the_dialog_stops_at_the_refusing_canary_and_shows_why(
     swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
 ) -> None:
     refuser, absent = drones
-    version = staged(swarm, "agent-config", CONFIG, "rolled-out")
+    version = staged(swarm, "agent-config", AGENT_CONFIG, "rolled-out")
     with HandDrone(swarm.controller.grpc_target, refuser, runs=3):
         page, problems = open_payloads(browser, swarm)
         expect(page.locator("#pl-rollouts-title")).to_be_visible(timeout=WAIT_MS)
@@ -303,7 +295,7 @@ def test_a_rollout_is_paused_resumed_aborted_and_rolled_back_from_its_card(
     swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
 ) -> None:
     refuser, _ = drones
-    version = staged(swarm, "agent-config", CONFIG, "held-at-the-gate")
+    version = staged(swarm, "agent-config", AGENT_CONFIG, "held-at-the-gate")
     # The drone never answers: the canary waits at its gate while the admin acts.
     with HandDrone(swarm.controller.grpc_target, refuser, runs=3, silent=True):
         page, problems = open_payloads(browser, swarm)
@@ -359,7 +351,7 @@ def test_a_rollout_in_its_pause_says_when_the_next_batch_starts(
     swarm: Fleet, browser: BrowserContext, drones: tuple[Drone, Drone]
 ) -> None:
     second, canary = drones  # the plan goes by name: "absent" is the canary
-    version = staged(swarm, "agent-config", CONFIG, "paused-between-batches")
+    version = staged(swarm, "agent-config", AGENT_CONFIG, "paused-between-batches")
     with (
         HandDrone(swarm.controller.grpc_target, canary, runs=3, applies=True),
         HandDrone(swarm.controller.grpc_target, second, runs=3, silent=True),

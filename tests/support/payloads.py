@@ -18,12 +18,14 @@ import grpc
 
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc, payload_pb2
 
+from support.fleet import Fleet, admin
 from support.inproc import InProcessController
 from support.procs import Controller, agent_credentials, enroll_here
 
 ROOT = Path(__file__).resolve().parents[2]
 REASON = "signature does not verify against the pinned payload key"  # a HandDrone's refusal
 APPLIED = 3  # PayloadStatus.state: applied
+AGENT_CONFIG = b"heartbeat_interval = 2.0\n"  # an agent-config payload's file
 REFUSED = 4  # PayloadStatus.state: refused
 
 
@@ -123,6 +125,15 @@ def enrolled(api: InProcessController, root: Path, name: str) -> Drone:
     )()
     drone_id = enroll_here(cast(Controller, target), name, root / name)
     return Drone(name, drone_id, root / name)
+
+
+def staged(swarm: Fleet, kind: str, data: bytes, notes: str) -> int:
+    """A payload uploaded to ``swarm``'s controller and staged: its version."""
+    status, reply = swarm.controller.admin("POST", f"/admin/api/payloads?kind={kind}&notes={notes}", data)
+    assert status == 201, reply
+    version = int(reply["version"])
+    admin(swarm, "POST", f"/admin/api/payloads/{kind}/{version}/stage")
+    return version
 
 
 def grpc_target(api: InProcessController) -> str:
