@@ -388,9 +388,7 @@ def run(opts: Options) -> dict[str, Any]:
         say(f"baseline: {opts.drones} drone(s) build {len(packages)} packages")
         baseline = schedule.run_fleet(sopts, children, work / "baseline", overlay, packages, opts.drones)
         say(f"again, with {opts.requests} test-build requests once the session is queued")
-        burst: dict[str, Any] = {}
-        with flooding_while_the_session_runs(opts, atoms, burst):
-            loaded = schedule.run_fleet(sopts, children, work / "loaded", overlay, packages, opts.drones)
+        burst, loaded = loaded_run(sopts, children, work / "loaded", overlay, packages, opts)
         figures["requests"] = burst
         figures["dispatch"] = {"baseline": baseline["dispatch"], "under_requests": loaded["dispatch"]}
         figures["makespan_s"] = {"baseline": baseline["makespan_s"], "under_requests": loaded["makespan_s"]}
@@ -401,6 +399,23 @@ def run(opts: Options) -> dict[str, Any]:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return figures
+
+
+def loaded_run(
+    sopts: Any,
+    children: Children,
+    work: Path,
+    overlay: Path,
+    packages: Sequence[Any],
+    opts: Options,
+    python: str = PYTHON,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The drones build the session while the requests come: the burst's
+    figures, and the fleet's (bench/schedule.py's run_fleet)."""
+    burst: dict[str, Any] = {}
+    with flooding_while_the_session_runs(opts, [p.atom for p in packages], burst):
+        loaded = schedule.run_fleet(sopts, children, work, overlay, packages, opts.drones, python=python)
+    return burst, loaded
 
 
 def alternated(
@@ -426,11 +441,8 @@ def alternated(
                 runs.append({"round": i + 1, "controller": label, **alone})
                 print(_run_line(runs[-1]), flush=True)
                 continue
-            burst: dict[str, Any] = {}
-            with flooding_while_the_session_runs(opts, atoms, burst):
-                loaded = schedule.run_fleet(
-                    sopts, children, work / f"{label}-{i}", overlay, packages, opts.drones, python=python
-                )
+            where = work / f"{label}-{i}"
+            burst, loaded = loaded_run(sopts, children, where, overlay, packages, opts, python)
             runs.append({"round": i + 1, "controller": label, **burst, "dispatch": loaded["dispatch"]})
             print(_run_line(runs[-1]), flush=True)
     return runs
