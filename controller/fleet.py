@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, replace
@@ -32,7 +33,7 @@ from swarm.controller.domain import CheckData, HeartbeatData, HelloData, Payload
 from swarm.controller.errors import NotFound
 from swarm.controller.events import EventLog
 from swarm.controller.health import PhiAccrual
-from swarm.controller.schedule import Schedule
+from swarm.controller.schedule import Deadlines, Schedule
 from swarm.controller.store.records import NodeLive, NodeRecord
 
 log = logging.getLogger(__name__)
@@ -271,8 +272,11 @@ class Fleet:
         # When each connected drone's silence is next to be judged
         # (HealthMonitor) and when it is next to be pinged (Pinger): they
         # look at the drones whose time has come, not at every drone.
-        self.silence = Schedule()
+        self.silence = Deadlines()
         self.pings = Schedule()
+        # The longest silence, in heartbeat intervals, before a beating drone
+        # is looked at whatever its detector expects (set by HealthMonitor).
+        self.look_within = math.inf
         # Told of every status change (drone, old, new), synchronously.
         self.watchers: list[Callable[[DroneState, str, str], None]] = []
         # Pongs someone is waiting for (an admin's ping), by (drone id, seq).
@@ -495,16 +499,11 @@ class Fleet:
         state.beat = hb
         detector = state.detector
         if detector is not None:
-            suspect_at = detector.beat(now, self._y)
-            # Later than before, as a rule: then the monitor finds the old
-            # deadline passed and looks again at the new one. While a drone
-            # beats, its look (fleet.silence) is never after its suspect
-            # deadline, so only a deadline that comes sooner needs the
-            # schedule (a look-up in memory no heartbeat touched for a
-            # second); a suspect drone's look is at its offline deadline.
-            if suspect_at < state.suspect_at or state.status == SUSPECT:
-                self.silence.earlier(state.id, suspect_at)
-            state.suspect_at = suspect_at
+            suspect_at = state.suspect_at = detector.beat(now, self._y)
+            # Its look is put off to when it could be suspect, on every beat
+            # (a store into the table: schedule.Deadlines).
+            latest = now + self.look_within * state.interval
+            self.silence.set(state.id, suspect_at if suspect_at < latest else latest)
         self.live_dirty.add(state.id)
         if state.status == SUSPECT:
             self._settle(state, "heartbeats resumed")

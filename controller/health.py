@@ -145,10 +145,10 @@ class HealthMonitor:
     """Marks silent drones suspect, and offline after a longer silence.
 
     Each look is only at the drones whose deadline has passed, when the
-    earliest has (``Schedule.wait_due``): the fleet sets one when a drone
-    connects, a heartbeat moves it when it comes sooner, and after each look
-    the monitor sets the next (the suspect deadline while beating, then the
-    offline one)."""
+    earliest has (``Deadlines.wait_due``): the fleet sets one when a drone
+    connects and each heartbeat puts it off (the drone's suspect deadline),
+    so a drone that beats is never looked at; after a look the monitor
+    sets the next (the offline deadline of a suspect drone)."""
 
     def __init__(
         self, fleet: Fleet, *, suspect_phi: float, offline_after_intervals: float, clock: Clock = SYSTEM
@@ -157,6 +157,8 @@ class HealthMonitor:
         self._clock = clock
         self.y_threshold = y_for_phi(suspect_phi)
         self._offline_after = offline_after_intervals
+        # A beating drone's look, put off by each heartbeat, is never later than this.
+        fleet.look_within = SUSPECT_BY * offline_after_intervals
         self._tasks = TaskSet("health")
 
     async def start(self) -> None:
