@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 NODE_FIELDS = tuple(f.name for f in fields(NodeRecord))
 # The stored figures a heartbeat brings: DroneState keeps the latest
-# HeartbeatData as it came (``beat``) instead of copying them one by one.
+# heartbeat as it came (``beat``) instead of copying them one by one.
 FIGURES = tuple(f.name for f in fields(HeartbeatData))
 OWN_FIELDS = tuple(name for name in NODE_FIELDS if name not in FIGURES)
 # A NodeRecord's fields of a DroneState, in order, read in C: the whole fleet
@@ -52,6 +52,8 @@ RECORD_VALUES = operator.attrgetter(*(name if name in OWN_FIELDS else f"beat.{na
 LIVE_VALUES = operator.attrgetter(
     *(name if name in OWN_FIELDS else f"beat.{name}" for name in NodeLive._fields)
 )
+# Reads a heartbeat's figures from the bytes that came (serde.read_heartbeat_bytes).
+BeatReader = Callable[[bytes], HeartbeatData]
 ONLINE, UNHEALTHY, SUSPECT, OFFLINE = "online", "unhealthy", "suspect", "offline"
 STATUSES = (ONLINE, UNHEALTHY, SUSPECT, OFFLINE)
 # Heartbeats arrive: the drone's own checks decide between these two.
@@ -114,7 +116,9 @@ class DroneState:
 
     __slots__ = (
         *OWN_FIELDS,
-        "beat",
+        "_beat",
+        "unread_beat",
+        "read_beat",
         "link",
         "detector",
         "suspect_at",
@@ -155,8 +159,11 @@ class DroneState:
     def __init__(self, record: NodeRecord) -> None:
         for name in OWN_FIELDS:
             setattr(self, name, getattr(record, name))
-        # The latest heartbeat's figures (before the first, as last stored).
-        self.beat = HeartbeatData(*[getattr(record, name) for name in FIGURES])
+        # The latest heartbeat's figures (before the first, as last stored),
+        # or its bytes as they came and what reads them (``beat``).
+        self._beat = HeartbeatData(*[getattr(record, name) for name in FIGURES])
+        self.unread_beat: bytes | None = None
+        self.read_beat: BeatReader = _no_reader
         self.link: Link | None = None
         self.detector: PhiAccrual | None = None
         self.suspect_at = 0.0
@@ -185,6 +192,22 @@ class DroneState:
         # From the Hello (or a PayloadStatus since): the version of each
         # payload kind it runs; () until it connects, or from an older agent.
         self.payloads: tuple[PayloadVersionData, ...] = ()
+
+    @property
+    def beat(self) -> HeartbeatData:
+        """The latest heartbeat's figures, read from its bytes when first asked
+        for: a drone beats every second, and the API and the database ask
+        every few seconds at most, so most heartbeats are never read."""
+        unread = self.unread_beat
+        if unread is not None:
+            self._beat = self.read_beat(unread)
+            self.unread_beat = None
+        return self._beat
+
+    @beat.setter
+    def beat(self, figures: HeartbeatData) -> None:
+        self._beat = figures
+        self.unread_beat = None
 
     # The figures of the latest heartbeat, read where a NodeRecord has them.
     @property
@@ -242,6 +265,10 @@ def _nothing_pending() -> None:
     pass
 
 
+def _no_reader(raw: bytes) -> HeartbeatData:
+    raise TypeError("a heartbeat's bytes were given to a fleet without a reader (Fleet.read_beat)")
+
+
 class Fleet:
     def __init__(
         self,
@@ -284,6 +311,9 @@ class Fleet:
         # Hands over what drones said that is read but not yet taken (the
         # gateway's inbox): silence is judged after it (HealthMonitor).
         self.take_pending: Callable[[], None] = _nothing_pending
+        # Reads the figures of a heartbeat given as the bytes that came (set
+        # by the gateway, which passes those).
+        self.read_beat: BeatReader = _no_reader
 
     # -- views ---------------------------------------------------------
 
@@ -491,12 +521,18 @@ class Fleet:
 
     # -- traffic -------------------------------------------------------
 
-    def on_heartbeat(self, state: DroneState, hb: HeartbeatData, at: float | None = None) -> None:
-        """A heartbeat that came ``at`` (the clock's time; default now)."""
+    def on_heartbeat(self, state: DroneState, hb: HeartbeatData | bytes, at: float | None = None) -> None:
+        """A heartbeat that came ``at`` (the clock's time; default now): its
+        figures, or the bytes that came, kept unread (``read_beat`` reads
+        them when they are asked for)."""
         now = self.clock.time() if at is None else at
         state.last_seen_at = now
         state.last_heartbeat_at = now
-        state.beat = hb
+        if isinstance(hb, bytes):
+            state.unread_beat = hb
+            state.read_beat = self.read_beat
+        else:
+            state.beat = hb
         detector = state.detector
         if detector is not None:
             suspect_at = state.suspect_at = detector.beat(now, self._y)

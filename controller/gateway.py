@@ -286,6 +286,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         self.inbox: Inbox[tuple[DroneSession, DroneState, bytes, int]] = Inbox(self._take_read)
         # The health monitor judges silence on everything read so far.
         fleet.take_pending = self.inbox.drain
+        fleet.read_beat = serde.read_heartbeat_bytes
 
     def _reject(self, peer: str, drone_id: str, message: str, kind: str) -> None:
         """A protocol_error event, a few per drone (else address) and kind per window."""
@@ -565,7 +566,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 record(IN, drone_id, HEARTBEAT, len(raw), kept, None, unknown)
             else:
                 record(IN, drone_id, HEARTBEAT, len(raw), raw)
-            self._fleet.on_heartbeat(state, serde.read_heartbeat(heartbeat), at_ns / 1e9)
+            # Its figures stay in the bytes until somebody asks (DroneState.beat).
+            self._fleet.on_heartbeat(state, raw, at_ns / 1e9)
             return
         # A kind of a newer protocol revision (or none at all) is recorded and
         # otherwise ignored: a newer agent must be able to talk to this controller.

@@ -176,6 +176,12 @@ def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
     )
 
 
+def read_heartbeat_bytes(raw: bytes) -> HeartbeatData:
+    """The figures of an AgentMessage's heartbeat, from its bytes as they
+    came (they parsed once already: the gateway keeps them unread)."""
+    return read_heartbeat(gateway_pb2.AgentMessage.FromString(raw).heartbeat)
+
+
 def read_pong(pong: fleet_pb2.Pong) -> PongData:
     status = pong.status
     return PongData(

@@ -606,6 +606,32 @@ def test_heartbeats_and_pongs_are_written_as_live_columns_and_changes_of_status_
     assert fleet.take_live() == []
 
 
+def test_a_heartbeats_bytes_are_read_once_and_only_when_its_figures_are_asked_for(tmp_path: Path) -> None:
+    """The gateway hands the fleet a heartbeat as the bytes that came: the
+    drone's figures are read from the latest of them when asked for, once,
+    and what was never asked for is never read."""
+    clock = ManualClock()
+    fleet, _events = fleet_on(clock, tmp_path)
+    read: list[bytes] = []
+
+    def reader(raw: bytes) -> HeartbeatData:
+        read.append(raw)
+        return HeartbeatData(load1=float(len(raw)), current_job_id=raw.decode())
+
+    fleet.read_beat = reader
+    state, _link = connect(fleet, "lazy")
+    fleet.on_heartbeat(state, b"first")
+    fleet.on_heartbeat(state, b"second!")
+    assert read == [] and state.last_heartbeat_at == clock.time()
+    assert (state.load1, state.current_job_id) == (7.0, "second!")
+    assert state.record().load1 == 7.0 and fleet.take_live()[0].current_job_id == "second!"
+    assert read == [b"second!"], "the latest only, and once"
+    fleet.on_heartbeat(state, HeartbeatData(load1=1.5))  # figures given as such replace unread bytes
+    fleet.on_heartbeat(state, b"third")
+    state.beat = HeartbeatData(load1=2.5)  # as the Hello does
+    assert state.load1 == 2.5 and read == [b"second!"]
+
+
 def test_the_monitor_takes_what_was_read_before_it_judges_silence(tmp_path: Path) -> None:
     """A heartbeat read before the drone's suspect deadline but still in the
     inbox when the monitor looks keeps the drone online. A look at a drone
