@@ -67,6 +67,7 @@ HEARTBEAT = "heartbeat"
 PONG = "pong"
 SERVICE = "swarm.v1.DroneGateway"
 parse_agent_message = gateway_pb2.AgentMessage.FromString
+plain_heartbeat = serde.plain_heartbeat
 
 
 def carried_unknown(message: gateway_pb2.AgentMessage, raw: bytes) -> tuple[bytes, bool]:
@@ -529,7 +530,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         if session.closed:
             return
         try:
-            self._take(session, state, raw, at_ns)
+            if plain_heartbeat(raw):
+                # Nearly every message: a heartbeat with its figures alone, told
+                # from its bytes and kept as they came (DroneState.beat reads them).
+                self._protolog.record(IN, session.drone_id, HEARTBEAT, len(raw), raw)
+                self._fleet.on_heartbeat(state, raw, at_ns / 1e9)
+            else:
+                self._take(session, state, raw, at_ns)
         except Exception:
             log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
             session.close("INTERNAL", "internal error")
@@ -537,7 +544,8 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
     def _take(self, session: DroneSession, state: DroneState, raw: bytes, at_ns: int) -> None:
         """What a drone said (as it came, bytes, at ``at_ns``), to the core; a
         message that ends the stream closes the session. Heartbeats come
-        first: they are nearly all of it."""
+        first: those with a pong, a job id or fields of a newer protocol
+        (the others do not come here: ``_take_read``)."""
         try:
             message = parse_agent_message(raw)
         except DecodeError:

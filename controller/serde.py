@@ -10,10 +10,12 @@ imports protobuf (tests/test_core_boundary.py).
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 
 from swarm import __version__
@@ -173,6 +175,66 @@ def read_heartbeat(hb: fleet_pb2.Heartbeat) -> HeartbeatData:
         free if free <= MAX_BYTES else MAX_BYTES,
         hb.emerge_running,
         printable(job, 64) if job else "",
+    )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# A scalar field's wire type and what its value looks like on the wire (a
+# varint is at most ten bytes).
+_F = FieldDescriptor
+_FIXED64 = (_F.TYPE_DOUBLE, _F.TYPE_FIXED64, _F.TYPE_SFIXED64)
+_FIXED32 = (_F.TYPE_FLOAT, _F.TYPE_FIXED32, _F.TYPE_SFIXED32)
+_VARINTS = (_F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32, _F.TYPE_UINT64, _F.TYPE_BOOL, _F.TYPE_ENUM)
+_VARINT = rb"[\x80-\xff]{0,9}+[\x00-\x7f]"
+
+
+def _scalars_pattern(fields: Iterable[tuple[int, int]]) -> re.Pattern[bytes]:
+    """The bytes of a message that holds nothing but its scalar fields (of
+    ``fields``: number and type, repeated ones left out), each at most once
+    and in the order of their numbers (as protobuf writes them): a field of
+    another kind (a string, a message), one this controller does not know,
+    or one out of order does not match."""
+    parts = []
+    for number, kind in sorted(fields):
+        if kind in _FIXED64:
+            wire, value = 1, rb".{8}"
+        elif kind in _FIXED32:
+            wire, value = 5, rb".{4}"
+        elif kind in _VARINTS:
+            wire, value = 0, _VARINT
+        else:
+            continue
+        parts.append(rb"(?:" + re.escape(_varint(number << 3 | wire)) + value + rb")?+")
+    return re.compile(b"".join(parts), re.DOTALL)
+
+
+_HEARTBEAT_TAG = _varint(gateway_pb2.AgentMessage.HEARTBEAT_FIELD_NUMBER << 3 | 2)[0]
+_PLAIN_HEARTBEAT = _scalars_pattern(
+    (f.number, f.type) for f in fleet_pb2.Heartbeat.DESCRIPTOR.fields if not f.is_repeated
+).fullmatch
+
+
+def plain_heartbeat(raw: bytes) -> bool:
+    """Whether ``raw`` is an AgentMessage that holds a heartbeat and nothing
+    but its figures: no pong, no job id, no field this controller does not
+    know. Nearly every message is one, and this tells from the bytes
+    without an object (0.4 us here, where parsing and asking the message
+    took 0.7, and about 0.9 against 1.3 inside a controller at 2,000
+    drones); anything else is for the parser. Its figures are read from the same
+    bytes when asked for (``read_heartbeat_bytes``)."""
+    return (
+        len(raw) >= 2
+        and raw[0] == _HEARTBEAT_TAG
+        and raw[1] == len(raw) - 2
+        and _PLAIN_HEARTBEAT(raw, 2) is not None
     )
 
 

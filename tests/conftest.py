@@ -64,6 +64,7 @@ FAST_MODULES = frozenset(
         "test_payload_agent",
         "test_packaging",
         "test_payloads",
+        "test_plain_heartbeat",
         "test_printable",
         "test_proto_fresh",
         "test_protocol_doc",
