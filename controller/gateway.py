@@ -413,14 +413,13 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
         and the stream ends with the status ``close`` was given."""
         try:
             try:
-                put, now_ns = self.inbox.put, self._fleet.clock.time_ns
+                put, now_ns, read, eof = self.inbox.put, self._fleet.clock.time_ns, context.read, grpc.aio.EOF
+                # The read below is this loop's only await: whenever another
+                # task runs (and may close the session), the handler is in it.
+                session.reading = True
                 while not session.closed:
-                    session.reading = True
-                    try:
-                        raw = await context.read()
-                    finally:
-                        session.reading = False
-                    if raw is grpc.aio.EOF:
+                    raw = await read()
+                    if raw is eof:
                         break
                     put((session, state, raw, now_ns()), len(raw))
                     # Not kept while the next one is awaited (the inbox has it).
@@ -434,6 +433,7 @@ class Gateway(gateway_pb2_grpc.DroneGatewayServicer):
                 log.error("control stream of %s (%s) failed", session.drone_id, session.peer, exc_info=True)
                 session.close("INTERNAL", "internal error")
         finally:
+            session.reading = False
             # Before any await: grpc may cancel this handler while we wait
             # below, and the drone must be offline at once regardless; what
             # it said before it went is taken first.
