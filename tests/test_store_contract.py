@@ -304,9 +304,8 @@ def test_upsert_updates_every_field_but_first_seen_at(store: SqlStore) -> None:
     assert store.get_node("n1") == original
 
 
-def test_upsert_many_nodes_across_chunks(store: SqlStore) -> None:
+def test_upsert_many_nodes_in_one_call(store: SqlStore) -> None:
     count = 1_000
-    assert count > 2 * sql.UPSERT_CHUNK, "the batch must span several chunks"
     nodes = [node(f"n{i:04d}", status="online") for i in range(count)]
     store.upsert_nodes(nodes)
     assert store.list_nodes() == nodes
@@ -320,11 +319,11 @@ def test_upsert_many_nodes_across_chunks(store: SqlStore) -> None:
 
 def test_upsert_is_one_transaction(store: SqlStore) -> None:
     store.upsert_nodes([node("n0000", status="online")])
-    batch = [node(f"n{i:04d}", status="busy") for i in range(sql.UPSERT_CHUNK + 10)]
+    batch = [node(f"n{i:04d}", status="busy") for i in range(410)]
     batch.append(NodeRecord(id="broken", name=None))  # type: ignore[arg-type]  # NOT NULL violated
     with pytest.raises(pw.IntegrityError):
         store.upsert_nodes(batch)
-    # Not even the chunks before the broken row were kept.
+    # Not even the rows before the broken one were kept.
     assert store.list_nodes() == [node("n0000", status="online")]
 
 

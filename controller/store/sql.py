@@ -47,8 +47,6 @@ NODE_ROW = operator.attrgetter(*NODE_FIELDS)
 # The live columns, then the id: the parameters of LIVE_UPDATE, in order.
 LIVE_COLUMNS = NodeLive._fields[1:]
 LIVE_ROW = operator.itemgetter(*range(1, len(NodeLive._fields)), 0)
-# SQLite caps bound variables per statement; keep batches well below it.
-UPSERT_CHUNK = 400
 EVENT_COLUMNS = ("id", "ts", "type", "message", "drone_id", "drone_name", "data")
 # Seconds a PostgreSQL connection attempt may take: a frozen server accepts
 # the TCP connection (its kernel does) and then never answers.
