@@ -160,7 +160,8 @@ class DroneState:
         for name in OWN_FIELDS:
             setattr(self, name, getattr(record, name))
         # The latest heartbeat's figures (before the first, as last stored),
-        # or its bytes as they came and what reads them (``beat``).
+        # or its bytes as they came, and what reads them (the fleet's, given
+        # when the drone connects; see ``beat``).
         self._beat = HeartbeatData(*[getattr(record, name) for name in FIGURES])
         self.unread_beat: bytes | None = None
         self.read_beat: BeatReader = _no_reader
@@ -420,6 +421,7 @@ class Fleet:
         state.interval = hello.heartbeat_interval_ms / 1000
         state.detector = PhiAccrual(state.interval, now)
         state.suspect_at = state.detector.deadline(self._y)
+        state.read_beat = self.read_beat
         state.link = link
         state.connected_at = now
         state.last_seen_at = now
@@ -529,8 +531,7 @@ class Fleet:
         state.last_seen_at = now
         state.last_heartbeat_at = now
         if isinstance(hb, bytes):
-            state.unread_beat = hb
-            state.read_beat = self.read_beat
+            state.unread_beat = hb  # read by the reader it got when it connected
         else:
             state.beat = hb
         detector = state.detector

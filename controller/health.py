@@ -184,9 +184,9 @@ class HealthMonitor:
             suspect, offline, silent = self._verdict(state, now)
             if (suspect or offline) and not taken:
                 # What was read but not yet taken (the gateway's inbox) first:
-                # a heartbeat there is not silence. Only then: a drone that
-                # beats is looked at when its old deadline passes, and taking
-                # the inbox at each look would cut its batches short.
+                # a heartbeat there is not silence. Only then: taking the inbox
+                # at every look (a suspect drone's, each tick) would cut its
+                # batches short.
                 fleet.take_pending()
                 taken = True
                 if state.link is None:
