@@ -228,7 +228,7 @@ class ControllerConfig:
     )
     ping_interval: float = option(5.0, "seconds between proof-of-life pings to each drone")
     ping_rate: float = option(
-        100.0,
+        50.0,
         "proof-of-life pings a second to the whole fleet at most: with more than ping_rate x "
         "ping_interval drones connected, each is pinged every drones / ping_rate seconds instead "
         "(0: no limit)",

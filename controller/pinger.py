@@ -13,8 +13,18 @@ drones / rate seconds instead, as Consul spreads its per-node updates
 the cluster. Small fleets keep the interval they were given. Each ping
 written costs the controller about what receiving a heartbeat does (a
 task, a write with its own TLS record and send): with the budget, 2,000
-drones cost 100 of them a second instead of 400 (bench/README.md has
+drones cost 50 of them a second instead of 400 (bench/README.md has
 what that and pong-in-heartbeat measured).
+
+What the longer interval would cost is how soon a drone that stops
+reading its stream is found (its pings go unanswered while its
+heartbeats arrive). So a ping's answer is looked for when its time is up
+(``ping_timeout``): a drone that answered waits for its turn, one that
+did not is pinged again at once, until it has left ``missed_pings``
+unanswered. At 2,000 drones it is unhealthy 15 s after its next turn
+(15-55 s after it went deaf), where counting at each turn took three
+more turns (60-80 s at 100 pings a second); the looks cost a pass each,
+no write.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ IDLE_WAIT = 1.0
 # (pong-in-heartbeat), and never more than half the ping timeout: with
 # the default 1 s heartbeats a ping waits half a second on average.
 HOLD_MAX_S = 2.0
+# A ping's answer is looked for this long after its time is up: a pong that
+# came in time may still wait in the gateway's inbox (inbox.DELAY).
+LOOK_GRACE = 0.1
 
 
 class Pinger:
@@ -99,21 +112,29 @@ class Pinger:
         return max(self._interval, self._fleet.connected_count() / self._rate)
 
     def tick(self, now: float) -> None:
-        """Ping the connected drones whose next ping (fleet.pings) is due."""
+        """Ping the connected drones whose next ping (fleet.pings) is due, and
+        again those whose last ping went unanswered in its time."""
         fleet = self._fleet
         schedule = fleet.pings
         interval = self.interval()
+        look_after = fleet.ping_timeout + LOOK_GRACE
         for drone_id in schedule.take_due(now):
             state = fleet.get(drone_id)
             link = None if state is None else state.link
             if state is None or link is None:
                 continue
-            if state.last_ping_at is None:
-                # First ping soon after connecting, then at a random phase.
-                state.next_ping_at = now + random.uniform(0.5, 1.0) * interval
-            else:
-                state.next_ping_at = now + interval
-            schedule.set(drone_id, state.next_ping_at)
+            if now < state.next_ping_at and state.unanswered == 0:
+                # A look at a ping's answer that came: the next ping at its turn.
+                schedule.set(drone_id, state.next_ping_at)
+                continue
+            first = state.last_ping_at is None
             if self._send(state, link, self._hold_ms(state)) is None:
                 self.skipped += 1
-                self._fleet.on_ping_unsent(state)
+                fleet.on_ping_unsent(state)
+            # First ping soon after connecting, then at a random phase.
+            state.next_ping_at = now + (random.uniform(0.5, 1.0) * interval if first else interval)
+            look = now + look_after
+            if look < state.next_ping_at and state.unanswered <= fleet.missed_pings:
+                schedule.set(drone_id, look)
+            else:
+                schedule.set(drone_id, state.next_ping_at)

@@ -261,6 +261,56 @@ def test_the_ping_budget_stretches_the_interval_of_a_large_fleet_only(tmp_path: 
     assert rate <= 4.0 + 20 / 30  # the budget, give or take each drone's first ping
 
 
+def test_a_drone_that_leaves_a_budgeted_ping_unanswered_is_pinged_again_when_its_time_is_up(
+    tmp_path: Path,
+) -> None:
+    """20 drones on a budget of 2 pings a second: every 10 s each, where a
+    pong has 5 s. The answering drones are pinged at their turn only (the
+    look at their answer writes nothing). One goes deaf: it is pinged again
+    as each ping's time is up, and is unhealthy 15 s after the first ping
+    it left, where waiting for its turns took 30; then it waits for its
+    turns again."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        fleet, _events = fleet_on(clock, tmp_path, ping_timeout=5.0, missed_pings=3)
+        pinger = Pinger(fleet, 2.0, clock, rate=2.0)
+        await pinger.start()
+        try:
+            states = [connect(fleet, f"d{i}x")[0] for i in range(20)]
+            deaf = states[0]
+            seen: dict[str, list[float]] = {s.id: [] for s in states}
+            deaf_since: float | None = None
+            unhealthy_at: float | None = None
+            for step in range(int(80 / 0.05)):
+                await clock.advance(0.05)
+                if step == int(30 / 0.05):
+                    deaf_since = clock.time()
+                for s in states:
+                    at = s.last_ping_at
+                    if at is not None and (not seen[s.id] or at > seen[s.id][-1]):
+                        seen[s.id].append(at)
+                    sent = s.pings_out.get(s.ping_seq)
+                    if sent is not None and (s is not deaf or deaf_since is None):
+                        fleet.on_pong(s, PongData(s.ping_seq, sent, False, "", 0.0, 1.0, 1))
+                if unhealthy_at is None and deaf.status == UNHEALTHY:
+                    unhealthy_at = clock.time()
+            assert pinger.interval() == 10.0
+            gaps = {round(b - a, 1) for s in states[1:] for a, b in itertools.pairwise(seen[s.id][1:])}
+            assert gaps == {10.0}, "a drone that answers is pinged at its turn only"
+            assert deaf_since is not None and unhealthy_at is not None
+            left = [t for t in seen[deaf.id] if t >= deaf_since]
+            # Its first ping after it went deaf, three more as their time is up, then its turns.
+            assert [round(b - a, 1) for a, b in itertools.pairwise(left)][:5] == [5.1, 5.1, 5.1, 10.0, 10.0]
+            assert unhealthy_at == pytest.approx(left[3], abs=0.06)
+            assert [(c.name, c.detail) for c in deaf.failing] == [("pings", "3 pings in a row unanswered")]
+            assert left[0] - deaf_since <= 10.0
+        finally:
+            await pinger.stop()
+
+    asyncio.run(scenario())
+
+
 def test_an_idle_pinger_and_monitor_sleep_until_a_drone_is_due(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
