@@ -632,12 +632,14 @@ def bench_fleet(
         after = pool.stats()
         cpu = ctl_cpu.percent()
         loop_cpu = ctl_cpu.main_thread_percent()
+        grpc_threads = ctl_cpu.grpc_threads()
         sim = sim_cpu.percent()
         busy = ctl_cpu.machine_busy()
         rss_full = rss(ctl.pid)
         result |= {
             "controller_cpu_pct": round(cpu, 1),
             "controller_loop_cpu_pct": round(loop_cpu, 1),
+            "controller_grpc_threads": grpc_threads,
             "controller_cpu_pct_per_drone": round(cpu / n, 5),
             "simulator_cpu_pct": round(sim, 1),
             "machine_busy_pct": round(busy, 1),
@@ -758,10 +760,12 @@ def bench_bare(
         time.sleep(opts.duration)
         cpu = meter.percent()
         loop_cpu = meter.main_thread_percent()
+        grpc_threads = meter.grpc_threads()
         rss_full = rss(server.pid)
         return {
             "cpu_pct": round(cpu, 1),
             "loop_cpu_pct": round(loop_cpu, 1),
+            "grpc_threads": grpc_threads,
             "rss_idle_mb": round(rss_idle / 2**20, 1),
             "rss_mb": round(rss_full / 2**20, 1),
             "rss_per_drone_kb": round((rss_full - rss_idle) / n / 1024, 1),
@@ -1061,6 +1065,7 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         lambda v: v < TARGET_CPU,
     )
     t.row("  of it the event loop thread", lambda r: value(r, "controller_loop_cpu_pct"))
+    t.row("  grpc event-engine threads busy", lambda r: value(r, "controller_grpc_threads"))
     t.row("controller RSS with no drone, MB", lambda r: value(r, "controller_rss_idle_mb"))
     t.row("controller RSS, MB", lambda r: value(r, "controller_rss_mb"))
     t.row(
@@ -1072,6 +1077,7 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
     if any("bare" in r for r in fleet):
         t.row("bare grpc.aio server CPU, % of one core", lambda r: value(r, "bare", "cpu_pct"))
         t.row("  of it the event loop thread", lambda r: value(r, "bare", "loop_cpu_pct"))
+        t.row("  grpc event-engine threads busy", lambda r: value(r, "bare", "grpc_threads"))
         t.row("bare grpc.aio server RSS per drone, KB", lambda r: value(r, "bare", "rss_per_drone_kb"))
         t.row(
             "controller / bare, CPU",

@@ -576,27 +576,49 @@ class SimStats:
 # -- measuring -------------------------------------------------------------
 
 
+def thread_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` so far (empty when it is gone)."""
+    with contextlib.suppress(psutil.Error):
+        return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+    return {}
+
+
+# A grpc thread counts as busy over a window above this, % of one core.
+GRPC_THREAD_BUSY = 0.5
+
+
+def grpc_threads_busy(pid: int, before: dict[int, float], after: dict[int, float], wall: float) -> int:
+    """How many of grpc's event-engine threads in ``pid`` (named
+    ``event_engine``) were busy between the two snapshots of
+    ``thread_seconds``. grpc's pool grows under load (a connect ramp's TLS
+    handshakes) and never shrinks, and the same reads cost more CPU on more
+    threads: it is what moves the other threads' CPU between two servers
+    (bench/README.md, session 15)."""
+    busy = 0
+    for tid, seconds in after.items():
+        if wall <= 0 or (seconds - before.get(tid, 0.0)) / wall * 100 <= GRPC_THREAD_BUSY:
+            continue
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() == "event_engine":
+                busy += 1
+    return busy
+
+
 class CpuMeter:
     """CPU time of some processes over a wall-clock window; with one process,
-    also of its main thread (an asyncio server's event loop) apart."""
+    also of its main thread (an asyncio server's event loop) apart, and how
+    many of grpc's threads were busy."""
 
     def __init__(self, pids: Iterable[int]) -> None:
         self._procs = [psutil.Process(p) for p in pids]
         self._start = time.monotonic()
         self._cpu = self._total()
-        self._main = self._main_thread()
+        self._threads = self._thread_seconds()
         self._machine = psutil.cpu_times()
 
-    def _main_thread(self) -> float:
-        """CPU seconds of the first process's main thread (0 when gone)."""
-        if not self._procs:
-            return 0.0
-        proc = self._procs[0]
-        with contextlib.suppress(psutil.Error):
-            for thread in proc.threads():
-                if thread.id == proc.pid:
-                    return float(thread.user_time + thread.system_time)
-        return 0.0
+    def _thread_seconds(self) -> dict[int, float]:
+        """CPU seconds of each thread of the first process."""
+        return thread_seconds(self._procs[0].pid) if self._procs else {}
 
     def main_thread_percent(self) -> float:
         """Percent of one core the first process's main thread used since the
@@ -605,7 +627,18 @@ class CpuMeter:
         poller's. Moves much less with the machine's other load than the whole
         process (grpc's core threads, the same in both, make up the rest)."""
         wall = time.monotonic() - self._start
-        return 100.0 * (self._main_thread() - self._main) / wall if wall > 0 else 0.0
+        if not self._procs or wall <= 0:
+            return 0.0
+        pid = self._procs[0].pid
+        return 100.0 * (self._thread_seconds().get(pid, 0.0) - self._threads.get(pid, 0.0)) / wall
+
+    def grpc_threads(self) -> int:
+        """How many of grpc's event-engine threads of the first process were
+        busy since the meter started (``grpc_threads_busy``)."""
+        if not self._procs:
+            return 0
+        wall = time.monotonic() - self._start
+        return grpc_threads_busy(self._procs[0].pid, self._threads, self._thread_seconds(), wall)
 
     def _total(self) -> float:
         total = 0.0

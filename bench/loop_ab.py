@@ -26,7 +26,6 @@ prints one line per window and the medians; ``--json`` keeps them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import statistics
@@ -39,7 +38,19 @@ from pathlib import Path
 
 import psutil
 from fleet import MTLS, Enrolled, add_drones, bare_tls, enroll_fleet, make_specs, parse_args, phase_dir
-from harness import HOST, PYTHON, BareServer, BenchError, Children, Controller, Pool, own_pid_group, say
+from harness import (
+    HOST,
+    PYTHON,
+    BareServer,
+    BenchError,
+    Children,
+    Controller,
+    Pool,
+    grpc_threads_busy,
+    own_pid_group,
+    say,
+    thread_seconds,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +64,10 @@ class Server:
     ping_interval: float = 0.0  # the bare server's
 
 
-def thread_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of ``pid`` so far."""
-    with contextlib.suppress(psutil.Error):
-        return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
-    return {}
-
-
 def window(pid: int, seconds: float) -> dict[str, float]:
     """% of one core over ``seconds``: the process, its main thread, the
-    other threads; and how busy the whole machine was (% of all cores)."""
+    other threads; how many of grpc's threads were busy; and how busy the
+    whole machine was (% of all cores)."""
     before, machine, started = thread_seconds(pid), psutil.cpu_times(), time.monotonic()
     time.sleep(seconds)
     after, now, wall = thread_seconds(pid), psutil.cpu_times(), time.monotonic() - started
@@ -74,6 +79,7 @@ def window(pid: int, seconds: float) -> dict[str, float]:
         "cpu_pct": round(total, 1),
         "loop_cpu_pct": round(loop, 1),
         "other_cpu_pct": round(total - loop, 1),
+        "grpc_threads": grpc_threads_busy(pid, before, after, wall),
         "machine_busy_pct": round(busy, 1),
     }
 
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def report(results: dict[str, list[dict[str, float]]], n: int) -> str:
-    keys = ("cpu_pct", "loop_cpu_pct", "other_cpu_pct", "machine_busy_pct", "rss_mb")
+    keys = ("cpu_pct", "loop_cpu_pct", "other_cpu_pct", "grpc_threads", "machine_busy_pct", "rss_mb")
     lines = [
         f"{n} mutual-TLS drones, medians of {max(len(v) for v in results.values())} windows, % of one core"
     ]
