@@ -21,10 +21,10 @@ reading its stream is found (its pings go unanswered while its
 heartbeats arrive). So a ping's answer is looked for when its time is up
 (``ping_timeout``): a drone that answered waits for its turn, one that
 did not is pinged again at once, until it has left ``missed_pings``
-unanswered. At 2,000 drones it is unhealthy 15 s after its next turn
-(15-55 s after it went deaf), where counting at each turn took three
-more turns (60-80 s at 100 pings a second); the looks cost a pass each,
-no write.
+unanswered. At 2,000 drones it is unhealthy 15 s after the first ping it
+leaves unanswered (15-55 s after it went deaf), where counting at each
+turn took three more turns (60-80 s at 100 pings a second). A look
+writes nothing: it is a heap entry and a pass's few microseconds.
 """
 
 from __future__ import annotations
