@@ -41,7 +41,8 @@ INF = math.inf
 
 
 class _Waits:
-    """What both shapes share: the loop's wait for the earliest deadline."""
+    """What both shapes share: moving a deadline earlier, and the loop's
+    wait for the earliest deadline."""
 
     def __init__(self) -> None:
         # When the loop waiting in wait_due looks next, and what wakes it for
@@ -51,8 +52,19 @@ class _Waits:
         self._wakes_at = -INF
         self._sooner = asyncio.Event()
 
+    def at(self, key: str) -> float:
+        raise NotImplementedError
+
+    def set(self, key: str, when: float) -> None:
+        raise NotImplementedError
+
     def next_due(self) -> float:
         raise NotImplementedError
+
+    def earlier(self, key: str, when: float) -> None:
+        """Due at ``when`` if that is before its deadline (or it has none)."""
+        if when < self.at(key):
+            self.set(key, when)
 
     async def wait_due(self, clock: Clock, least: float, most: float) -> float:
         """Sleep until the earliest deadline, but ``least`` seconds at the
@@ -104,11 +116,6 @@ class Schedule(_Waits):
         if when < self._wakes_at:
             self._sooner.set()
 
-    def earlier(self, key: str, when: float) -> None:
-        """Due at ``when`` if that is before its deadline (or it has none)."""
-        if when < self._at.get(key, INF):
-            self.set(key, when)
-
     def next_due(self) -> float:
         """The earliest deadline, or one before it (an entry left behind by a
         move: a wait for it ends early, and finds nothing due); infinity when
@@ -146,7 +153,7 @@ class Deadlines(_Waits):
         self._free: list[int] = []
 
     def __len__(self) -> int:
-        return sum(1 for when in self._at if when != INF)
+        return len(self._at) - self._at.count(INF)
 
     def at(self, key: str) -> float:
         """The deadline of ``key``; infinity when it has none."""
@@ -172,11 +179,6 @@ class Deadlines(_Waits):
             self._at.append(INF)
         self._slots[key] = slot
         return slot
-
-    def earlier(self, key: str, when: float) -> None:
-        """Due at ``when`` if that is before its deadline (or it has none)."""
-        if when < self.at(key):
-            self.set(key, when)
 
     def next_due(self) -> float:
         """The earliest deadline; infinity when there is none."""
