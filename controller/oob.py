@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, cast
 
 from swarm.controller.errors import InvalidArgument
 
@@ -499,14 +499,15 @@ async def run(
         )
     pid = transport.get_pid()
     timed_out = False
-    if stdin is not None:
-        pipe = transport.get_pipe_transport(0)
-        assert isinstance(pipe, asyncio.WriteTransport)
-        # Buffered by the transport; a command that exits without reading it
-        # closes the pipe, and the rest is dropped.
-        pipe.write(stdin)
-        pipe.close()
     try:
+        if stdin is not None:
+            # A WriteTransport: asyncio's is one by class; uvloop's (the
+            # controller's loop) is not registered as one, and writes alike.
+            pipe = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+            # Buffered by the transport; a command that exits without reading it
+            # closes the pipe, and the rest is dropped.
+            pipe.write(stdin)
+            pipe.close()
         done, _ = await asyncio.wait([collector.finished], timeout=timeout)
         if not done:
             timed_out = True

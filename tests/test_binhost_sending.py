@@ -28,6 +28,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from swarm.controller.config import EVENT_LOOPS
+from swarm.controller.main import loop_runner
 from swarm.controller.web import binfiles
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,11 +91,22 @@ async def stalled_request(port: int) -> tuple[asyncio.StreamReader, asyncio.Stre
     return reader, writer, head
 
 
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(scenario())
+Run = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
-def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str]) -> None:
+@pytest.fixture(params=EVENT_LOOPS)
+def run(request: pytest.FixtureRequest) -> Run:
+    """Runs a scenario on each loop the controller may serve on (--event-loop):
+    the sender borrows the socket of the loop's transport, and uvloop's is libuv's."""
+    runner = loop_runner(request.param)
+
+    def run_on_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        runner(scenario())
+
+    return run_on_loop
+
+
+def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str], run: Run) -> None:
     path, digest = big
     data = path.read_bytes()
 
@@ -122,7 +135,7 @@ def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str]) -> Non
 
 
 def test_a_client_that_stops_reading_is_handed_to_the_loop_and_still_gets_every_byte(
-    big: tuple[Path, str],
+    big: tuple[Path, str], run: Run
 ) -> None:
     path, digest = big
 
@@ -144,7 +157,7 @@ def test_a_client_that_stops_reading_is_handed_to_the_loop_and_still_gets_every_
     run(scenario)
 
 
-def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str]) -> None:
+def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str], run: Run) -> None:
     path, digest = big
 
     async def scenario() -> None:
@@ -160,7 +173,7 @@ def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str]) -> N
     run(scenario)
 
 
-def test_a_tier_stopping_ends_a_blocked_send_at_once(big: tuple[Path, str]) -> None:
+def test_a_tier_stopping_ends_a_blocked_send_at_once(big: tuple[Path, str], run: Run) -> None:
     path, _digest = big
 
     async def scenario() -> None:

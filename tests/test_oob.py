@@ -16,7 +16,9 @@ from typing import Any
 import psutil
 import pytest
 
+from swarm.controller.config import EVENT_LOOPS
 from swarm.controller.errors import InvalidArgument
+from swarm.controller.main import LoopRunner, loop_runner
 from swarm.controller.oob import (
     HARD_RESTART_COMMAND,
     REBOOT_PRESETS,
@@ -357,31 +359,44 @@ def test_literal_braces_and_custom_templates() -> None:
 
 
 # -- running commands -------------------------------------------------------------
+# On both loops the controller may run on (--event-loop): their subprocess
+# transports are different classes.
 
 
-def test_run_captures_interleaved_output_and_exit_code() -> None:
+@pytest.fixture(params=EVENT_LOOPS)
+def on_loop(request: pytest.FixtureRequest) -> LoopRunner:
+    return loop_runner(request.param)
+
+
+def test_run_captures_interleaved_output_and_exit_code(on_loop: LoopRunner) -> None:
     code = "import sys; print('out', flush=True); print('err', file=sys.stderr, flush=True); sys.exit(4)"
-    result = asyncio.run(run([sys.executable, "-c", code], timeout=30))
+    result = on_loop(run([sys.executable, "-c", code], timeout=30))
     assert (result.exit_code, result.output, result.ok, result.timed_out) == (4, "out\nerr\n", False, False)
     assert result.argv == (sys.executable, "-c", code)
     assert result.summary().startswith("exit 4 after ")
     assert result.summary().endswith(": err")
 
 
-def test_run_keeps_the_tail_of_long_output() -> None:
+def test_run_writes_stdin_and_closes_it(on_loop: LoopRunner) -> None:
+    data = b"".join(b"line %d\n" % i for i in range(20_000))
+    result = on_loop(run(["sh", "-c", "wc -l; cat >/dev/null"], timeout=30, stdin=data))
+    assert (result.exit_code, result.output.strip()) == (0, "20000")
+
+
+def test_run_keeps_the_tail_of_long_output(on_loop: LoopRunner) -> None:
     code = "import sys; sys.stdout.buffer.write(b'x' * 100000 + b'\\n\\xff-end\\n')"
-    result = asyncio.run(run([sys.executable, "-c", code], timeout=30, output_limit=1000))
+    result = on_loop(run([sys.executable, "-c", code], timeout=30, output_limit=1000))
     assert result.ok and result.truncated
     assert len(result.output.encode()) <= 1002  # U+FFFD for the stray byte is 3 bytes
     assert result.output.endswith("x\n\ufffd-end\n")
 
 
-def test_run_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+def test_run_timeout_kills_the_whole_process_group(tmp_path: Path, on_loop: LoopRunner) -> None:
     pidfile = tmp_path / "pid"
     # The shell's background child holds the output pipe open too.
     script = f"sleep 300 & echo $! > {pidfile}; wait"
     before = children()
-    result = asyncio.run(run(["sh", "-c", script], timeout=2))
+    result = on_loop(run(["sh", "-c", script], timeout=2))
     assert result.timed_out and result.exit_code is None and not result.ok
     assert 2 <= result.duration < 10
     assert result.summary().startswith("timed out after ")
@@ -392,7 +407,7 @@ def test_run_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert children() == before
 
 
-def test_cancelling_the_caller_kills_the_command(tmp_path: Path) -> None:
+def test_cancelling_the_caller_kills_the_command(tmp_path: Path, on_loop: LoopRunner) -> None:
     pidfile = tmp_path / "pid"
     before = children()
 
@@ -403,13 +418,13 @@ def test_cancelling_the_caller_kills_the_command(tmp_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(scenario())
+    on_loop(scenario())
     assert gone(int(pidfile.read_text()))
     assert children() == before
 
 
-def test_missing_program_is_a_result_not_an_exception(tmp_path: Path) -> None:
-    result = asyncio.run(run([str(tmp_path / "no-such-ssh"), "-V"], timeout=5))
+def test_missing_program_is_a_result_not_an_exception(tmp_path: Path, on_loop: LoopRunner) -> None:
+    result = on_loop(run([str(tmp_path / "no-such-ssh"), "-V"], timeout=5))
     assert result.exit_code is None and not result.ok and not result.timed_out
     assert result.error == f"{tmp_path / 'no-such-ssh'}: No such file or directory"
     assert result.summary() == f"could not run: {result.error}"

@@ -70,6 +70,7 @@ GENTOO_NAMES = {
     "aiohttp": ("dev-python/aiohttp", None),
     "peewee": ("dev-python/peewee", None),
     "prometheus-client": ("dev-python/prometheus-client", None),
+    "uvloop": ("dev-python/uvloop", None),
     "psycopg2-binary": ("dev-python/psycopg", "2"),
 }
 # The USE flag of each optional-dependency group of pyproject.toml, and the

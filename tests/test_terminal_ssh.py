@@ -268,7 +268,7 @@ def test_no_ssh_access_is_a_409_before_the_upgrade_and_local_runs_here(
         finally:
             here.kill()
         assert status == 200, body
-        assert body["via"] == "local" and body["exit_code"] == 5
+        assert body["via"] == "local" and body["exit_code"] == 5, body
         said = re.fullmatch(r"pid-(\d+)\n", body["stdout"])
         assert said is not None, body
         pid = int(said.group(1))

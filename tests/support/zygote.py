@@ -97,6 +97,7 @@ PRELOAD: Mapping[str, tuple[str, ...]] = {
         "swarm.controller.app",
         "swarm.controller.store.migrations",
         "swarm.controller.store.sql",
+        "uvloop",
     ),
     "swarm.agent.main": (
         "argparse",

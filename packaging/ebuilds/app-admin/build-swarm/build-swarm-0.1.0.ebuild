@@ -59,6 +59,7 @@ RDEPEND="
 		>=dev-python/peewee-4.0[${PYTHON_USEDEP}]
 		>=dev-python/prometheus-client-0.26[${PYTHON_USEDEP}]
 		<dev-python/prometheus-client-0.27
+		>=dev-python/uvloop-0.21[${PYTHON_USEDEP}]
 		postgres? ( >=dev-python/psycopg-2.9:2[${PYTHON_USEDEP}] )
 	)
 "
