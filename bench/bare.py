@@ -14,6 +14,10 @@ the pongs: the floor of a gateway that must prove its drones alive. Not
 the default floor: bench/fleet.py prints it beside the other with
 ``--bare-pings``.
 
+It runs on Python's own asyncio loop, what a bare grpc.aio server gets;
+with ``--event-loop uvloop`` on the loop the controller runs on by
+default: the floor of the same loop (bench/fleet.py ``--bare-uvloop``).
+
 It writes ``{"port": N}`` to ``--ready-file`` once it listens, and stops
 on SIGTERM or SIGINT.
 """
@@ -135,12 +139,24 @@ def main() -> None:
         default=0.0,
         help="ping every stream this often, seconds, and read the pongs (default 0: no pings)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop to serve on (default: asyncio, Python's own)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="bare %(levelname)s %(message)s")
     tls = None
     if args.tls_dir is not None:
         tls = tuple((args.tls_dir / name).read_bytes() for name in (SERVER_KEY, SERVER_CHAIN, CLIENT_CA))
-    asyncio.run(serve(args.port, args.ready_file, tls, args.ping_interval))
+    main = serve(args.port, args.ready_file, tls, args.ping_interval)
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class Options:
     agent: bool
     bare: bool
     bare_pings: bool
+    bare_uvloop: bool
     pongs: bool
     agent_duration: float
     profile_dir: Path | None
@@ -219,6 +220,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "floor without pings: what proof of life costs any gateway",
     )
     parser.add_argument(
+        "--bare-uvloop",
+        action="store_true",
+        help="also measure the bare server on uvloop (bare.py --event-loop uvloop), the loop the "
+        "controller runs on by default, and print it beside the floor on asyncio's: the "
+        "controller's own cost on the same loop",
+    )
+    parser.add_argument(
         "--pongs",
         action="store_true",
         help="simulated drones list no features and answer every ping with a Pong of its own, as "
@@ -309,6 +317,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         agent=not ns.no_agent,
         bare=ns.bare,
         bare_pings=ns.bare_pings,
+        bare_uvloop=ns.bare_uvloop,
         pongs=ns.pongs,
         agent_duration=ns.agent_duration,
         profile_dir=ns.profile,
@@ -637,6 +646,8 @@ def bench_fleet(
         busy = ctl_cpu.machine_busy()
         rss_full = rss(ctl.pid)
         result |= {
+            # Controllers before --event-loop ran on asyncio and did not say so.
+            "controller_event_loop": ctl.info.get("event_loop", "asyncio"),
             "controller_cpu_pct": round(cpu, 1),
             "controller_loop_cpu_pct": round(loop_cpu, 1),
             "controller_grpc_threads": grpc_threads,
@@ -697,6 +708,12 @@ def bench_fleet(
         except BenchError as exc:
             say(f"{name}: no pinging bare floor: {exc}")
             result["bare_pinging"] = {"error": str(exc)}
+    if opts.bare_uvloop:
+        try:
+            result["bare_uvloop"] = bench_bare(opts, children, tmp, n, mode, data, creds, event_loop="uvloop")
+        except BenchError as exc:
+            say(f"{name}: no bare floor on uvloop: {exc}")
+            result["bare_uvloop"] = {"error": str(exc)}
     return result
 
 
@@ -726,12 +743,15 @@ def bench_bare(
     data: Path,
     creds: Enrolled | None,
     ping_interval: float = 0.0,
+    event_loop: str = "asyncio",
 ) -> dict[str, Any]:
     """The floor: the same n drones on a bare grpc.aio server, measured like
-    the controller; with ``ping_interval``, the server pings them."""
+    the controller; with ``ping_interval``, the server pings them; on
+    ``event_loop``."""
     pinging = " pinging" if ping_interval else ""
-    name = tagged(opts, f"bare server{pinging}, {n} drones", mode)
-    work = tmp / f"bare{pinging.replace(' ', '-')}-{n}-{mode}"
+    on = "" if event_loop == "asyncio" else f" on {event_loop}"
+    name = tagged(opts, f"bare server{pinging}{on}, {n} drones", mode)
+    work = tmp / f"bare{pinging.replace(' ', '-')}{on.replace(' ', '-')}-{n}-{mode}"
     work.mkdir()
     server = BareServer(
         children,
@@ -739,6 +759,7 @@ def bench_bare(
         bare_tls(data, work) if mode == MTLS else None,
         opts.placement.controller,
         ping_interval,
+        event_loop,
     )
     pool: Pool | None = None
     try:
@@ -1065,6 +1086,7 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         lambda v: v < TARGET_CPU,
     )
     t.row("  of it the event loop thread", lambda r: value(r, "controller_loop_cpu_pct"))
+    t.row("  on the event loop", lambda r: (value(r, "controller_event_loop") or "?").split(" ")[0])
     t.row("  grpc event-engine threads busy", lambda r: value(r, "controller_grpc_threads"))
     t.row("controller RSS with no drone, MB", lambda r: value(r, "controller_rss_idle_mb"))
     t.row("controller RSS, MB", lambda r: value(r, "controller_rss_mb"))
@@ -1114,6 +1136,18 @@ def fleet_table(fleet: list[dict[str, Any]], modes: list[str]) -> list[str]:
         t.row(
             "controller / bare pinging, RSS per drone",
             lambda r: ratio(r, "rss_per_drone_kb", "rss_per_drone_kb", "bare_pinging"),
+        )
+    if any("bare_uvloop" in r for r in fleet):
+        t.row("bare server on uvloop, CPU, % of one core", lambda r: value(r, "bare_uvloop", "cpu_pct"))
+        t.row("  of it the event loop thread", lambda r: value(r, "bare_uvloop", "loop_cpu_pct"))
+        t.row("  grpc event-engine threads busy", lambda r: value(r, "bare_uvloop", "grpc_threads"))
+        t.row(
+            "controller / bare on uvloop, CPU",
+            lambda r: ratio(r, "controller_cpu_pct", "cpu_pct", "bare_uvloop"),
+        )
+        t.row(
+            "controller - bare on uvloop, event loop threads",
+            lambda r: points(value(r, "controller_loop_cpu_pct"), value(r, "bare_uvloop", "loop_cpu_pct")),
         )
     t.row("heartbeat -> visible in API p50, ms", lambda r: value(r, "heartbeat_visible_ms", "p50"))
     t.row(

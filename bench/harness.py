@@ -292,7 +292,8 @@ class BareServer:
     """``bench/bare.py``: a grpc.aio DroneGateway that only reads, the floor
     the controller is compared with. With ``tls_dir`` (``bare.SERVER_KEY``,
     ``SERVER_CHAIN``, ``CLIENT_CA``), mutual TLS like the controller's; with
-    ``ping_interval``, it pings its streams (bare.py --ping-interval)."""
+    ``ping_interval``, it pings its streams (bare.py --ping-interval); on
+    ``event_loop`` (bare.py --event-loop)."""
 
     def __init__(
         self,
@@ -301,12 +302,14 @@ class BareServer:
         tls_dir: Path | None,
         cpus: frozenset[int] | None = None,
         ping_interval: float = 0.0,
+        event_loop: str = "asyncio",
     ) -> None:
         self._children = children
         self._work = work
         self._tls_dir = tls_dir
         self._cpus = cpus
         self._ping_interval = ping_interval
+        self._event_loop = event_loop
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -319,7 +322,7 @@ class BareServer:
         """Start it; its port."""
         ready = self._work / "bare-ready.json"
         ready.unlink(missing_ok=True)
-        argv = [PYTHON, str(BENCH / "bare.py"), "--ready-file", str(ready)]
+        argv = [PYTHON, str(BENCH / "bare.py"), "--ready-file", str(ready), "--event-loop", self._event_loop]
         if self._tls_dir is not None:
             argv += ["--tls-dir", str(self._tls_dir)]
         if self._ping_interval:

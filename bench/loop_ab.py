@@ -15,6 +15,8 @@ machine 100 % busy, where the whole process moves by five.
     .venv/bin/python bench/loop_ab.py                       # this checkout's controller against the floor
     .venv/bin/python bench/loop_ab.py --before /work/main/.venv/bin/python --rounds 3
     .venv/bin/python bench/loop_ab.py --bare-ping-interval 20   # the floor pinging as the controller does
+    .venv/bin/python bench/loop_ab.py --before .venv/bin/python --before-arg=--event-loop=asyncio \
+        --bare-uvloop                                           # the controller and the floor on both loops
     .venv/bin/python bench/loop_ab.py --before .venv/bin/python --before-arg=--ping-interval=5 \
         --controller-arg=--ping-interval=3600                   # this controller with pings and without
 
@@ -62,6 +64,7 @@ class Server:
     args: tuple[str, ...] = ()
     bare: bool = False
     ping_interval: float = 0.0  # the bare server's
+    event_loop: str = "asyncio"  # the bare server's
 
 
 def window(pid: int, seconds: float) -> dict[str, float]:
@@ -99,7 +102,7 @@ def measure(
     if server.bare:
         work = tmp / f"bare-{run}"
         work.mkdir()
-        bare = BareServer(children, work, bare_tls(data, work), None, server.ping_interval)
+        bare = BareServer(children, work, bare_tls(data, work), None, server.ping_interval, server.event_loop)
         port, pid, stop = bare.start(), bare.pid, bare.stop
     else:
         ctl = Controller(children, data, ping_interval=5.0, tls=True, extra=server.args, python=server.python)
@@ -133,6 +136,8 @@ def servers_of(ns: argparse.Namespace) -> list[Server]:
     servers.append(Server("bare", bare=True))
     if ns.bare_ping_interval:
         servers.append(Server("bare pinging", bare=True, ping_interval=ns.bare_ping_interval))
+    if ns.bare_uvloop:
+        servers.append(Server("bare uvloop", bare=True, event_loop="uvloop"))
     return servers
 
 
@@ -154,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="also the bare server pinging every stream this often, seconds (0: not)",
+    )
+    parser.add_argument(
+        "--bare-uvloop",
+        action="store_true",
+        help="also the bare server on uvloop, the loop the controller runs on by default",
     )
     parser.add_argument(
         "--controller-arg",
@@ -212,15 +222,18 @@ def report(results: dict[str, list[dict[str, float]]], n: int) -> str:
             continue
         medians[name] = {k: statistics.median(w[k] for w in windows) for k in keys}
         lines.append(f"{name:14}" + "".join(f"{medians[name][k]:>18.1f}" for k in keys))
-    floor = medians.get("bare")
-    if floor:
+    for floor_name in ("bare", "bare uvloop"):
+        floor = medians.get(floor_name)
+        if not floor:
+            continue
         for name, m in medians.items():
-            if name != "bare":
-                lines.append(
-                    f"{name} / bare: CPU {m['cpu_pct'] / floor['cpu_pct']:.2f}x, "
-                    f"event loop {m['loop_cpu_pct'] - floor['loop_cpu_pct']:+.1f} points, "
-                    f"other threads {m['other_cpu_pct'] - floor['other_cpu_pct']:+.1f} points"
-                )
+            if name == floor_name or (floor_name != "bare" and name.startswith("bare")):
+                continue
+            lines.append(
+                f"{name} / {floor_name}: CPU {m['cpu_pct'] / floor['cpu_pct']:.2f}x, "
+                f"event loop {m['loop_cpu_pct'] - floor['loop_cpu_pct']:+.1f} points, "
+                f"other threads {m['other_cpu_pct'] - floor['other_cpu_pct']:+.1f} points"
+            )
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from swarm.controller.channelsvc import ChannelsService
 from swarm.controller.config import DEFAULT_BINHOSTS_FILE, DEFAULT_DRONES_FILE, ControllerConfig
 from swarm.controller.enrollment import EnrollmentService
 from swarm.controller.errors import InvalidArgument, SwarmError
+from swarm.controller.eventloop import describe_loop
 from swarm.controller.events import EventLog
 from swarm.controller.execs import Execs
 from swarm.controller.fleet import Fleet
@@ -605,6 +606,7 @@ class Controller:
                     "admin_key_file": str(self.config.admin_key_path),
                     "ca_pin": self.trust.ca.pin if self.trust is not None else None,
                     "staging_url": self.staging.url if self.staging is not None else None,
+                    "event_loop": describe_loop(asyncio.get_running_loop()),
                 }
             )
         )

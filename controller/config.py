@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.config import option
+from swarm.controller.eventloop import EVENT_LOOPS
 from swarm.controller.notify import STARTTLS_MODES, SmtpSettings
 from swarm.controller.oob import HARD_RESTART_COMMAND, RESTART_COMMAND
 from swarm.controller.release_cadence import Cadence, parse_duration, parse_schedule
@@ -18,7 +19,6 @@ DEFAULT_PATH = Path("/etc/build-swarm/controller.toml")
 DEFAULT_DRONES_FILE = Path("/etc/build-swarm/drones.toml")
 DEFAULT_BINHOSTS_FILE = Path("/etc/build-swarm/binhosts.toml")
 ENV_PREFIX = "SWARM_CONTROLLER_"
-EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True, slots=True)

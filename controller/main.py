@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 from swarm import __version__
 from swarm.config import ConfigError, add_arguments, resolve
 from swarm.controller.config import DEFAULT_PATH, ENV_PREFIX, ControllerConfig
+from swarm.controller.eventloop import describe_loop, loop_runner
 from swarm.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -59,33 +57,6 @@ def tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
-
-
-T = TypeVar("T")
-
-
-class LoopRunner(Protocol):
-    def __call__(self, main: Coroutine[Any, Any, T], /) -> T: ...
-
-
-def loop_runner(name: str) -> LoopRunner:
-    """What runs the controller on the event loop ``name`` (config
-    ``event_loop``). uvloop by default: the controller's loop thread mostly
-    hands gRPC's completions to its tasks, thousands a second at scale,
-    and uvloop's loop does that in C where asyncio's runs Python per
-    callback (bench/README.md: 2,000 drones, 11.5 -> 9.2 points of a core).
-    ImportError if uvloop is not installed."""
-    if name == "asyncio":
-        return asyncio.run
-    import uvloop
-
-    return uvloop.run
-
-
-def describe_loop(loop: asyncio.AbstractEventLoop) -> str:
-    if type(loop).__module__.partition(".")[0] == "uvloop":
-        return f"uvloop {importlib.metadata.version('uvloop')}"
-    return f"asyncio ({type(loop).__name__})"
 
 
 async def run(config: ControllerConfig) -> None:

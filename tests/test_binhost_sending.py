@@ -28,8 +28,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from swarm.controller.config import EVENT_LOOPS
-from swarm.controller.main import loop_runner
+from swarm.controller.eventloop import EVENT_LOOPS, loop_runner
 from swarm.controller.web import binfiles
 
 pytestmark = pytest.mark.timeout(60)

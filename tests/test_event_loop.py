@@ -33,6 +33,7 @@ def test_the_controller_serves_a_drone_on_the_loop_it_is_given(
     with start_fleet(tmp_path, ["d1"], *args) as swarm:
         controller = swarm.controller
         assert said in controller.log()
+        assert controller.info["event_loop"].startswith(said.removeprefix("event loop: "))
         # A ping's answer came back: the controller wrote to the drone's stream and read from it.
         node = wait_for(
             lambda: (n := controller.known_node("d1"))["ping_latency_ms"] is not None and n,
@@ -66,7 +67,7 @@ import swarm.controller  # first, as in the controller: before grpc is imported
 
 import grpc
 
-from swarm.controller.main import loop_runner
+from swarm.controller.eventloop import loop_runner
 from swarm.controller.oobshell import run_command
 
 

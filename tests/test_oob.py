@@ -16,9 +16,8 @@ from typing import Any
 import psutil
 import pytest
 
-from swarm.controller.config import EVENT_LOOPS
 from swarm.controller.errors import InvalidArgument
-from swarm.controller.main import LoopRunner, loop_runner
+from swarm.controller.eventloop import EVENT_LOOPS, LoopRunner, loop_runner
 from swarm.controller.oob import (
     HARD_RESTART_COMMAND,
     REBOOT_PRESETS,
