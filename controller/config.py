@@ -402,7 +402,7 @@ class ControllerConfig:
     event_loop: str = option(
         "uvloop",
         "the event loop the controller runs on: uvloop (libuv's, written in C; at 2,000 drones "
-        "its loop thread takes about 2 points of a core less) or asyncio (Python's own)",
+        "its loop thread takes 1.7 points of a core less) or asyncio (Python's own)",
     )
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 uvloop by default: at scale the controller's loop thread mostly hands
 gRPC's completions to their tasks, thousands a second, and uvloop's loop
 (libuv's, in C) does that where asyncio's runs Python for each callback
-(bench/README.md: at 2,000 drones the loop thread 10.8 -> 9.0 points of a
+(bench/README.md: at 2,000 drones the loop thread 10.8 -> 9.1 points of a
 core). asyncio, Python's own, stays one flag away.
 
 On uvloop, children are started with fork() rather than vfork():
