@@ -92,23 +92,26 @@ def test_mirror_options_out_of_range_are_refused(options: dict[str, Any], needle
         ControllerConfig(**options)
 
 
-@pytest.mark.parametrize("module", ["swarm.agent.main", "swarm.controller.main"])
-def test_cli_bad_flag_exits_2_with_one_line(module: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "flag", "value", "needle"),
+    [
+        ("swarm.agent.main", "--heartbeat-interval", "abc", "expected float"),
+        ("swarm.controller.main", "--ping-interval", "abc", "expected float"),
+        (
+            "swarm.controller.main",
+            "--event-loop",
+            "tokio",
+            "event_loop must be uvloop or asyncio, got 'tokio'",
+        ),
+    ],
+)
+def test_cli_bad_flag_exits_2_with_one_line(module: str, flag: str, value: str, needle: str) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            module,
-            "--heartbeat-interval" if "agent" in module else "--ping-interval",
-            "abc",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [sys.executable, "-m", module, flag, value], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "expected float" in lines[0]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("module", ["swarm.agent.main", "swarm.controller.main"])
