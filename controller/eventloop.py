@@ -37,7 +37,11 @@ def loop_runner(name: str) -> LoopRunner:
 
 
 def describe_loop(loop: asyncio.AbstractEventLoop) -> str:
-    """ "uvloop 0.23.0" or "asyncio (_UnixSelectorEventLoop)": for the log and the ready file."""
+    """The loop's name for the log and the ready file: "uvloop 0.23.0", or
+    "asyncio (_UnixSelectorEventLoop)"."""
     if type(loop).__module__.partition(".")[0] == "uvloop":
-        return f"uvloop {importlib.metadata.version('uvloop')}"
+        try:
+            return f"uvloop {importlib.metadata.version('uvloop')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "uvloop"
     return f"asyncio ({type(loop).__name__})"
