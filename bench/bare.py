@@ -1,8 +1,9 @@
 """The floor under the controller: a bare grpc.aio DroneGateway for ``bench/fleet.py``.
 
-It serves the same proto with the controller's server options (and with
-``--tls-dir``, mutual TLS as the controller does: a server certificate of
-the controller's CA, client certificates required), answers each Hello
+It serves the same proto with the controller's server options, in its
+gRPC environment (``harness.BareServer`` starts it so) and, with
+``--tls-dir``, mutual TLS as the controller does (a server certificate of
+the controller's CA, client certificates required). It answers each Hello
 with a Welcome (the simulated drones wait for one before they beat) and
 then only reads the stream: no pings, no state, no log. What the
 controller costs beyond this per drone is what its own work costs.

@@ -320,6 +320,11 @@ class BareServer:
 
     def start(self, timeout: float = 30.0) -> int:
         """Start it; its port."""
+        # The controller's gRPC environment (its package sets GRPC_VERBOSITY and
+        # turns gRPC's fork support off) is the floor's too: set here, in the
+        # bench's own environment, which the server inherits.
+        import swarm.controller  # noqa: F401
+
         ready = self._work / "bare-ready.json"
         ready.unlink(missing_ok=True)
         argv = [PYTHON, str(BENCH / "bare.py"), "--ready-file", str(ready), "--event-loop", self._event_loop]
