@@ -37,6 +37,7 @@ from typing import Any
 
 import grpc
 
+from swarm.controller.eventloop import EVENT_LOOPS, loop_runner
 from swarm.grpcopts import SERVER_OPTIONS
 from swarm.v1 import fleet_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -142,7 +143,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--event-loop",
-        choices=("asyncio", "uvloop"),
+        choices=EVENT_LOOPS,
         default="asyncio",
         help="the event loop to serve on (default: asyncio, Python's own)",
     )
@@ -151,13 +152,7 @@ def main() -> None:
     tls = None
     if args.tls_dir is not None:
         tls = tuple((args.tls_dir / name).read_bytes() for name in (SERVER_KEY, SERVER_CHAIN, CLIENT_CA))
-    main = serve(args.port, args.ready_file, tls, args.ping_interval)
-    if args.event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+    loop_runner(args.event_loop)(serve(args.port, args.ready_file, tls, args.ping_interval))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from swarm.controller.eventloop import EVENT_LOOPS, LoopRunner, loop_runner
+
 # tools/ (prefix.py: Gentoo prefixes for drones, clients and the controller)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
@@ -226,6 +228,14 @@ def no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=2)
     alive = [t.name for t in leaked if t.is_alive()]
     assert not alive, f"test leaked threads: {alive}"
+
+
+@pytest.fixture(params=EVENT_LOOPS)
+def on_loop(request: pytest.FixtureRequest) -> LoopRunner:
+    """Runs a coroutine to its end, once on each loop the controller may run
+    on (--event-loop): for code that touches what differs between them (the
+    transports of subprocesses and sockets)."""
+    return loop_runner(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ back to the event loop within the send timeout (the thread is free
 again) and still gets every byte once it reads; a client that goes away
 mid-download frees its thread and leaves the server answering; a tier
 stopped while a thread waits on a stalled client stops at once, thread
-included. Range, If-Modified-Since and the rest against a real
+included. Each on both of the controller's event loops (``on_loop``): the
+sender borrows the socket of the loop's transport, and uvloop's is
+libuv's. Range, If-Modified-Since and the rest against a real
 controller with curl and wget: tests/test_release_api.py.
 """
 
@@ -19,16 +21,15 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from swarm.controller.eventloop import EVENT_LOOPS, loop_runner
+from swarm.controller.eventloop import LoopRunner
 from swarm.controller.web import binfiles
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,22 +91,7 @@ async def stalled_request(port: int) -> tuple[asyncio.StreamReader, asyncio.Stre
     return reader, writer, head
 
 
-Run = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
-
-
-@pytest.fixture(params=EVENT_LOOPS)
-def run(request: pytest.FixtureRequest) -> Run:
-    """Runs a scenario on each loop the controller may serve on (--event-loop):
-    the sender borrows the socket of the loop's transport, and uvloop's is libuv's."""
-    runner = loop_runner(request.param)
-
-    def run_on_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        runner(scenario())
-
-    return run_on_loop
-
-
-def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str], run: Run) -> None:
+def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str], on_loop: LoopRunner) -> None:
     path, digest = big
     data = path.read_bytes()
 
@@ -130,11 +116,11 @@ def test_a_thread_sends_the_whole_file_and_a_range(big: tuple[Path, str], run: R
             await until(lambda: sender.busy == 0, "the sender thread done")
             assert (sender.bytes_sent, sender.handed_back) == (SIZE + last + 1 - first, 0)
 
-    run(scenario)
+    on_loop(scenario())
 
 
 def test_a_client_that_stops_reading_is_handed_to_the_loop_and_still_gets_every_byte(
-    big: tuple[Path, str], run: Run
+    big: tuple[Path, str], on_loop: LoopRunner
 ) -> None:
     path, digest = big
 
@@ -153,10 +139,10 @@ def test_a_client_that_stops_reading_is_handed_to_the_loop_and_still_gets_every_
             assert b"Content-Length: %d" % SIZE in head
             assert hashlib.sha256(body).hexdigest() == digest
 
-    run(scenario)
+    on_loop(scenario())
 
 
-def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str], run: Run) -> None:
+def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str], on_loop: LoopRunner) -> None:
     path, digest = big
 
     async def scenario() -> None:
@@ -169,10 +155,10 @@ def test_a_client_gone_mid_download_frees_its_thread(big: tuple[Path, str], run:
             async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/f") as answer:
                 assert hashlib.sha256(await answer.read()).hexdigest() == digest
 
-    run(scenario)
+    on_loop(scenario())
 
 
-def test_a_tier_stopping_ends_a_blocked_send_at_once(big: tuple[Path, str], run: Run) -> None:
+def test_a_tier_stopping_ends_a_blocked_send_at_once(big: tuple[Path, str], on_loop: LoopRunner) -> None:
     path, _digest = big
 
     async def scenario() -> None:
@@ -186,4 +172,4 @@ def test_a_tier_stopping_ends_a_blocked_send_at_once(big: tuple[Path, str], run:
         writer.close()
         assert took < 5.0, f"stopping took {took:.1f}s with a send blocked for up to 30s"
 
-    run(scenario)
+    on_loop(scenario())

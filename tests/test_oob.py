@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from swarm.controller.errors import InvalidArgument
-from swarm.controller.eventloop import EVENT_LOOPS, LoopRunner, loop_runner
+from swarm.controller.eventloop import LoopRunner
 from swarm.controller.oob import (
     HARD_RESTART_COMMAND,
     REBOOT_PRESETS,
@@ -358,13 +358,8 @@ def test_literal_braces_and_custom_templates() -> None:
 
 
 # -- running commands -------------------------------------------------------------
-# On both loops the controller may run on (--event-loop): their subprocess
+# On both loops the controller may run on (on_loop): their subprocess
 # transports are different classes.
-
-
-@pytest.fixture(params=EVENT_LOOPS)
-def on_loop(request: pytest.FixtureRequest) -> LoopRunner:
-    return loop_runner(request.param)
 
 
 def test_run_captures_interleaved_output_and_exit_code(on_loop: LoopRunner) -> None:
